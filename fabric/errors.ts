@@ -1,0 +1,36 @@
+// Typed errors. Control-plane failures carry a kind that the gRPC layer maps to a status code;
+// data-plane failures carry an errno that the NBD layer maps to the protocol's error values.
+
+export type ErrorKind =
+  | 'NOT_FOUND'
+  | 'ALREADY_EXISTS'
+  | 'INVALID_ARGUMENT'
+  | 'RESOURCE_EXHAUSTED'
+  | 'FAILED_PRECONDITION'
+  | 'OUT_OF_RANGE'
+  | 'UNAVAILABLE'
+  | 'INTERNAL';
+
+/** A control-plane error: a message a user can act on, and its kind. */
+export class WeftError extends Error {
+  constructor(readonly kind: ErrorKind, message: string) {
+    super(message);
+    this.name = 'WeftError';
+  }
+}
+
+export const notFound = (message: string) => new WeftError('NOT_FOUND', message);
+export const alreadyExists = (message: string) => new WeftError('ALREADY_EXISTS', message);
+export const invalidArgument = (message: string) => new WeftError('INVALID_ARGUMENT', message);
+export const resourceExhausted = (message: string) => new WeftError('RESOURCE_EXHAUSTED', message);
+export const failedPrecondition = (message: string) => new WeftError('FAILED_PRECONDITION', message);
+
+export type IoErrno = 'EPERM' | 'EIO' | 'ENOMEM' | 'EINVAL' | 'ENOSPC' | 'EOVERFLOW' | 'ENOTSUP' | 'ESHUTDOWN';
+
+/** A data-plane error: the errno an NBD client will see, plus a message for the log. */
+export class IoError extends Error {
+  constructor(readonly errno: IoErrno, message: string) {
+    super(message);
+    this.name = 'IoError';
+  }
+}

@@ -1,0 +1,19 @@
+// What the NBD server needs from the node: names to list and devices to serve. The server knows
+// nothing about volumes, snapshots or replication.
+
+import type { BlockDevice } from '../volume/block-device';
+
+export interface NbdExport {
+  device: BlockDevice;
+  description?: string;
+  /** True only if a FLUSH on one connection makes all connections' completed writes durable. */
+  multiConn: boolean;
+  /** Called once when the connection using this export ends. */
+  close(): void;
+}
+
+export interface ExportProvider {
+  names(): string[];
+  /** Returns undefined when no such export exists. */
+  open(name: string, peer: { address: string; port: number }): NbdExport | undefined;
+}

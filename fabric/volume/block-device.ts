@@ -1,0 +1,34 @@
+// The one interface of the I/O path. Every layer (QoS, metrics, replication, encryption,
+// the local replica) is a BlockDevice that wraps the one below it; the NBD server sees only this.
+
+/** A run of bytes with one allocation state, as NBD's base:allocation context reports it. */
+export interface Extent {
+  lengthBytes: number;
+  /** No storage is allocated for this run (NBD_STATE_HOLE). */
+  hole: boolean;
+  /** This run reads as zeroes (NBD_STATE_ZERO). */
+  zero: boolean;
+}
+
+export interface WriteZeroesOptions {
+  fua: boolean;
+  /** The caller wants the zeroes allocated, not punched (NBD_CMD_FLAG_NO_HOLE). */
+  noHole: boolean;
+}
+
+export interface BlockDevice {
+  /** Current size; it may grow while the device is open (online resize). */
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  /** Resolves with exactly lengthBytes bytes. Rejects with IoError (EIO on a checksum mismatch). */
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  /** With fua, resolves only once the data is durable. */
+  write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void>;
+  /** Resolves once every write that completed before the call is durable. */
+  flush(): Promise<void>;
+  /** Frees the range; it reads back as zeroes. */
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void>;
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void>;
+  /** Extents covering at least the first byte of the range, at most the whole range, in order. */
+  blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]>;
+}
