@@ -18,6 +18,8 @@ export interface VolumeInfo {
   snapshotCount: number;
   /** Open NBD connections to the volume. */
   connections: number;
+  /** Blocks that failed their checksum on read or verify since weftd started. */
+  checksumErrors: number;
   createdAt: string; // ISO 8601
 }
 

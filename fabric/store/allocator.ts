@@ -1,0 +1,116 @@
+// Free-space map of one pool: a bitmap of physical blocks. Frees are deferred until the metadata
+// that stops referencing a block is durable, so a crash can never find a block reused under it.
+
+export interface BlockRun {
+  start: number;
+  count: number;
+}
+
+export class BlockAllocator {
+  private readonly words: Uint32Array;
+  private cursor = 0;
+  private usedCount = 0;
+  /**
+   * Freed in memory, not yet reusable: the journal record that freed them (its sequence number is
+   * kept beside the block) may not be durable yet.
+   */
+  private pendingBlocks: number[] = [];
+  private pendingSeqs: number[] = [];
+
+  constructor(readonly totalBlocks: number) {
+    this.words = new Uint32Array(Math.ceil(totalBlocks / 32));
+    // Bits past the end are permanently "used" so the scan never hands them out.
+    for (let b = totalBlocks; b < this.words.length * 32; b++) this.words[b >>> 5] |= 1 << (b & 31);
+  }
+
+  get usedBlocks(): number {
+    return this.usedCount;
+  }
+
+  get freeBlocks(): number {
+    return this.totalBlocks - this.usedCount;
+  }
+
+  /** Blocks that a sync would make reusable. */
+  get pendingCount(): number {
+    return this.pendingBlocks.length;
+  }
+
+  isUsed(block: number): boolean {
+    return (this.words[block >>> 5] & (1 << (block & 31))) !== 0;
+  }
+
+  /** Marks a block used while rebuilding the map from metadata. */
+  markUsed(block: number): void {
+    if (block >= this.totalBlocks) throw new Error(`block ${block} is outside the pool (${this.totalBlocks} blocks)`);
+    if (this.isUsed(block)) throw new Error(`block ${block} is referenced twice`);
+    this.words[block >>> 5] |= 1 << (block & 31);
+    this.usedCount++;
+  }
+
+  /**
+   * Allocates count blocks, as few runs as the free space allows, continuing where the last
+   * allocation ended so that sequential writes land contiguously. Returns undefined if the
+   * pool has fewer than count free blocks (nothing is allocated then).
+   */
+  allocate(count: number): BlockRun[] | undefined {
+    if (count > this.freeBlocks) return undefined;
+    const runs: BlockRun[] = [];
+    let needed = count;
+    let block = this.cursor;
+    let scanned = 0;
+    while (needed > 0 && scanned <= this.totalBlocks) {
+      if (block >= this.totalBlocks) block = 0;
+      const word = this.words[block >>> 5];
+      if (word === 0xffffffff && (block & 31) === 0) {
+        block += 32;
+        scanned += 32;
+        continue;
+      }
+      if (!this.isUsed(block)) {
+        this.words[block >>> 5] |= 1 << (block & 31);
+        const last = runs[runs.length - 1];
+        if (last && last.start + last.count === block) last.count++;
+        else runs.push({ start: block, count: 1 });
+        needed--;
+      }
+      block++;
+      scanned++;
+    }
+    this.usedCount += count;
+    this.cursor = block;
+    return runs;
+  }
+
+  /** Frees a block at once: only for blocks that no durable metadata ever referenced. */
+  freeNow(block: number): void {
+    this.words[block >>> 5] &= ~(1 << (block & 31));
+    this.usedCount--;
+  }
+
+  /** Frees a block once journal record seq (the one that dropped it) is durable. */
+  freeAfterSync(block: number, seq: number): void {
+    this.pendingBlocks.push(block);
+    this.pendingSeqs.push(seq);
+  }
+
+  /** Called once every journal record up to seq is durable. */
+  releaseUpTo(seq: number): void {
+    let kept = 0;
+    for (let i = 0; i < this.pendingBlocks.length; i++) {
+      if (this.pendingSeqs[i] <= seq) {
+        this.freeNow(this.pendingBlocks[i]);
+      } else {
+        this.pendingBlocks[kept] = this.pendingBlocks[i];
+        this.pendingSeqs[kept++] = this.pendingSeqs[i];
+      }
+    }
+    this.pendingBlocks.length = kept;
+    this.pendingSeqs.length = kept;
+  }
+
+  /** After a checkpoint nothing durable references pending blocks any more. */
+  releaseAll(): void {
+    this.releaseUpTo(Number.MAX_SAFE_INTEGER);
+  }
+}

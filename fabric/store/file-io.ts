@@ -1,0 +1,64 @@
+// Thin promise wrappers over positional file I/O. They use the callback API directly: it costs one
+// allocation less per call than fs.promises' FileHandle, which matters on the I/O path.
+
+import * as fs from 'fs';
+
+/** Writes all of buf at position (retrying short writes). */
+export function pwriteAll(fd: number, buf: Buffer, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number) => {
+      fs.write(fd, buf, done, buf.length - done, position + done, (err, written) => {
+        if (err) return reject(err);
+        if (done + written < buf.length) return step(done + written);
+        resolve();
+      });
+    };
+    step(0);
+  });
+}
+
+/** Fills buf from position; bytes past the end of the file read as zeroes. */
+export function preadAll(fd: number, buf: Buffer, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number) => {
+      fs.read(fd, buf, done, buf.length - done, position + done, (err, read) => {
+        if (err) return reject(err);
+        if (read === 0) {
+          buf.fill(0, done);
+          return resolve();
+        }
+        if (done + read < buf.length) return step(done + read);
+        resolve();
+      });
+    };
+    step(0);
+  });
+}
+
+export function fdatasync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/** Makes a rename or a new file in dir durable. */
+export function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Writes a whole file durably: temp file, fsync, rename over the target, fsync the directory. */
+export function writeFileAtomic(file: string, data: Buffer | string, dir: string): void {
+  const tmp = `${file}.tmp`;
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+  fsyncDir(dir);
+}

@@ -1,0 +1,84 @@
+// A pool: every member of one service class, addressed as one range of physical blocks
+// (member 0's blocks first, then member 1's, ...), with one allocator over that range.
+
+import * as fs from 'fs';
+import { BlockAllocator } from './allocator';
+import { fdatasync, preadAll, pwriteAll } from './file-io';
+import { DATA_OFFSET_BYTES, OpenMember } from './pool-member';
+
+const BLOCK_BYTES = 4096;
+
+interface PlacedMember extends OpenMember {
+  firstBlock: number;
+  dirty: boolean;
+}
+
+export class Pool {
+  readonly allocator: BlockAllocator;
+  private readonly members: PlacedMember[] = [];
+
+  constructor(readonly poolClass: string, members: OpenMember[]) {
+    let firstBlock = 0;
+    for (const m of members) {
+      this.members.push({ ...m, firstBlock, dirty: false });
+      firstBlock += m.superblock.blocks;
+    }
+    this.allocator = new BlockAllocator(firstBlock);
+  }
+
+  get totalBlocks(): number {
+    return this.allocator.totalBlocks;
+  }
+
+  memberList(): { path: string; uuid: string; blocks: number }[] {
+    return this.members.map((m) => ({ path: m.path, uuid: m.superblock.uuid, blocks: m.superblock.blocks }));
+  }
+
+  /** Reads count blocks starting at physical block start into buf (count * 4096 bytes). */
+  read(start: number, buf: Buffer): Promise<void> {
+    return this.eachSegment(start, buf, (m, position, part) => preadAll(m.fd, part, position));
+  }
+
+  write(start: number, buf: Buffer): Promise<void> {
+    return this.eachSegment(start, buf, (m, position, part) => {
+      m.dirty = true;
+      return pwriteAll(m.fd, part, position);
+    });
+  }
+
+  /** Makes every completed write durable. */
+  async sync(): Promise<void> {
+    const dirty = this.members.filter((m) => m.dirty);
+    for (const m of dirty) m.dirty = false;
+    await Promise.all(dirty.map((m) => fdatasync(m.fd)));
+  }
+
+  close(): void {
+    for (const m of this.members) fs.closeSync(m.fd);
+    this.members.length = 0;
+  }
+
+  /** Splits a run of physical blocks at member boundaries (a run rarely crosses one). */
+  private eachSegment(
+    start: number,
+    buf: Buffer,
+    io: (member: PlacedMember, position: number, part: Buffer) => Promise<void>,
+  ): Promise<void> {
+    const count = buf.length / BLOCK_BYTES;
+    const member = this.memberOf(start);
+    const inMember = member.firstBlock + member.superblock.blocks - start;
+    const position = DATA_OFFSET_BYTES + (start - member.firstBlock) * BLOCK_BYTES;
+    if (count <= inMember) return io(member, position, buf);
+    const split = inMember * BLOCK_BYTES;
+    return Promise.all([
+      io(member, position, buf.subarray(0, split)),
+      this.eachSegment(start + inMember, buf.subarray(split), io),
+    ]).then(() => undefined);
+  }
+
+  private memberOf(block: number): PlacedMember {
+    const members = this.members;
+    for (let i = members.length - 1; i >= 0; i--) if (block >= members[i].firstBlock) return members[i];
+    throw new Error(`physical block ${block} outside pool ${this.poolClass}`);
+  }
+}

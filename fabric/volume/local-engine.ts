@@ -1,0 +1,756 @@
+// The storage engine of one node: pools of local disks, thin volumes, snapshots and clones, kept
+// crash-safe by the metadata journal. Control operations run one at a time with I/O paused.
+
+import * as fs from 'fs';
+import * as path from 'path';
+import { crc32 } from 'zlib';
+import type { Logger } from 'pino';
+import { alreadyExists, failedPrecondition, invalidArgument, IoError, notFound, resourceExhausted, WeftError } from '../errors';
+import { openMember, OpenMember } from '../store/pool-member';
+import { Pool } from '../store/pool';
+import { writeFileAtomic } from '../store/file-io';
+import { FIRST_PHYSICAL } from './block-map';
+import { Catalog, LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from './catalog';
+import { Metadata, UnsyncedChange } from './metadata';
+import { LocalVolume, VolumeHost } from './local-volume';
+import {
+  BLOCK_BYTES,
+  CloneVolumeRequest,
+  CreateVolumeRequest,
+  OpenDevice,
+  PoolInfo,
+  SnapshotInfo,
+  VerifyReport,
+  VolumeEngine,
+  VolumeInfo,
+} from './types';
+import { DeviceHandle } from './device-handle';
+import { validateName } from './names';
+
+/** On-disk format of a data dir; a weftd refuses any other. */
+export const FORMAT_VERSION = 1;
+/** Completed writes become durable at least this often even without a FLUSH. */
+const SYNC_INTERVAL_MS = 1000;
+/** A checkpoint starts a fresh journal once the journal is this large. */
+const CHECKPOINT_JOURNAL_BYTES = 64 * 1024 * 1024;
+const VERIFY_BATCH_BLOCKS = 256;
+
+export interface PoolSpec {
+  class: string;
+  /** A directory (a backing file is created there), an existing file, or a block device. */
+  path: string;
+  /** Size of the backing file to create in a directory; default: most of the filesystem's free space. */
+  sizeBytes?: number;
+}
+
+export interface EngineOptions {
+  dataDir: string;
+  pools: PoolSpec[];
+  logger: Logger;
+}
+
+interface Exported {
+  device: LocalVolume;
+  connections: number;
+}
+
+export class LocalEngine implements VolumeEngine, VolumeHost {
+  readonly metadata: Metadata;
+  private readonly pools = new Map<string, Pool>();
+  private readonly volumes = new Map<string, Exported>();
+  private readonly snapshotExports = new Map<string, Exported>();
+  private readonly checksumErrors = new Map<string, number>();
+  private readonly inflightWrites = new Set<number>();
+  private activeIo = 0;
+  private gate: Promise<void> | undefined;
+  private openGate: (() => void) | undefined;
+  private drained: (() => void) | undefined;
+  private controlChain: Promise<unknown> = Promise.resolve();
+  private flushRunning: Promise<void> | undefined;
+  private flushQueued: Promise<void> | undefined;
+  private dirty = false;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly dataDir: string,
+    metadata: Metadata,
+    private readonly logger: Logger,
+  ) {
+    this.metadata = metadata;
+  }
+
+  static async open(options: EngineOptions): Promise<LocalEngine> {
+    const dataDir = path.resolve(options.dataDir);
+    prepareDataDir(dataDir);
+    takeLock(dataDir);
+    let engine: LocalEngine | undefined;
+    try {
+      const { metadata, unsynced } = Metadata.open(path.join(dataDir, 'meta'));
+      engine = new LocalEngine(dataDir, metadata, options.logger);
+      engine.openPools(options.pools);
+      await engine.recover(unsynced);
+      engine.timer = setInterval(() => engine!.background(), SYNC_INTERVAL_MS);
+      engine.timer.unref();
+      options.logger.info(
+        { dataDir, volumes: metadata.catalog.volumes.length, snapshots: metadata.catalog.snapshots.length, rolledBack: unsynced.length },
+        'storage engine open',
+      );
+      return engine;
+    } catch (err) {
+      if (engine) engine.releaseFiles();
+      releaseLock(dataDir);
+      throw err;
+    }
+  }
+
+  // ---- volumes ----
+
+  createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {
+    return this.control(async () => {
+      validateName('volume', request.name);
+      const sizeBytes = this.checkSize(request.sizeBytes);
+      const poolClass = this.resolveClass(request.class);
+      this.checkFits(poolClass, sizeBytes);
+      if (this.volumes.has(request.name)) throw alreadyExists(`volume ${request.name} already exists`);
+      const layer = this.newLayer(poolClass, null);
+      const record: VolumeRecord = { name: request.name, class: poolClass, sizeBytes, head: layer.id, createdAt: now() };
+      this.catalog.volumes.push(record);
+      this.attachVolume(record);
+      await this.commit();
+      this.logger.info({ volume: record.name, sizeBytes, class: poolClass }, 'volume created');
+      return this.volumeInfo(record);
+    });
+  }
+
+  cloneVolume(request: CloneVolumeRequest): Promise<VolumeInfo> {
+    return this.control(async () => {
+      validateName('volume', request.name);
+      const snapshot = this.findSnapshot(request.volume, request.snapshot);
+      const sizeBytes = request.sizeBytes ? this.checkSize(request.sizeBytes) : snapshot.sizeBytes;
+      if (sizeBytes < snapshot.sizeBytes) {
+        throw invalidArgument(`size ${sizeBytes} is smaller than snapshot ${request.volume}@${request.snapshot} (${snapshot.sizeBytes} bytes)`);
+      }
+      const poolClass = this.layer(snapshot.layer).pool;
+      this.checkFits(poolClass, sizeBytes);
+      if (this.volumes.has(request.name)) throw alreadyExists(`volume ${request.name} already exists`);
+      const layer = this.newLayer(poolClass, snapshot.layer);
+      const record: VolumeRecord = {
+        name: request.name,
+        class: poolClass,
+        sizeBytes,
+        head: layer.id,
+        createdAt: now(),
+        sourceSnapshot: `${snapshot.volume}@${snapshot.name}`,
+      };
+      this.catalog.volumes.push(record);
+      this.attachVolume(record);
+      await this.commit();
+      this.logger.info({ volume: record.name, source: record.sourceSnapshot }, 'volume cloned');
+      return this.volumeInfo(record);
+    });
+  }
+
+  listVolumes(): VolumeInfo[] {
+    return this.catalog.volumes.map((v) => this.volumeInfo(v));
+  }
+
+  getVolume(name: string): VolumeInfo {
+    return this.volumeInfo(this.findVolume(name));
+  }
+
+  resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+    return this.control(async () => {
+      const record = this.findVolume(name);
+      const newSize = this.checkSize(sizeBytes);
+      if (newSize < record.sizeBytes) {
+        throw invalidArgument(`volume ${name} is ${record.sizeBytes} bytes; shrinking to ${newSize} is not supported`);
+      }
+      this.checkFits(record.class, newSize);
+      record.sizeBytes = newSize;
+      await this.commit();
+      this.logger.info({ volume: name, sizeBytes: newSize }, 'volume resized');
+      return this.volumeInfo(record);
+    });
+  }
+
+  deleteVolume(name: string): Promise<void> {
+    return this.control(async () => {
+      const record = this.findVolume(name);
+      const exported = this.volumes.get(name)!;
+      if (exported.connections > 0) {
+        throw failedPrecondition(`volume ${name} is in use by ${exported.connections} NBD connection(s); disconnect them first`);
+      }
+      const snapshots = this.catalog.snapshots.filter((s) => s.volume === name);
+      if (snapshots.length > 0) {
+        throw failedPrecondition(
+          `volume ${name} has ${snapshots.length} snapshot(s) (${snapshots.map((s) => s.name).join(', ')}); delete them first`,
+        );
+      }
+      this.catalog.volumes = this.catalog.volumes.filter((v) => v !== record);
+      this.volumes.delete(name);
+      this.checksumErrors.delete(name);
+      this.dropLayer(record.head);
+      await this.commit();
+      this.logger.info({ volume: name }, 'volume deleted');
+    });
+  }
+
+  async verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport> {
+    const record = this.findVolume(name);
+    const device = this.volumes.get(name)!.device;
+    const totalBlocks = Math.ceil(record.sizeBytes / BLOCK_BYTES);
+    const badBlockOffsets: number[] = [];
+    let checkedBlocks = 0;
+    for (let first = 0; first < totalBlocks; first += VERIFY_BATCH_BLOCKS) {
+      const end = Math.min(totalBlocks, first + VERIFY_BATCH_BLOCKS);
+      for (let b = first; b < end; b++) if (device.resolve(b) >= FIRST_PHYSICAL) checkedBlocks++;
+      badBlockOffsets.push(...(await device.scrub(first, end)));
+      onProgress?.(end, totalBlocks);
+    }
+    this.logger.info({ volume: name, checkedBlocks, badBlocks: badBlockOffsets.length }, 'volume verified');
+    return { volume: name, checkedBlocks, badBlockOffsets };
+  }
+
+  revertVolume(name: string, snapshotName: string): Promise<VolumeInfo> {
+    return this.control(async () => {
+      const record = this.findVolume(name);
+      const snapshot = this.findSnapshot(name, snapshotName);
+      const exported = this.volumes.get(name)!;
+      if (exported.connections > 0) {
+        throw failedPrecondition(`volume ${name} is in use by ${exported.connections} NBD connection(s); disconnect them before reverting`);
+      }
+      const oldHead = record.head;
+      record.head = this.newLayer(record.class, snapshot.layer).id;
+      record.sizeBytes = snapshot.sizeBytes;
+      this.dropLayer(oldHead);
+      this.attachVolume(record);
+      await this.commit();
+      this.logger.info({ volume: name, snapshot: snapshotName }, 'volume reverted');
+      return this.volumeInfo(record);
+    });
+  }
+
+  // ---- snapshots ----
+
+  createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
+    return this.control(async () => {
+      const record = this.findVolume(volume);
+      validateName('snapshot', name);
+      if (this.catalog.snapshots.some((s) => s.volume === volume && s.name === name)) {
+        throw alreadyExists(`snapshot ${volume}@${name} already exists`);
+      }
+      // The head becomes the snapshot as it is; the volume continues in a new, empty head.
+      const frozen = record.head;
+      record.head = this.newLayer(record.class, frozen).id;
+      const snapshot: SnapshotRecord = { volume, name, layer: frozen, sizeBytes: record.sizeBytes, createdAt: now() };
+      this.catalog.snapshots.push(snapshot);
+      this.attachVolume(record);
+      await this.commit();
+      this.logger.info({ volume, snapshot: name }, 'snapshot created');
+      return this.snapshotInfo(snapshot);
+    });
+  }
+
+  listSnapshots(volume?: string): SnapshotInfo[] {
+    if (volume !== undefined) this.findVolume(volume);
+    return this.catalog.snapshots.filter((s) => volume === undefined || s.volume === volume).map((s) => this.snapshotInfo(s));
+  }
+
+  deleteSnapshot(volume: string, name: string): Promise<void> {
+    return this.control(async () => {
+      const snapshot = this.findSnapshot(volume, name);
+      const exportName = `${volume}@${name}`;
+      const exported = this.snapshotExports.get(exportName);
+      if (exported && exported.connections > 0) {
+        throw failedPrecondition(`snapshot ${exportName} is being read by ${exported.connections} NBD connection(s)`);
+      }
+      this.snapshotExports.delete(exportName);
+      this.catalog.snapshots = this.catalog.snapshots.filter((s) => s !== snapshot);
+      this.layer(snapshot.layer).hidden = true;
+      this.collectLayer(snapshot.layer);
+      await this.commit();
+      this.logger.info({ volume, snapshot: name }, 'snapshot deleted');
+    });
+  }
+
+  // ---- pools and exports ----
+
+  listPools(): PoolInfo[] {
+    return this.catalog.pools.map((p) => {
+      const pool = this.pools.get(p.class)!;
+      const provisionedBytes = this.catalog.volumes.filter((v) => v.class === p.class).reduce((sum, v) => sum + v.sizeBytes, 0);
+      return {
+        class: p.class,
+        capacityBytes: pool.totalBlocks * BLOCK_BYTES,
+        usedBytes: pool.allocator.usedBlocks * BLOCK_BYTES,
+        provisionedBytes,
+        members: p.members.map((m) => ({ path: m.path, sizeBytes: m.blocks * BLOCK_BYTES })),
+      };
+    });
+  }
+
+  exportNames(): string[] {
+    return [
+      ...this.catalog.volumes.map((v) => v.name),
+      ...this.catalog.snapshots.map((s) => `${s.volume}@${s.name}`),
+    ];
+  }
+
+  open(exportName: string): OpenDevice {
+    if (this.closed) throw new WeftError('UNAVAILABLE', 'weftd is shutting down');
+    const at = exportName.indexOf('@');
+    const exported = at < 0 ? this.volumes.get(exportName) : this.snapshotExport(exportName.slice(0, at), exportName.slice(at + 1));
+    if (!exported) throw notFound(`no volume or snapshot named ${exportName}`);
+    exported.connections++;
+    return new DeviceHandle(exported.device, () => exported.connections--);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.control(async () => {
+      this.closed = true;
+      if (this.timer) clearInterval(this.timer);
+      await this.flushAll();
+      this.checkpoint();
+    });
+    this.releaseFiles();
+    releaseLock(this.dataDir);
+    this.logger.info({ dataDir: this.dataDir }, 'storage engine closed');
+  }
+
+  // ---- VolumeHost: what the I/O path calls ----
+
+  enter(): Promise<void> | undefined {
+    if (this.closed) return Promise.reject(new IoError('ESHUTDOWN', 'weftd is shutting down'));
+    if (this.gate) return this.gate.then(() => this.enter());
+    this.activeIo++;
+    return undefined;
+  }
+
+  leave(): void {
+    this.activeIo--;
+    if (this.activeIo === 0 && this.drained) this.drained();
+  }
+
+  writeStarted(seq: number): void {
+    this.inflightWrites.add(seq);
+    this.dirty = true;
+  }
+
+  writeFinished(seq: number): void {
+    this.inflightWrites.delete(seq);
+  }
+
+  checksumError(volume: string, offsetBytes: number): void {
+    this.checksumErrors.set(volume, (this.checksumErrors.get(volume) ?? 0) + 1);
+    this.logger.error({ volume, offsetBytes }, 'checksum mismatch: block data does not match its checksum');
+  }
+
+  /** Group commit: callers that arrive while a flush runs share the next one. */
+  flush(): Promise<void> {
+    if (this.flushQueued) return this.flushQueued;
+    if (this.flushRunning) {
+      this.flushQueued = this.flushRunning.then(() => {
+        this.flushQueued = undefined;
+        return this.flush();
+      });
+      return this.flushQueued;
+    }
+    const run = this.flushAll().finally(() => {
+      this.flushRunning = undefined;
+    });
+    this.flushRunning = run;
+    return run;
+  }
+
+  // ---- internals ----
+
+  private get catalog(): Catalog {
+    return this.metadata.catalog;
+  }
+
+  /**
+   * Makes durable every write completed so far: data first, then a SYNC record naming the last
+   * journal entry whose data is known written (writes still in flight are not covered).
+   */
+  private async flushAll(): Promise<void> {
+    let upTo = this.metadata.lastSeq;
+    for (const seq of this.inflightWrites) if (seq - 1 < upTo) upTo = seq - 1;
+    this.dirty = false;
+    await Promise.all([...this.pools.values()].map((p) => p.sync()));
+    this.metadata.recordSync(upTo);
+    await this.metadata.sync();
+    for (const pool of this.pools.values()) pool.allocator.releaseUpTo(upTo);
+  }
+
+  private background(): void {
+    if (this.closed || this.gate) return;
+    if (this.metadata.journalBytes > CHECKPOINT_JOURNAL_BYTES) {
+      this.control(async () => {
+        await this.flushAll();
+        this.checkpoint();
+      }).catch((err) => this.logger.error({ err }, 'checkpoint failed'));
+    } else if (this.dirty) {
+      this.flush().catch((err) => this.logger.error({ err }, 'background sync failed'));
+    }
+  }
+
+  /** Writes a checkpoint; only with I/O paused and everything flushed. */
+  private checkpoint(): void {
+    this.metadata.checkpoint();
+    for (const pool of this.pools.values()) pool.allocator.releaseAll();
+  }
+
+  /** Runs a control operation alone, with all I/O paused and drained. */
+  private control<T>(operation: () => Promise<T>): Promise<T> {
+    const run = this.controlChain.then(async () => {
+      if (this.closed) throw new WeftError('UNAVAILABLE', 'weftd is shutting down');
+      await this.pauseIo();
+      try {
+        return await operation();
+      } finally {
+        this.resumeIo();
+      }
+    });
+    this.controlChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async pauseIo(): Promise<void> {
+    this.gate = new Promise((resolve) => (this.openGate = resolve));
+    if (this.activeIo > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    this.drained = undefined;
+  }
+
+  private resumeIo(): void {
+    const open = this.openGate;
+    this.gate = undefined;
+    this.openGate = undefined;
+    open?.();
+  }
+
+  /** Journals the catalog and makes it and every completed write durable. */
+  private async commit(): Promise<void> {
+    this.metadata.recordCatalog();
+    await this.flushAll();
+  }
+
+  private newLayer(poolClass: string, parent: number | null): LayerRecord {
+    const layer: LayerRecord = { id: this.catalog.nextLayerId++, pool: poolClass, parent };
+    this.catalog.layers.push(layer);
+    this.metadata.mapOf(layer.id);
+    return layer;
+  }
+
+  private layer(id: number): LayerRecord {
+    const layer = this.catalog.layers.find((l) => l.id === id);
+    if (!layer) throw new Error(`catalog damaged: layer ${id} is missing`);
+    return layer;
+  }
+
+  /** Removes a layer nothing needs any more (a volume head) and collects its parent. */
+  private dropLayer(id: number): void {
+    const layer = this.layer(id);
+    this.freeLayerBlocks(layer);
+    this.removeLayer(layer);
+    if (layer.parent !== null) this.collectLayer(layer.parent);
+  }
+
+  /**
+   * A hidden layer (deleted snapshot) with no children is freed; with one child it is merged
+   * into that child (entries the child lacks move down, the rest are freed); with several it
+   * stays, since they all still read through it.
+   */
+  private collectLayer(id: number): void {
+    const layer = this.layer(id);
+    if (!layer.hidden) return;
+    const children = this.catalog.layers.filter((l) => l.parent === id);
+    if (children.length === 0) {
+      this.dropLayer(id);
+    } else if (children.length === 1) {
+      this.mergeInto(layer, children[0]);
+    }
+  }
+
+  private mergeInto(layer: LayerRecord, child: LayerRecord): void {
+    const map = this.metadata.mapOf(layer.id);
+    const childMap = this.metadata.mapOf(child.id);
+    const allocator = this.pools.get(layer.pool)!.allocator;
+    map.forEach((block, value, crc) => {
+      if (childMap.value(block) === 0) {
+        this.metadata.recordMap(child.id, block, value, crc);
+        childMap.set(block, value, crc);
+      } else if (value >= FIRST_PHYSICAL) {
+        allocator.freeAfterSync(value - FIRST_PHYSICAL, this.metadata.lastSeq + 1);
+      }
+    });
+    child.parent = layer.parent;
+    this.removeLayer(layer);
+    this.refreshChains();
+  }
+
+  private freeLayerBlocks(layer: LayerRecord): void {
+    const allocator = this.pools.get(layer.pool)!.allocator;
+    // The catalog record that removes the layer comes next; frees wait until it is durable.
+    const seq = this.metadata.lastSeq + 1;
+    this.metadata.mapOf(layer.id).forEach((_block, value) => {
+      if (value >= FIRST_PHYSICAL) allocator.freeAfterSync(value - FIRST_PHYSICAL, seq);
+    });
+  }
+
+  private removeLayer(layer: LayerRecord): void {
+    this.catalog.layers = this.catalog.layers.filter((l) => l !== layer);
+    this.metadata.maps.delete(layer.id);
+  }
+
+  private chainOf(head: number): LocalVolume['chain'] {
+    const chain = [];
+    for (let id: number | null = head; id !== null; id = this.layer(id).parent) chain.push(this.metadata.mapOf(id));
+    return chain;
+  }
+
+  /** Creates or updates the runtime device of a volume after its layers changed. */
+  private attachVolume(record: VolumeRecord): void {
+    let exported = this.volumes.get(record.name);
+    if (!exported) {
+      const device = new LocalVolume(record.name, this, this.pools.get(record.class)!, () => record.sizeBytes, false);
+      exported = { device, connections: 0 };
+      this.volumes.set(record.name, exported);
+    }
+    exported.device.headLayer = record.head;
+    exported.device.chain = this.chainOf(record.head);
+  }
+
+  private snapshotExport(volume: string, name: string): Exported | undefined {
+    const key = `${volume}@${name}`;
+    let exported = this.snapshotExports.get(key);
+    if (exported) return exported;
+    const snapshot = this.catalog.snapshots.find((s) => s.volume === volume && s.name === name);
+    if (!snapshot) return undefined;
+    const pool = this.pools.get(this.layer(snapshot.layer).pool)!;
+    const device = new LocalVolume(key, this, pool, () => snapshot.sizeBytes, true);
+    device.headLayer = snapshot.layer;
+    device.chain = this.chainOf(snapshot.layer);
+    exported = { device, connections: 0 };
+    this.snapshotExports.set(key, exported);
+    return exported;
+  }
+
+  /** Layers merged or removed: every device re-reads its chain. */
+  private refreshChains(): void {
+    for (const record of this.catalog.volumes) this.attachVolume(record);
+    for (const [key, exported] of this.snapshotExports) {
+      const [volume, name] = key.split('@');
+      const snapshot = this.catalog.snapshots.find((s) => s.volume === volume && s.name === name);
+      if (snapshot) exported.device.chain = this.chainOf(snapshot.layer);
+      else this.snapshotExports.delete(key);
+    }
+  }
+
+  private findVolume(name: string): VolumeRecord {
+    const record = this.catalog.volumes.find((v) => v.name === name);
+    if (!record) throw notFound(`volume ${name} does not exist`);
+    return record;
+  }
+
+  private findSnapshot(volume: string, name: string): SnapshotRecord {
+    this.findVolume(volume);
+    const snapshot = this.catalog.snapshots.find((s) => s.volume === volume && s.name === name);
+    if (!snapshot) throw notFound(`snapshot ${volume}@${name} does not exist`);
+    return snapshot;
+  }
+
+  private resolveClass(requested: string | undefined): string {
+    if (requested) {
+      if (!this.pools.has(requested)) {
+        throw invalidArgument(`no pool of class "${requested}" on this node (pools: ${[...this.pools.keys()].join(', ')})`);
+      }
+      return requested;
+    }
+    if (this.pools.has('default')) return 'default';
+    if (this.pools.size === 1) return [...this.pools.keys()][0];
+    throw invalidArgument(`several pools exist (${[...this.pools.keys()].join(', ')}); name one with a class`);
+  }
+
+  /** Sizes are rounded up to whole 4 KiB blocks. */
+  private checkSize(sizeBytes: number): number {
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
+      throw invalidArgument(`size must be a positive number of bytes, got ${sizeBytes}`);
+    }
+    const rounded = Math.ceil(sizeBytes / BLOCK_BYTES) * BLOCK_BYTES;
+    if (rounded / BLOCK_BYTES > 0xfffffff0) throw invalidArgument(`size ${sizeBytes} is larger than a volume can be (16 TiB)`);
+    return rounded;
+  }
+
+  /** Thin provisioning: one volume may not exceed its pool, though all of them together may. */
+  private checkFits(poolClass: string, sizeBytes: number): void {
+    const capacity = this.pools.get(poolClass)!.totalBlocks * BLOCK_BYTES;
+    if (sizeBytes > capacity) {
+      throw resourceExhausted(`a volume of ${sizeBytes} bytes does not fit in pool ${poolClass} (${capacity} bytes)`);
+    }
+  }
+
+  private volumeInfo(record: VolumeRecord): VolumeInfo {
+    const exported = this.volumes.get(record.name)!;
+    return {
+      name: record.name,
+      class: record.class,
+      sizeBytes: record.sizeBytes,
+      allocatedBytes: this.metadata.mapOf(record.head).physicalBlocks * BLOCK_BYTES,
+      sourceSnapshot: record.sourceSnapshot,
+      snapshotCount: this.catalog.snapshots.filter((s) => s.volume === record.name).length,
+      connections: exported.connections,
+      checksumErrors: this.checksumErrors.get(record.name) ?? 0,
+      createdAt: record.createdAt,
+    };
+  }
+
+  private snapshotInfo(snapshot: SnapshotRecord): SnapshotInfo {
+    return {
+      volume: snapshot.volume,
+      name: snapshot.name,
+      sizeBytes: snapshot.sizeBytes,
+      exclusiveBytes: this.metadata.mapOf(snapshot.layer).physicalBlocks * BLOCK_BYTES,
+      createdAt: snapshot.createdAt,
+    };
+  }
+
+  // ---- startup ----
+
+  /**
+   * Opens every pool member named by the flags and matches them with the members the catalog
+   * records: a recorded member that is missing is an error (its data would be lost); a new one
+   * extends its pool.
+   */
+  private openPools(specs: PoolSpec[]): void {
+    const opened = new Map<string, OpenMember[]>();
+    try {
+      for (const spec of specs) {
+        const member = openMember(spec.path, spec.class, spec.sizeBytes);
+        const list = opened.get(spec.class) ?? [];
+        if (list.some((m) => m.superblock.uuid === member.superblock.uuid)) {
+          fs.closeSync(member.fd);
+          throw invalidArgument(`pool ${spec.class}: ${spec.path} is given twice`);
+        }
+        list.push(member);
+        opened.set(spec.class, list);
+      }
+      const records: PoolRecord[] = [];
+      for (const [poolClass, members] of opened) records.push(this.matchPool(poolClass, members));
+      for (const recorded of this.catalog.pools) {
+        if (!opened.has(recorded.class) && this.catalog.layers.some((l) => l.pool === recorded.class)) {
+          throw failedPrecondition(
+            `pool ${recorded.class} holds volumes but is not given with --pool (its members: ${recorded.members.map((m) => m.path).join(', ')})`,
+          );
+        }
+      }
+      this.catalog.pools = records;
+    } catch (err) {
+      // Members already in a Pool are closed with it; close the others here.
+      for (const [poolClass, members] of opened) if (!this.pools.has(poolClass)) for (const m of members) fs.closeSync(m.fd);
+      throw err;
+    }
+  }
+
+  private matchPool(poolClass: string, members: OpenMember[]): PoolRecord {
+    const recorded = this.catalog.pools.find((p) => p.class === poolClass);
+    const ordered: OpenMember[] = [];
+    for (const m of recorded?.members ?? []) {
+      const found = members.find((o) => o.superblock.uuid === m.uuid);
+      if (!found) {
+        throw failedPrecondition(`pool ${poolClass}: member ${m.path} (uuid ${m.uuid}) is recorded in the data dir but not given with --pool`);
+      }
+      ordered.push(found);
+    }
+    for (const m of members) if (!ordered.includes(m)) ordered.push(m);
+    const pool = new Pool(poolClass, ordered);
+    this.pools.set(poolClass, pool);
+    return { class: poolClass, members: pool.memberList().map((m) => ({ path: m.path, uuid: m.uuid, blocks: m.blocks })) };
+  }
+
+  /**
+   * Recovery: journal entries after the last SYNC record may name blocks whose data never
+   * reached the disk. Each such entry is checked against its checksum and rolled back to the
+   * entry before it if the data is not there. Then the free-space maps are rebuilt from the
+   * block maps (nothing leaks) and a checkpoint starts a clean journal.
+   */
+  private async recover(unsynced: UnsyncedChange[]): Promise<void> {
+    const buf = Buffer.allocUnsafe(BLOCK_BYTES);
+    for (let i = unsynced.length - 1; i >= 0; i--) {
+      const change = unsynced[i];
+      const map = this.metadata.maps.get(change.layer);
+      if (!map || map.value(change.block) !== change.value || map.crc(change.block) !== change.crc) continue;
+      if (change.value < FIRST_PHYSICAL) continue;
+      await this.pools.get(this.layer(change.layer).pool)!.read(change.value - FIRST_PHYSICAL, buf);
+      if (crc32(buf) !== change.crc) map.set(change.block, change.previousValue, change.previousCrc);
+    }
+    for (const layer of this.catalog.layers) {
+      const allocator = this.pools.get(layer.pool)!.allocator;
+      this.metadata.mapOf(layer.id).forEach((_block, value) => {
+        if (value >= FIRST_PHYSICAL) allocator.markUsed(value - FIRST_PHYSICAL);
+      });
+    }
+    for (const record of this.catalog.volumes) this.attachVolume(record);
+    this.checkpoint();
+  }
+
+  private releaseFiles(): void {
+    for (const pool of this.pools.values()) pool.close();
+    this.pools.clear();
+    this.metadata.close();
+  }
+}
+
+function now(): string {
+  return new Date().toISOString();
+}
+
+/** Creates the data dir with its FORMAT file, or checks the FORMAT of an existing one. */
+function prepareDataDir(dataDir: string): void {
+  const formatFile = path.join(dataDir, 'FORMAT');
+  if (fs.existsSync(formatFile)) {
+    let format: unknown;
+    try {
+      format = (JSON.parse(fs.readFileSync(formatFile, 'utf8')) as { format?: unknown }).format;
+    } catch {
+      throw failedPrecondition(`data dir ${dataDir}: ${formatFile} is not valid JSON`);
+    }
+    if (format !== FORMAT_VERSION) {
+      throw failedPrecondition(
+        `data dir ${dataDir} was written in on-disk format ${String(format)}; this weftd reads format ${FORMAT_VERSION} only`,
+      );
+    }
+    return;
+  }
+  if (fs.existsSync(dataDir) && fs.readdirSync(dataDir).length > 0) {
+    throw failedPrecondition(`data dir ${dataDir} is not empty and has no FORMAT file; is it a Weft data dir?`);
+  }
+  fs.mkdirSync(dataDir, { recursive: true });
+  writeFileAtomic(formatFile, JSON.stringify({ format: FORMAT_VERSION }) + '\n', dataDir);
+}
+
+/** One weftd per data dir: a LOCK file holds the pid of the weftd using it. */
+function takeLock(dataDir: string): void {
+  const lockFile = path.join(dataDir, 'LOCK');
+  if (fs.existsSync(lockFile)) {
+    const pid = Number(fs.readFileSync(lockFile, 'utf8').trim());
+    if (pid && pid !== process.pid && processAlive(pid)) {
+      throw failedPrecondition(`data dir ${dataDir} is in use by another weftd (pid ${pid})`);
+    }
+  }
+  fs.writeFileSync(lockFile, `${process.pid}\n`);
+}
+
+function releaseLock(dataDir: string): void {
+  fs.rmSync(path.join(dataDir, 'LOCK'), { force: true });
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,380 @@
+// The local replica's block device: reads fall through a chain of layers (head, then snapshots);
+// writes go to the head, in place when the head owns the block, else to a newly allocated one.
+// Every block's CRC-32 is checked on read; a mismatch is an I/O error, never wrong data.
+
+import { crc32 } from 'zlib';
+import { IoError } from '../errors';
+import type { Pool } from '../store/pool';
+import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
+import { ABSENT, BlockMap, FIRST_PHYSICAL, ZERO } from './block-map';
+import type { Metadata } from './metadata';
+import { RangeLock, Release } from './range-lock';
+import { BLOCK_BYTES } from './types';
+
+const B = BLOCK_BYTES;
+/** Large trims and zero-writes are done in pieces of this many blocks. */
+const ZERO_CHUNK_BLOCKS = 256;
+/** BLOCK_STATUS looks at most this many blocks per request. */
+const STATUS_MAX_BLOCKS = 128 * 1024;
+
+/** What a volume needs from the engine that owns it. */
+export interface VolumeHost {
+  readonly metadata: Metadata;
+  /** Waits while a control operation holds the engine; every I/O calls it, then leave(). */
+  enter(): Promise<void> | undefined;
+  leave(): void;
+  /** Marks journal sequence seq as belonging to a write whose data is still in flight. */
+  writeStarted(seq: number): void;
+  writeFinished(seq: number): void;
+  /** Makes every completed write durable (and lets deferred frees become free space). */
+  flush(): Promise<void>;
+  checksumError(volume: string, offsetBytes: number): void;
+}
+
+export class LocalVolume implements BlockDevice {
+  /** Maps from the head (index 0, the only one written) to the oldest ancestor. */
+  chain: BlockMap[] = [];
+  /** Layer id of chain[0]; writes are journaled against it. */
+  headLayer = 0;
+  readonly lock = new RangeLock();
+
+  constructor(
+    readonly name: string,
+    private readonly host: VolumeHost,
+    readonly pool: Pool,
+    private readonly size: () => number,
+    readonly readOnly: boolean,
+  ) {}
+
+  get sizeBytes(): number {
+    return this.size();
+  }
+
+  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.checkRange(offsetBytes, lengthBytes);
+    const first = Math.floor(offsetBytes / B);
+    const end = Math.ceil((offsetBytes + lengthBytes) / B);
+    const release = await this.begin(first, end, false);
+    try {
+      const buf = await this.readBlocks(first, end);
+      const skip = offsetBytes - first * B;
+      return skip === 0 && lengthBytes === buf.length ? buf : buf.subarray(skip, skip + lengthBytes);
+    } finally {
+      this.end(release);
+    }
+  }
+
+  async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+    this.checkWritable(offsetBytes, data.length);
+    if (data.length === 0) return;
+    const first = Math.floor(offsetBytes / B);
+    const end = Math.ceil((offsetBytes + data.length) / B);
+    const release = await this.begin(first, end, true);
+    try {
+      const blocks = await this.fullBlocks(offsetBytes, data, first, end);
+      await this.writeBlocks(first, blocks);
+    } finally {
+      this.end(release);
+    }
+    if (fua) await this.host.flush();
+  }
+
+  flush(): Promise<void> {
+    return this.host.flush();
+  }
+
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.zeroRange(offsetBytes, lengthBytes, fua, false);
+  }
+
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    return this.zeroRange(offsetBytes, lengthBytes, options.fua, options.noHole);
+  }
+
+  async blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    this.checkRange(offsetBytes, lengthBytes);
+    const extents: Extent[] = [];
+    // Answering for part of a long range is allowed; it bounds the work of one request.
+    const endBytes = Math.min(offsetBytes + lengthBytes, (Math.floor(offsetBytes / B) + STATUS_MAX_BLOCKS) * B);
+    let pos = offsetBytes;
+    while (pos < endBytes) {
+      const block = Math.floor(pos / B);
+      const data = this.resolve(block) >= FIRST_PHYSICAL;
+      const runEnd = Math.min(endBytes, (block + 1) * B);
+      const last = extents[extents.length - 1];
+      if (last && last.hole === !data) last.lengthBytes += runEnd - pos;
+      else extents.push({ lengthBytes: runEnd - pos, hole: !data, zero: !data });
+      pos = runEnd;
+    }
+    return extents;
+  }
+
+  /**
+   * Reads every mapped block in [first, end) and returns the offsets of those whose data does not
+   * match its checksum. Used by `weft volume verify`.
+   */
+  async scrub(first: number, end: number): Promise<number[]> {
+    const release = await this.begin(first, end, false);
+    try {
+      const bad: number[] = [];
+      const one = Buffer.allocUnsafe(B);
+      for (let block = first; block < end; block++) {
+        const layer = this.layerOf(block);
+        if (layer < 0) continue;
+        const value = this.chain[layer].value(block);
+        if (value < FIRST_PHYSICAL) continue;
+        await this.pool.read(value - FIRST_PHYSICAL, one);
+        if (crc32(one) !== this.chain[layer].crc(block)) {
+          bad.push(block * B);
+          this.host.checksumError(this.name, block * B);
+        }
+      }
+      return bad;
+    } finally {
+      this.end(release);
+    }
+  }
+
+  /** The value of a block as the volume sees it: physical, ZERO, or ABSENT. */
+  resolve(block: number): number {
+    const chain = this.chain;
+    for (let i = 0; i < chain.length; i++) {
+      const value = chain[i].value(block);
+      if (value !== ABSENT) return value;
+    }
+    return ABSENT;
+  }
+
+  /** Index in the chain of the layer that decides the block, or -1. */
+  private layerOf(block: number): number {
+    const chain = this.chain;
+    for (let i = 0; i < chain.length; i++) if (chain[i].value(block) !== ABSENT) return i;
+    return -1;
+  }
+
+  private async readBlocks(first: number, end: number): Promise<Buffer> {
+    const count = end - first;
+    const buf = Buffer.allocUnsafe(count * B);
+    const expected = new Uint32Array(count);
+    const hasData = new Uint8Array(count);
+    const reads: Promise<void>[] = [];
+    let runIndex = 0;
+    let runPhysical = -1;
+    let runLength = 0;
+    const chain = this.chain;
+    for (let i = 0; i < count; i++) {
+      const block = first + i;
+      let value = ABSENT;
+      let crc = 0;
+      for (let l = 0; l < chain.length; l++) {
+        value = chain[l].value(block);
+        if (value !== ABSENT) {
+          crc = chain[l].crc(block);
+          break;
+        }
+      }
+      if (value >= FIRST_PHYSICAL) {
+        const physical = value - FIRST_PHYSICAL;
+        expected[i] = crc;
+        hasData[i] = 1;
+        if (runLength > 0 && physical === runPhysical + runLength) {
+          runLength++;
+          continue;
+        }
+        if (runLength > 0) reads.push(this.pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
+        runIndex = i;
+        runPhysical = physical;
+        runLength = 1;
+      } else {
+        buf.fill(0, i * B, (i + 1) * B);
+      }
+    }
+    if (runLength > 0) reads.push(this.pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
+    if (reads.length === 1) await reads[0];
+    else if (reads.length > 1) await Promise.all(reads);
+    for (let i = 0; i < count; i++) {
+      if (hasData[i] === 1 && crc32(buf.subarray(i * B, (i + 1) * B)) !== expected[i]) {
+        const offset = (first + i) * B;
+        this.host.checksumError(this.name, offset);
+        throw new IoError('EIO', `volume ${this.name}: checksum mismatch in block at offset ${offset}`);
+      }
+    }
+    return buf;
+  }
+
+  /** Returns whole blocks covering [first, end) with data laid over the current contents. */
+  private async fullBlocks(offsetBytes: number, data: Buffer, first: number, end: number): Promise<Buffer> {
+    const skip = offsetBytes - first * B;
+    if (skip === 0 && data.length === (end - first) * B) return data;
+    const blocks = Buffer.allocUnsafe((end - first) * B);
+    // Only the first and last block can be partial; read-modify-write just those.
+    if (skip !== 0) (await this.readBlocks(first, first + 1)).copy(blocks, 0);
+    const tailStart = (end - 1 - first) * B;
+    if ((skip + data.length) % B !== 0 && (end - 1 > first || skip === 0)) {
+      (await this.readBlocks(end - 1, end)).copy(blocks, tailStart);
+    }
+    data.copy(blocks, skip);
+    return blocks;
+  }
+
+  /**
+   * Writes whole blocks at block first. The journal records (block -> physical, crc) go out before
+   * the data, so that after a crash recovery can tell, by checksum, whether the data landed.
+   */
+  private async writeBlocks(first: number, blocks: Buffer): Promise<void> {
+    const count = blocks.length / B;
+    const head = this.chain[0];
+    const targets = new Array<number>(count);
+    let fresh = 0;
+    for (let i = 0; i < count; i++) {
+      const value = head.value(first + i);
+      if (value >= FIRST_PHYSICAL) targets[i] = value - FIRST_PHYSICAL;
+      else {
+        targets[i] = -1;
+        fresh++;
+      }
+    }
+    if (fresh > 0) await this.allocateInto(targets, fresh);
+    const crcs = new Uint32Array(count);
+    const metadata = this.host.metadata;
+    let firstSeq = 0;
+    for (let i = 0; i < count; i++) {
+      crcs[i] = crc32(blocks.subarray(i * B, (i + 1) * B));
+      const seq = metadata.recordMap(this.headLayer, first + i, targets[i] + FIRST_PHYSICAL, crcs[i]);
+      if (i === 0) firstSeq = seq;
+    }
+    this.host.writeStarted(firstSeq);
+    try {
+      await metadata.writeOut();
+      await this.writeRuns(targets, blocks);
+    } catch (err) {
+      this.undoIntents(first, count, targets);
+      this.host.writeFinished(firstSeq);
+      throw err instanceof IoError ? err : new IoError('EIO', `volume ${this.name}: write failed: ${(err as Error).message}`);
+    }
+    for (let i = 0; i < count; i++) {
+      const old = head.set(first + i, targets[i] + FIRST_PHYSICAL, crcs[i]);
+      if (old >= FIRST_PHYSICAL && old !== targets[i] + FIRST_PHYSICAL) {
+        this.pool.allocator.freeAfterSync(old - FIRST_PHYSICAL, firstSeq + i);
+      }
+    }
+    this.host.writeFinished(firstSeq);
+  }
+
+  /** Fills the -1 entries of targets with newly allocated blocks. */
+  private async allocateInto(targets: number[], fresh: number): Promise<void> {
+    let runs = this.pool.allocator.allocate(fresh);
+    if (!runs && this.pool.allocator.pendingCount > 0) {
+      await this.host.flush(); // frees deferred until the journal is durable
+      runs = this.pool.allocator.allocate(fresh);
+    }
+    if (!runs) throw new IoError('ENOSPC', `pool ${this.pool.poolClass} is full`);
+    let run = 0;
+    let next = runs[0].start;
+    let left = runs[0].count;
+    for (let i = 0; i < targets.length; i++) {
+      if (targets[i] !== -1) continue;
+      if (left === 0) {
+        run++;
+        next = runs[run].start;
+        left = runs[run].count;
+      }
+      targets[i] = next++;
+      left--;
+    }
+  }
+
+  /** Writes blocks to their targets, one pool write per physically contiguous run. */
+  private writeRuns(targets: number[], blocks: Buffer): Promise<void> {
+    const writes: Promise<void>[] = [];
+    let start = 0;
+    for (let i = 1; i <= targets.length; i++) {
+      if (i < targets.length && targets[i] === targets[i - 1] + 1) continue;
+      writes.push(this.pool.write(targets[start], blocks.subarray(start * B, i * B)));
+      start = i;
+    }
+    return writes.length === 1 ? writes[0] : Promise.all(writes).then(() => undefined);
+  }
+
+  /** After a failed write: journal the old entries again and give back blocks it allocated. */
+  private undoIntents(first: number, count: number, targets: number[]): void {
+    const head = this.chain[0];
+    for (let i = 0; i < count; i++) {
+      const value = head.value(first + i);
+      this.host.metadata.recordMap(this.headLayer, first + i, value, head.crc(first + i));
+      if (value !== targets[i] + FIRST_PHYSICAL) this.pool.allocator.freeAfterSync(targets[i], this.host.metadata.lastSeq);
+    }
+  }
+
+  private async zeroRange(offsetBytes: number, lengthBytes: number, fua: boolean, noHole: boolean): Promise<void> {
+    this.checkWritable(offsetBytes, lengthBytes);
+    const endBytes = offsetBytes + lengthBytes;
+    let first = Math.ceil(offsetBytes / B);
+    const end = Math.floor(endBytes / B);
+    if (first >= end) {
+      // Entirely inside one block: zero it by writing.
+      if (lengthBytes > 0) await this.write(offsetBytes, Buffer.alloc(lengthBytes), false);
+    } else {
+      if (offsetBytes < first * B) await this.write(offsetBytes, Buffer.alloc(first * B - offsetBytes), false);
+      if (endBytes > end * B) await this.write(end * B, Buffer.alloc(endBytes - end * B), false);
+      for (; first < end; first += ZERO_CHUNK_BLOCKS) {
+        const chunkEnd = Math.min(end, first + ZERO_CHUNK_BLOCKS);
+        if (noHole) await this.write(first * B, Buffer.alloc((chunkEnd - first) * B), false);
+        else await this.unmapBlocks(first, chunkEnd);
+      }
+    }
+    if (fua) await this.host.flush();
+  }
+
+  /** Drops the head's blocks in [first, end); hides the parents' data with ZERO entries. */
+  private async unmapBlocks(first: number, end: number): Promise<void> {
+    const release = await this.begin(first, end, true);
+    try {
+      const head = this.chain[0];
+      const metadata = this.host.metadata;
+      for (let block = first; block < end; block++) {
+        const value = this.parentHasData(block) ? ZERO : ABSENT;
+        if (head.value(block) === value) continue;
+        const seq = metadata.recordMap(this.headLayer, block, value, 0);
+        const old = head.set(block, value, 0);
+        if (old >= FIRST_PHYSICAL) this.pool.allocator.freeAfterSync(old - FIRST_PHYSICAL, seq);
+      }
+    } finally {
+      this.end(release);
+    }
+  }
+
+  private parentHasData(block: number): boolean {
+    const chain = this.chain;
+    for (let i = 1; i < chain.length; i++) {
+      const value = chain[i].value(block);
+      if (value !== ABSENT) return value !== ZERO;
+    }
+    return false;
+  }
+
+  private async begin(first: number, end: number, exclusive: boolean): Promise<Release> {
+    const gate = this.host.enter();
+    if (gate) await gate;
+    const lock = this.lock.acquire(first, end, exclusive);
+    return typeof lock === 'function' ? lock : await lock;
+  }
+
+  private end(release: Release): void {
+    release();
+    this.host.leave();
+  }
+
+  private checkRange(offsetBytes: number, lengthBytes: number): void {
+    if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > this.sizeBytes) {
+      throw new IoError('EINVAL', `volume ${this.name}: range ${offsetBytes}+${lengthBytes} is past the end (${this.sizeBytes} bytes)`);
+    }
+  }
+
+  private checkWritable(offsetBytes: number, lengthBytes: number): void {
+    if (this.readOnly) throw new IoError('EPERM', `${this.name} is read-only`);
+    if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > this.sizeBytes) {
+      throw new IoError('ENOSPC', `volume ${this.name}: range ${offsetBytes}+${lengthBytes} is past the end (${this.sizeBytes} bytes)`);
+    }
+  }
+}
