@@ -1,0 +1,297 @@
+// The storage engine on real files: volumes, snapshots, clones, space accounting, checksums,
+// restart. Data-path behaviour through real NBD clients is tested in test/e2e.
+
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { spawn } from 'child_process';
+import pino from 'pino';
+import { LocalEngine } from '../../fabric/volume/local-engine';
+import type { VolumeEngine } from '../../fabric/volume/types';
+import { DATA_OFFSET_BYTES } from '../../fabric/store/pool-member';
+
+const MiB = 1024 * 1024;
+const logger = pino({ level: 'silent' });
+let dir: string;
+let engine: VolumeEngine | undefined;
+
+async function openEngine(poolSize = 64 * MiB): Promise<VolumeEngine> {
+  engine = await LocalEngine.open({
+    dataDir: path.join(dir, 'data'),
+    pools: [{ class: 'default', path: dir, sizeBytes: poolSize }],
+    logger,
+  });
+  return engine;
+}
+
+async function reopen(): Promise<VolumeEngine> {
+  await engine!.close();
+  return openEngine();
+}
+
+async function writeFill(e: VolumeEngine, exportName: string, offset: number, length: number, byte: number): Promise<void> {
+  const device = e.open(exportName);
+  try {
+    await device.write(offset, Buffer.alloc(length, byte), false);
+    await device.flush();
+  } finally {
+    device.close();
+  }
+}
+
+async function readAll(e: VolumeEngine, exportName: string, offset: number, length: number): Promise<Buffer> {
+  const device = e.open(exportName);
+  try {
+    return await device.read(offset, length);
+  } finally {
+    device.close();
+  }
+}
+
+function usedBytes(e: VolumeEngine): number {
+  return e.listPools()[0].usedBytes;
+}
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-engine-'));
+});
+
+afterEach(async () => {
+  await engine?.close().catch(() => undefined);
+  engine = undefined;
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('volumes', () => {
+  test('create, list, show, resize and delete; space returns to the pool', async () => {
+    const e = await openEngine();
+    const created = await e.createVolume({ name: 'v1', sizeBytes: 10 * MiB + 1 });
+    expect(created.sizeBytes).toBe(10 * MiB + 4096); // rounded up to whole blocks
+    expect(e.listVolumes().map((v) => v.name)).toEqual(['v1']);
+    await writeFill(e, 'v1', 0, 2 * MiB, 0x11);
+    expect(e.getVolume('v1').allocatedBytes).toBe(2 * MiB);
+    expect(usedBytes(e)).toBe(2 * MiB);
+    const grown = await e.resizeVolume('v1', 20 * MiB);
+    expect(grown.sizeBytes).toBe(20 * MiB);
+    await e.deleteVolume('v1');
+    expect(e.listVolumes()).toEqual([]);
+    expect(usedBytes(e)).toBe(0);
+  });
+
+  test('bad requests get a clear error of the right kind and change nothing', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: MiB });
+    await expect(e.createVolume({ name: 'v1', sizeBytes: MiB })).rejects.toMatchObject({ kind: 'ALREADY_EXISTS' });
+    await expect(e.createVolume({ name: 'big', sizeBytes: 1024 * MiB })).rejects.toMatchObject({ kind: 'RESOURCE_EXHAUSTED' });
+    await expect(e.createVolume({ name: 'bad@name', sizeBytes: MiB })).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT' });
+    await expect(e.createVolume({ name: 'zero', sizeBytes: 0 })).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT' });
+    await expect(e.createVolume({ name: 'x', sizeBytes: MiB, class: 'ssd' })).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT' });
+    await expect(e.resizeVolume('v1', 4096)).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT' });
+    await expect(e.resizeVolume('nope', MiB)).rejects.toMatchObject({ kind: 'NOT_FOUND' });
+    await expect(e.createSnapshot('nope', 's')).rejects.toMatchObject({ kind: 'NOT_FOUND' });
+    await expect(e.deleteSnapshot('v1', 'nope')).rejects.toMatchObject({ kind: 'NOT_FOUND' });
+    expect(() => e.open('nope')).toThrow(expect.objectContaining({ kind: 'NOT_FOUND' }));
+    expect(e.listVolumes().map((v) => [v.name, v.sizeBytes])).toEqual([['v1', MiB]]);
+  });
+
+  test('a connected volume, or one with snapshots, is not deleted', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: MiB });
+    const device = e.open('v1');
+    await expect(e.deleteVolume('v1')).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION' });
+    device.close();
+    await e.createSnapshot('v1', 's1');
+    await expect(e.deleteVolume('v1')).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION' });
+    expect(e.getVolume('v1').snapshotCount).toBe(1);
+  });
+
+  test('writes past the end are refused', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: MiB });
+    const device = e.open('v1');
+    await expect(device.write(MiB - 1, Buffer.alloc(2), false)).rejects.toMatchObject({ errno: 'ENOSPC' });
+    await expect(device.read(MiB, 1)).rejects.toMatchObject({ errno: 'EINVAL' });
+    device.close();
+  });
+
+  test('unaligned writes merge with existing data', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: MiB });
+    await writeFill(e, 'v1', 0, 16384, 0xaa);
+    await writeFill(e, 'v1', 4000, 200, 0xbb);
+    const data = await readAll(e, 'v1', 0, 16384);
+    expect(data.subarray(0, 4000).every((b) => b === 0xaa)).toBe(true);
+    expect(data.subarray(4000, 4200).every((b) => b === 0xbb)).toBe(true);
+    expect(data.subarray(4200).every((b) => b === 0xaa)).toBe(true);
+  });
+});
+
+describe('snapshots and clones', () => {
+  test('a snapshot keeps the data of its moment; later writes do not reach it', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: 4 * MiB });
+    await writeFill(e, 'v1', 0, MiB, 0xaa);
+    await e.createSnapshot('v1', 's1');
+    await writeFill(e, 'v1', 0, 4096, 0xbb);
+    const snap = await readAll(e, 'v1@s1', 0, MiB);
+    expect(snap.every((b) => b === 0xaa)).toBe(true);
+    expect((await readAll(e, 'v1', 0, 1))[0]).toBe(0xbb);
+    const device = e.open('v1@s1');
+    expect(device.readOnly).toBe(true);
+    await expect(device.write(0, Buffer.alloc(1), false)).rejects.toMatchObject({ errno: 'EPERM' });
+    device.close();
+  });
+
+  test('a clone is independent of its snapshot and of the source volume', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: 4 * MiB });
+    await writeFill(e, 'v1', 0, MiB, 0xaa);
+    await e.createSnapshot('v1', 's1');
+    const clone = await e.cloneVolume({ name: 'c1', volume: 'v1', snapshot: 's1', sizeBytes: 8 * MiB });
+    expect(clone).toMatchObject({ sizeBytes: 8 * MiB, sourceSnapshot: 'v1@s1', allocatedBytes: 0 });
+    await writeFill(e, 'c1', 0, 4096, 0xcc);
+    await writeFill(e, 'v1', 8192, 4096, 0xdd);
+    expect((await readAll(e, 'c1', 0, 1))[0]).toBe(0xcc);
+    expect((await readAll(e, 'c1', 8192, 1))[0]).toBe(0xaa);
+    expect((await readAll(e, 'v1', 0, 1))[0]).toBe(0xaa);
+    expect((await readAll(e, 'v1@s1', 8192, 1))[0]).toBe(0xaa);
+    // The clone outlives the snapshot: deleting it keeps the data the clone reads through it.
+    await e.deleteSnapshot('v1', 's1');
+    expect((await readAll(e, 'c1', 8192, 1))[0]).toBe(0xaa);
+    expect((await readAll(e, 'c1', 4096, 1))[0]).toBe(0xaa);
+  });
+
+  test('deleting a snapshot frees only what nothing else references', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: 4 * MiB });
+    await writeFill(e, 'v1', 0, MiB, 0xaa);
+    await e.createSnapshot('v1', 's1');
+    await writeFill(e, 'v1', 0, 256 * 1024, 0xbb); // overwrite a quarter
+    expect(usedBytes(e)).toBe(MiB + 256 * 1024);
+    expect(e.listSnapshots('v1')[0].exclusiveBytes).toBe(MiB);
+    await e.deleteSnapshot('v1', 's1');
+    expect(usedBytes(e)).toBe(MiB); // the overwritten quarter is freed, the rest still backs v1
+    const data = await readAll(e, 'v1', 0, MiB);
+    expect(data.subarray(0, 256 * 1024).every((b) => b === 0xbb)).toBe(true);
+    expect(data.subarray(256 * 1024).every((b) => b === 0xaa)).toBe(true);
+  });
+
+  test('revert returns a volume to a snapshot', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: 4 * MiB });
+    await writeFill(e, 'v1', 0, MiB, 0xaa);
+    await e.createSnapshot('v1', 's1');
+    await writeFill(e, 'v1', 0, 2 * MiB, 0xbb);
+    await e.resizeVolume('v1', 8 * MiB);
+    const reverted = await e.revertVolume('v1', 's1');
+    expect(reverted.sizeBytes).toBe(4 * MiB);
+    const data = await readAll(e, 'v1', 0, 2 * MiB);
+    expect(data.subarray(0, MiB).every((b) => b === 0xaa)).toBe(true);
+    expect(data.subarray(MiB).every((b) => b === 0)).toBe(true);
+    expect(usedBytes(e)).toBe(MiB);
+  });
+});
+
+describe('trim, zeroes and allocation status', () => {
+  test('trim frees space and reads back zeroes; block status shows the hole', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: 4 * MiB });
+    await writeFill(e, 'v1', 0, 2 * MiB, 0xaa);
+    const device = e.open('v1');
+    await device.trim(0, MiB, false);
+    await device.writeZeroes(MiB, 4096, { fua: true, noHole: true });
+    expect((await device.read(0, MiB)).every((b) => b === 0)).toBe(true);
+    expect(await device.blockStatus(0, 4 * MiB)).toEqual([
+      { lengthBytes: MiB, hole: true, zero: true },
+      { lengthBytes: MiB, hole: false, zero: false },
+      { lengthBytes: 2 * MiB, hole: true, zero: true },
+    ]);
+    device.close();
+    expect(usedBytes(e)).toBe(MiB);
+  });
+
+  test('trim in a clone hides the snapshot data without touching it', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: MiB });
+    await writeFill(e, 'v1', 0, MiB, 0xaa);
+    await e.createSnapshot('v1', 's1');
+    await e.cloneVolume({ name: 'c1', volume: 'v1', snapshot: 's1' });
+    const device = e.open('c1');
+    await device.trim(0, MiB, false);
+    expect((await device.read(0, MiB)).every((b) => b === 0)).toBe(true);
+    device.close();
+    expect((await readAll(e, 'v1@s1', 0, MiB)).every((b) => b === 0xaa)).toBe(true);
+  });
+});
+
+describe('checksums', () => {
+  test('bytes altered on disk read back as an I/O error, are counted, and verify lists them', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: MiB });
+    const device = e.open('v1');
+    const block = Buffer.alloc(4096, 0x5a);
+    block.write('weft-corruption-target');
+    await device.write(8192, block, true);
+    device.close();
+    await e.close();
+    engine = undefined;
+    const poolFile = path.join(dir, 'weft-pool-default.img');
+    const image = fs.readFileSync(poolFile);
+    const at = image.indexOf('weft-corruption-target', DATA_OFFSET_BYTES);
+    expect(at).toBeGreaterThan(0);
+    const fd = fs.openSync(poolFile, 'r+');
+    fs.writeSync(fd, Buffer.from('X'), 0, 1, at + 100);
+    fs.closeSync(fd);
+
+    const e2 = await openEngine();
+    const again = e2.open('v1');
+    await expect(again.read(8192, 4096)).rejects.toMatchObject({ errno: 'EIO' });
+    await expect(again.read(0, 4096)).resolves.toHaveLength(4096); // other blocks are fine
+    again.close();
+    expect(e2.getVolume('v1').checksumErrors).toBe(1);
+    const report = await e2.verifyVolume('v1');
+    expect(report).toEqual({ volume: 'v1', checkedBlocks: 1, badBlockOffsets: [8192] });
+  });
+});
+
+describe('persistence', () => {
+  test('volumes, snapshots and data survive a restart; space is accounted exactly', async () => {
+    let e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: 4 * MiB });
+    await writeFill(e, 'v1', 0, MiB, 0xaa);
+    await e.createSnapshot('v1', 's1');
+    await writeFill(e, 'v1', 0, 4096, 0xbb);
+    const used = usedBytes(e);
+    e = await reopen();
+    expect(e.listVolumes().map((v) => v.name)).toEqual(['v1']);
+    expect(e.listSnapshots().map((s) => `${s.volume}@${s.name}`)).toEqual(['v1@s1']);
+    expect(usedBytes(e)).toBe(used);
+    expect((await readAll(e, 'v1', 0, 1))[0]).toBe(0xbb);
+    expect((await readAll(e, 'v1@s1', 0, 1))[0]).toBe(0xaa);
+  });
+
+  test('a data dir of another format version is refused and left alone', async () => {
+    const e = await openEngine();
+    await e.close();
+    engine = undefined;
+    const formatFile = path.join(dir, 'data', 'FORMAT');
+    fs.writeFileSync(formatFile, JSON.stringify({ format: 99 }));
+    await expect(openEngine()).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION', message: expect.stringMatching(/format 99/) });
+    engine = undefined;
+    expect(JSON.parse(fs.readFileSync(formatFile, 'utf8'))).toEqual({ format: 99 });
+  });
+
+  test('a data dir locked by another live process is refused', async () => {
+    const e = await openEngine();
+    await e.close();
+    engine = undefined;
+    const other = spawn('sleep', ['30']);
+    try {
+      fs.writeFileSync(path.join(dir, 'data', 'LOCK'), `${other.pid}\n`);
+      await expect(openEngine()).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION', message: expect.stringMatching(/in use/) });
+      engine = undefined;
+    } finally {
+      other.kill('SIGKILL');
+    }
+  });
+});
