@@ -1,0 +1,146 @@
+// WeftClient: the typed, promise-based client of the control API that the CLI and the CSI driver
+// use. Failures become WeftApiError: the server's message, and the gRPC code.
+
+import * as grpc from '@grpc/grpc-js';
+import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
+import { serviceDefinition, type ServiceName } from './definition';
+import type { SnapshotRef, VerifyVolumeEvent } from './messages';
+import type { NodeStatus } from './node-info';
+
+export interface CreateVolumeOptions {
+  name: string;
+  /** Required for a new volume; for a clone, omit to keep the snapshot's size. */
+  sizeBytes?: number;
+  /** Service class; omit for "default" (or the only pool). Not allowed with sourceSnapshot. */
+  class?: string;
+  /** Clone this snapshot instead of creating an empty volume. */
+  sourceSnapshot?: SnapshotRef;
+}
+
+export type VerifyProgressListener = (doneBlocks: number, totalBlocks: number) => void;
+
+export class WeftApiError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'WeftApiError';
+  }
+}
+
+export class WeftClient {
+  private readonly client: grpc.Client;
+
+  /** endpoint: "HOST:PORT" ("[::1]:PORT" for IPv6). Connects lazily, on the first call. */
+  constructor(readonly endpoint: string) {
+    this.client = new grpc.Client(endpoint, grpc.credentials.createInsecure());
+  }
+
+  async createVolume(options: CreateVolumeOptions): Promise<VolumeInfo> {
+    return volumeInfo(await this.unary('VolumeService', 'CreateVolume', options));
+  }
+
+  async listVolumes(): Promise<VolumeInfo[]> {
+    const response = await this.unary<{ volumes: VolumeInfo[] }>('VolumeService', 'ListVolumes', {});
+    return response.volumes.map(volumeInfo);
+  }
+
+  async getVolume(name: string): Promise<VolumeInfo> {
+    return volumeInfo(await this.unary('VolumeService', 'GetVolume', { name }));
+  }
+
+  async resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+    return volumeInfo(await this.unary('VolumeService', 'ResizeVolume', { name, sizeBytes }));
+  }
+
+  async deleteVolume(name: string): Promise<void> {
+    await this.unary('VolumeService', 'DeleteVolume', { name });
+  }
+
+  /** Resolves with the final report; onProgress hears about every step before it. */
+  verifyVolume(name: string, onProgress?: VerifyProgressListener): Promise<VerifyReport> {
+    const { path, requestSerialize, responseDeserialize } = serviceDefinition('VolumeService').VerifyVolume;
+    const stream = this.client.makeServerStreamRequest(path, requestSerialize, responseDeserialize, { name });
+    return new Promise((resolve, reject) => {
+      let report: VerifyReport | undefined;
+      stream.on('data', (message: VerifyVolumeEvent) => {
+        if (message.event === 'report') report = message.report;
+        else onProgress?.(message.progress.doneBlocks, message.progress.totalBlocks);
+      });
+      stream.on('error', (error: grpc.ServiceError) => reject(this.toError(error)));
+      stream.on('end', () =>
+        report ? resolve(report) : reject(new WeftApiError(grpc.status.INTERNAL, 'verify ended without a report')),
+      );
+    });
+  }
+
+  async revertVolume(name: string, snapshot: string): Promise<VolumeInfo> {
+    return volumeInfo(await this.unary('VolumeService', 'RevertVolume', { name, snapshot }));
+  }
+
+  createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
+    return this.unary('SnapshotService', 'CreateSnapshot', { volume, name });
+  }
+
+  /** Every snapshot, or only the given volume's. */
+  async listSnapshots(volume?: string): Promise<SnapshotInfo[]> {
+    const response = await this.unary<{ snapshots: SnapshotInfo[] }>('SnapshotService', 'ListSnapshots', { volume });
+    return response.snapshots;
+  }
+
+  async deleteSnapshot(volume: string, name: string): Promise<void> {
+    await this.unary('SnapshotService', 'DeleteSnapshot', { volume, name });
+  }
+
+  async listPools(): Promise<PoolInfo[]> {
+    return (await this.unary<{ pools: PoolInfo[] }>('PoolService', 'ListPools', {})).pools;
+  }
+
+  getNodeInfo(): Promise<NodeStatus> {
+    return this.unary('NodeService', 'GetNodeInfo', {});
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  private unary<Response>(service: ServiceName, method: string, request: object): Promise<Response> {
+    const { path, requestSerialize, responseDeserialize } = serviceDefinition(service)[method];
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(path, requestSerialize, responseDeserialize, request, (error, response) =>
+        error ? reject(this.toError(error)) : resolve(response as Response),
+      );
+    });
+  }
+
+  private toError(error: grpc.ServiceError): WeftApiError {
+    const reason = unreachableReason(error);
+    const message = reason ? `cannot reach weftd at ${this.endpoint} (${reason})` : error.details;
+    return new WeftApiError(error.code, message);
+  }
+}
+
+const ERRNO_REASONS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ETIMEDOUT: 'connection timed out',
+};
+
+/** Why the channel could not reach the server, or undefined when the server itself answered. */
+export function unreachableReason(error: { code: grpc.status; details: string }): string | undefined {
+  if (error.code !== grpc.status.UNAVAILABLE) return undefined;
+  const { details } = error;
+  if (details.startsWith('Name resolution failed')) return 'unknown host';
+  if (details.startsWith('Connection dropped')) return 'connection dropped';
+  if (!details.startsWith('No connection established')) return undefined;
+  const errno = /\b(E[A-Z]{4,})\b/.exec(details)?.[1];
+  return errno ? (ERRNO_REASONS[errno] ?? errno) : 'no connection';
+}
+
+/** The wire's "no source" is an empty string; the engine's type leaves the field out. */
+function volumeInfo(wire: VolumeInfo): VolumeInfo {
+  return { ...wire, sourceSnapshot: wire.sourceSnapshot || undefined };
+}

@@ -1,0 +1,41 @@
+// Loads weft.proto (shipped in the source tree, beside this file's source) into gRPC service
+// definitions that the server and the client share.
+
+import * as fs from 'fs';
+import * as path from 'path';
+import * as protoLoader from '@grpc/proto-loader';
+import type { ServiceDefinition } from '@grpc/grpc-js';
+
+const PROTO_RELATIVE_PATH = path.join('fabric', 'api', 'proto', 'weft', 'v1', 'weft.proto');
+
+export type ServiceName = 'VolumeService' | 'SnapshotService' | 'PoolService' | 'NodeService';
+
+/**
+ * The proto's absolute path. Code runs from fabric/api (ts-node, tests) or dist/fabric/api
+ * (compiled), so walk up from here to the first directory that holds the proto at its place.
+ */
+export function protoPath(startDir: string = __dirname): string {
+  for (let dir = startDir; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, PROTO_RELATIVE_PATH);
+    if (fs.existsSync(candidate)) return candidate;
+    if (path.dirname(dir) === dir) throw new Error(`${PROTO_RELATIVE_PATH} not found above ${startDir}`);
+  }
+}
+
+let cached: protoLoader.PackageDefinition | undefined;
+
+/** camelCase fields, uint64 as number, absent fields as their defaults, oneofs named. */
+function packageDefinition(): protoLoader.PackageDefinition {
+  cached ??= protoLoader.loadSync(protoPath(), {
+    keepCase: false,
+    longs: Number,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  return cached;
+}
+
+export function serviceDefinition(name: ServiceName): ServiceDefinition {
+  return packageDefinition()[`weft.v1.${name}`] as ServiceDefinition;
+}

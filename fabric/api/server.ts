@@ -1,0 +1,61 @@
+// ApiServer: the node's gRPC control API (VolumeService, SnapshotService, PoolService,
+// NodeService) over one VolumeEngine, on one host:port.
+
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { VolumeEngine } from '../volume/types';
+import { serviceDefinition } from './definition';
+import type { NodeInfo } from './node-info';
+import { nodeService } from './node-service';
+import { poolService } from './pool-service';
+import { snapshotService } from './snapshot-service';
+import { volumeService } from './volume-service';
+
+export interface ApiServerOptions {
+  engine: VolumeEngine;
+  node: NodeInfo;
+  logger: Logger;
+  /** How long close() lets running calls (a long verify) finish before cutting them; default 5000. */
+  shutdownGraceMs?: number;
+}
+
+export class ApiServer {
+  private readonly server = new grpc.Server();
+  private readonly logger: Logger;
+  private readonly shutdownGraceMs: number;
+  private port = 0;
+
+  constructor(options: ApiServerOptions) {
+    const { engine, node } = options;
+    this.logger = options.logger;
+    this.shutdownGraceMs = options.shutdownGraceMs ?? 5000;
+    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, this.logger));
+    this.server.addService(serviceDefinition('SnapshotService'), snapshotService(engine, this.logger));
+    this.server.addService(serviceDefinition('PoolService'), poolService(engine, this.logger));
+    this.server.addService(serviceDefinition('NodeService'), nodeService(node, () => this.port, this.logger));
+  }
+
+  /** Binds and serves; resolves with the bound port (pass 0 for any free one). */
+  listen(host: string, port: number): Promise<number> {
+    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    return new Promise((resolve, reject) => {
+      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, boundPort) => {
+        if (error) return reject(error);
+        this.port = boundPort;
+        this.logger.info({ host, port: boundPort }, 'control API listening');
+        resolve(boundPort);
+      });
+    });
+  }
+
+  /** Stops accepting calls, lets running ones finish for up to shutdownGraceMs, then cuts them. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.server.forceShutdown(), this.shutdownGraceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}

@@ -1,0 +1,37 @@
+// Checks of request fields, shared by the API server (before it calls the engine) and the CLI
+// (before it calls the server). Each failure is an INVALID_ARGUMENT that names the field.
+
+import { invalidArgument } from '../errors';
+
+/** Volume, snapshot and class names. '@' and '/' never: exports are named VOLUME@SNAPSHOT. */
+const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
+
+export function checkName(field: string, value: string | undefined | null): string {
+  if (!value) throw invalidArgument(`${field} is required`);
+  if (!NAME_PATTERN.test(value)) {
+    throw invalidArgument(
+      `${field} "${value}" is invalid: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
+    );
+  }
+  return value;
+}
+
+/** An optional name: empty means "not given". */
+export function checkOptionalName(field: string, value: string | undefined | null): string | undefined {
+  return value ? checkName(field, value) : undefined;
+}
+
+export function checkSize(field: string, bytes: number | undefined | null): number {
+  const size = checkOptionalSize(field, bytes);
+  if (size === undefined) throw invalidArgument(`${field} must be greater than 0`);
+  return size;
+}
+
+/** An optional size: 0 means "not given". */
+export function checkOptionalSize(field: string, bytes: number | undefined | null): number | undefined {
+  if (!bytes) return undefined;
+  if (!Number.isSafeInteger(bytes) || bytes < 0) {
+    throw invalidArgument(`${field} ${bytes} is invalid: use a whole number of bytes below 2^53`);
+  }
+  return bytes;
+}

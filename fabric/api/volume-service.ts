@@ -1,0 +1,70 @@
+// VolumeService: validates each request, then makes one call to the engine. Verify streams
+// progress (at most one message per percent) and ends with the report.
+
+import type { UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { invalidArgument } from '../errors';
+import type { VolumeEngine, VolumeInfo } from '../volume/types';
+import type * as wire from './messages';
+import { serverStream, unary } from './rpc';
+import { checkName, checkOptionalName, checkOptionalSize, checkSize } from './validate';
+
+export function volumeService(engine: VolumeEngine, logger: Logger): UntypedServiceImplementation {
+  return {
+    CreateVolume: unary(logger, (request: wire.CreateVolumeRequest) => createVolume(engine, request)),
+    ListVolumes: unary(logger, () => ({ volumes: engine.listVolumes() })),
+    GetVolume: unary(logger, (request: wire.NameRequest) => engine.getVolume(checkName('name', request.name))),
+    ResizeVolume: unary(logger, (request: wire.ResizeVolumeRequest) =>
+      engine.resizeVolume(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes)),
+    ),
+    DeleteVolume: unary(logger, async (request: wire.NameRequest) => {
+      await engine.deleteVolume(checkName('name', request.name));
+      return {};
+    }),
+    VerifyVolume: serverStream(logger, (request: wire.NameRequest, send: (m: wire.VerifyVolumeResponse) => void) =>
+      verifyVolume(engine, request, send),
+    ),
+    RevertVolume: unary(logger, (request: wire.RevertVolumeRequest) =>
+      engine.revertVolume(checkName('name', request.name), checkName('snapshot', request.snapshot)),
+    ),
+  };
+}
+
+function createVolume(engine: VolumeEngine, request: wire.CreateVolumeRequest): Promise<VolumeInfo> {
+  const name = checkName('name', request.name);
+  const source = request.sourceSnapshot;
+  if (!source) {
+    const sizeBytes = checkSize('size_bytes', request.sizeBytes);
+    return engine.createVolume({ name, sizeBytes, class: checkOptionalName('class', request.class) });
+  }
+  if (request.class) throw invalidArgument("class must be empty for a clone: it lives in its source's pool");
+  return engine.cloneVolume({
+    name,
+    volume: checkName('source_snapshot.volume', source.volume),
+    snapshot: checkName('source_snapshot.snapshot', source.snapshot),
+    sizeBytes: checkOptionalSize('size_bytes', request.sizeBytes),
+  });
+}
+
+async function verifyVolume(
+  engine: VolumeEngine,
+  request: wire.NameRequest,
+  send: (message: wire.VerifyVolumeResponse) => void,
+): Promise<void> {
+  const name = checkName('name', request.name);
+  const report = await engine.verifyVolume(name, percentSteps((progress) => send({ progress })));
+  send({ report });
+}
+
+/** Passes progress on only when the whole percentage changes, so a big volume sends ~100 messages. */
+export function percentSteps(
+  send: (progress: wire.VerifyProgress) => void,
+): (doneBlocks: number, totalBlocks: number) => void {
+  let lastPercent = -1;
+  return (doneBlocks, totalBlocks) => {
+    const percent = totalBlocks === 0 ? 100 : Math.floor((doneBlocks * 100) / totalBlocks);
+    if (percent === lastPercent) return;
+    lastPercent = percent;
+    send({ doneBlocks, totalBlocks });
+  };
+}

@@ -1,0 +1,38 @@
+// Parsing of the CLI's arguments and options (names, sizes, VOL@SNAP, the endpoint) with the
+// same rules the server applies, so that bad input is a usage error before any call is made.
+
+import { checkName, checkSize } from '../api/validate';
+import type { SnapshotRef } from '../api/messages';
+import { parseSize } from '../units';
+import { asUsage, usageError } from './errors';
+
+export function nameArg(field: string, text: string): string {
+  return asUsage(() => checkName(field, text));
+}
+
+/** "10G", "512MiB", "1TiB" -> bytes; zero and garbage are usage errors. */
+export function sizeArg(option: string, text: string): number {
+  let bytes: number;
+  try {
+    bytes = parseSize(text);
+  } catch (error) {
+    throw usageError(`${option}: ${(error as Error).message}`);
+  }
+  return asUsage(() => checkSize(option, bytes));
+}
+
+/** "VOLUME@SNAPSHOT" -> its two names. */
+export function snapshotArg(text: string): SnapshotRef {
+  const parts = text.split('@');
+  if (parts.length !== 2) throw usageError(`"${text}" does not name a snapshot: use VOLUME@SNAPSHOT`);
+  return { volume: nameArg('volume', parts[0]), snapshot: nameArg('snapshot', parts[1]) };
+}
+
+/** "HOST:PORT" or "[IPv6]:PORT", returned as given. */
+export function endpointArg(text: string): string {
+  const match = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(text);
+  if (!match || Number(match[2]) < 1 || Number(match[2]) > 65535) {
+    throw usageError(`--endpoint "${text}" is invalid: use HOST:PORT, e.g. 127.0.0.1:10810`);
+  }
+  return text;
+}

@@ -1,0 +1,157 @@
+// `weft volume ...`: create (empty or from a snapshot), list, show, resize, delete, verify and
+// revert. Each handler parses its arguments, makes one call, and describes the result.
+
+import { Option, type Command } from 'commander';
+import type { CreateVolumeOptions } from '../api/client';
+import { formatSize } from '../units';
+import type { VerifyReport, VolumeInfo } from '../volume/types';
+import { nameArg, sizeArg, snapshotArg } from './args';
+import { action, type CommandContext, type Outcome } from './context';
+import { usageError } from './errors';
+import { details, formatTime, table, type Column } from './output';
+import { ProgressBar } from './progress';
+
+const NAME_HELP = 'volume name: 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit';
+const SIZE_HELP = 'e.g. 512MiB, 10G, 1TiB (binary units; GB/MB are decimal)';
+
+export function volumeCommands(program: Command): void {
+  const volume = program.command('volume').description('create, inspect, resize, verify, revert and delete volumes');
+
+  volume
+    .command('create')
+    .description('create an empty volume, or a clone of a snapshot with --from-snapshot')
+    .argument('<name>', NAME_HELP)
+    .option('--size <size>', `size of the volume, ${SIZE_HELP}; required unless cloning, where it may only grow`)
+    .addOption(new Option('--class <class>', 'service class of the pool to place it in (default: "default")').conflicts('fromSnapshot'))
+    .option('--from-snapshot <vol@snap>', "clone this snapshot; the clone lives in the source's pool")
+    .action(action(createVolume));
+
+  volume.command('list').description('list the volumes of the node').action(action(listVolumes));
+
+  volume.command('show').description("show one volume's details").argument('<name>', NAME_HELP).action(action(showVolume));
+
+  volume
+    .command('resize')
+    .description('grow a volume (online: connected clients see the new size); volumes never shrink')
+    .argument('<name>', NAME_HELP)
+    .requiredOption('--size <size>', `the new size, ${SIZE_HELP}`)
+    .action(action(resizeVolume));
+
+  volume
+    .command('delete')
+    .description('delete a volume and its data (refused while it is connected or has snapshots)')
+    .argument('<name>', NAME_HELP)
+    .action(action(deleteVolume));
+
+  volume
+    .command('verify')
+    .description('read every allocated block and check its checksum; exits 1 and lists the offsets of bad blocks')
+    .argument('<name>', NAME_HELP)
+    .action(action(verifyVolume));
+
+  volume
+    .command('revert')
+    .description('discard everything written to a volume since one of its snapshots (refused while connected)')
+    .argument('<vol@snap>', 'the volume and the snapshot to go back to')
+    .action(action(revertVolume));
+}
+
+interface CreateOptions {
+  size?: string;
+  class?: string;
+  fromSnapshot?: string;
+}
+
+async function createVolume(context: CommandContext, [name]: [string], options: CreateOptions): Promise<Outcome> {
+  const request: CreateVolumeOptions = {
+    name: nameArg('name', name),
+    sizeBytes: options.size === undefined ? undefined : sizeArg('--size', options.size),
+    class: options.class === undefined ? undefined : nameArg('--class', options.class),
+    sourceSnapshot: options.fromSnapshot === undefined ? undefined : snapshotArg(options.fromSnapshot),
+  };
+  if (!request.sourceSnapshot && request.sizeBytes === undefined) {
+    throw usageError('--size is required (or --from-snapshot VOL@SNAP to clone a snapshot)');
+  }
+  const created = await context.client.createVolume(request);
+  const source = created.sourceSnapshot ? ` from ${created.sourceSnapshot}` : '';
+  return volumeOutcome(created, `created volume "${created.name}"${source}: ${describe(created)}`);
+}
+
+async function listVolumes(context: CommandContext): Promise<Outcome> {
+  const volumes = await context.client.listVolumes();
+  return { json: volumes, text: volumes.length ? table(VOLUME_COLUMNS, volumes) : 'no volumes' };
+}
+
+async function showVolume(context: CommandContext, [name]: [string]): Promise<Outcome> {
+  const volume = await context.client.getVolume(nameArg('name', name));
+  return volumeOutcome(volume, volumeDetails(volume));
+}
+
+async function resizeVolume(context: CommandContext, [name]: [string], options: { size: string }): Promise<Outcome> {
+  const volume = await context.client.resizeVolume(nameArg('name', name), sizeArg('--size', options.size));
+  return volumeOutcome(volume, `resized volume "${volume.name}": ${describe(volume)}`);
+}
+
+async function deleteVolume(context: CommandContext, [name]: [string]): Promise<Outcome> {
+  const volume = nameArg('name', name);
+  await context.client.deleteVolume(volume);
+  return { json: { volume, deleted: true }, text: `deleted volume "${volume}"` };
+}
+
+async function verifyVolume(context: CommandContext, [name]: [string]): Promise<Outcome> {
+  const volume = nameArg('name', name);
+  const bar = context.stderr.isTTY ? new ProgressBar(context.stderr, `verifying ${volume}`) : undefined;
+  try {
+    return verifyOutcome(await context.client.verifyVolume(volume, (done, total) => bar?.update(done, total)));
+  } finally {
+    bar?.clear();
+  }
+}
+
+async function revertVolume(context: CommandContext, [target]: [string]): Promise<Outcome> {
+  const { volume, snapshot } = snapshotArg(target);
+  const reverted = await context.client.revertVolume(volume, snapshot);
+  return volumeOutcome(reverted, `reverted volume "${reverted.name}" to snapshot "${snapshot}": ${describe(reverted)}`);
+}
+
+function volumeOutcome(volume: VolumeInfo, text: string): Outcome {
+  return { json: volume, text };
+}
+
+function describe(volume: VolumeInfo): string {
+  return `${formatSize(volume.sizeBytes)} in class ${volume.class}`;
+}
+
+export const VOLUME_COLUMNS: Column<VolumeInfo>[] = [
+  { header: 'NAME', value: (v) => v.name },
+  { header: 'CLASS', value: (v) => v.class },
+  { header: 'SIZE', value: (v) => formatSize(v.sizeBytes), alignRight: true },
+  { header: 'ALLOCATED', value: (v) => formatSize(v.allocatedBytes), alignRight: true },
+  { header: 'SNAPSHOTS', value: (v) => String(v.snapshotCount), alignRight: true },
+  { header: 'CONNECTIONS', value: (v) => String(v.connections), alignRight: true },
+  { header: 'SOURCE', value: (v) => v.sourceSnapshot ?? '-' },
+  { header: 'CREATED', value: (v) => formatTime(v.createdAt) },
+];
+
+export function volumeDetails(volume: VolumeInfo): string {
+  return details([
+    ['Name', volume.name],
+    ['Class', volume.class],
+    ['Size', `${formatSize(volume.sizeBytes)} (${volume.sizeBytes} bytes)`],
+    ['Allocated', `${formatSize(volume.allocatedBytes)} (${volume.allocatedBytes} bytes)`],
+    ['Source', volume.sourceSnapshot ?? '-'],
+    ['Snapshots', String(volume.snapshotCount)],
+    ['Connections', String(volume.connections)],
+    ['Checksum errors', String(volume.checksumErrors)],
+    ['Created', formatTime(volume.createdAt)],
+  ]);
+}
+
+/** The report is the output either way; bad blocks also make the command fail. */
+export function verifyOutcome(report: VerifyReport): Outcome {
+  const bad = report.badBlockOffsets;
+  const summary = `verified volume "${report.volume}": ${report.checkedBlocks} blocks checked, ${bad.length || 'no'} bad block${bad.length === 1 ? '' : 's'}`;
+  const lines = bad.map((offset) => `bad block at offset ${offset}`);
+  const failure = bad.length ? `volume "${report.volume}" has ${bad.length} bad block${bad.length > 1 ? 's' : ''}` : undefined;
+  return { json: report, text: [summary, ...lines].join('\n'), failure };
+}

@@ -1,0 +1,70 @@
+// Tests of the `weft` process where no weftd is needed: help on every command, usage errors
+// (exit 2) and an unreachable endpoint (exit 1), each failure as one "weft: <reason>" line.
+
+import { freePort } from '../api/api-fixture';
+import { errorLines, runWeft } from './run-weft';
+
+const COMMANDS = [
+  'volume', 'volume create', 'volume list', 'volume show', 'volume resize', 'volume delete', 'volume verify',
+  'volume revert', 'snapshot', 'snapshot create', 'snapshot list', 'snapshot delete', 'pool', 'pool list', 'node', 'node info',
+];
+
+describe('weft --help', () => {
+  it('describes the global options and every group', async () => {
+    const run = await runWeft(['--help']);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+    for (const text of ['--endpoint <host:port>', 'WEFT_ENDPOINT', '--output <format>', 'volume', 'snapshot', 'pool', 'node']) {
+      expect(run.stdout).toContain(text);
+    }
+  });
+
+  it.concurrent.each(COMMANDS)('weft %s --help explains the command', async (command) => {
+    const run = await runWeft([...command.split(' '), '--help']);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+    expect(run.stdout).toContain(`Usage: weft ${command}`);
+  });
+});
+
+describe('usage errors exit 2 with one line', () => {
+  it.concurrent.each([
+    [[], /^weft: missing command: weft takes one of volume, snapshot, pool, node/],
+    [['volume'], /^weft: missing command: weft volume takes one of create, list, show, resize, delete, verify, revert/],
+    [['volume', 'frobnicate'], /^weft: unknown command 'frobnicate'/],
+    [['volum'], /^weft: unknown command 'volum' \(Did you mean volume\?\)$/],
+    [['volume', 'list', '--bogus'], /^weft: unknown option '--bogus'/],
+    [['volume', 'show'], /^weft: missing required argument 'name'/],
+    [['volume', 'show', 'a', 'b'], /^weft: too many arguments for 'show'/],
+    [['volume', 'create', 'data'], /^weft: --size is required \(or --from-snapshot VOL@SNAP/],
+    [['volume', 'create', 'data', '--size', '12XB'], /^weft: --size: invalid size "12XB": use a number with an optional unit/],
+    [['volume', 'create', 'data', '--size', '0'], /^weft: --size must be greater than 0$/],
+    [['volume', 'create', 'a/b', '--size', '1G'], /^weft: name "a\/b" is invalid/],
+    [['volume', 'create', 'c', '--from-snapshot', 'a@b', '--class', 'ssd'], /^weft: option '--class <class>' cannot be used with option '--from-snapshot/],
+    [['volume', 'create', 'c', '--from-snapshot', 'nosnap'], /^weft: "nosnap" does not name a snapshot: use VOLUME@SNAPSHOT$/],
+    [['volume', 'resize', 'data'], /^weft: required option '--size <size>' not specified$/],
+    [['volume', 'revert', 'data'], /^weft: "data" does not name a snapshot/],
+    [['snapshot', 'create', 'data'], /^weft: missing required argument 'snap'/],
+    [['snapshot', 'delete', 'data@'], /^weft: snapshot is required$/],
+    [['--output', 'yaml', 'volume', 'list'], /^weft: option '--output <format>' argument 'yaml' is invalid/],
+    [['--endpoint', 'localhost', 'volume', 'list'], /^weft: --endpoint "localhost" is invalid: use HOST:PORT/],
+  ])('weft %j', async (args, message) => {
+    const run = await runWeft(args as string[]);
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(errorLines(run)).toHaveLength(1);
+    expect(errorLines(run)[0]).toMatch(message);
+  });
+});
+
+describe('an endpoint where no weftd listens', () => {
+  it.each([['volume', 'list'], ['node', 'info'], ['volume', 'verify', 'data']])('weft %s exits 1: cannot reach weftd', async (...args) => {
+    const endpoint = `127.0.0.1:${await freePort()}`;
+    const run = await runWeft(['--endpoint', endpoint, ...args]);
+    expect(run).toMatchObject({ code: 1, stdout: '', stderr: `weft: cannot reach weftd at ${endpoint} (connection refused)\n` });
+  });
+
+  it('is taken from WEFT_ENDPOINT when --endpoint is not given', async () => {
+    const endpoint = `127.0.0.1:${await freePort()}`;
+    const run = await runWeft(['pool', 'list'], { env: { WEFT_ENDPOINT: endpoint } });
+    expect(run).toMatchObject({ code: 1, stderr: `weft: cannot reach weftd at ${endpoint} (connection refused)\n` });
+  });
+});
