@@ -35,6 +35,28 @@ export function preadAll(fd: number, buf: Buffer, position: number): Promise<voi
   });
 }
 
+/** A settled promise to return from fast paths that completed synchronously. */
+export const RESOLVED: Promise<void> = Promise.resolve();
+
+/** pwrite on the calling thread, retrying short writes. */
+export function pwriteAllSync(fd: number, buf: Buffer, position: number): void {
+  let done = 0;
+  while (done < buf.length) done += fs.writeSync(fd, buf, done, buf.length - done, position + done);
+}
+
+/** pread on the calling thread; bytes past the end of the file read as zeroes. */
+export function preadAllSync(fd: number, buf: Buffer, position: number): void {
+  let done = 0;
+  while (done < buf.length) {
+    const read = fs.readSync(fd, buf, done, buf.length - done, position + done);
+    if (read === 0) {
+      buf.fill(0, done);
+      return;
+    }
+    done += read;
+  }
+}
+
 export function fdatasync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
 }

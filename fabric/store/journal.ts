@@ -3,7 +3,7 @@
 
 import * as fs from 'fs';
 import { crc32 } from 'zlib';
-import { fdatasync, pwriteAll } from './file-io';
+import { fdatasync, pwriteAllSync } from './file-io';
 
 const FRAME_MAGIC = 0x57454654; // "WEFT"
 const FRAME_HEADER_BYTES = 12;
@@ -12,8 +12,7 @@ export class Journal {
   private buf = Buffer.allocUnsafe(1 << 20);
   private len = 0;
   private offset: number;
-  private writing: Promise<void> | undefined;
-  private queued: Promise<void> | undefined;
+  private scheduled: Promise<void> | undefined;
 
   private constructor(private readonly fd: number, offset: number) {
     this.offset = offset;
@@ -63,20 +62,18 @@ export class Journal {
   }
 
   /**
-   * Writes every record buffered so far to the file (not necessarily durable). Records appended
-   * while a write is under way go out in the next frame; callers share writes.
+   * Writes every record buffered so far to the file (reaching the page cache: it survives a crash
+   * of the process, not of the machine). The write happens in a microtask, so that all requests
+   * handled in one turn of the event loop share one frame and one system call.
    */
   writeOut(): Promise<void> {
-    if (this.queued) return this.queued;
-    if (this.writing) {
-      if (this.len === 0) return this.writing;
-      this.queued = this.writing.then(() => {
-        this.queued = undefined;
-        return this.startWrite();
+    if (!this.scheduled) {
+      this.scheduled = Promise.resolve().then(() => {
+        this.scheduled = undefined;
+        this.writeFrame();
       });
-      return this.queued;
     }
-    return this.startWrite();
+    return this.scheduled;
   }
 
   /** Writes out and makes durable every record buffered so far. */
@@ -89,8 +86,9 @@ export class Journal {
     fs.closeSync(this.fd);
   }
 
-  private startWrite(): Promise<void> {
-    if (this.len === 0) return Promise.resolve();
+  /** Appends the buffered records as one frame, synchronously: small appends to the page cache are cheap. */
+  private writeFrame(): void {
+    if (this.len === 0) return;
     const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + this.len);
     this.buf.copy(frame, FRAME_HEADER_BYTES, 0, this.len);
     const payload = frame.subarray(FRAME_HEADER_BYTES);
@@ -98,12 +96,7 @@ export class Journal {
     frame.writeUInt32LE(this.len, 4);
     frame.writeUInt32LE(crc32(payload), 8);
     this.len = 0;
-    const position = this.offset;
+    pwriteAllSync(this.fd, frame, this.offset);
     this.offset += frame.length;
-    const write = pwriteAll(this.fd, frame, position).finally(() => {
-      if (this.writing === write) this.writing = undefined;
-    });
-    this.writing = write;
-    return write;
   }
 }

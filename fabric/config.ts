@@ -1,0 +1,253 @@
+// weftd's configuration: command-line flags over an optional YAML file over built-in defaults.
+// Parsing only reads (the config file); every bad value is a ConfigError naming the flag and value.
+
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Command, CommanderError } from 'commander';
+import YAML from 'yaml';
+import type { PoolSpec } from './volume/local-engine';
+import { parseSize } from './units';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface WeftdConfig {
+  /** Absolute path. */
+  dataDir: string;
+  nodeId: string;
+  /** Address every server listens on (NBD, API, metrics). */
+  listen: string;
+  /** 0 means any free port. */
+  nbdPort: number;
+  apiPort: number;
+  metricsPort: number;
+  /** Paths are absolute. Never empty: without --pool, one pool "default" in the data dir. */
+  pools: PoolSpec[];
+  logLevel: LogLevel;
+}
+
+/** Parsing ended the run: bad input (exit code 2, message), or help shown (exit code 0, no message). */
+export class ConfigError extends Error {
+  constructor(message: string, readonly exitCode = 2) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** The settings as given (flag strings or YAML values), before validation. */
+interface RawSettings {
+  dataDir?: unknown;
+  nodeId?: unknown;
+  listen?: unknown;
+  nbdPort?: unknown;
+  apiPort?: unknown;
+  metricsPort?: unknown;
+  pool?: unknown;
+  logLevel?: unknown;
+}
+type SettingKey = keyof RawSettings;
+
+const SETTING_KEYS: readonly SettingKey[] = ['dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel'];
+
+const DEFAULTS = {
+  dataDir: './weft-data',
+  listen: '127.0.0.1',
+  nbdPort: '10809',
+  apiPort: '10810',
+  metricsPort: '10811',
+  logLevel: 'info',
+};
+
+const kebab = (key: string) => key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
+
+/**
+ * Parses weftd's arguments (without "node weftd.js"); reads the --config file if one is given.
+ * Throws ConfigError on any bad flag, config key or value.
+ */
+export function parseConfig(argv: string[]): WeftdConfig {
+  const { flags, configFile } = parseFlags(argv);
+  const file = configFile === undefined ? undefined : readConfigFile(configFile);
+  const pick = (key: SettingKey): Setting => {
+    if (flags[key] !== undefined || !file || !(key in file.settings)) return { value: flags[key], name: `--${kebab(key)}`, origin: '' };
+    return { value: file.settings[key], name: file.keys[key] ?? key, origin: ` in ${configFile}` };
+  };
+  return validate(pick);
+}
+
+function buildCommand(): Command {
+  const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+  return new Command('weftd')
+    .description('Weft node daemon: serves this node\'s volumes over NBD, the control API and metrics.')
+    .option('--config <file>', 'YAML file with any of the settings below (camelCase or kebab-case keys)')
+    .option('--data-dir <dir>', `where the node keeps its metadata (default: ${DEFAULTS.dataDir})`)
+    .option('--node-id <id>', 'name of this node (default: the host name)')
+    .option('--listen <addr>', `address of every server (default: ${DEFAULTS.listen})`)
+    .option('--nbd-port <n>', `NBD port, 0 = any free port (default: ${DEFAULTS.nbdPort})`)
+    .option('--api-port <n>', `control API port (default: ${DEFAULTS.apiPort})`)
+    .option('--metrics-port <n>', `Prometheus /metrics port (default: ${DEFAULTS.metricsPort})`)
+    .option('--pool <class:path[:size]>', 'a pool member, repeatable (default: default:<data-dir>)', collect)
+    .option('--log-level <level>', `${LOG_LEVELS.join(', ')} (default: ${DEFAULTS.logLevel})`)
+    .allowExcessArguments(false)
+    .exitOverride()
+    .configureOutput({ writeErr: () => undefined, outputError: () => undefined });
+}
+
+function parseFlags(argv: string[]): { flags: RawSettings; configFile?: string } {
+  const command = buildCommand();
+  try {
+    command.parse(argv, { from: 'user' });
+  } catch (error) {
+    if (!(error instanceof CommanderError)) throw error;
+    if (error.exitCode === 0) throw new ConfigError('', 0);
+    throw new ConfigError(error.message.replace(/^error: /, '').replace(/\n/g, ' '));
+  }
+  const { config, ...flags } = command.opts<RawSettings & { config?: string }>();
+  return { flags, configFile: config };
+}
+
+/** The settings of a config file, and each one's key as the file spells it. */
+interface FileSettings {
+  settings: RawSettings;
+  keys: Partial<Record<SettingKey, string>>;
+}
+
+function readConfigFile(file: string): FileSettings {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`cannot read --config "${file}": ${(error as Error).message}`);
+  }
+  let document: unknown;
+  try {
+    document = YAML.parse(text);
+  } catch (error) {
+    throw new ConfigError(`--config "${file}" is not valid YAML: ${(error as Error).message.split('\n')[0]}`);
+  }
+  if (document === null || document === undefined) return { settings: {}, keys: {} };
+  if (typeof document !== 'object' || Array.isArray(document)) {
+    throw new ConfigError(`--config "${file}" must be a mapping of settings (e.g. "dataDir: /var/lib/weft")`);
+  }
+  return settingsFromDocument(file, document as Record<string, unknown>);
+}
+
+function settingsFromDocument(file: string, document: Record<string, unknown>): FileSettings {
+  const settings: RawSettings = {};
+  const keys: FileSettings['keys'] = {};
+  for (const [key, value] of Object.entries(document)) {
+    const setting = SETTING_KEYS.find((name) => name === key || kebab(name) === key);
+    if (!setting) {
+      const known = SETTING_KEYS.map(kebab).join(', ');
+      throw new ConfigError(`unknown key "${key}" in ${file}: expected one of ${known}`);
+    }
+    if (setting in settings) throw new ConfigError(`"${key}" in ${file} sets ${setting} a second time`);
+    settings[setting] = value;
+    keys[setting] = key;
+  }
+  return { settings, keys };
+}
+
+/** One setting's value and where it came from, for error messages. */
+interface Setting {
+  value: unknown;
+  /** "--nbd-port", or the key as the config file spells it. */
+  name: string;
+  /** "" for a flag, " in FILE" for the config file. */
+  origin: string;
+}
+type Picker = (key: SettingKey) => Setting;
+
+function validate(pick: Picker): WeftdConfig {
+  const dataDir = path.resolve(text(pick('dataDir'), DEFAULTS.dataDir));
+  return {
+    dataDir,
+    nodeId: nodeId(pick('nodeId')),
+    listen: listenAddress(pick('listen')),
+    nbdPort: port(pick('nbdPort'), DEFAULTS.nbdPort),
+    apiPort: port(pick('apiPort'), DEFAULTS.apiPort),
+    metricsPort: port(pick('metricsPort'), DEFAULTS.metricsPort),
+    pools: pools(pick('pool'), dataDir),
+    logLevel: logLevel(pick('logLevel')),
+  };
+}
+
+const invalid = ({ name, origin }: Setting, value: unknown, expected: string) =>
+  new ConfigError(`invalid ${name} ${JSON.stringify(value)}${origin}: ${expected}`);
+
+/** A setting that must be a non-empty string (YAML numbers are taken as their text). */
+function text(setting: Setting, fallback: string): string {
+  const { value } = setting;
+  if (value === undefined) return fallback;
+  if (typeof value === 'number') return String(value);
+  if (typeof value !== 'string' || value.trim() === '') throw invalid(setting, value, 'expected a non-empty string');
+  return value;
+}
+
+function nodeId(setting: Setting): string {
+  const id = text(setting, os.hostname());
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(id)) {
+    throw invalid(setting, id, 'expected 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit');
+  }
+  return id;
+}
+
+function listenAddress(setting: Setting): string {
+  const address = text(setting, DEFAULTS.listen);
+  const hostname = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+  if (net.isIP(address) === 0 && !hostname.test(address)) {
+    throw invalid(setting, address, 'expected an IP address or a host name, e.g. 127.0.0.1 or 0.0.0.0');
+  }
+  return address;
+}
+
+function port(setting: Setting, fallback: string): number {
+  const value = text(setting, fallback);
+  const number = Number(value);
+  if (!/^\d+$/.test(value) || number > 65535) throw invalid(setting, setting.value, 'expected a port number from 0 to 65535 (0 = any free port)');
+  return number;
+}
+
+function logLevel(setting: Setting): LogLevel {
+  const level = text(setting, DEFAULTS.logLevel);
+  const known = LOG_LEVELS.find((candidate) => candidate === level);
+  if (!known) throw invalid(setting, level, `expected one of ${LOG_LEVELS.join(', ')}`);
+  return known;
+}
+
+function pools(setting: Setting, dataDir: string): PoolSpec[] {
+  const { value } = setting;
+  if (value === undefined) return [{ class: 'default', path: dataDir }];
+  const specs = typeof value === 'string' ? [value] : value;
+  if (!Array.isArray(specs) || specs.length === 0 || specs.some((spec) => typeof spec !== 'string')) {
+    throw invalid(setting, value, 'expected a list of CLASS:PATH[:SIZE] strings');
+  }
+  const parsed = specs.map((spec: string) => poolSpec(setting, spec));
+  const seen = new Set<string>();
+  for (const pool of parsed) {
+    if (seen.has(pool.path)) throw invalid(setting, pool.path, 'the same path is given as a pool twice');
+    seen.add(pool.path);
+  }
+  return parsed;
+}
+
+/** "ssd:/mnt/nvme0:100GiB" -> { class: "ssd", path: "/mnt/nvme0", sizeBytes: 107374182400 }. */
+function poolSpec(setting: Setting, spec: string): PoolSpec {
+  const usage = 'expected CLASS:PATH[:SIZE], e.g. ssd:/mnt/nvme0:100GiB (CLASS is letters, digits, "_" or "-")';
+  const parts = spec.split(':');
+  const [poolClass, poolPath, size] = parts;
+  if (parts.length < 2 || parts.length > 3 || !/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/.test(poolClass) || poolPath.trim() === '') {
+    throw invalid(setting, spec, usage);
+  }
+  const pool: PoolSpec = { class: poolClass, path: path.resolve(poolPath) };
+  if (size === undefined) return pool;
+  let sizeBytes: number;
+  try {
+    sizeBytes = parseSize(size);
+  } catch (error) {
+    throw invalid(setting, spec, (error as Error).message);
+  }
+  if (sizeBytes <= 0) throw invalid(setting, spec, 'the pool size must be more than 0');
+  return { ...pool, sizeBytes };
+}

@@ -1,0 +1,165 @@
+// Wires one node together: the storage engine, the NBD server over its volumes, the gRPC control
+// API and the Prometheus /metrics endpoint. weftd.ts starts it; tests may start it in-process.
+
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { ApiServer } from './api/server';
+import type { WeftdConfig } from './config';
+import type { Logger } from './logger';
+import { EngineExports } from './nbd-exports';
+import { NbdServer } from './nbd/server';
+import { FORMAT_VERSION, LocalEngine } from './volume/local-engine';
+import { registerPoolGauges, VolumeMetrics } from './volume/metrics-device';
+
+export interface NodeHandle {
+  /** The ports actually bound (they differ from the config's when it asked for 0). */
+  nbdPort: number;
+  apiPort: number;
+  metricsPort: number;
+  /** Stops accepting, lets in-flight requests finish, closes every server, flushes and closes the engine. */
+  stop(): Promise<void>;
+}
+
+/** Starts every part of the node, or stops whatever it had started and throws a one-line error. */
+export async function startNode(config: WeftdConfig, logger: Logger): Promise<NodeHandle> {
+  const startedAt = new Date();
+  routeGrpcLogs(logger.child({ component: 'grpc' }));
+  const running = new RunningParts(logger);
+  try {
+    const engine = await LocalEngine.open({ dataDir: config.dataDir, pools: config.pools, logger: logger.child({ component: 'engine' }) });
+    running.add('engine', () => engine.close());
+
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    registerPoolGauges(registry, engine);
+    const metrics = metricsServer(registry);
+    const metricsPort = await listen('metrics', config.listen, config.metricsPort, () => listenHttp(metrics, config.listen, config.metricsPort));
+    running.add('metrics', () => closeHttp(metrics));
+
+    const nbd = new NbdServer({ provider: new EngineExports(engine, new VolumeMetrics(registry)), logger: logger.child({ component: 'nbd' }) });
+    const nbdPort = await listen('nbd', config.listen, config.nbdPort, () => nbd.listen(config.listen, config.nbdPort));
+    running.add('nbd', () => nbd.close());
+
+    const node = { nodeId: config.nodeId, version: weftVersion(), listenAddress: config.listen, nbdPort, metricsPort, dataDir: config.dataDir, formatVersion: FORMAT_VERSION, startedAt };
+    const api = new ApiServer({ engine, node, logger: logger.child({ component: 'api' }) });
+    const apiPort = await listen('api', config.listen, config.apiPort, () => api.listen(config.listen, config.apiPort));
+    running.add('api', () => api.close());
+
+    return { nbdPort, apiPort, metricsPort, stop: () => running.stopAll() };
+  } catch (error) {
+    await running.stopAll();
+    throw error;
+  }
+}
+
+/** What has been started, stopped in reverse order, once. */
+class RunningParts {
+  private readonly parts: { name: string; stop: () => Promise<void> }[] = [];
+  private stopping?: Promise<void>;
+
+  constructor(private readonly logger: Logger) {}
+
+  add(name: string, stop: () => Promise<void>): void {
+    this.parts.push({ name, stop });
+  }
+
+  stopAll(): Promise<void> {
+    this.stopping ??= this.stopInReverse();
+    return this.stopping;
+  }
+
+  private async stopInReverse(): Promise<void> {
+    for (const part of [...this.parts].reverse()) {
+      try {
+        await part.stop();
+        this.logger.debug({ part: part.name }, 'stopped');
+      } catch (error) {
+        this.logger.error({ part: part.name, err: error }, 'failed to stop cleanly');
+      }
+    }
+  }
+}
+
+/** gRPC's own diagnostics become JSON log lines like the rest, instead of raw text on stderr. */
+function routeGrpcLogs(logger: Logger): void {
+  const format = (message?: unknown, ...rest: unknown[]) => [message, ...rest].map(String).join(' ');
+  grpc.setLogger({
+    error: (...args: unknown[]) => logger.warn(format(...args)),
+    info: (...args: unknown[]) => logger.info(format(...args)),
+    debug: (...args: unknown[]) => logger.debug(format(...args)),
+  });
+}
+
+/** weftd's version, from the package.json two levels above dist/fabric/. */
+function weftVersion(): string {
+  const file = path.resolve(__dirname, '..', '..', 'package.json');
+  return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
+}
+
+function formatAddress(host: string, port: number): string {
+  return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Runs a server's listen, turning its failure into a message that names the server and the port. */
+async function listen(what: string, host: string, port: number, start: () => Promise<number>): Promise<number> {
+  try {
+    return await start();
+  } catch (error) {
+    throw await listenError(what, host, port, error as NodeJS.ErrnoException);
+  }
+}
+
+async function listenError(what: string, host: string, port: number, error: NodeJS.ErrnoException): Promise<Error> {
+  const address = formatAddress(host, port);
+  // Not every server reports EADDRINUSE (gRPC does not), so ask the port itself.
+  if (error.code === 'EADDRINUSE' || (port !== 0 && (await portInUse(host, port)))) {
+    return new Error(`${what} port ${address} is already in use`);
+  }
+  if (error.code === 'EACCES') return new Error(`${what} port ${address}: permission denied (ports below 1024 need root)`);
+  if (error.code === 'EADDRNOTAVAIL') return new Error(`cannot listen for ${what} on ${address}: ${host} is not an address of this machine`);
+  return new Error(`cannot listen for ${what} on ${address}: ${error.message}`);
+}
+
+function portInUse(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'EADDRINUSE'));
+    probe.listen(port, host, () => probe.close(() => resolve(false)));
+  });
+}
+
+/** GET /metrics answers with the registry's exposition; everything else is 404. */
+function metricsServer(registry: Registry): http.Server {
+  return http.createServer((request, response) => {
+    const pathname = new URL(request.url ?? '/', 'http://weftd').pathname;
+    if (request.method !== 'GET' || pathname !== '/metrics') {
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('not found: metrics are at GET /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (body) => response.writeHead(200, { 'content-type': registry.contentType }).end(body),
+      (error: Error) => response.writeHead(500, { 'content-type': 'text/plain' }).end(`${error.message}\n`),
+    );
+  });
+}
+
+function listenHttp(server: http.Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as net.AddressInfo).port);
+    });
+  });
+}
+
+function closeHttp(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

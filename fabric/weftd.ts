@@ -1,0 +1,68 @@
+// weftd, the node daemon: parses its configuration, starts the node, and stops it on SIGTERM or
+// SIGINT. Exit codes: 0 stopped cleanly, 1 failed to start or stop, 2 bad flags or config.
+
+import { performance } from 'node:perf_hooks';
+import { ConfigError, parseConfig, type WeftdConfig } from './config';
+import type { NodeHandle } from './daemon';
+import { createLogger, type Logger } from './logger';
+
+/** A one-line error on stderr, for people and for scripts that start weftd. */
+function fail(message: string, exitCode: number): never {
+  process.stderr.write(`weftd: ${message}\n`);
+  process.exit(exitCode);
+}
+
+function loadConfig(): WeftdConfig {
+  try {
+    return parseConfig(process.argv.slice(2));
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    if (error.exitCode === 0) process.exit(0);
+    fail(`${error.message}; see weftd --help`, error.exitCode);
+  }
+}
+
+/** The first signal stops the node gracefully; a second one exits at once. */
+function stopOnSignals(node: NodeHandle, logger: Logger): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting without a clean stop');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    node.stop().then(
+      () => {
+        logger.info('weftd stopped');
+        process.exit(0);
+      },
+      (error: Error) => {
+        logger.error({ err: error }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel, config.nodeId);
+  let node: NodeHandle;
+  try {
+    // Loaded only now: a bad flag is reported without loading the engine, gRPC and prom-client.
+    const { startNode } = await import('./daemon');
+    node = await startNode(config, logger);
+  } catch (error) {
+    logger.fatal({ err: error }, 'startup failed');
+    fail((error as Error).message, 1);
+  }
+  stopOnSignals(node, logger);
+  const { nbdPort, apiPort, metricsPort } = node;
+  // nodeId is on every line (see logger.ts); startupMs counts from the process's start.
+  logger.info({ nbdPort, apiPort, metricsPort, dataDir: config.dataDir, startupMs: Math.round(performance.now()) }, 'weftd ready');
+}
+
+void main();

@@ -1,0 +1,208 @@
+// Benchmarks weft's NBD server side by side with qemu-nbd and nbdkit (file plugin) using fio, in one
+// run, on one temp dir, and prints a markdown table of medians and of weft's ratio to each reference.
+
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { cleanupAll, makeTempDir, REPO_ROOT, run, startWeftd, type RunResult } from '../helpers/weftd';
+
+const SECONDS = positiveInteger('BENCH_SECONDS', 10);
+const REPEAT = positiveInteger('BENCH_REPEAT', 1);
+const OUT_DIR = process.env.BENCH_OUT ?? path.join(REPO_ROOT, 'dist', 'bench-results');
+const VOLUME_BYTES = 1024 ** 3;
+
+interface Job {
+  name: string;
+  rw: 'randread' | 'randwrite' | 'read' | 'write';
+  blockSize: string;
+  iodepth: number;
+  /** What the table shows: operations per second, or megabytes (10^6) per second. */
+  unit: 'IOPS' | 'MB/s';
+}
+
+const JOBS: Job[] = [
+  { name: '4k randread qd32', rw: 'randread', blockSize: '4k', iodepth: 32, unit: 'IOPS' },
+  { name: '4k randwrite qd32', rw: 'randwrite', blockSize: '4k', iodepth: 32, unit: 'IOPS' },
+  { name: '1M read qd8', rw: 'read', blockSize: '1M', iodepth: 8, unit: 'MB/s' },
+  { name: '1M write qd8', rw: 'write', blockSize: '1M', iodepth: 8, unit: 'MB/s' },
+];
+
+interface Server {
+  name: 'weft' | 'qemu-nbd' | 'nbdkit';
+  uri: string;
+}
+
+/** A 1 GiB export of each server; every one is stopped by stopAll(), whatever happens. */
+class Servers {
+  readonly list: Server[] = [];
+  private readonly pidFiles: string[] = [];
+
+  constructor(private readonly dir: string) {}
+
+  async startWeft(): Promise<void> {
+    const poolDir = path.join(this.dir, 'weft-pool');
+    fs.mkdirSync(poolDir);
+    const node = await startWeftd({ dataDir: path.join(this.dir, 'weft-data'), pools: [`bench:${poolDir}:${2 * VOLUME_BYTES}`] });
+    mustSucceed('weft volume create', await node.weft(['volume', 'create', 'bench', '--size', String(VOLUME_BYTES)]));
+    this.list.push({ name: 'weft', uri: node.nbdUri('bench') });
+  }
+
+  async startQemuNbd(): Promise<void> {
+    const { file, pidFile, port } = await this.prepare('qemu-nbd');
+    mustSucceed('qemu-nbd', await run('qemu-nbd', ['-f', 'raw', '-x', 'disk', '-b', '127.0.0.1', '-p', String(port), '-t', '-e', '8', '--fork', `--pid-file=${pidFile}`, file]));
+    this.list.push({ name: 'qemu-nbd', uri: `nbd://127.0.0.1:${port}/disk` });
+  }
+
+  async startNbdkit(): Promise<void> {
+    const { file, pidFile, port } = await this.prepare('nbdkit');
+    mustSucceed('nbdkit', await run('nbdkit', ['-i', '127.0.0.1', '-p', String(port), '-P', pidFile, 'file', file]));
+    this.list.push({ name: 'nbdkit', uri: `nbd://127.0.0.1:${port}/` });
+  }
+
+  /** A preallocated raw file, a pid file to stop the server by, and a free port. */
+  private async prepare(name: string): Promise<{ file: string; pidFile: string; port: number }> {
+    const file = path.join(this.dir, `${name}.raw`);
+    mustSucceed('fallocate', await run('fallocate', ['-l', String(VOLUME_BYTES), file]));
+    const pidFile = path.join(this.dir, `${name}.pid`);
+    this.pidFiles.push(pidFile);
+    return { file, pidFile, port: await freePort() };
+  }
+
+  /** Stops the reference servers by the pids they wrote, then weftd and the temp dir. */
+  async stopAll(): Promise<void> {
+    await Promise.all(this.pidFiles.filter((file) => fs.existsSync(file)).map((file) => stopPid(Number(fs.readFileSync(file, 'utf8').trim()))));
+    await cleanupAll();
+  }
+}
+
+function positiveInteger(name: string, fallback: number): number {
+  const value = Number(process.env[name] ?? fallback);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, not "${process.env[name]}"`);
+  return value;
+}
+
+function mustSucceed(what: string, result: RunResult): RunResult {
+  if (result.code !== 0) throw new Error(`${what} failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`);
+  return result;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function stopPid(pid: number): Promise<void> {
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (!alive()) return;
+  process.kill(pid, 'SIGTERM');
+  for (let waitedMs = 0; alive() && waitedMs < 5000; waitedMs += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+  if (alive()) process.kill(pid, 'SIGKILL');
+}
+
+/** Runs fio against one export; resolves with the job's result in the job's unit. */
+async function fio(uri: string, name: string, args: string[], unit: Job['unit'], outFile: string): Promise<number> {
+  mustSucceed(`fio ${name} on ${uri}`, await run('fio', [`--name=${name}`, '--ioengine=nbd', `--uri=${uri}`, '--output-format=json', `--output=${outFile}`, ...args]));
+  const report = JSON.parse(fs.readFileSync(outFile, 'utf8')) as { jobs: { read: FioSide; write: FioSide }[] };
+  const side = args.some((arg) => /^--rw=(rand)?write$/.test(arg)) ? report.jobs[0].write : report.jobs[0].read;
+  return unit === 'IOPS' ? side.iops : side.bw_bytes / 1e6;
+}
+
+interface FioSide {
+  iops: number;
+  bw_bytes: number;
+}
+
+/** Writes every byte of the export once, so that reads hit allocated data on every server. */
+function fill(server: Server, dir: string): Promise<number> {
+  return fio(server.uri, 'fill', ['--rw=write', '--bs=1M', '--iodepth=8'], 'MB/s', path.join(dir, `fill-${server.name}.json`));
+}
+
+function runJob(job: Job, server: Server, dir: string): Promise<number> {
+  const args = [`--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`, '--time_based', `--runtime=${SECONDS}`, '--ramp_time=1', '--norandommap', '--randrepeat=0'];
+  return fio(server.uri, job.name.replace(/\W+/g, '-'), args, job.unit, path.join(dir, `${server.name}-${job.rw}.json`));
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+type Results = Map<string, Map<Server['name'], number>>;
+
+/** Every job on every server, repetitions interleaved across servers so that drift hits all alike. */
+async function measure(servers: Server[], dir: string): Promise<Results> {
+  const results: Results = new Map();
+  for (const job of JOBS) {
+    const samples = new Map<Server['name'], number[]>(servers.map((server) => [server.name, []]));
+    for (let repetition = 1; repetition <= REPEAT; repetition++) {
+      for (const server of servers) {
+        const value = await runJob(job, server, dir);
+        samples.get(server.name)?.push(value);
+        console.error(`  ${job.name} #${repetition} ${server.name}: ${Math.round(value)} ${job.unit}`);
+      }
+    }
+    results.set(job.name, new Map([...samples].map(([name, values]) => [name, median(values)])));
+  }
+  return results;
+}
+
+function table(results: Results): string {
+  const lines = ['| job | weft | qemu-nbd | nbdkit | weft/qemu-nbd | weft/nbdkit |', '|---|---|---|---|---|---|'];
+  for (const job of JOBS) {
+    const row = results.get(job.name);
+    const value = (name: Server['name']) => row?.get(name) ?? NaN;
+    const ratio = (reference: Server['name']) => (value('weft') / value(reference)).toFixed(2);
+    const cells = [`${job.name} (${job.unit})`, ...(['weft', 'qemu-nbd', 'nbdkit'] as const).map((name) => String(Math.round(value(name)))), ratio('qemu-nbd'), ratio('nbdkit')];
+    lines.push(`| ${cells.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+function saveResults(markdown: string, results: Results): string {
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const base = path.join(OUT_DIR, new Date().toISOString().replace(/[:.]/g, '-'));
+  const json = { seconds: SECONDS, repeat: REPEAT, results: Object.fromEntries([...results].map(([job, row]) => [job, Object.fromEntries(row)])) };
+  fs.writeFileSync(`${base}.md`, `${markdown}\n`);
+  fs.writeFileSync(`${base}.json`, `${JSON.stringify(json, null, 2)}\n`);
+  return base;
+}
+
+async function main(): Promise<void> {
+  const dir = makeTempDir('weft-bench-');
+  const servers = new Servers(dir);
+  const interrupt = () => void servers.stopAll().then(() => process.exit(130));
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
+  try {
+    console.error(`bench: ${JOBS.length} jobs x ${REPEAT} x 3 servers, ${SECONDS} s each, in ${dir}`);
+    await servers.startWeft();
+    await servers.startQemuNbd();
+    await servers.startNbdkit();
+    for (const server of servers.list) console.error(`  fill ${server.name}: ${Math.round(await fill(server, dir))} MB/s`);
+    const results = await measure(servers.list, dir);
+    const markdown = table(results);
+    console.log(markdown);
+    console.error(`bench: results in ${saveResults(markdown, results)}.{md,json}`);
+  } finally {
+    await servers.stopAll();
+  }
+}
+
+main().catch((error: Error) => {
+  console.error(`bench: ${error.message}`);
+  process.exitCode = 1;
+});

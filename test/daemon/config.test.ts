@@ -1,0 +1,140 @@
+// weftd's flag and config-file parsing, in-process: defaults, precedence, and a clear ConfigError
+// (exit code 2) that names the flag or key and the value for every kind of bad input.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError, parseConfig } from '../../fabric/config';
+import { cleanupAll, makeTempDir } from '../helpers/weftd';
+
+afterAll(cleanupAll);
+
+function configFile(text: string): string {
+  const file = path.join(makeTempDir('weft-config-'), 'weftd.yaml');
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+function parseError(argv: string[]): ConfigError {
+  try {
+    parseConfig(argv);
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error(`parseConfig(${JSON.stringify(argv)}) did not fail`);
+}
+
+describe('defaults', () => {
+  it('serves a single-node fabric from ./weft-data on the standard ports', () => {
+    const dataDir = path.resolve('weft-data');
+    expect(parseConfig([])).toEqual({
+      dataDir,
+      nodeId: os.hostname(),
+      listen: '127.0.0.1',
+      nbdPort: 10809,
+      apiPort: 10810,
+      metricsPort: 10811,
+      pools: [{ class: 'default', path: dataDir }],
+      logLevel: 'info',
+    });
+  });
+});
+
+describe('flags', () => {
+  it('reads every flag', () => {
+    const config = parseConfig([
+      '--data-dir', '/srv/weft', '--node-id', 'node-1', '--listen', '0.0.0.0',
+      '--nbd-port', '0', '--api-port', '20810', '--metrics-port=20811',
+      '--pool', 'ssd:/mnt/nvme0:100GiB', '--pool', 'hdd:rel/disk', '--log-level', 'debug',
+    ]);
+    expect(config).toEqual({
+      dataDir: '/srv/weft',
+      nodeId: 'node-1',
+      listen: '0.0.0.0',
+      nbdPort: 0,
+      apiPort: 20810,
+      metricsPort: 20811,
+      pools: [
+        { class: 'ssd', path: '/mnt/nvme0', sizeBytes: 100 * 1024 ** 3 },
+        { class: 'hdd', path: path.resolve('rel/disk') },
+      ],
+      logLevel: 'debug',
+    });
+  });
+
+  it('puts the default pool in the data dir it is given', () => {
+    expect(parseConfig(['--data-dir', '/srv/weft']).pools).toEqual([{ class: 'default', path: '/srv/weft' }]);
+  });
+
+  it.each([
+    [['--nbd-port', '65536'], /--nbd-port "65536".*port number/],
+    [['--api-port', 'http'], /--api-port "http"/],
+    [['--metrics-port', '-1'], /--metrics-port "-1"/],
+    [['--nbd-port', '1.5'], /--nbd-port "1.5"/],
+    [['--pool', 'ssd'], /--pool "ssd".*CLASS:PATH/],
+    [['--pool', 'ssd:'], /--pool "ssd:"/],
+    [['--pool', ':/mnt/x'], /--pool ":\/mnt\/x"/],
+    [['--pool', 'ssd:/a:1G:extra'], /--pool "ssd:\/a:1G:extra"/],
+    [['--pool', 'ssd:/mnt/x:lots'], /--pool "ssd:\/mnt\/x:lots".*invalid size "lots"/],
+    [['--pool', 'ssd:/mnt/x:0'], /--pool "ssd:\/mnt\/x:0".*more than 0/],
+    [['--pool', 'ssd:/a', '--pool', 'hdd:/a'], /--pool "\/a".*twice/],
+    [['--log-level', 'loud'], /--log-level "loud".*info/],
+    [['--node-id', 'no spaces'], /--node-id "no spaces"/],
+    [['--listen', 'not an address'], /--listen "not an address"/],
+    [['--data-dir', ''], /--data-dir ""/],
+    [['--bogus'], /unknown option '--bogus'/],
+    [['--nbd-port'], /--nbd-port <n>' argument missing/],
+    [['stray'], /too many arguments/],
+  ])('refuses %j', (argv, message) => {
+    const error = parseError(argv);
+    expect(error.exitCode).toBe(2);
+    expect(error.message).toMatch(message);
+    expect(error.message).not.toContain('\n');
+  });
+});
+
+describe('--config', () => {
+  it('reads camelCase and kebab-case keys, and flags override the file', () => {
+    const file = configFile('dataDir: /srv/from-file\nnode-id: file-node\nnbdPort: 11809\napi-port: "11810"\npool:\n  - ssd:/mnt/a:1GiB\n  - ssd:/mnt/b\n');
+    const config = parseConfig(['--config', file, '--node-id', 'flag-node', '--api-port', '0']);
+    expect(config).toMatchObject({
+      dataDir: '/srv/from-file',
+      nodeId: 'flag-node',
+      nbdPort: 11809,
+      apiPort: 0,
+      metricsPort: 10811,
+      pools: [{ class: 'ssd', path: '/mnt/a', sizeBytes: 1024 ** 3 }, { class: 'ssd', path: '/mnt/b' }],
+    });
+  });
+
+  it('lets --pool flags replace the pools of the file', () => {
+    const file = configFile('pool: [ssd:/mnt/a]\n');
+    expect(parseConfig(['--config', file, '--pool', 'hdd:/mnt/h']).pools).toEqual([{ class: 'hdd', path: '/mnt/h' }]);
+  });
+
+  it('accepts an empty file', () => {
+    expect(parseConfig(['--config', configFile('')]).nbdPort).toBe(10809);
+  });
+
+  it.each([
+    ['dataDir: /a\nflavour: vanilla\n', /unknown key "flavour" in .*weftd\.yaml/],
+    ['dataDir: /a\ndata-dir: /b\n', /"data-dir" in .* second time/],
+    ['nbdPort: 99999\n', /invalid nbdPort 99999 in .*weftd\.yaml: expected a port/],
+    ['metrics-port: http\n', /invalid metrics-port "http" in .*weftd\.yaml/],
+    ['pool: 42\n', /invalid pool 42 in .*: expected a list/],
+    ['pool: [ssd]\n', /invalid pool "ssd" in /],
+    ['listen: [a, b]\n', /invalid listen \["a","b"\] in/],
+    ['- just\n- a list\n', /must be a mapping/],
+    ['dataDir: [unclosed\n', /not valid YAML/],
+  ])('refuses %j', (text, message) => {
+    const error = parseError(['--config', configFile(text)]);
+    expect(error.exitCode).toBe(2);
+    expect(error.message).toMatch(message);
+    expect(error.message).not.toContain('\n');
+  });
+
+  it('refuses a file that cannot be read', () => {
+    expect(parseError(['--config', '/nonexistent/weftd.yaml']).message).toMatch(/cannot read --config "\/nonexistent\/weftd.yaml"/);
+  });
+});
