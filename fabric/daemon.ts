@@ -13,7 +13,7 @@ import type { Logger } from './logger';
 import { EngineExports } from './nbd-exports';
 import { NbdServer } from './nbd/server';
 import { FORMAT_VERSION, LocalEngine } from './volume/local-engine';
-import { registerPoolGauges, VolumeMetrics } from './volume/metrics-device';
+import { registerChecksumCounter, registerPoolGauges, VolumeMetrics } from './volume/metrics-device';
 
 export interface NodeHandle {
   /** The ports actually bound (they differ from the config's when it asked for 0). */
@@ -36,6 +36,7 @@ export async function startNode(config: WeftdConfig, logger: Logger): Promise<No
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     registerPoolGauges(registry, engine);
+    registerChecksumCounter(registry, engine);
     const metrics = metricsServer(registry);
     const metricsPort = await listen('metrics', config.listen, config.metricsPort, () => listenHttp(metrics, config.listen, config.metricsPort));
     running.add('metrics', () => closeHttp(metrics));

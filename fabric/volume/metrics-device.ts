@@ -2,7 +2,7 @@
 // forwards every call to the device below; the counts reach Prometheus through a prom-client registry.
 
 import { performance } from 'node:perf_hooks';
-import { Gauge, type Metric, type Registry } from 'prom-client';
+import { Counter, Gauge, type Metric, type Registry } from 'prom-client';
 import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
 import type { PoolInfo, VolumeEngine } from './types';
 
@@ -193,4 +193,18 @@ export function registerPoolGauges(registry: Registry, engine: VolumeEngine): vo
   gauge('weft_pool_capacity_bytes', 'Bytes of storage in the pools of each service class.', (pool) => pool.capacityBytes);
   gauge('weft_pool_used_bytes', 'Bytes of pool storage holding data, per service class.', (pool) => pool.usedBytes);
   gauge('weft_pool_provisioned_bytes', 'Sum of the sizes of the volumes in each service class (thin: may exceed capacity).', (pool) => pool.provisionedBytes);
+}
+
+/** weft_volume_checksum_errors_total: blocks whose data failed its checksum, per volume, since weftd started. */
+export function registerChecksumCounter(registry: Registry, engine: VolumeEngine): void {
+  new Counter({
+    name: 'weft_volume_checksum_errors_total',
+    help: 'Blocks read or scrubbed whose data did not match its checksum, per volume, since weftd started.',
+    labelNames: ['volume'],
+    registers: [registry],
+    collect(this: Counter<'volume'>) {
+      this.reset();
+      for (const volume of engine.listVolumes()) this.labels(volume.name).inc(volume.checksumErrors);
+    },
+  });
 }

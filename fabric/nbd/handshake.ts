@@ -1,0 +1,258 @@
+// Fixed newstyle option haggling: greets the client, answers its options and, on NBD_OPT_GO or
+// NBD_OPT_EXPORT_NAME, hands back the opened export and what was negotiated for transmission.
+
+import type pino from 'pino';
+import type { ExportProvider, NbdExport } from './export-provider';
+import type { ByteReader } from './byte-reader';
+import * as D from './option-data';
+import * as P from './protocol';
+
+/** Option data longer than this is taken as abuse: the connection is dropped. */
+const MAX_OPTION_DATA_BYTES = 64 * 1024;
+/** The id the server gives base:allocation in NBD_OPT_SET_META_CONTEXT replies. */
+export const BASE_ALLOCATION_ID = 1;
+const PREFERRED_BLOCK_BYTES = 4096;
+const KNOWN_CLIENT_FLAGS = P.FLAG_C_FIXED_NEWSTYLE | P.FLAG_C_NO_ZEROES;
+
+export interface HandshakeContext {
+  provider: ExportProvider;
+  peer: { address: string; port: number };
+  maxRequestBytes: number;
+  reader: ByteReader;
+  /** Returns false when the socket's buffer is full (as net.Socket.write does). */
+  write(data: Buffer): boolean;
+  /** Resolves once the socket's buffer has drained; rejects if the connection closes first. */
+  drained(): Promise<void>;
+  log: pino.Logger;
+}
+
+/** What the transmission phase needs: the export, and the features the client asked for. */
+export interface Negotiated {
+  exportName: string;
+  export: NbdExport;
+  structuredReplies: boolean;
+  /** base:allocation was selected for this export, so NBD_CMD_BLOCK_STATUS may be used. */
+  blockStatus: boolean;
+}
+
+type Outcome = Negotiated | 'continue' | 'end';
+
+/** The transmission flags an export gets; the same for NBD_OPT_INFO and the NBD_OPT_GO after it. */
+function transmissionFlags(exp: NbdExport, structuredReplies: boolean): number {
+  let flags = P.FLAG_HAS_FLAGS | P.FLAG_SEND_FLUSH | P.FLAG_SEND_FUA;
+  flags |= exp.device.readOnly ? P.FLAG_READ_ONLY : P.FLAG_SEND_TRIM | P.FLAG_SEND_WRITE_ZEROES;
+  if (structuredReplies) flags |= P.FLAG_SEND_DF;
+  if (exp.multiConn) flags |= P.FLAG_CAN_MULTI_CONN;
+  return flags;
+}
+
+/** Runs the handshake; resolves undefined when the connection is to be closed instead. */
+export function negotiate(context: HandshakeContext): Promise<Negotiated | undefined> {
+  return new Handshake(context).run();
+}
+
+class Handshake {
+  private noZeroes = false;
+  private structuredReplies = false;
+  /** The export the last NBD_OPT_SET_META_CONTEXT selected base:allocation for. */
+  private metaContextExport?: string;
+  /** Replies are waiting in the socket: a client that does not read them must not be answered more. */
+  private backlogged = false;
+
+  constructor(private readonly ctx: HandshakeContext) {}
+
+  async run(): Promise<Negotiated | undefined> {
+    this.ctx.write(greeting());
+    if (!this.acceptClientFlags((await this.ctx.reader.read(4)).readUInt32BE(0))) return undefined;
+    for (;;) {
+      if (this.backlogged) await this.ctx.drained();
+      this.backlogged = false;
+      const header = await this.ctx.reader.read(P.OPTION_HEADER_BYTES);
+      if (header.readUInt32BE(0) !== P.IHAVEOPT_HI || header.readUInt32BE(4) !== P.IHAVEOPT_LO) {
+        this.ctx.log.warn('NBD handshake: option without the IHAVEOPT magic; disconnecting');
+        return undefined;
+      }
+      const option = header.readUInt32BE(8);
+      const length = header.readUInt32BE(12);
+      if (length > MAX_OPTION_DATA_BYTES) {
+        this.ctx.log.warn({ option, length }, 'NBD handshake: option data too long; disconnecting');
+        return undefined;
+      }
+      const outcome = this.answer(option, await this.ctx.reader.read(length));
+      if (outcome !== 'continue') return outcome === 'end' ? undefined : outcome;
+    }
+  }
+
+  private acceptClientFlags(flags: number): boolean {
+    if ((flags & ~KNOWN_CLIENT_FLAGS) !== 0) {
+      this.ctx.log.warn({ clientFlags: flags }, 'NBD handshake: unknown client flags; disconnecting');
+      return false;
+    }
+    this.noZeroes = (flags & P.FLAG_C_NO_ZEROES) !== 0;
+    return true;
+  }
+
+  private answer(option: number, data: Buffer): Outcome {
+    try {
+      return this.dispatch(option, data);
+    } catch (err) {
+      if (!(err instanceof D.InvalidOption)) throw err;
+      this.ctx.log.warn({ option, reason: err.message }, 'NBD handshake: malformed option');
+      return this.fail(option, P.REP_ERR_INVALID, err.message);
+    }
+  }
+
+  private dispatch(option: number, data: Buffer): Outcome {
+    switch (option) {
+      case P.OPT_EXPORT_NAME:
+        return this.exportName(data);
+      case P.OPT_ABORT:
+        this.reply(option, P.REP_ACK);
+        return 'end';
+      case P.OPT_LIST:
+        return this.list(data);
+      case P.OPT_STARTTLS:
+        noData(data);
+        return this.fail(option, P.REP_ERR_UNSUP, 'TLS is not supported by this server');
+      case P.OPT_INFO:
+      case P.OPT_GO:
+        return this.infoOrGo(option, D.parseInfoRequest(data));
+      case P.OPT_STRUCTURED_REPLY:
+        noData(data);
+        this.structuredReplies = true;
+        return this.reply(option, P.REP_ACK);
+      case P.OPT_LIST_META_CONTEXT:
+        return this.listMetaContext(data);
+      case P.OPT_SET_META_CONTEXT:
+        return this.setMetaContext(data);
+      default:
+        this.ctx.log.debug({ option }, 'NBD handshake: unsupported option');
+        return this.fail(option, P.REP_ERR_UNSUP, `option ${option} is not supported`);
+    }
+  }
+
+  /** The old way in: no error can be returned, so an unknown export ends the session. */
+  private exportName(data: Buffer): Outcome {
+    let name: string;
+    try {
+      name = D.parseExportName(data);
+    } catch (err) {
+      this.ctx.log.warn({ reason: (err as Error).message }, 'NBD handshake: malformed NBD_OPT_EXPORT_NAME');
+      return 'end';
+    }
+    const exp = this.open(name);
+    if (!exp) return 'end';
+    const flags = transmissionFlags(exp, this.structuredReplies);
+    const reply = Buffer.alloc(this.noZeroes ? 10 : 134);
+    D.exportInfoData(exp.device.sizeBytes, flags).copy(reply, 0, 2);
+    this.ctx.write(reply);
+    return this.negotiated(name, exp);
+  }
+
+  private list(data: Buffer): Outcome {
+    noData(data);
+    for (const name of this.ctx.provider.names()) this.reply(P.OPT_LIST, P.REP_SERVER, D.serverData(name));
+    return this.reply(P.OPT_LIST, P.REP_ACK);
+  }
+
+  private infoOrGo(option: number, request: D.InfoRequest): Outcome {
+    const exp = this.open(request.exportName);
+    if (!exp) return this.fail(option, P.REP_ERR_UNKNOWN, `no export named "${request.exportName}"`);
+    const flags = transmissionFlags(exp, this.structuredReplies);
+    this.reply(option, P.REP_INFO, D.exportInfoData(exp.device.sizeBytes, flags));
+    if (request.infos.includes(P.INFO_NAME)) {
+      this.reply(option, P.REP_INFO, D.stringInfoData(P.INFO_NAME, request.exportName));
+    }
+    if (request.infos.includes(P.INFO_DESCRIPTION) && exp.description !== undefined) {
+      this.reply(option, P.REP_INFO, D.stringInfoData(P.INFO_DESCRIPTION, exp.description));
+    }
+    // Sent even unasked: our maximum is tighter than the protocol's default of "unlimited".
+    const blockSize = D.blockSizeInfoData(1, PREFERRED_BLOCK_BYTES, this.ctx.maxRequestBytes);
+    this.reply(option, P.REP_INFO, blockSize);
+    this.reply(option, P.REP_ACK);
+    if (option === P.OPT_GO) return this.negotiated(request.exportName, exp);
+    this.closeExport(exp);
+    return 'continue';
+  }
+
+  private listMetaContext(data: Buffer): Outcome {
+    const option = P.OPT_LIST_META_CONTEXT;
+    if (!this.structuredReplies) return this.needStructuredReplies(option);
+    const { queries } = D.parseMetaContextRequest(data);
+    if (queries.length === 0 || queries.some(D.listMatches)) {
+      this.reply(option, P.REP_META_CONTEXT, D.metaContextData(0, P.META_CONTEXT_BASE_ALLOCATION));
+    }
+    return this.reply(option, P.REP_ACK);
+  }
+
+  private setMetaContext(data: Buffer): Outcome {
+    const option = P.OPT_SET_META_CONTEXT;
+    this.metaContextExport = undefined; // replaced even when the option fails
+    if (!this.structuredReplies) return this.needStructuredReplies(option);
+    const { exportName, queries } = D.parseMetaContextRequest(data);
+    if (queries.some(D.selectsBaseAllocation)) {
+      this.metaContextExport = exportName;
+      this.reply(option, P.REP_META_CONTEXT, D.metaContextData(BASE_ALLOCATION_ID, P.META_CONTEXT_BASE_ALLOCATION));
+    }
+    return this.reply(option, P.REP_ACK);
+  }
+
+  private needStructuredReplies(option: number): Outcome {
+    this.ctx.log.warn({ option }, 'NBD handshake: meta context option before NBD_OPT_STRUCTURED_REPLY');
+    return this.fail(option, P.REP_ERR_INVALID, 'negotiate NBD_OPT_STRUCTURED_REPLY first');
+  }
+
+  private negotiated(exportName: string, exp: NbdExport): Negotiated {
+    return {
+      exportName,
+      export: exp,
+      structuredReplies: this.structuredReplies,
+      blockStatus: this.structuredReplies && this.metaContextExport === exportName,
+    };
+  }
+
+  /** Opens an export; undefined (and logged) when it does not exist or cannot be opened. */
+  private open(name: string): NbdExport | undefined {
+    let exp: NbdExport | undefined;
+    try {
+      exp = this.ctx.provider.open(name, this.ctx.peer);
+    } catch (err) {
+      this.ctx.log.warn({ err, exportName: name }, 'NBD handshake: opening the export failed');
+      return undefined;
+    }
+    if (!exp) this.ctx.log.warn({ exportName: name }, 'NBD handshake: no such export');
+    return exp;
+  }
+
+  private closeExport(exp: NbdExport): void {
+    try {
+      exp.close();
+    } catch (err) {
+      this.ctx.log.warn({ err }, 'NBD handshake: closing the export failed');
+    }
+  }
+
+  private reply(option: number, type: number, data?: Buffer): 'continue' {
+    if (!this.ctx.write(D.optionReply(option, type, data))) this.backlogged = true;
+    return 'continue';
+  }
+
+  private fail(option: number, type: number, message: string): 'continue' {
+    return this.reply(option, type, Buffer.from(message, 'utf8'));
+  }
+}
+
+function greeting(): Buffer {
+  const out = Buffer.allocUnsafe(18);
+  out.writeUInt32BE(P.NBDMAGIC_HI, 0);
+  out.writeUInt32BE(P.NBDMAGIC_LO, 4);
+  out.writeUInt32BE(P.IHAVEOPT_HI, 8);
+  out.writeUInt32BE(P.IHAVEOPT_LO, 12);
+  out.writeUInt16BE(P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES, 16);
+  return out;
+}
+
+/** Options that take no data: data present is malformed. */
+function noData(data: Buffer): void {
+  if (data.length !== 0) throw new D.InvalidOption('this option takes no data');
+}

@@ -1,0 +1,83 @@
+// Encodes transmission-phase replies onto the socket, corked until the next tick so replies that
+// complete together leave in one writev; READ data follows its header as its own buffer, uncopied.
+
+import type net from 'node:net';
+import type { NbdRequest } from './request-parser';
+import * as P from './protocol';
+import { writeU64 } from './option-data';
+
+export class ReplyWriter {
+  private corked = false;
+  private readonly release = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+
+  constructor(private readonly socket: net.Socket) {}
+
+  /** A simple reply: the error value (0 for success) and, for a successful READ, the data. */
+  simple(req: NbdRequest, error: number, data?: Buffer): void {
+    const header = Buffer.allocUnsafe(P.SIMPLE_REPLY_BYTES);
+    header.writeUInt32BE(P.SIMPLE_REPLY_MAGIC, 0);
+    header.writeUInt32BE(error, 4);
+    writeHandle(header, 8, req);
+    this.send(header, data);
+  }
+
+  /** A whole READ as one final NBD_REPLY_TYPE_OFFSET_DATA chunk. */
+  offsetData(req: NbdRequest, data: Buffer): void {
+    const header = structuredHeader(req, P.REPLY_TYPE_OFFSET_DATA, 8 + data.length, 8);
+    writeU64(header, P.STRUCTURED_HEADER_BYTES, req.offsetBytes);
+    this.send(header, data);
+  }
+
+  /** A final NBD_REPLY_TYPE_ERROR chunk carrying a message for the user. */
+  error(req: NbdRequest, error: number, message: string): void {
+    const text = Buffer.from(message.slice(0, 1024), 'utf8');
+    const header = structuredHeader(req, P.REPLY_TYPE_ERROR, 6 + text.length, 6 + text.length);
+    header.writeUInt32BE(error, P.STRUCTURED_HEADER_BYTES);
+    header.writeUInt16BE(text.length, P.STRUCTURED_HEADER_BYTES + 4);
+    text.copy(header, P.STRUCTURED_HEADER_BYTES + 6);
+    this.send(header);
+  }
+
+  /** A final NBD_REPLY_TYPE_BLOCK_STATUS chunk; `descriptors` holds (length, flags) pairs. */
+  blockStatus(req: NbdRequest, contextId: number, descriptors: number[]): void {
+    const payloadBytes = 4 + descriptors.length * 4;
+    const out = structuredHeader(req, P.REPLY_TYPE_BLOCK_STATUS, payloadBytes, payloadBytes);
+    out.writeUInt32BE(contextId, P.STRUCTURED_HEADER_BYTES);
+    let at = P.STRUCTURED_HEADER_BYTES + 4;
+    for (const value of descriptors) {
+      out.writeUInt32BE(value, at);
+      at += 4;
+    }
+    this.send(out);
+  }
+
+  private send(header: Buffer, data?: Buffer): void {
+    if (this.socket.destroyed || !this.socket.writable) return; // the client is gone; drop it
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.release);
+    }
+    this.socket.write(header);
+    if (data) this.socket.write(data);
+  }
+}
+
+/** A structured chunk header with the DONE flag, followed by `extraBytes` of room for the payload. */
+function structuredHeader(req: NbdRequest, type: number, payloadBytes: number, extraBytes: number): Buffer {
+  const out = Buffer.allocUnsafe(P.STRUCTURED_HEADER_BYTES + extraBytes);
+  out.writeUInt32BE(P.STRUCTURED_REPLY_MAGIC, 0);
+  out.writeUInt16BE(P.REPLY_FLAG_DONE, 4);
+  out.writeUInt16BE(type, 6);
+  writeHandle(out, 8, req);
+  out.writeUInt32BE(payloadBytes, 16);
+  return out;
+}
+
+function writeHandle(out: Buffer, at: number, req: NbdRequest): void {
+  out.writeUInt32BE(req.handleHi, at);
+  out.writeUInt32BE(req.handleLo, at + 4);
+}

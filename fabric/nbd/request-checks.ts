@@ -1,0 +1,83 @@
+// Decides whether a transmission request may reach the device, and if not, which error value the
+// client gets, following the spec's "Error values" and "Block size constraints". Pure function.
+
+import type { NbdRequest } from './request-parser';
+import * as P from './protocol';
+
+export interface RequestLimits {
+  sizeBytes: number;
+  readOnly: boolean;
+  structuredReplies: boolean;
+  /** base:allocation was negotiated, so BLOCK_STATUS is allowed. */
+  blockStatus: boolean;
+  maxRequestBytes: number;
+}
+
+export interface Rejection {
+  error: number;
+  reason: string;
+}
+
+export const COMMAND_NAMES: Record<number, string> = {
+  [P.CMD_READ]: 'READ',
+  [P.CMD_WRITE]: 'WRITE',
+  [P.CMD_DISC]: 'DISC',
+  [P.CMD_FLUSH]: 'FLUSH',
+  [P.CMD_TRIM]: 'TRIM',
+  [P.CMD_WRITE_ZEROES]: 'WRITE_ZEROES',
+  [P.CMD_BLOCK_STATUS]: 'BLOCK_STATUS',
+};
+
+/** Flags each command accepts. FUA is valid on every command once NBD_FLAG_SEND_FUA is advertised. */
+const ALLOWED_FLAGS: Record<number, number> = {
+  [P.CMD_READ]: P.CMD_FLAG_FUA | P.CMD_FLAG_DF,
+  [P.CMD_WRITE]: P.CMD_FLAG_FUA,
+  [P.CMD_FLUSH]: P.CMD_FLAG_FUA,
+  [P.CMD_TRIM]: P.CMD_FLAG_FUA,
+  [P.CMD_WRITE_ZEROES]: P.CMD_FLAG_FUA | P.CMD_FLAG_NO_HOLE,
+  [P.CMD_BLOCK_STATUS]: P.CMD_FLAG_FUA | P.CMD_FLAG_REQ_ONE,
+};
+
+const reject = (error: number, reason: string): Rejection => ({ error, reason });
+
+/** Returns why the request must fail, or undefined when it may go to the device. DISC is not checked. */
+export function checkRequest(req: NbdRequest, limits: RequestLimits): Rejection | undefined {
+  const name = COMMAND_NAMES[req.type];
+  const allowed = ALLOWED_FLAGS[req.type];
+  if (allowed === undefined) return reject(P.NBD_EINVAL, `command ${req.type} is not supported`);
+  const dfAllowed = limits.structuredReplies ? allowed : allowed & ~P.CMD_FLAG_DF;
+  if ((req.flags & ~dfAllowed) !== 0) {
+    return reject(P.NBD_EINVAL, `flags 0x${req.flags.toString(16)} are not valid for ${name}`);
+  }
+  const writes = req.type === P.CMD_WRITE || req.type === P.CMD_TRIM || req.type === P.CMD_WRITE_ZEROES;
+  if (writes && limits.readOnly) return reject(P.NBD_EPERM, `${name} on a read-only export`);
+  if (req.type === P.CMD_FLUSH) {
+    return req.offsetBytes === 0 && req.lengthBytes === 0 ? undefined : reject(P.NBD_EINVAL, 'FLUSH with a nonzero offset or length');
+  }
+  if (req.type === P.CMD_BLOCK_STATUS && !limits.blockStatus) {
+    return reject(P.NBD_EINVAL, 'BLOCK_STATUS without a negotiated metadata context');
+  }
+  if (req.lengthBytes === 0) return reject(P.NBD_EINVAL, `${name} of length 0`);
+  const tooLong = checkMaximum(req, limits.maxRequestBytes);
+  if (tooLong) return tooLong;
+  if (req.offsetBytes + req.lengthBytes > limits.sizeBytes) {
+    // The spec asks for ENOSPC on writes past the end and EINVAL on everything else.
+    const error = req.type === P.CMD_WRITE || req.type === P.CMD_WRITE_ZEROES ? P.NBD_ENOSPC : P.NBD_EINVAL;
+    return reject(error, `${name} past the end of the export (${limits.sizeBytes} bytes)`);
+  }
+  return undefined;
+}
+
+/**
+ * READ and WRITE must not exceed the advertised maximum block size: their data is held in memory.
+ * WRITE_ZEROES is exempt although the spec limits it too: nbdcopy (libnbd 1.14) sends larger ones,
+ * and as qemu-nbd and nbdkit do, we accept them; they carry no payload.
+ */
+function checkMaximum(req: NbdRequest, maxRequestBytes: number): Rejection | undefined {
+  const limited = req.type === P.CMD_READ || req.type === P.CMD_WRITE;
+  if (!limited || req.lengthBytes <= maxRequestBytes) return undefined;
+  const reason = `${COMMAND_NAMES[req.type]} of ${req.lengthBytes} bytes exceeds the maximum of ${maxRequestBytes}`;
+  // EOVERFLOW is reserved for a READ that cannot be sent unfragmented (NBD_CMD_FLAG_DF).
+  const error = req.type === P.CMD_READ && (req.flags & P.CMD_FLAG_DF) !== 0 ? P.NBD_EOVERFLOW : P.NBD_EINVAL;
+  return reject(error, reason);
+}

@@ -1,0 +1,101 @@
+// Splits the transmission byte stream into requests without keeping chunks: headers are read in
+// place (or in one reused buffer); WRITE payloads go straight into one buffer of their final size.
+
+import * as P from './protocol';
+
+export class NbdRequest {
+  /** A WRITE's data; undefined when the payload was longer than the server accepts. */
+  payload?: Buffer;
+
+  constructor(
+    readonly flags: number,
+    readonly type: number,
+    /** The client's 64-bit handle, echoed in the reply, as two 32-bit halves. */
+    readonly handleHi: number,
+    readonly handleLo: number,
+    /** Exact below 2^53; larger offsets lose precision but stay past the end of any export. */
+    readonly offsetBytes: number,
+    readonly lengthBytes: number,
+  ) {}
+}
+
+export interface RequestSink {
+  request(req: NbdRequest): void;
+  badMagic(magic: number): void;
+}
+
+export class RequestParser {
+  private readonly header = Buffer.allocUnsafe(P.REQUEST_HEADER_BYTES);
+  private headerFilled = 0;
+  /** The WRITE whose payload is being received, and how many payload bytes are still to come. */
+  private pending?: NbdRequest;
+  private payloadLeft = 0;
+
+  constructor(
+    private readonly sink: RequestSink,
+    private readonly maxPayloadBytes: number,
+  ) {}
+
+  /**
+   * Consumes bytes of `chunk` from `at` until one request (or a bad magic) has been handed to the
+   * sink or the chunk is used up; returns the position after the consumed bytes.
+   */
+  feed(chunk: Buffer, at: number): number {
+    return this.pending ? this.feedPayload(chunk, at) : this.feedHeader(chunk, at);
+  }
+
+  /** True when part of a request has arrived but not all of it. */
+  midRequest(): boolean {
+    return this.pending !== undefined || this.headerFilled > 0;
+  }
+
+  private feedHeader(chunk: Buffer, at: number): number {
+    if (this.headerFilled === 0 && chunk.length - at >= P.REQUEST_HEADER_BYTES) {
+      this.parseHeader(chunk, at);
+      return at + P.REQUEST_HEADER_BYTES;
+    }
+    const n = Math.min(P.REQUEST_HEADER_BYTES - this.headerFilled, chunk.length - at);
+    chunk.copy(this.header, this.headerFilled, at, at + n);
+    this.headerFilled += n;
+    if (this.headerFilled === P.REQUEST_HEADER_BYTES) {
+      this.headerFilled = 0;
+      this.parseHeader(this.header, 0);
+    }
+    return at + n;
+  }
+
+  private parseHeader(buf: Buffer, at: number): void {
+    const magic = buf.readUInt32BE(at);
+    if (magic !== P.REQUEST_MAGIC) {
+      this.sink.badMagic(magic);
+      return;
+    }
+    const req = new NbdRequest(
+      buf.readUInt16BE(at + 4),
+      buf.readUInt16BE(at + 6),
+      buf.readUInt32BE(at + 8),
+      buf.readUInt32BE(at + 12),
+      buf.readUInt32BE(at + 16) * 0x100000000 + buf.readUInt32BE(at + 20),
+      buf.readUInt32BE(at + 24),
+    );
+    if (req.type !== P.CMD_WRITE || req.lengthBytes === 0) {
+      this.sink.request(req);
+      return;
+    }
+    if (req.lengthBytes <= this.maxPayloadBytes) req.payload = Buffer.allocUnsafe(req.lengthBytes);
+    this.pending = req;
+    this.payloadLeft = req.lengthBytes;
+  }
+
+  private feedPayload(chunk: Buffer, at: number): number {
+    const req = this.pending as NbdRequest;
+    const n = Math.min(this.payloadLeft, chunk.length - at);
+    if (req.payload) chunk.copy(req.payload, req.lengthBytes - this.payloadLeft, at, at + n);
+    this.payloadLeft -= n;
+    if (this.payloadLeft === 0) {
+      this.pending = undefined;
+      this.sink.request(req);
+    }
+    return at + n;
+  }
+}

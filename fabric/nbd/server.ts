@@ -1,0 +1,81 @@
+// The NBD server: listens on TCP, runs one Connection per client and shuts them all down
+// gracefully. Exports come from an ExportProvider; the server knows nothing about volumes.
+
+import net from 'node:net';
+import type pino from 'pino';
+import type { ExportProvider } from './export-provider';
+import { Connection } from './connection';
+
+export const DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+const MIN_MAX_REQUEST_BYTES = 4096;
+/** Structured READ replies carry one chunk of length + 8, which must fit 32 bits. */
+const MAX_MAX_REQUEST_BYTES = 0xffffffff - 8;
+
+export interface NbdServerOptions {
+  provider: ExportProvider;
+  logger: pino.Logger;
+  /** Largest READ, WRITE or WRITE_ZEROES accepted (advertised as the maximum block size). */
+  maxRequestBytes?: number;
+}
+
+export class NbdServer {
+  private readonly server: net.Server;
+  private readonly connections = new Set<Connection>();
+  private readonly maxRequestBytes: number;
+  private closing?: Promise<void>;
+
+  constructor(private readonly options: NbdServerOptions) {
+    this.maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    const valid = Number.isInteger(this.maxRequestBytes) && this.maxRequestBytes >= MIN_MAX_REQUEST_BYTES;
+    if (!valid || this.maxRequestBytes > MAX_MAX_REQUEST_BYTES) {
+      throw new RangeError(`maxRequestBytes must be an integer from ${MIN_MAX_REQUEST_BYTES} to ${MAX_MAX_REQUEST_BYTES}`);
+    }
+    // Half-open: a client may shut down its sending side and still expect its replies.
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
+  }
+
+  /** Resolves with the port actually bound (useful with port 0). */
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        this.server.on('error', (err) => this.options.logger.warn({ err }, 'NBD: server error'));
+        resolve((this.server.address() as net.AddressInfo).port);
+      });
+    });
+  }
+
+  /** Stops listening, lets every connection finish its in-flight replies, and closes them. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  connectionCount(): number {
+    return this.connections.size;
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const connection = new Connection(socket, {
+      provider: this.options.provider,
+      logger: this.options.logger,
+      maxRequestBytes: this.maxRequestBytes,
+    });
+    this.connections.add(connection);
+    void connection.done.then(() => this.connections.delete(connection));
+    connection.start();
+  }
+
+  private async shutdown(): Promise<void> {
+    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const connections = [...this.connections];
+    for (const connection of connections) connection.shutdown();
+    await Promise.all(connections.map((connection) => connection.done));
+    await stopped;
+  }
+}

@@ -1,0 +1,258 @@
+// The transmission phase of one connection: parses requests, sends each valid one to the device
+// at once (many in flight), replies in completion order, and ends the connection cleanly.
+
+import type net from 'node:net';
+import type pino from 'pino';
+import type { BlockDevice, Extent } from '../volume/block-device';
+import type { Negotiated } from './handshake';
+import { BASE_ALLOCATION_ID } from './handshake';
+import { allocationDescriptors } from './block-status';
+import { nbdErrorOf } from './errno';
+import { ReplyWriter } from './reply-writer';
+import { checkRequest, COMMAND_NAMES, type RequestLimits } from './request-checks';
+import { NbdRequest, RequestParser, type RequestSink } from './request-parser';
+import * as P from './protocol';
+
+/** Reading pauses while this many requests are in flight... */
+const MAX_IN_FLIGHT = 256;
+/** ...or while this many bytes of requests and replies are held in memory. */
+const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+
+export interface TransmissionOptions {
+  socket: net.Socket;
+  negotiated: Negotiated;
+  maxRequestBytes: number;
+  log: pino.Logger;
+  /** Called once, after the socket has closed and the export has been closed. */
+  onEnded(): void;
+}
+
+export class Transmission implements RequestSink {
+  private readonly socket: net.Socket;
+  private readonly device: BlockDevice;
+  private readonly log: pino.Logger;
+  private readonly parser: RequestParser;
+  private readonly writer: ReplyWriter;
+  private readonly limits: RequestLimits;
+  private inFlight = 0;
+  private inFlightBytes = 0;
+  /** The unparsed rest of a chunk, kept while reading is paused for backpressure. */
+  private stalled?: Buffer;
+  /** No more requests are read: DISC, end of input, a protocol violation or server shutdown. */
+  private stopping = false;
+  private socketClosed = false;
+  private released = false;
+
+  constructor(private readonly options: TransmissionOptions) {
+    this.socket = options.socket;
+    this.device = options.negotiated.export.device;
+    this.log = options.log;
+    this.parser = new RequestParser(this, options.maxRequestBytes);
+    this.writer = new ReplyWriter(this.socket);
+    this.limits = {
+      sizeBytes: 0,
+      readOnly: this.device.readOnly,
+      structuredReplies: options.negotiated.structuredReplies,
+      blockStatus: options.negotiated.blockStatus,
+      maxRequestBytes: options.maxRequestBytes,
+    };
+  }
+
+  /** Takes over the socket; `early` holds bytes that arrived with the end of the handshake. */
+  start(early: Buffer[]): void {
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.socket.on('end', () => this.onInputEnd());
+    this.socket.on('drain', () => this.resumeIfPossible());
+    this.socket.on('close', () => this.onClose());
+    if (this.socket.destroyed) {
+      this.onClose();
+      return;
+    }
+    if (early.length > 0) this.onData(Buffer.concat(early));
+    if (this.socket.readableEnded) this.onInputEnd(); // the client half-closed during the handshake
+  }
+
+  /** Reads no more requests; replies to those in flight, then closes. Also used for server shutdown. */
+  stop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.stalled = undefined;
+    this.socket.pause();
+    if (this.inFlight === 0) this.finish();
+  }
+
+  request(req: NbdRequest): void {
+    if (req.type === P.CMD_DISC) {
+      this.log.debug('NBD: client sent DISC');
+      this.stop();
+      return;
+    }
+    this.limits.sizeBytes = this.device.sizeBytes;
+    const rejection = checkRequest(req, this.limits);
+    if (rejection) this.reject(req, rejection.error, rejection.reason);
+    else this.dispatch(req);
+  }
+
+  badMagic(magic: number): void {
+    this.log.warn({ magic: `0x${magic.toString(16)}` }, 'NBD: request with a wrong magic; disconnecting');
+    this.stop();
+  }
+
+  private onData(chunk: Buffer): void {
+    try {
+      this.consume(chunk);
+    } catch (err) {
+      this.log.warn({ err }, 'NBD: internal error while reading requests; disconnecting');
+      this.socket.destroy();
+    }
+  }
+
+  private consume(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length && !this.stopping) {
+      if (this.overloaded()) {
+        this.stalled = chunk.subarray(at);
+        this.socket.pause();
+        return;
+      }
+      at = this.parser.feed(chunk, at);
+    }
+  }
+
+  private overloaded(): boolean {
+    return this.inFlight >= MAX_IN_FLIGHT || this.inFlightBytes + this.socket.writableLength >= MAX_QUEUED_BYTES;
+  }
+
+  private resumeIfPossible(): void {
+    if (this.stopping || !this.stalled || this.overloaded()) return;
+    const rest = this.stalled;
+    this.stalled = undefined;
+    this.onData(rest);
+    if (!this.stalled && !this.stopping) this.socket.resume();
+  }
+
+  private reject(req: NbdRequest, error: number, reason: string): void {
+    this.log.warn(requestFields(req, error), `NBD: ${reason}`);
+    this.replyError(req, error, reason);
+  }
+
+  private replyError(req: NbdRequest, error: number, message: string): void {
+    if (this.limits.structuredReplies) this.writer.error(req, error, message);
+    else this.writer.simple(req, error);
+  }
+
+  private dispatch(req: NbdRequest): void {
+    this.inFlight++;
+    this.inFlightBytes += heldBytes(req);
+    let pending: Promise<unknown>;
+    try {
+      pending = this.execute(req);
+    } catch (err) {
+      pending = Promise.reject(err);
+    }
+    pending.then(
+      (result) => this.complete(req, result, false),
+      (err: unknown) => this.complete(req, err, true),
+    );
+  }
+
+  private execute(req: NbdRequest): Promise<unknown> {
+    const fua = (req.flags & P.CMD_FLAG_FUA) !== 0;
+    switch (req.type) {
+      case P.CMD_READ:
+        return this.device.read(req.offsetBytes, req.lengthBytes);
+      case P.CMD_WRITE:
+        return this.device.write(req.offsetBytes, req.payload as Buffer, fua);
+      case P.CMD_FLUSH:
+        return this.device.flush();
+      case P.CMD_TRIM:
+        return this.device.trim(req.offsetBytes, req.lengthBytes, fua);
+      case P.CMD_WRITE_ZEROES:
+        return this.device.writeZeroes(req.offsetBytes, req.lengthBytes, { fua, noHole: (req.flags & P.CMD_FLAG_NO_HOLE) !== 0 });
+      default:
+        return this.device.blockStatus(req.offsetBytes, req.lengthBytes);
+    }
+  }
+
+  /** Replies to a finished request; whatever happens, it stops counting as in flight. */
+  private complete(req: NbdRequest, outcome: unknown, failed: boolean): void {
+    try {
+      if (failed) this.failed(req, outcome);
+      else this.succeeded(req, outcome);
+    } catch (err) {
+      this.log.warn({ err }, 'NBD: internal error while replying; disconnecting');
+      this.socket.destroy();
+    }
+    this.inFlight--;
+    this.inFlightBytes -= heldBytes(req);
+    if (this.inFlight > 0) this.resumeIfPossible();
+    else if (this.socketClosed) this.release();
+    else if (this.stopping) this.finish();
+    else this.resumeIfPossible();
+  }
+
+  private succeeded(req: NbdRequest, result: unknown): void {
+    if (req.type === P.CMD_READ) this.replyRead(req, result);
+    else if (req.type === P.CMD_BLOCK_STATUS) this.replyBlockStatus(req, result as Extent[]);
+    else this.writer.simple(req, 0);
+  }
+
+  private replyRead(req: NbdRequest, data: unknown): void {
+    if (!Buffer.isBuffer(data) || data.length !== req.lengthBytes) {
+      this.failed(req, new Error(`device returned ${Buffer.isBuffer(data) ? data.length : typeof data} for a read of ${req.lengthBytes} bytes`));
+    } else if (this.limits.structuredReplies) {
+      this.writer.offsetData(req, data);
+    } else {
+      this.writer.simple(req, 0, data);
+    }
+  }
+
+  private replyBlockStatus(req: NbdRequest, extents: Extent[]): void {
+    const reqOne = (req.flags & P.CMD_FLAG_REQ_ONE) !== 0;
+    this.writer.blockStatus(req, BASE_ALLOCATION_ID, allocationDescriptors(extents, req.lengthBytes, reqOne));
+  }
+
+  private failed(req: NbdRequest, err: unknown): void {
+    const { value, expected } = nbdErrorOf(err);
+    this.log.warn({ ...requestFields(req, value), err }, expected ? 'NBD: device error' : 'NBD: unexpected device failure');
+    // The device's message is for the log (it may name files); the client gets the command and errno.
+    this.replyError(req, value, `${COMMAND_NAMES[req.type]} failed with error ${value}`);
+  }
+
+  private onInputEnd(): void {
+    if (this.parser.midRequest() && !this.stopping) this.log.warn('NBD: client closed the connection in the middle of a request');
+    this.stop();
+  }
+
+  /** Every reply has been handed to the socket: flush them and close. */
+  private finish(): void {
+    if (!this.socket.destroyed) this.socket.destroySoon();
+  }
+
+  private onClose(): void {
+    this.socketClosed = true;
+    this.stopping = true;
+    this.stalled = undefined;
+    if (this.inFlight === 0) this.release();
+  }
+
+  private release(): void {
+    if (this.released) return;
+    this.released = true;
+    try {
+      this.options.negotiated.export.close();
+    } catch (err) {
+      this.log.warn({ err }, 'NBD: closing the export failed');
+    }
+    this.options.onEnded();
+  }
+}
+
+/** Bytes a request holds while in flight: its payload or the data its reply will carry. */
+function heldBytes(req: NbdRequest): number {
+  return req.type === P.CMD_READ || req.type === P.CMD_WRITE ? req.lengthBytes : 0;
+}
+
+function requestFields(req: NbdRequest, error: number): Record<string, unknown> {
+  return { command: COMMAND_NAMES[req.type] ?? req.type, flags: req.flags, offset: req.offsetBytes, length: req.lengthBytes, error };
+}

@@ -1,0 +1,287 @@
+// Connection lifecycle and isolation: device failures mapped to NBD errors, clients that vanish,
+// DISC and server shutdown with requests in flight, backpressure, and many connections at once.
+
+import pino from 'pino';
+import { IoError, type IoErrno } from '../../fabric/errors';
+import { NbdServer } from '../../fabric/nbd/server';
+import type { BlockDevice, Extent, WriteZeroesOptions } from '../../fabric/volume/block-device';
+import { NbdFixture } from './fixture';
+import { CMD, encodeRequest, ERR, RawNbdClient, REPLY_TYPE } from '../helpers/nbd-raw-client';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** A test layer over a real device: optional delay, optional injected failure, counts calls in flight. */
+class TestLayer implements BlockDevice {
+  delayMs = 0;
+  failure?: () => unknown;
+  failSynchronously = false;
+  inFlight = 0;
+  completed = 0;
+
+  constructor(private readonly below: BlockDevice) {}
+
+  get sizeBytes(): number {
+    return this.below.sizeBytes;
+  }
+
+  get readOnly(): boolean {
+    return this.below.readOnly;
+  }
+
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.call(() => this.below.read(offsetBytes, lengthBytes));
+  }
+
+  write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+    return this.call(() => this.below.write(offsetBytes, data, fua));
+  }
+
+  flush(): Promise<void> {
+    return this.call(() => this.below.flush());
+  }
+
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.call(() => this.below.trim(offsetBytes, lengthBytes, fua));
+  }
+
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    return this.call(() => this.below.writeZeroes(offsetBytes, lengthBytes, options));
+  }
+
+  blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    return this.call(() => this.below.blockStatus(offsetBytes, lengthBytes));
+  }
+
+  private call<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.failure && this.failSynchronously) throw this.failure();
+    this.inFlight++;
+    return (async () => {
+      try {
+        if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+        if (this.failure) throw this.failure();
+        return await operation();
+      } finally {
+        this.inFlight--;
+        this.completed++;
+      }
+    })();
+  }
+}
+
+describe('NBD connection lifecycle', () => {
+  let fixture: NbdFixture;
+  let layer: TestLayer;
+  /** How many device calls were still running each time a connection closed its export. */
+  const inFlightAtClose: number[] = [];
+  const clients: RawNbdClient[] = [];
+
+  async function open(exportName = 'layered', structured = false): Promise<RawNbdClient> {
+    const { client } = await RawNbdClient.open(fixture.port, exportName, { structured });
+    clients.push(client);
+    return client;
+  }
+
+  beforeAll(async () => {
+    fixture = await NbdFixture.start([
+      { name: 'disk', sizeBytes: 16 * MiB, multiConn: true },
+      {
+        name: 'layered',
+        sizeBytes: 4 * MiB,
+        layer: (device) => (layer = new TestLayer(device)),
+        onClose: () => inFlightAtClose.push(layer.inFlight),
+      },
+    ]);
+  });
+
+  beforeEach(async () => {
+    fixture.logs.length = 0;
+    inFlightAtClose.length = 0;
+    await fixture.seed('disk');
+  });
+
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.destroy();
+    await fixture.exportsClosed();
+    expect(inFlightAtClose.every((count) => count === 0)).toBe(true);
+    await fixture.expectIntact('disk');
+    fixture.logs.length = 0;
+  });
+
+  afterAll(async () => {
+    await fixture?.stop();
+  });
+
+  describe('device failures', () => {
+    const errnos: [IoErrno, number][] = [
+      ['EPERM', 1], ['EIO', 5], ['ENOMEM', 12], ['EINVAL', 22], ['ENOSPC', 28], ['EOVERFLOW', 75], ['ENOTSUP', 95], ['ESHUTDOWN', 108],
+    ];
+
+    test.each(errnos)('IoError %s reaches the client as %d, logged once at warn', async (errno, value) => {
+      const client = await open();
+      layer.failure = () => new IoError(errno, `injected ${errno}`);
+      expect(await client.write(0, Buffer.alloc(512))).toBe(value);
+      const warnings = fixture.warnings();
+      expect(warnings.map((w) => w.msg)).toEqual(['NBD: device error']);
+      expect(warnings[0].peer).toMatch(/^127\.0\.0\.1:\d+$/);
+    });
+
+    test('any other error is EIO and logged as unexpected; so is one thrown synchronously', async () => {
+      const client = await open();
+      layer.failure = () => new TypeError('bug in a layer');
+      expect(await client.write(0, Buffer.alloc(512))).toBe(ERR.EIO);
+      layer.failSynchronously = true;
+      client.sendRequest({ type: CMD.FLUSH });
+      expect((await client.readSimpleReply()).error).toBe(ERR.EIO);
+      expect(fixture.warnings().map((w) => w.msg)).toEqual(['NBD: unexpected device failure', 'NBD: unexpected device failure']);
+    });
+
+    test('a failed READ with simple replies sends no data; with structured replies an ERROR chunk', async () => {
+      const simple = await open();
+      layer.failure = () => new IoError('EIO', 'checksum mismatch');
+      simple.sendRequest({ type: CMD.READ, handle: 1n, length: 4096 });
+      simple.sendRequest({ type: CMD.FLUSH, handle: 2n });
+      expect(await simple.readSimpleReply()).toEqual({ error: ERR.EIO, handle: 1n });
+      expect(await simple.readSimpleReply()).toEqual({ error: ERR.EIO, handle: 2n });
+      const structured = await open('layered', true);
+      layer.failure = () => new IoError('EIO', 'checksum mismatch'); // each connection gets its own layer
+      structured.sendRequest({ type: CMD.READ, handle: 3n, length: 4096 });
+      const chunk = await structured.readStructuredChunk();
+      expect([chunk.type, chunk.flags, chunk.handle, chunk.payload.readUInt32BE(0)]).toEqual([REPLY_TYPE.ERROR, 1, 3n, ERR.EIO]);
+    });
+  });
+
+  test('a client that vanishes mid-WRITE payload: the export is closed, nothing is written, others go on', async () => {
+    const client = await open();
+    client.socket.write(encodeRequest({ type: CMD.WRITE, offset: 0, length: 64 * KiB, payload: Buffer.alloc(32 * KiB, 0xee) }));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    client.destroy();
+    await fixture.exportsClosed();
+    expect(fixture.warnings().map((w) => w.msg)).toEqual(['NBD: client closed the connection in the middle of a request']);
+    expect((await open().then((other) => other.readData(0, 16))).includes(0xee)).toBe(false);
+  });
+
+  test('a client that vanishes with requests in flight: the device calls finish before the export closes', async () => {
+    const client = await open();
+    layer.delayMs = 200;
+    client.socket.write(Buffer.concat([0, 1, 2, 3].map((i) => encodeRequest({ type: CMD.READ, handle: BigInt(i), offset: i * 4096, length: 4096 }))));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(layer.inFlight).toBe(4);
+    client.destroy();
+    await fixture.exportsClosed();
+    expect(layer.completed).toBeGreaterThanOrEqual(4);
+    expect(inFlightAtClose).toEqual([0]);
+  });
+
+  test('DISC with slow requests in flight: all are answered first', async () => {
+    const client = await open();
+    layer.delayMs = 100;
+    const writes = [0, 1, 2, 3].map((i) =>
+      encodeRequest({ type: CMD.WRITE, handle: BigInt(i), offset: i * 4096, length: 4096, payload: Buffer.alloc(4096, i + 1) }),
+    );
+    client.socket.write(Buffer.concat([...writes, encodeRequest({ type: CMD.DISC })]));
+    const handles = [];
+    for (let i = 0; i < 4; i++) {
+      const reply = await client.readSimpleReply();
+      expect(reply.error).toBe(0);
+      handles.push(reply.handle);
+    }
+    expect(handles.sort()).toEqual([0n, 1n, 2n, 3n]);
+    expect(await client.closedWithin(2000)).toBe(true);
+  });
+
+  test('a client that half-closes after sending its requests still gets every reply', async () => {
+    const client = await open();
+    layer.delayMs = 50;
+    client.socket.end(Buffer.concat([1n, 2n].map((handle) => encodeRequest({ type: CMD.READ, handle, length: 4096 }))));
+    for (let i = 0; i < 2; i++) {
+      expect((await client.readSimpleReply()).error).toBe(0);
+      await client.read(4096);
+    }
+    expect(await client.closedWithin(2000)).toBe(true);
+    expect(fixture.warnings()).toEqual([]);
+  });
+
+  test('a slow request does not hold back faster ones: replies come in completion order', async () => {
+    const slow = await open();
+    layer.delayMs = 300;
+    slow.sendRequest({ type: CMD.READ, handle: 1n, length: 4096 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    layer.delayMs = 0;
+    slow.sendRequest({ type: CMD.FLUSH, handle: 2n });
+    expect((await slow.readSimpleReply()).handle).toBe(2n);
+    expect((await slow.readSimpleReply()).handle).toBe(1n);
+    await slow.read(4096);
+  });
+
+  test('pipelined requests past the in-flight and memory limits, from a client slow to read, are all answered', async () => {
+    const client = await open('disk');
+    const count = 3000;
+    const lengthOf = (i: number) => (i % 2 ? 64 * KiB : 4 * KiB); // ~100 MB of replies in all
+    client.socket.pause();
+    const reads = Array.from({ length: count }, (_, i) =>
+      encodeRequest({ type: CMD.READ, handle: BigInt(i), offset: (i % 200) * 64 * KiB, length: lengthOf(i) }),
+    );
+    client.socket.write(Buffer.concat(reads));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    client.socket.resume();
+    const seen = new Set<bigint>();
+    for (let i = 0; i < count; i++) {
+      const reply = await client.readSimpleReply();
+      expect(reply.error).toBe(0);
+      seen.add(reply.handle);
+      await client.read(lengthOf(Number(reply.handle)));
+    }
+    expect(seen.size).toBe(count);
+  });
+
+  test('a misbehaving connection does not disturb concurrent ones', async () => {
+    const workers = await Promise.all([0, 1, 2, 3].map(() => open('disk')));
+    const rogue = await open('disk');
+    expect(fixture.server.connectionCount()).toBe(5);
+    rogue.socket.write(Buffer.alloc(64, 0xff));
+    const work = workers.map(async (client, w) => {
+      for (let round = 0; round < 20; round++) {
+        const offset = MiB + (w * 20 + round) * 8192;
+        const data = Buffer.alloc(8192, w * 20 + round);
+        expect(await client.write(offset, data)).toBe(0);
+        expect((await client.readData(offset, 8192)).equals(data)).toBe(true);
+      }
+    });
+    await Promise.all(work);
+    expect(await rogue.closedWithin(2000)).toBe(true);
+    expect(fixture.warnings().map((w) => w.msg)).toEqual(['NBD: request with a wrong magic; disconnecting']);
+  });
+});
+
+describe('NbdServer.close', () => {
+  test('answers requests in flight, closes every connection and stops listening', async () => {
+    let layer: TestLayer | undefined;
+    const fixture = await NbdFixture.start([{ name: 'slow', sizeBytes: MiB, layer: (device) => (layer = new TestLayer(device)) }]);
+    try {
+      const { client } = await RawNbdClient.open(fixture.port, 'slow');
+      const haggling = await RawNbdClient.connect(fixture.port);
+      (layer as TestLayer).delayMs = 200;
+      client.sendRequest({ type: CMD.READ, handle: 42n, length: 4096 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(fixture.server.connectionCount()).toBe(2);
+      const closing = fixture.server.close();
+      expect(await client.readSimpleReply()).toEqual({ error: 0, handle: 42n });
+      expect((await client.read(4096)).length).toBe(4096);
+      await closing;
+      expect(await client.closedWithin(1000)).toBe(true);
+      expect(await haggling.closedWithin(1000)).toBe(true);
+      expect(fixture.server.connectionCount()).toBe(0);
+      expect(fixture.exports.closes).toBe(fixture.exports.opens);
+      await expect(RawNbdClient.connect(fixture.port)).rejects.toThrow(/ECONNREFUSED/);
+    } finally {
+      await fixture.stop();
+    }
+  });
+
+  test('rejects a maximum request size it cannot serve', () => {
+    const options = { provider: { names: () => [], open: () => undefined }, logger: pino({ level: 'silent' }) };
+    expect(() => new NbdServer({ ...options, maxRequestBytes: 100 })).toThrow(RangeError);
+    expect(() => new NbdServer({ ...options, maxRequestBytes: 2 ** 32 })).toThrow(RangeError);
+  });
+});
