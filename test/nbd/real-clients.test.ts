@@ -139,7 +139,7 @@ describe('NbdServer with real NBD clients', () => {
     const output = fixture.file('fio.json');
     await client('fio', [
       '--name=verify', '--ioengine=nbd', `--uri=${fixture.uri('fio')}`, '--rw=randwrite', '--bs=4k',
-      '--iodepth=16', '--size=32M', '--verify=crc32c', '--do_verify=1', '--output-format=json', `--output=${output}`,
+      '--iodepth=16', '--size=32M', '--verify=crc32c', '--do_verify=1', '--verify_state_save=0', '--output-format=json', `--output=${output}`,
     ]);
     const job = JSON.parse(await fs.readFile(output, 'utf8')).jobs[0];
     expect(job.error).toBe(0);
