@@ -3,9 +3,9 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
-import { crc32 } from 'zlib';
 import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, invalidArgument, IoError, notFound, resourceExhausted, WeftError } from '../errors';
+import { crc32c } from '../store/checksum';
 import { openMember, OpenMember } from '../store/pool-member';
 import { Pool } from '../store/pool';
 import { writeFileAtomic } from '../store/file-io';
@@ -683,7 +683,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       if (!map || map.value(change.block) !== change.value || map.crc(change.block) !== change.crc) continue;
       if (change.value < FIRST_PHYSICAL) continue;
       await this.pools.get(this.layer(change.layer).pool)!.read(change.value - FIRST_PHYSICAL, buf);
-      if (crc32(buf) !== change.crc) map.set(change.block, change.previousValue, change.previousCrc);
+      if (crc32c(buf) !== change.crc) map.set(change.block, change.previousValue, change.previousCrc);
     }
     for (const layer of this.catalog.layers) {
       const allocator = this.pools.get(layer.pool)!.allocator;

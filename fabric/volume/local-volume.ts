@@ -2,8 +2,8 @@
 // writes go to the head, in place when the head owns the block, else to a newly allocated one.
 // Every block's CRC-32 is checked on read; a mismatch is an I/O error, never wrong data.
 
-import { crc32 } from 'zlib';
 import { IoError } from '../errors';
+import { crc32c, crc32cBlocks } from '../store/checksum';
 import type { Pool } from '../store/pool';
 import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
 import { ABSENT, BlockMap, FIRST_PHYSICAL, ZERO } from './block-map';
@@ -124,7 +124,7 @@ export class LocalVolume implements BlockDevice {
         const value = this.chain[layer].value(block);
         if (value < FIRST_PHYSICAL) continue;
         await this.pool.read(value - FIRST_PHYSICAL, one);
-        if (crc32(one) !== this.chain[layer].crc(block)) {
+        if (crc32c(one) !== this.chain[layer].crc(block)) {
           bad.push(block * B);
           this.host.checksumError(this.name, block * B);
         }
@@ -192,8 +192,10 @@ export class LocalVolume implements BlockDevice {
     if (runLength > 0) reads.push(this.pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
     if (reads.length === 1) await reads[0];
     else if (reads.length > 1) await Promise.all(reads);
+    const actual = new Uint32Array(count);
+    crc32cBlocks(buf, B, actual);
     for (let i = 0; i < count; i++) {
-      if (hasData[i] === 1 && crc32(buf.subarray(i * B, (i + 1) * B)) !== expected[i]) {
+      if (hasData[i] === 1 && actual[i] !== expected[i]) {
         const offset = (first + i) * B;
         this.host.checksumError(this.name, offset);
         throw new IoError('EIO', `volume ${this.name}: checksum mismatch in block at offset ${offset}`);
@@ -236,10 +238,10 @@ export class LocalVolume implements BlockDevice {
     }
     if (fresh > 0) await this.allocateInto(targets, fresh);
     const crcs = new Uint32Array(count);
+    crc32cBlocks(blocks, B, crcs);
     const metadata = this.host.metadata;
     let firstSeq = 0;
     for (let i = 0; i < count; i++) {
-      crcs[i] = crc32(blocks.subarray(i * B, (i + 1) * B));
       const seq = metadata.recordMap(this.headLayer, first + i, targets[i] + FIRST_PHYSICAL, crcs[i]);
       if (i === 0) firstSeq = seq;
     }

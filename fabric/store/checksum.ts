@@ -1,0 +1,31 @@
+// Block checksums: CRC-32C computed by the native module (fabric/store/native/crc32c.c), which
+// uses the CPU's CRC instruction. One call checksums every block of a buffer.
+
+import * as fs from 'fs';
+import * as path from 'path';
+
+interface NativeChecksums {
+  crc32c(data: Uint8Array): number;
+  crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): void;
+  hardware(): boolean;
+}
+
+function loadNative(): NativeChecksums {
+  // Compiled code runs from dist/fabric/store, sources from fabric/store: look upwards for build/.
+  for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'build', 'Release', 'weft_native.node');
+    if (fs.existsSync(candidate)) return require(candidate) as NativeChecksums;
+  }
+  throw new Error('the native checksum module is not built: run `npm run build`');
+}
+
+const native = loadNative();
+
+/** CRC-32C of a whole buffer. */
+export const crc32c: (data: Uint8Array) => number = native.crc32c;
+
+/** Writes into out[i] the CRC-32C of the i-th blockBytes-long block of data. */
+export const crc32cBlocks: (data: Uint8Array, blockBytes: number, out: Uint32Array) => void = native.crc32cBlocks;
+
+/** Whether the CPU's CRC instruction is in use (else a table-driven fallback, several times slower). */
+export const checksumsInHardware: () => boolean = native.hardware;

@@ -1,0 +1,139 @@
+/*
+ * CRC-32C (Castagnoli) of data blocks, for the per-4 KiB checksums of the storage engine.
+ * Uses the CPU's CRC32 instruction (x86 SSE4.2, ARMv8 CRC) when present, else a table.
+ * Node's zlib.crc32 manages ~2 GB/s on 4 KiB blocks here; the instruction is several times faster,
+ * and checksums are on the path of every read and write.
+ */
+#include <node_api.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#include <nmmintrin.h>
+#define WEFT_X86 1
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_CRC32)
+#include <arm_acle.h>
+#define WEFT_ARM 1
+#endif
+
+static uint32_t table[256];
+static int hardware;
+
+static void init(void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+    table[i] = c;
+  }
+#if defined(WEFT_X86)
+  unsigned a, b, c, d;
+  hardware = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2);
+#elif defined(WEFT_ARM)
+  hardware = 1;
+#endif
+}
+
+static uint32_t crc_table(uint32_t crc, const uint8_t *p, size_t n) {
+  while (n--) crc = table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+  return crc;
+}
+
+#if defined(WEFT_X86)
+__attribute__((target("sse4.2"))) static uint32_t crc_hardware(uint32_t crc, const uint8_t *p, size_t n) {
+  uint64_t c = crc;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    c = _mm_crc32_u64(c, v);
+  }
+  uint32_t c32 = (uint32_t)c;
+  while (n--) c32 = _mm_crc32_u8(c32, *p++);
+  return c32;
+}
+#elif defined(WEFT_ARM)
+static uint32_t crc_hardware(uint32_t crc, const uint8_t *p, size_t n) {
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    crc = __crc32cd(crc, v);
+  }
+  while (n--) crc = __crc32cb(crc, *p++);
+  return crc;
+}
+#else
+static uint32_t crc_hardware(uint32_t crc, const uint8_t *p, size_t n) { return crc_table(crc, p, n); }
+#endif
+
+static uint32_t crc32c(const uint8_t *p, size_t n) {
+  uint32_t crc = 0xffffffffu;
+  crc = hardware ? crc_hardware(crc, p, n) : crc_table(crc, p, n);
+  return crc ^ 0xffffffffu;
+}
+
+static napi_status typed_array(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *length) {
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  napi_status s = napi_get_typedarray_info(env, value, &type, length, data, &buffer, &offset);
+  if (s != napi_ok) return s;
+  return type == want ? napi_ok : napi_invalid_arg;
+}
+
+/* crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): fills out[i] with the checksum of block i. */
+static napi_value crc32c_blocks(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  void *data, *out;
+  size_t length, outLength;
+  uint32_t blockBytes;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 ||
+      typed_array(env, argv[0], napi_uint8_array, &data, &length) != napi_ok ||
+      napi_get_value_uint32(env, argv[1], &blockBytes) != napi_ok || blockBytes == 0 ||
+      typed_array(env, argv[2], napi_uint32_array, &out, &outLength) != napi_ok ||
+      length % blockBytes != 0 || outLength < length / blockBytes) {
+    napi_throw_type_error(env, NULL, "crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): bad arguments");
+    return NULL;
+  }
+  const uint8_t *p = data;
+  uint32_t *o = out;
+  for (size_t i = 0; i < length / blockBytes; i++) o[i] = crc32c(p + i * blockBytes, blockBytes);
+  return NULL;
+}
+
+/* crc32c(data: Uint8Array): number */
+static napi_value crc32c_one(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  void *data;
+  size_t length;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1 ||
+      typed_array(env, argv[0], napi_uint8_array, &data, &length) != napi_ok) {
+    napi_throw_type_error(env, NULL, "crc32c(data: Uint8Array): bad arguments");
+    return NULL;
+  }
+  napi_create_uint32(env, crc32c(data, length), &result);
+  return result;
+}
+
+/* hardware(): whether the CPU instruction is used. */
+static napi_value uses_hardware(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  napi_get_boolean(env, hardware != 0, &result);
+  return result;
+}
+
+static napi_value module_init(napi_env env, napi_value exports) {
+  init();
+  napi_property_descriptor props[] = {
+    {"crc32c", NULL, crc32c_one, NULL, NULL, NULL, napi_default, NULL},
+    {"crc32cBlocks", NULL, crc32c_blocks, NULL, NULL, NULL, napi_default, NULL},
+    {"hardware", NULL, uses_hardware, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, module_init)
