@@ -7,7 +7,7 @@ export const ZERO = 1; // reads as zeroes, hides the parent (trim / write-zeroes
 export const FIRST_PHYSICAL = 2;
 
 const CHUNK_SHIFT = 10;
-const CHUNK_ENTRIES = 1 << CHUNK_SHIFT;
+export const CHUNK_ENTRIES = 1 << CHUNK_SHIFT;
 const CHUNK_MASK = CHUNK_ENTRIES - 1;
 
 interface Chunk {
@@ -33,6 +33,11 @@ export class BlockMap {
   crc(block: number): number {
     const chunk = this.chunks.get(block >>> CHUNK_SHIFT);
     return chunk === undefined ? 0 : chunk.crcs[block & CHUNK_MASK];
+  }
+
+  /** The chunk holding block, if any, for loops over many neighbouring blocks. */
+  chunk(block: number): { values: Uint32Array; crcs: Uint32Array } | undefined {
+    return this.chunks.get(block >>> CHUNK_SHIFT);
   }
 
   /** Sets an entry and returns the value it replaced. */

@@ -6,7 +6,7 @@ import { IoError } from '../errors';
 import { crc32c, crc32cBlocks } from '../store/checksum';
 import type { Pool } from '../store/pool';
 import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
-import { ABSENT, BlockMap, FIRST_PHYSICAL, ZERO } from './block-map';
+import { ABSENT, BlockMap, CHUNK_ENTRIES, FIRST_PHYSICAL, ZERO } from './block-map';
 import type { Metadata } from './metadata';
 import { RangeLock, Release } from './range-lock';
 import { BLOCK_BYTES } from './types';
@@ -152,31 +152,46 @@ export class LocalVolume implements BlockDevice {
     return -1;
   }
 
+  /**
+   * Looks up [first, first + values.length) through the chain: values[i] and crcs[i] get the entry
+   * of the topmost layer that has one (ABSENT where none has). Walks chunk by chunk, layer by layer.
+   */
+  private resolveRange(first: number, values: Uint32Array, crcs: Uint32Array): void {
+    const end = first + values.length;
+    for (const map of this.chain) {
+      for (let block = first; block < end; ) {
+        const chunkEnd = Math.min(end, (Math.floor(block / CHUNK_ENTRIES) + 1) * CHUNK_ENTRIES);
+        const chunk = map.chunk(block);
+        if (chunk) {
+          for (; block < chunkEnd; block++) {
+            const i = block - first;
+            const value = chunk.values[block % CHUNK_ENTRIES];
+            if (values[i] === ABSENT && value !== ABSENT) {
+              values[i] = value;
+              crcs[i] = chunk.crcs[block % CHUNK_ENTRIES];
+            }
+          }
+        }
+        block = chunkEnd;
+      }
+    }
+  }
+
   private async readBlocks(first: number, end: number): Promise<Buffer> {
     const count = end - first;
     const buf = Buffer.allocUnsafe(count * B);
-    const expected = new Uint32Array(count);
-    const hasData = new Uint8Array(count);
+    const entries = new Uint32Array(count * 2);
+    const values = entries.subarray(0, count);
+    const expected = entries.subarray(count);
+    this.resolveRange(first, values, expected);
     const reads: Promise<void>[] = [];
     let runIndex = 0;
     let runPhysical = -1;
     let runLength = 0;
-    const chain = this.chain;
     for (let i = 0; i < count; i++) {
-      const block = first + i;
-      let value = ABSENT;
-      let crc = 0;
-      for (let l = 0; l < chain.length; l++) {
-        value = chain[l].value(block);
-        if (value !== ABSENT) {
-          crc = chain[l].crc(block);
-          break;
-        }
-      }
+      const value = values[i];
       if (value >= FIRST_PHYSICAL) {
         const physical = value - FIRST_PHYSICAL;
-        expected[i] = crc;
-        hasData[i] = 1;
         if (runLength > 0 && physical === runPhysical + runLength) {
           runLength++;
           continue;
@@ -192,10 +207,11 @@ export class LocalVolume implements BlockDevice {
     if (runLength > 0) reads.push(this.pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
     if (reads.length === 1) await reads[0];
     else if (reads.length > 1) await Promise.all(reads);
+    // The checksums of unmapped blocks are computed too (over zeroes) but not compared.
     const actual = new Uint32Array(count);
     crc32cBlocks(buf, B, actual);
     for (let i = 0; i < count; i++) {
-      if (hasData[i] === 1 && actual[i] !== expected[i]) {
+      if (values[i] >= FIRST_PHYSICAL && actual[i] !== expected[i]) {
         const offset = (first + i) * B;
         this.host.checksumError(this.name, offset);
         throw new IoError('EIO', `volume ${this.name}: checksum mismatch in block at offset ${offset}`);
