@@ -35,6 +35,15 @@ export function preadAll(fd: number, buf: Buffer, position: number): Promise<voi
   });
 }
 
+/**
+ * Waits for every operation, then rejects with the first failure: a request must not end (and
+ * release its range lock or its buffer) while some of its I/O is still running.
+ */
+export async function settleAll(operations: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(operations);
+  for (const result of results) if (result.status === 'rejected') throw result.reason;
+}
+
 /** A settled promise to return from fast paths that completed synchronously. */
 export const RESOLVED: Promise<void> = Promise.resolve();
 

@@ -3,7 +3,7 @@
 
 import * as fs from 'fs';
 import { BlockAllocator } from './allocator';
-import { fdatasync, preadAll, preadAllSync, pwriteAll, pwriteAllSync, RESOLVED } from './file-io';
+import { fdatasync, preadAll, preadAllSync, pwriteAll, pwriteAllSync, RESOLVED, settleAll } from './file-io';
 import { DATA_OFFSET_BYTES, OpenMember } from './pool-member';
 
 const BLOCK_BYTES = 4096;
@@ -82,10 +82,7 @@ export class Pool {
     const position = DATA_OFFSET_BYTES + (start - member.firstBlock) * BLOCK_BYTES;
     if (count <= inMember) return io(member, position, buf);
     const split = inMember * BLOCK_BYTES;
-    return Promise.all([
-      io(member, position, buf.subarray(0, split)),
-      this.eachSegment(start + inMember, buf.subarray(split), io),
-    ]).then(() => undefined);
+    return settleAll([io(member, position, buf.subarray(0, split)), this.eachSegment(start + inMember, buf.subarray(split), io)]);
   }
 
   private memberOf(block: number): PlacedMember {

@@ -4,6 +4,7 @@
 
 import { IoError } from '../errors';
 import { crc32c, crc32cBlocks } from '../store/checksum';
+import { settleAll } from '../store/file-io';
 import type { Pool } from '../store/pool';
 import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
 import { ABSENT, BlockMap, CHUNK_ENTRIES, FIRST_PHYSICAL, ZERO } from './block-map';
@@ -206,7 +207,7 @@ export class LocalVolume implements BlockDevice {
     }
     if (runLength > 0) reads.push(this.pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
     if (reads.length === 1) await reads[0];
-    else if (reads.length > 1) await Promise.all(reads);
+    else if (reads.length > 1) await settleAll(reads);
     // The checksums of unmapped blocks are computed too (over zeroes) but not compared.
     const actual = new Uint32Array(count);
     crc32cBlocks(buf, B, actual);
@@ -311,7 +312,7 @@ export class LocalVolume implements BlockDevice {
       writes.push(this.pool.write(targets[start], blocks.subarray(start * B, i * B)));
       start = i;
     }
-    return writes.length === 1 ? writes[0] : Promise.all(writes).then(() => undefined);
+    return writes.length === 1 ? writes[0] : settleAll(writes);
   }
 
   /** After a failed write: journal the old entries again and give back blocks it allocated. */
@@ -396,3 +397,4 @@ export class LocalVolume implements BlockDevice {
     }
   }
 }
+
