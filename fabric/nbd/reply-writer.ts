@@ -3,6 +3,7 @@
 
 import type net from 'node:net';
 import type { NbdRequest } from './request-parser';
+import { returnBuffer } from '../buffers';
 import * as P from './protocol';
 import { writeU64 } from './option-data';
 
@@ -62,7 +63,8 @@ export class ReplyWriter {
       process.nextTick(this.release);
     }
     this.socket.write(header);
-    if (data) this.socket.write(data);
+    // READ data comes from the device and is ours: recycle it once the socket has taken it.
+    if (data) this.socket.write(data, () => returnBuffer(data));
   }
 }
 

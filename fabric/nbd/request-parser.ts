@@ -1,6 +1,7 @@
 // Splits the transmission byte stream into requests without keeping chunks: headers are read in
 // place (or in one reused buffer); WRITE payloads go straight into one buffer of their final size.
 
+import { takeBuffer } from '../buffers';
 import * as P from './protocol';
 
 export class NbdRequest {
@@ -82,7 +83,7 @@ export class RequestParser {
       this.sink.request(req);
       return;
     }
-    if (req.lengthBytes <= this.maxPayloadBytes) req.payload = Buffer.allocUnsafe(req.lengthBytes);
+    if (req.lengthBytes <= this.maxPayloadBytes) req.payload = takeBuffer(req.lengthBytes);
     this.pending = req;
     this.payloadLeft = req.lengthBytes;
   }

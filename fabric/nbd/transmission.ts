@@ -11,6 +11,7 @@ import { nbdErrorOf } from './errno';
 import { ReplyWriter } from './reply-writer';
 import { checkRequest, COMMAND_NAMES, type RequestLimits } from './request-checks';
 import { NbdRequest, RequestParser, type RequestSink } from './request-parser';
+import { returnBuffer } from '../buffers';
 import * as P from './protocol';
 
 /** Reading pauses while this many requests are in flight... */
@@ -183,6 +184,8 @@ export class Transmission implements RequestSink {
       this.log.warn({ err }, 'NBD: internal error while replying; disconnecting');
       this.socket.destroy();
     }
+    // The device is done with a WRITE's payload once its promise has settled.
+    if (req.payload) returnBuffer(req.payload);
     this.inFlight--;
     this.inFlightBytes -= heldBytes(req);
     if (this.inFlight > 0) this.resumeIfPossible();

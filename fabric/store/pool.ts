@@ -12,7 +12,7 @@ const BLOCK_BYTES = 4096;
  * data in the page cache that costs a few microseconds, several times less than handing the call
  * to libuv's thread pool and back. Larger requests go to the pool, where copies run in parallel.
  */
-const SYNC_IO_MAX_BYTES = 128 * 1024;
+const SYNC_IO_MAX_BYTES = 4 * 1024 * 1024;
 
 interface PlacedMember extends OpenMember {
   firstBlock: number;

@@ -20,9 +20,15 @@ export interface BlockDevice {
   /** Current size; it may grow while the device is open (online resize). */
   readonly sizeBytes: number;
   readonly readOnly: boolean;
-  /** Resolves with exactly lengthBytes bytes. Rejects with IoError (EIO on a checksum mismatch). */
+  /**
+   * Resolves with exactly lengthBytes bytes, which then belong to the caller (who may hand them to
+   * returnBuffer() in fabric/buffers.ts when done). Rejects with IoError (EIO on a checksum mismatch).
+   */
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
-  /** With fua, resolves only once the data is durable. */
+  /**
+   * With fua, resolves only once the data is durable. The device must not use data after the
+   * promise settles (the caller may reuse the buffer); a layer that needs it later copies it.
+   */
   write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void>;
   /** Resolves once every write that completed before the call is durable. */
   flush(): Promise<void>;

@@ -2,6 +2,7 @@
 // writes go to the head, in place when the head owns the block, else to a newly allocated one.
 // Every block's CRC-32 is checked on read; a mismatch is an I/O error, never wrong data.
 
+import { takeBuffer } from '../buffers';
 import { IoError } from '../errors';
 import { crc32c, crc32cBlocks } from '../store/checksum';
 import { settleAll } from '../store/file-io';
@@ -180,7 +181,7 @@ export class LocalVolume implements BlockDevice {
 
   private async readBlocks(first: number, end: number): Promise<Buffer> {
     const count = end - first;
-    const buf = Buffer.allocUnsafe(count * B);
+    const buf = takeBuffer(count * B);
     const entries = new Uint32Array(count * 2);
     const values = entries.subarray(0, count);
     const expected = entries.subarray(count);
