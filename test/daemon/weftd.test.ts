@@ -4,13 +4,13 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { cleanupAll, makeTempDir, run, startWeftd, WeftdHandle, WEFTD_JS, type RunResult } from '../helpers/weftd';
+import { cleanupAll, makeTempDir, run, startWeftd, WeftdHandle, WEFTD_BIN, type RunResult } from '../helpers/weftd';
 
 afterAll(cleanupAll);
 
 /** Runs weftd to its exit (for the cases where it must refuse to start). */
 function weftdExpectingExit(args: string[]): Promise<RunResult> {
-  return run(process.execPath, [WEFTD_JS, ...args], { timeoutMs: 15_000 });
+  return run(WEFTD_BIN, args, { timeoutMs: 15_000 });
 }
 
 const FREE_PORTS = ['--nbd-port', '0', '--api-port', '0', '--metrics-port', '0', '--listen', '127.0.0.1'];

@@ -1,4 +1,4 @@
-// Starts real weftd processes (dist/fabric/weftd.js) on free ports and temp data dirs for tests,
+// Starts real weftd processes (bin/weftd) on free ports and temp data dirs for tests,
 // runs the weft CLI and other tools against them, and cleans every process and dir up afterwards.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -8,7 +8,8 @@ import path from 'node:path';
 
 /** The repository root; this file runs from dist/test/helpers/. */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
-export const WEFTD_JS = path.join(REPO_ROOT, 'dist', 'fabric', 'weftd.js');
+/** weftd as users start it (bin/weftd sets the V8 flags weftd runs with). */
+export const WEFTD_BIN = path.join(REPO_ROOT, 'bin', 'weftd');
 export const WEFT_JS = path.join(REPO_ROOT, 'dist', 'fabric', 'cli', 'weft.js');
 
 const READY_TIMEOUT_MS = 15_000;
@@ -133,7 +134,7 @@ export class WeftdHandle {
   }
 
   async start(): Promise<void> {
-    const child = track(spawn(process.execPath, [WEFTD_JS, ...this.args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = track(spawn(WEFTD_BIN, this.args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
     this.child = child;
     const record = (chunk: Buffer) => (this.output += chunk.toString());
     child.stdout?.on('data', record);
