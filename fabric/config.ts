@@ -13,6 +13,16 @@ import { parseSize } from './units';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+export const CSI_ROLES = ['controller', 'node', 'both'] as const;
+export type CsiRole = (typeof CSI_ROLES)[number];
+
+/** The CSI driver that weftd serves (adapters/csi), when --csi-endpoint is given. */
+export interface CsiSettings {
+  /** "unix:///ABSOLUTE/PATH" of the socket. */
+  endpoint: string;
+  role: CsiRole;
+}
+
 export interface WeftdConfig {
   /** Absolute path. */
   dataDir: string;
@@ -26,6 +36,10 @@ export interface WeftdConfig {
   /** Paths are absolute. Never empty: without --pool, one pool "default" in the data dir. */
   pools: PoolSpec[];
   logLevel: LogLevel;
+  /** Zone label of this node, for topology; absent when not given. */
+  zone?: string;
+  /** Absent: no CSI driver. */
+  csi?: CsiSettings;
 }
 
 /** Parsing ended the run: bad input (exit code 2, message), or help shown (exit code 0, no message). */
@@ -46,10 +60,15 @@ interface RawSettings {
   metricsPort?: unknown;
   pool?: unknown;
   logLevel?: unknown;
+  zone?: unknown;
+  csiEndpoint?: unknown;
+  csiRole?: unknown;
 }
 type SettingKey = keyof RawSettings;
 
-const SETTING_KEYS: readonly SettingKey[] = ['dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel'];
+const SETTING_KEYS: readonly SettingKey[] = [
+  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'zone', 'csiEndpoint', 'csiRole',
+];
 
 const DEFAULTS = {
   dataDir: './weft-data',
@@ -58,6 +77,7 @@ const DEFAULTS = {
   apiPort: '10810',
   metricsPort: '10811',
   logLevel: 'info',
+  csiRole: 'both',
 };
 
 const kebab = (key: string) => key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
@@ -89,6 +109,9 @@ function buildCommand(): Command {
     .option('--metrics-port <n>', `Prometheus /metrics port (default: ${DEFAULTS.metricsPort})`)
     .option('--pool <class:path[:size]>', 'a pool member, repeatable (default: default:<data-dir>)', collect)
     .option('--log-level <level>', `${LOG_LEVELS.join(', ')} (default: ${DEFAULTS.logLevel})`)
+    .option('--zone <zone>', 'zone label of this node, for CSI topology (default: none)')
+    .option('--csi-endpoint <unix:///path>', 'serve the CSI driver on this unix socket (default: off)')
+    .option('--csi-role <role>', `CSI services to serve: ${CSI_ROLES.join(', ')} (default: ${DEFAULTS.csiRole})`)
     .allowExcessArguments(false)
     .exitOverride()
     .configureOutput({ writeErr: () => undefined, outputError: () => undefined });
@@ -170,6 +193,8 @@ function validate(pick: Picker): WeftdConfig {
     metricsPort: port(pick('metricsPort'), DEFAULTS.metricsPort),
     pools: pools(pick('pool'), dataDir),
     logLevel: logLevel(pick('logLevel')),
+    zone: zone(pick('zone')),
+    csi: csi(pick('csiEndpoint'), pick('csiRole')),
   };
 }
 
@@ -214,6 +239,29 @@ function logLevel(setting: Setting): LogLevel {
   const known = LOG_LEVELS.find((candidate) => candidate === level);
   if (!known) throw invalid(setting, level, `expected one of ${LOG_LEVELS.join(', ')}`);
   return known;
+}
+
+/** Topology values: 1-63 characters, letters and digits at both ends, '-', '_' or '.' between. */
+function zone(setting: Setting): string | undefined {
+  if (setting.value === undefined) return undefined;
+  const value = text(setting, '');
+  if (!/^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/.test(value)) {
+    throw invalid(setting, value, "expected 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit");
+  }
+  return value;
+}
+
+function csi(endpointSetting: Setting, roleSetting: Setting): CsiSettings | undefined {
+  if (endpointSetting.value === undefined) {
+    if (roleSetting.value !== undefined) throw invalid(roleSetting, roleSetting.value, 'a CSI role needs a CSI endpoint (--csi-endpoint) as well');
+    return undefined;
+  }
+  const endpoint = text(endpointSetting, '');
+  if (!/^unix:\/\/\/./.test(endpoint)) throw invalid(endpointSetting, endpoint, 'expected unix:///ABSOLUTE/PATH of a socket, e.g. unix:///csi/csi.sock');
+  const role = text(roleSetting, DEFAULTS.csiRole);
+  const known = CSI_ROLES.find((candidate) => candidate === role);
+  if (!known) throw invalid(roleSetting, role, `expected one of ${CSI_ROLES.join(', ')}`);
+  return { endpoint, role: known };
 }
 
 function pools(setting: Setting, dataDir: string): PoolSpec[] {

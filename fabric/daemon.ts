@@ -1,5 +1,6 @@
 // Wires one node together: the storage engine, the NBD server over its volumes, the gRPC control
-// API and the Prometheus /metrics endpoint. weftd.ts starts it; tests may start it in-process.
+// API, the Prometheus /metrics endpoint and any plugins (the CSI driver) the caller passes in.
+// weftd.ts starts it; tests may start it in-process. Fabric knows plugins only by this interface.
 
 import fs from 'node:fs';
 import http from 'node:http';
@@ -7,6 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { reachableAddress } from './api/node-info';
 import { ApiServer } from './api/server';
 import type { WeftdConfig } from './config';
 import type { Logger } from './logger';
@@ -24,8 +26,25 @@ export interface NodeHandle {
   stop(): Promise<void>;
 }
 
-/** Starts every part of the node, or stops whatever it had started and throws a one-line error. */
-export async function startNode(config: WeftdConfig, logger: Logger): Promise<NodeHandle> {
+/** What a plugin is given: the node's configuration, a logger, and where the control API answers. */
+export interface PluginContext {
+  config: WeftdConfig;
+  logger: Logger;
+  /** "HOST:PORT" of this node's control API, reachable from this host. */
+  apiEndpoint: string;
+}
+
+/** An extra service run by the daemon (e.g. the CSI driver). It starts once the control API listens. */
+export interface DaemonPlugin {
+  readonly name: string;
+  start(context: PluginContext): Promise<{ stop(): Promise<void> }>;
+}
+
+/**
+ * Starts every part of the node, then the plugins, or stops whatever it had started and throws a
+ * one-line error. Plugins stop first, before the API they use.
+ */
+export async function startNode(config: WeftdConfig, logger: Logger, plugins: readonly DaemonPlugin[] = []): Promise<NodeHandle> {
   const startedAt = new Date();
   routeGrpcLogs(logger.child({ component: 'grpc' }));
   const running = new RunningParts(logger);
@@ -45,10 +64,16 @@ export async function startNode(config: WeftdConfig, logger: Logger): Promise<No
     const nbdPort = await listen('nbd', config.listen, config.nbdPort, () => nbd.listen(config.listen, config.nbdPort));
     running.add('nbd', () => nbd.close());
 
-    const node = { nodeId: config.nodeId, version: weftVersion(), listenAddress: config.listen, nbdPort, metricsPort, dataDir: config.dataDir, formatVersion: FORMAT_VERSION, startedAt };
+    const node = { nodeId: config.nodeId, version: weftVersion(), listenAddress: config.listen, nbdPort, metricsPort, dataDir: config.dataDir, formatVersion: FORMAT_VERSION, startedAt, zone: config.zone };
     const api = new ApiServer({ engine, node, logger: logger.child({ component: 'api' }) });
     const apiPort = await listen('api', config.listen, config.apiPort, () => api.listen(config.listen, config.apiPort));
     running.add('api', () => api.close());
+
+    const apiEndpoint = reachableAddress(config.listen, apiPort);
+    for (const plugin of plugins) {
+      const started = await plugin.start({ config, logger: logger.child({ component: plugin.name }), apiEndpoint });
+      running.add(plugin.name, () => started.stop());
+    }
 
     return { nbdPort, apiPort, metricsPort, stop: () => running.stopAll() };
   } catch (error) {

@@ -1,9 +1,10 @@
-// weftd, the node daemon: parses its configuration, starts the node, and stops it on SIGTERM or
-// SIGINT. Exit codes: 0 stopped cleanly, 1 failed to start or stop, 2 bad flags or config.
+// weftd, the node daemon and the composition root: parses its configuration, starts the node with
+// the plugins asked for (the CSI driver), and stops it on SIGTERM or SIGINT. Exit codes: 0 stopped
+// cleanly, 1 failed to start or stop, 2 bad flags or config.
 
 import { performance } from 'node:perf_hooks';
 import { ConfigError, parseConfig, type WeftdConfig } from './config';
-import type { NodeHandle } from './daemon';
+import type { DaemonPlugin, NodeHandle } from './daemon';
 import { createLogger, type Logger } from './logger';
 
 /** A one-line error on stderr, for people and for scripts that start weftd. */
@@ -47,6 +48,13 @@ function stopOnSignals(node: NodeHandle, logger: Logger): void {
   process.on('SIGINT', onSignal);
 }
 
+/** The plugins the configuration asks for; loaded only when asked for. */
+async function plugins(config: WeftdConfig): Promise<DaemonPlugin[]> {
+  if (!config.csi) return [];
+  const { csiPlugin } = await import('../adapters/csi/plugin');
+  return [csiPlugin(config.csi)];
+}
+
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel, config.nodeId);
@@ -54,7 +62,7 @@ async function main(): Promise<void> {
   try {
     // Loaded only now: a bad flag is reported without loading the engine, gRPC and prom-client.
     const { startNode } = await import('./daemon');
-    node = await startNode(config, logger);
+    node = await startNode(config, logger, await plugins(config));
   } catch (error) {
     logger.fatal({ err: error }, 'startup failed');
     fail((error as Error).message, 1);

@@ -12,3 +12,8 @@ export interface Workload {
   /** Mesos: the task or container id, when known. */
   taskId?: string;
 }
+
+/** volume_context keys kubelet adds to NodePublishVolume when the CSIDriver has podInfoOnMount. */
+export const POD_NAME_KEY = 'csi.storage.k8s.io/pod.name';
+export const POD_NAMESPACE_KEY = 'csi.storage.k8s.io/pod.namespace';
+export const POD_UID_KEY = 'csi.storage.k8s.io/pod.uid';

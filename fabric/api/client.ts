@@ -3,6 +3,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
+import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
 import type { SnapshotRef, VerifyVolumeEvent } from './messages';
 import type { NodeStatus } from './node-info';
@@ -99,6 +100,19 @@ export class WeftClient {
 
   getNodeInfo(): Promise<NodeStatus> {
     return this.unary('NodeService', 'GetNodeInfo', {});
+  }
+
+  /** Adds or replaces the attachment of the volume on the node; resolves with it as stored. */
+  recordAttachment(attachment: Omit<AttachmentRecord, 'attachedAt'>): Promise<AttachmentRecord> {
+    return this.unary('AttachmentService', 'RecordAttachment', attachment);
+  }
+
+  async removeAttachment(volume: string, nodeId: string): Promise<void> {
+    await this.unary('AttachmentService', 'RemoveAttachment', { volume, nodeId });
+  }
+
+  async listAttachments(filter: AttachmentFilter = {}): Promise<AttachmentRecord[]> {
+    return (await this.unary<{ attachments: AttachmentRecord[] }>('AttachmentService', 'ListAttachments', filter)).attachments;
   }
 
   close(): void {

@@ -8,18 +8,24 @@ import type { ServiceDefinition } from '@grpc/grpc-js';
 
 const PROTO_RELATIVE_PATH = path.join('fabric', 'api', 'proto', 'weft', 'v1', 'weft.proto');
 
-export type ServiceName = 'VolumeService' | 'SnapshotService' | 'PoolService' | 'NodeService';
+export type ServiceName = 'VolumeService' | 'SnapshotService' | 'PoolService' | 'NodeService' | 'AttachmentService';
 
 /**
- * The proto's absolute path. Code runs from fabric/api (ts-node, tests) or dist/fabric/api
- * (compiled), so walk up from here to the first directory that holds the proto at its place.
+ * The absolute path of a file shipped in the source tree (a proto, package.json), given relative
+ * to the repository root. Code runs from its source directory (ts-node, tests) or from dist/
+ * (compiled), so walk up from startDir to the first directory that holds the file at its place.
  */
-export function protoPath(startDir: string = __dirname): string {
+export function findAbove(relativePath: string, startDir: string): string {
   for (let dir = startDir; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, PROTO_RELATIVE_PATH);
+    const candidate = path.join(dir, relativePath);
     if (fs.existsSync(candidate)) return candidate;
-    if (path.dirname(dir) === dir) throw new Error(`${PROTO_RELATIVE_PATH} not found above ${startDir}`);
+    if (path.dirname(dir) === dir) throw new Error(`${relativePath} not found above ${startDir}`);
   }
+}
+
+/** weft.proto's absolute path. */
+export function protoPath(startDir: string = __dirname): string {
+  return findAbove(PROTO_RELATIVE_PATH, startDir);
 }
 
 let cached: protoLoader.PackageDefinition | undefined;

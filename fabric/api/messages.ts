@@ -2,6 +2,7 @@
 // strings are "", numbers 0, messages null). Other responses are the engine's own types.
 
 import type { VerifyReport } from '../volume/types';
+import type { AttachmentWorkload } from './attachments';
 
 export interface SnapshotRef {
   volume: string;
@@ -49,4 +50,24 @@ export interface SnapshotRequest {
 
 export interface ListSnapshotsRequest {
   volume: string;
+}
+
+/** RecordAttachment's request: an attachment without attachedAt (weftd sets it). */
+export interface AttachmentRequest {
+  volume: string;
+  nodeId: string;
+  devicePath: string;
+  method: string;
+  stagingPath: string;
+  workloads: AttachmentWorkload[];
+}
+
+export interface RemoveAttachmentRequest {
+  volume: string;
+  nodeId: string;
+}
+
+export interface ListAttachmentsRequest {
+  volume: string;
+  nodeId: string;
 }

@@ -13,6 +13,8 @@ export interface NodeInfo {
   /** Version of the on-disk format of the node's pools. */
   formatVersion: number;
   startedAt: Date;
+  /** Zone label (weftd --zone), for topology; absent when the node has none. */
+  zone?: string;
 }
 
 export interface NodeStatus extends Omit<NodeInfo, 'startedAt'> {
@@ -21,6 +23,12 @@ export interface NodeStatus extends Omit<NodeInfo, 'startedAt'> {
   /** ISO 8601. */
   startedAt: string;
   uptimeSeconds: number;
+}
+
+/** "HOST:PORT" to connect to a server listening on host: a wildcard means this host's loopback. */
+export function reachableAddress(host: string, port: number): string {
+  const reachable = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return reachable.includes(':') ? `[${reachable}]:${port}` : `${reachable}:${port}`;
 }
 
 export function nodeStatus(node: NodeInfo, apiPort: number, now: Date = new Date()): NodeStatus {

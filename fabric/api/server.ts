@@ -1,9 +1,11 @@
 // ApiServer: the node's gRPC control API (VolumeService, SnapshotService, PoolService,
-// NodeService) over one VolumeEngine, on one host:port.
+// NodeService, AttachmentService) over one VolumeEngine, on one host:port.
 
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { VolumeEngine } from '../volume/types';
+import { attachmentService } from './attachment-service';
+import { AttachmentStore } from './attachments';
 import { serviceDefinition } from './definition';
 import type { NodeInfo } from './node-info';
 import { nodeService } from './node-service';
@@ -33,6 +35,8 @@ export class ApiServer {
     this.server.addService(serviceDefinition('SnapshotService'), snapshotService(engine, this.logger));
     this.server.addService(serviceDefinition('PoolService'), poolService(engine, this.logger));
     this.server.addService(serviceDefinition('NodeService'), nodeService(node, () => this.port, this.logger));
+    const attachments = new AttachmentStore(node.dataDir, this.logger);
+    this.server.addService(serviceDefinition('AttachmentService'), attachmentService(attachments, engine, this.logger));
   }
 
   /** Binds and serves; resolves with the bound port (pass 0 for any free one). */

@@ -4,6 +4,7 @@
 import { Command, CommanderError, Option, type HelpContext } from 'commander';
 import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE, usageError } from './errors';
 import { nodeCommands } from './node-commands';
+import { nomadCommands } from './nomad-commands';
 import { poolCommands } from './pool-commands';
 import { snapshotCommands } from './snapshot-commands';
 import { volumeCommands } from './volume-commands';
@@ -46,6 +47,7 @@ export function buildProgram(): Command {
   snapshotCommands(program);
   poolCommands(program);
   nodeCommands(program);
+  nomadCommands(program);
   return program;
 }
 

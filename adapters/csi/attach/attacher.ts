@@ -1,6 +1,8 @@
 // How a volume becomes a local block device on this node. One interface, several methods (kernel
 // NBD where the nbd module exists; nbdfuse + a loop device where it does not), picked at start.
 
+import { invalidArgument } from '../../../fabric/errors';
+
 export type AttachMethod = 'kernel-nbd' | 'nbdfuse-loop';
 
 /** A volume attached on this node; persisted so that a restarted weftd can find it again. */
@@ -11,7 +13,10 @@ export interface Attachment {
   devicePath: string;
   /** The NBD URI the device is connected to. */
   nbdUri: string;
-  /** Method-specific facts needed to detach (FUSE mount dir, pid file, ...). */
+  /**
+   * Method-specific facts needed to find, check and detach it after a weftd restart (helper pids,
+   * FUSE mount dir, ...). Every method records `workDir`, the directory given to attach().
+   */
   details: Record<string, string>;
 }
 
@@ -23,4 +28,23 @@ export interface Attacher {
   detach(attachment: Attachment): Promise<void>;
   /** True if the device still works (its NBD connection and helper processes are alive). */
   isHealthy(attachment: Attachment): Promise<boolean>;
+  /**
+   * Detaches what is left of the attachment and attaches the same volume again in the same work dir.
+   * For an unhealthy attachment, and for a resized volume: an NBD client learns the size only when
+   * it connects. Whatever is mounted on the device must be unmounted first.
+   */
+  reattach(attachment: Attachment): Promise<Attachment>;
+}
+
+/** Whether an attach method can work on this node, and why or why not (for the log). */
+export interface MethodSupport {
+  usable: boolean;
+  reason: string;
+}
+
+/** The work dir an attachment was made in (see Attachment.details). */
+export function workDirOf(attachment: Attachment): string {
+  const workDir = attachment.details.workDir;
+  if (!workDir) throw invalidArgument(`the attachment of volume ${attachment.volume} has no workDir in its details`);
+  return workDir;
 }

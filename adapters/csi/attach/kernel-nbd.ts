@@ -1,0 +1,113 @@
+// Attach with the kernel's NBD driver: nbd-client connects a free /dev/nbdX to the reconnecting relay
+// and exits (netlink: the kernel keeps the socket). Used only where the nbd module and nbd-client exist.
+//
+// Not testable on machines without the nbd module (such as the CI machines): only the arguments it
+// passes to nbd-client are unit-tested. nbd-client's flags are those of its manual page (nbd 3.24):
+// `nbd-client -unix PATH DEVICE -N NAME -b BYTES -t SECONDS`, `-c DEVICE` (exit 0 and a pid when
+// connected, 1 when not), `-d DEVICE`.
+
+import fs from 'node:fs';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { WeftError } from '../../../fabric/errors';
+import { workDirOf, type Attacher, type Attachment, type MethodSupport } from './attacher';
+import { commandExists, missingCommands, probeTool, runTool } from './exec';
+import { isHelperAlive } from './processes';
+import { RECONNECT_WINDOW_S, RELAY_SOCKET, relayIdentity, startRelay, stopRelay } from './relay';
+import { attachInWorkDir, removeRecord, type WorkDirSteps } from './work-dir';
+
+/** Written before nbd-client runs, so that a crash right after it still leaves the device findable. */
+const DEVICE_FILE = 'nbd-device';
+const BLOCK_SIZE_BYTES = 4096;
+/** The kernel fails a request after this long; longer than the relay waits for weftd to come back. */
+const REQUEST_TIMEOUT_S = 2 * RECONNECT_WINDOW_S;
+const READY_TIMEOUT_MS = 15_000;
+
+export interface NbdClientConnect {
+  /** The relay's unix socket, relative to nbd-client's working directory (the work dir). */
+  socket: string;
+  device: string;
+  exportName: string;
+  blockSizeBytes: number;
+  timeoutS: number;
+}
+
+/** nbd-client's arguments to connect device to the relay. */
+export function nbdClientConnectArgs(connect: NbdClientConnect): string[] {
+  return [
+    '-unix', connect.socket, connect.device,
+    '-N', connect.exportName,
+    '-b', String(connect.blockSizeBytes),
+    '-t', String(connect.timeoutS),
+  ];
+}
+
+/** Usable when nbd-client and nbdkit are installed and the nbd module is loaded or loads. */
+export async function kernelNbdSupport(): Promise<MethodSupport> {
+  const missing = await missingCommands(['nbd-client', 'nbdkit']);
+  if (missing.length) return { usable: false, reason: `not installed: ${missing.join(', ')}` };
+  if (fs.existsSync('/sys/module/nbd')) return { usable: true, reason: 'the nbd module is loaded and nbd-client is installed' };
+  if (!(await commandExists('modprobe'))) return { usable: false, reason: 'no nbd module (/sys/module/nbd) and no modprobe to load it' };
+  const modprobe = await probeTool('modprobe', ['nbd']);
+  if (modprobe.exitCode === 0) return { usable: true, reason: 'modprobe nbd loaded the nbd module; nbd-client is installed' };
+  return { usable: false, reason: `no nbd module: modprobe nbd: ${modprobe.stderr.trim() || `exit ${modprobe.exitCode}`}` };
+}
+
+export class KernelNbdAttacher implements Attacher, WorkDirSteps {
+  readonly method = 'kernel-nbd' as const;
+  /** Attaches pick a free device, so they run one at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  attach(volume: string, nbdUri: string, workDir: string): Promise<Attachment> {
+    const attached = this.queue.then(() => attachInWorkDir(this, volume, nbdUri, workDir));
+    this.queue = attached.catch(() => undefined);
+    return attached;
+  }
+
+  detach(attachment: Attachment): Promise<void> {
+    return this.teardown(workDirOf(attachment));
+  }
+
+  async reattach(attachment: Attachment): Promise<Attachment> {
+    await this.detach(attachment);
+    return this.attach(attachment.volume, attachment.nbdUri, workDirOf(attachment));
+  }
+
+  async isHealthy(attachment: Attachment): Promise<boolean> {
+    const workDir = workDirOf(attachment);
+    const relay = await isHelperAlive(Number(attachment.details.relayPid), relayIdentity(workDir));
+    return relay && (await isConnected(attachment.devicePath));
+  }
+
+  async connect(volume: string, nbdUri: string, workDir: string): Promise<Attachment> {
+    const relayPid = await startRelay(workDir, nbdUri, READY_TIMEOUT_MS);
+    const device = await freeNbdDevice();
+    await writeFile(path.join(workDir, DEVICE_FILE), device);
+    const args = nbdClientConnectArgs({ socket: RELAY_SOCKET, device, exportName: volume, blockSizeBytes: BLOCK_SIZE_BYTES, timeoutS: REQUEST_TIMEOUT_S });
+    await runTool('nbd-client', args, { cwd: workDir });
+    return { volume, method: this.method, devicePath: device, nbdUri, details: { workDir, relayPid: String(relayPid) } };
+  }
+
+  async teardown(workDir: string): Promise<void> {
+    await removeRecord(workDir);
+    const deviceFile = path.join(workDir, DEVICE_FILE);
+    const device = (await readFile(deviceFile, 'utf8').catch(() => '')).trim();
+    if (device && (await isConnected(device))) await runTool('nbd-client', ['-d', device]);
+    await stopRelay(workDir);
+    await rm(deviceFile, { force: true });
+  }
+}
+
+/** `nbd-client -c`: exit 0 when the device is connected, 1 when it is not. */
+async function isConnected(device: string): Promise<boolean> {
+  return (await probeTool('nbd-client', ['-c', device])).exitCode === 0;
+}
+
+async function freeNbdDevice(): Promise<string> {
+  const names = (await readdir('/sys/block')).filter((name) => /^nbd\d+$/.test(name));
+  names.sort((a, b) => Number(a.slice(3)) - Number(b.slice(3)));
+  for (const name of names) {
+    if (!(await isConnected(`/dev/${name}`))) return `/dev/${name}`;
+  }
+  throw new WeftError('RESOURCE_EXHAUSTED', `every NBD device (${names.length}) is in use; load the nbd module with a larger nbds_max`);
+}

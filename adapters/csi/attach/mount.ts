@@ -1,0 +1,144 @@
+// Filesystems on attached volumes: format only what is blank, mount, bind-mount (read-only when asked),
+// unmount, grow after a resize and report usage. Each step is safe to repeat, as CSI retries them.
+
+import fs from 'node:fs';
+import { mkdir, stat, statfs } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { failedPrecondition } from '../../../fabric/errors';
+import { isLoopDevice, refreshLoopCapacity } from './devices';
+import { probeTool, runTool, ToolError } from './exec';
+
+export type FsType = 'ext4' | 'xfs';
+
+export interface FilesystemStats {
+  totalBytes: number;
+  usedBytes: number;
+  availableBytes: number;
+  totalInodes: number;
+  usedInodes: number;
+  freeInodes: number;
+}
+
+const UNMOUNT_ATTEMPTS = 10;
+const UNMOUNT_RETRY_MS = 200;
+
+/** Formats device with fsType if it holds nothing; never formats over anything. */
+export async function formatIfBlank(device: string, fsType: FsType): Promise<void> {
+  const signature = await probeSignature(device);
+  if (signature === undefined) {
+    await runTool(`mkfs.${fsType}`, fsType === 'ext4' ? ['-q', '-F', device] : ['-q', device], { timeoutMs: 300_000 });
+    return;
+  }
+  if (signature.TYPE === fsType) return;
+  const found = signature.TYPE ? `a ${signature.TYPE} filesystem` : `a ${signature.PTTYPE ?? 'unknown'} partition table`;
+  throw failedPrecondition(`${device} holds ${found}, not ${fsType}: refusing to format it (its data would be lost)`);
+}
+
+/** blkid's low-level probe (no cache): the signature's KEY=VALUE pairs, or undefined if there is none. */
+async function probeSignature(device: string): Promise<Record<string, string> | undefined> {
+  const args = ['--probe', '--output', 'export', device];
+  const result = await probeTool('blkid', args);
+  if (result.exitCode === 2) return undefined; // blkid: "no identifiable signature"
+  if (result.exitCode !== 0) throw new ToolError('blkid', args, result);
+  const pairs = result.stdout.split('\n').filter((line) => line.includes('='));
+  return Object.fromEntries(pairs.map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
+}
+
+/** Mounts device at target (created if missing); a no-op if device is already mounted there. */
+export async function mountDevice(device: string, target: string, fsType: FsType, options: string[]): Promise<void> {
+  await mkdir(target, { recursive: true });
+  const current = await mountSource(target);
+  if (current === device) return;
+  if (current !== undefined) throw failedPrecondition(`${target} is already a mount of ${current}, not of ${device}`);
+  await runTool('mount', ['-t', fsType, ...(options.length ? ['-o', options.join(',')] : []), device, target]);
+}
+
+/**
+ * Bind-mounts source (a directory, or a device file for block access) at target, which is created as
+ * a directory or an empty file to match. A bind mount ignores "ro", so read-only needs a remount.
+ */
+export async function bindMount(source: string, target: string, readOnly: boolean): Promise<void> {
+  await createTargetLike(source, target);
+  if (await isMountPoint(target)) return checkReadOnly(target, readOnly);
+  await runTool('mount', ['--bind', source, target]);
+  if (!readOnly) return;
+  try {
+    await runTool('mount', ['-o', 'remount,bind,ro', target]);
+  } catch (error) {
+    await unmount(target); // never leave a writable mount where a read-only one was asked for
+    throw error;
+  }
+}
+
+async function createTargetLike(source: string, target: string): Promise<void> {
+  if ((await stat(source)).isDirectory()) {
+    await mkdir(target, { recursive: true });
+    return;
+  }
+  await mkdir(path.dirname(target), { recursive: true });
+  fs.closeSync(fs.openSync(target, 'a'));
+}
+
+async function checkReadOnly(target: string, readOnly: boolean): Promise<void> {
+  const options = (await findmnt(['--mountpoint', target, '--output', 'OPTIONS'])) ?? '';
+  const isReadOnly = options.split(',').includes('ro');
+  if (isReadOnly !== readOnly) {
+    throw failedPrecondition(`${target} is already mounted ${isReadOnly ? 'read-only' : 'read-write'}, not ${readOnly ? 'read-only' : 'read-write'}`);
+  }
+}
+
+/**
+ * Unmounts target until nothing is mounted there (mounts may be stacked); nothing to do is fine. A
+ * busy mount is retried for a while, and only then detached lazily.
+ */
+export async function unmount(target: string): Promise<void> {
+  for (let attempt = 0; attempt < UNMOUNT_ATTEMPTS; attempt++) {
+    if (!(await isMountPoint(target))) return;
+    const result = await probeTool('umount', [target]);
+    if (result.exitCode !== 0) await sleep(UNMOUNT_RETRY_MS);
+  }
+  while (await isMountPoint(target)) await runTool('umount', ['--lazy', target]);
+}
+
+export async function isMountPoint(target: string): Promise<boolean> {
+  return (await mountSource(target)) !== undefined;
+}
+
+/** The source of the mount at target (e.g. /dev/loop3), or undefined if target is not a mount point. */
+export async function mountSource(target: string): Promise<string | undefined> {
+  return findmnt(['--mountpoint', target, '--output', 'SOURCE']);
+}
+
+/** Where device is mounted (its first mount point), or undefined if it is not mounted. */
+export async function mountPointOf(device: string): Promise<string | undefined> {
+  return findmnt(['--source', device, '--output', 'TARGET']);
+}
+
+/** The last line findmnt prints (the top of stacked mounts), or undefined if it finds nothing. */
+async function findmnt(args: string[]): Promise<string | undefined> {
+  const fullArgs = ['--noheadings', ...args];
+  const result = await probeTool('findmnt', fullArgs);
+  if (result.exitCode === 1) return undefined;
+  if (result.exitCode !== 0) throw new ToolError('findmnt', fullArgs, result);
+  return result.stdout.trim().split('\n').pop()?.trim();
+}
+
+/** Grows the filesystem on device (mounted at mountPath) to the device's size, online. */
+export async function growFilesystem(device: string, mountPath: string, fsType: FsType): Promise<void> {
+  if (isLoopDevice(device)) await refreshLoopCapacity(device); // a loop device keeps its old size otherwise
+  if (fsType === 'ext4') await runTool('resize2fs', [device], { timeoutMs: 300_000 });
+  else await runTool('xfs_growfs', ['-d', mountPath], { timeoutMs: 300_000 });
+}
+
+export async function filesystemStats(target: string): Promise<FilesystemStats> {
+  const stats = await statfs(target);
+  return {
+    totalBytes: stats.blocks * stats.bsize,
+    usedBytes: (stats.blocks - stats.bfree) * stats.bsize,
+    availableBytes: stats.bavail * stats.bsize,
+    totalInodes: stats.files,
+    usedInodes: stats.files - stats.ffree,
+    freeInodes: stats.ffree,
+  };
+}

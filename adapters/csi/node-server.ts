@@ -1,0 +1,472 @@
+// CSI Node service: stages (attach; format if blank and mount), publishes (bind mounts), reports
+// stats, grows filesystems; every step recorded before and after, so retries and restarts are safe.
+
+import * as fs from 'fs';
+import type { Logger } from 'pino';
+import type { UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { WeftClient } from '../../fabric/api/client';
+import type { NodeStatus } from '../../fabric/api/node-info';
+import { reachableAddress } from '../../fabric/api/node-info';
+import type { VolumeInfo } from '../../fabric/volume/types';
+import { podIdentity } from '../kubernetes/pod-identity';
+import { allocationIdFromTargetPath } from '../nomad/alloc-id';
+import type { Attacher, Attachment } from './attach/attacher';
+import type { FilesystemStats } from './attach/mount';
+import { checkRange } from './capacity';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, outOfRange } from './errors';
+import { InFlight } from './in-flight';
+import type * as csi from './messages';
+import { isWeftName } from './names';
+import type { NodeStateStore, Publication, VolumeState } from './node-state';
+import { serviceImplementation } from './rpc';
+import { nodeSegments, type Place } from './topology';
+import { DEFAULT_FS_TYPE, fsTypeOf, isBlock, requireCapability, requirePath, requireString, unsupportedReason, type FsType } from './validate';
+import type { Workload } from './workload';
+
+/**
+ * The host helpers of attach/ (mount.ts, devices.ts), passed in so that this file holds only the
+ * CSI logic. Each is safe to repeat: unmount of what is not mounted, mountDevice and bindMount of
+ * what already is, are no-ops; bindMount creates its target (a directory, or a file for a device).
+ */
+export interface HostTools {
+  formatIfBlank(device: string, fsType: FsType): Promise<void>;
+  mountDevice(device: string, target: string, fsType: FsType, options: string[]): Promise<void>;
+  bindMount(source: string, target: string, readOnly: boolean): Promise<void>;
+  unmount(target: string): Promise<void>;
+  isMountPoint(path: string): Promise<boolean>;
+  growFilesystem(device: string, mountPath: string, fsType: FsType): Promise<void>;
+  filesystemStats(path: string): Promise<FilesystemStats>;
+  deviceSizeBytes(device: string): Promise<number>;
+}
+
+export interface NodeServerOptions {
+  client: WeftClient;
+  attacher: Attacher;
+  tools: HostTools;
+  state: NodeStateStore;
+  /** What weftd says about this node (id, zone, NBD address). */
+  node: NodeStatus;
+  logger: Logger;
+}
+
+/** Each attachment holds a loop device (or an nbd device) and a helper process. */
+export const MAX_VOLUMES_PER_NODE = 128;
+
+const CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION'].map((type) => ({ rpc: { type } }));
+
+export class NodeServer {
+  private readonly inFlight = new InFlight();
+  private readonly place: Place;
+  private readonly client: WeftClient;
+  private readonly attacher: Attacher;
+  private readonly tools: HostTools;
+  private readonly state: NodeStateStore;
+  private readonly logger: Logger;
+
+  private constructor(private readonly options: NodeServerOptions) {
+    ({ client: this.client, attacher: this.attacher, tools: this.tools, state: this.state, logger: this.logger } = options);
+    this.place = { nodeId: options.node.nodeId, zone: options.node.zone || undefined };
+  }
+
+  /** A node service that has reconciled what earlier runs left on this node. */
+  static async open(options: NodeServerOptions): Promise<NodeServer> {
+    const server = new NodeServer(options);
+    await server.reconcile();
+    return server;
+  }
+
+  implementation(): UntypedServiceImplementation {
+    return serviceImplementation(
+      {
+        NodeStageVolume: (request: csi.NodeStageVolumeRequest) => this.stage(request),
+        NodeUnstageVolume: (request: csi.NodeUnstageVolumeRequest) => this.unstage(request),
+        NodePublishVolume: (request: csi.NodePublishVolumeRequest) => this.publish(request),
+        NodeUnpublishVolume: (request: csi.NodeUnpublishVolumeRequest) => this.unpublish(request),
+        NodeGetVolumeStats: (request: csi.NodeGetVolumeStatsRequest) => this.volumeStats(request),
+        NodeExpandVolume: (request: csi.NodeExpandVolumeRequest) => this.expand(request),
+        NodeGetCapabilities: () => ({ capabilities: CAPABILITIES }),
+        NodeGetInfo: () => ({
+          node_id: this.place.nodeId,
+          max_volumes_per_node: MAX_VOLUMES_PER_NODE,
+          accessible_topology: { segments: nodeSegments(this.place) },
+        }),
+      },
+      this.logger,
+    );
+  }
+
+  // ---- stage and unstage
+
+  private async stage(request: csi.NodeStageVolumeRequest): Promise<object> {
+    const volume = requireString('volume_id', request.volume_id);
+    const stagingPath = requirePath('staging_target_path', request.staging_target_path);
+    const capability = supported(requireCapability('volume_capability', request.volume_capability));
+    return this.inFlight.run(volume, async () => {
+      await this.requireVolume(volume);
+      const wanted = stagedState(volume, stagingPath, capability);
+      const current = this.state.get(volume);
+      if (current?.phase === 'staged') {
+        const conflict = stageConflict(current, wanted);
+        if (conflict) throw alreadyExists(`volume ${volume} is already staged ${conflict}`);
+        if (await this.stageHealthy(current)) return {};
+      }
+      // Broken, or left half done by a crash: undo it, then stage from the start.
+      if (current) await this.teardown(current);
+      await this.stageVolume(wanted);
+      return {};
+    });
+  }
+
+  /**
+   * Attaches, then (mount access) formats if blank, mounts, and grows the filesystem to the device:
+   * a volume restored or cloned into a larger size, or expanded while not staged, gets its space
+   * here, as the spec wants before NodePublishVolume. Undoes it all if a step fails.
+   */
+  private async stageVolume(state: VolumeState): Promise<void> {
+    this.state.put(state);
+    try {
+      state.attachment = await this.attacher.attach(state.volume, this.nbdUri(state.volume), this.state.workDir(state.volume));
+      this.state.put(state);
+      if (state.access === 'mount') {
+        await this.tools.formatIfBlank(state.attachment.devicePath, filesystemOf(state));
+        await this.mountStaged(state);
+      }
+    } catch (error) {
+      await this.teardown(state);
+      throw error;
+    }
+    state.phase = 'staged';
+    this.state.put(state);
+    this.logger.info({ volume: state.volume, device: state.attachment?.devicePath, method: this.attacher.method, stagingPath: state.stagingPath, access: state.access }, 'volume staged');
+    await this.report(state);
+  }
+
+  private async unstage(request: csi.NodeUnstageVolumeRequest): Promise<object> {
+    const volume = requireString('volume_id', request.volume_id);
+    const stagingPath = requirePath('staging_target_path', request.staging_target_path);
+    return this.inFlight.run(volume, async () => {
+      const current = this.state.get(volume);
+      if (!current) {
+        await this.requireVolume(volume);
+        return {};
+      }
+      if (current.stagingPath !== stagingPath) return {};
+      if (current.publications.length > 0) {
+        throw failedPrecondition(`volume ${volume} is still published at ${current.publications.map((p) => p.targetPath).join(', ')}; NodeUnpublishVolume first`);
+      }
+      await this.teardown(current);
+      this.logger.info({ volume, stagingPath }, 'volume unstaged');
+      return {};
+    });
+  }
+
+  /** Mounts the attached device at the staging path and grows its filesystem to the device's size. */
+  private async mountStaged(state: VolumeState): Promise<void> {
+    const { devicePath } = state.attachment!;
+    await this.tools.mountDevice(devicePath, state.stagingPath, filesystemOf(state), mountOptions(state));
+    await this.tools.growFilesystem(devicePath, state.stagingPath, filesystemOf(state));
+  }
+
+  /** Undoes whatever part of a stage (and its publications) exists; ends with no state file. */
+  private async teardown(state: VolumeState): Promise<void> {
+    state.phase = 'unstaging';
+    this.state.put(state);
+    for (const publication of state.publications) await this.releaseTarget(publication.targetPath);
+    state.publications = [];
+    await this.tools.unmount(state.stagingPath);
+    if (state.attachment) await this.attacher.detach(state.attachment);
+    this.state.remove(state.volume);
+    await this.report(state);
+  }
+
+  private async stageHealthy(state: VolumeState): Promise<boolean> {
+    if (await this.attachmentProblem(state)) return false;
+    return state.access === 'block' || this.tools.isMountPoint(state.stagingPath);
+  }
+
+  /** What is wrong with the volume's attachment, or undefined when it works. */
+  private async attachmentProblem(state: VolumeState): Promise<string | undefined> {
+    const { attachment } = state;
+    if (!attachment) return `volume ${state.volume} is not attached`;
+    // The relay under the device keeps reconnecting to the address it was given, never another.
+    if (attachment.nbdUri !== this.nbdUri(state.volume)) {
+      return `volume ${state.volume} is attached through ${attachment.nbdUri}, but weftd now serves NBD at ${this.nbdUri(state.volume)} (give weftd a fixed --nbd-port)`;
+    }
+    if (!(await this.attacher.isHealthy(attachment))) return `the ${attachment.method} attachment of volume ${state.volume} is broken; unstage and stage it again`;
+    return undefined;
+  }
+
+  // ---- publish and unpublish
+
+  private async publish(request: csi.NodePublishVolumeRequest): Promise<object> {
+    const volume = requireString('volume_id', request.volume_id);
+    const targetPath = requirePath('target_path', request.target_path);
+    const capability = supported(requireCapability('volume_capability', request.volume_capability));
+    if (!request.staging_target_path) throw failedPrecondition('staging_target_path is required: this plugin stages volumes (NodeStageVolume) before publishing them');
+    const stagingPath = requirePath('staging_target_path', request.staging_target_path);
+    const mode = capability.access_mode?.mode;
+    const publication: Publication = {
+      targetPath,
+      readOnly: request.readonly || mode === 'SINGLE_NODE_READER_ONLY',
+      workload: workloadOf(request),
+    };
+    return this.inFlight.run(volume, async () => {
+      await this.requireVolume(volume);
+      const state = this.state.get(volume);
+      if (state?.phase !== 'staged' || state.stagingPath !== stagingPath) throw failedPrecondition(`volume ${volume} is not staged at ${stagingPath}; NodeStageVolume first`);
+      if (state.access !== accessOf(capability)) throw failedPrecondition(`volume ${volume} is staged for ${state.access} access, not ${accessOf(capability)}`);
+      const existing = state.publications.find((p) => p.targetPath === targetPath);
+      if (existing && existing.readOnly !== publication.readOnly) {
+        throw alreadyExists(`volume ${volume} is already published at ${targetPath} ${existing.readOnly ? 'read-only' : 'read-write'}`);
+      }
+      if (existing && (await this.tools.isMountPoint(targetPath))) return {};
+      if (!existing && mode === 'SINGLE_NODE_SINGLE_WRITER' && state.publications.length > 0) {
+        throw failedPrecondition(`volume ${volume} is SINGLE_NODE_SINGLE_WRITER and already published at ${state.publications[0].targetPath}`);
+      }
+      await this.bind(state, publication);
+      return {};
+    });
+  }
+
+  /** Records the publication, then bind-mounts the staged filesystem or the device at the target. */
+  private async bind(state: VolumeState, publication: Publication): Promise<void> {
+    state.publications = [...state.publications.filter((p) => p.targetPath !== publication.targetPath), publication];
+    this.state.put(state);
+    try {
+      const source = state.access === 'mount' ? state.stagingPath : state.attachment!.devicePath;
+      await this.tools.bindMount(source, publication.targetPath, publication.readOnly);
+    } catch (error) {
+      state.publications = state.publications.filter((p) => p !== publication);
+      this.state.put(state);
+      await this.releaseTarget(publication.targetPath);
+      throw error;
+    }
+    this.logger.info({ volume: state.volume, targetPath: publication.targetPath, readOnly: publication.readOnly, workload: publication.workload }, 'volume published');
+    await this.report(state);
+  }
+
+  private async unpublish(request: csi.NodeUnpublishVolumeRequest): Promise<object> {
+    const volume = requireString('volume_id', request.volume_id);
+    const targetPath = requirePath('target_path', request.target_path);
+    return this.inFlight.run(volume, async () => {
+      const state = this.state.get(volume);
+      if (!state) await this.requireVolume(volume);
+      await this.releaseTarget(targetPath);
+      if (state?.publications.some((p) => p.targetPath === targetPath)) {
+        state.publications = state.publications.filter((p) => p.targetPath !== targetPath);
+        this.state.put(state);
+        this.logger.info({ volume, targetPath }, 'volume unpublished');
+        await this.report(state);
+      }
+      return {};
+    });
+  }
+
+  /** Unmounts the target if mounted, then removes the directory or file made for it. */
+  private async releaseTarget(targetPath: string): Promise<void> {
+    await this.tools.unmount(targetPath);
+    const stat = await fs.promises.lstat(targetPath).catch(() => undefined);
+    // Never recursive: whatever is inside a directory that is no longer a mount point is not ours.
+    if (stat?.isDirectory()) await fs.promises.rmdir(targetPath);
+    else if (stat) await fs.promises.unlink(targetPath);
+  }
+
+  // ---- stats and expansion
+
+  private async volumeStats(request: csi.NodeGetVolumeStatsRequest): Promise<object> {
+    const volume = requireString('volume_id', request.volume_id);
+    const volumePath = requirePath('volume_path', request.volume_path);
+    const state = this.stateAt(volume, volumePath);
+    const condition = await this.condition(state, volumePath);
+    if (condition.abnormal) return { usage: [], volume_condition: condition };
+    if (state.access === 'block') {
+      const info = await this.requireVolume(volume);
+      return { usage: [{ total: info.sizeBytes, available: 0, used: 0, unit: 'BYTES' }], volume_condition: condition };
+    }
+    const stats = await this.tools.filesystemStats(volumePath);
+    const usage: csi.VolumeUsage[] = [
+      { total: stats.totalBytes, available: stats.availableBytes, used: stats.usedBytes, unit: 'BYTES' },
+      { total: stats.totalInodes, available: stats.freeInodes, used: stats.usedInodes, unit: 'INODES' },
+    ];
+    return { usage, volume_condition: condition };
+  }
+
+  private async condition(state: VolumeState, volumePath: string): Promise<csi.VolumeCondition> {
+    const problem = await this.attachmentProblem(state);
+    if (problem) return { abnormal: true, message: problem };
+    if (state.access === 'mount' && !(await this.tools.isMountPoint(volumePath))) {
+      return { abnormal: true, message: `${volumePath} is no longer mounted` };
+    }
+    return { abnormal: false, message: `attached at ${state.attachment!.devicePath} (${state.attachment!.method})` };
+  }
+
+  /**
+   * Grows the filesystem to the volume's size. An NBD client learns a new size only when it
+   * connects, so a device smaller than the volume is reattached first, which needs every mount of
+   * it gone: possible while the volume is only staged; while it is published, FAILED_PRECONDITION
+   * (as the spec says for a volume that cannot grow while in use), and the filesystem grows at the
+   * next NodeStageVolume instead.
+   */
+  private async expand(request: csi.NodeExpandVolumeRequest): Promise<object> {
+    const volume = requireString('volume_id', request.volume_id);
+    const volumePath = requirePath('volume_path', request.volume_path);
+    const range = checkRange('capacity_range', request.capacity_range);
+    if (request.volume_capability) {
+      const unsupported = unsupportedReason(requireCapability('volume_capability', request.volume_capability));
+      if (unsupported) throw invalidArgument(`volume_capability: ${unsupported}`);
+    }
+    return this.inFlight.run(volume, async () => {
+      const state = this.stateAt(volume, volumePath);
+      const info = await this.requireVolume(volume);
+      if (range.required_bytes > info.sizeBytes) {
+        throw outOfRange(`volume ${volume} is ${info.sizeBytes} bytes, less than the ${range.required_bytes} asked for; ControllerExpandVolume first`);
+      }
+      if ((await this.tools.deviceSizeBytes(state.attachment.devicePath)) < info.sizeBytes) await this.reconnect(state);
+      if (state.access === 'mount') await this.tools.growFilesystem(state.attachment.devicePath, state.stagingPath, filesystemOf(state));
+      this.logger.info({ volume, sizeBytes: info.sizeBytes }, 'volume expanded on the node');
+      return { capacity_bytes: info.sizeBytes };
+    });
+  }
+
+  /** Reattaches a staged, unpublished volume (its device then has the volume's current size). */
+  private async reconnect(state: VolumeState): Promise<void> {
+    if (state.publications.length > 0) {
+      throw failedPrecondition(
+        `volume ${state.volume} is published at ${state.publications.map((p) => p.targetPath).join(', ')}: its ${this.attacher.method} device ` +
+          'learns the new size only when it reconnects, which needs every mount of it gone; the filesystem grows when the volume is next staged',
+      );
+    }
+    state.phase = 'attaching';
+    this.state.put(state);
+    await this.tools.unmount(state.stagingPath);
+    state.attachment = await this.attacher.reattach({ ...state.attachment!, nbdUri: this.nbdUri(state.volume) });
+    this.state.put(state);
+    if (state.access === 'mount') await this.mountStaged(state);
+    state.phase = 'staged';
+    this.state.put(state);
+    await this.report(state);
+  }
+
+  // ---- reconciliation after a restart
+
+  /** Keeps each staged volume whose attachment and mount still work; undoes every other. */
+  private async reconcile(): Promise<void> {
+    for (const state of this.state.list()) {
+      try {
+        await this.reconcileVolume(state);
+      } catch (error) {
+        this.logger.error({ err: error, volume: state.volume }, 'could not clean up an attachment left by an earlier run');
+      }
+    }
+  }
+
+  private async reconcileVolume(state: VolumeState): Promise<void> {
+    if (state.phase === 'staged' && (await this.stageHealthy(state))) {
+      const mounted = await Promise.all(state.publications.map((p) => this.tools.isMountPoint(p.targetPath)));
+      state.publications = state.publications.filter((_, i) => mounted[i]);
+      this.state.put(state);
+      this.logger.info({ volume: state.volume, device: state.attachment?.devicePath, publications: state.publications.length }, 'kept the attachment of an earlier run');
+      await this.report(state);
+      return;
+    }
+    this.logger.warn({ volume: state.volume, phase: state.phase }, 'attachment of an earlier run is broken or unfinished: unmounting and detaching it');
+    await this.teardown(state);
+  }
+
+  // ---- helpers
+
+  /** The volume as weftd knows it; NOT_FOUND when it does not exist. */
+  private async requireVolume(volume: string): Promise<VolumeInfo> {
+    if (!isWeftName(volume)) throw notFound(`volume ${volume} does not exist`);
+    return this.client.getVolume(volume);
+  }
+
+  /** The volume's state when it is staged, and staged or published at volumePath; NOT_FOUND otherwise. */
+  private stateAt(volume: string, volumePath: string): VolumeState & { attachment: Attachment } {
+    const state = this.state.get(volume);
+    const paths = state ? [state.stagingPath, ...state.publications.map((p) => p.targetPath)] : [];
+    if (state?.phase !== 'staged' || !state.attachment || !paths.includes(volumePath) || !fs.existsSync(volumePath)) {
+      throw notFound(`volume ${volume} is not staged or published at ${volumePath} on this node`);
+    }
+    return { ...state, attachment: state.attachment };
+  }
+
+  private nbdUri(volume: string): string {
+    const { listenAddress, nbdPort } = this.options.node;
+    return `nbd://${reachableAddress(listenAddress, nbdPort)}/${volume}`;
+  }
+
+  /** Tells weftd what is attached (telemetry); a failure is logged, never fails the RPC. */
+  private async report(state: VolumeState): Promise<void> {
+    const { volume, attachment } = state;
+    try {
+      if (state.phase !== 'staged' || !attachment) {
+        await this.client.removeAttachment(volume, this.place.nodeId);
+        return;
+      }
+      await this.client.recordAttachment({
+        volume,
+        nodeId: this.place.nodeId,
+        devicePath: attachment.devicePath,
+        method: attachment.method,
+        stagingPath: state.stagingPath,
+        workloads: state.publications.map((p) => ({ ...p.workload, targetPath: p.targetPath })),
+      });
+    } catch (error) {
+      this.logger.warn({ err: error, volume }, 'could not report the attachment to weftd');
+    }
+  }
+}
+
+/** NodeStage and NodePublish refuse what the volume cannot do with FAILED_PRECONDITION, as the spec says. */
+function supported(capability: csi.VolumeCapability): csi.VolumeCapability {
+  const unsupported = unsupportedReason(capability);
+  if (unsupported) throw failedPrecondition(`volume_capability: ${unsupported}`);
+  return capability;
+}
+
+/**
+ * Who a publication is for: the Kubernetes pod kubelet names in volume_context, the Nomad
+ * allocation in the target path, else unknown (Mesos names neither the task nor the container).
+ */
+export function workloadOf(request: Pick<csi.NodePublishVolumeRequest, 'volume_context' | 'target_path'>): Workload {
+  const pod = podIdentity(request.volume_context);
+  if (pod) return pod;
+  const allocationId = allocationIdFromTargetPath(request.target_path);
+  return allocationId ? { orchestrator: 'nomad', allocationId } : { orchestrator: 'unknown' };
+}
+
+function accessOf(capability: csi.VolumeCapability): VolumeState['access'] {
+  return isBlock(capability) ? 'block' : 'mount';
+}
+
+function stagedState(volume: string, stagingPath: string, capability: csi.VolumeCapability): VolumeState {
+  const access = accessOf(capability);
+  return {
+    volume,
+    stagingPath,
+    access,
+    fsType: access === 'mount' ? fsTypeOf(capability) : undefined,
+    mountFlags: capability.mount?.mount_flags ?? [],
+    accessMode: capability.access_mode?.mode ?? 'UNKNOWN',
+    phase: 'attaching',
+    publications: [],
+  };
+}
+
+/** How an existing stage differs from the one asked for, or undefined when it is the same. */
+function stageConflict(current: VolumeState, wanted: VolumeState): string | undefined {
+  if (current.stagingPath !== wanted.stagingPath) return `at ${current.stagingPath}`;
+  if (current.access !== wanted.access) return `for ${current.access} access`;
+  if (current.fsType !== wanted.fsType) return `with ${current.fsType}`;
+  if (current.accessMode !== wanted.accessMode) return `as ${current.accessMode}`;
+  return undefined;
+}
+
+function mountOptions(state: VolumeState): string[] {
+  return state.accessMode === 'SINGLE_NODE_READER_ONLY' ? [...state.mountFlags, 'ro'] : state.mountFlags;
+}
+
+function filesystemOf(state: VolumeState): FsType {
+  return state.fsType ?? DEFAULT_FS_TYPE;
+}

@@ -1,0 +1,94 @@
+// What the CSI node service has done on this node, one small JSON file per volume in its state
+// dir, written atomically before and after each step, so that a restarted weftd finds every
+// attachment and mount it made, including those a crash interrupted.
+
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Attachment } from './attach/attacher';
+import type { AccessModeName } from './messages';
+import type { FsType } from './validate';
+import type { Workload } from './workload';
+
+export interface Publication {
+  targetPath: string;
+  readOnly: boolean;
+  workload: Workload;
+}
+
+/** attaching: the stage has begun (it may hold an attachment); unstaging: its undoing has begun. */
+export type StagePhase = 'attaching' | 'staged' | 'unstaging';
+
+export interface VolumeState {
+  volume: string;
+  stagingPath: string;
+  access: 'mount' | 'block';
+  /** Mount access: the filesystem and the mount flags the CO asked for. */
+  fsType?: FsType;
+  mountFlags: string[];
+  accessMode: AccessModeName;
+  phase: StagePhase;
+  attachment?: Attachment;
+  publications: Publication[];
+}
+
+const SUFFIX = '.json';
+
+export class NodeStateStore {
+  constructor(readonly dir: string) {
+    fs.mkdirSync(dir, { recursive: true });
+  }
+
+  list(): VolumeState[] {
+    return fs
+      .readdirSync(this.dir)
+      .filter((file) => file.endsWith(SUFFIX))
+      .map((file) => this.read(path.join(this.dir, file)));
+  }
+
+  get(volume: string): VolumeState | undefined {
+    const file = this.file(volume);
+    return fs.existsSync(file) ? this.read(file) : undefined;
+  }
+
+  /** Replaces the volume's state: a new file, synced, renamed over the old one, directory synced. */
+  put(state: VolumeState): void {
+    const file = this.file(state.volume);
+    const tmp = `${file}.tmp`;
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      fs.writeFileSync(fd, JSON.stringify(state, null, 2) + '\n');
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+    this.syncDir();
+  }
+
+  remove(volume: string): void {
+    fs.rmSync(this.file(volume), { force: true });
+    this.syncDir();
+  }
+
+  /** A directory private to the volume's attachment (the attacher's work dir). */
+  workDir(volume: string): string {
+    return path.join(this.dir, 'attach', volume);
+  }
+
+  private file(volume: string): string {
+    return path.join(this.dir, volume + SUFFIX);
+  }
+
+  private read(file: string): VolumeState {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as VolumeState;
+  }
+
+  private syncDir(): void {
+    const fd = fs.openSync(this.dir, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+}

@@ -1,0 +1,31 @@
+// How a Weft volume is described to Nomad: the volume specification `weft nomad volume create` and
+// `register` send, with the weft plugin and the CSI volume id as the external id.
+
+import type { VolumeInfo } from '../../fabric/volume/types';
+import type { AccessMode, AttachmentMode, CsiVolumeSpec } from './types';
+
+/** The csi_plugin id of the jobs in deploy/nomad. */
+export const NOMAD_PLUGIN_ID = 'weft';
+
+export interface RegistrationOptions {
+  /** Nomad's id of the volume (what jobs name in volume.source); default: the Weft volume's name. */
+  id?: string;
+  accessMode: AccessMode;
+  attachmentMode: AttachmentMode;
+  /** For file-system attachment; the node formats a blank volume with it. */
+  fsType?: string;
+}
+
+/** The register request for an existing Weft volume. Its CSI volume id is its name (adapters/csi/names.ts). */
+export function registrationFor(volume: VolumeInfo, options: RegistrationOptions): CsiVolumeSpec {
+  const id = options.id ?? volume.name;
+  const fileSystem = options.attachmentMode === 'file-system';
+  return {
+    ID: id,
+    Name: id,
+    ExternalID: volume.name,
+    PluginID: NOMAD_PLUGIN_ID,
+    RequestedCapabilities: [{ AccessMode: options.accessMode, AttachmentMode: options.attachmentMode }],
+    ...(fileSystem && options.fsType ? { MountOptions: { FsType: options.fsType } } : {}),
+  };
+}

@@ -1,0 +1,19 @@
+# A new volume with the content of a snapshot: after `nomad volume snapshot create data before`
+# (CSI snapshot id "data@before"), `nomad volume create deploy/nomad/volume-from-snapshot.hcl`.
+id          = "data-restored"
+name        = "data-restored"
+type        = "csi"
+plugin_id   = "weft"
+snapshot_id = "data@before"
+
+capacity_min = "1GiB"
+
+capability {
+  access_mode     = "single-node-writer"
+  attachment_mode = "file-system"
+}
+
+# The clone lives in the snapshot's service class: no class parameter.
+mount_options {
+  fs_type = "ext4"
+}

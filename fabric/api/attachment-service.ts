@@ -1,0 +1,29 @@
+// AttachmentService: validates each request, then records, removes or lists attachments in the
+// AttachmentStore. Only a volume that exists can be recorded as attached.
+
+import type { UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { VolumeEngine } from '../volume/types';
+import type { AttachmentStore } from './attachments';
+import type * as wire from './messages';
+import { unary } from './rpc';
+import { checkName, checkOptionalName } from './validate';
+
+export function attachmentService(store: AttachmentStore, engine: VolumeEngine, logger: Logger): UntypedServiceImplementation {
+  return {
+    RecordAttachment: unary(logger, (request: wire.AttachmentRequest) => {
+      const volume = checkName('volume', request.volume);
+      const nodeId = checkName('node_id', request.nodeId);
+      engine.getVolume(volume);
+      const { devicePath, method, stagingPath, workloads } = request;
+      return store.record({ volume, nodeId, devicePath, method, stagingPath, workloads });
+    }),
+    RemoveAttachment: unary(logger, (request: wire.RemoveAttachmentRequest) => {
+      store.remove(checkName('volume', request.volume), checkName('node_id', request.nodeId));
+      return {};
+    }),
+    ListAttachments: unary(logger, (request: wire.ListAttachmentsRequest) => ({
+      attachments: store.list({ volume: checkOptionalName('volume', request.volume), nodeId: checkOptionalName('node_id', request.nodeId) }),
+    })),
+  };
+}

@@ -1,0 +1,96 @@
+// The attachments weftd knows of (volume, node, device, method, workloads), as the CSI node service
+// reports them: kept in memory and in one JSON file in the data dir, so that they survive restarts.
+
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Logger } from 'pino';
+import { writeFileAtomic } from '../store/file-io';
+
+/** Who uses an attached volume. Fields the orchestrator did not tell are empty or absent. */
+export interface AttachmentWorkload {
+  /** "kubernetes", "nomad", "mesos" or "unknown". */
+  orchestrator: string;
+  podName?: string;
+  podNamespace?: string;
+  podUid?: string;
+  allocationId?: string;
+  taskId?: string;
+  /** Where the volume is published for this workload. */
+  targetPath?: string;
+}
+
+export interface AttachmentRecord {
+  volume: string;
+  nodeId: string;
+  /** The block device on the node, e.g. /dev/loop3. */
+  devicePath: string;
+  /** "kernel-nbd" or "nbdfuse-loop". */
+  method: string;
+  stagingPath: string;
+  workloads: AttachmentWorkload[];
+  /** ISO 8601; set when the volume and node are first recorded. */
+  attachedAt: string;
+}
+
+export interface AttachmentFilter {
+  volume?: string;
+  nodeId?: string;
+}
+
+const FILE_NAME = 'attachments.json';
+
+export class AttachmentStore {
+  private readonly records = new Map<string, AttachmentRecord>();
+  private readonly file: string;
+
+  /** Loads DATA_DIR/attachments.json. A damaged file is logged and replaced at the next change. */
+  constructor(private readonly dataDir: string, private readonly logger: Logger) {
+    this.file = path.join(dataDir, FILE_NAME);
+    for (const record of this.load()) this.records.set(key(record), record);
+  }
+
+  /** Adds or replaces the attachment of record.volume on record.nodeId; keeps the first attachedAt. */
+  record(record: Omit<AttachmentRecord, 'attachedAt'>): AttachmentRecord {
+    const attachedAt = this.records.get(key(record))?.attachedAt ?? new Date().toISOString();
+    const stored = { ...record, attachedAt };
+    this.records.set(key(record), stored);
+    this.save();
+    return stored;
+  }
+
+  remove(volume: string, nodeId: string): void {
+    if (this.records.delete(key({ volume, nodeId }))) this.save();
+  }
+
+  list(filter: AttachmentFilter = {}): AttachmentRecord[] {
+    return [...this.records.values()]
+      .filter((r) => (!filter.volume || r.volume === filter.volume) && (!filter.nodeId || r.nodeId === filter.nodeId))
+      .sort((a, b) => key(a).localeCompare(key(b)));
+  }
+
+  private load(): AttachmentRecord[] {
+    let text: string;
+    try {
+      text = fs.readFileSync(this.file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    try {
+      const records = JSON.parse(text) as unknown;
+      if (Array.isArray(records)) return records as AttachmentRecord[];
+    } catch {
+      // Reported below, like any other damage.
+    }
+    this.logger.warn({ file: this.file }, 'attachment records are damaged; starting without them (the CSI node service reports them again)');
+    return [];
+  }
+
+  private save(): void {
+    writeFileAtomic(this.file, JSON.stringify(this.list(), null, 2) + '\n', this.dataDir);
+  }
+}
+
+function key(record: { volume: string; nodeId: string }): string {
+  return `${record.volume}\u0000${record.nodeId}`;
+}

@@ -1,0 +1,130 @@
+// The CSI Node service of a real weftd, without attaching anything (the attach end-to-end test
+// does that): NodeGetInfo, NodeGetCapabilities, and the status code of every RPC for missing
+// fields, unknown volumes and volumes that are not staged here.
+
+import * as path from 'path';
+import { BLOCK_WRITER, CsiClient, MOUNT_WRITER } from '../helpers/csi-client';
+import { cleanupAll, makeTempDir, startWeftd } from '../helpers/weftd';
+
+let csi: CsiClient;
+let work: string;
+
+beforeAll(async () => {
+  work = makeTempDir('weft-csi-node-');
+  await startWeftd({
+    pools: [`default:${makeTempDir('weft-pool-')}:1GiB`],
+    extraArgs: ['--csi-endpoint', `unix://${path.join(work, 'csi.sock')}`, '--node-id', 'node-b', '--zone', 'rack-7'],
+  });
+  csi = new CsiClient(path.join(work, 'csi.sock'));
+  await csi.call('CreateVolume', { name: 'idle', volume_capabilities: [MOUNT_WRITER], capacity_range: { required_bytes: 4 << 20 } });
+});
+afterAll(async () => {
+  csi?.close();
+  await cleanupAll();
+});
+
+const staging = () => path.join(work, 'staging', 'idle');
+const target = () => path.join(work, 'target', 'idle');
+
+describe('NodeGetInfo and NodeGetCapabilities', () => {
+  it('reports the node id, its volume limit and its topology (node and zone)', async () => {
+    expect(await csi.call('NodeGetInfo')).toEqual({
+      node_id: 'node-b',
+      max_volumes_per_node: 128,
+      accessible_topology: { segments: { 'topology.weft.io/node': 'node-b', 'topology.weft.io/zone': 'rack-7' } },
+    });
+  });
+
+  it('offers stage/unstage, volume stats, expansion and volume conditions', async () => {
+    const { capabilities } = await csi.call('NodeGetCapabilities');
+    expect(capabilities.map((c) => c.rpc.type).sort()).toEqual(['EXPAND_VOLUME', 'GET_VOLUME_STATS', 'STAGE_UNSTAGE_VOLUME', 'VOLUME_CONDITION']);
+  });
+});
+
+describe('NodeStageVolume', () => {
+  const request = () => ({ volume_id: 'idle', staging_target_path: staging(), volume_capability: MOUNT_WRITER });
+
+  it.each([
+    ['no volume_id', { volume_id: '' }, /volume_id is required/],
+    ['no staging_target_path', { staging_target_path: '' }, /staging_target_path is required/],
+    ['no volume_capability', { volume_capability: null }, /volume_capability is required/],
+    ['a relative staging path', { staging_target_path: 'relative/dir' }, /must be an absolute path/],
+    ['a capability without access mode', { volume_capability: { mount: {} } }, /access_mode is required/],
+  ])('is INVALID_ARGUMENT for %s', async (_, overrides, message) => {
+    const error = await csi.failure('NodeStageVolume', { ...request(), ...overrides });
+    expect({ code: error.code, details: error.details }).toEqual({ code: 3, details: expect.stringMatching(message) });
+  });
+
+  it('is NOT_FOUND for a volume that does not exist', async () => {
+    expect(await csi.code('NodeStageVolume', { ...request(), volume_id: 'no-such-volume' })).toBe('NOT_FOUND');
+    expect(await csi.code('NodeStageVolume', { ...request(), volume_id: 'not a volume id' })).toBe('NOT_FOUND');
+  });
+
+  it('is FAILED_PRECONDITION for a capability the volume cannot have', async () => {
+    const multi = { mount: {}, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' } };
+    expect(await csi.code('NodeStageVolume', { ...request(), volume_capability: multi })).toBe('FAILED_PRECONDITION');
+  });
+});
+
+describe('NodeUnstageVolume', () => {
+  it('needs volume_id and staging_target_path', async () => {
+    expect(await csi.code('NodeUnstageVolume', { staging_target_path: staging() })).toBe('INVALID_ARGUMENT');
+    expect(await csi.code('NodeUnstageVolume', { volume_id: 'idle' })).toBe('INVALID_ARGUMENT');
+  });
+
+  it('is NOT_FOUND for an unknown volume, OK for a volume that is not staged', async () => {
+    expect(await csi.code('NodeUnstageVolume', { volume_id: 'no-such-volume', staging_target_path: staging() })).toBe('NOT_FOUND');
+    expect(await csi.code('NodeUnstageVolume', { volume_id: 'idle', staging_target_path: staging() })).toBe('OK');
+  });
+});
+
+describe('NodePublishVolume', () => {
+  const request = () => ({ volume_id: 'idle', staging_target_path: staging(), target_path: target(), volume_capability: MOUNT_WRITER });
+
+  it.each([
+    ['volume_id', { volume_id: '' }],
+    ['target_path', { target_path: '' }],
+    ['volume_capability', { volume_capability: null }],
+  ])('is INVALID_ARGUMENT without %s', async (_, overrides) => {
+    expect(await csi.code('NodePublishVolume', { ...request(), ...overrides })).toBe('INVALID_ARGUMENT');
+  });
+
+  it('is FAILED_PRECONDITION without a staging path, or for a volume that is not staged there', async () => {
+    const unstaged = await csi.failure('NodePublishVolume', request());
+    expect({ code: unstaged.code, details: unstaged.details }).toEqual({ code: 9, details: expect.stringMatching(/not staged at .*; NodeStageVolume first/) });
+    expect(await csi.code('NodePublishVolume', { ...request(), staging_target_path: '' })).toBe('FAILED_PRECONDITION');
+    expect(await csi.code('NodePublishVolume', { ...request(), volume_capability: BLOCK_WRITER })).toBe('FAILED_PRECONDITION');
+  });
+
+  it('is NOT_FOUND for a volume that does not exist', async () => {
+    expect(await csi.code('NodePublishVolume', { ...request(), volume_id: 'no-such-volume' })).toBe('NOT_FOUND');
+  });
+});
+
+describe('NodeUnpublishVolume', () => {
+  it('needs volume_id and target_path', async () => {
+    expect(await csi.code('NodeUnpublishVolume', { target_path: target() })).toBe('INVALID_ARGUMENT');
+    expect(await csi.code('NodeUnpublishVolume', { volume_id: 'idle' })).toBe('INVALID_ARGUMENT');
+  });
+
+  it('is NOT_FOUND for an unknown volume, OK for a volume that is not published', async () => {
+    expect(await csi.code('NodeUnpublishVolume', { volume_id: 'no-such-volume', target_path: target() })).toBe('NOT_FOUND');
+    expect(await csi.code('NodeUnpublishVolume', { volume_id: 'idle', target_path: target() })).toBe('OK');
+  });
+});
+
+describe('NodeGetVolumeStats and NodeExpandVolume', () => {
+  it('need volume_id and volume_path', async () => {
+    for (const method of ['NodeGetVolumeStats', 'NodeExpandVolume'] as const) {
+      expect(await csi.code(method, { volume_path: staging() })).toBe('INVALID_ARGUMENT');
+      expect(await csi.code(method, { volume_id: 'idle' })).toBe('INVALID_ARGUMENT');
+    }
+  });
+
+  it('are NOT_FOUND for a volume that is not staged or published at that path', async () => {
+    for (const method of ['NodeGetVolumeStats', 'NodeExpandVolume'] as const) {
+      expect(await csi.code(method, { volume_id: 'idle', volume_path: staging() })).toBe('NOT_FOUND');
+      expect(await csi.code(method, { volume_id: 'no-such-volume', volume_path: staging() })).toBe('NOT_FOUND');
+    }
+  });
+});

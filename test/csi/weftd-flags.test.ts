@@ -1,0 +1,51 @@
+// weftd's CSI and topology settings: --csi-endpoint, --csi-role and --zone, as flags and as
+// config-file keys, and the ConfigError (exit code 2) each bad value gets.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { ConfigError, parseConfig } from '../../fabric/config';
+import { cleanupAll, makeTempDir } from '../helpers/weftd';
+
+afterAll(cleanupAll);
+
+function parseError(argv: string[]): string {
+  try {
+    parseConfig(argv);
+  } catch (error) {
+    if (error instanceof ConfigError && error.exitCode === 2) return error.message;
+    throw error;
+  }
+  throw new Error(`parseConfig(${JSON.stringify(argv)}) did not fail`);
+}
+
+it('runs no CSI driver and has no zone unless asked', () => {
+  const config = parseConfig([]);
+  expect(config.csi).toBeUndefined();
+  expect(config.zone).toBeUndefined();
+});
+
+it('serves both CSI roles by default once an endpoint is given', () => {
+  expect(parseConfig(['--csi-endpoint', 'unix:///csi/csi.sock'])).toMatchObject({ csi: { endpoint: 'unix:///csi/csi.sock', role: 'both' } });
+  expect(parseConfig(['--csi-endpoint', 'unix:///csi/csi.sock', '--csi-role', 'node', '--zone', 'eu-1a'])).toMatchObject({
+    csi: { role: 'node' },
+    zone: 'eu-1a',
+  });
+});
+
+it('reads the same settings from the config file, in either key style', () => {
+  const file = path.join(makeTempDir('weft-config-'), 'weftd.yaml');
+  fs.writeFileSync(file, 'csi-endpoint: unix:///run/weft/csi.sock\ncsiRole: controller\nzone: rack-3\n');
+  expect(parseConfig(['--config', file])).toMatchObject({ csi: { endpoint: 'unix:///run/weft/csi.sock', role: 'controller' }, zone: 'rack-3' });
+  expect(parseConfig(['--config', file, '--csi-role', 'both']).csi?.role).toBe('both');
+});
+
+it.each([
+  [['--csi-endpoint', '/csi/csi.sock'], /invalid --csi-endpoint "\/csi\/csi.sock": expected unix:\/\/\/ABSOLUTE\/PATH/],
+  [['--csi-endpoint', 'tcp://127.0.0.1:1'], /invalid --csi-endpoint/],
+  [['--csi-endpoint', 'unix:///c.sock', '--csi-role', 'all'], /invalid --csi-role "all": expected one of controller, node, both/],
+  [['--csi-role', 'node'], /invalid --csi-role "node": a CSI role needs a CSI endpoint/],
+  [['--zone', '-east'], /invalid --zone "-east"/],
+  [['--zone', 'z'.repeat(64)], /invalid --zone/],
+])('refuses %j', (argv, message) => {
+  expect(parseError(argv)).toMatch(message);
+});

@@ -1,0 +1,51 @@
+// Who a publication is for (Kubernetes pod, Nomad allocation, else unknown) and how failures become
+// CSI status codes: the driver's own refusals, weftd's codes per RPC, and bugs as INTERNAL.
+
+import { status } from '@grpc/grpc-js';
+import { WeftApiError } from '../../fabric/api/client';
+import { failedPrecondition } from '../../fabric/errors';
+import { csiStatusOf, notFound } from '../../adapters/csi/errors';
+import { workloadOf } from '../../adapters/csi/node-server';
+import { POD_NAME_KEY, POD_NAMESPACE_KEY, POD_UID_KEY } from '../../adapters/csi/workload';
+
+describe('workloadOf', () => {
+  const k8sTarget = '/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~csi/pvc-1/mount';
+
+  it('is the pod kubelet names in volume_context', () => {
+    const volume_context = { [POD_NAME_KEY]: 'web-0', [POD_NAMESPACE_KEY]: 'shop', [POD_UID_KEY]: 'uid-1' };
+    expect(workloadOf({ volume_context, target_path: k8sTarget })).toEqual({ orchestrator: 'kubernetes', podName: 'web-0', podNamespace: 'shop', podUid: 'uid-1' });
+  });
+
+  it('is the Nomad allocation in the target path', () => {
+    const target_path = '/local/csi/per-alloc/5B1E3A4C-9F2D-4E8A-B7C6-1D2E3F4A5B6C/data/rw-file-system-single-node-writer';
+    expect(workloadOf({ volume_context: {}, target_path })).toEqual({ orchestrator: 'nomad', allocationId: '5b1e3a4c-9f2d-4e8a-b7c6-1d2e3f4a5b6c' });
+  });
+
+  it('is unknown otherwise (Mesos tells neither)', () => {
+    expect(workloadOf({ volume_context: {}, target_path: k8sTarget })).toEqual({ orchestrator: 'unknown' });
+  });
+});
+
+describe('csiStatusOf', () => {
+  it("keeps the driver's own code and message", () => {
+    expect(csiStatusOf(notFound('volume x does not exist'), 'NodeStageVolume')).toEqual({ code: status.NOT_FOUND, details: 'volume x does not exist' });
+  });
+
+  it("keeps weftd's code unless the spec names another for that RPC", () => {
+    const full = new WeftApiError(status.RESOURCE_EXHAUSTED, 'does not fit');
+    expect(csiStatusOf(full, 'CreateVolume').code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(csiStatusOf(full, 'ControllerExpandVolume').code).toBe(status.OUT_OF_RANGE);
+    const down = new WeftApiError(status.UNAVAILABLE, 'cannot reach weftd');
+    expect(csiStatusOf(down, 'CreateVolume').code).toBe(status.UNAVAILABLE);
+    expect(csiStatusOf(down, 'Probe')).toEqual({ code: status.FAILED_PRECONDITION, details: 'cannot reach weftd' });
+  });
+
+  it("maps a host helper's WeftError by its kind", () => {
+    const refused = failedPrecondition('/dev/loop3 holds a xfs filesystem, not ext4: refusing to format it');
+    expect(csiStatusOf(refused, 'NodeStageVolume')).toEqual({ code: status.FAILED_PRECONDITION, details: refused.message });
+  });
+
+  it('reports anything else as INTERNAL', () => {
+    expect(csiStatusOf(new TypeError('x is undefined'), 'ListVolumes')).toEqual({ code: status.INTERNAL, details: 'x is undefined' });
+  });
+});
