@@ -4,6 +4,7 @@
 import { Command, CommanderError, Option, type HelpContext } from 'commander';
 import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE, usageError } from './errors';
 import { nodeCommands } from './node-commands';
+import { attachmentCommands } from './attachment-commands';
 import { nomadCommands } from './nomad-commands';
 import { poolCommands } from './pool-commands';
 import { snapshotCommands } from './snapshot-commands';
@@ -46,6 +47,7 @@ export function buildProgram(): Command {
   volumeCommands(program);
   snapshotCommands(program);
   poolCommands(program);
+  attachmentCommands(program);
   nodeCommands(program);
   nomadCommands(program);
   return program;

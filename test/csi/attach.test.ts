@@ -47,6 +47,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
+  console.log('DEBUG', weftd.logs().split('\n').filter((l) => !l.includes('"level":"info"')).slice(0, 12).join('\n'));
   if (root) await forceCleanup(root);
   await cleanupAll();
 });

@@ -204,6 +204,11 @@ describe('AttachmentService', () => {
     expect(await client.listAttachments({ volume: 'attached' })).toEqual([recorded]);
     expect(await client.listAttachments({ nodeId: 'node-x' })).toEqual([recorded]);
     expect(await client.listAttachments({ nodeId: 'node-y' })).toEqual([]);
+    const cli = await weftd.weft(['attachment', 'list', 'attached']);
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toMatch(/attached\s+node-x\s+\/dev\/loop9\s+nbdfuse-loop\s+pod shop\/web-0/);
+    const json = JSON.parse((await weftd.weft(['attachment', 'list', '--output', 'json'])).stdout);
+    expect(json).toEqual([recorded]);
   });
 
   it('keeps the first attachedAt when the record is replaced, and keeps records across restarts', async () => {
