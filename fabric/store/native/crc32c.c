@@ -66,6 +66,29 @@ static uint32_t crc_hardware(uint32_t crc, const uint8_t *p, size_t n) {
 static uint32_t crc_hardware(uint32_t crc, const uint8_t *p, size_t n) { return crc_table(crc, p, n); }
 #endif
 
+/*
+ * Three blocks at once: the CRC instruction takes 3 cycles but can start every cycle, so three
+ * independent chains run at once for about three times the speed of one.
+ */
+#if defined(WEFT_X86)
+__attribute__((target("sse4.2"))) static void crc_hardware3(const uint8_t *a, const uint8_t *b, const uint8_t *c, size_t n, uint32_t *out) {
+  uint64_t ca = 0xffffffffu, cb = 0xffffffffu, cc = 0xffffffffu;
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t va, vb, vc;
+    memcpy(&va, a + i, 8);
+    memcpy(&vb, b + i, 8);
+    memcpy(&vc, c + i, 8);
+    ca = _mm_crc32_u64(ca, va);
+    cb = _mm_crc32_u64(cb, vb);
+    cc = _mm_crc32_u64(cc, vc);
+  }
+  size_t tail = n & ~(size_t)7;
+  out[0] = crc_hardware((uint32_t)ca, a + tail, n - tail) ^ 0xffffffffu;
+  out[1] = crc_hardware((uint32_t)cb, b + tail, n - tail) ^ 0xffffffffu;
+  out[2] = crc_hardware((uint32_t)cc, c + tail, n - tail) ^ 0xffffffffu;
+}
+#endif
+
 static uint32_t crc32c(const uint8_t *p, size_t n) {
   uint32_t crc = 0xffffffffu;
   crc = hardware ? crc_hardware(crc, p, n) : crc_table(crc, p, n);
@@ -98,7 +121,15 @@ static napi_value crc32c_blocks(napi_env env, napi_callback_info info) {
   }
   const uint8_t *p = data;
   uint32_t *o = out;
-  for (size_t i = 0; i < length / blockBytes; i++) o[i] = crc32c(p + i * blockBytes, blockBytes);
+  size_t blocks = length / blockBytes, i = 0;
+#if defined(WEFT_X86)
+  if (hardware) {
+    for (; i + 3 <= blocks; i += 3) {
+      crc_hardware3(p + i * blockBytes, p + (i + 1) * blockBytes, p + (i + 2) * blockBytes, blockBytes, o + i);
+    }
+  }
+#endif
+  for (; i < blocks; i++) o[i] = crc32c(p + i * blockBytes, blockBytes);
   return NULL;
 }
 
