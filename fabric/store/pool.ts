@@ -10,9 +10,10 @@ const BLOCK_BYTES = 4096;
 /**
  * Requests up to this size are done with synchronous pread/pwrite on the event-loop thread: for
  * data in the page cache that costs a few microseconds, several times less than handing the call
- * to libuv's thread pool and back. Larger requests go to the pool, where copies run in parallel.
+ * to libuv's thread pool and back (4k random I/O: about twice the IOPS). Larger requests go to the
+ * pool, where the copy runs beside the event loop (1 MiB writes: about 10% faster than inline).
  */
-const SYNC_IO_MAX_BYTES = 4 * 1024 * 1024;
+const SYNC_IO_MAX_BYTES = 128 * 1024;
 
 interface PlacedMember extends OpenMember {
   firstBlock: number;
