@@ -258,10 +258,14 @@ export class LocalVolume implements BlockDevice {
     const crcs = new Uint32Array(count);
     crc32cBlocks(blocks, B, crcs);
     const metadata = this.host.metadata;
+    // One journal record per physically contiguous run (usually one per request).
     let firstSeq = 0;
-    for (let i = 0; i < count; i++) {
-      const seq = metadata.recordMap(this.headLayer, first + i, targets[i] + FIRST_PHYSICAL, crcs[i]);
-      if (i === 0) firstSeq = seq;
+    let lastSeq = 0;
+    for (let start = 0, i = 1; i <= count; i++) {
+      if (i < count && targets[i] === targets[i - 1] + 1) continue;
+      lastSeq = metadata.recordRun(this.headLayer, first + start, targets[start] + FIRST_PHYSICAL, crcs.subarray(start, i));
+      if (start === 0) firstSeq = lastSeq;
+      start = i;
     }
     this.host.writeStarted(firstSeq);
     try {
@@ -274,9 +278,8 @@ export class LocalVolume implements BlockDevice {
     }
     for (let i = 0; i < count; i++) {
       const old = head.set(first + i, targets[i] + FIRST_PHYSICAL, crcs[i]);
-      if (old >= FIRST_PHYSICAL && old !== targets[i] + FIRST_PHYSICAL) {
-        this.pool.allocator.freeAfterSync(old - FIRST_PHYSICAL, firstSeq + i);
-      }
+      // Reusable once the last record of this write is durable (each block's own one is no later).
+      if (old >= FIRST_PHYSICAL && old !== targets[i] + FIRST_PHYSICAL) this.pool.allocator.freeAfterSync(old - FIRST_PHYSICAL, lastSeq);
     }
     this.host.writeFinished(firstSeq);
   }

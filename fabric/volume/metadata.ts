@@ -3,6 +3,7 @@
 // number the data behind the changes is known to be on disk (see "recovery" in local-engine.ts).
 
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { crc32 } from 'zlib';
 import { Journal } from '../store/journal';
@@ -14,7 +15,10 @@ const CHECKPOINT_MAGIC = 'WEFTCKP1';
 const REC_MAP = 1;
 const REC_SYNC = 2;
 const REC_CATALOG = 3;
+const REC_RUN = 4;
 const MAP_RECORD_BYTES = 17;
+const RUN_HEADER_BYTES = 17;
+const LITTLE_ENDIAN = os.endianness() === 'LE';
 
 /** A map change whose data may not have reached the disk before a crash. */
 export interface UnsyncedChange {
@@ -92,6 +96,23 @@ export class Metadata {
     return ++this.seq;
   }
 
+  /**
+   * Appends a run of map changes: blocks firstBlock.. get values firstValue.. (consecutive physical
+   * blocks) with the given checksums. One record and one sequence number for the whole run.
+   */
+  recordRun(layer: number, firstBlock: number, firstValue: number, crcs: Uint32Array): number {
+    const { buf, pos } = this.journal.reserve(RUN_HEADER_BYTES + crcs.length * 4);
+    buf[pos] = REC_RUN;
+    buf.writeUInt32LE(layer, pos + 1);
+    buf.writeUInt32LE(firstBlock, pos + 5);
+    buf.writeUInt32LE(crcs.length, pos + 9);
+    buf.writeUInt32LE(firstValue, pos + 13);
+    const at = pos + RUN_HEADER_BYTES;
+    if (LITTLE_ENDIAN) Buffer.from(crcs.buffer, crcs.byteOffset, crcs.byteLength).copy(buf, at);
+    else for (let i = 0; i < crcs.length; i++) buf.writeUInt32LE(crcs[i], at + i * 4);
+    return ++this.seq;
+  }
+
   /** Appends the current catalog (after a control operation changed it). */
   recordCatalog(): number {
     const json = Buffer.from(JSON.stringify(this.catalog));
@@ -150,16 +171,20 @@ export class Metadata {
       while (pos < frame.length) {
         const type = frame[pos];
         if (type === REC_MAP) {
+          const seq = ++this.seq;
           const layer = frame.readUInt32LE(pos + 1);
-          const block = frame.readUInt32LE(pos + 5);
-          const value = frame.readUInt32LE(pos + 9);
-          const crc = frame.readUInt32LE(pos + 13);
-          const map = this.mapOf(layer);
-          const previousValue = map.value(block);
-          const previousCrc = map.crc(block);
-          map.set(block, value, crc);
-          unsynced.push({ seq: ++this.seq, layer, block, previousValue, previousCrc, value, crc });
+          this.replayChange(unsynced, seq, layer, frame.readUInt32LE(pos + 5), frame.readUInt32LE(pos + 9), frame.readUInt32LE(pos + 13));
           pos += MAP_RECORD_BYTES;
+        } else if (type === REC_RUN) {
+          const seq = ++this.seq;
+          const layer = frame.readUInt32LE(pos + 1);
+          const firstBlock = frame.readUInt32LE(pos + 5);
+          const count = frame.readUInt32LE(pos + 9);
+          const firstValue = frame.readUInt32LE(pos + 13);
+          for (let i = 0; i < count; i++) {
+            this.replayChange(unsynced, seq, layer, firstBlock + i, firstValue + i, frame.readUInt32LE(pos + RUN_HEADER_BYTES + i * 4));
+          }
+          pos += RUN_HEADER_BYTES + count * 4;
         } else if (type === REC_SYNC) {
           const upTo = frame.readUInt32LE(pos + 1);
           unsynced = unsynced.filter((c) => c.seq > upTo);
@@ -179,6 +204,14 @@ export class Metadata {
     }
     this.dropMapsOfRemovedLayers();
     return unsynced;
+  }
+
+  private replayChange(unsynced: UnsyncedChange[], seq: number, layer: number, block: number, value: number, crc: number): void {
+    const map = this.mapOf(layer);
+    const previousValue = map.value(block);
+    const previousCrc = map.crc(block);
+    map.set(block, value, crc);
+    unsynced.push({ seq, layer, block, previousValue, previousCrc, value, crc });
   }
 
   private dropMapsOfRemovedLayers(): void {

@@ -5,8 +5,13 @@
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 
-export const CRASH_VOLUME_BYTES = 8 * 1024 * 1024;
+export const CRASH_VOLUME_BYTES = 16 * 1024 * 1024;
 const BLOCK = 4096;
+/**
+ * Blocks per write, alternating by round: single blocks go through the synchronous path, 256 KiB
+ * writes through the thread pool, where a kill often lands between the journal and the data.
+ */
+const BLOCKS_PER_WRITE = [1, 64];
 
 export function stampedBlock(round: number, block: number): Buffer {
   const buf = Buffer.alloc(BLOCK, (round * 31 + block) & 0xff);
@@ -22,10 +27,12 @@ async function main(): Promise<void> {
   const device = engine.open('crash');
   const blocks = CRASH_VOLUME_BYTES / BLOCK;
   for (let round = Number(process.argv[4] ?? 1); ; round++) {
-    const order = [...Array(blocks).keys()].sort(() => Math.random() - 0.5);
+    const perWrite = BLOCKS_PER_WRITE[round % BLOCKS_PER_WRITE.length];
+    const order = [...Array(blocks / perWrite).keys()].sort(() => Math.random() - 0.5);
     const inflight = new Set<Promise<void>>();
-    for (const block of order) {
-      const write: Promise<void> = device.write(block * BLOCK, stampedBlock(round, block), false).then(() => {
+    for (const group of order) {
+      const data = Buffer.concat(Array.from({ length: perWrite }, (_, i) => stampedBlock(round, group * perWrite + i)));
+      const write: Promise<void> = device.write(group * perWrite * BLOCK, data, false).then(() => {
         inflight.delete(write);
       });
       inflight.add(write);

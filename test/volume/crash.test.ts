@@ -28,7 +28,7 @@ function runAndKill(startRound: number): Promise<number> {
     child.stderr.on('data', (d) => (stderr += d));
     child.stdout.on('data', (d: Buffer) => {
       for (const m of d.toString().matchAll(/FLUSHED (\d+)/g)) lastFlushed = Number(m[1]);
-      killTimer ??= setTimeout(() => child.kill('SIGKILL'), 20 + Math.random() * 400);
+      killTimer ??= setTimeout(() => child.kill('SIGKILL'), 10 + Math.random() * 300);
     });
     child.on('exit', (_code, signal) => {
       if (killTimer) clearTimeout(killTimer);
@@ -40,7 +40,7 @@ function runAndKill(startRound: number): Promise<number> {
 
 test('acknowledged writes survive repeated kill -9 and recovery leaves a consistent volume', async () => {
   let round = 1;
-  for (let crash = 0; crash < 5; crash++) {
+  for (let crash = 0; crash < 8; crash++) {
     const flushed = await runAndKill(round);
     expect(flushed).toBeGreaterThanOrEqual(round);
 
