@@ -27,7 +27,7 @@ describe('weft --help', () => {
 
 describe('usage errors exit 2 with one line', () => {
   it.concurrent.each([
-    [[], /^weft: missing command: weft takes one of volume, snapshot, pool, node/],
+    [[], /^weft: missing command: weft takes one of volume, snapshot, pool, attachment, node, nomad/],
     [['volume'], /^weft: missing command: weft volume takes one of create, list, show, resize, delete, verify, revert/],
     [['volume', 'frobnicate'], /^weft: unknown command 'frobnicate'/],
     [['volum'], /^weft: unknown command 'volum' \(Did you mean volume\?\)$/],
