@@ -203,6 +203,10 @@ export class LocalVolume implements BlockDevice {
         runPhysical = physical;
         runLength = 1;
       } else {
+        // A hole ends the run even if the next block is physically adjacent to it: the run's
+        // data goes to consecutive slots, and this slot reads as zeroes.
+        if (runLength > 0) reads.push(this.pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
+        runLength = 0;
         buf.fill(0, i * B, (i + 1) * B);
       }
     }

@@ -210,6 +210,19 @@ describe('trim, zeroes and allocation status', () => {
     expect(usedBytes(e)).toBe(MiB);
   });
 
+  test('a hole between two physically adjacent blocks reads as zeroes, and the block after it as written', async () => {
+    // Blocks 0 and 2 are written one after the other, so the allocator puts them side by side on
+    // disk; block 1 stays a hole. One read across all three must not treat them as one disk run.
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: MiB });
+    await writeFill(e, 'v1', 0, 4096, 0xaa);
+    await writeFill(e, 'v1', 2 * 4096, 4096, 0xbb);
+    const data = await readAll(e, 'v1', 0, 3 * 4096);
+    expect(data.subarray(0, 4096).every((b) => b === 0xaa)).toBe(true);
+    expect(data.subarray(4096, 2 * 4096).every((b) => b === 0)).toBe(true);
+    expect(data.subarray(2 * 4096).every((b) => b === 0xbb)).toBe(true);
+  });
+
   test('trim in a clone hides the snapshot data without touching it', async () => {
     const e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: MiB });
