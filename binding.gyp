@@ -4,6 +4,11 @@
       "target_name": "weft_native",
       "sources": ["fabric/store/native/crc32c.c"],
       "cflags": ["-O3"]
+    },
+    {
+      "target_name": "weft_loop",
+      "sources": ["adapters/csi/attach/native/loop-size.c"],
+      "cflags": ["-O2"]
     }
   ]
 }

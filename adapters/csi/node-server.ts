@@ -102,7 +102,7 @@ export class NodeServer {
     const stagingPath = requirePath('staging_target_path', request.staging_target_path);
     const capability = supported(requireCapability('volume_capability', request.volume_capability));
     return this.inFlight.run(volume, async () => {
-      await this.requireVolume(volume);
+      const info = await this.requireVolume(volume);
       const wanted = stagedState(volume, stagingPath, capability);
       const current = this.state.get(volume);
       if (current?.phase === 'staged') {
@@ -112,7 +112,7 @@ export class NodeServer {
       }
       // Broken, or left half done by a crash: undo it, then stage from the start.
       if (current) await this.teardown(current);
-      await this.stageVolume(wanted);
+      await this.stageVolume(wanted, info.sizeBytes);
       return {};
     });
   }
@@ -122,10 +122,11 @@ export class NodeServer {
    * a volume restored or cloned into a larger size, or expanded while not staged, gets its space
    * here, as the spec wants before NodePublishVolume. Undoes it all if a step fails.
    */
-  private async stageVolume(state: VolumeState): Promise<void> {
+  private async stageVolume(state: VolumeState, sizeBytes: number): Promise<void> {
     this.state.put(state);
     try {
-      state.attachment = await this.attacher.attach(state.volume, this.nbdUri(state.volume), this.state.workDir(state.volume));
+      const request = { volume: state.volume, nbdUri: this.nbdUri(state.volume), sizeBytes };
+      state.attachment = await this.attacher.attach(request, this.state.workDir(state.volume));
       this.state.put(state);
       if (state.access === 'mount') {
         await this.tools.formatIfBlank(state.attachment.devicePath, filesystemOf(state));
@@ -160,11 +161,17 @@ export class NodeServer {
     });
   }
 
-  /** Mounts the attached device at the staging path and grows its filesystem to the device's size. */
+  /**
+   * Mounts the attached device at the staging path, its filesystem grown to the device's size:
+   * ext4 before the mount (growing it mounted needs CAP_SYS_RESOURCE, which a container may lack),
+   * xfs after (it grows only while mounted).
+   */
   private async mountStaged(state: VolumeState): Promise<void> {
     const { devicePath } = state.attachment!;
-    await this.tools.mountDevice(devicePath, state.stagingPath, filesystemOf(state), mountOptions(state));
-    await this.tools.growFilesystem(devicePath, state.stagingPath, filesystemOf(state));
+    const fsType = filesystemOf(state);
+    if (fsType === 'ext4') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);
+    await this.tools.mountDevice(devicePath, state.stagingPath, fsType, mountOptions(state));
+    if (fsType === 'xfs') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);
   }
 
   /** Undoes whatever part of a stage (and its publications) exists; ends with no state file. */
@@ -301,11 +308,11 @@ export class NodeServer {
   }
 
   /**
-   * Grows the filesystem to the volume's size. An NBD client learns a new size only when it
-   * connects, so a device smaller than the volume is reattached first, which needs every mount of
-   * it gone: possible while the volume is only staged; while it is published, FAILED_PRECONDITION
-   * (as the spec says for a volume that cannot grow while in use), and the filesystem grows at the
-   * next NodeStageVolume instead.
+   * Grows the device to the volume's size, then the filesystem on it, while mounted and in use.
+   * Where the attach method cannot grow a device online (kernel NBD: the size is fixed when it
+   * connects), the device is reattached instead, which needs every mount of it gone: possible while
+   * the volume is only staged; while it is published, FAILED_PRECONDITION (as the spec says for a
+   * volume that cannot grow while in use), and the filesystem grows at the next NodeStageVolume.
    */
   private async expand(request: csi.NodeExpandVolumeRequest): Promise<object> {
     const volume = requireString('volume_id', request.volume_id);
@@ -321,7 +328,9 @@ export class NodeServer {
       if (range.required_bytes > info.sizeBytes) {
         throw outOfRange(`volume ${volume} is ${info.sizeBytes} bytes, less than the ${range.required_bytes} asked for; ControllerExpandVolume first`);
       }
-      if ((await this.tools.deviceSizeBytes(state.attachment.devicePath)) < info.sizeBytes) await this.reconnect(state);
+      if ((await this.tools.deviceSizeBytes(state.attachment.devicePath)) < info.sizeBytes) {
+        if (!(await this.attacher.growOnline(state.attachment, info.sizeBytes))) await this.reconnect(state, info.sizeBytes);
+      }
       if (state.access === 'mount') await this.tools.growFilesystem(state.attachment.devicePath, state.stagingPath, filesystemOf(state));
       this.logger.info({ volume, sizeBytes: info.sizeBytes }, 'volume expanded on the node');
       return { capacity_bytes: info.sizeBytes };
@@ -329,7 +338,7 @@ export class NodeServer {
   }
 
   /** Reattaches a staged, unpublished volume (its device then has the volume's current size). */
-  private async reconnect(state: VolumeState): Promise<void> {
+  private async reconnect(state: VolumeState, sizeBytes: number): Promise<void> {
     if (state.publications.length > 0) {
       throw failedPrecondition(
         `volume ${state.volume} is published at ${state.publications.map((p) => p.targetPath).join(', ')}: its ${this.attacher.method} device ` +
@@ -339,7 +348,7 @@ export class NodeServer {
     state.phase = 'attaching';
     this.state.put(state);
     await this.tools.unmount(state.stagingPath);
-    state.attachment = await this.attacher.reattach({ ...state.attachment!, nbdUri: this.nbdUri(state.volume) });
+    state.attachment = await this.attacher.reattach({ ...state.attachment!, nbdUri: this.nbdUri(state.volume) }, sizeBytes);
     this.state.put(state);
     if (state.access === 'mount') await this.mountStaged(state);
     state.phase = 'staged';

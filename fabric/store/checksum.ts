@@ -1,8 +1,7 @@
 // Block checksums: CRC-32C computed by the native module (fabric/store/native/crc32c.c), which
 // uses the CPU's CRC instruction. One call checksums every block of a buffer.
 
-import * as fs from 'fs';
-import * as path from 'path';
+import { loadNativeModule } from '../native';
 
 interface NativeChecksums {
   crc32c(data: Uint8Array): number;
@@ -10,16 +9,7 @@ interface NativeChecksums {
   hardware(): boolean;
 }
 
-function loadNative(): NativeChecksums {
-  // Compiled code runs from dist/fabric/store, sources from fabric/store: look upwards for build/.
-  for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
-    const candidate = path.join(dir, 'build', 'Release', 'weft_native.node');
-    if (fs.existsSync(candidate)) return require(candidate) as NativeChecksums;
-  }
-  throw new Error('the native checksum module is not built: run `npm run build`');
-}
-
-const native = loadNative();
+const native = loadNativeModule<NativeChecksums>('weft_native');
 
 /** CRC-32C of a whole buffer. */
 export const crc32c: (data: Uint8Array) => number = native.crc32c;

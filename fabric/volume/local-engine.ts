@@ -15,6 +15,7 @@ import { Metadata, UnsyncedChange } from './metadata';
 import { LocalVolume, VolumeHost } from './local-volume';
 import {
   BLOCK_BYTES,
+  MAX_VOLUME_BYTES,
   CloneVolumeRequest,
   CreateVolumeRequest,
   OpenDevice,
@@ -579,7 +580,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       throw invalidArgument(`size must be a positive number of bytes, got ${sizeBytes}`);
     }
     const rounded = Math.ceil(sizeBytes / BLOCK_BYTES) * BLOCK_BYTES;
-    if (rounded / BLOCK_BYTES > 0xfffffff0) throw invalidArgument(`size ${sizeBytes} is larger than a volume can be (16 TiB)`);
+    if (rounded > MAX_VOLUME_BYTES) throw invalidArgument(`size ${sizeBytes} is larger than a volume can be (16 TiB)`);
     return rounded;
   }
 

@@ -5,6 +5,8 @@ import type { BlockDevice } from './block-device';
 
 /** Data is checksummed, allocated and addressed in blocks of this size. */
 export const BLOCK_BYTES = 4096;
+/** The largest volume: block numbers stay clear of the block map's reserved values. */
+export const MAX_VOLUME_BYTES = 0xfffffff0 * BLOCK_BYTES;
 
 export interface VolumeInfo {
   name: string;

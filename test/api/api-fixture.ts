@@ -2,7 +2,6 @@
 // ApiServer over it on 127.0.0.1 (port 0). stop() closes both and removes the dir.
 
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
@@ -43,15 +42,6 @@ export async function startApiFixture(): Promise<ApiFixture> {
     fs.rmSync(dataDir, { recursive: true, force: true });
   };
   return { engine, endpoint: `127.0.0.1:${port}`, port, dataDir, node, stop };
-}
-
-/** A port that was free a moment ago: bound to 0, then released. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** Writes one block of data into a volume through the engine's I/O path, durably. */

@@ -3,7 +3,7 @@
 
 import { status } from '@grpc/grpc-js';
 import { unreachableReason, WeftApiError, WeftClient } from '../../fabric/api/client';
-import { freePort } from './api-fixture';
+import { freePort } from '../helpers/free-port';
 
 describe('unreachableReason', () => {
   it.each([

@@ -1,7 +1,7 @@
 // Tests of the `weft` process where no weftd is needed: help on every command, usage errors
 // (exit 2) and an unreachable endpoint (exit 1), each failure as one "weft: <reason>" line.
 
-import { freePort } from '../api/api-fixture';
+import { freePort } from '../helpers/free-port';
 import { errorLines, runWeft } from './run-weft';
 
 const COMMANDS = [

@@ -3,23 +3,15 @@
 
 import { spawn } from 'node:child_process';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as path from 'path';
 import { status } from '@grpc/grpc-js';
 import { WeftApiError, WeftClient } from '../../fabric/api/client';
 import { BLOCK_WRITER, CsiClient, MOUNT_WRITER } from '../helpers/csi-client';
 import { expectNoLeftovers, forceCleanup, leftoversUnder } from '../helpers/mounts';
+import { freePort } from '../helpers/free-port';
 import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
 afterAll(cleanupAll);
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function poolArg(): string {
   return `default:${makeTempDir('weft-pool-')}:256MiB`;

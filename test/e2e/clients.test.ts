@@ -4,6 +4,8 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { MAX_VOLUME_BYTES } from '../../fabric/volume/types';
+import { ERR, RawNbdClient } from '../helpers/nbd-raw-client';
 import { cleanupAll, makeTempDir, run, RunResult, startWeftd, WeftdHandle } from '../helpers/weftd';
 
 let weftd: WeftdHandle;
@@ -65,6 +67,32 @@ test('nbdinfo shows size, flags and block sizes; snapshots are listed and read-o
   expect(snap.is_read_only).toBe(true);
   const write = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', weftd.nbdUri('info@first')]);
   expect(write.code).not.toBe(0);
+});
+
+test('VOL~growable: one connection keeps working while the volume grows under it', async () => {
+  const MiB = 1024 * 1024;
+  await createVolume('grows', '1MiB');
+  const size = await ok(run('nbdinfo', ['--size', weftd.nbdUri('grows~growable')]));
+  expect(Number(size.stdout.trim())).toBe(MAX_VOLUME_BYTES);
+  const { client } = await RawNbdClient.open(weftd.nbdPort, 'grows~growable');
+  try {
+    expect(await client.write(0, Buffer.alloc(4096, 0x61))).toBe(0);
+    expect(await client.write(MiB, Buffer.alloc(4096, 0x62))).toBe(ERR.ENOSPC); // past the volume's end
+    const across = await client.readData(MiB - 4096, 8192); // the last block, then past the end
+    expect(across.subarray(0, 4096).every((b) => b === 0)).toBe(true);
+    expect(across.subarray(4096).every((b) => b === 0)).toBe(true);
+
+    await ok(weftd.weft(['volume', 'resize', 'grows', '--size', '2MiB']));
+    expect(await client.write(MiB, Buffer.alloc(4096, 0x62))).toBe(0); // same connection, new space
+    expect((await client.readData(MiB, 4096)).every((b) => b === 0x62)).toBe(true);
+  } finally {
+    client.destroy();
+  }
+  await ok(qemuIo(weftd.nbdUri('grows'), 'read -P 0x61 0 4k', 'read -P 0x62 1M 4k', 'read -P 0 1028k 1020k'));
+  const list = (await ok(run('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${weftd.nbdPort}`]))).stdout;
+  expect(JSON.parse(list).exports.map((e: { 'export-name': string }) => e['export-name'])).not.toContain('grows~growable');
+  await ok(weftd.weft(['snapshot', 'create', 'grows', 's1']));
+  expect((await run('nbdinfo', ['--size', weftd.nbdUri('grows@s1~growable')])).code).not.toBe(0); // snapshots do not grow
 });
 
 test('nbdcopy of 64 MiB of random data in and out is byte-identical', async () => {

@@ -20,20 +20,32 @@ export interface Attachment {
   details: Record<string, string>;
 }
 
+/** What to attach: a volume, the NBD URI weftd serves it at, and its size now. */
+export interface AttachRequest {
+  volume: string;
+  nbdUri: string;
+  sizeBytes: number;
+}
+
 export interface Attacher {
   readonly method: AttachMethod;
   /** Connects the volume and returns its block device. workDir is private to this attachment. */
-  attach(volume: string, nbdUri: string, workDir: string): Promise<Attachment>;
+  attach(request: AttachRequest, workDir: string): Promise<Attachment>;
   /** Undoes attach(); succeeds if it is already (partly) undone. */
   detach(attachment: Attachment): Promise<void>;
   /** True if the device still works (its NBD connection and helper processes are alive). */
   isHealthy(attachment: Attachment): Promise<boolean>;
   /**
    * Detaches what is left of the attachment and attaches the same volume again in the same work dir.
-   * For an unhealthy attachment, and for a resized volume: an NBD client learns the size only when
-   * it connects. Whatever is mounted on the device must be unmounted first.
+   * Whatever is mounted on the device must be unmounted first.
    */
-  reattach(attachment: Attachment): Promise<Attachment>;
+  reattach(attachment: Attachment, sizeBytes: number): Promise<Attachment>;
+  /**
+   * Makes the attached device show the volume's new size while it stays attached (and mounted).
+   * Resolves false where the method cannot (an NBD client learns the size only when it connects):
+   * then only reattach() shows it.
+   */
+  growOnline(attachment: Attachment, sizeBytes: number): Promise<boolean>;
 }
 
 /** Whether an attach method can work on this node, and why or why not (for the log). */

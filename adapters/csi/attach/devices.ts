@@ -1,19 +1,28 @@
-// Block devices on this node: loop devices over a file (set up with direct I/O, found again by their
-// backing file, told to re-read its size, detached) and the size of any block device.
+// Block devices on this node: loop devices over a file (set up with direct I/O and a size limit,
+// found again by their backing file, grown, detached) and the size of any block device.
 
+import { loadNativeModule } from '../../../fabric/native';
 import { runTool } from './exec';
+
+interface NativeLoop {
+  setLoopSizeLimit(device: string, bytes: number): void;
+}
 
 interface LosetupList {
   loopdevices?: { name: string; 'back-file': string | null }[];
 }
 
-export function isLoopDevice(device: string): boolean {
-  return /^\/dev\/loop\d+$/.test(device);
+/**
+ * A new loop device over the first sizeBytes of file; direct I/O avoids caching every block twice
+ * (loop and file).
+ */
+export async function attachLoop(file: string, sizeBytes: number): Promise<string> {
+  return (await runTool('losetup', ['--find', '--show', '--direct-io=on', '--sizelimit', String(sizeBytes), file])).trim();
 }
 
-/** A new loop device over file; direct I/O avoids caching every block twice (loop and file). */
-export async function attachLoop(file: string): Promise<string> {
-  return (await runTool('losetup', ['--find', '--show', '--direct-io=on', file])).trim();
+/** Sets how much of its file a bound loop device shows; allowed while it is mounted (online growth). */
+export async function setLoopSizeLimit(device: string, sizeBytes: number): Promise<void> {
+  loadNativeModule<NativeLoop>('weft_loop').setLoopSizeLimit(device, sizeBytes);
 }
 
 /** The loop devices whose backing file is this path (normally one, or none). */
@@ -25,11 +34,6 @@ export async function loopsBackedBy(file: string): Promise<string[]> {
 
 export async function detachLoop(device: string): Promise<void> {
   await runTool('losetup', ['--detach', device]);
-}
-
-/** Makes a loop device take the current size of its backing file. */
-export async function refreshLoopCapacity(device: string): Promise<void> {
-  await runTool('losetup', ['--set-capacity', device]);
 }
 
 export async function deviceSizeBytes(device: string): Promise<number> {

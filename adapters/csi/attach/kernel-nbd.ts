@@ -1,5 +1,5 @@
 // Attach with the kernel's NBD driver: nbd-client connects a free /dev/nbdX to the reconnecting relay
-// and exits (netlink: the kernel keeps the socket). Used only where the nbd module and nbd-client exist.
+// (a daemonized nbdkit) and exits, the kernel keeping the socket. Only where the nbd module exists.
 //
 // Not testable on machines without the nbd module (such as the CI machines): only the arguments it
 // passes to nbd-client are unit-tested. nbd-client's flags are those of its manual page (nbd 3.24):
@@ -10,10 +10,11 @@ import fs from 'node:fs';
 import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { WeftError } from '../../../fabric/errors';
-import { workDirOf, type Attacher, type Attachment, type MethodSupport } from './attacher';
+import { workDirOf, type AttachRequest, type Attacher, type Attachment, type MethodSupport } from './attacher';
 import { commandExists, missingCommands, probeTool, runTool } from './exec';
+import { assertNotMounted } from './mount';
 import { isHelperAlive } from './processes';
-import { RECONNECT_WINDOW_S, RELAY_SOCKET, relayIdentity, startRelay, stopRelay } from './relay';
+import { RECONNECT_WINDOW_S, RELAY_SOCKET, relayDaemonIdentity, startRelayDaemon, stopRelayDaemon } from './relay';
 import { attachInWorkDir, removeRecord, type WorkDirSteps } from './work-dir';
 
 /** Written before nbd-client runs, so that a crash right after it still leaves the device findable. */
@@ -58,8 +59,8 @@ export class KernelNbdAttacher implements Attacher, WorkDirSteps {
   /** Attaches pick a free device, so they run one at a time. */
   private queue: Promise<unknown> = Promise.resolve();
 
-  attach(volume: string, nbdUri: string, workDir: string): Promise<Attachment> {
-    const attached = this.queue.then(() => attachInWorkDir(this, volume, nbdUri, workDir));
+  attach(request: AttachRequest, workDir: string): Promise<Attachment> {
+    const attached = this.queue.then(() => attachInWorkDir(this, request, workDir));
     this.queue = attached.catch(() => undefined);
     return attached;
   }
@@ -68,19 +69,24 @@ export class KernelNbdAttacher implements Attacher, WorkDirSteps {
     return this.teardown(workDirOf(attachment));
   }
 
-  async reattach(attachment: Attachment): Promise<Attachment> {
+  async reattach(attachment: Attachment, sizeBytes: number): Promise<Attachment> {
     await this.detach(attachment);
-    return this.attach(attachment.volume, attachment.nbdUri, workDirOf(attachment));
+    return this.attach({ volume: attachment.volume, nbdUri: attachment.nbdUri, sizeBytes }, workDirOf(attachment));
+  }
+
+  /** The kernel device has the size the export had when nbd-client connected. */
+  async growOnline(): Promise<boolean> {
+    return false;
   }
 
   async isHealthy(attachment: Attachment): Promise<boolean> {
     const workDir = workDirOf(attachment);
-    const relay = await isHelperAlive(Number(attachment.details.relayPid), relayIdentity(workDir));
+    const relay = await isHelperAlive(Number(attachment.details.relayPid), relayDaemonIdentity(workDir));
     return relay && (await isConnected(attachment.devicePath));
   }
 
-  async connect(volume: string, nbdUri: string, workDir: string): Promise<Attachment> {
-    const relayPid = await startRelay(workDir, nbdUri, READY_TIMEOUT_MS);
+  async connect({ volume, nbdUri }: AttachRequest, workDir: string): Promise<Attachment> {
+    const relayPid = await startRelayDaemon(workDir, nbdUri, READY_TIMEOUT_MS);
     const device = await freeNbdDevice();
     await writeFile(path.join(workDir, DEVICE_FILE), device);
     const args = nbdClientConnectArgs({ socket: RELAY_SOCKET, device, exportName: volume, blockSizeBytes: BLOCK_SIZE_BYTES, timeoutS: REQUEST_TIMEOUT_S });
@@ -92,8 +98,11 @@ export class KernelNbdAttacher implements Attacher, WorkDirSteps {
     await removeRecord(workDir);
     const deviceFile = path.join(workDir, DEVICE_FILE);
     const device = (await readFile(deviceFile, 'utf8').catch(() => '')).trim();
-    if (device && (await isConnected(device))) await runTool('nbd-client', ['-d', device]);
-    await stopRelay(workDir);
+    if (device && (await isConnected(device))) {
+      await assertNotMounted(device);
+      await runTool('nbd-client', ['-d', device]);
+    }
+    await stopRelayDaemon(workDir);
     await rm(deviceFile, { force: true });
   }
 }

@@ -1,12 +1,11 @@
 // Filesystems on attached volumes: format only what is blank, mount, bind-mount (read-only when asked),
 // unmount, grow after a resize and report usage. Each step is safe to repeat, as CSI retries them.
 
-import fs from 'node:fs';
-import { mkdir, stat, statfs } from 'node:fs/promises';
+import { mkdir, open, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition } from '../../../fabric/errors';
-import { isLoopDevice, refreshLoopCapacity } from './devices';
+import { deviceSizeBytes } from './devices';
 import { probeTool, runTool, ToolError } from './exec';
 
 export type FsType = 'ext4' | 'xfs';
@@ -22,12 +21,16 @@ export interface FilesystemStats {
 
 const UNMOUNT_ATTEMPTS = 10;
 const UNMOUNT_RETRY_MS = 200;
+const PROBE_BYTES = 1024 * 1024;
+/** mkfs, fsck and resize of a large filesystem take a while. */
+const SLOW_TOOL_TIMEOUT_MS = 300_000;
 
 /** Formats device with fsType if it holds nothing; never formats over anything. */
 export async function formatIfBlank(device: string, fsType: FsType): Promise<void> {
   const signature = await probeSignature(device);
   if (signature === undefined) {
-    await runTool(`mkfs.${fsType}`, fsType === 'ext4' ? ['-q', '-F', device] : ['-q', device], { timeoutMs: 300_000 });
+    await assertReadable(device);
+    await runTool(`mkfs.${fsType}`, fsType === 'ext4' ? ['-q', '-F', device] : ['-q', device], { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
     return;
   }
   if (signature.TYPE === fsType) return;
@@ -43,6 +46,20 @@ async function probeSignature(device: string): Promise<Record<string, string> | 
   if (result.exitCode !== 0) throw new ToolError('blkid', args, result);
   const pairs = result.stdout.split('\n').filter((line) => line.includes('='));
   return Object.fromEntries(pairs.map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
+}
+
+/**
+ * blkid also finds "nothing" where it could not read: read the start of the device (where ext4 and
+ * xfs keep their superblocks) ourselves before trusting that, so that an I/O error never leads to
+ * formatting over data.
+ */
+async function assertReadable(device: string): Promise<void> {
+  const file = await open(device, 'r');
+  try {
+    await file.read(Buffer.alloc(PROBE_BYTES), 0, PROBE_BYTES, 0);
+  } finally {
+    await file.close();
+  }
 }
 
 /** Mounts device at target (created if missing); a no-op if device is already mounted there. */
@@ -77,7 +94,7 @@ async function createTargetLike(source: string, target: string): Promise<void> {
     return;
   }
   await mkdir(path.dirname(target), { recursive: true });
-  fs.closeSync(fs.openSync(target, 'a'));
+  await (await open(target, 'a')).close();
 }
 
 async function checkReadOnly(target: string, readOnly: boolean): Promise<void> {
@@ -115,6 +132,12 @@ export async function mountPointOf(device: string): Promise<string | undefined> 
   return findmnt(['--source', device, '--output', 'TARGET']);
 }
 
+/** Detaching a device that still holds a mounted filesystem would break or defer it: refuse. */
+export async function assertNotMounted(device: string): Promise<void> {
+  const mountPoint = await mountPointOf(device);
+  if (mountPoint !== undefined) throw failedPrecondition(`${device} is still mounted at ${mountPoint}: unmount it before detaching`);
+}
+
 /** The last line findmnt prints (the top of stacked mounts), or undefined if it finds nothing. */
 async function findmnt(args: string[]): Promise<string | undefined> {
   const fullArgs = ['--noheadings', ...args];
@@ -124,11 +147,46 @@ async function findmnt(args: string[]): Promise<string | undefined> {
   return result.stdout.trim().split('\n').pop()?.trim();
 }
 
-/** Grows the filesystem on device (mounted at mountPath) to the device's size, online. */
+/**
+ * Grows the filesystem on device to the device's size: online if it is mounted at mountPath, else
+ * offline (ext4 only: xfs grows only while mounted). Online ext4 growth needs CAP_SYS_RESOURCE.
+ */
 export async function growFilesystem(device: string, mountPath: string, fsType: FsType): Promise<void> {
-  if (isLoopDevice(device)) await refreshLoopCapacity(device); // a loop device keeps its old size otherwise
-  if (fsType === 'ext4') await runTool('resize2fs', [device], { timeoutMs: 300_000 });
-  else await runTool('xfs_growfs', ['-d', mountPath], { timeoutMs: 300_000 });
+  const mounted = (await mountSource(mountPath)) === device;
+  if (fsType === 'xfs') {
+    if (!mounted) throw failedPrecondition(`xfs on ${device} grows only while mounted, and ${mountPath} is not its mount`);
+    await runTool('xfs_growfs', ['-d', mountPath], { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
+  } else if (mounted) {
+    await growMountedExt4(device);
+  } else if ((await ext4SizeBytes(device)) < (await deviceSizeBytes(device))) {
+    await checkExt4(device); // resize2fs insists on a fresh check before an offline resize
+    await runTool('resize2fs', [device], { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
+  }
+}
+
+async function growMountedExt4(device: string): Promise<void> {
+  try {
+    await runTool('resize2fs', [device], { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
+  } catch (error) {
+    if (!(error instanceof ToolError && error.result.stderr.includes('Permission denied'))) throw error;
+    throw failedPrecondition(
+      `online growth of ext4 on ${device} was refused: it needs CAP_SYS_RESOURCE, which weftd lacks here; ` +
+        'grow it while unmounted instead (unstage and stage the volume again)',
+    );
+  }
+}
+
+/** e2fsck -f -p: exit 0 (clean) or 1 (fixed) is fine; anything else is not. */
+async function checkExt4(device: string): Promise<void> {
+  const args = ['-f', '-p', device];
+  const result = await probeTool('e2fsck', args, { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
+  if (result.exitCode !== 0 && result.exitCode !== 1) throw new ToolError('e2fsck', args, result);
+}
+
+async function ext4SizeBytes(device: string): Promise<number> {
+  const header = await runTool('dumpe2fs', ['-h', device]);
+  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)$`, 'm').exec(header)?.[1]);
+  return field('Block count') * field('Block size');
 }
 
 export async function filesystemStats(target: string): Promise<FilesystemStats> {

@@ -1,25 +1,27 @@
 // Attach without kernel NBD: nbdfuse shows the volume as the file WORKDIR/fuse/nbd, and a loop device
 // (direct I/O) makes that file a block device. nbdfuse talks to weftd through the reconnecting relay.
 //
-// Lifetime: the relay and nbdfuse run detached, in their own session, so that they outlive a weftd
-// restart (the filesystem on the loop device stays mounted all along); only detach() stops them. What
-// they cannot outlive is their cgroup being killed: a systemd unit needs KillMode=process, and a
-// container restart takes them down with it.
+// Lifetime: nbdfuse runs detached, in its own session, with the relay as its subprocess, so that both
+// outlive a weftd restart (the filesystem on the loop device stays mounted all along); only detach()
+// stops them. What they cannot outlive is their cgroup being killed: a systemd unit needs
+// KillMode=process, and a container restart takes them down with it.
 //
-// Size: nbdfuse fixes the file's size when it connects, and a loop device cannot change its backing
-// file while writable, so a device sees a resized volume only after reattach() (unmounted meanwhile).
+// Size: nbdfuse fixes its file's size when it connects, so it connects to the volume's growable
+// export (VOL~growable, a window as large as a volume can be; see fabric/nbd-exports.ts), and the
+// loop device's size limit shows exactly the volume. Growing raises the limit: online, no reconnect.
 
 import fs from 'node:fs';
 import { mkdir, rm, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { failedPrecondition, WeftError } from '../../../fabric/errors';
-import { workDirOf, type Attacher, type Attachment, type MethodSupport } from './attacher';
-import { attachLoop, detachLoop, loopsBackedBy } from './devices';
+import { WeftError } from '../../../fabric/errors';
+import { GROWABLE_SUFFIX } from '../../../fabric/nbd-exports';
+import { workDirOf, type AttachRequest, type Attacher, type Attachment, type MethodSupport } from './attacher';
+import { attachLoop, detachLoop, loopsBackedBy, setLoopSizeLimit } from './devices';
 import { missingCommands } from './exec';
-import { isMountPoint, mountPointOf, unmount } from './mount';
-import { isHelperAlive, readPidFile, startDaemon, stopHelper, waitForHelperExit, type HelperIdentity } from './processes';
-import { RELAY_SOCKET, relayIdentity, startRelay, stopRelay } from './relay';
+import { assertNotMounted, isMountPoint, unmount } from './mount';
+import { childrenNamed, isHelperAlive, readPidFile, startDaemon, stopHelper, waitForHelperExit, type HelperIdentity } from './processes';
+import { relaySubprocessArgs } from './relay';
 import { attachInWorkDir, removeRecord, type WorkDirSteps } from './work-dir';
 
 const FUSE_DIR = 'fuse';
@@ -58,12 +60,12 @@ function layout(workDir: string) {
 }
 
 function nbdfuseIdentity(workDir: string): HelperIdentity {
-  return { name: 'nbdfuse', cwd: workDir };
+  return { name: 'nbdfuse', marker: layout(workDir).fuseDir };
 }
 
 /** nbdfuse's arguments: single-threaded (-s: about 20 times the IOPS of its default), over the relay. */
-export function nbdfuseArgs(fuseDir: string): string[] {
-  return ['-s', '--pidfile', NBDFUSE_PID_FILE, fuseDir, '--unix', RELAY_SOCKET];
+export function nbdfuseArgs(fuseDir: string, pidFile: string, nbdUri: string): string[] {
+  return ['-s', '--pidfile', pidFile, fuseDir, ...relaySubprocessArgs(nbdUri)];
 }
 
 export class NbdFuseLoopAttacher implements Attacher, WorkDirSteps {
@@ -74,50 +76,57 @@ export class NbdFuseLoopAttacher implements Attacher, WorkDirSteps {
     this.options = { ...DEFAULT_OPTIONS, ...options };
   }
 
-  attach(volume: string, nbdUri: string, workDir: string): Promise<Attachment> {
-    return attachInWorkDir(this, volume, nbdUri, workDir);
+  attach(request: AttachRequest, workDir: string): Promise<Attachment> {
+    return attachInWorkDir(this, request, workDir);
   }
 
   detach(attachment: Attachment): Promise<void> {
     return this.teardown(workDirOf(attachment));
   }
 
-  async reattach(attachment: Attachment): Promise<Attachment> {
+  async reattach(attachment: Attachment, sizeBytes: number): Promise<Attachment> {
     await this.detach(attachment);
-    return this.attach(attachment.volume, attachment.nbdUri, workDirOf(attachment));
+    return this.attach({ volume: attachment.volume, nbdUri: attachment.nbdUri, sizeBytes }, workDirOf(attachment));
   }
 
+  async growOnline(attachment: Attachment, sizeBytes: number): Promise<boolean> {
+    await setLoopSizeLimit(attachment.devicePath, sizeBytes);
+    return true;
+  }
+
+  /** nbdfuse and its relay run, nbdfuse's mount is there, and the loop device still reads its file. */
   async isHealthy(attachment: Attachment): Promise<boolean> {
     const workDir = workDirOf(attachment);
     const { fuseDir, backingFile } = layout(workDir);
-    const [relay, nbdfuse, mounted, loops] = await Promise.all([
-      isHelperAlive(Number(attachment.details.relayPid), relayIdentity(workDir)),
-      isHelperAlive(Number(attachment.details.nbdfusePid), nbdfuseIdentity(workDir)),
+    const nbdfusePid = Number(attachment.details.nbdfusePid);
+    const [nbdfuse, relays, mounted, loops] = await Promise.all([
+      isHelperAlive(nbdfusePid, nbdfuseIdentity(workDir)),
+      childrenNamed(nbdfusePid, 'nbdkit'),
       isMountPoint(fuseDir),
       loopsBackedBy(backingFile),
     ]);
-    return relay && nbdfuse && mounted && loops.includes(attachment.devicePath);
+    return nbdfuse && relays.length === 1 && mounted && loops.includes(attachment.devicePath);
   }
 
-  async connect(volume: string, nbdUri: string, workDir: string): Promise<Attachment> {
+  async connect({ volume, nbdUri, sizeBytes }: AttachRequest, workDir: string): Promise<Attachment> {
     const { fuseDir, backingFile, pidFile, logFile } = layout(workDir);
     await mkdir(fuseDir, { recursive: true });
-    const relayPid = await startRelay(workDir, nbdUri, this.options.readyTimeoutMs);
     const nbdfusePid = await startDaemon({
       ...nbdfuseIdentity(workDir),
-      args: nbdfuseArgs(fuseDir),
+      args: nbdfuseArgs(fuseDir, pidFile, `${nbdUri}${GROWABLE_SUFFIX}`),
+      cwd: workDir,
       pidFile,
       logFile,
       readyTimeoutMs: this.options.readyTimeoutMs,
     });
     await this.waitForFile(backingFile);
-    const devicePath = await attachLoop(backingFile);
+    const devicePath = await attachLoop(backingFile, sizeBytes);
     return {
       volume,
       method: this.method,
       devicePath,
       nbdUri,
-      details: { workDir, fuseDir, backingFile, relayPid: String(relayPid), nbdfusePid: String(nbdfusePid) },
+      details: { workDir, fuseDir, backingFile, nbdfusePid: String(nbdfusePid) },
     };
   }
 
@@ -130,19 +139,21 @@ export class NbdFuseLoopAttacher implements Attacher, WorkDirSteps {
     }
   }
 
-  /** Undoes connect() in reverse, each step only if its part exists: loop, FUSE mount, nbdfuse, relay. */
+  /** Undoes connect() in reverse, each step only if its part exists: loop, FUSE mount, nbdfuse (and relay). */
   async teardown(workDir: string): Promise<void> {
     const { fuseDir, backingFile, pidFile, logFile } = layout(workDir);
     await removeRecord(workDir);
-    for (const device of await loopsBackedBy(backingFile)) await detachUnmountedLoop(device);
+    for (const device of await loopsBackedBy(backingFile)) {
+      await assertNotMounted(device);
+      await detachLoop(device);
+    }
     await unmount(fuseDir);
     await this.stopNbdfuse(workDir, pidFile);
-    await stopRelay(workDir);
     await rmdir(fuseDir).catch(unlessMissing);
     for (const file of [pidFile, logFile]) await rm(file, { force: true });
   }
 
-  /** nbdfuse exits by itself once its mount is gone; if it does not, it is stopped. */
+  /** nbdfuse exits by itself once its mount is gone, and the relay with it; if it does not, it is stopped. */
   private async stopNbdfuse(workDir: string, pidFile: string): Promise<void> {
     const pid = await readPidFile(pidFile);
     if (pid === undefined) return;
@@ -153,11 +164,4 @@ export class NbdFuseLoopAttacher implements Attacher, WorkDirSteps {
 
 function unlessMissing(error: NodeJS.ErrnoException): void {
   if (error.code !== 'ENOENT') throw error;
-}
-
-/** Detaching a loop device that still holds a mounted filesystem would only defer it: refuse. */
-async function detachUnmountedLoop(device: string): Promise<void> {
-  const mountPoint = await mountPointOf(device);
-  if (mountPoint !== undefined) throw failedPrecondition(`${device} is still mounted at ${mountPoint}: unmount it before detaching`);
-  await detachLoop(device);
 }

@@ -1,9 +1,9 @@
-// The long-lived helper processes of an attachment (nbdkit relay, nbdfuse): started detached so that
-// they outlive a weftd restart, found again later by pid and checked by name and working directory.
+// The long-lived helper processes of an attachment (nbdfuse, an nbdkit relay): started detached so
+// that they outlive a weftd restart, found again later by pid and checked by name and command line.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { readFile, readlink } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WeftError } from '../../../fabric/errors';
 
@@ -14,12 +14,13 @@ const LOG_TAIL_BYTES = 2000;
 export interface HelperIdentity {
   /** The executable's name as /proc/PID/comm shows it, e.g. "nbdfuse". */
   name: string;
-  /** The working directory it was started in: the attachment's private work dir. */
-  cwd: string;
+  /** A path of this attachment's work dir that is on the helper's command line. */
+  marker: string;
 }
 
 export interface DaemonSpec extends HelperIdentity {
   args: string[];
+  cwd: string;
   /** Written by the daemon once it is ready; its presence is the readiness signal. */
   pidFile: string;
   /** Receives the daemon's stdout and stderr. */
@@ -29,17 +30,19 @@ export interface DaemonSpec extends HelperIdentity {
 
 /**
  * Starts a daemon in its own session (so that neither weftd's exit nor a signal to weftd's process
- * group reaches it) and resolves with its pid once it has written its pid file. weftd never waits
- * for it to exit: it is stopped explicitly, by detach.
+ * group reaches it) and resolves with its pid once it has written its pid file. A daemon may fork
+ * and exit 0 before that; any other exit is a failure. weftd never waits for it: detach stops it.
  */
 export async function startDaemon(spec: DaemonSpec): Promise<number> {
   fs.rmSync(spec.pidFile, { force: true });
   const log = fs.openSync(spec.logFile, 'w');
-  let exit: string | undefined;
+  let failure: string | undefined;
   try {
     const child = spawn(spec.name, spec.args, { cwd: spec.cwd, detached: true, stdio: ['ignore', log, log] });
-    child.once('error', (error) => (exit = error.message));
-    child.once('exit', (code, signal) => (exit = `exited with ${code ?? signal}`));
+    child.once('error', (error) => (failure = error.message));
+    child.once('exit', (code, signal) => {
+      if (code !== 0) failure = `exited with ${code ?? signal}`;
+    });
     child.unref();
   } finally {
     fs.closeSync(log);
@@ -48,7 +51,7 @@ export async function startDaemon(spec: DaemonSpec): Promise<number> {
   while (Date.now() < deadline) {
     const pid = await readPidFile(spec.pidFile);
     if (pid !== undefined) return pid;
-    if (exit !== undefined) throw await daemonFailed(spec, exit);
+    if (failure !== undefined) throw await daemonFailed(spec, failure);
     await sleep(POLL_MS);
   }
   throw await daemonFailed(spec, `did not write ${spec.pidFile} within ${spec.readyTimeoutMs} ms`);
@@ -67,20 +70,29 @@ export async function readPidFile(pidFile: string): Promise<number | undefined> 
   return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }
 
-/** True if pid is a live (not zombie) process with this name and working directory. */
+/** True if pid is a live (not zombie) process of this name with the marker on its command line. */
 export async function isHelperAlive(pid: number, identity: HelperIdentity): Promise<boolean> {
-  try {
-    const [stat, comm, cwd] = await Promise.all([
-      readFile(`/proc/${pid}/stat`, 'utf8'),
-      readFile(`/proc/${pid}/comm`, 'utf8'),
-      readlink(`/proc/${pid}/cwd`),
-    ]);
-    // stat is "PID (COMM) STATE ..."; COMM may hold spaces and parentheses, so take the last ")".
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && comm.trim() === identity.name && cwd === identity.cwd;
-  } catch {
-    return false;
-  }
+  if ((await liveName(pid)) !== identity.name) return false;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return cmdline.split('\0').includes(identity.marker);
+}
+
+/** The pids of pid's live children called name (e.g. the relay nbdfuse runs). */
+export async function childrenNamed(pid: number, name: string): Promise<number[]> {
+  const threads = await readdir(`/proc/${pid}/task`).catch(() => []);
+  const lists = await Promise.all(threads.map((thread) => readFile(`/proc/${pid}/task/${thread}/children`, 'utf8').catch(() => '')));
+  const pids = lists.join(' ').split(' ').filter(Boolean).map(Number);
+  const names = await Promise.all(pids.map(liveName));
+  return pids.filter((_, index) => names[index] === name);
+}
+
+/** The name of a process that exists and is not a zombie, else undefined. */
+async function liveName(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // "PID (NAME) STATE ...": NAME may hold spaces and parentheses, so look around the last ")".
+  const close = stat.lastIndexOf(')');
+  if (close < 0 || stat.charAt(close + 2) === 'Z') return undefined;
+  return stat.slice(stat.indexOf('(') + 1, close);
 }
 
 /** Resolves true once the helper is gone, false if it is still alive after timeoutMs. */

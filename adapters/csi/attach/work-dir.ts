@@ -4,7 +4,7 @@
 import { mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { failedPrecondition } from '../../../fabric/errors';
-import type { Attachment } from './attacher';
+import type { AttachRequest, Attachment } from './attacher';
 
 const RECORD_FILE = 'attachment.json';
 
@@ -12,7 +12,7 @@ const RECORD_FILE = 'attachment.json';
 export interface WorkDirSteps {
   isHealthy(attachment: Attachment): Promise<boolean>;
   /** Connects the volume in an empty (or cleared) work dir. */
-  connect(volume: string, nbdUri: string, workDir: string): Promise<Attachment>;
+  connect(request: AttachRequest, workDir: string): Promise<Attachment>;
   /** Removes whatever exists of an attachment in the work dir; succeeds if nothing does. */
   teardown(workDir: string): Promise<void>;
 }
@@ -21,14 +21,14 @@ export interface WorkDirSteps {
  * attach() for every method: a healthy attachment of the same volume in workDir is returned as it is;
  * anything else found there is torn down first; a failed connect leaves nothing behind.
  */
-export async function attachInWorkDir(steps: WorkDirSteps, volume: string, nbdUri: string, workDir: string): Promise<Attachment> {
+export async function attachInWorkDir(steps: WorkDirSteps, request: AttachRequest, workDir: string): Promise<Attachment> {
   await mkdir(workDir, { recursive: true });
-  const dir = await realpath(workDir); // helpers are recognised by their cwd, which /proc shows resolved
+  const dir = await realpath(workDir); // one spelling: helpers are found by the paths on their command lines
   const existing = await readRecord(dir);
-  if (existing && (await steps.isHealthy(existing))) return sameVolume(existing, volume, nbdUri);
+  if (existing && (await steps.isHealthy(existing))) return sameVolume(existing, request);
   await steps.teardown(dir);
   try {
-    const attachment = await steps.connect(volume, nbdUri, dir);
+    const attachment = await steps.connect(request, dir);
     await writeRecord(dir, attachment);
     return attachment;
   } catch (error) {
@@ -37,7 +37,7 @@ export async function attachInWorkDir(steps: WorkDirSteps, volume: string, nbdUr
   }
 }
 
-function sameVolume(existing: Attachment, volume: string, nbdUri: string): Attachment {
+function sameVolume(existing: Attachment, { volume, nbdUri }: AttachRequest): Attachment {
   if (existing.volume === volume && existing.nbdUri === nbdUri) return existing;
   throw failedPrecondition(
     `work dir ${existing.details.workDir} already holds volume ${existing.volume} from ${existing.nbdUri}; detach it first`,

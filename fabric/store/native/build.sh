@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Builds the native checksum module (build/Release/weft_native.node) against the headers of the
-# Node that runs it, so nothing is downloaded. Skips the build when the module is up to date.
+# Builds the native modules of binding.gyp (build/Release/weft_native.node: checksums;
+# weft_loop.node: loop device sizes) against the headers of the Node that runs it, so nothing is
+# downloaded. Skips the build when every module is newer than every source.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-module=build/Release/weft_native.node
-if [ -f "$module" ] && [ "$module" -nt fabric/store/native/crc32c.c ] && [ "$module" -nt binding.gyp ]; then
+up_to_date() {
+  local module source
+  for module in build/Release/weft_native.node build/Release/weft_loop.node; do
+    [ -f "$module" ] || return 1
+    for source in binding.gyp fabric/store/native/*.c adapters/csi/attach/native/*.c; do
+      [ "$module" -nt "$source" ] || return 1
+    done
+  done
+}
+if up_to_date; then
   exit 0
 fi
 prefix=$(node -p "require('path').resolve(process.execPath, '..', '..')")
