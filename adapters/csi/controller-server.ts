@@ -98,9 +98,10 @@ export class ControllerServer {
   }
 
   private async restoreSnapshot(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, ref: SnapshotRef): Promise<VolumeInfo> {
-    const snapshot = (await this.client.listSnapshots(ref.volume)).find((s) => s.name === ref.snapshot);
+    const snapshots = await unlessNotFound(this.client.listSnapshots(ref.volume));
+    const snapshot = snapshots?.find((s) => s.name === ref.snapshot);
     if (!snapshot) throw notFound(`snapshot ${ref.volume}@${ref.snapshot} does not exist`);
-    checkSourceClass(await this.client.getVolume(ref.volume), parameters);
+    checkSourceClass({ name: `${ref.volume}@${ref.snapshot}`, class: snapshot.class }, parameters);
     return this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range, snapshot.sizeBytes), sourceSnapshot: ref });
   }
 
@@ -277,7 +278,8 @@ function requestedContentSource(source: Source | undefined): csi.VolumeContentSo
 }
 
 /** A clone lives in its source's pool: a class parameter must name that one. */
-function checkSourceClass(source: VolumeInfo, parameters: VolumeParameters): void {
+/** A clone lives where its source's blocks are: in the source's class. */
+function checkSourceClass(source: { name: string; class: string }, parameters: VolumeParameters): void {
   if (parameters.class && parameters.class !== source.class) {
     throw invalidArgument(`a volume made from ${source.name} lives in its class, ${source.class}; parameter class asks for ${parameters.class}`);
   }

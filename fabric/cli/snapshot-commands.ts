@@ -52,5 +52,6 @@ export const SNAPSHOT_COLUMNS: Column<SnapshotInfo>[] = [
   { header: 'SNAPSHOT', value: (s) => s.name },
   { header: 'SIZE', value: (s) => formatSize(s.sizeBytes), alignRight: true },
   { header: 'EXCLUSIVE', value: (s) => formatSize(s.exclusiveBytes), alignRight: true },
+  { header: 'CLASS', value: (s) => s.class },
   { header: 'CREATED', value: (s) => formatTime(s.createdAt) },
 ];

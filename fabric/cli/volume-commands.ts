@@ -95,7 +95,10 @@ async function resizeVolume(context: CommandContext, [name]: [string], options: 
 async function deleteVolume(context: CommandContext, [name]: [string]): Promise<Outcome> {
   const volume = nameArg('name', name);
   await context.client.deleteVolume(volume);
-  return { json: { volume, deleted: true }, text: `deleted volume "${volume}"` };
+  // Snapshots outlive their volume; say so, as they keep their space (and the name) until deleted.
+  const kept = (await context.client.listSnapshots(volume).catch(() => [])).map((s) => `${s.volume}@${s.name}`);
+  const note = kept.length > 0 ? `; its snapshots stay: ${kept.join(', ')}` : '';
+  return { json: { volume, deleted: true, keptSnapshots: kept }, text: `deleted volume "${volume}"${note}` };
 }
 
 async function verifyVolume(context: CommandContext, [name]: [string]): Promise<Outcome> {

@@ -113,7 +113,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       const sizeBytes = this.checkSize(request.sizeBytes);
       const poolClass = this.resolveClass(request.class);
       this.checkFits(poolClass, sizeBytes);
-      if (this.volumes.has(request.name)) throw alreadyExists(`volume ${request.name} already exists`);
+      this.checkNameFree(request.name);
       const layer = this.newLayer(poolClass, null);
       const record: VolumeRecord = { name: request.name, class: poolClass, sizeBytes, head: layer.id, createdAt: now() };
       this.catalog.volumes.push(record);
@@ -134,7 +134,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       }
       const poolClass = this.layer(snapshot.layer).pool;
       this.checkFits(poolClass, sizeBytes);
-      if (this.volumes.has(request.name)) throw alreadyExists(`volume ${request.name} already exists`);
+      this.checkNameFree(request.name);
       const layer = this.newLayer(poolClass, snapshot.layer);
       const record: VolumeRecord = {
         name: request.name,
@@ -182,12 +182,8 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       if (exported.connections > 0) {
         throw failedPrecondition(`volume ${name} is in use by ${exported.connections} NBD connection(s); disconnect them first`);
       }
-      const snapshots = this.catalog.snapshots.filter((s) => s.volume === name);
-      if (snapshots.length > 0) {
-        throw failedPrecondition(
-          `volume ${name} has ${snapshots.length} snapshot(s) (${snapshots.map((s) => s.name).join(', ')}); delete them first`,
-        );
-      }
+      // Its snapshots stay (as in Kubernetes, a snapshot outlives its volume): they are layers of
+      // their own, and dropping the head frees only the blocks written since the last one.
       this.catalog.volumes = this.catalog.volumes.filter((v) => v !== record);
       this.volumes.delete(name);
       this.checksumErrors.delete(name);
@@ -253,9 +249,11 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     });
   }
 
+  /** All snapshots, or those of one volume (which may have been deleted since: snapshots outlive it). */
   listSnapshots(volume?: string): SnapshotInfo[] {
-    if (volume !== undefined) this.findVolume(volume);
-    return this.catalog.snapshots.filter((s) => volume === undefined || s.volume === volume).map((s) => this.snapshotInfo(s));
+    const snapshots = this.catalog.snapshots.filter((s) => volume === undefined || s.volume === volume);
+    if (volume !== undefined && snapshots.length === 0) this.findVolume(volume);
+    return snapshots.map((s) => this.snapshotInfo(s));
   }
 
   deleteSnapshot(volume: string, name: string): Promise<void> {
@@ -549,6 +547,18 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     }
   }
 
+  /**
+   * A new volume's name must be unused, also by the snapshots of a deleted volume of that name: they
+   * are exported as NAME@SNAP, and a new volume would take them over.
+   */
+  private checkNameFree(name: string): void {
+    if (this.volumes.has(name)) throw alreadyExists(`volume ${name} already exists`);
+    const orphans = this.catalog.snapshots.filter((s) => s.volume === name).map((s) => s.name);
+    if (orphans.length > 0) {
+      throw alreadyExists(`snapshots of an earlier volume named ${name} still exist (${orphans.join(', ')}): delete them or choose another name`);
+    }
+  }
+
   private findVolume(name: string): VolumeRecord {
     const record = this.catalog.volumes.find((v) => v.name === name);
     if (!record) throw notFound(`volume ${name} does not exist`);
@@ -556,7 +566,6 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
   }
 
   private findSnapshot(volume: string, name: string): SnapshotRecord {
-    this.findVolume(volume);
     const snapshot = this.catalog.snapshots.find((s) => s.volume === volume && s.name === name);
     if (!snapshot) throw notFound(`snapshot ${volume}@${name} does not exist`);
     return snapshot;
@@ -614,6 +623,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       sizeBytes: snapshot.sizeBytes,
       exclusiveBytes: this.metadata.mapOf(snapshot.layer).physicalBlocks * BLOCK_BYTES,
       createdAt: snapshot.createdAt,
+      class: this.layer(snapshot.layer).pool,
     };
   }
 

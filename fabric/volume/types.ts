@@ -33,6 +33,8 @@ export interface SnapshotInfo {
   /** Bytes held only by this snapshot (freed if it is deleted and nothing else needs them). */
   exclusiveBytes: number;
   createdAt: string;
+  /** Service class of the pool holding its blocks (where clones of it are made). */
+  class: string;
 }
 
 export interface PoolMemberInfo {

@@ -73,9 +73,11 @@ describe('VolumeService', () => {
     expect(tooBig.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(tooBig.message).toMatch(/does not fit/);
     await client.createSnapshot('taken', 'pinned');
-    expect((await failure(client.deleteVolume('taken'))).code).toBe(grpc.status.FAILED_PRECONDITION);
+    await client.deleteVolume('taken'); // its snapshot stays, and keeps the name taken
+    const reused = await failure(client.createVolume({ name: 'taken', sizeBytes: MiB }));
+    expect(reused.code).toBe(grpc.status.ALREADY_EXISTS);
+    expect(reused.message).toMatch(/pinned/);
     await client.deleteSnapshot('taken', 'pinned');
-    await client.deleteVolume('taken');
   });
 
   it('clones a snapshot, at its size or larger', async () => {

@@ -75,9 +75,9 @@ describe('views', () => {
   });
 
   it('lists snapshots and pools', () => {
-    const snapshot = { volume: 'data', name: 's1', sizeBytes: 2 ** 30, exclusiveBytes: 0, createdAt: VOLUME.createdAt };
+    const snapshot = { volume: 'data', name: 's1', sizeBytes: 2 ** 30, exclusiveBytes: 0, createdAt: VOLUME.createdAt, class: 'ssd' };
     expect(table(SNAPSHOT_COLUMNS, [snapshot])).toBe(
-      'VOLUME  SNAPSHOT   SIZE  EXCLUSIVE  CREATED\ndata    s1        1 GiB        0 B  2026-11-22 02:41:57Z',
+      'VOLUME  SNAPSHOT   SIZE  EXCLUSIVE  CLASS  CREATED\ndata    s1        1 GiB        0 B  ssd    2026-11-22 02:41:57Z',
     );
     const pool = { class: 'hdd', capacityBytes: 4 * 2 ** 40, usedBytes: 2 ** 40, provisionedBytes: 8 * 2 ** 40, members: [{ path: '/dev/sdb', sizeBytes: 4 * 2 ** 40 }] };
     expect(table(POOL_COLUMNS, [pool]).split('\n')[1]).toBe('hdd       4 TiB  1 TiB    25%        8 TiB  /dev/sdb');

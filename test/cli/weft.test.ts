@@ -66,7 +66,7 @@ describe('weft volume', () => {
     expect(created).toMatchObject({ name: 'jsonvol', class: 'default', sizeBytes: 512 * MiB, allocatedBytes: 0 });
     const volumes = await okJson<VolumeInfo[]>('volume', 'list');
     expect(volumes.find((v) => v.name === 'jsonvol')).toEqual(created);
-    expect(await okJson('volume', 'delete', 'jsonvol')).toEqual({ volume: 'jsonvol', deleted: true });
+    expect(await okJson('volume', 'delete', 'jsonvol')).toEqual({ volume: 'jsonvol', deleted: true, keptSnapshots: [] });
     expect(await okJson('volume', 'list')).toEqual([]);
   });
 
@@ -97,7 +97,7 @@ describe('weft snapshot, clone and revert', () => {
     await ok('snapshot', 'create', 'logs', 'nightly');
 
     const all = (await ok('snapshot', 'list')).trimEnd().split('\n');
-    expect(all[0]).toMatch(/^VOLUME\s+SNAPSHOT\s+SIZE\s+EXCLUSIVE\s+CREATED$/);
+    expect(all[0]).toMatch(/^VOLUME\s+SNAPSHOT\s+SIZE\s+EXCLUSIVE\s+CLASS\s+CREATED$/);
     expect(all.slice(1).map((line) => line.split(/\s+/).slice(0, 2).join('@')).sort()).toEqual(['db@nightly', 'logs@nightly']);
     const mine = await okJson<SnapshotInfo[]>('snapshot', 'list', 'db');
     expect(mine).toEqual([expect.objectContaining({ volume: 'db', name: 'nightly', sizeBytes: 64 * MiB })]);
@@ -105,7 +105,9 @@ describe('weft snapshot, clone and revert', () => {
 
     await fails(1, /^weft: snapshot db@nightly already exists$/, 'snapshot', 'create', 'db', 'nightly');
     await fails(1, /^weft: volume nope does not exist$/, 'snapshot', 'create', 'nope', 'nightly');
-    await fails(1, /^weft: volume db has 1 snapshot\(s\) \(nightly\); delete them first$/, 'volume', 'delete', 'db');
+    expect(await ok('volume', 'delete', 'db')).toBe('deleted volume "db"; its snapshots stay: db@nightly\n');
+    expect((await okJson<SnapshotInfo[]>('snapshot', 'list', 'db')).map((s) => s.name)).toEqual(['nightly']);
+    await fails(1, /^weft: snapshots of an earlier volume named db still exist \(nightly\)/, 'volume', 'create', 'db', '--size', '1MiB');
 
     expect(await ok('snapshot', 'delete', 'db@nightly')).toBe('deleted snapshot "db@nightly"\n');
     expect(await okJson('snapshot', 'delete', 'logs@nightly')).toEqual({ volume: 'logs', snapshot: 'nightly', deleted: true });

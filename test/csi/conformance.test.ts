@@ -185,13 +185,20 @@ describe('DeleteVolume', () => {
     expect(await csi.code('DeleteVolume', { volume_id: 'not/a valid id' })).toBe('OK');
   });
 
-  it('is FAILED_PRECONDITION while the volume has snapshots', async () => {
+  it('deletes a volume that has snapshots; they stay listed and restorable until deleted themselves', async () => {
     await createVolume('has-snap');
     const { snapshot } = await csi.call('CreateSnapshot', { source_volume_id: 'has-snap', name: 'held' });
-    const error = await csi.failure('DeleteVolume', { volume_id: 'has-snap' });
-    expect({ code: error.code, details: error.details }).toEqual({ code: 9, details: expect.stringMatching(/snapshot/) });
-    await csi.call('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id });
     expect(await csi.code('DeleteVolume', { volume_id: 'has-snap' })).toBe('OK');
+    const listed = await csi.call('ListSnapshots', { snapshot_id: snapshot.snapshot_id });
+    expect(listed.entries.map((e) => e.snapshot.snapshot_id)).toEqual([snapshot.snapshot_id]);
+    const { volume } = await csi.call('CreateVolume', {
+      name: 'from-orphan',
+      volume_capabilities: [MOUNT_WRITER],
+      volume_content_source: { snapshot: { snapshot_id: snapshot.snapshot_id } },
+    });
+    expect(volume.content_source?.snapshot?.snapshot_id).toBe(snapshot.snapshot_id);
+    expect(await csi.code('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id })).toBe('OK');
+    expect(await csi.code('DeleteVolume', { volume_id: 'from-orphan' })).toBe('OK');
   });
 });
 

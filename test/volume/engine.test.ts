@@ -94,15 +94,37 @@ describe('volumes', () => {
     expect(e.listVolumes().map((v) => [v.name, v.sizeBytes])).toEqual([['v1', MiB]]);
   });
 
-  test('a connected volume, or one with snapshots, is not deleted', async () => {
+  test('a connected volume is not deleted', async () => {
     const e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: MiB });
     const device = e.open('v1');
     await expect(e.deleteVolume('v1')).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION' });
     device.close();
+    await e.deleteVolume('v1');
+    expect(e.listVolumes()).toEqual([]);
+  });
+
+  test('snapshots outlive their volume: readable, clonable, and their space is freed when they go', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: MiB });
+    await writeFill(e, 'v1', 0, MiB, 0xaa);
     await e.createSnapshot('v1', 's1');
-    await expect(e.deleteVolume('v1')).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION' });
-    expect(e.getVolume('v1').snapshotCount).toBe(1);
+    await writeFill(e, 'v1', 0, MiB / 2, 0xbb); // only the head holds these
+    await e.deleteVolume('v1');
+    expect(usedBytes(e)).toBe(MiB); // the head's half is freed, the snapshot's MiB stays
+    expect(e.listSnapshots('v1').map((s) => s.name)).toEqual(['s1']);
+    expect((await readAll(e, 'v1@s1', 0, MiB)).every((b) => b === 0xaa)).toBe(true);
+    await expect(e.createVolume({ name: 'v1', sizeBytes: MiB })).rejects.toMatchObject({ kind: 'ALREADY_EXISTS', message: expect.stringMatching(/s1/) });
+
+    await e.cloneVolume({ name: 'c1', volume: 'v1', snapshot: 's1' });
+    e.open('c1').close();
+    await reopen();
+    await engine!.deleteSnapshot('v1', 's1'); // the clone still reads through it
+    expect((await readAll(engine!, 'c1', 0, MiB)).every((b) => b === 0xaa)).toBe(true);
+    await engine!.deleteVolume('c1');
+    expect(usedBytes(engine!)).toBe(0);
+    expect(engine!.listSnapshots()).toEqual([]);
+    await engine!.createVolume({ name: 'v1', sizeBytes: MiB }); // the name is free again
   });
 
   test('writes past the end are refused', async () => {
