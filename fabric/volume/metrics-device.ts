@@ -68,7 +68,12 @@ class ScrapedFamily {
 export class VolumeMetrics {
   private readonly volumes = new Map<string, VolumeStats>();
 
-  constructor(registry: Registry) {
+  /**
+   * liveExports names the volumes and snapshots that exist: the series of one deleted since the last
+   * scrape are dropped (they would grow the output forever, and a new volume of the same name must
+   * count from zero). Without it, series are kept.
+   */
+  constructor(registry: Registry, private readonly liveExports?: () => Iterable<string>) {
     const families = [
       this.counter('weft_volume_operations_total', 'Block operations served, by volume and operation.', (stats) => stats.operations),
       this.counter('weft_volume_errors_total', 'Block operations that failed, by volume and operation.', (stats) => stats.errors),
@@ -100,7 +105,7 @@ export class VolumeMetrics {
 
   private byteSamples(): Sample[] {
     const samples: Sample[] = [];
-    for (const [volume, stats] of this.volumes) {
+    for (const [volume, stats] of this.current()) {
       samples.push({ labels: { volume, direction: 'read' }, value: stats.read.bytes });
       samples.push({ labels: { volume, direction: 'write' }, value: stats.write.bytes });
     }
@@ -124,7 +129,16 @@ export class VolumeMetrics {
   }
 
   private each(samples: (volume: string, operation: Operation, stats: OperationStats) => Sample[]): Sample[] {
-    return [...this.volumes].flatMap(([volume, stats]) => OPERATIONS.flatMap((operation) => samples(volume, operation, stats[operation])));
+    return this.current().flatMap(([volume, stats]) => OPERATIONS.flatMap((operation) => samples(volume, operation, stats[operation])));
+  }
+
+  /** The stats of exports that still exist, after dropping the others. */
+  private current(): [string, VolumeStats][] {
+    if (this.liveExports) {
+      const live = new Set(this.liveExports());
+      for (const volume of this.volumes.keys()) if (!live.has(volume)) this.volumes.delete(volume);
+    }
+    return [...this.volumes];
   }
 }
 

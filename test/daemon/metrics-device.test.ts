@@ -57,6 +57,24 @@ it('forwards I/O and counts it per volume and operation', async () => {
   expect(sample(text, 'weft_pool_provisioned_bytes{class="ssd"}')).toBe(8 * MiB);
 });
 
+it('drops the series of a deleted volume; a new volume of that name counts from zero', async () => {
+  const pruning = new Registry();
+  const live = new VolumeMetrics(pruning, () => engine.exportNames());
+  const count = async () => sample(await pruning.metrics(), 'weft_volume_operations_total{volume="vol",operation="write"}');
+  const writeOnce = async () => {
+    const opened = engine.open('vol');
+    await new MetricsDevice(opened, live.forVolume('vol')).write(0, Buffer.alloc(4096), false);
+    opened.close();
+  };
+  await writeOnce();
+  expect(await count()).toBe(1);
+  await engine.deleteVolume('vol');
+  expect(await count()).toBeUndefined();
+  await engine.createVolume({ name: 'vol', sizeBytes: MiB });
+  await writeOnce();
+  expect(await count()).toBe(1);
+});
+
 it('counts a failed operation as an error, without bytes', async () => {
   await engine.createSnapshot('vol', 'snap');
   const opened = engine.open('vol@snap');
