@@ -64,7 +64,9 @@ export class BlockMap {
   /** Calls fn for every entry that is not ABSENT, in no particular order. */
   forEach(fn: (block: number, value: number, crc: number) => void): void {
     for (const [index, chunk] of this.chunks) {
-      const base = index << CHUNK_SHIFT;
+      // Multiplied, not shifted: block numbers go up to 2^32, and a shift would make those from
+      // 2^31 on negative (JavaScript shifts work on signed 32-bit integers).
+      const base = index * CHUNK_ENTRIES;
       for (let slot = 0; slot < CHUNK_ENTRIES; slot++) {
         const value = chunk.values[slot];
         if (value !== ABSENT) fn(base + slot, value, chunk.crcs[slot]);

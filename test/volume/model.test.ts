@@ -1,0 +1,539 @@
+// Model-based randomized test of the storage engine: seeded random operations run against
+// LocalEngine and against a plain in-memory copy of every volume and snapshot; every read, block
+// status, verify and space report must agree with the copy. A failure names its seed and step;
+// WEFT_MODEL_SEED=<n> (and WEFT_MODEL_STEPS=<n>) replays one seed.
+
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import pino from 'pino';
+import { returnBuffer } from '../../fabric/buffers';
+import { LocalEngine } from '../../fabric/volume/local-engine';
+import type { OpenDevice } from '../../fabric/volume/types';
+import { Prng } from '../helpers/prng';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const B = 4096;
+/** The pool has two members of unequal size, so that some disk runs cross from one to the other. */
+const MEMBER_BYTES = [40 * MiB, 24 * MiB];
+/** Volumes stay small so that random ranges often meet earlier writes, holes and snapshots. */
+const MAX_VOLUME_BYTES = 4 * MiB;
+/** Volumes plus snapshots, so that the pool does not fill up. */
+const MAX_OBJECTS = 12;
+/** Writes are skipped when the pool has less than this much room left beyond them. */
+const ROOM_MARGIN_BYTES = 2 * MiB;
+const HISTORY_STEPS = 30;
+
+const SEEDS = process.env.WEFT_MODEL_SEED ? [Number(process.env.WEFT_MODEL_SEED)] : [1, 2, 3, 4];
+const STEPS = Number(process.env.WEFT_MODEL_STEPS ?? 1500);
+
+const OPERATIONS = {
+  write: 24,
+  read: 14,
+  trim: 5,
+  writeZeroes: 5,
+  blockStatus: 4,
+  concurrent: 8,
+  readSnapshot: 6,
+  flush: 3,
+  createSnapshot: 4,
+  snapshotDuringWrites: 2,
+  deleteSnapshot: 3,
+  clone: 2,
+  revert: 2,
+  resize: 2,
+  createVolume: 2,
+  deleteVolume: 1,
+  verify: 1,
+  readWhole: 2,
+  reopen: 0.4,
+};
+type Operation = keyof typeof OPERATIONS;
+
+const logger = pino({ level: 'silent' });
+
+/** Throws with the first differing byte if actual is not exactly expected. */
+function expectSameBytes(actual: Buffer, expected: Buffer, what: string): void {
+  if (actual.length !== expected.length) throw new Error(`${what}: got ${actual.length} bytes, expected ${expected.length}`);
+  if (actual.equals(expected)) return;
+  let at = 0;
+  while (actual[at] === expected[at]) at++;
+  throw new Error(`${what}: byte ${at} (block ${Math.floor(at / B)} of the range) is ${actual[at]}, expected ${expected[at]}`);
+}
+
+function overlaps(ranges: [number, number][], offset: number, length: number): boolean {
+  return ranges.some(([o, l]) => o < offset + length && offset < o + l);
+}
+
+/** Waits for every operation, then throws the first failure. */
+async function settleAll(operations: Promise<unknown>[]): Promise<void> {
+  for (const result of await Promise.allSettled(operations)) if (result.status === 'rejected') throw result.reason;
+}
+
+class ModelRun {
+  private readonly rng: Prng;
+  private engine!: LocalEngine;
+  /** The expected contents of every volume, and of every snapshot by its export name VOL@SNAP. */
+  private readonly volumes = new Map<string, Buffer>();
+  private readonly snapshots = new Map<string, Buffer>();
+  private readonly handles = new Map<string, OpenDevice>();
+  private readonly history: string[] = [];
+  private nextName = 1;
+
+  constructor(readonly seed: number, private readonly dir: string) {
+    this.rng = new Prng(seed);
+    MEMBER_BYTES.forEach((_size, i) => fs.mkdirSync(this.memberDir(i)));
+  }
+
+  private memberDir(index: number): string {
+    return path.join(this.dir, `member-${index}`);
+  }
+
+  async run(steps: number): Promise<void> {
+    await this.openEngine();
+    let step = 0;
+    try {
+      for (; step < steps; step++) await this.step();
+      this.note('final check, then delete everything');
+      await this.checkEverything();
+      await this.deleteEverything();
+      await this.reopen();
+      expectEqual(this.usedBytes(), 0, 'pool usedBytes after deleting everything and reopening');
+    } catch (err) {
+      const recent = this.history.map((h) => `  ${h}`).join('\n');
+      throw new Error(
+        `model test failed: seed ${this.seed} (WEFT_MODEL_SEED=${this.seed}), step ${step}\nlast operations:\n${recent}\n${(err as Error).stack}`,
+      );
+    } finally {
+      await this.engine.close().catch(() => undefined);
+    }
+  }
+
+  private note(text: string): void {
+    this.history.push(text);
+    if (this.history.length > HISTORY_STEPS) this.history.shift();
+  }
+
+  private async step(): Promise<void> {
+    const operation = this.rng.weighted(OPERATIONS);
+    if (this.volumes.size === 0) return this.createVolume();
+    const volume = this.rng.pick([...this.volumes.keys()]);
+    await this.perform(operation, volume);
+  }
+
+  private perform(operation: Operation, volume: string): Promise<void> {
+    switch (operation) {
+      case 'write':
+        return this.write(volume);
+      case 'read':
+        return this.read(volume);
+      case 'trim':
+        return this.zero(volume, 'trim');
+      case 'writeZeroes':
+        return this.zero(volume, this.rng.chance(0.5) ? 'zeroes' : 'zeroes-no-hole');
+      case 'blockStatus':
+        return this.blockStatus(volume);
+      case 'concurrent':
+        return this.concurrent(volume);
+      case 'readSnapshot':
+        return this.readSnapshot();
+      case 'flush':
+        this.note(`flush ${volume}`);
+        return this.device(volume).flush();
+      case 'createSnapshot':
+        return this.createSnapshot(volume);
+      case 'snapshotDuringWrites':
+        return this.snapshotDuringWrites(volume);
+      case 'deleteSnapshot':
+        return this.deleteSnapshot();
+      case 'clone':
+        return this.clone();
+      case 'revert':
+        return this.revert();
+      case 'resize':
+        return this.resize(volume);
+      case 'createVolume':
+        return this.createVolume();
+      case 'deleteVolume':
+        return this.deleteVolume(volume);
+      case 'verify':
+        return this.verify(volume);
+      case 'readWhole':
+        return this.readWhole(volume);
+      case 'reopen':
+        return this.reopen();
+    }
+  }
+
+  // ---- random choices ----
+
+  /** A range for a write: 1 byte to 300 KiB, half of them block-aligned, some over 128 KiB. */
+  private writeRange(sizeBytes: number): [number, number] {
+    const rng = this.rng;
+    const lengths = [
+      () => rng.int(1, 100),
+      () => rng.int(1, 16 * KiB),
+      () => rng.int(16 * KiB, 128 * KiB),
+      () => rng.int(128 * KiB + 1, 300 * KiB),
+    ];
+    return this.placeRange(sizeBytes, rng.pick(lengths)());
+  }
+
+  /** A range for a read: up to 512 KiB, so that it spans several earlier writes and holes. */
+  private readRange(sizeBytes: number): [number, number] {
+    return this.placeRange(sizeBytes, this.rng.chance(0.3) ? this.rng.int(1, 8 * KiB) : this.rng.int(1, 512 * KiB));
+  }
+
+  private placeRange(sizeBytes: number, wanted: number): [number, number] {
+    const aligned = this.rng.chance(0.5);
+    let length = Math.min(sizeBytes, aligned ? Math.max(B, Math.round(wanted / B) * B) : wanted);
+    let offset = this.rng.int(0, sizeBytes - length);
+    if (aligned) offset -= offset % B;
+    if (length === 0) length = 1;
+    return [offset, length];
+  }
+
+  private newSize(atLeast: number): number {
+    return Math.max(atLeast, this.rng.int(16, MAX_VOLUME_BYTES / B / 2) * B);
+  }
+
+  private name(prefix: string): string {
+    return `${prefix}${this.nextName++}`;
+  }
+
+  private snapshotsOf(volume: string): string[] {
+    return [...this.snapshots.keys()].filter((key) => key.startsWith(`${volume}@`));
+  }
+
+  private usedBytes(): number {
+    return this.engine.listPools()[0].usedBytes;
+  }
+
+  private hasRoom(bytes: number): boolean {
+    const pool = this.engine.listPools()[0];
+    return pool.usedBytes + bytes + ROOM_MARGIN_BYTES <= pool.capacityBytes;
+  }
+
+  private get objectCount(): number {
+    return this.volumes.size + this.snapshots.size;
+  }
+
+  // ---- I/O ----
+
+  /**
+   * The open handle on an export, kept across operations (as an NBD connection would be) until
+   * an operation that refuses connected exports needs it closed.
+   */
+  private device(exportName: string): OpenDevice {
+    let device = this.handles.get(exportName);
+    if (!device) {
+      device = this.engine.open(exportName);
+      this.handles.set(exportName, device);
+    }
+    return device;
+  }
+
+  private disconnect(exportName: string): void {
+    this.handles.get(exportName)?.close();
+    this.handles.delete(exportName);
+  }
+
+  private async write(volume: string): Promise<void> {
+    const model = this.volumes.get(volume)!;
+    const [offset, length] = this.writeRange(model.length);
+    const fua = this.rng.chance(0.1);
+    this.note(`write ${volume} ${offset}+${length} fua=${fua}`);
+    if (!this.hasRoom(length)) return this.note('  skipped: pool nearly full');
+    const data = this.rng.bytes(length);
+    await this.device(volume).write(offset, data, fua);
+    data.copy(model, offset);
+    data.fill(0xee); // the caller may reuse its buffer once the write is done
+  }
+
+  private async read(volume: string): Promise<void> {
+    const [offset, length] = this.readRange(this.volumes.get(volume)!.length);
+    this.note(`read ${volume} ${offset}+${length}`);
+    await this.readAndCompare(this.device(volume), volume, offset, length);
+  }
+
+  /** Reads from an export and compares with the model; the buffer then goes back for reuse, as the NBD server does. */
+  private async readAndCompare(device: OpenDevice, exportName: string, offset: number, length: number): Promise<void> {
+    const model = exportName.includes('@') ? this.snapshots.get(exportName)! : this.volumes.get(exportName)!;
+    const expected = Buffer.from(model.subarray(offset, offset + length));
+    const data = await device.read(offset, length);
+    expectSameBytes(data, expected, `read ${exportName} ${offset}+${length}`);
+    returnBuffer(data);
+  }
+
+  private async zero(volume: string, how: 'trim' | 'zeroes' | 'zeroes-no-hole'): Promise<void> {
+    const model = this.volumes.get(volume)!;
+    const [offset, length] = this.writeRange(model.length);
+    const fua = this.rng.chance(0.1);
+    this.note(`${how} ${volume} ${offset}+${length} fua=${fua}`);
+    if (how === 'zeroes-no-hole' && !this.hasRoom(length)) return this.note('  skipped: pool nearly full');
+    await this.zeroOn(this.device(volume), how, offset, length, fua);
+    model.fill(0, offset, offset + length);
+  }
+
+  private zeroOn(device: OpenDevice, how: 'trim' | 'zeroes' | 'zeroes-no-hole', offset: number, length: number, fua: boolean): Promise<void> {
+    if (how === 'trim') return device.trim(offset, length, fua);
+    return device.writeZeroes(offset, length, { fua, noHole: how === 'zeroes-no-hole' });
+  }
+
+  private async blockStatus(volume: string): Promise<void> {
+    const model = this.volumes.get(volume)!;
+    const [offset, length] = this.readRange(model.length);
+    this.note(`blockStatus ${volume} ${offset}+${length}`);
+    const extents = await this.device(volume).blockStatus(offset, length);
+    let at = offset;
+    for (const extent of extents) {
+      if (extent.lengthBytes <= 0) throw new Error(`blockStatus ${volume}: empty extent ${JSON.stringify(extents)}`);
+      const end = at + extent.lengthBytes;
+      if ((extent.hole || extent.zero) && model.subarray(at, end).some((b) => b !== 0)) {
+        throw new Error(`blockStatus ${volume}: ${at}+${extent.lengthBytes} is reported ${JSON.stringify(extent)} but holds data`);
+      }
+      at = end;
+    }
+    if (at <= offset || at > offset + length) {
+      throw new Error(`blockStatus ${volume} ${offset}+${length}: extents cover ${at - offset} bytes: ${JSON.stringify(extents)}`);
+    }
+  }
+
+  /**
+   * Several requests in flight at once on one volume. Writes, trims and zeroes touch disjoint
+   * bytes (possibly in the same block), so any order gives the same result; reads overlap each
+   * other but no write, so they see the state before the batch.
+   */
+  private async concurrent(volume: string): Promise<void> {
+    const model = this.volumes.get(volume)!;
+    const count = this.rng.int(2, 6);
+    const changed: [number, number][] = [];
+    const read: [number, number][] = [];
+    const applyAfter: (() => void)[] = [];
+    const descriptions: string[] = [];
+    const device = this.device(volume);
+    const requests: Promise<unknown>[] = [];
+    for (let i = 0; i < count; i++) {
+      const kind = this.rng.weighted({ write: 4, read: 4, trim: 1, zeroes: 1, flush: 1 });
+      if (kind === 'flush') {
+        descriptions.push('flush');
+        requests.push(device.flush());
+        continue;
+      }
+      const [offset, length] = kind === 'read' ? this.readRange(model.length) : this.writeRange(model.length);
+      if (overlaps(changed, offset, length) || (kind !== 'read' && overlaps(read, offset, length))) continue;
+      descriptions.push(`${kind} ${offset}+${length}`);
+      if (kind === 'read') {
+        read.push([offset, length]);
+        requests.push(this.readAndCompare(device, volume, offset, length));
+      } else if (kind === 'write') {
+        if (!this.hasRoom(length * count)) continue;
+        changed.push([offset, length]);
+        const data = this.rng.bytes(length);
+        requests.push(device.write(offset, data, false));
+        applyAfter.push(() => data.copy(model, offset));
+      } else {
+        changed.push([offset, length]);
+        requests.push(kind === 'trim' ? device.trim(offset, length, false) : device.writeZeroes(offset, length, { fua: false, noHole: false }));
+        applyAfter.push(() => model.fill(0, offset, offset + length));
+      }
+    }
+    this.note(`concurrent ${volume}: ${descriptions.join(', ')}`);
+    await settleAll(requests);
+    for (const apply of applyAfter) apply();
+  }
+
+  private async readSnapshot(): Promise<void> {
+    if (this.snapshots.size === 0) return;
+    const exportName = this.rng.pick([...this.snapshots.keys()]);
+    const [offset, length] = this.readRange(this.snapshots.get(exportName)!.length);
+    this.note(`read ${exportName} ${offset}+${length}`);
+    const device = this.device(exportName);
+    await this.readAndCompare(device, exportName, offset, length);
+    await expect(device.write(offset, Buffer.alloc(1), false)).rejects.toMatchObject({ errno: 'EPERM' });
+  }
+
+  private async readWhole(exportName: string): Promise<void> {
+    const model = exportName.includes('@') ? this.snapshots.get(exportName)! : this.volumes.get(exportName)!;
+    this.note(`read all of ${exportName}`);
+    await this.readAndCompare(this.device(exportName), exportName, 0, model.length);
+  }
+
+  // ---- control operations ----
+
+  private async createVolume(): Promise<void> {
+    if (this.objectCount >= MAX_OBJECTS) return;
+    const name = this.name('v');
+    const sizeBytes = this.newSize(B);
+    this.note(`createVolume ${name} ${sizeBytes}`);
+    await this.engine.createVolume({ name, sizeBytes });
+    this.volumes.set(name, Buffer.alloc(sizeBytes));
+    this.checkCatalog();
+  }
+
+  private async deleteVolume(volume: string): Promise<void> {
+    for (const snapshot of this.snapshotsOf(volume)) await this.deleteSnapshotNamed(snapshot);
+    this.note(`deleteVolume ${volume}`);
+    this.disconnect(volume);
+    await this.engine.deleteVolume(volume);
+    this.volumes.delete(volume);
+    this.checkCatalog();
+  }
+
+  private async resize(volume: string): Promise<void> {
+    const model = this.volumes.get(volume)!;
+    if (model.length >= MAX_VOLUME_BYTES) return;
+    const sizeBytes = this.rng.int(model.length / B + 1, MAX_VOLUME_BYTES / B) * B;
+    this.note(`resize ${volume} ${model.length} -> ${sizeBytes}`);
+    await this.engine.resizeVolume(volume, sizeBytes);
+    this.volumes.set(volume, Buffer.concat([model, Buffer.alloc(sizeBytes - model.length)]));
+    this.checkCatalog();
+  }
+
+  private async createSnapshot(volume: string): Promise<void> {
+    if (this.objectCount >= MAX_OBJECTS) return;
+    const name = this.name('s');
+    this.note(`createSnapshot ${volume}@${name}`);
+    await this.engine.createSnapshot(volume, name);
+    this.snapshots.set(`${volume}@${name}`, Buffer.from(this.volumes.get(volume)!));
+    this.checkCatalog();
+  }
+
+  /**
+   * A snapshot taken while writes are in flight: each write is one request, so the snapshot holds
+   * all of it or none of it; the volume holds all of them.
+   */
+  private async snapshotDuringWrites(volume: string): Promise<void> {
+    if (this.objectCount >= MAX_OBJECTS) return;
+    const model = this.volumes.get(volume)!;
+    const before = Buffer.from(model);
+    const device = this.device(volume);
+    const ranges: [number, number][] = [];
+    const requests: Promise<unknown>[] = [];
+    for (let i = this.rng.int(1, 4); i > 0; i--) {
+      const [offset, length] = this.writeRange(model.length);
+      if (overlaps(ranges, offset, length) || !this.hasRoom(4 * length)) continue;
+      ranges.push([offset, length]);
+      const data = this.rng.bytes(length);
+      requests.push(device.write(offset, data, false));
+      data.copy(model, offset);
+    }
+    const name = this.name('s');
+    const exportName = `${volume}@${name}`;
+    this.note(`createSnapshot ${exportName} during writes ${ranges.map(([o, l]) => `${o}+${l}`).join(', ')}`);
+    requests.push(this.engine.createSnapshot(volume, name));
+    await settleAll(requests);
+    const actual = await this.device(exportName).read(0, before.length);
+    const expected = before;
+    for (const [offset, length] of ranges) {
+      if (actual.subarray(offset, offset + length).equals(model.subarray(offset, offset + length))) model.copy(expected, offset, offset, offset + length);
+    }
+    expectSameBytes(actual, expected, `${exportName}: each write all there or not at all`);
+    this.snapshots.set(exportName, expected);
+    this.checkCatalog();
+  }
+
+  private async deleteSnapshot(): Promise<void> {
+    if (this.snapshots.size > 0) await this.deleteSnapshotNamed(this.rng.pick([...this.snapshots.keys()]));
+  }
+
+  private async deleteSnapshotNamed(exportName: string): Promise<void> {
+    const [volume, name] = exportName.split('@');
+    this.note(`deleteSnapshot ${exportName}`);
+    this.disconnect(exportName);
+    await this.engine.deleteSnapshot(volume, name);
+    this.snapshots.delete(exportName);
+    this.checkCatalog();
+  }
+
+  private async clone(): Promise<void> {
+    if (this.snapshots.size === 0 || this.objectCount >= MAX_OBJECTS) return;
+    const source = this.rng.pick([...this.snapshots.keys()]);
+    const [volume, snapshot] = source.split('@');
+    const data = this.snapshots.get(source)!;
+    const sizeBytes = this.rng.chance(0.5) ? data.length : this.newSize(data.length);
+    const name = this.name('v');
+    this.note(`clone ${source} -> ${name} ${sizeBytes}`);
+    await this.engine.cloneVolume({ name, volume, snapshot, sizeBytes });
+    this.volumes.set(name, Buffer.concat([data, Buffer.alloc(sizeBytes - data.length)]));
+    this.checkCatalog();
+  }
+
+  private async revert(): Promise<void> {
+    if (this.snapshots.size === 0) return;
+    const source = this.rng.pick([...this.snapshots.keys()]);
+    const [volume, snapshot] = source.split('@');
+    this.note(`revert ${volume} to ${source}`);
+    this.disconnect(volume);
+    await this.engine.revertVolume(volume, snapshot);
+    this.volumes.set(volume, Buffer.from(this.snapshots.get(source)!));
+    this.checkCatalog();
+  }
+
+  private async verify(volume: string): Promise<void> {
+    this.note(`verify ${volume}`);
+    const report = await this.engine.verifyVolume(volume);
+    expectEqual(report.badBlockOffsets.length, 0, `verify ${volume}: bad blocks ${report.badBlockOffsets.join(', ')}`);
+  }
+
+  /** Close and open again: everything (close flushes) must still be there, and space accounted the same. */
+  private async reopen(): Promise<void> {
+    this.note('flush, close and reopen the engine');
+    await this.engine.flush(); // lets deferred frees go, so that usedBytes is exact
+    const used = this.usedBytes();
+    for (const exportName of [...this.handles.keys()]) this.disconnect(exportName);
+    await this.engine.close();
+    await this.openEngine();
+    expectEqual(this.usedBytes(), used, 'pool usedBytes across a restart');
+    this.checkCatalog();
+    await this.checkEverything();
+  }
+
+  private async openEngine(): Promise<void> {
+    this.engine = await LocalEngine.open({
+      dataDir: path.join(this.dir, 'data'),
+      pools: MEMBER_BYTES.map((sizeBytes, i) => ({ class: 'default', path: this.memberDir(i), sizeBytes })),
+      logger,
+    });
+  }
+
+  // ---- whole-state checks ----
+
+  private checkCatalog(): void {
+    const volumes = this.engine.listVolumes().map((v) => `${v.name}:${v.sizeBytes}`).sort();
+    expectEqual(volumes.join(' '), [...this.volumes].map(([n, d]) => `${n}:${d.length}`).sort().join(' '), 'volumes');
+    const snapshots = this.engine.listSnapshots().map((s) => `${s.volume}@${s.name}:${s.sizeBytes}`).sort();
+    expectEqual(snapshots.join(' '), [...this.snapshots].map(([n, d]) => `${n}:${d.length}`).sort().join(' '), 'snapshots');
+  }
+
+  private async checkEverything(): Promise<void> {
+    for (const name of [...this.volumes.keys(), ...this.snapshots.keys()]) await this.readWhole(name);
+    for (const name of this.volumes.keys()) await this.verify(name);
+  }
+
+  private async deleteEverything(): Promise<void> {
+    for (const volume of [...this.volumes.keys()]) await this.deleteVolume(volume);
+    expectEqual(this.usedBytes(), 0, 'pool usedBytes after deleting everything');
+  }
+}
+
+function expectEqual<T>(actual: T, expected: T, what: string): void {
+  if (actual !== expected) throw new Error(`${what}: got ${String(actual)}, expected ${String(expected)}`);
+}
+
+describe('the engine agrees with an in-memory model under random operations', () => {
+  let dir: string;
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-model-'));
+  });
+
+  afterEach(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test.each(SEEDS)(`seed %i, ${STEPS} steps`, async (seed) => {
+    await new ModelRun(seed, dir).run(STEPS);
+  });
+});
