@@ -69,6 +69,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
   private controlChain: Promise<unknown> = Promise.resolve();
   private flushRunning: Promise<void> | undefined;
   private flushQueued: Promise<void> | undefined;
+  private syncLane: Promise<unknown> = Promise.resolve();
   private dirty = false;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -311,9 +312,9 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       this.closed = true;
       if (this.timer) clearInterval(this.timer);
       await this.flushAll();
-      this.checkpoint();
+      await this.checkpoint();
     });
-    this.releaseFiles();
+    await this.inSyncLane(() => this.releaseFiles());
     releaseLock(this.dataDir);
     this.logger.info({ dataDir: this.dataDir }, 'storage engine closed');
   }
@@ -348,6 +349,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
 
   /** Group commit: callers that arrive while a flush runs share the next one. */
   flush(): Promise<void> {
+    if (this.closed) return Promise.reject(new IoError('ESHUTDOWN', 'weftd is shutting down'));
     if (this.flushQueued) return this.flushQueued;
     if (this.flushRunning) {
       this.flushQueued = this.flushRunning.then(() => {
@@ -373,7 +375,23 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
    * Makes durable every write completed so far: data first, then a SYNC record naming the last
    * journal entry whose data is known written (writes still in flight are not covered).
    */
-  private async flushAll(): Promise<void> {
+  private flushAll(): Promise<void> {
+    return this.inSyncLane(() => this.flushNow());
+  }
+
+  /**
+   * Flushes, checkpoints and closing the files take turns. A flush runs outside control operations
+   * (NBD FLUSH, FUA, the background sync), and a checkpoint starts a new journal whose sequence
+   * numbers restart: a flush still running across one would write a SYNC of old numbers into the new
+   * journal and release frees that are not durable yet.
+   */
+  private inSyncLane<T>(step: () => Promise<T> | T): Promise<T> {
+    const run = this.syncLane.then(step);
+    this.syncLane = run.catch(() => undefined);
+    return run;
+  }
+
+  private async flushNow(): Promise<void> {
     let upTo = this.metadata.lastSeq;
     for (const seq of this.inflightWrites) if (seq - 1 < upTo) upTo = seq - 1;
     this.dirty = false;
@@ -388,7 +406,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     if (this.metadata.journalBytes > CHECKPOINT_JOURNAL_BYTES) {
       this.control(async () => {
         await this.flushAll();
-        this.checkpoint();
+        await this.checkpoint();
       }).catch((err) => this.logger.error({ err }, 'checkpoint failed'));
     } else if (this.dirty) {
       this.flush().catch((err) => this.logger.error({ err }, 'background sync failed'));
@@ -396,9 +414,11 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
   }
 
   /** Writes a checkpoint; only with I/O paused and everything flushed. */
-  private checkpoint(): void {
-    this.metadata.checkpoint();
-    for (const pool of this.pools.values()) pool.allocator.releaseAll();
+  private checkpoint(): Promise<void> {
+    return this.inSyncLane(() => {
+      this.metadata.checkpoint();
+      for (const pool of this.pools.values()) pool.allocator.releaseAll();
+    });
   }
 
   /** Runs a control operation alone, with all I/O paused and drained. */
@@ -703,7 +723,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       });
     }
     for (const record of this.catalog.volumes) this.attachVolume(record);
-    this.checkpoint();
+    await this.checkpoint();
   }
 
   private releaseFiles(): void {

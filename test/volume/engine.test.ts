@@ -290,6 +290,32 @@ describe('checksums', () => {
 });
 
 describe('persistence', () => {
+  test('a flush still syncing the journal when the engine closes completes, and its write persists', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: MiB });
+    // A slow disk: the first journal sync takes 50 ms, so close() starts while that flush is inside it.
+    const metadata = (e as unknown as { metadata: { sync(): Promise<void> } }).metadata;
+    const sync = metadata.sync.bind(metadata);
+    let slowed = false;
+    metadata.sync = async () => {
+      if (!slowed) {
+        slowed = true;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      return sync();
+    };
+    const device = e.open('v1');
+    await device.write(0, Buffer.alloc(4096, 0x5a), false);
+    const flushed = device.flush();
+    await new Promise((resolve) => setImmediate(resolve)); // the flush is now waiting in the slow sync
+    device.close();
+    await e.close();
+    await expect(flushed).resolves.toBeUndefined();
+    await expect(device.flush()).rejects.toMatchObject({ errno: 'ESHUTDOWN' });
+    const reopened = await openEngine();
+    expect((await readAll(reopened, 'v1', 0, 4096)).every((b) => b === 0x5a)).toBe(true);
+  });
+
   test('volumes, snapshots and data survive a restart; space is accounted exactly', async () => {
     let e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: 4 * MiB });
