@@ -181,7 +181,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       const record = this.findVolume(name);
       const exported = this.volumes.get(name)!;
       if (exported.connections > 0) {
-        throw failedPrecondition(`volume ${name} is in use by ${exported.connections} NBD connection(s); disconnect them first`);
+        throw failedPrecondition(`volume ${name} is in use by ${exported.connections} connection(s) (NBD clients or a verify); disconnect them first`);
       }
       // Its snapshots stay (as in Kubernetes, a snapshot outlives its volume): they are layers of
       // their own, and dropping the head frees only the blocks written since the last one.
@@ -197,14 +197,21 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
   async verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport> {
     const record = this.findVolume(name);
     const device = this.volumes.get(name)!.device;
+    // Held open like a connection while it runs, so that the volume is not deleted or reverted under
+    // it (its blocks freed and reused would read as false checksum errors).
+    const handle = this.open(name);
     const totalBlocks = Math.ceil(record.sizeBytes / BLOCK_BYTES);
     const badBlockOffsets: number[] = [];
     let checkedBlocks = 0;
-    for (let first = 0; first < totalBlocks; first += VERIFY_BATCH_BLOCKS) {
-      const end = Math.min(totalBlocks, first + VERIFY_BATCH_BLOCKS);
-      for (let b = first; b < end; b++) if (device.resolve(b) >= FIRST_PHYSICAL) checkedBlocks++;
-      badBlockOffsets.push(...(await device.scrub(first, end)));
-      onProgress?.(end, totalBlocks);
+    try {
+      for (let first = 0; first < totalBlocks; first += VERIFY_BATCH_BLOCKS) {
+        const end = Math.min(totalBlocks, first + VERIFY_BATCH_BLOCKS);
+        for (let b = first; b < end; b++) if (device.resolve(b) >= FIRST_PHYSICAL) checkedBlocks++;
+        badBlockOffsets.push(...(await device.scrub(first, end)));
+        onProgress?.(end, totalBlocks);
+      }
+    } finally {
+      handle.close();
     }
     this.logger.info({ volume: name, checkedBlocks, badBlocks: badBlockOffsets.length }, 'volume verified');
     return { volume: name, checkedBlocks, badBlockOffsets };
@@ -216,7 +223,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       const snapshot = this.findSnapshot(name, snapshotName);
       const exported = this.volumes.get(name)!;
       if (exported.connections > 0) {
-        throw failedPrecondition(`volume ${name} is in use by ${exported.connections} NBD connection(s); disconnect them before reverting`);
+        throw failedPrecondition(`volume ${name} is in use by ${exported.connections} connection(s) (NBD clients or a verify); disconnect them before reverting`);
       }
       const oldHead = record.head;
       record.head = this.newLayer(record.class, snapshot.layer).id;

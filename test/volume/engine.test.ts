@@ -104,6 +104,16 @@ describe('volumes', () => {
     expect(e.listVolumes()).toEqual([]);
   });
 
+  test('a volume being verified is not deleted under the verify', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: 32 * MiB });
+    await writeFill(e, 'v1', 0, 32 * MiB, 0x11);
+    const verifying = e.verifyVolume('v1');
+    await expect(e.deleteVolume('v1')).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION', message: expect.stringMatching(/verify/) });
+    expect((await verifying).badBlockOffsets).toEqual([]);
+    await e.deleteVolume('v1');
+  });
+
   test('snapshots outlive their volume: readable, clonable, and their space is freed when they go', async () => {
     const e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: MiB });
