@@ -108,6 +108,20 @@ describe('Pool.write of pieces', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  test.each([
+    ['64 KiB (written on the event loop)', 16],
+    ['1 MiB (written in the thread pool)', 256],
+  ])('%s in more pieces than one pwritev takes (IOV_MAX 1024)', async (_name, blocks) => {
+    fs.mkdirSync(path.join(dir, 'a'));
+    pool = new Pool('default', [openMember(path.join(dir, 'a'), 'default', 4 * 1024 * 1024)]);
+    const data = randomBytes(blocks * B);
+    const cuts = Array.from({ length: 3000 }, (_, i) => Math.floor(((i + 1) * data.length) / 3001));
+    await pool.write(5, cut(data, cuts));
+    const back = Buffer.alloc(data.length);
+    await pool.read(5, back);
+    expect(back.equals(data)).toBe(true);
+  });
+
   test('a run across two members is split at the member boundary, also inside a piece', async () => {
     const members = ['a', 'b'].map((name) => {
       fs.mkdirSync(path.join(dir, name));
