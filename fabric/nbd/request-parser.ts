@@ -1,12 +1,14 @@
-// Splits the transmission byte stream into requests without keeping chunks: headers are read in
-// place (or in one reused buffer); WRITE payloads go straight into one buffer of their final size.
+// Splits the transmission byte stream into requests: headers are read in place (or in one reused
+// buffer); a WRITE's payload is kept as views of the chunks it arrived in, never copied.
 
-import { takeBuffer } from '../buffers';
 import * as P from './protocol';
 
 export class NbdRequest {
-  /** A WRITE's data; undefined when the payload was longer than the server accepts. */
-  payload?: Buffer;
+  /**
+   * A WRITE's data as views of the socket's chunks, in order (Node gives every read a new chunk, so
+   * nothing overwrites them); undefined when the payload was longer than the server accepts.
+   */
+  payload?: Buffer[];
 
   constructor(
     readonly flags: number,
@@ -83,7 +85,7 @@ export class RequestParser {
       this.sink.request(req);
       return;
     }
-    if (req.lengthBytes <= this.maxPayloadBytes) req.payload = takeBuffer(req.lengthBytes);
+    if (req.lengthBytes <= this.maxPayloadBytes) req.payload = [];
     this.pending = req;
     this.payloadLeft = req.lengthBytes;
   }
@@ -91,7 +93,7 @@ export class RequestParser {
   private feedPayload(chunk: Buffer, at: number): number {
     const req = this.pending as NbdRequest;
     const n = Math.min(this.payloadLeft, chunk.length - at);
-    if (req.payload) chunk.copy(req.payload, req.lengthBytes - this.payloadLeft, at, at + n);
+    req.payload?.push(chunk.subarray(at, at + n));
     this.payloadLeft -= n;
     if (this.payloadLeft === 0) {
       this.pending = undefined;

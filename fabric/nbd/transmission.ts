@@ -11,7 +11,6 @@ import { nbdErrorOf } from './errno';
 import { ReplyWriter } from './reply-writer';
 import { checkRequest, COMMAND_NAMES, type RequestLimits } from './request-checks';
 import { NbdRequest, RequestParser, type RequestSink } from './request-parser';
-import { returnBuffer } from '../buffers';
 import * as P from './protocol';
 
 /** Reading pauses while this many requests are in flight... */
@@ -163,7 +162,7 @@ export class Transmission implements RequestSink {
       case P.CMD_READ:
         return this.device.read(req.offsetBytes, req.lengthBytes);
       case P.CMD_WRITE:
-        return this.device.write(req.offsetBytes, req.payload as Buffer, fua);
+        return this.device.write(req.offsetBytes, req.payload as Buffer[], fua);
       case P.CMD_FLUSH:
         return this.device.flush();
       case P.CMD_TRIM:
@@ -184,8 +183,6 @@ export class Transmission implements RequestSink {
       this.log.warn({ err }, 'NBD: internal error while replying; disconnecting');
       this.socket.destroy();
     }
-    // The device is done with a WRITE's payload once its promise has settled.
-    if (req.payload) returnBuffer(req.payload);
     this.inFlight--;
     this.inFlightBytes -= heldBytes(req);
     if (this.inFlight > 0) this.resumeIfPossible();

@@ -6,6 +6,7 @@ import { loadNativeModule } from '../native';
 interface NativeChecksums {
   crc32c(data: Uint8Array): number;
   crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): void;
+  crc32cPieces(pieces: readonly Uint8Array[], blockBytes: number, out: Uint32Array): void;
   hardware(): boolean;
 }
 
@@ -16,6 +17,12 @@ export const crc32c: (data: Uint8Array) => number = native.crc32c;
 
 /** Writes into out[i] the CRC-32C of the i-th blockBytes-long block of data. */
 export const crc32cBlocks: (data: Uint8Array, blockBytes: number, out: Uint32Array) => void = native.crc32cBlocks;
+
+/**
+ * Like crc32cBlocks over the concatenation of pieces, without concatenating: a block may start in
+ * one piece and end in a later one. The pieces' total length must be a multiple of blockBytes.
+ */
+export const crc32cPieces: (pieces: readonly Uint8Array[], blockBytes: number, out: Uint32Array) => void = native.crc32cPieces;
 
 /** Whether the CPU's CRC instruction is in use (else a table-driven fallback, several times slower). */
 export const checksumsInHardware: () => boolean = native.hardware;

@@ -2,18 +2,20 @@
 // allocation less per call than fs.promises' FileHandle, which matters on the I/O path.
 
 import * as fs from 'fs';
+import { slicePieces, totalBytes, type Pieces } from '../pieces';
 
-/** Writes all of buf at position (retrying short writes). */
-export function pwriteAll(fd: number, buf: Buffer, position: number): Promise<void> {
+/** Writes the pieces one after another from position, with pwritev (retrying short writes). */
+export function pwritevAll(fd: number, pieces: Pieces, position: number): Promise<void> {
+  const total = totalBytes(pieces);
   return new Promise((resolve, reject) => {
-    const step = (done: number) => {
-      fs.write(fd, buf, done, buf.length - done, position + done, (err, written) => {
+    const step = (done: number, rest: Pieces) => {
+      fs.writev(fd, rest, position + done, (err, written) => {
         if (err) return reject(err);
-        if (done + written < buf.length) return step(done + written);
+        if (done + written < total) return step(done + written, slicePieces(pieces, done + written, total));
         resolve();
       });
     };
-    step(0);
+    step(0, pieces);
   });
 }
 
@@ -51,6 +53,13 @@ export const RESOLVED: Promise<void> = Promise.resolve();
 export function pwriteAllSync(fd: number, buf: Buffer, position: number): void {
   let done = 0;
   while (done < buf.length) done += fs.writeSync(fd, buf, done, buf.length - done, position + done);
+}
+
+/** pwritevAll on the calling thread. */
+export function pwritevAllSync(fd: number, pieces: Pieces, position: number): void {
+  const total = totalBytes(pieces);
+  let done = fs.writevSync(fd, pieces, position);
+  while (done < total) done += fs.writevSync(fd, slicePieces(pieces, done, total), position + done);
 }
 
 /** pread on the calling thread; bytes past the end of the file read as zeroes. */

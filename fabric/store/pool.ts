@@ -3,7 +3,8 @@
 
 import * as fs from 'fs';
 import { BlockAllocator } from './allocator';
-import { fdatasync, preadAll, preadAllSync, pwriteAll, pwriteAllSync, RESOLVED, settleAll } from './file-io';
+import { slicePieces, totalBytes, type Pieces } from '../pieces';
+import { fdatasync, preadAll, preadAllSync, pwritevAll, pwritevAllSync, RESOLVED, settleAll } from './file-io';
 import { DATA_OFFSET_BYTES, OpenMember } from './pool-member';
 
 const BLOCK_BYTES = 4096;
@@ -43,18 +44,21 @@ export class Pool {
 
   /** Reads count blocks starting at physical block start into buf (count * 4096 bytes). */
   read(start: number, buf: Buffer): Promise<void> {
-    return this.eachSegment(start, buf, (m, position, part) => {
+    return this.eachSegment(start, buf.length, (m, position, fromBytes, toBytes) => {
+      const part = toBytes - fromBytes === buf.length ? buf : buf.subarray(fromBytes, toBytes);
       if (part.length > SYNC_IO_MAX_BYTES) return preadAll(m.fd, part, position);
       preadAllSync(m.fd, part, position);
       return RESOLVED;
     });
   }
 
-  write(start: number, buf: Buffer): Promise<void> {
-    return this.eachSegment(start, buf, (m, position, part) => {
+  /** Writes the pieces (whole blocks in all, not each) at physical block start. */
+  write(start: number, pieces: Pieces): Promise<void> {
+    return this.eachSegment(start, totalBytes(pieces), (m, position, fromBytes, toBytes) => {
+      const part = slicePieces(pieces, fromBytes, toBytes);
       m.dirty = true;
-      if (part.length > SYNC_IO_MAX_BYTES) return pwriteAll(m.fd, part, position);
-      pwriteAllSync(m.fd, part, position);
+      if (toBytes - fromBytes > SYNC_IO_MAX_BYTES) return pwritevAll(m.fd, part, position);
+      pwritevAllSync(m.fd, part, position);
       return RESOLVED;
     });
   }
@@ -71,19 +75,23 @@ export class Pool {
     this.members.length = 0;
   }
 
-  /** Splits a run of physical blocks at member boundaries (a run rarely crosses one). */
+  /**
+   * Splits a run of physical blocks at member boundaries (a run rarely crosses one): io gets each
+   * member's part as the byte range [fromBytes, toBytes) of the run's data.
+   */
   private eachSegment(
     start: number,
-    buf: Buffer,
-    io: (member: PlacedMember, position: number, part: Buffer) => Promise<void>,
+    bytes: number,
+    io: (member: PlacedMember, position: number, fromBytes: number, toBytes: number) => Promise<void>,
+    fromBytes = 0,
   ): Promise<void> {
-    const count = buf.length / BLOCK_BYTES;
+    const count = (bytes - fromBytes) / BLOCK_BYTES;
     const member = this.memberOf(start);
     const inMember = member.firstBlock + member.superblock.blocks - start;
     const position = DATA_OFFSET_BYTES + (start - member.firstBlock) * BLOCK_BYTES;
-    if (count <= inMember) return io(member, position, buf);
-    const split = inMember * BLOCK_BYTES;
-    return settleAll([io(member, position, buf.subarray(0, split)), this.eachSegment(start + inMember, buf.subarray(split), io)]);
+    if (count <= inMember) return io(member, position, fromBytes, bytes);
+    const split = fromBytes + inMember * BLOCK_BYTES;
+    return settleAll([io(member, position, fromBytes, split), this.eachSegment(start + inMember, bytes, io, split)]);
   }
 
   private memberOf(block: number): PlacedMember {

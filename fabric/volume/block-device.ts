@@ -1,6 +1,8 @@
 // The one interface of the I/O path. Every layer (QoS, metrics, replication, encryption,
 // the local replica) is a BlockDevice that wraps the one below it; the NBD server sees only this.
 
+import type { Pieces } from '../pieces';
+
 /** A run of bytes with one allocation state, as NBD's base:allocation context reports it. */
 export interface Extent {
   lengthBytes: number;
@@ -26,10 +28,12 @@ export interface BlockDevice {
    */
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
   /**
-   * With fua, resolves only once the data is durable. The device must not use data after the
-   * promise settles (the caller may reuse the buffer); a layer that needs it later copies it.
+   * Writes data: one buffer, or pieces whose concatenation is the data (the NBD server passes a
+   * WRITE's payload in the chunks it arrived in). With fua, resolves only once the data is durable.
+   * The device must not use data after the promise settles (the caller may reuse the buffers); a
+   * layer that needs it later copies it.
    */
-  write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void>;
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void>;
   /** Resolves once every write that completed before the call is durable. */
   flush(): Promise<void>;
   /** Frees the range; it reads back as zeroes. */

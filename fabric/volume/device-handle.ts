@@ -1,6 +1,7 @@
 // One consumer's handle on a volume or snapshot device: the device itself, plus a close() that
 // tells the engine the consumer is gone (the engine refuses to delete what is in use).
 
+import type { Pieces } from '../pieces';
 import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
 import type { OpenDevice } from './types';
 
@@ -21,7 +22,7 @@ export class DeviceHandle implements OpenDevice {
     return this.device.read(offsetBytes, lengthBytes);
   }
 
-  write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
     return this.device.write(offsetBytes, data, fua);
   }
 

@@ -4,7 +4,8 @@
 
 import { takeBuffer } from '../buffers';
 import { IoError } from '../errors';
-import { crc32c, crc32cBlocks } from '../store/checksum';
+import { copyPieces, piecesOf, slicePieces, totalBytes, type Pieces } from '../pieces';
+import { crc32c, crc32cBlocks, crc32cPieces } from '../store/checksum';
 import { settleAll } from '../store/file-io';
 import type { Pool } from '../store/pool';
 import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
@@ -66,14 +67,16 @@ export class LocalVolume implements BlockDevice {
     }
   }
 
-  async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
-    this.checkWritable(offsetBytes, data.length);
-    if (data.length === 0) return;
+  async write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    const pieces = piecesOf(data);
+    const lengthBytes = totalBytes(pieces);
+    this.checkWritable(offsetBytes, lengthBytes);
+    if (lengthBytes === 0) return;
     const first = Math.floor(offsetBytes / B);
-    const end = Math.ceil((offsetBytes + data.length) / B);
+    const end = Math.ceil((offsetBytes + lengthBytes) / B);
     const release = await this.begin(first, end, true);
     try {
-      const blocks = await this.fullBlocks(offsetBytes, data, first, end);
+      const blocks = await this.fullBlocks(offsetBytes, pieces, lengthBytes, first, end);
       await this.writeBlocks(first, blocks);
     } finally {
       this.end(release);
@@ -226,27 +229,31 @@ export class LocalVolume implements BlockDevice {
     return buf;
   }
 
-  /** Returns whole blocks covering [first, end) with data laid over the current contents. */
-  private async fullBlocks(offsetBytes: number, data: Buffer, first: number, end: number): Promise<Buffer> {
+  /**
+   * Returns whole blocks covering [first, end) with the data (lengthBytes at offsetBytes) laid over
+   * the current contents: the data's own pieces when it is block-aligned, else one new buffer.
+   */
+  private async fullBlocks(offsetBytes: number, pieces: Pieces, lengthBytes: number, first: number, end: number): Promise<Pieces> {
     const skip = offsetBytes - first * B;
-    if (skip === 0 && data.length === (end - first) * B) return data;
+    if (skip === 0 && lengthBytes === (end - first) * B) return pieces;
     const blocks = Buffer.allocUnsafe((end - first) * B);
     // Only the first and last block can be partial; read-modify-write just those.
     if (skip !== 0) (await this.readBlocks(first, first + 1)).copy(blocks, 0);
     const tailStart = (end - 1 - first) * B;
-    if ((skip + data.length) % B !== 0 && (end - 1 > first || skip === 0)) {
+    if ((skip + lengthBytes) % B !== 0 && (end - 1 > first || skip === 0)) {
       (await this.readBlocks(end - 1, end)).copy(blocks, tailStart);
     }
-    data.copy(blocks, skip);
-    return blocks;
+    copyPieces(pieces, blocks, skip);
+    return [blocks];
   }
 
   /**
-   * Writes whole blocks at block first. The journal records (block -> physical, crc) go out before
-   * the data, so that after a crash recovery can tell, by checksum, whether the data landed.
+   * Writes whole blocks at block first; the pieces hold whole blocks in all, not each. The journal
+   * records (block -> physical, crc) go out before the data, so that after a crash recovery can
+   * tell, by checksum, whether the data landed.
    */
-  private async writeBlocks(first: number, blocks: Buffer): Promise<void> {
-    const count = blocks.length / B;
+  private async writeBlocks(first: number, blocks: Pieces): Promise<void> {
+    const count = totalBytes(blocks) / B;
     const head = this.chain[0];
     const targets = new Array<number>(count);
     let fresh = 0;
@@ -260,7 +267,7 @@ export class LocalVolume implements BlockDevice {
     }
     if (fresh > 0) await this.allocateInto(targets, fresh);
     const crcs = new Uint32Array(count);
-    crc32cBlocks(blocks, B, crcs);
+    crc32cPieces(blocks, B, crcs);
     const metadata = this.host.metadata;
     // One journal record per physically contiguous run (usually one per request).
     let firstSeq = 0;
@@ -312,12 +319,12 @@ export class LocalVolume implements BlockDevice {
   }
 
   /** Writes blocks to their targets, one pool write per physically contiguous run. */
-  private writeRuns(targets: number[], blocks: Buffer): Promise<void> {
+  private writeRuns(targets: number[], blocks: Pieces): Promise<void> {
     const writes: Promise<void>[] = [];
     let start = 0;
     for (let i = 1; i <= targets.length; i++) {
       if (i < targets.length && targets[i] === targets[i - 1] + 1) continue;
-      writes.push(this.pool.write(targets[start], blocks.subarray(start * B, i * B)));
+      writes.push(this.pool.write(targets[start], slicePieces(blocks, start * B, i * B)));
       start = i;
     }
     return writes.length === 1 ? writes[0] : settleAll(writes);

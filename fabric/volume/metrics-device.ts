@@ -3,6 +3,7 @@
 
 import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, type Metric, type Registry } from 'prom-client';
+import { totalBytes, type Pieces } from '../pieces';
 import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
 import type { PoolInfo, VolumeEngine } from './types';
 
@@ -158,8 +159,9 @@ export class MetricsDevice implements BlockDevice {
     return this.track(this.stats.read, performance.now(), this.inner.read(offsetBytes, lengthBytes), lengthBytes);
   }
 
-  write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
-    return this.track(this.stats.write, performance.now(), this.inner.write(offsetBytes, data, fua), data.length);
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    const bytes = Buffer.isBuffer(data) ? data.length : totalBytes(data);
+    return this.track(this.stats.write, performance.now(), this.inner.write(offsetBytes, data, fua), bytes);
   }
 
   flush(): Promise<void> {

@@ -2,6 +2,7 @@
 // positional fs calls and made durable with fdatasync. Trim writes zeroes (no fallocate).
 
 import fs from 'node:fs/promises';
+import type { Pieces } from '../../fabric/pieces';
 import type { BlockDevice, Extent, WriteZeroesOptions } from '../../fabric/volume/block-device';
 
 const ZERO_CHUNK_BYTES = 1024 * 1024;
@@ -34,7 +35,8 @@ export class FileBlockDevice implements BlockDevice {
     return out;
   }
 
-  async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+  async write(offsetBytes: number, pieces: Buffer | Pieces, fua: boolean): Promise<void> {
+    const data = Buffer.isBuffer(pieces) ? pieces : Buffer.concat(pieces);
     let done = 0;
     while (done < data.length) {
       const { bytesWritten } = await this.handle.write(data, done, data.length - done, offsetBytes + done);

@@ -4,6 +4,7 @@
 import pino from 'pino';
 import { IoError, type IoErrno } from '../../fabric/errors';
 import { NbdServer } from '../../fabric/nbd/server';
+import type { Pieces } from '../../fabric/pieces';
 import type { BlockDevice, Extent, WriteZeroesOptions } from '../../fabric/volume/block-device';
 import { NbdFixture } from './fixture';
 import { CMD, encodeRequest, ERR, RawNbdClient, REPLY_TYPE } from '../helpers/nbd-raw-client';
@@ -33,7 +34,7 @@ class TestLayer implements BlockDevice {
     return this.call(() => this.below.read(offsetBytes, lengthBytes));
   }
 
-  write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
     return this.call(() => this.below.write(offsetBytes, data, fua));
   }
 

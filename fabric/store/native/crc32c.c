@@ -89,10 +89,12 @@ __attribute__((target("sse4.2"))) static void crc_hardware3(const uint8_t *a, co
 }
 #endif
 
+static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n) {
+  return hardware ? crc_hardware(crc, p, n) : crc_table(crc, p, n);
+}
+
 static uint32_t crc32c(const uint8_t *p, size_t n) {
-  uint32_t crc = 0xffffffffu;
-  crc = hardware ? crc_hardware(crc, p, n) : crc_table(crc, p, n);
-  return crc ^ 0xffffffffu;
+  return crc_update(0xffffffffu, p, n) ^ 0xffffffffu;
 }
 
 static napi_status typed_array(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *length) {
@@ -102,6 +104,19 @@ static napi_status typed_array(napi_env env, napi_value value, napi_typedarray_t
   napi_status s = napi_get_typedarray_info(env, value, &type, length, data, &buffer, &offset);
   if (s != napi_ok) return s;
   return type == want ? napi_ok : napi_invalid_arg;
+}
+
+/* Checksums of `blocks` whole blocks starting at p, into out[0..blocks). */
+static void whole_blocks(const uint8_t *p, size_t blocks, uint32_t blockBytes, uint32_t *out) {
+  size_t i = 0;
+#if defined(WEFT_X86)
+  if (hardware) {
+    for (; i + 3 <= blocks; i += 3) {
+      crc_hardware3(p + i * blockBytes, p + (i + 1) * blockBytes, p + (i + 2) * blockBytes, blockBytes, out + i);
+    }
+  }
+#endif
+  for (; i < blocks; i++) out[i] = crc32c(p + i * blockBytes, blockBytes);
 }
 
 /* crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): fills out[i] with the checksum of block i. */
@@ -119,17 +134,68 @@ static napi_value crc32c_blocks(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): bad arguments");
     return NULL;
   }
-  const uint8_t *p = data;
-  uint32_t *o = out;
-  size_t blocks = length / blockBytes, i = 0;
-#if defined(WEFT_X86)
-  if (hardware) {
-    for (; i + 3 <= blocks; i += 3) {
-      crc_hardware3(p + i * blockBytes, p + (i + 1) * blockBytes, p + (i + 2) * blockBytes, blockBytes, o + i);
+  whole_blocks(data, length / blockBytes, blockBytes, out);
+  return NULL;
+}
+
+/*
+ * crc32cPieces(pieces: Uint8Array[], blockBytes: number, out: Uint32Array): like crc32cBlocks over
+ * the concatenation of the pieces, without concatenating them. A block may span several pieces
+ * (a write's data as it came off the socket); its checksum then carries over from piece to piece.
+ * The pieces' total length must be a multiple of blockBytes.
+ */
+static napi_value crc32c_pieces(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  void *outData;
+  size_t outLength;
+  uint32_t count, blockBytes;
+  bool isArray = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 ||
+      napi_is_array(env, argv[0], &isArray) != napi_ok || !isArray ||
+      napi_get_array_length(env, argv[0], &count) != napi_ok ||
+      napi_get_value_uint32(env, argv[1], &blockBytes) != napi_ok || blockBytes == 0 ||
+      typed_array(env, argv[2], napi_uint32_array, &outData, &outLength) != napi_ok) {
+    goto bad;
+  }
+  uint32_t *out = outData;
+  size_t block = 0;      /* index of the block being checksummed */
+  size_t filled = 0;     /* bytes of that block seen so far (in earlier pieces) */
+  uint32_t crc = 0xffffffffu;
+  for (uint32_t k = 0; k < count; k++) {
+    napi_value piece;
+    void *data;
+    size_t length;
+    if (napi_get_element(env, argv[0], k, &piece) != napi_ok ||
+        typed_array(env, piece, napi_uint8_array, &data, &length) != napi_ok) {
+      goto bad;
+    }
+    const uint8_t *p = data;
+    if (filled > 0) { /* finish the block that began in an earlier piece */
+      size_t n = length < blockBytes - filled ? length : blockBytes - filled;
+      crc = crc_update(crc, p, n);
+      p += n;
+      length -= n;
+      filled += n;
+      if (filled < blockBytes) continue;
+      if (block >= outLength) goto bad;
+      out[block++] = crc ^ 0xffffffffu;
+      filled = 0;
+    }
+    size_t blocks = length / blockBytes;
+    if (block + blocks > outLength) goto bad;
+    whole_blocks(p, blocks, blockBytes, out + block);
+    block += blocks;
+    p += blocks * blockBytes;
+    length -= blocks * blockBytes;
+    if (length > 0) { /* a block that continues in the next piece */
+      crc = crc_update(0xffffffffu, p, length);
+      filled = length;
     }
   }
-#endif
-  for (; i < blocks; i++) o[i] = crc32c(p + i * blockBytes, blockBytes);
+  if (filled == 0) return NULL;
+bad:
+  napi_throw_type_error(env, NULL, "crc32cPieces(pieces: Uint8Array[], blockBytes: number, out: Uint32Array): bad arguments");
   return NULL;
 }
 
@@ -161,6 +227,7 @@ static napi_value module_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"crc32c", NULL, crc32c_one, NULL, NULL, NULL, napi_default, NULL},
     {"crc32cBlocks", NULL, crc32c_blocks, NULL, NULL, NULL, napi_default, NULL},
+    {"crc32cPieces", NULL, crc32c_pieces, NULL, NULL, NULL, napi_default, NULL},
     {"hardware", NULL, uses_hardware, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
