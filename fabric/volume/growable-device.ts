@@ -7,6 +7,7 @@
 // volume grows, decides how much of the window the filesystem sees. The window's size never
 // changes, so a reconnect after a weftd restart finds the export as it was.
 
+import type { Pieces } from '../pieces';
 import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
 import { MAX_VOLUME_BYTES } from './types';
 
@@ -30,7 +31,7 @@ export class GrowableDevice implements BlockDevice {
   }
 
   // Writes, trims and zeroes past the end go to the volume, which refuses them (ENOSPC).
-  write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
     return this.volume.write(offsetBytes, data, fua);
   }
 
