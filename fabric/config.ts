@@ -36,6 +36,8 @@ export interface WeftdConfig {
   /** Paths are absolute. Never empty: without --pool, one pool "default" in the data dir. */
   pools: PoolSpec[];
   logLevel: LogLevel;
+  /** Completed writes are synced at least this often without a FLUSH; 0: only on FLUSH/FUA. */
+  syncIntervalMs: number;
   /** Zone label of this node, for topology; absent when not given. */
   zone?: string;
   /** Absent: no CSI driver. */
@@ -60,6 +62,7 @@ interface RawSettings {
   metricsPort?: unknown;
   pool?: unknown;
   logLevel?: unknown;
+  syncInterval?: unknown;
   zone?: unknown;
   csiEndpoint?: unknown;
   csiRole?: unknown;
@@ -67,7 +70,7 @@ interface RawSettings {
 type SettingKey = keyof RawSettings;
 
 const SETTING_KEYS: readonly SettingKey[] = [
-  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'zone', 'csiEndpoint', 'csiRole',
+  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'zone', 'csiEndpoint', 'csiRole',
 ];
 
 const DEFAULTS = {
@@ -77,6 +80,7 @@ const DEFAULTS = {
   apiPort: '10810',
   metricsPort: '10811',
   logLevel: 'info',
+  syncInterval: '5',
   csiRole: 'both',
 };
 
@@ -109,6 +113,7 @@ function buildCommand(): Command {
     .option('--metrics-port <n>', `Prometheus /metrics port (default: ${DEFAULTS.metricsPort})`)
     .option('--pool <class:path[:size]>', 'a pool member, repeatable (default: default:<data-dir>)', collect)
     .option('--log-level <level>', `${LOG_LEVELS.join(', ')} (default: ${DEFAULTS.logLevel})`)
+    .option('--sync-interval <seconds>', `sync completed writes at least this often without a FLUSH; 0 = only on FLUSH/FUA (default: ${DEFAULTS.syncInterval})`)
     .option('--zone <zone>', 'zone label of this node, for CSI topology (default: none)')
     .option('--csi-endpoint <unix:///path>', 'serve the CSI driver on this unix socket (default: off)')
     .option('--csi-role <role>', `CSI services to serve: ${CSI_ROLES.join(', ')} (default: ${DEFAULTS.csiRole})`)
@@ -193,6 +198,7 @@ function validate(pick: Picker): WeftdConfig {
     metricsPort: port(pick('metricsPort'), DEFAULTS.metricsPort),
     pools: pools(pick('pool'), dataDir),
     logLevel: logLevel(pick('logLevel')),
+    syncIntervalMs: seconds(pick('syncInterval'), DEFAULTS.syncInterval) * 1000,
     zone: zone(pick('zone')),
     csi: csi(pick('csiEndpoint'), pick('csiRole')),
   };
@@ -239,6 +245,14 @@ function logLevel(setting: Setting): LogLevel {
   const known = LOG_LEVELS.find((candidate) => candidate === level);
   if (!known) throw invalid(setting, level, `expected one of ${LOG_LEVELS.join(', ')}`);
   return known;
+}
+
+/** A whole number of seconds, 0 to one day. */
+function seconds(setting: Setting, fallback: string): number {
+  const value = text(setting, fallback);
+  const number = Number(value);
+  if (!/^\d+$/.test(value) || number > 86400) throw invalid(setting, setting.value, 'expected a whole number of seconds from 0 to 86400');
+  return number;
 }
 
 /** Topology values: 1-63 characters, letters and digits at both ends, '-', '_' or '.' between. */

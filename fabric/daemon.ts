@@ -49,7 +49,12 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
   routeGrpcLogs(logger.child({ component: 'grpc' }));
   const running = new RunningParts(logger);
   try {
-    const engine = await LocalEngine.open({ dataDir: config.dataDir, pools: config.pools, logger: logger.child({ component: 'engine' }) });
+    const engine = await LocalEngine.open({
+      dataDir: config.dataDir,
+      pools: config.pools,
+      logger: logger.child({ component: 'engine' }),
+      syncIntervalMs: config.syncIntervalMs,
+    });
     running.add('engine', () => engine.close());
 
     const registry = new Registry();

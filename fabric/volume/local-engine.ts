@@ -30,8 +30,10 @@ import { validateName } from './names';
 
 /** On-disk format of a data dir; a weftd refuses any other. */
 export const FORMAT_VERSION = 1;
-/** Completed writes become durable at least this often even without a FLUSH. */
-const SYNC_INTERVAL_MS = 1000;
+/** Completed writes become durable at least this often even without a FLUSH (EngineOptions). */
+export const DEFAULT_SYNC_INTERVAL_MS = 5000;
+/** How often the background task looks whether a sync or a checkpoint is due. */
+const BACKGROUND_INTERVAL_MS = 1000;
 /** A checkpoint starts a fresh journal once the journal is this large. */
 const CHECKPOINT_JOURNAL_BYTES = 64 * 1024 * 1024;
 const VERIFY_BATCH_BLOCKS = 256;
@@ -48,6 +50,12 @@ export interface EngineOptions {
   dataDir: string;
   pools: PoolSpec[];
   logger: Logger;
+  /**
+   * Completed writes become durable at least this often without a FLUSH (default 5 s); 0: only
+   * on FLUSH and FUA, as the NBD protocol requires. Recovery is correct either way: the interval
+   * bounds what a client that never flushes can lose, and costs disk bandwidth.
+   */
+  syncIntervalMs?: number;
 }
 
 interface Exported {
@@ -74,10 +82,13 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
+  private lastSyncAt = Date.now();
+
   private constructor(
     private readonly dataDir: string,
     metadata: Metadata,
     private readonly logger: Logger,
+    private readonly syncIntervalMs: number,
   ) {
     this.metadata = metadata;
   }
@@ -89,10 +100,10 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     let engine: LocalEngine | undefined;
     try {
       const { metadata, unsynced } = Metadata.open(path.join(dataDir, 'meta'));
-      engine = new LocalEngine(dataDir, metadata, options.logger);
+      engine = new LocalEngine(dataDir, metadata, options.logger, options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS);
       engine.openPools(options.pools);
       await engine.recover(unsynced);
-      engine.timer = setInterval(() => engine!.background(), SYNC_INTERVAL_MS);
+      engine.timer = setInterval(() => engine!.background(), BACKGROUND_INTERVAL_MS);
       engine.timer.unref();
       options.logger.info(
         { dataDir, volumes: metadata.catalog.volumes.length, snapshots: metadata.catalog.snapshots.length, rolledBack: unsynced.length },
@@ -402,6 +413,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     let upTo = this.metadata.lastSeq;
     for (const seq of this.inflightWrites) if (seq - 1 < upTo) upTo = seq - 1;
     this.dirty = false;
+    this.lastSyncAt = Date.now();
     await Promise.all([...this.pools.values()].map((p) => p.sync()));
     this.metadata.recordSync(upTo);
     await this.metadata.sync();
@@ -415,7 +427,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
         await this.flushAll();
         await this.checkpoint();
       }).catch((err) => this.logger.error({ err }, 'checkpoint failed'));
-    } else if (this.dirty) {
+    } else if (this.dirty && this.syncIntervalMs > 0 && Date.now() - this.lastSyncAt >= this.syncIntervalMs) {
       this.flush().catch((err) => this.logger.error({ err }, 'background sync failed'));
     }
   }

@@ -2,8 +2,8 @@
 // run, on one temp dir, and prints a markdown table of medians and of weft's ratio to each reference.
 
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
+import { freePort } from '../helpers/free-port';
 import { cleanupAll, makeTempDir, REPO_ROOT, run, startWeftd, type RunResult } from '../helpers/weftd';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 10);
@@ -20,12 +20,22 @@ interface Job {
   unit: 'IOPS' | 'MB/s';
 }
 
-const JOBS: Job[] = [
+const ALL_JOBS: Job[] = [
   { name: '4k randread qd32', rw: 'randread', blockSize: '4k', iodepth: 32, unit: 'IOPS' },
   { name: '4k randwrite qd32', rw: 'randwrite', blockSize: '4k', iodepth: 32, unit: 'IOPS' },
   { name: '1M read qd8', rw: 'read', blockSize: '1M', iodepth: 8, unit: 'MB/s' },
   { name: '1M write qd8', rw: 'write', blockSize: '1M', iodepth: 8, unit: 'MB/s' },
 ];
+/** BENCH_JOBS=write,randread runs only the jobs whose names contain one of the words. */
+const JOBS = selectJobs(process.env.BENCH_JOBS);
+
+function selectJobs(filter: string | undefined): Job[] {
+  if (!filter) return ALL_JOBS;
+  const words = filter.split(',').map((word) => word.trim()).filter(Boolean);
+  const jobs = ALL_JOBS.filter((job) => words.some((word) => job.name.includes(word)));
+  if (jobs.length === 0) throw new Error(`BENCH_JOBS=${filter} matches none of: ${ALL_JOBS.map((job) => job.name).join(', ')}`);
+  return jobs;
+}
 
 interface Server {
   name: 'weft' | 'qemu-nbd' | 'nbdkit';
@@ -84,17 +94,6 @@ function positiveInteger(name: string, fallback: number): number {
 function mustSucceed(what: string, result: RunResult): RunResult {
   if (result.code !== 0) throw new Error(`${what} failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`);
   return result;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }
 
 async function stopPid(pid: number): Promise<void> {

@@ -37,6 +37,7 @@ describe('defaults', () => {
       metricsPort: 10811,
       pools: [{ class: 'default', path: dataDir }],
       logLevel: 'info',
+      syncIntervalMs: 5000,
     });
   });
 });
@@ -46,7 +47,7 @@ describe('flags', () => {
     const config = parseConfig([
       '--data-dir', '/srv/weft', '--node-id', 'node-1', '--listen', '0.0.0.0',
       '--nbd-port', '0', '--api-port', '20810', '--metrics-port=20811',
-      '--pool', 'ssd:/mnt/nvme0:100GiB', '--pool', 'hdd:rel/disk', '--log-level', 'debug',
+      '--pool', 'ssd:/mnt/nvme0:100GiB', '--pool', 'hdd:rel/disk', '--log-level', 'debug', '--sync-interval', '0',
     ]);
     expect(config).toEqual({
       dataDir: '/srv/weft',
@@ -60,6 +61,7 @@ describe('flags', () => {
         { class: 'hdd', path: path.resolve('rel/disk') },
       ],
       logLevel: 'debug',
+      syncIntervalMs: 0,
     });
   });
 
@@ -80,6 +82,8 @@ describe('flags', () => {
     [['--pool', 'ssd:/mnt/x:0'], /--pool "ssd:\/mnt\/x:0".*more than 0/],
     [['--pool', 'ssd:/a', '--pool', 'hdd:/a'], /--pool "\/a".*twice/],
     [['--log-level', 'loud'], /--log-level "loud".*info/],
+    [['--sync-interval', '1.5'], /--sync-interval "1.5".*whole number of seconds/],
+    [['--sync-interval', '-1'], /--sync-interval "-1"/],
     [['--node-id', 'no spaces'], /--node-id "no spaces"/],
     [['--listen', 'not an address'], /--listen "not an address"/],
     [['--data-dir', ''], /--data-dir ""/],
