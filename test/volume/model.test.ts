@@ -11,6 +11,7 @@ import { returnBuffer } from '../../fabric/buffers';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import type { OpenDevice } from '../../fabric/volume/types';
 import { Prng } from '../helpers/prng';
+import { overlaps, placeRange, randomWriteRange } from '../helpers/ranges';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -60,10 +61,6 @@ function expectSameBytes(actual: Buffer, expected: Buffer, what: string): void {
   let at = 0;
   while (actual[at] === expected[at]) at++;
   throw new Error(`${what}: byte ${at} (block ${Math.floor(at / B)} of the range) is ${actual[at]}, expected ${expected[at]}`);
-}
-
-function overlaps(ranges: [number, number][], offset: number, length: number): boolean {
-  return ranges.some(([o, l]) => o < offset + length && offset < o + l);
 }
 
 /** Waits for every operation, then throws the first failure. */
@@ -168,30 +165,9 @@ class ModelRun {
 
   // ---- random choices ----
 
-  /** A range for a write: 1 byte to 300 KiB, half of them block-aligned, some over 128 KiB. */
-  private writeRange(sizeBytes: number): [number, number] {
-    const rng = this.rng;
-    const lengths = [
-      () => rng.int(1, 100),
-      () => rng.int(1, 16 * KiB),
-      () => rng.int(16 * KiB, 128 * KiB),
-      () => rng.int(128 * KiB + 1, 300 * KiB),
-    ];
-    return this.placeRange(sizeBytes, rng.pick(lengths)());
-  }
-
   /** A range for a read: up to 512 KiB, so that it spans several earlier writes and holes. */
   private readRange(sizeBytes: number): [number, number] {
-    return this.placeRange(sizeBytes, this.rng.chance(0.3) ? this.rng.int(1, 8 * KiB) : this.rng.int(1, 512 * KiB));
-  }
-
-  private placeRange(sizeBytes: number, wanted: number): [number, number] {
-    const aligned = this.rng.chance(0.5);
-    let length = Math.min(sizeBytes, aligned ? Math.max(B, Math.round(wanted / B) * B) : wanted);
-    let offset = this.rng.int(0, sizeBytes - length);
-    if (aligned) offset -= offset % B;
-    if (length === 0) length = 1;
-    return [offset, length];
+    return placeRange(this.rng, sizeBytes, this.rng.chance(0.3) ? this.rng.int(1, 8 * KiB) : this.rng.int(1, 512 * KiB));
   }
 
   private newSize(atLeast: number): number {
@@ -241,7 +217,7 @@ class ModelRun {
 
   private async write(volume: string): Promise<void> {
     const model = this.volumes.get(volume)!;
-    const [offset, length] = this.writeRange(model.length);
+    const [offset, length] = randomWriteRange(this.rng, model.length);
     const fua = this.rng.chance(0.1);
     this.note(`write ${volume} ${offset}+${length} fua=${fua}`);
     if (!this.hasRoom(length)) return this.note('  skipped: pool nearly full');
@@ -268,7 +244,7 @@ class ModelRun {
 
   private async zero(volume: string, how: 'trim' | 'zeroes' | 'zeroes-no-hole'): Promise<void> {
     const model = this.volumes.get(volume)!;
-    const [offset, length] = this.writeRange(model.length);
+    const [offset, length] = randomWriteRange(this.rng, model.length);
     const fua = this.rng.chance(0.1);
     this.note(`${how} ${volume} ${offset}+${length} fua=${fua}`);
     if (how === 'zeroes-no-hole' && !this.hasRoom(length)) return this.note('  skipped: pool nearly full');
@@ -321,7 +297,7 @@ class ModelRun {
         requests.push(device.flush());
         continue;
       }
-      const [offset, length] = kind === 'read' ? this.readRange(model.length) : this.writeRange(model.length);
+      const [offset, length] = kind === 'read' ? this.readRange(model.length) : randomWriteRange(this.rng, model.length);
       if (overlaps(changed, offset, length) || (kind !== 'read' && overlaps(read, offset, length))) continue;
       descriptions.push(`${kind} ${offset}+${length}`);
       if (kind === 'read') {
@@ -412,7 +388,7 @@ class ModelRun {
     const ranges: [number, number][] = [];
     const requests: Promise<unknown>[] = [];
     for (let i = this.rng.int(1, 4); i > 0; i--) {
-      const [offset, length] = this.writeRange(model.length);
+      const [offset, length] = randomWriteRange(this.rng, model.length);
       if (overlaps(ranges, offset, length) || !this.hasRoom(4 * length)) continue;
       ranges.push([offset, length]);
       const data = this.rng.bytes(length);
