@@ -1,0 +1,176 @@
+// Child process of the crash-model test: runs seeded random operations on the engine (writes,
+// trims, zeroes and flushes several at a time, snapshots, clones, deletes) until it is killed, and
+// reports each one on stdout before it starts and once it is acknowledged (see crash-ops.ts).
+// Usage: crash-model-child DATA_DIR POOL_DIR SEED FIRST_OP_ID [KILL_AT_OP TURNS MICROTASKS]: with
+// the last three, it kills itself with SIGKILL TURNS event-loop turns and then MICROTASKS microtasks
+// after starting its KILL_AT_OP-th operation: moments that a parent woken by a pipe is too late to
+// hit, such as between a write's journal record and its data.
+
+import pino from 'pino';
+import { LocalEngine } from '../../fabric/volume/local-engine';
+import type { OpenDevice } from '../../fabric/volume/types';
+import { BLOCK, ControlOp, IoOp, Op, poolSpec, writeData } from './crash-ops';
+import { Prng } from './prng';
+import { overlaps, randomWriteRange } from './ranges';
+
+/** Small volumes, so that random ranges often meet earlier writes and snapshots. */
+const MAX_VOLUME_BLOCKS = 512;
+/** Volumes plus snapshots, so that the pool never fills up. */
+const MAX_OBJECTS = 10;
+const IO_KINDS = { write: 10, trim: 1, zeroes: 1, flush: 1 };
+const CONTROL_KINDS = { snapshot: 4, deleteSnapshot: 2, clone: 2, createVolume: 1, deleteVolume: 1, resize: 1 };
+
+class Workload {
+  private readonly handles = new Map<string, OpenDevice>();
+  private startedOps = 0;
+
+  constructor(
+    private readonly engine: LocalEngine,
+    private readonly rng: Prng,
+    private nextId: number,
+    private readonly kill: { atOp: number; turns: number; microtasks: number } | undefined,
+  ) {}
+
+  async run(): Promise<never> {
+    for (;;) {
+      if (this.engine.listVolumes().length === 0) await this.control(this.createVolume());
+      await this.ioBatch();
+      if (this.rng.chance(0.15)) {
+        const op = this.controlOp();
+        if (op) await this.control(op);
+      }
+    }
+  }
+
+  /** Up to eight requests in flight at once; writes, trims and zeroes never share a block. */
+  private async ioBatch(): Promise<void> {
+    const touched = new Map<string, [number, number][]>();
+    const requests: Promise<void>[] = [];
+    for (let i = this.rng.int(1, 8); i > 0; i--) {
+      const kind = this.rng.weighted(IO_KINDS);
+      if (kind === 'flush') {
+        requests.push(this.report({ id: this.nextId++, kind }, () => this.engine.flush()));
+        continue;
+      }
+      const volume = this.rng.pick(this.engine.listVolumes());
+      const [offset, length] = randomWriteRange(this.rng, volume.sizeBytes);
+      const blocks = touched.get(volume.name) ?? [];
+      const first = Math.floor(offset / BLOCK);
+      const end = Math.ceil((offset + length) / BLOCK);
+      if (overlaps(blocks, first, end - first)) continue;
+      blocks.push([first, end - first]);
+      touched.set(volume.name, blocks);
+      const op: IoOp = { id: this.nextId++, kind, volume: volume.name, offset, length, fua: this.rng.chance(0.1) };
+      requests.push(this.report(op, () => this.io(op)));
+    }
+    await Promise.all(requests);
+  }
+
+  private io(op: IoOp): Promise<void> {
+    const device = this.device(op.volume);
+    if (op.kind === 'write') return device.write(op.offset, writeData(op.id, op.offset, op.length), op.fua);
+    if (op.kind === 'trim') return device.trim(op.offset, op.length, op.fua);
+    return device.writeZeroes(op.offset, op.length, { fua: op.fua, noHole: this.rng.chance(0.5) });
+  }
+
+  private controlOp(): ControlOp | undefined {
+    const volumes = this.engine.listVolumes();
+    const snapshots = this.engine.listSnapshots();
+    const full = volumes.length + snapshots.length >= MAX_OBJECTS;
+    const id = this.nextId++;
+    switch (this.rng.weighted(CONTROL_KINDS)) {
+      case 'snapshot':
+        return full ? undefined : { id, kind: 'snapshot', volume: this.rng.pick(volumes).name, name: `s${id}` };
+      case 'deleteSnapshot': {
+        if (snapshots.length === 0) return undefined;
+        const snapshot = this.rng.pick(snapshots);
+        return { id, kind: 'deleteSnapshot', volume: snapshot.volume, name: snapshot.name };
+      }
+      case 'clone': {
+        if (full || snapshots.length === 0) return undefined;
+        const snapshot = this.rng.pick(snapshots);
+        const sizeBytes = Math.max(snapshot.sizeBytes, this.randomSize());
+        return { id, kind: 'clone', volume: snapshot.volume, snapshot: snapshot.name, name: `v${id}`, sizeBytes };
+      }
+      case 'createVolume':
+        return full ? undefined : this.createVolume(id);
+      case 'deleteVolume':
+        return volumes.length < 2 ? undefined : { id, kind: 'deleteVolume', name: this.rng.pick(volumes).name };
+      case 'resize': {
+        const volume = this.rng.pick(volumes);
+        const sizeBytes = this.randomSize();
+        return sizeBytes > volume.sizeBytes ? { id, kind: 'resize', name: volume.name, sizeBytes } : undefined;
+      }
+    }
+  }
+
+  private createVolume(id = this.nextId++): ControlOp {
+    return { id, kind: 'createVolume', name: `v${id}`, sizeBytes: this.randomSize() };
+  }
+
+  private randomSize(): number {
+    return this.rng.int(1, MAX_VOLUME_BLOCKS) * BLOCK;
+  }
+
+  private control(op: ControlOp): Promise<void> {
+    return this.report(op, async () => {
+      switch (op.kind) {
+        case 'createVolume':
+          await this.engine.createVolume({ name: op.name, sizeBytes: op.sizeBytes });
+          return;
+        case 'resize':
+          await this.engine.resizeVolume(op.name, op.sizeBytes);
+          return;
+        case 'deleteVolume':
+          this.handles.get(op.name)?.close();
+          this.handles.delete(op.name);
+          return this.engine.deleteVolume(op.name);
+        case 'snapshot':
+          await this.engine.createSnapshot(op.volume, op.name);
+          return;
+        case 'deleteSnapshot':
+          return this.engine.deleteSnapshot(op.volume, op.name);
+        case 'clone':
+          await this.engine.cloneVolume({ name: op.name, volume: op.volume, snapshot: op.snapshot, sizeBytes: op.sizeBytes });
+      }
+    });
+  }
+
+  private device(volume: string): OpenDevice {
+    let device = this.handles.get(volume);
+    if (!device) {
+      device = this.engine.open(volume);
+      this.handles.set(volume, device);
+    }
+    return device;
+  }
+
+  /** Reports op, runs it, reports its acknowledgment. stdout is a pipe, written synchronously on Linux. */
+  private async report(op: Op, run: () => Promise<void>): Promise<void> {
+    process.stdout.write(`S ${JSON.stringify(op)}\n`);
+    const running = run();
+    if (++this.startedOps === this.kill?.atOp) killAfter(this.kill.turns, this.kill.microtasks);
+    await running;
+    process.stdout.write(`A ${op.id}\n`);
+  }
+}
+
+function killAfter(turns: number, microtasks: number): void {
+  if (turns > 0) setImmediate(() => killAfter(turns - 1, microtasks));
+  else if (microtasks > 0) queueMicrotask(() => killAfter(0, microtasks - 1));
+  else process.kill(process.pid, 'SIGKILL');
+}
+
+async function main(): Promise<void> {
+  const [dataDir, poolDir, seed, firstId, killAtOp, turns, microtasks] = process.argv.slice(2);
+  const engine = await LocalEngine.open({ dataDir, pools: poolSpec(poolDir), logger: pino({ level: 'silent' }) });
+  const kill = killAtOp ? { atOp: Number(killAtOp), turns: Number(turns), microtasks: Number(microtasks) } : undefined;
+  await new Workload(engine, new Prng(Number(seed)), Number(firstId), kill).run();
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    process.stderr.write(`${(err as Error).stack}\n`);
+    process.exit(1);
+  });
+}

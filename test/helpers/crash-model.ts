@@ -1,0 +1,139 @@
+// The parent's side of the crash-model test: from the operations a child reported (crash-ops.ts),
+// the set of contents each 4 KiB block of each volume and snapshot may hold after a crash.
+
+import { BLOCK, ControlOp, IoOp, isIo, Op, stampBlock } from './crash-ops';
+
+/** One content a block may hold, and the operation that wrote it (0: none since the last check). */
+interface Candidate {
+  op: number;
+  data: Buffer;
+}
+
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+export class CrashModel {
+  /**
+   * Per export (volume, or snapshot as VOL@SNAP), per block: the contents it may hold, oldest
+   * first. The last one is what the child reads now; a flush that covers a write drops the ones
+   * before that write's.
+   */
+  readonly exports = new Map<string, Candidate[][]>();
+  private readonly started = new Map<number, Op>();
+  /** Writes acknowledged and not yet made durable by an acknowledged flush. */
+  private ackedWrites: IoOp[] = [];
+  /** Per flush in flight: the writes acknowledged before it started, which it makes durable. */
+  private readonly flushCovers = new Map<number, IoOp[]>();
+  /** A control operation started and not acknowledged: after a crash it may or may not have happened. */
+  pendingControl: ControlOp | undefined;
+
+  /** Applies one line of the child's report; ignores anything else. */
+  onLine(line: string): void {
+    if (line.startsWith('S ')) this.onStart(JSON.parse(line.slice(2)) as Op);
+    else if (line.startsWith('A ')) this.onAck(Number(line.slice(2)));
+  }
+
+  private onStart(op: Op): void {
+    this.started.set(op.id, op);
+    if (isIo(op)) this.addCandidates(op);
+    else if (op.kind === 'flush') this.flushCovers.set(op.id, [...this.ackedWrites]);
+    else this.pendingControl = op;
+  }
+
+  private onAck(id: number): void {
+    const op = this.started.get(id)!;
+    this.started.delete(id);
+    if (isIo(op)) {
+      if (op.fua) this.makeDurable([op]);
+      else this.ackedWrites.push(op);
+    } else if (op.kind === 'flush') {
+      this.makeDurable(this.flushCovers.get(id)!);
+      this.flushCovers.delete(id);
+    } else {
+      // A control operation commits with a flush of every write completed before it.
+      this.apply(op);
+      this.pendingControl = undefined;
+      this.makeDurable(this.ackedWrites);
+    }
+  }
+
+  /** A write started: each block it touches may now also hold its content (laid over the current one). */
+  private addCandidates(op: IoOp): void {
+    const blocks = this.exports.get(op.volume)!;
+    const end = op.offset + op.length;
+    for (let block = Math.floor(op.offset / BLOCK); block * BLOCK < end; block++) {
+      const from = Math.max(op.offset, block * BLOCK) - block * BLOCK;
+      const to = Math.min(end, (block + 1) * BLOCK) - block * BLOCK;
+      const source = op.kind === 'write' ? stampBlock(op.id, block) : ZERO_BLOCK;
+      let data = source;
+      if (to - from < BLOCK) {
+        const current = blocks[block];
+        data = Buffer.from(current[current.length - 1].data);
+        source.copy(data, from, from, to);
+      }
+      blocks[block].push({ op: op.id, data });
+    }
+  }
+
+  /** These acknowledged writes are durable: their blocks no longer may hold anything older. */
+  private makeDurable(ops: IoOp[]): void {
+    for (const op of ops) {
+      const blocks = this.exports.get(op.volume);
+      const end = op.offset + op.length;
+      for (let block = Math.floor(op.offset / BLOCK); blocks && block * BLOCK < end; block++) {
+        const at = blocks[block].findIndex((c) => c.op === op.id);
+        if (at > 0) blocks[block].splice(0, at);
+      }
+    }
+    this.ackedWrites = this.ackedWrites.filter((w) => !ops.includes(w));
+  }
+
+  /** Applies a control operation that happened. */
+  apply(op: ControlOp): void {
+    switch (op.kind) {
+      case 'createVolume':
+        this.exports.set(op.name, grown([], op.sizeBytes));
+        return;
+      case 'resize':
+        this.exports.set(op.name, grown(this.exports.get(op.name)!, op.sizeBytes));
+        return;
+      case 'deleteVolume':
+        this.exports.delete(op.name);
+        return;
+      case 'snapshot':
+        this.exports.set(`${op.volume}@${op.name}`, grown(this.exports.get(op.volume)!, 0));
+        return;
+      case 'deleteSnapshot':
+        this.exports.delete(`${op.volume}@${op.name}`);
+        return;
+      case 'clone':
+        this.exports.set(op.name, grown(this.exports.get(`${op.volume}@${op.snapshot}`)!, op.sizeBytes));
+    }
+  }
+
+  /** After recovery was checked: what was read back is all a block may hold, and nothing is in flight. */
+  reset(contents: Map<string, Buffer>): void {
+    this.exports.clear();
+    for (const [name, data] of contents) {
+      this.exports.set(name, Array.from({ length: data.length / BLOCK }, (_, b) => [{ op: 0, data: data.subarray(b * BLOCK, (b + 1) * BLOCK) }]));
+    }
+    this.started.clear();
+    this.ackedWrites = [];
+    this.flushCovers.clear();
+    this.pendingControl = undefined;
+  }
+
+  /** Why block `block` of an export may not read as data, or undefined if it may. */
+  disallowed(exportName: string, block: number, data: Buffer): string | undefined {
+    const allowed = this.exports.get(exportName)![block];
+    if (allowed.some((c) => c.data.equals(data))) return undefined;
+    const holds = data.equals(ZERO_BLOCK) ? 'zeroes' : `op ${data.readUInt32LE(0)} block ${data.readUInt32LE(4)} (first bytes)`;
+    return `${exportName} block ${block} holds ${holds}; allowed: contents of ops ${allowed.map((c) => c.op).join(', ')}`;
+  }
+}
+
+/** A copy of the blocks of an export, grown with zeroes to sizeBytes if that is larger. */
+function grown(blocks: Candidate[][], sizeBytes: number): Candidate[][] {
+  const copy = blocks.map((candidates) => [...candidates]);
+  while (copy.length * BLOCK < sizeBytes) copy.push([{ op: 0, data: ZERO_BLOCK }]);
+  return copy;
+}

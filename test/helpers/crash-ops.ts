@@ -1,0 +1,54 @@
+// What the crash-model test's child and parent share: the operations the child reports, one line
+// each (`S <json>` before an operation starts, `A <id>` once it is acknowledged), and the
+// contents every write puts into each block, so that a block read back names the write it holds.
+
+import type { EngineOptions } from '../../fabric/volume/local-engine';
+
+export const BLOCK = 4096;
+export const POOL_BYTES = 64 * 1024 * 1024;
+
+export interface IoOp {
+  id: number;
+  kind: 'write' | 'trim' | 'zeroes';
+  volume: string;
+  offset: number;
+  length: number;
+  fua: boolean;
+}
+export type ControlOp =
+  | { id: number; kind: 'createVolume'; name: string; sizeBytes: number }
+  | { id: number; kind: 'resize'; name: string; sizeBytes: number }
+  | { id: number; kind: 'deleteVolume'; name: string }
+  | { id: number; kind: 'snapshot'; volume: string; name: string }
+  | { id: number; kind: 'deleteSnapshot'; volume: string; name: string }
+  | { id: number; kind: 'clone'; volume: string; snapshot: string; name: string; sizeBytes: number };
+export type Op = IoOp | ControlOp | { id: number; kind: 'flush' };
+
+export function isIo(op: Op): op is IoOp {
+  return op.kind === 'write' || op.kind === 'trim' || op.kind === 'zeroes';
+}
+
+/** The one pool both processes open: a single member file in dir. */
+export function poolSpec(dir: string): EngineOptions['pools'] {
+  return [{ class: 'default', path: dir, sizeBytes: POOL_BYTES }];
+}
+
+/** Block `block` of the volume as write `op` fills it: the op and block number, then a fill of both. */
+export function stampBlock(op: number, block: number): Buffer {
+  const buf = Buffer.alloc(BLOCK, (op * 31 + block * 7) & 0xff);
+  buf.writeUInt32LE(op, 0);
+  buf.writeUInt32LE(block, 4);
+  return buf;
+}
+
+/** The bytes write `op` sends for [offset, offset + length): the matching parts of its stamped blocks. */
+export function writeData(op: number, offset: number, length: number): Buffer {
+  const parts: Buffer[] = [];
+  const end = offset + length;
+  for (let block = Math.floor(offset / BLOCK); block * BLOCK < end; block++) {
+    const from = Math.max(offset, block * BLOCK) - block * BLOCK;
+    const to = Math.min(end, (block + 1) * BLOCK) - block * BLOCK;
+    parts.push(stampBlock(op, block).subarray(from, to));
+  }
+  return Buffer.concat(parts);
+}
