@@ -1,5 +1,6 @@
 // Child process of the crash-model test: runs seeded random operations on the engine (writes,
-// trims, zeroes and flushes several at a time, snapshots, clones, deletes) until it is killed, and
+// trims, zeroes and flushes several at a time, snapshots, clones, deletes and reverts, some of them
+// while writes are in flight) until it is killed, and
 // reports each one on stdout before it starts and once it is acknowledged (see crash-ops.ts).
 // Usage: crash-model-child DATA_DIR POOL_DIR SEED FIRST_OP_ID [KILL_AT_OP TURNS MICROTASKS]: with
 // the last three, it kills itself with SIGKILL TURNS event-loop turns and then MICROTASKS microtasks
@@ -17,8 +18,8 @@ import { overlaps, randomWriteRange } from './ranges';
 const MAX_VOLUME_BLOCKS = 512;
 /** Volumes plus snapshots, so that the pool never fills up. */
 const MAX_OBJECTS = 10;
-const IO_KINDS = { write: 10, trim: 1, zeroes: 1, flush: 1 };
-const CONTROL_KINDS = { snapshot: 4, deleteSnapshot: 2, clone: 2, createVolume: 1, deleteVolume: 1, resize: 1 };
+const IO_KINDS = { write: 10, trim: 1, zeroes: 1, flush: 1, control: 0.5 };
+const CONTROL_KINDS = { snapshot: 4, deleteSnapshot: 2, clone: 2, createVolume: 1, deleteVolume: 1, resize: 1, revert: 1 };
 
 class Workload {
   private readonly handles = new Map<string, OpenDevice>();
@@ -36,20 +37,30 @@ class Workload {
       if (this.engine.listVolumes().length === 0) await this.control(this.createVolume());
       await this.ioBatch();
       if (this.rng.chance(0.15)) {
-        const op = this.controlOp();
+        const op = this.controlOp(false);
         if (op) await this.control(op);
       }
     }
   }
 
-  /** Up to eight requests in flight at once; writes, trims and zeroes never share a block. */
+  /**
+   * Up to eight requests in flight at once, at most one of them a control operation; writes, trims
+   * and zeroes never share a block.
+   */
   private async ioBatch(): Promise<void> {
     const touched = new Map<string, [number, number][]>();
     const requests: Promise<void>[] = [];
+    let control = false;
     for (let i = this.rng.int(1, 8); i > 0; i--) {
       const kind = this.rng.weighted(IO_KINDS);
       if (kind === 'flush') {
         requests.push(this.report({ id: this.nextId++, kind }, () => this.engine.flush()));
+        continue;
+      }
+      if (kind === 'control') {
+        const op = control ? undefined : this.controlOp(true);
+        if (op) requests.push(this.control(op));
+        control = true;
         continue;
       }
       const volume = this.rng.pick(this.engine.listVolumes());
@@ -73,7 +84,8 @@ class Workload {
     return device.writeZeroes(op.offset, op.length, { fua: op.fua, noHole: this.rng.chance(0.5) });
   }
 
-  private controlOp(): ControlOp | undefined {
+  /** A random control operation; while I/O is in flight, none that needs a volume disconnected. */
+  private controlOp(duringIo: boolean): ControlOp | undefined {
     const volumes = this.engine.listVolumes();
     const snapshots = this.engine.listSnapshots();
     const full = volumes.length + snapshots.length >= MAX_OBJECTS;
@@ -95,7 +107,13 @@ class Workload {
       case 'createVolume':
         return full ? undefined : this.createVolume(id);
       case 'deleteVolume':
-        return volumes.length < 2 ? undefined : { id, kind: 'deleteVolume', name: this.rng.pick(volumes).name };
+        return duringIo || volumes.length < 2 ? undefined : { id, kind: 'deleteVolume', name: this.rng.pick(volumes).name };
+      case 'revert': {
+        const live = snapshots.filter((s) => volumes.some((v) => v.name === s.volume));
+        if (duringIo || live.length === 0) return undefined;
+        const snapshot = this.rng.pick(live);
+        return { id, kind: 'revert', volume: snapshot.volume, snapshot: snapshot.name };
+      }
       case 'resize': {
         const volume = this.rng.pick(volumes);
         const sizeBytes = this.randomSize();
@@ -122,9 +140,12 @@ class Workload {
           await this.engine.resizeVolume(op.name, op.sizeBytes);
           return;
         case 'deleteVolume':
-          this.handles.get(op.name)?.close();
-          this.handles.delete(op.name);
+          this.disconnect(op.name);
           return this.engine.deleteVolume(op.name);
+        case 'revert':
+          this.disconnect(op.volume);
+          await this.engine.revertVolume(op.volume, op.snapshot);
+          return;
         case 'snapshot':
           await this.engine.createSnapshot(op.volume, op.name);
           return;
@@ -134,6 +155,11 @@ class Workload {
           await this.engine.cloneVolume({ name: op.name, volume: op.volume, snapshot: op.snapshot, sizeBytes: op.sizeBytes });
       }
     });
+  }
+
+  private disconnect(volume: string): void {
+    this.handles.get(volume)?.close();
+    this.handles.delete(volume);
   }
 
   private device(volume: string): OpenDevice {

@@ -25,6 +25,8 @@ export class CrashModel {
   private readonly flushCovers = new Map<number, IoOp[]>();
   /** A control operation started and not acknowledged: after a crash it may or may not have happened. */
   pendingControl: ControlOp | undefined;
+  /** The writes acknowledged before pendingControl started: its commit makes them durable. */
+  private controlCovers: IoOp[] = [];
 
   /** Applies one line of the child's report; ignores anything else. */
   onLine(line: string): void {
@@ -36,7 +38,10 @@ export class CrashModel {
     this.started.set(op.id, op);
     if (isIo(op)) this.addCandidates(op);
     else if (op.kind === 'flush') this.flushCovers.set(op.id, [...this.ackedWrites]);
-    else this.pendingControl = op;
+    else {
+      this.pendingControl = op;
+      this.controlCovers = [...this.ackedWrites];
+    }
   }
 
   private onAck(id: number): void {
@@ -49,10 +54,11 @@ export class CrashModel {
       this.makeDurable(this.flushCovers.get(id)!);
       this.flushCovers.delete(id);
     } else {
-      // A control operation commits with a flush of every write completed before it.
+      // A control operation commits with a flush of every write completed before it; a snapshot
+      // then holds them as durable too.
+      this.makeDurable(this.controlCovers);
       this.apply(op);
       this.pendingControl = undefined;
-      this.makeDurable(this.ackedWrites);
     }
   }
 
@@ -107,6 +113,9 @@ export class CrashModel {
         return;
       case 'clone':
         this.exports.set(op.name, grown(this.exports.get(`${op.volume}@${op.snapshot}`)!, op.sizeBytes));
+        return;
+      case 'revert':
+        this.exports.set(op.volume, grown(this.exports.get(`${op.volume}@${op.snapshot}`)!, 0));
     }
   }
 
@@ -120,6 +129,7 @@ export class CrashModel {
     this.ackedWrites = [];
     this.flushCovers.clear();
     this.pendingControl = undefined;
+    this.controlCovers = [];
   }
 
   /** Why block `block` of an export may not read as data, or undefined if it may. */

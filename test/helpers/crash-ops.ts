@@ -2,10 +2,13 @@
 // each (`S <json>` before an operation starts, `A <id>` once it is acknowledged), and the
 // contents every write puts into each block, so that a block read back names the write it holds.
 
+import * as fs from 'fs';
+import * as path from 'path';
 import type { EngineOptions } from '../../fabric/volume/local-engine';
 
 export const BLOCK = 4096;
-export const POOL_BYTES = 64 * 1024 * 1024;
+/** Two members of unequal size (as in model.test.ts): a run of blocks can cross from one file to the other. */
+const MEMBER_BYTES = [40 * 1024 * 1024, 24 * 1024 * 1024];
 
 export interface IoOp {
   id: number;
@@ -21,16 +24,21 @@ export type ControlOp =
   | { id: number; kind: 'deleteVolume'; name: string }
   | { id: number; kind: 'snapshot'; volume: string; name: string }
   | { id: number; kind: 'deleteSnapshot'; volume: string; name: string }
-  | { id: number; kind: 'clone'; volume: string; snapshot: string; name: string; sizeBytes: number };
+  | { id: number; kind: 'clone'; volume: string; snapshot: string; name: string; sizeBytes: number }
+  | { id: number; kind: 'revert'; volume: string; snapshot: string };
 export type Op = IoOp | ControlOp | { id: number; kind: 'flush' };
 
 export function isIo(op: Op): op is IoOp {
   return op.kind === 'write' || op.kind === 'trim' || op.kind === 'zeroes';
 }
 
-/** The one pool both processes open: a single member file in dir. */
+/** The pool both processes open: its members are files in subdirectories of dir, made here. */
 export function poolSpec(dir: string): EngineOptions['pools'] {
-  return [{ class: 'default', path: dir, sizeBytes: POOL_BYTES }];
+  return MEMBER_BYTES.map((sizeBytes, i) => {
+    const memberDir = path.join(dir, `member-${i}`);
+    fs.mkdirSync(memberDir, { recursive: true });
+    return { class: 'default', path: memberDir, sizeBytes };
+  });
 }
 
 /** Block `block` of the volume as write `op` fills it: the op and block number, then a fill of both. */

@@ -1,5 +1,5 @@
 // kill -9 at random moments of a seeded random workload (writes of every size and alignment, trims,
-// zeroes, flushes and FUA, several in flight, snapshots, clones, deletes), then recovery is checked
+// zeroes, flushes and FUA, several in flight, snapshots, clones, deletes, reverts), then recovery is checked
 // against a model of what may have survived: every write a FLUSH (or FUA) made durable reads back,
 // no block is torn or fails its checksum, the catalog holds every acknowledged control operation,
 // and the pool uses exactly the blocks the maps reference. WEFT_CRASH_SEED=<n> replays one seed
@@ -104,7 +104,21 @@ function happened(engine: LocalEngine, op: ControlOp): boolean {
       return snapshot(op.volume, op.name);
     case 'deleteSnapshot':
       return !snapshot(op.volume, op.name);
+    case 'revert':
+      return revertedTo(engine, op.volume, op.snapshot);
   }
+}
+
+/**
+ * Whether the volume reads as the snapshot, as after a revert: an empty head over the snapshot's
+ * layer, at the snapshot's size (if the revert did not happen, such a volume holds the same anyway).
+ */
+function revertedTo(engine: LocalEngine, volume: string, snapshot: string): boolean {
+  const catalog = engine.metadata.catalog;
+  const record = catalog.volumes.find((v) => v.name === volume)!;
+  const frozen = catalog.snapshots.find((s) => s.volume === volume && s.name === snapshot)!;
+  const head = catalog.layers.find((l) => l.id === record.head)!;
+  return head.parent === frozen.layer && engine.metadata.mapOf(head.id).size === 0 && record.sizeBytes === frozen.sizeBytes;
 }
 
 function checkCatalog(engine: LocalEngine, model: CrashModel): void {
