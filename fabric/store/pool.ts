@@ -28,7 +28,9 @@ export class Pool {
   constructor(readonly poolClass: string, members: OpenMember[]) {
     let firstBlock = 0;
     for (const m of members) {
-      this.members.push({ ...m, firstBlock, dirty: false });
+      // Dirty from the start: after a crash, a member may hold writes of the previous process that
+      // reached only the page cache, and recovery keeps them (their checksums match).
+      this.members.push({ ...m, firstBlock, dirty: true });
       firstBlock += m.superblock.blocks;
     }
     this.allocator = new BlockAllocator(firstBlock);

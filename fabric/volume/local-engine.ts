@@ -723,7 +723,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
    * Recovery: journal entries after the last SYNC record may name blocks whose data never
    * reached the disk. Each such entry is checked against its checksum and rolled back to the
    * entry before it if the data is not there. Then the free-space maps are rebuilt from the
-   * block maps (nothing leaks) and a checkpoint starts a clean journal.
+   * block maps (nothing leaks), the pools are synced and a checkpoint starts a clean journal.
    */
   private async recover(unsynced: UnsyncedChange[]): Promise<void> {
     const buf = Buffer.allocUnsafe(BLOCK_BYTES);
@@ -742,6 +742,10 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       });
     }
     for (const record of this.catalog.volumes) this.attachVolume(record);
+    // The kept entries may name data that reached only the page cache before the crash: it must be
+    // durable before the checkpoint drops the journal, or a power loss now would leave blocks that
+    // fail their checksum with no record left to roll them back.
+    await Promise.all([...this.pools.values()].map((p) => p.sync()));
     await this.checkpoint();
   }
 
