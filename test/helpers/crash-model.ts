@@ -62,7 +62,11 @@ export class CrashModel {
     }
   }
 
-  /** A write started: each block it touches may now also hold its content (laid over the current one). */
+  /**
+   * A write started: each block it touches may now also hold its content. Where it covers part of
+   * a block, that part is laid over each content the block may hold: the last one is not always
+   * what the engine holds (a snapshot taken while writes were in flight holds some of them or not).
+   */
   private addCandidates(op: IoOp): void {
     const blocks = this.exports.get(op.volume)!;
     const end = op.offset + op.length;
@@ -70,13 +74,15 @@ export class CrashModel {
       const from = Math.max(op.offset, block * BLOCK) - block * BLOCK;
       const to = Math.min(end, (block + 1) * BLOCK) - block * BLOCK;
       const source = op.kind === 'write' ? stampBlock(op.id, block) : ZERO_BLOCK;
-      let data = source;
-      if (to - from < BLOCK) {
-        const current = blocks[block];
-        data = Buffer.from(current[current.length - 1].data);
-        source.copy(data, from, from, to);
+      if (to - from === BLOCK) {
+        blocks[block].push({ op: op.id, data: source });
+        continue;
       }
-      blocks[block].push({ op: op.id, data });
+      for (const base of [...blocks[block]]) {
+        const data = Buffer.from(base.data);
+        source.copy(data, from, from, to);
+        if (!blocks[block].some((c) => c.op === op.id && c.data.equals(data))) blocks[block].push({ op: op.id, data });
+      }
     }
   }
 
