@@ -14,8 +14,7 @@ const ZERO_BLOCK = Buffer.alloc(BLOCK);
 export class CrashModel {
   /**
    * Per export (volume, or snapshot as VOL@SNAP), per block: the contents it may hold, oldest
-   * first. The last one is what the child reads now; a flush that covers a write drops the ones
-   * before that write's.
+   * first; a flush that covers a write drops the ones before that write's.
    */
   readonly exports = new Map<string, Candidate[][]>();
   private readonly started = new Map<number, Op>();
@@ -129,7 +128,8 @@ export class CrashModel {
   reset(contents: Map<string, Buffer>): void {
     this.exports.clear();
     for (const [name, data] of contents) {
-      this.exports.set(name, Array.from({ length: data.length / BLOCK }, (_, b) => [{ op: 0, data: data.subarray(b * BLOCK, (b + 1) * BLOCK) }]));
+      const blocks = Array.from({ length: data.length / BLOCK }, (_, b) => [{ op: 0, data: data.subarray(b * BLOCK, (b + 1) * BLOCK) }]);
+      this.exports.set(name, blocks);
     }
     this.started.clear();
     this.ackedWrites = [];

@@ -166,11 +166,12 @@ function checkSpace(engine: LocalEngine): void {
   const catalog = engine.metadata.catalog;
   const reachable = new Set<number>();
   const heads = [...catalog.volumes.map((v) => v.head), ...catalog.snapshots.map((s) => s.layer)];
-  for (let id of heads) {
-    for (let layer = catalog.layers.find((l) => l.id === id); layer && !reachable.has(id); layer = catalog.layers.find((l) => l.id === id)) {
-      reachable.add(id);
-      if (layer.parent === null) break;
-      id = layer.parent;
+  for (const id of heads) {
+    let layer = catalog.layers.find((l) => l.id === id);
+    while (layer && !reachable.has(layer.id)) {
+      reachable.add(layer.id);
+      const parent = layer.parent;
+      layer = catalog.layers.find((l) => l.id === parent);
     }
   }
   let referenced = 0;
