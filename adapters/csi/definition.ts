@@ -2,9 +2,9 @@
 // definitions of CSI v1 that the driver serves and that tests call.
 
 import * as path from 'path';
-import * as protoLoader from '@grpc/proto-loader';
+import type * as protoLoader from '@grpc/proto-loader';
 import type { ServiceDefinition } from '@grpc/grpc-js';
-import { findAbove } from '../../fabric/api/definition';
+import { findAbove, loadProto } from '../../fabric/source-files';
 
 const PROTO_RELATIVE_PATH = path.join('adapters', 'csi', 'proto', 'csi.proto');
 
@@ -17,15 +17,9 @@ export function csiProtoPath(startDir: string = __dirname): string {
 
 let cached: protoLoader.PackageDefinition | undefined;
 
-/** Field names as the spec spells them (snake_case), int64 as number, enums by name, oneofs named. */
+/** Field names as the spec spells them (snake_case). */
 function packageDefinition(): protoLoader.PackageDefinition {
-  cached ??= protoLoader.loadSync(csiProtoPath(), {
-    keepCase: true,
-    longs: Number,
-    enums: String,
-    defaults: true,
-    oneofs: true,
-  });
+  cached ??= loadProto(csiProtoPath(), 'as-written');
   return cached;
 }
 

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import type { Logger } from 'pino';
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { WeftClient } from '../../fabric/api/client';
-import { findAbove } from '../../fabric/api/definition';
+import { findAbove } from '../../fabric/source-files';
 import { serviceImplementation } from './rpc';
 
 export const PLUGIN_NAME = 'csi.weft.io';

@@ -39,8 +39,20 @@ export interface CsiVolumeSpec {
   CloneID?: string;
 }
 
+/** What Nomad reports of a plugin (provider, health, Raft indexes), on the plugin and on each of its volumes. */
+interface PluginHealth {
+  Provider: string;
+  ControllerRequired: boolean;
+  ControllersHealthy: number;
+  ControllersExpected: number;
+  NodesHealthy: number;
+  NodesExpected: number;
+  CreateIndex: number;
+  ModifyIndex: number;
+}
+
 /** Fields GET /v1/volumes?type=csi and GET /v1/volume/csi/:id both report. */
-interface CsiVolumeStatus {
+interface CsiVolumeStatus extends PluginHealth {
   ID: string;
   Namespace: string;
   Name: string;
@@ -51,14 +63,6 @@ interface CsiVolumeStatus {
   AttachmentMode: AttachmentMode | '';
   Schedulable: boolean;
   PluginID: string;
-  Provider: string;
-  ControllerRequired: boolean;
-  ControllersHealthy: number;
-  ControllersExpected: number;
-  NodesHealthy: number;
-  NodesExpected: number;
-  CreateIndex: number;
-  ModifyIndex: number;
 }
 
 export type CsiVolumeStub = CsiVolumeStatus;
@@ -75,14 +79,6 @@ export interface CsiVolume extends CsiVolumeStatus {
   Allocations: { ID: string }[] | null;
 }
 
-export interface CsiPluginStub {
+export interface CsiPluginStub extends PluginHealth {
   ID: string;
-  Provider: string;
-  ControllerRequired: boolean;
-  ControllersHealthy: number;
-  ControllersExpected: number;
-  NodesHealthy: number;
-  NodesExpected: number;
-  CreateIndex: number;
-  ModifyIndex: number;
 }

@@ -2,7 +2,7 @@
 // strings are "", numbers 0, messages null). Other responses are the engine's own types.
 
 import type { VerifyReport } from '../volume/types';
-import type { AttachmentWorkload } from './attachments';
+import type { AttachmentRecord } from './attachments';
 
 export interface SnapshotRef {
   volume: string;
@@ -53,14 +53,7 @@ export interface ListSnapshotsRequest {
 }
 
 /** RecordAttachment's request: an attachment without attachedAt (weftd sets it). */
-export interface AttachmentRequest {
-  volume: string;
-  nodeId: string;
-  devicePath: string;
-  method: string;
-  stagingPath: string;
-  workloads: AttachmentWorkload[];
-}
+export type AttachmentRequest = Omit<AttachmentRecord, 'attachedAt'>;
 
 export interface RemoveAttachmentRequest {
   volume: string;

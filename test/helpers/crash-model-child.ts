@@ -9,7 +9,7 @@
 
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
-import type { OpenDevice } from '../../fabric/volume/types';
+import { OpenDevices } from './open-devices';
 import { BLOCK, ControlOp, IoOp, Op, poolSpec, writeData } from './crash-ops';
 import { Prng } from './prng';
 import { overlaps, randomWriteRange } from './ranges';
@@ -22,7 +22,7 @@ const IO_KINDS = { write: 10, trim: 1, zeroes: 1, flush: 1, control: 0.5 };
 const CONTROL_KINDS = { snapshot: 4, deleteSnapshot: 2, clone: 2, createVolume: 1, deleteVolume: 1, resize: 1, revert: 1 };
 
 class Workload {
-  private readonly handles = new Map<string, OpenDevice>();
+  private readonly devices = new OpenDevices(() => this.engine);
   private startedOps = 0;
 
   constructor(
@@ -78,7 +78,7 @@ class Workload {
   }
 
   private io(op: IoOp): Promise<void> {
-    const device = this.device(op.volume);
+    const device = this.devices.get(op.volume);
     if (op.kind === 'write') return device.write(op.offset, writeData(op.id, op.offset, op.length), op.fua);
     if (op.kind === 'trim') return device.trim(op.offset, op.length, op.fua);
     return device.writeZeroes(op.offset, op.length, { fua: op.fua, noHole: this.rng.chance(0.5) });
@@ -140,10 +140,10 @@ class Workload {
           await this.engine.resizeVolume(op.name, op.sizeBytes);
           return;
         case 'deleteVolume':
-          this.disconnect(op.name);
+          this.devices.close(op.name);
           return this.engine.deleteVolume(op.name);
         case 'revert':
-          this.disconnect(op.volume);
+          this.devices.close(op.volume);
           await this.engine.revertVolume(op.volume, op.snapshot);
           return;
         case 'snapshot':
@@ -157,19 +157,6 @@ class Workload {
     });
   }
 
-  private disconnect(volume: string): void {
-    this.handles.get(volume)?.close();
-    this.handles.delete(volume);
-  }
-
-  private device(volume: string): OpenDevice {
-    let device = this.handles.get(volume);
-    if (!device) {
-      device = this.engine.open(volume);
-      this.handles.set(volume, device);
-    }
-    return device;
-  }
 
   /** Reports op, runs it, reports its acknowledgment. stdout is a pipe, written synchronously on Linux. */
   private async report(op: Op, run: () => Promise<void>): Promise<void> {

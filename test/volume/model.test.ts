@@ -10,6 +10,7 @@ import pino from 'pino';
 import { returnBuffer } from '../../fabric/buffers';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import type { OpenDevice } from '../../fabric/volume/types';
+import { OpenDevices } from '../helpers/open-devices';
 import { Prng } from '../helpers/prng';
 import { overlaps, placeRange, randomWriteRange } from '../helpers/ranges';
 
@@ -74,7 +75,7 @@ class ModelRun {
   /** The expected contents of every volume, and of every snapshot by its export name VOL@SNAP. */
   private readonly volumes = new Map<string, Buffer>();
   private readonly snapshots = new Map<string, Buffer>();
-  private readonly handles = new Map<string, OpenDevice>();
+  private readonly devices = new OpenDevices(() => this.engine);
   private readonly history: string[] = [];
   private nextName = 1;
 
@@ -137,7 +138,7 @@ class ModelRun {
         return this.readSnapshot();
       case 'flush':
         this.note(`flush ${volume}`);
-        return this.device(volume).flush();
+        return this.devices.get(volume).flush();
       case 'createSnapshot':
         return this.createSnapshot(volume);
       case 'snapshotDuringWrites':
@@ -197,24 +198,6 @@ class ModelRun {
 
   // ---- I/O ----
 
-  /**
-   * The open handle on an export, kept across operations (as an NBD connection would be) until
-   * an operation that refuses connected exports needs it closed.
-   */
-  private device(exportName: string): OpenDevice {
-    let device = this.handles.get(exportName);
-    if (!device) {
-      device = this.engine.open(exportName);
-      this.handles.set(exportName, device);
-    }
-    return device;
-  }
-
-  private disconnect(exportName: string): void {
-    this.handles.get(exportName)?.close();
-    this.handles.delete(exportName);
-  }
-
   private async write(volume: string): Promise<void> {
     const model = this.volumes.get(volume)!;
     const [offset, length] = randomWriteRange(this.rng, model.length);
@@ -222,7 +205,7 @@ class ModelRun {
     this.note(`write ${volume} ${offset}+${length} fua=${fua}`);
     if (!this.hasRoom(length)) return this.note('  skipped: pool nearly full');
     const data = this.rng.bytes(length);
-    await this.device(volume).write(offset, data, fua);
+    await this.devices.get(volume).write(offset, data, fua);
     data.copy(model, offset);
     data.fill(0xee); // the caller may reuse its buffer once the write is done
   }
@@ -230,7 +213,7 @@ class ModelRun {
   private async read(volume: string): Promise<void> {
     const [offset, length] = this.readRange(this.volumes.get(volume)!.length);
     this.note(`read ${volume} ${offset}+${length}`);
-    await this.readAndCompare(this.device(volume), volume, offset, length);
+    await this.readAndCompare(this.devices.get(volume), volume, offset, length);
   }
 
   /** Reads from an export and compares with the model; the buffer then goes back for reuse, as the NBD server does. */
@@ -248,7 +231,7 @@ class ModelRun {
     const fua = this.rng.chance(0.1);
     this.note(`${how} ${volume} ${offset}+${length} fua=${fua}`);
     if (how === 'zeroes-no-hole' && !this.hasRoom(length)) return this.note('  skipped: pool nearly full');
-    await this.zeroOn(this.device(volume), how, offset, length, fua);
+    await this.zeroOn(this.devices.get(volume), how, offset, length, fua);
     model.fill(0, offset, offset + length);
   }
 
@@ -261,7 +244,7 @@ class ModelRun {
     const model = this.volumes.get(volume)!;
     const [offset, length] = this.readRange(model.length);
     this.note(`blockStatus ${volume} ${offset}+${length}`);
-    const extents = await this.device(volume).blockStatus(offset, length);
+    const extents = await this.devices.get(volume).blockStatus(offset, length);
     let at = offset;
     for (const extent of extents) {
       if (extent.lengthBytes <= 0) throw new Error(`blockStatus ${volume}: empty extent ${JSON.stringify(extents)}`);
@@ -288,7 +271,7 @@ class ModelRun {
     const read: [number, number][] = [];
     const applyAfter: (() => void)[] = [];
     const descriptions: string[] = [];
-    const device = this.device(volume);
+    const device = this.devices.get(volume);
     const requests: Promise<unknown>[] = [];
     for (let i = 0; i < count; i++) {
       const kind = this.rng.weighted({ write: 4, read: 4, trim: 1, zeroes: 1, flush: 1 });
@@ -325,7 +308,7 @@ class ModelRun {
     const exportName = this.rng.pick([...this.snapshots.keys()]);
     const [offset, length] = this.readRange(this.snapshots.get(exportName)!.length);
     this.note(`read ${exportName} ${offset}+${length}`);
-    const device = this.device(exportName);
+    const device = this.devices.get(exportName);
     await this.readAndCompare(device, exportName, offset, length);
     await expect(device.write(offset, Buffer.alloc(1), false)).rejects.toMatchObject({ errno: 'EPERM' });
   }
@@ -333,7 +316,7 @@ class ModelRun {
   private async readWhole(exportName: string): Promise<void> {
     const model = exportName.includes('@') ? this.snapshots.get(exportName)! : this.volumes.get(exportName)!;
     this.note(`read all of ${exportName}`);
-    await this.readAndCompare(this.device(exportName), exportName, 0, model.length);
+    await this.readAndCompare(this.devices.get(exportName), exportName, 0, model.length);
   }
 
   // ---- control operations ----
@@ -351,7 +334,7 @@ class ModelRun {
   private async deleteVolume(volume: string): Promise<void> {
     for (const snapshot of this.snapshotsOf(volume)) await this.deleteSnapshotNamed(snapshot);
     this.note(`deleteVolume ${volume}`);
-    this.disconnect(volume);
+    this.devices.close(volume);
     await this.engine.deleteVolume(volume);
     this.volumes.delete(volume);
     this.checkCatalog();
@@ -384,7 +367,7 @@ class ModelRun {
     if (this.objectCount >= MAX_OBJECTS) return;
     const model = this.volumes.get(volume)!;
     const before = Buffer.from(model);
-    const device = this.device(volume);
+    const device = this.devices.get(volume);
     const ranges: [number, number][] = [];
     const requests: Promise<unknown>[] = [];
     for (let i = this.rng.int(1, 4); i > 0; i--) {
@@ -400,7 +383,7 @@ class ModelRun {
     this.note(`createSnapshot ${exportName} during writes ${ranges.map(([o, l]) => `${o}+${l}`).join(', ')}`);
     requests.push(this.engine.createSnapshot(volume, name));
     await settleAll(requests);
-    const actual = await this.device(exportName).read(0, before.length);
+    const actual = await this.devices.get(exportName).read(0, before.length);
     const expected = before;
     for (const [offset, length] of ranges) {
       if (actual.subarray(offset, offset + length).equals(model.subarray(offset, offset + length))) model.copy(expected, offset, offset, offset + length);
@@ -417,7 +400,7 @@ class ModelRun {
   private async deleteSnapshotNamed(exportName: string): Promise<void> {
     const [volume, name] = exportName.split('@');
     this.note(`deleteSnapshot ${exportName}`);
-    this.disconnect(exportName);
+    this.devices.close(exportName);
     await this.engine.deleteSnapshot(volume, name);
     this.snapshots.delete(exportName);
     this.checkCatalog();
@@ -441,7 +424,7 @@ class ModelRun {
     const source = this.rng.pick([...this.snapshots.keys()]);
     const [volume, snapshot] = source.split('@');
     this.note(`revert ${volume} to ${source}`);
-    this.disconnect(volume);
+    this.devices.close(volume);
     await this.engine.revertVolume(volume, snapshot);
     this.volumes.set(volume, Buffer.from(this.snapshots.get(source)!));
     this.checkCatalog();
@@ -458,7 +441,7 @@ class ModelRun {
     this.note('flush, close and reopen the engine');
     await this.engine.flush(); // lets deferred frees go, so that usedBytes is exact
     const used = this.usedBytes();
-    for (const exportName of [...this.handles.keys()]) this.disconnect(exportName);
+    this.devices.closeAll();
     await this.engine.close();
     await this.openEngine();
     expectEqual(this.usedBytes(), used, 'pool usedBytes across a restart');
