@@ -4,12 +4,44 @@
 import * as fs from 'fs';
 import { slicePieces, totalBytes, type Pieces } from '../pieces';
 
+/**
+ * The calls through which every pool and metadata file is written, grown and synced. Production uses
+ * node's fs; tests put a layer under them that simulates a power cut (writes since the last sync
+ * dropped) or injects write and sync failures (setFileOps).
+ */
+export interface FileOps {
+  writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
+  writevSync(fd: number, pieces: Pieces, position: number): number;
+  writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void;
+  fdatasync(fd: number, done: (err: NodeJS.ErrnoException | null) => void): void;
+  fsyncSync(fd: number): void;
+  ftruncateSync(fd: number, length: number): void;
+}
+
+const nodeFileOps: FileOps = {
+  writeSync: (fd, buf, offset, length, position) => fs.writeSync(fd, buf, offset, length, position),
+  writevSync: (fd, pieces, position) => fs.writevSync(fd, pieces, position),
+  writev: (fd, pieces, position, done) => fs.writev(fd, pieces, position, done),
+  fdatasync: (fd, done) => fs.fdatasync(fd, done),
+  fsyncSync: (fd) => fs.fsyncSync(fd),
+  ftruncateSync: (fd, length) => fs.ftruncateSync(fd, length),
+};
+
+let ops: FileOps = nodeFileOps;
+
+/** Replaces the file calls (tests only); returns the ones in use before. */
+export function setFileOps(next: FileOps): FileOps {
+  const previous = ops;
+  ops = next;
+  return previous;
+}
+
 /** Writes the pieces one after another from position, with pwritev (retrying short writes). */
 export function pwritevAll(fd: number, pieces: Pieces, position: number): Promise<void> {
   const total = totalBytes(pieces);
   return new Promise((resolve, reject) => {
     const step = (done: number, rest: Pieces) => {
-      fs.writev(fd, rest, position + done, (err, written) => {
+      ops.writev(fd, rest, position + done, (err, written) => {
         if (err) return reject(err);
         if (done + written < total) return step(done + written, slicePieces(pieces, done + written, total));
         resolve();
@@ -52,14 +84,14 @@ export const RESOLVED: Promise<void> = Promise.resolve();
 /** pwrite on the calling thread, retrying short writes. */
 export function pwriteAllSync(fd: number, buf: Buffer, position: number): void {
   let done = 0;
-  while (done < buf.length) done += fs.writeSync(fd, buf, done, buf.length - done, position + done);
+  while (done < buf.length) done += ops.writeSync(fd, buf, done, buf.length - done, position + done);
 }
 
 /** pwritevAll on the calling thread. */
 export function pwritevAllSync(fd: number, pieces: Pieces, position: number): void {
   const total = totalBytes(pieces);
-  let done = fs.writevSync(fd, pieces, position);
-  while (done < total) done += fs.writevSync(fd, slicePieces(pieces, done, total), position + done);
+  let done = ops.writevSync(fd, pieces, position);
+  while (done < total) done += ops.writevSync(fd, slicePieces(pieces, done, total), position + done);
 }
 
 /** pread on the calling thread; bytes past the end of the file read as zeroes. */
@@ -76,14 +108,22 @@ export function preadAllSync(fd: number, buf: Buffer, position: number): void {
 }
 
 export function fdatasync(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+  return new Promise((resolve, reject) => ops.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+export function fsyncSync(fd: number): void {
+  ops.fsyncSync(fd);
+}
+
+export function ftruncateSync(fd: number, length: number): void {
+  ops.ftruncateSync(fd, length);
 }
 
 /** Makes a rename or a new file in dir durable. */
 export function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, 'r');
   try {
-    fs.fsyncSync(fd);
+    ops.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
@@ -94,8 +134,9 @@ export function writeFileAtomic(file: string, data: Buffer | string, dir: string
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, 'w');
   try {
-    fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    pwriteAllSync(fd, buf, 0);
+    ops.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
