@@ -96,14 +96,24 @@ export class BlockAllocator {
 
   /** Called once every journal record up to seq is durable. */
   releaseUpTo(seq: number): void {
+    this.keepPending((block, pendingSeq) => {
+      if (pendingSeq > seq) return true;
+      this.freeNow(block);
+      return false;
+    });
+  }
+
+  /** Forgets the frees of record seq: the operation that made them failed, the blocks stay in use. */
+  cancelFreesOf(seq: number): void {
+    this.keepPending((_block, pendingSeq) => pendingSeq !== seq);
+  }
+
+  private keepPending(keep: (block: number, seq: number) => boolean): void {
     let kept = 0;
     for (let i = 0; i < this.pendingBlocks.length; i++) {
-      if (this.pendingSeqs[i] <= seq) {
-        this.freeNow(this.pendingBlocks[i]);
-      } else {
-        this.pendingBlocks[kept] = this.pendingBlocks[i];
-        this.pendingSeqs[kept++] = this.pendingSeqs[i];
-      }
+      if (!keep(this.pendingBlocks[i], this.pendingSeqs[i])) continue;
+      this.pendingBlocks[kept] = this.pendingBlocks[i];
+      this.pendingSeqs[kept++] = this.pendingSeqs[i];
     }
     this.pendingBlocks.length = kept;
     this.pendingSeqs.length = kept;

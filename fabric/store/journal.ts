@@ -1,102 +1,256 @@
-// Append-only metadata journal. Records are buffered and written as frames, each with a length
-// and CRC, so a frame torn by a crash is detected at replay and everything after it is ignored.
+// Append-only metadata journal. Records are buffered and written as frames, each with a length, a
+// checksum and the offset up to which the file was durable when the frame was sealed.
+//
+// Failing safe: a record is never dropped. Records stay in memory until a sync has made them
+// durable: a failed write is retried, in order, by the next write-out; after a failed sync every byte
+// since the last good one is written again before a sync may succeed (after an fsync error the kernel
+// may have dropped those pages while marking them clean). So a caller whose write-out or sync failed
+// knows its records are not durable, and a later successful sync makes them durable in order, never
+// with a gap.
+//
+// The file grows in whole chunks of zeroes (sparse), so a journal cut short behind weftd's back is
+// recognised by its size, and the end of the records by the zeroes after them.
 
 import * as fs from 'fs';
+import * as path from 'path';
 import { crc32 } from 'zlib';
-import { fdatasync, pwriteAllSync } from './file-io';
+import { fdatasync, fsyncDir, fsyncSync, ftruncateSync, pwriteAllSync } from './file-io';
 
-const FRAME_MAGIC = 0x57454654; // "WEFT"
-const FRAME_HEADER_BYTES = 12;
+const FRAME_MAGIC = 0x4a544657; // "WFTJ"
+/** magic, payload length, durable offset (8 bytes), CRC-32 of the header's first 16 bytes and the payload. */
+const FRAME_HEADER_BYTES = 20;
+/** The file grows in steps of this many bytes. */
+export const JOURNAL_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Records not yet durable are kept in memory; past this many bytes (syncs keep failing) a write-out
+ * fails instead of holding more.
+ */
+const MAX_UNSYNCED_BYTES = 256 * 1024 * 1024;
+
+/** Where and why a journal file could not be read to its end. */
+export interface JournalDamage {
+  file: string;
+  offset: number;
+  reason: string;
+}
+
+export interface JournalContents {
+  /** Payloads of the intact frames before any damage, in order. */
+  frames: Buffer[];
+  /**
+   * A damaged frame that later frames prove was durable (or a file cut short behind weftd's back):
+   * reading on would skip records that were acknowledged.
+   */
+  damage?: JournalDamage;
+  /** Payloads of intact frames after the damage: what would be lost by starting without them. */
+  framesAfterDamage: Buffer[];
+  /**
+   * Bytes after the last intact frame that no later frame proves durable: a tail torn by a crash or
+   * a power cut, which held nothing a sync had acknowledged.
+   */
+  tornTail?: { offset: number; bytes: number };
+}
 
 export class Journal {
-  private buf = Buffer.allocUnsafe(1 << 20);
-  private len = 0;
-  private offset: number;
+  /** Records appended since the last write-out, not yet sealed into a frame. */
+  private open: Buffer = Buffer.allocUnsafe(1 << 20);
+  private openLength = 0;
+  /** Sealed frames from `durable` on: bytes [durable, durable + unsynced.length) of the file. */
+  private unsynced: Buffer = Buffer.allocUnsafe(1 << 20);
+  private unsyncedLength = 0;
+  /** How many bytes of `unsynced` are known to be in the file (reset to 0 after a failed sync). */
+  private written = 0;
+  /** File offset up to which a sync has made the file durable. */
+  private durable = 0;
+  private fileBytes: number;
   private scheduled: Promise<void> | undefined;
+  private syncs: Promise<void> = Promise.resolve();
 
-  private constructor(private readonly fd: number, offset: number) {
-    this.offset = offset;
+  private constructor(private readonly fd: number, private readonly file: string, fileBytes: number) {
+    this.fileBytes = fileBytes;
   }
 
-  /** Creates (or truncates) a journal file. */
+  /** Creates (or truncates) a journal file: one chunk of zeroes, durable, its directory entry too. */
   static create(file: string): Journal {
     const fd = fs.openSync(file, 'w');
-    fs.fsyncSync(fd);
-    return new Journal(fd, 0);
-  }
-
-  /** Reads the payloads of every intact frame of a journal file, in order; [] if it does not exist. */
-  static readFrames(file: string): Buffer[] {
-    if (!fs.existsSync(file)) return [];
-    const data = fs.readFileSync(file);
-    const frames: Buffer[] = [];
-    let pos = 0;
-    while (pos + FRAME_HEADER_BYTES <= data.length) {
-      if (data.readUInt32LE(pos) !== FRAME_MAGIC) break;
-      const length = data.readUInt32LE(pos + 4);
-      const end = pos + FRAME_HEADER_BYTES + length;
-      if (end > data.length) break;
-      const payload = data.subarray(pos + FRAME_HEADER_BYTES, end);
-      if (crc32(payload) !== data.readUInt32LE(pos + 8)) break;
-      frames.push(payload);
-      pos = end;
+    try {
+      ftruncateSync(fd, JOURNAL_CHUNK_BYTES);
+      fsyncSync(fd);
+      fsyncDir(path.dirname(file));
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
     }
-    return frames;
-  }
-
-  /** Bytes written to the file so far. */
-  get sizeBytes(): number {
-    return this.offset;
-  }
-
-  /** Reserves n bytes in the buffer for the next record and returns the buffer and position. */
-  reserve(n: number): { buf: Buffer; pos: number } {
-    if (this.len + n > this.buf.length) {
-      const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
-      this.buf.copy(bigger, 0, 0, this.len);
-      this.buf = bigger;
-    }
-    const pos = this.len;
-    this.len += n;
-    return { buf: this.buf, pos };
+    return new Journal(fd, file, JOURNAL_CHUNK_BYTES);
   }
 
   /**
-   * Writes every record buffered so far to the file (reaching the page cache: it survives a crash
+   * Reads a journal file's frames. A frame that fails its checks ends the journal where only zeroes
+   * follow (the normal end), or where no later frame proves it durable (a torn tail); otherwise
+   * it is damage, reported with its offset.
+   */
+  static read(file: string): JournalContents {
+    const data = fs.readFileSync(file);
+    const frames: Buffer[] = [];
+    if (data.length === 0 || data.length % JOURNAL_CHUNK_BYTES !== 0) {
+      return {
+        frames,
+        framesAfterDamage: [],
+        damage: { file, offset: data.length, reason: `its size (${data.length} bytes) is not a whole number of ${JOURNAL_CHUNK_BYTES}-byte chunks: it was cut short or replaced` },
+      };
+    }
+    let pos = 0;
+    for (;;) {
+      const payload = frameAt(data, pos);
+      if (!payload) break;
+      frames.push(payload);
+      pos += FRAME_HEADER_BYTES + payload.length;
+    }
+    const lastNonZero = lastNonZeroByte(data, pos);
+    if (lastNonZero < pos) return { frames, framesAfterDamage: [] };
+    // Intact frames further on: if one was sealed when the file was durable past pos, the bytes at
+    // pos had been synced, and a sync acknowledged them.
+    const later: Buffer[] = [];
+    let proof = false;
+    const magic = Buffer.alloc(4);
+    magic.writeUInt32LE(FRAME_MAGIC);
+    for (let at = data.indexOf(magic, pos + 1); at >= 0; ) {
+      const payload = frameAt(data, at);
+      if (payload) {
+        later.push(payload);
+        if (durableOffsetOf(data, at) > pos) proof = true;
+        at = data.indexOf(magic, at + FRAME_HEADER_BYTES + payload.length);
+      } else {
+        at = data.indexOf(magic, at + 1);
+      }
+    }
+    if (!proof) return { frames, framesAfterDamage: [], tornTail: { offset: pos, bytes: lastNonZero + 1 - pos } };
+    return {
+      frames,
+      framesAfterDamage: later,
+      damage: { file, offset: pos, reason: 'a frame fails its checksum, and frames after it were synced' },
+    };
+  }
+
+  /** Bytes in the journal, durable or not (what a checkpoint would drop). */
+  get sizeBytes(): number {
+    return this.durable + this.unsyncedLength + this.openLength;
+  }
+
+  /** Reserves n bytes for the next record and returns the buffer and position to fill in. */
+  reserve(n: number): { buf: Buffer; pos: number } {
+    this.open = ensureRoom(this.open, this.openLength, n);
+    const pos = this.openLength;
+    this.openLength += n;
+    return { buf: this.open, pos };
+  }
+
+  /**
+   * Writes every record appended so far to the file (reaching the page cache: it survives a crash
    * of the process, not of the machine). The write happens in a microtask, so that all requests
-   * handled in one turn of the event loop share one frame and one system call.
+   * handled in one turn of the event loop share one frame and one system call. On failure the
+   * records stay and the next write-out tries them again, first.
    */
   writeOut(): Promise<void> {
     if (!this.scheduled) {
       this.scheduled = Promise.resolve().then(() => {
         this.scheduled = undefined;
-        this.writeFrame();
+        this.sealOpen();
+        this.writeUnsynced();
       });
     }
     return this.scheduled;
   }
 
-  /** Writes out and makes durable every record buffered so far. */
-  async sync(): Promise<void> {
+  /** Writes out and makes durable every record appended so far. Syncs run one at a time. */
+  sync(): Promise<void> {
+    const run = this.syncs.then(() => this.syncOnce());
+    this.syncs = run.catch(() => undefined);
+    return run;
+  }
+
+  private async syncOnce(): Promise<void> {
     await this.writeOut();
-    await fdatasync(this.fd);
+    const end = this.written;
+    try {
+      await fdatasync(this.fd);
+    } catch (err) {
+      this.written = 0;
+      throw err;
+    }
+    // Bytes written while the sync ran stay in memory until the next one.
+    this.unsynced.copy(this.unsynced, 0, end, this.unsyncedLength);
+    this.unsyncedLength -= end;
+    this.written -= end;
+    this.durable += end;
   }
 
   close(): void {
     fs.closeSync(this.fd);
   }
 
-  /** Appends the buffered records as one frame, synchronously: small appends to the page cache are cheap. */
-  private writeFrame(): void {
-    if (this.len === 0) return;
-    const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + this.len);
-    this.buf.copy(frame, FRAME_HEADER_BYTES, 0, this.len);
-    const payload = frame.subarray(FRAME_HEADER_BYTES);
-    frame.writeUInt32LE(FRAME_MAGIC, 0);
-    frame.writeUInt32LE(this.len, 4);
-    frame.writeUInt32LE(crc32(payload), 8);
-    this.len = 0;
-    pwriteAllSync(this.fd, frame, this.offset);
-    this.offset += frame.length;
+  /** Moves the open records into a frame at the end of the unsynced bytes. */
+  private sealOpen(): void {
+    if (this.openLength === 0) return;
+    const length = this.openLength;
+    if (this.unsyncedLength + FRAME_HEADER_BYTES + length > MAX_UNSYNCED_BYTES) {
+      throw new Error(`metadata journal ${this.file}: ${this.unsyncedLength} bytes wait for a sync that keeps failing`);
+    }
+    this.unsynced = ensureRoom(this.unsynced, this.unsyncedLength, FRAME_HEADER_BYTES + length);
+    const at = this.unsyncedLength;
+    const frame = this.unsynced;
+    frame.writeUInt32LE(FRAME_MAGIC, at);
+    frame.writeUInt32LE(length, at + 4);
+    frame.writeUInt32LE(this.durable % 0x1_0000_0000, at + 8);
+    frame.writeUInt32LE(Math.floor(this.durable / 0x1_0000_0000), at + 12);
+    this.open.copy(frame, at + FRAME_HEADER_BYTES, 0, length);
+    frame.writeUInt32LE(frameCrc(frame, at, length), at + 16);
+    this.unsyncedLength += FRAME_HEADER_BYTES + length;
+    this.openLength = 0;
   }
+
+  /** Writes what of the unsynced bytes is not known to be in the file, growing the file first if needed. */
+  private writeUnsynced(): void {
+    if (this.written === this.unsyncedLength) return;
+    const end = this.durable + this.unsyncedLength;
+    if (end > this.fileBytes) {
+      const grown = Math.ceil(end / JOURNAL_CHUNK_BYTES) * JOURNAL_CHUNK_BYTES;
+      ftruncateSync(this.fd, grown);
+      this.fileBytes = grown;
+    }
+    pwriteAllSync(this.fd, this.unsynced.subarray(this.written, this.unsyncedLength), this.durable + this.written);
+    this.written = this.unsyncedLength;
+  }
+}
+
+function ensureRoom(buf: Buffer, used: number, more: number): Buffer {
+  if (used + more <= buf.length) return buf;
+  const bigger = Buffer.allocUnsafe(Math.max(buf.length * 2, used + more));
+  buf.copy(bigger, 0, 0, used);
+  return bigger;
+}
+
+function frameCrc(data: Buffer, at: number, length: number): number {
+  const header = crc32(data.subarray(at, at + 16));
+  return crc32(data.subarray(at + FRAME_HEADER_BYTES, at + FRAME_HEADER_BYTES + length), header);
+}
+
+/** The payload of an intact frame at pos, or undefined. */
+function frameAt(data: Buffer, pos: number): Buffer | undefined {
+  if (pos + FRAME_HEADER_BYTES > data.length || data.readUInt32LE(pos) !== FRAME_MAGIC) return undefined;
+  const length = data.readUInt32LE(pos + 4);
+  if (pos + FRAME_HEADER_BYTES + length > data.length) return undefined;
+  if (frameCrc(data, pos, length) !== data.readUInt32LE(pos + 16)) return undefined;
+  return data.subarray(pos + FRAME_HEADER_BYTES, pos + FRAME_HEADER_BYTES + length);
+}
+
+function durableOffsetOf(data: Buffer, pos: number): number {
+  return data.readUInt32LE(pos + 8) + data.readUInt32LE(pos + 12) * 0x1_0000_0000;
+}
+
+/** Index of the last byte at or after from that is not zero, or from - 1. */
+function lastNonZeroByte(data: Buffer, from: number): number {
+  let i = data.length - 1;
+  while (i >= from && data[i] === 0) i--;
+  return i;
 }

@@ -8,10 +8,11 @@ import { alreadyExists, failedPrecondition, invalidArgument, IoError, notFound, 
 import { crc32c } from '../store/checksum';
 import { openMember, OpenMember } from '../store/pool-member';
 import { Pool } from '../store/pool';
-import { writeFileAtomic } from '../store/file-io';
+import { settleAll, writeFileAtomic } from '../store/file-io';
 import { FIRST_PHYSICAL } from './block-map';
-import { Catalog, LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from './catalog';
-import { Metadata, UnsyncedChange } from './metadata';
+import { BlockMap } from './block-map';
+import { Catalog, copyCatalog, diffCatalog, LayerRecord, PoolRecord, restoreCatalog, SnapshotRecord, VolumeRecord } from './catalog';
+import { MapChange, Metadata, OpenedMetadata } from './metadata';
 import { LocalVolume, VolumeHost } from './local-volume';
 import {
   BLOCK_BYTES,
@@ -28,14 +29,16 @@ import {
 import { DeviceHandle } from './device-handle';
 import { validateName } from './names';
 
-/** On-disk format of a data dir; a weftd refuses any other. */
-export const FORMAT_VERSION = 1;
+/** On-disk format of a data dir; a weftd refuses any other. 2: checksummed journal chunks, control records. */
+export const FORMAT_VERSION = 2;
 /** Completed writes become durable at least this often even without a FLUSH (EngineOptions). */
 export const DEFAULT_SYNC_INTERVAL_MS = 5000;
 /** How often the background task looks whether a sync or a checkpoint is due. */
 const BACKGROUND_INTERVAL_MS = 1000;
 /** A checkpoint starts a fresh journal once the journal is this large. */
 const CHECKPOINT_JOURNAL_BYTES = 64 * 1024 * 1024;
+/** After a failed checkpoint (a full metadata disk, say), the next try waits this long. */
+const CHECKPOINT_RETRY_MS = 30_000;
 const VERIFY_BATCH_BLOCKS = 256;
 
 export interface PoolSpec {
@@ -63,6 +66,22 @@ interface Exported {
   connections: number;
 }
 
+/**
+ * What the running control operation changed besides the catalog: journaled with it when it
+ * commits, undone when it fails.
+ */
+interface ControlTxn {
+  before: Catalog;
+  /** Map entries it set (merges), with the entries they replaced. */
+  maps: (MapChange & { previousValue: number; previousCrc: number })[];
+  /** Maps of the layers it removed. */
+  removedMaps: Map<number, BlockMap>;
+  /** Blocks it frees once its record is durable. */
+  frees: { pool: string; block: number }[];
+  /** Sequence number of its journal record, once appended. */
+  seq?: number;
+}
+
 export class LocalEngine implements VolumeEngine, VolumeHost {
   readonly metadata: Metadata;
   private readonly pools = new Map<string, Pool>();
@@ -81,6 +100,9 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
   private dirty = false;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  private txn: ControlTxn | undefined;
+  private checkpointQueued = false;
+  private checkpointRetryAt = 0;
 
   private lastSyncAt = Date.now();
 
@@ -95,18 +117,20 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
 
   static async open(options: EngineOptions): Promise<LocalEngine> {
     const dataDir = path.resolve(options.dataDir);
-    prepareDataDir(dataDir);
+    fs.mkdirSync(dataDir, { recursive: true });
     takeLock(dataDir);
     let engine: LocalEngine | undefined;
     try {
-      const { metadata, unsynced } = Metadata.open(path.join(dataDir, 'meta'));
+      prepareDataDir(dataDir);
+      const opened = Metadata.open(path.join(dataDir, 'meta'));
+      const metadata = opened.metadata;
       engine = new LocalEngine(dataDir, metadata, options.logger, options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS);
       engine.openPools(options.pools);
-      await engine.recover(unsynced);
+      const rolledBack = await engine.recover(opened);
       engine.timer = setInterval(() => engine!.background(), BACKGROUND_INTERVAL_MS);
       engine.timer.unref();
       options.logger.info(
-        { dataDir, volumes: metadata.catalog.volumes.length, snapshots: metadata.catalog.snapshots.length, rolledBack: unsynced.length },
+        { dataDir, volumes: metadata.catalog.volumes.length, snapshots: metadata.catalog.snapshots.length, checked: opened.unsynced.length, rolledBack },
         'storage engine open',
       );
       return engine;
@@ -198,9 +222,9 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       // their own, and dropping the head frees only the blocks written since the last one.
       this.catalog.volumes = this.catalog.volumes.filter((v) => v !== record);
       this.volumes.delete(name);
-      this.checksumErrors.delete(name);
       this.dropLayer(record.head);
       await this.commit();
+      this.checksumErrors.delete(name);
       this.logger.info({ volume: name }, 'volume deleted');
     });
   }
@@ -370,7 +394,8 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     if (this.closed) return Promise.reject(new IoError('ESHUTDOWN', 'weftd is shutting down'));
     if (this.flushQueued) return this.flushQueued;
     if (this.flushRunning) {
-      this.flushQueued = this.flushRunning.then(() => {
+      // Queued behind the running flush whether that one succeeds or fails.
+      this.flushQueued = this.flushRunning.catch(() => undefined).then(() => {
         this.flushQueued = undefined;
         return this.flush();
       });
@@ -414,20 +439,32 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     for (const seq of this.inflightWrites) if (seq - 1 < upTo) upTo = seq - 1;
     this.dirty = false;
     this.lastSyncAt = Date.now();
-    await Promise.all([...this.pools.values()].map((p) => p.sync()));
-    this.metadata.recordSync(upTo);
-    await this.metadata.sync();
+    try {
+      await settleAll([...this.pools.values()].map((p) => p.sync()));
+      this.metadata.recordSync(upTo);
+      await this.metadata.sync();
+    } catch (err) {
+      this.dirty = true;
+      throw err;
+    }
     for (const pool of this.pools.values()) pool.allocator.releaseUpTo(upTo);
   }
 
   private background(): void {
-    if (this.closed || this.gate) return;
-    if (this.metadata.journalBytes > CHECKPOINT_JOURNAL_BYTES) {
+    if (this.closed) return;
+    if (this.metadata.journalBytes > CHECKPOINT_JOURNAL_BYTES && !this.checkpointQueued && Date.now() >= this.checkpointRetryAt) {
+      // Queued among the control operations, so that a steady stream of them does not put it off.
+      this.checkpointQueued = true;
       this.control(async () => {
         await this.flushAll();
         await this.checkpoint();
-      }).catch((err) => this.logger.error({ err }, 'checkpoint failed'));
-    } else if (this.dirty && this.syncIntervalMs > 0 && Date.now() - this.lastSyncAt >= this.syncIntervalMs) {
+      })
+        .catch((err) => {
+          this.checkpointRetryAt = Date.now() + CHECKPOINT_RETRY_MS;
+          this.logger.error({ err, retryInSeconds: CHECKPOINT_RETRY_MS / 1000 }, 'checkpoint failed');
+        })
+        .finally(() => (this.checkpointQueued = false));
+    } else if (!this.gate && this.dirty && this.syncIntervalMs > 0 && Date.now() - this.lastSyncAt >= this.syncIntervalMs) {
       this.flush().catch((err) => this.logger.error({ err }, 'background sync failed'));
     }
   }
@@ -440,14 +477,26 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     });
   }
 
-  /** Runs a control operation alone, with all I/O paused and drained. */
+  /**
+   * Runs a control operation alone, with all I/O paused and drained. It commits whole (one journal
+   * record, made durable) or, if it fails, leaves nothing behind: its changes are undone in memory
+   * and its record, if appended, is cancelled.
+   */
   private control<T>(operation: () => Promise<T>): Promise<T> {
     const run = this.controlChain.then(async () => {
       if (this.closed) throw new WeftError('UNAVAILABLE', 'weftd is shutting down');
       await this.pauseIo();
+      const txn: ControlTxn = { before: copyCatalog(this.catalog), maps: [], removedMaps: new Map(), frees: [] };
+      this.txn = txn;
       try {
-        return await operation();
+        const result = await operation();
+        this.txn = undefined;
+        return result;
+      } catch (err) {
+        this.rollback(txn);
+        throw controlFailure(err);
       } finally {
+        this.txn = undefined;
         this.resumeIo();
       }
     });
@@ -468,10 +517,38 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     open?.();
   }
 
-  /** Journals the catalog and makes it and every completed write durable. */
+  /** Journals the running control operation and makes it and every completed write durable. */
   private async commit(): Promise<void> {
-    this.metadata.recordCatalog();
+    const txn = this.transaction();
+    txn.seq = this.metadata.recordControl(diffCatalog(txn.before, this.catalog), txn.maps);
+    for (const f of txn.frees) this.pools.get(f.pool)!.allocator.freeAfterSync(f.block, txn.seq);
     await this.flushAll();
+  }
+
+  /** Undoes a failed control operation in memory, and in the journal if its record was appended. */
+  private rollback(txn: ControlTxn): void {
+    restoreCatalog(this.catalog, txn.before);
+    for (let i = txn.maps.length - 1; i >= 0; i--) {
+      const m = txn.maps[i];
+      this.metadata.mapOf(m.layer).set(m.block, m.previousValue, m.previousCrc);
+    }
+    for (const [id, map] of txn.removedMaps) this.metadata.maps.set(id, map);
+    const live = new Set(this.catalog.layers.map((l) => l.id));
+    for (const id of this.metadata.maps.keys()) if (!live.has(id)) this.metadata.maps.delete(id);
+    if (txn.seq !== undefined) {
+      for (const pool of this.pools.values()) pool.allocator.cancelFreesOf(txn.seq);
+      // Written in order after the record it cancels, before anything appended later; if this
+      // write-out fails too, the next one retries both.
+      this.metadata.recordCancel(txn.seq);
+      this.metadata.writeOut().catch(() => undefined);
+    }
+    for (const name of [...this.volumes.keys()]) if (!this.catalog.volumes.some((v) => v.name === name)) this.volumes.delete(name);
+    this.refreshChains();
+  }
+
+  private transaction(): ControlTxn {
+    if (!this.txn) throw new Error('engine: catalog changed outside a control operation');
+    return this.txn;
   }
 
   private newLayer(poolClass: string, parent: number | null): LayerRecord {
@@ -514,13 +591,13 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
   private mergeInto(layer: LayerRecord, child: LayerRecord): void {
     const map = this.metadata.mapOf(layer.id);
     const childMap = this.metadata.mapOf(child.id);
-    const allocator = this.pools.get(layer.pool)!.allocator;
+    const txn = this.transaction();
     map.forEach((block, value, crc) => {
       if (childMap.value(block) === 0) {
-        this.metadata.recordMap(child.id, block, value, crc);
+        txn.maps.push({ layer: child.id, block, value, crc, previousValue: 0, previousCrc: childMap.crc(block) });
         childMap.set(block, value, crc);
       } else if (value >= FIRST_PHYSICAL) {
-        allocator.freeAfterSync(value - FIRST_PHYSICAL, this.metadata.lastSeq + 1);
+        txn.frees.push({ pool: layer.pool, block: value - FIRST_PHYSICAL });
       }
     });
     child.parent = layer.parent;
@@ -528,17 +605,17 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     this.refreshChains();
   }
 
+  /** The blocks become free once the record that removes the layer is durable (commit). */
   private freeLayerBlocks(layer: LayerRecord): void {
-    const allocator = this.pools.get(layer.pool)!.allocator;
-    // The catalog record that removes the layer comes next; frees wait until it is durable.
-    const seq = this.metadata.lastSeq + 1;
+    const frees = this.transaction().frees;
     this.metadata.mapOf(layer.id).forEach((_block, value) => {
-      if (value >= FIRST_PHYSICAL) allocator.freeAfterSync(value - FIRST_PHYSICAL, seq);
+      if (value >= FIRST_PHYSICAL) frees.push({ pool: layer.pool, block: value - FIRST_PHYSICAL });
     });
   }
 
   private removeLayer(layer: LayerRecord): void {
     this.catalog.layers = this.catalog.layers.filter((l) => l !== layer);
+    this.transaction().removedMaps.set(layer.id, this.metadata.mapOf(layer.id));
     this.metadata.maps.delete(layer.id);
   }
 
@@ -725,15 +802,20 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
    * entry before it if the data is not there. Then the free-space maps are rebuilt from the
    * block maps (nothing leaks), the pools are synced and a checkpoint starts a clean journal.
    */
-  private async recover(unsynced: UnsyncedChange[]): Promise<void> {
+  private async recover({ unsynced, tornTail }: OpenedMetadata): Promise<number> {
+    if (tornTail) this.logger.warn(tornTail, 'metadata journal: ignoring a tail torn by a crash (it held nothing a sync had acknowledged)');
     const buf = Buffer.allocUnsafe(BLOCK_BYTES);
+    let rolledBack = 0;
     for (let i = unsynced.length - 1; i >= 0; i--) {
       const change = unsynced[i];
       const map = this.metadata.maps.get(change.layer);
       if (!map || map.value(change.block) !== change.value || map.crc(change.block) !== change.crc) continue;
       if (change.value < FIRST_PHYSICAL) continue;
       await this.pools.get(this.layer(change.layer).pool)!.read(change.value - FIRST_PHYSICAL, buf);
-      if (crc32c(buf) !== change.crc) map.set(change.block, change.previousValue, change.previousCrc);
+      if (crc32c(buf) !== change.crc) {
+        map.set(change.block, change.previousValue, change.previousCrc);
+        rolledBack++;
+      }
     }
     for (const layer of this.catalog.layers) {
       const allocator = this.pools.get(layer.pool)!.allocator;
@@ -747,6 +829,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     // fail their checksum with no record left to roll them back.
     await Promise.all([...this.pools.values()].map((p) => p.sync()));
     await this.checkpoint();
+    return rolledBack;
   }
 
   private releaseFiles(): void {
@@ -760,7 +843,22 @@ function now(): string {
   return new Date().toISOString();
 }
 
-/** Creates the data dir with its FORMAT file, or checks the FORMAT of an existing one. */
+/**
+ * A failed control operation's error as the caller sees it: its own if it refused, else what the
+ * metadata disk said, with the news that nothing changed.
+ */
+function controlFailure(err: unknown): unknown {
+  if (err instanceof WeftError) return err;
+  const message = `${err instanceof Error ? err.message : String(err)}; the operation was undone, nothing changed`;
+  if ((err as NodeJS.ErrnoException).code === 'ENOSPC') return resourceExhausted(`the metadata disk is full: ${message}`);
+  if ((err as NodeJS.ErrnoException).code !== undefined || err instanceof IoError) return new WeftError('UNAVAILABLE', `metadata write failed: ${message}`);
+  return err;
+}
+
+/**
+ * Checks the FORMAT of an existing data dir, or makes a new one: its metadata first, its FORMAT
+ * file last, so that a data dir with a FORMAT file always has its metadata.
+ */
 function prepareDataDir(dataDir: string): void {
   const formatFile = path.join(dataDir, 'FORMAT');
   if (fs.existsSync(formatFile)) {
@@ -777,11 +875,24 @@ function prepareDataDir(dataDir: string): void {
     }
     return;
   }
-  if (fs.existsSync(dataDir) && fs.readdirSync(dataDir).length > 0) {
+  const metaDir = path.join(dataDir, 'meta');
+  const others = fs.readdirSync(dataDir).filter((name) => !['LOCK', 'meta', 'FORMAT.tmp'].includes(name));
+  if (others.length > 0 || (fs.existsSync(metaDir) && !isEmptyMetadata(metaDir))) {
     throw failedPrecondition(`data dir ${dataDir} is not empty and has no FORMAT file; is it a Weft data dir?`);
   }
-  fs.mkdirSync(dataDir, { recursive: true });
+  // Nothing, or what a first start stopped half-way left: an empty catalog.
+  fs.rmSync(metaDir, { recursive: true, force: true });
+  Metadata.initialize(metaDir);
   writeFileAtomic(formatFile, JSON.stringify({ format: FORMAT_VERSION }) + '\n', dataDir);
+}
+
+function isEmptyMetadata(metaDir: string): boolean {
+  try {
+    const { catalog } = Metadata.open(metaDir).metadata;
+    return catalog.layers.length === 0 && catalog.pools.length === 0;
+  } catch {
+    return fs.readdirSync(metaDir).every((name) => name.startsWith('journal-') || name === 'checkpoint.tmp');
+  }
 }
 
 /** One weftd per data dir: a LOCK file holds the pid of the weftd using it. */
