@@ -77,28 +77,6 @@ function listOf<K extends Kind>(catalog: Catalog, kind: K): RecordOf<K>[] {
   return lists[kind] as RecordOf<K>[];
 }
 
-/** A deep copy, to compare with or to go back to. */
-export function copyCatalog(catalog: Catalog): Catalog {
-  return structuredClone(catalog);
-}
-
-/** What turns before into after (volumes, snapshots and layers; pools change only at startup). */
-export function diffCatalog(before: Catalog, after: Catalog): CatalogChange[] {
-  const changes: CatalogChange[] = [];
-  for (const kind of ['volume', 'snapshot', 'layer'] as const) {
-    const key = KEYS[kind] as (record: RecordOf<typeof kind>) => string;
-    const old = new Map(listOf(before, kind).map((r) => [key(r), JSON.stringify(r)]));
-    const now = new Set<string>();
-    for (const record of listOf(after, kind)) {
-      const k = key(record);
-      now.add(k);
-      if (old.get(k) !== JSON.stringify(record)) changes.push({ kind, key: k, value: structuredClone(record) } as CatalogChange);
-    }
-    for (const k of old.keys()) if (!now.has(k)) changes.push({ kind, key: k });
-  }
-  return changes;
-}
-
 /** Applies journaled changes (at replay), keeping the order of the records that stay. */
 export function applyChanges(catalog: Catalog, changes: CatalogChange[]): void {
   for (const change of changes) {
@@ -113,21 +91,70 @@ export function applyChanges(catalog: Catalog, changes: CatalogChange[]): void {
 }
 
 /**
- * Puts the catalog back as it was in before (a control operation failed). Records that exist in both
- * keep their identity (devices read their size through them), with before's fields.
+ * The changes one control operation makes to the catalog: every change goes through it, so that the
+ * operation journals exactly what it changed (its cost proportional to the change, not to the
+ * catalog) and can be undone if it fails. It keeps the first image of each record it touches.
  */
-export function restoreCatalog(catalog: Catalog, before: Catalog): void {
-  for (const kind of ['volume', 'snapshot', 'layer'] as const) {
-    const key = KEYS[kind] as (record: unknown) => string;
-    const current = new Map((listOf(catalog, kind) as object[]).map((r) => [key(r), r]));
-    const restored = (listOf(before, kind) as object[]).map((old) => {
-      const record = current.get(key(old));
-      if (!record) return old;
-      for (const field of Object.keys(record)) delete (record as Record<string, unknown>)[field];
-      return Object.assign(record, old);
-    });
-    const list = listOf(catalog, kind) as object[];
-    list.splice(0, list.length, ...restored);
+export class CatalogEdit {
+  private readonly before = new Map<string, { kind: Kind; key: string; image: unknown }>();
+
+  constructor(private readonly catalog: Catalog) {}
+
+  add<K extends Kind>(kind: K, record: RecordOf<K>): void {
+    this.touch(kind, KEYS[kind](record));
+    listOf(this.catalog, kind).push(record);
   }
-  catalog.pools = before.pools;
+
+  remove<K extends Kind>(kind: K, record: RecordOf<K>): void {
+    this.touch(kind, KEYS[kind](record));
+    const list = listOf(this.catalog, kind);
+    list.splice(list.indexOf(record), 1);
+  }
+
+  /** Returns the record, to be changed in place by the caller. */
+  change<K extends Kind>(kind: K, record: RecordOf<K>): RecordOf<K> {
+    this.touch(kind, KEYS[kind](record));
+    return record;
+  }
+
+  /** The records as they are now, for the journal. */
+  changes(): CatalogChange[] {
+    return [...this.before.values()].map(({ kind, key }) => {
+      const record = find(this.catalog, kind, key);
+      return { kind, key, value: record && structuredClone(record) } as CatalogChange;
+    });
+  }
+
+  /**
+   * Puts every touched record back as it was. A record that still exists keeps its identity (devices
+   * read their size through it). nextLayerId stays: layer ids are never reused.
+   */
+  undo(): void {
+    for (const { kind, key, image } of this.before.values()) {
+      const list = listOf(this.catalog, kind) as object[];
+      const record = find(this.catalog, kind, key) as object | undefined;
+      if (record && image) {
+        for (const field of Object.keys(record)) delete (record as Record<string, unknown>)[field];
+        Object.assign(record, image);
+      } else if (record) {
+        list.splice(list.indexOf(record), 1);
+      } else if (image) {
+        list.push(image as object);
+      }
+    }
+    this.before.clear();
+  }
+
+  private touch(kind: Kind, key: string): void {
+    const id = `${kind}:${key}`;
+    if (this.before.has(id)) return;
+    const record = find(this.catalog, kind, key);
+    this.before.set(id, { kind, key, image: record && structuredClone(record) });
+  }
 }
+
+function find(catalog: Catalog, kind: Kind, key: string): unknown {
+  const keyOf = KEYS[kind] as (record: unknown) => string;
+  return (listOf(catalog, kind) as unknown[]).find((r) => keyOf(r) === key);
+}
+

@@ -11,7 +11,7 @@ import { Pool } from '../store/pool';
 import { settleAll, writeFileAtomic } from '../store/file-io';
 import { FIRST_PHYSICAL } from './block-map';
 import { BlockMap } from './block-map';
-import { Catalog, copyCatalog, diffCatalog, LayerRecord, PoolRecord, restoreCatalog, SnapshotRecord, VolumeRecord } from './catalog';
+import { Catalog, CatalogEdit, LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from './catalog';
 import { MapChange, Metadata, OpenedMetadata } from './metadata';
 import { LocalVolume, VolumeHost } from './local-volume';
 import {
@@ -71,7 +71,7 @@ interface Exported {
  * commits, undone when it fails.
  */
 interface ControlTxn {
-  before: Catalog;
+  catalog: CatalogEdit;
   /** Map entries it set (merges), with the entries they replaced. */
   maps: (MapChange & { previousValue: number; previousCrc: number })[];
   /** Maps of the layers it removed. */
@@ -152,7 +152,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       this.checkNameFree(request.name);
       const layer = this.newLayer(poolClass, null);
       const record: VolumeRecord = { name: request.name, class: poolClass, sizeBytes, head: layer.id, createdAt: now() };
-      this.catalog.volumes.push(record);
+      this.transaction().catalog.add('volume', record);
       this.attachVolume(record);
       await this.commit();
       this.logger.info({ volume: record.name, sizeBytes, class: poolClass }, 'volume created');
@@ -180,7 +180,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
         createdAt: now(),
         sourceSnapshot: `${snapshot.volume}@${snapshot.name}`,
       };
-      this.catalog.volumes.push(record);
+      this.transaction().catalog.add('volume', record);
       this.attachVolume(record);
       await this.commit();
       this.logger.info({ volume: record.name, source: record.sourceSnapshot }, 'volume cloned');
@@ -204,7 +204,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
         throw invalidArgument(`volume ${name} is ${record.sizeBytes} bytes; shrinking to ${newSize} is not supported`);
       }
       this.checkFits(record.class, newSize);
-      record.sizeBytes = newSize;
+      this.transaction().catalog.change('volume', record).sizeBytes = newSize;
       await this.commit();
       this.logger.info({ volume: name, sizeBytes: newSize }, 'volume resized');
       return this.volumeInfo(record);
@@ -220,7 +220,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       }
       // Its snapshots stay (as in Kubernetes, a snapshot outlives its volume): they are layers of
       // their own, and dropping the head frees only the blocks written since the last one.
-      this.catalog.volumes = this.catalog.volumes.filter((v) => v !== record);
+      this.transaction().catalog.remove('volume', record);
       this.volumes.delete(name);
       this.dropLayer(record.head);
       await this.commit();
@@ -261,6 +261,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
         throw failedPrecondition(`volume ${name} is in use by ${exported.connections} connection(s) (NBD clients or a verify); disconnect them before reverting`);
       }
       const oldHead = record.head;
+      this.transaction().catalog.change('volume', record);
       record.head = this.newLayer(record.class, snapshot.layer).id;
       record.sizeBytes = snapshot.sizeBytes;
       this.dropLayer(oldHead);
@@ -282,9 +283,9 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       }
       // The head becomes the snapshot as it is; the volume continues in a new, empty head.
       const frozen = record.head;
-      record.head = this.newLayer(record.class, frozen).id;
+      this.transaction().catalog.change('volume', record).head = this.newLayer(record.class, frozen).id;
       const snapshot: SnapshotRecord = { volume, name, layer: frozen, sizeBytes: record.sizeBytes, createdAt: now() };
-      this.catalog.snapshots.push(snapshot);
+      this.transaction().catalog.add('snapshot', snapshot);
       this.attachVolume(record);
       await this.commit();
       this.logger.info({ volume, snapshot: name }, 'snapshot created');
@@ -308,8 +309,8 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
         throw failedPrecondition(`snapshot ${exportName} is being read by ${exported.connections} NBD connection(s)`);
       }
       this.snapshotExports.delete(exportName);
-      this.catalog.snapshots = this.catalog.snapshots.filter((s) => s !== snapshot);
-      this.layer(snapshot.layer).hidden = true;
+      this.transaction().catalog.remove('snapshot', snapshot);
+      this.transaction().catalog.change('layer', this.layer(snapshot.layer)).hidden = true;
       this.collectLayer(snapshot.layer);
       await this.commit();
       this.logger.info({ volume, snapshot: name }, 'snapshot deleted');
@@ -486,7 +487,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     const run = this.controlChain.then(async () => {
       if (this.closed) throw new WeftError('UNAVAILABLE', 'weftd is shutting down');
       await this.pauseIo();
-      const txn: ControlTxn = { before: copyCatalog(this.catalog), maps: [], removedMaps: new Map(), frees: [] };
+      const txn: ControlTxn = { catalog: new CatalogEdit(this.catalog), maps: [], removedMaps: new Map(), frees: [] };
       this.txn = txn;
       try {
         const result = await operation();
@@ -520,14 +521,14 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
   /** Journals the running control operation and makes it and every completed write durable. */
   private async commit(): Promise<void> {
     const txn = this.transaction();
-    txn.seq = this.metadata.recordControl(diffCatalog(txn.before, this.catalog), txn.maps);
+    txn.seq = this.metadata.recordControl(txn.catalog.changes(), txn.maps);
     for (const f of txn.frees) this.pools.get(f.pool)!.allocator.freeAfterSync(f.block, txn.seq);
     await this.flushAll();
   }
 
   /** Undoes a failed control operation in memory, and in the journal if its record was appended. */
   private rollback(txn: ControlTxn): void {
-    restoreCatalog(this.catalog, txn.before);
+    txn.catalog.undo();
     for (let i = txn.maps.length - 1; i >= 0; i--) {
       const m = txn.maps[i];
       this.metadata.mapOf(m.layer).set(m.block, m.previousValue, m.previousCrc);
@@ -553,7 +554,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
 
   private newLayer(poolClass: string, parent: number | null): LayerRecord {
     const layer: LayerRecord = { id: this.catalog.nextLayerId++, pool: poolClass, parent };
-    this.catalog.layers.push(layer);
+    this.transaction().catalog.add('layer', layer);
     this.metadata.mapOf(layer.id);
     return layer;
   }
@@ -600,7 +601,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
         txn.frees.push({ pool: layer.pool, block: value - FIRST_PHYSICAL });
       }
     });
-    child.parent = layer.parent;
+    txn.catalog.change('layer', child).parent = layer.parent;
     this.removeLayer(layer);
     this.refreshChains();
   }
@@ -614,7 +615,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
   }
 
   private removeLayer(layer: LayerRecord): void {
-    this.catalog.layers = this.catalog.layers.filter((l) => l !== layer);
+    this.transaction().catalog.remove('layer', layer);
     this.transaction().removedMaps.set(layer.id, this.metadata.mapOf(layer.id));
     this.metadata.maps.delete(layer.id);
   }

@@ -285,7 +285,9 @@ export class LocalVolume implements BlockDevice {
     } catch (err) {
       this.undoIntents(first, count, targets);
       this.host.writeFinished(firstSeq);
-      throw err instanceof IoError ? err : new IoError('EIO', `volume ${this.name}: write failed: ${(err as Error).message}`);
+      if (err instanceof IoError) throw err;
+      // A full disk (pool or metadata) is ENOSPC to the client, which may retry once there is room.
+      throw new IoError((err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'ENOSPC' : 'EIO', `volume ${this.name}: write failed: ${(err as Error).message}`);
     }
     for (let i = 0; i < count; i++) {
       const old = head.set(first + i, targets[i] + FIRST_PHYSICAL, crcs[i]);
