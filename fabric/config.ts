@@ -42,6 +42,8 @@ export interface WeftdConfig {
   zone?: string;
   /** Absent: no CSI driver. */
   csi?: CsiSettings;
+  /** `--recover`: report what is wrong with the data dir's metadata instead of starting (a mode, not a config-file setting). */
+  recover?: { acceptLoss: boolean };
 }
 
 /** Parsing ended the run: bad input (exit code 2, message), or help shown (exit code 0, no message). */
@@ -91,13 +93,15 @@ const kebab = (key: string) => key.replace(/[A-Z]/g, (letter) => `-${letter.toLo
  * Throws ConfigError on any bad flag, config key or value.
  */
 export function parseConfig(argv: string[]): WeftdConfig {
-  const { flags, configFile } = parseFlags(argv);
+  const { flags, configFile, recover, acceptLoss } = parseFlags(argv);
+  if (acceptLoss && !recover) throw new ConfigError('--accept-loss goes with --recover');
   const file = configFile === undefined ? undefined : readConfigFile(configFile);
   const pick = (key: SettingKey): Setting => {
     if (flags[key] !== undefined || !file || !(key in file.settings)) return { value: flags[key], name: `--${kebab(key)}`, origin: '' };
     return { value: file.settings[key], name: file.keys[key] ?? key, origin: ` in ${configFile}` };
   };
-  return validate(pick);
+  const config = validate(pick);
+  return recover ? { ...config, recover: { acceptLoss: acceptLoss === true } } : config;
 }
 
 function buildCommand(): Command {
@@ -117,12 +121,21 @@ function buildCommand(): Command {
     .option('--zone <zone>', 'zone label of this node, for CSI topology (default: none)')
     .option('--csi-endpoint <unix:///path>', 'serve the CSI driver on this unix socket (default: off)')
     .option('--csi-role <role>', `CSI services to serve: ${CSI_ROLES.join(', ')} (default: ${DEFAULTS.csiRole})`)
+    .option('--recover', 'do not start: tell what is wrong with the data dir\'s metadata and what starting without it would lose; changes nothing')
+    .option('--accept-loss', 'with --recover: then start over without what cannot be read, keeping a copy of the damaged metadata')
     .allowExcessArguments(false)
     .exitOverride()
     .configureOutput({ writeErr: () => undefined, outputError: () => undefined });
 }
 
-function parseFlags(argv: string[]): { flags: RawSettings; configFile?: string } {
+interface Flags {
+  flags: RawSettings;
+  configFile?: string;
+  recover?: boolean;
+  acceptLoss?: boolean;
+}
+
+function parseFlags(argv: string[]): Flags {
   const command = buildCommand();
   try {
     command.parse(argv, { from: 'user' });
@@ -131,8 +144,8 @@ function parseFlags(argv: string[]): { flags: RawSettings; configFile?: string }
     if (error.exitCode === 0) throw new ConfigError('', 0);
     throw new ConfigError(error.message.replace(/^error: /, '').replace(/\n/g, ' '));
   }
-  const { config, ...flags } = command.opts<RawSettings & { config?: string }>();
-  return { flags, configFile: config };
+  const { config, recover, acceptLoss, ...flags } = command.opts<RawSettings & { config?: string; recover?: boolean; acceptLoss?: boolean }>();
+  return { flags, configFile: config, recover, acceptLoss };
 }
 
 /** The settings of a config file, and each one's key as the file spells it. */

@@ -58,6 +58,13 @@ async function plugins(config: WeftdConfig): Promise<DaemonPlugin[]> {
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel, config.nodeId);
+  if (config.recover) {
+    const { recoverDataDir } = await import('./recovery');
+    const code = await recoverDataDir(config, config.recover.acceptLoss, logger, (line) => process.stdout.write(`${line}\n`)).catch((error: Error) =>
+      fail(error.message, 1),
+    );
+    process.exit(code);
+  }
   let node: NodeHandle;
   try {
     // Loaded only now: a bad flag is reported without loading the engine, gRPC and prom-client.

@@ -59,6 +59,11 @@ export interface EngineOptions {
    * bounds what a client that never flushes can lose, and costs disk bandwidth.
    */
   syncIntervalMs?: number;
+  /**
+   * Start on damaged metadata, without what cannot be read (`weftd --recover --accept-loss`, after
+   * the operator saw the report of what that loses). Default: refuse, changing nothing.
+   */
+  acceptMetadataLoss?: boolean;
 }
 
 interface Exported {
@@ -122,7 +127,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     let engine: LocalEngine | undefined;
     try {
       prepareDataDir(dataDir);
-      const opened = Metadata.open(path.join(dataDir, 'meta'));
+      const opened = Metadata.open(path.join(dataDir, 'meta'), options.acceptMetadataLoss);
       const metadata = opened.metadata;
       engine = new LocalEngine(dataDir, metadata, options.logger, options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS);
       engine.openPools(options.pools);

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { crc32 } from 'zlib';
-import { Journal, JournalDamage } from '../store/journal';
+import { Journal, JournalContents } from '../store/journal';
 import { writeFileAtomic } from '../store/file-io';
 import { BlockMap } from './block-map';
 import { applyChanges, Catalog, CatalogChange, emptyCatalog } from './catalog';
@@ -67,6 +67,13 @@ export class MetadataDamaged extends Error {
   }
 }
 
+/** What a data dir's metadata files hold, and the first problem that stops a normal start. */
+export interface MetadataState {
+  checkpoint?: Checkpoint;
+  journal?: JournalContents;
+  problem?: MetadataDamaged;
+}
+
 export interface OpenedMetadata {
   metadata: Metadata;
   /** Map changes that no SYNC record covers: recovery checks their data. */
@@ -102,28 +109,38 @@ export class Metadata {
   /**
    * Loads the checkpoint and replays the journal after it. The caller checks the data of the
    * unsynced changes and rolls back those that did not land, then calls checkpoint() to start a
-   * clean journal. Throws MetadataDamaged, changing nothing, if a file is missing or damaged.
+   * clean journal. Throws MetadataDamaged, changing nothing, if a file is missing or damaged;
+   * with acceptLoss (`weftd --recover --accept-loss`) it keeps what can be read instead: the
+   * journal up to its damage, or nothing of a journal without its checkpoint.
    */
-  static open(dir: string): OpenedMetadata {
-    const { checkpoint, journal } = Metadata.read(dir);
-    if (journal.damage) throw damaged(journal.damage);
+  static open(dir: string, acceptLoss = false): OpenedMetadata {
+    const state = Metadata.inspect(dir);
+    if (state.problem && !acceptLoss) throw state.problem;
+    const checkpoint = state.checkpoint ?? { generation: 0, catalog: emptyCatalog(), maps: new Map<number, BlockMap>() };
     const metadata = new Metadata(dir, checkpoint.catalog, checkpoint.generation);
     for (const [id, map] of checkpoint.maps) metadata.maps.set(id, map);
-    const unsynced = metadata.replay(journal.frames);
-    const tornTail = journal.tornTail && { file: journalPath(dir, checkpoint.generation), ...journal.tornTail };
+    const unsynced = metadata.replay(state.checkpoint && state.journal ? state.journal.frames : []);
+    const tornTail = state.journal?.tornTail && { file: journalPath(dir, checkpoint.generation), ...state.journal.tornTail };
     return { metadata, unsynced, tornTail };
   }
 
-  /** Reads the checkpoint and its journal's frames; throws MetadataDamaged if either is missing or the checkpoint is damaged. */
-  static read(dir: string): { checkpoint: Checkpoint; journal: ReturnType<typeof Journal.read> } {
+  /** Reads the checkpoint and its journal, and names the first problem that stops a normal start. */
+  static inspect(dir: string): MetadataState {
     const checkpointFile = path.join(dir, 'checkpoint');
-    if (!fs.existsSync(checkpointFile)) throw new MetadataDamaged(checkpointFile, 'the checkpoint is missing');
-    const checkpoint = readCheckpoint(checkpointFile);
+    if (!fs.existsSync(checkpointFile)) return { problem: new MetadataDamaged(checkpointFile, 'the checkpoint is missing') };
+    let checkpoint: Checkpoint;
+    try {
+      checkpoint = readCheckpoint(checkpointFile);
+    } catch (err) {
+      if (err instanceof MetadataDamaged) return { problem: err };
+      throw err;
+    }
     const journalFile = journalPath(dir, checkpoint.generation);
     if (!fs.existsSync(journalFile)) {
-      throw new MetadataDamaged(journalFile, `the journal named by the checkpoint (generation ${checkpoint.generation}) is missing`);
+      return { checkpoint, problem: new MetadataDamaged(journalFile, `the journal named by the checkpoint (generation ${checkpoint.generation}) is missing`) };
     }
-    return { checkpoint, journal: Journal.read(journalFile) };
+    const journal = Journal.read(journalFile);
+    return { checkpoint, journal, problem: journal.damage && new MetadataDamaged(journal.damage.file, journal.damage.reason, journal.damage.offset) };
   }
 
   get lastSeq(): number {
@@ -287,10 +304,6 @@ export class Metadata {
     map.set(block, value, crc);
     unsynced.push({ seq, layer, block, previousValue, previousCrc, value, crc });
   }
-}
-
-function damaged(damage: JournalDamage): MetadataDamaged {
-  return new MetadataDamaged(damage.file, damage.reason, damage.offset);
 }
 
 /** Decodes the records of journal frames, numbering those that take a sequence number. */

@@ -171,9 +171,9 @@ describe('a failing metadata disk', () => {
         await e.send({ op: 'deleteSnapshot', volume: 'v', name: 'merge-me' }),
         await e.send({ op: 'clone', volume: 'v', snapshot: 'keep', name: 'c' }),
       ];
+      expect(await e.ok({ op: 'list' })).toEqual(before);
       for (const reply of attempts) expect(reply).toMatchObject({ ok: false, kind });
       expect(attempts[0].error).toMatch(/nothing changed/);
-      expect(await e.ok({ op: 'list' })).toEqual(before);
 
       await e.ok({ op: 'faults' });
       await e.ok({ op: 'flush' });
