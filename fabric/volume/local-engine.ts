@@ -6,13 +6,14 @@ import * as path from 'path';
 import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, invalidArgument, IoError, notFound, resourceExhausted, WeftError } from '../errors';
 import { crc32c } from '../store/checksum';
-import { openMember, OpenMember } from '../store/pool-member';
 import { Pool } from '../store/pool';
+import { releaseLock, takeLock } from '../store/data-dir-lock';
 import { writeFileAtomic } from '../store/file-io';
 import { FIRST_PHYSICAL } from './block-map';
-import { Catalog, LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from './catalog';
+import { Catalog, LayerRecord, SnapshotRecord, VolumeRecord } from './catalog';
 import { Metadata, UnsyncedChange } from './metadata';
 import { LocalVolume, VolumeHost } from './local-volume';
+import { openPools } from './pool-opening';
 import {
   BLOCK_BYTES,
   MAX_VOLUME_BYTES,
@@ -668,55 +669,10 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
 
   // ---- startup ----
 
-  /**
-   * Opens every pool member named by the flags and matches them with the members the catalog
-   * records: a recorded member that is missing is an error (its data would be lost); a new one
-   * extends its pool.
-   */
   private openPools(specs: PoolSpec[]): void {
-    const opened = new Map<string, OpenMember[]>();
-    try {
-      for (const spec of specs) {
-        const member = openMember(spec.path, spec.class, spec.sizeBytes);
-        const list = opened.get(spec.class) ?? [];
-        if (list.some((m) => m.superblock.uuid === member.superblock.uuid)) {
-          fs.closeSync(member.fd);
-          throw invalidArgument(`pool ${spec.class}: ${spec.path} is given twice`);
-        }
-        list.push(member);
-        opened.set(spec.class, list);
-      }
-      const records: PoolRecord[] = [];
-      for (const [poolClass, members] of opened) records.push(this.matchPool(poolClass, members));
-      for (const recorded of this.catalog.pools) {
-        if (!opened.has(recorded.class) && this.catalog.layers.some((l) => l.pool === recorded.class)) {
-          throw failedPrecondition(
-            `pool ${recorded.class} holds volumes but is not given with --pool (its members: ${recorded.members.map((m) => m.path).join(', ')})`,
-          );
-        }
-      }
-      this.catalog.pools = records;
-    } catch (err) {
-      // Members already in a Pool are closed with it; close the others here.
-      for (const [poolClass, members] of opened) if (!this.pools.has(poolClass)) for (const m of members) fs.closeSync(m.fd);
-      throw err;
-    }
-  }
-
-  private matchPool(poolClass: string, members: OpenMember[]): PoolRecord {
-    const recorded = this.catalog.pools.find((p) => p.class === poolClass);
-    const ordered: OpenMember[] = [];
-    for (const m of recorded?.members ?? []) {
-      const found = members.find((o) => o.superblock.uuid === m.uuid);
-      if (!found) {
-        throw failedPrecondition(`pool ${poolClass}: member ${m.path} (uuid ${m.uuid}) is recorded in the data dir but not given with --pool`);
-      }
-      ordered.push(found);
-    }
-    for (const m of members) if (!ordered.includes(m)) ordered.push(m);
-    const pool = new Pool(poolClass, ordered);
-    this.pools.set(poolClass, pool);
-    return { class: poolClass, members: pool.memberList().map((m) => ({ path: m.path, uuid: m.uuid, blocks: m.blocks })) };
+    const opened = openPools(specs, this.catalog, this.logger);
+    for (const [poolClass, pool] of opened.pools) this.pools.set(poolClass, pool);
+    this.catalog.pools = opened.records;
   }
 
   /**
@@ -782,29 +738,4 @@ function prepareDataDir(dataDir: string): void {
   }
   fs.mkdirSync(dataDir, { recursive: true });
   writeFileAtomic(formatFile, JSON.stringify({ format: FORMAT_VERSION }) + '\n', dataDir);
-}
-
-/** One weftd per data dir: a LOCK file holds the pid of the weftd using it. */
-function takeLock(dataDir: string): void {
-  const lockFile = path.join(dataDir, 'LOCK');
-  if (fs.existsSync(lockFile)) {
-    const pid = Number(fs.readFileSync(lockFile, 'utf8').trim());
-    if (pid && pid !== process.pid && processAlive(pid)) {
-      throw failedPrecondition(`data dir ${dataDir} is in use by another weftd (pid ${pid})`);
-    }
-  }
-  fs.writeFileSync(lockFile, `${process.pid}\n`);
-}
-
-function releaseLock(dataDir: string): void {
-  fs.rmSync(path.join(dataDir, 'LOCK'), { force: true });
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
