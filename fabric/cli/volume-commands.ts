@@ -39,7 +39,7 @@ export function volumeCommands(program: Command): void {
 
   volume
     .command('delete')
-    .description('delete a volume and its data (refused while it is connected or has snapshots)')
+    .description('delete a volume and its data (refused while it is connected); its snapshots stay until deleted')
     .argument('<name>', NAME_HELP)
     .action(action(deleteVolume));
 

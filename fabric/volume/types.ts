@@ -86,7 +86,7 @@ export interface VolumeEngine {
   getVolume(name: string): VolumeInfo;
   /** Grow only; shrinking is refused with INVALID_ARGUMENT. */
   resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
-  /** Refused with FAILED_PRECONDITION while connected or while it has snapshots. */
+  /** Refused with FAILED_PRECONDITION while connected; its snapshots stay until they are deleted. */
   deleteVolume(name: string): Promise<void>;
   /** Reads every allocated block of the volume and checks it against its checksum. */
   verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport>;
