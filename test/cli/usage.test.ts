@@ -26,9 +26,9 @@ describe('weft --help', () => {
 });
 
 it('weft volume delete --help says that snapshots outlive their volume', async () => {
-  const run = await runWeft(['volume', 'delete', '--help']);
-  expect(run.stdout).toContain('its snapshots stay until deleted');
-  expect(run.stdout).not.toMatch(/refused while .*has snapshots/);
+  const text = (await runWeft(['volume', 'delete', '--help'])).stdout.replace(/\s+/g, ' '); // as wrapped
+  expect(text).toContain('its snapshots stay until deleted');
+  expect(text).not.toMatch(/refused while .*has snapshots/);
 });
 
 describe('usage errors exit 2 with one line', () => {
