@@ -9,7 +9,7 @@ import type { VolumeEngine, VolumeInfo } from '../volume/types';
 import type { AttachmentStore } from './attachments';
 import type * as wire from './messages';
 import { serverStream, unary } from './rpc';
-import { checkName, checkOptionalName, checkOptionalSize, checkSize } from './validate';
+import { checkExportName, checkName, checkOptionalName, checkOptionalSize, checkSize } from './validate';
 
 export function volumeService(engine: VolumeEngine, attachments: AttachmentStore, logger: Logger): UntypedServiceImplementation {
   return {
@@ -55,7 +55,7 @@ async function verifyVolume(
   request: wire.NameRequest,
   send: (message: wire.VerifyVolumeResponse) => void,
 ): Promise<void> {
-  const name = checkName('name', request.name);
+  const name = checkExportName('name', request.name);
   const report = await engine.verifyVolume(name, percentSteps((progress) => send({ progress })));
   send({ report });
 }

@@ -206,13 +206,16 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     });
   }
 
+  /** Scrubs a volume, or the chain of a snapshot named VOL@SNAP. */
   async verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport> {
-    const record = this.findVolume(name);
-    const device = this.volumes.get(name)!.device;
+    const at = name.indexOf('@');
+    if (at < 0) this.findVolume(name);
+    else this.findSnapshot(name.slice(0, at), name.slice(at + 1));
     // Held open like a connection while it runs, so that the volume is not deleted or reverted under
     // it (its blocks freed and reused would read as false checksum errors).
     const handle = this.open(name);
-    const totalBlocks = Math.ceil(record.sizeBytes / BLOCK_BYTES);
+    const device = (at < 0 ? this.volumes.get(name) : this.snapshotExports.get(name))!.device;
+    const totalBlocks = Math.ceil(device.sizeBytes / BLOCK_BYTES);
     const badBlockOffsets: number[] = [];
     let checkedBlocks = 0;
     try {
@@ -285,6 +288,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
         throw failedPrecondition(`snapshot ${exportName} is being read by ${exported.connections} NBD connection(s)`);
       }
       this.snapshotExports.delete(exportName);
+      this.checksumErrors.delete(exportName);
       this.catalog.snapshots = this.catalog.snapshots.filter((s) => s !== snapshot);
       this.layer(snapshot.layer).hidden = true;
       this.collectLayer(snapshot.layer);
@@ -664,6 +668,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       exclusiveBytes: this.metadata.mapOf(snapshot.layer).physicalBlocks * BLOCK_BYTES,
       createdAt: snapshot.createdAt,
       class: this.layer(snapshot.layer).pool,
+      checksumErrors: this.checksumErrors.get(`${snapshot.volume}@${snapshot.name}`) ?? 0,
     };
   }
 
