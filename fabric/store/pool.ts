@@ -86,7 +86,7 @@ export class Pool {
   /**
    * A member file deleted or replaced while weftd runs takes every write from then on with it: the
    * data would be gone at the next start. Checked on every sync, so that no FLUSH or FUA write is
-   * acknowledged for it (two stat calls per member: a few microseconds).
+   * acknowledged for it (fstat and stat per member: about 20 us here, little beside an fdatasync).
    */
   private checkMembersInPlace(): void {
     if (this.lost) throw this.lost;
