@@ -6,6 +6,11 @@
       "cflags": ["-O3"]
     },
     {
+      "target_name": "weft_flock",
+      "sources": ["fabric/store/native/flock.c"],
+      "cflags": ["-O2"]
+    },
+    {
       "target_name": "weft_loop",
       "sources": ["adapters/csi/attach/native/loop-size.c"],
       "cflags": ["-O2"]

@@ -62,6 +62,13 @@ export class AttachmentStore {
     if (this.records.delete(key({ volume, nodeId }))) this.save();
   }
 
+  /** Forgets every attachment of a volume (it was deleted). */
+  removeVolume(volume: string): void {
+    const gone = this.list({ volume });
+    for (const record of gone) this.records.delete(key(record));
+    if (gone.length > 0) this.save();
+  }
+
   list(filter: AttachmentFilter = {}): AttachmentRecord[] {
     return [...this.records.values()]
       .filter((r) => (!filter.volume || r.volume === filter.volume) && (!filter.nodeId || r.nodeId === filter.nodeId))

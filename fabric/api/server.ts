@@ -31,11 +31,11 @@ export class ApiServer {
     const { engine, node } = options;
     this.logger = options.logger;
     this.shutdownGraceMs = options.shutdownGraceMs ?? 5000;
-    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, this.logger));
+    const attachments = new AttachmentStore(node.dataDir, this.logger);
+    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, this.logger));
     this.server.addService(serviceDefinition('SnapshotService'), snapshotService(engine, this.logger));
     this.server.addService(serviceDefinition('PoolService'), poolService(engine, this.logger));
     this.server.addService(serviceDefinition('NodeService'), nodeService(node, () => this.port, this.logger));
-    const attachments = new AttachmentStore(node.dataDir, this.logger);
     this.server.addService(serviceDefinition('AttachmentService'), attachmentService(attachments, engine, this.logger));
   }
 

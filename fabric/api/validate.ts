@@ -16,6 +16,13 @@ export function checkName(field: string, value: string | undefined | null): stri
   return value;
 }
 
+/** A volume, or a snapshot as VOLUME@SNAPSHOT (the names of NBD exports). */
+export function checkExportName(field: string, value: string | undefined | null): string {
+  const at = value ? value.indexOf('@') : -1;
+  if (at < 0) return checkName(field, value);
+  return `${checkName(`${field} (volume)`, value!.slice(0, at))}@${checkName(`${field} (snapshot)`, value!.slice(at + 1))}`;
+}
+
 /** An optional name: empty means "not given". */
 export function checkOptionalName(field: string, value: string | undefined | null): string | undefined {
   return value ? checkName(field, value) : undefined;

@@ -1,15 +1,17 @@
 // VolumeService: validates each request, then makes one call to the engine. Verify streams
-// progress (at most one message per percent) and ends with the report.
+// progress (at most one message per percent) and ends with the report. A deleted volume's
+// attachment records go with it.
 
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { invalidArgument } from '../errors';
 import type { VolumeEngine, VolumeInfo } from '../volume/types';
+import type { AttachmentStore } from './attachments';
 import type * as wire from './messages';
 import { serverStream, unary } from './rpc';
-import { checkName, checkOptionalName, checkOptionalSize, checkSize } from './validate';
+import { checkExportName, checkName, checkOptionalName, checkOptionalSize, checkSize } from './validate';
 
-export function volumeService(engine: VolumeEngine, logger: Logger): UntypedServiceImplementation {
+export function volumeService(engine: VolumeEngine, attachments: AttachmentStore, logger: Logger): UntypedServiceImplementation {
   return {
     CreateVolume: unary(logger, (request: wire.CreateVolumeRequest) => createVolume(engine, request)),
     ListVolumes: unary(logger, () => ({ volumes: engine.listVolumes() })),
@@ -18,7 +20,9 @@ export function volumeService(engine: VolumeEngine, logger: Logger): UntypedServ
       engine.resizeVolume(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes)),
     ),
     DeleteVolume: unary(logger, async (request: wire.NameRequest) => {
-      await engine.deleteVolume(checkName('name', request.name));
+      const name = checkName('name', request.name);
+      await engine.deleteVolume(name);
+      attachments.removeVolume(name);
       return {};
     }),
     VerifyVolume: serverStream(logger, (request: wire.NameRequest, send: (m: wire.VerifyVolumeResponse) => void) =>
@@ -51,7 +55,7 @@ async function verifyVolume(
   request: wire.NameRequest,
   send: (message: wire.VerifyVolumeResponse) => void,
 ): Promise<void> {
-  const name = checkName('name', request.name);
+  const name = checkExportName('name', request.name);
   const report = await engine.verifyVolume(name, percentSteps((progress) => send({ progress })));
   send({ report });
 }

@@ -39,14 +39,14 @@ export function volumeCommands(program: Command): void {
 
   volume
     .command('delete')
-    .description('delete a volume and its data (refused while it is connected or has snapshots)')
+    .description('delete a volume and its data (refused while it is connected); its snapshots stay until deleted')
     .argument('<name>', NAME_HELP)
     .action(action(deleteVolume));
 
   volume
     .command('verify')
-    .description('read every allocated block and check its checksum; exits 1 and lists the offsets of bad blocks')
-    .argument('<name>', NAME_HELP)
+    .description('read every allocated block of a volume or snapshot and check its checksum; exits 1 and lists the offsets of bad blocks')
+    .argument('<name>', 'the volume, or VOL@SNAP for a snapshot')
     .action(action(verifyVolume));
 
   volume
@@ -102,7 +102,7 @@ async function deleteVolume(context: CommandContext, [name]: [string]): Promise<
 }
 
 async function verifyVolume(context: CommandContext, [name]: [string]): Promise<Outcome> {
-  const volume = nameArg('name', name);
+  const volume = exportArg(name);
   const bar = context.stderr.isTTY ? new ProgressBar(context.stderr, `verifying ${volume}`) : undefined;
   try {
     return verifyOutcome(await context.client.verifyVolume(volume, (done, total) => bar?.update(done, total)));
@@ -115,6 +115,13 @@ async function revertVolume(context: CommandContext, [target]: [string]): Promis
   const { volume, snapshot } = snapshotArg(target);
   const reverted = await context.client.revertVolume(volume, snapshot);
   return volumeOutcome(reverted, `reverted volume "${reverted.name}" to snapshot "${snapshot}": ${describe(reverted)}`);
+}
+
+/** A volume name, or VOL@SNAP. */
+function exportArg(text: string): string {
+  if (!text.includes('@')) return nameArg('name', text);
+  const { volume, snapshot } = snapshotArg(text);
+  return `${volume}@${snapshot}`;
 }
 
 function volumeOutcome(volume: VolumeInfo, text: string): Outcome {
@@ -153,8 +160,9 @@ export function volumeDetails(volume: VolumeInfo): string {
 /** The report is the output either way; bad blocks also make the command fail. */
 export function verifyOutcome(report: VerifyReport): Outcome {
   const bad = report.badBlockOffsets;
-  const summary = `verified volume "${report.volume}": ${report.checkedBlocks} blocks checked, ${bad.length || 'no'} bad block${bad.length === 1 ? '' : 's'}`;
+  const what = `${report.volume.includes('@') ? 'snapshot' : 'volume'} "${report.volume}"`;
+  const summary = `verified ${what}: ${report.checkedBlocks} blocks checked, ${bad.length || 'no'} bad block${bad.length === 1 ? '' : 's'}`;
   const lines = bad.map((offset) => `bad block at offset ${offset}`);
-  const failure = bad.length ? `volume "${report.volume}" has ${bad.length} bad block${bad.length > 1 ? 's' : ''}` : undefined;
+  const failure = bad.length ? `${what} has ${bad.length} bad block${bad.length > 1 ? 's' : ''}` : undefined;
   return { json: report, text: [summary, ...lines].join('\n'), failure };
 }

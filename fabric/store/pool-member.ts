@@ -11,6 +11,8 @@ const MAGIC = 'WEFT-POOL-MEMBER';
 /** Data starts here, so data blocks are aligned for direct I/O and the superblock has room. */
 export const DATA_OFFSET_BYTES = 1024 * 1024;
 const BLOCK_BYTES = 4096;
+/** A member with fewer data blocks than this is refused. */
+const MIN_BLOCKS = 16;
 
 export interface MemberSuperblock {
   magic: string;
@@ -32,19 +34,40 @@ export function memberFileInDirectory(dir: string, poolClass: string): string {
   return path.join(dir, `weft-pool-${poolClass}.img`);
 }
 
+/** Where a --pool path puts its member, found without creating or writing anything. */
+export interface MemberLocation {
+  poolClass: string;
+  /** The member's file or device: the given path, or the backing file in the given directory. */
+  file: string;
+  /** False for a backing file not created yet; newFileBytes is then its size. */
+  exists: boolean;
+  newFileBytes?: number;
+}
+
+/** A member opened and read, not written. superblock is undefined while it is not initialized. */
+export interface ReadMember {
+  path: string;
+  fd: number;
+  superblock?: MemberSuperblock;
+  /** Whether the first MiB holds only zeroes (so a new superblock may go there). */
+  emptyHead: boolean;
+  /** Size of the file or device, superblock included. */
+  sizeBytes: number;
+}
+
 /**
- * Opens (or, when new, initializes) a member. A directory gets a sparse backing file of
- * sizeBytes; an existing file or device is used whole. A file or device that holds something
- * other than a Weft superblock or zeroes in its first MiB is refused, so that a mistyped path
- * cannot destroy data.
+ * Checks a --pool path: a directory (its backing file may not exist yet), a file or a block device.
+ * A size is allowed only for a directory, where it is the size of the backing file to create.
  */
-export function openMember(givenPath: string, poolClass: string, sizeBytes: number | undefined): OpenMember {
+export function locateMember(givenPath: string, poolClass: string, sizeBytes: number | undefined): MemberLocation {
   const stat = statOrUndefined(givenPath);
   if (!stat) throw invalidArgument(`pool ${poolClass}: ${givenPath} does not exist`);
   if (stat.isDirectory()) {
     const file = memberFileInDirectory(givenPath, poolClass);
-    if (!fs.existsSync(file)) createBackingFile(file, sizeBytes ?? defaultSizeFor(givenPath), poolClass);
-    return openExisting(file, poolClass);
+    if (fs.existsSync(file)) return { poolClass, file, exists: true };
+    const newFileBytes = sizeBytes ?? defaultSizeFor(givenPath);
+    memberBlocks(newFileBytes, poolClass);
+    return { poolClass, file, exists: false, newFileBytes };
   }
   if (!stat.isFile() && !stat.isBlockDevice()) {
     throw invalidArgument(`pool ${poolClass}: ${givenPath} is neither a directory, a file nor a block device`);
@@ -52,42 +75,56 @@ export function openMember(givenPath: string, poolClass: string, sizeBytes: numb
   if (sizeBytes !== undefined) {
     throw invalidArgument(`pool ${poolClass}: a size is only allowed when ${givenPath} is a directory`);
   }
-  return openExisting(givenPath, poolClass);
+  return { poolClass, file: givenPath, exists: true };
 }
 
-function openExisting(file: string, poolClass: string): OpenMember {
+/**
+ * Opens an existing member for I/O and reads its superblock, writing nothing. A superblock of
+ * another format or pool class is refused; what else the head holds is the caller's to judge.
+ */
+export function readMember(file: string, poolClass: string): ReadMember {
   const fd = fs.openSync(file, 'r+');
   try {
     const head = Buffer.alloc(DATA_OFFSET_BYTES);
     fs.readSync(fd, head, 0, head.length, 0);
-    let superblock = parseSuperblock(head);
-    if (!superblock) {
-      if (head.some((b) => b !== 0)) {
-        throw failedPrecondition(
-          `pool ${poolClass}: ${file} is not a Weft pool member and its first MiB is not empty; refusing to overwrite it`,
-        );
-      }
-      superblock = writeSuperblock(fd, poolClass, sizeOf(file, fd));
-    }
-    if (superblock.format !== MEMBER_FORMAT) {
+    const superblock = parseSuperblock(head);
+    if (superblock && superblock.format !== MEMBER_FORMAT) {
       throw failedPrecondition(
         `pool ${poolClass}: ${file} has on-disk format ${superblock.format}; this weftd reads format ${MEMBER_FORMAT}`,
       );
     }
-    if (superblock.class !== poolClass) {
+    if (superblock && superblock.class !== poolClass) {
       throw failedPrecondition(`${file} belongs to pool class "${superblock.class}", not "${poolClass}"`);
     }
-    return { path: file, fd, superblock };
+    return { path: file, fd, superblock, emptyHead: !superblock && !head.some((b) => b !== 0), sizeBytes: sizeOf(file, fd) };
   } catch (err) {
     fs.closeSync(fd);
     throw err;
   }
 }
 
-function createBackingFile(file: string, sizeBytes: number, poolClass: string): void {
-  if (sizeBytes < DATA_OFFSET_BYTES + 16 * BLOCK_BYTES) {
-    throw invalidArgument(`pool ${poolClass}: size ${sizeBytes} bytes is too small (at least 2 MiB)`);
+/**
+ * Checks that a member without a superblock may become a new one: only zeroes in its first MiB (so
+ * that a mistyped path cannot destroy data) and room for some blocks. Writes nothing.
+ */
+export function checkInitializable(member: ReadMember, poolClass: string): void {
+  if (!member.emptyHead) {
+    throw failedPrecondition(
+      `pool ${poolClass}: ${member.path} is not a Weft pool member and its first MiB is not empty; refusing to overwrite it`,
+    );
   }
+  memberBlocks(member.sizeBytes, poolClass);
+}
+
+/** Makes a new member: creates the backing file of a location that does not exist, or writes the superblock of a checked one. */
+export function initializeMember(location: MemberLocation, member: ReadMember | undefined): OpenMember {
+  if (member) return { path: member.path, fd: member.fd, superblock: writeSuperblock(member.fd, location.poolClass, member.sizeBytes) };
+  createBackingFile(location.file, location.newFileBytes!, location.poolClass);
+  const created = readMember(location.file, location.poolClass);
+  return { path: created.path, fd: created.fd, superblock: created.superblock! };
+}
+
+function createBackingFile(file: string, sizeBytes: number, poolClass: string): void {
   const fd = fs.openSync(file, 'wx');
   try {
     fs.ftruncateSync(fd, sizeBytes); // sparse: thin until written
@@ -97,9 +134,15 @@ function createBackingFile(file: string, sizeBytes: number, poolClass: string): 
   }
 }
 
-function writeSuperblock(fd: number, poolClass: string, sizeBytes: number): MemberSuperblock {
+/** The data blocks of a member of sizeBytes; refuses one too small to be worth a member. */
+function memberBlocks(sizeBytes: number, poolClass: string): number {
   const blocks = Math.floor((sizeBytes - DATA_OFFSET_BYTES) / BLOCK_BYTES);
-  if (blocks < 16) throw invalidArgument(`pool ${poolClass}: member of ${sizeBytes} bytes is too small`);
+  if (blocks < MIN_BLOCKS) throw invalidArgument(`pool ${poolClass}: size ${sizeBytes} bytes is too small (at least ${DATA_OFFSET_BYTES + MIN_BLOCKS * BLOCK_BYTES})`);
+  return blocks;
+}
+
+function writeSuperblock(fd: number, poolClass: string, sizeBytes: number): MemberSuperblock {
+  const blocks = memberBlocks(sizeBytes, poolClass);
   const superblock: MemberSuperblock = { magic: MAGIC, format: MEMBER_FORMAT, class: poolClass, uuid: randomUUID(), blocks };
   const buf = Buffer.alloc(BLOCK_BYTES);
   buf.write(JSON.stringify(superblock));

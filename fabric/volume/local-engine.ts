@@ -6,14 +6,14 @@ import * as path from 'path';
 import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, invalidArgument, IoError, notFound, resourceExhausted, WeftError } from '../errors';
 import { crc32c } from '../store/checksum';
-import { openMember, OpenMember } from '../store/pool-member';
 import { Pool } from '../store/pool';
+import { releaseLock, takeLock } from '../store/data-dir-lock';
 import { settleAll, writeFileAtomic } from '../store/file-io';
-import { FIRST_PHYSICAL } from './block-map';
-import { BlockMap } from './block-map';
-import { Catalog, CatalogEdit, LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from './catalog';
+import { BlockMap, FIRST_PHYSICAL } from './block-map';
+import { Catalog, CatalogEdit, LayerRecord, SnapshotRecord, VolumeRecord } from './catalog';
 import { MapChange, Metadata, OpenedMetadata } from './metadata';
 import { LocalVolume, VolumeHost } from './local-volume';
+import { openPools } from './pool-opening';
 import {
   BLOCK_BYTES,
   MAX_VOLUME_BYTES,
@@ -234,13 +234,16 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     });
   }
 
+  /** Scrubs a volume, or the chain of a snapshot named VOL@SNAP. */
   async verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport> {
-    const record = this.findVolume(name);
-    const device = this.volumes.get(name)!.device;
+    const at = name.indexOf('@');
+    if (at < 0) this.findVolume(name);
+    else this.findSnapshot(name.slice(0, at), name.slice(at + 1));
     // Held open like a connection while it runs, so that the volume is not deleted or reverted under
     // it (its blocks freed and reused would read as false checksum errors).
     const handle = this.open(name);
-    const totalBlocks = Math.ceil(record.sizeBytes / BLOCK_BYTES);
+    const device = (at < 0 ? this.volumes.get(name) : this.snapshotExports.get(name))!.device;
+    const totalBlocks = Math.ceil(device.sizeBytes / BLOCK_BYTES);
     const badBlockOffsets: number[] = [];
     let checkedBlocks = 0;
     try {
@@ -318,6 +321,7 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       this.transaction().catalog.change('layer', this.layer(snapshot.layer)).hidden = true;
       this.collectLayer(snapshot.layer);
       await this.commit();
+      this.checksumErrors.delete(exportName);
       this.logger.info({ volume, snapshot: name }, 'snapshot deleted');
     });
   }
@@ -746,60 +750,16 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       exclusiveBytes: this.metadata.mapOf(snapshot.layer).physicalBlocks * BLOCK_BYTES,
       createdAt: snapshot.createdAt,
       class: this.layer(snapshot.layer).pool,
+      checksumErrors: this.checksumErrors.get(`${snapshot.volume}@${snapshot.name}`) ?? 0,
     };
   }
 
   // ---- startup ----
 
-  /**
-   * Opens every pool member named by the flags and matches them with the members the catalog
-   * records: a recorded member that is missing is an error (its data would be lost); a new one
-   * extends its pool.
-   */
   private openPools(specs: PoolSpec[]): void {
-    const opened = new Map<string, OpenMember[]>();
-    try {
-      for (const spec of specs) {
-        const member = openMember(spec.path, spec.class, spec.sizeBytes);
-        const list = opened.get(spec.class) ?? [];
-        if (list.some((m) => m.superblock.uuid === member.superblock.uuid)) {
-          fs.closeSync(member.fd);
-          throw invalidArgument(`pool ${spec.class}: ${spec.path} is given twice`);
-        }
-        list.push(member);
-        opened.set(spec.class, list);
-      }
-      const records: PoolRecord[] = [];
-      for (const [poolClass, members] of opened) records.push(this.matchPool(poolClass, members));
-      for (const recorded of this.catalog.pools) {
-        if (!opened.has(recorded.class) && this.catalog.layers.some((l) => l.pool === recorded.class)) {
-          throw failedPrecondition(
-            `pool ${recorded.class} holds volumes but is not given with --pool (its members: ${recorded.members.map((m) => m.path).join(', ')})`,
-          );
-        }
-      }
-      this.catalog.pools = records;
-    } catch (err) {
-      // Members already in a Pool are closed with it; close the others here.
-      for (const [poolClass, members] of opened) if (!this.pools.has(poolClass)) for (const m of members) fs.closeSync(m.fd);
-      throw err;
-    }
-  }
-
-  private matchPool(poolClass: string, members: OpenMember[]): PoolRecord {
-    const recorded = this.catalog.pools.find((p) => p.class === poolClass);
-    const ordered: OpenMember[] = [];
-    for (const m of recorded?.members ?? []) {
-      const found = members.find((o) => o.superblock.uuid === m.uuid);
-      if (!found) {
-        throw failedPrecondition(`pool ${poolClass}: member ${m.path} (uuid ${m.uuid}) is recorded in the data dir but not given with --pool`);
-      }
-      ordered.push(found);
-    }
-    for (const m of members) if (!ordered.includes(m)) ordered.push(m);
-    const pool = new Pool(poolClass, ordered);
-    this.pools.set(poolClass, pool);
-    return { class: poolClass, members: pool.memberList().map((m) => ({ path: m.path, uuid: m.uuid, blocks: m.blocks })) };
+    const opened = openPools(specs, this.catalog, this.logger);
+    for (const [poolClass, pool] of opened.pools) this.pools.set(poolClass, pool);
+    this.catalog.pools = opened.records;
   }
 
   /**
@@ -891,37 +851,11 @@ function prepareDataDir(dataDir: string): void {
   Metadata.initialize(metaDir);
   writeFileAtomic(formatFile, JSON.stringify({ format: FORMAT_VERSION }) + '\n', dataDir);
 }
-
 function isEmptyMetadata(metaDir: string): boolean {
   try {
     const { catalog } = Metadata.open(metaDir).metadata;
     return catalog.layers.length === 0 && catalog.pools.length === 0;
   } catch {
     return fs.readdirSync(metaDir).every((name) => name.startsWith('journal-') || name === 'checkpoint.tmp');
-  }
-}
-
-/** One weftd per data dir: a LOCK file holds the pid of the weftd using it. */
-function takeLock(dataDir: string): void {
-  const lockFile = path.join(dataDir, 'LOCK');
-  if (fs.existsSync(lockFile)) {
-    const pid = Number(fs.readFileSync(lockFile, 'utf8').trim());
-    if (pid && pid !== process.pid && processAlive(pid)) {
-      throw failedPrecondition(`data dir ${dataDir} is in use by another weftd (pid ${pid})`);
-    }
-  }
-  fs.writeFileSync(lockFile, `${process.pid}\n`);
-}
-
-function releaseLock(dataDir: string): void {
-  fs.rmSync(path.join(dataDir, 'LOCK'), { force: true });
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -211,16 +211,20 @@ export function registerPoolGauges(registry: Registry, engine: VolumeEngine): vo
   gauge('weft_pool_provisioned_bytes', 'Sum of the sizes of the volumes in each service class (thin: may exceed capacity).', (pool) => pool.provisionedBytes);
 }
 
-/** weft_volume_checksum_errors_total: blocks whose data failed its checksum, per volume, since weftd started. */
+/**
+ * weft_volume_checksum_errors_total: blocks whose data failed its checksum, per volume and per
+ * snapshot (volume="VOL@SNAP", as in the other per-export series), since weftd started.
+ */
 export function registerChecksumCounter(registry: Registry, engine: VolumeEngine): void {
   new Counter({
     name: 'weft_volume_checksum_errors_total',
-    help: 'Blocks read or scrubbed whose data did not match its checksum, per volume, since weftd started.',
+    help: 'Blocks read or scrubbed whose data did not match its checksum, per volume or VOL@SNAP, since weftd started.',
     labelNames: ['volume'],
     registers: [registry],
     collect(this: Counter<'volume'>) {
       this.reset();
       for (const volume of engine.listVolumes()) this.labels(volume.name).inc(volume.checksumErrors);
+      for (const snapshot of engine.listSnapshots()) this.labels(`${snapshot.volume}@${snapshot.name}`).inc(snapshot.checksumErrors);
     },
   });
 }

@@ -35,6 +35,8 @@ export interface SnapshotInfo {
   createdAt: string;
   /** Service class of the pool holding its blocks (where clones of it are made). */
   class: string;
+  /** Blocks that failed their checksum on read or verify of VOL@SNAP since weftd started. */
+  checksumErrors: number;
 }
 
 export interface PoolMemberInfo {
@@ -52,6 +54,7 @@ export interface PoolInfo {
 }
 
 export interface VerifyReport {
+  /** The volume, or VOL@SNAP for a snapshot. */
   volume: string;
   checkedBlocks: number;
   /** Byte offsets (within the volume) of blocks whose checksum does not match their data. */
@@ -86,9 +89,9 @@ export interface VolumeEngine {
   getVolume(name: string): VolumeInfo;
   /** Grow only; shrinking is refused with INVALID_ARGUMENT. */
   resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
-  /** Refused with FAILED_PRECONDITION while connected or while it has snapshots. */
+  /** Refused with FAILED_PRECONDITION while connected; its snapshots stay until they are deleted. */
   deleteVolume(name: string): Promise<void>;
-  /** Reads every allocated block of the volume and checks it against its checksum. */
+  /** Reads every allocated block of the volume (or snapshot, VOL@SNAP) and checks it against its checksum. */
   verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport>;
   /** Discards everything written since the snapshot. Refused while the volume is connected. */
   revertVolume(name: string, snapshot: string): Promise<VolumeInfo>;

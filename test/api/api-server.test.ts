@@ -3,7 +3,9 @@
 
 import * as grpc from '@grpc/grpc-js';
 import { WeftApiError, WeftClient } from '../../fabric/api/client';
+import * as fs from 'fs';
 import * as net from 'net';
+import * as path from 'path';
 import pino from 'pino';
 import { ApiServer } from '../../fabric/api/server';
 import { corruptOnDisk, POOL_BYTES, startApiFixture, writeBlock, type ApiFixture } from './api-fixture';
@@ -208,6 +210,34 @@ describe('PoolService and NodeService', () => {
       startedAt: fixture.node.startedAt.toISOString(),
     });
     expect(node.uptimeSeconds).toBeGreaterThanOrEqual(0);
+  });
+});
+
+describe('AttachmentService', () => {
+  const attachment = (volume: string, nodeId: string) => ({
+    volume,
+    nodeId,
+    devicePath: '/dev/loop7',
+    method: 'nbdfuse-loop',
+    stagingPath: `/staging/${volume}`,
+    workloads: [{ orchestrator: 'kubernetes', podName: 'app-0', podNamespace: 'default' }],
+  });
+
+  it("forgets a volume's attachments when the volume is deleted, on disk too, and keeps the others", async () => {
+    await client.createVolume({ name: 'attached', sizeBytes: MiB });
+    await client.createVolume({ name: 'neighbour', sizeBytes: MiB });
+    for (const record of [attachment('attached', 'node-a'), attachment('attached', 'node-b'), attachment('neighbour', 'node-a')]) {
+      await client.recordAttachment(record);
+    }
+    await client.deleteVolume('attached');
+    expect((await client.listAttachments()).map((a) => `${a.volume}@${a.nodeId}`)).toEqual(['neighbour@node-a']);
+    const onDisk = JSON.parse(fs.readFileSync(path.join(fixture.dataDir, 'attachments.json'), 'utf8')) as { volume: string }[];
+    expect(onDisk.map((a) => a.volume)).toEqual(['neighbour']);
+    await client.createVolume({ name: 'attached', sizeBytes: MiB }); // a new volume of the name starts unattached
+    expect(await client.listAttachments({ volume: 'attached' })).toEqual([]);
+    await client.deleteVolume('attached');
+    await client.removeAttachment('neighbour', 'node-a');
+    await client.deleteVolume('neighbour');
   });
 });
 

@@ -75,7 +75,7 @@ describe('views', () => {
   });
 
   it('lists snapshots and pools', () => {
-    const snapshot = { volume: 'data', name: 's1', sizeBytes: 2 ** 30, exclusiveBytes: 0, createdAt: VOLUME.createdAt, class: 'ssd' };
+    const snapshot = { volume: 'data', name: 's1', sizeBytes: 2 ** 30, exclusiveBytes: 0, createdAt: VOLUME.createdAt, class: 'ssd', checksumErrors: 0 };
     expect(table(SNAPSHOT_COLUMNS, [snapshot])).toBe(
       'VOLUME  SNAPSHOT   SIZE  EXCLUSIVE  CLASS  CREATED\ndata    s1        1 GiB        0 B  ssd    2026-11-22 02:41:57Z',
     );

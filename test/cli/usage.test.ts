@@ -25,6 +25,12 @@ describe('weft --help', () => {
   });
 });
 
+it('weft volume delete --help says that snapshots outlive their volume', async () => {
+  const text = (await runWeft(['volume', 'delete', '--help'])).stdout.replace(/\s+/g, ' '); // as wrapped
+  expect(text).toContain('its snapshots stay until deleted');
+  expect(text).not.toMatch(/refused while .*has snapshots/);
+});
+
 describe('usage errors exit 2 with one line', () => {
   it.concurrent.each([
     [[], /^weft: missing command: weft takes one of volume, snapshot, pool, attachment, node, nomad/],

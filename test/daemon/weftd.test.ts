@@ -1,6 +1,7 @@
 // weftd as a process: it starts and reports ready, serves NBD, the API and /metrics, refuses bad
 // flags (exit 2) and busy ports or foreign data dirs (exit 1) without side effects, stops on SIGTERM.
 
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -156,3 +157,52 @@ describe('refusing to start', () => {
     expect(fs.readFileSync(formatFile, 'utf8')).toBe(JSON.stringify({ format: 999 }));
   });
 });
+
+describe('one weftd per data dir', () => {
+  it('refuses a second weftd on a data dir in use, naming the pid of the first', async () => {
+    const first = await startWeftd();
+    const second = await weftdExpectingExit(['--data-dir', first.dataDir, ...FREE_PORTS]);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain(`data dir ${first.dataDir} is in use by another weftd (pid ${first.pid})`);
+    await first.stop();
+  });
+
+  it('starts on a data dir whose LOCK names a live process that is not a weftd (a reused pid)', async () => {
+    const node = await startWeftd();
+    await node.stop();
+    fs.writeFileSync(path.join(node.dataDir, 'LOCK'), `${process.pid}\n`);
+    await node.start();
+    await node.stop();
+  });
+
+  it('starts after kill -9 of the weftd before, even while that one is a zombie not yet reaped', async () => {
+    const dataDir = path.join(makeTempDir(), 'data');
+    // sh starts weftd in the background and becomes sleep, which never reaps it: once killed,
+    // weftd stays a zombie, its pid alive to kill(pid, 0), until sleep ends.
+    const quoted = [WEFTD_BIN, '--data-dir', dataDir, ...FREE_PORTS].map((arg) => `'${arg}'`).join(' ');
+    const parent = spawn('sh', ['-c', `${quoted} >/dev/null 2>&1 & echo $!; exec sleep 60`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const pid = Number(await new Promise<string>((resolve) => parent.stdout.once('data', (chunk: Buffer) => resolve(chunk.toString()))));
+    try {
+      await waitFor(() => fs.existsSync(path.join(dataDir, 'LOCK')) && fs.readFileSync(path.join(dataDir, 'LOCK'), 'utf8') === `${pid}\n`);
+      process.kill(pid, 'SIGKILL');
+      await waitFor(() => /\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')));
+      const node = await startWeftd({ dataDir });
+      await node.stop();
+    } finally {
+      parent.kill('SIGKILL'); // the zombie goes with its parent; weftd itself, should it still run, too
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  });
+});
+
+/** Polls until check() holds (every 20 ms, for up to 10 s). */
+async function waitFor(check: () => boolean): Promise<void> {
+  for (let waited = 0; !check(); waited += 20) {
+    if (waited > 10_000) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

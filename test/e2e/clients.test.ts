@@ -199,3 +199,32 @@ test('a block altered on disk behind weftd reads as an I/O error and verify repo
   expect(metrics).toMatch(/weft_volume_checksum_errors_total\{volume="victim"\} [1-9]/);
   await node.stop();
 });
+
+test("a snapshot's block altered on disk reads as an I/O error, is counted under VOL@SNAP, and verify VOL@SNAP reports it", async () => {
+  const poolDir = makeTempDir('weft-corrupt-snapshot-');
+  const node = await startWeftd({ pools: [`default:${poolDir}:256MiB`] });
+  await ok(node.weft(['volume', 'create', 'kept', '--size', '16MiB']));
+  const marker = 'weft-e2e-snapshot-corruption-marker';
+  const block = path.join(work, 'snapshot-marker.raw');
+  fs.writeFileSync(block, Buffer.concat([Buffer.from(marker), Buffer.alloc(4096 - marker.length, 0x42)]));
+  await ok(run('qemu-io', ['-f', 'raw', '-c', `write -s ${block} 64k 4k`, '-c', 'flush', node.nbdUri('kept')]));
+  await ok(node.weft(['snapshot', 'create', 'kept', 'before']));
+  await ok(run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x17 64k 4k', '-c', 'flush', node.nbdUri('kept')]));
+  const poolFile = path.join(poolDir, 'weft-pool-default.img');
+  const at = fs.readFileSync(poolFile).indexOf(marker);
+  expect(at).toBeGreaterThan(0);
+  const fd = fs.openSync(poolFile, 'r+');
+  fs.writeSync(fd, Buffer.from([0x00]), 0, 1, at + 1000);
+  fs.closeSync(fd);
+
+  const read = await qemuIo(node.nbdUri('kept@before'), 'read 64k 4k');
+  expect(read.stdout + read.stderr).toMatch(/Input\/output error/);
+  const verify = await node.weft(['volume', 'verify', 'kept@before']);
+  expect(verify.code).toBe(1);
+  expect(verify.stdout).toBe('verified snapshot "kept@before": 1 blocks checked, 1 bad block\nbad block at offset 65536\n');
+  await ok(node.weft(['volume', 'verify', 'kept']));
+  const metrics = await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`).then((r) => r.text());
+  expect(metrics).toMatch(/^weft_volume_checksum_errors_total\{volume="kept@before"\} 2$/m); // the read and the verify
+  expect(metrics).toMatch(/^weft_volume_checksum_errors_total\{volume="kept"\} 0$/m);
+  await node.stop();
+});

@@ -451,15 +451,23 @@ describe('persistence', () => {
     expect(JSON.parse(fs.readFileSync(formatFile, 'utf8'))).toEqual({ format: 99 });
   });
 
-  test('a data dir locked by another live process is refused', async () => {
+  test('a data dir in use is refused with the pid that holds it, and free again once closed', async () => {
+    const first = await openEngine();
+    await expect(
+      LocalEngine.open({ dataDir: path.join(dir, 'data'), pools: [{ class: 'default', path: dir }], logger }),
+    ).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION', message: expect.stringMatching(new RegExp(`in use by another weftd \\(pid ${process.pid}\\)`)) });
+    await first.close();
+    await openEngine();
+  });
+
+  test('a LOCK file naming a live process that holds no lock (a reused pid) does not block the data dir', async () => {
     const e = await openEngine();
     await e.close();
     engine = undefined;
     const other = spawn('sleep', ['30']);
     try {
       fs.writeFileSync(path.join(dir, 'data', 'LOCK'), `${other.pid}\n`);
-      await expect(openEngine()).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION', message: expect.stringMatching(/in use/) });
-      engine = undefined;
+      await openEngine();
     } finally {
       other.kill('SIGKILL');
     }

@@ -146,6 +146,24 @@ describe('a failing metadata disk', () => {
     expect(await reads(after, 'a', 2 * MiB, MiB, 0x55)).toBe(true);
   });
 
+  test('a pool file whose sync failed stops acknowledging (its pages may be gone though a later sync succeeds) until a restart', async () => {
+    const e = start();
+    await e.ok({ op: 'createVolume', name: 'a', sizeBytes: 4 * MiB });
+    await e.ok({ op: 'write', volume: 'a', offset: 0, length: MiB, byte: 0x66 });
+    await e.ok({ op: 'flush' });
+    await e.ok({ op: 'write', volume: 'a', offset: MiB, length: MiB, byte: 0x67 });
+    await e.ok({ op: 'faults', faults: { code: 'EIO', calls: ['sync'], pathContains: '/pool/' } });
+    expect((await e.send({ op: 'flush' })).ok).toBe(false);
+    await e.ok({ op: 'faults' });
+    expect(await e.send({ op: 'flush' })).toMatchObject({ ok: false, error: expect.stringMatching(/could not be synced.*Restart weftd/) });
+    expect((await e.send({ op: 'write', volume: 'a', offset: 2 * MiB, length: MiB, byte: 0x68 })).ok).toBe(false);
+    await crash();
+
+    const after = await reopen();
+    expect(await reads(after, 'a', 0, MiB, 0x66)).toBe(true);
+    expect((await after.verifyVolume('a')).badBlockOffsets).toEqual([]);
+  });
+
   describe.each([
     ['journal writes fail with ENOSPC', ENOSPC_ON_META_WRITES, 'RESOURCE_EXHAUSTED'],
     // The record reaches the file, then its sync fails: it must be cancelled.

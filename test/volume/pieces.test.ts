@@ -5,10 +5,14 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { randomBytes } from 'crypto';
+import pino from 'pino';
 import { copyPieces, slicePieces, totalBytes } from '../../fabric/pieces';
 import { crc32cBlocks, crc32cPieces } from '../../fabric/store/checksum';
 import { Pool } from '../../fabric/store/pool';
-import { DATA_OFFSET_BYTES, openMember } from '../../fabric/store/pool-member';
+import { DATA_OFFSET_BYTES } from '../../fabric/store/pool-member';
+import { emptyCatalog } from '../../fabric/volume/catalog';
+import type { PoolSpec } from '../../fabric/volume/local-engine';
+import { openPools } from '../../fabric/volume/pool-opening';
 
 const B = 4096;
 
@@ -94,6 +98,11 @@ describe('crc32cPieces', () => {
   });
 });
 
+/** A new pool of the given members, as weftd opens it on a new data dir. */
+function newPool(specs: PoolSpec[]): Pool {
+  return openPools(specs, emptyCatalog(), pino({ level: 'silent' })).pools.get('default')!;
+}
+
 describe('Pool.write of pieces', () => {
   let dir: string;
   let pool: Pool | undefined;
@@ -113,7 +122,7 @@ describe('Pool.write of pieces', () => {
     ['1 MiB (written in the thread pool)', 256],
   ])('%s in more pieces than one pwritev takes (IOV_MAX 1024)', async (_name, blocks) => {
     fs.mkdirSync(path.join(dir, 'a'));
-    pool = new Pool('default', [openMember(path.join(dir, 'a'), 'default', 4 * 1024 * 1024)]);
+    pool = newPool([{ class: 'default', path: path.join(dir, 'a'), sizeBytes: 4 * 1024 * 1024 }]);
     const data = randomBytes(blocks * B);
     const cuts = Array.from({ length: 3000 }, (_, i) => Math.floor(((i + 1) * data.length) / 3001));
     await pool.write(5, cut(data, cuts));
@@ -123,12 +132,12 @@ describe('Pool.write of pieces', () => {
   });
 
   test('a run across two members is split at the member boundary, also inside a piece', async () => {
-    const members = ['a', 'b'].map((name) => {
+    const specs = ['a', 'b'].map((name) => {
       fs.mkdirSync(path.join(dir, name));
-      return openMember(path.join(dir, name), 'default', 2 * 1024 * 1024);
+      return { class: 'default', path: path.join(dir, name), sizeBytes: 2 * 1024 * 1024 };
     });
-    pool = new Pool('default', members);
-    const firstMemberBlocks = members[0].superblock.blocks;
+    pool = newPool(specs);
+    const firstMemberBlocks = pool.memberList()[0].blocks;
     const start = firstMemberBlocks - 3; // 3 blocks in member a, 5 in member b
     const data = randomBytes(8 * B);
     await pool.write(start, cut(data, [100, 3 * B - 7, 3 * B + 7, 6 * B]));
@@ -138,7 +147,9 @@ describe('Pool.write of pieces', () => {
     // And on disk: the end of member a's file, the start of member b's.
     const onDisk = (member: number, block: number, blocks: number) => {
       const out = Buffer.alloc(blocks * B);
-      fs.readSync(members[member].fd, out, 0, out.length, DATA_OFFSET_BYTES + block * B);
+      const fd = fs.openSync(pool!.memberList()[member].path, 'r');
+      fs.readSync(fd, out, 0, out.length, DATA_OFFSET_BYTES + block * B);
+      fs.closeSync(fd);
       return out;
     };
     expect(onDisk(0, start, 3).equals(data.subarray(0, 3 * B))).toBe(true);

@@ -1,0 +1,145 @@
+// Opens the pools that --pool names and matches their members with those the catalog records. Every
+// check comes before the first write, so that a refused start leaves every pool member as it was.
+
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Logger } from 'pino';
+import { failedPrecondition, invalidArgument } from '../errors';
+import { Pool } from '../store/pool';
+import {
+  checkInitializable,
+  initializeMember,
+  locateMember,
+  readMember,
+  type MemberLocation,
+  type OpenMember,
+  type ReadMember,
+} from '../store/pool-member';
+import type { Catalog, PoolMemberRecord, PoolRecord } from './catalog';
+import type { PoolSpec } from './local-engine';
+
+export interface OpenedPools {
+  pools: Map<string, Pool>;
+  /** What the catalog is to record now: the given classes, recorded members first, then new ones. */
+  records: PoolRecord[];
+}
+
+/** A --pool member, looked at but not written. */
+interface Candidate {
+  location: MemberLocation;
+  /** Undefined for a backing file that is still to be created. */
+  member?: ReadMember;
+}
+
+/**
+ * A member the catalog records must be there with its superblock and uuid; only a path the
+ * catalog does not know may become a new member. A recorded member may have moved to another path
+ * (a disk renamed): it is found by its uuid.
+ */
+export function openPools(specs: PoolSpec[], catalog: Catalog, logger: Logger): OpenedPools {
+  const candidates: Candidate[] = [];
+  const opened: OpenMember[] = [];
+  try {
+    for (const spec of specs) candidates.push(inspect(spec, catalog, candidates));
+    checkRecordedMembers(candidates, catalog);
+    for (const { location, member } of candidates) {
+      opened.push(member?.superblock ? { path: member.path, fd: member.fd, superblock: member.superblock } : initializeMember(location, member));
+    }
+  } catch (err) {
+    const fds = new Set([...candidates.map((c) => c.member?.fd), ...opened.map((m) => m.fd)]);
+    for (const fd of fds) if (fd !== undefined) fs.closeSync(fd);
+    throw err;
+  }
+  const pools = new Map<string, Pool>();
+  for (const poolClass of new Set(specs.map((s) => s.class))) {
+    const members = opened.filter((_m, i) => candidates[i].location.poolClass === poolClass);
+    const recorded = catalog.pools.find((p) => p.class === poolClass)?.members ?? [];
+    const ordered = recorded.map((r) => members.find((m) => m.superblock.uuid === r.uuid)!);
+    pools.set(poolClass, new Pool(poolClass, [...ordered, ...members.filter((m) => !ordered.includes(m))], logger));
+  }
+  const records = [...pools.values()].map((pool) => ({ class: pool.poolClass, members: pool.memberList() }));
+  return { pools, records };
+}
+
+function inspect(spec: PoolSpec, catalog: Catalog, earlier: Candidate[]): Candidate {
+  const location = locateMember(spec.path, spec.class, spec.sizeBytes);
+  if (earlier.some((c) => path.resolve(c.location.file) === path.resolve(location.file))) {
+    throw invalidArgument(`pool ${spec.class}: ${spec.path} is given twice`);
+  }
+  const recorded = recordedAt(catalog, location.file);
+  if (!location.exists) {
+    if (recorded) throw missingMember(location.file, recorded);
+    return { location };
+  }
+  const member = readMember(location.file, spec.class);
+  try {
+    if (recorded) checkRecorded(member, recorded);
+    else if (!member.superblock) checkInitializable(member, spec.class);
+    const uuid = member.superblock?.uuid;
+    if (uuid && earlier.some((c) => c.member?.superblock?.uuid === uuid)) {
+      throw invalidArgument(`pool ${spec.class}: ${spec.path} is given twice (pool member ${uuid})`);
+    }
+  } catch (err) {
+    fs.closeSync(member.fd);
+    throw err;
+  }
+  return { location, member };
+}
+
+interface RecordedMember extends PoolMemberRecord {
+  class: string;
+}
+
+function recordedAt(catalog: Catalog, file: string): RecordedMember | undefined {
+  for (const pool of catalog.pools) {
+    const member = pool.members.find((m) => path.resolve(m.path) === path.resolve(file));
+    if (member) return { ...member, class: pool.class };
+  }
+  return undefined;
+}
+
+function checkRecorded(member: ReadMember, recorded: RecordedMember): void {
+  const { class: poolClass, uuid } = recorded;
+  if (!member.superblock) {
+    const found = member.emptyHead ? 'only zeroes' : 'no Weft superblock';
+    throw failedPrecondition(
+      `pool ${poolClass}: ${member.path} is pool member ${uuid} in the data dir, but its first MiB holds ${found}: ` +
+        'it was zeroed or overwritten. weftd has written nothing to it. Give the right file or disk with --pool, ' +
+        'or restore this one from a backup',
+    );
+  }
+  if (member.superblock.uuid !== uuid) {
+    throw failedPrecondition(
+      `pool ${poolClass}: ${member.path} holds pool member ${member.superblock.uuid}, but the data dir records member ${uuid} ` +
+        'at this path: another file or disk took its place. weftd has written nothing to it. Give the right one with --pool',
+    );
+  }
+}
+
+function missingMember(file: string, recorded: RecordedMember): Error {
+  return failedPrecondition(
+    `pool ${recorded.class}: ${file} is pool member ${recorded.uuid} in the data dir, but it does not exist. weftd has ` +
+      'created nothing in its place (an empty member would lose the volumes on it). Restore the file, or mount the ' +
+      'filesystem that holds it, or give its new path with --pool',
+  );
+}
+
+/** Every recorded member of a given class must be among the given ones; a class left out may not hold volumes. */
+function checkRecordedMembers(candidates: Candidate[], catalog: Catalog): void {
+  for (const recorded of catalog.pools) {
+    const given = candidates.filter((c) => c.location.poolClass === recorded.class);
+    if (given.length === 0) {
+      if (catalog.layers.some((l) => l.pool === recorded.class)) {
+        throw failedPrecondition(
+          `pool ${recorded.class} holds volumes but is not given with --pool (its members: ${recorded.members.map((m) => m.path).join(', ')})`,
+        );
+      }
+      continue;
+    }
+    for (const m of recorded.members) {
+      if (!given.some((c) => c.member?.superblock?.uuid === m.uuid)) {
+        throw failedPrecondition(`pool ${recorded.class}: member ${m.path} (uuid ${m.uuid}) is recorded in the data dir but not given with --pool`);
+      }
+    }
+  }
+}

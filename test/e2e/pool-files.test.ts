@@ -1,0 +1,82 @@
+// A real weftd and its pool files: a member file deleted or replaced while weftd runs stops FLUSH
+// (and so FUA) from being acknowledged, and a start that cannot use a recorded member is refused
+// by name without touching it.
+
+import { createHash } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { cleanupAll, makeTempDir, run, startWeftd, WEFTD_BIN, type RunResult, type WeftdHandle } from '../helpers/weftd';
+
+afterAll(cleanupAll);
+
+const FREE_PORTS = ['--nbd-port', '0', '--api-port', '0', '--metrics-port', '0', '--listen', '127.0.0.1'];
+
+/** qemu-io with a write-back cache: writes go without FUA, so that only FLUSH asks for durability. */
+function qemuIo(uri: string, ...commands: string[]): Promise<RunResult> {
+  return run('qemu-io', ['-f', 'raw', '-t', 'writeback', ...commands.flatMap((command) => ['-c', command]), uri]);
+}
+
+/** A weftd with volume v1 in a pool member in its own dir; returns the member's file. */
+async function weftdWithVolume(): Promise<{ node: WeftdHandle; poolDir: string; poolFile: string }> {
+  const poolDir = makeTempDir('weft-pool-files-');
+  const node = await startWeftd({ pools: [`default:${poolDir}:64MiB`] });
+  expect(await node.weft(['volume', 'create', 'v1', '--size', '16MiB'])).toMatchObject({ code: 0 });
+  return { node, poolDir, poolFile: path.join(poolDir, 'weft-pool-default.img') };
+}
+
+function sha256(file: string): string {
+  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+test.each([
+  ['deleted', (file: string) => fs.rmSync(file)],
+  ['replaced by a copy', (file: string) => {
+    fs.copyFileSync(file, `${file}.copy`);
+    fs.renameSync(`${file}.copy`, file);
+  }],
+])('a pool file %s while weftd runs makes FLUSH fail, says why, and refuses writes from then on', async (_what, change) => {
+  const { node, poolFile } = await weftdWithVolume();
+  expect(await qemuIo(node.nbdUri('v1'), 'write -P 0x11 0 64k', 'flush')).toMatchObject({ code: 0 });
+  change(poolFile);
+
+  const flushed = await qemuIo(node.nbdUri('v1'), 'write -P 0x22 64k 64k', 'flush');
+  expect(flushed.code).not.toBe(0);
+  expect(flushed.stdout).toMatch(/^wrote 65536\/65536 bytes at offset 65536$/m); // acknowledged, not yet durable
+  expect(node.logs()).toMatch(/"command":"FLUSH",.*"error":5,/); // EIO (qemu-io's flush prints nothing)
+  const written = await qemuIo(node.nbdUri('v1'), 'write -P 0x33 128k 64k');
+  expect(written.code).not.toBe(0);
+  expect(written.stdout + written.stderr).toMatch(/write failed: Input\/output error/);
+  expect(node.logs()).toContain(`pool default: member ${poolFile} was`);
+  expect(node.logs()).toMatch(/while weftd ran; its volumes refuse writes and flushes from now on/);
+  await node.kill9();
+});
+
+test('a pool file whose superblock was zeroed is refused at start by name, and stays as it was', async () => {
+  const { node, poolDir, poolFile } = await weftdWithVolume();
+  expect(await qemuIo(node.nbdUri('v1'), 'write -P 0x11 0 64k', 'flush')).toMatchObject({ code: 0 });
+  expect(await node.stop()).toBe(0);
+  const fd = fs.openSync(poolFile, 'r+');
+  fs.writeSync(fd, Buffer.alloc(4096), 0, 4096, 0);
+  fs.closeSync(fd);
+  const before = { sha256: sha256(poolFile), stat: fs.statSync(poolFile) };
+
+  const refused = await run(WEFTD_BIN, ['--data-dir', node.dataDir, '--pool', `default:${poolDir}:64MiB`, ...FREE_PORTS], { timeoutMs: 15_000 });
+  expect(refused.code).toBe(1);
+  expect(refused.stderr).toContain(`${poolFile} is pool member`);
+  expect(refused.stderr).toMatch(/its first MiB holds only zeroes/);
+  expect(sha256(poolFile)).toBe(before.sha256);
+  const after = fs.statSync(poolFile);
+  expect([after.size, after.mtimeMs]).toEqual([before.stat.size, before.stat.mtimeMs]);
+});
+
+test('a deleted pool file is refused at start by name, and not created again', async () => {
+  const { node, poolDir, poolFile } = await weftdWithVolume();
+  expect(await node.stop()).toBe(0);
+  fs.rmSync(poolFile);
+
+  const refused = await run(WEFTD_BIN, ['--data-dir', node.dataDir, '--pool', `default:${poolDir}:64MiB`, ...FREE_PORTS], { timeoutMs: 15_000 });
+  expect(refused.code).toBe(1);
+  expect(refused.stderr).toContain(`${poolFile} is pool member`);
+  expect(refused.stderr).toMatch(/but it does not exist/);
+  expect(fs.readdirSync(poolDir)).toEqual([]);
+});
