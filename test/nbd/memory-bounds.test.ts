@@ -3,7 +3,8 @@
 
 import fs from 'node:fs';
 import { cleanupAll, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
-import { CMD, encodeRequest, IHAVEOPT, OPT, RawNbdClient } from '../helpers/nbd-raw-client';
+import { CMD, encodeRequest, OPT, RawNbdClient } from '../helpers/nbd-raw-client';
+import { peakDuring } from '../helpers/peak';
 
 const MiB = 1024 * 1024;
 
@@ -13,52 +14,6 @@ function rssBytes(pid: number): number {
   const match = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!match) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(match[1]) * 1024;
-}
-
-/** Samples weftd's RSS every 100 ms while `work` runs; resolves with the peak. */
-async function peakRssDuring(pid: number, work: Promise<unknown>): Promise<number> {
-  let peak = rssBytes(pid);
-  const timer = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 100);
-  try {
-    await work;
-  } finally {
-    clearInterval(timer);
-  }
-  return Math.max(peak, rssBytes(pid));
-}
-
-/** Resolves true on 'drain', false if none comes within `timeoutMs` (the peer stopped reading). */
-function drained(client: RawNbdClient, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => settle(false), timeoutMs);
-    const onDrain = () => settle(true);
-    const settle = (value: boolean) => {
-      clearTimeout(timer);
-      client.socket.off('drain', onDrain);
-      client.socket.off('close', onDrain);
-      resolve(value && !client.socket.destroyed);
-    };
-    client.socket.on('drain', onDrain);
-    client.socket.on('close', onDrain);
-  });
-}
-
-/**
- * Sends NBD_OPT_LIST over and over without reading a reply, until `limitBytes` are sent, `timeoutMs`
- * have passed, or the server stops taking them; resolves with the bytes the socket took.
- */
-async function floodOptList(client: RawNbdClient, limitBytes: number, timeoutMs: number): Promise<number> {
-  const option = Buffer.alloc(16);
-  option.writeBigUInt64BE(IHAVEOPT, 0);
-  option.writeUInt32BE(OPT.LIST, 8);
-  const batch = Buffer.concat(Array.from({ length: 65536 }, () => option)); // 1 MiB
-  const deadline = Date.now() + timeoutMs;
-  let sent = 0;
-  while (sent < limitBytes && Date.now() < deadline && !client.socket.destroyed) {
-    sent += batch.length;
-    if (!client.socket.write(batch) && !(await drained(client, 2000))) break;
-  }
-  return sent;
 }
 
 describe('weftd memory under clients that do not read', () => {
@@ -85,7 +40,7 @@ describe('weftd memory under clients that do not read', () => {
     client.sendClientFlags(3);
     client.socket.pause();
     let sent = 0;
-    const peak = await peakRssDuring(pid, floodOptList(client, 1024 * MiB, 10_000).then((bytes) => (sent = bytes)));
+    const peak = await peakDuring(() => rssBytes(pid), 100, client.floodOption(OPT.LIST, 1024 * MiB, 10_000).then((bytes) => (sent = bytes)));
     console.log(`NBD_OPT_LIST flood: ${Math.round(sent / MiB)} MiB sent; weftd RSS ${Math.round(before / MiB)} MiB before, peak ${Math.round(peak / MiB)} MiB`);
     expect(peak - before).toBeLessThan(100 * MiB);
   });
@@ -107,7 +62,7 @@ describe('weftd memory under clients that do not read', () => {
       const uri = node.nbdUri('served');
       return run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 4M', '-c', 'flush', '-c', 'read -P 0x5a 0 4M', uri], { timeoutMs: 30_000 });
     })();
-    const peak = await peakRssDuring(pid, served);
+    const peak = await peakDuring(() => rssBytes(pid), 100, served);
     const qemuIo = await served;
     console.log(`8 clients holding READ replies: weftd RSS ${Math.round(before / MiB)} MiB before, peak ${Math.round(peak / MiB)} MiB`);
     expect(qemuIo).toMatchObject({ code: 0 });
