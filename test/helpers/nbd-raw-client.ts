@@ -204,18 +204,21 @@ export class RawNbdClient {
 
   /**
    * Sends an option without data over and over, reading no reply, until `limitBytes` are sent,
-   * `timeoutMs` have passed, or the server has taken none for 2 s; resolves with the bytes sent.
+   * `timeoutMs` have passed, the server has taken none for `stallMs`, or the connection closes;
+   * resolves with the bytes sent.
    */
-  async floodOption(option: number, limitBytes: number, timeoutMs: number): Promise<number> {
+  async floodOption(option: number, limits: { limitBytes: number; timeoutMs: number; stallMs: number }): Promise<number> {
     const header = Buffer.alloc(16);
     header.writeBigUInt64BE(IHAVEOPT, 0);
     header.writeUInt32BE(option, 8);
     const batch = Buffer.concat(Array.from({ length: 65536 }, () => header)); // 1 MiB
-    const deadline = Date.now() + timeoutMs;
+    const deadline = Date.now() + limits.timeoutMs;
     let sent = 0;
-    while (sent < limitBytes && Date.now() < deadline && !this.socket.destroyed) {
+    while (sent < limits.limitBytes && Date.now() < deadline && !this.socket.destroyed) {
       sent += batch.length;
-      if (!this.socket.write(batch) && !(await this.drainedWithin(2000))) break;
+      if (this.socket.write(batch)) continue;
+      const waitMs = Math.min(limits.stallMs, deadline - Date.now());
+      if (!(await this.drainedWithin(waitMs)) && waitMs === limits.stallMs) break;
     }
     return sent;
   }
