@@ -132,7 +132,11 @@ export class Transmission implements RequestSink {
   }
 
   private resumeIfPossible(): void {
-    if (this.stopping || !this.stalled || this.inFlight.full()) return;
+    if (this.stopping || !this.stalled) return;
+    if (this.inFlight.full()) {
+      this.inFlight.waitForRoom(); // woken when the node had room, but another connection took it first
+      return;
+    }
     const rest = this.stalled;
     this.stalled = undefined;
     this.onData(rest);
