@@ -42,6 +42,9 @@ export interface WeftdConfig {
   zone?: string;
   /** Absent: no CSI driver. */
   csi?: CsiSettings;
+  /** NBD requests and replies held in memory: per connection, and across the node (backpressure beyond). */
+  maxConnectionInflightBytes: number;
+  maxInflightBytes: number;
   /** `--recover`: report what is wrong with the data dir's metadata instead of starting (a mode, not a config-file setting). */
   recover?: { acceptLoss: boolean };
 }
@@ -68,11 +71,14 @@ interface RawSettings {
   zone?: unknown;
   csiEndpoint?: unknown;
   csiRole?: unknown;
+  maxConnectionInflightBytes?: unknown;
+  maxInflightBytes?: unknown;
 }
 type SettingKey = keyof RawSettings;
 
 const SETTING_KEYS: readonly SettingKey[] = [
   'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'zone', 'csiEndpoint', 'csiRole',
+  'maxConnectionInflightBytes', 'maxInflightBytes',
 ];
 
 const DEFAULTS = {
@@ -84,6 +90,8 @@ const DEFAULTS = {
   logLevel: 'info',
   syncInterval: '5',
   csiRole: 'both',
+  maxConnectionInflightBytes: '64MiB',
+  maxInflightBytes: '1GiB',
 };
 
 const kebab = (key: string) => key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
@@ -121,6 +129,8 @@ function buildCommand(): Command {
     .option('--zone <zone>', 'zone label of this node, for CSI topology (default: none)')
     .option('--csi-endpoint <unix:///path>', 'serve the CSI driver on this unix socket (default: off)')
     .option('--csi-role <role>', `CSI services to serve: ${CSI_ROLES.join(', ')} (default: ${DEFAULTS.csiRole})`)
+    .option('--max-connection-inflight-bytes <size>', `NBD requests and replies one connection may hold before it waits (default: ${DEFAULTS.maxConnectionInflightBytes})`)
+    .option('--max-inflight-bytes <size>', `the same across all NBD connections of the node (default: ${DEFAULTS.maxInflightBytes})`)
     .option('--recover', 'do not start: tell what is wrong with the data dir\'s metadata and what starting without it would lose; changes nothing')
     .option('--accept-loss', 'with --recover: then start over without what cannot be read, keeping a copy of the damaged metadata')
     .allowExcessArguments(false)
@@ -214,6 +224,8 @@ function validate(pick: Picker): WeftdConfig {
     syncIntervalMs: seconds(pick('syncInterval'), DEFAULTS.syncInterval) * 1000,
     zone: zone(pick('zone')),
     csi: csi(pick('csiEndpoint'), pick('csiRole')),
+    maxConnectionInflightBytes: bytes(pick('maxConnectionInflightBytes'), DEFAULTS.maxConnectionInflightBytes),
+    maxInflightBytes: bytes(pick('maxInflightBytes'), DEFAULTS.maxInflightBytes),
   };
 }
 
@@ -266,6 +278,19 @@ function seconds(setting: Setting, fallback: string): number {
   const number = Number(value);
   if (!/^\d+$/.test(value) || number > 86400) throw invalid(setting, setting.value, 'expected a whole number of seconds from 0 to 86400');
   return number;
+}
+
+/** A size above 0, e.g. 64MiB or 1G. */
+function bytes(setting: Setting, fallback: string): number {
+  const value = text(setting, fallback);
+  let size: number;
+  try {
+    size = parseSize(value);
+  } catch (error) {
+    throw invalid(setting, setting.value, (error as Error).message);
+  }
+  if (size <= 0) throw invalid(setting, setting.value, 'expected a size above 0, e.g. 64MiB');
+  return size;
 }
 
 /** Topology values: 1-63 characters, letters and digits at both ends, '-', '_' or '.' between. */

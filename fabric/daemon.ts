@@ -65,7 +65,12 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     const metricsPort = await listen('metrics', config.listen, config.metricsPort, () => listenHttp(metrics, config.listen, config.metricsPort));
     running.add('metrics', () => closeHttp(metrics));
 
-    const nbd = new NbdServer({ provider: new EngineExports(engine, new VolumeMetrics(registry, () => engine.exportNames())), logger: logger.child({ component: 'nbd' }) });
+    const nbd = new NbdServer({
+      provider: new EngineExports(engine, new VolumeMetrics(registry, () => engine.exportNames())),
+      logger: logger.child({ component: 'nbd' }),
+      maxConnectionInFlightBytes: config.maxConnectionInflightBytes,
+      maxInFlightBytes: config.maxInflightBytes,
+    });
     const nbdPort = await listen('nbd', config.listen, config.nbdPort, () => nbd.listen(config.listen, config.nbdPort));
     running.add('nbd', () => nbd.close());
 

@@ -1,5 +1,5 @@
 // Sequential reads of exact byte counts from a socket's chunks, for the handshake phase, where
-// one await per message is fine. The transmission phase parses its stream without it.
+// one await per message is fine; it holds a bounded amount. The transmission phase parses without it.
 
 export class ConnectionEnded extends Error {
   constructor(reason: string) {
@@ -8,17 +8,35 @@ export class ConnectionEnded extends Error {
   }
 }
 
+/** Where the bytes come from (a socket): it is paused while the reader holds its limit. */
+export interface ByteSource {
+  pause(): void;
+  resume(): void;
+}
+
 export class ByteReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private wanted = 0;
   private waiter?: { resolve(data: Buffer): void; reject(err: Error): void };
   private ended?: Error;
+  private paused = false;
 
+  /** `limitBytes` must be at least the longest single read, or that read never completes. */
+  constructor(
+    private readonly source: ByteSource,
+    private readonly limitBytes: number,
+  ) {}
+
+  /** A chunk from the source; the source is paused once the unread bytes reach the limit. */
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     this.settle();
+    if (!this.paused && this.buffered >= this.limitBytes) {
+      this.paused = true;
+      this.source.pause();
+    }
   }
 
   /** No more bytes will come; a pending or later read that cannot be met rejects. */
@@ -36,7 +54,10 @@ export class ByteReader {
     });
   }
 
-  /** Takes whatever is buffered and has not been read (bytes that belong to the next phase). */
+  /**
+   * Takes whatever is buffered and has not been read (bytes that belong to the next phase). The
+   * source is left as it is, paused or not: the next phase decides when to read.
+   */
   takeRest(): Buffer[] {
     const rest = this.chunks;
     this.chunks = [];
@@ -68,6 +89,10 @@ export class ByteReader {
       else this.chunks[0] = head.subarray(n);
     }
     this.buffered -= bytes;
+    if (this.paused && this.buffered < this.limitBytes) {
+      this.paused = false;
+      this.source.resume();
+    }
     return out;
   }
 }

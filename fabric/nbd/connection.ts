@@ -1,27 +1,32 @@
-// One client connection from accept to close: the handshake (with a time limit), then the
-// transmission phase. `done` resolves once the socket has closed and any export is closed.
+// One client connection from accept to close: the handshake (with a wall-clock time limit and a
+// cap on unread input), then the transmission phase. `done` resolves once the socket and any export are closed.
 
 import type net from 'node:net';
 import type pino from 'pino';
 import type { ExportProvider } from './export-provider';
 import { ByteReader, ConnectionEnded } from './byte-reader';
-import { negotiate, type Negotiated } from './handshake';
+import { MAX_HANDSHAKE_INPUT_BYTES, negotiate, type Negotiated } from './handshake';
+import type { NodeInFlightBudget } from './inflight-budget';
 import { Transmission } from './transmission';
 
-/** A client that has not finished the handshake by then is dropped. */
-const HANDSHAKE_TIMEOUT_MS = 30_000;
 const KEEPALIVE_DELAY_MS = 60_000;
 
 export interface ConnectionOptions {
   provider: ExportProvider;
   logger: pino.Logger;
   maxRequestBytes: number;
+  /** A client that has not finished the handshake this long after connecting is dropped. */
+  handshakeTimeoutMs: number;
+  /** Bytes of requests and replies one connection may hold before it stops reading. */
+  maxConnectionInFlightBytes: number;
+  budget: NodeInFlightBudget;
 }
 
 export class Connection {
   readonly done: Promise<void>;
   private readonly log: pino.Logger;
-  private readonly reader = new ByteReader();
+  private readonly reader: ByteReader;
+  private handshakeDeadline?: NodeJS.Timeout;
   private transmission?: Transmission;
   private shuttingDown = false;
   private resolveDone!: () => void;
@@ -38,6 +43,7 @@ export class Connection {
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.log = options.logger.child({ peer: `${socket.remoteAddress}:${socket.remotePort}` });
+    this.reader = new ByteReader(socket, MAX_HANDSHAKE_INPUT_BYTES);
   }
 
   start(): void {
@@ -47,7 +53,8 @@ export class Connection {
     this.socket.on('data', this.onHandshakeData);
     this.socket.on('end', this.onHandshakeEnd);
     this.socket.on('close', this.onHandshakeEnd);
-    this.socket.setTimeout(HANDSHAKE_TIMEOUT_MS, this.onHandshakeTimeout);
+    // A deadline, not an idle timeout: a client that trickles bytes or stops reading must not stay.
+    this.handshakeDeadline = setTimeout(this.onHandshakeTimeout, this.options.handshakeTimeoutMs);
     negotiate({
       provider: this.options.provider,
       peer: { address: this.socket.remoteAddress ?? '', port: this.socket.remotePort ?? 0 },
@@ -96,6 +103,8 @@ export class Connection {
       socket: this.socket,
       negotiated,
       maxRequestBytes: this.options.maxRequestBytes,
+      maxInFlightBytes: this.options.maxConnectionInFlightBytes,
+      budget: this.options.budget,
       log: this.log.child({ exportName: negotiated.exportName }),
       onEnded: () => this.resolveDone(),
     });
@@ -114,7 +123,7 @@ export class Connection {
     this.socket.off('data', this.onHandshakeData);
     this.socket.off('end', this.onHandshakeEnd);
     this.socket.off('close', this.onHandshakeEnd);
-    this.socket.setTimeout(0, this.onHandshakeTimeout);
+    clearTimeout(this.handshakeDeadline);
   }
 
   private closeWithoutExport(close: () => void): void {

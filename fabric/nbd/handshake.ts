@@ -6,9 +6,15 @@ import type { ExportProvider, NbdExport } from './export-provider';
 import type { ByteReader } from './byte-reader';
 import * as D from './option-data';
 import * as P from './protocol';
+import { WarningLimiter } from './warning-limiter';
 
 /** Option data longer than this is taken as abuse: the connection is dropped. */
 const MAX_OPTION_DATA_BYTES = 64 * 1024;
+/**
+ * Unread handshake input held per connection: room for a client that sends options without waiting
+ * for replies (most send a few at once), and always for one whole option, so that a read completes.
+ */
+export const MAX_HANDSHAKE_INPUT_BYTES = 64 * 1024 + P.OPTION_HEADER_BYTES + MAX_OPTION_DATA_BYTES;
 /** The id the server gives base:allocation in NBD_OPT_SET_META_CONTEXT replies. */
 export const BASE_ALLOCATION_ID = 1;
 const PREFERRED_BLOCK_BYTES = 4096;
@@ -58,10 +64,22 @@ class Handshake {
   private metaContextExport?: string;
   /** Replies are waiting in the socket: a client that does not read them must not be answered more. */
   private backlogged = false;
+  /** Warnings about options the client may repeat (malformed, unknown export), rate-limited. */
+  private readonly badInput: WarningLimiter;
 
-  constructor(private readonly ctx: HandshakeContext) {}
+  constructor(private readonly ctx: HandshakeContext) {
+    this.badInput = new WarningLimiter(ctx.log);
+  }
 
   async run(): Promise<Negotiated | undefined> {
+    try {
+      return await this.haggle();
+    } finally {
+      this.badInput.close();
+    }
+  }
+
+  private async haggle(): Promise<Negotiated | undefined> {
     this.ctx.write(greeting());
     if (!this.acceptClientFlags((await this.ctx.reader.read(4)).readUInt32BE(0))) return undefined;
     for (;;) {
@@ -97,7 +115,7 @@ class Handshake {
       return this.dispatch(option, data);
     } catch (err) {
       if (!(err instanceof D.InvalidOption)) throw err;
-      this.ctx.log.warn({ option, reason: err.message }, 'NBD handshake: malformed option');
+      this.badInput.warn({ option, reason: err.message }, 'NBD handshake: malformed option');
       return this.fail(option, P.REP_ERR_INVALID, err.message);
     }
   }
@@ -198,7 +216,7 @@ class Handshake {
   }
 
   private needStructuredReplies(option: number): Outcome {
-    this.ctx.log.warn({ option }, 'NBD handshake: meta context option before NBD_OPT_STRUCTURED_REPLY');
+    this.badInput.warn({ option }, 'NBD handshake: meta context option before NBD_OPT_STRUCTURED_REPLY');
     return this.fail(option, P.REP_ERR_INVALID, 'negotiate NBD_OPT_STRUCTURED_REPLY first');
   }
 
@@ -220,7 +238,7 @@ class Handshake {
       this.ctx.log.warn({ err, exportName: name }, 'NBD handshake: opening the export failed');
       return undefined;
     }
-    if (!exp) this.ctx.log.warn({ exportName: name }, 'NBD handshake: no such export');
+    if (!exp) this.badInput.warn({ exportName: name }, 'NBD handshake: no such export');
     return exp;
   }
 

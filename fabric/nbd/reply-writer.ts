@@ -1,5 +1,6 @@
 // Encodes transmission-phase replies onto the socket, corked until the next tick so replies that
 // complete together leave in one writev; READ data follows its header as its own buffer, uncopied.
+// Each reply is reported once it has left the socket's buffer (or been dropped with the client).
 
 import type net from 'node:net';
 import type { NbdRequest } from './request-parser';
@@ -14,7 +15,10 @@ export class ReplyWriter {
     this.socket.uncork();
   };
 
-  constructor(private readonly socket: net.Socket) {}
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly written: (req: NbdRequest) => void,
+  ) {}
 
   /** A simple reply: the error value (0 for success) and, for a successful READ, the data. */
   simple(req: NbdRequest, error: number, data?: Buffer): void {
@@ -22,14 +26,14 @@ export class ReplyWriter {
     header.writeUInt32BE(P.SIMPLE_REPLY_MAGIC, 0);
     header.writeUInt32BE(error, 4);
     writeHandle(header, 8, req);
-    this.send(header, data);
+    this.send(req, header, data);
   }
 
   /** A whole READ as one final NBD_REPLY_TYPE_OFFSET_DATA chunk. */
   offsetData(req: NbdRequest, data: Buffer): void {
     const header = structuredHeader(req, P.REPLY_TYPE_OFFSET_DATA, 8 + data.length, 8);
     writeU64(header, P.STRUCTURED_HEADER_BYTES, req.offsetBytes);
-    this.send(header, data);
+    this.send(req, header, data);
   }
 
   /** A final NBD_REPLY_TYPE_ERROR chunk carrying a message for the user. */
@@ -39,7 +43,7 @@ export class ReplyWriter {
     header.writeUInt32BE(error, P.STRUCTURED_HEADER_BYTES);
     header.writeUInt16BE(text.length, P.STRUCTURED_HEADER_BYTES + 4);
     text.copy(header, P.STRUCTURED_HEADER_BYTES + 6);
-    this.send(header);
+    this.send(req, header);
   }
 
   /** A final NBD_REPLY_TYPE_BLOCK_STATUS chunk; `descriptors` holds (length, flags) pairs. */
@@ -52,19 +56,29 @@ export class ReplyWriter {
       out.writeUInt32BE(value, at);
       at += 4;
     }
-    this.send(out);
+    this.send(req, out);
   }
 
-  private send(header: Buffer, data?: Buffer): void {
-    if (this.socket.destroyed || !this.socket.writable) return; // the client is gone; drop it
+  private send(req: NbdRequest, header: Buffer, data?: Buffer): void {
+    if (this.socket.destroyed || !this.socket.writable) {
+      this.written(req); // the client is gone; drop the reply
+      return;
+    }
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
       process.nextTick(this.release);
     }
+    if (!data) {
+      this.socket.write(header, () => this.written(req));
+      return;
+    }
     this.socket.write(header);
     // READ data comes from the device and is ours: recycle it once the socket has taken it.
-    if (data) this.socket.write(data, () => returnBuffer(data));
+    this.socket.write(data, () => {
+      returnBuffer(data);
+      this.written(req);
+    });
   }
 }
 

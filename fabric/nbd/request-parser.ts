@@ -9,6 +9,8 @@ export class NbdRequest {
    * nothing overwrites them); undefined when the payload was longer than the server accepts.
    */
   payload?: Buffer[];
+  /** Memory the request holds until its reply has left the socket (set when it is accepted). */
+  heldBytes = 0;
 
   constructor(
     readonly flags: number,

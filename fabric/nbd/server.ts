@@ -5,23 +5,38 @@ import net from 'node:net';
 import type pino from 'pino';
 import type { ExportProvider } from './export-provider';
 import { Connection } from './connection';
+import { NodeInFlightBudget } from './inflight-budget';
 
 export const DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 const MIN_MAX_REQUEST_BYTES = 4096;
 /** Structured READ replies carry one chunk of length + 8, which must fit 32 bits. */
 const MAX_MAX_REQUEST_BYTES = 0xffffffff - 8;
+export const DEFAULT_MAX_CONNECTION_INFLIGHT_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_INFLIGHT_BYTES = 1024 * 1024 * 1024;
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 
 export interface NbdServerOptions {
   provider: ExportProvider;
   logger: pino.Logger;
   /** Largest READ, WRITE or WRITE_ZEROES accepted (advertised as the maximum block size). */
   maxRequestBytes?: number;
+  /**
+   * Bytes of requests and replies held per connection, and across all connections, before a
+   * connection stops reading (each may go over by the one request it is reading).
+   */
+  maxConnectionInFlightBytes?: number;
+  maxInFlightBytes?: number;
+  /** A client must finish the handshake this long after connecting. */
+  handshakeTimeoutMs?: number;
 }
 
 export class NbdServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
   private readonly maxRequestBytes: number;
+  private readonly maxConnectionInFlightBytes: number;
+  private readonly handshakeTimeoutMs: number;
+  private readonly budget: NodeInFlightBudget;
   private closing?: Promise<void>;
 
   constructor(private readonly options: NbdServerOptions) {
@@ -30,6 +45,9 @@ export class NbdServer {
     if (!valid || this.maxRequestBytes > MAX_MAX_REQUEST_BYTES) {
       throw new RangeError(`maxRequestBytes must be an integer from ${MIN_MAX_REQUEST_BYTES} to ${MAX_MAX_REQUEST_BYTES}`);
     }
+    this.maxConnectionInFlightBytes = positive('maxConnectionInFlightBytes', options.maxConnectionInFlightBytes ?? DEFAULT_MAX_CONNECTION_INFLIGHT_BYTES);
+    this.budget = new NodeInFlightBudget(positive('maxInFlightBytes', options.maxInFlightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES));
+    this.handshakeTimeoutMs = positive('handshakeTimeoutMs', options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
     // Half-open: a client may shut down its sending side and still expect its replies.
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
   }
@@ -56,6 +74,11 @@ export class NbdServer {
     return this.connections.size;
   }
 
+  /** Bytes of requests and replies held by all connections now (see maxInFlightBytes). */
+  inFlightBytes(): number {
+    return this.budget.bytes;
+  }
+
   private accept(socket: net.Socket): void {
     if (this.closing) {
       socket.destroy();
@@ -65,6 +88,9 @@ export class NbdServer {
       provider: this.options.provider,
       logger: this.options.logger,
       maxRequestBytes: this.maxRequestBytes,
+      maxConnectionInFlightBytes: this.maxConnectionInFlightBytes,
+      handshakeTimeoutMs: this.handshakeTimeoutMs,
+      budget: this.budget,
     });
     this.connections.add(connection);
     void connection.done.then(() => this.connections.delete(connection));
@@ -78,4 +104,9 @@ export class NbdServer {
     await Promise.all(connections.map((connection) => connection.done));
     await stopped;
   }
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value <= 0) throw new RangeError(`${name} must be a whole number above 0`);
+  return value;
 }

@@ -8,20 +8,27 @@ import type { Negotiated } from './handshake';
 import { BASE_ALLOCATION_ID } from './handshake';
 import { allocationDescriptors } from './block-status';
 import { nbdErrorOf } from './errno';
+import { ConnectionInFlight, type NodeInFlightBudget } from './inflight-budget';
 import { ReplyWriter } from './reply-writer';
 import { checkRequest, COMMAND_NAMES, type RequestLimits } from './request-checks';
 import { NbdRequest, RequestParser, type RequestSink } from './request-parser';
 import * as P from './protocol';
+import { WarningLimiter } from './warning-limiter';
 
-/** Reading pauses while this many requests are in flight... */
+/**
+ * Reading pauses while this many requests are in flight (from being read until their reply has left
+ * the socket's buffer), or while their bytes reach the connection's or the node's cap.
+ */
 const MAX_IN_FLIGHT = 256;
-/** ...or while this many bytes of requests and replies are held in memory. */
-const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
 export interface TransmissionOptions {
   socket: net.Socket;
   negotiated: Negotiated;
   maxRequestBytes: number;
+  /** Bytes of requests and replies this connection may hold before it stops reading. */
+  maxInFlightBytes: number;
+  /** The node's cap across connections. */
+  budget: NodeInFlightBudget;
   log: pino.Logger;
   /** Called once, after the socket has closed and the export has been closed. */
   onEnded(): void;
@@ -34,8 +41,10 @@ export class Transmission implements RequestSink {
   private readonly parser: RequestParser;
   private readonly writer: ReplyWriter;
   private readonly limits: RequestLimits;
-  private inFlight = 0;
-  private inFlightBytes = 0;
+  private readonly inFlight: ConnectionInFlight;
+  private readonly badInput: WarningLimiter;
+  /** Device calls not yet finished. */
+  private running = 0;
   /** The unparsed rest of a chunk, kept while reading is paused for backpressure. */
   private stalled?: Buffer;
   /** No more requests are read: DISC, end of input, a protocol violation or server shutdown. */
@@ -48,7 +57,9 @@ export class Transmission implements RequestSink {
     this.device = options.negotiated.export.device;
     this.log = options.log;
     this.parser = new RequestParser(this, options.maxRequestBytes);
-    this.writer = new ReplyWriter(this.socket);
+    this.writer = new ReplyWriter(this.socket, (req) => this.replied(req));
+    this.inFlight = new ConnectionInFlight(options.budget, MAX_IN_FLIGHT, options.maxInFlightBytes, () => this.resumeIfPossible());
+    this.badInput = new WarningLimiter(this.log);
     this.limits = {
       sizeBytes: 0,
       readOnly: this.device.readOnly,
@@ -62,7 +73,6 @@ export class Transmission implements RequestSink {
   start(early: Buffer[]): void {
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('end', () => this.onInputEnd());
-    this.socket.on('drain', () => this.resumeIfPossible());
     this.socket.on('close', () => this.onClose());
     if (this.socket.destroyed) {
       this.onClose();
@@ -70,6 +80,7 @@ export class Transmission implements RequestSink {
     }
     if (early.length > 0) this.onData(Buffer.concat(early));
     if (this.socket.readableEnded) this.onInputEnd(); // the client half-closed during the handshake
+    else if (!this.stalled && !this.stopping) this.socket.resume(); // the handshake may have paused it
   }
 
   /** Reads no more requests; replies to those in flight, then closes. Also used for server shutdown. */
@@ -78,7 +89,7 @@ export class Transmission implements RequestSink {
     this.stopping = true;
     this.stalled = undefined;
     this.socket.pause();
-    if (this.inFlight === 0) this.finish();
+    if (this.running === 0) this.finish();
   }
 
   request(req: NbdRequest): void {
@@ -110,30 +121,40 @@ export class Transmission implements RequestSink {
   private consume(chunk: Buffer): void {
     let at = 0;
     while (at < chunk.length && !this.stopping) {
-      if (this.overloaded()) {
+      if (this.inFlight.full()) {
         this.stalled = chunk.subarray(at);
         this.socket.pause();
+        this.inFlight.waitForRoom();
         return;
       }
       at = this.parser.feed(chunk, at);
     }
   }
 
-  private overloaded(): boolean {
-    return this.inFlight >= MAX_IN_FLIGHT || this.inFlightBytes + this.socket.writableLength >= MAX_QUEUED_BYTES;
-  }
-
   private resumeIfPossible(): void {
-    if (this.stopping || !this.stalled || this.overloaded()) return;
+    if (this.stopping || !this.stalled) return;
+    if (this.inFlight.full()) {
+      this.inFlight.waitForRoom(); // woken when the node had room, but another connection took it first
+      return;
+    }
     const rest = this.stalled;
     this.stalled = undefined;
     this.onData(rest);
     if (!this.stalled && !this.stopping) this.socket.resume();
   }
 
+  /** A request that does not reach the device: a rejected WRITE's payload is dropped at once. */
   private reject(req: NbdRequest, error: number, reason: string): void {
-    this.log.warn(requestFields(req, error), `NBD: ${reason}`);
+    this.badInput.warn(requestFields(req, error), `NBD: ${reason}`);
+    req.payload = undefined;
+    this.inFlight.add(0);
     this.replyError(req, error, reason);
+  }
+
+  /** The reply has left the socket's buffer (or the client is gone): the request holds nothing more. */
+  private replied(req: NbdRequest): void {
+    this.inFlight.remove(req.heldBytes);
+    this.resumeIfPossible();
   }
 
   private replyError(req: NbdRequest, error: number, message: string): void {
@@ -142,8 +163,9 @@ export class Transmission implements RequestSink {
   }
 
   private dispatch(req: NbdRequest): void {
-    this.inFlight++;
-    this.inFlightBytes += heldBytes(req);
+    this.running++;
+    req.heldBytes = heldBytes(req);
+    this.inFlight.add(req.heldBytes);
     let pending: Promise<unknown>;
     try {
       pending = this.execute(req);
@@ -174,7 +196,7 @@ export class Transmission implements RequestSink {
     }
   }
 
-  /** Replies to a finished request; whatever happens, it stops counting as in flight. */
+  /** Replies to a finished request; whatever happens, its device call stops counting as running. */
   private complete(req: NbdRequest, outcome: unknown, failed: boolean): void {
     try {
       if (failed) this.failed(req, outcome);
@@ -183,12 +205,10 @@ export class Transmission implements RequestSink {
       this.log.warn({ err }, 'NBD: internal error while replying; disconnecting');
       this.socket.destroy();
     }
-    this.inFlight--;
-    this.inFlightBytes -= heldBytes(req);
-    if (this.inFlight > 0) this.resumeIfPossible();
-    else if (this.socketClosed) this.release();
+    this.running--;
+    if (this.running > 0) return;
+    if (this.socketClosed) this.release();
     else if (this.stopping) this.finish();
-    else this.resumeIfPossible();
   }
 
   private succeeded(req: NbdRequest, result: unknown): void {
@@ -233,7 +253,9 @@ export class Transmission implements RequestSink {
     this.socketClosed = true;
     this.stopping = true;
     this.stalled = undefined;
-    if (this.inFlight === 0) this.release();
+    this.inFlight.close();
+    this.badInput.close();
+    if (this.running === 0) this.release();
   }
 
   private release(): void {

@@ -38,6 +38,8 @@ describe('defaults', () => {
       pools: [{ class: 'default', path: dataDir }],
       logLevel: 'info',
       syncIntervalMs: 5000,
+      maxConnectionInflightBytes: 64 * 1024 ** 2,
+      maxInflightBytes: 1024 ** 3,
     });
   });
 });
@@ -48,6 +50,7 @@ describe('flags', () => {
       '--data-dir', '/srv/weft', '--node-id', 'node-1', '--listen', '0.0.0.0',
       '--nbd-port', '0', '--api-port', '20810', '--metrics-port=20811',
       '--pool', 'ssd:/mnt/nvme0:100GiB', '--pool', 'hdd:rel/disk', '--log-level', 'debug', '--sync-interval', '0',
+      '--max-connection-inflight-bytes', '8MiB', '--max-inflight-bytes', '256M',
     ]);
     expect(config).toEqual({
       dataDir: '/srv/weft',
@@ -62,6 +65,8 @@ describe('flags', () => {
       ],
       logLevel: 'debug',
       syncIntervalMs: 0,
+      maxConnectionInflightBytes: 8 * 1024 ** 2,
+      maxInflightBytes: 256 * 1024 ** 2,
     });
   });
 
@@ -84,6 +89,8 @@ describe('flags', () => {
     [['--log-level', 'loud'], /--log-level "loud".*info/],
     [['--sync-interval', '1.5'], /--sync-interval "1.5".*whole number of seconds/],
     [['--sync-interval', '-1'], /--sync-interval "-1"/],
+    [['--max-inflight-bytes', 'lots'], /--max-inflight-bytes "lots".*invalid size "lots"/],
+    [['--max-connection-inflight-bytes', '0'], /--max-connection-inflight-bytes "0".*above 0/],
     [['--node-id', 'no spaces'], /--node-id "no spaces"/],
     [['--listen', 'not an address'], /--listen "not an address"/],
     [['--data-dir', ''], /--data-dir ""/],
@@ -112,6 +119,11 @@ describe('--config', () => {
     });
   });
 
+  it('reads the in-flight caps as sizes or plain byte counts', () => {
+    const file = configFile('max-connection-inflight-bytes: 16MiB\nmaxInflightBytes: 536870912\n');
+    expect(parseConfig(['--config', file])).toMatchObject({ maxConnectionInflightBytes: 16 * 1024 ** 2, maxInflightBytes: 512 * 1024 ** 2 });
+  });
+
   it('lets --pool flags replace the pools of the file', () => {
     const file = configFile('pool: [ssd:/mnt/a]\n');
     expect(parseConfig(['--config', file, '--pool', 'hdd:/mnt/h']).pools).toEqual([{ class: 'hdd', path: '/mnt/h' }]);
@@ -125,6 +137,7 @@ describe('--config', () => {
     ['dataDir: /a\nflavour: vanilla\n', /unknown key "flavour" in .*weftd\.yaml/],
     ['dataDir: /a\ndata-dir: /b\n', /"data-dir" in .* second time/],
     ['nbdPort: 99999\n', /invalid nbdPort 99999 in .*weftd\.yaml: expected a port/],
+    ['max-inflight-bytes: -1\n', /invalid max-inflight-bytes -1 in .*weftd\.yaml/],
     ['metrics-port: http\n', /invalid metrics-port "http" in .*weftd\.yaml/],
     ['pool: 42\n', /invalid pool 42 in .*: expected a list/],
     ['pool: [ssd]\n', /invalid pool "ssd" in /],

@@ -202,6 +202,44 @@ export class RawNbdClient {
     return all.subarray(0, bytes);
   }
 
+  /**
+   * Sends an option without data over and over, reading no reply, until `limitBytes` are sent,
+   * `timeoutMs` have passed, the server has taken none for `stallMs`, or the connection closes;
+   * resolves with the bytes sent.
+   */
+  async floodOption(option: number, limits: { limitBytes: number; timeoutMs: number; stallMs: number }): Promise<number> {
+    const header = Buffer.alloc(16);
+    header.writeBigUInt64BE(IHAVEOPT, 0);
+    header.writeUInt32BE(option, 8);
+    const batch = Buffer.concat(Array.from({ length: 65536 }, () => header)); // 1 MiB
+    const deadline = Date.now() + limits.timeoutMs;
+    let sent = 0;
+    while (sent < limits.limitBytes && Date.now() < deadline && !this.socket.destroyed) {
+      sent += batch.length;
+      if (this.socket.write(batch)) continue;
+      const waitMs = Math.min(limits.stallMs, deadline - Date.now());
+      if (!(await this.drainedWithin(waitMs)) && waitMs === limits.stallMs) break;
+    }
+    return sent;
+  }
+
+  /** Resolves true once the socket's buffer has drained, false if it has not within `timeoutMs`. */
+  drainedWithin(timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const settle = (drained: boolean) => {
+        clearTimeout(timer);
+        this.socket.off('drain', onDrain);
+        this.socket.off('close', onClose);
+        resolve(drained);
+      };
+      const onDrain = () => settle(true);
+      const onClose = () => settle(false);
+      const timer = setTimeout(() => settle(false), timeoutMs);
+      this.socket.on('drain', onDrain);
+      this.socket.on('close', onClose);
+    });
+  }
+
   /** Resolves true if the server closes the connection within `timeoutMs`. */
   async closedWithin(timeoutMs: number): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import pino from 'pino';
 import type { ExportProvider, NbdExport } from '../../fabric/nbd/export-provider';
 import type { BlockDevice } from '../../fabric/volume/block-device';
-import { NbdServer } from '../../fabric/nbd/server';
+import { NbdServer, type NbdServerOptions } from '../../fabric/nbd/server';
 import { FileBlockDevice } from '../helpers/file-block-device';
 import { CMD, RawNbdClient } from '../helpers/nbd-raw-client';
 
@@ -80,7 +80,8 @@ export class NbdFixture {
     readonly logs: LogRecord[],
   ) {}
 
-  static async start(specs: ExportSpec[], options: { maxRequestBytes?: number } = {}): Promise<NbdFixture> {
+  /** `options` are the server's, but for the export provider and the logger, which the fixture makes. */
+  static async start(specs: ExportSpec[], options: Omit<NbdServerOptions, 'provider' | 'logger'> = {}): Promise<NbdFixture> {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'weft-nbd-'));
     const devices = new Map<string, FileBlockDevice>();
     try {
@@ -90,7 +91,7 @@ export class NbdFixture {
       const logs: LogRecord[] = [];
       const logger = pino({ level: 'debug' }, { write: (line: string) => logs.push(JSON.parse(line) as LogRecord) });
       const exports = new FileExports(specs, devices);
-      const server = new NbdServer({ provider: exports, logger, maxRequestBytes: options.maxRequestBytes });
+      const server = new NbdServer({ ...options, provider: exports, logger });
       const port = await server.listen('127.0.0.1', 0);
       return new NbdFixture(dir, server, port, exports, logs);
     } catch (err) {

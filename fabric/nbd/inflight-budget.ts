@@ -1,0 +1,92 @@
+// Bytes of NBD requests held in memory, per connection and across the node: a request holds its
+// bytes from when it is accepted until its reply has left the socket's buffer. Over a cap, reading waits.
+
+/** The node's share: every connection takes from it; a connection over it waits for room. */
+export class NodeInFlightBudget {
+  private usedBytes = 0;
+  private readonly waiting = new Set<() => void>();
+
+  constructor(readonly limitBytes: number) {}
+
+  get bytes(): number {
+    return this.usedBytes;
+  }
+
+  full(): boolean {
+    return this.usedBytes >= this.limitBytes;
+  }
+
+  take(bytes: number): void {
+    this.usedBytes += bytes;
+  }
+
+  /** Gives bytes back; once below the limit, wakes every connection waiting for room (in order). */
+  give(bytes: number): void {
+    this.usedBytes -= bytes;
+    if (this.full() || this.waiting.size === 0) return;
+    const woken = [...this.waiting];
+    this.waiting.clear();
+    for (const wake of woken) wake();
+  }
+
+  /** Calls `wake` once, the next time bytes are given back below the limit. */
+  waitForRoom(wake: () => void): void {
+    this.waiting.add(wake);
+  }
+
+  cancelWait(wake: () => void): void {
+    this.waiting.delete(wake);
+  }
+}
+
+/** One connection's requests in flight: counted against its own caps and the node's. */
+export class ConnectionInFlight {
+  private requests = 0;
+  private bytes = 0;
+  private closed = false;
+
+  constructor(
+    private readonly node: NodeInFlightBudget,
+    private readonly maxRequests: number,
+    private readonly maxBytes: number,
+    /** Called when the node has room again after waitForRoom(). */
+    private readonly onRoom: () => void,
+  ) {}
+
+  /**
+   * True while the connection should read no more requests. A connection with nothing in flight may
+   * always read one, even when the node is at its cap: it cannot wait for bytes it does not hold.
+   */
+  full(): boolean {
+    if (this.requests === 0) return false;
+    return this.requests >= this.maxRequests || this.bytes >= this.maxBytes || this.node.full();
+  }
+
+  add(bytes: number): void {
+    if (this.closed) return;
+    this.requests++;
+    this.bytes += bytes;
+    this.node.take(bytes);
+  }
+
+  remove(bytes: number): void {
+    if (this.closed) return;
+    this.requests--;
+    this.bytes -= bytes;
+    this.node.give(bytes);
+  }
+
+  waitForRoom(): void {
+    if (!this.closed) this.node.waitForRoom(this.onRoom);
+  }
+
+  /** The connection is gone: whatever it still holds goes back to the node, and later removes are ignored. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.node.cancelWait(this.onRoom);
+    this.node.give(this.bytes);
+    this.requests = 0;
+    this.bytes = 0;
+  }
+}

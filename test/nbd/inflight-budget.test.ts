@@ -1,0 +1,71 @@
+// The in-flight caps as plain objects: a connection's own caps, the node's, the rule that keeps the
+// node's cap from deadlocking, and what a closed connection gives back.
+
+import { ConnectionInFlight, NodeInFlightBudget } from '../../fabric/nbd/inflight-budget';
+
+const MiB = 1024 * 1024;
+
+function connection(node: NodeInFlightBudget, maxBytes = 4 * MiB, maxRequests = 8): { inFlight: ConnectionInFlight; woken: () => number } {
+  let wakes = 0;
+  const inFlight = new ConnectionInFlight(node, maxRequests, maxBytes, () => wakes++);
+  return { inFlight, woken: () => wakes };
+}
+
+describe('ConnectionInFlight', () => {
+  test('is full at its own byte cap or request count, and not before', () => {
+    const node = new NodeInFlightBudget(64 * MiB);
+    const { inFlight } = connection(node);
+    inFlight.add(3 * MiB);
+    expect(inFlight.full()).toBe(false);
+    inFlight.add(MiB);
+    expect(inFlight.full()).toBe(true);
+    inFlight.remove(MiB);
+    for (let i = 0; i < 6; i++) inFlight.add(0);
+    expect(inFlight.full()).toBe(false);
+    inFlight.add(0); // the eighth request
+    expect(inFlight.full()).toBe(true);
+  });
+
+  test('a connection holding anything waits while the node is at its cap; one holding nothing may always read', () => {
+    const node = new NodeInFlightBudget(4 * MiB);
+    const busy = connection(node, 64 * MiB);
+    const idle = connection(node, 64 * MiB);
+    busy.inFlight.add(5 * MiB);
+    expect(node.full()).toBe(true);
+    expect(busy.inFlight.full()).toBe(true);
+    expect(idle.inFlight.full()).toBe(false);
+    idle.inFlight.add(MiB);
+    expect(idle.inFlight.full()).toBe(true);
+  });
+
+  test('connections waiting for room are woken once the node is below its cap, not before', () => {
+    const node = new NodeInFlightBudget(4 * MiB);
+    const first = connection(node);
+    const second = connection(node);
+    first.inFlight.add(2 * MiB);
+    second.inFlight.add(3 * MiB);
+    first.inFlight.waitForRoom();
+    second.inFlight.waitForRoom();
+    first.inFlight.remove(MiB); // 4 MiB held: still at the cap
+    expect([first.woken(), second.woken()]).toEqual([0, 0]);
+    first.inFlight.remove(MiB);
+    expect([first.woken(), second.woken()]).toEqual([1, 1]);
+    second.inFlight.remove(MiB);
+    expect([first.woken(), second.woken()]).toEqual([1, 1]); // woken once per wait
+  });
+
+  test('closing gives back everything still held, stops waiting, and ignores later removes', () => {
+    const node = new NodeInFlightBudget(4 * MiB);
+    const closing = connection(node);
+    const other = connection(node);
+    closing.inFlight.add(3 * MiB);
+    other.inFlight.add(2 * MiB);
+    closing.inFlight.waitForRoom();
+    other.inFlight.waitForRoom();
+    closing.inFlight.close();
+    expect(node.bytes).toBe(2 * MiB);
+    expect([closing.woken(), other.woken()]).toEqual([0, 1]);
+    closing.inFlight.remove(3 * MiB);
+    expect(node.bytes).toBe(2 * MiB);
+  });
+});

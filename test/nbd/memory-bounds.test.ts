@@ -1,0 +1,83 @@
+// weftd's memory under clients that send without reading, measured as a user would (VmRSS of a
+// real weftd): a handshake flood, and pipelined READs held past the per-connection and node caps.
+
+import fs from 'node:fs';
+import { cleanupAll, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { CMD, encodeRequest, OPT, RawNbdClient } from '../helpers/nbd-raw-client';
+import { peakDuring } from '../helpers/peak';
+
+const MiB = 1024 * 1024;
+
+afterAll(cleanupAll);
+
+function rssBytes(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!match) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(match[1]) * 1024;
+}
+
+describe('weftd memory under clients that do not read', () => {
+  let node: WeftdHandle;
+  const clients: RawNbdClient[] = [];
+
+  // A weftd per test, so that one test's peak does not hide the next one's.
+  beforeEach(async () => {
+    node = await startWeftd({ extraArgs: ['--max-connection-inflight-bytes', '32MiB', '--max-inflight-bytes', '32MiB'] });
+  });
+
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.destroy();
+    await node.stop();
+  });
+
+  // With no volume, each NBD_OPT_LIST is answered by 20 bytes: the flood outruns the replies fastest
+  // (larger replies fill the socket buffers first, and the kernel then slows the client down).
+  test('a client flooding NBD_OPT_LIST without reading the replies does not grow weftd', async () => {
+    const pid = node.pid as number;
+    const before = rssBytes(pid);
+    const client = await RawNbdClient.connect(node.nbdPort);
+    clients.push(client);
+    await client.readGreeting();
+    client.sendClientFlags(3);
+    client.socket.pause();
+    let sent = 0;
+    const peak = await peakDuring(() => rssBytes(pid), 100, client.floodOption(OPT.LIST, { limitBytes: 1024 * MiB, timeoutMs: 10_000, stallMs: 2000 }).then((bytes) => (sent = bytes)));
+    console.log(`NBD_OPT_LIST flood: ${Math.round(sent / MiB)} MiB sent; weftd RSS ${Math.round(before / MiB)} MiB before, peak ${Math.round(peak / MiB)} MiB`);
+    expect(peak - before).toBeLessThan(100 * MiB);
+  });
+
+  test('clients pipelining READs without reading replies stay under the caps; qemu-io is still served', async () => {
+    for (const name of ['held', 'served']) expect(await node.weft(['volume', 'create', name, '--size', '64MiB'])).toMatchObject({ code: 0 });
+    const pid = node.pid as number;
+    const before = rssBytes(pid);
+    // 40 MiB of replies each: alone, each client would hold its own cap (32 MiB); together, the node's.
+    const requestsPerClient = 40;
+    const holders = await Promise.all(Array.from({ length: 8 }, () => RawNbdClient.open(node.nbdPort, 'held')));
+    for (const { client } of holders) {
+      clients.push(client);
+      client.socket.pause();
+      const reads = Array.from({ length: requestsPerClient }, (_, i) => encodeRequest({ type: CMD.READ, handle: BigInt(i), offset: i * MiB, length: MiB }));
+      client.socket.write(Buffer.concat(reads));
+    }
+    const served = (async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1000)); // the holders have filled their caps
+      const uri = node.nbdUri('served');
+      return run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 4M', '-c', 'flush', '-c', 'read -P 0x5a 0 4M', uri], { timeoutMs: 30_000 });
+    })();
+    const peak = await peakDuring(() => rssBytes(pid), 100, served);
+    const qemuIo = await served;
+    console.log(`8 clients holding READ replies: weftd RSS ${Math.round(before / MiB)} MiB before, peak ${Math.round(peak / MiB)} MiB`);
+    expect(qemuIo).toMatchObject({ code: 0 });
+    expect(peak - before).toBeLessThan(120 * MiB);
+    // Once they read, every holder gets every reply.
+    await Promise.all(
+      holders.map(async ({ client }) => {
+        client.socket.resume();
+        for (let i = 0; i < requestsPerClient; i++) {
+          expect((await client.readSimpleReply()).error).toBe(0);
+          await client.read(MiB);
+        }
+      }),
+    );
+  });
+});
