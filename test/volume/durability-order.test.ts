@@ -7,10 +7,15 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
+import { Registry } from 'prom-client';
+import { NbdServer } from '../../fabric/nbd/server';
+import { EngineExports, GROWABLE_SUFFIX } from '../../fabric/nbd-exports';
 import { DATA_OFFSET_BYTES, memberFileInDirectory } from '../../fabric/store/pool-member';
 import { LocalEngine } from '../../fabric/volume/local-engine';
+import { VolumeMetrics } from '../../fabric/volume/metrics-device';
 import type { OpenDevice } from '../../fabric/volume/types';
 import { FileOpsRecorder, type FileCall } from '../helpers/file-ops-recorder';
+import { CMD_FLAG, RawNbdClient } from '../helpers/nbd-raw-client';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -19,11 +24,14 @@ const BLOCK = 4 * KiB;
 const BIG = 256 * KiB;
 const OLD = 0x0d;
 const NEW = 0x4e;
+const logger = pino({ level: 'silent' });
 
 let root: string;
 let recorder: FileOpsRecorder | undefined;
 const engines: LocalEngine[] = [];
 const devices: OpenDevice[] = [];
+const servers: NbdServer[] = [];
+const clients: RawNbdClient[] = [];
 /** Requests left running when a test ends (held ones included): awaited before the engines close. */
 const pending: Promise<unknown>[] = [];
 
@@ -35,6 +43,8 @@ afterEach(async () => {
   recorder?.uninstall();
   recorder = undefined;
   await Promise.allSettled(pending.splice(0));
+  for (const client of clients.splice(0)) client.destroy();
+  for (const server of servers.splice(0)) await server.close();
   for (const device of devices.splice(0)) device.close();
   for (const engine of engines.splice(0)) await engine.close();
   fs.rmSync(root, { recursive: true, force: true });
@@ -46,7 +56,7 @@ async function openEngine(dir: string, poolBytes = 16 * MiB): Promise<LocalEngin
   const engine = await LocalEngine.open({
     dataDir: path.join(dir, 'data'),
     pools: [{ class: 'default', path: path.join(dir, 'pool'), sizeBytes: poolBytes }],
-    logger: pino({ level: 'silent' }),
+    logger,
     syncIntervalMs: 0,
   });
   engines.push(engine);
@@ -93,6 +103,16 @@ async function readAfterCrash(copy: string, name: string, offsetBytes: number, l
   } finally {
     device.close();
   }
+}
+
+/** The pool file was written, then fdatasynced, then the journal was fdatasynced (what a FLUSH does). */
+function expectDataThenJournalSynced(recorder: FileOpsRecorder): void {
+  const dataWritten = recorder.find(0, 'write', poolFile(root));
+  const dataSynced = recorder.find(dataWritten, 'fdatasync', poolFile(root));
+  const journalSynced = recorder.find(dataSynced, 'fdatasync', inJournal);
+  expect(dataWritten).toBeGreaterThanOrEqual(0);
+  expect(dataSynced).toBeGreaterThan(dataWritten);
+  expect(journalSynced).toBeGreaterThan(dataSynced);
 }
 
 /** Byte ranges [from, to) of buf and the byte each must hold; returns the ranges that do not. */
@@ -187,12 +207,21 @@ describe('a write with FUA is durable when it completes', () => {
 
     await device.write(0, Buffer.alloc(bytes, NEW), true);
 
-    const dataWritten = recorder.find(0, 'write', poolFile(root));
-    const dataSynced = recorder.find(dataWritten, 'fdatasync', poolFile(root));
-    const journalSynced = recorder.find(dataSynced, 'fdatasync', inJournal);
-    expect(dataWritten).toBeGreaterThanOrEqual(0);
-    expect(dataSynced).toBeGreaterThan(dataWritten);
-    expect(journalSynced).toBeGreaterThan(dataSynced);
+    expectDataThenJournalSynced(recorder);
+  });
+
+  test.each(['v', `v${GROWABLE_SUFFIX}`])('over NBD through the exports weftd serves (%s): synced before the reply', async (exportName) => {
+    const engine = await openEngine(root);
+    await engine.createVolume({ name: 'v', sizeBytes: MiB });
+    const server = new NbdServer({ provider: new EngineExports(engine, new VolumeMetrics(new Registry())), logger });
+    servers.push(server);
+    const { client } = await RawNbdClient.open(await server.listen('127.0.0.1', 0), exportName);
+    clients.push(client);
+    recorder = FileOpsRecorder.install();
+
+    expect(await client.write(0, Buffer.alloc(BLOCK, NEW), CMD_FLAG.FUA)).toBe(0);
+
+    expectDataThenJournalSynced(recorder);
   });
 
   test('a trim with FUA: its journal record is synced before it resolves', async () => {
