@@ -105,6 +105,13 @@ async function readAfterCrash(copy: string, name: string, offsetBytes: number, l
   }
 }
 
+/** An fdatasync of the pool file completed between events from and to. */
+function expectPoolSyncedBetween(from: number, to: number): void {
+  const synced = recorder!.find(from, 'fdatasync', poolFile(root));
+  expect(synced).toBeGreaterThanOrEqual(from);
+  expect(synced).toBeLessThan(to);
+}
+
 /** The pool file was written, then fdatasynced, then the journal was fdatasynced (what a FLUSH does). */
 function expectDataThenJournalSynced(recorder: FileOpsRecorder): void {
   const dataWritten = recorder.find(0, 'write', poolFile(root));
@@ -190,9 +197,26 @@ describe('a FLUSH fdatasyncs the pool file after the write it follows completed'
     await device.flush();
     const flushed = recorder.events.length;
 
-    const synced = recorder.find(written, 'fdatasync', poolFile(root));
-    expect(synced).toBeGreaterThanOrEqual(written);
-    expect(synced).toBeLessThan(flushed);
+    expectPoolSyncedBetween(written, flushed);
+  });
+
+  test('a 256 KiB write that was still in flight during the FLUSH before', async () => {
+    const engine = await openEngine(root);
+    const device = await volume(engine, 'v', MiB);
+    recorder = FileOpsRecorder.install();
+    const dataWrites = recorder.hold(poolWrites);
+    const write = track(device.write(0, Buffer.alloc(BIG, NEW), false));
+    await dataWrites.whenHeld();
+    // This FLUSH's sync of the pool cannot cover the held write (nor does its SYNC record).
+    await device.flush();
+    dataWrites.release();
+    await write;
+    const written = recorder.events.length;
+    // This one's SYNC record covers the write: the data must be synced first.
+    await device.flush();
+    const flushed = recorder.events.length;
+
+    expectPoolSyncedBetween(written, flushed);
   });
 });
 
