@@ -24,6 +24,11 @@ const BLOCK = 4 * KiB;
 const BIG = 256 * KiB;
 const OLD = 0x0d;
 const NEW = 0x4e;
+/** A write the pool does on the thread pool, and one it does inline. */
+const WRITE_SIZES: [string, number][] = [
+  ['256 KiB', BIG],
+  ['4 KiB', BLOCK],
+];
 const logger = pino({ level: 'silent' });
 
 let root: string;
@@ -70,8 +75,14 @@ async function volume(engine: LocalEngine, name: string, sizeBytes: number): Pro
   return device;
 }
 
-function poolFile(dir: string): string {
-  return memberFileInDirectory(path.join(dir, 'pool'), 'default');
+/** A new engine on root with volume v (1 MiB), open. */
+async function volumeV(): Promise<OpenDevice> {
+  return volume(await openEngine(root), 'v', MiB);
+}
+
+/** The pool file of the engine under test (not of a crash copy). */
+function poolFile(): string {
+  return memberFileInDirectory(path.join(root, 'pool'), 'default');
 }
 
 /** A journal file of the engine under test (not of a crash copy). */
@@ -80,7 +91,7 @@ function inJournal(file: string): boolean {
 }
 
 function poolWrites(call: FileCall, file: string): boolean {
-  return call === 'write' && file === poolFile(root);
+  return call === 'write' && file === poolFile();
 }
 
 function journalSyncs(call: FileCall, file: string): boolean {
@@ -107,16 +118,16 @@ async function readAfterCrash(copy: string, name: string, offsetBytes: number, l
 
 /** An fdatasync of the pool file completed between events from and to. */
 function expectPoolSyncedBetween(from: number, to: number): void {
-  const synced = recorder!.find(from, 'fdatasync', poolFile(root));
+  const synced = recorder!.find(from, 'fdatasync', poolFile());
   expect(synced).toBeGreaterThanOrEqual(from);
   expect(synced).toBeLessThan(to);
 }
 
 /** The pool file was written, then fdatasynced, then the journal was fdatasynced (what a FLUSH does). */
-function expectDataThenJournalSynced(recorder: FileOpsRecorder): void {
-  const dataWritten = recorder.find(0, 'write', poolFile(root));
-  const dataSynced = recorder.find(dataWritten, 'fdatasync', poolFile(root));
-  const journalSynced = recorder.find(dataSynced, 'fdatasync', inJournal);
+function expectDataThenJournalSynced(): void {
+  const dataWritten = recorder!.find(0, 'write', poolFile());
+  const dataSynced = recorder!.find(dataWritten, 'fdatasync', poolFile());
+  const journalSynced = recorder!.find(dataSynced, 'fdatasync', inJournal);
   expect(dataWritten).toBeGreaterThanOrEqual(0);
   expect(dataSynced).toBeGreaterThan(dataWritten);
   expect(journalSynced).toBeGreaterThan(dataSynced);
@@ -134,8 +145,7 @@ function track<T>(promise: Promise<T>): Promise<T> {
 
 describe('a write whose data had not landed when the process died reads back as before it', () => {
   test.each(['no FLUSH', 'a FLUSH done while it ran', 'a FLUSH in flight'])('with %s', async (flushCase) => {
-    const engine = await openEngine(root);
-    const device = await volume(engine, 'v', MiB);
+    const device = await volumeV();
     await device.write(0, Buffer.alloc(BIG, OLD), false);
     await device.flush();
 
@@ -161,8 +171,7 @@ describe('a write whose data had not landed when the process died reads back as 
 });
 
 test('recovery rolls back every unsynced write whose data did not land, the oldest and the newest too', async () => {
-  const engine = await openEngine(root);
-  const device = await volume(engine, 'v', MiB);
+  const device = await volumeV();
   await device.write(0, Buffer.alloc(4 * BIG, OLD), false);
   await device.flush();
 
@@ -183,17 +192,13 @@ test('recovery rolls back every unsynced write whose data did not land, the olde
 });
 
 describe('a FLUSH fdatasyncs the pool file after the write it follows completed', () => {
-  test.each([
-    ['256 KiB', BIG],
-    ['4 KiB', BLOCK],
-  ])('a %s write', async (_name, bytes) => {
-    const engine = await openEngine(root);
-    const device = await volume(engine, 'v', MiB);
+  test.each(WRITE_SIZES)('a %s write', async (_name, bytes) => {
+    const device = await volumeV();
     recorder = FileOpsRecorder.install();
 
     await device.write(0, Buffer.alloc(bytes, NEW), false);
     const written = recorder.events.length;
-    expect(recorder.since(0, 'write', poolFile(root))).toMatchObject([{ bytes }]);
+    expect(recorder.since(0, 'write', poolFile())).toMatchObject([{ bytes }]);
     await device.flush();
     const flushed = recorder.events.length;
 
@@ -201,8 +206,7 @@ describe('a FLUSH fdatasyncs the pool file after the write it follows completed'
   });
 
   test('a 256 KiB write that was still in flight during the FLUSH before', async () => {
-    const engine = await openEngine(root);
-    const device = await volume(engine, 'v', MiB);
+    const device = await volumeV();
     recorder = FileOpsRecorder.install();
     const dataWrites = recorder.hold(poolWrites);
     const write = track(device.write(0, Buffer.alloc(BIG, NEW), false));
@@ -221,17 +225,13 @@ describe('a FLUSH fdatasyncs the pool file after the write it follows completed'
 });
 
 describe('a write with FUA is durable when it completes', () => {
-  test.each([
-    ['256 KiB', BIG],
-    ['4 KiB', BLOCK],
-  ])('a %s write: its data, then its journal record, are synced before it resolves', async (_name, bytes) => {
-    const engine = await openEngine(root);
-    const device = await volume(engine, 'v', MiB);
+  test.each(WRITE_SIZES)('a %s write: its data, then its journal record, are synced before it resolves', async (_name, bytes) => {
+    const device = await volumeV();
     recorder = FileOpsRecorder.install();
 
     await device.write(0, Buffer.alloc(bytes, NEW), true);
 
-    expectDataThenJournalSynced(recorder);
+    expectDataThenJournalSynced();
   });
 
   test.each(['v', `v${GROWABLE_SUFFIX}`])('over NBD through the exports weftd serves (%s): synced before the reply', async (exportName) => {
@@ -245,12 +245,11 @@ describe('a write with FUA is durable when it completes', () => {
 
     expect(await client.write(0, Buffer.alloc(BLOCK, NEW), CMD_FLAG.FUA)).toBe(0);
 
-    expectDataThenJournalSynced(recorder);
+    expectDataThenJournalSynced();
   });
 
   test('a trim with FUA: its journal record is synced before it resolves', async () => {
-    const engine = await openEngine(root);
-    const device = await volume(engine, 'v', MiB);
+    const device = await volumeV();
     await device.write(0, Buffer.alloc(BIG, OLD), false);
     await device.flush();
     recorder = FileOpsRecorder.install();
@@ -271,7 +270,7 @@ test('a trimmed block is reused by another write only after a journal sync made 
   const other = await volume(engine, 'other', BLOCK);
   recorder = FileOpsRecorder.install();
   await full.write(0, Buffer.alloc(16 * BLOCK, OLD), false);
-  const [{ position: trimmedAt }] = recorder.since(0, 'write', poolFile(root));
+  const [{ position: trimmedAt }] = recorder.since(0, 'write', poolFile());
   await full.flush();
 
   // The trim comes while a FLUSH waits for its journal sync: that flush's SYNC record does not cover it.
@@ -288,7 +287,7 @@ test('a trimmed block is reused by another write only after a journal sync made 
   // The trim's record reached the journal file, a journal sync started after that and completed,
   // and only then was the block written over: else a power cut could leave the trimmed block mapped
   // in the journal, holding another volume's data.
-  const reuse = recorder.events.findIndex((e, i) => i >= trimmed && e.call === 'write' && e.file === poolFile(root) && e.position === trimmedAt);
+  const reuse = recorder.events.findIndex((e, i) => i >= trimmed && e.call === 'write' && e.file === poolFile() && e.position === trimmedAt);
   const trimRecorded = recorder.find(trimmed, 'write', inJournal);
   const syncStarted = recorder.find(trimRecorded, 'fdatasync', inJournal, 'start');
   const syncDone = recorder.find(syncStarted, 'fdatasync', inJournal);
