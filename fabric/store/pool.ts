@@ -63,8 +63,11 @@ export class Pool {
     if (this.lost) return Promise.reject(this.lost);
     return this.eachSegment(start, totalBytes(pieces), (m, position, fromBytes, toBytes) => {
       const part = slicePieces(pieces, fromBytes, toBytes);
+      if (toBytes - fromBytes > SYNC_IO_MAX_BYTES) {
+        // Dirty once it is done: a sync that ran while it was in flight did not cover it.
+        return pwritevAll(m.fd, part, position).finally(() => (m.dirty = true));
+      }
       m.dirty = true;
-      if (toBytes - fromBytes > SYNC_IO_MAX_BYTES) return pwritevAll(m.fd, part, position);
       pwritevAllSync(m.fd, part, position);
       return RESOLVED;
     });

@@ -200,6 +200,19 @@ describe('DeleteVolume', () => {
     expect(await csi.code('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id })).toBe('OK');
     expect(await csi.code('DeleteVolume', { volume_id: 'from-orphan' })).toBe('OK');
   });
+
+  it('a retried DeleteVolume of a volume whose snapshot remains answers OK; the snapshot stays readable', async () => {
+    await createVolume('retried');
+    expect((await qemuIo('retried', 'write -P 0x3c 0 64k', 'flush')).code).toBe(0);
+    const { snapshot } = await csi.call('CreateSnapshot', { source_volume_id: 'retried', name: 'kept' });
+    expect(await csi.code('DeleteVolume', { volume_id: 'retried' })).toBe('OK');
+    // The CO retries when it missed the first answer (a timeout, a restart): CSI asks for OK again.
+    expect(await csi.code('DeleteVolume', { volume_id: 'retried' })).toBe('OK');
+    expect((await csi.call('ListSnapshots', { snapshot_id: snapshot.snapshot_id })).entries).toHaveLength(1);
+    const read = await run('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x3c 0 64k', weftd.nbdUri(snapshot.snapshot_id)]);
+    expect({ code: read.code, output: read.stdout + read.stderr }).toMatchObject({ code: 0 });
+    expect(await csi.code('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id })).toBe('OK');
+  });
 });
 
 describe('ValidateVolumeCapabilities', () => {
