@@ -198,13 +198,19 @@ export class PowerCutFileOps extends FileOpsLayer {
   }
 }
 
+/** A page of the file behind fd (opened anew for reading: fd may be write-only); zeroes past the end. */
 function readPage(fd: number, page: number): Buffer {
   const buf = Buffer.alloc(PAGE_BYTES);
-  let done = 0;
-  while (done < PAGE_BYTES) {
-    const read = fs.readSync(fd, buf, done, PAGE_BYTES - done, page * PAGE_BYTES + done);
-    if (read === 0) break; // past the end: zeroes
-    done += read;
+  const reader = fs.openSync(`/proc/self/fd/${fd}`, 'r');
+  try {
+    let done = 0;
+    while (done < PAGE_BYTES) {
+      const read = fs.readSync(reader, buf, done, PAGE_BYTES - done, page * PAGE_BYTES + done);
+      if (read === 0) break;
+      done += read;
+    }
+  } finally {
+    fs.closeSync(reader);
   }
   return buf;
 }
