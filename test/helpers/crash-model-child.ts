@@ -3,13 +3,14 @@
 // while writes are in flight) until it is killed, and reports each one on stdout before it starts,
 // once it is acknowledged, or when it failed (see crash-ops.ts).
 // Usage: crash-model-child DATA_DIR POOL_DIR SEED FIRST_OP_ID [--kill-at OP:TURNS:MICROTASKS]
-//   [--power-cut-log FILE] [--faults]
+//   [--kill-after-flush N] [--power-cut-log FILE] [--faults]
 // --kill-at: it kills itself with SIGKILL TURNS event-loop turns and then MICROTASKS microtasks
 // after starting its OP-th operation: moments that a parent woken by a pipe is too late to hit, such
-// as between a write's journal record and its data. --power-cut-log: its file calls go through the
-// power-cut layer (power-cut-fs.ts), which logs there what a power cut would lose. --faults: now and
-// then, for a few batches, metadata (sometimes also pool) writes and syncs fail with EIO at random,
-// or with ENOSPC (a full disk); it reports those periods.
+// as between a write's journal record and its data. --kill-after-flush: at once when its N-th FLUSH
+// is answered, while everything that flush claims durable is fresh. --power-cut-log: its file calls
+// go through the power-cut layer (power-cut-fs.ts), which logs there what a power cut would lose.
+// --faults: now and then, for a few batches, metadata (sometimes also pool) writes and syncs fail
+// with EIO at random, or with ENOSPC (a full disk); it reports those periods.
 
 import { parseArgs } from 'util';
 import pino from 'pino';
@@ -35,6 +36,7 @@ const FAULT_PERIOD_BATCHES = [1, 4];
 class Workload {
   private readonly devices = new OpenDevices(() => this.engine);
   private startedOps = 0;
+  private flushesDone = 0;
   /** Batches left in the current fault period (0: none). */
   private faultBatches = 0;
 
@@ -42,7 +44,7 @@ class Workload {
     private readonly engine: LocalEngine,
     private readonly rng: Prng,
     private nextId: number,
-    private readonly kill: { atOp: number; turns: number; microtasks: number } | undefined,
+    private readonly kill: { atOp?: number; turns: number; microtasks: number; afterFlush?: number },
     private readonly faults: FaultyFileOps | undefined,
   ) {}
 
@@ -214,14 +216,16 @@ class Workload {
   private async report(op: Op, run: () => Promise<void>): Promise<void> {
     process.stdout.write(`S ${JSON.stringify(op)}\n`);
     const running = run();
-    if (++this.startedOps === this.kill?.atOp) killAfter(this.kill.turns, this.kill.microtasks);
+    if (++this.startedOps === this.kill.atOp) killAfter(this.kill.turns, this.kill.microtasks);
+    let failure: string | undefined;
     try {
       await running;
     } catch (err) {
-      process.stdout.write(`F ${op.id} ${JSON.stringify((err as Error).message)}\n`);
-      return;
+      failure = JSON.stringify((err as Error).message);
     }
-    process.stdout.write(`A ${op.id}\n`);
+    process.stdout.write(failure === undefined ? `A ${op.id}\n` : `F ${op.id} ${failure}\n`);
+    // Failed flushes count too, so that the child dies even if flushes keep failing.
+    if (op.kind === 'flush' && ++this.flushesDone === this.kill.afterFlush) killAfter(0, 0);
   }
 }
 
@@ -234,15 +238,21 @@ function killAfter(turns: number, microtasks: number): void {
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
-    options: { 'kill-at': { type: 'string' }, 'power-cut-log': { type: 'string' }, faults: { type: 'boolean' } },
+    options: {
+      'kill-at': { type: 'string' },
+      'kill-after-flush': { type: 'string' },
+      'power-cut-log': { type: 'string' },
+      faults: { type: 'boolean' },
+    },
   });
   const [dataDir, poolDir, seed, firstId] = positionals;
   if (values['power-cut-log']) new PowerCutFileOps(values['power-cut-log']).install();
   // Above the power-cut layer: a failed call never reaches the disk.
   const faults = values.faults ? new FaultyFileOps(new Prng(Number(seed) ^ 0x5eed)).install() : undefined;
   const engine = await LocalEngine.open({ dataDir, pools: poolSpec(poolDir), logger: pino({ level: 'silent' }) });
-  const [atOp, turns, microtasks] = (values['kill-at'] ?? '').split(':').map(Number);
-  const kill = values['kill-at'] ? { atOp, turns, microtasks } : undefined;
+  const [atOp, turns, microtasks] = (values['kill-at'] ?? '0:0:0').split(':').map(Number);
+  const afterFlush = values['kill-after-flush'] ? Number(values['kill-after-flush']) : undefined;
+  const kill = { atOp: atOp || undefined, turns, microtasks, afterFlush };
   await new Workload(engine, new Prng(Number(seed)), Number(firstId), kill, faults).run();
 }
 

@@ -61,13 +61,16 @@ function openEngine(): Promise<LocalEngine> {
 }
 
 /**
- * When a round's child dies: it kills itself a few event-loop turns after starting an operation
- * (args for the child), or the parent kills it a few milliseconds after it printed some lines.
+ * When a round's child dies: it kills itself a few event-loop turns after starting an operation, or
+ * as a FLUSH is answered (args for the child), or the parent kills it a few milliseconds after
+ * it printed some lines.
  */
 type KillPlan = { childArgs: string[] } | { afterLines: number; delayMs: number };
 
 function randomKillPlan(rng: Prng): KillPlan {
-  if (rng.chance(0.7)) return { childArgs: ['--kill-at', `${rng.int(10, 300)}:${rng.int(0, 2)}:${rng.int(0, 20)}`] };
+  const kind = rng.weighted({ atOp: 4, afterFlush: 3, afterLines: 3 });
+  if (kind === 'atOp') return { childArgs: ['--kill-at', `${rng.int(10, 300)}:${rng.int(0, 2)}:${rng.int(0, 20)}`] };
+  if (kind === 'afterFlush') return { childArgs: ['--kill-after-flush', String(rng.int(1, 20))] };
   return { afterLines: rng.int(20, 600), delayMs: rng.int(0, 5) };
 }
 
