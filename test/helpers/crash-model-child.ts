@@ -1,16 +1,25 @@
 // Child process of the crash-model test: runs seeded random operations on the engine (writes,
 // trims, zeroes and flushes several at a time, snapshots, clones, deletes and reverts, some of them
-// while writes are in flight) until it is killed, and
-// reports each one on stdout before it starts and once it is acknowledged (see crash-ops.ts).
-// Usage: crash-model-child DATA_DIR POOL_DIR SEED FIRST_OP_ID [KILL_AT_OP TURNS MICROTASKS]: with
-// the last three, it kills itself with SIGKILL TURNS event-loop turns and then MICROTASKS microtasks
-// after starting its KILL_AT_OP-th operation: moments that a parent woken by a pipe is too late to
-// hit, such as between a write's journal record and its data.
+// while writes are in flight) until it is killed, and reports each one on stdout before it starts,
+// once it is acknowledged, or when it failed (see crash-ops.ts).
+// Usage: crash-model-child DATA_DIR POOL_DIR SEED FIRST_OP_ID [--kill-at OP:TURNS:MICROTASKS]
+//   [--kill-after-flush N] [--power-cut-log FILE] [--faults]
+// --kill-at: it kills itself with SIGKILL TURNS event-loop turns and then MICROTASKS microtasks
+// after starting its OP-th operation: moments that a parent woken by a pipe is too late to hit, such
+// as between a write's journal record and its data. --kill-after-flush: at once when its N-th FLUSH
+// is answered, while everything that flush claims durable is fresh. --power-cut-log: its file calls
+// go through the power-cut layer (power-cut-fs.ts), which logs there what a power cut would lose.
+// --faults: now and then, for a few batches, metadata (sometimes also pool) writes and syncs fail
+// with EIO at random, or with ENOSPC (a full disk); it reports those periods.
 
+import { parseArgs } from 'util';
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import { OpenDevices } from './open-devices';
+import { controlState, stateDifference } from './control-state';
 import { BLOCK, ControlOp, IoOp, Op, poolSpec, writeData } from './crash-ops';
+import { FaultyFileOps, isMetadataFile, isPoolFile } from './faulty-fs';
+import { PowerCutFileOps } from './power-cut-fs';
 import { Prng } from './prng';
 import { overlaps, randomWriteRange } from './ranges';
 
@@ -20,21 +29,30 @@ const MAX_VOLUME_BLOCKS = 512;
 const MAX_OBJECTS = 10;
 const IO_KINDS = { write: 10, trim: 1, zeroes: 1, flush: 1, control: 0.5 };
 const CONTROL_KINDS = { snapshot: 4, deleteSnapshot: 2, clone: 2, createVolume: 1, deleteVolume: 1, resize: 1, revert: 1 };
+/** With --faults: the chance that a fault period starts before a batch, and its length in batches. */
+const FAULT_PERIOD_CHANCE = 0.15;
+const FAULT_PERIOD_BATCHES = [1, 4];
 
 class Workload {
   private readonly devices = new OpenDevices(() => this.engine);
   private startedOps = 0;
+  private flushesDone = 0;
+  /** Batches left in the current fault period (0: none). */
+  private faultBatches = 0;
 
   constructor(
     private readonly engine: LocalEngine,
     private readonly rng: Prng,
     private nextId: number,
-    private readonly kill: { atOp: number; turns: number; microtasks: number } | undefined,
+    private readonly kill: { atOp?: number; turns: number; microtasks: number; afterFlush?: number },
+    private readonly faults: FaultyFileOps | undefined,
   ) {}
 
   async run(): Promise<never> {
     for (;;) {
+      if (this.faults) this.nextFaultPeriod();
       if (this.engine.listVolumes().length === 0) await this.control(this.createVolume());
+      if (this.engine.listVolumes().length === 0) continue; // its create failed
       await this.ioBatch();
       if (this.rng.chance(0.15)) {
         const op = this.controlOp(false);
@@ -130,41 +148,84 @@ class Workload {
     return this.rng.int(1, MAX_VOLUME_BLOCKS) * BLOCK;
   }
 
+  /**
+   * Starts or ends a fault period between batches, so that every operation runs wholly inside one or
+   * outside all: outside, none may fail. Reported as `P on` / `P off`.
+   */
+  private nextFaultPeriod(): void {
+    const faults = this.faults!;
+    if (this.faultBatches > 0) {
+      if (--this.faultBatches === 0) {
+        faults.heal();
+        process.stdout.write('P off\n');
+      }
+      return;
+    }
+    if (!this.rng.chance(FAULT_PERIOD_CHANCE)) return;
+    this.faultBatches = this.rng.int(FAULT_PERIOD_BATCHES[0], FAULT_PERIOD_BATCHES[1]);
+    const withPool = this.rng.chance(0.3);
+    faults.affects = withPool ? (file) => isMetadataFile(file) || isPoolFile(file) : isMetadataFile;
+    if (this.rng.chance(0.5)) faults.diskFull = true;
+    else faults.failureRate = 0.3;
+    process.stdout.write(`P on ${faults.diskFull ? 'ENOSPC' : 'EIO'}${withPool ? ' with pool' : ''}\n`);
+  }
+
+  /** Runs a control operation; one that fails must leave the catalog as it was (else an `X` line). */
   private control(op: ControlOp): Promise<void> {
     return this.report(op, async () => {
-      switch (op.kind) {
-        case 'createVolume':
-          await this.engine.createVolume({ name: op.name, sizeBytes: op.sizeBytes });
-          return;
-        case 'resize':
-          await this.engine.resizeVolume(op.name, op.sizeBytes);
-          return;
-        case 'deleteVolume':
-          this.devices.close(op.name);
-          return this.engine.deleteVolume(op.name);
-        case 'revert':
-          this.devices.close(op.volume);
-          await this.engine.revertVolume(op.volume, op.snapshot);
-          return;
-        case 'snapshot':
-          await this.engine.createSnapshot(op.volume, op.name);
-          return;
-        case 'deleteSnapshot':
-          return this.engine.deleteSnapshot(op.volume, op.name);
-        case 'clone':
-          await this.engine.cloneVolume({ name: op.name, volume: op.volume, snapshot: op.snapshot, sizeBytes: op.sizeBytes });
+      const before = controlState(this.engine);
+      try {
+        await this.runControl(op);
+      } catch (err) {
+        const after = controlState(this.engine);
+        if (after !== before) process.stdout.write(`X ${op.kind} ${op.id} failed (${(err as Error).message}) but changed the catalog: ${stateDifference(before, after)}\n`);
+        throw err;
       }
     });
   }
 
+  private async runControl(op: ControlOp): Promise<void> {
+    switch (op.kind) {
+      case 'createVolume':
+        await this.engine.createVolume({ name: op.name, sizeBytes: op.sizeBytes });
+        return;
+      case 'resize':
+        await this.engine.resizeVolume(op.name, op.sizeBytes);
+        return;
+      case 'deleteVolume':
+        this.devices.close(op.name);
+        return this.engine.deleteVolume(op.name);
+      case 'revert':
+        this.devices.close(op.volume);
+        await this.engine.revertVolume(op.volume, op.snapshot);
+        return;
+      case 'snapshot':
+        await this.engine.createSnapshot(op.volume, op.name);
+        return;
+      case 'deleteSnapshot':
+        return this.engine.deleteSnapshot(op.volume, op.name);
+      case 'clone':
+        await this.engine.cloneVolume({ name: op.name, volume: op.volume, snapshot: op.snapshot, sizeBytes: op.sizeBytes });
+    }
+  }
 
-  /** Reports op, runs it, reports its acknowledgment. stdout is a pipe, written synchronously on Linux. */
+  /**
+   * Reports op, runs it, reports its acknowledgment or its failure (`F id message`). stdout is a
+   * pipe, written synchronously on Linux.
+   */
   private async report(op: Op, run: () => Promise<void>): Promise<void> {
     process.stdout.write(`S ${JSON.stringify(op)}\n`);
     const running = run();
-    if (++this.startedOps === this.kill?.atOp) killAfter(this.kill.turns, this.kill.microtasks);
-    await running;
-    process.stdout.write(`A ${op.id}\n`);
+    if (++this.startedOps === this.kill.atOp) killAfter(this.kill.turns, this.kill.microtasks);
+    let failure: string | undefined;
+    try {
+      await running;
+    } catch (err) {
+      failure = JSON.stringify((err as Error).message);
+    }
+    process.stdout.write(failure === undefined ? `A ${op.id}\n` : `F ${op.id} ${failure}\n`);
+    // Failed flushes count too, so that the child dies even if flushes keep failing.
+    if (op.kind === 'flush' && ++this.flushesDone === this.kill.afterFlush) killAfter(0, 0);
   }
 }
 
@@ -175,10 +236,24 @@ function killAfter(turns: number, microtasks: number): void {
 }
 
 async function main(): Promise<void> {
-  const [dataDir, poolDir, seed, firstId, killAtOp, turns, microtasks] = process.argv.slice(2);
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      'kill-at': { type: 'string' },
+      'kill-after-flush': { type: 'string' },
+      'power-cut-log': { type: 'string' },
+      faults: { type: 'boolean' },
+    },
+  });
+  const [dataDir, poolDir, seed, firstId] = positionals;
+  if (values['power-cut-log']) new PowerCutFileOps(values['power-cut-log']).install();
+  // Above the power-cut layer: a failed call never reaches the disk.
+  const faults = values.faults ? new FaultyFileOps(new Prng(Number(seed) ^ 0x5eed)).install() : undefined;
   const engine = await LocalEngine.open({ dataDir, pools: poolSpec(poolDir), logger: pino({ level: 'silent' }) });
-  const kill = killAtOp ? { atOp: Number(killAtOp), turns: Number(turns), microtasks: Number(microtasks) } : undefined;
-  await new Workload(engine, new Prng(Number(seed)), Number(firstId), kill).run();
+  const [atOp, turns, microtasks] = (values['kill-at'] ?? '0:0:0').split(':').map(Number);
+  const afterFlush = values['kill-after-flush'] ? Number(values['kill-after-flush']) : undefined;
+  const kill = { atOp: atOp || undefined, turns, microtasks, afterFlush };
+  await new Workload(engine, new Prng(Number(seed)), Number(firstId), kill, faults).run();
 }
 
 if (require.main === module) {

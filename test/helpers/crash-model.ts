@@ -1,5 +1,8 @@
 // The parent's side of the crash-model test: from the operations a child reported (crash-ops.ts),
-// the set of contents each 4 KiB block of each volume and snapshot may hold after a crash.
+// the set of contents each 4 KiB block of each volume and snapshot may hold after a crash. An
+// operation that failed is not acknowledged: a failed write, trim or zeroes may have left old or new
+// content in each block; a failed flush makes nothing durable; a failed control operation must have
+// left nothing behind. No operation may fail outside a period of injected faults.
 
 import { BLOCK, ControlOp, IoOp, isIo, Op, stampBlock } from './crash-ops';
 
@@ -17,7 +20,12 @@ export class CrashModel {
    * first; a flush that covers a write drops the ones before that write's.
    */
   readonly exports = new Map<string, Candidate[][]>();
-  private readonly started = new Map<number, Op>();
+  /** Operations started and not yet acknowledged or failed, and whether faults were injected meanwhile. */
+  private readonly started = new Map<number, { op: Op; duringFaults: boolean }>();
+  /** Whether the child is in a period of injected faults. */
+  private faults = false;
+  /** Operations that failed (under injected faults), for the report. */
+  failedOps = 0;
   /** Writes acknowledged and not yet made durable by an acknowledged flush. */
   private ackedWrites: IoOp[] = [];
   /** Per flush in flight: the writes acknowledged before it started, which it makes durable. */
@@ -27,14 +35,17 @@ export class CrashModel {
   /** The writes acknowledged before pendingControl started: its commit makes them durable. */
   private controlCovers: IoOp[] = [];
 
-  /** Applies one line of the child's report; ignores anything else. */
+  /** Applies one line of the child's report; ignores anything else. Throws on a broken rule. */
   onLine(line: string): void {
     if (line.startsWith('S ')) this.onStart(JSON.parse(line.slice(2)) as Op);
     else if (line.startsWith('A ')) this.onAck(Number(line.slice(2)));
+    else if (line.startsWith('F ')) this.onFailure(line.slice(2));
+    else if (line.startsWith('P ')) this.faults = line === 'P off' ? false : true;
+    else if (line.startsWith('X ')) throw new Error(line.slice(2));
   }
 
   private onStart(op: Op): void {
-    this.started.set(op.id, op);
+    this.started.set(op.id, { op, duringFaults: this.faults });
     if (isIo(op)) this.addCandidates(op);
     else if (op.kind === 'flush') this.flushCovers.set(op.id, [...this.ackedWrites]);
     else {
@@ -44,7 +55,7 @@ export class CrashModel {
   }
 
   private onAck(id: number): void {
-    const op = this.started.get(id)!;
+    const { op } = this.started.get(id)!;
     this.started.delete(id);
     if (isIo(op)) {
       if (op.fua) this.makeDurable([op]);
@@ -58,6 +69,22 @@ export class CrashModel {
       this.makeDurable(this.controlCovers);
       this.apply(op);
       this.pendingControl = undefined;
+    }
+  }
+
+  /** `F id "message"`: the operation failed; it stays unacknowledged. */
+  private onFailure(rest: string): void {
+    const space = rest.indexOf(' ');
+    const id = Number(rest.slice(0, space));
+    const { op, duringFaults } = this.started.get(id)!;
+    this.started.delete(id);
+    const message = JSON.parse(rest.slice(space + 1)) as string;
+    if (!duringFaults) throw new Error(`${JSON.stringify(op)} failed with no fault injected: ${message}`);
+    this.failedOps++;
+    if (op.kind === 'flush') this.flushCovers.delete(id);
+    else if (!isIo(op)) {
+      this.pendingControl = undefined; // it must not have happened
+      this.controlCovers = [];
     }
   }
 

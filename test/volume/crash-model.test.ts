@@ -1,9 +1,13 @@
 // kill -9 at random moments of a seeded random workload (writes of every size and alignment, trims,
-// zeroes, flushes and FUA, several in flight, snapshots, clones, deletes, reverts), then recovery is checked
-// against a model of what may have survived: every write a FLUSH (or FUA) made durable reads back,
-// no block is torn or fails its checksum, the catalog holds every acknowledged control operation,
-// and the pool uses exactly the blocks the maps reference. WEFT_CRASH_SEED=<n> replays one seed
-// (the kill moments are seeded too, but how far the child got by then is not).
+// zeroes, flushes and FUA, several in flight, snapshots, clones, deletes, reverts), in most rounds
+// followed by a simulated power cut (power-cut-fs.ts: every write not synced is lost, or a random part
+// of them), then recovery is checked against a model of what may have survived: every write a FLUSH
+// (or FUA) made durable reads back, no block is torn or fails its checksum, the catalog holds every
+// acknowledged control operation, and the pool uses exactly the blocks the maps reference. A second
+// test injects metadata (and pool) write and sync failures and a full disk into the workload
+// (faulty-fs.ts): a failed operation is not acknowledged, a failed control operation must leave
+// nothing behind, and no operation may fail once the faults end. WEFT_CRASH_SEED=<n> replays one
+// seed (the kill moments are seeded too, but how far the child got by then is not).
 
 import * as fs from 'fs';
 import * as os from 'os';
@@ -16,19 +20,31 @@ import { LocalEngine } from '../../fabric/volume/local-engine';
 import { Metadata } from '../../fabric/volume/metadata';
 import { BLOCK, ControlOp, poolSpec } from '../helpers/crash-ops';
 import { CrashModel } from '../helpers/crash-model';
+import { simulatePowerCut } from '../helpers/power-cut-fs';
 import { Prng } from '../helpers/prng';
 
 const CHILD = path.join(__dirname, '..', 'helpers', 'crash-model-child.js');
 const SEEDS = process.env.WEFT_CRASH_SEED ? [Number(process.env.WEFT_CRASH_SEED)] : [1, 2, 3];
+const FAULT_SEEDS = process.env.WEFT_CRASH_SEED ? [Number(process.env.WEFT_CRASH_SEED)] : [1, 2];
 const ROUNDS = 12;
+/** Fewer with faults: a round there spends much of its time in fault periods, and the suite must stay short. */
+const FAULT_ROUNDS = 6;
+/** After the kill: the page cache survives (kill -9 only), or a power cut loses all or part of it. */
+const POWER_CUTS = { none: 1, all: 1, some: 2 };
 /** Op ids of round r start at r * OPS_PER_ROUND, so that every write's stamp is unique. */
 const OPS_PER_ROUND = 1_000_000;
 
 let dir: string;
 let child: ChildProcess | undefined;
 
+/**
+ * On tmpfs where there is one: the power-cut layer decides what a crash loses, so the real disk's
+ * syncs only cost time (they are most of a round's time on a disk).
+ */
+const TEST_ROOT = fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
+
 beforeEach(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-crash-model-'));
+  dir = fs.mkdtempSync(path.join(TEST_ROOT, 'weft-crash-model-'));
 });
 
 afterEach(async () => {
@@ -47,23 +63,30 @@ function openEngine(): Promise<LocalEngine> {
 }
 
 /**
- * When a round's child dies: it kills itself a few event-loop turns after starting an operation
- * (args for the child), or the parent kills it a few milliseconds after it printed some lines.
+ * When a round's child dies: it kills itself a few event-loop turns after starting an operation, or
+ * as a FLUSH is answered (args for the child), or the parent kills it a few milliseconds after
+ * it printed some lines.
  */
 type KillPlan = { childArgs: string[] } | { afterLines: number; delayMs: number };
 
 function randomKillPlan(rng: Prng): KillPlan {
-  if (rng.chance(0.7)) return { childArgs: [rng.int(10, 300), rng.int(0, 2), rng.int(0, 20)].map(String) };
+  const kind = rng.weighted({ atOp: 4, afterFlush: 3, afterLines: 3 });
+  if (kind === 'atOp') return { childArgs: ['--kill-at', `${rng.int(10, 300)}:${rng.int(0, 2)}:${rng.int(0, 20)}`] };
+  if (kind === 'afterFlush') return { childArgs: ['--kill-after-flush', String(rng.int(1, 20))] };
   return { afterLines: rng.int(20, 600), delayMs: rng.int(0, 5) };
+}
+
+function powerCutLog(): string {
+  return path.join(dir, 'power-cut.log');
 }
 
 /**
  * Runs the child until SIGKILL ends it as planned, feeding every complete line it prints to the
  * model. A line cut by the kill is ignored.
  */
-function runUntilKilled(model: CrashModel, seed: number, firstId: number, plan: KillPlan): Promise<void> {
+function runUntilKilled(model: CrashModel, seed: number, firstId: number, plan: KillPlan, options: string[] = []): Promise<void> {
   return new Promise((resolve, reject) => {
-    const args = [CHILD, path.join(dir, 'data'), dir, String(seed), String(firstId), ...('childArgs' in plan ? plan.childArgs : [])];
+    const args = [CHILD, path.join(dir, 'data'), dir, String(seed), String(firstId), ...('childArgs' in plan ? plan.childArgs : []), ...options];
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
     let pending = '';
@@ -208,18 +231,35 @@ async function deleteEverything(): Promise<void> {
   }
 }
 
-test.each(SEEDS)('seed %i: recovery after kill -9 keeps every durable write and a consistent pool', async (seed) => {
+/**
+ * Rounds of: run the child until it is killed, maybe cut the power, recover and check. With faults,
+ * the child injects write and sync failures now and then.
+ */
+async function crashRounds(seed: number, rounds: number, faults: boolean): Promise<void> {
   const rng = new Prng(seed);
   const model = new CrashModel();
-  for (let round = 1; round <= ROUNDS; round++) {
-    await runUntilKilled(model, seed * 1000 + round, round * OPS_PER_ROUND, randomKillPlan(rng));
+  for (let round = 1; round <= rounds; round++) {
+    const kill = randomKillPlan(rng);
+    const cut = rng.weighted(POWER_CUTS);
+    const options = [...(cut === 'none' ? [] : ['--power-cut-log', powerCutLog()]), ...(faults ? ['--faults'] : [])];
+    const where = `seed ${seed} (WEFT_CRASH_SEED=${seed}), round ${round} (${JSON.stringify(kill)}, power cut: ${cut})`;
     try {
+      await runUntilKilled(model, seed * 1000 + round, round * OPS_PER_ROUND, kill, options);
+      if (cut !== 'none') simulatePowerCut(powerCutLog(), cut === 'some' ? new Prng(seed * 1000 + round) : undefined);
       await recoverAndCheck(model);
     } catch (err) {
-      throw new Error(`seed ${seed} (WEFT_CRASH_SEED=${seed}), round ${round}: ${(err as Error).message}`);
+      throw new Error(`${where}: ${(err as Error).message}`);
     }
   }
   await deleteEverything();
+}
+
+test.each(SEEDS)('seed %i: recovery after kill -9 and a power cut keeps every durable write and a consistent pool', async (seed) => {
+  await crashRounds(seed, ROUNDS, false);
+});
+
+test.each(FAULT_SEEDS)('seed %i: with metadata write and sync failures and a full disk, a failed operation leaves nothing wrong behind', async (seed) => {
+  await crashRounds(seed, FAULT_ROUNDS, true);
 });
 
 /**
@@ -228,7 +268,7 @@ test.each(SEEDS)('seed %i: recovery after kill -9 keeps every durable write and 
  * checksum with nothing left to roll them back to.
  */
 test('after kill -9, recovery syncs the pool files before its checkpoint drops the journal', async () => {
-  await runUntilKilled(new CrashModel(), 1, OPS_PER_ROUND, { childArgs: ['20', '0', '0'] });
+  await runUntilKilled(new CrashModel(), 1, OPS_PER_ROUND, { childArgs: ['--kill-at', '20:0:0'] });
   const sync = jest.spyOn(fileIo, 'fdatasync');
   const checkpoint = jest.spyOn(Metadata.prototype, 'checkpoint');
   const engine = await openEngine();

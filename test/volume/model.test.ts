@@ -1,6 +1,10 @@
 // Model-based randomized test of the storage engine: seeded random operations run against
 // LocalEngine and against a plain in-memory copy of every volume and snapshot; every read, block
-// status, verify and space report must agree with the copy. A failure names its seed and step;
+// status, verify and space report must agree with the copy. Now and then, for a few steps, metadata
+// (sometimes also pool) writes and syncs fail with EIO at random, or with ENOSPC (a full disk): an
+// operation that fails then may have left each block it wrote old or new (never torn), a control
+// operation that fails must leave nothing behind, and once the faults end, FLUSH works again on old
+// and new handles and nothing is lost across close and reopen. A failure names its seed and step;
 // WEFT_MODEL_SEED=<n> (and WEFT_MODEL_STEPS=<n>) replays one seed.
 
 import * as fs from 'fs';
@@ -10,6 +14,8 @@ import pino from 'pino';
 import { returnBuffer } from '../../fabric/buffers';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import type { OpenDevice } from '../../fabric/volume/types';
+import { controlState, stateDifference } from '../helpers/control-state';
+import { FaultyFileOps, isMetadataFile, isPoolFile } from '../helpers/faulty-fs';
 import { OpenDevices } from '../helpers/open-devices';
 import { Prng } from '../helpers/prng';
 import { overlaps, placeRange, randomWriteRange } from '../helpers/ranges';
@@ -50,7 +56,10 @@ const OPERATIONS = {
   verify: 1,
   readWhole: 2,
   reopen: 0.4,
+  faults: 1,
 };
+/** Steps a fault period lasts. */
+const FAULT_PERIOD_STEPS = [1, 5];
 type Operation = keyof typeof OPERATIONS;
 
 const logger = pino({ level: 'silent' });
@@ -78,9 +87,13 @@ class ModelRun {
   private readonly devices = new OpenDevices(() => this.engine);
   private readonly history: string[] = [];
   private nextName = 1;
+  private readonly faults: FaultyFileOps;
+  /** Steps left in the current fault period (0: none). */
+  private faultSteps = 0;
 
   constructor(readonly seed: number, private readonly dir: string) {
     this.rng = new Prng(seed);
+    this.faults = new FaultyFileOps(new Prng(seed ^ 0x5eed));
     MEMBER_BYTES.forEach((_size, i) => fs.mkdirSync(this.memberDir(i)));
   }
 
@@ -89,10 +102,12 @@ class ModelRun {
   }
 
   async run(steps: number): Promise<void> {
+    this.faults.install();
     await this.openEngine();
     let step = 0;
     try {
       for (; step < steps; step++) await this.step();
+      await this.endFaults();
       this.note('final check, then delete everything');
       await this.checkEverything();
       await this.deleteEverything();
@@ -104,7 +119,9 @@ class ModelRun {
         `model test failed: seed ${this.seed} (WEFT_MODEL_SEED=${this.seed}), step ${step}\nlast operations:\n${recent}\n${(err as Error).stack}`,
       );
     } finally {
+      this.faults.heal();
       await this.engine.close().catch(() => undefined);
+      this.faults.uninstall();
     }
   }
 
@@ -114,10 +131,109 @@ class ModelRun {
   }
 
   private async step(): Promise<void> {
+    if (this.faultSteps > 0 && --this.faultSteps === 0) await this.endFaults();
     const operation = this.rng.weighted(OPERATIONS);
     if (this.volumes.size === 0) return this.createVolume();
     const volume = this.rng.pick([...this.volumes.keys()]);
     await this.perform(operation, volume);
+  }
+
+  // ---- injected faults ----
+
+  private async startFaults(): Promise<void> {
+    if (this.faults.active) return;
+    this.faultSteps = this.rng.int(FAULT_PERIOD_STEPS[0], FAULT_PERIOD_STEPS[1]);
+    const withPool = this.rng.chance(0.3);
+    this.faults.affects = withPool ? (file) => isMetadataFile(file) || isPoolFile(file) : isMetadataFile;
+    if (this.rng.chance(0.5)) this.faults.diskFull = true;
+    else this.faults.failureRate = 0.3;
+    this.note(`faults on for ${this.faultSteps} steps: ${this.faults.diskFull ? 'disk full (ENOSPC)' : 'EIO at random'}${withPool ? ', pool files too' : ''}`);
+  }
+
+  /** The disk is healthy again: FLUSH must work at once, on a handle opened before and on a new one. */
+  private async endFaults(): Promise<void> {
+    if (!this.faults.active) return;
+    this.faults.heal();
+    this.faultSteps = 0;
+    const volume = [...this.volumes.keys()][0];
+    this.note(`faults off; flush ${volume ?? '(no volume)'} on an old and a new handle`);
+    if (volume === undefined) return;
+    await this.devices.get(volume).flush();
+    const fresh = this.engine.open(volume);
+    try {
+      await fresh.flush();
+    } finally {
+      fresh.close();
+    }
+  }
+
+  /**
+   * Awaits a request that writes data (zeroes for a trim) at offset. If it fails, which only
+   * injected faults may cause, each block it touched must hold its old content or the new one, and
+   * the model takes what is there; else the model takes the new content.
+   */
+  private async settleWrite(volume: string, offset: number, data: Buffer, request: Promise<void>): Promise<void> {
+    const model = this.volumes.get(volume)!;
+    try {
+      await request;
+    } catch (err) {
+      if (!this.faults.active) throw err;
+      this.note(`  failed under faults: ${(err as Error).message}`);
+      const first = Math.floor(offset / B);
+      const end = Math.ceil((offset + data.length) / B);
+      const actual = await this.devices.get(volume).read(first * B, (end - first) * B);
+      const written = Buffer.from(model.subarray(first * B, end * B));
+      data.copy(written, offset - first * B);
+      for (let b = 0; b < end - first; b++) {
+        const block = actual.subarray(b * B, (b + 1) * B);
+        if (block.equals(written.subarray(b * B, (b + 1) * B))) block.copy(model, (first + b) * B);
+        else if (!block.equals(model.subarray((first + b) * B, (first + b + 1) * B))) {
+          throw new Error(`failed write to ${volume} ${offset}+${data.length}: block ${first + b} holds neither its old nor its new content`);
+        }
+      }
+      returnBuffer(actual);
+      return;
+    }
+    data.copy(model, offset);
+  }
+
+  /**
+   * Flushes on two handles at once (one of another volume when there is one), as two clients would:
+   * the second shares or queues behind the first (group commit), also when that one fails.
+   */
+  private async flush(volume: string): Promise<void> {
+    const other = this.rng.pick([...this.volumes.keys()]);
+    this.note(`flush ${volume} and ${other} at once`);
+    await settleAll([this.settleFlush(this.devices.get(volume).flush()), this.settleFlush(this.devices.get(other).flush())]);
+  }
+
+  /** Awaits a flush; under injected faults it may fail (and then makes nothing durable). */
+  private async settleFlush(request: Promise<void>): Promise<void> {
+    try {
+      await request;
+    } catch (err) {
+      if (!this.faults.active) throw err;
+      this.note(`  flush failed under faults: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * Runs a control operation; true if it succeeded. It may fail only under injected faults, and
+   * then must leave the catalog exactly as it was.
+   */
+  private async control(operation: () => Promise<unknown>): Promise<boolean> {
+    const before = controlState(this.engine);
+    try {
+      await operation();
+      return true;
+    } catch (err) {
+      if (!this.faults.active) throw err;
+      this.note(`  failed under faults: ${(err as Error).message}`);
+      const after = controlState(this.engine);
+      if (after !== before) throw new Error(`a failed control operation changed the catalog: ${stateDifference(before, after)}`);
+      this.checkCatalog();
+      return false;
+    }
   }
 
   private perform(operation: Operation, volume: string): Promise<void> {
@@ -137,8 +253,7 @@ class ModelRun {
       case 'readSnapshot':
         return this.readSnapshot();
       case 'flush':
-        this.note(`flush ${volume}`);
-        return this.devices.get(volume).flush();
+        return this.flush(volume);
       case 'createSnapshot':
         return this.createSnapshot(volume);
       case 'snapshotDuringWrites':
@@ -161,6 +276,8 @@ class ModelRun {
         return this.readWhole(volume);
       case 'reopen':
         return this.reopen();
+      case 'faults':
+        return this.startFaults();
     }
   }
 
@@ -205,8 +322,7 @@ class ModelRun {
     this.note(`write ${volume} ${offset}+${length} fua=${fua}`);
     if (!this.hasRoom(length)) return this.note('  skipped: pool nearly full');
     const data = this.rng.bytes(length);
-    await this.devices.get(volume).write(offset, data, fua);
-    data.copy(model, offset);
+    await this.settleWrite(volume, offset, data, this.devices.get(volume).write(offset, data, fua));
     data.fill(0xee); // the caller may reuse its buffer once the write is done
   }
 
@@ -231,8 +347,7 @@ class ModelRun {
     const fua = this.rng.chance(0.1);
     this.note(`${how} ${volume} ${offset}+${length} fua=${fua}`);
     if (how === 'zeroes-no-hole' && !this.hasRoom(length)) return this.note('  skipped: pool nearly full');
-    await this.zeroOn(this.devices.get(volume), how, offset, length, fua);
-    model.fill(0, offset, offset + length);
+    await this.settleWrite(volume, offset, Buffer.alloc(length), this.zeroOn(this.devices.get(volume), how, offset, length, fua));
   }
 
   private zeroOn(device: OpenDevice, how: 'trim' | 'zeroes' | 'zeroes-no-hole', offset: number, length: number, fua: boolean): Promise<void> {
@@ -261,15 +376,16 @@ class ModelRun {
 
   /**
    * Several requests in flight at once on one volume. Writes, trims and zeroes touch disjoint
-   * bytes (possibly in the same block), so any order gives the same result; reads overlap each
-   * other but no write, so they see the state before the batch.
+   * bytes (possibly in the same block; under faults, disjoint blocks, so that a failed one can be
+   * told apart), so any order gives the same result; reads overlap each other but no write, so they
+   * see the state before the batch.
    */
   private async concurrent(volume: string): Promise<void> {
     const model = this.volumes.get(volume)!;
     const count = this.rng.int(2, 6);
     const changed: [number, number][] = [];
     const read: [number, number][] = [];
-    const applyAfter: (() => void)[] = [];
+    const writes: { offset: number; data: Buffer; request: Promise<void> }[] = [];
     const descriptions: string[] = [];
     const device = this.devices.get(volume);
     const requests: Promise<unknown>[] = [];
@@ -277,30 +393,34 @@ class ModelRun {
       const kind = this.rng.weighted({ write: 4, read: 4, trim: 1, zeroes: 1, flush: 1 });
       if (kind === 'flush') {
         descriptions.push('flush');
-        requests.push(device.flush());
+        requests.push(this.settleFlush(device.flush()));
         continue;
       }
       const [offset, length] = kind === 'read' ? this.readRange(model.length) : randomWriteRange(this.rng, model.length);
-      if (overlaps(changed, offset, length) || (kind !== 'read' && overlaps(read, offset, length))) continue;
+      const [blockOffset, blockLength] = [Math.floor(offset / B) * B, Math.ceil((offset + length) / B) * B - Math.floor(offset / B) * B];
+      const taken = this.faults.active ? overlaps(changed, blockOffset, blockLength) : overlaps(changed, offset, length);
+      if (taken || (kind !== 'read' && overlaps(read, offset, length))) continue;
+      if (kind === 'write' && !this.hasRoom(length * count)) continue;
       descriptions.push(`${kind} ${offset}+${length}`);
       if (kind === 'read') {
         read.push([offset, length]);
         requests.push(this.readAndCompare(device, volume, offset, length));
-      } else if (kind === 'write') {
-        if (!this.hasRoom(length * count)) continue;
-        changed.push([offset, length]);
-        const data = this.rng.bytes(length);
-        requests.push(device.write(offset, data, false));
-        applyAfter.push(() => data.copy(model, offset));
-      } else {
-        changed.push([offset, length]);
-        requests.push(kind === 'trim' ? device.trim(offset, length, false) : device.writeZeroes(offset, length, { fua: false, noHole: false }));
-        applyAfter.push(() => model.fill(0, offset, offset + length));
+        continue;
       }
+      changed.push(this.faults.active ? [blockOffset, blockLength] : [offset, length]);
+      const data = kind === 'write' ? this.rng.bytes(length) : Buffer.alloc(length);
+      const request =
+        kind === 'write'
+          ? device.write(offset, data, false)
+          : kind === 'trim'
+            ? device.trim(offset, length, false)
+            : device.writeZeroes(offset, length, { fua: false, noHole: false });
+      writes.push({ offset, data, request });
+      requests.push(request.catch(() => undefined)); // settled below
     }
     this.note(`concurrent ${volume}: ${descriptions.join(', ')}`);
     await settleAll(requests);
-    for (const apply of applyAfter) apply();
+    for (const { offset, data, request } of writes) await this.settleWrite(volume, offset, data, request);
   }
 
   private async readSnapshot(): Promise<void> {
@@ -326,16 +446,16 @@ class ModelRun {
     const name = this.name('v');
     const sizeBytes = this.newSize(B);
     this.note(`createVolume ${name} ${sizeBytes}`);
-    await this.engine.createVolume({ name, sizeBytes });
+    if (!(await this.control(() => this.engine.createVolume({ name, sizeBytes })))) return;
     this.volumes.set(name, Buffer.alloc(sizeBytes));
     this.checkCatalog();
   }
 
   private async deleteVolume(volume: string): Promise<void> {
-    for (const snapshot of this.snapshotsOf(volume)) await this.deleteSnapshotNamed(snapshot);
+    for (const snapshot of this.snapshotsOf(volume)) if (!(await this.deleteSnapshotNamed(snapshot))) return;
     this.note(`deleteVolume ${volume}`);
     this.devices.close(volume);
-    await this.engine.deleteVolume(volume);
+    if (!(await this.control(() => this.engine.deleteVolume(volume)))) return;
     this.volumes.delete(volume);
     this.checkCatalog();
   }
@@ -345,7 +465,7 @@ class ModelRun {
     if (model.length >= MAX_VOLUME_BYTES) return;
     const sizeBytes = this.rng.int(model.length / B + 1, MAX_VOLUME_BYTES / B) * B;
     this.note(`resize ${volume} ${model.length} -> ${sizeBytes}`);
-    await this.engine.resizeVolume(volume, sizeBytes);
+    if (!(await this.control(() => this.engine.resizeVolume(volume, sizeBytes)))) return;
     this.volumes.set(volume, Buffer.concat([model, Buffer.alloc(sizeBytes - model.length)]));
     this.checkCatalog();
   }
@@ -354,7 +474,7 @@ class ModelRun {
     if (this.objectCount >= MAX_OBJECTS) return;
     const name = this.name('s');
     this.note(`createSnapshot ${volume}@${name}`);
-    await this.engine.createSnapshot(volume, name);
+    if (!(await this.control(() => this.engine.createSnapshot(volume, name)))) return;
     this.snapshots.set(`${volume}@${name}`, Buffer.from(this.volumes.get(volume)!));
     this.checkCatalog();
   }
@@ -365,6 +485,7 @@ class ModelRun {
    */
   private async snapshotDuringWrites(volume: string): Promise<void> {
     if (this.objectCount >= MAX_OBJECTS) return;
+    if (this.faults.active) return this.note('snapshot during writes: skipped under faults');
     const model = this.volumes.get(volume)!;
     const before = Buffer.from(model);
     const device = this.devices.get(volume);
@@ -397,13 +518,15 @@ class ModelRun {
     if (this.snapshots.size > 0) await this.deleteSnapshotNamed(this.rng.pick([...this.snapshots.keys()]));
   }
 
-  private async deleteSnapshotNamed(exportName: string): Promise<void> {
+  /** Deletes a snapshot; false if that failed (under injected faults). */
+  private async deleteSnapshotNamed(exportName: string): Promise<boolean> {
     const [volume, name] = exportName.split('@');
     this.note(`deleteSnapshot ${exportName}`);
     this.devices.close(exportName);
-    await this.engine.deleteSnapshot(volume, name);
+    if (!(await this.control(() => this.engine.deleteSnapshot(volume, name)))) return false;
     this.snapshots.delete(exportName);
     this.checkCatalog();
+    return true;
   }
 
   private async clone(): Promise<void> {
@@ -414,7 +537,7 @@ class ModelRun {
     const sizeBytes = this.rng.chance(0.5) ? data.length : this.newSize(data.length);
     const name = this.name('v');
     this.note(`clone ${source} -> ${name} ${sizeBytes}`);
-    await this.engine.cloneVolume({ name, volume, snapshot, sizeBytes });
+    if (!(await this.control(() => this.engine.cloneVolume({ name, volume, snapshot, sizeBytes })))) return;
     this.volumes.set(name, Buffer.concat([data, Buffer.alloc(sizeBytes - data.length)]));
     this.checkCatalog();
   }
@@ -425,7 +548,7 @@ class ModelRun {
     const [volume, snapshot] = source.split('@');
     this.note(`revert ${volume} to ${source}`);
     this.devices.close(volume);
-    await this.engine.revertVolume(volume, snapshot);
+    if (!(await this.control(() => this.engine.revertVolume(volume, snapshot)))) return;
     this.volumes.set(volume, Buffer.from(this.snapshots.get(source)!));
     this.checkCatalog();
   }
@@ -438,6 +561,7 @@ class ModelRun {
 
   /** Close and open again: everything (close flushes) must still be there, and space accounted the same. */
   private async reopen(): Promise<void> {
+    await this.endFaults();
     this.note('flush, close and reopen the engine');
     await this.engine.flush(); // lets deferred frees go, so that usedBytes is exact
     const used = this.usedBytes();

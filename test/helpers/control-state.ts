@@ -1,0 +1,26 @@
+// What a control operation changes in an engine's catalog (volumes, snapshots, layers), as one
+// string: a control operation that failed must leave it exactly as it was (issue 7: it commits in
+// full or leaves nothing behind).
+
+import type { LocalEngine } from '../../fabric/volume/local-engine';
+
+export function controlState(engine: LocalEngine): string {
+  const catalog = engine.metadata.catalog;
+  return JSON.stringify({
+    volumes: catalog.volumes.map((v) => [v.name, v.sizeBytes, v.head, v.class, v.sourceSnapshot ?? null]),
+    snapshots: catalog.snapshots.map((s) => [s.volume, s.name, s.layer, s.sizeBytes]),
+    layers: catalog.layers.map((l) => [l.id, l.parent, l.pool, l.hidden ?? false]),
+  });
+}
+
+/** The first difference between two control states, for a failure message. */
+export function stateDifference(before: string, after: string): string {
+  const was = JSON.parse(before) as Record<string, unknown[]>;
+  const is = JSON.parse(after) as Record<string, unknown[]>;
+  for (const key of Object.keys(was)) {
+    const gone = was[key].filter((x) => !is[key].some((y) => JSON.stringify(y) === JSON.stringify(x)));
+    const added = is[key].filter((x) => !was[key].some((y) => JSON.stringify(y) === JSON.stringify(x)));
+    if (gone.length + added.length > 0) return `${key}: expected unchanged, found removed ${JSON.stringify(gone)}, added ${JSON.stringify(added)}`;
+  }
+  return 'unchanged';
+}

@@ -1,0 +1,99 @@
+// A fault-injecting file layer for tests: writes and syncs of chosen files (the metadata files,
+// optionally the pool files) fail with EIO at random or on demand, or with ENOSPC while the "disk is
+// full", which can be switched off again, like a full disk that gets space back. A failed call does
+// nothing: the file is left as it was.
+
+import * as fs from 'fs';
+import type { Pieces } from '../../fabric/pieces';
+import { FileOpsLayer } from './file-ops-layer';
+import type { Prng } from './prng';
+
+export type FaultCode = 'EIO' | 'ENOSPC';
+const ERRNO: Record<FaultCode, number> = { EIO: -5, ENOSPC: -28 };
+
+/** The files of a data dir that hold metadata (journal, checkpoint). */
+export const isMetadataFile = (file: string): boolean => file.includes('/meta/');
+/** A pool member's backing file. */
+export const isPoolFile = (file: string): boolean => /\/weft-pool-[^/]*\.img$/.test(file);
+
+export class FaultyFileOps extends FileOpsLayer {
+  /** While true, every write and sync of an affected file fails with ENOSPC. */
+  diskFull = false;
+  /** The chance that a write or sync of an affected file fails with EIO. */
+  failureRate = 0;
+  /** Which files faults hit (by path). */
+  affects: (file: string) => boolean = isMetadataFile;
+  /** Failures injected so far. */
+  injected = 0;
+  private readonly planned: FaultCode[] = [];
+
+  constructor(private readonly rng: Prng) {
+    super();
+  }
+
+  /** Makes the next write or sync of an affected file fail with code (queued in order). */
+  failNext(code: FaultCode, count = 1): void {
+    for (let i = 0; i < count; i++) this.planned.push(code);
+  }
+
+  /** Whether any fault may still be injected. */
+  get active(): boolean {
+    return this.diskFull || this.failureRate > 0 || this.planned.length > 0;
+  }
+
+  /** Ends every fault: the disk is healthy again. */
+  heal(): void {
+    this.diskFull = false;
+    this.failureRate = 0;
+    this.planned.length = 0;
+  }
+
+  override writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
+    this.throwIfFaulty(fd, 'write');
+    return this.below.writeSync(fd, buf, offset, length, position);
+  }
+
+  override writevSync(fd: number, pieces: Pieces, position: number): number {
+    this.throwIfFaulty(fd, 'writev');
+    return this.below.writevSync(fd, pieces, position);
+  }
+
+  override writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void {
+    const fault = this.fault(fd, 'writev');
+    if (fault) setImmediate(() => done(fault, 0));
+    else this.below.writev(fd, pieces, position, done);
+  }
+
+  override fdatasync(fd: number, done: (err: NodeJS.ErrnoException | null) => void): void {
+    const fault = this.fault(fd, 'fdatasync');
+    if (fault) setImmediate(() => done(fault));
+    else this.below.fdatasync(fd, done);
+  }
+
+  override fsyncSync(fd: number): void {
+    this.throwIfFaulty(fd, 'fsync');
+    this.below.fsyncSync(fd);
+  }
+
+  override ftruncateSync(fd: number, length: number): void {
+    this.throwIfFaulty(fd, 'ftruncate');
+    this.below.ftruncateSync(fd, length);
+  }
+
+  private throwIfFaulty(fd: number, syscall: string): void {
+    const fault = this.fault(fd, syscall);
+    if (fault) throw fault;
+  }
+
+  /** The error this call fails with, if it is to fail. */
+  private fault(fd: number, syscall: string): NodeJS.ErrnoException | undefined {
+    if (!this.active) return undefined;
+    const file = fs.readlinkSync(`/proc/self/fd/${fd}`);
+    if (!this.affects(file)) return undefined;
+    const code = this.planned.shift() ?? (this.diskFull ? 'ENOSPC' : this.rng.chance(this.failureRate) ? 'EIO' : undefined);
+    if (!code) return undefined;
+    this.injected++;
+    const message = code === 'EIO' ? 'i/o error' : 'no space left on device';
+    return Object.assign(new Error(`${code}: ${message} (injected), ${syscall} '${file}'`), { code, errno: ERRNO[code], syscall, path: file });
+  }
+}

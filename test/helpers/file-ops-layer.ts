@@ -1,0 +1,45 @@
+// A pass-through layer over the engine's file calls (fabric/store/file-io.ts), like an nbdkit
+// filter: a test layer extends it, overrides only the calls it changes, and is put in with install().
+
+import { setFileOps, type FileOps } from '../../fabric/store/file-io';
+import type { Pieces } from '../../fabric/pieces';
+
+export class FileOpsLayer implements FileOps {
+  /** The calls this layer passes on to: node's fs, or another layer. */
+  protected below!: FileOps;
+
+  /** Puts this layer on top of the file calls in use in this process. */
+  install(): this {
+    this.below = setFileOps(this);
+    return this;
+  }
+
+  /** Takes this layer out again (it must be the top one). */
+  uninstall(): void {
+    setFileOps(this.below);
+  }
+
+  writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
+    return this.below.writeSync(fd, buf, offset, length, position);
+  }
+
+  writevSync(fd: number, pieces: Pieces, position: number): number {
+    return this.below.writevSync(fd, pieces, position);
+  }
+
+  writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void {
+    this.below.writev(fd, pieces, position, done);
+  }
+
+  fdatasync(fd: number, done: (err: NodeJS.ErrnoException | null) => void): void {
+    this.below.fdatasync(fd, done);
+  }
+
+  fsyncSync(fd: number): void {
+    this.below.fsyncSync(fd);
+  }
+
+  ftruncateSync(fd: number, length: number): void {
+    this.below.ftruncateSync(fd, length);
+  }
+}
