@@ -96,7 +96,7 @@ export function applyChanges(catalog: Catalog, changes: CatalogChange[]): void {
  * catalog) and can be undone if it fails. It keeps the first image of each record it touches.
  */
 export class CatalogEdit {
-  private readonly before = new Map<string, { kind: Kind; key: string; image: unknown }>();
+  private readonly before = new Map<string, { kind: Kind; key: string; image: unknown; index: number }>();
 
   constructor(private readonly catalog: Catalog) {}
 
@@ -126,11 +126,12 @@ export class CatalogEdit {
   }
 
   /**
-   * Puts every touched record back as it was. A record that still exists keeps its identity (devices
-   * read their size through it). nextLayerId stays: layer ids are never reused.
+   * Puts every touched record back as it was, and where it was (last touched first). A record that
+   * still exists keeps its identity (devices read their size through it). nextLayerId stays: layer
+   * ids are never reused.
    */
   undo(): void {
-    for (const { kind, key, image } of this.before.values()) {
+    for (const { kind, key, image, index } of [...this.before.values()].reverse()) {
       const list = listOf(this.catalog, kind) as object[];
       const record = find(this.catalog, kind, key) as object | undefined;
       if (record && image) {
@@ -139,7 +140,7 @@ export class CatalogEdit {
       } else if (record) {
         list.splice(list.indexOf(record), 1);
       } else if (image) {
-        list.push(image as object);
+        list.splice(index, 0, image as object);
       }
     }
     this.before.clear();
@@ -149,7 +150,8 @@ export class CatalogEdit {
     const id = `${kind}:${key}`;
     if (this.before.has(id)) return;
     const record = find(this.catalog, kind, key);
-    this.before.set(id, { kind, key, image: record && structuredClone(record) });
+    const index = (listOf(this.catalog, kind) as unknown[]).indexOf(record);
+    this.before.set(id, { kind, key, image: record && structuredClone(record), index });
   }
 }
 

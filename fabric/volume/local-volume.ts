@@ -251,21 +251,28 @@ export class LocalVolume implements BlockDevice {
    * Writes whole blocks at block first; the pieces hold whole blocks in all, not each. The journal
    * records (block -> physical, crc) go out before the data, so that after a crash recovery can
    * tell, by checksum, whether the data landed.
+   *
+   * The data goes to newly allocated blocks, never over a block the head already maps: after a power
+   * cut the new data may be on disk while its journal record, not yet synced, is not, and the block
+   * would then fail the checksum the durable map holds, losing the old contents with the new. Only
+   * when the pool has no room for that does a write go in place, and then its records are synced
+   * before its data is written.
    */
   private async writeBlocks(first: number, blocks: Pieces): Promise<void> {
     const count = totalBytes(blocks) / B;
     const head = this.chain[0];
-    const targets = new Array<number>(count);
-    let fresh = 0;
-    for (let i = 0; i < count; i++) {
-      const value = head.value(first + i);
-      if (value >= FIRST_PHYSICAL) targets[i] = value - FIRST_PHYSICAL;
-      else {
-        targets[i] = -1;
-        fresh++;
+    const targets = new Array<number>(count).fill(-1);
+    let inPlace = false;
+    if (!(await this.allocateInto(targets, count))) {
+      let fresh = 0;
+      for (let i = 0; i < count; i++) {
+        const value = head.value(first + i);
+        if (value >= FIRST_PHYSICAL) targets[i] = value - FIRST_PHYSICAL;
+        else fresh++;
       }
+      if (fresh === count || (fresh > 0 && !(await this.allocateInto(targets, fresh)))) throw new IoError('ENOSPC', `pool ${this.pool.poolClass} is full`);
+      inPlace = fresh < count;
     }
-    if (fresh > 0) await this.allocateInto(targets, fresh);
     const crcs = new Uint32Array(count);
     crc32cPieces(blocks, B, crcs);
     const metadata = this.host.metadata;
@@ -280,7 +287,8 @@ export class LocalVolume implements BlockDevice {
     }
     this.host.writeStarted(firstSeq);
     try {
-      await metadata.writeOut();
+      if (inPlace) await metadata.sync();
+      else await metadata.writeOut();
       await this.writeRuns(targets, blocks);
     } catch (err) {
       this.undoIntents(first, count, targets);
@@ -297,14 +305,14 @@ export class LocalVolume implements BlockDevice {
     this.host.writeFinished(firstSeq);
   }
 
-  /** Fills the -1 entries of targets with newly allocated blocks. */
-  private async allocateInto(targets: number[], fresh: number): Promise<void> {
+  /** Fills the -1 entries of targets with newly allocated blocks; false if the pool has no room. */
+  private async allocateInto(targets: number[], fresh: number): Promise<boolean> {
     let runs = this.pool.allocator.allocate(fresh);
     if (!runs && this.pool.allocator.pendingCount > 0) {
       await this.host.flush(); // frees deferred until the journal is durable
       runs = this.pool.allocator.allocate(fresh);
     }
-    if (!runs) throw new IoError('ENOSPC', `pool ${this.pool.poolClass} is full`);
+    if (!runs) return false;
     let run = 0;
     let next = runs[0].start;
     let left = runs[0].count;
@@ -318,6 +326,7 @@ export class LocalVolume implements BlockDevice {
       targets[i] = next++;
       left--;
     }
+    return true;
   }
 
   /** Writes blocks to their targets, one pool write per physically contiguous run. */

@@ -221,6 +221,9 @@ class Workload {
     try {
       await running;
     } catch (err) {
+      // A pool whose fdatasync failed refuses everything until a restart (fail-stop): restart it the
+      // way the parent checks, by dying; recovery must then find every acknowledged write.
+      if (/refuse writes and flushes from now on/.test((err as Error).message)) process.kill(process.pid, 'SIGKILL');
       failure = JSON.stringify((err as Error).message);
     }
     process.stdout.write(failure === undefined ? `A ${op.id}\n` : `F ${op.id} ${failure}\n`);

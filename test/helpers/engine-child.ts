@@ -9,7 +9,15 @@ import * as readline from 'readline';
 import pino from 'pino';
 import { WeftError, IoError } from '../../fabric/errors';
 import { LocalEngine } from '../../fabric/volume/local-engine';
-import { installFaultyFiles, type Faults } from './metadata-faults';
+import { FaultyFileOps, isMetadataFile, isPoolFile } from './faulty-fs';
+import { Prng } from './prng';
+
+/** Faults of the metadata disk or the pool's: which calls fail, and how. */
+export interface Faults {
+  code: 'ENOSPC' | 'EIO';
+  calls: ('write' | 'sync')[];
+  files: 'metadata' | 'pool';
+}
 
 export type EngineCommand =
   | { op: 'createVolume'; name: string; sizeBytes: number }
@@ -30,7 +38,15 @@ export type EngineCommand =
   | { op: 'churn'; volumes: number; snapshots: boolean };
 
 async function main(): Promise<void> {
-  const faults = installFaultyFiles();
+  const faulty = new FaultyFileOps(new Prng(1)).install();
+  const setFaults = (faults: Faults | undefined) => {
+    faulty.heal();
+    if (!faults) return;
+    faulty.affects = faults.files === 'pool' ? isPoolFile : isMetadataFile;
+    faulty.calls = new Set(faults.calls);
+    if (faults.code === 'ENOSPC') faulty.diskFull = true;
+    else faulty.failureRate = 1;
+  };
   const engine = await LocalEngine.open({ ...JSON.parse(process.argv[2]), logger: pino({ level: 'silent' }) });
   const run = async (command: EngineCommand): Promise<unknown> => {
     switch (command.op) {
@@ -60,7 +76,7 @@ async function main(): Promise<void> {
         return outcomes.map((o) => o.status);
       }
       case 'faults':
-        return faults.set(command.faults);
+        return setFaults(command.faults);
       case 'list':
         return { volumes: engine.listVolumes().map((v) => [v.name, v.sizeBytes]), snapshots: engine.listSnapshots().map((s) => `${s.volume}@${s.name}`) };
       case 'churn':

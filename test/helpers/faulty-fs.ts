@@ -16,6 +16,8 @@ export const isMetadataFile = (file: string): boolean => file.includes('/meta/')
 /** A pool member's backing file. */
 export const isPoolFile = (file: string): boolean => /\/weft-pool-[^/]*\.img$/.test(file);
 
+type FaultySyscall = 'write' | 'writev' | 'fdatasync' | 'fsync' | 'ftruncate';
+
 export class FaultyFileOps extends FileOpsLayer {
   /** While true, every write and sync of an affected file fails with ENOSPC. */
   diskFull = false;
@@ -23,6 +25,8 @@ export class FaultyFileOps extends FileOpsLayer {
   failureRate = 0;
   /** Which files faults hit (by path). */
   affects: (file: string) => boolean = isMetadataFile;
+  /** Which calls faults hit: writes (and truncates), syncs, or both. */
+  calls: ReadonlySet<'write' | 'sync'> = new Set(['write', 'sync']);
   /** Failures injected so far. */
   injected = 0;
   private readonly planned: FaultCode[] = [];
@@ -80,14 +84,14 @@ export class FaultyFileOps extends FileOpsLayer {
     this.below.ftruncateSync(fd, length);
   }
 
-  private throwIfFaulty(fd: number, syscall: string): void {
+  private throwIfFaulty(fd: number, syscall: FaultySyscall): void {
     const fault = this.fault(fd, syscall);
     if (fault) throw fault;
   }
 
   /** The error this call fails with, if it is to fail. */
-  private fault(fd: number, syscall: string): NodeJS.ErrnoException | undefined {
-    if (!this.active) return undefined;
+  private fault(fd: number, syscall: FaultySyscall): NodeJS.ErrnoException | undefined {
+    if (!this.active || !this.calls.has(syscall === 'fdatasync' || syscall === 'fsync' ? 'sync' : 'write')) return undefined;
     const file = fs.readlinkSync(`/proc/self/fd/${fd}`);
     if (!this.affects(file)) return undefined;
     const code = this.planned.shift() ?? (this.diskFull ? 'ENOSPC' : this.rng.chance(this.failureRate) ? 'EIO' : undefined);

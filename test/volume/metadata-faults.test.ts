@@ -11,10 +11,10 @@ import pino from 'pino';
 import { Journal } from '../../fabric/store/journal';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import { MetadataDamaged } from '../../fabric/volume/metadata';
+import type { Faults } from '../helpers/engine-child';
 import { EngineProcess } from '../helpers/engine-process';
 
 const MiB = 1024 * 1024;
-const META = '/meta/';
 
 let dir: string;
 let child: EngineProcess | undefined;
@@ -86,7 +86,7 @@ function fingerprint(): string[] {
   return out;
 }
 
-const ENOSPC_ON_META_WRITES = { code: 'ENOSPC' as const, calls: ['write' as const], pathContains: META };
+const ENOSPC_ON_META_WRITES: Faults = { code: 'ENOSPC', calls: ['write'], files: 'metadata' };
 
 describe('a failing metadata disk', () => {
   test('a trim whose journal write failed is written, in order, by the next FLUSH: its blocks are reused only then, and it survives kill -9', async () => {
@@ -133,7 +133,7 @@ describe('a failing metadata disk', () => {
     const e = start();
     await e.ok({ op: 'createVolume', name: 'a', sizeBytes: 4 * MiB });
     await e.ok({ op: 'write', volume: 'a', offset: 0, length: MiB, byte: 0x33 });
-    await e.ok({ op: 'faults', faults: { code: 'EIO', calls: ['write', 'sync'], pathContains: META } });
+    await e.ok({ op: 'faults', faults: { code: 'EIO', calls: ['write', 'sync'], files: 'metadata' } });
     expect(await e.ok({ op: 'flushes', count: 3 })).toEqual(['rejected', 'rejected', 'rejected']);
     expect((await e.send({ op: 'write', volume: 'a', offset: MiB, length: MiB, byte: 0x44, fua: true })).ok).toBe(false);
     await e.ok({ op: 'faults' });
@@ -152,7 +152,7 @@ describe('a failing metadata disk', () => {
     await e.ok({ op: 'write', volume: 'a', offset: 0, length: MiB, byte: 0x66 });
     await e.ok({ op: 'flush' });
     await e.ok({ op: 'write', volume: 'a', offset: MiB, length: MiB, byte: 0x67 });
-    await e.ok({ op: 'faults', faults: { code: 'EIO', calls: ['sync'], pathContains: '/pool/' } });
+    await e.ok({ op: 'faults', faults: { code: 'EIO', calls: ['sync'], files: 'pool' } });
     expect((await e.send({ op: 'flush' })).ok).toBe(false);
     await e.ok({ op: 'faults' });
     expect(await e.send({ op: 'flush' })).toMatchObject({ ok: false, error: expect.stringMatching(/could not be synced.*Restart weftd/) });
@@ -167,7 +167,7 @@ describe('a failing metadata disk', () => {
   describe.each([
     ['journal writes fail with ENOSPC', ENOSPC_ON_META_WRITES, 'RESOURCE_EXHAUSTED'],
     // The record reaches the file, then its sync fails: it must be cancelled.
-    ['journal syncs fail with EIO', { code: 'EIO' as const, calls: ['sync' as const], pathContains: META }, 'UNAVAILABLE'],
+    ['journal syncs fail with EIO', { code: 'EIO', calls: ['sync'], files: 'metadata' } as Faults, 'UNAVAILABLE'],
   ])('control operations while %s', (_name, faults, kind) => {
     test('each is refused and leaves nothing behind, in memory and after kill -9', async () => {
       const e = start();
