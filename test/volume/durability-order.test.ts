@@ -56,12 +56,12 @@ afterEach(async () => {
 });
 
 /** An engine on dir/data with its pool in dir/pool; syncs only on FLUSH and FUA (no timer). */
-async function openEngine(dir: string, poolBytes = 16 * MiB): Promise<LocalEngine> {
+async function openEngine(dir: string, poolBytes = 16 * MiB, log = logger): Promise<LocalEngine> {
   fs.mkdirSync(path.join(dir, 'pool'), { recursive: true });
   const engine = await LocalEngine.open({
     dataDir: path.join(dir, 'data'),
     pools: [{ class: 'default', path: path.join(dir, 'pool'), sizeBytes: poolBytes }],
-    logger,
+    logger: log,
     syncIntervalMs: 0,
   });
   engines.push(engine);
@@ -106,8 +106,8 @@ function crashCopy(): string {
 }
 
 /** Opens the crash copy (recovery runs) and reads a volume's range; rejects on a checksum error. */
-async function readAfterCrash(copy: string, name: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-  const engine = await openEngine(copy);
+async function readAfterCrash(copy: string, name: string, offsetBytes: number, lengthBytes: number, log = logger): Promise<Buffer> {
+  const engine = await openEngine(copy, undefined, log);
   const device = engine.open(name);
   try {
     return await device.read(offsetBytes, lengthBytes);
@@ -187,8 +187,12 @@ test('recovery rolls back every unsynced write whose data did not land, the olde
   await dataWrites.whenHeld(3);
   const copy = crashCopy();
 
-  const data = await readAfterCrash(copy, 'v', 0, 4 * BIG);
+  const lines: string[] = [];
+  const data = await readAfterCrash(copy, 'v', 0, 4 * BIG, pino({ level: 'info' }, { write: (line: string) => lines.push(line) }));
   expect(mismatches(data, [[0, 3 * BIG, OLD], [3 * BIG, 3 * BIG + BLOCK, NEW], [3 * BIG + BLOCK, 4 * BIG, OLD]])).toEqual([]);
+  // The startup log counts the blocks checked and, apart, those rolled back: the three held writes.
+  const opened = lines.map((line) => JSON.parse(line) as { msg: string; checked?: number; rolledBack?: number }).find((l) => l.msg === 'storage engine open');
+  expect(opened).toMatchObject({ checked: (3 * BIG + BLOCK) / BLOCK, rolledBack: (3 * BIG) / BLOCK });
 });
 
 describe('a FLUSH fdatasyncs the pool file after the write it follows completed', () => {
