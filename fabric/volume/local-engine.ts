@@ -358,16 +358,30 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
     return new DeviceHandle(exported.device, () => exported.connections--);
   }
 
+  /**
+   * Flushes, checkpoints and lets go of the files and the lock. If the final flush or checkpoint
+   * fails (a failing disk), it still lets go, so that a restart can recover from the journal, and
+   * then rejects with the failure.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.control(async () => {
+    const final = this.control(async () => {
       this.closed = true;
       if (this.timer) clearInterval(this.timer);
       await this.flushAll();
       await this.checkpoint();
     });
-    await this.inSyncLane(() => this.releaseFiles());
+    const failure = await final.then(() => undefined, (err: unknown) => err);
+    await this.inSyncLane(async () => {
+      // Records still held in memory (trims, say) go to the journal if it can take them now.
+      if (failure !== undefined) await this.metadata.writeOut().catch(() => undefined);
+      this.releaseFiles();
+    });
     releaseLock(this.dataDir);
+    if (failure !== undefined) {
+      this.logger.error({ err: failure, dataDir: this.dataDir }, 'storage engine closed without its final flush: the next start recovers from the journal');
+      throw failure;
+    }
     this.logger.info({ dataDir: this.dataDir }, 'storage engine closed');
   }
 

@@ -158,7 +158,13 @@ class ModelRun {
     const volume = [...this.volumes.keys()][0];
     this.note(`faults off; flush ${volume ?? '(no volume)'} on an old and a new handle`);
     if (volume === undefined) return;
-    await this.devices.get(volume).flush();
+    try {
+      await this.devices.get(volume).flush();
+    } catch (err) {
+      // A pool whose fdatasync failed refuses everything until a restart (fail-stop).
+      if (!/refuse writes and flushes from now on/.test((err as Error).message)) throw err;
+      return this.restartAfterFailStop();
+    }
     const fresh = this.engine.open(volume);
     try {
       await fresh.flush();
@@ -569,6 +575,24 @@ class ModelRun {
     await this.engine.close();
     await this.openEngine();
     expectEqual(this.usedBytes(), used, 'pool usedBytes across a restart');
+    this.checkCatalog();
+    await this.checkEverything();
+  }
+
+  /**
+   * The engine stopped its pool after a failed sync: close (its final flush fails) and open again;
+   * recovery must keep every write that was acknowledged.
+   */
+  private async restartAfterFailStop(): Promise<void> {
+    this.note('  the pool stopped after a failed sync: close (failing) and reopen the engine');
+    this.devices.closeAll();
+    await this.engine.close().then(
+      () => {
+        throw new Error('close flushed a pool that had stopped after a failed sync');
+      },
+      () => undefined,
+    );
+    await this.openEngine();
     this.checkCatalog();
     await this.checkEverything();
   }
