@@ -40,6 +40,8 @@ function selectJobs(filter: string | undefined): Job[] {
 interface Server {
   name: 'weft' | 'qemu-nbd' | 'nbdkit';
   uri: string;
+  /** weft's /metrics, where its event-loop delay is read. */
+  metricsUrl?: string;
 }
 
 /** A 1 GiB export of each server; every one is stopped by stopAll(), whatever happens. */
@@ -54,7 +56,7 @@ class Servers {
     fs.mkdirSync(poolDir);
     const node = await startWeftd({ dataDir: path.join(this.dir, 'weft-data'), pools: [`bench:${poolDir}:${2 * VOLUME_BYTES}`] });
     mustSucceed('weft volume create', await node.weft(['volume', 'create', 'bench', '--size', String(VOLUME_BYTES)]));
-    this.list.push({ name: 'weft', uri: node.nbdUri('bench') });
+    this.list.push({ name: 'weft', uri: node.nbdUri('bench'), metricsUrl: `http://127.0.0.1:${node.metricsPort}/metrics` });
   }
 
   async startQemuNbd(): Promise<void> {
@@ -141,22 +143,46 @@ function median(values: number[]): number {
 }
 
 type Results = Map<string, Map<Server['name'], number>>;
+/** weft's event-loop delay during each job, in ms: the worst p99 and max of its repetitions. */
+type LoopDelays = Map<string, { p99: number; max: number }>;
+
+/**
+ * weft's event-loop delay since the last read, in ms (prom-client's monitorEventLoopDelay
+ * histogram, which each scrape of /metrics reads and resets).
+ */
+async function eventLoopDelay(metricsUrl: string): Promise<{ p99: number; max: number }> {
+  const text = await (await fetch(metricsUrl)).text();
+  const seconds = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return { p99: seconds('nodejs_eventloop_lag_p99_seconds') * 1000, max: seconds('nodejs_eventloop_lag_max_seconds') * 1000 };
+}
 
 /** Every job on every server, repetitions interleaved across servers so that drift hits all alike. */
-async function measure(servers: Server[], dir: string): Promise<Results> {
+async function measure(servers: Server[], dir: string): Promise<{ results: Results; delays: LoopDelays }> {
   const results: Results = new Map();
+  const delays: LoopDelays = new Map();
   for (const job of JOBS) {
     const samples = new Map<Server['name'], number[]>(servers.map((server) => [server.name, []]));
     for (let repetition = 1; repetition <= REPEAT; repetition++) {
       for (const server of servers) {
+        if (server.metricsUrl) await eventLoopDelay(server.metricsUrl); // starts a fresh period
         const value = await runJob(job, server, dir);
         samples.get(server.name)?.push(value);
         console.error(`  ${job.name} #${repetition} ${server.name}: ${Math.round(value)} ${job.unit}`);
+        if (!server.metricsUrl) continue;
+        const delay = await eventLoopDelay(server.metricsUrl);
+        const worst = delays.get(job.name) ?? { p99: 0, max: 0 };
+        delays.set(job.name, { p99: Math.max(worst.p99, delay.p99), max: Math.max(worst.max, delay.max) });
       }
     }
     results.set(job.name, new Map([...samples].map(([name, values]) => [name, median(values)])));
   }
-  return results;
+  return { results, delays };
+}
+
+function delayTable(delays: LoopDelays): string {
+  const lines = ['| job | weft event-loop delay p99 (ms) | max (ms) |', '|---|---|---|'];
+  for (const [job, { p99, max }] of delays) lines.push(`| ${job} | ${p99.toFixed(1)} | ${max.toFixed(1)} |`);
+  return lines.join('\n');
 }
 
 function table(results: Results): string {
@@ -171,10 +197,15 @@ function table(results: Results): string {
   return lines.join('\n');
 }
 
-function saveResults(markdown: string, results: Results): string {
+function saveResults(markdown: string, results: Results, delays: LoopDelays): string {
   fs.mkdirSync(OUT_DIR, { recursive: true });
   const base = path.join(OUT_DIR, new Date().toISOString().replace(/[:.]/g, '-'));
-  const json = { seconds: SECONDS, repeat: REPEAT, results: Object.fromEntries([...results].map(([job, row]) => [job, Object.fromEntries(row)])) };
+  const json = {
+    seconds: SECONDS,
+    repeat: REPEAT,
+    results: Object.fromEntries([...results].map(([job, row]) => [job, Object.fromEntries(row)])),
+    weftEventLoopDelayMs: Object.fromEntries(delays),
+  };
   fs.writeFileSync(`${base}.md`, `${markdown}\n`);
   fs.writeFileSync(`${base}.json`, `${JSON.stringify(json, null, 2)}\n`);
   return base;
@@ -192,10 +223,10 @@ async function main(): Promise<void> {
     await servers.startQemuNbd();
     await servers.startNbdkit();
     for (const server of servers.list) console.error(`  fill ${server.name}: ${Math.round(await fill(server, dir))} MB/s`);
-    const results = await measure(servers.list, dir);
-    const markdown = table(results);
+    const { results, delays } = await measure(servers.list, dir);
+    const markdown = `${table(results)}\n\n${delayTable(delays)}`;
     console.log(markdown);
-    console.error(`bench: results in ${saveResults(markdown, results)}.{md,json}`);
+    console.error(`bench: results in ${saveResults(markdown, results, delays)}.{md,json}`);
   } finally {
     await servers.stopAll();
   }
