@@ -277,7 +277,6 @@ function requestedContentSource(source: Source | undefined): csi.VolumeContentSo
   return null;
 }
 
-/** A clone lives in its source's pool: a class parameter must name that one. */
 /** A clone lives where its source's blocks are: in the source's class. */
 function checkSourceClass(source: { name: string; class: string }, parameters: VolumeParameters): void {
   if (parameters.class && parameters.class !== source.class) {
