@@ -8,7 +8,6 @@ import type { WeftClient } from '../../fabric/api/client';
 import type { NodeStatus } from '../../fabric/api/node-info';
 import { reachableAddress } from '../../fabric/api/node-info';
 import type { VolumeInfo } from '../../fabric/volume/types';
-import { podIdentity } from '../kubernetes/pod-identity';
 import { allocationIdFromTargetPath } from '../nomad/alloc-id';
 import type { Attacher, Attachment } from './attach/attacher';
 import type { FilesystemStats } from './attach/mount';
@@ -21,7 +20,7 @@ import type { NodeStateStore, Publication, VolumeState } from './node-state';
 import { serviceImplementation } from './rpc';
 import { nodeSegments, type Place } from './topology';
 import { DEFAULT_FS_TYPE, fsTypeOf, isBlock, requireCapability, requirePath, requireString, requireVolumePath, unsupportedReason, type FsType } from './validate';
-import type { Workload } from './workload';
+import { podIdentity, type Workload } from './workload';
 
 /**
  * The host helpers of attach/ (mount.ts, devices.ts), passed in so that this file holds only the
