@@ -15,7 +15,7 @@ import { page } from './paging';
 import { checkSnapshotParameters, parseParameters, type VolumeParameters } from './parameters';
 import { cloneSnapshotName, isCloneSnapshot, isWeftName, parseSnapshotId, weftName, type SnapshotRef } from './names';
 import { serviceImplementation } from './rpc';
-import { checkRequirement, includes, type Place } from './topology';
+import { checkLocality, checkRequirement, includes, type Place } from './topology';
 import { firstUnsupported, requireCapabilities, requireCapability, requireName, requireString, unsupportedReason } from './validate';
 
 const CAPABILITIES = [
@@ -69,13 +69,11 @@ export class ControllerServer {
     const source = requestedSource(request.volume_content_source);
     const place = await this.place();
     checkRequirement(request.accessibility_requirements, place);
+    if (parameters.locality) checkLocality(request.accessibility_requirements, place);
     const volume = weftName(name);
     return this.inFlight.run(`volume ${volume}`, async () => {
       const existing = await unlessNotFound(this.client.getVolume(volume));
       const info = existing ? await this.reuse(existing, name, range, parameters, source) : await this.provision(volume, range, parameters, source);
-      if (parameters.replicas > 1) {
-        this.logger.warn({ volume, replicas: parameters.replicas }, 'replicas > 1 asked for: recorded, but volumes have a single copy on this node until clustering lands');
-      }
       return { volume: csiVolume(info, place) };
     });
   }
@@ -277,7 +275,6 @@ function requestedContentSource(source: Source | undefined): csi.VolumeContentSo
   return null;
 }
 
-/** A clone lives in its source's pool: a class parameter must name that one. */
 /** A clone lives where its source's blocks are: in the source's class. */
 function checkSourceClass(source: { name: string; class: string }, parameters: VolumeParameters): void {
   if (parameters.class && parameters.class !== source.class) {

@@ -8,7 +8,6 @@ import type { WeftClient } from '../../fabric/api/client';
 import type { NodeStatus } from '../../fabric/api/node-info';
 import { reachableAddress } from '../../fabric/api/node-info';
 import type { VolumeInfo } from '../../fabric/volume/types';
-import { podIdentity } from '../kubernetes/pod-identity';
 import { allocationIdFromTargetPath } from '../nomad/alloc-id';
 import type { Attacher, Attachment } from './attach/attacher';
 import type { FilesystemStats } from './attach/mount';
@@ -20,8 +19,8 @@ import { isWeftName } from './names';
 import type { NodeStateStore, Publication, VolumeState } from './node-state';
 import { serviceImplementation } from './rpc';
 import { nodeSegments, type Place } from './topology';
-import { DEFAULT_FS_TYPE, fsTypeOf, isBlock, requireCapability, requirePath, requireString, unsupportedReason, type FsType } from './validate';
-import type { Workload } from './workload';
+import { DEFAULT_FS_TYPE, fsTypeOf, isBlock, requireCapability, requirePath, requireString, requireVolumePath, unsupportedReason, type FsType } from './validate';
+import { podIdentity, type Workload } from './workload';
 
 /**
  * The host helpers of attach/ (mount.ts, devices.ts), passed in so that this file holds only the
@@ -182,6 +181,7 @@ export class NodeServer {
     state.publications = [];
     await this.tools.unmount(state.stagingPath);
     if (state.attachment) await this.attacher.detach(state.attachment);
+    if (!this.state.removeWorkDir(state.volume)) this.logger.warn({ volume: state.volume, workDir: this.state.workDir(state.volume) }, 'work dir not empty after detach: left in place');
     this.state.remove(state.volume);
     await this.report(state);
   }
@@ -282,7 +282,7 @@ export class NodeServer {
 
   private async volumeStats(request: csi.NodeGetVolumeStatsRequest): Promise<object> {
     const volume = requireString('volume_id', request.volume_id);
-    const volumePath = requirePath('volume_path', request.volume_path);
+    const volumePath = requireVolumePath('volume_path', request.volume_path);
     const state = this.stateAt(volume, volumePath);
     const condition = await this.condition(state, volumePath);
     if (condition.abnormal) return { usage: [], volume_condition: condition };
@@ -316,7 +316,7 @@ export class NodeServer {
    */
   private async expand(request: csi.NodeExpandVolumeRequest): Promise<object> {
     const volume = requireString('volume_id', request.volume_id);
-    const volumePath = requirePath('volume_path', request.volume_path);
+    const volumePath = requireVolumePath('volume_path', request.volume_path);
     const range = checkRange('capacity_range', request.capacity_range);
     if (request.volume_capability) {
       const unsupported = unsupportedReason(requireCapability('volume_capability', request.volume_capability));

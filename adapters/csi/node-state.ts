@@ -75,6 +75,21 @@ export class NodeStateStore {
     return path.join(this.dir, 'attach', volume);
   }
 
+  /**
+   * Removes the volume's work dir once its attachment is gone. Only when empty: what an attacher
+   * left inside is not ours to delete, and stays there to be looked at. False when it stays.
+   */
+  removeWorkDir(volume: string): boolean {
+    try {
+      fs.rmdirSync(this.workDir(volume));
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return true;
+      if ((error as NodeJS.ErrnoException).code === 'ENOTEMPTY') return false;
+      throw error;
+    }
+  }
+
   private file(volume: string): string {
     return path.join(this.dir, volume + SUFFIX);
   }

@@ -1,6 +1,6 @@
 // Topology: a volume is reachable from the node that holds it (topology.weft.io/node); a node also
 // reports its zone (topology.weft.io/zone) when weftd has one. Requirements are checked against
-// this node's segments.
+// this node's segments, and so is locality.
 
 import { resourceExhausted } from './errors';
 import type { StringMap, Topology, TopologyRequirement } from './messages';
@@ -40,4 +40,19 @@ export function checkRequirement(requirement: TopologyRequirement | null, place:
   if (requisite.length === 0 || requisite.some((topology) => includes(topology, place))) return;
   const wanted = requisite.map((topology) => JSON.stringify(topology.segments)).join(', ');
   throw resourceExhausted(`volumes are made on node ${place.nodeId} (${JSON.stringify(nodeSegments(place))}), which no requisite topology includes: ${wanted}`);
+}
+
+/**
+ * With locality, the first replica goes where the workload runs: the CO's first preferred topology
+ * (Kubernetes puts the node it scheduled the pod on there). Volumes are made on this node only, so
+ * another node is refused rather than silently ignored: RESOURCE_EXHAUSTED, as the spec says for a
+ * topology the plugin cannot provision in, so that the CO schedules the workload again.
+ */
+export function checkLocality(requirement: TopologyRequirement | null, place: Place): void {
+  const workloadAt = requirement?.preferred?.[0];
+  if (!workloadAt || includes(workloadAt, place)) return;
+  throw resourceExhausted(
+    `parameter locality "true" asks for the first replica where the workload runs, ${JSON.stringify(workloadAt.segments)}; ` +
+      `volumes are made only on node ${place.nodeId} until the cluster lands`,
+  );
 }

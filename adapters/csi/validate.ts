@@ -35,6 +35,16 @@ export function requirePath(field: string, value: string | undefined | null): st
   return path.normalize(given);
 }
 
+/**
+ * A path where the CO says a volume is (NodeGetVolumeStats, NodeExpandVolume): required. A relative
+ * one is not refused as malformed: like any path the volume is not staged or published at, it
+ * names no volume, which the caller answers with NOT_FOUND as the spec says.
+ */
+export function requireVolumePath(field: string, value: string | undefined | null): string {
+  const given = requireString(field, value);
+  return path.isAbsolute(given) ? path.normalize(given) : given;
+}
+
 /** A capability with an access type and an access mode; whether Weft supports it is another matter. */
 export function requireCapability(field: string, capability: VolumeCapability | null | undefined): VolumeCapability {
   if (!capability) throw invalidArgument(`${field} is required`);

@@ -129,9 +129,10 @@ describe('CreateVolume', () => {
     expect(await csi.code('CreateVolume', volumeRequest('too-big', { parameters: { class: 'ssd' }, capacity_range: { required_bytes: 2 * GiB } }))).toBe('RESOURCE_EXHAUSTED');
   });
 
-  it('accepts replicas > 1 and says in the log that volumes have one copy for now', async () => {
-    await createVolume('replicated', { parameters: { replicas: '3' } });
-    expect(weftd.logs()).toMatch(/"volume":"replicated".*"replicas":3.*single copy/);
+  it('refuses replicas > 1 (one copy is all a node keeps until replication lands), and makes nothing', async () => {
+    const error = await csi.failure('CreateVolume', volumeRequest('replicated', { parameters: { replicas: '3' } }));
+    expect({ code: error.code, details: error.details }).toEqual({ code: 3, details: expect.stringMatching(/replicas "3" cannot be kept/) });
+    expect(await csi.code('ControllerGetVolume', { volume_id: 'replicated' })).toBe('NOT_FOUND');
   });
 
   it('maps long and odd names to valid volume ids, the same one every time, also after a restart', async () => {
@@ -167,6 +168,19 @@ describe('CreateVolume', () => {
 
     it('treats preferred topologies as a wish', async () => {
       expect((await createVolume('topo-preferred', { accessibility_requirements: { preferred: [elsewhere] } })).volume_id).toBe('topo-preferred');
+    });
+
+    it('with locality, makes the volume where the workload runs (the first preferred topology) when that is this node', async () => {
+      const requirement = { requisite: [elsewhere, here], preferred: [here, elsewhere] };
+      const volume = await createVolume('local', { parameters: { locality: 'true' }, accessibility_requirements: requirement });
+      expect(volume.accessible_topology).toEqual([{ segments: { [NODE_KEY]: 'node-a' } }]);
+    });
+
+    it('with locality, refuses a workload on another node (RESOURCE_EXHAUSTED, so the CO schedules again), and makes nothing', async () => {
+      const requirement = { requisite: [elsewhere, here], preferred: [elsewhere, here] };
+      const error = await csi.failure('CreateVolume', volumeRequest('remote', { parameters: { locality: 'true' }, accessibility_requirements: requirement }));
+      expect({ code: error.code, details: error.details }).toEqual({ code: 8, details: expect.stringMatching(/locality "true" .*node-b.* only on node node-a/) });
+      expect(await csi.code('ControllerGetVolume', { volume_id: 'remote' })).toBe('NOT_FOUND');
     });
   });
 });

@@ -73,6 +73,7 @@ async function unpublishAndUnstage(volumeId: string): Promise<void> {
   await csi.call('NodeUnpublishVolume', { volume_id: volumeId, target_path: target });
   await csi.call('NodeUnstageVolume', { volume_id: volumeId, staging_target_path: staging });
   expect(fs.existsSync(target)).toBe(false);
+  expect(fs.existsSync(path.join(weftd.dataDir, 'csi', 'attach', volumeId))).toBe(false); // the attachment's work dir
   expect(await settledConnections(weftd, volumeId)).toBe(0);
 }
 
@@ -172,6 +173,12 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     const data = randomBytes(MiB);
     let device = await stageAndPublish(volume, BLOCK_WRITER);
     expect(fs.statSync(device).isBlockDevice()).toBe(true);
+    // Stats and expansion find the volume only where it is staged or published.
+    for (const method of ['NodeGetVolumeStats', 'NodeExpandVolume'] as const) {
+      for (const elsewhere of ['some/path', path.relative(process.cwd(), device), path.join(root, 'elsewhere')]) {
+        expect(await csi.code(method, { volume_id: volume, volume_path: elsewhere, capacity_range: { required_bytes: 64 * MiB } })).toBe('NOT_FOUND');
+      }
+    }
     const fd = fs.openSync(device, 'r+');
     fs.writeSync(fd, data, 0, data.length, 8 * MiB);
     fs.fsyncSync(fd);

@@ -125,6 +125,9 @@ describe('NodeGetVolumeStats and NodeExpandVolume', () => {
     for (const method of ['NodeGetVolumeStats', 'NodeExpandVolume'] as const) {
       expect(await csi.code(method, { volume_id: 'idle', volume_path: staging() })).toBe('NOT_FOUND');
       expect(await csi.code(method, { volume_id: 'no-such-volume', volume_path: staging() })).toBe('NOT_FOUND');
+      // A relative path names nothing staged or published (not a malformed request).
+      expect(await csi.code(method, { volume_id: 'idle', volume_path: 'some/path' })).toBe('NOT_FOUND');
+      expect(await csi.code(method, { volume_id: 'no-such-volume', volume_path: 'some/path' })).toBe('NOT_FOUND');
     }
   });
 });

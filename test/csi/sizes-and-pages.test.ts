@@ -120,9 +120,9 @@ describe('topology', () => {
 describe('parameters', () => {
   it('reads class, replicas and locality, and ignores the keys Kubernetes adds', () => {
     expect(parseParameters({})).toEqual({ class: undefined, replicas: 1, locality: false });
-    expect(parseParameters({ class: 'ssd', replicas: '3', locality: 'true', 'csi.storage.k8s.io/pvc/name': 'data' })).toEqual({
+    expect(parseParameters({ class: 'ssd', replicas: '1', locality: 'true', 'csi.storage.k8s.io/pvc/name': 'data' })).toEqual({
       class: 'ssd',
-      replicas: 3,
+      replicas: 1,
       locality: true,
     });
   });
@@ -132,6 +132,7 @@ describe('parameters', () => {
     [{ class: 'a/b' }, /class "a\/b"/],
     [{ replicas: '0' }, /replicas "0"/],
     [{ replicas: 'two' }, /replicas "two"/],
+    [{ replicas: '2' }, /replicas "2" cannot be kept: Weft keeps 1 copy of a volume until replication/],
     [{ locality: 'yes' }, /locality "yes"/],
   ])('refuses %j', (parameters, message) => {
     expect(() => parseParameters(parameters)).toThrow(message);

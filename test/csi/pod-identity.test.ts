@@ -1,7 +1,6 @@
 // podIdentity(): the pod kubelet names in NodePublishVolume's volume context (podInfoOnMount).
 
-import { podIdentity, SERVICE_ACCOUNT_KEY } from '../../adapters/kubernetes/pod-identity';
-import { POD_NAME_KEY, POD_NAMESPACE_KEY, POD_UID_KEY } from '../../adapters/csi/workload';
+import { podIdentity, POD_NAME_KEY, POD_NAMESPACE_KEY, POD_UID_KEY, SERVICE_ACCOUNT_KEY } from '../../adapters/csi/workload';
 
 const pod = {
   [POD_NAME_KEY]: 'web-0',
