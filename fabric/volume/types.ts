@@ -1,5 +1,5 @@
-// What the storage engine offers the rest of the node: the control operations that the gRPC API,
-// the CLI and (later) CSI use, and the devices that the NBD server exports.
+// What the storage engine offers the rest of the node: the control operations that the gRPC API
+// serves (to the CLI and the CSI driver), and the devices that the NBD server exports.
 
 import type { BlockDevice } from './block-device';
 import { BLOCK_BYTES } from '../store/block-size';
