@@ -9,6 +9,7 @@ import { Command, CommanderError } from 'commander';
 import YAML from 'yaml';
 import type { PoolSpec } from './volume/local-engine';
 import { parseSize } from './units';
+import { isValidName, NAME_RULE } from './volume/names';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -243,9 +244,7 @@ function text(setting: Setting, fallback: string): string {
 
 function nodeId(setting: Setting): string {
   const id = text(setting, os.hostname());
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(id)) {
-    throw invalid(setting, id, 'expected 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit');
-  }
+  if (!isValidName(id)) throw invalid(setting, id, `expected a name: ${NAME_RULE}`);
   return id;
 }
 

@@ -7,7 +7,6 @@ export type ErrorKind =
   | 'INVALID_ARGUMENT'
   | 'RESOURCE_EXHAUSTED'
   | 'FAILED_PRECONDITION'
-  | 'OUT_OF_RANGE'
   | 'UNAVAILABLE'
   | 'INTERNAL';
 

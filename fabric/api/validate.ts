@@ -2,17 +2,12 @@
 // (before it calls the server). Each failure is an INVALID_ARGUMENT that names the field.
 
 import { invalidArgument } from '../errors';
+import { isValidName, NAME_RULE } from '../volume/names';
 
-/** Volume, snapshot and class names. '@' and '/' never: exports are named VOLUME@SNAPSHOT. */
-const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
-
+/** Volume, snapshot, class and node names. */
 export function checkName(field: string, value: string | undefined | null): string {
   if (!value) throw invalidArgument(`${field} is required`);
-  if (!NAME_PATTERN.test(value)) {
-    throw invalidArgument(
-      `${field} "${value}" is invalid: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
-    );
-  }
+  if (!isValidName(value)) throw invalidArgument(`${field} "${value}" is invalid: ${NAME_RULE}`);
   return value;
 }
 

@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import type { AttachmentRecord, AttachmentWorkload } from '../api/attachments';
 import { action, type CommandContext, type Outcome } from './context';
-import { table, type Column } from './output';
+import { formatTime, table, type Column } from './output';
 
 export function attachmentCommands(program: Command): void {
   const attachment = program.command('attachment').description('inspect where volumes are attached and for which workloads');
@@ -27,11 +27,11 @@ function workloadName(w: AttachmentWorkload): string {
   return w.orchestrator;
 }
 
-const ATTACHMENT_COLUMNS: Column<AttachmentRecord>[] = [
+export const ATTACHMENT_COLUMNS: Column<AttachmentRecord>[] = [
   { header: 'VOLUME', value: (a) => a.volume },
   { header: 'NODE', value: (a) => a.nodeId },
   { header: 'DEVICE', value: (a) => a.devicePath },
   { header: 'METHOD', value: (a) => a.method },
   { header: 'WORKLOADS', value: (a) => a.workloads.map(workloadName).join(', ') || '-' },
-  { header: 'SINCE', value: (a) => a.attachedAt },
+  { header: 'SINCE', value: (a) => formatTime(a.attachedAt) },
 ];

@@ -1,11 +1,11 @@
-// The `weft` command tree (global options, then volume, snapshot, pool and node commands) and
-// runCli(), which runs it and turns every failure into one "weft: <reason>" line and an exit code.
+// The `weft` command tree (global options, then volume, snapshot, pool and node commands, then the
+// groups plugged in by bin/weft) and runCli(), which runs it and turns every failure into one
+// "weft: <reason>" line and an exit code.
 
 import { Command, CommanderError, Option, type HelpContext } from 'commander';
 import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE, usageError } from './errors';
 import { nodeCommands } from './node-commands';
 import { attachmentCommands } from './attachment-commands';
-import { nomadCommands } from './nomad-commands';
 import { poolCommands } from './pool-commands';
 import { snapshotCommands } from './snapshot-commands';
 import { volumeCommands } from './volume-commands';
@@ -34,7 +34,10 @@ class WeftCommand extends Command {
   }
 }
 
-export function buildProgram(): Command {
+/** Adds one group of subcommands (e.g. `weft nomad ...`) to the program. */
+export type CommandGroup = (program: Command) => void;
+
+export function buildProgram(plugins: readonly CommandGroup[] = []): Command {
   const program = new WeftCommand('weft')
     .description('Weft command line: volumes, snapshots, clones, pools and nodes of a Weft storage fabric')
     .addOption(
@@ -49,14 +52,14 @@ export function buildProgram(): Command {
   poolCommands(program);
   attachmentCommands(program);
   nodeCommands(program);
-  nomadCommands(program);
+  for (const addGroup of plugins) addGroup(program);
   return program;
 }
 
 /** Runs `weft` on process-style argv; resolves with the exit code (0 ok, 1 failed, 2 usage). */
-export async function runCli(argv: string[]): Promise<number> {
+export async function runCli(argv: string[], plugins: readonly CommandGroup[] = []): Promise<number> {
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram(plugins).parseAsync(argv);
     return EXIT_OK;
   } catch (error) {
     return reportFailure(error);

@@ -5,7 +5,6 @@ import type { BlockDevice } from '../volume/block-device';
 
 export interface NbdExport {
   device: BlockDevice;
-  description?: string;
   /** True only if a FLUSH on one connection makes all connections' completed writes durable. */
   multiConn: boolean;
   /** Called once when the connection using this export ends. */

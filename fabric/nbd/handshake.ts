@@ -181,9 +181,6 @@ class Handshake {
     if (request.infos.includes(P.INFO_NAME)) {
       this.reply(option, P.REP_INFO, D.stringInfoData(P.INFO_NAME, request.exportName));
     }
-    if (request.infos.includes(P.INFO_DESCRIPTION) && exp.description !== undefined) {
-      this.reply(option, P.REP_INFO, D.stringInfoData(P.INFO_DESCRIPTION, exp.description));
-    }
     // Sent even unasked: our maximum is tighter than the protocol's default of "unlimited".
     const blockSize = D.blockSizeInfoData(1, PREFERRED_BLOCK_BYTES, this.ctx.maxRequestBytes);
     this.reply(option, P.REP_INFO, blockSize);

@@ -68,6 +68,7 @@ export const CMD_FLAG_FUA = 1 << 0;
 export const CMD_FLAG_NO_HOLE = 1 << 1;
 export const CMD_FLAG_DF = 1 << 2;
 export const CMD_FLAG_REQ_ONE = 1 << 3;
+export const CMD_FLAG_FAST_ZERO = 1 << 4;
 
 // Structured reply flags and chunk types.
 export const REPLY_FLAG_DONE = 1 << 0;

@@ -233,7 +233,7 @@ export class Transmission implements RequestSink {
   }
 
   private failed(req: NbdRequest, err: unknown): void {
-    const { value, expected } = nbdErrorOf(err);
+    const { value, expected } = nbdErrorOf(err, req.flags);
     this.log.warn({ ...requestFields(req, value), err }, expected ? 'NBD: device error' : 'NBD: unexpected device failure');
     // The device's message is for the log (it may name files); the client gets the command and errno.
     this.replyError(req, value, `${COMMAND_NAMES[req.type]} failed with error ${value}`);

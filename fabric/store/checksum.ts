@@ -7,7 +7,6 @@ interface NativeChecksums {
   crc32c(data: Uint8Array): number;
   crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): void;
   crc32cPieces(pieces: readonly Uint8Array[], blockBytes: number, out: Uint32Array): void;
-  hardware(): boolean;
 }
 
 const native = loadNativeModule<NativeChecksums>('weft_native');
@@ -23,6 +22,3 @@ export const crc32cBlocks: (data: Uint8Array, blockBytes: number, out: Uint32Arr
  * one piece and end in a later one. The pieces' total length must be a multiple of blockBytes.
  */
 export const crc32cPieces: (pieces: readonly Uint8Array[], blockBytes: number, out: Uint32Array) => void = native.crc32cPieces;
-
-/** Whether the CPU's CRC instruction is in use (else a table-driven fallback, several times slower). */
-export const checksumsInHardware: () => boolean = native.hardware;

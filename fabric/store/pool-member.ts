@@ -5,12 +5,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { randomUUID } from 'crypto';
 import { failedPrecondition, invalidArgument } from '../errors';
+import { BLOCK_BYTES } from './block-size';
 
 export const MEMBER_FORMAT = 1;
 const MAGIC = 'WEFT-POOL-MEMBER';
 /** Data starts here, so data blocks are aligned for direct I/O and the superblock has room. */
 export const DATA_OFFSET_BYTES = 1024 * 1024;
-const BLOCK_BYTES = 4096;
 /** A member with fewer data blocks than this is refused. */
 const MIN_BLOCKS = 16;
 

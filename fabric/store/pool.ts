@@ -4,12 +4,12 @@
 import * as fs from 'fs';
 import type { Logger } from 'pino';
 import { IoError } from '../errors';
+import { BLOCK_BYTES } from './block-size';
 import { BlockAllocator } from './allocator';
 import { slicePieces, totalBytes, type Pieces } from '../pieces';
 import { fdatasync, preadAll, preadAllSync, pwritevAll, pwritevAllSync, RESOLVED, settleAll } from './file-io';
 import { DATA_OFFSET_BYTES, OpenMember } from './pool-member';
 
-const BLOCK_BYTES = 4096;
 /**
  * Requests up to this size are done with synchronous pread/pwrite on the event-loop thread: for
  * data in the page cache that costs a few microseconds, several times less than handing the call

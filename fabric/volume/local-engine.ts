@@ -28,6 +28,7 @@ import {
 } from './types';
 import { DeviceHandle } from './device-handle';
 import { validateName } from './names';
+import { defaultClass } from './default-class';
 
 /** On-disk format of a data dir; a weftd refuses any other. 2: checksummed journal chunks, control records. */
 export const FORMAT_VERSION = 2;
@@ -718,8 +719,8 @@ export class LocalEngine implements VolumeEngine, VolumeHost {
       }
       return requested;
     }
-    if (this.pools.has('default')) return 'default';
-    if (this.pools.size === 1) return [...this.pools.keys()][0];
+    const chosen = defaultClass([...this.pools.keys()]);
+    if (chosen) return chosen;
     throw invalidArgument(`several pools exist (${[...this.pools.keys()].join(', ')}); name one with a class`);
   }
 

@@ -1,6 +1,6 @@
 // The local replica's block device: reads fall through a chain of layers (head, then snapshots);
 // writes go to the head, in place when the head owns the block, else to a newly allocated one.
-// Every block's CRC-32 is checked on read; a mismatch is an I/O error, never wrong data.
+// Every block's CRC-32C is checked on read; a mismatch is an I/O error, never wrong data.
 
 import { takeBuffer } from '../buffers';
 import { IoError } from '../errors';

@@ -1,15 +1,20 @@
-// Names of volumes and snapshots. They appear in NBD export names ("VOL@SNAP"), file-like places
-// and metric labels, so they are kept to a safe alphabet.
+// Names of volumes and snapshots (and of classes and nodes, which follow the same rule). They appear
+// in NBD export names ("VOL@SNAP"), file-like places and metric labels, so they keep to a safe alphabet.
 
 import { invalidArgument } from '../errors';
 
+/** '@' and '/' never: exports are named VOLUME@SNAPSHOT. */
 const NAME = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
 
-/** Throws INVALID_ARGUMENT unless name is 1-63 of [a-zA-Z0-9._-], starting with a letter or digit. */
+/** What a valid name looks like, for error messages. */
+export const NAME_RULE = "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit";
+
+/** Whether value is 1-63 of [a-zA-Z0-9._-], starting with a letter or digit. */
+export function isValidName(value: unknown): value is string {
+  return typeof value === 'string' && NAME.test(value);
+}
+
+/** Throws INVALID_ARGUMENT unless name is a valid name. */
 export function validateName(what: 'volume' | 'snapshot', name: string): void {
-  if (typeof name !== 'string' || !NAME.test(name)) {
-    throw invalidArgument(
-      `invalid ${what} name ${JSON.stringify(name)}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
-    );
-  }
+  if (!isValidName(name)) throw invalidArgument(`invalid ${what} name ${JSON.stringify(name)}: ${NAME_RULE}`);
 }

@@ -1,10 +1,10 @@
-// What the storage engine offers the rest of the node: the control operations that the gRPC API,
-// the CLI and (later) CSI use, and the devices that the NBD server exports.
+// What the storage engine offers the rest of the node: the control operations that the gRPC API
+// serves (to the CLI and the CSI driver), and the devices that the NBD server exports.
 
 import type { BlockDevice } from './block-device';
+import { BLOCK_BYTES } from '../store/block-size';
 
-/** Data is checksummed, allocated and addressed in blocks of this size. */
-export const BLOCK_BYTES = 4096;
+export { BLOCK_BYTES };
 /** The largest volume: block numbers stay clear of the block map's reserved values. */
 export const MAX_VOLUME_BYTES = 0xfffffff0 * BLOCK_BYTES;
 

@@ -25,7 +25,6 @@ describe('statusOf', () => {
     ['INVALID_ARGUMENT', status.INVALID_ARGUMENT],
     ['RESOURCE_EXHAUSTED', status.RESOURCE_EXHAUSTED],
     ['FAILED_PRECONDITION', status.FAILED_PRECONDITION],
-    ['OUT_OF_RANGE', status.OUT_OF_RANGE],
     ['UNAVAILABLE', status.UNAVAILABLE],
     ['INTERNAL', status.INTERNAL],
   ])('maps %s to the gRPC code of that name, keeping the message', (kind, code) => {

@@ -1,6 +1,7 @@
 // Unit tests of the CLI's output: aligned tables, detail views, times and durations, and the
-// views of volumes, snapshots, pools, nodes and verify reports built on them.
+// views of volumes, snapshots, pools, nodes, attachments and verify reports built on them.
 
+import { ATTACHMENT_COLUMNS } from '../../fabric/cli/attachment-commands';
 import { POOL_COLUMNS } from '../../fabric/cli/pool-commands';
 import { nodeDetails } from '../../fabric/cli/node-commands';
 import { details, formatDuration, formatTime, table, type Column } from '../../fabric/cli/output';
@@ -81,6 +82,17 @@ describe('views', () => {
     );
     const pool = { class: 'hdd', capacityBytes: 4 * 2 ** 40, usedBytes: 2 ** 40, provisionedBytes: 8 * 2 ** 40, members: [{ path: '/dev/sdb', sizeBytes: 4 * 2 ** 40 }] };
     expect(table(POOL_COLUMNS, [pool]).split('\n')[1]).toBe('hdd       4 TiB  1 TiB    25%        8 TiB  /dev/sdb');
+  });
+
+  it('lists attachments with the same readable times as the other tables', () => {
+    const attachment = {
+      volume: 'data', nodeId: 'n1', devicePath: '/dev/nbd0', method: 'kernel-nbd', stagingPath: '/staging/data',
+      workloads: [{ orchestrator: 'kubernetes', podNamespace: 'db', podName: 'pg-0' }], attachedAt: VOLUME.createdAt,
+    };
+    expect(table(ATTACHMENT_COLUMNS, [attachment]).split('\n')).toEqual([
+      'VOLUME  NODE  DEVICE     METHOD      WORKLOADS    SINCE',
+      'data    n1    /dev/nbd0  kernel-nbd  pod db/pg-0  2026-11-22 02:41:57Z',
+    ]);
   });
 
   it('shows the node with its uptime', () => {

@@ -1,10 +1,10 @@
-// Runs the compiled `weft` CLI (dist/fabric/cli/weft.js) as a child process, asynchronously so
+// Runs the `weft` CLI (bin/weft, over the compiled dist/) as a child process, asynchronously so
 // that an ApiServer in the test's own process keeps answering, and collects what it printed.
 
 import { execFile } from 'child_process';
 import * as path from 'path';
 
-export const WEFT_JS = path.resolve(__dirname, '..', '..', 'fabric', 'cli', 'weft.js');
+export const WEFT_JS = path.resolve(__dirname, '..', '..', '..', 'bin', 'weft');
 
 export interface WeftRun {
   code: number;

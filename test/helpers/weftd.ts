@@ -10,7 +10,7 @@ import path from 'node:path';
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 /** weftd as users start it (bin/weftd sets the V8 flags weftd runs with). */
 export const WEFTD_BIN = path.join(REPO_ROOT, 'bin', 'weftd');
-export const WEFT_JS = path.join(REPO_ROOT, 'dist', 'fabric', 'cli', 'weft.js');
+export const WEFT_JS = path.join(REPO_ROOT, 'bin', 'weft');
 
 const READY_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 15_000;

@@ -57,7 +57,6 @@ export class FileExports implements ExportProvider {
     let closed = false;
     return {
       device: spec.layer ? spec.layer(device) : device,
-      description: spec.description,
       multiConn: spec.multiConn ?? false,
       close: () => {
         if (closed) throw new Error(`export ${name} closed twice`);

@@ -7,7 +7,7 @@ import { NbdServer } from '../../fabric/nbd/server';
 import type { Pieces } from '../../fabric/pieces';
 import type { BlockDevice, Extent, WriteZeroesOptions } from '../../fabric/volume/block-device';
 import { NbdFixture } from './fixture';
-import { CMD, encodeRequest, ERR, RawNbdClient, REPLY_TYPE } from '../helpers/nbd-raw-client';
+import { CMD, CMD_FLAG, encodeRequest, ERR, RawNbdClient, REPLY_TYPE, type Request } from '../helpers/nbd-raw-client';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -114,11 +114,12 @@ describe('NBD connection lifecycle', () => {
   });
 
   describe('device failures', () => {
+    // EOVERFLOW and ENOTSUP are EINVAL on a WRITE: the protocol allows them only with DF and FAST_ZERO.
     const errnos: [IoErrno, number][] = [
-      ['EPERM', 1], ['EIO', 5], ['ENOMEM', 12], ['EINVAL', 22], ['ENOSPC', 28], ['EOVERFLOW', 75], ['ENOTSUP', 95], ['ESHUTDOWN', 108],
+      ['EPERM', 1], ['EIO', 5], ['ENOMEM', 12], ['EINVAL', 22], ['ENOSPC', 28], ['EOVERFLOW', 22], ['ENOTSUP', 22], ['ESHUTDOWN', 108],
     ];
 
-    test.each(errnos)('IoError %s reaches the client as %d, logged once at warn', async (errno, value) => {
+    test.each(errnos)('IoError %s of a WRITE reaches the client as %d, logged once at warn', async (errno, value) => {
       const client = await open();
       layer.failure = () => new IoError(errno, `injected ${errno}`);
       expect(await client.write(0, Buffer.alloc(512))).toBe(value);
@@ -135,6 +136,22 @@ describe('NBD connection lifecycle', () => {
       client.sendRequest({ type: CMD.FLUSH });
       expect((await client.readSimpleReply()).error).toBe(ERR.EIO);
       expect(fixture.warnings().map((w) => w.msg)).toEqual(['NBD: unexpected device failure', 'NBD: unexpected device failure']);
+    });
+
+    test('EOVERFLOW reaches the client only for a READ with DF, ENOTSUP never (FAST_ZERO is not accepted); EINVAL instead', async () => {
+      const client = await open('layered', true);
+      layer.failure = () => new IoError('EOVERFLOW', 'injected EOVERFLOW');
+      const errorOf = async (request: Request) => {
+        client.sendRequest(request);
+        const chunk = await client.readStructuredChunk();
+        expect([chunk.type, chunk.handle]).toEqual([REPLY_TYPE.ERROR, request.handle]);
+        return chunk.payload.readUInt32BE(0);
+      };
+      expect(await errorOf({ type: CMD.READ, handle: 1n, length: 4096, flags: CMD_FLAG.DF })).toBe(ERR.EOVERFLOW);
+      expect(await errorOf({ type: CMD.READ, handle: 2n, length: 4096 })).toBe(ERR.EINVAL);
+      layer.failure = () => new IoError('ENOTSUP', 'injected ENOTSUP');
+      expect(await errorOf({ type: CMD.WRITE_ZEROES, handle: 3n, length: 4096 })).toBe(ERR.EINVAL);
+      expect(await errorOf({ type: CMD.READ, handle: 4n, length: 4096, flags: CMD_FLAG.DF })).toBe(ERR.EINVAL);
     });
 
     test('a failed READ with simple replies sends no data; with structured replies an ERROR chunk', async () => {

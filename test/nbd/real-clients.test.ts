@@ -32,7 +32,7 @@ describe('NbdServer with real NBD clients', () => {
 
   beforeAll(async () => {
     fixture = await NbdFixture.start([
-      { name: 'disk', sizeBytes: 64 * MiB, description: 'scratch disk' },
+      { name: 'disk', sizeBytes: 64 * MiB },
       { name: 'ro', sizeBytes: 4 * MiB, readOnly: true },
       { name: 'shared', sizeBytes: 8 * MiB, multiConn: true },
       { name: 'fio', sizeBytes: 32 * MiB },
@@ -56,7 +56,6 @@ describe('NbdServer with real NBD clients', () => {
     const disk = info.exports[0];
     expect(disk).toMatchObject({
       'export-name': 'disk',
-      description: 'scratch disk',
       'export-size': 64 * MiB,
       is_read_only: false,
       can_flush: true,

@@ -214,21 +214,12 @@ static napi_value crc32c_one(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* hardware(): whether the CPU instruction is used. */
-static napi_value uses_hardware(napi_env env, napi_callback_info info) {
-  (void)info;
-  napi_value result;
-  napi_get_boolean(env, hardware != 0, &result);
-  return result;
-}
-
 static napi_value module_init(napi_env env, napi_value exports) {
   init();
   napi_property_descriptor props[] = {
     {"crc32c", NULL, crc32c_one, NULL, NULL, NULL, napi_default, NULL},
     {"crc32cBlocks", NULL, crc32c_blocks, NULL, NULL, NULL, napi_default, NULL},
     {"crc32cPieces", NULL, crc32c_pieces, NULL, NULL, NULL, napi_default, NULL},
-    {"hardware", NULL, uses_hardware, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -1,17 +1,18 @@
 // `weft nomad volume create|register|list|deregister`: Nomad's view of Weft volumes, through Nomad's
 // HTTP API. create makes the Weft volume here and registers it (external id = its CSI volume id).
+// A command group that bin/weft plugs into the fabric's CLI (fabric does not depend on adapters).
 
 import { Option, type Command } from 'commander';
-import { FS_TYPES } from '../../adapters/csi/validate';
-import { isNotFound, NomadClient } from '../../adapters/nomad/client';
-import { NOMAD_PLUGIN_ID, registrationFor, type RegistrationOptions } from '../../adapters/nomad/registration';
-import { ACCESS_MODES, ATTACHMENT_MODES, type CsiPluginStub, type CsiVolume, type CsiVolumeStub } from '../../adapters/nomad/types';
-import { formatSize } from '../units';
-import type { VolumeInfo } from '../volume/types';
-import { nameArg, sizeArg, snapshotArg } from './args';
-import { action, type CommandContext, type Outcome } from './context';
-import { operationFailed, usageError } from './errors';
-import { table, type Column } from './output';
+import { FS_TYPES } from '../csi/validate';
+import { isNotFound, NomadClient } from './client';
+import { NOMAD_PLUGIN_ID, registrationFor, type RegistrationOptions } from './registration';
+import { ACCESS_MODES, ATTACHMENT_MODES, type CsiPluginStub, type CsiVolume, type CsiVolumeStub } from './types';
+import { formatSize } from '../../fabric/units';
+import type { VolumeInfo } from '../../fabric/volume/types';
+import { nameArg, sizeArg, snapshotArg } from '../../fabric/cli/args';
+import { action, type CommandContext, type Outcome } from '../../fabric/cli/context';
+import { operationFailed, usageError } from '../../fabric/cli/errors';
+import { table, type Column } from '../../fabric/cli/output';
 
 interface NomadOptions {
   nomadAddr?: string;
