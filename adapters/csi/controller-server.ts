@@ -17,6 +17,7 @@ import { cloneSnapshotName, isCloneSnapshot, isWeftName, parseSnapshotId, weftNa
 import { serviceImplementation } from './rpc';
 import { checkLocality, checkRequirement, includes, type Place } from './topology';
 import { firstUnsupported, requireCapabilities, requireCapability, requireName, requireString, unsupportedReason } from './validate';
+import { defaultClass } from '../../fabric/volume/default-class';
 
 const CAPABILITIES = [
   'CREATE_DELETE_VOLUME',
@@ -293,7 +294,8 @@ function volumeStatus(info: VolumeInfo): object {
 }
 
 /** The pool CreateVolume would use: the named class, else "default", else the only pool. */
+/** The pool a volume of this class (or of none, as the engine chooses) would go to. */
 function poolFor(pools: PoolInfo[], poolClass: string | undefined): PoolInfo | undefined {
-  if (poolClass) return pools.find((p) => p.class === poolClass);
-  return pools.find((p) => p.class === 'default') ?? (pools.length === 1 ? pools[0] : undefined);
+  const chosen = poolClass ?? defaultClass(pools.map((p) => p.class));
+  return pools.find((p) => p.class === chosen);
 }

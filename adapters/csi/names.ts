@@ -2,15 +2,15 @@
 // "VOLUME@SNAPSHOT", and a CO's name becomes a Weft name by a pure function (no state to keep).
 
 import { createHash } from 'crypto';
+import { isValidName } from '../../fabric/volume/names';
 
-const WEFT_NAME = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
 const HASHED_SUFFIX = /\.h[0-9a-f]{16}$/;
 const PREFIX_CHARS = 44;
 const CLONE_PREFIX = 'csi-clone.';
 const CLONE_SNAPSHOT = /^csi-clone\.[0-9a-f]{16}$/;
 
 export function isWeftName(value: string): boolean {
-  return WEFT_NAME.test(value);
+  return isValidName(value);
 }
 
 /**
