@@ -832,7 +832,7 @@ function controlFailure(err: unknown): unknown {
   if (err instanceof WeftError) return err;
   const message = `${err instanceof Error ? err.message : String(err)}; the operation was undone, nothing changed`;
   if ((err as NodeJS.ErrnoException).code === 'ENOSPC') return resourceExhausted(`the metadata disk is full: ${message}`);
-  if ((err as NodeJS.ErrnoException).code !== undefined || err instanceof IoError) return new WeftError('UNAVAILABLE', `metadata write failed: ${message}`);
+  if ((err as NodeJS.ErrnoException).code !== undefined || err instanceof IoError) return new WeftError('UNAVAILABLE', `could not be made durable: ${message}`);
   return err;
 }
 
