@@ -42,7 +42,7 @@ export class Transmission implements RequestSink {
   private readonly writer: ReplyWriter;
   private readonly limits: RequestLimits;
   private readonly inFlight: ConnectionInFlight;
-  private readonly badInput: WarningLimiter;
+  private readonly warnings: WarningLimiter;
   /** Device calls not yet finished. */
   private running = 0;
   /** The unparsed rest of a chunk, kept while reading is paused for backpressure. */
@@ -59,7 +59,7 @@ export class Transmission implements RequestSink {
     this.parser = new RequestParser(this, options.maxRequestBytes);
     this.writer = new ReplyWriter(this.socket, (req) => this.replied(req));
     this.inFlight = new ConnectionInFlight(options.budget, MAX_IN_FLIGHT, options.maxInFlightBytes, () => this.resumeIfPossible());
-    this.badInput = new WarningLimiter(this.log);
+    this.warnings = new WarningLimiter(this.log);
     this.limits = {
       sizeBytes: 0,
       readOnly: this.device.readOnly,
@@ -145,7 +145,7 @@ export class Transmission implements RequestSink {
 
   /** A request that does not reach the device: a rejected WRITE's payload is dropped at once. */
   private reject(req: NbdRequest, error: number, reason: string): void {
-    this.badInput.warn(requestFields(req, error), `NBD: ${reason}`);
+    this.warnings.warn(requestFields(req, error), `NBD: ${reason}`);
     req.payload = undefined;
     this.inFlight.add(0);
     this.replyError(req, error, reason);
@@ -234,7 +234,8 @@ export class Transmission implements RequestSink {
 
   private failed(req: NbdRequest, err: unknown): void {
     const { value, expected } = nbdErrorOf(err, req.flags);
-    this.log.warn({ ...requestFields(req, value), err }, expected ? 'NBD: device error' : 'NBD: unexpected device failure');
+    // A failing disk fails every request: the first ones are logged in full, the rest counted.
+    this.warnings.warn({ ...requestFields(req, value), err }, expected ? 'NBD: device error' : 'NBD: unexpected device failure');
     // The device's message is for the log (it may name files); the client gets the command and errno.
     this.replyError(req, value, `${COMMAND_NAMES[req.type]} failed with error ${value}`);
   }
@@ -254,7 +255,7 @@ export class Transmission implements RequestSink {
     this.stopping = true;
     this.stalled = undefined;
     this.inFlight.close();
-    this.badInput.close();
+    this.warnings.close();
     if (this.running === 0) this.release();
   }
 

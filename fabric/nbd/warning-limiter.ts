@@ -1,4 +1,4 @@
-// Keeps one connection's warnings about bad input from flooding the log: the first few of each
+// Keeps one connection's warnings (bad input, failing device) from flooding the log: the first few of each
 // interval are logged in full, the rest only counted, in one summary line per interval.
 
 import type pino from 'pino';
@@ -13,7 +13,7 @@ export class WarningLimiter {
   private readonly endInterval = (): void => {
     this.timer = undefined;
     if (this.suppressed > 0) {
-      this.log.warn({ suppressed: this.suppressed }, `NBD: ${this.suppressed} more warnings about bad input from this client were not logged`);
+      this.log.warn({ suppressed: this.suppressed }, `NBD: ${this.suppressed} more warnings about this client's requests were not logged`);
     }
     this.logged = 0;
     this.suppressed = 0;

@@ -53,7 +53,13 @@ export class Pool {
     return this.eachSegment(start, buf.length, (m, position, fromBytes, toBytes) => {
       const part = toBytes - fromBytes === buf.length ? buf : buf.subarray(fromBytes, toBytes);
       if (part.length > SYNC_IO_MAX_BYTES) return preadAll(m.fd, part, position);
-      return settledNow(() => preadAllSync(m.fd, part, position));
+      // A failure must reject, not throw: the request's other I/O may already be running (settleAll).
+      try {
+        preadAllSync(m.fd, part, position);
+        return RESOLVED;
+      } catch (err) {
+        return Promise.reject(err);
+      }
     });
   }
 
@@ -67,7 +73,12 @@ export class Pool {
         return pwritevAll(m.fd, part, position).finally(() => (m.dirty = true));
       }
       m.dirty = true;
-      return settledNow(() => pwritevAllSync(m.fd, part, position));
+      try {
+        pwritevAllSync(m.fd, part, position);
+        return RESOLVED;
+      } catch (err) {
+        return Promise.reject(err); // as for reads
+      }
     });
   }
 
@@ -154,17 +165,4 @@ function misplaced(member: OpenMember): string | undefined {
     return `was moved or deleted (${(err as NodeJS.ErrnoException).code})`;
   }
   return now.dev === open.dev && now.ino === open.ino ? undefined : 'was replaced by another file';
-}
-
-/**
- * Runs a synchronous call as a settled promise: an error becomes a rejection, never a throw, so that
- * a caller that started other I/O of the same request first still waits for it (see settleAll).
- */
-function settledNow(call: () => void): Promise<void> {
-  try {
-    call();
-    return RESOLVED;
-  } catch (err) {
-    return Promise.reject(err);
-  }
 }

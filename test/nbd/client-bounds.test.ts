@@ -119,7 +119,7 @@ describe('NBD server bounds per client', () => {
       expect(warnings[0]).toMatchObject({ msg: 'NBD handshake: malformed option', option: OPT.LIST });
       const summary = warnings[warnings.length - 1];
       expect(summary.suppressed).toBe(count - (warnings.length - 1));
-      expect(summary.msg).toMatch(/more warnings about bad input from this client were not logged/);
+      expect(summary.msg).toMatch(/more warnings about this client's requests were not logged/);
     });
   });
 

@@ -154,6 +154,19 @@ describe('NBD connection lifecycle', () => {
       expect(await errorOf({ type: CMD.READ, handle: 4n, length: 4096, flags: CMD_FLAG.DF })).toBe(ERR.EINVAL);
     });
 
+    test('a failing device logs its first errors in full and counts the rest in one line', async () => {
+      const client = await open();
+      layer.failure = () => new IoError('EIO', 'injected EIO');
+      const count = 200;
+      for (let i = 0; i < count; i++) expect(await client.write(0, Buffer.alloc(512))).toBe(ERR.EIO);
+      client.destroy();
+      await fixture.exportsClosed();
+      const warnings = fixture.warnings();
+      expect(warnings.length).toBeLessThanOrEqual(10);
+      expect(warnings[0].msg).toBe('NBD: device error');
+      expect(warnings[warnings.length - 1].suppressed).toBe(count - (warnings.length - 1));
+    });
+
     test('a failed READ with simple replies sends no data; with structured replies an ERROR chunk', async () => {
       const simple = await open();
       layer.failure = () => new IoError('EIO', 'checksum mismatch');
