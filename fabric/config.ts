@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import YAML from 'yaml';
-import type { PoolSpec } from './volume/local-engine';
+import type { PoolSpec } from './volume/node-store';
 import { parseSize } from './units';
 import { isValidName, NAME_RULE } from './volume/names';
 

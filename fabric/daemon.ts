@@ -12,10 +12,13 @@ import { reachableAddress } from './api/node-info';
 import { ApiServer } from './api/server';
 import type { WeftdConfig } from './config';
 import type { Logger } from './logger';
-import { EngineExports } from './nbd-exports';
+import { EngineExports, exportName, exportNames } from './nbd-exports';
 import { NbdServer } from './nbd/server';
 import { FORMAT_VERSION, LocalEngine } from './volume/local-engine';
-import { registerChecksumCounter, registerPoolGauges, VolumeMetrics } from './volume/metrics-device';
+import type { BlockDevice } from './volume/block-device';
+import type { LocalReplica } from './volume/local-replica';
+import { MetricsDevice, registerChecksumCounter, registerPoolGauges, VolumeMetrics } from './volume/metrics-device';
+import type { VolumeRef } from './volume/volume';
 
 export interface NodeHandle {
   /** The ports actually bound (they differ from the config's when it asked for 0). */
@@ -49,16 +52,21 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
   routeGrpcLogs(logger.child({ component: 'grpc' }));
   const running = new RunningParts(logger);
   try {
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    // The volume metrics drop the series of deleted volumes; they ask the engine once it exists.
+    let liveExports: () => string[] = () => [];
+    const volumeMetrics = new VolumeMetrics(registry, () => liveExports());
     const engine = await LocalEngine.open({
       dataDir: config.dataDir,
       pools: config.pools,
       logger: logger.child({ component: 'engine' }),
       syncIntervalMs: config.syncIntervalMs,
+      stackFor: (replica, ref) => stackFor(replica, ref, volumeMetrics),
     });
+    liveExports = () => exportNames(engine);
     running.add('engine', () => engine.close());
 
-    const registry = new Registry();
-    collectDefaultMetrics({ register: registry });
     registerPoolGauges(registry, engine);
     registerChecksumCounter(registry, engine);
     const metrics = metricsServer(registry);
@@ -66,7 +74,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     running.add('metrics', () => closeHttp(metrics));
 
     const nbd = new NbdServer({
-      provider: new EngineExports(engine, new VolumeMetrics(registry, () => engine.exportNames())),
+      provider: new EngineExports(engine),
       logger: logger.child({ component: 'nbd' }),
       maxConnectionInFlightBytes: config.maxConnectionInflightBytes,
       maxInFlightBytes: config.maxInflightBytes,
@@ -90,6 +98,14 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     await running.stopAll();
     throw error;
   }
+}
+
+/**
+ * The layers of every volume, built once per volume: metrics, then (later: QoS, replication,
+ * encryption) the local replica.
+ */
+export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeMetrics): BlockDevice {
+  return new MetricsDevice(replica, metrics.forVolume(exportName(ref)));
 }
 
 /** What has been started, stopped in reverse order, once. */

@@ -56,8 +56,11 @@ async function verifyVolume(
   send: (message: wire.VerifyVolumeResponse) => void,
 ): Promise<void> {
   const name = checkExportName('name', request.name);
-  const report = await engine.verifyVolume(name, percentSteps((progress) => send({ progress })));
-  send({ report });
+  // The API names a snapshot VOL@SNAP, as NBD does; the engine takes the two names apart.
+  const at = name.indexOf('@');
+  const progress = percentSteps((p) => send({ progress: p }));
+  const report = at < 0 ? await engine.verifyVolume(name, progress) : await engine.verifyVolume(name.slice(0, at), progress, name.slice(at + 1));
+  send({ report: { volume: name, checkedBlocks: report.checkedBlocks, badBlockOffsets: report.badBlockOffsets } });
 }
 
 /** Passes progress on only when the whole percentage changes, so a big volume sends ~100 messages. */

@@ -16,7 +16,7 @@ import {
   type ReadMember,
 } from '../store/pool-member';
 import type { Catalog, PoolMemberRecord, PoolRecord } from './catalog';
-import type { PoolSpec } from './local-engine';
+import type { PoolSpec } from './node-store';
 
 export interface OpenedPools {
   pools: Map<string, Pool>;

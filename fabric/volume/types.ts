@@ -2,6 +2,7 @@
 // serves (to the CLI and the CSI driver), and the devices that the NBD server exports.
 
 import type { BlockDevice } from './block-device';
+import type { Opener } from './volume';
 import { BLOCK_BYTES } from '../store/block-size';
 
 export { BLOCK_BYTES };
@@ -23,6 +24,19 @@ export interface VolumeInfo {
   /** Blocks that failed their checksum on read or verify since weftd started. */
   checksumErrors: number;
   createdAt: string; // ISO 8601
+  /** Where the volume's data lives: its layers from the head (written) down to the oldest snapshot it reads through. */
+  layers: LayerInfo[];
+}
+
+export interface LayerInfo {
+  /** The snapshot this layer is; none for the head, and for a deleted snapshot still needed by others. */
+  snapshot?: { volume: string; name: string };
+  /** A deleted snapshot kept because more than one volume, or a volume in another pool, reads through it. */
+  deleted?: boolean;
+  /** Service class of the pool holding the layer's blocks. */
+  class: string;
+  /** Bytes of pool space held by this layer's own blocks. */
+  allocatedBytes: number;
 }
 
 export interface SnapshotInfo {
@@ -54,8 +68,9 @@ export interface PoolInfo {
 }
 
 export interface VerifyReport {
-  /** The volume, or VOL@SNAP for a snapshot. */
   volume: string;
+  /** Set when a snapshot of the volume was verified. */
+  snapshot?: string;
   checkedBlocks: number;
   /** Byte offsets (within the volume) of blocks whose checksum does not match their data. */
   badBlockOffsets: number[];
@@ -74,6 +89,8 @@ export interface CloneVolumeRequest {
   snapshot: string;
   /** Defaults to the snapshot's size; may be larger, never smaller. */
   sizeBytes?: number;
+  /** Where the clone's new writes go; defaults to the snapshot's class. Unchanged blocks stay where they are. */
+  class?: string;
 }
 
 /** A BlockDevice handed to one consumer (one NBD connection). close() must be called once. */
@@ -91,8 +108,8 @@ export interface VolumeEngine {
   resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
   /** Refused with FAILED_PRECONDITION while connected; its snapshots stay until they are deleted. */
   deleteVolume(name: string): Promise<void>;
-  /** Reads every allocated block of the volume (or snapshot, VOL@SNAP) and checks it against its checksum. */
-  verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport>;
+  /** Reads every allocated block of the volume (or of its snapshot) and checks it against its checksum. */
+  verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void, snapshot?: string): Promise<VerifyReport>;
   /** Discards everything written since the snapshot. Refused while the volume is connected. */
   revertVolume(name: string, snapshot: string): Promise<VolumeInfo>;
 
@@ -103,10 +120,10 @@ export interface VolumeEngine {
 
   listPools(): PoolInfo[];
 
-  /** Opens a volume (writable) or "VOL@SNAP" (read-only) for I/O. Throws NOT_FOUND. */
-  open(exportName: string): OpenDevice;
-  /** Names that open() accepts: every volume, and every snapshot as VOL@SNAP. */
-  exportNames(): string[];
+  /** Opens a volume for I/O, through its stack. Throws NOT_FOUND. */
+  openVolume(name: string, opener?: Opener): OpenDevice;
+  /** Opens a snapshot, read-only. Throws NOT_FOUND. */
+  openSnapshot(volume: string, snapshot: string, opener?: Opener): OpenDevice;
 
   /** Flushes everything and releases files. */
   close(): Promise<void>;

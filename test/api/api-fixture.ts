@@ -8,6 +8,7 @@ import pino from 'pino';
 import { ApiServer } from '../../fabric/api/server';
 import type { NodeInfo } from '../../fabric/api/node-info';
 import { FORMAT_VERSION, LocalEngine } from '../../fabric/volume/local-engine';
+import { openExport } from '../helpers/open-devices';
 
 export const POOL_BYTES = 1 << 30;
 
@@ -46,7 +47,7 @@ export async function startApiFixture(): Promise<ApiFixture> {
 
 /** Writes one block of data into a volume through the engine's I/O path, durably. */
 export async function writeBlock(engine: LocalEngine, volume: string, offsetBytes: number, data: Buffer): Promise<void> {
-  const device = engine.open(volume);
+  const device = openExport(engine, volume);
   try {
     await device.write(offsetBytes, data, true);
   } finally {

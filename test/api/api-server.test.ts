@@ -9,6 +9,7 @@ import * as path from 'path';
 import pino from 'pino';
 import { ApiServer } from '../../fabric/api/server';
 import { corruptOnDisk, POOL_BYTES, startApiFixture, writeBlock, type ApiFixture } from './api-fixture';
+import { openExport } from '../helpers/open-devices';
 
 const MiB = 1 << 20;
 
@@ -91,7 +92,7 @@ describe('VolumeService', () => {
     expect(same).toMatchObject({ sizeBytes: 8 * MiB, sourceSnapshot: 'origin@base', class: 'default' });
     const larger = await client.createVolume({ name: 'bigcopy', sizeBytes: 16 * MiB, sourceSnapshot: { volume: 'origin', snapshot: 'base' } });
     expect(larger.sizeBytes).toBe(16 * MiB);
-    const device = fixture.engine.open('bigcopy');
+    const device = openExport(fixture.engine, 'bigcopy');
     expect(await device.read(0, 4096)).toEqual(Buffer.alloc(4096, 7));
     device.close();
 
@@ -109,7 +110,7 @@ describe('VolumeService', () => {
     await writeBlock(fixture.engine, 'undo', 0, Buffer.alloc(4096, 2));
 
     expect((await client.revertVolume('undo', 'good')).name).toBe('undo');
-    const device = fixture.engine.open('undo');
+    const device = openExport(fixture.engine, 'undo');
     expect(await device.read(0, 4096)).toEqual(Buffer.alloc(4096, 1));
     device.close();
     expect((await failure(client.revertVolume('undo', 'absent'))).code).toBe(grpc.status.NOT_FOUND);

@@ -18,6 +18,7 @@ const VOLUME: VolumeInfo = {
   connections: 1,
   checksumErrors: 0,
   createdAt: '2026-11-22T02:41:57.123Z',
+  layers: [{ class: 'ssd', allocatedBytes: 1536 }],
 };
 
 describe('table', () => {

@@ -6,6 +6,7 @@ import { corruptOnDisk, POOL_BYTES, startApiFixture, writeBlock, type ApiFixture
 import type { NodeStatus } from '../../fabric/api/node-info';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../../fabric/volume/types';
 import { errorLines, runWeft, WEFT_JS, type WeftRun } from './run-weft';
+import { openExport } from '../helpers/open-devices';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -126,7 +127,7 @@ describe('weft snapshot, clone and revert', () => {
     expect(await ok('volume', 'show', 'clone1')).toMatch(/^Source:\s+golden@v1$/m);
     const larger = await okJson<VolumeInfo>('volume', 'create', 'clone2', '--from-snapshot', 'golden@v1', '--size', '64MiB');
     expect(larger).toMatchObject({ sizeBytes: 64 * MiB, sourceSnapshot: 'golden@v1' });
-    const device = fixture.engine.open('clone2');
+    const device = openExport(fixture.engine, 'clone2');
     expect(await device.read(0, 4096)).toEqual(Buffer.alloc(4096, 9));
     device.close();
 
@@ -141,7 +142,7 @@ describe('weft snapshot, clone and revert', () => {
     await writeBlock(fixture.engine, 'app', 4096, Buffer.alloc(4096, 2));
 
     expect(await ok('volume', 'revert', 'app@before')).toBe('reverted volume "app" to snapshot "before": 8 MiB in class default\n');
-    const device = fixture.engine.open('app');
+    const device = openExport(fixture.engine, 'app');
     expect(await device.read(4096, 4096)).toEqual(Buffer.alloc(4096, 1));
     device.close();
     await fails(1, /^weft: snapshot app@after does not exist$/, 'volume', 'revert', 'app@after');

@@ -9,6 +9,8 @@ import { LocalEngine } from '../../fabric/volume/local-engine';
 import { MetricsDevice, registerPoolGauges, VolumeMetrics } from '../../fabric/volume/metrics-device';
 import type { VolumeEngine } from '../../fabric/volume/types';
 import { cleanupAll, makeTempDir, run } from '../helpers/weftd';
+import { openExport } from '../helpers/open-devices';
+import { exportNames } from '../../fabric/nbd-exports';
 
 const MiB = 1024 * 1024;
 
@@ -35,7 +37,7 @@ function sample(exposition: string, series: string): number | undefined {
 }
 
 it('forwards I/O and counts it per volume and operation', async () => {
-  const opened = engine.open('vol');
+  const opened = openExport(engine, 'vol');
   const device = new MetricsDevice(opened, metrics.forVolume('vol'));
   await device.write(0, Buffer.alloc(64 * 1024, 0xab), false);
   await device.flush();
@@ -59,10 +61,10 @@ it('forwards I/O and counts it per volume and operation', async () => {
 
 it('drops the series of a deleted volume; a new volume of that name counts from zero', async () => {
   const pruning = new Registry();
-  const live = new VolumeMetrics(pruning, () => engine.exportNames());
+  const live = new VolumeMetrics(pruning, () => exportNames(engine));
   const count = async () => sample(await pruning.metrics(), 'weft_volume_operations_total{volume="vol",operation="write"}');
   const writeOnce = async () => {
-    const opened = engine.open('vol');
+    const opened = openExport(engine, 'vol');
     await new MetricsDevice(opened, live.forVolume('vol')).write(0, Buffer.alloc(4096), false);
     opened.close();
   };
@@ -77,7 +79,7 @@ it('drops the series of a deleted volume; a new volume of that name counts from 
 
 it('counts a failed operation as an error, without bytes', async () => {
   await engine.createSnapshot('vol', 'snap');
-  const opened = engine.open('vol@snap');
+  const opened = openExport(engine, 'vol@snap');
   const device = new MetricsDevice(opened, metrics.forVolume('vol@snap'));
   expect(device.readOnly).toBe(true);
   await expect(device.write(0, Buffer.alloc(4096), false)).rejects.toThrow();
@@ -90,7 +92,7 @@ it('counts a failed operation as an error, without bytes', async () => {
 });
 
 it('shows the live size of a volume that grows while open', async () => {
-  const opened = engine.open('vol');
+  const opened = openExport(engine, 'vol');
   const device = new MetricsDevice(opened, metrics.forVolume('vol'));
   await engine.resizeVolume('vol', 16 * MiB);
   expect(device.sizeBytes).toBe(16 * MiB);
@@ -102,7 +104,7 @@ it('shares the stats of a volume between its devices', () => {
 });
 
 it('writes an exposition that promtool accepts', async () => {
-  const opened = engine.open('vol');
+  const opened = openExport(engine, 'vol');
   await new MetricsDevice(opened, metrics.forVolume('vol')).read(0, 4096);
   opened.close();
   const checked = await run('promtool', ['check', 'metrics'], { input: await registry.metrics() });

@@ -72,7 +72,7 @@ class Workload {
     for (let i = this.rng.int(1, 8); i > 0; i--) {
       const kind = this.rng.weighted(IO_KINDS);
       if (kind === 'flush') {
-        requests.push(this.report({ id: this.nextId++, kind }, () => this.engine.flush()));
+        requests.push(this.report({ id: this.nextId++, kind }, () => this.engine.store.flush()));
         continue;
       }
       if (kind === 'control') {

@@ -9,8 +9,10 @@ import * as readline from 'readline';
 import pino from 'pino';
 import { WeftError, IoError } from '../../fabric/errors';
 import { LocalEngine } from '../../fabric/volume/local-engine';
+import type { OpenDevice } from '../../fabric/volume/types';
 import { FaultyFileOps, isMetadataFile, isPoolFile } from './faulty-fs';
 import { Prng } from './prng';
+import { openExport } from './open-devices';
 
 /** Faults of the metadata disk or the pool's: which calls fail, and how. */
 export interface Faults {
@@ -70,9 +72,9 @@ async function main(): Promise<void> {
             : device.trim(command.offset, command.length, false),
         );
       case 'flush':
-        return engine.flush();
+        return engine.store.flush();
       case 'flushes': {
-        const outcomes = await Promise.allSettled(Array.from({ length: command.count }, () => engine.flush()));
+        const outcomes = await Promise.allSettled(Array.from({ length: command.count }, () => engine.store.flush()));
         return outcomes.map((o) => o.status);
       }
       case 'faults':
@@ -99,8 +101,8 @@ async function main(): Promise<void> {
   }
 }
 
-async function withDevice<T>(engine: LocalEngine, volume: string, io: (device: ReturnType<LocalEngine['open']>) => Promise<T>): Promise<T> {
-  const device = engine.open(volume);
+async function withDevice<T>(engine: LocalEngine, volume: string, io: (device: OpenDevice) => Promise<T>): Promise<T> {
+  const device = openExport(engine, volume);
   try {
     return await io(device);
   } finally {

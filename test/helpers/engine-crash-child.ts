@@ -4,6 +4,7 @@
 
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
+import { openExport } from './open-devices';
 
 export const CRASH_VOLUME_BYTES = 16 * 1024 * 1024;
 const BLOCK = 4096;
@@ -24,7 +25,7 @@ async function main(): Promise<void> {
   const [dataDir, poolDir] = process.argv.slice(2);
   const engine = await LocalEngine.open({ dataDir, pools: [{ class: 'default', path: poolDir, sizeBytes: 64 * 1024 * 1024 }], logger: pino({ level: 'silent' }) });
   if (!engine.listVolumes().some((v) => v.name === 'crash')) await engine.createVolume({ name: 'crash', sizeBytes: CRASH_VOLUME_BYTES });
-  const device = engine.open('crash');
+  const device = openExport(engine, 'crash');
   const blocks = CRASH_VOLUME_BYTES / BLOCK;
   for (let round = Number(process.argv[4] ?? 1); ; round++) {
     const perWrite = BLOCKS_PER_WRITE[round % BLOCKS_PER_WRITE.length];

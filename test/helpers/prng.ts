@@ -36,6 +36,16 @@ export class Prng {
     return items[Math.floor(this.next() * items.length)];
   }
 
+  /** The items in a random order (Fisher-Yates), as a new array. */
+  shuffle<T>(items: readonly T[]): T[] {
+    const out = [...items];
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = this.int(0, i);
+      [out[i], out[j]] = [out[j], out[i]];
+    }
+    return out;
+  }
+
   /** Picks a key of weights with probability proportional to its weight. */
   weighted<K extends string>(weights: Record<K, number>): K {
     const keys = Object.keys(weights) as K[];

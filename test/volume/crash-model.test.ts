@@ -22,6 +22,7 @@ import { BLOCK, ControlOp, poolSpec } from '../helpers/crash-ops';
 import { CrashModel } from '../helpers/crash-model';
 import { simulatePowerCut } from '../helpers/power-cut-fs';
 import { Prng } from '../helpers/prng';
+import { openExport } from '../helpers/open-devices';
 
 const CHILD = path.join(__dirname, '..', 'helpers', 'crash-model-child.js');
 const SEEDS = process.env.WEFT_CRASH_SEED ? [Number(process.env.WEFT_CRASH_SEED)] : [1, 2, 3];
@@ -161,7 +162,7 @@ async function checkContents(engine: LocalEngine, model: CrashModel): Promise<Ma
   const contents = new Map<string, Buffer>();
   const problems: string[] = [];
   for (const [name, blocks] of model.exports) {
-    const device = engine.open(name);
+    const device = openExport(engine, name);
     try {
       const data = Buffer.from(await device.read(0, blocks.length * BLOCK));
       contents.set(name, data);

@@ -8,6 +8,7 @@ import { spawn } from 'child_process';
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import { CRASH_VOLUME_BYTES } from '../helpers/engine-crash-child';
+import { openExport } from '../helpers/open-devices';
 
 const CHILD = path.join(__dirname, '..', 'helpers', 'engine-crash-child.js');
 const BLOCK = 4096;
@@ -46,7 +47,7 @@ test('acknowledged writes survive repeated kill -9 and recovery leaves a consist
 
     const engine = await LocalEngine.open({ dataDir: path.join(dir, 'data'), pools: [{ class: 'default', path: dir }], logger: pino({ level: 'silent' }) });
     try {
-      const device = engine.open('crash');
+      const device = openExport(engine, 'crash');
       const data = await device.read(0, CRASH_VOLUME_BYTES); // rejects on any checksum error
       device.close();
       let newest = 0;

@@ -7,15 +7,14 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
-import { Registry } from 'prom-client';
 import { NbdServer } from '../../fabric/nbd/server';
 import { EngineExports, GROWABLE_SUFFIX } from '../../fabric/nbd-exports';
 import { DATA_OFFSET_BYTES, memberFileInDirectory } from '../../fabric/store/pool-member';
 import { LocalEngine } from '../../fabric/volume/local-engine';
-import { VolumeMetrics } from '../../fabric/volume/metrics-device';
 import type { OpenDevice } from '../../fabric/volume/types';
 import { FileOpsRecorder, type FileCall } from '../helpers/file-ops-recorder';
 import { CMD_FLAG, RawNbdClient } from '../helpers/nbd-raw-client';
+import { openExport } from '../helpers/open-devices';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -70,7 +69,7 @@ async function openEngine(dir: string, poolBytes = 16 * MiB, log = logger): Prom
 
 async function volume(engine: LocalEngine, name: string, sizeBytes: number): Promise<OpenDevice> {
   await engine.createVolume({ name, sizeBytes });
-  const device = engine.open(name);
+  const device = openExport(engine, name);
   devices.push(device);
   return device;
 }
@@ -108,7 +107,7 @@ function crashCopy(): string {
 /** Opens the crash copy (recovery runs) and reads a volume's range; rejects on a checksum error. */
 async function readAfterCrash(copy: string, name: string, offsetBytes: number, lengthBytes: number, log = logger): Promise<Buffer> {
   const engine = await openEngine(copy, undefined, log);
-  const device = engine.open(name);
+  const device = openExport(engine, name);
   try {
     return await device.read(offsetBytes, lengthBytes);
   } finally {
@@ -241,7 +240,7 @@ describe('a write with FUA is durable when it completes', () => {
   test.each(['v', `v${GROWABLE_SUFFIX}`])('over NBD through the exports weftd serves (%s): synced before the reply', async (exportName) => {
     const engine = await openEngine(root);
     await engine.createVolume({ name: 'v', sizeBytes: MiB });
-    const server = new NbdServer({ provider: new EngineExports(engine, new VolumeMetrics(new Registry())), logger });
+    const server = new NbdServer({ provider: new EngineExports(engine), logger });
     servers.push(server);
     const { client } = await RawNbdClient.open(await server.listen('127.0.0.1', 0), exportName);
     clients.push(client);

@@ -11,6 +11,7 @@ import { LocalEngine } from '../../fabric/volume/local-engine';
 import { Metadata } from '../../fabric/volume/metadata';
 import type { VolumeEngine } from '../../fabric/volume/types';
 import { DATA_OFFSET_BYTES } from '../../fabric/store/pool-member';
+import { openExport } from '../helpers/open-devices';
 
 const MiB = 1024 * 1024;
 const logger = pino({ level: 'silent' });
@@ -32,7 +33,7 @@ async function reopen(): Promise<VolumeEngine> {
 }
 
 async function writeFill(e: VolumeEngine, exportName: string, offset: number, length: number, byte: number): Promise<void> {
-  const device = e.open(exportName);
+  const device = openExport(e, exportName);
   try {
     await device.write(offset, Buffer.alloc(length, byte), false);
     await device.flush();
@@ -42,7 +43,7 @@ async function writeFill(e: VolumeEngine, exportName: string, offset: number, le
 }
 
 async function readAll(e: VolumeEngine, exportName: string, offset: number, length: number): Promise<Buffer> {
-  const device = e.open(exportName);
+  const device = openExport(e, exportName);
   try {
     return await device.read(offset, length);
   } finally {
@@ -92,14 +93,14 @@ describe('volumes', () => {
     await expect(e.resizeVolume('nope', MiB)).rejects.toMatchObject({ kind: 'NOT_FOUND' });
     await expect(e.createSnapshot('nope', 's')).rejects.toMatchObject({ kind: 'NOT_FOUND' });
     await expect(e.deleteSnapshot('v1', 'nope')).rejects.toMatchObject({ kind: 'NOT_FOUND' });
-    expect(() => e.open('nope')).toThrow(expect.objectContaining({ kind: 'NOT_FOUND' }));
+    expect(() => openExport(e, 'nope')).toThrow(expect.objectContaining({ kind: 'NOT_FOUND' }));
     expect(e.listVolumes().map((v) => [v.name, v.sizeBytes])).toEqual([['v1', MiB]]);
   });
 
   test('a connected volume is not deleted', async () => {
     const e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: MiB });
-    const device = e.open('v1');
+    const device = openExport(e, 'v1');
     await expect(e.deleteVolume('v1')).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION' });
     device.close();
     await e.deleteVolume('v1');
@@ -129,7 +130,7 @@ describe('volumes', () => {
     await expect(e.createVolume({ name: 'v1', sizeBytes: MiB })).rejects.toMatchObject({ kind: 'ALREADY_EXISTS', message: expect.stringMatching(/s1/) });
 
     await e.cloneVolume({ name: 'c1', volume: 'v1', snapshot: 's1' });
-    e.open('c1').close();
+    openExport(e, 'c1').close();
     await reopen();
     await engine!.deleteSnapshot('v1', 's1'); // the clone still reads through it
     expect((await readAll(engine!, 'c1', 0, MiB)).every((b) => b === 0xaa)).toBe(true);
@@ -142,7 +143,7 @@ describe('volumes', () => {
   test('writes past the end are refused', async () => {
     const e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: MiB });
-    const device = e.open('v1');
+    const device = openExport(e, 'v1');
     await expect(device.write(MiB - 1, Buffer.alloc(2), false)).rejects.toMatchObject({ errno: 'ENOSPC' });
     await expect(device.read(MiB, 1)).rejects.toMatchObject({ errno: 'EINVAL' });
     device.close();
@@ -170,7 +171,7 @@ describe('snapshots and clones', () => {
     const snap = await readAll(e, 'v1@s1', 0, MiB);
     expect(snap.every((b) => b === 0xaa)).toBe(true);
     expect((await readAll(e, 'v1', 0, 1))[0]).toBe(0xbb);
-    const device = e.open('v1@s1');
+    const device = openExport(e, 'v1@s1');
     expect(device.readOnly).toBe(true);
     await expect(device.write(0, Buffer.alloc(1), false)).rejects.toMatchObject({ errno: 'EPERM' });
     device.close();
@@ -231,7 +232,7 @@ describe('trim, zeroes and allocation status', () => {
     const e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: 4 * MiB });
     await writeFill(e, 'v1', 0, 2 * MiB, 0xaa);
-    const device = e.open('v1');
+    const device = openExport(e, 'v1');
     await device.trim(0, MiB, false);
     await device.writeZeroes(MiB, 4096, { fua: true, noHole: true });
     expect((await device.read(0, MiB)).every((b) => b === 0)).toBe(true);
@@ -263,7 +264,7 @@ describe('trim, zeroes and allocation status', () => {
     await writeFill(e, 'v1', 0, MiB, 0xaa);
     await e.createSnapshot('v1', 's1');
     await e.cloneVolume({ name: 'c1', volume: 'v1', snapshot: 's1' });
-    const device = e.open('c1');
+    const device = openExport(e, 'c1');
     await device.trim(0, MiB, false);
     expect((await device.read(0, MiB)).every((b) => b === 0)).toBe(true);
     device.close();
@@ -281,7 +282,7 @@ describe('writes in pieces (a payload as it came off the socket)', () => {
   }
 
   async function writePieces(e: VolumeEngine, offset: number, pieces: Buffer[]): Promise<void> {
-    const device = e.open('v1');
+    const device = openExport(e, 'v1');
     try {
       await device.write(offset, pieces, false);
       await device.flush();
@@ -344,7 +345,7 @@ describe('checksums', () => {
   test('bytes altered on disk read back as an I/O error, are counted, and verify lists them', async () => {
     const e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: MiB });
-    const device = e.open('v1');
+    const device = openExport(e, 'v1');
     const block = Buffer.alloc(4096, 0x5a);
     block.write('weft-corruption-target');
     await device.write(8192, block, true);
@@ -360,7 +361,7 @@ describe('checksums', () => {
     fs.closeSync(fd);
 
     const e2 = await openEngine();
-    const again = e2.open('v1');
+    const again = openExport(e2, 'v1');
     await expect(again.read(8192, 4096)).rejects.toMatchObject({ errno: 'EIO' });
     await expect(again.read(0, 4096)).resolves.toHaveLength(4096); // other blocks are fine
     again.close();
@@ -377,7 +378,7 @@ describe('persistence', () => {
   ])('with a sync interval of %i ms, %i journal record(s) of a write without FLUSH stay unsynced 2.5 s later', async (syncIntervalMs, unsyncedAfter) => {
     engine = await LocalEngine.open({ dataDir: path.join(dir, 'data'), pools: [{ class: 'default', path: dir, sizeBytes: 64 * MiB }], logger, syncIntervalMs });
     await engine.createVolume({ name: 'v1', sizeBytes: MiB });
-    const device = engine.open('v1');
+    const device = openExport(engine, 'v1');
     await device.write(0, Buffer.alloc(4096, 1), false);
     device.close();
     await new Promise((resolve) => setTimeout(resolve, 2500)); // the interval, and the background task's own period
@@ -401,7 +402,7 @@ describe('persistence', () => {
       }
       return sync();
     };
-    const device = e.open('v1');
+    const device = openExport(e, 'v1');
     await device.write(0, Buffer.alloc(4096, 0x5a), false);
     const flushed = device.flush();
     await new Promise((resolve) => setImmediate(resolve)); // the flush is now waiting in the slow sync

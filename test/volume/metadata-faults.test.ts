@@ -13,6 +13,7 @@ import { LocalEngine } from '../../fabric/volume/local-engine';
 import { MetadataDamaged } from '../../fabric/volume/metadata';
 import type { Faults } from '../helpers/engine-child';
 import { EngineProcess } from '../helpers/engine-process';
+import { openExport } from '../helpers/open-devices';
 
 const MiB = 1024 * 1024;
 
@@ -56,7 +57,7 @@ async function reopen(dataMiB?: number): Promise<LocalEngine> {
 
 /** True when every byte of [offset, offset + length) of the export reads as value. */
 async function reads(e: LocalEngine, exportName: string, offset: number, length: number, value: number): Promise<boolean> {
-  const device = e.open(exportName);
+  const device = openExport(e, exportName);
   try {
     const data = await device.read(offset, length);
     return data.every((b) => b === value);

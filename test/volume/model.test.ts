@@ -16,15 +16,24 @@ import { LocalEngine } from '../../fabric/volume/local-engine';
 import type { OpenDevice } from '../../fabric/volume/types';
 import { controlState, stateDifference } from '../helpers/control-state';
 import { FaultyFileOps, isMetadataFile, isPoolFile } from '../helpers/faulty-fs';
-import { OpenDevices } from '../helpers/open-devices';
+import { openExport, OpenDevices } from '../helpers/open-devices';
 import { Prng } from '../helpers/prng';
 import { overlaps, placeRange, randomWriteRange } from '../helpers/ranges';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const B = 4096;
-/** The pool has two members of unequal size, so that some disk runs cross from one to the other. */
-const MEMBER_BYTES = [40 * MiB, 24 * MiB];
+/**
+ * Two pools: "default" has two members of unequal size, so that some disk runs cross from one to the
+ * other; "fast" has one. Volumes and clones are made in either, so chains cross pools.
+ */
+const MEMBERS: { class: string; sizeBytes: number }[] = [
+  { class: 'default', sizeBytes: 40 * MiB },
+  { class: 'default', sizeBytes: 24 * MiB },
+  { class: 'fast', sizeBytes: 32 * MiB },
+];
+const CLASSES = ['default', 'fast'];
+const NOTHING_USED = CLASSES.map((c) => `${c}:0`).join(' ');
 /** Volumes stay small so that random ranges often meet earlier writes, holes and snapshots. */
 const MAX_VOLUME_BYTES = 4 * MiB;
 /** Volumes plus snapshots, so that the pool does not fill up. */
@@ -43,6 +52,7 @@ const OPERATIONS = {
   writeZeroes: 5,
   blockStatus: 4,
   concurrent: 8,
+  controlsTogether: 3,
   readSnapshot: 6,
   flush: 3,
   createSnapshot: 4,
@@ -94,7 +104,7 @@ class ModelRun {
   constructor(readonly seed: number, private readonly dir: string) {
     this.rng = new Prng(seed);
     this.faults = new FaultyFileOps(new Prng(seed ^ 0x5eed));
-    MEMBER_BYTES.forEach((_size, i) => fs.mkdirSync(this.memberDir(i)));
+    MEMBERS.forEach((_member, i) => fs.mkdirSync(this.memberDir(i)));
   }
 
   private memberDir(index: number): string {
@@ -112,7 +122,7 @@ class ModelRun {
       await this.checkEverything();
       await this.deleteEverything();
       await this.reopen();
-      expectEqual(this.usedBytes(), 0, 'pool usedBytes after deleting everything and reopening');
+      expectEqual(this.usedBytes(), NOTHING_USED, 'pool usedBytes after deleting everything and reopening');
     } catch (err) {
       const recent = this.history.map((h) => `  ${h}`).join('\n');
       throw new Error(
@@ -165,7 +175,7 @@ class ModelRun {
       if (!/refuse writes and flushes from now on/.test((err as Error).message)) throw err;
       return this.restartAfterFailStop();
     }
-    const fresh = this.engine.open(volume);
+    const fresh = openExport(this.engine, volume);
     try {
       await fresh.flush();
     } finally {
@@ -256,6 +266,8 @@ class ModelRun {
         return this.blockStatus(volume);
       case 'concurrent':
         return this.concurrent(volume);
+      case 'controlsTogether':
+        return this.controlsTogether();
       case 'readSnapshot':
         return this.readSnapshot();
       case 'flush':
@@ -306,13 +318,14 @@ class ModelRun {
     return [...this.snapshots.keys()].filter((key) => key.startsWith(`${volume}@`));
   }
 
-  private usedBytes(): number {
-    return this.engine.listPools()[0].usedBytes;
+  /** Used bytes of every pool, as "class:bytes" (space must be freed in the pool that held it). */
+  private usedBytes(): string {
+    return this.engine.listPools().map((p) => `${p.class}:${p.usedBytes}`).join(' ');
   }
 
+  /** Room in every pool (a write goes to its volume's pool; which one does not matter here). */
   private hasRoom(bytes: number): boolean {
-    const pool = this.engine.listPools()[0];
-    return pool.usedBytes + bytes + ROOM_MARGIN_BYTES <= pool.capacityBytes;
+    return this.engine.listPools().every((pool) => pool.usedBytes + bytes + ROOM_MARGIN_BYTES <= pool.capacityBytes);
   }
 
   private get objectCount(): number {
@@ -451,8 +464,9 @@ class ModelRun {
     if (this.objectCount >= MAX_OBJECTS) return;
     const name = this.name('v');
     const sizeBytes = this.newSize(B);
-    this.note(`createVolume ${name} ${sizeBytes}`);
-    if (!(await this.control(() => this.engine.createVolume({ name, sizeBytes })))) return;
+    const poolClass = this.rng.pick(CLASSES);
+    this.note(`createVolume ${name} ${sizeBytes} in ${poolClass}`);
+    if (!(await this.control(() => this.engine.createVolume({ name, sizeBytes, class: poolClass })))) return;
     this.volumes.set(name, Buffer.alloc(sizeBytes));
     this.checkCatalog();
   }
@@ -520,6 +534,42 @@ class ModelRun {
     this.checkCatalog();
   }
 
+  /**
+   * Control operations on several volumes at once, with writes in flight on yet another: a snapshot
+   * of one, a resize of another, and the deletion of some snapshot. Each must come out as if alone.
+   */
+  private async controlsTogether(): Promise<void> {
+    if (this.faults.active || this.objectCount >= MAX_OBJECTS) return;
+    const names = this.rng.shuffle([...this.volumes.keys()]);
+    if (names.length < 3) return;
+    const [snapped, resized, written] = names;
+    const snapshotName = this.name('s');
+    const grown = this.volumes.get(resized)!;
+    const newSize = Math.min(MAX_VOLUME_BYTES, grown.length + this.rng.int(1, 64) * B);
+    const doomed = this.snapshots.size > 0 ? this.rng.pick([...this.snapshots.keys()]) : undefined;
+    const writes: [number, Buffer][] = [];
+    const model = this.volumes.get(written)!;
+    for (let i = this.rng.int(1, 4); i > 0; i--) {
+      const [offset, length] = randomWriteRange(this.rng, model.length);
+      if (!writes.some(([o, d]) => o < offset + length && offset < o + d.length) && this.hasRoom(4 * length)) writes.push([offset, this.rng.bytes(length)]);
+    }
+    this.note(`together: createSnapshot ${snapped}@${snapshotName}, resize ${resized} -> ${newSize}, ${doomed ? `deleteSnapshot ${doomed}, ` : ''}${writes.length} write(s) on ${written}`);
+    if (doomed) this.devices.close(doomed);
+    const device = this.devices.get(written);
+    const snapshotData = Buffer.from(this.volumes.get(snapped)!);
+    await settleAll([
+      this.engine.createSnapshot(snapped, snapshotName),
+      this.engine.resizeVolume(resized, newSize),
+      ...(doomed ? [this.engine.deleteSnapshot(doomed.split('@')[0], doomed.split('@')[1])] : []),
+      ...writes.map(([offset, data]) => device.write(offset, data, false)),
+    ]);
+    this.snapshots.set(`${snapped}@${snapshotName}`, snapshotData);
+    this.volumes.set(resized, Buffer.concat([grown, Buffer.alloc(newSize - grown.length)]));
+    if (doomed) this.snapshots.delete(doomed);
+    for (const [offset, data] of writes) data.copy(model, offset);
+    this.checkCatalog();
+  }
+
   private async deleteSnapshot(): Promise<void> {
     if (this.snapshots.size > 0) await this.deleteSnapshotNamed(this.rng.pick([...this.snapshots.keys()]));
   }
@@ -542,8 +592,10 @@ class ModelRun {
     const data = this.snapshots.get(source)!;
     const sizeBytes = this.rng.chance(0.5) ? data.length : this.newSize(data.length);
     const name = this.name('v');
-    this.note(`clone ${source} -> ${name} ${sizeBytes}`);
-    if (!(await this.control(() => this.engine.cloneVolume({ name, volume, snapshot, sizeBytes })))) return;
+    // Half the time in the snapshot's class, else in a class picked at random (often another).
+    const poolClass = this.rng.chance(0.5) ? undefined : this.rng.pick(CLASSES);
+    this.note(`clone ${source} -> ${name} ${sizeBytes}${poolClass ? ` in ${poolClass}` : ''}`);
+    if (!(await this.control(() => this.engine.cloneVolume({ name, volume, snapshot, sizeBytes, class: poolClass })))) return;
     this.volumes.set(name, Buffer.concat([data, Buffer.alloc(sizeBytes - data.length)]));
     this.checkCatalog();
   }
@@ -569,7 +621,7 @@ class ModelRun {
   private async reopen(): Promise<void> {
     await this.endFaults();
     this.note('flush, close and reopen the engine');
-    await this.engine.flush(); // lets deferred frees go, so that usedBytes is exact
+    await this.engine.store.flush(); // lets deferred frees go, so that usedBytes is exact
     const used = this.usedBytes();
     this.devices.closeAll();
     await this.engine.close();
@@ -600,7 +652,7 @@ class ModelRun {
   private async openEngine(): Promise<void> {
     this.engine = await LocalEngine.open({
       dataDir: path.join(this.dir, 'data'),
-      pools: MEMBER_BYTES.map((sizeBytes, i) => ({ class: 'default', path: this.memberDir(i), sizeBytes })),
+      pools: MEMBERS.map((member, i) => ({ class: member.class, path: this.memberDir(i), sizeBytes: member.sizeBytes })),
       logger,
     });
   }
@@ -621,7 +673,7 @@ class ModelRun {
 
   private async deleteEverything(): Promise<void> {
     for (const volume of [...this.volumes.keys()]) await this.deleteVolume(volume);
-    expectEqual(this.usedBytes(), 0, 'pool usedBytes after deleting everything');
+    expectEqual(this.usedBytes(), NOTHING_USED, 'pool usedBytes after deleting everything');
   }
 }
 

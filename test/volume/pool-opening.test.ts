@@ -9,6 +9,7 @@ import * as path from 'path';
 import pino from 'pino';
 import { memberFileInDirectory } from '../../fabric/store/pool-member';
 import { LocalEngine, type PoolSpec } from '../../fabric/volume/local-engine';
+import { openExport } from '../helpers/open-devices';
 
 const MiB = 1024 * 1024;
 const logger = pino({ level: 'silent' });
@@ -23,7 +24,7 @@ function openEngine(pools: PoolSpec[]): Promise<LocalEngine> {
 async function dataDirWithVolume(...pools: PoolSpec[]): Promise<void> {
   const e = await openEngine(pools);
   await e.createVolume({ name: 'v1', sizeBytes: MiB });
-  const device = e.open('v1');
+  const device = openExport(e, 'v1');
   await device.write(0, Buffer.alloc(4096, 0x5a), true);
   device.close();
   await e.close();
@@ -126,7 +127,7 @@ describe('a refused start changes no pool member', () => {
       message: expect.stringMatching(/^pool fast holds volumes but is not given with --pool/),
     });
     const e = await openEngine([fast]);
-    const device = e.open('v1');
+    const device = openExport(e, 'v1');
     expect((await device.read(0, 4096)).every((b) => b === 0x5a)).toBe(true);
     device.close();
   });

@@ -1,6 +1,7 @@
-// The local replica's block device: reads fall through a chain of layers (head, then snapshots);
-// writes go to the head, in place when the head owns the block, else to a newly allocated one.
-// Every block's CRC-32C is checked on read; a mismatch is an I/O error, never wrong data.
+// The local replica, the bottom of a volume's stack: reads fall through its chain of layers (head,
+// then snapshots, each in its own pool); writes go to the head's pool, to newly allocated blocks.
+// Every block's CRC-32C is checked on read; a mismatch is an I/O error, never wrong data. Its own
+// quiesce lets a control operation pause this volume's I/O without touching any other volume.
 
 import { takeBuffer } from '../buffers';
 import { IoError } from '../errors';
@@ -9,8 +10,10 @@ import { crc32c, crc32cBlocks, crc32cPieces } from '../store/checksum';
 import { settleAll } from '../store/file-io';
 import type { Pool } from '../store/pool';
 import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
-import { ABSENT, BlockMap, CHUNK_ENTRIES, FIRST_PHYSICAL, ZERO } from './block-map';
+import { ABSENT, FIRST_PHYSICAL, ZERO } from './block-map';
+import type { Chain } from './chain';
 import type { Metadata } from './metadata';
+import { Quiesce } from './quiesce';
 import { RangeLock, Release } from './range-lock';
 import { BLOCK_BYTES } from './types';
 
@@ -20,12 +23,11 @@ const ZERO_CHUNK_BLOCKS = 256;
 /** BLOCK_STATUS looks at most this many blocks per request. */
 const STATUS_MAX_BLOCKS = 128 * 1024;
 
-/** What a volume needs from the engine that owns it. */
-export interface VolumeHost {
+/** What a replica needs from the node it lives on. */
+export interface ReplicaHost {
   readonly metadata: Metadata;
-  /** Waits while a control operation holds the engine; every I/O calls it, then leave(). */
-  enter(): Promise<void> | undefined;
-  leave(): void;
+  /** Set once the node shuts down: I/O then fails with ESHUTDOWN. */
+  readonly closed: boolean;
   /** Marks journal sequence seq as belonging to a write whose data is still in flight. */
   writeStarted(seq: number): void;
   writeFinished(seq: number): void;
@@ -34,17 +36,17 @@ export interface VolumeHost {
   checksumError(volume: string, offsetBytes: number): void;
 }
 
-export class LocalVolume implements BlockDevice {
-  /** Maps from the head (index 0, the only one written) to the oldest ancestor. */
-  chain: BlockMap[] = [];
-  /** Layer id of chain[0]; writes are journaled against it. */
-  headLayer = 0;
+export class LocalReplica implements BlockDevice {
   readonly lock = new RangeLock();
+  readonly quiesce = new Quiesce();
+  /** Blocks that failed their checksum on read or scrub since weftd started. */
+  checksumErrors = 0;
 
+  /** chain: replaced by the engine (with I/O paused) when a control operation changes the layers. */
   constructor(
     readonly name: string,
-    private readonly host: VolumeHost,
-    readonly pool: Pool,
+    private readonly host: ReplicaHost,
+    public chain: Chain,
     private readonly size: () => number,
     readonly readOnly: boolean,
   ) {}
@@ -124,14 +126,13 @@ export class LocalVolume implements BlockDevice {
       const bad: number[] = [];
       const one = Buffer.allocUnsafe(B);
       for (let block = first; block < end; block++) {
-        const layer = this.layerOf(block);
-        if (layer < 0) continue;
-        const value = this.chain[layer].value(block);
-        if (value < FIRST_PHYSICAL) continue;
-        await this.pool.read(value - FIRST_PHYSICAL, one);
-        if (crc32c(one) !== this.chain[layer].crc(block)) {
+        const layer = this.chain.layerOf(block);
+        const value = layer ? layer.map.value(block) : ABSENT;
+        if (!layer || value < FIRST_PHYSICAL) continue;
+        await layer.pool.read(value - FIRST_PHYSICAL, one);
+        if (crc32c(one) !== layer.map.crc(block)) {
           bad.push(block * B);
-          this.host.checksumError(this.name, block * B);
+          this.checksumFailed(block * B);
         }
       }
       return bad;
@@ -142,44 +143,7 @@ export class LocalVolume implements BlockDevice {
 
   /** The value of a block as the volume sees it: physical, ZERO, or ABSENT. */
   resolve(block: number): number {
-    const chain = this.chain;
-    for (let i = 0; i < chain.length; i++) {
-      const value = chain[i].value(block);
-      if (value !== ABSENT) return value;
-    }
-    return ABSENT;
-  }
-
-  /** Index in the chain of the layer that decides the block, or -1. */
-  private layerOf(block: number): number {
-    const chain = this.chain;
-    for (let i = 0; i < chain.length; i++) if (chain[i].value(block) !== ABSENT) return i;
-    return -1;
-  }
-
-  /**
-   * Looks up [first, first + values.length) through the chain: values[i] and crcs[i] get the entry
-   * of the topmost layer that has one (ABSENT where none has). Walks chunk by chunk, layer by layer.
-   */
-  private resolveRange(first: number, values: Uint32Array, crcs: Uint32Array): void {
-    const end = first + values.length;
-    for (const map of this.chain) {
-      for (let block = first; block < end; ) {
-        const chunkEnd = Math.min(end, (Math.floor(block / CHUNK_ENTRIES) + 1) * CHUNK_ENTRIES);
-        const chunk = map.chunk(block);
-        if (chunk) {
-          for (; block < chunkEnd; block++) {
-            const i = block - first;
-            const value = chunk.values[block % CHUNK_ENTRIES];
-            if (values[i] === ABSENT && value !== ABSENT) {
-              values[i] = value;
-              crcs[i] = chunk.crcs[block % CHUNK_ENTRIES];
-            }
-          }
-        }
-        block = chunkEnd;
-      }
-    }
+    return this.chain.resolve(block);
   }
 
   private async readBlocks(first: number, end: number): Promise<Buffer> {
@@ -188,32 +152,40 @@ export class LocalVolume implements BlockDevice {
     const entries = new Uint32Array(count * 2);
     const values = entries.subarray(0, count);
     const expected = entries.subarray(count);
-    this.resolveRange(first, values, expected);
+    const layerIndex = new Uint16Array(count);
+    const layers = this.chain.layers;
+    this.chain.resolveRange(first, values, expected, layerIndex);
     const reads: Promise<void>[] = [];
     let runIndex = 0;
     let runPhysical = -1;
     let runLength = 0;
+    let runLayer = 0;
+    const endRun = () => {
+      if (runLength > 0) reads.push(layers[runLayer].pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
+    };
     for (let i = 0; i < count; i++) {
       const value = values[i];
       if (value >= FIRST_PHYSICAL) {
         const physical = value - FIRST_PHYSICAL;
-        if (runLength > 0 && physical === runPhysical + runLength) {
+        // A run is physically contiguous in one pool (layers of one chain may sit in different pools).
+        if (runLength > 0 && physical === runPhysical + runLength && layers[layerIndex[i]].pool === layers[runLayer].pool) {
           runLength++;
           continue;
         }
-        if (runLength > 0) reads.push(this.pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
+        endRun();
         runIndex = i;
         runPhysical = physical;
         runLength = 1;
+        runLayer = layerIndex[i];
       } else {
         // A hole ends the run even if the next block is physically adjacent to it: the run's
         // data goes to consecutive slots, and this slot reads as zeroes.
-        if (runLength > 0) reads.push(this.pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
+        endRun();
         runLength = 0;
         buf.fill(0, i * B, (i + 1) * B);
       }
     }
-    if (runLength > 0) reads.push(this.pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
+    endRun();
     if (reads.length === 1) await reads[0];
     else if (reads.length > 1) await settleAll(reads);
     // The checksums of unmapped blocks are computed too (over zeroes) but not compared.
@@ -222,7 +194,7 @@ export class LocalVolume implements BlockDevice {
     for (let i = 0; i < count; i++) {
       if (values[i] >= FIRST_PHYSICAL && actual[i] !== expected[i]) {
         const offset = (first + i) * B;
-        this.host.checksumError(this.name, offset);
+        this.checksumFailed(offset);
         throw new IoError('EIO', `volume ${this.name}: checksum mismatch in block at offset ${offset}`);
       }
     }
@@ -260,7 +232,7 @@ export class LocalVolume implements BlockDevice {
    */
   private async writeBlocks(first: number, blocks: Pieces): Promise<void> {
     const count = totalBytes(blocks) / B;
-    const head = this.chain[0];
+    const { map: head, pool, id: headLayer } = this.chain.head;
     const targets = new Array<number>(count).fill(-1);
     let inPlace = false;
     if (!(await this.allocateInto(targets, count))) {
@@ -270,7 +242,7 @@ export class LocalVolume implements BlockDevice {
         if (value >= FIRST_PHYSICAL) targets[i] = value - FIRST_PHYSICAL;
         else fresh++;
       }
-      if (fresh === count || (fresh > 0 && !(await this.allocateInto(targets, fresh)))) throw new IoError('ENOSPC', `pool ${this.pool.poolClass} is full`);
+      if (fresh === count || (fresh > 0 && !(await this.allocateInto(targets, fresh)))) throw new IoError('ENOSPC', `pool ${pool.poolClass} is full`);
       inPlace = fresh < count;
     }
     const crcs = new Uint32Array(count);
@@ -281,7 +253,7 @@ export class LocalVolume implements BlockDevice {
     let lastSeq = 0;
     for (let start = 0, i = 1; i <= count; i++) {
       if (i < count && targets[i] === targets[i - 1] + 1) continue;
-      lastSeq = metadata.recordRun(this.headLayer, first + start, targets[start] + FIRST_PHYSICAL, crcs.subarray(start, i));
+      lastSeq = metadata.recordRun(headLayer, first + start, targets[start] + FIRST_PHYSICAL, crcs.subarray(start, i));
       if (start === 0) firstSeq = lastSeq;
       start = i;
     }
@@ -289,7 +261,7 @@ export class LocalVolume implements BlockDevice {
     try {
       if (inPlace) await metadata.sync();
       else await metadata.writeOut();
-      await this.writeRuns(targets, blocks);
+      await writeRuns(pool, targets, blocks);
     } catch (err) {
       this.undoIntents(first, count, targets);
       this.host.writeFinished(firstSeq);
@@ -300,17 +272,18 @@ export class LocalVolume implements BlockDevice {
     for (let i = 0; i < count; i++) {
       const old = head.set(first + i, targets[i] + FIRST_PHYSICAL, crcs[i]);
       // Reusable once the last record of this write is durable (each block's own one is no later).
-      if (old >= FIRST_PHYSICAL && old !== targets[i] + FIRST_PHYSICAL) this.pool.allocator.freeAfterSync(old - FIRST_PHYSICAL, lastSeq);
+      if (old >= FIRST_PHYSICAL && old !== targets[i] + FIRST_PHYSICAL) pool.allocator.freeAfterSync(old - FIRST_PHYSICAL, lastSeq);
     }
     this.host.writeFinished(firstSeq);
   }
 
   /** Fills the -1 entries of targets with newly allocated blocks; false if the pool has no room. */
   private async allocateInto(targets: number[], fresh: number): Promise<boolean> {
-    let runs = this.pool.allocator.allocate(fresh);
-    if (!runs && this.pool.allocator.pendingCount > 0) {
+    const allocator = this.chain.head.pool.allocator;
+    let runs = allocator.allocate(fresh);
+    if (!runs && allocator.pendingCount > 0) {
       await this.host.flush(); // frees deferred until the journal is durable
-      runs = this.pool.allocator.allocate(fresh);
+      runs = allocator.allocate(fresh);
     }
     if (!runs) return false;
     let run = 0;
@@ -329,25 +302,13 @@ export class LocalVolume implements BlockDevice {
     return true;
   }
 
-  /** Writes blocks to their targets, one pool write per physically contiguous run. */
-  private writeRuns(targets: number[], blocks: Pieces): Promise<void> {
-    const writes: Promise<void>[] = [];
-    let start = 0;
-    for (let i = 1; i <= targets.length; i++) {
-      if (i < targets.length && targets[i] === targets[i - 1] + 1) continue;
-      writes.push(this.pool.write(targets[start], slicePieces(blocks, start * B, i * B)));
-      start = i;
-    }
-    return writes.length === 1 ? writes[0] : settleAll(writes);
-  }
-
   /** After a failed write: journal the old entries again and give back blocks it allocated. */
   private undoIntents(first: number, count: number, targets: number[]): void {
-    const head = this.chain[0];
+    const { map: head, pool, id: headLayer } = this.chain.head;
     for (let i = 0; i < count; i++) {
       const value = head.value(first + i);
-      this.host.metadata.recordMap(this.headLayer, first + i, value, head.crc(first + i));
-      if (value !== targets[i] + FIRST_PHYSICAL) this.pool.allocator.freeAfterSync(targets[i], this.host.metadata.lastSeq);
+      this.host.metadata.recordMap(headLayer, first + i, value, head.crc(first + i));
+      if (value !== targets[i] + FIRST_PHYSICAL) pool.allocator.freeAfterSync(targets[i], this.host.metadata.lastSeq);
     }
   }
 
@@ -375,39 +336,39 @@ export class LocalVolume implements BlockDevice {
   private async unmapBlocks(first: number, end: number): Promise<void> {
     const release = await this.begin(first, end, true);
     try {
-      const head = this.chain[0];
+      const { map: head, pool, id: headLayer } = this.chain.head;
       const metadata = this.host.metadata;
       for (let block = first; block < end; block++) {
-        const value = this.parentHasData(block) ? ZERO : ABSENT;
+        const value = this.chain.parentHasData(block) ? ZERO : ABSENT;
         if (head.value(block) === value) continue;
-        const seq = metadata.recordMap(this.headLayer, block, value, 0);
+        const seq = metadata.recordMap(headLayer, block, value, 0);
         const old = head.set(block, value, 0);
-        if (old >= FIRST_PHYSICAL) this.pool.allocator.freeAfterSync(old - FIRST_PHYSICAL, seq);
+        if (old >= FIRST_PHYSICAL) pool.allocator.freeAfterSync(old - FIRST_PHYSICAL, seq);
       }
     } finally {
       this.end(release);
     }
   }
 
-  private parentHasData(block: number): boolean {
-    const chain = this.chain;
-    for (let i = 1; i < chain.length; i++) {
-      const value = chain[i].value(block);
-      if (value !== ABSENT) return value !== ZERO;
-    }
-    return false;
-  }
-
   private async begin(first: number, end: number, exclusive: boolean): Promise<Release> {
-    const gate = this.host.enter();
+    const gate = this.quiesce.enter();
     if (gate) await gate;
+    if (this.host.closed) {
+      this.quiesce.leave();
+      throw new IoError('ESHUTDOWN', 'weftd is shutting down');
+    }
     const lock = this.lock.acquire(first, end, exclusive);
     return typeof lock === 'function' ? lock : await lock;
   }
 
   private end(release: Release): void {
     release();
-    this.host.leave();
+    this.quiesce.leave();
+  }
+
+  private checksumFailed(offsetBytes: number): void {
+    this.checksumErrors++;
+    this.host.checksumError(this.name, offsetBytes);
   }
 
   private checkRange(offsetBytes: number, lengthBytes: number): void {
@@ -424,3 +385,14 @@ export class LocalVolume implements BlockDevice {
   }
 }
 
+/** Writes blocks to their targets, one pool write per physically contiguous run. */
+function writeRuns(pool: Pool, targets: number[], blocks: Pieces): Promise<void> {
+  const writes: Promise<void>[] = [];
+  let start = 0;
+  for (let i = 1; i <= targets.length; i++) {
+    if (i < targets.length && targets[i] === targets[i - 1] + 1) continue;
+    writes.push(pool.write(targets[start], slicePieces(blocks, start * B, i * B)));
+    start = i;
+  }
+  return writes.length === 1 ? writes[0] : settleAll(writes);
+}

@@ -1,0 +1,119 @@
+// One control operation's changes to the catalog and the block maps: layers made, dropped and
+// merged. It commits whole (one CONTROL journal record, made durable) or, if it fails, is undone in
+// memory, and its record, if appended, is cancelled in the journal.
+
+import { FIRST_PHYSICAL, type BlockMap } from './block-map';
+import { Catalog, CatalogEdit, LayerRecord } from './catalog';
+import type { MapChange } from './metadata';
+import type { NodeStore } from './node-store';
+
+export class ControlTxn {
+  readonly catalog: CatalogEdit;
+  /** Map entries it set (merges), with the entries they replaced. */
+  private readonly maps: (MapChange & { previousValue: number; previousCrc: number })[] = [];
+  /** Maps of the layers it removed. */
+  private readonly removedMaps = new Map<number, BlockMap>();
+  /** Blocks it frees once its record is durable. */
+  private readonly frees: { pool: string; block: number }[] = [];
+  /** Sequence number of its journal record, once appended. */
+  private seq: number | undefined;
+
+  constructor(private readonly store: NodeStore) {
+    this.catalog = new CatalogEdit(store.catalog);
+  }
+
+  newLayer(poolClass: string, parent: number | null): LayerRecord {
+    const layer: LayerRecord = { id: this.store.catalog.nextLayerId++, pool: poolClass, parent };
+    this.catalog.add('layer', layer);
+    this.store.metadata.mapOf(layer.id);
+    return layer;
+  }
+
+  /** Removes a layer nothing needs any more (a volume head) and collects its parent. */
+  dropLayer(id: number): void {
+    const layer = layerById(this.store.catalog, id);
+    const frees = this.frees;
+    // The blocks become free once the record that removes the layer is durable (commit).
+    this.store.metadata.mapOf(layer.id).forEach((_block, value) => {
+      if (value >= FIRST_PHYSICAL) frees.push({ pool: layer.pool, block: value - FIRST_PHYSICAL });
+    });
+    this.removeLayer(layer);
+    if (layer.parent !== null) this.collectLayer(layer.parent);
+  }
+
+  /**
+   * A hidden layer (deleted snapshot) with no children is freed; with one child it is merged
+   * into that child (entries the child lacks move down, the rest are freed); with several, or one
+   * in another pool, it stays, since they still read through it.
+   */
+  collectLayer(id: number): void {
+    const layer = layerById(this.store.catalog, id);
+    if (!layer.hidden) return;
+    const children = this.store.catalog.layers.filter((l) => l.parent === id);
+    if (children.length === 0) this.dropLayer(id);
+    // Merged entries keep pointing into the layer's pool: only a child in the same pool can take them.
+    else if (children.length === 1 && children[0].pool === layer.pool) this.mergeInto(layer, children[0]);
+  }
+
+  /** Journals the operation and makes it and every completed write durable. */
+  async commit(): Promise<void> {
+    const seq = this.store.metadata.recordControl(this.catalog.changes(), this.maps);
+    this.seq = seq;
+    for (const f of this.frees) this.store.pool(f.pool).allocator.freeAfterSync(f.block, seq);
+    await this.store.flushAll();
+  }
+
+  /** Undoes the operation in memory, and in the journal if its record was appended. */
+  rollback(): void {
+    const { metadata } = this.store;
+    this.catalog.undo();
+    for (let i = this.maps.length - 1; i >= 0; i--) {
+      const m = this.maps[i];
+      metadata.mapOf(m.layer).set(m.block, m.previousValue, m.previousCrc);
+    }
+    for (const [id, map] of this.removedMaps) metadata.maps.set(id, map);
+    const live = new Set(this.store.catalog.layers.map((l) => l.id));
+    for (const id of metadata.maps.keys()) if (!live.has(id)) metadata.maps.delete(id);
+    if (this.seq !== undefined) {
+      for (const pool of this.store.pools.values()) pool.allocator.cancelFreesOf(this.seq);
+      // Written in order after the record it cancels, before anything appended later; if this
+      // write-out fails too, the next one retries both.
+      metadata.recordCancel(this.seq);
+      metadata.writeOut().catch(() => undefined);
+    }
+  }
+
+  private mergeInto(layer: LayerRecord, child: LayerRecord): void {
+    const map = this.store.metadata.mapOf(layer.id);
+    const childMap = this.store.metadata.mapOf(child.id);
+    map.forEach((block, value, crc) => {
+      if (childMap.value(block) === 0) {
+        this.maps.push({ layer: child.id, block, value, crc, previousValue: 0, previousCrc: childMap.crc(block) });
+        childMap.set(block, value, crc);
+      } else if (value >= FIRST_PHYSICAL) {
+        this.frees.push({ pool: layer.pool, block: value - FIRST_PHYSICAL });
+      }
+    });
+    this.catalog.change('layer', child).parent = layer.parent;
+    this.removeLayer(layer);
+  }
+
+  private removeLayer(layer: LayerRecord): void {
+    this.catalog.remove('layer', layer);
+    this.removedMaps.set(layer.id, this.store.metadata.mapOf(layer.id));
+    this.store.metadata.maps.delete(layer.id);
+  }
+}
+
+export function layerById(catalog: Catalog, id: number): LayerRecord {
+  const layer = catalog.layers.find((l) => l.id === id);
+  if (!layer) throw new Error(`catalog damaged: layer ${id} is missing`);
+  return layer;
+}
+
+/** The layer and its ancestors: what collecting garbage from it may merge or drop. */
+export function lineage(catalog: Catalog, id: number): Set<number> {
+  const ids = new Set<number>();
+  for (let at: number | null = id; at !== null; at = layerById(catalog, at).parent) ids.add(at);
+  return ids;
+}

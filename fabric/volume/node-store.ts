@@ -1,0 +1,244 @@
+// What the volumes of one node truly share: the data dir (its FORMAT and LOCK), the pools, the
+// metadata (catalog, block maps, journal), recovery after a crash, and the group commit that makes
+// completed writes durable. Volumes, their I/O and their control operations live elsewhere
+// (local-replica.ts, local-engine.ts); nothing here pauses I/O.
+
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Logger } from 'pino';
+import { IoError } from '../errors';
+import { crc32c } from '../store/checksum';
+import { releaseLock, takeLock } from '../store/data-dir-lock';
+import { settleAll } from '../store/file-io';
+import type { Pool } from '../store/pool';
+import { FIRST_PHYSICAL } from './block-map';
+import type { Catalog } from './catalog';
+import { prepareDataDir } from './data-dir';
+import { Metadata, OpenedMetadata } from './metadata';
+import type { ReplicaHost } from './local-replica';
+import { openPools } from './pool-opening';
+import { BLOCK_BYTES } from './types';
+
+/** Completed writes become durable at least this often even without a FLUSH (NodeStoreOptions). */
+export const DEFAULT_SYNC_INTERVAL_MS = 5000;
+/** A checkpoint starts a fresh journal once the journal is this large. */
+export const CHECKPOINT_JOURNAL_BYTES = 64 * 1024 * 1024;
+
+export interface PoolSpec {
+  class: string;
+  /** A directory (a backing file is created there), an existing file, or a block device. */
+  path: string;
+  /** Size of the backing file to create in a directory; default: most of the filesystem's free space. */
+  sizeBytes?: number;
+}
+
+export interface NodeStoreOptions {
+  dataDir: string;
+  pools: PoolSpec[];
+  logger: Logger;
+  /**
+   * Completed writes become durable at least this often without a FLUSH (default 5 s); 0: only
+   * on FLUSH and FUA, as the NBD protocol requires. Recovery is correct either way: the interval
+   * bounds what a client that never flushes can lose, and costs disk bandwidth.
+   */
+  syncIntervalMs?: number;
+  /**
+   * Start on damaged metadata, without what cannot be read (`weftd --recover --accept-loss`, after
+   * the operator saw the report of what that loses). Default: refuse, changing nothing.
+   */
+  acceptMetadataLoss?: boolean;
+}
+
+export class NodeStore implements ReplicaHost {
+  readonly pools = new Map<string, Pool>();
+  closed = false;
+  private readonly inflightWrites = new Set<number>();
+  private flushRunning: Promise<void> | undefined;
+  private flushQueued: Promise<void> | undefined;
+  private syncLane: Promise<unknown> = Promise.resolve();
+  private dirty = false;
+  private lastSyncAt = Date.now();
+
+  private constructor(
+    readonly dataDir: string,
+    readonly metadata: Metadata,
+    private readonly logger: Logger,
+    readonly syncIntervalMs: number,
+  ) {}
+
+  /** Takes the data dir's lock, reads its metadata, opens its pools and recovers from a crash. */
+  static async open(options: NodeStoreOptions): Promise<{ store: NodeStore; rolledBack: number; checked: number }> {
+    const dataDir = path.resolve(options.dataDir);
+    fs.mkdirSync(dataDir, { recursive: true });
+    takeLock(dataDir);
+    let store: NodeStore | undefined;
+    try {
+      prepareDataDir(dataDir);
+      const opened = Metadata.open(path.join(dataDir, 'meta'), options.acceptMetadataLoss);
+      store = new NodeStore(dataDir, opened.metadata, options.logger, options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS);
+      const pools = openPools(options.pools, store.catalog, options.logger);
+      for (const [poolClass, pool] of pools.pools) store.pools.set(poolClass, pool);
+      store.catalog.pools = pools.records;
+      const rolledBack = await store.recover(opened);
+      return { store, rolledBack, checked: opened.unsynced.length };
+    } catch (err) {
+      store?.releaseFiles();
+      releaseLock(dataDir);
+      throw err;
+    }
+  }
+
+  get catalog(): Catalog {
+    return this.metadata.catalog;
+  }
+
+  pool(poolClass: string): Pool {
+    const pool = this.pools.get(poolClass);
+    if (!pool) throw new Error(`catalog damaged: pool ${poolClass} is not open`);
+    return pool;
+  }
+
+  // ---- ReplicaHost ----
+
+  writeStarted(seq: number): void {
+    this.inflightWrites.add(seq);
+    this.dirty = true;
+  }
+
+  writeFinished(seq: number): void {
+    this.inflightWrites.delete(seq);
+  }
+
+  checksumError(volume: string, offsetBytes: number): void {
+    this.logger.error({ volume, offsetBytes }, 'checksum mismatch: block data does not match its checksum');
+  }
+
+  /** Group commit: callers that arrive while a flush runs share the next one. */
+  flush(): Promise<void> {
+    if (this.closed) return Promise.reject(new IoError('ESHUTDOWN', 'weftd is shutting down'));
+    if (this.flushQueued) return this.flushQueued;
+    if (this.flushRunning) {
+      // Queued behind the running flush whether that one succeeds or fails.
+      this.flushQueued = this.flushRunning.catch(() => undefined).then(() => {
+        this.flushQueued = undefined;
+        return this.flush();
+      });
+      return this.flushQueued;
+    }
+    const run = this.flushAll().finally(() => {
+      this.flushRunning = undefined;
+    });
+    this.flushRunning = run;
+    return run;
+  }
+
+  // ---- for the engine ----
+
+  /**
+   * Makes durable every write completed so far: data first, then a SYNC record naming the last
+   * journal entry whose data is known written (writes still in flight are not covered).
+   */
+  flushAll(): Promise<void> {
+    return this.inSyncLane(() => this.flushNow());
+  }
+
+  /** A background sync is due: writes completed, no FLUSH since, and the interval passed. */
+  get syncDue(): boolean {
+    return this.dirty && this.syncIntervalMs > 0 && Date.now() - this.lastSyncAt >= this.syncIntervalMs;
+  }
+
+  get checkpointDue(): boolean {
+    return this.metadata.journalBytes > CHECKPOINT_JOURNAL_BYTES;
+  }
+
+  /** Writes a checkpoint; only with I/O paused and everything flushed. */
+  checkpoint(): Promise<void> {
+    return this.inSyncLane(() => {
+      this.metadata.checkpoint();
+      for (const pool of this.pools.values()) pool.allocator.releaseAll();
+    });
+  }
+
+  /**
+   * Closes the files and the lock. If the final flush failed (failure set), records still held in
+   * memory (trims, say) go to the journal first if it can take them, for the next start to recover.
+   */
+  async close(failure: unknown): Promise<void> {
+    this.closed = true;
+    await this.inSyncLane(async () => {
+      if (failure !== undefined) await this.metadata.writeOut().catch(() => undefined);
+      this.releaseFiles();
+    });
+    releaseLock(this.dataDir);
+  }
+
+  /**
+   * Flushes, checkpoints and closing the files take turns. A flush runs outside control operations
+   * (NBD FLUSH, FUA, the background sync), and a checkpoint starts a new journal whose sequence
+   * numbers restart: a flush still running across one would write a SYNC of old numbers into the new
+   * journal and release frees that are not durable yet.
+   */
+  private inSyncLane<T>(step: () => Promise<T> | T): Promise<T> {
+    const run = this.syncLane.then(step);
+    this.syncLane = run.catch(() => undefined);
+    return run;
+  }
+
+  private async flushNow(): Promise<void> {
+    let upTo = this.metadata.lastSeq;
+    for (const seq of this.inflightWrites) if (seq - 1 < upTo) upTo = seq - 1;
+    this.dirty = false;
+    this.lastSyncAt = Date.now();
+    try {
+      await settleAll([...this.pools.values()].map((p) => p.sync()));
+      this.metadata.recordSync(upTo);
+      await this.metadata.sync();
+    } catch (err) {
+      this.dirty = true;
+      throw err;
+    }
+    for (const pool of this.pools.values()) pool.allocator.releaseUpTo(upTo);
+  }
+
+  /**
+   * Recovery: journal entries after the last SYNC record may name blocks whose data never
+   * reached the disk. Each such entry is checked against its checksum and rolled back to the
+   * entry before it if the data is not there. Then the free-space maps are rebuilt from the
+   * block maps (nothing leaks), the pools are synced and a checkpoint starts a clean journal.
+   */
+  private async recover({ unsynced, tornTail }: OpenedMetadata): Promise<number> {
+    if (tornTail) this.logger.warn(tornTail, 'metadata journal: ignoring a tail torn by a crash (it held nothing a sync had acknowledged)');
+    const buf = Buffer.allocUnsafe(BLOCK_BYTES);
+    const poolOf = new Map(this.catalog.layers.map((l) => [l.id, this.pool(l.pool)]));
+    let rolledBack = 0;
+    for (let i = unsynced.length - 1; i >= 0; i--) {
+      const change = unsynced[i];
+      const map = this.metadata.maps.get(change.layer);
+      if (!map || map.value(change.block) !== change.value || map.crc(change.block) !== change.crc) continue;
+      if (change.value < FIRST_PHYSICAL) continue;
+      await poolOf.get(change.layer)!.read(change.value - FIRST_PHYSICAL, buf);
+      if (crc32c(buf) !== change.crc) {
+        map.set(change.block, change.previousValue, change.previousCrc);
+        rolledBack++;
+      }
+    }
+    for (const layer of this.catalog.layers) {
+      const allocator = poolOf.get(layer.id)!.allocator;
+      this.metadata.mapOf(layer.id).forEach((_block, value) => {
+        if (value >= FIRST_PHYSICAL) allocator.markUsed(value - FIRST_PHYSICAL);
+      });
+    }
+    // The kept entries may name data that reached only the page cache before the crash: it must be
+    // durable before the checkpoint drops the journal, or a power loss now would leave blocks that
+    // fail their checksum with no record left to roll them back.
+    await Promise.all([...this.pools.values()].map((p) => p.sync()));
+    await this.checkpoint();
+    return rolledBack;
+  }
+
+  private releaseFiles(): void {
+    for (const pool of this.pools.values()) pool.close();
+    this.pools.clear();
+    this.metadata.close();
+  }
+}

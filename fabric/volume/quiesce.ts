@@ -1,0 +1,46 @@
+// One device's gate for control operations: I/O enters and leaves; pause() closes the gate and
+// waits until the I/O inside has left; resume() opens it again. Pauses nest (a control operation
+// on the volume and a node-wide checkpoint may overlap): the gate opens when the last one resumes.
+
+export class Quiesce {
+  private active = 0;
+  private pauses = 0;
+  private gate: Promise<void> | undefined;
+  private openGate: (() => void) | undefined;
+  private drained: (() => void)[] = [];
+
+  get paused(): boolean {
+    return this.pauses > 0;
+  }
+
+  /** Undefined when I/O may go ahead at once (the common case, no promise made), else a promise to wait on. */
+  enter(): Promise<void> | undefined {
+    if (this.gate) return this.gate.then(() => this.enter());
+    this.active++;
+    return undefined;
+  }
+
+  leave(): void {
+    this.active--;
+    if (this.active === 0 && this.drained.length > 0) {
+      const waiting = this.drained;
+      this.drained = [];
+      for (const resolve of waiting) resolve();
+    }
+  }
+
+  /** Closes the gate and resolves once no I/O is inside. Every pause() needs its resume(). */
+  async pause(): Promise<void> {
+    if (this.pauses++ === 0) this.gate = new Promise((resolve) => (this.openGate = resolve));
+    if (this.active > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
+  }
+
+  resume(): void {
+    if (this.pauses === 0) throw new Error('quiesce: resume() without pause()');
+    if (--this.pauses > 0) return;
+    const open = this.openGate;
+    this.gate = undefined;
+    this.openGate = undefined;
+    open?.();
+  }
+}
