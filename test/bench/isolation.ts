@@ -20,6 +20,8 @@ const CYCLE_MS = positiveInteger('BENCH_CYCLE_MS', 200);
 const RAMP_SECONDS = 1;
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
+/** pair: the size of volumes A and B. */
+const PAIR_VOLUME_BYTES = GiB;
 const WRITE_BYTES = 4 * MiB;
 /** Snapshots of the churned volume left in place; older ones are deleted each cycle. */
 const KEEP_SNAPSHOTS = 3;
@@ -54,8 +56,12 @@ interface PhaseResult {
   writtenMiB: number;
 }
 
-/** Runs cycles until `stopped` resolves; the first one after fio's ramp, so every cycle is measured. */
+/**
+ * Runs cycles from the end of fio's ramp until fio's run time is over or `stopped` resolves, so
+ * that every cycle falls in fio's measured window.
+ */
 async function churn(node: WeftdHandle, spec: Churn, stopped: Promise<void>): Promise<{ cycles: number; writtenBytes: number }> {
+  const endsAt = Date.now() + (RAMP_SECONDS + SECONDS) * 1000;
   let stop = false;
   void stopped.then(() => (stop = true));
   const client = new WeftClient(`127.0.0.1:${node.apiPort}`);
@@ -67,7 +73,7 @@ async function churn(node: WeftdHandle, spec: Churn, stopped: Promise<void>): Pr
   let offsetBytes = 0;
   try {
     await Promise.race([sleep(RAMP_SECONDS * 1000), stopped]);
-    while (!stop) {
+    while (!stop && Date.now() < endsAt) {
       const nextStart = Date.now() + spec.intervalMs;
       if (spec.snapshots) {
         const name = `c${cycles}`;
@@ -77,16 +83,16 @@ async function churn(node: WeftdHandle, spec: Churn, stopped: Promise<void>): Pr
       for (let done = 0; writer && done < spec.writeBytes; done += chunk.length) {
         const error = await writer.write(offsetBytes, chunk);
         if (error !== 0) throw new Error(`NBD write to ${spec.volume} at ${offsetBytes} failed with error ${error}`);
-        offsetBytes = (offsetBytes + chunk.length) % GiB;
+        offsetBytes = (offsetBytes + chunk.length) % PAIR_VOLUME_BYTES;
         writtenBytes += chunk.length;
       }
       while (kept.length > KEEP_SNAPSHOTS) await client.deleteSnapshot(spec.volume, kept.shift()!);
       cycles++;
-      await Promise.race([sleep(Math.max(0, nextStart - Date.now())), stopped]);
+      await Promise.race([sleep(Math.max(0, Math.min(nextStart, endsAt) - Date.now())), stopped]);
     }
     return { cycles: spec.snapshots ? cycles : 0, writtenBytes };
   } finally {
-    // fio has finished: what is left of the loop is tidied up outside the measured window.
+    // fio's measured window is over: what the loop left is tidied up outside it.
     for (const name of kept) await client.deleteSnapshot(spec.volume, name);
     client.close();
     writer?.sendRequest({ type: CMD.DISC });
@@ -166,8 +172,8 @@ async function createVolumes(node: WeftdHandle, dir: string, names: string[], si
 
 /** Volume B under fio; volume A written, then written and snapshotted, in a loop. */
 async function pairScenario(node: WeftdHandle, dir: string): Promise<PhaseResult[]> {
-  await createVolumes(node, dir, ['A'], GiB, false);
-  const [uriB] = await createVolumes(node, dir, ['B'], GiB, true);
+  await createVolumes(node, dir, ['A'], PAIR_VOLUME_BYTES, false);
+  const [uriB] = await createVolumes(node, dir, ['B'], PAIR_VOLUME_BYTES, true);
   const loop = { volume: 'A', writeBytes: WRITE_BYTES, intervalMs: CYCLE_MS };
   const phases: Phase[] = [
     { name: 'B alone' },
