@@ -4,11 +4,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { freePort } from '../helpers/free-port';
-import { cleanupAll, makeTempDir, REPO_ROOT, run, startWeftd, type RunResult } from '../helpers/weftd';
+import { cleanupAll, makeTempDir, run } from '../helpers/weftd';
+import { fill, runFio } from './fio';
+import { benchMain, mustSucceed, positiveInteger, saveResults, startBenchWeftd } from './harness';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 10);
 const REPEAT = positiveInteger('BENCH_REPEAT', 1);
-const OUT_DIR = process.env.BENCH_OUT ?? path.join(REPO_ROOT, 'dist', 'bench-results');
 const VOLUME_BYTES = 1024 ** 3;
 
 interface Job {
@@ -52,9 +53,7 @@ class Servers {
   constructor(private readonly dir: string) {}
 
   async startWeft(): Promise<void> {
-    const poolDir = path.join(this.dir, 'weft-pool');
-    fs.mkdirSync(poolDir);
-    const node = await startWeftd({ dataDir: path.join(this.dir, 'weft-data'), pools: [`bench:${poolDir}:${2 * VOLUME_BYTES}`] });
+    const node = await startBenchWeftd(this.dir, 2 * VOLUME_BYTES);
     mustSucceed('weft volume create', await node.weft(['volume', 'create', 'bench', '--size', String(VOLUME_BYTES)]));
     this.list.push({ name: 'weft', uri: node.nbdUri('bench'), metricsUrl: `http://127.0.0.1:${node.metricsPort}/metrics` });
   }
@@ -87,17 +86,6 @@ class Servers {
   }
 }
 
-function positiveInteger(name: string, fallback: number): number {
-  const value = Number(process.env[name] ?? fallback);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, not "${process.env[name]}"`);
-  return value;
-}
-
-function mustSucceed(what: string, result: RunResult): RunResult {
-  if (result.code !== 0) throw new Error(`${what} failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`);
-  return result;
-}
-
 async function stopPid(pid: number): Promise<void> {
   const alive = () => {
     try {
@@ -113,27 +101,12 @@ async function stopPid(pid: number): Promise<void> {
   if (alive()) process.kill(pid, 'SIGKILL');
 }
 
-/** Runs fio against one export; resolves with the job's result in the job's unit. */
-async function fio(uri: string, name: string, args: string[], unit: Job['unit'], outFile: string): Promise<number> {
-  mustSucceed(`fio ${name} on ${uri}`, await run('fio', [`--name=${name}`, '--ioengine=nbd', `--uri=${uri}`, '--output-format=json', `--output=${outFile}`, ...args]));
-  const report = JSON.parse(fs.readFileSync(outFile, 'utf8')) as { jobs: { read: FioSide; write: FioSide }[] };
-  const side = args.some((arg) => /^--rw=(rand)?write$/.test(arg)) ? report.jobs[0].write : report.jobs[0].read;
-  return unit === 'IOPS' ? side.iops : side.bw_bytes / 1e6;
-}
-
-interface FioSide {
-  iops: number;
-  bw_bytes: number;
-}
-
-/** Writes every byte of the export once, so that reads hit allocated data on every server. */
-function fill(server: Server, dir: string): Promise<number> {
-  return fio(server.uri, 'fill', ['--rw=write', '--bs=1M', '--iodepth=8'], 'MB/s', path.join(dir, `fill-${server.name}.json`));
-}
-
-function runJob(job: Job, server: Server, dir: string): Promise<number> {
-  const args = [`--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`, '--time_based', `--runtime=${SECONDS}`, '--ramp_time=1', '--norandommap', '--randrepeat=0'];
-  return fio(server.uri, job.name.replace(/\W+/g, '-'), args, job.unit, path.join(dir, `${server.name}-${job.rw}.json`));
+/** Runs one job against one server; resolves with its result in the job's unit. */
+async function runJob(job: Job, server: Server, dir: string): Promise<number> {
+  const args = [`--name=${job.name.replace(/\W+/g, '-')}`, `--uri=${server.uri}`, `--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`, '--time_based', `--runtime=${SECONDS}`, '--ramp_time=1', '--norandommap', '--randrepeat=0'];
+  const report = await runFio(args, path.join(dir, `${server.name}-${job.rw}.json`));
+  const side = job.rw.endsWith('write') ? report.jobs[0].write : report.jobs[0].read;
+  return job.unit === 'IOPS' ? side.iops : side.bw_bytes / 1e6;
 }
 
 function median(values: number[]): number {
@@ -197,42 +170,24 @@ function table(results: Results): string {
   return lines.join('\n');
 }
 
-function saveResults(markdown: string, results: Results, delays: LoopDelays): string {
-  fs.mkdirSync(OUT_DIR, { recursive: true });
-  const base = path.join(OUT_DIR, new Date().toISOString().replace(/[:.]/g, '-'));
+async function main(dir: string, servers: Servers): Promise<void> {
+  console.error(`bench: ${JOBS.length} jobs x ${REPEAT} x 3 servers, ${SECONDS} s each, in ${dir}`);
+  await servers.startWeft();
+  await servers.startQemuNbd();
+  await servers.startNbdkit();
+  for (const server of servers.list) console.error(`  fill ${server.name}: ${Math.round(await fill(server.uri, path.join(dir, `fill-${server.name}.json`)))} MB/s`);
+  const { results, delays } = await measure(servers.list, dir);
+  const markdown = `${table(results)}\n\n${delayTable(delays)}`;
+  console.log(markdown);
   const json = {
     seconds: SECONDS,
     repeat: REPEAT,
     results: Object.fromEntries([...results].map(([job, row]) => [job, Object.fromEntries(row)])),
     weftEventLoopDelayMs: Object.fromEntries(delays),
   };
-  fs.writeFileSync(`${base}.md`, `${markdown}\n`);
-  fs.writeFileSync(`${base}.json`, `${JSON.stringify(json, null, 2)}\n`);
-  return base;
+  console.error(`bench: results in ${saveResults('', markdown, json)}.{md,json}`);
 }
 
-async function main(): Promise<void> {
-  const dir = makeTempDir('weft-bench-');
-  const servers = new Servers(dir);
-  const interrupt = () => void servers.stopAll().then(() => process.exit(130));
-  process.once('SIGINT', interrupt);
-  process.once('SIGTERM', interrupt);
-  try {
-    console.error(`bench: ${JOBS.length} jobs x ${REPEAT} x 3 servers, ${SECONDS} s each, in ${dir}`);
-    await servers.startWeft();
-    await servers.startQemuNbd();
-    await servers.startNbdkit();
-    for (const server of servers.list) console.error(`  fill ${server.name}: ${Math.round(await fill(server, dir))} MB/s`);
-    const { results, delays } = await measure(servers.list, dir);
-    const markdown = `${table(results)}\n\n${delayTable(delays)}`;
-    console.log(markdown);
-    console.error(`bench: results in ${saveResults(markdown, results, delays)}.{md,json}`);
-  } finally {
-    await servers.stopAll();
-  }
-}
-
-main().catch((error: Error) => {
-  console.error(`bench: ${error.message}`);
-  process.exitCode = 1;
-});
+const benchDir = makeTempDir('weft-bench-');
+const benchServers = new Servers(benchDir);
+benchMain('bench', () => main(benchDir, benchServers), () => benchServers.stopAll());

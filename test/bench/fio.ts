@@ -1,0 +1,32 @@
+// Runs fio against NBD exports (--ioengine=nbd) and reads its JSON report: throughput for the
+// server comparison (run.ts), latency percentiles for the isolation bench (isolation.ts).
+
+import fs from 'node:fs';
+import { run } from '../helpers/weftd';
+import { mustSucceed } from './harness';
+
+/** One direction (read or write) of a fio job's report; latencies are in nanoseconds. */
+export interface FioSide {
+  iops: number;
+  bw_bytes: number;
+  lat_ns: { max: number; percentile?: Record<string, number> };
+}
+
+interface FioReport {
+  jobs: { read: FioSide; write: FioSide }[];
+}
+
+/**
+ * Runs one fio command and returns its report. `args` are fio's options: those before the first
+ * --name apply to every job, and each --name starts a job (with its own --uri).
+ */
+export async function runFio(args: string[], outFile: string): Promise<FioReport> {
+  mustSucceed(`fio ${args.join(' ')}`, await run('fio', ['--ioengine=nbd', '--output-format=json', `--output=${outFile}`, ...args]));
+  return JSON.parse(fs.readFileSync(outFile, 'utf8')) as FioReport;
+}
+
+/** Writes every byte of an export once (1M sequential writes), so that later I/O hits allocated data; resolves with MB/s. */
+export async function fill(uri: string, outFile: string): Promise<number> {
+  const report = await runFio(['--name=fill', `--uri=${uri}`, '--rw=write', '--bs=1M', '--iodepth=8'], outFile);
+  return report.jobs[0].write.bw_bytes / 1e6;
+}

@@ -1,0 +1,51 @@
+// What every benchmark in test/bench/ shares: its knobs from the environment, weftd with one pool in
+// the bench's temp dir, result files, and a main that cleans up on failure and on Ctrl-C.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { cleanupAll, REPO_ROOT, startWeftd, type RunResult, type WeftdHandle } from '../helpers/weftd';
+
+const OUT_DIR = process.env.BENCH_OUT ?? path.join(REPO_ROOT, 'dist', 'bench-results');
+
+export function positiveInteger(name: string, fallback: number): number {
+  const value = Number(process.env[name] ?? fallback);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, not "${process.env[name]}"`);
+  return value;
+}
+
+export function mustSucceed(what: string, result: RunResult): RunResult {
+  if (result.code !== 0) throw new Error(`${what} failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`);
+  return result;
+}
+
+/** weftd on free ports, its data and its one pool ("bench", of poolBytes) in dir. */
+export function startBenchWeftd(dir: string, poolBytes: number): Promise<WeftdHandle> {
+  const poolDir = path.join(dir, 'weft-pool');
+  fs.mkdirSync(poolDir);
+  return startWeftd({ dataDir: path.join(dir, 'weft-data'), pools: [`bench:${poolDir}:${poolBytes}`] });
+}
+
+/** Saves the markdown and the JSON of one run under BENCH_OUT; returns the files' common path without extension. */
+export function saveResults(prefix: string, markdown: string, json: object): string {
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const base = path.join(OUT_DIR, `${prefix}${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  fs.writeFileSync(`${base}.md`, `${markdown}\n`);
+  fs.writeFileSync(`${base}.json`, `${JSON.stringify(json, null, 2)}\n`);
+  return base;
+}
+
+/**
+ * Runs a bench's main; stop() (by default: kill what test/helpers/weftd started, remove its temp
+ * dirs) runs whatever happens, also on Ctrl-C. A failure is printed and sets exit code 1.
+ */
+export function benchMain(label: string, main: () => Promise<void>, stop: () => Promise<void> = cleanupAll): void {
+  const interrupt = () => void stop().then(() => process.exit(130));
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
+  main()
+    .finally(stop)
+    .catch((error: Error) => {
+      console.error(`${label}: ${error.message}`);
+      process.exitCode = 1;
+    });
+}
