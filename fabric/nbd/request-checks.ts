@@ -6,7 +6,8 @@ import * as P from './protocol';
 
 export interface RequestLimits {
   sizeBytes: number;
-  readOnly: boolean;
+  /** The transmission flags the client was sent: what it did not see advertised, it may not use. */
+  transmissionFlags: number;
   structuredReplies: boolean;
   /** base:allocation was negotiated, so BLOCK_STATUS is allowed. */
   blockStatus: boolean;
@@ -28,14 +29,28 @@ export const COMMAND_NAMES: Record<number, string> = {
   [P.CMD_BLOCK_STATUS]: 'BLOCK_STATUS',
 };
 
-/** Flags each command accepts. FUA is valid on every command once NBD_FLAG_SEND_FUA is advertised. */
+/** Flags each command accepts, once advertised. FUA is valid on every command when NBD_FLAG_SEND_FUA is. */
 const ALLOWED_FLAGS: Record<number, number> = {
   [P.CMD_READ]: P.CMD_FLAG_FUA | P.CMD_FLAG_DF,
   [P.CMD_WRITE]: P.CMD_FLAG_FUA,
   [P.CMD_FLUSH]: P.CMD_FLAG_FUA,
   [P.CMD_TRIM]: P.CMD_FLAG_FUA,
-  [P.CMD_WRITE_ZEROES]: P.CMD_FLAG_FUA | P.CMD_FLAG_NO_HOLE,
+  [P.CMD_WRITE_ZEROES]: P.CMD_FLAG_FUA | P.CMD_FLAG_NO_HOLE | P.CMD_FLAG_FAST_ZERO,
   [P.CMD_BLOCK_STATUS]: P.CMD_FLAG_FUA | P.CMD_FLAG_REQ_ONE,
+};
+
+/** Command flags usable only when a transmission flag was advertised, and that flag. */
+const ADVERTISED_FLAGS: [command: number, transmission: number][] = [
+  [P.CMD_FLAG_FUA, P.FLAG_SEND_FUA],
+  [P.CMD_FLAG_DF, P.FLAG_SEND_DF],
+  [P.CMD_FLAG_FAST_ZERO, P.FLAG_SEND_FAST_ZERO],
+];
+
+/** Commands usable only when a transmission flag was advertised, and that flag. */
+const ADVERTISED_COMMANDS: Record<number, number> = {
+  [P.CMD_FLUSH]: P.FLAG_SEND_FLUSH,
+  [P.CMD_TRIM]: P.FLAG_SEND_TRIM,
+  [P.CMD_WRITE_ZEROES]: P.FLAG_SEND_WRITE_ZEROES,
 };
 
 const reject = (error: number, reason: string): Rejection => ({ error, reason });
@@ -43,14 +58,18 @@ const reject = (error: number, reason: string): Rejection => ({ error, reason })
 /** Returns why the request must fail, or undefined when it may go to the device. DISC is not checked. */
 export function checkRequest(req: NbdRequest, limits: RequestLimits): Rejection | undefined {
   const name = COMMAND_NAMES[req.type];
-  const allowed = ALLOWED_FLAGS[req.type];
+  let allowed = ALLOWED_FLAGS[req.type];
   if (allowed === undefined) return reject(P.NBD_EINVAL, `command ${req.type} is not supported`);
-  const dfAllowed = limits.structuredReplies ? allowed : allowed & ~P.CMD_FLAG_DF;
-  if ((req.flags & ~dfAllowed) !== 0) {
+  const advertised = limits.transmissionFlags;
+  // Whatever its flags, a write to a read-only export is refused as such.
+  const writes = req.type === P.CMD_WRITE || req.type === P.CMD_TRIM || req.type === P.CMD_WRITE_ZEROES;
+  if (writes && (advertised & P.FLAG_READ_ONLY) !== 0) return reject(P.NBD_EPERM, `${name} on a read-only export`);
+  const needed = ADVERTISED_COMMANDS[req.type];
+  if (needed !== undefined && (advertised & needed) === 0) return reject(P.NBD_EINVAL, `${name} is not supported by this export`);
+  for (const [command, transmission] of ADVERTISED_FLAGS) if ((advertised & transmission) === 0) allowed &= ~command;
+  if ((req.flags & ~allowed) !== 0) {
     return reject(P.NBD_EINVAL, `flags 0x${req.flags.toString(16)} are not valid for ${name}`);
   }
-  const writes = req.type === P.CMD_WRITE || req.type === P.CMD_TRIM || req.type === P.CMD_WRITE_ZEROES;
-  if (writes && limits.readOnly) return reject(P.NBD_EPERM, `${name} on a read-only export`);
   if (req.type === P.CMD_FLUSH) {
     return req.offsetBytes === 0 && req.lengthBytes === 0 ? undefined : reject(P.NBD_EINVAL, 'FLUSH with a nonzero offset or length');
   }

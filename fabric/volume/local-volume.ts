@@ -422,5 +422,28 @@ export class LocalVolume implements BlockDevice {
       throw new IoError('ENOSPC', `volume ${this.name}: range ${offsetBytes}+${lengthBytes} is past the end (${this.sizeBytes} bytes)`);
     }
   }
+
+  // Capabilities (see BlockDevice). The engine's flush covers every completed write of the volume,
+  // whichever handle made it. No fast zero: writeZeroes with noHole writes every block, and it
+  // does not look at fastZero.
+  canMultiConn(): boolean {
+    return true;
+  }
+
+  canFua(): boolean {
+    return !this.readOnly;
+  }
+
+  canTrim(): boolean {
+    return !this.readOnly;
+  }
+
+  canZero(): boolean {
+    return !this.readOnly;
+  }
+
+  canFastZero(): boolean {
+    return false;
+  }
 }
 
