@@ -53,8 +53,9 @@ type Outcome = Negotiated | 'continue' | 'end';
 function transmissionFlags(exp: NbdExport, structuredReplies: boolean): number {
   const device = exp.device;
   let flags = P.FLAG_HAS_FLAGS | P.FLAG_SEND_FLUSH;
-  if (device.readOnly) flags |= P.FLAG_READ_ONLY;
-  else {
+  if (device.readOnly) {
+    flags |= P.FLAG_READ_ONLY;
+  } else {
     if (device.canFua()) flags |= P.FLAG_SEND_FUA;
     if (device.canTrim()) flags |= P.FLAG_SEND_TRIM;
     if (device.canZero()) flags |= P.FLAG_SEND_WRITE_ZEROES;

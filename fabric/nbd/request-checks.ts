@@ -39,16 +39,8 @@ const ALLOWED_FLAGS: Record<number, number> = {
   [P.CMD_BLOCK_STATUS]: P.CMD_FLAG_FUA | P.CMD_FLAG_REQ_ONE,
 };
 
-/** Command flags usable only when a transmission flag was advertised, and that flag. */
-const ADVERTISED_FLAGS: [command: number, transmission: number][] = [
-  [P.CMD_FLAG_FUA, P.FLAG_SEND_FUA],
-  [P.CMD_FLAG_DF, P.FLAG_SEND_DF],
-  [P.CMD_FLAG_FAST_ZERO, P.FLAG_SEND_FAST_ZERO],
-];
-
-/** Commands usable only when a transmission flag was advertised, and that flag. */
+/** Commands usable only when a transmission flag was advertised (FLUSH always is), and that flag. */
 const ADVERTISED_COMMANDS: Record<number, number> = {
-  [P.CMD_FLUSH]: P.FLAG_SEND_FLUSH,
   [P.CMD_TRIM]: P.FLAG_SEND_TRIM,
   [P.CMD_WRITE_ZEROES]: P.FLAG_SEND_WRITE_ZEROES,
 };
@@ -58,7 +50,7 @@ const reject = (error: number, reason: string): Rejection => ({ error, reason })
 /** Returns why the request must fail, or undefined when it may go to the device. DISC is not checked. */
 export function checkRequest(req: NbdRequest, limits: RequestLimits): Rejection | undefined {
   const name = COMMAND_NAMES[req.type];
-  let allowed = ALLOWED_FLAGS[req.type];
+  const allowed = ALLOWED_FLAGS[req.type];
   if (allowed === undefined) return reject(P.NBD_EINVAL, `command ${req.type} is not supported`);
   const advertised = limits.transmissionFlags;
   // Whatever its flags, a write to a read-only export is refused as such.
@@ -66,8 +58,7 @@ export function checkRequest(req: NbdRequest, limits: RequestLimits): Rejection 
   if (writes && (advertised & P.FLAG_READ_ONLY) !== 0) return reject(P.NBD_EPERM, `${name} on a read-only export`);
   const needed = ADVERTISED_COMMANDS[req.type];
   if (needed !== undefined && (advertised & needed) === 0) return reject(P.NBD_EINVAL, `${name} is not supported by this export`);
-  for (const [command, transmission] of ADVERTISED_FLAGS) if ((advertised & transmission) === 0) allowed &= ~command;
-  if ((req.flags & ~allowed) !== 0) {
+  if ((req.flags & ~(allowed & ~withheldFlags(advertised))) !== 0) {
     return reject(P.NBD_EINVAL, `flags 0x${req.flags.toString(16)} are not valid for ${name}`);
   }
   if (req.type === P.CMD_FLUSH) {
@@ -85,6 +76,15 @@ export function checkRequest(req: NbdRequest, limits: RequestLimits): Rejection 
     return reject(error, `${name} past the end of the export (${limits.sizeBytes} bytes)`);
   }
   return undefined;
+}
+
+/** Command flags the client may not use because their transmission flag was not advertised. */
+function withheldFlags(advertised: number): number {
+  let withheld = 0;
+  if ((advertised & P.FLAG_SEND_FUA) === 0) withheld |= P.CMD_FLAG_FUA;
+  if ((advertised & P.FLAG_SEND_DF) === 0) withheld |= P.CMD_FLAG_DF;
+  if ((advertised & P.FLAG_SEND_FAST_ZERO) === 0) withheld |= P.CMD_FLAG_FAST_ZERO;
+  return withheld;
 }
 
 /**
