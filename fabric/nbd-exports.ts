@@ -43,8 +43,6 @@ export class EngineExports implements ExportProvider {
     const served: BlockDevice = growable ? new GrowableDevice(device) : device;
     return {
       device: served,
-      // The engine's flush makes every completed write of the volume durable, whichever connection made it.
-      multiConn: true,
       close: () => device.close(),
     };
   }

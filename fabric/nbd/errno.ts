@@ -1,7 +1,7 @@
 // Maps what a BlockDevice throws to the error value an NBD client sees. The one place where
 // IoError errno names become protocol numbers; anything unexpected becomes EIO. Two values depend
 // on the request's flags, as the protocol says: EOVERFLOW only for a READ with NBD_CMD_FLAG_DF, ENOTSUP
-// only with NBD_CMD_FLAG_FAST_ZERO (which we do not accept); otherwise both become EINVAL, as nbdkit does.
+// only with NBD_CMD_FLAG_FAST_ZERO; otherwise both become EINVAL, as nbdkit does.
 
 import { IoError, type IoErrno } from '../errors';
 import * as P from './protocol';

@@ -4,9 +4,8 @@
 import type { BlockDevice } from '../volume/block-device';
 
 export interface NbdExport {
+  /** What the connection reads and writes; its capability answers become the transmission flags. */
   device: BlockDevice;
-  /** True only if a FLUSH on one connection makes all connections' completed writes durable. */
-  multiConn: boolean;
   /** Called once when the connection using this export ends. */
   close(): void;
 }

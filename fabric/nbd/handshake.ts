@@ -36,6 +36,8 @@ export interface HandshakeContext {
 export interface Negotiated {
   exportName: string;
   export: NbdExport;
+  /** The transmission flags the client was sent: the requests it may make. */
+  transmissionFlags: number;
   structuredReplies: boolean;
   /** base:allocation was selected for this export, so NBD_CMD_BLOCK_STATUS may be used. */
   blockStatus: boolean;
@@ -43,12 +45,24 @@ export interface Negotiated {
 
 type Outcome = Negotiated | 'continue' | 'end';
 
-/** The transmission flags an export gets; the same for NBD_OPT_INFO and the NBD_OPT_GO after it. */
+/**
+ * The transmission flags an export gets, from its device's answers; the same for NBD_OPT_INFO and the
+ * NBD_OPT_GO after it. A read-only export offers nothing that writes, whatever the device says, and
+ * FAST_ZERO only comes with WRITE_ZEROES, as the protocol requires.
+ */
 function transmissionFlags(exp: NbdExport, structuredReplies: boolean): number {
-  let flags = P.FLAG_HAS_FLAGS | P.FLAG_SEND_FLUSH | P.FLAG_SEND_FUA;
-  flags |= exp.device.readOnly ? P.FLAG_READ_ONLY : P.FLAG_SEND_TRIM | P.FLAG_SEND_WRITE_ZEROES;
+  const device = exp.device;
+  let flags = P.FLAG_HAS_FLAGS | P.FLAG_SEND_FLUSH;
+  if (device.readOnly) {
+    flags |= P.FLAG_READ_ONLY;
+  } else {
+    if (device.canFua()) flags |= P.FLAG_SEND_FUA;
+    if (device.canTrim()) flags |= P.FLAG_SEND_TRIM;
+    if (device.canZero()) flags |= P.FLAG_SEND_WRITE_ZEROES;
+    if (device.canZero() && device.canFastZero()) flags |= P.FLAG_SEND_FAST_ZERO;
+  }
+  if (device.canMultiConn()) flags |= P.FLAG_CAN_MULTI_CONN;
   if (structuredReplies) flags |= P.FLAG_SEND_DF;
-  if (exp.multiConn) flags |= P.FLAG_CAN_MULTI_CONN;
   return flags;
 }
 
@@ -164,7 +178,7 @@ class Handshake {
     const reply = Buffer.alloc(this.noZeroes ? 10 : 134);
     D.exportInfoData(exp.device.sizeBytes, flags).copy(reply, 0, 2);
     this.ctx.write(reply);
-    return this.negotiated(name, exp);
+    return this.negotiated(name, exp, flags);
   }
 
   private list(data: Buffer): Outcome {
@@ -185,7 +199,7 @@ class Handshake {
     const blockSize = D.blockSizeInfoData(1, PREFERRED_BLOCK_BYTES, this.ctx.maxRequestBytes);
     this.reply(option, P.REP_INFO, blockSize);
     this.reply(option, P.REP_ACK);
-    if (option === P.OPT_GO) return this.negotiated(request.exportName, exp);
+    if (option === P.OPT_GO) return this.negotiated(request.exportName, exp, flags);
     this.closeExport(exp);
     return 'continue';
   }
@@ -217,10 +231,11 @@ class Handshake {
     return this.fail(option, P.REP_ERR_INVALID, 'negotiate NBD_OPT_STRUCTURED_REPLY first');
   }
 
-  private negotiated(exportName: string, exp: NbdExport): Negotiated {
+  private negotiated(exportName: string, exp: NbdExport, transmissionFlags: number): Negotiated {
     return {
       exportName,
       export: exp,
+      transmissionFlags,
       structuredReplies: this.structuredReplies,
       blockStatus: this.structuredReplies && this.metaContextExport === exportName,
     };

@@ -27,6 +27,7 @@ export const FLAG_SEND_TRIM = 1 << 5;
 export const FLAG_SEND_WRITE_ZEROES = 1 << 6;
 export const FLAG_SEND_DF = 1 << 7;
 export const FLAG_CAN_MULTI_CONN = 1 << 8;
+export const FLAG_SEND_FAST_ZERO = 1 << 11;
 
 // Options.
 export const OPT_EXPORT_NAME = 1;

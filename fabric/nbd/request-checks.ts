@@ -6,7 +6,8 @@ import * as P from './protocol';
 
 export interface RequestLimits {
   sizeBytes: number;
-  readOnly: boolean;
+  /** The transmission flags the client was sent: what it did not see advertised, it may not use. */
+  transmissionFlags: number;
   structuredReplies: boolean;
   /** base:allocation was negotiated, so BLOCK_STATUS is allowed. */
   blockStatus: boolean;
@@ -28,14 +29,20 @@ export const COMMAND_NAMES: Record<number, string> = {
   [P.CMD_BLOCK_STATUS]: 'BLOCK_STATUS',
 };
 
-/** Flags each command accepts. FUA is valid on every command once NBD_FLAG_SEND_FUA is advertised. */
+/** Flags each command accepts, once advertised. FUA is valid on every command when NBD_FLAG_SEND_FUA is. */
 const ALLOWED_FLAGS: Record<number, number> = {
   [P.CMD_READ]: P.CMD_FLAG_FUA | P.CMD_FLAG_DF,
   [P.CMD_WRITE]: P.CMD_FLAG_FUA,
   [P.CMD_FLUSH]: P.CMD_FLAG_FUA,
   [P.CMD_TRIM]: P.CMD_FLAG_FUA,
-  [P.CMD_WRITE_ZEROES]: P.CMD_FLAG_FUA | P.CMD_FLAG_NO_HOLE,
+  [P.CMD_WRITE_ZEROES]: P.CMD_FLAG_FUA | P.CMD_FLAG_NO_HOLE | P.CMD_FLAG_FAST_ZERO,
   [P.CMD_BLOCK_STATUS]: P.CMD_FLAG_FUA | P.CMD_FLAG_REQ_ONE,
+};
+
+/** Commands usable only when a transmission flag was advertised (FLUSH always is), and that flag. */
+const ADVERTISED_COMMANDS: Record<number, number> = {
+  [P.CMD_TRIM]: P.FLAG_SEND_TRIM,
+  [P.CMD_WRITE_ZEROES]: P.FLAG_SEND_WRITE_ZEROES,
 };
 
 const reject = (error: number, reason: string): Rejection => ({ error, reason });
@@ -45,12 +52,15 @@ export function checkRequest(req: NbdRequest, limits: RequestLimits): Rejection 
   const name = COMMAND_NAMES[req.type];
   const allowed = ALLOWED_FLAGS[req.type];
   if (allowed === undefined) return reject(P.NBD_EINVAL, `command ${req.type} is not supported`);
-  const dfAllowed = limits.structuredReplies ? allowed : allowed & ~P.CMD_FLAG_DF;
-  if ((req.flags & ~dfAllowed) !== 0) {
+  const advertised = limits.transmissionFlags;
+  // Whatever its flags, a write to a read-only export is refused as such.
+  const writes = req.type === P.CMD_WRITE || req.type === P.CMD_TRIM || req.type === P.CMD_WRITE_ZEROES;
+  if (writes && (advertised & P.FLAG_READ_ONLY) !== 0) return reject(P.NBD_EPERM, `${name} on a read-only export`);
+  const needed = ADVERTISED_COMMANDS[req.type];
+  if (needed !== undefined && (advertised & needed) === 0) return reject(P.NBD_EINVAL, `${name} is not supported by this export`);
+  if ((req.flags & ~(allowed & ~withheldFlags(advertised))) !== 0) {
     return reject(P.NBD_EINVAL, `flags 0x${req.flags.toString(16)} are not valid for ${name}`);
   }
-  const writes = req.type === P.CMD_WRITE || req.type === P.CMD_TRIM || req.type === P.CMD_WRITE_ZEROES;
-  if (writes && limits.readOnly) return reject(P.NBD_EPERM, `${name} on a read-only export`);
   if (req.type === P.CMD_FLUSH) {
     return req.offsetBytes === 0 && req.lengthBytes === 0 ? undefined : reject(P.NBD_EINVAL, 'FLUSH with a nonzero offset or length');
   }
@@ -66,6 +76,15 @@ export function checkRequest(req: NbdRequest, limits: RequestLimits): Rejection 
     return reject(error, `${name} past the end of the export (${limits.sizeBytes} bytes)`);
   }
   return undefined;
+}
+
+/** Command flags the client may not use because their transmission flag was not advertised. */
+function withheldFlags(advertised: number): number {
+  let withheld = 0;
+  if ((advertised & P.FLAG_SEND_FUA) === 0) withheld |= P.CMD_FLAG_FUA;
+  if ((advertised & P.FLAG_SEND_DF) === 0) withheld |= P.CMD_FLAG_DF;
+  if ((advertised & P.FLAG_SEND_FAST_ZERO) === 0) withheld |= P.CMD_FLAG_FAST_ZERO;
+  return withheld;
 }
 
 /**

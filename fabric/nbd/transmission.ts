@@ -62,7 +62,7 @@ export class Transmission implements RequestSink {
     this.warnings = new WarningLimiter(this.log);
     this.limits = {
       sizeBytes: 0,
-      readOnly: this.device.readOnly,
+      transmissionFlags: options.negotiated.transmissionFlags,
       structuredReplies: options.negotiated.structuredReplies,
       blockStatus: options.negotiated.blockStatus,
       maxRequestBytes: options.maxRequestBytes,
@@ -190,7 +190,11 @@ export class Transmission implements RequestSink {
       case P.CMD_TRIM:
         return this.device.trim(req.offsetBytes, req.lengthBytes, fua);
       case P.CMD_WRITE_ZEROES:
-        return this.device.writeZeroes(req.offsetBytes, req.lengthBytes, { fua, noHole: (req.flags & P.CMD_FLAG_NO_HOLE) !== 0 });
+        return this.device.writeZeroes(req.offsetBytes, req.lengthBytes, {
+          fua,
+          noHole: (req.flags & P.CMD_FLAG_NO_HOLE) !== 0,
+          fastZero: (req.flags & P.CMD_FLAG_FAST_ZERO) !== 0,
+        });
       default:
         return this.device.blockStatus(req.offsetBytes, req.lengthBytes);
     }

@@ -1,5 +1,6 @@
 // The one interface of the I/O path. Every layer (QoS, metrics, replication, encryption,
-// the local replica) is a BlockDevice that wraps the one below it; the NBD server sees only this.
+// the local replica) is a BlockDevice that wraps the one below it (most extend PassThroughDevice,
+// in pass-through-device.ts); the NBD server sees only this, and asks it what to advertise.
 
 import type { Pieces } from '../pieces';
 
@@ -16,6 +17,11 @@ export interface WriteZeroesOptions {
   fua: boolean;
   /** The caller wants the zeroes allocated, not punched (NBD_CMD_FLAG_NO_HOLE). */
   noHole: boolean;
+  /**
+   * NBD_CMD_FLAG_FAST_ZERO: if zeroing this range would be no faster than writing zeroes, fail at
+   * once with IoError ENOTSUP and change nothing. Set only on a device whose canFastZero() is true.
+   */
+  fastZero?: boolean;
 }
 
 export interface BlockDevice {
@@ -41,4 +47,26 @@ export interface BlockDevice {
   writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void>;
   /** Extents covering at least the first byte of the range, at most the whole range, in order. */
   blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]>;
+
+  // Capabilities: asked when a client connects (the NBD server advertises them as transmission
+  // flags, and accepts only what it advertised). A layer answers for itself and the layers below
+  // it; false is always safe. The write-type ones are false on a read-only device.
+
+  /**
+   * NBD_FLAG_CAN_MULTI_CONN: flush(), and write/trim/writeZeroes with fua, make durable every write
+   * completed through any handle on the same data, not only through this one, so a client may
+   * spread its requests over several connections.
+   */
+  canMultiConn(): boolean;
+  /** NBD_FLAG_SEND_FUA: write, trim and writeZeroes honour fua (durable before they resolve). */
+  canFua(): boolean;
+  /** NBD_FLAG_SEND_TRIM: trim() frees the range (it then reads as zeroes). */
+  canTrim(): boolean;
+  /** NBD_FLAG_SEND_WRITE_ZEROES: writeZeroes() works, with and without noHole. */
+  canZero(): boolean;
+  /**
+   * NBD_FLAG_SEND_FAST_ZERO: writeZeroes() honours fastZero, failing with ENOTSUP when zeroing
+   * would be no faster than writing. Meaningful only with canZero().
+   */
+  canFastZero(): boolean;
 }

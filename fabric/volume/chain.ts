@@ -2,8 +2,12 @@
 // has its own block map and lives in its own pool: a clone made in another class writes to that
 // class's pool and reads unchanged blocks from the snapshot's pool.
 
+import { settleAll } from '../store/file-io';
 import type { Pool } from '../store/pool';
-import { ABSENT, BlockMap, CHUNK_ENTRIES, ZERO } from './block-map';
+import { ABSENT, BlockMap, CHUNK_ENTRIES, FIRST_PHYSICAL, ZERO } from './block-map';
+import { BLOCK_BYTES } from '../store/block-size';
+
+const B = BLOCK_BYTES;
 
 export interface ChainLayer {
   /** Layer id in the catalog; journal records name it. */
@@ -67,6 +71,51 @@ export class Chain {
         block = chunkEnd;
       }
     }
+  }
+
+  /**
+   * Reads the blocks from first on into buf (whole blocks), each from the pool of the layer that
+   * maps it, one read per run that is contiguous in one pool; unmapped blocks read as zeroes.
+   * values and crcs get what resolveRange() gives, for the caller to check.
+   */
+  async read(first: number, buf: Buffer, values: Uint32Array, crcs: Uint32Array): Promise<void> {
+    const count = values.length;
+    const layerIndex = new Uint16Array(count);
+    const layers = this.layers;
+    this.resolveRange(first, values, crcs, layerIndex);
+    const reads: Promise<void>[] = [];
+    let runIndex = 0;
+    let runPhysical = -1;
+    let runLength = 0;
+    let runPool = layers[0].pool;
+    const endRun = () => {
+      if (runLength > 0) reads.push(runPool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
+    };
+    for (let i = 0; i < count; i++) {
+      const value = values[i];
+      if (value >= FIRST_PHYSICAL) {
+        const physical = value - FIRST_PHYSICAL;
+        const pool = layers[layerIndex[i]].pool;
+        if (runLength > 0 && physical === runPhysical + runLength && pool === runPool) {
+          runLength++;
+          continue;
+        }
+        endRun();
+        runIndex = i;
+        runPhysical = physical;
+        runLength = 1;
+        runPool = pool;
+      } else {
+        // A hole ends the run even if the next block is physically adjacent to it: the run's
+        // data goes to consecutive slots, and this slot reads as zeroes.
+        endRun();
+        runLength = 0;
+        buf.fill(0, i * B, (i + 1) * B);
+      }
+    }
+    endRun();
+    if (reads.length === 1) await reads[0];
+    else if (reads.length > 1) await settleAll(reads);
   }
 
   /** Whether a layer below the head holds data (not a hole or zeroes) for the block. */

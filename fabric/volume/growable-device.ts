@@ -7,54 +7,36 @@
 // volume grows, decides how much of the window the filesystem sees. The window's size never
 // changes, so a reconnect after a weftd restart finds the export as it was.
 
-import type { Pieces } from '../pieces';
-import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
+import type { Extent } from './block-device';
+import { PassThroughDevice } from './pass-through-device';
 import { MAX_VOLUME_BYTES } from './types';
 
 export const GROWABLE_WINDOW_BYTES = MAX_VOLUME_BYTES;
 
-export class GrowableDevice implements BlockDevice {
-  readonly sizeBytes = GROWABLE_WINDOW_BYTES;
-
-  constructor(private readonly volume: BlockDevice) {}
-
-  get readOnly(): boolean {
-    return this.volume.readOnly;
+/** Changes the size, and reads and block status past the volume's end; the rest passes through. */
+export class GrowableDevice extends PassThroughDevice {
+  override get sizeBytes(): number {
+    return GROWABLE_WINDOW_BYTES;
   }
 
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  override async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     const inside = this.insideLength(offsetBytes, lengthBytes);
-    if (inside === lengthBytes) return this.volume.read(offsetBytes, lengthBytes);
+    if (inside === lengthBytes) return this.below.read(offsetBytes, lengthBytes);
     const out = Buffer.alloc(lengthBytes);
-    if (inside > 0) (await this.volume.read(offsetBytes, inside)).copy(out);
+    if (inside > 0) (await this.below.read(offsetBytes, inside)).copy(out);
     return out;
   }
 
-  // Writes, trims and zeroes past the end go to the volume, which refuses them (ENOSPC).
-  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    return this.volume.write(offsetBytes, data, fua);
-  }
+  // Writes, trims and zeroes past the end pass through to the volume, which refuses them (ENOSPC).
 
-  flush(): Promise<void> {
-    return this.volume.flush();
-  }
-
-  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    return this.volume.trim(offsetBytes, lengthBytes, fua);
-  }
-
-  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    return this.volume.writeZeroes(offsetBytes, lengthBytes, options);
-  }
-
-  async blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+  override async blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
     const inside = this.insideLength(offsetBytes, lengthBytes);
-    if (inside > 0) return this.volume.blockStatus(offsetBytes, inside);
+    if (inside > 0) return this.below.blockStatus(offsetBytes, inside);
     return [{ lengthBytes, hole: true, zero: true }];
   }
 
   /** How many bytes of [offset, offset + length) lie inside the volume as it is now. */
   private insideLength(offsetBytes: number, lengthBytes: number): number {
-    return Math.max(0, Math.min(offsetBytes + lengthBytes, this.volume.sizeBytes) - offsetBytes);
+    return Math.max(0, Math.min(offsetBytes + lengthBytes, this.below.sizeBytes) - offsetBytes);
   }
 }

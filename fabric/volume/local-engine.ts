@@ -4,22 +4,19 @@
 // never the others'. Control operations run one at a time and commit whole (control-txn.ts).
 
 import type { Logger } from 'pino';
-import { alreadyExists, failedPrecondition, invalidArgument, IoError, notFound, resourceExhausted, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, invalidArgument, IoError, resourceExhausted, WeftError } from '../errors';
 import { FIRST_PHYSICAL } from './block-map';
-import { Chain } from './chain';
 import type { SnapshotRecord, VolumeRecord } from './catalog';
-import { ControlTxn, layerById, lineage } from './control-txn';
-import { defaultClass } from './default-class';
-import { LocalReplica } from './local-replica';
+import { CatalogView } from './catalog-view';
+import { ControlTxn, layerById } from './control-txn';
+import { VolumeRegistry } from './volume-registry';
 import type { Metadata } from './metadata';
 import { validateName } from './names';
 import { NodeStore, type NodeStoreOptions } from './node-store';
 import {
   BLOCK_BYTES,
-  MAX_VOLUME_BYTES,
   CloneVolumeRequest,
   CreateVolumeRequest,
-  LayerInfo,
   OpenDevice,
   PoolInfo,
   SnapshotInfo,
@@ -27,7 +24,7 @@ import {
   VolumeEngine,
   VolumeInfo,
 } from './types';
-import { Opener, StackBuilder, Volume, VolumeRef } from './volume';
+import type { Opener, StackBuilder, Volume } from './volume';
 
 export { FORMAT_VERSION } from './data-dir';
 export { DEFAULT_SYNC_INTERVAL_MS, type PoolSpec } from './node-store';
@@ -43,33 +40,33 @@ export interface EngineOptions extends NodeStoreOptions {
   stackFor?: StackBuilder;
 }
 
-/** A volume or snapshot object with the catalog record it serves. */
-interface Entry<R> {
-  volume: Volume;
-  record: R;
-}
 
 export class LocalEngine implements VolumeEngine {
-  private readonly volumes = new Map<string, Entry<VolumeRecord>>();
-  /** Snapshot objects, made when a snapshot is first opened; keyed by snapshotKey(). */
-  private readonly snapshots = new Map<string, Entry<SnapshotRecord>>();
+  private readonly registry: VolumeRegistry;
   private controlChain: Promise<unknown> = Promise.resolve();
   private txn: ControlTxn | undefined;
   private timer: NodeJS.Timeout | undefined;
   private checkpointQueued = false;
   private checkpointRetryAt = 0;
   private closing: Promise<void> | undefined;
+  private readonly view: CatalogView;
 
   private constructor(
     readonly store: NodeStore,
     private readonly logger: Logger,
-    private readonly stackFor: StackBuilder,
-  ) {}
+    stackFor: StackBuilder,
+  ) {
+    this.registry = new VolumeRegistry(store, stackFor);
+    this.view = new CatalogView(store, {
+      volume: (name) => this.registry.volume(name),
+      snapshot: (volume, name) => this.registry.openedSnapshot(volume, name),
+    });
+  }
 
   static async open(options: EngineOptions): Promise<LocalEngine> {
     const { store, rolledBack, checked } = await NodeStore.open(options);
     const engine = new LocalEngine(store, options.logger, options.stackFor ?? ((replica) => replica));
-    engine.refreshChains();
+    engine.registry.refresh();
     engine.timer = setInterval(() => engine.background(), BACKGROUND_INTERVAL_MS);
     engine.timer.unref();
     const { catalog } = store;
@@ -89,16 +86,16 @@ export class LocalEngine implements VolumeEngine {
   createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {
     return this.control([], async (txn) => {
       validateName('volume', request.name);
-      const sizeBytes = this.checkSize(request.sizeBytes);
-      const poolClass = this.resolveClass(request.class);
-      this.checkFits(poolClass, sizeBytes);
-      this.checkNameFree(request.name);
+      const sizeBytes = this.view.checkSize(request.sizeBytes);
+      const poolClass = this.view.resolveClass(request.class);
+      this.view.checkFits(poolClass, sizeBytes);
+      this.view.checkNameFree(request.name);
       const layer = txn.newLayer(poolClass, null);
       const record: VolumeRecord = { name: request.name, class: poolClass, sizeBytes, head: layer.id, createdAt: now() };
       txn.catalog.add('volume', record);
       await txn.commit();
       this.logger.info({ volume: record.name, sizeBytes, class: poolClass }, 'volume created');
-      return this.volumeInfo(record);
+      return this.view.volumeInfo(record);
     });
   }
 
@@ -106,14 +103,14 @@ export class LocalEngine implements VolumeEngine {
   cloneVolume(request: CloneVolumeRequest): Promise<VolumeInfo> {
     return this.control([], async (txn) => {
       validateName('volume', request.name);
-      const snapshot = this.findSnapshot(request.volume, request.snapshot);
-      const sizeBytes = request.sizeBytes ? this.checkSize(request.sizeBytes) : snapshot.sizeBytes;
+      const snapshot = this.view.findSnapshot(request.volume, request.snapshot);
+      const sizeBytes = request.sizeBytes ? this.view.checkSize(request.sizeBytes) : snapshot.sizeBytes;
       if (sizeBytes < snapshot.sizeBytes) {
         throw invalidArgument(`size ${sizeBytes} is smaller than snapshot ${request.volume}@${request.snapshot} (${snapshot.sizeBytes} bytes)`);
       }
-      const poolClass = request.class ? this.resolveClass(request.class) : layerById(this.catalog, snapshot.layer).pool;
-      this.checkFits(poolClass, sizeBytes);
-      this.checkNameFree(request.name);
+      const poolClass = request.class ? this.view.resolveClass(request.class) : layerById(this.catalog, snapshot.layer).pool;
+      this.view.checkFits(poolClass, sizeBytes);
+      this.view.checkNameFree(request.name);
       const layer = txn.newLayer(poolClass, snapshot.layer);
       const record: VolumeRecord = {
         name: request.name,
@@ -126,36 +123,36 @@ export class LocalEngine implements VolumeEngine {
       txn.catalog.add('volume', record);
       await txn.commit();
       this.logger.info({ volume: record.name, source: record.sourceSnapshot, class: poolClass }, 'volume cloned');
-      return this.volumeInfo(record);
+      return this.view.volumeInfo(record);
     });
   }
 
   listVolumes(): VolumeInfo[] {
-    return this.catalog.volumes.map((v) => this.volumeInfo(v));
+    return this.catalog.volumes.map((v) => this.view.volumeInfo(v));
   }
 
   getVolume(name: string): VolumeInfo {
-    return this.volumeInfo(this.findVolume(name));
+    return this.view.volumeInfo(this.view.findVolume(name));
   }
 
   resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
-    return this.control(() => [this.entry(name).volume], async (txn) => {
-      const record = this.findVolume(name);
-      const newSize = this.checkSize(sizeBytes);
+    return this.control(() => [this.registry.entry(name).volume], async (txn) => {
+      const record = this.view.findVolume(name);
+      const newSize = this.view.checkSize(sizeBytes);
       if (newSize < record.sizeBytes) {
         throw invalidArgument(`volume ${name} is ${record.sizeBytes} bytes; shrinking to ${newSize} is not supported`);
       }
-      this.checkFits(record.class, newSize);
+      this.view.checkFits(record.class, newSize);
       txn.catalog.change('volume', record).sizeBytes = newSize;
       await txn.commit();
       this.logger.info({ volume: name, sizeBytes: newSize }, 'volume resized');
-      return this.volumeInfo(record);
+      return this.view.volumeInfo(record);
     });
   }
 
   deleteVolume(name: string): Promise<void> {
-    return this.control(() => this.sharing(this.findVolume(name).head), async (txn) => {
-      const record = this.findVolume(name);
+    return this.control(() => this.registry.sharing(this.view.findVolume(name).head), async (txn) => {
+      const record = this.view.findVolume(name);
       this.checkUnused(name, 'disconnect them first');
       // Its snapshots stay (as in Kubernetes, a snapshot outlives its volume): they are layers of
       // their own, and dropping the head frees only the blocks written since the last one.
@@ -170,7 +167,7 @@ export class LocalEngine implements VolumeEngine {
   async verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void, snapshot?: string): Promise<VerifyReport> {
     // Held open like a connection while it runs, so that the volume is not deleted or reverted under
     // it (its blocks freed and reused would read as false checksum errors).
-    const volume = snapshot === undefined ? this.entry(name).volume : this.snapshotEntry(name, snapshot).volume;
+    const volume = snapshot === undefined ? this.registry.entry(name).volume : this.registry.snapshotEntry(name, snapshot).volume;
     const handle = volume.open({ purpose: 'verify' });
     const replica = volume.replica;
     const totalBlocks = Math.ceil(replica.sizeBytes / BLOCK_BYTES);
@@ -191,9 +188,9 @@ export class LocalEngine implements VolumeEngine {
   }
 
   revertVolume(name: string, snapshotName: string): Promise<VolumeInfo> {
-    return this.control(() => this.sharing(this.findVolume(name).head), async (txn) => {
-      const record = this.findVolume(name);
-      const snapshot = this.findSnapshot(name, snapshotName);
+    return this.control(() => this.registry.sharing(this.view.findVolume(name).head), async (txn) => {
+      const record = this.view.findVolume(name);
+      const snapshot = this.view.findSnapshot(name, snapshotName);
       this.checkUnused(name, 'disconnect them before reverting');
       const oldHead = record.head;
       txn.catalog.change('volume', record);
@@ -202,15 +199,15 @@ export class LocalEngine implements VolumeEngine {
       txn.dropLayer(oldHead);
       await txn.commit();
       this.logger.info({ volume: name, snapshot: snapshotName }, 'volume reverted');
-      return this.volumeInfo(record);
+      return this.view.volumeInfo(record);
     });
   }
 
   // ---- snapshots ----
 
   createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
-    return this.control(() => [this.entry(volume).volume], async (txn) => {
-      const record = this.findVolume(volume);
+    return this.control(() => [this.registry.entry(volume).volume], async (txn) => {
+      const record = this.view.findVolume(volume);
       validateName('snapshot', name);
       if (this.catalog.snapshots.some((s) => s.volume === volume && s.name === name)) {
         throw alreadyExists(`snapshot ${volume}@${name} already exists`);
@@ -222,23 +219,23 @@ export class LocalEngine implements VolumeEngine {
       txn.catalog.add('snapshot', snapshot);
       await txn.commit();
       this.logger.info({ volume, snapshot: name }, 'snapshot created');
-      return this.snapshotInfo(snapshot);
+      return this.view.snapshotInfo(snapshot);
     });
   }
 
   /** All snapshots, or those of one volume (which may have been deleted since: snapshots outlive it). */
   listSnapshots(volume?: string): SnapshotInfo[] {
     const snapshots = this.catalog.snapshots.filter((s) => volume === undefined || s.volume === volume);
-    if (volume !== undefined && snapshots.length === 0) this.findVolume(volume);
-    return snapshots.map((s) => this.snapshotInfo(s));
+    if (volume !== undefined && snapshots.length === 0) this.view.findVolume(volume);
+    return snapshots.map((s) => this.view.snapshotInfo(s));
   }
 
   deleteSnapshot(volume: string, name: string): Promise<void> {
-    return this.control(() => this.sharing(this.findSnapshot(volume, name).layer), async (txn) => {
-      const snapshot = this.findSnapshot(volume, name);
-      const open = this.snapshots.get(snapshotKey(volume, name));
-      if (open && open.volume.connections > 0) {
-        throw failedPrecondition(`snapshot ${volume}@${name} is being read by ${open.volume.connections} NBD connection(s)`);
+    return this.control(() => this.registry.sharing(this.view.findSnapshot(volume, name).layer), async (txn) => {
+      const snapshot = this.view.findSnapshot(volume, name);
+      const open = this.registry.openedSnapshot(volume, name);
+      if (open && open.connections > 0) {
+        throw failedPrecondition(`snapshot ${volume}@${name} is being read by ${open.connections} NBD connection(s)`);
       }
       txn.catalog.remove('snapshot', snapshot);
       txn.catalog.change('layer', layerById(this.catalog, snapshot.layer)).hidden = true;
@@ -266,12 +263,12 @@ export class LocalEngine implements VolumeEngine {
 
   openVolume(name: string, opener: Opener = {}): OpenDevice {
     this.checkOpen();
-    return this.entry(name).volume.open(opener);
+    return this.registry.entry(name).volume.open(opener);
   }
 
   openSnapshot(volume: string, snapshot: string, opener: Opener = {}): OpenDevice {
     this.checkOpen();
-    return this.snapshotEntry(volume, snapshot).volume.open(opener);
+    return this.registry.snapshotEntry(volume, snapshot).volume.open(opener);
   }
 
   /** Flushes, checkpoints and lets go of the files and the lock, even if the final flush fails. */
@@ -282,7 +279,7 @@ export class LocalEngine implements VolumeEngine {
 
   private async closeOnce(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    const final = this.control(() => this.allVolumes(), async () => {
+    const final = this.control(() => this.registry.all(), async () => {
       this.store.closed = true; // I/O waiting at a volume's gate fails once it opens
       await this.store.flushAll();
       await this.store.checkpoint();
@@ -321,7 +318,7 @@ export class LocalEngine implements VolumeEngine {
         throw controlFailure(err);
       } finally {
         this.txn = undefined;
-        this.refreshChains();
+        this.registry.refresh();
         for (const v of paused) v.replica.quiesce.resume();
       }
     });
@@ -333,22 +330,12 @@ export class LocalEngine implements VolumeEngine {
     if (this.store.closed) throw new WeftError('UNAVAILABLE', 'weftd is shutting down');
   }
 
-  /** Every volume and open snapshot whose chain shares a layer with the lineage of layer id. */
-  private sharing(id: number): Volume[] {
-    const ids = lineage(this.catalog, id);
-    return this.allVolumes().filter((v) => v.replica.chain.layers.some((l) => ids.has(l.id)));
-  }
-
-  private allVolumes(): Volume[] {
-    return [...this.volumes.values(), ...this.snapshots.values()].map((e) => e.volume);
-  }
-
   private background(): void {
     if (this.store.closed) return;
     if (this.store.checkpointDue && !this.checkpointQueued && Date.now() >= this.checkpointRetryAt) {
       // Queued among the control operations, so that a steady stream of them does not put it off.
       this.checkpointQueued = true;
-      this.control(() => this.allVolumes(), async () => {
+      this.control(() => this.registry.all(), async () => {
         await this.store.flushAll();
         await this.store.checkpoint();
       })
@@ -362,174 +349,15 @@ export class LocalEngine implements VolumeEngine {
     }
   }
 
-  private chainOf(head: number): Chain {
-    const layers = [];
-    for (let id: number | null = head; id !== null; id = layerById(this.catalog, id).parent) {
-      layers.push({ id, map: this.store.metadata.mapOf(id), pool: this.store.pool(layerById(this.catalog, id).pool) });
-    }
-    return new Chain(layers);
-  }
-
-  /**
-   * Brings the volume objects in line with the catalog after a control operation (or its undo):
-   * new ones made, deleted ones dropped, every chain rebuilt. The chains of volumes the operation
-   * did not pause come out as they were.
-   */
-  private refreshChains(): void {
-    for (const [name, entry] of this.volumes) {
-      const record = this.catalog.volumes.find((v) => v.name === name);
-      if (!record) this.volumes.delete(name);
-      else entry.record = record;
-    }
-    for (const record of this.catalog.volumes) {
-      const entry = this.volumes.get(record.name);
-      if (entry) entry.volume.replica.chain = this.chainOf(record.head);
-      else this.volumes.set(record.name, this.makeEntry({ volume: record.name }, record, record.head));
-    }
-    for (const [key, entry] of this.snapshots) {
-      const record = this.catalog.snapshots.find((s) => snapshotKey(s.volume, s.name) === key);
-      if (!record) {
-        this.snapshots.delete(key);
-      } else {
-        entry.record = record;
-        entry.volume.replica.chain = this.chainOf(record.layer);
-      }
-    }
-  }
-
-  private makeEntry<R extends { sizeBytes: number }>(ref: VolumeRef, record: R, head: number): Entry<R> {
-    const name = ref.snapshot === undefined ? ref.volume : `${ref.volume}@${ref.snapshot}`;
-    const entry = { record } as Entry<R>;
-    const replica = new LocalReplica(name, this.store, this.chainOf(head), () => entry.record.sizeBytes, ref.snapshot !== undefined);
-    entry.volume = new Volume(ref, replica, this.stackFor(replica, ref));
-    return entry;
-  }
-
-  private entry(name: string): Entry<VolumeRecord> {
-    const entry = this.volumes.get(name);
-    if (!entry) throw notFound(`volume ${name} does not exist`);
-    return entry;
-  }
-
-  /** The object of a snapshot, made when it is first opened. */
-  private snapshotEntry(volume: string, name: string): Entry<SnapshotRecord> {
-    const key = snapshotKey(volume, name);
-    let entry = this.snapshots.get(key);
-    if (!entry) {
-      const record = this.findSnapshot(volume, name);
-      entry = this.makeEntry({ volume, snapshot: name }, record, record.layer);
-      this.snapshots.set(key, entry);
-    }
-    return entry;
-  }
-
   private checkUnused(name: string, advice: string): void {
-    const connections = this.entry(name).volume.connections;
+    const connections = this.registry.entry(name).volume.connections;
     if (connections > 0) throw failedPrecondition(`volume ${name} is in use by ${connections} connection(s) (NBD clients or a verify); ${advice}`);
   }
 
-  private checkNameFree(name: string): void {
-    if (this.volumes.has(name)) throw alreadyExists(`volume ${name} already exists`);
-    const orphans = this.catalog.snapshots.filter((s) => s.volume === name).map((s) => s.name);
-    if (orphans.length > 0) {
-      throw alreadyExists(`snapshots of an earlier volume named ${name} still exist (${orphans.join(', ')}): delete them or choose another name`);
-    }
-  }
-
-  private findVolume(name: string): VolumeRecord {
-    const record = this.catalog.volumes.find((v) => v.name === name);
-    if (!record) throw notFound(`volume ${name} does not exist`);
-    return record;
-  }
-
-  private findSnapshot(volume: string, name: string): SnapshotRecord {
-    const snapshot = this.catalog.snapshots.find((s) => s.volume === volume && s.name === name);
-    if (!snapshot) throw notFound(`snapshot ${volume}@${name} does not exist`);
-    return snapshot;
-  }
-
-  private resolveClass(requested: string | undefined): string {
-    if (requested) {
-      if (!this.store.pools.has(requested)) {
-        throw invalidArgument(`no pool of class "${requested}" on this node (pools: ${[...this.store.pools.keys()].join(', ')})`);
-      }
-      return requested;
-    }
-    const chosen = defaultClass([...this.store.pools.keys()]);
-    if (chosen) return chosen;
-    throw invalidArgument(`several pools exist (${[...this.store.pools.keys()].join(', ')}); name one with a class`);
-  }
-
-  /** Sizes are rounded up to whole 4 KiB blocks. */
-  private checkSize(sizeBytes: number): number {
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
-      throw invalidArgument(`size must be a positive number of bytes, got ${sizeBytes}`);
-    }
-    const rounded = Math.ceil(sizeBytes / BLOCK_BYTES) * BLOCK_BYTES;
-    if (rounded > MAX_VOLUME_BYTES) throw invalidArgument(`size ${sizeBytes} is larger than a volume can be (16 TiB)`);
-    return rounded;
-  }
-
-  /** Thin provisioning: one volume may not exceed its pool, though all of them together may. */
-  private checkFits(poolClass: string, sizeBytes: number): void {
-    const capacity = this.store.pool(poolClass).totalBlocks * BLOCK_BYTES;
-    if (sizeBytes > capacity) {
-      throw resourceExhausted(`a volume of ${sizeBytes} bytes does not fit in pool ${poolClass} (${capacity} bytes)`);
-    }
-  }
-
-  private volumeInfo(record: VolumeRecord): VolumeInfo {
-    // A volume made by the running control operation gets its object when the operation ends.
-    const volume = this.volumes.get(record.name)?.volume;
-    return {
-      name: record.name,
-      class: record.class,
-      sizeBytes: record.sizeBytes,
-      allocatedBytes: this.metadata.mapOf(record.head).physicalBlocks * BLOCK_BYTES,
-      sourceSnapshot: record.sourceSnapshot,
-      snapshotCount: this.catalog.snapshots.filter((s) => s.volume === record.name).length,
-      connections: volume?.connections ?? 0,
-      checksumErrors: volume?.replica.checksumErrors ?? 0,
-      createdAt: record.createdAt,
-      layers: this.layersOf(record.head),
-    };
-  }
-
-  private layersOf(head: number): LayerInfo[] {
-    const layers: LayerInfo[] = [];
-    for (let id: number | null = head; id !== null; ) {
-      const layer = layerById(this.catalog, id);
-      const snapshot = this.catalog.snapshots.find((s) => s.layer === id);
-      layers.push({
-        ...(snapshot && { snapshot: { volume: snapshot.volume, name: snapshot.name } }),
-        ...(layer.hidden && { deleted: true }),
-        class: layer.pool,
-        allocatedBytes: this.store.metadata.mapOf(id).physicalBlocks * BLOCK_BYTES,
-      });
-      id = layer.parent;
-    }
-    return layers;
-  }
-
-  private snapshotInfo(snapshot: SnapshotRecord): SnapshotInfo {
-    return {
-      volume: snapshot.volume,
-      name: snapshot.name,
-      sizeBytes: snapshot.sizeBytes,
-      exclusiveBytes: this.metadata.mapOf(snapshot.layer).physicalBlocks * BLOCK_BYTES,
-      createdAt: snapshot.createdAt,
-      class: layerById(this.catalog, snapshot.layer).pool,
-      checksumErrors: this.snapshots.get(snapshotKey(snapshot.volume, snapshot.name))?.volume.replica.checksumErrors ?? 0,
-    };
-  }
 }
 
 function now(): string {
   return new Date().toISOString();
-}
-
-function snapshotKey(volume: string, name: string): string {
-  return JSON.stringify([volume, name]);
 }
 
 /**

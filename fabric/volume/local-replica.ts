@@ -152,42 +152,7 @@ export class LocalReplica implements BlockDevice {
     const entries = new Uint32Array(count * 2);
     const values = entries.subarray(0, count);
     const expected = entries.subarray(count);
-    const layerIndex = new Uint16Array(count);
-    const layers = this.chain.layers;
-    this.chain.resolveRange(first, values, expected, layerIndex);
-    const reads: Promise<void>[] = [];
-    let runIndex = 0;
-    let runPhysical = -1;
-    let runLength = 0;
-    let runLayer = 0;
-    const endRun = () => {
-      if (runLength > 0) reads.push(layers[runLayer].pool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
-    };
-    for (let i = 0; i < count; i++) {
-      const value = values[i];
-      if (value >= FIRST_PHYSICAL) {
-        const physical = value - FIRST_PHYSICAL;
-        // A run is physically contiguous in one pool (layers of one chain may sit in different pools).
-        if (runLength > 0 && physical === runPhysical + runLength && layers[layerIndex[i]].pool === layers[runLayer].pool) {
-          runLength++;
-          continue;
-        }
-        endRun();
-        runIndex = i;
-        runPhysical = physical;
-        runLength = 1;
-        runLayer = layerIndex[i];
-      } else {
-        // A hole ends the run even if the next block is physically adjacent to it: the run's
-        // data goes to consecutive slots, and this slot reads as zeroes.
-        endRun();
-        runLength = 0;
-        buf.fill(0, i * B, (i + 1) * B);
-      }
-    }
-    endRun();
-    if (reads.length === 1) await reads[0];
-    else if (reads.length > 1) await settleAll(reads);
+    await this.chain.read(first, buf, values, expected);
     // The checksums of unmapped blocks are computed too (over zeroes) but not compared.
     const actual = new Uint32Array(count);
     crc32cBlocks(buf, B, actual);
@@ -382,6 +347,29 @@ export class LocalReplica implements BlockDevice {
     if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > this.sizeBytes) {
       throw new IoError('ENOSPC', `volume ${this.name}: range ${offsetBytes}+${lengthBytes} is past the end (${this.sizeBytes} bytes)`);
     }
+  }
+
+  // Capabilities (see BlockDevice). The engine's flush covers every completed write of the volume,
+  // whichever handle made it. No fast zero: writeZeroes with noHole writes every block, and it
+  // does not look at fastZero.
+  canMultiConn(): boolean {
+    return true;
+  }
+
+  canFua(): boolean {
+    return !this.readOnly;
+  }
+
+  canTrim(): boolean {
+    return !this.readOnly;
+  }
+
+  canZero(): boolean {
+    return !this.readOnly;
+  }
+
+  canFastZero(): boolean {
+    return false;
   }
 }
 

@@ -1,10 +1,11 @@
 // The metrics layer: a BlockDevice that counts operations, bytes, errors and latency per volume and
-// forwards every call to the device below; the counts reach Prometheus through a prom-client registry.
+// passes every call through to the device below; the counts reach Prometheus through a prom-client registry.
 
 import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, type Metric, type Registry } from 'prom-client';
 import { totalBytes, type Pieces } from '../pieces';
 import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
+import { PassThroughDevice } from './pass-through-device';
 import type { PoolInfo, VolumeEngine } from './types';
 
 type Operation = 'read' | 'write' | 'flush' | 'trim' | 'write_zeroes' | 'block_status';
@@ -143,41 +144,35 @@ export class VolumeMetrics {
   }
 }
 
-/** Counts every call into a volume's stats and forwards it unchanged. */
-export class MetricsDevice implements BlockDevice {
-  constructor(private readonly inner: BlockDevice, private readonly stats: VolumeStats) {}
-
-  get sizeBytes(): number {
-    return this.inner.sizeBytes;
+/** Counts every I/O call into a volume's stats and passes it on unchanged. */
+export class MetricsDevice extends PassThroughDevice {
+  constructor(below: BlockDevice, private readonly stats: VolumeStats) {
+    super(below);
   }
 
-  get readOnly(): boolean {
-    return this.inner.readOnly;
+  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.track(this.stats.read, performance.now(), this.below.read(offsetBytes, lengthBytes), lengthBytes);
   }
 
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return this.track(this.stats.read, performance.now(), this.inner.read(offsetBytes, lengthBytes), lengthBytes);
-  }
-
-  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
     const bytes = Buffer.isBuffer(data) ? data.length : totalBytes(data);
-    return this.track(this.stats.write, performance.now(), this.inner.write(offsetBytes, data, fua), bytes);
+    return this.track(this.stats.write, performance.now(), this.below.write(offsetBytes, data, fua), bytes);
   }
 
-  flush(): Promise<void> {
-    return this.track(this.stats.flush, performance.now(), this.inner.flush());
+  override flush(): Promise<void> {
+    return this.track(this.stats.flush, performance.now(), this.below.flush());
   }
 
-  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    return this.track(this.stats.trim, performance.now(), this.inner.trim(offsetBytes, lengthBytes, fua));
+  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.track(this.stats.trim, performance.now(), this.below.trim(offsetBytes, lengthBytes, fua));
   }
 
-  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    return this.track(this.stats.write_zeroes, performance.now(), this.inner.writeZeroes(offsetBytes, lengthBytes, options));
+  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    return this.track(this.stats.write_zeroes, performance.now(), this.below.writeZeroes(offsetBytes, lengthBytes, options));
   }
 
-  blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
-    return this.track(this.stats.block_status, performance.now(), this.inner.blockStatus(offsetBytes, lengthBytes));
+  override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    return this.track(this.stats.block_status, performance.now(), this.below.blockStatus(offsetBytes, lengthBytes));
   }
 
   /** startMs is taken by the caller before it calls the layer below, so no closure is needed. */

@@ -42,7 +42,7 @@ test('qemu-io writes and reads back patterns; a wrong pattern is detected', asyn
   expect(wrong.stdout + wrong.stderr).toMatch(/Pattern verification failed/);
 });
 
-test('nbdinfo shows size, flags and block sizes; snapshots are listed and read-only', async () => {
+test('nbdinfo shows size, flags and block sizes; snapshots are listed, read-only and offer nothing that writes', async () => {
   await createVolume('info', '100MiB');
   const info = JSON.parse((await ok(run('nbdinfo', ['--json', weftd.nbdUri('info')]))).stdout);
   const exp = info.exports[0];
@@ -54,6 +54,7 @@ test('nbdinfo shows size, flags and block sizes; snapshots are listed and read-o
     can_fua: true,
     can_trim: true,
     can_zero: true,
+    can_fast_zero: false,
     can_multi_conn: true,
     block_size_minimum: 1,
     block_size_preferred: 4096,
@@ -64,7 +65,9 @@ test('nbdinfo shows size, flags and block sizes; snapshots are listed and read-o
   const names = JSON.parse(list).exports.map((e: { 'export-name': string }) => e['export-name']);
   expect(names).toEqual(expect.arrayContaining(['info', 'info@first']));
   const snap = JSON.parse((await ok(run('nbdinfo', ['--json', weftd.nbdUri('info@first')]))).stdout).exports[0];
-  expect(snap.is_read_only).toBe(true);
+  expect(snap).toMatchObject({ is_read_only: true, can_flush: true, can_fua: false, can_trim: false, can_zero: false, can_fast_zero: false, can_multi_conn: true });
+  const growable = JSON.parse((await ok(run('nbdinfo', ['--json', weftd.nbdUri('info~growable')]))).stdout).exports[0];
+  expect(growable).toMatchObject({ is_read_only: false, can_fua: true, can_trim: true, can_zero: true, can_fast_zero: false, can_multi_conn: true });
   const write = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', weftd.nbdUri('info@first')]);
   expect(write.code).not.toBe(0);
 });

@@ -67,6 +67,28 @@ export class FileBlockDevice implements BlockDevice {
     return [{ lengthBytes, hole: false, zero: false }];
   }
 
+  /** Safe in fact (one file handle for every connection), but claimed only where a test asks (AnsweringDevice). */
+  canMultiConn(): boolean {
+    return false;
+  }
+
+  canFua(): boolean {
+    return !this.readOnly;
+  }
+
+  canTrim(): boolean {
+    return !this.readOnly;
+  }
+
+  canZero(): boolean {
+    return !this.readOnly;
+  }
+
+  /** Zeroes are written like any data: never faster. */
+  canFastZero(): boolean {
+    return false;
+  }
+
   close(): Promise<void> {
     return this.handle.close();
   }

@@ -9,6 +9,7 @@ import pino from 'pino';
 import type { ExportProvider, NbdExport } from '../../fabric/nbd/export-provider';
 import type { BlockDevice } from '../../fabric/volume/block-device';
 import { NbdServer, type NbdServerOptions } from '../../fabric/nbd/server';
+import { AnsweringDevice, type Answers } from '../helpers/answering-device';
 import { FileBlockDevice } from '../helpers/file-block-device';
 import { CMD, RawNbdClient } from '../helpers/nbd-raw-client';
 
@@ -19,7 +20,8 @@ export interface ExportSpec {
   sizeBytes: number;
   readOnly?: boolean;
   description?: string;
-  multiConn?: boolean;
+  /** Capability answers that differ from the file device's (which claims no multi-conn and no fast zero). */
+  answers?: Answers;
   /** Wraps the file device in a test layer (fault injection, delay), like an nbdkit filter. */
   layer?: (device: BlockDevice) => BlockDevice;
   /** Called when a connection closes this export. */
@@ -55,9 +57,9 @@ export class FileExports implements ExportProvider {
     if (!spec || !device) return undefined;
     this.opens++;
     let closed = false;
+    const answered: BlockDevice = spec.answers ? new AnsweringDevice(device, spec.answers) : device;
     return {
-      device: spec.layer ? spec.layer(device) : device,
-      multiConn: spec.multiConn ?? false,
+      device: spec.layer ? spec.layer(answered) : answered,
       close: () => {
         if (closed) throw new Error(`export ${name} closed twice`);
         closed = true;

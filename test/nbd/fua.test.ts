@@ -2,7 +2,9 @@
 // the device with fua set (the device then makes it durable before the reply; for weft's volumes
 // test/volume/durability-order.test.ts checks that), and one sent without it is not.
 
-import type { BlockDevice } from '../../fabric/volume/block-device';
+import type { Pieces } from '../../fabric/pieces';
+import type { WriteZeroesOptions } from '../../fabric/volume/block-device';
+import { PassThroughDevice } from '../../fabric/volume/pass-through-device';
 import { CMD, CMD_FLAG, RawNbdClient } from '../helpers/nbd-raw-client';
 import { run } from '../helpers/weftd';
 import { NbdFixture } from './fixture';
@@ -14,29 +16,28 @@ type Command = 'write' | 'trim' | 'writeZeroes';
 /** What the device was asked, in order: each write-like command with its fua flag. */
 const seen: [Command, boolean][] = [];
 
-/** The export's device, with write, trim and writeZeroes noting their fua flag on the way down. */
-function noteFua(device: BlockDevice): BlockDevice {
-  const layer: Pick<BlockDevice, Command> = {
-    write: (offsetBytes, data, fua) => {
-      seen.push(['write', fua]);
-      return device.write(offsetBytes, data, fua);
-    },
-    trim: (offsetBytes, lengthBytes, fua) => {
-      seen.push(['trim', fua]);
-      return device.trim(offsetBytes, lengthBytes, fua);
-    },
-    writeZeroes: (offsetBytes, lengthBytes, options) => {
-      seen.push(['writeZeroes', options.fua]);
-      return device.writeZeroes(offsetBytes, lengthBytes, options);
-    },
-  };
-  return Object.assign(Object.create(device) as BlockDevice, layer);
+/** A layer over the export's device: write, trim and writeZeroes note their fua flag on the way down. */
+class NoteFua extends PassThroughDevice {
+  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    seen.push(['write', fua]);
+    return super.write(offsetBytes, data, fua);
+  }
+
+  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    seen.push(['trim', fua]);
+    return super.trim(offsetBytes, lengthBytes, fua);
+  }
+
+  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    seen.push(['writeZeroes', options.fua]);
+    return super.writeZeroes(offsetBytes, lengthBytes, options);
+  }
 }
 
 let fixture: NbdFixture;
 
 beforeAll(async () => {
-  fixture = await NbdFixture.start([{ name: 'disk', sizeBytes: 1024 * KiB, layer: noteFua }]);
+  fixture = await NbdFixture.start([{ name: 'disk', sizeBytes: 1024 * KiB, layer: (device) => new NoteFua(device) }]);
 });
 
 afterAll(() => fixture.stop());

@@ -22,7 +22,7 @@ describe('NBD handshake (raw socket)', () => {
   beforeAll(async () => {
     fixture = await NbdFixture.start([
       { name: 'disk', sizeBytes: 8 * MiB },
-      { name: 'ro', sizeBytes: MiB, readOnly: true, multiConn: true },
+      { name: 'ro', sizeBytes: MiB, readOnly: true, answers: { canMultiConn: true } },
     ]);
   });
 
@@ -85,10 +85,10 @@ describe('NBD handshake (raw socket)', () => {
     expect((await client.readData(0, 16)).length).toBe(16);
   });
 
-  test('transmission flags: READ_ONLY without TRIM/WRITE_ZEROES, CAN_MULTI_CONN, DF only with structured replies', async () => {
+  test('transmission flags: READ_ONLY without FUA/TRIM/WRITE_ZEROES, CAN_MULTI_CONN, DF only with structured replies', async () => {
     const plain = await RawNbdClient.open(fixture.port, 'ro');
     clients.push(plain.client);
-    expect(plain.transmissionFlags).toBe(TFLAG.HAS_FLAGS | TFLAG.READ_ONLY | TFLAG.SEND_FLUSH | TFLAG.SEND_FUA | TFLAG.CAN_MULTI_CONN);
+    expect(plain.transmissionFlags).toBe(TFLAG.HAS_FLAGS | TFLAG.READ_ONLY | TFLAG.SEND_FLUSH | TFLAG.CAN_MULTI_CONN);
     const structured = await RawNbdClient.open(fixture.port, 'disk', { structured: true });
     clients.push(structured.client);
     expect(structured.transmissionFlags & TFLAG.SEND_DF).toBe(TFLAG.SEND_DF);

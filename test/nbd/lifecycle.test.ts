@@ -5,7 +5,8 @@ import pino from 'pino';
 import { IoError, type IoErrno } from '../../fabric/errors';
 import { NbdServer } from '../../fabric/nbd/server';
 import type { Pieces } from '../../fabric/pieces';
-import type { BlockDevice, Extent, WriteZeroesOptions } from '../../fabric/volume/block-device';
+import type { Extent, WriteZeroesOptions } from '../../fabric/volume/block-device';
+import { PassThroughDevice } from '../../fabric/volume/pass-through-device';
 import { NbdFixture } from './fixture';
 import { CMD, CMD_FLAG, encodeRequest, ERR, RawNbdClient, REPLY_TYPE, type Request } from '../helpers/nbd-raw-client';
 
@@ -13,45 +14,35 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /** A test layer over a real device: optional delay, optional injected failure, counts calls in flight. */
-class TestLayer implements BlockDevice {
+class TestLayer extends PassThroughDevice {
   delayMs = 0;
   failure?: () => unknown;
   failSynchronously = false;
   inFlight = 0;
   completed = 0;
 
-  constructor(private readonly below: BlockDevice) {}
-
-  get sizeBytes(): number {
-    return this.below.sizeBytes;
+  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.call(() => super.read(offsetBytes, lengthBytes));
   }
 
-  get readOnly(): boolean {
-    return this.below.readOnly;
+  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    return this.call(() => super.write(offsetBytes, data, fua));
   }
 
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return this.call(() => this.below.read(offsetBytes, lengthBytes));
+  override flush(): Promise<void> {
+    return this.call(() => super.flush());
   }
 
-  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    return this.call(() => this.below.write(offsetBytes, data, fua));
+  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.call(() => super.trim(offsetBytes, lengthBytes, fua));
   }
 
-  flush(): Promise<void> {
-    return this.call(() => this.below.flush());
+  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    return this.call(() => super.writeZeroes(offsetBytes, lengthBytes, options));
   }
 
-  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    return this.call(() => this.below.trim(offsetBytes, lengthBytes, fua));
-  }
-
-  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    return this.call(() => this.below.writeZeroes(offsetBytes, lengthBytes, options));
-  }
-
-  blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
-    return this.call(() => this.below.blockStatus(offsetBytes, lengthBytes));
+  override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    return this.call(() => super.blockStatus(offsetBytes, lengthBytes));
   }
 
   private call<T>(operation: () => Promise<T>): Promise<T> {
@@ -85,7 +76,7 @@ describe('NBD connection lifecycle', () => {
 
   beforeAll(async () => {
     fixture = await NbdFixture.start([
-      { name: 'disk', sizeBytes: 16 * MiB, multiConn: true },
+      { name: 'disk', sizeBytes: 16 * MiB, answers: { canMultiConn: true } },
       {
         name: 'layered',
         sizeBytes: 4 * MiB,

@@ -34,7 +34,7 @@ describe('NbdServer with real NBD clients', () => {
     fixture = await NbdFixture.start([
       { name: 'disk', sizeBytes: 64 * MiB },
       { name: 'ro', sizeBytes: 4 * MiB, readOnly: true },
-      { name: 'shared', sizeBytes: 8 * MiB, multiConn: true },
+      { name: 'shared', sizeBytes: 8 * MiB, answers: { canMultiConn: true } },
       { name: 'fio', sizeBytes: 32 * MiB },
     ]);
   });
@@ -72,7 +72,7 @@ describe('NbdServer with real NBD clients', () => {
 
   test('nbdinfo shows read-only and multi-conn exports as such', async () => {
     const ro = JSON.parse(await client('nbdinfo', ['--json', fixture.uri('ro')])).exports[0];
-    expect(ro).toMatchObject({ 'export-size': 4 * MiB, is_read_only: true, can_trim: false, can_zero: false });
+    expect(ro).toMatchObject({ 'export-size': 4 * MiB, is_read_only: true, can_fua: false, can_trim: false, can_zero: false });
     const shared = JSON.parse(await client('nbdinfo', ['--json', fixture.uri('shared')])).exports[0];
     expect(shared.can_multi_conn).toBe(true);
   });

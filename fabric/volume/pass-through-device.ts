@@ -1,0 +1,62 @@
+// The base of every layer that wraps another BlockDevice: it forwards every call and every
+// capability question to the device below, so a layer overrides only what it changes (as an
+// nbdkit filter does). A layer that adds a capability, or takes one away, overrides its question.
+
+import type { Pieces } from '../pieces';
+import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
+
+export abstract class PassThroughDevice implements BlockDevice {
+  constructor(protected readonly below: BlockDevice) {}
+
+  get sizeBytes(): number {
+    return this.below.sizeBytes;
+  }
+
+  get readOnly(): boolean {
+    return this.below.readOnly;
+  }
+
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.below.read(offsetBytes, lengthBytes);
+  }
+
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    return this.below.write(offsetBytes, data, fua);
+  }
+
+  flush(): Promise<void> {
+    return this.below.flush();
+  }
+
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.below.trim(offsetBytes, lengthBytes, fua);
+  }
+
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    return this.below.writeZeroes(offsetBytes, lengthBytes, options);
+  }
+
+  blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    return this.below.blockStatus(offsetBytes, lengthBytes);
+  }
+
+  canMultiConn(): boolean {
+    return this.below.canMultiConn();
+  }
+
+  canFua(): boolean {
+    return this.below.canFua();
+  }
+
+  canTrim(): boolean {
+    return this.below.canTrim();
+  }
+
+  canZero(): boolean {
+    return this.below.canZero();
+  }
+
+  canFastZero(): boolean {
+    return this.below.canFastZero();
+  }
+}
