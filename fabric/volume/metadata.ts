@@ -356,7 +356,7 @@ export class Metadata {
     if (this.prepared) return Promise.resolve();
     this.preparing ??= (async () => {
       try {
-        this.removeJournals((generation) => generation > this.generation);
+        this.removeLaterJournals();
         this.prepared = await Journal.createAsync(journalPath(this.dir, this.generation + 1));
       } finally {
         this.preparing = undefined;
@@ -391,7 +391,7 @@ export class Metadata {
     } finally {
       this.checkpointRunning = false;
     }
-    this.dropOlder(state.generation);
+    for (const file of this.dropOlder(state.generation)) fs.rmSync(file, { force: true });
   }
 
   close(): void {
@@ -421,7 +421,7 @@ export class Metadata {
 
   private createJournal(generation: number): Journal {
     if (this.preparing) throw new Error('metadata: the next journal is still being created (await prepareCheckpoint())');
-    this.removeJournals((g) => g > this.generation);
+    this.removeLaterJournals();
     return Journal.create(journalPath(this.dir, generation));
   }
 
@@ -434,26 +434,35 @@ export class Metadata {
     } finally {
       this.checkpointRunning = false;
     }
-    this.dropOlder(state.generation);
+    // Removing a 64 MiB file takes tens of milliseconds: not on the event loop.
+    await Promise.all(this.dropOlder(state.generation).map((file) => fs.promises.rm(file, { force: true })));
   }
 
   /**
    * After the checkpoint of generation is in place (renamed and its directory synced): the older
-   * journals are not read any more. Until then they stay: if a checkpoint fails after its rename,
-   * a start finds whichever checkpoint the disk kept and the journals from its generation on.
+   * journals are not read any more; returns their files (and stale ones) to remove. Until then
+   * they stay: if a checkpoint fails after its rename, a start finds whichever checkpoint the disk
+   * kept and the journals from its generation on.
    */
-  private dropOlder(generation: number): void {
+  private dropOlder(generation: number): string[] {
     for (const journal of this.older) journal.close();
     this.older = [];
-    this.removeJournals((g) => g < generation);
+    return this.journalFiles((g) => g < generation);
   }
 
-  /** Removes the journal files (and temporary ones) of the generations that match. */
-  private removeJournals(matches: (generation: number) => boolean): void {
+  /** Removes the journal files above the current generation: left by a start that did not read them. */
+  private removeLaterJournals(): void {
+    for (const file of this.journalFiles((g) => g > this.generation)) fs.rmSync(file, { force: true });
+  }
+
+  /** The journal files (and temporary ones) of the generations that match. */
+  private journalFiles(matches: (generation: number) => boolean): string[] {
+    const files: string[] = [];
     for (const name of fs.readdirSync(this.dir)) {
       const generation = /^journal-(\d+)(\.tmp)?$/.exec(name)?.[1];
-      if (generation !== undefined && matches(Number(generation))) fs.rmSync(path.join(this.dir, name), { force: true });
+      if (generation !== undefined && matches(Number(generation))) files.push(path.join(this.dir, name));
     }
+    return files;
   }
 
   private replay(records: JournalRecord[]): UnsyncedChange[] {
@@ -569,6 +578,8 @@ function* encodeCheckpoint(state: CheckpointState): Generator<void, Buffer, void
   pos = buf.writeUInt32LE(json.length, pos + 8);
   pos += json.copy(buf, pos);
   pos = buf.writeUInt32LE(state.maps.length, pos);
+  // A DataView: V8 compiles its stores inline, several times faster than Buffer.writeUInt32LE here.
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let crc = 0;
   let checked = 0;
   let slots = 0;
@@ -581,9 +592,9 @@ function* encodeCheckpoint(state: CheckpointState): Generator<void, Buffer, void
       for (let slot = 0; slot < CHUNK_ENTRIES; slot++) {
         const value = values[slot];
         if (value === ABSENT) continue;
-        buf.writeUInt32LE(base + slot, pos);
-        buf.writeUInt32LE(value, pos + 4);
-        buf.writeUInt32LE(crcs[slot], pos + 8);
+        view.setUint32(pos, base + slot, true);
+        view.setUint32(pos + 4, value, true);
+        view.setUint32(pos + 8, crcs[slot], true);
         pos += 12;
       }
       slots += CHUNK_ENTRIES;
