@@ -14,7 +14,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { crc32 } from 'zlib';
-import { fdatasync, fsyncDir, fsyncSync, ftruncateSync, pwriteAllSync } from './file-io';
+import { fdatasync, fsyncDir, fsyncDirAsync, fsyncSync, ftruncateSync, pwriteAllSync } from './file-io';
 
 const FRAME_MAGIC = 0x4a544657; // "WFTJ"
 /** magic, payload length, durable offset (8 bytes), CRC-32 of the header's first 16 bytes and the payload. */
@@ -49,6 +49,13 @@ export interface JournalContents {
    * a power cut, which held nothing a sync had acknowledged.
    */
   tornTail?: { offset: number; bytes: number };
+  /** Where the intact frames before any damage end. */
+  end: number;
+  /**
+   * The furthest offset an intact frame says was durable when it was sealed: above 0, a sync of this
+   * file completed while it was in use.
+   */
+  syncedUpTo: number;
 }
 
 export class Journal {
@@ -70,15 +77,38 @@ export class Journal {
     this.fileBytes = fileBytes;
   }
 
-  /** Creates (or truncates) a journal file: one chunk of zeroes, durable, its directory entry too. */
+  /**
+   * Creates (or replaces) a journal file: one chunk of zeroes, made durable under a temporary name
+   * and renamed into place, so that a crash never leaves a journal file of another size.
+   */
   static create(file: string): Journal {
-    const fd = fs.openSync(file, 'w');
+    const tmp = `${file}.tmp`;
+    const fd = fs.openSync(tmp, 'w');
     try {
       ftruncateSync(fd, JOURNAL_CHUNK_BYTES);
       fsyncSync(fd);
+      fs.renameSync(tmp, file);
       fsyncDir(path.dirname(file));
     } catch (err) {
       fs.closeSync(fd);
+      fs.rmSync(tmp, { force: true });
+      throw err;
+    }
+    return new Journal(fd, file, JOURNAL_CHUNK_BYTES);
+  }
+
+  /** create() without blocking the event loop on its syncs. */
+  static async createAsync(file: string): Promise<Journal> {
+    const tmp = `${file}.tmp`;
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      ftruncateSync(fd, JOURNAL_CHUNK_BYTES);
+      await fdatasync(fd);
+      await fs.promises.rename(tmp, file);
+      await fsyncDirAsync(path.dirname(file));
+    } catch (err) {
+      fs.closeSync(fd);
+      await fs.promises.rm(tmp, { force: true });
       throw err;
     }
     return new Journal(fd, file, JOURNAL_CHUNK_BYTES);
@@ -96,18 +126,22 @@ export class Journal {
       return {
         frames,
         framesAfterDamage: [],
+        end: 0,
+        syncedUpTo: 0,
         damage: { file, offset: data.length, reason: `its size (${data.length} bytes) is not a whole number of ${JOURNAL_CHUNK_BYTES}-byte chunks: it was cut short or replaced` },
       };
     }
     let pos = 0;
+    let syncedUpTo = 0;
     for (;;) {
       const payload = frameAt(data, pos);
       if (!payload) break;
       frames.push(payload);
+      syncedUpTo = Math.max(syncedUpTo, durableOffsetOf(data, pos));
       pos += FRAME_HEADER_BYTES + payload.length;
     }
     const lastNonZero = lastNonZeroByte(data, pos);
-    if (lastNonZero < pos) return { frames, framesAfterDamage: [] };
+    if (lastNonZero < pos) return { frames, framesAfterDamage: [], end: pos, syncedUpTo };
     // Intact frames further on: if one was sealed when the file was durable past pos, the bytes at
     // pos had been synced, and a sync acknowledged them.
     const later: Buffer[] = [];
@@ -119,15 +153,18 @@ export class Journal {
       if (payload) {
         later.push(payload);
         if (durableOffsetOf(data, at) > pos) proof = true;
+        syncedUpTo = Math.max(syncedUpTo, durableOffsetOf(data, at));
         at = data.indexOf(magic, at + FRAME_HEADER_BYTES + payload.length);
       } else {
         at = data.indexOf(magic, at + 1);
       }
     }
-    if (!proof) return { frames, framesAfterDamage: [], tornTail: { offset: pos, bytes: lastNonZero + 1 - pos } };
+    if (!proof) return { frames, framesAfterDamage: [], tornTail: { offset: pos, bytes: lastNonZero + 1 - pos }, end: pos, syncedUpTo };
     return {
       frames,
       framesAfterDamage: later,
+      end: pos,
+      syncedUpTo,
       damage: { file, offset: pos, reason: 'a frame fails its checksum, and frames after it were synced' },
     };
   }
@@ -135,6 +172,11 @@ export class Journal {
   /** Bytes in the journal, durable or not (what a checkpoint would drop). */
   get sizeBytes(): number {
     return this.durable + this.unsyncedLength + this.openLength;
+  }
+
+  /** Bytes appended that no sync has made durable yet. */
+  get pendingBytes(): number {
+    return this.unsyncedLength + this.openLength;
   }
 
   /** Reserves n bytes for the next record and returns the buffer and position to fill in. */

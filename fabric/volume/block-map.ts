@@ -1,5 +1,6 @@
 // One layer's map from logical block to physical block, with the block's checksum. Sparse: kept
-// in chunks of 1024 entries that exist only once something in them is mapped.
+// in chunks of 1024 entries that exist only once something in them is mapped. A snapshot shares the
+// chunks (copy-on-write), so that a checkpoint can encode the map while writes go on changing it.
 
 /** Entry values. A physical block p is stored as p + FIRST_PHYSICAL. */
 export const ABSENT = 0; // not in this layer: look in the parent
@@ -14,6 +15,8 @@ interface Chunk {
   values: Uint32Array;
   crcs: Uint32Array;
   used: number;
+  /** Held by a snapshot too: frozen, copied by the first set() that changes it. */
+  shared: boolean;
 }
 
 export class BlockMap {
@@ -35,7 +38,7 @@ export class BlockMap {
     return chunk === undefined ? 0 : chunk.crcs[block & CHUNK_MASK];
   }
 
-  /** The chunk holding block, if any, for loops over many neighbouring blocks. */
+  /** The chunk holding block, if any, for loops over many neighbouring blocks (read only). */
   chunk(block: number): { values: Uint32Array; crcs: Uint32Array } | undefined {
     return this.chunks.get(block >>> CHUNK_SHIFT);
   }
@@ -46,7 +49,10 @@ export class BlockMap {
     let chunk = this.chunks.get(index);
     if (chunk === undefined) {
       if (value === ABSENT) return ABSENT;
-      chunk = { values: new Uint32Array(CHUNK_ENTRIES), crcs: new Uint32Array(CHUNK_ENTRIES), used: 0 };
+      chunk = { values: new Uint32Array(CHUNK_ENTRIES), crcs: new Uint32Array(CHUNK_ENTRIES), used: 0, shared: false };
+      this.chunks.set(index, chunk);
+    } else if (chunk.shared) {
+      chunk = { values: chunk.values.slice(), crcs: chunk.crcs.slice(), used: chunk.used, shared: false };
       this.chunks.set(index, chunk);
     }
     const slot = block & CHUNK_MASK;
@@ -59,6 +65,26 @@ export class BlockMap {
     if (value >= FIRST_PHYSICAL) this.physicalCount++;
     if (chunk.used === 0) this.chunks.delete(index);
     return old;
+  }
+
+  /**
+   * A copy as the map is now, in O(chunks): both share every chunk, and whichever changes a chunk
+   * first copies it (a chunk stays marked shared after the snapshot is dropped, so the map copies it
+   * once more than needed: cheaper than tracking who still holds it).
+   */
+  snapshot(): BlockMap {
+    const copy = new BlockMap();
+    for (const [index, chunk] of this.chunks) {
+      chunk.shared = true;
+      copy.chunks.set(index, chunk);
+    }
+    copy.physicalCount = this.physicalCount;
+    return copy;
+  }
+
+  /** The chunks that hold entries, by index (block / CHUNK_ENTRIES), in no particular order (read only). */
+  chunkEntries(): IterableIterator<[number, { values: Uint32Array; crcs: Uint32Array; used: number }]> {
+    return this.chunks.entries();
   }
 
   /** Calls fn for every entry that is not ABSENT, in no particular order. */

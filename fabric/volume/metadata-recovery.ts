@@ -26,15 +26,16 @@ export function reportLoss(metaDir: string): LossReport {
       ],
     };
   }
-  if (!state.journal) {
+  if (state.journals.length === 0) {
     const written = fs.statSync(`${metaDir}/checkpoint`).mtime.toISOString();
     return {
       problem,
       lost: [`every change since the checkpoint was written (${written}): writes flushed since then, and volume and snapshot creates, deletes and resizes`],
     };
   }
-  // The journal is damaged at problem.offset: what precedes it is kept, the intact frames after it
-  // are what would be lost, besides the damaged bytes themselves.
+  // A journal is damaged at problem.offset, or one was synced after an incomplete one: what precedes
+  // it is kept, the intact frames after it (in this journal and later ones) are what would be lost,
+  // besides the damaged or missing bytes themselves.
   // The lost control operations are played on a copy of what is kept, to name the layers written.
   const catalog = Metadata.open(metaDir, true).metadata.catalog;
   const lost: string[] = [];
@@ -44,7 +45,7 @@ export function reportLoss(metaDir: string): LossReport {
     blocksByName.set(name, (blocksByName.get(name) ?? 0) + blocks);
   };
   let flushes = 0;
-  for (const record of decodeRecords(state.journal.framesAfterDamage)) {
+  for (const record of decodeRecords(state.lostFrames)) {
     if (record.type === 'map') wrote(record.layer, 1);
     else if (record.type === 'run') wrote(record.layer, record.crcs.length);
     else if (record.type === 'sync') flushes++;
@@ -55,7 +56,11 @@ export function reportLoss(metaDir: string): LossReport {
   }
   for (const [name, blocks] of blocksByName) lost.push(`writes to ${name}: ${blocks} block(s) of ${BLOCK_BYTES} bytes`);
   if (flushes > 0) lost.push(`${flushes} flush(es) acknowledged after the damage`);
-  lost.push(`whatever the damaged bytes from offset ${problem.offset} held (they cannot be read)`);
+  lost.push(
+    problem.offset === undefined
+      ? 'whatever the records missing from the journal before it held (they never reached the disk)'
+      : `whatever the damaged bytes from offset ${problem.offset} held (they cannot be read)`,
+  );
   return { problem, lost };
 }
 
