@@ -15,7 +15,7 @@ import type { Logger } from './logger';
 import { EngineExports, exportName, exportNames } from './nbd-exports';
 import { NbdServer } from './nbd/server';
 import { FORMAT_VERSION, LocalEngine } from './volume/local-engine';
-import type { BlockDevice } from './volume/block-device';
+import type { VolumeLayer } from './volume/block-device';
 import type { LocalReplica } from './volume/local-replica';
 import { MetricsDevice, registerChecksumCounter, registerPoolGauges, VolumeMetrics } from './volume/metrics-device';
 import type { VolumeRef } from './volume/volume';
@@ -104,7 +104,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
  * The layers of every volume, built once per volume: metrics, then (later: QoS, replication,
  * encryption) the local replica.
  */
-export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeMetrics): BlockDevice {
+export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeMetrics): VolumeLayer {
   return new MetricsDevice(replica, metrics.forVolume(exportName(ref)));
 }
 

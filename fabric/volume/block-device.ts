@@ -70,3 +70,17 @@ export interface BlockDevice {
    */
   canFastZero(): boolean;
 }
+
+/**
+ * A layer of a volume's stack (built once per volume by the daemon's stackFor): the block calls,
+ * plus the control operations that change the volume. They enter at the top of the stack, like
+ * I/O, so that a layer that must order them among the writes (replication) sees them in place.
+ */
+export interface VolumeLayer extends BlockDevice {
+  /** Takes a snapshot of the volume as it is after every write completed before the call. */
+  snapshot(name: string): Promise<void>;
+  /** Grows the volume. */
+  resize(sizeBytes: number): Promise<void>;
+  /** Returns the volume to one of its snapshots. */
+  revert(snapshot: string): Promise<void>;
+}

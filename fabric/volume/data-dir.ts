@@ -8,8 +8,12 @@ import { failedPrecondition } from '../errors';
 import { writeFileAtomic } from '../store/file-io';
 import { Metadata } from './metadata';
 
-/** On-disk format of a data dir; a weftd refuses any other. 2: checksummed journal chunks, control records. */
-export const FORMAT_VERSION = 2;
+/**
+ * On-disk format of a data dir; a weftd refuses any other. 2: checksummed journal chunks, control
+ * records. 3: sequence numbers that never restart, journals chained by BASE records (checkpoints
+ * written while I/O goes on).
+ */
+export const FORMAT_VERSION = 3;
 
 /** Checks the FORMAT of an existing data dir, or makes a new one. */
 export function prepareDataDir(dataDir: string): void {

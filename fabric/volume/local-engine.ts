@@ -3,6 +3,7 @@
 // local-replica.ts): a control operation pauses the I/O of the volumes whose layers it changes,
 // never the others'. Control operations run one at a time and commit whole (control-txn.ts).
 
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, invalidArgument, IoError, resourceExhausted, WeftError } from '../errors';
 import { FIRST_PHYSICAL } from './block-map';
@@ -46,7 +47,7 @@ export class LocalEngine implements VolumeEngine {
   private controlChain: Promise<unknown> = Promise.resolve();
   private txn: ControlTxn | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private checkpointQueued = false;
+  private checkpointing: Promise<void> | undefined;
   private checkpointRetryAt = 0;
   private closing: Promise<void> | undefined;
   private readonly view: CatalogView;
@@ -56,7 +57,11 @@ export class LocalEngine implements VolumeEngine {
     private readonly logger: Logger,
     stackFor: StackBuilder,
   ) {
-    this.registry = new VolumeRegistry(store, stackFor);
+    this.registry = new VolumeRegistry(store, stackFor, (volume) => ({
+      snapshot: (name) => this.snapshotNow(volume, name),
+      resize: (sizeBytes) => this.resizeNow(volume, sizeBytes),
+      revert: (snapshot) => this.revertNow(volume, snapshot),
+    }));
     this.view = new CatalogView(store, {
       volume: (name) => this.registry.volume(name),
       snapshot: (volume, name) => this.registry.openedSnapshot(volume, name),
@@ -135,7 +140,13 @@ export class LocalEngine implements VolumeEngine {
     return this.view.volumeInfo(this.view.findVolume(name));
   }
 
-  resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+  /** Enters at the top of the volume's stack (as snapshot and revert do), which ends in resizeNow(). */
+  async resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+    await this.registry.entry(name).volume.top.resize(sizeBytes);
+    return this.view.volumeInfo(this.view.findVolume(name));
+  }
+
+  private resizeNow(name: string, sizeBytes: number): Promise<void> {
     return this.control(() => [this.registry.entry(name).volume], async (txn) => {
       const record = this.view.findVolume(name);
       const newSize = this.view.checkSize(sizeBytes);
@@ -146,7 +157,6 @@ export class LocalEngine implements VolumeEngine {
       txn.catalog.change('volume', record).sizeBytes = newSize;
       await txn.commit();
       this.logger.info({ volume: name, sizeBytes: newSize }, 'volume resized');
-      return this.view.volumeInfo(record);
     });
   }
 
@@ -187,7 +197,12 @@ export class LocalEngine implements VolumeEngine {
     return { volume: name, snapshot, checkedBlocks, badBlockOffsets };
   }
 
-  revertVolume(name: string, snapshotName: string): Promise<VolumeInfo> {
+  async revertVolume(name: string, snapshotName: string): Promise<VolumeInfo> {
+    await this.registry.entry(name).volume.top.revert(snapshotName);
+    return this.view.volumeInfo(this.view.findVolume(name));
+  }
+
+  private revertNow(name: string, snapshotName: string): Promise<void> {
     return this.control(() => this.registry.sharing(this.view.findVolume(name).head), async (txn) => {
       const record = this.view.findVolume(name);
       const snapshot = this.view.findSnapshot(name, snapshotName);
@@ -199,13 +214,17 @@ export class LocalEngine implements VolumeEngine {
       txn.dropLayer(oldHead);
       await txn.commit();
       this.logger.info({ volume: name, snapshot: snapshotName }, 'volume reverted');
-      return this.view.volumeInfo(record);
     });
   }
 
   // ---- snapshots ----
 
-  createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
+  async createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
+    await this.registry.entry(volume).volume.top.snapshot(name);
+    return this.view.snapshotInfo(this.view.findSnapshot(volume, name));
+  }
+
+  private snapshotNow(volume: string, name: string): Promise<void> {
     return this.control(() => [this.registry.entry(volume).volume], async (txn) => {
       const record = this.view.findVolume(volume);
       validateName('snapshot', name);
@@ -219,7 +238,6 @@ export class LocalEngine implements VolumeEngine {
       txn.catalog.add('snapshot', snapshot);
       await txn.commit();
       this.logger.info({ volume, snapshot: name }, 'snapshot created');
-      return this.view.snapshotInfo(snapshot);
     });
   }
 
@@ -279,6 +297,7 @@ export class LocalEngine implements VolumeEngine {
 
   private async closeOnce(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    await this.checkpointing;
     const final = this.control(() => this.registry.all(), async () => {
       this.store.closed = true; // I/O waiting at a volume's gate fails once it opens
       await this.store.flushAll();
@@ -332,22 +351,35 @@ export class LocalEngine implements VolumeEngine {
 
   private background(): void {
     if (this.store.closed) return;
-    if (this.store.checkpointDue && !this.checkpointQueued && Date.now() >= this.checkpointRetryAt) {
-      // Queued among the control operations, so that a steady stream of them does not put it off.
-      this.checkpointQueued = true;
-      this.control(() => this.registry.all(), async () => {
-        await this.store.flushAll();
-        await this.store.checkpoint();
-      })
+    if (this.store.checkpointDue && !this.checkpointing && Date.now() >= this.checkpointRetryAt) {
+      this.checkpointing = this.checkpointLive()
         .catch((err) => {
           this.checkpointRetryAt = Date.now() + CHECKPOINT_RETRY_MS;
           this.logger.error({ err, retryInSeconds: CHECKPOINT_RETRY_MS / 1000 }, 'checkpoint failed');
         })
-        .finally(() => (this.checkpointQueued = false));
+        .finally(() => (this.checkpointing = undefined));
     } else if (!this.txn && this.store.syncDue) {
       this.store.flush().catch((err) => this.logger.error({ err }, 'background sync failed'));
     }
   }
+
+  /**
+   * A checkpoint while I/O goes on. Only its cut pauses I/O, on every volume, for as long as the
+   * writes in flight take to finish plus O(map chunks): it is queued among the control operations
+   * (none may be half-applied at the cut, and a steady stream of them does not put it off). The
+   * state at the cut is then written out while I/O continues.
+   */
+  private async checkpointLive(): Promise<void> {
+    const { metadata } = this.store;
+    await metadata.prepareCheckpoint();
+    const started = performance.now();
+    const cut = await this.control(() => this.registry.all(), async () => metadata.startCheckpoint());
+    const pausedMs = performance.now() - started;
+    await cut.finish(() => this.store.syncPools());
+    this.store.releaseUpTo(cut.cutSeq);
+    this.logger.info({ pausedMs: Math.round(pausedMs * 100) / 100, writtenMs: Math.round(performance.now() - started) }, 'checkpoint written');
+  }
+
 
   private checkUnused(name: string, advice: string): void {
     const connections = this.registry.entry(name).volume.connections;

@@ -9,7 +9,7 @@ import { copyPieces, piecesOf, slicePieces, totalBytes, type Pieces } from '../p
 import { crc32c, crc32cBlocks, crc32cPieces } from '../store/checksum';
 import { settleAll } from '../store/file-io';
 import type { Pool } from '../store/pool';
-import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
+import type { Extent, VolumeLayer, WriteZeroesOptions } from './block-device';
 import { ABSENT, FIRST_PHYSICAL, ZERO } from './block-map';
 import type { Chain } from './chain';
 import type { Metadata } from './metadata';
@@ -36,7 +36,14 @@ export interface ReplicaHost {
   checksumError(volume: string, offsetBytes: number): void;
 }
 
-export class LocalReplica implements BlockDevice {
+/** The node's side of a volume's control operations: the engine's catalog transactions. */
+export interface ReplicaControl {
+  snapshot(name: string): Promise<void>;
+  resize(sizeBytes: number): Promise<void>;
+  revert(snapshot: string): Promise<void>;
+}
+
+export class LocalReplica implements VolumeLayer {
   readonly lock = new RangeLock();
   readonly quiesce = new Quiesce();
   /** Blocks that failed their checksum on read or scrub since weftd started. */
@@ -49,7 +56,21 @@ export class LocalReplica implements BlockDevice {
     public chain: Chain,
     private readonly size: () => number,
     readonly readOnly: boolean,
+    private readonly control: ReplicaControl,
   ) {}
+
+  // Control operations reach the bottom of the stack here and go to the node's catalog.
+  snapshot(name: string): Promise<void> {
+    return this.control.snapshot(name);
+  }
+
+  resize(sizeBytes: number): Promise<void> {
+    return this.control.resize(sizeBytes);
+  }
+
+  revert(snapshot: string): Promise<void> {
+    return this.control.revert(snapshot);
+  }
 
   get sizeBytes(): number {
     return this.size();

@@ -4,8 +4,8 @@
 import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, type Metric, type Registry } from 'prom-client';
 import { totalBytes, type Pieces } from '../pieces';
-import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
-import { PassThroughDevice } from './pass-through-device';
+import type { Extent, VolumeLayer, WriteZeroesOptions } from './block-device';
+import { PassThroughLayer } from './pass-through-device';
 import type { PoolInfo, VolumeEngine } from './types';
 
 type Operation = 'read' | 'write' | 'flush' | 'trim' | 'write_zeroes' | 'block_status';
@@ -145,8 +145,8 @@ export class VolumeMetrics {
 }
 
 /** Counts every I/O call into a volume's stats and passes it on unchanged. */
-export class MetricsDevice extends PassThroughDevice {
-  constructor(below: BlockDevice, private readonly stats: VolumeStats) {
+export class MetricsDevice extends PassThroughLayer {
+  constructor(below: VolumeLayer, private readonly stats: VolumeStats) {
     super(below);
   }
 

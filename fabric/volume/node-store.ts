@@ -21,7 +21,7 @@ import { BLOCK_BYTES } from './types';
 
 /** Completed writes become durable at least this often even without a FLUSH (NodeStoreOptions). */
 export const DEFAULT_SYNC_INTERVAL_MS = 5000;
-/** A checkpoint starts a fresh journal once the journal is this large. */
+/** A checkpoint starts a fresh journal once the journal is this large (NodeStoreOptions). */
 export const CHECKPOINT_JOURNAL_BYTES = 64 * 1024 * 1024;
 
 export interface PoolSpec {
@@ -47,6 +47,8 @@ export interface NodeStoreOptions {
    * the operator saw the report of what that loses). Default: refuse, changing nothing.
    */
   acceptMetadataLoss?: boolean;
+  /** A checkpoint starts once the journal is this large (default 64 MiB; tests make it small). */
+  checkpointJournalBytes?: number;
 }
 
 export class NodeStore implements ReplicaHost {
@@ -64,6 +66,7 @@ export class NodeStore implements ReplicaHost {
     readonly metadata: Metadata,
     private readonly logger: Logger,
     readonly syncIntervalMs: number,
+    private readonly checkpointJournalBytes: number,
   ) {}
 
   /** Takes the data dir's lock, reads its metadata, opens its pools and recovers from a crash. */
@@ -75,7 +78,8 @@ export class NodeStore implements ReplicaHost {
     try {
       prepareDataDir(dataDir);
       const opened = Metadata.open(path.join(dataDir, 'meta'), options.acceptMetadataLoss);
-      store = new NodeStore(dataDir, opened.metadata, options.logger, options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS);
+      const syncIntervalMs = options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
+      store = new NodeStore(dataDir, opened.metadata, options.logger, syncIntervalMs, options.checkpointJournalBytes ?? CHECKPOINT_JOURNAL_BYTES);
       const pools = openPools(options.pools, store.catalog, options.logger);
       for (const [poolClass, pool] of pools.pools) store.pools.set(poolClass, pool);
       store.catalog.pools = pools.records;
@@ -148,10 +152,20 @@ export class NodeStore implements ReplicaHost {
   }
 
   get checkpointDue(): boolean {
-    return this.metadata.journalBytes > CHECKPOINT_JOURNAL_BYTES;
+    return this.metadata.journalBytes > this.checkpointJournalBytes;
   }
 
-  /** Writes a checkpoint; only with I/O paused and everything flushed. */
+  /** Makes every pool's completed writes durable. */
+  async syncPools(): Promise<void> {
+    await settleAll([...this.pools.values()].map((p) => p.sync()));
+  }
+
+  /** Frees recorded at sequence numbers up to upTo become free space (their records are durable). */
+  releaseUpTo(upTo: number): void {
+    for (const pool of this.pools.values()) pool.allocator.releaseUpTo(upTo);
+  }
+
+  /** Writes a checkpoint at once, blocking; only with I/O stopped and everything flushed (close, recovery). */
   checkpoint(): Promise<void> {
     return this.inSyncLane(() => {
       this.metadata.checkpoint();
@@ -173,10 +187,8 @@ export class NodeStore implements ReplicaHost {
   }
 
   /**
-   * Flushes, checkpoints and closing the files take turns. A flush runs outside control operations
-   * (NBD FLUSH, FUA, the background sync), and a checkpoint starts a new journal whose sequence
-   * numbers restart: a flush still running across one would write a SYNC of old numbers into the new
-   * journal and release frees that are not durable yet.
+   * Flushes, blocking checkpoints (close, recovery) and closing the files take turns: a flush still
+   * running when the files close would fail, and its caller would see an error for a close.
    */
   private inSyncLane<T>(step: () => Promise<T> | T): Promise<T> {
     const run = this.syncLane.then(step);
@@ -190,14 +202,14 @@ export class NodeStore implements ReplicaHost {
     this.dirty = false;
     this.lastSyncAt = Date.now();
     try {
-      await settleAll([...this.pools.values()].map((p) => p.sync()));
+      await this.syncPools();
       this.metadata.recordSync(upTo);
       await this.metadata.sync();
     } catch (err) {
       this.dirty = true;
       throw err;
     }
-    for (const pool of this.pools.values()) pool.allocator.releaseUpTo(upTo);
+    this.releaseUpTo(upTo);
   }
 
   /**
@@ -231,7 +243,7 @@ export class NodeStore implements ReplicaHost {
     // The kept entries may name data that reached only the page cache before the crash: it must be
     // durable before the checkpoint drops the journal, or a power loss now would leave blocks that
     // fail their checksum with no record left to roll them back.
-    await Promise.all([...this.pools.values()].map((p) => p.sync()));
+    await this.syncPools();
     await this.checkpoint();
     return rolledBack;
   }

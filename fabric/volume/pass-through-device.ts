@@ -3,10 +3,10 @@
 // nbdkit filter does). A layer that adds a capability, or takes one away, overrides its question.
 
 import type { Pieces } from '../pieces';
-import type { BlockDevice, Extent, WriteZeroesOptions } from './block-device';
+import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from './block-device';
 
-export abstract class PassThroughDevice implements BlockDevice {
-  constructor(protected readonly below: BlockDevice) {}
+export abstract class PassThroughDevice<Below extends BlockDevice = BlockDevice> implements BlockDevice {
+  constructor(protected readonly below: Below) {}
 
   get sizeBytes(): number {
     return this.below.sizeBytes;
@@ -58,5 +58,20 @@ export abstract class PassThroughDevice implements BlockDevice {
 
   canFastZero(): boolean {
     return this.below.canFastZero();
+  }
+}
+
+/** The base of a layer in a volume's stack: it passes the control operations down too. */
+export abstract class PassThroughLayer extends PassThroughDevice<VolumeLayer> implements VolumeLayer {
+  snapshot(name: string): Promise<void> {
+    return this.below.snapshot(name);
+  }
+
+  resize(sizeBytes: number): Promise<void> {
+    return this.below.resize(sizeBytes);
+  }
+
+  revert(snapshot: string): Promise<void> {
+    return this.below.revert(snapshot);
   }
 }

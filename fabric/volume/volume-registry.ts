@@ -1,11 +1,11 @@
 // The volume objects of a node, one per volume and one per snapshot opened, kept in line with the
 // catalog: each has its chain of layers (a pool per layer) and its stack, built once.
 
-import { notFound } from '../errors';
+import { notFound, WeftError } from '../errors';
 import type { Catalog, SnapshotRecord, VolumeRecord } from './catalog';
 import { Chain } from './chain';
 import { layerById, lineage } from './control-txn';
-import { LocalReplica } from './local-replica';
+import { LocalReplica, type ReplicaControl } from './local-replica';
 import type { NodeStore } from './node-store';
 import { StackBuilder, Volume, VolumeRef } from './volume';
 
@@ -20,7 +20,12 @@ export class VolumeRegistry {
   /** Snapshot objects, made when a snapshot is first opened; keyed by snapshotKey(). */
   private readonly snapshots = new Map<string, Entry<SnapshotRecord>>();
 
-  constructor(private readonly store: NodeStore, private readonly stackFor: StackBuilder) {}
+  /** controlFor: the control operations of a volume, as the engine does them. */
+  constructor(
+    private readonly store: NodeStore,
+    private readonly stackFor: StackBuilder,
+    private readonly controlFor: (volume: string) => ReplicaControl,
+  ) {}
 
   private get catalog(): Catalog {
     return this.store.catalog;
@@ -84,7 +89,8 @@ export class VolumeRegistry {
   private makeEntry<R extends { sizeBytes: number }>(ref: VolumeRef, record: R, head: number): Entry<R> {
     const name = ref.snapshot === undefined ? ref.volume : `${ref.volume}@${ref.snapshot}`;
     const entry = { record } as Entry<R>;
-    const replica = new LocalReplica(name, this.store, this.chainOf(head), () => entry.record.sizeBytes, ref.snapshot !== undefined);
+    const control = ref.snapshot === undefined ? this.controlFor(ref.volume) : SNAPSHOTS_DO_NOT_CHANGE;
+    const replica = new LocalReplica(name, this.store, this.chainOf(head), () => entry.record.sizeBytes, ref.snapshot !== undefined, control);
     entry.volume = new Volume(ref, replica, this.stackFor(replica, ref));
     return entry;
   }
@@ -111,4 +117,15 @@ export class VolumeRegistry {
 
 function snapshotKey(volume: string, name: string): string {
   return JSON.stringify([volume, name]);
+}
+
+/** A snapshot's stack: a snapshot is read-only, and the engine never sends it a control operation. */
+const SNAPSHOTS_DO_NOT_CHANGE: ReplicaControl = {
+  snapshot: refuse,
+  resize: refuse,
+  revert: refuse,
+};
+
+function refuse(): Promise<void> {
+  return Promise.reject(new WeftError('FAILED_PRECONDITION', 'a snapshot does not change: take, resize or revert the volume'));
 }

@@ -2,7 +2,7 @@
 // (by the daemon's stackFor), its local replica at the bottom, and the registry of its open handles,
 // each of which records who opened it.
 
-import type { BlockDevice } from './block-device';
+import type { VolumeLayer } from './block-device';
 import { DeviceHandle } from './device-handle';
 import type { LocalReplica } from './local-replica';
 import type { OpenDevice } from './types';
@@ -28,12 +28,12 @@ export interface VolumeRef {
 }
 
 /** Builds the layers above a local replica (metrics, later QoS, replication, encryption). */
-export type StackBuilder = (replica: LocalReplica, ref: VolumeRef) => BlockDevice;
+export type StackBuilder = (replica: LocalReplica, ref: VolumeRef) => VolumeLayer;
 
 export class Volume {
   private readonly handles = new Set<OpenHandle>();
 
-  constructor(readonly ref: VolumeRef, readonly replica: LocalReplica, readonly top: BlockDevice) {}
+  constructor(readonly ref: VolumeRef, readonly replica: LocalReplica, readonly top: VolumeLayer) {}
 
   /** A handle on the top of the stack; it leaves the registry when closed. */
   open(opener: Opener): OpenDevice {

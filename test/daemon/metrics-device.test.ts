@@ -1,12 +1,14 @@
-// The metrics layer over a real engine volume: it forwards every call, counts operations, bytes,
-// errors and latency per volume, and its exposition passes `promtool check metrics`.
+// The metrics layer in a real engine volume's stack (as the daemon builds it): it forwards every
+// call, counts operations, bytes, errors and latency per volume, and its exposition passes
+// `promtool check metrics`.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { LocalEngine } from '../../fabric/volume/local-engine';
-import { MetricsDevice, registerPoolGauges, VolumeMetrics } from '../../fabric/volume/metrics-device';
+import { stackFor } from '../../fabric/daemon';
+import { registerPoolGauges, VolumeMetrics } from '../../fabric/volume/metrics-device';
 import type { VolumeEngine } from '../../fabric/volume/types';
 import { cleanupAll, makeTempDir, run } from '../helpers/weftd';
 import { openExport } from '../helpers/open-devices';
@@ -21,10 +23,15 @@ let metrics: VolumeMetrics;
 beforeEach(async () => {
   const dir = makeTempDir('weft-metrics-');
   fs.mkdirSync(path.join(dir, 'pool'));
-  engine = await LocalEngine.open({ dataDir: path.join(dir, 'data'), pools: [{ class: 'ssd', path: path.join(dir, 'pool'), sizeBytes: 64 * MiB }], logger: pino({ level: 'silent' }) });
-  await engine.createVolume({ name: 'vol', sizeBytes: 8 * MiB });
   registry = new Registry();
-  metrics = new VolumeMetrics(registry);
+  metrics = new VolumeMetrics(registry, () => exportNames(engine));
+  engine = await LocalEngine.open({
+    dataDir: path.join(dir, 'data'),
+    pools: [{ class: 'ssd', path: path.join(dir, 'pool'), sizeBytes: 64 * MiB }],
+    logger: pino({ level: 'silent' }),
+    stackFor: (replica, ref) => stackFor(replica, ref, metrics),
+  });
+  await engine.createVolume({ name: 'vol', sizeBytes: 8 * MiB });
   registerPoolGauges(registry, engine);
 });
 
@@ -37,15 +44,14 @@ function sample(exposition: string, series: string): number | undefined {
 }
 
 it('forwards I/O and counts it per volume and operation', async () => {
-  const opened = openExport(engine, 'vol');
-  const device = new MetricsDevice(opened, metrics.forVolume('vol'));
+  const device = openExport(engine, 'vol');
   await device.write(0, Buffer.alloc(64 * 1024, 0xab), false);
   await device.flush();
   expect(await device.read(0, 4096)).toEqual(Buffer.alloc(4096, 0xab));
   await device.trim(0, 4096, false);
   await device.writeZeroes(4096, 4096, { fua: false, noHole: false });
   expect((await device.blockStatus(0, 8 * MiB)).length).toBeGreaterThan(0);
-  opened.close();
+  device.close();
 
   const text = await registry.metrics();
   for (const operation of ['write', 'flush', 'read', 'trim', 'write_zeroes', 'block_status']) {
@@ -60,12 +66,10 @@ it('forwards I/O and counts it per volume and operation', async () => {
 });
 
 it('drops the series of a deleted volume; a new volume of that name counts from zero', async () => {
-  const pruning = new Registry();
-  const live = new VolumeMetrics(pruning, () => exportNames(engine));
-  const count = async () => sample(await pruning.metrics(), 'weft_volume_operations_total{volume="vol",operation="write"}');
+  const count = async () => sample(await registry.metrics(), 'weft_volume_operations_total{volume="vol",operation="write"}');
   const writeOnce = async () => {
     const opened = openExport(engine, 'vol');
-    await new MetricsDevice(opened, live.forVolume('vol')).write(0, Buffer.alloc(4096), false);
+    await opened.write(0, Buffer.alloc(4096), false);
     opened.close();
   };
   await writeOnce();
@@ -79,11 +83,10 @@ it('drops the series of a deleted volume; a new volume of that name counts from 
 
 it('counts a failed operation as an error, without bytes', async () => {
   await engine.createSnapshot('vol', 'snap');
-  const opened = openExport(engine, 'vol@snap');
-  const device = new MetricsDevice(opened, metrics.forVolume('vol@snap'));
+  const device = openExport(engine, 'vol@snap');
   expect(device.readOnly).toBe(true);
   await expect(device.write(0, Buffer.alloc(4096), false)).rejects.toThrow();
-  opened.close();
+  device.close();
 
   const text = await registry.metrics();
   expect(sample(text, 'weft_volume_operations_total{volume="vol@snap",operation="write"}')).toBe(1);
@@ -92,11 +95,10 @@ it('counts a failed operation as an error, without bytes', async () => {
 });
 
 it('shows the live size of a volume that grows while open', async () => {
-  const opened = openExport(engine, 'vol');
-  const device = new MetricsDevice(opened, metrics.forVolume('vol'));
+  const device = openExport(engine, 'vol');
   await engine.resizeVolume('vol', 16 * MiB);
   expect(device.sizeBytes).toBe(16 * MiB);
-  opened.close();
+  device.close();
 });
 
 it('shares the stats of a volume between its devices', () => {
@@ -105,7 +107,7 @@ it('shares the stats of a volume between its devices', () => {
 
 it('writes an exposition that promtool accepts', async () => {
   const opened = openExport(engine, 'vol');
-  await new MetricsDevice(opened, metrics.forVolume('vol')).read(0, 4096);
+  await opened.read(0, 4096);
   opened.close();
   const checked = await run('promtool', ['check', 'metrics'], { input: await registry.metrics() });
   expect(checked).toMatchObject({ code: 0, stderr: '' });

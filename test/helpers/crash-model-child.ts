@@ -252,7 +252,8 @@ async function main(): Promise<void> {
   if (values['power-cut-log']) new PowerCutFileOps(values['power-cut-log']).install();
   // Above the power-cut layer: a failed call never reaches the disk.
   const faults = values.faults ? new FaultyFileOps(new Prng(Number(seed) ^ 0x5eed)).install() : undefined;
-  const engine = await LocalEngine.open({ dataDir, pools: poolSpec(poolDir), logger: pino({ level: 'silent' }) });
+  // A small journal limit: checkpoints are written while I/O goes on, and crashes land in them too.
+  const engine = await LocalEngine.open({ dataDir, pools: poolSpec(poolDir), logger: pino({ level: 'silent' }), checkpointJournalBytes: 64 * 1024 });
   const [atOp, turns, microtasks] = (values['kill-at'] ?? '0:0:0').split(':').map(Number);
   const afterFlush = values['kill-after-flush'] ? Number(values['kill-after-flush']) : undefined;
   const kill = { atOp: atOp || undefined, turns, microtasks, afterFlush };

@@ -41,6 +41,7 @@ const MAX_OBJECTS = 12;
 /** Writes are skipped when the pool has less than this much room left beyond them. */
 const ROOM_MARGIN_BYTES = 2 * MiB;
 const HISTORY_STEPS = 30;
+const CHECKPOINT_JOURNAL_BYTES = 64 * KiB;
 
 const SEEDS = process.env.WEFT_MODEL_SEED ? [Number(process.env.WEFT_MODEL_SEED)] : [1, 2, 3, 4];
 const STEPS = Number(process.env.WEFT_MODEL_STEPS ?? 1500);
@@ -654,6 +655,8 @@ class ModelRun {
       dataDir: path.join(this.dir, 'data'),
       pools: MEMBERS.map((member, i) => ({ class: member.class, path: this.memberDir(i), sizeBytes: member.sizeBytes })),
       logger,
+      // Small, so that checkpoints are written (while I/O goes on) several times in a run.
+      checkpointJournalBytes: CHECKPOINT_JOURNAL_BYTES,
     });
   }
 

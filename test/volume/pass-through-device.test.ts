@@ -1,6 +1,7 @@
 // Layers over a real engine volume: a layer that extends PassThroughDevice and overrides nothing
 // passes every call and question down to the volume; capability answers flow down a stack built
-// as the NBD exports build it, and a layer that overrides one answer changes only that one.
+// as the daemon and the NBD exports build it, and a layer that overrides one answer changes only
+// that one. Control operations enter at the top of the volume's stack and pass every layer.
 
 import * as fs from 'fs';
 import * as os from 'os';
@@ -10,8 +11,9 @@ import { Registry } from 'prom-client';
 import type { BlockDevice } from '../../fabric/volume/block-device';
 import { GrowableDevice } from '../../fabric/volume/growable-device';
 import { LocalEngine } from '../../fabric/volume/local-engine';
-import { MetricsDevice, VolumeMetrics } from '../../fabric/volume/metrics-device';
-import { PassThroughDevice } from '../../fabric/volume/pass-through-device';
+import { stackFor } from '../../fabric/daemon';
+import { VolumeMetrics } from '../../fabric/volume/metrics-device';
+import { PassThroughDevice, PassThroughLayer } from '../../fabric/volume/pass-through-device';
 import type { OpenDevice, VolumeEngine } from '../../fabric/volume/types';
 import { openExport } from '../helpers/open-devices';
 
@@ -19,6 +21,26 @@ const MiB = 1024 * 1024;
 
 /** A layer that changes nothing. */
 class Bare extends PassThroughDevice {}
+
+/** A stack layer that notes the control operations passing through it (where replication will order them). */
+class ControlLog extends PassThroughLayer {
+  static readonly seen: string[] = [];
+
+  override snapshot(name: string): Promise<void> {
+    ControlLog.seen.push(`snapshot ${name}`);
+    return super.snapshot(name);
+  }
+
+  override resize(sizeBytes: number): Promise<void> {
+    ControlLog.seen.push(`resize ${sizeBytes}`);
+    return super.resize(sizeBytes);
+  }
+
+  override revert(snapshot: string): Promise<void> {
+    ControlLog.seen.push(`revert ${snapshot}`);
+    return super.revert(snapshot);
+  }
+}
 
 /** A layer that takes trim away, and nothing else. */
 class NoTrim extends PassThroughDevice {
@@ -48,17 +70,23 @@ function answers(device: BlockDevice): Record<string, boolean> {
   };
 }
 
-/** The stack fabric/nbd-exports.ts serves for VOL~growable, with one more layer at the top or in the middle. */
+/** What fabric/nbd-exports.ts serves for VOL~growable over a handle, with one more layer at the top or in the middle. */
 function exportStack(handle: BlockDevice, layer?: (device: BlockDevice) => BlockDevice, where: 'top' | 'middle' = 'top'): BlockDevice {
-  const metrics = new VolumeMetrics(new Registry()).forVolume('vol');
   const wrap = layer ?? ((device: BlockDevice) => device);
-  const stack = new MetricsDevice(where === 'middle' ? wrap(new GrowableDevice(handle)) : new GrowableDevice(handle), metrics);
-  return where === 'top' ? wrap(stack) : stack;
+  return where === 'top' ? wrap(new GrowableDevice(handle)) : new GrowableDevice(wrap(handle));
 }
 
 beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-layers-'));
-  engine = await LocalEngine.open({ dataDir: path.join(dir, 'data'), pools: [{ class: 'default', path: dir, sizeBytes: 64 * MiB }], logger: pino({ level: 'silent' }) });
+  const metrics = new VolumeMetrics(new Registry());
+  ControlLog.seen.length = 0;
+  engine = await LocalEngine.open({
+    dataDir: path.join(dir, 'data'),
+    pools: [{ class: 'default', path: dir, sizeBytes: 64 * MiB }],
+    logger: pino({ level: 'silent' }),
+    // The daemon's stack (metrics over the local replica), with the log on top.
+    stackFor: (replica, ref) => new ControlLog(stackFor(replica, ref, metrics)),
+  });
   await engine.createVolume({ name: 'vol', sizeBytes: 4 * MiB });
 });
 
@@ -106,4 +134,24 @@ test('a layer that overrides one answer changes that one only, at the top of the
   const noTrim = (device: BlockDevice) => new NoTrim(device);
   expect(answers(exportStack(open('vol'), noTrim, 'top'))).toEqual(withoutTrim);
   expect(answers(exportStack(open('vol'), noTrim, 'middle'))).toEqual(withoutTrim);
+});
+
+test('control operations enter at the top of the volume stack, pass every layer, and do what they say', async () => {
+  const device = open('vol');
+  await device.write(0, Buffer.alloc(4096, 0x11), false);
+  await engine.createSnapshot('vol', 'one');
+  await device.write(0, Buffer.alloc(4096, 0x22), false);
+  await engine.resizeVolume('vol', 8 * MiB);
+  expect(device.sizeBytes).toBe(8 * MiB);
+  device.close();
+  opened.splice(opened.indexOf(device), 1);
+  await engine.revertVolume('vol', 'one');
+  expect(ControlLog.seen).toEqual(['snapshot one', `resize ${8 * MiB}`, 'revert one']);
+  expect((await open('vol').read(0, 4096)).equals(Buffer.alloc(4096, 0x11))).toBe(true);
+  expect(engine.getVolume('vol').sizeBytes).toBe(4 * MiB);
+  // Refused operations change nothing, whichever layer they pass.
+  await expect(engine.createSnapshot('vol', 'one')).rejects.toMatchObject({ kind: 'ALREADY_EXISTS' });
+  await expect(engine.resizeVolume('vol', MiB)).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT' });
+  await expect(engine.createSnapshot('absent', 'x')).rejects.toMatchObject({ kind: 'NOT_FOUND' });
+  expect(engine.listSnapshots('vol').map((s) => s.name)).toEqual(['one']);
 });

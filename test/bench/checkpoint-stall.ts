@@ -1,0 +1,114 @@
+// How long I/O stalls when the engine writes a checkpoint of a 64 MiB journal (issue 8), measured on
+// a real LocalEngine under write load: 32 writers do 4 KiB random writes on one volume while one
+// more FLUSHes every 10 ms (group commits); the journal grows to its limit and the engine writes
+// checkpoints in the background. Reports the I/O pause of each checkpoint (its cut), how long the
+// whole checkpoint took, and the write and FLUSH latencies inside and outside checkpoints.
+// Run: npm run build && node dist/test/bench/checkpoint-stall.js   (STALL_JOURNAL_MIB, STALL_CHECKPOINTS)
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import pino from 'pino';
+import { LocalEngine } from '../../fabric/volume/local-engine';
+
+const MiB = 1024 * 1024;
+const JOURNAL_BYTES = Number(process.env.STALL_JOURNAL_MIB ?? 64) * MiB;
+const CHECKPOINTS = Number(process.env.STALL_CHECKPOINTS ?? 2);
+const WRITERS = 32;
+const VOLUME_BYTES = 64 * MiB;
+const FLUSH_EVERY_MS = 10;
+const TIMEOUT_MS = 15 * 60_000;
+
+interface Checkpoint {
+  endAt: number;
+  pausedMs: number;
+  writtenMs: number;
+}
+
+interface Timed {
+  at: number;
+  ms: number;
+}
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function summary(label: string, samples: Timed[]): string {
+  const ms = samples.map((s) => s.ms);
+  const f = (v: number) => v.toFixed(2).padStart(8);
+  return `| ${label.padEnd(34)} | ${String(ms.length).padStart(8)} | ${f(percentile(ms, 50))} | ${f(percentile(ms, 99))} | ${f(Math.max(...ms))} |`;
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-stall-'));
+  const checkpoints: Checkpoint[] = [];
+  const logger = pino({ level: 'info' }, {
+    write(line: string) {
+      const entry = JSON.parse(line) as { msg: string; pausedMs?: number; writtenMs?: number };
+      if (entry.msg === 'checkpoint written') checkpoints.push({ endAt: performance.now(), pausedMs: entry.pausedMs!, writtenMs: entry.writtenMs! });
+      if (entry.msg === 'checkpoint failed') console.error(line);
+    },
+  });
+  const engine = await LocalEngine.open({
+    dataDir: path.join(dir, 'data'),
+    pools: [{ class: 'default', path: dir, sizeBytes: 4 * VOLUME_BYTES }],
+    logger,
+    syncIntervalMs: 0,
+    checkpointJournalBytes: JOURNAL_BYTES,
+  });
+  const writes: Timed[] = [];
+  const flushes: Timed[] = [];
+  try {
+    await engine.createVolume({ name: 'v', sizeBytes: VOLUME_BYTES });
+    const device = engine.openVolume('v');
+    const blocks = VOLUME_BYTES / 4096;
+    const data = Buffer.alloc(4096, 0x5a);
+    const started = performance.now();
+    const done = () => checkpoints.length >= CHECKPOINTS || performance.now() - started > TIMEOUT_MS;
+    const writer = async () => {
+      while (!done()) {
+        const at = performance.now();
+        await device.write(Math.floor(Math.random() * blocks) * 4096, data, false);
+        writes.push({ at, ms: performance.now() - at });
+      }
+    };
+    const flusher = async () => {
+      while (!done()) {
+        const at = performance.now();
+        await device.flush();
+        flushes.push({ at, ms: performance.now() - at });
+        await new Promise((resolve) => setTimeout(resolve, FLUSH_EVERY_MS));
+      }
+    };
+    const progress = setInterval(() => {
+      const seconds = ((performance.now() - started) / 1000).toFixed(0);
+      console.error(`${seconds} s: ${writes.length} writes, journal ${(engine.metadata.journalBytes / MiB).toFixed(1)} MiB, ${checkpoints.length} checkpoint(s)`);
+    }, 10_000);
+    await Promise.all([...Array.from({ length: WRITERS }, writer), flusher()]);
+    clearInterval(progress);
+    device.close();
+  } finally {
+    await engine.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const inside = (t: Timed) => checkpoints.some((c) => t.at + t.ms >= c.endAt - c.writtenMs && t.at <= c.endAt);
+  console.log(`journal limit ${JOURNAL_BYTES / MiB} MiB, ${WRITERS} writers of 4 KiB random writes, FLUSH every ${FLUSH_EVERY_MS} ms\n`);
+  console.log('| checkpoint | I/O paused (ms) | whole checkpoint (ms) |');
+  console.log('|---|---|---|');
+  checkpoints.forEach((c, i) => console.log(`| ${i + 1} | ${c.pausedMs.toFixed(2)} | ${c.writtenMs} |`));
+  console.log('\n| latency (ms) | count | p50 | p99 | max |');
+  console.log('|---|---|---|---|---|');
+  console.log(summary('write, outside checkpoints', writes.filter((w) => !inside(w))));
+  console.log(summary('write, during a checkpoint', writes.filter(inside)));
+  console.log(summary('FLUSH (group commit), outside', flushes.filter((f) => !inside(f))));
+  console.log(summary('FLUSH (group commit), during', flushes.filter(inside)));
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
