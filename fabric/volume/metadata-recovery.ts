@@ -4,7 +4,10 @@
 import * as fs from 'fs';
 import { BLOCK_BYTES } from './types';
 import { applyChanges, Catalog, CatalogChange } from './catalog';
-import { decodeRecords, Metadata, MetadataDamaged } from './metadata';
+import { decodeRecords } from './journal-records';
+import { Metadata } from './metadata';
+import { MetadataDamaged } from './metadata-damaged';
+import { inspectMetadata } from './metadata-state';
 
 export interface LossReport {
   /** Undefined when the metadata is intact. */
@@ -14,7 +17,7 @@ export interface LossReport {
 }
 
 export function reportLoss(metaDir: string): LossReport {
-  const state = Metadata.inspect(metaDir);
+  const state = inspectMetadata(metaDir);
   const problem = state.problem;
   if (!problem) return { lost: [] };
   if (!state.checkpoint) {

@@ -8,8 +8,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Journal } from '../../fabric/store/journal';
-import { Metadata, MetadataDamaged } from '../../fabric/volume/metadata';
+import { Metadata } from '../../fabric/volume/metadata';
+import { MetadataDamaged } from '../../fabric/volume/metadata-damaged';
 import { reportLoss } from '../../fabric/volume/metadata-recovery';
+import { inspectMetadata } from '../../fabric/volume/metadata-state';
 import { FaultyFileOps } from '../helpers/faulty-fs';
 import { PowerCutFileOps, simulatePowerCut } from '../helpers/power-cut-fs';
 import { Prng } from '../helpers/prng';
@@ -188,7 +190,7 @@ test('the checkpoint holds the state of its cut: later changes are not in it, bu
   write(m, 9);
   m.recordSync(m.lastSeq);
   await cut.finish(() => m.sync());
-  const { checkpoint } = Metadata.inspect(meta);
+  const { checkpoint } = inspectMetadata(meta);
   expect(checkpoint!.baseSeq).toBe(cut.cutSeq);
   expect(checkpoint!.maps.get(LAYER)!.value(0)).toBe(1000);
   expect(checkpoint!.maps.get(LAYER)!.value(9)).toBe(0);
@@ -243,7 +245,7 @@ describe('journals after an incomplete one', () => {
   test('one that was synced is damage: refused, and --recover names what would be lost', async () => {
     const [older, newer] = await twoJournals(2);
     tearLastFrame(older);
-    const state = Metadata.inspect(meta);
+    const state = inspectMetadata(meta);
     expect(state.problem).toBeInstanceOf(MetadataDamaged);
     expect(state.problem!.file).toBe(newer);
     expect(() => Metadata.open(meta)).toThrow(/synced, but the journal before it is incomplete/);

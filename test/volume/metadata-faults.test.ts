@@ -10,7 +10,7 @@ import * as path from 'path';
 import pino from 'pino';
 import { Journal } from '../../fabric/store/journal';
 import { LocalEngine } from '../../fabric/volume/local-engine';
-import { MetadataDamaged } from '../../fabric/volume/metadata';
+import { MetadataDamaged } from '../../fabric/volume/metadata-damaged';
 import type { Faults } from '../helpers/engine-child';
 import { EngineProcess } from '../helpers/engine-process';
 import { openExport } from '../helpers/open-devices';
