@@ -96,12 +96,16 @@ export class ControllerServer {
     return info;
   }
 
+  /**
+   * The restored volume's new writes go to the pool of the class its parameters name (none: the
+   * snapshot's); what it does not rewrite is read from the snapshot's pool, so a StorageClass of
+   * another class restores at once, without a copy.
+   */
   private async restoreSnapshot(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, ref: SnapshotRef): Promise<VolumeInfo> {
     const snapshots = await unlessNotFound(this.client.listSnapshots(ref.volume));
     const snapshot = snapshots?.find((s) => s.name === ref.snapshot);
     if (!snapshot) throw notFound(`snapshot ${ref.volume}@${ref.snapshot} does not exist`);
-    checkSourceClass({ name: `${ref.volume}@${ref.snapshot}`, class: snapshot.class }, parameters);
-    return this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range, snapshot.sizeBytes), sourceSnapshot: ref });
+    return this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range, snapshot.sizeBytes), class: parameters.class, sourceSnapshot: ref });
   }
 
   /**
@@ -110,17 +114,17 @@ export class ControllerServer {
    * source (the engine frees a deleted snapshot's blocks only once nothing reads through them), so
    * source and clone are independent: either can be deleted at any time, and the source is left
    * without snapshots. A hidden snapshot left by a crash between the steps is deleted when the CO
-   * retries the CreateVolume (reuse), or when the source volume is deleted (deleteVolume).
+   * retries the CreateVolume (reuse), or when the source volume is deleted (deleteVolume). As for a
+   * restore, the clone may be in another class than its source.
    */
   private async cloneVolume(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, sourceVolume: string): Promise<VolumeInfo> {
     const source = await this.client.getVolume(sourceVolume);
-    checkSourceClass(source, parameters);
     const sizeBytes = sizeInRange(range, source.sizeBytes);
     const snapshot = cloneSnapshotName(volume);
     // One left by an interrupted attempt at this same clone serves as well as a new one.
     await unlessWeftd(status.ALREADY_EXISTS, this.client.createSnapshot(sourceVolume, snapshot));
     try {
-      return await this.client.createVolume({ name: volume, sizeBytes, sourceSnapshot: { volume: sourceVolume, snapshot } });
+      return await this.client.createVolume({ name: volume, sizeBytes, class: parameters.class, sourceSnapshot: { volume: sourceVolume, snapshot } });
     } finally {
       await unlessNotFound(this.client.deleteSnapshot(sourceVolume, snapshot));
     }
@@ -274,13 +278,6 @@ function requestedContentSource(source: Source | undefined): csi.VolumeContentSo
   if (source?.kind === 'snapshot') return { snapshot: { snapshot_id: `${source.ref.volume}@${source.ref.snapshot}` } };
   if (source?.kind === 'volume') return { volume: { volume_id: source.volume } };
   return null;
-}
-
-/** A clone lives where its source's blocks are: in the source's class. */
-function checkSourceClass(source: { name: string; class: string }, parameters: VolumeParameters): void {
-  if (parameters.class && parameters.class !== source.class) {
-    throw invalidArgument(`a volume made from ${source.name} lives in its class, ${source.class}; parameter class asks for ${parameters.class}`);
-  }
 }
 
 /** Why the volume does not match the context or parameters a CO validates against, if it does not. */

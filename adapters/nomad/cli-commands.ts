@@ -45,7 +45,7 @@ export function nomadCommands(program: Command): void {
     .description('create a Weft volume (empty, or a clone with --from-snapshot) and register it in Nomad')
     .argument('<name>', 'Weft volume name')
     .option('--size <size>', 'size, e.g. 10GiB; required unless cloning')
-    .addOption(new Option('--class <class>', 'service class of the pool (default: "default")').conflicts('fromSnapshot'))
+    .option('--class <class>', 'service class of the pool (default: "default"); for a clone, where its new writes go (default: the snapshot\'s)')
     .option('--from-snapshot <vol@snap>', 'clone this snapshot');
   withNomadOptions(withCapabilityOptions(create)).action(action(createVolume));
 

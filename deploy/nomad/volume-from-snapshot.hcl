@@ -13,7 +13,8 @@ capability {
   attachment_mode = "file-system"
 }
 
-# The clone lives in the snapshot's service class: no class parameter.
+# No class parameter: the clone writes to the snapshot's service class. With
+# parameters { class = "ssd" } it writes to ssd and reads what it has not rewritten from the snapshot's pool.
 mount_options {
   fs_type = "ext4"
 }

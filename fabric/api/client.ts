@@ -5,14 +5,14 @@ import * as grpc from '@grpc/grpc-js';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
-import type { SnapshotRef, VerifyVolumeEvent } from './messages';
+import { volumeFromWire, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo } from './messages';
 import type { NodeStatus } from './node-info';
 
 export interface CreateVolumeOptions {
   name: string;
   /** Required for a new volume; for a clone, omit to keep the snapshot's size. */
   sizeBytes?: number;
-  /** Service class; omit for "default" (or the only pool). Not allowed with sourceSnapshot. */
+  /** Service class; omit for "default" (or the only pool). For a clone, where its new writes go (omit: the snapshot's). */
   class?: string;
   /** Clone this snapshot instead of creating an empty volume. */
   sourceSnapshot?: SnapshotRef;
@@ -39,20 +39,20 @@ export class WeftClient {
   }
 
   async createVolume(options: CreateVolumeOptions): Promise<VolumeInfo> {
-    return volumeInfo(await this.unary('VolumeService', 'CreateVolume', options));
+    return volumeFromWire(await this.unary('VolumeService', 'CreateVolume', options));
   }
 
   async listVolumes(): Promise<VolumeInfo[]> {
-    const response = await this.unary<{ volumes: VolumeInfo[] }>('VolumeService', 'ListVolumes', {});
-    return response.volumes.map(volumeInfo);
+    const response = await this.unary<{ volumes: WireVolumeInfo[] }>('VolumeService', 'ListVolumes', {});
+    return response.volumes.map(volumeFromWire);
   }
 
   async getVolume(name: string): Promise<VolumeInfo> {
-    return volumeInfo(await this.unary('VolumeService', 'GetVolume', { name }));
+    return volumeFromWire(await this.unary('VolumeService', 'GetVolume', { name }));
   }
 
   async resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
-    return volumeInfo(await this.unary('VolumeService', 'ResizeVolume', { name, sizeBytes }));
+    return volumeFromWire(await this.unary('VolumeService', 'ResizeVolume', { name, sizeBytes }));
   }
 
   async deleteVolume(name: string): Promise<void> {
@@ -77,7 +77,7 @@ export class WeftClient {
   }
 
   async revertVolume(name: string, snapshot: string): Promise<VolumeInfo> {
-    return volumeInfo(await this.unary('VolumeService', 'RevertVolume', { name, snapshot }));
+    return volumeFromWire(await this.unary('VolumeService', 'RevertVolume', { name, snapshot }));
   }
 
   createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
@@ -152,9 +152,4 @@ export function unreachableReason(error: { code: grpc.status; details: string })
   if (!details.startsWith('No connection established')) return undefined;
   const errno = /\b(E[A-Z]{4,})\b/.exec(details)?.[1];
   return errno ? (ERRNO_REASONS[errno] ?? errno) : 'no connection';
-}
-
-/** The wire's "no source" is an empty string; the engine's type leaves the field out. */
-function volumeInfo(wire: VolumeInfo): VolumeInfo {
-  return { ...wire, sourceSnapshot: wire.sourceSnapshot || undefined };
 }

@@ -1,7 +1,8 @@
 // Messages of weft.proto as grpc-js hands them over (proto-loader with defaults: absent
-// strings are "", numbers 0, messages null). Other responses are the engine's own types.
+// strings are "", numbers 0, messages null), and the conversion of the one response whose wire
+// form differs from the engine's type (VolumeInfo). Other responses are the engine's own types.
 
-import type { VerifyReport } from '../volume/types';
+import type { LayerInfo, VerifyReport, VolumeInfo as EngineVolumeInfo } from '../volume/types';
 import type { AttachmentRecord } from './attachments';
 
 export interface SnapshotRef {
@@ -14,6 +15,42 @@ export interface CreateVolumeRequest {
   sizeBytes: number;
   class: string;
   sourceSnapshot: SnapshotRef | null;
+}
+
+/** VolumeInfo as the wire carries it: "" for no source; a layer's snapshot as a SnapshotRef. */
+export interface VolumeInfo extends Omit<EngineVolumeInfo, 'sourceSnapshot' | 'layers'> {
+  sourceSnapshot: string;
+  layers: VolumeLayer[];
+}
+
+export interface VolumeLayer {
+  snapshot: SnapshotRef | null;
+  deleted: boolean;
+  class: string;
+  allocatedBytes: number;
+}
+
+export function volumeToWire(info: EngineVolumeInfo): VolumeInfo {
+  const layers = info.layers.map((layer) => ({
+    snapshot: layer.snapshot ? { volume: layer.snapshot.volume, snapshot: layer.snapshot.name } : null,
+    deleted: layer.deleted ?? false,
+    class: layer.class,
+    allocatedBytes: layer.allocatedBytes,
+  }));
+  return { ...info, sourceSnapshot: info.sourceSnapshot ?? '', layers };
+}
+
+/** The engine's form again: fields that are absent on the wire are left out, not empty. */
+export function volumeFromWire(wire: VolumeInfo): EngineVolumeInfo {
+  const layers = wire.layers.map(
+    (layer): LayerInfo => ({
+      ...(layer.snapshot && { snapshot: { volume: layer.snapshot.volume, name: layer.snapshot.snapshot } }),
+      ...(layer.deleted && { deleted: true }),
+      class: layer.class,
+      allocatedBytes: layer.allocatedBytes,
+    }),
+  );
+  return { ...wire, sourceSnapshot: wire.sourceSnapshot || undefined, layers };
 }
 
 export interface NameRequest {

@@ -4,20 +4,20 @@
 
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { invalidArgument } from '../errors';
 import type { VolumeEngine, VolumeInfo } from '../volume/types';
 import type { AttachmentStore } from './attachments';
+import { volumeToWire } from './messages';
 import type * as wire from './messages';
 import { serverStream, unary } from './rpc';
 import { checkExportName, checkName, checkOptionalName, checkOptionalSize, checkSize } from './validate';
 
 export function volumeService(engine: VolumeEngine, attachments: AttachmentStore, logger: Logger): UntypedServiceImplementation {
   return {
-    CreateVolume: unary(logger, (request: wire.CreateVolumeRequest) => createVolume(engine, request)),
-    ListVolumes: unary(logger, () => ({ volumes: engine.listVolumes() })),
-    GetVolume: unary(logger, (request: wire.NameRequest) => engine.getVolume(checkName('name', request.name))),
-    ResizeVolume: unary(logger, (request: wire.ResizeVolumeRequest) =>
-      engine.resizeVolume(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes)),
+    CreateVolume: unary(logger, async (request: wire.CreateVolumeRequest) => volumeToWire(await createVolume(engine, request))),
+    ListVolumes: unary(logger, () => ({ volumes: engine.listVolumes().map(volumeToWire) })),
+    GetVolume: unary(logger, (request: wire.NameRequest) => volumeToWire(engine.getVolume(checkName('name', request.name)))),
+    ResizeVolume: unary(logger, async (request: wire.ResizeVolumeRequest) =>
+      volumeToWire(await engine.resizeVolume(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes))),
     ),
     DeleteVolume: unary(logger, async (request: wire.NameRequest) => {
       const name = checkName('name', request.name);
@@ -28,25 +28,24 @@ export function volumeService(engine: VolumeEngine, attachments: AttachmentStore
     VerifyVolume: serverStream(logger, (request: wire.NameRequest, send: (m: wire.VerifyVolumeResponse) => void) =>
       verifyVolume(engine, request, send),
     ),
-    RevertVolume: unary(logger, (request: wire.RevertVolumeRequest) =>
-      engine.revertVolume(checkName('name', request.name), checkName('snapshot', request.snapshot)),
+    RevertVolume: unary(logger, async (request: wire.RevertVolumeRequest) =>
+      volumeToWire(await engine.revertVolume(checkName('name', request.name), checkName('snapshot', request.snapshot))),
     ),
   };
 }
 
+/** A clone's class is where its new writes go (the engine defaults it to the snapshot's). */
 function createVolume(engine: VolumeEngine, request: wire.CreateVolumeRequest): Promise<VolumeInfo> {
   const name = checkName('name', request.name);
+  const poolClass = checkOptionalName('class', request.class);
   const source = request.sourceSnapshot;
-  if (!source) {
-    const sizeBytes = checkSize('size_bytes', request.sizeBytes);
-    return engine.createVolume({ name, sizeBytes, class: checkOptionalName('class', request.class) });
-  }
-  if (request.class) throw invalidArgument("class must be empty for a clone: it lives in its source's pool");
+  if (!source) return engine.createVolume({ name, sizeBytes: checkSize('size_bytes', request.sizeBytes), class: poolClass });
   return engine.cloneVolume({
     name,
     volume: checkName('source_snapshot.volume', source.volume),
     snapshot: checkName('source_snapshot.snapshot', source.snapshot),
     sizeBytes: checkOptionalSize('size_bytes', request.sizeBytes),
+    class: poolClass,
   });
 }
 

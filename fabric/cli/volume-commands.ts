@@ -1,10 +1,10 @@
 // `weft volume ...`: create (empty or from a snapshot), list, show, resize, delete, verify and
 // revert. Each handler parses its arguments, makes one call, and describes the result.
 
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import type { CreateVolumeOptions } from '../api/client';
 import { formatSize } from '../units';
-import type { VerifyReport, VolumeInfo } from '../volume/types';
+import type { LayerInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import { nameArg, sizeArg, snapshotArg } from './args';
 import { action, type CommandContext, type Outcome } from './context';
 import { usageError } from './errors';
@@ -22,8 +22,8 @@ export function volumeCommands(program: Command): void {
     .description('create an empty volume, or a clone of a snapshot with --from-snapshot')
     .argument('<name>', NAME_HELP)
     .option('--size <size>', `size of the volume, ${SIZE_HELP}; required unless cloning, where it may only grow`)
-    .addOption(new Option('--class <class>', 'service class of the pool to place it in (default: "default")').conflicts('fromSnapshot'))
-    .option('--from-snapshot <vol@snap>', "clone this snapshot; the clone lives in the source's pool")
+    .option('--class <class>', 'service class of the pool to place it in (default: "default"); for a clone, where its new writes go (default: the snapshot\'s class)')
+    .option('--from-snapshot <vol@snap>', "clone this snapshot; what the clone does not rewrite is read from the snapshot's pool")
     .action(action(createVolume));
 
   volume.command('list').description('list the volumes of the node').action(action(listVolumes));
@@ -143,7 +143,29 @@ export const VOLUME_COLUMNS: Column<VolumeInfo>[] = [
   { header: 'CREATED', value: (v) => formatTime(v.createdAt) },
 ];
 
+/** What a layer is: the volume's head (where its writes go), a snapshot, or a deleted snapshot still read through. */
+function layerName(layer: LayerInfo, index: number): string {
+  if (index === 0) return 'head';
+  if (layer.deleted) return 'deleted snapshot';
+  return layer.snapshot ? `${layer.snapshot.volume}@${layer.snapshot.name}` : '-';
+}
+
+const LAYER_COLUMNS: Column<[LayerInfo, number]>[] = [
+  { header: 'LAYER', value: ([layer, i]) => layerName(layer, i) },
+  { header: 'CLASS', value: ([layer]) => layer.class },
+  { header: 'ALLOCATED', value: ([layer]) => formatSize(layer.allocatedBytes), alignRight: true },
+];
+
+/** The volume's fields, then its layers: which pool holds what the volume reads. */
 export function volumeDetails(volume: VolumeInfo): string {
+  const layers = table(LAYER_COLUMNS, volume.layers.map((layer, i): [LayerInfo, number] => [layer, i]));
+  return `${fields(volume)}
+
+Layers (head first):
+${layers}`;
+}
+
+function fields(volume: VolumeInfo): string {
   return details([
     ['Name', volume.name],
     ['Class', volume.class],

@@ -83,13 +83,19 @@ describe('VolumeService', () => {
     await client.deleteSnapshot('taken', 'pinned');
   });
 
-  it('clones a snapshot, at its size or larger', async () => {
+  it('clones a snapshot, at its size or larger, into the class asked for', async () => {
     await client.createVolume({ name: 'origin', sizeBytes: 8 * MiB });
     await writeBlock(fixture.engine, 'origin', 0, Buffer.alloc(4096, 7));
     await client.createSnapshot('origin', 'base');
 
-    const same = await client.createVolume({ name: 'copy', sourceSnapshot: { volume: 'origin', snapshot: 'base' } });
+    const same = await client.createVolume({ name: 'copy', class: 'default', sourceSnapshot: { volume: 'origin', snapshot: 'base' } });
     expect(same).toMatchObject({ sizeBytes: 8 * MiB, sourceSnapshot: 'origin@base', class: 'default' });
+    // The layers cross the wire as the engine describes them: the head, then the snapshot it reads through.
+    expect(same.layers).toEqual([
+      { class: 'default', allocatedBytes: 0 },
+      { snapshot: { volume: 'origin', name: 'base' }, class: 'default', allocatedBytes: 4096 },
+    ]);
+    expect(await client.getVolume('copy')).toEqual(fixture.engine.getVolume('copy'));
     const larger = await client.createVolume({ name: 'bigcopy', sizeBytes: 16 * MiB, sourceSnapshot: { volume: 'origin', snapshot: 'base' } });
     expect(larger.sizeBytes).toBe(16 * MiB);
     const device = openExport(fixture.engine, 'bigcopy');
@@ -98,6 +104,7 @@ describe('VolumeService', () => {
 
     const missing = await failure(client.createVolume({ name: 'x', sourceSnapshot: { volume: 'origin', snapshot: 'nope' } }));
     expect(missing.code).toBe(grpc.status.NOT_FOUND);
+    await expectInvalid(() => client.createVolume({ name: 'x', class: 'ssd', sourceSnapshot: { volume: 'origin', snapshot: 'base' } }), 'no pool of class "ssd"');
     for (const name of ['copy', 'bigcopy']) await client.deleteVolume(name);
     await client.deleteSnapshot('origin', 'base');
     await client.deleteVolume('origin');
@@ -145,7 +152,7 @@ describe('VolumeService', () => {
     ['create with a bad class', () => client.createVolume({ name: 'c', sizeBytes: MiB, class: '../x' }), 'class'],
     ['clone without a source volume', () => client.createVolume({ name: 'c', sourceSnapshot: { volume: '', snapshot: 's' } }), 'source_snapshot.volume'],
     ['clone with a bad source snapshot', () => client.createVolume({ name: 'c', sourceSnapshot: { volume: 'v', snapshot: '-s' } }), 'source_snapshot.snapshot'],
-    ['clone with a class', () => client.createVolume({ name: 'c', class: 'default', sourceSnapshot: { volume: 'v', snapshot: 's' } }), 'class'],
+    ['clone with a bad class', () => client.createVolume({ name: 'c', class: '../x', sourceSnapshot: { volume: 'v', snapshot: 's' } }), 'class "../x"'],
     ['get without a name', () => client.getVolume(''), 'name is required'],
     ['resize to 0', () => client.resizeVolume('v', 0), 'size_bytes'],
     ['resize beyond 2^53', () => client.resizeVolume('v', 2 ** 60), 'size_bytes'],

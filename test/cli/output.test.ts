@@ -76,6 +76,26 @@ describe('views', () => {
     expect(volumeDetails(VOLUME)).toContain('Source:           -');
   });
 
+  it('shows where each layer of a volume lives, from the head down', () => {
+    const clone: VolumeInfo = {
+      ...VOLUME,
+      name: 'copy',
+      sourceSnapshot: 'data@s1',
+      layers: [
+        { class: 'ssd', allocatedBytes: 1536 },
+        { snapshot: { volume: 'data', name: 's1' }, class: 'hdd', allocatedBytes: 64 * 2 ** 20 },
+        { deleted: true, class: 'hdd', allocatedBytes: 4096 },
+      ],
+    };
+    expect(volumeDetails(clone).split('\n').slice(-5)).toEqual([
+      'Layers (head first):',
+      'LAYER             CLASS  ALLOCATED',
+      'head              ssd      1.5 KiB',
+      'data@s1           hdd       64 MiB',
+      'deleted snapshot  hdd        4 KiB',
+    ]);
+  });
+
   it('lists snapshots and pools', () => {
     const snapshot = { volume: 'data', name: 's1', sizeBytes: 2 ** 30, exclusiveBytes: 0, createdAt: VOLUME.createdAt, class: 'ssd', checksumErrors: 0 };
     expect(table(SNAPSHOT_COLUMNS, [snapshot])).toBe(

@@ -44,7 +44,7 @@ describe('usage errors exit 2 with one line', () => {
     [['volume', 'create', 'data', '--size', '12XB'], /^weft: --size: invalid size "12XB": use a number with an optional unit/],
     [['volume', 'create', 'data', '--size', '0'], /^weft: --size must be greater than 0$/],
     [['volume', 'create', 'a/b', '--size', '1G'], /^weft: name "a\/b" is invalid/],
-    [['volume', 'create', 'c', '--from-snapshot', 'a@b', '--class', 'ssd'], /^weft: option '--class <class>' cannot be used with option '--from-snapshot/],
+    [['volume', 'create', 'c', '--from-snapshot', 'a@b', '--class', '../x'], /^weft: --class "\.\.\/x" is invalid/],
     [['volume', 'create', 'c', '--from-snapshot', 'nosnap'], /^weft: "nosnap" does not name a snapshot: use VOLUME@SNAPSHOT$/],
     [['volume', 'resize', 'data'], /^weft: required option '--size <size>' not specified$/],
     [['volume', 'revert', 'data'], /^weft: "data" does not name a snapshot/],

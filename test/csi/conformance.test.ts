@@ -5,6 +5,7 @@
 import * as path from 'path';
 import { pluginVersion } from '../../adapters/csi/identity-server';
 import { BLOCK_WRITER, CsiClient, MOUNT_WRITER } from '../helpers/csi-client';
+import type { PoolInfo, VolumeInfo } from '../../fabric/volume/types';
 import { cleanupAll, makeTempDir, run, startWeftd, type RunResult, type WeftdHandle } from '../helpers/weftd';
 
 const MiB = 1024 * 1024;
@@ -41,6 +42,12 @@ async function createVolume(name: string, overrides: object = {}) {
 
 function qemuIo(volumeOrSnapshot: string, ...commands: string[]): Promise<RunResult> {
   return run('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), weftd.nbdUri(volumeOrSnapshot)]);
+}
+
+/** Used bytes of each pool, by class, as `weft pool list` reports them. */
+async function poolUsedBytes(): Promise<Record<string, number>> {
+  const pools = JSON.parse((await weftd.weft(['--output', 'json', 'pool', 'list'])).stdout) as PoolInfo[];
+  return Object.fromEntries(pools.map((p) => [p.class, p.usedBytes]));
 }
 
 async function expectPattern(volume: string, pattern: string): Promise<void> {
@@ -419,12 +426,41 @@ describe('volumes from snapshots and from volumes', () => {
     expect(bigger.capacity_bytes).toBe(32 * MiB);
   });
 
-  it('refuses a restore below the snapshot size (OUT_OF_RANGE), an unknown snapshot (NOT_FOUND), another class (INVALID_ARGUMENT)', async () => {
+  it('refuses a restore below the snapshot size (OUT_OF_RANGE), an unknown snapshot (NOT_FOUND), an unknown class (INVALID_ARGUMENT)', async () => {
     expect(await csi.code('CreateVolume', volumeRequest('small', { capacity_range: { limit_bytes: 8 * MiB }, ...fromSnapshot('origin@golden') }))).toBe('OUT_OF_RANGE');
     expect(await csi.code('CreateVolume', volumeRequest('lost', fromSnapshot('origin@missing')))).toBe('NOT_FOUND');
     expect(await csi.code('CreateVolume', volumeRequest('lost', fromSnapshot('non-existing-snapshot-id')))).toBe('NOT_FOUND');
     expect(await csi.code('CreateVolume', volumeRequest('lost', fromSnapshot('')))).toBe('INVALID_ARGUMENT');
-    expect(await csi.code('CreateVolume', volumeRequest('lost', { ...fromSnapshot('origin@golden'), parameters: { class: 'ssd' } }))).toBe('INVALID_ARGUMENT');
+    expect(await csi.code('CreateVolume', volumeRequest('lost', { ...fromSnapshot('origin@golden'), parameters: { class: 'nvme' } }))).toBe('INVALID_ARGUMENT');
+  });
+
+  it("restores into another class: new writes go to that class's pool, the rest is read from the snapshot's", async () => {
+    const request = { capacity_range: null, parameters: { class: 'ssd' }, ...fromSnapshot('origin@golden') };
+    const restored = await createVolume('restored-ssd', request);
+    expect(restored).toMatchObject({ volume_context: { class: 'ssd' }, content_source: { snapshot: { snapshot_id: 'origin@golden' } } });
+    await expectPattern('restored-ssd', '0x5a');
+    expect(await createVolume('restored-ssd', request)).toEqual(restored);
+    expect(await csi.code('CreateVolume', volumeRequest('restored-ssd', { ...request, parameters: { class: 'default' } }))).toBe('ALREADY_EXISTS');
+
+    const before = await poolUsedBytes();
+    expect((await qemuIo('restored-ssd', 'write -P 0x21 1M 256k', 'flush')).code).toBe(0);
+    expect(await poolUsedBytes()).toEqual({ default: before.default, ssd: before.ssd + 256 * 1024 });
+    const shown = JSON.parse((await weftd.weft(['--output', 'json', 'volume', 'show', 'restored-ssd'])).stdout) as VolumeInfo;
+    expect(shown.layers).toEqual([
+      { class: 'ssd', allocatedBytes: 256 * 1024 },
+      { snapshot: { volume: 'origin', name: 'golden' }, class: 'default', allocatedBytes: 64 * 1024 },
+    ]);
+    expect(await csi.code('DeleteVolume', { volume_id: 'restored-ssd' })).toBe('OK');
+    expect(await poolUsedBytes()).toEqual(before);
+  });
+
+  it('clones a volume into another class, and leaves no snapshot behind', async () => {
+    const clone = await createVolume('cloned-ssd', { capacity_range: null, parameters: { class: 'ssd' }, ...fromVolume('origin') });
+    expect(clone).toMatchObject({ volume_context: { class: 'ssd' }, content_source: { volume: { volume_id: 'origin' } } });
+    await expectPattern('cloned-ssd', '0x77');
+    const snapshots = (await csi.call('ListSnapshots', { source_volume_id: 'origin' })).entries.map((e) => e.snapshot.snapshot_id);
+    expect(snapshots).toEqual(['origin@golden']);
+    expect(await csi.code('DeleteVolume', { volume_id: 'cloned-ssd' })).toBe('OK');
   });
 
   it('clones a volume with its current data, and leaves no snapshot behind', async () => {
