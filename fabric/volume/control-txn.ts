@@ -4,7 +4,7 @@
 
 import { FIRST_PHYSICAL, type BlockMap } from './block-map';
 import { Catalog, CatalogEdit, LayerRecord } from './catalog';
-import type { MapChange } from './metadata';
+import type { MapChange } from './journal-records';
 import type { NodeStore } from './node-store';
 
 export class ControlTxn {

@@ -21,7 +21,6 @@ import { CheckpointState, writeCheckpoint, writeCheckpointSliced } from './check
 import { appendBase, appendCancel, appendControl, appendMap, appendRun, appendSync, JournalRecord, MapChange } from './journal-records';
 import { inspectMetadata, journalPath, TornTail } from './metadata-state';
 
-export type { MapChange } from './journal-records';
 
 /** A map change whose data may not have reached the disk before a crash. */
 export interface UnsyncedChange {
