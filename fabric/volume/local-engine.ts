@@ -6,7 +6,6 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, invalidArgument, IoError, resourceExhausted, WeftError } from '../errors';
-import { FIRST_PHYSICAL } from './block-map';
 import type { SnapshotRecord, VolumeRecord } from './catalog';
 import { CatalogView } from './catalog-view';
 import { ControlTxn, layerById } from './control-txn';
@@ -34,7 +33,6 @@ export { DEFAULT_SYNC_INTERVAL_MS, type PoolSpec } from './node-store';
 const BACKGROUND_INTERVAL_MS = 1000;
 /** After a failed checkpoint (a full metadata disk, say), the next try waits this long. */
 const CHECKPOINT_RETRY_MS = 30_000;
-const VERIFY_BATCH_BLOCKS = 256;
 
 export interface EngineOptions extends NodeStoreOptions {
   /** Builds each volume's layers above its local replica (the daemon adds metrics); default none. */
@@ -175,27 +173,12 @@ export class LocalEngine implements VolumeEngine {
 
   /** Scrubs a volume, or the chain of one of its snapshots. */
   async verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void, snapshot?: string): Promise<VerifyReport> {
-    // Held open like a connection while it runs, so that the volume is not deleted or reverted under
-    // it (its blocks freed and reused would read as false checksum errors).
     const volume = snapshot === undefined ? this.registry.entry(name).volume : this.registry.snapshotEntry(name, snapshot).volume;
-    const handle = volume.open({ purpose: 'verify' });
-    const replica = volume.replica;
-    const totalBlocks = Math.ceil(replica.sizeBytes / BLOCK_BYTES);
-    const badBlockOffsets: number[] = [];
-    let checkedBlocks = 0;
-    try {
-      for (let first = 0; first < totalBlocks; first += VERIFY_BATCH_BLOCKS) {
-        const end = Math.min(totalBlocks, first + VERIFY_BATCH_BLOCKS);
-        for (let b = first; b < end; b++) if (replica.resolve(b) >= FIRST_PHYSICAL) checkedBlocks++;
-        badBlockOffsets.push(...(await replica.scrub(first, end)));
-        onProgress?.(end, totalBlocks);
-      }
-    } finally {
-      handle.close();
-    }
+    const { checkedBlocks, badBlockOffsets } = await volume.verify(onProgress);
     this.logger.info({ volume: name, snapshot, checkedBlocks, badBlocks: badBlockOffsets.length }, 'volume verified');
     return { volume: name, snapshot, checkedBlocks, badBlockOffsets };
   }
+
 
   async revertVolume(name: string, snapshotName: string): Promise<VolumeInfo> {
     await this.registry.entry(name).volume.top.revert(snapshotName);

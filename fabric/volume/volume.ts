@@ -2,7 +2,9 @@
 // (by the daemon's stackFor), its local replica at the bottom, and the registry of its open handles,
 // each of which records who opened it.
 
+import { BLOCK_BYTES } from '../store/block-size';
 import type { VolumeLayer } from './block-device';
+import { FIRST_PHYSICAL } from './block-map';
 import { DeviceHandle } from './device-handle';
 import type { LocalReplica } from './local-replica';
 import type { OpenDevice } from './types';
@@ -30,6 +32,8 @@ export interface VolumeRef {
 /** Builds the layers above a local replica (metrics, later QoS, replication, encryption). */
 export type StackBuilder = (replica: LocalReplica, ref: VolumeRef) => VolumeLayer;
 
+const VERIFY_BATCH_BLOCKS = 256;
+
 export class Volume {
   private readonly handles = new Set<OpenHandle>();
 
@@ -48,5 +52,28 @@ export class Volume {
 
   get connections(): number {
     return this.handles.size;
+  }
+
+  /**
+   * Reads every mapped block and checks it against its checksum; returns how many were checked and
+   * the offsets of the bad ones. Holds a handle while it runs, like a connection, so that the volume
+   * is not deleted or reverted under it (blocks freed and reused would read as false errors).
+   */
+  async verify(onProgress?: (doneBlocks: number, totalBlocks: number) => void): Promise<{ checkedBlocks: number; badBlockOffsets: number[] }> {
+    const handle = this.open({ purpose: 'verify' });
+    const totalBlocks = Math.ceil(this.replica.sizeBytes / BLOCK_BYTES);
+    const badBlockOffsets: number[] = [];
+    let checkedBlocks = 0;
+    try {
+      for (let first = 0; first < totalBlocks; first += VERIFY_BATCH_BLOCKS) {
+        const end = Math.min(totalBlocks, first + VERIFY_BATCH_BLOCKS);
+        for (let b = first; b < end; b++) if (this.replica.resolve(b) >= FIRST_PHYSICAL) checkedBlocks++;
+        badBlockOffsets.push(...(await this.replica.scrub(first, end)));
+        onProgress?.(end, totalBlocks);
+      }
+    } finally {
+      handle.close();
+    }
+    return { checkedBlocks, badBlockOffsets };
   }
 }
