@@ -1,0 +1,148 @@
+// The FileOps seam and the helpers over it (fabric/store/file-io.ts): whole-file atomic writes that
+// leave no temporary file behind when a write or a sync fails, short writes retried to the end,
+// reads past the end of a file, and settleAll.
+
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import {
+  preadAll,
+  preadAllSync,
+  pwriteAllSync,
+  pwritevAll,
+  pwritevAllSync,
+  settleAll,
+  writeFileAtomic,
+  writeFileAtomicAsync,
+} from '../../fabric/store/file-io';
+import type { Pieces } from '../../fabric/pieces';
+import { FaultyFileOps, type FaultCode } from '../helpers/faulty-fs';
+import { FileOpsLayer } from '../helpers/file-ops-layer';
+import { Prng } from '../helpers/prng';
+
+let dir: string;
+let file: string;
+let layer: FileOpsLayer | undefined;
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-file-io-'));
+  file = path.join(dir, 'state.json');
+});
+
+afterEach(() => {
+  layer?.uninstall();
+  layer = undefined;
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Makes the next call of the kind given (on any file of the test's dir) fail with code. */
+function failNext(call: 'write' | 'sync', code: FaultCode): void {
+  const faults = new FaultyFileOps(new Prng(1)).install();
+  faults.affects = (f) => f.startsWith(dir);
+  faults.calls = new Set([call]);
+  faults.failNext(code);
+  layer = faults;
+}
+
+describe.each([
+  ['writeFileAtomic', (data: Buffer) => Promise.resolve().then(() => writeFileAtomic(file, data, dir))],
+  ['writeFileAtomicAsync', (data: Buffer) => writeFileAtomicAsync(file, data, dir)],
+])('%s', (_name, write) => {
+  test('replaces the file with the new content, leaving no temporary file', async () => {
+    fs.writeFileSync(file, 'old');
+    await write(Buffer.from('new content'));
+    expect(fs.readFileSync(file, 'utf8')).toBe('new content');
+    expect(fs.readdirSync(dir)).toEqual(['state.json']);
+  });
+
+  test.each([
+    ['write', 'ENOSPC'],
+    ['sync', 'EIO'],
+  ] as const)('a failed %s (%s) leaves the old file as it was and no temporary file', async (call, code) => {
+    fs.writeFileSync(file, 'old');
+    failNext(call, code);
+    await expect(write(Buffer.alloc(64 * 1024, 1))).rejects.toMatchObject({ code });
+    expect(fs.readFileSync(file, 'utf8')).toBe('old');
+    expect(fs.readdirSync(dir)).toEqual(['state.json']);
+  });
+});
+
+/** A layer under which every write writes at most 1000 bytes, as a short write may. */
+class ShortWrites extends FileOpsLayer {
+  override writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
+    return this.below.writeSync(fd, buf, offset, Math.min(length, 1000), position);
+  }
+
+  override writevSync(fd: number, pieces: Pieces, position: number): number {
+    return this.below.writeSync(fd, pieces[0], 0, Math.min(pieces[0].length, 1000), position);
+  }
+
+  override writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void {
+    this.below.writev(fd, [pieces[0].subarray(0, 1000)], position, done);
+  }
+}
+
+describe('short writes are retried to the end', () => {
+  const data = Buffer.from(Array.from({ length: 10_000 }, (_, i) => i % 251));
+  const pieces = [data.subarray(0, 2500), data.subarray(2500, 2501), data.subarray(2501)];
+
+  test.each([
+    ['pwriteAllSync', (fd: number) => Promise.resolve(pwriteAllSync(fd, data, 100))],
+    ['pwritevAllSync', (fd: number) => Promise.resolve(pwritevAllSync(fd, pieces, 100))],
+    ['pwritevAll', (fd: number) => pwritevAll(fd, pieces, 100)],
+  ])('%s', async (_name, writeAll) => {
+    const fd = fs.openSync(file, 'w+');
+    try {
+      layer = new ShortWrites().install();
+      await writeAll(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const written = fs.readFileSync(file);
+    expect(written.length).toBe(100 + data.length);
+    expect(written.subarray(100).equals(data)).toBe(true);
+  });
+});
+
+test.each([
+  ['preadAllSync', (fd: number, buf: Buffer) => Promise.resolve(preadAllSync(fd, buf, 3000))],
+  ['preadAll', (fd: number, buf: Buffer) => preadAll(fd, buf, 3000)],
+])('%s reads bytes past the end of the file as zeroes', async (_name, readAll) => {
+  fs.writeFileSync(file, Buffer.alloc(4096, 7));
+  const buf = Buffer.alloc(8192, 0xff);
+  const fd = fs.openSync(file, 'r');
+  try {
+    await readAll(fd, buf);
+  } finally {
+    fs.closeSync(fd);
+  }
+  expect(buf.subarray(0, 1096).every((b) => b === 7)).toBe(true);
+  expect(buf.subarray(1096).every((b) => b === 0)).toBe(true);
+});
+
+describe('settleAll', () => {
+  /** Runs settle after ms; resolves with what it returns, rejects with what it throws. */
+  const later = <T>(ms: number, settle: () => T) => new Promise<void>((resolve) => setTimeout(resolve, ms)).then(settle);
+
+  test('waits for every operation before rejecting with the first failure', async () => {
+    let slowDone = false;
+    const first = new Error('first');
+    const operations = [
+      Promise.reject(first),
+      later(30, () => {
+        slowDone = true;
+      }),
+      later(10, () => {
+        throw new Error('second');
+      }),
+    ];
+    await expect(settleAll(operations)).rejects.toBe(first);
+    expect(slowDone).toBe(true);
+  });
+
+  test('resolves once all succeeded', async () => {
+    let done = 0;
+    await settleAll([later(5, () => void done++), later(1, () => void done++)]);
+    expect(done).toBe(2);
+  });
+});

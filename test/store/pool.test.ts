@@ -1,0 +1,232 @@
+// A pool on its own (fabric/store/pool.ts, pool-member.ts): two members of unequal size, checked by
+// reading their files with fs; syncs of dirty members only; and fail-stop once a member's file is
+// deleted or replaced, or an fdatasync failed.
+
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import pino from 'pino';
+import { IoError } from '../../fabric/errors';
+import { BLOCK_BYTES } from '../../fabric/store/block-size';
+import { Pool } from '../../fabric/store/pool';
+import {
+  checkInitializable,
+  DATA_OFFSET_BYTES,
+  initializeMember,
+  locateMember,
+  readMember,
+  type OpenMember,
+} from '../../fabric/store/pool-member';
+import { FaultyFileOps, isPoolFile } from '../helpers/faulty-fs';
+import { FileOpsRecorder } from '../helpers/file-ops-recorder';
+import { Prng } from '../helpers/prng';
+
+/** Data blocks of the two members: unequal, and large enough for writes past 128 KiB on each side. */
+const BLOCKS = [40, 72];
+
+let dir: string;
+let pool: Pool | undefined;
+let members: OpenMember[];
+let faults: FaultyFileOps | undefined;
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-pool-'));
+  members = BLOCKS.map((blocks, i) => newMember(path.join(dir, `disk${i}`), blocks));
+  pool = new Pool('default', members, pino({ level: 'silent' }));
+});
+
+afterEach(() => {
+  faults?.uninstall();
+  faults = undefined;
+  pool?.close();
+  pool = undefined;
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A member file created in its own directory, as weftd does for a --pool directory. */
+function newMember(memberDir: string, blocks: number): OpenMember {
+  fs.mkdirSync(memberDir);
+  const location = locateMember(memberDir, 'default', DATA_OFFSET_BYTES + blocks * BLOCK_BYTES);
+  return initializeMember(location, undefined);
+}
+
+/** count blocks, block i filled with the byte (seed + i), split into pieces that do not follow block bounds. */
+function blocksData(count: number, seed: number): Buffer[] {
+  const data = Buffer.alloc(count * BLOCK_BYTES);
+  for (let i = 0; i < count; i++) data.fill((seed + i) & 0xff, i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES);
+  const cut = Math.floor(data.length / 3) + 7;
+  return [data.subarray(0, cut), data.subarray(cut, 2 * cut), data.subarray(2 * cut)];
+}
+
+/** Expects equal bytes (jest's toEqual walks a large Buffer byte by byte: seconds for 280 KiB). */
+function expectBytes(actual: Buffer, expected: Buffer): void {
+  expect(actual.length).toBe(expected.length);
+  expect(actual.equals(expected)).toBe(true);
+}
+
+/** Bytes of a member's data blocks, read from its file. */
+function memberBytes(m: OpenMember, block: number, count: number): Buffer {
+  const fd = fs.openSync(m.path, 'r');
+  const buf = Buffer.alloc(count * BLOCK_BYTES);
+  fs.readSync(fd, buf, 0, buf.length, DATA_OFFSET_BYTES + block * BLOCK_BYTES);
+  fs.closeSync(fd);
+  return buf;
+}
+
+describe('addressing', () => {
+  test('the pool has the blocks of both members, member 0 first', () => {
+    expect(pool!.totalBlocks).toBe(BLOCKS[0] + BLOCKS[1]);
+    expect(pool!.memberList().map((m) => m.blocks)).toEqual(BLOCKS);
+    expect(pool!.memberList().map((m) => m.path)).toEqual(members.map((m) => m.path));
+  });
+
+  // 4 blocks go through the synchronous path, 70 (280 KiB) through the asynchronous one.
+  test.each([4, 70])('a write of %i blocks across the member boundary lands in both files at the right offsets', async (count) => {
+    const inFirst = Math.min(count / 2, BLOCKS[0]);
+    const start = BLOCKS[0] - inFirst;
+    const pieces = blocksData(count, 0x21);
+    const all = Buffer.concat(pieces);
+    await pool!.write(start, pieces);
+
+    expectBytes(memberBytes(members[0], start, inFirst), all.subarray(0, inFirst * BLOCK_BYTES));
+    expectBytes(memberBytes(members[1], 0, count - inFirst), all.subarray(inFirst * BLOCK_BYTES));
+    // Nothing around the write was touched.
+    expect(memberBytes(members[0], start - 1, 1).every((b) => b === 0)).toBe(true);
+    expect(memberBytes(members[1], count - inFirst, 1).every((b) => b === 0)).toBe(true);
+
+    const back = Buffer.alloc(all.length);
+    await pool!.read(start, back);
+    expectBytes(back, all);
+  });
+
+  test('a write inside the second member lands at its own offset, not the pool-wide one', async () => {
+    await pool!.write(BLOCKS[0] + 5, blocksData(2, 0x40));
+    expectBytes(memberBytes(members[1], 5, 2), Buffer.concat(blocksData(2, 0x40)));
+    expect(memberBytes(members[0], 0, BLOCKS[0]).every((b) => b === 0)).toBe(true);
+  });
+
+  test('blocks never written read as zeroes, also past the end of a sparse file', async () => {
+    const back = Buffer.alloc(8 * BLOCK_BYTES, 0xff);
+    await pool!.read(BLOCKS[0] + BLOCKS[1] - 8, back);
+    expect(back.every((b) => b === 0)).toBe(true);
+  });
+});
+
+describe('sync', () => {
+  test('syncs only the members written since the last sync', async () => {
+    await pool!.sync(); // members start dirty: writes of a previous process may be in the page cache
+    const recorder = FileOpsRecorder.install();
+    try {
+      await pool!.write(BLOCKS[0] + 1, blocksData(1, 1));
+      await pool!.sync();
+      expect(recorder.since(0, 'fdatasync', () => true).map((e) => e.file)).toEqual([members[1].path]);
+      const mark = recorder.events.length;
+      await pool!.sync();
+      expect(recorder.since(mark, 'fdatasync', () => true)).toEqual([]);
+      await pool!.write(BLOCKS[0] - 1, blocksData(2, 1));
+      await pool!.sync();
+      expect(recorder.since(mark, 'fdatasync', () => true).map((e) => e.file).sort()).toEqual(members.map((m) => m.path).sort());
+    } finally {
+      recorder.uninstall();
+    }
+  });
+});
+
+describe('fail-stop', () => {
+  async function expectLost(problem: RegExp): Promise<void> {
+    const error = await pool!.sync().catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(IoError);
+    expect(error).toMatchObject({ errno: 'EIO', message: expect.stringMatching(problem) });
+    // From then on every write and sync fails the same way, on either member.
+    await expect(pool!.write(0, blocksData(1, 9))).rejects.toBe(error);
+    await expect(pool!.write(BLOCKS[0], blocksData(1, 9))).rejects.toBe(error);
+    await expect(pool!.sync()).rejects.toBe(error);
+    expect(memberBytes(members[0], 0, 1).every((b) => b === 0)).toBe(true);
+  }
+
+  test('a member file deleted while open', async () => {
+    fs.rmSync(members[1].path);
+    await expectLost(/disk1\/weft-pool-default\.img was deleted/);
+  });
+
+  test('a member file replaced by a copy while open', async () => {
+    const moved = path.join(dir, 'moved.img');
+    fs.renameSync(members[0].path, moved);
+    fs.copyFileSync(moved, members[0].path);
+    await expectLost(/disk0\/weft-pool-default\.img was replaced by another file/);
+  });
+
+  test('a member file moved away while open', async () => {
+    fs.renameSync(members[1].path, path.join(dir, 'moved.img'));
+    await expectLost(/was moved or deleted \(ENOENT\)/);
+  });
+
+  test('a failed fdatasync: the pool refuses later writes and syncs, even once the disk works', async () => {
+    faults = new FaultyFileOps(new Prng(1)).install();
+    faults.affects = isPoolFile;
+    faults.calls = new Set(['sync']);
+    faults.failNext('EIO');
+    await pool!.write(3, blocksData(1, 3));
+    const error = await pool!.sync().catch((err: unknown) => err);
+    expect(error).toMatchObject({ errno: 'EIO', message: expect.stringMatching(/could not be synced \(EIO: i\/o error/) });
+    faults.heal();
+    await expect(pool!.write(BLOCKS[0], blocksData(1, 4))).rejects.toBe(error);
+    await expect(pool!.sync()).rejects.toBe(error);
+    expect(memberBytes(members[1], 0, 1).every((b) => b === 0)).toBe(true);
+  });
+
+  test.each([4, 70])('a failed write of %i blocks across the boundary rejects once both parts are done, and does not stop the pool', async (count) => {
+    faults = new FaultyFileOps(new Prng(1)).install();
+    faults.affects = (f) => f === members[1].path;
+    faults.failNext('ENOSPC');
+    const start = BLOCKS[0] - count / 2;
+    await expect(pool!.write(start, blocksData(count, 5))).rejects.toMatchObject({ code: 'ENOSPC' });
+    // The first member's part was written all the same.
+    expectBytes(memberBytes(members[0], start, count / 2), Buffer.concat(blocksData(count, 5)).subarray(0, (count / 2) * BLOCK_BYTES));
+    await pool!.write(start, blocksData(count, 6));
+    await pool!.sync();
+    expectBytes(memberBytes(members[1], 0, count / 2), Buffer.concat(blocksData(count, 6)).subarray((count / 2) * BLOCK_BYTES));
+  });
+});
+
+describe('pool members', () => {
+  test('a member is reopened with the superblock it was created with', () => {
+    const reopened = readMember(members[1].path, 'default');
+    try {
+      expect(reopened.superblock).toEqual(members[1].superblock);
+      expect(reopened.sizeBytes).toBe(DATA_OFFSET_BYTES + BLOCKS[1] * BLOCK_BYTES);
+      expect(reopened.emptyHead).toBe(false);
+    } finally {
+      fs.closeSync(reopened.fd);
+    }
+  });
+
+  test('a member of another pool class is refused', () => {
+    expect(() => readMember(members[0].path, 'fast')).toThrow(/belongs to pool class "default", not "fast"/);
+  });
+
+  test('a file with data in its first MiB is not made a member; an empty one is', () => {
+    const file = path.join(dir, 'existing.img');
+    fs.writeFileSync(file, Buffer.alloc(DATA_OFFSET_BYTES + 32 * BLOCK_BYTES));
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, Buffer.from('precious'), 0, 8, 4096);
+    fs.closeSync(fd);
+    const used = readMember(file, 'default');
+    fs.closeSync(used.fd);
+    expect(() => checkInitializable(used, 'default')).toThrow(/first MiB is not empty; refusing to overwrite it/);
+
+    fs.writeFileSync(file, Buffer.alloc(DATA_OFFSET_BYTES + 32 * BLOCK_BYTES));
+    const empty = readMember(file, 'default');
+    checkInitializable(empty, 'default');
+    const member = initializeMember(locateMember(file, 'default', undefined), empty);
+    fs.closeSync(member.fd);
+    expect(member.superblock.blocks).toBe(32);
+  });
+
+  test('a member too small, or a size given for a file, is refused', () => {
+    const small = path.join(dir, 'small');
+    fs.mkdirSync(small);
+    expect(() => locateMember(small, 'default', DATA_OFFSET_BYTES + 15 * BLOCK_BYTES)).toThrow(/too small/);
+    expect(() => locateMember(members[0].path, 'default', DATA_OFFSET_BYTES + 64 * BLOCK_BYTES)).toThrow(/a size is only allowed when/);
+  });
+});
