@@ -63,8 +63,11 @@ export class BlockAllocator {
       if (block >= this.totalBlocks) block = 0;
       const word = this.words[block >>> 5];
       if (word === 0xffffffff && (block & 31) === 0) {
-        block += 32;
-        scanned += 32;
+        // A full word: skip it, counting only the pool's blocks in it (the last word may be partly
+        // padding), so that one pass looks at every block once.
+        const next = Math.min(block + 32, this.totalBlocks);
+        scanned += next - block;
+        block = next;
         continue;
       }
       if (!this.isUsed(block)) {
@@ -77,6 +80,7 @@ export class BlockAllocator {
       block++;
       scanned++;
     }
+    if (needed > 0) throw new Error(`allocator: ${this.freeBlocks} blocks counted free, but a full pass found only ${count - needed}`);
     this.usedCount += count;
     this.cursor = block;
     return runs;

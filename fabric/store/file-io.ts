@@ -5,11 +5,13 @@ import * as fs from 'fs';
 import { slicePieces, totalBytes, type Pieces } from '../pieces';
 
 /**
- * The calls through which every pool and metadata file is written, grown and synced. Production uses
- * node's fs; tests put a layer under them that simulates a power cut (writes since the last sync
- * dropped) or injects write and sync failures (setFileOps).
+ * The calls through which every pool and metadata file is written, grown and synced, and pool files
+ * are read. Production uses node's fs; tests put a layer under them that simulates a power cut
+ * (writes since the last sync dropped), injects write and sync failures, or a slow device (setFileOps).
  */
 export interface FileOps {
+  readSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
+  read(fd: number, buf: Buffer, offset: number, length: number, position: number, done: (err: NodeJS.ErrnoException | null, read: number) => void): void;
   writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   writevSync(fd: number, pieces: Pieces, position: number): number;
   writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void;
@@ -19,6 +21,8 @@ export interface FileOps {
 }
 
 const nodeFileOps: FileOps = {
+  readSync: (fd, buf, offset, length, position) => fs.readSync(fd, buf, offset, length, position),
+  read: (fd, buf, offset, length, position, done) => fs.read(fd, buf, offset, length, position, done),
   writeSync: (fd, buf, offset, length, position) => fs.writeSync(fd, buf, offset, length, position),
   writevSync: (fd, pieces, position) => fs.writevSync(fd, pieces, position),
   writev: (fd, pieces, position, done) => fs.writev(fd, pieces, position, done),
@@ -55,7 +59,7 @@ export function pwritevAll(fd: number, pieces: Pieces, position: number): Promis
 export function preadAll(fd: number, buf: Buffer, position: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const step = (done: number) => {
-      fs.read(fd, buf, done, buf.length - done, position + done, (err, read) => {
+      ops.read(fd, buf, done, buf.length - done, position + done, (err, read) => {
         if (err) return reject(err);
         if (read === 0) {
           buf.fill(0, done);
@@ -98,7 +102,7 @@ export function pwritevAllSync(fd: number, pieces: Pieces, position: number): vo
 export function preadAllSync(fd: number, buf: Buffer, position: number): void {
   let done = 0;
   while (done < buf.length) {
-    const read = fs.readSync(fd, buf, done, buf.length - done, position + done);
+    const read = ops.readSync(fd, buf, done, buf.length - done, position + done);
     if (read === 0) {
       buf.fill(0, done);
       return;

@@ -11,16 +11,85 @@ import { fdatasync, preadAll, preadAllSync, pwritevAll, pwritevAllSync, RESOLVED
 import { DATA_OFFSET_BYTES, OpenMember } from './pool-member';
 
 /**
- * Requests up to this size are done with synchronous pread/pwrite on the event-loop thread: for
- * data in the page cache that costs a few microseconds, several times less than handing the call
- * to libuv's thread pool and back (4k random I/O: about twice the IOPS). Larger requests go to the
- * pool, where the copy runs beside the event loop (1 MiB writes: about 10% faster than inline).
+ * Requests up to this size are done with synchronous pread/pwrite on the event-loop thread while the
+ * member answers them from the page cache: that costs a few microseconds, several times less than
+ * handing the call to libuv's thread pool and back (4k random I/O: about twice the IOPS). Larger
+ * requests go to the pool, where the copy runs beside the event loop (1 MiB writes: about 10% faster
+ * than inline), and so do small ones while the member is slow (InlineIo).
  */
 const SYNC_IO_MAX_BYTES = 128 * 1024;
+
+/**
+ * An inline call slower than this did not just copy to or from the page cache (microseconds, even
+ * for 128 KiB): the device answered it, or the kernel made a writer wait for writeback.
+ */
+const SLOW_CALL_MS = 1;
+/**
+ * This many slow inline calls, less 1/16 for each fast one, move a member's small reads (or writes)
+ * to the thread pool: a CPU taken away now and then during a page-cache hit does not add up to it,
+ * a device that misses one read in two does, within a few calls.
+ */
+const SLOW_CALLS_TO_LEAVE = 3;
+const FAST_CALL_CREDIT = 1 / 16;
+/** How long they stay on the thread pool before a probe; doubles each time the member is still slow. */
+const THREAD_POOL_FIRST_MS = 1000;
+const THREAD_POOL_LONGEST_MS = 16_000;
+
+/**
+ * Where a member's small reads, or its small writes, run. Inline on the event-loop thread while they
+ * are page-cache hits; on a slow device each inline call would stall every connection and the control
+ * plane for the device's latency, so once several were slow they go to libuv's thread pool for a
+ * while. Then one runs inline again as a probe, on probation: one more slow call sends them back.
+ */
+class InlineIo {
+  private slowCalls = 0;
+  /** While small requests go to the thread pool: performance.now() when the probe is due; else 0. */
+  private probeAtMs = 0;
+  private threadPoolMs = THREAD_POOL_FIRST_MS;
+
+  /** Whether the next small request runs inline; if so, the caller reports how long it took. */
+  runsInline(): boolean {
+    if (this.probeAtMs === 0) return true;
+    if (performance.now() < this.probeAtMs) return false;
+    this.probeAtMs = 0;
+    this.slowCalls = SLOW_CALLS_TO_LEAVE - 1;
+    return true;
+  }
+
+  took(ms: number): void {
+    if (ms <= SLOW_CALL_MS) {
+      if (this.slowCalls === 0) return;
+      this.slowCalls = Math.max(0, this.slowCalls - FAST_CALL_CREDIT);
+      if (this.slowCalls === 0) this.threadPoolMs = THREAD_POOL_FIRST_MS; // fast again for a while
+      return;
+    }
+    if (++this.slowCalls < SLOW_CALLS_TO_LEAVE) return;
+    this.probeAtMs = performance.now() + this.threadPoolMs;
+    this.threadPoolMs = Math.min(2 * this.threadPoolMs, THREAD_POOL_LONGEST_MS);
+  }
+}
+
+/**
+ * Runs call(fd, data, position) on the event-loop thread and tells io how long it took. A failure
+ * rejects, not throws: the request's other I/O may already be running (settleAll).
+ */
+function inline<T>(io: InlineIo, call: (fd: number, data: T, position: number) => void, fd: number, data: T, position: number): Promise<void> {
+  const startMs = performance.now();
+  try {
+    call(fd, data, position);
+    return RESOLVED;
+  } catch (err) {
+    return Promise.reject(err);
+  } finally {
+    io.took(performance.now() - startMs);
+  }
+}
 
 interface PlacedMember extends OpenMember {
   firstBlock: number;
   dirty: boolean;
+  reads: InlineIo;
+  writes: InlineIo;
 }
 
 export class Pool {
@@ -34,7 +103,7 @@ export class Pool {
     for (const m of members) {
       // Dirty from the start: after a crash, a member may hold writes of the previous process that
       // reached only the page cache, and recovery keeps them (their checksums match).
-      this.members.push({ ...m, firstBlock, dirty: true });
+      this.members.push({ ...m, firstBlock, dirty: true, reads: new InlineIo(), writes: new InlineIo() });
       firstBlock += m.superblock.blocks;
     }
     this.allocator = new BlockAllocator(firstBlock);
@@ -52,14 +121,8 @@ export class Pool {
   read(start: number, buf: Buffer): Promise<void> {
     return this.eachSegment(start, buf.length, (m, position, fromBytes, toBytes) => {
       const part = toBytes - fromBytes === buf.length ? buf : buf.subarray(fromBytes, toBytes);
-      if (part.length > SYNC_IO_MAX_BYTES) return preadAll(m.fd, part, position);
-      // A failure must reject, not throw: the request's other I/O may already be running (settleAll).
-      try {
-        preadAllSync(m.fd, part, position);
-        return RESOLVED;
-      } catch (err) {
-        return Promise.reject(err);
-      }
+      if (part.length > SYNC_IO_MAX_BYTES || !m.reads.runsInline()) return preadAll(m.fd, part, position);
+      return inline(m.reads, preadAllSync, m.fd, part, position);
     });
   }
 
@@ -68,17 +131,12 @@ export class Pool {
     if (this.lost) return Promise.reject(this.lost);
     return this.eachSegment(start, totalBytes(pieces), (m, position, fromBytes, toBytes) => {
       const part = slicePieces(pieces, fromBytes, toBytes);
-      if (toBytes - fromBytes > SYNC_IO_MAX_BYTES) {
+      if (toBytes - fromBytes > SYNC_IO_MAX_BYTES || !m.writes.runsInline()) {
         // Dirty once it is done: a sync that ran while it was in flight did not cover it.
         return pwritevAll(m.fd, part, position).finally(() => (m.dirty = true));
       }
       m.dirty = true;
-      try {
-        pwritevAllSync(m.fd, part, position);
-        return RESOLVED;
-      } catch (err) {
-        return Promise.reject(err); // as for reads
-      }
+      return inline(m.writes, pwritevAllSync, m.fd, part, position);
     });
   }
 

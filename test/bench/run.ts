@@ -1,16 +1,19 @@
 // Benchmarks weft's NBD server side by side with qemu-nbd and nbdkit (file plugin) using fio, in one
 // run, on one temp dir, and prints a markdown table of medians and of weft's ratio to each reference.
+// BENCH_SLOW_POOL=MS runs weft alone, its pool on a device that takes MS ms per read and per write.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { freePort } from '../helpers/free-port';
-import { cleanupAll, makeTempDir, run } from '../helpers/weftd';
+import { cleanupAll, makeTempDir, run, startWeftd, type RunResult } from '../helpers/weftd';
 import { fill, runFio } from './fio';
 import { benchMain, mustSucceed, positiveInteger, saveResults, startBenchWeftd } from './harness';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 10);
 const REPEAT = positiveInteger('BENCH_REPEAT', 1);
 const VOLUME_BYTES = 1024 ** 3;
+/** The slow device's latency per read and per write in ms, or undefined for the normal bench. */
+const SLOW_POOL_MS = process.env.BENCH_SLOW_POOL ? positiveInteger('BENCH_SLOW_POOL', 0) : undefined;
 
 interface Job {
   name: string;
@@ -50,10 +53,17 @@ class Servers {
   readonly list: Server[] = [];
   private readonly pidFiles: string[] = [];
 
+  /** The FUSE mount of the slow device, unmounted by stopAll(). */
+  private slowMount: string | undefined;
+
   constructor(private readonly dir: string) {}
 
-  async startWeft(): Promise<void> {
-    const node = await startBenchWeftd(this.dir, 2 * VOLUME_BYTES);
+  /** weft with its pool in the temp dir, or (latencyMs) on a slow device. */
+  async startWeft(latencyMs?: number): Promise<void> {
+    const node =
+      latencyMs === undefined
+        ? await startBenchWeftd(this.dir, 2 * VOLUME_BYTES)
+        : await startWeftd({ dataDir: path.join(this.dir, 'weft-data'), pools: [`bench:${await this.slowDevice(latencyMs)}`] });
     mustSucceed('weft volume create', await node.weft(['volume', 'create', 'bench', '--size', String(VOLUME_BYTES)]));
     this.list.push({ name: 'weft', uri: node.nbdUri('bench'), metricsUrl: `http://127.0.0.1:${node.metricsPort}/metrics` });
   }
@@ -70,6 +80,32 @@ class Servers {
     this.list.push({ name: 'nbdkit', uri: `nbd://127.0.0.1:${port}/` });
   }
 
+  /** A directory where weftd makes its pool file, 2x the volume: a pool spec's PATH:SIZE. */
+  /**
+   * A sparse file 2x the volume served by nbdkit with its delay filter (every read and write takes
+   * latencyMs more) and exposed by nbdfuse as a regular file, MOUNT/nbd, which weftd takes as its pool
+   * member. Writes through FUSE go to nbdkit each time; reads may be served from the page cache.
+   */
+  private async slowDevice(latencyMs: number): Promise<string> {
+    const image = path.join(this.dir, 'slow.img');
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, 2 * VOLUME_BYTES);
+    const mount = path.join(this.dir, 'slow-mount');
+    fs.mkdirSync(mount);
+    const pidFile = path.join(this.dir, 'nbdfuse.pid');
+    const delay = [`rdelay=${latencyMs}ms`, `wdelay=${latencyMs}ms`];
+    const nbdkit = ['nbdkit', '--exit-with-parent', '--filter=delay', 'file', image, ...delay];
+    let exited: RunResult | undefined;
+    void run('nbdfuse', ['-P', pidFile, path.join(mount, 'nbd'), '[', ...nbdkit, ']']).then((result) => (exited = result));
+    this.slowMount = mount;
+    for (let waitedMs = 0; !fs.existsSync(pidFile) || fs.statSync(pidFile).size === 0; waitedMs += 50) {
+      if (exited) throw new Error(`nbdfuse exited (${exited.code ?? exited.signal}): ${exited.stderr.trim()}`);
+      if (waitedMs > 10_000) throw new Error('nbdfuse did not start within 10 s');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return path.join(mount, 'nbd');
+  }
+
   /** A preallocated raw file, a pid file to stop the server by, and a free port. */
   private async prepare(name: string): Promise<{ file: string; pidFile: string; port: number }> {
     const file = path.join(this.dir, `${name}.raw`);
@@ -79,9 +115,16 @@ class Servers {
     return { file, pidFile, port: await freePort() };
   }
 
-  /** Stops the reference servers by the pids they wrote, then weftd and the temp dir. */
+  /**
+   * Stops the reference servers by the pids they wrote, then weftd, nbdfuse and the temp dir. The
+   * slow device is unmounted lazily first: weftd still holds its file open, and nbdfuse (with its
+   * nbdkit) exits once weftd is gone.
+   */
   async stopAll(): Promise<void> {
     await Promise.all(this.pidFiles.filter((file) => fs.existsSync(file)).map((file) => stopPid(Number(fs.readFileSync(file, 'utf8').trim()))));
+    const unmount = this.slowMount && (await run('fusermount3', ['-u', '-z', this.slowMount]));
+    if (unmount && unmount.code !== 0) console.error(`bench: fusermount3 -u -z ${this.slowMount}: ${unmount.stderr.trim()}`);
+    this.slowMount = undefined;
     await cleanupAll();
   }
 }
@@ -158,30 +201,37 @@ function delayTable(delays: LoopDelays): string {
   return lines.join('\n');
 }
 
-function table(results: Results): string {
-  const lines = ['| job | weft | qemu-nbd | nbdkit | weft/qemu-nbd | weft/nbdkit |', '|---|---|---|---|---|---|'];
+/** Medians per server, then weft's ratio to each other server. */
+function table(results: Results, names: Server['name'][]): string {
+  const references = names.filter((name) => name !== 'weft');
+  const header = ['job', ...names, ...references.map((name) => `weft/${name}`)];
+  const lines = [`| ${header.join(' | ')} |`, `|${'---|'.repeat(header.length)}`];
   for (const job of JOBS) {
     const row = results.get(job.name);
     const value = (name: Server['name']) => row?.get(name) ?? NaN;
     const ratio = (reference: Server['name']) => (value('weft') / value(reference)).toFixed(2);
-    const cells = [`${job.name} (${job.unit})`, ...(['weft', 'qemu-nbd', 'nbdkit'] as const).map((name) => String(Math.round(value(name)))), ratio('qemu-nbd'), ratio('nbdkit')];
+    const cells = [`${job.name} (${job.unit})`, ...names.map((name) => String(Math.round(value(name)))), ...references.map(ratio)];
     lines.push(`| ${cells.join(' | ')} |`);
   }
   return lines.join('\n');
 }
 
 async function main(dir: string, servers: Servers): Promise<void> {
-  console.error(`bench: ${JOBS.length} jobs x ${REPEAT} x 3 servers, ${SECONDS} s each, in ${dir}`);
-  await servers.startWeft();
-  await servers.startQemuNbd();
-  await servers.startNbdkit();
+  const what = SLOW_POOL_MS === undefined ? '3 servers' : `weft only, pool on a device of ${SLOW_POOL_MS} ms per read and write`;
+  console.error(`bench: ${JOBS.length} jobs x ${REPEAT} x ${what}, ${SECONDS} s each, in ${dir}`);
+  await servers.startWeft(SLOW_POOL_MS);
+  if (SLOW_POOL_MS === undefined) {
+    await servers.startQemuNbd();
+    await servers.startNbdkit();
+  }
   for (const server of servers.list) console.error(`  fill ${server.name}: ${Math.round(await fill(server.uri, path.join(dir, `fill-${server.name}.json`)))} MB/s`);
   const { results, delays } = await measure(servers.list, dir);
-  const markdown = `${table(results)}\n\n${delayTable(delays)}`;
+  const markdown = `${table(results, servers.list.map((server) => server.name))}\n\n${delayTable(delays)}`;
   console.log(markdown);
   const json = {
     seconds: SECONDS,
     repeat: REPEAT,
+    slowPoolMs: SLOW_POOL_MS,
     results: Object.fromEntries([...results].map(([job, row]) => [job, Object.fromEntries(row)])),
     weftEventLoopDelayMs: Object.fromEntries(delays),
   };

@@ -19,6 +19,14 @@ export class FileOpsLayer implements FileOps {
     setFileOps(this.below);
   }
 
+  readSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
+    return this.below.readSync(fd, buf, offset, length, position);
+  }
+
+  read(fd: number, buf: Buffer, offset: number, length: number, position: number, done: (err: NodeJS.ErrnoException | null, read: number) => void): void {
+    this.below.read(fd, buf, offset, length, position, done);
+  }
+
   writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
     return this.below.writeSync(fd, buf, offset, length, position);
   }

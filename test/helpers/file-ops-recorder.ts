@@ -114,6 +114,8 @@ export class FileOpsRecorder {
       else start();
     };
     return {
+      readSync: (fd, buf, offset, length, position) => this.below.readSync(fd, buf, offset, length, position), // reads are not recorded
+      read: (fd, buf, offset, length, position, callback) => this.below.read(fd, buf, offset, length, position, callback),
       writeSync: (fd, buf, offset, length, position) => syncCall('write', fd, () => this.below.writeSync(fd, buf, offset, length, position), position, length),
       writevSync: (fd, pieces: Pieces, position) => syncCall('write', fd, () => this.below.writevSync(fd, pieces, position), position, totalBytes(pieces)),
       writev: (fd, pieces, position, callback) =>

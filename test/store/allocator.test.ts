@@ -91,10 +91,21 @@ describe('deferred frees', () => {
     expect(a.freeBlocks).toBe(2);
   });
 
+  test('a pool whose size is not a multiple of 32 hands out its last free block behind the cursor', () => {
+    const a = new BlockAllocator(40);
+    a.allocate(10);
+    for (let b = 10; b < 40; b++) a.markUsed(b);
+    a.freeNow(9);
+    expect(a.allocate(1)).toEqual([{ start: 9, count: 1 }]);
+    expect(a.freeBlocks).toBe(0);
+    expect(a.allocate(1)).toBeUndefined();
+  });
+
   test('seeded model: no block is handed out twice, none reused before its free is released', () => {
     const seed = Date.now() >>> 0;
     const rng = new Prng(seed);
-    const total = 192;
+    // Not a multiple of 32: the bitmap's last word is partly padding (where a bug once hid).
+    const total = 200;
     const a = new BlockAllocator(total);
     /** Blocks in use (pending frees included), as the model keeps them. */
     const used = new Set<number>();
