@@ -52,7 +52,7 @@ export class ControlTxn {
     const children = this.store.catalog.layers.filter((l) => l.parent === id);
     if (children.length === 0) this.dropLayer(id);
     // Merged entries keep pointing into the layer's pool: only a child in the same pool can take them.
-    else if (children.length === 1 && children[0].pool === layer.pool) this.mergeInto(layer, children[0]);
+    else if (children.length === 1 && children[0].pool === layer.pool) this.merge(layer, children[0]);
   }
 
   /** Journals the operation and makes it and every completed write durable. */
@@ -81,6 +81,37 @@ export class ControlTxn {
       metadata.recordCancel(this.seq);
       metadata.writeOut().catch(() => undefined);
     }
+  }
+
+  /**
+   * Merges a hidden layer with its only child, at the cost of the smaller of the two: the larger
+   * map takes the smaller's entries (the child's win). An old snapshot that earlier merges made
+   * large is not copied into a small child on every deletion (that cost grew with the volume's
+   * history and stalled the event loop). The caller has made every write behind the child's
+   * entries durable first (a merged entry is not checked against its data at recovery).
+   */
+  private merge(layer: LayerRecord, child: LayerRecord): void {
+    if (this.store.metadata.mapOf(child.id).size < this.store.metadata.mapOf(layer.id).size) this.absorbChild(layer, child);
+    else this.mergeInto(layer, child);
+  }
+
+  /** The hidden layer takes its child's entries and its place (references to the child move to it). */
+  private absorbChild(layer: LayerRecord, child: LayerRecord): void {
+    const map = this.store.metadata.mapOf(layer.id);
+    this.store.metadata.mapOf(child.id).forEach((block, value, crc) => {
+      const old = map.value(block);
+      if (old >= FIRST_PHYSICAL) this.frees.push({ pool: layer.pool, block: old - FIRST_PHYSICAL });
+      this.maps.push({ layer: layer.id, block, value, crc, previousValue: old, previousCrc: map.crc(block) });
+      map.set(block, value, crc);
+    });
+    const catalog = this.store.catalog;
+    for (const v of catalog.volumes.filter((r) => r.head === child.id)) this.catalog.change('volume', v).head = layer.id;
+    for (const s of catalog.snapshots.filter((r) => r.layer === child.id)) this.catalog.change('snapshot', s).layer = layer.id;
+    for (const l of catalog.layers.filter((r) => r.parent === child.id)) this.catalog.change('layer', l).parent = layer.id;
+    const taken = this.catalog.change('layer', layer);
+    if (child.hidden) taken.hidden = true;
+    else delete taken.hidden;
+    this.removeLayer(child);
   }
 
   private mergeInto(layer: LayerRecord, child: LayerRecord): void {

@@ -162,6 +162,7 @@ export class LocalEngine implements VolumeEngine {
     return this.control(() => this.registry.sharing(this.view.findVolume(name).head), async (txn) => {
       const record = this.view.findVolume(name);
       this.checkUnused(name, 'disconnect them first');
+      await this.store.flushAll(); // what a merge moves must be durable (ControlTxn.merge)
       // Its snapshots stay (as in Kubernetes, a snapshot outlives its volume): they are layers of
       // their own, and dropping the head frees only the blocks written since the last one.
       txn.catalog.remove('volume', record);
@@ -190,6 +191,7 @@ export class LocalEngine implements VolumeEngine {
       const record = this.view.findVolume(name);
       const snapshot = this.view.findSnapshot(name, snapshotName);
       this.checkUnused(name, 'disconnect them before reverting');
+      await this.store.flushAll(); // what a merge moves must be durable (ControlTxn.merge)
       const oldHead = record.head;
       txn.catalog.change('volume', record);
       record.head = txn.newLayer(record.class, snapshot.layer).id;
@@ -238,6 +240,7 @@ export class LocalEngine implements VolumeEngine {
       if (open && open.connections > 0) {
         throw failedPrecondition(`snapshot ${volume}@${name} is being read by ${open.connections} NBD connection(s)`);
       }
+      await this.store.flushAll(); // what a merge moves must be durable (ControlTxn.merge)
       txn.catalog.remove('snapshot', snapshot);
       txn.catalog.change('layer', layerById(this.catalog, snapshot.layer)).hidden = true;
       txn.collectLayer(snapshot.layer);

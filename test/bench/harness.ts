@@ -49,3 +49,13 @@ export function benchMain(label: string, main: () => Promise<void>, stop: () => 
       process.exitCode = 1;
     });
 }
+
+/**
+ * weft's event-loop delay since the last read, in ms (prom-client's monitorEventLoopDelay
+ * histogram, which each scrape of /metrics reads and resets).
+ */
+export async function eventLoopDelay(metricsUrl: string): Promise<{ p99: number; max: number }> {
+  const text = await (await fetch(metricsUrl)).text();
+  const seconds = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return { p99: seconds('nodejs_eventloop_lag_p99_seconds') * 1000, max: seconds('nodejs_eventloop_lag_max_seconds') * 1000 };
+}

@@ -8,7 +8,7 @@ import { WeftClient } from '../../fabric/api/client';
 import { CMD, RawNbdClient } from '../helpers/nbd-raw-client';
 import { makeTempDir, type WeftdHandle } from '../helpers/weftd';
 import { fill, runFio, type FioSide } from './fio';
-import { benchMain, positiveInteger, saveResults, startBenchWeftd } from './harness';
+import { benchMain, eventLoopDelay, positiveInteger, saveResults, startBenchWeftd } from './harness';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 20);
 /** fio's total rate of 4k random writes, over all the volumes under load. */
@@ -54,6 +54,9 @@ interface PhaseResult {
   iops: number;
   snapshotCycles: number;
   writtenMiB: number;
+  /** weftd's event-loop delay during the phase (from its /metrics). */
+  loopP99Ms: number;
+  loopMaxMs: number;
 }
 
 /**
@@ -113,7 +116,10 @@ async function runPhase(node: WeftdHandle, uris: string[], phase: Phase, outFile
   let stop!: () => void;
   const stopped = new Promise<void>((resolve) => (stop = resolve));
   const churnDone = phase.churn ? churn(node, phase.churn, stopped) : Promise.resolve({ cycles: 0, writtenBytes: 0 });
+  const metricsUrl = `http://127.0.0.1:${node.metricsPort}/metrics`;
+  await eventLoopDelay(metricsUrl); // starts a fresh period
   const [report, work] = await Promise.all([runFio([...common, ...jobs], outFile).finally(stop), churnDone]);
+  const loop = await eventLoopDelay(metricsUrl);
   const side = report.jobs[0].write;
   const result = {
     phase: phase.name,
@@ -124,8 +130,10 @@ async function runPhase(node: WeftdHandle, uris: string[], phase: Phase, outFile
     iops: side.iops,
     snapshotCycles: work.cycles,
     writtenMiB: work.writtenBytes / MiB,
+    loopP99Ms: loop.p99,
+    loopMaxMs: loop.max,
   };
-  console.error(`  ${phase.name}: p99 ${result.p99Ms.toFixed(2)} ms, max ${result.maxMs.toFixed(1)} ms, ${Math.round(result.iops)} IOPS, ${result.snapshotCycles} snapshot cycles`);
+  console.error(`  ${phase.name}: p99 ${result.p99Ms.toFixed(2)} ms, max ${result.maxMs.toFixed(1)} ms, ${Math.round(result.iops)} IOPS, ${result.snapshotCycles} snapshot cycles, weftd event loop p99 ${loop.p99.toFixed(1)} ms max ${loop.max.toFixed(1)} ms`);
   return result;
 }
 
@@ -137,9 +145,9 @@ async function runPhases(node: WeftdHandle, dir: string, uris: string[], phases:
 }
 
 function table(results: PhaseResult[]): string {
-  const lines = ['| phase | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | IOPS | snapshot cycles | MiB written by the loop |', '|---|---|---|---|---|---|---|---|'];
+  const lines = ['| phase | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | IOPS | snapshot cycles | MiB written by the loop | weftd event loop p99 / max (ms) |', '|---|---|---|---|---|---|---|---|---|'];
   for (const r of results) {
-    lines.push(`| ${r.phase} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.p999Ms.toFixed(2)} | ${r.maxMs.toFixed(1)} | ${Math.round(r.iops)} | ${r.snapshotCycles} | ${r.writtenMiB} |`);
+    lines.push(`| ${r.phase} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.p999Ms.toFixed(2)} | ${r.maxMs.toFixed(1)} | ${Math.round(r.iops)} | ${r.snapshotCycles} | ${r.writtenMiB} | ${r.loopP99Ms.toFixed(1)} / ${r.loopMaxMs.toFixed(1)} |`);
   }
   return lines.join('\n');
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { freePort } from '../helpers/free-port';
 import { cleanupAll, makeTempDir, run, startWeftd, type RunResult } from '../helpers/weftd';
 import { fill, runFio } from './fio';
-import { benchMain, mustSucceed, positiveInteger, saveResults, startBenchWeftd } from './harness';
+import { benchMain, eventLoopDelay, mustSucceed, positiveInteger, saveResults, startBenchWeftd } from './harness';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 10);
 const REPEAT = positiveInteger('BENCH_REPEAT', 1);
@@ -161,16 +161,6 @@ function median(values: number[]): number {
 type Results = Map<string, Map<Server['name'], number>>;
 /** weft's event-loop delay during each job, in ms: the worst p99 and max of its repetitions. */
 type LoopDelays = Map<string, { p99: number; max: number }>;
-
-/**
- * weft's event-loop delay since the last read, in ms (prom-client's monitorEventLoopDelay
- * histogram, which each scrape of /metrics reads and resets).
- */
-async function eventLoopDelay(metricsUrl: string): Promise<{ p99: number; max: number }> {
-  const text = await (await fetch(metricsUrl)).text();
-  const seconds = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
-  return { p99: seconds('nodejs_eventloop_lag_p99_seconds') * 1000, max: seconds('nodejs_eventloop_lag_max_seconds') * 1000 };
-}
 
 /** Every job on every server, repetitions interleaved across servers so that drift hits all alike. */
 async function measure(servers: Server[], dir: string): Promise<{ results: Results; delays: LoopDelays }> {
