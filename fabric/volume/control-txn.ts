@@ -17,6 +17,8 @@ export class ControlTxn {
   private readonly frees: { pool: string; block: number }[] = [];
   /** Sequence number of its journal record, once appended. */
   private seq: number | undefined;
+  /** A merge moved a volume head's entries, whose writes may not be durable yet. */
+  private movedHeadEntries = false;
 
   constructor(private readonly store: NodeStore) {
     this.catalog = new CatalogEdit(store.catalog);
@@ -57,6 +59,10 @@ export class ControlTxn {
 
   /** Journals the operation and makes it and every completed write durable. */
   async commit(): Promise<void> {
+    // A merged entry is not checked against its data at recovery: the data must be durable before
+    // the record that moves it. A head's recent writes may not be (a snapshot's are: its creation
+    // synced them).
+    if (this.movedHeadEntries) await this.store.flushAll();
     const seq = this.store.metadata.recordControl(this.catalog.changes(), this.maps);
     this.seq = seq;
     for (const f of this.frees) this.store.pool(f.pool).allocator.freeAfterSync(f.block, seq);
@@ -87,8 +93,7 @@ export class ControlTxn {
    * Merges a hidden layer with its only child, at the cost of the smaller of the two: the larger
    * map takes the smaller's entries (the child's win). An old snapshot that earlier merges made
    * large is not copied into a small child on every deletion (that cost grew with the volume's
-   * history and stalled the event loop). The caller has made every write behind the child's
-   * entries durable first (a merged entry is not checked against its data at recovery).
+   * history and stalled the event loop).
    */
   private merge(layer: LayerRecord, child: LayerRecord): void {
     if (this.store.metadata.mapOf(child.id).size < this.store.metadata.mapOf(layer.id).size) this.absorbChild(layer, child);
@@ -98,6 +103,7 @@ export class ControlTxn {
   /** The hidden layer takes its child's entries and its place (references to the child move to it). */
   private absorbChild(layer: LayerRecord, child: LayerRecord): void {
     const map = this.store.metadata.mapOf(layer.id);
+    if (this.store.catalog.volumes.some((v) => v.head === child.id)) this.movedHeadEntries = true;
     this.store.metadata.mapOf(child.id).forEach((block, value, crc) => {
       const old = map.value(block);
       if (old >= FIRST_PHYSICAL) this.frees.push({ pool: layer.pool, block: old - FIRST_PHYSICAL });

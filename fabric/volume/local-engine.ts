@@ -162,7 +162,6 @@ export class LocalEngine implements VolumeEngine {
     return this.control(() => this.registry.sharing(this.view.findVolume(name).head), async (txn) => {
       const record = this.view.findVolume(name);
       this.checkUnused(name, 'disconnect them first');
-      await this.store.flushAll(); // what a merge moves must be durable (ControlTxn.merge)
       // Its snapshots stay (as in Kubernetes, a snapshot outlives its volume): they are layers of
       // their own, and dropping the head frees only the blocks written since the last one.
       txn.catalog.remove('volume', record);
@@ -191,7 +190,6 @@ export class LocalEngine implements VolumeEngine {
       const record = this.view.findVolume(name);
       const snapshot = this.view.findSnapshot(name, snapshotName);
       this.checkUnused(name, 'disconnect them before reverting');
-      await this.store.flushAll(); // what a merge moves must be durable (ControlTxn.merge)
       const oldHead = record.head;
       txn.catalog.change('volume', record);
       record.head = txn.newLayer(record.class, snapshot.layer).id;
@@ -240,7 +238,6 @@ export class LocalEngine implements VolumeEngine {
       if (open && open.connections > 0) {
         throw failedPrecondition(`snapshot ${volume}@${name} is being read by ${open.connections} NBD connection(s)`);
       }
-      await this.store.flushAll(); // what a merge moves must be durable (ControlTxn.merge)
       txn.catalog.remove('snapshot', snapshot);
       txn.catalog.change('layer', layerById(this.catalog, snapshot.layer)).hidden = true;
       txn.collectLayer(snapshot.layer);
@@ -359,8 +356,13 @@ export class LocalEngine implements VolumeEngine {
     const { metadata } = this.store;
     await metadata.prepareCheckpoint();
     const started = performance.now();
-    const cut = await this.control(() => this.registry.all(), async () => metadata.startCheckpoint());
+    let drainedAt = 0;
+    const cut = await this.control(() => this.registry.all(), async () => {
+      drainedAt = performance.now();
+      return metadata.startCheckpoint();
+    });
     const pausedMs = performance.now() - started;
+    this.logger.info({ drainMs: drainedAt - started, cutMs: performance.now() - drainedAt }, 'checkpoint cut');
     await cut.finish(() => this.store.syncPools());
     this.store.releaseUpTo(cut.cutSeq);
     this.logger.info({ pausedMs: Math.round(pausedMs * 100) / 100, writtenMs: Math.round(performance.now() - started) }, 'checkpoint written');
