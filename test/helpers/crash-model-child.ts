@@ -1,6 +1,7 @@
 // Child process of the crash-model test: runs seeded random operations on the engine (writes,
-// trims, zeroes and flushes several at a time, snapshots, clones, deletes and reverts, some of them
-// while writes are in flight) until it is killed, and reports each one on stdout before it starts,
+// trims, zeroes and flushes several at a time, snapshots, clones, deletes, resizes and reverts, in
+// two pools, some of them several at once on different volumes while writes are in flight) until
+// it is killed, and reports each one on stdout before it starts,
 // once it is acknowledged, or when it failed (see crash-ops.ts).
 // Usage: crash-model-child DATA_DIR POOL_DIR SEED FIRST_OP_ID [--kill-at OP:TURNS:MICROTASKS]
 //   [--kill-after-flush N] [--power-cut-log FILE] [--faults]
@@ -15,9 +16,10 @@
 import { parseArgs } from 'util';
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
+import type { SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
 import { OpenDevices } from './open-devices';
 import { controlState, stateDifference } from './control-state';
-import { BLOCK, ControlOp, IoOp, Op, poolSpec, writeData } from './crash-ops';
+import { BLOCK, CLASSES, ControlOp, happened, IoOp, Op, poolSpec, writeData } from './crash-ops';
 import { FaultyFileOps, isMetadataFile, isPoolFile } from './faulty-fs';
 import { PowerCutFileOps } from './power-cut-fs';
 import { Prng } from './prng';
@@ -28,10 +30,23 @@ const MAX_VOLUME_BLOCKS = 512;
 /** Volumes plus snapshots, so that the pool never fills up. */
 const MAX_OBJECTS = 10;
 const IO_KINDS = { write: 10, trim: 1, zeroes: 1, flush: 1, control: 0.5 };
-const CONTROL_KINDS = { snapshot: 4, deleteSnapshot: 2, clone: 2, createVolume: 1, deleteVolume: 1, resize: 1, revert: 1 };
+const CONTROL_KINDS = { snapshot: 4, deleteSnapshot: 2, clone: 3, createVolume: 1, deleteVolume: 1, resize: 1, revert: 1 };
 /** With --faults: the chance that a fault period starts before a batch, and its length in batches. */
 const FAULT_PERIOD_CHANCE = 0.15;
 const FAULT_PERIOD_BATCHES = [1, 4];
+/** The chance that a batch starts with several control operations at once, and how many. */
+const CONTROLS_TOGETHER_CHANCE = 0.2;
+const CONTROLS_TOGETHER = [2, 4];
+
+/**
+ * The control operations of one batch: the volumes and snapshots (VOL@SNAP) they work on, so that
+ * no two of them meet (each must come out as if alone, whichever commits first), and how many
+ * volumes and snapshots they add.
+ */
+interface BatchControls {
+  claimed: Set<string>;
+  added: number;
+}
 
 class Workload {
   private readonly devices = new OpenDevices(() => this.engine);
@@ -39,6 +54,8 @@ class Workload {
   private flushesDone = 0;
   /** Batches left in the current fault period (0: none). */
   private faultBatches = 0;
+  /** The control operations running, each marked once another one ran alongside it. */
+  private readonly runningControls = new Set<{ overlapped: boolean }>();
 
   constructor(
     private readonly engine: LocalEngine,
@@ -55,20 +72,26 @@ class Workload {
       if (this.engine.listVolumes().length === 0) continue; // its create failed
       await this.ioBatch();
       if (this.rng.chance(0.15)) {
-        const op = this.controlOp(false);
+        const op = this.controlOp();
         if (op) await this.control(op);
       }
     }
   }
 
   /**
-   * Up to eight requests in flight at once, at most one of them a control operation; writes, trims
-   * and zeroes never share a block.
+   * Up to eight requests in flight at once, sometimes after several control operations started
+   * together; writes, trims and zeroes never share a block.
    */
   private async ioBatch(): Promise<void> {
     const touched = new Map<string, [number, number][]>();
     const requests: Promise<void>[] = [];
-    let control = false;
+    const controls: BatchControls = { claimed: new Set(), added: 0 };
+    // Many draws find nothing to do (a full catalog, no snapshot to delete): a few tries each.
+    const together = this.rng.chance(CONTROLS_TOGETHER_CHANCE) ? this.rng.int(CONTROLS_TOGETHER[0], CONTROLS_TOGETHER[1]) : 0;
+    for (let tries = 4 * together; requests.length < together && tries > 0; tries--) {
+      const op = this.controlOp(controls);
+      if (op) requests.push(this.control(op));
+    }
     for (let i = this.rng.int(1, 8); i > 0; i--) {
       const kind = this.rng.weighted(IO_KINDS);
       if (kind === 'flush') {
@@ -76,9 +99,8 @@ class Workload {
         continue;
       }
       if (kind === 'control') {
-        const op = control ? undefined : this.controlOp(true);
+        const op = this.controlOp(controls);
         if (op) requests.push(this.control(op));
-        control = true;
         continue;
       }
       const volume = this.rng.pick(this.engine.listVolumes());
@@ -102,15 +124,29 @@ class Workload {
     return device.writeZeroes(op.offset, op.length, { fua: op.fua, noHole: this.rng.chance(0.5) });
   }
 
-  /** A random control operation; while I/O is in flight, none that needs a volume disconnected. */
-  private controlOp(duringIo: boolean): ControlOp | undefined {
-    const volumes = this.engine.listVolumes();
-    const snapshots = this.engine.listSnapshots();
-    const full = volumes.length + snapshots.length >= MAX_OBJECTS;
+  /**
+   * A random control operation. Within a batch (while I/O is in flight, and with the batch's other
+   * control operations), none that needs a volume disconnected, and none on what another one claimed.
+   */
+  private controlOp(batch?: BatchControls): ControlOp | undefined {
+    const duringIo = batch !== undefined;
+    const free = (name: string) => !batch?.claimed.has(name);
+    const volumes = this.engine.listVolumes().filter((v) => free(v.name));
+    const snapshots = this.engine.listSnapshots().filter((s) => free(`${s.volume}@${s.name}`));
+    const full = this.engine.listVolumes().length + this.engine.listSnapshots().length + (batch?.added ?? 0) >= MAX_OBJECTS;
+    const op = this.randomControlOp(volumes, snapshots, full, duringIo);
+    if (op && batch) {
+      batch.claimed.add(claimOf(op));
+      if (op.kind === 'snapshot' || op.kind === 'clone' || op.kind === 'createVolume') batch.added++;
+    }
+    return op;
+  }
+
+  private randomControlOp(volumes: VolumeInfo[], snapshots: SnapshotInfo[], full: boolean, duringIo: boolean): ControlOp | undefined {
     const id = this.nextId++;
     switch (this.rng.weighted(CONTROL_KINDS)) {
       case 'snapshot':
-        return full ? undefined : { id, kind: 'snapshot', volume: this.rng.pick(volumes).name, name: `s${id}` };
+        return full || volumes.length === 0 ? undefined : { id, kind: 'snapshot', volume: this.rng.pick(volumes).name, name: `s${id}` };
       case 'deleteSnapshot': {
         if (snapshots.length === 0) return undefined;
         const snapshot = this.rng.pick(snapshots);
@@ -120,7 +156,9 @@ class Workload {
         if (full || snapshots.length === 0) return undefined;
         const snapshot = this.rng.pick(snapshots);
         const sizeBytes = Math.max(snapshot.sizeBytes, this.randomSize());
-        return { id, kind: 'clone', volume: snapshot.volume, snapshot: snapshot.name, name: `v${id}`, sizeBytes };
+        // In either pool: often another than the snapshot's, so that the chain crosses pools.
+        const poolClass = this.rng.pick(CLASSES);
+        return { id, kind: 'clone', volume: snapshot.volume, snapshot: snapshot.name, name: `v${id}`, sizeBytes, class: poolClass };
       }
       case 'createVolume':
         return full ? undefined : this.createVolume(id);
@@ -133,6 +171,7 @@ class Workload {
         return { id, kind: 'revert', volume: snapshot.volume, snapshot: snapshot.name };
       }
       case 'resize': {
+        if (volumes.length === 0) return undefined;
         const volume = this.rng.pick(volumes);
         const sizeBytes = this.randomSize();
         return sizeBytes > volume.sizeBytes ? { id, kind: 'resize', name: volume.name, sizeBytes } : undefined;
@@ -141,7 +180,7 @@ class Workload {
   }
 
   private createVolume(id = this.nextId++): ControlOp {
-    return { id, kind: 'createVolume', name: `v${id}`, sizeBytes: this.randomSize() };
+    return { id, kind: 'createVolume', name: `v${id}`, sizeBytes: this.randomSize(), class: this.rng.pick(CLASSES) };
   }
 
   private randomSize(): number {
@@ -170,16 +209,25 @@ class Workload {
     process.stdout.write(`P on ${faults.diskFull ? 'ENOSPC' : 'EIO'}${withPool ? ' with pool' : ''}\n`);
   }
 
-  /** Runs a control operation; one that fails must leave the catalog as it was (else an `X` line). */
+  /**
+   * Runs a control operation; one that fails must leave the catalog as it was, or, if others ran
+   * alongside it, must not be in it (else an `X` line).
+   */
   private control(op: ControlOp): Promise<void> {
     return this.report(op, async () => {
       const before = controlState(this.engine);
+      const running = { overlapped: this.runningControls.size > 0 };
+      for (const other of this.runningControls) other.overlapped = true;
+      this.runningControls.add(running);
       try {
         await this.runControl(op);
       } catch (err) {
         const after = controlState(this.engine);
-        if (after !== before) process.stdout.write(`X ${op.kind} ${op.id} failed (${(err as Error).message}) but changed the catalog: ${stateDifference(before, after)}\n`);
+        const left = running.overlapped ? (happened(this.engine, op) ? 'it is in the catalog' : undefined) : after !== before ? stateDifference(before, after) : undefined;
+        if (left) process.stdout.write(`X ${op.kind} ${op.id} failed (${(err as Error).message}) but changed the catalog: ${left}\n`);
         throw err;
+      } finally {
+        this.runningControls.delete(running);
       }
     });
   }
@@ -187,7 +235,7 @@ class Workload {
   private async runControl(op: ControlOp): Promise<void> {
     switch (op.kind) {
       case 'createVolume':
-        await this.engine.createVolume({ name: op.name, sizeBytes: op.sizeBytes });
+        await this.engine.createVolume({ name: op.name, sizeBytes: op.sizeBytes, class: op.class });
         return;
       case 'resize':
         await this.engine.resizeVolume(op.name, op.sizeBytes);
@@ -205,7 +253,7 @@ class Workload {
       case 'deleteSnapshot':
         return this.engine.deleteSnapshot(op.volume, op.name);
       case 'clone':
-        await this.engine.cloneVolume({ name: op.name, volume: op.volume, snapshot: op.snapshot, sizeBytes: op.sizeBytes });
+        await this.engine.cloneVolume({ name: op.name, volume: op.volume, snapshot: op.snapshot, sizeBytes: op.sizeBytes, class: op.class });
     }
   }
 
@@ -229,6 +277,23 @@ class Workload {
     process.stdout.write(failure === undefined ? `A ${op.id}\n` : `F ${op.id} ${failure}\n`);
     // Failed flushes count too, so that the child dies even if flushes keep failing.
     if (op.kind === 'flush' && ++this.flushesDone === this.kill.afterFlush) killAfter(0, 0);
+  }
+}
+
+/** What a control operation works on: its volume, its snapshot (VOL@SNAP), or the snapshot it reads. */
+function claimOf(op: ControlOp): string {
+  switch (op.kind) {
+    case 'createVolume':
+    case 'resize':
+    case 'deleteVolume':
+      return op.name;
+    case 'snapshot':
+      return op.volume;
+    case 'deleteSnapshot':
+      return `${op.volume}@${op.name}`;
+    case 'clone':
+    case 'revert':
+      return `${op.volume}@${op.snapshot}`;
   }
 }
 

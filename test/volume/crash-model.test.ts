@@ -1,13 +1,15 @@
 // kill -9 at random moments of a seeded random workload (writes of every size and alignment, trims,
-// zeroes, flushes and FUA, several in flight, snapshots, clones, deletes, reverts), in most rounds
+// zeroes, flushes and FUA, several in flight, snapshots, clones, deletes, resizes, reverts, several
+// of them at once on different volumes, in two pools with clones across them), in most rounds
 // followed by a simulated power cut (power-cut-fs.ts: every write not synced is lost, or a random part
 // of them), then recovery is checked against a model of what may have survived: every write a FLUSH
 // (or FUA) made durable reads back, no block is torn or fails its checksum, the catalog holds every
-// acknowledged control operation, and the pool uses exactly the blocks the maps reference. A second
-// test injects metadata (and pool) write and sync failures and a full disk into the workload
-// (faulty-fs.ts): a failed operation is not acknowledged, a failed control operation must leave
-// nothing behind, and no operation may fail once the faults end. WEFT_CRASH_SEED=<n> replays one
-// seed (the kill moments are seeded too, but how far the child got by then is not).
+// acknowledged control operation (one in flight is there whole or not at all), and each pool uses
+// exactly the blocks the maps of its layers reference. A second test injects metadata (and pool)
+// write and sync failures and a full disk into the workload (faulty-fs.ts): a failed operation is
+// not acknowledged, a failed control operation must leave nothing behind, and no operation may fail
+// once the faults end. WEFT_CRASH_SEED=<n> replays one seed (the kill moments are seeded too, but how
+// far the child got by then is not).
 
 import * as fs from 'fs';
 import * as os from 'os';
@@ -18,7 +20,7 @@ import * as fileIo from '../../fabric/store/file-io';
 import { FIRST_PHYSICAL } from '../../fabric/volume/block-map';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import { Metadata } from '../../fabric/volume/metadata';
-import { BLOCK, ControlOp, poolSpec } from '../helpers/crash-ops';
+import { BLOCK, happened, poolSpec } from '../helpers/crash-ops';
 import { CrashModel } from '../helpers/crash-model';
 import { simulatePowerCut } from '../helpers/power-cut-fs';
 import { Prng } from '../helpers/prng';
@@ -115,45 +117,13 @@ function runUntilKilled(model: CrashModel, seed: number, firstId: number, plan: 
   });
 }
 
-/** Whether a control operation the child started before the kill is in the recovered catalog. */
-function happened(engine: LocalEngine, op: ControlOp): boolean {
-  const volume = (name: string) => engine.listVolumes().find((v) => v.name === name);
-  const snapshot = (v: string, name: string) => engine.listSnapshots().some((s) => s.volume === v && s.name === name);
-  switch (op.kind) {
-    case 'createVolume':
-    case 'clone':
-      return volume(op.name) !== undefined;
-    case 'resize':
-      return volume(op.name)!.sizeBytes === op.sizeBytes;
-    case 'deleteVolume':
-      return volume(op.name) === undefined;
-    case 'snapshot':
-      return snapshot(op.volume, op.name);
-    case 'deleteSnapshot':
-      return !snapshot(op.volume, op.name);
-    case 'revert':
-      return revertedTo(engine, op.volume, op.snapshot);
-  }
-}
-
-/**
- * Whether the volume reads as the snapshot, as after a revert: an empty head over the snapshot's
- * layer, at the snapshot's size (if the revert did not happen, such a volume holds the same anyway).
- */
-function revertedTo(engine: LocalEngine, volume: string, snapshot: string): boolean {
-  const catalog = engine.metadata.catalog;
-  const record = catalog.volumes.find((v) => v.name === volume)!;
-  const frozen = catalog.snapshots.find((s) => s.volume === volume && s.name === snapshot)!;
-  const head = catalog.layers.find((l) => l.id === record.head)!;
-  return head.parent === frozen.layer && engine.metadata.mapOf(head.id).size === 0 && record.sizeBytes === frozen.sizeBytes;
-}
-
+/** Every volume and snapshot at its size, every volume in its pool. */
 function checkCatalog(engine: LocalEngine, model: CrashModel): void {
   const actual = [
-    ...engine.listVolumes().map((v) => `${v.name}:${v.sizeBytes}`),
+    ...engine.listVolumes().map((v) => `${v.name}:${v.sizeBytes}:${v.class}`),
     ...engine.listSnapshots().map((s) => `${s.volume}@${s.name}:${s.sizeBytes}`),
   ].sort();
-  const expected = [...model.exports].map(([name, blocks]) => `${name}:${blocks.length * BLOCK}`).sort();
+  const expected = [...model.exports].map(([name, blocks]) => [name, blocks.length * BLOCK, ...(model.classes.has(name) ? [model.classes.get(name)] : [])].join(':')).sort();
   expect(actual).toEqual(expected);
 }
 
@@ -183,8 +153,10 @@ async function checkContents(engine: LocalEngine, model: CrashModel): Promise<Ma
 }
 
 /**
- * No space leaks: the pool uses exactly the physical blocks that the layers still reachable from a
- * volume or snapshot reference (the engine rebuilds its free space from all layers it lists).
+ * No space leaks: every layer the catalog lists is reachable from a volume or snapshot (a deleted
+ * snapshot stays as a hidden layer while a clone or the volume still stands on it), and each pool
+ * uses exactly the physical blocks that the reachable layers in it reference (the engine rebuilds
+ * each pool's free space from the maps of the layers it lists in that pool).
  */
 function checkSpace(engine: LocalEngine): void {
   const catalog = engine.metadata.catalog;
@@ -198,20 +170,21 @@ function checkSpace(engine: LocalEngine): void {
       layer = catalog.layers.find((l) => l.id === parent);
     }
   }
-  let referenced = 0;
-  for (const id of reachable) {
-    engine.metadata.mapOf(id).forEach((_block, value) => {
-      if (value >= FIRST_PHYSICAL) referenced++;
+  expect(catalog.layers.filter((l) => !reachable.has(l.id)).map((l) => l.id)).toEqual([]);
+  const referenced = new Map(engine.listPools().map((p) => [p.class, 0]));
+  for (const layer of catalog.layers) {
+    engine.metadata.mapOf(layer.id).forEach((_block, value) => {
+      if (value >= FIRST_PHYSICAL) referenced.set(layer.pool, referenced.get(layer.pool)! + BLOCK);
     });
   }
-  expect(engine.listPools()[0].usedBytes).toBe(referenced * BLOCK);
+  expect(engine.listPools().map((p) => `${p.class}:${p.usedBytes}`)).toEqual([...referenced].map(([c, bytes]) => `${c}:${bytes}`));
 }
 
 /** Opens the engine in this process as a restarted weftd would and checks everything against the model. */
 async function recoverAndCheck(model: CrashModel): Promise<void> {
   const engine = await openEngine();
   try {
-    if (model.pendingControl && happened(engine, model.pendingControl)) model.apply(model.pendingControl);
+    for (const op of model.pendingControls()) if (happened(engine, op)) model.apply(op);
     checkCatalog(engine, model);
     model.reset(await checkContents(engine, model));
     checkSpace(engine);
@@ -226,7 +199,7 @@ async function deleteEverything(): Promise<void> {
   try {
     for (const s of engine.listSnapshots()) await engine.deleteSnapshot(s.volume, s.name);
     for (const v of engine.listVolumes()) await engine.deleteVolume(v.name);
-    expect(engine.listPools()[0].usedBytes).toBe(0);
+    expect(engine.listPools().map((p) => p.usedBytes)).toEqual([0, 0]);
   } finally {
     await engine.close();
   }
