@@ -1,13 +1,15 @@
 // Child process of the crash-model test: runs seeded random operations on the engine (writes,
 // trims, zeroes and flushes several at a time, snapshots, clones, deletes, resizes and reverts, in
 // two pools, some of them several at once on different volumes while writes are in flight) until
-// it is killed, and reports each one on stdout before it starts,
-// once it is acknowledged, or when it failed (see crash-ops.ts).
+// it is killed, and reports each one on stdout before it starts, once it is acknowledged, or when
+// it failed (see crash-ops.ts).
 // Usage: crash-model-child DATA_DIR POOL_DIR SEED FIRST_OP_ID [--kill-at OP:TURNS:MICROTASKS]
-//   [--kill-after-flush N] [--power-cut-log FILE] [--faults]
+//   [--kill-in-controls N:TURNS:MICROTASKS] [--kill-after-flush N] [--power-cut-log FILE] [--faults]
 // --kill-at: it kills itself with SIGKILL TURNS event-loop turns and then MICROTASKS microtasks
 // after starting its OP-th operation: moments that a parent woken by a pipe is too late to hit, such
-// as between a write's journal record and its data. --kill-after-flush: at once when its N-th FLUSH
+// as between a write's journal record and its data. --kill-in-controls: as --kill-at, counted from
+// the first answer to the N-th batch of several control operations started together, so that the
+// kill finds some of them answered and others not, committed or not. --kill-after-flush: at once when its N-th FLUSH
 // is answered, while everything that flush claims durable is fresh. --power-cut-log: its file calls
 // go through the power-cut layer (power-cut-fs.ts), which logs there what a power cut would lose.
 // --faults: now and then, for a few batches, metadata (sometimes also pool) writes and syncs fail
@@ -18,8 +20,8 @@ import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import type { SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
 import { OpenDevices } from './open-devices';
-import { controlState, stateDifference } from './control-state';
-import { BLOCK, CLASSES, ControlOp, happened, IoOp, Op, poolSpec, writeData } from './crash-ops';
+import { controlState, controlStateOf, stateDifference } from './control-state';
+import { BLOCK, CLASSES, ControlOp, IoOp, Op, poolSpec, writeData } from './crash-ops';
 import { FaultyFileOps, isMetadataFile, isPoolFile } from './faulty-fs';
 import { PowerCutFileOps } from './power-cut-fs';
 import { Prng } from './prng';
@@ -39,18 +41,23 @@ const CONTROLS_TOGETHER_CHANCE = 0.2;
 const CONTROLS_TOGETHER = [2, 4];
 
 /**
- * The control operations of one batch: the volumes and snapshots (VOL@SNAP) they work on, so that
- * no two of them meet (each must come out as if alone, whichever commits first), and how many
- * volumes and snapshots they add.
+ * What the requests of one batch work on: the volumes and snapshots (VOL@SNAP) its control
+ * operations claimed, so that no two of them meet (each must come out as if alone, whichever
+ * commits first); how many volumes and snapshots they add; the volumes they disconnect (deleted or
+ * reverted: no I/O there); and per volume, the blocks (first, count) that its I/O touches.
  */
-interface BatchControls {
+interface Batch {
   claimed: Set<string>;
   added: number;
+  disconnected: Set<string>;
+  touched: Map<string, [number, number][]>;
 }
 
 class Workload {
   private readonly devices = new OpenDevices(() => this.engine);
   private startedOps = 0;
+  /** Batches that started several control operations together. */
+  private controlBatches = 0;
   private flushesDone = 0;
   /** Batches left in the current fault period (0: none). */
   private faultBatches = 0;
@@ -61,7 +68,7 @@ class Workload {
     private readonly engine: LocalEngine,
     private readonly rng: Prng,
     private nextId: number,
-    private readonly kill: { atOp?: number; turns: number; microtasks: number; afterFlush?: number },
+    private readonly kill: { atOp?: number; inControls?: number; turns: number; microtasks: number; afterFlush?: number },
     private readonly faults: FaultyFileOps | undefined,
   ) {}
 
@@ -83,14 +90,16 @@ class Workload {
    * together; writes, trims and zeroes never share a block.
    */
   private async ioBatch(): Promise<void> {
-    const touched = new Map<string, [number, number][]>();
+    const batch: Batch = { claimed: new Set(), added: 0, disconnected: new Set(), touched: new Map() };
     const requests: Promise<void>[] = [];
-    const controls: BatchControls = { claimed: new Set(), added: 0 };
     // Many draws find nothing to do (a full catalog, no snapshot to delete): a few tries each.
     const together = this.rng.chance(CONTROLS_TOGETHER_CHANCE) ? this.rng.int(CONTROLS_TOGETHER[0], CONTROLS_TOGETHER[1]) : 0;
     for (let tries = 4 * together; requests.length < together && tries > 0; tries--) {
-      const op = this.controlOp(controls);
+      const op = this.controlOp(batch);
       if (op) requests.push(this.control(op));
+    }
+    if (requests.length > 1 && ++this.controlBatches === this.kill.inControls) {
+      void Promise.race(requests).then(() => killAfter(this.kill.turns, this.kill.microtasks));
     }
     for (let i = this.rng.int(1, 8); i > 0; i--) {
       const kind = this.rng.weighted(IO_KINDS);
@@ -99,18 +108,20 @@ class Workload {
         continue;
       }
       if (kind === 'control') {
-        const op = this.controlOp(controls);
+        const op = this.controlOp(batch);
         if (op) requests.push(this.control(op));
         continue;
       }
-      const volume = this.rng.pick(this.engine.listVolumes());
+      const volumes = this.engine.listVolumes().filter((v) => !batch.disconnected.has(v.name));
+      if (volumes.length === 0) continue;
+      const volume = this.rng.pick(volumes);
       const [offset, length] = randomWriteRange(this.rng, volume.sizeBytes);
-      const blocks = touched.get(volume.name) ?? [];
+      const blocks = batch.touched.get(volume.name) ?? [];
       const first = Math.floor(offset / BLOCK);
       const end = Math.ceil((offset + length) / BLOCK);
       if (overlaps(blocks, first, end - first)) continue;
       blocks.push([first, end - first]);
-      touched.set(volume.name, blocks);
+      batch.touched.set(volume.name, blocks);
       const op: IoOp = { id: this.nextId++, kind, volume: volume.name, offset, length, fua: this.rng.chance(0.1) };
       requests.push(this.report(op, () => this.io(op)));
     }
@@ -125,24 +136,26 @@ class Workload {
   }
 
   /**
-   * A random control operation. Within a batch (while I/O is in flight, and with the batch's other
-   * control operations), none that needs a volume disconnected, and none on what another one claimed.
+   * A random control operation. Within a batch: none on what another one claimed, and none that
+   * disconnects a volume with I/O in flight.
    */
-  private controlOp(batch?: BatchControls): ControlOp | undefined {
-    const duringIo = batch !== undefined;
+  private controlOp(batch?: Batch): ControlOp | undefined {
     const free = (name: string) => !batch?.claimed.has(name);
     const volumes = this.engine.listVolumes().filter((v) => free(v.name));
+    const idle = volumes.filter((v) => !batch?.touched.has(v.name));
     const snapshots = this.engine.listSnapshots().filter((s) => free(`${s.volume}@${s.name}`));
     const full = this.engine.listVolumes().length + this.engine.listSnapshots().length + (batch?.added ?? 0) >= MAX_OBJECTS;
-    const op = this.randomControlOp(volumes, snapshots, full, duringIo);
+    const op = this.randomControlOp(volumes, idle, snapshots, full);
     if (op && batch) {
-      batch.claimed.add(claimOf(op));
+      for (const name of claimsOf(op)) batch.claimed.add(name);
       if (op.kind === 'snapshot' || op.kind === 'clone' || op.kind === 'createVolume') batch.added++;
+      if (op.kind === 'deleteVolume' || op.kind === 'revert') batch.disconnected.add(op.kind === 'revert' ? op.volume : op.name);
     }
     return op;
   }
 
-  private randomControlOp(volumes: VolumeInfo[], snapshots: SnapshotInfo[], full: boolean, duringIo: boolean): ControlOp | undefined {
+  /** A random control operation on these volumes (disconnecting only idle ones) and snapshots. */
+  private randomControlOp(volumes: VolumeInfo[], idle: VolumeInfo[], snapshots: SnapshotInfo[], full: boolean): ControlOp | undefined {
     const id = this.nextId++;
     switch (this.rng.weighted(CONTROL_KINDS)) {
       case 'snapshot':
@@ -163,10 +176,10 @@ class Workload {
       case 'createVolume':
         return full ? undefined : this.createVolume(id);
       case 'deleteVolume':
-        return duringIo || volumes.length < 2 ? undefined : { id, kind: 'deleteVolume', name: this.rng.pick(volumes).name };
+        return volumes.length < 2 || idle.length === 0 ? undefined : { id, kind: 'deleteVolume', name: this.rng.pick(idle).name };
       case 'revert': {
-        const live = snapshots.filter((s) => volumes.some((v) => v.name === s.volume));
-        if (duringIo || live.length === 0) return undefined;
+        const live = snapshots.filter((s) => idle.some((v) => v.name === s.volume));
+        if (live.length === 0) return undefined;
         const snapshot = this.rng.pick(live);
         return { id, kind: 'revert', volume: snapshot.volume, snapshot: snapshot.name };
       }
@@ -211,20 +224,20 @@ class Workload {
 
   /**
    * Runs a control operation; one that fails must leave the catalog as it was, or, if others ran
-   * alongside it, must not be in it (else an `X` line).
+   * alongside it, what it works on (else an `X` line).
    */
   private control(op: ControlOp): Promise<void> {
     return this.report(op, async () => {
-      const before = controlState(this.engine);
+      const mine = new Set(claimsOf(op));
+      const before = [controlState(this.engine), controlStateOf(this.engine, mine)];
       const running = { overlapped: this.runningControls.size > 0 };
       for (const other of this.runningControls) other.overlapped = true;
       this.runningControls.add(running);
       try {
         await this.runControl(op);
       } catch (err) {
-        const after = controlState(this.engine);
-        const left = running.overlapped ? (happened(this.engine, op) ? 'it is in the catalog' : undefined) : after !== before ? stateDifference(before, after) : undefined;
-        if (left) process.stdout.write(`X ${op.kind} ${op.id} failed (${(err as Error).message}) but changed the catalog: ${left}\n`);
+        const [was, is] = running.overlapped ? [before[1], controlStateOf(this.engine, mine)] : [before[0], controlState(this.engine)];
+        if (is !== was) process.stdout.write(`X ${op.kind} ${op.id} failed (${(err as Error).message}) but changed the catalog: ${stateDifference(was, is)}\n`);
         throw err;
       } finally {
         this.runningControls.delete(running);
@@ -280,20 +293,21 @@ class Workload {
   }
 }
 
-/** What a control operation works on: its volume, its snapshot (VOL@SNAP), or the snapshot it reads. */
-function claimOf(op: ControlOp): string {
+/** What a control operation works on or makes: volumes, and snapshots as VOL@SNAP. */
+function claimsOf(op: ControlOp): string[] {
   switch (op.kind) {
     case 'createVolume':
     case 'resize':
     case 'deleteVolume':
-      return op.name;
+      return [op.name];
     case 'snapshot':
-      return op.volume;
+      return [op.volume, `${op.volume}@${op.name}`];
     case 'deleteSnapshot':
-      return `${op.volume}@${op.name}`;
+      return [`${op.volume}@${op.name}`];
     case 'clone':
+      return [`${op.volume}@${op.snapshot}`, op.name];
     case 'revert':
-      return `${op.volume}@${op.snapshot}`;
+      return [op.volume, `${op.volume}@${op.snapshot}`];
   }
 }
 
@@ -308,6 +322,7 @@ async function main(): Promise<void> {
     allowPositionals: true,
     options: {
       'kill-at': { type: 'string' },
+      'kill-in-controls': { type: 'string' },
       'kill-after-flush': { type: 'string' },
       'power-cut-log': { type: 'string' },
       faults: { type: 'boolean' },
@@ -319,9 +334,9 @@ async function main(): Promise<void> {
   const faults = values.faults ? new FaultyFileOps(new Prng(Number(seed) ^ 0x5eed)).install() : undefined;
   // A small journal limit: checkpoints are written while I/O goes on, and crashes land in them too.
   const engine = await LocalEngine.open({ dataDir, pools: poolSpec(poolDir), logger: pino({ level: 'silent' }), checkpointJournalBytes: 64 * 1024 });
-  const [atOp, turns, microtasks] = (values['kill-at'] ?? '0:0:0').split(':').map(Number);
+  const [at, turns, microtasks] = (values['kill-at'] ?? values['kill-in-controls'] ?? '0:0:0').split(':').map(Number);
   const afterFlush = values['kill-after-flush'] ? Number(values['kill-after-flush']) : undefined;
-  const kill = { atOp: atOp || undefined, turns, microtasks, afterFlush };
+  const kill = { atOp: values['kill-at'] ? at : undefined, inControls: values['kill-in-controls'] ? at : undefined, turns, microtasks, afterFlush };
   await new Workload(engine, new Prng(Number(seed)), Number(firstId), kill, faults).run();
 }
 

@@ -110,12 +110,15 @@ export class CrashModel {
     }
   }
 
-  /** These acknowledged writes are durable: their blocks no longer may hold anything older. */
+  /**
+   * These acknowledged writes are durable: their blocks no longer may hold anything older. (A
+   * volume deleted or reverted since holds none of them, and may have become smaller.)
+   */
   private makeDurable(ops: IoOp[]): void {
     for (const op of ops) {
-      const blocks = this.exports.get(op.volume);
-      const end = op.offset + op.length;
-      for (let block = Math.floor(op.offset / BLOCK); blocks && block * BLOCK < end; block++) {
+      const blocks = this.exports.get(op.volume) ?? [];
+      const end = Math.min(op.offset + op.length, blocks.length * BLOCK);
+      for (let block = Math.floor(op.offset / BLOCK); block * BLOCK < end; block++) {
         const at = blocks[block].findIndex((c) => c.op === op.id);
         if (at > 0) blocks[block].splice(0, at);
       }

@@ -1,11 +1,11 @@
 // What the crash-model test's child and parent share: the operations the child reports, one line
 // each (`S <json>` before an operation starts, `A <id>` once it is acknowledged), and the
 // contents every write puts into each block, so that a block read back names the write it holds;
-// the pools both open; and how to tell whether a control operation is in the catalog.
+// and the pools both open.
 
 import * as fs from 'fs';
 import * as path from 'path';
-import type { EngineOptions, LocalEngine } from '../../fabric/volume/local-engine';
+import type { EngineOptions } from '../../fabric/volume/local-engine';
 
 export const BLOCK = 4096;
 const MiB = 1024 * 1024;
@@ -50,42 +50,6 @@ export function poolSpec(dir: string): EngineOptions['pools'] {
     fs.mkdirSync(memberDir, { recursive: true });
     return { ...member, path: memberDir };
   });
-}
-
-/**
- * Whether a control operation is in the engine's catalog: the parent asks it of one the child
- * started before the kill, the child of one that failed while others were running.
- */
-export function happened(engine: LocalEngine, op: ControlOp): boolean {
-  const volume = (name: string) => engine.listVolumes().find((v) => v.name === name);
-  const snapshot = (v: string, name: string) => engine.listSnapshots().some((s) => s.volume === v && s.name === name);
-  switch (op.kind) {
-    case 'createVolume':
-    case 'clone':
-      return volume(op.name) !== undefined;
-    case 'resize':
-      return volume(op.name)!.sizeBytes === op.sizeBytes;
-    case 'deleteVolume':
-      return volume(op.name) === undefined;
-    case 'snapshot':
-      return snapshot(op.volume, op.name);
-    case 'deleteSnapshot':
-      return !snapshot(op.volume, op.name);
-    case 'revert':
-      return revertedTo(engine, op.volume, op.snapshot);
-  }
-}
-
-/**
- * Whether the volume reads as the snapshot, as after a revert: an empty head over the snapshot's
- * layer, at the snapshot's size (if the revert did not happen, such a volume holds the same anyway).
- */
-function revertedTo(engine: LocalEngine, volume: string, snapshot: string): boolean {
-  const catalog = engine.metadata.catalog;
-  const record = catalog.volumes.find((v) => v.name === volume)!;
-  const frozen = catalog.snapshots.find((s) => s.volume === volume && s.name === snapshot)!;
-  const head = catalog.layers.find((l) => l.id === record.head)!;
-  return head.parent === frozen.layer && engine.metadata.mapOf(head.id).size === 0 && record.sizeBytes === frozen.sizeBytes;
 }
 
 /** Block `block` of the volume as write `op` fills it: the op and block number, then a fill of both. */

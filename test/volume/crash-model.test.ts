@@ -20,7 +20,7 @@ import * as fileIo from '../../fabric/store/file-io';
 import { FIRST_PHYSICAL } from '../../fabric/volume/block-map';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import { Metadata } from '../../fabric/volume/metadata';
-import { BLOCK, happened, poolSpec } from '../helpers/crash-ops';
+import { BLOCK, ControlOp, poolSpec } from '../helpers/crash-ops';
 import { CrashModel } from '../helpers/crash-model';
 import { simulatePowerCut } from '../helpers/power-cut-fs';
 import { Prng } from '../helpers/prng';
@@ -66,15 +66,16 @@ function openEngine(): Promise<LocalEngine> {
 }
 
 /**
- * When a round's child dies: it kills itself a few event-loop turns after starting an operation, or
- * as a FLUSH is answered (args for the child), or the parent kills it a few milliseconds after
+ * When a round's child dies: it kills itself a few event-loop turns after starting an operation or
+ * several control operations, or as a FLUSH is answered (args for the child), or the parent kills it a few milliseconds after
  * it printed some lines.
  */
 type KillPlan = { childArgs: string[] } | { afterLines: number; delayMs: number };
 
 function randomKillPlan(rng: Prng): KillPlan {
-  const kind = rng.weighted({ atOp: 4, afterFlush: 3, afterLines: 3 });
+  const kind = rng.weighted({ atOp: 4, inControls: 2, afterFlush: 3, afterLines: 3 });
   if (kind === 'atOp') return { childArgs: ['--kill-at', `${rng.int(10, 300)}:${rng.int(0, 2)}:${rng.int(0, 20)}`] };
+  if (kind === 'inControls') return { childArgs: ['--kill-in-controls', `${rng.int(1, 3)}:${rng.int(0, 2)}:${rng.int(0, 20)}`] };
   if (kind === 'afterFlush') return { childArgs: ['--kill-after-flush', String(rng.int(1, 20))] };
   return { afterLines: rng.int(20, 600), delayMs: rng.int(0, 5) };
 }
@@ -115,6 +116,39 @@ function runUntilKilled(model: CrashModel, seed: number, firstId: number, plan: 
       else resolve();
     });
   });
+}
+
+/** Whether a control operation the child started before the kill is in the recovered catalog. */
+function happened(engine: LocalEngine, op: ControlOp): boolean {
+  const volume = (name: string) => engine.listVolumes().find((v) => v.name === name);
+  const snapshot = (v: string, name: string) => engine.listSnapshots().some((s) => s.volume === v && s.name === name);
+  switch (op.kind) {
+    case 'createVolume':
+    case 'clone':
+      return volume(op.name) !== undefined;
+    case 'resize':
+      return volume(op.name)!.sizeBytes === op.sizeBytes;
+    case 'deleteVolume':
+      return volume(op.name) === undefined;
+    case 'snapshot':
+      return snapshot(op.volume, op.name);
+    case 'deleteSnapshot':
+      return !snapshot(op.volume, op.name);
+    case 'revert':
+      return revertedTo(engine, op.volume, op.snapshot);
+  }
+}
+
+/**
+ * Whether the volume reads as the snapshot, as after a revert: an empty head over the snapshot's
+ * layer, at the snapshot's size (if the revert did not happen, such a volume holds the same anyway).
+ */
+function revertedTo(engine: LocalEngine, volume: string, snapshot: string): boolean {
+  const catalog = engine.metadata.catalog;
+  const record = catalog.volumes.find((v) => v.name === volume)!;
+  const frozen = catalog.snapshots.find((s) => s.volume === volume && s.name === snapshot)!;
+  const head = catalog.layers.find((l) => l.id === record.head)!;
+  return head.parent === frozen.layer && engine.metadata.mapOf(head.id).size === 0 && record.sizeBytes === frozen.sizeBytes;
 }
 
 /** Every volume and snapshot at its size, every volume in its pool. */
