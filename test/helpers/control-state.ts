@@ -5,11 +5,23 @@
 import type { LocalEngine } from '../../fabric/volume/local-engine';
 
 export function controlState(engine: LocalEngine): string {
+  return objectState(engine, () => true, true);
+}
+
+/**
+ * The same, of the volumes and snapshots (VOL@SNAP) named only: what one control operation may
+ * change while others run (the layers they add and drop are theirs too).
+ */
+export function controlStateOf(engine: LocalEngine, names: ReadonlySet<string>): string {
+  return objectState(engine, (name) => names.has(name), false);
+}
+
+function objectState(engine: LocalEngine, named: (name: string) => boolean, layers: boolean): string {
   const catalog = engine.metadata.catalog;
   return JSON.stringify({
-    volumes: catalog.volumes.map((v) => [v.name, v.sizeBytes, v.head, v.class, v.sourceSnapshot ?? null]),
-    snapshots: catalog.snapshots.map((s) => [s.volume, s.name, s.layer, s.sizeBytes]),
-    layers: catalog.layers.map((l) => [l.id, l.parent, l.pool, l.hidden ?? false]),
+    volumes: catalog.volumes.filter((v) => named(v.name)).map((v) => [v.name, v.sizeBytes, v.head, v.class, v.sourceSnapshot ?? null]),
+    snapshots: catalog.snapshots.filter((s) => named(`${s.volume}@${s.name}`)).map((s) => [s.volume, s.name, s.layer, s.sizeBytes]),
+    layers: layers ? catalog.layers.map((l) => [l.id, l.parent, l.pool, l.hidden ?? false]) : [],
   });
 }
 

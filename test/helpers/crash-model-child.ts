@@ -1,12 +1,15 @@
 // Child process of the crash-model test: runs seeded random operations on the engine (writes,
-// trims, zeroes and flushes several at a time, snapshots, clones, deletes and reverts, some of them
-// while writes are in flight) until it is killed, and reports each one on stdout before it starts,
-// once it is acknowledged, or when it failed (see crash-ops.ts).
+// trims, zeroes and flushes several at a time, snapshots, clones, deletes, resizes and reverts, in
+// two pools, some of them several at once on different volumes while writes are in flight) until
+// it is killed, and reports each one on stdout before it starts, once it is acknowledged, or when
+// it failed (see crash-ops.ts).
 // Usage: crash-model-child DATA_DIR POOL_DIR SEED FIRST_OP_ID [--kill-at OP:TURNS:MICROTASKS]
-//   [--kill-after-flush N] [--power-cut-log FILE] [--faults]
+//   [--kill-in-controls N:TURNS:MICROTASKS] [--kill-after-flush N] [--power-cut-log FILE] [--faults]
 // --kill-at: it kills itself with SIGKILL TURNS event-loop turns and then MICROTASKS microtasks
 // after starting its OP-th operation: moments that a parent woken by a pipe is too late to hit, such
-// as between a write's journal record and its data. --kill-after-flush: at once when its N-th FLUSH
+// as between a write's journal record and its data. --kill-in-controls: as --kill-at, counted from
+// the first answer to the N-th batch of several control operations started together, so that the
+// kill finds some of them answered and others not, committed or not. --kill-after-flush: at once when its N-th FLUSH
 // is answered, while everything that flush claims durable is fresh. --power-cut-log: its file calls
 // go through the power-cut layer (power-cut-fs.ts), which logs there what a power cut would lose.
 // --faults: now and then, for a few batches, metadata (sometimes also pool) writes and syncs fail
@@ -15,9 +18,10 @@
 import { parseArgs } from 'util';
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
+import type { SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
 import { OpenDevices } from './open-devices';
-import { controlState, stateDifference } from './control-state';
-import { BLOCK, ControlOp, IoOp, Op, poolSpec, writeData } from './crash-ops';
+import { controlState, controlStateOf, stateDifference } from './control-state';
+import { BLOCK, CLASSES, ControlOp, IoOp, Op, poolSpec, writeData } from './crash-ops';
 import { FaultyFileOps, isMetadataFile, isPoolFile } from './faulty-fs';
 import { PowerCutFileOps } from './power-cut-fs';
 import { Prng } from './prng';
@@ -28,23 +32,43 @@ const MAX_VOLUME_BLOCKS = 512;
 /** Volumes plus snapshots, so that the pool never fills up. */
 const MAX_OBJECTS = 10;
 const IO_KINDS = { write: 10, trim: 1, zeroes: 1, flush: 1, control: 0.5 };
-const CONTROL_KINDS = { snapshot: 4, deleteSnapshot: 2, clone: 2, createVolume: 1, deleteVolume: 1, resize: 1, revert: 1 };
+const CONTROL_KINDS = { snapshot: 4, deleteSnapshot: 2, clone: 3, createVolume: 1, deleteVolume: 1, resize: 1, revert: 1 };
 /** With --faults: the chance that a fault period starts before a batch, and its length in batches. */
 const FAULT_PERIOD_CHANCE = 0.15;
 const FAULT_PERIOD_BATCHES = [1, 4];
+/** The chance that a batch starts with several control operations at once, and how many. */
+const CONTROLS_TOGETHER_CHANCE = 0.2;
+const CONTROLS_TOGETHER = [2, 4];
+
+/**
+ * What the requests of one batch work on: the volumes and snapshots (VOL@SNAP) its control
+ * operations claimed, so that no two of them meet (each must come out as if alone, whichever
+ * commits first); how many volumes and snapshots they add; the volumes they disconnect (deleted or
+ * reverted: no I/O there); and per volume, the blocks (first, count) that its I/O touches.
+ */
+interface Batch {
+  claimed: Set<string>;
+  added: number;
+  disconnected: Set<string>;
+  touched: Map<string, [number, number][]>;
+}
 
 class Workload {
   private readonly devices = new OpenDevices(() => this.engine);
   private startedOps = 0;
+  /** Batches that started several control operations together. */
+  private controlBatches = 0;
   private flushesDone = 0;
   /** Batches left in the current fault period (0: none). */
   private faultBatches = 0;
+  /** The control operations running, each marked once another one ran alongside it. */
+  private readonly runningControls = new Set<{ overlapped: boolean }>();
 
   constructor(
     private readonly engine: LocalEngine,
     private readonly rng: Prng,
     private nextId: number,
-    private readonly kill: { atOp?: number; turns: number; microtasks: number; afterFlush?: number },
+    private readonly kill: { atOp?: number; inControls?: number; turns: number; microtasks: number; afterFlush?: number },
     private readonly faults: FaultyFileOps | undefined,
   ) {}
 
@@ -55,20 +79,28 @@ class Workload {
       if (this.engine.listVolumes().length === 0) continue; // its create failed
       await this.ioBatch();
       if (this.rng.chance(0.15)) {
-        const op = this.controlOp(false);
+        const op = this.controlOp();
         if (op) await this.control(op);
       }
     }
   }
 
   /**
-   * Up to eight requests in flight at once, at most one of them a control operation; writes, trims
-   * and zeroes never share a block.
+   * Up to eight requests in flight at once, sometimes after several control operations started
+   * together; writes, trims and zeroes never share a block.
    */
   private async ioBatch(): Promise<void> {
-    const touched = new Map<string, [number, number][]>();
+    const batch: Batch = { claimed: new Set(), added: 0, disconnected: new Set(), touched: new Map() };
     const requests: Promise<void>[] = [];
-    let control = false;
+    // Many draws find nothing to do (a full catalog, no snapshot to delete): a few tries each.
+    const together = this.rng.chance(CONTROLS_TOGETHER_CHANCE) ? this.rng.int(CONTROLS_TOGETHER[0], CONTROLS_TOGETHER[1]) : 0;
+    for (let tries = 4 * together; requests.length < together && tries > 0; tries--) {
+      const op = this.controlOp(batch);
+      if (op) requests.push(this.control(op));
+    }
+    if (requests.length > 1 && ++this.controlBatches === this.kill.inControls) {
+      void Promise.race(requests).then(() => killAfter(this.kill.turns, this.kill.microtasks));
+    }
     for (let i = this.rng.int(1, 8); i > 0; i--) {
       const kind = this.rng.weighted(IO_KINDS);
       if (kind === 'flush') {
@@ -76,19 +108,20 @@ class Workload {
         continue;
       }
       if (kind === 'control') {
-        const op = control ? undefined : this.controlOp(true);
+        const op = this.controlOp(batch);
         if (op) requests.push(this.control(op));
-        control = true;
         continue;
       }
-      const volume = this.rng.pick(this.engine.listVolumes());
+      const volumes = this.engine.listVolumes().filter((v) => !batch.disconnected.has(v.name));
+      if (volumes.length === 0) continue;
+      const volume = this.rng.pick(volumes);
       const [offset, length] = randomWriteRange(this.rng, volume.sizeBytes);
-      const blocks = touched.get(volume.name) ?? [];
+      const blocks = batch.touched.get(volume.name) ?? [];
       const first = Math.floor(offset / BLOCK);
       const end = Math.ceil((offset + length) / BLOCK);
       if (overlaps(blocks, first, end - first)) continue;
       blocks.push([first, end - first]);
-      touched.set(volume.name, blocks);
+      batch.touched.set(volume.name, blocks);
       const op: IoOp = { id: this.nextId++, kind, volume: volume.name, offset, length, fua: this.rng.chance(0.1) };
       requests.push(this.report(op, () => this.io(op)));
     }
@@ -102,15 +135,31 @@ class Workload {
     return device.writeZeroes(op.offset, op.length, { fua: op.fua, noHole: this.rng.chance(0.5) });
   }
 
-  /** A random control operation; while I/O is in flight, none that needs a volume disconnected. */
-  private controlOp(duringIo: boolean): ControlOp | undefined {
-    const volumes = this.engine.listVolumes();
-    const snapshots = this.engine.listSnapshots();
-    const full = volumes.length + snapshots.length >= MAX_OBJECTS;
+  /**
+   * A random control operation. Within a batch: none on what another one claimed, and none that
+   * disconnects a volume with I/O in flight.
+   */
+  private controlOp(batch?: Batch): ControlOp | undefined {
+    const free = (name: string) => !batch?.claimed.has(name);
+    const volumes = this.engine.listVolumes().filter((v) => free(v.name));
+    const idle = volumes.filter((v) => !batch?.touched.has(v.name));
+    const snapshots = this.engine.listSnapshots().filter((s) => free(`${s.volume}@${s.name}`));
+    const full = this.engine.listVolumes().length + this.engine.listSnapshots().length + (batch?.added ?? 0) >= MAX_OBJECTS;
+    const op = this.randomControlOp(volumes, idle, snapshots, full);
+    if (op && batch) {
+      for (const name of claimsOf(op)) batch.claimed.add(name);
+      if (op.kind === 'snapshot' || op.kind === 'clone' || op.kind === 'createVolume') batch.added++;
+      if (op.kind === 'deleteVolume' || op.kind === 'revert') batch.disconnected.add(op.kind === 'revert' ? op.volume : op.name);
+    }
+    return op;
+  }
+
+  /** A random control operation on these volumes (disconnecting only idle ones) and snapshots. */
+  private randomControlOp(volumes: VolumeInfo[], idle: VolumeInfo[], snapshots: SnapshotInfo[], full: boolean): ControlOp | undefined {
     const id = this.nextId++;
     switch (this.rng.weighted(CONTROL_KINDS)) {
       case 'snapshot':
-        return full ? undefined : { id, kind: 'snapshot', volume: this.rng.pick(volumes).name, name: `s${id}` };
+        return full || volumes.length === 0 ? undefined : { id, kind: 'snapshot', volume: this.rng.pick(volumes).name, name: `s${id}` };
       case 'deleteSnapshot': {
         if (snapshots.length === 0) return undefined;
         const snapshot = this.rng.pick(snapshots);
@@ -120,19 +169,22 @@ class Workload {
         if (full || snapshots.length === 0) return undefined;
         const snapshot = this.rng.pick(snapshots);
         const sizeBytes = Math.max(snapshot.sizeBytes, this.randomSize());
-        return { id, kind: 'clone', volume: snapshot.volume, snapshot: snapshot.name, name: `v${id}`, sizeBytes };
+        // In either pool: often another than the snapshot's, so that the chain crosses pools.
+        const poolClass = this.rng.pick(CLASSES);
+        return { id, kind: 'clone', volume: snapshot.volume, snapshot: snapshot.name, name: `v${id}`, sizeBytes, class: poolClass };
       }
       case 'createVolume':
         return full ? undefined : this.createVolume(id);
       case 'deleteVolume':
-        return duringIo || volumes.length < 2 ? undefined : { id, kind: 'deleteVolume', name: this.rng.pick(volumes).name };
+        return volumes.length < 2 || idle.length === 0 ? undefined : { id, kind: 'deleteVolume', name: this.rng.pick(idle).name };
       case 'revert': {
-        const live = snapshots.filter((s) => volumes.some((v) => v.name === s.volume));
-        if (duringIo || live.length === 0) return undefined;
+        const live = snapshots.filter((s) => idle.some((v) => v.name === s.volume));
+        if (live.length === 0) return undefined;
         const snapshot = this.rng.pick(live);
         return { id, kind: 'revert', volume: snapshot.volume, snapshot: snapshot.name };
       }
       case 'resize': {
+        if (volumes.length === 0) return undefined;
         const volume = this.rng.pick(volumes);
         const sizeBytes = this.randomSize();
         return sizeBytes > volume.sizeBytes ? { id, kind: 'resize', name: volume.name, sizeBytes } : undefined;
@@ -141,7 +193,7 @@ class Workload {
   }
 
   private createVolume(id = this.nextId++): ControlOp {
-    return { id, kind: 'createVolume', name: `v${id}`, sizeBytes: this.randomSize() };
+    return { id, kind: 'createVolume', name: `v${id}`, sizeBytes: this.randomSize(), class: this.rng.pick(CLASSES) };
   }
 
   private randomSize(): number {
@@ -170,16 +222,25 @@ class Workload {
     process.stdout.write(`P on ${faults.diskFull ? 'ENOSPC' : 'EIO'}${withPool ? ' with pool' : ''}\n`);
   }
 
-  /** Runs a control operation; one that fails must leave the catalog as it was (else an `X` line). */
+  /**
+   * Runs a control operation; one that fails must leave the catalog as it was, or, if others ran
+   * alongside it, what it works on (else an `X` line).
+   */
   private control(op: ControlOp): Promise<void> {
     return this.report(op, async () => {
-      const before = controlState(this.engine);
+      const mine = new Set(claimsOf(op));
+      const before = [controlState(this.engine), controlStateOf(this.engine, mine)];
+      const running = { overlapped: this.runningControls.size > 0 };
+      for (const other of this.runningControls) other.overlapped = true;
+      this.runningControls.add(running);
       try {
         await this.runControl(op);
       } catch (err) {
-        const after = controlState(this.engine);
-        if (after !== before) process.stdout.write(`X ${op.kind} ${op.id} failed (${(err as Error).message}) but changed the catalog: ${stateDifference(before, after)}\n`);
+        const [was, is] = running.overlapped ? [before[1], controlStateOf(this.engine, mine)] : [before[0], controlState(this.engine)];
+        if (is !== was) process.stdout.write(`X ${op.kind} ${op.id} failed (${(err as Error).message}) but changed the catalog: ${stateDifference(was, is)}\n`);
         throw err;
+      } finally {
+        this.runningControls.delete(running);
       }
     });
   }
@@ -187,7 +248,7 @@ class Workload {
   private async runControl(op: ControlOp): Promise<void> {
     switch (op.kind) {
       case 'createVolume':
-        await this.engine.createVolume({ name: op.name, sizeBytes: op.sizeBytes });
+        await this.engine.createVolume({ name: op.name, sizeBytes: op.sizeBytes, class: op.class });
         return;
       case 'resize':
         await this.engine.resizeVolume(op.name, op.sizeBytes);
@@ -205,7 +266,7 @@ class Workload {
       case 'deleteSnapshot':
         return this.engine.deleteSnapshot(op.volume, op.name);
       case 'clone':
-        await this.engine.cloneVolume({ name: op.name, volume: op.volume, snapshot: op.snapshot, sizeBytes: op.sizeBytes });
+        await this.engine.cloneVolume({ name: op.name, volume: op.volume, snapshot: op.snapshot, sizeBytes: op.sizeBytes, class: op.class });
     }
   }
 
@@ -232,6 +293,24 @@ class Workload {
   }
 }
 
+/** What a control operation works on or makes: volumes, and snapshots as VOL@SNAP. */
+function claimsOf(op: ControlOp): string[] {
+  switch (op.kind) {
+    case 'createVolume':
+    case 'resize':
+    case 'deleteVolume':
+      return [op.name];
+    case 'snapshot':
+      return [op.volume, `${op.volume}@${op.name}`];
+    case 'deleteSnapshot':
+      return [`${op.volume}@${op.name}`];
+    case 'clone':
+      return [`${op.volume}@${op.snapshot}`, op.name];
+    case 'revert':
+      return [op.volume, `${op.volume}@${op.snapshot}`];
+  }
+}
+
 function killAfter(turns: number, microtasks: number): void {
   if (turns > 0) setImmediate(() => killAfter(turns - 1, microtasks));
   else if (microtasks > 0) queueMicrotask(() => killAfter(0, microtasks - 1));
@@ -243,6 +322,7 @@ async function main(): Promise<void> {
     allowPositionals: true,
     options: {
       'kill-at': { type: 'string' },
+      'kill-in-controls': { type: 'string' },
       'kill-after-flush': { type: 'string' },
       'power-cut-log': { type: 'string' },
       faults: { type: 'boolean' },
@@ -254,9 +334,9 @@ async function main(): Promise<void> {
   const faults = values.faults ? new FaultyFileOps(new Prng(Number(seed) ^ 0x5eed)).install() : undefined;
   // A small journal limit: checkpoints are written while I/O goes on, and crashes land in them too.
   const engine = await LocalEngine.open({ dataDir, pools: poolSpec(poolDir), logger: pino({ level: 'silent' }), checkpointJournalBytes: 64 * 1024 });
-  const [atOp, turns, microtasks] = (values['kill-at'] ?? '0:0:0').split(':').map(Number);
+  const [at, turns, microtasks] = (values['kill-at'] ?? values['kill-in-controls'] ?? '0:0:0').split(':').map(Number);
   const afterFlush = values['kill-after-flush'] ? Number(values['kill-after-flush']) : undefined;
-  const kill = { atOp: atOp || undefined, turns, microtasks, afterFlush };
+  const kill = { atOp: values['kill-at'] ? at : undefined, inControls: values['kill-in-controls'] ? at : undefined, turns, microtasks, afterFlush };
   await new Workload(engine, new Prng(Number(seed)), Number(firstId), kill, faults).run();
 }
 

@@ -20,6 +20,8 @@ export class CrashModel {
    * first; a flush that covers a write drops the ones before that write's.
    */
   readonly exports = new Map<string, Candidate[][]>();
+  /** Per volume: the class of the pool it lives in. */
+  readonly classes = new Map<string, string>();
   /** Operations started and not yet acknowledged or failed, and whether faults were injected meanwhile. */
   private readonly started = new Map<number, { op: Op; duringFaults: boolean }>();
   /** Whether the child is in a period of injected faults. */
@@ -30,10 +32,12 @@ export class CrashModel {
   private ackedWrites: IoOp[] = [];
   /** Per flush in flight: the writes acknowledged before it started, which it makes durable. */
   private readonly flushCovers = new Map<number, IoOp[]>();
-  /** A control operation started and not acknowledged: after a crash it may or may not have happened. */
-  pendingControl: ControlOp | undefined;
-  /** The writes acknowledged before pendingControl started: its commit makes them durable. */
-  private controlCovers: IoOp[] = [];
+  /**
+   * Per control operation started and not acknowledged (after a crash it may or may not have
+   * happened; several run at once, on different volumes and snapshots): the writes acknowledged
+   * before it started, which its commit makes durable.
+   */
+  private readonly controlCovers = new Map<number, IoOp[]>();
 
   /** Applies one line of the child's report; ignores anything else. Throws on a broken rule. */
   onLine(line: string): void {
@@ -48,10 +52,7 @@ export class CrashModel {
     this.started.set(op.id, { op, duringFaults: this.faults });
     if (isIo(op)) this.addCandidates(op);
     else if (op.kind === 'flush') this.flushCovers.set(op.id, [...this.ackedWrites]);
-    else {
-      this.pendingControl = op;
-      this.controlCovers = [...this.ackedWrites];
-    }
+    else this.controlCovers.set(op.id, [...this.ackedWrites]);
   }
 
   private onAck(id: number): void {
@@ -66,9 +67,9 @@ export class CrashModel {
     } else {
       // A control operation commits with a flush of every write completed before it; a snapshot
       // then holds them as durable too.
-      this.makeDurable(this.controlCovers);
+      this.makeDurable(this.controlCovers.get(id)!);
+      this.controlCovers.delete(id);
       this.apply(op);
-      this.pendingControl = undefined;
     }
   }
 
@@ -82,10 +83,7 @@ export class CrashModel {
     if (!duringFaults) throw new Error(`${JSON.stringify(op)} failed with no fault injected: ${message}`);
     this.failedOps++;
     if (op.kind === 'flush') this.flushCovers.delete(id);
-    else if (!isIo(op)) {
-      this.pendingControl = undefined; // it must not have happened
-      this.controlCovers = [];
-    }
+    else if (!isIo(op)) this.controlCovers.delete(id); // it must not have happened
   }
 
   /**
@@ -112,12 +110,15 @@ export class CrashModel {
     }
   }
 
-  /** These acknowledged writes are durable: their blocks no longer may hold anything older. */
+  /**
+   * These acknowledged writes are durable: their blocks no longer may hold anything older. (A
+   * volume deleted or reverted since holds none of them, and may have become smaller.)
+   */
   private makeDurable(ops: IoOp[]): void {
     for (const op of ops) {
-      const blocks = this.exports.get(op.volume);
-      const end = op.offset + op.length;
-      for (let block = Math.floor(op.offset / BLOCK); blocks && block * BLOCK < end; block++) {
+      const blocks = this.exports.get(op.volume) ?? [];
+      const end = Math.min(op.offset + op.length, blocks.length * BLOCK);
+      for (let block = Math.floor(op.offset / BLOCK); block * BLOCK < end; block++) {
         const at = blocks[block].findIndex((c) => c.op === op.id);
         if (at > 0) blocks[block].splice(0, at);
       }
@@ -125,17 +126,24 @@ export class CrashModel {
     this.ackedWrites = this.ackedWrites.filter((w) => !ops.includes(w));
   }
 
+  /** The control operations started and not acknowledged, in the order they started. */
+  pendingControls(): ControlOp[] {
+    return [...this.controlCovers.keys()].map((id) => this.started.get(id)!.op as ControlOp);
+  }
+
   /** Applies a control operation that happened. */
   apply(op: ControlOp): void {
     switch (op.kind) {
       case 'createVolume':
         this.exports.set(op.name, grown([], op.sizeBytes));
+        this.classes.set(op.name, op.class);
         return;
       case 'resize':
         this.exports.set(op.name, grown(this.exports.get(op.name)!, op.sizeBytes));
         return;
       case 'deleteVolume':
         this.exports.delete(op.name);
+        this.classes.delete(op.name);
         return;
       case 'snapshot':
         this.exports.set(`${op.volume}@${op.name}`, grown(this.exports.get(op.volume)!, 0));
@@ -145,6 +153,7 @@ export class CrashModel {
         return;
       case 'clone':
         this.exports.set(op.name, grown(this.exports.get(`${op.volume}@${op.snapshot}`)!, op.sizeBytes));
+        this.classes.set(op.name, op.class);
         return;
       case 'revert':
         this.exports.set(op.volume, grown(this.exports.get(`${op.volume}@${op.snapshot}`)!, 0));
@@ -161,8 +170,7 @@ export class CrashModel {
     this.started.clear();
     this.ackedWrites = [];
     this.flushCovers.clear();
-    this.pendingControl = undefined;
-    this.controlCovers = [];
+    this.controlCovers.clear();
   }
 
   /** Why block `block` of an export may not read as data, or undefined if it may. */

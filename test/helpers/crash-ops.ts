@@ -1,14 +1,25 @@
 // What the crash-model test's child and parent share: the operations the child reports, one line
 // each (`S <json>` before an operation starts, `A <id>` once it is acknowledged), and the
-// contents every write puts into each block, so that a block read back names the write it holds.
+// contents every write puts into each block, so that a block read back names the write it holds;
+// and the pools both open.
 
 import * as fs from 'fs';
 import * as path from 'path';
 import type { EngineOptions } from '../../fabric/volume/local-engine';
 
 export const BLOCK = 4096;
-/** Two members of unequal size (as in model.test.ts): a run of blocks can cross from one file to the other. */
-const MEMBER_BYTES = [40 * 1024 * 1024, 24 * 1024 * 1024];
+const MiB = 1024 * 1024;
+/**
+ * Two pools (as in model.test.ts): "default" has two members of unequal size, so that a run of
+ * blocks can cross from one file to the other; "fast" has one. Volumes and clones are made in
+ * either, so that chains cross pools.
+ */
+const MEMBERS = [
+  { class: 'default', sizeBytes: 40 * MiB },
+  { class: 'default', sizeBytes: 24 * MiB },
+  { class: 'fast', sizeBytes: 32 * MiB },
+];
+export const CLASSES = ['default', 'fast'];
 
 export interface IoOp {
   id: number;
@@ -19,12 +30,12 @@ export interface IoOp {
   fua: boolean;
 }
 export type ControlOp =
-  | { id: number; kind: 'createVolume'; name: string; sizeBytes: number }
+  | { id: number; kind: 'createVolume'; name: string; sizeBytes: number; class: string }
   | { id: number; kind: 'resize'; name: string; sizeBytes: number }
   | { id: number; kind: 'deleteVolume'; name: string }
   | { id: number; kind: 'snapshot'; volume: string; name: string }
   | { id: number; kind: 'deleteSnapshot'; volume: string; name: string }
-  | { id: number; kind: 'clone'; volume: string; snapshot: string; name: string; sizeBytes: number }
+  | { id: number; kind: 'clone'; volume: string; snapshot: string; name: string; sizeBytes: number; class: string }
   | { id: number; kind: 'revert'; volume: string; snapshot: string };
 export type Op = IoOp | ControlOp | { id: number; kind: 'flush' };
 
@@ -32,12 +43,12 @@ export function isIo(op: Op): op is IoOp {
   return op.kind === 'write' || op.kind === 'trim' || op.kind === 'zeroes';
 }
 
-/** The pool both processes open: its members are files in subdirectories of dir, made here. */
+/** The pools both processes open: each member is a file in a subdirectory of dir, made here. */
 export function poolSpec(dir: string): EngineOptions['pools'] {
-  return MEMBER_BYTES.map((sizeBytes, i) => {
+  return MEMBERS.map((member, i) => {
     const memberDir = path.join(dir, `member-${i}`);
     fs.mkdirSync(memberDir, { recursive: true });
-    return { class: 'default', path: memberDir, sizeBytes };
+    return { ...member, path: memberDir };
   });
 }
 

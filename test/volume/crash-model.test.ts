@@ -1,13 +1,15 @@
 // kill -9 at random moments of a seeded random workload (writes of every size and alignment, trims,
-// zeroes, flushes and FUA, several in flight, snapshots, clones, deletes, reverts), in most rounds
+// zeroes, flushes and FUA, several in flight, snapshots, clones, deletes, resizes, reverts, several
+// of them at once on different volumes, in two pools with clones across them), in most rounds
 // followed by a simulated power cut (power-cut-fs.ts: every write not synced is lost, or a random part
 // of them), then recovery is checked against a model of what may have survived: every write a FLUSH
 // (or FUA) made durable reads back, no block is torn or fails its checksum, the catalog holds every
-// acknowledged control operation, and the pool uses exactly the blocks the maps reference. A second
-// test injects metadata (and pool) write and sync failures and a full disk into the workload
-// (faulty-fs.ts): a failed operation is not acknowledged, a failed control operation must leave
-// nothing behind, and no operation may fail once the faults end. WEFT_CRASH_SEED=<n> replays one
-// seed (the kill moments are seeded too, but how far the child got by then is not).
+// acknowledged control operation (one in flight is there whole or not at all), and each pool uses
+// exactly the blocks the maps of its layers reference. A second test injects metadata (and pool)
+// write and sync failures and a full disk into the workload (faulty-fs.ts): a failed operation is
+// not acknowledged, a failed control operation must leave nothing behind, and no operation may fail
+// once the faults end. WEFT_CRASH_SEED=<n> replays one seed (the kill moments are seeded too, but how
+// far the child got by then is not).
 
 import * as fs from 'fs';
 import * as os from 'os';
@@ -64,15 +66,16 @@ function openEngine(): Promise<LocalEngine> {
 }
 
 /**
- * When a round's child dies: it kills itself a few event-loop turns after starting an operation, or
- * as a FLUSH is answered (args for the child), or the parent kills it a few milliseconds after
+ * When a round's child dies: it kills itself a few event-loop turns after starting an operation or
+ * several control operations, or as a FLUSH is answered (args for the child), or the parent kills it a few milliseconds after
  * it printed some lines.
  */
 type KillPlan = { childArgs: string[] } | { afterLines: number; delayMs: number };
 
 function randomKillPlan(rng: Prng): KillPlan {
-  const kind = rng.weighted({ atOp: 4, afterFlush: 3, afterLines: 3 });
+  const kind = rng.weighted({ atOp: 4, inControls: 2, afterFlush: 3, afterLines: 3 });
   if (kind === 'atOp') return { childArgs: ['--kill-at', `${rng.int(10, 300)}:${rng.int(0, 2)}:${rng.int(0, 20)}`] };
+  if (kind === 'inControls') return { childArgs: ['--kill-in-controls', `${rng.int(1, 3)}:${rng.int(0, 2)}:${rng.int(0, 20)}`] };
   if (kind === 'afterFlush') return { childArgs: ['--kill-after-flush', String(rng.int(1, 20))] };
   return { afterLines: rng.int(20, 600), delayMs: rng.int(0, 5) };
 }
@@ -148,12 +151,13 @@ function revertedTo(engine: LocalEngine, volume: string, snapshot: string): bool
   return head.parent === frozen.layer && engine.metadata.mapOf(head.id).size === 0 && record.sizeBytes === frozen.sizeBytes;
 }
 
+/** Every volume and snapshot at its size, every volume in its pool. */
 function checkCatalog(engine: LocalEngine, model: CrashModel): void {
   const actual = [
-    ...engine.listVolumes().map((v) => `${v.name}:${v.sizeBytes}`),
+    ...engine.listVolumes().map((v) => `${v.name}:${v.sizeBytes}:${v.class}`),
     ...engine.listSnapshots().map((s) => `${s.volume}@${s.name}:${s.sizeBytes}`),
   ].sort();
-  const expected = [...model.exports].map(([name, blocks]) => `${name}:${blocks.length * BLOCK}`).sort();
+  const expected = [...model.exports].map(([name, blocks]) => [name, blocks.length * BLOCK, ...(model.classes.has(name) ? [model.classes.get(name)] : [])].join(':')).sort();
   expect(actual).toEqual(expected);
 }
 
@@ -183,8 +187,10 @@ async function checkContents(engine: LocalEngine, model: CrashModel): Promise<Ma
 }
 
 /**
- * No space leaks: the pool uses exactly the physical blocks that the layers still reachable from a
- * volume or snapshot reference (the engine rebuilds its free space from all layers it lists).
+ * No space leaks: every layer the catalog lists is reachable from a volume or snapshot (a deleted
+ * snapshot stays as a hidden layer while a clone or the volume still stands on it), and each pool
+ * uses exactly the physical blocks that the reachable layers in it reference (the engine rebuilds
+ * each pool's free space from the maps of the layers it lists in that pool).
  */
 function checkSpace(engine: LocalEngine): void {
   const catalog = engine.metadata.catalog;
@@ -198,20 +204,21 @@ function checkSpace(engine: LocalEngine): void {
       layer = catalog.layers.find((l) => l.id === parent);
     }
   }
-  let referenced = 0;
-  for (const id of reachable) {
-    engine.metadata.mapOf(id).forEach((_block, value) => {
-      if (value >= FIRST_PHYSICAL) referenced++;
+  expect(catalog.layers.filter((l) => !reachable.has(l.id)).map((l) => l.id)).toEqual([]);
+  const referenced = new Map(engine.listPools().map((p) => [p.class, 0]));
+  for (const layer of catalog.layers) {
+    engine.metadata.mapOf(layer.id).forEach((_block, value) => {
+      if (value >= FIRST_PHYSICAL) referenced.set(layer.pool, referenced.get(layer.pool)! + BLOCK);
     });
   }
-  expect(engine.listPools()[0].usedBytes).toBe(referenced * BLOCK);
+  expect(engine.listPools().map((p) => `${p.class}:${p.usedBytes}`)).toEqual([...referenced].map(([c, bytes]) => `${c}:${bytes}`));
 }
 
 /** Opens the engine in this process as a restarted weftd would and checks everything against the model. */
 async function recoverAndCheck(model: CrashModel): Promise<void> {
   const engine = await openEngine();
   try {
-    if (model.pendingControl && happened(engine, model.pendingControl)) model.apply(model.pendingControl);
+    for (const op of model.pendingControls()) if (happened(engine, op)) model.apply(op);
     checkCatalog(engine, model);
     model.reset(await checkContents(engine, model));
     checkSpace(engine);
@@ -226,7 +233,7 @@ async function deleteEverything(): Promise<void> {
   try {
     for (const s of engine.listSnapshots()) await engine.deleteSnapshot(s.volume, s.name);
     for (const v of engine.listVolumes()) await engine.deleteVolume(v.name);
-    expect(engine.listPools()[0].usedBytes).toBe(0);
+    expect(engine.listPools().map((p) => p.usedBytes)).toEqual([0, 0]);
   } finally {
     await engine.close();
   }
