@@ -69,8 +69,12 @@ export class ControlTxn {
     await this.store.flushAll();
   }
 
-  /** Undoes the operation in memory, and in the journal if its record was appended. */
-  rollback(): void {
+  /**
+   * Undoes the operation in memory, and in the journal if its record was appended: the cancel
+   * record is written out (to the page cache at least, if the journal can take it) before the caller
+   * hears of the failure, so that a crash after the answer does not bring the operation back.
+   */
+  async rollback(): Promise<void> {
     const { metadata } = this.store;
     this.catalog.undo();
     for (let i = this.maps.length - 1; i >= 0; i--) {
@@ -85,7 +89,7 @@ export class ControlTxn {
       // Written in order after the record it cancels, before anything appended later; if this
       // write-out fails too, the next one retries both.
       metadata.recordCancel(this.seq);
-      metadata.writeOut().catch(() => undefined);
+      await metadata.writeOut().catch(() => undefined);
     }
   }
 

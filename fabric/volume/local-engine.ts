@@ -316,7 +316,7 @@ export class LocalEngine implements VolumeEngine {
       try {
         return await operation(txn);
       } catch (err) {
-        txn.rollback();
+        await txn.rollback();
         throw controlFailure(err);
       } finally {
         this.txn = undefined;
