@@ -1,9 +1,13 @@
 // How long I/O stalls when the engine writes a checkpoint of a 64 MiB journal (issue 8), measured on
-// a real LocalEngine under write load: 32 writers do 4 KiB random writes on one volume while one
-// more FLUSHes every 10 ms (group commits); the journal grows to its limit and the engine writes
-// checkpoints in the background. Reports the I/O pause of each checkpoint (its cut), how long the
-// whole checkpoint took, and the write and FLUSH latencies inside and outside checkpoints.
-// Run: npm run build && node dist/test/bench/checkpoint-stall.js   (STALL_JOURNAL_MIB, STALL_CHECKPOINTS)
+// a real LocalEngine. First 32 writers grow the journal with 4 KiB random writes as fast as they go,
+// to just under the limit; once the disk has caught up, they go on at a rate the disk keeps up with
+// (STALL_RATE writes/s in all) while one more FLUSHes every 10 ms (group commits), until the engine
+// has written STALL_CHECKPOINTS checkpoints in the background. Reports the I/O pause of each (the
+// drain of the writes in flight and the cut), how long the whole checkpoint took, and the write and
+// FLUSH latencies of the second part, during checkpoints and outside. (Unthrottled, the writes fill
+// the page cache faster than this VM's disk drains it, and the kernel's dirty-page throttling, not
+// the engine, then decides every latency.)
+// Run: npm run build && node dist/test/bench/checkpoint-stall.js   (STALL_JOURNAL_MIB, STALL_CHECKPOINTS, STALL_RATE)
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,7 +18,10 @@ import { LocalEngine } from '../../fabric/volume/local-engine';
 
 const MiB = 1024 * 1024;
 const JOURNAL_BYTES = Number(process.env.STALL_JOURNAL_MIB ?? 64) * MiB;
-const CHECKPOINTS = Number(process.env.STALL_CHECKPOINTS ?? 2);
+const CHECKPOINTS = Number(process.env.STALL_CHECKPOINTS ?? 1);
+const RATE = Number(process.env.STALL_RATE ?? 4000);
+/** The fast part stops this far below the journal limit. */
+const MARGIN_BYTES = MiB;
 const WRITERS = 32;
 const VOLUME_BYTES = 64 * MiB;
 const FLUSH_EVERY_MS = 10;
@@ -70,12 +77,27 @@ async function main(): Promise<void> {
     const blocks = VOLUME_BYTES / 4096;
     const data = Buffer.alloc(4096, 0x5a);
     const started = performance.now();
+    const write = () => device.write(Math.floor(Math.random() * blocks) * 4096, data, false);
+    const filled = () => engine.metadata.journalBytes >= JOURNAL_BYTES - MARGIN_BYTES;
+    await Promise.all(Array.from({ length: WRITERS }, async () => {
+      while (!filled()) await write();
+    }));
+    // Let the disk catch up with what the fast part left in the page cache.
+    let flushMs: number;
+    do {
+      const at = performance.now();
+      await device.flush();
+      flushMs = performance.now() - at;
+    } while (flushMs > 100);
+    console.error(`journal at ${(engine.metadata.journalBytes / MiB).toFixed(1)} MiB after ${((performance.now() - started) / 1000).toFixed(0)} s; now ${RATE} writes/s`);
     const done = () => checkpoints.length >= CHECKPOINTS || performance.now() - started > TIMEOUT_MS;
+    const pauseMs = (1000 * WRITERS) / RATE;
     const writer = async () => {
       while (!done()) {
         const at = performance.now();
-        await device.write(Math.floor(Math.random() * blocks) * 4096, data, false);
+        await write();
         writes.push({ at, ms: performance.now() - at });
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, pauseMs - (performance.now() - at))));
       }
     };
     const flusher = async () => {
@@ -98,7 +120,7 @@ async function main(): Promise<void> {
     fs.rmSync(dir, { recursive: true, force: true });
   }
   const inside = (t: Timed) => checkpoints.some((c) => t.at + t.ms >= c.endAt - c.writtenMs && t.at <= c.endAt);
-  console.log(`journal limit ${JOURNAL_BYTES / MiB} MiB, ${WRITERS} writers of 4 KiB random writes, FLUSH every ${FLUSH_EVERY_MS} ms\n`);
+  console.log(`journal limit ${JOURNAL_BYTES / MiB} MiB, ${WRITERS} writers of 4 KiB random writes (${RATE}/s in all), FLUSH every ${FLUSH_EVERY_MS} ms\n`);
   console.log('| checkpoint | I/O paused (ms) | whole checkpoint (ms) |');
   console.log('|---|---|---|');
   checkpoints.forEach((c, i) => console.log(`| ${i + 1} | ${c.pausedMs.toFixed(2)} | ${c.writtenMs} |`));
