@@ -117,6 +117,18 @@ export class Pool {
     return this.members.map((m) => ({ path: m.path, uuid: m.superblock.uuid, blocks: m.superblock.blocks }));
   }
 
+  /** Writes whole blocks, each to its own physical block (targets[i]): one write per contiguous run. */
+  writeBlocks(targets: readonly number[], blocks: Pieces): Promise<void> {
+    const writes: Promise<void>[] = [];
+    let start = 0;
+    for (let i = 1; i <= targets.length; i++) {
+      if (i < targets.length && targets[i] === targets[i - 1] + 1) continue;
+      writes.push(this.write(targets[start], slicePieces(blocks, start * BLOCK_BYTES, i * BLOCK_BYTES)));
+      start = i;
+    }
+    return writes.length === 1 ? writes[0] : settleAll(writes);
+  }
+
   /** Reads count blocks starting at physical block start into buf (count * 4096 bytes). */
   read(start: number, buf: Buffer): Promise<void> {
     return this.eachSegment(start, buf.length, (m, position, fromBytes, toBytes) => {

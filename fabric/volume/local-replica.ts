@@ -5,10 +5,8 @@
 
 import { takeBuffer } from '../buffers';
 import { IoError } from '../errors';
-import { copyPieces, piecesOf, slicePieces, totalBytes, type Pieces } from '../pieces';
+import { copyPieces, piecesOf, totalBytes, type Pieces } from '../pieces';
 import { crc32c, crc32cBlocks, crc32cPieces } from '../store/checksum';
-import { settleAll } from '../store/file-io';
-import type { Pool } from '../store/pool';
 import type { Extent, VolumeLayer, WriteZeroesOptions } from './block-device';
 import { ABSENT, FIRST_PHYSICAL, ZERO } from './block-map';
 import type { Chain } from './chain';
@@ -247,7 +245,7 @@ export class LocalReplica implements VolumeLayer {
     try {
       if (inPlace) await metadata.sync();
       else await metadata.writeOut();
-      await writeRuns(pool, targets, blocks);
+      await pool.writeBlocks(targets, blocks);
     } catch (err) {
       this.undoIntents(first, count, targets);
       this.host.writeFinished(firstSeq);
@@ -392,16 +390,4 @@ export class LocalReplica implements VolumeLayer {
   canFastZero(): boolean {
     return false;
   }
-}
-
-/** Writes blocks to their targets, one pool write per physically contiguous run. */
-function writeRuns(pool: Pool, targets: number[], blocks: Pieces): Promise<void> {
-  const writes: Promise<void>[] = [];
-  let start = 0;
-  for (let i = 1; i <= targets.length; i++) {
-    if (i < targets.length && targets[i] === targets[i - 1] + 1) continue;
-    writes.push(pool.write(targets[start], slicePieces(blocks, start * B, i * B)));
-    start = i;
-  }
-  return writes.length === 1 ? writes[0] : settleAll(writes);
 }
