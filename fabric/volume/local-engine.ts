@@ -369,11 +369,13 @@ export class LocalEngine implements VolumeEngine {
   }
 
 
+  /** Refuses, naming who holds it open, a volume with open handles. */
   private checkUnused(name: string, advice: string): void {
-    const connections = this.registry.entry(name).volume.connections;
-    if (connections > 0) throw failedPrecondition(`volume ${name} is in use by ${connections} connection(s) (NBD clients or a verify); ${advice}`);
+    const handles = this.registry.entry(name).volume.openHandles;
+    if (handles.length === 0) return;
+    const who = handles.map((h) => `${h.peer ? `NBD client ${h.peer}` : (h.purpose ?? 'a handle')}${h.attachment ? ` (${h.attachment})` : ''} since ${h.openedAt}`);
+    throw failedPrecondition(`volume ${name} is in use by ${handles.length} connection(s): ${who.join(', ')}; ${advice}`);
   }
-
 }
 
 function now(): string {

@@ -97,11 +97,11 @@ describe('volumes', () => {
     expect(e.listVolumes().map((v) => [v.name, v.sizeBytes])).toEqual([['v1', MiB]]);
   });
 
-  test('a connected volume is not deleted', async () => {
+  test('a connected volume is not deleted, and the refusal names who holds it', async () => {
     const e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: MiB });
-    const device = openExport(e, 'v1');
-    await expect(e.deleteVolume('v1')).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION' });
+    const device = e.openVolume('v1', { peer: '127.0.0.1:40022' });
+    await expect(e.deleteVolume('v1')).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION', message: expect.stringContaining('in use by 1 connection(s): NBD client 127.0.0.1:40022 since 20') });
     device.close();
     await e.deleteVolume('v1');
     expect(e.listVolumes()).toEqual([]);
