@@ -69,6 +69,8 @@ export class Journal {
   private written = 0;
   /** File offset up to which a sync has made the file durable. */
   private durable = 0;
+  /** See writtenBytes. */
+  private reached = 0;
   private fileBytes: number;
   private scheduled: Promise<void> | undefined;
   private syncs: Promise<void> = Promise.resolve();
@@ -174,6 +176,22 @@ export class Journal {
     return this.durable + this.unsyncedLength + this.openLength;
   }
 
+  /**
+   * A position in the journal before every record appended from now on (they are sealed into frames
+   * after what is sealed now): such a record may have reached the file only once writtenBytes > mark.
+   */
+  get appendMark(): number {
+    return this.durable + this.unsyncedLength;
+  }
+
+  /**
+   * How far the journal file has ever been written, synced or not (after a failed sync the bytes are
+   * written again, but the first write may have reached the disk or survive in the page cache).
+   */
+  get writtenBytes(): number {
+    return this.reached;
+  }
+
   /** Bytes appended that no sync has made durable yet. */
   get pendingBytes(): number {
     return this.unsyncedLength + this.openLength;
@@ -262,6 +280,7 @@ export class Journal {
     }
     pwriteAllSync(this.fd, this.unsynced.subarray(this.written, this.unsyncedLength), this.durable + this.written);
     this.written = this.unsyncedLength;
+    this.reached = Math.max(this.reached, this.durable + this.written);
   }
 }
 

@@ -15,8 +15,9 @@ export class ControlTxn {
   private readonly removedMaps = new Map<number, BlockMap>();
   /** Blocks it frees once its record is durable. */
   private readonly frees: { pool: string; block: number }[] = [];
-  /** Sequence number of its journal record, once appended. */
+  /** Sequence number of its journal record, once appended, and a journal position before it. */
   private seq: number | undefined;
+  private mark = 0;
   /** A merge moved a volume head's entries, whose writes may not be durable yet. */
   private movedHeadEntries = false;
 
@@ -63,6 +64,7 @@ export class ControlTxn {
     // the record that moves it. A head's recent writes may not be (a snapshot's are: its creation
     // synced them).
     if (this.movedHeadEntries) await this.store.flushAll();
+    this.mark = this.store.metadata.appendMark();
     const seq = this.store.metadata.recordControl(this.catalog.changes(), this.maps);
     this.seq = seq;
     for (const f of this.frees) this.store.pool(f.pool).allocator.freeAfterSync(f.block, seq);
@@ -73,8 +75,10 @@ export class ControlTxn {
    * Undoes the operation in memory, and in the journal if its record was appended: the cancel
    * record is written out (to the page cache at least, if the journal can take it) before the caller
    * hears of the failure, so that a crash after the answer does not bring the operation back.
+   * Resolves false if that could not be done: its record may be in the journal file without the
+   * cancel (any record written later follows the cancel, which is kept in memory, in order).
    */
-  async rollback(): Promise<void> {
+  async rollback(): Promise<boolean> {
     const { metadata } = this.store;
     this.catalog.undo();
     for (let i = this.maps.length - 1; i >= 0; i--) {
@@ -89,8 +93,13 @@ export class ControlTxn {
       // Written in order after the record it cancels, before anything appended later; if this
       // write-out fails too, the next one retries both.
       metadata.recordCancel(this.seq);
-      await metadata.writeOut().catch(() => undefined);
+      const cancelWritten = await metadata.writeOut().then(
+        () => true,
+        () => false,
+      );
+      return cancelWritten || !metadata.reachedFile(this.mark);
     }
+    return true;
   }
 
   /**

@@ -315,8 +315,8 @@ export class LocalEngine implements VolumeEngine {
       try {
         return await operation(txn);
       } catch (err) {
-        await txn.rollback();
-        throw controlFailure(err);
+        const undone = await txn.rollback();
+        throw controlFailure(err, undone);
       } finally {
         this.txn = undefined;
         this.registry.refresh();
@@ -386,9 +386,12 @@ function now(): string {
  * A failed control operation's error as the caller sees it: its own if it refused, else what the
  * metadata disk said, with the news that nothing changed.
  */
-function controlFailure(err: unknown): unknown {
+function controlFailure(err: unknown, undone: boolean): unknown {
   if (err instanceof WeftError) return err;
-  const message = `${err instanceof Error ? err.message : String(err)}; the operation was undone, nothing changed`;
+  const outcome = undone
+    ? 'the operation was undone, nothing changed'
+    : 'the operation was undone, but the journal could not record that yet: should weftd stop before it can, the operation may be found done (whole) at the next start';
+  const message = `${err instanceof Error ? err.message : String(err)}; ${outcome}`;
   if ((err as NodeJS.ErrnoException).code === 'ENOSPC') return resourceExhausted(`the metadata disk is full: ${message}`);
   if ((err as NodeJS.ErrnoException).code !== undefined || err instanceof IoError) return new WeftError('UNAVAILABLE', `could not be made durable: ${message}`);
   return err;

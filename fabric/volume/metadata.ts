@@ -148,6 +148,16 @@ export class Metadata {
     return ++this.seq;
   }
 
+  /** A position before the next record appended; see reachedFile(). */
+  appendMark(): number {
+    return this.journal.appendMark;
+  }
+
+  /** Whether a record appended after mark may have reached the journal file (and so a restart). */
+  reachedFile(mark: number): boolean {
+    return this.journal.writtenBytes > mark;
+  }
+
   /** Appends a record that undoes the control record seq (its operation failed). */
   recordCancel(seq: number): void {
     appendCancel(this.journal, seq);

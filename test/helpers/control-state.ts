@@ -10,7 +10,8 @@ export function controlState(engine: LocalEngine): string {
 
 /**
  * The same, of the volumes and snapshots (VOL@SNAP) named only: what one control operation may
- * change while others run (the layers they add and drop are theirs too).
+ * change while others run. Layer ids are left out: the layers others add and drop are theirs, and a
+ * merge by another may give a volume's head or a snapshot the id of the layer that absorbed it.
  */
 export function controlStateOf(engine: LocalEngine, names: ReadonlySet<string>): string {
   return objectState(engine, (name) => names.has(name), false);
@@ -19,8 +20,8 @@ export function controlStateOf(engine: LocalEngine, names: ReadonlySet<string>):
 function objectState(engine: LocalEngine, named: (name: string) => boolean, layers: boolean): string {
   const catalog = engine.metadata.catalog;
   return JSON.stringify({
-    volumes: catalog.volumes.filter((v) => named(v.name)).map((v) => [v.name, v.sizeBytes, v.head, v.class, v.sourceSnapshot ?? null]),
-    snapshots: catalog.snapshots.filter((s) => named(`${s.volume}@${s.name}`)).map((s) => [s.volume, s.name, s.layer, s.sizeBytes]),
+    volumes: catalog.volumes.filter((v) => named(v.name)).map((v) => [v.name, v.sizeBytes, layers ? v.head : null, v.class, v.sourceSnapshot ?? null]),
+    snapshots: catalog.snapshots.filter((s) => named(`${s.volume}@${s.name}`)).map((s) => [s.volume, s.name, layers ? s.layer : null, s.sizeBytes]),
     layers: layers ? catalog.layers.map((l) => [l.id, l.parent, l.pool, l.hidden ?? false]) : [],
   });
 }

@@ -83,6 +83,9 @@ export class CrashModel {
     if (!duringFaults) throw new Error(`${JSON.stringify(op)} failed with no fault injected: ${message}`);
     this.failedOps++;
     if (op.kind === 'flush') this.flushCovers.delete(id);
+    // Its cancel could not be written: after a crash it may be found done, as if still in flight
+    // (until then nothing else can reach the journal file without the cancel before it).
+    else if (!isIo(op) && message.includes('may be found done')) this.started.set(id, { op, duringFaults });
     else if (!isIo(op)) this.controlCovers.delete(id); // it must not have happened
   }
 
