@@ -147,6 +147,7 @@ export class CrashModel {
       case 'deleteVolume':
         this.exports.delete(op.name);
         this.classes.delete(op.name);
+        this.forgetWrites(op.name);
         return;
       case 'snapshot':
         this.exports.set(`${op.volume}@${op.name}`, grown(this.exports.get(op.volume)!, 0));
@@ -160,7 +161,19 @@ export class CrashModel {
         return;
       case 'revert':
         this.exports.set(op.volume, grown(this.exports.get(`${op.volume}@${op.snapshot}`)!, 0));
+        this.forgetWrites(op.volume);
     }
+  }
+
+  /**
+   * The volume's content was replaced (reverted) or dropped: writes to it acknowledged before, not
+   * yet durable, no longer say anything about it when a later flush makes them durable.
+   */
+  private forgetWrites(volume: string): void {
+    const others = (ops: IoOp[]) => ops.filter((w) => w.volume !== volume);
+    this.ackedWrites = others(this.ackedWrites);
+    for (const [id, ops] of this.flushCovers) this.flushCovers.set(id, others(ops));
+    for (const [id, ops] of this.controlCovers) this.controlCovers.set(id, others(ops));
   }
 
   /** After recovery was checked: what was read back is all a block may hold, and nothing is in flight. */

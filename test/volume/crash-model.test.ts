@@ -127,7 +127,7 @@ function happened(engine: LocalEngine, op: ControlOp): boolean {
     case 'clone':
       return volume(op.name) !== undefined;
     case 'resize':
-      return volume(op.name)!.sizeBytes === op.sizeBytes;
+      return volume(op.name)?.sizeBytes === op.sizeBytes; // the volume may be gone: a delete whose cancel was not written
     case 'deleteVolume':
       return volume(op.name) === undefined;
     case 'snapshot':
@@ -145,8 +145,9 @@ function happened(engine: LocalEngine, op: ControlOp): boolean {
  */
 function revertedTo(engine: LocalEngine, volume: string, snapshot: string): boolean {
   const catalog = engine.metadata.catalog;
-  const record = catalog.volumes.find((v) => v.name === volume)!;
-  const frozen = catalog.snapshots.find((s) => s.volume === volume && s.name === snapshot)!;
+  const record = catalog.volumes.find((v) => v.name === volume);
+  const frozen = catalog.snapshots.find((s) => s.volume === volume && s.name === snapshot);
+  if (!record || !frozen) return false; // gone with a delete whose cancel was not written
   const head = catalog.layers.find((l) => l.id === record.head)!;
   return head.parent === frozen.layer && engine.metadata.mapOf(head.id).size === 0 && record.sizeBytes === frozen.sizeBytes;
 }
