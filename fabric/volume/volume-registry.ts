@@ -2,7 +2,7 @@
 // catalog: each has its chain of layers (a pool per layer) and its stack, built once.
 
 import { notFound, WeftError } from '../errors';
-import type { Catalog, SnapshotRecord, VolumeRecord } from './catalog';
+import type { Catalog, LayerRecord, SnapshotRecord, VolumeRecord } from './catalog';
 import { Chain } from './chain';
 import { layerById, lineage } from './control-txn';
 import { LocalReplica, type ReplicaControl } from './local-replica';
@@ -51,10 +51,12 @@ export class VolumeRegistry {
     return [...this.volumes.values(), ...this.snapshots.values()].map((e) => e.volume);
   }
 
-  private chainOf(head: number): Chain {
+  /** byId: the catalog's layers by id, when the caller builds many chains at once. */
+  private chainOf(head: number, byId?: ReadonlyMap<number, LayerRecord>): Chain {
+    const layer = (id: number) => byId?.get(id) ?? layerById(this.catalog, id);
     const layers = [];
-    for (let id: number | null = head; id !== null; id = layerById(this.catalog, id).parent) {
-      layers.push({ id, map: this.store.metadata.mapOf(id), pool: this.store.pool(layerById(this.catalog, id).pool) });
+    for (let id: number | null = head; id !== null; id = layer(id).parent) {
+      layers.push({ id, map: this.store.metadata.mapOf(id), pool: this.store.pool(layer(id).pool) });
     }
     return new Chain(layers);
   }
@@ -65,23 +67,28 @@ export class VolumeRegistry {
    * did not pause come out as they were.
    */
   refresh(): void {
+    // Indexed once: this runs after every control operation, over every volume of the node.
+    const layers = new Map(this.catalog.layers.map((l) => [l.id, l]));
+    const volumes = new Map(this.catalog.volumes.map((v) => [v.name, v]));
     for (const [name, entry] of this.volumes) {
-      const record = this.catalog.volumes.find((v) => v.name === name);
+      const record = volumes.get(name);
       if (!record) this.volumes.delete(name);
       else entry.record = record;
     }
     for (const record of this.catalog.volumes) {
       const entry = this.volumes.get(record.name);
-      if (entry) entry.volume.replica.chain = this.chainOf(record.head);
+      if (entry) entry.volume.replica.chain = this.chainOf(record.head, layers);
       else this.volumes.set(record.name, this.makeEntry({ volume: record.name }, record, record.head));
     }
+    if (this.snapshots.size === 0) return;
+    const snapshots = new Map(this.catalog.snapshots.map((s) => [snapshotKey(s.volume, s.name), s]));
     for (const [key, entry] of this.snapshots) {
-      const record = this.catalog.snapshots.find((s) => snapshotKey(s.volume, s.name) === key);
+      const record = snapshots.get(key);
       if (!record) {
         this.snapshots.delete(key);
       } else {
         entry.record = record;
-        entry.volume.replica.chain = this.chainOf(record.layer);
+        entry.volume.replica.chain = this.chainOf(record.layer, layers);
       }
     }
   }
