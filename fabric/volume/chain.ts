@@ -50,7 +50,7 @@ export class Chain {
    * topmost layer that has one, and its index in the chain (ABSENT where none has). Walks chunk by
    * chunk, layer by layer.
    */
-  resolveRange(first: number, values: Uint32Array, crcs: Uint32Array, layerIndex: Uint16Array): void {
+  resolveRange(first: number, values: Uint32Array, crcs: Uint32Array, layerIndex: Uint32Array): void {
     const end = first + values.length;
     for (let l = 0; l < this.layers.length; l++) {
       const map = this.layers[l].map;
@@ -76,44 +76,40 @@ export class Chain {
   /**
    * Reads the blocks from first on into buf (whole blocks), each from the pool of the layer that
    * maps it, one read per run that is contiguous in one pool; unmapped blocks read as zeroes.
-   * values and crcs get what resolveRange() gives, for the caller to check.
+   * values, crcs and layerIndex (the caller's scratch, one entry per block) get what resolveRange()
+   * gives, for the caller to check.
    */
-  async read(first: number, buf: Buffer, values: Uint32Array, crcs: Uint32Array): Promise<void> {
+  async read(first: number, buf: Buffer, values: Uint32Array, crcs: Uint32Array, layerIndex: Uint32Array): Promise<void> {
     const count = values.length;
-    const layerIndex = new Uint16Array(count);
     const layers = this.layers;
     this.resolveRange(first, values, crcs, layerIndex);
     const reads: Promise<void>[] = [];
     let runIndex = 0;
     let runPhysical = -1;
     let runLength = 0;
-    let runPool = layers[0].pool;
-    const endRun = () => {
-      if (runLength > 0) reads.push(runPool.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
-    };
-    for (let i = 0; i < count; i++) {
-      const value = values[i];
-      if (value >= FIRST_PHYSICAL) {
-        const physical = value - FIRST_PHYSICAL;
-        const pool = layers[layerIndex[i]].pool;
-        if (runLength > 0 && physical === runPhysical + runLength && pool === runPool) {
-          runLength++;
-          continue;
-        }
-        endRun();
-        runIndex = i;
-        runPhysical = physical;
-        runLength = 1;
-        runPool = pool;
-      } else {
+    let runPool: Pool | undefined;
+    // One pass past the end (i === count) ends the last run.
+    for (let i = 0; i <= count; i++) {
+      const value = i < count ? values[i] : ABSENT;
+      const physical = value - FIRST_PHYSICAL;
+      const pool = value >= FIRST_PHYSICAL ? layers[layerIndex[i]].pool : undefined;
+      if (runLength > 0 && pool === runPool && physical === runPhysical + runLength) {
+        runLength++;
+        continue;
+      }
+      if (runLength > 0) reads.push(runPool!.read(runPhysical, buf.subarray(runIndex * B, (runIndex + runLength) * B)));
+      runLength = 0;
+      if (pool === undefined) {
         // A hole ends the run even if the next block is physically adjacent to it: the run's
         // data goes to consecutive slots, and this slot reads as zeroes.
-        endRun();
-        runLength = 0;
-        buf.fill(0, i * B, (i + 1) * B);
+        if (i < count) buf.fill(0, i * B, (i + 1) * B);
+        continue;
       }
+      runIndex = i;
+      runPhysical = physical;
+      runLength = 1;
+      runPool = pool;
     }
-    endRun();
     if (reads.length === 1) await reads[0];
     else if (reads.length > 1) await settleAll(reads);
   }

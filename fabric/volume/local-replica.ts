@@ -168,10 +168,11 @@ export class LocalReplica implements VolumeLayer {
   private async readBlocks(first: number, end: number): Promise<Buffer> {
     const count = end - first;
     const buf = takeBuffer(count * B);
-    const entries = new Uint32Array(count * 2);
+    // One allocation per request for the chain's answers: entry, checksum and layer of each block.
+    const entries = new Uint32Array(count * 3);
     const values = entries.subarray(0, count);
-    const expected = entries.subarray(count);
-    await this.chain.read(first, buf, values, expected);
+    const expected = entries.subarray(count, 2 * count);
+    await this.chain.read(first, buf, values, expected, entries.subarray(2 * count));
     // The checksums of unmapped blocks are computed too (over zeroes) but not compared.
     const actual = new Uint32Array(count);
     crc32cBlocks(buf, B, actual);
