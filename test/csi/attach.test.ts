@@ -16,6 +16,7 @@ import { expectFiles, subdir, writeFiles } from '../helpers/attach-data';
 import { freePort } from '../helpers/free-port';
 import { expectNoLeftovers, forceCleanup, leftoversUnder, settledConnections } from '../helpers/mounts';
 import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { waitFor } from '../helpers/wait-for';
 
 const MiB = 1024 * 1024;
 
@@ -278,11 +279,3 @@ describe('nbdfuse + loop attach (real weftd, nbdfuse, loop devices, ext4 and xfs
     expect(entry.reason).toMatch(/kernel-nbd unusable/);
   });
 });
-
-async function waitFor(condition: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { cleanupAll, makeTempDir, run, startWeftd, WeftdHandle, WEFTD_BIN, type RunResult } from '../helpers/weftd';
+import { waitFor } from '../helpers/wait-for';
 
 afterAll(cleanupAll);
 
@@ -198,11 +199,3 @@ describe('one weftd per data dir', () => {
     }
   });
 });
-
-/** Polls until check() holds (every 20 ms, for up to 10 s). */
-async function waitFor(check: () => boolean): Promise<void> {
-  for (let waited = 0; !check(); waited += 20) {
-    if (waited > 10_000) throw new Error('timed out');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}

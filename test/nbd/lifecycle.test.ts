@@ -9,6 +9,7 @@ import type { Extent, WriteZeroesOptions } from '../../fabric/volume/block-devic
 import { PassThroughDevice } from '../../fabric/volume/pass-through-device';
 import { NbdFixture } from './fixture';
 import { CMD, CMD_FLAG, encodeRequest, ERR, RawNbdClient, REPLY_TYPE, type Request } from '../helpers/nbd-raw-client';
+import { waitFor } from '../helpers/wait-for';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -61,15 +62,6 @@ class TestLayer extends PassThroughDevice {
   }
 }
 
-
-/** Resolves once cond() holds; polls, so that a loaded machine only makes it slower, not wrong. */
-async function until(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
 describe('NBD connection lifecycle', () => {
   let fixture: NbdFixture;
   let layer: TestLayer;
@@ -196,7 +188,7 @@ describe('NBD connection lifecycle', () => {
     const client = await open();
     layer.delayMs = 200;
     client.socket.write(Buffer.concat([0, 1, 2, 3].map((i) => encodeRequest({ type: CMD.READ, handle: BigInt(i), offset: i * 4096, length: 4096 }))));
-    await until(() => layer.inFlight === 4);
+    await waitFor(() => layer.inFlight === 4);
     client.destroy();
     await fixture.exportsClosed();
     expect(layer.completed).toBeGreaterThanOrEqual(4);
@@ -236,7 +228,7 @@ describe('NBD connection lifecycle', () => {
     const slow = await open();
     layer.delayMs = 300;
     slow.sendRequest({ type: CMD.READ, handle: 1n, length: 4096 });
-    await until(() => layer.inFlight === 1); // the slow read is in the device
+    await waitFor(() => layer.inFlight === 1); // the slow read is in the device
     layer.delayMs = 0;
     slow.sendRequest({ type: CMD.FLUSH, handle: 2n });
     expect((await slow.readSimpleReply()).handle).toBe(2n);
