@@ -6,9 +6,21 @@ export interface BlockRun {
   count: number;
 }
 
+/**
+ * Requests of at least this many blocks first look for free space in whole free bitmap words (32
+ * blocks each), so that they stay contiguous. Small random overwrites free single blocks all over
+ * the pool; a 1 MiB write gathered from those would become 256 one-block writes and journal runs.
+ */
+const RUN_MIN_BLOCKS = 16;
+/** How far (in bitmap words, 32 blocks each) the search for whole free words goes: about 1 GiB. */
+const RUN_SEARCH_WORDS = 8192;
+
 export class BlockAllocator {
   private readonly words: Uint32Array;
+  /** Where the next allocation from scattered free blocks starts looking. */
   private cursor = 0;
+  /** Where the next search for whole free words starts (a word index). */
+  private runCursor = 0;
   private usedCount = 0;
   /**
    * Freed in memory, not yet reusable: the journal record that freed them (its sequence number is
@@ -49,12 +61,38 @@ export class BlockAllocator {
   }
 
   /**
-   * Allocates count blocks, as few runs as the free space allows, continuing where the last
-   * allocation ended so that sequential writes land contiguously. Returns undefined if the
-   * pool has fewer than count free blocks (nothing is allocated then).
+   * Allocates count blocks. A large request (RUN_MIN_BLOCKS or more) takes one run of whole free
+   * words when there is one near the last such allocation, so sequential writes land contiguously.
+   * Otherwise the blocks come from wherever they are free, in as few runs as the free space allows,
+   * continuing where the last allocation ended. Returns undefined if the pool has fewer than count
+   * free blocks (nothing is allocated then).
    */
   allocate(count: number): BlockRun[] | undefined {
     if (count > this.freeBlocks) return undefined;
+    const start = count >= RUN_MIN_BLOCKS ? this.findFreeWords(Math.ceil(count / 32)) : undefined;
+    if (start !== undefined) {
+      for (let b = start; b < start + count; b++) this.words[b >>> 5] |= 1 << (b & 31);
+      this.usedCount += count;
+      this.runCursor = (start + count) >>> 5;
+      return [{ start, count }];
+    }
+    return this.gather(count);
+  }
+
+  /** The first block of `wanted` consecutive free words, searching RUN_SEARCH_WORDS from runCursor. */
+  private findFreeWords(wanted: number): number | undefined {
+    const total = this.words.length;
+    let found = 0;
+    for (let scanned = 0, w = this.runCursor; scanned < Math.min(RUN_SEARCH_WORDS, total); scanned++, w++) {
+      if (w >= total) (w = 0), (found = 0); // a run does not wrap around the end of the pool
+      found = this.words[w] === 0 ? found + 1 : 0;
+      if (found === wanted) return (w + 1 - wanted) * 32;
+    }
+    return undefined;
+  }
+
+  /** Allocates count blocks from wherever they are free, in as few runs as the free space allows. */
+  private gather(count: number): BlockRun[] {
     const runs: BlockRun[] = [];
     let needed = count;
     let block = this.cursor;

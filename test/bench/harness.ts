@@ -19,6 +19,12 @@ export function mustSucceed(what: string, result: RunResult): RunResult {
 }
 
 /** weftd on free ports, its data and its one pool ("bench", of poolBytes) in dir. */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
 export function startBenchWeftd(dir: string, poolBytes: number): Promise<WeftdHandle> {
   const poolDir = path.join(dir, 'weft-pool');
   fs.mkdirSync(poolDir);
@@ -52,7 +58,9 @@ export function benchMain(label: string, main: () => Promise<void>, stop: () => 
 
 /**
  * weft's event-loop delay since the last read, in ms (prom-client's monitorEventLoopDelay
- * histogram, which each scrape of /metrics reads and resets).
+ * histogram, which each scrape of /metrics reads and resets). Node's histogram records the time
+ * between two of its 10 ms timer ticks, so the figures include those 10 ms: an idle loop reads
+ * about 10-12 ms. They are reported as read (on the safe side against a target), not corrected.
  */
 export async function eventLoopDelay(metricsUrl: string): Promise<{ p99: number; max: number }> {
   const text = await (await fetch(metricsUrl)).text();

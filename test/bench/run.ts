@@ -7,7 +7,7 @@ import path from 'node:path';
 import { freePort } from '../helpers/free-port';
 import { cleanupAll, makeTempDir, run, startWeftd, type RunResult } from '../helpers/weftd';
 import { fill, runFio } from './fio';
-import { benchMain, eventLoopDelay, mustSucceed, positiveInteger, saveResults, startBenchWeftd } from './harness';
+import { benchMain, eventLoopDelay, median, mustSucceed, positiveInteger, saveResults, startBenchWeftd } from './harness';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 10);
 const REPEAT = positiveInteger('BENCH_REPEAT', 1);
@@ -150,12 +150,6 @@ async function runJob(job: Job, server: Server, dir: string): Promise<number> {
   const report = await runFio(args, path.join(dir, `${server.name}-${job.rw}.json`));
   const side = job.rw.endsWith('write') ? report.jobs[0].write : report.jobs[0].read;
   return job.unit === 'IOPS' ? side.iops : side.bw_bytes / 1e6;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
 type Results = Map<string, Map<Server['name'], number>>;

@@ -37,6 +37,24 @@ describe('allocate and free', () => {
     expect(a.freeBlocks).toBe(0);
   });
 
+  test('large allocations take whole free words, one after the other, past blocks freed here and there', () => {
+    const a = new BlockAllocator(512);
+    expect(a.allocate(256)).toEqual([{ start: 0, count: 256 }]);
+    // Small random overwrites free single blocks: every other block of the first 128.
+    for (let b = 0; b < 128; b += 2) a.freeNow(b);
+    expect(a.allocate(40)).toEqual([{ start: 256, count: 40 }]);
+    expect(a.allocate(64)).toEqual([{ start: 320, count: 64 }]);
+    // Small ones fill the scattered holes.
+    expect(a.allocate(2)).toEqual([{ start: 0, count: 1 }, { start: 2, count: 1 }]);
+  });
+
+  test('a large allocation is gathered from scattered blocks when no whole free words are left', () => {
+    const a = new BlockAllocator(128);
+    a.allocate(128);
+    for (let b = 1; b < 128; b += 4) a.freeNow(b);
+    expect(blocksOf(a.allocate(20)!)).toEqual(Array.from({ length: 20 }, (_, i) => 1 + 4 * i));
+  });
+
   test('a pool whose size is not a multiple of 32 never hands out a block past its end', () => {
     const a = new BlockAllocator(70);
     const all = blocksOf(a.allocate(70)!);
