@@ -1,0 +1,94 @@
+// Placement: which nodes hold a new volume's replicas, and which of them is its primary. A plain
+// function of the cluster's state and the request, so that every rule is tested with tables; the
+// store, the network and the clock stay outside (DESIGN.md, "Pure decisions, I/O at the edges").
+
+import { invalidArgument, resourceExhausted } from '../errors';
+
+/** What placement needs to know of a node: from its registration in the cluster store. */
+export interface NodeCandidate {
+  id: string;
+  /** Whether its lease is alive. A node that is down gets no new replica. */
+  up: boolean;
+  zone?: string;
+  pools: PoolCandidate[];
+}
+
+export interface PoolCandidate {
+  class: string;
+  capacityBytes: number;
+  usedBytes: number;
+}
+
+export interface PlacementRequest {
+  sizeBytes: number;
+  replicas: number;
+  /** Service class; when absent, the cluster's default (see defaultClass). */
+  class?: string;
+  /** The node where the workload runs: it gets the primary. */
+  locality?: string;
+}
+
+export interface Placement {
+  class: string;
+  /** Distinct nodes, the primary first. */
+  nodes: string[];
+}
+
+/** The class of a request that names none: "default" if a node has such a pool, else the only class there is. */
+export function defaultClass(nodes: readonly NodeCandidate[]): string {
+  const classes = new Set(nodes.flatMap((n) => n.pools.map((p) => p.class)));
+  if (classes.has('default') || classes.size === 0) return 'default';
+  if (classes.size === 1) return [...classes][0];
+  throw invalidArgument(`the cluster has pools of several classes (${[...classes].sort().join(', ')}) and none named "default": name one`);
+}
+
+/**
+ * Picks request.replicas distinct nodes that are up and have a pool of the class big enough for
+ * the volume. Spreads them over zones where nodes are labelled (a zone gets a second replica only
+ * once every zone has one), and prefers, within that, the node with the most free room. With a
+ * locality, that node is the primary and must qualify itself. Throws, choosing nothing, when the
+ * request cannot be met; the message says what is missing.
+ */
+export function place(nodes: readonly NodeCandidate[], request: PlacementRequest): Placement {
+  if (!Number.isInteger(request.replicas) || request.replicas < 1) throw invalidArgument(`replicas must be a whole number of at least 1, not ${request.replicas}`);
+  const poolClass = request.class ?? defaultClass(nodes);
+  const room = (node: NodeCandidate) => {
+    const pool = node.pools.find((p) => p.class === poolClass);
+    return pool && pool.capacityBytes >= request.sizeBytes ? pool.capacityBytes - pool.usedBytes : undefined;
+  };
+  const eligible = nodes.filter((n) => n.up && room(n) !== undefined);
+  const chosen: NodeCandidate[] = [];
+  if (request.locality !== undefined) {
+    const local = nodes.find((n) => n.id === request.locality);
+    if (!local) throw invalidArgument(`locality: no node "${request.locality}" in the cluster (nodes: ${nodes.map((n) => n.id).join(', ') || 'none'})`);
+    if (!eligible.includes(local)) throw resourceExhausted(`locality: node ${local.id} ${whyNot(local, poolClass, request.sizeBytes)}`);
+    chosen.push(local);
+  }
+  if (eligible.length < request.replicas) {
+    const others = nodes.filter((n) => !eligible.includes(n)).map((n) => `${n.id} ${whyNot(n, poolClass, request.sizeBytes)}`);
+    throw resourceExhausted(
+      `${request.replicas} replicas need ${request.replicas} nodes that are up with a pool of class ${poolClass} of at least ` +
+        `${request.sizeBytes} bytes; ${eligible.length} qualify${others.length > 0 ? ` (${others.join('; ')})` : ''}`,
+    );
+  }
+  while (chosen.length < request.replicas) {
+    const zonesUsed = new Map<string, number>();
+    for (const n of chosen) zonesUsed.set(zoneOf(n), (zonesUsed.get(zoneOf(n)) ?? 0) + 1);
+    const rest = eligible.filter((n) => !chosen.includes(n));
+    rest.sort((a, b) => (zonesUsed.get(zoneOf(a)) ?? 0) - (zonesUsed.get(zoneOf(b)) ?? 0) || room(b)! - room(a)! || a.id.localeCompare(b.id));
+    chosen.push(rest[0]);
+  }
+  return { class: poolClass, nodes: chosen.map((n) => n.id) };
+}
+
+/** Nodes without a zone label count as one zone of their own kind. */
+function zoneOf(node: NodeCandidate): string {
+  return node.zone === undefined ? '' : `zone:${node.zone}`;
+}
+
+function whyNot(node: NodeCandidate, poolClass: string, sizeBytes: number): string {
+  if (!node.up) return 'is down';
+  const pool = node.pools.find((p) => p.class === poolClass);
+  if (!pool) return `has no pool of class ${poolClass}`;
+  return `has a pool of class ${poolClass} of ${pool.capacityBytes} bytes, smaller than the volume`;
+}
