@@ -8,6 +8,7 @@ import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import YAML from 'yaml';
 import type { PoolSpec } from './volume/node-store';
+import { parseStoreSpec, type StoreSpec } from './cluster/open-store';
 import { parseSize } from './units';
 import { isValidName, NAME_RULE } from './volume/names';
 
@@ -43,6 +44,8 @@ export interface WeftdConfig {
   zone?: string;
   /** Absent: no CSI driver. */
   csi?: CsiSettings;
+  /** Where the cluster's metadata lives: embedded (in the data dir) or an etcd cluster. */
+  store: StoreSpec;
   /** NBD requests and replies held in memory: per connection, and across the node (backpressure beyond). */
   maxConnectionInflightBytes: number;
   maxInflightBytes: number;
@@ -72,13 +75,14 @@ interface RawSettings {
   zone?: unknown;
   csiEndpoint?: unknown;
   csiRole?: unknown;
+  store?: unknown;
   maxConnectionInflightBytes?: unknown;
   maxInflightBytes?: unknown;
 }
 type SettingKey = keyof RawSettings;
 
 const SETTING_KEYS: readonly SettingKey[] = [
-  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'zone', 'csiEndpoint', 'csiRole',
+  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'zone', 'csiEndpoint', 'csiRole', 'store',
   'maxConnectionInflightBytes', 'maxInflightBytes',
 ];
 
@@ -91,6 +95,7 @@ const DEFAULTS = {
   logLevel: 'info',
   syncInterval: '5',
   csiRole: 'both',
+  store: 'embedded',
   maxConnectionInflightBytes: '64MiB',
   maxInflightBytes: '1GiB',
 };
@@ -130,6 +135,7 @@ function buildCommand(): Command {
     .option('--zone <zone>', 'zone label of this node, for CSI topology (default: none)')
     .option('--csi-endpoint <unix:///path>', 'serve the CSI driver on this unix socket (default: off)')
     .option('--csi-role <role>', `CSI services to serve: ${CSI_ROLES.join(', ')} (default: ${DEFAULTS.csiRole})`)
+    .option('--store <spec>', `cluster store: embedded (in the data dir, one node) or etcd://HOST:PORT[,HOST:PORT...] (default: ${DEFAULTS.store})`)
     .option('--max-connection-inflight-bytes <size>', `NBD requests and replies one connection may hold before it waits (default: ${DEFAULTS.maxConnectionInflightBytes})`)
     .option('--max-inflight-bytes <size>', `the same across all NBD connections of the node (default: ${DEFAULTS.maxInflightBytes})`)
     .option('--recover', 'do not start: tell what is wrong with the data dir\'s metadata and what starting without it would lose; changes nothing')
@@ -225,6 +231,7 @@ function validate(pick: Picker): WeftdConfig {
     syncIntervalMs: seconds(pick('syncInterval'), DEFAULTS.syncInterval) * 1000,
     zone: zone(pick('zone')),
     csi: csi(pick('csiEndpoint'), pick('csiRole')),
+    store: store(pick('store')),
     maxConnectionInflightBytes: bytes(pick('maxConnectionInflightBytes'), DEFAULTS.maxConnectionInflightBytes),
     maxInflightBytes: bytes(pick('maxInflightBytes'), DEFAULTS.maxInflightBytes),
   };
@@ -313,6 +320,15 @@ function csi(endpointSetting: Setting, roleSetting: Setting): CsiSettings | unde
   const known = CSI_ROLES.find((candidate) => candidate === role);
   if (!known) throw invalid(roleSetting, role, `expected one of ${CSI_ROLES.join(', ')}`);
   return { endpoint, role: known };
+}
+
+function store(setting: Setting): StoreSpec {
+  const value = text(setting, DEFAULTS.store);
+  try {
+    return parseStoreSpec(value);
+  } catch (error) {
+    throw invalid(setting, value, (error as Error).message);
+  }
 }
 
 function pools(setting: Setting, dataDir: string): PoolSpec[] {

@@ -1,6 +1,6 @@
-// Wires one node together: the storage engine, the NBD server over its volumes, the gRPC control
-// API, the Prometheus /metrics endpoint and any plugins (the CSI driver) the caller passes in.
-// weftd.ts starts it; tests may start it in-process. Fabric knows plugins only by this interface.
+// Wires one node together: the storage engine, the cluster store, the NBD server over its volumes,
+// the gRPC control API, the Prometheus /metrics endpoint and any plugins (the CSI driver) the caller
+// passes in. weftd.ts starts it; tests may start it in-process. Fabric knows plugins only by this interface.
 
 import fs from 'node:fs';
 import http from 'node:http';
@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { reachableAddress } from './api/node-info';
 import { ApiServer } from './api/server';
+import { openClusterStore } from './cluster/open-store';
 import type { WeftdConfig } from './config';
 import type { Logger } from './logger';
 import { EngineExports, exportName, exportNames } from './nbd-exports';
@@ -66,6 +67,10 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     });
     liveExports = () => exportNames(engine);
     running.add('engine', () => engine.close());
+
+    // After the engine, which holds the data dir's lock (the embedded store keeps its file there).
+    const store = await openClusterStore(config.store, config.dataDir, logger.child({ component: 'cluster-store' }));
+    running.add('cluster store', () => store.close());
 
     registerPoolGauges(registry, engine);
     registerChecksumCounter(registry, engine);

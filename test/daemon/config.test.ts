@@ -38,6 +38,7 @@ describe('defaults', () => {
       pools: [{ class: 'default', path: dataDir }],
       logLevel: 'info',
       syncIntervalMs: 5000,
+      store: { kind: 'embedded' },
       maxConnectionInflightBytes: 64 * 1024 ** 2,
       maxInflightBytes: 1024 ** 3,
     });
@@ -50,7 +51,7 @@ describe('flags', () => {
       '--data-dir', '/srv/weft', '--node-id', 'node-1', '--listen', '0.0.0.0',
       '--nbd-port', '0', '--api-port', '20810', '--metrics-port=20811',
       '--pool', 'ssd:/mnt/nvme0:100GiB', '--pool', 'hdd:rel/disk', '--log-level', 'debug', '--sync-interval', '0',
-      '--max-connection-inflight-bytes', '8MiB', '--max-inflight-bytes', '256M',
+      '--max-connection-inflight-bytes', '8MiB', '--max-inflight-bytes', '256M', '--store', 'etcd://10.0.0.1:2379,etcd-2.local:2379,[::1]:2379',
     ]);
     expect(config).toEqual({
       dataDir: '/srv/weft',
@@ -65,6 +66,7 @@ describe('flags', () => {
       ],
       logLevel: 'debug',
       syncIntervalMs: 0,
+      store: { kind: 'etcd', endpoints: ['10.0.0.1:2379', 'etcd-2.local:2379', '[::1]:2379'] },
       maxConnectionInflightBytes: 8 * 1024 ** 2,
       maxInflightBytes: 256 * 1024 ** 2,
     });
@@ -93,6 +95,12 @@ describe('flags', () => {
     [['--max-connection-inflight-bytes', '0'], /--max-connection-inflight-bytes "0".*above 0/],
     [['--node-id', 'no spaces'], /--node-id "no spaces"/],
     [['--listen', 'not an address'], /--listen "not an address"/],
+    [['--store', 'zookeeper://a:1'], /--store "zookeeper:\/\/a:1".*expected "embedded" or etcd:\/\/HOST:PORT/],
+    [['--store', 'etcd://'], /--store "etcd:\/\/"/],
+    [['--store', 'etcd://a:2379,b'], /"b" is not HOST:PORT/],
+    [['--store', 'etcd://a:70000'], /"a:70000" is not HOST:PORT/],
+    [['--store', 'etcd://[nope]:2379'], /"\[nope\]:2379" is not HOST:PORT/],
+    [['--store', 'etcd://a:1,a:1'], /given twice/],
     [['--data-dir', ''], /--data-dir ""/],
     [['--bogus'], /unknown option '--bogus'/],
     [['--nbd-port'], /--nbd-port <n>' argument missing/],
@@ -119,6 +127,10 @@ describe('--config', () => {
     });
   });
 
+  it('reads the cluster store', () => {
+    expect(parseConfig(['--config', configFile('store: etcd://127.0.0.1:2379\n')]).store).toEqual({ kind: 'etcd', endpoints: ['127.0.0.1:2379'] });
+  });
+
   it('reads the in-flight caps as sizes or plain byte counts', () => {
     const file = configFile('max-connection-inflight-bytes: 16MiB\nmaxInflightBytes: 536870912\n');
     expect(parseConfig(['--config', file])).toMatchObject({ maxConnectionInflightBytes: 16 * 1024 ** 2, maxInflightBytes: 512 * 1024 ** 2 });
@@ -141,6 +153,7 @@ describe('--config', () => {
     ['metrics-port: http\n', /invalid metrics-port "http" in .*weftd\.yaml/],
     ['pool: 42\n', /invalid pool 42 in .*: expected a list/],
     ['pool: [ssd]\n', /invalid pool "ssd" in /],
+    ['store: etcd\n', /invalid store "etcd" in .*weftd\.yaml: expected "embedded" or etcd/],
     ['listen: [a, b]\n', /invalid listen \["a","b"\] in/],
     ['- just\n- a list\n', /must be a mapping/],
     ['dataDir: [unclosed\n', /not valid YAML/],

@@ -65,7 +65,8 @@ export async function cleanupAll(): Promise<void> {
   tempDirs.clear();
 }
 
-function track(child: ChildProcess): ChildProcess {
+/** Registers a child process for cleanupAll(), which kills it if it still runs. */
+export function track(child: ChildProcess): ChildProcess {
   liveProcesses.add(child);
   child.once('exit', () => liveProcesses.delete(child));
   child.once('error', () => liveProcesses.delete(child));
@@ -76,7 +77,7 @@ function exited(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null;
 }
 
-function killAndWait(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+export function killAndWait(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
   if (exited(child) || child.pid === undefined) return Promise.resolve();
   return new Promise((resolve) => {
     child.once('exit', () => resolve());

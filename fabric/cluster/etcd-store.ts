@@ -1,0 +1,257 @@
+// The cluster store on a real etcd cluster (v3 API, through the etcd3 client): etcd's own
+// transactions, leases and watches, under the key prefix "weft/". Every call has a deadline.
+
+import { performance } from 'node:perf_hooks';
+import { ConstantBackoff, handleWhen, retry } from 'cockatiel';
+import { Etcd3, EtcdLeaseInvalidError, type ICompare, type IKeyValue, type IRequestOp, type Lease, type Namespace, type Watcher } from 'etcd3';
+import { invalidArgument } from '../errors';
+import {
+  checkTxnOps, leaseNotFound, StoreCompactedError, StoreLease, StoreUnavailableError,
+  type ClusterStore, type Compare, type KeyValue, type StoreWatch, type Txn, type TxnOp, type TxnResult, type WatchEvent, type WatchOptions,
+} from './cluster-store';
+
+const ROOT = 'weft/';
+const DEFAULT_TIMEOUT_MS = 5000;
+
+const TARGETS = { value: 'Value', createRevision: 'Create', modRevision: 'Mod', version: 'Version' } as const;
+const RESULTS = { '=': 'Equal', '!=': 'NotEqual', '<': 'Less', '>': 'Greater' } as const;
+
+/**
+ * A call is retried (on the next member, after a pause that lets an election end) only when it
+ * cannot have reached etcd's log: no connection, no leader, proposal dropped. As in etcd's own Go
+ * client: a retried transaction could otherwise report "failed" for a change it made.
+ */
+const notApplied = (error: Error) => /No connection established|ECONNREFUSED|etcdserver: no leader|raft proposal dropped/.test(error.message);
+const RETRY_PAUSE_MS = 200;
+
+export class EtcdStore implements ClusterStore {
+  private readonly kv: Namespace;
+  private readonly leases = new Set<EtcdLease>();
+  private readonly watchers = new Set<Watcher>();
+
+  private constructor(private readonly client: Etcd3, private readonly endpoints: string[], private readonly timeoutMs: number) {
+    this.kv = client.namespace(ROOT);
+  }
+
+  /** Connects to endpoints ("HOST:PORT") and checks that etcd answers; throws StoreUnavailableError otherwise. */
+  static async open(endpoints: string[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<EtcdStore> {
+    const client = new Etcd3({
+      hosts: endpoints.map((endpoint) => `http://${endpoint}`),
+      // Streams (watches, lease keepalives) live on; single calls get a deadline.
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeoutMs }),
+      faultHandling: { global: retry(handleWhen(notApplied), { maxAttempts: 2 * endpoints.length, backoff: new ConstantBackoff(RETRY_PAUSE_MS) }) },
+    });
+    const store = new EtcdStore(client, endpoints, timeoutMs);
+    try {
+      await store.revision();
+    } catch (error) {
+      client.close();
+      throw error;
+    }
+    return store;
+  }
+
+  async get(key: string): Promise<KeyValue | undefined> {
+    const { kvs } = await this.call(() => this.kv.get(key).exec());
+    return kvs.length === 0 ? undefined : keyValue(kvs[0], key);
+  }
+
+  async list(prefix: string): Promise<KeyValue[]> {
+    const { kvs } = await this.call(() => this.kv.getAll().prefix(prefix).sort('Key', 'Ascend').exec());
+    return kvs.map((kv) => keyValue(kv, kv.key.toString()));
+  }
+
+  async put(key: string, value: string, options: { lease?: string } = {}): Promise<number> {
+    const put = this.kv.put(key).value(value);
+    if (options.lease !== undefined) put.lease(options.lease);
+    const { header } = await this.call(() => put.exec(), options.lease);
+    return Number(header.revision);
+  }
+
+  async delete(key: string): Promise<boolean> {
+    const { deleted } = await this.call(() => this.kv.delete().key(key).exec());
+    return deleted !== '0';
+  }
+
+  async deletePrefix(prefix: string): Promise<number> {
+    const { deleted } = await this.call(() => this.kv.delete().prefix(prefix).exec());
+    return Number(deleted);
+  }
+
+  async txn(txn: Txn): Promise<TxnResult> {
+    checkTxnOps(txn.success);
+    checkTxnOps(txn.failure ?? []);
+    const lease = [...txn.success, ...(txn.failure ?? [])].find((op) => op.type === 'put' && op.lease !== undefined);
+    const response = await this.call(
+      () => this.client.kv.txn({ compare: txn.compare.map(compare), success: txn.success.map(requestOp), failure: (txn.failure ?? []).map(requestOp) }),
+      lease?.type === 'put' ? lease.lease : undefined,
+    );
+    return { succeeded: response.succeeded, revision: Number(response.header.revision) };
+  }
+
+  async grantLease(ttlSeconds: number): Promise<StoreLease> {
+    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) throw invalidArgument(`a lease's TTL is a whole number of seconds, at least 1 (got ${ttlSeconds})`);
+    const askedAtMs = performance.now();
+    const lease = this.client.lease(ttlSeconds);
+    const id = await this.call(() => lease.grant());
+    const granted = new EtcdLease(id, ttlSeconds, lease, askedAtMs, () => this.leases.delete(granted));
+    this.leases.add(granted);
+    return granted;
+  }
+
+  async watch(prefix: string, options: WatchOptions, onEvent: (event: WatchEvent) => void): Promise<StoreWatch> {
+    const from = options.fromRevision;
+    if (from) await this.checkHistory(prefix, from);
+    const builder = this.kv.watch().prefix(prefix);
+    if (from) builder.startRevision(String(from));
+    const watcher = builder.watcher();
+    this.watchers.add(watcher);
+    watcher.on('put', (kv) => onEvent({ type: 'put', key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
+    watcher.on('delete', (kv) => onEvent({ type: 'delete', key: kv.key.toString(), modRevision: Number(kv.mod_revision) }));
+    const close = async () => {
+      this.watchers.delete(watcher);
+      await watcher.cancel();
+    };
+    try {
+      await this.deadline(new Promise((resolve, reject) => watcher.once('connected', resolve).once('error', reject)), 'starting a watch');
+    } catch (error) {
+      await close();
+      throw this.unavailable(error as Error);
+    }
+    watcher.on('error', (error) => options.onError?.(error));
+    return { close };
+  }
+
+  async revision(): Promise<number> {
+    const { header } = await this.call(() => this.client.kv.range({ key: Buffer.from(ROOT), count_only: true }));
+    return Number(header.revision);
+  }
+
+  async close(): Promise<void> {
+    for (const lease of this.leases) lease.release();
+    // Cancelled first: a watch left open retries forever on a closed client.
+    await Promise.all([...this.watchers].map((watcher) => this.deadline(watcher.cancel(), 'closing a watch').catch(() => undefined)));
+    this.client.close();
+  }
+
+  /** etcd answers a read at a compacted revision with an error, and a watch from it by cancelling it. */
+  private async checkHistory(prefix: string, from: number): Promise<void> {
+    try {
+      await this.call(() => this.kv.getAll().prefix(prefix).revision(from).count());
+    } catch (error) {
+      if (/compacted/.test((error as Error).message)) throw new StoreCompactedError(from);
+      if (!/future revision/.test((error as Error).message)) throw error;
+    }
+  }
+
+  private async call<T>(operation: () => Promise<T>, lease?: string): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      if (error instanceof EtcdLeaseInvalidError && lease !== undefined) throw leaseNotFound(lease);
+      throw this.unavailable(error as Error);
+    }
+  }
+
+  /** etcd's own errors (compacted, too many operations, ...) pass as they are; failures to reach it say so. */
+  private unavailable(error: Error): Error {
+    if (/etcdserver:|mvcc:/.test(error.message) && !/no leader|timed out/.test(error.message)) return error;
+    return new StoreUnavailableError(`etcd at ${this.endpoints.join(',')} did not answer: ${error.message}`);
+  }
+
+  private deadline<T>(promise: Promise<T>, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} took more than ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  }
+}
+
+function keyValue(kv: IKeyValue, key: string): KeyValue {
+  return {
+    key,
+    value: kv.value.toString(),
+    createRevision: Number(kv.create_revision),
+    modRevision: Number(kv.mod_revision),
+    version: Number(kv.version),
+    ...(kv.lease === '0' ? {} : { lease: kv.lease }),
+  };
+}
+
+const etcdKey = (key: string) => Buffer.from(ROOT + key);
+
+function compare(condition: Compare): ICompare {
+  const common = { key: etcdKey(condition.key), target: TARGETS[condition.target], result: RESULTS[condition.op] };
+  switch (condition.target) {
+    case 'value':
+      return { ...common, value: Buffer.from(condition.value) };
+    case 'createRevision':
+      return { ...common, create_revision: condition.value };
+    case 'modRevision':
+      return { ...common, mod_revision: condition.value };
+    case 'version':
+      return { ...common, version: condition.value };
+  }
+}
+
+function requestOp(op: TxnOp): IRequestOp {
+  if (op.type === 'delete') return { request_delete_range: { key: etcdKey(op.key) } };
+  return { request_put: { key: etcdKey(op.key), value: Buffer.from(op.value), ...(op.lease === undefined ? {} : { lease: op.lease }) } };
+}
+
+/**
+ * etcd3 keeps the lease alive (every third of its TTL). The holder is told it lost it when etcd
+ * says so, or as soon as no keepalive has been confirmed for a TTL: etcd may have expired it then,
+ * and a holder that went on would act on a lease that another node may already hold.
+ */
+class EtcdLease extends StoreLease {
+  private aliveUntilMs: number;
+  private timer?: NodeJS.Timeout;
+
+  constructor(id: string, ttlSeconds: number, private readonly lease: Lease, askedAtMs: number, private readonly forget: () => void) {
+    super(id, ttlSeconds);
+    this.aliveUntilMs = askedAtMs + ttlSeconds * 1000;
+    // Keepalives are answered in order: each answer extends the lease from when its request left.
+    const sentAtMs: number[] = [];
+    lease.on('keepaliveEstablished', () => (sentAtMs.length = 0));
+    lease.on('keepaliveFired', () => sentAtMs.push(performance.now()));
+    lease.on('keepaliveSucceeded', () => {
+      const sent = sentAtMs.shift();
+      if (sent !== undefined) this.aliveUntilMs = Math.max(this.aliveUntilMs, sent + ttlSeconds * 1000);
+    });
+    lease.on('lost', (error) => this.lose(error));
+    this.check();
+  }
+
+  /** Stops keeping the lease alive; it expires at its TTL. */
+  release(): void {
+    clearTimeout(this.timer);
+    this.lease.release();
+    this.forget();
+  }
+
+  protected async revokeNow(): Promise<void> {
+    clearTimeout(this.timer);
+    this.forget();
+    try {
+      await this.lease.revoke();
+    } catch (error) {
+      throw new StoreUnavailableError(`revoking lease ${this.id}: ${(error as Error).message}`);
+    }
+  }
+
+  private check(): void {
+    const leftMs = this.aliveUntilMs - performance.now();
+    if (leftMs <= 0) {
+      this.lose(new StoreUnavailableError(`lease ${this.id}: etcd confirmed no keepalive for ${this.ttlSeconds} s (its TTL); it may have expired`));
+      return;
+    }
+    this.timer = setTimeout(() => this.check(), leftMs).unref();
+  }
+
+  private lose(error: Error): void {
+    this.release();
+    this.lost(error);
+  }
+}

@@ -1,0 +1,179 @@
+// The embedded store's file: JSON records, each framed with its length and checksums, appended and
+// synced in groups (a change is acknowledged once synced), and rewritten as one snapshot record
+// when it has grown (new file, sync, rename, sync the directory).
+
+import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { failedPrecondition } from '../errors';
+import { StoreUnavailableError } from './cluster-store';
+
+/** u32 payload length, u32 CRC-32 of that length, u32 CRC-32 of the payload. */
+const HEADER_BYTES = 12;
+/** The file is rewritten once it is this big and 4 times its size after the last rewrite. */
+const MIN_COMPACT_BYTES = 1024 * 1024;
+
+export function encodeFrame(record: unknown): Buffer {
+  const payload = Buffer.from(JSON.stringify(record));
+  const frame = Buffer.alloc(HEADER_BYTES + payload.length);
+  frame.writeUInt32LE(payload.length, 0);
+  frame.writeUInt32LE(zlib.crc32(frame.subarray(0, 4)), 4);
+  frame.writeUInt32LE(zlib.crc32(payload), 8);
+  payload.copy(frame, HEADER_BYTES);
+  return frame;
+}
+
+export interface ParsedLog {
+  records: unknown[];
+  /** Where the last whole record ends; anything after it is a torn tail. */
+  validBytes: number;
+}
+
+/**
+ * Reads every record. A bad record is the tail a crash tore off when nothing but zeroes follows it
+ * (or its header is whole and it runs past the end): it and the rest are left out. A bad record
+ * followed by data means the file was damaged: that is an error, never silently dropped.
+ */
+export function parseLog(data: Buffer, file: string): ParsedLog {
+  const records: unknown[] = [];
+  let offset = 0;
+  while (offset < data.length) {
+    if (data.length - offset < HEADER_BYTES) break;
+    const length = data.readUInt32LE(offset);
+    const headerOk = zlib.crc32(data.subarray(offset, offset + 4)) === data.readUInt32LE(offset + 4);
+    const end = offset + HEADER_BYTES + length;
+    if (headerOk && end > data.length) break;
+    const payload = headerOk ? data.subarray(offset + HEADER_BYTES, end) : undefined;
+    if (!payload || zlib.crc32(payload) !== data.readUInt32LE(offset + 8)) {
+      if (zeroes(data.subarray(headerOk ? end : offset + HEADER_BYTES))) break;
+      throw damaged(file, `the record at byte ${offset} fails its checksum and more data follows it`);
+    }
+    try {
+      records.push(JSON.parse(payload.toString()));
+    } catch {
+      throw damaged(file, `the record at byte ${offset} passes its checksum but is not JSON`);
+    }
+    offset = end;
+  }
+  return { records, validBytes: offset };
+}
+
+const zeroes = (bytes: Buffer) => bytes.every((byte) => byte === 0);
+
+export function damaged(file: string, what: string): Error {
+  return failedPrecondition(
+    `cluster store file ${file} is damaged: ${what}; weftd does not start on it. ` +
+      'Restore the file from a backup, or move it away to start with an empty cluster store.',
+  );
+}
+
+/** Writes a file that holds only this record, atomically: it replaces the old file whole or not at all. */
+export async function writeSnapshotFile(file: string, record: unknown): Promise<number> {
+  const frame = encodeFrame(record);
+  const temp = `${file}.tmp`;
+  const handle = await fs.promises.open(temp, 'w');
+  try {
+    await handle.write(frame, 0, frame.length, 0);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.promises.rename(temp, file);
+  const dir = await fs.promises.open(path.dirname(file), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+  return frame.length;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+/** Appends to the file; a failed write or sync fails the log for good (memory and file may differ). */
+export class StoreLog {
+  private pending: Buffer[] = [];
+  private waiters: Waiter[] = [];
+  private writing = false;
+  private last: Promise<void> = Promise.resolve();
+  private failure?: Error;
+  private compactAtBytes: number;
+
+  constructor(
+    private readonly file: string,
+    private handle: FileHandle,
+    private sizeBytes: number,
+    /** The record that stands for everything appended so far. */
+    private readonly snapshot: () => unknown,
+  ) {
+    this.compactAtBytes = Math.max(MIN_COMPACT_BYTES, 4 * sizeBytes);
+  }
+
+  /** Resolves once the record is durable. Records are written in the order of the calls. */
+  append(record: unknown): Promise<void> {
+    this.check();
+    this.pending.push(encodeFrame(record));
+    this.last = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    if (!this.writing) void this.writeOut();
+    return this.last;
+  }
+
+  /** Resolves once everything appended so far is durable. */
+  synced(): Promise<void> {
+    this.check();
+    return this.last;
+  }
+
+  /** Throws if a write failed before. */
+  check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  async close(): Promise<void> {
+    await this.last.catch(() => undefined);
+    await this.handle.close();
+  }
+
+  private async writeOut(): Promise<void> {
+    this.writing = true;
+    while (this.pending.length > 0) {
+      const data = Buffer.concat(this.pending.splice(0));
+      const waiters = this.waiters.splice(0);
+      try {
+        for (let done = 0; done < data.length; ) {
+          done += (await this.handle.write(data, done, data.length - done, this.sizeBytes + done)).bytesWritten;
+        }
+        this.sizeBytes += data.length;
+        await this.handle.datasync();
+        if (this.sizeBytes >= this.compactAtBytes) waiters.push(...(await this.compact()));
+      } catch (error) {
+        this.fail(error as Error, waiters);
+        break;
+      }
+      for (const waiter of waiters) waiter.resolve();
+    }
+    this.writing = false;
+  }
+
+  /** Rewrites the file as one snapshot; records still pending are in the snapshot, so they are done too. */
+  private async compact(): Promise<Waiter[]> {
+    this.pending = [];
+    const covered = this.waiters.splice(0);
+    this.sizeBytes = await writeSnapshotFile(this.file, this.snapshot());
+    await this.handle.close();
+    this.handle = await fs.promises.open(this.file, 'r+');
+    this.compactAtBytes = Math.max(MIN_COMPACT_BYTES, 4 * this.sizeBytes);
+    return covered;
+  }
+
+  private fail(error: Error, waiters: Waiter[]): void {
+    const reason = (error as NodeJS.ErrnoException).code ?? error.message;
+    this.failure = new StoreUnavailableError(`cluster store file ${this.file}: a write failed (${reason}); restart weftd to read it again`);
+    for (const waiter of [...waiters, ...this.waiters.splice(0)]) waiter.reject(this.failure);
+    this.pending = [];
+  }
+}

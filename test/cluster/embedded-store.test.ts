@@ -1,0 +1,134 @@
+// The embedded cluster store: the common suite, then what only a local file must do: keep every
+// acknowledged change across kill -9, drop a crash's torn tail, refuse a damaged file, forget the
+// leases of a dead process, and keep its file small.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import pino from 'pino';
+import { StoreCompactedError } from '../../fabric/cluster/cluster-store';
+import { EmbeddedStore, STORE_FILE } from '../../fabric/cluster/embedded-store';
+import { encodeFrame } from '../../fabric/cluster/store-log';
+import { createLogger, type Logger } from '../../fabric/logger';
+import { storeWriterValue } from '../helpers/store-writer-child';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, makeTempDir, track } from '../helpers/weftd';
+import { describeClusterStore } from './store-conformance';
+
+const silent = createLogger('silent', 'test');
+const WRITER = path.resolve(__dirname, '..', 'helpers', 'store-writer-child.js');
+
+afterAll(cleanupAll);
+
+describeClusterStore('embedded', () => EmbeddedStore.open(makeTempDir('weft-store-'), silent));
+
+/** A logger that keeps its lines, to check a warning. */
+function recordingLogger(): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { logger: pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) }), lines };
+}
+
+async function storeWith(entries: Record<string, string>): Promise<string> {
+  const dir = makeTempDir('weft-store-');
+  const store = await EmbeddedStore.open(dir, silent);
+  for (const [key, value] of Object.entries(entries)) await store.put(key, value);
+  await store.close();
+  return dir;
+}
+
+async function contents(dir: string): Promise<Record<string, string>> {
+  const store = await EmbeddedStore.open(dir, silent);
+  const entries = await store.list('');
+  await store.close();
+  return Object.fromEntries(entries.map((entry) => [entry.key, entry.value]));
+}
+
+describe('embedded cluster store file', () => {
+  it('keeps every acknowledged change across kill -9, while its file is rewritten as it grows', async () => {
+    const dir = makeTempDir('weft-store-');
+    const child = track(spawn(process.execPath, [WRITER, dir], { stdio: ['ignore', 'pipe', 'inherit'] }));
+    const acked: number[] = [];
+    let partial = '';
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) acked.push(Number(line.split(' ')[1]));
+      // At once, while puts are in flight. 3000 puts of 2 KiB: the file passes its 1 MiB and then 4 MiB rewrite thresholds.
+      if (acked.length >= 3000) child.kill('SIGKILL');
+    });
+    await waitFor(() => child.exitCode !== null || child.signalCode !== null, 60_000, 20);
+
+    const found = await contents(dir);
+    const missing = acked.filter((n) => found[`key/${n}`] !== storeWriterValue(n));
+    expect(missing).toEqual([]);
+  });
+
+  it('drops the torn tail of a crash with a warning, then works on', async () => {
+    const dir = await storeWith({ a: '1', b: '2' });
+    const file = path.join(dir, STORE_FILE);
+    const whole = fs.statSync(file).size;
+    const torn = encodeFrame({ revision: 4, ops: [{ type: 'put', key: 'c', value: '3' }] });
+    fs.appendFileSync(file, torn.subarray(0, torn.length - 3));
+
+    const { logger, lines } = recordingLogger();
+    const store = await EmbeddedStore.open(dir, logger);
+    expect(lines.join('')).toMatch(/torn tail/);
+    expect(fs.statSync(file).size).toBe(whole);
+    await store.put('c', 'after');
+    await store.close();
+    fs.appendFileSync(file, Buffer.alloc(4096)); // a tail of zeroes, as a file grown by a crash may have
+    expect(await contents(dir)).toEqual({ a: '1', b: '2', c: 'after' });
+  });
+
+  it('refuses a file damaged before its end, and leaves it as it is', async () => {
+    const dir = await storeWith({ a: '1', b: '2', c: '3' });
+    const file = path.join(dir, STORE_FILE);
+    const data = fs.readFileSync(file);
+    const second = 12 + data.readUInt32LE(0); // the first record (a snapshot) is 12 bytes of header and its payload
+    data[second + 12 + 2] ^= 0x20;
+    fs.writeFileSync(file, data);
+
+    await expect(EmbeddedStore.open(dir, silent)).rejects.toThrow(
+      new RegExp(`cluster store file ${file} is damaged: the record at byte ${second} fails its checksum`),
+    );
+    expect(fs.readFileSync(file).equals(data)).toBe(true);
+  });
+
+  it('forgets the leases of the process before: their keys are gone when it opens again', async () => {
+    const dir = makeTempDir('weft-store-');
+    const store = await EmbeddedStore.open(dir, silent);
+    const lease = await store.grantLease(60);
+    await store.put('nodes/a', 'up', { lease: lease.id });
+    await store.put('volumes/v', 'kept');
+    const revision = await store.revision();
+    await store.close();
+
+    const reopened = await EmbeddedStore.open(dir, silent);
+    expect(await reopened.get('nodes/a')).toBeUndefined();
+    expect((await reopened.get('volumes/v'))?.value).toBe('kept');
+    expect(await reopened.revision()).toBe(revision + 1);
+    await reopened.close();
+  });
+
+  it('rewrites its file once it has grown, after which a watch from before the rewrite is refused', async () => {
+    const dir = makeTempDir('weft-store-');
+    const store = await EmbeddedStore.open(dir, silent);
+    // 200 keys of 2 KiB, each written 4 times: 1.6 MiB of changes, 400 KiB of data.
+    for (let round = 0; round < 4; round++) {
+      await Promise.all(Array.from({ length: 200 }, (_, n) => store.put(`k/${n}`, storeWriterValue(round))));
+    }
+    await store.close();
+    // Without the rewrite it would hold all 1.7 MB of changes.
+    expect(fs.statSync(path.join(dir, STORE_FILE)).size).toBeLessThan(1.5 * 1024 * 1024);
+
+    const reopened = await EmbeddedStore.open(dir, silent);
+    await expect(reopened.watch('k/', { fromRevision: 2 }, () => undefined)).rejects.toThrow(StoreCompactedError);
+    const events: string[] = [];
+    const watch = await reopened.watch('k/', { fromRevision: (await reopened.revision()) + 1 }, (event) => events.push(event.key));
+    await reopened.put('k/new', 'x');
+    await waitFor(() => events.length === 1);
+    expect(events).toEqual(['k/new']);
+    await watch.close();
+    await reopened.close();
+  });
+});

@@ -1,0 +1,84 @@
+// The etcd cluster store against a real etcd: the common suite on one member, a clear error when
+// etcd cannot be reached (also from weftd --store), and a 3-member cluster losing one member, then two.
+
+import { StoreUnavailableError, type WatchEvent } from '../../fabric/cluster/cluster-store';
+import { EtcdStore } from '../../fabric/cluster/etcd-store';
+import { startEtcd, type EtcdCluster } from '../helpers/etcd';
+import { freePort } from '../helpers/free-port';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, makeTempDir, run, startWeftd, WEFTD_BIN } from '../helpers/weftd';
+import { describeClusterStore } from './store-conformance';
+
+afterAll(cleanupAll);
+
+describe('on one etcd member', () => {
+  let etcd: EtcdCluster;
+  beforeAll(async () => {
+    etcd = await startEtcd(1);
+  });
+
+  describeClusterStore('etcd', () => EtcdStore.open(etcd.endpoints));
+
+  it('weftd --store etcd://... starts on it', async () => {
+    const weftd = await startWeftd({ extraArgs: ['--store', etcd.storeSpec] });
+    expect(await weftd.stop()).toBe(0);
+  });
+});
+
+describe('etcd that cannot be reached', () => {
+  it('fails to open with an error that names it, without hanging', async () => {
+    const endpoint = `127.0.0.1:${await freePort()}`;
+    const open = EtcdStore.open([endpoint], 2000);
+    await expect(open).rejects.toThrow(StoreUnavailableError);
+    await expect(open).rejects.toThrow(`etcd at ${endpoint} did not answer`);
+  });
+
+  it('makes weftd exit 1 with that error', async () => {
+    const endpoint = `127.0.0.1:${await freePort()}`;
+    const args = ['--data-dir', `${makeTempDir('weftd-')}/data`, '--nbd-port', '0', '--api-port', '0', '--metrics-port', '0', '--store', `etcd://${endpoint}`];
+    const result = await run(WEFTD_BIN, args, { timeoutMs: 30_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(new RegExp(`^weftd: etcd at ${endpoint} did not answer`));
+  });
+});
+
+describe('on a 3-member etcd', () => {
+  let cluster: EtcdCluster;
+  beforeAll(async () => {
+    cluster = await startEtcd(3);
+  });
+
+  it('works on with one member killed; with two, a lease is lost and a put fails, both within bounds', async () => {
+    const store = await EtcdStore.open(cluster.endpoints, 3000);
+    try {
+      const lease = await store.grantLease(2);
+      let lost = false;
+      lease.onLost(() => (lost = true));
+      await store.put('members/a', 'up', { lease: lease.id });
+      const events: WatchEvent[] = [];
+      const watch = await store.watch('volumes/', {}, (event) => events.push(event));
+
+      await cluster.kill9(0);
+      await cluster.healthy(); // a new leader, if the killed member was the leader
+      for (let n = 0; n < 10; n++) await store.put(`volumes/v${n}`, String(n));
+      const cas = await store.txn({ compare: [{ key: 'volumes/v0', target: 'value', op: '=', value: '0' }], success: [{ type: 'put', key: 'volumes/v0', value: 'moved' }] });
+      expect(cas.succeeded).toBe(true);
+      await waitFor(() => events.length === 11);
+      await new Promise((resolve) => setTimeout(resolve, 3000)); // longer than the TTL: still kept alive
+      expect(lost).toBe(false);
+      expect((await store.get('members/a'))?.value).toBe('up');
+
+      // Measured: the lease is lost about 1.4 s after (TTL 2 s), the put fails at its 3 s deadline.
+      await cluster.kill9(1);
+      await waitFor(() => lost, 10_000, 20);
+      await expect(store.put('volumes/late', 'x')).rejects.toThrow(StoreUnavailableError);
+
+      await Promise.all([cluster.restart(0), cluster.restart(1)]);
+      await waitFor(async () => (await store.put('volumes/back', 'yes').then(() => true, () => false)), 15_000, 200);
+      expect((await store.get('volumes/v0'))?.value).toBe('moved');
+      await watch.close();
+    } finally {
+      await store.close();
+    }
+  });
+});
