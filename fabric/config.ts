@@ -42,6 +42,8 @@ export interface WeftdConfig {
   syncIntervalMs: number;
   /** Zone label of this node, for topology; absent when not given. */
   zone?: string;
+  /** The address other nodes and clients reach this node at (never a wildcard). */
+  advertise: string;
   /** Absent: no CSI driver. */
   csi?: CsiSettings;
   /** Where the cluster's metadata lives: embedded (in the data dir) or an etcd cluster. */
@@ -73,6 +75,7 @@ interface RawSettings {
   logLevel?: unknown;
   syncInterval?: unknown;
   zone?: unknown;
+  advertise?: unknown;
   csiEndpoint?: unknown;
   csiRole?: unknown;
   store?: unknown;
@@ -82,7 +85,7 @@ interface RawSettings {
 type SettingKey = keyof RawSettings;
 
 const SETTING_KEYS: readonly SettingKey[] = [
-  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'zone', 'csiEndpoint', 'csiRole', 'store',
+  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'zone', 'advertise', 'csiEndpoint', 'csiRole', 'store',
   'maxConnectionInflightBytes', 'maxInflightBytes',
 ];
 
@@ -132,7 +135,8 @@ function buildCommand(): Command {
     .option('--pool <class:path[:size]>', 'a pool member, repeatable (default: default:<data-dir>)', collect)
     .option('--log-level <level>', `${LOG_LEVELS.join(', ')} (default: ${DEFAULTS.logLevel})`)
     .option('--sync-interval <seconds>', `sync completed writes at least this often without a FLUSH; 0 = only on FLUSH/FUA (default: ${DEFAULTS.syncInterval})`)
-    .option('--zone <zone>', 'zone label of this node, for CSI topology (default: none)')
+    .option('--zone <zone>', 'zone label of this node, for placement and CSI topology (default: none)')
+    .option('--advertise <addr>', 'address other nodes and clients reach this node at (default: the --listen address, or the host name if that is a wildcard)')
     .option('--csi-endpoint <unix:///path>', 'serve the CSI driver on this unix socket (default: off)')
     .option('--csi-role <role>', `CSI services to serve: ${CSI_ROLES.join(', ')} (default: ${DEFAULTS.csiRole})`)
     .option('--store <spec>', `cluster store: embedded (in the data dir, one node) or etcd://HOST:PORT[,HOST:PORT...] (default: ${DEFAULTS.store})`)
@@ -219,10 +223,11 @@ type Picker = (key: SettingKey) => Setting;
 
 function validate(pick: Picker): WeftdConfig {
   const dataDir = path.resolve(text(pick('dataDir'), DEFAULTS.dataDir));
+  const listen = listenAddress(pick('listen'));
   return {
     dataDir,
     nodeId: nodeId(pick('nodeId')),
-    listen: listenAddress(pick('listen')),
+    listen,
     nbdPort: port(pick('nbdPort'), DEFAULTS.nbdPort),
     apiPort: port(pick('apiPort'), DEFAULTS.apiPort),
     metricsPort: port(pick('metricsPort'), DEFAULTS.metricsPort),
@@ -230,6 +235,7 @@ function validate(pick: Picker): WeftdConfig {
     logLevel: logLevel(pick('logLevel')),
     syncIntervalMs: seconds(pick('syncInterval'), DEFAULTS.syncInterval) * 1000,
     zone: zone(pick('zone')),
+    advertise: advertise(pick('advertise'), listen),
     csi: csi(pick('csiEndpoint'), pick('csiRole')),
     store: store(pick('store')),
     maxConnectionInflightBytes: bytes(pick('maxConnectionInflightBytes'), DEFAULTS.maxConnectionInflightBytes),
@@ -261,6 +267,14 @@ function listenAddress(setting: Setting): string {
   if (net.isIP(address) === 0 && !hostname.test(address)) {
     throw invalid(setting, address, 'expected an IP address or a host name, e.g. 127.0.0.1 or 0.0.0.0');
   }
+  return address;
+}
+
+function advertise(setting: Setting, listen: string): string {
+  const wildcard = (address: string) => address === '0.0.0.0' || address === '::';
+  if (setting.value === undefined) return wildcard(listen) ? os.hostname() : listen;
+  const address = listenAddress(setting);
+  if (wildcard(address)) throw invalid(setting, address, 'expected the address others reach this node at, not a wildcard');
   return address;
 }
 

@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { reachableAddress } from './api/node-info';
 import { ApiServer } from './api/server';
+import { listNodes, Membership, type NodeRecord } from './cluster/membership';
 import { openClusterStore } from './cluster/open-store';
 import type { WeftdConfig } from './config';
 import type { Logger } from './logger';
@@ -88,9 +89,13 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     running.add('nbd', () => nbd.close());
 
     const node = { nodeId: config.nodeId, version: weftVersion(), listenAddress: config.listen, nbdPort, metricsPort, dataDir: config.dataDir, formatVersion: FORMAT_VERSION, startedAt, zone: config.zone };
-    const api = new ApiServer({ engine, node, logger: logger.child({ component: 'api' }) });
+    const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, logger: logger.child({ component: 'api' }) });
     const apiPort = await listen('api', config.listen, config.apiPort, () => api.listen(config.listen, config.apiPort));
     running.add('api', () => api.close());
+
+    // Once its services answer: other nodes may use what it registers at once.
+    const membership = await Membership.join(store, () => nodeRecord(config, engine, node.version, nbdPort, apiPort), logger.child({ component: 'membership' }));
+    running.add('membership', () => membership.leave());
 
     const apiEndpoint = reachableAddress(config.listen, apiPort);
     for (const plugin of plugins) {
@@ -103,6 +108,20 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     await running.stopAll();
     throw error;
   }
+}
+
+/** What this node registers in the cluster store (refreshed as its pools fill). */
+function nodeRecord(config: WeftdConfig, engine: LocalEngine, version: string, nbdPort: number, apiPort: number): Omit<NodeRecord, 'updatedAt'> {
+  return {
+    id: config.nodeId,
+    address: config.advertise,
+    zone: config.zone,
+    nbdPort,
+    apiPort,
+    version,
+    pools: engine.listPools().map((p) => ({ class: p.class, capacityBytes: p.capacityBytes, usedBytes: p.usedBytes, provisionedBytes: p.provisionedBytes })),
+    volumes: engine.listVolumes().length,
+  };
 }
 
 /**

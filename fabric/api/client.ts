@@ -2,6 +2,7 @@
 // use. Failures become WeftApiError: the server's message, and the gRPC code.
 
 import * as grpc from '@grpc/grpc-js';
+import type { ClusterNode } from '../cluster/membership';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
@@ -100,6 +101,11 @@ export class WeftClient {
 
   getNodeInfo(): Promise<NodeStatus> {
     return this.unary('NodeService', 'GetNodeInfo', {});
+  }
+
+  /** Every node of the cluster, up or down; a node without a zone has zone "". */
+  async listNodes(): Promise<ClusterNode[]> {
+    return (await this.unary<{ nodes: ClusterNode[] }>('NodeService', 'ListNodes', {})).nodes;
   }
 
   /** Adds or replaces the attachment of the volume on the node; resolves with it as stored. */

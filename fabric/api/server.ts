@@ -8,7 +8,7 @@ import { attachmentService } from './attachment-service';
 import { AttachmentStore } from './attachments';
 import { serviceDefinition } from './definition';
 import type { NodeInfo } from './node-info';
-import { nodeService } from './node-service';
+import { nodeService, type ClusterView } from './node-service';
 import { poolService } from './pool-service';
 import { snapshotService } from './snapshot-service';
 import { volumeService } from './volume-service';
@@ -16,6 +16,7 @@ import { volumeService } from './volume-service';
 export interface ApiServerOptions {
   engine: VolumeEngine;
   node: NodeInfo;
+  cluster: ClusterView;
   logger: Logger;
   /** How long close() lets running calls (a long verify) finish before cutting them; default 5000. */
   shutdownGraceMs?: number;
@@ -28,14 +29,14 @@ export class ApiServer {
   private port = 0;
 
   constructor(options: ApiServerOptions) {
-    const { engine, node } = options;
+    const { engine, node, cluster } = options;
     this.logger = options.logger;
     this.shutdownGraceMs = options.shutdownGraceMs ?? 5000;
     const attachments = new AttachmentStore(node.dataDir, this.logger);
     this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, this.logger));
     this.server.addService(serviceDefinition('SnapshotService'), snapshotService(engine, this.logger));
     this.server.addService(serviceDefinition('PoolService'), poolService(engine, this.logger));
-    this.server.addService(serviceDefinition('NodeService'), nodeService(node, () => this.port, this.logger));
+    this.server.addService(serviceDefinition('NodeService'), nodeService(node, cluster, () => this.port, this.logger));
     this.server.addService(serviceDefinition('AttachmentService'), attachmentService(attachments, engine, this.logger));
   }
 

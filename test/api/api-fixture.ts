@@ -1,5 +1,6 @@
-// A real node's control plane for tests: a LocalEngine over a pool file in a fresh temp dir and an
-// ApiServer over it on 127.0.0.1 (port 0). stop() closes both and removes the dir.
+// A real node's control plane for tests: a LocalEngine over a pool file in a fresh temp dir, an
+// embedded cluster store beside it, and an ApiServer over both on 127.0.0.1 (port 0). stop() closes
+// them and removes the dir.
 
 import * as fs from 'fs';
 import * as os from 'os';
@@ -7,6 +8,9 @@ import * as path from 'path';
 import pino from 'pino';
 import { ApiServer } from '../../fabric/api/server';
 import type { NodeInfo } from '../../fabric/api/node-info';
+import type { ClusterView } from '../../fabric/api/node-service';
+import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
+import { listNodes } from '../../fabric/cluster/membership';
 import { FORMAT_VERSION, LocalEngine } from '../../fabric/volume/local-engine';
 import { openExport } from '../helpers/open-devices';
 
@@ -18,6 +22,7 @@ export interface ApiFixture {
   port: number;
   dataDir: string;
   node: NodeInfo;
+  cluster: ClusterView;
   stop(): Promise<void>;
 }
 
@@ -35,14 +40,17 @@ export async function startApiFixture(): Promise<ApiFixture> {
     formatVersion: FORMAT_VERSION,
     startedAt: new Date(),
   };
-  const server = new ApiServer({ engine, node, logger, shutdownGraceMs: 1000 });
+  const store = await EmbeddedStore.open(dataDir, logger);
+  const cluster = { listNodes: () => listNodes(store) };
+  const server = new ApiServer({ engine, node, cluster, logger, shutdownGraceMs: 1000 });
   const port = await server.listen('127.0.0.1', 0);
   const stop = async () => {
     await server.close();
+    await store.close();
     await engine.close();
     fs.rmSync(dataDir, { recursive: true, force: true });
   };
-  return { engine, endpoint: `127.0.0.1:${port}`, port, dataDir, node, stop };
+  return { engine, endpoint: `127.0.0.1:${port}`, port, dataDir, node, cluster, stop };
 }
 
 /** Writes one block of data into a volume through the engine's I/O path, durably. */

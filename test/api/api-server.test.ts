@@ -274,7 +274,7 @@ describe('ApiServer lifecycle', () => {
   it('refuses to listen on a port that is taken', async () => {
     const taken = net.createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
-    const server = new ApiServer({ engine: fixture.engine, node: fixture.node, logger: pino({ level: 'silent' }) });
+    const server = new ApiServer({ engine: fixture.engine, node: fixture.node, cluster: fixture.cluster, logger: pino({ level: 'silent' }) });
     grpc.setLogVerbosity(grpc.logVerbosity.NONE); // grpc-js would also print the bind failure
     try {
       await expect(server.listen('127.0.0.1', (taken.address() as net.AddressInfo).port)).rejects.toThrow();

@@ -23,7 +23,7 @@ describe('serviceDefinition', () => {
     ['VolumeService', ['CreateVolume', 'ListVolumes', 'GetVolume', 'ResizeVolume', 'DeleteVolume', 'VerifyVolume', 'RevertVolume']],
     ['SnapshotService', ['CreateSnapshot', 'ListSnapshots', 'DeleteSnapshot']],
     ['PoolService', ['ListPools']],
-    ['NodeService', ['GetNodeInfo']],
+    ['NodeService', ['GetNodeInfo', 'ListNodes']],
   ] as const)('%s has %j', (service, methods) => {
     const definition = serviceDefinition(service);
     expect(Object.keys(definition).sort()).toEqual([...methods].sort());

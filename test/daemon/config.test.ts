@@ -32,6 +32,7 @@ describe('defaults', () => {
       dataDir,
       nodeId: os.hostname(),
       listen: '127.0.0.1',
+      advertise: '127.0.0.1',
       nbdPort: 10809,
       apiPort: 10810,
       metricsPort: 10811,
@@ -52,11 +53,14 @@ describe('flags', () => {
       '--nbd-port', '0', '--api-port', '20810', '--metrics-port=20811',
       '--pool', 'ssd:/mnt/nvme0:100GiB', '--pool', 'hdd:rel/disk', '--log-level', 'debug', '--sync-interval', '0',
       '--max-connection-inflight-bytes', '8MiB', '--max-inflight-bytes', '256M', '--store', 'etcd://10.0.0.1:2379,etcd-2.local:2379,[::1]:2379',
+      '--advertise', 'node-1.example', '--zone', 'eu-1a',
     ]);
     expect(config).toEqual({
       dataDir: '/srv/weft',
       nodeId: 'node-1',
       listen: '0.0.0.0',
+      advertise: 'node-1.example',
+      zone: 'eu-1a',
       nbdPort: 0,
       apiPort: 20810,
       metricsPort: 20811,
@@ -70,6 +74,13 @@ describe('flags', () => {
       maxConnectionInflightBytes: 8 * 1024 ** 2,
       maxInflightBytes: 256 * 1024 ** 2,
     });
+  });
+
+  it('advertises the listen address, or the host name when that is a wildcard, and refuses a wildcard', () => {
+    expect(parseConfig(['--listen', '10.1.2.3']).advertise).toBe('10.1.2.3');
+    expect(parseConfig(['--listen', '0.0.0.0']).advertise).toBe(os.hostname());
+    expect(parseError(['--advertise', '0.0.0.0']).message).toMatch(/invalid --advertise "0\.0\.0\.0": expected the address others reach this node at, not a wildcard/);
+    expect(parseError(['--advertise', 'no spaces']).message).toMatch(/invalid --advertise "no spaces": expected an IP address or a host name/);
   });
 
   it('puts the default pool in the data dir it is given', () => {

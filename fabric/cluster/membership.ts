@@ -1,0 +1,149 @@
+// Membership: every node registers itself in the cluster store, with its address, zone and pools,
+// and shows that it is alive with a key that lives on a lease. A node whose lease lapses (it died,
+// or lost the store) is down to every other node within NODE_LEASE_SECONDS; its registration stays,
+// so that `weft node list` still shows it, as down.
+
+import crypto from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { failedPrecondition } from '../errors';
+import type { Logger } from '../logger';
+import type { ClusterStore, StoreLease } from './cluster-store';
+
+/** A node is shown down at most this long after it died. */
+export const NODE_LEASE_SECONDS = 5;
+/** How often a node refreshes its registration (free space changes). */
+const REFRESH_MS = 10_000;
+/** After losing its lease, a node tries to come back this often. */
+const REJOIN_MS = 1_000;
+const NODES = 'nodes/';
+const ALIVE = 'alive/';
+
+export interface PoolSummary {
+  class: string;
+  capacityBytes: number;
+  usedBytes: number;
+  provisionedBytes: number;
+}
+
+/** A node's registration, kept in the store while the node is down too. */
+export interface NodeRecord {
+  id: string;
+  /** The address other nodes and clients use (weftd --advertise). */
+  address: string;
+  zone?: string;
+  nbdPort: number;
+  apiPort: number;
+  version: string;
+  pools: PoolSummary[];
+  /** How many volumes the node holds a copy of. */
+  volumes: number;
+  /** ISO 8601: when the registration was last written. */
+  updatedAt: string;
+}
+
+/** The key that says a node is up, on its lease: which process holds it. */
+interface Alive {
+  instance: string;
+  startedAt: string;
+}
+
+export interface ClusterNode extends NodeRecord {
+  state: 'up' | 'down';
+}
+
+/** Every registered node, with whether its lease is alive, sorted by id. */
+export async function listNodes(store: ClusterStore): Promise<ClusterNode[]> {
+  const [records, alive] = await Promise.all([store.list(NODES), store.list(ALIVE)]);
+  const up = new Set(alive.map((kv) => kv.key.slice(ALIVE.length)));
+  return records.map((kv) => {
+    const record = JSON.parse(kv.value) as NodeRecord;
+    return { ...record, state: up.has(record.id) ? 'up' : 'down' };
+  });
+}
+
+export class Membership {
+  private lease: StoreLease | undefined;
+  private readonly instance = crypto.randomUUID();
+  private readonly startedAt = new Date().toISOString();
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private left = false;
+
+  private constructor(
+    private readonly store: ClusterStore,
+    private readonly nodeId: string,
+    private readonly describe: () => Omit<NodeRecord, 'updatedAt'>,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Registers the node and marks it up. If another process holds the node's id (a weftd with the
+   * same --node-id, or this node's previous run whose lease has not lapsed yet after a crash), waits
+   * up to one lease for it to lapse, then refuses.
+   */
+  static async join(store: ClusterStore, describe: () => Omit<NodeRecord, 'updatedAt'>, logger: Logger): Promise<Membership> {
+    const membership = new Membership(store, describe().id, describe, logger);
+    await membership.register(Date.now() + (NODE_LEASE_SECONDS + 2) * 1000);
+    membership.refreshTimer = setInterval(() => void membership.refresh(), REFRESH_MS).unref();
+    return membership;
+  }
+
+  /** Marks the node down at once (revokes its lease) and stops refreshing; the registration stays. */
+  async leave(): Promise<void> {
+    this.left = true;
+    clearInterval(this.refreshTimer);
+    await this.lease?.revoke();
+  }
+
+  private async register(deadline: number): Promise<void> {
+    const lease = await this.store.grantLease(NODE_LEASE_SECONDS);
+    const alive: Alive = { instance: this.instance, startedAt: this.startedAt };
+    for (;;) {
+      const { succeeded } = await this.store.txn({
+        compare: [{ key: ALIVE + this.nodeId, target: 'createRevision', op: '=', value: 0 }],
+        success: [
+          { type: 'put', key: ALIVE + this.nodeId, value: JSON.stringify(alive), lease: lease.id },
+          { type: 'put', key: NODES + this.nodeId, value: this.record() },
+        ],
+      });
+      if (succeeded) break;
+      if (Date.now() >= deadline) {
+        await lease.revoke();
+        const holder = await this.store.get(ALIVE + this.nodeId);
+        const since = holder ? ` (a process started at ${(JSON.parse(holder.value) as Alive).startedAt})` : '';
+        throw failedPrecondition(`node id ${this.nodeId} is already up in the cluster${since}: is another weftd running with the same --node-id?`);
+      }
+      await sleep(250);
+    }
+    this.lease = lease;
+    lease.onLost((error) => void this.rejoin(error));
+    this.logger.info({ nodeId: this.nodeId, leaseSeconds: NODE_LEASE_SECONDS }, 'joined the cluster');
+  }
+
+  /** The lease lapsed (the store was out of reach for too long): other nodes see this one down. */
+  private async rejoin(error: Error): Promise<void> {
+    this.logger.error({ err: error }, 'lost the cluster lease: other nodes see this node down until it rejoins');
+    while (!this.left) {
+      try {
+        await this.register(Date.now() + (NODE_LEASE_SECONDS + 2) * 1000);
+        return;
+      } catch (err) {
+        this.logger.warn({ err }, 'could not rejoin the cluster yet');
+        await sleep(REJOIN_MS);
+      }
+    }
+  }
+
+  private async refresh(): Promise<void> {
+    if (this.left || !this.lease) return;
+    try {
+      await this.store.put(NODES + this.nodeId, this.record());
+    } catch (err) {
+      this.logger.warn({ err }, 'could not refresh the node registration');
+    }
+  }
+
+  private record(): string {
+    const record: NodeRecord = { ...this.describe(), updatedAt: new Date().toISOString() };
+    return JSON.stringify(record);
+  }
+}
