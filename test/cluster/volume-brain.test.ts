@@ -2,7 +2,8 @@
 // after each event. Every row also checks that the same event again asks for nothing more.
 
 import type { NodeCandidate } from '../../fabric/cluster/placement';
-import { DEFAULT_BRAIN_CONFIG, initialBrainState, step, type BrainAction, type BrainEvent, type BrainState } from '../../fabric/cluster/volume-brain';
+import { step } from '../../fabric/cluster/volume-brain';
+import { DEFAULT_BRAIN_CONFIG, initialBrainState, type BrainAction, type BrainEvent, type BrainState } from '../../fabric/cluster/volume-brain-state';
 import { leaseValue, type ReplicaRecord, type StoreTxn, type VolumeRecord } from '../../fabric/cluster/volume-record';
 
 const GiB = 1024 ** 3;
