@@ -23,7 +23,7 @@
 
 import { place } from './placement';
 import { DEFAULT_BRAIN_CONFIG, type BrainAction, type BrainConfig, type BrainEvent, type BrainState, type Decision } from './volume-brain-state';
-import { applyChange, changeTxn, inSyncNodes, leaseValue, promoted, promotionTxn, releaseTxn, resyncKind, type PrimaryLease, type RecordChange, type VolumeRecord } from './volume-record';
+import { applyChange, changeTxn, inSyncNodes, promoted, promotionTxn, releaseTxn, resyncKind, type PrimaryLease, type RecordChange, type VolumeRecord } from './volume-record';
 
 /** What this node does for the volume after `event`, which happened at nowMs. The same event twice asks for nothing more. */
 export function step(state: BrainState, event: BrainEvent, nowMs: number, config: BrainConfig = DEFAULT_BRAIN_CONFIG): Decision {
@@ -177,7 +177,7 @@ function tendReplicas(s: BrainState, actions: BrainAction[], config: BrainConfig
   }
   for (const r of others.filter((o) => !isUp(s, o.node) && !replacing(s, o.node))) {
     const sinceMs = (s.downSinceMs[r.node] ??= s.nowMs); // a node missing from membership counts as down from now
-    if (sinceMs + config.replicaTimeoutMs <= s.nowMs) replace(s, actions, r.node, `node ${r.node} has been down for ${s.nowMs - sinceMs} ms`);
+    if (sinceMs + config.replicaTimeoutMs <= s.nowMs) replace(s, actions, r.node, `node ${r.node} is down past the grace period`);
     else wakeAt(sinceMs + config.replicaTimeoutMs);
   }
   if (wakeAtMs !== undefined && wakeAtMs !== s.wakeAtMs) actions.push({ type: 'wake', atMs: wakeAtMs });
@@ -242,7 +242,7 @@ function holding(s: BrainState): boolean {
 }
 
 function isMine(s: BrainState, lease: PrimaryLease | null): boolean {
-  return lease !== null && s.claimedEpoch !== undefined && leaseValue(lease) === leaseValue({ node: s.self, epoch: s.claimedEpoch });
+  return lease !== null && lease.node === s.self && lease.epoch === s.claimedEpoch;
 }
 
 function isUp(s: BrainState, node: string): boolean {
