@@ -1,0 +1,97 @@
+// The vocabulary of a volume's brain (volume-brain.ts): its state, the events it hears and the
+// actions it asks the edges for. All plain data (JSON), so that an edge can log or keep them.
+
+import type { NodeCandidate } from './placement';
+import type { PrimaryLease, RecordChange, StoreTxn, VolumeRecord } from './volume-record';
+
+export interface BrainConfig {
+  /** How long a candidate waits per better-ranked candidate before it tries to take over. */
+  promotionStepMs: number;
+  /** How long a replica's node may stay down before its copy is replaced (--replica-timeout). */
+  replicaTimeoutMs: number;
+  /** How long after a failed resync the next one starts, the replica's node being up. */
+  resyncRetryMs: number;
+}
+
+export const DEFAULT_BRAIN_CONFIG: BrainConfig = { promotionStepMs: 300, replicaTimeoutMs: 10 * 60_000, resyncRetryMs: 30_000 };
+
+/** follower, or primary on its way: CAS sent (promoting), epochs being raised, unreachable replicas being taken out (fencing), serving. */
+export type Role = 'follower' | 'promoting' | 'raising' | 'fencing' | 'serving';
+
+/** What one node knows of one volume, and what it has asked for. */
+export interface BrainState {
+  self: string;
+  /** My node's lease id while it lives: keys put on it vanish with my node. */
+  nodeLease?: string;
+  record?: VolumeRecord;
+  /** The store revision of `record`; 0 before the first. */
+  recordRevision: number;
+  /** The primary lease as last seen: null when absent, undefined before the first look. */
+  lease?: PrimaryLease | null;
+  nodes: NodeCandidate[];
+  /** When each node was first seen down. */
+  downSinceMs: Record<string, number>;
+  /** When a replica whose resync failed may be resynced again. */
+  resyncRetryAtMs: Record<string, number>;
+  nowMs: number;
+  role: Role;
+  /**
+   * The epoch this brain took by its own promotion, in this life. A node serves only at such an
+   * epoch: after a restart its dirty maps are gone, so it takes over afresh, at a new epoch.
+   */
+  claimedEpoch?: number;
+  /** The record revision of its last promotion attempt: one attempt per revision. */
+  triedAtRevision?: number;
+  /** Record changes to commit, in order, one transaction at a time. */
+  changes: RecordChange[];
+  /** The id of the first change's transaction, once sent. */
+  sentId?: string;
+  wakeAtMs?: number;
+  /** The last report made, so that it is not repeated. */
+  reported?: string;
+}
+
+export type BrainEvent =
+  | { type: 'record'; record: VolumeRecord; modRevision: number }
+  /** The primary lease key changed; null: it is gone. */
+  | { type: 'primary-lease'; lease: PrimaryLease | null }
+  /** My node's lease: its id once granted, null once lost. */
+  | { type: 'node-lease'; leaseId: string | null }
+  /** Membership changed (a node went up or down). */
+  | { type: 'nodes'; nodes: NodeCandidate[] }
+  /** The time asked for by a wake action has come. */
+  | { type: 'tick' }
+  /** A store transaction sent by a txn action: committed (at revision), or refused by its compares. */
+  | { type: 'txn-result'; id: string; committed: boolean; revision?: number }
+  /** The outcome of raise-epoch: the replicas whose epoch could not be raised. */
+  | { type: 'epochs-raised'; epoch: number; unreachable: string[] }
+  /** The replication layer: a replica missed a write (it asks for its removal before acknowledging). */
+  | { type: 'replica-failed'; replica: string; reason: string }
+  /** The replication layer: a resync finished (it asks for the replica's return). */
+  | { type: 'resync-finished'; replica: string }
+  /** An operator asks for a replica to be replaced. */
+  | { type: 'replace'; replica: string };
+
+export type BrainAction =
+  /** Run the transaction after delayMs and answer with a txn-result of this id. A change's txn carries it, so that the edge can settle whoever waits for it. */
+  | { type: 'txn'; id: string; txn: StoreTxn; delayMs?: number; change?: RecordChange }
+  /** Raise the volume's epoch on these replicas (own copy first), then answer with epochs-raised. */
+  | { type: 'raise-epoch'; epoch: number; replicas: string[] }
+  /** Serve as primary at this epoch, replicating to the record's in-sync set. */
+  | { type: 'serve'; epoch: number }
+  /** Stop now: close the volume; every write not yet acknowledged fails. */
+  | { type: 'stop-serving'; reason: string }
+  | { type: 'resync'; replica: string; kind: 'delta' | 'full' }
+  /** Send a tick at this time. */
+  | { type: 'wake'; atMs: number }
+  /** For the operator (log, volume show, metrics). */
+  | { type: 'report'; health: 'unavailable' | 'degraded'; reason: string };
+
+export interface Decision {
+  state: BrainState;
+  actions: BrainAction[];
+}
+
+export function initialBrainState(self: string): BrainState {
+  return { self, recordRevision: 0, nodes: [], downSinceMs: {}, resyncRetryAtMs: {}, nowMs: 0, role: 'follower', changes: [] };
+}

@@ -1,0 +1,256 @@
+// One node's decisions for one replicated volume ("mini brain"): promotion, fencing, in-sync set
+// changes, resync and repair, as a pure function step(state, event) -> (state, actions). The store,
+// sockets and timers are the edges' business: they turn what they see into events and carry out actions.
+//
+// The in-sync rule. The replicas whose state is 'in-sync' in the volume's record are its in-sync
+// set. A write is acknowledged only when every member has it. A member that misses a write is taken
+// out by a transaction conditioned on the primary's lease and epoch (and the record it read), and the
+// write is acknowledged only once that transaction committed; if it is refused, the primary stops
+// serving and the write is never acknowledged. Only a member may be promoted: it alone is sure to
+// hold every acknowledged write.
+//
+// Fencing: two primaries never both acknowledge writes. A promotion to epoch E+1 commits only if the
+// record is the one the new primary read, in which it is a member; from then on the old primary
+// (epoch E) can no longer change the record, its transactions being conditioned on its lease and
+// epoch, so it can never take the new primary out of its in-sync set. The new primary raises the
+// epoch of its own copy first, then of the other members, and serves only after that: its copy then
+// refuses every write of epoch E, so the old primary can acknowledge no more writes, whether or not it
+// still reaches the store or the other replicas. A write it acknowledged before is on the new
+// primary's copy, which is the copy served. Replicas it could not raise are taken out, as out since
+// epoch E, before it serves. Stopping the old primary (on seeing a higher epoch, or on losing its
+// node's lease) ends its service sooner; safety does not rest on it, so an etcd outage stops only
+// failover and set changes, never I/O on a healthy volume.
+
+import { place } from './placement';
+import { DEFAULT_BRAIN_CONFIG, type BrainAction, type BrainConfig, type BrainEvent, type BrainState, type Decision } from './volume-brain-state';
+import { applyChange, changeTxn, inSyncNodes, promoted, promotionTxn, releaseTxn, resyncKind, type PrimaryLease, type RecordChange, type VolumeRecord } from './volume-record';
+
+/** What this node does for the volume after `event`, which happened at nowMs. The same event twice asks for nothing more. */
+export function step(state: BrainState, event: BrainEvent, nowMs: number, config: BrainConfig = DEFAULT_BRAIN_CONFIG): Decision {
+  const s = structuredClone(state);
+  s.nowMs = Math.max(s.nowMs, nowMs);
+  const actions: BrainAction[] = [];
+  switch (event.type) {
+    case 'record':
+      if (event.modRevision <= s.recordRevision) break; // replayed or older
+      // A promotion put a lease key too: what was seen of the lease is older than this record.
+      if (s.record && event.record.epoch > s.record.epoch && s.lease?.epoch !== event.record.epoch) s.lease = undefined;
+      s.record = event.record;
+      s.recordRevision = event.modRevision;
+      onRecord(s, actions);
+      break;
+    case 'primary-lease':
+      s.lease = event.lease;
+      if (holding(s) && !isMine(s, event.lease)) stop(s, actions, `lost the primary lease of epoch ${s.claimedEpoch}`, false);
+      if (s.role === 'promoting' && event.lease && !isMine(s, event.lease)) follow(s);
+      if (event.lease) s.reported = undefined;
+      break;
+    case 'node-lease':
+      s.nodeLease = event.leaseId ?? undefined;
+      if (!event.leaseId) stop(s, actions, `node ${s.self} lost its lease`, false);
+      break;
+    case 'nodes':
+      s.nodes = event.nodes;
+      for (const n of event.nodes) {
+        if (n.up) delete s.downSinceMs[n.id];
+        else s.downSinceMs[n.id] ??= s.nowMs;
+      }
+      break;
+    case 'tick':
+      break;
+    case 'txn-result':
+      onTxnResult(s, actions, event);
+      break;
+    case 'epochs-raised':
+      if (s.role !== 'raising' || event.epoch !== s.claimedEpoch) break;
+      if (event.unreachable.includes(s.self)) {
+        stop(s, actions, `could not raise the epoch of its own copy to ${event.epoch}`, true);
+        break;
+      }
+      s.role = 'fencing';
+      // They may hold writes of the old primary that this one lacks: out since the old epoch, so a full copy.
+      for (const node of event.unreachable) queue(s, { kind: 'out', node, reason: 'its epoch could not be raised', lastEpoch: event.epoch - 1 });
+      break;
+    case 'replica-failed': {
+      const replicaState = stateOf(s, event.replica);
+      if (s.role !== 'serving' || (replicaState !== 'in-sync' && replicaState !== 'resyncing')) break;
+      queue(s, { kind: 'out', node: event.replica, reason: event.reason });
+      if (replicaState === 'resyncing') s.resyncRetryAtMs[event.replica] = s.nowMs + config.resyncRetryMs;
+      break;
+    }
+    case 'resync-finished':
+      if (s.role === 'serving' && stateOf(s, event.replica) === 'resyncing') queue(s, { kind: 'in-sync', node: event.replica });
+      break;
+    case 'replace':
+      if (s.role === 'serving') replace(s, actions, event.replica, 'an operator asked');
+      break;
+  }
+  settle(s, actions, config);
+  return { state: s, actions };
+}
+
+function onRecord(s: BrainState, actions: BrainAction[]): void {
+  const record = s.record as VolumeRecord;
+  if (s.role === 'promoting') {
+    if (record.primary === s.self && record.epoch === s.claimedEpoch) startRaising(s, actions); // my CAS committed; its answer may be lost
+    else follow(s);
+  } else if (holding(s) && (record.epoch !== s.claimedEpoch || record.primary !== s.self)) {
+    stop(s, actions, `${record.primary} was promoted at epoch ${record.epoch} (this node served epoch ${s.claimedEpoch})`, false);
+  }
+}
+
+function onTxnResult(s: BrainState, actions: BrainAction[], event: Extract<BrainEvent, { type: 'txn-result' }>): void {
+  if (s.role === 'promoting' && event.id === promotionId(s.claimedEpoch as number)) {
+    // Refused: someone else won, or my view was old; the next record says which.
+    if (!event.committed) return;
+    s.record = promoted(s.record as VolumeRecord, s.self);
+    s.recordRevision = event.revision as number;
+    startRaising(s, actions);
+    return;
+  }
+  const change = s.changes[0];
+  if (event.id !== s.sentId) return;
+  if (!event.committed) {
+    stop(s, actions, `the store refused "${change.kind} ${change.node}": this node may no longer hold the primary lease`, true);
+    return;
+  }
+  let record = s.record as VolumeRecord;
+  if ((event.revision as number) > s.recordRevision) {
+    // Unless the watch brought the committed record first.
+    s.record = record = applyChange(record, change);
+    s.recordRevision = event.revision as number;
+  }
+  s.changes.shift();
+  s.sentId = undefined;
+  const started = change.kind === 'resync' ? change.node : change.kind === 'replace' ? change.by : undefined;
+  const replica = record.replicas.find((r) => r.node === started);
+  if (replica) actions.push({ type: 'resync', replica: replica.node, kind: resyncKind(record, replica) });
+}
+
+/** The decisions that follow from the whole view, whatever the event was. */
+function settle(s: BrainState, actions: BrainAction[], config: BrainConfig): void {
+  if (s.role === 'follower') maybePromote(s, actions, config);
+  if (s.role === 'fencing' && s.changes.length === 0) {
+    s.role = 'serving';
+    actions.push({ type: 'serve', epoch: s.claimedEpoch as number });
+  }
+  if (s.role === 'serving') tendReplicas(s, actions, config);
+  const change = s.changes[0];
+  if (change && s.sentId === undefined && (s.role === 'fencing' || s.role === 'serving')) {
+    s.sentId = `${change.kind}:${change.node}@${s.recordRevision}`;
+    actions.push({ type: 'txn', id: s.sentId, txn: changeTxn(s.record as VolumeRecord, s.recordRevision, change), change });
+  }
+}
+
+/** Rule: only a member of the in-sync set, the better ranked (record order, among those up) first. */
+function maybePromote(s: BrainState, actions: BrainAction[], config: BrainConfig): void {
+  const record = s.record;
+  if (s.lease !== null || !record || !s.nodeLease || s.triedAtRevision === s.recordRevision) return;
+  const candidates = inSyncNodes(record).filter((node) => node === s.self || isUp(s, node));
+  const rank = candidates.indexOf(s.self);
+  if (rank < 0) {
+    if (candidates.length === 0) {
+      const reason = `volume ${record.name} has no primary and no in-sync replica is up (in-sync: ${inSyncNodes(record).join(', ')}); ` +
+        `${s.self} is ${stateOf(s, s.self) ?? 'no replica'} and may not be promoted: it may lack acknowledged writes`;
+      report(s, actions, 'unavailable', reason);
+    }
+    return;
+  }
+  s.role = 'promoting';
+  s.claimedEpoch = record.epoch + 1;
+  s.triedAtRevision = s.recordRevision;
+  const txn = promotionTxn(record, s.recordRevision, s.self, s.nodeLease);
+  actions.push({ type: 'txn', id: promotionId(s.claimedEpoch), txn, delayMs: rank * config.promotionStepMs });
+}
+
+/** The primary's care of the other copies: resync those back up, replace those down too long. */
+function tendReplicas(s: BrainState, actions: BrainAction[], config: BrainConfig): void {
+  const record = s.record as VolumeRecord;
+  if (s.nodes.length === 0) return; // membership not known yet
+  const others = record.replicas.filter((r) => r.node !== s.self && r.state !== 'failed');
+  let wakeAtMs: number | undefined;
+  const wakeAt = (dueMs: number) => (wakeAtMs = Math.min(wakeAtMs ?? dueMs, dueMs));
+  for (const r of others.filter((o) => o.state === 'out' && isUp(s, o.node))) {
+    const retryMs = s.resyncRetryAtMs[r.node] ?? 0;
+    if (retryMs <= s.nowMs) queue(s, { kind: 'resync', node: r.node });
+    else wakeAt(retryMs);
+  }
+  for (const r of others.filter((o) => !isUp(s, o.node) && !replacing(s, o.node))) {
+    const sinceMs = (s.downSinceMs[r.node] ??= s.nowMs); // a node missing from membership counts as down from now
+    if (sinceMs + config.replicaTimeoutMs <= s.nowMs) replace(s, actions, r.node, `node ${r.node} is down past the grace period`);
+    else wakeAt(sinceMs + config.replicaTimeoutMs);
+  }
+  if (wakeAtMs !== undefined && wakeAtMs !== s.wakeAtMs) actions.push({ type: 'wake', atMs: wakeAtMs });
+  s.wakeAtMs = wakeAtMs;
+}
+
+function replace(s: BrainState, actions: BrainAction[], node: string, why: string): void {
+  const record = s.record as VolumeRecord;
+  const replica = record.replicas.find((r) => r.node === node);
+  if (!replica || node === s.self || replica.state === 'failed' || replacing(s, node)) return;
+  const holders = new Set(record.replicas.map((r) => r.node));
+  try {
+    const [by] = place(s.nodes.filter((n) => !holders.has(n.id)), { sizeBytes: record.sizeBytes, replicas: 1, class: record.class }).nodes;
+    queue(s, { kind: 'replace', node, by });
+  } catch (err) {
+    report(s, actions, 'degraded', `volume ${record.name}: cannot replace the copy on ${node} (${why}): ${(err as Error).message}`);
+  }
+}
+
+/** Whether a replacement of node's copy exists or is on its way. */
+function replacing(s: BrainState, node: string): boolean {
+  return (s.record as VolumeRecord).replicas.some((r) => r.replaces === node) || s.changes.some((c) => c.kind === 'replace' && c.node === node);
+}
+
+function startRaising(s: BrainState, actions: BrainAction[]): void {
+  const record = s.record as VolumeRecord;
+  s.role = 'raising';
+  s.lease = { node: s.self, epoch: record.epoch };
+  actions.push({ type: 'raise-epoch', epoch: record.epoch, replicas: [s.self, ...inSyncNodes(record).filter((n) => n !== s.self)] });
+}
+
+/** Ends this node's service (or its way to it) and forgets the epoch it took: it never serves at it again. */
+function stop(s: BrainState, actions: BrainAction[], reason: string, release: boolean): void {
+  if (s.role === 'follower') return;
+  actions.push({ type: 'stop-serving', reason });
+  const lease = { node: s.self, epoch: s.claimedEpoch as number };
+  if (release && isMine(s, s.lease ?? null)) actions.push({ type: 'txn', id: `release@${lease.epoch}`, txn: releaseTxn((s.record as VolumeRecord).name, lease) });
+  follow(s);
+}
+
+function follow(s: BrainState): void {
+  s.role = 'follower';
+  s.claimedEpoch = undefined;
+  s.changes = [];
+  s.sentId = undefined;
+  s.wakeAtMs = undefined;
+}
+
+function queue(s: BrainState, change: RecordChange): void {
+  if (!s.changes.some((c) => c.kind === change.kind && c.node === change.node)) s.changes.push(change);
+}
+
+function report(s: BrainState, actions: BrainAction[], health: 'unavailable' | 'degraded', reason: string): void {
+  if (s.reported === reason) return;
+  s.reported = reason;
+  actions.push({ type: 'report', health, reason });
+}
+
+/** Raising, fencing or serving: this node holds the lease at the epoch it claimed. */
+function holding(s: BrainState): boolean {
+  return s.role === 'raising' || s.role === 'fencing' || s.role === 'serving';
+}
+
+function isMine(s: BrainState, lease: PrimaryLease | null): boolean {
+  return lease !== null && lease.node === s.self && lease.epoch === s.claimedEpoch;
+}
+
+function isUp(s: BrainState, node: string): boolean {
+  return s.nodes.some((n) => n.id === node && n.up);
+}
+
+function stateOf(s: BrainState, node: string) {
+  return s.record?.replicas.find((r) => r.node === node)?.state;
+}
+
+const promotionId = (epoch: number) => `promote@${epoch}`;

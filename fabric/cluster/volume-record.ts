@@ -1,0 +1,148 @@
+// A replicated volume as the cluster store holds it (JSON), its primary lease, and the changes a
+// volume's brain makes to them, as pure functions and store transactions written as data.
+
+export type ReplicaState = 'in-sync' | 'resyncing' | 'out' | 'failed';
+
+/**
+ * One copy of the volume. The replicas whose state is 'in-sync' are the volume's in-sync set: kept
+ * in the replica list rather than in a second list, so that the two can never disagree.
+ */
+export interface ReplicaRecord {
+  node: string;
+  /** in-sync: has every acknowledged write; resyncing: being copied to; out: lacks writes; failed: being replaced. */
+  state: ReplicaState;
+  /**
+   * Out or resyncing: the epoch of the primary whose dirty map holds what this copy lacks. A copy
+   * out since an older epoch needs a full copy (resyncKind); a new copy has 0, as it lacks everything.
+   */
+  lastEpoch?: number;
+  /** A replacement: the node of the failed copy it replaces, dropped when this one is in sync. */
+  replaces?: string;
+}
+
+/** Stored at volumeKey(name). */
+export interface VolumeRecord {
+  name: string;
+  sizeBytes: number;
+  class: string;
+  /** In the order of preference for promotion. */
+  replicas: ReplicaRecord[];
+  /** The node that serves at this epoch; always in sync while it serves. */
+  primary: string;
+  /** Raised by each promotion; replicas refuse writes from an older one. */
+  epoch: number;
+}
+
+/** Stored at volumeLeaseKey(name), on the primary node's lease: it vanishes when that node's lease lapses. */
+export interface PrimaryLease {
+  node: string;
+  epoch: number;
+}
+
+/** A transaction in the shape of ClusterStore's Txn (cluster-store.ts), so that the edge passes it to the store as is. */
+export interface StoreTxn {
+  compare: StoreCompare[];
+  success: StoreOp[];
+}
+export type StoreCompare =
+  | { key: string; target: 'value'; op: '='; value: string }
+  | { key: string; target: 'modRevision' | 'createRevision'; op: '='; value: number };
+export type StoreOp = { type: 'put'; key: string; value: string; lease?: string } | { type: 'delete'; key: string };
+
+/** A change of the replica set that the primary commits, one transaction at a time. */
+export type RecordChange =
+  /** Out of the in-sync set (it failed). lastEpoch, when given, overrides the epoch it is out since. */
+  | { kind: 'out'; node: string; reason: string; lastEpoch?: number }
+  | { kind: 'resync'; node: string }
+  /** Back in the in-sync set, and the copy it replaces dropped. */
+  | { kind: 'in-sync'; node: string }
+  /** node is given up and `by`, a new copy, starts its full copy. */
+  | { kind: 'replace'; node: string; by: string };
+
+export const volumeKey = (name: string) => `/weft/volumes/${name}`;
+export const volumeLeaseKey = (name: string) => `/weft/volume-leases/${name}`;
+
+/** The lease key's value, always spelt the same way, so that a transaction can compare it as a string. */
+export const leaseValue = (lease: PrimaryLease) => JSON.stringify({ node: lease.node, epoch: lease.epoch });
+
+export function inSyncNodes(record: VolumeRecord): string[] {
+  return record.replicas.filter((r) => r.state === 'in-sync').map((r) => r.node);
+}
+
+/**
+ * Delta only when the primary that took the copy out still serves: a primary's dirty maps live in
+ * its memory for its epoch (a restarted primary always comes back at a new epoch), so a later one
+ * cannot know what the copy lacks nor which writes of the old primary it holds that others lack.
+ * Data safety first: anything else is a full copy. Relax this once dirty maps survive a failover.
+ */
+export function resyncKind(record: VolumeRecord, replica: ReplicaRecord): 'delta' | 'full' {
+  return replica.lastEpoch === record.epoch ? 'delta' : 'full';
+}
+
+/**
+ * The record once `node`, a member of the in-sync set, has taken over at the next epoch. The old
+ * primary leaves the set: it may hold writes it made locally and never acknowledged, which the new
+ * primary lacks. A copy being resynced by the old primary is out again, since the epoch it is out since.
+ */
+export function promoted(record: VolumeRecord, node: string): VolumeRecord {
+  const replicas = record.replicas.map((r): ReplicaRecord => {
+    if (r.node === record.primary && r.node !== node && r.state === 'in-sync') return { node: r.node, state: 'out', lastEpoch: record.epoch };
+    return r.state === 'resyncing' ? { ...r, state: 'out' } : r;
+  });
+  return { ...record, replicas, primary: node, epoch: record.epoch + 1 };
+}
+
+export function applyChange(record: VolumeRecord, change: RecordChange): VolumeRecord {
+  const replicas = record.replicas.flatMap((r): ReplicaRecord[] => {
+    if (change.kind === 'in-sync' && r.node === replacedBy(record, change.node)) return [];
+    if (r.node !== change.node) return [r];
+    switch (change.kind) {
+      case 'out':
+        return [{ ...r, state: 'out', lastEpoch: change.lastEpoch ?? (r.state === 'in-sync' ? record.epoch : r.lastEpoch) }];
+      case 'resync':
+        return [{ ...r, state: 'resyncing' }];
+      case 'in-sync':
+        return [{ node: r.node, state: 'in-sync' }];
+      case 'replace':
+        return [{ node: r.node, state: 'failed' }];
+    }
+  });
+  if (change.kind === 'replace') replicas.push({ node: change.by, state: 'resyncing', lastEpoch: 0, replaces: change.node });
+  return { ...record, replicas };
+}
+
+function replacedBy(record: VolumeRecord, node: string): string | undefined {
+  return record.replicas.find((r) => r.node === node)?.replaces;
+}
+
+/** Take the primary lease if nobody holds it, and the record if it is still the one read: exactly one racer wins. */
+export function promotionTxn(record: VolumeRecord, readRevision: number, node: string, nodeLease: string): StoreTxn {
+  const next = promoted(record, node);
+  return {
+    compare: [
+      { key: volumeLeaseKey(record.name), target: 'createRevision', op: '=', value: 0 },
+      { key: volumeKey(record.name), target: 'modRevision', op: '=', value: readRevision },
+    ],
+    success: [
+      { type: 'put', key: volumeLeaseKey(record.name), value: leaseValue({ node, epoch: next.epoch }), lease: nodeLease },
+      { type: 'put', key: volumeKey(record.name), value: JSON.stringify(next) },
+    ],
+  };
+}
+
+/** A change by the primary: only while it holds the lease at its epoch, and on the record it read. */
+export function changeTxn(record: VolumeRecord, readRevision: number, change: RecordChange): StoreTxn {
+  return {
+    compare: [holdsLease(record.name, { node: record.primary, epoch: record.epoch }), { key: volumeKey(record.name), target: 'modRevision', op: '=', value: readRevision }],
+    success: [{ type: 'put', key: volumeKey(record.name), value: JSON.stringify(applyChange(record, change)) }],
+  };
+}
+
+/** Gives the lease up, if it is still this one, so that another in-sync replica may take over without waiting for it to lapse. */
+export function releaseTxn(name: string, lease: PrimaryLease): StoreTxn {
+  return { compare: [holdsLease(name, lease)], success: [{ type: 'delete', key: volumeLeaseKey(name) }] };
+}
+
+function holdsLease(name: string, lease: PrimaryLease): StoreCompare {
+  return { key: volumeLeaseKey(name), target: 'value', op: '=', value: leaseValue(lease) };
+}

@@ -1,0 +1,204 @@
+// The volume brain (fabric/cluster/volume-brain.ts) as tables: what one node does for one volume
+// after each event. Every row also checks that the same event again asks for nothing more.
+
+import type { NodeCandidate } from '../../fabric/cluster/placement';
+import { step } from '../../fabric/cluster/volume-brain';
+import { DEFAULT_BRAIN_CONFIG, initialBrainState, type BrainAction, type BrainEvent, type BrainState } from '../../fabric/cluster/volume-brain-state';
+import { leaseValue, type ReplicaRecord, type StoreTxn, type VolumeRecord } from '../../fabric/cluster/volume-record';
+
+const GiB = 1024 ** 3;
+const T0 = 1_000_000;
+const TIMEOUT = DEFAULT_BRAIN_CONFIG.replicaTimeoutMs;
+
+/** Volume "vol" at epoch 3, primary a; replicas a, b, c in sync unless `states` says otherwise. */
+function record(states: Record<string, Partial<ReplicaRecord>> = {}, more: Partial<VolumeRecord> = {}): VolumeRecord {
+  const nodes = ['a', 'b', 'c', ...Object.keys(states).filter((n) => !'abc'.includes(n))];
+  const replicas = nodes.map((node): ReplicaRecord => ({ node, state: 'in-sync', ...states[node] }));
+  return { name: 'vol', sizeBytes: 10 * GiB, class: 'default', primary: 'a', epoch: 3, replicas, ...more };
+}
+
+/** Nodes a to e, up except those named down. */
+function nodes(...down: string[]): NodeCandidate[] {
+  return ['a', 'b', 'c', 'd', 'e'].map((id, i) => ({ id, up: !down.includes(id), pools: [{ class: 'default', capacityBytes: 100 * GiB, usedBytes: i * GiB }] }));
+}
+
+/** A node that follows: it knows the record (revision 10), the primary lease, and (since T0) the members. */
+function follower(self: string, rec: VolumeRecord, down: string[] = []): BrainState {
+  const state: BrainState = { ...initialBrainState(self), nodeLease: `L-${self}`, record: rec, recordRevision: 10, lease: { node: rec.primary, epoch: rec.epoch } };
+  return step(state, { type: 'nodes', nodes: nodes(...down) }, T0).state;
+}
+
+/** The record's primary, serving at the record's epoch, which it took in this life; it has seen the members since T0. */
+function primary(rec: VolumeRecord, down: string[] = []): BrainState {
+  const state: BrainState = { ...follower(rec.primary, rec), role: 'serving', claimedEpoch: rec.epoch };
+  return step(state, { type: 'nodes', nodes: nodes(...down) }, T0).state;
+}
+
+type Timed = BrainEvent | [BrainEvent, number];
+
+/** Feeds the events (at T0 unless timed); returns the last state and the actions of the last event. */
+function run(state: BrainState, events: Timed[]): { state: BrainState; actions: BrainAction[]; last: [BrainEvent, number] } {
+  let actions: BrainAction[] = [];
+  let last: [BrainEvent, number] = [{ type: 'tick' }, T0];
+  for (const timed of events) {
+    last = Array.isArray(timed) ? timed : [timed, T0];
+    ({ state, actions } = step(state, last[0], last[1]));
+  }
+  return { state, actions, last };
+}
+
+const leaseGone: BrainEvent = { type: 'primary-lease', lease: null };
+const committed = (id: string, revision = 11): BrainEvent => ({ type: 'txn-result', id, committed: true, revision });
+const refused = (id: string): BrainEvent => ({ type: 'txn-result', id, committed: false });
+const failed = (replica: string): BrainEvent => ({ type: 'replica-failed', replica, reason: 'write timed out' });
+
+/** Actions, with each transaction shown as its id, delay, and the record it would put. */
+function summary(actions: BrainAction[]) {
+  return actions.map((a) => (a.type === 'txn' ? { txn: a.id, delayMs: a.delayMs, puts: a.txn.success.map((o) => (o.type === 'put' && o.key.startsWith('/weft/volumes/') ? JSON.parse(o.value) : o)) } : a));
+}
+
+const promotedByB = { ...record({ a: { state: 'out', lastEpoch: 3 } }), primary: 'b', epoch: 4 };
+
+describe.each<[string, string, BrainState, Timed[], unknown[]]>([
+  ['1, 2, 5', 'the first in-sync replica that is up takes over at once, bumping the epoch and taking the old primary out', follower('b', record(), ['a']), [leaseGone], [
+    { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: '/weft/volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' }, promotedByB] },
+  ]],
+  ['5', 'the next one waits one step per better-ranked candidate', follower('c', record(), ['a']), [leaseGone], [{ txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.promotionStepMs, puts: expect.anything() }]],
+  ['5', 'a candidate whose node is down does not count in the ranking', follower('c', record(), ['a', 'b']), [leaseGone], [{ txn: 'promote@4', delayMs: 0, puts: expect.anything() }]],
+  ['1', 'an out replica never takes over, even as the last one up: unavailable, and why', follower('c', record({ c: { state: 'out', lastEpoch: 3 } }), ['a', 'b']), [leaseGone], [
+    { type: 'report', health: 'unavailable', reason: expect.stringMatching(/no in-sync replica is up \(in-sync: a, b\); c is out and may not be promoted: it may lack acknowledged writes/) },
+  ]],
+  ['1', 'an out replica leaves it to an in-sync one that is up', follower('c', record({ c: { state: 'out', lastEpoch: 3 } }), ['a']), [leaseGone], []],
+  ['3', 'a node without its lease does not take over', follower('b', record(), ['a']), [{ type: 'node-lease', leaseId: null }, leaseGone], []],
+  ['3', 'a restarted primary does not serve on its old lease: it waits for it to lapse', { ...follower('a', record()), lease: undefined }, [{ type: 'primary-lease', lease: { node: 'a', epoch: 3 } }], []],
+  ['3', 'a restarted primary takes over afresh, at a new epoch, once its old lease has lapsed', follower('a', record()), [leaseGone], [{ txn: 'promote@4', delayMs: 0, puts: [expect.anything(), { ...record(), epoch: 4 }] }]],
+  ['2', 'promoted: raises the epoch of its own copy, then of the members, and does not serve yet', follower('b', record(), ['a']), [leaseGone, committed('promote@4')], [
+    { type: 'raise-epoch', epoch: 4, replicas: ['b', 'c'] },
+  ]],
+  ['2', 'its answer lost, the record says it won: raises all the same', follower('b', record(), ['a']), [leaseGone, refused('promote@4'), { type: 'record', record: promotedByB, modRevision: 11 }], [
+    { type: 'raise-epoch', epoch: 4, replicas: ['b', 'c'] },
+  ]],
+  ['2', 'epochs raised: serves, and counts the grace period of the old primary from now', follower('b', record(), ['a']), [leaseGone, committed('promote@4'), { type: 'epochs-raised', epoch: 4, unreachable: [] }], [
+    { type: 'serve', epoch: 4 },
+    { type: 'wake', atMs: T0 + TIMEOUT },
+  ]],
+  ['2, 6', 'a member it could not raise is taken out first, as out since the old epoch (a full copy later)', follower('b', record(), ['a']), [leaseGone, committed('promote@4'), { type: 'epochs-raised', epoch: 4, unreachable: ['c'] }], [
+    { txn: 'out:c@11', delayMs: undefined, puts: [{ ...promotedByB, replicas: [{ node: 'a', state: 'out', lastEpoch: 3 }, { node: 'b', state: 'in-sync' }, { node: 'c', state: 'out', lastEpoch: 3 }] }] },
+  ]],
+  ['2', '... and serves once that is committed', follower('b', record(), ['a']), [leaseGone, committed('promote@4'), { type: 'epochs-raised', epoch: 4, unreachable: ['c'] }, committed('out:c@11', 12)], [
+    { type: 'serve', epoch: 4 },
+    { type: 'wake', atMs: T0 + TIMEOUT },
+    { txn: 'resync:c@12', delayMs: undefined, puts: expect.anything() },
+  ]],
+  ['2', 'its own copy could not be raised: stops and gives the lease back', follower('b', record(), ['a']), [leaseGone, committed('promote@4'), { type: 'epochs-raised', epoch: 4, unreachable: ['b'] }], [
+    { type: 'stop-serving', reason: 'could not raise the epoch of its own copy to 4' },
+    { txn: 'release@4', delayMs: undefined, puts: [{ type: 'delete', key: '/weft/volume-leases/vol' }] },
+  ]],
+  ['5', 'its promotion refused, another won: follows', follower('c', record(), ['a']), [leaseGone, refused('promote@4'), { type: 'record', record: promotedByB, modRevision: 11 }], []],
+  ['3', 'a higher epoch in the record: the old primary stops', primary(record()), [{ type: 'record', record: promotedByB, modRevision: 11 }], [
+    { type: 'stop-serving', reason: 'b was promoted at epoch 4 (this node served epoch 3)' },
+  ]],
+  ['3', 'its node lease lost: stops at once, asking the store nothing', primary(record()), [{ type: 'node-lease', leaseId: null }], [{ type: 'stop-serving', reason: 'node a lost its lease' }]],
+  ['3', 'its primary lease gone: stops, and may take over afresh like any member (its lease, if lapsed, makes that fail)', primary(record()), [leaseGone], [
+    { type: 'stop-serving', reason: 'lost the primary lease of epoch 3' },
+    { txn: 'promote@4', delayMs: 0, puts: expect.anything() },
+  ]],
+  ['4', 'a member failed: taken out by a transaction conditioned on the lease, the epoch and the record read', primary(record()), [failed('b')], [
+    { txn: 'out:b@10', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3 } })] },
+  ]],
+  ['4', 'the removal refused: stops (the write is never acknowledged) and gives the lease back', primary(record()), [failed('b'), refused('out:b@10')], [
+    { type: 'stop-serving', reason: expect.stringMatching(/refused "out b": this node may no longer hold the primary lease/) },
+    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: '/weft/volume-leases/vol' }] },
+  ]],
+  ['4', 'the removal committed, the replica\'s node down: nothing more until it is back', primary(record(), ['b']), [failed('b'), committed('out:b@10')], []],
+  ['6', 'the removal committed, the replica\'s node up: a resync at once', primary(record()), [failed('b'), committed('out:b@10')], [
+    { txn: 'resync:b@11', delayMs: undefined, puts: [record({ b: { state: 'resyncing', lastEpoch: 3 } })] },
+  ]],
+  ['4', 'a replica already out fails again: nothing', primary(record({ b: { state: 'out', lastEpoch: 3 } }), ['b']), [failed('b')], []],
+  ['4', 'a follower leaves failures to the primary', follower('b', record()), [failed('c')], []],
+  ['4', 'two failures: one transaction at a time, the second on the record the first made', primary(record()), [failed('b'), failed('c'), committed('out:b@10')], [
+    { txn: 'out:c@11', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3 }, c: { state: 'out', lastEpoch: 3 } })] },
+  ]],
+  ['6', 'a replica back, out since this epoch: marked resyncing, then a delta resync', primary(record({ b: { state: 'out', lastEpoch: 3 } }), ['b']), [{ type: 'nodes', nodes: nodes() }, committed('resync:b@10')], [
+    { type: 'resync', replica: 'b', kind: 'delta' },
+  ]],
+  ['6', 'a replica back, out since an older epoch (another primary): a full resync', primary(record({ b: { state: 'out', lastEpoch: 2 } }), ['b']), [{ type: 'nodes', nodes: nodes() }, committed('resync:b@10')], [
+    { type: 'resync', replica: 'b', kind: 'full' },
+  ]],
+  ['6', 'resync finished: back in the in-sync set', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [{ type: 'resync-finished', replica: 'b' }], [
+    { txn: 'in-sync:b@10', delayMs: undefined, puts: [record()] },
+  ]],
+  ['6', 'resync failed: out again, retried later, not at once', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [failed('b'), committed('out:b@10')], [
+    { type: 'wake', atMs: T0 + DEFAULT_BRAIN_CONFIG.resyncRetryMs },
+  ]],
+  ['6', '... and retried when that time comes', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [failed('b'), committed('out:b@10'), [{ type: 'tick' }, T0 + DEFAULT_BRAIN_CONFIG.resyncRetryMs]], [
+    { txn: 'resync:b@11', delayMs: undefined, puts: [record({ b: { state: 'resyncing', lastEpoch: 3 } })] },
+  ]],
+  ['7', 'a replica node goes down: a wake for the end of the grace period', primary(record()), [{ type: 'nodes', nodes: nodes('b') }], [{ type: 'wake', atMs: T0 + TIMEOUT }]],
+  ['7', 'down past the grace period: a new copy on a node placement picks among those holding none', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [{ type: 'tick' }, T0 + TIMEOUT]], [
+    { txn: 'replace:b@10', delayMs: undefined, puts: [record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } })] },
+  ]],
+  ['7', '... committed: a full copy to it', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@10')], [
+    { type: 'resync', replica: 'd', kind: 'full' },
+  ]],
+  ['7', 'the new copy in sync: the old one is dropped', primary(record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } }), ['b']), [{ type: 'resync-finished', replica: 'd' }], [
+    { txn: 'in-sync:d@10', delayMs: undefined, puts: [{ ...record(), replicas: ['a', 'c', 'd'].map((node) => ({ node, state: 'in-sync' })) }] },
+  ]],
+  ['7', 'back up within the grace period: resynced, not replaced', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10'), [{ type: 'nodes', nodes: nodes() }, T0 + TIMEOUT / 2]], [
+    { txn: 'resync:b@11', delayMs: undefined, puts: expect.anything() },
+  ]],
+  ['7', 'no node to place a new copy on: degraded, and why', primary(record(), ['b', 'd', 'e']), [[{ type: 'tick' }, T0 + TIMEOUT]], [
+    { type: 'report', health: 'degraded', reason: expect.stringMatching(/cannot replace the copy on b .*: 1 replicas need 1 nodes .*; 0 qualify \(d is down; e is down\)/) },
+  ]],
+  ['7', 'an operator asks for a replacement', primary(record()), [{ type: 'replace', replica: 'c' }], [{ txn: 'replace:c@10', delayMs: undefined, puts: expect.anything() }]],
+])('rule %s: %s', (_rule, _name, initial, events, expected) => {
+  const { state, actions, last } = run(initial, events);
+
+  test('acts', () => expect(summary(actions)).toEqual(expected));
+
+  test('the same event again asks for nothing', () => expect(step(state, ...last).actions).toEqual([]));
+});
+
+/** Compares and puts of StoreTxn on a map, as the store evaluates them: a stand-in for the cluster store in this pure test. */
+class FakeKvForTest {
+  revision = 10;
+  readonly keys = new Map<string, { value: string; createRevision: number; modRevision: number }>();
+
+  txn(txn: StoreTxn): BrainEvent & { type: 'txn-result' } {
+    const holds = txn.compare.every((c) => {
+      const kv = this.keys.get(c.key);
+      return c.target === 'value' ? kv?.value === c.value : (kv?.[c.target] ?? 0) === c.value;
+    });
+    if (holds) {
+      this.revision++;
+      for (const op of txn.success) {
+        if (op.type === 'delete') this.keys.delete(op.key);
+        else this.keys.set(op.key, { value: op.value, createRevision: this.keys.get(op.key)?.createRevision ?? this.revision, modRevision: this.revision });
+      }
+    }
+    return { type: 'txn-result', id: '', committed: holds, revision: this.revision };
+  }
+}
+
+describe('rule 5: in-sync replicas racing to take over', () => {
+  test('the CAS picks exactly one winner; the loser follows the new record', () => {
+    const kv = new FakeKvForTest();
+    kv.keys.set('/weft/volumes/vol', { value: JSON.stringify(record()), createRevision: 1, modRevision: 10 });
+    const brains = ['b', 'c'].map((self) => step(follower(self, record(), ['a']), leaseGone, T0));
+    const txns = brains.map((b) => b.actions[0] as BrainAction & { type: 'txn' });
+    expect(txns.map((t) => t.delayMs)).toEqual([0, DEFAULT_BRAIN_CONFIG.promotionStepMs]);
+
+    // Both transactions reach the store, the better-ranked first: one commits.
+    const results = txns.map((t) => ({ ...kv.txn(t.txn), id: t.id }));
+    expect(results.map((r) => r.committed)).toEqual([true, false]);
+    const stored = JSON.parse(kv.keys.get('/weft/volumes/vol')!.value) as VolumeRecord;
+    expect([stored.primary, stored.epoch]).toEqual(['b', 4]);
+    expect(kv.keys.get('/weft/volume-leases/vol')!.value).toBe(leaseValue({ node: 'b', epoch: 4 }));
+
+    const recordEvent: BrainEvent = { type: 'record', record: stored, modRevision: kv.revision };
+    const leaseEvent: BrainEvent = { type: 'primary-lease', lease: { node: 'b', epoch: 4 } };
+    const after = brains.map((b, i) => run(b.state, [results[i], recordEvent, leaseEvent]));
+    expect(after.map((a) => a.state.role)).toEqual(['raising', 'follower']);
+    expect(run(after[1].state, [{ type: 'epochs-raised', epoch: 4, unreachable: [] }]).actions).toEqual([]);
+  });
+});
