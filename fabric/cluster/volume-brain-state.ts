@@ -2,7 +2,8 @@
 // actions it asks the edges for. All plain data (JSON), so that an edge can log or keep them.
 
 import type { NodeCandidate } from './placement';
-import type { PrimaryLease, RecordChange, StoreTxn, VolumeRecord } from './volume-record';
+import type { Txn } from './cluster-store';
+import type { PrimaryLease, RecordChange, VolumeRecord } from './volume-record';
 
 export interface BrainConfig {
   /** How long a candidate waits per better-ranked candidate before it tries to take over. */
@@ -74,7 +75,7 @@ export type BrainEvent =
 
 export type BrainAction =
   /** Run the transaction after delayMs and answer with a txn-result of this id. A change's txn carries it, so that the edge can settle whoever waits for it. */
-  | { type: 'txn'; id: string; txn: StoreTxn; delayMs?: number; change?: RecordChange }
+  | { type: 'txn'; id: string; txn: Txn; delayMs?: number; change?: RecordChange }
   /** Raise the volume's epoch on these replicas (own copy first), then answer with epochs-raised. */
   | { type: 'raise-epoch'; epoch: number; replicas: string[] }
   /** Serve as primary at this epoch, replicating to the record's in-sync set. */

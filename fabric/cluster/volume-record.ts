@@ -1,6 +1,8 @@
 // A replicated volume as the cluster store holds it (JSON), its primary lease, and the changes a
 // volume's brain makes to them, as pure functions and store transactions written as data.
 
+import type { Compare, Txn } from './cluster-store';
+
 export type ReplicaState = 'in-sync' | 'resyncing' | 'out' | 'failed';
 
 /**
@@ -39,15 +41,6 @@ export interface PrimaryLease {
   epoch: number;
 }
 
-/** A transaction in the shape of ClusterStore's Txn (cluster-store.ts), so that the edge passes it to the store as is. */
-export interface StoreTxn {
-  compare: StoreCompare[];
-  success: StoreOp[];
-}
-export type StoreCompare =
-  | { key: string; target: 'value'; op: '='; value: string }
-  | { key: string; target: 'modRevision' | 'createRevision'; op: '='; value: number };
-export type StoreOp = { type: 'put'; key: string; value: string; lease?: string } | { type: 'delete'; key: string };
 
 /** A change of the replica set that the primary commits, one transaction at a time. */
 export type RecordChange =
@@ -59,8 +52,8 @@ export type RecordChange =
   /** node is given up and `by`, a new copy, starts its full copy. */
   | { kind: 'replace'; node: string; by: string };
 
-export const volumeKey = (name: string) => `/weft/volumes/${name}`;
-export const volumeLeaseKey = (name: string) => `/weft/volume-leases/${name}`;
+export const volumeKey = (name: string) => `volumes/${name}`;
+export const volumeLeaseKey = (name: string) => `volume-leases/${name}`;
 
 /** The lease key's value, always spelt the same way, so that a transaction can compare it as a string. */
 export const leaseValue = (lease: PrimaryLease) => JSON.stringify({ node: lease.node, epoch: lease.epoch });
@@ -116,7 +109,7 @@ function replacedBy(record: VolumeRecord, node: string): string | undefined {
 }
 
 /** Take the primary lease if nobody holds it, and the record if it is still the one read: exactly one racer wins. */
-export function promotionTxn(record: VolumeRecord, readRevision: number, node: string, nodeLease: string): StoreTxn {
+export function promotionTxn(record: VolumeRecord, readRevision: number, node: string, nodeLease: string): Txn {
   const next = promoted(record, node);
   return {
     compare: [
@@ -131,7 +124,7 @@ export function promotionTxn(record: VolumeRecord, readRevision: number, node: s
 }
 
 /** A change by the primary: only while it holds the lease at its epoch, and on the record it read. */
-export function changeTxn(record: VolumeRecord, readRevision: number, change: RecordChange): StoreTxn {
+export function changeTxn(record: VolumeRecord, readRevision: number, change: RecordChange): Txn {
   return {
     compare: [holdsLease(record.name, { node: record.primary, epoch: record.epoch }), { key: volumeKey(record.name), target: 'modRevision', op: '=', value: readRevision }],
     success: [{ type: 'put', key: volumeKey(record.name), value: JSON.stringify(applyChange(record, change)) }],
@@ -139,10 +132,10 @@ export function changeTxn(record: VolumeRecord, readRevision: number, change: Re
 }
 
 /** Gives the lease up, if it is still this one, so that another in-sync replica may take over without waiting for it to lapse. */
-export function releaseTxn(name: string, lease: PrimaryLease): StoreTxn {
+export function releaseTxn(name: string, lease: PrimaryLease): Txn {
   return { compare: [holdsLease(name, lease)], success: [{ type: 'delete', key: volumeLeaseKey(name) }] };
 }
 
-function holdsLease(name: string, lease: PrimaryLease): StoreCompare {
+function holdsLease(name: string, lease: PrimaryLease): Compare {
   return { key: volumeLeaseKey(name), target: 'value', op: '=', value: leaseValue(lease) };
 }

@@ -1,10 +1,16 @@
 // The volume brain (fabric/cluster/volume-brain.ts) as tables: what one node does for one volume
-// after each event. Every row also checks that the same event again asks for nothing more.
+// after each event. Every row also checks that the same event again asks for nothing more. The
+// promotion race runs its transactions on a real (embedded) cluster store.
 
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
 import type { NodeCandidate } from '../../fabric/cluster/placement';
 import { step } from '../../fabric/cluster/volume-brain';
 import { DEFAULT_BRAIN_CONFIG, initialBrainState, type BrainAction, type BrainEvent, type BrainState } from '../../fabric/cluster/volume-brain-state';
-import { leaseValue, type ReplicaRecord, type StoreTxn, type VolumeRecord } from '../../fabric/cluster/volume-record';
+import { leaseValue, volumeKey, volumeLeaseKey, type ReplicaRecord, type VolumeRecord } from '../../fabric/cluster/volume-record';
 
 const GiB = 1024 ** 3;
 const T0 = 1_000_000;
@@ -54,14 +60,14 @@ const failed = (replica: string): BrainEvent => ({ type: 'replica-failed', repli
 
 /** Actions, with each transaction shown as its id, delay, and the record it would put. */
 function summary(actions: BrainAction[]) {
-  return actions.map((a) => (a.type === 'txn' ? { txn: a.id, delayMs: a.delayMs, puts: a.txn.success.map((o) => (o.type === 'put' && o.key.startsWith('/weft/volumes/') ? JSON.parse(o.value) : o)) } : a));
+  return actions.map((a) => (a.type === 'txn' ? { txn: a.id, delayMs: a.delayMs, puts: a.txn.success.map((o) => (o.type === 'put' && o.key.startsWith('volumes/') ? JSON.parse(o.value) : o)) } : a));
 }
 
 const promotedByB = { ...record({ a: { state: 'out', lastEpoch: 3 } }), primary: 'b', epoch: 4 };
 
 describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['1, 2, 5', 'the first in-sync replica that is up takes over at once, bumping the epoch and taking the old primary out', follower('b', record(), ['a']), [leaseGone], [
-    { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: '/weft/volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' }, promotedByB] },
+    { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' }, promotedByB] },
   ]],
   ['5', 'the next one waits one step per better-ranked candidate', follower('c', record(), ['a']), [leaseGone], [{ txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.promotionStepMs, puts: expect.anything() }]],
   ['5', 'a candidate whose node is down does not count in the ranking', follower('c', record(), ['a', 'b']), [leaseGone], [{ txn: 'promote@4', delayMs: 0, puts: expect.anything() }]],
@@ -92,7 +98,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ]],
   ['2', 'its own copy could not be raised: stops and gives the lease back', follower('b', record(), ['a']), [leaseGone, committed('promote@4'), { type: 'epochs-raised', epoch: 4, unreachable: ['b'] }], [
     { type: 'stop-serving', reason: 'could not raise the epoch of its own copy to 4' },
-    { txn: 'release@4', delayMs: undefined, puts: [{ type: 'delete', key: '/weft/volume-leases/vol' }] },
+    { txn: 'release@4', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },
   ]],
   ['5', 'its promotion refused, another won: follows', follower('c', record(), ['a']), [leaseGone, refused('promote@4'), { type: 'record', record: promotedByB, modRevision: 11 }], []],
   ['3', 'a higher epoch in the record: the old primary stops', primary(record()), [{ type: 'record', record: promotedByB, modRevision: 11 }], [
@@ -108,7 +114,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ]],
   ['4', 'the removal refused: stops (the write is never acknowledged) and gives the lease back', primary(record()), [failed('b'), refused('out:b@10')], [
     { type: 'stop-serving', reason: expect.stringMatching(/refused "out b": this node may no longer hold the primary lease/) },
-    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: '/weft/volume-leases/vol' }] },
+    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },
   ]],
   ['4', 'the removal committed, the replica\'s node down: nothing more until it is back', primary(record(), ['b']), [failed('b'), committed('out:b@10')], []],
   ['6', 'the removal committed, the replica\'s node up: a resync at once', primary(record()), [failed('b'), committed('out:b@10')], [
@@ -159,46 +165,48 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   test('the same event again asks for nothing', () => expect(step(state, ...last).actions).toEqual([]));
 });
 
-/** Compares and puts of StoreTxn on a map, as the store evaluates them: a stand-in for the cluster store in this pure test. */
-class FakeKvForTest {
-  revision = 10;
-  readonly keys = new Map<string, { value: string; createRevision: number; modRevision: number }>();
-
-  txn(txn: StoreTxn): BrainEvent & { type: 'txn-result' } {
-    const holds = txn.compare.every((c) => {
-      const kv = this.keys.get(c.key);
-      return c.target === 'value' ? kv?.value === c.value : (kv?.[c.target] ?? 0) === c.value;
-    });
-    if (holds) {
-      this.revision++;
-      for (const op of txn.success) {
-        if (op.type === 'delete') this.keys.delete(op.key);
-        else this.keys.set(op.key, { value: op.value, createRevision: this.keys.get(op.key)?.createRevision ?? this.revision, modRevision: this.revision });
-      }
-    }
-    return { type: 'txn-result', id: '', committed: holds, revision: this.revision };
-  }
-}
-
 describe('rule 5: in-sync replicas racing to take over', () => {
-  test('the CAS picks exactly one winner; the loser follows the new record', () => {
-    const kv = new FakeKvForTest();
-    kv.keys.set('/weft/volumes/vol', { value: JSON.stringify(record()), createRevision: 1, modRevision: 10 });
-    const brains = ['b', 'c'].map((self) => step(follower(self, record(), ['a']), leaseGone, T0));
+  let dir: string;
+  let store: EmbeddedStore;
+
+  beforeEach(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-brain-'));
+    store = await EmbeddedStore.open(dir, pino({ level: 'silent' }));
+  });
+
+  afterEach(async () => {
+    await store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('on a real store, the CAS picks exactly one winner; the loser follows the new record', async () => {
+    const readRevision = await store.put(volumeKey('vol'), JSON.stringify(record()));
+    const leases = { b: await store.grantLease(10), c: await store.grantLease(10) };
+    const brains = (['b', 'c'] as const).map((self) => {
+      const state: BrainState = { ...follower(self, record(), ['a']), nodeLease: leases[self].id, recordRevision: readRevision };
+      return step(state, leaseGone, T0);
+    });
     const txns = brains.map((b) => b.actions[0] as BrainAction & { type: 'txn' });
     expect(txns.map((t) => t.delayMs)).toEqual([0, DEFAULT_BRAIN_CONFIG.promotionStepMs]);
 
     // Both transactions reach the store, the better-ranked first: one commits.
-    const results = txns.map((t) => ({ ...kv.txn(t.txn), id: t.id }));
-    expect(results.map((r) => r.committed)).toEqual([true, false]);
-    const stored = JSON.parse(kv.keys.get('/weft/volumes/vol')!.value) as VolumeRecord;
-    expect([stored.primary, stored.epoch]).toEqual(['b', 4]);
-    expect(kv.keys.get('/weft/volume-leases/vol')!.value).toBe(leaseValue({ node: 'b', epoch: 4 }));
+    const results: BrainEvent[] = [];
+    for (const t of txns) results.push({ type: 'txn-result', id: t.id, committed: (await store.txn(t.txn)).succeeded, revision: await store.revision() });
+    expect(results.map((r) => (r as BrainEvent & { type: 'txn-result' }).committed)).toEqual([true, false]);
+    const stored = await store.get(volumeKey('vol'));
+    const promotedRecord = JSON.parse(stored!.value) as VolumeRecord;
+    expect([promotedRecord.primary, promotedRecord.epoch]).toEqual(['b', 4]);
+    const lease = await store.get(volumeLeaseKey('vol'));
+    expect([lease?.value, lease?.lease]).toEqual([leaseValue({ node: 'b', epoch: 4 }), leases.b.id]);
 
-    const recordEvent: BrainEvent = { type: 'record', record: stored, modRevision: kv.revision };
+    const recordEvent: BrainEvent = { type: 'record', record: promotedRecord, modRevision: stored!.modRevision };
     const leaseEvent: BrainEvent = { type: 'primary-lease', lease: { node: 'b', epoch: 4 } };
     const after = brains.map((b, i) => run(b.state, [results[i], recordEvent, leaseEvent]));
     expect(after.map((a) => a.state.role)).toEqual(['raising', 'follower']);
     expect(run(after[1].state, [{ type: 'epochs-raised', epoch: 4, unreachable: [] }]).actions).toEqual([]);
+
+    // The winner's node lease lapses (its node died): the primary lease goes with it.
+    await leases.b.revoke();
+    expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined();
   });
 });
