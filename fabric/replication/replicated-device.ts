@@ -55,6 +55,8 @@ export class ReplicatedDevice extends PassThroughLayer {
   /** Orders resync copies (exclusive) against client writes (shared) while a resync runs. */
   private readonly copyLock = new RangeLock();
   private resyncs = 0;
+  /** Changes in flight: a resync waits for those sent before the replica was a target again. */
+  private readonly inFlight = new Set<Promise<void>>();
 
   private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet) {
     super(below);
@@ -135,6 +137,8 @@ export class ReplicatedDevice extends PassThroughLayer {
     this.resyncs++;
     const copiedBefore = remote.copiedBytes;
     try {
+      // Changes sent before it was a target mark its dirty map as they end; they end first.
+      await Promise.allSettled([...this.inFlight]);
       // Writes that began before it was resyncing mark its dirty map when they end: loop until clean.
       while (remote.dirty.blocks > 0) {
         for (const run of [...remote.dirty.runs(RESYNC_RUN_BYTES)]) await this.copy(remote, connection, run.offsetBytes, run.lengthBytes);
@@ -181,7 +185,15 @@ export class ReplicatedDevice extends PassThroughLayer {
   }
 
   /** Sends a change to the local copy and every target; resolves once it may be acknowledged. */
-  private async replicate(offsetBytes: number, lengthBytes: number, local: () => Promise<void>, remote: (c: ReplicaConnection) => Promise<void>): Promise<void> {
+  private replicate(offsetBytes: number, lengthBytes: number, local: () => Promise<void>, remote: (c: ReplicaConnection) => Promise<void>): Promise<void> {
+    const done = this.replicateNow(offsetBytes, lengthBytes, local, remote);
+    this.inFlight.add(done);
+    const forget = () => void this.inFlight.delete(done);
+    done.then(forget, forget);
+    return done;
+  }
+
+  private async replicateNow(offsetBytes: number, lengthBytes: number, local: () => Promise<void>, remote: (c: ReplicaConnection) => Promise<void>): Promise<void> {
     const release = this.resyncs > 0 ? await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false) : undefined;
     try {
       const targets = this.targets();
@@ -195,8 +207,9 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /**
    * After a change went to the local copy (outcomes[0]) and the targets: the remotes that failed
-   * are dropped, every remote out of step records the range, and the change waits for every
-   * pending removal. It fails if the local copy failed or a removal could not be committed.
+   * are dropped, every remote that did not get it (or is out now) records the range, and the change
+   * waits for the removal of those still in the in-sync set. It fails if the local copy failed or
+   * a removal could not be committed.
    */
   private async settle(targets: Remote[], outcomes: PromiseSettledResult<void>[], offsetBytes: number, lengthBytes: number): Promise<void> {
     const failures = new Map<Remote, unknown>();
@@ -208,7 +221,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     const waits: Promise<void>[] = [];
     for (const remote of this.remotes) {
       if (failures.has(remote)) this.markOut(remote);
-      if (remote.state !== 'out') continue;
+      if (remote.state !== 'out' && targets.includes(remote)) continue;
       remote.dirty.mark(offsetBytes, lengthBytes);
       const why = failures.has(remote) ? String(failures.get(remote)) : 'it is out and missed a write';
       if (remote.member) waits.push(this.removed(remote, why));
