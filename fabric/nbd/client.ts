@@ -47,6 +47,8 @@ export class NbdClient {
   private failure: Error | undefined;
   private readonly sweep: NodeJS.Timeout;
   private readonly header = Buffer.alloc(P.REQUEST_HEADER_BYTES);
+  /** The socket is corked until the end of this tick: the requests of one tick go out in one writev. */
+  private corked = false;
 
   private constructor(
     private readonly socket: net.Socket,
@@ -141,10 +143,16 @@ export class NbdClient {
     writeU64(header, 16, offsetBytes);
     header.writeUInt32BE(lengthBytes, 24);
     // The header buffer is reused: the socket gets a copy (it may hold it until it drains).
-    this.socket.cork();
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     this.socket.write(Buffer.from(header));
     if (payload) for (const piece of payload) this.socket.write(piece);
-    this.socket.uncork();
     return new Promise((resolve, reject) => {
       this.pending.set(handle >>> 0, { type, lengthBytes, deadline: Date.now() + this.timeoutMs, resolve, reject });
     });
