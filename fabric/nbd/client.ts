@@ -113,12 +113,11 @@ export class NbdClient {
 
   /** Sends NBD_CMD_DISC and closes; requests still pending fail. */
   close(): void {
-    if (!this.failure) {
-      this.header.writeUInt16BE(0, 4);
-      this.header.writeUInt16BE(P.CMD_DISC, 6);
-      this.socket.end(Buffer.from(this.header));
-    }
-    this.fail(new IoError('ESHUTDOWN', `${this.label}: connection closed by this client`));
+    if (this.failure) return;
+    this.header.writeUInt16BE(0, 4);
+    this.header.writeUInt16BE(P.CMD_DISC, 6);
+    this.socket.end(Buffer.from(this.header)); // the server closes once it has read it
+    this.fail(new IoError('ESHUTDOWN', `${this.label}: connection closed by this client`), false);
   }
 
   /** Set once the connection is unusable: why. */
@@ -187,11 +186,11 @@ export class NbdClient {
     }
   }
 
-  /** Breaks the connection for good: every pending and later request fails with err. */
-  private fail(err: Error): void {
+  /** Ends the connection for good (at once, unless it is closing cleanly): every pending and later request fails with err. */
+  private fail(err: Error, destroy = true): void {
     clearInterval(this.sweep);
     this.failure ??= err;
-    this.socket.destroy();
+    if (destroy) this.socket.destroy();
     this.reader.end(err.message);
     for (const request of this.pending.values()) request.reject(this.failure);
     this.pending.clear();
