@@ -1,9 +1,10 @@
 // The node's NBD exports, and the only place that knows their names: every volume as VOL, every
 // snapshot as VOL@SNAP, plus VOL~growable, the volume in a window of fixed size for attachments
-// that must see it grow without reconnecting (see volume/growable-device.ts). The engine sees
-// volume and snapshot names only. The NBD server sees only this ExportProvider.
+// that must see it grow without reconnecting (see volume/growable-device.ts), and VOL~epoch=N, the
+// volume for a primary that replicates to this node at epoch N (fenced: volume/epoch-fence.ts).
+// The engine sees volume and snapshot names only. The NBD server sees only this ExportProvider.
 
-import { WeftError } from './errors';
+import { invalidArgument, WeftError } from './errors';
 import type { ExportProvider, NbdExport } from './nbd/export-provider';
 import type { BlockDevice } from './volume/block-device';
 import { GrowableDevice } from './volume/growable-device';
@@ -12,6 +13,14 @@ import type { VolumeRef } from './volume/volume';
 
 /** Appended to a volume's name (never to a snapshot's) to export it through the growable window. */
 export const GROWABLE_SUFFIX = '~growable';
+
+/** Appended to a volume's name, with the epoch after it, by a primary replicating to this node. */
+const EPOCH_MARK = '~epoch=';
+
+/** The export a primary at epoch opens to replicate a volume to a node. */
+export function replicationExportName(volume: string, epoch: number): string {
+  return `${volume}${EPOCH_MARK}${epoch}`;
+}
 
 /** The export name of a volume or snapshot; also the `volume` label of its metrics. */
 export function exportName(ref: VolumeRef): string {
@@ -34,7 +43,13 @@ export class EngineExports implements ExportProvider {
     return exportNames(this.engine);
   }
 
-  open(name: string, peer: { address: string; port: number }): NbdExport | undefined {
+  /**
+   * Throws INVALID_ARGUMENT for a malformed replication name, FAILED_PRECONDITION for an epoch older
+   * than the volume's. A newer epoch is first made the volume's own (durably), as a new primary
+   * raises the epoch on the replicas before it serves.
+   */
+  async open(name: string, peer: { address: string; port: number }): Promise<NbdExport | undefined> {
+    if (name.includes(EPOCH_MARK)) return this.openReplication(name, `${peer.address}:${peer.port}`);
     const growable = name.endsWith(GROWABLE_SUFFIX);
     const ref = parseExportName(growable ? name.slice(0, -GROWABLE_SUFFIX.length) : name);
     if (growable && ref.snapshot !== undefined) return undefined; // snapshots do not grow
@@ -45,6 +60,18 @@ export class EngineExports implements ExportProvider {
       device: served,
       close: () => device.close(),
     };
+  }
+
+  private async openReplication(name: string, peer: string): Promise<NbdExport | undefined> {
+    const { volume, epoch } = parseReplicationName(name);
+    try {
+      if (epoch > this.engine.getVolume(volume).epoch) await this.engine.raiseEpoch(volume, epoch);
+      const device = this.engine.openVolume(volume, { peer, epoch, purpose: `replication at epoch ${epoch}` });
+      return { device, close: () => device.close() };
+    } catch (error) {
+      if (error instanceof WeftError && error.kind === 'NOT_FOUND') return undefined;
+      throw error;
+    }
   }
 
   private openDevice(ref: VolumeRef, peer: string): OpenDevice | undefined {
@@ -62,4 +89,15 @@ export class EngineExports implements ExportProvider {
 export function parseExportName(name: string): VolumeRef {
   const at = name.indexOf('@');
   return at < 0 ? { volume: name } : { volume: name.slice(0, at), snapshot: name.slice(at + 1) };
+}
+
+/** VOL~epoch=N, N a non-negative integer in decimal without leading zeroes. */
+function parseReplicationName(name: string): { volume: string; epoch: number } {
+  const at = name.indexOf(EPOCH_MARK);
+  const digits = name.slice(at + EPOCH_MARK.length);
+  const epoch = Number(digits);
+  if (at === 0 || !/^(0|[1-9][0-9]*)$/.test(digits) || !Number.isSafeInteger(epoch)) {
+    throw invalidArgument(`malformed replication export name ${JSON.stringify(name)}: expected VOLUME${EPOCH_MARK}N, N a non-negative integer`);
+  }
+  return { volume: name.slice(0, at), epoch };
 }

@@ -175,6 +175,7 @@ function fields(volume: VolumeInfo): string {
     ['Snapshots', String(volume.snapshotCount)],
     ['Connections', String(volume.connections)],
     ['Checksum errors', String(volume.checksumErrors)],
+    ['Epoch', String(volume.epoch)],
     ['Created', formatTime(volume.createdAt)],
   ]);
 }

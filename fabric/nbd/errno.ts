@@ -17,6 +17,12 @@ const NBD_ERRNO: Record<IoErrno, number> = {
   ESHUTDOWN: P.NBD_ESHUTDOWN,
 };
 
+/** The errno an NBD client reports for an error value a server sent; EIO for any it does not know. */
+export function ioErrnoOf(value: number): IoErrno {
+  for (const [errno, nbd] of Object.entries(NBD_ERRNO)) if (nbd === value) return errno as IoErrno;
+  return 'EIO';
+}
+
 /** The request flag without which each errno may not be sent. */
 const REQUIRED_FLAG: Partial<Record<IoErrno, number>> = {
   EOVERFLOW: P.CMD_FLAG_DF,

@@ -12,6 +12,10 @@ export interface NbdExport {
 
 export interface ExportProvider {
   names(): string[];
-  /** Returns undefined when no such export exists. */
-  open(name: string, peer: { address: string; port: number }): NbdExport | undefined;
+  /**
+   * Returns undefined when no such export exists. May throw (or reject with) a WeftError that
+   * refuses the name: INVALID_ARGUMENT (malformed) or FAILED_PRECONDITION (not allowed now); the
+   * client is told its message.
+   */
+  open(name: string, peer: { address: string; port: number }): NbdExport | undefined | Promise<NbdExport | undefined>;
 }

@@ -2,6 +2,7 @@
 // NBD_OPT_EXPORT_NAME, hands back the opened export and what was negotiated for transmission.
 
 import type pino from 'pino';
+import { WeftError } from '../errors';
 import type { ExportProvider, NbdExport } from './export-provider';
 import type { ByteReader } from './byte-reader';
 import * as D from './option-data';
@@ -44,6 +45,12 @@ export interface Negotiated {
 }
 
 type Outcome = Negotiated | 'continue' | 'end';
+
+/** An export the provider would not open, as the error reply that tells the client why. */
+interface Refusal {
+  refused: number;
+  message: string;
+}
 
 /**
  * The transmission flags an export gets, from its device's answers; the same for NBD_OPT_INFO and the
@@ -110,7 +117,7 @@ class Handshake {
         this.ctx.log.warn({ option, length }, 'NBD handshake: option data too long; disconnecting');
         return undefined;
       }
-      const outcome = this.answer(option, await this.ctx.reader.read(length));
+      const outcome = await this.answer(option, await this.ctx.reader.read(length));
       if (outcome !== 'continue') return outcome === 'end' ? undefined : outcome;
     }
   }
@@ -124,9 +131,9 @@ class Handshake {
     return true;
   }
 
-  private answer(option: number, data: Buffer): Outcome {
+  private async answer(option: number, data: Buffer): Promise<Outcome> {
     try {
-      return this.dispatch(option, data);
+      return await this.dispatch(option, data);
     } catch (err) {
       if (!(err instanceof D.InvalidOption)) throw err;
       this.badInput.warn({ option, reason: err.message }, 'NBD handshake: malformed option');
@@ -134,7 +141,7 @@ class Handshake {
     }
   }
 
-  private dispatch(option: number, data: Buffer): Outcome {
+  private dispatch(option: number, data: Buffer): Outcome | Promise<Outcome> {
     switch (option) {
       case P.OPT_EXPORT_NAME:
         return this.exportName(data);
@@ -164,7 +171,7 @@ class Handshake {
   }
 
   /** The old way in: no error can be returned, so an unknown export ends the session. */
-  private exportName(data: Buffer): Outcome {
+  private async exportName(data: Buffer): Promise<Outcome> {
     let name: string;
     try {
       name = D.parseExportName(data);
@@ -172,8 +179,8 @@ class Handshake {
       this.ctx.log.warn({ reason: (err as Error).message }, 'NBD handshake: malformed NBD_OPT_EXPORT_NAME');
       return 'end';
     }
-    const exp = this.open(name);
-    if (!exp) return 'end';
+    const exp = await this.open(name);
+    if ('refused' in exp) return 'end';
     const flags = transmissionFlags(exp, this.structuredReplies);
     const reply = Buffer.alloc(this.noZeroes ? 10 : 134);
     D.exportInfoData(exp.device.sizeBytes, flags).copy(reply, 0, 2);
@@ -187,9 +194,9 @@ class Handshake {
     return this.reply(P.OPT_LIST, P.REP_ACK);
   }
 
-  private infoOrGo(option: number, request: D.InfoRequest): Outcome {
-    const exp = this.open(request.exportName);
-    if (!exp) return this.fail(option, P.REP_ERR_UNKNOWN, `no export named "${request.exportName}"`);
+  private async infoOrGo(option: number, request: D.InfoRequest): Promise<Outcome> {
+    const exp = await this.open(request.exportName);
+    if ('refused' in exp) return this.fail(option, exp.refused, exp.message);
     const flags = transmissionFlags(exp, this.structuredReplies);
     this.reply(option, P.REP_INFO, D.exportInfoData(exp.device.sizeBytes, flags));
     if (request.infos.includes(P.INFO_NAME)) {
@@ -241,17 +248,26 @@ class Handshake {
     };
   }
 
-  /** Opens an export; undefined (and logged) when it does not exist or cannot be opened. */
-  private open(name: string): NbdExport | undefined {
+  /**
+   * Opens an export, or says (and logs) why not: the provider's refusal of a malformed name
+   * (NBD_REP_ERR_INVALID) or of one not allowed now (NBD_REP_ERR_POLICY), else an unknown export.
+   */
+  private async open(name: string): Promise<NbdExport | Refusal> {
+    const unknown = { refused: P.REP_ERR_UNKNOWN, message: `no export named "${name}"` };
     let exp: NbdExport | undefined;
     try {
-      exp = this.ctx.provider.open(name, this.ctx.peer);
+      exp = await this.ctx.provider.open(name, this.ctx.peer);
     } catch (err) {
-      this.ctx.log.warn({ err, exportName: name }, 'NBD handshake: opening the export failed');
-      return undefined;
+      const refused = err instanceof WeftError ? REFUSALS[err.kind] : undefined;
+      if (refused === undefined) {
+        this.ctx.log.warn({ err, exportName: name }, 'NBD handshake: opening the export failed');
+        return unknown;
+      }
+      this.badInput.warn({ exportName: name, reason: (err as Error).message }, 'NBD handshake: export refused');
+      return { refused, message: (err as Error).message };
     }
     if (!exp) this.badInput.warn({ exportName: name }, 'NBD handshake: no such export');
-    return exp;
+    return exp ?? unknown;
   }
 
   private closeExport(exp: NbdExport): void {
@@ -271,6 +287,12 @@ class Handshake {
     return this.reply(option, type, Buffer.from(message, 'utf8'));
   }
 }
+
+/** The option error replies for the WeftError kinds with which a provider refuses an export name. */
+const REFUSALS: Partial<Record<WeftError['kind'], number>> = {
+  INVALID_ARGUMENT: P.REP_ERR_INVALID,
+  FAILED_PRECONDITION: P.REP_ERR_POLICY,
+};
 
 function greeting(): Buffer {
   const out = Buffer.allocUnsafe(18);

@@ -46,6 +46,7 @@ export const REP_SERVER = 2;
 export const REP_INFO = 3;
 export const REP_META_CONTEXT = 4;
 export const REP_ERR_UNSUP = 0x80000001;
+export const REP_ERR_POLICY = 0x80000002;
 export const REP_ERR_INVALID = 0x80000003;
 export const REP_ERR_UNKNOWN = 0x80000006;
 

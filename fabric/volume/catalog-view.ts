@@ -84,6 +84,7 @@ export class CatalogView {
       snapshotCount: this.catalog.snapshots.filter((s) => s.volume === record.name).length,
       connections: volume?.connections ?? 0,
       checksumErrors: volume?.replica.checksumErrors ?? 0,
+      epoch: record.epoch ?? 0,
       createdAt: record.createdAt,
       layers: this.layersOf(record.head),
     };

@@ -31,6 +31,11 @@ export interface VolumeRecord {
   head: number;
   createdAt: string;
   sourceSnapshot?: string;
+  /**
+   * Replication epoch: writes from a replication connection of an older one are refused
+   * (epoch-fence.ts). Absent means 0: data dirs written before it existed read as epoch 0.
+   */
+  epoch?: number;
 }
 
 export interface SnapshotRecord {

@@ -261,9 +261,31 @@ export class LocalEngine implements VolumeEngine {
     });
   }
 
+  async raiseEpoch(name: string, epoch: number): Promise<VolumeInfo> {
+    if (!Number.isSafeInteger(epoch) || epoch < 0) throw invalidArgument(`epoch ${epoch} is not a non-negative integer`);
+    const volume = this.registry.entry(name).volume;
+    await volume.fence.raising(() =>
+      this.control([volume], async (txn) => {
+        const record = this.view.findVolume(name);
+        const current = record.epoch ?? 0;
+        if (epoch < current) throw failedPrecondition(`volume ${name} is at epoch ${current}; its epoch cannot go back to ${epoch}`);
+        if (epoch === current) return;
+        txn.catalog.change('volume', record).epoch = epoch;
+        await txn.commit();
+        this.logger.info({ volume: name, epoch, previous: current }, 'volume epoch raised');
+      }),
+    );
+    return this.view.volumeInfo(this.view.findVolume(name));
+  }
+
   openVolume(name: string, opener: Opener = {}): OpenDevice {
     this.checkOpen();
-    return this.registry.entry(name).volume.open(opener);
+    const { volume, record } = this.registry.entry(name);
+    const current = record.epoch ?? 0;
+    if (opener.epoch !== undefined && opener.epoch < current) {
+      throw failedPrecondition(`volume ${name} is at epoch ${current}; a replication connection at the older epoch ${opener.epoch} is refused`);
+    }
+    return volume.open(opener);
   }
 
   openSnapshot(volume: string, snapshot: string, opener: Opener = {}): OpenDevice {

@@ -23,6 +23,8 @@ export interface VolumeInfo {
   connections: number;
   /** Blocks that failed their checksum on read or verify since weftd started. */
   checksumErrors: number;
+  /** Replication epoch on this node: replication connections of an older one may not write. */
+  epoch: number;
   createdAt: string; // ISO 8601
   /** Where the volume's data lives: its layers from the head (written) down to the oldest snapshot it reads through. */
   layers: LayerInfo[];
@@ -120,7 +122,16 @@ export interface VolumeEngine {
 
   listPools(): PoolInfo[];
 
-  /** Opens a volume for I/O, through its stack. Throws NOT_FOUND. */
+  /**
+   * Raises the volume's replication epoch, durably, with its fenced writes drained; from then on
+   * replication connections of an older epoch may not write. Lowering is refused (FAILED_PRECONDITION).
+   */
+  raiseEpoch(name: string, epoch: number): Promise<VolumeInfo>;
+
+  /**
+   * Opens a volume for I/O, through its stack. Throws NOT_FOUND, and FAILED_PRECONDITION when the
+   * opener names an epoch older than the volume's.
+   */
   openVolume(name: string, opener?: Opener): OpenDevice;
   /** Opens a snapshot, read-only. Throws NOT_FOUND. */
   openSnapshot(volume: string, snapshot: string, opener?: Opener): OpenDevice;

@@ -5,6 +5,7 @@ import { notFound, WeftError } from '../errors';
 import type { Catalog, LayerRecord, SnapshotRecord, VolumeRecord } from './catalog';
 import { Chain } from './chain';
 import { layerById, lineage } from './control-txn';
+import { EpochFence } from './epoch-fence';
 import { LocalReplica, type ReplicaControl } from './local-replica';
 import type { NodeStore } from './node-store';
 import { StackBuilder, Volume, VolumeRef } from './volume';
@@ -98,7 +99,8 @@ export class VolumeRegistry {
     const entry = { record } as Entry<R>;
     const control = ref.snapshot === undefined ? this.controlFor(ref.volume) : SNAPSHOTS_DO_NOT_CHANGE;
     const replica = new LocalReplica(name, this.store, this.chainOf(head), () => entry.record.sizeBytes, ref.snapshot !== undefined, control);
-    entry.volume = new Volume(ref, replica, this.stackFor(replica, ref));
+    const fence = new EpochFence(name, () => (entry.record as Partial<VolumeRecord>).epoch ?? 0);
+    entry.volume = new Volume(ref, replica, this.stackFor(replica, ref), fence);
     return entry;
   }
 

@@ -6,6 +6,7 @@ import { BLOCK_BYTES } from '../store/block-size';
 import type { VolumeLayer } from './block-device';
 import { FIRST_PHYSICAL } from './block-map';
 import { DeviceHandle } from './device-handle';
+import type { EpochFence } from './epoch-fence';
 import type { LocalReplica } from './local-replica';
 import type { OpenDevice } from './types';
 
@@ -17,6 +18,8 @@ export interface Opener {
   attachment?: string;
   /** What is on the other end when it is not an NBD client (e.g. "verify"). */
   purpose?: string;
+  /** The replication epoch the opener writes at: its writes are fenced once the volume's epoch passes it. */
+  epoch?: number;
 }
 
 export interface OpenHandle extends Opener {
@@ -37,13 +40,17 @@ const VERIFY_BATCH_BLOCKS = 256;
 export class Volume {
   private readonly handles = new Set<OpenHandle>();
 
-  constructor(readonly ref: VolumeRef, readonly replica: LocalReplica, readonly top: VolumeLayer) {}
+  constructor(readonly ref: VolumeRef, readonly replica: LocalReplica, readonly top: VolumeLayer, readonly fence: EpochFence) {}
 
-  /** A handle on the top of the stack; it leaves the registry when closed. */
+  /**
+   * A handle on the top of the stack, fenced when the opener names an epoch; it leaves the registry
+   * when closed. The caller has checked that the epoch is not older than the volume's.
+   */
   open(opener: Opener): OpenDevice {
     const handle: OpenHandle = { ...opener, openedAt: new Date().toISOString() };
     this.handles.add(handle);
-    return new DeviceHandle(this.top, () => this.handles.delete(handle));
+    const device = opener.epoch === undefined ? this.top : this.fence.guard(this.top, opener.epoch);
+    return new DeviceHandle(device, () => this.handles.delete(handle));
   }
 
   get openHandles(): OpenHandle[] {

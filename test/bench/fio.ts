@@ -30,3 +30,27 @@ export async function fill(uri: string, outFile: string): Promise<number> {
   const report = await runFio(['--name=fill', `--uri=${uri}`, '--rw=write', '--bs=1M', '--iodepth=8'], outFile);
   return report.jobs[0].write.bw_bytes / 1e6;
 }
+
+export interface Job {
+  name: string;
+  rw: 'randread' | 'randwrite' | 'read' | 'write';
+  blockSize: string;
+  iodepth: number;
+  /** What the table shows: operations per second, or megabytes (10^6) per second. */
+  unit: 'IOPS' | 'MB/s';
+}
+
+export const ALL_JOBS: Job[] = [
+  { name: '4k randread qd32', rw: 'randread', blockSize: '4k', iodepth: 32, unit: 'IOPS' },
+  { name: '4k randwrite qd32', rw: 'randwrite', blockSize: '4k', iodepth: 32, unit: 'IOPS' },
+  { name: '1M read qd8', rw: 'read', blockSize: '1M', iodepth: 8, unit: 'MB/s' },
+  { name: '1M write qd8', rw: 'write', blockSize: '1M', iodepth: 8, unit: 'MB/s' },
+];
+
+/** Runs one job for `seconds` (after a 1 s ramp) against one export; resolves with its result in the job's unit. */
+export async function runJob(job: Job, uri: string, seconds: number, outFile: string): Promise<number> {
+  const args = [`--name=${job.name.replace(/\W+/g, '-')}`, `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`, '--time_based', `--runtime=${seconds}`, '--ramp_time=1', '--norandommap', '--randrepeat=0'];
+  const report = await runFio(args, outFile);
+  const side = job.rw.endsWith('write') ? report.jobs[0].write : report.jobs[0].read;
+  return job.unit === 'IOPS' ? side.iops : side.bw_bytes / 1e6;
+}

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { freePort } from '../helpers/free-port';
 import { cleanupAll, makeTempDir, run, startWeftd, type RunResult } from '../helpers/weftd';
-import { fill, runFio } from './fio';
+import { ALL_JOBS, fill, runJob, type Job } from './fio';
 import { benchMain, eventLoopDelay, median, mustSucceed, positiveInteger, saveResults, startBenchWeftd } from './harness';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 10);
@@ -15,21 +15,6 @@ const VOLUME_BYTES = 1024 ** 3;
 /** The slow device's latency per read and per write in ms, or undefined for the normal bench. */
 const SLOW_POOL_MS = process.env.BENCH_SLOW_POOL ? positiveInteger('BENCH_SLOW_POOL', 0) : undefined;
 
-interface Job {
-  name: string;
-  rw: 'randread' | 'randwrite' | 'read' | 'write';
-  blockSize: string;
-  iodepth: number;
-  /** What the table shows: operations per second, or megabytes (10^6) per second. */
-  unit: 'IOPS' | 'MB/s';
-}
-
-const ALL_JOBS: Job[] = [
-  { name: '4k randread qd32', rw: 'randread', blockSize: '4k', iodepth: 32, unit: 'IOPS' },
-  { name: '4k randwrite qd32', rw: 'randwrite', blockSize: '4k', iodepth: 32, unit: 'IOPS' },
-  { name: '1M read qd8', rw: 'read', blockSize: '1M', iodepth: 8, unit: 'MB/s' },
-  { name: '1M write qd8', rw: 'write', blockSize: '1M', iodepth: 8, unit: 'MB/s' },
-];
 /** BENCH_JOBS=write,randread runs only the jobs whose names contain one of the words. */
 const JOBS = selectJobs(process.env.BENCH_JOBS);
 
@@ -144,14 +129,6 @@ async function stopPid(pid: number): Promise<void> {
   if (alive()) process.kill(pid, 'SIGKILL');
 }
 
-/** Runs one job against one server; resolves with its result in the job's unit. */
-async function runJob(job: Job, server: Server, dir: string): Promise<number> {
-  const args = [`--name=${job.name.replace(/\W+/g, '-')}`, `--uri=${server.uri}`, `--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`, '--time_based', `--runtime=${SECONDS}`, '--ramp_time=1', '--norandommap', '--randrepeat=0'];
-  const report = await runFio(args, path.join(dir, `${server.name}-${job.rw}.json`));
-  const side = job.rw.endsWith('write') ? report.jobs[0].write : report.jobs[0].read;
-  return job.unit === 'IOPS' ? side.iops : side.bw_bytes / 1e6;
-}
-
 type Results = Map<string, Map<Server['name'], number>>;
 /** weft's event-loop delay during each job, in ms: the worst p99 and max of its repetitions. */
 type LoopDelays = Map<string, { p99: number; max: number }>;
@@ -165,7 +142,7 @@ async function measure(servers: Server[], dir: string): Promise<{ results: Resul
     for (let repetition = 1; repetition <= REPEAT; repetition++) {
       for (const server of servers) {
         if (server.metricsUrl) await eventLoopDelay(server.metricsUrl); // starts a fresh period
-        const value = await runJob(job, server, dir);
+        const value = await runJob(job, server.uri, SECONDS, path.join(dir, `${server.name}-${job.rw}.json`));
         samples.get(server.name)?.push(value);
         console.error(`  ${job.name} #${repetition} ${server.name}: ${Math.round(value)} ${job.unit}`);
         if (!server.metricsUrl) continue;

@@ -17,6 +17,7 @@ const VOLUME: VolumeInfo = {
   snapshotCount: 2,
   connections: 1,
   checksumErrors: 0,
+  epoch: 0,
   createdAt: '2026-11-22T02:41:57.123Z',
   layers: [{ class: 'ssd', allocatedBytes: 1536 }],
 };

@@ -1,0 +1,234 @@
+// An NBD client (fixed newstyle handshake, NBD_OPT_GO, simple replies) for the node's own use:
+// replication sends a volume's writes to its replicas through it. Many requests may be in flight;
+// a request that is not answered in time, or a connection that breaks, fails every pending request.
+
+import net from 'node:net';
+import { IoError } from '../errors';
+import { piecesOf, totalBytes, type Pieces } from '../pieces';
+import { ByteReader } from './byte-reader';
+import { ioErrnoOf } from './errno';
+import { writeU64 } from './option-data';
+import * as P from './protocol';
+
+export interface NbdClientOptions {
+  host: string;
+  port: number;
+  exportName: string;
+  /** A request not answered within this fails, and the connection with it. */
+  timeoutMs?: number;
+  /** The largest read this client will make (bounds what it buffers). */
+  maxReadBytes?: number;
+}
+
+export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
+const DEFAULT_MAX_READ_BYTES = 32 * 1024 * 1024;
+const REP_ERR_BIT = 0x80000000;
+
+interface Pending {
+  type: number;
+  lengthBytes: number;
+  deadline: number;
+  resolve(data: Buffer | undefined): void;
+  reject(err: Error): void;
+}
+
+/** The server refused the export (unknown, policy, invalid name), with the server's message. */
+export class ExportRefusedError extends Error {
+  constructor(readonly exportName: string, readonly replyType: number, serverMessage: string) {
+    super(`NBD server refused export "${exportName}": ${serverMessage || `reply type 0x${replyType.toString(16)}`}`);
+    this.name = 'ExportRefusedError';
+  }
+}
+
+export class NbdClient {
+  /** Requests in flight by handle; a Map keeps them in the order sent, oldest first. */
+  private readonly pending = new Map<number, Pending>();
+  private nextHandle = 1;
+  private failure: Error | undefined;
+  private readonly sweep: NodeJS.Timeout;
+  private readonly header = Buffer.alloc(P.REQUEST_HEADER_BYTES);
+  /** The socket is corked until the end of this tick: the requests of one tick go out in one writev. */
+  private corked = false;
+
+  private constructor(
+    private readonly socket: net.Socket,
+    private readonly reader: ByteReader,
+    private readonly label: string,
+    private readonly timeoutMs: number,
+    readonly sizeBytes: number,
+    readonly transmissionFlags: number,
+  ) {
+    // Requests are sent in deadline order, so only the oldest needs looking at.
+    this.sweep = setInterval(() => this.checkOldest(), Math.max(10, Math.min(500, timeoutMs / 4)));
+    this.sweep.unref();
+    this.header.writeUInt32BE(P.REQUEST_MAGIC, 0);
+    void this.receive();
+  }
+
+  /** Connects and opens the export; rejects with ExportRefusedError if the server refuses it. */
+  static async connect(options: NbdClientOptions): Promise<NbdClient> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    const label = `nbd://${options.host}:${options.port}/${options.exportName}`;
+    const socket = net.connect({ host: options.host, port: options.port, noDelay: true });
+    const reader = new ByteReader(socket, (options.maxReadBytes ?? DEFAULT_MAX_READ_BYTES) + P.SIMPLE_REPLY_BYTES);
+    socket.on('data', (chunk: Buffer) => reader.push(chunk));
+    socket.on('error', (err) => reader.end(`${label}: ${err.message}`));
+    socket.on('close', () => reader.end(`${label}: connection closed`));
+    const timer = setTimeout(() => socket.destroy(new Error(`handshake timed out after ${timeoutMs} ms`)), timeoutMs);
+    try {
+      const { sizeBytes, flags } = await handshake(socket, reader, options.exportName);
+      return new NbdClient(socket, reader, label, timeoutMs, sizeBytes, flags);
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  get canFua(): boolean {
+    return (this.transmissionFlags & P.FLAG_SEND_FUA) !== 0;
+  }
+
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.request(P.CMD_READ, 0, offsetBytes, lengthBytes) as Promise<Buffer>;
+  }
+
+  async write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    const pieces = piecesOf(data);
+    await this.request(P.CMD_WRITE, this.fuaFlag(fua), offsetBytes, totalBytes(pieces), pieces);
+  }
+
+  async flush(): Promise<void> {
+    await this.request(P.CMD_FLUSH, 0, 0, 0);
+  }
+
+  async trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    await this.request(P.CMD_TRIM, this.fuaFlag(fua), offsetBytes, lengthBytes);
+  }
+
+  async writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean, noHole: boolean): Promise<void> {
+    await this.request(P.CMD_WRITE_ZEROES, this.fuaFlag(fua) | (noHole ? P.CMD_FLAG_NO_HOLE : 0), offsetBytes, lengthBytes);
+  }
+
+  /** Sends NBD_CMD_DISC and closes; requests still pending fail. */
+  close(): void {
+    if (this.failure) return;
+    this.header.writeUInt16BE(0, 4);
+    this.header.writeUInt16BE(P.CMD_DISC, 6);
+    this.socket.end(Buffer.from(this.header)); // the server closes once it has read it
+    this.fail(new IoError('ESHUTDOWN', `${this.label}: connection closed by this client`), false);
+  }
+
+  /** Set once the connection is unusable: why. */
+  get broken(): Error | undefined {
+    return this.failure;
+  }
+
+  /** A server that did not offer FUA gets a FLUSH semantics from us instead: refuse rather than lie. */
+  private fuaFlag(fua: boolean): number {
+    if (fua && !this.canFua) throw new IoError('ENOTSUP', `${this.label}: the server does not accept FUA`);
+    return fua ? P.CMD_FLAG_FUA : 0;
+  }
+
+  private request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Pieces): Promise<Buffer | undefined> {
+    if (this.failure) return Promise.reject(this.failure);
+    const handle = this.nextHandle++;
+    const header = this.header;
+    header.writeUInt16BE(flags, 4);
+    header.writeUInt16BE(type, 6);
+    header.writeUInt32BE(0, 8);
+    header.writeUInt32BE(handle >>> 0, 12);
+    writeU64(header, 16, offsetBytes);
+    header.writeUInt32BE(lengthBytes, 24);
+    // The header buffer is reused: the socket gets a copy (it may hold it until it drains).
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
+    this.socket.write(Buffer.from(header));
+    if (payload) for (const piece of payload) this.socket.write(piece);
+    return new Promise((resolve, reject) => {
+      this.pending.set(handle >>> 0, { type, lengthBytes, deadline: Date.now() + this.timeoutMs, resolve, reject });
+    });
+  }
+
+  /** Reads replies until the connection ends. */
+  private async receive(): Promise<void> {
+    try {
+      for (;;) {
+        const reply = await this.reader.read(P.SIMPLE_REPLY_BYTES);
+        if (reply.readUInt32BE(0) !== P.SIMPLE_REPLY_MAGIC) throw new Error(`${this.label}: reply without the simple reply magic`);
+        const error = reply.readUInt32BE(4);
+        const handle = reply.readUInt32BE(12);
+        const request = this.pending.get(handle);
+        if (!request || reply.readUInt32BE(8) !== 0) throw new Error(`${this.label}: reply to unknown handle ${handle}`);
+        this.pending.delete(handle);
+        if (error !== 0) {
+          request.reject(new IoError(ioErrnoOf(error), `${this.label}: server answered error ${error}`));
+        } else {
+          request.resolve(request.type === P.CMD_READ ? await this.reader.read(request.lengthBytes) : undefined);
+        }
+      }
+    } catch (err) {
+      this.fail(new IoError('EIO', (err as Error).message));
+    }
+  }
+
+  private checkOldest(): void {
+    const oldest = this.pending.values().next().value as Pending | undefined;
+    if (oldest && Date.now() > oldest.deadline) {
+      this.fail(new IoError('EIO', `${this.label}: no reply within ${this.timeoutMs} ms`));
+    }
+  }
+
+  /** Ends the connection for good (at once, unless it is closing cleanly): every pending and later request fails with err. */
+  private fail(err: Error, destroy = true): void {
+    clearInterval(this.sweep);
+    this.failure ??= err;
+    if (destroy) this.socket.destroy();
+    this.reader.end(err.message);
+    for (const request of this.pending.values()) request.reject(this.failure);
+    this.pending.clear();
+  }
+}
+
+/** Fixed newstyle handshake, then NBD_OPT_GO; returns the export's size and transmission flags. */
+async function handshake(socket: net.Socket, reader: ByteReader, exportName: string): Promise<{ sizeBytes: number; flags: number }> {
+  const greeting = await reader.read(18);
+  if (greeting.readUInt32BE(0) !== P.NBDMAGIC_HI || greeting.readUInt32BE(4) !== P.NBDMAGIC_LO || greeting.readUInt32BE(8) !== P.IHAVEOPT_HI) {
+    throw new Error('not an NBD newstyle server');
+  }
+  if ((greeting.readUInt16BE(16) & P.FLAG_FIXED_NEWSTYLE) === 0) throw new Error('the NBD server does not speak fixed newstyle');
+  const name = Buffer.from(exportName, 'utf8');
+  const option = Buffer.alloc(4 + P.OPTION_HEADER_BYTES + 4 + name.length + 2);
+  option.writeUInt32BE(P.FLAG_C_FIXED_NEWSTYLE | P.FLAG_C_NO_ZEROES, 0);
+  option.writeUInt32BE(P.IHAVEOPT_HI, 4);
+  option.writeUInt32BE(P.IHAVEOPT_LO, 8);
+  option.writeUInt32BE(P.OPT_GO, 12);
+  option.writeUInt32BE(4 + name.length + 2, 16);
+  option.writeUInt32BE(name.length, 20);
+  name.copy(option, 24); // no information requests: NBD_INFO_EXPORT always comes
+  socket.write(option);
+  let export_: { sizeBytes: number; flags: number } | undefined;
+  for (;;) {
+    const header = await reader.read(P.OPTION_REPLY_HEADER_BYTES);
+    if (header.readUInt32BE(0) !== P.OPTION_REPLY_MAGIC_HI || header.readUInt32BE(4) !== P.OPTION_REPLY_MAGIC_LO) {
+      throw new Error('option reply without its magic');
+    }
+    const type = header.readUInt32BE(12);
+    const data = await reader.read(header.readUInt32BE(16));
+    if ((type & REP_ERR_BIT) !== 0) throw new ExportRefusedError(exportName, type, data.toString('utf8'));
+    if (type === P.REP_INFO && data.readUInt16BE(0) === P.INFO_EXPORT) {
+      export_ = { sizeBytes: data.readUInt32BE(2) * 0x100000000 + data.readUInt32BE(6), flags: data.readUInt16BE(10) };
+    } else if (type === P.REP_ACK) {
+      if (!export_) throw new Error('NBD_OPT_GO acknowledged without NBD_INFO_EXPORT');
+      // Whatever came after the handshake (nothing, normally) stays in the reader for the replies.
+      return export_;
+    }
+  }
+}

@@ -1,0 +1,87 @@
+// The blocks a replica lacks: one bit per block, kept in chunks made when first written, so that
+// its memory follows the region written while the replica was away, not the volume's size.
+
+import { BLOCK_BYTES } from '../store/block-size';
+
+/** Blocks per chunk: a chunk is 4 KiB of bits covering 128 MiB of volume. */
+const CHUNK_BLOCKS = 32 * 1024;
+
+/** A run of dirty blocks, in bytes. */
+export interface DirtyRun {
+  offsetBytes: number;
+  lengthBytes: number;
+}
+
+export class DirtyMap {
+  private readonly chunks = new Map<number, Uint8Array>();
+  private count = 0;
+
+  /** Dirty blocks in all. */
+  get blocks(): number {
+    return this.count;
+  }
+
+  get bytes(): number {
+    return this.count * BLOCK_BYTES;
+  }
+
+  /** Marks every block the byte range touches. */
+  mark(offsetBytes: number, lengthBytes: number): void {
+    this.each(offsetBytes, lengthBytes, (bits, byte, bit) => {
+      if ((bits[byte] & bit) !== 0) return;
+      bits[byte] |= bit;
+      this.count++;
+    }, true);
+  }
+
+  /** Clears every block the byte range touches. */
+  clear(offsetBytes: number, lengthBytes: number): void {
+    this.each(offsetBytes, lengthBytes, (bits, byte, bit) => {
+      if ((bits[byte] & bit) === 0) return;
+      bits[byte] &= ~bit;
+      this.count--;
+    }, false);
+  }
+
+  /** Marks every block that is dirty in other. */
+  merge(other: DirtyMap): void {
+    for (const run of other.runs()) this.mark(run.offsetBytes, run.lengthBytes);
+  }
+
+  /** The dirty blocks as runs in volume order, each at most maxBytes long. */
+  *runs(maxBytes = Number.MAX_SAFE_INTEGER): Generator<DirtyRun> {
+    const maxBlocks = Math.max(1, Math.floor(maxBytes / BLOCK_BYTES));
+    const run = (): DirtyRun => ({ offsetBytes: start * BLOCK_BYTES, lengthBytes: length * BLOCK_BYTES });
+    let start = 0;
+    let length = 0;
+    for (const index of [...this.chunks.keys()].sort((a, b) => a - b)) {
+      const bits = this.chunks.get(index) as Uint8Array;
+      for (let byte = 0; byte < bits.length; byte++) {
+        if (bits[byte] === 0) continue;
+        for (let bit = 0; bit < 8; bit++) {
+          if ((bits[byte] & (1 << bit)) === 0) continue;
+          const block = index * CHUNK_BLOCKS + byte * 8 + bit;
+          if (length > 0 && block === start + length && length < maxBlocks) {
+            length++;
+            continue;
+          }
+          if (length > 0) yield run();
+          start = block;
+          length = 1;
+        }
+      }
+    }
+    if (length > 0) yield run();
+  }
+
+  private each(offsetBytes: number, lengthBytes: number, visit: (bits: Uint8Array, byte: number, bit: number) => void, create: boolean): void {
+    const end = Math.ceil((offsetBytes + lengthBytes) / BLOCK_BYTES);
+    for (let block = Math.floor(offsetBytes / BLOCK_BYTES); block < end; block++) {
+      const index = Math.floor(block / CHUNK_BLOCKS);
+      let bits = this.chunks.get(index);
+      if (!bits && create) this.chunks.set(index, (bits = new Uint8Array(CHUNK_BLOCKS / 8)));
+      const i = block - index * CHUNK_BLOCKS;
+      if (bits) visit(bits, i >> 3, 1 << (i & 7));
+    }
+  }
+}

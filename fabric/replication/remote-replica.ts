@@ -1,0 +1,48 @@
+// A remote replica of a volume as the primary reaches it: an NBD connection to the volume on the
+// replica's node, opened at the primary's epoch, so that the replica fences the primary once a
+// newer one has reached it.
+
+import { NbdClient } from '../nbd/client';
+import { replicationExportName } from '../nbd-exports';
+import type { Pieces } from '../pieces';
+
+/** The calls replication makes on a replica (NbdClient has them). */
+export interface ReplicaConnection {
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void>;
+  flush(): Promise<void>;
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void>;
+  writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean, noHole: boolean): Promise<void>;
+  close(): void;
+}
+
+export interface RemoteReplica {
+  /** The replica's id in the in-sync set. */
+  readonly id: string;
+  connect(): Promise<ReplicaConnection>;
+}
+
+export interface NbdReplicaAddress {
+  id: string;
+  host: string;
+  port: number;
+  volume: string;
+  /** The primary's epoch. */
+  epoch: number;
+  /** A request to the replica not answered within this fails it (default: NbdClient's). */
+  timeoutMs?: number;
+}
+
+/** A replica reached over NBD at VOL~epoch=N. */
+export function nbdReplica(address: NbdReplicaAddress): RemoteReplica {
+  return {
+    id: address.id,
+    connect: () =>
+      NbdClient.connect({
+        host: address.host,
+        port: address.port,
+        exportName: replicationExportName(address.volume, address.epoch),
+        timeoutMs: address.timeoutMs,
+      }),
+  };
+}

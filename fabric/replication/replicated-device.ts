@@ -1,0 +1,274 @@
+// The primary's side of synchronous replication, one more layer of a volume's stack: a write goes
+// to the local copy below and to every remote replica kept in step, and is acknowledged once all
+// have it (durably, for FUA and FLUSH). A remote that fails is taken out of the in-sync set, in the
+// store, before any write it missed is acknowledged; what it misses is kept in its dirty map, and a
+// delta resync later copies only that.
+
+import { IoError } from '../errors';
+import { piecesOf, totalBytes, type Pieces } from '../pieces';
+import type { VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
+import { PassThroughLayer } from '../volume/pass-through-device';
+import { RangeLock } from '../volume/range-lock';
+import { DirtyMap } from './dirty-map';
+import type { InSyncSet } from './in-sync-set';
+import type { RemoteReplica, ReplicaConnection } from './remote-replica';
+
+export type ReplicaState = 'in-sync' | 'out' | 'resyncing';
+
+export interface ReplicaStatus {
+  id: string;
+  state: ReplicaState;
+  /** Bytes the replica lacks (out), or still has to receive (resyncing). */
+  behindBytes: number;
+  /** Bytes copied to it by resyncs since this primary started. */
+  resyncCopiedBytes: number;
+}
+
+/** A resync copies at most this much per request. */
+const RESYNC_RUN_BYTES = 1024 * 1024;
+
+/** What the primary knows of one remote replica. */
+class Remote {
+  state: ReplicaState = 'in-sync';
+  connection: ReplicaConnection | undefined;
+  /** Blocks written to it since its last completed flush: a crash of its node may lose them. */
+  unflushed = new DirtyMap();
+  /** The unflushed maps of the flushes in flight to it. */
+  readonly flushing = new Set<DirtyMap>();
+  /** Blocks it lacks, while out or resyncing. */
+  dirty = new DirtyMap();
+  /**
+   * It may be in the in-sync set as the store has it: true until its removal is committed, and
+   * again from the moment its return is asked for. While it is out and still a member, no write
+   * it missed may be acknowledged.
+   */
+  member = true;
+  /** Its removal from the in-sync set, while being committed. */
+  removal: Promise<void> | undefined;
+  copiedBytes = 0;
+
+  constructor(readonly replica: RemoteReplica) {}
+}
+
+export class ReplicatedDevice extends PassThroughLayer {
+  private readonly remotes: Remote[];
+  /** Orders resync copies (exclusive) against client writes (shared) while a resync runs. */
+  private readonly copyLock = new RangeLock();
+  private resyncs = 0;
+  /** Changes in flight: a resync waits for those sent before the replica was a target again. */
+  private readonly inFlight = new Set<Promise<void>>();
+
+  private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet) {
+    super(below);
+    this.remotes = remotes.map((r) => new Remote(r));
+  }
+
+  /**
+   * Connects to the remotes, which must all be in the in-sync set (what one outside it lacks is not
+   * known here: a full copy is not built yet); one that cannot be reached is removed from the set,
+   * and if that removal is refused the open fails.
+   */
+  static async open(below: VolumeLayer, remotes: RemoteReplica[], inSync: InSyncSet): Promise<ReplicatedDevice> {
+    const members = new Set(inSync.members());
+    const outside = remotes.filter((r) => !members.has(r.id)).map((r) => r.id);
+    if (outside.length > 0) throw new Error(`replicas ${outside.join(', ')} are not in the in-sync set: a full copy to them is not supported yet`);
+    const device = new ReplicatedDevice(below, remotes, inSync);
+    await Promise.all(
+      device.remotes.map(async (remote) => {
+        try {
+          remote.connection = await remote.replica.connect();
+        } catch (err) {
+          await device.drop(remote, `cannot connect: ${(err as Error).message}`);
+        }
+      }),
+    );
+    return device;
+  }
+
+  status(): ReplicaStatus[] {
+    return this.remotes.map((r) => ({ id: r.replica.id, state: r.state, behindBytes: r.dirty.bytes, resyncCopiedBytes: r.copiedBytes }));
+  }
+
+  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    const lengthBytes = totalBytes(piecesOf(data));
+    return this.replicate(offsetBytes, lengthBytes, () => this.below.write(offsetBytes, data, fua), (c) => c.write(offsetBytes, data, fua));
+  }
+
+  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.replicate(offsetBytes, lengthBytes, () => this.below.trim(offsetBytes, lengthBytes, fua), (c) => c.trim(offsetBytes, lengthBytes, fua));
+  }
+
+  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    return this.replicate(
+      offsetBytes,
+      lengthBytes,
+      () => this.below.writeZeroes(offsetBytes, lengthBytes, options),
+      (c) => c.writeZeroes(offsetBytes, lengthBytes, options.fua, options.noHole),
+    );
+  }
+
+  /** Durable everywhere in the set before it resolves; what a remote had not flushed is dirty if it fails. */
+  override async flush(): Promise<void> {
+    const targets = this.targets();
+    const covered = targets.map((r) => {
+      const taken = r.unflushed;
+      r.unflushed = new DirtyMap();
+      r.flushing.add(taken);
+      return taken;
+    });
+    const outcomes = await Promise.allSettled([this.below.flush(), ...targets.map((r) => (r.connection as ReplicaConnection).flush())]);
+    for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') targets[i].flushing.delete(covered[i]);
+    await this.settle(targets, outcomes, 0, 0);
+  }
+
+  /**
+   * Brings an out replica back: reconnects, sends it new writes from now on, copies the blocks in
+   * its dirty map (read here, written there) while writes go on, then asks the in-sync set to take
+   * it back. Resolves with the bytes copied.
+   */
+  async resync(replicaId: string): Promise<number> {
+    const remote = this.remotes.find((r) => r.replica.id === replicaId);
+    if (!remote) throw new Error(`no replica ${replicaId}`);
+    if (remote.state !== 'out') throw new Error(`replica ${replicaId} is ${remote.state}, not out`);
+    await this.removed(remote, 'it is being resynced'); // out of the set before it comes back
+    const connection = await remote.replica.connect();
+    remote.connection = connection;
+    remote.state = 'resyncing';
+    this.resyncs++;
+    const copiedBefore = remote.copiedBytes;
+    try {
+      // Changes sent before it was a target mark its dirty map as they end; they end first.
+      await Promise.allSettled([...this.inFlight]);
+      // Writes that began before it was resyncing mark its dirty map when they end: loop until clean.
+      while (remote.dirty.blocks > 0) {
+        for (const run of [...remote.dirty.runs(RESYNC_RUN_BYTES)]) await this.copy(remote, connection, run.offsetBytes, run.lengthBytes);
+      }
+      remote.member = true; // from the moment it is asked for: a failure from now on removes it again
+      await this.inSync.add(replicaId);
+      if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${replicaId} failed while it was being added back`);
+      remote.state = 'in-sync';
+      remote.dirty = new DirtyMap();
+    } catch (err) {
+      if (remote.state === 'resyncing') await this.drop(remote, `resync failed: ${(err as Error).message}`);
+      throw err;
+    } finally {
+      this.resyncs--;
+    }
+    return remote.copiedBytes - copiedBefore;
+  }
+
+  /** Closes the connections to the remotes. */
+  close(): void {
+    for (const remote of this.remotes) remote.connection?.close();
+  }
+
+  private async copy(remote: Remote, connection: ReplicaConnection, offsetBytes: number, lengthBytes: number): Promise<void> {
+    const release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, true);
+    try {
+      if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
+      remote.dirty.clear(offsetBytes, lengthBytes);
+      const data = await this.below.read(offsetBytes, lengthBytes);
+      await connection.write(offsetBytes, data, false);
+      remote.unflushed.mark(offsetBytes, lengthBytes);
+      remote.copiedBytes += lengthBytes;
+    } catch (err) {
+      remote.dirty.mark(offsetBytes, lengthBytes);
+      throw err;
+    } finally {
+      release();
+    }
+  }
+
+  /** Remotes that receive writes: in sync, or resyncing. */
+  private targets(): Remote[] {
+    return this.remotes.filter((r) => r.state !== 'out');
+  }
+
+  /** Sends a change to the local copy and every target; resolves once it may be acknowledged. */
+  private replicate(offsetBytes: number, lengthBytes: number, local: () => Promise<void>, remote: (c: ReplicaConnection) => Promise<void>): Promise<void> {
+    const done = this.replicateNow(offsetBytes, lengthBytes, local, remote);
+    this.inFlight.add(done);
+    const forget = () => void this.inFlight.delete(done);
+    done.then(forget, forget);
+    return done;
+  }
+
+  private async replicateNow(offsetBytes: number, lengthBytes: number, local: () => Promise<void>, remote: (c: ReplicaConnection) => Promise<void>): Promise<void> {
+    const release = this.resyncs > 0 ? await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false) : undefined;
+    try {
+      const targets = this.targets();
+      const outcomes = await Promise.allSettled([local(), ...targets.map((r) => remote(r.connection as ReplicaConnection))]);
+      for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') targets[i].unflushed.mark(offsetBytes, lengthBytes);
+      await this.settle(targets, outcomes, offsetBytes, lengthBytes);
+    } finally {
+      release?.();
+    }
+  }
+
+  /**
+   * After a change went to the local copy (outcomes[0]) and the targets: the remotes that failed
+   * are dropped, every remote that did not get it (or is out now) records the range, and the change
+   * waits for the removal of those still in the in-sync set. It fails if the local copy failed or
+   * a removal could not be committed.
+   */
+  private async settle(targets: Remote[], outcomes: PromiseSettledResult<void>[], offsetBytes: number, lengthBytes: number): Promise<void> {
+    const failures = new Map<Remote, unknown>();
+    targets.forEach((r, i) => {
+      const outcome = outcomes[i + 1];
+      if (outcome.status === 'rejected') failures.set(r, outcome.reason);
+    });
+    for (const reason of failures.values()) if (isFenced(reason)) throw reason; // a newer primary exists
+    const waits: Promise<void>[] = [];
+    for (const remote of this.remotes) {
+      if (failures.has(remote)) this.markOut(remote);
+      if (remote.state !== 'out' && targets.includes(remote)) continue;
+      remote.dirty.mark(offsetBytes, lengthBytes);
+      const why = failures.has(remote) ? String(failures.get(remote)) : 'it is out and missed a write';
+      if (remote.member) waits.push(this.removed(remote, why));
+    }
+    const removals = await Promise.allSettled(waits);
+    if (outcomes[0].status === 'rejected') throw outcomes[0].reason;
+    const refused = removals.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (refused) {
+      throw new IoError('EIO', `not acknowledged: a replica missed it and could not be removed from the in-sync set: ${(refused.reason as Error).message}`);
+    }
+  }
+
+  /** Takes a failed remote out, then out of the in-sync set; resolves once that is committed. */
+  private drop(remote: Remote, reason: string): Promise<void> {
+    if (remote.state !== 'out') this.markOut(remote);
+    return this.removed(remote, reason);
+  }
+
+  /** Resolves once the remote is not in the in-sync set; starts its removal if none is under way. */
+  private removed(remote: Remote, reason: string): Promise<void> {
+    if (!remote.member) return Promise.resolve();
+    remote.removal ??= this.inSync.remove(remote.replica.id, reason).then(
+      () => {
+        remote.member = false;
+        remote.removal = undefined;
+      },
+      (err: unknown) => {
+        remote.removal = undefined; // the next write it misses tries again
+        throw err;
+      },
+    );
+    return remote.removal;
+  }
+
+  /** No more writes go to the remote; what it may lack (its unflushed writes too) becomes its dirty map. */
+  private markOut(remote: Remote): void {
+    remote.state = 'out';
+    remote.connection?.close();
+    remote.connection = undefined;
+    remote.dirty.merge(remote.unflushed);
+    for (const map of remote.flushing) remote.dirty.merge(map);
+    remote.unflushed = new DirtyMap();
+    remote.flushing.clear();
+  }
+}
+
+/** The replica refused the write because its epoch is newer than ours (epoch-fence.ts). */
+function isFenced(err: unknown): boolean {
+  return err instanceof IoError && err.errno === 'EPERM';
+}

@@ -1,0 +1,67 @@
+// The node's NBD client against a server it did not come from (nbdkit), checked with a third-party
+// client (qemu-io): it reads and writes what they see, and a server that stops answering or dies
+// fails every pending request with an error that says so.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { NbdClient } from '../../fabric/nbd/client';
+import { freePort } from '../helpers/free-port';
+import { cleanupAll, makeTempDir, run } from '../helpers/weftd';
+
+const MiB = 1024 * 1024;
+let pidFile: string;
+
+/** Starts nbdkit (it daemonizes once listening) with the given plugin arguments; returns its URI. */
+async function nbdkit(args: string[]): Promise<{ port: number; uri: string }> {
+  const port = await freePort();
+  pidFile = path.join(makeTempDir('weft-nbdkit-'), 'pid');
+  const started = await run('nbdkit', ['-i', '127.0.0.1', '-p', String(port), '-P', pidFile, ...args]);
+  if (started.code !== 0) throw new Error(`nbdkit failed: ${started.stderr}`);
+  return { port, uri: `nbd://127.0.0.1:${port}/` };
+}
+
+function killNbdkit(): void {
+  if (!fs.existsSync(pidFile)) return;
+  try {
+    process.kill(Number(fs.readFileSync(pidFile, 'utf8')), 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+afterEach(killNbdkit);
+afterAll(cleanupAll);
+
+it('reads and writes what a third-party client sees, with FUA, trim, zeroes and flush', async () => {
+  const { port, uri } = await nbdkit(['memory', '16M']);
+  expect((await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 0 1M', uri])).code).toBe(0);
+  const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: '' });
+  expect(client.sizeBytes).toBe(16 * MiB);
+  expect(client.canFua).toBe(true);
+  expect(await client.read(4096, 8192)).toEqual(Buffer.alloc(8192, 0x3c));
+  await Promise.all([client.write(2 * MiB, Buffer.alloc(MiB, 0x7e), true), client.trim(0, 64 * 1024, false), client.writeZeroes(512 * 1024, 4096, false, true)]);
+  await client.flush();
+  client.close();
+  const check = (command: string) => run('qemu-io', ['-f', 'raw', '-c', command, uri]);
+  expect((await check('read -P 0x7e 2M 1M')).code).toBe(0);
+  expect((await check('read -P 0 0 64k')).code).toBe(0);
+  expect((await check('read -P 0 512k 4k')).code).toBe(0);
+  expect((await check('read -P 0x3c 516k 4k')).code).toBe(0);
+});
+
+it('fails every pending request, and every later one, when the server does not answer in time', async () => {
+  const { port } = await nbdkit(['--filter=delay', 'memory', '16M', 'wdelay=20']);
+  const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: '', timeoutMs: 300 });
+  const writes = [0, 1, 2].map((i) => client.write(i * 4096, Buffer.alloc(4096, 1), false));
+  for (const write of writes) await expect(write).rejects.toThrow(/no reply within 300 ms/);
+  await expect(client.read(0, 4096)).rejects.toThrow(/no reply within 300 ms/);
+  expect(client.broken).toBeDefined();
+});
+
+it('fails every pending request when the server dies', async () => {
+  const { port } = await nbdkit(['--filter=delay', 'memory', '16M', 'wdelay=20']);
+  const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: '' });
+  const writes = [0, 1].map((i) => client.write(i * 4096, Buffer.alloc(4096, 1), false));
+  killNbdkit();
+  for (const write of writes) await expect(write).rejects.toThrow(/nbd:\/\/127\.0\.0\.1:\d+\/: (connection closed|read ECONNRESET)/);
+});

@@ -1,0 +1,183 @@
+// The primary's replication layer over a real local engine, replicating over NBD to real weftd
+// processes (the replicas): what it acknowledges is on every member of the in-sync set, a replica
+// that fails leaves the set before any write it missed is acknowledged, a refused removal fails the
+// write, an old primary is fenced by the replicas, and a returning replica gets only what it missed.
+
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import pino from 'pino';
+import { IoError } from '../../fabric/errors';
+import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
+import { LocalEngine } from '../../fabric/volume/local-engine';
+import type { LocalReplica } from '../../fabric/volume/local-replica';
+import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
+import { Prng } from '../helpers/prng';
+import { readInPieces, ReplicaNode } from '../helpers/replica-node';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, makeTempDir } from '../helpers/weftd';
+
+const MiB = 1024 * 1024;
+const VOLUME_BYTES = 64 * MiB;
+const BLOCK = 4096;
+
+let engine: LocalEngine;
+let local: LocalReplica;
+let nodes: ReplicaNode[];
+let inSync: MemoryInSyncSet;
+let device: ReplicatedDevice;
+
+beforeEach(async () => {
+  const dir = makeTempDir('weft-primary-');
+  fs.mkdirSync(path.join(dir, 'pool'));
+  let captured: LocalReplica | undefined;
+  engine = await LocalEngine.open({
+    dataDir: path.join(dir, 'data'),
+    pools: [{ class: 'default', path: path.join(dir, 'pool'), sizeBytes: 2 * VOLUME_BYTES }],
+    logger: pino({ level: 'silent' }),
+    stackFor: (replica) => (captured = replica),
+  });
+  await engine.createVolume({ name: 'vol', sizeBytes: VOLUME_BYTES });
+  local = captured as LocalReplica;
+  nodes = await Promise.all(['r1', 'r2'].map((id) => ReplicaNode.start(id, 'vol', VOLUME_BYTES)));
+  inSync = new MemoryInSyncSet(['r1', 'r2']);
+  device = await ReplicatedDevice.open(local, nodes.map((n) => n.remote(1)), inSync);
+});
+
+afterEach(async () => {
+  device.close();
+  for (const node of nodes) node.closeClients();
+  await engine.close();
+  await cleanupAll();
+});
+
+/** The first lengthBytes of the volume as the primary's own copy has them. */
+function readLocal(lengthBytes: number): Promise<Buffer> {
+  return readInPieces((offset, length) => local.read(offset, length), lengthBytes);
+}
+
+it('acknowledges a write once it is on every replica: writes, FUA, trims and zeroes', async () => {
+  const data = randomBytes(2 * MiB);
+  await device.write(0, data, false);
+  await device.write(5 * MiB, randomBytes(BLOCK), true);
+  await device.trim(64 * 1024, 64 * 1024, false);
+  await device.writeZeroes(MiB, 3 * BLOCK, { fua: true, noHole: true });
+  const expected = await readLocal(6 * MiB);
+  expect(expected.subarray(0, 64 * 1024)).toEqual(data.subarray(0, 64 * 1024));
+  expect(expected.subarray(64 * 1024, 128 * 1024)).toEqual(Buffer.alloc(64 * 1024));
+  for (const node of nodes) expect((await node.readAll(1, 6 * MiB)).equals(expected)).toBe(true);
+});
+
+it('keeps what was flushed on a replica through its kill -9 and restart', async () => {
+  const data = randomBytes(4 * MiB);
+  await device.write(MiB, data, false);
+  await device.flush();
+  await nodes[0].node.kill9();
+  await nodes[0].node.start();
+  expect((await nodes[0].readAll(1, 5 * MiB)).subarray(MiB).equals(data)).toBe(true);
+});
+
+it('does not acknowledge a write a dead replica missed until its removal from the in-sync set is committed', async () => {
+  let commit!: () => void;
+  inSync.hold = new Promise((resolve) => (commit = resolve));
+  await nodes[0].node.kill9();
+  let acknowledged = false;
+  const write = device.write(0, Buffer.alloc(BLOCK, 0x5a), true).then(() => (acknowledged = true));
+  await waitFor(() => inSync.removeCalls === 1);
+  await new Promise((resolve) => setImmediate(resolve));
+  expect(acknowledged).toBe(false);
+  commit();
+  await write;
+  expect(inSync.members()).toEqual(['r2']);
+  expect(device.status().find((r) => r.id === 'r1')).toMatchObject({ state: 'out', behindBytes: BLOCK });
+});
+
+it('goes on degraded when a replica is killed mid-stream; every write acknowledged while it was a member is on it', async () => {
+  const prng = new Prng(9);
+  const blocks = 2000;
+  const stamps = new Map<number, Buffer>();
+  let next = 0;
+  const writer = async () => {
+    while (next < blocks) {
+      const block = next++;
+      const stamp = Buffer.alloc(BLOCK, prng.int(1, 255));
+      stamps.set(block, stamp);
+      await device.write(block * BLOCK, stamp, false);
+      inSync.log.push(`ack ${block}`);
+      if (block === 500) void nodes[0].node.kill9();
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, writer));
+
+  expect(inSync.log.filter((e) => e.startsWith('remove'))).toEqual(['remove r1']);
+  expect(inSync.members()).toEqual(['r2']);
+  const removedAt = inSync.log.indexOf('remove r1');
+  const ackedWhileMember = inSync.log.slice(0, removedAt).map((e) => Number(e.split(' ')[1]));
+  expect(ackedWhileMember.length).toBeGreaterThan(100);
+
+  const all = await readLocal(blocks * BLOCK);
+  expect((await nodes[1].readAll(1, blocks * BLOCK)).equals(all)).toBe(true);
+  await nodes[0].node.start();
+  const onR1 = await nodes[0].readAll(1, blocks * BLOCK);
+  expect(mismatches(all, [...stamps.keys()], stamps)).toEqual([]);
+  expect(mismatches(onR1, ackedWhileMember, stamps)).toEqual([]);
+});
+
+/** The blocks of `blocks` whose contents in volume differ from their stamp. */
+function mismatches(volume: Buffer, blocks: number[], stamps: Map<number, Buffer>): number[] {
+  return blocks.filter((block) => !volume.subarray(block * BLOCK, (block + 1) * BLOCK).equals(stamps.get(block) as Buffer));
+}
+
+it('fails a write, unacknowledged, when the removal of the replica that missed it is refused', async () => {
+  inSync.refuse = new Error('the primary lost its lease');
+  await nodes[0].node.kill9();
+  const first = device.write(0, Buffer.alloc(BLOCK, 1), true);
+  await expect(first).rejects.toThrow(IoError);
+  await expect(first).rejects.toThrow(/could not be removed from the in-sync set: the primary lost its lease/);
+  // Still a member as far as the store knows: the next write is refused too, and tries again.
+  await expect(device.write(BLOCK, Buffer.alloc(BLOCK, 2), false)).rejects.toMatchObject({ errno: 'EIO' });
+  expect(inSync.members()).toEqual(['r1', 'r2']);
+  inSync.refuse = undefined;
+  await device.write(2 * BLOCK, Buffer.alloc(BLOCK, 3), true);
+  expect(inSync.members()).toEqual(['r2']);
+  expect(device.status().find((r) => r.id === 'r1')?.behindBytes).toBe(3 * BLOCK);
+});
+
+it('is fenced by the replicas once a newer primary has reached them: nothing more lands or is acknowledged', async () => {
+  await device.write(0, Buffer.alloc(BLOCK, 0xa1), true);
+  const newer = await nodes[0].connect(2);
+  await expect(device.write(0, Buffer.alloc(BLOCK, 0xb2), true)).rejects.toMatchObject({ errno: 'EPERM' });
+  await expect(device.flush()).rejects.toMatchObject({ errno: 'EPERM' });
+  expect(inSync.removeCalls).toBe(0);
+  expect(await newer.read(0, BLOCK)).toEqual(Buffer.alloc(BLOCK, 0xa1));
+});
+
+it('resyncs a returning replica with only the blocks written while it was away, while writes go on', async () => {
+  await device.write(0, randomBytes(8 * MiB), false);
+  await device.flush();
+  await nodes[0].node.kill9();
+  const prng = new Prng(17);
+  const away = new Set<number>();
+  for (let i = 0; i < 256; i++) {
+    const block = prng.int(0, VOLUME_BYTES / BLOCK - 1);
+    away.add(block);
+    await device.write(block * BLOCK, randomBytes(BLOCK), false);
+  }
+  const awayBytes = away.size * BLOCK;
+  expect(device.status().find((r) => r.id === 'r1')?.behindBytes).toBe(awayBytes);
+
+  await nodes[0].node.start();
+  const writesDuring = (async () => {
+    for (let i = 0; i < 64; i++) await device.write(prng.int(0, VOLUME_BYTES / BLOCK - 1) * BLOCK, randomBytes(BLOCK), true);
+  })();
+  const copied = await device.resync('r1');
+  await writesDuring;
+
+  expect(copied).toBeGreaterThanOrEqual(awayBytes);
+  expect(copied).toBeLessThanOrEqual(1.2 * awayBytes);
+  expect(copied).toBeLessThan(VOLUME_BYTES / 20);
+  expect(inSync.log).toEqual(['remove r1', 'add r1']);
+  expect(device.status().find((r) => r.id === 'r1')).toMatchObject({ state: 'in-sync', behindBytes: 0 });
+  const expected = await readLocal(VOLUME_BYTES);
+  for (const node of nodes) expect((await node.readAll(1, VOLUME_BYTES)).equals(expected)).toBe(true);
+});
