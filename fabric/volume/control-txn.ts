@@ -1,7 +1,8 @@
 // One control operation's changes to the catalog and the block maps: layers made, dropped and
 // merged. It commits whole (one CONTROL journal record, made durable) or, if it fails, is undone in
-// memory, and its record, if appended, is cancelled in the journal.
+// memory, and its record, if appended, is cancelled in the journal; controlFailure says which to the caller.
 
+import { IoError, resourceExhausted, WeftError } from '../errors';
 import { FIRST_PHYSICAL, type BlockMap } from './block-map';
 import { Catalog, CatalogEdit, LayerRecord } from './catalog';
 import type { MapChange } from './journal-records';
@@ -166,4 +167,19 @@ export function lineage(catalog: Catalog, id: number): Set<number> {
   const ids = new Set<number>();
   for (let at: number | null = id; at !== null; at = layerById(catalog, at).parent) ids.add(at);
   return ids;
+}
+
+/**
+ * A failed control operation's error as the caller sees it: its own if it refused, else what the
+ * metadata disk said, with the news that nothing changed.
+ */
+export function controlFailure(err: unknown, undone: boolean): unknown {
+  if (err instanceof WeftError) return err;
+  const outcome = undone
+    ? 'the operation was undone, nothing changed'
+    : 'the operation was undone, but the journal could not record that yet: should weftd stop before it can, the operation may be found done (whole) at the next start';
+  const message = `${err instanceof Error ? err.message : String(err)}; ${outcome}`;
+  if ((err as NodeJS.ErrnoException).code === 'ENOSPC') return resourceExhausted(`the metadata disk is full: ${message}`);
+  if ((err as NodeJS.ErrnoException).code !== undefined || err instanceof IoError) return new WeftError('UNAVAILABLE', `could not be made durable: ${message}`);
+  return err;
 }

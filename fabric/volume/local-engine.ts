@@ -5,10 +5,10 @@
 
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { alreadyExists, failedPrecondition, invalidArgument, IoError, resourceExhausted, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, invalidArgument, WeftError } from '../errors';
 import type { SnapshotRecord, VolumeRecord } from './catalog';
 import { CatalogView } from './catalog-view';
-import { ControlTxn, layerById } from './control-txn';
+import { controlFailure, ControlTxn, layerById } from './control-txn';
 import { VolumeRegistry } from './volume-registry';
 import type { Metadata } from './metadata';
 import { validateName } from './names';
@@ -325,16 +325,16 @@ export class LocalEngine implements VolumeEngine {
   /**
    * Runs a control operation: one at a time, with the I/O of the volumes it names (computed when it
    * starts) paused and drained, and only theirs. It commits whole or, if it fails, leaves nothing
-   * behind (ControlTxn).
+   * behind (ControlTxn). `commits` false: the operation syncs nothing while they are paused.
    */
-  private control<T>(affected: Volume[] | (() => Volume[]), operation: (txn: ControlTxn) => Promise<T>): Promise<T> {
+  private control<T>(affected: Volume[] | (() => Volume[]), operation: (txn: ControlTxn) => Promise<T>, commits = true): Promise<T> {
     const run = this.controlChain.then(async () => {
       this.checkOpen();
       const paused = typeof affected === 'function' ? affected() : affected;
       // The commit syncs the pools with the volumes paused. Writing back what is dirty first, while
       // I/O flows, leaves it only what was written since: a pause of milliseconds, not the write-back
       // of every write since the last sync. (A failure here has changed nothing.)
-      if (paused.length > 0) await this.store.syncPools();
+      if (commits && paused.length > 0) await this.store.syncPools();
       await Promise.all(paused.map((v) => v.replica.quiesce.pause()));
       const txn = new ControlTxn(this.store);
       this.txn = txn;
@@ -382,10 +382,14 @@ export class LocalEngine implements VolumeEngine {
     await metadata.prepareCheckpoint();
     const started = performance.now();
     let drainedAt = 0;
-    const cut = await this.control(() => this.registry.all(), async () => {
-      drainedAt = performance.now();
-      return metadata.startCheckpoint();
-    });
+    const cut = await this.control(
+      () => this.registry.all(),
+      async () => {
+        drainedAt = performance.now();
+        return metadata.startCheckpoint();
+      },
+      false, // the cut syncs nothing: no write-back first
+    );
     const resumedAt = performance.now();
     await cut.finish(() => this.store.syncPools());
     this.store.releaseUpTo(cut.cutSeq);
@@ -393,7 +397,6 @@ export class LocalEngine implements VolumeEngine {
     // I/O was paused for the drain of the writes in flight plus the cut.
     this.logger.info({ drainMs: ms(started, drainedAt), cutMs: ms(drainedAt, resumedAt), writtenMs: ms(started, performance.now()) }, 'checkpoint written');
   }
-
 
   /** Refuses, naming who holds it open, a volume with open handles. */
   private checkUnused(name: string, advice: string): void {
@@ -406,19 +409,4 @@ export class LocalEngine implements VolumeEngine {
 
 function now(): string {
   return new Date().toISOString();
-}
-
-/**
- * A failed control operation's error as the caller sees it: its own if it refused, else what the
- * metadata disk said, with the news that nothing changed.
- */
-function controlFailure(err: unknown, undone: boolean): unknown {
-  if (err instanceof WeftError) return err;
-  const outcome = undone
-    ? 'the operation was undone, nothing changed'
-    : 'the operation was undone, but the journal could not record that yet: should weftd stop before it can, the operation may be found done (whole) at the next start';
-  const message = `${err instanceof Error ? err.message : String(err)}; ${outcome}`;
-  if ((err as NodeJS.ErrnoException).code === 'ENOSPC') return resourceExhausted(`the metadata disk is full: ${message}`);
-  if ((err as NodeJS.ErrnoException).code !== undefined || err instanceof IoError) return new WeftError('UNAVAILABLE', `could not be made durable: ${message}`);
-  return err;
 }
