@@ -28,7 +28,9 @@ export function median(values: number[]): number {
 export function startBenchWeftd(dir: string, poolBytes: number): Promise<WeftdHandle> {
   const poolDir = path.join(dir, 'weft-pool');
   fs.mkdirSync(poolDir);
-  return startWeftd({ dataDir: path.join(dir, 'weft-data'), pools: [`bench:${poolDir}:${poolBytes}`] });
+  // BENCH_WEFTD_ARGS: extra weftd flags, space-separated (e.g. "--sync-interval 1").
+  const extraArgs = (process.env.BENCH_WEFTD_ARGS ?? '').split(' ').filter(Boolean);
+  return startWeftd({ dataDir: path.join(dir, 'weft-data'), pools: [`bench:${poolDir}:${poolBytes}`], extraArgs });
 }
 
 /** Saves the markdown and the JSON of one run under BENCH_OUT; returns the files' common path without extension. */
