@@ -5,7 +5,7 @@
 // The engine sees volume and snapshot names only. The NBD server sees only this ExportProvider.
 
 import { invalidArgument, WeftError } from './errors';
-import type { ExportProvider, NbdExport } from './nbd/export-provider';
+import type { ExportProvider, NbdExport, OpenPurpose } from './nbd/export-provider';
 import type { BlockDevice } from './volume/block-device';
 import { GrowableDevice } from './volume/growable-device';
 import type { OpenDevice, VolumeEngine } from './volume/types';
@@ -48,8 +48,8 @@ export class EngineExports implements ExportProvider {
    * than the volume's. A newer epoch is first made the volume's own (durably), as a new primary
    * raises the epoch on the replicas before it serves.
    */
-  async open(name: string, peer: { address: string; port: number }): Promise<NbdExport | undefined> {
-    if (name.includes(EPOCH_MARK)) return this.openReplication(name, `${peer.address}:${peer.port}`);
+  async open(name: string, peer: { address: string; port: number }, purpose: OpenPurpose): Promise<NbdExport | undefined> {
+    if (name.includes(EPOCH_MARK)) return this.openReplication(name, `${peer.address}:${peer.port}`, purpose);
     const growable = name.endsWith(GROWABLE_SUFFIX);
     const ref = parseExportName(growable ? name.slice(0, -GROWABLE_SUFFIX.length) : name);
     if (growable && ref.snapshot !== undefined) return undefined; // snapshots do not grow
@@ -62,10 +62,11 @@ export class EngineExports implements ExportProvider {
     };
   }
 
-  private async openReplication(name: string, peer: string): Promise<NbdExport | undefined> {
+  /** Only a connection to be served raises the epoch: NBD_OPT_INFO is a question. */
+  private async openReplication(name: string, peer: string, purpose: OpenPurpose): Promise<NbdExport | undefined> {
     const { volume, epoch } = parseReplicationName(name);
     try {
-      if (epoch > this.engine.getVolume(volume).epoch) await this.engine.raiseEpoch(volume, epoch);
+      if (purpose === 'serve' && epoch > this.engine.getVolume(volume).epoch) await this.engine.raiseEpoch(volume, epoch);
       const device = this.engine.openVolume(volume, { peer, epoch, purpose: `replication at epoch ${epoch}` });
       return { device, close: () => device.close() };
     } catch (error) {

@@ -10,6 +10,9 @@ export interface NbdExport {
   close(): void;
 }
 
+/** Why an export is opened: to serve a connection, or only to answer NBD_OPT_INFO about it (nothing may change then). */
+export type OpenPurpose = 'serve' | 'info';
+
 export interface ExportProvider {
   names(): string[];
   /**
@@ -17,5 +20,5 @@ export interface ExportProvider {
    * refuses the name: INVALID_ARGUMENT (malformed) or FAILED_PRECONDITION (not allowed now); the
    * client is told its message.
    */
-  open(name: string, peer: { address: string; port: number }): NbdExport | undefined | Promise<NbdExport | undefined>;
+  open(name: string, peer: { address: string; port: number }, purpose: OpenPurpose): NbdExport | undefined | Promise<NbdExport | undefined>;
 }

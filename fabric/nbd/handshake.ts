@@ -3,7 +3,7 @@
 
 import type pino from 'pino';
 import { WeftError } from '../errors';
-import type { ExportProvider, NbdExport } from './export-provider';
+import type { ExportProvider, NbdExport, OpenPurpose } from './export-provider';
 import type { ByteReader } from './byte-reader';
 import * as D from './option-data';
 import * as P from './protocol';
@@ -179,7 +179,7 @@ class Handshake {
       this.ctx.log.warn({ reason: (err as Error).message }, 'NBD handshake: malformed NBD_OPT_EXPORT_NAME');
       return 'end';
     }
-    const exp = await this.open(name);
+    const exp = await this.open(name, 'serve');
     if ('refused' in exp) return 'end';
     const flags = transmissionFlags(exp, this.structuredReplies);
     const reply = Buffer.alloc(this.noZeroes ? 10 : 134);
@@ -195,7 +195,7 @@ class Handshake {
   }
 
   private async infoOrGo(option: number, request: D.InfoRequest): Promise<Outcome> {
-    const exp = await this.open(request.exportName);
+    const exp = await this.open(request.exportName, option === P.OPT_GO ? 'serve' : 'info');
     if ('refused' in exp) return this.fail(option, exp.refused, exp.message);
     const flags = transmissionFlags(exp, this.structuredReplies);
     this.reply(option, P.REP_INFO, D.exportInfoData(exp.device.sizeBytes, flags));
@@ -252,11 +252,11 @@ class Handshake {
    * Opens an export, or says (and logs) why not: the provider's refusal of a malformed name
    * (NBD_REP_ERR_INVALID) or of one not allowed now (NBD_REP_ERR_POLICY), else an unknown export.
    */
-  private async open(name: string): Promise<NbdExport | Refusal> {
+  private async open(name: string, purpose: OpenPurpose): Promise<NbdExport | Refusal> {
     const unknown = { refused: P.REP_ERR_UNKNOWN, message: `no export named "${name}"` };
     let exp: NbdExport | undefined;
     try {
-      exp = await this.ctx.provider.open(name, this.ctx.peer);
+      exp = await this.ctx.provider.open(name, this.ctx.peer, purpose);
     } catch (err) {
       const refused = err instanceof WeftError ? REFUSALS[err.kind] : undefined;
       if (refused === undefined) {

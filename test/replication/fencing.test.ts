@@ -1,10 +1,11 @@
 // Epoch fencing in a replica, against a real weftd: replication connections name their epoch in the
 // export name (VOL~epoch=N); a newer one raises the volume's epoch (durably), an older one is
-// refused, and a connection whose epoch has been passed can no longer write. The cases run in
+// refused, and a connection whose epoch has been passed can no longer write. NBD_OPT_INFO raises nothing. The cases run in
 // order, on one volume, as its epoch goes up.
 
 import { ExportRefusedError, NbdClient } from '../../fabric/nbd/client';
 import { IoError } from '../../fabric/errors';
+import { infoRequest, INFO, OPT, RawNbdClient, REP } from '../helpers/nbd-raw-client';
 import { ReplicaNode } from '../helpers/replica-node';
 import { cleanupAll, run } from '../helpers/weftd';
 
@@ -57,6 +58,20 @@ it('refuses to open at an older epoch, naming both epochs', async () => {
   const info = await run('nbdinfo', [replica.node.nbdUri('vol~epoch=1')]);
   expect(info.code).not.toBe(0);
   expect(info.stderr).toMatch(/Operation not supported/);
+  expect((await replica.show()).epoch).toBe(2);
+});
+
+it('answers NBD_OPT_INFO about a newer epoch without raising the epoch (a question changes nothing)', async () => {
+  const client = await RawNbdClient.connect(replica.node.nbdPort);
+  try {
+    await client.readGreeting();
+    client.sendClientFlags(3);
+    const replies = await client.optionExchange(OPT.INFO, infoRequest('vol~epoch=7', []));
+    expect(replies[replies.length - 1].type).toBe(REP.ACK);
+    expect(replies.find((r) => r.type === REP.INFO && r.data.readUInt16BE(0) === INFO.EXPORT)?.data.readBigUInt64BE(2)).toBe(BigInt(16 * MiB));
+  } finally {
+    client.socket.destroy();
+  }
   expect((await replica.show()).epoch).toBe(2);
 });
 
