@@ -4,7 +4,7 @@
 
 import net from 'node:net';
 import { IoError } from '../errors';
-import { piecesOf, totalBytes, type Pieces } from '../pieces';
+import { totalBytes, type Pieces } from '../pieces';
 import { ByteReader } from './byte-reader';
 import { ioErrnoOf } from './errno';
 import { writeU64 } from './option-data';
@@ -46,7 +46,6 @@ export class NbdClient {
   private nextHandle = 1;
   private failure: Error | undefined;
   private readonly sweep: NodeJS.Timeout;
-  private readonly header = Buffer.alloc(P.REQUEST_HEADER_BYTES);
   /** The socket is corked until the end of this tick: the requests of one tick go out in one writev. */
   private corked = false;
 
@@ -61,7 +60,6 @@ export class NbdClient {
     // Requests are sent in deadline order, so only the oldest needs looking at.
     this.sweep = setInterval(() => this.checkOldest(), Math.max(10, Math.min(500, timeoutMs / 4)));
     this.sweep.unref();
-    this.header.writeUInt32BE(P.REQUEST_MAGIC, 0);
     void this.receive();
   }
 
@@ -95,8 +93,7 @@ export class NbdClient {
   }
 
   async write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    const pieces = piecesOf(data);
-    await this.request(P.CMD_WRITE, this.fuaFlag(fua), offsetBytes, totalBytes(pieces), pieces);
+    await this.request(P.CMD_WRITE, this.fuaFlag(fua), offsetBytes, Buffer.isBuffer(data) ? data.length : totalBytes(data), data);
   }
 
   async flush(): Promise<void> {
@@ -114,9 +111,7 @@ export class NbdClient {
   /** Sends NBD_CMD_DISC and closes; requests still pending fail. */
   close(): void {
     if (this.failure) return;
-    this.header.writeUInt16BE(0, 4);
-    this.header.writeUInt16BE(P.CMD_DISC, 6);
-    this.socket.end(Buffer.from(this.header)); // the server closes once it has read it
+    this.socket.end(requestHeader(P.CMD_DISC, 0, 0, 0, 0)); // the server closes once it has read it
     this.fail(new IoError('ESHUTDOWN', `${this.label}: connection closed by this client`), false);
   }
 
@@ -131,17 +126,9 @@ export class NbdClient {
     return fua ? P.CMD_FLAG_FUA : 0;
   }
 
-  private request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Pieces): Promise<Buffer | undefined> {
+  private request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Buffer | Pieces): Promise<Buffer | undefined> {
     if (this.failure) return Promise.reject(this.failure);
     const handle = this.nextHandle++;
-    const header = this.header;
-    header.writeUInt16BE(flags, 4);
-    header.writeUInt16BE(type, 6);
-    header.writeUInt32BE(0, 8);
-    header.writeUInt32BE(handle >>> 0, 12);
-    writeU64(header, 16, offsetBytes);
-    header.writeUInt32BE(lengthBytes, 24);
-    // The header buffer is reused: the socket gets a copy (it may hold it until it drains).
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
@@ -150,8 +137,9 @@ export class NbdClient {
         this.socket.uncork();
       });
     }
-    this.socket.write(Buffer.from(header));
-    if (payload) for (const piece of payload) this.socket.write(piece);
+    this.socket.write(requestHeader(type, flags, handle >>> 0, offsetBytes, lengthBytes));
+    if (Buffer.isBuffer(payload)) this.socket.write(payload);
+    else if (payload) for (const piece of payload) this.socket.write(piece);
     return new Promise((resolve, reject) => {
       this.pending.set(handle >>> 0, { type, lengthBytes, deadline: Date.now() + this.timeoutMs, resolve, reject });
     });
@@ -195,6 +183,19 @@ export class NbdClient {
     for (const request of this.pending.values()) request.reject(this.failure);
     this.pending.clear();
   }
+}
+
+/** A request's header, its own buffer: the socket may hold it until it drains. */
+function requestHeader(type: number, flags: number, handle: number, offsetBytes: number, lengthBytes: number): Buffer {
+  const header = Buffer.allocUnsafe(P.REQUEST_HEADER_BYTES);
+  header.writeUInt32BE(P.REQUEST_MAGIC, 0);
+  header.writeUInt16BE(flags, 4);
+  header.writeUInt16BE(type, 6);
+  header.writeUInt32BE(0, 8);
+  header.writeUInt32BE(handle, 12);
+  writeU64(header, 16, offsetBytes);
+  header.writeUInt32BE(lengthBytes, 24);
+  return header;
 }
 
 /** Fixed newstyle handshake, then NBD_OPT_GO; returns the export's size and transmission flags. */

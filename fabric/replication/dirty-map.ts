@@ -27,20 +27,12 @@ export class DirtyMap {
 
   /** Marks every block the byte range touches. */
   mark(offsetBytes: number, lengthBytes: number): void {
-    this.each(offsetBytes, lengthBytes, (bits, byte, bit) => {
-      if ((bits[byte] & bit) !== 0) return;
-      bits[byte] |= bit;
-      this.count++;
-    }, true);
+    this.change(offsetBytes, lengthBytes, true);
   }
 
   /** Clears every block the byte range touches. */
   clear(offsetBytes: number, lengthBytes: number): void {
-    this.each(offsetBytes, lengthBytes, (bits, byte, bit) => {
-      if ((bits[byte] & bit) === 0) return;
-      bits[byte] &= ~bit;
-      this.count--;
-    }, false);
+    this.change(offsetBytes, lengthBytes, false);
   }
 
   /** Marks every block that is dirty in other. */
@@ -74,14 +66,22 @@ export class DirtyMap {
     if (length > 0) yield run();
   }
 
-  private each(offsetBytes: number, lengthBytes: number, visit: (bits: Uint8Array, byte: number, bit: number) => void, create: boolean): void {
+  /** Sets (dirty) or clears the bits of the blocks the byte range touches, a chunk at a time: it runs for every replicated write. */
+  private change(offsetBytes: number, lengthBytes: number, dirty: boolean): void {
     const end = Math.ceil((offsetBytes + lengthBytes) / BLOCK_BYTES);
-    for (let block = Math.floor(offsetBytes / BLOCK_BYTES); block < end; block++) {
+    for (let block = Math.floor(offsetBytes / BLOCK_BYTES); block < end; ) {
       const index = Math.floor(block / CHUNK_BLOCKS);
+      const base = index * CHUNK_BLOCKS;
+      const chunkEnd = Math.min(end, base + CHUNK_BLOCKS);
       let bits = this.chunks.get(index);
-      if (!bits && create) this.chunks.set(index, (bits = new Uint8Array(CHUNK_BLOCKS / 8)));
-      const i = block - index * CHUNK_BLOCKS;
-      if (bits) visit(bits, i >> 3, 1 << (i & 7));
+      if (!bits && dirty) this.chunks.set(index, (bits = new Uint8Array(CHUNK_BLOCKS / 8)));
+      for (let i = block - base; bits && i < chunkEnd - base; i++) {
+        const bit = 1 << (i & 7);
+        if (((bits[i >> 3] & bit) !== 0) === dirty) continue;
+        bits[i >> 3] ^= bit;
+        this.count += dirty ? 1 : -1;
+      }
+      block = chunkEnd;
     }
   }
 }

@@ -5,7 +5,7 @@
 // delta resync later copies only that.
 
 import { IoError } from '../errors';
-import { piecesOf, totalBytes, type Pieces } from '../pieces';
+import { totalBytes, type Pieces } from '../pieces';
 import type { VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughLayer } from '../volume/pass-through-device';
 import { RangeLock } from '../volume/range-lock';
@@ -90,7 +90,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   }
 
   override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    const lengthBytes = totalBytes(piecesOf(data));
+    const lengthBytes = Buffer.isBuffer(data) ? data.length : totalBytes(data);
     return this.replicate(offsetBytes, lengthBytes, () => this.below.write(offsetBytes, data, fua), (c) => c.write(offsetBytes, data, fua));
   }
 
@@ -179,9 +179,9 @@ export class ReplicatedDevice extends PassThroughLayer {
     }
   }
 
-  /** Remotes that receive writes: in sync, or resyncing. */
+  /** Remotes that receive writes: in sync, or resyncing (all of them, usually: no copy then). */
   private targets(): Remote[] {
-    return this.remotes.filter((r) => r.state !== 'out');
+    return this.remotes.some((r) => r.state === 'out') ? this.remotes.filter((r) => r.state !== 'out') : this.remotes;
   }
 
   /** Sends a change to the local copy and every target; resolves once it may be acknowledged. */
@@ -212,6 +212,10 @@ export class ReplicatedDevice extends PassThroughLayer {
    * a removal could not be committed.
    */
   private async settle(targets: Remote[], outcomes: PromiseSettledResult<void>[], offsetBytes: number, lengthBytes: number): Promise<void> {
+    if (this.allGotIt(targets, outcomes)) {
+      if (outcomes[0].status === 'rejected') throw outcomes[0].reason;
+      return;
+    }
     const failures = new Map<Remote, unknown>();
     targets.forEach((r, i) => {
       const outcome = outcomes[i + 1];
@@ -232,6 +236,13 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (refused) {
       throw new IoError('EIO', `not acknowledged: a replica missed it and could not be removed from the in-sync set: ${(refused.reason as Error).message}`);
     }
+  }
+
+  /** The usual case, with nothing to record: every remote was a target, got the change, and still is. */
+  private allGotIt(targets: Remote[], outcomes: PromiseSettledResult<void>[]): boolean {
+    if (targets.length !== this.remotes.length) return false;
+    for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'rejected' || targets[i].state === 'out') return false;
+    return true;
   }
 
   /** Takes a failed remote out, then out of the in-sync set; resolves once that is committed. */
