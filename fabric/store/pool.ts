@@ -88,6 +88,8 @@ function inline<T>(io: InlineIo, call: (fd: number, data: T, position: number) =
 interface PlacedMember extends OpenMember {
   firstBlock: number;
   dirty: boolean;
+  /** The member's latest fdatasync, while it runs. */
+  syncing?: Promise<void>;
   reads: InlineIo;
   writes: InlineIo;
 }
@@ -152,21 +154,31 @@ export class Pool {
     });
   }
 
-  /** Makes every completed write durable; fails while a member's file is not the one weftd opened. */
+  /**
+   * Makes every completed write durable; fails while a member's file is not the one weftd opened.
+   * A member with nothing written since its last sync began still waits for that sync to end: it is
+   * what makes the writes before it durable (callers sync concurrently: flushes, control operations,
+   * checkpoints).
+   */
   async sync(): Promise<void> {
     this.checkMembersInPlace();
-    const dirty = this.members.filter((m) => m.dirty);
-    for (const m of dirty) m.dirty = false;
-    await settleAll(
-      dirty.map((m) =>
-        fdatasync(m.fd).catch((err: Error) => {
-          // After a failed fdatasync the kernel may have dropped the unwritten pages and marked them
-          // clean, so a later one would succeed without them: fail-stop until a restart, whose
-          // recovery checks every write not known durable against its checksum.
-          throw this.markLost(m, `could not be synced (${err.message})`, 'Restart weftd once the disk works');
-        }),
-      ),
-    );
+    await settleAll(this.members.map((m) => (m.dirty ? this.syncMember(m) : (m.syncing ?? RESOLVED))));
+  }
+
+  private syncMember(m: PlacedMember): Promise<void> {
+    m.dirty = false;
+    const run = fdatasync(m.fd).catch((err: Error) => {
+      // After a failed fdatasync the kernel may have dropped the unwritten pages and marked them
+      // clean, so a later one would succeed without them: fail-stop until a restart, whose
+      // recovery checks every write not known durable against its checksum.
+      throw this.markLost(m, `could not be synced (${err.message})`, 'Restart weftd once the disk works');
+    });
+    m.syncing = run;
+    const done = () => {
+      if (m.syncing === run) m.syncing = undefined;
+    };
+    run.then(done, done);
+    return run;
   }
 
   close(): void {

@@ -130,6 +130,28 @@ describe('sync', () => {
       recorder.uninstall();
     }
   });
+
+  test('a sync called while another is under way resolves only once that one has made the writes durable', async () => {
+    await pool!.sync();
+    const recorder = FileOpsRecorder.install();
+    try {
+      await pool!.write(BLOCKS[0] + 1, blocksData(1, 2));
+      const gate = recorder.hold((call) => call === 'fdatasync');
+      const first = pool!.sync();
+      await gate.whenHeld(1);
+      // Nothing was written since the first began, so the second has no fdatasync of its own to make:
+      // it must still wait for the first's, which covers the write above.
+      let secondDone = false;
+      const second = pool!.sync().then(() => (secondDone = true));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(secondDone).toBe(false);
+      gate.release();
+      await Promise.all([first, second]);
+      expect(recorder.since(0, 'fdatasync', () => true).filter((e) => e.phase === 'done').map((e) => e.file)).toEqual([members[1].path]);
+    } finally {
+      recorder.uninstall();
+    }
+  });
 });
 
 describe('fail-stop', () => {
