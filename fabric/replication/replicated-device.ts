@@ -2,7 +2,8 @@
 // to the local copy below and to every remote replica kept in step, and is acknowledged once all
 // have it (durably, for FUA and FLUSH). A remote that fails is taken out of the in-sync set, in the
 // store, before any write it missed is acknowledged; what it misses is kept in its dirty map, and a
-// delta resync later copies only that.
+// delta resync later copies only that. A new or replaced replica gets a full copy of what the local
+// copy has allocated (thin), also while the volume stays online.
 
 import { IoError } from '../errors';
 import { totalBytes, type Pieces } from '../pieces';
@@ -22,10 +23,30 @@ export interface ReplicaStatus {
   behindBytes: number;
   /** Bytes copied to it by resyncs since this primary started. */
   resyncCopiedBytes: number;
+  /**
+   * The size of the resync under way (0 when none is): the bytes it has copied plus those it still
+   * has to (behindBytes), so that `resyncTotalBytes - behindBytes` of it are done. It grows while a
+   * full resync scans the local copy for what to copy, and when a write it missed marks more.
+   */
+  resyncTotalBytes: number;
+  /** What it lacks is not known (a new or replaced replica, or a full resync that failed early): only a full resync brings it back. */
+  needsFullCopy: boolean;
+}
+
+export type ResyncKind = 'delta' | 'full';
+
+export interface ReplicationOptions {
+  /**
+   * While clients do I/O, the share of the time a resync may spend copying (default 0.25): after
+   * each run it rests (1 / share - 1) times as long as the run took. 1: no rest.
+   */
+  resyncBusyShare?: number;
 }
 
 /** A resync copies at most this much per request. */
 const RESYNC_RUN_BYTES = 1024 * 1024;
+/** A full resync asks the local copy for its allocation this much at a time, client writes held off the range meanwhile. */
+const SCAN_WINDOW_BYTES = 64 * 1024 * 1024;
 
 /** What the primary knows of one remote replica. */
 class Remote {
@@ -45,7 +66,11 @@ class Remote {
   member = true;
   /** Its removal from the in-sync set, while being committed. */
   removal: Promise<void> | undefined;
+  /** Its dirty map does not say all it lacks: it needs a full resync. */
+  needsFull = false;
   copiedBytes = 0;
+  /** copiedBytes when the resync under way began. */
+  copiedAtResyncStart = 0;
 
   constructor(readonly replica: RemoteReplica) {}
 }
@@ -57,24 +82,33 @@ export class ReplicatedDevice extends PassThroughLayer {
   private resyncs = 0;
   /** Changes in flight: a resync waits for those sent before the replica was a target again. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** Client requests so far: a resync that sees it change while it copies rests (see pace()). */
+  private clientRequests = 0;
+  private readonly resyncBusyShare: number;
 
-  private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet) {
+  private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet, options: ReplicationOptions) {
     super(below);
     this.remotes = remotes.map((r) => new Remote(r));
+    this.resyncBusyShare = options.resyncBusyShare ?? 0.25;
+    if (!(this.resyncBusyShare > 0 && this.resyncBusyShare <= 1)) throw new Error(`resyncBusyShare must be in (0, 1], not ${this.resyncBusyShare}`);
   }
 
   /**
-   * Connects to the remotes, which must all be in the in-sync set (what one outside it lacks is not
-   * known here: a full copy is not built yet); one that cannot be reached is removed from the set,
-   * and if that removal is refused the open fails.
+   * Connects to the remotes in the in-sync set; one that cannot be reached is removed from the set,
+   * and if that removal is refused the open fails. A remote outside the set starts out, needing a
+   * full resync: what it lacks is not known here.
    */
-  static async open(below: VolumeLayer, remotes: RemoteReplica[], inSync: InSyncSet): Promise<ReplicatedDevice> {
+  static async open(below: VolumeLayer, remotes: RemoteReplica[], inSync: InSyncSet, options: ReplicationOptions = {}): Promise<ReplicatedDevice> {
     const members = new Set(inSync.members());
-    const outside = remotes.filter((r) => !members.has(r.id)).map((r) => r.id);
-    if (outside.length > 0) throw new Error(`replicas ${outside.join(', ')} are not in the in-sync set: a full copy to them is not supported yet`);
-    const device = new ReplicatedDevice(below, remotes, inSync);
+    const device = new ReplicatedDevice(below, remotes, inSync, options);
     await Promise.all(
       device.remotes.map(async (remote) => {
+        if (!members.has(remote.replica.id)) {
+          remote.state = 'out';
+          remote.member = false;
+          remote.needsFull = true;
+          return;
+        }
         try {
           remote.connection = await remote.replica.connect();
         } catch (err) {
@@ -86,7 +120,19 @@ export class ReplicatedDevice extends PassThroughLayer {
   }
 
   status(): ReplicaStatus[] {
-    return this.remotes.map((r) => ({ id: r.replica.id, state: r.state, behindBytes: r.dirty.bytes, resyncCopiedBytes: r.copiedBytes }));
+    return this.remotes.map((r) => ({
+      id: r.replica.id,
+      state: r.state,
+      behindBytes: r.dirty.bytes,
+      resyncCopiedBytes: r.copiedBytes,
+      resyncTotalBytes: r.state === 'resyncing' ? r.copiedBytes - r.copiedAtResyncStart + r.dirty.bytes : 0,
+      needsFullCopy: r.needsFull,
+    }));
+  }
+
+  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.clientRequests++;
+    return this.below.read(offsetBytes, lengthBytes);
   }
 
   override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
@@ -125,8 +171,12 @@ export class ReplicatedDevice extends PassThroughLayer {
    * Brings an out replica back: reconnects, sends it new writes from now on, copies the blocks in
    * its dirty map (read here, written there) while writes go on, then asks the in-sync set to take
    * it back. Resolves with the bytes copied.
+   *
+   * A full resync (kind 'full', or any resync of a replica that needs one) first replaces the dirty
+   * map with every block the local copy has allocated, and makes the rest read as zeroes there too
+   * (it may hold stale data from an older life), so that it copies the allocated bytes only.
    */
-  async resync(replicaId: string): Promise<number> {
+  async resync(replicaId: string, kind: ResyncKind = 'delta'): Promise<number> {
     const remote = this.remotes.find((r) => r.replica.id === replicaId);
     if (!remote) throw new Error(`no replica ${replicaId}`);
     if (remote.state !== 'out') throw new Error(`replica ${replicaId} is ${remote.state}, not out`);
@@ -135,13 +185,22 @@ export class ReplicatedDevice extends PassThroughLayer {
     remote.connection = connection;
     remote.state = 'resyncing';
     this.resyncs++;
-    const copiedBefore = remote.copiedBytes;
+    remote.copiedAtResyncStart = remote.copiedBytes;
     try {
       // Changes sent before it was a target mark its dirty map as they end; they end first.
       await Promise.allSettled([...this.inFlight]);
+      if (kind === 'full' || remote.needsFull) {
+        remote.needsFull = true; // until the scan is through, its dirty map is partial
+        remote.dirty = new DirtyMap();
+        for (let at = 0; at < this.sizeBytes; ) at = await this.pace(() => this.scan(remote, connection, at));
+        // Its dirty map says all it lacks once the zeroes are durable (they are not in it: marking
+        // them unflushed would make a delta resync copy every hole if it failed now).
+        await connection.flush();
+        remote.needsFull = false;
+      }
       // Writes that began before it was resyncing mark its dirty map when they end: loop until clean.
       while (remote.dirty.blocks > 0) {
-        for (const run of [...remote.dirty.runs(RESYNC_RUN_BYTES)]) await this.copy(remote, connection, run.offsetBytes, run.lengthBytes);
+        for (const run of [...remote.dirty.runs(RESYNC_RUN_BYTES)]) await this.pace(() => this.copy(remote, connection, run.offsetBytes, run.lengthBytes));
       }
       remote.member = true; // from the moment it is asked for: a failure from now on removes it again
       await this.inSync.add(replicaId);
@@ -154,7 +213,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     } finally {
       this.resyncs--;
     }
-    return remote.copiedBytes - copiedBefore;
+    return remote.copiedBytes - remote.copiedAtResyncStart;
   }
 
   /** Closes the connections to the remotes. */
@@ -162,18 +221,57 @@ export class ReplicatedDevice extends PassThroughLayer {
     for (const remote of this.remotes) remote.connection?.close();
   }
 
+  /**
+   * The throttle of a resync, which does one step (a run copied, a window scanned) at a time: when
+   * client requests came during a step, it rests before the next so that it takes at most
+   * resyncBusyShare of the time while clients are busy (their requests wait neither for its CPU nor
+   * for the disks and the network it uses while it rests), and runs flat out when they are idle.
+   */
+  private async pace<T>(step: () => Promise<T>): Promise<T> {
+    const requests = this.clientRequests;
+    const started = performance.now();
+    const result = await step();
+    if (this.clientRequests !== requests && this.resyncBusyShare < 1) {
+      const restMs = (performance.now() - started) * (1 / this.resyncBusyShare - 1);
+      await new Promise((resolve) => setTimeout(resolve, restMs));
+    }
+    return result;
+  }
+
+  /**
+   * One window of a full resync's scan from offsetBytes, client writes held off it: marks what the
+   * local copy has allocated dirty, zeroes the rest on the remote. Resolves with where it stopped.
+   */
+  private async scan(remote: Remote, connection: ReplicaConnection, offsetBytes: number): Promise<number> {
+    const end = Math.min(this.sizeBytes, offsetBytes + SCAN_WINDOW_BYTES);
+    const release = await this.copyLock.acquire(offsetBytes, end, true);
+    try {
+      if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
+      const zeroes: Promise<void>[] = [];
+      let at = offsetBytes;
+      for (const extent of await this.below.blockStatus(offsetBytes, end - offsetBytes)) {
+        if (!extent.zero) remote.dirty.mark(at, extent.lengthBytes);
+        else zeroes.push(connection.writeZeroes(at, extent.lengthBytes, false, !extent.hole));
+        at += extent.lengthBytes;
+      }
+      await Promise.all(zeroes);
+      return at;
+    } finally {
+      release();
+    }
+  }
+
   private async copy(remote: Remote, connection: ReplicaConnection, offsetBytes: number, lengthBytes: number): Promise<void> {
     const release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, true);
     try {
       if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
-      remote.dirty.clear(offsetBytes, lengthBytes);
       const data = await this.below.read(offsetBytes, lengthBytes);
       await connection.write(offsetBytes, data, false);
+      // Cleared once there (no write to the range can come between, under the lock), so that
+      // copied + behind, the resync's size, stays put meanwhile.
+      remote.dirty.clear(offsetBytes, lengthBytes);
       remote.unflushed.mark(offsetBytes, lengthBytes);
       remote.copiedBytes += lengthBytes;
-    } catch (err) {
-      remote.dirty.mark(offsetBytes, lengthBytes);
-      throw err;
     } finally {
       release();
     }
@@ -186,6 +284,7 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /** Sends a change to the local copy and every target; resolves once it may be acknowledged. */
   private replicate(offsetBytes: number, lengthBytes: number, local: () => Promise<void>, remote: (c: ReplicaConnection) => Promise<void>): Promise<void> {
+    this.clientRequests++;
     const done = this.replicateNow(offsetBytes, lengthBytes, local, remote);
     this.inFlight.add(done);
     const forget = () => void this.inFlight.delete(done);
