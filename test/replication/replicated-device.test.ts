@@ -4,9 +4,6 @@
 // write, an old primary is fenced by the replicas, and a returning replica gets only what it missed.
 
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
-import pino from 'pino';
 import { IoError } from '../../fabric/errors';
 import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
 import { LocalEngine } from '../../fabric/volume/local-engine';
@@ -16,6 +13,7 @@ import { Prng } from '../helpers/prng';
 import { readInPieces, ReplicaNode } from '../helpers/replica-node';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir } from '../helpers/weftd';
+import { openPrimaryVolume } from './primary-volume';
 
 const MiB = 1024 * 1024;
 const VOLUME_BYTES = 64 * MiB;
@@ -28,17 +26,7 @@ let inSync: MemoryInSyncSet;
 let device: ReplicatedDevice;
 
 beforeEach(async () => {
-  const dir = makeTempDir('weft-primary-');
-  fs.mkdirSync(path.join(dir, 'pool'));
-  let captured: LocalReplica | undefined;
-  engine = await LocalEngine.open({
-    dataDir: path.join(dir, 'data'),
-    pools: [{ class: 'default', path: path.join(dir, 'pool'), sizeBytes: 2 * VOLUME_BYTES }],
-    logger: pino({ level: 'silent' }),
-    stackFor: (replica) => (captured = replica),
-  });
-  await engine.createVolume({ name: 'vol', sizeBytes: VOLUME_BYTES });
-  local = captured as LocalReplica;
+  ({ engine, local } = await openPrimaryVolume(makeTempDir('weft-primary-'), 'vol', VOLUME_BYTES));
   nodes = await Promise.all(['r1', 'r2'].map((id) => ReplicaNode.start(id, 'vol', VOLUME_BYTES)));
   inSync = new MemoryInSyncSet(['r1', 'r2']);
   device = await ReplicatedDevice.open(local, nodes.map((n) => n.remote(1)), inSync);
