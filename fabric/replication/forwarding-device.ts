@@ -64,7 +64,7 @@ const MAX_BACKOFF_MS = 1000;
 /** route() failed: no primary could be reached this time. */
 class NoRouteError extends Error {
   constructor(volume: string, cause: unknown) {
-    super(`volume ${volume}: no route to its primary: ${(cause as Error).message ?? String(cause)}`);
+    super(`volume ${volume}: no route to its primary: ${cause instanceof Error ? cause.message : String(cause)}`);
     this.name = 'NoRouteError';
   }
 }
