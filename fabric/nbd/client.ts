@@ -40,6 +40,18 @@ export class ExportRefusedError extends Error {
   }
 }
 
+/**
+ * The connection itself failed (closed, reset, no reply in time, a reply that breaks the protocol):
+ * the request may or may not have run on the server. An IoError EIO, like any data-path failure, but
+ * distinguishable from an EIO the server answered (its disk failed), which the connection survives.
+ */
+export class NbdConnectionError extends IoError {
+  constructor(message: string) {
+    super('EIO', message);
+    this.name = 'NbdConnectionError';
+  }
+}
+
 export class NbdClient {
   /** Requests in flight by handle; a Map keeps them in the order sent, oldest first. */
   private readonly pending = new Map<number, Pending>();
@@ -163,14 +175,14 @@ export class NbdClient {
         }
       }
     } catch (err) {
-      this.fail(new IoError('EIO', (err as Error).message));
+      this.fail(new NbdConnectionError((err as Error).message));
     }
   }
 
   private checkOldest(): void {
     const oldest = this.pending.values().next().value as Pending | undefined;
     if (oldest && Date.now() > oldest.deadline) {
-      this.fail(new IoError('EIO', `${this.label}: no reply within ${this.timeoutMs} ms`));
+      this.fail(new NbdConnectionError(`${this.label}: no reply within ${this.timeoutMs} ms`));
     }
   }
 

@@ -1,0 +1,210 @@
+// Attach is local (DESIGN.md): every node serves every replicated volume, and a node that is not its
+// primary forwards each request to the primary through a ForwardingDevice, so that a consumer keeps
+// one address across failovers and sees a pause, not an error, while the primary changes.
+//
+// The retry rule. A request fails over to wherever route() says the primary is now when its target
+// answers "I am not the primary" or is gone: EPERM (a newer primary fenced it), ESHUTDOWN (it stopped
+// serving), a broken connection (closed, reset, no reply in time), or no target could be reached at
+// all (connection refused, export refused). The target is then dropped and closed, which fails every
+// other request in flight on it, so those are re-issued too. After a short backoff, the requests are
+// sent again. Any other answer (EIO from the primary's disk, ENOSPC, EINVAL, ENOTSUP...) is the
+// primary's answer and goes back to the client unchanged. A request that finds no working primary
+// for retryForMs fails with EIO.
+//
+// Why re-issuing is safe. A request that failed this way may or may not have run. Re-running it is
+// harmless: reads, writes, trims and zeroes of a range are idempotent at block level (the same
+// bytes end up there), and the client cannot count on the order of requests it has in flight at
+// once, so it has not issued a later write to the same range yet. A fenced old primary cannot land
+// such a request late on the new one: the replicas refuse its epoch. A FLUSH re-issued on a new
+// primary also covers the writes the old one acknowledged: an acknowledged write was held by every
+// member of the in-sync set, the new primary is one of them, and its flush makes durable everything
+// written to it and to its replicas, through any connection.
+
+import { IoError } from '../errors';
+import type { Logger } from '../logger';
+import { NbdConnectionError } from '../nbd/client';
+import type { Pieces } from '../pieces';
+import type { BlockDevice, Extent, WriteZeroesOptions } from '../volume/block-device';
+
+/**
+ * Where a volume's primary is reached: the node's own stack when this node is the serving primary
+ * (no TCP hop), or a connection to the volume's export on the primary's node (nbd-route-target.ts).
+ */
+export interface RouteTarget extends Pick<BlockDevice, 'read' | 'write' | 'flush' | 'trim' | 'writeZeroes' | 'blockStatus'> {
+  /** Called once, when the forwarder drops the target; requests still in flight on it may fail. */
+  close(): void;
+}
+
+export interface ForwardingDeviceOptions {
+  volume: string;
+  /** The volume's size now (it may grow while attached). */
+  sizeBytes: () => number;
+  /**
+   * Where the primary is now. Asked when a target is needed, one call at a time (concurrent requests
+   * wait for the same answer). A rejection (no primary yet, its node unreachable) is retried as a lost
+   * target is.
+   */
+  route: () => Promise<RouteTarget>;
+  /** How long one request keeps looking for a primary before it fails with EIO. */
+  retryForMs?: number;
+  /**
+   * NBD_FLAG_CAN_MULTI_CONN. True is right when the primary's own stack answers true: a flush there
+   * covers writes through every connection to it (the forwarders of all nodes) and, after a failover,
+   * the writes the old primary acknowledged (see above). Every node runs the same stack, so the daemon
+   * passes its local stack's answer. Default false, which is always safe.
+   */
+  canMultiConn?: boolean;
+  logger?: Logger;
+}
+
+export const DEFAULT_RETRY_FOR_MS = 30_000;
+const FIRST_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 1000;
+
+/** route() failed: no primary could be reached this time. */
+class NoRouteError extends Error {
+  constructor(volume: string, cause: unknown) {
+    super(`volume ${volume}: no route to its primary: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = 'NoRouteError';
+  }
+}
+
+/** The failures that mean "not the primary, or the primary is gone" (see the top of this file). */
+function isRetryable(err: unknown): boolean {
+  if (err instanceof NoRouteError || err instanceof NbdConnectionError) return true;
+  return err instanceof IoError && (err.errno === 'EPERM' || err.errno === 'ESHUTDOWN');
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class ForwardingDevice implements BlockDevice {
+  readonly readOnly = false;
+  private target: RouteTarget | undefined;
+  /** The route() call under way, which every request that needs a target waits for. */
+  private routing: Promise<RouteTarget> | undefined;
+  private closed = false;
+  private readonly retryForMs: number;
+
+  constructor(private readonly options: ForwardingDeviceOptions) {
+    this.retryForMs = options.retryForMs ?? DEFAULT_RETRY_FOR_MS;
+  }
+
+  get sizeBytes(): number {
+    return this.options.sizeBytes();
+  }
+
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.forward((target) => target.read(offsetBytes, lengthBytes));
+  }
+
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    // The data stays the caller's until this settles, which is after the last attempt settled.
+    return this.forward((target) => target.write(offsetBytes, data, fua));
+  }
+
+  flush(): Promise<void> {
+    return this.forward((target) => target.flush());
+  }
+
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.forward((target) => target.trim(offsetBytes, lengthBytes, fua));
+  }
+
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    return this.forward((target) => target.writeZeroes(offsetBytes, lengthBytes, options));
+  }
+
+  blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    return this.forward((target) => target.blockStatus(offsetBytes, lengthBytes));
+  }
+
+  // What the primary of a replicated volume supports (the local replica's stack). Fast zero is not
+  // offered: whether zeroing is fast is known only on the primary, which may change between calls.
+  canMultiConn(): boolean {
+    return this.options.canMultiConn ?? false;
+  }
+
+  canFua(): boolean {
+    return true;
+  }
+
+  canTrim(): boolean {
+    return true;
+  }
+
+  canZero(): boolean {
+    return true;
+  }
+
+  canFastZero(): boolean {
+    return false;
+  }
+
+  /** Closes the current target; requests still retrying, and any made later, fail with ESHUTDOWN. */
+  close(): void {
+    this.closed = true;
+    const target = this.target;
+    this.target = undefined;
+    target?.close();
+  }
+
+  /** Runs call on the current target until it gets an answer from a primary (see the top of this file). */
+  private async forward<T>(call: (target: RouteTarget) => Promise<T>): Promise<T> {
+    let giveUpAt: number | undefined;
+    let backoffMs = FIRST_BACKOFF_MS;
+    for (;;) {
+      if (this.closed) throw this.closedError();
+      let target: RouteTarget | undefined;
+      try {
+        target = this.target ?? (await this.reroute());
+        return await call(target);
+      } catch (err) {
+        if (this.closed) throw this.closedError();
+        if (!isRetryable(err)) throw err;
+        if (target) this.drop(target, err);
+        giveUpAt ??= Date.now() + this.retryForMs;
+        const leftMs = giveUpAt - Date.now();
+        if (leftMs <= 0) {
+          this.options.logger?.error({ volume: this.options.volume, err: (err as Error).message }, 'no primary answered in time; failing the request');
+          throw new IoError('EIO', `volume ${this.options.volume}: no primary answered within ${this.retryForMs} ms; last error: ${(err as Error).message}`);
+        }
+        // No pause when another request has already found the new primary.
+        if (!this.target) await sleep(Math.min(backoffMs, leftMs));
+        backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+      }
+    }
+  }
+
+  private reroute(): Promise<RouteTarget> {
+    this.routing ??= this.options.route().then(
+      (target) => {
+        this.routing = undefined;
+        if (this.closed) {
+          target.close();
+          throw this.closedError();
+        }
+        this.target = target;
+        return target;
+      },
+      (err: unknown) => {
+        this.routing = undefined;
+        const noRoute = new NoRouteError(this.options.volume, err);
+        this.options.logger?.warn({ volume: this.options.volume, err: noRoute.message }, 'no route to the primary; retrying');
+        throw noRoute;
+      },
+    );
+    return this.routing;
+  }
+
+  /** Drops a target that failed (once: the other requests that fail on it find it gone already). */
+  private drop(target: RouteTarget, err: unknown): void {
+    if (this.target !== target) return;
+    this.target = undefined;
+    this.options.logger?.warn({ volume: this.options.volume, err: (err as Error).message }, 'lost the primary; re-routing its requests');
+    target.close(); // fails the requests still in flight on it, which are then re-issued too
+  }
+
+  private closedError(): IoError {
+    return new IoError('ESHUTDOWN', `volume ${this.options.volume}: the forwarding device is closed`);
+  }
+}

@@ -1,0 +1,249 @@
+// ForwardingDevice against real primaries: weftd processes (each holding its own volume "vol"), the
+// node's own engine as the local shortcut, and nbdkit for a failing disk. It forwards every call,
+// rides out a primary killed mid-I/O, a fenced primary (EPERM) and a stopped one (ESHUTDOWN) by
+// re-routing and re-issuing, passes the primary's own errors through, and gives up with EIO in time.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import pino from 'pino';
+import { IoError } from '../../fabric/errors';
+import { NbdClient } from '../../fabric/nbd/client';
+import { NbdServer } from '../../fabric/nbd/server';
+import { replicationExportName } from '../../fabric/nbd-exports';
+import { ForwardingDevice, type RouteTarget } from '../../fabric/replication/forwarding-device';
+import { connectNbdRoute } from '../../fabric/replication/nbd-route-target';
+import { LocalEngine } from '../../fabric/volume/local-engine';
+import { freePort } from '../helpers/free-port';
+import { ReplicaNode } from '../helpers/replica-node';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, makeTempDir, run, track, type WeftdHandle } from '../helpers/weftd';
+
+const MiB = 1024 * 1024;
+const SIZE = 16 * MiB;
+const BLOCK = 4096;
+const silent = pino({ level: 'silent' });
+
+let a: ReplicaNode;
+let b: ReplicaNode;
+const opened: Array<{ close(): void }> = [];
+
+beforeAll(async () => {
+  [a, b] = await Promise.all([ReplicaNode.start('a', 'vol', SIZE), ReplicaNode.start('b', 'vol', SIZE)]);
+});
+
+afterEach(() => {
+  for (const item of opened.splice(0)) item.close();
+  a.closeClients();
+  b.closeClients();
+});
+
+afterAll(cleanupAll);
+
+/** A route to `exportName` on a node, counting its calls. */
+function countedRoute(where: () => { node: WeftdHandle; exportName: string }): { route: () => Promise<RouteTarget>; calls: () => number } {
+  let calls = 0;
+  return {
+    route: () => {
+      calls++;
+      const { node, exportName } = where();
+      return connectNbdRoute({ host: '127.0.0.1', port: node.nbdPort, exportName, timeoutMs: 2000 });
+    },
+    calls: () => calls,
+  };
+}
+
+function forwarder(route: () => Promise<RouteTarget>, retryForMs?: number): ForwardingDevice {
+  const device = new ForwardingDevice({ volume: 'vol', sizeBytes: () => SIZE, route, retryForMs, logger: silent });
+  opened.push(device);
+  return device;
+}
+
+/** A 4 KiB block whose bytes say which write made it. */
+function pattern(index: number): Buffer {
+  const data = Buffer.alloc(BLOCK, index & 0xff);
+  data.writeUInt32BE(index, 0);
+  return data;
+}
+
+async function plainClient(node: ReplicaNode): Promise<NbdClient> {
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: node.node.nbdPort, exportName: 'vol' });
+  opened.push(client);
+  return client;
+}
+
+it('forwards every data call to the primary, and a real NBD client served from it sees the volume', async () => {
+  const route = countedRoute(() => ({ node: a.node, exportName: 'vol' }));
+  const device = forwarder(route.route);
+  const server = new NbdServer({ provider: { names: () => ['vol'], open: () => ({ device, close: () => undefined }) }, logger: silent });
+  const port = await server.listen('127.0.0.1', 0);
+  try {
+    const uri = `nbd://127.0.0.1:${port}/vol`;
+    const info = await run('nbdinfo', ['--json', uri]);
+    expect(info.code).toBe(0);
+    expect(JSON.parse(info.stdout).exports[0]).toMatchObject({ 'export-size': SIZE, can_fua: true, can_trim: true, can_zero: true, is_read_only: false });
+    const io = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 0 1M', '-c', 'write -z 1M 64k', '-c', 'discard 2M 64k', '-c', 'flush', uri]);
+    expect(io.code).toBe(0);
+  } finally {
+    await server.close();
+  }
+  // What the client wrote is on the primary, read over the primary's own export.
+  const onPrimary = await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0xab 0 1M', '-c', 'read -P 0 1M 64k', '-c', 'read -P 0 2M 64k', a.node.nbdUri('vol')]);
+  expect(onPrimary.stderr + onPrimary.stdout).not.toMatch(/fail/i);
+  expect(onPrimary.code).toBe(0);
+
+  await device.write(3 * MiB, pattern(3), true);
+  await device.trim(3 * MiB + BLOCK, BLOCK, true);
+  await device.writeZeroes(3 * MiB + 2 * BLOCK, BLOCK, { fua: true, noHole: true });
+  expect(await device.read(3 * MiB, BLOCK)).toEqual(pattern(3));
+  expect(await (await plainClient(a)).read(3 * MiB, BLOCK)).toEqual(pattern(3));
+  expect(await device.blockStatus(0, MiB)).toEqual([{ lengthBytes: MiB, hole: false, zero: false }]);
+  expect(route.calls()).toBe(1); // one connection to the primary, kept
+
+  device.close();
+  await expect(device.read(0, BLOCK)).rejects.toMatchObject({ errno: 'ESHUTDOWN', message: 'volume vol: the forwarding device is closed' });
+  expect(route.calls()).toBe(1);
+});
+
+it('re-issues every write in flight on a primary killed with -9 on the next primary: none fails, the client sees a pause', async () => {
+  const doomed = await ReplicaNode.start('k', 'vol', SIZE);
+  let primary: ReplicaNode = doomed;
+  const sentTo = new Map<number, Set<string>>(); // write index -> nodes it was sent to
+  const ackedBy = new Map<number, string>();
+  const device = forwarder(async () => {
+    const node = primary;
+    const target = await connectNbdRoute({ host: '127.0.0.1', port: node.node.nbdPort, exportName: 'vol', timeoutMs: 2000 });
+    return {
+      ...target,
+      write: async (offsetBytes, data, fua) => {
+        const index = offsetBytes / BLOCK;
+        sentTo.set(index, (sentTo.get(index) ?? new Set()).add(node.id));
+        await target.write(offsetBytes, data, fua);
+        ackedBy.set(index, node.id);
+      },
+    };
+  });
+
+  // 32 writers, each write to a block of its own, until the next primary has acknowledged 200.
+  const acks = (node: string) => [...ackedBy.values()].filter((id) => id === node).length;
+  let next = 0;
+  let stop = false;
+  const failures: unknown[] = [];
+  const writer = async () => {
+    while (!stop && next < SIZE / BLOCK) {
+      const index = next++;
+      await device.write(index * BLOCK, pattern(index), false).catch((err: unknown) => failures.push(err));
+    }
+  };
+  const writers = Array.from({ length: 32 }, writer);
+  await waitFor(() => acks('k') >= 200);
+  await doomed.node.kill9(); // route() still answers the dead node for a while: connection refused
+  primary = b;
+  await waitFor(() => acks('b') >= 200);
+  stop = true;
+  await Promise.all(writers);
+
+  expect(failures).toEqual([]);
+  expect(ackedBy.size).toBe(next); // every write was acknowledged, by one primary or the other
+  const reissued = [...sentTo].filter(([index, nodes]) => nodes.has('k') && ackedBy.get(index) === 'b').map(([index]) => index);
+  expect(reissued.length).toBeGreaterThan(0);
+  // Every write the new primary acknowledged is there.
+  const onB = [...ackedBy].filter(([, node]) => node === 'b').map(([index]) => index);
+  expect(await blocksNotHolding(await plainClient(b), onB)).toEqual([]);
+});
+
+it('re-routes 32 requests in flight on a fenced primary (EPERM) with one route() call, and all complete', async () => {
+  let epoch = 1;
+  const route = countedRoute(() => ({ node: a.node, exportName: replicationExportName('vol', epoch) }));
+  const device = forwarder(route.route);
+  await device.write(0, pattern(0), false); // connected at epoch 1
+
+  await a.connect(2); // a newer primary raises the volume's epoch: the epoch-1 connection is fenced
+  epoch = 2;
+  const base = 4 * MiB / BLOCK;
+  const requests = Array.from({ length: 32 }, (_, i) => device.write((base + i) * BLOCK, pattern(base + i), false));
+  await expect(Promise.all([...requests, device.flush()])).resolves.toBeDefined();
+  expect(route.calls()).toBe(2);
+
+  const written = Array.from({ length: 32 }, (_, i) => base + i);
+  expect(await blocksNotHolding(await a.connect(2), written)).toEqual([]);
+});
+
+it('re-routes from the local shortcut once the node stops serving (ESHUTDOWN)', async () => {
+  const dir = makeTempDir('weft-forward-');
+  fs.mkdirSync(path.join(dir, 'pool'));
+  const engine = await LocalEngine.open({ dataDir: path.join(dir, 'data'), pools: [{ class: 'default', path: path.join(dir, 'pool'), sizeBytes: 64 * MiB }], logger: silent });
+  await engine.createVolume({ name: 'vol', sizeBytes: SIZE });
+  const targets: string[] = [];
+  const device = forwarder(async () => {
+    if (targets.length === 0) {
+      targets.push('local');
+      return engine.openVolume('vol');
+    }
+    targets.push('b');
+    return connectNbdRoute({ host: '127.0.0.1', port: b.node.nbdPort, exportName: 'vol' });
+  });
+  await device.write(5 * MiB, pattern(5), true);
+  await engine.close();
+
+  await device.write(6 * MiB, pattern(6), true);
+  expect(targets).toEqual(['local', 'b']);
+  expect(await (await plainClient(b)).read(6 * MiB, BLOCK)).toEqual(pattern(6));
+});
+
+describe('errors that are the primary answer, not its absence', () => {
+  it('passes a read past the end back unchanged, and keeps the primary', async () => {
+    const route = countedRoute(() => ({ node: a.node, exportName: 'vol' }));
+    const device = forwarder(route.route);
+    const past = device.read(SIZE, BLOCK);
+    await expect(past).rejects.toThrow(IoError);
+    await expect(past).rejects.toMatchObject({ errno: 'EINVAL' });
+    expect(await device.read(0, BLOCK)).toHaveLength(BLOCK);
+    expect(route.calls()).toBe(1);
+  });
+
+  it("passes EIO from the primary's disk back unchanged", async () => {
+    const port = await freePort();
+    track(spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), '--filter=error', 'memory', '16M', 'error=EIO', 'error-rate=100%'], { stdio: 'ignore' }));
+    await waitFor(() => canConnect(port));
+    let calls = 0;
+    const device = forwarder(() => {
+      calls++;
+      return connectNbdRoute({ host: '127.0.0.1', port, exportName: '' });
+    });
+    await expect(device.read(0, BLOCK)).rejects.toMatchObject({ errno: 'EIO', message: expect.stringContaining('server answered error 5') });
+    await expect(device.write(0, pattern(0), false)).rejects.toMatchObject({ errno: 'EIO' });
+    expect(calls).toBe(1);
+  });
+});
+
+it('fails with EIO naming the volume and the last error once no primary has answered for retryForMs', async () => {
+  const port = await freePort(); // nothing listens there
+  let calls = 0;
+  const device = forwarder(() => {
+    calls++;
+    return connectNbdRoute({ host: '127.0.0.1', port, exportName: 'vol' });
+  }, 500);
+  const read = device.read(0, BLOCK);
+  await expect(read).rejects.toMatchObject({ errno: 'EIO' });
+  await expect(read).rejects.toThrow(/^volume vol: no primary answered within 500 ms; last error: volume vol: no route to its primary: .*ECONNREFUSED/);
+  expect(calls).toBeGreaterThan(1); // it kept asking
+});
+
+/** The blocks (of those given) that do not hold what pattern() wrote there. */
+async function blocksNotHolding(client: NbdClient, indices: number[]): Promise<number[]> {
+  const wrong: number[] = [];
+  for (const index of indices) if (!(await client.read(index * BLOCK, BLOCK)).equals(pattern(index))) wrong.push(index);
+  return wrong;
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port }, () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', () => resolve(false));
+  });
+}
