@@ -19,7 +19,11 @@ job "weft-node" {
         args = [
           "--data-dir", "/var/lib/weft",
           "--listen", "${attr.unique.network.ip-address}",
+          "--advertise", "${attr.unique.network.ip-address}",
           "--node-id", "${node.unique.name}",
+          # The cluster store: your etcd's client endpoints, the same in weft-controller.nomad.hcl.
+          # Replace these examples (etcd runs outside this job: etcd's own packages or its Nomad job).
+          "--store", "etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379",
           "--csi-endpoint", "unix:///csi/csi.sock",
           "--csi-role", "node",
         ]
