@@ -9,9 +9,11 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { reachableAddress } from './api/node-info';
+import { ClusterVolumes } from './api/cluster-volumes';
 import { ApiServer } from './api/server';
 import { listNodes, Membership, type NodeRecord } from './cluster/membership';
 import { openClusterStore } from './cluster/open-store';
+import { VolumeController } from './cluster/volume-controller';
 import type { WeftdConfig } from './config';
 import type { Logger } from './logger';
 import { EngineExports, exportName, exportNames } from './nbd-exports';
@@ -59,12 +61,21 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     // The volume metrics drop the series of deleted volumes; they ask the engine once it exists.
     let liveExports: () => string[] = () => [];
     const volumeMetrics = new VolumeMetrics(registry, () => liveExports());
-    const engine = await LocalEngine.open({
+    // Made before the engine, which builds each volume's stack (with its replication layer) as it opens.
+    const controller = VolumeController.create({
+      self: config.nodeId,
+      raiseLocalEpoch: async (volume, epoch) => {
+        if (engine.getVolume(volume).epoch < epoch) await engine.raiseEpoch(volume, epoch);
+      },
+      hasCopy: (volume) => engine.hasVolume(volume),
+      logger: logger.child({ component: 'volumes' }),
+    });
+    const engine: LocalEngine = await LocalEngine.open({
       dataDir: config.dataDir,
       pools: config.pools,
       logger: logger.child({ component: 'engine' }),
       syncIntervalMs: config.syncIntervalMs,
-      stackFor: (replica, ref) => stackFor(replica, ref, volumeMetrics),
+      stackFor: (replica, ref) => stackFor(replica, ref, volumeMetrics, controller),
     });
     liveExports = () => exportNames(engine);
     running.add('engine', () => engine.close());
@@ -72,6 +83,9 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     // After the engine, which holds the data dir's lock (the embedded store keeps its file there).
     const store = await openClusterStore(config.store, config.dataDir, logger.child({ component: 'cluster-store' }));
     running.add('cluster store', () => store.close());
+    // Before NBD serves: a copy of a replicated volume is never served as if it were this node's alone.
+    await controller.start(store);
+    running.add('volume controller', () => controller.close());
 
     registerPoolGauges(registry, engine);
     registerChecksumCounter(registry, engine);
@@ -80,7 +94,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     running.add('metrics', () => closeHttp(metrics));
 
     const nbd = new NbdServer({
-      provider: new EngineExports(engine),
+      provider: new EngineExports(engine, controller),
       logger: logger.child({ component: 'nbd' }),
       maxConnectionInFlightBytes: config.maxConnectionInflightBytes,
       maxInFlightBytes: config.maxInflightBytes,
@@ -89,13 +103,15 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     running.add('nbd', () => nbd.close());
 
     const node = { nodeId: config.nodeId, version: weftVersion(), listenAddress: config.listen, nbdPort, metricsPort, dataDir: config.dataDir, formatVersion: FORMAT_VERSION, startedAt, zone: config.zone };
-    const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, logger: logger.child({ component: 'api' }) });
+    const clusterVolumes = new ClusterVolumes(engine, controller, store, config.nodeId, logger.child({ component: 'volumes' }));
+    const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, clusterVolumes, logger: logger.child({ component: 'api' }) });
     const apiPort = await listen('api', config.listen, config.apiPort, () => api.listen(config.listen, config.apiPort));
     running.add('api', () => api.close());
 
     // Once its services answer: other nodes may use what it registers at once.
     const membership = await Membership.join(store, () => nodeRecord(config, engine, node.version, nbdPort, apiPort), logger.child({ component: 'membership' }));
     running.add('membership', () => membership.leave());
+    membership.onLease((leaseId) => controller.setNodeLease(leaseId));
 
     const apiEndpoint = reachableAddress(config.listen, apiPort);
     for (const plugin of plugins) {
@@ -125,11 +141,12 @@ function nodeRecord(config: WeftdConfig, engine: LocalEngine, version: string, n
 }
 
 /**
- * The layers of every volume, built once per volume: metrics, then (later: QoS, replication,
- * encryption) the local replica.
+ * The layers of every volume, built once per volume: metrics, (later: QoS), replication, (later:
+ * encryption), the local replica. A snapshot is read-only and this node's: metrics only.
  */
-export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeMetrics): VolumeLayer {
-  return new MetricsDevice(replica, metrics.forVolume(exportName(ref)));
+export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeMetrics, controller?: VolumeController): VolumeLayer {
+  const below = controller && ref.snapshot === undefined ? controller.layerFor(ref.volume, replica) : replica;
+  return new MetricsDevice(below, metrics.forVolume(exportName(ref)));
 }
 
 /** What has been started, stopped in reverse order, once. */

@@ -1,7 +1,8 @@
 // The node's NBD exports, and the only place that knows their names: every volume as VOL, every
 // snapshot as VOL@SNAP, plus VOL~growable, the volume in a window of fixed size for attachments
 // that must see it grow without reconnecting (see volume/growable-device.ts), and VOL~epoch=N, the
-// volume for a primary that replicates to this node at epoch N (fenced: volume/epoch-fence.ts).
+// volume for a primary that replicates to this node at epoch N (fenced: volume/epoch-fence.ts),
+// and VOL~primary, a replicated volume's service on its primary, which other nodes forward to.
 // The engine sees volume and snapshot names only. The NBD server sees only this ExportProvider.
 
 import { invalidArgument, WeftError } from './errors';
@@ -16,6 +17,21 @@ export const GROWABLE_SUFFIX = '~growable';
 
 /** Appended to a volume's name, with the epoch after it, by a primary replicating to this node. */
 const EPOCH_MARK = '~epoch=';
+
+/** Appended to a replicated volume's name by a node that forwards its clients' I/O to the primary. */
+const PRIMARY_SUFFIX = '~primary';
+
+export function primaryExportName(volume: string): string {
+  return `${volume}${PRIMARY_SUFFIX}`;
+}
+
+/** What the cluster serves of replicated volumes (cluster/volume-controller.ts). */
+export interface ClusterExports {
+  /** The primary's service of the volume, while this node is its primary. */
+  primaryExport(volume: string): BlockDevice | undefined;
+  /** A replicated volume this node holds no copy of, forwarded to its primary. */
+  remoteExport(volume: string): (BlockDevice & { close(): void }) | undefined;
+}
 
 /** The export a primary at epoch opens to replicate a volume to a node. */
 export function replicationExportName(volume: string, epoch: number): string {
@@ -36,7 +52,7 @@ export function exportNames(engine: VolumeEngine): string[] {
 }
 
 export class EngineExports implements ExportProvider {
-  constructor(private readonly engine: VolumeEngine) {}
+  constructor(private readonly engine: VolumeEngine, private readonly cluster?: ClusterExports) {}
 
   /** What NBD_OPT_LIST shows: volumes and snapshots; the growable views are not listed. */
   names(): string[] {
@@ -50,6 +66,10 @@ export class EngineExports implements ExportProvider {
    */
   async open(name: string, peer: { address: string; port: number }, purpose: OpenPurpose): Promise<NbdExport | undefined> {
     if (name.includes(EPOCH_MARK)) return this.openReplication(name, `${peer.address}:${peer.port}`, purpose);
+    if (name.endsWith(PRIMARY_SUFFIX)) {
+      const device = this.cluster?.primaryExport(name.slice(0, -PRIMARY_SUFFIX.length));
+      return device && { device, close: () => undefined };
+    }
     const growable = name.endsWith(GROWABLE_SUFFIX);
     const ref = parseExportName(growable ? name.slice(0, -GROWABLE_SUFFIX.length) : name);
     if (growable && ref.snapshot !== undefined) return undefined; // snapshots do not grow
@@ -80,7 +100,7 @@ export class EngineExports implements ExportProvider {
       if (ref.snapshot === undefined) return this.engine.openVolume(ref.volume, { peer });
       return this.engine.openSnapshot(ref.volume, ref.snapshot, { peer });
     } catch (error) {
-      if (error instanceof WeftError && error.kind === 'NOT_FOUND') return undefined;
+      if (error instanceof WeftError && error.kind === 'NOT_FOUND') return ref.snapshot === undefined ? this.cluster?.remoteExport(ref.volume) : undefined;
       throw error;
     }
   }

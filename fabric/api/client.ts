@@ -17,6 +17,10 @@ export interface CreateVolumeOptions {
   class?: string;
   /** Clone this snapshot instead of creating an empty volume. */
   sourceSnapshot?: SnapshotRef;
+  /** Copies on distinct nodes (default 1, on the node asked). */
+  replicas?: number;
+  /** The node to hold the primary copy. */
+  locality?: string;
 }
 
 export type VerifyProgressListener = (doneBlocks: number, totalBlocks: number) => void;
@@ -106,6 +110,16 @@ export class WeftClient {
   /** Every node of the cluster, up or down; a node without a zone has zone "". */
   async listNodes(): Promise<ClusterNode[]> {
     return (await this.unary<{ nodes: ClusterNode[] }>('NodeService', 'ListNodes', {})).nodes;
+  }
+
+  /** Node to node: makes this node's copy of a replicated volume being created. */
+  async createCopy(name: string, sizeBytes: number, poolClass: string): Promise<VolumeInfo> {
+    return volumeFromWire(await this.unary('ReplicaService', 'CreateCopy', { name, sizeBytes, class: poolClass }));
+  }
+
+  /** Node to node: drops this node's copy (checkOnly: only checks that no client has it open). */
+  async deleteCopy(name: string, checkOnly = false): Promise<void> {
+    await this.unary('ReplicaService', 'DeleteCopy', { name, checkOnly });
   }
 
   /** Adds or replaces the attachment of the volume on the node; resolves with it as stored. */

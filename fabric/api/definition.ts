@@ -8,7 +8,7 @@ import { findAbove, loadProto } from '../source-files';
 
 const PROTO_RELATIVE_PATH = path.join('fabric', 'api', 'proto', 'weft', 'v1', 'weft.proto');
 
-export type ServiceName = 'VolumeService' | 'SnapshotService' | 'PoolService' | 'NodeService' | 'AttachmentService';
+export type ServiceName = 'VolumeService' | 'SnapshotService' | 'PoolService' | 'NodeService' | 'AttachmentService' | 'ReplicaService';
 
 /** weft.proto's absolute path. */
 export function protoPath(startDir: string = __dirname): string {

@@ -2,7 +2,7 @@
 // strings are "", numbers 0, messages null), and the conversion of the one response whose wire
 // form differs from the engine's type (VolumeInfo). Other responses are the engine's own types.
 
-import type { LayerInfo, VerifyReport, VolumeInfo as EngineVolumeInfo } from '../volume/types';
+import type { LayerInfo, ReplicationInfo, VerifyReport, VolumeInfo as EngineVolumeInfo } from '../volume/types';
 import type { AttachmentRecord } from './attachments';
 
 export interface SnapshotRef {
@@ -15,12 +15,26 @@ export interface CreateVolumeRequest {
   sizeBytes: number;
   class: string;
   sourceSnapshot: SnapshotRef | null;
+  replicas: number;
+  locality: string;
+}
+
+export interface CreateCopyRequest {
+  name: string;
+  sizeBytes: number;
+  class: string;
+}
+
+export interface DeleteCopyRequest {
+  name: string;
+  checkOnly: boolean;
 }
 
 /** VolumeInfo as the wire carries it: "" for no source; a layer's snapshot as a SnapshotRef. */
-export interface VolumeInfo extends Omit<EngineVolumeInfo, 'sourceSnapshot' | 'layers'> {
+export interface VolumeInfo extends Omit<EngineVolumeInfo, 'sourceSnapshot' | 'layers' | 'replication'> {
   sourceSnapshot: string;
   layers: VolumeLayer[];
+  replication: ReplicationInfo | null;
 }
 
 export interface VolumeLayer {
@@ -37,7 +51,7 @@ export function volumeToWire(info: EngineVolumeInfo): VolumeInfo {
     class: layer.class,
     allocatedBytes: layer.allocatedBytes,
   }));
-  return { ...info, sourceSnapshot: info.sourceSnapshot ?? '', layers };
+  return { ...info, sourceSnapshot: info.sourceSnapshot ?? '', layers, replication: info.replication ?? null };
 }
 
 /** The engine's form again: fields that are absent on the wire are left out, not empty. */
@@ -50,7 +64,8 @@ export function volumeFromWire(wire: VolumeInfo): EngineVolumeInfo {
       allocatedBytes: layer.allocatedBytes,
     }),
   );
-  return { ...wire, sourceSnapshot: wire.sourceSnapshot || undefined, layers };
+  const { replication, ...rest } = wire;
+  return { ...rest, sourceSnapshot: wire.sourceSnapshot || undefined, layers, ...(replication && { replication }) };
 }
 
 export interface NameRequest {

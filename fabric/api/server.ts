@@ -11,12 +11,15 @@ import type { NodeInfo } from './node-info';
 import { nodeService, type ClusterView } from './node-service';
 import { poolService } from './pool-service';
 import { snapshotService } from './snapshot-service';
-import { volumeService } from './volume-service';
+import { localVolumesOnly, type ReplicatedVolumes } from './cluster-volumes';
+import { replicaService, volumeService } from './volume-service';
 
 export interface ApiServerOptions {
   engine: VolumeEngine;
   node: NodeInfo;
   cluster: ClusterView;
+  /** Replicated volumes: made and dropped through the cluster. */
+  clusterVolumes?: ReplicatedVolumes;
   logger: Logger;
   /** How long close() lets running calls (a long verify) finish before cutting them; default 5000. */
   shutdownGraceMs?: number;
@@ -33,7 +36,9 @@ export class ApiServer {
     this.logger = options.logger;
     this.shutdownGraceMs = options.shutdownGraceMs ?? 5000;
     const attachments = new AttachmentStore(node.dataDir, this.logger);
-    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, this.logger));
+    const clusterVolumes = options.clusterVolumes ?? localVolumesOnly(engine);
+    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, clusterVolumes, this.logger));
+    this.server.addService(serviceDefinition('ReplicaService'), replicaService(clusterVolumes, this.logger));
     this.server.addService(serviceDefinition('SnapshotService'), snapshotService(engine, this.logger));
     this.server.addService(serviceDefinition('PoolService'), poolService(engine, this.logger));
     this.server.addService(serviceDefinition('NodeService'), nodeService(node, cluster, () => this.port, this.logger));

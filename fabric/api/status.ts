@@ -4,6 +4,7 @@
 import { status, type ServiceError } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { WeftError, type ErrorKind } from '../errors';
+import { WeftApiError } from './client';
 
 const CODE_OF_KIND: Record<ErrorKind, status> = {
   NOT_FOUND: status.NOT_FOUND,
@@ -18,6 +19,7 @@ const CODE_OF_KIND: Record<ErrorKind, status> = {
 /** The status a caller sees for this error. */
 export function statusOf(error: unknown): { code: status; details: string } {
   if (error instanceof WeftError) return { code: CODE_OF_KIND[error.kind], details: error.message };
+  if (error instanceof WeftApiError) return { code: error.code, details: error.message }; // another node's answer
   return { code: status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
 }
 

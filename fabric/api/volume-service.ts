@@ -5,23 +5,25 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { VolumeEngine, VolumeInfo } from '../volume/types';
+import { invalidArgument } from '../errors';
 import type { AttachmentStore } from './attachments';
+import { replicaCount, type ReplicatedVolumes } from './cluster-volumes';
 import { volumeToWire } from './messages';
 import type * as wire from './messages';
 import { serverStream, unary } from './rpc';
 import { checkExportName, checkName, checkOptionalName, checkOptionalSize, checkSize } from './validate';
 
-export function volumeService(engine: VolumeEngine, attachments: AttachmentStore, logger: Logger): UntypedServiceImplementation {
+export function volumeService(engine: VolumeEngine, attachments: AttachmentStore, cluster: ReplicatedVolumes, logger: Logger): UntypedServiceImplementation {
   return {
-    CreateVolume: unary(logger, async (request: wire.CreateVolumeRequest) => volumeToWire(await createVolume(engine, request))),
-    ListVolumes: unary(logger, () => ({ volumes: engine.listVolumes().map(volumeToWire) })),
-    GetVolume: unary(logger, (request: wire.NameRequest) => volumeToWire(engine.getVolume(checkName('name', request.name)))),
+    CreateVolume: unary(logger, async (request: wire.CreateVolumeRequest) => volumeToWire(await createVolume(engine, cluster, request))),
+    ListVolumes: unary(logger, () => ({ volumes: cluster.list().map(volumeToWire) })),
+    GetVolume: unary(logger, (request: wire.NameRequest) => volumeToWire(cluster.info(checkName('name', request.name)))),
     ResizeVolume: unary(logger, async (request: wire.ResizeVolumeRequest) =>
       volumeToWire(await engine.resizeVolume(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes))),
     ),
     DeleteVolume: unary(logger, async (request: wire.NameRequest) => {
       const name = checkName('name', request.name);
-      await engine.deleteVolume(name);
+      await (cluster.isReplicated(name) ? cluster.delete(name) : engine.deleteVolume(name));
       attachments.removeVolume(name);
       return {};
     }),
@@ -34,11 +36,20 @@ export function volumeService(engine: VolumeEngine, attachments: AttachmentStore
   };
 }
 
-/** A clone's class is where its new writes go (the engine defaults it to the snapshot's). */
-function createVolume(engine: VolumeEngine, request: wire.CreateVolumeRequest): Promise<VolumeInfo> {
+/**
+ * More than one replica, or a locality, makes a volume of the cluster. A clone's class is where its
+ * new writes go (the engine defaults it to the snapshot's).
+ */
+function createVolume(engine: VolumeEngine, cluster: ReplicatedVolumes, request: wire.CreateVolumeRequest): Promise<VolumeInfo> {
   const name = checkName('name', request.name);
   const poolClass = checkOptionalName('class', request.class);
   const source = request.sourceSnapshot;
+  const replicas = replicaCount(request.replicas);
+  const locality = checkOptionalName('locality', request.locality);
+  if (replicas > 1 || locality !== undefined) {
+    if (source) throw invalidArgument('a clone is made on the node that holds the snapshot: replicas and locality do not apply to clones yet');
+    return cluster.create({ name, sizeBytes: checkSize('size_bytes', request.sizeBytes), class: poolClass, replicas, locality });
+  }
   if (!source) return engine.createVolume({ name, sizeBytes: checkSize('size_bytes', request.sizeBytes), class: poolClass });
   return engine.cloneVolume({
     name,
@@ -72,5 +83,18 @@ export function percentSteps(
     if (percent === lastPercent) return;
     lastPercent = percent;
     send({ doneBlocks, totalBlocks });
+  };
+}
+
+/** ReplicaService: a node's own copy of a replicated volume, made or dropped at another node's request. */
+export function replicaService(cluster: ReplicatedVolumes, logger: Logger): UntypedServiceImplementation {
+  return {
+    CreateCopy: unary(logger, async (request: wire.CreateCopyRequest) =>
+      volumeToWire(await cluster.createCopy(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes), checkName('class', request.class))),
+    ),
+    DeleteCopy: unary(logger, async (request: wire.DeleteCopyRequest) => {
+      await cluster.deleteCopy(checkName('name', request.name), request.checkOnly);
+      return {};
+    }),
   };
 }

@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import type { CreateVolumeOptions } from '../api/client';
 import { formatSize } from '../units';
-import type { LayerInfo, VerifyReport, VolumeInfo } from '../volume/types';
+import type { LayerInfo, ReplicaInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import { nameArg, sizeArg, snapshotArg } from './args';
 import { action, type CommandContext, type Outcome } from './context';
 import { usageError } from './errors';
@@ -24,6 +24,8 @@ export function volumeCommands(program: Command): void {
     .option('--size <size>', `size of the volume, ${SIZE_HELP}; required unless cloning, where it may only grow`)
     .option('--class <class>', 'service class of the pool to place it in (default: "default"); for a clone, where its new writes go (default: the snapshot\'s class)')
     .option('--from-snapshot <vol@snap>', "clone this snapshot; what the clone does not rewrite is read from the snapshot's pool")
+    .option('--replicas <n>', 'copies on distinct nodes, kept in step synchronously (default 1: one copy, on this node)')
+    .option('--locality <node>', 'the node to hold the primary copy (where the workload runs)')
     .action(action(createVolume));
 
   volume.command('list').description('list the volumes of the node').action(action(listVolumes));
@@ -60,6 +62,8 @@ interface CreateOptions {
   size?: string;
   class?: string;
   fromSnapshot?: string;
+  replicas?: string;
+  locality?: string;
 }
 
 async function createVolume(context: CommandContext, [name]: [string], options: CreateOptions): Promise<Outcome> {
@@ -68,6 +72,8 @@ async function createVolume(context: CommandContext, [name]: [string], options: 
     sizeBytes: options.size === undefined ? undefined : sizeArg('--size', options.size),
     class: options.class === undefined ? undefined : nameArg('--class', options.class),
     sourceSnapshot: options.fromSnapshot === undefined ? undefined : snapshotArg(options.fromSnapshot),
+    replicas: options.replicas === undefined ? undefined : replicasArg(options.replicas),
+    locality: options.locality === undefined ? undefined : nameArg('--locality', options.locality),
   };
   if (!request.sourceSnapshot && request.sizeBytes === undefined) {
     throw usageError('--size is required (or --from-snapshot VOL@SNAP to clone a snapshot)');
@@ -117,6 +123,11 @@ async function revertVolume(context: CommandContext, [target]: [string]): Promis
   return volumeOutcome(reverted, `reverted volume "${reverted.name}" to snapshot "${snapshot}": ${describe(reverted)}`);
 }
 
+function replicasArg(text: string): number {
+  if (!/^[1-9][0-9]{0,2}$/.test(text)) throw usageError(`--replicas "${text}" must be a whole number of copies, at least 1`);
+  return Number(text);
+}
+
 /** A volume name, or VOL@SNAP. */
 function exportArg(text: string): string {
   if (!text.includes('@')) return nameArg('name', text);
@@ -159,11 +170,26 @@ const LAYER_COLUMNS: Column<[LayerInfo, number]>[] = [
 /** The volume's fields, then its layers: which pool holds what the volume reads. */
 export function volumeDetails(volume: VolumeInfo): string {
   const layers = table(LAYER_COLUMNS, volume.layers.map((layer, i): [LayerInfo, number] => [layer, i]));
+  const replication = volume.replication;
+  const replicas = replication
+    ? `
+
+Replicas (primary ${replication.primary}, epoch ${replication.epoch}):
+${table(REPLICA_COLUMNS, replication.replicas.map((r): [ReplicaInfo, string] => [r, replication.primary]))}`
+    : '';
   return `${fields(volume)}
 
 Layers (head first):
-${layers}`;
+${layers}${replicas}`;
 }
+
+const REPLICA_COLUMNS: Column<[ReplicaInfo, string]>[] = [
+  { header: 'NODE', value: ([r, primary]) => (r.node === primary ? `${r.node} (primary)` : r.node) },
+  { header: 'STATE', value: ([r]) => r.state },
+  // Only the primary knows how far behind a copy is.
+  { header: 'BEHIND', value: ([r]) => (r.live ? formatSize(r.behindBytes) : '-'), alignRight: true },
+  { header: 'RESYNCED', value: ([r]) => (r.live ? formatSize(r.resyncCopiedBytes) : '-'), alignRight: true },
+];
 
 function fields(volume: VolumeInfo): string {
   return details([

@@ -9,8 +9,8 @@ import { failedPrecondition } from '../errors';
 import type { Logger } from '../logger';
 import type { ClusterStore, StoreLease } from './cluster-store';
 
-/** A node is shown down about this long after it died (the store then notices that the lease lapsed: 5.5-6 s measured on etcd). */
-export const NODE_LEASE_SECONDS = 5;
+/** A node is shown down about this long after it died (the store then notices that the lease lapsed: 5.5-6 s measured on etcd with 5 s). Its primary leases lapse with it, so this bounds the failover time. */
+export const NODE_LEASE_SECONDS = 3;
 /** How often a node refreshes its registration (free space changes). */
 const REFRESH_MS = 10_000;
 /** After losing its lease, a node tries to come back this often. */
@@ -67,6 +67,7 @@ export class Membership {
   private readonly startedAt = new Date().toISOString();
   private refreshTimer: NodeJS.Timeout | undefined;
   private left = false;
+  private readonly leaseListeners: ((leaseId: string | null) => void)[] = [];
 
   private constructor(
     private readonly store: ClusterStore,
@@ -85,6 +86,12 @@ export class Membership {
     await membership.register(Date.now() + (NODE_LEASE_SECONDS + 2) * 1000);
     membership.refreshTimer = setInterval(() => void membership.refresh(), REFRESH_MS).unref();
     return membership;
+  }
+
+  /** Tells listener the node's lease id now, and again whenever it is lost (null) or granted anew. */
+  onLease(listener: (leaseId: string | null) => void): void {
+    this.leaseListeners.push(listener);
+    listener(this.lease?.id ?? null);
   }
 
   /** Marks the node down at once (revokes its lease) and stops refreshing; the registration stays. */
@@ -115,12 +122,15 @@ export class Membership {
       await sleep(250);
     }
     this.lease = lease;
+    for (const listener of this.leaseListeners) listener(lease.id);
     lease.onLost((error) => void this.rejoin(error));
     this.logger.info({ nodeId: this.nodeId, leaseSeconds: NODE_LEASE_SECONDS }, 'joined the cluster');
   }
 
   /** The lease lapsed (the store was out of reach for too long): other nodes see this one down. */
   private async rejoin(error: Error): Promise<void> {
+    this.lease = undefined;
+    for (const listener of this.leaseListeners) listener(null);
     this.logger.error({ err: error }, 'lost the cluster lease: other nodes see this node down until it rejoins');
     while (!this.left) {
       try {

@@ -66,6 +66,8 @@ export type BrainEvent =
   | { type: 'txn-result'; id: string; committed: boolean; revision?: number }
   /** The outcome of raise-epoch: the replicas whose epoch could not be raised. */
   | { type: 'epochs-raised'; epoch: number; unreachable: string[] }
+  /** The replication layer: a replica refused a write of this primary's epoch (a newer primary exists). */
+  | { type: 'fenced' }
   /** The replication layer: a replica missed a write (it asks for its removal before acknowledging). */
   | { type: 'replica-failed'; replica: string; reason: string }
   /** The replication layer: a resync finished (it asks for the replica's return). */

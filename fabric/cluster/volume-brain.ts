@@ -19,7 +19,8 @@
 // primary's copy, which is the copy served. Replicas it could not raise are taken out, as out since
 // epoch E, before it serves. Stopping the old primary (on seeing a higher epoch, or on losing its
 // node's lease) ends its service sooner; safety does not rest on it, so an etcd outage stops only
-// failover and set changes, never I/O on a healthy volume.
+// failover and set changes, never I/O on a healthy volume. For the same reason a primary whose node
+// lost its lease (its store is out of reach) serves on.
 
 import { place } from './placement';
 import { DEFAULT_BRAIN_CONFIG, type BrainAction, type BrainConfig, type BrainEvent, type BrainState, type Decision } from './volume-brain-state';
@@ -46,8 +47,12 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       if (event.lease) s.reported = undefined;
       break;
     case 'node-lease':
+      // Without its lease a node cannot take over; a primary serves on (an etcd outage is not a
+      // storage outage): a newer primary fences it in the replicas if one is promoted meanwhile.
       s.nodeLease = event.leaseId ?? undefined;
-      if (!event.leaseId) stop(s, actions, `node ${s.self} lost its lease`, false);
+      break;
+    case 'fenced':
+      if (holding(s)) stop(s, actions, `a replica refused a write of epoch ${s.claimedEpoch}: a newer primary raised its epoch`, false);
       break;
     case 'nodes':
       s.nodes = event.nodes;

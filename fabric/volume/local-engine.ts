@@ -24,7 +24,7 @@ import {
   VolumeEngine,
   VolumeInfo,
 } from './types';
-import type { Opener, StackBuilder, Volume } from './volume';
+import type { OpenHandle, Opener, StackBuilder, Volume } from './volume';
 
 export { FORMAT_VERSION } from './data-dir';
 export { DEFAULT_SYNC_INTERVAL_MS, type PoolSpec } from './node-store';
@@ -131,6 +131,15 @@ export class LocalEngine implements VolumeEngine {
 
   listVolumes(): VolumeInfo[] {
     return this.catalog.volumes.map((v) => this.view.volumeInfo(v));
+  }
+
+  hasVolume(name: string): boolean {
+    return this.catalog.volumes.some((v) => v.name === name);
+  }
+
+  /** Who has the volume open now. */
+  openHandles(name: string): OpenHandle[] {
+    return this.registry.entry(name).volume.openHandles;
   }
 
   getVolume(name: string): VolumeInfo {
@@ -400,7 +409,7 @@ export class LocalEngine implements VolumeEngine {
 
   /** Refuses, naming who holds it open, a volume with open handles. */
   private checkUnused(name: string, advice: string): void {
-    const handles = this.registry.entry(name).volume.openHandles;
+    const handles = this.openHandles(name);
     if (handles.length === 0) return;
     const who = handles.map((h) => `${h.peer ? `NBD client ${h.peer}` : (h.purpose ?? 'a handle')}${h.attachment ? ` (${h.attachment})` : ''} since ${h.openedAt}`);
     throw failedPrecondition(`volume ${name} is in use by ${handles.length} connection(s): ${who.join(', ')}; ${advice}`);

@@ -28,6 +28,27 @@ export interface VolumeInfo {
   createdAt: string; // ISO 8601
   /** Where the volume's data lives: its layers from the head (written) down to the oldest snapshot it reads through. */
   layers: LayerInfo[];
+  /** A replicated volume's copies, as the cluster store has them. */
+  replication?: ReplicationInfo;
+}
+
+export interface ReplicationInfo {
+  /** The node serving the volume at this epoch. */
+  primary: string;
+  /** The volume's epoch in the cluster, raised by every failover. */
+  epoch: number;
+  replicas: ReplicaInfo[];
+}
+
+export interface ReplicaInfo {
+  node: string;
+  state: 'in-sync' | 'out' | 'resyncing' | 'failed';
+  /** Whether the figures below come from the primary (only the primary knows them). */
+  live: boolean;
+  /** Bytes the copy lacks (out), or has still to receive (resyncing). */
+  behindBytes: number;
+  /** Bytes copied to it by resyncs since the primary started serving. */
+  resyncCopiedBytes: number;
 }
 
 export interface LayerInfo {

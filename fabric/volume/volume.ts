@@ -43,13 +43,15 @@ export class Volume {
   constructor(readonly ref: VolumeRef, readonly replica: LocalReplica, readonly top: VolumeLayer, readonly fence: EpochFence) {}
 
   /**
-   * A handle on the top of the stack, fenced when the opener names an epoch; it leaves the registry
+   * A handle on the top of the stack, or on the local replica, fenced, when the opener names an epoch; it leaves the registry
    * when closed. The caller has checked that the epoch is not older than the volume's.
    */
   open(opener: Opener): OpenDevice {
     const handle: OpenHandle = { ...opener, openedAt: new Date().toISOString() };
     this.handles.add(handle);
-    const device = opener.epoch === undefined ? this.top : this.fence.guard(this.top, opener.epoch);
+    // A primary's replication writes enter below the stack: the layers above (metrics, the routing
+    // to the primary) are the primary's business, done there already.
+    const device = opener.epoch === undefined ? this.top : this.fence.guard(this.replica, opener.epoch);
     return new DeviceHandle(device, () => this.handles.delete(handle));
   }
 

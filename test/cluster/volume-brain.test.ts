@@ -104,7 +104,11 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['3', 'a higher epoch in the record: the old primary stops', primary(record()), [{ type: 'record', record: promotedByB, modRevision: 11 }], [
     { type: 'stop-serving', reason: 'b was promoted at epoch 4 (this node served epoch 3)' },
   ]],
-  ['3', 'its node lease lost: stops at once, asking the store nothing', primary(record()), [{ type: 'node-lease', leaseId: null }], [{ type: 'stop-serving', reason: 'node a lost its lease' }]],
+  ['6', 'its node lease lost (an etcd outage): serves on, asking the store nothing', primary(record()), [{ type: 'node-lease', leaseId: null }], []],
+  ['6', 'fenced by a replica: stops, and leaves the lease to lapse', primary(record()), [{ type: 'fenced' }], [
+    { type: 'stop-serving', reason: 'a replica refused a write of epoch 3: a newer primary raised its epoch' },
+  ]],
+  ['6', 'fenced while a follower: nothing to stop', follower('b', record(), ['a']), [{ type: 'fenced' }], []],
   ['3', 'its primary lease gone: stops, and may take over afresh like any member (its lease, if lapsed, makes that fail)', primary(record()), [leaseGone], [
     { type: 'stop-serving', reason: 'lost the primary lease of epoch 3' },
     { txn: 'promote@4', delayMs: 0, puts: expect.anything() },

@@ -1,0 +1,196 @@
+// Replicated volumes as the control API makes and drops them. Any node may be asked: it places
+// the copies (placement.ts), has every chosen node make its own (ReplicaService.CreateCopy), and
+// only then records the volume in the cluster store, by a transaction that succeeds only if no
+// record of that name exists. Whatever fails on the way undoes the copies made, so a refused
+// create leaves nothing behind. A delete removes the record first (every node then stops serving
+// the volume), then the copies.
+
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ClusterStore } from '../cluster/cluster-store';
+import { place } from '../cluster/placement';
+import type { VolumeController } from '../cluster/volume-controller';
+import { volumeKey, volumeLeaseKey, type VolumeRecord } from '../cluster/volume-record';
+import { alreadyExists, failedPrecondition, invalidArgument, WeftError } from '../errors';
+import type { Logger } from '../logger';
+import type { LocalEngine } from '../volume/local-engine';
+import { validateName } from '../volume/names';
+import type { ReplicaInfo, VolumeEngine, VolumeInfo } from '../volume/types';
+import { WeftApiError, WeftClient } from './client';
+
+/** How long a copy's delete waits for the replication connections to it to close. */
+const DRAIN_MS = 5000;
+
+export interface ReplicatedCreate {
+  name: string;
+  sizeBytes: number;
+  class?: string;
+  replicas: number;
+  locality?: string;
+}
+
+/** What the control API asks of the cluster's replicated volumes. */
+export interface ReplicatedVolumes {
+  isReplicated(name: string): boolean;
+  create(request: ReplicatedCreate): Promise<VolumeInfo>;
+  delete(name: string): Promise<void>;
+  createCopy(name: string, sizeBytes: number, poolClass: string): Promise<VolumeInfo>;
+  deleteCopy(name: string, checkOnly?: boolean): Promise<void>;
+  list(): VolumeInfo[];
+  info(name: string): VolumeInfo;
+}
+
+/** A node served without a cluster (API tests): its own volumes only. */
+export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
+  const refuse = () => Promise.reject(failedPrecondition('this node serves without a cluster: replicated volumes are not available'));
+  return { isReplicated: () => false, create: refuse, delete: refuse, createCopy: refuse, deleteCopy: refuse, list: () => engine.listVolumes(), info: (name) => engine.getVolume(name) };
+}
+
+export class ClusterVolumes implements ReplicatedVolumes {
+  constructor(
+    private readonly engine: LocalEngine,
+    private readonly controller: VolumeController,
+    private readonly store: ClusterStore,
+    private readonly self: string,
+    private readonly logger: Logger,
+  ) {}
+
+  isReplicated(name: string): boolean {
+    return this.controller.record(name) !== undefined;
+  }
+
+  async create(request: ReplicatedCreate): Promise<VolumeInfo> {
+    validateName('volume', request.name);
+    if (this.isReplicated(request.name) || (await this.store.get(volumeKey(request.name)))) {
+      throw alreadyExists(`volume ${request.name} already exists in the cluster`);
+    }
+    await this.controller.readNodes();
+    const placement = place(this.controller.candidates(), request);
+    const record: VolumeRecord = {
+      name: request.name,
+      sizeBytes: request.sizeBytes,
+      class: placement.class,
+      replicas: placement.nodes.map((node) => ({ node, state: 'in-sync' })),
+      primary: placement.nodes[0],
+      epoch: 0,
+    };
+    const made: string[] = [];
+    try {
+      for (const node of placement.nodes) {
+        await this.onNode(node, (client) => client.createCopy(record.name, record.sizeBytes, record.class), () => this.createCopy(record.name, record.sizeBytes, record.class));
+        made.push(node);
+      }
+      const { succeeded } = await this.store.txn({
+        compare: [{ key: volumeKey(record.name), target: 'createRevision', op: '=', value: 0 }],
+        success: [{ type: 'put', key: volumeKey(record.name), value: JSON.stringify(record) }],
+      });
+      if (!succeeded) throw alreadyExists(`volume ${record.name} was created in the cluster meanwhile`);
+    } catch (err) {
+      await this.undo(record.name, made);
+      throw err;
+    }
+    this.logger.info({ volume: record.name, replicas: placement.nodes, class: record.class }, 'replicated volume created');
+    return this.info(record.name, record);
+  }
+
+  /** Refused while a client has any copy open; the copies on nodes that are down stay there (logged). */
+  async delete(name: string): Promise<void> {
+    const kv = await this.store.get(volumeKey(name));
+    if (!kv) throw new WeftError('NOT_FOUND', `volume ${name} is not in the cluster`);
+    const record = JSON.parse(kv.value) as VolumeRecord;
+    const holders = record.replicas.map((r) => r.node);
+    for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDown);
+    const { succeeded } = await this.store.txn({
+      compare: [{ key: volumeKey(name), target: 'modRevision', op: '=', value: kv.modRevision }],
+      success: [{ type: 'delete', key: volumeKey(name) }, { type: 'delete', key: volumeLeaseKey(name) }],
+    });
+    if (!succeeded) throw failedPrecondition(`volume ${name} changed while it was being deleted (a failover?): try again`);
+    for (const node of holders) {
+      await this.onNode(node, (client) => client.deleteCopy(name), () => this.deleteCopy(name)).catch((err: unknown) =>
+        this.logger.warn({ volume: name, node, err }, 'a copy of a deleted volume stays on its node'),
+      );
+    }
+    this.logger.info({ volume: name }, 'replicated volume deleted');
+  }
+
+  /** This node's part of a create: its copy, served only through the primary from now on. */
+  async createCopy(name: string, sizeBytes: number, poolClass: string): Promise<VolumeInfo> {
+    if (this.isReplicated(name)) throw alreadyExists(`volume ${name} already exists in the cluster`);
+    const info = await this.engine.createVolume({ name, sizeBytes, class: poolClass });
+    this.controller.adopt(name, sizeBytes);
+    return info;
+  }
+
+  /** This node's part of a delete; checkOnly: refuses if a client has the copy open, and changes nothing. */
+  async deleteCopy(name: string, checkOnly = false): Promise<void> {
+    const clients = () => this.engine.openHandles(name).filter((h) => h.epoch === undefined);
+    const inUse = clients();
+    if (inUse.length > 0) {
+      const who = inUse.map((h) => (h.peer ? `NBD client ${h.peer}` : (h.purpose ?? 'a handle')));
+      throw failedPrecondition(`volume ${name} is in use on node ${this.self} by ${who.join(', ')}: disconnect them first`);
+    }
+    if (checkOnly) return;
+    this.controller.forget(name);
+    // The primary's replication connections close once it stops serving (it saw the record go).
+    const deadline = Date.now() + DRAIN_MS;
+    while (this.engine.openHandles(name).length > 0 && Date.now() < deadline) await sleep(50);
+    await this.engine.deleteVolume(name);
+  }
+
+  /** This node's volumes, and the cluster's replicated volumes it holds no copy of. */
+  list(): VolumeInfo[] {
+    const local = this.engine.listVolumes().map((v) => (this.isReplicated(v.name) ? this.info(v.name) : v));
+    const elsewhere = this.controller.recordNames().filter((name) => !this.engine.hasVolume(name));
+    return [...local, ...elsewhere.map((name) => this.info(name))].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** A volume as this node answers for it: its own copy's figures if it holds one, and the cluster's view of the copies. */
+  info(name: string, known?: VolumeRecord): VolumeInfo {
+    const view = this.controller.view(name);
+    const record = view?.record ?? known;
+    if (!record) return this.engine.getVolume(name);
+    const live = new Map((view?.replicas ?? []).map((r) => [r.id, r]));
+    const replicas = record.replicas.map((r): ReplicaInfo => {
+      const status = live.get(r.node);
+      return { node: r.node, state: r.state, live: status !== undefined, behindBytes: status?.behindBytes ?? 0, resyncCopiedBytes: status?.resyncCopiedBytes ?? 0 };
+    });
+    const replication = { primary: record.primary, epoch: record.epoch, replicas };
+    if (this.engine.hasVolume(name)) return { ...this.engine.getVolume(name), replication };
+    return { name, class: record.class, sizeBytes: record.sizeBytes, allocatedBytes: 0, snapshotCount: 0, connections: 0, checksumErrors: 0, epoch: record.epoch, createdAt: '', layers: [], replication };
+  }
+
+  /** Runs a call on node: here directly, elsewhere through its control API. */
+  private async onNode<T>(node: string, remote: (client: WeftClient) => Promise<T>, local: () => Promise<T>): Promise<T> {
+    if (node === this.self) return local();
+    const target = this.controller.node(node);
+    if (!target || target.state !== 'up') throw new WeftError('UNAVAILABLE', `node ${node} is down`);
+    const client = new WeftClient(`${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`);
+    try {
+      return await remote(client);
+    } catch (err) {
+      if (err instanceof WeftApiError) throw new WeftApiError(err.code, `node ${node}: ${err.message}`);
+      throw err;
+    } finally {
+      client.close();
+    }
+  }
+
+  private async undo(name: string, nodes: string[]): Promise<void> {
+    for (const node of nodes) {
+      await this.onNode(node, (client) => client.deleteCopy(name), () => this.deleteCopy(name)).catch((err: unknown) =>
+        this.logger.error({ volume: name, node, err }, 'could not undo a copy of a refused create'),
+      );
+    }
+  }
+}
+
+/** A node that is down cannot have the copy open; any other refusal stands. */
+function skipDown(err: unknown): void {
+  if (err instanceof WeftError && err.kind === 'UNAVAILABLE') return;
+  throw err;
+}
+
+/** The CreateVolume request's replica count: 0 (unset) and 1 mean one copy, on this node. */
+export function replicaCount(value: number): number {
+  if (!Number.isInteger(value) || value < 0) throw invalidArgument(`replicas must be a whole number of at least 1, not ${value}`);
+  return Math.max(1, value);
+}

@@ -1,0 +1,297 @@
+// The node's part in the cluster's replicated volumes. It watches the store's volume records and
+// primary leases, and membership; runs a brain (volume-runner.ts) for every volume this node holds
+// a copy of; routes each replicated volume's I/O to its primary, wherever that is (the replication
+// layer of the volume's stack, or a forwarder for a volume this node holds no copy of); and keeps
+// the store's records of the volumes it creates and deletes.
+
+import type { Logger } from '../logger';
+import { primaryExportName } from '../nbd-exports';
+import { ForwardingDevice, type RouteTarget } from '../replication/forwarding-device';
+import { connectNbdRoute } from '../replication/nbd-route-target';
+import type { ReplicaStatus } from '../replication/replicated-device';
+import { ReplicationLayer } from '../replication/replication-layer';
+import type { BlockDevice, VolumeLayer } from '../volume/block-device';
+import type { ClusterStore, KeyValue, StoreWatch, WatchEvent } from './cluster-store';
+import { listNodes, type ClusterNode } from './membership';
+import type { NodeCandidate } from './placement';
+import { DEFAULT_BRAIN_CONFIG, type BrainConfig } from './volume-brain-state';
+import { volumeKey, volumeLeaseKey, type PrimaryLease, type VolumeRecord } from './volume-record';
+import { VolumeRunner } from './volume-runner';
+
+const VOLUMES = 'volumes/';
+const LEASES = 'volume-leases/';
+/** After a watch ended on its own (history compacted), the controller reads everything again after this. */
+const REWATCH_MS = 1000;
+
+export interface ControllerOptions {
+  self: string;
+  /** Raises this node's copy's epoch, durably (LocalEngine.raiseEpoch); a no-op if it is there already. */
+  raiseLocalEpoch(volume: string, epoch: number): Promise<void>;
+  /** Whether this node holds a copy of the volume. */
+  hasCopy(volume: string): boolean;
+  brain?: Partial<BrainConfig>;
+  logger: Logger;
+}
+
+/** A replicated volume as this node sees it: its record, and the primary's view of its copies when this node serves. */
+export interface ReplicationView {
+  record: VolumeRecord;
+  /** Only on the primary. */
+  replicas?: ReplicaStatus[];
+}
+
+export class VolumeController {
+  private readonly records = new Map<string, VolumeRecord>();
+  private readonly runners = new Map<string, VolumeRunner>();
+  private readonly layers = new Map<string, ReplicationLayer>();
+  private nodes = new Map<string, ClusterNode>();
+  private nodeLease: string | null = null;
+  private watches: StoreWatch[] = [];
+  private nodesRefresh: Promise<void> | undefined;
+  private nodesStale = false;
+  private closed = false;
+  private readonly config: BrainConfig;
+  private storeOrUndefined: ClusterStore | undefined;
+  /** Whether the first read of the store is done. */
+  private started = false;
+  /** The revision of the last lease event heard, per volume. */
+  private readonly leaseEvents = new Map<string, number>();
+
+  private constructor(private readonly options: ControllerOptions) {
+    this.config = { ...DEFAULT_BRAIN_CONFIG, ...options.brain };
+  }
+
+  /** Builds the controller; start() reads the store. Layers may be asked for before (the engine opens first). */
+  static create(options: ControllerOptions): VolumeController {
+    return new VolumeController(options);
+  }
+
+  /** The replication layer of a volume's stack (the daemon's stackFor). */
+  layerFor(volume: string, below: VolumeLayer): ReplicationLayer {
+    const layer = new ReplicationLayer(volume, below);
+    this.layers.set(volume, layer);
+    const record = this.records.get(volume);
+    if (record) layer.replicate(this.forwarder(volume, record.sizeBytes));
+    return layer;
+  }
+
+  /** Reads the records, then follows them. Before it resolves, no replicated volume's copy is served as if it were local. */
+  async start(store: ClusterStore): Promise<void> {
+    this.storeOrUndefined = store;
+    const revision = await this.readAll();
+    this.started = true;
+    const replay = { fromRevision: revision + 1, onError: (err: Error) => this.rewatch(err) };
+    this.watches = await Promise.all([
+      store.watch(VOLUMES, replay, (e) => this.onRecordEvent(e)),
+      store.watch(LEASES, replay, (e) => this.onLeaseEvent(e)),
+      store.watch('alive/', replay, () => this.refreshNodes()),
+      store.watch('nodes/', replay, () => this.refreshNodes()),
+    ]);
+  }
+
+  private get store(): ClusterStore {
+    if (!this.storeOrUndefined) throw new Error('the volume controller has not started');
+    return this.storeOrUndefined;
+  }
+
+  /** This node's membership lease (null while it has none): promotions are put on it. */
+  setNodeLease(leaseId: string | null): void {
+    this.nodeLease = leaseId;
+    for (const runner of this.runners.values()) runner.dispatch({ type: 'node-lease', leaseId });
+  }
+
+  /** The record of a replicated volume, if it is one. */
+  record(volume: string): VolumeRecord | undefined {
+    return this.records.get(volume);
+  }
+
+  recordNames(): string[] {
+    return [...this.records.keys()];
+  }
+
+  view(volume: string): ReplicationView | undefined {
+    const record = this.records.get(volume);
+    return record && { record, replicas: this.runners.get(volume)?.replicaStatus() };
+  }
+
+  /** Every node as placement sees it. */
+  candidates(): NodeCandidate[] {
+    return [...this.nodes.values()].map((n) => ({ id: n.id, up: n.state === 'up', zone: n.zone, pools: n.pools }));
+  }
+
+  node(id: string): ClusterNode | undefined {
+    return this.nodes.get(id);
+  }
+
+  /** Reads the nodes now (a create places against the freshest view). */
+  async readNodes(): Promise<void> {
+    this.applyNodes(await listNodes(this.store));
+  }
+
+  /**
+   * This node's copy of a volume about to be recorded (a create in progress): from now on it is
+   * served only through its primary, so that nothing is written to it directly.
+   */
+  adopt(volume: string, sizeBytes: number): void {
+    this.layers.get(volume)?.replicate(this.forwarder(volume, sizeBytes));
+  }
+
+  /** This node's copy is being deleted: it stops serving it, whether or not it saw the record go. */
+  forget(volume: string): void {
+    this.runners.get(volume)?.close();
+    this.runners.delete(volume);
+    this.layers.get(volume)?.retire();
+  }
+
+  /** The device behind VOL~primary: the primary's replication, only while this node serves the volume. */
+  primaryExport(volume: string): BlockDevice | undefined {
+    return this.runners.get(volume)?.primaryDevice();
+  }
+
+  /** A forwarder for a replicated volume this node holds no copy of (attach is local on every node). */
+  remoteExport(volume: string): ForwardingDevice | undefined {
+    const record = this.records.get(volume);
+    return record && !this.options.hasCopy(volume) ? this.forwarder(volume, record.sizeBytes) : undefined;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled(this.watches.map((w) => w.close()));
+    for (const runner of this.runners.values()) runner.close();
+    this.runners.clear();
+  }
+
+  // ---- the store ----
+
+  private async readAll(): Promise<number> {
+    const store = this.store;
+    const revision = await store.revision();
+    const [records, leases, nodes] = await Promise.all([store.list(VOLUMES), store.list(LEASES), listNodes(store)]);
+    this.applyNodes(nodes);
+    for (const kv of records) this.onRecord(kv.key.slice(VOLUMES.length), kv);
+    for (const kv of leases) this.onLeaseEvent({ type: 'put', key: kv.key, value: kv.value, modRevision: kv.modRevision });
+    // A volume whose record is gone while this node was away: nothing is known of it but its copy.
+    for (const name of [...this.records.keys()]) if (!records.some((kv) => kv.key === volumeKey(name))) this.onRecord(name, undefined);
+    for (const runner of this.runners.values()) if (!leases.some((kv) => kv.key === volumeLeaseKey(runner.name))) runner.dispatch({ type: 'primary-lease', lease: null });
+    return revision;
+  }
+
+  private rewatch(err: Error): void {
+    if (this.closed) return;
+    this.options.logger.warn({ err }, 'a cluster watch ended; reading the volumes again');
+    void Promise.allSettled(this.watches.map((w) => w.close())).then(() =>
+      setTimeout(() => void this.start(this.store).catch((e: unknown) => this.rewatch(e as Error)), REWATCH_MS).unref(),
+    );
+  }
+
+  private onRecordEvent(event: WatchEvent): void {
+    const name = event.key.slice(VOLUMES.length);
+    if (event.type === 'delete') this.onRecord(name, undefined);
+    else this.onRecord(name, { key: event.key, value: event.value as string, modRevision: event.modRevision, createRevision: 0, version: 0 });
+  }
+
+  private onRecord(name: string, kv: KeyValue | undefined): void {
+    const runner = this.runners.get(name);
+    if (!kv) {
+      if (!this.records.delete(name)) return;
+      this.forget(name);
+      this.options.logger.info({ volume: name }, 'replicated volume deleted');
+      return;
+    }
+    const record = JSON.parse(kv.value) as VolumeRecord;
+    const known = this.records.has(name);
+    this.records.set(name, record);
+    if (!known) this.layers.get(name)?.replicate(this.forwarder(name, record.sizeBytes));
+    const holds = record.replicas.some((r) => r.node === this.options.self) && this.options.hasCopy(name);
+    if (holds && !runner) this.startRunner(name);
+    if (!holds && runner) {
+      runner.close();
+      this.runners.delete(name);
+    }
+    this.runners.get(name)?.dispatch({ type: 'record', record, modRevision: kv.modRevision });
+  }
+
+  private startRunner(name: string): void {
+    const runner = new VolumeRunner(name, {
+      self: this.options.self,
+      store: this.store,
+      raiseLocalEpoch: this.options.raiseLocalEpoch,
+      localCopy: (volume) => this.layers.get(volume)?.local,
+      nodeAddress: (node) => {
+        const n = this.nodes.get(node);
+        return n && { host: n.address, nbdPort: n.nbdPort };
+      },
+      config: this.config,
+      logger: this.options.logger,
+    });
+    this.runners.set(name, runner);
+    runner.dispatch({ type: 'nodes', nodes: this.candidates() });
+    if (this.nodeLease) runner.dispatch({ type: 'node-lease', leaseId: this.nodeLease });
+    if (this.started) void this.readLease(runner);
+  }
+
+  /** A volume seen after start: its primary lease as it is now, unless the watch told of it meanwhile. */
+  private async readLease(runner: VolumeRunner): Promise<void> {
+    const heardBefore = this.leaseEvents.get(runner.name);
+    try {
+      const kv = await this.store.get(volumeLeaseKey(runner.name));
+      if (this.leaseEvents.get(runner.name) !== heardBefore) return;
+      runner.dispatch({ type: 'primary-lease', lease: kv ? (JSON.parse(kv.value) as PrimaryLease) : null });
+    } catch (err) {
+      this.options.logger.warn({ volume: runner.name, err }, 'could not read the primary lease');
+    }
+  }
+
+  private onLeaseEvent(event: WatchEvent): void {
+    const name = event.key.slice(LEASES.length);
+    this.leaseEvents.set(name, event.modRevision);
+    const runner = this.runners.get(name);
+    const lease = event.type === 'put' ? (JSON.parse(event.value as string) as PrimaryLease) : null;
+    runner?.dispatch({ type: 'primary-lease', lease });
+  }
+
+  /** Membership changed: read the nodes again (one read at a time, and one more if it changed meanwhile). */
+  private refreshNodes(): void {
+    if (this.nodesRefresh) {
+      this.nodesStale = true;
+      return;
+    }
+    this.nodesRefresh = this.readNodes()
+      .catch((err: unknown) => this.options.logger.warn({ err }, 'could not read the cluster nodes'))
+      .finally(() => {
+        this.nodesRefresh = undefined;
+        if (this.nodesStale && !this.closed) {
+          this.nodesStale = false;
+          this.refreshNodes();
+        }
+      });
+  }
+
+  private applyNodes(nodes: ClusterNode[]): void {
+    this.nodes = new Map(nodes.map((n) => [n.id, n]));
+    const candidates = this.candidates();
+    for (const runner of this.runners.values()) runner.dispatch({ type: 'nodes', nodes: candidates });
+  }
+
+  // ---- routing ----
+
+  /** Sends a volume's I/O to its primary: this node's own replication while it serves, else the primary's node. */
+  private forwarder(name: string, sizeBytes: number): ForwardingDevice {
+    return new ForwardingDevice({
+      volume: name,
+      sizeBytes: () => this.records.get(name)?.sizeBytes ?? sizeBytes,
+      route: () => this.route(name),
+      logger: this.options.logger,
+    });
+  }
+
+  private async route(name: string): Promise<RouteTarget> {
+    const local = this.runners.get(name)?.primaryDevice();
+    if (local) return local;
+    const record = this.records.get(name);
+    if (!record) throw new Error(`volume ${name} is not in the cluster`);
+    const node = this.nodes.get(record.primary);
+    if (record.primary === this.options.self || !node) throw new Error(`volume ${name} has no primary serving yet (epoch ${record.epoch})`);
+    return connectNbdRoute({ host: node.address, port: node.nbdPort, exportName: primaryExportName(name) });
+  }
+}

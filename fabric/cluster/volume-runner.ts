@@ -1,0 +1,292 @@
+// The edge of one replicated volume's brain on this node (volume-brain.ts decides; this carries
+// out): it feeds the brain what the store, the replication layer and the clock say, runs the
+// store transactions it asks for, raises epochs, and serves as primary through a ReplicatedDevice
+// when told to. It is also that device's in-sync set: a removal or a return resolves once the
+// brain's transaction for it committed, and fails if the brain stopped serving first.
+
+import { setTimeout as sleep } from 'node:timers/promises';
+import { IoError } from '../errors';
+import type { Logger } from '../logger';
+import type { Pieces } from '../pieces';
+import type { RouteTarget } from '../replication/forwarding-device';
+import { ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-device';
+import type { InSyncSet } from '../replication/in-sync-set';
+import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
+import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
+import { PassThroughDevice } from '../volume/pass-through-device';
+import type { ClusterStore } from './cluster-store';
+import { step } from './volume-brain';
+import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
+import { inSyncNodes, type VolumeRecord } from './volume-record';
+
+/** How long raising a replica's epoch may take before it counts as unreachable. */
+const RAISE_TIMEOUT_MS = 2000;
+/** A store transaction that could not be sent (the store is out of reach) is tried again after this. */
+const TXN_RETRY_MS = 1000;
+/** A replica that does not answer a write within this is failed (and taken out of the in-sync set). */
+const REPLICA_TIMEOUT_MS = 5000;
+
+export interface NodeAddress {
+  host: string;
+  nbdPort: number;
+}
+
+export interface RunnerContext {
+  self: string;
+  store: ClusterStore;
+  /** This node's copy: its epoch, raised durably. */
+  raiseLocalEpoch(volume: string, epoch: number): Promise<void>;
+  /** The local copy below the volume's stack, for the replication this node runs as primary. */
+  localCopy(volume: string): VolumeLayer | undefined;
+  nodeAddress(node: string): NodeAddress | undefined;
+  config: BrainConfig;
+  logger: Logger;
+}
+
+interface Waiter {
+  kind: 'out' | 'in-sync';
+  node: string;
+  resolve(): void;
+  reject(error: Error): void;
+}
+
+export class VolumeRunner implements InSyncSet {
+  private state: BrainState;
+  private serving: { device: ReplicatedDevice; epoch: number } | undefined;
+  private waiters: Waiter[] = [];
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(readonly name: string, private readonly context: RunnerContext) {
+    this.state = initialBrainState(context.self);
+  }
+
+  get record(): VolumeRecord | undefined {
+    return this.state.record;
+  }
+
+  /** The brain's decisions after event, carried out; waiters settled. */
+  dispatch(event: BrainEvent): void {
+    if (this.closed) return;
+    const { state, actions } = step(this.state, event, Date.now(), this.context.config);
+    this.state = state;
+    for (const action of actions) {
+      this.execute(action).catch((err: unknown) => this.context.logger.error({ volume: this.name, action: action.type, err }, 'volume action failed'));
+    }
+    this.settleWaiters();
+  }
+
+  /** The device that serves as primary, while this node is the primary; a call after it stopped fails with ESHUTDOWN. */
+  primaryDevice(): PrimaryHandle | undefined {
+    const serving = this.serving;
+    return serving && new PrimaryHandle(serving.device, () => this.serving === serving, () => this.dispatch({ type: 'fenced' }));
+  }
+
+  /** What the replication layer says of each remote copy, while this node is the primary. */
+  replicaStatus(): ReplicaStatus[] | undefined {
+    return this.serving?.device.status();
+  }
+
+  /** Stops serving and forgets the volume (deleted, or no longer held here). */
+  close(): void {
+    if (this.closed) return;
+    this.stopServing('the volume is no longer held on this node');
+    this.closed = true;
+    clearTimeout(this.wakeTimer);
+    this.settleWaiters();
+  }
+
+  // ---- InSyncSet, for the ReplicatedDevice this node serves with ----
+
+  members(): readonly string[] {
+    return this.state.record ? inSyncNodes(this.state.record).filter((n) => n !== this.context.self) : [];
+  }
+
+  remove(replicaId: string, reason: string): Promise<void> {
+    this.dispatch({ type: 'replica-failed', replica: replicaId, reason });
+    return this.waitFor('out', replicaId);
+  }
+
+  add(replicaId: string): Promise<void> {
+    this.dispatch({ type: 'resync-finished', replica: replicaId });
+    return this.waitFor('in-sync', replicaId);
+  }
+
+  private waitFor(kind: Waiter['kind'], node: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ kind, node, resolve, reject });
+      this.settleWaiters();
+    });
+  }
+
+  /** A waiter is done once the record the store committed says so; it fails once this node no longer serves. */
+  private settleWaiters(): void {
+    const holding = !this.closed && ['raising', 'fencing', 'serving'].includes(this.state.role);
+    this.waiters = this.waiters.filter((w) => {
+      const state = this.state.record?.replicas.find((r) => r.node === w.node)?.state;
+      const pending = this.state.changes.some((c) => c.kind === w.kind && c.node === w.node);
+      const done = !pending && (w.kind === 'in-sync' ? state === 'in-sync' : state !== 'in-sync' && state !== 'resyncing');
+      if (done) w.resolve();
+      else if (!holding) w.reject(new Error(`volume ${this.name}: this node no longer serves it, so the in-sync set cannot change`));
+      return !done && holding;
+    });
+  }
+
+  // ---- actions ----
+
+  private async execute(action: BrainAction): Promise<void> {
+    switch (action.type) {
+      case 'txn':
+        return this.runTxn(action);
+      case 'raise-epoch':
+        return this.raiseEpochs(action.epoch, action.replicas);
+      case 'serve':
+        return this.serve(action.epoch);
+      case 'stop-serving':
+        return this.stopServing(action.reason);
+      case 'resync':
+        return this.resync(action.replica, action.kind);
+      case 'wake':
+        clearTimeout(this.wakeTimer);
+        this.wakeTimer = setTimeout(() => this.dispatch({ type: 'tick' }), Math.max(0, action.atMs - Date.now())).unref();
+        return;
+      case 'report':
+        this.context.logger.warn({ volume: this.name, health: action.health }, action.reason);
+        return;
+    }
+  }
+
+  /**
+   * Runs a transaction; while the store cannot be reached it tries again, for as long as the brain
+   * still waits for it (a transaction is conditioned on what was read, so a second try of one that
+   * did commit is refused, never applied twice). A release is tried once: the lease lapses anyway.
+   */
+  private async runTxn(action: Extract<BrainAction, { type: 'txn' }>): Promise<void> {
+    if (action.delayMs) await sleep(action.delayMs);
+    for (;;) {
+      if (this.closed) return;
+      try {
+        const result = await this.context.store.txn(action.txn);
+        this.dispatch({ type: 'txn-result', id: action.id, committed: result.succeeded, revision: result.revision });
+        return;
+      } catch (err) {
+        this.context.logger.warn({ volume: this.name, txn: action.id, err }, 'cluster store transaction not sent; trying again');
+        if (action.id.startsWith('release@') || !this.awaits(action.id)) return;
+        await sleep(TXN_RETRY_MS);
+      }
+    }
+  }
+
+  private awaits(id: string): boolean {
+    const s = this.state;
+    return s.sentId === id || (s.role === 'promoting' && id === `promote@${s.claimedEpoch}`);
+  }
+
+  /** Own copy first (durably), then the others, by opening their replication export at the new epoch. */
+  private async raiseEpochs(epoch: number, replicas: string[]): Promise<void> {
+    const unreachable: string[] = [];
+    await Promise.all(
+      replicas.map(async (node) => {
+        try {
+          if (node === this.context.self) await this.context.raiseLocalEpoch(this.name, epoch);
+          else (await this.connectReplica(node, epoch, RAISE_TIMEOUT_MS)).close();
+        } catch (err) {
+          this.context.logger.warn({ volume: this.name, node, epoch, err }, 'could not raise the epoch of a copy');
+          unreachable.push(node);
+        }
+      }),
+    );
+    this.dispatch({ type: 'epochs-raised', epoch, unreachable });
+  }
+
+  private async serve(epoch: number): Promise<void> {
+    const record = this.state.record as VolumeRecord;
+    const local = this.context.localCopy(this.name);
+    if (!local) throw new Error(`volume ${this.name} has no local copy to serve from`);
+    const remotes = record.replicas
+      .filter((r) => r.node !== this.context.self && r.state !== 'failed')
+      .map((r): RemoteReplica => ({ id: r.node, connect: () => this.connectReplica(r.node, epoch, REPLICA_TIMEOUT_MS) }));
+    const device = await ReplicatedDevice.open(local, remotes, this);
+    if (this.state.role !== 'serving' || this.state.claimedEpoch !== epoch || this.closed) {
+      device.close();
+      return;
+    }
+    this.serving = { device, epoch };
+    this.context.logger.info({ volume: this.name, epoch, replicas: record.replicas.map((r) => `${r.node}:${r.state}`) }, 'serving as primary');
+  }
+
+  private stopServing(reason: string): void {
+    const serving = this.serving;
+    this.serving = undefined;
+    if (!serving) return;
+    serving.device.close();
+    this.context.logger.warn({ volume: this.name, epoch: serving.epoch, reason }, 'stopped serving as primary');
+  }
+
+  private async resync(replica: string, kind: 'delta' | 'full'): Promise<void> {
+    const device = this.serving?.device;
+    if (!device) return;
+    const started = Date.now();
+    const copiedBytes = await device.resync(replica, kind);
+    this.context.logger.info({ volume: this.name, replica, kind, copiedBytes, ms: Date.now() - started }, 'replica resynced');
+  }
+
+  private connectReplica(node: string, epoch: number, timeoutMs: number) {
+    const address = this.context.nodeAddress(node);
+    if (!address) return Promise.reject(new Error(`node ${node} is not registered in the cluster`));
+    return nbdReplica({ id: node, host: address.host, port: address.nbdPort, volume: this.name, epoch, timeoutMs }).connect();
+  }
+}
+
+/**
+ * The primary's replication as the NBD exports and the forwarding layer use it. Once this node no
+ * longer serves, every call fails with ESHUTDOWN (whatever went wrong underneath), which tells a
+ * forwarder to find the new primary; a refusal by a fenced replica also stops the service.
+ */
+class PrimaryHandle extends PassThroughDevice implements RouteTarget {
+  constructor(below: BlockDevice, private readonly live: () => boolean, private readonly fenced: () => void) {
+    super(below);
+  }
+
+  /** Nothing to release: the replication it uses is the runner's. */
+  close(): void {}
+
+  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.guarded(() => this.below.read(offsetBytes, lengthBytes));
+  }
+
+  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    return this.guarded(() => this.below.write(offsetBytes, data, fua));
+  }
+
+  override flush(): Promise<void> {
+    return this.guarded(() => this.below.flush());
+  }
+
+  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.guarded(() => this.below.trim(offsetBytes, lengthBytes, fua));
+  }
+
+  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    return this.guarded(() => this.below.writeZeroes(offsetBytes, lengthBytes, options));
+  }
+
+  override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    return this.guarded(() => this.below.blockStatus(offsetBytes, lengthBytes));
+  }
+
+  private async guarded<T>(call: () => Promise<T>): Promise<T> {
+    if (!this.live()) throw notServing();
+    try {
+      return await call();
+    } catch (err) {
+      if (err instanceof IoError && err.errno === 'EPERM') this.fenced();
+      if (!this.live()) throw notServing();
+      throw err;
+    }
+  }
+}
+
+function notServing(): IoError {
+  return new IoError('ESHUTDOWN', 'this node no longer serves the volume as primary');
+}

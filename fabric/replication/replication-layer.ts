@@ -1,0 +1,126 @@
+// The replication layer of every volume's stack (metrics -> replication -> local replica). A volume
+// with no record in the cluster store is this node's alone: the layer passes through. A replicated
+// volume's data calls go to its primary, wherever that is: through the router the cluster
+// controller sets (a ForwardingDevice), which uses this node's own replication while it is the
+// primary and the primary's node otherwise. A primary's writes to this node's copy do not pass
+// here: they enter below the stack (Volume.open with an epoch), fenced by the volume's epoch.
+
+import { failedPrecondition, IoError } from '../errors';
+import type { Pieces } from '../pieces';
+import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
+import { PassThroughDevice, PassThroughLayer } from '../volume/pass-through-device';
+
+export class ReplicationLayer extends PassThroughLayer {
+  private router: BlockDevice | undefined;
+
+  constructor(readonly volume: string, below: VolumeLayer) {
+    super(below);
+  }
+
+  /** The local copy, for the replication this node runs while it is the primary. */
+  get local(): VolumeLayer {
+    return this.below;
+  }
+
+  /** From now on every data call goes through router. */
+  replicate(router: BlockDevice): void {
+    this.router = router;
+  }
+
+  /** The volume was deleted from the cluster: its copy here serves nothing more. */
+  retire(): void {
+    this.router = new RetiredDevice(this.volume, this.below);
+  }
+
+  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.target().read(offsetBytes, lengthBytes);
+  }
+
+  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    return this.target().write(offsetBytes, data, fua);
+  }
+
+  override flush(): Promise<void> {
+    return this.target().flush();
+  }
+
+  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.target().trim(offsetBytes, lengthBytes, fua);
+  }
+
+  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    return this.target().writeZeroes(offsetBytes, lengthBytes, options);
+  }
+
+  override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    return this.target().blockStatus(offsetBytes, lengthBytes);
+  }
+
+  override canMultiConn(): boolean {
+    return this.router ? this.router.canMultiConn() : this.below.canMultiConn();
+  }
+
+  override canFastZero(): boolean {
+    return this.router ? this.router.canFastZero() : this.below.canFastZero();
+  }
+
+  // A control operation of a replicated volume must reach every copy at the same point of its
+  // write stream; until that is built it is refused rather than applied to one copy.
+  override snapshot(name: string): Promise<void> {
+    this.checkLocal('snapshot');
+    return this.below.snapshot(name);
+  }
+
+  override resize(sizeBytes: number): Promise<void> {
+    this.checkLocal('resize');
+    return this.below.resize(sizeBytes);
+  }
+
+  override revert(snapshot: string): Promise<void> {
+    this.checkLocal('revert');
+    return this.below.revert(snapshot);
+  }
+
+  private target(): BlockDevice {
+    return this.router ?? this.below;
+  }
+
+  private checkLocal(operation: string): void {
+    if (this.router) throw failedPrecondition(`volume ${this.volume} is replicated: ${operation} of a replicated volume is not supported yet`);
+  }
+}
+
+/** Every data call fails: the volume is gone from the cluster. */
+class RetiredDevice extends PassThroughDevice {
+  constructor(private readonly volume: string, below: BlockDevice) {
+    super(below);
+  }
+
+  override read(): Promise<Buffer> {
+    return this.gone();
+  }
+
+  override write(): Promise<void> {
+    return this.gone();
+  }
+
+  override flush(): Promise<void> {
+    return this.gone();
+  }
+
+  override trim(): Promise<void> {
+    return this.gone();
+  }
+
+  override writeZeroes(): Promise<void> {
+    return this.gone();
+  }
+
+  override blockStatus(): Promise<Extent[]> {
+    return this.gone();
+  }
+
+  private gone<T>(): Promise<T> {
+    return Promise.reject(new IoError('ESHUTDOWN', `volume ${this.volume} was deleted from the cluster`));
+  }
+}

@@ -1,0 +1,151 @@
+// Replicated volumes with real parts: three weftd processes on a real etcd. A volume created with
+// --replicas 3 through any node has a copy on each; a write through any node reaches every copy;
+// the primary killed with -9 is replaced by an in-sync replica that serves the same data at a
+// higher epoch, through the same addresses; the old primary, restarted, is copied back in sync;
+// placement refusals create nothing; a delete removes every copy.
+
+import type { VolumeInfo } from '../../fabric/volume/types';
+import { startEtcd, type EtcdCluster } from '../helpers/etcd';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
+
+jest.setTimeout(180_000);
+
+const MiB = 1024 * 1024;
+
+afterAll(cleanupAll);
+
+async function weftJson<T>(via: WeftdHandle, args: string[]): Promise<T> {
+  const result = await via.weft([...args, '--output', 'json']);
+  if (result.code !== 0) throw new Error(`weft ${args.join(' ')} failed: ${result.stderr}`);
+  return JSON.parse(result.stdout) as T;
+}
+
+/** qemu-io commands against an NBD export; throws with its output if any fails. */
+async function qemuIo(uri: string, commands: string[], readOnly = false): Promise<string> {
+  const args = ['-f', 'raw', ...(readOnly ? ['-r'] : []), ...commands.flatMap((c) => ['-c', c]), uri];
+  const result = await run('qemu-io', args, { timeoutMs: 60_000 });
+  const out = result.stdout + result.stderr;
+  if (result.code !== 0 || /error|fail|mismatch/i.test(out)) throw new Error(`qemu-io ${commands.join('; ')} on ${uri}: ${out}`);
+  return out;
+}
+
+describe('replicated volumes on etcd', () => {
+  let etcd: EtcdCluster;
+  const nodes: WeftdHandle[] = [];
+  const byId = (id: string) => nodes.find((n) => n.nodeId === id) as WeftdHandle;
+
+  beforeAll(async () => {
+    etcd = await startEtcd(1);
+    for (const [id, zone] of [['n1', 'a'], ['n2', 'b'], ['n3', 'c']]) {
+      const poolDir = makeTempDir(`weft-pool-${id}-`);
+      nodes.push(
+        await startWeftd({
+          pools: [`ssd:${poolDir}:${256 * MiB}`],
+          extraArgs: ['--store', etcd.storeSpec, '--node-id', id, '--zone', zone, '--advertise', '127.0.0.1'],
+        }),
+      );
+    }
+  });
+
+  /** The volume as `via` shows it once every replica is in sync at an epoch above `above`. */
+  async function settled(via: WeftdHandle, name: string, above = 0): Promise<VolumeInfo> {
+    let shown: VolumeInfo | undefined;
+    await waitFor(
+      async () => {
+        shown = await weftJson<VolumeInfo>(via, ['volume', 'show', name]);
+        const r = shown.replication;
+        return r !== undefined && r.epoch > above && r.replicas.every((c) => c.state === 'in-sync');
+      },
+      60_000,
+      200,
+    );
+    return shown as VolumeInfo;
+  }
+
+  /** What one node's own copy holds, read below the routing (the replication export at the copy's epoch). */
+  async function copyUri(node: WeftdHandle, name: string): Promise<string> {
+    const epoch = (await weftJson<VolumeInfo>(node, ['volume', 'show', name])).epoch;
+    return node.nbdUri(`${name}~epoch=${epoch}`);
+  }
+
+  test('created through any node: a copy on each, one primary, every copy gets every write', async () => {
+    const created = await weftJson<VolumeInfo>(nodes[1], ['volume', 'create', 'r1', '--size', '64MiB', '--replicas', '3']);
+    expect(created.replication?.replicas.map((r) => r.node).sort()).toEqual(['n1', 'n2', 'n3']);
+    const shown = await settled(nodes[0], 'r1');
+    expect(shown.replication?.epoch).toBe(1);
+    expect(shown.sizeBytes).toBe(64 * MiB);
+
+    // Written through one node, read through each.
+    await qemuIo(nodes[2].nbdUri('r1'), ['write -P 0x5a 0 1M', 'write -P 0xa5 32M 4k', 'flush']);
+    for (const node of nodes) await qemuIo(node.nbdUri('r1'), ['read -P 0x5a 0 1M', 'read -P 0xa5 32M 4k'], true);
+    // Each copy holds it.
+    for (const node of nodes) await qemuIo(await copyUri(node, 'r1'), ['read -P 0x5a 0 1M', 'read -P 0xa5 32M 4k', 'read -P 0 1M 1M'], true);
+
+    const table = await nodes[0].weft(['volume', 'show', 'r1']);
+    expect(table.stdout).toMatch(/Replicas \(primary n\d, epoch 1\):/);
+    expect(table.stdout).toMatch(/\nNODE\s+STATE\s+BEHIND\s+RESYNCED/);
+    expect(table.stdout).toMatch(/\nn1\S*\s.*in-sync/);
+  });
+
+  test('the primary killed with -9: an in-sync replica serves the same data at the next epoch, through the same addresses', async () => {
+    const before = await settled(nodes[0], 'r1');
+    const primary = byId(before.replication!.primary);
+    const survivor = nodes.find((n) => n !== primary) as WeftdHandle;
+    await primary.kill9();
+    const killedAt = Date.now();
+    // A write through a surviving node is acknowledged once a replica has taken over.
+    await qemuIo(survivor.nbdUri('r1'), ['write -P 0x77 2M 64k', 'flush']);
+    const failoverMs = Date.now() - killedAt;
+    console.log(`failover: kill -9 of the primary to the first acknowledged write: ${failoverMs} ms`);
+
+    const after = await weftJson<VolumeInfo>(survivor, ['volume', 'show', 'r1']);
+    expect(after.replication!.epoch).toBeGreaterThan(before.replication!.epoch);
+    expect(after.replication!.primary).not.toBe(primary.nodeId);
+    expect(after.replication!.replicas.find((r) => r.node === primary.nodeId)?.state).toBe('out');
+    for (const node of nodes.filter((n) => n !== primary)) {
+      await qemuIo(node.nbdUri('r1'), ['read -P 0x5a 0 1M', 'read -P 0x77 2M 64k', 'read -P 0xa5 32M 4k'], true);
+    }
+
+    // Back: it is copied in sync again, and its copy holds what was written while it was away.
+    await primary.start();
+    const healed = await settled(survivor, 'r1', before.replication!.epoch);
+    expect(healed.replication!.replicas.map((r) => r.state)).toEqual(['in-sync', 'in-sync', 'in-sync']);
+    await qemuIo(await copyUri(primary, 'r1'), ['read -P 0x5a 0 1M', 'read -P 0x77 2M 64k', 'read -P 0xa5 32M 4k'], true);
+  });
+
+  test('a request placement cannot meet is refused, and nothing is created on any node', async () => {
+    const tooMany = await nodes[0].weft(['volume', 'create', 'bad', '--size', '16MiB', '--replicas', '4']);
+    expect(tooMany.code).not.toBe(0);
+    expect(tooMany.stderr).toMatch(/4 replicas need 4 nodes .* 3 qualify/);
+    const tooBig = await nodes[0].weft(['volume', 'create', 'bad', '--size', '1GiB', '--replicas', '2']);
+    expect(tooBig.stderr).toMatch(/smaller than the volume/);
+    const noClass = await nodes[0].weft(['volume', 'create', 'bad', '--size', '16MiB', '--replicas', '2', '--class', 'hdd']);
+    expect(noClass.stderr).toMatch(/no pool of class hdd/);
+    const unknownNode = await nodes[0].weft(['volume', 'create', 'bad', '--size', '16MiB', '--replicas', '2', '--locality', 'n9']);
+    expect(unknownNode.stderr).toMatch(/locality: no node "n9"/);
+    for (const node of nodes) {
+      const names = (await weftJson<VolumeInfo[]>(node, ['volume', 'list'])).map((v) => v.name);
+      expect(names).not.toContain('bad');
+    }
+  });
+
+  test('locality puts the primary on the named node', async () => {
+    await weftJson<VolumeInfo>(nodes[0], ['volume', 'create', 'r2', '--size', '16MiB', '--replicas', '2', '--locality', 'n3']);
+    const shown = await settled(nodes[0], 'r2');
+    expect(shown.replication!.primary).toBe('n3');
+    expect(shown.replication!.replicas[0].node).toBe('n3');
+  });
+
+  test('delete removes every copy', async () => {
+    const deleted = await nodes[2].weft(['volume', 'delete', 'r2']);
+    expect(deleted.stderr).toBe('');
+    expect(deleted.code).toBe(0);
+    for (const node of nodes) {
+      const names = (await weftJson<VolumeInfo[]>(node, ['volume', 'list'])).map((v) => v.name);
+      expect(names).not.toContain('r2');
+    }
+    // r1 is still there and still served.
+    await qemuIo(nodes[0].nbdUri('r1'), ['read -P 0x5a 0 1M'], true);
+  });
+});
