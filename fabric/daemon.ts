@@ -61,6 +61,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     // The volume metrics drop the series of deleted volumes; they ask the engine once it exists.
     let liveExports: () => string[] = () => [];
     const volumeMetrics = new VolumeMetrics(registry, () => liveExports());
+    let clusterVolumes: ClusterVolumes | undefined; // set once the store is open; the controller's copies are controlled through it
     // Made before the engine, which builds each volume's stack (with its replication layer) as it opens.
     const controller = VolumeController.create({
       self: config.nodeId,
@@ -68,6 +69,8 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
         if (engine.getVolume(volume).epoch < epoch) await engine.raiseEpoch(volume, epoch);
       },
       hasCopy: (volume) => engine.hasVolume(volume),
+      // Only a serving primary controls copies, and it serves only once the API (and clusterVolumes) exists.
+      controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch),
       logger: logger.child({ component: 'volumes' }),
     });
     const engine: LocalEngine = await LocalEngine.open({
@@ -103,7 +106,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     running.add('nbd', () => nbd.close());
 
     const node = { nodeId: config.nodeId, version: weftVersion(), listenAddress: config.listen, nbdPort, metricsPort, dataDir: config.dataDir, formatVersion: FORMAT_VERSION, startedAt, zone: config.zone };
-    const clusterVolumes = new ClusterVolumes(engine, controller, store, config.nodeId, logger.child({ component: 'volumes' }));
+    clusterVolumes = new ClusterVolumes(engine, controller, store, config.nodeId, logger.child({ component: 'volumes' }));
     const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, clusterVolumes, logger: logger.child({ component: 'api' }) });
     const apiPort = await listen('api', config.listen, config.apiPort, () => api.listen(config.listen, config.apiPort));
     running.add('api', () => api.close());

@@ -3,6 +3,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import type { ClusterNode } from '../cluster/membership';
+import type { CopyOperation } from '../replication/replication-layer';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
@@ -120,6 +121,13 @@ export class WeftClient {
   /** Node to node: drops this node's copy (checkOnly: only checks that no client has it open). */
   async deleteCopy(name: string, checkOnly = false): Promise<void> {
     await this.unary('ReplicaService', 'DeleteCopy', { name, checkOnly });
+  }
+
+  /** Node to node: the primary (at epoch) applies a control operation to this node's copy. */
+  async controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void> {
+    const fields =
+      operation.type === 'snapshot' ? { snapshot: operation.name } : operation.type === 'resize' ? { sizeBytes: operation.sizeBytes } : { deleteSnapshot: operation.name };
+    await this.unary('ReplicaService', 'ControlCopy', { name, epoch, ...fields });
   }
 
   /** Adds or replaces the attachment of the volume on the node; resolves with it as stored. */

@@ -14,7 +14,9 @@ import { alreadyExists, failedPrecondition, invalidArgument, WeftError } from '.
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { validateName } from '../volume/names';
-import type { ReplicaInfo, VolumeEngine, VolumeInfo } from '../volume/types';
+import type { ReplicaInfo, SnapshotInfo, VolumeEngine, VolumeInfo } from '../volume/types';
+import type { CopyOperation } from '../replication/replication-layer';
+import { applyTo } from '../cluster/volume-runner';
 import { WeftApiError, WeftClient } from './client';
 
 /** How long a copy's delete waits for the replication connections to it to close. */
@@ -37,12 +39,28 @@ export interface ReplicatedVolumes {
   deleteCopy(name: string, checkOnly?: boolean): Promise<void>;
   list(): VolumeInfo[];
   info(name: string): VolumeInfo;
+  resize(name: string, sizeBytes: number): Promise<VolumeInfo>;
+  createSnapshot(volume: string, name: string): Promise<SnapshotInfo>;
+  deleteSnapshot(volume: string, name: string): Promise<void>;
+  controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void>;
 }
 
 /** A node served without a cluster (API tests): its own volumes only. */
 export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
   const refuse = () => Promise.reject(failedPrecondition('this node serves without a cluster: replicated volumes are not available'));
-  return { isReplicated: () => false, create: refuse, delete: refuse, createCopy: refuse, deleteCopy: refuse, list: () => engine.listVolumes(), info: (name) => engine.getVolume(name) };
+  return {
+    isReplicated: () => false,
+    create: refuse,
+    delete: refuse,
+    createCopy: refuse,
+    deleteCopy: refuse,
+    controlCopy: refuse,
+    list: () => engine.listVolumes(),
+    info: (name) => engine.getVolume(name),
+    resize: (name, sizeBytes) => engine.resizeVolume(name, sizeBytes),
+    createSnapshot: (volume, name) => engine.createSnapshot(volume, name),
+    deleteSnapshot: (volume, name) => engine.deleteSnapshot(volume, name),
+  };
 }
 
 export class ClusterVolumes implements ReplicatedVolumes {
@@ -134,6 +152,50 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const deadline = Date.now() + DRAIN_MS;
     while (this.engine.openHandles(name).length > 0 && Date.now() < deadline) await sleep(50);
     await this.engine.deleteVolume(name);
+  }
+
+  /** Grows every copy, through the primary. */
+  async resize(name: string, sizeBytes: number): Promise<VolumeInfo> {
+    const primary = this.controller.record(name)?.primary;
+    if (primary === undefined || primary === this.self) {
+      await this.engine.resizeVolume(name, sizeBytes);
+      return this.info(name);
+    }
+    await this.onNode(primary, (client) => client.resizeVolume(name, sizeBytes), () => Promise.reject(new Error('unreachable')));
+    return this.info(name);
+  }
+
+  /** A snapshot of every copy at one point of the write stream, taken by the primary. */
+  createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
+    const primary = this.controller.record(volume)?.primary;
+    if (primary === undefined || primary === this.self) return this.engine.createSnapshot(volume, name);
+    return this.onNode(primary, (client) => client.createSnapshot(volume, name), () => Promise.reject(new Error('unreachable')));
+  }
+
+  /** Deleted from every copy; a copy on a node that is down keeps it (logged). */
+  async deleteSnapshot(volume: string, name: string): Promise<void> {
+    const record = this.controller.record(volume);
+    if (!record) return this.engine.deleteSnapshot(volume, name);
+    const operation: CopyOperation = { type: 'delete-snapshot', name };
+    const outcomes = await Promise.allSettled(record.replicas.map((r) => this.controlCopyOn(r.node, volume, operation, record.epoch)));
+    const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[record.replicas[i].node, o.reason as Error] as const] : []));
+    if (failed.length === outcomes.length) throw failed[0][1];
+    for (const [node, err] of failed) this.logger.warn({ volume, snapshot: name, node, err }, 'a copy keeps a deleted snapshot');
+  }
+
+  /** Runs a control operation on node's copy: here directly, elsewhere through its API. */
+  controlCopyOn(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void> {
+    return this.onNode(node, (client) => client.controlCopy(volume, operation, epoch), () => this.controlCopy(volume, operation, epoch));
+  }
+
+  /** This node's part of a control operation, from the primary at epoch: refused if a newer primary raised this copy's epoch. */
+  async controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void> {
+    if (operation.type === 'delete-snapshot') return this.engine.deleteSnapshot(name, operation.name);
+    const copy = this.controller.localCopy(name);
+    if (!copy) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
+    const own = this.engine.getVolume(name).epoch;
+    if (own > epoch) throw failedPrecondition(`the copy of ${name} on ${this.self} is at epoch ${own}: a primary at epoch ${epoch} is no longer the primary`);
+    await applyTo(copy, operation);
   }
 
   /** This node's volumes, and the cluster's replicated volumes it holds no copy of. */

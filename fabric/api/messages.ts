@@ -25,6 +25,14 @@ export interface CreateCopyRequest {
   class: string;
 }
 
+export interface ControlCopyRequest {
+  name: string;
+  epoch: number;
+  snapshot: string;
+  sizeBytes: number;
+  deleteSnapshot: string;
+}
+
 export interface DeleteCopyRequest {
   name: string;
   checkOnly: boolean;

@@ -6,6 +6,7 @@ import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { VolumeEngine, VolumeInfo } from '../volume/types';
 import { invalidArgument } from '../errors';
+import type { CopyOperation } from '../replication/replication-layer';
 import type { AttachmentStore } from './attachments';
 import { replicaCount, type ReplicatedVolumes } from './cluster-volumes';
 import { volumeToWire } from './messages';
@@ -19,7 +20,7 @@ export function volumeService(engine: VolumeEngine, attachments: AttachmentStore
     ListVolumes: unary(logger, () => ({ volumes: cluster.list().map(volumeToWire) })),
     GetVolume: unary(logger, (request: wire.NameRequest) => volumeToWire(cluster.info(checkName('name', request.name)))),
     ResizeVolume: unary(logger, async (request: wire.ResizeVolumeRequest) =>
-      volumeToWire(await engine.resizeVolume(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes))),
+      volumeToWire(await cluster.resize(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes))),
     ),
     DeleteVolume: unary(logger, async (request: wire.NameRequest) => {
       const name = checkName('name', request.name);
@@ -96,5 +97,15 @@ export function replicaService(cluster: ReplicatedVolumes, logger: Logger): Unty
       await cluster.deleteCopy(checkName('name', request.name), request.checkOnly);
       return {};
     }),
+    ControlCopy: unary(logger, async (request: wire.ControlCopyRequest) => {
+      await cluster.controlCopy(checkName('name', request.name), copyOperation(request), request.epoch);
+      return {};
+    }),
   };
+}
+
+function copyOperation(request: wire.ControlCopyRequest): CopyOperation {
+  if (request.snapshot) return { type: 'snapshot', name: checkName('snapshot', request.snapshot) };
+  if (request.deleteSnapshot) return { type: 'delete-snapshot', name: checkName('delete_snapshot', request.deleteSnapshot) };
+  return { type: 'resize', sizeBytes: checkSize('size_bytes', request.sizeBytes) };
 }

@@ -73,7 +73,9 @@ export type BrainEvent =
   /** The replication layer: a resync finished (it asks for the replica's return). */
   | { type: 'resync-finished'; replica: string }
   /** An operator asks for a replica to be replaced. */
-  | { type: 'replace'; replica: string };
+  | { type: 'replace'; replica: string }
+  /** The primary grew every copy: the record is to say so. */
+  | { type: 'resized'; sizeBytes: number };
 
 export type BrainAction =
   /** Run the transaction after delayMs and answer with a txn-result of this id. A change's txn carries it, so that the edge can settle whoever waits for it. */

@@ -89,6 +89,9 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
     case 'replace':
       if (s.role === 'serving') replace(s, actions, event.replica, 'an operator asked');
       break;
+    case 'resized':
+      if (s.role === 'serving' && (s.record as VolumeRecord).sizeBytes < event.sizeBytes) queue(s, { kind: 'resize', node: s.self, sizeBytes: event.sizeBytes });
+      break;
   }
   settle(s, actions, config);
   return { state: s, actions };

@@ -9,7 +9,8 @@ import { primaryExportName } from '../nbd-exports';
 import { ForwardingDevice, type RouteTarget } from '../replication/forwarding-device';
 import { connectNbdRoute } from '../replication/nbd-route-target';
 import type { ReplicaStatus } from '../replication/replicated-device';
-import { ReplicationLayer } from '../replication/replication-layer';
+import { ReplicationLayer, type CopyOperation } from '../replication/replication-layer';
+import { failedPrecondition } from '../errors';
 import type { BlockDevice, VolumeLayer } from '../volume/block-device';
 import type { ClusterStore, KeyValue, StoreWatch, WatchEvent } from './cluster-store';
 import { listNodes, type ClusterNode } from './membership';
@@ -29,6 +30,8 @@ export interface ControllerOptions {
   raiseLocalEpoch(volume: string, epoch: number): Promise<void>;
   /** Whether this node holds a copy of the volume. */
   hasCopy(volume: string): boolean;
+  /** Applies a control operation to another node's copy (through its control API). */
+  controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
   brain?: Partial<BrainConfig>;
   logger: Logger;
 }
@@ -71,7 +74,7 @@ export class VolumeController {
     const layer = new ReplicationLayer(volume, below);
     this.layers.set(volume, layer);
     const record = this.records.get(volume);
-    if (record) layer.replicate(this.forwarder(volume, record.sizeBytes));
+    if (record) layer.replicate(this.forwarder(volume, record.sizeBytes), this.controlOf(volume));
     return layer;
   }
 
@@ -133,7 +136,7 @@ export class VolumeController {
    * served only through its primary, so that nothing is written to it directly.
    */
   adopt(volume: string, sizeBytes: number): void {
-    this.layers.get(volume)?.replicate(this.forwarder(volume, sizeBytes));
+    this.layers.get(volume)?.replicate(this.forwarder(volume, sizeBytes), this.controlOf(volume));
   }
 
   /** This node's copy is being deleted: it stops serving it, whether or not it saw the record go. */
@@ -141,6 +144,11 @@ export class VolumeController {
     this.runners.get(volume)?.close();
     this.runners.delete(volume);
     this.layers.get(volume)?.retire();
+  }
+
+  /** This node's copy below the stack, for the control operations the primary applies to it. */
+  localCopy(volume: string): VolumeLayer | undefined {
+    return this.layers.get(volume)?.local;
   }
 
   /** The device behind VOL~primary: the primary's replication, only while this node serves the volume. */
@@ -201,7 +209,7 @@ export class VolumeController {
     const record = JSON.parse(kv.value) as VolumeRecord;
     const known = this.records.has(name);
     this.records.set(name, record);
-    if (!known) this.layers.get(name)?.replicate(this.forwarder(name, record.sizeBytes));
+    if (!known) this.layers.get(name)?.replicate(this.forwarder(name, record.sizeBytes), this.controlOf(name));
     const holds = record.replicas.some((r) => r.node === this.options.self) && this.options.hasCopy(name);
     if (holds && !runner) this.startRunner(name);
     if (!holds && runner) {
@@ -221,6 +229,7 @@ export class VolumeController {
         const n = this.nodes.get(node);
         return n && { host: n.address, nbdPort: n.nbdPort };
       },
+      controlCopy: this.options.controlCopy,
       config: this.config,
       logger: this.options.logger,
     });
@@ -274,6 +283,15 @@ export class VolumeController {
   }
 
   // ---- routing ----
+
+  /** A control operation of the volume, run by this node's brain (refused unless it serves as primary). */
+  private controlOf(name: string): (operation: CopyOperation) => Promise<void> {
+    return (operation) => {
+      const runner = this.runners.get(name);
+      if (!runner) return Promise.reject(failedPrecondition(`node ${this.options.self} holds no serving copy of volume ${name}`));
+      return runner.control(operation);
+    };
+  }
 
   /** Sends a volume's I/O to its primary: this node's own replication while it serves, else the primary's node. */
   private forwarder(name: string, sizeBytes: number): ForwardingDevice {

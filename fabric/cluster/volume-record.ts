@@ -50,7 +50,9 @@ export type RecordChange =
   /** Back in the in-sync set, and the copy it replaces dropped. */
   | { kind: 'in-sync'; node: string }
   /** node is given up and `by`, a new copy, starts its full copy. */
-  | { kind: 'replace'; node: string; by: string };
+  | { kind: 'replace'; node: string; by: string }
+  /** Every copy was grown (by the primary, node) to sizeBytes. */
+  | { kind: 'resize'; node: string; sizeBytes: number };
 
 export const volumeKey = (name: string) => `volumes/${name}`;
 export const volumeLeaseKey = (name: string) => `volume-leases/${name}`;
@@ -86,6 +88,7 @@ export function promoted(record: VolumeRecord, node: string): VolumeRecord {
 }
 
 export function applyChange(record: VolumeRecord, change: RecordChange): VolumeRecord {
+  if (change.kind === 'resize') return { ...record, sizeBytes: change.sizeBytes };
   const replicas = record.replicas.flatMap((r): ReplicaRecord[] => {
     if (change.kind === 'in-sync' && r.node === replacedBy(record, change.node)) return [];
     if (r.node !== change.node) return [r];

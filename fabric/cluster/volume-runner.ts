@@ -5,11 +5,12 @@
 // brain's transaction for it committed, and fails if the brain stopped serving first.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { IoError } from '../errors';
+import { failedPrecondition, IoError } from '../errors';
 import type { Logger } from '../logger';
 import type { Pieces } from '../pieces';
 import type { RouteTarget } from '../replication/forwarding-device';
 import { ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-device';
+import type { CopyOperation } from '../replication/replication-layer';
 import type { InSyncSet } from '../replication/in-sync-set';
 import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
 import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
@@ -17,7 +18,7 @@ import { PassThroughDevice } from '../volume/pass-through-device';
 import type { ClusterStore } from './cluster-store';
 import { step } from './volume-brain';
 import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
-import { inSyncNodes, type VolumeRecord } from './volume-record';
+import { inSyncNodes, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
 
 /** How long raising a replica's epoch may take before it counts as unreachable. */
 const RAISE_TIMEOUT_MS = 2000;
@@ -39,13 +40,15 @@ export interface RunnerContext {
   /** The local copy below the volume's stack, for the replication this node runs as primary. */
   localCopy(volume: string): VolumeLayer | undefined;
   nodeAddress(node: string): NodeAddress | undefined;
+  /** Applies a control operation to node's copy, which refuses it if its epoch is above the given one. */
+  controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
   config: BrainConfig;
   logger: Logger;
 }
 
+/** Someone waiting for a record change to commit: done() says when the record the store committed shows it. */
 interface Waiter {
-  kind: 'out' | 'in-sync';
-  node: string;
+  done(state: BrainState): boolean;
   resolve(): void;
   reject(error: Error): void;
 }
@@ -104,30 +107,73 @@ export class VolumeRunner implements InSyncSet {
 
   remove(replicaId: string, reason: string): Promise<void> {
     this.dispatch({ type: 'replica-failed', replica: replicaId, reason });
-    return this.waitFor('out', replicaId);
+    return this.waitFor('out', replicaId, (state) => state !== 'in-sync' && state !== 'resyncing');
   }
 
   add(replicaId: string): Promise<void> {
     this.dispatch({ type: 'resync-finished', replica: replicaId });
-    return this.waitFor('in-sync', replicaId);
+    return this.waitFor('in-sync', replicaId, (state) => state === 'in-sync');
   }
 
-  private waitFor(kind: Waiter['kind'], node: string): Promise<void> {
+  // ---- control operations, on the primary ----
+
+  /**
+   * A snapshot or a resize of every copy at one point of the write stream: with every copy in sync,
+   * changes paused, the other copies first (each checks this primary's epoch), then this one. A
+   * snapshot that fails on the way is deleted again from the copies that made it. A resize ends once
+   * the record has the new size.
+   */
+  async control(operation: CopyOperation): Promise<void> {
+    const serving = this.serving;
+    const record = this.state.record;
+    const local = this.context.localCopy(this.name);
+    if (!serving || !record || !local) throw failedPrecondition(`node ${this.context.self} does not serve volume ${this.name} as primary (the primary is ${record?.primary ?? 'unknown'})`);
+    const lagging = record.replicas.filter((r) => r.state !== 'in-sync');
+    if (lagging.length > 0) {
+      throw failedPrecondition(`volume ${this.name}: a ${operation.type} needs every copy in sync; ${lagging.map((r) => `${r.node} is ${r.state}`).join(', ')}`);
+    }
+    const others = record.replicas.map((r) => r.node).filter((n) => n !== this.context.self);
+    await serving.device.paused(async () => {
+      const done: string[] = [];
+      try {
+        for (const node of others) {
+          await this.context.controlCopy(node, this.name, operation, serving.epoch);
+          done.push(node);
+        }
+        await applyTo(local, operation);
+      } catch (err) {
+        if (operation.type === 'snapshot') {
+          const undo: CopyOperation = { type: 'delete-snapshot', name: operation.name };
+          for (const node of done) await this.context.controlCopy(node, this.name, undo, serving.epoch).catch(() => undefined);
+        }
+        throw err;
+      }
+    });
+    if (operation.type === 'resize') {
+      const sizeBytes = operation.sizeBytes;
+      this.dispatch({ type: 'resized', sizeBytes });
+      await this.waitFor('resize', this.context.self, () => (this.state.record as VolumeRecord).sizeBytes >= sizeBytes);
+    }
+  }
+
+  /** Resolves once no change of this kind for node is pending and the committed record satisfies done; fails if this node stops serving first. */
+  private waitFor(kind: RecordChange['kind'], node: string, done: (replicaState: ReplicaState | undefined) => boolean): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.waiters.push({ kind, node, resolve, reject });
+      this.waiters.push({
+        done: (s) => !s.changes.some((c) => c.kind === kind && c.node === node) && done(s.record?.replicas.find((r) => r.node === node)?.state),
+        resolve,
+        reject,
+      });
       this.settleWaiters();
     });
   }
 
-  /** A waiter is done once the record the store committed says so; it fails once this node no longer serves. */
   private settleWaiters(): void {
     const holding = !this.closed && ['raising', 'fencing', 'serving'].includes(this.state.role);
     this.waiters = this.waiters.filter((w) => {
-      const state = this.state.record?.replicas.find((r) => r.node === w.node)?.state;
-      const pending = this.state.changes.some((c) => c.kind === w.kind && c.node === w.node);
-      const done = !pending && (w.kind === 'in-sync' ? state === 'in-sync' : state !== 'in-sync' && state !== 'resyncing');
+      const done = w.done(this.state);
       if (done) w.resolve();
-      else if (!holding) w.reject(new Error(`volume ${this.name}: this node no longer serves it, so the in-sync set cannot change`));
+      else if (!holding) w.reject(new Error(`volume ${this.name}: this node no longer serves it, so its record cannot change`));
       return !done && holding;
     });
   }
@@ -284,6 +330,18 @@ class PrimaryHandle extends PassThroughDevice implements RouteTarget {
       if (!this.live()) throw notServing();
       throw err;
     }
+  }
+}
+
+/** A control operation on this node's own copy (below the stack). */
+export function applyTo(copy: VolumeLayer, operation: CopyOperation): Promise<void> {
+  switch (operation.type) {
+    case 'snapshot':
+      return copy.snapshot(operation.name);
+    case 'resize':
+      return copy.resize(operation.sizeBytes);
+    case 'delete-snapshot':
+      throw new Error('a snapshot is deleted through the engine, not the stack');
   }
 }
 

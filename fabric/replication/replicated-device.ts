@@ -9,6 +9,7 @@ import { IoError } from '../errors';
 import { totalBytes, type Pieces } from '../pieces';
 import type { VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughLayer } from '../volume/pass-through-device';
+import { Quiesce } from '../volume/quiesce';
 import { RangeLock } from '../volume/range-lock';
 import { DirtyMap } from './dirty-map';
 import type { InSyncSet } from './in-sync-set';
@@ -77,6 +78,8 @@ class Remote {
 
 export class ReplicatedDevice extends PassThroughLayer {
   private readonly remotes: Remote[];
+  /** Changes and flushes pass it; a control operation closes it (paused). */
+  private readonly gate = new Quiesce();
   /** Orders resync copies (exclusive) against client writes (shared) while a resync runs. */
   private readonly copyLock = new RangeLock();
   private resyncs = 0;
@@ -155,6 +158,29 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /** Durable everywhere in the set before it resolves; what a remote had not flushed is dirty if it fails. */
   override async flush(): Promise<void> {
+    const paused = this.gate.enter();
+    if (paused) await paused;
+    try {
+      await this.flushNow();
+    } finally {
+      this.gate.leave();
+    }
+  }
+
+  /**
+   * Runs a control operation (a snapshot, a resize) with no change in flight and none let in: the
+   * copies it is applied to then hold the same point of the write stream.
+   */
+  async paused<T>(operation: () => Promise<T>): Promise<T> {
+    await this.gate.pause();
+    try {
+      return await operation();
+    } finally {
+      this.gate.resume();
+    }
+  }
+
+  private async flushNow(): Promise<void> {
     const targets = this.targets();
     const covered = targets.map((r) => {
       const taken = r.unflushed;
@@ -293,16 +319,21 @@ export class ReplicatedDevice extends PassThroughLayer {
   }
 
   private async replicateNow(offsetBytes: number, lengthBytes: number, local: () => Promise<void>, remote: (c: ReplicaConnection) => Promise<void>): Promise<void> {
-    const release = this.resyncs > 0 ? await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false) : undefined;
+    const paused = this.gate.enter();
+    if (paused) await paused;
+    let release: (() => void) | undefined;
     try {
+      if (this.resyncs > 0) release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false);
       const targets = this.targets();
       const outcomes = await Promise.allSettled([local(), ...targets.map((r) => remote(r.connection as ReplicaConnection))]);
       for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') targets[i].unflushed.mark(offsetBytes, lengthBytes);
       await this.settle(targets, outcomes, offsetBytes, lengthBytes);
     } finally {
       release?.();
+      this.gate.leave();
     }
   }
+
 
   /**
    * After a change went to the local copy (outcomes[0]) and the targets: the remotes that failed

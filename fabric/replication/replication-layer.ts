@@ -10,8 +10,12 @@ import type { Pieces } from '../pieces';
 import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughDevice, PassThroughLayer } from '../volume/pass-through-device';
 
+/** A control operation applied to every copy of a replicated volume. */
+export type CopyOperation = { type: 'snapshot'; name: string } | { type: 'resize'; sizeBytes: number } | { type: 'delete-snapshot'; name: string };
+
 export class ReplicationLayer extends PassThroughLayer {
   private router: BlockDevice | undefined;
+  private control: ((operation: CopyOperation) => Promise<void>) | undefined;
 
   constructor(readonly volume: string, below: VolumeLayer) {
     super(below);
@@ -22,14 +26,16 @@ export class ReplicationLayer extends PassThroughLayer {
     return this.below;
   }
 
-  /** From now on every data call goes through router. */
-  replicate(router: BlockDevice): void {
+  /** From now on every data call goes through router, and snapshot and resize through control (the primary's). */
+  replicate(router: BlockDevice, control: (operation: CopyOperation) => Promise<void>): void {
     this.router = router;
+    this.control = control;
   }
 
   /** The volume was deleted from the cluster: its copy here serves nothing more. */
   retire(): void {
     this.router = new RetiredDevice(this.volume, this.below);
+    this.control = undefined;
   }
 
   override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
@@ -64,20 +70,18 @@ export class ReplicationLayer extends PassThroughLayer {
     return this.router ? this.router.canFastZero() : this.below.canFastZero();
   }
 
-  // A control operation of a replicated volume must reach every copy at the same point of its
-  // write stream; until that is built it is refused rather than applied to one copy.
+  // A control operation of a replicated volume reaches every copy at the same point of its write
+  // stream, through the primary; one that cannot is refused rather than applied to one copy.
   override snapshot(name: string): Promise<void> {
-    this.checkLocal('snapshot');
-    return this.below.snapshot(name);
+    return this.router ? this.replicated({ type: 'snapshot', name }) : this.below.snapshot(name);
   }
 
   override resize(sizeBytes: number): Promise<void> {
-    this.checkLocal('resize');
-    return this.below.resize(sizeBytes);
+    return this.router ? this.replicated({ type: 'resize', sizeBytes }) : this.below.resize(sizeBytes);
   }
 
   override revert(snapshot: string): Promise<void> {
-    this.checkLocal('revert');
+    if (this.router) return Promise.reject(failedPrecondition(`volume ${this.volume} is replicated: reverting a replicated volume is not supported yet`));
     return this.below.revert(snapshot);
   }
 
@@ -85,8 +89,9 @@ export class ReplicationLayer extends PassThroughLayer {
     return this.router ?? this.below;
   }
 
-  private checkLocal(operation: string): void {
-    if (this.router) throw failedPrecondition(`volume ${this.volume} is replicated: ${operation} of a replicated volume is not supported yet`);
+  private replicated(operation: CopyOperation): Promise<void> {
+    if (!this.control) return Promise.reject(failedPrecondition(`volume ${this.volume} was deleted from the cluster`));
+    return this.control(operation);
   }
 }
 

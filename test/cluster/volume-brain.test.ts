@@ -108,6 +108,10 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['6', 'fenced by a replica: stops, and leaves the lease to lapse', primary(record()), [{ type: 'fenced' }], [
     { type: 'stop-serving', reason: 'a replica refused a write of epoch 3: a newer primary raised its epoch' },
   ]],
+  ['3', 'every copy grown: the primary records the new size, conditioned on its lease', primary(record()), [{ type: 'resized', sizeBytes: 20 * GiB }], [
+    { txn: 'resize:a@10', delayMs: undefined, puts: [record({}, { sizeBytes: 20 * GiB })] },
+  ]],
+  ['3', 'a resize is recorded by the primary only', follower('b', record(), ['a']), [{ type: 'resized', sizeBytes: 20 * GiB }], []],
   ['6', 'fenced while a follower: nothing to stop', follower('b', record(), ['a']), [{ type: 'fenced' }], []],
   ['3', 'its primary lease gone: stops, and may take over afresh like any member (its lease, if lapsed, makes that fail)', primary(record()), [leaseGone], [
     { type: 'stop-serving', reason: 'lost the primary lease of epoch 3' },
