@@ -16,6 +16,8 @@ export interface ResyncBenchSetup {
   local: VolumeLayer;
   /** The replica, outside the in-sync set as far as each new ReplicatedDevice knows. */
   remote: RemoteReplica;
+  /** CPU seconds the replica's process has used so far. */
+  replicaCpuSeconds(): number;
   /** Makes the export at uri serve device from the next connection on. */
   serve(device: BlockDevice): void;
   uri: string;
@@ -24,6 +26,8 @@ export interface ResyncBenchSetup {
   repeat: number;
 }
 
+/** BENCH_RESYNC_SHARE: the resyncBusyShare of the throttled rounds (default: the device's own). */
+const SHARE = process.env.BENCH_RESYNC_SHARE === undefined ? undefined : Number(process.env.BENCH_RESYNC_SHARE);
 const JOB = ALL_JOBS.find((job) => job.name === '4k randwrite qd32') ?? ALL_JOBS[0];
 const ROUNDS = ['in sync', 'during a full resync', 'during a full resync, unthrottled'] as const;
 type Round = (typeof ROUNDS)[number];
@@ -33,18 +37,22 @@ export async function resyncBench(setup: ResyncBenchSetup): Promise<{ markdown: 
   const open = (options: ReplicationOptions = {}) => ReplicatedDevice.open(setup.local, [setup.remote], new MemoryInSyncSet([]), options);
 
   const rebuilds: number[] = [];
+  const notes: string[] = [];
   for (let repetition = 1; repetition <= setup.repeat; repetition++) {
     const device = await open();
     const started = performance.now();
+    const [primaryCpu, replicaCpu] = [process.cpuUsage(), setup.replicaCpuSeconds()];
     const bytes = await device.resync(setup.remote.id, 'full');
     const seconds = (performance.now() - started) / 1000;
+    const cpu = process.cpuUsage(primaryCpu);
+    const cpuNote = `CPU s: primary ${((cpu.user + cpu.system) / 1e6).toFixed(1)}, replica ${(setup.replicaCpuSeconds() - replicaCpu).toFixed(1)}`;
     device.close();
     rebuilds.push(bytes / 1e6 / seconds);
-    console.error(`  full rebuild #${repetition}: ${(bytes / 2 ** 20).toFixed(0)} MiB in ${seconds.toFixed(2)} s, ${Math.round(bytes / 1e6 / seconds)} MB/s`);
+    notes.push(`full rebuild #${repetition}: ${Math.round(bytes / 1e6 / seconds)} MB/s, ${cpuNote}`);
+    console.error(`  full rebuild #${repetition}: ${(bytes / 2 ** 20).toFixed(0)} MiB in ${seconds.toFixed(2)} s, ${Math.round(bytes / 1e6 / seconds)} MB/s, ${cpuNote}`);
   }
 
   const iops = new Map<Round, number[]>(ROUNDS.map((round) => [round, []]));
-  const notes: string[] = [];
   const measure = async (round: Round, device: BlockDevice) => {
     setup.serve(device);
     const value = await runJob(JOB, setup.uri, setup.seconds, path.join(setup.dir, 'resync-fio.json'));
@@ -65,7 +73,7 @@ export async function resyncBench(setup: ResyncBenchSetup): Promise<{ markdown: 
     return device;
   };
   for (let repetition = 1; repetition <= setup.repeat; repetition++) {
-    const device = await duringResync('during a full resync', {});
+    const device = await duringResync('during a full resync', { resyncBusyShare: SHARE });
     await measure('in sync', device); // the same device, its replica caught up
     device.close();
     (await duringResync('during a full resync, unthrottled', { resyncBusyShare: 1 })).close();

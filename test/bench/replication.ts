@@ -4,6 +4,7 @@
 // server) runs in this process; fio and the replica in their own. Then the resync part
 // (replication-resync.ts). BENCH_REPLICATION=cost or =resync runs one part only.
 
+import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 import { NbdServer } from '../../fabric/nbd/server';
@@ -61,12 +62,19 @@ async function main(dir: string): Promise<void> {
   }
   if (PARTS.includes('resync')) {
     const serve = (device: BlockDevice) => void devices.set('resync', device);
-    const resync = await resyncBench({ local, remote: replica.remote(1, 10_000), serve, uri: uri('resync'), dir, seconds: SECONDS, repeat: REPEAT });
+    const replicaCpuSeconds = () => cpuSeconds(replica.node.pid);
+    const resync = await resyncBench({ local, remote: replica.remote(1, 10_000), replicaCpuSeconds, serve, uri: uri('resync'), dir, seconds: SECONDS, repeat: REPEAT });
     markdown.push(resync.markdown);
     json.resync = resync.json;
   }
   console.log(markdown.join('\n\n'));
   console.error(`bench: results in ${saveResults('replication-', markdown.join('\n\n'), { seconds: SECONDS, repeat: REPEAT, results: json })}.{md,json}`);
+}
+
+/** The user and system CPU time of a process, in seconds (from /proc: utime and stime, in clock ticks of 1/100 s). */
+function cpuSeconds(pid: number | undefined): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** fio against the volume served with and without replication, interleaved. */
