@@ -11,8 +11,9 @@ import type { VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughLayer } from '../volume/pass-through-device';
 import { Quiesce } from '../volume/quiesce';
 import { RangeLock } from '../volume/range-lock';
-import { DirtyMap } from './dirty-map';
+import { DirtyMap, type DirtyRun } from './dirty-map';
 import type { InSyncSet } from './in-sync-set';
+import { ResyncPacer } from './resync-pacer';
 import type { RemoteReplica, ReplicaConnection } from './remote-replica';
 
 export type ReplicaState = 'in-sync' | 'out' | 'resyncing';
@@ -37,15 +38,14 @@ export interface ReplicaStatus {
 export type ResyncKind = 'delta' | 'full';
 
 export interface ReplicationOptions {
-  /**
-   * While clients do I/O, the share of the time a resync may spend copying (default 0.25): after
-   * each run it rests (1 / share - 1) times as long as the run took. 1: no rest.
-   */
+  /** While clients do I/O, the share of the time a resync may spend working (default 0.1; see ResyncPacer). */
   resyncBusyShare?: number;
 }
 
 /** A resync copies at most this much per request. */
 const RESYNC_RUN_BYTES = 1024 * 1024;
+/** Runs a resync copies at once: the local reads of some overlap the remote's writes of others. */
+const RESYNC_DEPTH = 4;
 /** A full resync asks the local copy for its allocation this much at a time, client writes held off the range meanwhile. */
 const SCAN_WINDOW_BYTES = 64 * 1024 * 1024;
 
@@ -85,15 +85,12 @@ export class ReplicatedDevice extends PassThroughLayer {
   private resyncs = 0;
   /** Changes in flight: a resync waits for those sent before the replica was a target again. */
   private readonly inFlight = new Set<Promise<void>>();
-  /** Client requests so far: a resync that sees it change while it copies rests (see pace()). */
-  private clientRequests = 0;
-  private readonly resyncBusyShare: number;
+  private readonly pacer: ResyncPacer;
 
   private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet, options: ReplicationOptions) {
     super(below);
     this.remotes = remotes.map((r) => new Remote(r));
-    this.resyncBusyShare = options.resyncBusyShare ?? 0.25;
-    if (!(this.resyncBusyShare > 0 && this.resyncBusyShare <= 1)) throw new Error(`resyncBusyShare must be in (0, 1], not ${this.resyncBusyShare}`);
+    this.pacer = new ResyncPacer(options.resyncBusyShare ?? 0.1);
   }
 
   /**
@@ -134,7 +131,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   }
 
   override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    this.clientRequests++;
+    this.pacer.clientRequest();
     return this.below.read(offsetBytes, lengthBytes);
   }
 
@@ -218,7 +215,7 @@ export class ReplicatedDevice extends PassThroughLayer {
       if (kind === 'full' || remote.needsFull) {
         remote.needsFull = true; // until the scan is through, its dirty map is partial
         remote.dirty = new DirtyMap();
-        for (let at = 0; at < this.sizeBytes; ) at = await this.pace(() => this.scan(remote, connection, at));
+        for (let at = 0; at < this.sizeBytes; ) at = await this.pacer.step(() => this.scan(remote, connection, at));
         // Its dirty map says all it lacks once the zeroes are durable (they are not in it: marking
         // them unflushed would make a delta resync copy every hole if it failed now).
         await connection.flush();
@@ -226,7 +223,8 @@ export class ReplicatedDevice extends PassThroughLayer {
       }
       // Writes that began before it was resyncing mark its dirty map when they end: loop until clean.
       while (remote.dirty.blocks > 0) {
-        for (const run of [...remote.dirty.runs(RESYNC_RUN_BYTES)]) await this.pace(() => this.copy(remote, connection, run.offsetBytes, run.lengthBytes));
+        const runs = [...remote.dirty.runs(RESYNC_RUN_BYTES)];
+        for (let i = 0; i < runs.length; i += RESYNC_DEPTH) await this.pacer.step(() => this.copyRuns(remote, connection, runs.slice(i, i + RESYNC_DEPTH)));
       }
       remote.member = true; // from the moment it is asked for: a failure from now on removes it again
       await this.inSync.add(replicaId);
@@ -245,23 +243,6 @@ export class ReplicatedDevice extends PassThroughLayer {
   /** Closes the connections to the remotes. */
   close(): void {
     for (const remote of this.remotes) remote.connection?.close();
-  }
-
-  /**
-   * The throttle of a resync, which does one step (a run copied, a window scanned) at a time: when
-   * client requests came during a step, it rests before the next so that it takes at most
-   * resyncBusyShare of the time while clients are busy (their requests wait neither for its CPU nor
-   * for the disks and the network it uses while it rests), and runs flat out when they are idle.
-   */
-  private async pace<T>(step: () => Promise<T>): Promise<T> {
-    const requests = this.clientRequests;
-    const started = performance.now();
-    const result = await step();
-    if (this.clientRequests !== requests && this.resyncBusyShare < 1) {
-      const restMs = (performance.now() - started) * (1 / this.resyncBusyShare - 1);
-      await new Promise((resolve) => setTimeout(resolve, restMs));
-    }
-    return result;
   }
 
   /**
@@ -287,6 +268,13 @@ export class ReplicatedDevice extends PassThroughLayer {
     }
   }
 
+  /** Copies runs at once; fails, once all have ended, if one failed. */
+  private async copyRuns(remote: Remote, connection: ReplicaConnection, runs: DirtyRun[]): Promise<void> {
+    const outcomes = await Promise.allSettled(runs.map((run) => this.copy(remote, connection, run.offsetBytes, run.lengthBytes)));
+    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
   private async copy(remote: Remote, connection: ReplicaConnection, offsetBytes: number, lengthBytes: number): Promise<void> {
     const release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, true);
     try {
@@ -310,7 +298,7 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /** Sends a change to the local copy and every target; resolves once it may be acknowledged. */
   private replicate(offsetBytes: number, lengthBytes: number, local: () => Promise<void>, remote: (c: ReplicaConnection) => Promise<void>): Promise<void> {
-    this.clientRequests++;
+    this.pacer.clientRequest();
     const done = this.replicateNow(offsetBytes, lengthBytes, local, remote);
     this.inFlight.add(done);
     const forget = () => void this.inFlight.delete(done);
