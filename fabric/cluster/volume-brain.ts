@@ -150,10 +150,15 @@ function settle(s: BrainState, actions: BrainAction[], config: BrainConfig): voi
   }
 }
 
-/** Rule: only a member of the in-sync set, the better ranked (record order, among those up) first. */
+/**
+ * Rule: only a member of the in-sync set, the better ranked (record order, among those up) first.
+ * A new volume (never served, epoch 0) starts on the primary placement chose while that node is up:
+ * the workload may have asked for it (locality).
+ */
 function maybePromote(s: BrainState, actions: BrainAction[], config: BrainConfig): void {
   const record = s.record;
   if (s.lease !== null || !record || !s.nodeLease || s.triedAtRevision === s.recordRevision) return;
+  if (record.epoch === 0 && record.primary !== s.self && isUp(s, record.primary)) return;
   const candidates = inSyncNodes(record).filter((node) => node === s.self || isUp(s, node));
   const rank = candidates.indexOf(s.self);
   if (rank < 0) {

@@ -23,6 +23,12 @@ const VOLUMES = 'volumes/';
 const LEASES = 'volume-leases/';
 /** After a watch ended on its own (history compacted), the controller reads everything again after this. */
 const REWATCH_MS = 1000;
+/**
+ * The nodes are read again this often besides on every change the watch reports: a node's address
+ * and ports change when it restarts, and a watch that missed that (etcd restarted) would leave
+ * replication and forwarding knocking at the old ones.
+ */
+const NODES_REFRESH_MS = 3000;
 
 export interface ControllerOptions {
   self: string;
@@ -52,6 +58,7 @@ export class VolumeController {
   private watches: StoreWatch[] = [];
   private nodesRefresh: Promise<void> | undefined;
   private nodesStale = false;
+  private nodesTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly config: BrainConfig;
   private storeOrUndefined: ClusterStore | undefined;
@@ -90,6 +97,7 @@ export class VolumeController {
       store.watch('alive/', replay, () => this.refreshNodes()),
       store.watch('nodes/', replay, () => this.refreshNodes()),
     ]);
+    this.nodesTimer ??= setInterval(() => this.refreshNodes(), NODES_REFRESH_MS).unref();
   }
 
   private get store(): ClusterStore {
@@ -164,6 +172,7 @@ export class VolumeController {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.nodesTimer);
     await Promise.allSettled(this.watches.map((w) => w.close()));
     for (const runner of this.runners.values()) runner.close();
     this.runners.clear();

@@ -174,6 +174,30 @@ describe('replicated volumes on etcd', () => {
     expect(healed.replication!.primary).not.toBe(primary.nodeId);
   });
 
+  test('a snapshot and a resize reach every copy; a snapshot deleted goes from every copy', async () => {
+    await settled(nodes[0], 'r1');
+    await qemuIo(nodes[1].nbdUri('r1'), ['write -P 0x66 8M 64k', 'flush']);
+    // Asked of any node: the primary takes it on every copy.
+    const snap = await nodes[2].weft(['snapshot', 'create', 'r1', 's1']);
+    expect(snap.stderr).toBe('');
+    await qemuIo(nodes[1].nbdUri('r1'), ['write -P 0x67 8M 64k', 'flush']);
+    for (const node of nodes) {
+      // Each copy's snapshot holds what was written before it, not after.
+      await qemuIo(node.nbdUri('r1@s1'), ['read -P 0x66 8M 64k', 'read -P 0x5a 0 1M'], true);
+      expect((await weftJson<{ name: string }[]>(node, ['snapshot', 'list', 'r1'])).map((s) => s.name)).toEqual(['s1']);
+    }
+    const grown = await weftJson<VolumeInfo>(nodes[0], ['volume', 'resize', 'r1', '--size', '96MiB']);
+    expect(grown.sizeBytes).toBe(96 * MiB);
+    for (const node of nodes) {
+      expect((await weftJson<VolumeInfo>(node, ['volume', 'show', 'r1'])).sizeBytes).toBe(96 * MiB);
+      await qemuIo(node.nbdUri('r1'), ['read -P 0 90M 1M', 'read -P 0x67 8M 64k'], true);
+    }
+    const reverted = await nodes[0].weft(['volume', 'revert', 'r1@s1']);
+    expect(reverted.stderr).toMatch(/reverting a replicated volume is not supported yet/);
+    await nodes[1].weft(['snapshot', 'delete', 'r1@s1']);
+    for (const node of nodes) expect(await weftJson<unknown[]>(node, ['snapshot', 'list', 'r1'])).toEqual([]);
+  });
+
   test('a request placement cannot meet is refused, and nothing is created on any node', async () => {
     const tooMany = await nodes[0].weft(['volume', 'create', 'bad', '--size', '16MiB', '--replicas', '4']);
     expect(tooMany.code).not.toBe(0);

@@ -69,6 +69,10 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['1, 2, 5', 'the first in-sync replica that is up takes over at once, bumping the epoch and taking the old primary out', follower('b', record(), ['a']), [leaseGone], [
     { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' }, promotedByB] },
   ]],
+  ['3', 'a new volume starts on the primary placement chose, even when another replica hears of it first', follower('a', record({}, { epoch: 0, primary: 'c' })), [leaseGone], []],
+  ['3', 'a new volume whose chosen primary is down starts on the first in-sync replica that is up', follower('a', record({}, { epoch: 0, primary: 'c' }), ['c']), [leaseGone], [
+    { txn: 'promote@1', delayMs: 0, puts: expect.anything() },
+  ]],
   ['5', 'the next one waits one step per better-ranked candidate', follower('c', record(), ['a']), [leaseGone], [{ txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.promotionStepMs, puts: expect.anything() }]],
   ['5', 'a candidate whose node is down does not count in the ranking', follower('c', record(), ['a', 'b']), [leaseGone], [{ txn: 'promote@4', delayMs: 0, puts: expect.anything() }]],
   ['1', 'an out replica never takes over, even as the last one up: unavailable, and why', follower('c', record({ c: { state: 'out', lastEpoch: 3 } }), ['a', 'b']), [leaseGone], [
