@@ -213,7 +213,14 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const live = new Map((view?.replicas ?? []).map((r) => [r.id, r]));
     const replicas = record.replicas.map((r): ReplicaInfo => {
       const status = live.get(r.node);
-      return { node: r.node, state: r.state, live: status !== undefined, behindBytes: status?.behindBytes ?? 0, resyncCopiedBytes: status?.resyncCopiedBytes ?? 0 };
+      return {
+        node: r.node,
+        state: r.state,
+        live: status !== undefined,
+        behindBytes: status?.behindBytes ?? 0,
+        resyncCopiedBytes: status?.resyncCopiedBytes ?? 0,
+        resyncTotalBytes: status?.resyncTotalBytes ?? 0,
+      };
     });
     const replication = { primary: record.primary, epoch: record.epoch, replicas };
     if (this.engine.hasVolume(name)) return { ...this.engine.getVolume(name), replication };

@@ -167,6 +167,13 @@ const LAYER_COLUMNS: Column<[LayerInfo, number]>[] = [
   { header: 'ALLOCATED', value: ([layer]) => formatSize(layer.allocatedBytes), alignRight: true },
 ];
 
+/** "resyncing 42% (10 MiB of 24 MiB)" while the primary copies to it. */
+function replicaState(r: ReplicaInfo): string {
+  if (r.state !== 'resyncing' || !r.live || r.resyncTotalBytes === 0) return r.state;
+  const done = r.resyncTotalBytes - r.behindBytes;
+  return `resyncing ${Math.floor((done * 100) / r.resyncTotalBytes)}% (${formatSize(done)} of ${formatSize(r.resyncTotalBytes)})`;
+}
+
 /** The volume's fields, then its layers: which pool holds what the volume reads. */
 export function volumeDetails(volume: VolumeInfo): string {
   const layers = table(LAYER_COLUMNS, volume.layers.map((layer, i): [LayerInfo, number] => [layer, i]));
@@ -185,7 +192,7 @@ ${layers}${replicas}`;
 
 const REPLICA_COLUMNS: Column<[ReplicaInfo, string]>[] = [
   { header: 'NODE', value: ([r, primary]) => (r.node === primary ? `${r.node} (primary)` : r.node) },
-  { header: 'STATE', value: ([r]) => r.state },
+  { header: 'STATE', value: ([r]) => replicaState(r) },
   // Only the primary knows how far behind a copy is.
   { header: 'BEHIND', value: ([r]) => (r.live ? formatSize(r.behindBytes) : '-'), alignRight: true },
   { header: 'RESYNCED', value: ([r]) => (r.live ? formatSize(r.resyncCopiedBytes) : '-'), alignRight: true },

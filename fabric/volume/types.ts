@@ -49,6 +49,8 @@ export interface ReplicaInfo {
   behindBytes: number;
   /** Bytes copied to it by resyncs since the primary started serving. */
   resyncCopiedBytes: number;
+  /** The size of the resync under way, 0 when none is: (resyncTotalBytes - behindBytes) of it are done. */
+  resyncTotalBytes: number;
 }
 
 export interface LayerInfo {

@@ -221,6 +221,15 @@ describe('replicated volumes on etcd', () => {
     expect(shown.replication!.replicas[0].node).toBe('n3');
   });
 
+  test('the whole cluster killed with -9 and restarted keeps the volume and its data', async () => {
+    const before = await settled(nodes[0], 'r1');
+    await Promise.all(nodes.map((n) => n.kill9()));
+    for (const node of nodes) await node.start();
+    const after = await settled(nodes[1], 'r1', before.replication!.epoch);
+    expect(after.sizeBytes).toBe(before.sizeBytes);
+    for (const node of nodes) await qemuIo(node.nbdUri('r1'), ['read -P 0x5a 0 1M', 'read -P 0x33 4M 64k', 'read -P 0x67 8M 64k'], true);
+  });
+
   test('delete removes every copy', async () => {
     const deleted = await nodes[2].weft(['volume', 'delete', 'r2']);
     expect(deleted.stderr).toBe('');
