@@ -15,7 +15,7 @@ import { page } from './paging';
 import { checkSnapshotParameters, parseParameters, type VolumeParameters } from './parameters';
 import { cloneSnapshotName, isCloneSnapshot, isWeftName, parseSnapshotId, weftName, type SnapshotRef } from './names';
 import { serviceImplementation } from './rpc';
-import { checkLocality, checkRequirement, includes, NODE_KEY, requestedNode, type Place } from './topology';
+import { checkLocality, checkRequirement, includes, requestedNode, type Place } from './topology';
 import { firstUnsupported, requireCapabilities, requireCapability, requireName, requireString, unsupportedReason } from './validate';
 import { defaultClass } from '../../fabric/volume/default-class';
 
@@ -35,6 +35,9 @@ const CAPABILITIES = [
 interface Home extends Place {
   hasPools: boolean;
 }
+
+/** What capacity is counted of a pool, on this node or another. */
+type Pool = Pick<PoolInfo, 'class' | 'capacityBytes' | 'usedBytes'>;
 
 /** Where a new volume's data comes from, as the request names it. */
 type Source = { kind: 'snapshot'; ref: SnapshotRef } | { kind: 'volume'; volume: string };
@@ -86,11 +89,11 @@ export class ControllerServer {
   /**
    * The node to hold a new volume's primary, if one is to be asked for. A controller whose weftd has
    * no pool (--pool none), or a volume of several copies, goes through the cluster's placement, and
-   * the primary goes on the node the topology names first (requestedNode) whether or not the
+   * the primary goes on the node the topology names first (requestedNode), whether or not the
    * parameters ask for locality: the CO names first where it wants the volume (Kubernetes, with
    * WaitForFirstConsumer: the pod's node), and the spec asks the SP to follow the preferred order.
-   * Locality "true" makes that node a must: without one named, the request is refused. When that
-   * node cannot take the volume, weftd's RESOURCE_EXHAUSTED reaches the CO, which schedules again.
+   * When that node cannot take the volume, weftd's RESOURCE_EXHAUSTED reaches the CO, which
+   * schedules again. With no node named (a Nomad volume without topology_request), placement chooses.
    * Otherwise the volume is made here, so the requirements must include this node.
    */
   private locality(requirement: csi.TopologyRequirement | null, parameters: VolumeParameters, home: Home): string | undefined {
@@ -99,11 +102,7 @@ export class ControllerServer {
       if (parameters.locality) checkLocality(requirement, home);
       return undefined;
     }
-    const node = requestedNode(requirement);
-    if (parameters.locality && node === undefined) {
-      throw invalidArgument(`parameter locality "true" needs accessibility_requirements naming the workload's node (${NODE_KEY}); none names one`);
-    }
-    return node;
+    return requestedNode(requirement);
   }
 
   /** An existing volume answers a repeated CreateVolume if it matches; else ALREADY_EXISTS. */
@@ -193,15 +192,28 @@ export class ControllerServer {
     return { volume: csiVolume(info, await this.home()), status: volumeStatus(info) };
   }
 
-  /** Free space of the pool a CreateVolume with these parameters would use; 0 where it cannot. */
+  /**
+   * Free space of the pool a CreateVolume with these parameters would use, within the topology
+   * given: this node's, or with --pool none the roomiest among the nodes that are up; 0 where no
+   * volume could be made.
+   */
   private async getCapacity(request: csi.GetCapacityRequest): Promise<object> {
     const capabilities = request.volume_capabilities.map((c, i) => requireCapability(`volume_capabilities[${i}]`, c));
     const parameters = parseParameters(request.parameters);
-    const place = await this.home();
-    const pool = poolFor(await this.client.listPools(), parameters.class);
-    const elsewhere = request.accessible_topology !== null && !includes(request.accessible_topology, place);
-    if (!pool || elsewhere || firstUnsupported(capabilities)) return { available_capacity: 0 };
-    return { available_capacity: Math.max(0, pool.capacityBytes - pool.usedBytes), maximum_volume_size: { value: pool.capacityBytes } };
+    const home = await this.home();
+    const within = (place: Place) => request.accessible_topology === null || includes(request.accessible_topology, place);
+    const pools = home.hasPools ? (within(home) ? await this.client.listPools() : []) : await this.clusterPools(within);
+    const chosen = parameters.class ?? defaultClass(pools.map((p) => p.class));
+    const fitting = pools.filter((p) => p.class === chosen);
+    if (fitting.length === 0 || firstUnsupported(capabilities)) return { available_capacity: 0 };
+    const free = (p: Pool) => Math.max(0, p.capacityBytes - p.usedBytes);
+    return { available_capacity: Math.max(...fitting.map(free)), maximum_volume_size: { value: Math.max(...fitting.map((p) => p.capacityBytes)) } };
+  }
+
+  /** The pools of the cluster's nodes that are up and within the topology. */
+  private async clusterPools(within: (place: Place) => boolean): Promise<Pool[]> {
+    const nodes = await this.client.listNodes();
+    return nodes.filter((n) => n.state === 'up' && within({ nodeId: n.id, zone: n.zone })).flatMap((n) => n.pools);
   }
 
   private async expandVolume(request: csi.ControllerExpandVolumeRequest): Promise<object> {
@@ -321,9 +333,3 @@ function volumeStatus(info: VolumeInfo): object {
   return { published_node_ids: [], volume_condition: volumeCondition(info) };
 }
 
-/** The pool CreateVolume would use: the named class, else "default", else the only pool. */
-/** The pool a volume of this class (or of none, as the engine chooses) would go to. */
-function poolFor(pools: PoolInfo[], poolClass: string | undefined): PoolInfo | undefined {
-  const chosen = poolClass ?? defaultClass(pools.map((p) => p.class));
-  return pools.find((p) => p.class === chosen);
-}

@@ -11,7 +11,7 @@ export interface VolumeParameters {
   class?: string;
   /** Copies wanted, each on its own node. */
   replicas: number;
-  /** Place the first replica where the workload runs, or refuse (controller-server.ts). */
+  /** Place the first replica where the workload runs (controller-server.ts, locality()). */
   locality: boolean;
 }
 

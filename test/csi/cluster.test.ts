@@ -147,10 +147,15 @@ test('replicas "2": a copy on each node with a pool, the primary where preferred
   await deleteVolume(volume.volume_id);
 });
 
-test('refusals make nothing: more replicas than nodes with pools (the controller holds none); locality with no node named', async () => {
+test('more replicas than nodes with pools (the controller holds none) is RESOURCE_EXHAUSTED, and makes nothing', async () => {
   const tooMany = await controllerCsi.failure('CreateVolume', { name: 'three', volume_capabilities: [EXT4_WRITER], capacity_range: { required_bytes: MiB }, parameters: { replicas: '3' } });
   expect({ code: tooMany.code, details: tooMany.details }).toEqual({ code: 8, details: expect.stringMatching(/3 replicas need 3 nodes .* 2 qualify .*weft-controller has no pool of class default/) });
-  const nowhere = await controllerCsi.failure('CreateVolume', { name: 'nowhere', volume_capabilities: [EXT4_WRITER], parameters: { locality: 'true' } });
-  expect({ code: nowhere.code, details: nowhere.details }).toEqual({ code: 3, details: expect.stringMatching(/locality "true" needs accessibility_requirements naming the workload's node/) });
-  for (const name of ['three', 'nowhere']) expect(await controllerCsi.code('ControllerGetVolume', { volume_id: name })).toBe('NOT_FOUND');
+  expect(await controllerCsi.code('ControllerGetVolume', { volume_id: 'three' })).toBe('NOT_FOUND');
+});
+
+test('GetCapacity counts the pools of the nodes within the topology, none of the controller\'s', async () => {
+  const capacity = async (topology?: object) => (await controllerCsi.call('GetCapacity', { accessible_topology: topology })).available_capacity;
+  expect(await capacity()).toBeGreaterThan(128 * MiB);
+  expect(await capacity(at('node-b'))).toBeGreaterThan(128 * MiB);
+  expect(await capacity(at('weft-controller'))).toBe(0);
 });
