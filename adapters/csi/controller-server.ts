@@ -182,9 +182,9 @@ export class ControllerServer {
   }
 
   private async listVolumes(request: csi.PageRequest): Promise<object> {
-    const place = await this.home();
+    const home = await this.home();
     const { entries, next_token } = page(await this.client.listVolumes(), (v) => v.name, request);
-    return { entries: entries.map((info) => ({ volume: csiVolume(info, place), status: volumeStatus(info) })), next_token };
+    return { entries: entries.map((info) => ({ volume: csiVolume(info, home), status: volumeStatus(info) })), next_token };
   }
 
   private async getVolume(request: csi.VolumeIdRequest): Promise<object> {
