@@ -35,7 +35,7 @@ export interface WeftdConfig {
   nbdPort: number;
   apiPort: number;
   metricsPort: number;
-  /** Paths are absolute. Never empty: without --pool, one pool "default" in the data dir. */
+  /** Paths are absolute. Without --pool, one pool "default" in the data dir; empty only with --pool none. */
   pools: PoolSpec[];
   logLevel: LogLevel;
   /** Completed writes are synced at least this often without a FLUSH; 0: only on FLUSH/FUA. */
@@ -132,7 +132,7 @@ function buildCommand(): Command {
     .option('--nbd-port <n>', `NBD port, 0 = any free port (default: ${DEFAULTS.nbdPort})`)
     .option('--api-port <n>', `control API port (default: ${DEFAULTS.apiPort})`)
     .option('--metrics-port <n>', `Prometheus /metrics port (default: ${DEFAULTS.metricsPort})`)
-    .option('--pool <class:path[:size]>', 'a pool member, repeatable (default: default:<data-dir>)', collect)
+    .option('--pool <class:path[:size]|none>', 'a pool member, repeatable (default: default:<data-dir>); none: no pool at all, for a node that holds no copy of any volume (the CSI controller\'s weftd)', collect)
     .option('--log-level <level>', `${LOG_LEVELS.join(', ')} (default: ${DEFAULTS.logLevel})`)
     .option('--sync-interval <seconds>', `sync completed writes at least this often without a FLUSH; 0 = only on FLUSH/FUA (default: ${DEFAULTS.syncInterval})`)
     .option('--zone <zone>', 'zone label of this node, for placement and CSI topology (default: none)')
@@ -345,12 +345,20 @@ function store(setting: Setting): StoreSpec {
   }
 }
 
+/** --pool none: the node joins the cluster, places and serves volumes, but holds no copy of any. */
+const NO_POOLS = 'none';
+
 function pools(setting: Setting, dataDir: string): PoolSpec[] {
   const { value } = setting;
   if (value === undefined) return [{ class: 'default', path: dataDir }];
   const specs = typeof value === 'string' ? [value] : value;
   if (!Array.isArray(specs) || specs.length === 0 || specs.some((spec) => typeof spec !== 'string')) {
-    throw invalid(setting, value, 'expected a list of CLASS:PATH[:SIZE] strings');
+    throw invalid(setting, value, `expected a list of CLASS:PATH[:SIZE] strings, or ${NO_POOLS}`);
+  }
+  // Spelled out rather than an empty list, so that a config file that lost its pools is not taken for one.
+  if (specs.includes(NO_POOLS)) {
+    if (specs.length > 1) throw invalid(setting, value, `${NO_POOLS} means no pool at all: give it alone`);
+    return [];
   }
   const parsed = specs.map((spec: string) => poolSpec(setting, spec));
   const seen = new Set<string>();

@@ -15,7 +15,7 @@ import { page } from './paging';
 import { checkSnapshotParameters, parseParameters, type VolumeParameters } from './parameters';
 import { cloneSnapshotName, isCloneSnapshot, isWeftName, parseSnapshotId, weftName, type SnapshotRef } from './names';
 import { serviceImplementation } from './rpc';
-import { checkLocality, checkRequirement, includes, type Place } from './topology';
+import { checkLocality, checkRequirement, includes, requestedNode, type Place } from './topology';
 import { firstUnsupported, requireCapabilities, requireCapability, requireName, requireString, unsupportedReason } from './validate';
 import { defaultClass } from '../../fabric/volume/default-class';
 
@@ -31,12 +31,20 @@ const CAPABILITIES = [
   'VOLUME_CONDITION',
 ].map((type) => ({ rpc: { type } }));
 
+/** The controller's own node, and whether its weftd holds volumes (it has pools) or only places them. */
+interface Home extends Place {
+  hasPools: boolean;
+}
+
+/** What capacity is counted of a pool, on this node or another. */
+type Pool = Pick<PoolInfo, 'class' | 'capacityBytes' | 'usedBytes'>;
+
 /** Where a new volume's data comes from, as the request names it. */
 type Source = { kind: 'snapshot'; ref: SnapshotRef } | { kind: 'volume'; volume: string };
 
 export class ControllerServer {
   private readonly inFlight = new InFlight();
-  private placeOnce?: Promise<Place>;
+  private homeOnce?: Promise<Home>;
 
   constructor(private readonly client: WeftClient, private readonly logger: Logger) {}
 
@@ -68,15 +76,33 @@ export class ControllerServer {
     const parameters = parseParameters(request.parameters);
     const range = checkRange('capacity_range', request.capacity_range);
     const source = requestedSource(request.volume_content_source);
-    const place = await this.place();
-    checkRequirement(request.accessibility_requirements, place);
-    if (parameters.locality) checkLocality(request.accessibility_requirements, place);
+    const home = await this.home();
+    const locality = this.locality(request.accessibility_requirements, parameters, home);
     const volume = weftName(name);
     return this.inFlight.run(`volume ${volume}`, async () => {
       const existing = await unlessNotFound(this.client.getVolume(volume));
-      const info = existing ? await this.reuse(existing, name, range, parameters, source) : await this.provision(volume, range, parameters, source);
-      return { volume: csiVolume(info, place) };
+      const info = existing ? await this.reuse(existing, name, range, parameters, source) : await this.provision(volume, range, parameters, source, locality);
+      return { volume: csiVolume(info, home) };
     });
+  }
+
+  /**
+   * The node to hold a new volume's primary, if one is to be asked for. A controller whose weftd has
+   * no pool (--pool none), or a volume of several copies, goes through the cluster's placement, and
+   * the primary goes on the node the topology names first (requestedNode), whether or not the
+   * parameters ask for locality: the CO names first where it wants the volume (Kubernetes, with
+   * WaitForFirstConsumer: the pod's node), and the spec asks the SP to follow the preferred order.
+   * When that node cannot take the volume, weftd's RESOURCE_EXHAUSTED reaches the CO, which
+   * schedules again. With no node named (a Nomad volume without topology_request), placement chooses.
+   * Otherwise the volume is made here, so the requirements must include this node.
+   */
+  private locality(requirement: csi.TopologyRequirement | null, parameters: VolumeParameters, home: Home): string | undefined {
+    if (home.hasPools && parameters.replicas === 1) {
+      checkRequirement(requirement, home);
+      if (parameters.locality) checkLocality(requirement, home);
+      return undefined;
+    }
+    return requestedNode(requirement);
   }
 
   /** An existing volume answers a repeated CreateVolume if it matches; else ALREADY_EXISTS. */
@@ -87,12 +113,13 @@ export class ControllerServer {
     return existing;
   }
 
-  private async provision(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, source: Source | undefined): Promise<VolumeInfo> {
+  private async provision(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, source: Source | undefined, locality: string | undefined): Promise<VolumeInfo> {
     let info: VolumeInfo;
     if (source?.kind === 'snapshot') info = await this.restoreSnapshot(volume, range, parameters, source.ref);
     else if (source?.kind === 'volume') info = await this.cloneVolume(volume, range, parameters, source.volume);
-    else info = await this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range), class: parameters.class });
-    this.logger.info({ volume, sizeBytes: info.sizeBytes, class: info.class, source: info.sourceSnapshot }, 'CSI volume created');
+    else info = await this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range), class: parameters.class, replicas: parameters.replicas, locality });
+    const replicas = info.replication?.replicas.map((r) => r.node);
+    this.logger.info({ volume, sizeBytes: info.sizeBytes, class: info.class, source: info.sourceSnapshot, replicas }, 'CSI volume created');
     return info;
   }
 
@@ -134,8 +161,9 @@ export class ControllerServer {
     const volume = requireString('volume_id', request.volume_id);
     if (!isWeftName(volume)) return {};
     return this.inFlight.run(`volume ${volume}`, async () => {
-      const snapshots = await unlessNotFound(this.client.listSnapshots(volume));
-      if (!snapshots) return {};
+      if (!(await unlessNotFound(this.client.getVolume(volume)))) return {};
+      // A volume of the cluster that this node holds no copy of has no snapshots here.
+      const snapshots = (await unlessNotFound(this.client.listSnapshots(volume))) ?? [];
       for (const hidden of snapshots.filter((s) => isCloneSnapshot(s.name))) await unlessNotFound(this.client.deleteSnapshot(volume, hidden.name));
       await unlessNotFound(this.client.deleteVolume(volume));
       this.logger.info({ volume }, 'CSI volume deleted');
@@ -154,25 +182,38 @@ export class ControllerServer {
   }
 
   private async listVolumes(request: csi.PageRequest): Promise<object> {
-    const place = await this.place();
+    const home = await this.home();
     const { entries, next_token } = page(await this.client.listVolumes(), (v) => v.name, request);
-    return { entries: entries.map((info) => ({ volume: csiVolume(info, place), status: volumeStatus(info) })), next_token };
+    return { entries: entries.map((info) => ({ volume: csiVolume(info, home), status: volumeStatus(info) })), next_token };
   }
 
   private async getVolume(request: csi.VolumeIdRequest): Promise<object> {
     const info = await this.client.getVolume(volumeRef(requireString('volume_id', request.volume_id)));
-    return { volume: csiVolume(info, await this.place()), status: volumeStatus(info) };
+    return { volume: csiVolume(info, await this.home()), status: volumeStatus(info) };
   }
 
-  /** Free space of the pool a CreateVolume with these parameters would use; 0 where it cannot. */
+  /**
+   * Free space of the pool a CreateVolume with these parameters would use, within the topology
+   * given: this node's, or with --pool none the roomiest among the nodes that are up; 0 where no
+   * volume could be made.
+   */
   private async getCapacity(request: csi.GetCapacityRequest): Promise<object> {
     const capabilities = request.volume_capabilities.map((c, i) => requireCapability(`volume_capabilities[${i}]`, c));
     const parameters = parseParameters(request.parameters);
-    const place = await this.place();
-    const pool = poolFor(await this.client.listPools(), parameters.class);
-    const elsewhere = request.accessible_topology !== null && !includes(request.accessible_topology, place);
-    if (!pool || elsewhere || firstUnsupported(capabilities)) return { available_capacity: 0 };
-    return { available_capacity: Math.max(0, pool.capacityBytes - pool.usedBytes), maximum_volume_size: { value: pool.capacityBytes } };
+    const home = await this.home();
+    const within = (place: Place) => request.accessible_topology === null || includes(request.accessible_topology, place);
+    const pools = home.hasPools ? (within(home) ? await this.client.listPools() : []) : await this.clusterPools(within);
+    const chosen = parameters.class ?? defaultClass(pools.map((p) => p.class));
+    const fitting = pools.filter((p) => p.class === chosen);
+    if (fitting.length === 0 || firstUnsupported(capabilities)) return { available_capacity: 0 };
+    const free = (p: Pool) => Math.max(0, p.capacityBytes - p.usedBytes);
+    return { available_capacity: Math.max(...fitting.map(free)), maximum_volume_size: { value: Math.max(...fitting.map((p) => p.capacityBytes)) } };
+  }
+
+  /** The pools of the cluster's nodes that are up and within the topology. */
+  private async clusterPools(within: (place: Place) => boolean): Promise<Pool[]> {
+    const nodes = await this.client.listNodes();
+    return nodes.filter((n) => n.state === 'up' && within({ nodeId: n.id, zone: n.zone })).flatMap((n) => n.pools);
   }
 
   private async expandVolume(request: csi.ControllerExpandVolumeRequest): Promise<object> {
@@ -230,16 +271,16 @@ export class ControllerServer {
     return { entries: entries.map((snapshot) => ({ snapshot })), next_token };
   }
 
-  /** This node's place, asked of weftd once (it does not change while weftd runs). */
-  private place(): Promise<Place> {
-    this.placeOnce ??= this.client.getNodeInfo().then(
-      (node) => ({ nodeId: node.nodeId, zone: node.zone || undefined }),
+  /** This node's place and whether it has pools, asked of weftd once (neither changes while weftd runs). */
+  private home(): Promise<Home> {
+    this.homeOnce ??= Promise.all([this.client.getNodeInfo(), this.client.listPools()]).then(
+      ([node, pools]) => ({ nodeId: node.nodeId, zone: node.zone || undefined, hasPools: pools.length > 0 }),
       (error: unknown) => {
-        this.placeOnce = undefined;
+        this.homeOnce = undefined;
         throw error;
       },
     );
-    return this.placeOnce;
+    return this.homeOnce;
   }
 }
 
@@ -268,6 +309,8 @@ function incompatibility(existing: VolumeInfo, range: csi.CapacityRange, paramet
     return `its size, ${existing.sizeBytes} bytes, is outside capacity_range [${range.required_bytes}, ${range.limit_bytes || 'no limit'}]`;
   }
   if (parameters.class && parameters.class !== existing.class) return `it is in class ${existing.class}, not ${parameters.class}`;
+  const copies = existing.replication?.replicas.length ?? 1;
+  if (copies !== parameters.replicas) return `it has ${copies} replica(s), not ${parameters.replicas}`;
   const had = sourceKey(contentSource(existing.sourceSnapshot));
   const wanted = sourceKey(requestedContentSource(source));
   if (had !== wanted) return `it was made from ${had || 'nothing'}, not from ${wanted || 'nothing'}`;
@@ -290,9 +333,3 @@ function volumeStatus(info: VolumeInfo): object {
   return { published_node_ids: [], volume_condition: volumeCondition(info) };
 }
 
-/** The pool CreateVolume would use: the named class, else "default", else the only pool. */
-/** The pool a volume of this class (or of none, as the engine chooses) would go to. */
-function poolFor(pools: PoolInfo[], poolClass: string | undefined): PoolInfo | undefined {
-  const chosen = poolClass ?? defaultClass(pools.map((p) => p.class));
-  return pools.find((p) => p.class === chosen);
-}

@@ -12,7 +12,7 @@ export function csiVolume(info: VolumeInfo, place: Place): Volume {
     volume_id: info.name,
     volume_context: { class: info.class },
     content_source: contentSource(info.sourceSnapshot),
-    accessible_topology: volumeTopology(place),
+    accessible_topology: volumeTopology(place, info.replication !== undefined),
   };
 }
 

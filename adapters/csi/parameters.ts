@@ -9,16 +9,14 @@ import { isWeftName } from './names';
 export interface VolumeParameters {
   /** Service class (pool) of the volume; absent: weftd's default. */
   class?: string;
-  /** Copies wanted: 1, the only number kept until replication lands (more is refused). */
+  /** Copies wanted, each on its own node. */
   replicas: number;
-  /** Place the first replica where the workload runs (topology.ts checks that it can). */
+  /** Place the first replica where the workload runs (controller-server.ts, locality()). */
   locality: boolean;
 }
 
 const VOLUME_KEYS = ['class', 'replicas', 'locality'];
 const CO_PREFIX = 'csi.storage.k8s.io/';
-/** One node keeps one copy; more is refused rather than accepted and dropped. */
-const SUPPORTED_REPLICAS = 1;
 
 export function parseParameters(parameters: StringMap): VolumeParameters {
   rejectUnknown(parameters, VOLUME_KEYS);
@@ -44,10 +42,7 @@ function serviceClass(value: string | undefined): string | undefined {
 function replicas(value: string | undefined): number {
   if (value === undefined || value === '') return 1;
   const count = Number(value);
-  if (!/^\d+$/.test(value) || count < 1) throw invalidArgument(`parameter replicas "${value}" must be a whole number of copies, at least 1`);
-  if (count > SUPPORTED_REPLICAS) {
-    throw invalidArgument(`parameter replicas "${value}" cannot be kept: Weft keeps ${SUPPORTED_REPLICAS} copy of a volume until replication across nodes lands; ask for replicas "${SUPPORTED_REPLICAS}"`);
-  }
+  if (!/^\d+$/.test(value) || count < 1 || !Number.isSafeInteger(count)) throw invalidArgument(`parameter replicas "${value}" must be a whole number of copies, at least 1`);
   return count;
 }
 

@@ -23,6 +23,9 @@ job "weft-controller" {
           "--node-id", "weft-controller",
           # The same cluster store as weft-node.nomad.hcl.
           "--store", "etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379",
+          # No pool: it places every volume through the cluster (the primary on the node the volume's
+          # topology_request names first) and holds no copy; any client's node plugin attaches it.
+          "--pool", "none",
           "--csi-endpoint", "unix:///csi/csi.sock",
           "--csi-role", "controller",
         ]

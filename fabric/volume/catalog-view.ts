@@ -1,7 +1,7 @@
 // What the engine answers from its catalog without changing it: lookups, the checks a request must
 // pass before a control operation changes anything, and the info the API shows.
 
-import { alreadyExists, invalidArgument, notFound, resourceExhausted } from '../errors';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, resourceExhausted } from '../errors';
 import type { Catalog, SnapshotRecord, VolumeRecord } from './catalog';
 import { layerById } from './control-txn';
 import { defaultClass } from './default-class';
@@ -43,6 +43,9 @@ export class CatalogView {
   }
 
   resolveClass(requested: string | undefined): string {
+    if (this.store.pools.size === 0) {
+      throw failedPrecondition('this node has no pool (weftd --pool none), so it holds no volume: create one of the cluster (with replicas or a locality), placed on nodes with pools');
+    }
     if (requested) {
       if (!this.store.pools.has(requested)) {
         throw invalidArgument(`no pool of class "${requested}" on this node (pools: ${[...this.store.pools.keys()].join(', ')})`);

@@ -136,9 +136,9 @@ describe('CreateVolume', () => {
     expect(await csi.code('CreateVolume', volumeRequest('too-big', { parameters: { class: 'ssd' }, capacity_range: { required_bytes: 2 * GiB } }))).toBe('RESOURCE_EXHAUSTED');
   });
 
-  it('refuses replicas > 1 (one copy is all a node keeps until replication lands), and makes nothing', async () => {
+  it('passes replicas on to placement: more than the cluster has nodes is RESOURCE_EXHAUSTED, and makes nothing', async () => {
     const error = await csi.failure('CreateVolume', volumeRequest('replicated', { parameters: { replicas: '3' } }));
-    expect({ code: error.code, details: error.details }).toEqual({ code: 3, details: expect.stringMatching(/replicas "3" cannot be kept/) });
+    expect({ code: error.code, details: error.details }).toEqual({ code: 8, details: expect.stringMatching(/3 replicas need 3 nodes .* 1 qualify/) });
     expect(await csi.code('ControllerGetVolume', { volume_id: 'replicated' })).toBe('NOT_FOUND');
   });
 
@@ -186,7 +186,7 @@ describe('CreateVolume', () => {
     it('with locality, refuses a workload on another node (RESOURCE_EXHAUSTED, so the CO schedules again), and makes nothing', async () => {
       const requirement = { requisite: [elsewhere, here], preferred: [elsewhere, here] };
       const error = await csi.failure('CreateVolume', volumeRequest('remote', { parameters: { locality: 'true' }, accessibility_requirements: requirement }));
-      expect({ code: error.code, details: error.details }).toEqual({ code: 8, details: expect.stringMatching(/locality "true" .*node-b.* only on node node-a/) });
+      expect({ code: error.code, details: error.details }).toEqual({ code: 8, details: expect.stringMatching(/locality "true" .*node-b.* on its own node node-a/) });
       expect(await csi.code('ControllerGetVolume', { volume_id: 'remote' })).toBe('NOT_FOUND');
     });
   });

@@ -6,7 +6,7 @@ import { checkRange, DEFAULT_VOLUME_BYTES, fitsRange, MAX_VOLUME_BYTES, sizeInRa
 import { CsiError } from '../../adapters/csi/errors';
 import { page } from '../../adapters/csi/paging';
 import { checkSnapshotParameters, parseParameters } from '../../adapters/csi/parameters';
-import { checkRequirement, includes, nodeSegments, volumeTopology } from '../../adapters/csi/topology';
+import { checkRequirement, includes, nodeSegments, requestedNode, volumeTopology } from '../../adapters/csi/topology';
 
 function codeOf(action: () => unknown): string {
   try {
@@ -95,10 +95,22 @@ describe('topology', () => {
   const place = { nodeId: 'n1', zone: 'z1' };
   const topo = (segments: Record<string, string>) => ({ segments });
 
-  it('reports the node and its zone for the node, only the node for its volumes', () => {
+  it('reports the node and its zone for the node; only the node for a volume it alone holds, nothing (everywhere) for a volume of the cluster', () => {
     expect(nodeSegments(place)).toEqual({ 'topology.weft.io/node': 'n1', 'topology.weft.io/zone': 'z1' });
     expect(nodeSegments({ nodeId: 'n1' })).toEqual({ 'topology.weft.io/node': 'n1' });
-    expect(volumeTopology(place)).toEqual([topo({ 'topology.weft.io/node': 'n1' })]);
+    expect(volumeTopology(place, false)).toEqual([topo({ 'topology.weft.io/node': 'n1' })]);
+    expect(volumeTopology(place, true)).toEqual([]);
+  });
+
+  it('takes the node the preferred, then the requisite topologies name first; none when none names a node', () => {
+    const requirement = (requisite: object[], preferred: object[] = []) => ({ requisite, preferred }) as never;
+    const n2 = topo({ 'topology.weft.io/node': 'n2' });
+    const n3 = topo({ 'topology.weft.io/node': 'n3', 'topology.weft.io/zone': 'z1' });
+    const zone = topo({ 'topology.weft.io/zone': 'z1' });
+    expect(requestedNode(requirement([n2], [n3]))).toBe('n3');
+    expect(requestedNode(requirement([n2, n3], [zone]))).toBe('n2');
+    expect(requestedNode(requirement([zone]))).toBeUndefined();
+    expect(requestedNode(null)).toBeUndefined();
   });
 
   it('matches a topology when each of its segments is this node', () => {
@@ -120,6 +132,7 @@ describe('topology', () => {
 describe('parameters', () => {
   it('reads class, replicas and locality, and ignores the keys Kubernetes adds', () => {
     expect(parseParameters({})).toEqual({ class: undefined, replicas: 1, locality: false });
+    expect(parseParameters({ replicas: '3' }).replicas).toBe(3);
     expect(parseParameters({ class: 'ssd', replicas: '1', locality: 'true', 'csi.storage.k8s.io/pvc/name': 'data' })).toEqual({
       class: 'ssd',
       replicas: 1,
@@ -132,7 +145,8 @@ describe('parameters', () => {
     [{ class: 'a/b' }, /class "a\/b"/],
     [{ replicas: '0' }, /replicas "0"/],
     [{ replicas: 'two' }, /replicas "two"/],
-    [{ replicas: '2' }, /replicas "2" cannot be kept: Weft keeps 1 copy of a volume until replication/],
+    [{ replicas: '1.5' }, /replicas "1.5"/],
+    [{ replicas: '99999999999999999999' }, /replicas "99999999999999999999"/],
     [{ locality: 'yes' }, /locality "yes"/],
   ])('refuses %j', (parameters, message) => {
     expect(() => parseParameters(parameters)).toThrow(message);

@@ -87,6 +87,12 @@ describe('flags', () => {
     expect(parseConfig(['--data-dir', '/srv/weft']).pools).toEqual([{ class: 'default', path: '/srv/weft' }]);
   });
 
+  it('has no pool at all with --pool none (flag or config file), and only when none is given alone', () => {
+    expect(parseConfig(['--pool', 'none']).pools).toEqual([]);
+    expect(parseConfig(['--config', configFile('pool: none\n')]).pools).toEqual([]);
+    expect(parseError(['--pool', 'none', '--pool', 'ssd:/mnt/a']).message).toMatch(/--pool \["none","ssd:\/mnt\/a"\]: none means no pool at all: give it alone/);
+  });
+
   it.each([
     [['--nbd-port', '65536'], /--nbd-port "65536".*port number/],
     [['--api-port', 'http'], /--api-port "http"/],

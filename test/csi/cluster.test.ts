@@ -1,0 +1,164 @@
+// The CSI controller provisioning for the cluster, with real parts: a real etcd, the controller on a
+// weftd without pools (--pool none), two weftd with pools, one of them serving the CSI node service.
+// A volume's primary goes on the node the topology names first, it is staged and published (ext4,
+// nbdfuse + loop) through the node service's own node, and DeleteVolume removes every copy.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ClusterNode } from '../../fabric/cluster/membership';
+import type { VolumeInfo } from '../../fabric/volume/types';
+import { expectFiles, writeFiles } from '../helpers/attach-data';
+import { CsiClient } from '../helpers/csi-client';
+import { startEtcd } from '../helpers/etcd';
+import { freePort } from '../helpers/free-port';
+import { expectNoLeftovers, forceCleanup, nbdConnections } from '../helpers/mounts';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
+
+jest.setTimeout(120_000);
+
+const MiB = 1024 * 1024;
+const NODE_KEY = 'topology.weft.io/node';
+const EXT4_WRITER = { mount: { fs_type: 'ext4', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+
+let controller: WeftdHandle;
+/** node-a serves the CSI node service; node-b only holds copies. */
+let nodeA: WeftdHandle;
+let nodeB: WeftdHandle;
+let controllerCsi: CsiClient;
+let nodeCsi: CsiClient;
+/** Staging and target paths, as a CO would make them. */
+let root: string;
+/** node-a's temp dir: its data dir holds the attachments' work dirs. */
+let nodeADir: string;
+
+beforeAll(async () => {
+  root = makeTempDir('weft-csi-cluster-');
+  const etcd = await startEtcd(1);
+  const member = (id: string) => ['--store', etcd.storeSpec, '--node-id', id, '--advertise', '127.0.0.1'];
+  const pool = () => `default:${makeTempDir('weft-pool-')}:${256 * MiB}`;
+  // A fixed NBD port for the node service's node, as for every attach test (the relay reconnects to it).
+  nodeA = await startWeftd({ pools: [pool()], extraArgs: [...member('node-a'), '--nbd-port', String(await freePort()), '--csi-endpoint', `unix://${root}/node.sock`, '--csi-role', 'node'] });
+  nodeB = await startWeftd({ pools: [pool()], extraArgs: member('node-b') });
+  controller = await startWeftd({ pools: ['none'], extraArgs: [...member('weft-controller'), '--csi-endpoint', `unix://${root}/controller.sock`, '--csi-role', 'controller'] });
+  nodeADir = path.dirname(nodeA.dataDir);
+  controllerCsi = new CsiClient(path.join(root, 'controller.sock'));
+  nodeCsi = new CsiClient(path.join(root, 'node.sock'));
+});
+
+afterEach(async () => {
+  try {
+    for (const dir of [root, nodeADir]) expectNoLeftovers(dir);
+  } finally {
+    for (const dir of [root, nodeADir]) await forceCleanup(dir);
+  }
+});
+
+afterAll(async () => {
+  controllerCsi?.close();
+  nodeCsi?.close();
+  for (const dir of [root, nodeADir]) if (dir) await forceCleanup(dir);
+  await cleanupAll();
+});
+
+async function weftJson<T>(via: WeftdHandle, args: string[]): Promise<T> {
+  const result = await via.weft([...args, '--output', 'json']);
+  if (result.code !== 0) throw new Error(`weft ${args.join(' ')} failed: ${result.stderr}`);
+  return JSON.parse(result.stdout) as T;
+}
+
+const at = (node: string) => ({ segments: { [NODE_KEY]: node } });
+
+/** CreateVolume through the controller, as Kubernetes asks with WaitForFirstConsumer (the pod's node preferred first). */
+async function createVolume(name: string, parameters: Record<string, string>, preferred: string[]) {
+  const requirement = { requisite: [at('node-a'), at('node-b')], preferred: preferred.map(at) };
+  const { volume } = await controllerCsi.call('CreateVolume', {
+    name,
+    capacity_range: { required_bytes: 64 * MiB },
+    volume_capabilities: [EXT4_WRITER],
+    parameters,
+    accessibility_requirements: requirement,
+  });
+  return volume;
+}
+
+/** Where the cluster keeps the volume, as a node that serves the CSI node service answers. */
+async function copies(name: string): Promise<{ primary: string; nodes: string[] }> {
+  const shown = await weftJson<VolumeInfo>(nodeA, ['volume', 'show', name]);
+  return { primary: shown.replication!.primary, nodes: shown.replication!.replicas.map((r) => r.node).sort() };
+}
+
+/**
+ * Stages and publishes on node-a, runs use on the mounted filesystem, then unpublishes and unstages;
+ * node-a then counts as many connections to the volume as before (a primary's replication
+ * connection to node-a's copy counts too, so not always none).
+ */
+async function onNodeA<T>(volumeId: string, use: (target: string) => T): Promise<T> {
+  const before = await nbdConnections(nodeA, volumeId);
+  const staging = path.join(root, 'staging', volumeId);
+  const target = path.join(root, 'pods', volumeId, 'mount');
+  await nodeCsi.call('NodeStageVolume', { volume_id: volumeId, staging_target_path: staging, volume_capability: EXT4_WRITER });
+  await nodeCsi.call('NodePublishVolume', { volume_id: volumeId, staging_target_path: staging, target_path: target, volume_capability: EXT4_WRITER });
+  const result = use(target);
+  await nodeCsi.call('NodeUnpublishVolume', { volume_id: volumeId, target_path: target });
+  await nodeCsi.call('NodeUnstageVolume', { volume_id: volumeId, staging_target_path: staging });
+  expect(fs.existsSync(target)).toBe(false);
+  await waitFor(async () => (await nbdConnections(nodeA, volumeId)) === before, 5000, 100);
+  return result;
+}
+
+/** Files written on node-a are there when the volume is attached again. */
+async function useOnNodeA(volumeId: string): Promise<void> {
+  const files = await onNodeA(volumeId, (target) => writeFiles(target));
+  await onNodeA(volumeId, (target) => expectFiles(target, files));
+}
+
+/** DeleteVolume through the controller: no node knows the volume any more. */
+async function deleteVolume(volumeId: string): Promise<void> {
+  await controllerCsi.call('DeleteVolume', { volume_id: volumeId });
+  expect(await controllerCsi.code('ControllerGetVolume', { volume_id: volumeId })).toBe('NOT_FOUND');
+  for (const node of [nodeA, nodeB]) expect((await node.weft(['volume', 'show', volumeId])).code).not.toBe(0);
+}
+
+test('the controller\'s weftd is a member of the cluster with no pool, and makes no volume of its own', async () => {
+  const nodes = await weftJson<ClusterNode[]>(controller, ['node', 'list']);
+  expect(nodes.map((n) => [n.id, n.state, n.pools.length])).toEqual([['node-a', 'up', 1], ['node-b', 'up', 1], ['weft-controller', 'up', 0]]);
+  const local = await controller.weft(['volume', 'create', 'here', '--size', '1MiB']);
+  expect(local.code).not.toBe(0);
+  expect(local.stderr).toMatch(/this node has no pool \(weftd --pool none\)/);
+});
+
+test('replicas "1" with locality: the copy is on the pod\'s node; staged, published and written there; deleted', async () => {
+  const volume = await createVolume('local-one', { replicas: '1', locality: 'true' }, ['node-a', 'node-b']);
+  expect(volume.accessible_topology).toEqual([]); // attachable on every node
+  expect(await copies(volume.volume_id)).toEqual({ primary: 'node-a', nodes: ['node-a'] });
+  await useOnNodeA(volume.volume_id);
+  await deleteVolume(volume.volume_id);
+});
+
+test('replicas "1" preferred on another node: the copy is there, and the node service attaches through its own node', async () => {
+  const volume = await createVolume('remote-one', { replicas: '1' }, ['node-b', 'node-a']);
+  expect(await copies(volume.volume_id)).toEqual({ primary: 'node-b', nodes: ['node-b'] });
+  await useOnNodeA(volume.volume_id);
+  await deleteVolume(volume.volume_id);
+});
+
+test('replicas "2": a copy on each node with a pool, the primary where preferred; used on node-a; deleted everywhere', async () => {
+  const volume = await createVolume('two', { replicas: '2' }, ['node-b']);
+  expect(await copies(volume.volume_id)).toEqual({ primary: 'node-b', nodes: ['node-a', 'node-b'] });
+  await useOnNodeA(volume.volume_id);
+  await deleteVolume(volume.volume_id);
+});
+
+test('more replicas than nodes with pools (the controller holds none) is RESOURCE_EXHAUSTED, and makes nothing', async () => {
+  const tooMany = await controllerCsi.failure('CreateVolume', { name: 'three', volume_capabilities: [EXT4_WRITER], capacity_range: { required_bytes: MiB }, parameters: { replicas: '3' } });
+  expect({ code: tooMany.code, details: tooMany.details }).toEqual({ code: 8, details: expect.stringMatching(/3 replicas need 3 nodes .* 2 qualify .*weft-controller has no pool of class default/) });
+  expect(await controllerCsi.code('ControllerGetVolume', { volume_id: 'three' })).toBe('NOT_FOUND');
+});
+
+test('GetCapacity counts the pools of the nodes within the topology, none of the controller\'s', async () => {
+  const capacity = async (topology?: object) => (await controllerCsi.call('GetCapacity', { accessible_topology: topology })).available_capacity;
+  expect(await capacity()).toBeGreaterThan(128 * MiB);
+  expect(await capacity(at('node-b'))).toBeGreaterThan(128 * MiB);
+  expect(await capacity(at('weft-controller'))).toBe(0);
+});
