@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { cleanupAll, REPO_ROOT, startWeftd, type RunResult, type WeftdHandle } from '../helpers/weftd';
 
-const OUT_DIR = process.env.BENCH_OUT ?? path.join(REPO_ROOT, 'dist', 'bench-results');
+export const OUT_DIR = process.env.BENCH_OUT ?? path.join(REPO_ROOT, 'dist', 'bench-results');
 
 export function positiveInteger(name: string, fallback: number): number {
   const value = Number(process.env[name] ?? fallback);

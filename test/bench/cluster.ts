@@ -1,0 +1,286 @@
+// Measures replicated volumes end to end, three weftd on a real etcd on this machine (issue 9):
+// fio write throughput on 1, 2 and 3 replicas and through a node that forwards to the primary;
+// failover time after kill -9 of the primary; a delta resync of 64 MiB; a full rebuild of 1 GiB.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ReplicationInfo, VolumeInfo } from '../../fabric/volume/types';
+import { startEtcd } from '../helpers/etcd';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { AckWriter } from './ack-writer';
+import { ALL_JOBS, fill, runFio, runJob } from './fio';
+import { benchMain, median, mustSucceed, OUT_DIR, positiveInteger, saveResults } from './harness';
+
+const SECONDS = positiveInteger('BENCH_SECONDS', 8);
+const REPEAT = positiveInteger('BENCH_REPEAT', 1);
+const FAILOVERS = positiveInteger('BENCH_FAILOVERS', 3);
+const MiB = 1024 ** 2;
+const GiB = 1024 ** 3;
+/** Each node's pool: room for the four 1 GiB volumes of the throughput part (on n1), filled. */
+const POOL_BYTES = 5 * GiB;
+const JOBS = ALL_JOBS.filter((job) => job.rw.endsWith('write'));
+const DELTA_BYTES = 64 * MiB;
+/** How long a resync or a rebuild may take before the bench gives up and says so. */
+const SETTLE_TIMEOUT_MS = 300_000;
+
+const nodes: WeftdHandle[] = [];
+const node = (id: string) => nodes.find((n) => n.nodeId === id) as WeftdHandle;
+
+async function main(dir: string): Promise<void> {
+  console.error(`bench: cluster, 3 weftd on etcd, ${SECONDS} s per fio job, in ${dir}`);
+  await startCluster();
+  // The phases that kill and restart nodes come first: a restart after the throughput phase's
+  // gigabytes of writes once missed test/helpers' 15 s startup limit on this loaded machine.
+  const sections = [await failover(), await deltaResync(dir), await fullRebuild(dir), await throughput(dir)];
+  sections.unshift(sections.pop() as Section); // the throughput table first
+  const markdown = sections.map((s) => s.markdown).join('\n\n');
+  console.log(markdown);
+  const json = Object.fromEntries(sections.map((s) => [s.name, s.json]));
+  console.error(`bench: results in ${saveResults('cluster-', markdown, { seconds: SECONDS, repeat: REPEAT, ...json })}.{md,json}`);
+}
+
+interface Section {
+  name: string;
+  markdown: string;
+  json: object;
+}
+
+async function startCluster(): Promise<void> {
+  const etcd = await startEtcd(1);
+  for (const id of ['n1', 'n2', 'n3']) {
+    const pools = [`ssd:${makeTempDir(`weft-bench-pool-${id}-`)}:${POOL_BYTES}`];
+    nodes.push(await startWeftd({ pools, extraArgs: ['--store', etcd.storeSpec, '--node-id', id, '--advertise', '127.0.0.1'] }));
+  }
+}
+
+async function weftJson<T>(via: WeftdHandle, args: string[]): Promise<T> {
+  return JSON.parse(mustSucceed(`weft ${args.join(' ')}`, await via.weft([...args, '--output', 'json'])).stdout) as T;
+}
+
+async function replication(via: WeftdHandle, volume: string): Promise<ReplicationInfo> {
+  const info = await weftJson<VolumeInfo>(via, ['volume', 'show', volume]);
+  if (!info.replication) throw new Error(`volume ${volume} is not replicated`);
+  return info.replication;
+}
+
+/** The volume's replication once `done` holds for it, polled through `via`. */
+async function until(via: WeftdHandle, volume: string, done: (r: ReplicationInfo) => boolean): Promise<ReplicationInfo> {
+  let last: ReplicationInfo | undefined;
+  try {
+    // A node that is restarting or that lost the store a moment ago answers with an error: poll on.
+    await waitFor(async () => {
+      last = await replication(via, volume).catch(() => last);
+      return last !== undefined && done(last);
+    }, SETTLE_TIMEOUT_MS, 100);
+  } catch {
+    throw new Error(`volume ${volume} did not get there within ${SETTLE_TIMEOUT_MS} ms; last seen: ${JSON.stringify(last)}`);
+  }
+  return last as ReplicationInfo;
+}
+
+const allInSync = (r: ReplicationInfo) => r.replicas.every((c) => c.state === 'in-sync');
+
+/** Creates a volume through n1, replicated with its primary on n1 unless `replicas` is undefined; waits until it is in sync. */
+async function create(volume: string, sizeBytes: number, replicas?: number): Promise<void> {
+  const placement = replicas === undefined ? [] : ['--replicas', String(replicas), '--locality', 'n1'];
+  mustSucceed(`weft volume create ${volume}`, await node('n1').weft(['volume', 'create', volume, '--size', String(sizeBytes), ...placement]));
+  if (replicas !== undefined) await until(node('n1'), volume, allInSync);
+}
+
+async function remove(volume: string): Promise<void> {
+  mustSucceed(`weft volume delete ${volume}`, await node('n1').weft(['volume', 'delete', volume]));
+}
+
+// ---- 1. fio: 1, 2 and 3 replicas, and through a node that forwards ----
+
+async function throughput(dir: string): Promise<Section> {
+  const targets = [
+    { label: 'local volume (no --replicas)', volume: 'plain', replicas: undefined, via: 'n1' },
+    { label: '1 replica', volume: 'rep1', replicas: 1, via: 'n1' },
+    { label: '2 replicas', volume: 'rep2', replicas: 2, via: 'n1' },
+    { label: '2 replicas, attached on n2', volume: 'rep2', replicas: 2, via: 'n2' },
+    { label: '3 replicas', volume: 'rep3', replicas: 3, via: 'n1' },
+  ];
+  const uri = (t: (typeof targets)[number]) => node(t.via).nbdUri(t.volume);
+  for (const t of targets.filter((t) => t.via === 'n1')) {
+    await create(t.volume, GiB, t.replicas);
+    // Filled once (through the primary), so that the jobs overwrite allocated blocks on every copy.
+    console.error(`  fill ${t.label}: ${Math.round(await fill(uri(t), path.join(dir, 'fill.json')))} MB/s`);
+  }
+  const results: Record<string, Record<string, number>> = {};
+  for (const job of JOBS) {
+    const samples = targets.map((): number[] => []);
+    for (let repetition = 1; repetition <= REPEAT; repetition++) {
+      for (const [i, t] of targets.entries()) {
+        samples[i].push(await runJob(job, uri(t), SECONDS, path.join(dir, 'job.json')));
+        console.error(`  ${job.name} #${repetition} ${t.label}: ${Math.round(samples[i].at(-1) as number)} ${job.unit}`);
+      }
+    }
+    results[`${job.name} (${job.unit})`] = Object.fromEntries(targets.map((t, i) => [t.label, median(samples[i])]));
+  }
+  for (const volume of ['plain', 'rep1', 'rep2', 'rep3']) await remove(volume);
+
+  const base = targets.findIndex((t) => t.label === '1 replica');
+  const rows = Object.entries(results).map(([job, byLabel]) => {
+    const values = Object.values(byLabel);
+    return `| ${job} | ${values.map((v) => `${Math.round(v)} (${(v / values[base]).toFixed(2)})`).join(' | ')} |`;
+  });
+  const header = `| job | ${targets.map((t) => t.label).join(' | ')} |\n|---|${targets.map(() => '---|').join('')}`;
+  return { name: 'throughput', markdown: `fio, median of ${REPEAT}, ${SECONDS} s each; (ratio to 1 replica), primary on n1\n\n${header}\n${rows.join('\n')}`, json: results };
+}
+
+// ---- 2. failover: kill -9 of the primary while a client writes through another node ----
+
+async function failover(): Promise<Section> {
+  const volume = 'failover';
+  await create(volume, 256 * MiB, 3);
+  const rounds: { killed: string; via: string; ms: number; failedWrites: number; healMs: number }[] = [];
+  for (let round = 1; round <= FAILOVERS; round++) {
+    const before = await until(node('n1'), volume, allInSync);
+    const primary = node(before.primary);
+    const via = nodes.find((n) => n !== primary) as WeftdHandle;
+    const writer = new AckWriter(via.nbdUri(volume), 256 * MiB);
+    await waitFor(() => writer.acknowledged >= 50, 60_000, 10);
+    const killedMs = performance.now();
+    await primary.kill9();
+    // The first write sent once the old primary is gone: the one in flight at the kill may have been
+    // acknowledged by it just before it died.
+    const first = await writer.firstAckSentAfter(performance.now(), SETTLE_TIMEOUT_MS);
+    const ms = first.answeredMs - killedMs;
+    const failedWrites = writer.records.filter((r) => !r.ok && r.answeredMs >= killedMs).length;
+    await writer.stop();
+    console.error(`  failover #${round}: killed ${primary.nodeId}, writing through ${via.nodeId}: ${Math.round(ms)} ms, ${failedWrites} writes failed`);
+    const restartedMs = performance.now();
+    await primary.start();
+    await until(via, volume, (r) => r.epoch > before.epoch && allInSync(r));
+    const healMs = performance.now() - restartedMs;
+    rounds.push({ killed: primary.nodeId, via: via.nodeId, ms, failedWrites, healMs });
+    console.error(`  failover #${round}: ${primary.nodeId} back in sync ${Math.round(healMs)} ms after its restart`);
+  }
+  await remove(volume);
+  const rows = rounds.map((r, i) => `| ${i + 1} | ${r.killed} | ${r.via} | ${Math.round(r.ms)} | ${r.failedWrites} | ${Math.round(r.healMs)} |`);
+  const medianMs = median(rounds.map((r) => r.ms));
+  return {
+    name: 'failover',
+    markdown: [
+      `failover, 3 replicas: kill -9 of the primary to the first acknowledged 4k write (qemu-io, QD1, through another node); median ${Math.round(medianMs)} ms (target <= 5000)`,
+      '',
+      '| round | killed | written through | ms | writes failed | old primary back in sync after its restart (ms) |',
+      '|---|---|---|---|---|---|',
+      ...rows,
+    ].join('\n'),
+    json: { medianMs, rounds },
+  };
+}
+
+// ---- 3. delta resync: a replica stopped (SIGSTOP) while 64 MiB are written ----
+
+async function deltaResync(dir: string): Promise<Section> {
+  const volume = 'delta';
+  await create(volume, GiB, 3);
+  const before = await until(node('n1'), volume, allInSync);
+  const primary = node(before.primary);
+  const away = node(before.replicas.find((r) => r.node !== before.primary)?.node as string);
+  const copiedBefore = copiedTo(before, away.nodeId);
+  process.kill(away.pid as number, 'SIGSTOP');
+  const stoppedMs = performance.now();
+  // A write it cannot answer takes it out once the replica timeout (5 s) has run.
+  mustSucceed('qemu-io', await run('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', primary.nbdUri(volume)]));
+  const outMs = performance.now() - stoppedMs;
+  await until(primary, volume, (r) => r.replicas.some((c) => c.node === away.nodeId && c.state === 'out'));
+  const written = DELTA_BYTES + 4096;
+  await runFio(
+    ['--name=delta', `--uri=${primary.nbdUri(volume)}`, '--rw=randwrite', '--bssplit=4k/50:64k/50', `--io_size=${DELTA_BYTES}`, '--iodepth=8', '--randrepeat=0'],
+    path.join(dir, 'delta.json'),
+  );
+  const behind = behindOf(await replication(primary, volume), away.nodeId);
+  const continuedMs = performance.now();
+  process.kill(away.pid as number, 'SIGCONT');
+  const after = await until(primary, volume, allInSync);
+  const wallMs = performance.now() - continuedMs;
+  const copied = copiedTo(after, away.nodeId) - copiedBefore;
+  const logged = resyncedLine(primary, volume, away.nodeId);
+  await remove(volume);
+  const result = { outMs, written, behind, copied, wallMs, logged, epochBefore: before.epoch, epochAfter: after.epoch };
+  console.error(`  delta resync: ${JSON.stringify(result)}`);
+  return {
+    name: 'deltaResync',
+    markdown: [
+      `delta resync, 3 replicas, ${away.nodeId} stopped (SIGSTOP): out ${(outMs / 1000).toFixed(1)} s after the stop; ${mib(written)} MiB written (4k/64k random) while it was out`,
+      '',
+      '| behind before SIGCONT (MiB) | copied (MiB) | copied / written | SIGCONT to in sync (s) | logged: kind, copied (MiB), ms |',
+      '|---|---|---|---|---|',
+      `| ${mib(behind)} | ${mib(copied)} | ${(copied / written).toFixed(2)} | ${(wallMs / 1000).toFixed(1)} | ${logged ? `${logged.kind}, ${mib(logged.copiedBytes)}, ${logged.ms}` : 'no "replica resynced" line'} |`,
+    ].join('\n'),
+    json: result,
+  };
+}
+
+// ---- 4. full rebuild: the old primary, back after a failover, gets a full copy of 1 GiB ----
+
+async function fullRebuild(dir: string): Promise<Section> {
+  const volume = 'rebuild';
+  await create(volume, GiB, 2);
+  const fillMBs = await fill(node('n1').nbdUri(volume), path.join(dir, 'fill.json'));
+  const before = await until(node('n1'), volume, allInSync);
+  const old = node(before.primary);
+  const survivor = node(before.replicas.find((r) => r.node !== before.primary)?.node as string);
+  await old.kill9();
+  await until(survivor, volume, (r) => r.primary === survivor.nodeId && r.epoch > before.epoch);
+  const restartedMs = performance.now();
+  await old.start();
+  const after = await until(survivor, volume, allInSync);
+  const wallMs = performance.now() - restartedMs;
+  const copied = copiedTo(after, old.nodeId);
+  const logged = resyncedLine(survivor, volume, old.nodeId);
+  const mbs = logged ? logged.copiedBytes / 1e3 / logged.ms : NaN;
+  await remove(volume);
+  const result = { fillMBs, copied, wallMs, logged, mbs };
+  console.error(`  full rebuild: ${JSON.stringify(result)}`);
+  return {
+    name: 'fullRebuild',
+    markdown: [
+      `full rebuild, 2 replicas, 1 GiB filled (${Math.round(fillMBs)} MB/s): ${old.nodeId} killed -9, ${survivor.nodeId} took over, ${old.nodeId} restarted; no client I/O meanwhile`,
+      '',
+      '| copied (MiB) | logged: kind, ms | MB/s (logged) | restart to in sync (s) |',
+      '|---|---|---|---|',
+      `| ${mib(copied)} | ${logged ? `${logged.kind}, ${logged.ms}` : 'no "replica resynced" line'} | ${Math.round(mbs)} (target >= 200) | ${(wallMs / 1000).toFixed(1)} |`,
+    ].join('\n'),
+    json: result,
+  };
+}
+
+function copiedTo(r: ReplicationInfo, nodeId: string): number {
+  return r.replicas.find((c) => c.node === nodeId)?.resyncCopiedBytes ?? 0;
+}
+
+function behindOf(r: ReplicationInfo, nodeId: string): number {
+  return r.replicas.find((c) => c.node === nodeId)?.behindBytes ?? 0;
+}
+
+const mib = (bytes: number) => (bytes / MiB).toFixed(1);
+
+/** The last "replica resynced" line the primary logged for this volume and replica. */
+function resyncedLine(primary: WeftdHandle, volume: string, replica: string): { kind: string; copiedBytes: number; ms: number } | undefined {
+  const lines = primary
+    .logs()
+    .split('\n')
+    .filter((line) => line.includes('"replica resynced"'))
+    .map((line) => JSON.parse(line) as { volume: string; replica: string; kind: string; copiedBytes: number; ms: number })
+    .filter((entry) => entry.volume === volume && entry.replica === replica);
+  return lines.at(-1);
+}
+
+/** Keeps each node's log (all its lives) beside the results, for what went wrong or took long. */
+function saveLogs(): void {
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  for (const n of nodes) fs.writeFileSync(path.join(OUT_DIR, `cluster-${n.nodeId}.log`), n.logs());
+  if (nodes.length > 0) console.error(`bench: node logs in ${path.join(OUT_DIR, 'cluster-n*.log')}`);
+}
+
+const benchDir = makeTempDir('weft-bench-cluster-');
+benchMain('bench:cluster', () => main(benchDir), async () => {
+  saveLogs();
+  await cleanupAll();
+});
