@@ -41,6 +41,7 @@ export interface ReplicatedVolumes {
   info(name: string): VolumeInfo;
   resize(name: string, sizeBytes: number): Promise<VolumeInfo>;
   createSnapshot(volume: string, name: string): Promise<SnapshotInfo>;
+  listSnapshots(volume?: string): Promise<SnapshotInfo[]>;
   deleteSnapshot(volume: string, name: string): Promise<void>;
   controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void>;
 }
@@ -59,6 +60,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     info: (name) => engine.getVolume(name),
     resize: (name, sizeBytes) => engine.resizeVolume(name, sizeBytes),
     createSnapshot: (volume, name) => engine.createSnapshot(volume, name),
+    listSnapshots: (volume) => Promise.resolve(engine.listSnapshots(volume)),
     deleteSnapshot: (volume, name) => engine.deleteSnapshot(volume, name),
   };
 }
@@ -170,6 +172,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const primary = this.controller.record(volume)?.primary;
     if (primary === undefined || primary === this.self) return this.engine.createSnapshot(volume, name);
     return this.onNode(primary, (client) => client.createSnapshot(volume, name), () => Promise.reject(new Error('unreachable')));
+  }
+
+  /** A replicated volume's snapshots are those of its copies: asked of the primary when this node holds none. */
+  async listSnapshots(volume?: string): Promise<SnapshotInfo[]> {
+    const primary = volume === undefined ? undefined : this.controller.record(volume)?.primary;
+    if (volume === undefined || primary === undefined || this.engine.hasVolume(volume)) return this.engine.listSnapshots(volume);
+    return this.onNode(primary, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume)));
   }
 
   /** Deleted from every copy; a copy on a node that is down keeps it (logged). */

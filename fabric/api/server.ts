@@ -39,7 +39,7 @@ export class ApiServer {
     const clusterVolumes = options.clusterVolumes ?? localVolumesOnly(engine);
     this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, clusterVolumes, this.logger));
     this.server.addService(serviceDefinition('ReplicaService'), replicaService(clusterVolumes, this.logger));
-    this.server.addService(serviceDefinition('SnapshotService'), snapshotService(engine, clusterVolumes, this.logger));
+    this.server.addService(serviceDefinition('SnapshotService'), snapshotService(clusterVolumes, this.logger));
     this.server.addService(serviceDefinition('PoolService'), poolService(engine, this.logger));
     this.server.addService(serviceDefinition('NodeService'), nodeService(node, cluster, () => this.port, this.logger));
     this.server.addService(serviceDefinition('AttachmentService'), attachmentService(attachments, engine, this.logger));

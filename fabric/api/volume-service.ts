@@ -38,7 +38,8 @@ export function volumeService(engine: VolumeEngine, attachments: AttachmentStore
 }
 
 /**
- * More than one replica, or a locality, makes a volume of the cluster. A clone's class is where its
+ * More than one replica, or a locality, makes a volume of the cluster (so does asking a node that
+ * has no pool). A clone's class is where its
  * new writes go (the engine defaults it to the snapshot's).
  */
 function createVolume(engine: VolumeEngine, cluster: ReplicatedVolumes, request: wire.CreateVolumeRequest): Promise<VolumeInfo> {
@@ -47,7 +48,8 @@ function createVolume(engine: VolumeEngine, cluster: ReplicatedVolumes, request:
   const source = request.sourceSnapshot;
   const replicas = replicaCount(request.replicas);
   const locality = checkOptionalName('locality', request.locality);
-  if (replicas > 1 || locality !== undefined) {
+  // A node with no pool of its own (weftd --pool none: a CSI controller) places every new volume through the cluster.
+  if (replicas > 1 || locality !== undefined || (!source && engine.listPools().length === 0)) {
     if (source) throw invalidArgument('a clone is made on the node that holds the snapshot: replicas and locality do not apply to clones yet');
     return cluster.create({ name, sizeBytes: checkSize('size_bytes', request.sizeBytes), class: poolClass, replicas, locality });
   }

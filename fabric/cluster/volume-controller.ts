@@ -29,6 +29,8 @@ const REWATCH_MS = 1000;
  * replication and forwarding knocking at the old ones.
  */
 const NODES_REFRESH_MS = 3000;
+/** A control operation asked of the primary while it is taking over (a new volume's first seconds) waits this long for it. */
+const CONTROL_WAIT_MS = 10_000;
 
 export interface ControllerOptions {
   self: string;
@@ -295,9 +297,10 @@ export class VolumeController {
 
   /** A control operation of the volume, run by this node's brain (refused unless it serves as primary). */
   private controlOf(name: string): (operation: CopyOperation) => Promise<void> {
-    return (operation) => {
+    return async (operation) => {
       const runner = this.runners.get(name);
-      if (!runner) return Promise.reject(failedPrecondition(`node ${this.options.self} holds no serving copy of volume ${name}`));
+      if (!runner) throw failedPrecondition(`node ${this.options.self} holds no serving copy of volume ${name}`);
+      await runner.untilServing(CONTROL_WAIT_MS);
       return runner.control(operation);
     };
   }

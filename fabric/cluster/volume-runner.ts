@@ -117,6 +117,18 @@ export class VolumeRunner implements InSyncSet {
 
   // ---- control operations, on the primary ----
 
+  /** Resolves once this node serves, or after timeoutMs, or at once if it is not on its way to (its role says). */
+  async untilServing(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const onItsWay = () => this.state.role !== 'serving' || !this.serving;
+    while (onItsWay() && Date.now() < deadline && !this.closed) {
+      const record = this.state.record;
+      const designated = record?.primary === this.context.self || this.state.role !== 'follower';
+      if (!designated) return;
+      await sleep(50);
+    }
+  }
+
   /**
    * A snapshot or a resize of every copy at one point of the write stream: with every copy in sync,
    * changes paused, the other copies first (each checks this primary's epoch), then this one. A

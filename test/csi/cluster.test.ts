@@ -120,12 +120,12 @@ async function deleteVolume(volumeId: string): Promise<void> {
   for (const node of [nodeA, nodeB]) expect((await node.weft(['volume', 'show', volumeId])).code).not.toBe(0);
 }
 
-test('the controller\'s weftd is a member of the cluster with no pool, and makes no volume of its own', async () => {
+test('the controller\'s weftd is a member of the cluster with no pool: a volume asked of it is placed on a node with one', async () => {
   const nodes = await weftJson<ClusterNode[]>(controller, ['node', 'list']);
   expect(nodes.map((n) => [n.id, n.state, n.pools.length])).toEqual([['node-a', 'up', 1], ['node-b', 'up', 1], ['weft-controller', 'up', 0]]);
-  const local = await controller.weft(['volume', 'create', 'here', '--size', '1MiB']);
-  expect(local.code).not.toBe(0);
-  expect(local.stderr).toMatch(/this node has no pool \(weftd --pool none\)/);
+  const placed = await weftJson<VolumeInfo>(controller, ['volume', 'create', 'here', '--size', '1MiB']);
+  expect(placed.replication?.replicas.map((r) => r.node)).toEqual([expect.stringMatching(/^node-[ab]$/)]);
+  expect((await controller.weft(['volume', 'delete', 'here'])).code).toBe(0);
 });
 
 test('replicas "1" with locality: the copy is on the pod\'s node; staged, published and written there; deleted', async () => {
