@@ -40,6 +40,8 @@ export interface WeftdConfig {
   logLevel: LogLevel;
   /** Completed writes are synced at least this often without a FLUSH; 0: only on FLUSH/FUA. */
   syncIntervalMs: number;
+  /** How long a replica's node may be down before its copy is replaced on another node. */
+  replicaTimeoutMs: number;
   /** Zone label of this node, for topology; absent when not given. */
   zone?: string;
   /** The address other nodes and clients reach this node at (never a wildcard). */
@@ -74,6 +76,7 @@ interface RawSettings {
   pool?: unknown;
   logLevel?: unknown;
   syncInterval?: unknown;
+  replicaTimeout?: unknown;
   zone?: unknown;
   advertise?: unknown;
   csiEndpoint?: unknown;
@@ -85,7 +88,7 @@ interface RawSettings {
 type SettingKey = keyof RawSettings;
 
 const SETTING_KEYS: readonly SettingKey[] = [
-  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'zone', 'advertise', 'csiEndpoint', 'csiRole', 'store',
+  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'replicaTimeout', 'zone', 'advertise', 'csiEndpoint', 'csiRole', 'store',
   'maxConnectionInflightBytes', 'maxInflightBytes',
 ];
 
@@ -97,6 +100,7 @@ const DEFAULTS = {
   metricsPort: '10811',
   logLevel: 'info',
   syncInterval: '5',
+  replicaTimeout: '600',
   csiRole: 'both',
   store: 'embedded',
   maxConnectionInflightBytes: '64MiB',
@@ -135,6 +139,7 @@ function buildCommand(): Command {
     .option('--pool <class:path[:size]|none>', 'a pool member, repeatable (default: default:<data-dir>); none: no pool at all, for a node that holds no copy of any volume (the CSI controller\'s weftd)', collect)
     .option('--log-level <level>', `${LOG_LEVELS.join(', ')} (default: ${DEFAULTS.logLevel})`)
     .option('--sync-interval <seconds>', `sync completed writes at least this often without a FLUSH; 0 = only on FLUSH/FUA (default: ${DEFAULTS.syncInterval})`)
+    .option('--replica-timeout <seconds>', `a replica whose node is down this long is replaced on another node (default: ${DEFAULTS.replicaTimeout})`)
     .option('--zone <zone>', 'zone label of this node, for placement and CSI topology (default: none)')
     .option('--advertise <addr>', 'address other nodes and clients reach this node at (default: the --listen address, or the host name if that is a wildcard)')
     .option('--csi-endpoint <unix:///path>', 'serve the CSI driver on this unix socket (default: off)')
@@ -234,6 +239,7 @@ function validate(pick: Picker): WeftdConfig {
     pools: pools(pick('pool'), dataDir),
     logLevel: logLevel(pick('logLevel')),
     syncIntervalMs: seconds(pick('syncInterval'), DEFAULTS.syncInterval) * 1000,
+    replicaTimeoutMs: seconds(pick('replicaTimeout'), DEFAULTS.replicaTimeout) * 1000,
     zone: zone(pick('zone')),
     advertise: advertise(pick('advertise'), listen),
     csi: csi(pick('csiEndpoint'), pick('csiRole')),

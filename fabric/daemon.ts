@@ -71,6 +71,8 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       hasCopy: (volume) => engine.hasVolume(volume),
       // Only a serving primary controls copies, and it serves only once the API (and clusterVolumes) exists.
       controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch),
+      createCopy: (node, volume, sizeBytes, poolClass) => (clusterVolumes as ClusterVolumes).createCopyOn(node, volume, sizeBytes, poolClass),
+      brain: { replicaTimeoutMs: config.replicaTimeoutMs },
       logger: logger.child({ component: 'volumes' }),
     });
     const engine: LocalEngine = await LocalEngine.open({

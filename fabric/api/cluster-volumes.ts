@@ -134,10 +134,20 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** This node's part of a create: its copy, served only through the primary from now on. */
   async createCopy(name: string, sizeBytes: number, poolClass: string): Promise<VolumeInfo> {
-    if (this.isReplicated(name)) throw alreadyExists(`volume ${name} already exists in the cluster`);
-    const info = await this.engine.createVolume({ name, sizeBytes, class: poolClass });
+    // As the store has it now: a replacement is asked for as soon as its record names it.
+    const kv = await this.store.get(volumeKey(name));
+    const record = kv && (JSON.parse(kv.value) as VolumeRecord);
+    // A copy of a volume already recorded is a replacement, which its record names.
+    if (record && !record.replicas.some((r) => r.node === this.self)) throw alreadyExists(`volume ${name} already exists in the cluster`);
+    // A copy left here by an earlier life of the volume is reused: the full copy rewrites all of it.
+    const info = record && this.engine.hasVolume(name) ? this.engine.getVolume(name) : await this.engine.createVolume({ name, sizeBytes, class: poolClass });
     this.controller.adopt(name, sizeBytes);
     return info;
+  }
+
+  /** createCopy on node: here directly, elsewhere through its API. */
+  async createCopyOn(node: string, name: string, sizeBytes: number, poolClass: string): Promise<void> {
+    await this.onNode(node, (client) => client.createCopy(name, sizeBytes, poolClass), () => this.createCopy(name, sizeBytes, poolClass));
   }
 
   /** This node's part of a delete; checkOnly: refuses if a client has the copy open, and changes nothing. */

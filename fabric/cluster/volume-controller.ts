@@ -40,6 +40,8 @@ export interface ControllerOptions {
   hasCopy(volume: string): boolean;
   /** Applies a control operation to another node's copy (through its control API). */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
+  /** Has another node make its copy of a volume (a replacement). */
+  createCopy(node: string, volume: string, sizeBytes: number, poolClass: string): Promise<void>;
   brain?: Partial<BrainConfig>;
   logger: Logger;
 }
@@ -53,6 +55,8 @@ export interface ReplicationView {
 
 export class VolumeController {
   private readonly records = new Map<string, VolumeRecord>();
+  /** The store revision of each record. */
+  private readonly revisions = new Map<string, number>();
   private readonly runners = new Map<string, VolumeRunner>();
   private readonly layers = new Map<string, ReplicationLayer>();
   private nodes = new Map<string, ClusterNode>();
@@ -147,6 +151,10 @@ export class VolumeController {
    */
   adopt(volume: string, sizeBytes: number): void {
     this.layers.get(volume)?.replicate(this.forwarder(volume, sizeBytes), this.controlOf(volume));
+    // A replacement's copy, made after its record named this node: it runs the volume's brain now.
+    const revision = this.revisions.get(volume);
+    const record = this.records.get(volume);
+    if (record && revision !== undefined) this.onRecord(volume, { key: volumeKey(volume), value: JSON.stringify(record), modRevision: revision, createRevision: 0, version: 0 });
   }
 
   /** This node's copy is being deleted: it stops serving it, whether or not it saw the record go. */
@@ -212,6 +220,7 @@ export class VolumeController {
   private onRecord(name: string, kv: KeyValue | undefined): void {
     const runner = this.runners.get(name);
     if (!kv) {
+      this.revisions.delete(name);
       if (!this.records.delete(name)) return;
       this.forget(name);
       this.options.logger.info({ volume: name }, 'replicated volume deleted');
@@ -220,6 +229,7 @@ export class VolumeController {
     const record = JSON.parse(kv.value) as VolumeRecord;
     const known = this.records.has(name);
     this.records.set(name, record);
+    this.revisions.set(name, kv.modRevision);
     if (!known) this.layers.get(name)?.replicate(this.forwarder(name, record.sizeBytes), this.controlOf(name));
     const holds = record.replicas.some((r) => r.node === this.options.self) && this.options.hasCopy(name);
     if (holds && !runner) this.startRunner(name);
@@ -241,6 +251,7 @@ export class VolumeController {
         return n && { host: n.address, nbdPort: n.nbdPort };
       },
       controlCopy: this.options.controlCopy,
+      createCopy: this.options.createCopy,
       config: this.config,
       logger: this.options.logger,
     });

@@ -40,6 +40,8 @@ export interface RunnerContext {
   /** The local copy below the volume's stack, for the replication this node runs as primary. */
   localCopy(volume: string): VolumeLayer | undefined;
   nodeAddress(node: string): NodeAddress | undefined;
+  /** Has node make its (empty) copy of the volume: a replacement. */
+  createCopy(node: string, volume: string, sizeBytes: number, poolClass: string): Promise<void>;
   /** Applies a control operation to node's copy, which refuses it if its epoch is above the given one. */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
   config: BrainConfig;
@@ -282,8 +284,20 @@ export class VolumeRunner implements InSyncSet {
   }
 
   private async resync(replica: string, kind: 'delta' | 'full'): Promise<void> {
-    const device = this.serving?.device;
-    if (!device) return;
+    const serving = this.serving;
+    if (!serving) return;
+    const device = serving.device;
+    if (!device.status().some((r) => r.id === replica)) {
+      // A replacement: its node makes an empty copy first.
+      const record = this.state.record as VolumeRecord;
+      try {
+        await this.context.createCopy(replica, this.name, record.sizeBytes, record.class);
+      } catch (err) {
+        this.dispatch({ type: 'replica-failed', replica, reason: `could not make its copy: ${(err as Error).message}` }); // tried again later
+        throw err;
+      }
+      device.addRemote({ id: replica, connect: () => this.connectReplica(replica, serving.epoch, REPLICA_TIMEOUT_MS) });
+    }
     const started = Date.now();
     const copiedBytes = await device.resync(replica, kind);
     this.context.logger.info({ volume: this.name, replica, kind, copiedBytes, ms: Date.now() - started }, 'replica resynced');

@@ -119,6 +119,16 @@ export class ReplicatedDevice extends PassThroughLayer {
     return device;
   }
 
+  /** A new copy (a replacement): out, until a full resync brings it in. */
+  addRemote(replica: RemoteReplica): void {
+    if (this.remotes.some((r) => r.replica.id === replica.id)) return;
+    const remote = new Remote(replica);
+    remote.state = 'out';
+    remote.member = false;
+    remote.needsFull = true;
+    this.remotes.push(remote);
+  }
+
   status(): ReplicaStatus[] {
     return this.remotes.map((r) => ({
       id: r.replica.id,

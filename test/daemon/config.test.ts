@@ -39,6 +39,7 @@ describe('defaults', () => {
       pools: [{ class: 'default', path: dataDir }],
       logLevel: 'info',
       syncIntervalMs: 5000,
+      replicaTimeoutMs: 600_000,
       store: { kind: 'embedded' },
       maxConnectionInflightBytes: 64 * 1024 ** 2,
       maxInflightBytes: 1024 ** 3,
@@ -53,7 +54,7 @@ describe('flags', () => {
       '--nbd-port', '0', '--api-port', '20810', '--metrics-port=20811',
       '--pool', 'ssd:/mnt/nvme0:100GiB', '--pool', 'hdd:rel/disk', '--log-level', 'debug', '--sync-interval', '0',
       '--max-connection-inflight-bytes', '8MiB', '--max-inflight-bytes', '256M', '--store', 'etcd://10.0.0.1:2379,etcd-2.local:2379,[::1]:2379',
-      '--advertise', 'node-1.example', '--zone', 'eu-1a',
+      '--advertise', 'node-1.example', '--zone', 'eu-1a', '--replica-timeout', '30',
     ]);
     expect(config).toEqual({
       dataDir: '/srv/weft',
@@ -70,6 +71,7 @@ describe('flags', () => {
       ],
       logLevel: 'debug',
       syncIntervalMs: 0,
+      replicaTimeoutMs: 30_000,
       store: { kind: 'etcd', endpoints: ['10.0.0.1:2379', 'etcd-2.local:2379', '[::1]:2379'] },
       maxConnectionInflightBytes: 8 * 1024 ** 2,
       maxInflightBytes: 256 * 1024 ** 2,

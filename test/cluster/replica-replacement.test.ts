@@ -1,0 +1,60 @@
+// A replica whose node stays down past --replica-timeout is replaced on another node, which gets a
+// full copy while the volume stays online; the replaced copy leaves the record once the new one is
+// in sync. Three weftd processes on a real etcd.
+
+import type { VolumeInfo } from '../../fabric/volume/types';
+import { startEtcd } from '../helpers/etcd';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
+
+jest.setTimeout(120_000);
+
+const MiB = 1024 * 1024;
+
+afterAll(cleanupAll);
+
+async function show(via: WeftdHandle, name: string): Promise<VolumeInfo> {
+  const result = await via.weft(['volume', 'show', name, '--output', 'json']);
+  if (result.code !== 0) throw new Error(result.stderr);
+  return JSON.parse(result.stdout) as VolumeInfo;
+}
+
+async function qemuIo(uri: string, commands: string[], readOnly = false): Promise<void> {
+  const result = await run('qemu-io', ['-f', 'raw', ...(readOnly ? ['-r'] : []), ...commands.flatMap((c) => ['-c', c]), uri], { timeoutMs: 60_000 });
+  const out = result.stdout + result.stderr;
+  if (result.code !== 0 || /error|fail|mismatch/i.test(out)) throw new Error(`qemu-io ${commands.join('; ')} on ${uri}: ${out}`);
+}
+
+test('a replica down past --replica-timeout is replaced on another node, with a full copy, while the volume serves', async () => {
+  const etcd = await startEtcd(1);
+  const nodes: WeftdHandle[] = [];
+  for (const id of ['n1', 'n2', 'n3']) {
+    const pool = makeTempDir(`weft-pool-${id}-`);
+    nodes.push(await startWeftd({ pools: [`ssd:${pool}:${128 * MiB}`], extraArgs: ['--store', etcd.storeSpec, '--node-id', id, '--advertise', '127.0.0.1', '--replica-timeout', '3'] }));
+  }
+  const created = JSON.parse((await nodes[0].weft(['volume', 'create', 'v', '--size', '32MiB', '--replicas', '2', '--locality', 'n1', '--output', 'json'])).stdout) as VolumeInfo;
+  const other = created.replication!.replicas[1].node;
+  const spare = ['n2', 'n3'].find((n) => n !== other) as string;
+  await waitFor(async () => (await show(nodes[0], 'v')).replication!.epoch === 1, 30_000, 200);
+  await qemuIo(nodes[0].nbdUri('v'), ['write -P 0x42 0 4M', 'write -P 0x43 20M 64k', 'flush']);
+
+  await nodes.find((n) => n.nodeId === other)!.kill9();
+  // Written while the copy is away (and while its replacement is made): the new copy must have it too.
+  await qemuIo(nodes[0].nbdUri('v'), ['write -P 0x44 8M 1M', 'flush']);
+  let replicas: string[] = [];
+  await waitFor(
+    async () => {
+      const r = (await show(nodes[0], 'v')).replication!;
+      replicas = r.replicas.map((c) => `${c.node}:${c.state}`);
+      return replicas.join(',') === `n1:in-sync,${spare}:in-sync`;
+    },
+    60_000,
+    250,
+  );
+  expect(replicas).toEqual(['n1:in-sync', `${spare}:in-sync`]);
+  const newCopy = nodes.find((n) => n.nodeId === spare)!;
+  const epoch = (await show(newCopy, 'v')).epoch;
+  // The new copy itself (below the routing), and the volume through the spare's node.
+  await qemuIo(newCopy.nbdUri(`v~epoch=${epoch}`), ['read -P 0x42 0 4M', 'read -P 0x44 8M 1M', 'read -P 0x43 20M 64k', 'read -P 0 24M 8M'], true);
+  await qemuIo(newCopy.nbdUri('v'), ['read -P 0x44 8M 1M'], true);
+});
