@@ -5,16 +5,14 @@
 // brain's transaction for it committed, and fails if the brain stopped serving first.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { failedPrecondition, IoError } from '../errors';
+import { failedPrecondition } from '../errors';
 import type { Logger } from '../logger';
-import type { Pieces } from '../pieces';
-import type { RouteTarget } from '../replication/forwarding-device';
+import { PrimaryHandle } from '../replication/primary-handle';
 import { ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-device';
 import type { CopyOperation } from '../replication/replication-layer';
 import type { InSyncSet } from '../replication/in-sync-set';
 import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
-import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
-import { PassThroughDevice } from '../volume/pass-through-device';
+import type { VolumeLayer } from '../volume/block-device';
 import type { ClusterStore } from './cluster-store';
 import { step } from './volume-brain';
 import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
@@ -310,55 +308,6 @@ export class VolumeRunner implements InSyncSet {
   }
 }
 
-/**
- * The primary's replication as the NBD exports and the forwarding layer use it. Once this node no
- * longer serves, every call fails with ESHUTDOWN (whatever went wrong underneath), which tells a
- * forwarder to find the new primary; a refusal by a fenced replica also stops the service.
- */
-class PrimaryHandle extends PassThroughDevice implements RouteTarget {
-  constructor(below: BlockDevice, private readonly live: () => boolean, private readonly fenced: () => void) {
-    super(below);
-  }
-
-  /** Nothing to release: the replication it uses is the runner's. */
-  close(): void {}
-
-  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return this.guarded(() => this.below.read(offsetBytes, lengthBytes));
-  }
-
-  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    return this.guarded(() => this.below.write(offsetBytes, data, fua));
-  }
-
-  override flush(): Promise<void> {
-    return this.guarded(() => this.below.flush());
-  }
-
-  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    return this.guarded(() => this.below.trim(offsetBytes, lengthBytes, fua));
-  }
-
-  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    return this.guarded(() => this.below.writeZeroes(offsetBytes, lengthBytes, options));
-  }
-
-  override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
-    return this.guarded(() => this.below.blockStatus(offsetBytes, lengthBytes));
-  }
-
-  private async guarded<T>(call: () => Promise<T>): Promise<T> {
-    if (!this.live()) throw notServing();
-    try {
-      return await call();
-    } catch (err) {
-      if (err instanceof IoError && err.errno === 'EPERM') this.fenced();
-      if (!this.live()) throw notServing();
-      throw err;
-    }
-  }
-}
-
 /** A control operation on this node's own copy (below the stack). */
 export function applyTo(copy: VolumeLayer, operation: CopyOperation): Promise<void> {
   switch (operation.type) {
@@ -369,8 +318,4 @@ export function applyTo(copy: VolumeLayer, operation: CopyOperation): Promise<vo
     case 'delete-snapshot':
       throw new Error('a snapshot is deleted through the engine, not the stack');
   }
-}
-
-function notServing(): IoError {
-  return new IoError('ESHUTDOWN', 'this node no longer serves the volume as primary');
 }
