@@ -227,8 +227,15 @@ export class VolumeRunner implements InSyncSet {
     const device = this.serving?.device;
     if (!device) return;
     const started = Date.now();
-    const copiedBytes = await device.resync(replica, kind);
-    this.context.logger.info({ volume: this.name, replica, kind, copiedBytes, ms: Date.now() - started }, 'replica resynced');
+    try {
+      const copiedBytes = await device.resync(replica, kind);
+      this.context.logger.info({ volume: this.name, replica, kind, copiedBytes, ms: Date.now() - started }, 'replica resynced');
+    } catch (err) {
+      // The record still says resyncing, and the device does not tell the in-sync set about a copy
+      // that was not a member yet: without this the copy stays resyncing for good, never retried.
+      this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}` });
+      throw err;
+    }
   }
 
   private connectReplica(node: string, epoch: number, timeoutMs: number) {
