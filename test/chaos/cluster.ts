@@ -69,30 +69,27 @@ export class ChaosCluster {
     return Promise.race([via.api.getVolume(volume).catch(() => undefined), timeout]);
   }
 
-  /** Waits until an informed node shows the volume meeting `condition`; returns what it showed. */
+  /**
+   * Waits until every informed node shows the volume at the same epoch and primary, meeting
+   * `condition`; returns what they showed. All, not any: a node just healed from a partition shows
+   * its old view of the record for a moment (an old primary sees itself serving, every copy in sync).
+   */
   async waitForVolume(volume: string, condition: (v: VolumeInfo) => boolean, timeoutMs: number, what: string): Promise<VolumeInfo> {
-    let shown: VolumeInfo | undefined;
-    let last: VolumeInfo | undefined;
+    let views: (VolumeInfo | undefined)[] = [];
     try {
       await waitFor(
         async () => {
-          for (const via of this.informed()) {
-            const v = await this.show(via, volume);
-            if (v) last = v;
-            if (v && condition(v)) {
-              shown = v;
-              return true;
-            }
-          }
-          return false;
+          views = await Promise.all(this.informed().map((via) => this.show(via, volume)));
+          const first = views[0]?.replication;
+          return views.every((v) => v !== undefined && v.replication?.epoch === first?.epoch && v.replication?.primary === first?.primary && condition(v));
         },
         timeoutMs,
         200,
       );
     } catch {
-      throw new Error(`volume ${volume}: not ${what} within ${timeoutMs} ms; last seen: ${JSON.stringify(last?.replication)}`);
+      throw new Error(`volume ${volume}: not ${what} within ${timeoutMs} ms; last seen: ${JSON.stringify(views.map((v) => v?.replication))}`);
     }
-    return shown as VolumeInfo;
+    return views[0] as VolumeInfo;
   }
 
   async kill9(node: ChaosNode): Promise<void> {

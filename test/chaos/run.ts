@@ -6,7 +6,7 @@
 // block written so far is read back through a node that reaches etcd and checked (history.ts): zero
 // lost. A failure names its seed; the same seed replays the same schedule (not the same timings).
 //
-//   npm run chaos -- [--seeds N] [--seed S] [--failovers K] [--partitions P]
+//   npm run chaos -- [--seeds N] [--seed S] [--failovers K] [--partitions P] [--replica-kills R]
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -114,6 +114,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       const before = (await inSync()).replication!;
       const primary = cluster.node(before.primary);
       const replica = prng.pick(cluster.nodes.filter((n) => n !== primary));
+      const stepStarted = Date.now();
       log(`seed ${options.seed} step ${i + 1}/${schedule.length}: ${fault} (primary ${primary.id} epoch ${before.epoch}${fault.includes('replica') ? `, replica ${replica.id}` : ''})`);
       switch (fault) {
         case 'kill-primary':
@@ -156,6 +157,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       result.faults[fault]++;
       await inSync();
       await check(`after ${fault}, back in sync`);
+      log(`  back in sync and checked after ${Date.now() - stepStarted} ms (${history.acked} writes acknowledged so far)`);
     }
   } catch (err) {
     if (!(err instanceof LostWriteError)) (err as Error).message = `seed ${options.seed}: ${(err as Error).message}`;
@@ -211,7 +213,7 @@ export function summary(r: ChaosResult): string {
   );
 }
 
-/** `node dist/test/chaos/run.js --seeds N [--seed S] [--failovers K] [--partitions P]` */
+/** `node dist/test/chaos/run.js --seeds N [--seed S] [--failovers K] [--partitions P] [--replica-kills R]` */
 async function main(argv: string[]): Promise<number> {
   const flag = (name: string, fallback: number) => {
     const at = argv.indexOf(`--${name}`);
@@ -223,16 +225,17 @@ async function main(argv: string[]): Promise<number> {
   const first = flag('seed', Date.now() % 1_000_000);
   const failovers = flag('failovers', 20);
   const partitions = flag('partitions', 2);
+  const replicaKills = flag('replica-kills', Math.round(failovers / 4));
   const totals = { failovers: 0, partitions: 0, acked: 0 };
   for (let seed = first; seed < first + seeds; seed++) {
     try {
-      const r = await runChaos({ seed, failovers, partitions, replicaKills: Math.round(failovers / 4) });
+      const r = await runChaos({ seed, failovers, partitions, replicaKills });
       console.log(summary(r));
       totals.failovers += r.failovers;
       totals.partitions += r.faults['cut-primary-etcd'] + r.faults['cut-primary-replica'] + r.faults['cut-replica-etcd'];
       totals.acked += r.ackedWrites;
     } catch (err) {
-      console.error(`FAILED seed ${seed} (replay: npm run chaos -- --seeds 1 --seed ${seed} --failovers ${failovers} --partitions ${partitions}):\n${(err as Error).message}`);
+      console.error(`FAILED seed ${seed} (replay: npm run chaos -- --seeds 1 --seed ${seed} --failovers ${failovers} --partitions ${partitions} --replica-kills ${replicaKills}):\n${(err as Error).message}`);
       return 1;
     } finally {
       await cleanupAll();
