@@ -102,6 +102,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     await waitFor(() => writers.lastAckAt > since, FAILOVER_TIMEOUT_MS, 20);
     result.failovers++;
     result.failoverMs.push(writers.lastAckAt - since);
+    log(`  ${after.replication!.primary} primary at epoch ${after.replication!.epoch}; first write acknowledged ${writers.lastAckAt - since} ms after the fault`);
     return after;
   };
 
