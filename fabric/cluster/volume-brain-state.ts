@@ -10,11 +10,11 @@ export interface BrainConfig {
   promotionStepMs: number;
   /** How long a replica's node may stay down before its copy is replaced (--replica-timeout). */
   replicaTimeoutMs: number;
-  /** How long after a failed resync the next one starts, the replica's node being up. */
+  /** How long after a failed resync the next one starts, the replica's node being up (short: a node that comes back while its lease still looked alive catches up in seconds). */
   resyncRetryMs: number;
 }
 
-export const DEFAULT_BRAIN_CONFIG: BrainConfig = { promotionStepMs: 300, replicaTimeoutMs: 10 * 60_000, resyncRetryMs: 30_000 };
+export const DEFAULT_BRAIN_CONFIG: BrainConfig = { promotionStepMs: 300, replicaTimeoutMs: 10 * 60_000, resyncRetryMs: 2_000 };
 
 /** follower, or primary on its way: CAS sent (promoting), epochs being raised, unreachable replicas being taken out (fencing), serving. */
 export type Role = 'follower' | 'promoting' | 'raising' | 'fencing' | 'serving';

@@ -285,20 +285,22 @@ export class VolumeRunner implements InSyncSet {
     const serving = this.serving;
     if (!serving) return;
     const device = serving.device;
-    if (!device.status().some((r) => r.id === replica)) {
-      // A replacement: its node makes an empty copy first.
-      const record = this.state.record as VolumeRecord;
-      try {
-        await this.context.createCopy(replica, this.name, record.sizeBytes, record.class);
-      } catch (err) {
-        this.dispatch({ type: 'replica-failed', replica, reason: `could not make its copy: ${(err as Error).message}` }); // tried again later
-        throw err;
-      }
-      device.addRemote({ id: replica, connect: () => this.connectReplica(replica, serving.epoch, REPLICA_TIMEOUT_MS) });
-    }
     const started = Date.now();
-    const copiedBytes = await device.resync(replica, kind);
-    this.context.logger.info({ volume: this.name, replica, kind, copiedBytes, ms: Date.now() - started }, 'replica resynced');
+    try {
+      if (!device.status().some((r) => r.id === replica)) {
+        // A replacement: its node makes an empty copy first.
+        const record = this.state.record as VolumeRecord;
+        await this.context.createCopy(replica, this.name, record.sizeBytes, record.class);
+        device.addRemote({ id: replica, connect: () => this.connectReplica(replica, serving.epoch, REPLICA_TIMEOUT_MS) });
+      }
+      const copiedBytes = await device.resync(replica, kind);
+      this.context.logger.info({ volume: this.name, replica, kind, copiedBytes, ms: Date.now() - started }, 'replica resynced');
+    } catch (err) {
+      // The record still says resyncing, and the device does not tell the in-sync set about a copy
+      // that was not a member yet: without this the copy stays resyncing for good, never retried.
+      this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}` });
+      throw err;
+    }
   }
 
   private connectReplica(node: string, epoch: number, timeoutMs: number) {
