@@ -33,3 +33,11 @@ export class IoError extends Error {
     this.name = 'IoError';
   }
 }
+
+/** A block read back does not match its checksum: this copy is damaged there (another may not be). */
+export class ChecksumError extends IoError {
+  constructor(message: string) {
+    super('EIO', message);
+    this.name = 'ChecksumError';
+  }
+}

@@ -5,7 +5,7 @@
 // delta resync later copies only that. A new or replaced replica gets a full copy of what the local
 // copy has allocated (thin), also while the volume stays online.
 
-import { IoError } from '../errors';
+import { ChecksumError, IoError } from '../errors';
 import { totalBytes, type Pieces } from '../pieces';
 import type { VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughLayer } from '../volume/pass-through-device';
@@ -82,6 +82,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   private readonly gate = new Quiesce();
   /** Orders resync copies (exclusive) against client writes (shared) while a resync runs. */
   private readonly copyLock = new RangeLock();
+  /** Resyncs and repairs running: while there are any, changes take the copy lock (shared). */
   private resyncs = 0;
   /** Changes in flight: a resync waits for those sent before the replica was a target again. */
   private readonly inFlight = new Set<Promise<void>>();
@@ -138,11 +139,6 @@ export class ReplicatedDevice extends PassThroughLayer {
       resyncTotalBytes: r.state === 'resyncing' ? r.copiedBytes - r.copiedAtResyncStart + r.dirty.bytes : 0,
       needsFullCopy: r.needsFull,
     }));
-  }
-
-  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    this.pacer.clientRequest();
-    return this.below.read(offsetBytes, lengthBytes);
   }
 
   override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
@@ -248,6 +244,41 @@ export class ReplicatedDevice extends PassThroughLayer {
       this.resyncs--;
     }
     return remote.copiedBytes - remote.copiedAtResyncStart;
+  }
+
+  /** A read that fails its checksum here is served from an in-sync peer, and this copy rewritten with it. */
+  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.pacer.clientRequest();
+    return this.below.read(offsetBytes, lengthBytes).catch((err: unknown) => {
+      if (!(err instanceof ChecksumError)) throw err;
+      return this.repair(offsetBytes, lengthBytes, err);
+    });
+  }
+
+  /**
+   * Reads the range from the first in-sync peer that answers and writes it here (FUA), with changes
+   * of the range held off meanwhile (as a resync's copy does), so that a client write cannot land
+   * between the read there and the write here. Fails with the checksum error if no peer has it.
+   */
+  private async repair(offsetBytes: number, lengthBytes: number, cause: ChecksumError): Promise<Buffer> {
+    this.resyncs++;
+    try {
+      await Promise.allSettled([...this.inFlight]); // changes that did not take the lock end first
+      const release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, true);
+      try {
+        for (const peer of this.remotes.filter((r) => r.state === 'in-sync' && r.connection)) {
+          const data = await (peer.connection as ReplicaConnection).read(offsetBytes, lengthBytes).catch(() => undefined);
+          if (!data) continue;
+          await this.below.write(offsetBytes, data, true);
+          return data;
+        }
+        throw cause;
+      } finally {
+        release();
+      }
+    } finally {
+      this.resyncs--;
+    }
   }
 
   /** Closes the connections to the remotes. */

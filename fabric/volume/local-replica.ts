@@ -4,7 +4,7 @@
 // quiesce lets a control operation pause this volume's I/O without touching any other volume.
 
 import { takeBuffer } from '../buffers';
-import { IoError } from '../errors';
+import { ChecksumError, IoError } from '../errors';
 import { copyPieces, piecesOf, totalBytes, type Pieces } from '../pieces';
 import { crc32c, crc32cBlocks, crc32cPieces } from '../store/checksum';
 import type { Extent, VolumeLayer, WriteZeroesOptions } from './block-device';
@@ -180,7 +180,7 @@ export class LocalReplica implements VolumeLayer {
       if (values[i] >= FIRST_PHYSICAL && actual[i] !== expected[i]) {
         const offset = (first + i) * B;
         this.checksumFailed(offset);
-        throw new IoError('EIO', `volume ${this.name}: checksum mismatch in block at offset ${offset}`);
+        throw new ChecksumError(`volume ${this.name}: checksum mismatch in block at offset ${offset}`);
       }
     }
     return buf;
