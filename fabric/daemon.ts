@@ -13,6 +13,7 @@ import { ClusterVolumes } from './api/cluster-volumes';
 import { ApiServer } from './api/server';
 import { listNodes, Membership, type NodeRecord } from './cluster/membership';
 import { openClusterStore } from './cluster/open-store';
+import { registerReplicationMetrics } from './cluster/replication-metrics';
 import { VolumeController } from './cluster/volume-controller';
 import type { WeftdConfig } from './config';
 import type { Logger } from './logger';
@@ -94,6 +95,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
 
     registerPoolGauges(registry, engine);
     registerChecksumCounter(registry, engine);
+    registerReplicationMetrics(registry, controller);
     const metrics = metricsServer(registry);
     const metricsPort = await listen('metrics', config.listen, config.metricsPort, () => listenHttp(metrics, config.listen, config.metricsPort));
     running.add('metrics', () => closeHttp(metrics));

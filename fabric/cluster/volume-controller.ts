@@ -126,6 +126,14 @@ export class VolumeController {
     return [...this.records.keys()];
   }
 
+  /** The volumes this node serves as primary, with what it knows of their copies. */
+  served(): ReplicationView[] {
+    return [...this.runners.values()].flatMap((runner) => {
+      const replicas = runner.replicaStatus();
+      return replicas && runner.record ? [{ record: runner.record, replicas }] : [];
+    });
+  }
+
   view(volume: string): ReplicationView | undefined {
     const record = this.records.get(volume);
     return record && { record, replicas: this.runners.get(volume)?.replicaStatus() };

@@ -101,6 +101,16 @@ describe('replicated volumes on etcd', () => {
     // Each copy holds it.
     for (const node of nodes) await qemuIo(await copyUri(node, 'r1'), ['read -P 0x5a 0 1M', 'read -P 0xa5 32M 4k', 'read -P 0 1M 1M'], true);
 
+    // The primary exports the copies' series; the other nodes export none for r1.
+    const primary = byId(shown.replication!.primary);
+    const metrics = await fetch(`http://127.0.0.1:${primary.metricsPort}/metrics`).then((r) => r.text());
+    expect(metrics).toMatch(/\nweft_volume_epoch\{volume="r1"\} 1\n/);
+    for (const copy of shown.replication!.replicas) expect(metrics).toContain(`weft_replica_state{volume="r1",replica="${copy.node}",state="in-sync"} 1`);
+    expect(metrics).toMatch(/\nweft_replica_behind_bytes\{volume="r1",replica="n\d"\} 0\n/);
+    expect(metrics).toMatch(/\nweft_replica_resync_copied_bytes_total\{volume="r1",replica="n\d"\} 0\n/);
+    const other = nodes.find((n) => n !== primary) as WeftdHandle;
+    expect(await fetch(`http://127.0.0.1:${other.metricsPort}/metrics`).then((r) => r.text())).not.toMatch(/weft_replica_state\{volume="r1"/);
+
     const table = await nodes[0].weft(['volume', 'show', 'r1']);
     expect(table.stdout).toMatch(/Replicas \(primary n\d, epoch 1\):/);
     expect(table.stdout).toMatch(/\nNODE\s+STATE\s+BEHIND\s+RESYNCED/);
@@ -131,6 +141,12 @@ describe('replicated volumes on etcd', () => {
     const healed = await settled(survivor, 'r1', before.replication!.epoch);
     expect(healed.replication!.replicas.map((r) => r.state)).toEqual(['in-sync', 'in-sync', 'in-sync']);
     await qemuIo(await copyUri(primary, 'r1'), ['read -P 0x5a 0 1M', 'read -P 0x77 2M 64k', 'read -P 0xa5 32M 4k'], true);
+    // The new primary counts what it copied to it (a full copy, after a failover: the data written, thin).
+    const newPrimary = byId(healed.replication!.primary);
+    const metrics = await fetch(`http://127.0.0.1:${newPrimary.metricsPort}/metrics`).then((r) => r.text());
+    const copied = Number(new RegExp(`weft_replica_resync_copied_bytes_total\\{volume="r1",replica="${primary.nodeId}"\\} (\\d+)`).exec(metrics)?.[1]);
+    expect(copied).toBeGreaterThanOrEqual(MiB + 64 * 1024 + 4096);
+    expect(copied).toBeLessThan(8 * MiB);
   });
 
   test('fio with crc32c verification through a non-primary node runs through a kill -9 of the primary', async () => {
