@@ -6,6 +6,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
+import { NbdClient } from '../../fabric/nbd/client';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd';
 import { waitFor } from '../helpers/wait-for';
@@ -246,7 +247,14 @@ describe('replicated volumes on etcd', () => {
     for (const node of nodes) await qemuIo(node.nbdUri('r1'), ['read -P 0x5a 0 1M', 'read -P 0x33 4M 64k', 'read -P 0x67 8M 64k'], true);
   });
 
-  test('delete removes every copy', async () => {
+  test('delete is refused while a client has a copy open, then removes every copy', async () => {
+    // r2's primary is n3 (locality): a client attached there holds its copy open.
+    const client = await NbdClient.connect({ host: '127.0.0.1', port: byId('n3').nbdPort, exportName: 'r2' });
+    const refused = await nodes[0].weft(['volume', 'delete', 'r2']);
+    client.close();
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/volume r2 is in use on node n3 by NBD client 127\.0\.0\.1:\d+: disconnect them first/);
+    await waitFor(async () => (await weftJson<VolumeInfo>(byId('n3'), ['volume', 'show', 'r2'])).connections === 0, 10_000, 100);
     const deleted = await nodes[2].weft(['volume', 'delete', 'r2']);
     expect(deleted.stderr).toBe('');
     expect(deleted.code).toBe(0);
