@@ -186,8 +186,16 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** A replicated volume's snapshots are those of its copies: asked of the primary when this node holds none. */
   async listSnapshots(volume?: string): Promise<SnapshotInfo[]> {
-    const primary = volume === undefined ? undefined : this.controller.record(volume)?.primary;
-    if (volume === undefined || primary === undefined || this.engine.hasVolume(volume)) return this.engine.listSnapshots(volume);
+    if (volume !== undefined) return this.snapshotsOf(volume);
+    // Every snapshot: this node's, and those of the replicated volumes it holds no copy of.
+    const elsewhere = this.controller.recordNames().filter((name) => !this.engine.hasVolume(name));
+    const theirs = await Promise.all(elsewhere.map((name) => this.snapshotsOf(name).catch(() => [])));
+    return [...this.engine.listSnapshots(), ...theirs.flat()];
+  }
+
+  private snapshotsOf(volume: string): Promise<SnapshotInfo[]> {
+    const primary = this.controller.record(volume)?.primary;
+    if (primary === undefined || this.engine.hasVolume(volume)) return Promise.resolve(this.engine.listSnapshots(volume));
     return this.onNode(primary, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume)));
   }
 
