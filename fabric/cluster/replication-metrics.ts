@@ -3,6 +3,7 @@
 // aggregates them without double counting. Read from the controller at scrape time.
 
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { ReplicaStatus } from '../replication/replicated-device';
 import type { ReplicationView, VolumeController } from './volume-controller';
 import type { ReplicaState } from './volume-record';
 
@@ -33,26 +34,23 @@ export function registerReplicationMetrics(registry: Registry, controller: Volum
       }
     },
   });
-  new Gauge({
-    name: 'weft_replica_behind_bytes',
-    help: 'Bytes a copy lacks (out) or has still to receive (resyncing), per remote copy of the volumes this node serves as primary.',
-    labelNames: ['volume', 'replica'],
-    registers: [registry],
-    collect(this: Gauge<'volume' | 'replica'>) {
-      this.reset();
-      for (const r of served().flatMap(perReplica)) this.labels(r.volume, r.replica).set(r.status.behindBytes);
-    },
-  });
-  new Gauge({
-    name: 'weft_replica_resync_size_bytes',
-    help: 'Size of the resync under way to a copy (0 when none): (size - behind) of it is done.',
-    labelNames: ['volume', 'replica'],
-    registers: [registry],
-    collect(this: Gauge<'volume' | 'replica'>) {
-      this.reset();
-      for (const r of served().flatMap(perReplica)) this.labels(r.volume, r.replica).set(r.status.resyncTotalBytes);
-    },
-  });
+  const perReplicaGauge = (name: string, help: string, value: (status: ReplicaStatus) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['volume', 'replica'],
+      registers: [registry],
+      collect(this: Gauge<'volume' | 'replica'>) {
+        this.reset();
+        for (const r of served().flatMap(perReplica)) this.labels(r.volume, r.replica).set(value(r.status));
+      },
+    });
+  perReplicaGauge(
+    'weft_replica_behind_bytes',
+    'Bytes a copy lacks (out) or has still to receive (resyncing), per remote copy of the volumes this node serves as primary.',
+    (status) => status.behindBytes,
+  );
+  perReplicaGauge('weft_replica_resync_size_bytes', 'Size of the resync under way to a copy (0 when none): (size - behind) of it is done.', (status) => status.resyncTotalBytes);
   new Counter({
     name: 'weft_replica_resync_copied_bytes_total',
     help: 'Bytes copied to a copy by resyncs since this node started serving the volume as primary.',

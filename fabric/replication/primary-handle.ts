@@ -19,40 +19,36 @@ export class PrimaryHandle extends PassThroughDevice implements RouteTarget {
   /** Nothing to release: the replication it uses is the runner's. */
   close(): void {}
 
+  // No closure per call: a check, then the device's own promise with one shared error handler.
   override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return this.guarded(() => this.below.read(offsetBytes, lengthBytes));
+    return this.live() ? this.below.read(offsetBytes, lengthBytes).catch(this.failed) : Promise.reject(notServing());
   }
 
   override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    return this.guarded(() => this.below.write(offsetBytes, data, fua));
+    return this.live() ? this.below.write(offsetBytes, data, fua).catch(this.failed) : Promise.reject(notServing());
   }
 
   override flush(): Promise<void> {
-    return this.guarded(() => this.below.flush());
+    return this.live() ? this.below.flush().catch(this.failed) : Promise.reject(notServing());
   }
 
   override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    return this.guarded(() => this.below.trim(offsetBytes, lengthBytes, fua));
+    return this.live() ? this.below.trim(offsetBytes, lengthBytes, fua).catch(this.failed) : Promise.reject(notServing());
   }
 
   override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    return this.guarded(() => this.below.writeZeroes(offsetBytes, lengthBytes, options));
+    return this.live() ? this.below.writeZeroes(offsetBytes, lengthBytes, options).catch(this.failed) : Promise.reject(notServing());
   }
 
   override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
-    return this.guarded(() => this.below.blockStatus(offsetBytes, lengthBytes));
+    return this.live() ? this.below.blockStatus(offsetBytes, lengthBytes).catch(this.failed) : Promise.reject(notServing());
   }
 
-  private async guarded<T>(call: () => Promise<T>): Promise<T> {
-    if (!this.live()) throw notServing();
-    try {
-      return await call();
-    } catch (err) {
-      if (err instanceof IoError && err.errno === 'EPERM') this.fenced();
-      if (!this.live()) throw notServing();
-      throw err;
-    }
-  }
+  /** A refusal by a fenced replica stops the service; once it has stopped, any failure reads as ESHUTDOWN. */
+  private readonly failed = (err: unknown): never => {
+    if (err instanceof IoError && err.errno === 'EPERM') this.fenced();
+    throw this.live() ? err : notServing();
+  };
 }
 
 function notServing(): IoError {

@@ -174,13 +174,8 @@ export class ReplicatedDevice extends PassThroughLayer {
    * Runs a control operation (a snapshot, a resize) with no change in flight and none let in: the
    * copies it is applied to then hold the same point of the write stream.
    */
-  async paused<T>(operation: () => Promise<T>): Promise<T> {
-    await this.gate.pause();
-    try {
-      return await operation();
-    } finally {
-      this.gate.resume();
-    }
+  paused<T>(operation: () => Promise<T>): Promise<T> {
+    return this.gate.during(operation);
   }
 
   private async flushNow(): Promise<void> {

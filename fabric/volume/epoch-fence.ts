@@ -17,13 +17,8 @@ export class EpochFence {
   constructor(readonly volume: string, readonly epoch: () => number) {}
 
   /** Runs a raise of the epoch (commit) with every fenced write drained and new ones held back. */
-  async raising<T>(commit: () => Promise<T>): Promise<T> {
-    await this.gate.pause();
-    try {
-      return await commit();
-    } finally {
-      this.gate.resume();
-    }
+  raising<T>(commit: () => Promise<T>): Promise<T> {
+    return this.gate.during(commit);
   }
 
   /** The device seen by a connection opened at epoch: its writes are refused once the volume's epoch passes it. */

@@ -35,6 +35,16 @@ export class Quiesce {
     if (this.active > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
   }
 
+  /** Runs operation with the gate closed and the I/O inside drained, then opens it again. */
+  async during<T>(operation: () => Promise<T>): Promise<T> {
+    await this.pause();
+    try {
+      return await operation();
+    } finally {
+      this.resume();
+    }
+  }
+
   resume(): void {
     if (this.pauses === 0) throw new Error('quiesce: resume() without pause()');
     if (--this.pauses > 0) return;
