@@ -20,10 +20,9 @@ import type { Logger } from './logger';
 import { EngineExports, exportName, exportNames } from './nbd-exports';
 import { NbdServer } from './nbd/server';
 import { FORMAT_VERSION, LocalEngine } from './volume/local-engine';
-import type { VolumeLayer } from './volume/block-device';
 import type { LocalReplica } from './volume/local-replica';
 import { MetricsDevice, registerChecksumCounter, registerPoolGauges, VolumeMetrics } from './volume/metrics-device';
-import type { VolumeRef } from './volume/volume';
+import type { VolumeRef, VolumeStack } from './volume/volume';
 
 export interface NodeHandle {
   /** The ports actually bound (they differ from the config's when it asked for 0). */
@@ -73,6 +72,8 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       // Only a serving primary controls copies, and it serves only once the API (and clusterVolumes) exists.
       controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch),
       createCopy: (node, volume, sizeBytes, poolClass) => (clusterVolumes as ClusterVolumes).createCopyOn(node, volume, sizeBytes, poolClass),
+      trackAbsence: (node, volume, epoch, absent, absence) => (clusterVolumes as ClusterVolumes).trackAbsenceOn(node, volume, epoch, absent, absence),
+      absenceDir: path.join(config.dataDir, 'replication'),
       brain: { replicaTimeoutMs: config.replicaTimeoutMs },
       logger: logger.child({ component: 'volumes' }),
     });
@@ -151,9 +152,9 @@ function nodeRecord(config: WeftdConfig, engine: LocalEngine, version: string, n
  * The layers of every volume, built once per volume: metrics, (later: QoS), replication, (later:
  * encryption), the local replica. A snapshot is read-only and this node's: metrics only.
  */
-export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeMetrics, controller?: VolumeController): VolumeLayer {
-  const below = controller && ref.snapshot === undefined ? controller.layerFor(ref.volume, replica) : replica;
-  return new MetricsDevice(below, metrics.forVolume(exportName(ref)));
+export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeMetrics, controller?: VolumeController): VolumeStack {
+  const { layer, copy } = controller && ref.snapshot === undefined ? controller.layerFor(ref.volume, replica) : { layer: replica, copy: replica };
+  return { top: new MetricsDevice(layer, metrics.forVolume(exportName(ref))), copy };
 }
 
 /** What has been started, stopped in reverse order, once. */

@@ -3,6 +3,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import type { ClusterNode } from '../cluster/membership';
+import type { Absence } from '../replication/absence-log';
 import type { CopyOperation } from '../replication/replication-layer';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
@@ -128,6 +129,12 @@ export class WeftClient {
     const fields =
       operation.type === 'snapshot' ? { snapshot: operation.name } : operation.type === 'resize' ? { sizeBytes: operation.sizeBytes } : { deleteSnapshot: operation.name };
     await this.unary('ReplicaService', 'ControlCopy', { name, epoch, ...fields });
+  }
+
+  /** Node to node: the primary (at epoch) has this node's copy log what copy `absent` misses (absence), or stop (null). */
+  async trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void> {
+    const lacks = absence ? { full: absence.full, map: absence.map.encode() } : { forget: true };
+    await this.unary('ReplicaService', 'TrackAbsence', { name, epoch, absent, ...lacks });
   }
 
   /** Adds or replaces the attachment of the volume on the node; resolves with it as stored. */

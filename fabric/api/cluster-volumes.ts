@@ -15,6 +15,7 @@ import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { validateName } from '../volume/names';
 import type { ReplicaInfo, SnapshotInfo, VolumeEngine, VolumeInfo } from '../volume/types';
+import type { Absence } from '../replication/absence-log';
 import type { CopyOperation } from '../replication/replication-layer';
 import { applyTo } from '../cluster/volume-runner';
 import { WeftApiError, WeftClient } from './client';
@@ -44,6 +45,7 @@ export interface ReplicatedVolumes {
   listSnapshots(volume?: string): Promise<SnapshotInfo[]>;
   deleteSnapshot(volume: string, name: string): Promise<void>;
   controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void>;
+  trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
 }
 
 /** A node served without a cluster (API tests): its own volumes only. */
@@ -56,6 +58,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     createCopy: refuse,
     deleteCopy: refuse,
     controlCopy: refuse,
+    trackAbsence: refuse,
     list: () => engine.listVolumes(),
     info: (name) => engine.getVolume(name),
     resize: (name, sizeBytes) => engine.resizeVolume(name, sizeBytes),
@@ -141,7 +144,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (record && !record.replicas.some((r) => r.node === this.self)) throw alreadyExists(`volume ${name} already exists in the cluster`);
     // A copy left here by an earlier life of the volume is reused: the full copy rewrites all of it.
     const info = record && this.engine.hasVolume(name) ? this.engine.getVolume(name) : await this.engine.createVolume({ name, sizeBytes, class: poolClass });
-    this.controller.adopt(name, sizeBytes);
+    await this.controller.adopt(name, sizeBytes);
     return info;
   }
 
@@ -220,9 +223,27 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (operation.type === 'delete-snapshot') return this.engine.deleteSnapshot(name, operation.name);
     const copy = this.controller.localCopy(name);
     if (!copy) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
+    this.checkEpoch(name, epoch);
+    await applyTo(copy, operation);
+  }
+
+  /** Refuses a primary's request at epoch once this node's copy has a newer one. */
+  private checkEpoch(name: string, epoch: number): void {
     const own = this.engine.getVolume(name).epoch;
     if (own > epoch) throw failedPrecondition(`the copy of ${name} on ${this.self} is at epoch ${own}: a primary at epoch ${epoch} is no longer the primary`);
-    await applyTo(copy, operation);
+  }
+
+  /** trackAbsence on node: here directly, elsewhere through its API. */
+  trackAbsenceOn(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void> {
+    return this.onNode(node, (client) => client.trackAbsence(volume, epoch, absent, absence), () => this.trackAbsence(volume, epoch, absent, absence));
+  }
+
+  /** This node's copy logs what copy `absent` misses (or stops, absence null), at the primary's word (epoch-checked as controlCopy). */
+  async trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void> {
+    const log = this.controller.absenceLog(name);
+    if (!log) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
+    this.checkEpoch(name, epoch);
+    await (absence ? log.track(absent, absence) : log.forget(absent));
   }
 
   /** This node's volumes, and the cluster's replicated volumes it holds no copy of. */

@@ -33,6 +33,15 @@ export interface ControlCopyRequest {
   deleteSnapshot: string;
 }
 
+export interface TrackAbsenceRequest {
+  name: string;
+  epoch: number;
+  absent: string;
+  forget: boolean;
+  full: boolean;
+  map: Buffer;
+}
+
 export interface DeleteCopyRequest {
   name: string;
   checkOnly: boolean;

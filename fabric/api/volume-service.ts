@@ -6,6 +6,7 @@ import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { VolumeEngine, VolumeInfo } from '../volume/types';
 import { invalidArgument } from '../errors';
+import { DirtyMap } from '../replication/dirty-map';
 import type { CopyOperation } from '../replication/replication-layer';
 import type { AttachmentStore } from './attachments';
 import { replicaCount, type ReplicatedVolumes } from './cluster-volumes';
@@ -99,11 +100,24 @@ export function replicaService(cluster: ReplicatedVolumes, logger: Logger): Unty
       await cluster.deleteCopy(checkName('name', request.name), request.checkOnly);
       return {};
     }),
+    TrackAbsence: unary(logger, async (request: wire.TrackAbsenceRequest) => {
+      const absence = request.forget ? null : { full: request.full, map: decodeMap(request.map) };
+      await cluster.trackAbsence(checkName('name', request.name), request.epoch, checkName('absent', request.absent), absence);
+      return {};
+    }),
     ControlCopy: unary(logger, async (request: wire.ControlCopyRequest) => {
       await cluster.controlCopy(checkName('name', request.name), copyOperation(request), request.epoch);
       return {};
     }),
   };
+}
+
+function decodeMap(bytes: Buffer): DirtyMap {
+  try {
+    return DirtyMap.decode(bytes);
+  } catch (err) {
+    throw invalidArgument(`map: ${(err as Error).message}`);
+  }
 }
 
 function copyOperation(request: wire.ControlCopyRequest): CopyOperation {

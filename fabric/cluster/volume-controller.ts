@@ -4,8 +4,10 @@
 // layer of the volume's stack, or a forwarder for a volume this node holds no copy of); and keeps
 // the store's records of the volumes it creates and deletes.
 
+import path from 'node:path';
 import type { Logger } from '../logger';
 import { primaryExportName } from '../nbd-exports';
+import { AbsenceLog, AbsenceTrackingLayer, type Absence } from '../replication/absence-log';
 import { ForwardingDevice, type RouteTarget } from '../replication/forwarding-device';
 import { connectNbdRoute } from '../replication/nbd-route-target';
 import type { ReplicaStatus } from '../replication/replicated-device';
@@ -42,6 +44,10 @@ export interface ControllerOptions {
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
   /** Has another node make its copy of a volume (a replacement). */
   createCopy(node: string, volume: string, sizeBytes: number, poolClass: string): Promise<void>;
+  /** Has node's copy log what copy `absent` misses (absence), or stop (null) (through its API). */
+  trackAbsence(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
+  /** Where each copy's absence log lives (one file per volume). */
+  absenceDir: string;
   brain?: Partial<BrainConfig>;
   logger: Logger;
 }
@@ -59,6 +65,7 @@ export class VolumeController {
   private readonly revisions = new Map<string, number>();
   private readonly runners = new Map<string, VolumeRunner>();
   private readonly layers = new Map<string, ReplicationLayer>();
+  private readonly logs = new Map<string, AbsenceLog>();
   private nodes = new Map<string, ClusterNode>();
   private nodeLease: string | null = null;
   private watches: StoreWatch[] = [];
@@ -82,13 +89,25 @@ export class VolumeController {
     return new VolumeController(options);
   }
 
-  /** The replication layer of a volume's stack (the daemon's stackFor). */
-  layerFor(volume: string, below: VolumeLayer): ReplicationLayer {
-    const layer = new ReplicationLayer(volume, below);
+  /**
+   * The replication layer of a volume's stack (the daemon's stackFor), and the layer above its local
+   * copy that every change to the copy passes (from this node's primary or another's): it logs what
+   * absent copies miss.
+   */
+  layerFor(volume: string, replica: VolumeLayer): { layer: ReplicationLayer; copy: VolumeLayer } {
+    const log = AbsenceLog.load(path.join(this.options.absenceDir, `${volume}.json`), this.options.logger);
+    this.logs.set(volume, log);
+    const copy = new AbsenceTrackingLayer(replica, log);
+    const layer = new ReplicationLayer(volume, copy);
     this.layers.set(volume, layer);
     const record = this.records.get(volume);
     if (record) layer.replicate(this.forwarder(volume, record.sizeBytes), this.controlOf(volume));
-    return layer;
+    return { layer, copy };
+  }
+
+  /** The absence log of this node's copy of the volume. */
+  absenceLog(volume: string): AbsenceLog | undefined {
+    return this.logs.get(volume);
   }
 
   /** Reads the records, then follows them. Before it resolves, no replicated volume's copy is served as if it were local. */
@@ -157,7 +176,8 @@ export class VolumeController {
    * This node's copy of a volume about to be recorded (a create in progress): from now on it is
    * served only through its primary, so that nothing is written to it directly.
    */
-  adopt(volume: string, sizeBytes: number): void {
+  async adopt(volume: string, sizeBytes: number): Promise<void> {
+    await this.logs.get(volume)?.clear(); // a new copy: what an earlier life of it logged is of no use
     this.layers.get(volume)?.replicate(this.forwarder(volume, sizeBytes), this.controlOf(volume));
     // A replacement's copy, made after its record named this node: it runs the volume's brain now.
     const revision = this.revisions.get(volume);
@@ -170,6 +190,9 @@ export class VolumeController {
     this.runners.get(volume)?.close();
     this.runners.delete(volume);
     this.layers.get(volume)?.retire();
+    const log = this.logs.get(volume);
+    this.logs.delete(volume);
+    log?.remove().catch((err: unknown) => this.options.logger.warn({ volume, err }, 'could not remove the absence log'));
   }
 
   /** This node's copy below the stack, for the control operations the primary applies to it. */
@@ -260,6 +283,8 @@ export class VolumeController {
       },
       controlCopy: this.options.controlCopy,
       createCopy: this.options.createCopy,
+      absenceLog: (volume) => this.logs.get(volume),
+      trackAbsence: this.options.trackAbsence,
       config: this.config,
       logger: this.options.logger,
     });

@@ -7,6 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition } from '../errors';
 import type { Logger } from '../logger';
+import type { Absence, AbsenceLog } from '../replication/absence-log';
 import { PrimaryHandle } from '../replication/primary-handle';
 import { ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-device';
 import type { CopyOperation } from '../replication/replication-layer';
@@ -40,6 +41,10 @@ export interface RunnerContext {
   nodeAddress(node: string): NodeAddress | undefined;
   /** Has node make its (empty) copy of the volume: a replacement. */
   createCopy(node: string, volume: string, sizeBytes: number, poolClass: string): Promise<void>;
+  /** The absence log of this node's copy. */
+  absenceLog(volume: string): AbsenceLog | undefined;
+  /** Has node's copy log what copy `absent` misses (absence), or stop (null); refused if its epoch is above the given one. */
+  trackAbsence(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
   /** Applies a control operation to node's copy, which refuses it if its epoch is above the given one. */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
   config: BrainConfig;
@@ -264,7 +269,12 @@ export class VolumeRunner implements InSyncSet {
     const remotes = record.replicas
       .filter((r) => r.node !== this.context.self && r.state !== 'failed')
       .map((r): RemoteReplica => ({ id: r.node, connect: () => this.connectReplica(r.node, epoch, REPLICA_TIMEOUT_MS) }));
-    const device = await ReplicatedDevice.open(local, remotes, this);
+    const log = this.context.absenceLog(this.name);
+    const notices = {
+      track: (node: string, absent: string, absence: Absence) => this.context.trackAbsence(node, this.name, epoch, absent, absence),
+      forget: (node: string, absent: string) => this.context.trackAbsence(node, this.name, epoch, absent, null),
+    };
+    const device = await ReplicatedDevice.open(local, remotes, this, { absences: log && { log, notices } });
     if (this.state.role !== 'serving' || this.state.claimedEpoch !== epoch || this.closed) {
       device.close();
       return;

@@ -6,6 +6,9 @@ import { BLOCK_BYTES } from '../store/block-size';
 /** Blocks per chunk: a chunk is 4 KiB of bits covering 128 MiB of volume. */
 const CHUNK_BLOCKS = 32 * 1024;
 
+/** A chunk as encode() writes it: its index, then its bits. */
+const ENCODED_CHUNK_BYTES = 4 + CHUNK_BLOCKS / 8;
+
 /** A run of dirty blocks, in bytes. */
 export interface DirtyRun {
   offsetBytes: number;
@@ -38,6 +41,39 @@ export class DirtyMap {
   /** Marks every block that is dirty in other. */
   merge(other: DirtyMap): void {
     for (const run of other.runs()) this.mark(run.offsetBytes, run.lengthBytes);
+  }
+
+  /** A copy that changes apart from this one. */
+  clone(): DirtyMap {
+    const copy = new DirtyMap();
+    copy.merge(this);
+    return copy;
+  }
+
+  /** The map as bytes (for a file or the wire): per chunk with a dirty block, its u32 index and its bits. */
+  encode(): Buffer {
+    const chunks = [...this.chunks].filter(([, bits]) => bits.some((b) => b !== 0));
+    const out = Buffer.alloc(chunks.length * ENCODED_CHUNK_BYTES);
+    chunks.forEach(([index, bits], i) => {
+      out.writeUInt32LE(index, i * ENCODED_CHUNK_BYTES);
+      out.set(bits, i * ENCODED_CHUNK_BYTES + 4);
+    });
+    return out;
+  }
+
+  /** The map that encode() gave bytes for; throws on bytes it cannot have given. */
+  static decode(bytes: Uint8Array): DirtyMap {
+    if (bytes.length % ENCODED_CHUNK_BYTES !== 0) throw new Error(`a dirty map is a whole number of ${ENCODED_CHUNK_BYTES}-byte chunks; got ${bytes.length} bytes`);
+    const map = new DirtyMap();
+    const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+    for (let at = 0; at < view.length; at += ENCODED_CHUNK_BYTES) {
+      const index = view.readUInt32LE(at);
+      if (map.chunks.has(index)) throw new Error(`a dirty map names chunk ${index} twice`);
+      const bits = new Uint8Array(view.subarray(at + 4, at + ENCODED_CHUNK_BYTES));
+      map.chunks.set(index, bits);
+      for (const byte of bits) map.count += popcount(byte);
+    }
+    return map;
   }
 
   /** The dirty blocks as runs in volume order, each at most maxBytes long. */
@@ -84,4 +120,10 @@ export class DirtyMap {
       block = chunkEnd;
     }
   }
+}
+
+function popcount(byte: number): number {
+  let n = 0;
+  for (let b = byte; b !== 0; b &= b - 1) n++;
+  return n;
 }

@@ -4,6 +4,12 @@
 // store, before any write it missed is acknowledged; what it misses is kept in its dirty map, and a
 // delta resync later copies only that. A new or replaced replica gets a full copy of what the local
 // copy has allocated (thin), also while the volume stays online.
+//
+// What an absent replica lacks must outlive this primary (a restart, a failover): every copy in
+// step keeps an absence log (absence-log.ts). When a replica leaves, the copies in step are told
+// (with what it has missed so far) before a write it missed is acknowledged; from then on each
+// logs the changes it receives itself. A change sent before they were told waits for a telling
+// that covers it. A replica coming back is told of the others away before it receives a write.
 
 import { ChecksumError, IoError } from '../errors';
 import { totalBytes, type Pieces } from '../pieces';
@@ -11,6 +17,7 @@ import type { VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughLayer } from '../volume/pass-through-device';
 import { Quiesce } from '../volume/quiesce';
 import { RangeLock } from '../volume/range-lock';
+import type { Absence, AbsenceLog } from './absence-log';
 import { DirtyMap, type DirtyRun } from './dirty-map';
 import type { InSyncSet } from './in-sync-set';
 import { ResyncPacer } from './resync-pacer';
@@ -37,9 +44,18 @@ export interface ReplicaStatus {
 
 export type ResyncKind = 'delta' | 'full';
 
+/** How the primary has the other copies' absence logs track an absent replica (ReplicaService.TrackAbsence). */
+export interface AbsenceNotices {
+  /** The copy on node `to` logs what `absent` misses from now on, merged with absence; resolves once on its disk. */
+  track(to: string, absent: string, absence: Absence): Promise<void>;
+  forget(to: string, absent: string): Promise<void>;
+}
+
 export interface ReplicationOptions {
   /** While clients do I/O, the share of the time a resync may spend working (default 0.1; see ResyncPacer). */
   resyncBusyShare?: number;
+  /** The local copy's absence log (its changes pass the log's tracking layer), and the word to the others'. */
+  absences?: { log: AbsenceLog; notices: AbsenceNotices };
 }
 
 /** A resync copies at most this much per request. */
@@ -72,6 +88,13 @@ class Remote {
   copiedBytes = 0;
   /** copiedBytes when the resync under way began. */
   copiedAtResyncStart = 0;
+  /** Changes (and failed flushes) it missed, counted as they are marked dirty; and how many of those the in-step copies have logged. */
+  misses = 0;
+  loggedMisses = 0;
+  /** The in-step copies log the changes sent after this one (by sequence) themselves; Infinity until they have been told. */
+  trackedAfter = Number.POSITIVE_INFINITY;
+  /** Its absence, being told to the copies' logs. */
+  logging: Promise<void> | undefined;
 
   constructor(readonly replica: RemoteReplica) {}
 }
@@ -87,17 +110,21 @@ export class ReplicatedDevice extends PassThroughLayer {
   /** Changes in flight: a resync waits for those sent before the replica was a target again. */
   private readonly inFlight = new Set<Promise<void>>();
   private readonly pacer: ResyncPacer;
+  /** Changes and flushes sent, counted (each gets the next number). */
+  private sent = 0;
+  private readonly absences: ReplicationOptions['absences'];
 
   private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet, options: ReplicationOptions) {
     super(below);
     this.remotes = remotes.map((r) => new Remote(r));
     this.pacer = new ResyncPacer(options.resyncBusyShare ?? 0.1);
+    this.absences = options.absences;
   }
 
   /**
    * Connects to the remotes in the in-sync set; one that cannot be reached is removed from the set,
-   * and if that removal is refused the open fails. A remote outside the set starts out, needing a
-   * full resync: what it lacks is not known here.
+   * and if that removal is refused the open fails. A remote outside the set starts out, lacking
+   * what the local copy's absence log says, or needing a full resync if it has no word of it.
    */
   static async open(below: VolumeLayer, remotes: RemoteReplica[], inSync: InSyncSet, options: ReplicationOptions = {}): Promise<ReplicatedDevice> {
     const members = new Set(inSync.members());
@@ -107,7 +134,9 @@ export class ReplicatedDevice extends PassThroughLayer {
         if (!members.has(remote.replica.id)) {
           remote.state = 'out';
           remote.member = false;
-          remote.needsFull = true;
+          const logged = options.absences?.log.absence(remote.replica.id);
+          if (logged && !logged.full) remote.dirty = logged.map;
+          else remote.needsFull = true;
           return;
         }
         try {
@@ -117,7 +146,19 @@ export class ReplicatedDevice extends PassThroughLayer {
         }
       }),
     );
+    await device.startLogging();
     return device;
+  }
+
+  /**
+   * Before the first change: the local log keeps only the remotes that are out, and the copies in
+   * step are told what those lack. One that cannot be told now is told by the first change it misses.
+   */
+  private async startLogging(): Promise<void> {
+    if (!this.absences) return;
+    const out = this.remotes.filter((r) => r.state === 'out');
+    for (const id of this.absences.log.tracked()) if (!out.some((r) => r.replica.id === id)) await this.absences.log.forget(id).catch(() => undefined);
+    await Promise.allSettled(out.map((r) => this.logAbsence(r)));
   }
 
   /** A new copy (a replacement): out, until a full resync brings it in. */
@@ -179,6 +220,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   }
 
   private async flushNow(): Promise<void> {
+    const seq = ++this.sent;
     const targets = this.targets();
     const covered = targets.map((r) => {
       const taken = r.unflushed;
@@ -188,7 +230,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     });
     const outcomes = await Promise.allSettled([this.below.flush(), ...targets.map((r) => (r.connection as ReplicaConnection).flush())]);
     for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') targets[i].flushing.delete(covered[i]);
-    await this.settle(targets, outcomes, 0, 0);
+    await this.settle(targets, outcomes, 0, 0, seq);
   }
 
   /**
@@ -205,6 +247,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (!remote) throw new Error(`no replica ${replicaId}`);
     if (remote.state !== 'out') throw new Error(`replica ${replicaId} is ${remote.state}, not out`);
     await this.removed(remote, 'it is being resynced'); // out of the set before it comes back
+    await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
     const connection = await remote.replica.connect();
     remote.connection = connection;
     remote.state = 'resyncing';
@@ -227,6 +270,7 @@ export class ReplicatedDevice extends PassThroughLayer {
         const runs = [...remote.dirty.runs(RESYNC_RUN_BYTES)];
         for (let i = 0; i < runs.length; i += RESYNC_DEPTH) await this.pacer.step(() => this.copyRuns(remote, connection, runs.slice(i, i + RESYNC_DEPTH)));
       }
+      await this.forgetAbsence(remote);
       remote.member = true; // from the moment it is asked for: a failure from now on removes it again
       await this.inSync.add(replicaId);
       if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${replicaId} failed while it was being added back`);
@@ -346,12 +390,13 @@ export class ReplicatedDevice extends PassThroughLayer {
     const paused = this.gate.enter();
     if (paused) await paused;
     let release: (() => void) | undefined;
+    const seq = ++this.sent;
     try {
       if (this.resyncs > 0) release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false);
       const targets = this.targets();
       const outcomes = await Promise.allSettled([local(), ...targets.map((r) => remote(r.connection as ReplicaConnection))]);
       for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') targets[i].unflushed.mark(offsetBytes, lengthBytes);
-      await this.settle(targets, outcomes, offsetBytes, lengthBytes);
+      await this.settle(targets, outcomes, offsetBytes, lengthBytes, seq);
     } finally {
       release?.();
       this.gate.leave();
@@ -362,10 +407,11 @@ export class ReplicatedDevice extends PassThroughLayer {
   /**
    * After a change went to the local copy (outcomes[0]) and the targets: the remotes that failed
    * are dropped, every remote that did not get it (or is out now) records the range, and the change
-   * waits for the removal of those still in the in-sync set. It fails if the local copy failed or
-   * a removal could not be committed.
+   * waits for the removal of those still in the in-sync set, and for the copies' absence logs to
+   * have it unless they logged it themselves. It fails if the local copy failed or a removal could
+   * not be committed or logged.
    */
-  private async settle(targets: Remote[], outcomes: PromiseSettledResult<void>[], offsetBytes: number, lengthBytes: number): Promise<void> {
+  private async settle(targets: Remote[], outcomes: PromiseSettledResult<void>[], offsetBytes: number, lengthBytes: number, seq: number): Promise<void> {
     if (this.allGotIt(targets, outcomes)) {
       if (outcomes[0].status === 'rejected') throw outcomes[0].reason;
       return;
@@ -376,20 +422,25 @@ export class ReplicatedDevice extends PassThroughLayer {
       if (outcome.status === 'rejected') failures.set(r, outcome.reason);
     });
     for (const reason of failures.values()) if (isFenced(reason)) throw reason; // a newer primary exists
-    const waits: Promise<void>[] = [];
+    const removals: Promise<void>[] = [];
+    const logs: Promise<void>[] = [];
     for (const remote of this.remotes) {
       if (failures.has(remote)) this.markOut(remote);
       if (remote.state !== 'out' && targets.includes(remote)) continue;
       remote.dirty.mark(offsetBytes, lengthBytes);
+      const miss = ++remote.misses;
+      if (seq <= remote.trackedAfter) logs.push(this.logged(remote, miss));
       const why = failures.has(remote) ? String(failures.get(remote)) : 'it is out and missed a write';
-      if (remote.member) waits.push(this.removed(remote, why));
+      if (remote.member) removals.push(this.removed(remote, why));
     }
-    const removals = await Promise.allSettled(waits);
+    const [removed, logged] = await Promise.all([Promise.allSettled(removals), Promise.allSettled(logs)]);
     if (outcomes[0].status === 'rejected') throw outcomes[0].reason;
-    const refused = removals.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    const refused = removed.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (refused) {
       throw new IoError('EIO', `not acknowledged: a replica missed it and could not be removed from the in-sync set: ${(refused.reason as Error).message}`);
     }
+    const unlogged = logged.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (unlogged) throw new IoError('EIO', `not acknowledged: a replica missed it and the copies could not log its absence: ${(unlogged.reason as Error).message}`);
   }
 
   /** The usual case, with nothing to record: every remote was a target, got the change, and still is. */
@@ -421,9 +472,52 @@ export class ReplicatedDevice extends PassThroughLayer {
     return remote.removal;
   }
 
+  /** Resolves once the copies in step have logged the remote's misses up to miss (or logged them themselves). */
+  private async logged(remote: Remote, miss: number): Promise<void> {
+    if (!this.absences) return;
+    while (remote.loggedMisses < miss) {
+      remote.logging ??= this.logAbsence(remote).finally(() => (remote.logging = undefined));
+      await remote.logging;
+    }
+  }
+
+  /**
+   * Tells the local log and every target's what the remote lacks so far; from then on they log what
+   * it misses themselves. A target that cannot be told is dropped (it is failing).
+   */
+  private async logAbsence(remote: Remote): Promise<void> {
+    const { log, notices } = this.absences as NonNullable<ReplicationOptions['absences']>;
+    const upTo = remote.misses;
+    const id = remote.replica.id;
+    const absence = { full: remote.needsFull, map: remote.dirty.clone() };
+    const tellTarget = (target: Remote) =>
+      notices.track(target.replica.id, id, absence).catch((err: unknown) => this.drop(target, `its log could not be told of ${id}'s absence: ${(err as Error).message}`));
+    await Promise.all([log.track(id, absence), ...this.targets().filter((r) => r !== remote).map(tellTarget)]);
+    remote.loggedMisses = Math.max(remote.loggedMisses, upTo);
+    if (remote.trackedAfter === Number.POSITIVE_INFINITY) remote.trackedAfter = this.sent;
+  }
+
+  /** Tells a remote about to come back what each other remote away lacks, so that it logs for them from its first change on. */
+  private async tellAbsences(to: Remote): Promise<void> {
+    if (!this.absences) return;
+    for (const r of this.remotes) {
+      if (r !== to && r.state === 'out') await this.absences.notices.track(to.replica.id, r.replica.id, { full: r.needsFull, map: r.dirty.clone() });
+    }
+  }
+
+  /** The remote is back in step: the copies stop logging for it. One that cannot be told keeps a stale entry, which only makes a later resync copy more. */
+  private async forgetAbsence(remote: Remote): Promise<void> {
+    if (!this.absences) return;
+    const { log, notices } = this.absences;
+    const id = remote.replica.id;
+    const others = this.targets().filter((r) => r !== remote);
+    await Promise.all([log.forget(id), ...others.map((r) => notices.forget(r.replica.id, id).catch(() => undefined))]);
+  }
+
   /** No more writes go to the remote; what it may lack (its unflushed writes too) becomes its dirty map. */
   private markOut(remote: Remote): void {
     remote.state = 'out';
+    remote.trackedAfter = Number.POSITIVE_INFINITY;
     remote.connection?.close();
     remote.connection = undefined;
     remote.dirty.merge(remote.unflushed);

@@ -67,7 +67,7 @@ export class LocalEngine implements VolumeEngine {
 
   static async open(options: EngineOptions): Promise<LocalEngine> {
     const { store, rolledBack, checked } = await NodeStore.open(options);
-    const engine = new LocalEngine(store, options.logger, options.stackFor ?? ((replica) => replica));
+    const engine = new LocalEngine(store, options.logger, options.stackFor ?? ((replica) => ({ top: replica, copy: replica })));
     engine.registry.refresh();
     engine.timer = setInterval(() => engine.background(), BACKGROUND_INTERVAL_MS);
     engine.timer.unref();

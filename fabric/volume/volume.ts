@@ -32,15 +32,28 @@ export interface VolumeRef {
   snapshot?: string;
 }
 
+/** A volume's layers: the top of its stack, and the device a primary's replication writes to (the local replica, or a layer tracking what reaches it). */
+export interface VolumeStack {
+  top: VolumeLayer;
+  copy: VolumeLayer;
+}
+
 /** Builds the layers above a local replica (metrics, later QoS, replication, encryption). */
-export type StackBuilder = (replica: LocalReplica, ref: VolumeRef) => VolumeLayer;
+export type StackBuilder = (replica: LocalReplica, ref: VolumeRef) => VolumeStack;
 
 const VERIFY_BATCH_BLOCKS = 256;
 
 export class Volume {
   private readonly handles = new Set<OpenHandle>();
 
-  constructor(readonly ref: VolumeRef, readonly replica: LocalReplica, readonly top: VolumeLayer, readonly fence: EpochFence) {}
+  readonly top: VolumeLayer;
+  /** Where a primary's replication writes enter: the local replica, or a layer just above it. */
+  private readonly copy: VolumeLayer;
+
+  constructor(readonly ref: VolumeRef, readonly replica: LocalReplica, stack: VolumeStack, readonly fence: EpochFence) {
+    this.top = stack.top;
+    this.copy = stack.copy;
+  }
 
   /**
    * A handle on the top of the stack, or on the local replica, fenced, when the opener names an epoch; it leaves the registry
@@ -51,7 +64,7 @@ export class Volume {
     this.handles.add(handle);
     // A primary's replication writes enter below the stack: the layers above (metrics, the routing
     // to the primary) are the primary's business, done there already.
-    const device = opener.epoch === undefined ? this.top : this.fence.guard(this.replica, opener.epoch);
+    const device = opener.epoch === undefined ? this.top : this.fence.guard(this.copy, opener.epoch);
     return new DeviceHandle(device, () => this.handles.delete(handle));
   }
 

@@ -21,7 +21,7 @@ export async function openPrimaryVolume(dir: string, name: string, sizeBytes: nu
     dataDir: path.join(dir, 'primary-data'),
     pools: [{ class: 'default', path: poolDir, sizeBytes: 2 * sizeBytes }],
     logger: pino({ level: 'silent' }),
-    stackFor: (replica) => (local = replica),
+    stackFor: (replica) => ({ top: (local = replica), copy: replica }),
   });
   await engine.createVolume({ name, sizeBytes });
   return { engine, local: local as LocalReplica };

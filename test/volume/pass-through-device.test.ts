@@ -85,7 +85,10 @@ beforeEach(async () => {
     pools: [{ class: 'default', path: dir, sizeBytes: 64 * MiB }],
     logger: pino({ level: 'silent' }),
     // The daemon's stack (metrics over the local replica), with the log on top.
-    stackFor: (replica, ref) => new ControlLog(stackFor(replica, ref, metrics)),
+    stackFor: (replica, ref) => {
+      const stack = stackFor(replica, ref, metrics);
+      return { ...stack, top: new ControlLog(stack.top) };
+    },
   });
   await engine.createVolume({ name: 'vol', sizeBytes: 4 * MiB });
 });

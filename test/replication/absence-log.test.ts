@@ -1,0 +1,148 @@
+// The absence log (fabric/replication/absence-log.ts): what each copy keeps, on disk, of the
+// changes an absent copy missed, so that a primary restarted (or another copy promoted) resyncs a
+// returning copy with only those. On its own first, then under a real ReplicatedDevice whose
+// replicas are real weftd processes: their logs are told over the API, the primary's is reloaded
+// from its file as a restarted primary's would be.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import pino from 'pino';
+import { WeftClient } from '../../fabric/api/client';
+import { AbsenceLog, AbsenceTrackingLayer } from '../../fabric/replication/absence-log';
+import { DirtyMap } from '../../fabric/replication/dirty-map';
+import { ReplicatedDevice, type AbsenceNotices } from '../../fabric/replication/replicated-device';
+import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
+import { Prng } from '../helpers/prng';
+import { readInPieces, ReplicaNode } from '../helpers/replica-node';
+import { cleanupAll, makeTempDir } from '../helpers/weftd';
+import { openPrimaryVolume } from './primary-volume';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const BLOCK = 4096;
+const silent = pino({ level: 'silent' });
+
+afterAll(cleanupAll);
+
+const mapOf = (...ranges: [number, number][]) => {
+  const map = new DirtyMap();
+  for (const [offset, length] of ranges) map.mark(offset, length);
+  return map;
+};
+const runsOf = (map: DirtyMap | undefined) => [...(map?.runs() ?? [])].map((r) => [r.offsetBytes, r.lengthBytes]);
+
+describe('on its own', () => {
+  let file: string;
+  beforeEach(() => (file = path.join(makeTempDir('weft-absence-'), 'replication', 'vol.json')));
+
+  test('logs what each tracked copy misses, and reads back from its file what it had saved', async () => {
+    const log = AbsenceLog.load(file, silent);
+    expect(log.record(0, BLOCK)).toBeUndefined(); // nobody away: nothing to log, nothing to wait for
+    await log.track('n2', { full: false, map: mapOf([0, 8 * KiB]) });
+    await log.track('n3', { full: true, map: new DirtyMap() });
+    await log.record(1 * MiB, 12 * KiB);
+    expect(log.record(1 * MiB, 4 * KiB)).toBeUndefined(); // logged already: no save to wait for
+    // Tracked again (a later primary's word): merged, never narrowed.
+    await log.track('n2', { full: false, map: mapOf([2 * MiB, BLOCK]) });
+
+    const reloaded = AbsenceLog.load(file, silent);
+    expect(reloaded.tracked().sort()).toEqual(['n2', 'n3']);
+    expect(runsOf(reloaded.absence('n2')?.map)).toEqual([
+      [0, 8 * KiB],
+      [1 * MiB, 12 * KiB],
+      [2 * MiB, BLOCK],
+    ]);
+    expect(reloaded.absence('n3')).toMatchObject({ full: true });
+    expect(reloaded.absence('n3')?.map.blocks).toBe(0); // a full copy is owed: blocks are not counted
+
+    await reloaded.forget('n2');
+    expect(AbsenceLog.load(file, silent).tracked()).toEqual(['n3']);
+    await reloaded.remove();
+    expect(fs.existsSync(file)).toBe(false);
+  });
+
+  test('a damaged file reads as an empty log (the copies away then get full copies), and says so', () => {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, '{"absences": {"n2": {"full": false, "map": "AAAA"}}}'); // 3 bytes of map: not whole chunks
+    const warnings: unknown[] = [];
+    const logger = { warn: (...args: unknown[]) => warnings.push(args) } as unknown as pino.Logger;
+    expect(AbsenceLog.load(file, logger).tracked()).toEqual([]);
+    expect(warnings).toHaveLength(1);
+  });
+
+  test('a change waits for its mark to be on disk, and fails when the mark cannot be saved', async () => {
+    const log = AbsenceLog.load(file, silent);
+    await log.track('n2', { full: false, map: new DirtyMap() });
+    fs.rmSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(path.dirname(file), 'a file where the log directory should be');
+    await expect(log.record(0, BLOCK)).rejects.toThrow();
+  });
+});
+
+describe('under the primary replication', () => {
+  const VOLUME_BYTES = 64 * MiB;
+
+  test('a primary restarted while a replica is away knows what it lacks, and so does the copy in step; the resync copies only that', async () => {
+    const dir = makeTempDir('weft-primary-');
+    const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
+    const nodes = await Promise.all(['r1', 'r2'].map((id) => ReplicaNode.start(id, 'vol', VOLUME_BYTES)));
+    const inSync = new MemoryInSyncSet(['r1', 'r2']);
+    const logFile = path.join(dir, 'absences.json');
+    const notices: AbsenceNotices = {
+      track: (to, absent, absence) => withClient(to, (c) => c.trackAbsence('vol', 1, absent, absence)),
+      forget: (to, absent) => withClient(to, (c) => c.trackAbsence('vol', 1, absent, null)),
+    };
+    async function withClient(id: string, call: (client: WeftClient) => Promise<void>): Promise<void> {
+      const node = nodes.find((n) => n.id === id) as ReplicaNode;
+      const client = new WeftClient(`127.0.0.1:${node.node.apiPort}`);
+      try {
+        await call(client);
+      } finally {
+        client.close();
+      }
+    }
+    const openPrimary = () => {
+      const log = AbsenceLog.load(logFile, silent);
+      return ReplicatedDevice.open(new AbsenceTrackingLayer(local, log), nodes.map((n) => n.remote(1)), inSync, { absences: { log, notices } });
+    };
+    try {
+      let device = await openPrimary();
+      await device.write(0, randomBytes(8 * MiB), false);
+      await device.flush();
+      await nodes[0].node.kill9();
+      const prng = new Prng(23);
+      const away = new Set<number>();
+      for (let i = 0; i < 200; i++) {
+        const block = prng.int(0, VOLUME_BYTES / BLOCK - 1);
+        away.add(block);
+        await device.write(block * BLOCK, randomBytes(BLOCK), i % 10 === 0);
+      }
+      const awayBytes = away.size * BLOCK;
+
+      // The copy in step logged every block r1 missed, on its own disk.
+      const r2Log = AbsenceLog.load(path.join(nodes[1].node.dataDir, 'replication', 'vol.json'), silent);
+      expect(r2Log.absence('r1')).toMatchObject({ full: false });
+      expect(r2Log.absence('r1')?.map.bytes).toBe(awayBytes);
+
+      // The primary "restarts": its memory is gone; its log is read back from the file.
+      device.close();
+      device = await openPrimary();
+      expect(device.status().find((r) => r.id === 'r1')).toMatchObject({ state: 'out', behindBytes: awayBytes, needsFullCopy: false });
+
+      await nodes[0].node.start();
+      const copied = await device.resync('r1');
+      expect(copied).toBe(awayBytes);
+      expect(inSync.members()).toContain('r1');
+      // Back in step: no copy logs for it any more.
+      expect(AbsenceLog.load(logFile, silent).tracked()).toEqual([]);
+      expect(AbsenceLog.load(path.join(nodes[1].node.dataDir, 'replication', 'vol.json'), silent).tracked()).toEqual([]);
+      const expected = await readInPieces((o, l) => local.read(o, l), VOLUME_BYTES);
+      for (const node of nodes) expect((await node.readAll(1, VOLUME_BYTES)).equals(expected)).toBe(true);
+      device.close();
+    } finally {
+      for (const node of nodes) node.closeClients();
+      await engine.close();
+    }
+  });
+});
