@@ -73,8 +73,8 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
         break;
       }
       s.role = 'fencing';
-      // They may hold writes of the old primary that this one lacks: out since the old epoch, so a full copy.
-      for (const node of event.unreachable) queue(s, { kind: 'out', node, reason: 'its epoch could not be raised', lastEpoch: event.epoch - 1 });
+      // They may hold writes of the old primary that this one lacks: a full copy.
+      for (const node of event.unreachable) queue(s, { kind: 'out', node, reason: 'its epoch could not be raised', lastEpoch: event.epoch - 1, diverged: true });
       break;
     case 'replica-failed': {
       const replicaState = stateOf(s, event.replica);

@@ -18,6 +18,11 @@ export interface ReplicaRecord {
    * out since an older epoch needs a full copy (resyncKind); a new copy has 0, as it lacks everything.
    */
   lastEpoch?: number;
+  /**
+   * It may hold writes of an older primary that the copies in step lack (it was that primary, or a
+   * promotion could not raise its epoch): only a full copy brings it back (resyncKind).
+   */
+  diverged?: boolean;
   /** A replacement: the node of the failed copy it replaces, dropped when this one is in sync. */
   replaces?: string;
 }
@@ -45,7 +50,7 @@ export interface PrimaryLease {
 /** A change of the replica set that the primary commits, one transaction at a time. */
 export type RecordChange =
   /** Out of the in-sync set (it failed). lastEpoch, when given, overrides the epoch it is out since. */
-  | { kind: 'out'; node: string; reason: string; lastEpoch?: number }
+  | { kind: 'out'; node: string; reason: string; lastEpoch?: number; diverged?: boolean }
   | { kind: 'resync'; node: string }
   /** Back in the in-sync set, and the copy it replaces dropped. */
   | { kind: 'in-sync'; node: string }
@@ -65,13 +70,13 @@ export function inSyncNodes(record: VolumeRecord): string[] {
 }
 
 /**
- * Delta only when the primary that took the copy out still serves: a primary's dirty maps live in
- * its memory for its epoch (a restarted primary always comes back at a new epoch), so a later one
- * cannot know what the copy lacks nor which writes of the old primary it holds that others lack.
- * Data safety first: anything else is a full copy. Relax this once dirty maps survive a failover.
+ * A copy that may hold writes the others lack (diverged), or a new one (lastEpoch 0), gets a full
+ * copy. Any other copy out lacks only what was written since it left, which the primary knows: from
+ * its own memory if it took the copy out, else from its absence log (absence-log.ts), which every
+ * copy in step keeps. A primary whose log has no word of the copy makes the delta a full copy.
  */
 export function resyncKind(record: VolumeRecord, replica: ReplicaRecord): 'delta' | 'full' {
-  return replica.lastEpoch === record.epoch ? 'delta' : 'full';
+  return replica.diverged || replica.lastEpoch === 0 ? 'full' : 'delta';
 }
 
 /**
@@ -81,7 +86,7 @@ export function resyncKind(record: VolumeRecord, replica: ReplicaRecord): 'delta
  */
 export function promoted(record: VolumeRecord, node: string): VolumeRecord {
   const replicas = record.replicas.map((r): ReplicaRecord => {
-    if (r.node === record.primary && r.node !== node && r.state === 'in-sync') return { node: r.node, state: 'out', lastEpoch: record.epoch };
+    if (r.node === record.primary && r.node !== node && r.state === 'in-sync') return { node: r.node, state: 'out', lastEpoch: record.epoch, diverged: true };
     return r.state === 'resyncing' ? { ...r, state: 'out' } : r;
   });
   return { ...record, replicas, primary: node, epoch: record.epoch + 1 };
@@ -94,7 +99,7 @@ export function applyChange(record: VolumeRecord, change: RecordChange): VolumeR
     if (r.node !== change.node) return [r];
     switch (change.kind) {
       case 'out':
-        return [{ ...r, state: 'out', lastEpoch: change.lastEpoch ?? (r.state === 'in-sync' ? record.epoch : r.lastEpoch) }];
+        return [{ ...r, state: 'out', lastEpoch: change.lastEpoch ?? (r.state === 'in-sync' ? record.epoch : r.lastEpoch), ...(change.diverged ? { diverged: true } : {}) }];
       case 'resync':
         return [{ ...r, state: 'resyncing' }];
       case 'in-sync':
