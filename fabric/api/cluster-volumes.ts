@@ -278,7 +278,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** Runs a call on node: here directly, elsewhere through its control API. */
   private async onNode<T>(node: string, remote: (client: WeftClient) => Promise<T>, local: () => Promise<T>): Promise<T> {
     if (node === this.self) return local();
-    await this.controller.readNodes(); // its address as it is now: it may have restarted on other ports
+    // Its address as it is now (it may have restarted on other ports); as last seen while the store is out of reach.
+    await this.controller.readNodes().catch(() => undefined);
     const target = this.controller.node(node);
     if (!target || target.state !== 'up') throw new WeftError('UNAVAILABLE', `node ${node} is down`);
     const client = new WeftClient(`${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`);

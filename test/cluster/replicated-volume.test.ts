@@ -154,15 +154,21 @@ describe('replicated volumes on etcd', () => {
     const before = await settled(nodes[0], 'r1');
     const primary = byId(before.replication!.primary);
     const via = nodes.find((n) => n !== primary) as WeftdHandle;
-    const fio = fioVerify(via.nbdUri('r1'), makeTempDir('weft-fio-'));
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    let fioEnded = false;
+    const fio = fioVerify(via.nbdUri('r1'), makeTempDir('weft-fio-')).finally(() => (fioEnded = true));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(fioEnded).toBe(false); // the kill lands while fio writes
     await primary.kill9();
     const job = await fio;
     expect(job.error).toBe(0);
     expect(job.write.io_bytes).toBe(24 * MiB);
     expect(job.read.io_bytes).toBe(24 * MiB);
-    const after = await weftJson<VolumeInfo>(via, ['volume', 'show', 'r1']);
-    expect(after.replication!.primary).not.toBe(primary.nodeId);
+    let after: VolumeInfo | undefined;
+    await waitFor(async () => {
+      after = await weftJson<VolumeInfo>(via, ['volume', 'show', 'r1']);
+      return after.replication!.primary !== primary.nodeId;
+    }, 30_000);
+    after = after as VolumeInfo;
     await primary.start();
     await settled(via, 'r1', after.replication!.epoch - 1);
   });
