@@ -8,7 +8,7 @@ import type { CopyOperation } from '../replication/replication-layer';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
-import { volumeFromWire, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo } from './messages';
+import { verifyReportFromWire, volumeFromWire, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo } from './messages';
 import type { NodeStatus } from './node-info';
 
 export interface CreateVolumeOptions {
@@ -73,7 +73,7 @@ export class WeftClient {
     return new Promise((resolve, reject) => {
       let report: VerifyReport | undefined;
       stream.on('data', (message: VerifyVolumeEvent) => {
-        if (message.event === 'report') report = message.report;
+        if (message.event === 'report') report = verifyReportFromWire(message.report);
         else onProgress?.(message.progress.doneBlocks, message.progress.totalBlocks);
       });
       stream.on('error', (error: grpc.ServiceError) => reject(this.toError(error)));

@@ -14,9 +14,10 @@ import { alreadyExists, failedPrecondition, invalidArgument, WeftError } from '.
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { validateName } from '../volume/names';
-import type { ReplicaInfo, SnapshotInfo, VolumeEngine, VolumeInfo } from '../volume/types';
+import type { ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
 import type { Absence } from '../replication/absence-log';
 import type { CopyOperation } from '../replication/replication-layer';
+import { verifyReplicas } from '../replication/replica-verify';
 import { applyTo } from '../cluster/volume-runner';
 import { WeftApiError, WeftClient } from './client';
 
@@ -46,6 +47,7 @@ export interface ReplicatedVolumes {
   deleteSnapshot(volume: string, name: string): Promise<void>;
   controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void>;
   trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
+  verify(name: string, onProgress: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport>;
 }
 
 /** A node served without a cluster (API tests): its own volumes only. */
@@ -59,6 +61,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     deleteCopy: refuse,
     controlCopy: refuse,
     trackAbsence: refuse,
+    verify: refuse,
     list: () => engine.listVolumes(),
     info: (name) => engine.getVolume(name),
     resize: (name, sizeBytes) => engine.resizeVolume(name, sizeBytes),
@@ -185,6 +188,24 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const primary = this.controller.record(volume)?.primary;
     if (primary === undefined || primary === this.self) return this.engine.createSnapshot(volume, name);
     return this.onNode(primary, (client) => client.createSnapshot(volume, name), () => Promise.reject(new Error('unreachable')));
+  }
+
+  /** Compares the copies and repairs them, on the primary (replica-verify.ts). */
+  async verify(name: string, onProgress: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport> {
+    const primary = this.controller.record(name)?.primary;
+    if (primary !== undefined && primary !== this.self) {
+      return this.onNode(primary, (client) => client.verifyVolume(name, onProgress), () => Promise.reject(new Error('unreachable')));
+    }
+    const device = await this.controller.replication(name);
+    // Held like a connection, so that the volume is not deleted under the verify.
+    const handle = this.engine.openVolume(name, { purpose: 'verify' });
+    try {
+      const verified = await verifyReplicas(device, this.self, onProgress);
+      this.logger.info({ volume: name, replicas: verified.replicas, skipped: verified.skippedReplicas, badBlocks: verified.badBlockOffsets.length }, 'replicated volume verified');
+      return { volume: name, ...verified };
+    } finally {
+      handle.close();
+    }
   }
 
   /** A replicated volume's snapshots are those of its copies: asked of the primary when this node holds none. */

@@ -1,8 +1,9 @@
 // Messages of weft.proto as grpc-js hands them over (proto-loader with defaults: absent
-// strings are "", numbers 0, messages null), and the conversion of the one response whose wire
-// form differs from the engine's type (VolumeInfo). Other responses are the engine's own types.
+// strings are "", numbers 0, messages null, lists empty), and the conversion of the responses
+// whose wire form differs from the engine's type (VolumeInfo, VerifyReport). Other responses are
+// the engine's own types.
 
-import type { LayerInfo, ReplicationInfo, VerifyReport, VolumeInfo as EngineVolumeInfo } from '../volume/types';
+import type { LayerInfo, ReplicaVerifyResult, ReplicationInfo, SkippedReplica, VerifyReport, VolumeInfo as EngineVolumeInfo } from '../volume/types';
 import type { AttachmentRecord } from './attachments';
 
 export interface SnapshotRef {
@@ -107,10 +108,22 @@ export interface VerifyProgress {
 /** The server sets one field of the oneof. */
 export type VerifyVolumeResponse = { progress: VerifyProgress } | { report: VerifyReport };
 
+/** VerifyReport as the wire carries it: the replica lists always (empty for a volume of one node's alone); no snapshot field. */
+export interface VerifyReportWire extends Omit<VerifyReport, 'snapshot' | 'replicas' | 'skippedReplicas'> {
+  replicas: ReplicaVerifyResult[];
+  skippedReplicas: SkippedReplica[];
+}
+
 /** The client receives it with `event` naming the field that is set (oneofs: true). */
 export type VerifyVolumeEvent =
   | { event: 'progress'; progress: VerifyProgress }
-  | { event: 'report'; report: VerifyReport };
+  | { event: 'report'; report: VerifyReportWire };
+
+/** The engine's form again: the replica lists only for a replicated volume. */
+export function verifyReportFromWire(wire: VerifyReportWire): VerifyReport {
+  const { replicas, skippedReplicas, ...rest } = wire;
+  return replicas.length > 0 ? wire : rest;
+}
 
 export interface SnapshotRequest {
   volume: string;

@@ -30,7 +30,7 @@ export function volumeService(engine: VolumeEngine, attachments: AttachmentStore
       return {};
     }),
     VerifyVolume: serverStream(logger, (request: wire.NameRequest, send: (m: wire.VerifyVolumeResponse) => void) =>
-      verifyVolume(engine, request, send),
+      verifyVolume(engine, cluster, request, send),
     ),
     RevertVolume: unary(logger, async (request: wire.RevertVolumeRequest) =>
       volumeToWire(await engine.revertVolume(checkName('name', request.name), checkName('snapshot', request.snapshot))),
@@ -64,8 +64,10 @@ function createVolume(engine: VolumeEngine, cluster: ReplicatedVolumes, request:
   });
 }
 
+/** A replicated volume's copies are compared (and repaired) by its primary; a snapshot, or a volume of this node's alone, is scrubbed here. */
 async function verifyVolume(
   engine: VolumeEngine,
+  cluster: ReplicatedVolumes,
   request: wire.NameRequest,
   send: (message: wire.VerifyVolumeResponse) => void,
 ): Promise<void> {
@@ -73,6 +75,10 @@ async function verifyVolume(
   // The API names a snapshot VOL@SNAP, as NBD does; the engine takes the two names apart.
   const at = name.indexOf('@');
   const progress = percentSteps((p) => send({ progress: p }));
+  if (at < 0 && cluster.isReplicated(name)) {
+    send({ report: await cluster.verify(name, progress) });
+    return;
+  }
   const report = at < 0 ? await engine.verifyVolume(name, progress) : await engine.verifyVolume(name.slice(0, at), progress, name.slice(at + 1));
   send({ report: { volume: name, checkedBlocks: report.checkedBlocks, badBlockOffsets: report.badBlockOffsets } });
 }

@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import type { CreateVolumeOptions } from '../api/client';
 import { formatSize } from '../units';
-import type { LayerInfo, ReplicaInfo, VerifyReport, VolumeInfo } from '../volume/types';
+import type { LayerInfo, ReplicaInfo, ReplicaVerifyResult, VerifyReport, VolumeInfo } from '../volume/types';
 import { nameArg, sizeArg, snapshotArg } from './args';
 import { action, type CommandContext, type Outcome } from './context';
 import { usageError } from './errors';
@@ -47,7 +47,10 @@ export function volumeCommands(program: Command): void {
 
   volume
     .command('verify')
-    .description('read every allocated block of a volume or snapshot and check its checksum; exits 1 and lists the offsets of bad blocks')
+    .description(
+      'read every allocated block of a volume or snapshot and check its checksum; exits 1 and lists the offsets of bad blocks. ' +
+        "A replicated volume's copies in sync are compared and repaired instead (exit 1 only for a block no copy reads good)",
+    )
     .argument('<name>', 'the volume, or VOL@SNAP for a snapshot')
     .action(action(verifyVolume));
 
@@ -213,12 +216,25 @@ function fields(volume: VolumeInfo): string {
   ]);
 }
 
-/** The report is the output either way; bad blocks also make the command fail. */
+/** The report is the output either way; bad blocks (of a replicated volume: blocks no copy reads good) also make the command fail. */
 export function verifyOutcome(report: VerifyReport): Outcome {
   const bad = report.badBlockOffsets;
   const what = `${report.volume.includes('@') ? 'snapshot' : 'volume'} "${report.volume}"`;
-  const summary = `verified ${what}: ${report.checkedBlocks} blocks checked, ${bad.length || 'no'} bad block${bad.length === 1 ? '' : 's'}`;
-  const lines = bad.map((offset) => `bad block at offset ${offset}`);
+  const replicas = report.replicas ?? [];
+  const repaired = replicas.reduce((sum, r) => sum + r.checksumRepairedBlocks + r.mismatchRepairedBlocks, 0);
+  const repairs = replicas.length > 0 ? `, ${repaired} repaired` : '';
+  const summary = `verified ${what}: ${report.checkedBlocks} blocks checked${repairs}, ${bad.length || 'no'} bad block${bad.length === 1 ? '' : 's'}`;
+  const lines = bad.map((offset) => `bad block at offset ${offset}${replicas.length > 0 ? ' (no copy reads it good)' : ''}`);
+  if (replicas.length > 0) lines.push(table(REPLICA_VERIFY_COLUMNS, replicas.map((r, i): [ReplicaVerifyResult, boolean] => [r, i === 0])));
+  for (const skipped of report.skippedReplicas ?? []) lines.push(`skipped ${skipped.node}: ${skipped.reason}`);
   const failure = bad.length ? `${what} has ${bad.length} bad block${bad.length > 1 ? 's' : ''}` : undefined;
   return { json: report, text: [summary, ...lines].join('\n'), failure };
 }
+
+/** A verify's copies; the first is the primary's. */
+const REPLICA_VERIFY_COLUMNS: Column<[ReplicaVerifyResult, boolean]>[] = [
+  { header: 'NODE', value: ([r, primary]) => (primary ? `${r.node} (primary)` : r.node) },
+  { header: 'COMPARED', value: ([r]) => String(r.comparedBlocks), alignRight: true },
+  { header: 'REPAIRED (CHECKSUM)', value: ([r]) => String(r.checksumRepairedBlocks), alignRight: true },
+  { header: 'REPAIRED (MISMATCH)', value: ([r]) => String(r.mismatchRepairedBlocks), alignRight: true },
+];

@@ -10,7 +10,7 @@ import { primaryExportName } from '../nbd-exports';
 import { AbsenceLog, AbsenceTrackingLayer, type Absence } from '../replication/absence-log';
 import { ForwardingDevice, type RouteTarget } from '../replication/forwarding-device';
 import { connectNbdRoute } from '../replication/nbd-route-target';
-import type { ReplicaStatus } from '../replication/replicated-device';
+import type { ReplicaStatus, ReplicatedDevice } from '../replication/replicated-device';
 import { ReplicationLayer, type CopyOperation } from '../replication/replication-layer';
 import { failedPrecondition } from '../errors';
 import type { BlockDevice, VolumeLayer } from '../volume/block-device';
@@ -341,12 +341,22 @@ export class VolumeController {
 
   /** A control operation of the volume, run by this node's brain (refused unless it serves as primary). */
   private controlOf(name: string): (operation: CopyOperation) => Promise<void> {
-    return async (operation) => {
-      const runner = this.runners.get(name);
-      if (!runner) throw failedPrecondition(`node ${this.options.self} holds no serving copy of volume ${name}`);
-      await runner.untilServing(CONTROL_WAIT_MS);
-      return runner.control(operation);
-    };
+    return async (operation) => (await this.servingRunner(name)).control(operation);
+  }
+
+  /** The replication of a volume this node serves as primary (refused if it does not). */
+  async replication(name: string): Promise<ReplicatedDevice> {
+    const device = (await this.servingRunner(name)).replication();
+    if (!device) throw failedPrecondition(`node ${this.options.self} does not serve volume ${name} as primary (the primary is ${this.records.get(name)?.primary ?? 'unknown'})`);
+    return device;
+  }
+
+  /** The brain of a volume this node holds, once it serves if it is on its way to. */
+  private async servingRunner(name: string): Promise<VolumeRunner> {
+    const runner = this.runners.get(name);
+    if (!runner) throw failedPrecondition(`node ${this.options.self} holds no serving copy of volume ${name}`);
+    await runner.untilServing(CONTROL_WAIT_MS);
+    return runner;
   }
 
   /** Sends a volume's I/O to its primary: this node's own replication while it serves, else the primary's node. */

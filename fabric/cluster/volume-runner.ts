@@ -90,6 +90,11 @@ export class VolumeRunner implements InSyncSet {
     return serving && new PrimaryHandle(serving.device, () => this.serving === serving, () => this.dispatch({ type: 'fenced' }));
   }
 
+  /** The replication this node serves the volume with, while it is the primary. */
+  replication(): ReplicatedDevice | undefined {
+    return this.serving?.device;
+  }
+
   /** What the replication layer says of each remote copy, while this node is the primary. */
   replicaStatus(): ReplicaStatus[] | undefined {
     return this.serving?.device.status();

@@ -51,6 +51,12 @@ export interface AbsenceNotices {
   forget(to: string, absent: string): Promise<void>;
 }
 
+/** A remote in sync with the local copy, and the primary's connection to it. */
+export interface InSyncPeer {
+  id: string;
+  connection: ReplicaConnection;
+}
+
 export interface ReplicationOptions {
   /** While clients do I/O, the share of the time a resync may spend working (default 0.1; see ResyncPacer). */
   resyncBusyShare?: number;
@@ -299,19 +305,31 @@ export class ReplicatedDevice extends PassThroughLayer {
    * of the range held off meanwhile (as a resync's copy does), so that a client write cannot land
    * between the read there and the write here. Fails with the checksum error if no peer has it.
    */
-  private async repair(offsetBytes: number, lengthBytes: number, cause: ChecksumError): Promise<Buffer> {
+  private repair(offsetBytes: number, lengthBytes: number, cause: ChecksumError): Promise<Buffer> {
+    return this.exclusively(offsetBytes, lengthBytes, async (local, peers) => {
+      for (const peer of peers) {
+        const data = await peer.connection.read(offsetBytes, lengthBytes).catch(() => undefined);
+        if (!data) continue;
+        await local.write(offsetBytes, data, true);
+        return data;
+      }
+      throw cause;
+    });
+  }
+
+  /**
+   * Runs fn with changes of the range held off (as a resync's copy is), so that what it reads of
+   * the copies there stays put and what it writes is not overtaken by a client's write. fn gets the
+   * local copy and the remotes in sync with it at that moment.
+   */
+  async exclusively<T>(offsetBytes: number, lengthBytes: number, fn: (local: VolumeLayer, peers: InSyncPeer[]) => Promise<T>): Promise<T> {
     this.resyncs++;
     try {
       await Promise.allSettled([...this.inFlight]); // changes that did not take the lock end first
       const release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, true);
       try {
-        for (const peer of this.remotes.filter((r) => r.state === 'in-sync' && r.connection)) {
-          const data = await (peer.connection as ReplicaConnection).read(offsetBytes, lengthBytes).catch(() => undefined);
-          if (!data) continue;
-          await this.below.write(offsetBytes, data, true);
-          return data;
-        }
-        throw cause;
+        const peers = this.remotes.flatMap((r) => (r.state === 'in-sync' && r.connection ? [{ id: r.replica.id, connection: r.connection }] : []));
+        return await fn(this.below, peers);
       } finally {
         release();
       }
@@ -528,6 +546,6 @@ export class ReplicatedDevice extends PassThroughLayer {
 }
 
 /** The replica refused the write because its epoch is newer than ours (epoch-fence.ts). */
-function isFenced(err: unknown): boolean {
+export function isFenced(err: unknown): boolean {
   return err instanceof IoError && err.errno === 'EPERM';
 }

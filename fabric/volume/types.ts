@@ -97,8 +97,30 @@ export interface VerifyReport {
   /** Set when a snapshot of the volume was verified. */
   snapshot?: string;
   checkedBlocks: number;
-  /** Byte offsets (within the volume) of blocks whose checksum does not match their data. */
+  /**
+   * Byte offsets (within the volume) of blocks whose checksum does not match their data; of a
+   * replicated volume, of blocks that no copy reads good (the others were repaired).
+   */
   badBlockOffsets: number[];
+  /** Of a replicated volume: what the comparison found on each copy it compared (the primary's first). */
+  replicas?: ReplicaVerifyResult[];
+  /** Of a replicated volume: the copies not compared (or not to the end), and why. */
+  skippedReplicas?: SkippedReplica[];
+}
+
+/** One copy of a replicated volume, as a verify compared and repaired it. */
+export interface ReplicaVerifyResult {
+  node: string;
+  comparedBlocks: number;
+  /** Blocks that failed their checksum there, rewritten from a copy that reads good. */
+  checksumRepairedBlocks: number;
+  /** Blocks that read good there but differed from the primary's, made equal to them. */
+  mismatchRepairedBlocks: number;
+}
+
+export interface SkippedReplica {
+  node: string;
+  reason: string;
 }
 
 export interface CreateVolumeRequest {

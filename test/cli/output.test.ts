@@ -142,4 +142,35 @@ describe('verifyOutcome', () => {
     ]);
     expect(outcome.failure).toBe('volume "data" has 2 bad blocks');
   });
+
+  it("lists a replicated volume's copies, the primary first, and the copies skipped", () => {
+    const report = {
+      volume: 'db',
+      checkedBlocks: 4096,
+      badBlockOffsets: [],
+      replicas: [
+        { node: 'n1', comparedBlocks: 4096, checksumRepairedBlocks: 1, mismatchRepairedBlocks: 0 },
+        { node: 'n2', comparedBlocks: 4096, checksumRepairedBlocks: 0, mismatchRepairedBlocks: 2 },
+      ],
+      skippedReplicas: [{ node: 'n3', reason: 'it is out: a resync brings it in sync, not a verify' }],
+    };
+    expect(verifyOutcome(report)).toEqual({
+      json: report,
+      text: [
+        'verified volume "db": 4096 blocks checked, 3 repaired, no bad blocks',
+        'NODE          COMPARED  REPAIRED (CHECKSUM)  REPAIRED (MISMATCH)',
+        'n1 (primary)      4096                    1                    0',
+        'n2                4096                    0                    2',
+        'skipped n3: it is out: a resync brings it in sync, not a verify',
+      ].join('\n'),
+      failure: undefined,
+    });
+  });
+
+  it('fails for a block of a replicated volume that no copy reads good', () => {
+    const replicas = [{ node: 'n1', comparedBlocks: 8, checksumRepairedBlocks: 0, mismatchRepairedBlocks: 0 }];
+    const outcome = verifyOutcome({ volume: 'db', checkedBlocks: 8, badBlockOffsets: [4096], replicas, skippedReplicas: [] });
+    expect(outcome.text.split('\n').slice(0, 2)).toEqual(['verified volume "db": 8 blocks checked, 0 repaired, 1 bad block', 'bad block at offset 4096 (no copy reads it good)']);
+    expect(outcome.failure).toBe('volume "db" has 1 bad block');
+  });
 });

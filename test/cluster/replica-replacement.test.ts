@@ -4,8 +4,9 @@
 
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
+import { qemuIo, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
@@ -13,16 +14,8 @@ const MiB = 1024 * 1024;
 
 afterAll(cleanupAll);
 
-async function show(via: WeftdHandle, name: string): Promise<VolumeInfo> {
-  const result = await via.weft(['volume', 'show', name, '--output', 'json']);
-  if (result.code !== 0) throw new Error(result.stderr);
-  return JSON.parse(result.stdout) as VolumeInfo;
-}
-
-async function qemuIo(uri: string, commands: string[], readOnly = false): Promise<void> {
-  const result = await run('qemu-io', ['-f', 'raw', ...(readOnly ? ['-r'] : []), ...commands.flatMap((c) => ['-c', c]), uri], { timeoutMs: 60_000 });
-  const out = result.stdout + result.stderr;
-  if (result.code !== 0 || /error|fail|mismatch/i.test(out)) throw new Error(`qemu-io ${commands.join('; ')} on ${uri}: ${out}`);
+function show(via: WeftdHandle, name: string): Promise<VolumeInfo> {
+  return weftJson<VolumeInfo>(via, ['volume', 'show', name]);
 }
 
 test('a replica down past --replica-timeout is replaced on another node, with a full copy, while the volume serves', async () => {

@@ -4,51 +4,18 @@
 // higher epoch, through the same addresses; the old primary, restarted, is copied back in sync;
 // placement refusals create nothing; a delete removes every copy.
 
-import fs from 'node:fs';
-import path from 'node:path';
 import { NbdClient } from '../../fabric/nbd/client';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd';
+import { fioVerify, qemuIo, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(180_000);
 
 const MiB = 1024 * 1024;
 
 afterAll(cleanupAll);
-
-async function weftJson<T>(via: WeftdHandle, args: string[]): Promise<T> {
-  const result = await via.weft([...args, '--output', 'json']);
-  if (result.code !== 0) throw new Error(`weft ${args.join(' ')} failed: ${result.stderr}`);
-  return JSON.parse(result.stdout) as T;
-}
-
-/** qemu-io commands against an NBD export; throws with its output if any fails. */
-async function qemuIo(uri: string, commands: string[], readOnly = false): Promise<string> {
-  const args = ['-f', 'raw', ...(readOnly ? ['-r'] : []), ...commands.flatMap((c) => ['-c', c]), uri];
-  const result = await run('qemu-io', args, { timeoutMs: 60_000 });
-  const out = result.stdout + result.stderr;
-  if (result.code !== 0 || /error|fail|mismatch/i.test(out)) throw new Error(`qemu-io ${commands.join('; ')} on ${uri}: ${out}`);
-  return out;
-}
-
-interface FioJob {
-  error: number;
-  write: { io_bytes: number };
-  read: { io_bytes: number };
-}
-
-/** fio writes 24 MiB at random from 40 MiB on through uri (clear of what the other tests wrote), then reads it all back checking crc32c. */
-async function fioVerify(uri: string, dir: string): Promise<FioJob> {
-  const output = path.join(dir, `fio-${Date.now()}.json`);
-  const result = await run('fio', [
-    '--name=verify', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', '--offset=40M',
-    '--size=24M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json', `--output=${output}`,
-  ], { timeoutMs: 120_000 });
-  if (result.code !== 0) throw new Error(`fio failed (${result.code}): ${result.stderr}`);
-  return (JSON.parse(fs.readFileSync(output, 'utf8')) as { jobs: FioJob[] }).jobs[0];
-}
 
 describe('replicated volumes on etcd', () => {
   let etcd: EtcdCluster;

@@ -1,0 +1,193 @@
+// `weft volume verify` of a replicated volume, on its primary: compares the copies in sync and
+// repairs them. A block that fails its checksum on a copy gets the content of a copy that reads
+// good; a block that reads good everywhere but differs is made equal to the primary's (what clients
+// have been reading: only a write unacknowledged at a crash leaves copies different). Window by
+// window, client changes of the window held off meanwhile, so that client I/O goes on.
+//
+// Replicas cannot tell over NBD what they have allocated (the client speaks simple replies only),
+// so every block of the volume is read from every copy; the primary's holes are compared too.
+
+import { ChecksumError, IoError } from '../errors';
+import { BLOCK_BYTES } from '../store/block-size';
+import type { VolumeLayer } from '../volume/block-device';
+import type { ReplicaVerifyResult, SkippedReplica } from '../volume/types';
+import { NbdConnectionError } from '../nbd/client';
+import { isFenced, type InSyncPeer, type ReplicatedDevice } from './replicated-device';
+
+/** Compared and repaired at once, client changes of it held off meanwhile. */
+const WINDOW_BYTES = 1024 * 1024;
+
+export interface ReplicasVerified {
+  checkedBlocks: number;
+  /** Blocks no copy reads good: not repaired. */
+  badBlockOffsets: number[];
+  replicas: ReplicaVerifyResult[];
+  skippedReplicas: SkippedReplica[];
+}
+
+/** One copy as the verify reads and repairs it. */
+interface Copy {
+  result: ReplicaVerifyResult;
+  /** A remote copy's failure ends its part in the verify only; the local copy's ends the verify. */
+  remote: boolean;
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  /** FUA: a repair is durable once done. */
+  write(offsetBytes: number, data: Buffer): Promise<void>;
+  /** The read failed for what was read, not for the copy as a whole: a block failed its checksum. */
+  isBadRead(err: unknown): boolean;
+}
+
+/** A copy's content of a window, and the blocks (by index in the window) that failed their checksum. */
+interface Content {
+  copy: Copy;
+  data: Buffer;
+  bad: Set<number>;
+}
+
+/** One rewrite of a copy's blocks. */
+interface Repair {
+  offsetBytes: number;
+  data: Buffer;
+  kind: 'checksum' | 'mismatch';
+}
+
+/** Compares and repairs every block of the volume on the primary (self) and its in-sync copies; onProgress hears after every window. */
+export async function verifyReplicas(
+  device: ReplicatedDevice,
+  self: string,
+  onProgress?: (doneBlocks: number, totalBlocks: number) => void,
+): Promise<ReplicasVerified> {
+  const sizeBytes = device.sizeBytes;
+  const totalBlocks = Math.ceil(sizeBytes / BLOCK_BYTES);
+  const results = new Map([[self, emptyResult(self)]]);
+  const skipped = new Map<string, string>();
+  for (const replica of device.status()) {
+    if (replica.state === 'in-sync') results.set(replica.id, emptyResult(replica.id));
+    else skipped.set(replica.id, `it is ${replica.state}: a resync brings it in sync, not a verify`);
+  }
+  const drop = (node: string, why: string) => void (skipped.has(node) || skipped.set(node, why));
+  const badBlockOffsets: number[] = [];
+  for (let at = 0; at < sizeBytes; at += WINDOW_BYTES) {
+    const lengthBytes = Math.min(WINDOW_BYTES, sizeBytes - at);
+    await device.exclusively(at, lengthBytes, async (local, peers) => {
+      const compared = [...results.keys()].filter((node) => node !== self && !skipped.has(node));
+      for (const node of compared) if (!peers.some((p) => p.id === node)) drop(node, 'it went out of sync during the verify');
+      const copies = [localCopy(local, results.get(self) as ReplicaVerifyResult)];
+      for (const peer of peers) if (compared.includes(peer.id)) copies.push(remoteCopy(peer, results.get(peer.id) as ReplicaVerifyResult));
+      badBlockOffsets.push(...(await verifyWindow(copies, at, lengthBytes, drop)));
+    });
+    onProgress?.(Math.ceil((at + lengthBytes) / BLOCK_BYTES), totalBlocks);
+  }
+  return {
+    checkedBlocks: totalBlocks,
+    badBlockOffsets,
+    replicas: [...results.values()],
+    skippedReplicas: [...skipped].map(([node, reason]) => ({ node, reason })),
+  };
+}
+
+/**
+ * Reads the window from every copy, then rewrites what differs from the first copy that reads good
+ * (the primary's, unless its block fails its checksum). Resolves with the offsets of the blocks no
+ * copy reads good.
+ */
+async function verifyWindow(copies: Copy[], offsetBytes: number, lengthBytes: number, drop: (node: string, why: string) => void): Promise<number[]> {
+  const failed = (copy: Copy) => (err: unknown) => {
+    if (!copy.remote || isFenced(err)) throw err;
+    drop(copy.result.node, `it failed during the verify: ${(err as Error).message}`);
+    return undefined;
+  };
+  const read = await Promise.all(copies.map((copy) => readCopy(copy, offsetBytes, lengthBytes).catch(failed(copy))));
+  const contents = read.filter((c): c is Content => c !== undefined);
+  const repairs = new Map<Copy, Repair[]>(contents.map((c) => [c.copy, []]));
+  const unreadable: number[] = [];
+  for (let start = 0, i = 0; start < lengthBytes; start += BLOCK_BYTES, i++) {
+    const end = Math.min(lengthBytes, start + BLOCK_BYTES);
+    const good = contents.find((c) => !c.bad.has(i));
+    for (const c of contents) c.copy.result.comparedBlocks++;
+    if (!good) {
+      unreadable.push(offsetBytes + start);
+      continue;
+    }
+    const block = good.data.subarray(start, end);
+    for (const c of contents) {
+      const kind = c.bad.has(i) ? 'checksum' : block.equals(c.data.subarray(start, end)) ? undefined : 'mismatch';
+      if (kind) (repairs.get(c.copy) as Repair[]).push({ offsetBytes: offsetBytes + start, data: block, kind });
+    }
+  }
+  // Every rewrite ends before the window's lock is let go, even when one of them fails.
+  const outcomes = await Promise.allSettled([...repairs].map(([copy, list]) => rewrite(copy, list).catch(failed(copy))));
+  const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failure) throw failure.reason;
+  return unreadable;
+}
+
+/** The window's content; read again block by block if a block in it fails its checksum, to tell which. */
+async function readCopy(copy: Copy, offsetBytes: number, lengthBytes: number): Promise<Content> {
+  try {
+    return { copy, data: await copy.read(offsetBytes, lengthBytes), bad: new Set() };
+  } catch (err) {
+    if (!copy.isBadRead(err)) throw err;
+  }
+  const data = Buffer.alloc(lengthBytes);
+  const bad = new Set<number>();
+  const starts = Array.from({ length: Math.ceil(lengthBytes / BLOCK_BYTES) }, (_, i) => i * BLOCK_BYTES);
+  await Promise.all(
+    starts.map(async (start, i) => {
+      try {
+        (await copy.read(offsetBytes + start, Math.min(BLOCK_BYTES, lengthBytes - start))).copy(data, start);
+      } catch (err) {
+        if (!copy.isBadRead(err)) throw err;
+        bad.add(i);
+      }
+    }),
+  );
+  return { copy, data, bad };
+}
+
+/** Writes a copy's repairs, adjacent blocks as one write, and counts them once written. */
+async function rewrite(copy: Copy, repairs: Repair[]): Promise<void> {
+  const runs: Repair[][] = [];
+  for (const repair of repairs) {
+    const last = runs.at(-1)?.at(-1);
+    if (last && last.offsetBytes + last.data.length === repair.offsetBytes) (runs.at(-1) as Repair[]).push(repair);
+    else runs.push([repair]);
+  }
+  await Promise.all(runs.map((run) => copy.write(run[0].offsetBytes, Buffer.concat(run.map((r) => r.data)))));
+  for (const repair of repairs) {
+    if (repair.kind === 'checksum') copy.result.checksumRepairedBlocks++;
+    else copy.result.mismatchRepairedBlocks++;
+  }
+}
+
+function localCopy(local: VolumeLayer, result: ReplicaVerifyResult): Copy {
+  return {
+    result,
+    remote: false,
+    read: (offsetBytes, lengthBytes) => local.read(offsetBytes, lengthBytes),
+    write: (offsetBytes, data) => (isZero(data) ? local.writeZeroes(offsetBytes, data.length, { fua: true, noHole: false }) : local.write(offsetBytes, data, true)),
+    isBadRead: (err) => err instanceof ChecksumError,
+  };
+}
+
+function remoteCopy(peer: InSyncPeer, result: ReplicaVerifyResult): Copy {
+  const connection = peer.connection;
+  return {
+    result,
+    remote: true,
+    read: (offsetBytes, lengthBytes) => connection.read(offsetBytes, lengthBytes),
+    write: (offsetBytes, data) => (isZero(data) ? connection.writeZeroes(offsetBytes, data.length, true, false) : connection.write(offsetBytes, data, true)),
+    // The replica answered EIO (its checksum failed), as opposed to the connection failing.
+    isBadRead: (err) => err instanceof IoError && err.errno === 'EIO' && !(err instanceof NbdConnectionError),
+  };
+}
+
+function emptyResult(node: string): ReplicaVerifyResult {
+  return { node, comparedBlocks: 0, checksumRepairedBlocks: 0, mismatchRepairedBlocks: 0 };
+}
+
+/** Zeroes are written as a hole: a repair keeps the copy thin where the primary is. */
+function isZero(data: Buffer): boolean {
+  for (let i = 0; i < data.length; i++) if (data[i] !== 0) return false;
+  return true;
+}
