@@ -3,29 +3,17 @@
 // place knows, from its own absence log, what the returning replica lacks, and copies only that
 // (not the volume's allocated 112 MiB), and the returning copy then holds every write.
 
-import { startEtcd, type EtcdCluster } from '../helpers/etcd';
-import { waitFor } from '../helpers/wait-for';
-import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 import type { VolumeInfo } from '../../fabric/volume/types';
+import { startEtcd, type EtcdCluster } from '../helpers/etcd';
+import { qemuIo, startNodes, weftJson } from '../helpers/replicas';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(240_000);
 
 const MiB = 1024 * 1024;
 
 afterAll(cleanupAll);
-
-async function weftJson<T>(via: WeftdHandle, args: string[]): Promise<T> {
-  const result = await via.weft([...args, '--output', 'json']);
-  if (result.code !== 0) throw new Error(`weft ${args.join(' ')} failed: ${result.stderr}`);
-  return JSON.parse(result.stdout) as T;
-}
-
-async function qemuIo(uri: string, commands: string[], readOnly = false): Promise<void> {
-  const args = ['-f', 'raw', ...(readOnly ? ['-r'] : []), ...commands.flatMap((c) => ['-c', c]), uri];
-  const result = await run('qemu-io', args, { timeoutMs: 120_000 });
-  const out = result.stdout + result.stderr;
-  if (result.code !== 0 || /error|fail|mismatch/i.test(out)) throw new Error(`qemu-io on ${uri}: ${out.slice(0, 2000)}`);
-}
 
 /** qemu-io commands for `op -P pattern` over [offsetMiB, offsetMiB + lengthMiB) in 4 MiB requests. */
 function spanCommands(op: 'write' | 'read', pattern: number, offsetMiB: number, lengthMiB: number): string[] {
@@ -41,14 +29,7 @@ describe('delta resync across a failover', () => {
 
   beforeAll(async () => {
     etcd = await startEtcd(1);
-    for (const id of ['n1', 'n2', 'n3']) {
-      nodes.push(
-        await startWeftd({
-          pools: [`ssd:${makeTempDir(`weft-pool-${id}-`)}:${256 * MiB}`],
-          extraArgs: ['--store', etcd.storeSpec, '--node-id', id, '--advertise', '127.0.0.1'],
-        }),
-      );
-    }
+    nodes.push(...(await startNodes(etcd, ['n1', 'n2', 'n3'], 256 * MiB)).map((n) => n.weftd));
   });
 
   async function inSync(via: WeftdHandle, name: string, above: number): Promise<VolumeInfo> {
