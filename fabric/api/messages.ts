@@ -23,6 +23,7 @@ export interface CreateCopyRequest {
   name: string;
   sizeBytes: number;
   class: string;
+  sourceSnapshot: SnapshotRef | null;
 }
 
 export interface ControlCopyRequest {
@@ -31,6 +32,8 @@ export interface ControlCopyRequest {
   snapshot: string;
   sizeBytes: number;
   deleteSnapshot: string;
+  revertTo: string;
+  checkOnly: boolean;
 }
 
 export interface DeleteCopyRequest {

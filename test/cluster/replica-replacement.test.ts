@@ -3,9 +3,10 @@
 // in sync. Three weftd processes on a real etcd.
 
 import type { VolumeInfo } from '../../fabric/volume/types';
+import { qemuIo } from '../helpers/cluster-volumes';
 import { startEtcd } from '../helpers/etcd';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
@@ -17,12 +18,6 @@ async function show(via: WeftdHandle, name: string): Promise<VolumeInfo> {
   const result = await via.weft(['volume', 'show', name, '--output', 'json']);
   if (result.code !== 0) throw new Error(result.stderr);
   return JSON.parse(result.stdout) as VolumeInfo;
-}
-
-async function qemuIo(uri: string, commands: string[], readOnly = false): Promise<void> {
-  const result = await run('qemu-io', ['-f', 'raw', ...(readOnly ? ['-r'] : []), ...commands.flatMap((c) => ['-c', c]), uri], { timeoutMs: 60_000 });
-  const out = result.stdout + result.stderr;
-  if (result.code !== 0 || /error|fail|mismatch/i.test(out)) throw new Error(`qemu-io ${commands.join('; ')} on ${uri}: ${out}`);
 }
 
 test('a replica down past --replica-timeout is replaced on another node, with a full copy, while the volume serves', async () => {
