@@ -126,13 +126,14 @@ export class ControllerServer {
   /**
    * The restored volume's new writes go to the pool of the class its parameters name (none: the
    * snapshot's); what it does not rewrite is read from the snapshot's pool, so a StorageClass of
-   * another class restores at once, without a copy.
+   * another class restores at once, without a copy. Its copies (the parameters' replicas) go on
+   * nodes that hold the snapshot: the primary is not placed by the topology.
    */
   private async restoreSnapshot(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, ref: SnapshotRef): Promise<VolumeInfo> {
     const snapshots = await unlessNotFound(this.client.listSnapshots(ref.volume));
     const snapshot = snapshots?.find((s) => s.name === ref.snapshot);
     if (!snapshot) throw notFound(`snapshot ${ref.volume}@${ref.snapshot} does not exist`);
-    return this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range, snapshot.sizeBytes), class: parameters.class, sourceSnapshot: ref });
+    return this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range, snapshot.sizeBytes), class: parameters.class, replicas: parameters.replicas, sourceSnapshot: ref });
   }
 
   /**
@@ -151,7 +152,7 @@ export class ControllerServer {
     // One left by an interrupted attempt at this same clone serves as well as a new one.
     await unlessWeftd(status.ALREADY_EXISTS, this.client.createSnapshot(sourceVolume, snapshot));
     try {
-      return await this.client.createVolume({ name: volume, sizeBytes, class: parameters.class, sourceSnapshot: { volume: sourceVolume, snapshot } });
+      return await this.client.createVolume({ name: volume, sizeBytes, class: parameters.class, replicas: parameters.replicas, sourceSnapshot: { volume: sourceVolume, snapshot } });
     } finally {
       await unlessNotFound(this.client.deleteSnapshot(sourceVolume, snapshot));
     }

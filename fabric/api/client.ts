@@ -8,7 +8,7 @@ import type { CopyOperation } from '../replication/replication-layer';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
-import { verifyReportFromWire, volumeFromWire, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo } from './messages';
+import { verifyReportFromWire, volumeFromWire, type ControlCopyRequest, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo } from './messages';
 import type { NodeStatus } from './node-info';
 
 export interface CreateVolumeOptions {
@@ -114,9 +114,9 @@ export class WeftClient {
     return (await this.unary<{ nodes: ClusterNode[] }>('NodeService', 'ListNodes', {})).nodes;
   }
 
-  /** Node to node: makes this node's copy of a replicated volume being created. */
-  async createCopy(name: string, sizeBytes: number, poolClass: string): Promise<VolumeInfo> {
-    return volumeFromWire(await this.unary('ReplicaService', 'CreateCopy', { name, sizeBytes, class: poolClass }));
+  /** Node to node: makes this node's copy of a replicated volume being created (a clone of its own copy of source, if given). */
+  async createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo> {
+    return volumeFromWire(await this.unary('ReplicaService', 'CreateCopy', { name, sizeBytes, class: poolClass, sourceSnapshot: source }));
   }
 
   /** Node to node: drops this node's copy (checkOnly: only checks that no client has it open). */
@@ -126,9 +126,7 @@ export class WeftClient {
 
   /** Node to node: the primary (at epoch) applies a control operation to this node's copy. */
   async controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void> {
-    const fields =
-      operation.type === 'snapshot' ? { snapshot: operation.name } : operation.type === 'resize' ? { sizeBytes: operation.sizeBytes } : { deleteSnapshot: operation.name };
-    await this.unary('ReplicaService', 'ControlCopy', { name, epoch, ...fields });
+    await this.unary('ReplicaService', 'ControlCopy', { name, epoch, ...controlCopyFields(operation) });
   }
 
   /** Node to node: the primary (at epoch) has this node's copy log what copy `absent` misses (absence), or stop (null). */
@@ -167,6 +165,20 @@ export class WeftClient {
     const reason = unreachableReason(error);
     const message = reason ? `cannot reach weftd at ${this.endpoint} (${reason})` : error.details;
     return new WeftApiError(error.code, message);
+  }
+}
+
+/** ControlCopyRequest's fields for one operation (copyOperation in volume-service.ts reads them back). */
+function controlCopyFields(operation: CopyOperation): Partial<ControlCopyRequest> {
+  switch (operation.type) {
+    case 'snapshot':
+      return { snapshot: operation.name };
+    case 'resize':
+      return { sizeBytes: operation.sizeBytes };
+    case 'delete-snapshot':
+      return { deleteSnapshot: operation.name };
+    case 'revert':
+      return { revertTo: operation.snapshot, checkOnly: operation.checkOnly ?? false };
   }
 }
 

@@ -2,24 +2,26 @@
 // the copies (placement.ts), has every chosen node make its own (ReplicaService.CreateCopy), and
 // only then records the volume in the cluster store, by a transaction that succeeds only if no
 // record of that name exists. Whatever fails on the way undoes the copies made, so a refused
-// create leaves nothing behind. A delete removes the record first (every node then stops serving
-// the volume), then the copies.
+// create leaves nothing behind. A clone is made the same way, on nodes that hold the snapshot, each
+// copy cloned from the node's own copy of it. A delete removes the record first (every node then
+// stops serving the volume), then the copies.
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterStore } from '../cluster/cluster-store';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
 import { volumeKey, volumeLeaseKey, type VolumeRecord } from '../cluster/volume-record';
-import { alreadyExists, failedPrecondition, invalidArgument, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { validateName } from '../volume/names';
-import type { ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
+import type { CloneVolumeRequest, ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
 import type { Absence } from '../replication/absence-log';
 import type { CopyOperation } from '../replication/replication-layer';
 import { verifyReplicas } from '../replication/replica-verify';
 import { applyTo } from '../cluster/volume-runner';
 import { WeftApiError, WeftClient } from './client';
+import type { SnapshotRef } from './messages';
 
 /** How long a copy's delete waits for the replication connections to it to close. */
 const DRAIN_MS = 5000;
@@ -32,16 +34,32 @@ export interface ReplicatedCreate {
   locality?: string;
 }
 
+export interface ReplicatedClone {
+  name: string;
+  source: SnapshotRef;
+  /** Default: the snapshot's size. */
+  sizeBytes?: number;
+  /** Where the clone's new writes go; default: the snapshot's class. */
+  class?: string;
+  replicas: number;
+  locality?: string;
+}
+
 /** What the control API asks of the cluster's replicated volumes. */
 export interface ReplicatedVolumes {
   isReplicated(name: string): boolean;
   create(request: ReplicatedCreate): Promise<VolumeInfo>;
+  /** A clone placed through the cluster, its copies on nodes that hold the snapshot. */
+  clone(request: ReplicatedClone): Promise<VolumeInfo>;
+  /** A clone of one copy, on this node, not recorded in the cluster. */
+  cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo>;
   delete(name: string): Promise<void>;
-  createCopy(name: string, sizeBytes: number, poolClass: string): Promise<VolumeInfo>;
+  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo>;
   deleteCopy(name: string, checkOnly?: boolean): Promise<void>;
   list(): VolumeInfo[];
   info(name: string): VolumeInfo;
   resize(name: string, sizeBytes: number): Promise<VolumeInfo>;
+  revert(name: string, snapshot: string): Promise<VolumeInfo>;
   createSnapshot(volume: string, name: string): Promise<SnapshotInfo>;
   listSnapshots(volume?: string): Promise<SnapshotInfo[]>;
   deleteSnapshot(volume: string, name: string): Promise<void>;
@@ -56,6 +74,8 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
   return {
     isReplicated: () => false,
     create: refuse,
+    clone: refuse,
+    cloneHere: (request) => engine.cloneVolume(request),
     delete: refuse,
     createCopy: refuse,
     deleteCopy: refuse,
@@ -65,6 +85,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     list: () => engine.listVolumes(),
     info: (name) => engine.getVolume(name),
     resize: (name, sizeBytes) => engine.resizeVolume(name, sizeBytes),
+    revert: (name, snapshot) => engine.revertVolume(name, snapshot),
     createSnapshot: (volume, name) => engine.createSnapshot(volume, name),
     listSnapshots: (volume) => Promise.resolve(engine.listSnapshots(volume)),
     deleteSnapshot: (volume, name) => engine.deleteSnapshot(volume, name),
@@ -85,24 +106,81 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   async create(request: ReplicatedCreate): Promise<VolumeInfo> {
-    validateName('volume', request.name);
-    if (this.isReplicated(request.name) || (await this.store.get(volumeKey(request.name)))) {
-      throw alreadyExists(`volume ${request.name} already exists in the cluster`);
-    }
+    await this.checkNameFree(request.name);
     await this.controller.readNodes();
     const placement = place(this.controller.candidates(), request);
-    const record: VolumeRecord = {
-      name: request.name,
-      sizeBytes: request.sizeBytes,
-      class: placement.class,
-      replicas: placement.nodes.map((node) => ({ node, state: 'in-sync' })),
-      primary: placement.nodes[0],
-      epoch: 0,
-    };
+    return this.record({ name: request.name, sizeBytes: request.sizeBytes, class: placement.class }, placement.nodes);
+  }
+
+  /**
+   * Every copy of a snapshot is the same point of the write stream, so each copy of the clone is
+   * cloned by its node from its own copy of the snapshot, at once, with no data sent: the clone's
+   * copies go on nodes that hold the snapshot (a copy made after it, a replacement, does not).
+   */
+  async clone(request: ReplicatedClone): Promise<VolumeInfo> {
+    await this.checkNameFree(request.name);
+    const { volume, snapshot } = request.source;
+    const holders = await this.snapshotHolders(volume, snapshot);
+    const nodes = [...holders.keys()];
+    const taken = holders.get(nodes[0]);
+    if (!taken) throw notFound(`snapshot ${volume}@${snapshot} does not exist (or no node that holds it is up)`);
+    if (nodes.length < request.replicas) {
+      throw failedPrecondition(
+        `a clone's copies are made on nodes that hold the snapshot, and ${volume}@${snapshot} is on ${nodes.length} (${nodes.join(', ')}): ` +
+          `${request.replicas} replicas are too many (--replicas ${nodes.length} at most)`,
+      );
+    }
+    if (request.locality !== undefined && !holders.has(request.locality)) {
+      throw failedPrecondition(`locality: node ${request.locality} does not hold snapshot ${volume}@${snapshot} (${nodes.join(', ')} do)`);
+    }
+    await this.controller.readNodes();
+    const sizeBytes = request.sizeBytes ?? taken.sizeBytes;
+    const candidates = this.controller.candidates().filter((n) => holders.has(n.id));
+    const placement = place(candidates, { sizeBytes, replicas: request.replicas, class: request.class ?? taken.class, locality: request.locality });
+    return this.record({ name: request.name, sizeBytes, class: placement.class, sourceSnapshot: `${volume}@${snapshot}` }, placement.nodes, request.source);
+  }
+
+  /** Refused, naming the nodes that hold it, for a snapshot of a replicated volume that this node holds no copy of. */
+  async cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo> {
+    const here = this.engine.listSnapshots().some((s) => s.volume === request.volume && s.name === request.snapshot);
+    const nodes = here || !this.isReplicated(request.volume) ? [] : [...(await this.snapshotHolders(request.volume, request.snapshot)).keys()];
+    if (nodes.length > 0) {
+      throw failedPrecondition(
+        `snapshot ${request.volume}@${request.snapshot} is not on node ${this.self}: a clone of one copy is made where the snapshot is, ` +
+          `on ${nodes.join(' or ')} (ask that node, or name it with --locality)`,
+      );
+    }
+    return this.engine.cloneVolume(request);
+  }
+
+  private async checkNameFree(name: string): Promise<void> {
+    validateName('volume', name);
+    if (this.isReplicated(name) || (await this.store.get(volumeKey(name)))) throw alreadyExists(`volume ${name} already exists in the cluster`);
+  }
+
+  /** The nodes that are up and hold the snapshot, with what each says of it: the source volume's copies, or this node for a volume of its own. */
+  private async snapshotHolders(volume: string, snapshot: string): Promise<Map<string, SnapshotInfo>> {
+    const nodes = this.controller.record(volume)?.replicas.map((r) => r.node) ?? [this.self];
+    const found = await Promise.all(
+      nodes.map(async (node) => {
+        const listed = await this.onNode(node, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume))).catch(() => []);
+        return listed.filter((s) => s.name === snapshot).map((s) => [node, s] as const);
+      }),
+    );
+    return new Map(found.flat());
+  }
+
+  /**
+   * Has each node make its copy (a clone of its own copy of source, if given), then records the
+   * volume, the first node its primary, if no record of that name exists; undoes the copies if
+   * anything fails.
+   */
+  private async record(volume: Pick<VolumeRecord, 'name' | 'sizeBytes' | 'class' | 'sourceSnapshot'>, nodes: string[], source?: SnapshotRef): Promise<VolumeInfo> {
+    const record: VolumeRecord = { ...volume, replicas: nodes.map((node) => ({ node, state: 'in-sync' })), primary: nodes[0], epoch: 0 };
     const made: string[] = [];
     try {
-      for (const node of placement.nodes) {
-        await this.onNode(node, (client) => client.createCopy(record.name, record.sizeBytes, record.class), () => this.createCopy(record.name, record.sizeBytes, record.class));
+      for (const node of nodes) {
+        await this.createCopyOn(node, record.name, record.sizeBytes, record.class, source);
         made.push(node);
       }
       const { succeeded } = await this.store.txn({
@@ -114,7 +192,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       await this.undo(record.name, made);
       throw err;
     }
-    this.logger.info({ volume: record.name, replicas: placement.nodes, class: record.class }, 'replicated volume created');
+    this.logger.info({ volume: record.name, replicas: nodes, class: record.class, source: record.sourceSnapshot }, 'replicated volume created');
     return this.info(record.name, record);
   }
 
@@ -138,32 +216,33 @@ export class ClusterVolumes implements ReplicatedVolumes {
     this.logger.info({ volume: name }, 'replicated volume deleted');
   }
 
-  /** This node's part of a create: its copy, served only through the primary from now on. */
-  async createCopy(name: string, sizeBytes: number, poolClass: string): Promise<VolumeInfo> {
+  /** This node's part of a create (or a clone, of its own copy of source): its copy, served only through the primary from now on. */
+  async createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo> {
     // As the store has it now: a replacement is asked for as soon as its record names it.
     const kv = await this.store.get(volumeKey(name));
     const record = kv && (JSON.parse(kv.value) as VolumeRecord);
-    // A copy of a volume already recorded is a replacement, which its record names.
-    if (record && !record.replicas.some((r) => r.node === this.self)) throw alreadyExists(`volume ${name} already exists in the cluster`);
-    // A copy left here by an earlier life of the volume is reused: the full copy rewrites all of it.
-    const info = record && this.engine.hasVolume(name) ? this.engine.getVolume(name) : await this.engine.createVolume({ name, sizeBytes, class: poolClass });
+    // A copy of a volume already recorded is a replacement, which its record names (never a clone).
+    if (record && (source || !record.replicas.some((r) => r.node === this.self))) throw alreadyExists(`volume ${name} already exists in the cluster`);
+    const info = await this.makeCopy(name, sizeBytes, poolClass, source, record !== undefined);
     await this.controller.adopt(name, sizeBytes);
     return info;
   }
 
+  private makeCopy(name: string, sizeBytes: number, poolClass: string, source: SnapshotRef | undefined, replacement: boolean): Promise<VolumeInfo> {
+    if (source) return this.engine.cloneVolume({ name, volume: source.volume, snapshot: source.snapshot, sizeBytes, class: poolClass });
+    // A copy left here by an earlier life of the volume is reused: the full copy rewrites all of it.
+    if (replacement && this.engine.hasVolume(name)) return Promise.resolve(this.engine.getVolume(name));
+    return this.engine.createVolume({ name, sizeBytes, class: poolClass });
+  }
+
   /** createCopy on node: here directly, elsewhere through its API. */
-  async createCopyOn(node: string, name: string, sizeBytes: number, poolClass: string): Promise<void> {
-    await this.onNode(node, (client) => client.createCopy(name, sizeBytes, poolClass), () => this.createCopy(name, sizeBytes, poolClass));
+  async createCopyOn(node: string, name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<void> {
+    await this.onNode(node, (client) => client.createCopy(name, sizeBytes, poolClass, source), () => this.createCopy(name, sizeBytes, poolClass, source));
   }
 
   /** This node's part of a delete; checkOnly: refuses if a client has the copy open, and changes nothing. */
   async deleteCopy(name: string, checkOnly = false): Promise<void> {
-    const clients = () => this.engine.openHandles(name).filter((h) => h.epoch === undefined);
-    const inUse = clients();
-    if (inUse.length > 0) {
-      const who = inUse.map((h) => (h.peer ? `NBD client ${h.peer}` : (h.purpose ?? 'a handle')));
-      throw failedPrecondition(`volume ${name} is in use on node ${this.self} by ${who.join(', ')}: disconnect them first`);
-    }
+    this.refuseClients(name, 'disconnect them first');
     if (checkOnly) return;
     this.controller.forget(name);
     // The primary's replication connections close once it stops serving (it saw the record go).
@@ -174,20 +253,19 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** Grows every copy, through the primary. */
   async resize(name: string, sizeBytes: number): Promise<VolumeInfo> {
-    const primary = this.controller.record(name)?.primary;
-    if (primary === undefined || primary === this.self) {
-      await this.engine.resizeVolume(name, sizeBytes);
-      return this.info(name);
-    }
-    await this.onNode(primary, (client) => client.resizeVolume(name, sizeBytes), () => Promise.reject(new Error('unreachable')));
+    await this.onPrimary(name, (client) => client.resizeVolume(name, sizeBytes), () => this.engine.resizeVolume(name, sizeBytes));
+    return this.info(name);
+  }
+
+  /** Reverts every copy, through the primary. */
+  async revert(name: string, snapshot: string): Promise<VolumeInfo> {
+    await this.onPrimary(name, (client) => client.revertVolume(name, snapshot), () => this.engine.revertVolume(name, snapshot));
     return this.info(name);
   }
 
   /** A snapshot of every copy at one point of the write stream, taken by the primary. */
   createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
-    const primary = this.controller.record(volume)?.primary;
-    if (primary === undefined || primary === this.self) return this.engine.createSnapshot(volume, name);
-    return this.onNode(primary, (client) => client.createSnapshot(volume, name), () => Promise.reject(new Error('unreachable')));
+    return this.onPrimary(volume, (client) => client.createSnapshot(volume, name), () => this.engine.createSnapshot(volume, name));
   }
 
   /** Compares the copies and repairs them, on the primary (replica-verify.ts). */
@@ -245,6 +323,10 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const copy = this.controller.localCopy(name);
     if (!copy) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
     this.checkEpoch(name, epoch);
+    if (operation.type === 'revert') {
+      this.checkRevert(name, operation.snapshot);
+      if (operation.checkOnly) return;
+    }
     await applyTo(copy, operation);
   }
 
@@ -265,6 +347,25 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (!log) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
     this.checkEpoch(name, epoch);
     await (absence ? log.track(absent, absence) : log.forget(absent));
+  }
+
+  /** What refuses the revert of a copy: a client that has it open, a snapshot it lacks, or one of another size (the record's size only grows). */
+  private checkRevert(name: string, snapshot: string): void {
+    this.refuseClients(name, 'disconnect them before reverting');
+    const taken = this.engine.listSnapshots(name).find((s) => s.name === snapshot);
+    if (!taken) throw notFound(`snapshot ${name}@${snapshot} is not on node ${this.self}`);
+    const { sizeBytes } = this.engine.getVolume(name);
+    if (taken.sizeBytes !== sizeBytes) {
+      throw failedPrecondition(`volume ${name} was grown to ${sizeBytes} bytes after snapshot ${snapshot} (${taken.sizeBytes} bytes): a replicated volume does not shrink; clone the snapshot instead`);
+    }
+  }
+
+  /** Refuses if a client (anything but a primary's replication, which opens at an epoch) has the copy open on this node. */
+  private refuseClients(name: string, advice: string): void {
+    const inUse = this.engine.openHandles(name).filter((h) => h.epoch === undefined);
+    if (inUse.length === 0) return;
+    const who = inUse.map((h) => (h.peer ? `NBD client ${h.peer}` : (h.purpose ?? 'a handle')));
+    throw failedPrecondition(`volume ${name} is in use on node ${this.self} by ${who.join(', ')}: ${advice}`);
   }
 
   /** This node's volumes, and the cluster's replicated volumes it holds no copy of. */
@@ -293,7 +394,12 @@ export class ClusterVolumes implements ReplicatedVolumes {
     });
     const replication = { primary: record.primary, epoch: record.epoch, replicas };
     if (this.engine.hasVolume(name)) return { ...this.engine.getVolume(name), replication };
-    return { name, class: record.class, sizeBytes: record.sizeBytes, allocatedBytes: 0, snapshotCount: 0, connections: 0, checksumErrors: 0, epoch: record.epoch, createdAt: '', layers: [], replication };
+    return { name, class: record.class, sizeBytes: record.sizeBytes, sourceSnapshot: record.sourceSnapshot, allocatedBytes: 0, snapshotCount: 0, connections: 0, checksumErrors: 0, epoch: record.epoch, createdAt: '', layers: [], replication };
+  }
+
+  /** Runs a call on the volume's primary (here for a volume of this node's own). */
+  private onPrimary<T>(volume: string, remote: (client: WeftClient) => Promise<T>, local: () => Promise<T>): Promise<T> {
+    return this.onNode(this.controller.record(volume)?.primary ?? this.self, remote, local);
   }
 
   /** Runs a call on node: here directly, elsewhere through its control API. */

@@ -24,6 +24,7 @@ export interface CreateCopyRequest {
   name: string;
   sizeBytes: number;
   class: string;
+  sourceSnapshot: SnapshotRef | null;
 }
 
 export interface ControlCopyRequest {
@@ -32,6 +33,8 @@ export interface ControlCopyRequest {
   snapshot: string;
   sizeBytes: number;
   deleteSnapshot: string;
+  revertTo: string;
+  checkOnly: boolean;
 }
 
 export interface TrackAbsenceRequest {

@@ -33,35 +33,30 @@ export function volumeService(engine: VolumeEngine, attachments: AttachmentStore
       verifyVolume(engine, cluster, request, send),
     ),
     RevertVolume: unary(logger, async (request: wire.RevertVolumeRequest) =>
-      volumeToWire(await engine.revertVolume(checkName('name', request.name), checkName('snapshot', request.snapshot))),
+      volumeToWire(await cluster.revert(checkName('name', request.name), checkName('snapshot', request.snapshot))),
     ),
   };
 }
 
 /**
  * More than one replica, or a locality, makes a volume of the cluster (so does asking a node that
- * has no pool). A clone's class is where its
- * new writes go (the engine defaults it to the snapshot's).
+ * has no pool: weftd --pool none, a CSI controller). A clone's class is where its new writes go
+ * (default: the snapshot's); a clone of the cluster goes on nodes that hold the snapshot.
  */
 function createVolume(engine: VolumeEngine, cluster: ReplicatedVolumes, request: wire.CreateVolumeRequest): Promise<VolumeInfo> {
   const name = checkName('name', request.name);
   const poolClass = checkOptionalName('class', request.class);
-  const source = request.sourceSnapshot;
   const replicas = replicaCount(request.replicas);
   const locality = checkOptionalName('locality', request.locality);
-  // A node with no pool of its own (weftd --pool none: a CSI controller) places every new volume through the cluster.
-  if (replicas > 1 || locality !== undefined || (!source && engine.listPools().length === 0)) {
-    if (source) throw invalidArgument('a clone is made on the node that holds the snapshot: replicas and locality do not apply to clones yet');
-    return cluster.create({ name, sizeBytes: checkSize('size_bytes', request.sizeBytes), class: poolClass, replicas, locality });
+  const placed = replicas > 1 || locality !== undefined || engine.listPools().length === 0;
+  if (request.sourceSnapshot) {
+    const source = checkSource(request.sourceSnapshot);
+    const sizeBytes = checkOptionalSize('size_bytes', request.sizeBytes);
+    if (placed) return cluster.clone({ name, source, sizeBytes, class: poolClass, replicas, locality });
+    return cluster.cloneHere({ name, ...source, sizeBytes, class: poolClass });
   }
-  if (!source) return engine.createVolume({ name, sizeBytes: checkSize('size_bytes', request.sizeBytes), class: poolClass });
-  return engine.cloneVolume({
-    name,
-    volume: checkName('source_snapshot.volume', source.volume),
-    snapshot: checkName('source_snapshot.snapshot', source.snapshot),
-    sizeBytes: checkOptionalSize('size_bytes', request.sizeBytes),
-    class: poolClass,
-  });
+  const sizeBytes = checkSize('size_bytes', request.sizeBytes);
+  return placed ? cluster.create({ name, sizeBytes, class: poolClass, replicas, locality }) : engine.createVolume({ name, sizeBytes, class: poolClass });
 }
 
 /** A replicated volume's copies are compared (and repaired) by its primary; a snapshot, or a volume of this node's alone, is scrubbed here. */
@@ -100,7 +95,7 @@ export function percentSteps(
 export function replicaService(cluster: ReplicatedVolumes, logger: Logger): UntypedServiceImplementation {
   return {
     CreateCopy: unary(logger, async (request: wire.CreateCopyRequest) =>
-      volumeToWire(await cluster.createCopy(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes), checkName('class', request.class))),
+      volumeToWire(await cluster.createCopy(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes), checkName('class', request.class), request.sourceSnapshot ? checkSource(request.sourceSnapshot) : undefined)),
     ),
     DeleteCopy: unary(logger, async (request: wire.DeleteCopyRequest) => {
       await cluster.deleteCopy(checkName('name', request.name), request.checkOnly);
@@ -126,8 +121,13 @@ function decodeMap(bytes: Buffer): DirtyMap {
   }
 }
 
+function checkSource(source: wire.SnapshotRef): wire.SnapshotRef {
+  return { volume: checkName('source_snapshot.volume', source.volume), snapshot: checkName('source_snapshot.snapshot', source.snapshot) };
+}
+
 function copyOperation(request: wire.ControlCopyRequest): CopyOperation {
   if (request.snapshot) return { type: 'snapshot', name: checkName('snapshot', request.snapshot) };
   if (request.deleteSnapshot) return { type: 'delete-snapshot', name: checkName('delete_snapshot', request.deleteSnapshot) };
+  if (request.revertTo) return { type: 'revert', snapshot: checkName('revert_to', request.revertTo), checkOnly: request.checkOnly };
   return { type: 'resize', sizeBytes: checkSize('size_bytes', request.sizeBytes) };
 }

@@ -38,6 +38,8 @@ export interface VolumeRecord {
   primary: string;
   /** Raised by each promotion; replicas refuse writes from an older one. */
   epoch: number;
+  /** A clone: the snapshot it was made from, VOL@SNAP. */
+  sourceSnapshot?: string;
 }
 
 /** Stored at volumeLeaseKey(name), on the primary node's lease: it vanishes when that node's lease lapses. */

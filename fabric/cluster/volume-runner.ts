@@ -140,10 +140,12 @@ export class VolumeRunner implements InSyncSet {
   }
 
   /**
-   * A snapshot or a resize of every copy at one point of the write stream: with every copy in sync,
-   * changes paused, the other copies first (each checks this primary's epoch), then this one. A
-   * snapshot that fails on the way is deleted again from the copies that made it. A resize ends once
-   * the record has the new size.
+   * A snapshot, resize or revert of every copy at one point of the write stream: with every copy in
+   * sync, changes paused, the other copies first (each checks this primary's epoch), then this one.
+   * A snapshot that fails on the way is deleted again from the copies that made it. A resize ends
+   * once the record has the new size. A revert cannot be undone, so every copy (this one too) is
+   * asked first whether it would take it; only a failure of the revert itself after that (a disk
+   * error, a client attaching in the meantime) could leave copies reverted and others not.
    */
   async control(operation: CopyOperation): Promise<void> {
     const serving = this.serving;
@@ -156,6 +158,9 @@ export class VolumeRunner implements InSyncSet {
     }
     const others = record.replicas.map((r) => r.node).filter((n) => n !== this.context.self);
     await serving.device.paused(async () => {
+      if (operation.type === 'revert') {
+        for (const node of [...others, this.context.self]) await this.context.controlCopy(node, this.name, { ...operation, checkOnly: true }, serving.epoch);
+      }
       const done: string[] = [];
       try {
         for (const node of others) {
@@ -332,6 +337,8 @@ export function applyTo(copy: VolumeLayer, operation: CopyOperation): Promise<vo
       return copy.snapshot(operation.name);
     case 'resize':
       return copy.resize(operation.sizeBytes);
+    case 'revert':
+      return copy.revert(operation.snapshot);
     case 'delete-snapshot':
       throw new Error('a snapshot is deleted through the engine, not the stack');
   }

@@ -10,8 +10,12 @@ import type { Pieces } from '../pieces';
 import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughDevice, PassThroughLayer } from '../volume/pass-through-device';
 
-/** A control operation applied to every copy of a replicated volume. */
-export type CopyOperation = { type: 'snapshot'; name: string } | { type: 'resize'; sizeBytes: number } | { type: 'delete-snapshot'; name: string };
+/** A control operation applied to every copy of a replicated volume; a revert checkOnly changes nothing, it only refuses as the revert would. */
+export type CopyOperation =
+  | { type: 'snapshot'; name: string }
+  | { type: 'resize'; sizeBytes: number }
+  | { type: 'delete-snapshot'; name: string }
+  | { type: 'revert'; snapshot: string; checkOnly?: boolean };
 
 export class ReplicationLayer extends PassThroughLayer {
   private router: BlockDevice | undefined;
@@ -26,7 +30,7 @@ export class ReplicationLayer extends PassThroughLayer {
     return this.below;
   }
 
-  /** From now on every data call goes through router, and snapshot and resize through control (the primary's). */
+  /** From now on every data call goes through router, and snapshot, resize and revert through control (the primary's). */
   replicate(router: BlockDevice, control: (operation: CopyOperation) => Promise<void>): void {
     this.router = router;
     this.control = control;
@@ -81,8 +85,7 @@ export class ReplicationLayer extends PassThroughLayer {
   }
 
   override revert(snapshot: string): Promise<void> {
-    if (this.router) return Promise.reject(failedPrecondition(`volume ${this.volume} is replicated: reverting a replicated volume is not supported yet`));
-    return this.below.revert(snapshot);
+    return this.router ? this.replicated({ type: 'revert', snapshot }) : this.below.revert(snapshot);
   }
 
   private target(): BlockDevice {

@@ -187,7 +187,6 @@ export class LocalEngine implements VolumeEngine {
     return { volume: name, snapshot, checkedBlocks, badBlockOffsets };
   }
 
-
   async revertVolume(name: string, snapshotName: string): Promise<VolumeInfo> {
     await this.registry.entry(name).volume.top.revert(snapshotName);
     return this.view.volumeInfo(this.view.findVolume(name));
@@ -197,7 +196,9 @@ export class LocalEngine implements VolumeEngine {
     return this.control(() => this.registry.sharing(this.view.findVolume(name).head), async (txn) => {
       const record = this.view.findVolume(name);
       const snapshot = this.view.findSnapshot(name, snapshotName);
-      this.checkUnused(name, 'disconnect them before reverting');
+      // A primary's replication connection to this copy (opened at an epoch) is no client: the
+      // primary reverts every copy of a replicated volume with its writes paused.
+      this.checkUnused(name, 'disconnect them before reverting', (h) => h.epoch === undefined);
       const oldHead = record.head;
       txn.catalog.change('volume', record);
       record.head = txn.newLayer(record.class, snapshot.layer).id;
@@ -407,9 +408,9 @@ export class LocalEngine implements VolumeEngine {
     this.logger.info({ drainMs: ms(started, drainedAt), cutMs: ms(drainedAt, resumedAt), writtenMs: ms(started, performance.now()) }, 'checkpoint written');
   }
 
-  /** Refuses, naming who holds it open, a volume with open handles. */
-  private checkUnused(name: string, advice: string): void {
-    const handles = this.openHandles(name);
+  /** Refuses, naming who holds it open, a volume with open handles (those that counts, when given). */
+  private checkUnused(name: string, advice: string, counts: (handle: OpenHandle) => boolean = () => true): void {
+    const handles = this.openHandles(name).filter(counts);
     if (handles.length === 0) return;
     const who = handles.map((h) => `${h.peer ? `NBD client ${h.peer}` : (h.purpose ?? 'a handle')}${h.attachment ? ` (${h.attachment})` : ''} since ${h.openedAt}`);
     throw failedPrecondition(`volume ${name} is in use by ${handles.length} connection(s): ${who.join(', ')}; ${advice}`);

@@ -7,7 +7,7 @@
 import { NbdClient } from '../../fabric/nbd/client';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd';
-import { fioVerify, qemuIo, weftJson } from '../helpers/replicas';
+import { copyUri, fioVerify, qemuIo, settled, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
@@ -34,27 +34,6 @@ describe('replicated volumes on etcd', () => {
       );
     }
   });
-
-  /** The volume as `via` shows it once every replica is in sync at an epoch above `above`. */
-  async function settled(via: WeftdHandle, name: string, above = 0): Promise<VolumeInfo> {
-    let shown: VolumeInfo | undefined;
-    await waitFor(
-      async () => {
-        shown = await weftJson<VolumeInfo>(via, ['volume', 'show', name]);
-        const r = shown.replication;
-        return r !== undefined && r.epoch > above && r.replicas.every((c) => c.state === 'in-sync');
-      },
-      60_000,
-      200,
-    );
-    return shown as VolumeInfo;
-  }
-
-  /** What one node's own copy holds, read below the routing (the replication export at the copy's epoch). */
-  async function copyUri(node: WeftdHandle, name: string): Promise<string> {
-    const epoch = (await weftJson<VolumeInfo>(node, ['volume', 'show', name])).epoch;
-    return node.nbdUri(`${name}~epoch=${epoch}`);
-  }
 
   test('created through any node: a copy on each, one primary, every copy gets every write', async () => {
     const created = await weftJson<VolumeInfo>(nodes[1], ['volume', 'create', 'r1', '--size', '64MiB', '--replicas', '3']);
@@ -182,8 +161,11 @@ describe('replicated volumes on etcd', () => {
       expect((await weftJson<VolumeInfo>(node, ['volume', 'show', 'r1'])).sizeBytes).toBe(96 * MiB);
       await qemuIo(node.nbdUri('r1'), ['read -P 0 90M 1M', 'read -P 0x67 8M 64k'], true);
     }
+    // Reverting to s1 would shrink r1 back to 64 MiB, which the cluster's record of it cannot.
     const reverted = await nodes[0].weft(['volume', 'revert', 'r1@s1']);
-    expect(reverted.stderr).toMatch(/reverting a replicated volume is not supported yet/);
+    expect(reverted.code).not.toBe(0);
+    expect(reverted.stderr).toMatch(/volume r1 was grown to 100663296 bytes after snapshot s1 \(67108864 bytes\): a replicated volume does not shrink; clone the snapshot instead/);
+    await qemuIo(nodes[0].nbdUri('r1'), ['read -P 0x67 8M 64k'], true);
     await nodes[1].weft(['snapshot', 'delete', 'r1@s1']);
     for (const node of nodes) expect(await weftJson<unknown[]>(node, ['snapshot', 'list', 'r1'])).toEqual([]);
   });

@@ -70,7 +70,7 @@ async function weftJson<T>(via: WeftdHandle, args: string[]): Promise<T> {
 const at = (node: string) => ({ segments: { [NODE_KEY]: node } });
 
 /** CreateVolume through the controller, as Kubernetes asks with WaitForFirstConsumer (the pod's node preferred first). */
-async function createVolume(name: string, parameters: Record<string, string>, preferred: string[]) {
+async function createVolume(name: string, parameters: Record<string, string>, preferred: string[], source?: object) {
   const requirement = { requisite: [at('node-a'), at('node-b')], preferred: preferred.map(at) };
   const { volume } = await controllerCsi.call('CreateVolume', {
     name,
@@ -78,6 +78,7 @@ async function createVolume(name: string, parameters: Record<string, string>, pr
     volume_capabilities: [EXT4_WRITER],
     parameters,
     accessibility_requirements: requirement,
+    volume_content_source: source,
   });
   return volume;
 }
@@ -148,6 +149,26 @@ test('replicas "2": a copy on each node with a pool, the primary where preferred
   expect(await copies(volume.volume_id)).toEqual({ primary: 'node-b', nodes: ['node-a', 'node-b'] });
   await useOnNodeA(volume.volume_id);
   await deleteVolume(volume.volume_id);
+});
+
+test('clones of a replicated volume, from its snapshot and from the volume itself: copies where the snapshot is, the files there', async () => {
+  const source = await createVolume('origin', { replicas: '2' }, ['node-b']);
+  const files = await onNodeA(source.volume_id, (target) => writeFiles(target));
+  const { snapshot } = await controllerCsi.call('CreateSnapshot', { source_volume_id: source.volume_id, name: 'origin-snap' });
+  const fromSnapshot = await createVolume('from-snap', { replicas: '2' }, ['node-a'], { snapshot: { snapshot_id: snapshot.snapshot_id } });
+  expect(fromSnapshot.content_source).toMatchObject({ snapshot: { snapshot_id: snapshot.snapshot_id } });
+  expect((await copies(fromSnapshot.volume_id)).nodes).toEqual(['node-a', 'node-b']);
+  const fromVolume = await createVolume('from-vol', { replicas: '1' }, ['node-a'], { volume: { volume_id: source.volume_id } });
+  expect(fromVolume.content_source).toMatchObject({ volume: { volume_id: source.volume_id } });
+  expect((await copies(fromVolume.volume_id)).nodes).toEqual([expect.stringMatching(/^node-[ab]$/)]);
+  for (const clone of [fromSnapshot, fromVolume]) await onNodeA(clone.volume_id, (target) => expectFiles(target, files));
+  // Each clone is written apart from its origin, which keeps its files.
+  await useOnNodeA(fromSnapshot.volume_id);
+  await onNodeA(source.volume_id, (target) => expectFiles(target, files));
+  await deleteVolume(fromSnapshot.volume_id);
+  await deleteVolume(fromVolume.volume_id);
+  await controllerCsi.call('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id });
+  await deleteVolume(source.volume_id);
 });
 
 test('more replicas than nodes with pools (the controller holds none) is RESOURCE_EXHAUSTED, and makes nothing', async () => {

@@ -3,7 +3,9 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
+import type { VolumeInfo } from '../../fabric/volume/types';
 import type { EtcdCluster } from './etcd';
+import { waitFor } from './wait-for';
 import { makeTempDir, run, startWeftd, type RunResult, type WeftdHandle } from './weftd';
 
 export interface ClusterNodeHandle {
@@ -78,4 +80,25 @@ export async function fioVerify(uri: string, dir: string): Promise<FioJob> {
   ], { timeoutMs: 120_000 });
   if (result.code !== 0) throw new Error(`fio failed (${result.code}): ${result.stderr}`);
   return (JSON.parse(fs.readFileSync(output, 'utf8')) as { jobs: FioJob[] }).jobs[0];
+}
+
+/** The volume as `via` shows it once every replica is in sync at an epoch above `above`. */
+export async function settled(via: WeftdHandle, name: string, above = 0): Promise<VolumeInfo> {
+  let shown: VolumeInfo | undefined;
+  await waitFor(
+    async () => {
+      shown = await weftJson<VolumeInfo>(via, ['volume', 'show', name]);
+      const r = shown.replication;
+      return r !== undefined && r.epoch > above && r.replicas.every((c) => c.state === 'in-sync');
+    },
+    60_000,
+    200,
+  );
+  return shown as VolumeInfo;
+}
+
+/** What one node's own copy holds, read below the routing (the replication export at the copy's epoch). */
+export async function copyUri(node: WeftdHandle, name: string): Promise<string> {
+  const epoch = (await weftJson<VolumeInfo>(node, ['volume', 'show', name])).epoch;
+  return node.nbdUri(`${name}~epoch=${epoch}`);
 }
