@@ -44,6 +44,11 @@ export interface WeftdConfig {
   replicaTimeoutMs: number;
   /** Zone label of this node, for topology; absent when not given. */
   zone?: string;
+  /**
+   * The Kubernetes node label whose value is this node's zone (e.g. topology.kubernetes.io/zone), read at
+   * startup from the Node named nodeId (adapters/kubernetes); never given together with zone.
+   */
+  zoneFromNodeLabel?: string;
   /** The address other nodes and clients reach this node at (never a wildcard). */
   advertise: string;
   /** Absent: no CSI driver. */
@@ -78,6 +83,7 @@ interface RawSettings {
   syncInterval?: unknown;
   replicaTimeout?: unknown;
   zone?: unknown;
+  zoneFromNodeLabel?: unknown;
   advertise?: unknown;
   csiEndpoint?: unknown;
   csiRole?: unknown;
@@ -88,7 +94,7 @@ interface RawSettings {
 type SettingKey = keyof RawSettings;
 
 const SETTING_KEYS: readonly SettingKey[] = [
-  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'replicaTimeout', 'zone', 'advertise', 'csiEndpoint', 'csiRole', 'store',
+  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'replicaTimeout', 'zone', 'zoneFromNodeLabel', 'advertise', 'csiEndpoint', 'csiRole', 'store',
   'maxConnectionInflightBytes', 'maxInflightBytes',
 ];
 
@@ -141,6 +147,7 @@ function buildCommand(): Command {
     .option('--sync-interval <seconds>', `sync completed writes at least this often without a FLUSH; 0 = only on FLUSH/FUA (default: ${DEFAULTS.syncInterval})`)
     .option('--replica-timeout <seconds>', `a replica whose node is down this long is replaced on another node (default: ${DEFAULTS.replicaTimeout})`)
     .option('--zone <zone>', 'zone label of this node, for placement and CSI topology (default: none)')
+    .option('--zone-from-node-label <label>', 'take the zone from this label of the Kubernetes Node named --node-id, e.g. topology.kubernetes.io/zone (instead of --zone)')
     .option('--advertise <addr>', 'address other nodes and clients reach this node at (default: the --listen address, or the host name if that is a wildcard)')
     .option('--csi-endpoint <unix:///path>', 'serve the CSI driver on this unix socket (default: off)')
     .option('--csi-role <role>', `CSI services to serve: ${CSI_ROLES.join(', ')} (default: ${DEFAULTS.csiRole})`)
@@ -240,7 +247,7 @@ function validate(pick: Picker): WeftdConfig {
     logLevel: logLevel(pick('logLevel')),
     syncIntervalMs: seconds(pick('syncInterval'), DEFAULTS.syncInterval) * 1000,
     replicaTimeoutMs: seconds(pick('replicaTimeout'), DEFAULTS.replicaTimeout) * 1000,
-    zone: zone(pick('zone')),
+    ...zoneSource(pick('zone'), pick('zoneFromNodeLabel')),
     advertise: advertise(pick('advertise'), listen),
     csi: csi(pick('csiEndpoint'), pick('csiRole')),
     store: store(pick('store')),
@@ -319,14 +326,36 @@ function bytes(setting: Setting, fallback: string): number {
   return size;
 }
 
-/** Topology values: 1-63 characters, letters and digits at both ends, '-', '_' or '.' between. */
+/** Zones (Kubernetes label values) and label names: 1-63 characters, letters and digits at both ends, '-', '_' or '.' between. */
+const LABEL_NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+
+export const isValidZone = (value: string): boolean => LABEL_NAME.test(value);
+
 function zone(setting: Setting): string | undefined {
   if (setting.value === undefined) return undefined;
   const value = text(setting, '');
-  if (!/^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/.test(value)) {
+  if (!isValidZone(value)) {
     throw invalid(setting, value, "expected 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit");
   }
   return value;
+}
+
+/** The prefix of a Kubernetes label key ([PREFIX/]NAME): a DNS subdomain. */
+const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+/** --zone, or --zone-from-node-label (resolved at startup); not both. */
+function zoneSource(zoneSetting: Setting, labelSetting: Setting): Pick<WeftdConfig, 'zone' | 'zoneFromNodeLabel'> {
+  if (labelSetting.value === undefined) return { zone: zone(zoneSetting) };
+  if (zoneSetting.value !== undefined) {
+    throw invalid(labelSetting, labelSetting.value, `the zone comes either from ${zoneSetting.name}${zoneSetting.origin} or from a node label: give one`);
+  }
+  const label = text(labelSetting, '');
+  const slash = label.lastIndexOf('/');
+  const [prefix, name] = slash < 0 ? [undefined, label] : [label.slice(0, slash), label.slice(slash + 1)];
+  if (!LABEL_NAME.test(name) || (prefix !== undefined && !DNS_SUBDOMAIN.test(prefix))) {
+    throw invalid(labelSetting, label, 'expected a Kubernetes label key, [PREFIX/]NAME, e.g. topology.kubernetes.io/zone');
+  }
+  return { zoneFromNodeLabel: label };
 }
 
 function csi(endpointSetting: Setting, roleSetting: Setting): CsiSettings | undefined {

@@ -1,6 +1,6 @@
 // weftd, the node daemon and the composition root: parses its configuration, starts the node with
-// the plugins asked for (the CSI driver), and stops it on SIGTERM or SIGINT. Exit codes: 0 stopped
-// cleanly, 1 failed to start or stop, 2 bad flags or config.
+// the adapters asked for (the CSI driver, the zone from a Kubernetes node label), and stops it on
+// SIGTERM or SIGINT. Exit codes: 0 stopped cleanly, 1 failed to start or stop, 2 bad flags or config.
 
 import { performance } from 'node:perf_hooks';
 import { ConfigError, parseConfig, type WeftdConfig } from './config';
@@ -55,6 +55,13 @@ async function plugins(config: WeftdConfig): Promise<DaemonPlugin[]> {
   return [csiPlugin(config.csi)];
 }
 
+/** The configuration with its zone: --zone's, or that of the Kubernetes node label --zone-from-node-label names. */
+async function withZone(config: WeftdConfig, logger: Logger): Promise<WeftdConfig> {
+  if (!config.zoneFromNodeLabel) return config;
+  const { zoneFromNodeLabel } = await import('../adapters/kubernetes/node-zone');
+  return { ...config, zone: await zoneFromNodeLabel(config.nodeId, config.zoneFromNodeLabel, logger) };
+}
+
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel, config.nodeId);
@@ -69,7 +76,7 @@ async function main(): Promise<void> {
   try {
     // Loaded only now: a bad flag is reported without loading the engine, gRPC and prom-client.
     const { startNode } = await import('./daemon');
-    node = await startNode(config, logger, await plugins(config));
+    node = await startNode(await withZone(config, logger), logger, await plugins(config));
   } catch (error) {
     logger.fatal({ err: error }, 'startup failed');
     fail((error as Error).message, 1);

@@ -9,6 +9,9 @@ export const CSI_DRIVER_NAME = PLUGIN_NAME;
 /** Topology segments NodeGetInfo reports; csi-provisioner (Topology=true) turns them into PV node affinity. */
 export { NODE_KEY as TOPOLOGY_NODE_KEY, ZONE_KEY as TOPOLOGY_ZONE_KEY } from '../csi/topology';
 
+/** The node label the node plugin takes its zone from (--zone-from-node-label): Kubernetes' well-known zone label. */
+export const NODE_ZONE_LABEL = 'topology.kubernetes.io/zone';
+
 export const NAMESPACE = 'weft-system';
 export const IMAGE = 'ghcr.io/weft-storage/weft:0.1.0';
 

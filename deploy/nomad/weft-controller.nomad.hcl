@@ -21,14 +21,26 @@ job "weft-controller" {
           # Not the client's name: the node plugin on the same client is already a member under
           # that id, and the store refuses a second member with the same id.
           "--node-id", "weft-controller",
-          # The same cluster store as weft-node.nomad.hcl.
-          "--store", "etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379",
+          # The cluster store, from the template below (as in weft-node.nomad.hcl).
+          "--store", "${WEFT_STORE}",
           # No pool: it places every volume through the cluster (the primary on the node the volume's
           # topology_request names first) and holds no copy; any client's node plugin attaches it.
           "--pool", "none",
           "--csi-endpoint", "unix:///csi/csi.sock",
           "--csi-role", "controller",
         ]
+      }
+
+      # --store: the etcd members that etcd.nomad.hcl registers (Nomad's service discovery); run that
+      # job first. "noop": when a member re-registers (at its fixed address), weftd keeps running on the
+      # endpoints it started with rather than restarting, and with it every volume it serves.
+      template {
+        data        = <<-EOT
+          WEFT_STORE=etcd://{{ range $i, $member := nomadService "weft-etcd" }}{{ if $i }},{{ end }}{{ $member.Address }}:{{ $member.Port }}{{ end }}
+        EOT
+        destination = "local/store.env"
+        env         = true
+        change_mode = "noop"
       }
 
       csi_plugin {

@@ -21,9 +21,8 @@ job "weft-node" {
           "--listen", "${attr.unique.network.ip-address}",
           "--advertise", "${attr.unique.network.ip-address}",
           "--node-id", "${node.unique.name}",
-          # The cluster store: your etcd's client endpoints, the same in weft-controller.nomad.hcl.
-          # Replace these examples (etcd runs outside this job: etcd's own packages or its Nomad job).
-          "--store", "etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379",
+          # The cluster store, from the template below (the same in weft-controller.nomad.hcl).
+          "--store", "${WEFT_STORE}",
           "--csi-endpoint", "unix:///csi/csi.sock",
           "--csi-role", "node",
         ]
@@ -34,6 +33,18 @@ job "weft-node" {
           target   = "/var/lib/weft"
           readonly = false
         }
+      }
+
+      # --store: the etcd members that etcd.nomad.hcl registers (Nomad's service discovery); run that
+      # job first. "noop": when a member re-registers (at its fixed address), weftd keeps running on the
+      # endpoints it started with rather than restarting, and with it every volume it serves.
+      template {
+        data        = <<-EOT
+          WEFT_STORE=etcd://{{ range $i, $member := nomadService "weft-etcd" }}{{ if $i }},{{ end }}{{ $member.Address }}:{{ $member.Port }}{{ end }}
+        EOT
+        destination = "local/store.env"
+        env         = true
+        change_mode = "noop"
       }
 
       csi_plugin {

@@ -1,5 +1,5 @@
-// weftd's CSI and topology settings: --csi-endpoint, --csi-role and --zone, as flags and as
-// config-file keys, and the ConfigError (exit code 2) each bad value gets.
+// weftd's CSI and topology settings: --csi-endpoint, --csi-role, --zone and --zone-from-node-label, as
+// flags and as config-file keys, and the ConfigError (exit code 2) each bad value gets.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -39,7 +39,19 @@ it('reads the same settings from the config file, in either key style', () => {
   expect(parseConfig(['--config', file, '--csi-role', 'both']).csi?.role).toBe('both');
 });
 
+it('takes the zone from a Kubernetes node label instead, as a flag or a config-file key', () => {
+  const config = parseConfig(['--zone-from-node-label', 'topology.kubernetes.io/zone']);
+  expect([config.zoneFromNodeLabel, config.zone]).toEqual(['topology.kubernetes.io/zone', undefined]);
+  const file = path.join(makeTempDir('weft-config-'), 'weftd.yaml');
+  fs.writeFileSync(file, 'zone-from-node-label: rack\n');
+  expect(parseConfig(['--config', file]).zoneFromNodeLabel).toBe('rack');
+});
+
 it.each([
+  [['--zone', 'eu-1a', '--zone-from-node-label', 'topology.kubernetes.io/zone'], /invalid --zone-from-node-label "topology.kubernetes.io\/zone": the zone comes either from --zone or from a node label: give one/],
+  [['--zone-from-node-label', 'topology.kubernetes.io/'], /invalid --zone-from-node-label "topology.kubernetes.io\/": expected a Kubernetes label key/],
+  [['--zone-from-node-label', 'Topology.example/zone'], /invalid --zone-from-node-label/],
+  [['--zone-from-node-label', 'zone name'], /invalid --zone-from-node-label/],
   [['--csi-endpoint', '/csi/csi.sock'], /invalid --csi-endpoint "\/csi\/csi.sock": expected unix:\/\/\/ABSOLUTE\/PATH/],
   [['--csi-endpoint', 'tcp://127.0.0.1:1'], /invalid --csi-endpoint/],
   [['--csi-endpoint', 'unix:///c.sock', '--csi-role', 'all'], /invalid --csi-role "all": expected one of controller, node, both/],

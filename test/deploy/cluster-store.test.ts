@@ -59,20 +59,22 @@ describe('Nomad', () => {
   // hcl2json gives a labelled block as { label: [body] } and an unlabelled one as [body].
   type Body = Record<string, unknown>;
   const firstLabelled = (blocks: unknown) => Object.values(blocks as Record<string, Body[]>)[0][0];
-  /** weftd's args in the job's (only) task. */
-  const args = async (file: string, job: string): Promise<string[]> => {
+  /** The job's (only) task: weftd's args and the templates that render its environment. */
+  const task = async (file: string, job: string): Promise<{ args: string[]; template: unknown }> => {
     const parsed = (await parse(file, fs.readFileSync(path.join(DEPLOY_DIR, 'nomad', file), 'utf8'))) as { job: Record<string, Body[]> };
-    const task = firstLabelled(firstLabelled(parsed.job[job][0].group).task);
-    return (task.config as { args: string[] }[])[0].args;
+    const body = firstLabelled(firstLabelled(parsed.job[job][0].group).task);
+    return { args: (body.config as { args: string[] }[])[0].args, template: body.template };
   };
 
   it('the node plugins and the controller name the same etcd, as distinct members', async () => {
-    const node = await args('weft-node.nomad.hcl', 'weft-node');
-    const controller = await args('weft-controller.nomad.hcl', 'weft-controller');
-    expect(flagValue(node, '--store')).toMatch(/^etcd:\/\//);
-    expect(flagValue(controller, '--store')).toBe(flagValue(node, '--store'));
-    expect(flagValue(controller, '--node-id')).not.toBe(flagValue(node, '--node-id'));
-    expect(flagValue(node, '--advertise')).toBe('${attr.unique.network.ip-address}');
+    const node = await task('weft-node.nomad.hcl', 'weft-node');
+    const controller = await task('weft-controller.nomad.hcl', 'weft-controller');
+    // Both render --store from the etcd job's service with the same template (test/nomad/jobs.test.ts: what it renders).
+    expect(flagValue(node.args, '--store')).toBe('${WEFT_STORE}');
+    expect(flagValue(controller.args, '--store')).toBe('${WEFT_STORE}');
+    expect(controller.template).toEqual(node.template);
+    expect(flagValue(controller.args, '--node-id')).not.toBe(flagValue(node.args, '--node-id'));
+    expect(flagValue(node.args, '--advertise')).toBe('${attr.unique.network.ip-address}');
   });
 });
 

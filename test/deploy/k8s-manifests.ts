@@ -31,6 +31,7 @@ export interface Volume {
 }
 export interface PodSpec {
   serviceAccountName?: string;
+  automountServiceAccountToken?: boolean;
   hostNetwork?: boolean;
   containers: Container[];
   volumes?: Volume[];

@@ -3,9 +3,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-
-// client-node is ESM-only; tsc would turn import() into require(), so call the real import().
-const importEsm = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<Record<string, unknown>>;
+import { loadClientNode } from '../../adapters/kubernetes/client-node';
 
 interface GeneratedModel {
   attributeTypeMap: { name: string; baseName: string; type: string; format: string }[];
@@ -25,7 +23,7 @@ function requiredProperties(modelName: string): Set<string> {
 }
 
 async function main(): Promise<void> {
-  const exports = await importEsm('@kubernetes/client-node');
+  const exports = (await loadClientNode()) as unknown as Record<string, unknown>;
   const models: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(exports)) {
     if (!isModel(value)) continue;

@@ -2,7 +2,7 @@
 // models, the snapshot CRDs), and agrees with the driver: names, sockets, paths, weftd flags, RBAC.
 
 import {
-  CONTAINER_CSI_ENDPOINT, CONTAINER_SOCKET_DIR, CSI_DRIVER_NAME, DATA_DIR, IMAGE, KUBELET_DIR, NAMESPACE, PLUGIN_DIR,
+  CONTAINER_CSI_ENDPOINT, CONTAINER_SOCKET_DIR, CSI_DRIVER_NAME, DATA_DIR, IMAGE, KUBELET_DIR, NAMESPACE, NODE_ZONE_LABEL, PLUGIN_DIR,
   REGISTRATION_PATH, REGISTRY_DIR, SIDECAR_IMAGES, TOPOLOGY_NODE_KEY, TOPOLOGY_ZONE_KEY,
 } from '../../adapters/kubernetes/values';
 import { parseParameters } from '../../adapters/csi/parameters';
@@ -169,6 +169,15 @@ describe('the node DaemonSet', () => {
   });
 
   it('restarts weftd when the CSI Probe fails', () => checkLiveness(pod));
+
+  it('takes each node\'s zone from its well-known zone label, reading the Node named by spec.nodeName', () => {
+    const weftd = container(pod, 'weftd');
+    const config = parseWeftdArgs(expandedArgs(weftd));
+    expect(config.zoneFromNodeLabel).toBe(NODE_ZONE_LABEL);
+    expect(NODE_ZONE_LABEL).toBe('topology.kubernetes.io/zone');
+    expect(flagValue(weftd.args ?? [], '--node-id')).toBe('$(NODE_NAME)');
+    expect(weftd.env?.find((variable) => variable.name === 'NODE_NAME')?.valueFrom?.fieldRef?.fieldPath).toBe('spec.nodeName');
+  });
 });
 
 describe('the controller Deployment', () => {
@@ -267,9 +276,11 @@ describe('RBAC', () => {
     expect(pod.containers.filter((sidecar) => SIDECAR_PERMISSIONS[sidecar.name]).length).toBe(3);
   });
 
-  it('runs the node plugin under its own service account', () => {
+  it('runs the node plugin under its own service account, with its token, allowed to read nodes (for the zone label)', () => {
     const pod = podSpec(find(objects, 'DaemonSet', 'weft-node'));
-    find(objects, 'ServiceAccount', pod.serviceAccountName ?? 'default');
+    const account = find(objects, 'ServiceAccount', pod.serviceAccountName ?? 'default');
+    expect([account.automountServiceAccountToken, pod.automountServiceAccountToken]).not.toContain(false);
+    expect(allows(boundRules(account.metadata.name, 'ClusterRoleBinding'), ['', 'nodes', ['get']])).toBe(true);
   });
 });
 

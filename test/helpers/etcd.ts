@@ -8,7 +8,7 @@ import { freePort } from './free-port';
 import { waitFor } from './wait-for';
 import { killAndWait, makeTempDir, track } from './weftd';
 
-const ETCD_BIN = '/usr/bin/etcd';
+export const ETCD_BIN = '/usr/bin/etcd';
 const HEALTHY_TIMEOUT_MS = 20_000;
 /** Kept of each member's log, for the error when it does not come up. */
 const LOG_TAIL_CHARS = 4000;

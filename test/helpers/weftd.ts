@@ -91,6 +91,8 @@ export interface WeftdOptions {
   /** --pool values, e.g. ["ssd:/tmp/x:1GiB"]. */
   pools?: string[];
   extraArgs?: string[];
+  /** Environment variables set for weftd, over this process's. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** The fields of weftd's "weftd ready" log line. */
@@ -114,7 +116,7 @@ export class WeftdHandle {
   private child?: ChildProcess;
   private output = '';
 
-  constructor(readonly dataDir: string, private readonly args: string[]) {}
+  constructor(readonly dataDir: string, private readonly args: string[], private readonly env: NodeJS.ProcessEnv = {}) {}
 
   nbdUri(exportName: string): string {
     return `nbd://127.0.0.1:${this.nbdPort}/${exportName}`;
@@ -135,7 +137,7 @@ export class WeftdHandle {
   }
 
   async start(): Promise<void> {
-    const child = track(spawn(WEFTD_BIN, this.args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = track(spawn(WEFTD_BIN, this.args, { cwd: REPO_ROOT, env: { ...process.env, ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] }));
     this.child = child;
     const record = (chunk: Buffer) => (this.output += chunk.toString());
     child.stdout?.on('data', record);
@@ -205,7 +207,7 @@ export async function startWeftd(options: WeftdOptions = {}): Promise<WeftdHandl
   const dataDir = options.dataDir ?? path.join(makeTempDir('weftd-'), 'data');
   const args = ['--nbd-port', '0', '--api-port', '0', '--metrics-port', '0', '--listen', '127.0.0.1', '--data-dir', dataDir];
   for (const pool of options.pools ?? []) args.push('--pool', pool);
-  const handle = new WeftdHandle(dataDir, [...args, ...(options.extraArgs ?? [])]);
+  const handle = new WeftdHandle(dataDir, [...args, ...(options.extraArgs ?? [])], options.env);
   await handle.start();
   return handle;
 }

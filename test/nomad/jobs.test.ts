@@ -1,7 +1,9 @@
 // deploy/nomad, parsed with HashiCorp's HCL parser (@cdktf/hcl2json): the plugin jobs run the image the
-// Dockerfile builds with flags weftd accepts, on the socket Nomad expects; the volume files and the
-// example job agree with each other and with what the driver accepts.
+// Dockerfile builds with flags weftd accepts, on the socket Nomad expects, with --store from the etcd
+// job's service; the etcd job's members form a cluster when real etcd runs their arguments; the volume
+// files and the example job agree with each other and with what the driver accepts.
 
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse } from '@cdktf/hcl2json';
@@ -13,6 +15,12 @@ import { NOMAD_PLUGIN_ID } from '../../adapters/nomad/registration';
 import { ACCESS_MODES, ATTACHMENT_MODES } from '../../adapters/nomad/types';
 import { DEPLOY_DIR, dockerfileFacts } from '../deploy/dockerfile';
 import { flagValue, parseWeftdArgs, socketPath } from '../deploy/weftd-args';
+import { ETCD_BIN } from '../helpers/etcd';
+import { freePort } from '../helpers/free-port';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, makeTempDir, run, track } from '../helpers/weftd';
+
+afterAll(cleanupAll);
 
 // hcl2json gives every block as a list of bodies, labelled blocks as { label: [body] }.
 type Body = Record<string, unknown>;
@@ -43,22 +51,40 @@ async function pluginTask(file: string, jobName: string): Promise<PluginTask> {
   return { type: job.type as string, task, config: one(task.config), plugin: one(task.csi_plugin) };
 }
 
-/** Values Nomad interpolates into task config (node attributes), for parsing the args as weftd would. */
-const NODE_VALUES: Record<string, string> = { 'attr.unique.network.ip-address': '10.0.0.21', 'node.unique.name': 'client-1' };
+const IP_ADDRESS = 'attr.unique.network.ip-address';
+/** The example addresses of the clients that run etcd.nomad.hcl's members. */
+const ETCD_HOSTS = ['10.0.0.1', '10.0.0.2', '10.0.0.3'];
+/** Values Nomad interpolates into task config (node attributes, template env), for parsing the args as weftd would. */
+const NODE_VALUES: Record<string, string> = {
+  [IP_ADDRESS]: '10.0.0.21',
+  'node.unique.name': 'client-1',
+  // What the plugin jobs' template renders from the weft-etcd service once the etcd job runs.
+  WEFT_STORE: `etcd://${ETCD_HOSTS.map((host) => `${host}:2379`).join(',')}`,
+};
 
-function interpolated(args: string[]): string[] {
+function interpolated(args: string[], values = NODE_VALUES): string[] {
   return args.map((arg) =>
     arg.replace(/\$\{([^}]+)\}/g, (_, name: string) => {
-      if (!(name in NODE_VALUES)) throw new Error(`\${${name}} is not a node value the test knows`);
-      return NODE_VALUES[name];
+      if (!(name in values)) throw new Error(`\${${name}} is not a node value the test knows`);
+      return values[name];
     }),
   );
 }
 
+/** The service etcd.nomad.hcl registers its members' client URLs as. */
+const ETCD_SERVICE = 'weft-etcd';
+
 function checkPlugin({ task, config, plugin }: PluginTask, role: string): string[] {
   expect(task.driver).toBe('docker');
   expect(config.image).toBe(dockerfileFacts().tag);
+  // --store is etcd://ADDRESS:PORT,... of every registration of the etcd job's service, as env for the args.
+  expect(one(task.template)).toMatchObject({
+    data: `WEFT_STORE=etcd://{{ range $i, $member := nomadService "${ETCD_SERVICE}" }}{{ if $i }},{{ end }}{{ $member.Address }}:{{ $member.Port }}{{ end }}\n`,
+    env: true,
+  });
+  expect(flagValue(config.args as string[], '--store')).toBe('${WEFT_STORE}');
   const args = interpolated(config.args as string[]);
+  expect(parseWeftdArgs(args).store).toEqual(parseWeftdArgs(['--store', NODE_VALUES.WEFT_STORE]).store);
   expect(parseWeftdArgs(args).csi?.role).toBe(role);
   // Nomad bind-mounts the plugin's socket dir at mount_dir and talks to csi.sock in it.
   expect(plugin).toMatchObject({ id: NOMAD_PLUGIN_ID, type: role });
@@ -88,6 +114,66 @@ describe('the controller plugin job', () => {
     const job = await pluginTask('weft-controller.nomad.hcl', 'weft-controller');
     expect(job.type).toBe('service');
     checkPlugin(job, 'controller');
+  });
+});
+
+/** etcd.nomad.hcl's one group, and its task's args as Nomad gives them to the member on the client at `host`. */
+async function etcdMember(host: string): Promise<{ group: Body; task: Body; args: string[] }> {
+  const job = one((await hcl('etcd.nomad.hcl')).job, 'weft-etcd');
+  const group = one(job.group, 'etcd');
+  const task = one(group.task, 'etcd');
+  return { group, task, args: interpolated(one(task.config).args as string[], { [IP_ADDRESS]: host }) };
+}
+
+/** "NAME=URL,..." -> [[NAME, URL], ...]. */
+const initialCluster = (args: string[]) => (flagValue(args, '--initial-cluster') ?? '').split(',').map((member) => member.split('='));
+
+describe('the etcd job', () => {
+  it('runs three members on distinct clients, each named after its client\'s address, which --initial-cluster lists with its peer URL', async () => {
+    const { group, task } = await etcdMember(ETCD_HOSTS[0]);
+    expect(group.count).toBe(ETCD_HOSTS.length);
+    expect(group.constraint).toContainEqual({ operator: 'distinct_hosts', value: 'true' });
+    expect(one(task.config)).toMatchObject({ image: expect.stringMatching(/^gcr\.io\/etcd-development\/etcd:v3\.5\.\d+$/), network_mode: 'host' });
+    for (const host of ETCD_HOSTS) {
+      const { args } = await etcdMember(host);
+      expect(initialCluster(args)).toContainEqual([flagValue(args, '--name'), flagValue(args, '--initial-advertise-peer-urls')]);
+    }
+    expect(initialCluster((await etcdMember(ETCD_HOSTS[0])).args).map(([name]) => name)).toEqual(ETCD_HOSTS);
+  });
+
+  it('keeps each member\'s data in a host volume and registers its client URL as the service the plugin jobs read', async () => {
+    const { group, task, args } = await etcdMember(ETCD_HOSTS[0]);
+    const volume = one(group.volume, 'data');
+    expect(volume).toMatchObject({ type: 'host', source: 'weft-etcd' });
+    expect(one(task.volume_mount)).toMatchObject({ volume: 'data', destination: flagValue(args, '--data-dir') });
+    const service = one(group.service);
+    expect(service).toMatchObject({ name: ETCD_SERVICE, provider: 'nomad', port: 'client' });
+    const clientPort = one(one(group.network).port, 'client').static;
+    expect(flagValue(args, '--advertise-client-urls')).toBe(`http://${ETCD_HOSTS[0]}:${clientPort}`);
+    expect(NODE_VALUES.WEFT_STORE.split(',')[0]).toBe(`etcd://${ETCD_HOSTS[0]}:${clientPort}`);
+  });
+
+  it('forms one 3-member cluster when real etcd runs the members\' args (their addresses moved to free loopback ports)', async () => {
+    const dir = makeTempDir('weft-etcd-job-');
+    // HOST:2379 and HOST:2380 of every member -> 127.0.0.1:FREE_PORT, wherever they appear.
+    const moved = new Map<string, string>();
+    for (const host of ETCD_HOSTS) for (const port of [2379, 2380]) moved.set(`${host}:${port}`, `127.0.0.1:${await freePort()}`);
+    const onLoopback = (arg: string) => arg.replace(/\d+\.\d+\.\d+\.\d+:\d+/g, (address) => moved.get(address) ?? address);
+    const logs: string[] = [];
+    for (const [index, host] of ETCD_HOSTS.entries()) {
+      const args = (await etcdMember(host)).args.map(onLoopback);
+      args[args.indexOf('--data-dir') + 1] = path.join(dir, host);
+      const child = track(spawn(ETCD_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] }));
+      child.stderr?.on('data', (chunk: Buffer) => (logs[index] = (logs[index] ?? '') + chunk.toString()));
+    }
+    const endpoints = ETCD_HOSTS.map((host) => moved.get(`${host}:2379`)).join(',');
+    const health = () => run('etcdctl', ['--endpoints', endpoints, 'endpoint', 'health'], { env: { ...process.env, ETCDCTL_API: '3' } });
+    await waitFor(async () => (await health()).code === 0, 30_000, 200).catch(() => {
+      throw new Error(`the etcd members did not become healthy:\n${logs.join('\n')}`);
+    });
+    const list = await run('etcdctl', ['--endpoints', endpoints, 'member', 'list', '-w', 'json'], { env: { ...process.env, ETCDCTL_API: '3' } });
+    const members = (JSON.parse(list.stdout) as { members: { name: string }[] }).members;
+    expect(members.map((member) => member.name).sort()).toEqual(ETCD_HOSTS);
   });
 });
 
