@@ -14,6 +14,7 @@ import { ApiServer } from './api/server';
 import { listNodes, Membership, type NodeRecord } from './cluster/membership';
 import { openClusterStore } from './cluster/open-store';
 import { registerReplicationMetrics } from './cluster/replication-metrics';
+import { dropLeftovers } from './cluster/leftovers';
 import { VolumeController } from './cluster/volume-controller';
 import type { WeftdConfig } from './config';
 import type { Logger } from './logger';
@@ -120,6 +121,8 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     const membership = await Membership.join(store, () => nodeRecord(config, engine, node.version, nbdPort, apiPort), logger.child({ component: 'membership' }));
     running.add('membership', () => membership.leave());
     membership.onLease((leaseId) => controller.setNodeLease(leaseId));
+    const leftovers = await dropLeftovers(store, config.nodeId, (volume) => (clusterVolumes as ClusterVolumes).dropLeftover(volume), logger.child({ component: 'volumes' }));
+    running.add('leftovers', () => leftovers.close());
 
     const apiEndpoint = reachableAddress(config.listen, apiPort);
     for (const plugin of plugins) {

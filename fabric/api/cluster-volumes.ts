@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterStore } from '../cluster/cluster-store';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
-import { volumeKey, volumeLeaseKey, type VolumeRecord } from '../cluster/volume-record';
+import { leftoverKey, volumeKey, volumeLeaseKey, type VolumeRecord } from '../cluster/volume-record';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
@@ -209,15 +209,18 @@ export class ClusterVolumes implements ReplicatedVolumes {
     });
     if (!succeeded) throw failedPrecondition(`volume ${name} changed while it was being deleted (a failover?): try again`);
     for (const node of holders) {
-      await this.onNode(node, (client) => client.deleteCopy(name), () => this.deleteCopy(name)).catch((err: unknown) =>
-        this.logger.warn({ volume: name, node, err }, 'a copy of a deleted volume stays on its node'),
-      );
+      await this.onNode(node, (client) => client.deleteCopy(name), () => this.deleteCopy(name)).catch(async (err: unknown) => {
+        this.logger.warn({ volume: name, node, err }, 'a copy of a deleted volume stays on its node until the node deletes it');
+        await this.store.put(leftoverKey(node, name), JSON.stringify({ reason: 'deleted while its node was down' }));
+      });
     }
     this.logger.info({ volume: name }, 'replicated volume deleted');
   }
 
   /** This node's part of a create (or a clone, of its own copy of source): its copy, served only through the primary from now on. */
   async createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo> {
+    // A copy made here now is not a leftover of an earlier life of the volume, whatever is left of that.
+    await this.store.delete(leftoverKey(this.self, name));
     // As the store has it now: a replacement is asked for as soon as its record names it.
     const kv = await this.store.get(volumeKey(name));
     const record = kv && (JSON.parse(kv.value) as VolumeRecord);
@@ -238,6 +241,20 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** createCopy on node: here directly, elsewhere through its API. */
   async createCopyOn(node: string, name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<void> {
     await this.onNode(node, (client) => client.createCopy(name, sizeBytes, poolClass, source), () => this.createCopy(name, sizeBytes, poolClass, source));
+  }
+
+  /**
+   * A copy left on this node that its volume no longer names (leftovers.ts): deleted, then its key.
+   * A copy the record names again (a new life of the volume reused it) stays.
+   */
+  async dropLeftover(name: string): Promise<void> {
+    const kv = await this.store.get(volumeKey(name));
+    const named = kv !== undefined && (JSON.parse(kv.value) as VolumeRecord).replicas.some((r) => r.node === this.self);
+    if (!named && this.engine.hasVolume(name)) {
+      await this.deleteCopy(name);
+      this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
+    }
+    await this.store.delete(leftoverKey(this.self, name));
   }
 
   /** This node's part of a delete; checkOnly: refuses if a client has the copy open, and changes nothing. */

@@ -62,6 +62,12 @@ export type RecordChange =
   | { kind: 'resize'; node: string; sizeBytes: number };
 
 export const volumeKey = (name: string) => `volumes/${name}`;
+/**
+ * A copy a volume no longer names, left on `node`: the volume was deleted while the node was down,
+ * or a replacement took the copy's place. The node deletes the copy, then the key (leftovers.ts).
+ */
+export const leftoverKey = (node: string, volume: string) => `${leftoverPrefix(node)}${volume}`;
+export const leftoverPrefix = (node: string) => `leftovers/${node}/`;
 export const volumeLeaseKey = (name: string) => `volume-leases/${name}`;
 
 /** The lease key's value, always spelt the same way, so that a transaction can compare it as a string. */
@@ -135,9 +141,14 @@ export function promotionTxn(record: VolumeRecord, readRevision: number, node: s
 
 /** A change by the primary: only while it holds the lease at its epoch, and on the record it read. */
 export function changeTxn(record: VolumeRecord, readRevision: number, change: RecordChange): Txn {
+  const replaced = change.kind === 'in-sync' ? replacedBy(record, change.node) : undefined;
   return {
     compare: [holdsLease(record.name, { node: record.primary, epoch: record.epoch }), { key: volumeKey(record.name), target: 'modRevision', op: '=', value: readRevision }],
-    success: [{ type: 'put', key: volumeKey(record.name), value: JSON.stringify(applyChange(record, change)) }],
+    success: [
+      { type: 'put', key: volumeKey(record.name), value: JSON.stringify(applyChange(record, change)) },
+      // The copy the new one replaces leaves the record now: its node deletes it.
+      ...(replaced ? [{ type: 'put' as const, key: leftoverKey(replaced, record.name), value: JSON.stringify({ reason: `replaced by the copy on ${change.node}` }) }] : []),
+    ],
   };
 }
 

@@ -1,8 +1,9 @@
 // A replica whose node stays down past --replica-timeout is replaced on another node, which gets a
 // full copy while the volume stays online; the replaced copy leaves the record once the new one is
-// in sync. Three weftd processes on a real etcd.
+// in sync, and its node deletes it when it is back. So does a node that was down while the volume
+// was deleted. Three weftd processes on a real etcd.
 
-import type { VolumeInfo } from '../../fabric/volume/types';
+import type { PoolInfo, VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
 import { qemuIo, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
@@ -50,4 +51,25 @@ test('a replica down past --replica-timeout is replaced on another node, with a 
   // The new copy itself (below the routing), and the volume through the spare's node.
   await qemuIo(newCopy.nbdUri(`v~epoch=${epoch}`), ['read -P 0x42 0 4M', 'read -P 0x44 8M 1M', 'read -P 0x43 20M 64k', 'read -P 0 24M 8M'], true);
   await qemuIo(newCopy.nbdUri('v'), ['read -P 0x44 8M 1M'], true);
+
+  // The replaced copy's node, back: it deletes the copy the volume no longer names.
+  const replaced = nodes.find((n) => n.nodeId === other)!;
+  await replaced.start();
+  await waitFor(async () => (await poolUsedBytes(replaced)) === 0, 30_000, 250);
+  // A volume deleted while one of its copies' node is down: that node deletes its copy once back.
+  await newCopy.kill9();
+  // Retried as a user would: until the dead node's lease has lapsed it counts as up but cannot be asked, and the record may change meanwhile.
+  await waitFor(async () => {
+    const deleted = await nodes[0].weft(['volume', 'delete', 'v']);
+    if (deleted.code !== 0 && !/try again|cannot reach/.test(deleted.stderr)) throw new Error(deleted.stderr);
+    return deleted.code === 0;
+  }, 30_000, 500);
+  await newCopy.start();
+  await waitFor(async () => (await poolUsedBytes(newCopy)) === 0, 30_000, 250);
+  expect((await newCopy.weft(['volume', 'show', 'v'])).code).not.toBe(0);
 });
+
+/** What the node's pools hold, in all. */
+async function poolUsedBytes(node: WeftdHandle): Promise<number> {
+  return (await weftJson<PoolInfo[]>(node, ['pool', 'list'])).reduce((sum, p) => sum + p.usedBytes, 0);
+}
