@@ -74,6 +74,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch),
       createCopy: (node, volume, sizeBytes, poolClass) => (clusterVolumes as ClusterVolumes).createCopyOn(node, volume, sizeBytes, poolClass),
       trackAbsence: (node, volume, epoch, absent, absence) => (clusterVolumes as ClusterVolumes).trackAbsenceOn(node, volume, epoch, absent, absence),
+      activityOf: (node, volume) => (clusterVolumes as ClusterVolumes).activityOn(node, volume),
       absenceDir: path.join(config.dataDir, 'replication'),
       brain: { replicaTimeoutMs: config.replicaTimeoutMs },
       logger: logger.child({ component: 'volumes' }),

@@ -4,11 +4,12 @@
 import * as grpc from '@grpc/grpc-js';
 import type { ClusterNode } from '../cluster/membership';
 import type { Absence } from '../replication/absence-log';
+import { DirtyMap } from '../replication/dirty-map';
 import type { CopyOperation } from '../replication/replication-layer';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
-import { verifyReportFromWire, volumeFromWire, type ControlCopyRequest, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo } from './messages';
+import { verifyReportFromWire, volumeFromWire, type Activity, type ControlCopyRequest, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo } from './messages';
 import type { NodeStatus } from './node-info';
 
 export interface CreateVolumeOptions {
@@ -133,6 +134,12 @@ export class WeftClient {
   async trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void> {
     const lacks = absence ? { full: absence.full, map: absence.map.encode() } : { forget: true };
     await this.unary('ReplicaService', 'TrackAbsence', { name, epoch, absent, ...lacks });
+  }
+
+  /** Node to node: where this node's copy may differ from the others, from its last time as the primary. */
+  async activity(name: string): Promise<{ epoch: number; map: DirtyMap }> {
+    const activity = await this.unary<Activity>('ReplicaService', 'GetActivity', { name });
+    return { epoch: Number(activity.epoch), map: DirtyMap.decode(activity.map) };
   }
 
   /** Adds or replaces the attachment of the volume on the node; resolves with it as stored. */

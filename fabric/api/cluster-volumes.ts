@@ -17,6 +17,7 @@ import type { LocalEngine } from '../volume/local-engine';
 import { validateName } from '../volume/names';
 import type { CloneVolumeRequest, ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
 import type { Absence } from '../replication/absence-log';
+import type { DirtyMap } from '../replication/dirty-map';
 import type { CopyOperation } from '../replication/replication-layer';
 import { verifyReplicas } from '../replication/replica-verify';
 import { applyTo } from '../cluster/volume-runner';
@@ -65,6 +66,7 @@ export interface ReplicatedVolumes {
   deleteSnapshot(volume: string, name: string): Promise<void>;
   controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void>;
   trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
+  activity(name: string): Promise<{ epoch: number; map: DirtyMap }>;
   verify(name: string, onProgress: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport>;
 }
 
@@ -81,6 +83,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     deleteCopy: refuse,
     controlCopy: refuse,
     trackAbsence: refuse,
+    activity: refuse,
     verify: refuse,
     list: () => engine.listVolumes(),
     info: (name) => engine.getVolume(name),
@@ -383,6 +386,18 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (inUse.length === 0) return;
     const who = inUse.map((h) => (h.peer ? `NBD client ${h.peer}` : (h.purpose ?? 'a handle')));
     throw failedPrecondition(`volume ${name} is in use on node ${this.self} by ${who.join(', ')}: ${advice}`);
+  }
+
+  /** activity on node: here directly, elsewhere through its API. */
+  activityOn(node: string, volume: string): Promise<{ epoch: number; map: DirtyMap }> {
+    return this.onNode(node, (client) => client.activity(volume), () => this.activity(volume));
+  }
+
+  /** Where this node's copy may differ from the others, from its activity log (its last time as the primary). */
+  async activity(name: string): Promise<{ epoch: number; map: DirtyMap }> {
+    const log = this.controller.activityLog(name);
+    if (!log) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
+    return { epoch: log.epoch, map: log.regions() };
   }
 
   /** This node's volumes, and the cluster's replicated volumes it holds no copy of. */

@@ -46,6 +46,15 @@ export interface TrackAbsenceRequest {
   map: Buffer;
 }
 
+export interface GetActivityRequest {
+  name: string;
+}
+
+export interface Activity {
+  epoch: number;
+  map: Buffer;
+}
+
 export interface DeleteCopyRequest {
   name: string;
   checkOnly: boolean;

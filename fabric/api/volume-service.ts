@@ -101,6 +101,10 @@ export function replicaService(cluster: ReplicatedVolumes, logger: Logger): Unty
       await cluster.deleteCopy(checkName('name', request.name), request.checkOnly);
       return {};
     }),
+    GetActivity: unary(logger, async (request: wire.GetActivityRequest) => {
+      const activity = await cluster.activity(checkName('name', request.name));
+      return { epoch: activity.epoch, map: activity.map.encode() };
+    }),
     TrackAbsence: unary(logger, async (request: wire.TrackAbsenceRequest) => {
       const absence = request.forget ? null : { full: request.full, map: decodeMap(request.map) };
       await cluster.trackAbsence(checkName('name', request.name), request.epoch, checkName('absent', request.absent), absence);

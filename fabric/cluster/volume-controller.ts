@@ -8,6 +8,8 @@ import path from 'node:path';
 import type { Logger } from '../logger';
 import { primaryExportName } from '../nbd-exports';
 import { AbsenceLog, AbsenceTrackingLayer, type Absence } from '../replication/absence-log';
+import { ActivityLog } from '../replication/activity-log';
+import type { DirtyMap } from '../replication/dirty-map';
 import { ForwardingDevice, type RouteTarget } from '../replication/forwarding-device';
 import { connectNbdRoute } from '../replication/nbd-route-target';
 import type { ReplicaStatus, ReplicatedDevice } from '../replication/replicated-device';
@@ -46,7 +48,9 @@ export interface ControllerOptions {
   createCopy(node: string, volume: string, sizeBytes: number, poolClass: string): Promise<void>;
   /** Has node's copy log what copy `absent` misses (absence), or stop (null) (through its API). */
   trackAbsence(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
-  /** Where each copy's absence log lives (one file per volume). */
+  /** Where another node's copy may differ from the others, from its activity log (through its API). */
+  activityOf(node: string, volume: string): Promise<{ epoch: number; map: DirtyMap }>;
+  /** Where each copy's absence and activity logs live (a file of each per volume). */
   absenceDir: string;
   brain?: Partial<BrainConfig>;
   logger: Logger;
@@ -66,6 +70,7 @@ export class VolumeController {
   private readonly runners = new Map<string, VolumeRunner>();
   private readonly layers = new Map<string, ReplicationLayer>();
   private readonly logs = new Map<string, AbsenceLog>();
+  private readonly activity = new Map<string, ActivityLog>();
   private nodes = new Map<string, ClusterNode>();
   private nodeLease: string | null = null;
   private watches: StoreWatch[] = [];
@@ -108,6 +113,14 @@ export class VolumeController {
   /** The absence log of this node's copy of the volume. */
   absenceLog(volume: string): AbsenceLog | undefined {
     return this.logs.get(volume);
+  }
+
+  /** The activity log of this node's copy of the volume (read from its file when first asked for). */
+  activityLog(volume: string): ActivityLog | undefined {
+    if (!this.layers.has(volume)) return undefined;
+    let log = this.activity.get(volume);
+    if (!log) this.activity.set(volume, (log = ActivityLog.load(path.join(this.options.absenceDir, `${volume}.activity.json`))));
+    return log;
   }
 
   /** Reads the records, then follows them. Before it resolves, no replicated volume's copy is served as if it were local. */
@@ -190,9 +203,10 @@ export class VolumeController {
     this.runners.get(volume)?.close();
     this.runners.delete(volume);
     this.layers.get(volume)?.retire();
-    const log = this.logs.get(volume);
+    const logs = [this.logs.get(volume), this.activityLog(volume)];
     this.logs.delete(volume);
-    log?.remove().catch((err: unknown) => this.options.logger.warn({ volume, err }, 'could not remove the absence log'));
+    this.activity.delete(volume);
+    for (const log of logs) log?.remove().catch((err: unknown) => this.options.logger.warn({ volume, err }, 'could not remove a replication log'));
   }
 
   /** This node's copy below the stack, for the control operations the primary applies to it. */
@@ -284,6 +298,8 @@ export class VolumeController {
       controlCopy: this.options.controlCopy,
       createCopy: this.options.createCopy,
       absenceLog: (volume) => this.logs.get(volume),
+      activityLog: (volume) => this.activityLog(volume),
+      activityOf: this.options.activityOf,
       trackAbsence: this.options.trackAbsence,
       config: this.config,
       logger: this.options.logger,

@@ -23,6 +23,8 @@ export interface ReplicaRecord {
    * promotion could not raise its epoch): only a full copy brings it back (resyncKind).
    */
   diverged?: boolean;
+  /** It was the primary at lastEpoch: where it may differ from the others, its activity log says (activity-log.ts). */
+  wasPrimary?: boolean;
   /** A replacement: the node of the failed copy it replaces, dropped when this one is in sync. */
   replaces?: string;
 }
@@ -94,7 +96,7 @@ export function resyncKind(record: VolumeRecord, replica: ReplicaRecord): 'delta
  */
 export function promoted(record: VolumeRecord, node: string): VolumeRecord {
   const replicas = record.replicas.map((r): ReplicaRecord => {
-    if (r.node === record.primary && r.node !== node && r.state === 'in-sync') return { node: r.node, state: 'out', lastEpoch: record.epoch, diverged: true };
+    if (r.node === record.primary && r.node !== node && r.state === 'in-sync') return { node: r.node, state: 'out', lastEpoch: record.epoch, diverged: true, wasPrimary: true };
     return r.state === 'resyncing' ? { ...r, state: 'out' } : r;
   });
   return { ...record, replicas, primary: node, epoch: record.epoch + 1 };

@@ -8,6 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition } from '../errors';
 import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
+import type { ActivityLog } from '../replication/activity-log';
+import type { DirtyMap } from '../replication/dirty-map';
 import { PrimaryHandle } from '../replication/primary-handle';
 import { ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-device';
 import type { CopyOperation } from '../replication/replication-layer';
@@ -43,6 +45,10 @@ export interface RunnerContext {
   createCopy(node: string, volume: string, sizeBytes: number, poolClass: string): Promise<void>;
   /** The absence log of this node's copy. */
   absenceLog(volume: string): AbsenceLog | undefined;
+  /** The activity log of this node's copy, for its time as the primary. */
+  activityLog(volume: string): ActivityLog | undefined;
+  /** Where node's copy may differ from the others, from its activity log. */
+  activityOf(node: string, volume: string): Promise<{ epoch: number; map: DirtyMap }>;
   /** Has node's copy log what copy `absent` misses (absence), or stop (null); refused if its epoch is above the given one. */
   trackAbsence(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
   /** Applies a control operation to node's copy, which refuses it if its epoch is above the given one. */
@@ -284,7 +290,12 @@ export class VolumeRunner implements InSyncSet {
       track: (node: string, absent: string, absence: Absence) => this.context.trackAbsence(node, this.name, epoch, absent, absence),
       forget: (node: string, absent: string) => this.context.trackAbsence(node, this.name, epoch, absent, null),
     };
-    const device = await ReplicatedDevice.open(local, remotes, this, { absences: log && { log, notices } });
+    const activity = this.context.activityLog(this.name);
+    const device = await ReplicatedDevice.open(local, remotes, this, {
+      absences: log && { log, notices },
+      activity: activity && { log: activity, epoch },
+      formerPrimaries: record.replicas.filter((r) => r.wasPrimary && r.state !== 'in-sync' && r.lastEpoch === epoch - 1).map((r) => r.node),
+    });
     if (this.state.role !== 'serving' || this.state.claimedEpoch !== epoch || this.closed) {
       device.close();
       return;
@@ -313,7 +324,8 @@ export class VolumeRunner implements InSyncSet {
         await this.context.createCopy(replica, this.name, record.sizeBytes, record.class);
         device.addRemote({ id: replica, connect: () => this.connectReplica(replica, serving.epoch, REPLICA_TIMEOUT_MS) });
       }
-      const copiedBytes = await device.resync(replica, kind);
+      const { resyncKind, extra } = await this.formerPrimaryActivity(replica, kind);
+      const copiedBytes = await device.resync(replica, resyncKind, extra);
       this.context.logger.info({ volume: this.name, replica, kind, copiedBytes, ms: Date.now() - started }, 'replica resynced');
     } catch (err) {
       // The record still says resyncing, and the device does not tell the in-sync set about a copy
@@ -321,6 +333,20 @@ export class VolumeRunner implements InSyncSet {
       this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}` });
       throw err;
     }
+  }
+
+  /**
+   * A former primary owed a full copy (it may hold writes the others lack) needs only a delta plus
+   * the regions its activity log names, if that log is the one it kept as the primary it was.
+   */
+  private async formerPrimaryActivity(replica: string, kind: 'delta' | 'full'): Promise<{ resyncKind: 'delta' | 'full'; extra?: DirtyMap }> {
+    const copy = this.state.record?.replicas.find((r) => r.node === replica);
+    if (kind !== 'full' || !copy?.wasPrimary || !copy.lastEpoch) return { resyncKind: kind };
+    const activity = await this.context.activityOf(replica, this.name).catch((err: unknown) => {
+      this.context.logger.warn({ volume: this.name, replica, err }, 'could not read the activity log of a former primary: a full copy');
+      return undefined;
+    });
+    return activity?.epoch === copy.lastEpoch ? { resyncKind: 'delta', extra: activity.map } : { resyncKind: 'full' };
   }
 
   private connectReplica(node: string, epoch: number, timeoutMs: number) {

@@ -9,13 +9,12 @@
 // absence that could not be forgotten everywhere, makes a resync copy more, not less).
 
 import fs from 'node:fs';
-import path from 'node:path';
 import type { Logger } from '../logger';
 import { totalBytes, type Pieces } from '../pieces';
-import { writeFileAtomicAsync } from '../store/file-io';
 import type { VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughLayer } from '../volume/pass-through-device';
 import { DirtyMap } from './dirty-map';
+import { SerialSave, writeJsonFile } from './serial-save';
 
 /** What one absent copy lacks. */
 export interface Absence {
@@ -31,9 +30,7 @@ interface LogFile {
 
 export class AbsenceLog {
   private readonly absences = new Map<string, Absence>();
-  /** The save that will include every change made before it starts. */
-  private queued: Promise<void> | undefined;
-  private running: Promise<void> | undefined;
+  private readonly saver = new SerialSave(() => this.write());
 
   private constructor(readonly file: string) {}
 
@@ -103,26 +100,18 @@ export class AbsenceLog {
   /** The volume's copy here is gone. */
   async remove(): Promise<void> {
     this.absences.clear();
-    await this.running?.catch(() => undefined);
+    await this.saver.idle();
     await fs.promises.rm(this.file, { force: true });
   }
 
-  /** One save at a time; changes made while one runs go into the next, which callers share. */
   private save(): Promise<void> {
-    this.queued ??= (async () => {
-      await this.running?.catch(() => undefined);
-      this.queued = undefined; // changes from here on need the next save
-      this.running = this.write();
-      await this.running;
-    })();
-    return this.queued;
+    return this.saver.save();
   }
 
   private async write(): Promise<void> {
     const saved: LogFile = { absences: {} };
     for (const [id, entry] of this.absences) saved.absences[id] = { full: entry.full, map: entry.map.encode().toString('base64') };
-    await fs.promises.mkdir(path.dirname(this.file), { recursive: true });
-    await writeFileAtomicAsync(this.file, Buffer.from(JSON.stringify(saved)), path.dirname(this.file));
+    await writeJsonFile(this.file, saved);
   }
 }
 

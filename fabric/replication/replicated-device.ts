@@ -18,6 +18,7 @@ import { PassThroughLayer } from '../volume/pass-through-device';
 import { Quiesce } from '../volume/quiesce';
 import { RangeLock } from '../volume/range-lock';
 import type { Absence, AbsenceLog } from './absence-log';
+import type { ActivityLog } from './activity-log';
 import { DirtyMap, type DirtyRun } from './dirty-map';
 import type { InSyncSet } from './in-sync-set';
 import { ResyncPacer } from './resync-pacer';
@@ -62,6 +63,13 @@ export interface ReplicationOptions {
   resyncBusyShare?: number;
   /** The local copy's absence log (its changes pass the log's tracking layer), and the word to the others'. */
   absences?: { log: AbsenceLog; notices: AbsenceNotices };
+  /** This primary's activity log, and the epoch it serves at (activity-log.ts). */
+  activity?: { log: ActivityLog; epoch: number };
+  /**
+   * Remotes out that lack nothing written before this open, though they may hold writes the others
+   * lack: the primary just before this one. What they hold, their own activity log says (resync's extra).
+   */
+  formerPrimaries?: readonly string[];
 }
 
 /** A resync copies at most this much per request. */
@@ -119,12 +127,14 @@ export class ReplicatedDevice extends PassThroughLayer {
   /** Changes and flushes sent, counted (each gets the next number). */
   private sent = 0;
   private readonly absences: ReplicationOptions['absences'];
+  private readonly activity: ActivityLog | undefined;
 
   private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet, options: ReplicationOptions) {
     super(below);
     this.remotes = remotes.map((r) => new Remote(r));
     this.pacer = new ResyncPacer(options.resyncBusyShare ?? 0.1);
     this.absences = options.absences;
+    this.activity = options.activity?.log;
   }
 
   /**
@@ -142,7 +152,7 @@ export class ReplicatedDevice extends PassThroughLayer {
           remote.member = false;
           const logged = options.absences?.log.absence(remote.replica.id);
           if (logged && !logged.full) remote.dirty = logged.map;
-          else remote.needsFull = true;
+          else remote.needsFull = !options.formerPrimaries?.includes(remote.replica.id);
           return;
         }
         try {
@@ -152,8 +162,39 @@ export class ReplicatedDevice extends PassThroughLayer {
         }
       }),
     );
+    if (options.activity) await device.settleActivity(options.activity.log, options.activity.epoch);
     await device.startLogging();
     return device;
+  }
+
+  /**
+   * Before serving: where this copy's activity log says the copies may differ (it was the primary
+   * and stopped without a flush everywhere), they are made equal to this copy, which serves them
+   * from now on: copied to each copy in step, marked dirty for those out. Then the log starts
+   * afresh at this epoch.
+   */
+  private async settleActivity(log: ActivityLog, epoch: number): Promise<void> {
+    const regions = log.regions();
+    for (const remote of this.remotes) {
+      if (regions.blocks === 0) break;
+      if (remote.state === 'out') {
+        remote.dirty.merge(regions);
+        continue;
+      }
+      try {
+        const connection = remote.connection as ReplicaConnection;
+        for (const run of regions.runs(RESYNC_RUN_BYTES)) {
+          const end = Math.min(this.sizeBytes, run.offsetBytes + run.lengthBytes);
+          if (end > run.offsetBytes) await connection.write(run.offsetBytes, await this.below.read(run.offsetBytes, end - run.offsetBytes), false);
+        }
+        await connection.flush();
+      } catch (err) {
+        this.markOut(remote);
+        remote.dirty.merge(regions);
+        await this.removed(remote, `the regions its last primary may have left unequal could not be copied to it: ${(err as Error).message}`);
+      }
+    }
+    await log.reset(epoch);
   }
 
   /**
@@ -227,6 +268,7 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   private async flushNow(): Promise<void> {
     const seq = ++this.sent;
+    const flushing = this.activity?.flushStarted();
     const targets = this.targets();
     const covered = targets.map((r) => {
       const taken = r.unflushed;
@@ -236,6 +278,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     });
     const outcomes = await Promise.allSettled([this.below.flush(), ...targets.map((r) => (r.connection as ReplicaConnection).flush())]);
     for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') targets[i].flushing.delete(covered[i]);
+    if (flushing && outcomes.every((o) => o.status === 'fulfilled')) this.activity?.flushed(flushing);
     await this.settle(targets, outcomes, 0, 0, seq);
   }
 
@@ -244,14 +287,17 @@ export class ReplicatedDevice extends PassThroughLayer {
    * its dirty map (read here, written there) while writes go on, then asks the in-sync set to take
    * it back. Resolves with the bytes copied.
    *
+   * extra: more it may lack or differ on (a former primary's activity log).
+   *
    * A full resync (kind 'full', or any resync of a replica that needs one) first replaces the dirty
    * map with every block the local copy has allocated, and makes the rest read as zeroes there too
    * (it may hold stale data from an older life), so that it copies the allocated bytes only.
    */
-  async resync(replicaId: string, kind: ResyncKind = 'delta'): Promise<number> {
+  async resync(replicaId: string, kind: ResyncKind = 'delta', extra?: DirtyMap): Promise<number> {
     const remote = this.remotes.find((r) => r.replica.id === replicaId);
     if (!remote) throw new Error(`no replica ${replicaId}`);
     if (remote.state !== 'out') throw new Error(`replica ${replicaId} is ${remote.state}, not out`);
+    if (extra) remote.dirty.merge(extra);
     await this.removed(remote, 'it is being resynced'); // out of the set before it comes back
     await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
     const connection = await remote.replica.connect();
@@ -409,13 +455,17 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (paused) await paused;
     let release: (() => void) | undefined;
     const seq = ++this.sent;
+    const activity = this.remotes.length > 0 ? this.activity : undefined; // a lone copy cannot differ from others
     try {
+      const logged = activity?.enter(offsetBytes, lengthBytes);
+      if (logged) await logged;
       if (this.resyncs > 0) release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false);
       const targets = this.targets();
       const outcomes = await Promise.allSettled([local(), ...targets.map((r) => remote(r.connection as ReplicaConnection))]);
       for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') targets[i].unflushed.mark(offsetBytes, lengthBytes);
       await this.settle(targets, outcomes, offsetBytes, lengthBytes, seq);
     } finally {
+      activity?.leave(offsetBytes, lengthBytes);
       release?.();
       this.gate.leave();
     }

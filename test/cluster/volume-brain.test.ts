@@ -63,7 +63,7 @@ function summary(actions: BrainAction[]) {
   return actions.map((a) => (a.type === 'txn' ? { txn: a.id, delayMs: a.delayMs, puts: a.txn.success.map((o) => (o.type === 'put' && o.key.startsWith('volumes/') ? JSON.parse(o.value) : o)) } : a));
 }
 
-const promotedByB = { ...record({ a: { state: 'out', lastEpoch: 3, diverged: true } }), primary: 'b', epoch: 4 };
+const promotedByB = { ...record({ a: { state: 'out', lastEpoch: 3, diverged: true, wasPrimary: true } }), primary: 'b', epoch: 4 };
 
 describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['1, 2, 5', 'the first in-sync replica that is up takes over at once, bumping the epoch and taking the old primary out', follower('b', record(), ['a']), [leaseGone], [
@@ -93,7 +93,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { type: 'wake', atMs: T0 + TIMEOUT },
   ]],
   ['2, 6', 'a member it could not raise is taken out first, as out since the old epoch (a full copy later)', follower('b', record(), ['a']), [leaseGone, committed('promote@4'), { type: 'epochs-raised', epoch: 4, unreachable: ['c'] }], [
-    { txn: 'out:c@11', delayMs: undefined, puts: [{ ...promotedByB, replicas: [{ node: 'a', state: 'out', lastEpoch: 3, diverged: true }, { node: 'b', state: 'in-sync' }, { node: 'c', state: 'out', lastEpoch: 3, diverged: true }] }] },
+    { txn: 'out:c@11', delayMs: undefined, puts: [{ ...promotedByB, replicas: [{ node: 'a', state: 'out', lastEpoch: 3, diverged: true, wasPrimary: true }, { node: 'b', state: 'in-sync' }, { node: 'c', state: 'out', lastEpoch: 3, diverged: true }] }] },
   ]],
   ['2', '... and serves once that is committed', follower('b', record(), ['a']), [leaseGone, committed('promote@4'), { type: 'epochs-raised', epoch: 4, unreachable: ['c'] }, committed('out:c@11', 12)], [
     { type: 'serve', epoch: 4 },

@@ -1,0 +1,134 @@
+// The primary's activity log: where the copies of a volume may differ from one another if this
+// primary died now. A write goes to every copy at once, so until it has ended everywhere, and until
+// a flush has made it durable everywhere, a crash can leave it on some copies and not others. The
+// log names those regions, in extents of 4 MiB, on the primary's disk before a write is sent.
+//
+// After a crash it bounds the repair: a restarted primary copies its logged extents to the copies
+// in step before it serves, and a new primary resyncs the old one with what it missed plus the
+// extents the old one logged, instead of a full copy. An extent leaves the log once a flush that
+// began after its last write has completed on every copy.
+
+import fs from 'node:fs';
+import { DirtyMap } from './dirty-map';
+import { SerialSave, writeJsonFile } from './serial-save';
+
+const EXTENT_BYTES = 4 * 1024 * 1024;
+
+interface LogFile {
+  /** The epoch of the primary that wrote it. */
+  epoch: number;
+  extents: number[];
+}
+
+/** The extents written since a flush began, handed back when it ends. */
+export type FlushToken = ReadonlySet<number>;
+
+export class ActivityLog {
+  /** The extents the log holds (or will, once the save under way ends). */
+  private readonly logged = new Set<number>();
+  /** The extents the file on disk holds. */
+  private saved = new Set<number>();
+  /** The extents of the save being written, if one is: once it ends, the file holds these. */
+  private writing: Set<number> | undefined;
+  /** Writes in flight, per extent. */
+  private readonly inFlight = new Map<number, number>();
+  /** Extents written since the last flush began (and those with writes in flight then). */
+  private touched = new Set<number>();
+  private readonly saver = new SerialSave(() => this.write());
+
+  private constructor(readonly file: string, private epochValue: number) {}
+
+  /** The log in file; a missing or damaged one is empty at epoch 0 (a copy whose old primary's log is lost gets a full copy). */
+  static load(file: string): ActivityLog {
+    try {
+      const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as LogFile;
+      if (!Number.isSafeInteger(saved.epoch) || !Array.isArray(saved.extents) || !saved.extents.every((e) => Number.isSafeInteger(e) && e >= 0)) throw new Error('malformed');
+      const log = new ActivityLog(file, saved.epoch);
+      for (const extent of saved.extents) log.logged.add(extent);
+      log.saved = new Set(log.logged);
+      return log;
+    } catch {
+      return new ActivityLog(file, 0);
+    }
+  }
+
+  /** The epoch of the primary that wrote it. */
+  get epoch(): number {
+    return this.epochValue;
+  }
+
+  /** The regions it names, as a map of blocks. */
+  regions(): DirtyMap {
+    const map = new DirtyMap();
+    for (const extent of this.logged) map.mark(extent * EXTENT_BYTES, EXTENT_BYTES);
+    return map;
+  }
+
+  /** A primary at epoch starts afresh, its copies made equal where the log named: empty, on disk before it resolves. */
+  reset(epoch: number): Promise<void> {
+    this.epochValue = epoch;
+    this.logged.clear();
+    return this.saver.save();
+  }
+
+  /** A write of the range is about to be sent: resolves once its extents are on disk (undefined if they are already). */
+  enter(offsetBytes: number, lengthBytes: number): Promise<void> | undefined {
+    let unsaved = false;
+    for (const extent of extentsOf(offsetBytes, lengthBytes)) {
+      this.inFlight.set(extent, (this.inFlight.get(extent) ?? 0) + 1);
+      this.touched.add(extent);
+      this.logged.add(extent);
+      unsaved ||= !this.saved.has(extent) || (this.writing !== undefined && !this.writing.has(extent));
+    }
+    return unsaved ? this.saver.save() : undefined;
+  }
+
+  /** The write has ended on every copy (or failed). */
+  leave(offsetBytes: number, lengthBytes: number): void {
+    for (const extent of extentsOf(offsetBytes, lengthBytes)) {
+      const count = (this.inFlight.get(extent) ?? 1) - 1;
+      if (count > 0) this.inFlight.set(extent, count);
+      else this.inFlight.delete(extent);
+    }
+  }
+
+  /** A flush of every copy begins; pass what this returns to flushed() once it has completed everywhere. */
+  flushStarted(): FlushToken {
+    const token = this.touched;
+    // A write still in flight may end after the flush was sent: the flush does not cover it.
+    this.touched = new Set(this.inFlight.keys());
+    return token;
+  }
+
+  /** The flush completed on every copy: the extents written before it began, and not since, leave the log (saved lazily). */
+  flushed(token: FlushToken): void {
+    let shrank = false;
+    for (const extent of token) {
+      if (this.touched.has(extent) || this.inFlight.has(extent) || !this.logged.delete(extent)) continue;
+      shrank = true;
+    }
+    if (shrank) void this.saver.save().catch(() => undefined); // a log larger than need be only costs copying
+  }
+
+  /** The volume is gone. */
+  async remove(): Promise<void> {
+    await this.saver.idle();
+    await fs.promises.rm(this.file, { force: true });
+  }
+
+  private async write(): Promise<void> {
+    const extents = [...this.logged];
+    this.writing = new Set(extents);
+    try {
+      await writeJsonFile(this.file, { epoch: this.epochValue, extents } satisfies LogFile);
+      this.saved = this.writing;
+    } finally {
+      this.writing = undefined;
+    }
+  }
+}
+
+function* extentsOf(offsetBytes: number, lengthBytes: number): Generator<number> {
+  const last = Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / EXTENT_BYTES);
+  for (let extent = Math.floor(offsetBytes / EXTENT_BYTES); extent <= last; extent++) yield extent;
+}

@@ -1,0 +1,88 @@
+// The primary's activity log (fabric/replication/activity-log.ts): the extents where the copies
+// may differ if the primary died now, on disk before a write is sent, gone once a flush that began
+// after their last write completed everywhere; and, under a real ReplicatedDevice with a real
+// replica, a primary restarted after a crash makes its copies equal there before it serves.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ActivityLog } from '../../fabric/replication/activity-log';
+import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
+import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
+import { ReplicaNode } from '../helpers/replica-node';
+import { cleanupAll, makeTempDir } from '../helpers/weftd';
+import { openPrimaryVolume } from './primary-volume';
+
+const MiB = 1024 * 1024;
+const EXTENT = 4 * MiB;
+
+afterAll(cleanupAll);
+
+const runsOf = (log: ActivityLog) => [...log.regions().runs()].map((r) => [r.offsetBytes / MiB, r.lengthBytes / MiB]);
+
+describe('on its own', () => {
+  let file: string;
+  beforeEach(() => (file = path.join(makeTempDir('weft-activity-'), 'vol.activity.json')));
+
+  test('names a write\'s extents on disk before the write may be sent', async () => {
+    const log = ActivityLog.load(file);
+    await log.reset(7);
+    await log.enter(EXTENT - 4096, 8192); // straddles two extents
+    expect(runsOf(ActivityLog.load(file))).toEqual([[0, 8]]);
+    expect(ActivityLog.load(file).epoch).toBe(7);
+    expect(log.enter(0, 4096)).toBeUndefined(); // on disk already: nothing to wait for
+  });
+
+  test('an extent leaves once a flush begun after its last write completes; one written meanwhile, or still in flight, stays', async () => {
+    const log = ActivityLog.load(file);
+    await log.enter(0, 4096);
+    await log.enter(EXTENT, 4096);
+    await log.enter(2 * EXTENT, 4096);
+    log.leave(0, 4096);
+    log.leave(EXTENT, 4096); // extent 2's write is still in flight
+    const flush = log.flushStarted();
+    await log.enter(EXTENT + 8192, 4096); // extent 1 written again while the flush runs
+    log.leave(EXTENT + 8192, 4096);
+    log.flushed(flush);
+    expect(runsOf(log)).toEqual([[4, 8]]);
+    // A flush that fails (flushed not called) removes nothing; the next one that completes does.
+    log.leave(2 * EXTENT, 4096);
+    log.flushed(log.flushStarted());
+    expect(runsOf(log)).toEqual([]);
+    // Saved lazily: the file still names them (a superset costs only copying) until the next save,
+    // which a write to a new extent waits for.
+    expect(log.enter(0, 1)).toBeUndefined();
+    await log.enter(5 * EXTENT, 1);
+    expect(runsOf(ActivityLog.load(file))).toEqual([[0, 4], [20, 4]]);
+  });
+
+  test('a damaged file reads as no log (epoch 0): a former primary then gets a full copy', () => {
+    fs.writeFileSync(file, '{"epoch": 3, "extents": [1, -2]}');
+    const log = ActivityLog.load(file);
+    expect([log.epoch, runsOf(log)]).toEqual([0, []]);
+  });
+});
+
+test('a primary restarted with extents in its log copies them to the copies in step before it serves, then starts afresh', async () => {
+  const VOLUME_BYTES = 64 * MiB;
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
+  const [replica] = await Promise.all([ReplicaNode.start('r1', 'vol', VOLUME_BYTES)]);
+  try {
+    // What a crash left: a write that reached the primary's copy and not the replica's, in an extent the log names.
+    const lost = randomBytes(64 * 1024);
+    await local.write(8 * MiB + 4096, lost, true);
+    const log = ActivityLog.load(path.join(dir, 'vol.activity.json'));
+    await log.enter(8 * MiB + 4096, lost.length);
+    expect((await replica.readAll(1, 9 * MiB)).subarray(8 * MiB + 4096, 8 * MiB + 4096 + lost.length).equals(lost)).toBe(false);
+
+    const device = await ReplicatedDevice.open(local, [replica.remote(1)], new MemoryInSyncSet(['r1']), { activity: { log: ActivityLog.load(log.file), epoch: 2 } });
+    expect((await replica.readAll(1, 9 * MiB)).subarray(8 * MiB + 4096, 8 * MiB + 4096 + lost.length).equals(lost)).toBe(true);
+    const after = ActivityLog.load(log.file);
+    expect([after.epoch, runsOf(after)]).toEqual([2, []]);
+    device.close();
+  } finally {
+    replica.closeClients();
+    await engine.close();
+  }
+});
