@@ -162,8 +162,11 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['7', '... committed: a full copy to it', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@10')], [
     { type: 'resync', replica: 'd', kind: 'full' },
   ]],
-  ['7', 'the new copy in sync: the old one is dropped', primary(record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } }), ['b']), [{ type: 'resync-finished', replica: 'd' }], [
-    { txn: 'in-sync:d@10', delayMs: undefined, puts: [{ ...record(), replicas: ['a', 'c', 'd'].map((node) => ({ node, state: 'in-sync' })) }] },
+  ['7', 'the new copy in sync: the old one is dropped, and left for its node to delete', primary(record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } }), ['b']), [{ type: 'resync-finished', replica: 'd' }], [
+    { txn: 'in-sync:d@10', delayMs: undefined, puts: [
+      { ...record(), replicas: ['a', 'c', 'd'].map((node) => ({ node, state: 'in-sync' })) },
+      { type: 'put', key: 'leftovers/b/vol', value: JSON.stringify({ reason: 'replaced by the copy on d' }) },
+    ] },
   ]],
   ['7', 'back up within the grace period: resynced, not replaced', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10'), [{ type: 'nodes', nodes: nodes() }, T0 + TIMEOUT / 2]], [
     { txn: 'resync:b@11', delayMs: undefined, puts: expect.anything() },
