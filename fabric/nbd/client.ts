@@ -9,6 +9,7 @@ import { ByteReader } from './byte-reader';
 import { ioErrnoOf } from './errno';
 import { writeU64 } from './option-data';
 import * as P from './protocol';
+import { ReplyParser, type ReplySink } from './reply-parser';
 
 export interface NbdClientOptions {
   host: string;
@@ -23,6 +24,8 @@ export interface NbdClientOptions {
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
 const DEFAULT_MAX_READ_BYTES = 32 * 1024 * 1024;
 const REP_ERR_BIT = 0x80000000;
+/** What the handshake may hold unread (its replies are small). */
+const HANDSHAKE_READ_LIMIT_BYTES = 1024 * 1024;
 
 interface Pending {
   type: number;
@@ -52,7 +55,7 @@ export class NbdConnectionError extends IoError {
   }
 }
 
-export class NbdClient {
+export class NbdClient implements ReplySink {
   /** Requests in flight by handle; a Map keeps them in the order sent, oldest first. */
   private readonly pending = new Map<number, Pending>();
   private nextHandle = 1;
@@ -60,19 +63,29 @@ export class NbdClient {
   private readonly sweep: NodeJS.Timeout;
   /** The socket is corked until the end of this tick: the requests of one tick go out in one writev. */
   private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+  private readonly parser = new ReplyParser(this);
 
+  /** Takes over the socket after the handshake; `early` holds bytes that arrived with its end. */
   private constructor(
     private readonly socket: net.Socket,
-    private readonly reader: ByteReader,
+    early: Buffer[],
     private readonly label: string,
     private readonly timeoutMs: number,
+    private readonly maxReadBytes: number,
     readonly sizeBytes: number,
     readonly transmissionFlags: number,
   ) {
     // Requests are sent in deadline order, so only the oldest needs looking at.
     this.sweep = setInterval(() => this.checkOldest(), Math.max(10, Math.min(500, timeoutMs / 4)));
     this.sweep.unref();
-    void this.receive();
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('error', (err) => this.fail(new NbdConnectionError(`${label}: ${err.message}`)));
+    socket.on('close', () => this.fail(new NbdConnectionError(`${label}: connection closed`)));
+    for (const chunk of early) this.receive(chunk);
   }
 
   /** Connects and opens the export; rejects with ExportRefusedError if the server refuses it. */
@@ -80,14 +93,22 @@ export class NbdClient {
     const timeoutMs = options.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     const label = `nbd://${options.host}:${options.port}/${options.exportName}`;
     const socket = net.connect({ host: options.host, port: options.port, noDelay: true });
-    const reader = new ByteReader(socket, (options.maxReadBytes ?? DEFAULT_MAX_READ_BYTES) + P.SIMPLE_REPLY_BYTES);
-    socket.on('data', (chunk: Buffer) => reader.push(chunk));
-    socket.on('error', (err) => reader.end(`${label}: ${err.message}`));
-    socket.on('close', () => reader.end(`${label}: connection closed`));
+    const reader = new ByteReader(socket, HANDSHAKE_READ_LIMIT_BYTES);
+    const onData = (chunk: Buffer) => reader.push(chunk);
+    const onError = (err: Error) => reader.end(`${label}: ${err.message}`);
+    const onClose = () => reader.end(`${label}: connection closed`);
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
     const timer = setTimeout(() => socket.destroy(new Error(`handshake timed out after ${timeoutMs} ms`)), timeoutMs);
     try {
       const { sizeBytes, flags } = await handshake(socket, reader, options.exportName);
-      return new NbdClient(socket, reader, label, timeoutMs, sizeBytes, flags);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      socket.resume(); // in case the reader paused it
+      const maxReadBytes = options.maxReadBytes ?? DEFAULT_MAX_READ_BYTES;
+      return new NbdClient(socket, reader.takeRest(), label, timeoutMs, maxReadBytes, sizeBytes, flags);
     } catch (err) {
       socket.destroy();
       throw err;
@@ -101,23 +122,28 @@ export class NbdClient {
   }
 
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    if (lengthBytes > this.maxReadBytes) {
+      return Promise.reject(new IoError('EINVAL', `${this.label}: a read of ${lengthBytes} bytes is over this client's limit of ${this.maxReadBytes}`));
+    }
     return this.request(P.CMD_READ, 0, offsetBytes, lengthBytes) as Promise<Buffer>;
   }
 
-  async write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    await this.request(P.CMD_WRITE, this.fuaFlag(fua), offsetBytes, Buffer.isBuffer(data) ? data.length : totalBytes(data), data);
+  // The other requests resolve with undefined: their promise is returned as it is, not awaited in
+  // an async wrapper (one promise and one turn of the microtask queue less per replicated write).
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    return this.request(P.CMD_WRITE, fuaFlag(fua), offsetBytes, Buffer.isBuffer(data) ? data.length : totalBytes(data), data) as Promise<void>;
   }
 
-  async flush(): Promise<void> {
-    await this.request(P.CMD_FLUSH, 0, 0, 0);
+  flush(): Promise<void> {
+    return this.request(P.CMD_FLUSH, 0, 0, 0) as Promise<void>;
   }
 
-  async trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    await this.request(P.CMD_TRIM, this.fuaFlag(fua), offsetBytes, lengthBytes);
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.request(P.CMD_TRIM, fuaFlag(fua), offsetBytes, lengthBytes) as Promise<void>;
   }
 
-  async writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean, noHole: boolean): Promise<void> {
-    await this.request(P.CMD_WRITE_ZEROES, this.fuaFlag(fua) | (noHole ? P.CMD_FLAG_NO_HOLE : 0), offsetBytes, lengthBytes);
+  writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean, noHole: boolean): Promise<void> {
+    return this.request(P.CMD_WRITE_ZEROES, fuaFlag(fua) | (noHole ? P.CMD_FLAG_NO_HOLE : 0), offsetBytes, lengthBytes) as Promise<void>;
   }
 
   /** Sends NBD_CMD_DISC and closes; requests still pending fail. */
@@ -132,22 +158,15 @@ export class NbdClient {
     return this.failure;
   }
 
-  /** A server that did not offer FUA gets a FLUSH semantics from us instead: refuse rather than lie. */
-  private fuaFlag(fua: boolean): number {
-    if (fua && !this.canFua) throw new IoError('ENOTSUP', `${this.label}: the server does not accept FUA`);
-    return fua ? P.CMD_FLAG_FUA : 0;
-  }
-
   private request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Buffer | Pieces): Promise<Buffer | undefined> {
     if (this.failure) return Promise.reject(this.failure);
+    // A server that did not offer FUA gets a FLUSH semantics from us instead: refuse rather than lie.
+    if ((flags & P.CMD_FLAG_FUA) !== 0 && !this.canFua) return Promise.reject(new IoError('ENOTSUP', `${this.label}: the server does not accept FUA`));
     const handle = this.nextHandle++;
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
+      process.nextTick(this.uncork);
     }
     this.socket.write(requestHeader(type, flags, handle >>> 0, offsetBytes, lengthBytes));
     if (Buffer.isBuffer(payload)) this.socket.write(payload);
@@ -157,25 +176,27 @@ export class NbdClient {
     });
   }
 
-  /** Reads replies until the connection ends. */
-  private async receive(): Promise<void> {
+  /** ReplySink: a reply's header has arrived. */
+  header(handle: number, error: number): number {
+    const request = this.pending.get(handle);
+    if (!request) throw new Error(`reply to unknown handle ${handle}`);
+    return error === 0 && request.type === P.CMD_READ ? request.lengthBytes : 0;
+  }
+
+  /** ReplySink: a whole reply. */
+  reply(handle: number, error: number, data: Buffer | undefined): void {
+    const request = this.pending.get(handle) as Pending;
+    this.pending.delete(handle);
+    if (error !== 0) request.reject(new IoError(ioErrnoOf(error), `${this.label}: server answered error ${error}`));
+    else request.resolve(request.type === P.CMD_READ ? (data ?? Buffer.alloc(0)) : undefined);
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.failure) return;
     try {
-      for (;;) {
-        const reply = await this.reader.read(P.SIMPLE_REPLY_BYTES);
-        if (reply.readUInt32BE(0) !== P.SIMPLE_REPLY_MAGIC) throw new Error(`${this.label}: reply without the simple reply magic`);
-        const error = reply.readUInt32BE(4);
-        const handle = reply.readUInt32BE(12);
-        const request = this.pending.get(handle);
-        if (!request || reply.readUInt32BE(8) !== 0) throw new Error(`${this.label}: reply to unknown handle ${handle}`);
-        this.pending.delete(handle);
-        if (error !== 0) {
-          request.reject(new IoError(ioErrnoOf(error), `${this.label}: server answered error ${error}`));
-        } else {
-          request.resolve(request.type === P.CMD_READ ? await this.reader.read(request.lengthBytes) : undefined);
-        }
-      }
+      this.parser.feed(chunk);
     } catch (err) {
-      this.fail(new NbdConnectionError((err as Error).message));
+      this.fail(new NbdConnectionError(`${this.label}: ${(err as Error).message}`));
     }
   }
 
@@ -191,10 +212,13 @@ export class NbdClient {
     clearInterval(this.sweep);
     this.failure ??= err;
     if (destroy) this.socket.destroy();
-    this.reader.end(err.message);
     for (const request of this.pending.values()) request.reject(this.failure);
     this.pending.clear();
   }
+}
+
+function fuaFlag(fua: boolean): number {
+  return fua ? P.CMD_FLAG_FUA : 0;
 }
 
 /** A request's header, its own buffer: the socket may hold it until it drains. */

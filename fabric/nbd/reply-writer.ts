@@ -1,6 +1,8 @@
 // Encodes transmission-phase replies onto the socket, corked until the next tick so replies that
 // complete together leave in one writev; READ data follows its header as its own buffer, uncopied.
-// Each reply is reported once it has left the socket's buffer (or been dropped with the client).
+// The simple replies of a tick without data (every WRITE's, FLUSH's...) are laid side by side in one
+// buffer, one socket write for all. Each reply is reported once it has left the socket's buffer (or
+// been dropped with the client).
 
 import type net from 'node:net';
 import type { NbdRequest } from './request-parser';
@@ -8,9 +10,16 @@ import { returnBuffer } from '../buffers';
 import * as P from './protocol';
 import { writeU64 } from './option-data';
 
+/** Simple replies gathered in one buffer before it is handed to the socket (and a new one begun). */
+const BATCH_REPLIES = 64;
+
 export class ReplyWriter {
   private corked = false;
+  /** The simple replies of this tick not yet handed to the socket, and their requests. */
+  private batch: Buffer | undefined;
+  private batchRequests: NbdRequest[] = [];
   private readonly release = (): void => {
+    this.sendBatch();
     this.corked = false;
     this.socket.uncork();
   };
@@ -22,11 +31,17 @@ export class ReplyWriter {
 
   /** A simple reply: the error value (0 for success) and, for a successful READ, the data. */
   simple(req: NbdRequest, error: number, data?: Buffer): void {
-    const header = Buffer.allocUnsafe(P.SIMPLE_REPLY_BYTES);
-    header.writeUInt32BE(P.SIMPLE_REPLY_MAGIC, 0);
-    header.writeUInt32BE(error, 4);
-    writeHandle(header, 8, req);
-    this.send(req, header, data);
+    if (data) {
+      const header = Buffer.allocUnsafe(P.SIMPLE_REPLY_BYTES);
+      writeSimple(header, 0, error, req);
+      this.send(req, header, data);
+      return;
+    }
+    if (!this.open(req)) return;
+    this.batch ??= Buffer.allocUnsafe(BATCH_REPLIES * P.SIMPLE_REPLY_BYTES);
+    writeSimple(this.batch, this.batchRequests.length * P.SIMPLE_REPLY_BYTES, error, req);
+    this.batchRequests.push(req);
+    if (this.batchRequests.length === BATCH_REPLIES) this.sendBatch();
   }
 
   /** A whole READ as one final NBD_REPLY_TYPE_OFFSET_DATA chunk. */
@@ -59,16 +74,43 @@ export class ReplyWriter {
     this.send(req, out);
   }
 
-  private send(req: NbdRequest, header: Buffer, data?: Buffer): void {
+  /** Hands the simple replies gathered so far to the socket: before it is ended. */
+  flush(): void {
+    this.sendBatch();
+  }
+
+  /**
+   * False, with the request reported as replied, when the client is gone (the reply is dropped);
+   * else true, with the socket corked until the end of the tick.
+   */
+  private open(req: NbdRequest): boolean {
     if (this.socket.destroyed || !this.socket.writable) {
-      this.written(req); // the client is gone; drop the reply
-      return;
+      this.written(req);
+      return false;
     }
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
       process.nextTick(this.release);
     }
+    return true;
+  }
+
+  /** Hands the gathered simple replies to the socket, one write for all. */
+  private sendBatch(): void {
+    const batch = this.batch;
+    const requests = this.batchRequests;
+    if (!batch) return;
+    this.batch = undefined;
+    this.batchRequests = [];
+    this.socket.write(batch.subarray(0, requests.length * P.SIMPLE_REPLY_BYTES), () => {
+      for (const req of requests) this.written(req);
+    });
+  }
+
+  private send(req: NbdRequest, header: Buffer, data?: Buffer): void {
+    if (!this.open(req)) return;
+    this.sendBatch(); // replies leave in the order they were made
     if (!data) {
       this.socket.write(header, () => this.written(req));
       return;
@@ -91,6 +133,12 @@ function structuredHeader(req: NbdRequest, type: number, payloadBytes: number, e
   writeHandle(out, 8, req);
   out.writeUInt32BE(payloadBytes, 16);
   return out;
+}
+
+function writeSimple(out: Buffer, at: number, error: number, req: NbdRequest): void {
+  out.writeUInt32BE(P.SIMPLE_REPLY_MAGIC, at);
+  out.writeUInt32BE(error, at + 4);
+  writeHandle(out, at + 8, req);
 }
 
 function writeHandle(out: Buffer, at: number, req: NbdRequest): void {

@@ -1,6 +1,7 @@
 // Splits the transmission byte stream into requests: headers are read in place (or in one reused
 // buffer); a WRITE's payload is kept as views of the chunks it arrived in, never copied.
 
+import { HeaderGatherer } from './header-gatherer';
 import * as P from './protocol';
 
 export class NbdRequest {
@@ -30,8 +31,7 @@ export interface RequestSink {
 }
 
 export class RequestParser {
-  private readonly header = Buffer.allocUnsafe(P.REQUEST_HEADER_BYTES);
-  private headerFilled = 0;
+  private readonly header = new HeaderGatherer(P.REQUEST_HEADER_BYTES, (buf, at) => this.parseHeader(buf, at));
   /** The WRITE whose payload is being received, and how many payload bytes are still to come. */
   private pending?: NbdRequest;
   private payloadLeft = 0;
@@ -46,27 +46,12 @@ export class RequestParser {
    * sink or the chunk is used up; returns the position after the consumed bytes.
    */
   feed(chunk: Buffer, at: number): number {
-    return this.pending ? this.feedPayload(chunk, at) : this.feedHeader(chunk, at);
+    return this.pending ? this.feedPayload(chunk, at) : this.header.feed(chunk, at);
   }
 
   /** True when part of a request has arrived but not all of it. */
   midRequest(): boolean {
-    return this.pending !== undefined || this.headerFilled > 0;
-  }
-
-  private feedHeader(chunk: Buffer, at: number): number {
-    if (this.headerFilled === 0 && chunk.length - at >= P.REQUEST_HEADER_BYTES) {
-      this.parseHeader(chunk, at);
-      return at + P.REQUEST_HEADER_BYTES;
-    }
-    const n = Math.min(P.REQUEST_HEADER_BYTES - this.headerFilled, chunk.length - at);
-    chunk.copy(this.header, this.headerFilled, at, at + n);
-    this.headerFilled += n;
-    if (this.headerFilled === P.REQUEST_HEADER_BYTES) {
-      this.headerFilled = 0;
-      this.parseHeader(this.header, 0);
-    }
-    return at + n;
+    return this.pending !== undefined || this.header.partial;
   }
 
   private parseHeader(buf: Buffer, at: number): void {

@@ -251,6 +251,7 @@ export class Transmission implements RequestSink {
 
   /** Every reply has been handed to the socket: flush them and close. */
   private finish(): void {
+    this.writer.flush();
     if (!this.socket.destroyed) this.socket.destroySoon();
   }
 

@@ -6,6 +6,7 @@
 import { takeBuffer } from '../buffers';
 import { ChecksumError, IoError } from '../errors';
 import { copyPieces, piecesOf, totalBytes, type Pieces } from '../pieces';
+import type { BlockRun } from '../store/allocator';
 import { crc32c, crc32cBlocks, crc32cPieces } from '../store/checksum';
 import type { Extent, VolumeLayer, WriteZeroesOptions } from './block-device';
 import { ABSENT, FIRST_PHYSICAL, ZERO } from './block-map';
@@ -95,10 +96,12 @@ export class LocalReplica implements VolumeLayer {
     if (lengthBytes === 0) return;
     const first = Math.floor(offsetBytes / B);
     const end = Math.ceil((offsetBytes + lengthBytes) / B);
-    const release = await this.begin(first, end, true);
+    // No await where nothing waits (the common case): each costs a turn of the microtask queue.
+    const entered = this.begin(first, end, true);
+    const release = typeof entered === 'function' ? entered : await entered;
     try {
-      const blocks = await this.fullBlocks(offsetBytes, pieces, lengthBytes, first, end);
-      await this.writeBlocks(first, blocks);
+      const aligned = offsetBytes === first * B && lengthBytes === (end - first) * B;
+      await this.writeBlocks(first, aligned ? pieces : await this.fullBlocks(offsetBytes, pieces, lengthBytes, first, end));
     } finally {
       this.end(release);
     }
@@ -187,12 +190,11 @@ export class LocalReplica implements VolumeLayer {
   }
 
   /**
-   * Returns whole blocks covering [first, end) with the data (lengthBytes at offsetBytes) laid over
-   * the current contents: the data's own pieces when it is block-aligned, else one new buffer.
+   * Returns whole blocks covering [first, end) with the data (lengthBytes at offsetBytes, not
+   * block-aligned) laid over the current contents, in one new buffer.
    */
   private async fullBlocks(offsetBytes: number, pieces: Pieces, lengthBytes: number, first: number, end: number): Promise<Pieces> {
     const skip = offsetBytes - first * B;
-    if (skip === 0 && lengthBytes === (end - first) * B) return pieces;
     const blocks = Buffer.allocUnsafe((end - first) * B);
     // Only the first and last block can be partial; read-modify-write just those.
     if (skip !== 0) (await this.readBlocks(first, first + 1)).copy(blocks, 0);
@@ -220,7 +222,8 @@ export class LocalReplica implements VolumeLayer {
     const { map: head, pool, id: headLayer } = this.chain.head;
     const targets = new Array<number>(count).fill(-1);
     let inPlace = false;
-    if (!(await this.allocateInto(targets, count))) {
+    const allocated = this.allocateInto(targets, count);
+    if (!(typeof allocated === 'boolean' ? allocated : await allocated)) {
       let fresh = 0;
       for (let i = 0; i < count; i++) {
         const value = head.value(first + i);
@@ -262,29 +265,19 @@ export class LocalReplica implements VolumeLayer {
     this.host.writeFinished(firstSeq);
   }
 
-  /** Fills the -1 entries of targets with newly allocated blocks; false if the pool has no room. */
-  private async allocateInto(targets: number[], fresh: number): Promise<boolean> {
+  /**
+   * Fills the -1 entries of targets with newly allocated blocks; false if the pool has no room. At
+   * once, unless the room is in frees deferred until the journal is durable: then after a flush.
+   */
+  private allocateInto(targets: number[], fresh: number): boolean | Promise<boolean> {
     const allocator = this.chain.head.pool.allocator;
-    let runs = allocator.allocate(fresh);
-    if (!runs && allocator.pendingCount > 0) {
-      await this.host.flush(); // frees deferred until the journal is durable
-      runs = allocator.allocate(fresh);
-    }
-    if (!runs) return false;
-    let run = 0;
-    let next = runs[0].start;
-    let left = runs[0].count;
-    for (let i = 0; i < targets.length; i++) {
-      if (targets[i] !== -1) continue;
-      if (left === 0) {
-        run++;
-        next = runs[run].start;
-        left = runs[run].count;
-      }
-      targets[i] = next++;
-      left--;
-    }
-    return true;
+    const runs = allocator.allocate(fresh);
+    if (runs) return fillTargets(targets, runs);
+    if (allocator.pendingCount === 0) return false;
+    return this.host.flush().then(() => {
+      const freed = allocator.allocate(fresh);
+      return freed !== undefined && fillTargets(targets, freed);
+    });
   }
 
   /** After a failed write: journal the old entries again and give back blocks it allocated. */
@@ -335,15 +328,19 @@ export class LocalReplica implements VolumeLayer {
     }
   }
 
-  private async begin(first: number, end: number, exclusive: boolean): Promise<Release> {
+  /** Enters the quiesce gate and takes the range lock: at once when neither waits (the common case), else a promise. */
+  private begin(first: number, end: number, exclusive: boolean): Release | Promise<Release> {
     const gate = this.quiesce.enter();
-    if (gate) await gate;
+    return gate ? gate.then(() => this.lockRange(first, end, exclusive)) : this.lockRange(first, end, exclusive);
+  }
+
+  /** Inside the gate: the range lock, unless weftd is shutting down (then the gate is left). */
+  private lockRange(first: number, end: number, exclusive: boolean): Release | Promise<Release> {
     if (this.host.closed) {
       this.quiesce.leave();
       throw new IoError('ESHUTDOWN', 'weftd is shutting down');
     }
-    const lock = this.lock.acquire(first, end, exclusive);
-    return typeof lock === 'function' ? lock : await lock;
+    return this.lock.acquire(first, end, exclusive);
   }
 
   private end(release: Release): void {
@@ -391,4 +388,22 @@ export class LocalReplica implements VolumeLayer {
   canFastZero(): boolean {
     return false;
   }
+}
+
+/** Fills the -1 entries of targets with the blocks of runs, in order; true. */
+function fillTargets(targets: number[], runs: readonly BlockRun[]): true {
+  let run = 0;
+  let next = runs[0].start;
+  let left = runs[0].count;
+  for (let i = 0; i < targets.length; i++) {
+    if (targets[i] !== -1) continue;
+    if (left === 0) {
+      run++;
+      next = runs[run].start;
+      left = runs[run].count;
+    }
+    targets[i] = next++;
+    left--;
+  }
+  return true;
 }

@@ -2,7 +2,8 @@
 // written through the replication layer to one remote replica (a real weftd on this machine), and
 // the same volume served without it, jobs interleaved. The primary (a LocalEngine and our NBD
 // server) runs in this process; fio and the replica in their own. Then the resync part
-// (replication-resync.ts). BENCH_REPLICATION=cost or =resync runs one part only.
+// (replication-resync.ts). BENCH_REPLICATION=cost or =resync runs one part only, BENCH_JOB=4k (any
+// part of a job's name) only the jobs it names.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,14 +15,15 @@ import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
 import { ReplicaNode } from '../helpers/replica-node';
 import { cleanupAll, makeTempDir } from '../helpers/weftd';
 import { openPrimaryVolume } from '../replication/primary-volume';
-import { ALL_JOBS, fill, runJob } from './fio';
+import { ALL_JOBS, fill, runJob, type Job } from './fio';
 import { benchMain, median, positiveInteger, saveResults } from './harness';
 import { resyncBench } from './replication-resync';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 10);
 const REPEAT = positiveInteger('BENCH_REPEAT', 1);
 const VOLUME_BYTES = 1024 ** 3;
-const JOBS = ALL_JOBS.filter((job) => job.rw.endsWith('write'));
+/** BENCH_JOB: runs only the jobs whose name contains it (e.g. "4k"). */
+const JOBS = ALL_JOBS.filter((job) => job.rw.endsWith('write') && job.name.includes(process.env.BENCH_JOB ?? ''));
 const EXPORTS = ['local only', '1 remote replica'] as const;
 const PARTS = process.env.BENCH_REPLICATION ?? 'cost,resync';
 
@@ -30,6 +32,7 @@ const stops: (() => Promise<void> | void)[] = [];
 async function main(dir: string): Promise<void> {
   console.error(`bench: replication, ${JOBS.length} jobs x ${REPEAT} x ${EXPORTS.length} exports, ${SECONDS} s each, in ${dir}`);
   const replica = await ReplicaNode.start('r1', 'vol', VOLUME_BYTES);
+  stops.push(async () => void (await replica.node.stop())); // lets weftd write a CPU profile (test/helpers' WEFTD_NODE_FLAGS)
   stops.push(() => replica.closeClients());
   const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
   stops.push(() => engine.close());
@@ -56,14 +59,13 @@ async function main(dir: string): Promise<void> {
   const markdown: string[] = [];
   const json: Record<string, object> = {};
   if (PARTS.includes('cost')) {
-    const cost = await costBench(uri, dir);
+    const cost = await costBench(uri, dir, () => cpuSeconds(replica.node.pid));
     markdown.push(cost.markdown);
     json.cost = cost.json;
   }
   if (PARTS.includes('resync')) {
     const serve = (device: BlockDevice) => void devices.set('resync', device);
-    const replicaCpuSeconds = () => cpuSeconds(replica.node.pid);
-    const resync = await resyncBench({ local, remote: replica.remote(1, 10_000), replicaCpuSeconds, serve, uri: uri('resync'), dir, seconds: SECONDS, repeat: REPEAT });
+    const resync = await resyncBench({ local, remote: replica.remote(1, 10_000), replicaCpuSeconds: () => cpuSeconds(replica.node.pid), serve, uri: uri('resync'), dir, seconds: SECONDS, repeat: REPEAT });
     markdown.push(resync.markdown);
     json.resync = resync.json;
   }
@@ -77,24 +79,49 @@ function cpuSeconds(pid: number | undefined): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** fio against the volume served with and without replication, interleaved. */
-async function costBench(uri: (name: string) => string, dir: string): Promise<{ markdown: string; json: object }> {
+/**
+ * fio against the volume served with and without replication, interleaved, with the CPU time this
+ * process (the primary) and the replica's weftd used per GiB written. fio's figure leaves out its
+ * 1 s ramp, the CPU time does not: the bytes are taken as the figure's rate over the ramp too.
+ */
+async function costBench(uri: (name: string) => string, dir: string, replicaCpuSeconds: () => number): Promise<{ markdown: string; json: object }> {
   const rows: string[] = [];
-  const json: Record<string, Record<string, number>> = {};
+  const json: Record<string, object> = {};
   for (const job of JOBS) {
     const samples = new Map<string, number[]>(EXPORTS.map((name) => [name, []]));
+    const cpu = { primaryLocal: [] as number[], primary: [] as number[], replica: [] as number[] };
     for (let repetition = 1; repetition <= REPEAT; repetition++) {
       for (const name of EXPORTS) {
+        const [primaryBefore, replicaBefore] = [process.cpuUsage(), replicaCpuSeconds()];
         const value = await runJob(job, uri(name), SECONDS, path.join(dir, `${job.rw}.json`));
+        const used = process.cpuUsage(primaryBefore);
+        const gib = (value * (job.unit === 'IOPS' ? blockBytes(job) : 1e6) * (SECONDS + 1)) / 2 ** 30;
+        const primary = (used.user + used.system) / 1e6 / gib;
+        const replica = (replicaCpuSeconds() - replicaBefore) / gib;
         samples.get(name)?.push(value);
-        console.error(`  ${job.name} #${repetition} ${name}: ${Math.round(value)} ${job.unit}`);
+        if (name === EXPORTS[0]) {
+          cpu.primaryLocal.push(primary);
+        } else {
+          cpu.primary.push(primary);
+          cpu.replica.push(replica);
+        }
+        const cpuNote = name === EXPORTS[0] ? `primary ${primary.toFixed(2)}` : `primary ${primary.toFixed(2)}, replica ${replica.toFixed(2)}`;
+        console.error(`  ${job.name} #${repetition} ${name}: ${Math.round(value)} ${job.unit}, CPU s per GiB: ${cpuNote}`);
       }
     }
     const [plain, remote] = EXPORTS.map((name) => median(samples.get(name) ?? []));
-    json[job.name] = { [EXPORTS[0]]: plain, [EXPORTS[1]]: remote };
-    rows.push(`| ${job.name} (${job.unit}) | ${Math.round(plain)} | ${Math.round(remote)} | ${(remote / plain).toFixed(2)} |`);
+    const cpuMedians = { primaryLocal: median(cpu.primaryLocal), primary: median(cpu.primary), replica: median(cpu.replica) };
+    json[job.name] = { [EXPORTS[0]]: plain, [EXPORTS[1]]: remote, cpuSecondsPerGiB: cpuMedians };
+    const cpuCells = [cpuMedians.primaryLocal, cpuMedians.primary, cpuMedians.replica].map((v) => v.toFixed(2)).join(' | ');
+    rows.push(`| ${job.name} (${job.unit}) | ${Math.round(plain)} | ${Math.round(remote)} | ${(remote / plain).toFixed(2)} | ${cpuCells} |`);
   }
-  return { markdown: ['| job | local only | 1 remote replica | ratio |', '|---|---|---|---|', ...rows].join('\n'), json };
+  const header = '| job | local only | 1 remote replica | ratio | CPU s/GiB: primary, local only | primary, replicated | replica |';
+  return { markdown: [header, '|---|---|---|---|---|---|---|', ...rows].join('\n'), json };
+}
+
+/** A job's block size in bytes ("4k", "1M"). */
+function blockBytes(job: Job): number {
+  return Number.parseInt(job.blockSize, 10) * (job.blockSize.endsWith('M') ? 2 ** 20 : 2 ** 10);
 }
 
 const benchDir = makeTempDir('weft-bench-replication-');

@@ -11,6 +11,12 @@ export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 /** weftd as users start it (bin/weftd sets the V8 flags weftd runs with). */
 export const WEFTD_BIN = path.join(REPO_ROOT, 'bin', 'weftd');
 export const WEFT_JS = path.join(REPO_ROOT, 'bin', 'weft');
+/**
+ * WEFTD_NODE_FLAGS: node flags added to those of bin/weftd for every weftd started here, e.g.
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof" (node refuses those in NODE_OPTIONS). Profiles are written
+ * when weftd exits by itself (stop(), not kill9()).
+ */
+const EXTRA_NODE_FLAGS = (process.env.WEFTD_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 
 const READY_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 15_000;
@@ -137,7 +143,7 @@ export class WeftdHandle {
   }
 
   async start(): Promise<void> {
-    const child = track(spawn(WEFTD_BIN, this.args, { cwd: REPO_ROOT, env: { ...process.env, ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = track(spawnWeftd(this.args, this.env));
     this.child = child;
     const record = (chunk: Buffer) => (this.output += chunk.toString());
     child.stdout?.on('data', record);
@@ -166,6 +172,14 @@ export class WeftdHandle {
     await this.stop();
     await this.start();
   }
+}
+
+/** bin/weftd with args; with WEFTD_NODE_FLAGS, run by node with its shebang's flags and those. */
+function spawnWeftd(args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  const options = { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] as ('ignore' | 'pipe')[] };
+  if (EXTRA_NODE_FLAGS.length === 0) return spawn(WEFTD_BIN, args, options);
+  const shebangFlags = fs.readFileSync(WEFTD_BIN, 'utf8').split('\n')[0].split(' ').filter((word) => word.startsWith('--'));
+  return spawn(process.execPath, [...shebangFlags, ...EXTRA_NODE_FLAGS, WEFTD_BIN, ...args], options);
 }
 
 /** Reads the child's stdout until its "weftd ready" line; rejects with its logs if it exits first. */
