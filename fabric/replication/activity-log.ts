@@ -74,7 +74,7 @@ export class ActivityLog {
   /** A write of the range is about to be sent: resolves once its extents are on disk (undefined if they are already). */
   enter(offsetBytes: number, lengthBytes: number): Promise<void> | undefined {
     let unsaved = false;
-    for (const extent of extentsOf(offsetBytes, lengthBytes)) {
+    for (let extent = firstExtent(offsetBytes), last = lastExtent(offsetBytes, lengthBytes); extent <= last; extent++) {
       this.inFlight.set(extent, (this.inFlight.get(extent) ?? 0) + 1);
       this.touched.add(extent);
       this.logged.add(extent);
@@ -85,7 +85,7 @@ export class ActivityLog {
 
   /** The write has ended on every copy (or failed). */
   leave(offsetBytes: number, lengthBytes: number): void {
-    for (const extent of extentsOf(offsetBytes, lengthBytes)) {
+    for (let extent = firstExtent(offsetBytes), last = lastExtent(offsetBytes, lengthBytes); extent <= last; extent++) {
       const count = (this.inFlight.get(extent) ?? 1) - 1;
       if (count > 0) this.inFlight.set(extent, count);
       else this.inFlight.delete(extent);
@@ -128,7 +128,11 @@ export class ActivityLog {
   }
 }
 
-function* extentsOf(offsetBytes: number, lengthBytes: number): Generator<number> {
-  const last = Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / EXTENT_BYTES);
-  for (let extent = Math.floor(offsetBytes / EXTENT_BYTES); extent <= last; extent++) yield extent;
+// Plain loops over these rather than a generator: enter() and leave() run for every replicated write.
+function firstExtent(offsetBytes: number): number {
+  return Math.floor(offsetBytes / EXTENT_BYTES);
+}
+
+function lastExtent(offsetBytes: number, lengthBytes: number): number {
+  return Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / EXTENT_BYTES);
 }
