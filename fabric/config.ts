@@ -11,6 +11,7 @@ import type { PoolSpec } from './volume/node-store';
 import { parseStoreSpec, type StoreSpec } from './cluster/open-store';
 import { parseSize } from './units';
 import { isValidName, NAME_RULE } from './volume/names';
+import { CLASS_NAME, parseClasses, type ServiceClass } from './class-objectives';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -34,7 +35,8 @@ export interface WeftdConfig {
   /** 0 means any free port. */
   nbdPort: number;
   apiPort: number;
-  metricsPort: number;
+  /** off: no metrics at all (no exporter, no metrics layer in the volumes' stacks). */
+  metricsPort: number | 'off';
   /** Paths are absolute. Without --pool, one pool "default" in the data dir; empty only with --pool none. */
   pools: PoolSpec[];
   logLevel: LogLevel;
@@ -58,6 +60,8 @@ export interface WeftdConfig {
   /** NBD requests and replies held in memory: per connection, and across the node (backpressure beyond). */
   maxConnectionInflightBytes: number;
   maxInflightBytes: number;
+  /** The service classes the config file declares, with their objectives; sorted by name. */
+  classes: ServiceClass[];
   /** `--recover`: report what is wrong with the data dir's metadata instead of starting (a mode, not a config-file setting). */
   recover?: { acceptLoss: boolean };
 }
@@ -90,12 +94,14 @@ interface RawSettings {
   store?: unknown;
   maxConnectionInflightBytes?: unknown;
   maxInflightBytes?: unknown;
+  /** Only in the config file. */
+  classes?: unknown;
 }
 type SettingKey = keyof RawSettings;
 
 const SETTING_KEYS: readonly SettingKey[] = [
   'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'replicaTimeout', 'zone', 'zoneFromNodeLabel', 'advertise', 'csiEndpoint', 'csiRole', 'store',
-  'maxConnectionInflightBytes', 'maxInflightBytes',
+  'maxConnectionInflightBytes', 'maxInflightBytes', 'classes',
 ];
 
 const DEFAULTS = {
@@ -141,7 +147,7 @@ function buildCommand(): Command {
     .option('--listen <addr>', `address of every server (default: ${DEFAULTS.listen})`)
     .option('--nbd-port <n>', `NBD port, 0 = any free port (default: ${DEFAULTS.nbdPort})`)
     .option('--api-port <n>', `control API port (default: ${DEFAULTS.apiPort})`)
-    .option('--metrics-port <n>', `Prometheus /metrics port (default: ${DEFAULTS.metricsPort})`)
+    .option('--metrics-port <n|off>', `Prometheus /metrics port; off: no metrics, not even counted (default: ${DEFAULTS.metricsPort})`)
     .option('--pool <class:path[:size]|none>', 'a pool member, repeatable (default: default:<data-dir>); none: no pool at all, for a node that holds no copy of any volume (the CSI controller\'s weftd)', collect)
     .option('--log-level <level>', `${LOG_LEVELS.join(', ')} (default: ${DEFAULTS.logLevel})`)
     .option('--sync-interval <seconds>', `sync completed writes at least this often without a FLUSH; 0 = only on FLUSH/FUA (default: ${DEFAULTS.syncInterval})`)
@@ -242,7 +248,7 @@ function validate(pick: Picker): WeftdConfig {
     listen,
     nbdPort: port(pick('nbdPort'), DEFAULTS.nbdPort),
     apiPort: port(pick('apiPort'), DEFAULTS.apiPort),
-    metricsPort: port(pick('metricsPort'), DEFAULTS.metricsPort),
+    metricsPort: metricsPort(pick('metricsPort')),
     pools: pools(pick('pool'), dataDir),
     logLevel: logLevel(pick('logLevel')),
     syncIntervalMs: seconds(pick('syncInterval'), DEFAULTS.syncInterval) * 1000,
@@ -253,6 +259,7 @@ function validate(pick: Picker): WeftdConfig {
     store: store(pick('store')),
     maxConnectionInflightBytes: bytes(pick('maxConnectionInflightBytes'), DEFAULTS.maxConnectionInflightBytes),
     maxInflightBytes: bytes(pick('maxInflightBytes'), DEFAULTS.maxInflightBytes),
+    classes: classes(pick('classes')),
   };
 }
 
@@ -296,6 +303,24 @@ function port(setting: Setting, fallback: string): number {
   const number = Number(value);
   if (!/^\d+$/.test(value) || number > 65535) throw invalid(setting, setting.value, 'expected a port number from 0 to 65535 (0 = any free port)');
   return number;
+}
+
+function metricsPort(setting: Setting): number | 'off' {
+  if (setting.value === 'off') return 'off';
+  try {
+    return port(setting, DEFAULTS.metricsPort);
+  } catch {
+    throw invalid(setting, setting.value, 'expected a port number from 0 to 65535 (0 = any free port), or off');
+  }
+}
+
+function classes(setting: Setting): ServiceClass[] {
+  if (setting.value === undefined) return [];
+  try {
+    return parseClasses(setting.value, `${setting.name}${setting.origin}`);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
 }
 
 function logLevel(setting: Setting): LogLevel {
@@ -409,7 +434,7 @@ function poolSpec(setting: Setting, spec: string): PoolSpec {
   const usage = 'expected CLASS:PATH[:SIZE], e.g. ssd:/mnt/nvme0:100GiB (CLASS is letters, digits, "_" or "-")';
   const parts = spec.split(':');
   const [poolClass, poolPath, size] = parts;
-  if (parts.length < 2 || parts.length > 3 || !/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/.test(poolClass) || poolPath.trim() === '') {
+  if (parts.length < 2 || parts.length > 3 || !CLASS_NAME.test(poolClass) || poolPath.trim() === '') {
     throw invalid(setting, spec, usage);
   }
   const pool: PoolSpec = { class: poolClass, path: path.resolve(poolPath) };

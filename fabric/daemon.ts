@@ -1,19 +1,17 @@
 // Wires one node together: the storage engine, the cluster store, the NBD server over its volumes,
-// the gRPC control API, the Prometheus /metrics endpoint and any plugins (the CSI driver) the caller
-// passes in. weftd.ts starts it; tests may start it in-process. Fabric knows plugins only by this interface.
+// the gRPC control API, and any plugins the caller passes in (the CSI driver, the metrics exporter,
+// which reads the node's telemetry). weftd.ts starts it; tests may start it in-process. Fabric knows
+// plugins only by this interface.
 
 import fs from 'node:fs';
-import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { ApiCallStats } from './api/call-stats';
 import { reachableAddress } from './api/node-info';
 import { ClusterVolumes } from './api/cluster-volumes';
 import { ApiServer } from './api/server';
 import { listNodes, Membership, type NodeRecord } from './cluster/membership';
 import { openClusterStore } from './cluster/open-store';
-import { registerReplicationMetrics } from './cluster/replication-metrics';
 import { dropLeftovers } from './cluster/leftovers';
 import { VolumeController } from './cluster/volume-controller';
 import type { WeftdConfig } from './config';
@@ -22,30 +20,41 @@ import { EngineExports, exportName, exportNames } from './nbd-exports';
 import { NbdServer } from './nbd/server';
 import { FORMAT_VERSION, LocalEngine } from './volume/local-engine';
 import type { LocalReplica } from './volume/local-replica';
-import { MetricsDevice, registerChecksumCounter, registerPoolGauges, VolumeMetrics } from './volume/metrics-device';
+import { MetricsDevice, VolumeMetrics } from './volume/metrics-device';
+import { listen } from './listen';
+import { nodeTelemetry } from './node-telemetry';
+import type { NodeTelemetry } from './telemetry';
 import type { VolumeRef, VolumeStack } from './volume/volume';
 
 export interface NodeHandle {
   /** The ports actually bound (they differ from the config's when it asked for 0). */
   nbdPort: number;
   apiPort: number;
+  /** 0 when no plugin serves metrics. */
   metricsPort: number;
   /** Stops accepting, lets in-flight requests finish, closes every server, flushes and closes the engine. */
   stop(): Promise<void>;
 }
 
-/** What a plugin is given: the node's configuration, a logger, and where the control API answers. */
+/** What a plugin is given: the node's configuration, a logger, where the control API answers, what the node reports. */
 export interface PluginContext {
   config: WeftdConfig;
   logger: Logger;
   /** "HOST:PORT" of this node's control API, reachable from this host. */
   apiEndpoint: string;
+  telemetry: NodeTelemetry;
+}
+
+export interface StartedPlugin {
+  stop(): Promise<void>;
+  /** The port a plugin serves metrics on (the exporter), for the ready line and GetNodeInfo. */
+  metricsPort?: number;
 }
 
 /** An extra service run by the daemon (e.g. the CSI driver). It starts once the control API listens. */
 export interface DaemonPlugin {
   readonly name: string;
-  start(context: PluginContext): Promise<{ stop(): Promise<void> }>;
+  start(context: PluginContext): Promise<StartedPlugin>;
 }
 
 /**
@@ -57,11 +66,10 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
   routeGrpcLogs(logger.child({ component: 'grpc' }));
   const running = new RunningParts(logger);
   try {
-    const registry = new Registry();
-    collectDefaultMetrics({ register: registry });
-    // The volume metrics drop the series of deleted volumes; they ask the engine once it exists.
+    // The volume metrics drop the stats of deleted volumes; they ask the engine once it exists.
+    // With metrics off, the volumes' stacks have no metrics layer at all.
     let liveExports: () => string[] = () => [];
-    const volumeMetrics = new VolumeMetrics(registry, () => liveExports());
+    const volumeMetrics = config.metricsPort === 'off' ? undefined : new VolumeMetrics(() => liveExports());
     let clusterVolumes: ClusterVolumes | undefined; // set once the store is open; the controller's copies are controlled through it
     // Made before the engine, which builds each volume's stack (with its replication layer) as it opens.
     const controller = VolumeController.create({
@@ -96,13 +104,6 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     await controller.start(store);
     running.add('volume controller', () => controller.close());
 
-    registerPoolGauges(registry, engine);
-    registerChecksumCounter(registry, engine);
-    registerReplicationMetrics(registry, controller);
-    const metrics = metricsServer(registry);
-    const metricsPort = await listen('metrics', config.listen, config.metricsPort, () => listenHttp(metrics, config.listen, config.metricsPort));
-    running.add('metrics', () => closeHttp(metrics));
-
     const nbd = new NbdServer({
       provider: new EngineExports(engine, controller),
       logger: logger.child({ component: 'nbd' }),
@@ -112,9 +113,11 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     const nbdPort = await listen('nbd', config.listen, config.nbdPort, () => nbd.listen(config.listen, config.nbdPort));
     running.add('nbd', () => nbd.close());
 
-    const node = { nodeId: config.nodeId, version: weftVersion(), listenAddress: config.listen, nbdPort, metricsPort, dataDir: config.dataDir, formatVersion: FORMAT_VERSION, startedAt, zone: config.zone };
+    // metricsPort: set once the exporter plugin listens.
+    const node = { nodeId: config.nodeId, version: weftVersion(), listenAddress: config.listen, nbdPort, metricsPort: 0, dataDir: config.dataDir, formatVersion: FORMAT_VERSION, startedAt, zone: config.zone };
     clusterVolumes = new ClusterVolumes(engine, controller, store, config.nodeId, logger.child({ component: 'volumes' }));
-    const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, clusterVolumes, logger: logger.child({ component: 'api' }) });
+    const apiCalls = new ApiCallStats();
+    const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, clusterVolumes, calls: apiCalls, classes: config.classes, logger: logger.child({ component: 'api' }) });
     const apiPort = await listen('api', config.listen, config.apiPort, () => api.listen(config.listen, config.apiPort));
     running.add('api', () => api.close());
 
@@ -125,13 +128,16 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     const leftovers = await dropLeftovers(store, config.nodeId, (volume) => (clusterVolumes as ClusterVolumes).dropLeftover(volume), logger.child({ component: 'volumes' }));
     running.add('leftovers', () => leftovers.close());
 
+    const telemetry = nodeTelemetry({ nodeId: config.nodeId, classes: config.classes, engine, volumeMetrics, nbd, api, apiCalls, controller, store });
+    running.add('telemetry', async () => telemetry.stop());
     const apiEndpoint = reachableAddress(config.listen, apiPort);
     for (const plugin of plugins) {
-      const started = await plugin.start({ config, logger: logger.child({ component: plugin.name }), apiEndpoint });
+      const started = await plugin.start({ config, logger: logger.child({ component: plugin.name }), apiEndpoint, telemetry });
       running.add(plugin.name, () => started.stop());
+      node.metricsPort = started.metricsPort ?? node.metricsPort;
     }
 
-    return { nbdPort, apiPort, metricsPort, stop: () => running.stopAll() };
+    return { nbdPort, apiPort, metricsPort: node.metricsPort, stop: () => running.stopAll() };
   } catch (error) {
     await running.stopAll();
     throw error;
@@ -153,12 +159,12 @@ function nodeRecord(config: WeftdConfig, engine: LocalEngine, version: string, n
 }
 
 /**
- * The layers of every volume, built once per volume: metrics, (later: QoS), replication, (later:
- * encryption), the local replica. A snapshot is read-only and this node's: metrics only.
+ * The layers of every volume, built once per volume: metrics (unless they are off), (later: QoS),
+ * replication, (later: encryption), the local replica. A snapshot is read-only and this node's: metrics only.
  */
-export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeMetrics, controller?: VolumeController): VolumeStack {
+export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeMetrics | undefined, controller?: VolumeController): VolumeStack {
   const { layer, copy } = controller && ref.snapshot === undefined ? controller.layerFor(ref.volume, replica) : { layer: replica, copy: replica };
-  return { top: new MetricsDevice(layer, metrics.forVolume(exportName(ref))), copy };
+  return { top: metrics ? new MetricsDevice(layer, metrics.forVolume(exportName(ref))) : layer, copy };
 }
 
 /** What has been started, stopped in reverse order, once. */
@@ -203,68 +209,4 @@ function routeGrpcLogs(logger: Logger): void {
 function weftVersion(): string {
   const file = path.resolve(__dirname, '..', '..', 'package.json');
   return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
-}
-
-function formatAddress(host: string, port: number): string {
-  return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
-/** Runs a server's listen, turning its failure into a message that names the server and the port. */
-async function listen(what: string, host: string, port: number, start: () => Promise<number>): Promise<number> {
-  try {
-    return await start();
-  } catch (error) {
-    throw await listenError(what, host, port, error as NodeJS.ErrnoException);
-  }
-}
-
-async function listenError(what: string, host: string, port: number, error: NodeJS.ErrnoException): Promise<Error> {
-  const address = formatAddress(host, port);
-  // Not every server reports EADDRINUSE (gRPC does not), so ask the port itself.
-  if (error.code === 'EADDRINUSE' || (port !== 0 && (await portInUse(host, port)))) {
-    return new Error(`${what} port ${address} is already in use`);
-  }
-  if (error.code === 'EACCES') return new Error(`${what} port ${address}: permission denied (ports below 1024 need root)`);
-  if (error.code === 'EADDRNOTAVAIL') return new Error(`cannot listen for ${what} on ${address}: ${host} is not an address of this machine`);
-  return new Error(`cannot listen for ${what} on ${address}: ${error.message}`);
-}
-
-function portInUse(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = net.createServer();
-    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'EADDRINUSE'));
-    probe.listen(port, host, () => probe.close(() => resolve(false)));
-  });
-}
-
-/** GET /metrics answers with the registry's exposition; everything else is 404. */
-function metricsServer(registry: Registry): http.Server {
-  return http.createServer((request, response) => {
-    const pathname = new URL(request.url ?? '/', 'http://weftd').pathname;
-    if (request.method !== 'GET' || pathname !== '/metrics') {
-      response.writeHead(404, { 'content-type': 'text/plain' }).end('not found: metrics are at GET /metrics\n');
-      return;
-    }
-    registry.metrics().then(
-      (body) => response.writeHead(200, { 'content-type': registry.contentType }).end(body),
-      (error: Error) => response.writeHead(500, { 'content-type': 'text/plain' }).end(`${error.message}\n`),
-    );
-  });
-}
-
-function listenHttp(server: http.Server, host: string, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve((server.address() as net.AddressInfo).port);
-    });
-  });
-}
-
-function closeHttp(server: http.Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
 }

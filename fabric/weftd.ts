@@ -1,5 +1,5 @@
 // weftd, the node daemon and the composition root: parses its configuration, starts the node with
-// the adapters asked for (the CSI driver, the zone from a Kubernetes node label), and stops it on
+// the adapters asked for (the metrics exporter, the CSI driver, the zone from a Kubernetes node label), and stops it on
 // SIGTERM or SIGINT. Exit codes: 0 stopped cleanly, 1 failed to start or stop, 2 bad flags or config.
 
 import { performance } from 'node:perf_hooks';
@@ -48,11 +48,18 @@ function stopOnSignals(node: NodeHandle, logger: Logger): void {
   process.on('SIGINT', onSignal);
 }
 
-/** The plugins the configuration asks for; loaded only when asked for. */
+/** The plugins the configuration asks for (the metrics exporter unless --metrics-port off, the CSI driver); loaded only when asked for. */
 async function plugins(config: WeftdConfig): Promise<DaemonPlugin[]> {
-  if (!config.csi) return [];
-  const { csiPlugin } = await import('../adapters/csi/plugin');
-  return [csiPlugin(config.csi)];
+  const list: DaemonPlugin[] = [];
+  if (config.metricsPort !== 'off') {
+    const { prometheusPlugin } = await import('../exporters/prometheus/plugin');
+    list.push(prometheusPlugin(config.metricsPort));
+  }
+  if (config.csi) {
+    const { csiPlugin } = await import('../adapters/csi/plugin');
+    list.push(csiPlugin(config.csi));
+  }
+  return list;
 }
 
 /** The configuration with its zone: --zone's, or that of the Kubernetes node label --zone-from-node-label names. */
@@ -74,7 +81,7 @@ async function main(): Promise<void> {
   }
   let node: NodeHandle;
   try {
-    // Loaded only now: a bad flag is reported without loading the engine, gRPC and prom-client.
+    // Loaded only now: a bad flag is reported without loading the engine and gRPC (nor prom-client, in plugins()).
     const { startNode } = await import('./daemon');
     node = await startNode(await withZone(config, logger), logger, await plugins(config));
   } catch (error) {

@@ -2,27 +2,26 @@
 // AttachmentStore. Only a volume that exists can be recorded as attached.
 
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { Logger } from 'pino';
 import type { VolumeEngine } from '../volume/types';
 import type { AttachmentStore } from './attachments';
 import type * as wire from './messages';
-import { unary } from './rpc';
+import { unary, type RpcContext } from './rpc';
 import { checkName, checkOptionalName } from './validate';
 
-export function attachmentService(store: AttachmentStore, engine: VolumeEngine, logger: Logger): UntypedServiceImplementation {
+export function attachmentService(store: AttachmentStore, engine: VolumeEngine, rpc: RpcContext): UntypedServiceImplementation {
   return {
-    RecordAttachment: unary(logger, (request: wire.AttachmentRequest) => {
+    RecordAttachment: unary(rpc, (request: wire.AttachmentRequest) => {
       const volume = checkName('volume', request.volume);
       const nodeId = checkName('node_id', request.nodeId);
       engine.getVolume(volume);
       const { devicePath, method, stagingPath, workloads } = request;
       return store.record({ volume, nodeId, devicePath, method, stagingPath, workloads });
     }),
-    RemoveAttachment: unary(logger, (request: wire.RemoveAttachmentRequest) => {
+    RemoveAttachment: unary(rpc, (request: wire.RemoveAttachmentRequest) => {
       store.remove(checkName('volume', request.volume), checkName('node_id', request.nodeId));
       return {};
     }),
-    ListAttachments: unary(logger, (request: wire.ListAttachmentsRequest) => ({
+    ListAttachments: unary(rpc, (request: wire.ListAttachmentsRequest) => ({
       attachments: store.list({ volume: checkOptionalName('volume', request.volume), nodeId: checkOptionalName('node_id', request.nodeId) }),
     })),
   };

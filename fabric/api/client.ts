@@ -6,6 +6,8 @@ import type { ClusterNode } from '../cluster/membership';
 import type { Absence } from '../replication/absence-log';
 import { DirtyMap } from '../replication/dirty-map';
 import type { CopyOperation } from '../replication/replication-layer';
+import type { ClassObjectives } from '../class-objectives';
+import type { ClassInfo } from './pool-service';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
@@ -104,6 +106,14 @@ export class WeftClient {
 
   async listPools(): Promise<PoolInfo[]> {
     return (await this.unary<{ pools: PoolInfo[] }>('PoolService', 'ListPools', {})).pools;
+  }
+
+  /** The node's service classes; an objective the class does not promise is absent. */
+  async listClasses(): Promise<ClassInfo[]> {
+    const { classes } = await this.unary<{ classes: ClassInfo[] }>('PoolService', 'ListClasses', {});
+    // The wire has 0 for what is not promised.
+    const promised = (objectives: ClassObjectives = {}) => Object.fromEntries(Object.entries(objectives).filter(([, value]) => value > 0));
+    return classes.map((c) => ({ ...c, objectives: promised(c.objectives) }));
   }
 
   getNodeInfo(): Promise<NodeStatus> {

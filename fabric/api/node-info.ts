@@ -8,6 +8,7 @@ export interface NodeInfo {
   /** Address the node's services are reached at. */
   listenAddress: string;
   nbdPort: number;
+  /** 0: metrics are off (weftd --metrics-port off). */
   metricsPort: number;
   dataDir: string;
   /** Version of the on-disk format of the node's pools. */

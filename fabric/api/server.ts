@@ -13,6 +13,9 @@ import { poolService } from './pool-service';
 import { snapshotService } from './snapshot-service';
 import { localVolumesOnly, type ReplicatedVolumes } from './cluster-volumes';
 import { replicaService, volumeService } from './volume-service';
+import { ApiCallStats } from './call-stats';
+import type { RpcContext } from './rpc';
+import type { ServiceClass } from '../class-objectives';
 
 export interface ApiServerOptions {
   engine: VolumeEngine;
@@ -21,6 +24,10 @@ export interface ApiServerOptions {
   /** Replicated volumes: made and dropped through the cluster. */
   clusterVolumes?: ReplicatedVolumes;
   logger: Logger;
+  /** Where calls are counted, per method and code (a new count when not given). */
+  calls?: ApiCallStats;
+  /** The service classes weftd's config declares (ListClasses). */
+  classes?: ServiceClass[];
   /** How long close() lets running calls (a long verify) finish before cutting them; default 5000. */
   shutdownGraceMs?: number;
 }
@@ -30,19 +37,26 @@ export class ApiServer {
   private readonly logger: Logger;
   private readonly shutdownGraceMs: number;
   private port = 0;
+  private closing = false;
 
   constructor(options: ApiServerOptions) {
     const { engine, node, cluster } = options;
     this.logger = options.logger;
     this.shutdownGraceMs = options.shutdownGraceMs ?? 5000;
+    const rpc: RpcContext = { logger: this.logger, calls: options.calls ?? new ApiCallStats() };
     const attachments = new AttachmentStore(node.dataDir, this.logger);
     const clusterVolumes = options.clusterVolumes ?? localVolumesOnly(engine);
-    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, clusterVolumes, this.logger));
-    this.server.addService(serviceDefinition('ReplicaService'), replicaService(clusterVolumes, this.logger));
-    this.server.addService(serviceDefinition('SnapshotService'), snapshotService(clusterVolumes, this.logger));
-    this.server.addService(serviceDefinition('PoolService'), poolService(engine, this.logger));
-    this.server.addService(serviceDefinition('NodeService'), nodeService(node, cluster, () => this.port, this.logger));
-    this.server.addService(serviceDefinition('AttachmentService'), attachmentService(attachments, engine, this.logger));
+    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, clusterVolumes, rpc));
+    this.server.addService(serviceDefinition('ReplicaService'), replicaService(clusterVolumes, rpc));
+    this.server.addService(serviceDefinition('SnapshotService'), snapshotService(clusterVolumes, rpc));
+    this.server.addService(serviceDefinition('PoolService'), poolService(engine, options.classes ?? [], rpc));
+    this.server.addService(serviceDefinition('NodeService'), nodeService(node, cluster, () => this.port, rpc));
+    this.server.addService(serviceDefinition('AttachmentService'), attachmentService(attachments, engine, rpc));
+  }
+
+  /** Bound and not closing. */
+  get listening(): boolean {
+    return this.port !== 0 && !this.closing;
   }
 
   /** Binds and serves; resolves with the bound port (pass 0 for any free one). */
@@ -60,6 +74,7 @@ export class ApiServer {
 
   /** Stops accepting calls, lets running ones finish for up to shutdownGraceMs, then cuts them. */
   close(): Promise<void> {
+    this.closing = true;
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.server.forceShutdown(), this.shutdownGraceMs);
       this.server.tryShutdown(() => {

@@ -3,21 +3,20 @@
 // named by its volume and its own name; NBD exports it as VOLUME@SNAPSHOT.
 
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { Logger } from 'pino';
 import type { ReplicatedVolumes } from './cluster-volumes';
 import type * as wire from './messages';
-import { unary } from './rpc';
+import { unary, type RpcContext } from './rpc';
 import { checkName, checkOptionalName } from './validate';
 
-export function snapshotService(cluster: ReplicatedVolumes, logger: Logger): UntypedServiceImplementation {
+export function snapshotService(cluster: ReplicatedVolumes, rpc: RpcContext): UntypedServiceImplementation {
   return {
-    CreateSnapshot: unary(logger, (request: wire.SnapshotRequest) =>
+    CreateSnapshot: unary(rpc, (request: wire.SnapshotRequest) =>
       cluster.createSnapshot(checkName('volume', request.volume), checkName('name', request.name)),
     ),
-    ListSnapshots: unary(logger, async (request: wire.ListSnapshotsRequest) => ({
+    ListSnapshots: unary(rpc, async (request: wire.ListSnapshotsRequest) => ({
       snapshots: await cluster.listSnapshots(checkOptionalName('volume', request.volume)),
     })),
-    DeleteSnapshot: unary(logger, async (request: wire.SnapshotRequest) => {
+    DeleteSnapshot: unary(rpc, async (request: wire.SnapshotRequest) => {
       await cluster.deleteSnapshot(checkName('volume', request.volume), checkName('name', request.name));
       return {};
     }),

@@ -3,7 +3,6 @@
 // attachment records go with it.
 
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { Logger } from 'pino';
 import type { VolumeEngine, VolumeInfo } from '../volume/types';
 import { invalidArgument } from '../errors';
 import { DirtyMap } from '../replication/dirty-map';
@@ -12,27 +11,27 @@ import type { AttachmentStore } from './attachments';
 import { replicaCount, type ReplicatedVolumes } from './cluster-volumes';
 import { volumeToWire } from './messages';
 import type * as wire from './messages';
-import { serverStream, unary } from './rpc';
+import { serverStream, unary, type RpcContext } from './rpc';
 import { checkExportName, checkName, checkOptionalName, checkOptionalSize, checkSize } from './validate';
 
-export function volumeService(engine: VolumeEngine, attachments: AttachmentStore, cluster: ReplicatedVolumes, logger: Logger): UntypedServiceImplementation {
+export function volumeService(engine: VolumeEngine, attachments: AttachmentStore, cluster: ReplicatedVolumes, rpc: RpcContext): UntypedServiceImplementation {
   return {
-    CreateVolume: unary(logger, async (request: wire.CreateVolumeRequest) => volumeToWire(await createVolume(engine, cluster, request))),
-    ListVolumes: unary(logger, () => ({ volumes: cluster.list().map(volumeToWire) })),
-    GetVolume: unary(logger, (request: wire.NameRequest) => volumeToWire(cluster.info(checkName('name', request.name)))),
-    ResizeVolume: unary(logger, async (request: wire.ResizeVolumeRequest) =>
+    CreateVolume: unary(rpc, async (request: wire.CreateVolumeRequest) => volumeToWire(await createVolume(engine, cluster, request))),
+    ListVolumes: unary(rpc, () => ({ volumes: cluster.list().map(volumeToWire) })),
+    GetVolume: unary(rpc, (request: wire.NameRequest) => volumeToWire(cluster.info(checkName('name', request.name)))),
+    ResizeVolume: unary(rpc, async (request: wire.ResizeVolumeRequest) =>
       volumeToWire(await cluster.resize(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes))),
     ),
-    DeleteVolume: unary(logger, async (request: wire.NameRequest) => {
+    DeleteVolume: unary(rpc, async (request: wire.NameRequest) => {
       const name = checkName('name', request.name);
       await (cluster.isReplicated(name) ? cluster.delete(name) : engine.deleteVolume(name));
       attachments.removeVolume(name);
       return {};
     }),
-    VerifyVolume: serverStream(logger, (request: wire.NameRequest, send: (m: wire.VerifyVolumeResponse) => void) =>
+    VerifyVolume: serverStream(rpc, (request: wire.NameRequest, send: (m: wire.VerifyVolumeResponse) => void) =>
       verifyVolume(engine, cluster, request, send),
     ),
-    RevertVolume: unary(logger, async (request: wire.RevertVolumeRequest) =>
+    RevertVolume: unary(rpc, async (request: wire.RevertVolumeRequest) =>
       volumeToWire(await cluster.revert(checkName('name', request.name), checkName('snapshot', request.snapshot))),
     ),
   };
@@ -92,25 +91,25 @@ export function percentSteps(
 }
 
 /** ReplicaService: a node's own copy of a replicated volume, made or dropped at another node's request. */
-export function replicaService(cluster: ReplicatedVolumes, logger: Logger): UntypedServiceImplementation {
+export function replicaService(cluster: ReplicatedVolumes, rpc: RpcContext): UntypedServiceImplementation {
   return {
-    CreateCopy: unary(logger, async (request: wire.CreateCopyRequest) =>
+    CreateCopy: unary(rpc, async (request: wire.CreateCopyRequest) =>
       volumeToWire(await cluster.createCopy(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes), checkName('class', request.class), request.sourceSnapshot ? checkSource(request.sourceSnapshot) : undefined)),
     ),
-    DeleteCopy: unary(logger, async (request: wire.DeleteCopyRequest) => {
+    DeleteCopy: unary(rpc, async (request: wire.DeleteCopyRequest) => {
       await cluster.deleteCopy(checkName('name', request.name), request.checkOnly);
       return {};
     }),
-    GetActivity: unary(logger, async (request: wire.GetActivityRequest) => {
+    GetActivity: unary(rpc, async (request: wire.GetActivityRequest) => {
       const activity = await cluster.activity(checkName('name', request.name));
       return { epoch: activity.epoch, map: activity.map.encode() };
     }),
-    TrackAbsence: unary(logger, async (request: wire.TrackAbsenceRequest) => {
+    TrackAbsence: unary(rpc, async (request: wire.TrackAbsenceRequest) => {
       const absence = request.forget ? null : { full: request.full, map: decodeMap(request.map) };
       await cluster.trackAbsence(checkName('name', request.name), request.epoch, checkName('absent', request.absent), absence);
       return {};
     }),
-    ControlCopy: unary(logger, async (request: wire.ControlCopyRequest) => {
+    ControlCopy: unary(rpc, async (request: wire.ControlCopyRequest) => {
       await cluster.controlCopy(checkName('name', request.name), copyOperation(request), request.epoch);
       return {};
     }),

@@ -46,7 +46,7 @@ export function nodeDetails(node: NodeStatus): string {
     ['Listen address', node.listenAddress],
     ['NBD port', String(node.nbdPort)],
     ['API port', String(node.apiPort)],
-    ['Metrics port', String(node.metricsPort)],
+    ['Metrics port', node.metricsPort === 0 ? 'off' : String(node.metricsPort)],
     ['Data dir', node.dataDir],
     ['Format version', String(node.formatVersion)],
     ['Started', formatTime(node.startedAt)],

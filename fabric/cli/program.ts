@@ -6,6 +6,7 @@ import { Command, CommanderError, Option, type HelpContext } from 'commander';
 import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE, usageError } from './errors';
 import { nodeCommands } from './node-commands';
 import { attachmentCommands } from './attachment-commands';
+import { classCommands } from './class-commands';
 import { poolCommands } from './pool-commands';
 import { snapshotCommands } from './snapshot-commands';
 import { volumeCommands } from './volume-commands';
@@ -50,6 +51,7 @@ export function buildProgram(plugins: readonly CommandGroup[] = []): Command {
   volumeCommands(program);
   snapshotCommands(program);
   poolCommands(program);
+  classCommands(program);
   attachmentCommands(program);
   nodeCommands(program);
   for (const addGroup of plugins) addGroup(program);

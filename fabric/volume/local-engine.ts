@@ -13,6 +13,7 @@ import { VolumeRegistry } from './volume-registry';
 import type { Metadata } from './metadata';
 import { validateName } from './names';
 import { NodeStore, type NodeStoreOptions } from './node-store';
+import { LatencyCounts } from '../latency';
 import {
   BLOCK_BYTES,
   CloneVolumeRequest,
@@ -40,6 +41,8 @@ export interface EngineOptions extends NodeStoreOptions {
 }
 
 export class LocalEngine implements VolumeEngine {
+  /** How long each checkpoint written while I/O goes on took, from its start to its file written. */
+  readonly checkpoints = new LatencyCounts();
   private readonly registry: VolumeRegistry;
   private controlChain: Promise<unknown> = Promise.resolve();
   private txn: ControlTxn | undefined;
@@ -403,6 +406,7 @@ export class LocalEngine implements VolumeEngine {
     const resumedAt = performance.now();
     await cut.finish(() => this.store.syncPools());
     this.store.releaseUpTo(cut.cutSeq);
+    this.checkpoints.record((performance.now() - started) / 1000);
     const ms = (from: number, to: number) => Math.round((to - from) * 100) / 100;
     // I/O was paused for the drain of the writes in flight plus the cut.
     this.logger.info({ drainMs: ms(started, drainedAt), cutMs: ms(drainedAt, resumedAt), writtenMs: ms(started, performance.now()) }, 'checkpoint written');

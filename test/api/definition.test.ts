@@ -22,7 +22,7 @@ describe('serviceDefinition', () => {
   it.each([
     ['VolumeService', ['CreateVolume', 'ListVolumes', 'GetVolume', 'ResizeVolume', 'DeleteVolume', 'VerifyVolume', 'RevertVolume']],
     ['SnapshotService', ['CreateSnapshot', 'ListSnapshots', 'DeleteSnapshot']],
-    ['PoolService', ['ListPools']],
+    ['PoolService', ['ListClasses', 'ListPools']],
     ['NodeService', ['GetNodeInfo', 'ListNodes']],
   ] as const)('%s has %j', (service, methods) => {
     const definition = serviceDefinition(service);

@@ -6,7 +6,7 @@ import { errorLines, runWeft } from './run-weft';
 
 const COMMANDS = [
   'volume', 'volume create', 'volume list', 'volume show', 'volume resize', 'volume delete', 'volume verify',
-  'volume revert', 'snapshot', 'snapshot create', 'snapshot list', 'snapshot delete', 'pool', 'pool list', 'node', 'node info',
+  'volume revert', 'snapshot', 'snapshot create', 'snapshot list', 'snapshot delete', 'pool', 'pool list', 'class', 'class list', 'node', 'node info',
 ];
 
 describe('weft --help', () => {
@@ -33,7 +33,7 @@ it('weft volume delete --help says that snapshots outlive their volume', async (
 
 describe('usage errors exit 2 with one line', () => {
   it.concurrent.each([
-    [[], /^weft: missing command: weft takes one of volume, snapshot, pool, attachment, node, nomad/],
+    [[], /^weft: missing command: weft takes one of volume, snapshot, pool, class, attachment, node, nomad/],
     [['volume'], /^weft: missing command: weft volume takes one of create, list, show, resize, delete, verify, revert/],
     [['volume', 'frobnicate'], /^weft: unknown command 'frobnicate'/],
     [['volum'], /^weft: unknown command 'volum' \(Did you mean volume\?\)$/],

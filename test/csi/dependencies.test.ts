@@ -3,16 +3,8 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
+import { sources } from '../helpers/sources';
 import { findAbove } from '../../fabric/source-files';
-
-/** Every TypeScript source file under dir, recursively. */
-function sources(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
-    const file = path.join(dir, entry.name);
-    if (entry.isDirectory()) return sources(file);
-    return entry.name.endsWith('.ts') ? [file] : [];
-  });
-}
 
 it('adapters/csi imports nothing from adapters/kubernetes', () => {
   const csiDir = path.dirname(findAbove('adapters/csi/node-server.ts'));

@@ -25,6 +25,32 @@ function parseError(argv: string[]): ConfigError {
   throw new Error(`parseConfig(${JSON.stringify(argv)}) did not fail`);
 }
 
+describe('service classes', () => {
+  it('reads the objectives of each class, in base units, sorted by name', () => {
+    const file = configFile('classes:\n  ssd: {objectives: {readLatencyP99: 2ms, write-latency-p99: 500us, availability: 99.9%}}\n  hdd: {objectives: {writeLatencyP99: 1.5s}}\n  scratch: {}\n');
+    expect(parseConfig(['--config', file]).classes).toEqual([
+      { name: 'hdd', objectives: { writeLatencyP99Seconds: 1.5 } },
+      { name: 'scratch', objectives: {} },
+      { name: 'ssd', objectives: { readLatencyP99Seconds: 0.002, writeLatencyP99Seconds: 0.0005, availabilityRatio: 0.999 } },
+    ]);
+  });
+
+  it('has none without a config file', () => {
+    expect(parseConfig([]).classes).toEqual([]);
+  });
+});
+
+describe('--metrics-port off', () => {
+  it('turns metrics off, as a flag or in the file', () => {
+    expect(parseConfig(['--metrics-port', 'off']).metricsPort).toBe('off');
+    expect(parseConfig(['--config', configFile('metricsPort: "off"\n')]).metricsPort).toBe('off');
+  });
+
+  it('refuses anything else that is not a port', () => {
+    expect(parseError(['--metrics-port', 'of']).message).toBe('invalid --metrics-port "of": expected a port number from 0 to 65535 (0 = any free port), or off');
+  });
+});
+
 describe('defaults', () => {
   it('serves a single-node fabric from ./weft-data on the standard ports', () => {
     const dataDir = path.resolve('weft-data');
@@ -43,6 +69,7 @@ describe('defaults', () => {
       store: { kind: 'embedded' },
       maxConnectionInflightBytes: 64 * 1024 ** 2,
       maxInflightBytes: 1024 ** 3,
+      classes: [],
     });
   });
 });
@@ -75,6 +102,7 @@ describe('flags', () => {
       store: { kind: 'etcd', endpoints: ['10.0.0.1:2379', 'etcd-2.local:2379', '[::1]:2379'] },
       maxConnectionInflightBytes: 8 * 1024 ** 2,
       maxInflightBytes: 256 * 1024 ** 2,
+      classes: [],
     });
   });
 
@@ -181,6 +209,22 @@ describe('--config', () => {
     expect(error.exitCode).toBe(2);
     expect(error.message).toMatch(message);
     expect(error.message).not.toContain('\n');
+  });
+
+  it.each([
+    ['classes: [ssd]\n', /invalid classes in .*weftd\.yaml: expected a mapping of class names/],
+    ['classes: {ssd: {objectives: {readLatencyP99: 2}}}\n', /invalid readLatencyP99 2 for class ssd in classes in .*: expected a duration with its unit, e.g. 2ms/],
+    ['classes: {ssd: {objectives: {writeLatencyP99: 2 ms}}}\n', /invalid writeLatencyP99 "2 ms" for class ssd .*: expected a duration/],
+    ['classes: {ssd: {objectives: {readLatencyP99: 0ms}}}\n', /invalid readLatencyP99 "0ms" .*: expected a duration above 0/],
+    ['classes: {ssd: {objectives: {availability: 100%}}}\n', /invalid availability "100%" for class ssd .*: expected a percentage above 0% and below 100%/],
+    ['classes: {ssd: {objectives: {availability: 0.999}}}\n', /invalid availability 0.999 .*: expected a percentage, e.g. 99.9%/],
+    ['classes: {ssd: {objectives: {latency: 2ms}}}\n', /unknown objective "latency" for class ssd .*: expected one of readLatencyP99, writeLatencyP99, availability/],
+    ['classes: {ssd: {qos: {}}}\n', /unknown key "qos" for class ssd .*: expected objectives/],
+    ['classes: {"s s d": {objectives: {}}}\n', /invalid class name "s s d" in classes in/],
+  ])('refuses the classes of %j', (text, message) => {
+    const error = parseError(['--config', configFile(text)]);
+    expect(error.exitCode).toBe(2);
+    expect(error.message).toMatch(message);
   });
 
   it('refuses a file that cannot be read', () => {

@@ -198,7 +198,7 @@ test('a block altered on disk behind weftd reads as an I/O error and verify repo
   const show = JSON.parse((await ok(node.weft(['volume', 'show', 'victim', '--output', 'json']))).stdout);
   expect(show.checksumErrors).toBeGreaterThanOrEqual(2);
   const metrics = await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`).then((r) => r.text());
-  expect(metrics).toMatch(/weft_volume_errors_total\{volume="victim",operation="read"\} [1-9]/);
+  expect(metrics).toMatch(/weft_volume_errors_total\{volume="victim",operation="read",kind="checksum"\} [1-9]/);
   expect(metrics).toMatch(/weft_volume_checksum_errors_total\{volume="victim"\} [1-9]/);
   await node.stop();
 });

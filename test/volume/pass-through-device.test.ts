@@ -7,7 +7,6 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
-import { Registry } from 'prom-client';
 import type { BlockDevice } from '../../fabric/volume/block-device';
 import { GrowableDevice } from '../../fabric/volume/growable-device';
 import { LocalEngine } from '../../fabric/volume/local-engine';
@@ -78,7 +77,7 @@ function exportStack(handle: BlockDevice, layer?: (device: BlockDevice) => Block
 
 beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-layers-'));
-  const metrics = new VolumeMetrics(new Registry());
+  const metrics = new VolumeMetrics();
   ControlLog.seen.length = 0;
   engine = await LocalEngine.open({
     dataDir: path.join(dir, 'data'),

@@ -1,0 +1,49 @@
+// Per-volume families: I/O operations, bytes, latency, errors by kind and in-flight requests as the
+// metrics layer counts them, and capacity, allocation and checksum failures as the engine has them.
+// `volume` is the export name: VOL, or VOL@SNAP for a snapshot. A deleted volume's series are gone at
+// the next scrape. Per-workload families (pod, alloc, task labels) are ioFamilies() again, over
+// per-workload series, under their own names.
+
+import { ERROR_KINDS, OPERATIONS, type IoSeries, type NodeTelemetry } from '../../fabric/telemetry';
+import { latencyHistogram, simple, type Labels, type ScrapedFamily } from './family';
+
+/** The I/O families of some series; labels() gives each series' own labels (the volume today). */
+export function ioFamilies(prefix: string, series: () => IoSeries[], labels: (io: IoSeries) => Labels): ScrapedFamily[] {
+  const perOperation = <T>(sample: (labels: Labels, stats: IoSeries['stats'][(typeof OPERATIONS)[number]]) => T[]) =>
+    series().flatMap((io) => OPERATIONS.flatMap((operation) => sample({ ...labels(io), operation }, io.stats[operation])));
+  return [
+    simple(`${prefix}_operations_total`, 'Block operations served (failed ones too), by operation.', 'counter', () =>
+      perOperation((l, stats) => [{ labels: l, value: stats.operations }]),
+    ),
+    simple(`${prefix}_errors_total`, `Block operations that failed, by operation and kind (${ERROR_KINDS.join(', ')}).`, 'counter', () =>
+      perOperation((l, stats) => ERROR_KINDS.map((kind, i) => ({ labels: { ...l, kind }, value: stats.errorsByKind[i] }))),
+    ),
+    simple(`${prefix}_bytes_total`, 'Bytes read and written, by direction.', 'counter', () =>
+      series().flatMap((io) => [
+        { labels: { ...labels(io), direction: 'read' }, value: io.stats.read.bytes },
+        { labels: { ...labels(io), direction: 'write' }, value: io.stats.write.bytes },
+      ]),
+    ),
+    latencyHistogram(`${prefix}_operation_seconds`, 'Time to complete a block operation, by operation.', () =>
+      perOperation((l, stats) => (stats.operations === 0 ? [] : [{ labels: l, latency: { count: stats.operations, secondsSum: stats.secondsSum, buckets: stats.buckets } }])),
+    ),
+    simple(`${prefix}_in_flight_requests`, 'Block operations begun and not yet completed.', 'gauge', () =>
+      series().map((io) => ({ labels: labels(io), value: OPERATIONS.reduce((sum, operation) => sum + io.stats[operation].inFlight, 0) })),
+    ),
+  ];
+}
+
+export function volumeFamilies(telemetry: NodeTelemetry): ScrapedFamily[] {
+  return [
+    ...ioFamilies('weft_volume', () => telemetry.volumeIo(), (io) => ({ volume: io.volume })),
+    simple('weft_volume_capacity_bytes', 'Size of each volume held on this node, with its service class.', 'gauge', () =>
+      telemetry.volumes().map((v) => ({ labels: { volume: v.name, class: v.class }, value: v.sizeBytes })),
+    ),
+    simple('weft_volume_allocated_bytes', 'Pool space held by the blocks of each volume held on this node (thin: grows as it is written).', 'gauge', () =>
+      telemetry.volumes().map((v) => ({ labels: { volume: v.name, class: v.class }, value: v.allocatedBytes })),
+    ),
+    simple('weft_volume_checksum_errors_total', 'Blocks read or scrubbed whose data did not match its checksum, per volume or VOL@SNAP, since weftd started.', 'counter', () =>
+      telemetry.checksumErrors().map((c) => ({ labels: { volume: c.volume }, value: c.errors })),
+    ),
+  ];
+}

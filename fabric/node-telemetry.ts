@@ -1,0 +1,79 @@
+// The node's NodeTelemetry (telemetry.ts) over its running parts: every figure is read from the
+// part that counts it at the moment it is asked for; nothing is copied or cached here.
+
+import type { ApiCallStats } from './api/call-stats';
+import type { ApiServer } from './api/server';
+import type { ServiceClass } from './class-objectives';
+import type { ClusterStore } from './cluster/cluster-store';
+import type { VolumeController } from './cluster/volume-controller';
+import { EventLoopDelay } from './event-loop-delay';
+import { exportName } from './nbd-exports';
+import type { NbdServer } from './nbd/server';
+import type { NodeTelemetry, ReadinessCheck } from './telemetry';
+import type { LocalEngine } from './volume/local-engine';
+import type { VolumeMetrics } from './volume/metrics-device';
+
+/** The cluster store answers within this, or the node is not ready. */
+const STORE_CHECK_TIMEOUT_MS = 2000;
+
+export interface TelemetryParts {
+  nodeId: string;
+  classes: ServiceClass[];
+  engine: LocalEngine;
+  /** Absent when metrics are off: no I/O is counted. */
+  volumeMetrics?: VolumeMetrics;
+  nbd: NbdServer;
+  api: ApiServer;
+  apiCalls: ApiCallStats;
+  controller: VolumeController;
+  store: ClusterStore;
+}
+
+/** The telemetry of a node, and stop() for the event-loop monitor it runs. */
+export function nodeTelemetry(parts: TelemetryParts): NodeTelemetry & { stop(): void } {
+  const { engine, controller } = parts;
+  const eventLoop = new EventLoopDelay();
+  return {
+    nodeId: parts.nodeId,
+    volumeIo: () => (parts.volumeMetrics?.current() ?? []).map(([volume, stats]) => ({ volume, stats })),
+    volumes: () => engine.listVolumes().map((v) => ({ name: v.name, class: v.class, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes })),
+    checksumErrors: () => [
+      ...engine.listVolumes().map((v) => ({ volume: v.name, errors: v.checksumErrors })),
+      ...engine.listSnapshots().map((s) => ({ volume: exportName({ volume: s.volume, snapshot: s.name }), errors: s.checksumErrors })),
+    ],
+    pools: () => engine.listPools(),
+    classes: () => parts.classes,
+    nbdConnections: () => parts.nbd.connectionCount(),
+    apiCalls: () => parts.apiCalls.all(),
+    journal: () => ({ bytes: engine.metadata.journalBytes, checkpoints: engine.checkpoints }),
+    eventLoopDelay: () => eventLoop.read(),
+    replicatedVolumes: () =>
+      controller.served().map(({ record, replicas }) => ({
+        volume: record.name,
+        epoch: record.epoch,
+        copies: record.replicas.map((copy) => ({ node: copy.node, state: copy.state })),
+        remotes: (replicas ?? []).map((r) => ({ node: r.id, behindBytes: r.behindBytes, resyncTotalBytes: r.resyncTotalBytes, resyncCopiedBytes: r.resyncCopiedBytes })),
+      })),
+    readiness: async (): Promise<ReadinessCheck[]> => [
+      engine.store.closed ? { name: 'engine', ok: false, detail: 'the storage engine is closed' } : { name: 'engine', ok: true },
+      await storeCheck(parts.store),
+      parts.api.listening ? { name: 'api', ok: true } : { name: 'api', ok: false, detail: 'the control API is not listening' },
+    ],
+    stop: () => eventLoop.stop(),
+  };
+}
+
+async function storeCheck(store: ClusterStore): Promise<ReadinessCheck> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${STORE_CHECK_TIMEOUT_MS} ms`)), STORE_CHECK_TIMEOUT_MS);
+  });
+  try {
+    await Promise.race([store.revision(), timeout]);
+    return { name: 'store', ok: true };
+  } catch (error) {
+    return { name: 'store', ok: false, detail: `the cluster store is unreachable: ${(error as Error).message}` };
+  } finally {
+    clearTimeout(timer);
+  }
+}
