@@ -13,6 +13,7 @@ import { poolService } from './pool-service';
 import { snapshotService } from './snapshot-service';
 import { localVolumesOnly, type ReplicatedVolumes } from './cluster-volumes';
 import { replicaService, volumeService } from './volume-service';
+import { NO_STATS, type VolumeStatsSource } from './volume-stats';
 
 export interface ApiServerOptions {
   engine: VolumeEngine;
@@ -20,6 +21,8 @@ export interface ApiServerOptions {
   cluster: ClusterView;
   /** Replicated volumes: made and dropped through the cluster. */
   clusterVolumes?: ReplicatedVolumes;
+  /** The volumes' I/O counters (the daemon's metrics layer); default: none, every volume reads as idle. */
+  volumeStats?: VolumeStatsSource;
   logger: Logger;
   /** How long close() lets running calls (a long verify) finish before cutting them; default 5000. */
   shutdownGraceMs?: number;
@@ -37,7 +40,7 @@ export class ApiServer {
     this.shutdownGraceMs = options.shutdownGraceMs ?? 5000;
     const attachments = new AttachmentStore(node.dataDir, this.logger);
     const clusterVolumes = options.clusterVolumes ?? localVolumesOnly(engine);
-    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, clusterVolumes, this.logger));
+    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, clusterVolumes, options.volumeStats ?? NO_STATS, this.logger));
     this.server.addService(serviceDefinition('ReplicaService'), replicaService(clusterVolumes, this.logger));
     this.server.addService(serviceDefinition('SnapshotService'), snapshotService(clusterVolumes, this.logger));
     this.server.addService(serviceDefinition('PoolService'), poolService(engine, this.logger));

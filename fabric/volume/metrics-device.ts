@@ -8,18 +8,20 @@ import type { Extent, VolumeLayer, WriteZeroesOptions } from './block-device';
 import { PassThroughLayer } from './pass-through-device';
 import type { PoolInfo, VolumeEngine } from './types';
 
-type Operation = 'read' | 'write' | 'flush' | 'trim' | 'write_zeroes' | 'block_status';
-const OPERATIONS: readonly Operation[] = ['read', 'write', 'flush', 'trim', 'write_zeroes', 'block_status'];
+export type Operation = 'read' | 'write' | 'flush' | 'trim' | 'write_zeroes' | 'block_status';
+export const OPERATIONS: readonly Operation[] = ['read', 'write', 'flush', 'trim', 'write_zeroes', 'block_status'];
 
 /** Upper bounds in seconds: from a cached 4k read to a stalled disk. */
-const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+export const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
  * Plain counts of one operation of one volume. The I/O path only adds to numbers here: prom-client's
  * labelled inc() and observe() hash their labels on every call (about 2 us per request together).
  */
-class OperationStats {
+export class OperationStats {
   operations = 0;
+  /** Started and not yet completed (not counted in operations until they complete). */
+  inFlight = 0;
   errors = 0;
   bytes = 0;
   secondsSum = 0;
@@ -87,6 +89,11 @@ export class VolumeMetrics {
     // The registry takes any object shaped like its metrics (name, help, type, get, reset); its
     // types only name prom-client's own classes.
     for (const family of families) registry.registerMetric(family as unknown as Metric);
+  }
+
+  /** The volumes and VOL@SNAP exports that have stats, less those that no longer exist. */
+  volumeNames(): string[] {
+    return this.current().map(([volume]) => volume);
   }
 
   /** The stats of a volume or VOL@SNAP export; created on first use. */
@@ -178,11 +185,13 @@ export class MetricsDevice extends PassThroughLayer {
   /** startMs is taken by the caller before it calls the layer below, so no closure is needed. */
   private async track<T>(stats: OperationStats, startMs: number, pending: Promise<T>, bytes = 0): Promise<T> {
     let failed = true;
+    stats.inFlight++;
     try {
       const result = await pending;
       failed = false;
       return result;
     } finally {
+      stats.inFlight--;
       stats.record((performance.now() - startMs) / 1000, failed, bytes);
     }
   }
