@@ -11,7 +11,7 @@ import type { ClassInfo } from './pool-service';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
-import { verifyReportFromWire, volumeFromWire, type Activity, type ControlCopyRequest, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo } from './messages';
+import { verifyReportFromWire, volumeFromWire, type Activity, type ControlCopyRequest, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo, type VolumeStatsResponse } from './messages';
 import type { NodeStatus } from './node-info';
 
 export interface CreateVolumeOptions {
@@ -88,6 +88,11 @@ export class WeftClient {
 
   async revertVolume(name: string, snapshot: string): Promise<VolumeInfo> {
     return volumeFromWire(await this.unary('VolumeService', 'RevertVolume', { name, snapshot }));
+  }
+
+  /** The cumulative I/O counters of one volume (or VOL@SNAP), or of every volume with counters on the node. */
+  volumeStats(name?: string): Promise<VolumeStatsResponse> {
+    return this.unary('VolumeService', 'VolumeStats', { name });
   }
 
   createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {

@@ -158,3 +158,34 @@ export interface ListAttachmentsRequest {
   volume: string;
   nodeId: string;
 }
+
+export interface VolumeStatsRequest {
+  /** "" for every volume with counters. */
+  name: string;
+}
+
+/** VolumeService.VolumeStats: cumulative counters read at one instant of weftd's monotonic clock. */
+export interface VolumeStatsResponse {
+  monotonicSeconds: number;
+  /** Upper bounds (seconds) of the latency buckets, smallest first. */
+  latencyBucketBounds: number[];
+  volumes: VolumeCounters[];
+}
+
+export interface VolumeCounters {
+  volume: string;
+  operations: OperationCounters[];
+  /** The operations' inFlight, summed. */
+  inFlight: number;
+}
+
+export interface OperationCounters {
+  operation: string;
+  count: number;
+  errors: number;
+  bytes: number;
+  secondsSum: number;
+  /** Per bucket, not cumulative; one more entry than the bounds: the latencies above the last bound. */
+  bucketCounts: number[];
+  inFlight: number;
+}

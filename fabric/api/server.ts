@@ -16,6 +16,7 @@ import { replicaService, volumeService } from './volume-service';
 import { ApiCallStats } from './call-stats';
 import type { RpcContext } from './rpc';
 import type { ServiceClass } from '../class-objectives';
+import { NO_STATS, type VolumeStatsSource } from './volume-stats';
 
 export interface ApiServerOptions {
   engine: VolumeEngine;
@@ -23,6 +24,8 @@ export interface ApiServerOptions {
   cluster: ClusterView;
   /** Replicated volumes: made and dropped through the cluster. */
   clusterVolumes?: ReplicatedVolumes;
+  /** The volumes' I/O counters (the daemon's metrics layer); default: none, every volume reads as idle. */
+  volumeStats?: VolumeStatsSource;
   logger: Logger;
   /** Where calls are counted, per method and code (a new count when not given). */
   calls?: ApiCallStats;
@@ -46,7 +49,7 @@ export class ApiServer {
     const rpc: RpcContext = { logger: this.logger, calls: options.calls ?? new ApiCallStats() };
     const attachments = new AttachmentStore(node.dataDir, this.logger);
     const clusterVolumes = options.clusterVolumes ?? localVolumesOnly(engine);
-    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, clusterVolumes, rpc));
+    this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, clusterVolumes, options.volumeStats ?? NO_STATS, rpc));
     this.server.addService(serviceDefinition('ReplicaService'), replicaService(clusterVolumes, rpc));
     this.server.addService(serviceDefinition('SnapshotService'), snapshotService(clusterVolumes, rpc));
     this.server.addService(serviceDefinition('PoolService'), poolService(engine, options.classes ?? [], rpc));

@@ -1,6 +1,6 @@
 // VolumeService: validates each request, then makes one call to the engine. Verify streams
 // progress (at most one message per percent) and ends with the report. A deleted volume's
-// attachment records go with it.
+// attachment records go with it. VolumeStats reads the metrics layer's counters.
 
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { VolumeEngine, VolumeInfo } from '../volume/types';
@@ -12,9 +12,10 @@ import { replicaCount, type ReplicatedVolumes } from './cluster-volumes';
 import { volumeToWire } from './messages';
 import type * as wire from './messages';
 import { serverStream, unary, type RpcContext } from './rpc';
+import { volumeStats, type VolumeStatsSource } from './volume-stats';
 import { checkExportName, checkName, checkOptionalName, checkOptionalSize, checkSize } from './validate';
 
-export function volumeService(engine: VolumeEngine, attachments: AttachmentStore, cluster: ReplicatedVolumes, rpc: RpcContext): UntypedServiceImplementation {
+export function volumeService(engine: VolumeEngine, attachments: AttachmentStore, cluster: ReplicatedVolumes, stats: VolumeStatsSource, rpc: RpcContext): UntypedServiceImplementation {
   return {
     CreateVolume: unary(rpc, async (request: wire.CreateVolumeRequest) => volumeToWire(await createVolume(engine, cluster, request))),
     ListVolumes: unary(rpc, () => ({ volumes: cluster.list().map(volumeToWire) })),
@@ -34,6 +35,7 @@ export function volumeService(engine: VolumeEngine, attachments: AttachmentStore
     RevertVolume: unary(rpc, async (request: wire.RevertVolumeRequest) =>
       volumeToWire(await cluster.revert(checkName('name', request.name), checkName('snapshot', request.snapshot))),
     ),
+    VolumeStats: unary(rpc, (request: wire.VolumeStatsRequest) => volumeStats(stats, engine, cluster, request.name)),
   };
 }
 

@@ -28,6 +28,13 @@ export function snapshotArg(text: string): SnapshotRef {
   return { volume: nameArg('volume', parts[0]), snapshot: nameArg('snapshot', parts[1]) };
 }
 
+/** A volume name, or VOL@SNAP. */
+export function exportArg(text: string): string {
+  if (!text.includes('@')) return nameArg('name', text);
+  const { volume, snapshot } = snapshotArg(text);
+  return `${volume}@${snapshot}`;
+}
+
 /** "HOST:PORT" or "[IPv6]:PORT", returned as given. */
 export function endpointArg(text: string): string {
   const match = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(text);

@@ -8,14 +8,22 @@ export interface Column<T> {
   value: (row: T) => string;
   /** Numbers and sizes read better right-aligned. */
   alignRight?: boolean;
+  /** At least this many characters: keeps the columns of a live view still from one line to the next. */
+  width?: number;
 }
 
 /** Upper-case headers over aligned columns, two spaces apart, no trailing blanks. */
 export function table<T>(columns: Column<T>[], rows: T[]): string {
   const cells = [columns.map((c) => c.header), ...rows.map((row) => columns.map((c) => c.value(row)))];
-  const widths = columns.map((_, i) => Math.max(...cells.map((line) => line[i].length)));
+  const widths = columns.map((column, i) => Math.max(column.width ?? 0, ...cells.map((line) => line[i].length)));
   const pad = (text: string, i: number) => (columns[i].alignRight ? text.padStart(widths[i]) : text.padEnd(widths[i]));
   return cells.map((line) => line.map(pad).join('  ').trimEnd()).join('\n');
+}
+
+/** One line of a table printed as it goes (a live view): the header when no row is given. */
+export function tableLine<T>(columns: Column<T>[], row?: T): string {
+  const lines = table(columns, row === undefined ? [] : [row]).split('\n');
+  return lines[lines.length - 1];
 }
 
 /** "Label:  value" lines with the values aligned. */

@@ -1,21 +1,23 @@
-// `weft volume ...`: create (empty or from a snapshot), list, show, resize, delete, verify and
-// revert. Each handler parses its arguments, makes one call, and describes the result.
+// `weft volume ...`: create (empty or from a snapshot), list, show, resize, delete, verify, revert
+// and stats. Each handler parses its arguments, makes one call, and describes the result (stats,
+// a live view, is in volume-stats-command.ts).
 
 import type { Command } from 'commander';
 import type { CreateVolumeOptions } from '../api/client';
 import { formatSize } from '../units';
 import type { LayerInfo, ReplicaInfo, ReplicaVerifyResult, VerifyReport, VolumeInfo } from '../volume/types';
-import { nameArg, sizeArg, snapshotArg } from './args';
+import { exportArg, nameArg, sizeArg, snapshotArg } from './args';
 import { action, type CommandContext, type Outcome } from './context';
 import { usageError } from './errors';
 import { details, formatTime, table, type Column } from './output';
 import { ProgressBar } from './progress';
+import { volumeStats } from './volume-stats-command';
 
 const NAME_HELP = 'volume name: 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit';
 const SIZE_HELP = 'e.g. 512MiB, 10G, 1TiB (binary units; GB/MB are decimal)';
 
 export function volumeCommands(program: Command): void {
-  const volume = program.command('volume').description('create, inspect, resize, verify, revert and delete volumes');
+  const volume = program.command('volume').description('create, inspect, resize, verify, revert and delete volumes, and watch their I/O');
 
   volume
     .command('create')
@@ -59,6 +61,20 @@ export function volumeCommands(program: Command): void {
     .description('discard everything written to a volume since one of its snapshots (refused while connected)')
     .argument('<vol@snap>', 'the volume and the snapshot to go back to')
     .action(action(revertVolume));
+
+  volume
+    .command('stats')
+    .description(
+      "a live view of a volume's I/O from weftd's own counters, like iostat: read and write IOPS, MB/s (10^6 bytes), " +
+        'p50 and p99 latency (estimated from latency buckets), requests in flight; without a name, the volumes with the most IOPS. ' +
+        "The figures are the answering node's: for a replicated volume asked on a node that is not its primary, the I/O of the clients attached through that node. " +
+        '--output json prints one JSON object per line, in operations/s, bytes/s and seconds',
+    )
+    .argument('[name]', 'the volume, or VOL@SNAP; omit for the top volumes')
+    .option('--interval <duration>', 'time between two samples: 500ms, 2s, or plain seconds', '1s')
+    .option('--watch', 'one line (or table) per interval until Ctrl-C; the header again every 20 lines')
+    .option('--top <n>', 'without a name: how many volumes to show (default 10)')
+    .action(action(volumeStats));
 }
 
 interface CreateOptions {
@@ -129,13 +145,6 @@ async function revertVolume(context: CommandContext, [target]: [string]): Promis
 function replicasArg(text: string): number {
   if (!/^[1-9][0-9]{0,2}$/.test(text)) throw usageError(`--replicas "${text}" must be a whole number of copies, at least 1`);
   return Number(text);
-}
-
-/** A volume name, or VOL@SNAP. */
-function exportArg(text: string): string {
-  if (!text.includes('@')) return nameArg('name', text);
-  const { volume, snapshot } = snapshotArg(text);
-  return `${volume}@${snapshot}`;
 }
 
 function volumeOutcome(volume: VolumeInfo, text: string): Outcome {

@@ -65,6 +65,11 @@ export class VolumeMetrics {
    */
   constructor(private readonly liveExports?: () => Iterable<string>) {}
 
+  /** The volumes and VOL@SNAP exports that have stats, less those that no longer exist. */
+  volumeNames(): string[] {
+    return this.current().map(([volume]) => volume);
+  }
+
   /** The stats of a volume or VOL@SNAP export; created on first use. */
   forVolume(volume: string): VolumeStats {
     let stats = this.volumes.get(volume);
