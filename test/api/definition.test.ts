@@ -20,7 +20,7 @@ describe('protoPath', () => {
 
 describe('serviceDefinition', () => {
   it.each([
-    ['VolumeService', ['CreateVolume', 'ListVolumes', 'GetVolume', 'ResizeVolume', 'DeleteVolume', 'VerifyVolume', 'RevertVolume']],
+    ['VolumeService', ['CreateVolume', 'ListVolumes', 'GetVolume', 'ResizeVolume', 'DeleteVolume', 'VerifyVolume', 'RevertVolume', 'VolumeStats']],
     ['SnapshotService', ['CreateSnapshot', 'ListSnapshots', 'DeleteSnapshot']],
     ['PoolService', ['ListClasses', 'ListPools']],
     ['NodeService', ['GetNodeInfo', 'ListNodes']],
