@@ -169,12 +169,13 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /**
    * Before serving: where this copy's activity log says the copies may differ (it was the primary
-   * and stopped without a flush everywhere), they are made equal to this copy, which serves them
-   * from now on: copied to each copy in step, marked dirty for those out. Then the log starts
-   * afresh at this epoch.
+   * just before, and stopped without a flush everywhere), they are made equal to this copy, which
+   * serves them from now on: copied to each copy in step, marked dirty for those out. A log of an
+   * older epoch is stale: another primary served since, and resynced this copy, the regions its
+   * log named included. Then the log starts afresh at this epoch.
    */
   private async settleActivity(log: ActivityLog, epoch: number): Promise<void> {
-    const regions = log.regions();
+    const regions = log.epoch === epoch - 1 ? log.regions() : new DirtyMap();
     for (const remote of this.remotes) {
       if (regions.blocks === 0) break;
       if (remote.state === 'out') {
