@@ -43,6 +43,8 @@ export interface PluginContext {
   /** "HOST:PORT" of this node's control API, reachable from this host. */
   apiEndpoint: string;
   telemetry: NodeTelemetry;
+  /** Where a plugin serving gRPC (the CSI driver) counts its calls, beside the control API's. */
+  apiCalls: ApiCallStats;
 }
 
 export interface StartedPlugin {
@@ -132,7 +134,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     running.add('telemetry', async () => telemetry.stop());
     const apiEndpoint = reachableAddress(config.listen, apiPort);
     for (const plugin of plugins) {
-      const started = await plugin.start({ config, logger: logger.child({ component: plugin.name }), apiEndpoint, telemetry });
+      const started = await plugin.start({ config, logger: logger.child({ component: plugin.name }), apiEndpoint, telemetry, apiCalls });
       running.add(plugin.name, () => started.stop());
       node.metricsPort = started.metricsPort ?? node.metricsPort;
     }

@@ -5,8 +5,9 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import * as grpc from '@grpc/grpc-js';
-import type { UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { handleUnaryCall, sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import type { ApiCallStats } from '../../fabric/api/call-stats';
 import { csiServiceDefinition } from './definition';
 
 export interface CsiServerOptions {
@@ -17,6 +18,8 @@ export interface CsiServerOptions {
   node?: UntypedServiceImplementation;
   /** How long close() lets running calls (a stage, a format) finish before cutting them; default 10000. */
   shutdownGraceMs?: number;
+  /** Where each call is counted, by method and status code, with its latency (weft_api_requests_total). */
+  calls?: ApiCallStats;
 }
 
 /** A socket endpoint that cannot be served; the message says why. */
@@ -36,9 +39,9 @@ export class CsiServer {
   constructor(options: CsiServerOptions) {
     this.logger = options.logger;
     this.shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
-    this.server.addService(csiServiceDefinition('Identity'), options.identity);
-    if (options.controller) this.server.addService(csiServiceDefinition('Controller'), options.controller);
-    if (options.node) this.server.addService(csiServiceDefinition('Node'), options.node);
+    this.server.addService(csiServiceDefinition('Identity'), counted('Identity', options.identity, options.calls));
+    if (options.controller) this.server.addService(csiServiceDefinition('Controller'), counted('Controller', options.controller, options.calls));
+    if (options.node) this.server.addService(csiServiceDefinition('Node'), counted('Node', options.node, options.calls));
   }
 
   /** Binds endpoint ("unix:///ABSOLUTE/PATH"), creating its directory, and serves. */
@@ -90,4 +93,21 @@ function answers(socketPath: string): Promise<boolean> {
     });
     probe.once('error', () => resolve(false));
   });
+}
+
+/** The service's unary handlers, each call counted as it is answered. */
+function counted(service: string, implementation: UntypedServiceImplementation, calls: ApiCallStats | undefined): UntypedServiceImplementation {
+  if (!calls) return implementation;
+  const wrapped: UntypedServiceImplementation = {};
+  for (const [method, handler] of Object.entries(implementation)) {
+    const path = `/csi.v1.${service}/${method}`;
+    wrapped[method] = ((call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
+      const startMs = performance.now();
+      (handler as handleUnaryCall<unknown, unknown>)(call, (error, value) => {
+        calls.record(path, error?.code ?? grpc.status.OK, (performance.now() - startMs) / 1000);
+        callback(error, value);
+      });
+    }) as handleUnaryCall<unknown, unknown>;
+  }
+  return wrapped;
 }

@@ -25,13 +25,14 @@ export function csiPlugin(settings: CsiSettings): DaemonPlugin {
   return { name: 'csi', start: (context) => startCsi(settings, context) };
 }
 
-async function startCsi(settings: CsiSettings, { logger, apiEndpoint }: PluginContext): Promise<{ stop(): Promise<void> }> {
+async function startCsi(settings: CsiSettings, { logger, apiEndpoint, apiCalls }: PluginContext): Promise<{ stop(): Promise<void> }> {
   const client = new WeftClient(apiEndpoint);
   try {
     const node = await client.getNodeInfo();
     const roles = servedRoles(settings.role);
     const server = new CsiServer({
       logger,
+      calls: apiCalls,
       identity: identityServer(client, logger),
       controller: roles.includes('controller') ? new ControllerServer(client, logger).implementation() : undefined,
       node: roles.includes('node') ? (await openNodeServer(client, node, logger)).implementation() : undefined,

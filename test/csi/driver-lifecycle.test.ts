@@ -74,7 +74,13 @@ describe('roles', () => {
     await withClient(socketPath, async (csi) => {
       expect(await csi.code('NodeGetInfo')).toBe('OK');
       expect(await csi.code('ListVolumes')).toBe('OK');
+      expect(await csi.code('ControllerExpandVolume', { volume_id: 'missing', capacity_range: { required_bytes: 4096 } })).toBe('NOT_FOUND');
     });
+    // Each CSI call is counted beside the control API's, by method and status code.
+    const metrics = await fetch(`http://127.0.0.1:${weftd.metricsPort}/metrics`).then((r) => r.text());
+    expect(metrics).toContain('weft_api_requests_total{method="csi.v1.Node/NodeGetInfo",code="OK"} 1\n');
+    expect(metrics).toContain('weft_api_requests_total{method="csi.v1.Controller/ControllerExpandVolume",code="NOT_FOUND"} 1\n');
+    expect(metrics).toMatch(/weft_api_request_seconds_count\{method="csi.v1.Controller\/ListVolumes",code="OK"\} 1\n/);
     await weftd.stop();
   });
 });
