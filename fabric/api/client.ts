@@ -44,7 +44,8 @@ export class WeftClient {
   private readonly client: grpc.Client;
 
   /** endpoint: "HOST:PORT" ("[::1]:PORT" for IPv6). Connects lazily, on the first call. */
-  constructor(readonly endpoint: string) {
+  /** unaryDeadlineMs: each unary call fails with DEADLINE_EXCEEDED after this long (streams have none); default: none. */
+  constructor(readonly endpoint: string, private readonly unaryDeadlineMs?: number) {
     this.client = new grpc.Client(endpoint, grpc.credentials.createInsecure());
   }
 
@@ -177,7 +178,8 @@ export class WeftClient {
   private unary<Response>(service: ServiceName, method: string, request: object): Promise<Response> {
     const { path, requestSerialize, responseDeserialize } = serviceDefinition(service)[method];
     return new Promise((resolve, reject) => {
-      this.client.makeUnaryRequest(path, requestSerialize, responseDeserialize, request, (error, response) =>
+      const options = this.unaryDeadlineMs === undefined ? {} : { deadline: Date.now() + this.unaryDeadlineMs };
+      this.client.makeUnaryRequest(path, requestSerialize, responseDeserialize, request, options, (error, response) =>
         error ? reject(this.toError(error)) : resolve(response as Response),
       );
     });

@@ -24,6 +24,12 @@ import { applyTo } from '../cluster/volume-runner';
 import { WeftApiError, WeftClient } from './client';
 import type { SnapshotRef } from './messages';
 
+/**
+ * A call to another node's API that has not been answered within this fails: a node that accepts
+ * connections and never answers (a port reused by another process after a restart) must not hold
+ * up a resync, a failover's bookkeeping or a user's command for good.
+ */
+const NODE_CALL_DEADLINE_MS = 30_000;
 /** How long a copy's delete waits for the replication connections to it to close. */
 const DRAIN_MS = 5000;
 
@@ -441,7 +447,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     await this.controller.readNodes().catch(() => undefined);
     const target = this.controller.node(node);
     if (!target || target.state !== 'up') throw new WeftError('UNAVAILABLE', `node ${node} is down`);
-    const client = new WeftClient(`${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`);
+    const client = new WeftClient(`${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`, NODE_CALL_DEADLINE_MS);
     try {
       return await remote(client);
     } catch (err) {

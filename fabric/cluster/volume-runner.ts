@@ -325,8 +325,9 @@ export class VolumeRunner implements InSyncSet {
         device.addRemote({ id: replica, connect: () => this.connectReplica(replica, serving.epoch, REPLICA_TIMEOUT_MS) });
       }
       const { resyncKind, extra } = await this.formerPrimaryActivity(replica, kind);
+      this.context.logger.info({ volume: this.name, replica, kind: resyncKind, formerPrimaryBytes: extra?.bytes }, 'resyncing a replica');
       const copiedBytes = await device.resync(replica, resyncKind, extra);
-      this.context.logger.info({ volume: this.name, replica, kind, copiedBytes, ms: Date.now() - started }, 'replica resynced');
+      this.context.logger.info({ volume: this.name, replica, kind: resyncKind, copiedBytes, ms: Date.now() - started }, 'replica resynced');
     } catch (err) {
       // The record still says resyncing, and the device does not tell the in-sync set about a copy
       // that was not a member yet: without this the copy stays resyncing for good, never retried.
