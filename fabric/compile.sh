@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=dist/.compiled
 if [ "${1:-}" != --force ] && [ -f "$stamp" ] &&
-  [ -z "$(find fabric adapters exporters test tsconfig.json -newer "$stamp" \( -name '*.ts' -o -name tsconfig.json \) -print -quit 2>/dev/null)" ]; then
+  [ -z "$(find fabric adapters exporters dashboards test tsconfig.json -newer "$stamp" \( -name '*.ts' -o -name tsconfig.json \) -print -quit 2>/dev/null)" ]; then
   exit 0
 fi
 if [ ! -x node_modules/.bin/tsc ]; then

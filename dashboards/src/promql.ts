@@ -1,0 +1,77 @@
+// PromQL fragments the three dashboards share: label filters bound to the template variables, and the
+// joins that give an I/O series its volume's class or its workload (namespace, pod).
+
+/** The label matchers of each template variable, for the families that carry that label. */
+export const NODE = 'instance=~"$node"';
+export const CLASS = 'class=~"$class"';
+export const WORKLOAD = 'namespace=~"$namespace", pod=~"$workload"';
+
+/** A counter's per-second rate over Grafana's rate interval. */
+export function rate(selector: string): string {
+  return `rate(${selector}[$__rate_interval])`;
+}
+
+/**
+ * 1 per (volume, class) for the volumes of the selected classes. Multiplying an I/O series by it
+ * (`on(volume) group_left(class)`) keeps only those volumes and adds their class: the I/O families
+ * have no class label, the capacity gauge has it on every node that holds the volume.
+ */
+export const VOLUME_CLASS = `clamp(max by (volume, class) (weft_volume_capacity_bytes{${CLASS}}), 1, 1)`;
+
+/**
+ * 1 per (volume, class, namespace, pod) for the volumes the selected workloads use, from the info
+ * metric weft_volume_info (not exported yet: these queries return nothing until it is). A volume
+ * used by two pods at once matches twice, and Prometheus refuses the join (many-to-many).
+ */
+export const VOLUME_WORKLOAD =
+  `clamp(max by (volume, class, namespace, pod) (weft_volume_info{${CLASS}, ${WORKLOAD}}), 1, 1)`;
+
+/** A way to group I/O series: by volume (with its class), or by workload (with the class). */
+export interface Grouping {
+  /** labels the results carry, `class` among them */
+  labels: string;
+  /** the 1-valued series joined on `volume` that brings those labels */
+  join: string;
+}
+export const BY_VOLUME: Grouping = { labels: 'volume, class', join: VOLUME_CLASS };
+export const BY_WORKLOAD: Grouping = { labels: 'namespace, pod, class', join: VOLUME_WORKLOAD };
+
+/** `sum by (labels)` of an I/O expression joined to the grouping's labels. */
+export function sumBy(grouping: Grouping, expr: string, extraLabels = ''): string {
+  const labels = extraLabels ? `${extraLabels}, ${grouping.labels}` : grouping.labels;
+  return `sum by (${labels}) (${expr} * on (volume) group_left (${labelsBut(grouping, 'volume')}) ${grouping.join})`;
+}
+
+function labelsBut(grouping: Grouping, omitted: string): string {
+  return grouping.labels.split(', ').filter((label) => label !== omitted).join(', ');
+}
+
+/** The q-quantile of an operation's latency per group, from the histogram's buckets. */
+export function latencyQuantile(q: number, grouping: Grouping, operation: string): string {
+  const buckets = rate(`weft_volume_operation_seconds_bucket{${NODE}, operation="${operation}"}`);
+  return `histogram_quantile(${q}, ${sumBy(grouping, buckets, 'le')})`;
+}
+
+/** An objective gauge (per class) matched to each group of `expr`, which carries `class`. */
+export function perObjective(expr: string, objective: string): string {
+  return `${expr} / on (class) group_left () max by (class) (${objective})`;
+}
+
+/**
+ * The share of operations that failed over the dashboard's range, per group. A group without a
+ * single error has no errors series: it counts 0, not nothing.
+ */
+export function errorRatio(grouping: Grouping): string {
+  const over = (family: string) => sumBy(grouping, `increase(${family}{${NODE}}[$__range])`);
+  const operations = over('weft_volume_operations_total');
+  return `(${over('weft_volume_errors_total')} or 0 * ${operations}) / ${operations}`;
+}
+
+/**
+ * The error budget left over the range: 1 with no failure, 0 when failures used all that the class's
+ * availability objective allows, below 0 when the objective is broken.
+ */
+export function errorBudgetLeft(grouping: Grouping): string {
+  const allowed = '(1 - max by (class) (weft_sla_objective_availability_ratio))';
+  return `1 - (${errorRatio(grouping)}) / on (class) group_left () ${allowed}`;
+}

@@ -1,0 +1,35 @@
+// The template variables: the Prometheus to read (datasource), then node, class, namespace, workload
+// and volume, each listing the values its family shows over the dashboard's range.
+import { DatasourceVariableBuilder, QueryVariableBuilder, VariableRefresh, VariableSort } from '@grafana/grafana-foundation-sdk/dashboard';
+import { DATASOURCE } from './panels';
+
+export function datasourceVariable(): DatasourceVariableBuilder {
+  return new DatasourceVariableBuilder('datasource').label('Data source').type('prometheus');
+}
+
+/**
+ * A variable listing one label's values. Multi-valued ones offer "All", which Grafana expands to the
+ * listed values (no custom all value): `up{instance=~"$node"}` then stays on weftd's targets.
+ */
+function labelValues(name: string, title: string, series: string, label: string, multi = true): QueryVariableBuilder {
+  return new QueryVariableBuilder(name)
+    .label(title)
+    .datasource(DATASOURCE)
+    .query(`label_values(${series}, ${label})`)
+    .refresh(VariableRefresh.OnTimeRangeChanged)
+    .sort(VariableSort.AlphabeticalAsc)
+    .multi(multi)
+    .includeAll(multi);
+}
+
+/** weftd nodes: the scrape's instance label of every target that serves weft_ families. */
+export const nodeVariable = () => labelValues('node', 'Node', 'weft_nbd_connections', 'instance');
+export const classVariable = () => labelValues('class', 'Class', 'weft_pool_capacity_bytes{instance=~"$node"}', 'class');
+export const namespaceVariable = () =>
+  labelValues('namespace', 'Namespace', 'weft_volume_info{class=~"$class"}', 'namespace');
+/** A workload is a pod (Kubernetes), from weft_volume_info. */
+export const workloadVariable = () =>
+  labelValues('workload', 'Workload', 'weft_volume_info{class=~"$class", namespace=~"$namespace"}', 'pod');
+/** One volume: the volume detail dashboard shows a single one. */
+export const volumeVariable = () =>
+  labelValues('volume', 'Volume', 'weft_volume_capacity_bytes{instance=~"$node", class=~"$class"}', 'volume', false);
