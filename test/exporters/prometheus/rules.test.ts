@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parse } from 'yaml';
+import { LATENCY_BUCKETS } from '../../../fabric/telemetry';
 import { REPO_ROOT } from '../../helpers/weftd';
 
 const RULES_DIR = path.join(REPO_ROOT, 'exporters', 'prometheus', 'rules');
@@ -28,8 +29,14 @@ function promtool(args: string[], cwd: string): Promise<PromtoolResult> {
   });
 }
 
-function alertNames(dir: string): string[] {
-  const groups = (parse(fs.readFileSync(path.join(dir, 'alerts.yml'), 'utf8')) as { groups: { rules: { alert?: string }[] }[] }).groups;
+function yamlFile<T>(name: string): T {
+  return parse(fs.readFileSync(path.join(RULES_DIR, name), 'utf8')) as T;
+}
+
+type RuleFile = { groups: { name: string; rules: { alert?: string; record?: string; expr: string }[] }[] };
+
+function alertNames(): string[] {
+  const groups = yamlFile<RuleFile>('alerts.yml').groups;
   return [...new Set(groups.flatMap((group) => group.rules.flatMap((rule) => (rule.alert ? [rule.alert] : []))))];
 }
 
@@ -62,9 +69,24 @@ it('promtool test rules passes: each alert fires and stays quiet', async () => {
   expect(result.code).toBe(0);
 });
 
+it("the table of bucket bounds the latency SLO reads is the exporter's buckets, as it writes their le", () => {
+  const rule = yamlFile<RuleFile>('recording.yml')
+    .groups.flatMap((group) => group.rules)
+    .find((r) => r.record === 'weft:latency_bucket_bound_seconds:const');
+  const entries = [...(rule?.expr ?? '').matchAll(/vector\(([^)]+)\), "le", "([^"]+)"/g)].map((m) => [m[1], m[2]]);
+  expect(entries).toEqual([...LATENCY_BUCKETS.map((bound) => [String(bound), String(bound)]), ['+Inf', '+Inf']]);
+});
+
+it('the unit tests evaluate every rule group, recording rules before the alerts that read them', () => {
+  // promtool evaluates the groups a test does not order in a random order: an alert could then see
+  // the recorded series of the previous evaluation, and the test pass or fail by chance.
+  const groups = RULE_FILES.flatMap((file) => yamlFile<RuleFile>(file).groups.map((group) => group.name));
+  for (const file of TEST_FILES) expect({ file, order: yamlFile<{ group_eval_order: string[] }>(file).group_eval_order }).toEqual({ file, order: groups });
+});
+
 it('every alert has unit tests that see it fire and see it quiet', () => {
   const tests = TEST_FILES.map((file) => fs.readFileSync(path.join(RULES_DIR, file), 'utf8')).join('\n');
-  const names = alertNames(RULES_DIR);
+  const names = alertNames();
   expect(names.sort()).toEqual(['WeftChecksumErrors', 'WeftPoolNearlyFull', 'WeftVolumeAvailabilityBudgetBurn', 'WeftVolumeDegraded', 'WeftVolumeLatencyBudgetBurn', 'WeftVolumeUnreplicated', 'WeftdDown']);
   for (const name of names) {
     const firing = new RegExp(`alertname: ${name}\\n\\s+exp_alerts:\\n\\s+- exp_labels`);
