@@ -263,6 +263,7 @@ export class VolumeRunner implements InSyncSet {
 
   /** Own copy first (durably), then the others, by opening their replication export at the new epoch. */
   private async raiseEpochs(epoch: number, replicas: string[]): Promise<void> {
+    const started = Date.now();
     const unreachable: string[] = [];
     await Promise.all(
       replicas.map(async (node) => {
@@ -275,10 +276,12 @@ export class VolumeRunner implements InSyncSet {
         }
       }),
     );
+    this.context.logger.info({ volume: this.name, epoch, unreachable, ms: Date.now() - started }, 'epochs raised');
     this.dispatch({ type: 'epochs-raised', epoch, unreachable });
   }
 
   private async serve(epoch: number): Promise<void> {
+    const started = Date.now();
     const record = this.state.record as VolumeRecord;
     const local = this.context.localCopy(this.name);
     if (!local) throw new Error(`volume ${this.name} has no local copy to serve from`);
@@ -301,7 +304,8 @@ export class VolumeRunner implements InSyncSet {
       return;
     }
     this.serving = { device, epoch };
-    this.context.logger.info({ volume: this.name, epoch, replicas: record.replicas.map((r) => `${r.node}:${r.state}`) }, 'serving as primary');
+    // openMs: connecting to the copies, settling the activity log, telling the copies of those away.
+    this.context.logger.info({ volume: this.name, epoch, replicas: record.replicas.map((r) => `${r.node}:${r.state}`), openMs: Date.now() - started }, 'serving as primary');
   }
 
   private stopServing(reason: string): void {
