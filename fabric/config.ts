@@ -62,8 +62,16 @@ export interface WeftdConfig {
   maxInflightBytes: number;
   /** The service classes the config file declares, with their objectives; sorted by name. */
   classes: ServiceClass[];
+  /** The Consul agent weftd registers its services with (adapters/consul); absent: none. */
+  consulAddr?: HostPort;
   /** `--recover`: report what is wrong with the data dir's metadata instead of starting (a mode, not a config-file setting). */
   recover?: { acceptLoss: boolean };
+}
+
+/** A host (name, IPv4, or IPv6 without brackets) and a port. */
+export interface HostPort {
+  host: string;
+  port: number;
 }
 
 /** Parsing ended the run: bad input (exit code 2, message), or help shown (exit code 0, no message). */
@@ -94,6 +102,7 @@ interface RawSettings {
   store?: unknown;
   maxConnectionInflightBytes?: unknown;
   maxInflightBytes?: unknown;
+  consulAddr?: unknown;
   /** Only in the config file. */
   classes?: unknown;
 }
@@ -101,7 +110,7 @@ type SettingKey = keyof RawSettings;
 
 const SETTING_KEYS: readonly SettingKey[] = [
   'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'replicaTimeout', 'zone', 'zoneFromNodeLabel', 'advertise', 'csiEndpoint', 'csiRole', 'store',
-  'maxConnectionInflightBytes', 'maxInflightBytes', 'classes',
+  'maxConnectionInflightBytes', 'maxInflightBytes', 'consulAddr', 'classes',
 ];
 
 const DEFAULTS = {
@@ -160,6 +169,7 @@ function buildCommand(): Command {
     .option('--store <spec>', `cluster store: embedded (in the data dir, one node) or etcd://HOST:PORT[,HOST:PORT...] (default: ${DEFAULTS.store})`)
     .option('--max-connection-inflight-bytes <size>', `NBD requests and replies one connection may hold before it waits (default: ${DEFAULTS.maxConnectionInflightBytes})`)
     .option('--max-inflight-bytes <size>', `the same across all NBD connections of the node (default: ${DEFAULTS.maxInflightBytes})`)
+    .option('--consul-addr <host:port>', 'register the NBD, API and metrics endpoints as services with this Consul agent, e.g. 127.0.0.1:8500 (default: off)')
     .option('--recover', 'do not start: tell what is wrong with the data dir\'s metadata and what starting without it would lose; changes nothing')
     .option('--accept-loss', 'with --recover: then start over without what cannot be read, keeping a copy of the damaged metadata')
     .allowExcessArguments(false)
@@ -259,6 +269,7 @@ function validate(pick: Picker): WeftdConfig {
     store: store(pick('store')),
     maxConnectionInflightBytes: bytes(pick('maxConnectionInflightBytes'), DEFAULTS.maxConnectionInflightBytes),
     maxInflightBytes: bytes(pick('maxInflightBytes'), DEFAULTS.maxInflightBytes),
+    consulAddr: consulAddr(pick('consulAddr')),
     classes: classes(pick('classes')),
   };
 }
@@ -281,10 +292,13 @@ function nodeId(setting: Setting): string {
   return id;
 }
 
+/** An IPv4 address also passes: its parts are names of digits. */
+const isHostName = (value: string) =>
+  /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(value);
+
 function listenAddress(setting: Setting): string {
   const address = text(setting, DEFAULTS.listen);
-  const hostname = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
-  if (net.isIP(address) === 0 && !hostname.test(address)) {
+  if (net.isIP(address) === 0 && !isHostName(address)) {
     throw invalid(setting, address, 'expected an IP address or a host name, e.g. 127.0.0.1 or 0.0.0.0');
   }
   return address;
@@ -312,6 +326,20 @@ function metricsPort(setting: Setting): number | 'off' {
   } catch {
     throw invalid(setting, setting.value, 'expected a port number from 0 to 65535 (0 = any free port), or off');
   }
+}
+
+/** HOST:PORT or [IPv6]:PORT, with a port from 1 to 65535. */
+function consulAddr(setting: Setting): HostPort | undefined {
+  if (setting.value === undefined) return undefined;
+  const value = text(setting, '');
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  const host = match?.[1] ?? match?.[2];
+  const port = Number(match?.[3]);
+  const validHost = host !== undefined && (match?.[1] !== undefined ? net.isIPv6(host) : isHostName(host));
+  if (!validHost || !(port >= 1 && port <= 65535)) {
+    throw invalid(setting, value, 'expected HOST:PORT of a Consul agent, e.g. 127.0.0.1:8500 ([ADDRESS]:PORT for IPv6)');
+  }
+  return { host: host as string, port };
 }
 
 function classes(setting: Setting): ServiceClass[] {

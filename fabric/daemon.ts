@@ -45,6 +45,10 @@ export interface PluginContext {
   telemetry: NodeTelemetry;
   /** Where a plugin serving gRPC (the CSI driver) counts its calls, beside the control API's. */
   apiCalls: ApiCallStats;
+  /** The ports bound; metrics is that of a plugin started before this one (the exporter), or 0. */
+  ports: { nbd: number; api: number; metrics: number };
+  /** weftd's version. */
+  version: string;
 }
 
 export interface StartedPlugin {
@@ -134,7 +138,8 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     running.add('telemetry', async () => telemetry.stop());
     const apiEndpoint = reachableAddress(config.listen, apiPort);
     for (const plugin of plugins) {
-      const started = await plugin.start({ config, logger: logger.child({ component: plugin.name }), apiEndpoint, telemetry, apiCalls });
+      const ports = { nbd: nbdPort, api: apiPort, metrics: node.metricsPort };
+      const started = await plugin.start({ config, logger: logger.child({ component: plugin.name }), apiEndpoint, telemetry, apiCalls, ports, version: node.version });
       running.add(plugin.name, () => started.stop());
       node.metricsPort = started.metricsPort ?? node.metricsPort;
     }

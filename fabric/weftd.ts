@@ -1,5 +1,5 @@
 // weftd, the node daemon and the composition root: parses its configuration, starts the node with
-// the adapters asked for (the metrics exporter, the CSI driver, the zone from a Kubernetes node label), and stops it on
+// the adapters asked for (the metrics exporter, the CSI driver, the zone from a Kubernetes node label, Consul), and stops it on
 // SIGTERM or SIGINT. Exit codes: 0 stopped cleanly, 1 failed to start or stop, 2 bad flags or config.
 
 import { performance } from 'node:perf_hooks';
@@ -48,7 +48,11 @@ function stopOnSignals(node: NodeHandle, logger: Logger): void {
   process.on('SIGINT', onSignal);
 }
 
-/** The plugins the configuration asks for (the metrics exporter unless --metrics-port off, the CSI driver); loaded only when asked for. */
+/**
+ * The plugins the configuration asks for (the metrics exporter unless --metrics-port off, the CSI driver, the Consul
+ * registration); loaded only when asked for. Consul comes last: it registers the ports the others bound, and, stopped
+ * first, deregisters them before they close.
+ */
 async function plugins(config: WeftdConfig): Promise<DaemonPlugin[]> {
   const list: DaemonPlugin[] = [];
   if (config.metricsPort !== 'off') {
@@ -58,6 +62,10 @@ async function plugins(config: WeftdConfig): Promise<DaemonPlugin[]> {
   if (config.csi) {
     const { csiPlugin } = await import('../adapters/csi/plugin');
     list.push(csiPlugin(config.csi));
+  }
+  if (config.consulAddr) {
+    const { consulPlugin } = await import('../adapters/consul/plugin');
+    list.push(consulPlugin(config.consulAddr));
   }
   return list;
 }
