@@ -38,6 +38,40 @@ export const SNAPSHOT_MODELS: ModelTable = {
   },
 };
 
+/**
+ * ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1) as the Prometheus Operator's CRDs
+ * define the fields the manifests use (its API reference): client-node has no models for CRDs.
+ */
+export const MONITORING_MODELS: ModelTable = {
+  V1ServiceMonitor: { attributes: [...objectHeader, { name: 'spec', type: 'V1ServiceMonitorSpec', format: '' }], required: ['spec'] },
+  V1ServiceMonitorSpec: {
+    attributes: [stringField('jobLabel'), { name: 'selector', type: 'V1LabelSelector', format: '' }, { name: 'endpoints', type: 'Array<V1ServiceMonitorEndpoint>', format: '' }],
+    required: ['selector', 'endpoints'],
+  },
+  V1ServiceMonitorEndpoint: {
+    attributes: [stringField('port'), stringField('path'), stringField('interval'), stringField('scheme'), { name: 'relabelings', type: 'Array<V1RelabelConfig>', format: '' }],
+    required: ['port'],
+  },
+  V1RelabelConfig: {
+    attributes: [
+      { name: 'sourceLabels', type: 'Array<string>', format: '' }, stringField('separator'), stringField('targetLabel'), stringField('regex'),
+      stringField('replacement'), stringField('action'),
+    ],
+    required: [],
+  },
+  V1PrometheusRule: { attributes: [...objectHeader, { name: 'spec', type: 'V1PrometheusRuleSpec', format: '' }], required: ['spec'] },
+  V1PrometheusRuleSpec: { attributes: [{ name: 'groups', type: 'Array<V1RuleGroup>', format: '' }], required: ['groups'] },
+  V1RuleGroup: { attributes: [stringField('name'), stringField('interval'), { name: 'rules', type: 'Array<V1Rule>', format: '' }], required: ['name', 'rules'] },
+  V1Rule: {
+    attributes: [
+      stringField('record'), stringField('alert'), stringField('expr'), stringField('for'),
+      { name: 'labels', type: '{ [key: string]: string; }', format: '' }, { name: 'annotations', type: '{ [key: string]: string; }', format: '' },
+    ],
+    required: ['expr'],
+    exactlyOneOf: ['record', 'alert'],
+  },
+};
+
 /** Allowed values of the enum fields the manifests use ("Model.field"), from the Kubernetes API reference and the CRDs. */
 export const ENUMS: Record<string, readonly string[]> = {
   'V1CSIDriverSpec.fsGroupPolicy': ['None', 'File', 'ReadWriteOnceWithFSType'],
@@ -58,6 +92,7 @@ export const ENUMS: Record<string, readonly string[]> = {
     'status.hostIP', 'status.hostIPs', 'status.podIP', 'status.podIPs',
   ],
   'V1VolumeSnapshotClass.deletionPolicy': ['Delete', 'Retain'],
+  'V1RelabelConfig.action': ['replace', 'keep', 'drop', 'hashmod', 'labelmap', 'labeldrop', 'labelkeep', 'lowercase', 'uppercase', 'keepequal', 'dropequal'],
 };
 
 /** The API group of each kind the manifests use ("" is core): model names carry only version and kind. */
@@ -68,6 +103,7 @@ export const KIND_GROUPS: Record<string, string> = {
   Role: 'rbac.authorization.k8s.io', RoleBinding: 'rbac.authorization.k8s.io',
   CSIDriver: 'storage.k8s.io', StorageClass: 'storage.k8s.io',
   VolumeSnapshotClass: 'snapshot.storage.k8s.io', VolumeSnapshot: 'snapshot.storage.k8s.io',
+  ServiceMonitor: 'monitoring.coreos.com', PrometheusRule: 'monitoring.coreos.com',
 };
 
 /** "storage.k8s.io/v1" + "CSIDriver" -> "V1CSIDriver", the generator's model name. */

@@ -5,12 +5,14 @@ import {
   CONTAINER_CSI_ENDPOINT, CONTAINER_SOCKET_DIR, CSI_DRIVER_NAME, DATA_DIR, IMAGE, KUBELET_DIR, NAMESPACE, NODE_ZONE_LABEL, PLUGIN_DIR,
   REGISTRATION_PATH, REGISTRY_DIR, SIDECAR_IMAGES, TOPOLOGY_NODE_KEY, TOPOLOGY_ZONE_KEY,
 } from '../../adapters/kubernetes/values';
+import path from 'node:path';
 import { parseParameters } from '../../adapters/csi/parameters';
+import { ruleGroups } from '../../exporters/prometheus/rules/prometheus-rule';
 import {
   container, expandedArgs, find, loadManifests, podSpec, volumeAt, type Container, type K8sObject, type ManifestFile, type PodSpec,
 } from './k8s-manifests';
 import { dockerfileFacts } from './dockerfile';
-import { clientNodeModels, SNAPSHOT_MODELS, validateObject } from './k8s-schema';
+import { clientNodeModels, MONITORING_MODELS, SNAPSHOT_MODELS, validateObject } from './k8s-schema';
 import type { ModelTable } from './schema';
 import { flagValue, parseWeftdArgs, socketPath } from './weftd-args';
 
@@ -19,7 +21,7 @@ let files: ManifestFile[];
 let objects: K8sObject[];
 
 beforeAll(() => {
-  models = { ...clientNodeModels(), ...SNAPSHOT_MODELS };
+  models = { ...clientNodeModels(), ...SNAPSHOT_MODELS, ...MONITORING_MODELS };
   files = loadManifests();
   objects = files.flatMap((file) => file.objects);
 });
@@ -257,6 +259,28 @@ const allows = (rules: Rule[], [group, resource, verbs]: Permission) =>
       rule.verbs.some((v) => v === verb || v === '*'),
     ),
   );
+
+describe('monitoring', () => {
+  it('has a ServiceMonitor whose Service selects the node plugin\'s pods on weftd\'s metrics port', () => {
+    const daemonSet = find(objects, 'DaemonSet', 'weft-node');
+    const template = (daemonSet.spec as { template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> } } }).template.metadata;
+    const metricsPort = container(podSpec(daemonSet), 'weftd').ports?.find((p) => p.name === 'metrics')?.containerPort;
+    const service = find(objects, 'Service', 'weft-node-metrics');
+    const serviceSpec = service.spec as { selector: Record<string, string>; ports: { name: string; port: number; targetPort: string }[] };
+    for (const [key, value] of Object.entries(serviceSpec.selector)) expect(template.labels[key]).toBe(value);
+    expect(serviceSpec.ports).toEqual([{ name: 'metrics', port: metricsPort, targetPort: 'metrics' }]);
+    const monitor = find(objects, 'ServiceMonitor', 'weft-node').spec as { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string }[] };
+    for (const [key, value] of Object.entries(monitor.selector.matchLabels)) expect(service.metadata.labels?.[key]).toBe(value);
+    expect(monitor.endpoints.map((e) => [e.port, e.path])).toEqual([['metrics', '/metrics']]);
+    // Without the operator: Prometheus' pod discovery reads the same port from the annotations.
+    expect(template.annotations).toEqual({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(metricsPort), 'prometheus.io/path': '/metrics' });
+  });
+
+  it('has a PrometheusRule holding exactly the rules of exporters/prometheus/rules (npm run deploy:rules)', () => {
+    const rule = find(objects, 'PrometheusRule', 'weft').spec as { groups: unknown[] };
+    expect(rule.groups).toEqual(ruleGroups(path.resolve(__dirname, '..', '..', '..', 'exporters', 'prometheus', 'rules')));
+  });
+});
 
 describe('RBAC', () => {
   it('gives the controller\'s service account what every sidecar in the pod needs', () => {
