@@ -3,13 +3,13 @@
 // SIGTERM, and registers later when the agent only comes up after it. Plus the shipped Prometheus
 // scrape config (deploy/prometheus/consul-sd.yml) and --consul-addr's validation.
 
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
 import { FakeConsulAgent, type RegisteredService } from '../helpers/fake-consul-agent';
 import { freePort } from '../helpers/free-port';
+import { promtoolCheckConfig } from '../helpers/promtool';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir, REPO_ROOT, run, startWeftd, WEFTD_BIN } from '../helpers/weftd';
 
@@ -120,12 +120,6 @@ describe('deploy/prometheus/consul-sd.yml', () => {
   // Debian's promtool is built without Consul SD ("Disable Consul SD until its Debian package is back in
   // shape"), so it refuses consul_sd_configs: the rest of the file is checked with the same targets static.
   it('passes promtool check config, consul_sd_configs aside', async () => {
-    const dir = makeTempDir();
-    const copy = { ...config, rule_files: [], scrape_configs: [{ ...job, consul_sd_configs: undefined, static_configs: [{ targets: ['127.0.0.1:10811'] }] }] };
-    fs.writeFileSync(path.join(dir, 'prometheus.yml'), YAML.stringify(copy));
-    const result = await new Promise<{ code: number; out: string }>((resolve) =>
-      execFile('promtool', ['check', 'config', 'prometheus.yml'], { cwd: dir }, (error, stdout, stderr) => resolve({ code: error ? 1 : 0, out: stdout + stderr })),
-    );
-    expect(result).toEqual({ code: 0, out: expect.stringContaining('SUCCESS') });
+    expect(await promtoolCheckConfig(config)).toEqual({ code: 0, out: expect.stringContaining('SUCCESS') });
   });
 });

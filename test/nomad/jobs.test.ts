@@ -1,12 +1,14 @@
 // deploy/nomad, parsed with HashiCorp's HCL parser (@cdktf/hcl2json): the plugin jobs run the image the
 // Dockerfile builds with flags weftd accepts, on the socket Nomad expects, with --store from the etcd
 // job's service; the etcd job's members form a cluster when real etcd runs their arguments; the volume
-// files and the example job agree with each other and with what the driver accepts.
+// files and the example job agree with each other and with what the driver accepts; the Prometheus
+// job and the static scrape config pass promtool.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse } from '@cdktf/hcl2json';
+import YAML from 'yaml';
 import { parseSnapshotId } from '../../adapters/csi/names';
 import { parseParameters } from '../../adapters/csi/parameters';
 import { FS_TYPES } from '../../adapters/csi/validate';
@@ -17,6 +19,7 @@ import { DEPLOY_DIR, dockerfileFacts } from '../deploy/dockerfile';
 import { flagValue, parseWeftdArgs, socketPath } from '../deploy/weftd-args';
 import { ETCD_BIN } from '../helpers/etcd';
 import { freePort } from '../helpers/free-port';
+import { promtoolCheckConfig, type PrometheusConfig } from '../helpers/promtool';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir, run, track } from '../helpers/weftd';
 
@@ -207,5 +210,34 @@ describe('the example job', () => {
     expect(volume.capability).toContainEqual({ access_mode: claim.access_mode, attachment_mode: claim.attachment_mode });
     const mount = one(one(group.task, 'app').volume_mount);
     expect(mount.volume).toBe('data');
+  });
+});
+
+describe('the Prometheus job', () => {
+  it('scrapes the weft-metrics service through Consul, as deploy/prometheus/consul-sd.yml does, with a config promtool accepts', async () => {
+    const job = one((await hcl('prometheus.nomad.hcl')).job, 'weft-prometheus');
+    const group = one(job.group, 'prometheus');
+    const task = one(group.task, 'prometheus');
+    const template = one(task.template);
+    expect(one(task.config).args).toContain('--config.file=/local/prometheus.yml');
+    expect(template.destination).toBe('local/prometheus.yml');
+    // Nomad fills in the client's address: the template is YAML once it has.
+    const config = YAML.parse((template.data as string).replace('{{ env "attr.unique.network.ip-address" }}', '10.0.0.1')) as PrometheusConfig;
+    const shipped = YAML.parse(fs.readFileSync(path.join(DEPLOY_DIR, 'prometheus', 'consul-sd.yml'), 'utf8')) as PrometheusConfig;
+    const [scrape] = config.scrape_configs;
+    expect(scrape.consul_sd_configs).toEqual([{ server: '10.0.0.1:8500', services: ['weft-metrics'] }]);
+    expect(scrape.relabel_configs).toEqual((shipped.scrape_configs[0].relabel_configs as unknown[]).filter((r) => (r as { target_label?: string }).target_label !== 'consul_dc'));
+    // The rules it loads are in the host volume it mounts where rule_files looks.
+    expect(config.rule_files).toEqual(['/etc/prometheus/weft/*.yml']);
+    expect(one(task.volume_mount)).toMatchObject({ volume: 'rules', destination: '/etc/prometheus/weft' });
+    expect(await promtoolCheckConfig(config)).toEqual({ code: 0, out: expect.stringContaining('SUCCESS') });
+  });
+
+  it('deploy/prometheus/static.yml, for hosts without Consul, passes promtool and names each node', async () => {
+    const config = YAML.parse(fs.readFileSync(path.join(DEPLOY_DIR, 'prometheus', 'static.yml'), 'utf8')) as PrometheusConfig;
+    expect(await promtoolCheckConfig(config)).toEqual({ code: 0, out: expect.stringContaining('SUCCESS') });
+    const [scrape] = config.scrape_configs;
+    expect(scrape.job_name).toMatch(/^weft/); // what WeftdDown's up{job=~"weft.*"} matches
+    for (const group of scrape.static_configs as { labels: { node: string } }[]) expect(group.labels.node).toMatch(/^n\d$/);
   });
 });
