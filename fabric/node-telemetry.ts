@@ -9,7 +9,7 @@ import type { VolumeController } from './cluster/volume-controller';
 import { EventLoopDelay } from './event-loop-delay';
 import { exportName } from './nbd-exports';
 import type { NbdServer } from './nbd/server';
-import type { NodeTelemetry, ReadinessCheck } from './telemetry';
+import type { NodeTelemetry, ReadinessCheck, WorkloadReport } from './telemetry';
 import type { LocalEngine } from './volume/local-engine';
 import type { VolumeMetrics } from './volume/metrics-device';
 
@@ -37,6 +37,7 @@ export function nodeTelemetry(parts: TelemetryParts): NodeTelemetry & { stop(): 
     nodeId: parts.nodeId,
     volumeIo: () => (parts.volumeMetrics?.current() ?? []).map(([volume, stats]) => ({ volume, stats })),
     volumes: () => engine.listVolumes().map((v) => ({ name: v.name, class: v.class, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes })),
+    workloads: () => workloadsOf(parts),
     checksumErrors: () => [
       ...engine.listVolumes().map((v) => ({ volume: v.name, errors: v.checksumErrors })),
       ...engine.listSnapshots().map((s) => ({ volume: exportName({ volume: s.volume, snapshot: s.name }), errors: s.checksumErrors })),
@@ -76,4 +77,22 @@ async function storeCheck(store: ClusterStore): Promise<ReadinessCheck> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** One report per workload of each attachment on this node, with the attached volume's I/O here. */
+function workloadsOf(parts: TelemetryParts): WorkloadReport[] {
+  const io = new Map(parts.volumeMetrics?.current() ?? []);
+  const classOf = (volume: string) => (parts.engine.hasVolume(volume) ? parts.engine.getVolume(volume).class : (parts.controller.record(volume)?.class ?? ''));
+  return parts.api.attachments.list({ nodeId: parts.nodeId }).flatMap((attachment) =>
+    attachment.workloads.map((w) => ({
+      volume: attachment.volume,
+      class: classOf(attachment.volume),
+      orchestrator: w.orchestrator,
+      namespace: w.podNamespace ?? '',
+      pod: w.podName ?? '',
+      alloc: w.allocationId ?? '',
+      task: w.taskId ?? '',
+      stats: io.get(attachment.volume),
+    })),
+  );
 }

@@ -21,6 +21,22 @@ export interface IoSeries {
   stats: VolumeStats;
 }
 
+/**
+ * One workload using a volume attached on this node, as the CSI node service recorded it (weft
+ * attachment list). Fields the orchestrator did not tell are empty. stats: the volume's I/O on this
+ * node, which the workloads of one attachment share (absent when this node does not count it).
+ */
+export interface WorkloadReport {
+  volume: string;
+  class: string;
+  orchestrator: string;
+  namespace: string;
+  pod: string;
+  alloc: string;
+  task: string;
+  stats?: VolumeStats;
+}
+
 /** A volume held on this node. */
 export interface VolumeReport {
   name: string;
@@ -72,9 +88,10 @@ export interface NodeTelemetry {
   readonly nodeId: string;
   /**
    * The I/O counts of the exports that exist (those of a deleted one are gone at the next call).
-   * The extension point for per-workload counts: a workloadIo() of IoSeries with workload labels.
    */
   volumeIo(): IoSeries[];
+  /** The workloads of the volumes attached on this node (bounded by its attachments). */
+  workloads(): WorkloadReport[];
   volumes(): VolumeReport[];
   checksumErrors(): ChecksumReport[];
   pools(): PoolReport[];

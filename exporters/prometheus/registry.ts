@@ -6,11 +6,11 @@ import type { NodeTelemetry } from '../../fabric/telemetry';
 import { register } from './family';
 import { nodeFamilies } from './node-families';
 import { replicaFamilies } from './replica-families';
-import { volumeFamilies } from './volume-families';
+import { volumeFamilies, workloadFamilies } from './volume-families';
 
 export function telemetryRegistry(telemetry: NodeTelemetry): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  register(registry, [...volumeFamilies(telemetry), ...nodeFamilies(telemetry), ...replicaFamilies(telemetry)]);
+  register(registry, [...volumeFamilies(telemetry), ...workloadFamilies(telemetry), ...nodeFamilies(telemetry), ...replicaFamilies(telemetry)]);
   return registry;
 }

@@ -1,14 +1,14 @@
 // Per-volume families: I/O operations, bytes, latency, errors by kind and in-flight requests as the
 // metrics layer counts them, and capacity, allocation and checksum failures as the engine has them.
 // `volume` is the export name: VOL, or VOL@SNAP for a snapshot. A deleted volume's series are gone at
-// the next scrape. Per-workload families (pod, alloc, task labels) are ioFamilies() again, over
-// per-workload series, under their own names.
+// the next scrape. Per workload (weft_workload_*): the same I/O families, labelled with the workload
+// of each attachment on this node, and weft_volume_info to join on; see workloadFamilies().
 
-import { ERROR_KINDS, OPERATIONS, type IoSeries, type NodeTelemetry } from '../../fabric/telemetry';
+import { ERROR_KINDS, OPERATIONS, type IoSeries, type NodeTelemetry, type WorkloadReport } from '../../fabric/telemetry';
 import { latencyHistogram, simple, type Labels, type ScrapedFamily } from './family';
 
 /** The I/O families of some series; labels() gives each series' own labels (the volume today). */
-export function ioFamilies(prefix: string, series: () => IoSeries[], labels: (io: IoSeries) => Labels): ScrapedFamily[] {
+export function ioFamilies<S extends IoSeries>(prefix: string, series: () => S[], labels: (io: S) => Labels): ScrapedFamily[] {
   const perOperation = <T>(sample: (labels: Labels, stats: IoSeries['stats'][(typeof OPERATIONS)[number]]) => T[]) =>
     series().flatMap((io) => OPERATIONS.flatMap((operation) => sample({ ...labels(io), operation }, io.stats[operation])));
   return [
@@ -29,6 +29,27 @@ export function ioFamilies(prefix: string, series: () => IoSeries[], labels: (io
     ),
     simple(`${prefix}_in_flight_requests`, 'Block operations begun and not yet completed.', 'gauge', () =>
       series().map((io) => ({ labels: labels(io), value: OPERATIONS.reduce((sum, operation) => sum + io.stats[operation].inFlight, 0) })),
+    ),
+  ];
+}
+
+/**
+ * weft_volume_info: one series per workload of each volume attached on this node (as the CSI node
+ * service recorded it), value 1, to join other series on by volume. weft_workload_*: that volume's
+ * I/O on this node with the workload's labels. Cardinality: the attachments of the node times their
+ * workloads (a pod per attachment, usually). The workloads of one attachment share its counts: sum
+ * weft_volume_* for totals, not these. pvc and job are empty until the CSI attachment carries them.
+ */
+export function workloadFamilies(telemetry: NodeTelemetry): ScrapedFamily[] {
+  const workloadLabels = (w: WorkloadReport): Labels => ({ volume: w.volume, orchestrator: w.orchestrator, namespace: w.namespace, pod: w.pod, alloc: w.alloc, task: w.task });
+  return [
+    simple('weft_volume_info', 'The workloads of each volume attached on this node (value 1), to join on by volume.', 'gauge', () =>
+      telemetry.workloads().map((w) => ({ labels: { ...workloadLabels(w), class: w.class, node: telemetry.nodeId, pvc: '', job: '' }, value: 1 })),
+    ),
+    ...ioFamilies(
+      'weft_workload',
+      () => telemetry.workloads().flatMap((w) => (w.stats ? [{ volume: w.volume, stats: w.stats, workload: w }] : [])),
+      (io) => workloadLabels(io.workload),
     ),
   ];
 }

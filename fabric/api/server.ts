@@ -36,6 +36,8 @@ export interface ApiServerOptions {
 }
 
 export class ApiServer {
+  /** The attachments the CSI node services recorded here (read by telemetry). */
+  readonly attachments: AttachmentStore;
   private readonly server = new grpc.Server();
   private readonly logger: Logger;
   private readonly shutdownGraceMs: number;
@@ -48,6 +50,7 @@ export class ApiServer {
     this.shutdownGraceMs = options.shutdownGraceMs ?? 5000;
     const rpc: RpcContext = { logger: this.logger, calls: options.calls ?? new ApiCallStats() };
     const attachments = new AttachmentStore(node.dataDir, this.logger);
+    this.attachments = attachments;
     const clusterVolumes = options.clusterVolumes ?? localVolumesOnly(engine);
     this.server.addService(serviceDefinition('VolumeService'), volumeService(engine, attachments, clusterVolumes, options.volumeStats ?? NO_STATS, rpc));
     this.server.addService(serviceDefinition('ReplicaService'), replicaService(clusterVolumes, rpc));

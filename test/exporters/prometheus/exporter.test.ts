@@ -1,10 +1,12 @@
 // The Prometheus exporter of a real weftd (two nodes on etcd, a replicated and a local volume, I/O
 // through NBD with qemu-io): every family with its type and labels, values that match the I/O done,
 // `promtool check metrics` silent about weft_ families, a deleted volume's series gone, /healthz and
-// /readyz (503 once the cluster store is gone), `weft class list`, and weftd with --metrics-port off.
+// /readyz (503 once the cluster store is gone), `weft class list`, and weftd with --metrics-port off;
+// an attached volume's I/O labelled with its workload, and weft_volume_info.
 
 import fs from 'node:fs';
 import path from 'node:path';
+import { WeftClient } from '../../../fabric/api/client';
 import { startEtcd, type EtcdCluster } from '../../helpers/etcd';
 import { damageBlock, qemuIo, settled, startNodes, weftJson, type ClusterNodeHandle } from '../../helpers/replicas';
 import { waitFor } from '../../helpers/wait-for';
@@ -119,6 +121,33 @@ describe('a weftd cluster scraped under I/O', () => {
     const checked = await run('promtool', ['check', 'metrics'], { input: exposition });
     const aboutWeft = (checked.stdout + checked.stderr).split('\n').filter((line) => line.includes('weft_'));
     expect(aboutWeft).toEqual([]);
+  });
+
+  it('labels the I/O of an attached volume with its workload, and gives weft_volume_info to join on, while it is attached', async () => {
+    const api = new WeftClient(`127.0.0.1:${primary.apiPort}`);
+    try {
+      // As the CSI node service records a stage with its pod (weft attachment list shows it).
+      await api.recordAttachment({
+        volume: 'rep', nodeId: primary.nodeId, devicePath: '/dev/loop9', method: 'nbdfuse-loop', stagingPath: '/staging/rep',
+        workloads: [{ orchestrator: 'kubernetes', podName: 'web-0', podNamespace: 'shop', podUid: 'u-1' }],
+      });
+      await qemuIo(primary.nbdUri('rep'), ['write -P 0x11 4M 8k', 'flush']);
+      const families = await scrape(primary);
+      const workload = { volume: 'rep', orchestrator: 'kubernetes', namespace: 'shop', pod: 'web-0', alloc: '', task: '' };
+      expect(valueOf(families, 'weft_volume_info', { ...workload, class: 'ssd', node: primary.nodeId, pvc: '', job: '' })).toBe(1);
+      const writes = valueOf(families, 'weft_volume_operations_total', { volume: 'rep', operation: 'write' });
+      expect(writes).toBeGreaterThanOrEqual(2);
+      expect(valueOf(families, 'weft_workload_operations_total', { ...workload, operation: 'write' })).toBe(writes);
+      expect(valueOf(families, 'weft_workload_bytes_total', { ...workload, direction: 'write' })).toBe(valueOf(families, 'weft_volume_bytes_total', { volume: 'rep', direction: 'write' }));
+      expect(valueOf(families, 'weft_workload_operation_seconds_count', { ...workload, operation: 'write' })).toBe(writes);
+
+      // Detached: its workload series are gone at the next scrape.
+      await api.removeAttachment('rep', primary.nodeId);
+      const after = await scrape(primary);
+      expect([...after.values()].flatMap((f) => f.series).filter((s) => s.labels.pod === 'web-0')).toEqual([]);
+    } finally {
+      api.close();
+    }
   });
 
   it('drops the series of a deleted volume at the next scrape', async () => {
