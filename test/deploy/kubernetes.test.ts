@@ -7,7 +7,7 @@ import {
 } from '../../adapters/kubernetes/values';
 import path from 'node:path';
 import { parseParameters } from '../../adapters/csi/parameters';
-import { ruleGroups } from '../../exporters/prometheus/rules/prometheus-rule';
+import { ruleGroups } from '../../exporters/prometheus/prometheus-rule';
 import {
   container, expandedArgs, find, loadManifests, podSpec, volumeAt, type Container, type K8sObject, type ManifestFile, type PodSpec,
 } from './k8s-manifests';

@@ -1,15 +1,15 @@
-// Writes deploy/kubernetes/prometheus-rule.yaml: the recording and alerting rules of this folder as
+// Writes deploy/kubernetes/prometheus-rule.yaml: the recording and alerting rules of rules/ as
 // a PrometheusRule for the Prometheus Operator (`npm run deploy:rules`). The deployment test checks
 // that the committed file holds exactly these rules.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { findAbove } from '../../../fabric/source-files';
+import { findAbove } from '../../fabric/source-files';
 
 const RULE_FILES = ['recording.yml', 'alerts.yml'];
 
-/** The rule groups of this folder's files, in file order. */
+/** The rule groups of the rule files in rulesDir, in file order. */
 export function ruleGroups(rulesDir: string): unknown[] {
   return RULE_FILES.flatMap((file) => (YAML.parse(fs.readFileSync(path.join(rulesDir, file), 'utf8')) as { groups: unknown[] }).groups);
 }
