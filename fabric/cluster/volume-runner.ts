@@ -27,6 +27,8 @@ const RAISE_TIMEOUT_MS = 2000;
 const TXN_RETRY_MS = 1000;
 /** A replica that does not answer a write within this is failed (and taken out of the in-sync set). */
 const REPLICA_TIMEOUT_MS = 5000;
+/** How long a resync asked for while the primary's device is still opening waits for it. */
+const SERVE_WAIT_MS = 10_000;
 
 export interface NodeAddress {
   host: string;
@@ -317,8 +319,15 @@ export class VolumeRunner implements InSyncSet {
   }
 
   private async resync(replica: string, kind: 'delta' | 'full'): Promise<void> {
+    // The brain serves from the moment it asks for the device; the device may still be opening
+    // (connecting, settling its logs). A resync asked for meanwhile waits for it: returning would
+    // leave the copy marked resyncing, never resynced nor retried.
+    if (!this.serving) await this.untilServing(SERVE_WAIT_MS);
     const serving = this.serving;
-    if (!serving) return;
+    if (!serving) {
+      this.dispatch({ type: 'replica-failed', replica, reason: 'this node was not serving the volume yet; the resync is tried again' });
+      return;
+    }
     const device = serving.device;
     const started = Date.now();
     try {
