@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import type { ClassInfo } from '../api/pool-service';
 import { formatSize } from '../units';
 import { action, type CommandContext, type Outcome } from './context';
-import { table, type Column } from './output';
+import { formatLatency, table, type Column } from './output';
 
 export function classCommands(program: Command): void {
   const serviceClass = program.command('class').description("inspect the node's service classes and their objectives");
@@ -15,13 +15,6 @@ export function classCommands(program: Command): void {
 async function listClasses(context: CommandContext): Promise<Outcome> {
   const classes = await context.client.listClasses();
   return { json: classes, text: classes.length ? table(CLASS_COLUMNS, classes) : 'no classes' };
-}
-
-/** 0.002 -> "2ms", 0.0005 -> "500us", 1.5 -> "1.5s"; "-" when not promised. */
-export function formatLatency(seconds: number | undefined): string {
-  if (seconds === undefined) return '-';
-  const [value, unit] = seconds >= 1 ? [seconds, 's'] : seconds >= 1e-3 ? [seconds * 1e3, 'ms'] : [seconds * 1e6, 'us'];
-  return `${Number(value.toPrecision(6))}${unit}`;
 }
 
 /** 0.999 -> "99.9%"; "-" when not promised. */

@@ -53,3 +53,11 @@ export function formatDuration(totalSeconds: number): string {
   const first = parts.findIndex(([n]) => n > 0);
   return first < 0 ? '0s' : parts.slice(first).map(([n, unit]) => `${n}${unit}`).join(' ');
 }
+
+/** 0.000075 -> "75us", 0.00412 -> "4.12ms", 0.002 -> "2ms", 2.5 -> "2.5s"; "-" when there is none. */
+export function formatLatency(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined) return '-';
+  if (seconds < 0.001) return `${Math.round(seconds * 1e6)}us`;
+  if (seconds < 1) return `${Number((seconds * 1e3).toFixed(2))}ms`;
+  return `${Number(seconds.toFixed(2))}s`;
+}

@@ -7,7 +7,7 @@ import type { VolumeStatsResponse } from '../api/messages';
 import { exportArg } from './args';
 import { STREAMED, type CommandContext, type Streamed } from './context';
 import { usageError } from './errors';
-import { table, tableLine, type Column } from './output';
+import { formatLatency, table, tableLine, type Column } from './output';
 import { volumeRates, type VolumeRates } from './volume-rates';
 
 export interface StatsOptions {
@@ -99,14 +99,6 @@ function iops(rates: VolumeRates): number {
 interface StatsRow {
   rates: VolumeRates;
   time: Date;
-}
-
-/** "123us", "4.56ms", "1.20s"; "-" when nothing completed. */
-export function formatLatency(seconds: number | null): string {
-  if (seconds === null) return '-';
-  if (seconds < 0.001) return `${Math.round(seconds * 1e6)}us`;
-  if (seconds < 1) return `${(seconds * 1e3).toFixed(2)}ms`;
-  return `${seconds.toFixed(2)}s`;
 }
 
 function clockTime(time: Date): string {

@@ -5,7 +5,8 @@
 import type { OperationCounters, VolumeCounters } from '../../fabric/api/messages';
 import { CliError } from '../../fabric/cli/errors';
 import { histogramQuantile, volumeRates } from '../../fabric/cli/volume-rates';
-import { formatLatency, intervalArg } from '../../fabric/cli/volume-stats-command';
+import { formatLatency } from '../../fabric/cli/output';
+import { intervalArg } from '../../fabric/cli/volume-stats-command';
 
 const BOUNDS = [0.001, 0.01, 0.1];
 
@@ -81,5 +82,5 @@ describe('--interval', () => {
 });
 
 it('formats latencies in the unit that reads best', () => {
-  expect([null, 0.000075, 0.00412, 0.5, 2.5].map(formatLatency)).toEqual(['-', '75us', '4.12ms', '500.00ms', '2.50s']);
+  expect([null, 0.000075, 0.00412, 0.5, 2.5].map(formatLatency)).toEqual(['-', '75us', '4.12ms', '500ms', '2.5s']);
 });
