@@ -17,6 +17,7 @@ REQUIRED=(
   etcd-server:etcd
   etcd-client:etcdctl
   prometheus:prometheus
+  prometheus-alertmanager:prometheus-alertmanager
 )
 
 missing=()

@@ -20,8 +20,8 @@ export const VOLUME_CLASS = `clamp(max by (volume, class) (weft_volume_capacity_
 
 /**
  * 1 per (volume, class, namespace, pod) for the volumes the selected workloads use, from the info
- * metric weft_volume_info (not exported yet: these queries return nothing until it is). A volume
- * used by two pods at once matches twice, and Prometheus refuses the join (many-to-many).
+ * metric weft_volume_info (one series per workload of each attachment, on the node attached). A
+ * volume used by two pods at once matches twice, and Prometheus refuses the join (many-to-many).
  */
 export const VOLUME_WORKLOAD =
   `clamp(max by (volume, class, namespace, pod) (weft_volume_info{${CLASS}, ${WORKLOAD}}), 1, 1)`;

@@ -39,7 +39,7 @@ function slaPanels(builder: DashboardBuilder, who: string, grouping: Grouping, l
 export function workloadSla(): Dashboard {
   const objectives = (family: string) => `max by (class) (${family}{${CLASS}})`;
   const builder = weftDashboard('Workload SLA',
-    'Each volume, and each workload, against the objectives of its class. The per-workload row joins on weft_volume_info{volume, class, namespace, pod, ...}, which weftd does not export yet: it stays empty until it does; the per-volume row works without it.',
+    'Each volume, and each workload, against the objectives of its class. The per-workload row joins on weft_volume_info{volume, class, namespace, pod, ...}, which weftd exports for the volumes the CSI driver attached for a pod; the per-volume row covers every volume.',
     { from: 'now-24h', refresh: '1m' }, [datasourceVariable(), nodeVariable(), classVariable(), namespaceVariable(), workloadVariable()])
 
     .withRow(new RowBuilder('Objectives'))
@@ -50,6 +50,6 @@ export function workloadSla(): Dashboard {
     ]).span(24).overrideByName('Read p99', [{ id: 'unit', value: 's' }]).overrideByName('Write p99', [{ id: 'unit', value: 's' }]).overrideByName('Availability', [{ id: 'unit', value: 'percentunit' }]))
     .withRow(new RowBuilder('Per volume'));
   slaPanels(builder, 'Volumes', BY_VOLUME, '{{volume}} ({{class}})');
-  builder.withRow(new RowBuilder('Per workload (needs weft_volume_info)'));
+  builder.withRow(new RowBuilder('Per workload (pods)'));
   return slaPanels(builder, 'Workloads', BY_WORKLOAD, '{{namespace}}/{{pod}} ({{class}})').build();
 }

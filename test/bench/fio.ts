@@ -7,6 +7,8 @@ import { mustSucceed } from './harness';
 
 /** One direction (read or write) of a fio job's report; latencies are in nanoseconds. */
 export interface FioSide {
+  /** I/Os completed. */
+  total_ios: number;
   iops: number;
   bw_bytes: number;
   lat_ns: { max: number; percentile?: Record<string, number> };

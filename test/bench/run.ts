@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { freePort } from '../helpers/free-port';
-import { cleanupAll, makeTempDir, run, startWeftd, type RunResult } from '../helpers/weftd';
+import { startSlowDevice, type SlowDevice } from '../helpers/slow-device';
+import { cleanupAll, makeTempDir, run, startWeftd } from '../helpers/weftd';
 import { ALL_JOBS, fill, runJob, type Job } from './fio';
 import { benchMain, eventLoopDelay, median, mustSucceed, positiveInteger, saveResults, startBenchWeftd } from './harness';
 
@@ -38,8 +39,8 @@ class Servers {
   readonly list: Server[] = [];
   private readonly pidFiles: string[] = [];
 
-  /** The FUSE mount of the slow device, unmounted by stopAll(). */
-  private slowMount: string | undefined;
+  /** The slow device, unmounted by stopAll(). */
+  private slow: SlowDevice | undefined;
 
   constructor(private readonly dir: string) {}
 
@@ -48,7 +49,7 @@ class Servers {
     const node =
       latencyMs === undefined
         ? await startBenchWeftd(this.dir, 2 * VOLUME_BYTES)
-        : await startWeftd({ dataDir: path.join(this.dir, 'weft-data'), pools: [`bench:${await this.slowDevice(latencyMs)}`] });
+        : await startWeftd({ dataDir: path.join(this.dir, 'weft-data'), pools: [`bench:${(this.slow = await startSlowDevice(this.dir, 2 * VOLUME_BYTES, latencyMs)).file}`] });
     mustSucceed('weft volume create', await node.weft(['volume', 'create', 'bench', '--size', String(VOLUME_BYTES)]));
     this.list.push({ name: 'weft', uri: node.nbdUri('bench'), metricsUrl: `http://127.0.0.1:${node.metricsPort}/metrics` });
   }
@@ -63,32 +64,6 @@ class Servers {
     const { file, pidFile, port } = await this.prepare('nbdkit');
     mustSucceed('nbdkit', await run('nbdkit', ['-i', '127.0.0.1', '-p', String(port), '-P', pidFile, 'file', file]));
     this.list.push({ name: 'nbdkit', uri: `nbd://127.0.0.1:${port}/` });
-  }
-
-  /** A directory where weftd makes its pool file, 2x the volume: a pool spec's PATH:SIZE. */
-  /**
-   * A sparse file 2x the volume served by nbdkit with its delay filter (every read and write takes
-   * latencyMs more) and exposed by nbdfuse as a regular file, MOUNT/nbd, which weftd takes as its pool
-   * member. Writes through FUSE go to nbdkit each time; reads may be served from the page cache.
-   */
-  private async slowDevice(latencyMs: number): Promise<string> {
-    const image = path.join(this.dir, 'slow.img');
-    fs.writeFileSync(image, '');
-    fs.truncateSync(image, 2 * VOLUME_BYTES);
-    const mount = path.join(this.dir, 'slow-mount');
-    fs.mkdirSync(mount);
-    const pidFile = path.join(this.dir, 'nbdfuse.pid');
-    const delay = [`rdelay=${latencyMs}ms`, `wdelay=${latencyMs}ms`];
-    const nbdkit = ['nbdkit', '--exit-with-parent', '--filter=delay', 'file', image, ...delay];
-    let exited: RunResult | undefined;
-    void run('nbdfuse', ['-P', pidFile, path.join(mount, 'nbd'), '[', ...nbdkit, ']']).then((result) => (exited = result));
-    this.slowMount = mount;
-    for (let waitedMs = 0; !fs.existsSync(pidFile) || fs.statSync(pidFile).size === 0; waitedMs += 50) {
-      if (exited) throw new Error(`nbdfuse exited (${exited.code ?? exited.signal}): ${exited.stderr.trim()}`);
-      if (waitedMs > 10_000) throw new Error('nbdfuse did not start within 10 s');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    return path.join(mount, 'nbd');
   }
 
   /** A preallocated raw file, a pid file to stop the server by, and a free port. */
@@ -107,9 +82,8 @@ class Servers {
    */
   async stopAll(): Promise<void> {
     await Promise.all(this.pidFiles.filter((file) => fs.existsSync(file)).map((file) => stopPid(Number(fs.readFileSync(file, 'utf8').trim()))));
-    const unmount = this.slowMount && (await run('fusermount3', ['-u', '-z', this.slowMount]));
-    if (unmount && unmount.code !== 0) console.error(`bench: fusermount3 -u -z ${this.slowMount}: ${unmount.stderr.trim()}`);
-    this.slowMount = undefined;
+    await this.slow?.unmount().catch((error: Error) => console.error(`bench: ${error.message}`));
+    this.slow = undefined;
     await cleanupAll();
   }
 }

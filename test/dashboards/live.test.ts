@@ -1,11 +1,12 @@
 // Every dashboard query through a real Prometheus scraping two real weftd nodes (etcd, a replicated
-// volume under I/O through NBD, a local volume with a block that fails its checksum): each parses,
-// returns series, and the series carry the labels its legend names. Only the panels that need what
-// does not exist yet (weft_volume_info) or what is not happening (a resync) may stay empty.
+// volume under I/O through NBD, attached for a pod, a local volume with a block that fails its
+// checksum): each parses, returns series, and the series carry the labels its legend names. Only a
+// panel about what is not happening (a resync) may stay empty.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { renderDashboards } from '../../dashboards/src/generate';
+import { WeftClient } from '../../fabric/api/client';
 import { startEtcd } from '../helpers/etcd';
 import { startPrometheus, type PrometheusHandle, type PromSeries } from '../helpers/prometheus';
 import { damageBlock, qemuIo, settled, startNodes, weftJson } from '../helpers/replicas';
@@ -22,10 +23,6 @@ interface Panel { type: string; title: string; targets?: Target[] }
 /** Panels that have nothing to show on this cluster, and why. */
 const EMPTY_HERE: Record<string, string> = {
   'Resync progress': 'no resync under way (the panel hides finished ones)',
-  'Workloads against objectives': 'weft_volume_info is not exported yet',
-  'Workloads: read p99 / objective': 'weft_volume_info is not exported yet',
-  'Workloads: write p99 / objective': 'weft_volume_info is not exported yet',
-  'Workloads: error budget left': 'weft_volume_info is not exported yet',
 };
 
 describe('dashboard queries on a real Prometheus', () => {
@@ -40,6 +37,12 @@ describe('dashboard queries on a real Prometheus', () => {
     await weftJson(nodes[0].weftd, ['volume', 'create', 'rep', '--size', '64MiB', '--replicas', '2']);
     const primaryId = (await settled(nodes[0].weftd, 'rep')).replication!.primary;
     const primary = nodes.find((node) => node.weftd.nodeId === primaryId)!;
+    // As the CSI node service records a pod's stage: the workload panels join on it.
+    const api = new WeftClient(`127.0.0.1:${primary.weftd.apiPort}`);
+    await api.recordAttachment({
+      volume: 'rep', nodeId: primary.weftd.nodeId, devicePath: '/dev/loop-rep', method: 'nbdfuse-loop', stagingPath: '/staging/rep',
+      workloads: [{ orchestrator: 'kubernetes', podName: 'web-0', podNamespace: 'shop', podUid: 'uid-web-0' }],
+    }).finally(() => api.close());
     await weftJson(primary.weftd, ['volume', 'create', 'plain', '--size', '16MiB']);
     await qemuIo(primary.weftd.nbdUri('plain'), ['write -P 0x3c 0 4k', 'flush']);
     damageBlock(primary.poolDir, Buffer.alloc(4096, 0x3c));
@@ -91,7 +94,7 @@ describe('dashboard queries on a real Prometheus', () => {
     expect(readP99.every((one) => one.metric.class === 'ssd' && Number(one.value[1]) > 0)).toBe(true);
   });
 
-  test('the variables list this cluster: both nodes, class ssd, the volumes; no namespace or workload yet', async () => {
+  test('the variables list this cluster: both nodes, class ssd, the pod\'s namespace and the pod, the volumes', async () => {
     const list = JSON.parse(renderDashboards().get('workload-sla.json')!).templating.list.concat(
       JSON.parse(renderDashboards().get('volume-detail.json')!).templating.list.filter((v: { name: string }) => v.name === 'volume'));
     const values: Record<string, string[]> = {};
@@ -103,8 +106,8 @@ describe('dashboard queries on a real Prometheus', () => {
     expect(values).toEqual({
       node: variables.node.slice(1, -1).split('|').sort(),
       class: ['ssd'],
-      namespace: [],
-      workload: [],
+      namespace: ['shop'],
+      workload: ['web-0'],
       volume: ['plain', 'rep'],
     });
   });
