@@ -24,6 +24,8 @@ export interface CsiSettings {
   /** "unix:///ABSOLUTE/PATH" of the socket. */
   endpoint: string;
   role: CsiRole;
+  /** The node service asks this Nomad HTTP API for the job of each allocation it publishes for; absent: it does not ask. */
+  nomadAddr?: string;
 }
 
 export interface WeftdConfig {
@@ -99,6 +101,7 @@ interface RawSettings {
   advertise?: unknown;
   csiEndpoint?: unknown;
   csiRole?: unknown;
+  nomadAddr?: unknown;
   store?: unknown;
   maxConnectionInflightBytes?: unknown;
   maxInflightBytes?: unknown;
@@ -109,7 +112,7 @@ interface RawSettings {
 type SettingKey = keyof RawSettings;
 
 const SETTING_KEYS: readonly SettingKey[] = [
-  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'replicaTimeout', 'zone', 'zoneFromNodeLabel', 'advertise', 'csiEndpoint', 'csiRole', 'store',
+  'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'replicaTimeout', 'zone', 'zoneFromNodeLabel', 'advertise', 'csiEndpoint', 'csiRole', 'nomadAddr', 'store',
   'maxConnectionInflightBytes', 'maxInflightBytes', 'consulAddr', 'classes',
 ];
 
@@ -166,6 +169,7 @@ function buildCommand(): Command {
     .option('--advertise <addr>', 'address other nodes and clients reach this node at (default: the --listen address, or the host name if that is a wildcard)')
     .option('--csi-endpoint <unix:///path>', 'serve the CSI driver on this unix socket (default: off)')
     .option('--csi-role <role>', `CSI services to serve: ${CSI_ROLES.join(', ')} (default: ${DEFAULTS.csiRole})`)
+    .option('--nomad-addr <url>', "the CSI node service looks up the job of each Nomad allocation it publishes for at this Nomad HTTP API, e.g. http://127.0.0.1:4646, with $NOMAD_TOKEN (default: off)")
     .option('--store <spec>', `cluster store: embedded (in the data dir, one node) or etcd://HOST:PORT[,HOST:PORT...] (default: ${DEFAULTS.store})`)
     .option('--max-connection-inflight-bytes <size>', `NBD requests and replies one connection may hold before it waits (default: ${DEFAULTS.maxConnectionInflightBytes})`)
     .option('--max-inflight-bytes <size>', `the same across all NBD connections of the node (default: ${DEFAULTS.maxInflightBytes})`)
@@ -265,7 +269,7 @@ function validate(pick: Picker): WeftdConfig {
     replicaTimeoutMs: seconds(pick('replicaTimeout'), DEFAULTS.replicaTimeout) * 1000,
     ...zoneSource(pick('zone'), pick('zoneFromNodeLabel')),
     advertise: advertise(pick('advertise'), listen),
-    csi: csi(pick('csiEndpoint'), pick('csiRole')),
+    csi: csi(pick('csiEndpoint'), pick('csiRole'), pick('nomadAddr')),
     store: store(pick('store')),
     maxConnectionInflightBytes: bytes(pick('maxConnectionInflightBytes'), DEFAULTS.maxConnectionInflightBytes),
     maxInflightBytes: bytes(pick('maxInflightBytes'), DEFAULTS.maxInflightBytes),
@@ -411,9 +415,10 @@ function zoneSource(zoneSetting: Setting, labelSetting: Setting): Pick<WeftdConf
   return { zoneFromNodeLabel: label };
 }
 
-function csi(endpointSetting: Setting, roleSetting: Setting): CsiSettings | undefined {
+function csi(endpointSetting: Setting, roleSetting: Setting, nomadSetting: Setting): CsiSettings | undefined {
   if (endpointSetting.value === undefined) {
     if (roleSetting.value !== undefined) throw invalid(roleSetting, roleSetting.value, 'a CSI role needs a CSI endpoint (--csi-endpoint) as well');
+    if (nomadSetting.value !== undefined) throw invalid(nomadSetting, nomadSetting.value, 'the CSI node service looks allocations up: it needs a CSI endpoint (--csi-endpoint) as well');
     return undefined;
   }
   const endpoint = text(endpointSetting, '');
@@ -421,7 +426,18 @@ function csi(endpointSetting: Setting, roleSetting: Setting): CsiSettings | unde
   const role = text(roleSetting, DEFAULTS.csiRole);
   const known = CSI_ROLES.find((candidate) => candidate === role);
   if (!known) throw invalid(roleSetting, role, `expected one of ${CSI_ROLES.join(', ')}`);
-  return { endpoint, role: known };
+  const nomadAddr = nomadAddress(nomadSetting, known);
+  return nomadAddr ? { endpoint, role: known, nomadAddr } : { endpoint, role: known };
+}
+
+/** An http(s) URL, for a node service: the controller never looks allocations up. */
+function nomadAddress(setting: Setting, role: CsiRole): string | undefined {
+  if (setting.value === undefined) return undefined;
+  const value = text(setting, '');
+  const url = URL.canParse(value) ? new URL(value) : undefined;
+  if (!url || !['http:', 'https:'].includes(url.protocol)) throw invalid(setting, value, "expected the http(s) URL of Nomad's HTTP API, e.g. http://127.0.0.1:4646");
+  if (role === 'controller') throw invalid(setting, value, 'only the CSI node service looks allocations up: it needs --csi-role node or both');
+  return value;
 }
 
 function store(setting: Setting): StoreSpec {

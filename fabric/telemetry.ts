@@ -32,7 +32,11 @@ export interface WorkloadReport {
   orchestrator: string;
   namespace: string;
   pod: string;
+  /** The pod's PersistentVolumeClaim (name). */
+  pvc: string;
   alloc: string;
+  /** The allocation's job id. */
+  job: string;
   task: string;
   stats?: VolumeStats;
 }

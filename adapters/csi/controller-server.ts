@@ -17,6 +17,7 @@ import { cloneSnapshotName, isCloneSnapshot, isWeftName, parseSnapshotId, weftNa
 import { serviceImplementation } from './rpc';
 import { checkLocality, checkRequirement, includes, requestedNode, type Place } from './topology';
 import { firstUnsupported, requireCapabilities, requireCapability, requireName, requireString, unsupportedReason } from './validate';
+import { claimContext } from './workload';
 import { defaultClass } from '../../fabric/volume/default-class';
 
 const CAPABILITIES = [
@@ -82,7 +83,8 @@ export class ControllerServer {
     return this.inFlight.run(`volume ${volume}`, async () => {
       const existing = await unlessNotFound(this.client.getVolume(volume));
       const info = existing ? await this.reuse(existing, name, range, parameters, source) : await this.provision(volume, range, parameters, source, locality);
-      return { volume: csiVolume(info, home) };
+      // The claim (Kubernetes' --extra-create-metadata) reaches the node service through the context.
+      return { volume: csiVolume(info, home, claimContext(request.parameters)) };
     });
   }
 

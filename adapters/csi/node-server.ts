@@ -20,7 +20,7 @@ import type { NodeStateStore, Publication, VolumeState } from './node-state';
 import { serviceImplementation } from './rpc';
 import { nodeSegments, type Place } from './topology';
 import { DEFAULT_FS_TYPE, fsTypeOf, isBlock, requireCapability, requirePath, requireString, requireVolumePath, unsupportedReason, type FsType } from './validate';
-import { podIdentity, type Workload } from './workload';
+import { claimOf, podIdentity, type Workload } from './workload';
 
 /**
  * The host helpers of attach/ (mount.ts, devices.ts), passed in so that this file holds only the
@@ -46,6 +46,8 @@ export interface NodeServerOptions {
   /** What weftd says about this node (id, zone, NBD address). */
   node: NodeStatus;
   logger: Logger;
+  /** Nomad: the job of an allocation published for (weftd --nomad-addr); never throws. Absent: the job stays unknown. */
+  jobOfAllocation?: (allocationId: string) => Promise<Pick<Workload, 'jobId' | 'taskGroup'> | undefined>;
 }
 
 /** Each attachment holds a loop device (or an nbd device) and a helper process. */
@@ -212,10 +214,11 @@ export class NodeServer {
     if (!request.staging_target_path) throw failedPrecondition('staging_target_path is required: this plugin stages volumes (NodeStageVolume) before publishing them');
     const stagingPath = requirePath('staging_target_path', request.staging_target_path);
     const mode = capability.access_mode?.mode;
+    // Asked before the volume's turn (inFlight): a slow Nomad holds up only this call.
     const publication: Publication = {
       targetPath,
       readOnly: request.readonly || mode === 'SINGLE_NODE_READER_ONLY',
-      workload: workloadOf(request),
+      workload: await this.withJob(workloadOf(request)),
     };
     return this.inFlight.run(volume, async () => {
       await this.requireVolume(volume);
@@ -233,6 +236,13 @@ export class NodeServer {
       await this.bind(state, publication);
       return {};
     });
+  }
+
+  /** A Nomad allocation's workload with its job, when Nomad's HTTP API tells it. */
+  private async withJob(workload: Workload): Promise<Workload> {
+    const lookup = this.options.jobOfAllocation;
+    if (!workload.allocationId || !lookup) return workload;
+    return { ...workload, ...(await lookup(workload.allocationId)) };
   }
 
   /** Records the publication, then bind-mounts the staged filesystem or the device at the target. */
@@ -435,12 +445,14 @@ function supported(capability: csi.VolumeCapability): csi.VolumeCapability {
 }
 
 /**
- * Who a publication is for: the Kubernetes pod kubelet names in volume_context, the Nomad
- * allocation in the target path, else unknown (Mesos names neither the task nor the container).
+ * Who a publication is for: the Kubernetes pod kubelet names in volume_context, with the claim the
+ * volume was provisioned for (a claim alone, without podInfoOnMount, is still Kubernetes); the Nomad
+ * allocation in the target path; else unknown (Mesos names neither the task nor the container).
  */
 export function workloadOf(request: Pick<csi.NodePublishVolumeRequest, 'volume_context' | 'target_path'>): Workload {
   const pod = podIdentity(request.volume_context);
-  if (pod) return pod;
+  const claim = claimOf(request.volume_context);
+  if (pod || claim.pvcName) return { ...pod, orchestrator: 'kubernetes', ...claim };
   const allocationId = allocationIdFromTargetPath(request.target_path);
   return allocationId ? { orchestrator: 'nomad', allocationId } : { orchestrator: 'unknown' };
 }

@@ -2,15 +2,16 @@
 // context), Snapshot, VolumeCondition and Timestamp.
 
 import type { SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
-import type { Snapshot, Timestamp, Volume, VolumeCondition, VolumeContentSource } from './messages';
+import type { Snapshot, StringMap, Timestamp, Volume, VolumeCondition, VolumeContentSource } from './messages';
 import { isCloneSnapshot, parseSnapshotId, snapshotId } from './names';
 import { volumeTopology, type Place } from './topology';
 
-export function csiVolume(info: VolumeInfo, place: Place): Volume {
+/** extraContext: what CreateVolume adds to the volume's context (the claim, claimContext()). */
+export function csiVolume(info: VolumeInfo, place: Place, extraContext: StringMap = {}): Volume {
   return {
     capacity_bytes: info.sizeBytes,
     volume_id: info.name,
-    volume_context: { class: info.class },
+    volume_context: { ...extraContext, class: info.class },
     content_source: contentSource(info.sourceSnapshot),
     accessible_topology: volumeTopology(place, info.replication !== undefined),
   };

@@ -1,6 +1,7 @@
 // Parameters, from a StorageClass, VolumeSnapshotClass or Nomad volume specification: a volume's
 // class, replicas and locality; none for snapshots. Keys Kubernetes adds under csi.storage.k8s.io/
-// are ignored; anything else is an INVALID_ARGUMENT naming the key.
+// are no parameters of Weft's (the claim's name and namespace among them go into the new volume's
+// context: workload.ts, claimContext()); anything else is an INVALID_ARGUMENT naming the key.
 
 import { invalidArgument } from './errors';
 import type { StringMap } from './messages';

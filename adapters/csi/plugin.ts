@@ -7,6 +7,7 @@ import { WeftClient } from '../../fabric/api/client';
 import type { NodeStatus } from '../../fabric/api/node-info';
 import type { CsiRole, CsiSettings } from '../../fabric/config';
 import type { DaemonPlugin, PluginContext } from '../../fabric/daemon';
+import { allocationJobLookup } from '../nomad/allocation-job';
 import { chooseAttacher } from './attach/choose';
 import { deviceSizeBytes } from './attach/devices';
 import * as mount from './attach/mount';
@@ -35,7 +36,7 @@ async function startCsi(settings: CsiSettings, { logger, apiEndpoint, apiCalls }
       calls: apiCalls,
       identity: identityServer(client, logger),
       controller: roles.includes('controller') ? new ControllerServer(client, logger).implementation() : undefined,
-      node: roles.includes('node') ? (await openNodeServer(client, node, logger)).implementation() : undefined,
+      node: roles.includes('node') ? (await openNodeServer(client, node, settings, logger)).implementation() : undefined,
     });
     await server.listen(settings.endpoint);
     logger.info({ endpoint: settings.endpoint, roles }, `CSI driver serving ${roles.join(' and ')}`);
@@ -55,8 +56,9 @@ function servedRoles(role: CsiRole): ('controller' | 'node')[] {
   return role === 'both' ? ['controller', 'node'] : [role];
 }
 
-async function openNodeServer(client: WeftClient, node: NodeStatus, logger: Logger): Promise<NodeServer> {
+async function openNodeServer(client: WeftClient, node: NodeStatus, settings: CsiSettings, logger: Logger): Promise<NodeServer> {
   const attacher = await chooseAttacher(logger);
   const state = new NodeStateStore(nodeStateDir(node.dataDir));
-  return NodeServer.open({ client, attacher, tools: { ...mount, deviceSizeBytes }, state, node, logger });
+  const jobOfAllocation = settings.nomadAddr ? allocationJobLookup({ address: settings.nomadAddr }, logger) : undefined;
+  return NodeServer.open({ client, attacher, tools: { ...mount, deviceSizeBytes }, state, node, logger, jobOfAllocation });
 }

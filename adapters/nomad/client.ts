@@ -1,7 +1,8 @@
-// A small typed client for Nomad's HTTP API, the CSI volume and plugin endpoints that `weft nomad`
-// uses. Nomad's failures become NomadApiError with the status and the message Nomad wrote.
+// A small typed client for Nomad's HTTP API: the CSI volume and plugin endpoints that `weft nomad`
+// uses, and the allocation the CSI node service looks up. Nomad's failures become NomadApiError with
+// the status and the message Nomad wrote.
 
-import type { CsiPluginStub, CsiVolume, CsiVolumeSpec, CsiVolumeStub } from './types';
+import type { Allocation, CsiPluginStub, CsiVolume, CsiVolumeSpec, CsiVolumeStub } from './types';
 
 export const DEFAULT_NOMAD_ADDR = 'http://127.0.0.1:4646';
 
@@ -64,10 +65,8 @@ export class NomadClient {
   }
 
   /** GET /v1/volume/csi/:id; a NomadApiError with status 404 when Nomad has no such volume. */
-  async readCsiVolume(id: string): Promise<CsiVolume> {
-    const volume = await this.request<CsiVolume>('GET', volumePath(id));
-    if (!volume) throw new NomadApiError(404, 'GET', volumePath(id), 'volume not found');
-    return volume;
+  readCsiVolume(id: string): Promise<CsiVolume> {
+    return this.readOne<CsiVolume>(volumePath(id), 'volume not found');
   }
 
   /** PUT /v1/volume/csi/:id: makes Nomad know an existing volume. */
@@ -89,6 +88,18 @@ export class NomadClient {
   /** GET /v1/plugins?type=csi */
   async listCsiPlugins(): Promise<CsiPluginStub[]> {
     return (await this.request<CsiPluginStub[]>('GET', '/v1/plugins', { type: 'csi' })) ?? [];
+  }
+
+  /** GET /v1/allocation/:id; a NomadApiError with status 404 when Nomad has no such allocation. */
+  readAllocation(id: string): Promise<Allocation> {
+    return this.readOne<Allocation>(`/v1/allocation/${encodeURIComponent(id)}`, 'alloc not found');
+  }
+
+  /** GET of one object; an empty answer is taken as Nomad's 404. */
+  private async readOne<T>(path: string, notFoundMessage: string): Promise<T> {
+    const found = await this.request<T>('GET', path);
+    if (!found) throw new NomadApiError(404, 'GET', path, notFoundMessage);
+    return found;
   }
 
   private inNamespace(volume: CsiVolumeSpec): CsiVolumeSpec {

@@ -1,5 +1,5 @@
 // The JSON shapes of Nomad's CSI volume and plugin endpoints (/v1/volumes, /v1/volume/csi/:id,
-// /v1/plugins), field names as Nomad's HTTP API writes them.
+// /v1/plugins) and of an allocation (/v1/allocation/:id), field names as Nomad's HTTP API writes them.
 
 export const ACCESS_MODES = [
   'single-node-reader-only', 'single-node-writer', 'multi-node-reader-only', 'multi-node-single-writer', 'multi-node-multi-writer',
@@ -81,4 +81,16 @@ export interface CsiVolume extends CsiVolumeStatus {
 
 export interface CsiPluginStub extends PluginHealth {
   ID: string;
+}
+
+/** What GET /v1/allocation/:id answers, the fields Weft reads (Nomad sends many more: Job, Resources, TaskStates...). */
+export interface Allocation {
+  ID: string;
+  Namespace: string;
+  /** "JOB.GROUP[INDEX]". */
+  Name: string;
+  NodeID: string;
+  JobID: string;
+  TaskGroup: string;
+  ClientStatus: string;
 }

@@ -25,6 +25,9 @@ job "weft-node" {
           "--store", "${WEFT_STORE}",
           "--csi-endpoint", "unix:///csi/csi.sock",
           "--csi-role", "node",
+          # The client's own Nomad agent, asked for the job of each allocation a volume is published
+          # for (the job label of weft_volume_info); a publish never waits on it for more than 5 s.
+          "--nomad-addr", "http://${attr.unique.network.ip-address}:4646",
         ]
 
         mount {
@@ -45,6 +48,12 @@ job "weft-node" {
         destination = "local/store.env"
         env         = true
         change_mode = "noop"
+      }
+
+      # NOMAD_TOKEN for --nomad-addr when ACLs are on: the task's workload identity, which may read
+      # allocations once a policy with read-job is attached to this job (README, Nomad).
+      identity {
+        env = true
       }
 
       csi_plugin {

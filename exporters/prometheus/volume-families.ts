@@ -38,13 +38,16 @@ export function ioFamilies<S extends IoSeries>(prefix: string, series: () => S[]
  * service recorded it), value 1, to join other series on by volume. weft_workload_*: that volume's
  * I/O on this node with the workload's labels. Cardinality: the attachments of the node times their
  * workloads (a pod per attachment, usually). The workloads of one attachment share its counts: sum
- * weft_volume_* for totals, not these. pvc and job are empty until the CSI attachment carries them.
+ * weft_volume_* for totals, not these. pvc (the claim's name; namespace is the pod's) and job (the
+ * Nomad allocation's) are on weft_volume_info only, to join on; each is empty where the CSI node
+ * service did not learn it: a volume not provisioned from a claim, a weftd without --nomad-addr or
+ * whose Nomad did not answer.
  */
 export function workloadFamilies(telemetry: NodeTelemetry): ScrapedFamily[] {
   const workloadLabels = (w: WorkloadReport): Labels => ({ volume: w.volume, orchestrator: w.orchestrator, namespace: w.namespace, pod: w.pod, alloc: w.alloc, task: w.task });
   return [
     simple('weft_volume_info', 'The workloads of each volume attached on this node (value 1), to join on by volume.', 'gauge', () =>
-      telemetry.workloads().map((w) => ({ labels: { ...workloadLabels(w), class: w.class, node: telemetry.nodeId, pvc: '', job: '' }, value: 1 })),
+      telemetry.workloads().map((w) => ({ labels: { ...workloadLabels(w), class: w.class, node: telemetry.nodeId, pvc: w.pvc, job: w.job }, value: 1 })),
     ),
     ...ioFamilies(
       'weft_workload',

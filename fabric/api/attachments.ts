@@ -6,14 +6,23 @@ import * as path from 'path';
 import type { Logger } from 'pino';
 import { writeFileAtomic } from '../store/file-io';
 
-/** Who uses an attached volume. Fields the orchestrator did not tell are empty or absent. */
+/**
+ * Who uses an attached volume. Fields the orchestrator did not tell are empty or absent (records
+ * written before a field existed lack it too).
+ */
 export interface AttachmentWorkload {
   /** "kubernetes", "nomad", "mesos" or "unknown". */
   orchestrator: string;
   podName?: string;
   podNamespace?: string;
   podUid?: string;
+  /** The PersistentVolumeClaim the volume was provisioned for. */
+  pvcName?: string;
+  pvcNamespace?: string;
   allocationId?: string;
+  /** The allocation's job and task group, as Nomad's HTTP API told them. */
+  jobId?: string;
+  taskGroup?: string;
   taskId?: string;
   /** Where the volume is published for this workload. */
   targetPath?: string;

@@ -1,5 +1,5 @@
 // `weft attachment list [VOLUME]`: where volumes are attached (node, device, method) and for which
-// workloads (pod, allocation, task), as the CSI node services reported them to weftd.
+// workloads (pod and its claim, allocation and its job, task), as the CSI node services reported them to weftd.
 
 import type { Command } from 'commander';
 import type { AttachmentRecord, AttachmentWorkload } from '../api/attachments';
@@ -20,11 +20,20 @@ async function listAttachments(context: CommandContext, [volume]: [string | unde
   return { json: attachments, text: attachments.length ? table(ATTACHMENT_COLUMNS, attachments) : 'no attachments' };
 }
 
+/** "pod shop/web-0 (pvc data-web-0)", "alloc ID (job web, group cache)": each with what is known of it. */
 function workloadName(w: AttachmentWorkload): string {
-  if (w.podName) return `pod ${w.podNamespace ? `${w.podNamespace}/` : ''}${w.podName}`;
-  if (w.allocationId) return `alloc ${w.allocationId}`;
-  if (w.taskId) return `task ${w.taskId}`;
-  return w.orchestrator;
+  const [name, details] = nameAndDetails(w);
+  const known = details.filter((detail) => detail);
+  return known.length ? `${name} (${known.join(', ')})` : name;
+}
+
+function nameAndDetails(w: AttachmentWorkload): [string, (string | undefined)[]] {
+  const inNamespace = (namespace: string | undefined, name: string) => (namespace ? `${namespace}/${name}` : name);
+  if (w.podName) return [`pod ${inNamespace(w.podNamespace, w.podName)}`, [w.pvcName && `pvc ${w.pvcName}`]];
+  if (w.pvcName) return [`pvc ${inNamespace(w.pvcNamespace, w.pvcName)}`, []];
+  if (w.allocationId) return [`alloc ${w.allocationId}`, [w.jobId && `job ${w.jobId}`, w.taskGroup && `group ${w.taskGroup}`]];
+  if (w.taskId) return [`task ${w.taskId}`, []];
+  return [w.orchestrator, []];
 }
 
 export const ATTACHMENT_COLUMNS: Column<AttachmentRecord>[] = [

@@ -117,6 +117,20 @@ describe('views', () => {
     ]);
   });
 
+  it("names each attachment's workloads with their claim or job where known", () => {
+    const workloads = [
+      { orchestrator: 'kubernetes', podNamespace: 'db', podName: 'pg-0', pvcName: 'data-pg-0', pvcNamespace: 'db' },
+      { orchestrator: 'kubernetes', pvcName: 'data-pg-1', pvcNamespace: 'db' },
+      { orchestrator: 'nomad', allocationId: '5b1e3a4c', jobId: 'web', taskGroup: 'cache' },
+      // As gRPC gives a record stored before jobs were looked up: empty strings.
+      { orchestrator: 'nomad', allocationId: '0c9d8e7f', jobId: '', taskGroup: '' },
+    ];
+    const attachment = { volume: 'data', nodeId: 'n1', devicePath: '/dev/nbd0', method: 'kernel-nbd', stagingPath: '/staging/data', workloads, attachedAt: VOLUME.createdAt };
+    expect(ATTACHMENT_COLUMNS.find((c) => c.header === 'WORKLOADS')!.value(attachment)).toBe(
+      'pod db/pg-0 (pvc data-pg-0), pvc db/data-pg-1, alloc 5b1e3a4c (job web, group cache), alloc 0c9d8e7f',
+    );
+  });
+
   it('shows the node with its uptime', () => {
     const text = nodeDetails({
       nodeId: 'n1', version: '0.1.0', listenAddress: '10.0.0.5', nbdPort: 10809, apiPort: 10810, metricsPort: 9580,

@@ -11,7 +11,7 @@ import { expectFiles, writeFiles } from '../helpers/attach-data';
 import { CsiClient } from '../helpers/csi-client';
 import { startEtcd } from '../helpers/etcd';
 import { freePort } from '../helpers/free-port';
-import { expectNoLeftovers, forceCleanup, nbdConnections } from '../helpers/mounts';
+import { failOnLeftoversAfterEach, forceCleanup, nbdConnections } from '../helpers/mounts';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
@@ -46,13 +46,7 @@ beforeAll(async () => {
   nodeCsi = new CsiClient(path.join(root, 'node.sock'));
 });
 
-afterEach(async () => {
-  try {
-    for (const dir of [root, nodeADir]) expectNoLeftovers(dir);
-  } finally {
-    for (const dir of [root, nodeADir]) await forceCleanup(dir);
-  }
-});
+failOnLeftoversAfterEach(() => [root, nodeADir]);
 
 afterAll(async () => {
   controllerCsi?.close();

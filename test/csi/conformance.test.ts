@@ -131,6 +131,18 @@ describe('CreateVolume', () => {
     expect(await csi.code('CreateVolume', volumeRequest('twice', { volume_content_source: { volume: { volume_id: 'plain' } } }))).toBe('ALREADY_EXISTS');
   });
 
+  it("takes csi-provisioner's --extra-create-metadata parameters, keeping the claim in the context, again on a repeat", async () => {
+    const metadata = { 'csi.storage.k8s.io/pvc/name': 'data-web-0', 'csi.storage.k8s.io/pvc/namespace': 'shop', 'csi.storage.k8s.io/pv/name': 'pvc-claimed' };
+    const claimed = await createVolume('pvc-claimed', { parameters: { class: 'ssd', ...metadata } });
+    expect(claimed.volume_context).toEqual({ class: 'ssd', 'csi.storage.k8s.io/pvc/name': 'data-web-0', 'csi.storage.k8s.io/pvc/namespace': 'shop' });
+    expect(await createVolume('pvc-claimed', { parameters: { class: 'ssd', ...metadata } })).toEqual(claimed);
+    const validated = await csi.call('ValidateVolumeCapabilities', {
+      volume_id: 'pvc-claimed', volume_capabilities: [MOUNT_WRITER], volume_context: claimed.volume_context, parameters: { class: 'ssd', ...metadata },
+    });
+    expect(validated.confirmed?.volume_context).toEqual(claimed.volume_context);
+    await csi.call('DeleteVolume', { volume_id: 'pvc-claimed' });
+  });
+
   it('places a volume in the class its parameters name; RESOURCE_EXHAUSTED when the pool cannot hold it', async () => {
     expect((await createVolume('fast', { parameters: { class: 'ssd', replicas: '1', locality: 'true' } })).volume_context).toEqual({ class: 'ssd' });
     expect(await csi.code('CreateVolume', volumeRequest('too-big', { parameters: { class: 'ssd' }, capacity_range: { required_bytes: 2 * GiB } }))).toBe('RESOURCE_EXHAUSTED');

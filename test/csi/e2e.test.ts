@@ -6,9 +6,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { expectFiles, subdir, writeFiles } from '../helpers/attach-data';
 import { freePort } from '../helpers/free-port';
-import { CsiClient } from '../helpers/csi-client';
-import { expectNoLeftovers, forceCleanup, settledConnections } from '../helpers/mounts';
-import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import type { CsiClient } from '../helpers/csi-client';
+import { cleanUpAfterTests, startCsiWeftd, type CsiWeftd } from '../helpers/csi-weftd';
+import { settledConnections } from '../helpers/mounts';
+import type { WeftdHandle } from '../helpers/weftd';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -16,34 +17,18 @@ const EXT4_WRITER = { mount: { fs_type: 'ext4', mount_flags: [] }, access_mode: 
 const XFS_WRITER = { mount: { fs_type: 'xfs', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 const BLOCK_WRITER = { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 
+let started: CsiWeftd | undefined;
 let weftd: WeftdHandle;
 let csi: CsiClient;
 /** Staging and target paths, as a CO would make them. */
 let root: string;
-/** weftd's temp dir: its data dir holds the attachments' work dirs (FUSE mounts, helpers). */
-let weftdDir: string;
 
 beforeAll(async () => {
-  root = makeTempDir('weft-e2e-');
-  const socket = path.join(root, 'csi.sock');
-  weftd = await startWeftd({ extraArgs: ['--csi-endpoint', `unix://${socket}`, '--nbd-port', String(await freePort())] });
-  weftdDir = path.dirname(weftd.dataDir);
-  csi = new CsiClient(socket);
+  started = await startCsiWeftd('weft-e2e-', { extraArgs: ['--nbd-port', String(await freePort())] });
+  ({ weftd, csi, root } = started);
 });
 
-afterEach(async () => {
-  try {
-    for (const dir of [root, weftdDir]) expectNoLeftovers(dir);
-  } finally {
-    for (const dir of [root, weftdDir]) await forceCleanup(dir);
-  }
-});
-
-afterAll(async () => {
-  csi?.close();
-  for (const dir of [root, weftdDir]) if (dir) await forceCleanup(dir);
-  await cleanupAll();
-});
+cleanUpAfterTests(() => started);
 
 /** What a CO passes for one volume on this node. */
 function pathsFor(volumeId: string) {

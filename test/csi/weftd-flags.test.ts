@@ -1,5 +1,6 @@
-// weftd's CSI and topology settings: --csi-endpoint, --csi-role, --zone and --zone-from-node-label, as
-// flags and as config-file keys, and the ConfigError (exit code 2) each bad value gets.
+// weftd's CSI and topology settings: --csi-endpoint, --csi-role, --nomad-addr, --zone and
+// --zone-from-node-label, as flags and as config-file keys, and the ConfigError (exit code 2) each
+// bad value gets.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -32,6 +33,18 @@ it('serves both CSI roles by default once an endpoint is given', () => {
   });
 });
 
+it('gives the CSI node service a Nomad address to look allocations up at, only when asked', () => {
+  expect(parseConfig(['--csi-endpoint', 'unix:///csi/csi.sock']).csi).not.toHaveProperty('nomadAddr');
+  expect(parseConfig(['--csi-endpoint', 'unix:///csi/csi.sock', '--csi-role', 'node', '--nomad-addr', 'http://10.0.0.7:4646']).csi).toEqual({
+    endpoint: 'unix:///csi/csi.sock',
+    role: 'node',
+    nomadAddr: 'http://10.0.0.7:4646',
+  });
+  const file = path.join(makeTempDir('weft-config-'), 'weftd.yaml');
+  fs.writeFileSync(file, 'csi-endpoint: unix:///csi/csi.sock\nnomad-addr: https://nomad.example:4646\n');
+  expect(parseConfig(['--config', file]).csi?.nomadAddr).toBe('https://nomad.example:4646');
+});
+
 it('reads the same settings from the config file, in either key style', () => {
   const file = path.join(makeTempDir('weft-config-'), 'weftd.yaml');
   fs.writeFileSync(file, 'csi-endpoint: unix:///run/weft/csi.sock\ncsiRole: controller\nzone: rack-3\n');
@@ -56,6 +69,9 @@ it.each([
   [['--csi-endpoint', 'tcp://127.0.0.1:1'], /invalid --csi-endpoint/],
   [['--csi-endpoint', 'unix:///c.sock', '--csi-role', 'all'], /invalid --csi-role "all": expected one of controller, node, both/],
   [['--csi-role', 'node'], /invalid --csi-role "node": a CSI role needs a CSI endpoint/],
+  [['--nomad-addr', 'http://127.0.0.1:4646'], /invalid --nomad-addr "http:\/\/127.0.0.1:4646": the CSI node service looks allocations up: it needs a CSI endpoint/],
+  [['--csi-endpoint', 'unix:///c.sock', '--nomad-addr', '127.0.0.1:4646'], /invalid --nomad-addr "127.0.0.1:4646": expected the http\(s\) URL of Nomad's HTTP API/],
+  [['--csi-endpoint', 'unix:///c.sock', '--csi-role', 'controller', '--nomad-addr', 'http://127.0.0.1:4646'], /invalid --nomad-addr .*: only the CSI node service looks allocations up/],
   [['--zone', '-east'], /invalid --zone "-east"/],
   [['--zone', 'z'.repeat(64)], /invalid --zone/],
 ])('refuses %j', (argv, message) => {

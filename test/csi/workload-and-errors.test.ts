@@ -1,12 +1,13 @@
-// Who a publication is for (Kubernetes pod, Nomad allocation, else unknown) and how failures become
-// CSI status codes: the driver's own refusals, weftd's codes per RPC, and bugs as INTERNAL.
+// Who a publication is for (Kubernetes pod and its claim, Nomad allocation, else unknown), the claim
+// CreateVolume passes on in the volume context, and how failures become CSI status codes: the
+// driver's own refusals, weftd's codes per RPC, and bugs as INTERNAL.
 
 import { status } from '@grpc/grpc-js';
 import { WeftApiError } from '../../fabric/api/client';
 import { failedPrecondition } from '../../fabric/errors';
 import { csiStatusOf, notFound } from '../../adapters/csi/errors';
 import { workloadOf } from '../../adapters/csi/node-server';
-import { POD_NAME_KEY, POD_NAMESPACE_KEY, POD_UID_KEY } from '../../adapters/csi/workload';
+import { claimContext, POD_NAME_KEY, POD_NAMESPACE_KEY, POD_UID_KEY, PVC_NAME_KEY, PVC_NAMESPACE_KEY } from '../../adapters/csi/workload';
 
 describe('workloadOf', () => {
   const k8sTarget = '/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~csi/pvc-1/mount';
@@ -16,6 +17,16 @@ describe('workloadOf', () => {
     expect(workloadOf({ volume_context, target_path: k8sTarget })).toEqual({ orchestrator: 'kubernetes', podName: 'web-0', podNamespace: 'shop', podUid: 'uid-1' });
   });
 
+  it('adds the claim the volume context names (CreateVolume put it there), and is Kubernetes with the claim alone', () => {
+    const pod = { [POD_NAME_KEY]: 'web-0', [POD_NAMESPACE_KEY]: 'shop', [POD_UID_KEY]: 'uid-1' };
+    const claim = { [PVC_NAME_KEY]: 'data-web-0', [PVC_NAMESPACE_KEY]: 'shop' };
+    expect(workloadOf({ volume_context: { ...pod, ...claim, class: 'ssd' }, target_path: k8sTarget })).toEqual({
+      orchestrator: 'kubernetes', podName: 'web-0', podNamespace: 'shop', podUid: 'uid-1', pvcName: 'data-web-0', pvcNamespace: 'shop',
+    });
+    expect(workloadOf({ volume_context: claim, target_path: k8sTarget })).toEqual({ orchestrator: 'kubernetes', pvcName: 'data-web-0', pvcNamespace: 'shop' });
+    expect(workloadOf({ volume_context: { ...pod, [PVC_NAME_KEY]: ' ' }, target_path: k8sTarget })).not.toHaveProperty('pvcName');
+  });
+
   it('is the Nomad allocation in the target path', () => {
     const target_path = '/local/csi/per-alloc/5B1E3A4C-9F2D-4E8A-B7C6-1D2E3F4A5B6C/data/rw-file-system-single-node-writer';
     expect(workloadOf({ volume_context: {}, target_path })).toEqual({ orchestrator: 'nomad', allocationId: '5b1e3a4c-9f2d-4e8a-b7c6-1d2e3f4a5b6c' });
@@ -23,6 +34,19 @@ describe('workloadOf', () => {
 
   it('is unknown otherwise (Mesos tells neither)', () => {
     expect(workloadOf({ volume_context: {}, target_path: k8sTarget })).toEqual({ orchestrator: 'unknown' });
+  });
+});
+
+describe('claimContext', () => {
+  it("keeps the claim's name and namespace of the external-provisioner's parameters, nothing else", () => {
+    const parameters = {
+      class: 'ssd',
+      [PVC_NAME_KEY]: 'data-web-0',
+      [PVC_NAMESPACE_KEY]: 'shop',
+      'csi.storage.k8s.io/pv/name': 'pvc-5f8a3c1e',
+    };
+    expect(claimContext(parameters)).toEqual({ 'csi.storage.k8s.io/pvc/name': 'data-web-0', 'csi.storage.k8s.io/pvc/namespace': 'shop' });
+    expect(claimContext({ class: 'ssd' })).toEqual({});
   });
 });
 

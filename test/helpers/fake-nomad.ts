@@ -1,9 +1,10 @@
-// FakeNomad stands in for a Nomad server (none runs here): its CSI volume and plugin endpoints with
-// Nomad's paths, JSON fields, plain-text errors, status codes and ACL tokens, on 127.0.0.1.
+// FakeNomad stands in for a Nomad server (none runs here): its CSI volume and plugin endpoints, and
+// reading an allocation, with Nomad's paths, JSON fields, plain-text errors, status codes and ACL
+// tokens, on 127.0.0.1.
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { CsiPluginStub, CsiVolume, CsiVolumeSpec, CsiVolumeStub } from '../../adapters/nomad/types';
+import type { Allocation, CsiPluginStub, CsiVolume, CsiVolumeSpec, CsiVolumeStub } from '../../adapters/nomad/types';
 
 export interface RecordedRequest {
   method: string;
@@ -33,6 +34,8 @@ export class FakeNomad {
   readonly requests: RecordedRequest[] = [];
   /** By "namespace/id". */
   readonly volumes = new Map<string, CsiVolume>();
+  /** By id (allocation ids are unique across namespaces). */
+  readonly allocations = new Map<string, Allocation>();
   address = '';
   private readonly plugins = new Map<string, CsiPluginStub>();
   private readonly server = http.createServer((request, response) => void this.serve(request, response));
@@ -51,6 +54,12 @@ export class FakeNomad {
   addPlugin(id: string, health: Partial<CsiPluginStub> = {}): void {
     const counts = { ControllerRequired: true, ControllersHealthy: 1, ControllersExpected: 1, NodesHealthy: 1, NodesExpected: 1 };
     this.plugins.set(id, { ID: id, Provider: 'csi.weft.io', ...counts, CreateIndex: this.index, ModifyIndex: this.index, ...health });
+  }
+
+  /** An allocation of a job's task group, running on some client. */
+  addAllocation(id: string, jobId: string, taskGroup: string, namespace = 'default'): void {
+    const Name = `${jobId}.${taskGroup}[0]`;
+    this.allocations.set(id, { ID: id, Namespace: namespace, Name, NodeID: '7b3f0c52-0000-4000-8000-000000000001', JobID: jobId, TaskGroup: taskGroup, ClientStatus: 'running' });
   }
 
   volume(id: string, namespace = 'default'): CsiVolume | undefined {
@@ -90,6 +99,8 @@ export class FakeNomad {
     const { method, path } = request;
     if (path === '/v1/volumes') return method === 'GET' ? this.listVolumes(request.query) : fail(405, 'Invalid method');
     if (path === '/v1/plugins') return method === 'GET' ? this.listPlugins(request.query) : fail(405, 'Invalid method');
+    const allocation = /^\/v1\/allocation\/([^/]+)$/.exec(path);
+    if (allocation) return method === 'GET' ? this.readAllocation(decodeURIComponent(allocation[1])) : fail(405, 'Invalid method');
     const match = /^\/v1\/volume\/csi\/([^/]+)(?:\/([^/]+))?$/.exec(path);
     if (!match) return fail(404, '404 page not found');
     const [, id, action] = match;
@@ -115,6 +126,11 @@ export class FakeNomad {
   private listPlugins(query: Record<string, string>): Reply {
     if (query.type === undefined) return ok([]);
     return query.type === 'csi' ? ok([...this.plugins.values()]) : ok();
+  }
+
+  private readAllocation(id: string): Reply {
+    const allocation = this.allocations.get(id);
+    return allocation ? ok(allocation) : fail(404, 'alloc not found');
   }
 
   private readVolume(id: string, namespace: string): Reply {

@@ -78,6 +78,20 @@ export function expectNoLeftovers(root: string): void {
 }
 
 /**
+ * After each test of the file: fails it if anything is left under the dirs (read when the hook runs,
+ * as beforeAll sets them), and removes what is left either way.
+ */
+export function failOnLeftoversAfterEach(dirs: () => string[]): void {
+  afterEach(async () => {
+    try {
+      for (const dir of dirs()) expectNoLeftovers(dir);
+    } finally {
+      for (const dir of dirs()) await forceCleanup(dir);
+    }
+  });
+}
+
+/**
  * Removes whatever a test left under root, whatever state it is in: filesystems (deepest first), loop
  * devices, FUSE mounts, helper processes. Safe to call when nothing is left.
  */

@@ -1,8 +1,11 @@
 // NomadClient against FakeNomad: each endpoint's request (method, path, body, token, namespace) and
-// response, Nomad's errors as typed errors with Nomad's message, and the environment defaults.
+// response, Nomad's errors as typed errors with Nomad's message, and the environment defaults; the
+// CSI node service's allocation-to-job lookup, which answers undefined rather than fail.
 
 import { DEFAULT_NOMAD_ADDR, isNotFound, NomadApiError, NomadClient, NomadUnreachableError } from '../../adapters/nomad/client';
 import type { CsiVolumeSpec } from '../../adapters/nomad/types';
+import pino from 'pino';
+import { allocationJobLookup } from '../../adapters/nomad/allocation-job';
 import { FakeNomad } from '../helpers/fake-nomad';
 
 const TOKEN = 'c0ffee00-0000-4000-8000-000000000001';
@@ -71,6 +74,40 @@ describe('plugins', () => {
     const plugins = await client.listCsiPlugins();
     expect(nomad.requests[0]).toMatchObject({ method: 'GET', path: '/v1/plugins', query: { type: 'csi' } });
     expect(plugins).toEqual([expect.objectContaining({ ID: 'weft', ControllersHealthy: 1, NodesHealthy: 1 })]);
+  });
+});
+
+describe('allocations', () => {
+  const ALLOC = '5b1e3a4c-9f2d-4e8a-b7c6-1d2e3f4a5b6c';
+
+  it('reads an allocation with GET /v1/allocation/:id: its job and task group', async () => {
+    nomad.addAllocation(ALLOC, 'web', 'cache');
+    expect(await client.readAllocation(ALLOC)).toMatchObject({ ID: ALLOC, JobID: 'web', TaskGroup: 'cache', Namespace: 'default' });
+    expect(nomad.requests[0]).toMatchObject({ method: 'GET', path: `/v1/allocation/${ALLOC}`, token: TOKEN });
+    const missing = await client.readAllocation('00000000-0000-4000-8000-000000000000').catch((caught: unknown) => caught);
+    expect(isNotFound(missing)).toBe(true);
+    expect((missing as NomadApiError).nomadMessage).toBe('alloc not found');
+  });
+
+  it('looks up the job for the CSI node service; Nomad not knowing the allocation, refusing or gone: undefined and a warning', async () => {
+    nomad.addAllocation(ALLOC, 'web', 'cache');
+    const warnings: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+    const lookup = allocationJobLookup({ address: nomad.address, token: TOKEN }, logger);
+    expect(await lookup(ALLOC)).toEqual({ jobId: 'web', taskGroup: 'cache' });
+    expect(await lookup('00000000-0000-4000-8000-000000000000')).toBeUndefined();
+    expect(await allocationJobLookup({ address: nomad.address, token: 'not-a-token' }, logger)(ALLOC)).toBeUndefined();
+    await nomad.close();
+    expect(await lookup(ALLOC)).toBeUndefined();
+    nomad = await FakeNomad.start();
+    const reasons = warnings.map((line) => JSON.parse(line) as { msg: string; reason: string; allocationId: string });
+    expect(reasons.map((r) => r.msg)).toEqual(Array(3).fill('could not look up the job of a Nomad allocation; its job label stays empty'));
+    expect(reasons.map((r) => r.reason)).toEqual([
+      expect.stringMatching(/HTTP 404\): alloc not found$/),
+      expect.stringMatching(/HTTP 403\): ACL token not found$/),
+      // Refused, or the socket fetch kept alive closed under it.
+      expect.stringMatching(/^cannot reach Nomad at http:\/\/127\.0\.0\.1:\d+ \(\w+\)/),
+    ]);
   });
 });
 

@@ -102,6 +102,9 @@ describe('the node plugin job', () => {
     const args = checkPlugin(job, 'node');
     expect(job.config).toMatchObject({ privileged: true, network_mode: 'host' });
     expect(parseWeftdArgs(args).listen).toBe(NODE_VALUES['attr.unique.network.ip-address']);
+    // The client's own agent tells the job of each allocation (weft_volume_info's job label).
+    expect(parseWeftdArgs(args).csi?.nomadAddr).toBe(`http://${NODE_VALUES['attr.unique.network.ip-address']}:4646`);
+    expect(job.task.identity).toEqual([{ env: true }]);
     expect(one(job.config.mount)).toMatchObject({ type: 'bind', source: '/var/lib/weft', target: parseWeftdArgs(args).dataDir });
   });
 

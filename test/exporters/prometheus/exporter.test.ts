@@ -129,12 +129,12 @@ describe('a weftd cluster scraped under I/O', () => {
       // As the CSI node service records a stage with its pod (weft attachment list shows it).
       await api.recordAttachment({
         volume: 'rep', nodeId: primary.nodeId, devicePath: '/dev/loop9', method: 'nbdfuse-loop', stagingPath: '/staging/rep',
-        workloads: [{ orchestrator: 'kubernetes', podName: 'web-0', podNamespace: 'shop', podUid: 'u-1' }],
+        workloads: [{ orchestrator: 'kubernetes', podName: 'web-0', podNamespace: 'shop', podUid: 'u-1', pvcName: 'data-web-0', pvcNamespace: 'shop' }],
       });
       await qemuIo(primary.nbdUri('rep'), ['write -P 0x11 4M 8k', 'flush']);
       const families = await scrape(primary);
       const workload = { volume: 'rep', orchestrator: 'kubernetes', namespace: 'shop', pod: 'web-0', alloc: '', task: '' };
-      expect(valueOf(families, 'weft_volume_info', { ...workload, class: 'ssd', node: primary.nodeId, pvc: '', job: '' })).toBe(1);
+      expect(valueOf(families, 'weft_volume_info', { ...workload, class: 'ssd', node: primary.nodeId, pvc: 'data-web-0', job: '' })).toBe(1);
       const writes = valueOf(families, 'weft_volume_operations_total', { volume: 'rep', operation: 'write' });
       expect(writes).toBeGreaterThanOrEqual(2);
       expect(valueOf(families, 'weft_workload_operations_total', { ...workload, operation: 'write' })).toBe(writes);
