@@ -120,7 +120,8 @@ const RATE_COLUMNS: Column<StatsRow>[] = [
   number('IN-FLIGHT', (r) => String(r.inFlight)),
 ];
 
-const VOLUME_LINE_COLUMNS: Column<StatsRow>[] = [{ header: 'TIME', value: (row) => clockTime(row.time) }, ...RATE_COLUMNS];
+// TIME's width is that of HH:MM:SS: the header is printed alone, before the rows it heads.
+const VOLUME_LINE_COLUMNS: Column<StatsRow>[] = [{ header: 'TIME', value: (row) => clockTime(row.time), width: 8 }, ...RATE_COLUMNS];
 const TOP_COLUMNS: Column<StatsRow>[] = [{ header: 'VOLUME', value: (row) => row.rates.volume }, ...RATE_COLUMNS];
 
 /** "500ms", "2s", "1.5" (seconds) -> milliseconds, from 100 ms to an hour. */

@@ -108,6 +108,9 @@ describe('while fio writes 4 KiB at 200 IOPS', () => {
     const lines = stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^TIME\s+R\/S\s+W\/S/);
     for (const line of lines.slice(1)) expect(line).toMatch(/^\d\d:\d\d:\d\d\s+0\.0\s+\d+\.\d\s+0\.00\s+0\.\d\d\s+-\s+-\s+\S+\s+\S+\s+\d+$/);
+    // Columns line up under the header: each ends where its heading does (numbers are right-aligned).
+    const ends = (line: string) => [...line.matchAll(/\S+(?: \S+)*/g)].map((word) => word.index! + word[0].length);
+    for (const line of lines.slice(1)) expect(ends(line).slice(1)).toEqual(ends(lines[0]).slice(1));
   });
 });
 
