@@ -19,11 +19,13 @@ import type { Logger } from './logger';
 import { EngineExports, exportName, exportNames } from './nbd-exports';
 import { NbdServer } from './nbd/server';
 import { FORMAT_VERSION, LocalEngine } from './volume/local-engine';
+import type { ForwardingDevice } from './replication/forwarding-device';
 import type { LocalReplica } from './volume/local-replica';
 import { MetricsDevice, VolumeMetrics } from './volume/metrics-device';
 import { listen } from './listen';
 import { nodeTelemetry } from './node-telemetry';
 import type { NodeTelemetry } from './telemetry';
+import type { OpenDevice } from './volume/types';
 import type { VolumeRef, VolumeStack } from './volume/volume';
 
 export interface NodeHandle {
@@ -100,7 +102,8 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       syncIntervalMs: config.syncIntervalMs,
       stackFor: (replica, ref) => stackFor(replica, ref, volumeMetrics, controller),
     });
-    liveExports = () => exportNames(engine);
+    // Replicated volumes this node holds no copy of count here too while their clients attach here.
+    liveExports = () => [...exportNames(engine), ...controller.recordNames()];
     running.add('engine', () => engine.close());
 
     // After the engine, which holds the data dir's lock (the embedded store keeps its file there).
@@ -111,7 +114,10 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     running.add('volume controller', () => controller.close());
 
     const nbd = new NbdServer({
-      provider: new EngineExports(engine, controller),
+      provider: new EngineExports(engine, {
+        primaryExport: (volume) => controller.primaryExport(volume),
+        remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
+      }),
       logger: logger.child({ component: 'nbd' }),
       maxConnectionInFlightBytes: config.maxConnectionInflightBytes,
       maxInFlightBytes: config.maxInflightBytes,
@@ -172,6 +178,16 @@ function nodeRecord(config: WeftdConfig, engine: LocalEngine, version: string, n
 export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeMetrics | undefined, controller?: VolumeController): VolumeStack {
   const { layer, copy } = controller && ref.snapshot === undefined ? controller.layerFor(ref.volume, replica) : { layer: replica, copy: replica };
   return { top: metrics ? new MetricsDevice(layer, metrics.forVolume(exportName(ref))) : layer, copy };
+}
+
+/**
+ * The export of a replicated volume this node holds no copy of, with the metrics layer a copy's
+ * stack has: its clients' I/O is counted on the node they attach to, as everywhere. (The primary
+ * does not count what nodes forward to it, so nothing is counted twice.)
+ */
+function countedForwarder(forwarder: ForwardingDevice | undefined, volume: string, metrics: VolumeMetrics | undefined): OpenDevice | undefined {
+  if (!forwarder || !metrics) return forwarder;
+  return Object.assign(new MetricsDevice(forwarder, metrics.forVolume(volume)), { close: () => forwarder.close() });
 }
 
 /** What has been started, stopped in reverse order, once. */

@@ -1,19 +1,20 @@
 // AttachmentService: validates each request, then records, removes or lists attachments in the
-// AttachmentStore. Only a volume that exists can be recorded as attached.
+// AttachmentStore. Only a volume that exists can be recorded as attached: one of this node's, or a
+// replicated volume of the cluster (attach is local on every node, with or without a copy here).
 
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { VolumeEngine } from '../volume/types';
 import type { AttachmentStore } from './attachments';
+import type { ReplicatedVolumes } from './cluster-volumes';
 import type * as wire from './messages';
 import { unary, type RpcContext } from './rpc';
 import { checkName, checkOptionalName } from './validate';
 
-export function attachmentService(store: AttachmentStore, engine: VolumeEngine, rpc: RpcContext): UntypedServiceImplementation {
+export function attachmentService(store: AttachmentStore, volumes: ReplicatedVolumes, rpc: RpcContext): UntypedServiceImplementation {
   return {
     RecordAttachment: unary(rpc, (request: wire.AttachmentRequest) => {
       const volume = checkName('volume', request.volume);
       const nodeId = checkName('node_id', request.nodeId);
-      engine.getVolume(volume);
+      volumes.info(volume);
       const { devicePath, method, stagingPath, workloads } = request;
       return store.record({ volume, nodeId, devicePath, method, stagingPath, workloads });
     }),

@@ -57,7 +57,7 @@ export class ApiServer {
     this.server.addService(serviceDefinition('SnapshotService'), snapshotService(clusterVolumes, rpc));
     this.server.addService(serviceDefinition('PoolService'), poolService(engine, options.classes ?? [], rpc));
     this.server.addService(serviceDefinition('NodeService'), nodeService(node, cluster, () => this.port, rpc));
-    this.server.addService(serviceDefinition('AttachmentService'), attachmentService(attachments, engine, rpc));
+    this.server.addService(serviceDefinition('AttachmentService'), attachmentService(attachments, clusterVolumes, rpc));
   }
 
   /** Bound and not closing. */

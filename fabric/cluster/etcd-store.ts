@@ -2,8 +2,8 @@
 // transactions, leases and watches, under the key prefix "weft/". Every call has a deadline.
 
 import { performance } from 'node:perf_hooks';
-import { ConstantBackoff, handleWhen, retry } from 'cockatiel';
-import { Etcd3, EtcdLeaseInvalidError, type ICompare, type IKeyValue, type IRequestOp, type Lease, type Namespace, type Watcher } from 'etcd3';
+import { circuitBreaker, ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
+import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type ICompare, type IKeyValue, type IRequestOp, type Lease, type Namespace, type Watcher } from 'etcd3';
 import { invalidArgument } from '../errors';
 import {
   checkTxnOps, leaseNotFound, StoreCompactedError, StoreLease, StoreUnavailableError,
@@ -24,6 +24,15 @@ const RESULTS = { '=': 'Equal', '!=': 'NotEqual', '<': 'Less', '>': 'Greater' } 
 const notApplied = (error: Error) => /No connection established|ECONNREFUSED|etcdserver: no leader|raft proposal dropped/.test(error.message);
 const RETRY_PAUSE_MS = 200;
 
+/**
+ * How soon a node that lost etcd (a partition, a restarted member) tries again: at most this long
+ * after etcd is back, its calls, watches and lease go through. The etcd3 client's defaults (a host
+ * shut out for 5 s after 3 failures, watches reconnected after up to 30 s, gRPC's reconnect backoff
+ * up to 120 s) left a healed node blind for 8-15 s: it kept forwarding its clients' writes to a
+ * primary that had died meanwhile, far past the 5 s failover target.
+ */
+const RECONNECT_MAX_MS = 1000;
+
 export class EtcdStore implements ClusterStore {
   private readonly kv: Namespace;
   private readonly leases = new Set<EtcdLease>();
@@ -39,7 +48,13 @@ export class EtcdStore implements ClusterStore {
       hosts: endpoints.map((endpoint) => `http://${endpoint}`),
       // Streams (watches, lease keepalives) live on; single calls get a deadline.
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeoutMs }),
-      faultHandling: { global: retry(handleWhen(notApplied), { maxAttempts: 2 * endpoints.length, backoff: new ConstantBackoff(RETRY_PAUSE_MS) }) },
+      faultHandling: {
+        global: retry(handleWhen(notApplied), { maxAttempts: 2 * endpoints.length, backoff: new ConstantBackoff(RETRY_PAUSE_MS) }),
+        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: RECONNECT_MAX_MS, breaker: new ConsecutiveBreaker(3) }),
+        // etcd3 takes a backoff's first step, and steps from it (next()) on each reconnection.
+        watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: RECONNECT_MAX_MS }).next(),
+      },
+      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': RECONNECT_MAX_MS },
     });
     const store = new EtcdStore(client, endpoints, timeoutMs);
     try {

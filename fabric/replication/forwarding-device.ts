@@ -20,11 +20,11 @@
 // member of the in-sync set, the new primary is one of them, and its flush makes durable everything
 // written to it and to its replicas, through any connection.
 
-import { IoError } from '../errors';
+import { failedPrecondition, IoError } from '../errors';
 import type { Logger } from '../logger';
 import { NbdConnectionError } from '../nbd/client';
 import type { Pieces } from '../pieces';
-import type { BlockDevice, Extent, WriteZeroesOptions } from '../volume/block-device';
+import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 
 /**
  * Where a volume's primary is reached: the node's own stack when this node is the serving primary
@@ -77,7 +77,11 @@ function isRetryable(err: unknown): boolean {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export class ForwardingDevice implements BlockDevice {
+/**
+ * A layer, so that a volume's stack can sit on it (the metrics layer of a node that forwards a volume
+ * it holds no copy of): I/O only, the control operations are the primary's, through its API.
+ */
+export class ForwardingDevice implements VolumeLayer {
   readonly readOnly = false;
   private target: RouteTarget | undefined;
   /** The route() call under way, which every request that needs a target waits for. */
@@ -138,6 +142,22 @@ export class ForwardingDevice implements BlockDevice {
 
   canFastZero(): boolean {
     return false;
+  }
+
+  snapshot(): Promise<void> {
+    return this.refuseControl('snapshot');
+  }
+
+  resize(): Promise<void> {
+    return this.refuseControl('resize');
+  }
+
+  revert(): Promise<void> {
+    return this.refuseControl('revert');
+  }
+
+  private refuseControl(operation: string): Promise<void> {
+    return Promise.reject(failedPrecondition(`volume ${this.options.volume}: a ${operation} goes through the API, to the primary; this node only forwards I/O`));
   }
 
   /** Closes the current target; requests still retrying, and any made later, fail with ESHUTDOWN. */

@@ -150,6 +150,30 @@ describe('a weftd cluster scraped under I/O', () => {
     }
   });
 
+  it('counts the I/O of a pod attached through a node without a copy there, and not again on the primary it forwards to', async () => {
+    const forwarder = await startWeftd({ pools: ['none'], extraArgs: ['--store', etcd.storeSpec, '--node-id', 'n3', '--advertise', '127.0.0.1'] });
+    const api = new WeftClient(`127.0.0.1:${forwarder.apiPort}`);
+    try {
+      await api.recordAttachment({
+        volume: 'rep', nodeId: forwarder.nodeId, devicePath: '/dev/loop8', method: 'nbdfuse-loop', stagingPath: '/staging/rep',
+        workloads: [{ orchestrator: 'kubernetes', podName: 'api-0', podNamespace: 'shop', podUid: 'u-2' }],
+      });
+      const writesOn = async (node: WeftdHandle) => valueOf(await scrape(node), 'weft_volume_operations_total', { volume: 'rep', operation: 'write' });
+      const primaryBefore = await writesOn(primary);
+      await qemuIo(forwarder.nbdUri('rep'), ['write -P 0x21 8M 4k', 'write -P 0x22 9M 4k', 'write -P 0x23 10M 4k', 'flush']);
+      const families = await scrape(forwarder);
+      expect(valueOf(families, 'weft_volume_operations_total', { volume: 'rep', operation: 'write' })).toBe(3);
+      expect(valueOf(families, 'weft_volume_bytes_total', { volume: 'rep', direction: 'write' })).toBe(3 * 4096);
+      const workload = { volume: 'rep', orchestrator: 'kubernetes', namespace: 'shop', pod: 'api-0', alloc: '', task: '' };
+      expect(valueOf(families, 'weft_workload_operations_total', { ...workload, operation: 'write' })).toBe(3);
+      expect(valueOf(families, 'weft_volume_info', { ...workload, class: 'ssd', node: 'n3', pvc: '', job: '' })).toBe(1);
+      expect(await writesOn(primary)).toBe(primaryBefore);
+    } finally {
+      api.close();
+      await forwarder.stop();
+    }
+  });
+
   it('drops the series of a deleted volume at the next scrape', async () => {
     expect((await scrape(primary)).get('weft_volume_operations_total')!.series.some((s) => s.labels.volume === 'plain')).toBe(true);
     expect((await primary.weft(['volume', 'delete', 'plain'])).code).toBe(0);
