@@ -15,6 +15,7 @@ import { ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-
 import type { CopyOperation } from '../replication/replication-layer';
 import type { InSyncSet } from '../replication/in-sync-set';
 import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
+import { verifyRegions } from '../replication/replica-verify';
 import type { VolumeLayer } from '../volume/block-device';
 import type { ClusterStore } from './cluster-store';
 import { step } from './volume-brain';
@@ -338,6 +339,7 @@ export class VolumeRunner implements InSyncSet {
         device.addRemote({ id: replica, connect: () => this.connectReplica(replica, serving.epoch, REPLICA_TIMEOUT_MS) });
       }
       const { resyncKind, extra } = await this.formerPrimaryActivity(replica, kind);
+      if (extra) await this.equalizeInStep(device, replica, extra);
       this.context.logger.info({ volume: this.name, replica, kind: resyncKind, formerPrimaryBytes: extra?.bytes }, 'resyncing a replica');
       const copiedBytes = await device.resync(replica, resyncKind, extra);
       this.context.logger.info({ volume: this.name, replica, kind: resyncKind, copiedBytes, ms: Date.now() - started }, 'replica resynced');
@@ -361,6 +363,17 @@ export class VolumeRunner implements InSyncSet {
       return undefined;
     });
     return activity?.epoch === copy.lastEpoch ? { resyncKind: 'delta', extra: activity.map } : { resyncKind: 'full' };
+  }
+
+  /**
+   * Where a former primary's activity log says its writes in flight when it stopped may have
+   * reached some copies and not others, the copies in step are made equal to this one, which clients
+   * have read since: else a later failover to another copy could show them other data there.
+   */
+  private async equalizeInStep(device: ReplicatedDevice, formerPrimary: string, regions: DirtyMap): Promise<void> {
+    const verified = await verifyRegions(device, this.context.self, regions);
+    const repairedBlocks = verified.replicas.reduce((sum, r) => sum + r.checksumRepairedBlocks + r.mismatchRepairedBlocks, 0);
+    this.context.logger.info({ volume: this.name, formerPrimary, checkedBlocks: verified.checkedBlocks, repairedBlocks }, 'copies in step made equal where a former primary had writes in flight');
   }
 
   private connectReplica(node: string, epoch: number, timeoutMs: number) {

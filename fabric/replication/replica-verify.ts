@@ -11,6 +11,7 @@ import { ChecksumError, IoError } from '../errors';
 import { BLOCK_BYTES } from '../store/block-size';
 import type { VolumeLayer } from '../volume/block-device';
 import type { ReplicaVerifyResult, SkippedReplica } from '../volume/types';
+import type { DirtyMap } from './dirty-map';
 import { NbdConnectionError } from '../nbd/client';
 import { isFenced, type InSyncPeer, type ReplicatedDevice } from './replicated-device';
 
@@ -52,13 +53,40 @@ interface Repair {
 }
 
 /** Compares and repairs every block of the volume on the primary (self) and its in-sync copies; onProgress hears after every window. */
-export async function verifyReplicas(
+export function verifyReplicas(
   device: ReplicatedDevice,
   self: string,
   onProgress?: (doneBlocks: number, totalBlocks: number) => void,
 ): Promise<ReplicasVerified> {
   const sizeBytes = device.sizeBytes;
-  const totalBlocks = Math.ceil(sizeBytes / BLOCK_BYTES);
+  const windows = Array.from({ length: Math.ceil(sizeBytes / WINDOW_BYTES) }, (_, i) => i * WINDOW_BYTES);
+  return verifyWindows(device, self, windows, onProgress);
+}
+
+/**
+ * The same over the windows that hold a block of `regions` only: where a former primary's activity
+ * log says its writes in flight when it stopped may have reached some copies and not others. The
+ * copies in sync are made equal to this primary's, so that the next primary serves what this one did.
+ */
+export function verifyRegions(device: ReplicatedDevice, self: string, regions: DirtyMap): Promise<ReplicasVerified> {
+  const windows = new Set<number>();
+  for (const run of regions.runs()) {
+    const end = Math.min(device.sizeBytes, run.offsetBytes + run.lengthBytes);
+    for (let at = run.offsetBytes - (run.offsetBytes % WINDOW_BYTES); at < end; at += WINDOW_BYTES) windows.add(at);
+  }
+  return verifyWindows(device, self, [...windows].sort((a, b) => a - b));
+}
+
+/** Verifies the windows starting at `windows` (ascending, WINDOW_BYTES apart or more). */
+async function verifyWindows(
+  device: ReplicatedDevice,
+  self: string,
+  windows: number[],
+  onProgress?: (doneBlocks: number, totalBlocks: number) => void,
+): Promise<ReplicasVerified> {
+  const sizeBytes = device.sizeBytes;
+  const totalBlocks = windows.reduce((sum, at) => sum + Math.ceil(Math.min(WINDOW_BYTES, sizeBytes - at) / BLOCK_BYTES), 0);
+  let doneBlocks = 0;
   const results = new Map([[self, emptyResult(self)]]);
   const skipped = new Map<string, string>();
   for (const replica of device.status()) {
@@ -67,7 +95,7 @@ export async function verifyReplicas(
   }
   const drop = (node: string, why: string) => void (skipped.has(node) || skipped.set(node, why));
   const badBlockOffsets: number[] = [];
-  for (let at = 0; at < sizeBytes; at += WINDOW_BYTES) {
+  for (const at of windows) {
     const lengthBytes = Math.min(WINDOW_BYTES, sizeBytes - at);
     await device.exclusively(at, lengthBytes, async (local, peers) => {
       const compared = [...results.keys()].filter((node) => node !== self && !skipped.has(node));
@@ -76,7 +104,8 @@ export async function verifyReplicas(
       for (const peer of peers) if (compared.includes(peer.id)) copies.push(remoteCopy(peer, results.get(peer.id) as ReplicaVerifyResult));
       badBlockOffsets.push(...(await verifyWindow(copies, at, lengthBytes, drop)));
     });
-    onProgress?.(Math.ceil((at + lengthBytes) / BLOCK_BYTES), totalBlocks);
+    doneBlocks += Math.ceil(lengthBytes / BLOCK_BYTES);
+    onProgress?.(doneBlocks, totalBlocks);
   }
   return {
     checkedBlocks: totalBlocks,
