@@ -57,6 +57,11 @@ export class ActivityLog {
     return this.epochValue;
   }
 
+  /** How many extents it names. */
+  get extents(): number {
+    return this.logged.size;
+  }
+
   /** The regions it names, as a map of blocks. */
   regions(): DirtyMap {
     const map = new DirtyMap();

@@ -63,8 +63,8 @@ export interface ReplicationOptions {
   resyncBusyShare?: number;
   /** The local copy's absence log (its changes pass the log's tracking layer), and the word to the others'. */
   absences?: { log: AbsenceLog; notices: AbsenceNotices };
-  /** This primary's activity log, and the epoch it serves at (activity-log.ts). */
-  activity?: { log: ActivityLog; epoch: number };
+  /** This primary's activity log, the epoch it serves at (activity-log.ts), and its cap in extents (default 1024). */
+  activity?: { log: ActivityLog; epoch: number; capExtents?: number };
   /**
    * Remotes out that lack nothing written before this open, though they may hold writes the others
    * lack: the primary just before this one. What they hold, their own activity log says (resync's extra).
@@ -78,6 +78,13 @@ const RESYNC_RUN_BYTES = 1024 * 1024;
 const RESYNC_DEPTH = 4;
 /** A full resync asks the local copy for its allocation this much at a time, client writes held off the range meanwhile. */
 const SCAN_WINDOW_BYTES = 64 * 1024 * 1024;
+/**
+ * A workload that never flushes would grow the activity log to every extent it touched, and the
+ * repair after a crash of the primary with it. Past this many extents (4 GiB) the primary flushes
+ * every copy itself, which lets the log shrink, as DRBD does when its activity log is full. Large
+ * enough that a working set of a few GiB never causes such a flush.
+ */
+const ACTIVITY_LOG_CAP_EXTENTS = 1024;
 
 /** What the primary knows of one remote replica. */
 class Remote {
@@ -128,6 +135,9 @@ export class ReplicatedDevice extends PassThroughLayer {
   private sent = 0;
   private readonly absences: ReplicationOptions['absences'];
   private readonly activity: ActivityLog | undefined;
+  private readonly activityCap: number;
+  /** The flush settleActivityLog() started, while it runs. */
+  private settling: Promise<void> | undefined;
 
   private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet, options: ReplicationOptions) {
     super(below);
@@ -135,6 +145,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     this.pacer = new ResyncPacer(options.resyncBusyShare ?? 0.1);
     this.absences = options.absences;
     this.activity = options.activity?.log;
+    this.activityCap = options.activity?.capExtents ?? ACTIVITY_LOG_CAP_EXTENTS;
   }
 
   /**
@@ -265,6 +276,23 @@ export class ReplicatedDevice extends PassThroughLayer {
    */
   paused<T>(operation: () => Promise<T>): Promise<T> {
     return this.gate.during(operation);
+  }
+
+  /**
+   * A flush of every copy, one at a time, started by the device itself so that its activity log
+   * shrinks. Another follows while the log is over its cap and the last one shrank it; else the
+   * next write over the cap starts one (a failed flush drops its copies as any flush does).
+   */
+  private settleActivityLog(): void {
+    const log = this.activity as ActivityLog;
+    const before = log.extents;
+    this.settling ??= this.flush().then(
+      () => {
+        this.settling = undefined;
+        if (log.extents > this.activityCap && log.extents < before) this.settleActivityLog();
+      },
+      () => (this.settling = undefined),
+    );
   }
 
   private async flushNow(): Promise<void> {
@@ -459,6 +487,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     const activity = this.remotes.length > 0 ? this.activity : undefined; // a lone copy cannot differ from others
     try {
       const logged = activity?.enter(offsetBytes, lengthBytes);
+      if (activity && activity.extents > this.activityCap) this.settleActivityLog();
       if (logged) await logged;
       if (this.resyncs > 0) release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false);
       const targets = this.targets();

@@ -1,13 +1,15 @@
 // The primary's activity log (fabric/replication/activity-log.ts): the extents where the copies
 // may differ if the primary died now, on disk before a write is sent, gone once a flush that began
 // after their last write completed everywhere; and, under a real ReplicatedDevice with a real
-// replica, a primary restarted after a crash makes its copies equal there before it serves.
+// replica, a primary restarted after a crash makes its copies equal there before it serves, and a
+// workload that never flushes does not grow the log past its cap.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ActivityLog } from '../../fabric/replication/activity-log';
 import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
+import { waitFor } from '../helpers/wait-for';
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
 import { ReplicaNode } from '../helpers/replica-node';
 import { cleanupAll, makeTempDir } from '../helpers/weftd';
@@ -88,6 +90,32 @@ test('a primary restarted with extents in its log copies them to the copies in s
     expect((await replica.readAll(3, 9 * MiB)).subarray(8 * MiB + 4096, 8 * MiB + 4096 + lost.length).equals(lost)).toBe(true);
     const after = ActivityLog.load(log.file);
     expect([after.epoch, runsOf(after)]).toEqual([3, []]);
+    device.close();
+  } finally {
+    replica.closeClients();
+    await engine.close();
+  }
+});
+
+test('writes that are never flushed do not grow the log past its cap: the primary flushes every copy itself', async () => {
+  const CAP = 16; // weftd's is 1024 (4 GiB)
+  const extents = 4 * CAP;
+  const VOLUME_BYTES = extents * EXTENT;
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
+  const replica = await ReplicaNode.start('r1', 'vol', VOLUME_BYTES);
+  try {
+    const log = ActivityLog.load(path.join(dir, 'vol.activity.json'));
+    const device = await ReplicatedDevice.open(local, [replica.remote(1)], new MemoryInSyncSet(['r1']), { activity: { log, epoch: 1, capExtents: CAP } });
+    let most = 0;
+    for (let extent = 0; extent < extents; extent++) {
+      await device.write(extent * EXTENT, randomBytes(4096), false);
+      most = Math.max(most, log.extents);
+    }
+    // Each flush it starts covers what was written before it began; one runs at a time.
+    await waitFor(() => log.extents <= CAP, 10_000, 20);
+    expect(most).toBeLessThan(extents);
+    expect(device.status().map((r) => r.state)).toEqual(['in-sync']);
     device.close();
   } finally {
     replica.closeClients();
