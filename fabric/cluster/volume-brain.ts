@@ -83,6 +83,10 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       if (replicaState === 'resyncing') s.resyncRetryAtMs[event.replica] = s.nowMs + config.resyncRetryMs;
       break;
     }
+    case 'replica-diverged':
+      // Only a full copy brings it back, whatever its state: out as diverged, even if out already.
+      if (s.role === 'serving' && stateOf(s, event.replica) !== undefined) queue(s, { kind: 'out', node: event.replica, reason: event.reason, diverged: true });
+      break;
     case 'resync-finished':
       if (s.role === 'serving' && stateOf(s, event.replica) === 'resyncing') queue(s, { kind: 'in-sync', node: event.replica });
       break;

@@ -171,17 +171,21 @@ export class VolumeRunner implements InSyncSet {
         for (const node of [...others, this.context.self]) await this.context.controlCopy(node, this.name, { ...operation, checkOnly: true }, serving.epoch);
       }
       const done: string[] = [];
+      let failedOn: string | undefined;
       try {
         for (const node of others) {
+          failedOn = node;
           await this.context.controlCopy(node, this.name, operation, serving.epoch);
           done.push(node);
         }
+        failedOn = undefined;
         await applyTo(local, operation);
       } catch (err) {
         if (operation.type === 'snapshot') {
           const undo: CopyOperation = { type: 'delete-snapshot', name: operation.name };
           for (const node of done) await this.context.controlCopy(node, this.name, undo, serving.epoch).catch(() => undefined);
         }
+        if (operation.type === 'revert') await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
         throw err;
       }
     });
@@ -190,6 +194,19 @@ export class VolumeRunner implements InSyncSet {
       this.dispatch({ type: 'resized', sizeBytes });
       await this.waitFor('resize', this.context.self, () => (this.state.record as VolumeRecord).sizeBytes >= sizeBytes);
     }
+  }
+
+  /**
+   * A revert cannot be undone. This copy was not reverted (it comes last) and serves on as it was;
+   * the copies the revert reached, and the one it failed on, may differ from it anywhere: they are
+   * taken out as diverged before any change goes on, so that only a full copy brings them back and
+   * none of them can be promoted meanwhile.
+   */
+  private async revertFailed(device: ReplicatedDevice, copies: string[], err: Error): Promise<void> {
+    const reason = `a revert failed (${err.message}): this copy may differ from the primary's anywhere`;
+    for (const node of copies) this.dispatch({ type: 'replica-diverged', replica: node, reason });
+    await Promise.allSettled(copies.map((node) => device.diverged(node, reason)));
+    this.context.logger.error({ volume: this.name, copies, err }, 'a revert failed part way: the copies it reached are out until a full copy');
   }
 
   /** Resolves once no change of this kind for node is pending and the committed record satisfies done; fails if this node stops serving first. */

@@ -220,6 +220,18 @@ export class ReplicatedDevice extends PassThroughLayer {
     await Promise.allSettled(out.map((r) => this.logAbsence(r)));
   }
 
+  /**
+   * A copy that may differ anywhere from the local one (a revert reached it, or failed on it half
+   * done): out from now on, and owed a full copy. Resolves once it is out of the in-sync set.
+   */
+  async diverged(replicaId: string, reason: string): Promise<void> {
+    const remote = this.remotes.find((r) => r.replica.id === replicaId);
+    if (!remote) return;
+    if (remote.state !== 'out') this.markOut(remote);
+    remote.needsFull = true;
+    await this.removed(remote, reason);
+  }
+
   /** A new copy (a replacement): out, until a full resync brings it in. */
   addRemote(replica: RemoteReplica): void {
     if (this.remotes.some((r) => r.replica.id === replica.id)) return;

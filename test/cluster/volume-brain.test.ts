@@ -57,6 +57,7 @@ const leaseGone: BrainEvent = { type: 'primary-lease', lease: null };
 const committed = (id: string, revision = 11): BrainEvent => ({ type: 'txn-result', id, committed: true, revision });
 const refused = (id: string): BrainEvent => ({ type: 'txn-result', id, committed: false });
 const failed = (replica: string): BrainEvent => ({ type: 'replica-failed', replica, reason: 'write timed out' });
+const diverged = (replica: string): BrainEvent => ({ type: 'replica-diverged', replica, reason: 'a revert failed' });
 
 /** Actions, with each transaction shown as its id, delay, and the record it would put. */
 function summary(actions: BrainAction[]) {
@@ -136,6 +137,15 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['4', 'a follower leaves failures to the primary', follower('b', record()), [failed('c')], []],
   ['4', 'two failures: one transaction at a time, the second on the record the first made', primary(record()), [failed('b'), failed('c'), committed('out:b@10')], [
     { txn: 'out:c@11', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3 }, c: { state: 'out', lastEpoch: 3 } })] },
+  ]],
+  ['3', 'a revert reached a copy, or failed on it half done: out as diverged, so that only a full copy brings it back', primary(record()), [diverged('b')], [
+    { txn: 'out:b@10', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3, diverged: true } })] },
+  ]],
+  ['3', '... even when it was out already (a delta would miss what the revert changed)', primary(record({ b: { state: 'out', lastEpoch: 3 } }), ['b']), [diverged('b')], [
+    { txn: 'out:b@10', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3, diverged: true } })] },
+  ]],
+  ['3', '... and a full resync when it is back', primary(record({ b: { state: 'out', lastEpoch: 3 } }), ['b']), [diverged('b'), committed('out:b@10'), { type: 'nodes', nodes: nodes() }, committed('resync:b@11', 12)], [
+    { type: 'resync', replica: 'b', kind: 'full' },
   ]],
   ['6', 'a replica back, out since this epoch: marked resyncing, then a delta resync', primary(record({ b: { state: 'out', lastEpoch: 3 } }), ['b']), [{ type: 'nodes', nodes: nodes() }, committed('resync:b@10')], [
     { type: 'resync', replica: 'b', kind: 'delta' },
