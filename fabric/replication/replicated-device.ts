@@ -296,9 +296,10 @@ export class ReplicatedDevice extends PassThroughLayer {
    * next write over the cap starts one (a failed flush drops its copies as any flush does).
    */
   private settleActivityLog(): void {
+    if (this.settling) return;
     const log = this.activity as ActivityLog;
     const before = log.extents;
-    this.settling ??= this.flush().then(
+    this.settling = this.flush().then(
       () => {
         this.settling = undefined;
         if (log.extents > this.activityCap && log.extents < before) this.settleActivityLog();
