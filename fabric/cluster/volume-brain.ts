@@ -83,6 +83,9 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       if (replicaState === 'resyncing') s.resyncRetryAtMs[event.replica] = s.nowMs + config.resyncRetryMs;
       break;
     }
+    case 'local-failed':
+      handOver(s, actions, event.reason);
+      break;
     case 'replica-diverged':
       // Only a full copy brings it back, whatever its state: out as diverged, even if out already.
       if (s.role === 'serving' && stateOf(s, event.replica) !== undefined) queue(s, { kind: 'out', node: event.replica, reason: event.reason, diverged: true });
@@ -134,6 +137,10 @@ function onTxnResult(s: BrainState, actions: BrainAction[], event: Extract<Brain
   }
   s.changes.shift();
   s.sentId = undefined;
+  if (change.kind === 'out' && change.node === s.self) {
+    stop(s, actions, `handed over: ${change.reason}`, true);
+    return;
+  }
   const started = change.kind === 'resync' ? change.node : change.kind === 'replace' ? change.by : undefined;
   const replica = record.replicas.find((r) => r.node === started);
   if (replica) actions.push({ type: 'resync', replica: replica.node, kind: resyncKind(record, replica) });
@@ -199,6 +206,20 @@ function tendReplicas(s: BrainState, actions: BrainAction[], config: BrainConfig
   }
   if (wakeAtMs !== undefined && wakeAtMs !== s.wakeAtMs) actions.push({ type: 'wake', atMs: wakeAtMs });
   s.wakeAtMs = wakeAtMs;
+}
+
+/**
+ * The primary's own copy failed a change that an in-sync replica took: the copy (its disk) is what
+ * fails, not the volume. The primary takes its copy out of the in-sync set, as diverged (the failed
+ * change may have landed in part), then stops and releases its lease, so that a member takes over
+ * at once. The others hold every acknowledged write: removing this copy keeps the in-sync rule.
+ * Without another member in the set it serves on, and the change fails.
+ */
+function handOver(s: BrainState, actions: BrainAction[], reason: string): void {
+  if (s.role !== 'serving') return;
+  const record = s.record as VolumeRecord;
+  if (inSyncNodes(record).some((n) => n !== s.self)) queue(s, { kind: 'out', node: s.self, reason, diverged: true });
+  else report(s, actions, 'degraded', `volume ${record.name}: ${reason}; no other copy is in sync to take over`);
 }
 
 function replace(s: BrainState, actions: BrainAction[], node: string, why: string): void {

@@ -30,6 +30,8 @@ const TXN_RETRY_MS = 1000;
 const REPLICA_TIMEOUT_MS = 5000;
 /** How long a resync asked for while the primary's device is still opening waits for it. */
 const SERVE_WAIT_MS = 10_000;
+/** How long a change the local copy failed waits for the volume to be handed over. */
+const HAND_OVER_WAIT_MS = 10_000;
 
 export interface NodeAddress {
   host: string;
@@ -318,6 +320,7 @@ export class VolumeRunner implements InSyncSet {
       absences: log && { log, notices },
       activity: activity && { log: activity, epoch },
       formerPrimaries: record.replicas.filter((r) => r.wasPrimary && r.state !== 'in-sync' && r.lastEpoch === epoch - 1).map((r) => r.node),
+      onLocalFailure: (reason) => this.handOver(reason),
     });
     if (this.state.role !== 'serving' || this.state.claimedEpoch !== epoch || this.closed) {
       device.close();
@@ -326,6 +329,21 @@ export class VolumeRunner implements InSyncSet {
     this.serving = { device, epoch };
     // openMs: connecting to the copies, settling the activity log, telling the copies of those away.
     this.context.logger.info({ volume: this.name, epoch, replicas: record.replicas.map((r) => `${r.node}:${r.state}`), openMs: Date.now() - started }, 'serving as primary');
+  }
+
+  /**
+   * Its own copy failed a change the others took: the brain hands the volume to another member.
+   * Resolves once this node has stopped serving, or at once if it serves on (no other member), or
+   * after HAND_OVER_WAIT_MS (the store out of reach): the change then fails as the copy's did.
+   */
+  private async handOver(reason: string): Promise<void> {
+    const self = this.context.self;
+    const handingOver = () => this.state.changes.some((c) => c.kind === 'out' && c.node === self);
+    const already = handingOver();
+    this.dispatch({ type: 'local-failed', reason });
+    if (!handingOver()) return;
+    if (!already) this.context.logger.error({ volume: this.name, reason }, 'the local copy failed: handing the volume over to an in-sync replica');
+    await Promise.race([this.waitFor('out', self, (state) => state === 'out'), sleep(HAND_OVER_WAIT_MS, undefined, { ref: false })]);
   }
 
   private stopServing(reason: string): void {

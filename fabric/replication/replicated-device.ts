@@ -70,6 +70,12 @@ export interface ReplicationOptions {
    * lack: the primary just before this one. What they hold, their own activity log says (resync's extra).
    */
   formerPrimaries?: readonly string[];
+  /**
+   * The local copy failed a change that a remote in sync took (a failing or full disk here): the
+   * change fails once this has settled. The cluster hands the volume to a remote meanwhile, so that
+   * the failure reads as "no longer the primary" and the change is sent again to the new one.
+   */
+  onLocalFailure?: (reason: string) => Promise<void>;
 }
 
 /** A resync copies at most this much per request. */
@@ -138,6 +144,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   private readonly activityCap: number;
   /** The flush settleActivityLog() started, while it runs. */
   private settling: Promise<void> | undefined;
+  private readonly onLocalFailure: ReplicationOptions['onLocalFailure'];
 
   private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet, options: ReplicationOptions) {
     super(below);
@@ -146,6 +153,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     this.absences = options.absences;
     this.activity = options.activity?.log;
     this.activityCap = options.activity?.capExtents ?? ACTIVITY_LOG_CAP_EXTENTS;
+    this.onLocalFailure = options.onLocalFailure;
   }
 
   /**
@@ -524,7 +532,7 @@ export class ReplicatedDevice extends PassThroughLayer {
    */
   private async settle(targets: Remote[], outcomes: PromiseSettledResult<void>[], offsetBytes: number, lengthBytes: number, seq: number): Promise<void> {
     if (this.allGotIt(targets, outcomes)) {
-      if (outcomes[0].status === 'rejected') throw outcomes[0].reason;
+      if (outcomes[0].status === 'rejected') await this.localFailed(targets, outcomes, outcomes[0].reason);
       return;
     }
     const failures = new Map<Remote, unknown>();
@@ -545,13 +553,27 @@ export class ReplicatedDevice extends PassThroughLayer {
       if (remote.member) removals.push(this.removed(remote, why));
     }
     const [removed, logged] = await Promise.all([Promise.allSettled(removals), Promise.allSettled(logs)]);
-    if (outcomes[0].status === 'rejected') throw outcomes[0].reason;
+    if (outcomes[0].status === 'rejected') await this.localFailed(targets, outcomes, outcomes[0].reason);
     const refused = removed.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (refused) {
       throw new IoError('EIO', `not acknowledged: a replica missed it and could not be removed from the in-sync set: ${(refused.reason as Error).message}`);
     }
     const unlogged = logged.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (unlogged) throw new IoError('EIO', `not acknowledged: a replica missed it and the copies could not log its absence: ${(unlogged.reason as Error).message}`);
+  }
+
+  /**
+   * The local copy failed a change: fails with its error, after onLocalFailure has settled if an
+   * in-sync remote took the change (then the fault is this copy's, not the change's). A fence
+   * (EPERM), a shutdown and a refused request are not the copy's fault.
+   */
+  private async localFailed(targets: Remote[], outcomes: PromiseSettledResult<void>[], err: unknown): Promise<never> {
+    const copyFault = !(err instanceof IoError) || !['EPERM', 'ESHUTDOWN', 'EINVAL'].includes(err.errno);
+    const tookIt = targets.some((r, i) => r.state === 'in-sync' && outcomes[i + 1].status === 'fulfilled');
+    if (copyFault && tookIt && this.onLocalFailure) {
+      await this.onLocalFailure(`its own copy failed a change the others took: ${(err as Error).message}`).catch(() => undefined);
+    }
+    throw err;
   }
 
   /** The usual case, with nothing to record: every remote was a target, got the change, and still is. */

@@ -19,7 +19,10 @@ const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 /** Each node's pool: room for the four 1 GiB volumes of the throughput part (on n1), filled. */
 const POOL_BYTES = 5 * GiB;
-const JOBS = ALL_JOBS.filter((job) => job.rw.endsWith('write'));
+/** BENCH_JOB: runs only the fio jobs whose name contains it (e.g. "4k"). */
+const JOBS = ALL_JOBS.filter((job) => job.rw.endsWith('write') && job.name.includes(process.env.BENCH_JOB ?? ''));
+/** BENCH_PARTS: the parts to run, of throughput, failover, delta, rebuild (default all). */
+const PARTS = (process.env.BENCH_PARTS ?? 'throughput,failover,delta,rebuild').split(',');
 const DELTA_BYTES = 64 * MiB;
 /** How long a resync or a rebuild may take before the bench gives up and says so. */
 const SETTLE_TIMEOUT_MS = 300_000;
@@ -32,8 +35,17 @@ async function main(dir: string): Promise<void> {
   await startCluster();
   // The phases that kill and restart nodes come first: a restart after the throughput phase's
   // gigabytes of writes once missed test/helpers' 15 s startup limit on this loaded machine.
-  const sections = [await failover(), await deltaResync(dir), await fullRebuild(dir), await throughput(dir)];
-  sections.unshift(sections.pop() as Section); // the throughput table first
+  const parts: [string, () => Promise<Section>][] = [
+    ['failover', failover],
+    ['delta', () => deltaResync(dir)],
+    ['rebuild', () => fullRebuild(dir)],
+    ['throughput', () => throughput(dir)],
+  ];
+  const unknown = PARTS.filter((p) => !parts.some(([name]) => name === p));
+  if (unknown.length > 0) throw new Error(`BENCH_PARTS names no such part: ${unknown.join(', ')}`);
+  const sections: Section[] = [];
+  for (const [name, part] of parts) if (PARTS.includes(name)) sections.push(await part());
+  if (PARTS.includes('throughput')) sections.unshift(sections.pop() as Section); // the throughput table first
   const markdown = sections.map((s) => s.markdown).join('\n\n');
   console.log(markdown);
   const json = Object.fromEntries(sections.map((s) => [s.name, s.json]));
