@@ -8,7 +8,7 @@ import type { PrimaryLease, RecordChange, VolumeRecord } from './volume-record';
 export interface BrainConfig {
   /** How long a candidate waits per better-ranked candidate before it tries to take over. */
   promotionStepMs: number;
-  /** How long a replica's node may stay down before its copy is replaced (--replica-timeout). */
+  /** How long a replica's node may stay down, or its resyncs keep failing, before its copy is replaced (--replica-timeout). */
   replicaTimeoutMs: number;
   /** How long after a failed resync the next one starts, the replica's node being up (short: a node that comes back while its lease still looked alive catches up in seconds). */
   resyncRetryMs: number;
@@ -34,6 +34,8 @@ export interface BrainState {
   downSinceMs: Record<string, number>;
   /** When a replica whose resync failed may be resynced again. */
   resyncRetryAtMs: Record<string, number>;
+  /** Since when each replica's resyncs have failed, its node up (a failing or full disk there), until one ends. */
+  resyncFailingSinceMs: Record<string, number>;
   nowMs: number;
   role: Role;
   /**
@@ -102,5 +104,5 @@ export interface Decision {
 }
 
 export function initialBrainState(self: string): BrainState {
-  return { self, recordRevision: 0, nodes: [], downSinceMs: {}, resyncRetryAtMs: {}, nowMs: 0, role: 'follower', changes: [] };
+  return { self, recordRevision: 0, nodes: [], downSinceMs: {}, resyncRetryAtMs: {}, resyncFailingSinceMs: {}, nowMs: 0, role: 'follower', changes: [] };
 }

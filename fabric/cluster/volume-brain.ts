@@ -80,7 +80,10 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       const replicaState = stateOf(s, event.replica);
       if (s.role !== 'serving' || (replicaState !== 'in-sync' && replicaState !== 'resyncing')) break;
       queue(s, { kind: 'out', node: event.replica, reason: event.reason });
-      if (replicaState === 'resyncing') s.resyncRetryAtMs[event.replica] = s.nowMs + config.resyncRetryMs;
+      if (replicaState === 'resyncing') {
+        s.resyncRetryAtMs[event.replica] = s.nowMs + config.resyncRetryMs;
+        s.resyncFailingSinceMs[event.replica] ??= s.nowMs;
+      }
       break;
     }
     case 'local-failed':
@@ -91,6 +94,7 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       if (s.role === 'serving' && stateOf(s, event.replica) !== undefined) queue(s, { kind: 'out', node: event.replica, reason: event.reason, diverged: true });
       break;
     case 'resync-finished':
+      delete s.resyncFailingSinceMs[event.replica];
       if (s.role === 'serving' && stateOf(s, event.replica) === 'resyncing') queue(s, { kind: 'in-sync', node: event.replica });
       break;
     case 'replace':
@@ -194,7 +198,14 @@ function tendReplicas(s: BrainState, actions: BrainAction[], config: BrainConfig
   const others = record.replicas.filter((r) => r.node !== s.self && r.state !== 'failed');
   let wakeAtMs: number | undefined;
   const wakeAt = (dueMs: number) => (wakeAtMs = Math.min(wakeAtMs ?? dueMs, dueMs));
-  for (const r of others.filter((o) => o.state === 'out' && isUp(s, o.node))) {
+  for (const r of others.filter((o) => o.state === 'out' && isUp(s, o.node) && !replacing(s, o.node))) {
+    // A copy whose resyncs keep failing, its node up, is as lost as one whose node stays down.
+    const failingSinceMs = s.resyncFailingSinceMs[r.node];
+    if (failingSinceMs !== undefined && failingSinceMs + config.replicaTimeoutMs <= s.nowMs) {
+      replace(s, actions, r.node, `its resyncs have failed for ${Math.round((s.nowMs - failingSinceMs) / 1000)} s`);
+      continue;
+    }
+    if (failingSinceMs !== undefined) wakeAt(failingSinceMs + config.replicaTimeoutMs);
     const retryMs = s.resyncRetryAtMs[r.node] ?? 0;
     if (retryMs <= s.nowMs) queue(s, { kind: 'resync', node: r.node });
     else wakeAt(retryMs);

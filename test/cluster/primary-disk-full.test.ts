@@ -1,7 +1,8 @@
 // A primary whose own disk fails while its replicas are healthy hands the volume over (issue 9,
 // "a full or failing disk"): its pool fills up for real (another volume takes the room), a client
 // writing through the primary's own node sees no error, and the copy that had room serves every
-// acknowledged write from then on. Two weftd on a real etcd; n1's pool is small, n2's is not.
+// acknowledged write from then on. Its own copy, whose resyncs fail for want of room, is replaced
+// on a third node once --replica-timeout has run. Three weftd on a real etcd; n1's pool is small.
 
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
@@ -17,15 +18,20 @@ afterAll(cleanupAll);
 
 async function startNode(storeSpec: string, id: string, poolBytes: number): Promise<WeftdHandle> {
   const pool = `ssd:${makeTempDir(`weft-pool-${id}-`)}:${poolBytes}`;
-  return startWeftd({ pools: [pool], extraArgs: ['--store', storeSpec, '--node-id', id, '--advertise', '127.0.0.1'] });
+  return startWeftd({ pools: [pool], extraArgs: ['--store', storeSpec, '--node-id', id, '--advertise', '127.0.0.1', '--replica-timeout', '3'] });
 }
 
-test('the primary\'s pool full: the volume moves to the replica with room, the client sees no error, nothing acknowledged is lost', async () => {
+const copies = (info: VolumeInfo) => (info.replication?.replicas ?? []).map((r) => `${r.node}:${r.state}`).sort().join(',');
+
+test('the primary\'s pool full: the volume moves to the replica with room, the client sees no error, nothing acknowledged is lost; the full copy is replaced elsewhere', async () => {
   const etcd = await startEtcd(1);
   const n1 = await startNode(etcd.storeSpec, 'n1', 64 * MiB);
-  const n2 = await startNode(etcd.storeSpec, 'n2', 256 * MiB);
+  const others = [await startNode(etcd.storeSpec, 'n2', 256 * MiB), await startNode(etcd.storeSpec, 'n3', 256 * MiB)];
   await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '48MiB', '--replicas', '2', '--locality', 'n1']);
-  expect((await settled(n1, 'v')).replication?.primary).toBe('n1');
+  const created = await settled(n1, 'v');
+  expect(created.replication?.primary).toBe('n1');
+  const n2 = others.find((n) => created.replication?.replicas.some((r) => r.node === n.nodeId)) as WeftdHandle; // the replica
+  const n3 = others.find((n) => n !== n2) as WeftdHandle; // the spare
   await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
 
   // A volume of n1 alone takes most of what is left in its pool.
@@ -36,7 +42,7 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
   await qemuIo(n1.nbdUri('v'), ['write -P 0x33 4M 24M', 'flush']);
 
   const after = await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']);
-  expect(after.replication?.primary).toBe('n2');
+  expect(after.replication?.primary).toBe(n2.nodeId);
   expect(after.replication?.epoch).toBe(2);
   const n1Copy = after.replication?.replicas.find((r) => r.node === 'n1');
   expect(n1Copy?.state).not.toBe('in-sync');
@@ -49,8 +55,9 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
   // Writes go on, to the new primary.
   await qemuIo(n1.nbdUri('v'), ['write -P 0x44 28M 1M', 'flush', 'read -P 0x44 28M 1M']);
 
-  // Room again on n1: the volume's own copy there is brought back with a full copy.
-  await n1.weft(['volume', 'delete', 'filler']);
-  await waitFor(async () => (await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v'])).replication?.replicas.every((r) => r.state === 'in-sync') === true, 60_000, 250);
-  await qemuIo(await copyUri(n1, 'v'), [...expected.slice(0, 2), 'read -P 0x44 28M 1M'], true);
+  // n1's copy cannot be resynced (no room): once --replica-timeout has run, it is replaced on n3.
+  let shown = '';
+  await waitFor(async () => (shown = copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']))) === `${n2.nodeId}:in-sync,${n3.nodeId}:in-sync`, 60_000, 250).catch(() => undefined);
+  expect(shown).toBe(`${n2.nodeId}:in-sync,${n3.nodeId}:in-sync`);
+  await qemuIo(await copyUri(n3, 'v'), [...expected.slice(0, 2), 'read -P 0x44 28M 1M'], true);
 });

@@ -15,6 +15,7 @@ import { leaseValue, volumeKey, volumeLeaseKey, type ReplicaRecord, type VolumeR
 const GiB = 1024 ** 3;
 const T0 = 1_000_000;
 const TIMEOUT = DEFAULT_BRAIN_CONFIG.replicaTimeoutMs;
+const RETRY = DEFAULT_BRAIN_CONFIG.resyncRetryMs;
 
 /** Volume "vol" at epoch 3, primary a; replicas a, b, c in sync unless `states` says otherwise. */
 function record(states: Record<string, Partial<ReplicaRecord>> = {}, more: Partial<VolumeRecord> = {}): VolumeRecord {
@@ -163,9 +164,20 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['6', 'resync failed: out again, retried later, not at once', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [failed('b'), committed('out:b@10')], [
     { type: 'wake', atMs: T0 + DEFAULT_BRAIN_CONFIG.resyncRetryMs },
   ]],
-  ['6', '... and retried when that time comes', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [failed('b'), committed('out:b@10'), [{ type: 'tick' }, T0 + DEFAULT_BRAIN_CONFIG.resyncRetryMs]], [
+  ['6', '... and retried when that time comes, with a wake for when failing resyncs make it replaced', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [failed('b'), committed('out:b@10'), [{ type: 'tick' }, T0 + DEFAULT_BRAIN_CONFIG.resyncRetryMs]], [
+    { type: 'wake', atMs: T0 + TIMEOUT },
     { txn: 'resync:b@11', delayMs: undefined, puts: [record({ b: { state: 'resyncing', lastEpoch: 3 } })] },
   ]],
+  ['7', 'resyncs failing past the grace period, the node up (its disk failing or full): a new copy elsewhere', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [failed('b'), committed('out:b@10'), [{ type: 'tick' }, T0 + TIMEOUT]], [
+    { txn: 'replace:b@11', delayMs: undefined, puts: [record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } })] },
+  ]],
+  ['7', 'a resync that ends well starts the clock afresh: failing again later, it is not replaced at the first deadline', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [
+    failed('b'), committed('out:b@10'),
+    [{ type: 'tick' }, T0 + RETRY], committed('resync:b@11', 12), [{ type: 'resync-finished', replica: 'b' }, T0 + RETRY], committed('in-sync:b@12', 13),
+    [failed('b'), T0 + TIMEOUT - 1000], committed('out:b@13', 14), committed('resync:b@14', 15),
+    [failed('b'), T0 + TIMEOUT - 1000], committed('out:b@15', 16),
+    [{ type: 'tick' }, T0 + TIMEOUT],
+  ], []],
   ['4', 'its own copy failed a change the others took: takes its copy out, as diverged, conditioned on its lease', primary(record()), [localFailed], [
     { txn: 'out:a@10', delayMs: undefined, puts: [record({ a: { state: 'out', lastEpoch: 3, diverged: true } })] },
   ]],
