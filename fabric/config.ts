@@ -163,7 +163,7 @@ function buildCommand(): Command {
     .option('--pool <class:path[:size]|none>', 'a pool member, repeatable (default: default:<data-dir>); none: no pool at all, for a node that holds no copy of any volume (the CSI controller\'s weftd)', collect)
     .option('--log-level <level>', `${LOG_LEVELS.join(', ')} (default: ${DEFAULTS.logLevel})`)
     .option('--sync-interval <seconds>', `sync completed writes at least this often without a FLUSH; 0 = only on FLUSH/FUA (default: ${DEFAULTS.syncInterval})`)
-    .option('--replica-timeout <seconds>', `a replica whose node is down this long is replaced on another node (default: ${DEFAULTS.replicaTimeout})`)
+    .option('--replica-timeout <seconds>', `a replica whose node is down this long, or whose resyncs keep failing this long, is replaced on another node (default: ${DEFAULTS.replicaTimeout})`)
     .option('--zone <zone>', 'zone label of this node, for placement and CSI topology (default: none)')
     .option('--zone-from-node-label <label>', 'take the zone from this label of the Kubernetes Node named --node-id, e.g. topology.kubernetes.io/zone (instead of --zone)')
     .option('--advertise <addr>', 'address other nodes and clients reach this node at (default: the --listen address, or the host name if that is a wildcard)')
