@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { freePort } from '../helpers/free-port';
-import { startSlowDevice, type SlowDevice } from '../helpers/slow-device';
+import { startSlowDevice, type NbdkitDevice } from '../helpers/nbdkit-device';
 import { cleanupAll, makeTempDir, run, startWeftd } from '../helpers/weftd';
 import { ALL_JOBS, fill, runJob, type Job } from './fio';
 import { benchMain, eventLoopDelay, median, mustSucceed, positiveInteger, saveResults, startBenchWeftd } from './harness';
@@ -40,7 +40,7 @@ class Servers {
   private readonly pidFiles: string[] = [];
 
   /** The slow device, unmounted by stopAll(). */
-  private slow: SlowDevice | undefined;
+  private slow: NbdkitDevice | undefined;
 
   constructor(private readonly dir: string) {}
 

@@ -12,7 +12,7 @@ import { runFio, type FioSide } from '../../bench/fio';
 import { startAlertmanager, type AlertmanagerHandle, type ReceivedAlert } from '../../helpers/alertmanager';
 import { startPrometheus, type PrometheusHandle } from '../../helpers/prometheus';
 import { weftJson } from '../../helpers/replicas';
-import { startSlowDevice, type SlowDevice } from '../../helpers/slow-device';
+import { startSlowDevice, type NbdkitDevice } from '../../helpers/nbdkit-device';
 import { waitFor } from '../../helpers/wait-for';
 import { cleanupAll, makeTempDir, REPO_ROOT, startWeftd, type WeftdHandle } from '../../helpers/weftd';
 
@@ -39,7 +39,7 @@ const LEVEL_LABELS: Record<string, string[]> = {
   weft: ['le'],
 };
 
-let slow: SlowDevice | undefined;
+let slow: NbdkitDevice | undefined;
 let alertmanager: AlertmanagerHandle | undefined;
 
 afterAll(async () => {

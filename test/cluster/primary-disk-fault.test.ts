@@ -1,23 +1,33 @@
 // A primary whose own disk fails while its replicas are healthy hands the volume over (issue 9,
-// "a full or failing disk"): its pool fills up for real (another volume takes the room), a client
-// writing through the primary's own node sees no error, and the copy that had room serves every
-// acknowledged write from then on. Its own copy, whose resyncs fail for want of room, is replaced
-// on a third node once --replica-timeout has run. Three weftd on a real etcd; n1's pool is small.
+// "a full or failing disk"), and a client writing through the primary's own node sees no error:
+// - its pool fills up for real (another volume takes the room): the copy that had room serves every
+//   acknowledged write from then on, and the old copy, whose resyncs fail for want of room, is
+//   replaced on a third node once --replica-timeout has run;
+// - its pool's disk fails every write with EIO (nbdkit's error filter under nbdfuse): the replica
+//   serves, and once the disk works again the old copy comes back with a full copy.
+// weftd processes on a real etcd.
 
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
 import { copyUri, qemuIo, settled, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
+import { startFailingDevice, type FailingDevice } from '../helpers/nbdkit-device';
 import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
 const MiB = 1024 * 1024;
 
-afterAll(cleanupAll);
+let disk: FailingDevice | undefined;
 
-async function startNode(storeSpec: string, id: string, poolBytes: number): Promise<WeftdHandle> {
-  const pool = `ssd:${makeTempDir(`weft-pool-${id}-`)}:${poolBytes}`;
+afterAll(async () => {
+  await disk?.unmount(); // lazily: it is gone once weftd, killed next, lets go of it
+  await cleanupAll();
+});
+
+/** A weftd with one ssd pool: a directory of its own with poolBytes, or the member given. */
+async function startNode(storeSpec: string, id: string, poolBytes: number | string): Promise<WeftdHandle> {
+  const pool = typeof poolBytes === 'string' ? `ssd:${poolBytes}` : `ssd:${makeTempDir(`weft-pool-${id}-`)}:${poolBytes}`;
   return startWeftd({ pools: [pool], extraArgs: ['--store', storeSpec, '--node-id', id, '--advertise', '127.0.0.1', '--replica-timeout', '3'] });
 }
 
@@ -60,4 +70,30 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
   await waitFor(async () => (shown = copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']))) === `${n2.nodeId}:in-sync,${n3.nodeId}:in-sync`, 60_000, 250).catch(() => undefined);
   expect(shown).toBe(`${n2.nodeId}:in-sync,${n3.nodeId}:in-sync`);
   await qemuIo(await copyUri(n3, 'v'), [...expected.slice(0, 2), 'read -P 0x44 28M 1M'], true);
+});
+
+test('the primary\'s disk fails every write: the replica serves without a client error; the disk back, the old copy is in sync again', async () => {
+  const etcd = await startEtcd(1);
+  disk = await startFailingDevice(makeTempDir('weft-failing-'), 256 * MiB);
+  const n1 = await startNode(etcd.storeSpec, 'n1', disk.file);
+  const n2 = await startNode(etcd.storeSpec, 'n2', 256 * MiB);
+  await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '32MiB', '--replicas', '2', '--locality', 'n1']);
+  expect((await settled(n1, 'v')).replication?.primary).toBe('n1');
+  await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
+
+  disk.fail(true);
+  await qemuIo(n1.nbdUri('v'), ['write -P 0x55 1M 8M', 'flush']);
+  const after = await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']);
+  expect(after.replication?.primary).toBe('n2');
+  expect(after.replication?.replicas.find((r) => r.node === 'n1')?.state).not.toBe('in-sync');
+  const expected = ['read -P 0x11 0 1M', 'read -P 0x55 1M 8M', 'read -P 0 9M 23M'];
+  await qemuIo(n1.nbdUri('v'), expected, true);
+  await qemuIo(await copyUri(n2, 'v'), expected, true);
+
+  // The disk works again: n1's copy, diverged, is brought back in step with a full copy.
+  disk.fail(false);
+  let shown = '';
+  await waitFor(async () => (shown = copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']))) === 'n1:in-sync,n2:in-sync', 60_000, 250).catch(() => undefined);
+  expect(shown).toBe('n1:in-sync,n2:in-sync');
+  await qemuIo(await copyUri(n1, 'v'), expected, true);
 });

@@ -1,0 +1,66 @@
+// Disks that misbehave, for tests and benches: a sparse file served by nbdkit through one of its
+// filters, exposed by nbdfuse as a regular file that weftd takes as a pool member. A slow disk (the
+// delay filter: every read and write takes latencyMs more), and a failing one (the error filter:
+// every write fails with EIO while a trigger file exists). Writes through FUSE reach nbdkit each
+// time; reads may be served from the page cache.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { run, type RunResult } from './weftd';
+
+export interface NbdkitDevice {
+  /** The file to give weftd as a pool member (`--pool CLASS:FILE`). */
+  file: string;
+  /**
+   * Unmounts lazily: weftd may still hold the file open; nbdfuse (with its nbdkit) exits once
+   * nothing does. Stop weftd first for everything to be gone.
+   */
+  unmount(): Promise<void>;
+}
+
+/** Makes DIR/slow.img of sizeBytes and mounts it slowed down under DIR/slow-mount. */
+export function startSlowDevice(dir: string, sizeBytes: number, latencyMs: number): Promise<NbdkitDevice> {
+  return mountThroughNbdkit(dir, 'slow', sizeBytes, ['--filter=delay', `rdelay=${latencyMs}ms`, `wdelay=${latencyMs}ms`]);
+}
+
+export interface FailingDevice extends NbdkitDevice {
+  /** From now on every write fails with EIO (fail(true)), or none does (fail(false)). */
+  fail(failing: boolean): void;
+}
+
+/** Makes DIR/failing.img of sizeBytes and mounts it under DIR/failing-mount; writes succeed until fail(true). */
+export async function startFailingDevice(dir: string, sizeBytes: number): Promise<FailingDevice> {
+  const trigger = path.join(dir, 'failing.trigger');
+  const device = await mountThroughNbdkit(dir, 'failing', sizeBytes, ['--filter=error', 'error-pwrite=EIO', 'error-pwrite-rate=100%', `error-pwrite-file=${trigger}`]);
+  return {
+    ...device,
+    fail(failing) {
+      if (failing) fs.writeFileSync(trigger, '');
+      else fs.rmSync(trigger, { force: true });
+    },
+  };
+}
+
+async function mountThroughNbdkit(dir: string, name: string, sizeBytes: number, filter: string[]): Promise<NbdkitDevice> {
+  const image = path.join(dir, `${name}.img`);
+  fs.writeFileSync(image, '');
+  fs.truncateSync(image, sizeBytes);
+  const mount = path.join(dir, `${name}-mount`);
+  fs.mkdirSync(mount);
+  const pidFile = path.join(dir, `${name}-nbdfuse.pid`);
+  const nbdkit = ['nbdkit', '--exit-with-parent', filter[0], 'file', image, ...filter.slice(1)];
+  let exited: RunResult | undefined;
+  void run('nbdfuse', ['-P', pidFile, path.join(mount, 'nbd'), '[', ...nbdkit, ']']).then((result) => (exited = result));
+  for (let waitedMs = 0; !fs.existsSync(pidFile) || fs.statSync(pidFile).size === 0; waitedMs += 50) {
+    if (exited) throw new Error(`nbdfuse exited (${exited.code ?? exited.signal}): ${exited.stderr.trim()}`);
+    if (waitedMs > 10_000) throw new Error('nbdfuse did not start within 10 s');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    file: path.join(mount, 'nbd'),
+    async unmount() {
+      const result = await run('fusermount3', ['-u', '-z', mount]);
+      if (result.code !== 0) throw new Error(`fusermount3 -u -z ${mount}: ${result.stderr.trim()}`);
+    },
+  };
+}
