@@ -72,7 +72,7 @@ export type BrainEvent =
   | { type: 'fenced' }
   /** The replication layer: a replica missed a write (it asks for its removal before acknowledging). */
   | { type: 'replica-failed'; replica: string; reason: string }
-  /** The replication layer: the primary's own copy failed a change that an in-sync replica took (its disk failed or is full). */
+  /** The replication layer: the primary's own copy failed a request that an in-sync replica took or could serve (its disk failed or is full). */
   | { type: 'local-failed'; reason: string }
   /** A revert reached the replica, or failed on it half done: it may differ anywhere from the primary's copy. */
   | { type: 'replica-diverged'; replica: string; reason: string }

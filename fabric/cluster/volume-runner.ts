@@ -30,7 +30,7 @@ const TXN_RETRY_MS = 1000;
 const REPLICA_TIMEOUT_MS = 5000;
 /** How long a resync asked for while the primary's device is still opening waits for it. */
 const SERVE_WAIT_MS = 10_000;
-/** How long a change the local copy failed waits for the volume to be handed over. */
+/** How long a request the local copy failed waits for the volume to be handed over. */
 const HAND_OVER_WAIT_MS = 10_000;
 
 export interface NodeAddress {
@@ -332,9 +332,10 @@ export class VolumeRunner implements InSyncSet {
   }
 
   /**
-   * Its own copy failed a change the others took: the brain hands the volume to another member.
+   * Its own copy failed a request the others took or could serve: the brain hands the volume to
+   * another member.
    * Resolves once this node has stopped serving, or at once if it serves on (no other member), or
-   * after HAND_OVER_WAIT_MS (the store out of reach): the change then fails as the copy's did.
+   * after HAND_OVER_WAIT_MS (the store out of reach): the request then fails as the copy's did.
    */
   private async handOver(reason: string): Promise<void> {
     const self = this.context.self;

@@ -71,9 +71,9 @@ export interface ReplicationOptions {
    */
   formerPrimaries?: readonly string[];
   /**
-   * The local copy failed a change that a remote in sync took (a failing or full disk here): the
-   * change fails once this has settled. The cluster hands the volume to a remote meanwhile, so that
-   * the failure reads as "no longer the primary" and the change is sent again to the new one.
+   * The local copy failed a request that a remote in sync took or could serve (a failing or full
+   * disk here): the request fails once this has settled. The cluster hands the volume to a remote meanwhile, so that
+   * the failure reads as "no longer the primary" and the request is sent again to the new one.
    */
   onLocalFailure?: (reason: string) => Promise<void>;
 }
@@ -387,12 +387,15 @@ export class ReplicatedDevice extends PassThroughLayer {
     return remote.copiedBytes - remote.copiedAtResyncStart;
   }
 
-  /** A read that fails its checksum here is served from an in-sync peer, and this copy rewritten with it. */
+  /**
+   * A read that fails its checksum here is served from an in-sync peer, and this copy rewritten with
+   * it. One that fails otherwise (the disk) hands the volume over, as a failed change does.
+   */
   override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.pacer.clientRequest();
     return this.below.read(offsetBytes, lengthBytes).catch((err: unknown) => {
-      if (!(err instanceof ChecksumError)) throw err;
-      return this.repair(offsetBytes, lengthBytes, err);
+      if (err instanceof ChecksumError) return this.repair(offsetBytes, lengthBytes, err);
+      return this.localFailed(this.remotes.some((r) => r.state === 'in-sync'), err);
     });
   }
 
@@ -532,7 +535,7 @@ export class ReplicatedDevice extends PassThroughLayer {
    */
   private async settle(targets: Remote[], outcomes: PromiseSettledResult<void>[], offsetBytes: number, lengthBytes: number, seq: number): Promise<void> {
     if (this.allGotIt(targets, outcomes)) {
-      if (outcomes[0].status === 'rejected') await this.localFailed(targets, outcomes, outcomes[0].reason);
+      if (outcomes[0].status === 'rejected') await this.localFailed(this.tookIt(targets, outcomes), outcomes[0].reason);
       return;
     }
     const failures = new Map<Remote, unknown>();
@@ -553,7 +556,7 @@ export class ReplicatedDevice extends PassThroughLayer {
       if (remote.member) removals.push(this.removed(remote, why));
     }
     const [removed, logged] = await Promise.all([Promise.allSettled(removals), Promise.allSettled(logs)]);
-    if (outcomes[0].status === 'rejected') await this.localFailed(targets, outcomes, outcomes[0].reason);
+    if (outcomes[0].status === 'rejected') await this.localFailed(this.tookIt(targets, outcomes), outcomes[0].reason);
     const refused = removed.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (refused) {
       throw new IoError('EIO', `not acknowledged: a replica missed it and could not be removed from the in-sync set: ${(refused.reason as Error).message}`);
@@ -563,17 +566,21 @@ export class ReplicatedDevice extends PassThroughLayer {
   }
 
   /**
-   * The local copy failed a change: fails with its error, after onLocalFailure has settled if an
-   * in-sync remote took the change (then the fault is this copy's, not the change's). A fence
+   * The local copy failed a request: fails with its error, after onLocalFailure has settled if a
+   * remote in sync could serve it (then the fault is this copy's, not the request's). A fence
    * (EPERM), a shutdown and a refused request are not the copy's fault.
    */
-  private async localFailed(targets: Remote[], outcomes: PromiseSettledResult<void>[], err: unknown): Promise<never> {
+  private async localFailed(othersCould: boolean, err: unknown): Promise<never> {
     const copyFault = !(err instanceof IoError) || !['EPERM', 'ESHUTDOWN', 'EINVAL'].includes(err.errno);
-    const tookIt = targets.some((r, i) => r.state === 'in-sync' && outcomes[i + 1].status === 'fulfilled');
-    if (copyFault && tookIt && this.onLocalFailure) {
-      await this.onLocalFailure(`its own copy failed a change the others took: ${(err as Error).message}`).catch(() => undefined);
+    if (copyFault && othersCould && this.onLocalFailure) {
+      await this.onLocalFailure(`its own copy failed a request the others could serve: ${(err as Error).message}`).catch(() => undefined);
     }
     throw err;
+  }
+
+  /** Whether a remote in sync took the change. */
+  private tookIt(targets: Remote[], outcomes: PromiseSettledResult<void>[]): boolean {
+    return targets.some((r, i) => r.state === 'in-sync' && outcomes[i + 1].status === 'fulfilled');
   }
 
   /** The usual case, with nothing to record: every remote was a target, got the change, and still is. */

@@ -3,27 +3,41 @@
 // - its pool fills up for real (another volume takes the room): the copy that had room serves every
 //   acknowledged write from then on, and the old copy, whose resyncs fail for want of room, is
 //   replaced on a third node once --replica-timeout has run;
-// - its pool's disk fails every write with EIO (nbdkit's error filter under nbdfuse): the replica
-//   serves, and once the disk works again the old copy comes back with a full copy.
+// - its pool's disk fails every read and write with EIO (nbdkit's error filter under nbdfuse): the
+//   replica serves, and once the disk works again the old copy comes back with a full copy; the
+//   same for a read that the disk fails (the page cache dropped first, so that it reaches the disk).
 // weftd processes on a real etcd.
 
+import fs from 'node:fs';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
 import { copyUri, qemuIo, settled, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
 import { startFailingDevice, type FailingDevice } from '../helpers/nbdkit-device';
-import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
 const MiB = 1024 * 1024;
 
-let disk: FailingDevice | undefined;
+const disks: FailingDevice[] = [];
 
 afterAll(async () => {
-  await disk?.unmount(); // lazily: it is gone once weftd, killed next, lets go of it
+  for (const disk of disks) await disk.unmount(); // lazily: each is gone once weftd, killed next, lets go of it
   await cleanupAll();
 });
+
+/** n1 with its pool on a disk that fails on demand, n2 with a healthy one; volume v (32 MiB) on both, n1 its primary. */
+async function onFailingDisk(): Promise<{ disk: FailingDevice; n1: WeftdHandle; n2: WeftdHandle }> {
+  const etcd = await startEtcd(1);
+  const disk = await startFailingDevice(makeTempDir('weft-failing-'), 256 * MiB);
+  disks.push(disk);
+  const n1 = await startNode(etcd.storeSpec, 'n1', disk.file);
+  const n2 = await startNode(etcd.storeSpec, 'n2', 256 * MiB);
+  await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '32MiB', '--replicas', '2', '--locality', 'n1']);
+  expect((await settled(n1, 'v')).replication?.primary).toBe('n1');
+  return { disk, n1, n2 };
+}
 
 /** A weftd with one ssd pool: a directory of its own with poolBytes, or the member given. */
 async function startNode(storeSpec: string, id: string, poolBytes: number | string): Promise<WeftdHandle> {
@@ -73,12 +87,7 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
 });
 
 test('the primary\'s disk fails every write: the replica serves without a client error; the disk back, the old copy is in sync again', async () => {
-  const etcd = await startEtcd(1);
-  disk = await startFailingDevice(makeTempDir('weft-failing-'), 256 * MiB);
-  const n1 = await startNode(etcd.storeSpec, 'n1', disk.file);
-  const n2 = await startNode(etcd.storeSpec, 'n2', 256 * MiB);
-  await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '32MiB', '--replicas', '2', '--locality', 'n1']);
-  expect((await settled(n1, 'v')).replication?.primary).toBe('n1');
+  const { disk, n1, n2 } = await onFailingDisk();
   await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
 
   disk.fail(true);
@@ -96,4 +105,15 @@ test('the primary\'s disk fails every write: the replica serves without a client
   await waitFor(async () => (shown = copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']))) === 'n1:in-sync,n2:in-sync', 60_000, 250).catch(() => undefined);
   expect(shown).toBe('n1:in-sync,n2:in-sync');
   await qemuIo(await copyUri(n1, 'v'), expected, true);
+});
+
+test('the primary\'s disk fails a read: the read is served by the replica, which takes over', async () => {
+  const { disk, n1, n2 } = await onFailingDisk();
+  await qemuIo(n1.nbdUri('v'), ['write -P 0x66 0 4M', 'flush']);
+  // What was written is in the page cache, clean since the flush: dropped, the read reaches the disk.
+  await run('sync', []);
+  fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
+  disk.fail(true);
+  await qemuIo(n1.nbdUri('v'), ['read -P 0x66 0 4M'], true);
+  expect((await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v'])).replication?.primary).toBe('n2');
 });

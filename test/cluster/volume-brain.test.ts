@@ -58,7 +58,7 @@ const leaseGone: BrainEvent = { type: 'primary-lease', lease: null };
 const committed = (id: string, revision = 11): BrainEvent => ({ type: 'txn-result', id, committed: true, revision });
 const refused = (id: string): BrainEvent => ({ type: 'txn-result', id, committed: false });
 const failed = (replica: string): BrainEvent => ({ type: 'replica-failed', replica, reason: 'write timed out' });
-const localFailed: BrainEvent = { type: 'local-failed', reason: 'its own copy failed a change the others took: pool ssd is full' };
+const localFailed: BrainEvent = { type: 'local-failed', reason: 'its own copy failed a request the others could serve: pool ssd is full' };
 const diverged = (replica: string): BrainEvent => ({ type: 'replica-diverged', replica, reason: 'a revert failed' });
 
 /** Actions, with each transaction shown as its id, delay, and the record it would put. */
@@ -182,12 +182,12 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { txn: 'out:a@10', delayMs: undefined, puts: [record({ a: { state: 'out', lastEpoch: 3, diverged: true } })] },
   ]],
   ['4', '... committed: stops and gives the lease back, so that a member takes over at once', primary(record()), [localFailed, committed('out:a@10')], [
-    { type: 'stop-serving', reason: 'handed over: its own copy failed a change the others took: pool ssd is full' },
+    { type: 'stop-serving', reason: 'handed over: its own copy failed a request the others could serve: pool ssd is full' },
     { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },
   ]],
   ['1', '... and, out, it does not take over again', follower('a', record({ a: { state: 'out', lastEpoch: 3, diverged: true } })), [leaseGone], []],
   ['4', 'its own copy failed with no other member in the set: serves on (the change fails), degraded, and why', primary(record({ b: { state: 'out', lastEpoch: 3 }, c: { state: 'out', lastEpoch: 3 } })), [localFailed], [
-    { type: 'report', health: 'degraded', reason: 'volume vol: its own copy failed a change the others took: pool ssd is full; no other copy is in sync to take over' },
+    { type: 'report', health: 'degraded', reason: 'volume vol: its own copy failed a request the others could serve: pool ssd is full; no other copy is in sync to take over' },
   ]],
   ['4', 'a follower leaves it be', follower('b', record()), [localFailed], []],
   ['7', 'a replica node goes down: a wake for the end of the grace period', primary(record()), [{ type: 'nodes', nodes: nodes('b') }], [{ type: 'wake', atMs: T0 + TIMEOUT }]],

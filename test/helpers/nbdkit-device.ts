@@ -1,7 +1,7 @@
 // Disks that misbehave, for tests and benches: a sparse file served by nbdkit through one of its
 // filters, exposed by nbdfuse as a regular file that weftd takes as a pool member. A slow disk (the
 // delay filter: every read and write takes latencyMs more), and a failing one (the error filter:
-// every write fails with EIO while a trigger file exists). Writes through FUSE reach nbdkit each
+// every read and write fails with EIO while a trigger file exists). Writes through FUSE reach nbdkit each
 // time; reads may be served from the page cache.
 
 import fs from 'node:fs';
@@ -24,14 +24,15 @@ export function startSlowDevice(dir: string, sizeBytes: number, latencyMs: numbe
 }
 
 export interface FailingDevice extends NbdkitDevice {
-  /** From now on every write fails with EIO (fail(true)), or none does (fail(false)). */
+  /** From now on every read and write that reaches the disk fails with EIO (fail(true)), or none does (fail(false)). */
   fail(failing: boolean): void;
 }
 
 /** Makes DIR/failing.img of sizeBytes and mounts it under DIR/failing-mount; writes succeed until fail(true). */
 export async function startFailingDevice(dir: string, sizeBytes: number): Promise<FailingDevice> {
   const trigger = path.join(dir, 'failing.trigger');
-  const device = await mountThroughNbdkit(dir, 'failing', sizeBytes, ['--filter=error', 'error-pwrite=EIO', 'error-pwrite-rate=100%', `error-pwrite-file=${trigger}`]);
+  const errors = ['pread', 'pwrite'].flatMap((call) => [`error-${call}=EIO`, `error-${call}-rate=100%`, `error-${call}-file=${trigger}`]);
+  const device = await mountThroughNbdkit(dir, 'failing', sizeBytes, ['--filter=error', ...errors]);
   return {
     ...device,
     fail(failing) {
