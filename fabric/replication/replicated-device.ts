@@ -389,14 +389,32 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /**
    * A read that fails its checksum here is served from an in-sync peer, and this copy rewritten with
-   * it. One that fails otherwise (the disk) hands the volume over, as a failed change does.
+   * it. One that fails otherwise (the disk) is served from an in-sync peer too, and the volume handed
+   * over to the peers as after a failed change; the copy is not rewritten (its disk is failing).
    */
   override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.pacer.clientRequest();
     return this.below.read(offsetBytes, lengthBytes).catch((err: unknown) => {
       if (err instanceof ChecksumError) return this.repair(offsetBytes, lengthBytes, err);
-      return this.localFailed(this.remotes.some((r) => r.state === 'in-sync'), err);
+      return this.readFromPeer(offsetBytes, lengthBytes, err);
     });
+  }
+
+  /**
+   * The first answer of an in-sync peer: it holds every acknowledged write, as this copy does. Only
+   * a peer that answers makes the failure this copy's fault (a dead peer not yet taken out might
+   * otherwise be handed the volume). Fails with err if none answers.
+   */
+  private async readFromPeer(offsetBytes: number, lengthBytes: number, err: unknown): Promise<Buffer> {
+    if (!copyFault(err) || !this.onLocalFailure) throw err;
+    for (const peer of this.remotes) {
+      if (peer.state !== 'in-sync' || !peer.connection) continue;
+      const data = await peer.connection.read(offsetBytes, lengthBytes).catch(() => undefined);
+      if (!data) continue;
+      await this.localFailed(true, err).catch(() => undefined);
+      return data;
+    }
+    throw err;
   }
 
   /**
@@ -567,12 +585,10 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /**
    * The local copy failed a request: fails with its error, after onLocalFailure has settled if a
-   * remote in sync could serve it (then the fault is this copy's, not the request's). A fence
-   * (EPERM), a shutdown and a refused request are not the copy's fault.
+   * remote in sync served it (then the fault is this copy's, not the request's).
    */
   private async localFailed(othersCould: boolean, err: unknown): Promise<never> {
-    const copyFault = !(err instanceof IoError) || !['EPERM', 'ESHUTDOWN', 'EINVAL'].includes(err.errno);
-    if (copyFault && othersCould && this.onLocalFailure) {
+    if (copyFault(err) && othersCould && this.onLocalFailure) {
       await this.onLocalFailure(`its own copy failed a request the others could serve: ${(err as Error).message}`).catch(() => undefined);
     }
     throw err;
@@ -665,6 +681,11 @@ export class ReplicatedDevice extends PassThroughLayer {
     remote.unflushed = new DirtyMap();
     remote.flushing.clear();
   }
+}
+
+/** A failure of the local copy that is its own (its disk): not a fence (EPERM), a shutdown or a refused request. */
+function copyFault(err: unknown): boolean {
+  return !(err instanceof IoError) || !['EPERM', 'ESHUTDOWN', 'EINVAL'].includes(err.errno);
 }
 
 /** The replica refused the write because its epoch is newer than ours (epoch-fence.ts). */
