@@ -1,12 +1,14 @@
-// A primary whose own disk fails while its replicas are healthy hands the volume over (issue 9,
-// "a full or failing disk"), and a client writing through the primary's own node sees no error:
+// Copies on a full or failing disk while the other copies are healthy (issue 9, "a full or failing
+// disk"). A primary whose own disk fails hands the volume over, and a client writing through the
+// primary's own node sees no error:
 // - its pool fills up for real (another volume takes the room): the copy that had room serves every
 //   acknowledged write from then on, and the old copy, whose resyncs fail for want of room, is
 //   replaced on a third node once --replica-timeout has run;
 // - its pool's disk fails every read and write with EIO (nbdkit's error filter under nbdfuse): the
 //   replica serves, and once the disk works again the old copy comes back with a full copy; the
 //   same for a read that the disk fails (the page cache dropped first, so that it reaches the disk).
-// weftd processes on a real etcd.
+// A replica's disk that fails instead: the replica is taken out, the client sees no error, and it
+// catches up once the disk works again. weftd processes on a real etcd.
 
 import fs from 'node:fs';
 import type { VolumeInfo } from '../../fabric/volume/types';
@@ -27,15 +29,15 @@ afterAll(async () => {
   await cleanupAll();
 });
 
-/** n1 with its pool on a disk that fails on demand, n2 with a healthy one; volume v (32 MiB) on both, n1 its primary. */
-async function onFailingDisk(): Promise<{ disk: FailingDevice; n1: WeftdHandle; n2: WeftdHandle }> {
+/** n1 with its pool on a disk that fails on demand, n2 with a healthy one; volume v (32 MiB) on both, its primary on `primary`. */
+async function onFailingDisk(primary = 'n1'): Promise<{ disk: FailingDevice; n1: WeftdHandle; n2: WeftdHandle }> {
   const etcd = await startEtcd(1);
   const disk = await startFailingDevice(makeTempDir('weft-failing-'), 256 * MiB);
   disks.push(disk);
   const n1 = await startNode(etcd.storeSpec, 'n1', disk.file);
   const n2 = await startNode(etcd.storeSpec, 'n2', 256 * MiB);
-  await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '32MiB', '--replicas', '2', '--locality', 'n1']);
-  expect((await settled(n1, 'v')).replication?.primary).toBe('n1');
+  await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '32MiB', '--replicas', '2', '--locality', primary]);
+  expect((await settled(n1, 'v')).replication?.primary).toBe(primary);
   return { disk, n1, n2 };
 }
 
@@ -116,4 +118,22 @@ test('the primary\'s disk fails a read: the read is served by the replica, which
   disk.fail(true);
   await qemuIo(n1.nbdUri('v'), ['read -P 0x66 0 4M'], true);
   expect((await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v'])).replication?.primary).toBe('n2');
+});
+
+test('a replica\'s disk fails every write: taken out, the client sees no error; the disk back, it catches up', async () => {
+  const { disk, n1, n2 } = await onFailingDisk('n2');
+  await qemuIo(n2.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
+  disk.fail(true);
+  await qemuIo(n1.nbdUri('v'), ['write -P 0x77 2M 6M', 'flush']);
+  const during = await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']);
+  expect(during.replication?.primary).toBe('n2');
+  expect(copies(during)).toMatch(/^n1:(out|resyncing),n2:in-sync$/);
+
+  disk.fail(false);
+  let shown = '';
+  await waitFor(async () => (shown = copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']))) === 'n1:in-sync,n2:in-sync', 60_000, 250).catch(() => undefined);
+  expect(shown).toBe('n1:in-sync,n2:in-sync');
+  const expected = ['read -P 0x11 0 2M', 'read -P 0x77 2M 6M', 'read -P 0 8M 24M'];
+  await qemuIo(await copyUri(n1, 'v'), expected, true);
+  await qemuIo(await copyUri(n2, 'v'), expected, true);
 });
