@@ -221,10 +221,10 @@ function tendReplicas(s: BrainState, actions: BrainAction[], config: BrainConfig
 
 /**
  * The primary's own copy failed a request that an in-sync replica took or could serve: the copy
- * (its disk) is what fails, not the volume. The primary takes its copy out of the in-sync set, as diverged (the failed
- * change may have landed in part), then stops and releases its lease, so that a member takes over
- * at once. The others hold every acknowledged write: removing this copy keeps the in-sync rule.
- * Without another member in the set it serves on, and the request fails.
+ * (its disk) is what fails, not the volume. The primary takes its copy out of the in-sync set, as
+ * diverged (the failed change may have landed in part), then stops and releases its lease, so that
+ * a member takes over at once. The others hold every acknowledged write: removing this copy keeps
+ * the in-sync rule. Without another member in the set it serves on, and the request fails.
  */
 function handOver(s: BrainState, actions: BrainAction[], reason: string): void {
   if (s.role !== 'serving') return;

@@ -333,9 +333,9 @@ export class VolumeRunner implements InSyncSet {
 
   /**
    * Its own copy failed a request the others took or could serve: the brain hands the volume to
-   * another member.
-   * Resolves once this node has stopped serving, or at once if it serves on (no other member), or
-   * after HAND_OVER_WAIT_MS (the store out of reach): the request then fails as the copy's did.
+   * another member. Resolves once this node has stopped serving, or at once if it serves on (no
+   * other member), or after HAND_OVER_WAIT_MS (the store out of reach): the request then fails as
+   * the copy's did.
    */
   private async handOver(reason: string): Promise<void> {
     const self = this.context.self;

@@ -72,8 +72,9 @@ export interface ReplicationOptions {
   formerPrimaries?: readonly string[];
   /**
    * The local copy failed a request that a remote in sync took or could serve (a failing or full
-   * disk here): the request fails once this has settled. The cluster hands the volume to a remote meanwhile, so that
-   * the failure reads as "no longer the primary" and the request is sent again to the new one.
+   * disk here): the request fails once this has settled. The cluster hands the volume to a remote
+   * meanwhile, so that the failure reads as "no longer the primary" and the request is sent again
+   * to the new one.
    */
   onLocalFailure?: (reason: string) => Promise<void>;
 }
@@ -411,7 +412,7 @@ export class ReplicatedDevice extends PassThroughLayer {
       if (peer.state !== 'in-sync' || !peer.connection) continue;
       const data = await peer.connection.read(offsetBytes, lengthBytes).catch(() => undefined);
       if (!data) continue;
-      await this.localFailed(true, err).catch(() => undefined);
+      await this.handOver(err);
       return data;
     }
     throw err;
@@ -588,10 +589,13 @@ export class ReplicatedDevice extends PassThroughLayer {
    * remote in sync served it (then the fault is this copy's, not the request's).
    */
   private async localFailed(othersCould: boolean, err: unknown): Promise<never> {
-    if (copyFault(err) && othersCould && this.onLocalFailure) {
-      await this.onLocalFailure(`its own copy failed a request the others could serve: ${(err as Error).message}`).catch(() => undefined);
-    }
+    if (copyFault(err) && othersCould) await this.handOver(err);
     throw err;
+  }
+
+  /** Resolves once onLocalFailure has settled (at once without it). */
+  private async handOver(err: unknown): Promise<void> {
+    await this.onLocalFailure?.(`its own copy failed a request the others could serve: ${(err as Error).message}`).catch(() => undefined);
   }
 
   /** Whether a remote in sync took the change. */
