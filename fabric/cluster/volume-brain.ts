@@ -200,12 +200,12 @@ function tendReplicas(s: BrainState, actions: BrainAction[], config: BrainConfig
   const wakeAt = (dueMs: number) => (wakeAtMs = Math.min(wakeAtMs ?? dueMs, dueMs));
   for (const r of others.filter((o) => o.state === 'out' && isUp(s, o.node) && !replacing(s, o.node))) {
     // A copy whose resyncs keep failing, its node up, is as lost as one whose node stays down.
+    // Without a node to put a new copy on, its resyncs go on: its disk may recover.
     const failingSinceMs = s.resyncFailingSinceMs[r.node];
     if (failingSinceMs !== undefined && failingSinceMs + config.replicaTimeoutMs <= s.nowMs) {
-      replace(s, actions, r.node, `its resyncs have failed for ${Math.round((s.nowMs - failingSinceMs) / 1000)} s`);
-      continue;
-    }
-    if (failingSinceMs !== undefined) wakeAt(failingSinceMs + config.replicaTimeoutMs);
+      replace(s, actions, r.node, `its resyncs have failed for over ${Math.round(config.replicaTimeoutMs / 1000)} s`); // one report while it lasts
+      if (replacing(s, r.node)) continue;
+    } else if (failingSinceMs !== undefined) wakeAt(failingSinceMs + config.replicaTimeoutMs);
     const retryMs = s.resyncRetryAtMs[r.node] ?? 0;
     if (retryMs <= s.nowMs) queue(s, { kind: 'resync', node: r.node });
     else wakeAt(retryMs);

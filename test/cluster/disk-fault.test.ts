@@ -8,7 +8,8 @@
 //   replica serves, and once the disk works again the old copy comes back with a full copy; the
 //   same for a read that the disk fails (the page cache dropped first, so that it reaches the disk).
 // A replica's disk that fails instead: the replica is taken out, the client sees no error, and it
-// catches up once the disk works again. weftd processes on a real etcd.
+// catches up once the disk works again, even after failing past --replica-timeout with no node to
+// replace it on. weftd processes on a real etcd.
 
 import fs from 'node:fs';
 import type { VolumeInfo } from '../../fabric/volume/types';
@@ -128,6 +129,9 @@ test('a replica\'s disk fails every write: taken out, the client sees no error; 
   const during = await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']);
   expect(during.replication?.primary).toBe('n2');
   expect(copies(during)).toMatch(/^n1:(out|resyncing),n2:in-sync$/);
+  // Past --replica-timeout (3 s) of failing resyncs, with no third node to replace the copy on:
+  // the resyncs must go on, so that the copy comes back once its disk does.
+  await new Promise((resolve) => setTimeout(resolve, 4000));
 
   disk.fail(false);
   let shown = '';
