@@ -531,7 +531,8 @@ export class ReplicatedDevice extends PassThroughLayer {
     try {
       const logged = activity?.enter(offsetBytes, lengthBytes);
       if (activity && activity.extents > this.activityCap) this.settleActivityLog();
-      if (logged) await logged;
+      // The log is on this node's disk: a save that fails is this copy's failure, not the request's.
+      if (logged) await logged.catch((err: unknown) => this.localFailed(this.remotes.some((r) => r.state === 'in-sync'), err));
       if (this.resyncs > 0) release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false);
       const targets = this.targets();
       const outcomes = await Promise.allSettled([local(), ...targets.map((r) => remote(r.connection as ReplicaConnection))]);

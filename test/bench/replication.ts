@@ -5,15 +5,19 @@
 // (replication-resync.ts). BENCH_REPLICATION=cost or =resync runs one part only, BENCH_JOB=4k (any
 // part of a job's name) only the jobs it names.
 
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
+import { NbdClient } from '../../fabric/nbd/client';
 import { NbdServer } from '../../fabric/nbd/server';
+import type { RemoteReplica } from '../../fabric/replication/remote-replica';
 import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
 import type { BlockDevice } from '../../fabric/volume/block-device';
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
 import { ReplicaNode } from '../helpers/replica-node';
-import { cleanupAll, makeTempDir } from '../helpers/weftd';
+import { freePort } from '../helpers/free-port';
+import { cleanupAll, makeTempDir, track } from '../helpers/weftd';
 import { openPrimaryVolume } from '../replication/primary-volume';
 import { ALL_JOBS, fill, runJob, type Job } from './fio';
 import { benchMain, median, positiveInteger, saveResults } from './harness';
@@ -24,7 +28,7 @@ const REPEAT = positiveInteger('BENCH_REPEAT', 1);
 const VOLUME_BYTES = 1024 ** 3;
 /** BENCH_JOB: runs only the jobs whose name contains it (e.g. "4k"). */
 const JOBS = ALL_JOBS.filter((job) => job.rw.endsWith('write') && job.name.includes(process.env.BENCH_JOB ?? ''));
-const EXPORTS = ['local only', '1 remote replica'] as const;
+const EXPORTS = ['local only', '1 remote replica', 'null replica'] as const;
 const PARTS = process.env.BENCH_REPLICATION ?? 'cost,resync';
 
 const stops: (() => Promise<void> | void)[] = [];
@@ -38,8 +42,10 @@ async function main(dir: string): Promise<void> {
   stops.push(() => engine.close());
   const replicated = await ReplicatedDevice.open(local, [replica.remote(1, 10_000)], new MemoryInSyncSet(['r1']));
   stops.push(() => replicated.close());
+  const nullReplica = await ReplicatedDevice.open(local, [await startNullReplica(VOLUME_BYTES)], new MemoryInSyncSet(['null']));
+  stops.push(() => nullReplica.close());
   // The resync part swaps the device of its own export between rounds.
-  const devices = new Map<string, BlockDevice>([[EXPORTS[0], local], [EXPORTS[1], replicated], ['resync', local]]);
+  const devices = new Map<string, BlockDevice>([[EXPORTS[0], local], [EXPORTS[1], replicated], [EXPORTS[2], nullReplica], ['resync', local]]);
   const server = new NbdServer({
     logger: pino({ level: 'silent' }),
     provider: {
@@ -73,6 +79,22 @@ async function main(dir: string): Promise<void> {
   console.error(`bench: results in ${saveResults('replication-', markdown.join('\n\n'), { seconds: SECONDS, repeat: REPEAT, results: json })}.{md,json}`);
 }
 
+/** A replica that stores nothing (nbdkit null), reached as a weftd replica is: over NBD on loopback. */
+async function startNullReplica(sizeBytes: number): Promise<RemoteReplica> {
+  const port = await freePort();
+  track(spawn('nbdkit', ['--foreground', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), 'null', `size=${sizeBytes}`], { stdio: 'ignore' }));
+  const connect = () => NbdClient.connect({ host: '127.0.0.1', port, exportName: '', timeoutMs: 10_000 });
+  for (let waitedMs = 0; ; waitedMs += 100) {
+    try {
+      (await connect()).close();
+      return { id: 'null', connect };
+    } catch (err) {
+      if (waitedMs > 10_000) throw new Error(`nbdkit null did not start: ${(err as Error).message}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
 /** The user and system CPU time of a process, in seconds (from /proc: utime and stime, in clock ticks of 1/100 s). */
 function cpuSeconds(pid: number | undefined): number {
   const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
@@ -89,7 +111,8 @@ async function costBench(uri: (name: string) => string, dir: string, replicaCpuS
   const json: Record<string, object> = {};
   for (const job of JOBS) {
     const samples = new Map<string, number[]>(EXPORTS.map((name) => [name, []]));
-    const cpu = { primaryLocal: [] as number[], primary: [] as number[], replica: [] as number[] };
+    const primaryCpu = new Map<string, number[]>(EXPORTS.map((name) => [name, []]));
+    const replicaCpu: number[] = [];
     for (let repetition = 1; repetition <= REPEAT; repetition++) {
       for (const name of EXPORTS) {
         const [primaryBefore, replicaBefore] = [process.cpuUsage(), replicaCpuSeconds()];
@@ -97,26 +120,28 @@ async function costBench(uri: (name: string) => string, dir: string, replicaCpuS
         const used = process.cpuUsage(primaryBefore);
         const gib = (value * (job.unit === 'IOPS' ? blockBytes(job) : 1e6) * (SECONDS + 1)) / 2 ** 30;
         const primary = (used.user + used.system) / 1e6 / gib;
-        const replica = (replicaCpuSeconds() - replicaBefore) / gib;
         samples.get(name)?.push(value);
-        if (name === EXPORTS[0]) {
-          cpu.primaryLocal.push(primary);
-        } else {
-          cpu.primary.push(primary);
-          cpu.replica.push(replica);
+        primaryCpu.get(name)?.push(primary);
+        let cpuNote = `primary ${primary.toFixed(2)}`;
+        if (name === '1 remote replica') {
+          const replica = (replicaCpuSeconds() - replicaBefore) / gib;
+          replicaCpu.push(replica);
+          cpuNote += `, replica ${replica.toFixed(2)}`;
         }
-        const cpuNote = name === EXPORTS[0] ? `primary ${primary.toFixed(2)}` : `primary ${primary.toFixed(2)}, replica ${replica.toFixed(2)}`;
         console.error(`  ${job.name} #${repetition} ${name}: ${Math.round(value)} ${job.unit}, CPU s per GiB: ${cpuNote}`);
       }
     }
-    const [plain, remote] = EXPORTS.map((name) => median(samples.get(name) ?? []));
-    const cpuMedians = { primaryLocal: median(cpu.primaryLocal), primary: median(cpu.primary), replica: median(cpu.replica) };
-    json[job.name] = { [EXPORTS[0]]: plain, [EXPORTS[1]]: remote, cpuSecondsPerGiB: cpuMedians };
-    const cpuCells = [cpuMedians.primaryLocal, cpuMedians.primary, cpuMedians.replica].map((v) => v.toFixed(2)).join(' | ');
-    rows.push(`| ${job.name} (${job.unit}) | ${Math.round(plain)} | ${Math.round(remote)} | ${(remote / plain).toFixed(2)} | ${cpuCells} |`);
+    const [plain, remote, free] = EXPORTS.map((name) => median(samples.get(name) ?? []));
+    const [cpuLocal, cpuReplicated, cpuNull] = EXPORTS.map((name) => median(primaryCpu.get(name) ?? []));
+    const cpuMedians = { primaryLocal: cpuLocal, primary: cpuReplicated, primaryNullReplica: cpuNull, replica: median(replicaCpu) };
+    json[job.name] = { [EXPORTS[0]]: plain, [EXPORTS[1]]: remote, [EXPORTS[2]]: free, cpuSecondsPerGiB: cpuMedians };
+    const cells = [Math.round(plain), Math.round(remote), (remote / plain).toFixed(2), Math.round(free), (free / plain).toFixed(2)];
+    const cpuCells = [cpuLocal, cpuReplicated, cpuNull, cpuMedians.replica].map((v) => v.toFixed(2));
+    rows.push(`| ${job.name} (${job.unit}) | ${[...cells, ...cpuCells].join(' | ')} |`);
   }
-  const header = '| job | local only | 1 remote replica | ratio | CPU s/GiB: primary, local only | primary, replicated | replica |';
-  return { markdown: [header, '|---|---|---|---|---|---|---|', ...rows].join('\n'), json };
+  const header =
+    '| job | local only | 1 remote replica | ratio | null replica | ratio | CPU s/GiB: primary, local only | primary, replicated | primary, null replica | replica |';
+  return { markdown: [header, `|${'---|'.repeat(10)}`, ...rows].join('\n'), json };
 }
 
 /** A job's block size in bytes ("4k", "1M"). */

@@ -7,6 +7,8 @@
 // - its pool's disk fails every read and write with EIO (nbdkit's error filter under nbdfuse): the
 //   replica serves, and once the disk works again the old copy comes back with a full copy; the
 //   same for a read that the disk fails (the page cache dropped first, so that it reaches the disk).
+// - its metadata disk (the data dir: journal, activity log) fails, and ext4 turns it read-only:
+//   the replica serves, as above.
 // A replica's disk that fails instead: the replica is taken out, the client sees no error, and it
 // catches up once the disk works again, even after failing past --replica-timeout with no node to
 // replace it on. weftd processes on a real etcd.
@@ -16,7 +18,7 @@ import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
 import { copyUri, qemuIo, settled, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
-import { startFailingDevice, type FailingDevice } from '../helpers/nbdkit-device';
+import { startFailingDevice, startFailingFilesystem, type FailingDevice } from '../helpers/nbdkit-device';
 import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
@@ -140,4 +142,33 @@ test('a replica\'s disk fails every write: taken out, the client sees no error; 
   const expected = ['read -P 0x11 0 2M', 'read -P 0x77 2M 6M', 'read -P 0 8M 24M'];
   await qemuIo(await copyUri(n1, 'v'), expected, true);
   await qemuIo(await copyUri(n2, 'v'), expected, true);
+});
+
+test('the primary\'s metadata disk (its data dir) fails: the replica serves without a client error, nothing acknowledged is lost', async () => {
+  const etcd = await startEtcd(1);
+  const metadataDisk = await startFailingFilesystem(makeTempDir('weft-failing-fs-'), 256 * MiB);
+  const n1 = await startWeftd({
+    dataDir: metadataDisk.dir,
+    pools: [`ssd:${makeTempDir('weft-pool-n1-')}:${256 * MiB}`],
+    extraArgs: ['--store', etcd.storeSpec, '--node-id', 'n1', '--advertise', '127.0.0.1', '--replica-timeout', '3'],
+  });
+  try {
+    const n2 = await startNode(etcd.storeSpec, 'n2', 256 * MiB);
+    await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '32MiB', '--replicas', '2', '--locality', 'n1']);
+    expect((await settled(n1, 'v')).replication?.primary).toBe('n1');
+    await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
+
+    metadataDisk.fail(true); // ext4 turns read-only at its first failed write: the journal cannot be written or synced
+    await qemuIo(n1.nbdUri('v'), ['write -P 0x55 1M 8M', 'flush']);
+    const after = await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']);
+    expect(after.replication?.primary).toBe('n2');
+    expect(after.replication?.replicas.find((r) => r.node === 'n1')?.state).not.toBe('in-sync');
+    const expected = ['read -P 0x11 0 1M', 'read -P 0x55 1M 8M', 'read -P 0 9M 23M'];
+    await qemuIo(n1.nbdUri('v'), expected, true);
+    await qemuIo(n2.nbdUri('v'), expected, true);
+    await qemuIo(await copyUri(n2, 'v'), expected, true);
+  } finally {
+    await n1.stop();
+    await metadataDisk.unmount();
+  }
 });

@@ -1,8 +1,9 @@
 // Disks that misbehave, for tests and benches: a sparse file served by nbdkit through one of its
 // filters, exposed by nbdfuse as a regular file that weftd takes as a pool member. A slow disk (the
 // delay filter: every read and write takes latencyMs more), and a failing one (the error filter:
-// every read and write fails with EIO while a trigger file exists). Writes through FUSE reach nbdkit each
-// time; reads may be served from the page cache.
+// every read and write fails with EIO while a trigger file exists), also with an ext4 filesystem on
+// it through a loop device. Writes through FUSE reach nbdkit each time; reads may be served from the
+// page cache.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -38,6 +39,41 @@ export async function startFailingDevice(dir: string, sizeBytes: number): Promis
     fail(failing) {
       if (failing) fs.writeFileSync(trigger, '');
       else fs.rmSync(trigger, { force: true });
+    },
+  };
+}
+
+export interface FailingFilesystem {
+  /** A directory on the filesystem (for `--data-dir`). */
+  dir: string;
+  /** As FailingDevice's: once the disk fails, ext4 turns the filesystem read-only for good. */
+  fail(failing: boolean): void;
+  /** Unmounts the filesystem and detaches its loop device (weftd stopped first), then the disk. */
+  unmount(): Promise<void>;
+}
+
+/** An ext4 filesystem on a failing disk (a loop device on startFailingDevice's file), mounted under DIR/fs. */
+export async function startFailingFilesystem(dir: string, sizeBytes: number): Promise<FailingFilesystem> {
+  const disk = await startFailingDevice(dir, sizeBytes);
+  const mustRun = async (command: string, args: string[]) => {
+    const result = await run(command, args);
+    if (result.code !== 0) throw new Error(`${command} ${args.join(' ')}: ${result.stderr.trim()}`);
+    return result.stdout.trim();
+  };
+  const loop = await mustRun('losetup', ['--find', '--show', disk.file]);
+  const mount = path.join(dir, 'fs');
+  fs.mkdirSync(mount);
+  await mustRun('mkfs.ext4', ['-q', loop]);
+  await mustRun('mount', [loop, mount]);
+  fs.mkdirSync(path.join(mount, 'data'));
+  return {
+    dir: path.join(mount, 'data'),
+    fail: disk.fail,
+    async unmount() {
+      disk.fail(false);
+      await mustRun('umount', ['-l', mount]);
+      await mustRun('losetup', ['-d', loop]);
+      await disk.unmount();
     },
   };
 }
