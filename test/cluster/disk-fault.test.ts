@@ -18,7 +18,7 @@ import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
 import { copyUri, qemuIo, settled, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
-import { startFailingDevice, startFailingFilesystem, type FailingDevice } from '../helpers/nbdkit-device';
+import { startFailingDevice, startFailingFilesystem, type FailingDevice, type FailingFilesystem } from '../helpers/nbdkit-device';
 import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
@@ -144,7 +144,8 @@ test('a replica\'s disk fails every write: taken out, the client sees no error; 
   await qemuIo(await copyUri(n2, 'v'), expected, true);
 });
 
-test('the primary\'s metadata disk (its data dir) fails: the replica serves without a client error, nothing acknowledged is lost', async () => {
+/** As onFailingDisk, with n1's metadata (its data dir) on the disk that fails instead of its pool; fn runs, then n1 and the disk are stopped. */
+async function withFailingMetadataDisk(primary: string, fn: (disk: FailingFilesystem, n1: WeftdHandle, n2: WeftdHandle) => Promise<void>): Promise<void> {
   const etcd = await startEtcd(1);
   const metadataDisk = await startFailingFilesystem(makeTempDir('weft-failing-fs-'), 256 * MiB);
   const n1 = await startWeftd({
@@ -154,11 +155,19 @@ test('the primary\'s metadata disk (its data dir) fails: the replica serves with
   });
   try {
     const n2 = await startNode(etcd.storeSpec, 'n2', 256 * MiB);
-    await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '32MiB', '--replicas', '2', '--locality', 'n1']);
-    expect((await settled(n1, 'v')).replication?.primary).toBe('n1');
-    await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
+    await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '32MiB', '--replicas', '2', '--locality', primary]);
+    expect((await settled(n1, 'v')).replication?.primary).toBe(primary);
+    await fn(metadataDisk, n1, n2);
+  } finally {
+    await n1.stop(); // before the unmount: weftd holds files there open
+    await metadataDisk.unmount();
+  }
+}
 
-    metadataDisk.fail(true); // ext4 turns read-only at its first failed write: the journal cannot be written or synced
+test('the primary\'s metadata disk (its data dir) fails: the replica serves without a client error, nothing acknowledged is lost', async () => {
+  await withFailingMetadataDisk('n1', async (metadataDisk, n1, n2) => {
+    await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
+    metadataDisk.fail(true); // ext4 turns read-only at its first failed write: the journal and the activity log cannot be written
     await qemuIo(n1.nbdUri('v'), ['write -P 0x55 1M 8M', 'flush']);
     const after = await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']);
     expect(after.replication?.primary).toBe('n2');
@@ -167,8 +176,19 @@ test('the primary\'s metadata disk (its data dir) fails: the replica serves with
     await qemuIo(n1.nbdUri('v'), expected, true);
     await qemuIo(n2.nbdUri('v'), expected, true);
     await qemuIo(await copyUri(n2, 'v'), expected, true);
-  } finally {
-    await n1.stop();
-    await metadataDisk.unmount();
-  }
+  });
+});
+
+test('a replica\'s metadata disk fails: taken out, the client writing through that node sees no error', async () => {
+  await withFailingMetadataDisk('n2', async (metadataDisk, n1, n2) => {
+    await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
+    metadataDisk.fail(true);
+    await qemuIo(n1.nbdUri('v'), ['write -P 0x66 2M 6M', 'flush']);
+    const after = await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']);
+    expect(after.replication?.primary).toBe('n2');
+    expect(copies(after)).toMatch(/^n1:(out|resyncing),n2:in-sync$/);
+    const expected = ['read -P 0x11 0 2M', 'read -P 0x66 2M 6M', 'read -P 0 8M 24M'];
+    await qemuIo(n1.nbdUri('v'), expected, true);
+    await qemuIo(await copyUri(n2, 'v'), expected, true);
+  });
 });
