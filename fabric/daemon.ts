@@ -91,6 +91,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       createCopy: (node, volume, sizeBytes, poolClass) => (clusterVolumes as ClusterVolumes).createCopyOn(node, volume, sizeBytes, poolClass),
       trackAbsence: (node, volume, epoch, absent, absence) => (clusterVolumes as ClusterVolumes).trackAbsenceOn(node, volume, epoch, absent, absence),
       activityOf: (node, volume) => (clusterVolumes as ClusterVolumes).activityOn(node, volume),
+      trackActivity: (node, volume, epoch, revision, extents) => (clusterVolumes as ClusterVolumes).trackActivityOn(node, volume, epoch, revision, extents),
       absenceDir: path.join(config.dataDir, 'replication'),
       brain: { replicaTimeoutMs: config.replicaTimeoutMs },
       logger: logger.child({ component: 'volumes' }),

@@ -152,6 +152,11 @@ export class WeftClient {
     await this.unary('ReplicaService', 'TrackAbsence', { name, epoch, absent, ...lacks });
   }
 
+  /** Node to node: the primary (at epoch) has this node's copy record its activity log's extents, as of its revision. */
+  async trackActivity(name: string, epoch: number, revision: number, extents: readonly number[]): Promise<void> {
+    await this.unary('ReplicaService', 'TrackActivity', { name, epoch, revision, extents });
+  }
+
   /** Node to node: where this node's copy may differ from the others, from its last time as the primary. */
   async activity(name: string): Promise<{ epoch: number; map: DirtyMap }> {
     const activity = await this.unary<Activity>('ReplicaService', 'GetActivity', { name });

@@ -30,6 +30,8 @@ import type { SnapshotRef } from './messages';
  * up a resync, a failover's bookkeeping or a user's command for good.
  */
 const NODE_CALL_DEADLINE_MS = 30_000;
+/** A call a client's write waits for (activity notices): as long as a replica may take to answer a write. */
+const FAST_NODE_CALL_DEADLINE_MS = 5000;
 /** How long a copy's delete waits for the replication connections to it to close. */
 const DRAIN_MS = 5000;
 
@@ -72,6 +74,7 @@ export interface ReplicatedVolumes {
   deleteSnapshot(volume: string, name: string): Promise<void>;
   controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void>;
   trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
+  trackActivity(name: string, epoch: number, revision: number, extents: readonly number[]): Promise<void>;
   activity(name: string): Promise<{ epoch: number; map: DirtyMap }>;
   verify(name: string, onProgress: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport>;
 }
@@ -89,6 +92,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     deleteCopy: refuse,
     controlCopy: refuse,
     trackAbsence: refuse,
+    trackActivity: refuse,
     activity: refuse,
     verify: refuse,
     list: () => engine.listVolumes(),
@@ -375,6 +379,19 @@ export class ClusterVolumes implements ReplicatedVolumes {
     await (absence ? log.track(absent, absence) : log.forget(absent));
   }
 
+  /** trackActivity on node: here directly, elsewhere through its API. */
+  trackActivityOn(node: string, volume: string, epoch: number, revision: number, extents: readonly number[]): Promise<void> {
+    return this.onNode(node, (client) => client.trackActivity(volume, epoch, revision, extents), () => this.trackActivity(volume, epoch, revision, extents), true);
+  }
+
+  /** This node's copy records the primary's activity log (epoch-checked as controlCopy). */
+  async trackActivity(name: string, epoch: number, revision: number, extents: readonly number[]): Promise<void> {
+    const record = this.controller.peerActivity(name);
+    if (!record) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
+    this.checkEpoch(name, epoch);
+    await record.record(epoch, revision, extents);
+  }
+
   /** What refuses the revert of a copy: a client that has it open, a snapshot it lacks, or one of another size (the record's size only grows). */
   private checkRevert(name: string, snapshot: string): void {
     this.refuseClients(name, 'disconnect them before reverting');
@@ -441,13 +458,15 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /** Runs a call on node: here directly, elsewhere through its control API. */
-  private async onNode<T>(node: string, remote: (client: WeftClient) => Promise<T>, local: () => Promise<T>): Promise<T> {
+  /** fast: the node's address as last seen (the store read only for a node not seen up) and a short deadline, for a call on a write's path. */
+  private async onNode<T>(node: string, remote: (client: WeftClient) => Promise<T>, local: () => Promise<T>, fast = false): Promise<T> {
     if (node === this.self) return local();
     // Its address as it is now (it may have restarted on other ports); as last seen while the store is out of reach.
-    await this.controller.readNodes().catch(() => undefined);
+    const known = fast ? this.controller.node(node) : undefined;
+    if (known?.state !== 'up') await this.controller.readNodes().catch(() => undefined);
     const target = this.controller.node(node);
     if (!target || target.state !== 'up') throw new WeftError('UNAVAILABLE', `node ${node} is down`);
-    const client = new WeftClient(`${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`, NODE_CALL_DEADLINE_MS);
+    const client = new WeftClient(`${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`, fast ? FAST_NODE_CALL_DEADLINE_MS : NODE_CALL_DEADLINE_MS);
     try {
       return await remote(client);
     } catch (err) {

@@ -46,6 +46,13 @@ export interface TrackAbsenceRequest {
   map: Buffer;
 }
 
+export interface TrackActivityRequest {
+  name: string;
+  epoch: number;
+  revision: number;
+  extents: number[];
+}
+
 export interface GetActivityRequest {
   name: string;
 }

@@ -106,6 +106,10 @@ export function replicaService(cluster: ReplicatedVolumes, rpc: RpcContext): Unt
       const activity = await cluster.activity(checkName('name', request.name));
       return { epoch: activity.epoch, map: activity.map.encode() };
     }),
+    TrackActivity: unary(rpc, async (request: wire.TrackActivityRequest) => {
+      await cluster.trackActivity(checkName('name', request.name), request.epoch, request.revision, request.extents ?? []);
+      return {};
+    }),
     TrackAbsence: unary(rpc, async (request: wire.TrackAbsenceRequest) => {
       const absence = request.forget ? null : { full: request.full, map: decodeMap(request.map) };
       await cluster.trackAbsence(checkName('name', request.name), request.epoch, checkName('absent', request.absent), absence);

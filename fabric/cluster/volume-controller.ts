@@ -9,6 +9,7 @@ import type { Logger } from '../logger';
 import { primaryExportName } from '../nbd-exports';
 import { AbsenceLog, AbsenceTrackingLayer, type Absence } from '../replication/absence-log';
 import { ActivityLog } from '../replication/activity-log';
+import { PeerActivity } from '../replication/peer-activity';
 import type { DirtyMap } from '../replication/dirty-map';
 import { ForwardingDevice, type RouteTarget } from '../replication/forwarding-device';
 import { connectNbdRoute } from '../replication/nbd-route-target';
@@ -50,6 +51,8 @@ export interface ControllerOptions {
   trackAbsence(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
   /** Where another node's copy may differ from the others, from its activity log (through its API). */
   activityOf(node: string, volume: string): Promise<{ epoch: number; map: DirtyMap }>;
+  /** Has node's copy record this primary's activity log (through its API); refused if its epoch is above the given one. */
+  trackActivity(node: string, volume: string, epoch: number, revision: number, extents: readonly number[]): Promise<void>;
   /** Where each copy's absence and activity logs live (a file of each per volume). */
   absenceDir: string;
   brain?: Partial<BrainConfig>;
@@ -71,6 +74,7 @@ export class VolumeController {
   private readonly layers = new Map<string, ReplicationLayer>();
   private readonly logs = new Map<string, AbsenceLog>();
   private readonly activity = new Map<string, ActivityLog>();
+  private readonly peerActivities = new Map<string, PeerActivity>();
   private nodes = new Map<string, ClusterNode>();
   private nodeLease: string | null = null;
   private watches: StoreWatch[] = [];
@@ -121,6 +125,14 @@ export class VolumeController {
     let log = this.activity.get(volume);
     if (!log) this.activity.set(volume, (log = ActivityLog.load(path.join(this.options.absenceDir, `${volume}.activity.json`))));
     return log;
+  }
+
+  /** This node's copy's record of its primary's activity log (read from its file when first asked for). */
+  peerActivity(volume: string): PeerActivity | undefined {
+    if (!this.layers.has(volume)) return undefined;
+    let record = this.peerActivities.get(volume);
+    if (!record) this.peerActivities.set(volume, (record = PeerActivity.load(path.join(this.options.absenceDir, `${volume}.peer-activity.json`))));
+    return record;
   }
 
   /** Reads the records, then follows them. Before it resolves, no replicated volume's copy is served as if it were local. */
@@ -203,9 +215,10 @@ export class VolumeController {
     this.runners.get(volume)?.close();
     this.runners.delete(volume);
     this.layers.get(volume)?.retire();
-    const logs = [this.logs.get(volume), this.activityLog(volume)];
+    const logs = [this.logs.get(volume), this.activityLog(volume), this.peerActivity(volume)];
     this.logs.delete(volume);
     this.activity.delete(volume);
+    this.peerActivities.delete(volume);
     for (const log of logs) log?.remove().catch((err: unknown) => this.options.logger.warn({ volume, err }, 'could not remove a replication log'));
   }
 
@@ -300,6 +313,8 @@ export class VolumeController {
       absenceLog: (volume) => this.logs.get(volume),
       activityLog: (volume) => this.activityLog(volume),
       activityOf: this.options.activityOf,
+      peerActivity: (volume) => this.peerActivity(volume),
+      trackActivity: this.options.trackActivity,
       trackAbsence: this.options.trackAbsence,
       config: this.config,
       logger: this.options.logger,

@@ -9,6 +9,7 @@ import { failedPrecondition } from '../errors';
 import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
 import type { ActivityLog } from '../replication/activity-log';
+import type { PeerActivity } from '../replication/peer-activity';
 import type { DirtyMap } from '../replication/dirty-map';
 import { PrimaryHandle } from '../replication/primary-handle';
 import { ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-device';
@@ -54,6 +55,10 @@ export interface RunnerContext {
   activityLog(volume: string): ActivityLog | undefined;
   /** Where node's copy may differ from the others, from its activity log. */
   activityOf(node: string, volume: string): Promise<{ epoch: number; map: DirtyMap }>;
+  /** This node's copy's record of its primary's activity log. */
+  peerActivity(volume: string): PeerActivity | undefined;
+  /** Has node's copy record this primary's activity log; refused if its epoch is above the given one. */
+  trackActivity(node: string, volume: string, epoch: number, revision: number, extents: readonly number[]): Promise<void>;
   /** Has node's copy log what copy `absent` misses (absence), or stop (null); refused if its epoch is above the given one. */
   trackAbsence(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
   /** Applies a control operation to node's copy, which refuses it if its epoch is above the given one. */
@@ -316,9 +321,11 @@ export class VolumeRunner implements InSyncSet {
       forget: (node: string, absent: string) => this.context.trackAbsence(node, this.name, epoch, absent, null),
     };
     const activity = this.context.activityLog(this.name);
+    const peerActivity = this.context.peerActivity(this.name);
+    const activityNotices = { track: (node: string, revision: number, extents: readonly number[]) => this.context.trackActivity(node, this.name, epoch, revision, extents) };
     const device = await ReplicatedDevice.open(local, remotes, this, {
       absences: log && { log, notices },
-      activity: activity && { log: activity, epoch },
+      activity: activity && { log: activity, epoch, notices: activityNotices, strays: peerActivity?.regions() },
       formerPrimaries: record.replicas.filter((r) => r.wasPrimary && r.state !== 'in-sync' && r.lastEpoch === epoch - 1).map((r) => r.node),
       onLocalFailure: (reason) => this.handOver(reason),
     });
@@ -327,6 +334,8 @@ export class VolumeRunner implements InSyncSet {
       return;
     }
     this.serving = { device, epoch };
+    // The strays are equal on every copy in step now: this node's record of them is done with.
+    await peerActivity?.record(epoch, 0, []).catch(() => undefined);
     // openMs: connecting to the copies, settling the activity log, telling the copies of those away.
     this.context.logger.info({ volume: this.name, epoch, replicas: record.replicas.map((r) => `${r.node}:${r.state}`), openMs: Date.now() - started }, 'serving as primary');
   }

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { DirtyMap } from './dirty-map';
 import { SerialSave, writeJsonFile } from './serial-save';
 
-const EXTENT_BYTES = 4 * 1024 * 1024;
+export const EXTENT_BYTES = 4 * 1024 * 1024;
 
 interface LogFile {
   /** The epoch of the primary that wrote it. */
@@ -32,6 +32,10 @@ export class ActivityLog {
   private writing: Set<number> | undefined;
   /** Writes in flight, per extent. */
   private readonly inFlight = new Map<number, number>();
+  /** Counts the changes to the extents it holds: what a copy told of them last holds them as of this. */
+  private revisionValue = 0;
+  /** The revision at which each extent it holds was added. */
+  private readonly addedAt = new Map<number, number>();
   /** Extents written since the last flush began (and those with writes in flight then). */
   private touched = new Set<number>();
   private readonly saver = new SerialSave(() => this.write());
@@ -44,7 +48,10 @@ export class ActivityLog {
       const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as LogFile;
       if (!Number.isSafeInteger(saved.epoch) || !Array.isArray(saved.extents) || !saved.extents.every((e) => Number.isSafeInteger(e) && e >= 0)) throw new Error('malformed');
       const log = new ActivityLog(file, saved.epoch);
-      for (const extent of saved.extents) log.logged.add(extent);
+      for (const extent of saved.extents) {
+        log.logged.add(extent);
+        log.addedAt.set(extent, 0);
+      }
       log.saved = new Set(log.logged);
       return log;
     } catch {
@@ -62,6 +69,23 @@ export class ActivityLog {
     return this.logged.size;
   }
 
+  get revision(): number {
+    return this.revisionValue;
+  }
+
+  /** The extents it names (for the copies' record of it, peer-activity.ts). */
+  list(): number[] {
+    return [...this.logged];
+  }
+
+  /** Whether every extent of the range is in it, and was (last) added at or before revision. */
+  namedAsOf(offsetBytes: number, lengthBytes: number, revision: number): boolean {
+    for (let extent = firstExtent(offsetBytes), last = lastExtent(offsetBytes, lengthBytes); extent <= last; extent++) {
+      if ((this.addedAt.get(extent) ?? Number.POSITIVE_INFINITY) > revision) return false;
+    }
+    return true;
+  }
+
   /** The regions it names, as a map of blocks. */
   regions(): DirtyMap {
     const map = new DirtyMap();
@@ -73,6 +97,8 @@ export class ActivityLog {
   reset(epoch: number): Promise<void> {
     this.epochValue = epoch;
     this.logged.clear();
+    this.addedAt.clear();
+    this.revisionValue++;
     return this.saver.save();
   }
 
@@ -82,7 +108,10 @@ export class ActivityLog {
     for (let extent = firstExtent(offsetBytes), last = lastExtent(offsetBytes, lengthBytes); extent <= last; extent++) {
       this.inFlight.set(extent, (this.inFlight.get(extent) ?? 0) + 1);
       this.touched.add(extent);
-      this.logged.add(extent);
+      if (!this.logged.has(extent)) {
+        this.logged.add(extent);
+        this.addedAt.set(extent, ++this.revisionValue);
+      }
       unsaved ||= !this.saved.has(extent) || (this.writing !== undefined && !this.writing.has(extent));
     }
     return unsaved ? this.saver.save() : undefined;
@@ -111,6 +140,8 @@ export class ActivityLog {
     for (const extent of token) {
       if (this.touched.has(extent) || this.inFlight.has(extent) || !this.logged.delete(extent)) continue;
       shrank = true;
+      this.addedAt.delete(extent);
+      this.revisionValue++;
     }
     if (shrank) void this.saver.save().catch(() => undefined); // a log larger than need be only costs copying
   }

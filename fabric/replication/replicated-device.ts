@@ -52,6 +52,12 @@ export interface AbsenceNotices {
   forget(to: string, absent: string): Promise<void>;
 }
 
+/** How the primary has the copies record what its activity log names (ReplicaService.TrackActivity, peer-activity.ts). */
+export interface ActivityNotices {
+  /** The copy on node `to` records the extents, as of the log's revision; resolves once on its disk. */
+  track(to: string, revision: number, extents: readonly number[]): Promise<void>;
+}
+
 /** A remote in sync with the local copy, and the primary's connection to it. */
 export interface InSyncPeer {
   id: string;
@@ -63,8 +69,13 @@ export interface ReplicationOptions {
   resyncBusyShare?: number;
   /** The local copy's absence log (its changes pass the log's tracking layer), and the word to the others'. */
   absences?: { log: AbsenceLog; notices: AbsenceNotices };
-  /** This primary's activity log, the epoch it serves at (activity-log.ts), and its cap in extents (default 1024). */
-  activity?: { log: ActivityLog; epoch: number; capExtents?: number };
+  /**
+   * This primary's activity log, the epoch it serves at (activity-log.ts), and its cap in extents
+   * (default 1024). With notices, every copy a write goes to has recorded the write's extents before
+   * it is sent; strays: where a former primary's writes may have left the copies unequal, as this
+   * copy's record of its log has it (made equal before the first change, as the log's own regions).
+   */
+  activity?: { log: ActivityLog; epoch: number; capExtents?: number; notices?: ActivityNotices; strays?: DirtyMap };
   /**
    * Remotes out that lack nothing written before this open, though they may hold writes the others
    * lack: the primary just before this one. What they hold, their own activity log says (resync's extra).
@@ -145,6 +156,11 @@ export class ReplicatedDevice extends PassThroughLayer {
   private readonly activityCap: number;
   /** The flush settleActivityLog() started, while it runs. */
   private settling: Promise<void> | undefined;
+  private readonly activityNotices: ActivityNotices | undefined;
+  /** Every target has recorded the activity log as of this revision (or a later one). */
+  private toldRevision = -1;
+  /** The round of notices under way, if one is. */
+  private telling: Promise<void> | undefined;
   private readonly onLocalFailure: ReplicationOptions['onLocalFailure'];
 
   private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet, options: ReplicationOptions) {
@@ -154,6 +170,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     this.absences = options.absences;
     this.activity = options.activity?.log;
     this.activityCap = options.activity?.capExtents ?? ACTIVITY_LOG_CAP_EXTENTS;
+    this.activityNotices = options.activity?.notices;
     this.onLocalFailure = options.onLocalFailure;
   }
 
@@ -182,7 +199,7 @@ export class ReplicatedDevice extends PassThroughLayer {
         }
       }),
     );
-    if (options.activity) await device.settleActivity(options.activity.log, options.activity.epoch);
+    if (options.activity) await device.settleActivity(options.activity.log, options.activity.epoch, options.activity.strays, options.formerPrimaries ?? []);
     await device.startLogging();
     return device;
   }
@@ -192,14 +209,18 @@ export class ReplicatedDevice extends PassThroughLayer {
    * just before, and stopped without a flush everywhere), they are made equal to this copy, which
    * serves them from now on: copied to each copy in step, marked dirty for those out. A log of an
    * older epoch is stale: another primary served since, and resynced this copy, the regions its
-   * log named included. Then the log starts afresh at this epoch.
+   * log named included. The same for strays, where a former primary that may never come back had
+   * writes in flight. Then the log starts afresh at this epoch.
    */
-  private async settleActivity(log: ActivityLog, epoch: number): Promise<void> {
-    const regions = log.epoch === epoch - 1 ? log.regions() : new DirtyMap();
+  private async settleActivity(log: ActivityLog, epoch: number, strays: DirtyMap | undefined, formerPrimaries: readonly string[]): Promise<void> {
+    const own = log.epoch === epoch - 1 ? log.regions() : new DirtyMap();
+    const regions = own.clone();
+    if (strays) regions.merge(strays);
     for (const remote of this.remotes) {
       if (regions.blocks === 0) break;
       if (remote.state === 'out') {
-        remote.dirty.merge(regions);
+        // The former primary that sent the strays gets them through its own log (resync's extra).
+        remote.dirty.merge(formerPrimaries.includes(remote.replica.id) ? own : regions);
         continue;
       }
       try {
@@ -216,6 +237,39 @@ export class ReplicatedDevice extends PassThroughLayer {
       }
     }
     await log.reset(epoch);
+  }
+
+  /**
+   * Resolves once every target has recorded the extents of the range (their record of this
+   * primary's activity log): one round of notices at a time, each with the whole log.
+   */
+  private async tellActivity(offsetBytes: number, lengthBytes: number): Promise<void> {
+    const log = this.activity as ActivityLog;
+    while (!log.namedAsOf(offsetBytes, lengthBytes, this.toldRevision)) {
+      this.telling ??= this.tellRound(log).finally(() => (this.telling = undefined));
+      await this.telling;
+    }
+  }
+
+  /** Tells every target the whole log; a target that cannot be told is dropped (it is failing). */
+  private async tellRound(log: ActivityLog): Promise<void> {
+    const notices = this.activityNotices as ActivityNotices;
+    const revision = log.revision;
+    const extents = log.list();
+    const tell = (target: Remote) =>
+      notices.track(target.replica.id, revision, extents).catch((err: unknown) => this.drop(target, `it could not record the activity log: ${(err as Error).message}`));
+    await Promise.all(this.targets().map(tell));
+    this.toldRevision = Math.max(this.toldRevision, revision);
+  }
+
+  /** Tells a remote about to be a target the whole log, again until the log stays as told (it becomes a target in the same tick). */
+  private async tellNewTarget(remote: Remote): Promise<void> {
+    const log = this.activity;
+    if (!log || !this.activityNotices) return;
+    for (let told = -1; told !== log.revision; ) {
+      told = log.revision;
+      await this.activityNotices.track(remote.replica.id, told, log.list());
+    }
   }
 
   /**
@@ -352,7 +406,11 @@ export class ReplicatedDevice extends PassThroughLayer {
     await this.removed(remote, 'it is being resynced'); // out of the set before it comes back
     await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
     const connection = await remote.replica.connect();
-    remote.connection = connection;
+    await this.tellNewTarget(remote).catch((err: unknown) => {
+      connection.close();
+      throw err;
+    });
+    remote.connection = connection; // a target from here on, in the same tick as the telling's end
     remote.state = 'resyncing';
     this.resyncs++;
     remote.copiedAtResyncStart = remote.copiedBytes;
@@ -532,7 +590,10 @@ export class ReplicatedDevice extends PassThroughLayer {
       const logged = activity?.enter(offsetBytes, lengthBytes);
       if (activity && activity.extents > this.activityCap) this.settleActivityLog();
       // The log is on this node's disk: a save that fails is this copy's failure, not the request's.
-      if (logged) await logged.catch((err: unknown) => this.localFailed(this.remotes.some((r) => r.state === 'in-sync'), err));
+      const saved = logged?.catch((err: unknown) => this.localFailed(this.remotes.some((r) => r.state === 'in-sync'), err));
+      // The copies record the log's new extents meanwhile: both before the write is sent anywhere.
+      const told = activity && this.activityNotices && !activity.namedAsOf(offsetBytes, lengthBytes, this.toldRevision) ? this.tellActivity(offsetBytes, lengthBytes) : undefined;
+      if (saved || told) await Promise.all([saved, told]);
       if (this.resyncs > 0) release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false);
       const targets = this.targets();
       const outcomes = await Promise.allSettled([local(), ...targets.map((r) => remote(r.connection as ReplicaConnection))]);

@@ -148,18 +148,19 @@ test('a replica\'s disk fails every write: taken out, the client sees no error; 
 async function withFailingMetadataDisk(primary: string, fn: (disk: FailingFilesystem, n1: WeftdHandle, n2: WeftdHandle) => Promise<void>): Promise<void> {
   const etcd = await startEtcd(1);
   const metadataDisk = await startFailingFilesystem(makeTempDir('weft-failing-fs-'), 256 * MiB);
-  const n1 = await startWeftd({
-    dataDir: metadataDisk.dir,
-    pools: [`ssd:${makeTempDir('weft-pool-n1-')}:${256 * MiB}`],
-    extraArgs: ['--store', etcd.storeSpec, '--node-id', 'n1', '--advertise', '127.0.0.1', '--replica-timeout', '3'],
-  });
+  let n1: WeftdHandle | undefined;
   try {
+    n1 = await startWeftd({
+      dataDir: metadataDisk.dir,
+      pools: [`ssd:${makeTempDir('weft-pool-n1-')}:${256 * MiB}`],
+      extraArgs: ['--store', etcd.storeSpec, '--node-id', 'n1', '--advertise', '127.0.0.1', '--replica-timeout', '3'],
+    });
     const n2 = await startNode(etcd.storeSpec, 'n2', 256 * MiB);
     await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '32MiB', '--replicas', '2', '--locality', primary]);
     expect((await settled(n1, 'v')).replication?.primary).toBe(primary);
     await fn(metadataDisk, n1, n2);
   } finally {
-    await n1.stop(); // before the unmount: weftd holds files there open
+    await n1?.stop(); // before the unmount: weftd holds files there open
     await metadataDisk.unmount();
   }
 }

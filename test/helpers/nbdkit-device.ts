@@ -60,22 +60,27 @@ export async function startFailingFilesystem(dir: string, sizeBytes: number): Pr
     if (result.code !== 0) throw new Error(`${command} ${args.join(' ')}: ${result.stderr.trim()}`);
     return result.stdout.trim();
   };
-  const loop = await mustRun('losetup', ['--find', '--show', disk.file]);
   const mount = path.join(dir, 'fs');
   fs.mkdirSync(mount);
-  await mustRun('mkfs.ext4', ['-q', loop]);
-  await mustRun('mount', [loop, mount]);
-  fs.mkdirSync(path.join(mount, 'data'));
-  return {
-    dir: path.join(mount, 'data'),
-    fail: disk.fail,
-    async unmount() {
-      disk.fail(false);
-      await mustRun('umount', ['-l', mount]);
-      await mustRun('losetup', ['-d', loop]);
-      await disk.unmount();
-    },
+  let loop: string | undefined;
+  let mounted = false;
+  const unmount = async () => {
+    disk.fail(false);
+    if (mounted) await mustRun('umount', ['-l', mount]);
+    if (loop) await mustRun('losetup', ['-d', loop]);
+    await disk.unmount();
   };
+  try {
+    loop = await mustRun('losetup', ['--find', '--show', disk.file]);
+    await mustRun('mkfs.ext4', ['-q', loop]);
+    await mustRun('mount', [loop, mount]);
+    mounted = true;
+    fs.mkdirSync(path.join(mount, 'data'));
+  } catch (err) {
+    await unmount().catch(() => undefined);
+    throw err;
+  }
+  return { dir: path.join(mount, 'data'), fail: disk.fail, unmount };
 }
 
 async function mountThroughNbdkit(dir: string, name: string, sizeBytes: number, filter: string[]): Promise<NbdkitDevice> {

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ActivityLog } from '../../fabric/replication/activity-log';
+import { PeerActivity } from '../../fabric/replication/peer-activity';
 import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
 import { waitFor } from '../helpers/wait-for';
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
@@ -56,6 +57,42 @@ describe('on its own', () => {
     expect(log.enter(0, 1)).toBeUndefined();
     await log.enter(5 * EXTENT, 1);
     expect(runsOf(ActivityLog.load(file))).toEqual([[0, 4], [20, 4]]);
+  });
+
+  test('counts its changes: an extent is named as of the revision that added it, until it leaves', async () => {
+    const log = ActivityLog.load(file);
+    await log.enter(0, 4096);
+    const first = log.revision;
+    expect(log.namedAsOf(0, 4096, first)).toBe(true);
+    expect(log.namedAsOf(0, 4096, first - 1)).toBe(false);
+    expect(log.enter(4096, 4096)).toBeUndefined(); // the same extent: no change
+    expect(log.revision).toBe(first);
+    await log.enter(EXTENT, 4096);
+    expect(log.namedAsOf(0, EXTENT + 4096, first)).toBe(false); // the second extent came later
+    expect(log.list().sort()).toEqual([0, 1]);
+    log.leave(0, 4096);
+    log.leave(4096, 4096);
+    log.leave(EXTENT, 4096);
+    log.flushed(log.flushStarted());
+    expect(log.list()).toEqual([]);
+    await log.enter(0, 4096); // back in, at a new revision: what was told of it before no longer counts
+    expect(log.namedAsOf(0, 4096, first)).toBe(false);
+    expect(log.namedAsOf(0, 4096, log.revision)).toBe(true);
+  });
+
+  test('a copy\'s record of the primary\'s log: on disk, an older notice changes nothing, a newer epoch replaces it', async () => {
+    const peerFile = path.join(path.dirname(file), 'vol.peer-activity.json');
+    const record = PeerActivity.load(peerFile);
+    expect([record.epoch, [...record.regions().runs()]]).toEqual([0, []]);
+    await record.record(3, 5, [2]);
+    await record.record(3, 4, [7]); // overtaken on the way: older than what it holds
+    await record.record(2, 9, [7]); // an older primary's
+    const loaded = PeerActivity.load(peerFile);
+    expect([loaded.epoch, [...loaded.regions().runs()].map((r) => [r.offsetBytes / MiB, r.lengthBytes / MiB])]).toEqual([3, [[8, 4]]]);
+    await loaded.record(4, 0, []);
+    expect([PeerActivity.load(peerFile).epoch, [...PeerActivity.load(peerFile).regions().runs()]]).toEqual([4, []]);
+    fs.writeFileSync(peerFile, '{"epoch": 3, "revision": 1, "extents": ["x"]}');
+    expect(PeerActivity.load(peerFile).epoch).toBe(0);
   });
 
   test('a damaged file reads as no log (epoch 0): a former primary then gets a full copy', () => {
@@ -116,6 +153,41 @@ test('writes that are never flushed do not grow the log past its cap: the primar
     await waitFor(() => log.extents <= CAP, 10_000, 20);
     expect(most).toBeLessThan(extents);
     expect(device.status().map((r) => r.state)).toEqual(['in-sync']);
+    device.close();
+  } finally {
+    replica.closeClients();
+    await engine.close();
+  }
+});
+
+test('with notices, a copy has recorded a write\'s extent before the write reaches it; one that cannot record is taken out, the write acknowledged', async () => {
+  const VOLUME_BYTES = 64 * MiB;
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
+  const replica = await ReplicaNode.start('r1', 'vol', VOLUME_BYTES);
+  try {
+    const log = ActivityLog.load(path.join(dir, 'vol.activity.json'));
+    const told: string[] = [];
+    let failing = false;
+    const notices = {
+      async track(to: string, revision: number, extents: readonly number[]) {
+        // What the copy holds of extent 5 when it is told: the write there has not reached it yet.
+        const held = (await replica.readAll(1, 6 * EXTENT)).subarray(5 * EXTENT, 5 * EXTENT + 4096);
+        told.push(`${to} r${revision} [${[...extents].sort().join(',')}] ${held[0]}`);
+        if (failing) throw new Error('its disk is failing');
+      },
+    };
+    const inSync = new MemoryInSyncSet(['r1']);
+    const device = await ReplicatedDevice.open(local, [replica.remote(1)], inSync, { activity: { log, epoch: 1, notices } });
+    await device.write(5 * EXTENT, Buffer.alloc(4096, 0x77), false);
+    await device.write(5 * EXTENT + 4096, Buffer.alloc(4096, 0x78), false); // the same extent: nothing more to tell
+    expect(told).toEqual([`r1 r${log.revision} [5] 0`]);
+
+    failing = true;
+    await device.write(9 * EXTENT, Buffer.alloc(4096, 0x79), false);
+    expect(inSync.log).toEqual(['remove r1']);
+    expect(device.status().map((r) => r.state)).toEqual(['out']);
+    expect((await local.read(9 * EXTENT, 4096))[0]).toBe(0x79);
     device.close();
   } finally {
     replica.closeClients();

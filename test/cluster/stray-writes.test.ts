@@ -1,0 +1,69 @@
+// A primary that dies for good while a write of its is in flight: the write reached one copy and not
+// the other, and was never acknowledged. Without anything more the copies in step would then differ
+// there, the new primary serving its own version, and a later failover to the other copy would show
+// the other version with no write in between. The primary has every copy record its activity log's
+// extents before it sends a write there, so the copy promoted in its place makes the copies in step
+// equal in those extents before it serves. Three weftd on a real etcd, the write held off one copy
+// by a proxy that stops forwarding (the chaos cluster's), the primary killed with -9, never restarted.
+
+import { ChaosCluster } from '../chaos/cluster';
+import { NbdClient } from '../../fabric/nbd/client';
+import type { VolumeInfo } from '../../fabric/volume/types';
+import { qemuIo, settled } from '../helpers/replicas';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, run, type WeftdHandle } from '../helpers/weftd';
+
+jest.setTimeout(120_000);
+
+const MiB = 1024 * 1024;
+
+let cluster: ChaosCluster | undefined;
+
+afterAll(async () => {
+  await cluster?.close();
+  await cleanupAll();
+});
+
+/** The first lengthBytes of node's own copy, read below the routing at epoch. */
+async function copyBytes(node: WeftdHandle, epoch: number, lengthBytes: number): Promise<Buffer> {
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: node.nbdPort, exportName: `v~epoch=${epoch}` });
+  try {
+    return await client.read(0, lengthBytes);
+  } finally {
+    client.close();
+  }
+}
+
+test('a primary killed with a write that reached one copy only: the new primary makes the copies in step equal before it serves', async () => {
+  cluster = await ChaosCluster.start(3);
+  const [n1, n2, n3] = cluster.nodes;
+  await n1.api.createVolume({ name: 'v', sizeBytes: 16 * MiB, replicas: 3, locality: 'n1' });
+  expect((await settled(n1.weftd, 'v')).replication?.primary).toBe('n1');
+  await qemuIo(n1.weftd.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
+
+  // n1's writes to n3's copy stop on the way (its NBD port's proxy forwards nothing); the rest of
+  // n3 (its API) stays reachable. A write of 1 MiB through n1 reaches n1's and n2's copies.
+  n3.peerLinks[0].cut();
+  const write = run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x55 0 1M', n1.weftd.nbdUri('v')], { timeoutMs: 60_000 });
+  await waitFor(async () => (await copyBytes(n2.weftd, 1, MiB)).every((b) => b === 0x55), 4000, 50);
+  // Before n1 gives up on n3 (its replica timeout, 5 s), n1 dies: the write is never acknowledged.
+  await cluster.kill9(n1);
+  n3.peerLinks[0].heal();
+  const result = await write;
+  expect(result.code).not.toBe(0);
+
+  const served = await cluster.waitForVolume('v', (v) => v.replication?.primary !== 'n1' && v.replication?.replicas.filter((r) => r.state === 'in-sync').length === 2, 60_000, 'served by n2 or n3');
+  const epoch = (served.replication as NonNullable<VolumeInfo['replication']>).epoch;
+  expect(epoch).toBe(2);
+
+  // Whichever copy serves, the other holds the same there: 0x55 on both (n2's version) or 0x11 on both.
+  // The record names the new primary before it serves: a read through it waits until it does.
+  const primary = served.replication?.primary === 'n2' ? n2 : n3;
+  await qemuIo(primary.weftd.nbdUri('v'), ['read 1M 4k'], true);
+  const [onN2, onN3] = await Promise.all([copyBytes(n2.weftd, epoch, 4 * MiB), copyBytes(n3.weftd, epoch, 4 * MiB)]);
+  expect(onN2.subarray(0, MiB).every((b) => b === onN2[0])).toBe(true);
+  expect([0x55, 0x11]).toContain(onN2[0]);
+  expect(onN3.equals(onN2)).toBe(true);
+  // And the volume reads as its primary's copy.
+  await qemuIo(primary.weftd.nbdUri('v'), [`read -P 0x${onN2[0].toString(16)} 0 1M`, 'read -P 0x11 1M 3M'], true);
+});
