@@ -457,8 +457,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
     return this.onNode(this.controller.record(volume)?.primary ?? this.self, remote, local);
   }
 
-  /** Runs a call on node: here directly, elsewhere through its control API. */
-  /** fast: the node's address as last seen (the store read only for a node not seen up) and a short deadline, for a call on a write's path. */
+  /**
+   * Runs a call on node: here directly, elsewhere through its control API. fast: the node's address
+   * as last seen (the store read only for a node not seen up) and a short deadline, for a call on a
+   * write's path.
+   */
   private async onNode<T>(node: string, remote: (client: WeftClient) => Promise<T>, local: () => Promise<T>, fast = false): Promise<T> {
     if (node === this.self) return local();
     // Its address as it is now (it may have restarted on other ports); as last seen while the store is out of reach.
