@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { DirtyMap } from './dirty-map';
 import { SerialSave, writeJsonFile } from './serial-save';
 
-export const EXTENT_BYTES = 4 * 1024 * 1024;
+const EXTENT_BYTES = 4 * 1024 * 1024;
 
 interface LogFile {
   /** The epoch of the primary that wrote it. */
@@ -46,7 +46,7 @@ export class ActivityLog {
   static load(file: string): ActivityLog {
     try {
       const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as LogFile;
-      if (!Number.isSafeInteger(saved.epoch) || !Array.isArray(saved.extents) || !saved.extents.every((e) => Number.isSafeInteger(e) && e >= 0)) throw new Error('malformed');
+      if (!Number.isSafeInteger(saved.epoch) || !areExtents(saved.extents)) throw new Error('malformed');
       const log = new ActivityLog(file, saved.epoch);
       for (const extent of saved.extents) {
         log.logged.add(extent);
@@ -88,9 +88,7 @@ export class ActivityLog {
 
   /** The regions it names, as a map of blocks. */
   regions(): DirtyMap {
-    const map = new DirtyMap();
-    for (const extent of this.logged) map.mark(extent * EXTENT_BYTES, EXTENT_BYTES);
-    return map;
+    return extentRegions(this.logged);
   }
 
   /** A primary at epoch starts afresh, its copies made equal where the log named: empty, on disk before it resolves. */
@@ -162,6 +160,18 @@ export class ActivityLog {
       this.writing = undefined;
     }
   }
+}
+
+/** The extents' regions, as a map of blocks. */
+export function extentRegions(extents: Iterable<number>): DirtyMap {
+  const map = new DirtyMap();
+  for (const extent of extents) map.mark(extent * EXTENT_BYTES, EXTENT_BYTES);
+  return map;
+}
+
+/** Whether a value read from a file is a list of extents. */
+export function areExtents(value: unknown): value is number[] {
+  return Array.isArray(value) && value.every((e) => Number.isSafeInteger(e) && e >= 0);
 }
 
 // Plain loops over these rather than a generator: enter() and leave() run for every replicated write.

@@ -7,8 +7,8 @@
 // (epoch, revision), changes nothing.
 
 import fs from 'node:fs';
-import { DirtyMap } from './dirty-map';
-import { EXTENT_BYTES } from './activity-log';
+import { areExtents, extentRegions } from './activity-log';
+import type { DirtyMap } from './dirty-map';
 import { SerialSave, writeJsonFile } from './serial-save';
 
 interface PeerActivityFile {
@@ -36,7 +36,7 @@ export class PeerActivity {
   static load(file: string): PeerActivity {
     try {
       const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as PeerActivityFile;
-      const valid = [saved.epoch, saved.revision].every(Number.isSafeInteger) && Array.isArray(saved.extents) && saved.extents.every((e) => Number.isSafeInteger(e) && e >= 0);
+      const valid = [saved.epoch, saved.revision].every(Number.isSafeInteger) && areExtents(saved.extents);
       if (!valid) throw new Error('malformed');
       return new PeerActivity(file, { epoch: saved.epoch, revision: saved.revision, extents: saved.extents });
     } catch {
@@ -59,9 +59,7 @@ export class PeerActivity {
 
   /** The regions it names, as a map of blocks. */
   regions(): DirtyMap {
-    const map = new DirtyMap();
-    for (const extent of this.state.extents) map.mark(extent * EXTENT_BYTES, EXTENT_BYTES);
-    return map;
+    return extentRegions(this.state.extents);
   }
 
   /** The volume is gone. */

@@ -50,6 +50,23 @@ async function startNode(storeSpec: string, id: string, poolBytes: number | stri
   return startWeftd({ pools: [pool], extraArgs: ['--store', storeSpec, '--node-id', id, '--advertise', '127.0.0.1', '--replica-timeout', '3'] });
 }
 
+/**
+ * Through n1, the primary: a write, then its disk fails (fail), then more writes and a flush, which
+ * succeed: n2 has taken over, and every acknowledged write reads back through both nodes and on
+ * n2's own copy. Returns the reads that check it.
+ */
+async function writeThroughFailingPrimary(n1: WeftdHandle, n2: WeftdHandle, fail: () => void): Promise<string[]> {
+  await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
+  fail();
+  await qemuIo(n1.nbdUri('v'), ['write -P 0x55 1M 8M', 'flush']);
+  const after = await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']);
+  expect(after.replication?.primary).toBe('n2');
+  expect(after.replication?.replicas.find((r) => r.node === 'n1')?.state).not.toBe('in-sync');
+  const expected = ['read -P 0x11 0 1M', 'read -P 0x55 1M 8M', 'read -P 0 9M 23M'];
+  for (const uri of [n1.nbdUri('v'), n2.nbdUri('v'), await copyUri(n2, 'v')]) await qemuIo(uri, expected, true);
+  return expected;
+}
+
 const copies = (info: VolumeInfo) => (info.replication?.replicas ?? []).map((r) => `${r.node}:${r.state}`).sort().join(',');
 
 test('the primary\'s pool full: the volume moves to the replica with room, the client sees no error, nothing acknowledged is lost; the full copy is replaced elsewhere', async () => {
@@ -93,16 +110,7 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
 
 test('the primary\'s disk fails every write: the replica serves without a client error; the disk back, the old copy is in sync again', async () => {
   const { disk, n1, n2 } = await onFailingDisk();
-  await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
-
-  disk.fail(true);
-  await qemuIo(n1.nbdUri('v'), ['write -P 0x55 1M 8M', 'flush']);
-  const after = await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']);
-  expect(after.replication?.primary).toBe('n2');
-  expect(after.replication?.replicas.find((r) => r.node === 'n1')?.state).not.toBe('in-sync');
-  const expected = ['read -P 0x11 0 1M', 'read -P 0x55 1M 8M', 'read -P 0 9M 23M'];
-  await qemuIo(n1.nbdUri('v'), expected, true);
-  await qemuIo(await copyUri(n2, 'v'), expected, true);
+  const expected = await writeThroughFailingPrimary(n1, n2, () => disk.fail(true));
 
   // The disk works again: n1's copy, diverged, is brought back in step with a full copy.
   disk.fail(false);
@@ -167,16 +175,8 @@ async function withFailingMetadataDisk(primary: string, fn: (disk: FailingFilesy
 
 test('the primary\'s metadata disk (its data dir) fails: the replica serves without a client error, nothing acknowledged is lost', async () => {
   await withFailingMetadataDisk('n1', async (metadataDisk, n1, n2) => {
-    await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
-    metadataDisk.fail(true); // ext4 turns read-only at its first failed write: the journal and the activity log cannot be written
-    await qemuIo(n1.nbdUri('v'), ['write -P 0x55 1M 8M', 'flush']);
-    const after = await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']);
-    expect(after.replication?.primary).toBe('n2');
-    expect(after.replication?.replicas.find((r) => r.node === 'n1')?.state).not.toBe('in-sync');
-    const expected = ['read -P 0x11 0 1M', 'read -P 0x55 1M 8M', 'read -P 0 9M 23M'];
-    await qemuIo(n1.nbdUri('v'), expected, true);
-    await qemuIo(n2.nbdUri('v'), expected, true);
-    await qemuIo(await copyUri(n2, 'v'), expected, true);
+    // ext4 turns read-only at its first failed write: the journal and the activity log cannot be written.
+    await writeThroughFailingPrimary(n1, n2, () => metadataDisk.fail(true));
   });
 });
 
