@@ -129,6 +129,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     // metricsPort: set once the exporter plugin listens.
     const node = { nodeId: config.nodeId, version: weftVersion(), listenAddress: config.listen, nbdPort, metricsPort: 0, dataDir: config.dataDir, formatVersion: FORMAT_VERSION, startedAt, zone: config.zone };
     clusterVolumes = new ClusterVolumes(engine, controller, store, config.nodeId, logger.child({ component: 'volumes' }));
+    running.add('node clients', async () => clusterVolumes?.close());
     const apiCalls = new ApiCallStats();
     const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, clusterVolumes, calls: apiCalls, classes: config.classes, volumeStats: volumeMetrics, logger: logger.child({ component: 'api' }) });
     const apiPort = await listen('api', config.listen, config.apiPort, () => api.listen(config.listen, config.apiPort));

@@ -22,6 +22,7 @@ import type { CopyOperation } from '../replication/replication-layer';
 import { verifyReplicas } from '../replication/replica-verify';
 import { applyTo } from '../cluster/volume-runner';
 import { WeftApiError, WeftClient } from './client';
+import { NodeClients, withClient } from './node-clients';
 import type { SnapshotRef } from './messages';
 
 /**
@@ -106,6 +107,9 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
 }
 
 export class ClusterVolumes implements ReplicatedVolumes {
+  /** For the calls on a write's path (onNode's fast ones). */
+  private readonly fastClients = new NodeClients(FAST_NODE_CALL_DEADLINE_MS);
+
   constructor(
     private readonly engine: LocalEngine,
     private readonly controller: VolumeController,
@@ -459,8 +463,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /**
    * Runs a call on node: here directly, elsewhere through its control API. fast: the node's address
-   * as last seen (the store read only for a node not seen up) and a short deadline, for a call on a
-   * write's path.
+   * as last seen (the store read only for a node not seen up), a short deadline and a client kept
+   * open, for a call on a write's path.
    */
   private async onNode<T>(node: string, remote: (client: WeftClient) => Promise<T>, local: () => Promise<T>, fast = false): Promise<T> {
     if (node === this.self) return local();
@@ -469,15 +473,18 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (known?.state !== 'up') await this.controller.readNodes().catch(() => undefined);
     const target = this.controller.node(node);
     if (!target || target.state !== 'up') throw new WeftError('UNAVAILABLE', `node ${node} is down`);
-    const client = new WeftClient(`${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`, fast ? FAST_NODE_CALL_DEADLINE_MS : NODE_CALL_DEADLINE_MS);
+    const endpoint = `${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`;
     try {
-      return await remote(client);
+      return await (fast ? this.fastClients.call(node, endpoint, remote) : withClient(new WeftClient(endpoint, NODE_CALL_DEADLINE_MS), remote));
     } catch (err) {
       if (err instanceof WeftApiError) throw new WeftApiError(err.code, `node ${node}: ${err.message}`);
       throw err;
-    } finally {
-      client.close();
     }
+  }
+
+  /** Closes the clients it keeps open; calls after this still work, each with a client of its own. */
+  close(): void {
+    this.fastClients.close();
   }
 
   private async undo(name: string, nodes: string[]): Promise<void> {

@@ -123,7 +123,7 @@ export class VolumeController {
   activityLog(volume: string): ActivityLog | undefined {
     if (!this.layers.has(volume)) return undefined;
     let log = this.activity.get(volume);
-    if (!log) this.activity.set(volume, (log = ActivityLog.load(path.join(this.options.absenceDir, `${volume}.activity.json`))));
+    if (!log) this.activity.set(volume, (log = ActivityLog.load(path.join(this.options.absenceDir, `${volume}.activity`))));
     return log;
   }
 
@@ -131,7 +131,7 @@ export class VolumeController {
   peerActivity(volume: string): PeerActivity | undefined {
     if (!this.layers.has(volume)) return undefined;
     let record = this.peerActivities.get(volume);
-    if (!record) this.peerActivities.set(volume, (record = PeerActivity.load(path.join(this.options.absenceDir, `${volume}.peer-activity.json`))));
+    if (!record) this.peerActivities.set(volume, (record = PeerActivity.load(path.join(this.options.absenceDir, `${volume}.peer-activity`))));
     return record;
   }
 

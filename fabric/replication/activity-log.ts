@@ -8,9 +8,9 @@
 // extents the old one logged, instead of a full copy. An extent leaves the log once a flush that
 // began after its last write has completed on every copy.
 
-import fs from 'node:fs';
+import { RecordFile } from '../store/record-file';
 import { DirtyMap } from './dirty-map';
-import { SerialSave, writeJsonFile } from './serial-save';
+import { SerialSave } from './serial-save';
 
 const EXTENT_BYTES = 4 * 1024 * 1024;
 
@@ -40,23 +40,25 @@ export class ActivityLog {
   private touched = new Set<number>();
   private readonly saver = new SerialSave(() => this.write());
 
-  private constructor(readonly file: string, private epochValue: number) {}
+  private constructor(private readonly recordFile: RecordFile, private epochValue: number) {}
 
   /** The log in file; a missing or damaged one is empty at epoch 0 (a copy whose old primary's log is lost gets a full copy). */
   static load(file: string): ActivityLog {
-    try {
-      const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as LogFile;
-      if (!Number.isSafeInteger(saved.epoch) || !areExtents(saved.extents)) throw new Error('malformed');
-      const log = new ActivityLog(file, saved.epoch);
-      for (const extent of saved.extents) {
-        log.logged.add(extent);
-        log.addedAt.set(extent, 0);
-      }
-      log.saved = new Set(log.logged);
-      return log;
-    } catch {
-      return new ActivityLog(file, 0);
+    const { record, value } = RecordFile.open(file);
+    const saved = value as Partial<LogFile> | undefined;
+    if (!saved || !Number.isSafeInteger(saved.epoch) || !areExtents(saved.extents)) return new ActivityLog(record, 0);
+    const log = new ActivityLog(record, saved.epoch as number);
+    for (const extent of saved.extents) {
+      log.logged.add(extent);
+      log.addedAt.set(extent, 0);
     }
+    log.saved = new Set(log.logged);
+    return log;
+  }
+
+  /** Where it is kept. */
+  get file(): string {
+    return this.recordFile.file;
   }
 
   /** The epoch of the primary that wrote it. */
@@ -147,14 +149,14 @@ export class ActivityLog {
   /** The volume is gone. */
   async remove(): Promise<void> {
     await this.saver.idle();
-    await fs.promises.rm(this.file, { force: true });
+    this.recordFile.remove();
   }
 
   private async write(): Promise<void> {
     const extents = [...this.logged];
     this.writing = new Set(extents);
     try {
-      await writeJsonFile(this.file, { epoch: this.epochValue, extents } satisfies LogFile);
+      this.recordFile.save({ epoch: this.epochValue, extents } satisfies LogFile);
       this.saved = this.writing;
     } finally {
       this.writing = undefined;

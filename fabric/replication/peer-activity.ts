@@ -6,10 +6,10 @@
 // Notices may overtake one another on the way; one older than what the file holds, by the primary's
 // (epoch, revision), changes nothing.
 
-import fs from 'node:fs';
+import { RecordFile } from '../store/record-file';
 import { areExtents, extentRegions } from './activity-log';
 import type { DirtyMap } from './dirty-map';
-import { SerialSave, writeJsonFile } from './serial-save';
+import { SerialSave } from './serial-save';
 
 interface PeerActivityFile {
   epoch: number;
@@ -23,25 +23,22 @@ export class PeerActivity {
   private durable: PeerActivityFile;
   private readonly saver = new SerialSave(async () => {
     const state = this.state;
-    await writeJsonFile(this.file, state);
+    this.recordFile.save(state);
     if (newer(state, this.durable)) this.durable = state;
   });
 
-  private constructor(readonly file: string, state: PeerActivityFile) {
+  private constructor(private readonly recordFile: RecordFile, state: PeerActivityFile) {
     this.state = state;
     this.durable = state;
   }
 
   /** The record in file; a missing or damaged one is empty at epoch 0. */
   static load(file: string): PeerActivity {
-    try {
-      const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as PeerActivityFile;
-      const valid = [saved.epoch, saved.revision].every(Number.isSafeInteger) && areExtents(saved.extents);
-      if (!valid) throw new Error('malformed');
-      return new PeerActivity(file, { epoch: saved.epoch, revision: saved.revision, extents: saved.extents });
-    } catch {
-      return new PeerActivity(file, { epoch: 0, revision: 0, extents: [] });
-    }
+    const { record, value } = RecordFile.open(file);
+    const saved = value as Partial<PeerActivityFile> | undefined;
+    const valid = saved && [saved.epoch, saved.revision].every(Number.isSafeInteger) && areExtents(saved.extents);
+    if (!valid) return new PeerActivity(record, { epoch: 0, revision: 0, extents: [] });
+    return new PeerActivity(record, { epoch: saved.epoch as number, revision: saved.revision as number, extents: saved.extents as number[] });
   }
 
   /** The epoch of the primary whose log it holds (0: none). */
@@ -65,7 +62,7 @@ export class PeerActivity {
   /** The volume is gone. */
   async remove(): Promise<void> {
     await this.saver.idle();
-    await fs.promises.rm(this.file, { force: true });
+    this.recordFile.remove();
   }
 }
 

@@ -242,7 +242,7 @@ async function fullRebuild(dir: string): Promise<Section> {
   await until(survivor, volume, (r) => r.primary === survivor.nodeId && r.epoch > before.epoch);
   // Without its activity log the old primary gets the full copy this part measures (with it, the
   // extents its log names, the whole fill: it was never flushed).
-  fs.rmSync(path.join(old.dataDir, 'replication', `${volume}.activity.json`), { force: true });
+  fs.rmSync(path.join(old.dataDir, 'replication', `${volume}.activity`), { force: true });
   const restartedMs = performance.now();
   await old.start();
   const after = await until(survivor, volume, allInSync);

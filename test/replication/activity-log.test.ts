@@ -25,7 +25,7 @@ const runsOf = (log: ActivityLog) => [...log.regions().runs()].map((r) => [r.off
 
 describe('on its own', () => {
   let file: string;
-  beforeEach(() => (file = path.join(makeTempDir('weft-activity-'), 'vol.activity.json')));
+  beforeEach(() => (file = path.join(makeTempDir('weft-activity-'), 'vol.activity')));
 
   test('names a write\'s extents on disk before the write may be sent', async () => {
     const log = ActivityLog.load(file);
@@ -81,7 +81,7 @@ describe('on its own', () => {
   });
 
   test('a copy\'s record of the primary\'s log: on disk, an older notice changes nothing, a newer epoch replaces it', async () => {
-    const peerFile = path.join(path.dirname(file), 'vol.peer-activity.json');
+    const peerFile = path.join(path.dirname(file), 'vol.peer-activity');
     const record = PeerActivity.load(peerFile);
     expect([record.epoch, [...record.regions().runs()]]).toEqual([0, []]);
     await record.record(3, 5, [2]);
@@ -91,14 +91,27 @@ describe('on its own', () => {
     expect([loaded.epoch, [...loaded.regions().runs()].map((r) => [r.offsetBytes / MiB, r.lengthBytes / MiB])]).toEqual([3, [[8, 4]]]);
     await loaded.record(4, 0, []);
     expect([PeerActivity.load(peerFile).epoch, [...PeerActivity.load(peerFile).regions().runs()]]).toEqual([4, []]);
-    fs.writeFileSync(peerFile, '{"epoch": 3, "revision": 1, "extents": ["x"]}');
+    fs.writeFileSync(peerFile, 'not a record');
     expect(PeerActivity.load(peerFile).epoch).toBe(0);
   });
 
-  test('a damaged file reads as no log (epoch 0): a former primary then gets a full copy', () => {
-    fs.writeFileSync(file, '{"epoch": 3, "extents": [1, -2]}');
+  test('a damaged file reads as no log (epoch 0): a former primary then gets a full copy', async () => {
     const log = ActivityLog.load(file);
-    expect([log.epoch, runsOf(log)]).toEqual([0, []]);
+    await log.reset(3);
+    await log.enter(0, 4096);
+    fs.writeFileSync(file, 'damaged');
+    expect([ActivityLog.load(file).epoch, runsOf(ActivityLog.load(file))]).toEqual([0, []]);
+  });
+
+  test('a log an earlier version kept as FILE.json is read, and removed at the first save', async () => {
+    fs.writeFileSync(`${file}.json`, '{"epoch": 3, "extents": [2]}');
+    const log = ActivityLog.load(file);
+    expect([log.epoch, runsOf(log)]).toEqual([3, [[8, 4]]]);
+    await log.enter(0, 4096);
+    expect(fs.existsSync(`${file}.json`)).toBe(false);
+    expect(runsOf(ActivityLog.load(file))).toEqual([[0, 4], [8, 4]]);
+    fs.writeFileSync(`${file}.json`, '{"epoch": 3, "extents": [1, -2]}'); // damaged, and older than the file: not read
+    expect(ActivityLog.load(file).epoch).toBe(3);
   });
 });
 
@@ -111,7 +124,7 @@ test('a primary restarted with extents in its log copies them to the copies in s
     // What a crash left: a write that reached the primary's copy and not the replica's, in an extent the log names.
     const lost = randomBytes(64 * 1024);
     await local.write(8 * MiB + 4096, lost, true);
-    const log = ActivityLog.load(path.join(dir, 'vol.activity.json'));
+    const log = ActivityLog.load(path.join(dir, 'vol.activity'));
     await log.enter(8 * MiB + 4096, lost.length);
     expect((await replica.readAll(1, 9 * MiB)).subarray(8 * MiB + 4096, 8 * MiB + 4096 + lost.length).equals(lost)).toBe(false);
 
@@ -142,7 +155,7 @@ test('writes that are never flushed do not grow the log past its cap: the primar
   const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
   const replica = await ReplicaNode.start('r1', 'vol', VOLUME_BYTES);
   try {
-    const log = ActivityLog.load(path.join(dir, 'vol.activity.json'));
+    const log = ActivityLog.load(path.join(dir, 'vol.activity'));
     const device = await ReplicatedDevice.open(local, [replica.remote(1)], new MemoryInSyncSet(['r1']), { activity: { log, epoch: 1, capExtents: CAP } });
     let most = 0;
     for (let extent = 0; extent < extents; extent++) {
@@ -166,7 +179,7 @@ test('with notices, a copy has recorded a write\'s extent before the write reach
   const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
   const replica = await ReplicaNode.start('r1', 'vol', VOLUME_BYTES);
   try {
-    const log = ActivityLog.load(path.join(dir, 'vol.activity.json'));
+    const log = ActivityLog.load(path.join(dir, 'vol.activity'));
     const told: string[] = [];
     let failing = false;
     const notices = {
