@@ -596,7 +596,8 @@ export class ReplicatedDevice extends PassThroughLayer {
       if (saved || told) await Promise.all([saved, told]);
       if (this.resyncs > 0) release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false);
       const targets = this.targets();
-      const outcomes = await Promise.allSettled([local(), ...targets.map((r) => remote(r.connection as ReplicaConnection))]);
+      const sent = targets.map((r) => remote(r.connection as ReplicaConnection));
+      const outcomes = await Promise.allSettled([sent.length > 0 ? afterThisTick(local) : local(), ...sent]);
       for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') targets[i].unflushed.mark(offsetBytes, lengthBytes);
       await this.settle(targets, outcomes, offsetBytes, lengthBytes, seq);
     } finally {
@@ -757,4 +758,14 @@ function copyFault(err: unknown): boolean {
 /** The replica refused the write because its epoch is newer than ours (epoch-fence.ts). */
 export function isFenced(err: unknown): boolean {
   return err instanceof IoError && err.errno === 'EPERM';
+}
+
+/**
+ * Runs fn once this tick's requests to the copies have left: the NBD client sends a tick's requests
+ * in one writev when the tick ends, and a local write of a few KiB does its syscalls there and then.
+ * Run at once, the local writes of a batch would hold back the copies' requests; deferred, the
+ * copies work on them meanwhile.
+ */
+function afterThisTick(fn: () => Promise<void>): Promise<void> {
+  return new Promise((resolve, reject) => process.nextTick(() => fn().then(resolve, reject)));
 }

@@ -1,16 +1,19 @@
 // Measures replicated volumes end to end, three weftd on a real etcd on this machine (issue 9):
-// fio write throughput on 1, 2 and 3 replicas and through a node that forwards to the primary;
-// failover time after kill -9 of the primary; a delta resync of 64 MiB; a full rebuild of 1 GiB.
+// fio write throughput on 1, 2 and 3 replicas and through a node that forwards to the primary, with
+// the CPU time fio and each weftd spend per I/O (all share this machine's cores, which bounds the
+// ratios); failover time after kill -9 of the primary; a delta resync of 64 MiB; a full rebuild of
+// 1 GiB.
 
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { ReplicationInfo, VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 import { AckWriter } from './ack-writer';
-import { ALL_JOBS, fill, runFio, runJob } from './fio';
-import { benchMain, median, mustSucceed, OUT_DIR, positiveInteger, saveResults } from './harness';
+import { ALL_JOBS, fill, runFio, runJobMeasured, type Job } from './fio';
+import { benchMain, cpuSeconds, idleCpuSeconds, median, mustSucceed, OUT_DIR, positiveInteger, saveResults } from './harness';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 8);
 const REPEAT = positiveInteger('BENCH_REPEAT', 1);
@@ -121,15 +124,25 @@ async function throughput(dir: string): Promise<Section> {
     console.error(`  fill ${t.label}: ${Math.round(await fill(uri(t), path.join(dir, 'fill.json')))} MB/s`);
   }
   const results: Record<string, Record<string, number>> = {};
+  const cpuRows: string[] = [];
+  const cpuJson: Record<string, Record<string, CpuPerIo>> = {};
   for (const job of JOBS) {
     const samples = targets.map((): number[] => []);
+    const cpuSamples = targets.map((): CpuPerIo[] => []);
     for (let repetition = 1; repetition <= REPEAT; repetition++) {
       for (const [i, t] of targets.entries()) {
-        samples[i].push(await runJob(job, uri(t), SECONDS, path.join(dir, 'job.json')));
-        console.error(`  ${job.name} #${repetition} ${t.label}: ${Math.round(samples[i].at(-1) as number)} ${job.unit}`);
+        const { value, cpu } = await measuredJob(job, uri(t), path.join(dir, 'job.json'));
+        samples[i].push(value);
+        cpuSamples[i].push(cpu);
+        console.error(`  ${job.name} #${repetition} ${t.label}: ${Math.round(value)} ${job.unit}; CPU us per I/O ${JSON.stringify(cpu)}`);
       }
     }
     results[`${job.name} (${job.unit})`] = Object.fromEntries(targets.map((t, i) => [t.label, median(samples[i])]));
+    cpuJson[job.name] = Object.fromEntries(targets.map((t, i) => [t.label, medianCpu(cpuSamples[i])]));
+    for (const t of targets) {
+      const c = cpuJson[job.name][t.label];
+      cpuRows.push(`| ${job.name} | ${t.label} | ${[c.fio, c.n1, c.n2, c.n3, c.fio + c.n1 + c.n2 + c.n3].map((v) => v.toFixed(1)).join(' | ')} | ${Math.round(c.idlePercent)} |`);
+    }
   }
   for (const volume of ['plain', 'rep1', 'rep2', 'rep3']) await remove(volume);
 
@@ -139,7 +152,47 @@ async function throughput(dir: string): Promise<Section> {
     return `| ${job} | ${values.map((v) => `${Math.round(v)} (${(v / values[base]).toFixed(2)})`).join(' | ')} |`;
   });
   const header = `| job | ${targets.map((t) => t.label).join(' | ')} |\n|---|${targets.map(() => '---|').join('')}`;
-  return { name: 'throughput', markdown: `fio, median of ${REPEAT}, ${SECONDS} s each; (ratio to 1 replica), primary on n1\n\n${header}\n${rows.join('\n')}`, json: results };
+  const cpuTable = [
+    `CPU time per I/O in microseconds (medians), fio's own and each weftd's, and the share of the machine's ${os.cpus().length} cores left idle meanwhile`,
+    '',
+    '| job | volume | fio | n1 | n2 | n3 | all | idle % |',
+    '|---|---|---|---|---|---|---|---|',
+    ...cpuRows,
+  ].join('\n');
+  return {
+    name: 'throughput',
+    markdown: `fio, median of ${REPEAT}, ${SECONDS} s each; (ratio to 1 replica), primary on n1\n\n${header}\n${rows.join('\n')}\n\n${cpuTable}`,
+    json: { ...results, cpuPerIo: cpuJson },
+  };
+}
+
+/** CPU time per I/O in microseconds, of fio and of each weftd; idlePercent: of all the cores, meanwhile. */
+interface CpuPerIo {
+  fio: number;
+  n1: number;
+  n2: number;
+  n3: number;
+  idlePercent: number;
+}
+
+/**
+ * One fio job, with the CPU time each process spent per I/O. fio reports its own without its 1 s
+ * ramp; the weftd figures, read from /proc around the whole run, include it: their I/Os are taken
+ * as fio's rate over the ramp too.
+ */
+async function measuredJob(job: Job, uri: string, outFile: string): Promise<{ value: number; cpu: CpuPerIo }> {
+  const before = { weftd: nodes.map((n) => cpuSeconds(n.pid)), idle: idleCpuSeconds(), ms: performance.now() };
+  const run = await runJobMeasured(job, uri, SECONDS, outFile);
+  const seconds = (performance.now() - before.ms) / 1000;
+  const ios = (run.ios * (SECONDS + 1)) / SECONDS;
+  const [n1, n2, n3] = nodes.map((n, i) => ((cpuSeconds(n.pid) - before.weftd[i]) / ios) * 1e6);
+  const idlePercent = (100 * (idleCpuSeconds() - before.idle)) / (seconds * os.cpus().length);
+  return { value: run.value, cpu: { fio: (run.fioCpuSeconds / run.ios) * 1e6, n1, n2, n3, idlePercent } };
+}
+
+function medianCpu(samples: CpuPerIo[]): CpuPerIo {
+  const of = (key: keyof CpuPerIo) => median(samples.map((s) => s[key]));
+  return { fio: of('fio'), n1: of('n1'), n2: of('n2'), n3: of('n3'), idlePercent: of('idlePercent') };
 }
 
 // ---- 2. failover: kill -9 of the primary while a client writes through another node ----

@@ -15,7 +15,8 @@ export interface FioSide {
 }
 
 interface FioReport {
-  jobs: { read: FioSide; write: FioSide }[];
+  /** usr_cpu and sys_cpu: percent of one CPU over job_runtime (ms), the ramp left out. */
+  jobs: { read: FioSide; write: FioSide; usr_cpu: number; sys_cpu: number; job_runtime: number }[];
 }
 
 /**
@@ -51,8 +52,14 @@ export const ALL_JOBS: Job[] = [
 
 /** Runs one job for `seconds` (after a 1 s ramp) against one export; resolves with its result in the job's unit. */
 export async function runJob(job: Job, uri: string, seconds: number, outFile: string): Promise<number> {
+  return (await runJobMeasured(job, uri, seconds, outFile)).value;
+}
+
+/** runJob's result, with the I/Os fio completed and the CPU time it used doing so (both without the ramp). */
+export async function runJobMeasured(job: Job, uri: string, seconds: number, outFile: string): Promise<{ value: number; ios: number; fioCpuSeconds: number }> {
   const args = [`--name=${job.name.replace(/\W+/g, '-')}`, `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`, '--time_based', `--runtime=${seconds}`, '--ramp_time=1', '--norandommap', '--randrepeat=0'];
-  const report = await runFio(args, outFile);
-  const side = job.rw.endsWith('write') ? report.jobs[0].write : report.jobs[0].read;
-  return job.unit === 'IOPS' ? side.iops : side.bw_bytes / 1e6;
+  const [report] = (await runFio(args, outFile)).jobs;
+  const side = job.rw.endsWith('write') ? report.write : report.read;
+  const value = job.unit === 'IOPS' ? side.iops : side.bw_bytes / 1e6;
+  return { value, ios: side.total_ios, fioCpuSeconds: ((report.usr_cpu + report.sys_cpu) / 100) * (report.job_runtime / 1000) };
 }

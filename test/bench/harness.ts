@@ -18,19 +18,31 @@ export function mustSucceed(what: string, result: RunResult): RunResult {
   return result;
 }
 
-/** weftd on free ports, its data and its one pool ("bench", of poolBytes) in dir. */
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
+/** weftd on free ports, its data and its one pool ("bench", of poolBytes) in dir. */
 export function startBenchWeftd(dir: string, poolBytes: number): Promise<WeftdHandle> {
   const poolDir = path.join(dir, 'weft-pool');
   fs.mkdirSync(poolDir);
   // BENCH_WEFTD_ARGS: extra weftd flags, space-separated (e.g. "--sync-interval 1").
   const extraArgs = (process.env.BENCH_WEFTD_ARGS ?? '').split(' ').filter(Boolean);
   return startWeftd({ dataDir: path.join(dir, 'weft-data'), pools: [`bench:${poolDir}:${poolBytes}`], extraArgs });
+}
+
+/** The user and system CPU time of a process, in seconds (from /proc: utime and stime, in clock ticks of 1/100 s). */
+export function cpuSeconds(pid: number | undefined): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The time the machine's cores have spent idle (waiting for I/O included), in seconds, summed over cores. */
+export function idleCpuSeconds(): number {
+  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/);
+  return (Number(fields[4]) + Number(fields[5])) / 100;
 }
 
 /** Saves the markdown and the JSON of one run under BENCH_OUT; returns the files' common path without extension. */

@@ -6,7 +6,6 @@
 // part of a job's name) only the jobs it names.
 
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 import { NbdClient } from '../../fabric/nbd/client';
@@ -20,7 +19,7 @@ import { freePort } from '../helpers/free-port';
 import { cleanupAll, makeTempDir, track } from '../helpers/weftd';
 import { openPrimaryVolume } from '../replication/primary-volume';
 import { ALL_JOBS, fill, runJob, type Job } from './fio';
-import { benchMain, median, positiveInteger, saveResults } from './harness';
+import { benchMain, cpuSeconds, median, positiveInteger, saveResults } from './harness';
 import { resyncBench } from './replication-resync';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 10);
@@ -93,12 +92,6 @@ async function startNullReplica(sizeBytes: number): Promise<RemoteReplica> {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
-}
-
-/** The user and system CPU time of a process, in seconds (from /proc: utime and stime, in clock ticks of 1/100 s). */
-function cpuSeconds(pid: number | undefined): number {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /**
