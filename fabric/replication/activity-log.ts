@@ -156,7 +156,7 @@ export class ActivityLog {
     const extents = [...this.logged];
     this.writing = new Set(extents);
     try {
-      this.recordFile.save({ epoch: this.epochValue, extents } satisfies LogFile);
+      await this.recordFile.save({ epoch: this.epochValue, extents } satisfies LogFile);
       this.saved = this.writing;
     } finally {
       this.writing = undefined;

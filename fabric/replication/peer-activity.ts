@@ -23,7 +23,7 @@ export class PeerActivity {
   private durable: PeerActivityFile;
   private readonly saver = new SerialSave(async () => {
     const state = this.state;
-    this.recordFile.save(state);
+    await this.recordFile.save(state);
     if (newer(state, this.durable)) this.durable = state;
   });
 

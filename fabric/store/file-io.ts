@@ -17,7 +17,6 @@ export interface FileOps {
   writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void;
   fdatasync(fd: number, done: (err: NodeJS.ErrnoException | null) => void): void;
   fsyncSync(fd: number): void;
-  fdatasyncSync(fd: number): void;
   ftruncateSync(fd: number, length: number): void;
 }
 
@@ -29,7 +28,6 @@ const nodeFileOps: FileOps = {
   writev: (fd, pieces, position, done) => fs.writev(fd, pieces, position, done),
   fdatasync: (fd, done) => fs.fdatasync(fd, done),
   fsyncSync: (fd) => fs.fsyncSync(fd),
-  fdatasyncSync: (fd) => fs.fdatasyncSync(fd),
   ftruncateSync: (fd, length) => fs.ftruncateSync(fd, length),
 };
 
@@ -119,11 +117,6 @@ export function fdatasync(fd: number): Promise<void> {
 
 export function fsyncSync(fd: number): void {
   ops.fsyncSync(fd);
-}
-
-/** fdatasync on the calling thread. */
-export function fdatasyncSync(fd: number): void {
-  ops.fdatasyncSync(fd);
 }
 
 export function ftruncateSync(fd: number, length: number): void {

@@ -1,18 +1,20 @@
-// A small record (a few KiB of JSON) kept durably in place: one pwrite and one fdatasync per save,
-// on the calling thread. Two slots take turns, each with a sequence number and a CRC-32C, so a
-// torn or failed save damages only the slot it was writing; the other still holds the record
-// before it. Reading takes the valid slot with the higher sequence number.
+// A small record (a few KiB of JSON) kept durably in place: one pwrite and one fdatasync per save.
+// Two slots take turns, each with a sequence number and a CRC-32C, so a torn or failed save
+// damages only the slot it was writing; the other still holds the record before it. Reading takes
+// the valid slot with the higher sequence number.
 //
-// Why not a temp file renamed over the old one: the rename costs a journal commit, which under a
-// node's write load took 3-10 ms on average and up to 180 ms here, and the records kept this way
-// (the activity logs) are saved on the write path, before a write to a new extent is sent. An
-// overwrite in place needs no commit: 0.1-1 ms. On the calling thread because libuv's thread pool
-// is then busy with the data writes, behind which a small save would queue.
+// Why not a temp file renamed over the old one: the records kept this way (the activity logs) are
+// saved on the write path, before a write to a new extent is sent, and the rename and the
+// directory's fsync cost journal commits, which under a node's write load took 3-10 ms on average
+// and up to 180 ms here. An overwrite in place needs no commit. The fdatasync stays off the event
+// loop (in libuv's thread pool, behind the data writes queued there): done on it, saves took
+// 1-2 ms instead of 5-8, but stalled every volume of the node for up to 8 ms each, and for as long
+// as a slow disk takes.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32c } from './checksum';
-import { fdatasyncSync, fsyncDir, preadAllSync, pwriteAllSync } from './file-io';
+import { fdatasync, fsyncDirAsync, preadAllSync, pwriteAllSync } from './file-io';
 
 const MAGIC = 0x57524543; // "WREC"
 /** magic u32, crc u32 (of what follows it), sequence u64, payload length u32. */
@@ -21,6 +23,8 @@ const HEADER_BYTES = 20;
 export const RECORD_SLOT_BYTES = 1024 * 1024;
 
 export class RecordFile {
+  private saving = false;
+
   private constructor(
     readonly file: string,
     private sequence: number,
@@ -38,8 +42,21 @@ export class RecordFile {
     return { record: new RecordFile(file, 0), value: legacy };
   }
 
-  /** Saves value durably, in the slot that does not hold the newest record. Throws if it cannot. */
-  save(value: unknown): void {
+  /**
+   * Saves value durably, in the slot that does not hold the newest record; rejects if it cannot.
+   * One save at a time (its callers queue theirs: serial-save.ts).
+   */
+  async save(value: unknown): Promise<void> {
+    if (this.saving) throw new Error(`${this.file}: a save is already under way`);
+    this.saving = true;
+    try {
+      await this.write(value);
+    } finally {
+      this.saving = false;
+    }
+  }
+
+  private async write(value: unknown): Promise<void> {
     const payload = Buffer.from(JSON.stringify(value));
     if (HEADER_BYTES + payload.length > RECORD_SLOT_BYTES) {
       throw new Error(`${this.file}: a record of ${payload.length} bytes does not fit in a slot of ${RECORD_SLOT_BYTES}`);
@@ -56,11 +73,11 @@ export class RecordFile {
     const fd = fs.openSync(this.file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
     try {
       pwriteAllSync(fd, slot, (sequence % 2) * RECORD_SLOT_BYTES);
-      fdatasyncSync(fd);
+      await fdatasync(fd);
     } finally {
       fs.closeSync(fd);
     }
-    if (created) fsyncDir(path.dirname(this.file));
+    if (created) await fsyncDirAsync(path.dirname(this.file));
     this.sequence = sequence;
     fs.rmSync(`${this.file}.json`, { force: true });
   }

@@ -79,11 +79,6 @@ export class FaultyFileOps extends FileOpsLayer {
     this.below.fsyncSync(fd);
   }
 
-  override fdatasyncSync(fd: number): void {
-    this.throwIfFaulty(fd, 'fdatasync');
-    this.below.fdatasyncSync(fd);
-  }
-
   override ftruncateSync(fd: number, length: number): void {
     this.throwIfFaulty(fd, 'ftruncate');
     this.below.ftruncateSync(fd, length);

@@ -47,10 +47,6 @@ export class FileOpsLayer implements FileOps {
     this.below.fsyncSync(fd);
   }
 
-  fdatasyncSync(fd: number): void {
-    this.below.fdatasyncSync(fd);
-  }
-
   ftruncateSync(fd: number, length: number): void {
     this.below.ftruncateSync(fd, length);
   }

@@ -138,7 +138,6 @@ export class FileOpsRecorder {
           }),
         ),
       fsyncSync: (fd) => syncCall('fsync', fd, () => this.below.fsyncSync(fd)),
-      fdatasyncSync: (fd) => syncCall('fdatasync', fd, () => this.below.fdatasyncSync(fd)),
       ftruncateSync: (fd, length) => syncCall('ftruncate', fd, () => this.below.ftruncateSync(fd, length)),
     };
   }

@@ -103,12 +103,6 @@ export class PowerCutFileOps extends FileOpsLayer {
     finish();
   }
 
-  override fdatasyncSync(fd: number): void {
-    const finish = this.beginSync(fd);
-    this.below.fdatasyncSync(fd);
-    finish();
-  }
-
   override ftruncateSync(fd: number, length: number): void {
     this.below.ftruncateSync(fd, length);
     const file = this.track(fd);

@@ -20,25 +20,25 @@ function damage(position: number): void {
   fs.closeSync(fd);
 }
 
-test('a missing file holds nothing; each save is read back, by a new process too (a fresh open)', () => {
+test('a missing file holds nothing; each save is read back, by a new process too (a fresh open)', async () => {
   const { record, value } = RecordFile.open(file);
   expect(value).toBeUndefined();
   for (let i = 1; i <= 5; i++) {
-    record.save({ epoch: i, extents: Array.from({ length: i }, (_, k) => k) });
+    await record.save({ epoch: i, extents: Array.from({ length: i }, (_, k) => k) });
     expect(valueOf(file)).toEqual({ epoch: i, extents: Array.from({ length: i }, (_, k) => k) });
   }
   // Reopened, it goes on from the newest record: the next save does not overwrite it.
   const reopened = RecordFile.open(file).record;
-  reopened.save({ epoch: 6 });
+  await reopened.save({ epoch: 6 });
   expect(valueOf(file)).toEqual({ epoch: 6 });
   damage(0); // the first slot's header: epoch 6 went there
   expect(valueOf(file)).toEqual({ epoch: 5, extents: [0, 1, 2, 3, 4] });
 });
 
-test('a torn save (the slot it was writing damaged) reads as the record before it', () => {
+test('a torn save (the slot it was writing damaged) reads as the record before it', async () => {
   const { record } = RecordFile.open(file);
-  record.save({ epoch: 1 });
-  record.save({ epoch: 2, extents: [1, 2, 3] }); // the other slot
+  await record.save({ epoch: 1 });
+  await record.save({ epoch: 2, extents: [1, 2, 3] }); // the other slot
   // Part of the newest slot's payload never reached the disk (the slots take turns from the second).
   damage(25);
   expect(valueOf(file)).toEqual({ epoch: 1 });
@@ -47,44 +47,52 @@ test('a torn save (the slot it was writing damaged) reads as the record before i
   expect(valueOf(file)).toBeUndefined();
 });
 
-test('a save whose write or sync fails throws, and the file still reads as the record before', () => {
+test('a save whose write or sync fails rejects, and the file still reads as the record before', async () => {
   const { record } = RecordFile.open(file);
-  record.save({ epoch: 1 });
+  await record.save({ epoch: 1 });
   const faults = new FaultyFileOps(new Prng(1)).install();
   faults.affects = (f) => f === file;
   try {
     faults.failNext('EIO');
-    expect(() => record.save({ epoch: 2 })).toThrow(/EIO/); // the write
+    await expect(record.save({ epoch: 2 })).rejects.toThrow(/EIO/); // the write
     expect(valueOf(file)).toEqual({ epoch: 1 });
     faults.calls = new Set(['sync']);
     faults.failNext('EIO');
-    expect(() => record.save({ epoch: 3 })).toThrow(/EIO/); // the fdatasync: written, maybe not durable
+    await expect(record.save({ epoch: 3 })).rejects.toThrow(/EIO/); // the fdatasync: written, maybe not durable
   } finally {
     faults.uninstall();
   }
   expect([{ epoch: 1 }, { epoch: 3 }]).toContainEqual(valueOf(file));
   // The next save takes the slot of the failed one: the last durable record stays whole meanwhile.
-  record.save({ epoch: 4 });
+  await record.save({ epoch: 4 });
   expect(valueOf(file)).toEqual({ epoch: 4 });
   damage(0);
   expect(valueOf(file)).toEqual({ epoch: 1 });
 });
 
-test('a record too large for a slot is refused with a clear error and changes nothing', () => {
+test('a record too large for a slot is refused with a clear error and changes nothing', async () => {
   const { record } = RecordFile.open(file);
-  record.save({ epoch: 1 });
-  expect(() => record.save({ extents: 'x'.repeat(RECORD_SLOT_BYTES) })).toThrow(/does not fit in a slot/);
+  await record.save({ epoch: 1 });
+  await expect(record.save({ extents: 'x'.repeat(RECORD_SLOT_BYTES) })).rejects.toThrow(/does not fit in a slot/);
   expect(valueOf(file)).toEqual({ epoch: 1 });
 });
 
-test('an earlier version\'s whole-file JSON (FILE.json) is read while FILE is missing, and removed at the first save', () => {
+test('an earlier version\'s whole-file JSON (FILE.json) is read while FILE is missing, and removed at the first save', async () => {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(`${file}.json`, '{"epoch": 9}');
   const { record, value } = RecordFile.open(file);
   expect(value).toEqual({ epoch: 9 });
-  record.save({ epoch: 10 });
+  await record.save({ epoch: 10 });
   expect(fs.existsSync(`${file}.json`)).toBe(false);
   expect(valueOf(file)).toEqual({ epoch: 10 });
   record.remove();
   expect(fs.existsSync(file)).toBe(false);
+});
+
+test('one save at a time: a second one while the first is under way is refused, the first lands', async () => {
+  const { record } = RecordFile.open(file);
+  const first = record.save({ epoch: 1 });
+  await expect(record.save({ epoch: 2 })).rejects.toThrow(/already under way/);
+  await first;
+  expect(valueOf(file)).toEqual({ epoch: 1 });
 });
