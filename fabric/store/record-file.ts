@@ -25,21 +25,26 @@ export const RECORD_SLOT_BYTES = 1024 * 1024;
 export class RecordFile {
   private saving = false;
 
+  /**
+   * fresh: no valid slot was read (no file, both slots damaged, or the file could not be read). The
+   * first save then starts the file afresh: a slot that could not be read must not outrank it.
+   */
   private constructor(
     readonly file: string,
     private sequence: number,
+    private fresh: boolean,
   ) {}
 
   /**
-   * The record file at file and the value it holds: undefined if it has none (missing, or both
-   * slots damaged). Without the file, a JSON file of the same name with ".json" appended is read
-   * instead: the whole-file format of earlier versions, removed at the first save.
+   * The record file at file and the value it holds: undefined if it has none (missing, both slots
+   * damaged, or unreadable). Without the file, a JSON file of the same name with ".json" appended
+   * is read instead: the whole-file format of earlier versions, removed at the first save.
    */
   static open(file: string): { record: RecordFile; value: unknown } {
     const newest = readNewestSlot(file);
-    if (newest) return { record: new RecordFile(file, newest.sequence), value: parseJson(newest.payload) };
+    if (newest) return { record: new RecordFile(file, newest.sequence, false), value: parseJson(newest.payload) };
     const legacy = fs.existsSync(file) ? undefined : readLegacy(file);
-    return { record: new RecordFile(file, 0), value: legacy };
+    return { record: new RecordFile(file, 0, true), value: legacy };
   }
 
   /**
@@ -68,18 +73,20 @@ export class RecordFile {
     slot.writeUInt32LE(payload.length, 16);
     payload.copy(slot, HEADER_BYTES);
     slot.writeUInt32LE(crc32c(slot.subarray(8)), 4);
-    const created = !fs.existsSync(this.file);
-    if (created) fs.mkdirSync(path.dirname(this.file), { recursive: true });
-    const fd = fs.openSync(this.file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    if (this.fresh) fs.mkdirSync(path.dirname(this.file), { recursive: true });
+    const fd = fs.openSync(this.file, fs.constants.O_RDWR | fs.constants.O_CREAT | (this.fresh ? fs.constants.O_TRUNC : 0), 0o600);
     try {
       pwriteAllSync(fd, slot, (sequence % 2) * RECORD_SLOT_BYTES);
       await fdatasync(fd);
     } finally {
       fs.closeSync(fd);
     }
-    if (created) await fsyncDirAsync(path.dirname(this.file));
+    if (this.fresh) {
+      await fsyncDirAsync(path.dirname(this.file)); // its name, if it is new
+      fs.rmSync(`${this.file}.json`, { force: true });
+      this.fresh = false;
+    }
     this.sequence = sequence;
-    fs.rmSync(`${this.file}.json`, { force: true });
   }
 
   /** Removes the file (and an earlier version's). */
@@ -89,18 +96,19 @@ export class RecordFile {
   }
 }
 
-/** The valid slot with the higher sequence number, if either is valid. */
+/** The valid slot with the higher sequence number, if either is valid (none if the file cannot be read). */
 function readNewestSlot(file: string): { sequence: number; payload: Buffer } | undefined {
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+  } catch {
+    return undefined;
   }
   try {
     const slots = [0, 1].map((i) => readSlot(fd, i * RECORD_SLOT_BYTES)).filter((s) => s !== undefined);
     return slots.sort((a, b) => b.sequence - a.sequence)[0];
+  } catch {
+    return undefined;
   } finally {
     fs.closeSync(fd);
   }

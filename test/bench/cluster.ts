@@ -176,9 +176,9 @@ interface CpuPerIo {
 }
 
 /**
- * One fio job, with the CPU time each process spent per I/O. fio reports its own without its 1 s
- * ramp; the weftd figures, read from /proc around the whole run, include it: their I/Os are taken
- * as fio's rate over the ramp too.
+ * One fio job, with the CPU time each process spent per I/O: fio's from its report, per I/O after
+ * its 1 s ramp; the weftd figures, read from /proc around the whole run, include the ramp: their
+ * I/Os are taken as fio's rate over the ramp too.
  */
 async function measuredJob(job: Job, uri: string, outFile: string): Promise<{ value: number; cpu: CpuPerIo }> {
   const before = { weftd: nodes.map((n) => cpuSeconds(n.pid)), idle: idleCpuSeconds(), ms: performance.now() };

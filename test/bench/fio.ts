@@ -15,7 +15,7 @@ export interface FioSide {
 }
 
 interface FioReport {
-  /** usr_cpu and sys_cpu: percent of one CPU over job_runtime (ms), the ramp left out. */
+  /** usr_cpu and sys_cpu: percent of one CPU over job_runtime (ms, the ramp not counted). */
   jobs: { read: FioSide; write: FioSide; usr_cpu: number; sys_cpu: number; job_runtime: number }[];
 }
 
@@ -55,7 +55,7 @@ export async function runJob(job: Job, uri: string, seconds: number, outFile: st
   return (await runJobMeasured(job, uri, seconds, outFile)).value;
 }
 
-/** runJob's result, with the I/Os fio completed and the CPU time it used doing so (both without the ramp). */
+/** runJob's result, with the I/Os fio completed after the ramp and the CPU time it reports for its runtime. */
 export async function runJobMeasured(job: Job, uri: string, seconds: number, outFile: string): Promise<{ value: number; ios: number; fioCpuSeconds: number }> {
   const args = [`--name=${job.name.replace(/\W+/g, '-')}`, `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`, '--time_based', `--runtime=${seconds}`, '--ramp_time=1', '--norandommap', '--randrepeat=0'];
   const [report] = (await runFio(args, outFile)).jobs;

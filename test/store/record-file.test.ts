@@ -42,9 +42,13 @@ test('a torn save (the slot it was writing damaged) reads as the record before i
   // Part of the newest slot's payload never reached the disk (the slots take turns from the second).
   damage(25);
   expect(valueOf(file)).toEqual({ epoch: 1 });
-  // Both damaged: nothing, as a missing file.
+  // Both damaged: nothing, as a missing file; the next save starts the file afresh.
   damage(RECORD_SLOT_BYTES + 25);
   expect(valueOf(file)).toBeUndefined();
+  const again = RecordFile.open(file).record;
+  await again.save({ epoch: 3 });
+  expect(valueOf(file)).toEqual({ epoch: 3 });
+  expect(fs.readFileSync(file).subarray(0, 64).equals(Buffer.alloc(64))).toBe(true); // the damaged slot is gone
 });
 
 test('a save whose write or sync fails rejects, and the file still reads as the record before', async () => {
