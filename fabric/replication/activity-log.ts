@@ -24,8 +24,8 @@ interface LogFile {
 export type FlushToken = ReadonlySet<number>;
 
 export class ActivityLog {
-  /** The extents the log holds (or will, once the save under way ends). */
-  private readonly logged = new Set<number>();
+  /** The extents the log holds (or will, once the save under way ends), each with the revision that added it. */
+  private readonly logged = new Map<number, number>();
   /** The extents the file on disk holds. */
   private saved = new Set<number>();
   /** The extents of the save being written, if one is: once it ends, the file holds these. */
@@ -34,8 +34,6 @@ export class ActivityLog {
   private readonly inFlight = new Map<number, number>();
   /** Counts the changes to the extents it holds: what a copy told of them last holds them as of this. */
   private revisionValue = 0;
-  /** The revision at which each extent it holds was added. */
-  private readonly addedAt = new Map<number, number>();
   /** Extents written since the last flush began (and those with writes in flight then). */
   private touched = new Set<number>();
   private readonly saver = new SerialSave(() => this.write());
@@ -48,11 +46,8 @@ export class ActivityLog {
     const saved = value as Partial<LogFile> | undefined;
     if (!saved || !Number.isSafeInteger(saved.epoch) || !areExtents(saved.extents)) return new ActivityLog(record, 0);
     const log = new ActivityLog(record, saved.epoch as number);
-    for (const extent of saved.extents) {
-      log.logged.add(extent);
-      log.addedAt.set(extent, 0);
-    }
-    log.saved = new Set(log.logged);
+    for (const extent of saved.extents) log.logged.set(extent, 0);
+    log.saved = new Set(log.logged.keys());
     return log;
   }
 
@@ -77,27 +72,26 @@ export class ActivityLog {
 
   /** The extents it names (for the copies' record of it, peer-activity.ts). */
   list(): number[] {
-    return [...this.logged];
+    return [...this.logged.keys()];
   }
 
   /** Whether every extent of the range is in it, and was (last) added at or before revision. */
   namedAsOf(offsetBytes: number, lengthBytes: number, revision: number): boolean {
     for (let extent = firstExtent(offsetBytes), last = lastExtent(offsetBytes, lengthBytes); extent <= last; extent++) {
-      if ((this.addedAt.get(extent) ?? Number.POSITIVE_INFINITY) > revision) return false;
+      if ((this.logged.get(extent) ?? Number.POSITIVE_INFINITY) > revision) return false;
     }
     return true;
   }
 
   /** The regions it names, as a map of blocks. */
   regions(): DirtyMap {
-    return extentRegions(this.logged);
+    return extentRegions(this.logged.keys());
   }
 
   /** A primary at epoch starts afresh, its copies made equal where the log named: empty, on disk before it resolves. */
   reset(epoch: number): Promise<void> {
     this.epochValue = epoch;
     this.logged.clear();
-    this.addedAt.clear();
     this.revisionValue++;
     return this.saver.save();
   }
@@ -108,10 +102,7 @@ export class ActivityLog {
     for (let extent = firstExtent(offsetBytes), last = lastExtent(offsetBytes, lengthBytes); extent <= last; extent++) {
       this.inFlight.set(extent, (this.inFlight.get(extent) ?? 0) + 1);
       this.touched.add(extent);
-      if (!this.logged.has(extent)) {
-        this.logged.add(extent);
-        this.addedAt.set(extent, ++this.revisionValue);
-      }
+      if (!this.logged.has(extent)) this.logged.set(extent, ++this.revisionValue);
       unsaved ||= !this.saved.has(extent) || (this.writing !== undefined && !this.writing.has(extent));
     }
     return unsaved ? this.saver.save() : undefined;
@@ -140,7 +131,6 @@ export class ActivityLog {
     for (const extent of token) {
       if (this.touched.has(extent) || this.inFlight.has(extent) || !this.logged.delete(extent)) continue;
       shrank = true;
-      this.addedAt.delete(extent);
       this.revisionValue++;
     }
     if (shrank) void this.saver.save().catch(() => undefined); // a log larger than need be only costs copying
@@ -153,7 +143,7 @@ export class ActivityLog {
   }
 
   private async write(): Promise<void> {
-    const extents = [...this.logged];
+    const extents = [...this.logged.keys()];
     this.writing = new Set(extents);
     try {
       await this.recordFile.save({ epoch: this.epochValue, extents } satisfies LogFile);
