@@ -400,13 +400,60 @@ export class VolumeController {
     });
   }
 
+  /**
+   * Where the volume's primary serves now. The store's record says, and is tried first. When it
+   * names no other node, or that node's export refuses or cannot be reached, the other copies' nodes
+   * are asked too: this node's view of the store may be stale (cut from etcd, it still names itself
+   * or a node that lost its lease), and a promoted copy serves before that view catches up. Whatever
+   * answers is safe to use: only a node that serves as primary opens VOL~primary, and an old primary
+   * that still does cannot acknowledge a write the replicas' epochs refuse (forwarding-device.ts).
+   */
   private async route(name: string): Promise<RouteTarget> {
     const local = this.runners.get(name)?.primaryDevice();
     if (local) return local;
     const record = this.records.get(name);
     if (!record) throw new Error(`volume ${name} is not in the cluster`);
-    const node = this.nodes.get(record.primary);
-    if (record.primary === this.options.self || !node) throw new Error(`volume ${name} has no primary serving yet (epoch ${record.epoch})`);
+    const named = record.primary !== this.options.self ? this.nodes.get(record.primary) : undefined;
+    let recordError: unknown = new Error(`volume ${name} has no primary serving yet (epoch ${record.epoch}, as this node last read the store)`);
+    if (named) {
+      try {
+        return await this.connectPrimary(name, named);
+      } catch (err) {
+        recordError = err;
+      }
+    }
+    const others = record.replicas
+      .map((r) => this.nodes.get(r.node))
+      .filter((n): n is ClusterNode => n !== undefined && n.id !== this.options.self && n.id !== record.primary);
+    return firstConnected(others.map((node) => this.connectPrimary(name, node)), recordError);
+  }
+
+  private connectPrimary(name: string, node: ClusterNode): Promise<RouteTarget> {
     return connectNbdRoute({ host: node.address, port: node.nbdPort, exportName: primaryExportName(name) });
   }
+}
+
+/**
+ * The first of the attempts to connect, without waiting for the others (a node behind a partition
+ * takes the handshake's timeout to fail); those that connect later are closed. Rejects with
+ * `otherwise`, the record's answer, which says the most, when none connects.
+ */
+function firstConnected(attempts: Promise<RouteTarget>[], otherwise: unknown): Promise<RouteTarget> {
+  return new Promise((resolve, reject) => {
+    let won = false;
+    let left = attempts.length;
+    if (left === 0) return reject(otherwise);
+    for (const attempt of attempts) {
+      attempt.then(
+        (target) => {
+          if (won) return target.close();
+          won = true;
+          resolve(target);
+        },
+        () => {
+          if (--left === 0 && !won) reject(otherwise);
+        },
+      );
+    }
+  });
 }

@@ -1,0 +1,64 @@
+// Attach is local, also on a node whose view of the store is stale. The primary's node is cut from
+// etcd while a client keeps writing through it; an in-sync replica takes over. The old primary is
+// fenced by the replicas at its next write and stops serving, and its view of the record still
+// names itself. Its clients must see a pause, then their writes served by the new primary, as a
+// node with a current view forwards them (issue 9, point 5), not an error after the forwarder's
+// 30 s of retries.
+
+import { NbdClient } from '../../fabric/nbd/client';
+import { allInSync, ChaosCluster } from '../chaos/cluster';
+import { cleanupAll } from '../helpers/weftd';
+
+jest.setTimeout(180_000);
+
+const MiB = 1024 * 1024;
+const VOLUME = 'stale';
+/** Above the forwarder's 30 s of retries, so that a write it gives up on fails here with its EIO. */
+const CLIENT_TIMEOUT_MS = 45_000;
+
+let cluster: ChaosCluster | undefined;
+
+afterAll(async () => {
+  await cluster?.close();
+  await cleanupAll();
+});
+
+test('a client of the old primary, cut from etcd, has its writes served by the new primary', async () => {
+  cluster = await ChaosCluster.start(3);
+  const c = cluster;
+  await c.nodes[0].api.createVolume({ name: VOLUME, sizeBytes: 64 * MiB, replicas: 3 });
+  const before = (await c.waitForVolume(VOLUME, allInSync, 30_000, 'in sync')).replication!;
+  const old = c.node(before.primary);
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: old.weftd.nbdPort, exportName: VOLUME, timeoutMs: CLIENT_TIMEOUT_MS });
+  try {
+    const first = Buffer.alloc(4096, 0x11);
+    await client.write(0, first, true);
+
+    old.etcdLink.cut();
+    const after = (await c.waitForVolume(VOLUME, (v) => v.replication!.epoch > before.epoch && v.replication!.primary !== old.id, 30_000, 'failed over')).replication!;
+
+    // The old primary learns of the promotion only from the replicas' refusal of this write.
+    const second = Buffer.alloc(4096, 0x22);
+    const startedAt = Date.now();
+    await client.write(4096, second, true);
+    const third = Buffer.alloc(4096, 0x33);
+    await client.write(8192, third, true);
+    console.log(`writes through ${old.id} (cut from etcd) served by ${after.primary} at epoch ${after.epoch} after ${Date.now() - startedAt} ms`);
+
+    // Read through a node with a current view: both writes are there, and the one before the cut.
+    const reader = await NbdClient.connect({ host: '127.0.0.1', port: c.node(after.primary).weftd.nbdPort, exportName: VOLUME });
+    try {
+      expect((await reader.read(0, 12288)).equals(Buffer.concat([first, second, third]))).toBe(true);
+    } finally {
+      reader.close();
+    }
+    // Reads through the cut node are served by the new primary too.
+    expect((await client.read(4096, 4096)).equals(second)).toBe(true);
+  } finally {
+    client.close();
+    old.etcdLink.heal();
+  }
+  // Healed, the old primary catches up as a replica.
+  const healed = await c.waitForVolume(VOLUME, allInSync, 60_000, 'in sync after the heal');
+  expect(healed.replication!.primary).not.toBe(old.id);
+});
