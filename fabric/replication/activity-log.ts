@@ -7,12 +7,23 @@
 // in step before it serves, and a new primary resyncs the old one with what it missed plus the
 // extents the old one logged, instead of a full copy. An extent leaves the log once a flush that
 // began after its last write has completed on every copy.
+//
+// Hot extents stay. A workload that flushes after every write, a database's commits, would
+// otherwise wait at each write for a save of the log and for every copy's record of it, as its
+// extent left at the last flush. So an extent written again soon after it left (among the last
+// RECENTLY_LEFT to leave) is hot: flushes no longer take it out, up to HOT_EXTENTS of them, the
+// least recently written leaving first. What a crash of the primary has copied grows by those
+// (64 MiB at most); an extent written once and flushed, a bulk write's, leaves as before.
 
 import { RecordFile } from '../store/record-file';
 import { DirtyMap } from './dirty-map';
 import { SerialSave } from './serial-save';
 
 const EXTENT_BYTES = 4 * 1024 * 1024;
+/** How many hot extents stay in the log after flushes that cover them (64 MiB). */
+export const HOT_EXTENTS = 16;
+/** How many of the extents that left last a write brings back as hot. */
+const RECENTLY_LEFT = 64;
 
 interface LogFile {
   /** The epoch of the primary that wrote it. */
@@ -20,12 +31,26 @@ interface LogFile {
   extents: number[];
 }
 
-/** The extents written since a flush began, handed back when it ends. */
-export type FlushToken = ReadonlySet<number>;
+/** Where the write stream was when a flush began, handed back when it ends. */
+export interface FlushToken {
+  /** The clock of the last write that had begun. */
+  readonly clock: number;
+  /** The extents with writes in flight: the flush does not cover those. */
+  readonly busy: ReadonlySet<number>;
+}
 
 export class ActivityLog {
   /** The extents the log holds (or will, once the save under way ends), each with the revision that added it. */
   private readonly logged = new Map<number, number>();
+  /** The extents it holds, each with the clock of its last write (0: before this process). */
+  private readonly lastWrite = new Map<number, number>();
+  /** Counts the writes that entered. */
+  private clock = 0;
+  private leftCount = 0;
+  /** The logged extents that flushes do not take out. */
+  private readonly hot = new Set<number>();
+  /** The extents that left last, oldest first (at most RECENTLY_LEFT). */
+  private readonly recentlyLeft = new Set<number>();
   /** The extents the file on disk holds. */
   private saved = new Set<number>();
   /** The extents of the save being written, if one is: once it ends, the file holds these. */
@@ -34,19 +59,23 @@ export class ActivityLog {
   private readonly inFlight = new Map<number, number>();
   /** Counts the changes to the extents it holds: what a copy told of them last holds them as of this. */
   private revisionValue = 0;
-  /** Extents written since the last flush began (and those with writes in flight then). */
-  private touched = new Set<number>();
   private readonly saver = new SerialSave(() => this.write());
 
-  private constructor(private readonly recordFile: RecordFile, private epochValue: number) {}
+  private constructor(private readonly recordFile: RecordFile, private epochValue: number, private readonly hotExtents: number) {}
 
-  /** The log in file; a missing or damaged one is empty at epoch 0 (a copy whose old primary's log is lost gets a full copy). */
-  static load(file: string): ActivityLog {
+  /**
+   * The log in file; a missing or damaged one is empty at epoch 0 (a copy whose old primary's log is
+   * lost gets a full copy). hotExtents: how many hot extents stay after flushes (HOT_EXTENTS).
+   */
+  static load(file: string, hotExtents = HOT_EXTENTS): ActivityLog {
     const { record, value } = RecordFile.open(file);
     const saved = value as Partial<LogFile> | undefined;
-    if (!saved || !Number.isSafeInteger(saved.epoch) || !areExtents(saved.extents)) return new ActivityLog(record, 0);
-    const log = new ActivityLog(record, saved.epoch as number);
-    for (const extent of saved.extents) log.logged.set(extent, 0);
+    if (!saved || !Number.isSafeInteger(saved.epoch) || !areExtents(saved.extents)) return new ActivityLog(record, 0, hotExtents);
+    const log = new ActivityLog(record, saved.epoch as number, hotExtents);
+    for (const extent of saved.extents) {
+      log.logged.set(extent, 0);
+      log.lastWrite.set(extent, 0);
+    }
     log.saved = new Set(log.logged.keys());
     return log;
   }
@@ -68,6 +97,11 @@ export class ActivityLog {
 
   get revision(): number {
     return this.revisionValue;
+  }
+
+  /** How many extents have left it after flushes, so far. */
+  get left(): number {
+    return this.leftCount;
   }
 
   /** The extents it names (for the copies' record of it, peer-activity.ts). */
@@ -92,6 +126,9 @@ export class ActivityLog {
   reset(epoch: number): Promise<void> {
     this.epochValue = epoch;
     this.logged.clear();
+    this.lastWrite.clear();
+    this.hot.clear();
+    this.recentlyLeft.clear();
     this.revisionValue++;
     return this.saver.save();
   }
@@ -99,10 +136,11 @@ export class ActivityLog {
   /** A write of the range is about to be sent: resolves once its extents are on disk (undefined if they are already). */
   enter(offsetBytes: number, lengthBytes: number): Promise<void> | undefined {
     let unsaved = false;
+    const clock = ++this.clock;
     for (let extent = firstExtent(offsetBytes), last = lastExtent(offsetBytes, lengthBytes); extent <= last; extent++) {
       this.inFlight.set(extent, (this.inFlight.get(extent) ?? 0) + 1);
-      this.touched.add(extent);
-      if (!this.logged.has(extent)) this.logged.set(extent, ++this.revisionValue);
+      this.lastWrite.set(extent, clock);
+      if (!this.logged.has(extent)) this.add(extent);
       unsaved ||= !this.saved.has(extent) || (this.writing !== undefined && !this.writing.has(extent));
     }
     return unsaved ? this.saver.save() : undefined;
@@ -119,21 +157,44 @@ export class ActivityLog {
 
   /** A flush of every copy begins; pass what this returns to flushed() once it has completed everywhere. */
   flushStarted(): FlushToken {
-    const token = this.touched;
     // A write still in flight may end after the flush was sent: the flush does not cover it.
-    this.touched = new Set(this.inFlight.keys());
-    return token;
+    return { clock: this.clock, busy: new Set(this.inFlight.keys()) };
   }
 
-  /** The flush completed on every copy: the extents written before it began, and not since, leave the log (saved lazily). */
+  /**
+   * The flush completed on every copy. The extents whose writes had all ended before it began leave
+   * the log, but for the hotExtents most recently written hot ones among them (saved lazily: a log
+   * larger than need be only costs copying).
+   */
   flushed(token: FlushToken): void {
+    const covered = [...this.lastWrite].filter(([extent, clock]) => clock <= token.clock && !token.busy.has(extent));
+    if (covered.length === 0) return;
+    let keep = this.hotExtents;
+    covered.sort((a, b) => b[1] - a[1]); // the most recently written first
     let shrank = false;
-    for (const extent of token) {
-      if (this.touched.has(extent) || this.inFlight.has(extent) || !this.logged.delete(extent)) continue;
+    for (const [extent] of covered) {
+      if (this.hot.has(extent) && keep-- > 0) continue;
+      this.drop(extent);
       shrank = true;
-      this.revisionValue++;
     }
-    if (shrank) void this.saver.save().catch(() => undefined); // a log larger than need be only costs copying
+    if (shrank) void this.saver.save().catch(() => undefined);
+  }
+
+  private add(extent: number): void {
+    this.logged.set(extent, ++this.revisionValue);
+    // Written again soon after it left: it will be again.
+    if (this.recentlyLeft.delete(extent) && this.hotExtents > 0) this.hot.add(extent);
+  }
+
+  private drop(extent: number): void {
+    this.logged.delete(extent);
+    this.lastWrite.delete(extent);
+    this.hot.delete(extent);
+    this.revisionValue++;
+    this.leftCount++;
+    this.recentlyLeft.delete(extent);
+    this.recentlyLeft.add(extent);
+    if (this.recentlyLeft.size > RECENTLY_LEFT) this.recentlyLeft.delete(this.recentlyLeft.values().next().value as number);
   }
 
   /** The volume is gone. */

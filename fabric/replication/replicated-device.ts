@@ -355,17 +355,18 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /**
    * A flush of every copy, one at a time, started by the device itself so that its activity log
-   * shrinks. Another follows while the log is over its cap and the last one shrank it; else the
-   * next write over the cap starts one (a failed flush drops its copies as any flush does).
+   * shrinks. Another follows while the log is over its cap and the last one let extents leave
+   * (writes to new ones may have come meanwhile); else the next write over the cap starts one (a
+   * failed flush drops its copies as any flush does).
    */
   private settleActivityLog(): void {
     if (this.settling) return;
     const log = this.activity as ActivityLog;
-    const before = log.extents;
+    const left = log.left;
     this.settling = this.flush().then(
       () => {
         this.settling = undefined;
-        if (log.extents > this.activityCap && log.extents < before) this.settleActivityLog();
+        if (log.extents > this.activityCap && log.left > left) this.settleActivityLog();
       },
       () => (this.settling = undefined),
     );

@@ -1,6 +1,6 @@
 // The primary's activity log (fabric/replication/activity-log.ts): the extents where the copies
-// may differ if the primary died now, on disk before a write is sent, gone once a flush that began
-// after their last write completed everywhere; and, under a real ReplicatedDevice with a real
+// may differ if the primary died now, on disk before a write is sent, free to leave once a flush
+// that began after their last write completed everywhere, the most recently written kept; and, under a real ReplicatedDevice with a real
 // replica, a primary restarted after a crash makes its copies equal there before it serves, and a
 // workload that never flushes does not grow the log past its cap.
 
@@ -37,7 +37,7 @@ describe('on its own', () => {
   });
 
   test('an extent leaves once a flush begun after its last write completes; one written meanwhile, or still in flight, stays', async () => {
-    const log = ActivityLog.load(file);
+    const log = ActivityLog.load(file, 0); // none kept for being hot
     await log.enter(0, 4096);
     await log.enter(EXTENT, 4096);
     await log.enter(2 * EXTENT, 4096);
@@ -59,8 +59,43 @@ describe('on its own', () => {
     expect(runsOf(ActivityLog.load(file))).toEqual([[0, 4], [20, 4]]);
   });
 
+  test('an extent written again soon after it left is hot: flushes keep it, so that a write and flush loop waits for no save', async () => {
+    const log = ActivityLog.load(file, 2);
+    const write = async (extent: number) => {
+      await log.enter(extent * EXTENT, 4096);
+      log.leave(extent * EXTENT, 4096);
+    };
+    for (const extent of [0, 1, 2, 3]) await write(extent);
+    log.flushed(log.flushStarted());
+    expect(log.list()).toEqual([]); // written once, flushed: gone, as a bulk write's
+    for (const extent of [0, 1, 2]) await write(extent); // back soon after: hot
+    await write(0); // the most recently written
+    await write(9); // new
+    log.flushed(log.flushStarted());
+    expect(log.list().sort()).toEqual([0, 2]); // the two most recently written hot ones
+    // A commit loop on a hot extent: every flush covers it, it stays, no write waits for a save.
+    const revision = log.revision;
+    for (let i = 1; i <= 5; i++) {
+      expect(log.enter(2 * EXTENT + i * 4096, 4096)).toBeUndefined();
+      log.leave(2 * EXTENT + i * 4096, 4096);
+      log.flushed(log.flushStarted());
+    }
+    expect(log.revision).toBe(revision);
+    expect(log.list().sort()).toEqual([0, 2]);
+    // A flush that began before a write does not cover it, hot or not.
+    const flush = log.flushStarted();
+    await write(5);
+    log.flushed(flush);
+    expect(log.list().sort()).toEqual([0, 2, 5]);
+    // A new epoch starts afresh, nothing hot.
+    await log.reset(3);
+    await write(0);
+    log.flushed(log.flushStarted());
+    expect(log.list()).toEqual([]);
+  });
+
   test('counts its changes: an extent is named as of the revision that added it, until it leaves', async () => {
-    const log = ActivityLog.load(file);
+    const log = ActivityLog.load(file, 0);
     await log.enter(0, 4096);
     const first = log.revision;
     expect(log.namedAsOf(0, 4096, first)).toBe(true);
