@@ -116,7 +116,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
 
     const nbd = new NbdServer({
       provider: new EngineExports(engine, {
-        primaryExport: (volume) => controller.primaryExport(volume),
+        primaryExport: (volume, afterEpoch) => controller.primaryExport(volume, afterEpoch),
         remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
       }),
       logger: logger.child({ component: 'nbd' }),

@@ -2,7 +2,8 @@
 // snapshot as VOL@SNAP, plus VOL~growable, the volume in a window of fixed size for attachments
 // that must see it grow without reconnecting (see volume/growable-device.ts), and VOL~epoch=N, the
 // volume for a primary that replicates to this node at epoch N (fenced: volume/epoch-fence.ts),
-// and VOL~primary, a replicated volume's service on its primary, which other nodes forward to.
+// and VOL~primary, a replicated volume's service on its primary, which other nodes forward to
+// (VOL~primary-after=N: only if it serves at an epoch above N).
 // The engine sees volume and snapshot names only. The NBD server sees only this ExportProvider.
 
 import { invalidArgument, WeftError } from './errors';
@@ -20,15 +21,18 @@ const EPOCH_MARK = '~epoch=';
 
 /** Appended to a replicated volume's name by a node that forwards its clients' I/O to the primary. */
 const PRIMARY_SUFFIX = '~primary';
+/** The same, with an epoch after it: served only by a primary at a newer epoch. */
+const PRIMARY_AFTER_MARK = '~primary-after=';
 
-export function primaryExportName(volume: string): string {
-  return `${volume}${PRIMARY_SUFFIX}`;
+/** The primary's service of a volume; with afterEpoch, only a primary serving at a newer epoch opens it. */
+export function primaryExportName(volume: string, afterEpoch?: number): string {
+  return afterEpoch === undefined ? `${volume}${PRIMARY_SUFFIX}` : `${volume}${PRIMARY_AFTER_MARK}${afterEpoch}`;
 }
 
 /** What the cluster serves of replicated volumes (cluster/volume-controller.ts). */
 export interface ClusterExports {
-  /** The primary's service of the volume, while this node is its primary. */
-  primaryExport(volume: string): BlockDevice | undefined;
+  /** The primary's service of the volume, while this node is its primary (at an epoch above afterEpoch, if given). */
+  primaryExport(volume: string, afterEpoch?: number): BlockDevice | undefined;
   /** A replicated volume this node holds no copy of, forwarded to its primary. */
   remoteExport(volume: string): (BlockDevice & { close(): void }) | undefined;
 }
@@ -66,8 +70,9 @@ export class EngineExports implements ExportProvider {
    */
   async open(name: string, peer: { address: string; port: number }, purpose: OpenPurpose): Promise<NbdExport | undefined> {
     if (name.includes(EPOCH_MARK)) return this.openReplication(name, `${peer.address}:${peer.port}`, purpose);
-    if (name.endsWith(PRIMARY_SUFFIX)) {
-      const device = this.cluster?.primaryExport(name.slice(0, -PRIMARY_SUFFIX.length));
+    if (name.endsWith(PRIMARY_SUFFIX) || name.includes(PRIMARY_AFTER_MARK)) {
+      const { volume, epoch } = name.endsWith(PRIMARY_SUFFIX) ? { volume: name.slice(0, -PRIMARY_SUFFIX.length), epoch: undefined } : parseMarkedName(name, PRIMARY_AFTER_MARK, 'primary');
+      const device = this.cluster?.primaryExport(volume, epoch);
       return device && { device, close: () => undefined };
     }
     const growable = name.endsWith(GROWABLE_SUFFIX);
@@ -84,7 +89,7 @@ export class EngineExports implements ExportProvider {
 
   /** Only a connection to be served raises the epoch: NBD_OPT_INFO is a question. */
   private async openReplication(name: string, peer: string, purpose: OpenPurpose): Promise<NbdExport | undefined> {
-    const { volume, epoch } = parseReplicationName(name);
+    const { volume, epoch } = parseMarkedName(name, EPOCH_MARK, 'replication');
     try {
       if (purpose === 'serve' && epoch > this.engine.getVolume(volume).epoch) await this.engine.raiseEpoch(volume, epoch);
       const device = this.engine.openVolume(volume, { peer, epoch, purpose: `replication at epoch ${epoch}` });
@@ -112,13 +117,13 @@ export function parseExportName(name: string): VolumeRef {
   return at < 0 ? { volume: name } : { volume: name.slice(0, at), snapshot: name.slice(at + 1) };
 }
 
-/** VOL~epoch=N, N a non-negative integer in decimal without leading zeroes. */
-function parseReplicationName(name: string): { volume: string; epoch: number } {
-  const at = name.indexOf(EPOCH_MARK);
-  const digits = name.slice(at + EPOCH_MARK.length);
+/** VOL followed by mark and N (VOL~epoch=N, VOL~primary-after=N), N a non-negative integer in decimal without leading zeroes. */
+function parseMarkedName(name: string, mark: string, kind: string): { volume: string; epoch: number } {
+  const at = name.indexOf(mark);
+  const digits = name.slice(at + mark.length);
   const epoch = Number(digits);
   if (at === 0 || !/^(0|[1-9][0-9]*)$/.test(digits) || !Number.isSafeInteger(epoch)) {
-    throw invalidArgument(`malformed replication export name ${JSON.stringify(name)}: expected VOLUME${EPOCH_MARK}N, N a non-negative integer`);
+    throw invalidArgument(`malformed ${kind} export name ${JSON.stringify(name)}: expected VOLUME${mark}N, N a non-negative integer`);
   }
   return { volume: name.slice(0, at), epoch };
 }

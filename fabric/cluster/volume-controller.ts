@@ -227,9 +227,9 @@ export class VolumeController {
     return this.layers.get(volume)?.local;
   }
 
-  /** The device behind VOL~primary: the primary's replication, only while this node serves the volume. */
-  primaryExport(volume: string): BlockDevice | undefined {
-    return this.runners.get(volume)?.primaryDevice();
+  /** The device behind VOL~primary: the primary's replication, only while this node serves the volume (at an epoch above afterEpoch, if given). */
+  primaryExport(volume: string, afterEpoch?: number): BlockDevice | undefined {
+    return this.runners.get(volume)?.primaryDevice(afterEpoch);
   }
 
   /** A forwarder for a replicated volume this node holds no copy of (attach is local on every node). */
@@ -401,42 +401,36 @@ export class VolumeController {
   }
 
   /**
-   * Where the volume's primary serves now. The store's record says, and is tried first. When it
-   * names no other node, or that node's export refuses or cannot be reached, the other copies' nodes
-   * are asked too: this node's view of the store may be stale (cut from etcd, it still names itself
-   * or a node that lost its lease), and a promoted copy serves before that view catches up. Whatever
-   * answers is safe to use: only a node that serves as primary opens VOL~primary, and an old primary
-   * that still does cannot acknowledge a write the replicas' epochs refuse (forwarding-device.ts).
+   * Where the volume's primary serves now: where the store's record says. When the record names this
+   * node, which no longer serves (fenced by the copies), this node's view of the store is stale (it
+   * is cut from etcd, or about to hear of the promotion): the other copies' nodes are asked for the
+   * primary at an epoch above the record's, the copy promoted since. Not an older primary that has
+   * not yet learnt that it is fenced: its reads would be stale.
    */
   private async route(name: string): Promise<RouteTarget> {
     const local = this.runners.get(name)?.primaryDevice();
     if (local) return local;
     const record = this.records.get(name);
     if (!record) throw new Error(`volume ${name} is not in the cluster`);
-    const named = record.primary !== this.options.self ? this.nodes.get(record.primary) : undefined;
-    let recordError: unknown = new Error(`volume ${name} has no primary serving yet (epoch ${record.epoch}, as this node last read the store)`);
-    if (named) {
-      try {
-        return await this.connectPrimary(name, named);
-      } catch (err) {
-        recordError = err;
-      }
-    }
+    const node = this.nodes.get(record.primary);
+    if (record.primary !== this.options.self && node) return this.connectPrimary(name, node);
+    const noPrimary = new Error(`volume ${name} has no primary serving yet (epoch ${record.epoch}, as this node last read the store)`);
+    if (record.primary !== this.options.self) throw noPrimary;
     const others = record.replicas
       .map((r) => this.nodes.get(r.node))
-      .filter((n): n is ClusterNode => n !== undefined && n.id !== this.options.self && n.id !== record.primary);
-    return firstConnected(others.map((node) => this.connectPrimary(name, node)), recordError);
+      .filter((n): n is ClusterNode => n !== undefined && n.id !== this.options.self);
+    return firstConnected(others.map((other) => this.connectPrimary(name, other, record.epoch)), noPrimary);
   }
 
-  private connectPrimary(name: string, node: ClusterNode): Promise<RouteTarget> {
-    return connectNbdRoute({ host: node.address, port: node.nbdPort, exportName: primaryExportName(name) });
+  private connectPrimary(name: string, node: ClusterNode, afterEpoch?: number): Promise<RouteTarget> {
+    return connectNbdRoute({ host: node.address, port: node.nbdPort, exportName: primaryExportName(name, afterEpoch) });
   }
 }
 
 /**
  * The first of the attempts to connect, without waiting for the others (a node behind a partition
  * takes the handshake's timeout to fail); those that connect later are closed. Rejects with
- * `otherwise`, the record's answer, which says the most, when none connects.
+ * `otherwise` when none connects.
  */
 function firstConnected(attempts: Promise<RouteTarget>[], otherwise: unknown): Promise<RouteTarget> {
   return new Promise((resolve, reject) => {

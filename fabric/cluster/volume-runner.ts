@@ -100,9 +100,13 @@ export class VolumeRunner implements InSyncSet {
     this.settleWaiters();
   }
 
-  /** The device that serves as primary, while this node is the primary; a call after it stopped fails with ESHUTDOWN. */
-  primaryDevice(): PrimaryHandle | undefined {
+  /**
+   * The device that serves as primary, while this node is the primary (at an epoch above
+   * afterEpoch, if given); a call after it stopped fails with ESHUTDOWN.
+   */
+  primaryDevice(afterEpoch = -1): PrimaryHandle | undefined {
     const serving = this.serving;
+    if (serving && serving.epoch <= afterEpoch) return undefined;
     return serving && new PrimaryHandle(serving.device, () => this.serving === serving, () => this.dispatch({ type: 'fenced' }));
   }
 

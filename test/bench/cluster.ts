@@ -22,8 +22,13 @@ const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 /** Each node's pool: room for the four 1 GiB volumes of the throughput part (on n1), filled. */
 const POOL_BYTES = 5 * GiB;
+/**
+ * A database's commits: sequential 4 KiB writes, each followed by a flush, one at a time. Every
+ * flush goes to every copy, and the activity log's hot extents keep the writes from waiting for it.
+ */
+const COMMIT_JOB: Job = { name: '4k write+fsync qd1', rw: 'write', blockSize: '4k', iodepth: 1, unit: 'IOPS', fsync: 1 };
 /** BENCH_JOB: runs only the fio jobs whose name contains it (e.g. "4k"). */
-const JOBS = ALL_JOBS.filter((job) => job.rw.endsWith('write') && job.name.includes(process.env.BENCH_JOB ?? ''));
+const JOBS = [...ALL_JOBS.filter((job) => job.rw.endsWith('write')), COMMIT_JOB].filter((job) => job.name.includes(process.env.BENCH_JOB ?? ''));
 /** BENCH_PARTS: the parts to run, of throughput, failover, delta, rebuild (default all). */
 const PARTS = (process.env.BENCH_PARTS ?? 'throughput,failover,delta,rebuild').split(',');
 const DELTA_BYTES = 64 * MiB;

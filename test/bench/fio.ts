@@ -41,6 +41,8 @@ export interface Job {
   iodepth: number;
   /** What the table shows: operations per second, or megabytes (10^6) per second. */
   unit: 'IOPS' | 'MB/s';
+  /** A flush after every this many writes (fio's --fsync), as a database's commits. */
+  fsync?: number;
 }
 
 export const ALL_JOBS: Job[] = [
@@ -58,6 +60,7 @@ export async function runJob(job: Job, uri: string, seconds: number, outFile: st
 /** runJob's result, with the I/Os fio completed after the ramp and the CPU time it reports for its runtime. */
 export async function runJobMeasured(job: Job, uri: string, seconds: number, outFile: string): Promise<{ value: number; ios: number; fioCpuSeconds: number }> {
   const args = [`--name=${job.name.replace(/\W+/g, '-')}`, `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`, '--time_based', `--runtime=${seconds}`, '--ramp_time=1', '--norandommap', '--randrepeat=0'];
+  if (job.fsync !== undefined) args.push(`--fsync=${job.fsync}`);
   const [report] = (await runFio(args, outFile)).jobs;
   const side = job.rw.endsWith('write') ? report.write : report.read;
   const value = job.unit === 'IOPS' ? side.iops : side.bw_bytes / 1e6;

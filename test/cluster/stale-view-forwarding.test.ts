@@ -54,6 +54,13 @@ test('a client of the old primary, cut from etcd, has its writes served by the n
     }
     // Reads through the cut node are served by the new primary too.
     expect((await client.read(4096, 4096)).equals(second)).toBe(true);
+
+    // What the cut node asked the other copies' nodes for: a primary newer than the one it knew.
+    // The new primary opens that export; asked for one newer than itself, it refuses.
+    const promoted = c.node(after.primary).weftd.nbdPort;
+    const newer = await NbdClient.connect({ host: '127.0.0.1', port: promoted, exportName: `${VOLUME}~primary-after=${before.epoch}` });
+    newer.close();
+    await expect(NbdClient.connect({ host: '127.0.0.1', port: promoted, exportName: `${VOLUME}~primary-after=${after.epoch}` })).rejects.toThrow(/export/i);
   } finally {
     client.close();
     old.etcdLink.heal();
