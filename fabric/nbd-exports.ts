@@ -70,10 +70,10 @@ export class EngineExports implements ExportProvider {
    */
   async open(name: string, peer: { address: string; port: number }, purpose: OpenPurpose): Promise<NbdExport | undefined> {
     if (name.includes(EPOCH_MARK)) return this.openReplication(name, `${peer.address}:${peer.port}`, purpose);
-    if (name.endsWith(PRIMARY_SUFFIX) || name.includes(PRIMARY_AFTER_MARK)) {
-      const { volume, epoch } = name.endsWith(PRIMARY_SUFFIX) ? { volume: name.slice(0, -PRIMARY_SUFFIX.length), epoch: undefined } : parseMarkedName(name, PRIMARY_AFTER_MARK, 'primary');
-      const device = this.cluster?.primaryExport(volume, epoch);
-      return device && { device, close: () => undefined };
+    if (name.endsWith(PRIMARY_SUFFIX)) return this.openPrimary(name.slice(0, -PRIMARY_SUFFIX.length));
+    if (name.includes(PRIMARY_AFTER_MARK)) {
+      const { volume, epoch } = parseMarkedName(name, PRIMARY_AFTER_MARK, 'primary');
+      return this.openPrimary(volume, epoch);
     }
     const growable = name.endsWith(GROWABLE_SUFFIX);
     const ref = parseExportName(growable ? name.slice(0, -GROWABLE_SUFFIX.length) : name);
@@ -85,6 +85,11 @@ export class EngineExports implements ExportProvider {
       device: served,
       close: () => device.close(),
     };
+  }
+
+  private openPrimary(volume: string, afterEpoch?: number): NbdExport | undefined {
+    const device = this.cluster?.primaryExport(volume, afterEpoch);
+    return device && { device, close: () => undefined };
   }
 
   /** Only a connection to be served raises the epoch: NBD_OPT_INFO is a question. */

@@ -429,25 +429,16 @@ export class VolumeController {
 
 /**
  * The first of the attempts to connect, without waiting for the others (a node behind a partition
- * takes the handshake's timeout to fail); those that connect later are closed. Rejects with
+ * takes the handshake's timeout to fail); the others are closed if they connect. Rejects with
  * `otherwise` when none connects.
  */
-function firstConnected(attempts: Promise<RouteTarget>[], otherwise: unknown): Promise<RouteTarget> {
-  return new Promise((resolve, reject) => {
-    let won = false;
-    let left = attempts.length;
-    if (left === 0) return reject(otherwise);
-    for (const attempt of attempts) {
-      attempt.then(
-        (target) => {
-          if (won) return target.close();
-          won = true;
-          resolve(target);
-        },
-        () => {
-          if (--left === 0 && !won) reject(otherwise);
-        },
-      );
-    }
-  });
+async function firstConnected(attempts: Promise<RouteTarget>[], otherwise: unknown): Promise<RouteTarget> {
+  let winner: RouteTarget;
+  try {
+    winner = await Promise.any(attempts);
+  } catch {
+    throw otherwise;
+  }
+  for (const attempt of attempts) attempt.then((target) => target !== winner && target.close(), () => undefined);
+  return winner;
 }

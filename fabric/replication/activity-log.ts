@@ -167,17 +167,18 @@ export class ActivityLog {
    * larger than need be only costs copying).
    */
   flushed(token: FlushToken): void {
-    const covered = [...this.lastWrite].filter(([extent, clock]) => clock <= token.clock && !token.busy.has(extent));
-    if (covered.length === 0) return;
-    let keep = this.hotExtents;
-    covered.sort((a, b) => b[1] - a[1]); // the most recently written first
-    let shrank = false;
-    for (const [extent] of covered) {
-      if (this.hot.has(extent) && keep-- > 0) continue;
-      this.drop(extent);
-      shrank = true;
+    const coveredHot: { extent: number; clock: number }[] = [];
+    const leftBefore = this.leftCount;
+    for (const [extent, clock] of this.lastWrite) {
+      if (clock > token.clock || token.busy.has(extent)) continue;
+      if (this.hot.has(extent)) coveredHot.push({ extent, clock });
+      else this.drop(extent); // deleting the entry being visited is safe in a Map
     }
-    if (shrank) void this.saver.save().catch(() => undefined);
+    if (coveredHot.length > this.hotExtents) {
+      coveredHot.sort((a, b) => a.clock - b.clock); // the least recently written first
+      for (const { extent } of coveredHot.slice(0, coveredHot.length - this.hotExtents)) this.drop(extent);
+    }
+    if (this.leftCount > leftBefore) void this.saver.save().catch(() => undefined);
   }
 
   private add(extent: number): void {
