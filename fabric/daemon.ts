@@ -92,6 +92,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       trackAbsence: (node, volume, epoch, absent, absence) => (clusterVolumes as ClusterVolumes).trackAbsenceOn(node, volume, epoch, absent, absence),
       activityOf: (node, volume) => (clusterVolumes as ClusterVolumes).activityOn(node, volume),
       trackActivity: (node, volume, epoch, revision, extents) => (clusterVolumes as ClusterVolumes).trackActivityOn(node, volume, epoch, revision, extents),
+      blockChecksums: (node, volume, epoch, offsetBytes, lengthBytes) => (clusterVolumes as ClusterVolumes).blockChecksumsOn(node, volume, epoch, offsetBytes, lengthBytes),
       absenceDir: path.join(config.dataDir, 'replication'),
       brain: { replicaTimeoutMs: config.replicaTimeoutMs },
       logger: logger.child({ component: 'volumes' }),

@@ -11,7 +11,7 @@ import type { ClassInfo } from './pool-service';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
-import { verifyReportFromWire, volumeFromWire, type Activity, type ControlCopyRequest, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo, type VolumeStatsResponse } from './messages';
+import { checksumsFromWire, verifyReportFromWire, volumeFromWire, type Activity, type BlockChecksums, type ControlCopyRequest, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo, type VolumeStatsResponse } from './messages';
 import type { NodeStatus } from './node-info';
 
 export interface CreateVolumeOptions {
@@ -155,6 +155,12 @@ export class WeftClient {
   /** Node to node: the primary (at epoch) has this node's copy record its activity log's extents, as of its revision. */
   async trackActivity(name: string, epoch: number, revision: number, extents: readonly number[]): Promise<void> {
     await this.unary('ReplicaService', 'TrackActivity', { name, epoch, revision, extents });
+  }
+
+  /** Node to node: a new primary (at epoch) asks for the checksum of each block of the range on this node's copy. */
+  async blockChecksums(name: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array> {
+    const answer = await this.unary<BlockChecksums>('ReplicaService', 'BlockChecksums', { name, epoch, offsetBytes, lengthBytes });
+    return checksumsFromWire(answer.crc32c);
   }
 
   /** Node to node: where this node's copy may differ from the others, from its last time as the primary. */

@@ -14,6 +14,7 @@ import { leftoverKey, volumeKey, volumeLeaseKey, type VolumeRecord } from '../cl
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
+import { BLOCK_BYTES } from '../store/block-size';
 import { validateName } from '../volume/names';
 import type { CloneVolumeRequest, ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
 import type { Absence } from '../replication/absence-log';
@@ -33,6 +34,8 @@ import type { SnapshotRef } from './messages';
 const NODE_CALL_DEADLINE_MS = 30_000;
 /** A call a client's write waits for (activity notices): as long as a replica may take to answer a write. */
 const FAST_NODE_CALL_DEADLINE_MS = 5000;
+/** The longest range one BlockChecksums call answers for (256 KiB of checksums). */
+export const MAX_CHECKSUM_RANGE_BYTES = 256 * 1024 * 1024;
 /** How long a copy's delete waits for the replication connections to it to close. */
 const DRAIN_MS = 5000;
 
@@ -76,6 +79,7 @@ export interface ReplicatedVolumes {
   controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void>;
   trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
   trackActivity(name: string, epoch: number, revision: number, extents: readonly number[]): Promise<void>;
+  blockChecksums(name: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array>;
   activity(name: string): Promise<{ epoch: number; map: DirtyMap }>;
   verify(name: string, onProgress: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport>;
 }
@@ -94,6 +98,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     controlCopy: refuse,
     trackAbsence: refuse,
     trackActivity: refuse,
+    blockChecksums: refuse,
     activity: refuse,
     verify: refuse,
     list: () => engine.listVolumes(),
@@ -394,6 +399,26 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (!record) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
     this.checkEpoch(name, epoch);
     await record.record(epoch, revision, extents);
+  }
+
+  /** blockChecksums on node: here directly, elsewhere through its API. */
+  blockChecksumsOn(node: string, volume: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array> {
+    return this.onNode(node, (client) => client.blockChecksums(volume, epoch, offsetBytes, lengthBytes), () => this.blockChecksums(volume, epoch, offsetBytes, lengthBytes), true);
+  }
+
+  /**
+   * The checksum of each block of the range on this node's copy, for the primary at epoch. Only
+   * once the copy is at that epoch: raising it drained every write of the primaries before.
+   */
+  async blockChecksums(name: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array> {
+    if (!this.engine.hasVolume(name)) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
+    const { epoch: own, sizeBytes } = this.engine.getVolume(name);
+    if (own !== epoch) throw failedPrecondition(`the copy of ${name} on ${this.self} is at epoch ${own}, not at the asking primary's ${epoch}`);
+    const aligned = offsetBytes % BLOCK_BYTES === 0 && lengthBytes % BLOCK_BYTES === 0;
+    if (!aligned || lengthBytes > MAX_CHECKSUM_RANGE_BYTES || offsetBytes + lengthBytes > sizeBytes) {
+      throw invalidArgument(`block checksums of ${name}: range ${offsetBytes}+${lengthBytes} must be block-aligned, at most ${MAX_CHECKSUM_RANGE_BYTES} bytes long and within the volume (${sizeBytes} bytes)`);
+    }
+    return this.engine.blockChecksums(name, offsetBytes, lengthBytes);
   }
 
   /** What refuses the revert of a copy: a client that has it open, a snapshot it lacks, or one of another size (the record's size only grows). */

@@ -53,6 +53,17 @@ export interface TrackActivityRequest {
   extents: number[];
 }
 
+export interface BlockChecksumsRequest {
+  name: string;
+  epoch: number;
+  offsetBytes: number;
+  lengthBytes: number;
+}
+
+export interface BlockChecksums {
+  crc32c: Buffer;
+}
+
 export interface GetActivityRequest {
   name: string;
 }
@@ -195,4 +206,18 @@ export interface OperationCounters {
   /** Per bucket, not cumulative; one more entry than the bounds: the latencies above the last bound. */
   bucketCounts: number[];
   inFlight: number;
+}
+
+/** BlockChecksums.crc32c: one little-endian uint32 per block. */
+export function checksumsToWire(crcs: Uint32Array): Buffer {
+  const bytes = Buffer.allocUnsafe(crcs.length * 4);
+  crcs.forEach((crc, i) => bytes.writeUInt32LE(crc, i * 4));
+  return bytes;
+}
+
+export function checksumsFromWire(bytes: Buffer): Uint32Array {
+  if (bytes.length % 4 !== 0) throw new Error(`block checksums: ${bytes.length} bytes is not a whole number of uint32`);
+  const crcs = new Uint32Array(bytes.length / 4);
+  for (let i = 0; i < crcs.length; i++) crcs[i] = bytes.readUInt32LE(i * 4);
+  return crcs;
 }

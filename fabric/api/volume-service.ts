@@ -9,7 +9,7 @@ import { DirtyMap } from '../replication/dirty-map';
 import type { CopyOperation } from '../replication/replication-layer';
 import type { AttachmentStore } from './attachments';
 import { replicaCount, type ReplicatedVolumes } from './cluster-volumes';
-import { volumeToWire } from './messages';
+import { checksumsToWire, volumeToWire } from './messages';
 import type * as wire from './messages';
 import { serverStream, unary, type RpcContext } from './rpc';
 import { volumeStats, type VolumeStatsSource } from './volume-stats';
@@ -109,6 +109,10 @@ export function replicaService(cluster: ReplicatedVolumes, rpc: RpcContext): Unt
     TrackActivity: unary(rpc, async (request: wire.TrackActivityRequest) => {
       await cluster.trackActivity(checkName('name', request.name), request.epoch, request.revision, request.extents ?? []);
       return {};
+    }),
+    BlockChecksums: unary(rpc, async (request: wire.BlockChecksumsRequest) => {
+      const crcs = await cluster.blockChecksums(checkName('name', request.name), request.epoch, request.offsetBytes, request.lengthBytes);
+      return { crc32c: checksumsToWire(crcs) };
     }),
     TrackAbsence: unary(rpc, async (request: wire.TrackAbsenceRequest) => {
       const absence = request.forget ? null : { full: request.full, map: decodeMap(request.map) };

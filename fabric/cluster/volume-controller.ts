@@ -53,6 +53,8 @@ export interface ControllerOptions {
   activityOf(node: string, volume: string): Promise<{ epoch: number; map: DirtyMap }>;
   /** Has node's copy record this primary's activity log (through its API); refused if its epoch is above the given one. */
   trackActivity(node: string, volume: string, epoch: number, revision: number, extents: readonly number[]): Promise<void>;
+  /** The checksum of each block of the range on node's copy (this node's included); refused unless that copy is at the epoch. */
+  blockChecksums(node: string, volume: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array>;
   /** Where each copy's absence and activity logs live (a file of each per volume). */
   absenceDir: string;
   brain?: Partial<BrainConfig>;
@@ -315,6 +317,7 @@ export class VolumeController {
       activityOf: this.options.activityOf,
       peerActivity: (volume) => this.peerActivity(volume),
       trackActivity: this.options.trackActivity,
+      blockChecksums: this.options.blockChecksums,
       trackAbsence: this.options.trackAbsence,
       config: this.config,
       logger: this.options.logger,

@@ -59,6 +59,8 @@ export interface RunnerContext {
   peerActivity(volume: string): PeerActivity | undefined;
   /** Has node's copy record this primary's activity log; refused if its epoch is above the given one. */
   trackActivity(node: string, volume: string, epoch: number, revision: number, extents: readonly number[]): Promise<void>;
+  /** The checksum of each block of the range on node's copy (this node's included); refused unless that copy is at the epoch. */
+  blockChecksums(node: string, volume: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array>;
   /** Has node's copy log what copy `absent` misses (absence), or stop (null); refused if its epoch is above the given one. */
   trackAbsence(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
   /** Applies a control operation to node's copy, which refuses it if its epoch is above the given one. */
@@ -327,9 +329,13 @@ export class VolumeRunner implements InSyncSet {
     const activity = this.context.activityLog(this.name);
     const peerActivity = this.context.peerActivity(this.name);
     const activityNotices = { track: (node: string, revision: number, extents: readonly number[]) => this.context.trackActivity(node, this.name, epoch, revision, extents) };
+    const checksums = {
+      local: (offsetBytes: number, lengthBytes: number) => this.context.blockChecksums(this.context.self, this.name, epoch, offsetBytes, lengthBytes),
+      remote: (node: string, offsetBytes: number, lengthBytes: number) => this.context.blockChecksums(node, this.name, epoch, offsetBytes, lengthBytes),
+    };
     const device = await ReplicatedDevice.open(local, remotes, this, {
       absences: log && { log, notices },
-      activity: activity && { log: activity, epoch, notices: activityNotices, strays: peerActivity?.regions() },
+      activity: activity && { log: activity, epoch, notices: activityNotices, strays: peerActivity?.regions(), checksums },
       formerPrimaries: record.replicas.filter((r) => r.wasPrimary && r.state !== 'in-sync' && r.lastEpoch === epoch - 1).map((r) => r.node),
       onLocalFailure: (reason) => this.handOver(reason),
     });
@@ -340,8 +346,10 @@ export class VolumeRunner implements InSyncSet {
     this.serving = { device, epoch };
     // The strays are equal on every copy in step now: this node's record of them is done with.
     await peerActivity?.record(epoch, 0, []).catch(() => undefined);
-    // openMs: connecting to the copies, settling the activity log, telling the copies of those away.
-    this.context.logger.info({ volume: this.name, epoch, replicas: record.replicas.map((r) => `${r.node}:${r.state}`), openMs: Date.now() - started }, 'serving as primary');
+    // openMs: connecting to the copies, making them equal where the last primary may have left
+    // them unequal (settled), telling the copies of those away.
+    const replicas = record.replicas.map((r) => `${r.node}:${r.state}`);
+    this.context.logger.info({ volume: this.name, epoch, replicas, openMs: Date.now() - started, settled: device.settled }, 'serving as primary');
   }
 
   /**

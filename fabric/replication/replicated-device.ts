@@ -17,6 +17,7 @@ import type { VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughLayer } from '../volume/pass-through-device';
 import { Quiesce } from '../volume/quiesce';
 import { RangeLock } from '../volume/range-lock';
+import { BLOCK_BYTES } from '../store/block-size';
 import type { Absence, AbsenceLog } from './absence-log';
 import type { ActivityLog } from './activity-log';
 import { DirtyMap, type DirtyRun } from './dirty-map';
@@ -58,6 +59,24 @@ export interface ActivityNotices {
   track(to: string, revision: number, extents: readonly number[]): Promise<void>;
 }
 
+/**
+ * The copies' block checksums (ReplicaService.BlockChecksums): the CRC-32C of each block of a range
+ * as a copy reads it, from its block maps, so that copies compare without moving their data.
+ */
+export interface CopyChecksums {
+  local(offsetBytes: number, lengthBytes: number): Promise<Uint32Array>;
+  remote(id: string, offsetBytes: number, lengthBytes: number): Promise<Uint32Array>;
+}
+
+/** What the open's repair of the regions a former primary may have left unequal did, in bytes (summed over the copies in step). */
+export interface SettledActivity {
+  /** Looked at: compared by checksum, or copied whole where a copy could not give its checksums. */
+  comparedBytes: number;
+  copiedBytes: number;
+  /** Copied whole: no checksums were to be had (e.g. a node of an older version). */
+  uncomparedBytes: number;
+}
+
 /** A remote in sync with the local copy, and the primary's connection to it. */
 export interface InSyncPeer {
   id: string;
@@ -73,9 +92,10 @@ export interface ReplicationOptions {
    * This primary's activity log, the epoch it serves at (activity-log.ts), and its cap in extents
    * (default 1024). With notices, every copy a write goes to has recorded the write's extents before
    * it is sent; strays: where a former primary's writes may have left the copies unequal, as this
-   * copy's record of its log has it (made equal before the first change, as the log's own regions).
+   * copy's record of its log has it (made equal before the first change, as the log's own regions;
+   * with checksums, only the blocks whose checksums differ are copied).
    */
-  activity?: { log: ActivityLog; epoch: number; capExtents?: number; notices?: ActivityNotices; strays?: DirtyMap };
+  activity?: { log: ActivityLog; epoch: number; capExtents?: number; notices?: ActivityNotices; strays?: DirtyMap; checksums?: CopyChecksums };
   /**
    * Remotes out that lack nothing written before this open, though they may hold writes the others
    * lack: the primary just before this one. What they hold, their own activity log says (resync's extra).
@@ -92,6 +112,8 @@ export interface ReplicationOptions {
 
 /** A resync copies at most this much per request. */
 const RESYNC_RUN_BYTES = 1024 * 1024;
+/** The open's repair compares the copies' checksums this much at a time (16 Ki blocks, 64 KiB of checksums). */
+const COMPARE_RUN_BYTES = 64 * 1024 * 1024;
 /** Runs a resync copies at once: the local reads of some overlap the remote's writes of others. */
 const RESYNC_DEPTH = 4;
 /** A full resync asks the local copy for its allocation this much at a time, client writes held off the range meanwhile. */
@@ -162,6 +184,8 @@ export class ReplicatedDevice extends PassThroughLayer {
   /** The round of notices under way, if one is. */
   private telling: Promise<void> | undefined;
   private readonly onLocalFailure: ReplicationOptions['onLocalFailure'];
+  /** What open() found unequal and copied, where a former primary may have left the copies unequal. */
+  readonly settled: SettledActivity = { comparedBytes: 0, copiedBytes: 0, uncomparedBytes: 0 };
 
   private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet, options: ReplicationOptions) {
     super(below);
@@ -199,7 +223,7 @@ export class ReplicatedDevice extends PassThroughLayer {
         }
       }),
     );
-    if (options.activity) await device.settleActivity(options.activity.log, options.activity.epoch, options.activity.strays, options.formerPrimaries ?? []);
+    if (options.activity) await device.settleActivity(options.activity, options.formerPrimaries ?? []);
     await device.startLogging();
     return device;
   }
@@ -207,36 +231,77 @@ export class ReplicatedDevice extends PassThroughLayer {
   /**
    * Before serving: where this copy's activity log says the copies may differ (it was the primary
    * just before, and stopped without a flush everywhere), they are made equal to this copy, which
-   * serves them from now on: copied to each copy in step, marked dirty for those out. A log of an
-   * older epoch is stale: another primary served since, and resynced this copy, the regions its
-   * log named included. The same for strays, where a former primary that may never come back had
-   * writes in flight. Then the log starts afresh at this epoch.
+   * serves them from now on: the blocks that differ are copied to each copy in step, and the
+   * regions are marked dirty for those out. A log of an older epoch is stale: another primary
+   * served since, and resynced this copy, the regions its log named included. The same for strays,
+   * where a former primary that may never come back had writes in flight. Then the log starts
+   * afresh at this epoch.
    */
-  private async settleActivity(log: ActivityLog, epoch: number, strays: DirtyMap | undefined, formerPrimaries: readonly string[]): Promise<void> {
+  private async settleActivity(activity: NonNullable<ReplicationOptions['activity']>, formerPrimaries: readonly string[]): Promise<void> {
+    const { log, epoch, strays, checksums } = activity;
     const own = log.epoch === epoch - 1 ? log.regions() : new DirtyMap();
     const regions = own.clone();
     if (strays) regions.merge(strays);
-    for (const remote of this.remotes) {
-      if (regions.blocks === 0) break;
-      if (remote.state === 'out') {
-        // The former primary that sent the strays gets them through its own log (resync's extra).
-        remote.dirty.merge(formerPrimaries.includes(remote.replica.id) ? own : regions);
-        continue;
-      }
-      try {
-        const connection = remote.connection as ReplicaConnection;
-        for (const run of regions.runs(RESYNC_RUN_BYTES)) {
-          const end = Math.min(this.sizeBytes, run.offsetBytes + run.lengthBytes);
-          if (end > run.offsetBytes) await connection.write(run.offsetBytes, await this.below.read(run.offsetBytes, end - run.offsetBytes), false);
-        }
-        await connection.flush();
-      } catch (err) {
-        this.markOut(remote);
-        remote.dirty.merge(regions);
-        await this.removed(remote, `the regions its last primary may have left unequal could not be copied to it: ${(err as Error).message}`);
-      }
+    if (regions.blocks > 0) {
+      await Promise.all(
+        this.remotes.map(async (remote) => {
+          if (remote.state === 'out') {
+            // The former primary that sent the strays gets them through its own log (resync's extra).
+            remote.dirty.merge(formerPrimaries.includes(remote.replica.id) ? own : regions);
+            return;
+          }
+          try {
+            await this.equalize(remote, regions, checksums);
+          } catch (err) {
+            this.markOut(remote);
+            remote.dirty.merge(regions);
+            await this.removed(remote, `the regions its last primary may have left unequal could not be copied to it: ${(err as Error).message}`);
+          }
+        }),
+      );
     }
     await log.reset(epoch);
+  }
+
+  /** Makes a remote in step equal to the local copy in regions, and flushes it. */
+  private async equalize(remote: Remote, regions: DirtyMap, checksums: CopyChecksums | undefined): Promise<void> {
+    const connection = remote.connection as ReplicaConnection;
+    for (const run of regions.runs(COMPARE_RUN_BYTES)) {
+      const end = Math.min(this.sizeBytes, run.offsetBytes + run.lengthBytes);
+      if (end <= run.offsetBytes) continue;
+      this.settled.comparedBytes += end - run.offsetBytes;
+      for (const unequal of await this.unequalRuns(remote.replica.id, run.offsetBytes, end, checksums)) {
+        for (let at = unequal.offsetBytes; at < unequal.end; at += RESYNC_RUN_BYTES) {
+          const lengthBytes = Math.min(RESYNC_RUN_BYTES, unequal.end - at);
+          await connection.write(at, await this.below.read(at, lengthBytes), false);
+          this.settled.copiedBytes += lengthBytes;
+        }
+      }
+    }
+    await connection.flush();
+  }
+
+  /**
+   * The runs of [offsetBytes, end) where the remote's blocks differ from the local ones, by
+   * checksum; the whole range where either copy cannot give its checksums (copying is always safe).
+   */
+  private async unequalRuns(id: string, offsetBytes: number, end: number, checksums: CopyChecksums | undefined): Promise<Array<{ offsetBytes: number; end: number }>> {
+    const whole = [{ offsetBytes, end }];
+    const compared = checksums && (await Promise.all([checksums.local(offsetBytes, end - offsetBytes), checksums.remote(id, offsetBytes, end - offsetBytes)]).catch(() => undefined));
+    if (!compared || compared[0].length !== compared[1].length || compared[0].length * BLOCK_BYTES !== end - offsetBytes) {
+      this.settled.uncomparedBytes += end - offsetBytes;
+      return whole;
+    }
+    const [local, remote] = compared;
+    const runs: Array<{ offsetBytes: number; end: number }> = [];
+    for (let i = 0; i < local.length; i++) {
+      if (local[i] === remote[i]) continue;
+      const at = offsetBytes + i * BLOCK_BYTES;
+      const last = runs[runs.length - 1];
+      if (last?.end === at) last.end += BLOCK_BYTES;
+      else runs.push({ offsetBytes: at, end: at + BLOCK_BYTES });
+    }
+    return runs;
   }
 
   /**

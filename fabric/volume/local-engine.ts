@@ -182,6 +182,11 @@ export class LocalEngine implements VolumeEngine {
     });
   }
 
+  /** The checksum of each block of the range as the volume reads it (LocalReplica.contentChecksums). */
+  blockChecksums(name: string, offsetBytes: number, lengthBytes: number): Promise<Uint32Array> {
+    return this.registry.entry(name).volume.replica.contentChecksums(offsetBytes, lengthBytes);
+  }
+
   /** Scrubs a volume, or the chain of one of its snapshots. */
   async verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void, snapshot?: string): Promise<VerifyReport> {
     const volume = snapshot === undefined ? this.registry.entry(name).volume : this.registry.snapshotEntry(name, snapshot).volume;

@@ -21,6 +21,8 @@ const B = BLOCK_BYTES;
 const ZERO_CHUNK_BLOCKS = 256;
 /** BLOCK_STATUS looks at most this many blocks per request. */
 const STATUS_MAX_BLOCKS = 128 * 1024;
+/** What a block of zeroes (a hole) checksums to. */
+const ZERO_BLOCK_CRC = crc32c(Buffer.alloc(B));
 
 /** What a replica needs from the node it lives on. */
 export interface ReplicaHost {
@@ -158,6 +160,30 @@ export class LocalReplica implements VolumeLayer {
         }
       }
       return bad;
+    } finally {
+      this.end(release);
+    }
+  }
+
+  /**
+   * The CRC-32C of each block of [offsetBytes, offsetBytes + lengthBytes) (block-aligned) as the
+   * volume reads it, from the block maps alone: a mapped block's stored checksum, a block of zeroes'
+   * elsewhere. Two copies compare equal here without moving their data (a new primary's repair of
+   * where its predecessor's writes in flight may have left them unequal). Waits for the writes in
+   * flight in the range.
+   */
+  async contentChecksums(offsetBytes: number, lengthBytes: number): Promise<Uint32Array> {
+    this.checkRange(offsetBytes, lengthBytes);
+    if (offsetBytes % B !== 0 || lengthBytes % B !== 0) throw new IoError('EINVAL', `volume ${this.name}: checksums are per block: ${offsetBytes}+${lengthBytes} is not block-aligned`);
+    const first = offsetBytes / B;
+    const count = lengthBytes / B;
+    const release = await this.begin(first, first + count, false);
+    try {
+      const values = new Uint32Array(count);
+      const crcs = new Uint32Array(count);
+      this.chain.resolveRange(first, values, crcs, new Uint32Array(count));
+      for (let i = 0; i < count; i++) if (values[i] < FIRST_PHYSICAL) crcs[i] = ZERO_BLOCK_CRC;
+      return crcs;
     } finally {
       this.end(release);
     }

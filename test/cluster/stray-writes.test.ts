@@ -66,4 +66,20 @@ test('a primary killed with a write that reached one copy only: the new primary 
   expect(onN3.equals(onN2)).toBe(true);
   // And the volume reads as its primary's copy.
   await qemuIo(primary.weftd.nbdUri('v'), [`read -P 0x${onN2[0].toString(16)} 0 1M`, 'read -P 0x11 1M 3M'], true);
+
+  // The new primary compared the extent the write was in (4 MiB) by checksum, and copied only the
+  // 1 MiB that differed, to the one other copy.
+  expect(servingLine(primary.weftd, epoch).settled).toEqual({ comparedBytes: 4 * MiB, copiedBytes: MiB, uncomparedBytes: 0 });
 });
+
+/** The fields of node's log line "serving as primary" at epoch. */
+function servingLine(node: WeftdHandle, epoch: number): { settled: unknown } {
+  const lines = node
+    .logs()
+    .split('\n')
+    .filter((line) => line.includes('"msg":"serving as primary"'))
+    .map((line) => JSON.parse(line) as { epoch: number; settled: unknown });
+  const line = lines.find((l) => l.epoch === epoch);
+  if (!line) throw new Error(`no "serving as primary" line at epoch ${epoch} in ${node.dataDir}'s log`);
+  return line;
+}

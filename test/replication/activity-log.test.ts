@@ -1,12 +1,15 @@
 // The primary's activity log (fabric/replication/activity-log.ts): the extents where the copies
 // may differ if the primary died now, on disk before a write is sent, free to leave once a flush
 // that began after their last write completed everywhere, the most recently written kept; and, under a real ReplicatedDevice with a real
-// replica, a primary restarted after a crash makes its copies equal there before it serves, and a
-// workload that never flushes does not grow the log past its cap.
+// replica, a primary restarted after a crash makes its copies equal there before it serves (copying
+// only the blocks whose checksums differ, when the copies can give them), and a workload that never
+// flushes does not grow the log past its cap.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { WeftClient } from '../../fabric/api/client';
 import { ActivityLog } from '../../fabric/replication/activity-log';
 import { PeerActivity } from '../../fabric/replication/peer-activity';
 import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
@@ -177,6 +180,59 @@ test('a primary restarted with extents in its log copies them to the copies in s
     expect([after.epoch, runsOf(after)]).toEqual([3, []]);
     device.close();
   } finally {
+    replica.closeClients();
+    await engine.close();
+  }
+});
+
+test('with the copies\' block checksums, the logged extents are compared and only the blocks that differ are copied', async () => {
+  const VOLUME_BYTES = 64 * MiB;
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
+  const replica = await ReplicaNode.start('r1', 'vol', VOLUME_BYTES);
+  const api = new WeftClient(`127.0.0.1:${replica.node.apiPort}`);
+  try {
+    // Equal on both copies: 1 MiB at 8 MiB; 64 KiB of zeroes written on the replica where the
+    // primary's copy has a hole (they read the same). Unequal: 64 KiB at 8 MiB + 4 KiB, written on
+    // the primary's copy only (a write in flight when it crashed).
+    const common = randomBytes(MiB);
+    const lost = randomBytes(64 * 1024);
+    const client = await replica.connect(2);
+    await client.write(8 * MiB, common, false);
+    await client.write(12 * MiB, Buffer.alloc(64 * 1024), true);
+    await local.write(8 * MiB, common, false);
+    await local.write(8 * MiB + 4096, lost, true);
+    const log = ActivityLog.load(path.join(dir, 'vol.activity'));
+    await log.reset(2);
+    await log.enter(8 * MiB, 8 * MiB); // extents 2 and 3
+
+    const checksums = {
+      local: (offsetBytes: number, lengthBytes: number) => engine.blockChecksums('vol', offsetBytes, lengthBytes),
+      remote: (_id: string, offsetBytes: number, lengthBytes: number) => api.blockChecksums('vol', 3, offsetBytes, lengthBytes),
+    };
+    const device = await ReplicatedDevice.open(local, [replica.remote(3)], new MemoryInSyncSet(['r1']), { activity: { log, epoch: 3, checksums } });
+    expect(device.settled).toEqual({ comparedBytes: 8 * MiB, copiedBytes: lost.length, uncomparedBytes: 0 });
+    const copy = await replica.readAll(3, 16 * MiB);
+    expect(copy.subarray(8 * MiB, 16 * MiB).equals(await local.read(8 * MiB, 8 * MiB))).toBe(true);
+    device.close();
+
+    // The copy answers only a primary at its own epoch, for a whole-block range within the volume.
+    await expect(api.blockChecksums('vol', 2, 0, 4096)).rejects.toMatchObject({ code: grpc.status.FAILED_PRECONDITION, message: expect.stringContaining('at epoch 3') });
+    await expect(api.blockChecksums('vol', 3, 100, 4096)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    await expect(api.blockChecksums('vol', 3, VOLUME_BYTES - 4096, 8192)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    await expect(api.blockChecksums('nothing', 3, 0, 4096)).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    expect(await api.blockChecksums('vol', 3, 8 * MiB, 8192)).toEqual(await engine.blockChecksums('vol', 8 * MiB, 8192));
+
+    // A copy that cannot give its checksums (a node of an older version) gets the extents whole.
+    await log.reset(3);
+    await log.enter(8 * MiB, 4096);
+    const whole = await ReplicatedDevice.open(local, [replica.remote(4)], new MemoryInSyncSet(['r1']), {
+      activity: { log, epoch: 4, checksums: { ...checksums, remote: () => Promise.reject(new Error('unimplemented')) } },
+    });
+    expect(whole.settled).toEqual({ comparedBytes: EXTENT, copiedBytes: EXTENT, uncomparedBytes: EXTENT });
+    whole.close();
+  } finally {
+    api.close();
     replica.closeClients();
     await engine.close();
   }
