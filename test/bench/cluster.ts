@@ -1,12 +1,14 @@
 // Measures replicated volumes end to end, three weftd on a real etcd on this machine (issue 9):
 // fio write throughput on 1, 2 and 3 replicas and through a node that forwards to the primary, with
 // the CPU time fio and each weftd spend per I/O (all share this machine's cores, which bounds the
-// ratios); failover time after kill -9 of the primary; a delta resync of 64 MiB; a full rebuild of
+// ratios); failover time after kill -9 of the primary, quiet and under random writes over the whole
+// volume; a delta resync of 64 MiB; a full rebuild of
 // 1 GiB.
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReplicationInfo, VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
 import { waitFor } from '../helpers/wait-for';
@@ -44,7 +46,7 @@ async function main(dir: string): Promise<void> {
   // The phases that kill and restart nodes come first: a restart after the throughput phase's
   // gigabytes of writes once missed test/helpers' 15 s startup limit on this loaded machine.
   const parts: [string, () => Promise<Section>][] = [
-    ['failover', failover],
+    ['failover', () => failover(dir)],
     ['delta', () => deltaResync(dir)],
     ['rebuild', () => fullRebuild(dir)],
     ['throughput', () => throughput(dir)],
@@ -202,16 +204,35 @@ function medianCpu(samples: CpuPerIo[]): CpuPerIo {
 
 // ---- 2. failover: kill -9 of the primary while a client writes through another node ----
 
-async function failover(): Promise<Section> {
+/** The loaded rounds' background writes: random 4k blocks over the whole volume, never flushed, so that the primary's activity log names all of it. */
+const LOAD_IOPS = 3000;
+const LOAD_WARMUP_MS = 5000;
+
+interface FailoverRound {
+  killed: string;
+  via: string;
+  loaded: boolean;
+  ms: number;
+  failedWrites: number;
+  /** From the new primary's "serving as primary" line: what it compared and copied before it served. */
+  settled: { comparedBytes: number; copiedBytes: number } | undefined;
+  healMs: number;
+}
+
+async function failover(dir: string): Promise<Section> {
   const volume = 'failover';
-  await create(volume, 256 * MiB, 3);
-  const rounds: { killed: string; via: string; ms: number; failedWrites: number; healMs: number }[] = [];
-  for (let round = 1; round <= FAILOVERS; round++) {
+  const sizeBytes = GiB;
+  await create(volume, sizeBytes, 3);
+  const rounds: FailoverRound[] = [];
+  for (let round = 1; round <= 2 * FAILOVERS; round++) {
+    const loaded = round > FAILOVERS;
     const before = await until(node('n1'), volume, allInSync);
     const primary = node(before.primary);
     const via = nodes.find((n) => n !== primary) as WeftdHandle;
+    const load = loaded ? startLoad(via.nbdUri(volume), path.join(dir, `failover-load-${round}.json`)) : undefined;
     const writer = new AckWriter(via.nbdUri(volume), 256 * MiB);
     await waitFor(() => writer.acknowledged >= 50, 60_000, 10);
+    if (load) await sleep(LOAD_WARMUP_MS);
     const killedMs = performance.now();
     await primary.kill9();
     // The first write sent once the old primary is gone: the one in flight at the kill may have been
@@ -220,28 +241,52 @@ async function failover(): Promise<Section> {
     const ms = first.answeredMs - killedMs;
     const failedWrites = writer.records.filter((r) => !r.ok && r.answeredMs >= killedMs).length;
     await writer.stop();
-    console.error(`  failover #${round}: killed ${primary.nodeId}, writing through ${via.nodeId}: ${Math.round(ms)} ms, ${failedWrites} writes failed`);
+    await load;
+    const settled = servingSettled(before.epoch + 1);
+    console.error(`  failover #${round}${loaded ? ' (loaded)' : ''}: killed ${primary.nodeId}, writing through ${via.nodeId}: ${Math.round(ms)} ms, ${failedWrites} writes failed, settled ${JSON.stringify(settled)}`);
     const restartedMs = performance.now();
     await primary.start();
     await until(via, volume, (r) => r.epoch > before.epoch && allInSync(r));
     const healMs = performance.now() - restartedMs;
-    rounds.push({ killed: primary.nodeId, via: via.nodeId, ms, failedWrites, healMs });
+    rounds.push({ killed: primary.nodeId, via: via.nodeId, loaded, ms, failedWrites, settled, healMs });
     console.error(`  failover #${round}: ${primary.nodeId} back in sync ${Math.round(healMs)} ms after its restart`);
   }
   await remove(volume);
-  const rows = rounds.map((r, i) => `| ${i + 1} | ${r.killed} | ${r.via} | ${Math.round(r.ms)} | ${r.failedWrites} | ${Math.round(r.healMs)} |`);
-  const medianMs = median(rounds.map((r) => r.ms));
+  const mib = (bytes: number | undefined) => (bytes === undefined ? '?' : (bytes / MiB).toFixed(2));
+  const rows = rounds.map(
+    (r, i) => `| ${i + 1} | ${r.loaded ? `fio ${LOAD_IOPS} IOPS` : 'none'} | ${r.killed} | ${r.via} | ${Math.round(r.ms)} | ${r.failedWrites} | ${mib(r.settled?.comparedBytes)} / ${mib(r.settled?.copiedBytes)} | ${Math.round(r.healMs)} |`,
+  );
+  const medianMs = median(rounds.filter((r) => !r.loaded).map((r) => r.ms));
+  const loadedMedianMs = median(rounds.filter((r) => r.loaded).map((r) => r.ms));
   return {
     name: 'failover',
     markdown: [
-      `failover, 3 replicas: kill -9 of the primary to the first acknowledged 4k write (qemu-io, QD1, through another node); median ${Math.round(medianMs)} ms (target <= 5000)`,
+      `failover, 3 replicas, 1 GiB: kill -9 of the primary to the first acknowledged 4k write (qemu-io, QD1, through another node); median ${Math.round(medianMs)} ms, ${Math.round(loadedMedianMs)} ms while fio also writes random 4k blocks over the whole volume (target <= 5000)`,
       '',
-      '| round | killed | written through | ms | writes failed | old primary back in sync after its restart (ms) |',
-      '|---|---|---|---|---|---|',
+      '| round | background load | killed | written through | ms | writes failed | compared / copied by the new primary (MiB) | old primary back in sync after its restart (ms) |',
+      '|---|---|---|---|---|---|---|---|',
       ...rows,
     ].join('\n'),
-    json: { medianMs, rounds },
+    json: { medianMs, loadedMedianMs, rounds },
   };
+}
+
+/** fio writing random 4k blocks over the whole volume at LOAD_IOPS, for the warmup and the failover; resolves when it ends. */
+async function startLoad(uri: string, outFile: string): Promise<void> {
+  const seconds = Math.ceil(LOAD_WARMUP_MS / 1000) + 15;
+  await runFio([`--uri=${uri}`, '--name=load', '--rw=randwrite', '--bs=4k', '--iodepth=8', `--rate_iops=${LOAD_IOPS}`, '--time_based', `--runtime=${seconds}`, '--norandommap', '--randrepeat=0'], outFile);
+}
+
+/** What the node serving at epoch compared and copied before it served, from its log. */
+function servingSettled(epoch: number): FailoverRound['settled'] {
+  for (const n of nodes) {
+    for (const line of n.logs().split('\n')) {
+      if (!line.includes('"msg":"serving as primary"')) continue;
+      const fields = JSON.parse(line) as { volume: string; epoch: number; settled?: FailoverRound['settled'] };
+      if (fields.volume === 'failover' && fields.epoch === epoch) return fields.settled;
+    }
+  }
+  return undefined;
 }
 
 // ---- 3. delta resync: a replica stopped (SIGSTOP) while 64 MiB are written ----
