@@ -10,7 +10,7 @@ import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
 import type { ActivityLog } from '../replication/activity-log';
 import type { PeerActivity } from '../replication/peer-activity';
-import type { DirtyMap } from '../replication/dirty-map';
+import { DirtyMap } from '../replication/dirty-map';
 import { PrimaryHandle } from '../replication/primary-handle';
 import { ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-device';
 import type { CopyOperation } from '../replication/replication-layer';
@@ -428,9 +428,13 @@ export class VolumeRunner implements InSyncSet {
    * have read since: else a later failover to another copy could show them other data there.
    */
   private async equalizeInStep(device: ReplicatedDevice, formerPrimary: string, regions: DirtyMap): Promise<void> {
-    const verified = await verifyRegions(device, this.context.self, regions);
+    // Compared by checksum first: only the windows where a copy differs are read and repaired.
+    const unequal = new DirtyMap();
+    for (const peer of device.status()) if (peer.state === 'in-sync') unequal.merge((await device.unequalBlocks(peer.id, regions)).unequal);
+    const verified = await verifyRegions(device, this.context.self, unequal);
     const repairedBlocks = verified.replicas.reduce((sum, r) => sum + r.checksumRepairedBlocks + r.mismatchRepairedBlocks, 0);
-    this.context.logger.info({ volume: this.name, formerPrimary, checkedBlocks: verified.checkedBlocks, repairedBlocks }, 'copies in step made equal where a former primary had writes in flight');
+    const comparedBlocks = regions.blocks;
+    this.context.logger.info({ volume: this.name, formerPrimary, comparedBlocks, checkedBlocks: verified.checkedBlocks, repairedBlocks }, 'copies in step made equal where a former primary had writes in flight');
   }
 
   private connectReplica(node: string, epoch: number, timeoutMs: number) {

@@ -186,6 +186,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   private readonly onLocalFailure: ReplicationOptions['onLocalFailure'];
   /** What open() found unequal and copied, where a former primary may have left the copies unequal. */
   readonly settled: SettledActivity = { comparedBytes: 0, copiedBytes: 0, uncomparedBytes: 0 };
+  private readonly checksums: CopyChecksums | undefined;
 
   private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet, options: ReplicationOptions) {
     super(below);
@@ -195,6 +196,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     this.activity = options.activity?.log;
     this.activityCap = options.activity?.capExtents ?? ACTIVITY_LOG_CAP_EXTENTS;
     this.activityNotices = options.activity?.notices;
+    this.checksums = options.activity?.checksums;
     this.onLocalFailure = options.onLocalFailure;
   }
 
@@ -238,7 +240,7 @@ export class ReplicatedDevice extends PassThroughLayer {
    * afresh at this epoch.
    */
   private async settleActivity(activity: NonNullable<ReplicationOptions['activity']>, formerPrimaries: readonly string[]): Promise<void> {
-    const { log, epoch, strays, checksums } = activity;
+    const { log, epoch, strays } = activity;
     const own = log.epoch === epoch - 1 ? log.regions() : new DirtyMap();
     const regions = own.clone();
     if (strays) regions.merge(strays);
@@ -251,7 +253,7 @@ export class ReplicatedDevice extends PassThroughLayer {
             return;
           }
           try {
-            await this.equalize(remote, regions, checksums);
+            await this.equalize(remote, regions);
           } catch (err) {
             this.markOut(remote);
             remote.dirty.merge(regions);
@@ -263,45 +265,53 @@ export class ReplicatedDevice extends PassThroughLayer {
     await log.reset(epoch);
   }
 
-  /** Makes a remote in step equal to the local copy in regions, and flushes it. */
-  private async equalize(remote: Remote, regions: DirtyMap, checksums: CopyChecksums | undefined): Promise<void> {
+  /** Makes a remote in step equal to the local copy in regions (the blocks that differ), and flushes it. */
+  private async equalize(remote: Remote, regions: DirtyMap): Promise<void> {
     const connection = remote.connection as ReplicaConnection;
-    for (const run of regions.runs(COMPARE_RUN_BYTES)) {
-      const end = Math.min(this.sizeBytes, run.offsetBytes + run.lengthBytes);
-      if (end <= run.offsetBytes) continue;
-      this.settled.comparedBytes += end - run.offsetBytes;
-      for (const unequal of await this.unequalRuns(remote.replica.id, run.offsetBytes, end, checksums)) {
-        for (let at = unequal.offsetBytes; at < unequal.end; at += RESYNC_RUN_BYTES) {
-          const lengthBytes = Math.min(RESYNC_RUN_BYTES, unequal.end - at);
-          await connection.write(at, await this.below.read(at, lengthBytes), false);
-          this.settled.copiedBytes += lengthBytes;
-        }
-      }
+    const { unequal, comparedBytes, uncomparedBytes } = await this.unequalBlocks(remote.replica.id, regions);
+    this.settled.comparedBytes += comparedBytes;
+    this.settled.uncomparedBytes += uncomparedBytes;
+    for (const run of unequal.runs(RESYNC_RUN_BYTES)) {
+      await connection.write(run.offsetBytes, await this.below.read(run.offsetBytes, run.lengthBytes), false);
+      this.settled.copiedBytes += run.lengthBytes;
     }
     await connection.flush();
   }
 
   /**
-   * The runs of [offsetBytes, end) where the remote's blocks differ from the local ones, by
-   * checksum; the whole range where either copy cannot give its checksums (copying is always safe).
+   * The blocks of regions (within the volume) where a remote's copy differs from the local one, by
+   * the checksums their block maps hold; all of a range where either cannot give its checksums
+   * (copying is always safe). The remote must be at this primary's epoch, which drained the writes
+   * of the primaries before. comparedBytes: the bytes of regions within the volume; uncomparedBytes:
+   * those taken whole.
    */
-  private async unequalRuns(id: string, offsetBytes: number, end: number, checksums: CopyChecksums | undefined): Promise<Array<{ offsetBytes: number; end: number }>> {
-    const whole = [{ offsetBytes, end }];
-    const compared = checksums && (await Promise.all([checksums.local(offsetBytes, end - offsetBytes), checksums.remote(id, offsetBytes, end - offsetBytes)]).catch(() => undefined));
-    if (!compared || compared[0].length !== compared[1].length || compared[0].length * BLOCK_BYTES !== end - offsetBytes) {
-      this.settled.uncomparedBytes += end - offsetBytes;
-      return whole;
+  async unequalBlocks(remoteId: string, regions: DirtyMap): Promise<{ unequal: DirtyMap; comparedBytes: number; uncomparedBytes: number }> {
+    const unequal = new DirtyMap();
+    let comparedBytes = 0;
+    let uncomparedBytes = 0;
+    for (const run of regions.runs(COMPARE_RUN_BYTES)) {
+      const end = Math.min(this.sizeBytes, run.offsetBytes + run.lengthBytes);
+      if (end <= run.offsetBytes) continue;
+      comparedBytes += end - run.offsetBytes;
+      const checksums = this.checksums && (await this.compare(remoteId, run.offsetBytes, end));
+      if (!checksums) {
+        unequal.mark(run.offsetBytes, end - run.offsetBytes);
+        uncomparedBytes += end - run.offsetBytes;
+        continue;
+      }
+      const [local, remote] = checksums;
+      for (let i = 0; i < local.length; i++) if (local[i] !== remote[i]) unequal.mark(run.offsetBytes + i * BLOCK_BYTES, BLOCK_BYTES);
     }
-    const [local, remote] = compared;
-    const runs: Array<{ offsetBytes: number; end: number }> = [];
-    for (let i = 0; i < local.length; i++) {
-      if (local[i] === remote[i]) continue;
-      const at = offsetBytes + i * BLOCK_BYTES;
-      const last = runs[runs.length - 1];
-      if (last?.end === at) last.end += BLOCK_BYTES;
-      else runs.push({ offsetBytes: at, end: at + BLOCK_BYTES });
-    }
-    return runs;
+    return { unequal, comparedBytes, uncomparedBytes };
+  }
+
+  /** The local and the remote's checksums of [offsetBytes, end), or undefined if either cannot give them whole. */
+  private async compare(remoteId: string, offsetBytes: number, end: number): Promise<[Uint32Array, Uint32Array] | undefined> {
+    const checksums = this.checksums as CopyChecksums;
+    const lengthBytes = end - offsetBytes;
+    const both = await Promise.all([checksums.local(offsetBytes, lengthBytes), checksums.remote(remoteId, offsetBytes, lengthBytes)]).catch(() => undefined);
+    const blocks = lengthBytes / BLOCK_BYTES;
+    return both && both[0].length === blocks && both[1].length === blocks ? both : undefined;
   }
 
   /**
@@ -458,7 +468,8 @@ export class ReplicatedDevice extends PassThroughLayer {
    * its dirty map (read here, written there) while writes go on, then asks the in-sync set to take
    * it back. Resolves with the bytes copied.
    *
-   * extra: more it may lack or differ on (a former primary's activity log).
+   * extra: more it may lack or differ on (a former primary's activity log): the blocks of it that
+   * differ from the local copy by checksum (all of it without checksums) are copied too.
    *
    * A full resync (kind 'full', or any resync of a replica that needs one) first replaces the dirty
    * map with every block the local copy has allocated, and makes the rest read as zeroes there too
@@ -468,10 +479,15 @@ export class ReplicatedDevice extends PassThroughLayer {
     const remote = this.remotes.find((r) => r.replica.id === replicaId);
     if (!remote) throw new Error(`no replica ${replicaId}`);
     if (remote.state !== 'out') throw new Error(`replica ${replicaId} is ${remote.state}, not out`);
-    if (extra) remote.dirty.merge(extra);
     await this.removed(remote, 'it is being resynced'); // out of the set before it comes back
     await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
-    const connection = await remote.replica.connect();
+    const connection = await remote.replica.connect().catch((err: unknown) => {
+      if (extra) remote.dirty.merge(extra);
+      throw err;
+    });
+    // Connected, it is at this primary's epoch: of extra, it lacks what differs from the local copy
+    // now. What changes here from now until it is a target is marked dirty as it happens.
+    if (extra) remote.dirty.merge((await this.unequalBlocks(replicaId, extra)).unequal);
     await this.tellNewTarget(remote).catch((err: unknown) => {
       connection.close();
       throw err;

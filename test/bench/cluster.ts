@@ -31,6 +31,13 @@ const POOL_BYTES = 5 * GiB;
 const COMMIT_JOB: Job = { name: '4k write+fsync qd1', rw: 'write', blockSize: '4k', iodepth: 1, unit: 'IOPS', fsync: 1 };
 /** BENCH_JOB: runs only the fio jobs whose name contains it (e.g. "4k"). */
 const JOBS = [...ALL_JOBS.filter((job) => job.rw.endsWith('write')), COMMIT_JOB].filter((job) => job.name.includes(process.env.BENCH_JOB ?? ''));
+/**
+ * BENCH_PIN=1: the throughput part runs each node as if on a machine of its own, as far as this
+ * machine's cores allow: fio and n1 (the primary, where data locality puts the client) share CPU 0,
+ * n2 and n3 the others. Without it every process shares every core, so that a replica's writes
+ * take CPU from the primary's and fio's.
+ */
+const PIN = process.env.BENCH_PIN === '1';
 /** BENCH_PARTS: the parts to run, of throughput, failover, delta, rebuild (default all). */
 const PARTS = (process.env.BENCH_PARTS ?? 'throughput,failover,delta,rebuild').split(',');
 const DELTA_BYTES = 64 * MiB;
@@ -125,6 +132,7 @@ async function throughput(dir: string): Promise<Section> {
     { label: '3 replicas', volume: 'rep3', replicas: 3, via: 'n1' },
   ];
   const uri = (t: (typeof targets)[number]) => node(t.via).nbdUri(t.volume);
+  if (PIN) await pinNodes();
   for (const t of targets.filter((t) => t.via === 'n1')) {
     await create(t.volume, GiB, t.replicas);
     // Filled once (through the primary), so that the jobs overwrite allocated blocks on every copy.
@@ -168,9 +176,23 @@ async function throughput(dir: string): Promise<Section> {
   ].join('\n');
   return {
     name: 'throughput',
-    markdown: `fio, median of ${REPEAT}, ${SECONDS} s each; (ratio to 1 replica), primary on n1\n\n${header}\n${rows.join('\n')}\n\n${cpuTable}`,
+    markdown: `fio, median of ${REPEAT}, ${SECONDS} s each; (ratio to 1 replica), primary on n1${PIN ? `; ${PINNED}` : ''}\n\n${header}\n${rows.join('\n')}\n\n${cpuTable}`,
     json: { ...results, cpuPerIo: cpuJson },
   };
+}
+
+const PINNED = 'fio and n1 on CPU 0, n2 and n3 on the other cores (BENCH_PIN=1)';
+
+/** BENCH_PIN: this process (so fio, which it starts) and n1 on CPU 0, n2 and n3 on the rest; every thread of each. */
+async function pinNodes(): Promise<void> {
+  const cores = os.cpus().length;
+  if (cores < 2) throw new Error('BENCH_PIN=1 needs at least 2 cores');
+  const rest = cores === 2 ? '1' : `1-${cores - 1}`;
+  const pin = async (pid: number | undefined, cpus: string) => mustSucceed(`taskset ${cpus} ${pid}`, await run('taskset', ['-a', '-cp', cpus, String(pid)]));
+  await pin(process.pid, '0');
+  await pin(node('n1').pid, '0');
+  for (const id of ['n2', 'n3']) await pin(node(id).pid, rest);
+  console.error(`  pinned: ${PINNED}`);
 }
 
 /** CPU time per I/O in microseconds, of fio and of each weftd; idlePercent: of all the cores, meanwhile. */
