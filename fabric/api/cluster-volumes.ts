@@ -35,7 +35,7 @@ const NODE_CALL_DEADLINE_MS = 30_000;
 /** A call a client's write waits for (activity notices): as long as a replica may take to answer a write. */
 const FAST_NODE_CALL_DEADLINE_MS = 5000;
 /** The longest range one BlockChecksums call answers for (256 KiB of checksums). */
-export const MAX_CHECKSUM_RANGE_BYTES = 256 * 1024 * 1024;
+const MAX_CHECKSUM_RANGE_BYTES = 256 * 1024 * 1024;
 /** How long a copy's delete waits for the replication connections to it to close. */
 const DRAIN_MS = 5000;
 

@@ -479,12 +479,15 @@ export class ReplicatedDevice extends PassThroughLayer {
     const remote = this.remotes.find((r) => r.replica.id === replicaId);
     if (!remote) throw new Error(`no replica ${replicaId}`);
     if (remote.state !== 'out') throw new Error(`replica ${replicaId} is ${remote.state}, not out`);
-    await this.removed(remote, 'it is being resynced'); // out of the set before it comes back
-    await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
-    const connection = await remote.replica.connect().catch((err: unknown) => {
-      if (extra) remote.dirty.merge(extra);
+    let connection: ReplicaConnection;
+    try {
+      await this.removed(remote, 'it is being resynced'); // out of the set before it comes back
+      await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
+      connection = await remote.replica.connect();
+    } catch (err) {
+      if (extra) remote.dirty.merge(extra); // for the next try, which may have no extra
       throw err;
-    });
+    }
     // Connected, it is at this primary's epoch: of extra, it lacks what differs from the local copy
     // now. What changes here from now until it is a target is marked dirty as it happens.
     if (extra) remote.dirty.merge((await this.unequalBlocks(replicaId, extra)).unequal);
