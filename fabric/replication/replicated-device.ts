@@ -10,11 +10,18 @@
 // (with what it has missed so far) before a write it missed is acknowledged; from then on each
 // logs the changes it receives itself. A change sent before they were told waits for a telling
 // that covers it. A replica coming back is told of the others away before it receives a write.
+//
+// Reads are served from the local copy only under a read lease: every copy that could be promoted
+// (a member of the in-sync set) has taken a change from this primary sent within the lease, which
+// vouches that no newer primary was raised there meanwhile (epoch-fence.ts). When the changes do
+// not keep it up, a flush to those copies renews it; a copy that cannot take one leaves the in-sync
+// set first. So a primary that lost its place and cannot learn it serves no stale read.
 
 import { ChecksumError, IoError } from '../errors';
 import { totalBytes, type Pieces } from '../pieces';
-import type { VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
+import type { Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughLayer } from '../volume/pass-through-device';
+import { READ_LEASE_MS } from '../volume/epoch-fence';
 import { Quiesce } from '../volume/quiesce';
 import { RangeLock } from '../volume/range-lock';
 import { BLOCK_BYTES } from '../store/block-size';
@@ -125,6 +132,11 @@ const SCAN_WINDOW_BYTES = 64 * 1024 * 1024;
  * enough that a working set of a few GiB never causes such a flush.
  */
 const ACTIVITY_LOG_CAP_EXTENTS = 1024;
+/**
+ * The read lease as this primary counts it, from when it sent the change a copy took: shorter than
+ * the copy's (READ_LEASE_MS from when it took it), for clocks that run at other rates.
+ */
+const READ_LEASE_COUNTED_MS = READ_LEASE_MS * 0.8;
 
 /** What the primary knows of one remote replica. */
 class Remote {
@@ -156,6 +168,8 @@ class Remote {
   trackedAfter = Number.POSITIVE_INFINITY;
   /** Its absence, being told to the copies' logs. */
   logging: Promise<void> | undefined;
+  /** When (performance.now()) the last change it took was sent: its part of the read lease. */
+  vouchedFrom = Number.NEGATIVE_INFINITY;
 
   constructor(readonly replica: RemoteReplica) {}
 }
@@ -187,6 +201,8 @@ export class ReplicatedDevice extends PassThroughLayer {
   /** What open() found unequal and copied, where a former primary may have left the copies unequal. */
   readonly settled: SettledActivity = { comparedBytes: 0, copiedBytes: 0, uncomparedBytes: 0 };
   private readonly checksums: CopyChecksums | undefined;
+  /** The renewal of the read lease under way, if one is. */
+  private renewing: Promise<void> | undefined;
 
   private constructor(below: VolumeLayer, remotes: RemoteReplica[], private readonly inSync: InSyncSet, options: ReplicationOptions) {
     super(below);
@@ -457,8 +473,13 @@ export class ReplicatedDevice extends PassThroughLayer {
       r.flushing.add(taken);
       return taken;
     });
+    const sentAt = performance.now();
     const outcomes = await Promise.allSettled([this.below.flush(), ...targets.map((r) => (r.connection as ReplicaConnection).flush())]);
-    for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') targets[i].flushing.delete(covered[i]);
+    for (let i = 0; i < targets.length; i++) {
+      if (outcomes[i + 1].status !== 'fulfilled') continue;
+      targets[i].flushing.delete(covered[i]);
+      targets[i].vouchedFrom = Math.max(targets[i].vouchedFrom, sentAt);
+    }
     if (flushing && outcomes.every((o) => o.status === 'fulfilled')) this.activity?.flushed(flushing);
     await this.settle(targets, outcomes, 0, 0, seq);
   }
@@ -538,10 +559,58 @@ export class ReplicatedDevice extends PassThroughLayer {
    */
   override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.pacer.clientRequest();
+    if (!this.leaseHeld()) return this.renewReadLease().then(() => this.readHere(offsetBytes, lengthBytes));
+    return this.readHere(offsetBytes, lengthBytes);
+  }
+
+  /** What the local copy has allocated: under the read lease, as reads are. */
+  override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    if (!this.leaseHeld()) return this.renewReadLease().then(() => this.below.blockStatus(offsetBytes, lengthBytes));
+    return this.below.blockStatus(offsetBytes, lengthBytes);
+  }
+
+  private readHere(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     return this.below.read(offsetBytes, lengthBytes).catch((err: unknown) => {
       if (err instanceof ChecksumError) return this.repair(offsetBytes, lengthBytes, err);
       return this.readFromPeer(offsetBytes, lengthBytes, err);
     });
+  }
+
+  /** Every copy that could be promoted (a member of the in-sync set) took a change sent within the read lease. */
+  private leaseHeld(): boolean {
+    const since = performance.now() - READ_LEASE_COUNTED_MS;
+    for (const remote of this.remotes) if (remote.member && remote.vouchedFrom < since) return false;
+    return true;
+  }
+
+  /** Renews the read lease (one renewal at a time, shared by the reads that wait for it). */
+  private renewReadLease(): Promise<void> {
+    this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
+    return this.renewing;
+  }
+
+  /**
+   * A flush to every member whose part of the lease has run out; one that cannot take it (or has no
+   * connection) leaves the in-sync set first, so that it cannot be promoted. Fails if a copy refuses
+   * as fenced (a newer primary exists) or a removal is refused.
+   */
+  private async renew(): Promise<void> {
+    const sentAt = performance.now();
+    const since = sentAt - READ_LEASE_COUNTED_MS;
+    await Promise.all(
+      this.remotes.map(async (remote) => {
+        if (!remote.member || remote.vouchedFrom >= since) return;
+        const connection = remote.state === 'out' ? undefined : remote.connection;
+        if (!connection) return this.removed(remote, 'it is out');
+        try {
+          await connection.flush();
+          remote.vouchedFrom = Math.max(remote.vouchedFrom, sentAt);
+        } catch (err) {
+          if (isFenced(err)) throw err;
+          await this.drop(remote, `it could not renew the primary's read lease: ${(err as Error).message}`);
+        }
+      }),
+    );
   }
 
   /**
@@ -681,9 +750,10 @@ export class ReplicatedDevice extends PassThroughLayer {
       if (saved || told) await Promise.all([saved, told]);
       if (this.resyncs > 0) release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, false);
       const targets = this.targets();
+      const sentAt = targets.length > 0 ? performance.now() : 0;
       const sent = targets.map((r) => remote(r.connection as ReplicaConnection));
       const outcomes = await Promise.allSettled([sent.length > 0 ? afterThisTick(local) : local(), ...sent]);
-      for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') targets[i].unflushed.mark(offsetBytes, lengthBytes);
+      for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') tookChange(targets[i], sentAt, offsetBytes, lengthBytes);
       await this.settle(targets, outcomes, offsetBytes, lengthBytes, seq);
     } finally {
       activity?.leave(offsetBytes, lengthBytes);
@@ -833,6 +903,12 @@ export class ReplicatedDevice extends PassThroughLayer {
     remote.unflushed = new DirtyMap();
     remote.flushing.clear();
   }
+}
+
+/** A remote took a change sent at sentAt: a crash may lose it until a flush; it vouches for the read lease. */
+function tookChange(remote: Remote, sentAt: number, offsetBytes: number, lengthBytes: number): void {
+  remote.unflushed.mark(offsetBytes, lengthBytes);
+  if (sentAt > remote.vouchedFrom) remote.vouchedFrom = sentAt;
 }
 
 /** A failure of the local copy that is its own (its disk): not a fence (EPERM), a shutdown or a refused request. */

@@ -2,23 +2,52 @@
 // write only while the volume's epoch is N or below. Raising the epoch closes the fence's gate,
 // drains the fenced writes in flight, commits, and reopens it: a fenced write either completed
 // before the new epoch was committed, or sees it and is refused. That is what stops an old primary.
+//
+// It also stops an old primary's reads. Each change a copy takes at its current epoch vouches that
+// no raise will commit here for READ_LEASE_MS: a primary serves reads only while every copy that
+// could be promoted has vouched, counted from when it sent the change (a read lease; the primary's
+// side is in replicated-device.ts). So a raise waits, gate closed, until the last vouching ends,
+// and by then the old primary has stopped reading from its own copy, even one that cannot learn
+// that it was replaced (cut off from the cluster store).
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { IoError } from '../errors';
 import type { Pieces } from '../pieces';
 import type { BlockDevice, WriteZeroesOptions } from './block-device';
 import { PassThroughDevice } from './pass-through-device';
 import { Quiesce } from './quiesce';
 
+/**
+ * How long a copy's answer to a change vouches that no newer primary is raised there. Short, as a
+ * raise that follows a live primary's last change waits for it; the primary counts it shorter
+ * still (from before it sent the change, less a margin for clocks that run at other rates).
+ */
+export const READ_LEASE_MS = 500;
+
 export class EpochFence {
   /** Fenced writes pass this gate; a raise closes it while it commits. */
   readonly gate = new Quiesce();
+  /** No raise commits before this (performance.now()): the read lease of the last change taken here. */
+  private vouchedUntil = 0;
 
   /** epoch: the volume's durable epoch, as its catalog record holds it now. */
   constructor(readonly volume: string, readonly epoch: () => number) {}
 
-  /** Runs a raise of the epoch (commit) with every fenced write drained and new ones held back. */
+  /**
+   * Runs a raise of the epoch (commit) with every fenced write drained and new ones held back, once
+   * the read lease of the last change taken has ended.
+   */
   raising<T>(commit: () => Promise<T>): Promise<T> {
-    return this.gate.during(commit);
+    return this.gate.during(async () => {
+      const wait = this.vouchedUntil - performance.now();
+      if (wait > 0) await sleep(wait);
+      return commit();
+    });
+  }
+
+  /** A change at the current epoch was taken: its sender may read for READ_LEASE_MS more. */
+  vouch(): void {
+    this.vouchedUntil = performance.now() + READ_LEASE_MS;
   }
 
   /** The device seen by a connection opened at epoch: its writes are refused once the volume's epoch passes it. */
@@ -30,7 +59,8 @@ export class EpochFence {
 /**
  * Writes, trims, zeroes and flushes are refused with EPERM once the volume's epoch is above the
  * connection's: the writer has lost its authority (a newer primary exists), which is neither an I/O
- * failure (EIO) nor something a retry on this connection can fix. Reads go on.
+ * failure (EIO) nor something a retry on this connection can fix. Reads go on. Each one taken
+ * vouches for the sender's read lease.
  */
 class FencedDevice extends PassThroughDevice {
   constructor(below: BlockDevice, private readonly fence: EpochFence, private readonly epoch: number) {
@@ -48,7 +78,7 @@ class FencedDevice extends PassThroughDevice {
       this.leave();
       return Promise.reject(err);
     }
-    return written.then(this.leave, this.leaveAndThrow);
+    return written.then(this.taken, this.leaveAndThrow);
   }
 
   override flush(): Promise<void> {
@@ -69,6 +99,10 @@ class FencedDevice extends PassThroughDevice {
   }
 
   private readonly leave = (): void => this.fence.gate.leave();
+  private readonly taken = (): void => {
+    this.fence.vouch();
+    this.fence.gate.leave();
+  };
   private readonly leaveAndThrow = (err: unknown): never => {
     this.fence.gate.leave();
     throw err;
@@ -83,6 +117,7 @@ class FencedDevice extends PassThroughDevice {
         throw new IoError('EPERM', `volume ${this.fence.volume} is at epoch ${current}; this connection writes at epoch ${this.epoch} and is fenced`);
       }
       await operation();
+      this.fence.vouch();
     } finally {
       this.fence.gate.leave();
     }

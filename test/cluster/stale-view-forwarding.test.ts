@@ -3,7 +3,8 @@
 // fenced by the replicas at its next write and stops serving, and its view of the record still
 // names itself. Its clients must see a pause, then their writes served by the new primary, as a
 // node with a current view forwards them (issue 9, point 5), not an error after the forwarder's
-// 30 s of retries.
+// 30 s of retries. Nor may it serve their reads from its own copy, stale once the new primary took
+// a write: its read lease from the replicas has run out by the time the new primary serves.
 
 import { NbdClient } from '../../fabric/nbd/client';
 import { allInSync, ChaosCluster } from '../chaos/cluster';
@@ -68,4 +69,36 @@ test('a client of the old primary, cut from etcd, has its writes served by the n
   // Healed, the old primary catches up as a replica.
   const healed = await c.waitForVolume(VOLUME, allInSync, 60_000, 'in sync after the heal');
   expect(healed.replication!.primary).not.toBe(old.id);
+});
+
+test('a client of the old primary, cut from etcd, reads what the new primary took since, not its stale copy', async () => {
+  cluster ??= await ChaosCluster.start(3);
+  const c = cluster;
+  const volume = 'leased';
+  await c.nodes[0].api.createVolume({ name: volume, sizeBytes: 64 * MiB, replicas: 3 });
+  const before = (await c.waitForVolume(volume, allInSync, 30_000, 'in sync')).replication!;
+  const old = c.node(before.primary);
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: old.weftd.nbdPort, exportName: volume, timeoutMs: CLIENT_TIMEOUT_MS });
+  try {
+    await client.write(0, Buffer.alloc(4096, 0x11), true);
+    expect((await client.read(0, 4096))[0]).toBe(0x11);
+
+    old.etcdLink.cut();
+    const after = (await c.waitForVolume(volume, (v) => v.replication!.epoch > before.epoch && v.replication!.primary !== old.id, 30_000, 'failed over')).replication!;
+    // Another client writes through the new primary; the old one's client has not written since the cut.
+    const writer = await NbdClient.connect({ host: '127.0.0.1', port: c.node(after.primary).weftd.nbdPort, exportName: volume });
+    try {
+      await writer.write(0, Buffer.alloc(4096, 0x44), true);
+    } finally {
+      writer.close();
+    }
+    const startedAt = Date.now();
+    const read = await client.read(0, 4096);
+    console.log(`read through ${old.id} (cut from etcd) after a write through ${after.primary}: 0x${read[0].toString(16)} after ${Date.now() - startedAt} ms`);
+    expect(read.equals(Buffer.alloc(4096, 0x44))).toBe(true);
+  } finally {
+    client.close();
+    old.etcdLink.heal();
+  }
+  await c.waitForVolume(volume, allInSync, 60_000, 'in sync after the heal');
 });

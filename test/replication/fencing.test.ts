@@ -1,10 +1,11 @@
 // Epoch fencing in a replica, against a real weftd: replication connections name their epoch in the
 // export name (VOL~epoch=N); a newer one raises the volume's epoch (durably), an older one is
-// refused, and a connection whose epoch has been passed can no longer write. NBD_OPT_INFO raises nothing. The cases run in
-// order, on one volume, as its epoch goes up.
+// refused, and a connection whose epoch has been passed can no longer write. NBD_OPT_INFO raises nothing. A raise waits
+// for the read lease of the last change taken. The cases run in order, on one volume, as its epoch goes up.
 
 import { ExportRefusedError, NbdClient } from '../../fabric/nbd/client';
 import { IoError } from '../../fabric/errors';
+import { READ_LEASE_MS } from '../../fabric/volume/epoch-fence';
 import { infoRequest, INFO, OPT, RawNbdClient, REP } from '../helpers/nbd-raw-client';
 import { ReplicaNode } from '../helpers/replica-node';
 import { cleanupAll, run } from '../helpers/weftd';
@@ -95,4 +96,18 @@ it('keeps the epoch through kill -9 and a restart', async () => {
   const client = await replica.connect(2);
   expect(await client.read(0, 4096)).toEqual(Buffer.alloc(4096, 0xc3));
   client.close();
+});
+
+it('holds off a raise until the read lease of the last change it took has ended (no newer primary while the old one may read)', async () => {
+  const old = await replica.connect(2);
+  const sentAt = performance.now();
+  await old.write(0, Buffer.alloc(4096, 0xd4), true);
+  // A primary at epoch 3 opens at once: the raise commits no earlier than READ_LEASE_MS after the
+  // copy took the write, so no earlier than that after it was sent.
+  const newer = await replica.connect(3);
+  expect(performance.now() - sentAt).toBeGreaterThanOrEqual(READ_LEASE_MS);
+  expect((await replica.show()).epoch).toBe(3);
+  await expect(old.flush()).rejects.toMatchObject({ errno: 'EPERM' });
+  old.close();
+  newer.close();
 });
