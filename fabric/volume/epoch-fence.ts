@@ -39,7 +39,9 @@ export class EpochFence {
    */
   raising<T>(commit: () => Promise<T>): Promise<T> {
     return this.gate.during(async () => {
-      const wait = this.vouchedUntil - performance.now();
+      // performance.now() counts from this process's start: a copy restarted just after it vouched
+      // has forgotten it, so nothing is raised in its first READ_LEASE_MS either.
+      const wait = Math.max(this.vouchedUntil, READ_LEASE_MS) - performance.now();
       if (wait > 0) await sleep(wait);
       return commit();
     });
