@@ -433,8 +433,7 @@ export class VolumeRunner implements InSyncSet {
     for (const peer of device.status()) if (peer.state === 'in-sync') unequal.merge((await device.unequalBlocks(peer.id, regions)).unequal);
     const verified = await verifyRegions(device, this.context.self, unequal);
     const repairedBlocks = verified.replicas.reduce((sum, r) => sum + r.checksumRepairedBlocks + r.mismatchRepairedBlocks, 0);
-    const comparedBlocks = regions.blocks;
-    this.context.logger.info({ volume: this.name, formerPrimary, comparedBlocks, checkedBlocks: verified.checkedBlocks, repairedBlocks }, 'copies in step made equal where a former primary had writes in flight');
+    this.context.logger.info({ volume: this.name, formerPrimary, comparedBlocks: regions.blocks, checkedBlocks: verified.checkedBlocks, repairedBlocks }, 'copies in step made equal where a former primary had writes in flight');
   }
 
   private connectReplica(node: string, epoch: number, timeoutMs: number) {

@@ -2,8 +2,7 @@
 // fio write throughput on 1, 2 and 3 replicas and through a node that forwards to the primary, with
 // the CPU time fio and each weftd spend per I/O (all share this machine's cores, which bounds the
 // ratios); failover time after kill -9 of the primary, quiet and under random writes over the whole
-// volume; a delta resync of 64 MiB; a full rebuild of
-// 1 GiB.
+// volume; a delta resync of 64 MiB; a full rebuild of 1 GiB.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -243,8 +242,7 @@ interface FailoverRound {
 
 async function failover(dir: string): Promise<Section> {
   const volume = 'failover';
-  const sizeBytes = GiB;
-  await create(volume, sizeBytes, 3);
+  await create(volume, GiB, 3);
   const rounds: FailoverRound[] = [];
   for (let round = 1; round <= 2 * FAILOVERS; round++) {
     const loaded = round > FAILOVERS;
@@ -264,7 +262,7 @@ async function failover(dir: string): Promise<Section> {
     const failedWrites = writer.records.filter((r) => !r.ok && r.answeredMs >= killedMs).length;
     await writer.stop();
     await load;
-    const settled = servingSettled(before.epoch + 1);
+    const settled = servingSettled(volume, before.epoch + 1);
     console.error(`  failover #${round}${loaded ? ' (loaded)' : ''}: killed ${primary.nodeId}, writing through ${via.nodeId}: ${Math.round(ms)} ms, ${failedWrites} writes failed, settled ${JSON.stringify(settled)}`);
     const restartedMs = performance.now();
     await primary.start();
@@ -299,13 +297,13 @@ async function startLoad(uri: string, outFile: string): Promise<void> {
   await runFio([`--uri=${uri}`, '--name=load', '--rw=randwrite', '--bs=4k', '--iodepth=8', `--rate_iops=${LOAD_IOPS}`, '--time_based', `--runtime=${seconds}`, '--norandommap', '--randrepeat=0'], outFile);
 }
 
-/** What the node serving at epoch compared and copied before it served, from its log. */
-function servingSettled(epoch: number): FailoverRound['settled'] {
+/** What the node serving the volume at epoch compared and copied before it served, from its log. */
+function servingSettled(volume: string, epoch: number): FailoverRound['settled'] {
   for (const n of nodes) {
     for (const line of n.logs().split('\n')) {
       if (!line.includes('"msg":"serving as primary"')) continue;
       const fields = JSON.parse(line) as { volume: string; epoch: number; settled?: FailoverRound['settled'] };
-      if (fields.volume === 'failover' && fields.epoch === epoch) return fields.settled;
+      if (fields.volume === volume && fields.epoch === epoch) return fields.settled;
     }
   }
   return undefined;
