@@ -14,7 +14,7 @@ import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 import { AckWriter } from './ack-writer';
 import { ALL_JOBS, fill, runFio, runJobMeasured, type Job } from './fio';
-import { benchMain, cpuSeconds, idleCpuSeconds, median, mustSucceed, OUT_DIR, positiveInteger, saveResults } from './harness';
+import { benchMain, cpuSeconds, idleAndStolenCpuSeconds, median, mustSucceed, OUT_DIR, positiveInteger, saveResults } from './harness';
 
 const SECONDS = positiveInteger('BENCH_SECONDS', 8);
 const REPEAT = positiveInteger('BENCH_REPEAT', 1);
@@ -155,7 +155,7 @@ async function throughput(dir: string): Promise<Section> {
     cpuJson[job.name] = Object.fromEntries(targets.map((t, i) => [t.label, medianCpu(cpuSamples[i])]));
     for (const t of targets) {
       const c = cpuJson[job.name][t.label];
-      cpuRows.push(`| ${job.name} | ${t.label} | ${[c.fio, c.n1, c.n2, c.n3, c.fio + c.n1 + c.n2 + c.n3].map((v) => v.toFixed(1)).join(' | ')} | ${Math.round(c.idlePercent)} |`);
+      cpuRows.push(`| ${job.name} | ${t.label} | ${[c.fio, c.n1, c.n2, c.n3, c.fio + c.n1 + c.n2 + c.n3].map((v) => v.toFixed(1)).join(' | ')} | ${Math.round(c.idlePercent)} | ${Math.round(c.stolenPercent)} |`);
     }
   }
   for (const volume of ['plain', 'rep1', 'rep2', 'rep3']) await remove(volume);
@@ -167,10 +167,10 @@ async function throughput(dir: string): Promise<Section> {
   });
   const header = `| job | ${targets.map((t) => t.label).join(' | ')} |\n|---|${targets.map(() => '---|').join('')}`;
   const cpuTable = [
-    `CPU time per I/O in microseconds (medians), fio's own and each weftd's, and the share of the machine's ${os.cpus().length} cores left idle meanwhile`,
+    `CPU time per I/O in microseconds (medians), fio's own and each weftd's, and the share of the machine's ${os.cpus().length} cores left idle and stolen (by the VM's host) meanwhile`,
     '',
-    '| job | volume | fio | n1 | n2 | n3 | all | idle % |',
-    '|---|---|---|---|---|---|---|---|',
+    '| job | volume | fio | n1 | n2 | n3 | all | idle % | stolen % |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...cpuRows,
   ].join('\n');
   return {
@@ -194,13 +194,14 @@ async function pinNodes(): Promise<void> {
   console.error(`  pinned: ${PINNED}`);
 }
 
-/** CPU time per I/O in microseconds, of fio and of each weftd; idlePercent: of all the cores, meanwhile. */
+/** CPU time per I/O in microseconds, of fio and of each weftd; idlePercent and stolenPercent: of all the cores, meanwhile. */
 interface CpuPerIo {
   fio: number;
   n1: number;
   n2: number;
   n3: number;
   idlePercent: number;
+  stolenPercent: number;
 }
 
 /**
@@ -209,18 +210,20 @@ interface CpuPerIo {
  * I/Os are taken as fio's rate over the ramp too.
  */
 async function measuredJob(job: Job, uri: string, outFile: string): Promise<{ value: number; cpu: CpuPerIo }> {
-  const before = { weftd: nodes.map((n) => cpuSeconds(n.pid)), idle: idleCpuSeconds(), ms: performance.now() };
+  const before = { weftd: nodes.map((n) => cpuSeconds(n.pid)), machine: idleAndStolenCpuSeconds(), ms: performance.now() };
   const run = await runJobMeasured(job, uri, SECONDS, outFile);
   const seconds = (performance.now() - before.ms) / 1000;
   const ios = (run.ios * (SECONDS + 1)) / SECONDS;
   const [n1, n2, n3] = nodes.map((n, i) => ((cpuSeconds(n.pid) - before.weftd[i]) / ios) * 1e6);
-  const idlePercent = (100 * (idleCpuSeconds() - before.idle)) / (seconds * os.cpus().length);
-  return { value: run.value, cpu: { fio: (run.fioCpuSeconds / run.ios) * 1e6, n1, n2, n3, idlePercent } };
+  const machine = idleAndStolenCpuSeconds();
+  const percent = (cpuSeconds: number) => (100 * cpuSeconds) / (seconds * os.cpus().length);
+  const [idlePercent, stolenPercent] = [percent(machine.idle - before.machine.idle), percent(machine.stolen - before.machine.stolen)];
+  return { value: run.value, cpu: { fio: (run.fioCpuSeconds / run.ios) * 1e6, n1, n2, n3, idlePercent, stolenPercent } };
 }
 
 function medianCpu(samples: CpuPerIo[]): CpuPerIo {
   const of = (key: keyof CpuPerIo) => median(samples.map((s) => s[key]));
-  return { fio: of('fio'), n1: of('n1'), n2: of('n2'), n3: of('n3'), idlePercent: of('idlePercent') };
+  return { fio: of('fio'), n1: of('n1'), n2: of('n2'), n3: of('n3'), idlePercent: of('idlePercent'), stolenPercent: of('stolenPercent') };
 }
 
 // ---- 2. failover: kill -9 of the primary while a client writes through another node ----

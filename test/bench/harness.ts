@@ -39,10 +39,13 @@ export function cpuSeconds(pid: number | undefined): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** The time the machine's cores have spent idle (waiting for I/O included), in seconds, summed over cores. */
-export function idleCpuSeconds(): number {
+/**
+ * The time the machine's cores have spent idle (waiting for I/O included) and stolen (a virtual
+ * machine's cores running something else of the host's), in seconds, summed over cores.
+ */
+export function idleAndStolenCpuSeconds(): { idle: number; stolen: number } {
   const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/);
-  return (Number(fields[4]) + Number(fields[5])) / 100;
+  return { idle: (Number(fields[4]) + Number(fields[5])) / 100, stolen: Number(fields[8]) / 100 };
 }
 
 /** Saves the markdown and the JSON of one run under BENCH_OUT; returns the files' common path without extension. */
