@@ -32,6 +32,7 @@ const HANDSHAKE_READ_LIMIT_BYTES = 1024 * 1024;
 interface Pending {
   type: number;
   lengthBytes: number;
+  /** performance.now() (a clock no step of the wall clock moves) by which it must be answered. */
   deadline: number;
   resolve(data: Buffer | undefined): void;
   reject(err: Error): void;
@@ -177,7 +178,7 @@ export class NbdClient implements ReplySink {
     if (Buffer.isBuffer(payload)) this.send(payload);
     else if (payload) for (const piece of payload) this.send(piece);
     return new Promise((resolve, reject) => {
-      this.pending.set(handle >>> 0, { type, lengthBytes, deadline: Date.now() + this.timeoutMs, resolve, reject });
+      this.pending.set(handle >>> 0, { type, lengthBytes, deadline: performance.now() + this.timeoutMs, resolve, reject });
     });
   }
 
@@ -217,7 +218,7 @@ export class NbdClient implements ReplySink {
 
   private checkOldest(): void {
     const oldest = this.pending.values().next().value as Pending | undefined;
-    if (oldest && Date.now() > oldest.deadline) {
+    if (oldest && performance.now() > oldest.deadline) {
       this.fail(new NbdConnectionError(`${this.label}: no reply within ${this.timeoutMs} ms`));
     }
   }

@@ -137,6 +137,8 @@ const ACTIVITY_LOG_CAP_EXTENTS = 1024;
  * the copy's (READ_LEASE_MS from when it took it), for clocks that run at other rates.
  */
 const READ_LEASE_COUNTED_MS = READ_LEASE_MS * 0.8;
+/** A read that cannot get the lease within this fails (EIO): a copy keeps taking longer than the lease to answer. */
+const READ_LEASE_WAIT_MS = 10_000;
 
 /** What the primary knows of one remote replica. */
 class Remote {
@@ -182,7 +184,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   private readonly copyLock = new RangeLock();
   /** Resyncs and repairs running: while there are any, changes take the copy lock (shared). */
   private resyncs = 0;
-  /** Changes in flight: a resync waits for those sent before the replica was a target again. */
+  /** Changes and flushes in flight: a resync waits for those sent before the replica was a target again. */
   private readonly inFlight = new Set<Promise<void>>();
   private readonly pacer: ResyncPacer;
   /** Changes and flushes sent, counted (each gets the next number). */
@@ -250,22 +252,27 @@ export class ReplicatedDevice extends PassThroughLayer {
    * Before serving: where this copy's activity log says the copies may differ (it was the primary
    * just before, and stopped without a flush everywhere), they are made equal to this copy, which
    * serves them from now on: the blocks that differ are copied to each copy in step, and the
-   * regions are marked dirty for those out. A log of an older epoch is stale: another primary
-   * served since, and resynced this copy, the regions its log named included. The same for strays,
-   * where a former primary that may never come back had writes in flight. Then the log starts
+   * regions are marked dirty for those out. The same for strays, where a former primary that may
+   * never come back had writes in flight. A log of an older epoch than the last is compared with
+   * the copies in step too: this node may have claimed the epoch between and stopped before it
+   * served (comparing costs little). The copies out get only the last epoch's: another primary
+   * served since, and resynced or took out the copies it did not have in step. Then the log starts
    * afresh at this epoch.
    */
   private async settleActivity(activity: NonNullable<ReplicationOptions['activity']>, formerPrimaries: readonly string[]): Promise<void> {
     const { log, epoch, strays } = activity;
-    const own = log.epoch === epoch - 1 ? log.regions() : new DirtyMap();
+    const own = log.regions();
     const regions = own.clone();
     if (strays) regions.merge(strays);
+    const last = log.epoch === epoch - 1;
+    const forOut = last ? regions : (strays ?? new DirtyMap());
     if (regions.blocks > 0) {
       await Promise.all(
         this.remotes.map(async (remote) => {
           if (remote.state === 'out') {
             // The former primary that sent the strays gets them through its own log (resync's extra).
-            remote.dirty.merge(formerPrimaries.includes(remote.replica.id) ? own : regions);
+            if (!formerPrimaries.includes(remote.replica.id)) remote.dirty.merge(forOut);
+            else if (last) remote.dirty.merge(own);
             return;
           }
           try {
@@ -430,7 +437,9 @@ export class ReplicatedDevice extends PassThroughLayer {
     const paused = this.gate.enter();
     if (paused) await paused;
     try {
-      await this.flushNow();
+      // In flight as changes are: a resync waits for it, else its end would find the copy added
+      // back since, not among its targets, and take it out again.
+      await this.tracked(this.flushNow());
     } finally {
       this.gate.leave();
     }
@@ -559,13 +568,13 @@ export class ReplicatedDevice extends PassThroughLayer {
    */
   override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.pacer.clientRequest();
-    if (!this.leaseHeld()) return this.renewReadLease().then(() => this.readHere(offsetBytes, lengthBytes));
+    if (!this.leaseHeld()) return this.holdReadLease().then(() => this.readHere(offsetBytes, lengthBytes));
     return this.readHere(offsetBytes, lengthBytes);
   }
 
   /** What the local copy has allocated: under the read lease, as reads are. */
   override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
-    if (!this.leaseHeld()) return this.renewReadLease().then(() => this.below.blockStatus(offsetBytes, lengthBytes));
+    if (!this.leaseHeld()) return this.holdReadLease().then(() => this.below.blockStatus(offsetBytes, lengthBytes));
     return this.below.blockStatus(offsetBytes, lengthBytes);
   }
 
@@ -583,23 +592,30 @@ export class ReplicatedDevice extends PassThroughLayer {
     return true;
   }
 
-  /** Renews the read lease (one renewal at a time, shared by the reads that wait for it). */
-  private renewReadLease(): Promise<void> {
-    this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
-    return this.renewing;
+  /**
+   * Resolves once the read lease is held, renewed as often as it takes: a renewal counts from when
+   * it was sent, so one that took longer than the lease (a copy's slow disk) leaves it run out, and
+   * a read that joined it would otherwise be served on a lease a newer primary may have outlived.
+   */
+  private async holdReadLease(): Promise<void> {
+    const deadline = performance.now() + READ_LEASE_WAIT_MS;
+    while (!this.leaseHeld()) {
+      if (performance.now() > deadline) throw new IoError('EIO', `not served: the copies did not renew the primary's read lease within ${READ_LEASE_WAIT_MS} ms`);
+      this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
+      await this.renewing;
+    }
   }
 
   /**
-   * A flush to every member whose part of the lease has run out; one that cannot take it (or has no
-   * connection) leaves the in-sync set first, so that it cannot be promoted. Fails if a copy refuses
-   * as fenced (a newer primary exists) or a removal is refused.
+   * A flush to every member; one that cannot take it (or has no connection) leaves the in-sync set
+   * first, so that it cannot be promoted. Fails if a copy refuses as fenced (a newer primary
+   * exists) or a removal is refused.
    */
   private async renew(): Promise<void> {
     const sentAt = performance.now();
-    const since = sentAt - READ_LEASE_COUNTED_MS;
     await Promise.all(
       this.remotes.map(async (remote) => {
-        if (!remote.member || remote.vouchedFrom >= since) return;
+        if (!remote.member) return;
         const connection = remote.state === 'out' ? undefined : remote.connection;
         if (!connection) return this.removed(remote, 'it is out');
         try {
@@ -727,7 +743,11 @@ export class ReplicatedDevice extends PassThroughLayer {
   /** Sends a change to the local copy and every target; resolves once it may be acknowledged. */
   private replicate(offsetBytes: number, lengthBytes: number, local: () => Promise<void>, remote: (c: ReplicaConnection) => Promise<void>): Promise<void> {
     this.pacer.clientRequest();
-    const done = this.replicateNow(offsetBytes, lengthBytes, local, remote);
+    return this.tracked(this.replicateNow(offsetBytes, lengthBytes, local, remote));
+  }
+
+  /** done, in inFlight until it settles. */
+  private tracked(done: Promise<void>): Promise<void> {
     this.inFlight.add(done);
     const forget = () => void this.inFlight.delete(done);
     done.then(forget, forget);

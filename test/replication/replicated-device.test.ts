@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { IoError } from '../../fabric/errors';
 import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
+import { READ_LEASE_MS } from '../../fabric/volume/epoch-fence';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import type { LocalReplica } from '../../fabric/volume/local-replica';
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
@@ -18,6 +19,7 @@ import { openPrimaryVolume } from './primary-volume';
 const MiB = 1024 * 1024;
 const VOLUME_BYTES = 64 * MiB;
 const BLOCK = 4096;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let engine: LocalEngine;
 let local: LocalReplica;
@@ -138,6 +140,47 @@ it('is fenced by the replicas once a newer primary has reached them: nothing mor
   await expect(device.flush()).rejects.toMatchObject({ errno: 'EPERM' });
   expect(inSync.removeCalls).toBe(0);
   expect(await newer.read(0, BLOCK)).toEqual(Buffer.alloc(BLOCK, 0xa1));
+});
+
+it('serves no read on a renewal of its read lease that took longer than the lease: a newer primary may have written meanwhile', async () => {
+  await device.write(0, Buffer.alloc(BLOCK, 0x11), false);
+  await sleep(READ_LEASE_MS); // every copy's part of the lease has run out: the next read renews it
+  process.kill(nodes[1].node.pid as number, 'SIGSTOP'); // r2 answers nothing, so the renewal lasts
+  try {
+    const read = device.read(0, BLOCK).then(
+      (data) => ({ data }),
+      (err: unknown) => ({ err }),
+    );
+    // A newer primary (its brain gave up on r2) raises r1 once the renewal's flush there is past
+    // its lease, and r1 takes a new write.
+    const newer = await nodes[0].connect(2);
+    await newer.write(0, Buffer.alloc(BLOCK, 0x22), true);
+    newer.close();
+    process.kill(nodes[1].node.pid as number, 'SIGCONT'); // the old primary's renewal ends now
+    const outcome = await read;
+    expect('data' in outcome ? outcome.data[0] : undefined).not.toBe(0x11);
+    expect(outcome).toMatchObject({ err: { errno: 'EPERM' } });
+  } finally {
+    process.kill(nodes[1].node.pid as number, 'SIGCONT');
+  }
+});
+
+it('keeps a copy added back while a flush that began before was in flight: the flush does not take it out again', async () => {
+  await nodes[1].node.kill9();
+  await device.write(0, Buffer.alloc(BLOCK, 0x33), false); // r2 is out
+  await nodes[1].node.start();
+  process.kill(nodes[0].node.pid as number, 'SIGSTOP'); // r1 holds the flush up
+  try {
+    const flush = device.flush();
+    const resync = device.resync('r2');
+    await sleep(800);
+    process.kill(nodes[0].node.pid as number, 'SIGCONT');
+    await Promise.all([flush, resync]);
+  } finally {
+    process.kill(nodes[0].node.pid as number, 'SIGCONT');
+  }
+  expect([...inSync.members()].sort()).toEqual(['r1', 'r2']);
+  expect(device.status().find((r) => r.id === 'r2')?.state).toBe('in-sync');
 });
 
 it('resyncs a returning replica with only the blocks written while it was away, while writes go on', async () => {
