@@ -45,6 +45,8 @@ export interface BrainState {
   claimedEpoch?: number;
   /** The record revision of its last promotion attempt: one attempt per revision. */
   triedAtRevision?: number;
+  /** When it last failed to serve an epoch it had claimed: for resyncRetryMs it lets another member take over first. */
+  serveFailedAtMs?: number;
   /** Record changes to commit, in order, one transaction at a time. */
   changes: RecordChange[];
   /** The id of the first change's transaction, once sent. */
@@ -70,6 +72,8 @@ export type BrainEvent =
   | { type: 'epochs-raised'; epoch: number; unreachable: string[] }
   /** The replication layer: a replica refused a write of this primary's epoch (a newer primary exists). */
   | { type: 'fenced' }
+  /** The outcome of serve: it could not (its copy failed while the copies were made equal, or its log could not be saved). */
+  | { type: 'serve-failed'; epoch: number; reason: string }
   /** The replication layer: a replica missed a write (it asks for its removal before acknowledging). */
   | { type: 'replica-failed'; replica: string; reason: string }
   /** The replication layer: the primary's own copy failed a request that an in-sync replica took or could serve (its disk failed or is full). */

@@ -54,6 +54,11 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
     case 'fenced':
       if (holding(s)) stop(s, actions, `a replica refused a write of epoch ${s.claimedEpoch}: a newer primary raised its epoch`, false);
       break;
+    case 'serve-failed':
+      if (s.role !== 'serving' || s.claimedEpoch !== event.epoch) break;
+      s.serveFailedAtMs = s.nowMs;
+      stop(s, actions, `could not serve epoch ${event.epoch}: ${event.reason}`, true);
+      break;
     case 'nodes':
       s.nodes = event.nodes;
       for (const n of event.nodes) {
@@ -188,7 +193,8 @@ function maybePromote(s: BrainState, actions: BrainAction[], config: BrainConfig
   s.claimedEpoch = record.epoch + 1;
   s.triedAtRevision = s.recordRevision;
   const txn = promotionTxn(record, s.recordRevision, s.self, s.nodeLease);
-  actions.push({ type: 'txn', id: promotionId(s.claimedEpoch), txn, delayMs: rank * config.promotionStepMs });
+  const failedLately = s.serveFailedAtMs !== undefined && s.nowMs - s.serveFailedAtMs < config.resyncRetryMs;
+  actions.push({ type: 'txn', id: promotionId(s.claimedEpoch), txn, delayMs: rank * config.promotionStepMs + (failedLately ? config.resyncRetryMs : 0) });
 }
 
 /** The primary's care of the other copies: resync those back up, replace those down too long. */

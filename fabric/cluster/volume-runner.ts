@@ -253,7 +253,11 @@ export class VolumeRunner implements InSyncSet {
       case 'raise-epoch':
         return this.raiseEpochs(action.epoch, action.replicas);
       case 'serve':
-        return this.serve(action.epoch);
+        return this.serve(action.epoch).catch((err: unknown) => {
+          // Else it would hold the lease serving nothing: it steps down, and a member takes over.
+          this.context.logger.error({ volume: this.name, epoch: action.epoch, err }, 'could not serve as primary');
+          this.dispatch({ type: 'serve-failed', epoch: action.epoch, reason: (err as Error).message });
+        });
       case 'stop-serving':
         return this.stopServing(action.reason);
       case 'resync':

@@ -278,6 +278,7 @@ export class ReplicatedDevice extends PassThroughLayer {
           try {
             await this.equalize(remote, regions);
           } catch (err) {
+            if (err instanceof OwnCopyFailure) throw err.cause; // this copy cannot serve: the copies are not to blame
             this.markOut(remote);
             remote.dirty.merge(regions);
             await this.removed(remote, `the regions its last primary may have left unequal could not be copied to it: ${(err as Error).message}`);
@@ -295,7 +296,8 @@ export class ReplicatedDevice extends PassThroughLayer {
     this.settled.comparedBytes += comparedBytes;
     this.settled.uncomparedBytes += uncomparedBytes;
     for (const run of unequal.runs(RESYNC_RUN_BYTES)) {
-      await connection.write(run.offsetBytes, await this.below.read(run.offsetBytes, run.lengthBytes), false);
+      const data = await this.below.read(run.offsetBytes, run.lengthBytes).catch((err: unknown) => Promise.reject(new OwnCopyFailure(err)));
+      await connection.write(run.offsetBytes, data, false);
       this.settled.copiedBytes += run.lengthBytes;
     }
     await connection.flush();
@@ -930,6 +932,13 @@ export class ReplicatedDevice extends PassThroughLayer {
 function tookChange(remote: Remote, sentAt: number, offsetBytes: number, lengthBytes: number): void {
   remote.unflushed.mark(offsetBytes, lengthBytes);
   if (sentAt > remote.vouchedFrom) remote.vouchedFrom = sentAt;
+}
+
+/** The local copy failed a read while the copies were made equal to it (cause: its error). */
+class OwnCopyFailure extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`its own copy failed: ${(cause as Error).message}`);
+  }
 }
 
 /** A failure of the local copy that is its own (its disk): not a fence (EPERM), a shutdown or a refused request. */

@@ -107,6 +107,13 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { type: 'stop-serving', reason: 'could not raise the epoch of its own copy to 4' },
     { txn: 'release@4', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },
   ]],
+  ['2', 'it could not serve (its copy failed while it made the copies equal): stops and gives the lease back', primary(record()), [{ type: 'serve-failed', epoch: 3, reason: 'EIO' }], [
+    { type: 'stop-serving', reason: 'could not serve epoch 3: EIO' },
+    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },
+  ]],
+  ['5', '... and waits a resync retry before it tries again, so that another member goes first', primary(record()), [{ type: 'serve-failed', epoch: 3, reason: 'EIO' }, leaseGone], [
+    { txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.resyncRetryMs, puts: expect.anything() },
+  ]],
   ['5', 'its promotion refused, another won: follows', follower('c', record(), ['a']), [leaseGone, refused('promote@4'), { type: 'record', record: promotedByB, modRevision: 11 }], []],
   ['3', 'a higher epoch in the record: the old primary stops', primary(record()), [{ type: 'record', record: promotedByB, modRevision: 11 }], [
     { type: 'stop-serving', reason: 'b was promoted at epoch 4 (this node served epoch 3)' },

@@ -13,6 +13,7 @@ import { WeftClient } from '../../fabric/api/client';
 import { ActivityLog } from '../../fabric/replication/activity-log';
 import { PeerActivity } from '../../fabric/replication/peer-activity';
 import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
+import { FileOpsLayer } from '../helpers/file-ops-layer';
 import { waitFor } from '../helpers/wait-for';
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
 import { ReplicaNode } from '../helpers/replica-node';
@@ -187,6 +188,48 @@ test('a primary restarted with extents in its log copies them to the copies in s
     await engine.close();
   }
 });
+
+test('a primary whose own copy fails a read while it makes the copies equal does not serve; the copies stay in the in-sync set', async () => {
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', 64 * MiB);
+  const replica = await ReplicaNode.start('r1', 'vol', 64 * MiB);
+  const disk = new FailingReads().install();
+  try {
+    await local.write(8 * MiB, randomBytes(64 * 1024), true); // in flight at a crash: on this copy only
+    const log = ActivityLog.load(path.join(dir, 'vol.activity'));
+    await log.reset(2);
+    await log.enter(8 * MiB, 64 * 1024);
+    disk.failing = true;
+    const inSync = new MemoryInSyncSet(['r1']);
+    await expect(ReplicatedDevice.open(local, [replica.remote(3)], inSync, { activity: { log, epoch: 3 } })).rejects.toMatchObject({ code: 'EIO' });
+    expect([inSync.members(), inSync.removeCalls]).toEqual([['r1'], 0]);
+    disk.failing = false;
+    expect(ActivityLog.load(log.file).epoch).toBe(2); // still names what the next primary must make equal
+  } finally {
+    disk.uninstall();
+    replica.closeClients();
+    await engine.close();
+  }
+});
+
+/** The engine's reads of its files fail with EIO while failing is set (a disk that cannot read). */
+class FailingReads extends FileOpsLayer {
+  failing = false;
+
+  override read(fd: number, buf: Buffer, offset: number, length: number, position: number, done: (err: NodeJS.ErrnoException | null, read: number) => void): void {
+    if (!this.failing) return this.below.read(fd, buf, offset, length, position, done);
+    process.nextTick(() => done(readError(), 0));
+  }
+
+  override readSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
+    if (this.failing) throw readError();
+    return this.below.readSync(fd, buf, offset, length, position);
+  }
+}
+
+function readError(): NodeJS.ErrnoException {
+  return Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', errno: -5 });
+}
 
 test('with the copies\' block checksums, the logged extents are compared and only the blocks that differ are copied', async () => {
   const VOLUME_BYTES = 64 * MiB;
