@@ -88,8 +88,12 @@ export type BrainEvent =
   | { type: 'resized'; sizeBytes: number };
 
 export type BrainAction =
-  /** Run the transaction after delayMs and answer with a txn-result of this id. A change's txn carries it, so that the edge can settle whoever waits for it. */
-  | { type: 'txn'; id: string; txn: Txn; delayMs?: number; change?: RecordChange }
+  /**
+   * Run the transaction after delayMs and answer with a txn-result of this id. A change's txn carries
+   * it, so that the edge can settle whoever waits for it; a promotion, the node lease it puts the
+   * primary lease on (it cannot commit once that has ended).
+   */
+  | { type: 'txn'; id: string; txn: Txn; delayMs?: number; change?: RecordChange; nodeLease?: string }
   /** Raise the volume's epoch on these replicas (own copy first), then answer with epochs-raised. */
   | { type: 'raise-epoch'; epoch: number; replicas: string[] }
   /** Serve as primary at this epoch, replicating to the record's in-sync set. */

@@ -49,6 +49,11 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
     case 'node-lease':
       // Without its lease a node cannot take over; a primary serves on (an etcd outage is not a
       // storage outage): a newer primary fences it in the replicas if one is promoted meanwhile.
+      // A promotion sent on a lease that has ended can never commit: it is tried again on the new one.
+      if (s.role === 'promoting' && (event.leaseId ?? undefined) !== s.nodeLease) {
+        follow(s);
+        s.triedAtRevision = undefined;
+      }
       s.nodeLease = event.leaseId ?? undefined;
       break;
     case 'fenced':
@@ -194,7 +199,8 @@ function maybePromote(s: BrainState, actions: BrainAction[], config: BrainConfig
   s.triedAtRevision = s.recordRevision;
   const txn = promotionTxn(record, s.recordRevision, s.self, s.nodeLease);
   const failedLately = s.serveFailedAtMs !== undefined && s.nowMs - s.serveFailedAtMs < config.resyncRetryMs;
-  actions.push({ type: 'txn', id: promotionId(s.claimedEpoch), txn, delayMs: rank * config.promotionStepMs + (failedLately ? config.resyncRetryMs : 0) });
+  const delayMs = rank * config.promotionStepMs + (failedLately ? config.resyncRetryMs : 0);
+  actions.push({ type: 'txn', id: promotionId(s.claimedEpoch), txn, delayMs, nodeLease: s.nodeLease });
 }
 
 /** The primary's care of the other copies: resync those back up, replace those down too long. */

@@ -5,6 +5,7 @@
 // the store's records of the volumes it creates and deletes.
 
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../logger';
 import { primaryExportName } from '../nbd-exports';
 import { AbsenceLog, AbsenceTrackingLayer, type Absence } from '../replication/absence-log';
@@ -28,6 +29,8 @@ const VOLUMES = 'volumes/';
 const LEASES = 'volume-leases/';
 /** After a watch ended on its own (history compacted), the controller reads everything again after this. */
 const REWATCH_MS = 1000;
+/** A read of a new volume's primary lease that the store did not answer is tried again after this. */
+const LEASE_READ_RETRY_MS = 1000;
 /**
  * The nodes are read again this often besides on every change the watch reports: a node's address
  * and ports change when it restarts, and a watch that missed that (etcd restarted) would leave
@@ -328,15 +331,24 @@ export class VolumeController {
     if (this.started) void this.readLease(runner);
   }
 
-  /** A volume seen after start: its primary lease as it is now, unless the watch told of it meanwhile. */
+  /**
+   * A volume seen after start: its primary lease as it is now, unless the watch told of it
+   * meanwhile. Tried again until the store answers: without it the volume's brain does not know
+   * that no lease exists, and no copy would take it (no event comes for a lease that is not there).
+   */
   private async readLease(runner: VolumeRunner): Promise<void> {
     const heardBefore = this.leaseEvents.get(runner.name);
-    try {
-      const kv = await this.store.get(volumeLeaseKey(runner.name));
-      if (this.leaseEvents.get(runner.name) !== heardBefore) return;
-      runner.dispatch({ type: 'primary-lease', lease: kv ? (JSON.parse(kv.value) as PrimaryLease) : null });
-    } catch (err) {
-      this.options.logger.warn({ volume: runner.name, err }, 'could not read the primary lease');
+    while (!this.closed && this.runners.get(runner.name) === runner) {
+      try {
+        const kv = await this.store.get(volumeLeaseKey(runner.name));
+        if (this.leaseEvents.get(runner.name) !== heardBefore) return;
+        runner.dispatch({ type: 'primary-lease', lease: kv ? (JSON.parse(kv.value) as PrimaryLease) : null });
+        return;
+      } catch (err) {
+        if (this.leaseEvents.get(runner.name) !== heardBefore) return;
+        this.options.logger.warn({ volume: runner.name, err }, 'could not read the primary lease; trying again');
+        await sleep(LEASE_READ_RETRY_MS);
+      }
     }
   }
 

@@ -275,7 +275,7 @@ export class VolumeRunner implements InSyncSet {
   /**
    * Runs a transaction; while the store cannot be reached it tries again, for as long as the brain
    * still waits for it (a transaction is conditioned on what was read, so a second try of one that
-   * did commit is refused, never applied twice). A release is tried once: the lease lapses anyway.
+   * did commit is refused, never applied twice).
    */
   private async runTxn(action: Extract<BrainAction, { type: 'txn' }>): Promise<void> {
     if (action.delayMs) await sleep(action.delayMs);
@@ -287,15 +287,19 @@ export class VolumeRunner implements InSyncSet {
         return;
       } catch (err) {
         this.context.logger.warn({ volume: this.name, txn: action.id, err }, 'cluster store transaction not sent; trying again');
-        if (action.id.startsWith('release@') || !this.awaits(action.id)) return;
+        // A release is tried until the store answers: while this node lives its lease does too, and
+        // no other copy can take over; it deletes this node's lease of that epoch only, never a later one.
+        if (!action.id.startsWith('release@') && !this.awaits(action)) return;
         await sleep(TXN_RETRY_MS);
       }
     }
   }
 
-  private awaits(id: string): boolean {
+  /** Whether the brain still waits for this transaction: a change it sent, or its promotion on the node lease it still has. */
+  private awaits(action: Extract<BrainAction, { type: 'txn' }>): boolean {
     const s = this.state;
-    return s.sentId === id || (s.role === 'promoting' && id === `promote@${s.claimedEpoch}`);
+    if (action.nodeLease !== undefined) return s.role === 'promoting' && action.id === `promote@${s.claimedEpoch}` && action.nodeLease === s.nodeLease;
+    return s.sentId === action.id;
   }
 
   /** Own copy first (durably), then the others, by opening their replication export at the new epoch. */

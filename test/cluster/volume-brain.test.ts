@@ -6,10 +6,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
+import { StoreUnavailableError, type ClusterStore, type Txn } from '../../fabric/cluster/cluster-store';
 import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
 import type { NodeCandidate } from '../../fabric/cluster/placement';
 import { step } from '../../fabric/cluster/volume-brain';
 import { DEFAULT_BRAIN_CONFIG, initialBrainState, type BrainAction, type BrainEvent, type BrainState } from '../../fabric/cluster/volume-brain-state';
+import { VolumeRunner, type RunnerContext } from '../../fabric/cluster/volume-runner';
 import { leaseValue, volumeKey, volumeLeaseKey, type ReplicaRecord, type VolumeRecord } from '../../fabric/cluster/volume-record';
 
 const GiB = 1024 ** 3;
@@ -113,6 +115,12 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ]],
   ['5', '... and waits a resync retry before it tries again, so that another member goes first', primary(record()), [{ type: 'serve-failed', epoch: 3, reason: 'EIO' }, leaseGone], [
     { txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.resyncRetryMs, puts: expect.anything() },
+  ]],
+  ['3', 'its node lease renewed (the old one ended) while its promotion was on its way: promotes again, on the new lease', follower('b', record(), ['a']), [leaseGone, { type: 'node-lease', leaseId: 'L-b2' }], [
+    { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b2' }, promotedByB] },
+  ]],
+  ['3', 'its node lease lost while its promotion was on its way: gives it up, and promotes again once it has one', follower('b', record(), ['a']), [leaseGone, { type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-b2' }], [
+    { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b2' }, promotedByB] },
   ]],
   ['5', 'its promotion refused, another won: follows', follower('c', record(), ['a']), [leaseGone, refused('promote@4'), { type: 'record', record: promotedByB, modRevision: 11 }], []],
   ['3', 'a higher epoch in the record: the old primary stops', primary(record()), [{ type: 'record', record: promotedByB, modRevision: 11 }], [
@@ -272,5 +280,75 @@ describe('rule 5: in-sync replicas racing to take over', () => {
     // The winner's node lease lapses (its node died): the primary lease goes with it.
     await leases.b.revoke();
     expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined();
+  });
+});
+
+describe('the runner, on a real store that misses a call', () => {
+  let dir: string;
+  let store: EmbeddedStore;
+
+  beforeEach(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-runner-'));
+    store = await EmbeddedStore.open(dir, pino({ level: 'silent' }));
+  });
+
+  afterEach(async () => {
+    await store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a release of the primary lease that the store did not take is sent again: while the node lives, no other copy could take over', async () => {
+    const lone = record({}, { replicas: [{ node: 'a', state: 'in-sync' }] });
+    const revision = await store.put(volumeKey('vol'), JSON.stringify(lone));
+    const nodeLease = await store.grantLease(30);
+    let releasesMissed = 0;
+    const missingFirstRelease = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop !== 'txn') return Reflect.get(target, prop, receiver) as unknown;
+        return async (txn: Txn) => {
+          if (txn.success.some((op) => op.type === 'delete' && op.key === volumeLeaseKey('vol')) && releasesMissed++ === 0) {
+            throw new StoreUnavailableError('etcd did not answer');
+          }
+          return target.txn(txn);
+        };
+      },
+    }) as ClusterStore;
+    const notUsed = () => Promise.reject(new Error('not used by this test'));
+    const context = {
+      self: 'a',
+      store: missingFirstRelease,
+      // Its own copy cannot take the new epoch: the brain stops and gives the lease back.
+      raiseLocalEpoch: () => Promise.reject(new Error('EIO: its disk failed')),
+      localCopy: () => undefined,
+      nodeAddress: () => undefined,
+      createCopy: notUsed,
+      absenceLog: () => undefined,
+      activityLog: () => undefined,
+      activityOf: notUsed,
+      peerActivity: () => undefined,
+      trackActivity: notUsed,
+      blockChecksums: notUsed,
+      trackAbsence: notUsed,
+      controlCopy: notUsed,
+      config: DEFAULT_BRAIN_CONFIG,
+      logger: pino({ level: 'silent' }),
+    } satisfies RunnerContext;
+    const runner = new VolumeRunner('vol', context);
+    try {
+      runner.dispatch({ type: 'nodes', nodes: nodes() });
+      runner.dispatch({ type: 'node-lease', leaseId: nodeLease.id });
+      runner.dispatch({ type: 'record', record: lone, modRevision: revision });
+      runner.dispatch(leaseGone);
+      const deadline = Date.now() + 5000;
+      while (releasesMissed === 0 || (await store.get(volumeLeaseKey('vol'))) !== undefined) {
+        if (Date.now() > deadline) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(releasesMissed).toBe(2); // missed once, then taken
+      expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined();
+      expect(JSON.parse((await store.get(volumeKey('vol')))!.value)).toMatchObject({ primary: 'a', epoch: 4 });
+    } finally {
+      runner.close();
+    }
   });
 });
