@@ -237,7 +237,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   test('the same event again asks for nothing', () => expect(step(state, ...last).actions).toEqual([]));
 });
 
-describe('rule 5: in-sync replicas racing to take over', () => {
+describe('on a real store', () => {
   let dir: string;
   let store: EmbeddedStore;
 
@@ -251,7 +251,7 @@ describe('rule 5: in-sync replicas racing to take over', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  test('on a real store, the CAS picks exactly one winner; the loser follows the new record', async () => {
+  test('rule 5: in-sync replicas racing to take over: the CAS picks exactly one winner; the loser follows the new record', async () => {
     const readRevision = await store.put(volumeKey('vol'), JSON.stringify(record()));
     const leases = { b: await store.grantLease(10), c: await store.grantLease(10) };
     const brains = (['b', 'c'] as const).map((self) => {
@@ -281,23 +281,8 @@ describe('rule 5: in-sync replicas racing to take over', () => {
     await leases.b.revoke();
     expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined();
   });
-});
 
-describe('the runner, on a real store that misses a call', () => {
-  let dir: string;
-  let store: EmbeddedStore;
-
-  beforeEach(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-runner-'));
-    store = await EmbeddedStore.open(dir, pino({ level: 'silent' }));
-  });
-
-  afterEach(async () => {
-    await store.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-
-  test('a release of the primary lease that the store did not take is sent again: while the node lives, no other copy could take over', async () => {
+  test('the runner: a release of the primary lease that the store did not take is sent again: while the node lives, no other copy could take over', async () => {
     const lone = record({}, { replicas: [{ node: 'a', state: 'in-sync' }] });
     const revision = await store.put(volumeKey('vol'), JSON.stringify(lone));
     const nodeLease = await store.grantLease(30);
