@@ -18,10 +18,10 @@ import type { InSyncSet } from '../replication/in-sync-set';
 import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
 import { verifyRegions } from '../replication/replica-verify';
 import type { VolumeLayer } from '../volume/block-device';
-import type { ClusterStore } from './cluster-store';
+import type { ClusterStore, Txn } from './cluster-store';
 import { step } from './volume-brain';
 import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
-import { inSyncNodes, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
+import { inSyncNodes, volumeKey, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
 
 /** How long raising a replica's epoch may take before it counts as unreachable. */
 const RAISE_TIMEOUT_MS = 2000;
@@ -279,11 +279,15 @@ export class VolumeRunner implements InSyncSet {
    */
   private async runTxn(action: Extract<BrainAction, { type: 'txn' }>): Promise<void> {
     if (action.delayMs) await sleep(action.delayMs);
-    for (;;) {
+    for (let retry = false; ; retry = true) {
       if (this.closed) return;
       try {
         const result = await this.context.store.txn(action.txn);
-        this.dispatch({ type: 'txn-result', id: action.id, committed: result.succeeded, revision: result.revision });
+        // A second try of a change that did commit (its answer was lost) is refused: the record says
+        // whether it is there, else the primary would step down for nothing.
+        const revision = !result.succeeded && retry && action.change ? await this.committedRevision(action.txn) : undefined;
+        const committed = result.succeeded || revision !== undefined;
+        this.dispatch({ type: 'txn-result', id: action.id, committed, revision: revision ?? result.revision });
         return;
       } catch (err) {
         this.context.logger.warn({ volume: this.name, txn: action.id, err }, 'cluster store transaction not sent; trying again');
@@ -293,6 +297,13 @@ export class VolumeRunner implements InSyncSet {
         await sleep(TXN_RETRY_MS);
       }
     }
+  }
+
+  /** The revision of the volume's record if it holds what txn would have put there (a change committed before), else undefined. */
+  private async committedRevision(txn: Txn): Promise<number | undefined> {
+    const put = txn.success.find((op) => op.type === 'put' && op.key === volumeKey(this.name));
+    const kv = put && (await this.context.store.get(put.key));
+    return kv && put.type === 'put' && kv.value === put.value ? kv.modRevision : undefined;
   }
 
   /** Whether the brain still waits for this transaction: a change it sent, or its promotion on the node lease it still has. */

@@ -6,13 +6,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { StoreUnavailableError, type ClusterStore, type Txn } from '../../fabric/cluster/cluster-store';
+import { StoreUnavailableError, type ClusterStore, type Txn, type TxnResult } from '../../fabric/cluster/cluster-store';
 import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
 import type { NodeCandidate } from '../../fabric/cluster/placement';
 import { step } from '../../fabric/cluster/volume-brain';
 import { DEFAULT_BRAIN_CONFIG, initialBrainState, type BrainAction, type BrainEvent, type BrainState } from '../../fabric/cluster/volume-brain-state';
 import { VolumeRunner, type RunnerContext } from '../../fabric/cluster/volume-runner';
-import { leaseValue, volumeKey, volumeLeaseKey, type ReplicaRecord, type VolumeRecord } from '../../fabric/cluster/volume-record';
+import { inSyncNodes, leaseValue, volumeKey, volumeLeaseKey, type ReplicaRecord, type VolumeRecord } from '../../fabric/cluster/volume-record';
 
 const GiB = 1024 ** 3;
 const T0 = 1_000_000;
@@ -282,30 +282,18 @@ describe('on a real store', () => {
     expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined();
   });
 
-  test('the runner: a release of the primary lease that the store did not take is sent again: while the node lives, no other copy could take over', async () => {
-    const lone = record({}, { replicas: [{ node: 'a', state: 'in-sync' }] });
-    const revision = await store.put(volumeKey('vol'), JSON.stringify(lone));
-    const nodeLease = await store.grantLease(30);
-    let releasesMissed = 0;
-    const missingFirstRelease = new Proxy(store, {
-      get(target, prop, receiver) {
-        if (prop !== 'txn') return Reflect.get(target, prop, receiver) as unknown;
-        return async (txn: Txn) => {
-          if (txn.success.some((op) => op.type === 'delete' && op.key === volumeLeaseKey('vol')) && releasesMissed++ === 0) {
-            throw new StoreUnavailableError('etcd did not answer');
-          }
-          return target.txn(txn);
-        };
-      },
+  /** A runner of volume "vol" on node a, on the store as txnOf wraps its transactions; a's own copy raises or fails as told. */
+  function runnerOn(txnOf: (txn: Txn) => Promise<TxnResult>, raiseLocalEpoch: () => Promise<void>, logger = pino({ level: 'silent' })): VolumeRunner {
+    const wrapped = new Proxy(store, {
+      get: (target, prop, receiver) => (prop === 'txn' ? txnOf : (Reflect.get(target, prop, receiver) as unknown)),
     }) as ClusterStore;
     const notUsed = () => Promise.reject(new Error('not used by this test'));
     const context = {
       self: 'a',
-      store: missingFirstRelease,
-      // Its own copy cannot take the new epoch: the brain stops and gives the lease back.
-      raiseLocalEpoch: () => Promise.reject(new Error('EIO: its disk failed')),
+      store: wrapped,
+      raiseLocalEpoch,
       localCopy: () => undefined,
-      nodeAddress: () => undefined,
+      nodeAddress: () => undefined, // the other copies cannot be reached: their epoch is not raised
       createCopy: notUsed,
       absenceLog: () => undefined,
       activityLog: () => undefined,
@@ -316,22 +304,64 @@ describe('on a real store', () => {
       trackAbsence: notUsed,
       controlCopy: notUsed,
       config: DEFAULT_BRAIN_CONFIG,
-      logger: pino({ level: 'silent' }),
+      logger,
     } satisfies RunnerContext;
-    const runner = new VolumeRunner('vol', context);
+    return new VolumeRunner('vol', context);
+  }
+
+  /** Puts rec in the store and has runner (on a's new node lease) see it with no primary lease: it takes over. */
+  async function takeOver(runner: VolumeRunner, rec: VolumeRecord): Promise<void> {
+    const revision = await store.put(volumeKey('vol'), JSON.stringify(rec));
+    runner.dispatch({ type: 'nodes', nodes: nodes() });
+    runner.dispatch({ type: 'node-lease', leaseId: (await store.grantLease(30)).id });
+    runner.dispatch({ type: 'record', record: rec, modRevision: revision });
+    runner.dispatch(leaseGone);
+  }
+
+  async function until(done: () => Promise<boolean>): Promise<void> {
+    for (const deadline = Date.now() + 5000; Date.now() < deadline && !(await done()); ) await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+
+  test('the runner: a release of the primary lease that the store did not take is sent again: while the node lives, no other copy could take over', async () => {
+    let releasesMissed = 0;
+    const isRelease = (txn: Txn) => txn.success.some((op) => op.type === 'delete' && op.key === volumeLeaseKey('vol'));
+    const runner = runnerOn(
+      (txn) => (isRelease(txn) && releasesMissed++ === 0 ? Promise.reject(new StoreUnavailableError('etcd did not answer')) : store.txn(txn)),
+      () => Promise.reject(new Error('EIO: its disk failed')), // its own copy cannot take the new epoch: it gives the lease back
+    );
     try {
-      runner.dispatch({ type: 'nodes', nodes: nodes() });
-      runner.dispatch({ type: 'node-lease', leaseId: nodeLease.id });
-      runner.dispatch({ type: 'record', record: lone, modRevision: revision });
-      runner.dispatch(leaseGone);
-      const deadline = Date.now() + 5000;
-      while (releasesMissed === 0 || (await store.get(volumeLeaseKey('vol'))) !== undefined) {
-        if (Date.now() > deadline) break;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      await takeOver(runner, record({}, { replicas: [{ node: 'a', state: 'in-sync' }] }));
+      await until(async () => releasesMissed > 0 && (await store.get(volumeLeaseKey('vol'))) === undefined);
       expect(releasesMissed).toBe(2); // missed once, then taken
       expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined();
       expect(JSON.parse((await store.get(volumeKey('vol')))!.value)).toMatchObject({ primary: 'a', epoch: 4 });
+    } finally {
+      runner.close();
+    }
+  });
+
+  test('the runner: a change the store committed but whose answer was lost counts as committed: the primary goes on', async () => {
+    const lines: string[] = [];
+    let answersLost = 0;
+    const isChange = (txn: Txn) => txn.success.length === 1 && txn.success[0].type === 'put' && txn.success[0].key === volumeKey('vol');
+    const runner = runnerOn(
+      async (txn) => {
+        const result = await store.txn(txn);
+        if (isChange(txn) && answersLost++ === 0) throw new StoreUnavailableError('the answer did not come back');
+        return result;
+      },
+      () => Promise.resolve(),
+      pino({ level: 'info' }, { write: (line: string) => void lines.push(line) }),
+    );
+    try {
+      // b and c cannot be raised: they are taken out (a change each), then it serves (and, with no
+      // copy of its own in this test, fails to: that is past the point checked here).
+      await takeOver(runner, record());
+      await until(async () => lines.some((l) => l.includes('could not serve as primary') || l.includes('refused')));
+      expect(answersLost).toBeGreaterThan(0);
+      const stored = JSON.parse((await store.get(volumeKey('vol')))!.value) as VolumeRecord;
+      expect([stored.epoch, inSyncNodes(stored)]).toEqual([4, ['a']]);
+      expect(lines.filter((l) => l.includes('could not serve as primary'))).toHaveLength(1);
     } finally {
       runner.close();
     }
