@@ -18,7 +18,7 @@ import type { InSyncSet } from '../replication/in-sync-set';
 import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
 import { verifyRegions } from '../replication/replica-verify';
 import type { VolumeLayer } from '../volume/block-device';
-import type { ClusterStore, Txn } from './cluster-store';
+import type { ClusterStore, Txn, TxnOp } from './cluster-store';
 import { step } from './volume-brain';
 import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
 import { inSyncNodes, volumeKey, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
@@ -301,9 +301,10 @@ export class VolumeRunner implements InSyncSet {
 
   /** The revision of the volume's record if it holds what txn would have put there (a change committed before), else undefined. */
   private async committedRevision(txn: Txn): Promise<number | undefined> {
-    const put = txn.success.find((op) => op.type === 'put' && op.key === volumeKey(this.name));
-    const kv = put && (await this.context.store.get(put.key));
-    return kv && put.type === 'put' && kv.value === put.value ? kv.modRevision : undefined;
+    const put = txn.success.find((op): op is Extract<TxnOp, { type: 'put' }> => op.type === 'put' && op.key === volumeKey(this.name));
+    if (!put) return undefined;
+    const kv = await this.context.store.get(put.key);
+    return kv?.value === put.value ? kv.modRevision : undefined;
   }
 
   /** Whether the brain still waits for this transaction: a change it sent, or its promotion on the node lease it still has. */

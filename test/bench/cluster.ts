@@ -216,7 +216,7 @@ async function measuredJob(job: Job, uri: string, outFile: string): Promise<{ va
   const ios = (run.ios * (SECONDS + 1)) / SECONDS;
   const [n1, n2, n3] = nodes.map((n, i) => ((cpuSeconds(n.pid) - before.weftd[i]) / ios) * 1e6);
   const machine = idleAndStolenCpuSeconds();
-  const percent = (cpuSeconds: number) => (100 * cpuSeconds) / (seconds * os.cpus().length);
+  const percent = (coreSeconds: number) => (100 * coreSeconds) / (seconds * os.cpus().length);
   const [idlePercent, stolenPercent] = [percent(machine.idle - before.machine.idle), percent(machine.stolen - before.machine.stolen)];
   return { value: run.value, cpu: { fio: (run.fioCpuSeconds / run.ios) * 1e6, n1, n2, n3, idlePercent, stolenPercent } };
 }
