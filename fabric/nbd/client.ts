@@ -24,8 +24,10 @@ export interface NbdClientOptions {
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
 const DEFAULT_MAX_READ_BYTES = 32 * 1024 * 1024;
 const REP_ERR_BIT = 0x80000000;
-/** Chunks up to this are copied into the tick's one send; larger ones are written as they are. */
+/** Payloads up to this are copied into the tick's one send; larger ones are written as they are. */
 const COPIED_CHUNK_MAX_BYTES = 16 * 1024;
+/** The size of a send slab (see NbdClient.slab); a new one is begun when a request does not fit. */
+const SLAB_BYTES = 256 * 1024;
 /** What the handshake may hold unread (its replies are small). */
 const HANDSHAKE_READ_LIMIT_BYTES = 1024 * 1024;
 
@@ -65,17 +67,20 @@ export class NbdClient implements ReplySink {
   private failure: Error | undefined;
   private readonly sweep: NodeJS.Timeout;
   /**
-   * This tick's small requests, sent as one buffer when it ends or before a large payload: a socket
-   * write costs more than copying a few KiB (a 4 KiB replicated write paid two per request).
+   * This tick's requests and small payloads are laid one after another in a slab and leave as one
+   * buffer when the tick ends (or before a large payload): a socket write costs more than copying a
+   * few KiB, and a header written in place costs no buffer of its own. Bytes before `unsentFrom` have
+   * been handed to the socket, which may still hold them: they are never written over.
    */
-  private outgoing: Buffer[] = [];
-  private outgoingBytes = 0;
+  private slab = Buffer.allocUnsafe(0);
+  private unsentFrom = 0;
+  private slabEnd = 0;
+  private sendScheduled = false;
   private readonly sendOutgoing = (): void => {
-    const chunks = this.outgoing;
-    if (chunks.length === 0 || this.failure) return;
-    this.socket.write(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.outgoingBytes));
-    this.outgoing = [];
-    this.outgoingBytes = 0;
+    this.sendScheduled = false;
+    if (this.slabEnd === this.unsentFrom || this.failure) return;
+    this.socket.write(this.slab.subarray(this.unsentFrom, this.slabEnd));
+    this.unsentFrom = this.slabEnd;
   };
   private readonly parser = new ReplyParser(this);
 
@@ -173,23 +178,35 @@ export class NbdClient implements ReplySink {
     // A server that did not offer FUA gets a FLUSH semantics from us instead: refuse rather than lie.
     if ((flags & P.CMD_FLAG_FUA) !== 0 && !this.canFua) return Promise.reject(new IoError('ENOTSUP', `${this.label}: the server does not accept FUA`));
     const handle = this.nextHandle++;
-    if (this.outgoing.length === 0) process.nextTick(this.sendOutgoing);
-    this.send(requestHeader(type, flags, handle >>> 0, offsetBytes, lengthBytes));
-    if (Buffer.isBuffer(payload)) this.send(payload);
-    else if (payload) for (const piece of payload) this.send(piece);
+    const copied = payload && lengthBytes <= COPIED_CHUNK_MAX_BYTES ? lengthBytes : 0;
+    const at = this.reserve(P.REQUEST_HEADER_BYTES + copied);
+    writeRequestHeader(this.slab, at, type, flags, handle >>> 0, offsetBytes, lengthBytes);
+    if (copied > 0) copyPieces(payload as Buffer | Pieces, this.slab, at + P.REQUEST_HEADER_BYTES);
+    else if (payload) {
+      this.sendOutgoing();
+      if (Buffer.isBuffer(payload)) this.socket.write(payload);
+      else for (const piece of payload) this.socket.write(piece);
+    }
     return new Promise((resolve, reject) => {
       this.pending.set(handle >>> 0, { type, lengthBytes, deadline: performance.now() + this.timeoutMs, resolve, reject });
     });
   }
 
-  private send(chunk: Buffer): void {
-    if (chunk.length > COPIED_CHUNK_MAX_BYTES) {
+  /** Room for bytes at the slab's end, sent when the tick ends; returns where they go. */
+  private reserve(bytes: number): number {
+    if (this.slabEnd + bytes > this.slab.length) {
       this.sendOutgoing();
-      this.socket.write(chunk);
-      return;
+      this.slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, bytes));
+      this.unsentFrom = 0;
+      this.slabEnd = 0;
     }
-    this.outgoing.push(chunk);
-    this.outgoingBytes += chunk.length;
+    if (!this.sendScheduled) {
+      this.sendScheduled = true;
+      process.nextTick(this.sendOutgoing);
+    }
+    const at = this.slabEnd;
+    this.slabEnd += bytes;
+    return at;
   }
 
   /** ReplySink: a reply's header has arrived. */
@@ -237,17 +254,26 @@ function fuaFlag(fua: boolean): number {
   return fua ? P.CMD_FLAG_FUA : 0;
 }
 
-/** A request's header, its own buffer: the socket may hold it until it drains. */
+/** A request's header, its own buffer. */
 function requestHeader(type: number, flags: number, handle: number, offsetBytes: number, lengthBytes: number): Buffer {
   const header = Buffer.allocUnsafe(P.REQUEST_HEADER_BYTES);
-  header.writeUInt32BE(P.REQUEST_MAGIC, 0);
-  header.writeUInt16BE(flags, 4);
-  header.writeUInt16BE(type, 6);
-  header.writeUInt32BE(0, 8);
-  header.writeUInt32BE(handle, 12);
-  writeU64(header, 16, offsetBytes);
-  header.writeUInt32BE(lengthBytes, 24);
+  writeRequestHeader(header, 0, type, flags, handle, offsetBytes, lengthBytes);
   return header;
+}
+
+function writeRequestHeader(out: Buffer, at: number, type: number, flags: number, handle: number, offsetBytes: number, lengthBytes: number): void {
+  out.writeUInt32BE(P.REQUEST_MAGIC, at);
+  out.writeUInt16BE(flags, at + 4);
+  out.writeUInt16BE(type, at + 6);
+  out.writeUInt32BE(0, at + 8);
+  out.writeUInt32BE(handle, at + 12);
+  writeU64(out, at + 16, offsetBytes);
+  out.writeUInt32BE(lengthBytes, at + 24);
+}
+
+function copyPieces(payload: Buffer | Pieces, out: Buffer, at: number): void {
+  if (Buffer.isBuffer(payload)) payload.copy(out, at);
+  else for (const piece of payload) at += piece.copy(out, at);
 }
 
 /** Fixed newstyle handshake, then NBD_OPT_GO; returns the export's size and transmission flags. */
