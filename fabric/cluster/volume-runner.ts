@@ -16,7 +16,7 @@ import { ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-
 import type { CopyOperation } from '../replication/replication-layer';
 import type { InSyncSet } from '../replication/in-sync-set';
 import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
-import { verifyRegions } from '../replication/replica-verify';
+import { equalizeRegions } from '../replication/replica-verify';
 import type { VolumeLayer } from '../volume/block-device';
 import type { ClusterStore, Txn, TxnOp } from './cluster-store';
 import { step } from './volume-brain';
@@ -448,12 +448,9 @@ export class VolumeRunner implements InSyncSet {
    * have read since: else a later failover to another copy could show them other data there.
    */
   private async equalizeInStep(device: ReplicatedDevice, formerPrimary: string, regions: DirtyMap): Promise<void> {
-    // Compared by checksum first: only the windows where a copy differs are read and repaired.
-    const unequal = new DirtyMap();
-    for (const peer of device.status()) if (peer.state === 'in-sync') unequal.merge((await device.unequalBlocks(peer.id, regions)).unequal);
-    const verified = await verifyRegions(device, this.context.self, unequal);
+    const verified = await equalizeRegions(device, this.context.self, regions);
     const repairedBlocks = verified.replicas.reduce((sum, r) => sum + r.checksumRepairedBlocks + r.mismatchRepairedBlocks, 0);
-    this.context.logger.info({ volume: this.name, formerPrimary, comparedBlocks: regions.blocks, checkedBlocks: verified.checkedBlocks, repairedBlocks }, 'copies in step made equal where a former primary had writes in flight');
+    this.context.logger.info({ volume: this.name, formerPrimary, comparedBlocks: regions.blocks, checkedBlocks: verified.checkedBlocks, repairedBlocks, skipped: verified.skippedReplicas }, 'copies in step made equal where a former primary had writes in flight');
   }
 
   private connectReplica(node: string, epoch: number, timeoutMs: number) {

@@ -11,7 +11,7 @@ import { ChecksumError, IoError } from '../errors';
 import { BLOCK_BYTES } from '../store/block-size';
 import type { VolumeLayer } from '../volume/block-device';
 import type { ReplicaVerifyResult, SkippedReplica } from '../volume/types';
-import type { DirtyMap } from './dirty-map';
+import { DirtyMap } from './dirty-map';
 import { NbdConnectionError } from '../nbd/client';
 import { isFenced, type InSyncPeer, type ReplicatedDevice } from './replicated-device';
 
@@ -53,37 +53,48 @@ interface Repair {
 }
 
 /** Compares and repairs every block of the volume on the primary (self) and its in-sync copies; onProgress hears after every window. */
-export function verifyReplicas(
+export async function verifyReplicas(
   device: ReplicatedDevice,
   self: string,
   onProgress?: (doneBlocks: number, totalBlocks: number) => void,
 ): Promise<ReplicasVerified> {
   const sizeBytes = device.sizeBytes;
   const windows = Array.from({ length: Math.ceil(sizeBytes / WINDOW_BYTES) }, (_, i) => i * WINDOW_BYTES);
-  return verifyWindows(device, self, windows, onProgress);
+  return (await verifyWindows(device, self, windows, onProgress)).verified;
 }
 
 /**
- * The same over the windows that hold a block of `regions` only: where a former primary's activity
- * log says its writes in flight when it stopped may have reached some copies and not others. The
- * copies in sync are made equal to this primary's, so that the next primary serves what this one did.
+ * Makes the copies in sync equal to this primary's (self) in `regions`, where a former primary's
+ * activity log says its writes in flight when it stopped may have reached some copies and not
+ * others: compared by checksum first, then the windows where a copy differs are read and repaired.
+ * A copy in sync that the repair could not finish with (it failed, or went out, meanwhile) may still
+ * differ there: it leaves the in-sync set owing those regions, so that its resync copies them.
+ * Rejects if such a copy could not be taken out.
  */
-export function verifyRegions(device: ReplicatedDevice, self: string, regions: DirtyMap): Promise<ReplicasVerified> {
+export async function equalizeRegions(device: ReplicatedDevice, self: string, regions: DirtyMap): Promise<ReplicasVerified> {
+  const unequal = new DirtyMap();
+  for (const peer of device.status()) if (peer.state === 'in-sync') unequal.merge((await device.unequalBlocks(peer.id, regions)).unequal);
   const windows = new Set<number>();
-  for (const run of regions.runs()) {
+  for (const run of unequal.runs()) {
     const end = Math.min(device.sizeBytes, run.offsetBytes + run.lengthBytes);
     for (let at = run.offsetBytes - (run.offsetBytes % WINDOW_BYTES); at < end; at += WINDOW_BYTES) windows.add(at);
   }
-  return verifyWindows(device, self, [...windows].sort((a, b) => a - b));
+  const { verified, incomplete } = await verifyWindows(device, self, [...windows].sort((a, b) => a - b));
+  const reason = 'it could not be made equal to the primary where a former primary had writes in flight';
+  await Promise.all(incomplete.map((node) => device.owes(node, unequal, reason)));
+  return verified;
 }
 
-/** Verifies the windows starting at `windows` (ascending, WINDOW_BYTES apart or more). */
+/**
+ * Verifies the windows starting at `windows` (ascending, WINDOW_BYTES apart or more). incomplete:
+ * the copies in sync when it began that it did not verify to the end (they failed, or went out).
+ */
 async function verifyWindows(
   device: ReplicatedDevice,
   self: string,
   windows: number[],
   onProgress?: (doneBlocks: number, totalBlocks: number) => void,
-): Promise<ReplicasVerified> {
+): Promise<{ verified: ReplicasVerified; incomplete: string[] }> {
   const sizeBytes = device.sizeBytes;
   const totalBlocks = windows.reduce((sum, at) => sum + Math.ceil(Math.min(WINDOW_BYTES, sizeBytes - at) / BLOCK_BYTES), 0);
   let doneBlocks = 0;
@@ -108,10 +119,13 @@ async function verifyWindows(
     onProgress?.(doneBlocks, totalBlocks);
   }
   return {
-    checkedBlocks: totalBlocks,
-    badBlockOffsets,
-    replicas: [...results.values()],
-    skippedReplicas: [...skipped].map(([node, reason]) => ({ node, reason })),
+    verified: {
+      checkedBlocks: totalBlocks,
+      badBlockOffsets,
+      replicas: [...results.values()],
+      skippedReplicas: [...skipped].map(([node, reason]) => ({ node, reason })),
+    },
+    incomplete: [...results.keys()].filter((node) => skipped.has(node)),
   };
 }
 

@@ -395,6 +395,20 @@ export class ReplicatedDevice extends PassThroughLayer {
     await this.removed(remote, reason);
   }
 
+  /**
+   * A copy that could not be made equal to the local one in regions (replica-verify.ts
+   * equalizeRegions): out from now on if it was in sync, owing the regions besides what it missed,
+   * in the copies' absence logs too. Resolves once it is out of the in-sync set and that is logged.
+   */
+  async owes(replicaId: string, regions: DirtyMap, reason: string): Promise<void> {
+    const remote = this.remotes.find((r) => r.replica.id === replicaId);
+    if (!remote) return;
+    if (remote.state === 'in-sync') this.markOut(remote);
+    remote.dirty.merge(regions);
+    const miss = ++remote.misses;
+    await Promise.all([this.removed(remote, reason), this.logged(remote, miss)]);
+  }
+
   /** A new copy (a replacement): out, until a full resync brings it in. */
   addRemote(replica: RemoteReplica): void {
     if (this.remotes.some((r) => r.replica.id === replica.id)) return;
