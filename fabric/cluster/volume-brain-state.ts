@@ -29,6 +29,8 @@ export interface BrainState {
   recordRevision: number;
   /** The primary lease as last seen: null when absent, undefined before the first look. */
   lease?: PrimaryLease | null;
+  /** The store revision `lease` is as of; 0 before the first look. */
+  leaseRevision: number;
   nodes: NodeCandidate[];
   /** When each node was first seen down. */
   downSinceMs: Record<string, number>;
@@ -58,8 +60,11 @@ export interface BrainState {
 
 export type BrainEvent =
   | { type: 'record'; record: VolumeRecord; modRevision: number }
-  /** The primary lease key changed; null: it is gone. */
-  | { type: 'primary-lease'; lease: PrimaryLease | null }
+  /**
+   * The primary lease key as of a store revision (its change's, or a read's); null: it is gone.
+   * The lease and the records come by separate watches: either may be ahead of the other.
+   */
+  | { type: 'primary-lease'; lease: PrimaryLease | null; modRevision: number }
   /** My node's lease: its id once granted, null once lost. */
   | { type: 'node-lease'; leaseId: string | null }
   /** Membership changed (a node went up or down). */
@@ -112,5 +117,5 @@ export interface Decision {
 }
 
 export function initialBrainState(self: string): BrainState {
-  return { self, recordRevision: 0, nodes: [], downSinceMs: {}, resyncRetryAtMs: {}, resyncFailingSinceMs: {}, nowMs: 0, role: 'follower', changes: [] };
+  return { self, recordRevision: 0, leaseRevision: 0, nodes: [], downSinceMs: {}, resyncRetryAtMs: {}, resyncFailingSinceMs: {}, nowMs: 0, role: 'follower', changes: [] };
 }

@@ -34,14 +34,17 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
   switch (event.type) {
     case 'record':
       if (event.modRevision <= s.recordRevision) break; // replayed or older
-      // A promotion put a lease key too: what was seen of the lease is older than this record.
-      if (s.record && event.record.epoch > s.record.epoch && s.lease?.epoch !== event.record.epoch) s.lease = undefined;
+      // A promotion put a lease key in the same transaction: a view of the lease older than this
+      // record does not know of it. A newer one does (the lease's watch may run ahead of the records').
+      if (s.record && event.record.epoch > s.record.epoch && s.leaseRevision < event.modRevision) s.lease = undefined;
       s.record = event.record;
       s.recordRevision = event.modRevision;
       onRecord(s, actions);
       break;
     case 'primary-lease':
+      if (event.modRevision < s.leaseRevision) break; // older than what was seen (a read, then the watch's replay)
       s.lease = event.lease;
+      s.leaseRevision = event.modRevision;
       if (holding(s) && !isMine(s, event.lease)) stop(s, actions, `lost the primary lease of epoch ${s.claimedEpoch}`, false);
       if (s.role === 'promoting' && event.lease && !isMine(s, event.lease)) follow(s);
       if (event.lease) s.reported = undefined;

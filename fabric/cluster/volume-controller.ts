@@ -262,7 +262,8 @@ export class VolumeController {
     for (const kv of leases) this.onLeaseEvent({ type: 'put', key: kv.key, value: kv.value, modRevision: kv.modRevision });
     // A volume whose record is gone while this node was away: nothing is known of it but its copy.
     for (const name of [...this.records.keys()]) if (!records.some((kv) => kv.key === volumeKey(name))) this.onRecord(name, undefined);
-    for (const runner of this.runners.values()) if (!leases.some((kv) => kv.key === volumeLeaseKey(runner.name))) runner.dispatch({ type: 'primary-lease', lease: null });
+    // Absent as of the lists, which were read at `revision` or later.
+    for (const runner of this.runners.values()) if (!leases.some((kv) => kv.key === volumeLeaseKey(runner.name))) runner.dispatch({ type: 'primary-lease', lease: null, modRevision: revision });
     return revision;
   }
 
@@ -342,7 +343,8 @@ export class VolumeController {
       try {
         const kv = await this.store.get(volumeLeaseKey(runner.name));
         if (this.leaseEvents.get(runner.name) !== heardBefore) return;
-        runner.dispatch({ type: 'primary-lease', lease: kv ? (JSON.parse(kv.value) as PrimaryLease) : null });
+        // An absent key has no revision: 0 (the runner is new, and the watch brings what comes after).
+        runner.dispatch({ type: 'primary-lease', lease: kv ? (JSON.parse(kv.value) as PrimaryLease) : null, modRevision: kv?.modRevision ?? 0 });
         return;
       } catch (err) {
         if (this.leaseEvents.get(runner.name) !== heardBefore) return;
@@ -357,7 +359,7 @@ export class VolumeController {
     this.leaseEvents.set(name, event.modRevision);
     const runner = this.runners.get(name);
     const lease = event.type === 'put' ? (JSON.parse(event.value as string) as PrimaryLease) : null;
-    runner?.dispatch({ type: 'primary-lease', lease });
+    runner?.dispatch({ type: 'primary-lease', lease, modRevision: event.modRevision });
   }
 
   /** Membership changed: read the nodes again (one read at a time, and one more if it changed meanwhile). */

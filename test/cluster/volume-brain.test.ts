@@ -31,9 +31,9 @@ function nodes(...down: string[]): NodeCandidate[] {
   return ['a', 'b', 'c', 'd', 'e'].map((id, i) => ({ id, up: !down.includes(id), pools: [{ class: 'default', capacityBytes: 100 * GiB, usedBytes: i * GiB }] }));
 }
 
-/** A node that follows: it knows the record (revision 10), the primary lease, and (since T0) the members. */
+/** A node that follows: it knows the record and the primary lease (both as of revision 10), and (since T0) the members. */
 function follower(self: string, rec: VolumeRecord, down: string[] = []): BrainState {
-  const state: BrainState = { ...initialBrainState(self), nodeLease: `L-${self}`, record: rec, recordRevision: 10, lease: { node: rec.primary, epoch: rec.epoch } };
+  const state: BrainState = { ...initialBrainState(self), nodeLease: `L-${self}`, record: rec, recordRevision: 10, lease: { node: rec.primary, epoch: rec.epoch }, leaseRevision: 10 };
   return step(state, { type: 'nodes', nodes: nodes(...down) }, T0).state;
 }
 
@@ -56,7 +56,7 @@ function run(state: BrainState, events: Timed[]): { state: BrainState; actions: 
   return { state, actions, last };
 }
 
-const leaseGone: BrainEvent = { type: 'primary-lease', lease: null };
+const leaseGone: BrainEvent = { type: 'primary-lease', lease: null, modRevision: 10 };
 const committed = (id: string, revision = 11): BrainEvent => ({ type: 'txn-result', id, committed: true, revision });
 const refused = (id: string): BrainEvent => ({ type: 'txn-result', id, committed: false });
 const failed = (replica: string): BrainEvent => ({ type: 'replica-failed', replica, reason: 'write timed out' });
@@ -69,6 +69,7 @@ function summary(actions: BrainAction[]) {
 }
 
 const promotedByB = { ...record({ a: { state: 'out', lastEpoch: 3, diverged: true, wasPrimary: true } }), primary: 'b', epoch: 4 };
+const promotedByC = { ...record({ a: { state: 'out', lastEpoch: 3, diverged: true, wasPrimary: true } }), primary: 'c', epoch: 4 };
 
 describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['1, 2, 5', 'the first in-sync replica that is up takes over at once, bumping the epoch and taking the old primary out', follower('b', record(), ['a']), [leaseGone], [
@@ -85,7 +86,15 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ]],
   ['1', 'an out replica leaves it to an in-sync one that is up', follower('c', record({ c: { state: 'out', lastEpoch: 3 } }), ['a']), [leaseGone], []],
   ['3', 'a node without its lease does not take over', follower('b', record(), ['a']), [{ type: 'node-lease', leaseId: null }, leaseGone], []],
-  ['3', 'a restarted primary does not serve on its old lease: it waits for it to lapse', { ...follower('a', record()), lease: undefined }, [{ type: 'primary-lease', lease: { node: 'a', epoch: 3 } }], []],
+  ['6', "the lease's watch ahead of the records': a promotion's lease, its end, then the promotion's record: the next in-sync replica takes over", follower('b', record(), ['a', 'c']), [
+    { type: 'primary-lease', lease: { node: 'c', epoch: 4 }, modRevision: 11 },
+    { type: 'primary-lease', lease: null, modRevision: 12 },
+    { type: 'record', record: promotedByC, modRevision: 11 },
+  ], [{ txn: 'promote@5', delayMs: 0, puts: expect.anything() }]],
+  ['6', 'a primary does not stop for a lease older than the one it has seen (a read, then the watch replaying what came before)', primary(record()), [
+    { type: 'primary-lease', lease: { node: 'a', epoch: 2 }, modRevision: 5 },
+  ], []],
+  ['3', 'a restarted primary does not serve on its old lease: it waits for it to lapse', { ...follower('a', record()), lease: undefined }, [{ type: 'primary-lease', lease: { node: 'a', epoch: 3 }, modRevision: 10 }], []],
   ['3', 'a restarted primary takes over afresh, at a new epoch, once its old lease has lapsed', follower('a', record()), [leaseGone], [{ txn: 'promote@4', delayMs: 0, puts: [expect.anything(), { ...record(), epoch: 4 }] }]],
   ['2', 'promoted: raises the epoch of its own copy, then of the members, and does not serve yet', follower('b', record(), ['a']), [leaseGone, committed('promote@4')], [
     { type: 'raise-epoch', epoch: 4, replicas: ['b', 'c'] },
@@ -255,8 +264,8 @@ describe('on a real store', () => {
     const readRevision = await store.put(volumeKey('vol'), JSON.stringify(record()));
     const leases = { b: await store.grantLease(10), c: await store.grantLease(10) };
     const brains = (['b', 'c'] as const).map((self) => {
-      const state: BrainState = { ...follower(self, record(), ['a']), nodeLease: leases[self].id, recordRevision: readRevision };
-      return step(state, leaseGone, T0);
+      const state: BrainState = { ...follower(self, record(), ['a']), nodeLease: leases[self].id, recordRevision: readRevision, leaseRevision: readRevision };
+      return step(state, { ...leaseGone, modRevision: readRevision }, T0);
     });
     const txns = brains.map((b) => b.actions[0] as BrainAction & { type: 'txn' });
     expect(txns.map((t) => t.delayMs)).toEqual([0, DEFAULT_BRAIN_CONFIG.promotionStepMs]);
@@ -272,7 +281,7 @@ describe('on a real store', () => {
     expect([lease?.value, lease?.lease]).toEqual([leaseValue({ node: 'b', epoch: 4 }), leases.b.id]);
 
     const recordEvent: BrainEvent = { type: 'record', record: promotedRecord, modRevision: stored!.modRevision };
-    const leaseEvent: BrainEvent = { type: 'primary-lease', lease: { node: 'b', epoch: 4 } };
+    const leaseEvent: BrainEvent = { type: 'primary-lease', lease: { node: 'b', epoch: 4 }, modRevision: lease!.modRevision };
     const after = brains.map((b, i) => run(b.state, [results[i], recordEvent, leaseEvent]));
     expect(after.map((a) => a.state.role)).toEqual(['raising', 'follower']);
     expect(run(after[1].state, [{ type: 'epochs-raised', epoch: 4, unreachable: [] }]).actions).toEqual([]);
