@@ -8,6 +8,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterStore } from '../cluster/cluster-store';
+import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
 import { leftoverKey, volumeKey, volumeLeaseKey, type VolumeRecord } from '../cluster/volume-record';
@@ -205,13 +206,12 @@ export class ClusterVolumes implements ReplicatedVolumes {
         await this.createCopyOn(node, record.name, record.sizeBytes, record.class, source);
         made.push(node);
       }
-      const { succeeded } = await this.store.txn({
-        compare: [{ key: volumeKey(record.name), target: 'createRevision', op: '=', value: 0 }],
-        success: [{ type: 'put', key: volumeKey(record.name), value: JSON.stringify(record) }],
-      });
-      if (!succeeded) throw alreadyExists(`volume ${record.name} was created in the cluster meanwhile`);
+      const created = await createKey(this.store, volumeKey(record.name), JSON.stringify(record));
+      if (!created) throw alreadyExists(`volume ${record.name} was created in the cluster meanwhile`);
     } catch (err) {
-      await this.undo(record.name, made);
+      // The record may exist: its copies stay (`weft volume show` tells, `weft volume delete` drops it).
+      if (err instanceof CreateOutcomeUnknownError) this.logger.error({ volume: record.name, replicas: made, err }, 'create of a replicated volume: outcome unknown; its copies are kept');
+      else await this.undo(record.name, made);
       throw err;
     }
     this.logger.info({ volume: record.name, replicas: nodes, class: record.class, source: record.sourceSnapshot }, 'replicated volume created');
