@@ -6,6 +6,7 @@
 // copy cloned from the node's own copy of it. A delete removes the record first (every node then
 // stops serving the volume), then the copies.
 
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterStore } from '../cluster/cluster-store';
 import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
@@ -199,14 +200,16 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * anything fails.
    */
   private async record(volume: Pick<VolumeRecord, 'name' | 'sizeBytes' | 'class' | 'sourceSnapshot'>, nodes: string[], source?: SnapshotRef): Promise<VolumeInfo> {
-    const record: VolumeRecord = { ...volume, replicas: nodes.map((node) => ({ node, state: 'in-sync' })), primary: nodes[0], epoch: 0 };
+    const createId = randomUUID();
+    const record: VolumeRecord = { ...volume, replicas: nodes.map((node) => ({ node, state: 'in-sync' })), primary: nodes[0], epoch: 0, createId };
     const made: string[] = [];
     try {
       for (const node of nodes) {
         await this.createCopyOn(node, record.name, record.sizeBytes, record.class, source);
         made.push(node);
       }
-      const created = await createKey(this.store, volumeKey(record.name), JSON.stringify(record));
+      const mine = (stored: string) => (JSON.parse(stored) as VolumeRecord).createId === createId;
+      const created = await createKey(this.store, volumeKey(record.name), JSON.stringify(record), mine);
       if (!created) throw alreadyExists(`volume ${record.name} was created in the cluster meanwhile`);
     } catch (err) {
       // The record may exist: its copies stay (`weft volume show` tells, `weft volume delete` drops it).

@@ -1,6 +1,6 @@
 // Puts a key that must not exist yet, telling a create that committed from one that did not when
 // the store's answer was lost (a connection that broke after etcd had committed): the caller undoes
-// what it made for the key only when it knows the key was not created.
+// what it made for the key only when it knows the key was not created by it.
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StoreUnavailableError, type ClusterStore } from './cluster-store';
@@ -14,41 +14,32 @@ export class CreateOutcomeUnknownError extends StoreUnavailableError {
 }
 
 export interface CreateKeyOptions {
-  /** How many reads of the key after a lost answer, and how far apart. */
+  /** How many times a create without an answer is sent again, and how far apart. */
   attempts?: number;
   retryMs?: number;
 }
 
 /**
- * Puts value at key if the key does not exist: true once created, false if the key exists with
- * another value. A transaction that fails without an answer is looked up: the key holding exactly
- * value means it committed. Rejects with the transaction's error if it did not commit, and with
- * CreateOutcomeUnknownError if the store cannot tell.
+ * Puts value at key if the key does not exist: true once created by this call, false if the key
+ * exists and is not its. A create that fails without an answer is sent again as it was (so that a
+ * late commit of the first cannot come after a look that saw nothing): refused, the key exists, and
+ * `isMine` tells from its value whether the first one made it (the value may have changed since:
+ * the record of a new volume is changed by its first primary at once). Rejects with
+ * CreateOutcomeUnknownError if the store does not answer.
  */
-export async function createKey(store: ClusterStore, key: string, value: string, options: CreateKeyOptions = {}): Promise<boolean> {
-  try {
-    const { succeeded } = await store.txn({
-      compare: [{ key, target: 'createRevision', op: '=', value: 0 }],
-      success: [{ type: 'put', key, value }],
-    });
-    return succeeded;
-  } catch (err) {
-    if (!(err instanceof StoreUnavailableError)) throw err;
-    const stored = await readUntilAnswered(store, key, options.attempts ?? 5, options.retryMs ?? 1000).catch(() => {
-      throw new CreateOutcomeUnknownError(key, err);
-    });
-    if (stored === undefined) throw err;
-    return stored === value;
-  }
-}
-
-async function readUntilAnswered(store: ClusterStore, key: string, attempts: number, retryMs: number): Promise<string | undefined> {
-  for (let attempt = 1; ; attempt++) {
+export async function createKey(store: ClusterStore, key: string, value: string, isMine: (stored: string) => boolean, options: CreateKeyOptions = {}): Promise<boolean> {
+  let lost: Error | undefined;
+  for (let attempt = 0; attempt <= (options.attempts ?? 5); attempt++) {
+    if (lost) await sleep(options.retryMs ?? 1000);
     try {
-      return (await store.get(key))?.value;
+      const { succeeded } = await store.txn({ compare: [{ key, target: 'createRevision', op: '=', value: 0 }], success: [{ type: 'put', key, value }] });
+      if (succeeded || !lost) return succeeded;
+      const stored = await store.get(key);
+      return stored !== undefined && isMine(stored.value);
     } catch (err) {
-      if (attempt >= attempts) throw err;
-      await sleep(retryMs);
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      lost = err;
     }
   }
+  throw new CreateOutcomeUnknownError(key, lost as Error);
 }

@@ -269,7 +269,14 @@ function replacing(s: BrainState, node: string): boolean {
 function startRaising(s: BrainState, actions: BrainAction[]): void {
   const record = s.record as VolumeRecord;
   s.role = 'raising';
-  s.lease = { node: s.self, epoch: record.epoch };
+  // The promotion put the lease in the same transaction as the record, unless a newer view of the lease came first.
+  if (s.leaseRevision <= s.recordRevision) {
+    s.lease = { node: s.self, epoch: record.epoch };
+    s.leaseRevision = s.recordRevision;
+  } else if (!isMine(s, s.lease ?? null)) {
+    stop(s, actions, `lost the primary lease of epoch ${record.epoch} as it was promoted`, false);
+    return;
+  }
   actions.push({ type: 'raise-epoch', epoch: record.epoch, replicas: [s.self, ...inSyncNodes(record).filter((n) => n !== s.self)] });
 }
 

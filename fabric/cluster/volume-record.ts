@@ -42,6 +42,8 @@ export interface VolumeRecord {
   epoch: number;
   /** A clone: the snapshot it was made from, VOL@SNAP. */
   sourceSnapshot?: string;
+  /** Set by the create that put the record (random): it knows its own record by it when the store's answer was lost. */
+  createId?: string;
 }
 
 /** Stored at volumeLeaseKey(name), on the primary node's lease: it vanishes when that node's lease lapses. */

@@ -180,7 +180,12 @@ export class NbdClient implements ReplySink {
     const handle = this.nextHandle++;
     const copied = payload && lengthBytes <= COPIED_CHUNK_MAX_BYTES ? lengthBytes : 0;
     const at = this.reserve(P.REQUEST_HEADER_BYTES + copied);
-    writeRequestHeader(this.slab, at, type, flags, handle >>> 0, offsetBytes, lengthBytes);
+    try {
+      writeRequestHeader(this.slab, at, type, flags, handle >>> 0, offsetBytes, lengthBytes);
+    } catch (err) {
+      this.slabEnd = at; // a value out of the protocol's range: nothing of the request may leave
+      return Promise.reject(err);
+    }
     if (copied > 0) copyPieces(payload as Buffer | Pieces, this.slab, at + P.REQUEST_HEADER_BYTES);
     else if (payload) {
       this.sendOutgoing();

@@ -67,34 +67,48 @@ export async function verifyReplicas(
  * Makes the copies in sync equal to this primary's (self) in `regions`, where a former primary's
  * activity log says its writes in flight when it stopped may have reached some copies and not
  * others: compared by checksum first, then the windows where a copy differs are read and repaired.
- * A copy in sync that the repair could not finish with (it failed, or went out, meanwhile) may still
- * differ there: it leaves the in-sync set owing those regions, so that its resync copies them.
- * Rejects if such a copy could not be taken out.
+ * A copy in sync at the start that is not verified to the end (it fails, or goes out, meanwhile)
+ * may still differ there: it leaves the in-sync set owing the regions (as soon as it is dropped),
+ * so that its resync copies them. Rejects if such a copy could not be taken out.
  */
 export async function equalizeRegions(device: ReplicatedDevice, self: string, regions: DirtyMap): Promise<ReplicasVerified> {
-  const unequal = new DirtyMap();
-  for (const peer of device.status()) if (peer.state === 'in-sync') unequal.merge((await device.unequalBlocks(peer.id, regions)).unequal);
-  const windows = new Set<number>();
-  for (const run of unequal.runs()) {
-    const end = Math.min(device.sizeBytes, run.offsetBytes + run.lengthBytes);
-    for (let at = run.offsetBytes - (run.offsetBytes % WINDOW_BYTES); at < end; at += WINDOW_BYTES) windows.add(at);
-  }
-  const { verified, incomplete } = await verifyWindows(device, self, [...windows].sort((a, b) => a - b));
+  const inStep = device.status().filter((r) => r.state === 'in-sync').map((r) => r.id);
   const reason = 'it could not be made equal to the primary where a former primary had writes in flight';
-  await Promise.all(incomplete.map((node) => device.owes(node, unequal, reason)));
-  return verified;
+  const owed = new Map<string, Promise<void>>();
+  const owe = (node: string) => {
+    if (owed.has(node)) return;
+    const owing = device.owes(node, regions, reason);
+    owing.catch(() => undefined); // awaited below, once the verify has ended: not an unhandled rejection meanwhile
+    owed.set(node, owing);
+  };
+  try {
+    const unequal = new DirtyMap();
+    for (const node of inStep) unequal.merge((await device.unequalBlocks(node, regions)).unequal);
+    const windows = new Set<number>();
+    for (const run of unequal.runs()) {
+      const end = Math.min(device.sizeBytes, run.offsetBytes + run.lengthBytes);
+      for (let at = run.offsetBytes - (run.offsetBytes % WINDOW_BYTES); at < end; at += WINDOW_BYTES) windows.add(at);
+    }
+    const { verified, complete } = await verifyWindows(device, self, [...windows].sort((a, b) => a - b), undefined, owe);
+    for (const node of inStep) if (!complete.includes(node)) owe(node);
+    return verified;
+  } finally {
+    await Promise.all(owed.values());
+  }
 }
 
 /**
- * Verifies the windows starting at `windows` (ascending, WINDOW_BYTES apart or more). incomplete:
- * the copies in sync when it began that it did not verify to the end (they failed, or went out).
+ * Verifies the windows starting at `windows` (ascending, WINDOW_BYTES apart or more). complete: the
+ * copies verified over every window; onDropped hears of each copy in sync at the start as soon as it
+ * is not (it failed, or went out).
  */
 async function verifyWindows(
   device: ReplicatedDevice,
   self: string,
   windows: number[],
   onProgress?: (doneBlocks: number, totalBlocks: number) => void,
-): Promise<{ verified: ReplicasVerified; incomplete: string[] }> {
+  onDropped?: (node: string) => void,
+): Promise<{ verified: ReplicasVerified; complete: string[] }> {
   const sizeBytes = device.sizeBytes;
   const totalBlocks = windows.reduce((sum, at) => sum + Math.ceil(Math.min(WINDOW_BYTES, sizeBytes - at) / BLOCK_BYTES), 0);
   let doneBlocks = 0;
@@ -104,7 +118,11 @@ async function verifyWindows(
     if (replica.state === 'in-sync') results.set(replica.id, emptyResult(replica.id));
     else skipped.set(replica.id, `it is ${replica.state}: a resync brings it in sync, not a verify`);
   }
-  const drop = (node: string, why: string) => void (skipped.has(node) || skipped.set(node, why));
+  const drop = (node: string, why: string) => {
+    if (skipped.has(node)) return;
+    skipped.set(node, why);
+    onDropped?.(node);
+  };
   const badBlockOffsets: number[] = [];
   for (const at of windows) {
     const lengthBytes = Math.min(WINDOW_BYTES, sizeBytes - at);
@@ -125,7 +143,7 @@ async function verifyWindows(
       replicas: [...results.values()],
       skippedReplicas: [...skipped].map(([node, reason]) => ({ node, reason })),
     },
-    incomplete: [...results.keys()].filter((node) => skipped.has(node)),
+    complete: [...results.keys()].filter((node) => node !== self && !skipped.has(node)),
   };
 }
 

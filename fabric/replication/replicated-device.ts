@@ -397,16 +397,17 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /**
    * A copy that could not be made equal to the local one in regions (replica-verify.ts
-   * equalizeRegions): out from now on if it was in sync, owing the regions besides what it missed,
-   * in the copies' absence logs too. Resolves once it is out of the in-sync set and that is logged.
+   * equalizeRegions): out from now on, owing the regions besides what it missed, in the copies'
+   * absence logs first. Resolves once those have it and it is out of the in-sync set.
    */
   async owes(replicaId: string, regions: DirtyMap, reason: string): Promise<void> {
     const remote = this.remotes.find((r) => r.replica.id === replicaId);
     if (!remote) return;
-    if (remote.state === 'in-sync') this.markOut(remote);
+    if (remote.state !== 'out') this.markOut(remote); // a resync under way then fails, and the next one copies the regions
     remote.dirty.merge(regions);
     const miss = ++remote.misses;
-    await Promise.all([this.removed(remote, reason), this.logged(remote, miss)]);
+    await this.logged(remote, miss);
+    await this.removed(remote, reason);
   }
 
   /** A new copy (a replacement): out, until a full resync brings it in. */

@@ -94,6 +94,11 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['6', 'a primary does not stop for a lease older than the one it has seen (a read, then the watch replaying what came before)', primary(record()), [
     { type: 'primary-lease', lease: { node: 'a', epoch: 2 }, modRevision: 5 },
   ], []],
+  ['6', 'a node just promoted does not stop for a lease event older than its promotion (the watch replaying what it had not seen)', follower('b', record(), ['a']), [
+    leaseGone,
+    committed('promote@4', 12),
+    { type: 'primary-lease', lease: { node: 'c', epoch: 3 }, modRevision: 11 },
+  ], []],
   ['3', 'a restarted primary does not serve on its old lease: it waits for it to lapse', { ...follower('a', record()), lease: undefined }, [{ type: 'primary-lease', lease: { node: 'a', epoch: 3 }, modRevision: 10 }], []],
   ['3', 'a restarted primary takes over afresh, at a new epoch, once its old lease has lapsed', follower('a', record()), [leaseGone], [{ txn: 'promote@4', delayMs: 0, puts: [expect.anything(), { ...record(), epoch: 4 }] }]],
   ['2', 'promoted: raises the epoch of its own copy, then of the members, and does not serve yet', follower('b', record(), ['a']), [leaseGone, committed('promote@4')], [
@@ -324,7 +329,7 @@ describe('on a real store', () => {
     runner.dispatch({ type: 'nodes', nodes: nodes() });
     runner.dispatch({ type: 'node-lease', leaseId: (await store.grantLease(30)).id });
     runner.dispatch({ type: 'record', record: rec, modRevision: revision });
-    runner.dispatch(leaseGone);
+    runner.dispatch({ type: 'primary-lease', lease: null, modRevision: revision });
   }
 
   async function until(done: () => Promise<boolean>): Promise<void> {
