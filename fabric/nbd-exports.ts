@@ -3,11 +3,13 @@
 // that must see it grow without reconnecting (see volume/growable-device.ts), and VOL~epoch=N, the
 // volume for a primary that replicates to this node at epoch N (fenced: volume/epoch-fence.ts),
 // and VOL~primary, a replicated volume's service on its primary, which other nodes forward to
-// (VOL~primary-after=N: only if it serves at an epoch above N).
+// (VOL~primary-after=N: only if it serves at an epoch above N; either followed by ~from=F.G: the
+// forwarder F's connection of generation G, fenced by newer ones: replication/forwarder-fence.ts).
 // The engine sees volume and snapshot names only. The NBD server sees only this ExportProvider.
 
 import { invalidArgument, WeftError } from './errors';
 import type { ExportProvider, NbdExport, OpenPurpose } from './nbd/export-provider';
+import { ForwarderFence, type ForwarderConnection } from './replication/forwarder-fence';
 import type { BlockDevice } from './volume/block-device';
 import { GrowableDevice } from './volume/growable-device';
 import type { OpenDevice, VolumeEngine } from './volume/types';
@@ -24,9 +26,16 @@ const PRIMARY_SUFFIX = '~primary';
 /** The same, with an epoch after it: served only by a primary at a newer epoch. */
 const PRIMARY_AFTER_MARK = '~primary-after=';
 
-/** The primary's service of a volume; with afterEpoch, only a primary serving at a newer epoch opens it. */
-export function primaryExportName(volume: string, afterEpoch?: number): string {
-  return afterEpoch === undefined ? `${volume}${PRIMARY_SUFFIX}` : `${volume}${PRIMARY_AFTER_MARK}${afterEpoch}`;
+/** Appended to the primary's export name by a forwarder: which one, and the generation of the connection. */
+const FROM_MARK = '~from=';
+
+/**
+ * The primary's service of a volume; with afterEpoch, only a primary serving at a newer epoch opens
+ * it; with from, for that connection of a forwarder.
+ */
+export function primaryExportName(volume: string, afterEpoch?: number, from?: ForwarderConnection): string {
+  const name = afterEpoch === undefined ? `${volume}${PRIMARY_SUFFIX}` : `${volume}${PRIMARY_AFTER_MARK}${afterEpoch}`;
+  return from ? `${name}${FROM_MARK}${from.forwarder}.${from.generation}` : name;
 }
 
 /** What the cluster serves of replicated volumes (cluster/volume-controller.ts). */
@@ -56,6 +65,8 @@ export function exportNames(engine: VolumeEngine): string[] {
 }
 
 export class EngineExports implements ExportProvider {
+  private readonly forwarders = new ForwarderFence();
+
   constructor(private readonly engine: VolumeEngine, private readonly cluster?: ClusterExports) {}
 
   /** What NBD_OPT_LIST shows: volumes and snapshots; the growable views are not listed. */
@@ -70,11 +81,8 @@ export class EngineExports implements ExportProvider {
    */
   async open(name: string, peer: { address: string; port: number }, purpose: OpenPurpose): Promise<NbdExport | undefined> {
     if (name.includes(EPOCH_MARK)) return this.openReplication(name, `${peer.address}:${peer.port}`, purpose);
-    if (name.endsWith(PRIMARY_SUFFIX)) return this.openPrimary(name.slice(0, -PRIMARY_SUFFIX.length));
-    if (name.includes(PRIMARY_AFTER_MARK)) {
-      const { volume, epoch } = parseMarkedName(name, PRIMARY_AFTER_MARK, 'primary');
-      return this.openPrimary(volume, epoch);
-    }
+    const primary = parsePrimaryName(name);
+    if (primary) return this.openPrimary(primary.volume, primary.afterEpoch, primary.from);
     const growable = name.endsWith(GROWABLE_SUFFIX);
     const ref = parseExportName(growable ? name.slice(0, -GROWABLE_SUFFIX.length) : name);
     if (growable && ref.snapshot !== undefined) return undefined; // snapshots do not grow
@@ -87,9 +95,11 @@ export class EngineExports implements ExportProvider {
     };
   }
 
-  private openPrimary(volume: string, afterEpoch?: number): NbdExport | undefined {
+  /** Undefined (refused) also for a forwarder's connection older than one it has opened since. */
+  private openPrimary(volume: string, afterEpoch?: number, from?: ForwarderConnection): NbdExport | undefined {
     const device = this.cluster?.primaryExport(volume, afterEpoch);
-    return device && { device, close: () => undefined };
+    if (!device) return undefined;
+    return from ? this.forwarders.admit(volume, from, device) : { device, close: () => undefined };
   }
 
   /** Only a connection to be served raises the epoch: NBD_OPT_INFO is a question. */
@@ -120,6 +130,27 @@ export class EngineExports implements ExportProvider {
 export function parseExportName(name: string): VolumeRef {
   const at = name.indexOf('@');
   return at < 0 ? { volume: name } : { volume: name.slice(0, at), snapshot: name.slice(at + 1) };
+}
+
+/** VOL~primary or VOL~primary-after=N, either with ~from=F.G after it; undefined for any other name. */
+function parsePrimaryName(name: string): { volume: string; afterEpoch?: number; from?: ForwarderConnection } | undefined {
+  const fromAt = name.indexOf(FROM_MARK);
+  const rest = fromAt < 0 ? name : name.slice(0, fromAt);
+  const from = fromAt < 0 ? undefined : parseFrom(name, name.slice(fromAt + FROM_MARK.length));
+  if (rest.endsWith(PRIMARY_SUFFIX)) return { volume: rest.slice(0, -PRIMARY_SUFFIX.length), from };
+  if (rest.includes(PRIMARY_AFTER_MARK)) {
+    const { volume, epoch } = parseMarkedName(rest, PRIMARY_AFTER_MARK, 'primary');
+    return { volume, afterEpoch: epoch, from };
+  }
+  if (from) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: ${FROM_MARK} follows VOLUME${PRIMARY_SUFFIX} or VOLUME${PRIMARY_AFTER_MARK}N`);
+  return undefined;
+}
+
+/** F.G: F 1-32 hex digits, G a non-negative integer. */
+function parseFrom(name: string, text: string): ForwarderConnection {
+  const match = /^([0-9a-f]{1,32})\.(0|[1-9][0-9]{0,14})$/.exec(text);
+  if (!match) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: expected ${FROM_MARK}F.G, F hex digits, G a non-negative integer`);
+  return { forwarder: match[1], generation: Number(match[2]) };
 }
 
 /** VOL followed by mark and N (VOL~epoch=N, VOL~primary-after=N), N a non-negative integer in decimal without leading zeroes. */

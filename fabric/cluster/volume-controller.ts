@@ -4,6 +4,7 @@
 // layer of the volume's stack, or a forwarder for a volume this node holds no copy of); and keeps
 // the store's records of the volumes it creates and deletes.
 
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../logger';
@@ -12,6 +13,7 @@ import { AbsenceLog, AbsenceTrackingLayer, type Absence } from '../replication/a
 import { ActivityLog } from '../replication/activity-log';
 import { PeerActivity } from '../replication/peer-activity';
 import type { DirtyMap } from '../replication/dirty-map';
+import type { ForwarderConnection } from '../replication/forwarder-fence';
 import { ForwardingDevice, type RouteTarget } from '../replication/forwarding-device';
 import { connectNbdRoute } from '../replication/nbd-route-target';
 import type { ReplicaStatus, ReplicatedDevice } from '../replication/replicated-device';
@@ -409,10 +411,12 @@ export class VolumeController {
 
   /** Sends a volume's I/O to its primary: this node's own replication while it serves, else the primary's node. */
   private forwarder(name: string, sizeBytes: number): ForwardingDevice {
+    // Its connections to the primary are fenced by generation there (replication/forwarder-fence.ts).
+    const connections: ForwarderConnection = { forwarder: randomBytes(8).toString('hex'), generation: 0 };
     return new ForwardingDevice({
       volume: name,
       sizeBytes: () => this.records.get(name)?.sizeBytes ?? sizeBytes,
-      route: () => this.route(name),
+      route: () => this.route(name, connections),
       logger: this.options.logger,
     });
   }
@@ -424,23 +428,25 @@ export class VolumeController {
    * primary at an epoch above the record's, the copy promoted since. Not an older primary that has
    * not yet learnt that it is fenced: its reads would be stale.
    */
-  private async route(name: string): Promise<RouteTarget> {
+  private async route(name: string, connections: ForwarderConnection): Promise<RouteTarget> {
     const local = this.runners.get(name)?.primaryDevice();
     if (local) return local;
     const record = this.records.get(name);
     if (!record) throw new Error(`volume ${name} is not in the cluster`);
     const node = this.nodes.get(record.primary);
-    if (record.primary !== this.options.self && node) return this.connectPrimary(name, node);
+    if (record.primary !== this.options.self && node) return this.connectPrimary(name, node, connections);
     const noPrimary = new Error(`volume ${name} has no primary serving yet (epoch ${record.epoch}, as this node last read the store)`);
     if (record.primary !== this.options.self) throw noPrimary;
     const others = record.replicas
       .map((r) => this.nodes.get(r.node))
       .filter((n): n is ClusterNode => n !== undefined && n.id !== this.options.self);
-    return firstConnected(others.map((other) => this.connectPrimary(name, other, record.epoch)), noPrimary);
+    return firstConnected(others.map((other) => this.connectPrimary(name, other, connections, record.epoch)), noPrimary);
   }
 
-  private connectPrimary(name: string, node: ClusterNode, afterEpoch?: number): Promise<RouteTarget> {
-    return connectNbdRoute({ host: node.address, port: node.nbdPort, exportName: primaryExportName(name, afterEpoch) });
+  /** A new connection of the forwarder: the next generation. */
+  private connectPrimary(name: string, node: ClusterNode, connections: ForwarderConnection, afterEpoch?: number): Promise<RouteTarget> {
+    const from = { forwarder: connections.forwarder, generation: ++connections.generation };
+    return connectNbdRoute({ host: node.address, port: node.nbdPort, exportName: primaryExportName(name, afterEpoch, from) });
   }
 }
 

@@ -15,7 +15,11 @@
 // harmless: reads, writes, trims and zeroes of a range are idempotent at block level (the same
 // bytes end up there), and the client cannot count on the order of requests it has in flight at
 // once, so it has not issued a later write to the same range yet. A fenced old primary cannot land
-// such a request late on the new one: the replicas refuse its epoch. A FLUSH re-issued on a new
+// such a request late on the new one: the replicas refuse its epoch. Nor can the same primary run a
+// request of a connection given up late (still unread in its socket buffer when the one sent again
+// was answered, and the client's next write to the range with it): the forwarder's connections
+// carry a generation, and the primary refuses an older one's requests once a newer one has opened
+// (forwarder-fence.ts). A FLUSH re-issued on a new
 // primary also covers the writes the old one acknowledged: an acknowledged write was held by every
 // member of the in-sync set, the new primary is one of them, and its flush makes durable everything
 // written to it and to its replicas, through any connection.

@@ -102,3 +102,26 @@ test('a client of the old primary, cut from etcd, reads what the new primary too
   }
   await c.waitForVolume(volume, allInSync, 60_000, 'in sync after the heal');
 });
+
+test("a forwarder's older connection to the primary runs no request once a newer one has opened: an old write cannot land after one sent again", async () => {
+  cluster ??= await ChaosCluster.start(3);
+  const c = cluster;
+  await c.nodes[0].api.createVolume({ name: 'gen', sizeBytes: 16 * MiB, replicas: 2 });
+  const serving = await c.waitForVolume('gen', (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served');
+  const primaryPort = c.node(serving.replication!.primary).weftd.nbdPort;
+  const connect = (exportName: string) => NbdClient.connect({ host: '127.0.0.1', port: primaryPort, exportName });
+  const older = await connect('gen~primary~from=ab12.1');
+  const newer = await connect('gen~primary~from=ab12.2');
+  const other = await connect('gen~primary~from=cd34.1');
+  try {
+    await expect(older.write(0, Buffer.alloc(4096, 0x22), true)).rejects.toMatchObject({ errno: 'ESHUTDOWN' });
+    await newer.write(4096, Buffer.alloc(4096, 0x33), true);
+    await other.write(8192, Buffer.alloc(4096, 0x44), true); // another forwarder's generations are its own
+    expect((await newer.read(0, 12288)).equals(Buffer.concat([Buffer.alloc(4096), Buffer.alloc(4096, 0x33), Buffer.alloc(4096, 0x44)]))).toBe(true);
+    // An older generation than one opened is refused, as is a malformed one.
+    await expect(connect('gen~primary~from=ab12.1')).rejects.toThrow(/refused export/);
+    await expect(connect('gen~primary~from=AB!.1')).rejects.toThrow(/refused export/);
+  } finally {
+    for (const client of [older, newer, other]) client.close();
+  }
+});

@@ -1,0 +1,74 @@
+// A forwarding node's connections to a volume's primary, fenced by generation (the primary's side).
+//
+// A forwarder gives up on a connection that does not answer in time (the primary may be waiting
+// for a failed replica's removal) and sends its requests again on a new one. What it sent on the
+// old one may still wait, unread, in the primary's socket buffer (the server pauses reading a
+// connection with many requests in flight). Run later, after the client's next write to the same
+// range (which it could send once the request sent again was answered), an old write would
+// overwrite it. So each connection names its forwarder and a generation, and once a newer one has
+// opened, an older one's requests that have not begun are refused (ESHUTDOWN, to a forwarder no
+// longer listening). Those already running began before the newer connection existed: before
+// anything was sent again.
+
+import { IoError } from '../errors';
+import type { Pieces } from '../pieces';
+import type { BlockDevice, Extent, WriteZeroesOptions } from '../volume/block-device';
+import { PassThroughDevice } from '../volume/pass-through-device';
+
+/** A forwarder (random, for its life) and the generation of one of its connections (counted up). */
+export interface ForwarderConnection {
+  forwarder: string;
+  generation: number;
+}
+
+export class ForwarderFence {
+  /** The newest generation opened, by volume and forwarder. */
+  private readonly newest = new Map<string, number>();
+
+  /** The device the connection sees, or undefined if a newer one of its forwarder has opened already. */
+  admit(volume: string, connection: ForwarderConnection, device: BlockDevice): { device: BlockDevice; close(): void } | undefined {
+    const key = `${volume}/${connection.forwarder}`;
+    if ((this.newest.get(key) ?? -1) >= connection.generation) return undefined;
+    this.newest.set(key, connection.generation);
+    const current = () => this.newest.get(key) === connection.generation;
+    return {
+      device: new GenerationFencedDevice(device, current, `volume ${volume}: a newer connection of this forwarder has opened`),
+      // The newest one's end forgets the forwarder: the older ones then have no current generation either.
+      close: () => void (current() && this.newest.delete(key)),
+    };
+  }
+}
+
+class GenerationFencedDevice extends PassThroughDevice {
+  constructor(below: BlockDevice, private readonly current: () => boolean, private readonly why: string) {
+    super(below);
+  }
+
+  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.current() ? super.read(offsetBytes, lengthBytes) : this.refused();
+  }
+
+  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    return this.current() ? super.write(offsetBytes, data, fua) : this.refused();
+  }
+
+  override flush(): Promise<void> {
+    return this.current() ? super.flush() : this.refused();
+  }
+
+  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.current() ? super.trim(offsetBytes, lengthBytes, fua) : this.refused();
+  }
+
+  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
+    return this.current() ? super.writeZeroes(offsetBytes, lengthBytes, options) : this.refused();
+  }
+
+  override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    return this.current() ? super.blockStatus(offsetBytes, lengthBytes) : this.refused();
+  }
+
+  private refused(): Promise<never> {
+    return Promise.reject(new IoError('ESHUTDOWN', this.why));
+  }
+}
