@@ -15,6 +15,7 @@ import { PeerActivity } from '../replication/peer-activity';
 import type { DirtyMap } from '../replication/dirty-map';
 import type { ForwarderConnection } from '../replication/forwarder-fence';
 import { ForwardingDevice, type RouteTarget } from '../replication/forwarding-device';
+import { ExportRefusedError } from '../nbd/client';
 import { connectNbdRoute } from '../replication/nbd-route-target';
 import type { ReplicaStatus, ReplicatedDevice } from '../replication/replicated-device';
 import { ReplicationLayer, type CopyOperation } from '../replication/replication-layer';
@@ -422,24 +423,31 @@ export class VolumeController {
   }
 
   /**
-   * Where the volume's primary serves now: where the store's record says. When the record names this
-   * node, which no longer serves (fenced by the copies), this node's view of the store is stale (it
-   * is cut from etcd, or about to hear of the promotion): the other copies' nodes are asked for the
-   * primary at an epoch above the record's, the copy promoted since. Not an older primary that has
-   * not yet learnt that it is fenced: its reads would be stale.
+   * Where the volume's primary serves now: where the store's record says. When that node does not
+   * serve it (it was fenced by the copies, and refuses the export), or the record names this node,
+   * which no longer serves, this node's view of the store is stale (it is cut from etcd, or about
+   * to hear of the promotion): the other copies' nodes are asked for the primary at an epoch above
+   * the record's, the copy promoted since. Not an older primary that has not yet learnt that it is
+   * fenced: its reads would be stale.
    */
   private async route(name: string, connections: ForwarderConnection): Promise<RouteTarget> {
     const local = this.runners.get(name)?.primaryDevice();
     if (local) return local;
     const record = this.records.get(name);
     if (!record) throw new Error(`volume ${name} is not in the cluster`);
-    const node = this.nodes.get(record.primary);
-    if (record.primary !== this.options.self && node) return this.connectPrimary(name, node, connections);
     const noPrimary = new Error(`volume ${name} has no primary serving yet (epoch ${record.epoch}, as this node last read the store)`);
-    if (record.primary !== this.options.self) throw noPrimary;
+    if (record.primary !== this.options.self) {
+      const node = this.nodes.get(record.primary);
+      if (!node) throw noPrimary;
+      try {
+        return await this.connectPrimary(name, node, connections);
+      } catch (err) {
+        if (!(err instanceof ExportRefusedError)) throw err;
+      }
+    }
     const others = record.replicas
       .map((r) => this.nodes.get(r.node))
-      .filter((n): n is ClusterNode => n !== undefined && n.id !== this.options.self);
+      .filter((n): n is ClusterNode => n !== undefined && n.id !== this.options.self && n.id !== record.primary);
     return firstConnected(others.map((other) => this.connectPrimary(name, other, connections, record.epoch)), noPrimary);
   }
 

@@ -125,3 +125,37 @@ test("a forwarder's older connection to the primary runs no request once a newer
     for (const client of [older, newer, other]) client.close();
   }
 });
+
+test('a client of a third node, cut from etcd with the old primary, has its writes served by the new primary once the old one is fenced', async () => {
+  cluster ??= await ChaosCluster.start(3);
+  const c = cluster;
+  await c.nodes[0].api.createVolume({ name: 'third', sizeBytes: 16 * MiB, replicas: 2 });
+  const before = (await c.waitForVolume('third', (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
+  const forwarder = c.nodes.find((n) => !before.replicas.some((r) => r.node === n.id))!;
+  const old = c.node(before.primary);
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: 'third', timeoutMs: CLIENT_TIMEOUT_MS });
+  try {
+    await client.write(0, Buffer.alloc(4096, 0x11), true);
+    forwarder.etcdLink.cut();
+    old.etcdLink.cut();
+    const after = (await c.waitForVolume('third', (v) => v.replication!.epoch > before.epoch && v.replication!.primary !== old.id, 30_000, 'failed over')).replication!;
+
+    // The forwarder's view still names the old primary, which stops serving once the copy promoted
+    // since refuses this write: the forwarder finds the new primary through the other copy's node,
+    // instead of failing the write with EIO after its 30 s of retries on the old one.
+    const startedAt = Date.now();
+    await client.write(4096, Buffer.alloc(4096, 0x22), true);
+    const ms = Date.now() - startedAt;
+    console.log(`a write through ${forwarder.id} (cut from etcd, its view naming ${old.id}) served by ${after.primary} after ${ms} ms`);
+    const reader = await NbdClient.connect({ host: '127.0.0.1', port: c.node(after.primary).weftd.nbdPort, exportName: 'third' });
+    try {
+      expect((await reader.read(0, 8192)).equals(Buffer.concat([Buffer.alloc(4096, 0x11), Buffer.alloc(4096, 0x22)]))).toBe(true);
+    } finally {
+      reader.close();
+    }
+  } finally {
+    client.close();
+    forwarder.etcdLink.heal();
+    old.etcdLink.heal();
+  }
+});
