@@ -212,7 +212,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       const created = await createKey(this.store, volumeKey(record.name), JSON.stringify(record), mine);
       if (!created) throw alreadyExists(`volume ${record.name} was created in the cluster meanwhile`);
     } catch (err) {
-      // The record may exist: its copies stay (`weft volume show` tells, `weft volume delete` drops it).
+      // The record may exist: its copies stay (`weft volume show` tells, once the store answers).
       if (err instanceof CreateOutcomeUnknownError) this.logger.error({ volume: record.name, replicas: made, err }, 'create of a replicated volume: outcome unknown; its copies are kept');
       else await this.undo(record.name, made);
       throw err;

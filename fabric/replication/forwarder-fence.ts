@@ -21,20 +21,32 @@ export interface ForwarderConnection {
   generation: number;
 }
 
+/** What the primary knows of one forwarder of one volume: its newest connection. */
+interface Forwarder {
+  newest: number;
+}
+
 export class ForwarderFence {
-  /** The newest generation opened, by volume and forwarder. */
-  private readonly newest = new Map<string, number>();
+  private readonly forwarders = new Map<string, Forwarder>();
 
   /** The device the connection sees, or undefined if a newer one of its forwarder has opened already. */
   admit(volume: string, connection: ForwarderConnection, device: BlockDevice): { device: BlockDevice; close(): void } | undefined {
     const key = `${volume}/${connection.forwarder}`;
-    if ((this.newest.get(key) ?? -1) >= connection.generation) return undefined;
-    this.newest.set(key, connection.generation);
-    const current = () => this.newest.get(key) === connection.generation;
+    const known = this.forwarders.get(key);
+    if (known && known.newest >= connection.generation) return undefined;
+    const forwarder = known ?? { newest: connection.generation };
+    forwarder.newest = connection.generation;
+    this.forwarders.set(key, forwarder);
+    // Asked once per request: a field, no lookup.
+    const current = () => forwarder.newest === connection.generation;
     return {
       device: new GenerationFencedDevice(device, current, `volume ${volume}: a newer connection of this forwarder has opened`),
-      // The newest one's end forgets the forwarder: the older ones then have no current generation either.
-      close: () => void (current() && this.newest.delete(key)),
+      // The newest one's end forgets the forwarder; the older ones stay refused (no generation is -1).
+      close: () => {
+        if (!current()) return;
+        forwarder.newest = -1;
+        this.forwarders.delete(key);
+      },
     };
   }
 }

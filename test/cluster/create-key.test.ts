@@ -3,35 +3,18 @@
 // counts as made (its copies must not be undone), one that did not is sent again, and one that
 // cannot be told either way says so.
 
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import pino from 'pino';
 import { StoreUnavailableError, type ClusterStore } from '../../fabric/cluster/cluster-store';
 import { createKey, CreateOutcomeUnknownError } from '../../fabric/cluster/create-key';
-import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
+import { freshEmbeddedStore, withCalls } from '../helpers/embedded-store';
 
-let dir: string;
-let store: EmbeddedStore;
-
-beforeEach(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-create-key-'));
-  store = await EmbeddedStore.open(dir, pino({ level: 'silent' }));
-});
-
-afterEach(async () => {
-  await store.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const current = freshEmbeddedStore();
+let store: ClusterStore;
+beforeEach(() => (store = current()));
 
 const lost = () => new StoreUnavailableError('etcd did not answer: connection reset');
 
 /** The store, with its transactions and reads changed as given. */
-function faulty(overrides: Partial<Pick<ClusterStore, 'txn' | 'get'>>): ClusterStore {
-  return new Proxy(store, {
-    get: (target, prop, receiver) => (prop in overrides ? overrides[prop as keyof typeof overrides] : (Reflect.get(target, prop, receiver) as unknown)),
-  }) as ClusterStore;
-}
+const faulty = (calls: Partial<Pick<ClusterStore, 'txn' | 'get'>>) => withCalls(store, calls);
 
 const options = { attempts: 3, retryMs: 10 };
 /** Values are records with the id of the create that made them, as a volume's record has. */

@@ -2,17 +2,15 @@
 // after each event. Every row also checks that the same event again asks for nothing more. The
 // promotion race runs its transactions on a real (embedded) cluster store.
 
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import pino from 'pino';
-import { StoreUnavailableError, type ClusterStore, type Txn, type TxnResult } from '../../fabric/cluster/cluster-store';
-import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
+import { StoreUnavailableError, type Txn, type TxnResult } from '../../fabric/cluster/cluster-store';
+import type { EmbeddedStore } from '../../fabric/cluster/embedded-store';
 import type { NodeCandidate } from '../../fabric/cluster/placement';
 import { step } from '../../fabric/cluster/volume-brain';
 import { DEFAULT_BRAIN_CONFIG, initialBrainState, type BrainAction, type BrainEvent, type BrainState } from '../../fabric/cluster/volume-brain-state';
 import { VolumeRunner, type RunnerContext } from '../../fabric/cluster/volume-runner';
 import { inSyncNodes, leaseValue, volumeKey, volumeLeaseKey, type ReplicaRecord, type VolumeRecord } from '../../fabric/cluster/volume-record';
+import { freshEmbeddedStore, withCalls } from '../helpers/embedded-store';
 
 const GiB = 1024 ** 3;
 const T0 = 1_000_000;
@@ -252,18 +250,9 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
 });
 
 describe('on a real store', () => {
-  let dir: string;
+  const current = freshEmbeddedStore();
   let store: EmbeddedStore;
-
-  beforeEach(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-brain-'));
-    store = await EmbeddedStore.open(dir, pino({ level: 'silent' }));
-  });
-
-  afterEach(async () => {
-    await store.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  beforeEach(() => (store = current()));
 
   test('rule 5: in-sync replicas racing to take over: the CAS picks exactly one winner; the loser follows the new record', async () => {
     const readRevision = await store.put(volumeKey('vol'), JSON.stringify(record()));
@@ -298,9 +287,7 @@ describe('on a real store', () => {
 
   /** A runner of volume "vol" on node a, on the store as txnOf wraps its transactions; a's own copy raises or fails as told. */
   function runnerOn(txnOf: (txn: Txn) => Promise<TxnResult>, raiseLocalEpoch: () => Promise<void>, logger = pino({ level: 'silent' })): VolumeRunner {
-    const wrapped = new Proxy(store, {
-      get: (target, prop, receiver) => (prop === 'txn' ? txnOf : (Reflect.get(target, prop, receiver) as unknown)),
-    }) as ClusterStore;
+    const wrapped = withCalls(store, { txn: txnOf });
     const notUsed = () => Promise.reject(new Error('not used by this test'));
     const context = {
       self: 'a',
