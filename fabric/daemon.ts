@@ -190,7 +190,7 @@ export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeM
  */
 function countedForwarder(forwarder: ForwardingDevice | undefined, volume: string, metrics: VolumeMetrics | undefined): OpenDevice | undefined {
   if (!forwarder || !metrics) return forwarder;
-  return Object.assign(new MetricsDevice(forwarder, metrics.forVolume(volume)), { close: () => forwarder.close() });
+  return Object.assign(new MetricsDevice(forwarder, metrics.forVolume(volume)), { close: () => forwarder.close(), abandon: () => forwarder.abandon() });
 }
 
 /** What has been started, stopped in reverse order, once. */

@@ -92,6 +92,7 @@ export class EngineExports implements ExportProvider {
     return {
       device: served,
       close: () => device.close(),
+      abandon: () => device.abandon?.(),
     };
   }
 

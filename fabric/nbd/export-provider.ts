@@ -6,8 +6,10 @@ import type { BlockDevice } from '../volume/block-device';
 export interface NbdExport {
   /** What the connection reads and writes; its capability answers become the transmission flags. */
   device: BlockDevice;
-  /** Called once when the connection using this export ends. */
+  /** Called once when the connection using this export ends, after its last request settled. */
   close(): void;
+  /** Called once if the client's socket closes while requests are still in flight (close() follows later). */
+  abandon?(): void;
 }
 
 /** Why an export is opened: to serve a connection, or only to answer NBD_OPT_INFO about it (nothing may change then). */

@@ -51,6 +51,8 @@ export class Transmission implements RequestSink {
   private stopping = false;
   private socketClosed = false;
   private released = false;
+  /** The export was told that the client is gone with requests in flight (NbdExport.abandon). */
+  private abandoned = false;
 
   constructor(private readonly options: TransmissionOptions) {
     this.socket = options.socket;
@@ -246,6 +248,9 @@ export class Transmission implements RequestSink {
 
   private onInputEnd(): void {
     if (this.parser.midRequest() && !this.stopping) this.log.warn('NBD: client closed the connection in the middle of a request');
+    // Closed without NBD_CMD_DISC (which would have set stopping): a hard disconnect, the client will
+    // not read the replies of its requests in flight. After a DISC (a soft disconnect) they run on.
+    if (!this.stopping) this.abandonExport();
     this.stop();
   }
 
@@ -262,6 +267,18 @@ export class Transmission implements RequestSink {
     this.inFlight.close();
     this.warnings.close();
     if (this.running === 0) this.release();
+    else this.abandonExport();
+  }
+
+  /** The client is gone with requests in flight: no one will read their replies (NbdExport.abandon). */
+  private abandonExport(): void {
+    if (this.abandoned || this.running === 0) return;
+    this.abandoned = true;
+    try {
+      this.options.negotiated.export.abandon?.();
+    } catch (err) {
+      this.log.warn({ err }, 'NBD: abandoning the export failed');
+    }
   }
 
   private release(): void {

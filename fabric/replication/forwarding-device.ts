@@ -23,12 +23,19 @@
 // primary also covers the writes the old one acknowledged: an acknowledged write was held by every
 // member of the in-sync set, the new primary is one of them, and its flush makes durable everything
 // written to it and to its replicas, through any connection.
+//
+// Whose requests are re-issued. Only those of a client still connected: the order argument above holds
+// while its connection is open. A client whose connection ended (it gave up waiting, or died) may
+// have reconnected, here or on another node, sent its writes again and written the same range anew
+// since; a copy of its old write re-issued then would land over the newer one. So a request whose
+// owner (the client's handle, block-device.ts: RequestOwner) has been abandoned is not sent again:
+// it fails with ESHUTDOWN, which no one reads. A request gives up retryForMs after it arrived.
 
 import { failedPrecondition, IoError } from '../errors';
 import type { Logger } from '../logger';
 import { NbdConnectionError } from '../nbd/client';
 import type { Pieces } from '../pieces';
-import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
+import type { BlockDevice, Extent, RequestOwner, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 
 /**
  * Where a volume's primary is reached: the node's own stack when this node is the serving primary
@@ -101,29 +108,29 @@ export class ForwardingDevice implements VolumeLayer {
     return this.options.sizeBytes();
   }
 
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return this.forward((target) => target.read(offsetBytes, lengthBytes));
+  read(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Buffer> {
+    return this.forward((target) => target.read(offsetBytes, lengthBytes), owner);
   }
 
-  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean, owner?: RequestOwner): Promise<void> {
     // The data stays the caller's until this settles, which is after the last attempt settled.
-    return this.forward((target) => target.write(offsetBytes, data, fua));
+    return this.forward((target) => target.write(offsetBytes, data, fua), owner);
   }
 
-  flush(): Promise<void> {
-    return this.forward((target) => target.flush());
+  flush(owner?: RequestOwner): Promise<void> {
+    return this.forward((target) => target.flush(), owner);
   }
 
-  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    return this.forward((target) => target.trim(offsetBytes, lengthBytes, fua));
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean, owner?: RequestOwner): Promise<void> {
+    return this.forward((target) => target.trim(offsetBytes, lengthBytes, fua), owner);
   }
 
-  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    return this.forward((target) => target.writeZeroes(offsetBytes, lengthBytes, options));
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions, owner?: RequestOwner): Promise<void> {
+    return this.forward((target) => target.writeZeroes(offsetBytes, lengthBytes, options), owner);
   }
 
-  blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
-    return this.forward((target) => target.blockStatus(offsetBytes, lengthBytes));
+  blockStatus(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Extent[]> {
+    return this.forward((target) => target.blockStatus(offsetBytes, lengthBytes), owner);
   }
 
   // What the primary of a replicated volume supports (the local replica's stack). Fast zero is not
@@ -164,6 +171,14 @@ export class ForwardingDevice implements VolumeLayer {
     return Promise.reject(failedPrecondition(`volume ${this.options.volume}: a ${operation} goes through the API, to the primary; this node only forwards I/O`));
   }
 
+  /**
+   * A forwarder of one client's connection (a node with no copy of the volume makes one per
+   * connection): that client is gone, its requests are not re-issued (see the top of this file).
+   */
+  abandon(): void {
+    this.close();
+  }
+
   /** Closes the current target; requests still retrying, and any made later, fail with ESHUTDOWN. */
   close(): void {
     this.closed = true;
@@ -173,11 +188,12 @@ export class ForwardingDevice implements VolumeLayer {
   }
 
   /** Runs call on the current target until it gets an answer from a primary (see the top of this file). */
-  private async forward<T>(call: (target: RouteTarget) => Promise<T>): Promise<T> {
-    let giveUpAt: number | undefined;
+  private async forward<T>(call: (target: RouteTarget) => Promise<T>, owner: RequestOwner | undefined): Promise<T> {
+    const giveUpAt = Date.now() + this.retryForMs;
     let backoffMs = FIRST_BACKOFF_MS;
     for (;;) {
       if (this.closed) throw this.closedError();
+      if (owner?.abandoned) throw this.abandonedError();
       let target: RouteTarget | undefined;
       try {
         target = this.target ?? (await this.reroute());
@@ -186,7 +202,6 @@ export class ForwardingDevice implements VolumeLayer {
         if (this.closed) throw this.closedError();
         if (!isRetryable(err)) throw err;
         if (target) this.drop(target, err);
-        giveUpAt ??= Date.now() + this.retryForMs;
         const leftMs = giveUpAt - Date.now();
         if (leftMs <= 0) {
           this.options.logger?.error({ volume: this.options.volume, err: (err as Error).message }, 'no primary answered in time; failing the request');
@@ -226,6 +241,10 @@ export class ForwardingDevice implements VolumeLayer {
     this.target = undefined;
     this.options.logger?.warn({ volume: this.options.volume, err: (err as Error).message }, 'lost the primary; re-routing its requests');
     target.close(); // fails the requests still in flight on it, which are then re-issued too
+  }
+
+  private abandonedError(): IoError {
+    return new IoError('ESHUTDOWN', `volume ${this.options.volume}: the client's connection has ended; its request is not sent again`);
   }
 
   private closedError(): IoError {

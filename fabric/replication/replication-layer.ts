@@ -7,7 +7,7 @@
 
 import { failedPrecondition, IoError } from '../errors';
 import type { Pieces } from '../pieces';
-import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
+import type { BlockDevice, Extent, RequestOwner, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughDevice, PassThroughLayer } from '../volume/pass-through-device';
 
 /** A control operation applied to every copy of a replicated volume; a revert checkOnly changes nothing, it only refuses as the revert would. */
@@ -42,28 +42,28 @@ export class ReplicationLayer extends PassThroughLayer {
     this.control = undefined;
   }
 
-  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return this.target().read(offsetBytes, lengthBytes);
+  override read(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Buffer> {
+    return this.target().read(offsetBytes, lengthBytes, owner);
   }
 
-  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    return this.target().write(offsetBytes, data, fua);
+  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean, owner?: RequestOwner): Promise<void> {
+    return this.target().write(offsetBytes, data, fua, owner);
   }
 
-  override flush(): Promise<void> {
-    return this.target().flush();
+  override flush(owner?: RequestOwner): Promise<void> {
+    return this.target().flush(owner);
   }
 
-  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    return this.target().trim(offsetBytes, lengthBytes, fua);
+  override trim(offsetBytes: number, lengthBytes: number, fua: boolean, owner?: RequestOwner): Promise<void> {
+    return this.target().trim(offsetBytes, lengthBytes, fua, owner);
   }
 
-  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    return this.target().writeZeroes(offsetBytes, lengthBytes, options);
+  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions, owner?: RequestOwner): Promise<void> {
+    return this.target().writeZeroes(offsetBytes, lengthBytes, options, owner);
   }
 
-  override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
-    return this.target().blockStatus(offsetBytes, lengthBytes);
+  override blockStatus(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Extent[]> {
+    return this.target().blockStatus(offsetBytes, lengthBytes, owner);
   }
 
   override canMultiConn(): boolean {

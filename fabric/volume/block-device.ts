@@ -24,6 +24,16 @@ export interface WriteZeroesOptions {
   fastZero?: boolean;
 }
 
+/**
+ * Who a request is for: one consumer's handle (device-handle.ts). Once its client has gone (its
+ * connection closed with requests still in flight), a layer that would re-issue a request that
+ * failed (the forwarder to the primary) gives up instead: the client may have reconnected and
+ * written the range again since, and a late copy of the old write must not land over the new one.
+ */
+export interface RequestOwner {
+  readonly abandoned: boolean;
+}
+
 export interface BlockDevice {
   /** Current size; it may grow while the device is open (online resize). */
   readonly sizeBytes: number;
@@ -32,21 +42,21 @@ export interface BlockDevice {
    * Resolves with exactly lengthBytes bytes, which then belong to the caller (who may hand them to
    * returnBuffer() in fabric/buffers.ts when done). Rejects with IoError (EIO on a checksum mismatch).
    */
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  read(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Buffer>;
   /**
    * Writes data: one buffer, or pieces whose concatenation is the data (the NBD server passes a
    * WRITE's payload in the chunks it arrived in). With fua, resolves only once the data is durable.
    * The device must not use data after the promise settles (the caller may reuse the buffers); a
    * layer that needs it later copies it.
    */
-  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void>;
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean, owner?: RequestOwner): Promise<void>;
   /** Resolves once every write that completed before the call is durable. */
-  flush(): Promise<void>;
+  flush(owner?: RequestOwner): Promise<void>;
   /** Frees the range; it reads back as zeroes. */
-  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void>;
-  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void>;
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean, owner?: RequestOwner): Promise<void>;
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions, owner?: RequestOwner): Promise<void>;
   /** Extents covering at least the first byte of the range, at most the whole range, in order. */
-  blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]>;
+  blockStatus(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Extent[]>;
 
   // Capabilities: asked when a client connects (the NBD server advertises them as transmission
   // flags, and accepts only what it advertised). A layer answers for itself and the layers below

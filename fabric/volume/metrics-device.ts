@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { ChecksumError, IoError } from '../errors';
 import { countLatency, LATENCY_BUCKETS } from '../latency';
 import { totalBytes, type Pieces } from '../pieces';
-import type { Extent, VolumeLayer, WriteZeroesOptions } from './block-device';
+import type { Extent, RequestOwner, VolumeLayer, WriteZeroesOptions } from './block-device';
 import { PassThroughLayer } from './pass-through-device';
 
 export type Operation = 'read' | 'write' | 'flush' | 'trim' | 'write_zeroes' | 'block_status';
@@ -96,29 +96,29 @@ export class MetricsDevice extends PassThroughLayer {
     super(below);
   }
 
-  override read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return this.track(this.stats.read, performance.now(), this.below.read(offsetBytes, lengthBytes), lengthBytes);
+  override read(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Buffer> {
+    return this.track(this.stats.read, performance.now(), this.below.read(offsetBytes, lengthBytes, owner), lengthBytes);
   }
 
-  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean, owner?: RequestOwner): Promise<void> {
     const bytes = Buffer.isBuffer(data) ? data.length : totalBytes(data);
-    return this.track(this.stats.write, performance.now(), this.below.write(offsetBytes, data, fua), bytes);
+    return this.track(this.stats.write, performance.now(), this.below.write(offsetBytes, data, fua, owner), bytes);
   }
 
-  override flush(): Promise<void> {
-    return this.track(this.stats.flush, performance.now(), this.below.flush());
+  override flush(owner?: RequestOwner): Promise<void> {
+    return this.track(this.stats.flush, performance.now(), this.below.flush(owner));
   }
 
-  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    return this.track(this.stats.trim, performance.now(), this.below.trim(offsetBytes, lengthBytes, fua));
+  override trim(offsetBytes: number, lengthBytes: number, fua: boolean, owner?: RequestOwner): Promise<void> {
+    return this.track(this.stats.trim, performance.now(), this.below.trim(offsetBytes, lengthBytes, fua, owner));
   }
 
-  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    return this.track(this.stats.write_zeroes, performance.now(), this.below.writeZeroes(offsetBytes, lengthBytes, options));
+  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions, owner?: RequestOwner): Promise<void> {
+    return this.track(this.stats.write_zeroes, performance.now(), this.below.writeZeroes(offsetBytes, lengthBytes, options, owner));
   }
 
-  override blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
-    return this.track(this.stats.block_status, performance.now(), this.below.blockStatus(offsetBytes, lengthBytes));
+  override blockStatus(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Extent[]> {
+    return this.track(this.stats.block_status, performance.now(), this.below.blockStatus(offsetBytes, lengthBytes, owner));
   }
 
   /** startMs is taken by the caller before it calls the layer below, so no closure is needed. */

@@ -3,7 +3,7 @@
 // nbdkit filter does). A layer that adds a capability, or takes one away, overrides its question.
 
 import type { Pieces } from '../pieces';
-import type { BlockDevice, Extent, VolumeLayer, WriteZeroesOptions } from './block-device';
+import type { BlockDevice, Extent, RequestOwner, VolumeLayer, WriteZeroesOptions } from './block-device';
 
 export abstract class PassThroughDevice<Below extends BlockDevice = BlockDevice> implements BlockDevice {
   constructor(protected readonly below: Below) {}
@@ -16,28 +16,28 @@ export abstract class PassThroughDevice<Below extends BlockDevice = BlockDevice>
     return this.below.readOnly;
   }
 
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return this.below.read(offsetBytes, lengthBytes);
+  read(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Buffer> {
+    return this.below.read(offsetBytes, lengthBytes, owner);
   }
 
-  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    return this.below.write(offsetBytes, data, fua);
+  write(offsetBytes: number, data: Buffer | Pieces, fua: boolean, owner?: RequestOwner): Promise<void> {
+    return this.below.write(offsetBytes, data, fua, owner);
   }
 
-  flush(): Promise<void> {
-    return this.below.flush();
+  flush(owner?: RequestOwner): Promise<void> {
+    return this.below.flush(owner);
   }
 
-  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    return this.below.trim(offsetBytes, lengthBytes, fua);
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean, owner?: RequestOwner): Promise<void> {
+    return this.below.trim(offsetBytes, lengthBytes, fua, owner);
   }
 
-  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    return this.below.writeZeroes(offsetBytes, lengthBytes, options);
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions, owner?: RequestOwner): Promise<void> {
+    return this.below.writeZeroes(offsetBytes, lengthBytes, options, owner);
   }
 
-  blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
-    return this.below.blockStatus(offsetBytes, lengthBytes);
+  blockStatus(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Extent[]> {
+    return this.below.blockStatus(offsetBytes, lengthBytes, owner);
   }
 
   canMultiConn(): boolean {

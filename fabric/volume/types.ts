@@ -143,6 +143,11 @@ export interface CloneVolumeRequest {
 /** A BlockDevice handed to one consumer (one NBD connection). close() must be called once. */
 export interface OpenDevice extends BlockDevice {
   close(): void;
+  /**
+   * The consumer's connection ended with requests still in flight (close() follows once they have
+   * settled): a request that failed in a way that would be retried (a failover) fails instead.
+   */
+  abandon?(): void;
 }
 
 /** The storage engine of one node. All methods throw WeftError with a user-facing message. */

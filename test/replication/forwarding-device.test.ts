@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { IoError } from '../../fabric/errors';
 import { NbdClient } from '../../fabric/nbd/client';
@@ -14,11 +15,12 @@ import { NbdServer } from '../../fabric/nbd/server';
 import { replicationExportName } from '../../fabric/nbd-exports';
 import { ForwardingDevice, type RouteTarget } from '../../fabric/replication/forwarding-device';
 import { connectNbdRoute } from '../../fabric/replication/nbd-route-target';
+import { DeviceHandle } from '../../fabric/volume/device-handle';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import { freePort } from '../helpers/free-port';
 import { ReplicaNode } from '../helpers/replica-node';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll, makeTempDir, run, track, type WeftdHandle } from '../helpers/weftd';
+import { cleanupAll, killAndWait, makeTempDir, run, track, type WeftdHandle } from '../helpers/weftd';
 
 const MiB = 1024 * 1024;
 const SIZE = 16 * MiB;
@@ -190,6 +192,100 @@ it('re-routes from the local shortcut once the node stops serving (ESHUTDOWN)', 
   await device.write(6 * MiB, pattern(6), true);
   expect(targets).toEqual(['local', 'b']);
   expect(await (await plainClient(b)).read(6 * MiB, BLOCK)).toEqual(pattern(6));
+});
+
+describe('a client whose connection has ended', () => {
+  /** A block no other test writes: pattern() with a mark of its own. */
+  const marked = (index: number) => {
+    const data = pattern(index);
+    data.write('client gone', 8);
+    return data;
+  };
+
+  /** A route that is refused (nothing listens) until moveTo() names a node. */
+  async function movableRoute(): Promise<{ route: () => Promise<RouteTarget>; moveTo: (node: ReplicaNode) => void; calls: () => number }> {
+    const nowhere = await freePort();
+    let node: ReplicaNode | undefined;
+    let calls = 0;
+    return {
+      route: () => {
+        calls++;
+        return connectNbdRoute({ host: '127.0.0.1', port: node?.node.nbdPort ?? nowhere, exportName: 'vol', timeoutMs: 2000 });
+      },
+      moveTo: (to) => (node = to),
+      calls: () => calls,
+    };
+  }
+
+  it("has its requests dropped, not re-issued on the next primary; a connected client's go on", async () => {
+    const { route, moveTo } = await movableRoute();
+    const device = forwarder(route);
+    const gone = { abandoned: false };
+    const connected = { abandoned: false };
+    const base = 8 * MiB / BLOCK;
+    const old = device.write(base * BLOCK, marked(base), true, gone);
+    const live = device.write((base + 1) * BLOCK, marked(base + 1), true, connected);
+    await sleep(300); // both are retrying: no primary answers
+    gone.abandoned = true;
+    moveTo(b);
+    await expect(old).rejects.toMatchObject({ errno: 'ESHUTDOWN', message: "volume vol: the client's connection has ended; its request is not sent again" });
+    await expect(live).resolves.toBeUndefined();
+    const onB = await plainClient(b);
+    expect(await onB.read((base + 1) * BLOCK, BLOCK)).toEqual(marked(base + 1));
+    expect(await onB.read(base * BLOCK, BLOCK)).not.toEqual(marked(base));
+  });
+
+  /** An NBD server on the forwarder that serves a client as a node with a copy does: a handle per connection. */
+  async function serveThroughHandles(device: ForwardingDevice): Promise<{ uri: string; port: number; close: () => Promise<void> }> {
+    const server = new NbdServer({
+      provider: {
+        names: () => ['vol'],
+        open: () => {
+          const handle = new DeviceHandle(device, () => undefined);
+          return { device: handle, close: () => handle.close(), abandon: () => handle.abandon() };
+        },
+      },
+      logger: silent,
+    });
+    const port = await server.listen('127.0.0.1', 0);
+    return { uri: `nbd://127.0.0.1:${port}/vol`, port, close: () => server.close() };
+  }
+
+  it('through the NBD server: a client killed mid-failover (a hard disconnect) has its write dropped', async () => {
+    const { route, moveTo, calls } = await movableRoute();
+    const served = await serveThroughHandles(forwarder(route));
+    try {
+      const writer = track(spawn('qemu-io', ['-f', 'raw', '-c', `write -P 0x6b ${9 * MiB} 4k`, served.uri], { stdio: 'ignore' }));
+      await waitFor(() => calls() >= 2); // the forwarder is retrying the write: no primary answers
+      await killAndWait(writer, 'SIGKILL'); // its connection ends with the write in flight
+      await sleep(100); // the server reads the end of the connection
+      const callsAtKill = calls();
+      moveTo(b);
+      await sleep(1500); // past the forwarder's longest backoff
+      expect(calls() - callsAtKill).toBeLessThanOrEqual(1); // at most the attempt under way at the kill
+    } finally {
+      await served.close();
+    }
+    const onB = await run('qemu-io', ['-f', 'raw', '-c', `read -P 0x6b ${9 * MiB} 4k`, b.node.nbdUri('vol')]);
+    expect(onB.stdout).toMatch(/Pattern verification failed/);
+  });
+
+  it('through the NBD server: after NBD_CMD_DISC (a soft disconnect) the write in flight still lands', async () => {
+    const { route, moveTo, calls } = await movableRoute();
+    const served = await serveThroughHandles(forwarder(route));
+    const block = 10 * MiB / BLOCK;
+    try {
+      const client = await NbdClient.connect({ host: '127.0.0.1', port: served.port, exportName: 'vol' });
+      const write = client.write(block * BLOCK, marked(block), true).catch(() => undefined);
+      await waitFor(() => calls() >= 2);
+      client.close(); // sends NBD_CMD_DISC: the server handles the requests outstanding, then closes
+      await write;
+      moveTo(b);
+      await waitFor(async () => (await (await plainClient(b)).read(block * BLOCK, BLOCK)).equals(marked(block)), 5000);
+    } finally {
+      await served.close();
+    }
+  });
 });
 
 describe('errors that are the primary answer, not its absence', () => {
