@@ -17,8 +17,11 @@ export type CopyOperation =
   | { type: 'delete-snapshot'; name: string }
   | { type: 'revert'; snapshot: string; checkOnly?: boolean };
 
+/** Where a replicated volume's data calls go (a ForwardingDevice); closed when the layer drops it. */
+export type Router = BlockDevice & { close(): void };
+
 export class ReplicationLayer extends PassThroughLayer {
-  private router: BlockDevice | undefined;
+  private router: Router | undefined;
   private control: ((operation: CopyOperation) => Promise<void>) | undefined;
 
   constructor(readonly volume: string, below: VolumeLayer) {
@@ -30,16 +33,23 @@ export class ReplicationLayer extends PassThroughLayer {
     return this.below;
   }
 
-  /** From now on every data call goes through router, and snapshot, resize and revert through control (the primary's). */
-  replicate(router: BlockDevice, control: (operation: CopyOperation) => Promise<void>): void {
-    this.router = router;
+  /**
+   * From now on every data call goes through router, and snapshot, resize and revert through control
+   * (the primary's). A layer that has a router already keeps it, with the requests in flight on it,
+   * and closes the new one (the controller may hand one over from two paths: a create and the record).
+   */
+  replicate(router: Router, control: (operation: CopyOperation) => Promise<void>): void {
+    if (this.router && !(this.router instanceof RetiredDevice)) router.close();
+    else this.router = router;
     this.control = control;
   }
 
-  /** The volume was deleted from the cluster: its copy here serves nothing more. */
+  /** The volume was deleted from the cluster: its copy here serves nothing more, its router is closed. */
   retire(): void {
+    const old = this.router;
     this.router = new RetiredDevice(this.volume, this.below);
     this.control = undefined;
+    old?.close();
   }
 
   override read(offsetBytes: number, lengthBytes: number, owner?: RequestOwner): Promise<Buffer> {
@@ -126,6 +136,10 @@ class RetiredDevice extends PassThroughDevice {
 
   override blockStatus(): Promise<Extent[]> {
     return this.gone();
+  }
+
+  close(): void {
+    // Nothing of its own to release.
   }
 
   private gone<T>(): Promise<T> {
