@@ -15,7 +15,7 @@ import { ActivityLog } from '../replication/activity-log';
 import { PeerActivity } from '../replication/peer-activity';
 import type { DirtyMap } from '../replication/dirty-map';
 import type { ForwarderConnection } from '../replication/forwarder-fence';
-import { ForwardingDevice, type RouteTarget } from '../replication/forwarding-device';
+import { ForwardingDevice, VolumeGoneError, type RouteTarget } from '../replication/forwarding-device';
 import { connectNbdRoute } from '../replication/nbd-route-target';
 import type { ReplicaStatus, ReplicatedDevice } from '../replication/replicated-device';
 import { ReplicationLayer, type CopyOperation } from '../replication/replication-layer';
@@ -414,10 +414,12 @@ export class VolumeController {
   private forwarder(name: string, sizeBytes: number): ForwardingDevice {
     // Its connections to the primary are fenced by generation there (replication/forwarder-fence.ts).
     const connections: ForwarderConnection = { forwarder: randomBytes(8).toString('hex'), generation: 0 };
+    const record = this.records.get(name);
+    const incarnation: Incarnation = record ? { pinned: { createId: record.createId } } : {};
     return new ForwardingDevice({
       volume: name,
       sizeBytes: () => this.records.get(name)?.sizeBytes ?? sizeBytes,
-      route: () => this.route(name, connections),
+      route: () => this.route(name, connections, incarnation),
       logger: this.options.logger,
     });
   }
@@ -430,10 +432,11 @@ export class VolumeController {
    * the record's, the copy promoted since. Not an older primary that has not yet learnt that it is
    * fenced: its reads would be stale.
    */
-  private async route(name: string, connections: ForwarderConnection): Promise<RouteTarget> {
+  private async route(name: string, connections: ForwarderConnection, incarnation: Incarnation): Promise<RouteTarget> {
+    const record = this.records.get(name);
+    checkIncarnation(name, record, incarnation);
     const local = this.runners.get(name)?.primaryDevice();
     if (local) return local;
-    const record = this.records.get(name);
     if (!record) throw new Error(`volume ${name} is not in the cluster`);
     const noPrimary = new Error(`volume ${name} has no primary serving yet (epoch ${record.epoch}, as this node last read the store)`);
     if (record.primary !== this.options.self) {
@@ -456,6 +459,28 @@ export class VolumeController {
     const from = { forwarder: connections.forwarder, generation: ++connections.generation };
     return connectNbdRoute({ host: node.address, port: node.nbdPort, exportName: primaryExportName(name, afterEpoch, from) });
   }
+}
+
+/**
+ * Which volume of the name a forwarder serves: the record's createId, pinned when the forwarder is
+ * made, or the first time route() sees the record (a forwarder made during a create sees it later).
+ */
+interface Incarnation {
+  pinned?: { createId: string | undefined };
+}
+
+/**
+ * Throws VolumeGoneError once the volume the forwarder first found is gone, or the name now holds
+ * another (made since, with a createId of its own): its clients' requests must not reach that one.
+ */
+function checkIncarnation(name: string, record: VolumeRecord | undefined, incarnation: Incarnation): void {
+  const pinned = incarnation.pinned;
+  if (!pinned) {
+    if (record) incarnation.pinned = { createId: record.createId };
+    return;
+  }
+  if (!record) throw new VolumeGoneError(`volume ${name} was deleted from the cluster`);
+  if (record.createId !== pinned.createId) throw new VolumeGoneError(`volume ${name} was deleted from the cluster (a volume made since under its name is another one)`);
 }
 
 /**

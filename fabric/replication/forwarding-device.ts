@@ -80,8 +80,21 @@ class NoRouteError extends Error {
   }
 }
 
+/**
+ * route()'s answer when the volume it forwards to is gone from the cluster: deleted, or deleted and
+ * made again under its name (another volume, which this client's requests must never reach). Final:
+ * the request fails with it at once (ESHUTDOWN), and so does every later one.
+ */
+export class VolumeGoneError extends IoError {
+  constructor(message: string) {
+    super('ESHUTDOWN', message);
+    this.name = 'VolumeGoneError';
+  }
+}
+
 /** The failures that mean "not the primary, or the primary is gone" (see the top of this file). */
 function isRetryable(err: unknown): boolean {
+  if (err instanceof VolumeGoneError) return false;
   if (err instanceof NoRouteError || err instanceof NbdConnectionError) return true;
   return err instanceof IoError && (err.errno === 'EPERM' || err.errno === 'ESHUTDOWN');
 }
@@ -227,6 +240,7 @@ export class ForwardingDevice implements VolumeLayer {
       },
       (err: unknown) => {
         this.routing = undefined;
+        if (err instanceof VolumeGoneError) throw err;
         const noRoute = new NoRouteError(this.options.volume, err);
         this.options.logger?.warn({ volume: this.options.volume, err: noRoute.message }, 'no route to the primary; retrying');
         throw noRoute;

@@ -223,4 +223,27 @@ describe('replicated volumes on etcd', () => {
     // r1 is still there and still served.
     await qemuIo(nodes[0].nbdUri('r1'), ['read -P 0x5a 0 1M'], true);
   });
+
+  test('a client attached through a node without a copy: its requests fail once the volume is deleted, and never reach one made again under the name', async () => {
+    await weftJson<VolumeInfo>(nodes[0], ['volume', 'create', 'r3', '--size', '16MiB', '--replicas', '1', '--locality', 'n1']);
+    await settled(nodes[0], 'r3');
+    // n2 holds no copy of r3: it forwards this client's requests to n1.
+    const client = await NbdClient.connect({ host: '127.0.0.1', port: byId('n2').nbdPort, exportName: 'r3' });
+    try {
+      await client.write(0, Buffer.alloc(4096, 0x71), true);
+      const deleted = await nodes[0].weft(['volume', 'delete', 'r3']);
+      expect(deleted.stderr).toBe('');
+      const startedAt = Date.now();
+      await expect(client.write(0, Buffer.alloc(4096, 0x72), true)).rejects.toThrow(/error 108|ESHUTDOWN/);
+      expect(Date.now() - startedAt).toBeLessThan(10_000); // at once, not after the 30 s of retries
+
+      await weftJson<VolumeInfo>(nodes[0], ['volume', 'create', 'r3', '--size', '16MiB', '--replicas', '1', '--locality', 'n1']);
+      await settled(nodes[0], 'r3');
+      await expect(client.write(4096, Buffer.alloc(4096, 0x73), true)).rejects.toThrow(/error 108|ESHUTDOWN/);
+    } finally {
+      client.close();
+    }
+    // The new r3 holds nothing of the old attachment's, through n2 as through n1.
+    for (const node of [nodes[0], nodes[1]]) await qemuIo(node.nbdUri('r3'), ['read -P 0 0 8k'], true);
+  });
 });
