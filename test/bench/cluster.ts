@@ -37,6 +37,8 @@ const JOBS = [...ALL_JOBS.filter((job) => job.rw.endsWith('write')), COMMIT_JOB]
  * take CPU from the primary's and fio's.
  */
 const PIN = process.env.BENCH_PIN === '1';
+/** BENCH_WARM=0: the pools are measured new, never written (see warmPool). */
+const WARM = process.env.BENCH_WARM !== '0';
 /** BENCH_PARTS: the parts to run, of throughput, failover, delta, rebuild (default all). */
 const PARTS = (process.env.BENCH_PARTS ?? 'throughput,failover,delta,rebuild').split(',');
 const DELTA_BYTES = 64 * MiB;
@@ -48,7 +50,7 @@ const node = (id: string) => nodes.find((n) => n.nodeId === id) as WeftdHandle;
 
 async function main(dir: string): Promise<void> {
   console.error(`bench: cluster, 3 weftd on etcd, ${SECONDS} s per fio job, in ${dir}`);
-  await startCluster();
+  await startCluster(dir);
   // The phases that kill and restart nodes come first: a restart after the throughput phase's
   // gigabytes of writes once missed test/helpers' 15 s startup limit on this loaded machine.
   const parts: [string, () => Promise<Section>][] = [
@@ -74,12 +76,29 @@ interface Section {
   json: object;
 }
 
-async function startCluster(): Promise<void> {
+async function startCluster(dir: string): Promise<void> {
   const etcd = await startEtcd(1);
   for (const id of ['n1', 'n2', 'n3']) {
     const pools = [`ssd:${makeTempDir(`weft-bench-pool-${id}-`)}:${POOL_BYTES}`];
     nodes.push(await startWeftd({ pools, extraArgs: ['--store', etcd.storeSpec, '--node-id', id, '--advertise', '127.0.0.1'] }));
   }
+  if (WARM) for (const n of nodes) await warmPool(n, dir);
+}
+
+/**
+ * BENCH_WARM (default 1): each node's pool is written through once before anything is measured, as
+ * the pool of a node in service has been: a scratch volume as large as the pool allows, filled, then
+ * deleted (its blocks stay allocated in the pool file: weft frees blocks, it does not punch holes).
+ * Without it, the first writes into each part of a new pool file pay the filesystem's allocation of
+ * the file's blocks and, on this virtual machine, the host's first touch of each page-cache page,
+ * which copy-on-write scatters over the jobs in an order that favours whichever volume runs later.
+ */
+async function warmPool(n: WeftdHandle, dir: string): Promise<void> {
+  const sizeBytes = POOL_BYTES - 64 * MiB; // leaves room for the pool's own metadata
+  mustSucceed('weft volume create warm', await n.weft(['volume', 'create', 'warm', '--size', String(sizeBytes)]));
+  const mbps = await fill(n.nbdUri('warm'), path.join(dir, 'warm.json'));
+  mustSucceed('weft volume delete warm', await n.weft(['volume', 'delete', 'warm']));
+  console.error(`  warmed ${n.nodeId}'s pool: ${(sizeBytes / GiB).toFixed(1)} GiB written at ${Math.round(mbps)} MB/s`);
 }
 
 async function weftJson<T>(via: WeftdHandle, args: string[]): Promise<T> {
