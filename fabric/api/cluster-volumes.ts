@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterStore } from '../cluster/cluster-store';
 import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
+import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
 import { leftoverKey, volumeKey, volumeLeaseKey, type VolumeRecord } from '../cluster/volume-record';
@@ -40,6 +41,8 @@ const FAST_NODE_CALL_DEADLINE_MS = 5000;
 const MAX_CHECKSUM_RANGE_BYTES = 256 * 1024 * 1024;
 /** How long a copy's delete waits for the replication connections to it to close. */
 const DRAIN_MS = 5000;
+/** How often a create left without an answer asks the store again (lost-create.ts). */
+const LOST_CREATE_RETRY_MS = 2000;
 
 export interface ReplicatedCreate {
   name: string;
@@ -212,13 +215,26 @@ export class ClusterVolumes implements ReplicatedVolumes {
       const created = await createKey(this.store, volumeKey(record.name), JSON.stringify(record), mine);
       if (!created) throw alreadyExists(`volume ${record.name} was created in the cluster meanwhile`);
     } catch (err) {
-      // The record may exist: its copies stay (`weft volume show` tells, once the store answers).
-      if (err instanceof CreateOutcomeUnknownError) this.logger.error({ volume: record.name, replicas: made, err }, 'create of a replicated volume: outcome unknown; its copies are kept');
+      // The record may exist: its copies stay, until the store tells (`weft volume show` too).
+      if (err instanceof CreateOutcomeUnknownError) this.settleLater(record, made, err);
       else await this.undo(record.name, made);
       throw err;
     }
     this.logger.info({ volume: record.name, replicas: nodes, class: record.class, source: record.sourceSnapshot }, 'replicated volume created');
     return this.info(record.name, record);
+  }
+
+  /** A create left without an answer is settled once the store answers: made after all, or its copies left to be deleted. */
+  private settleLater(record: VolumeRecord, made: string[], err: CreateOutcomeUnknownError): void {
+    const volume = record.name;
+    this.logger.error({ volume, replicas: made, err }, 'create of a replicated volume: outcome unknown; its copies are kept until the store tells');
+    settleLostCreate(this.store, record, made, LOST_CREATE_RETRY_MS).then(
+      (outcome) => {
+        if (outcome === 'created') this.logger.info({ volume, replicas: made }, 'create of a replicated volume left without an answer: the volume is made');
+        else this.logger.warn({ volume, replicas: made }, 'create of a replicated volume left without an answer: the name is another volume; its copies are left to their nodes to delete');
+      },
+      (error: unknown) => this.logger.warn({ volume, err: error }, 'create of a replicated volume left without an answer: not settled (the store closed)'),
+    );
   }
 
   /** Refused while a client has any copy open; the copies on nodes that are down stay there (logged). */
