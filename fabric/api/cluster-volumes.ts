@@ -119,6 +119,8 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
 export class ClusterVolumes implements ReplicatedVolumes {
   /** For the calls on a write's path (onNode's fast ones). */
   private readonly fastClients = new NodeClients(FAST_NODE_CALL_DEADLINE_MS);
+  /** Aborted by close(): ends what runs in the background (settling a create left without an answer). */
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly engine: LocalEngine,
@@ -224,16 +226,16 @@ export class ClusterVolumes implements ReplicatedVolumes {
     return this.info(record.name, record);
   }
 
-  /** A create left without an answer is settled once the store answers: made after all, or its copies left to be deleted. */
+  /** A create left without an answer is settled once the store answers: made after all, or its copies left to their nodes to delete. */
   private settleLater(record: VolumeRecord, made: string[], err: CreateOutcomeUnknownError): void {
     const volume = record.name;
     this.logger.error({ volume, replicas: made, err }, 'create of a replicated volume: outcome unknown; its copies are kept until the store tells');
-    settleLostCreate(this.store, record, made, LOST_CREATE_RETRY_MS).then(
+    settleLostCreate(this.store, record, made, LOST_CREATE_RETRY_MS, this.stopping.signal).then(
       (outcome) => {
-        if (outcome === 'created') this.logger.info({ volume, replicas: made }, 'create of a replicated volume left without an answer: the volume is made');
-        else this.logger.warn({ volume, replicas: made }, 'create of a replicated volume left without an answer: the name is another volume; its copies are left to their nodes to delete');
+        if (outcome === 'created') this.logger.info({ volume, replicas: made }, 'create of a replicated volume left without an answer: the store has its record, the volume is made');
+        else this.logger.warn({ volume, replicas: made }, 'create of a replicated volume left without an answer: the store has no record of it; its copies are left to their nodes to delete');
       },
-      (error: unknown) => this.logger.warn({ volume, err: error }, 'create of a replicated volume left without an answer: not settled (the store closed)'),
+      (error: unknown) => this.logger.warn({ volume, replicas: made, err: error }, 'create of a replicated volume left without an answer: not settled before weftd stopped; its copies stay'),
     );
   }
 
@@ -528,6 +530,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** Closes the clients it keeps open; calls after this still work, each with a client of its own. */
   close(): void {
+    this.stopping.abort(new Error('weftd is stopping'));
     this.fastClients.close();
   }
 

@@ -4,45 +4,43 @@
 // node that ran the create settles it in the background, once the store answers again.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { StoreUnavailableError, type ClusterStore } from './cluster-store';
-import { createKey } from './create-key';
+import { StoreUnavailableError, type ClusterStore, type KeyValue } from './cluster-store';
 import { leftoverKey, volumeKey, type VolumeRecord } from './volume-record';
 
-export type LostCreateOutcome = 'created' | 'another';
+export type LostCreateOutcome = 'created' | 'not-created';
 
 /**
- * Asks the store, every retryMs until it answers, whether the lost send made the record; if there
- * is none, puts it now. Made either way: the volume exists, as the user was told it might
- * ('created'). The name is another create's volume: the copies this one made on nodes that volume's
- * record does not name are recorded as leftovers, for their nodes to delete (leftovers.ts), in one
- * transaction with a look at that record, so that a copy it has named since is not among them
- * ('another'). Rejects with the store's other errors (it was closed: the daemon is stopping).
+ * Asks the store, every retryMs until it answers, whether the lost send made the record. Made (the
+ * record has this create's id, whatever else changed since): the volume exists ('created'). Not:
+ * the record is absent, or it is another create's volume; the user was told UNAVAILABLE, and the
+ * copies this create made (those another record does not name) are recorded as leftovers for their
+ * nodes to delete (leftovers.ts), in one transaction with the look at the key, so that a record put
+ * or changed meanwhile is looked at again ('not-created'). The record is never put from here: an
+ * absent one may be this very volume, deleted since by a node that could reach the store.
+ * Rejects when signal aborts (the daemon stops), and with the store's errors other than
+ * StoreUnavailableError.
  */
-export async function settleLostCreate(store: ClusterStore, record: VolumeRecord, made: string[], retryMs: number): Promise<LostCreateOutcome> {
-  const key = volumeKey(record.name);
-  const mine = (stored: string) => (JSON.parse(stored) as VolumeRecord).createId === record.createId;
+export async function settleLostCreate(store: ClusterStore, record: VolumeRecord, made: string[], retryMs: number, signal: AbortSignal): Promise<LostCreateOutcome> {
   for (;;) {
+    signal.throwIfAborted();
     try {
-      const stored = await store.get(key);
-      if (stored && mine(stored.value)) return 'created';
-      if (stored && (await leaveCopies(store, record.name, made))) return 'another';
-      // Absent: put now. Refused if the lost send committed since: the next round finds it.
-      if (!stored && (await createKey(store, key, JSON.stringify(record), mine, { attempts: 0 }))) return 'created';
+      const stored = await store.get(volumeKey(record.name));
+      if (stored && (JSON.parse(stored.value) as VolumeRecord).createId === record.createId) return 'created';
+      if (await leaveCopies(store, record.name, made, stored)) return 'not-created';
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
     }
-    await sleep(retryMs, undefined, { ref: false }); // a daemon that stops does not wait for it
+    // Cut short by an abort, which the loop's first line then throws. Unref'd: weftd does not wait for it.
+    await sleep(retryMs, undefined, { ref: false, signal }).catch(() => undefined);
   }
 }
 
-/** Records the copies the volume now under the name does not name as leftovers; false if that record changed meanwhile. */
-async function leaveCopies(store: ClusterStore, name: string, made: string[]): Promise<boolean> {
-  const kv = await store.get(volumeKey(name));
-  if (!kv) return false; // deleted since: the next round puts this create's
-  const named = (JSON.parse(kv.value) as VolumeRecord).replicas.map((r) => r.node);
-  const reason = JSON.stringify({ reason: 'its create was left without an answer, and the name is another volume now' });
+/** Records the copies that the record under the name (if any) does not name as leftovers; false if the key changed since it was read. */
+async function leaveCopies(store: ClusterStore, name: string, made: string[], stored: KeyValue | undefined): Promise<boolean> {
+  const named = stored ? (JSON.parse(stored.value) as VolumeRecord).replicas.map((r) => r.node) : [];
+  const reason = JSON.stringify({ reason: 'its create was left without an answer, and the store holds no record of it' });
   const { succeeded } = await store.txn({
-    compare: [{ key: volumeKey(name), target: 'modRevision', op: '=', value: kv.modRevision }],
+    compare: [stored ? { key: volumeKey(name), target: 'modRevision', op: '=', value: stored.modRevision } : { key: volumeKey(name), target: 'createRevision', op: '=', value: 0 }],
     success: made.filter((node) => !named.includes(node)).map((node) => ({ type: 'put' as const, key: leftoverKey(node, name), value: reason })),
   });
   return succeeded;

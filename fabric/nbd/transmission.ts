@@ -53,6 +53,11 @@ export class Transmission implements RequestSink {
   private released = false;
   /** The export was told that the client is gone with requests in flight (NbdExport.abandon). */
   private abandoned = false;
+  /**
+   * The client sent NBD_CMD_DISC (a soft disconnect): the requests before it are handled to the end
+   * (the NBD spec), also if the client closes its socket without waiting for their replies.
+   */
+  private disconnecting = false;
 
   constructor(private readonly options: TransmissionOptions) {
     this.socket = options.socket;
@@ -97,6 +102,7 @@ export class Transmission implements RequestSink {
   request(req: NbdRequest): void {
     if (req.type === P.CMD_DISC) {
       this.log.debug('NBD: client sent DISC');
+      this.disconnecting = true;
       this.stop();
       return;
     }
@@ -248,9 +254,9 @@ export class Transmission implements RequestSink {
 
   private onInputEnd(): void {
     if (this.parser.midRequest() && !this.stopping) this.log.warn('NBD: client closed the connection in the middle of a request');
-    // Closed without NBD_CMD_DISC (which would have set stopping): a hard disconnect, the client will
-    // not read the replies of its requests in flight. After a DISC (a soft disconnect) they run on.
-    if (!this.stopping) this.abandonExport();
+    // Closed without NBD_CMD_DISC: a hard disconnect, the client will not read the replies of its
+    // requests in flight. After a DISC (a soft disconnect) they run on (abandonExport asks).
+    this.abandonExport();
     this.stop();
   }
 
@@ -272,7 +278,7 @@ export class Transmission implements RequestSink {
 
   /** The client is gone with requests in flight: no one will read their replies (NbdExport.abandon). */
   private abandonExport(): void {
-    if (this.abandoned || this.running === 0) return;
+    if (this.abandoned || this.disconnecting || this.running === 0) return;
     this.abandoned = true;
     try {
       this.options.negotiated.export.abandon?.();

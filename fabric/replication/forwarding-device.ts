@@ -206,13 +206,15 @@ export class ForwardingDevice implements VolumeLayer {
     let backoffMs = FIRST_BACKOFF_MS;
     for (;;) {
       if (this.closed) throw this.closedError();
-      if (owner?.abandoned) throw this.abandonedError();
       let target: RouteTarget | undefined;
       try {
         target = this.target ?? (await this.reroute());
+        // Asked here, after finding a primary may have taken seconds (a failover), before the send.
+        if (owner?.abandoned) throw this.abandonedError();
         return await call(target);
       } catch (err) {
         if (this.closed) throw this.closedError();
+        if (owner?.abandoned) throw this.abandonedError(); // not a failure of the target: it is kept
         if (!isRetryable(err)) throw err;
         if (target) this.drop(target, err);
         const leftMs = giveUpAt - Date.now();
