@@ -8,7 +8,10 @@ export interface NbdExport {
   device: BlockDevice;
   /** Called once when the connection using this export ends, after its last request settled. */
   close(): void;
-  /** Called once if the client's socket closes while requests are still in flight (close() follows later). */
+  /**
+   * Called once if the client drops the connection without NBD_CMD_DISC (a hard disconnect) while
+   * requests are still in flight: no one will read their replies (close() follows once they settle).
+   */
   abandon?(): void;
 }
 
