@@ -21,6 +21,7 @@ import { NbdServer } from './nbd/server';
 import { FORMAT_VERSION, LocalEngine } from './volume/local-engine';
 import type { ForwardingDevice } from './replication/forwarding-device';
 import type { LocalReplica } from './volume/local-replica';
+import { DeviceHandle } from './volume/device-handle';
 import { MetricsDevice, VolumeMetrics } from './volume/metrics-device';
 import { listen } from './listen';
 import { nodeTelemetry } from './node-telemetry';
@@ -186,11 +187,13 @@ export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeM
 /**
  * The export of a replicated volume this node holds no copy of, with the metrics layer a copy's
  * stack has: its clients' I/O is counted on the node they attach to, as everywhere. (The primary
- * does not count what nodes forward to it, so nothing is counted twice.)
+ * does not count what nodes forward to it, so nothing is counted twice.) A handle, as a copy's
+ * export is: its requests name it as their owner, so that a client's hard disconnect stops their
+ * re-issue as it does there; closing it closes the forwarder, which is this connection's own.
  */
 function countedForwarder(forwarder: ForwardingDevice | undefined, volume: string, metrics: VolumeMetrics | undefined): OpenDevice | undefined {
-  if (!forwarder || !metrics) return forwarder;
-  return Object.assign(new MetricsDevice(forwarder, metrics.forVolume(volume)), { close: () => forwarder.close(), abandon: () => forwarder.abandon() });
+  if (!forwarder) return undefined;
+  return new DeviceHandle(metrics ? new MetricsDevice(forwarder, metrics.forVolume(volume)) : forwarder, () => forwarder.close());
 }
 
 /** What has been started, stopped in reverse order, once. */

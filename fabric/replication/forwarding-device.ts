@@ -184,14 +184,6 @@ export class ForwardingDevice implements VolumeLayer {
     return Promise.reject(failedPrecondition(`volume ${this.options.volume}: a ${operation} goes through the API, to the primary; this node only forwards I/O`));
   }
 
-  /**
-   * A forwarder of one client's connection (a node with no copy of the volume makes one per
-   * connection): that client is gone, its requests are not re-issued (see the top of this file).
-   */
-  abandon(): void {
-    this.close();
-  }
-
   /** Closes the current target; requests still retrying, and any made later, fail with ESHUTDOWN. */
   close(): void {
     this.closed = true;
