@@ -28,6 +28,8 @@ const REP_ERR_BIT = 0x80000000;
 const COPIED_CHUNK_MAX_BYTES = 16 * 1024;
 /** The size of a send slab (see NbdClient.slab); a new one is begun when a request does not fit. */
 const SLAB_BYTES = 256 * 1024;
+/** Full slabs kept for reuse: a queue deeper than this many slabs' worth is rare. */
+const SPARE_SLABS = 4;
 /** What the handshake may hold unread (its replies are small). */
 const HANDSHAKE_READ_LIMIT_BYTES = 1024 * 1024;
 
@@ -38,6 +40,13 @@ interface Pending {
   deadline: number;
   resolve(data: Buffer | undefined): void;
   reject(err: Error): void;
+}
+
+/** A send slab (see NbdClient.slab) and how many of the socket's writes still hold its bytes. */
+interface Slab {
+  bytes: Buffer;
+  sending: number;
+  full: boolean;
 }
 
 /** The server refused the export (unknown, policy, invalid name), with the server's message. */
@@ -70,16 +79,21 @@ export class NbdClient implements ReplySink {
    * This tick's requests and small payloads are laid one after another in a slab and leave as one
    * buffer when the tick ends (or before a large payload): a socket write costs more than copying a
    * few KiB, and a header written in place costs no buffer of its own. Bytes before `unsentFrom` have
-   * been handed to the socket, which may still hold them: they are never written over.
+   * been handed to the socket, which may still hold them: they are never written over. A full slab
+   * is used again once the socket has let go of every send from it: a new one each time costs fresh
+   * pages (page faults) and work for the garbage collector on every ~64 writes.
    */
-  private slab = Buffer.allocUnsafe(0);
+  private slab: Slab = { bytes: Buffer.allocUnsafe(0), sending: 0, full: true };
+  private readonly spareSlabs: Buffer[] = [];
   private unsentFrom = 0;
   private slabEnd = 0;
   private sendScheduled = false;
   private readonly sendOutgoing = (): void => {
     this.sendScheduled = false;
     if (this.slabEnd === this.unsentFrom || this.failure) return;
-    this.socket.write(this.slab.subarray(this.unsentFrom, this.slabEnd));
+    const slab = this.slab;
+    slab.sending++;
+    this.socket.write(slab.bytes.subarray(this.unsentFrom, this.slabEnd), () => this.sent(slab));
     this.unsentFrom = this.slabEnd;
   };
   private readonly parser = new ReplyParser(this);
@@ -181,12 +195,12 @@ export class NbdClient implements ReplySink {
     const copied = payload && lengthBytes <= COPIED_CHUNK_MAX_BYTES ? lengthBytes : 0;
     const at = this.reserve(P.REQUEST_HEADER_BYTES + copied);
     try {
-      writeRequestHeader(this.slab, at, type, flags, handle >>> 0, offsetBytes, lengthBytes);
+      writeRequestHeader(this.slab.bytes, at, type, flags, handle >>> 0, offsetBytes, lengthBytes);
     } catch (err) {
       this.slabEnd = at; // a value out of the protocol's range: nothing of the request may leave
       return Promise.reject(err);
     }
-    if (copied > 0) copyPieces(payload as Buffer | Pieces, this.slab, at + P.REQUEST_HEADER_BYTES);
+    if (copied > 0) copyPieces(payload as Buffer | Pieces, this.slab.bytes, at + P.REQUEST_HEADER_BYTES);
     else if (payload) {
       this.sendOutgoing();
       if (Buffer.isBuffer(payload)) this.socket.write(payload);
@@ -199,9 +213,11 @@ export class NbdClient implements ReplySink {
 
   /** Room for bytes at the slab's end, sent when the tick ends; returns where they go. */
   private reserve(bytes: number): number {
-    if (this.slabEnd + bytes > this.slab.length) {
+    if (this.slabEnd + bytes > this.slab.bytes.length) {
       this.sendOutgoing();
-      this.slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, bytes));
+      this.retire(this.slab);
+      const spare = bytes <= SLAB_BYTES ? this.spareSlabs.pop() : undefined;
+      this.slab = { bytes: spare ?? Buffer.allocUnsafe(Math.max(SLAB_BYTES, bytes)), sending: 0, full: false };
       this.unsentFrom = 0;
       this.slabEnd = 0;
     }
@@ -212,6 +228,21 @@ export class NbdClient implements ReplySink {
     const at = this.slabEnd;
     this.slabEnd += bytes;
     return at;
+  }
+
+  /** The socket is done with one send from slab (written to the kernel, or failed). */
+  private sent(slab: Slab): void {
+    slab.sending--;
+    if (slab.full) this.retire(slab);
+  }
+
+  /** No more requests go into slab; once the socket holds none of its bytes, it may be used again. */
+  private retire(slab: Slab): void {
+    slab.full = true;
+    if (slab.sending === 0 && slab.bytes.length === SLAB_BYTES && this.spareSlabs.length < SPARE_SLABS) {
+      this.spareSlabs.push(slab.bytes);
+      slab.bytes = Buffer.allocUnsafe(0); // retired once only
+    }
   }
 
   /** ReplySink: a reply's header has arrived. */

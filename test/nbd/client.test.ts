@@ -49,6 +49,31 @@ it('reads and writes what a third-party client sees, with FUA, trim, zeroes and 
   expect((await check('read -P 0x3c 516k 4k')).code).toBe(0);
 });
 
+it('sends every write intact while the server reads slower than it is sent to (send slabs reused only once sent)', async () => {
+  // 16 MiB of 4 KiB writes, each block stamped with its number, issued in waves of 1 MiB (several
+  // send slabs each) without waiting for the slow server: the socket holds sends from slabs that
+  // are full, and new requests must not be laid over them.
+  const { port } = await nbdkit(['--filter=delay', 'memory', '16M', 'wdelay=1ms']);
+  const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: '', timeoutMs: 60_000 });
+  const blocks = (16 * MiB) / 4096;
+  const stamped = (block: number) => {
+    const data = Buffer.alloc(4096);
+    for (let at = 0; at < 4096; at += 4) data.writeUInt32LE(block, at);
+    return data;
+  };
+  const writes: Promise<void>[] = [];
+  for (let wave = 0; wave < blocks / 256; wave++) {
+    for (let i = 0; i < 256; i++) writes.push(client.write((wave * 256 + i) * 4096, stamped(wave * 256 + i), false));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await Promise.all(writes);
+  const back = await client.read(0, 16 * MiB);
+  const wrong: number[] = [];
+  for (let block = 0; block < blocks; block++) if (!back.subarray(block * 4096, (block + 1) * 4096).equals(stamped(block))) wrong.push(block);
+  expect(wrong).toEqual([]);
+  client.close();
+});
+
 it('fails every pending request, and every later one, when the server does not answer in time', async () => {
   const { port } = await nbdkit(['--filter=delay', 'memory', '16M', 'wdelay=20']);
   const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: '', timeoutMs: 300 });
