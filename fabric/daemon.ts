@@ -118,7 +118,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
 
     const nbd = new NbdServer({
       provider: new EngineExports(engine, {
-        primaryExport: (volume, afterEpoch) => controller.primaryExport(volume, afterEpoch),
+        primaryExport: (volume, afterEpoch, createId) => controller.primaryExport(volume, afterEpoch, createId),
         remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
       }),
       logger: logger.child({ component: 'nbd' }),

@@ -3,8 +3,9 @@
 // that must see it grow without reconnecting (see volume/growable-device.ts), and VOL~epoch=N, the
 // volume for a primary that replicates to this node at epoch N (fenced: volume/epoch-fence.ts),
 // and VOL~primary, a replicated volume's service on its primary, which other nodes forward to
-// (VOL~primary-after=N: only if it serves at an epoch above N; either followed by ~from=F.G: the
-// forwarder F's connection of generation G, fenced by newer ones: replication/forwarder-fence.ts).
+// (VOL~primary-after=N: only if it serves at an epoch above N; then ~create=ID: only if the volume
+// it serves is the one made by the create ID, not another made since under the name; then ~from=F.G:
+// the forwarder F's connection of generation G, fenced by newer ones: replication/forwarder-fence.ts).
 // The engine sees volume and snapshot names only. The NBD server sees only this ExportProvider.
 
 import { invalidArgument, WeftError } from './errors';
@@ -26,22 +27,37 @@ const PRIMARY_SUFFIX = '~primary';
 /** The same, with an epoch after it: served only by a primary at a newer epoch. */
 const PRIMARY_AFTER_MARK = '~primary-after=';
 
+/** Appended to the primary's export name by a forwarder: the createId of the volume it serves. */
+const CREATE_MARK = '~create=';
+
 /** Appended to the primary's export name by a forwarder: which one, and the generation of the connection. */
 const FROM_MARK = '~from=';
 
-/**
- * The primary's service of a volume; with afterEpoch, only a primary serving at a newer epoch opens
- * it; with from, for that connection of a forwarder.
- */
-export function primaryExportName(volume: string, afterEpoch?: number, from?: ForwarderConnection): string {
-  const name = afterEpoch === undefined ? `${volume}${PRIMARY_SUFFIX}` : `${volume}${PRIMARY_AFTER_MARK}${afterEpoch}`;
+/** Which primary a forwarder asks for (see primaryExportName). */
+export interface PrimaryRequest {
+  /** Only a primary serving at an epoch above this. */
+  afterEpoch?: number;
+  /** Only the volume made by this create (VolumeRecord.createId). */
+  createId?: string;
+  /** For this connection of a forwarder. */
+  from?: ForwarderConnection;
+}
+
+/** The primary's service of a volume, for what the request names. */
+export function primaryExportName(volume: string, request: PrimaryRequest = {}): string {
+  const { afterEpoch, createId, from } = request;
+  let name = afterEpoch === undefined ? `${volume}${PRIMARY_SUFFIX}` : `${volume}${PRIMARY_AFTER_MARK}${afterEpoch}`;
+  if (createId !== undefined) name += `${CREATE_MARK}${createId}`;
   return from ? `${name}${FROM_MARK}${from.forwarder}.${from.generation}` : name;
 }
 
 /** What the cluster serves of replicated volumes (cluster/volume-controller.ts). */
 export interface ClusterExports {
-  /** The primary's service of the volume, while this node is its primary (at an epoch above afterEpoch, if given). */
-  primaryExport(volume: string, afterEpoch?: number): BlockDevice | undefined;
+  /**
+   * The primary's service of the volume, while this node is its primary (at an epoch above
+   * afterEpoch, and of the volume made by the create createId, if given).
+   */
+  primaryExport(volume: string, afterEpoch?: number, createId?: string): BlockDevice | undefined;
   /** A replicated volume this node holds no copy of, forwarded to its primary. */
   remoteExport(volume: string): (BlockDevice & { close(): void }) | undefined;
 }
@@ -82,7 +98,7 @@ export class EngineExports implements ExportProvider {
   async open(name: string, peer: { address: string; port: number }, purpose: OpenPurpose): Promise<NbdExport | undefined> {
     if (name.includes(EPOCH_MARK)) return this.openReplication(name, `${peer.address}:${peer.port}`, purpose);
     const primary = parsePrimaryName(name);
-    if (primary) return this.openPrimary(primary.volume, primary.afterEpoch, primary.from);
+    if (primary) return this.openPrimary(primary.volume, primary);
     const growable = name.endsWith(GROWABLE_SUFFIX);
     const ref = parseExportName(growable ? name.slice(0, -GROWABLE_SUFFIX.length) : name);
     if (growable && ref.snapshot !== undefined) return undefined; // snapshots do not grow
@@ -97,8 +113,8 @@ export class EngineExports implements ExportProvider {
   }
 
   /** Undefined (refused) also for a forwarder's connection older than one it has opened since. */
-  private openPrimary(volume: string, afterEpoch?: number, from?: ForwarderConnection): NbdExport | undefined {
-    const device = this.cluster?.primaryExport(volume, afterEpoch);
+  private openPrimary(volume: string, { afterEpoch, createId, from }: PrimaryRequest): NbdExport | undefined {
+    const device = this.cluster?.primaryExport(volume, afterEpoch, createId);
     if (!device) return undefined;
     return from ? this.forwarders.admit(volume, from, device) : { device, close: () => undefined };
   }
@@ -133,18 +149,29 @@ export function parseExportName(name: string): VolumeRef {
   return at < 0 ? { volume: name } : { volume: name.slice(0, at), snapshot: name.slice(at + 1) };
 }
 
-/** VOL~primary or VOL~primary-after=N, either with ~from=F.G after it; undefined for any other name. */
-function parsePrimaryName(name: string): { volume: string; afterEpoch?: number; from?: ForwarderConnection } | undefined {
+/** VOL~primary or VOL~primary-after=N, then optionally ~create=ID, then ~from=F.G; undefined for any other name. */
+function parsePrimaryName(name: string): ({ volume: string } & PrimaryRequest) | undefined {
   const fromAt = name.indexOf(FROM_MARK);
-  const rest = fromAt < 0 ? name : name.slice(0, fromAt);
+  let rest = fromAt < 0 ? name : name.slice(0, fromAt);
   const from = fromAt < 0 ? undefined : parseFrom(name, name.slice(fromAt + FROM_MARK.length));
-  if (rest.endsWith(PRIMARY_SUFFIX)) return { volume: rest.slice(0, -PRIMARY_SUFFIX.length), from };
+  const createAt = rest.indexOf(CREATE_MARK);
+  const createId = createAt < 0 ? undefined : parseCreateId(name, rest.slice(createAt + CREATE_MARK.length));
+  if (createAt >= 0) rest = rest.slice(0, createAt);
+  if (rest.endsWith(PRIMARY_SUFFIX)) return { volume: rest.slice(0, -PRIMARY_SUFFIX.length), createId, from };
   if (rest.includes(PRIMARY_AFTER_MARK)) {
     const { volume, epoch } = parseMarkedName(rest, PRIMARY_AFTER_MARK, 'primary');
-    return { volume, afterEpoch: epoch, from };
+    return { volume, afterEpoch: epoch, createId, from };
   }
-  if (from) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: ${FROM_MARK} follows VOLUME${PRIMARY_SUFFIX} or VOLUME${PRIMARY_AFTER_MARK}N`);
+  if (from || createId !== undefined) {
+    throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: ${CREATE_MARK} and ${FROM_MARK} follow VOLUME${PRIMARY_SUFFIX} or VOLUME${PRIMARY_AFTER_MARK}N`);
+  }
   return undefined;
+}
+
+/** A createId as creates make them (a UUID): 1-64 hex digits and dashes. */
+function parseCreateId(name: string, text: string): string {
+  if (!/^[0-9a-f-]{1,64}$/.test(text)) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: expected ${CREATE_MARK}ID, ID hex digits and dashes`);
+  return text;
 }
 
 /** F.G: F 1-32 hex digits, G a non-negative integer. */

@@ -235,8 +235,14 @@ export class VolumeController {
     return this.layers.get(volume)?.local;
   }
 
-  /** The device behind VOL~primary: the primary's replication, only while this node serves the volume (at an epoch above afterEpoch, if given). */
-  primaryExport(volume: string, afterEpoch?: number): BlockDevice | undefined {
+  /**
+   * The device behind VOL~primary: the primary's replication, only while this node serves the volume
+   * (at an epoch above afterEpoch, if given). With createId, only if the volume it serves was made
+   * by that create: a forwarder whose view of the store is stale (its node is cut from etcd) may ask
+   * for a volume deleted since, whose name this node now serves another under.
+   */
+  primaryExport(volume: string, afterEpoch?: number, createId?: string): BlockDevice | undefined {
+    if (createId !== undefined && this.records.get(volume)?.createId !== createId) return undefined;
     return this.runners.get(volume)?.primaryDevice(afterEpoch);
   }
 
@@ -443,7 +449,7 @@ export class VolumeController {
       const node = this.nodes.get(record.primary);
       if (!node) throw noPrimary;
       try {
-        return await this.connectPrimary(name, node, connections);
+        return await this.connectPrimary(name, node, connections, record);
       } catch (err) {
         if (!(err instanceof ExportRefusedError)) throw err;
       }
@@ -451,13 +457,13 @@ export class VolumeController {
     const others = record.replicas
       .map((r) => this.nodes.get(r.node))
       .filter((n): n is ClusterNode => n !== undefined && n.id !== this.options.self && n.id !== record.primary);
-    return firstConnected(others.map((other) => this.connectPrimary(name, other, connections, record.epoch)), noPrimary);
+    return firstConnected(others.map((other) => this.connectPrimary(name, other, connections, record, record.epoch)), noPrimary);
   }
 
-  /** A new connection of the forwarder: the next generation. */
-  private connectPrimary(name: string, node: ClusterNode, connections: ForwarderConnection, afterEpoch?: number): Promise<RouteTarget> {
+  /** A new connection of the forwarder (the next generation), to the volume of record's create only. */
+  private connectPrimary(name: string, node: ClusterNode, connections: ForwarderConnection, record: VolumeRecord, afterEpoch?: number): Promise<RouteTarget> {
     const from = { forwarder: connections.forwarder, generation: ++connections.generation };
-    return connectNbdRoute({ host: node.address, port: node.nbdPort, exportName: primaryExportName(name, afterEpoch, from) });
+    return connectNbdRoute({ host: node.address, port: node.nbdPort, exportName: primaryExportName(name, { afterEpoch, createId: record.createId, from }) });
   }
 }
 

@@ -157,6 +157,8 @@ async function throughput(dir: string): Promise<Section> {
     console.error(`  fill ${t.label}: ${Math.round(await fill(uri(t), path.join(dir, 'fill.json')))} MB/s`);
   }
   const results: Record<string, Record<string, number>> = {};
+  /** Per job and target, each round's IOPS over the same round's 1-replica IOPS. */
+  const pairedRatios: Record<string, Record<string, number[]>> = {};
   const cpuRows: string[] = [];
   const cpuJson: Record<string, Record<string, CpuPerIo>> = {};
   for (const job of JOBS) {
@@ -171,6 +173,10 @@ async function throughput(dir: string): Promise<Section> {
       }
     }
     results[`${job.name} (${job.unit})`] = Object.fromEntries(targets.map((t, i) => [t.label, median(samples[i])]));
+    const baseSamples = samples[targets.findIndex((t) => t.label === '1 replica')];
+    pairedRatios[`${job.name} (${job.unit})`] = Object.fromEntries(
+      targets.flatMap((t, i) => (t.replicas !== undefined && t.replicas > 1 ? [[t.label, samples[i].map((v, round) => v / baseSamples[round])]] : [])),
+    );
     cpuJson[job.name] = Object.fromEntries(targets.map((t, i) => [t.label, medianCpu(cpuSamples[i])]));
     for (const t of targets) {
       const c = cpuJson[job.name][t.label];
@@ -184,6 +190,12 @@ async function throughput(dir: string): Promise<Section> {
     const values = Object.values(byLabel);
     return `| ${job} | ${values.map((v) => `${Math.round(v)} (${(v / values[base]).toFixed(2)})`).join(' | ')} |`;
   });
+  // This machine's speed drifts between rounds by more than the replicas cost: each round's ratio
+  // to its own 1-replica run (measured just before) cancels that drift out, the medians above do not.
+  const perRound = Object.entries(pairedRatios).map(([job, byLabel]) => {
+    const cells = Object.entries(byLabel).map(([label, ratios]) => `${label} ${ratios.map((r) => r.toFixed(2)).join(', ')} (median ${median(ratios).toFixed(2)})`);
+    return `- ${job}: ${cells.join('; ')}`;
+  });
   const header = `| job | ${targets.map((t) => t.label).join(' | ')} |\n|---|${targets.map(() => '---|').join('')}`;
   const cpuTable = [
     `CPU time per I/O in microseconds (medians), fio's own and each weftd's, and the share of the machine's ${os.cpus().length} cores left idle and stolen (by the VM's host) meanwhile`,
@@ -194,8 +206,8 @@ async function throughput(dir: string): Promise<Section> {
   ].join('\n');
   return {
     name: 'throughput',
-    markdown: `fio, median of ${REPEAT}, ${SECONDS} s each; (ratio to 1 replica), primary on n1${PIN ? `; ${PINNED}` : ''}\n\n${header}\n${rows.join('\n')}\n\n${cpuTable}`,
-    json: { ...results, cpuPerIo: cpuJson },
+    markdown: `fio, median of ${REPEAT}, ${SECONDS} s each; (ratio to 1 replica), primary on n1${PIN ? `; ${PINNED}` : ''}\n\n${header}\n${rows.join('\n')}\n\nRatio to 1 replica in each round, the runs back to back:\n\n${perRound.join('\n')}\n\n${cpuTable}`,
+    json: { ...results, pairedRatios, cpuPerIo: cpuJson },
   };
 }
 

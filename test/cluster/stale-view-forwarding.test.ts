@@ -159,3 +159,55 @@ test('a client of a third node, cut from etcd with the old primary, has its writ
     old.etcdLink.heal();
   }
 });
+
+test('a node cut from etcd never forwards an attachment of a deleted volume to another volume made since under its name', async () => {
+  cluster ??= await ChaosCluster.start(3);
+  const c = cluster;
+  const name = 'again';
+  // A node healed by the test before may still refuse store calls for a moment (its etcd client's circuit breaker).
+  await untilAnswered(() => c.nodes[0].api.createVolume({ name, sizeBytes: 16 * MiB, replicas: 2, locality: c.nodes[0].id }));
+  const before = (await c.waitForVolume(name, (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
+  const primary = c.node(before.primary);
+  const forwarder = c.nodes.find((n) => !before.replicas.some((r) => r.node === n.id))!;
+  // Short: the forwarder keeps looking for the old volume until its client is gone (a hard disconnect).
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: name, timeoutMs: 8000 });
+  try {
+    await client.write(0, Buffer.alloc(4096, 0x11), true);
+    forwarder.etcdLink.cut();
+    // Deleted and made again, primary on the same node: the forwarder's stale record still names it.
+    await untilAnswered(() => primary.api.deleteVolume(name));
+    await untilAnswered(() => primary.api.createVolume({ name, sizeBytes: 16 * MiB, replicas: 2, locality: primary.id }));
+    const made = await c.waitForVolume(name, (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'made again and served');
+    expect(made.replication!.primary).toBe(primary.id);
+
+    await expect(client.write(4096, Buffer.alloc(4096, 0x22), true)).rejects.toThrow();
+    const reader = await NbdClient.connect({ host: '127.0.0.1', port: primary.weftd.nbdPort, exportName: name });
+    try {
+      expect((await reader.read(0, 8192)).equals(Buffer.alloc(8192))).toBe(true);
+    } finally {
+      reader.close();
+    }
+    // What the forwarder asked for: the primary's service of the volume of its own create, which the
+    // primary refuses now (as it refuses a malformed create ID); asked without one, it serves.
+    const connect = (exportName: string) => NbdClient.connect({ host: '127.0.0.1', port: primary.weftd.nbdPort, exportName });
+    await expect(connect(`${name}~primary~create=0123abcd-0000-4000-8000-000000000000~from=ef56.1`)).rejects.toThrow(/refused export/);
+    await expect(connect(`${name}~primary~create=NOT_AN_ID`)).rejects.toThrow(/refused export/);
+    (await connect(`${name}~primary`)).close();
+  } finally {
+    client.close();
+    forwarder.etcdLink.heal();
+  }
+});
+
+/** call, again while it fails because the node's store client does not answer (for up to 30 s). */
+async function untilAnswered<T>(call: () => Promise<T>): Promise<T> {
+  const giveUpAt = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await call();
+    } catch (err) {
+      if (!/did not answer/.test((err as Error).message) || Date.now() > giveUpAt) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+}
