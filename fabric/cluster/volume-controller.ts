@@ -42,6 +42,16 @@ const LEASE_READ_RETRY_MS = 1000;
 const NODES_REFRESH_MS = 3000;
 /** A control operation asked of the primary while it is taking over (a new volume's first seconds) waits this long for it. */
 const CONTROL_WAIT_MS = 10_000;
+/**
+ * A forwarded request may wait this long for the primary's answer before the forwarder gives up on
+ * the connection and sends it again on a new one. Longer than a primary's own legitimate waits (a
+ * copy's 5 s request timeout, then its removal from the in-sync set in the store): a shorter one
+ * only resent requests the primary was still working on. A primary that hangs is left sooner, as
+ * soon as the store names another (ForwardingDevice.primaryMoved).
+ */
+const FORWARD_REQUEST_TIMEOUT_MS = 15_000;
+/** A forwarder's handshake with a primary: a node that does not answer is given up on, and others asked. */
+const FORWARD_CONNECT_TIMEOUT_MS = 5000;
 
 export interface ControllerOptions {
   self: string;
@@ -76,6 +86,8 @@ export interface ReplicationView {
 
 export class VolumeController {
   private readonly records = new Map<string, VolumeRecord>();
+  /** The forwarders of each volume, told when its record names another primary or epoch. */
+  private readonly forwarders = new Map<string, Set<ForwardingDevice>>();
   /** The store revision of each record. */
   private readonly revisions = new Map<string, number>();
   private readonly runners = new Map<string, VolumeRunner>();
@@ -300,8 +312,12 @@ export class VolumeController {
       return;
     }
     const record = JSON.parse(kv.value) as VolumeRecord;
-    const known = this.records.has(name);
+    const previous = this.records.get(name);
+    const known = previous !== undefined;
     this.records.set(name, record);
+    if (previous && (previous.primary !== record.primary || previous.epoch !== record.epoch)) {
+      for (const forwarder of this.forwarders.get(name) ?? []) forwarder.primaryMoved();
+    }
     this.revisions.set(name, kv.modRevision);
     if (!known) this.layers.get(name)?.replicate(this.forwarder(name, record.sizeBytes), this.controlOf(name));
     const holds = record.replicas.some((r) => r.node === this.options.self) && this.options.hasCopy(name);
@@ -422,12 +438,20 @@ export class VolumeController {
     const connections: ForwarderConnection = { forwarder: randomBytes(8).toString('hex'), generation: 0 };
     const record = this.records.get(name);
     const incarnation: Incarnation = record ? { pinned: { createId: record.createId } } : {};
-    return new ForwardingDevice({
+    const forwarders = this.forwarders.get(name) ?? new Set<ForwardingDevice>();
+    this.forwarders.set(name, forwarders);
+    const forwarder: ForwardingDevice = new ForwardingDevice({
       volume: name,
       sizeBytes: () => this.records.get(name)?.sizeBytes ?? sizeBytes,
       route: () => this.route(name, connections, incarnation),
+      onClose: () => {
+        forwarders.delete(forwarder);
+        if (forwarders.size === 0 && this.forwarders.get(name) === forwarders) this.forwarders.delete(name);
+      },
       logger: this.options.logger,
     });
+    forwarders.add(forwarder);
+    return forwarder;
   }
 
   /**
@@ -463,7 +487,13 @@ export class VolumeController {
   /** A new connection of the forwarder (the next generation), to the volume of record's create only. */
   private connectPrimary(name: string, node: ClusterNode, connections: ForwarderConnection, record: VolumeRecord, afterEpoch?: number): Promise<RouteTarget> {
     const from = { forwarder: connections.forwarder, generation: ++connections.generation };
-    return connectNbdRoute({ host: node.address, port: node.nbdPort, exportName: primaryExportName(name, { afterEpoch, createId: record.createId, from }) });
+    return connectNbdRoute({
+      host: node.address,
+      port: node.nbdPort,
+      exportName: primaryExportName(name, { afterEpoch, createId: record.createId, from }),
+      timeoutMs: FORWARD_REQUEST_TIMEOUT_MS,
+      connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS,
+    });
   }
 }
 

@@ -17,6 +17,8 @@ export interface NbdClientOptions {
   exportName: string;
   /** A request not answered within this fails, and the connection with it. */
   timeoutMs?: number;
+  /** The handshake must end within this (default timeoutMs). */
+  connectTimeoutMs?: number;
   /** The largest read this client will make (bounds what it buffers). */
   maxReadBytes?: number;
 }
@@ -129,7 +131,8 @@ export class NbdClient implements ReplySink {
     socket.on('data', onData);
     socket.on('error', onError);
     socket.on('close', onClose);
-    const timer = setTimeout(() => socket.destroy(new Error(`handshake timed out after ${timeoutMs} ms`)), timeoutMs);
+    const connectTimeoutMs = options.connectTimeoutMs ?? timeoutMs;
+    const timer = setTimeout(() => socket.destroy(new Error(`handshake timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs);
     try {
       const { sizeBytes, flags } = await handshake(socket, reader, options.exportName);
       socket.off('data', onData);

@@ -58,6 +58,8 @@ export interface ForwardingDeviceOptions {
   route: () => Promise<RouteTarget>;
   /** How long one request keeps looking for a primary before it fails with EIO. */
   retryForMs?: number;
+  /** Called once, when the forwarder is closed. */
+  onClose?: () => void;
   /**
    * NBD_FLAG_CAN_MULTI_CONN. True is right when the primary's own stack answers true: a flush there
    * covers writes through every connection to it (the forwarders of all nodes) and, after a failover,
@@ -111,6 +113,8 @@ export class ForwardingDevice implements VolumeLayer {
   /** The route() call under way, which every request that needs a target waits for. */
   private routing: Promise<RouteTarget> | undefined;
   private closed = false;
+  /** Counts primaryMoved() calls: a route found across one is not taken. */
+  private moves = 0;
   private readonly retryForMs: number;
 
   constructor(private readonly options: ForwardingDeviceOptions) {
@@ -186,10 +190,24 @@ export class ForwardingDevice implements VolumeLayer {
 
   /** Closes the current target; requests still retrying, and any made later, fail with ESHUTDOWN. */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
     const target = this.target;
     this.target = undefined;
     target?.close();
+    this.options.onClose?.();
+  }
+
+  /**
+   * The store names another primary (or epoch) than when the target was found: the target is
+   * dropped, its requests in flight sent again on a new route, and a route found meanwhile is not
+   * taken. So a primary that hangs (alive, not answering) is left as soon as another is promoted,
+   * not once its requests time out; one that still serves is found again by the new route.
+   */
+  primaryMoved(): void {
+    this.moves++;
+    const target = this.target;
+    if (target) this.drop(target, new Error('the store names another primary'));
   }
 
   /** Runs call on the current target until it gets an answer from a primary (see the top of this file). */
@@ -222,12 +240,17 @@ export class ForwardingDevice implements VolumeLayer {
   }
 
   private reroute(): Promise<RouteTarget> {
+    const moves = this.moves;
     this.routing ??= this.options.route().then(
       (target) => {
         this.routing = undefined;
         if (this.closed) {
           target.close();
           throw this.closedError();
+        }
+        if (this.moves !== moves) {
+          target.close();
+          throw new NoRouteError(this.options.volume, new Error('the primary moved while it was being found'));
         }
         this.target = target;
         return target;

@@ -199,6 +199,37 @@ test('a node cut from etcd never forwards an attachment of a deleted volume to a
   }
 });
 
+test('a client of a third node has its write in flight on a primary that hangs served by the promoted one, not after the request timeout', async () => {
+  cluster ??= await ChaosCluster.start(3);
+  const c = cluster;
+  const name = 'hang';
+  await untilAnswered(() => c.nodes[0].api.createVolume({ name, sizeBytes: 16 * MiB, replicas: 2, locality: c.nodes[0].id }));
+  const before = (await c.waitForVolume(name, (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
+  const hung = c.node(before.primary);
+  const forwarder = c.nodes.find((n) => !before.replicas.some((r) => r.node === n.id))!;
+  // Below the forwarder's request timeout (15 s): the write must move when the record does.
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: name, timeoutMs: 12_000 });
+  const pid = hung.weftd.pid as number;
+  try {
+    await client.write(0, Buffer.alloc(4096, 0x11), true);
+    process.kill(pid, 'SIGSTOP'); // alive, holding its connections, answering nothing
+    const startedAt = Date.now();
+    await client.write(4096, Buffer.alloc(4096, 0x22), true);
+    console.log(`write through ${forwarder.id} with primary ${hung.id} stopped: acknowledged after ${Date.now() - startedAt} ms`);
+    process.kill(pid, 'SIGCONT');
+    const after = await c.waitForVolume(name, (v) => v.replication!.primary !== hung.id, 30_000, 'failed over');
+    expect((await client.read(0, 8192)).equals(Buffer.concat([Buffer.alloc(4096, 0x11), Buffer.alloc(4096, 0x22)]))).toBe(true);
+    expect(after.replication!.epoch).toBeGreaterThan(before.epoch);
+  } finally {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // gone
+    }
+    client.close();
+  }
+});
+
 /** call, again while it fails because the node's store client does not answer (for up to 30 s). */
 async function untilAnswered<T>(call: () => Promise<T>): Promise<T> {
   const giveUpAt = Date.now() + 30_000;

@@ -194,6 +194,50 @@ it('re-routes from the local shortcut once the node stops serving (ESHUTDOWN)', 
   expect(await (await plainClient(b)).read(6 * MiB, BLOCK)).toEqual(pattern(6));
 });
 
+describe('the store names another primary (primaryMoved)', () => {
+  it('leaves a primary that hangs at once: the write in flight on it is sent to the next primary', async () => {
+    const hung = await ReplicaNode.start('h', 'vol', SIZE);
+    let primary: ReplicaNode = hung;
+    // A request timeout longer than the test: only the move can take the write off the hung primary.
+    const device = forwarder(() => connectNbdRoute({ host: '127.0.0.1', port: primary.node.nbdPort, exportName: 'vol', timeoutMs: 120_000 }));
+    const index = 11 * MiB / BLOCK;
+    await device.write(0, pattern(0), true);
+    process.kill(hung.node.pid as number, 'SIGSTOP');
+    try {
+      const write = device.write(index * BLOCK, pattern(index), true);
+      await sleep(300); // sent, and not answered
+      primary = b;
+      device.primaryMoved();
+      const outcome = await Promise.race([write.then(() => 'acknowledged'), sleep(20_000).then(() => 'still waiting')]);
+      expect(outcome).toBe('acknowledged');
+      expect(await blocksNotHolding(await plainClient(b), [index])).toEqual([]);
+    } finally {
+      process.kill(hung.node.pid as number, 'SIGCONT');
+      await hung.node.kill9();
+    }
+  });
+
+  it('does not take a route found across the move: it asks again', async () => {
+    const found: string[] = [];
+    let answer: (() => void) | undefined;
+    const device = forwarder(async () => {
+      const node = found.length === 0 ? a : b;
+      found.push(node.id);
+      if (found.length === 1) await new Promise<void>((resolve) => (answer = resolve)); // the first answer comes late
+      return connectNbdRoute({ host: '127.0.0.1', port: node.node.nbdPort, exportName: 'vol' });
+    });
+    const index = 12 * MiB / BLOCK;
+    const write = device.write(index * BLOCK, pattern(index), true);
+    await waitFor(() => answer !== undefined);
+    device.primaryMoved();
+    (answer as () => void)();
+    await write;
+    expect(found).toEqual(['a', 'b']);
+    expect(await blocksNotHolding(await plainClient(b), [index])).toEqual([]);
+    expect((await (await plainClient(a)).read(index * BLOCK, BLOCK)).equals(pattern(index))).toBe(false);
+  });
+});
+
 describe('a client whose connection has ended', () => {
   /** A block no other test writes: pattern() with a mark of its own. */
   const marked = (index: number) => {
