@@ -8,7 +8,6 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../logger';
-import { ExportRefusedError } from '../nbd/client';
 import { primaryExportName } from '../nbd-exports';
 import { AbsenceLog, AbsenceTrackingLayer, type Absence } from '../replication/absence-log';
 import { ActivityLog } from '../replication/activity-log';
@@ -88,6 +87,8 @@ export class VolumeController {
   private readonly records = new Map<string, VolumeRecord>();
   /** The forwarders of each volume, told when its record names another primary or epoch. */
   private readonly forwarders = new Map<string, Set<ForwardingDevice>>();
+  /** The node each route target route() found reaches (this node for its own primary device). */
+  private readonly targetNodes = new WeakMap<RouteTarget, string>();
   /** The store revision of each record. */
   private readonly revisions = new Map<string, number>();
   private readonly runners = new Map<string, VolumeRunner>();
@@ -316,7 +317,8 @@ export class VolumeController {
     const known = previous !== undefined;
     this.records.set(name, record);
     if (previous && (previous.primary !== record.primary || previous.epoch !== record.epoch)) {
-      for (const forwarder of this.forwarders.get(name) ?? []) forwarder.primaryMoved();
+      const atNewPrimary = (target: RouteTarget) => this.targetNodes.get(target) === record.primary;
+      for (const forwarder of this.forwarders.get(name) ?? []) forwarder.primaryMoved(atNewPrimary);
     }
     this.revisions.set(name, kv.modRevision);
     if (!known) this.layers.get(name)?.replicate(this.forwarder(name, record.sizeBytes), this.controlOf(name));
@@ -466,34 +468,42 @@ export class VolumeController {
     const record = this.records.get(name);
     checkIncarnation(name, record, incarnation);
     const local = this.runners.get(name)?.primaryDevice();
-    if (local) return local;
+    if (local) {
+      this.targetNodes.set(local, this.options.self);
+      return local;
+    }
     if (!record) throw new Error(`volume ${name} is not in the cluster`);
-    const noPrimary = new Error(`volume ${name} has no primary serving yet (epoch ${record.epoch}, as this node last read the store)`);
-    if (record.primary !== this.options.self) {
-      const node = this.nodes.get(record.primary);
-      if (!node) throw noPrimary;
+    let failure: unknown = new Error(`volume ${name} has no primary serving yet (epoch ${record.epoch}, as this node last read the store)`);
+    const primary = record.primary === this.options.self ? undefined : this.nodes.get(record.primary);
+    if (primary) {
       try {
-        return await this.connectPrimary(name, node, connections, record);
+        return await this.connectPrimary(name, primary, connections, record);
       } catch (err) {
-        if (!(err instanceof ExportRefusedError)) throw err;
+        failure = err;
       }
     }
+    // Only a copy in sync as this node last read the store can have been promoted since: not the
+    // old primary marked out by a promotion this node has heard of (it may hang; asking it would
+    // take the handshake's timeout).
     const others = record.replicas
+      .filter((r) => r.state === 'in-sync')
       .map((r) => this.nodes.get(r.node))
       .filter((n): n is ClusterNode => n !== undefined && n.id !== this.options.self && n.id !== record.primary);
-    return firstConnected(others.map((other) => this.connectPrimary(name, other, connections, record, record.epoch)), noPrimary);
+    return firstConnected(others.map((other) => this.connectPrimary(name, other, connections, record, record.epoch)), failure);
   }
 
   /** A new connection of the forwarder (the next generation), to the volume of record's create only. */
-  private connectPrimary(name: string, node: ClusterNode, connections: ForwarderConnection, record: VolumeRecord, afterEpoch?: number): Promise<RouteTarget> {
+  private async connectPrimary(name: string, node: ClusterNode, connections: ForwarderConnection, record: VolumeRecord, afterEpoch?: number): Promise<RouteTarget> {
     const from = { forwarder: connections.forwarder, generation: ++connections.generation };
-    return connectNbdRoute({
+    const target = await connectNbdRoute({
       host: node.address,
       port: node.nbdPort,
       exportName: primaryExportName(name, { afterEpoch, createId: record.createId, from }),
       timeoutMs: FORWARD_REQUEST_TIMEOUT_MS,
       connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS,
     });
+    this.targetNodes.set(target, node.id);
+    return target;
   }
 }
 

@@ -31,7 +31,9 @@ const COPIED_CHUNK_MAX_BYTES = 16 * 1024;
 /** The size of a send slab (see NbdClient.slab); a new one is begun when a request does not fit. */
 const SLAB_BYTES = 256 * 1024;
 /** Full slabs kept for reuse: a queue deeper than this many slabs' worth is rare. */
-const SPARE_SLABS = 4;
+const SPARE_SLABS = 2;
+/** How long close() lets the server read NBD_CMD_DISC and close before the socket is destroyed. */
+const CLOSE_LINGER_MS = 5000;
 /** What the handshake may hold unread (its replies are small). */
 const HANDSHAKE_READ_LIMIT_BYTES = 1024 * 1024;
 
@@ -178,10 +180,17 @@ export class NbdClient implements ReplySink {
     return this.request(P.CMD_WRITE_ZEROES, fuaFlag(fua) | (noHole ? P.CMD_FLAG_NO_HOLE : 0), offsetBytes, lengthBytes) as Promise<void>;
   }
 
-  /** Sends NBD_CMD_DISC and closes; requests still pending fail. */
+  /**
+   * Sends NBD_CMD_DISC and closes; requests still pending fail. A server that has not closed its
+   * end CLOSE_LINGER_MS later (it hangs, alive: a forwarder leaves such a primary) has the socket
+   * destroyed, so that neither it nor the bytes still queued on it are kept for as long as it hangs.
+   */
   close(): void {
     if (this.failure) return;
     this.socket.end(requestHeader(P.CMD_DISC, 0, 0, 0, 0)); // the server closes once it has read it
+    const linger = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);
+    linger.unref();
+    this.socket.once('close', () => clearTimeout(linger));
     this.fail(new IoError('ESHUTDOWN', `${this.label}: connection closed by this client`), false);
   }
 

@@ -113,8 +113,9 @@ export class ForwardingDevice implements VolumeLayer {
   /** The route() call under way, which every request that needs a target waits for. */
   private routing: Promise<RouteTarget> | undefined;
   private closed = false;
-  /** Counts primaryMoved() calls: a route found across one is not taken. */
+  /** Counts primaryMoved() calls: a route found across one is not taken, unless `stillRight` says it is at the new primary. */
   private moves = 0;
+  private stillRight: ((target: RouteTarget) => boolean) | undefined;
   private readonly retryForMs: number;
 
   constructor(private readonly options: ForwardingDeviceOptions) {
@@ -201,13 +202,15 @@ export class ForwardingDevice implements VolumeLayer {
   /**
    * The store names another primary (or epoch) than when the target was found: the target is
    * dropped, its requests in flight sent again on a new route, and a route found meanwhile is not
-   * taken. So a primary that hangs (alive, not answering) is left as soon as another is promoted,
-   * not once its requests time out; one that still serves is found again by the new route.
+   * taken; unless stillRight says the target reaches the new primary already. So a primary that
+   * hangs (alive, not answering) is left as soon as another is promoted, not once its requests time
+   * out; one that still serves is found again by the new route.
    */
-  primaryMoved(): void {
+  primaryMoved(stillRight?: (target: RouteTarget) => boolean): void {
     this.moves++;
+    this.stillRight = stillRight;
     const target = this.target;
-    if (target) this.drop(target, new Error('the store names another primary'));
+    if (target && !stillRight?.(target)) this.drop(target, new Error('the store names another primary'));
   }
 
   /** Runs call on the current target until it gets an answer from a primary (see the top of this file). */
@@ -248,7 +251,7 @@ export class ForwardingDevice implements VolumeLayer {
           target.close();
           throw this.closedError();
         }
-        if (this.moves !== moves) {
+        if (this.moves !== moves && !this.stillRight?.(target)) {
           target.close();
           throw new NoRouteError(this.options.volume, new Error('the primary moved while it was being found'));
         }

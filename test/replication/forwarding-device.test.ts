@@ -200,7 +200,7 @@ describe('the store names another primary (primaryMoved)', () => {
     let primary: ReplicaNode = hung;
     // A request timeout longer than the test: only the move can take the write off the hung primary.
     const device = forwarder(() => connectNbdRoute({ host: '127.0.0.1', port: primary.node.nbdPort, exportName: 'vol', timeoutMs: 120_000 }));
-    const index = 11 * MiB / BLOCK;
+    const index = 14 * MiB / BLOCK;
     await device.write(0, pattern(0), true);
     process.kill(hung.node.pid as number, 'SIGSTOP');
     try {
@@ -208,13 +208,25 @@ describe('the store names another primary (primaryMoved)', () => {
       await sleep(300); // sent, and not answered
       primary = b;
       device.primaryMoved();
-      const outcome = await Promise.race([write.then(() => 'acknowledged'), sleep(20_000).then(() => 'still waiting')]);
+      const outcome = await Promise.race([write.then(() => 'acknowledged'), sleep(20_000, 'still waiting', { ref: false })]);
       expect(outcome).toBe('acknowledged');
       expect(await blocksNotHolding(await plainClient(b), [index])).toEqual([]);
     } finally {
       process.kill(hung.node.pid as number, 'SIGCONT');
       await hung.node.kill9();
     }
+  });
+
+  it('keeps a target that reaches the new primary already, and leaves one that does not', async () => {
+    const route = countedRoute(() => ({ node: a.node, exportName: 'vol' }));
+    const device = forwarder(route.route);
+    await device.write(0, pattern(0), true);
+    device.primaryMoved(() => true);
+    await device.write(BLOCK, pattern(1), true);
+    expect(route.calls()).toBe(1);
+    device.primaryMoved(() => false);
+    await device.write(2 * BLOCK, pattern(2), true);
+    expect(route.calls()).toBe(2);
   });
 
   it('does not take a route found across the move: it asks again', async () => {
@@ -226,7 +238,7 @@ describe('the store names another primary (primaryMoved)', () => {
       if (found.length === 1) await new Promise<void>((resolve) => (answer = resolve)); // the first answer comes late
       return connectNbdRoute({ host: '127.0.0.1', port: node.node.nbdPort, exportName: 'vol' });
     });
-    const index = 12 * MiB / BLOCK;
+    const index = 15 * MiB / BLOCK;
     const write = device.write(index * BLOCK, pattern(index), true);
     await waitFor(() => answer !== undefined);
     device.primaryMoved();
