@@ -25,8 +25,9 @@ export async function settleLostCreate(store: ClusterStore, record: VolumeRecord
     signal.throwIfAborted();
     try {
       const stored = await store.get(volumeKey(record.name));
-      if (stored && (JSON.parse(stored.value) as VolumeRecord).createId === record.createId) return 'created';
-      if (await leaveCopies(store, record.name, made, stored)) return 'not-created';
+      const other = stored && (JSON.parse(stored.value) as VolumeRecord);
+      if (other && other.createId === record.createId) return 'created';
+      if (await leaveCopies(store, record.name, made, stored, other || undefined)) return 'not-created';
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
     }
@@ -35,9 +36,9 @@ export async function settleLostCreate(store: ClusterStore, record: VolumeRecord
   }
 }
 
-/** Records the copies that the record under the name (if any) does not name as leftovers; false if the key changed since it was read. */
-async function leaveCopies(store: ClusterStore, name: string, made: string[], stored: KeyValue | undefined): Promise<boolean> {
-  const named = stored ? (JSON.parse(stored.value) as VolumeRecord).replicas.map((r) => r.node) : [];
+/** Records the copies that the record under the name (if any: other) does not name as leftovers; false if the key changed since it was read. */
+async function leaveCopies(store: ClusterStore, name: string, made: string[], stored: KeyValue | undefined, other: VolumeRecord | undefined): Promise<boolean> {
+  const named = other ? other.replicas.map((r) => r.node) : [];
   const reason = JSON.stringify({ reason: 'its create was left without an answer, and the store holds no record of it' });
   const { succeeded } = await store.txn({
     compare: [stored ? { key: volumeKey(name), target: 'modRevision', op: '=', value: stored.modRevision } : { key: volumeKey(name), target: 'createRevision', op: '=', value: 0 }],

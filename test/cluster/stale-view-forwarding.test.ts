@@ -8,6 +8,7 @@
 
 import { NbdClient } from '../../fabric/nbd/client';
 import { allInSync, ChaosCluster } from '../chaos/cluster';
+import type { VolumeInfo } from '../../fabric/volume/types';
 import { cleanupAll } from '../helpers/weftd';
 
 jest.setTimeout(180_000);
@@ -129,9 +130,7 @@ test("a forwarder's older connection to the primary runs no request once a newer
 test('a client of a third node, cut from etcd with the old primary, has its writes served by the new primary once the old one is fenced', async () => {
   cluster ??= await ChaosCluster.start(3);
   const c = cluster;
-  await c.nodes[0].api.createVolume({ name: 'third', sizeBytes: 16 * MiB, replicas: 2 });
-  const before = (await c.waitForVolume('third', (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
-  const forwarder = c.nodes.find((n) => !before.replicas.some((r) => r.node === n.id))!;
+  const { before, forwarder } = await twoCopiesServed(c, 'third');
   const old = c.node(before.primary);
   const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: 'third', timeoutMs: CLIENT_TIMEOUT_MS });
   try {
@@ -164,11 +163,8 @@ test('a node cut from etcd never forwards an attachment of a deleted volume to a
   cluster ??= await ChaosCluster.start(3);
   const c = cluster;
   const name = 'again';
-  // A node healed by the test before may still refuse store calls for a moment (its etcd client's circuit breaker).
-  await untilAnswered(() => c.nodes[0].api.createVolume({ name, sizeBytes: 16 * MiB, replicas: 2, locality: c.nodes[0].id }));
-  const before = (await c.waitForVolume(name, (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
+  const { before, forwarder } = await twoCopiesServed(c, name);
   const primary = c.node(before.primary);
-  const forwarder = c.nodes.find((n) => !before.replicas.some((r) => r.node === n.id))!;
   // Short: the forwarder keeps looking for the old volume until its client is gone (a hard disconnect).
   const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: name, timeoutMs: 8000 });
   try {
@@ -203,10 +199,8 @@ test('a client of a third node has its write in flight on a primary that hangs s
   cluster ??= await ChaosCluster.start(3);
   const c = cluster;
   const name = 'hang';
-  await untilAnswered(() => c.nodes[0].api.createVolume({ name, sizeBytes: 16 * MiB, replicas: 2, locality: c.nodes[0].id }));
-  const before = (await c.waitForVolume(name, (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
+  const { before, forwarder } = await twoCopiesServed(c, name);
   const hung = c.node(before.primary);
-  const forwarder = c.nodes.find((n) => !before.replicas.some((r) => r.node === n.id))!;
   // Below the forwarder's request timeout (15 s): the write must move when the record does.
   const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: name, timeoutMs: 12_000 });
   const pid = hung.weftd.pid as number;
@@ -229,6 +223,17 @@ test('a client of a third node has its write in flight on a primary that hangs s
     client.close();
   }
 });
+
+/**
+ * A 16 MiB volume with two copies, its primary on the first node, once served; and the node that
+ * holds no copy of it (it forwards).
+ */
+async function twoCopiesServed(c: ChaosCluster, name: string): Promise<{ before: NonNullable<VolumeInfo['replication']>; forwarder: ChaosCluster['nodes'][number] }> {
+  // A node healed by a test before may still refuse store calls for a moment (its etcd client's circuit breaker).
+  await untilAnswered(() => c.nodes[0].api.createVolume({ name, sizeBytes: 16 * MiB, replicas: 2, locality: c.nodes[0].id }));
+  const before = (await c.waitForVolume(name, (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
+  return { before, forwarder: c.nodes.find((n) => !before.replicas.some((r) => r.node === n.id))! };
+}
 
 /** call, again while it fails because the node's store client does not answer (for up to 30 s). */
 async function untilAnswered<T>(call: () => Promise<T>): Promise<T> {
