@@ -490,6 +490,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       const status = live.get(r.node);
       return {
         node: r.node,
+        pool: record.class,
         state: r.state,
         live: status !== undefined,
         behindBytes: status?.behindBytes ?? 0,

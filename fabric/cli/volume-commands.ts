@@ -204,6 +204,7 @@ ${layers}${replicas}`;
 
 const REPLICA_COLUMNS: Column<[ReplicaInfo, string]>[] = [
   { header: 'NODE', value: ([r, primary]) => (r.node === primary ? `${r.node} (primary)` : r.node) },
+  { header: 'POOL', value: ([r]) => r.pool },
   { header: 'STATE', value: ([r]) => replicaState(r) },
   // Only the primary knows how far behind a copy is.
   { header: 'BEHIND', value: ([r]) => (r.live ? formatSize(r.behindBytes) : '-'), alignRight: true },

@@ -82,6 +82,7 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
     case 'epochs-raised':
       if (s.role !== 'raising' || event.epoch !== s.claimedEpoch) break;
       if (event.unreachable.includes(s.self)) {
+        s.serveFailedAtMs = s.nowMs; // as after serve-failed: its disk may fail it again, the next member goes first
         stop(s, actions, `could not raise the epoch of its own copy to ${event.epoch}`, true);
         break;
       }

@@ -180,6 +180,11 @@ export class VolumeRunner implements InSyncSet {
     }
     const others = record.replicas.map((r) => r.node).filter((n) => n !== this.context.self);
     await serving.device.paused(async () => {
+      // A change in flight when the pause began may have failed on a copy since: it lacks that one.
+      const fellOut = others.filter((node) => serving.device.status().find((r) => r.id === node)?.state !== 'in-sync');
+      if (fellOut.length > 0) {
+        throw failedPrecondition(`volume ${this.name}: a ${operation.type} needs every copy in sync; ${fellOut.join(', ')} fell out of sync as it began`);
+      }
       if (operation.type === 'revert') {
         for (const node of [...others, this.context.self]) await this.context.controlCopy(node, this.name, { ...operation, checkOnly: true }, serving.epoch);
       }
@@ -423,7 +428,8 @@ export class VolumeRunner implements InSyncSet {
     } catch (err) {
       // The record still says resyncing, and the device does not tell the in-sync set about a copy
       // that was not a member yet: without this the copy stays resyncing for good, never retried.
-      this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}` });
+      // Unless this node has stopped serving since: a resync of a later serving may be under way.
+      if (this.serving === serving) this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}` });
       throw err;
     }
   }

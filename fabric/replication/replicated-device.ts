@@ -177,7 +177,8 @@ class Remote {
 }
 
 export class ReplicatedDevice extends PassThroughLayer {
-  private readonly remotes: Remote[];
+  /** Replaced, never changed in place: a write in flight holds the list of targets it was sent to. */
+  private remotes: Remote[];
   /** Changes and flushes pass it; a control operation closes it (paused). */
   private readonly gate = new Quiesce();
   /** Orders resync copies (exclusive) against client writes (shared) while a resync runs. */
@@ -417,7 +418,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     remote.state = 'out';
     remote.member = false;
     remote.needsFull = true;
-    this.remotes.push(remote);
+    this.remotes = [...this.remotes, remote];
   }
 
   status(): ReplicaStatus[] {
@@ -559,14 +560,21 @@ export class ReplicatedDevice extends PassThroughLayer {
         remote.needsFull = false;
       }
       // Writes that began before it was resyncing mark its dirty map when they end: loop until clean.
-      while (remote.dirty.blocks > 0) {
-        const runs = [...remote.dirty.runs(RESYNC_RUN_BYTES)];
-        for (let i = 0; i < runs.length; i += RESYNC_DEPTH) await this.pacer.step(() => this.copyRuns(remote, connection, runs.slice(i, i + RESYNC_DEPTH)));
-      }
+      // What it was sent is durable there before it counts as in sync: the writes it lacked may have
+      // been flushed long ago, and a copy in sync may be promoted after a power cut.
+      do {
+        while (remote.dirty.blocks > 0) {
+          const runs = [...remote.dirty.runs(RESYNC_RUN_BYTES)];
+          for (let i = 0; i < runs.length; i += RESYNC_DEPTH) await this.pacer.step(() => this.copyRuns(remote, connection, runs.slice(i, i + RESYNC_DEPTH)));
+        }
+        await connection.flush();
+      } while (remote.dirty.blocks > 0);
       await this.forgetAbsence(remote);
+      // A change that failed there meanwhile was acknowledged without it (it was no member yet).
+      stillResyncing(remote);
       remote.member = true; // from the moment it is asked for: a failure from now on removes it again
       await this.inSync.add(replicaId);
-      if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${replicaId} failed while it was being added back`);
+      stillResyncing(remote);
       remote.state = 'in-sync';
       remote.dirty = new DirtyMap();
     } catch (err) {
@@ -941,6 +949,11 @@ export class ReplicatedDevice extends PassThroughLayer {
     remote.unflushed = new DirtyMap();
     remote.flushing.clear();
   }
+}
+
+/** Throws unless the remote is still being resynced (a change that failed there took it out). */
+function stillResyncing(remote: Remote): void {
+  if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${remote.replica.id} failed while it was being added back`);
 }
 
 /** A remote took a change sent at sentAt: a crash may lose it until a flush; it vouches for the read lease. */

@@ -42,6 +42,8 @@ export interface ReplicationInfo {
 
 export interface ReplicaInfo {
   node: string;
+  /** The pool that holds the copy on its node: the node's pool of the volume's class (placement puts it there). */
+  pool: string;
   state: 'in-sync' | 'out' | 'resyncing' | 'failed';
   /** Whether the figures below come from the primary (only the primary knows them). */
   live: boolean;

@@ -60,8 +60,9 @@ describe('replicated volumes on etcd', () => {
 
     const table = await nodes[0].weft(['volume', 'show', 'r1']);
     expect(table.stdout).toMatch(/Replicas \(primary n\d, epoch 1\):/);
-    expect(table.stdout).toMatch(/\nNODE\s+STATE\s+BEHIND\s+RESYNCED/);
-    expect(table.stdout).toMatch(/\nn1\S*\s.*in-sync/);
+    expect(table.stdout).toMatch(/\nNODE\s+POOL\s+STATE\s+BEHIND\s+RESYNCED/);
+    expect(table.stdout).toMatch(/\nn1(?: \(primary\))?\s+ssd\s+in-sync/);
+    expect(shown.replication!.replicas.map((r) => r.pool)).toEqual(['ssd', 'ssd', 'ssd']);
   });
 
   test('the primary killed with -9: an in-sync replica serves the same data at the next epoch, through the same addresses', async () => {

@@ -121,6 +121,9 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { type: 'stop-serving', reason: 'could not raise the epoch of its own copy to 4' },
     { txn: 'release@4', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },
   ]],
+  ['2', '... and waits a resync retry before it tries again (its disk may be failing), so that another member goes first', follower('b', record(), ['a']), [leaseGone, committed('promote@4'), { type: 'epochs-raised', epoch: 4, unreachable: ['b'] }, { type: 'record', record: promotedByB, modRevision: 11 }, { ...leaseGone, modRevision: 12 }], [
+    { txn: 'promote@5', delayMs: DEFAULT_BRAIN_CONFIG.resyncRetryMs, puts: expect.anything() },
+  ]],
   ['2', 'it could not serve (its copy failed while it made the copies equal): stops and gives the lease back', primary(record()), [{ type: 'serve-failed', epoch: 3, reason: 'EIO' }], [
     { type: 'stop-serving', reason: 'could not serve epoch 3: EIO' },
     { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },

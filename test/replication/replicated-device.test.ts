@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { IoError } from '../../fabric/errors';
 import { DirtyMap } from '../../fabric/replication/dirty-map';
 import { equalizeRegions } from '../../fabric/replication/replica-verify';
+import type { RemoteReplica } from '../../fabric/replication/remote-replica';
 import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
 import { READ_LEASE_MS } from '../../fabric/volume/epoch-fence';
 import { LocalEngine } from '../../fabric/volume/local-engine';
@@ -236,4 +237,41 @@ it('resyncs a returning replica with only the blocks written while it was away, 
   expect(device.status().find((r) => r.id === 'r1')).toMatchObject({ state: 'in-sync', behindBytes: 0 });
   const expected = await readLocal(VOLUME_BYTES);
   for (const node of nodes) expect((await node.readAll(1, VOLUME_BYTES)).equals(expected)).toBe(true);
+});
+
+it('a copy added (a replacement) while a write is on its way: the write, sent before, is acknowledged', async () => {
+  await device.write(0, Buffer.alloc(BLOCK, 0x41), false);
+  const write = device.write(0, Buffer.alloc(BLOCK, 0x42), false);
+  device.addRemote({ id: 'r3', connect: () => Promise.reject(new Error('r3 is not up')) });
+  await write;
+  expect(device.status().find((r) => r.id === 'r3')).toMatchObject({ state: 'out' });
+  for (const node of nodes) expect((await node.readAll(1, BLOCK)).equals(Buffer.alloc(BLOCK, 0x42))).toBe(true);
+});
+
+it('a returning copy counts as in sync only once what its resync copied is durable there', async () => {
+  // r1's connections report each FLUSH it acknowledges in the in-sync set's log.
+  const flushesLogged = (node: ReplicaNode): RemoteReplica => ({
+    id: node.id,
+    connect: async () => {
+      const c = await node.connect(1);
+      return {
+        read: (offsetBytes, lengthBytes) => c.read(offsetBytes, lengthBytes),
+        write: (offsetBytes, data, fua) => c.write(offsetBytes, data, fua),
+        flush: () => c.flush().then(() => void inSync.log.push(`flush ${node.id}`)),
+        trim: (offsetBytes, lengthBytes, fua) => c.trim(offsetBytes, lengthBytes, fua),
+        writeZeroes: (offsetBytes, lengthBytes, fua, noHole) => c.writeZeroes(offsetBytes, lengthBytes, fua, noHole),
+        close: () => c.close(),
+      };
+    },
+  });
+  device.close();
+  device = await ReplicatedDevice.open(local, [flushesLogged(nodes[0]), nodes[1].remote(1)], inSync);
+  await nodes[0].node.kill9();
+  await device.write(0, Buffer.alloc(MiB, 0x5e), false); // r1 is out
+  await device.flush(); // acknowledged as durable, on the copies in sync (r2)
+  await nodes[0].node.start();
+  await device.resync('r1');
+  // Copied without FUA, it would be in r1's page cache only when r1 joins the set it may be promoted from.
+  expect(inSync.log).toEqual(['remove r1', 'flush r1', 'add r1']);
+  expect((await nodes[0].readAll(1, MiB)).equals(Buffer.alloc(MiB, 0x5e))).toBe(true);
 });
