@@ -86,6 +86,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       raiseLocalEpoch: async (volume, epoch) => {
         if (engine.getVolume(volume).epoch < epoch) await engine.raiseEpoch(volume, epoch);
       },
+      localFence: (volume) => engine.fence(volume),
       hasCopy: (volume) => engine.hasVolume(volume),
       // Only a serving primary controls copies, and it serves only once the API (and clusterVolumes) exists.
       controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch),

@@ -209,7 +209,7 @@ function controlCopyFields(operation: CopyOperation): Partial<ControlCopyRequest
     case 'snapshot':
       return { snapshot: operation.name };
     case 'resize':
-      return { sizeBytes: operation.sizeBytes };
+      return { sizeBytes: operation.sizeBytes, checkOnly: operation.checkOnly ?? false };
     case 'delete-snapshot':
       return { deleteSnapshot: operation.name };
     case 'revert':

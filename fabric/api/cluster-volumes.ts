@@ -239,7 +239,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
     );
   }
 
-  /** Refused while a client has any copy open; the copies on nodes that are down stay there (logged). */
+  /**
+   * Refused while a client has any copy open. The record goes with a leftover key for every copy
+   * (leftovers.ts), in one transaction: a copy this node cannot delete (its node is down, or this
+   * node dies on the way) is deleted by its own node once it sees its key.
+   */
   async delete(name: string): Promise<void> {
     const kv = await this.store.get(volumeKey(name));
     if (!kv) throw new WeftError('NOT_FOUND', `volume ${name} is not in the cluster`);
@@ -248,13 +252,16 @@ export class ClusterVolumes implements ReplicatedVolumes {
     for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDown);
     const { succeeded } = await this.store.txn({
       compare: [{ key: volumeKey(name), target: 'modRevision', op: '=', value: kv.modRevision }],
-      success: [{ type: 'delete', key: volumeKey(name) }, { type: 'delete', key: volumeLeaseKey(name) }],
+      success: [
+        { type: 'delete', key: volumeKey(name) },
+        { type: 'delete', key: volumeLeaseKey(name) },
+        ...holders.map((node) => ({ type: 'put' as const, key: leftoverKey(node, name), value: JSON.stringify({ reason: 'its volume was deleted' }) })),
+      ],
     });
     if (!succeeded) throw failedPrecondition(`volume ${name} changed while it was being deleted (a failover?): try again`);
     for (const node of holders) {
-      await this.onNode(node, (client) => client.deleteCopy(name), () => this.deleteCopy(name)).catch(async (err: unknown) => {
+      await this.onNode(node, (client) => client.deleteCopy(name), () => this.deleteCopy(name)).catch((err: unknown) => {
         this.logger.warn({ volume: name, node, err }, 'a copy of a deleted volume stays on its node until the node deletes it');
-        await this.store.put(leftoverKey(node, name), JSON.stringify({ reason: 'deleted while its node was down' }));
       });
     }
     this.logger.info({ volume: name }, 'replicated volume deleted');
@@ -302,13 +309,20 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** This node's part of a delete; checkOnly: refuses if a client has the copy open, and changes nothing. */
   async deleteCopy(name: string, checkOnly = false): Promise<void> {
+    // A delete's copy is deleted twice at once, by the node running the delete and by this node's
+    // own leftover watch (its key comes with the record's removal): done, whichever ends first.
+    const gone = () => !checkOnly && !this.engine.hasVolume(name);
+    if (gone()) return;
     this.refuseClients(name, 'disconnect them first');
     if (checkOnly) return;
     this.controller.forget(name);
     // The primary's replication connections close once it stops serving (it saw the record go).
     const deadline = Date.now() + DRAIN_MS;
-    while (this.engine.openHandles(name).length > 0 && Date.now() < deadline) await sleep(50);
-    await this.engine.deleteVolume(name);
+    while (!gone() && this.engine.openHandles(name).length > 0 && Date.now() < deadline) await sleep(50);
+    if (gone()) return;
+    await this.engine.deleteVolume(name).catch((err: unknown) => {
+      if (!gone()) throw err;
+    });
   }
 
   /** Grows every copy, through the primary. */
@@ -383,10 +397,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const copy = this.controller.localCopy(name);
     if (!copy) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
     this.checkEpoch(name, epoch);
-    if (operation.type === 'revert') {
-      this.checkRevert(name, operation.snapshot);
-      if (operation.checkOnly) return;
-    }
+    if (operation.type === 'revert') this.checkRevert(name, operation.snapshot);
+    if (operation.type === 'resize') this.engine.checkResize(name, operation.sizeBytes);
+    if ((operation.type === 'revert' || operation.type === 'resize') && operation.checkOnly) return;
     await applyTo(copy, operation);
   }
 

@@ -142,5 +142,5 @@ function copyOperation(request: wire.ControlCopyRequest): CopyOperation {
   if (request.snapshot) return { type: 'snapshot', name: checkName('snapshot', request.snapshot) };
   if (request.deleteSnapshot) return { type: 'delete-snapshot', name: checkName('delete_snapshot', request.deleteSnapshot) };
   if (request.revertTo) return { type: 'revert', snapshot: checkName('revert_to', request.revertTo), checkOnly: request.checkOnly };
-  return { type: 'resize', sizeBytes: checkSize('size_bytes', request.sizeBytes) };
+  return { type: 'resize', sizeBytes: checkSize('size_bytes', request.sizeBytes), checkOnly: request.checkOnly };
 }

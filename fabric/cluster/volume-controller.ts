@@ -20,6 +20,7 @@ import type { ReplicaStatus, ReplicatedDevice } from '../replication/replicated-
 import { ReplicationLayer, type CopyOperation } from '../replication/replication-layer';
 import { failedPrecondition } from '../errors';
 import type { BlockDevice, VolumeLayer } from '../volume/block-device';
+import type { EpochFence } from '../volume/epoch-fence';
 import type { ClusterStore, KeyValue, StoreWatch, WatchEvent } from './cluster-store';
 import { listNodes, type ClusterNode } from './membership';
 import type { NodeCandidate } from './placement';
@@ -56,6 +57,8 @@ export interface ControllerOptions {
   self: string;
   /** Raises this node's copy's epoch, durably (LocalEngine.raiseEpoch); a no-op if it is there already. */
   raiseLocalEpoch(volume: string, epoch: number): Promise<void>;
+  /** This node's copy's epoch fence: a primary's own writes to its copy pass it too (epoch-fence.ts). */
+  localFence(volume: string): EpochFence;
   /** Whether this node holds a copy of the volume. */
   hasCopy(volume: string): boolean;
   /** Applies a control operation to another node's copy (through its control API). */
@@ -336,6 +339,7 @@ export class VolumeController {
       self: this.options.self,
       store: this.store,
       raiseLocalEpoch: this.options.raiseLocalEpoch,
+      localFence: this.options.localFence,
       localCopy: (volume) => this.layers.get(volume)?.local,
       nodeAddress: (node) => {
         const n = this.nodes.get(node);

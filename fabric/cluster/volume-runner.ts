@@ -18,6 +18,7 @@ import type { InSyncSet } from '../replication/in-sync-set';
 import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
 import { equalizeRegions } from '../replication/replica-verify';
 import type { VolumeLayer } from '../volume/block-device';
+import type { EpochFence } from '../volume/epoch-fence';
 import type { ClusterStore, Txn, TxnOp } from './cluster-store';
 import { step } from './volume-brain';
 import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
@@ -46,6 +47,8 @@ export interface RunnerContext {
   raiseLocalEpoch(volume: string, epoch: number): Promise<void>;
   /** The local copy below the volume's stack, for the replication this node runs as primary. */
   localCopy(volume: string): VolumeLayer | undefined;
+  /** The local copy's epoch fence, which the primary's own writes pass (ControllerOptions.localFence). */
+  localFence(volume: string): EpochFence;
   nodeAddress(node: string): NodeAddress | undefined;
   /** Has node make its (empty) copy of the volume: a replacement. */
   createCopy(node: string, volume: string, sizeBytes: number, poolClass: string): Promise<void>;
@@ -165,9 +168,9 @@ export class VolumeRunner implements InSyncSet {
    * A snapshot, resize or revert of every copy at one point of the write stream: with every copy in
    * sync, changes paused, the other copies first (each checks this primary's epoch), then this one.
    * A snapshot that fails on the way is deleted again from the copies that made it. A resize ends
-   * once the record has the new size. A revert cannot be undone, so every copy (this one too) is
-   * asked first whether it would take it; only a failure of the revert itself after that (a disk
-   * error, a client attaching in the meantime) could leave copies reverted and others not.
+   * once the record has the new size. A revert or a resize cannot be undone, so every copy (this one
+   * too) is asked first whether it would take it; only a failure of the operation itself after that
+   * (a disk error, a client attaching in the meantime) could leave copies changed and others not.
    */
   async control(operation: CopyOperation): Promise<void> {
     const serving = this.serving;
@@ -185,7 +188,8 @@ export class VolumeRunner implements InSyncSet {
       if (fellOut.length > 0) {
         throw failedPrecondition(`volume ${this.name}: a ${operation.type} needs every copy in sync; ${fellOut.join(', ')} fell out of sync as it began`);
       }
-      if (operation.type === 'revert') {
+      // Neither can be undone part way (a copy grown stays grown): every copy is asked first whether it would take it.
+      if (operation.type === 'revert' || operation.type === 'resize') {
         for (const node of [...others, this.context.self]) await this.context.controlCopy(node, this.name, { ...operation, checkOnly: true }, serving.epoch);
       }
       const done: string[] = [];
@@ -358,7 +362,9 @@ export class VolumeRunner implements InSyncSet {
       local: (offsetBytes: number, lengthBytes: number) => this.context.blockChecksums(this.context.self, this.name, epoch, offsetBytes, lengthBytes),
       remote: (node: string, offsetBytes: number, lengthBytes: number) => this.context.blockChecksums(node, this.name, epoch, offsetBytes, lengthBytes),
     };
-    const device = await ReplicatedDevice.open(local, remotes, this, {
+    // Fenced at its epoch like the copies: once a newer primary has raised this copy's epoch, a
+    // write of this one that still comes (its view of the store lags) does not land here either.
+    const device = await ReplicatedDevice.open(this.context.localFence(this.name).guard(local, epoch), remotes, this, {
       absences: log && { log, notices },
       activity: activity && { log: activity, epoch, notices: activityNotices, strays: peerActivity?.regions(), checksums },
       formerPrimaries: record.replicas.filter((r) => r.wasPrimary && r.state !== 'in-sync' && r.lastEpoch === epoch - 1).map((r) => r.node),

@@ -10,10 +10,10 @@ import type { Pieces } from '../pieces';
 import type { BlockDevice, Extent, RequestOwner, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughDevice, PassThroughLayer } from '../volume/pass-through-device';
 
-/** A control operation applied to every copy of a replicated volume; a revert checkOnly changes nothing, it only refuses as the revert would. */
+/** A control operation applied to every copy of a replicated volume; a revert or resize checkOnly changes nothing, it only refuses as the operation would. */
 export type CopyOperation =
   | { type: 'snapshot'; name: string }
-  | { type: 'resize'; sizeBytes: number }
+  | { type: 'resize'; sizeBytes: number; checkOnly?: boolean }
   | { type: 'delete-snapshot'; name: string }
   | { type: 'revert'; snapshot: string; checkOnly?: boolean };
 

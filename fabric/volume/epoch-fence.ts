@@ -13,8 +13,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { IoError } from '../errors';
 import type { Pieces } from '../pieces';
-import type { BlockDevice, WriteZeroesOptions } from './block-device';
-import { PassThroughDevice } from './pass-through-device';
+import type { VolumeLayer, WriteZeroesOptions } from './block-device';
+import { PassThroughLayer } from './pass-through-device';
 import { Quiesce } from './quiesce';
 
 /**
@@ -52,9 +52,12 @@ export class EpochFence {
     this.vouchedUntil = performance.now() + READ_LEASE_MS;
   }
 
-  /** The device seen by a connection opened at epoch: its writes are refused once the volume's epoch passes it. */
-  guard(device: BlockDevice, epoch: number): BlockDevice {
-    return new FencedDevice(device, this, epoch);
+  /**
+   * The copy as a writer at epoch sees it: its writes are refused once the volume's epoch passes it.
+   * A primary's replication connection writes through one, and so does the primary's own device.
+   */
+  guard(copy: VolumeLayer, epoch: number): VolumeLayer {
+    return new FencedDevice(copy, this, epoch);
   }
 }
 
@@ -64,8 +67,8 @@ export class EpochFence {
  * failure (EIO) nor something a retry on this connection can fix. Reads go on. Each one taken
  * vouches for the sender's read lease.
  */
-class FencedDevice extends PassThroughDevice {
-  constructor(below: BlockDevice, private readonly fence: EpochFence, private readonly epoch: number) {
+class FencedDevice extends PassThroughLayer {
+  constructor(below: VolumeLayer, private readonly fence: EpochFence, private readonly epoch: number) {
     super(below);
   }
 

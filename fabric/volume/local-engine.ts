@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, invalidArgument, WeftError } from '../errors';
 import type { SnapshotRecord, VolumeRecord } from './catalog';
 import { CatalogView } from './catalog-view';
+import type { EpochFence } from './epoch-fence';
 import { controlFailure, ControlTxn, layerById } from './control-txn';
 import { VolumeRegistry } from './volume-registry';
 import type { Metadata } from './metadata';
@@ -141,6 +142,11 @@ export class LocalEngine implements VolumeEngine {
   }
 
   /** Who has the volume open now. */
+  /** The volume's epoch fence (epoch-fence.ts). */
+  fence(name: string): EpochFence {
+    return this.registry.entry(name).volume.fence;
+  }
+
   openHandles(name: string): OpenHandle[] {
     return this.registry.entry(name).volume.openHandles;
   }
@@ -155,14 +161,21 @@ export class LocalEngine implements VolumeEngine {
     return this.view.volumeInfo(this.view.findVolume(name));
   }
 
+  /** Refuses, as resizeVolume would, a size the volume cannot take (smaller, or more than its pool); changes nothing. */
+  checkResize(name: string, sizeBytes: number): number {
+    const record = this.view.findVolume(name);
+    const newSize = this.view.checkSize(sizeBytes);
+    if (newSize < record.sizeBytes) {
+      throw invalidArgument(`volume ${name} is ${record.sizeBytes} bytes; shrinking to ${newSize} is not supported`);
+    }
+    this.view.checkFits(record.class, newSize);
+    return newSize;
+  }
+
   private resizeNow(name: string, sizeBytes: number): Promise<void> {
     return this.control(() => [this.registry.entry(name).volume], async (txn) => {
       const record = this.view.findVolume(name);
-      const newSize = this.view.checkSize(sizeBytes);
-      if (newSize < record.sizeBytes) {
-        throw invalidArgument(`volume ${name} is ${record.sizeBytes} bytes; shrinking to ${newSize} is not supported`);
-      }
-      this.view.checkFits(record.class, newSize);
+      const newSize = this.checkResize(name, sizeBytes);
       txn.catalog.change('volume', record).sizeBytes = newSize;
       await txn.commit();
       this.logger.info({ volume: name, sizeBytes: newSize }, 'volume resized');

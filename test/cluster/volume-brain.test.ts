@@ -297,6 +297,9 @@ describe('on a real store', () => {
       store: wrapped,
       raiseLocalEpoch,
       localCopy: () => undefined,
+      localFence: () => {
+        throw new Error('not used by this test');
+      },
       nodeAddress: () => undefined, // the other copies cannot be reached: their epoch is not raised
       createCopy: notUsed,
       absenceLog: () => undefined,

@@ -275,3 +275,13 @@ it('a returning copy counts as in sync only once what its resync copied is durab
   expect(inSync.log).toEqual(['remove r1', 'flush r1', 'add r1']);
   expect((await nodes[0].readAll(1, MiB)).equals(Buffer.alloc(MiB, 0x5e))).toBe(true);
 });
+
+it("the primary's own copy refuses its writes, as the copies do, once a newer primary raised its epoch", async () => {
+  // The primary's device writes to its copy through the volume's fence, at its epoch (volume-runner.ts).
+  device.close();
+  device = await ReplicatedDevice.open(engine.fence('vol').guard(local, 1), nodes.map((n) => n.remote(1)), inSync);
+  await device.write(0, Buffer.alloc(BLOCK, 0x61), true);
+  await engine.raiseEpoch('vol', 2); // a newer primary raises every copy it reaches, this one too
+  await expect(device.write(0, Buffer.alloc(BLOCK, 0x62), true)).rejects.toMatchObject({ errno: 'EPERM' });
+  expect(await local.read(0, BLOCK)).toEqual(Buffer.alloc(BLOCK, 0x61));
+});

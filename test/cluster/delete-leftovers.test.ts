@@ -1,0 +1,54 @@
+// A delete of a replicated volume removes its record, then each copy. The node running it may die
+// in between: the record goes with a leftover key for every copy (leftovers.ts), in the same
+// transaction, so that each copy's node deletes it once it sees the key. Three weftd on a real
+// etcd; the node running the delete (it holds no copy) killed with -9 as soon as the record is gone.
+
+import { ChaosCluster } from '../chaos/cluster';
+import { EtcdStore } from '../../fabric/cluster/etcd-store';
+import type { StoreWatch } from '../../fabric/cluster/cluster-store';
+import type { VolumeInfo } from '../../fabric/volume/types';
+import { qemuIo, settled, weftJson } from '../helpers/replicas';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll } from '../helpers/weftd';
+
+jest.setTimeout(120_000);
+
+const MiB = 1024 * 1024;
+
+let cluster: ChaosCluster | undefined;
+let store: EtcdStore | undefined;
+let watch: StoreWatch | undefined;
+
+afterAll(async () => {
+  await watch?.close();
+  await store?.close();
+  await cluster?.close();
+  await cleanupAll();
+});
+
+test('the node running a delete killed once the record is gone: each copy is deleted by its own node', async () => {
+  cluster = await ChaosCluster.start(3);
+  const [n1] = cluster.nodes;
+  await n1.api.createVolume({ name: 'v', sizeBytes: 16 * MiB, replicas: 2, locality: 'n1' });
+  const holders = (await settled(n1.weftd, 'v')).replication!.replicas.map((r) => cluster!.node(r.node));
+  const runner = cluster.nodes.find((n) => !holders.includes(n))!;
+  await qemuIo(n1.weftd.nbdUri('v'), ['write -P 0x11 0 1M', 'flush']);
+
+  store = await EtcdStore.open(cluster.etcd.endpoints);
+  let killed = false;
+  watch = await store.watch('volumes/v', {}, (event) => {
+    if (event.type !== 'delete' || killed) return;
+    killed = true;
+    void cluster!.kill9(runner); // before it has deleted the copies, which it does one at a time
+  });
+  await runner.weftd.weft(['volume', 'delete', 'v']); // its answer is lost with it, or comes first
+  expect(killed).toBe(true);
+
+  const stillThere = async () => {
+    const lists = await Promise.all(holders.map((h) => weftJson<VolumeInfo[]>(h.weftd, ['volume', 'list'])));
+    return lists.flat().filter((v) => v.name === 'v').length;
+  };
+  await waitFor(async () => (await stillThere()) === 0, 15_000, 200);
+  // Each node deleted its key with its copy.
+  await waitFor(async () => (await store!.list('leftovers/')).length === 0, 5_000, 100);
+});

@@ -1,0 +1,43 @@
+// A resize of a replicated volume grows every copy, and a copy grown stays grown: so every copy is
+// asked first whether it can take the size. Two weftd on a real etcd, the primary's pool smaller
+// than the other's: a size only the other's pool can hold is refused, and no copy grows.
+
+import type { VolumeInfo } from '../../fabric/volume/types';
+import { startEtcd } from '../helpers/etcd';
+import { copyUri, qemuIo, settled, weftJson } from '../helpers/replicas';
+import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
+
+jest.setTimeout(120_000);
+
+const MiB = 1024 * 1024;
+
+afterAll(cleanupAll);
+
+test("a resize beyond one copy's pool is refused, naming it, and grows no copy", async () => {
+  const etcd = await startEtcd(1);
+  const nodes: WeftdHandle[] = [];
+  for (const [id, poolBytes] of [['n1', 128 * MiB], ['n2', 256 * MiB]] as const) {
+    nodes.push(await startWeftd({ pools: [`ssd:${makeTempDir(`weft-pool-${id}-`)}:${poolBytes}`], extraArgs: ['--store', etcd.storeSpec, '--node-id', id, '--advertise', '127.0.0.1'] }));
+  }
+  const [n1, n2] = nodes;
+  await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '64MiB', '--replicas', '2', '--locality', 'n1']);
+  expect((await settled(n1, 'v')).replication?.primary).toBe('n1');
+  await qemuIo(n2.nbdUri('v'), ['write -P 0x3c 60M 1M', 'flush']);
+
+  // The other copy (n2) goes first: without the check it would grow, and n1 then refuse.
+  const refused = await n2.weft(['volume', 'resize', 'v', '--size', '192MiB']);
+  expect(refused.code).not.toBe(0);
+  expect(refused.stderr).toMatch(/node n1: a volume of 201326592 bytes does not fit in pool ssd \(\d+ bytes\)/);
+  for (const node of nodes) {
+    const shown = await weftJson<VolumeInfo>(node, ['volume', 'show', 'v']);
+    expect(shown.sizeBytes).toBe(64 * MiB);
+    expect(shown.replication?.replicas.map((r) => r.state)).toEqual(['in-sync', 'in-sync']);
+    // Below the routing: each copy's own size, and its data.
+    expect((await qemuIo(await copyUri(node, 'v'), ['length'], true)).trim()).toBe('64 MiB');
+    await qemuIo(await copyUri(node, 'v'), ['read -P 0x3c 60M 1M'], true);
+  }
+
+  // A size both pools hold grows both.
+  expect((await n2.weft(['volume', 'resize', 'v', '--size', '96MiB'])).code).toBe(0);
+  for (const node of nodes) expect((await weftJson<VolumeInfo>(node, ['volume', 'show', 'v'])).sizeBytes).toBe(96 * MiB);
+});
