@@ -121,6 +121,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   private readonly fastClients = new NodeClients(FAST_NODE_CALL_DEADLINE_MS);
   /** Aborted by close(): ends what runs in the background (settling a create left without an answer). */
   private readonly stopping = new AbortController();
+  /** Per volume name, the end of the last copy create or leftover drop here (serially). */
+  private readonly copyTurns = new Map<string, Promise<void>>();
 
   constructor(
     private readonly engine: LocalEngine,
@@ -268,7 +270,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /** This node's part of a create (or a clone, of its own copy of source): its copy, served only through the primary from now on. */
-  async createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo> {
+  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo> {
+    return this.serially(name, () => this.createCopyNow(name, sizeBytes, poolClass, source));
+  }
+
+  private async createCopyNow(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo> {
     // A copy made here now is not a leftover of an earlier life of the volume, whatever is left of that.
     await this.store.delete(leftoverKey(this.self, name));
     // As the store has it now: a replacement is asked for as soon as its record names it.
@@ -297,14 +303,33 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * A copy left on this node that its volume no longer names (leftovers.ts): deleted, then its key.
    * A copy the record names again (a new life of the volume reused it) stays.
    */
-  async dropLeftover(name: string): Promise<void> {
-    const kv = await this.store.get(volumeKey(name));
-    const named = kv !== undefined && (JSON.parse(kv.value) as VolumeRecord).replicas.some((r) => r.node === this.self);
-    if (!named && this.engine.hasVolume(name)) {
-      await this.deleteCopy(name);
-      this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
-    }
-    await this.store.delete(leftoverKey(this.self, name));
+  dropLeftover(name: string): Promise<void> {
+    return this.serially(name, async () => {
+      // Its key gone, a create here has taken the name since (it deletes the key first): that copy stays.
+      if (!(await this.store.get(leftoverKey(this.self, name)))) return;
+      const kv = await this.store.get(volumeKey(name));
+      const named = kv !== undefined && (JSON.parse(kv.value) as VolumeRecord).replicas.some((r) => r.node === this.self);
+      if (!named && this.engine.hasVolume(name)) {
+        await this.deleteCopy(name);
+        this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
+      }
+      await this.store.delete(leftoverKey(this.self, name));
+    });
+  }
+
+  /**
+   * Runs fn once every earlier call for the same name has ended: a leftover's drop, seen late (its
+   * volume deleted and made again at once), never deletes the copy a create is making here.
+   */
+  private serially<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.copyTurns.get(name) ?? Promise.resolve()).then(fn);
+    const turn = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.copyTurns.set(name, turn);
+    void turn.then(() => this.copyTurns.get(name) === turn && this.copyTurns.delete(name));
+    return run;
   }
 
   /** This node's part of a delete; checkOnly: refuses if a client has the copy open, and changes nothing. */

@@ -90,7 +90,9 @@ export type BrainEvent =
   /** An operator asks for a replica to be replaced. */
   | { type: 'replace'; replica: string }
   /** The primary grew every copy: the record is to say so. */
-  | { type: 'resized'; sizeBytes: number };
+  | { type: 'resized'; sizeBytes: number }
+  /** The primary begins a revert to snapshot, or (none) has ended one: the record is to say so first. */
+  | { type: 'reverting'; snapshot?: string };
 
 export type BrainAction =
   /**

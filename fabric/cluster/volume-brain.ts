@@ -117,6 +117,9 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
     case 'resized':
       if (s.role === 'serving' && (s.record as VolumeRecord).sizeBytes < event.sizeBytes) queue(s, { kind: 'resize', node: s.self, sizeBytes: event.sizeBytes });
       break;
+    case 'reverting':
+      if (s.role === 'serving' && (s.record as VolumeRecord).reverting !== event.snapshot) queue(s, { kind: 'reverting', node: s.self, snapshot: event.snapshot });
+      break;
   }
   settle(s, actions, config);
   return { state: s, actions };

@@ -44,6 +44,11 @@ export interface VolumeRecord {
   sourceSnapshot?: string;
   /** Set by the create that put the record (random): it knows its own record by it when the store's answer was lost. */
   createId?: string;
+  /**
+   * A revert to this snapshot is under way: copies may be reverted and others not. Whoever is
+   * promoted before it is cleared owes every other copy a full copy (promoted()).
+   */
+  reverting?: string;
 }
 
 /** Stored at volumeLeaseKey(name), on the primary node's lease: it vanishes when that node's lease lapses. */
@@ -63,7 +68,9 @@ export type RecordChange =
   /** node is given up and `by`, a new copy, starts its full copy. */
   | { kind: 'replace'; node: string; by: string }
   /** Every copy was grown (by the primary, node) to sizeBytes. */
-  | { kind: 'resize'; node: string; sizeBytes: number };
+  | { kind: 'resize'; node: string; sizeBytes: number }
+  /** The primary (node) begins a revert to snapshot, or (no snapshot) has ended one. */
+  | { kind: 'reverting'; node: string; snapshot?: string };
 
 export const volumeKey = (name: string) => `volumes/${name}`;
 /**
@@ -97,15 +104,22 @@ export function resyncKind(record: VolumeRecord, replica: ReplicaRecord): 'delta
  * primary lacks. A copy being resynced by the old primary is out again, since the epoch it is out since.
  */
 export function promoted(record: VolumeRecord, node: string): VolumeRecord {
+  const { reverting, ...rest } = record;
   const replicas = record.replicas.map((r): ReplicaRecord => {
+    // A revert cut short: any other copy may differ from this one anywhere (its activity log does not say where).
+    if (reverting && r.node !== node && r.state === 'in-sync') return { node: r.node, state: 'out', lastEpoch: record.epoch, diverged: true };
     if (r.node === record.primary && r.node !== node && r.state === 'in-sync') return { node: r.node, state: 'out', lastEpoch: record.epoch, diverged: true, wasPrimary: true };
     return r.state === 'resyncing' ? { ...r, state: 'out' } : r;
   });
-  return { ...record, replicas, primary: node, epoch: record.epoch + 1 };
+  return { ...rest, replicas, primary: node, epoch: record.epoch + 1 };
 }
 
 export function applyChange(record: VolumeRecord, change: RecordChange): VolumeRecord {
   if (change.kind === 'resize') return { ...record, sizeBytes: change.sizeBytes };
+  if (change.kind === 'reverting') {
+    const { reverting: _ended, ...rest } = record;
+    return change.snapshot ? { ...record, reverting: change.snapshot } : rest;
+  }
   const replicas = record.replicas.flatMap((r): ReplicaRecord[] => {
     if (change.kind === 'in-sync' && r.node === replacedBy(record, change.node)) return [];
     if (r.node !== change.node) return [r];

@@ -192,6 +192,10 @@ export class VolumeRunner implements InSyncSet {
       if (operation.type === 'revert' || operation.type === 'resize') {
         for (const node of [...others, this.context.self]) await this.context.controlCopy(node, this.name, { ...operation, checkOnly: true }, serving.epoch);
       }
+      // Should this node die part way, some copies would be reverted and others not: the record says
+      // that a revert is under way until it has ended, and whoever is promoted meanwhile owes every
+      // other copy a full copy (volume-record.ts: promoted).
+      if (operation.type === 'revert') await this.markReverting(operation.snapshot);
       const done: string[] = [];
       let failedOn: string | undefined;
       try {
@@ -202,12 +206,16 @@ export class VolumeRunner implements InSyncSet {
         }
         failedOn = undefined;
         await applyTo(local, operation);
+        if (operation.type === 'revert') await this.markReverting(undefined);
       } catch (err) {
         if (operation.type === 'snapshot') {
           const undo: CopyOperation = { type: 'delete-snapshot', name: operation.name };
           for (const node of done) await this.context.controlCopy(node, this.name, undo, serving.epoch).catch(() => undefined);
         }
-        if (operation.type === 'revert') await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
+        if (operation.type === 'revert') {
+          await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
+          await this.markReverting(undefined).catch(() => undefined); // after the copies it reached are out
+        }
         throw err;
       }
     });
@@ -216,6 +224,12 @@ export class VolumeRunner implements InSyncSet {
       this.dispatch({ type: 'resized', sizeBytes });
       await this.waitFor('resize', this.context.self, () => (this.state.record as VolumeRecord).sizeBytes >= sizeBytes);
     }
+  }
+
+  /** Has the record say that a revert to snapshot is under way (none: that it has ended); resolves once committed. */
+  private async markReverting(snapshot: string | undefined): Promise<void> {
+    this.dispatch({ type: 'reverting', snapshot });
+    await this.waitFor('reverting', this.context.self, () => (this.state.record as VolumeRecord).reverting === snapshot);
   }
 
   /**

@@ -148,6 +148,22 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['3', 'every copy grown: the primary records the new size, conditioned on its lease', primary(record()), [{ type: 'resized', sizeBytes: 20 * GiB }], [
     { txn: 'resize:a@10', delayMs: undefined, puts: [record({}, { sizeBytes: 20 * GiB })] },
   ]],
+  ['3', 'a revert begins: the primary has the record say so first, conditioned on its lease', primary(record()), [{ type: 'reverting', snapshot: 's1' }], [
+    { txn: 'reverting:a@10', delayMs: undefined, puts: [record({}, { reverting: 's1' })] },
+  ]],
+  ['3', '... and ends: the mark goes', primary(record({}, { reverting: 's1' })), [{ type: 'reverting' }], [
+    { txn: 'reverting:a@10', delayMs: undefined, puts: [record()] },
+  ]],
+  ['2', 'promoted while a revert was under way: every other copy is out as diverged (a full copy: the old primary too, whose activity log does not cover a revert)', follower('b', record({}, { reverting: 's1' }), ['a']), [leaseGone], [
+    {
+      txn: 'promote@4',
+      delayMs: 0,
+      puts: [
+        { type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' },
+        { ...record({ a: { state: 'out', lastEpoch: 3, diverged: true }, c: { state: 'out', lastEpoch: 3, diverged: true } }), primary: 'b', epoch: 4 },
+      ],
+    },
+  ]],
   ['3', 'a resize is recorded by the primary only', follower('b', record(), ['a']), [{ type: 'resized', sizeBytes: 20 * GiB }], []],
   ['6', 'fenced while a follower: nothing to stop', follower('b', record(), ['a']), [{ type: 'fenced' }], []],
   ['3', 'its primary lease gone: stops, and may take over afresh like any member (its lease, if lapsed, makes that fail)', primary(record()), [leaseGone], [
