@@ -275,7 +275,10 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   private async createCopyNow(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo> {
-    // A copy made here now is not a leftover of an earlier life of the volume, whatever is left of that.
+    // A leftover of an earlier life of the volume not dropped yet (its key seen late, or not yet at
+    // all: this node just started) goes first, unless the record names this node (a replacement
+    // reuses it); a copy made here now is not a leftover, whatever is left of that.
+    if (await this.store.get(leftoverKey(this.self, name))) await this.dropLeftoverNow(name);
     await this.store.delete(leftoverKey(this.self, name));
     // As the store has it now: a replacement is asked for as soon as its record names it.
     const kv = await this.store.get(volumeKey(name));
@@ -306,15 +309,18 @@ export class ClusterVolumes implements ReplicatedVolumes {
   dropLeftover(name: string): Promise<void> {
     return this.serially(name, async () => {
       // Its key gone, a create here has taken the name since (it deletes the key first): that copy stays.
-      if (!(await this.store.get(leftoverKey(this.self, name)))) return;
-      const kv = await this.store.get(volumeKey(name));
-      const named = kv !== undefined && (JSON.parse(kv.value) as VolumeRecord).replicas.some((r) => r.node === this.self);
-      if (!named && this.engine.hasVolume(name)) {
-        await this.deleteCopy(name);
-        this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
-      }
-      await this.store.delete(leftoverKey(this.self, name));
+      if (await this.store.get(leftoverKey(this.self, name))) await this.dropLeftoverNow(name);
     });
+  }
+
+  private async dropLeftoverNow(name: string): Promise<void> {
+    const kv = await this.store.get(volumeKey(name));
+    const named = kv !== undefined && (JSON.parse(kv.value) as VolumeRecord).replicas.some((r) => r.node === this.self);
+    if (!named && this.engine.hasVolume(name)) {
+      await this.deleteCopy(name);
+      this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
+    }
+    await this.store.delete(leftoverKey(this.self, name));
   }
 
   /**

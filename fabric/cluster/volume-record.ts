@@ -106,8 +106,11 @@ export function resyncKind(record: VolumeRecord, replica: ReplicaRecord): 'delta
 export function promoted(record: VolumeRecord, node: string): VolumeRecord {
   const { reverting, ...rest } = record;
   const replicas = record.replicas.map((r): ReplicaRecord => {
-    // A revert cut short: any other copy may differ from this one anywhere (its activity log does not say where).
-    if (reverting && r.node !== node && r.state === 'in-sync') return { node: r.node, state: 'out', lastEpoch: record.epoch, diverged: true };
+    // A revert cut short: any other copy may differ from this one anywhere (no activity log says where).
+    if (reverting && r.node !== node && r.state !== 'failed') {
+      const { wasPrimary: _notBoundedByItsLog, ...copy } = r;
+      return { ...copy, state: 'out', lastEpoch: r.state === 'in-sync' ? record.epoch : r.lastEpoch, diverged: true };
+    }
     if (r.node === record.primary && r.node !== node && r.state === 'in-sync') return { node: r.node, state: 'out', lastEpoch: record.epoch, diverged: true, wasPrimary: true };
     return r.state === 'resyncing' ? { ...r, state: 'out' } : r;
   });

@@ -5,7 +5,7 @@
 // brain's transaction for it committed, and fails if the brain stopped serving first.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { failedPrecondition } from '../errors';
+import { failedPrecondition, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
 import type { ActivityLog } from '../replication/activity-log';
@@ -34,6 +34,14 @@ const REPLICA_TIMEOUT_MS = 5000;
 const SERVE_WAIT_MS = 10_000;
 /** How long a request the local copy failed waits for the volume to be handed over. */
 const HAND_OVER_WAIT_MS = 10_000;
+/** A revert waits this long for the store to record that it is under way (nothing is reverted before). */
+const REVERT_MARK_MS = 10_000;
+
+/** The replication this node runs as the volume's primary, at epoch. */
+interface Serving {
+  device: ReplicatedDevice;
+  epoch: number;
+}
 
 export interface NodeAddress {
   host: string;
@@ -81,7 +89,7 @@ interface Waiter {
 
 export class VolumeRunner implements InSyncSet {
   private state: BrainState;
-  private serving: { device: ReplicatedDevice; epoch: number } | undefined;
+  private serving: Serving | undefined;
   private waiters: Waiter[] = [];
   private wakeTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -182,43 +190,35 @@ export class VolumeRunner implements InSyncSet {
       throw failedPrecondition(`volume ${this.name}: a ${operation.type} needs every copy in sync; ${lagging.map((r) => `${r.node} is ${r.state}`).join(', ')}`);
     }
     const others = record.replicas.map((r) => r.node).filter((n) => n !== this.context.self);
-    await serving.device.paused(async () => {
-      // A change in flight when the pause began may have failed on a copy since: it lacks that one.
-      const fellOut = others.filter((node) => serving.device.status().find((r) => r.id === node)?.state !== 'in-sync');
-      if (fellOut.length > 0) {
-        throw failedPrecondition(`volume ${this.name}: a ${operation.type} needs every copy in sync; ${fellOut.join(', ')} fell out of sync as it began`);
-      }
-      // Neither can be undone part way (a copy grown stays grown): every copy is asked first whether it would take it.
-      if (operation.type === 'revert' || operation.type === 'resize') {
-        for (const node of [...others, this.context.self]) await this.context.controlCopy(node, this.name, { ...operation, checkOnly: true }, serving.epoch);
-      }
-      // Should this node die part way, some copies would be reverted and others not: the record says
-      // that a revert is under way until it has ended, and whoever is promoted meanwhile owes every
-      // other copy a full copy (volume-record.ts: promoted).
-      if (operation.type === 'revert') await this.markReverting(operation.snapshot);
-      const done: string[] = [];
-      let failedOn: string | undefined;
-      try {
-        for (const node of others) {
-          failedOn = node;
-          await this.context.controlCopy(node, this.name, operation, serving.epoch);
-          done.push(node);
+    let marked = false;
+    try {
+      await serving.device.paused(async () => {
+        // A change in flight when the pause began may have failed on a copy since: it lacks that one.
+        const fellOut = others.filter((node) => serving.device.status().find((r) => r.id === node)?.state !== 'in-sync');
+        if (fellOut.length > 0) {
+          throw failedPrecondition(`volume ${this.name}: a ${operation.type} needs every copy in sync; ${fellOut.join(', ')} fell out of sync as it began`);
         }
-        failedOn = undefined;
-        await applyTo(local, operation);
-        if (operation.type === 'revert') await this.markReverting(undefined);
-      } catch (err) {
-        if (operation.type === 'snapshot') {
-          const undo: CopyOperation = { type: 'delete-snapshot', name: operation.name };
-          for (const node of done) await this.context.controlCopy(node, this.name, undo, serving.epoch).catch(() => undefined);
+        // Neither can be undone part way (a copy grown stays grown): every copy is asked first whether it would take it.
+        if (operation.type === 'revert' || operation.type === 'resize') {
+          for (const node of [...others, this.context.self]) await this.context.controlCopy(node, this.name, { ...operation, checkOnly: true }, serving.epoch);
         }
+        // Should this node die part way, some copies would be reverted and others not: the record says
+        // that a revert is under way until it has ended, and whoever is promoted meanwhile owes every
+        // other copy a full copy (volume-record.ts: promoted).
         if (operation.type === 'revert') {
-          await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
-          await this.markReverting(undefined).catch(() => undefined); // after the copies it reached are out
+          await this.markReverting(operation.snapshot);
+          marked = true;
         }
-        throw err;
+        await this.applyEverywhere(serving, others, local, operation);
+      });
+    } finally {
+      // After the pause: clients need not wait for it. Left set, it costs full copies at the next promotion.
+      if (marked) {
+        await this.markReverting(undefined).catch((err: unknown) =>
+          this.context.logger.warn({ volume: this.name, err }, 'the record still says a revert is under way: a copy promoted before that is cleared gives the others a full copy'),
+        );
       }
-    });
+    }
     if (operation.type === 'resize') {
       const sizeBytes = operation.sizeBytes;
       this.dispatch({ type: 'resized', sizeBytes });
@@ -226,10 +226,45 @@ export class VolumeRunner implements InSyncSet {
     }
   }
 
-  /** Has the record say that a revert to snapshot is under way (none: that it has ended); resolves once committed. */
+  /** The operation on the other copies, then this one; undone (a snapshot) or recorded (a revert) if it fails part way. */
+  private async applyEverywhere(serving: Serving, others: string[], local: VolumeLayer, operation: CopyOperation): Promise<void> {
+    const done: string[] = [];
+    let failedOn: string | undefined;
+    try {
+      for (const node of others) {
+        failedOn = node;
+        await this.context.controlCopy(node, this.name, operation, serving.epoch);
+        done.push(node);
+      }
+      failedOn = undefined;
+      await applyTo(local, operation);
+    } catch (err) {
+      if (operation.type === 'snapshot') {
+        const undo: CopyOperation = { type: 'delete-snapshot', name: operation.name };
+        for (const node of done) await this.context.controlCopy(node, this.name, undo, serving.epoch).catch(() => undefined);
+      }
+      if (operation.type === 'revert') await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
+      throw err;
+    }
+  }
+
+  /**
+   * Has the record say that a revert to snapshot is under way (none: that it has ended); resolves
+   * once committed, fails if the store has not committed it within REVERT_MARK_MS (it may still).
+   */
   private async markReverting(snapshot: string | undefined): Promise<void> {
     this.dispatch({ type: 'reverting', snapshot });
-    await this.waitFor('reverting', this.context.self, () => (this.state.record as VolumeRecord).reverting === snapshot);
+    const committed = this.waitFor('reverting', this.context.self, () => (this.state.record as VolumeRecord).reverting === snapshot);
+    committed.catch(() => undefined); // also when it comes too late
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new WeftError('UNAVAILABLE', `volume ${this.name}: the cluster store did not record the revert within ${REVERT_MARK_MS / 1000} s`)), REVERT_MARK_MS);
+    });
+    try {
+      await Promise.race([committed, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

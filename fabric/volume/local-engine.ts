@@ -141,12 +141,12 @@ export class LocalEngine implements VolumeEngine {
     return this.catalog.volumes.some((v) => v.name === name);
   }
 
-  /** Who has the volume open now. */
   /** The volume's epoch fence (epoch-fence.ts). */
   fence(name: string): EpochFence {
     return this.registry.entry(name).volume.fence;
   }
 
+  /** Who has the volume open now. */
   openHandles(name: string): OpenHandle[] {
     return this.registry.entry(name).volume.openHandles;
   }

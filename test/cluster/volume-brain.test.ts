@@ -154,13 +154,13 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['3', '... and ends: the mark goes', primary(record({}, { reverting: 's1' })), [{ type: 'reverting' }], [
     { txn: 'reverting:a@10', delayMs: undefined, puts: [record()] },
   ]],
-  ['2', 'promoted while a revert was under way: every other copy is out as diverged (a full copy: the old primary too, whose activity log does not cover a revert)', follower('b', record({}, { reverting: 's1' }), ['a']), [leaseGone], [
+  ['2', 'promoted while a revert was under way: every other copy is out as diverged (a full copy: the old primary too, whose activity log does not cover a revert)', follower('b', record({ c: { state: 'resyncing', lastEpoch: 2 } }, { reverting: 's1' }), ['a']), [leaseGone], [
     {
       txn: 'promote@4',
       delayMs: 0,
       puts: [
         { type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' },
-        { ...record({ a: { state: 'out', lastEpoch: 3, diverged: true }, c: { state: 'out', lastEpoch: 3, diverged: true } }), primary: 'b', epoch: 4 },
+        { ...record({ a: { state: 'out', lastEpoch: 3, diverged: true }, c: { state: 'out', lastEpoch: 2, diverged: true } }), primary: 'b', epoch: 4 },
       ],
     },
   ]],
