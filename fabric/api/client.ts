@@ -141,6 +141,11 @@ export class WeftClient {
     await this.unary('ReplicaService', 'DeleteCopy', { name, checkOnly });
   }
 
+  /** Node to node: drops this node's copy of a deleted volume, if its leftover key is still there (ClusterVolumes.dropLeftover). */
+  async dropLeftover(name: string): Promise<void> {
+    await this.unary('ReplicaService', 'DeleteCopy', { name, leftover: true });
+  }
+
   /** Node to node: the primary (at epoch) applies a control operation to this node's copy. */
   async controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void> {
     await this.unary('ReplicaService', 'ControlCopy', { name, epoch, ...controlCopyFields(operation) });

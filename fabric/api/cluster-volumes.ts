@@ -74,6 +74,7 @@ export interface ReplicatedVolumes {
   delete(name: string): Promise<void>;
   createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo>;
   deleteCopy(name: string, checkOnly?: boolean): Promise<void>;
+  dropLeftover(name: string): Promise<void>;
   list(): VolumeInfo[];
   info(name: string): VolumeInfo;
   resize(name: string, sizeBytes: number): Promise<VolumeInfo>;
@@ -100,6 +101,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     delete: refuse,
     createCopy: refuse,
     deleteCopy: refuse,
+    dropLeftover: refuse,
     controlCopy: refuse,
     trackAbsence: refuse,
     trackActivity: refuse,
@@ -261,8 +263,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
       ],
     });
     if (!succeeded) throw failedPrecondition(`volume ${name} changed while it was being deleted (a failover?): try again`);
+    // As each copy's node would on seeing its key: a copy of the name made since (a create took the key) stays.
     for (const node of holders) {
-      await this.onNode(node, (client) => client.deleteCopy(name), () => this.deleteCopy(name)).catch((err: unknown) => {
+      await this.onNode(node, (client) => client.dropLeftover(name), () => this.dropLeftover(name)).catch((err: unknown) => {
         this.logger.warn({ volume: name, node, err }, 'a copy of a deleted volume stays on its node until the node deletes it');
       });
     }

@@ -76,6 +76,7 @@ export interface Activity {
 export interface DeleteCopyRequest {
   name: string;
   checkOnly: boolean;
+  leftover: boolean;
 }
 
 /** VolumeInfo as the wire carries it: "" for no source; a layer's snapshot as a SnapshotRef. */

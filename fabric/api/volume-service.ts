@@ -99,7 +99,8 @@ export function replicaService(cluster: ReplicatedVolumes, rpc: RpcContext): Unt
       volumeToWire(await cluster.createCopy(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes), checkName('class', request.class), request.sourceSnapshot ? checkSource(request.sourceSnapshot) : undefined)),
     ),
     DeleteCopy: unary(rpc, async (request: wire.DeleteCopyRequest) => {
-      await cluster.deleteCopy(checkName('name', request.name), request.checkOnly);
+      const name = checkName('name', request.name);
+      await (request.leftover ? cluster.dropLeftover(name) : cluster.deleteCopy(name, request.checkOnly));
       return {};
     }),
     GetActivity: unary(rpc, async (request: wire.GetActivityRequest) => {

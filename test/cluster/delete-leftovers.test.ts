@@ -5,6 +5,7 @@
 
 import { ChaosCluster } from '../chaos/cluster';
 import { EtcdStore } from '../../fabric/cluster/etcd-store';
+import { leftoverKey } from '../../fabric/cluster/volume-record';
 import type { StoreWatch } from '../../fabric/cluster/cluster-store';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { qemuIo, settled, weftJson } from '../helpers/replicas';
@@ -51,4 +52,18 @@ test('the node running a delete killed once the record is gone: each copy is del
   await waitFor(async () => (await stillThere()) === 0, 15_000, 200);
   // Each node deleted its key with its copy.
   await waitFor(async () => (await store!.list('leftovers/')).length === 0, 5_000, 100);
+});
+
+test("a delete's drop of a copy takes it only while its leftover key is there: a copy of the name made since stays", async () => {
+  // Made on n2 by a create of the name again (its record comes once every copy is made), after the
+  // delete's transaction but before the delete's node got to n2: the create took n2's key away.
+  const n2 = cluster!.node('n2');
+  await n2.api.createCopy('w', 16 * MiB, 'ssd');
+  await n2.api.dropLeftover('w');
+  expect((await weftJson<VolumeInfo[]>(n2.weftd, ['volume', 'list'])).map((v) => v.name)).toContain('w');
+  // With its key (the delete's own), it goes.
+  await store!.put(leftoverKey('n2', 'w'), JSON.stringify({ reason: 'test' }));
+  await n2.api.dropLeftover('w');
+  expect((await weftJson<VolumeInfo[]>(n2.weftd, ['volume', 'list'])).map((v) => v.name)).not.toContain('w');
+  expect(await store!.get(leftoverKey('n2', 'w'))).toBeUndefined();
 });
