@@ -279,10 +279,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   private async createCopyNow(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo> {
     // A leftover of an earlier life of the volume not dropped yet (its key seen late, or not yet at
-    // all: this node just started) goes first, unless the record names this node (a replacement
-    // reuses it); a copy made here now is not a leftover, whatever is left of that.
+    // all: this node just started) goes first, and its key with it, unless the record names this
+    // node (a replacement reuses it): a copy made here now is not a leftover.
     if (await this.store.get(leftoverKey(this.self, name))) await this.dropLeftoverNow(name);
-    await this.store.delete(leftoverKey(this.self, name));
     // As the store has it now: a replacement is asked for as soon as its record names it.
     const kv = await this.store.get(volumeKey(name));
     const record = kv && (JSON.parse(kv.value) as VolumeRecord);
@@ -343,20 +342,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** This node's part of a delete; checkOnly: refuses if a client has the copy open, and changes nothing. */
   async deleteCopy(name: string, checkOnly = false): Promise<void> {
-    // A delete's copy is deleted twice at once, by the node running the delete and by this node's
-    // own leftover watch (its key comes with the record's removal): done, whichever ends first.
-    const gone = () => !checkOnly && !this.engine.hasVolume(name);
-    if (gone()) return;
     this.refuseClients(name, 'disconnect them first');
     if (checkOnly) return;
     this.controller.forget(name);
     // The primary's replication connections close once it stops serving (it saw the record go).
     const deadline = Date.now() + DRAIN_MS;
-    while (!gone() && this.engine.openHandles(name).length > 0 && Date.now() < deadline) await sleep(50);
-    if (gone()) return;
-    await this.engine.deleteVolume(name).catch((err: unknown) => {
-      if (!gone()) throw err;
-    });
+    while (this.engine.openHandles(name).length > 0 && Date.now() < deadline) await sleep(50);
+    await this.engine.deleteVolume(name);
   }
 
   /** Grows every copy, through the primary. */

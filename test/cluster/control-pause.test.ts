@@ -6,24 +6,13 @@
 // reachable, so nothing but the check stops the snapshot there).
 
 import { ChaosCluster } from '../chaos/cluster';
-import { NbdClient } from '../../fabric/nbd/client';
-import { qemuIo, settled, weftJson } from '../helpers/replicas';
+import { copyBytes, qemuIo, settled, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll, run, type WeftdHandle } from '../helpers/weftd';
+import { cleanupAll, run } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
 const MiB = 1024 * 1024;
-
-/** 4 KiB at offset of node's own copy, read below the routing at epoch. */
-async function copyBlock(node: WeftdHandle, epoch: number, offset: number): Promise<Buffer> {
-  const client = await NbdClient.connect({ host: '127.0.0.1', port: node.nbdPort, exportName: `v~epoch=${epoch}` });
-  try {
-    return await client.read(offset, 4096);
-  } finally {
-    client.close();
-  }
-}
 
 let cluster: ChaosCluster | undefined;
 
@@ -42,7 +31,7 @@ test('a snapshot asked while a write on its way takes a copy out is refused, and
   n2.peerLinks[0].cut(); // n1's write waits for n2 (its replica timeout, 5 s), then takes it out
   const write = run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x99 1M 64k', n1.weftd.nbdUri('v')], { timeoutMs: 60_000 });
   // On its way: on n1's own copy already, waiting for n2.
-  await waitFor(async () => (await copyBlock(n1.weftd, 1, MiB)).every((b) => b === 0x99), 4000, 50);
+  await waitFor(async () => (await copyBytes(n1.weftd, 'v', 1, MiB, 4096)).every((b) => b === 0x99), 4000, 50);
   const snapshot = n1.weftd.weft(['snapshot', 'create', 'v', 's2']); // its pause waits for the write
   expect((await write).code).toBe(0);
   const refused = await snapshot;

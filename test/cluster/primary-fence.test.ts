@@ -9,8 +9,8 @@ import { NbdClient } from '../../fabric/nbd/client';
 import { primaryExportName } from '../../fabric/nbd-exports';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
-import { qemuIo, settled, weftJson } from '../helpers/replicas';
-import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { qemuIo, settled, startNodes, weftJson } from '../helpers/replicas';
+import { cleanupAll } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
@@ -19,12 +19,7 @@ const MiB = 1024 * 1024;
 afterAll(cleanupAll);
 
 test("a write reaching a primary whose own copy's epoch was raised is refused, and its copy keeps what it had", async () => {
-  const etcd = await startEtcd(1);
-  const nodes: WeftdHandle[] = [];
-  for (const id of ['n1', 'n2']) {
-    nodes.push(await startWeftd({ pools: [`ssd:${makeTempDir(`weft-pool-${id}-`)}:${128 * MiB}`], extraArgs: ['--store', etcd.storeSpec, '--node-id', id, '--advertise', '127.0.0.1'] }));
-  }
-  const [n1] = nodes;
+  const [n1] = (await startNodes(await startEtcd(1), ['n1', 'n2'], 128 * MiB)).map((n) => n.weftd);
   await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '16MiB', '--replicas', '2', '--locality', 'n1']);
   expect((await settled(n1, 'v')).replication).toMatchObject({ primary: 'n1', epoch: 1 });
   await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 64k', 'flush']);

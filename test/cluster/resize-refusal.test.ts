@@ -4,8 +4,8 @@
 
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
-import { copyUri, qemuIo, settled, weftJson } from '../helpers/replicas';
-import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { copyUri, qemuIo, settled, startNodes, weftJson } from '../helpers/replicas';
+import { cleanupAll } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
@@ -15,10 +15,7 @@ afterAll(cleanupAll);
 
 test("a resize beyond one copy's pool is refused, naming it, and grows no copy", async () => {
   const etcd = await startEtcd(1);
-  const nodes: WeftdHandle[] = [];
-  for (const [id, poolBytes] of [['n1', 128 * MiB], ['n2', 256 * MiB]] as const) {
-    nodes.push(await startWeftd({ pools: [`ssd:${makeTempDir(`weft-pool-${id}-`)}:${poolBytes}`], extraArgs: ['--store', etcd.storeSpec, '--node-id', id, '--advertise', '127.0.0.1'] }));
-  }
+  const nodes = [...(await startNodes(etcd, ['n1'], 128 * MiB)), ...(await startNodes(etcd, ['n2'], 256 * MiB))].map((n) => n.weftd);
   const [n1, n2] = nodes;
   await weftJson<VolumeInfo>(n1, ['volume', 'create', 'v', '--size', '64MiB', '--replicas', '2', '--locality', 'n1']);
   expect((await settled(n1, 'v')).replication?.primary).toBe('n1');

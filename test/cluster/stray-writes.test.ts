@@ -7,9 +7,8 @@
 // by a proxy that stops forwarding (the chaos cluster's), the primary killed with -9, never restarted.
 
 import { ChaosCluster } from '../chaos/cluster';
-import { NbdClient } from '../../fabric/nbd/client';
 import type { VolumeInfo } from '../../fabric/volume/types';
-import { qemuIo, settled } from '../helpers/replicas';
+import { copyBytes, qemuIo, settled } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, run, type WeftdHandle } from '../helpers/weftd';
 
@@ -24,16 +23,6 @@ afterAll(async () => {
   await cleanupAll();
 });
 
-/** The first lengthBytes of node's own copy, read below the routing at epoch. */
-async function copyBytes(node: WeftdHandle, epoch: number, lengthBytes: number): Promise<Buffer> {
-  const client = await NbdClient.connect({ host: '127.0.0.1', port: node.nbdPort, exportName: `v~epoch=${epoch}` });
-  try {
-    return await client.read(0, lengthBytes);
-  } finally {
-    client.close();
-  }
-}
-
 test('a primary killed with a write that reached one copy only: the new primary makes the copies in step equal before it serves', async () => {
   cluster = await ChaosCluster.start(3);
   const [n1, n2, n3] = cluster.nodes;
@@ -45,7 +34,7 @@ test('a primary killed with a write that reached one copy only: the new primary 
   // n3 (its API) stays reachable. A write of 1 MiB through n1 reaches n1's and n2's copies.
   n3.peerLinks[0].cut();
   const write = run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x55 0 1M', n1.weftd.nbdUri('v')], { timeoutMs: 60_000 });
-  await waitFor(async () => (await copyBytes(n2.weftd, 1, MiB)).every((b) => b === 0x55), 4000, 50);
+  await waitFor(async () => (await copyBytes(n2.weftd, 'v', 1, 0, MiB)).every((b) => b === 0x55), 4000, 50);
   // Before n1 gives up on n3 (its replica timeout, 5 s), n1 dies: the write is never acknowledged.
   await cluster.kill9(n1);
   n3.peerLinks[0].heal();
@@ -60,7 +49,7 @@ test('a primary killed with a write that reached one copy only: the new primary 
   // The record names the new primary before it serves: a read through it waits until it does.
   const primary = served.replication?.primary === 'n2' ? n2 : n3;
   await qemuIo(primary.weftd.nbdUri('v'), ['read 1M 4k'], true);
-  const [onN2, onN3] = await Promise.all([copyBytes(n2.weftd, epoch, 4 * MiB), copyBytes(n3.weftd, epoch, 4 * MiB)]);
+  const [onN2, onN3] = await Promise.all([copyBytes(n2.weftd, 'v', epoch, 0, 4 * MiB), copyBytes(n3.weftd, 'v', epoch, 0, 4 * MiB)]);
   expect(onN2.subarray(0, MiB).every((b) => b === onN2[0])).toBe(true);
   expect([0x55, 0x11]).toContain(onN2[0]);
   expect(onN3.equals(onN2)).toBe(true);

@@ -3,6 +3,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
+import { NbdClient } from '../../fabric/nbd/client';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import type { EtcdCluster } from './etcd';
 import { waitFor } from './wait-for';
@@ -101,4 +102,14 @@ export async function settled(via: WeftdHandle, name: string, above = 0): Promis
 export async function copyUri(node: WeftdHandle, name: string): Promise<string> {
   const epoch = (await weftJson<VolumeInfo>(node, ['volume', 'show', name])).epoch;
   return node.nbdUri(`${name}~epoch=${epoch}`);
+}
+
+/** lengthBytes at offsetBytes of one node's own copy of volume, read below the routing at epoch. */
+export async function copyBytes(node: WeftdHandle, volume: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: node.nbdPort, exportName: `${volume}~epoch=${epoch}` });
+  try {
+    return await client.read(offsetBytes, lengthBytes);
+  } finally {
+    client.close();
+  }
 }
