@@ -418,12 +418,18 @@ export class VolumeRunner implements InSyncSet {
       activity: activity && { log: activity, epoch, notices: activityNotices, strays: peerActivity?.regions(), checksums },
       formerPrimaries: record.replicas.filter((r) => r.wasPrimary && r.state !== 'in-sync' && r.lastEpoch === epoch - 1).map((r) => r.node),
       onLocalFailure: (reason) => this.handOver(reason),
+      growCopy: (node, sizeBytes) => {
+        this.context.logger.warn({ volume: this.name, node, sizeBytes }, 'growing a copy that a resize cut short left smaller than this one');
+        return this.context.controlCopy(node, this.name, { type: 'resize', sizeBytes }, epoch);
+      },
     });
     if (this.state.role !== 'serving' || this.state.claimedEpoch !== epoch || this.closed) {
       device.close();
       return;
     }
     this.serving = { device, epoch };
+    // A resize cut short by its primary's death grew this copy and not the record: the record follows.
+    if (device.sizeBytes > record.sizeBytes) this.dispatch({ type: 'resized', sizeBytes: device.sizeBytes });
     // The strays are equal on every copy in step now: this node's record of them is done with.
     await peerActivity?.record(epoch, 0, []).catch(() => undefined);
     // openMs: connecting to the copies, making them equal where the last primary may have left

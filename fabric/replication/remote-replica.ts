@@ -8,6 +8,8 @@ import type { Pieces } from '../pieces';
 
 /** The calls replication makes on a replica (NbdClient has them). */
 export interface ReplicaConnection {
+  /** The copy's size when the connection was made. */
+  readonly sizeBytes: number;
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
   write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void>;
   flush(): Promise<void>;

@@ -115,6 +115,11 @@ export interface ReplicationOptions {
    * to the new one.
    */
   onLocalFailure?: (reason: string) => Promise<void>;
+  /**
+   * Grows a remote's copy to sizeBytes. A primary that died part way through a resize leaves some
+   * copies grown and others not; a copy smaller than this one is grown before it is written to.
+   */
+  growCopy?: (replicaId: string, sizeBytes: number) => Promise<void>;
 }
 
 /** A resync copies at most this much per request. */
@@ -201,6 +206,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   /** The round of notices under way, if one is. */
   private telling: Promise<void> | undefined;
   private readonly onLocalFailure: ReplicationOptions['onLocalFailure'];
+  private readonly growCopy: ReplicationOptions['growCopy'];
   /** What open() found unequal and copied, where a former primary may have left the copies unequal. */
   readonly settled: SettledActivity = { comparedBytes: 0, copiedBytes: 0, uncomparedBytes: 0 };
   private readonly checksums: CopyChecksums | undefined;
@@ -217,6 +223,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     this.activityNotices = options.activity?.notices;
     this.checksums = options.activity?.checksums;
     this.onLocalFailure = options.onLocalFailure;
+    this.growCopy = options.growCopy;
   }
 
   /**
@@ -238,7 +245,7 @@ export class ReplicatedDevice extends PassThroughLayer {
           return;
         }
         try {
-          remote.connection = await remote.replica.connect();
+          remote.connection = await device.connect(remote);
         } catch (err) {
           await device.drop(remote, `cannot connect: ${(err as Error).message}`);
         }
@@ -247,6 +254,20 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (options.activity) await device.settleActivity(options.activity, options.formerPrimaries ?? []);
     await device.startLogging();
     return device;
+  }
+
+  /** A connection to a remote, its copy grown first if it is smaller than this one (growCopy). */
+  private async connect(remote: Remote): Promise<ReplicaConnection> {
+    const connection = await remote.replica.connect();
+    if (connection.sizeBytes >= this.sizeBytes) return connection;
+    try {
+      if (!this.growCopy) throw new Error(`its copy is ${connection.sizeBytes} bytes, this one ${this.sizeBytes}`);
+      await this.growCopy(remote.replica.id, this.sizeBytes);
+      return connection; // the export's size is checked per request, so the connection sees the new one
+    } catch (err) {
+      connection.close();
+      throw err;
+    }
   }
 
   /**
@@ -531,7 +552,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     try {
       await this.removed(remote, 'it is being resynced'); // out of the set before it comes back
       await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
-      connection = await remote.replica.connect();
+      connection = await this.connect(remote);
     } catch (err) {
       if (extra) remote.dirty.merge(extra); // for the next try, which may have no extra
       throw err;

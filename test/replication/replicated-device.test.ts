@@ -255,6 +255,7 @@ it('a returning copy counts as in sync only once what its resync copied is durab
     connect: async () => {
       const c = await node.connect(1);
       return {
+        sizeBytes: c.sizeBytes,
         read: (offsetBytes, lengthBytes) => c.read(offsetBytes, lengthBytes),
         write: (offsetBytes, data, fua) => c.write(offsetBytes, data, fua),
         flush: () => c.flush().then(() => void inSync.log.push(`flush ${node.id}`)),
