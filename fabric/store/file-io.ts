@@ -55,6 +55,39 @@ export function pwritevAll(fd: number, pieces: Pieces, position: number): Promis
   });
 }
 
+/**
+ * The most pool data one write call covers, split at multiples of it in the file. Linux sizes the
+ * page-cache folio that a write creates by the write: ext4 (kernel 6.16 on) makes a 1 MiB write
+ * one large folio, and every later 4 KiB write into that folio walks all its block buffers: 15 us
+ * a write against 2 us into 16 KiB folios on this machine (test/bench/README.md, "Page-cache
+ * folios"). Copy-on-write puts small writes into blocks that large writes once held, so the pool's
+ * folios are kept small; a large write costs a few more system calls.
+ */
+export const WRITE_CHUNK_BYTES = 16 * 1024;
+
+/** Calls write(part, at) for the pieces at position, split at every multiple of WRITE_CHUNK_BYTES in the file. */
+function inChunks<T>(pieces: Pieces, position: number, write: (part: Pieces, at: number) => T): T[] {
+  const total = totalBytes(pieces);
+  const done: T[] = [];
+  for (let from = 0; from < total; ) {
+    const to = Math.min(total, (Math.floor((position + from) / WRITE_CHUNK_BYTES) + 1) * WRITE_CHUNK_BYTES - position);
+    done.push(write(from === 0 && to === total ? pieces : slicePieces(pieces, from, to), position + from));
+    from = to;
+  }
+  return done;
+}
+
+/** pwritevAll in WRITE_CHUNK_BYTES spans of the file, all under way at once. */
+export function pwritevChunked(fd: number, pieces: Pieces, position: number): Promise<void> {
+  const writes = inChunks(pieces, position, (part, at) => pwritevAll(fd, part, at));
+  return writes.length === 1 ? writes[0] : settleAll(writes);
+}
+
+/** pwritevAllSync in WRITE_CHUNK_BYTES spans of the file. */
+export function pwritevChunkedSync(fd: number, pieces: Pieces, position: number): void {
+  inChunks(pieces, position, (part, at) => pwritevAllSync(fd, part, at));
+}
+
 /** Fills buf from position; bytes past the end of the file read as zeroes. */
 export function preadAll(fd: number, buf: Buffer, position: number): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -7,7 +7,7 @@ import { IoError } from '../errors';
 import { BLOCK_BYTES } from './block-size';
 import { BlockAllocator } from './allocator';
 import { slicePieces, totalBytes, type Pieces } from '../pieces';
-import { fdatasync, preadAll, preadAllSync, pwritevAll, pwritevAllSync, RESOLVED, settleAll } from './file-io';
+import { fdatasync, preadAll, preadAllSync, pwritevChunked, pwritevChunkedSync, RESOLVED, settleAll } from './file-io';
 import { DATA_OFFSET_BYTES, OpenMember } from './pool-member';
 
 /**
@@ -147,10 +147,10 @@ export class Pool {
       const part = slicePieces(pieces, fromBytes, toBytes);
       if (toBytes - fromBytes > SYNC_IO_MAX_BYTES || !m.writes.runsInline()) {
         // Dirty once it is done: a sync that ran while it was in flight did not cover it.
-        return pwritevAll(m.fd, part, position).finally(() => (m.dirty = true));
+        return pwritevChunked(m.fd, part, position).finally(() => (m.dirty = true));
       }
       m.dirty = true;
-      return inline(m.writes, pwritevAllSync, m.fd, part, position);
+      return inline(m.writes, pwritevChunkedSync, m.fd, part, position);
     });
   }
 

@@ -11,7 +11,10 @@ import {
   pwriteAllSync,
   pwritevAll,
   pwritevAllSync,
+  pwritevChunked,
+  pwritevChunkedSync,
   settleAll,
+  WRITE_CHUNK_BYTES,
   writeFileAtomic,
   writeFileAtomicAsync,
 } from '../../fabric/store/file-io';
@@ -101,6 +104,48 @@ describe('short writes are retried to the end', () => {
     const written = fs.readFileSync(file);
     expect(written.length).toBe(100 + data.length);
     expect(written.subarray(100).equals(data)).toBe(true);
+  });
+});
+
+/** Records the position and length of every vectored write. */
+class WriteRecorder extends FileOpsLayer {
+  readonly writes: { position: number; bytes: number }[] = [];
+
+  override writevSync(fd: number, pieces: Pieces, position: number): number {
+    this.writes.push({ position, bytes: pieces.reduce((sum, p) => sum + p.length, 0) });
+    return this.below.writevSync(fd, pieces, position);
+  }
+
+  override writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void {
+    this.writes.push({ position, bytes: pieces.reduce((sum, p) => sum + p.length, 0) });
+    this.below.writev(fd, pieces, position, done);
+  }
+}
+
+describe('pool data is written in spans of the file that each lie within one WRITE_CHUNK_BYTES block', () => {
+  // 100 KiB in three pieces from 12 KiB on: spans [12, 16), [16, 32), ..., [96, 112) KiB.
+  const data = Buffer.from(Array.from({ length: 100 * 1024 }, (_, i) => (i * 7) % 253));
+  const pieces = [data.subarray(0, 5000), data.subarray(5000, 70_000), data.subarray(70_000)];
+  const position = 12 * 1024;
+
+  test.each([
+    ['pwritevChunkedSync', (fd: number) => Promise.resolve(pwritevChunkedSync(fd, pieces, position))],
+    ['pwritevChunked', (fd: number) => pwritevChunked(fd, pieces, position)],
+  ])('%s', async (_name, write) => {
+    const fd = fs.openSync(file, 'w+');
+    const recorder = new WriteRecorder().install();
+    layer = recorder;
+    try {
+      await write(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.readFileSync(file).subarray(position).equals(data)).toBe(true);
+    const spans = [...recorder.writes].sort((a, b) => a.position - b.position);
+    expect(spans[0]).toEqual({ position, bytes: 4096 });
+    for (const w of spans) expect(Math.floor(w.position / WRITE_CHUNK_BYTES)).toBe(Math.floor((w.position + w.bytes - 1) / WRITE_CHUNK_BYTES));
+    expect(spans.reduce((sum, w) => sum + w.bytes, 0)).toBe(data.length);
+    expect(spans).toHaveLength(7);
   });
 });
 
