@@ -85,7 +85,9 @@ export function pwritevChunked(fd: number, pieces: Pieces, position: number): Pr
 
 /** pwritevAllSync in WRITE_CHUNK_BYTES spans of the file. */
 export function pwritevChunkedSync(fd: number, pieces: Pieces, position: number): void {
-  inChunks(pieces, position, (part, at) => pwritevAllSync(fd, part, at));
+  const withinOne = position % WRITE_CHUNK_BYTES + totalBytes(pieces) <= WRITE_CHUNK_BYTES;
+  if (withinOne) pwritevAllSync(fd, pieces, position); // a 4 KiB write, the usual one: no closure, no array
+  else inChunks(pieces, position, (part, at) => pwritevAllSync(fd, part, at));
 }
 
 /** Fills buf from position; bytes past the end of the file read as zeroes. */
