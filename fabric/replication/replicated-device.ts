@@ -247,7 +247,7 @@ export class ReplicatedDevice extends PassThroughLayer {
         try {
           remote.connection = await device.connect(remote);
         } catch (err) {
-          await device.drop(remote, `cannot connect: ${(err as Error).message}`);
+          await device.drop(remote, `cannot be written to: ${(err as Error).message}`);
         }
       }),
     );
@@ -261,12 +261,12 @@ export class ReplicatedDevice extends PassThroughLayer {
     const connection = await remote.replica.connect();
     if (connection.sizeBytes >= this.sizeBytes) return connection;
     try {
-      if (!this.growCopy) throw new Error(`its copy is ${connection.sizeBytes} bytes, this one ${this.sizeBytes}`);
+      if (!this.growCopy) throw new Error('nothing here grows copies');
       await this.growCopy(remote.replica.id, this.sizeBytes);
       return connection; // the export's size is checked per request, so the connection sees the new one
     } catch (err) {
       connection.close();
-      throw err;
+      throw new Error(`its copy is ${connection.sizeBytes} bytes, this one ${this.sizeBytes}, and it could not be grown: ${(err as Error).message}`);
     }
   }
 

@@ -58,8 +58,8 @@ export function pwritevAll(fd: number, pieces: Pieces, position: number): Promis
 /**
  * The most pool data one write call covers, split at multiples of it in the file. Linux sizes the
  * page-cache folio that a write creates by the write: ext4 (kernel 6.16 on) makes a 1 MiB write
- * one large folio, and every later 4 KiB write into that folio walks all its block buffers: 15 us
- * a write against 2 us into 16 KiB folios on this machine (test/bench/README.md, "Page-cache
+ * one large folio, and every later 4 KiB write into that folio walks all its block buffers: 17 us
+ * a write against 2.3 us into 16 KiB folios on this machine (test/bench/README.md, "Page-cache
  * folios"). Copy-on-write puts small writes into blocks that large writes once held, so the pool's
  * folios are kept small; a large write costs a few more system calls.
  */

@@ -248,6 +248,28 @@ it('a copy added (a replacement) while a write is on its way: the write, sent be
   for (const node of nodes) expect((await node.readAll(1, BLOCK)).equals(Buffer.alloc(BLOCK, 0x42))).toBe(true);
 });
 
+it('grows an in-sync copy smaller than its own (a resize cut short) before it writes there; one it cannot grow is taken out', async () => {
+  device.close();
+  const [small, unGrowable] = await Promise.all(['r3', 'r4'].map((id) => ReplicaNode.start(id, 'vol', 32 * MiB)));
+  nodes.push(small, unGrowable); // closed with the others
+  const asked: string[] = [];
+  const growCopy = async (id: string, sizeBytes: number) => {
+    asked.push(`${id} ${sizeBytes}`);
+    if (id === 'r4') throw new Error('its pool is full');
+    const resized = await small.node.weft(['volume', 'resize', 'vol', '--size', String(sizeBytes)]);
+    if (resized.code !== 0) throw new Error(resized.stderr);
+  };
+  const set = new MemoryInSyncSet(['r1', 'r3', 'r4']);
+  device = await ReplicatedDevice.open(local, [nodes[0].remote(1), small.remote(1), unGrowable.remote(1)], set, { growCopy });
+  expect(asked.sort()).toEqual([`r3 ${VOLUME_BYTES}`, `r4 ${VOLUME_BYTES}`]);
+  expect(set.members()).toEqual(['r1', 'r3']);
+  expect(device.status().find((r) => r.id === 'r4')).toMatchObject({ state: 'out' });
+  // Past r3's old end: on it, and acknowledged with r3 still in the set.
+  await device.write(60 * MiB, Buffer.alloc(MiB, 0x6b), true);
+  expect(set.members()).toEqual(['r1', 'r3']);
+  expect((await small.readAll(1, 61 * MiB)).subarray(60 * MiB).equals(Buffer.alloc(MiB, 0x6b))).toBe(true);
+});
+
 it('a returning copy counts as in sync only once what its resync copied is durable there', async () => {
   // r1's connections report each FLUSH it acknowledges in the in-sync set's log.
   const flushesLogged = (node: ReplicaNode): RemoteReplica => ({
