@@ -4,6 +4,7 @@
 import { performance } from 'node:perf_hooks';
 import { circuitBreaker, ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type ICompare, type IKeyValue, type IRequestOp, type Lease, type Namespace, type Watcher } from 'etcd3';
+import { withDeadline } from '../deadline';
 import { invalidArgument } from '../errors';
 import {
   checkTxnOps, leaseNotFound, StoreCompactedError, StoreLease, StoreUnavailableError,
@@ -175,11 +176,7 @@ export class EtcdStore implements ClusterStore {
   }
 
   private deadline<T>(promise: Promise<T>, what: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what} took more than ${this.timeoutMs} ms`)), this.timeoutMs);
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+    return withDeadline(promise, this.timeoutMs, () => new Error(`${what} took more than ${this.timeoutMs} ms`));
   }
 }
 

@@ -12,9 +12,11 @@ export interface BrainConfig {
   replicaTimeoutMs: number;
   /** How long after a failed resync the next one starts, the replica's node being up (short: a node that comes back while its lease still looked alive catches up in seconds). */
   resyncRetryMs: number;
+  /** How long a node taking over waits for its own copy to take the new epoch (a durable write) before it lets the next member go first. */
+  ownRaiseLimitMs: number;
 }
 
-export const DEFAULT_BRAIN_CONFIG: BrainConfig = { promotionStepMs: 300, replicaTimeoutMs: 10 * 60_000, resyncRetryMs: 2_000 };
+export const DEFAULT_BRAIN_CONFIG: BrainConfig = { promotionStepMs: 300, replicaTimeoutMs: 10 * 60_000, resyncRetryMs: 2_000, ownRaiseLimitMs: 10_000 };
 
 /** follower, or primary on its way: CAS sent (promoting), epochs being raised, unreachable replicas being taken out (fencing), serving. */
 export type Role = 'follower' | 'promoting' | 'raising' | 'fencing' | 'serving';

@@ -5,6 +5,7 @@
 // brain's transaction for it committed, and fails if the brain stopped serving first.
 
 import { setTimeout as sleep } from 'node:timers/promises';
+import { withDeadline } from '../deadline';
 import { failedPrecondition, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
@@ -256,15 +257,7 @@ export class VolumeRunner implements InSyncSet {
     this.dispatch({ type: 'reverting', snapshot });
     const committed = this.waitFor('reverting', this.context.self, () => (this.state.record as VolumeRecord).reverting === snapshot);
     committed.catch(() => undefined); // also when it comes too late
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new WeftError('UNAVAILABLE', `volume ${this.name}: the cluster store did not record the revert within ${REVERT_MARK_MS / 1000} s`)), REVERT_MARK_MS);
-    });
-    try {
-      await Promise.race([committed, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await withDeadline(committed, REVERT_MARK_MS, () => new WeftError('UNAVAILABLE', `volume ${this.name}: the cluster store did not record the revert within ${REVERT_MARK_MS / 1000} s`));
   }
 
   /**
@@ -379,7 +372,9 @@ export class VolumeRunner implements InSyncSet {
     await Promise.all(
       replicas.map(async (node) => {
         try {
-          if (node === this.context.self) await this.context.raiseLocalEpoch(this.name, epoch);
+          // A hung disk here must not hold the volume: past the limit it goes to the next member.
+          const limitMs = this.context.config.ownRaiseLimitMs;
+          if (node === this.context.self) await withDeadline(this.context.raiseLocalEpoch(this.name, epoch), limitMs, () => new Error(`its own copy did not take epoch ${epoch} within ${limitMs} ms`));
           else (await this.connectReplica(node, epoch, RAISE_TIMEOUT_MS)).close();
         } catch (err) {
           this.context.logger.warn({ volume: this.name, node, epoch, err }, 'could not raise the epoch of a copy');

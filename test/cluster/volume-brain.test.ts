@@ -305,7 +305,7 @@ describe('on a real store', () => {
   });
 
   /** A runner of volume "vol" on node a, on the store as txnOf wraps its transactions; a's own copy raises or fails as told. */
-  function runnerOn(txnOf: (txn: Txn) => Promise<TxnResult>, raiseLocalEpoch: () => Promise<void>, logger = pino({ level: 'silent' })): VolumeRunner {
+  function runnerOn(txnOf: (txn: Txn) => Promise<TxnResult>, raiseLocalEpoch: () => Promise<void>, logger = pino({ level: 'silent' }), config = DEFAULT_BRAIN_CONFIG): VolumeRunner {
     const wrapped = withCalls(store, { txn: txnOf });
     const notUsed = () => Promise.reject(new Error('not used by this test'));
     const context = {
@@ -326,7 +326,7 @@ describe('on a real store', () => {
       blockChecksums: notUsed,
       trackAbsence: notUsed,
       controlCopy: notUsed,
-      config: DEFAULT_BRAIN_CONFIG,
+      config,
       logger,
     } satisfies RunnerContext;
     return new VolumeRunner('vol', context);
@@ -358,6 +358,25 @@ describe('on a real store', () => {
       expect(releasesMissed).toBe(2); // missed once, then taken
       expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined();
       expect(JSON.parse((await store.get(volumeKey('vol')))!.value)).toMatchObject({ primary: 'a', epoch: 4 });
+    } finally {
+      runner.close();
+    }
+  });
+
+  test("the runner: its own copy's epoch not raised within the limit (a hung disk), it gives the primary lease back", async () => {
+    const lines: string[] = [];
+    const runner = runnerOn(
+      (txn) => store.txn(txn),
+      () => new Promise<void>(() => undefined), // the disk never answers
+      pino({ level: 'info' }, { write: (line: string) => void lines.push(line) }),
+      { ...DEFAULT_BRAIN_CONFIG, ownRaiseLimitMs: 300 },
+    );
+    try {
+      await takeOver(runner, record({}, { replicas: [{ node: 'a', state: 'in-sync' }, { node: 'b', state: 'in-sync' }] }));
+      await until(async () => JSON.parse((await store.get(volumeKey('vol')))!.value).epoch === 4 && (await store.get(volumeLeaseKey('vol'))) === undefined);
+      expect(JSON.parse((await store.get(volumeKey('vol')))!.value)).toMatchObject({ primary: 'a', epoch: 4 });
+      expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined(); // b may take it now
+      expect(lines.some((l) => l.includes('its own copy did not take epoch 4 within 300 ms'))).toBe(true);
     } finally {
       runner.close();
     }
