@@ -424,7 +424,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (!copy) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
     this.checkEpoch(name, epoch);
     if (operation.type === 'revert') this.checkRevert(name, operation.snapshot);
-    if (operation.type === 'resize') this.engine.checkResize(name, operation.sizeBytes);
+    // A resize checks the size itself as it runs: asked first, only that.
+    if (operation.type === 'resize' && operation.checkOnly) this.engine.checkResize(name, operation.sizeBytes);
     if ((operation.type === 'revert' || operation.type === 'resize') && operation.checkOnly) return;
     await applyTo(copy, operation);
   }

@@ -369,11 +369,11 @@ export class VolumeRunner implements InSyncSet {
   private async raiseEpochs(epoch: number, replicas: string[]): Promise<void> {
     const started = Date.now();
     const unreachable: string[] = [];
+    const limitMs = this.context.config.ownRaiseLimitMs;
     await Promise.all(
       replicas.map(async (node) => {
         try {
           // A hung disk here must not hold the volume: past the limit it goes to the next member.
-          const limitMs = this.context.config.ownRaiseLimitMs;
           if (node === this.context.self) await withDeadline(this.context.raiseLocalEpoch(this.name, epoch), limitMs, () => new Error(`its own copy did not take epoch ${epoch} within ${limitMs} ms`));
           else (await this.connectReplica(node, epoch, RAISE_TIMEOUT_MS)).close();
         } catch (err) {

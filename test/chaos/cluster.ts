@@ -92,6 +92,14 @@ export class ChaosCluster {
     return views[0] as VolumeInfo;
   }
 
+  /** Creates volume `name` with its primary on n1 and waits until every copy is in sync. */
+  async createOnN1(name: string, sizeBytes: number, replicas: number): Promise<VolumeInfo> {
+    await this.nodes[0].api.createVolume({ name, sizeBytes, replicas, locality: 'n1' });
+    const shown = await this.waitForVolume(name, allInSync, 30_000, 'in sync');
+    if (shown.replication?.primary !== 'n1') throw new Error(`volume ${name}: its primary is ${shown.replication?.primary}, not n1`);
+    return shown;
+  }
+
   async kill9(node: ChaosNode): Promise<void> {
     node.up = false;
     await node.weftd.kill9();

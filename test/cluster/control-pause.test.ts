@@ -24,8 +24,7 @@ afterAll(async () => {
 test('a snapshot asked while a write on its way takes a copy out is refused, and made on no copy', async () => {
   cluster = await ChaosCluster.start(2);
   const [n1, n2] = cluster.nodes;
-  await n1.api.createVolume({ name: 'v', sizeBytes: 16 * MiB, replicas: 2, locality: 'n1' });
-  expect((await settled(n1.weftd, 'v')).replication?.primary).toBe('n1');
+  await cluster.createOnN1('v', 16 * MiB, 2);
   await qemuIo(n1.weftd.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
 
   n2.peerLinks[0].cut(); // n1's write waits for n2 (its replica timeout, 5 s), then takes it out

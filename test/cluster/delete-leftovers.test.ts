@@ -8,7 +8,7 @@ import { EtcdStore } from '../../fabric/cluster/etcd-store';
 import { leftoverKey } from '../../fabric/cluster/volume-record';
 import type { StoreWatch } from '../../fabric/cluster/cluster-store';
 import type { VolumeInfo } from '../../fabric/volume/types';
-import { qemuIo, settled, weftJson } from '../helpers/replicas';
+import { qemuIo, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll } from '../helpers/weftd';
 
@@ -30,8 +30,7 @@ afterAll(async () => {
 test('the node running a delete killed once the record is gone: each copy is deleted by its own node', async () => {
   cluster = await ChaosCluster.start(3);
   const [n1] = cluster.nodes;
-  await n1.api.createVolume({ name: 'v', sizeBytes: 16 * MiB, replicas: 2, locality: 'n1' });
-  const holders = (await settled(n1.weftd, 'v')).replication!.replicas.map((r) => cluster!.node(r.node));
+  const holders = (await cluster.createOnN1('v', 16 * MiB, 2)).replication!.replicas.map((r) => cluster!.node(r.node));
   const runner = cluster.nodes.find((n) => !holders.includes(n))!;
   await qemuIo(n1.weftd.nbdUri('v'), ['write -P 0x11 0 1M', 'flush']);
 

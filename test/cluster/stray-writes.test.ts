@@ -8,7 +8,7 @@
 
 import { ChaosCluster } from '../chaos/cluster';
 import type { VolumeInfo } from '../../fabric/volume/types';
-import { copyBytes, qemuIo, settled } from '../helpers/replicas';
+import { copyBytes, qemuIo } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, run, type WeftdHandle } from '../helpers/weftd';
 
@@ -26,8 +26,7 @@ afterAll(async () => {
 test('a primary killed with a write that reached one copy only: the new primary makes the copies in step equal before it serves', async () => {
   cluster = await ChaosCluster.start(3);
   const [n1, n2, n3] = cluster.nodes;
-  await n1.api.createVolume({ name: 'v', sizeBytes: 16 * MiB, replicas: 3, locality: 'n1' });
-  expect((await settled(n1.weftd, 'v')).replication?.primary).toBe('n1');
+  await cluster.createOnN1('v', 16 * MiB, 3);
   await qemuIo(n1.weftd.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
 
   // n1's writes to n3's copy stop on the way (its NBD port's proxy forwards nothing); the rest of
