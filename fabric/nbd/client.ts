@@ -38,6 +38,8 @@ const CLOSE_LINGER_MS = 5000;
 const HANDSHAKE_READ_LIMIT_BYTES = 1024 * 1024;
 
 interface Pending {
+  /** Counts the connection's requests; its low 32 bits are the low half of the handle. */
+  serial: number;
   type: number;
   lengthBytes: number;
   /** performance.now() (a clock no step of the wall clock moves) by which it must be answered. */
@@ -74,9 +76,15 @@ export class NbdConnectionError extends IoError {
 }
 
 export class NbdClient implements ReplySink {
-  /** Requests in flight by handle; a Map keeps them in the order sent, oldest first. */
-  private readonly pending = new Map<number, Pending>();
-  private nextHandle = 1;
+  /**
+   * Requests in flight, by slot. A request's handle is its slot (high 32 bits) and its serial (low),
+   * so a reply finds its request by index: a Map that fills and empties with every request is
+   * rebuilt every few dozen of them (perf: about 0.2 us of each replicated write). Freed slots are
+   * taken again, so there are as many as requests ever in flight at once.
+   */
+  private slots: (Pending | undefined)[] = [];
+  private freeSlots: number[] = [];
+  private serial = 0;
   private failure: Error | undefined;
   private readonly sweep: NodeJS.Timeout;
   /**
@@ -112,8 +120,7 @@ export class NbdClient implements ReplySink {
     readonly sizeBytes: number,
     readonly transmissionFlags: number,
   ) {
-    // Requests are sent in deadline order, so only the oldest needs looking at.
-    this.sweep = setInterval(() => this.checkOldest(), Math.max(10, Math.min(500, timeoutMs / 4)));
+    this.sweep = setInterval(() => this.checkDeadlines(), Math.max(10, Math.min(500, timeoutMs / 4)));
     this.sweep.unref();
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', (err) => this.fail(new NbdConnectionError(`${label}: ${err.message}`)));
@@ -187,7 +194,7 @@ export class NbdClient implements ReplySink {
    */
   close(): void {
     if (this.failure) return;
-    this.socket.end(requestHeader(P.CMD_DISC, 0, 0, 0, 0)); // the server closes once it has read it
+    this.socket.end(requestHeader(P.CMD_DISC, 0, 0, 0)); // the server closes once it has read it
     const linger = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);
     linger.unref();
     this.socket.once('close', () => clearTimeout(linger));
@@ -203,12 +210,14 @@ export class NbdClient implements ReplySink {
     if (this.failure) return Promise.reject(this.failure);
     // A server that did not offer FUA gets a FLUSH semantics from us instead: refuse rather than lie.
     if ((flags & P.CMD_FLAG_FUA) !== 0 && !this.canFua) return Promise.reject(new IoError('ENOTSUP', `${this.label}: the server does not accept FUA`));
-    const handle = this.nextHandle++;
+    const slot = this.freeSlots.length > 0 ? (this.freeSlots.pop() as number) : this.slots.length;
+    const serial = ++this.serial;
     const copied = payload && lengthBytes <= COPIED_CHUNK_MAX_BYTES ? lengthBytes : 0;
     const at = this.reserve(P.REQUEST_HEADER_BYTES + copied);
     try {
-      writeRequestHeader(this.slab.bytes, at, type, flags, handle >>> 0, offsetBytes, lengthBytes);
+      writeRequestHeader(this.slab.bytes, at, type, flags, slot, serial >>> 0, offsetBytes, lengthBytes);
     } catch (err) {
+      if (slot < this.slots.length) this.freeSlots.push(slot);
       this.slabEnd = at; // a value out of the protocol's range: nothing of the request may leave
       return Promise.reject(err);
     }
@@ -219,7 +228,7 @@ export class NbdClient implements ReplySink {
       else for (const piece of payload) this.socket.write(piece);
     }
     return new Promise((resolve, reject) => {
-      this.pending.set(handle >>> 0, { type, lengthBytes, deadline: performance.now() + this.timeoutMs, resolve, reject });
+      this.slots[slot] = { serial, type, lengthBytes, deadline: performance.now() + this.timeoutMs, resolve, reject };
     });
   }
 
@@ -259,15 +268,17 @@ export class NbdClient implements ReplySink {
 
   /** ReplySink: a reply's header has arrived. */
   header(handle: number, error: number): number {
-    const request = this.pending.get(handle);
+    const request = this.inFlight(handle);
     if (!request) throw new Error(`reply to unknown handle ${handle}`);
     return error === 0 && request.type === P.CMD_READ ? request.lengthBytes : 0;
   }
 
   /** ReplySink: a whole reply. */
   reply(handle: number, error: number, data: Buffer | undefined): void {
-    const request = this.pending.get(handle) as Pending;
-    this.pending.delete(handle);
+    const request = this.inFlight(handle) as Pending;
+    const slot = slotOf(handle);
+    this.slots[slot] = undefined;
+    this.freeSlots.push(slot);
     if (error !== 0) request.reject(new IoError(ioErrnoOf(error), `${this.label}: server answered error ${error}`));
     else request.resolve(request.type === P.CMD_READ ? (data ?? Buffer.alloc(0)) : undefined);
   }
@@ -281,9 +292,15 @@ export class NbdClient implements ReplySink {
     }
   }
 
-  private checkOldest(): void {
-    const oldest = this.pending.values().next().value as Pending | undefined;
-    if (oldest && performance.now() > oldest.deadline) {
+  /** The request in flight that handle names, if any. */
+  private inFlight(handle: number): Pending | undefined {
+    const request = this.slots[slotOf(handle)];
+    return request !== undefined && request.serial >>> 0 === handle >>> 0 ? request : undefined;
+  }
+
+  private checkDeadlines(): void {
+    const now = performance.now();
+    if (this.slots.some((request) => request !== undefined && now > request.deadline)) {
       this.fail(new NbdConnectionError(`${this.label}: no reply within ${this.timeoutMs} ms`));
     }
   }
@@ -293,9 +310,16 @@ export class NbdClient implements ReplySink {
     clearInterval(this.sweep);
     this.failure ??= err;
     if (destroy) this.socket.destroy();
-    for (const request of this.pending.values()) request.reject(this.failure);
-    this.pending.clear();
+    const pending = this.slots.filter((request): request is Pending => request !== undefined);
+    this.slots = [];
+    this.freeSlots = [];
+    for (const request of pending.sort((a, b) => a.serial - b.serial)) request.reject(this.failure);
   }
+}
+
+/** The slot a reply's handle names (its high 32 bits). */
+function slotOf(handle: number): number {
+  return Math.floor(handle / 2 ** 32);
 }
 
 function fuaFlag(fua: boolean): number {
@@ -303,18 +327,18 @@ function fuaFlag(fua: boolean): number {
 }
 
 /** A request's header, its own buffer. */
-function requestHeader(type: number, flags: number, handle: number, offsetBytes: number, lengthBytes: number): Buffer {
+function requestHeader(type: number, flags: number, offsetBytes: number, lengthBytes: number): Buffer {
   const header = Buffer.allocUnsafe(P.REQUEST_HEADER_BYTES);
-  writeRequestHeader(header, 0, type, flags, handle, offsetBytes, lengthBytes);
+  writeRequestHeader(header, 0, type, flags, 0, 0, offsetBytes, lengthBytes);
   return header;
 }
 
-function writeRequestHeader(out: Buffer, at: number, type: number, flags: number, handle: number, offsetBytes: number, lengthBytes: number): void {
+function writeRequestHeader(out: Buffer, at: number, type: number, flags: number, handleHi: number, handleLo: number, offsetBytes: number, lengthBytes: number): void {
   out.writeUInt32BE(P.REQUEST_MAGIC, at);
   out.writeUInt16BE(flags, at + 4);
   out.writeUInt16BE(type, at + 6);
-  out.writeUInt32BE(0, at + 8);
-  out.writeUInt32BE(handle, at + 12);
+  out.writeUInt32BE(handleHi, at + 8);
+  out.writeUInt32BE(handleLo, at + 12);
   writeU64(out, at + 16, offsetBytes);
   out.writeUInt32BE(lengthBytes, at + 24);
 }

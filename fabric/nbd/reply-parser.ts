@@ -8,7 +8,7 @@ import * as P from './protocol';
 export interface ReplySink {
   /**
    * A reply's header has arrived: the bytes of data that follow it (a successful READ's length,
-   * else 0). Throws if the handle is not one of a request in flight.
+   * else 0). Throws if the handle (all 64 bits, exact below 2^53) is not one of a request in flight.
    */
   header(handle: number, error: number): number;
   /** The whole reply: data is the READ's, when it carries any. */
@@ -33,8 +33,7 @@ export class ReplyParser {
   private parseHeader(buf: Buffer, at: number): void {
     if (buf.readUInt32BE(at) !== P.SIMPLE_REPLY_MAGIC) throw new Error('reply without the simple reply magic');
     const error = buf.readUInt32BE(at + 4);
-    const handle = buf.readUInt32BE(at + 12);
-    if (buf.readUInt32BE(at + 8) !== 0) throw new Error(`reply to unknown handle ${buf.readUInt32BE(at + 8) * 2 ** 32 + handle}`);
+    const handle = buf.readUInt32BE(at + 8) * 2 ** 32 + buf.readUInt32BE(at + 12);
     const dataBytes = this.sink.header(handle, error);
     if (dataBytes === 0) {
       this.sink.reply(handle, error, undefined);

@@ -55,7 +55,11 @@ export class ActivityLog {
   private saved = new Set<number>();
   /** The extents of the save being written, if one is: once it ends, the file holds these. */
   private writing: Set<number> | undefined;
-  /** Writes in flight, per extent. */
+  /**
+   * Writes in flight, per extent. An extent's count stays at 0 until the next flush starts: a Map
+   * that fills and empties with every write is rebuilt every few dozen writes (perf: about 0.2 us
+   * of each replicated 4 KiB write); the extents written between two flushes are few.
+   */
   private readonly inFlight = new Map<number, number>();
   /** Counts the changes to the extents it holds: what a copy told of them last holds them as of this. */
   private revisionValue = 0;
@@ -149,16 +153,19 @@ export class ActivityLog {
   /** The write has ended on every copy (or failed). */
   leave(offsetBytes: number, lengthBytes: number): void {
     for (let extent = firstExtent(offsetBytes), last = lastExtent(offsetBytes, lengthBytes); extent <= last; extent++) {
-      const count = (this.inFlight.get(extent) ?? 1) - 1;
-      if (count > 0) this.inFlight.set(extent, count);
-      else this.inFlight.delete(extent);
+      this.inFlight.set(extent, (this.inFlight.get(extent) ?? 1) - 1);
     }
   }
 
   /** A flush of every copy begins; pass what this returns to flushed() once it has completed everywhere. */
   flushStarted(): FlushToken {
     // A write still in flight may end after the flush was sent: the flush does not cover it.
-    return { clock: this.clock, busy: new Set(this.inFlight.keys()) };
+    const busy = new Set<number>();
+    for (const [extent, count] of this.inFlight) {
+      if (count > 0) busy.add(extent);
+      else this.inFlight.delete(extent); // deleting the entry being visited is safe in a Map
+    }
+    return { clock: this.clock, busy };
   }
 
   /**

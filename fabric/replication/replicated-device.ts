@@ -18,6 +18,7 @@
 // set first. So a primary that lost its place and cannot learn it serves no stale read.
 
 import { ChecksumError, IoError } from '../errors';
+import { InFlightWindow } from '../in-flight-window';
 import { totalBytes, type Pieces } from '../pieces';
 import type { Extent, VolumeLayer, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughLayer } from '../volume/pass-through-device';
@@ -190,8 +191,9 @@ export class ReplicatedDevice extends PassThroughLayer {
   private readonly copyLock = new RangeLock();
   /** Resyncs and repairs running: while there are any, changes take the copy lock (shared). */
   private resyncs = 0;
-  /** Changes and flushes in flight: a resync waits for those sent before the replica was a target again. */
-  private readonly inFlight = new Set<Promise<void>>();
+  /** Changes and flushes in flight, by number: a resync waits for those sent before the replica was a target again. */
+  private readonly inFlight = new InFlightWindow();
+  private tracks = 0;
   private readonly pacer: ResyncPacer;
   /** Changes and flushes sent, counted (each gets the next number). */
   private sent = 0;
@@ -570,7 +572,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     remote.copiedAtResyncStart = remote.copiedBytes;
     try {
       // Changes sent before it was a target mark its dirty map as they end; they end first.
-      await Promise.allSettled([...this.inFlight]);
+      await this.inFlightEnded();
       if (kind === 'full' || remote.needsFull) {
         remote.needsFull = true; // until the scan is through, its dirty map is partial
         remote.dirty = new DirtyMap();
@@ -717,7 +719,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   async exclusively<T>(offsetBytes: number, lengthBytes: number, fn: (local: VolumeLayer, peers: InSyncPeer[]) => Promise<T>): Promise<T> {
     this.resyncs++;
     try {
-      await Promise.allSettled([...this.inFlight]); // changes that did not take the lock end first
+      await this.inFlightEnded(); // changes that did not take the lock end first
       const release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, true);
       try {
         const peers = this.remotes.flatMap((r) => (r.state === 'in-sync' && r.connection ? [{ id: r.replica.id, connection: r.connection }] : []));
@@ -794,10 +796,16 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /** done, in inFlight until it settles. */
   private tracked(done: Promise<void>): Promise<void> {
-    this.inFlight.add(done);
-    const forget = () => void this.inFlight.delete(done);
+    const id = ++this.tracks;
+    this.inFlight.start(id);
+    const forget = () => this.inFlight.end(id);
     done.then(forget, forget);
     return done;
+  }
+
+  /** Resolves once the changes and flushes in flight now have ended (later ones are not waited for). */
+  private inFlightEnded(): Promise<void> {
+    return this.inFlight.endedUpTo(this.tracks);
   }
 
   private async replicateNow(offsetBytes: number, lengthBytes: number, local: () => Promise<void>, remote: (c: ReplicaConnection) => Promise<void>): Promise<void> {

@@ -24,10 +24,13 @@ export class BlockAllocator {
   private usedCount = 0;
   /**
    * Freed in memory, not yet reusable: the journal record that freed them (its sequence number is
-   * kept beside the block) may not be durable yet.
+   * kept beside the block) may not be durable yet. Entries [0, pendingLength) of arrays that only
+   * grow: plain arrays cut back at each sync and grown again by every overwrite were reallocated
+   * (fresh pages, copies) many times a second under random writes.
    */
-  private pendingBlocks: number[] = [];
-  private pendingSeqs: number[] = [];
+  private pendingBlocks: Float64Array = new Float64Array(1024);
+  private pendingSeqs: Float64Array = new Float64Array(1024);
+  private pendingLength = 0;
 
   constructor(readonly totalBlocks: number) {
     this.words = new Uint32Array(Math.ceil(totalBlocks / 32));
@@ -45,7 +48,7 @@ export class BlockAllocator {
 
   /** Blocks that a sync would make reusable. */
   get pendingCount(): number {
-    return this.pendingBlocks.length;
+    return this.pendingLength;
   }
 
   isUsed(block: number): boolean {
@@ -132,8 +135,12 @@ export class BlockAllocator {
 
   /** Frees a block once journal record seq (the one that dropped it) is durable. */
   freeAfterSync(block: number, seq: number): void {
-    this.pendingBlocks.push(block);
-    this.pendingSeqs.push(seq);
+    if (this.pendingLength === this.pendingBlocks.length) {
+      this.pendingBlocks = grown(this.pendingBlocks);
+      this.pendingSeqs = grown(this.pendingSeqs);
+    }
+    this.pendingBlocks[this.pendingLength] = block;
+    this.pendingSeqs[this.pendingLength++] = seq;
   }
 
   /** Called once every journal record up to seq is durable. */
@@ -152,17 +159,23 @@ export class BlockAllocator {
 
   private keepPending(keep: (block: number, seq: number) => boolean): void {
     let kept = 0;
-    for (let i = 0; i < this.pendingBlocks.length; i++) {
+    for (let i = 0; i < this.pendingLength; i++) {
       if (!keep(this.pendingBlocks[i], this.pendingSeqs[i])) continue;
       this.pendingBlocks[kept] = this.pendingBlocks[i];
       this.pendingSeqs[kept++] = this.pendingSeqs[i];
     }
-    this.pendingBlocks.length = kept;
-    this.pendingSeqs.length = kept;
+    this.pendingLength = kept;
   }
 
   /** After a checkpoint nothing durable references pending blocks any more. */
   releaseAll(): void {
     this.releaseUpTo(Number.MAX_SAFE_INTEGER);
   }
+}
+
+/** A copy of values with twice the room. */
+function grown(values: Float64Array): Float64Array {
+  const bigger = new Float64Array(values.length * 2);
+  bigger.set(values);
+  return bigger;
 }

@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Logger } from 'pino';
 import { IoError } from '../errors';
+import { InFlightWindow } from '../in-flight-window';
 import { crc32c } from '../store/checksum';
 import { releaseLock, takeLock } from '../store/data-dir-lock';
 import { settleAll } from '../store/file-io';
@@ -54,7 +55,8 @@ export interface NodeStoreOptions {
 export class NodeStore implements ReplicaHost {
   readonly pools = new Map<string, Pool>();
   closed = false;
-  private readonly inflightWrites = new Set<number>();
+  /** Writes in flight, by the sequence number of their first journal record. */
+  private readonly inflightWrites = new InFlightWindow();
   private flushRunning: Promise<void> | undefined;
   private flushQueued: Promise<void> | undefined;
   private syncLane: Promise<unknown> = Promise.resolve();
@@ -105,12 +107,12 @@ export class NodeStore implements ReplicaHost {
   // ---- ReplicaHost ----
 
   writeStarted(seq: number): void {
-    this.inflightWrites.add(seq);
+    this.inflightWrites.start(seq);
     this.dirty = true;
   }
 
   writeFinished(seq: number): void {
-    this.inflightWrites.delete(seq);
+    this.inflightWrites.end(seq);
   }
 
   checksumError(volume: string, offsetBytes: number): void {
@@ -198,7 +200,8 @@ export class NodeStore implements ReplicaHost {
 
   private async flushNow(): Promise<void> {
     let upTo = this.metadata.lastSeq;
-    for (const seq of this.inflightWrites) if (seq - 1 < upTo) upTo = seq - 1;
+    const oldestWrite = this.inflightWrites.lowest;
+    if (oldestWrite !== undefined && oldestWrite - 1 < upTo) upTo = oldestWrite - 1;
     this.dirty = false;
     this.lastSyncAt = Date.now();
     try {

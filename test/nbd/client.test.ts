@@ -90,3 +90,18 @@ it('fails every pending request when the server dies', async () => {
   killNbdkit();
   for (const write of writes) await expect(write).rejects.toThrow(/nbd:\/\/127\.0\.0\.1:\d+\/: (connection closed|read ECONNRESET)/);
 });
+
+it('matches each reply to its request when a slow one stays in flight while thousands of others come and go', async () => {
+  // Handles name a slot and a serial, and slots are taken again once answered: a read held up by
+  // the server must still get its own data after its neighbours' slots have been reused many times.
+  const { port, uri } = await nbdkit(['--filter=delay', 'memory', '16M', 'rdelay=1500ms']);
+  expect((await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 64k', uri])).code).toBe(0);
+  const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: '', timeoutMs: 30_000 });
+  const slowRead = client.read(0, 64 * 1024);
+  for (let wave = 0; wave < 20; wave++) {
+    await Promise.all(Array.from({ length: 50 }, (_, i) => client.write(MiB + (wave * 50 + i) * 4096, Buffer.alloc(4096, (wave * 50 + i) % 251), false)));
+  }
+  expect(await slowRead).toEqual(Buffer.alloc(64 * 1024, 0x5a));
+  client.close();
+  for (const block of [0, 777, 999]) expect((await run('qemu-io', ['-f', 'raw', '-c', `read -P ${block % 251} ${MiB + block * 4096} 4k`, uri])).code).toBe(0);
+});

@@ -119,6 +119,23 @@ describe('deferred frees', () => {
     expect(a.allocate(1)).toBeUndefined();
   });
 
+  test('keeps thousands of deferred frees apart by record, past the room it starts with', () => {
+    const total = 5000;
+    const a = new BlockAllocator(total);
+    expect(blocksOf(a.allocate(total)!)).toHaveLength(total);
+    for (let b = 0; b < total; b++) a.freeAfterSync(b, b + 1); // block b freed by record b + 1
+    expect(a.pendingCount).toBe(total);
+    a.releaseUpTo(2500);
+    expect(a.pendingCount).toBe(2500);
+    expect([a.isUsed(0), a.isUsed(2499), a.isUsed(2500), a.isUsed(4999)]).toEqual([false, false, true, true]);
+    a.cancelFreesOf(4001); // block 4000's free: its operation failed
+    expect(a.pendingCount).toBe(2499);
+    a.releaseAll();
+    expect(a.pendingCount).toBe(0);
+    expect(a.usedBlocks).toBe(1);
+    expect(a.isUsed(4000)).toBe(true);
+  });
+
   test('seeded model: no block is handed out twice, none reused before its free is released', () => {
     const seed = Date.now() >>> 0;
     const rng = new Prng(seed);
