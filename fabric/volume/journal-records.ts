@@ -18,6 +18,8 @@ const MAP_CHANGE_BYTES = 16;
 /** A record that is a type and a sequence number (64 bits: numbers do not restart). */
 const SEQ_RECORD_BYTES = 9;
 const LITTLE_ENDIAN = os.endianness() === 'LE';
+/** Runs of up to this many checksums (64 bytes, the most V8 keeps inside its heap) are written one by one. */
+const SHORT_RUN_BLOCKS = 16;
 
 /** A map entry set by a control operation (a merge of a deleted snapshot into its child). */
 export interface MapChange {
@@ -56,7 +58,9 @@ export function appendRun(journal: Journal, layer: number, firstBlock: number, f
   buf.writeUInt32LE(crcs.length, pos + 9);
   buf.writeUInt32LE(firstValue, pos + 13);
   const at = pos + RUN_HEADER_BYTES;
-  if (LITTLE_ENDIAN) Buffer.from(crcs.buffer, crcs.byteOffset, crcs.byteLength).copy(buf, at);
+  // A short run's checksums one by one: crcs.buffer of a typed array this small (V8 keeps it inside
+  // its heap) would have V8 move it out first, a malloc for every 4 KiB write.
+  if (LITTLE_ENDIAN && crcs.length > SHORT_RUN_BLOCKS) Buffer.from(crcs.buffer, crcs.byteOffset, crcs.byteLength).copy(buf, at);
   else for (let i = 0; i < crcs.length; i++) buf.writeUInt32LE(crcs[i], at + i * 4);
 }
 

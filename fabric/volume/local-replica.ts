@@ -260,14 +260,18 @@ export class LocalReplica implements VolumeLayer {
       inPlace = fresh < count;
     }
     const crcs = new Uint32Array(count);
-    crc32cPieces(blocks, B, crcs);
+    // A block in one piece (a 4 KiB write) gets its checksum as a number: handed to native code, a
+    // typed array this small (V8 keeps it inside its heap) would first be moved out, a malloc per write.
+    if (count === 1 && blocks.length === 1) crcs[0] = crc32c(blocks[0]);
+    else crc32cPieces(blocks, B, crcs);
     const metadata = this.host.metadata;
     // One journal record per physically contiguous run (usually one per request).
     let firstSeq = 0;
     let lastSeq = 0;
     for (let start = 0, i = 1; i <= count; i++) {
       if (i < count && targets[i] === targets[i - 1] + 1) continue;
-      lastSeq = metadata.recordRun(headLayer, first + start, targets[start] + FIRST_PHYSICAL, crcs.subarray(start, i));
+      // subarray() would move a small crcs out of V8's heap too: the whole of it as it is.
+      lastSeq = metadata.recordRun(headLayer, first + start, targets[start] + FIRST_PHYSICAL, start === 0 && i === count ? crcs : crcs.subarray(start, i));
       if (start === 0) firstSeq = lastSeq;
       start = i;
     }

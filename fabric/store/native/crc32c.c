@@ -18,15 +18,40 @@
 #define WEFT_ARM 1
 #endif
 
+#define POLY 0x82F63B78u /* reflected: bit 31 is the coefficient of x^0 */
+#define SPLIT_BYTES 4096 /* the length one buffer is checksummed in three parts at once (a block) */
+
 static uint32_t table[256];
 static int hardware;
+/* x^(8n) modulo the polynomial for the lengths of the last two parts of a SPLIT_BYTES buffer. */
+static uint32_t shift_last_two, shift_last;
+
+/* a * b modulo the polynomial. */
+static uint32_t multiply(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (int i = 0; i < 32; i++, a <<= 1) {
+    if (a & 0x80000000u) product ^= b;
+    b = (b >> 1) ^ (POLY & (0u - (b & 1u))); /* b * x */
+  }
+  return product;
+}
+
+/* x^(8 * bytes) modulo the polynomial: what advancing a register over that many zero bytes multiplies it by. */
+static uint32_t x_to_bytes(size_t bytes) {
+  uint32_t r = 0x80000000u;
+  for (size_t i = 0; i < 8 * bytes; i++) r = (r >> 1) ^ (POLY & (0u - (r & 1u)));
+  return r;
+}
 
 static void init(void) {
   for (uint32_t i = 0; i < 256; i++) {
     uint32_t c = i;
-    for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+    for (int k = 0; k < 8; k++) c = (c >> 1) ^ (POLY & (0u - (c & 1u)));
     table[i] = c;
   }
+  size_t part = (SPLIT_BYTES / 3) & ~(size_t)7;
+  shift_last_two = x_to_bytes(SPLIT_BYTES - part);
+  shift_last = x_to_bytes(SPLIT_BYTES - 2 * part);
 #if defined(WEFT_X86)
   unsigned a, b, c, d;
   hardware = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2);
@@ -93,7 +118,35 @@ static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n) {
   return hardware ? crc_hardware(crc, p, n) : crc_table(crc, p, n);
 }
 
+#if defined(WEFT_X86)
+/*
+ * One SPLIT_BYTES buffer in three parts A|B|C at once, for about twice the speed of one chain. A
+ * register is linear in what it starts from, and running it over n zero bytes multiplies it by
+ * x^(8n): so the register after A|B|C is ra * x^(8(|B|+|C|)) ^ rb * x^(8|C|) ^ rc, where ra is run
+ * over A from the initial value and rb, rc over B and C from 0.
+ */
+__attribute__((target("sse4.2"))) static uint32_t crc_split(const uint8_t *p) {
+  size_t part = (SPLIT_BYTES / 3) & ~(size_t)7;
+  const uint8_t *b = p + part, *c = p + 2 * part;
+  uint64_t ra = 0xffffffffu, rb = 0, rc = 0;
+  for (size_t i = 0; i < part; i += 8) {
+    uint64_t va, vb, vc;
+    memcpy(&va, p + i, 8);
+    memcpy(&vb, b + i, 8);
+    memcpy(&vc, c + i, 8);
+    ra = _mm_crc32_u64(ra, va);
+    rb = _mm_crc32_u64(rb, vb);
+    rc = _mm_crc32_u64(rc, vc);
+  }
+  uint32_t last = crc_hardware((uint32_t)rc, c + part, SPLIT_BYTES - 3 * part);
+  return (multiply((uint32_t)ra, shift_last_two) ^ multiply((uint32_t)rb, shift_last) ^ last) ^ 0xffffffffu;
+}
+#endif
+
 static uint32_t crc32c(const uint8_t *p, size_t n) {
+#if defined(WEFT_X86)
+  if (hardware && n == SPLIT_BYTES) return crc_split(p);
+#endif
   return crc_update(0xffffffffu, p, n) ^ 0xffffffffu;
 }
 
