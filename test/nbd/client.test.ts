@@ -3,8 +3,10 @@
 // fails every pending request with an error that says so.
 
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { NbdClient } from '../../fabric/nbd/client';
+import * as P from '../../fabric/nbd/protocol';
 import { freePort } from '../helpers/free-port';
 import { cleanupAll, makeTempDir, run } from '../helpers/weftd';
 
@@ -104,4 +106,104 @@ it('matches each reply to its request when a slow one stays in flight while thou
   expect(await slowRead).toEqual(Buffer.alloc(64 * 1024, 0x5a));
   client.close();
   for (const block of [0, 777, 999]) expect((await run('qemu-io', ['-f', 'raw', '-c', `read -P ${block % 251} ${MiB + block * 4096} 4k`, uri])).code).toBe(0);
+});
+
+/**
+ * A server that does the handshake by the book (a 1 MiB export), then hands each request's header
+ * to onRequest with the socket: for replies a real server would never send.
+ */
+async function scriptedServer(onRequest: (socket: net.Socket, header: Buffer) => void): Promise<{ port: number; server: net.Server }> {
+  const server = net.createServer((socket) => {
+    sockets.push(socket);
+    let buffered = Buffer.alloc(0);
+    let phase: 'flags' | 'option' | 'transmission' = 'flags';
+    const hello = Buffer.alloc(18);
+    hello.writeUInt32BE(P.NBDMAGIC_HI, 0);
+    hello.writeUInt32BE(P.NBDMAGIC_LO, 4);
+    hello.writeUInt32BE(P.IHAVEOPT_HI, 8);
+    hello.writeUInt32BE(P.IHAVEOPT_LO, 12);
+    hello.writeUInt16BE(P.FLAG_FIXED_NEWSTYLE, 16);
+    socket.write(hello);
+    socket.on('data', (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      for (;;) {
+        if (phase === 'flags' && buffered.length >= 4) {
+          buffered = buffered.subarray(4);
+          phase = 'option';
+        } else if (phase === 'option' && buffered.length >= 16 && buffered.length >= 16 + buffered.readUInt32BE(12)) {
+          const option = buffered.readUInt32BE(8);
+          buffered = buffered.subarray(16 + buffered.readUInt32BE(12));
+          const info = Buffer.alloc(12);
+          info.writeUInt16BE(P.INFO_EXPORT, 0);
+          info.writeUInt32BE(MiB, 6); // size: 1 MiB
+          info.writeUInt16BE(P.FLAG_HAS_FLAGS, 10);
+          socket.write(Buffer.concat([optionReply(option, P.REP_INFO, info), optionReply(option, P.REP_ACK, Buffer.alloc(0))]));
+          phase = 'transmission';
+        } else if (phase === 'transmission' && buffered.length >= P.REQUEST_HEADER_BYTES) {
+          const header = buffered.subarray(0, P.REQUEST_HEADER_BYTES);
+          const payload = header.readUInt16BE(6) === P.CMD_WRITE ? header.readUInt32BE(24) : 0;
+          if (buffered.length < P.REQUEST_HEADER_BYTES + payload) return;
+          buffered = buffered.subarray(P.REQUEST_HEADER_BYTES + payload);
+          onRequest(socket, Buffer.from(header));
+        } else return;
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  servers.push(server);
+  return { port: (server.address() as net.AddressInfo).port, server };
+}
+
+const servers: net.Server[] = [];
+const sockets: net.Socket[] = [];
+afterAll(() => {
+  for (const socket of sockets) socket.destroy();
+  for (const server of servers) server.close();
+});
+
+function optionReply(option: number, type: number, data: Buffer): Buffer {
+  const header = Buffer.alloc(20);
+  header.writeUInt32BE(P.OPTION_REPLY_MAGIC_HI, 0);
+  header.writeUInt32BE(P.OPTION_REPLY_MAGIC_LO, 4);
+  header.writeUInt32BE(option, 8);
+  header.writeUInt32BE(type, 12);
+  header.writeUInt32BE(data.length, 16);
+  return Buffer.concat([header, data]);
+}
+
+/** A simple reply (no error) echoing the 8-byte handle at 8..16 of a request header. */
+function simpleReply(handle: Buffer): Buffer {
+  const reply = Buffer.alloc(P.SIMPLE_REPLY_BYTES);
+  reply.writeUInt32BE(P.SIMPLE_REPLY_MAGIC, 0);
+  handle.copy(reply, 8);
+  return reply;
+}
+
+it('refuses a second reply to a request whose slot has been taken again, and fails the connection', async () => {
+  // Handles are reused slots: an old reply (a server's bug, a replay) must not answer the request
+  // that holds the slot now. The first write is answered; the second takes its slot; the server
+  // then sends the first write's reply again.
+  const handles: Buffer[] = [];
+  const { port } = await scriptedServer((socket, header) => {
+    handles.push(header.subarray(8, 16));
+    socket.write(simpleReply(handles[0])); // right the first time, the first write's again the second
+  });
+  const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: 'x' });
+  await client.write(0, Buffer.alloc(4096, 1), false);
+  const second = client.write(4096, Buffer.alloc(4096, 2), false);
+  await expect(second).rejects.toThrow(/reply to unknown handle/);
+  expect(handles[1].readUInt32BE(0)).toBe(handles[0].readUInt32BE(0)); // the same slot
+  expect(handles[1].equals(handles[0])).toBe(false); // another serial
+  await expect(client.read(0, 4096)).rejects.toThrow(/reply to unknown handle/);
+});
+
+it('refuses a reply that names a slot no request holds', async () => {
+  const { port } = await scriptedServer((socket, header) => {
+    const wrong = Buffer.from(header.subarray(8, 16));
+    wrong.writeUInt32BE(wrong.readUInt32BE(0) + 7, 0);
+    socket.write(simpleReply(wrong));
+  });
+  const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: 'x' });
+  await expect(client.flush()).rejects.toThrow(/reply to unknown handle/);
+  expect(client.broken).toBeDefined();
 });
