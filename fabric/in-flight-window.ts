@@ -2,7 +2,11 @@
 // running, and a wait for every one up to a number to end. A ring of numbers and flags rather than
 // a Set: a Set that fills and empties with each request is rebuilt (a new hash table, often on fresh
 // pages) every few dozen requests, which perf put at about 0.5 us of every 4 KiB write where one
-// sat on the I/O path. The ring grows to the most ever in flight at once and stays that size.
+// sat on the I/O path. The ring holds everything started since the oldest still running; when it
+// is full, the ended entries are squeezed out if they are half of it, else it doubles: its size
+// follows the most in flight at once, also behind an operation that hangs. Like a Set, it never
+// throws on the I/O path: a number started out of order is put in its place, the end of one not in
+// flight is ignored.
 
 interface Waiter {
   upTo: number;
@@ -24,28 +28,42 @@ export class InFlightWindow {
     return this.running;
   }
 
+  /** Entries the ring has room for (what it holds in memory). */
+  get room(): number {
+    return this.seqs.length;
+  }
+
   /** The lowest number started and not ended, if any. */
   get lowest(): number | undefined {
     return this.head < this.tail ? this.seqs[this.head & (this.seqs.length - 1)] : undefined;
   }
 
-  /** seq starts; it must be higher than every number started before. */
+  /** seq starts (callers start numbers in increasing order; one that is not is put in its place). */
   start(seq: number): void {
-    if (!(seq > this.last)) throw new Error(`in-flight window: ${seq} started after ${this.last}`);
-    if (this.tail - this.head === this.seqs.length) this.grow();
-    const at = this.tail & (this.seqs.length - 1);
-    this.seqs[at] = seq;
-    this.ended[at] = 0;
+    if (this.tail - this.head === this.seqs.length) this.makeRoom();
+    const mask = this.seqs.length - 1;
+    let at = this.tail;
+    if (!(seq > this.last)) {
+      // Out of order: move the higher ones up by one.
+      while (at > this.head && this.seqs[(at - 1) & mask] > seq) {
+        this.seqs[at & mask] = this.seqs[(at - 1) & mask];
+        this.ended[at & mask] = this.ended[(at - 1) & mask];
+        at--;
+      }
+    } else {
+      this.last = seq;
+    }
+    this.seqs[at & mask] = seq;
+    this.ended[at & mask] = 0;
     this.tail++;
     this.running++;
-    this.last = seq;
   }
 
-  /** seq, started and not yet ended, ends. */
+  /** seq ends; a number not in flight is ignored. */
   end(seq: number): void {
     const mask = this.seqs.length - 1;
     const at = this.find(seq);
-    if (at < 0 || this.ended[at & mask] === 1) throw new Error(`in-flight window: ${seq} is not in flight`);
+    if (at < 0 || this.ended[at & mask] === 1) return;
     this.ended[at & mask] = 1;
     this.running--;
     while (this.head < this.tail && this.ended[this.head & mask] === 1) this.head++;
@@ -82,18 +100,20 @@ export class InFlightWindow {
     for (const w of done) w.resolve();
   }
 
-  /** Twice the room, the entries kept in order from index 0. */
-  private grow(): void {
-    const size = this.seqs.length;
-    const seqs = new Float64Array(size * 2);
-    const ended = new Uint8Array(size * 2);
-    for (let p = this.head, i = 0; p < this.tail; p++, i++) {
-      seqs[i] = this.seqs[p & (size - 1)];
-      ended[i] = this.ended[p & (size - 1)];
-    }
-    this.tail -= this.head;
-    this.head = 0;
+  /**
+   * The ring is full: its entries still running are laid out again from index 0, in a ring of the
+   * same size if at least half have ended, else of twice the size. (Ended entries are only kept
+   * while an older one runs; dropping them changes nothing but what end() ignores.)
+   */
+  private makeRoom(): void {
+    const mask = this.seqs.length - 1;
+    const size = this.running <= this.seqs.length / 2 ? this.seqs.length : this.seqs.length * 2;
+    const seqs = new Float64Array(size);
+    let i = 0;
+    for (let p = this.head; p < this.tail; p++) if (this.ended[p & mask] === 0) seqs[i++] = this.seqs[p & mask];
     this.seqs = seqs;
-    this.ended = ended;
+    this.ended = new Uint8Array(size);
+    this.head = 0;
+    this.tail = i;
   }
 }

@@ -25,16 +25,41 @@ describe('InFlightWindow', () => {
     expect(w.size).toBe(0);
   });
 
-  it('refuses a number not above the last started, and an end of one not in flight', () => {
+  it('puts a number started out of order in its place, and ignores the end of one not in flight', () => {
     const w = new InFlightWindow();
     w.start(5);
-    expect(() => w.start(5)).toThrow('5 started after 5');
-    expect(() => w.start(4)).toThrow('4 started after 5');
-    expect(() => w.end(6)).toThrow('6 is not in flight');
-    w.start(6);
-    w.end(6);
-    expect(() => w.end(6)).toThrow('6 is not in flight');
+    w.start(9);
+    w.start(7); // out of order
+    w.start(2); // below all
+    expect(w.lowest).toBe(2);
+    w.end(6); // never started
+    w.end(2);
+    w.end(2); // twice
     expect(w.lowest).toBe(5);
+    expect(w.size).toBe(3);
+    w.end(5);
+    expect(w.lowest).toBe(7);
+    w.start(10); // in order again
+    w.end(7);
+    w.end(9);
+    expect(w.lowest).toBe(10);
+    expect(w.size).toBe(1);
+  });
+
+  it('stays small behind an operation that does not end while thousands of others come and go', () => {
+    const w = new InFlightWindow();
+    w.start(1); // hangs
+    for (let seq = 2; seq < 20_000; seq += 2) {
+      w.start(seq);
+      w.start(seq + 1);
+      w.end(seq);
+      w.end(seq + 1);
+    }
+    expect(w.lowest).toBe(1);
+    expect(w.size).toBe(1);
+    expect(w.room).toBeLessThanOrEqual(64);
+    w.end(1);
+    expect(w.lowest).toBeUndefined();
   });
 
   it('keeps its entries in order as it grows past its first size, with ends out of order', () => {

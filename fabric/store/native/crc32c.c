@@ -20,9 +20,12 @@
 
 #define POLY 0x82F63B78u /* reflected: bit 31 is the coefficient of x^0 */
 #define SPLIT_BYTES 4096 /* the length one buffer is checksummed in three parts at once (a block) */
+#define SPLIT_PART ((SPLIT_BYTES / 3) & ~(size_t)7) /* the first two parts' length; the third has the rest */
 
 static uint32_t table[256];
 static int hardware;
+
+#if defined(WEFT_X86)
 /* x^(8n) modulo the polynomial for the lengths of the last two parts of a SPLIT_BYTES buffer. */
 static uint32_t shift_last_two, shift_last;
 
@@ -42,6 +45,7 @@ static uint32_t x_to_bytes(size_t bytes) {
   for (size_t i = 0; i < 8 * bytes; i++) r = (r >> 1) ^ (POLY & (0u - (r & 1u)));
   return r;
 }
+#endif
 
 static void init(void) {
   for (uint32_t i = 0; i < 256; i++) {
@@ -49,12 +53,11 @@ static void init(void) {
     for (int k = 0; k < 8; k++) c = (c >> 1) ^ (POLY & (0u - (c & 1u)));
     table[i] = c;
   }
-  size_t part = (SPLIT_BYTES / 3) & ~(size_t)7;
-  shift_last_two = x_to_bytes(SPLIT_BYTES - part);
-  shift_last = x_to_bytes(SPLIT_BYTES - 2 * part);
 #if defined(WEFT_X86)
   unsigned a, b, c, d;
   hardware = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2);
+  shift_last_two = x_to_bytes(SPLIT_BYTES - SPLIT_PART);
+  shift_last = x_to_bytes(SPLIT_BYTES - 2 * SPLIT_PART);
 #elif defined(WEFT_ARM)
   hardware = 1;
 #endif
@@ -126,7 +129,7 @@ static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n) {
  * over A from the initial value and rb, rc over B and C from 0.
  */
 __attribute__((target("sse4.2"))) static uint32_t crc_split(const uint8_t *p) {
-  size_t part = (SPLIT_BYTES / 3) & ~(size_t)7;
+  size_t part = SPLIT_PART;
   const uint8_t *b = p + part, *c = p + 2 * part;
   uint64_t ra = 0xffffffffu, rb = 0, rc = 0;
   for (size_t i = 0; i < part; i += 8) {
