@@ -99,7 +99,7 @@ export class NodeServer {
   // ---- stage and unstage
 
   private async stage(request: csi.NodeStageVolumeRequest): Promise<object> {
-    const volume = requireString('volume_id', request.volume_id);
+    const volume = requireVolumeId(request.volume_id);
     const stagingPath = requirePath('staging_target_path', request.staging_target_path);
     const capability = supported(requireCapability('volume_capability', request.volume_capability));
     return this.inFlight.run(volume, async () => {
@@ -144,7 +144,7 @@ export class NodeServer {
   }
 
   private async unstage(request: csi.NodeUnstageVolumeRequest): Promise<object> {
-    const volume = requireString('volume_id', request.volume_id);
+    const volume = requireVolumeId(request.volume_id);
     const stagingPath = requirePath('staging_target_path', request.staging_target_path);
     return this.inFlight.run(volume, async () => {
       const current = this.state.get(volume);
@@ -183,6 +183,7 @@ export class NodeServer {
     state.publications = [];
     await this.tools.unmount(state.stagingPath);
     if (state.attachment) await this.attacher.detach(state.attachment);
+    else await this.attacher.clear(this.state.workDir(state.volume));
     if (!this.state.removeWorkDir(state.volume)) this.logger.warn({ volume: state.volume, workDir: this.state.workDir(state.volume) }, 'work dir not empty after detach: left in place');
     this.state.remove(state.volume);
     await this.report(state);
@@ -208,7 +209,7 @@ export class NodeServer {
   // ---- publish and unpublish
 
   private async publish(request: csi.NodePublishVolumeRequest): Promise<object> {
-    const volume = requireString('volume_id', request.volume_id);
+    const volume = requireVolumeId(request.volume_id);
     const targetPath = requirePath('target_path', request.target_path);
     const capability = supported(requireCapability('volume_capability', request.volume_capability));
     if (!request.staging_target_path) throw failedPrecondition('staging_target_path is required: this plugin stages volumes (NodeStageVolume) before publishing them');
@@ -263,18 +264,19 @@ export class NodeServer {
   }
 
   private async unpublish(request: csi.NodeUnpublishVolumeRequest): Promise<object> {
-    const volume = requireString('volume_id', request.volume_id);
+    const volume = requireVolumeId(request.volume_id);
     const targetPath = requirePath('target_path', request.target_path);
     return this.inFlight.run(volume, async () => {
       const state = this.state.get(volume);
       if (!state) await this.requireVolume(volume);
+      // Only a path this plugin published (recorded before it is mounted) is unmounted and removed:
+      // any other path, another volume's publication or a file the caller named, is not ours.
+      if (!state?.publications.some((p) => p.targetPath === targetPath)) return {};
       await this.releaseTarget(targetPath);
-      if (state?.publications.some((p) => p.targetPath === targetPath)) {
-        state.publications = state.publications.filter((p) => p.targetPath !== targetPath);
-        this.state.put(state);
-        this.logger.info({ volume, targetPath }, 'volume unpublished');
-        await this.report(state);
-      }
+      state.publications = state.publications.filter((p) => p.targetPath !== targetPath);
+      this.state.put(state);
+      this.logger.info({ volume, targetPath }, 'volume unpublished');
+      await this.report(state);
       return {};
     });
   }
@@ -291,7 +293,7 @@ export class NodeServer {
   // ---- stats and expansion
 
   private async volumeStats(request: csi.NodeGetVolumeStatsRequest): Promise<object> {
-    const volume = requireString('volume_id', request.volume_id);
+    const volume = requireVolumeId(request.volume_id);
     const volumePath = requireVolumePath('volume_path', request.volume_path);
     const state = this.stateAt(volume, volumePath);
     const condition = await this.condition(state, volumePath);
@@ -325,7 +327,7 @@ export class NodeServer {
    * volume that cannot grow while in use), and the filesystem grows at the next NodeStageVolume.
    */
   private async expand(request: csi.NodeExpandVolumeRequest): Promise<object> {
-    const volume = requireString('volume_id', request.volume_id);
+    const volume = requireVolumeId(request.volume_id);
     const volumePath = requireVolumePath('volume_path', request.volume_path);
     const range = checkRange('capacity_range', request.capacity_range);
     if (request.volume_capability) {
@@ -396,7 +398,6 @@ export class NodeServer {
 
   /** The volume as weftd knows it; NOT_FOUND when it does not exist. */
   private async requireVolume(volume: string): Promise<VolumeInfo> {
-    if (!isWeftName(volume)) throw notFound(`volume ${volume} does not exist`);
     return this.client.getVolume(volume);
   }
 
@@ -490,4 +491,14 @@ function mountOptions(state: VolumeState): string[] {
 
 function filesystemOf(state: VolumeState): FsType {
   return state.fsType ?? DEFAULT_FS_TYPE;
+}
+
+/**
+ * A request's volume_id: required, and NOT_FOUND when it is no Weft name, checked before it names
+ * anything here (the plugin's state files are named after volumes).
+ */
+function requireVolumeId(value: string | undefined | null): string {
+  const volume = requireString('volume_id', value);
+  if (!isWeftName(volume)) throw notFound(`volume ${volume} does not exist`);
+  return volume;
 }

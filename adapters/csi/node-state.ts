@@ -4,6 +4,7 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
+import { isValidName } from '../../fabric/volume/names';
 import type { Attachment } from './attach/attacher';
 import type { AccessModeName } from './messages';
 import type { FsType } from './validate';
@@ -72,7 +73,7 @@ export class NodeStateStore {
 
   /** A directory private to the volume's attachment (the attacher's work dir). */
   workDir(volume: string): string {
-    return path.join(this.dir, 'attach', volume);
+    return path.join(this.dir, 'attach', safeName(volume));
   }
 
   /**
@@ -91,7 +92,7 @@ export class NodeStateStore {
   }
 
   private file(volume: string): string {
-    return path.join(this.dir, volume + SUFFIX);
+    return path.join(this.dir, safeName(volume) + SUFFIX);
   }
 
   private read(file: string): VolumeState {
@@ -106,4 +107,10 @@ export class NodeStateStore {
       fs.closeSync(fd);
     }
   }
+}
+
+/** A volume name as part of a path here: never one that could lead out of the state directory. */
+function safeName(volume: string): string {
+  if (!isValidName(volume)) throw new Error(`not a volume name: ${JSON.stringify(volume)}`);
+  return volume;
 }

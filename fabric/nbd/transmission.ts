@@ -49,6 +49,8 @@ export class Transmission implements RequestSink {
   private stalled?: Buffer;
   /** No more requests are read: DISC, end of input, a protocol violation or server shutdown. */
   private stopping = false;
+  /** The input ended while bytes before its end were held back (stalled): they are read first. */
+  private inputEnded = false;
   private socketClosed = false;
   private released = false;
   /** The export was told that the client is gone with requests in flight (NbdExport.abandon). */
@@ -148,7 +150,9 @@ export class Transmission implements RequestSink {
     const rest = this.stalled;
     this.stalled = undefined;
     this.onData(rest);
-    if (!this.stalled && !this.stopping) this.socket.resume();
+    if (this.stalled || this.stopping) return;
+    if (this.inputEnded) this.onInputEnd();
+    else this.socket.resume();
   }
 
   /** A request that does not reach the device: a rejected WRITE's payload is dropped at once. */
@@ -253,6 +257,12 @@ export class Transmission implements RequestSink {
   }
 
   private onInputEnd(): void {
+    // A paused socket still ends once its buffer is empty: requests held back for backpressure (a
+    // DISC among them, perhaps) were sent before the end and are read first (resumeIfPossible).
+    if (this.stalled) {
+      this.inputEnded = true;
+      return;
+    }
     if (this.parser.midRequest() && !this.stopping) this.log.warn('NBD: client closed the connection in the middle of a request');
     // Closed without NBD_CMD_DISC: a hard disconnect, the client will not read the replies of its
     // requests in flight. After a DISC (a soft disconnect) they run on (abandonExport asks).

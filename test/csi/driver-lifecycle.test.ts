@@ -165,6 +165,33 @@ describe('node state at start', () => {
     await withClient(socketPath, async (csi) => expect(await csi.code('NodeUnstageVolume', { volume_id: 'interrupted', staging_target_path: stagingPath })).toBe('OK'));
     await weftd.stop();
   });
+  it('cleans up a stage that a crash interrupted after the device was made, before its attachment was recorded', async () => {
+    root = makeTempDir('weft-csi-midattach-');
+    const socketPath = path.join(root, 'csi.sock');
+    const weftd = await startWeftd({ dataDir: path.join(root, 'data'), pools: [`default:${root}:256MiB`], extraArgs: ['--csi-endpoint', `unix://${socketPath}`] });
+    const stagingPath = path.join(root, 'staging', 'midway');
+    await withClient(socketPath, async (csi) => {
+      await csi.call('CreateVolume', { name: 'midway', volume_capabilities: [BLOCK_WRITER], capacity_range: { required_bytes: 4 << 20 } });
+      await csi.call('NodeStageVolume', { volume_id: 'midway', staging_target_path: stagingPath, volume_capability: BLOCK_WRITER });
+    });
+    expect(leftoversUnder(root).loops).toHaveLength(1);
+    // What a kill -9 inside attach() leaves: nbdfuse, its relay, the FUSE mount and the loop device
+    // running, and a state file that names no attachment.
+    await weftd.kill9();
+    const stateFile = path.join(weftd.dataDir, 'csi', 'midway.json');
+    const { attachment: _made, ...state } = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(stateFile, JSON.stringify({ ...state, phase: 'attaching' }));
+
+    await weftd.start();
+    expect(weftd.logs()).toMatch(/"volume":"midway","phase":"attaching".*broken or unfinished/);
+    expect(fs.existsSync(stateFile)).toBe(false);
+    expectNoLeftovers(root);
+    await withClient(socketPath, async (csi) => {
+      expect(await csi.code('NodeUnstageVolume', { volume_id: 'midway', staging_target_path: stagingPath })).toBe('OK');
+      expect(await csi.code('DeleteVolume', { volume_id: 'midway' })).toBe('OK');
+    });
+    await weftd.stop();
+  });
 });
 
 describe('AttachmentService', () => {

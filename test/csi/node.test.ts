@@ -2,19 +2,21 @@
 // does that): NodeGetInfo, NodeGetCapabilities, and the status code of every RPC for missing
 // fields, unknown volumes and volumes that are not staged here.
 
+import * as fs from 'fs';
 import * as path from 'path';
 import { BLOCK_WRITER, CsiClient, MOUNT_WRITER } from '../helpers/csi-client';
 import { cleanupAll, makeTempDir, startWeftd } from '../helpers/weftd';
 
 let csi: CsiClient;
 let work: string;
+let dataDir: string;
 
 beforeAll(async () => {
   work = makeTempDir('weft-csi-node-');
-  await startWeftd({
+  ({ dataDir } = await startWeftd({
     pools: [`default:${makeTempDir('weft-pool-')}:1GiB`],
     extraArgs: ['--csi-endpoint', `unix://${path.join(work, 'csi.sock')}`, '--node-id', 'node-b', '--zone', 'rack-7'],
-  });
+  }));
   csi = new CsiClient(path.join(work, 'csi.sock'));
   await csi.call('CreateVolume', { name: 'idle', volume_capabilities: [MOUNT_WRITER], capacity_range: { required_bytes: 4 << 20 } });
 });
@@ -110,6 +112,32 @@ describe('NodeUnpublishVolume', () => {
   it('is NOT_FOUND for an unknown volume, OK for a volume that is not published', async () => {
     expect(await csi.code('NodeUnpublishVolume', { volume_id: 'no-such-volume', target_path: target() })).toBe('NOT_FOUND');
     expect(await csi.code('NodeUnpublishVolume', { volume_id: 'idle', target_path: target() })).toBe('OK');
+  });
+
+  it('leaves alone a path it did not publish: a file or a directory the caller names stays', async () => {
+    const file = path.join(work, 'precious.txt');
+    const dir = path.join(work, 'somebody-elses-dir');
+    fs.writeFileSync(file, 'keep me');
+    fs.mkdirSync(dir, { recursive: true });
+    for (const targetPath of [file, dir]) expect(await csi.code('NodeUnpublishVolume', { volume_id: 'idle', target_path: targetPath })).toBe('OK');
+    expect(fs.readFileSync(file, 'utf8')).toBe('keep me');
+    expect(fs.statSync(dir).isDirectory()).toBe(true);
+  });
+});
+
+describe('a volume_id that is no volume name', () => {
+  // A state file outside the plugin's state dir, as a volume_id of "../planted" would name it.
+  it('is NOT_FOUND and reads no file outside the state dir (path traversal)', async () => {
+    const victim = path.join(work, 'victim.txt');
+    fs.writeFileSync(victim, 'keep me');
+    const planted = path.join(dataDir, 'planted.json');
+    const stagingPath = path.join(work, 'planted-staging');
+    fs.writeFileSync(planted, JSON.stringify({ volume: '../planted', phase: 'staged', stagingPath, access: 'mount', publications: [{ targetPath: victim, readOnly: false, workload: {} }] }));
+    expect(await csi.code('NodeUnpublishVolume', { volume_id: '../planted', target_path: victim })).toBe('NOT_FOUND');
+    expect(await csi.code('NodeUnstageVolume', { volume_id: '../planted', staging_target_path: stagingPath })).toBe('NOT_FOUND');
+    expect(await csi.code('NodeGetVolumeStats', { volume_id: '../planted', volume_path: victim })).toBe('NOT_FOUND');
+    expect(fs.readFileSync(victim, 'utf8')).toBe('keep me');
+    expect(fs.existsSync(planted)).toBe(true);
   });
 });
 

@@ -224,6 +224,31 @@ describe('NBD connection lifecycle', () => {
     expect(fixture.warnings()).toEqual([]);
   });
 
+  // More requests than may be in flight at once (256), small enough to arrive in one chunk with the
+  // input's end: the rest wait, unread, when the end is seen; sent before it, they are run and answered.
+  test.each([
+    ['then DISC and a half-close', true],
+    ['then a half-close', false],
+  ])('more requests than may be in flight, %s: every one is run and answered', async (_, disc) => {
+    const client = await open();
+    layer.delayMs = 20;
+    const count = 300;
+    const payload = (i: number) => Buffer.alloc(16, (i % 251) + 1);
+    const writes = Array.from({ length: count }, (_, i) => encodeRequest({ type: CMD.WRITE, handle: BigInt(i), offset: i * 4096, length: 16, payload: payload(i) }));
+    client.socket.end(Buffer.concat([...writes, ...(disc ? [encodeRequest({ type: CMD.DISC })] : [])]));
+    const handles = new Set<bigint>();
+    for (let i = 0; i < count; i++) {
+      const reply = await client.readSimpleReply();
+      expect(reply.error).toBe(0);
+      handles.add(reply.handle);
+    }
+    expect(handles.size).toBe(count);
+    expect(await client.closedWithin(2000)).toBe(true);
+    layer.delayMs = 0;
+    const reader = await open();
+    for (const i of [0, 255, 256, count - 1]) expect((await reader.readData(i * 4096, 16)).equals(payload(i))).toBe(true);
+  });
+
   test('a slow request does not hold back faster ones: replies come in completion order', async () => {
     const slow = await open();
     layer.delayMs = 300;

@@ -33,6 +33,8 @@ export interface Attacher {
   attach(request: AttachRequest, workDir: string): Promise<Attachment>;
   /** Undoes attach(); succeeds if it is already (partly) undone. */
   detach(attachment: Attachment): Promise<void>;
+  /** Undoes whatever an attach() in workDir that never returned (a crash) left there; succeeds if nothing. */
+  clear(workDir: string): Promise<void>;
   /** True if the device still works (its NBD connection and helper processes are alive). */
   isHealthy(attachment: Attachment): Promise<boolean>;
   /**

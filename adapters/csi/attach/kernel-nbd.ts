@@ -15,7 +15,7 @@ import { commandExists, missingCommands, probeTool, runTool } from './exec';
 import { assertNotMounted } from './mount';
 import { isHelperAlive } from './processes';
 import { RECONNECT_WINDOW_S, RELAY_SOCKET, relayDaemonIdentity, startRelayDaemon, stopRelayDaemon } from './relay';
-import { attachInWorkDir, removeRecord, type WorkDirSteps } from './work-dir';
+import { attachInWorkDir, clearWorkDir, removeRecord, type WorkDirSteps } from './work-dir';
 
 /** Written before nbd-client runs, so that a crash right after it still leaves the device findable. */
 const DEVICE_FILE = 'nbd-device';
@@ -67,6 +67,10 @@ export class KernelNbdAttacher implements Attacher, WorkDirSteps {
 
   detach(attachment: Attachment): Promise<void> {
     return this.teardown(workDirOf(attachment));
+  }
+
+  clear(workDir: string): Promise<void> {
+    return clearWorkDir(this, workDir);
   }
 
   async reattach(attachment: Attachment, sizeBytes: number): Promise<Attachment> {

@@ -22,7 +22,7 @@ import { missingCommands } from './exec';
 import { assertNotMounted, isMountPoint, unmount } from './mount';
 import { childrenNamed, isHelperAlive, readPidFile, startDaemon, stopHelper, waitForHelperExit, type HelperIdentity } from './processes';
 import { relaySubprocessArgs } from './relay';
-import { attachInWorkDir, removeRecord, type WorkDirSteps } from './work-dir';
+import { attachInWorkDir, clearWorkDir, removeRecord, type WorkDirSteps } from './work-dir';
 
 const FUSE_DIR = 'fuse';
 const NBDFUSE_PID_FILE = 'nbdfuse.pid';
@@ -82,6 +82,10 @@ export class NbdFuseLoopAttacher implements Attacher, WorkDirSteps {
 
   detach(attachment: Attachment): Promise<void> {
     return this.teardown(workDirOf(attachment));
+  }
+
+  clear(workDir: string): Promise<void> {
+    return clearWorkDir(this, workDir);
   }
 
   async reattach(attachment: Attachment, sizeBytes: number): Promise<Attachment> {

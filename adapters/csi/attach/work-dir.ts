@@ -37,6 +37,18 @@ export async function attachInWorkDir(steps: WorkDirSteps, request: AttachReques
   }
 }
 
+/**
+ * Removes whatever an attach() in workDir left, whether or not it got as far as its record (a crash
+ * in the middle of one leaves helpers and devices with no attachment to name them).
+ */
+export async function clearWorkDir(steps: WorkDirSteps, workDir: string): Promise<void> {
+  const dir = await realpath(workDir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (dir !== undefined) await steps.teardown(dir);
+}
+
 function sameVolume(existing: Attachment, { volume, nbdUri }: AttachRequest): Attachment {
   if (existing.volume === volume && existing.nbdUri === nbdUri) return existing;
   throw failedPrecondition(
