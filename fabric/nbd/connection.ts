@@ -19,6 +19,8 @@ export interface ConnectionOptions {
   handshakeTimeoutMs: number;
   /** Bytes of requests and replies one connection may hold before it stops reading. */
   maxConnectionInFlightBytes: number;
+  /** See NbdServerOptions.drainTimeoutMs. */
+  drainTimeoutMs: number;
   budget: NodeInFlightBudget;
 }
 
@@ -104,6 +106,7 @@ export class Connection {
       negotiated,
       maxRequestBytes: this.options.maxRequestBytes,
       maxInFlightBytes: this.options.maxConnectionInFlightBytes,
+      drainTimeoutMs: this.options.drainTimeoutMs,
       budget: this.options.budget,
       log: this.log.child({ exportName: negotiated.exportName }),
       onEnded: () => this.resolveDone(),

@@ -14,6 +14,7 @@ const MAX_MAX_REQUEST_BYTES = 0xffffffff - 8;
 export const DEFAULT_MAX_CONNECTION_INFLIGHT_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_INFLIGHT_BYTES = 1024 * 1024 * 1024;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 
 export interface NbdServerOptions {
   provider: ExportProvider;
@@ -28,6 +29,8 @@ export interface NbdServerOptions {
   maxInFlightBytes?: number;
   /** A client must finish the handshake this long after connecting. */
   handshakeTimeoutMs?: number;
+  /** Once a connection is ending (DISC, end of input, shutdown), how long its last replies may take to leave before it is cut. */
+  drainTimeoutMs?: number;
 }
 
 export class NbdServer {
@@ -36,6 +39,7 @@ export class NbdServer {
   private readonly maxRequestBytes: number;
   private readonly maxConnectionInFlightBytes: number;
   private readonly handshakeTimeoutMs: number;
+  private readonly drainTimeoutMs: number;
   private readonly budget: NodeInFlightBudget;
   private closing?: Promise<void>;
 
@@ -48,6 +52,7 @@ export class NbdServer {
     this.maxConnectionInFlightBytes = positive('maxConnectionInFlightBytes', options.maxConnectionInFlightBytes ?? DEFAULT_MAX_CONNECTION_INFLIGHT_BYTES);
     this.budget = new NodeInFlightBudget(positive('maxInFlightBytes', options.maxInFlightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES));
     this.handshakeTimeoutMs = positive('handshakeTimeoutMs', options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    this.drainTimeoutMs = positive('drainTimeoutMs', options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
     // Half-open: a client may shut down its sending side and still expect its replies.
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
   }
@@ -90,6 +95,7 @@ export class NbdServer {
       maxRequestBytes: this.maxRequestBytes,
       maxConnectionInFlightBytes: this.maxConnectionInFlightBytes,
       handshakeTimeoutMs: this.handshakeTimeoutMs,
+      drainTimeoutMs: this.drainTimeoutMs,
       budget: this.budget,
     });
     this.connections.add(connection);

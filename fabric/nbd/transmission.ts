@@ -29,6 +29,8 @@ export interface TransmissionOptions {
   maxInFlightBytes: number;
   /** The node's cap across connections. */
   budget: NodeInFlightBudget;
+  /** Once every reply is handed to the socket at the end, how long they may take to leave before the socket is cut. */
+  drainTimeoutMs: number;
   log: pino.Logger;
   /** Called once, after the socket has closed and the export has been closed. */
   onEnded(): void;
@@ -52,6 +54,8 @@ export class Transmission implements RequestSink {
   /** The input ended while bytes before its end were held back (stalled): they are read first. */
   private inputEnded = false;
   private socketClosed = false;
+  /** Cuts a connection whose client does not read its last replies (finish). */
+  private drainDeadline?: NodeJS.Timeout;
   private released = false;
   /** The export was told that the client is gone with requests in flight (NbdExport.abandon). */
   private abandoned = false;
@@ -273,10 +277,18 @@ export class Transmission implements RequestSink {
   /** Every reply has been handed to the socket: flush them and close. */
   private finish(): void {
     this.writer.flush();
-    if (!this.socket.destroyed) this.socket.destroySoon();
+    if (this.socket.destroyed) return;
+    this.socket.destroySoon();
+    // A client that reads nothing more (a paused VM, a hostile one) would otherwise hold the connection,
+    // its export and its memory for ever, and a shutdown of weftd would wait for it.
+    this.drainDeadline ??= setTimeout(() => {
+      this.log.warn({ pendingBytes: this.socket.writableLength }, `NBD: the client did not read its last replies within ${this.options.drainTimeoutMs} ms; disconnecting`);
+      this.socket.destroy();
+    }, this.options.drainTimeoutMs);
   }
 
   private onClose(): void {
+    clearTimeout(this.drainDeadline);
     this.socketClosed = true;
     this.stopping = true;
     this.stalled = undefined;

@@ -236,8 +236,19 @@ export class ReplicatedDevice extends PassThroughLayer {
   static async open(below: VolumeLayer, remotes: RemoteReplica[], inSync: InSyncSet, options: ReplicationOptions = {}): Promise<ReplicatedDevice> {
     const members = new Set(inSync.members());
     const device = new ReplicatedDevice(below, remotes, inSync, options);
-    await Promise.all(
-      device.remotes.map(async (remote) => {
+    try {
+      await device.opened(members, options);
+    } catch (err) {
+      device.close(); // the copies it did connect to are let go: they would count it as a user of theirs
+      throw err;
+    }
+    return device;
+  }
+
+  /** open(): every connection tried (all settled before a failure is thrown), the activity settled, the log started. */
+  private async opened(members: ReadonlySet<string>, options: ReplicationOptions): Promise<void> {
+    const connected = await Promise.allSettled(
+      this.remotes.map(async (remote) => {
         if (!members.has(remote.replica.id)) {
           remote.state = 'out';
           remote.member = false;
@@ -247,15 +258,16 @@ export class ReplicatedDevice extends PassThroughLayer {
           return;
         }
         try {
-          remote.connection = await device.connect(remote);
+          remote.connection = await this.connect(remote);
         } catch (err) {
-          await device.drop(remote, `cannot be written to: ${(err as Error).message}`);
+          await this.drop(remote, `cannot be written to: ${(err as Error).message}`);
         }
       }),
     );
-    if (options.activity) await device.settleActivity(options.activity, options.formerPrimaries ?? []);
-    await device.startLogging();
-    return device;
+    const failed = connected.find((outcome) => outcome.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    if (options.activity) await this.settleActivity(options.activity, options.formerPrimaries ?? []);
+    await this.startLogging();
   }
 
   /** A connection to a remote, its copy grown first if it is smaller than this one (growCopy). */

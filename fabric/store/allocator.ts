@@ -152,11 +152,6 @@ export class BlockAllocator {
     });
   }
 
-  /** Forgets the frees of record seq: the operation that made them failed, the blocks stay in use. */
-  cancelFreesOf(seq: number): void {
-    this.keepPending((_block, pendingSeq) => pendingSeq !== seq);
-  }
-
   private keepPending(keep: (block: number, seq: number) => boolean): void {
     let kept = 0;
     for (let i = 0; i < this.pendingLength; i++) {

@@ -121,9 +121,12 @@ export async function settleAll(operations: Promise<void>[]): Promise<void> {
 export const RESOLVED: Promise<void> = Promise.resolve();
 
 /** pwrite on the calling thread, retrying short writes. */
-export function pwriteAllSync(fd: number, buf: Buffer, position: number): void {
+export function pwriteAllSync(fd: number, buf: Buffer, position: number, progress?: (bytesWritten: number) => void): void {
   let done = 0;
-  while (done < buf.length) done += ops.writeSync(fd, buf, done, buf.length - done, position + done);
+  while (done < buf.length) {
+    done += ops.writeSync(fd, buf, done, buf.length - done, position + done);
+    progress?.(done); // a later call may fail: what this one wrote is in the file all the same
+  }
 }
 
 /** pwritevAll on the calling thread. */

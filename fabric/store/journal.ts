@@ -278,9 +278,13 @@ export class Journal {
       ftruncateSync(this.fd, grown);
       this.fileBytes = grown;
     }
-    pwriteAllSync(this.fd, this.unsynced.subarray(this.written, this.unsyncedLength), this.durable + this.written);
-    this.written = this.unsyncedLength;
-    this.reached = Math.max(this.reached, this.durable + this.written);
+    const from = this.written;
+    // Counted as each part lands: a write that fails after a short one has put part of the frames, or
+    // all of the first, in the file, and a record there may come back at a restart (reachedBytes).
+    pwriteAllSync(this.fd, this.unsynced.subarray(from, this.unsyncedLength), this.durable + from, (bytes) => {
+      this.written = from + bytes;
+      this.reached = Math.max(this.reached, this.durable + this.written);
+    });
   }
 }
 

@@ -135,7 +135,7 @@ function createBackingFile(file: string, sizeBytes: number, poolClass: string): 
 }
 
 /** The data blocks of a member of sizeBytes; refuses one too small to be worth a member. */
-function memberBlocks(sizeBytes: number, poolClass: string): number {
+export function memberBlocks(sizeBytes: number, poolClass: string): number {
   const blocks = Math.floor((sizeBytes - DATA_OFFSET_BYTES) / BLOCK_BYTES);
   if (blocks < MIN_BLOCKS) throw invalidArgument(`pool ${poolClass}: size ${sizeBytes} bytes is too small (at least ${DATA_OFFSET_BYTES + MIN_BLOCKS * BLOCK_BYTES})`);
   return blocks;

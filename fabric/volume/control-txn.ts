@@ -68,8 +68,12 @@ export class ControlTxn {
     this.mark = this.store.metadata.appendMark();
     const seq = this.store.metadata.recordControl(this.catalog.changes(), this.maps);
     this.seq = seq;
-    for (const f of this.frees) this.store.pool(f.pool).allocator.freeAfterSync(f.block, seq);
     await this.store.flushAll();
+    // Only now, when every record up to its own is durable: a client's FLUSH running meanwhile could
+    // make the record durable and release what waits for it, and should this commit's own flush then
+    // fail, the rollback would bring back layers whose blocks were already free.
+    for (const f of this.frees) this.store.pool(f.pool).allocator.freeAfterSync(f.block, seq);
+    for (const pool of new Set(this.frees.map((f) => f.pool))) this.store.pool(pool).allocator.releaseUpTo(seq);
   }
 
   /**
@@ -90,7 +94,6 @@ export class ControlTxn {
     const live = new Set(this.store.catalog.layers.map((l) => l.id));
     for (const id of metadata.maps.keys()) if (!live.has(id)) metadata.maps.delete(id);
     if (this.seq !== undefined) {
-      for (const pool of this.store.pools.values()) pool.allocator.cancelFreesOf(this.seq);
       // Written in order after the record it cancels, before anything appended later; if this
       // write-out fails too, the next one retries both.
       metadata.recordCancel(this.seq);

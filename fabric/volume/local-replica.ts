@@ -83,6 +83,7 @@ export class LocalReplica implements VolumeLayer {
     const end = Math.ceil((offsetBytes + lengthBytes) / B);
     const release = await this.begin(first, end, false);
     try {
+      this.checkRange(offsetBytes, lengthBytes); // again: see write()
       const buf = await this.readBlocks(first, end);
       const skip = offsetBytes - first * B;
       return skip === 0 && lengthBytes === buf.length ? buf : buf.subarray(skip, skip + lengthBytes);
@@ -102,6 +103,8 @@ export class LocalReplica implements VolumeLayer {
     const entered = this.begin(first, end, true);
     const release = typeof entered === 'function' ? entered : await entered;
     try {
+      // It waited at the gate, where a control operation (a resize, a revert) may have moved the end.
+      if (release !== entered) this.checkWritable(offsetBytes, lengthBytes);
       const aligned = offsetBytes === first * B && lengthBytes === (end - first) * B;
       await this.writeBlocks(first, aligned ? pieces : await this.fullBlocks(offsetBytes, pieces, lengthBytes, first, end));
     } finally {
@@ -344,6 +347,7 @@ export class LocalReplica implements VolumeLayer {
   private async unmapBlocks(first: number, end: number): Promise<void> {
     const release = await this.begin(first, end, true);
     try {
+      this.checkWritable(first * B, (end - first) * B); // again: see write()
       const { map: head, pool, id: headLayer } = this.chain.head;
       const metadata = this.host.metadata;
       for (let block = first; block < end; block++) {

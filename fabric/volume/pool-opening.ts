@@ -5,11 +5,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Logger } from 'pino';
 import { failedPrecondition, invalidArgument } from '../errors';
+import { FIRST_PHYSICAL } from './block-map';
 import { Pool } from '../store/pool';
 import {
   checkInitializable,
   initializeMember,
   locateMember,
+  memberBlocks,
   readMember,
   type MemberLocation,
   type OpenMember,
@@ -42,6 +44,7 @@ export function openPools(specs: PoolSpec[], catalog: Catalog, logger: Logger): 
   try {
     for (const spec of specs) candidates.push(inspect(spec, catalog, candidates));
     checkRecordedMembers(candidates, catalog);
+    checkAddressable(candidates);
     for (const { location, member } of candidates) {
       opened.push(member?.superblock ? { path: member.path, fd: member.fd, superblock: member.superblock } : initializeMember(location, member));
     }
@@ -59,6 +62,25 @@ export function openPools(specs: PoolSpec[], catalog: Catalog, logger: Logger): 
   }
   const records = [...pools.values()].map((pool) => ({ class: pool.poolClass, members: pool.memberList() }));
   return { pools, records };
+}
+
+/**
+ * Block maps and journal records hold a block's number (plus FIRST_PHYSICAL) in 32 bits: a pool of
+ * more blocks (16 TiB of 4 KiB blocks) could not name its last ones and is refused before anything is written.
+ */
+const MAX_POOL_BLOCKS = 0xffff_ffff - FIRST_PHYSICAL;
+
+function checkAddressable(candidates: Candidate[]): void {
+  const blocks = new Map<string, number>();
+  for (const { location, member } of candidates) {
+    const memberBlockCount = member?.superblock?.blocks ?? memberBlocks(member?.sizeBytes ?? location.newFileBytes!, location.poolClass);
+    blocks.set(location.poolClass, (blocks.get(location.poolClass) ?? 0) + memberBlockCount);
+  }
+  for (const [poolClass, count] of blocks) {
+    if (count > MAX_POOL_BLOCKS) {
+      throw invalidArgument(`pool ${poolClass}: its members hold ${count} blocks of 4 KiB, more than one pool can address (${MAX_POOL_BLOCKS}, about 16 TiB); give the rest to a pool of another class`);
+    }
+  }
 }
 
 function inspect(spec: PoolSpec, catalog: Catalog, earlier: Candidate[]): Candidate {

@@ -27,6 +27,11 @@ export class FaultyFileOps extends FileOpsLayer {
   affects: (file: string) => boolean = isMetadataFile;
   /** Which calls faults hit: writes (and truncates), syncs, or both. */
   calls: ReadonlySet<'write' | 'sync'> = new Set(['write', 'sync']);
+  /**
+   * Affected files have room up to this offset only: a write across it is cut short there, as on a
+   * disk that fills up in the middle of a write, and one at or past it fails with ENOSPC (writeSync).
+   */
+  roomEndsAt = Infinity;
   /** Failures injected so far. */
   injected = 0;
   private readonly planned: FaultCode[] = [];
@@ -54,7 +59,9 @@ export class FaultyFileOps extends FileOpsLayer {
 
   override writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
     this.throwIfFaulty(fd, 'write');
-    return this.below.writeSync(fd, buf, offset, length, position);
+    if (position + length <= this.roomEndsAt || !this.affects(fs.readlinkSync(`/proc/self/fd/${fd}`))) return this.below.writeSync(fd, buf, offset, length, position);
+    if (position >= this.roomEndsAt) throw this.injectedError('ENOSPC', 'write', fs.readlinkSync(`/proc/self/fd/${fd}`));
+    return this.below.writeSync(fd, buf, offset, this.roomEndsAt - position, position);
   }
 
   override writevSync(fd: number, pieces: Pieces, position: number): number {
@@ -96,6 +103,10 @@ export class FaultyFileOps extends FileOpsLayer {
     if (!this.affects(file)) return undefined;
     const code = this.planned.shift() ?? (this.diskFull ? 'ENOSPC' : this.rng.chance(this.failureRate) ? 'EIO' : undefined);
     if (!code) return undefined;
+    return this.injectedError(code, syscall, file);
+  }
+
+  private injectedError(code: FaultCode, syscall: FaultySyscall, file: string): NodeJS.ErrnoException {
     this.injected++;
     const message = code === 'EIO' ? 'i/o error' : 'no space left on device';
     return Object.assign(new Error(`${code}: ${message} (injected), ${syscall} '${file}'`), { code, errno: ERRNO[code], syscall, path: file });

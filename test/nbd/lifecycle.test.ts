@@ -326,6 +326,24 @@ describe('NbdServer.close', () => {
     }
   });
 
+  test('a client that reads none of its replies does not hold up the close: it is cut once drainTimeoutMs has passed', async () => {
+    const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 32 * MiB }], { drainTimeoutMs: 300 });
+    const { client } = await RawNbdClient.open(fixture.port, 'big');
+    try {
+      client.socket.pause(); // as a stopped VM: its receive window fills, then nothing more leaves
+      for (let i = 0; i < 8; i++) client.sendRequest({ type: CMD.READ, handle: BigInt(i), offset: i * 4 * MiB, length: 4 * MiB });
+      await waitFor(() => fixture.server.inFlightBytes() > 0);
+      const closing = fixture.server.close().then(() => 'closed');
+      expect(await Promise.race([closing, new Promise((resolve) => setTimeout(() => resolve('still waiting'), 5000))])).toBe('closed');
+      expect(fixture.server.connectionCount()).toBe(0);
+      expect(fixture.exports.closes).toBe(fixture.exports.opens);
+      expect(fixture.warnings().map((w) => w.msg)).toEqual([expect.stringMatching(/did not read its last replies within 300 ms/)]);
+    } finally {
+      client.destroy();
+      await fixture.stop();
+    }
+  });
+
   test('rejects a maximum request size it cannot serve', () => {
     const options = { provider: { names: () => [], open: () => undefined }, logger: pino({ level: 'silent' }) };
     expect(() => new NbdServer({ ...options, maxRequestBytes: 100 })).toThrow(RangeError);

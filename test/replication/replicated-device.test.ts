@@ -136,6 +136,17 @@ it('fails a write, unacknowledged, when the removal of the replica that missed i
   expect(device.status().find((r) => r.id === 'r1')?.behindBytes).toBe(3 * BLOCK);
 });
 
+it('lets go of the copies it reached when its open fails (the removal of one it cannot reach refused)', async () => {
+  device.close(); // the one opened before the test
+  await waitFor(async () => (await nodes[0].show()).connections === 0);
+  inSync.refuse = new Error('the primary lost its lease');
+  await nodes[1].node.kill9();
+  await expect(ReplicatedDevice.open(local, nodes.map((n) => n.remote(1)), inSync)).rejects.toThrow(/the primary lost its lease/);
+  // r1 was connected to: left connected, it would count a user and refuse to delete its copy.
+  await waitFor(async () => (await nodes[0].show()).connections === 0, 3000);
+  expect(await nodes[0].node.weft(['volume', 'delete', 'vol'])).toMatchObject({ code: 0 });
+});
+
 it('is fenced by the replicas once a newer primary has reached them: nothing more lands or is acknowledged', async () => {
   await device.write(0, Buffer.alloc(BLOCK, 0xa1), true);
   const newer = await nodes[0].connect(2);

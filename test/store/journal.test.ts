@@ -129,6 +129,24 @@ describe('records stay in memory until a sync made them durable', () => {
     expect(texts(Journal.read(file).frames)).toEqual(['first', 'second']);
   });
 
+  test('a write-out cut short by a full disk counts the bytes that reached the file (writtenBytes)', async () => {
+    journal = Journal.create(file);
+    const f = injectFaults(['write']);
+    append(journal, 'first');
+    f.failNext('EIO');
+    await expect(journal.writeOut()).rejects.toMatchObject({ code: 'EIO' }); // 'first' is a frame in memory
+    const mark = journal.appendMark;
+    append(journal, 'second');
+    f.roomEndsAt = frameBytes('first'); // room for the first frame only
+    await expect(journal.writeOut()).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(texts(Journal.read(file).frames)).toEqual(['first']);
+    expect(journal.writtenBytes).toBe(frameBytes('first'));
+    expect(journal.writtenBytes > mark).toBe(false); // the second record has not reached the file
+    f.roomEndsAt = Infinity;
+    await journal.sync();
+    expect(texts(Journal.read(file).frames)).toEqual(['first', 'second']);
+  });
+
   test('while the disk is full nothing syncs; once it has room, one sync makes every record durable', async () => {
     journal = Journal.create(file);
     const f = injectFaults(['write', 'sync']);

@@ -8,6 +8,7 @@ import { randomBytes } from 'crypto';
 import { spawn } from 'child_process';
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
+import type { LocalReplica } from '../../fabric/volume/local-replica';
 import { Metadata } from '../../fabric/volume/metadata';
 import type { VolumeEngine } from '../../fabric/volume/types';
 import { DATA_OFFSET_BYTES } from '../../fabric/store/pool-member';
@@ -472,5 +473,40 @@ describe('persistence', () => {
     } finally {
       other.kill('SIGKILL');
     }
+  });
+});
+
+describe('a request that waits at the volume gate while a control operation moves the end', () => {
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-gate-'));
+  });
+  afterEach(async () => {
+    await engine?.close();
+    engine = undefined;
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a write queued during a revert that shrinks the volume is refused, and nothing lands past the new end', async () => {
+    const e = (await openEngine()) as LocalEngine;
+    await e.createVolume({ name: 'v', sizeBytes: 8 * MiB });
+    await e.createSnapshot('v', 's');
+    await e.resizeVolume('v', 16 * MiB);
+    const device = e.openVolume('v', { epoch: 0 }); // a replication handle: a revert goes on with it open
+    // The volume's own range lock, held as an earlier request would: the revert's pause waits for the
+    // write stuck behind it, and the next write waits at the closed gate.
+    const replica = (e as unknown as { registry: { entry(name: string): { volume: { replica: LocalReplica } } } }).registry.entry('v').volume.replica;
+    const release = replica.lock.acquire(0, 1, true) as () => void;
+    const stuck = device.write(0, Buffer.alloc(4096, 1), false);
+    const reverting = e.revertVolume('v', 's');
+    while (!replica.quiesce.paused) await new Promise((resolve) => setImmediate(resolve));
+    const queued = device.write(12 * MiB, Buffer.alloc(4096, 0xab), false);
+    release();
+    await stuck;
+    await reverting;
+    await expect(queued).rejects.toMatchObject({ errno: 'ENOSPC' });
+    device.close();
+    expect(e.getVolume('v')).toMatchObject({ sizeBytes: 8 * MiB, allocatedBytes: 0 });
+    await e.resizeVolume('v', 16 * MiB);
+    expect((await readAll(e, 'v', 12 * MiB, 4096)).every((b) => b === 0)).toBe(true);
   });
 });

@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
+import { setFileOps, type FileOps } from '../../fabric/store/file-io';
 import { Journal } from '../../fabric/store/journal';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import { MetadataDamaged } from '../../fabric/volume/metadata-damaged';
@@ -303,3 +304,63 @@ test('the journal grows with what changed: 1000 volume creates and 1000 snapshot
   // A figure for the closing note, not an assertion: timing does not belong in tests.
   console.log(`after 1000 creates and 1000 snapshots: metadata ${(metaBytes / MiB).toFixed(2)} MiB on disk, restart after kill -9 ${restartMs} ms`);
 }, 180_000);
+
+describe('a control operation whose own sync fails while a client FLUSH succeeds', () => {
+  let restore: FileOps | undefined;
+  afterEach(() => {
+    if (restore) setFileOps(restore);
+    restore = undefined;
+  });
+
+  // deleteSnapshot merges the snapshot and the head: its commit syncs the journal, appends its
+  // record, syncs again. A client FLUSH queued during the first sync makes the record durable; the
+  // commit's own sync then fails and the operation is undone. The snapshot's blocks must stay its own.
+  test('the operation is undone and the blocks it would have freed stay in use: the snapshot reads back after the pool fills', async () => {
+    const e = await reopen(16);
+    await e.createVolume({ name: 'v', sizeBytes: 4 * MiB });
+    const v = e.openVolume('v');
+    await v.write(0, Buffer.alloc(40960, 0x5a), false);
+    await v.flush();
+    await e.createSnapshot('v', 's');
+    // The head, with fewer entries than the snapshot, is merged into it: the snapshot's block 0,
+    // which the head overwrote, is freed, and the head's recent entries move (a sync first).
+    await v.write(0, Buffer.alloc(4096, 0x77), false);
+    await v.flush();
+    v.close();
+
+    const real = setFileOps({} as FileOps);
+    restore = real;
+    const journal = journalOf();
+    const isJournal = (fd: number) => fs.readlinkSync(`/proc/self/fd/${fd}`) === journal;
+    let journalSyncs = 0;
+    let clientFlush: Promise<void> | undefined;
+    setFileOps({
+      ...real,
+      fdatasync(fd, done) {
+        if (isJournal(fd) && ++journalSyncs === 1) clientFlush = e.store.flush();
+        if (isJournal(fd) && journalSyncs === 3) return setImmediate(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })));
+        real.fdatasync(fd, done);
+      },
+    });
+    await expect(e.deleteSnapshot('v', 's')).rejects.toThrow(/nothing changed/);
+    await clientFlush;
+    setFileOps(real);
+    restore = undefined;
+    expect(e.listSnapshots('v').map((s) => s.name)).toEqual(['s']);
+
+    // Another volume takes every free block; none may be the snapshot's.
+    await e.createVolume({ name: 'w', sizeBytes: 16 * MiB });
+    const w = e.openVolume('w');
+    let at = 0;
+    for (const chunk of [MiB, 4096]) {
+      while (at < 16 * MiB && (await w.write(at, Buffer.alloc(chunk, 0xee), false).then(() => true, () => false))) at += chunk;
+    }
+    expect(at).toBeGreaterThan(15 * MiB);
+    await w.flush();
+    w.close();
+    expect(await reads(e, 'v@s', 0, 40960, 0x5a)).toBe(true);
+    expect(await reads(e, 'v', 0, 4096, 0x77)).toBe(true);
+    expect(await reads(e, 'v', 4096, 36864, 0x5a)).toBe(true);
+    expect((await e.verifyVolume('v')).badBlockOffsets).toEqual([]);
+  });
+});

@@ -118,6 +118,16 @@ describe('a refused start changes no pool member', () => {
     expect(fingerprint(zeroed)).toEqual(zeroedBefore);
   });
 
+  test('a pool of more blocks than its maps can name (over 16 TiB) is refused before a member is created', async () => {
+    const TiB = 1024 * 1024 * MiB;
+    const halves = [poolDir('big-a'), poolDir('big-b')].map((poolPath) => ({ class: 'big', path: poolPath, sizeBytes: 9 * TiB }));
+    await expect(openEngine(halves)).rejects.toMatchObject({
+      kind: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(/pool big: its members hold \d+ blocks of 4 KiB, more than one pool can address/),
+    });
+    for (const half of halves) expect(fs.readdirSync(half.path)).toEqual([]);
+  });
+
   test('a recorded class left out keeps its own error, and the volumes are back once it is given', async () => {
     const fast = { class: 'fast', path: poolDir('fast'), sizeBytes: 64 * MiB };
     await dataDirWithVolume(fast);
