@@ -256,8 +256,15 @@ export class VolumeRunner implements InSyncSet {
   private async markReverting(snapshot: string | undefined): Promise<void> {
     this.dispatch({ type: 'reverting', snapshot });
     const committed = this.waitFor('reverting', this.context.self, () => (this.state.record as VolumeRecord).reverting === snapshot);
-    committed.catch(() => undefined); // also when it comes too late
-    await withDeadline(committed, REVERT_MARK_MS, () => new WeftError('UNAVAILABLE', `volume ${this.name}: the cluster store did not record the revert within ${REVERT_MARK_MS / 1000} s`));
+    try {
+      await withDeadline(committed, REVERT_MARK_MS, () => new WeftError('UNAVAILABLE', `volume ${this.name}: the cluster store did not record the revert within ${REVERT_MARK_MS / 1000} s`));
+    } catch (err) {
+      // The revert did not start; a mark the store commits after all would be left set, and cost
+      // every other copy a full copy at the next promotion: it is cleared once it is there.
+      const clear = () => (snapshot !== undefined && !this.closed ? this.markReverting(undefined) : undefined);
+      committed.then(clear, () => undefined).catch((late: unknown) => this.context.logger.warn({ volume: this.name, err: late }, 'a revert mark the store recorded late could not be cleared'));
+      throw err;
+    }
   }
 
   /**

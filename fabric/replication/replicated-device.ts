@@ -398,14 +398,20 @@ export class ReplicatedDevice extends PassThroughLayer {
     this.toldRevision = Math.max(this.toldRevision, revision);
   }
 
-  /** Tells a remote about to be a target the whole log, again until the log stays as told (it becomes a target in the same tick). */
-  private async tellNewTarget(remote: Remote): Promise<void> {
+  /**
+   * Tells a remote about to be a target the whole log, again until the log stays as told, and makes
+   * it a target (become) in the same step as that last look: an extent added between the two would
+   * reach it with a write, told only to the targets before it.
+   */
+  private async tellNewTarget(remote: Remote, become: () => void): Promise<void> {
     const log = this.activity;
-    if (!log || !this.activityNotices) return;
-    for (let told = -1; told !== log.revision; ) {
-      told = log.revision;
-      await this.activityNotices.track(remote.replica.id, told, log.list());
+    if (log && this.activityNotices) {
+      for (let told = -1; told !== log.revision; ) {
+        told = log.revision;
+        await this.activityNotices.track(remote.replica.id, told, log.list());
+      }
     }
+    become();
   }
 
   /**
@@ -574,14 +580,15 @@ export class ReplicatedDevice extends PassThroughLayer {
     // Connected, it is at this primary's epoch: of extra, it lacks what differs from the local copy
     // now. What changes here from now until it is a target is marked dirty as it happens.
     if (extra) remote.dirty.merge((await this.unequalBlocks(replicaId, extra)).unequal);
-    await this.tellNewTarget(remote).catch((err: unknown) => {
+    await this.tellNewTarget(remote, () => {
+      remote.connection = connection; // a target from here on
+      remote.state = 'resyncing';
+      this.resyncs++;
+      remote.copiedAtResyncStart = remote.copiedBytes;
+    }).catch((err: unknown) => {
       connection.close();
       throw err;
     });
-    remote.connection = connection; // a target from here on, in the same tick as the telling's end
-    remote.state = 'resyncing';
-    this.resyncs++;
-    remote.copiedAtResyncStart = remote.copiedBytes;
     try {
       // Changes sent before it was a target mark its dirty map as they end; they end first.
       await this.inFlightEnded();
@@ -613,7 +620,7 @@ export class ReplicatedDevice extends PassThroughLayer {
       remote.state = 'in-sync';
       remote.dirty = new DirtyMap();
     } catch (err) {
-      if (remote.state === 'resyncing') await this.drop(remote, `resync failed: ${(err as Error).message}`);
+      if ((remote.state as ReplicaState) === 'resyncing') await this.drop(remote, `resync failed: ${(err as Error).message}`);
       throw err;
     } finally {
       this.resyncs--;
