@@ -5,8 +5,9 @@ import type { Logger } from 'pino';
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import type { WeftClient } from '../../fabric/api/client';
-import type { PoolInfo, VolumeInfo } from '../../fabric/volume/types';
+import type { VolumeInfo } from '../../fabric/volume/types';
 import { checkRange, fitsRange, sizeInRange } from './capacity';
+import { clusterCapacity } from './cluster-capacity';
 import { alreadyExists, invalidArgument, notFound, unlessNotFound, unlessWeftd } from './errors';
 import { InFlight } from './in-flight';
 import type * as csi from './messages';
@@ -36,9 +37,6 @@ const CAPABILITIES = [
 interface Home extends Place {
   hasPools: boolean;
 }
-
-/** What capacity is counted of a pool, on this node or another. */
-type Pool = Pick<PoolInfo, 'class' | 'capacityBytes' | 'usedBytes'>;
 
 /** Where a new volume's data comes from, as the request names it. */
 type Source = { kind: 'snapshot'; ref: SnapshotRef } | { kind: 'volume'; volume: string };
@@ -196,27 +194,26 @@ export class ControllerServer {
   }
 
   /**
-   * Free space of the pool a CreateVolume with these parameters would use, within the topology
-   * given: this node's, or with --pool none the roomiest among the nodes that are up; 0 where no
-   * volume could be made.
+   * Room for a CreateVolume with these parameters within the topology given: this node's pool when
+   * the volume would be made here (one copy, on a controller with pools), else what the cluster's
+   * placement could give it (each copy on a node of its own, among the nodes that are up); 0 where
+   * no volume could be made.
    */
   private async getCapacity(request: csi.GetCapacityRequest): Promise<object> {
     const capabilities = request.volume_capabilities.map((c, i) => requireCapability(`volume_capabilities[${i}]`, c));
     const parameters = parseParameters(request.parameters);
     const home = await this.home();
     const within = (place: Place) => request.accessible_topology === null || includes(request.accessible_topology, place);
-    const pools = home.hasPools ? (within(home) ? await this.client.listPools() : []) : await this.clusterPools(within);
-    const chosen = parameters.class ?? defaultClass(pools.map((p) => p.class));
-    const fitting = pools.filter((p) => p.class === chosen);
-    if (fitting.length === 0 || firstUnsupported(capabilities)) return { available_capacity: 0 };
-    const free = (p: Pool) => Math.max(0, p.capacityBytes - p.usedBytes);
-    return { available_capacity: Math.max(...fitting.map(free)), maximum_volume_size: { value: Math.max(...fitting.map((p) => p.capacityBytes)) } };
-  }
-
-  /** The pools of the cluster's nodes that are up and within the topology. */
-  private async clusterPools(within: (place: Place) => boolean): Promise<Pool[]> {
-    const nodes = await this.client.listNodes();
-    return nodes.filter((n) => n.state === 'up' && within({ nodeId: n.id, zone: n.zone })).flatMap((n) => n.pools);
+    const here = home.hasPools && parameters.replicas === 1;
+    const nodes = here ? [{ id: home.nodeId, zone: home.zone, pools: await this.client.listPools() }] : (await this.client.listNodes()).filter((n) => n.state === 'up');
+    const chosen = parameters.class ?? defaultClass(nodes.flatMap((n) => n.pools.map((p) => p.class)));
+    const rooms = nodes.flatMap((n) => {
+      const pool = n.pools.find((p) => p.class === chosen);
+      return pool ? [{ nodeId: n.id, zone: n.zone, freeBytes: Math.max(0, pool.capacityBytes - pool.usedBytes), capacityBytes: pool.capacityBytes }] : [];
+    });
+    const room = clusterCapacity(rooms, parameters.replicas, within);
+    if (room.maximumVolumeBytes === 0 || firstUnsupported(capabilities)) return { available_capacity: 0 };
+    return { available_capacity: room.availableBytes, maximum_volume_size: { value: room.maximumVolumeBytes } };
   }
 
   private async expandVolume(request: csi.ControllerExpandVolumeRequest): Promise<object> {

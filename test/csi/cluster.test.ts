@@ -13,7 +13,7 @@ import { startEtcd } from '../helpers/etcd';
 import { freePort } from '../helpers/free-port';
 import { failOnLeftoversAfterEach, forceCleanup, nbdConnections } from '../helpers/mounts';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
@@ -176,4 +176,26 @@ test('GetCapacity counts the pools of the nodes within the topology, none of the
   expect(await capacity()).toBeGreaterThan(128 * MiB);
   expect(await capacity(at('node-b'))).toBeGreaterThan(128 * MiB);
   expect(await capacity(at('weft-controller'))).toBe(0);
+});
+
+test('GetCapacity for volumes of several copies: the least room among the nodes they would take; 0 with too few nodes', async () => {
+  const capacity = async (replicas: number, topology?: object) =>
+    (await controllerCsi.call('GetCapacity', { parameters: { replicas: String(replicas) }, accessible_topology: topology })).available_capacity;
+  const free = async () => {
+    const nodes = await weftJson<ClusterNode[]>(controller, ['node', 'list']);
+    return nodes.filter((n) => n.pools.length > 0).map((n) => n.pools[0].capacityBytes - n.pools[0].usedBytes);
+  };
+  // One node fuller than the other: a volume of two copies has only the smaller room.
+  expect((await nodeB.weft(['volume', 'create', 'fill-b', '--size', String(32 * MiB), '--locality', 'node-b'])).code).toBe(0);
+  const data = path.join(makeTempDir('weft-fill-'), 'data');
+  fs.writeFileSync(data, Buffer.alloc(32 * MiB, 0x5a));
+  expect((await run('nbdcopy', [data, nodeB.nbdUri('fill-b')])).code).toBe(0);
+  await waitFor(async () => Math.min(...(await free())) < Math.max(...(await free())));
+  const [a, b] = await free();
+  expect(await capacity(2)).toBe(Math.min(a, b));
+  expect(await capacity(2, at('node-a'))).toBe(Math.min(a, b)); // the other copy goes to node-b
+  expect(await capacity(1)).toBe(Math.max(a, b));
+  expect(await capacity(3)).toBe(0); // two nodes with pools
+  expect(await capacity(2, at('weft-controller'))).toBe(0);
+  expect((await nodeB.weft(['volume', 'delete', 'fill-b'])).code).toBe(0);
 });
