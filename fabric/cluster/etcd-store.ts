@@ -135,6 +135,12 @@ export class EtcdStore implements ClusterStore {
       throw this.unavailable(error as Error);
     }
     watcher.on('error', (error) => options.onError?.(error));
+    // On reconnecting, etcd3 moves a watch's resume point to the revision etcd confirms it at, before
+    // etcd has replayed what changed meanwhile: a stream that broke again in between would skip those
+    // changes without a word. So a watch that disconnects ends here, and its owner reads afresh.
+    watcher.once('disconnected', (error: Error | undefined) =>
+      options.onError?.(this.unavailable(new Error(`the watch of ${prefix} was disconnected${error ? `: ${error.message}` : ''}`))),
+    );
     return { close };
   }
 

@@ -103,6 +103,23 @@ export class Membership {
 
   private async register(deadline: number): Promise<void> {
     const lease = await this.store.grantLease(NODE_LEASE_SECONDS);
+    try {
+      await this.claimAlive(lease, deadline);
+    } catch (err) {
+      // Also when the store failed to answer a claim it may have committed: kept alive, this lease
+      // would hold this node's alive key for ever, and every later try find the node "already up".
+      // (A revoke that fails has still stopped the keepalives: the lease expires at its TTL.)
+      await lease.revoke().catch(() => undefined);
+      throw err;
+    }
+    this.lease = lease;
+    for (const listener of this.leaseListeners) listener(lease.id);
+    lease.onLost((error) => void this.rejoin(error));
+    this.logger.info({ nodeId: this.nodeId, leaseSeconds: NODE_LEASE_SECONDS }, 'joined the cluster');
+  }
+
+  /** Puts this node's alive key on lease, once no other process holds it (until deadline). */
+  private async claimAlive(lease: StoreLease, deadline: number): Promise<void> {
     const alive: Alive = { instance: this.instance, startedAt: this.startedAt };
     for (;;) {
       const { succeeded } = await this.store.txn({
@@ -112,19 +129,14 @@ export class Membership {
           { type: 'put', key: NODES + this.nodeId, value: this.record() },
         ],
       });
-      if (succeeded) break;
+      if (succeeded) return;
       if (Date.now() >= deadline) {
-        await lease.revoke();
         const holder = await this.store.get(ALIVE + this.nodeId);
         const since = holder ? ` (a process started at ${(JSON.parse(holder.value) as Alive).startedAt})` : '';
         throw failedPrecondition(`node id ${this.nodeId} is already up in the cluster${since}: is another weftd running with the same --node-id?`);
       }
       await sleep(250);
     }
-    this.lease = lease;
-    for (const listener of this.leaseListeners) listener(lease.id);
-    lease.onLost((error) => void this.rejoin(error));
-    this.logger.info({ nodeId: this.nodeId, leaseSeconds: NODE_LEASE_SECONDS }, 'joined the cluster');
   }
 
   /** The lease lapsed (the store was out of reach for too long): other nodes see this one down. */

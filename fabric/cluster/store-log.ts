@@ -149,25 +149,34 @@ export class StoreLog {
         }
         this.sizeBytes += data.length;
         await this.handle.datasync();
-        if (this.sizeBytes >= this.compactAtBytes) waiters.push(...(await this.compact()));
       } catch (error) {
         this.fail(error as Error, waiters);
         break;
       }
       for (const waiter of waiters) waiter.resolve();
+      if (this.sizeBytes >= this.compactAtBytes && !(await this.compact())) break;
     }
     this.writing = false;
   }
 
-  /** Rewrites the file as one snapshot; records still pending are in the snapshot, so they are done too. */
-  private async compact(): Promise<Waiter[]> {
+  /**
+   * Rewrites the file as one snapshot; records still pending are in the snapshot, so they are done
+   * too, or fail with it. False if it failed.
+   */
+  private async compact(): Promise<boolean> {
     this.pending = [];
     const covered = this.waiters.splice(0);
-    this.sizeBytes = await writeSnapshotFile(this.file, this.snapshot());
-    await this.handle.close();
-    this.handle = await fs.promises.open(this.file, 'r+');
+    try {
+      this.sizeBytes = await writeSnapshotFile(this.file, this.snapshot());
+      await this.handle.close();
+      this.handle = await fs.promises.open(this.file, 'r+');
+    } catch (error) {
+      this.fail(error as Error, covered);
+      return false;
+    }
     this.compactAtBytes = Math.max(MIN_COMPACT_BYTES, 4 * this.sizeBytes);
-    return covered;
+    for (const waiter of covered) waiter.resolve();
+    return true;
   }
 
   private fail(error: Error, waiters: Waiter[]): void {

@@ -106,6 +106,8 @@ export class VolumeController {
   private nodesStale = false;
   private nodesTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** The watches ended and are to be started again (rewatch). */
+  private rewatching = false;
   private readonly config: BrainConfig;
   private storeOrUndefined: ClusterStore | undefined;
   /** Whether the first read of the store is done. */
@@ -165,12 +167,15 @@ export class VolumeController {
     const revision = await this.readAll();
     this.started = true;
     const replay = { fromRevision: revision + 1, onError: (err: Error) => this.rewatch(err) };
-    this.watches = await Promise.all([
+    const watched = await Promise.allSettled([
       store.watch(VOLUMES, replay, (e) => this.onRecordEvent(e)),
       store.watch(LEASES, replay, (e) => this.onLeaseEvent(e)),
       store.watch('alive/', replay, () => this.refreshNodes()),
       store.watch('nodes/', replay, () => this.refreshNodes()),
     ]);
+    this.watches = watched.flatMap((w) => (w.status === 'fulfilled' ? [w.value] : []));
+    const failed = watched.find((w) => w.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason; // rewatch closes those that started
     this.nodesTimer ??= setInterval(() => this.refreshNodes(), NODES_REFRESH_MS).unref();
   }
 
@@ -293,10 +298,15 @@ export class VolumeController {
   }
 
   private rewatch(err: Error): void {
-    if (this.closed) return;
+    // Every watch may end at once (they share etcd's stream): one reading again is enough.
+    if (this.closed || this.rewatching) return;
+    this.rewatching = true;
     this.options.logger.warn({ err }, 'a cluster watch ended; reading the volumes again');
     void Promise.allSettled(this.watches.map((w) => w.close())).then(() =>
-      setTimeout(() => void this.start(this.store).catch((e: unknown) => this.rewatch(e as Error)), REWATCH_MS).unref(),
+      setTimeout(() => {
+        this.rewatching = false;
+        void this.start(this.store).catch((e: unknown) => this.rewatch(e as Error));
+      }, REWATCH_MS).unref(),
     );
   }
 

@@ -110,6 +110,23 @@ describe('embedded cluster store file', () => {
     await reopened.close();
   });
 
+  it('a rewrite that fails settles every change waiting on it: the one written before resolves, those it covered are refused', async () => {
+    const dir = makeTempDir('weft-store-');
+    const store = await EmbeddedStore.open(dir, silent);
+    fs.mkdirSync(path.join(dir, `${STORE_FILE}.tmp`)); // the rewrite's temp file cannot be made (as on a full or failing disk)
+    const settled = (change: Promise<unknown>) => change.then(() => 'resolved', (err: Error) => `refused: ${err.message}`);
+    // The first change makes the file big enough to be rewritten; the others wait meanwhile.
+    const changes = [
+      settled(store.put('a', 'x'.repeat(1100 * 1024))),
+      settled(store.put('b', 'y')),
+      settled(store.txn({ compare: [], success: [{ type: 'put', key: 'c', value: 'z' }] })),
+    ];
+    const outcomes = await Promise.race([Promise.all(changes), new Promise((resolve) => setTimeout(() => resolve('still waiting'), 5000).unref())]);
+    expect(outcomes).toEqual(['resolved', expect.stringMatching(/^refused: cluster store file .* a write failed/), expect.stringMatching(/^refused: /)]);
+    fs.rmdirSync(path.join(dir, `${STORE_FILE}.tmp`));
+    await store.close();
+  });
+
   it('rewrites its file once it has grown, after which a watch from before the rewrite is refused', async () => {
     const dir = makeTempDir('weft-store-');
     const store = await EmbeddedStore.open(dir, silent);

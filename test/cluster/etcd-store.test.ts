@@ -5,6 +5,7 @@ import { StoreUnavailableError, type WatchEvent } from '../../fabric/cluster/clu
 import { EtcdStore } from '../../fabric/cluster/etcd-store';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd';
 import { freePort } from '../helpers/free-port';
+import { TcpProxy } from '../helpers/tcp-proxy';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir, run, startWeftd, WEFTD_BIN } from '../helpers/weftd';
 import { describeClusterStore } from './store-conformance';
@@ -18,6 +19,30 @@ describe('on one etcd member', () => {
   });
 
   describeClusterStore('etcd', () => EtcdStore.open(etcd.endpoints));
+
+  // etcd3 resumes a reconnected watch past the changes etcd has yet to replay: a watch that
+  // disconnects must be reported, so that its owner reads again, rather than go on with a gap.
+  it('a watch whose connection breaks tells its owner (onError), so that it reads afresh', async () => {
+    const [host, port] = etcd.endpoints[0].split(':');
+    const proxy = await TcpProxy.start({ host: '127.0.0.1', port: 0 }, { host, port: Number(port) });
+    const store = await EtcdStore.open([`127.0.0.1:${proxy.port}`]);
+    try {
+      const events: WatchEvent[] = [];
+      const errors: Error[] = [];
+      const watch = await store.watch('broken/', { onError: (err) => errors.push(err) }, (event) => events.push(event));
+      await store.put('broken/a', '1');
+      await waitFor(() => events.length === 1);
+      proxy.cut();
+      proxy.heal(); // the connection is reset
+      await waitFor(() => errors.length > 0);
+      expect(errors[0]).toBeInstanceOf(StoreUnavailableError);
+      expect(errors[0].message).toMatch(/the watch of broken\/ was disconnected/);
+      await watch.close();
+    } finally {
+      await store.close();
+      await proxy.close();
+    }
+  });
 
   it('weftd --store etcd://... starts on it', async () => {
     const weftd = await startWeftd({ extraArgs: ['--store', etcd.storeSpec] });
