@@ -72,7 +72,7 @@ export interface ReplicatedVolumes {
   /** A clone of one copy, on this node, not recorded in the cluster. */
   cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo>;
   delete(name: string): Promise<void>;
-  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo>;
+  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, createId?: string): Promise<VolumeInfo>;
   deleteCopy(name: string, checkOnly?: boolean): Promise<void>;
   dropLeftover(name: string): Promise<void>;
   list(): VolumeInfo[];
@@ -214,7 +214,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const made: string[] = [];
     try {
       for (const node of nodes) {
-        await this.createCopyOn(node, record.name, record.sizeBytes, record.class, source);
+        await this.createCopyOn(node, record.name, record.sizeBytes, record.class, source, createId);
         made.push(node);
       }
       const mine = (stored: string) => (JSON.parse(stored) as VolumeRecord).createId === createId;
@@ -272,12 +272,15 @@ export class ClusterVolumes implements ReplicatedVolumes {
     this.logger.info({ volume: name }, 'replicated volume deleted');
   }
 
-  /** This node's part of a create (or a clone, of its own copy of source): its copy, served only through the primary from now on. */
-  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo> {
-    return this.serially(name, () => this.createCopyNow(name, sizeBytes, poolClass, source));
+  /**
+   * This node's part of a create (or a clone, of its own copy of source; createId: the create's) or
+   * of a replacement (no createId): its copy, served only through the primary from now on.
+   */
+  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, createId?: string): Promise<VolumeInfo> {
+    return this.serially(name, () => this.createCopyNow(name, sizeBytes, poolClass, source, createId));
   }
 
-  private async createCopyNow(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<VolumeInfo> {
+  private async createCopyNow(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, createId?: string): Promise<VolumeInfo> {
     // A leftover of an earlier life of the volume not dropped yet (its key seen late, or not yet at
     // all: this node just started) goes first, and its key with it, unless the record names this
     // node (a replacement reuses it): a copy made here now is not a leftover.
@@ -285,8 +288,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
     // As the store has it now: a replacement is asked for as soon as its record names it.
     const kv = await this.store.get(volumeKey(name));
     const record = kv && (JSON.parse(kv.value) as VolumeRecord);
-    // A copy of a volume already recorded is a replacement, which its record names (never a clone).
-    if (record && (source || !record.replicas.some((r) => r.node === this.self))) throw alreadyExists(`volume ${name} already exists in the cluster`);
+    // A copy of a volume already recorded is a replacement, which its record names (never a clone,
+    // nor a create's: another create of the name won, and the copy here is its own).
+    if (record && (source || createId !== undefined || !record.replicas.some((r) => r.node === this.self))) throw alreadyExists(`volume ${name} already exists in the cluster`);
     const info = await this.makeCopy(name, sizeBytes, poolClass, source, record !== undefined);
     await this.controller.adopt(name, sizeBytes);
     return info;
@@ -300,8 +304,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /** createCopy on node: here directly, elsewhere through its API. */
-  async createCopyOn(node: string, name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef): Promise<void> {
-    await this.onNode(node, (client) => client.createCopy(name, sizeBytes, poolClass, source), () => this.createCopy(name, sizeBytes, poolClass, source));
+  async createCopyOn(node: string, name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, createId?: string): Promise<void> {
+    await this.onNode(node, (client) => client.createCopy(name, sizeBytes, poolClass, source, createId), () => this.createCopy(name, sizeBytes, poolClass, source, createId));
   }
 
   /**

@@ -25,6 +25,7 @@ export interface CreateCopyRequest {
   sizeBytes: number;
   class: string;
   sourceSnapshot: SnapshotRef | null;
+  createId: string;
 }
 
 export interface ControlCopyRequest {

@@ -96,7 +96,15 @@ export function percentSteps(
 export function replicaService(cluster: ReplicatedVolumes, rpc: RpcContext): UntypedServiceImplementation {
   return {
     CreateCopy: unary(rpc, async (request: wire.CreateCopyRequest) =>
-      volumeToWire(await cluster.createCopy(checkName('name', request.name), checkSize('size_bytes', request.sizeBytes), checkName('class', request.class), request.sourceSnapshot ? checkSource(request.sourceSnapshot) : undefined)),
+      volumeToWire(
+        await cluster.createCopy(
+          checkName('name', request.name),
+          checkSize('size_bytes', request.sizeBytes),
+          checkName('class', request.class),
+          request.sourceSnapshot ? checkSource(request.sourceSnapshot) : undefined,
+          request.createId || undefined,
+        ),
+      ),
     ),
     DeleteCopy: unary(rpc, async (request: wire.DeleteCopyRequest) => {
       const name = checkName('name', request.name);

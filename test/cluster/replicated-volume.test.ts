@@ -4,6 +4,8 @@
 // higher epoch, through the same addresses; the old primary, restarted, is copied back in sync;
 // placement refusals create nothing; a delete removes every copy.
 
+import { status } from '@grpc/grpc-js';
+import { WeftClient } from '../../fabric/api/client';
 import { NbdClient } from '../../fabric/nbd/client';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd';
@@ -194,6 +196,20 @@ describe('replicated volumes on etcd', () => {
     const shown = await settled(nodes[0], 'r2');
     expect(shown.replication!.primary).toBe('n3');
     expect(shown.replication!.replicas[0].node).toBe('n3');
+  });
+
+  // Two creates of one name: the one that lost the race to the record must not take over (and then,
+  // undoing its create, delete) a copy of the one that won.
+  test('a create\'s copy of a name the store has recorded is refused, and the recorded volume\'s copy stays', async () => {
+    await weftJson<VolumeInfo>(nodes[0], ['volume', 'create', 'won', '--size', '16MiB', '--replicas', '2', '--locality', 'n2']);
+    await qemuIo(nodes[0].nbdUri('won'), ['write -P 0x3c 0 64k', 'flush']);
+    const api = new WeftClient(`127.0.0.1:${byId('n2').apiPort}`);
+    try {
+      await expect(api.createCopy('won', 16 * MiB, 'ssd', undefined, 'the-losing-create')).rejects.toMatchObject({ code: status.ALREADY_EXISTS });
+    } finally {
+      api.close();
+    }
+    await qemuIo(await copyUri(byId('n2'), 'won'), ['read -P 0x3c 0 64k'], true);
   });
 
   test('the whole cluster killed with -9 and restarted keeps the volume and its data', async () => {
