@@ -7,15 +7,50 @@ import type { Logger } from '../logger';
 import type { ClusterStore, StoreWatch } from './cluster-store';
 import { leftoverPrefix } from './volume-record';
 
-/** Drops the copies the store lists as left on node now, and those it lists from now on. */
+/** After its watch ended (etcd out of reach, its history compacted): when the keys are read again. */
+const FOLLOW_AGAIN_MS = 1000;
+
+/**
+ * Drops the copies the store lists as left on node now, and those it lists from now on; if its watch
+ * ends, reads the list again and follows on. The first reading's failure is the caller's.
+ */
 export async function dropLeftovers(store: ClusterStore, node: string, drop: (volume: string) => Promise<void>, logger: Logger): Promise<StoreWatch> {
   const prefix = leftoverPrefix(node);
   const dropOne = (volume: string) =>
     void drop(volume).catch((err: unknown) => logger.warn({ volume, err }, 'could not delete a copy its volume no longer names; trying again at the next start'));
-  const revision = await store.revision();
-  for (const kv of await store.list(prefix)) dropOne(kv.key.slice(prefix.length));
-  const onError = (err: Error) => logger.warn({ err }, 'the watch of copies left on this node ended; they are deleted at the next start');
-  return store.watch(prefix, { fromRevision: revision + 1, onError }, (event) => {
-    if (event.type === 'put') dropOne(event.key.slice(prefix.length));
-  });
+  let closed = false;
+  let current: StoreWatch | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  const again = () => {
+    if (closed) return;
+    retry = setTimeout(() => void follow().catch((err: unknown) => ended(err as Error)), FOLLOW_AGAIN_MS);
+  };
+  const ended = (err: Error) => {
+    logger.warn({ err }, 'the watch of copies left on this node ended; reading them again');
+    void current?.close().catch(() => undefined);
+    current = undefined;
+    again();
+  };
+  const follow = async () => {
+    const revision = await store.revision();
+    for (const kv of await store.list(prefix)) dropOne(kv.key.slice(prefix.length));
+    let watch: StoreWatch | undefined;
+    // A watch reports its end once (an error and a disconnect may both come): only the one followed counts.
+    const onError = (err: Error) => {
+      if (watch !== undefined && watch === current) ended(err);
+    };
+    watch = await store.watch(prefix, { fromRevision: revision + 1, onError }, (event) => {
+      if (event.type === 'put') dropOne(event.key.slice(prefix.length));
+    });
+    if (closed) await watch.close();
+    else current = watch;
+  };
+  await follow();
+  return {
+    close: async () => {
+      closed = true;
+      clearTimeout(retry);
+      await current?.close();
+    },
+  };
 }

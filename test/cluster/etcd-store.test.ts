@@ -1,8 +1,11 @@
 // The etcd cluster store against a real etcd: the common suite on one member, a clear error when
 // etcd cannot be reached (also from weftd --store), and a 3-member cluster losing one member, then two.
 
+import pino from 'pino';
 import { StoreUnavailableError, type WatchEvent } from '../../fabric/cluster/cluster-store';
 import { EtcdStore } from '../../fabric/cluster/etcd-store';
+import { dropLeftovers } from '../../fabric/cluster/leftovers';
+import { leftoverKey } from '../../fabric/cluster/volume-record';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd';
 import { freePort } from '../helpers/free-port';
 import { TcpProxy } from '../helpers/tcp-proxy';
@@ -40,6 +43,29 @@ describe('on one etcd member', () => {
       await watch.close();
     } finally {
       await store.close();
+      await proxy.close();
+    }
+  });
+
+  it('the copies left on a node are followed on after the watch breaks: the list is read again', async () => {
+    const [host, port] = etcd.endpoints[0].split(':');
+    const proxy = await TcpProxy.start({ host: '127.0.0.1', port: 0 }, { host, port: Number(port) });
+    const [viaProxy, direct] = await Promise.all([EtcdStore.open([`127.0.0.1:${proxy.port}`]), EtcdStore.open(etcd.endpoints)]);
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    const dropped: string[] = [];
+    const leftovers = await dropLeftovers(viaProxy, 'n9', async (volume) => void dropped.push(volume), logger);
+    try {
+      await direct.put(leftoverKey('n9', 'before'), '{}');
+      await waitFor(() => dropped.includes('before'));
+      proxy.cut();
+      proxy.heal(); // the connection is reset
+      await waitFor(() => lines.some((line) => line.includes('the watch of copies left on this node ended; reading them again')));
+      await direct.put(leftoverKey('n9', 'after'), '{}');
+      await waitFor(() => dropped.includes('after'));
+    } finally {
+      await leftovers.close();
+      await Promise.all([viaProxy.close(), direct.close()]);
       await proxy.close();
     }
   });
