@@ -19,6 +19,7 @@ export function parseSize(text: string): number {
   if (!match || unit === undefined) {
     throw new Error(`invalid size "${text}": use a number with an optional unit, e.g. 512MiB, 10G, 1TiB`);
   }
+  if (unit === 1 && match[1].includes('.')) throw new Error(`invalid size "${text}": a number of bytes is whole`);
   const bytes = Math.round(Number(match[1]) * unit);
   if (!Number.isSafeInteger(bytes)) throw new Error(`invalid size "${text}": too large`);
   return bytes;
@@ -33,6 +34,7 @@ export function formatSize(bytes: number): string {
     value /= 1024;
     i++;
   }
-  const text = i === 0 ? String(value) : value.toFixed(value >= 100 ? 0 : value >= 10 ? 1 : 2).replace(/\.?0+$/, '');
+  // Trailing zeros after the point go ("1.50" -> "1.5", "2.00" -> "2"), never those of a whole number.
+  const text = i === 0 ? String(value) : value.toFixed(value >= 100 ? 0 : value >= 10 ? 1 : 2).replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
   return `${text} ${units[i]}`;
 }

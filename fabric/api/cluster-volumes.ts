@@ -19,7 +19,7 @@ import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { BLOCK_BYTES } from '../store/block-size';
 import { validateName } from '../volume/names';
-import type { CloneVolumeRequest, ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
+import type { CloneVolumeRequest, CreateVolumeRequest, ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
 import type { Absence } from '../replication/absence-log';
 import type { DirtyMap } from '../replication/dirty-map';
 import type { CopyOperation } from '../replication/replication-layer';
@@ -69,7 +69,9 @@ export interface ReplicatedVolumes {
   create(request: ReplicatedCreate): Promise<VolumeInfo>;
   /** A clone placed through the cluster, its copies on nodes that hold the snapshot. */
   clone(request: ReplicatedClone): Promise<VolumeInfo>;
-  /** A clone of one copy, on this node, not recorded in the cluster. */
+  /** A volume of this node alone, not recorded in the cluster; refused while the cluster has one of its name. */
+  createHere(request: CreateVolumeRequest): Promise<VolumeInfo>;
+  /** A clone of one copy, on this node, not recorded in the cluster; refused as createHere. */
   cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo>;
   delete(name: string): Promise<void>;
   createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, createId?: string): Promise<VolumeInfo>;
@@ -97,6 +99,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     isReplicated: () => false,
     create: refuse,
     clone: refuse,
+    createHere: (request) => engine.createVolume(request),
     cloneHere: (request) => engine.cloneVolume(request),
     delete: refuse,
     createCopy: refuse,
@@ -174,7 +177,14 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /** Refused, naming the nodes that hold it, for a snapshot of a replicated volume that this node holds no copy of. */
+  /** A volume of the cluster answers to its name on every node: one of this node's alone by that name would hide it here, or be deleted in its place. */
+  async createHere(request: CreateVolumeRequest): Promise<VolumeInfo> {
+    await this.checkNameFree(request.name);
+    return this.engine.createVolume(request);
+  }
+
   async cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo> {
+    await this.checkNameFree(request.name);
     const here = this.engine.listSnapshots().some((s) => s.volume === request.volume && s.name === request.snapshot);
     const nodes = here || !this.isReplicated(request.volume) ? [] : [...(await this.snapshotHolders(request.volume, request.snapshot)).keys()];
     if (nodes.length > 0) {

@@ -57,7 +57,7 @@ function createVolume(engine: VolumeEngine, cluster: ReplicatedVolumes, request:
     return cluster.cloneHere({ name, ...source, sizeBytes, class: poolClass });
   }
   const sizeBytes = checkSize('size_bytes', request.sizeBytes);
-  return placed ? cluster.create({ name, sizeBytes, class: poolClass, replicas, locality }) : engine.createVolume({ name, sizeBytes, class: poolClass });
+  return placed ? cluster.create({ name, sizeBytes, class: poolClass, replicas, locality }) : cluster.createHere({ name, sizeBytes, class: poolClass });
 }
 
 /** A replicated volume's copies are compared (and repaired) by its primary; a snapshot, or a volume of this node's alone, is scrubbed here. */

@@ -2,7 +2,7 @@
 // of weftd's monotonic clock, for one volume (or VOL@SNAP) or for every one with counters here.
 
 import { performance } from 'node:perf_hooks';
-import { notFound } from '../errors';
+import { failedPrecondition, notFound } from '../errors';
 import { LATENCY_BUCKETS } from '../latency';
 import { OPERATIONS, OperationStats, type VolumeStats } from '../volume/metrics-device';
 import type { VolumeEngine } from '../volume/types';
@@ -16,7 +16,7 @@ export interface VolumeStatsSource {
   forVolume(name: string): VolumeStats;
 }
 
-/** A source with no counters, for an API served without a metrics layer (tests of the API alone). */
+/** A source with no counters: a node without a metrics layer (weftd --metrics-port off). */
 export const NO_STATS: VolumeStatsSource = {
   volumeNames: () => [],
   forVolume: () => {
@@ -25,6 +25,8 @@ export const NO_STATS: VolumeStatsSource = {
 };
 
 export function volumeStats(source: VolumeStatsSource, engine: VolumeEngine, cluster: ReplicatedVolumes, name: string): VolumeStatsResponse {
+  // Zeros would read as a volume with no I/O.
+  if (source === NO_STATS) throw failedPrecondition('this node counts no I/O: its weftd runs with --metrics-port off');
   const names = source.volumeNames();
   const counted = new Set(names);
   let volumes: VolumeCounters[];

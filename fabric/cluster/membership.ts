@@ -108,8 +108,9 @@ export class Membership {
     } catch (err) {
       // Also when the store failed to answer a claim it may have committed: kept alive, this lease
       // would hold this node's alive key for ever, and every later try find the node "already up".
-      // (A revoke that fails has still stopped the keepalives: the lease expires at its TTL.)
-      await lease.revoke().catch(() => undefined);
+      // Not waited for: the store may be out of reach; the keepalives stop at once all the same, and
+      // a lease the revoke does not reach expires at its TTL.
+      void lease.revoke().catch(() => undefined);
       throw err;
     }
     this.lease = lease;

@@ -85,8 +85,9 @@ function checkAddressable(candidates: Candidate[]): void {
 
 function inspect(spec: PoolSpec, catalog: Catalog, earlier: Candidate[]): Candidate {
   const location = locateMember(spec.path, spec.class, spec.sizeBytes);
-  if (earlier.some((c) => path.resolve(c.location.file) === path.resolve(location.file))) {
-    throw invalidArgument(`pool ${spec.class}: ${spec.path} is given twice`);
+  const identity = identityOf(location);
+  if (earlier.some((c) => identityOf(c.location) === identity)) {
+    throw invalidArgument(`pool ${spec.class}: ${spec.path} is given twice (the same file or device under two names counts)`);
   }
   const recorded = recordedAt(catalog, location.file);
   if (!location.exists) {
@@ -97,6 +98,7 @@ function inspect(spec: PoolSpec, catalog: Catalog, earlier: Candidate[]): Candid
   try {
     if (recorded) checkRecorded(member, recorded);
     else if (!member.superblock) checkInitializable(member, spec.class);
+    else if (!catalog.pools.some((p) => p.members.some((m) => m.uuid === member.superblock?.uuid))) throw foreignMember(member, spec.class);
     const uuid = member.superblock?.uuid;
     if (uuid && earlier.some((c) => c.member?.superblock?.uuid === uuid)) {
       throw invalidArgument(`pool ${spec.class}: ${spec.path} is given twice (pool member ${uuid})`);
@@ -106,6 +108,25 @@ function inspect(spec: PoolSpec, catalog: Catalog, earlier: Candidate[]): Candid
     throw err;
   }
   return { location, member };
+}
+
+/**
+ * What a member is, whatever path names it: a block device by its device number, a file by its
+ * inode (a symlink or a hard link is the same file), a file still to be created by its real path.
+ */
+function identityOf(location: MemberLocation): string {
+  if (!location.exists) return `new:${path.join(fs.realpathSync(path.dirname(location.file)), path.basename(location.file))}`;
+  const stat = fs.statSync(location.file);
+  return stat.isBlockDevice() ? `device:${stat.rdev}` : `file:${stat.dev}:${stat.ino}`;
+}
+
+/** A Weft member this data dir does not record (nor under another path): another data dir's, whose data it holds. */
+function foreignMember(member: ReadMember, poolClass: string): Error {
+  return failedPrecondition(
+    `pool ${poolClass}: ${member.path} holds pool member ${member.superblock?.uuid}, which this data dir does not record: it belongs to ` +
+      'another data dir (or one that was lost), and taking it would destroy the volumes on it. weftd has written nothing to it. ' +
+      'Give another path with --pool, or, if its data is not wanted, zero its first MiB to reuse it',
+  );
 }
 
 interface RecordedMember extends PoolMemberRecord {

@@ -212,6 +212,18 @@ describe('replicated volumes on etcd', () => {
     await qemuIo(await copyUri(byId('n2'), 'won'), ['read -P 0x3c 0 64k'], true);
   });
 
+  test('a volume of one node alone cannot take the name of a volume of the cluster, on any node', async () => {
+    const shared = await weftJson<VolumeInfo>(nodes[0], ['volume', 'create', 'shared', '--size', '16MiB', '--replicas', '2', '--locality', 'n1']);
+    const holders = shared.replication!.replicas.map((r) => r.node);
+    for (const node of nodes) {
+      const local = await node.weft(['volume', 'create', 'shared', '--size', '8MiB']);
+      expect(local.code).not.toBe(0);
+      expect(local.stderr).toMatch(/volume shared already exists in the cluster/);
+      const shown = await weftJson<VolumeInfo>(node, ['volume', 'show', 'shared']);
+      expect([shown.sizeBytes, shown.replication?.replicas.map((r) => r.node)]).toEqual([16 * MiB, holders]);
+    }
+  });
+
   test('the whole cluster killed with -9 and restarted keeps the volume and its data', async () => {
     const before = await settled(nodes[0], 'r1');
     await Promise.all(nodes.map((n) => n.kill9()));

@@ -128,6 +128,35 @@ describe('a refused start changes no pool member', () => {
     for (const half of halves) expect(fs.readdirSync(half.path)).toEqual([]);
   });
 
+  test('a member of another data dir is refused, and stays as it was: that data dir still reads its volume', async () => {
+    const pool = { class: 'default', path: poolDir('pool'), sizeBytes: 64 * MiB };
+    await dataDirWithVolume(pool);
+    const file = memberFileInDirectory(pool.path, 'default');
+    const before = fingerprint(file);
+    const other = LocalEngine.open({ dataDir: path.join(dir, 'other-data'), pools: [pool], logger });
+    await expect(other).rejects.toMatchObject({ kind: 'FAILED_PRECONDITION', message: expect.stringMatching(/which this data dir does not record: it belongs to another data dir/) });
+    expect(fingerprint(file)).toEqual(before);
+    const e = await openEngine([pool]);
+    const device = openExport(e, 'v1');
+    expect((await device.read(0, 4096)).every((b) => b === 0x5a)).toBe(true);
+    device.close();
+  });
+
+  test('one file under two names (a symlink, a hard link) is given twice, refused before anything is written', async () => {
+    const file = path.join(dir, 'member.img');
+    fs.writeFileSync(file, Buffer.alloc(4 * MiB));
+    fs.symlinkSync(file, path.join(dir, 'symlink.img'));
+    fs.linkSync(file, path.join(dir, 'hardlink.img'));
+    const before = fingerprint(file);
+    for (const twin of ['symlink.img', 'hardlink.img']) {
+      await expect(openEngine([{ class: 'default', path: file }, { class: 'default', path: path.join(dir, twin) }])).rejects.toMatchObject({
+        kind: 'INVALID_ARGUMENT',
+        message: expect.stringMatching(/is given twice/),
+      });
+    }
+    expect(fingerprint(file)).toEqual(before);
+  });
+
   test('a recorded class left out keeps its own error, and the volumes are back once it is given', async () => {
     const fast = { class: 'fast', path: poolDir('fast'), sizeBytes: 64 * MiB };
     await dataDirWithVolume(fast);

@@ -225,5 +225,9 @@ describe('weftd --metrics-port off', () => {
     expect((await node.weft(['volume', 'create', 'v', '--size', '16MiB'])).code).toBe(0);
     await qemuIo(node.nbdUri('v'), ['write -P 7 0 64k', 'read -P 7 0 64k']);
     expect((await node.weft(['node', 'info'])).stdout).toMatch(/^Metrics port: +off$/m);
+    // It counts no I/O: `weft volume stats` says so rather than show zeros.
+    const stats = await node.weft(['volume', 'stats', 'v']);
+    expect(stats.code).not.toBe(0);
+    expect(stats.stderr).toMatch(/this node counts no I\/O: its weftd runs with --metrics-port off/);
   });
 });
