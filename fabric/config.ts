@@ -9,6 +9,7 @@ import { Command, CommanderError } from 'commander';
 import YAML from 'yaml';
 import type { PoolSpec } from './volume/node-store';
 import { parseStoreSpec, type StoreSpec } from './cluster/open-store';
+import { MIN_MEMBER_BYTES } from './store/pool-member';
 import { parseSize } from './units';
 import { isValidName, NAME_RULE } from './volume/names';
 import { CLASS_NAME, parseClasses, type ServiceClass } from './class-objectives';
@@ -489,6 +490,6 @@ function poolSpec(setting: Setting, spec: string): PoolSpec {
   } catch (error) {
     throw invalid(setting, spec, (error as Error).message);
   }
-  if (sizeBytes <= 0) throw invalid(setting, spec, 'the pool size must be more than 0');
+  if (sizeBytes < MIN_MEMBER_BYTES) throw invalid(setting, spec, `a pool member is at least ${MIN_MEMBER_BYTES} bytes (1 MiB of superblock and 16 blocks of 4 KiB)`);
   return { ...pool, sizeBytes };
 }

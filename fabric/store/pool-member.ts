@@ -13,6 +13,8 @@ const MAGIC = 'WEFT-POOL-MEMBER';
 export const DATA_OFFSET_BYTES = 1024 * 1024;
 /** A member with fewer data blocks than this is refused. */
 const MIN_BLOCKS = 16;
+/** The smallest member: its superblock area and MIN_BLOCKS data blocks. */
+export const MIN_MEMBER_BYTES = DATA_OFFSET_BYTES + MIN_BLOCKS * BLOCK_BYTES;
 
 export interface MemberSuperblock {
   magic: string;
@@ -137,7 +139,7 @@ function createBackingFile(file: string, sizeBytes: number, poolClass: string): 
 /** The data blocks of a member of sizeBytes; refuses one too small to be worth a member. */
 export function memberBlocks(sizeBytes: number, poolClass: string): number {
   const blocks = Math.floor((sizeBytes - DATA_OFFSET_BYTES) / BLOCK_BYTES);
-  if (blocks < MIN_BLOCKS) throw invalidArgument(`pool ${poolClass}: size ${sizeBytes} bytes is too small (at least ${DATA_OFFSET_BYTES + MIN_BLOCKS * BLOCK_BYTES})`);
+  if (blocks < MIN_BLOCKS) throw invalidArgument(`pool ${poolClass}: size ${sizeBytes} bytes is too small (at least ${MIN_MEMBER_BYTES})`);
   return blocks;
 }
 
