@@ -108,6 +108,8 @@ export class VolumeController {
   private closed = false;
   /** The watches ended and are to be started again (rewatch). */
   private rewatching = false;
+  /** Counts rewatches: a start under way when one happens keeps none of its watches. */
+  private generation = 0;
   private readonly config: BrainConfig;
   private storeOrUndefined: ClusterStore | undefined;
   /** Whether the first read of the store is done. */
@@ -164,6 +166,7 @@ export class VolumeController {
   /** Reads the records, then follows them. Before it resolves, no replicated volume's copy is served as if it were local. */
   async start(store: ClusterStore): Promise<void> {
     this.storeOrUndefined = store;
+    const generation = this.generation;
     const revision = await this.readAll();
     this.started = true;
     const replay = { fromRevision: revision + 1, onError: (err: Error) => this.rewatch(err) };
@@ -173,9 +176,15 @@ export class VolumeController {
       store.watch('alive/', replay, () => this.refreshNodes()),
       store.watch('nodes/', replay, () => this.refreshNodes()),
     ]);
-    this.watches = watched.flatMap((w) => (w.status === 'fulfilled' ? [w.value] : []));
+    const started = watched.flatMap((w) => (w.status === 'fulfilled' ? [w.value] : []));
     const failed = watched.find((w) => w.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason; // rewatch closes those that started
+    // Failed, closed, or a watch ended meanwhile (rewatch: a newer start follows): not this start's to keep.
+    if (failed || this.closed || generation !== this.generation) {
+      await Promise.allSettled(started.map((w) => w.close()));
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+      return;
+    }
+    this.watches = started;
     this.nodesTimer ??= setInterval(() => this.refreshNodes(), NODES_REFRESH_MS).unref();
   }
 
@@ -301,6 +310,7 @@ export class VolumeController {
     // Every watch may end at once (they share etcd's stream): one reading again is enough.
     if (this.closed || this.rewatching) return;
     this.rewatching = true;
+    this.generation++;
     this.options.logger.warn({ err }, 'a cluster watch ended; reading the volumes again');
     void Promise.allSettled(this.watches.map((w) => w.close())).then(() =>
       setTimeout(() => {

@@ -94,6 +94,8 @@ export class VolumeRunner implements InSyncSet {
   private waiters: Waiter[] = [];
   private wakeTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** markReverting calls so far: a late clear of a revert that gave up must not clear a later one's mark. */
+  private revertMarks = 0;
 
   constructor(readonly name: string, private readonly context: RunnerContext) {
     this.state = initialBrainState(context.self);
@@ -254,14 +256,16 @@ export class VolumeRunner implements InSyncSet {
    * once committed, fails if the store has not committed it within REVERT_MARK_MS (it may still).
    */
   private async markReverting(snapshot: string | undefined): Promise<void> {
+    const mark = ++this.revertMarks;
     this.dispatch({ type: 'reverting', snapshot });
     const committed = this.waitFor('reverting', this.context.self, () => (this.state.record as VolumeRecord).reverting === snapshot);
     try {
       await withDeadline(committed, REVERT_MARK_MS, () => new WeftError('UNAVAILABLE', `volume ${this.name}: the cluster store did not record the revert within ${REVERT_MARK_MS / 1000} s`));
     } catch (err) {
       // The revert did not start; a mark the store commits after all would be left set, and cost
-      // every other copy a full copy at the next promotion: it is cleared once it is there.
-      const clear = () => (snapshot !== undefined && !this.closed ? this.markReverting(undefined) : undefined);
+      // every other copy a full copy at the next promotion: it is cleared once it is there, unless
+      // a revert asked for since has marked it again (that one clears its own).
+      const clear = () => (snapshot !== undefined && !this.closed && this.revertMarks === mark ? this.markReverting(undefined) : undefined);
       committed.then(clear, () => undefined).catch((late: unknown) => this.context.logger.warn({ volume: this.name, err: late }, 'a revert mark the store recorded late could not be cleared'));
       throw err;
     }

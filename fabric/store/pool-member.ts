@@ -13,6 +13,11 @@ const MAGIC = 'WEFT-POOL-MEMBER';
 export const DATA_OFFSET_BYTES = 1024 * 1024;
 /** A member with fewer data blocks than this is refused. */
 const MIN_BLOCKS = 16;
+/**
+ * Block maps and journal records hold a block's number (plus 2: 0 and 1 mean absent and zero) in 32
+ * bits: a pool's blocks past this many could not be named.
+ */
+export const MAX_POOL_BLOCKS = 0xffff_ffff - 2;
 /** The smallest member: its superblock area and MIN_BLOCKS data blocks. */
 export const MIN_MEMBER_BYTES = DATA_OFFSET_BYTES + MIN_BLOCKS * BLOCK_BYTES;
 
@@ -118,19 +123,22 @@ export function checkInitializable(member: ReadMember, poolClass: string): void 
   memberBlocks(member.sizeBytes, poolClass);
 }
 
-/** Makes a new member: creates the backing file of a location that does not exist, or writes the superblock of a checked one. */
-export function initializeMember(location: MemberLocation, member: ReadMember | undefined): OpenMember {
-  if (member) return { path: member.path, fd: member.fd, superblock: writeSuperblock(member.fd, location.poolClass, member.sizeBytes) };
-  createBackingFile(location.file, location.newFileBytes!, location.poolClass);
+/**
+ * Makes a new member, named uuid: creates the backing file of a location that does not exist, or
+ * writes the superblock of a checked one.
+ */
+export function initializeMember(location: MemberLocation, member: ReadMember | undefined, uuid: string = randomUUID()): OpenMember {
+  if (member) return { path: member.path, fd: member.fd, superblock: writeSuperblock(member.fd, location.poolClass, member.sizeBytes, uuid) };
+  createBackingFile(location.file, location.newFileBytes!, location.poolClass, uuid);
   const created = readMember(location.file, location.poolClass);
   return { path: created.path, fd: created.fd, superblock: created.superblock! };
 }
 
-function createBackingFile(file: string, sizeBytes: number, poolClass: string): void {
+function createBackingFile(file: string, sizeBytes: number, poolClass: string, uuid: string): void {
   const fd = fs.openSync(file, 'wx');
   try {
     fs.ftruncateSync(fd, sizeBytes); // sparse: thin until written
-    writeSuperblock(fd, poolClass, sizeBytes);
+    writeSuperblock(fd, poolClass, sizeBytes, uuid);
   } finally {
     fs.closeSync(fd);
   }
@@ -143,9 +151,9 @@ export function memberBlocks(sizeBytes: number, poolClass: string): number {
   return blocks;
 }
 
-function writeSuperblock(fd: number, poolClass: string, sizeBytes: number): MemberSuperblock {
+function writeSuperblock(fd: number, poolClass: string, sizeBytes: number, uuid: string): MemberSuperblock {
   const blocks = memberBlocks(sizeBytes, poolClass);
-  const superblock: MemberSuperblock = { magic: MAGIC, format: MEMBER_FORMAT, class: poolClass, uuid: randomUUID(), blocks };
+  const superblock: MemberSuperblock = { magic: MAGIC, format: MEMBER_FORMAT, class: poolClass, uuid, blocks };
   const buf = Buffer.alloc(BLOCK_BYTES);
   buf.write(JSON.stringify(superblock));
   fs.writeSync(fd, buf, 0, buf.length, 0);

@@ -8,7 +8,7 @@ import { BLOCK_BYTES } from './block-size';
 import { BlockAllocator } from './allocator';
 import { slicePieces, totalBytes, type Pieces } from '../pieces';
 import { fdatasync, preadAll, preadAllSync, pwritevChunked, pwritevChunkedSync, RESOLVED, settleAll } from './file-io';
-import { DATA_OFFSET_BYTES, OpenMember } from './pool-member';
+import { DATA_OFFSET_BYTES, MAX_POOL_BLOCKS, OpenMember } from './pool-member';
 
 /**
  * Requests up to this size are done with synchronous pread/pwrite on the event-loop thread while the
@@ -108,7 +108,8 @@ export class Pool {
       this.members.push({ ...m, firstBlock, dirty: true, reads: new InlineIo(), writes: new InlineIo() });
       firstBlock += m.superblock.blocks;
     }
-    this.allocator = new BlockAllocator(firstBlock);
+    if (firstBlock > MAX_POOL_BLOCKS) logger.warn({ pool: poolClass, blocks: firstBlock, usable: MAX_POOL_BLOCKS }, 'the pool is larger than its block maps can address: the blocks past 16 TiB stay unused');
+    this.allocator = new BlockAllocator(Math.min(firstBlock, MAX_POOL_BLOCKS));
   }
 
   get totalBlocks(): number {

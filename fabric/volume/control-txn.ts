@@ -69,11 +69,12 @@ export class ControlTxn {
     const seq = this.store.metadata.recordControl(this.catalog.changes(), this.maps);
     this.seq = seq;
     await this.store.flushAll();
-    // Only now, when every record up to its own is durable: a client's FLUSH running meanwhile could
-    // make the record durable and release what waits for it, and should this commit's own flush then
-    // fail, the rollback would bring back layers whose blocks were already free.
+    // Registered only once the commit has succeeded: a client's FLUSH running meanwhile could make the
+    // record durable and release them, and should this commit's own flush then fail, the rollback
+    // would bring back layers whose blocks were already free. Released at once if a SYNC covers the
+    // record; if a write in flight elsewhere held the SYNC below it, at a later flush, as any free.
     for (const f of this.frees) this.store.pool(f.pool).allocator.freeAfterSync(f.block, seq);
-    for (const pool of new Set(this.frees.map((f) => f.pool))) this.store.pool(pool).allocator.releaseUpTo(seq);
+    this.store.releaseSynced();
   }
 
   /**

@@ -17,7 +17,7 @@ import type { Catalog } from './catalog';
 import { prepareDataDir } from './data-dir';
 import { Metadata, OpenedMetadata } from './metadata';
 import type { ReplicaHost } from './local-replica';
-import { openPools } from './pool-opening';
+import { MEMBERS_MADE_FILE, MembersMade, openPools } from './pool-opening';
 import { BLOCK_BYTES } from './types';
 
 /** Completed writes become durable at least this often even without a FLUSH (NodeStoreOptions). */
@@ -62,6 +62,8 @@ export class NodeStore implements ReplicaHost {
   private syncLane: Promise<unknown> = Promise.resolve();
   private dirty = false;
   private lastSyncAt = Date.now();
+  /** The last SYNC record made durable: every journal record up to it counts as durable at recovery. */
+  private syncedSeq = 0;
 
   private constructor(
     readonly dataDir: string,
@@ -82,7 +84,7 @@ export class NodeStore implements ReplicaHost {
       const opened = Metadata.open(path.join(dataDir, 'meta'), options.acceptMetadataLoss);
       const syncIntervalMs = options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
       store = new NodeStore(dataDir, opened.metadata, options.logger, syncIntervalMs, options.checkpointJournalBytes ?? CHECKPOINT_JOURNAL_BYTES);
-      const pools = openPools(options.pools, store.catalog, options.logger);
+      const pools = openPools(options.pools, store.catalog, new MembersMade(path.join(dataDir, MEMBERS_MADE_FILE)), options.logger);
       for (const [poolClass, pool] of pools.pools) store.pools.set(poolClass, pool);
       store.catalog.pools = pools.records;
       const rolledBack = await store.recover(opened);
@@ -212,7 +214,13 @@ export class NodeStore implements ReplicaHost {
       this.dirty = true;
       throw err;
     }
+    this.syncedSeq = Math.max(this.syncedSeq, upTo);
     this.releaseUpTo(upTo);
+  }
+
+  /** Frees waiting for records a SYNC has made durable already (frees registered after that flush). */
+  releaseSynced(): void {
+    this.releaseUpTo(this.syncedSeq);
   }
 
   /**

@@ -3,14 +3,16 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
+import { randomUUID } from 'crypto';
 import type { Logger } from 'pino';
 import { failedPrecondition, invalidArgument } from '../errors';
-import { FIRST_PHYSICAL } from './block-map';
+import { fsyncDir } from '../store/file-io';
 import { Pool } from '../store/pool';
 import {
   checkInitializable,
   initializeMember,
   locateMember,
+  MAX_POOL_BLOCKS,
   memberBlocks,
   readMember,
   type MemberLocation,
@@ -38,15 +40,21 @@ interface Candidate {
  * catalog does not know may become a new member. A recorded member may have moved to another path
  * (a disk renamed): it is found by its uuid.
  */
-export function openPools(specs: PoolSpec[], catalog: Catalog, logger: Logger): OpenedPools {
+export function openPools(specs: PoolSpec[], catalog: Catalog, made: MembersMade, logger: Logger): OpenedPools {
   const candidates: Candidate[] = [];
   const opened: OpenMember[] = [];
   try {
-    for (const spec of specs) candidates.push(inspect(spec, catalog, candidates));
+    for (const spec of specs) candidates.push(inspect(spec, catalog, made, candidates));
     checkRecordedMembers(candidates, catalog);
-    checkAddressable(candidates);
+    checkAddressable(candidates, catalog);
     for (const { location, member } of candidates) {
-      opened.push(member?.superblock ? { path: member.path, fd: member.fd, superblock: member.superblock } : initializeMember(location, member));
+      if (member?.superblock) {
+        opened.push({ path: member.path, fd: member.fd, superblock: member.superblock });
+        continue;
+      }
+      const uuid = randomUUID();
+      made.add(uuid); // before its superblock: a start stopped before the catalog records it finds it its own
+      opened.push(initializeMember(location, member, uuid));
     }
   } catch (err) {
     const fds = new Set([...candidates.map((c) => c.member?.fd), ...opened.map((m) => m.fd)]);
@@ -65,25 +73,26 @@ export function openPools(specs: PoolSpec[], catalog: Catalog, logger: Logger): 
 }
 
 /**
- * Block maps and journal records hold a block's number (plus FIRST_PHYSICAL) in 32 bits: a pool of
- * more blocks (16 TiB of 4 KiB blocks) could not name its last ones and is refused before anything is written.
+ * A new member that would take its pool past the blocks it can address (MAX_POOL_BLOCKS, 16 TiB) is
+ * refused before anything is written. A pool of recorded members that is already larger (made by an
+ * earlier version) keeps working, its blocks past the limit left unused (Pool).
  */
-const MAX_POOL_BLOCKS = 0xffff_ffff - FIRST_PHYSICAL;
-
-function checkAddressable(candidates: Candidate[]): void {
+function checkAddressable(candidates: Candidate[], catalog: Catalog): void {
   const blocks = new Map<string, number>();
+  const growing = new Set<string>();
   for (const { location, member } of candidates) {
     const memberBlockCount = member?.superblock?.blocks ?? memberBlocks(member?.sizeBytes ?? location.newFileBytes!, location.poolClass);
     blocks.set(location.poolClass, (blocks.get(location.poolClass) ?? 0) + memberBlockCount);
+    if (!catalog.pools.some((p) => p.members.some((m) => m.uuid === member?.superblock?.uuid))) growing.add(location.poolClass);
   }
   for (const [poolClass, count] of blocks) {
-    if (count > MAX_POOL_BLOCKS) {
+    if (count > MAX_POOL_BLOCKS && growing.has(poolClass)) {
       throw invalidArgument(`pool ${poolClass}: its members hold ${count} blocks of 4 KiB, more than one pool can address (${MAX_POOL_BLOCKS}, about 16 TiB); give the rest to a pool of another class`);
     }
   }
 }
 
-function inspect(spec: PoolSpec, catalog: Catalog, earlier: Candidate[]): Candidate {
+function inspect(spec: PoolSpec, catalog: Catalog, made: MembersMade, earlier: Candidate[]): Candidate {
   const location = locateMember(spec.path, spec.class, spec.sizeBytes);
   const identity = identityOf(location);
   if (earlier.some((c) => identityOf(c.location) === identity)) {
@@ -98,7 +107,9 @@ function inspect(spec: PoolSpec, catalog: Catalog, earlier: Candidate[]): Candid
   try {
     if (recorded) checkRecorded(member, recorded);
     else if (!member.superblock) checkInitializable(member, spec.class);
-    else if (!catalog.pools.some((p) => p.members.some((m) => m.uuid === member.superblock?.uuid))) throw foreignMember(member, spec.class);
+    else if (!catalog.pools.some((p) => p.members.some((m) => m.uuid === member.superblock?.uuid)) && !made.has(member.superblock.uuid)) {
+      throw foreignMember(member, spec.class);
+    }
     const uuid = member.superblock?.uuid;
     if (uuid && earlier.some((c) => c.member?.superblock?.uuid === uuid)) {
       throw invalidArgument(`pool ${spec.class}: ${spec.path} is given twice (pool member ${uuid})`);
@@ -118,6 +129,38 @@ function identityOf(location: MemberLocation): string {
   if (!location.exists) return `new:${path.join(fs.realpathSync(path.dirname(location.file)), path.basename(location.file))}`;
   const stat = fs.statSync(location.file);
   return stat.isBlockDevice() ? `device:${stat.rdev}` : `file:${stat.dev}:${stat.ino}`;
+}
+
+/** In the data dir: MembersMade's file. */
+export const MEMBERS_MADE_FILE = 'members-made';
+
+/**
+ * The uuids of the members this data dir has made, each written down (synced) before its superblock:
+ * a first start that stopped before the catalog recorded a member knows it for its own.
+ */
+export class MembersMade {
+  private readonly uuids: Set<string>;
+
+  constructor(private readonly file: string) {
+    this.uuids = new Set(fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean) : []);
+  }
+
+  has(uuid: string): boolean {
+    return this.uuids.has(uuid);
+  }
+
+  add(uuid: string): void {
+    const existed = fs.existsSync(this.file);
+    const fd = fs.openSync(this.file, 'a');
+    try {
+      fs.writeSync(fd, `${uuid}\n`);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (!existed) fsyncDir(path.dirname(this.file));
+    this.uuids.add(uuid);
+  }
 }
 
 /** A Weft member this data dir does not record (nor under another path): another data dir's, whose data it holds. */

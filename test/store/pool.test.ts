@@ -14,6 +14,7 @@ import {
   DATA_OFFSET_BYTES,
   initializeMember,
   locateMember,
+  MAX_POOL_BLOCKS,
   readMember,
   type OpenMember,
 } from '../../fabric/store/pool-member';
@@ -251,4 +252,18 @@ describe('pool members', () => {
     expect(() => locateMember(small, 'default', DATA_OFFSET_BYTES + 15 * BLOCK_BYTES)).toThrow(/too small/);
     expect(() => locateMember(members[0].path, 'default', DATA_OFFSET_BYTES + 64 * BLOCK_BYTES)).toThrow(/a size is only allowed when/);
   });
+});
+
+test('a pool larger than its block maps can address (made before that was refused) works on with the blocks past the limit unused', () => {
+  const TiB = 1024 ** 4;
+  const lines: string[] = [];
+  // Two sparse 9 TiB members, recorded as an earlier version would have: 18 TiB in one pool.
+  const large = [0, 1].map((i) => newMember(path.join(dir, `large${i}`), Math.floor((9 * TiB) / BLOCK_BYTES)));
+  const big = new Pool('default', large, pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) }));
+  try {
+    expect(big.totalBlocks).toBe(MAX_POOL_BLOCKS);
+    expect(lines.join('')).toMatch(/larger than its block maps can address/);
+  } finally {
+    big.close();
+  }
 });

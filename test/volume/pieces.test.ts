@@ -12,7 +12,7 @@ import { Pool } from '../../fabric/store/pool';
 import { DATA_OFFSET_BYTES } from '../../fabric/store/pool-member';
 import { emptyCatalog } from '../../fabric/volume/catalog';
 import type { PoolSpec } from '../../fabric/volume/local-engine';
-import { openPools } from '../../fabric/volume/pool-opening';
+import { MembersMade, openPools } from '../../fabric/volume/pool-opening';
 
 const B = 4096;
 
@@ -100,7 +100,7 @@ describe('crc32cPieces', () => {
 
 /** A new pool of the given members, as weftd opens it on a new data dir. */
 function newPool(specs: PoolSpec[]): Pool {
-  return openPools(specs, emptyCatalog(), pino({ level: 'silent' })).pools.get('default')!;
+  return openPools(specs, emptyCatalog(), new MembersMade(path.join(path.dirname(specs[0].path), 'members-made')), pino({ level: 'silent' })).pools.get('default')!;
 }
 
 describe('Pool.write of pieces', () => {

@@ -8,7 +8,9 @@ import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
 import { memberFileInDirectory } from '../../fabric/store/pool-member';
+import { emptyCatalog } from '../../fabric/volume/catalog';
 import { LocalEngine, type PoolSpec } from '../../fabric/volume/local-engine';
+import { MembersMade, openPools } from '../../fabric/volume/pool-opening';
 import { openExport } from '../helpers/open-devices';
 
 const MiB = 1024 * 1024;
@@ -140,6 +142,22 @@ describe('a refused start changes no pool member', () => {
     const device = openExport(e, 'v1');
     expect((await device.read(0, 4096)).every((b) => b === 0x5a)).toBe(true);
     device.close();
+  });
+
+  test('a member this data dir made, on a first start stopped before its catalog recorded it, is still its own', () => {
+    const spec = { class: 'default', path: poolDir('pool'), sizeBytes: 64 * MiB };
+    const silent = pino({ level: 'silent' });
+    const made = () => new MembersMade(path.join(dir, 'members-made'));
+    const first = openPools([spec], emptyCatalog(), made(), silent).pools.get('default')!; // the member made, the catalog never written
+    const uuid = first.memberList()[0].uuid;
+    first.close();
+    const before = fingerprint(memberFileInDirectory(spec.path, 'default'));
+    const again = openPools([spec], emptyCatalog(), made(), silent).pools.get('default')!;
+    expect(again.memberList().map((m) => m.uuid)).toEqual([uuid]);
+    again.close();
+    expect(fingerprint(memberFileInDirectory(spec.path, 'default'))).toEqual(before);
+    // Another data dir, which did not make it, is refused it.
+    expect(() => openPools([spec], emptyCatalog(), new MembersMade(path.join(dir, 'other-made')), silent)).toThrow(/belongs to another data dir/);
   });
 
   test('one file under two names (a symlink, a hard link) is given twice, refused before anything is written', async () => {

@@ -10,7 +10,7 @@ import pino from 'pino';
 import type { Pieces } from '../../fabric/pieces';
 import type { Pool } from '../../fabric/store/pool';
 import { emptyCatalog } from '../../fabric/volume/catalog';
-import { openPools } from '../../fabric/volume/pool-opening';
+import { MembersMade, openPools } from '../../fabric/volume/pool-opening';
 import { FileOpsLayer } from '../helpers/file-ops-layer';
 
 const B = 4096;
@@ -68,7 +68,7 @@ describe('a pool member on a slow device', () => {
 
   beforeAll(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-slow-member-'));
-    pool = openPools([{ class: 'default', path: dir, sizeBytes: 8 * 1024 * 1024 }], emptyCatalog(), pino({ level: 'silent' })).pools.get('default')!;
+    pool = openPools([{ class: 'default', path: dir, sizeBytes: 8 * 1024 * 1024 }], emptyCatalog(), new MembersMade(path.join(dir, 'members-made')), pino({ level: 'silent' })).pools.get('default')!;
     device = new SlowDevice().install();
   });
 
