@@ -34,7 +34,8 @@ export function formatSize(bytes: number): string {
     value /= 1024;
     i++;
   }
+  const fixed = i === 0 ? String(value) : value.toFixed(value >= 100 ? 0 : value >= 10 ? 1 : 2);
   // Trailing zeros after the point go ("1.50" -> "1.5", "2.00" -> "2"), never those of a whole number.
-  const text = i === 0 ? String(value) : value.toFixed(value >= 100 ? 0 : value >= 10 ? 1 : 2).replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
+  const text = fixed.includes('.') ? fixed.replace(/\.?0+$/, '') : fixed;
   return `${text} ${units[i]}`;
 }

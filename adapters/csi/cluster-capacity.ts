@@ -21,11 +21,12 @@ export interface ClusterCapacity {
  * roomiest other nodes; zero when there are not enough nodes.
  */
 export function clusterCapacity(rooms: readonly NodeRoom[], replicas: number, mayBePrimary: (room: NodeRoom) => boolean): ClusterCapacity {
+  // The (replicas - 1)th largest of the other nodes' values: what the least of the other copies gets.
+  const nth = (values: number[]) => (replicas === 1 ? Number.POSITIVE_INFINITY : values.sort((a, b) => b - a)[replicas - 2]);
   let best: ClusterCapacity = { availableBytes: 0, maximumVolumeBytes: 0 };
   for (const primary of rooms.filter(mayBePrimary)) {
     const others = rooms.filter((r) => r !== primary);
     if (others.length < replicas - 1) continue;
-    const nth = (values: number[]) => (replicas === 1 ? Number.POSITIVE_INFINITY : values.sort((a, b) => b - a)[replicas - 2]);
     const availableBytes = Math.min(primary.freeBytes, nth(others.map((r) => r.freeBytes)));
     const maximumVolumeBytes = Math.min(primary.capacityBytes, nth(others.map((r) => r.capacityBytes)));
     best = { availableBytes: Math.max(best.availableBytes, availableBytes), maximumVolumeBytes: Math.max(best.maximumVolumeBytes, maximumVolumeBytes) };

@@ -14,7 +14,7 @@ import type * as csi from './messages';
 import { contentSource, csiSnapshot, csiVolume, sourceKey, volumeCondition } from './objects';
 import { page } from './paging';
 import { checkSnapshotParameters, parseParameters, type VolumeParameters } from './parameters';
-import { cloneSnapshotName, isCloneSnapshot, isWeftName, parseSnapshotId, weftName, type SnapshotRef } from './names';
+import { cloneSnapshotName, isCloneSnapshot, isWeftName, parseSnapshotId, volumeRef, weftName, type SnapshotRef } from './names';
 import { serviceImplementation } from './rpc';
 import { checkLocality, checkRequirement, includes, requestedNode, type Place } from './topology';
 import { firstUnsupported, requireCapabilities, requireCapability, requireName, requireString, unsupportedReason } from './validate';
@@ -296,12 +296,6 @@ function requestedSource(source: csi.VolumeContentSource | null): Source | undef
     return { kind: 'volume', volume: volumeRef(requireString('volume_content_source.volume.volume_id', source.volume.volume_id)) };
   }
   return undefined;
-}
-
-/** A volume id that cannot be a Weft volume name names no volume. */
-function volumeRef(id: string): string {
-  if (!isWeftName(id)) throw notFound(`volume ${id} does not exist`);
-  return id;
 }
 
 function incompatibility(existing: VolumeInfo, range: csi.CapacityRange, parameters: VolumeParameters, source: Source | undefined): string | undefined {

@@ -3,6 +3,7 @@
 
 import { createHash } from 'crypto';
 import { isValidName } from '../../fabric/volume/names';
+import { notFound } from './errors';
 
 const HASHED_SUFFIX = /\.h[0-9a-f]{16}$/;
 const PREFIX_CHARS = 44;
@@ -11,6 +12,12 @@ const CLONE_SNAPSHOT = /^csi-clone\.[0-9a-f]{16}$/;
 
 export function isWeftName(value: string): boolean {
   return isValidName(value);
+}
+
+/** A volume id that cannot be a Weft volume name names no volume: NOT_FOUND, before it names anything (a state file, say). */
+export function volumeRef(id: string): string {
+  if (!isWeftName(id)) throw notFound(`volume ${id} does not exist`);
+  return id;
 }
 
 /**

@@ -15,7 +15,7 @@ import { checkRange } from './capacity';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, outOfRange } from './errors';
 import { InFlight } from './in-flight';
 import type * as csi from './messages';
-import { isWeftName } from './names';
+import { volumeRef } from './names';
 import type { NodeStateStore, Publication, VolumeState } from './node-state';
 import { serviceImplementation } from './rpc';
 import { nodeSegments, type Place } from './topology';
@@ -99,7 +99,7 @@ export class NodeServer {
   // ---- stage and unstage
 
   private async stage(request: csi.NodeStageVolumeRequest): Promise<object> {
-    const volume = requireVolumeId(request.volume_id);
+    const volume = volumeRef(requireString('volume_id', request.volume_id));
     const stagingPath = requirePath('staging_target_path', request.staging_target_path);
     const capability = supported(requireCapability('volume_capability', request.volume_capability));
     return this.inFlight.run(volume, async () => {
@@ -144,7 +144,7 @@ export class NodeServer {
   }
 
   private async unstage(request: csi.NodeUnstageVolumeRequest): Promise<object> {
-    const volume = requireVolumeId(request.volume_id);
+    const volume = volumeRef(requireString('volume_id', request.volume_id));
     const stagingPath = requirePath('staging_target_path', request.staging_target_path);
     return this.inFlight.run(volume, async () => {
       const current = this.state.get(volume);
@@ -209,7 +209,7 @@ export class NodeServer {
   // ---- publish and unpublish
 
   private async publish(request: csi.NodePublishVolumeRequest): Promise<object> {
-    const volume = requireVolumeId(request.volume_id);
+    const volume = volumeRef(requireString('volume_id', request.volume_id));
     const targetPath = requirePath('target_path', request.target_path);
     const capability = supported(requireCapability('volume_capability', request.volume_capability));
     if (!request.staging_target_path) throw failedPrecondition('staging_target_path is required: this plugin stages volumes (NodeStageVolume) before publishing them');
@@ -264,7 +264,7 @@ export class NodeServer {
   }
 
   private async unpublish(request: csi.NodeUnpublishVolumeRequest): Promise<object> {
-    const volume = requireVolumeId(request.volume_id);
+    const volume = volumeRef(requireString('volume_id', request.volume_id));
     const targetPath = requirePath('target_path', request.target_path);
     return this.inFlight.run(volume, async () => {
       const state = this.state.get(volume);
@@ -293,7 +293,7 @@ export class NodeServer {
   // ---- stats and expansion
 
   private async volumeStats(request: csi.NodeGetVolumeStatsRequest): Promise<object> {
-    const volume = requireVolumeId(request.volume_id);
+    const volume = volumeRef(requireString('volume_id', request.volume_id));
     const volumePath = requireVolumePath('volume_path', request.volume_path);
     const state = this.stateAt(volume, volumePath);
     const condition = await this.condition(state, volumePath);
@@ -327,7 +327,7 @@ export class NodeServer {
    * volume that cannot grow while in use), and the filesystem grows at the next NodeStageVolume.
    */
   private async expand(request: csi.NodeExpandVolumeRequest): Promise<object> {
-    const volume = requireVolumeId(request.volume_id);
+    const volume = volumeRef(requireString('volume_id', request.volume_id));
     const volumePath = requireVolumePath('volume_path', request.volume_path);
     const range = checkRange('capacity_range', request.capacity_range);
     if (request.volume_capability) {
@@ -491,14 +491,4 @@ function mountOptions(state: VolumeState): string[] {
 
 function filesystemOf(state: VolumeState): FsType {
   return state.fsType ?? DEFAULT_FS_TYPE;
-}
-
-/**
- * A request's volume_id: required, and NOT_FOUND when it is no Weft name, checked before it names
- * anything here (the plugin's state files are named after volumes).
- */
-function requireVolumeId(value: string | undefined | null): string {
-  const volume = requireString('volume_id', value);
-  if (!isWeftName(volume)) throw notFound(`volume ${volume} does not exist`);
-  return volume;
 }

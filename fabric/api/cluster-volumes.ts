@@ -176,13 +176,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
     return this.record({ name: request.name, sizeBytes, class: placement.class, sourceSnapshot: `${volume}@${snapshot}` }, placement.nodes, request.source);
   }
 
-  /** Refused, naming the nodes that hold it, for a snapshot of a replicated volume that this node holds no copy of. */
   /** A volume of the cluster answers to its name on every node: one of this node's alone by that name would hide it here, or be deleted in its place. */
   async createHere(request: CreateVolumeRequest): Promise<VolumeInfo> {
     await this.checkNameFree(request.name);
     return this.engine.createVolume(request);
   }
 
+  /** Refused, naming the nodes that hold it, for a snapshot of a replicated volume that this node holds no copy of. */
   async cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo> {
     await this.checkNameFree(request.name);
     const here = this.engine.listSnapshots().some((s) => s.volume === request.volume && s.name === request.snapshot);

@@ -81,9 +81,10 @@ export class LocalReplica implements VolumeLayer {
     this.checkRange(offsetBytes, lengthBytes);
     const first = Math.floor(offsetBytes / B);
     const end = Math.ceil((offsetBytes + lengthBytes) / B);
-    const release = await this.begin(first, end, false);
+    const entered = this.begin(first, end, false);
+    const release = typeof entered === 'function' ? entered : await entered;
     try {
-      this.checkRange(offsetBytes, lengthBytes); // again: see write()
+      if (release !== entered) this.checkRange(offsetBytes, lengthBytes); // again: see write()
       const buf = await this.readBlocks(first, end);
       const skip = offsetBytes - first * B;
       return skip === 0 && lengthBytes === buf.length ? buf : buf.subarray(skip, skip + lengthBytes);

@@ -83,7 +83,7 @@ function checkAddressable(candidates: Candidate[], catalog: Catalog): void {
   for (const { location, member } of candidates) {
     const memberBlockCount = member?.superblock?.blocks ?? memberBlocks(member?.sizeBytes ?? location.newFileBytes!, location.poolClass);
     blocks.set(location.poolClass, (blocks.get(location.poolClass) ?? 0) + memberBlockCount);
-    if (!catalog.pools.some((p) => p.members.some((m) => m.uuid === member?.superblock?.uuid))) growing.add(location.poolClass);
+    if (!recordsMember(catalog, member?.superblock?.uuid)) growing.add(location.poolClass);
   }
   for (const [poolClass, count] of blocks) {
     if (count > MAX_POOL_BLOCKS && growing.has(poolClass)) {
@@ -107,9 +107,7 @@ function inspect(spec: PoolSpec, catalog: Catalog, made: MembersMade, earlier: C
   try {
     if (recorded) checkRecorded(member, recorded);
     else if (!member.superblock) checkInitializable(member, spec.class);
-    else if (!catalog.pools.some((p) => p.members.some((m) => m.uuid === member.superblock?.uuid)) && !made.has(member.superblock.uuid)) {
-      throw foreignMember(member, spec.class);
-    }
+    else if (!recordsMember(catalog, member.superblock.uuid) && !made.has(member.superblock.uuid)) throw foreignMember(member, spec.class);
     const uuid = member.superblock?.uuid;
     if (uuid && earlier.some((c) => c.member?.superblock?.uuid === uuid)) {
       throw invalidArgument(`pool ${spec.class}: ${spec.path} is given twice (pool member ${uuid})`);
@@ -129,6 +127,11 @@ function identityOf(location: MemberLocation): string {
   if (!location.exists) return `new:${path.join(fs.realpathSync(path.dirname(location.file)), path.basename(location.file))}`;
   const stat = fs.statSync(location.file);
   return stat.isBlockDevice() ? `device:${stat.rdev}` : `file:${stat.dev}:${stat.ino}`;
+}
+
+/** Whether the catalog records a member of this uuid (at whatever path). */
+function recordsMember(catalog: Catalog, uuid: string | undefined): boolean {
+  return uuid !== undefined && catalog.pools.some((p) => p.members.some((m) => m.uuid === uuid));
 }
 
 /** In the data dir: MembersMade's file. */
