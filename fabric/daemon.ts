@@ -13,6 +13,7 @@ import { ApiServer } from './api/server';
 import { listNodes, Membership, type NodeRecord } from './cluster/membership';
 import { openClusterStore } from './cluster/open-store';
 import { dropLeftovers } from './cluster/leftovers';
+import { AttachClaims } from './cluster/attach-claims';
 import { VolumeController } from './cluster/volume-controller';
 import type { WeftdConfig } from './config';
 import type { Logger } from './logger';
@@ -134,7 +135,8 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     clusterVolumes = new ClusterVolumes(engine, controller, store, config.nodeId, logger.child({ component: 'volumes' }));
     running.add('node clients', async () => clusterVolumes?.close());
     const apiCalls = new ApiCallStats();
-    const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, clusterVolumes, calls: apiCalls, classes: config.classes, volumeStats: volumeMetrics, logger: logger.child({ component: 'api' }) });
+    const claims = new AttachClaims(store, config.nodeId, logger.child({ component: 'attach-claims' }));
+    const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, clusterVolumes, claims, calls: apiCalls, classes: config.classes, volumeStats: volumeMetrics, logger: logger.child({ component: 'api' }) });
     const apiPort = await listen('api', config.listen, config.apiPort, () => api.listen(config.listen, config.apiPort));
     running.add('api', () => api.close());
 
@@ -142,8 +144,10 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     const membership = await Membership.join(store, () => nodeRecord(config, engine, node.version, nbdPort, apiPort), logger.child({ component: 'membership' }));
     running.add('membership', () => membership.leave());
     membership.onLease((leaseId) => controller.setNodeLease(leaseId));
+    membership.onLease((leaseId) => claims.setLease(leaseId));
     const leftovers = await dropLeftovers(store, config.nodeId, (volume) => (clusterVolumes as ClusterVolumes).dropLeftover(volume), logger.child({ component: 'volumes' }));
     running.add('leftovers', () => leftovers.close());
+    void clusterVolumes.tidyKept().catch((err: unknown) => logger.warn({ err }, 'could not tidy the snapshots this node keeps of deleted volumes'));
 
     const telemetry = nodeTelemetry({ nodeId: config.nodeId, classes: config.classes, engine, volumeMetrics, nbd, api, apiCalls, controller, store });
     running.add('telemetry', async () => telemetry.stop());

@@ -113,6 +113,8 @@ export class NodeServer {
       }
       // Broken, or left half done by a crash: undo it, then stage from the start.
       if (current) await this.teardown(current);
+      // Attached on one node at a time: refused while another node has it.
+      await this.client.claimVolume(volume);
       await this.stageVolume(wanted, info.sizeBytes);
       return {};
     });
@@ -150,6 +152,8 @@ export class NodeServer {
       const current = this.state.get(volume);
       if (!current) {
         await this.requireVolume(volume);
+        // A teardown whose release failed (the store out of reach) ended here; gives it up now.
+        await this.client.releaseVolume(volume);
         return {};
       }
       if (current.stagingPath !== stagingPath) return {};
@@ -187,6 +191,7 @@ export class NodeServer {
     if (!this.state.removeWorkDir(state.volume)) this.logger.warn({ volume: state.volume, workDir: this.state.workDir(state.volume) }, 'work dir not empty after detach: left in place');
     this.state.remove(state.volume);
     await this.report(state);
+    await this.client.releaseVolume(state.volume);
   }
 
   private async stageHealthy(state: VolumeState): Promise<boolean> {
@@ -383,6 +388,10 @@ export class NodeServer {
 
   private async reconcileVolume(state: VolumeState): Promise<void> {
     if (state.phase === 'staged' && (await this.stageHealthy(state))) {
+      // Claimed again, on this run's lease; another node that claimed it meanwhile is a conflict the log must show.
+      await this.client.claimVolume(state.volume).catch((err: unknown) =>
+        this.logger.error({ err, volume: state.volume }, 'an attachment kept from an earlier run is claimed by another node now: stop the workload using it here'),
+      );
       const mounted = await Promise.all(state.publications.map((p) => this.tools.isMountPoint(p.targetPath)));
       state.publications = state.publications.filter((_, i) => mounted[i]);
       this.state.put(state);

@@ -1,6 +1,7 @@
 // AttachmentService: validates each request, then records, removes or lists attachments in the
 // AttachmentStore. Only a volume that exists can be recorded as attached: one of this node's, or a
 // replicated volume of the cluster (attach is local on every node, with or without a copy here).
+// Claims: a volume of the cluster is attached on one node at a time (attach-claims.ts).
 
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { AttachmentStore } from './attachments';
@@ -9,8 +10,24 @@ import type * as wire from './messages';
 import { unary, type RpcContext } from './rpc';
 import { checkName, checkOptionalName } from './validate';
 
-export function attachmentService(store: AttachmentStore, volumes: ReplicatedVolumes, rpc: RpcContext): UntypedServiceImplementation {
+/** Claims on volumes of the cluster for this node's attachments (AttachClaims). */
+export interface VolumeClaims {
+  claim(volume: string): Promise<void>;
+  release(volume: string): Promise<void>;
+}
+
+export function attachmentService(store: AttachmentStore, volumes: ReplicatedVolumes, claims: VolumeClaims | undefined, rpc: RpcContext): UntypedServiceImplementation {
   return {
+    ClaimVolume: unary(rpc, async (request: wire.ClaimVolumeRequest) => {
+      const volume = checkName('volume', request.volume);
+      volumes.info(volume);
+      if (claims && volumes.isReplicated(volume)) await claims.claim(volume);
+      return {};
+    }),
+    ReleaseVolume: unary(rpc, async (request: wire.ClaimVolumeRequest) => {
+      await claims?.release(checkName('volume', request.volume));
+      return {};
+    }),
     RecordAttachment: unary(rpc, (request: wire.AttachmentRequest) => {
       const volume = checkName('volume', request.volume);
       const nodeId = checkName('node_id', request.nodeId);

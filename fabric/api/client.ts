@@ -168,6 +168,11 @@ export class WeftClient {
     return checksumsFromWire(answer.crc32c);
   }
 
+  /** Node to node: this node's own snapshots of the volume (its copy's, or a deleted volume's kept here). */
+  async copySnapshots(name: string): Promise<SnapshotInfo[]> {
+    return (await this.unary<{ snapshots: SnapshotInfo[] }>('ReplicaService', 'CopySnapshots', { name })).snapshots;
+  }
+
   /** Node to node: where this node's copy may differ from the others, from its last time as the primary. */
   async activity(name: string): Promise<{ epoch: number; map: DirtyMap }> {
     const activity = await this.unary<Activity>('ReplicaService', 'GetActivity', { name });
@@ -177,6 +182,15 @@ export class WeftClient {
   /** Adds or replaces the attachment of the volume on the node; resolves with it as stored. */
   recordAttachment(attachment: Omit<AttachmentRecord, 'attachedAt'>): Promise<AttachmentRecord> {
     return this.unary('AttachmentService', 'RecordAttachment', attachment);
+  }
+
+  /** Claims a volume of the cluster for an attachment on this node (attach-claims.ts). */
+  async claimVolume(volume: string): Promise<void> {
+    await this.unary('AttachmentService', 'ClaimVolume', { volume });
+  }
+
+  async releaseVolume(volume: string): Promise<void> {
+    await this.unary('AttachmentService', 'ReleaseVolume', { volume });
   }
 
   async removeAttachment(volume: string, nodeId: string): Promise<void> {

@@ -4,12 +4,16 @@
 // record of that name exists. Whatever fails on the way undoes the copies made, so a refused
 // create leaves nothing behind. A clone is made the same way, on nodes that hold the snapshot, each
 // copy cloned from the node's own copy of it. A delete removes the record first (every node then
-// stops serving the volume), then the copies.
+// stops serving the volume), then the copies; the volume's snapshots stay on their nodes, which a
+// kept-snapshots key names (kept-snapshots.ts).
 
 import { randomUUID } from 'node:crypto';
+import { status } from '@grpc/grpc-js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterStore } from '../cluster/cluster-store';
+import { attachClaimKey } from '../cluster/attach-claims';
 import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
+import { keptSnapshots, keptSnapshotsKey, keptSnapshotsPrefix, leaveKeptSnapshots, markKeptDeleted, parseKept, type KeptSnapshots } from '../cluster/kept-snapshots';
 import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
@@ -84,6 +88,8 @@ export interface ReplicatedVolumes {
   createSnapshot(volume: string, name: string): Promise<SnapshotInfo>;
   listSnapshots(volume?: string): Promise<SnapshotInfo[]>;
   deleteSnapshot(volume: string, name: string): Promise<void>;
+  /** This node's own snapshots of the volume: its copy's, or those a deleted volume left here. */
+  copySnapshots(name: string): SnapshotInfo[];
   controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void>;
   trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
   trackActivity(name: string, epoch: number, revision: number, extents: readonly number[]): Promise<void>;
@@ -118,6 +124,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     createSnapshot: (volume, name) => engine.createSnapshot(volume, name),
     listSnapshots: (volume) => Promise.resolve(engine.listSnapshots(volume)),
     deleteSnapshot: (volume, name) => engine.deleteSnapshot(volume, name),
+    copySnapshots: (name) => engine.listSnapshots().filter((s) => s.volume === name),
   };
 }
 
@@ -185,8 +192,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** Refused, naming the nodes that hold it, for a snapshot of a replicated volume that this node holds no copy of. */
   async cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo> {
     await this.checkNameFree(request.name);
-    const here = this.engine.listSnapshots().some((s) => s.volume === request.volume && s.name === request.snapshot);
-    const nodes = here || !this.isReplicated(request.volume) ? [] : [...(await this.snapshotHolders(request.volume, request.snapshot)).keys()];
+    const here = this.copySnapshots(request.volume).some((s) => s.name === request.snapshot);
+    const nodes = here ? [] : [...(await this.snapshotHolders(request.volume, request.snapshot)).keys()];
     if (nodes.length > 0) {
       throw failedPrecondition(
         `snapshot ${request.volume}@${request.snapshot} is not on node ${this.self}: a clone of one copy is made where the snapshot is, ` +
@@ -196,21 +203,76 @@ export class ClusterVolumes implements ReplicatedVolumes {
     return this.engine.cloneVolume(request);
   }
 
+  /** Refused while the cluster has a volume of the name, or a deleted one's snapshots that keep it (kept-snapshots.ts). */
   private async checkNameFree(name: string): Promise<void> {
     validateName('volume', name);
     if (this.isReplicated(name) || (await this.store.get(volumeKey(name)))) throw alreadyExists(`volume ${name} already exists in the cluster`);
+    const kept = await keptSnapshots(this.store, name);
+    if (kept) {
+      throw alreadyExists(
+        `snapshots of an earlier volume named ${name} are kept on ${kept.nodes.join(', ')}: delete them (weft snapshot list ${name}) or choose another name`,
+      );
+    }
   }
 
-  /** The nodes that are up and hold the snapshot, with what each says of it: the source volume's copies, or this node for a volume of its own. */
-  private async snapshotHolders(volume: string, snapshot: string): Promise<Map<string, SnapshotInfo>> {
-    const nodes = this.controller.record(volume)?.replicas.map((r) => r.node) ?? [this.self];
-    const found = await Promise.all(
-      nodes.map(async (node) => {
-        const listed = await this.onNode(node, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume))).catch(() => []);
-        return listed.filter((s) => s.name === snapshot).map((s) => [node, s] as const);
-      }),
+  /**
+   * The nodes that may hold the volume's snapshots: its copies' nodes; for a deleted volume of the
+   * cluster, those its kept-snapshots key names; else this node alone.
+   */
+  private async snapshotNodes(volume: string): Promise<{ nodes: string[]; kept?: KeptSnapshots }> {
+    const record = this.controller.record(volume);
+    if (record) return { nodes: record.replicas.map((r) => r.node) };
+    const kept = this.engine.hasVolume(volume) ? undefined : await keptSnapshots(this.store, volume);
+    return kept ? { nodes: kept.nodes, kept } : { nodes: [this.self] };
+  }
+
+  /**
+   * What the nodes that keep a deleted volume's snapshots hold of them. A snapshot written down as
+   * deleted is deleted where it is found, and left out; the nodes that hold none leave the key.
+   */
+  private async keptOn(volume: string, kept: KeptSnapshots): Promise<Map<string, SnapshotInfo[]>> {
+    const answers = await this.snapshotsOn(kept.nodes, volume);
+    const deleted = new Set(kept.deleted ?? []);
+    const holding = new Map<string, SnapshotInfo[]>();
+    for (const [node, snapshots] of answers) {
+      const stays = await Promise.all(
+        snapshots.map((s) =>
+          !deleted.has(s.name)
+            ? true
+            : this.controlCopyOn(node, volume, { type: 'delete-snapshot', name: s.name }, 0).then(
+                () => false,
+                (err: unknown) => (this.logger.warn({ volume, snapshot: s.name, node, err }, 'could not delete a deleted snapshot found again'), true),
+              ),
+        ),
+      );
+      holding.set(node, snapshots.filter((_, i) => stays[i]));
+    }
+    await this.pruneKept(volume, holding);
+    return new Map([...answers].map(([node, snapshots]) => [node, snapshots.filter((s) => !deleted.has(s.name))]));
+  }
+
+  /** What each of nodes that answers holds of the volume's snapshots (a node that is down is left out). */
+  private async snapshotsOn(nodes: string[], volume: string): Promise<Map<string, SnapshotInfo[]>> {
+    const answers = await Promise.all(
+      nodes.map((node) =>
+        this.onNode(node, (client) => client.copySnapshots(volume), () => Promise.resolve(this.copySnapshots(volume))).then(
+          (snapshots) => [[node, snapshots] as const],
+          () => [],
+        ),
+      ),
     );
-    return new Map(found.flat());
+    return new Map(answers.flat());
+  }
+
+  /** The nodes that are up and hold the snapshot, with what each says of it (snapshotNodes). */
+  private async snapshotHolders(volume: string, snapshot: string): Promise<Map<string, SnapshotInfo>> {
+    const { nodes, kept } = await this.snapshotNodes(volume);
+    const answers = kept ? await this.keptOn(volume, kept) : await this.snapshotsOn(nodes, volume);
+    return new Map([...answers].flatMap(([node, listed]) => listed.filter((s) => s.name === snapshot).map((s) => [node, s] as const)));
+  }
+
+  copySnapshots(name: string): SnapshotInfo[] {
+    return this.engine.listSnapshots().filter((s) => s.volume === name);
   }
 
   /**
@@ -264,11 +326,14 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const record = JSON.parse(kv.value) as VolumeRecord;
     const holders = record.replicas.map((r) => r.node);
     for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDown);
+    const kept = await this.keptAfterDelete(name, holders);
     const { succeeded } = await this.store.txn({
       compare: [{ key: volumeKey(name), target: 'modRevision', op: '=', value: kv.modRevision }],
       success: [
         { type: 'delete', key: volumeKey(name) },
         { type: 'delete', key: volumeLeaseKey(name) },
+        { type: 'delete', key: attachClaimKey(name) },
+        ...(kept ? [{ type: 'put' as const, key: keptSnapshotsKey(name), value: JSON.stringify(kept) }] : []),
         ...holders.map((node) => ({ type: 'put' as const, key: leftoverKey(node, name), value: JSON.stringify({ reason: 'its volume was deleted' }) })),
       ],
     });
@@ -280,6 +345,20 @@ export class ClusterVolumes implements ReplicatedVolumes {
       });
     }
     this.logger.info({ volume: name }, 'replicated volume deleted');
+  }
+
+  /**
+   * Who keeps the snapshots of a volume being deleted: the copies' nodes that hold some, and those
+   * that do not answer if any holds some (every copy holds the volume's snapshots, but for a
+   * replacement made since) or none answers. None, if every node answers that it holds none. Each
+   * node leaves the key once it holds no snapshot of the volume (dropLeftoverNow, pruneKept).
+   */
+  private async keptAfterDelete(name: string, holders: string[]): Promise<KeptSnapshots | undefined> {
+    const answers = await this.snapshotsOn(holders, name);
+    const holding = holders.filter((node) => (answers.get(node)?.length ?? 0) > 0);
+    const silent = holders.filter((node) => !answers.has(node));
+    const nodes = holding.length > 0 || answers.size === 0 ? [...holding, ...silent] : [];
+    return nodes.length > 0 ? { nodes } : undefined;
   }
 
   /**
@@ -329,14 +408,45 @@ export class ClusterVolumes implements ReplicatedVolumes {
     });
   }
 
+  /**
+   * The copy goes unless the record names this node again. Its snapshots stay if the volume was
+   * deleted (this node leaves the kept-snapshots key if it holds none); if the volume lives on
+   * elsewhere (the copy was replaced), they go with it: its snapshots are those of the copies its
+   * record names, and no call would ever reach these again.
+   */
   private async dropLeftoverNow(name: string): Promise<void> {
     const kv = await this.store.get(volumeKey(name));
-    const named = kv !== undefined && (JSON.parse(kv.value) as VolumeRecord).replicas.some((r) => r.node === this.self);
+    const record = kv && (JSON.parse(kv.value) as VolumeRecord);
+    const named = record !== undefined && record.replicas.some((r) => r.node === this.self);
     if (!named && this.engine.hasVolume(name)) {
       await this.deleteCopy(name);
       this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
     }
+    if (record && !named) {
+      for (const snapshot of this.copySnapshots(name)) {
+        await this.engine.deleteSnapshot(name, snapshot.name);
+        this.logger.info({ volume: name, snapshot: snapshot.name }, 'deleted the snapshot of a replaced copy');
+      }
+    }
+    if (!record) await this.leaveKeptIfNone(name);
     await this.store.delete(leftoverKey(this.self, name));
+  }
+
+  /** Takes this node out of a deleted volume's kept-snapshots key once it holds nothing of that name. */
+  private async leaveKeptIfNone(name: string): Promise<void> {
+    if (this.engine.hasVolume(name) || this.copySnapshots(name).length > 0) return;
+    await leaveKeptSnapshots(this.store, name, [this.self]);
+  }
+
+  /**
+   * Takes the nodes that answered with no snapshot out of the deleted volume's kept-snapshots key
+   * (none can take one again: a deleted volume takes no snapshots, and its name is not free). A
+   * failure leaves them in, to be taken out at the next listing.
+   */
+  private async pruneKept(volume: string, answers: Map<string, SnapshotInfo[]>): Promise<void> {
+    const empty = [...answers].filter(([, snapshots]) => snapshots.length === 0).map(([node]) => node);
+    if (empty.length === 0) return;
+    await leaveKeptSnapshots(this.store, volume, empty).catch((err: unknown) => this.logger.warn({ volume, nodes: empty, err }, 'could not update the kept snapshots of a deleted volume'));
   }
 
   /**
@@ -400,30 +510,67 @@ export class ClusterVolumes implements ReplicatedVolumes {
     }
   }
 
-  /** A replicated volume's snapshots are those of its copies: asked of the primary when this node holds none. */
+  /**
+   * A replicated volume's snapshots are those of its copies: asked of the primary when this node
+   * holds none; a deleted one's, of the nodes that keep them.
+   */
   async listSnapshots(volume?: string): Promise<SnapshotInfo[]> {
     if (volume !== undefined) return this.snapshotsOf(volume);
-    // Every snapshot: this node's, and those of the replicated volumes it holds no copy of.
-    const elsewhere = this.controller.recordNames().filter((name) => !this.engine.hasVolume(name));
+    // Every snapshot: this node's, and those of the cluster's volumes it holds no copy of. Without
+    // the store (an etcd outage), the deleted volumes' are this node's own.
+    const kept = (await this.store.list(keptSnapshotsPrefix).catch(() => [])).map((kv) => kv.key.slice(keptSnapshotsPrefix.length));
+    const elsewhere = [...this.controller.recordNames().filter((name) => !this.engine.hasVolume(name)), ...kept];
     const theirs = await Promise.all(elsewhere.map((name) => this.snapshotsOf(name).catch(() => [])));
-    return [...this.engine.listSnapshots(), ...theirs.flat()];
+    return [...this.engine.listSnapshots().filter((s) => !kept.includes(s.volume)), ...theirs.flat()];
   }
 
-  private snapshotsOf(volume: string): Promise<SnapshotInfo[]> {
+  private async snapshotsOf(volume: string): Promise<SnapshotInfo[]> {
     const primary = this.controller.record(volume)?.primary;
-    if (primary === undefined || this.engine.hasVolume(volume)) return Promise.resolve(this.engine.listSnapshots(volume));
-    return this.onNode(primary, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume)));
+    if (this.engine.hasVolume(volume)) return this.engine.listSnapshots(volume);
+    if (primary !== undefined) return this.onNode(primary, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume)));
+    const { nodes, kept } = await this.snapshotNodes(volume);
+    if (!kept) return this.engine.listSnapshots(volume);
+    const answers = await this.keptOn(volume, kept);
+    if (answers.size === 0) throw new WeftError('UNAVAILABLE', `the snapshots of deleted volume ${volume} are kept on ${nodes.join(', ')}, and none of them is up`);
+    // Every copy holds the same snapshots (one that missed a delete, perhaps one more): each once.
+    const byName = new Map([...answers.values()].flat().map((s) => [s.name, s]));
+    return [...byName.values()];
   }
 
-  /** Deleted from every copy; a copy on a node that is down keeps it (logged). */
+  /** Deleted from every copy (or every node that keeps a deleted volume's); a node that is down keeps its own (logged). */
   async deleteSnapshot(volume: string, name: string): Promise<void> {
-    const record = this.controller.record(volume);
-    if (!record) return this.engine.deleteSnapshot(volume, name);
+    const { nodes, kept } = await this.snapshotNodes(volume);
+    if (!kept && !this.isReplicated(volume)) return this.engine.deleteSnapshot(volume, name);
     const operation: CopyOperation = { type: 'delete-snapshot', name };
-    const outcomes = await Promise.allSettled(record.replicas.map((r) => this.controlCopyOn(r.node, volume, operation, record.epoch)));
-    const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[record.replicas[i].node, o.reason as Error] as const] : []));
-    if (failed.length === outcomes.length) throw failed[0][1];
-    for (const [node, err] of failed) this.logger.warn({ volume, snapshot: name, node, err }, 'a copy keeps a deleted snapshot');
+    const epoch = this.controller.record(volume)?.epoch ?? 0;
+    const outcomes = await Promise.allSettled(nodes.map((node) => this.controlCopyOn(node, volume, operation, epoch)));
+    const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[nodes[i], o.reason as Error] as const] : []));
+    const unanswered = failed.filter(([, err]) => !isNotFound(err));
+    // Deleted nowhere: not found if every node said so, else what kept it.
+    if (failed.length === outcomes.length) throw (unanswered[0] ?? failed[0])[1];
+    for (const [node, err] of unanswered) this.logger.warn({ volume, snapshot: name, node, err }, 'a node keeps a deleted snapshot');
+    if (!kept) return;
+    // A node that did not answer deletes it when it starts (tidyKept), or the next listing does.
+    if (unanswered.length > 0) await markKeptDeleted(this.store, volume, name);
+    const now = await keptSnapshots(this.store, volume);
+    if (now) await this.keptOn(volume, now);
+  }
+
+  /**
+   * At start: of each deleted volume whose snapshots this node keeps, deletes those deleted while
+   * it was away, and leaves the key if none is left.
+   */
+  async tidyKept(): Promise<void> {
+    for (const kv of await this.store.list(keptSnapshotsPrefix)) {
+      const volume = kv.key.slice(keptSnapshotsPrefix.length);
+      const kept = parseKept(kv);
+      if (!kept.nodes.includes(this.self)) continue;
+      for (const snapshot of this.copySnapshots(volume).filter((s) => kept.deleted?.includes(s.name))) {
+        await this.engine.deleteSnapshot(volume, snapshot.name);
+        this.logger.info({ volume, snapshot: snapshot.name }, 'deleted a snapshot of a deleted volume that was deleted while this node was away');
+      }
+      await this.leaveKeptIfNone(volume);
+    }
   }
 
   /** Runs a control operation on node's copy: here directly, elsewhere through its API. */
@@ -596,6 +743,10 @@ export class ClusterVolumes implements ReplicatedVolumes {
       );
     }
   }
+}
+
+function isNotFound(err: Error): boolean {
+  return (err instanceof WeftError && err.kind === 'NOT_FOUND') || (err instanceof WeftApiError && err.code === status.NOT_FOUND);
 }
 
 /** A node that is down cannot have the copy open; any other refusal stands. */

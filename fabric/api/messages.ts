@@ -162,6 +162,10 @@ export interface SnapshotRequest {
   name: string;
 }
 
+export interface ClaimVolumeRequest {
+  volume: string;
+}
+
 export interface ListSnapshotsRequest {
   volume: string;
 }

@@ -4,7 +4,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { VolumeEngine } from '../volume/types';
-import { attachmentService } from './attachment-service';
+import { attachmentService, type VolumeClaims } from './attachment-service';
 import { AttachmentStore } from './attachments';
 import { serviceDefinition } from './definition';
 import type { NodeInfo } from './node-info';
@@ -24,6 +24,8 @@ export interface ApiServerOptions {
   cluster: ClusterView;
   /** Replicated volumes: made and dropped through the cluster. */
   clusterVolumes?: ReplicatedVolumes;
+  /** Claims on volumes of the cluster for this node's attachments; default: none (a node without a cluster). */
+  claims?: VolumeClaims;
   /** The volumes' I/O counters (the daemon's metrics layer); default: none, every volume reads as idle. */
   volumeStats?: VolumeStatsSource;
   logger: Logger;
@@ -57,7 +59,7 @@ export class ApiServer {
     this.server.addService(serviceDefinition('SnapshotService'), snapshotService(clusterVolumes, rpc));
     this.server.addService(serviceDefinition('PoolService'), poolService(engine, options.classes ?? [], rpc));
     this.server.addService(serviceDefinition('NodeService'), nodeService(node, cluster, () => this.port, rpc));
-    this.server.addService(serviceDefinition('AttachmentService'), attachmentService(attachments, clusterVolumes, rpc));
+    this.server.addService(serviceDefinition('AttachmentService'), attachmentService(attachments, clusterVolumes, options.claims, rpc));
   }
 
   /** Bound and not closing. */

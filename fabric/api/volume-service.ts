@@ -128,6 +128,7 @@ export function replicaService(cluster: ReplicatedVolumes, rpc: RpcContext): Unt
       await cluster.trackAbsence(checkName('name', request.name), request.epoch, checkName('absent', request.absent), absence);
       return {};
     }),
+    CopySnapshots: unary(rpc, (request: wire.NameRequest) => ({ snapshots: cluster.copySnapshots(checkName('name', request.name)) })),
     ControlCopy: unary(rpc, async (request: wire.ControlCopyRequest) => {
       await cluster.controlCopy(checkName('name', request.name), copyOperation(request), request.epoch);
       return {};

@@ -1,7 +1,8 @@
 // A replica whose node stays down past --replica-timeout is replaced on another node, which gets a
 // full copy while the volume stays online; the replaced copy leaves the record once the new one is
-// in sync, and its node deletes it when it is back. So does a node that was down while the volume
-// was deleted. Three weftd processes on a real etcd.
+// in sync, and its node deletes it when it is back, with its snapshots (the volume's are asked of
+// the copies its record names). So does a node that was down while the volume was deleted; the
+// snapshots stay on the node that holds them. Three weftd processes on a real etcd.
 
 import type { PoolInfo, VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
@@ -31,6 +32,7 @@ test('a replica down past --replica-timeout is replaced on another node, with a 
   const spare = ['n2', 'n3'].find((n) => n !== other) as string;
   await waitFor(async () => (await show(nodes[0], 'v')).replication!.epoch === 1, 30_000, 200);
   await qemuIo(nodes[0].nbdUri('v'), ['write -P 0x42 0 4M', 'write -P 0x43 20M 64k', 'flush']);
+  expect((await nodes[0].weft(['snapshot', 'create', 'v', 's1'])).code).toBe(0);
 
   await nodes.find((n) => n.nodeId === other)!.kill9();
   // Written while the copy is away (and while its replacement is made): the new copy must have it too.
@@ -52,7 +54,7 @@ test('a replica down past --replica-timeout is replaced on another node, with a 
   await qemuIo(newCopy.nbdUri(`v~epoch=${epoch}`), ['read -P 0x42 0 4M', 'read -P 0x44 8M 1M', 'read -P 0x43 20M 64k', 'read -P 0 24M 8M'], true);
   await qemuIo(newCopy.nbdUri('v'), ['read -P 0x44 8M 1M'], true);
 
-  // The replaced copy's node, back: it deletes the copy the volume no longer names.
+  // The replaced copy's node, back: it deletes the copy the volume no longer names, and its snapshot.
   const replaced = nodes.find((n) => n.nodeId === other)!;
   await replaced.start();
   await waitFor(async () => (await poolUsedBytes(replaced)) === 0, 30_000, 250);
@@ -67,6 +69,8 @@ test('a replica down past --replica-timeout is replaced on another node, with a 
   await newCopy.start();
   await waitFor(async () => (await poolUsedBytes(newCopy)) === 0, 30_000, 250);
   expect((await newCopy.weft(['volume', 'show', 'v'])).code).not.toBe(0);
+  // n1's copy had the snapshot (the replacement, made after it, not): it stays there, listed anywhere.
+  for (const node of nodes) expect((await weftJson<{ name: string }[]>(node, ['snapshot', 'list', 'v'])).map((s) => s.name)).toEqual(['s1']);
 });
 
 /** What the node's pools hold, in all. */

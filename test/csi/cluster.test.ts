@@ -1,7 +1,8 @@
 // The CSI controller provisioning for the cluster, with real parts: a real etcd, the controller on a
 // weftd without pools (--pool none), two weftd with pools, one of them serving the CSI node service.
 // A volume's primary goes on the node the topology names first, it is staged and published (ext4,
-// nbdfuse + loop) through the node service's own node, and DeleteVolume removes every copy.
+// nbdfuse + loop) through the node service's own node, and DeleteVolume removes every copy. Both
+// nodes with pools serve the CSI node service: a volume is staged on one of them at a time.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,15 +23,17 @@ const NODE_KEY = 'topology.weft.io/node';
 const EXT4_WRITER = { mount: { fs_type: 'ext4', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 
 let controller: WeftdHandle;
-/** node-a serves the CSI node service; node-b only holds copies. */
+/** Both serve the CSI node service; most tests attach on node-a. */
 let nodeA: WeftdHandle;
 let nodeB: WeftdHandle;
 let controllerCsi: CsiClient;
 let nodeCsi: CsiClient;
+let nodeBCsi: CsiClient;
 /** Staging and target paths, as a CO would make them. */
 let root: string;
-/** node-a's temp dir: its data dir holds the attachments' work dirs. */
+/** node-a's and node-b's temp dirs: their data dirs hold the attachments' work dirs. */
 let nodeADir: string;
+let nodeBDir: string;
 
 beforeAll(async () => {
   root = makeTempDir('weft-csi-cluster-');
@@ -39,19 +42,22 @@ beforeAll(async () => {
   const pool = () => `default:${makeTempDir('weft-pool-')}:${256 * MiB}`;
   // A fixed NBD port for the node service's node, as for every attach test (the relay reconnects to it).
   nodeA = await startWeftd({ pools: [pool()], extraArgs: [...member('node-a'), '--nbd-port', String(await freePort()), '--csi-endpoint', `unix://${root}/node.sock`, '--csi-role', 'node'] });
-  nodeB = await startWeftd({ pools: [pool()], extraArgs: member('node-b') });
+  nodeB = await startWeftd({ pools: [pool()], extraArgs: [...member('node-b'), '--nbd-port', String(await freePort()), '--csi-endpoint', `unix://${root}/node-b.sock`, '--csi-role', 'node'] });
   controller = await startWeftd({ pools: ['none'], extraArgs: [...member('weft-controller'), '--csi-endpoint', `unix://${root}/controller.sock`, '--csi-role', 'controller'] });
   nodeADir = path.dirname(nodeA.dataDir);
+  nodeBDir = path.dirname(nodeB.dataDir);
   controllerCsi = new CsiClient(path.join(root, 'controller.sock'));
   nodeCsi = new CsiClient(path.join(root, 'node.sock'));
+  nodeBCsi = new CsiClient(path.join(root, 'node-b.sock'));
 });
 
-failOnLeftoversAfterEach(() => [root, nodeADir]);
+failOnLeftoversAfterEach(() => [root, nodeADir, nodeBDir]);
 
 afterAll(async () => {
   controllerCsi?.close();
   nodeCsi?.close();
-  for (const dir of [root, nodeADir]) if (dir) await forceCleanup(dir);
+  nodeBCsi?.close();
+  for (const dir of [root, nodeADir, nodeBDir]) if (dir) await forceCleanup(dir);
   await cleanupAll();
 });
 
@@ -163,6 +169,45 @@ test('clones of a replicated volume, from its snapshot and from the volume itsel
   await deleteVolume(fromVolume.volume_id);
   await controllerCsi.call('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id });
   await deleteVolume(source.volume_id);
+});
+
+test('a snapshot outlives its volume: after DeleteVolume it is listed, restored and deleted through the controller, and nothing stays', async () => {
+  const source = await createVolume('kept-origin', { replicas: '2' }, ['node-b']);
+  const files = await onNodeA(source.volume_id, (target) => writeFiles(target));
+  const { snapshot } = await controllerCsi.call('CreateSnapshot', { source_volume_id: source.volume_id, name: 'kept-snap' });
+  await deleteVolume(source.volume_id);
+
+  const listed = await controllerCsi.call('ListSnapshots', { snapshot_id: snapshot.snapshot_id });
+  expect(listed.entries.map((e: { snapshot: object }) => e.snapshot)).toEqual([expect.objectContaining({ snapshot_id: snapshot.snapshot_id, source_volume_id: source.volume_id, ready_to_use: true })]);
+  const restored = await createVolume('kept-restored', { replicas: '2' }, ['node-a'], { snapshot: { snapshot_id: snapshot.snapshot_id } });
+  await onNodeA(restored.volume_id, (target) => expectFiles(target, files));
+  await deleteVolume(restored.volume_id);
+
+  await controllerCsi.call('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id });
+  expect((await controllerCsi.call('ListSnapshots', { snapshot_id: snapshot.snapshot_id })).entries).toEqual([]);
+  for (const node of [controller, nodeA, nodeB]) {
+    expect((await weftJson<{ volume: string }[]>(node, ['snapshot', 'list'])).filter((s) => s.volume === source.volume_id)).toEqual([]);
+  }
+  // Its name is free again: no node keeps anything of it.
+  expect((await weftJson<VolumeInfo>(controller, ['volume', 'create', source.volume_id, '--size', '1MiB'])).name).toBe(source.volume_id);
+  expect((await controller.weft(['volume', 'delete', source.volume_id])).code).toBe(0);
+});
+
+test('a volume is staged on one node at a time: another node is refused, naming the first, until it is unstaged there', async () => {
+  const { volume_id: id } = await createVolume('one-at-a-time', { replicas: '2' }, ['node-a']);
+  const stage = (node: string) => ({ volume_id: id, staging_target_path: path.join(root, `staging-${node}`, id), volume_capability: EXT4_WRITER });
+  await nodeCsi.call('NodeStageVolume', stage('a'));
+  const before = await nbdConnections(nodeB, id); // the primary's replication connection to node-b's copy
+  const refused = await nodeBCsi.failure('NodeStageVolume', stage('b'));
+  expect({ code: refused.code, details: refused.details }).toEqual({ code: 9, details: expect.stringContaining(`volume ${id} is attached on node node-a: a volume is attached on one node at a time`) });
+  expect(await nbdConnections(nodeB, id)).toBe(before);
+  // Staged again where it is: the same claim.
+  await nodeCsi.call('NodeStageVolume', stage('a'));
+  await nodeCsi.call('NodeUnstageVolume', { volume_id: id, staging_target_path: stage('a').staging_target_path });
+  await nodeBCsi.call('NodeStageVolume', stage('b'));
+  expect((await nodeCsi.failure('NodeStageVolume', stage('a'))).details).toContain(`volume ${id} is attached on node node-b`);
+  await nodeBCsi.call('NodeUnstageVolume', { volume_id: id, staging_target_path: stage('b').staging_target_path });
+  await deleteVolume(id);
 });
 
 test('more replicas than nodes with pools (the controller holds none) is RESOURCE_EXHAUSTED, and makes nothing', async () => {

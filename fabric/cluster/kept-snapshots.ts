@@ -1,0 +1,65 @@
+// Snapshots outlive their volume (as Kubernetes expects of VolumeSnapshots). A replicated volume's
+// snapshots are on the nodes of its copies, and once its record is gone nothing else says where:
+// so the delete that removes the record puts, in the same transaction, a kept-snapshots key naming
+// those nodes. Listing, deleting and cloning a deleted volume's snapshots ask them.
+//
+// A node leaves the key once it holds no snapshot of the name (it may never have held one): it
+// takes itself out when it drops its copy or starts, and a listing takes out those that answer with
+// none; the last one out deletes the key. While the key exists, the name is not free for a new
+// volume (a new volume's snapshots would be mixed with the old ones on the nodes that hold both),
+// and so no snapshot of the name is made again: a snapshot deleted while a node that keeps it was
+// down is written down as deleted, and that node deletes it when it starts (or a listing does).
+
+import type { ClusterStore, KeyValue } from './cluster-store';
+
+export interface KeptSnapshots {
+  /** The nodes that may still hold snapshots of the deleted volume. */
+  nodes: string[];
+  /** Snapshots deleted while some of nodes did not answer: wherever they are found, they go. */
+  deleted?: string[];
+}
+
+export const keptSnapshotsPrefix = 'kept-snapshots/';
+export const keptSnapshotsKey = (volume: string) => `${keptSnapshotsPrefix}${volume}`;
+
+/** How often a change of the key is tried again when it changed under it. */
+const CHANGE_ATTEMPTS = 10;
+
+/** Where the snapshots of a deleted replicated volume of this name may be; undefined: nowhere recorded. */
+export async function keptSnapshots(store: ClusterStore, volume: string): Promise<KeptSnapshots | undefined> {
+  const kv = await store.get(keptSnapshotsKey(volume));
+  return kv && parseKept(kv);
+}
+
+export function parseKept(kv: KeyValue): KeptSnapshots {
+  return JSON.parse(kv.value) as KeptSnapshots;
+}
+
+/** Takes nodes out of the volume's kept-snapshots key (deleting the key when none is left). */
+export function leaveKeptSnapshots(store: ClusterStore, volume: string, leaving: readonly string[]): Promise<void> {
+  return changeKept(store, volume, (kept) => {
+    if (!kept.nodes.some((n) => leaving.includes(n))) return undefined;
+    return { ...kept, nodes: kept.nodes.filter((n) => !leaving.includes(n)) };
+  });
+}
+
+/** Writes down that a snapshot of the deleted volume was deleted, for the nodes that did not answer. */
+export function markKeptDeleted(store: ClusterStore, volume: string, snapshot: string): Promise<void> {
+  return changeKept(store, volume, (kept) => (kept.deleted?.includes(snapshot) ? undefined : { ...kept, deleted: [...(kept.deleted ?? []), snapshot] }));
+}
+
+/** Applies change to the key by compare-and-swap; change answers undefined for "nothing to do". */
+async function changeKept(store: ClusterStore, volume: string, change: (kept: KeptSnapshots) => KeptSnapshots | undefined): Promise<void> {
+  const key = keptSnapshotsKey(volume);
+  for (let attempt = 0; attempt < CHANGE_ATTEMPTS; attempt++) {
+    const kv = await store.get(key);
+    const next = kv && change(parseKept(kv));
+    if (!kv || !next) return;
+    const { succeeded } = await store.txn({
+      compare: [{ key, target: 'modRevision', op: '=', value: kv.modRevision }],
+      success: [next.nodes.length > 0 ? { type: 'put', key, value: JSON.stringify(next) } : { type: 'delete', key }],
+    });
+    if (succeeded) return;
+  }
+  throw new Error(`the kept snapshots of ${volume} changed ${CHANGE_ATTEMPTS} times while they were being updated`);
+}

@@ -1,0 +1,114 @@
+// Snapshots outlive their volume in the cluster too. Once a replicated volume is deleted, its
+// snapshots are listed, cloned and deleted through any node, also one that never held a copy: the
+// store names the nodes that keep them (kept-snapshots.ts). The name stays taken until the last of
+// them is deleted. A snapshot deleted while a node that keeps it is down is deleted by that node
+// when it starts. Three real weftd on a real etcd.
+
+import { ChaosCluster, type ChaosNode } from '../chaos/cluster';
+import { EtcdStore } from '../../fabric/cluster/etcd-store';
+import { keptSnapshots } from '../../fabric/cluster/kept-snapshots';
+import type { SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
+import { qemuIo, weftJson } from '../helpers/replicas';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll } from '../helpers/weftd';
+
+jest.setTimeout(120_000);
+
+const MiB = 1024 * 1024;
+
+let cluster: ChaosCluster;
+let store: EtcdStore;
+
+beforeAll(async () => {
+  cluster = await ChaosCluster.start(3);
+  store = await EtcdStore.open(cluster.etcd.endpoints);
+});
+
+afterAll(async () => {
+  await store?.close();
+  await cluster?.close();
+  await cleanupAll();
+});
+
+const names = (snapshots: SnapshotInfo[]) => snapshots.map((s) => s.name).sort();
+
+/** A volume of two copies (primary n1) with snapshots s1 (0x11 at 0) and s2 (0x22 at 0), deleted; its copies' nodes and the third. */
+async function deletedWithSnapshots(volume: string): Promise<{ holders: ChaosNode[]; outsider: ChaosNode }> {
+  const shown = await cluster.createOnN1(volume, 16 * MiB, 2);
+  const holders = shown.replication!.replicas.map((r) => cluster.node(r.node));
+  const outsider = cluster.nodes.find((n) => !holders.includes(n))!;
+  const uri = outsider.weftd.nbdUri(volume);
+  await qemuIo(uri, ['write -P 0x11 0 1M', 'flush']);
+  expect((await outsider.weftd.weft(['snapshot', 'create', volume, 's1'])).code).toBe(0);
+  await qemuIo(uri, ['write -P 0x22 0 1M', 'flush']);
+  expect((await outsider.weftd.weft(['snapshot', 'create', volume, 's2'])).code).toBe(0);
+  const deleted = await outsider.weftd.weft(['volume', 'delete', volume]);
+  expect(deleted.stderr).toBe('');
+  expect(deleted.stdout).toContain(`deleted volume "${volume}"; its snapshots stay: ${volume}@s1, ${volume}@s2`);
+  return { holders, outsider };
+}
+
+test('listed, cloned and deleted through a node that never held a copy; the name is free once the last is gone', async () => {
+  const { holders, outsider } = await deletedWithSnapshots('v');
+  expect((await keptSnapshots(store, 'v'))?.nodes.sort()).toEqual(holders.map((h) => h.id).sort());
+  for (const via of cluster.nodes) {
+    expect(names(await weftJson<SnapshotInfo[]>(via.weftd, ['snapshot', 'list', 'v']))).toEqual(['s1', 's2']);
+    expect(names((await weftJson<SnapshotInfo[]>(via.weftd, ['snapshot', 'list'])).filter((s) => s.volume === 'v'))).toEqual(['s1', 's2']);
+  }
+
+  const again = await outsider.weftd.weft(['volume', 'create', 'v', '--size', '16MiB', '--replicas', '2']);
+  expect(again.code).not.toBe(0);
+  expect(again.stderr).toMatch(/snapshots of an earlier volume named v are kept on n\d, n\d: delete them \(weft snapshot list v\) or choose another name/);
+  for (const node of cluster.nodes) expect((await node.api.listVolumes()).map((v) => v.name)).not.toContain('v');
+
+  const clone = await weftJson<VolumeInfo>(outsider.weftd, ['volume', 'create', 'c', '--from-snapshot', 'v@s1', '--replicas', '2']);
+  expect(clone.replication!.replicas.map((r) => r.node).sort()).toEqual(holders.map((h) => h.id).sort());
+  await qemuIo(outsider.weftd.nbdUri('c'), ['read -P 0x11 0 1M'], true);
+  expect((await outsider.weftd.weft(['volume', 'delete', 'c'])).code).toBe(0);
+
+  expect((await outsider.weftd.weft(['snapshot', 'delete', 'v@s1'])).stderr).toBe('');
+  for (const holder of holders) expect(names(await holder.api.copySnapshots('v'))).toEqual(['s2']);
+  const missing = await outsider.weftd.weft(['snapshot', 'delete', 'v@s1']);
+  expect(missing.code).not.toBe(0);
+  expect(missing.stderr).toMatch(/snapshot v@s1 does not exist/);
+
+  expect((await outsider.weftd.weft(['snapshot', 'delete', 'v@s2'])).code).toBe(0);
+  for (const holder of holders) expect(await holder.api.copySnapshots('v')).toEqual([]);
+  expect(await keptSnapshots(store, 'v')).toBeUndefined();
+  await weftJson<VolumeInfo>(outsider.weftd, ['volume', 'create', 'v', '--size', '16MiB', '--replicas', '2']);
+  expect(await weftJson<SnapshotInfo[]>(outsider.weftd, ['snapshot', 'list', 'v'])).toEqual([]);
+  expect((await outsider.weftd.weft(['volume', 'delete', 'v'])).code).toBe(0);
+  expect(await keptSnapshots(store, 'v')).toBeUndefined();
+});
+
+test('deleted while a node that keeps them is down: that node deletes them when it starts, and the name is free', async () => {
+  const { holders, outsider } = await deletedWithSnapshots('w');
+  const [up, down] = holders;
+  await cluster.kill9(down);
+
+  expect((await outsider.weftd.weft(['snapshot', 'delete', 'w@s1'])).code).toBe(0);
+  expect(names(await weftJson<SnapshotInfo[]>(outsider.weftd, ['snapshot', 'list', 'w']))).toEqual(['s2']);
+  expect(names(await up.api.copySnapshots('w'))).toEqual(['s2']);
+  expect((await outsider.weftd.weft(['snapshot', 'delete', 'w@s2'])).code).toBe(0);
+  expect(await up.api.copySnapshots('w')).toEqual([]);
+  // Only the node that is down keeps any now, and it did not hear of either delete.
+  expect(await keptSnapshots(store, 'w')).toEqual({ nodes: [down.id], deleted: ['s1', 's2'] });
+  const listed = await outsider.weftd.weft(['snapshot', 'list', 'w']);
+  expect(listed.stderr).toMatch(new RegExp(`the snapshots of deleted volume w are kept on ${down.id}, and none of them is up`));
+  const taken = await outsider.weftd.weft(['volume', 'create', 'w', '--size', '16MiB', '--replicas', '2']);
+  expect(taken.stderr).toMatch(new RegExp(`snapshots of an earlier volume named w are kept on ${down.id}`));
+
+  await cluster.restart(down);
+  await waitFor(async () => (await keptSnapshots(store, 'w')) === undefined, 15_000, 200);
+  expect(await down.api.copySnapshots('w')).toEqual([]);
+  expect(down.weftd.logs()).toContain('deleted a snapshot of a deleted volume that was deleted while this node was away');
+  await weftJson<VolumeInfo>(outsider.weftd, ['volume', 'create', 'w', '--size', '16MiB', '--replicas', '2']);
+  expect(await weftJson<SnapshotInfo[]>(outsider.weftd, ['snapshot', 'list', 'w'])).toEqual([]);
+});
+
+test('a volume deleted without snapshots leaves no key: its name is free at once', async () => {
+  await cluster.createOnN1('x', 16 * MiB, 3);
+  expect((await cluster.nodes[2].weftd.weft(['volume', 'delete', 'x'])).code).toBe(0);
+  expect(await keptSnapshots(store, 'x')).toBeUndefined();
+  await weftJson<VolumeInfo>(cluster.nodes[2].weftd, ['volume', 'create', 'x', '--size', '16MiB', '--replicas', '3']);
+});
