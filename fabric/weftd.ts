@@ -87,6 +87,14 @@ async function main(): Promise<void> {
     );
     process.exit(code);
   }
+  // A signal before the node serves ends the start where it is, as a crash would (every step of
+  // a start is safe to cut short), but says so: not the silent death of a default handler.
+  const duringStartup = (signal: NodeJS.Signals) => {
+    logger.warn({ signal }, 'signal during startup: exiting before the node serves');
+    fail(`stopped by ${signal} before it was ready`, 1);
+  };
+  process.on('SIGTERM', duringStartup);
+  process.on('SIGINT', duringStartup);
   let node: NodeHandle;
   try {
     // Loaded only now: a bad flag is reported without loading the engine and gRPC (nor prom-client, in plugins()).
@@ -96,6 +104,8 @@ async function main(): Promise<void> {
     logger.fatal({ err: error }, 'startup failed');
     fail((error as Error).message, 1);
   }
+  process.off('SIGTERM', duringStartup);
+  process.off('SIGINT', duringStartup);
   stopOnSignals(node, logger);
   const { nbdPort, apiPort, metricsPort } = node;
   // nodeId is on every line (see logger.ts); startupMs counts from the process's start.

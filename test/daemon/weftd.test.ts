@@ -87,6 +87,30 @@ describe('a running weftd', () => {
   });
 });
 
+it('a SIGTERM during startup (its store not answering) ends it, saying so, exit 1', async () => {
+  // An "etcd" that accepts connections and never answers: the start waits on it.
+  const sockets: net.Socket[] = [];
+  const silent = net.createServer((socket) => sockets.push(socket.on('error', () => undefined)));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const port = (silent.address() as net.AddressInfo).port;
+  try {
+    const dataDir = path.join(makeTempDir(), 'data');
+    const child = spawn(WEFTD_BIN, ['--data-dir', dataDir, ...FREE_PORTS, '--store', `etcd://127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once('exit', (code, signal) => resolve([code, signal])));
+    await waitFor(async () => sockets.length > 0, 10_000, 20);
+    child.kill('SIGTERM');
+    expect(await exited).toEqual([1, null]);
+    expect(output).toContain('"msg":"signal during startup: exiting before the node serves"');
+    expect(output).toContain('weftd: stopped by SIGTERM before it was ready');
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+  }
+});
+
 describe('bad flags and config keys', () => {
   it.each([
     [['--nbd-port', '70000'], /--nbd-port "70000"/],
