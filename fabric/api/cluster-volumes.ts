@@ -151,6 +151,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
   async create(request: ReplicatedCreate): Promise<VolumeInfo> {
     await this.checkNameFree(request.name);
     await this.controller.readNodes();
+    await this.checkNoNodeVolume(request.name);
     const placement = place(this.controller.candidates(), request);
     return this.record({ name: request.name, sizeBytes: request.sizeBytes, class: placement.class }, placement.nodes);
   }
@@ -177,6 +178,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       throw failedPrecondition(`locality: node ${request.locality} does not hold snapshot ${volume}@${snapshot} (${nodes.join(', ')} do)`);
     }
     await this.controller.readNodes();
+    await this.checkNoNodeVolume(request.name);
     const sizeBytes = request.sizeBytes ?? taken.sizeBytes;
     const candidates = this.controller.candidates().filter((n) => holders.has(n.id));
     const placement = place(candidates, { sizeBytes, replicas: request.replicas, class: request.class ?? taken.class, locality: request.locality });
@@ -213,6 +215,26 @@ export class ClusterVolumes implements ReplicatedVolumes {
         `snapshots of an earlier volume named ${name} are kept on ${kept.nodes.join(', ')}: delete them (weft snapshot list ${name}) or choose another name`,
       );
     }
+  }
+
+  /**
+   * A volume of one node alone by the name (made there without the cluster, or a copy a create cut
+   * short left) would be served on that node in place of the cluster's: refused, naming the node.
+   * A copy its node is told to drop (a leftover key) does not count; a node that is down is not asked.
+   */
+  private async checkNoNodeVolume(name: string): Promise<void> {
+    const up = this.controller.candidates().filter((n) => n.up && n.pools.length > 0);
+    const found = await Promise.all(
+      up.map(async ({ id }) => {
+        const has = await this.onNode(id, (client) => client.getVolume(name), () => Promise.resolve(this.engine.getVolume(name))).then(
+          () => true,
+          () => false,
+        );
+        return has && !(await this.store.get(leftoverKey(id, name))) ? [id] : [];
+      }),
+    );
+    const nodes = found.flat();
+    if (nodes.length > 0) throw alreadyExists(`volume ${name} exists on node ${nodes.join(', ')} as a volume of that node alone: delete it there, or choose another name`);
   }
 
   /**

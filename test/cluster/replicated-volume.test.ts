@@ -224,6 +224,18 @@ describe('replicated volumes on etcd', () => {
     }
   });
 
+  test('nor can a volume of the cluster take the name of a volume of one node alone, on whichever node it is', async () => {
+    const local = await weftJson<VolumeInfo>(byId('n3'), ['volume', 'create', 'mine', '--size', '8MiB']);
+    expect(local.replication).toBeUndefined();
+    for (const args of [['--replicas', '2', '--locality', 'n1'], ['--replicas', '1', '--locality', 'n2']]) {
+      const refused = await nodes[0].weft(['volume', 'create', 'mine', '--size', '16MiB', ...args]);
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/volume mine exists on node n3 as a volume of that node alone: delete it there, or choose another name/);
+    }
+    for (const node of nodes) expect((await weftJson<VolumeInfo[]>(node, ['volume', 'list'])).filter((v) => v.name === 'mine').length).toBe(node === byId('n3') ? 1 : 0);
+    expect((await byId('n3').weft(['volume', 'delete', 'mine'])).code).toBe(0);
+  });
+
   test('the whole cluster killed with -9 and restarted keeps the volume and its data', async () => {
     const before = await settled(nodes[0], 'r1');
     await Promise.all(nodes.map((n) => n.kill9()));
