@@ -135,7 +135,8 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     clusterVolumes = new ClusterVolumes(engine, controller, store, config.nodeId, logger.child({ component: 'volumes' }));
     running.add('node clients', async () => clusterVolumes?.close());
     const apiCalls = new ApiCallStats();
-    const claims = new AttachClaims(store, config.nodeId, logger.child({ component: 'attach-claims' }));
+    const claims = new AttachClaims(store, config.nodeId, (volume) => clusterVolumes?.isReplicated(volume) ?? false, logger.child({ component: 'attach-claims' }));
+    running.add('attach claims', async () => claims.close());
     const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, clusterVolumes, claims, calls: apiCalls, classes: config.classes, volumeStats: volumeMetrics, logger: logger.child({ component: 'api' }) });
     const apiPort = await listen('api', config.listen, config.apiPort, () => api.listen(config.listen, config.apiPort));
     running.add('api', () => api.close());

@@ -3,8 +3,8 @@
 
 import * as fs from 'fs';
 import type { Logger } from 'pino';
-import type { UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { WeftClient } from '../../fabric/api/client';
+import { status, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { WeftApiError, type WeftClient } from '../../fabric/api/client';
 import type { NodeStatus } from '../../fabric/api/node-info';
 import { reachableAddress } from '../../fabric/api/node-info';
 import type { VolumeInfo } from '../../fabric/volume/types';
@@ -109,7 +109,11 @@ export class NodeServer {
       if (current?.phase === 'staged') {
         const conflict = stageConflict(current, wanted);
         if (conflict) throw alreadyExists(`volume ${volume} is already staged ${conflict}`);
-        if (await this.stageHealthy(current)) return {};
+        if (await this.stageHealthy(current)) {
+          // Its claim held (again, if this node's lease lapsed meanwhile); refused if another node took it.
+          await this.client.claimVolume(volume);
+          return {};
+        }
       }
       // Broken, or left half done by a crash: undo it, then stage from the start.
       if (current) await this.teardown(current);
@@ -136,7 +140,8 @@ export class NodeServer {
         await this.mountStaged(state);
       }
     } catch (error) {
-      await this.teardown(state);
+      // The stage's own error is the one to tell; what the undoing met is logged.
+      await this.teardown(state).catch((undoError: unknown) => this.logger.error({ err: undoError, volume: state.volume }, 'could not undo a failed stage'));
       throw error;
     }
     state.phase = 'staged';
@@ -151,9 +156,9 @@ export class NodeServer {
     return this.inFlight.run(volume, async () => {
       const current = this.state.get(volume);
       if (!current) {
-        await this.requireVolume(volume);
         // A teardown whose release failed (the store out of reach) ended here; gives it up now.
         await this.client.releaseVolume(volume);
+        await this.requireVolume(volume);
         return {};
       }
       if (current.stagingPath !== stagingPath) return {};
@@ -388,10 +393,14 @@ export class NodeServer {
 
   private async reconcileVolume(state: VolumeState): Promise<void> {
     if (state.phase === 'staged' && (await this.stageHealthy(state))) {
-      // Claimed again, on this run's lease; another node that claimed it meanwhile is a conflict the log must show.
-      await this.client.claimVolume(state.volume).catch((err: unknown) =>
-        this.logger.error({ err, volume: state.volume }, 'an attachment kept from an earlier run is claimed by another node now: stop the workload using it here'),
-      );
+      // Claimed again, on this run's lease, until the store answers; another node that claimed it meanwhile is a conflict the log must show.
+      await this.client.claimVolume(state.volume, true).catch((err: unknown) => {
+        if (err instanceof WeftApiError && err.code === status.FAILED_PRECONDITION) {
+          this.logger.error({ err, volume: state.volume }, 'an attachment kept from an earlier run is claimed by another node now: stop the workload using it here');
+        } else {
+          this.logger.warn({ err, volume: state.volume }, 'could not claim an attachment kept from an earlier run yet; weftd keeps trying');
+        }
+      });
       const mounted = await Promise.all(state.publications.map((p) => this.tools.isMountPoint(p.targetPath)));
       state.publications = state.publications.filter((_, i) => mounted[i]);
       this.state.put(state);

@@ -12,8 +12,9 @@ import { checkName, checkOptionalName } from './validate';
 
 /** Claims on volumes of the cluster for this node's attachments (AttachClaims). */
 export interface VolumeClaims {
-  claim(volume: string): Promise<void>;
+  claim(volume: string, keepTrying: boolean): Promise<void>;
   release(volume: string): Promise<void>;
+  wants(volume: string): boolean;
 }
 
 export function attachmentService(store: AttachmentStore, volumes: ReplicatedVolumes, claims: VolumeClaims | undefined, rpc: RpcContext): UntypedServiceImplementation {
@@ -21,11 +22,13 @@ export function attachmentService(store: AttachmentStore, volumes: ReplicatedVol
     ClaimVolume: unary(rpc, async (request: wire.ClaimVolumeRequest) => {
       const volume = checkName('volume', request.volume);
       volumes.info(volume);
-      if (claims && volumes.isReplicated(volume)) await claims.claim(volume);
+      if (claims && volumes.isReplicated(volume)) await claims.claim(volume, request.keepTrying ?? false);
       return {};
     }),
+    // A volume of this node alone, never claimed, asks nothing of the store (which may be out of reach).
     ReleaseVolume: unary(rpc, async (request: wire.ClaimVolumeRequest) => {
-      await claims?.release(checkName('volume', request.volume));
+      const volume = checkName('volume', request.volume);
+      if (claims && (claims.wants(volume) || volumes.isReplicated(volume))) await claims.release(volume);
       return {};
     }),
     RecordAttachment: unary(rpc, (request: wire.AttachmentRequest) => {

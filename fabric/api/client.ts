@@ -185,8 +185,8 @@ export class WeftClient {
   }
 
   /** Claims a volume of the cluster for an attachment on this node (attach-claims.ts). */
-  async claimVolume(volume: string): Promise<void> {
-    await this.unary('AttachmentService', 'ClaimVolume', { volume });
+  async claimVolume(volume: string, keepTrying = false): Promise<void> {
+    await this.unary('AttachmentService', 'ClaimVolume', { volume, keepTrying });
   }
 
   async releaseVolume(volume: string): Promise<void> {

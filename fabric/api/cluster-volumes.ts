@@ -17,12 +17,13 @@ import { keptSnapshots, keptSnapshotsKey, keptSnapshotsPrefix, leaveKeptSnapshot
 import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
-import { leftoverKey, volumeKey, volumeLeaseKey, type VolumeRecord } from '../cluster/volume-record';
+import { leftoverKey, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecord } from '../cluster/volume-record';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { BLOCK_BYTES } from '../store/block-size';
 import { validateName } from '../volume/names';
+import { KeyedTurns } from '../keyed-turns';
 import type { CloneVolumeRequest, CreateVolumeRequest, ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
 import type { Absence } from '../replication/absence-log';
 import type { DirtyMap } from '../replication/dirty-map';
@@ -133,8 +134,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   private readonly fastClients = new NodeClients(FAST_NODE_CALL_DEADLINE_MS);
   /** Aborted by close(): ends what runs in the background (settling a create left without an answer). */
   private readonly stopping = new AbortController();
-  /** Per volume name, the end of the last copy create or leftover drop here (serially). */
-  private readonly copyTurns = new Map<string, Promise<void>>();
+  /** Copy creates and leftover drops here, one at a time per volume name (serially). */
+  private readonly copyTurns = new KeyedTurns();
 
   constructor(
     private readonly engine: LocalEngine,
@@ -348,15 +349,17 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const record = JSON.parse(kv.value) as VolumeRecord;
     const holders = record.replicas.map((r) => r.node);
     for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDown);
-    const kept = await this.keptAfterDelete(name, holders);
+    // Every copy's node, which leaves the key once it holds no snapshot of the volume (at once if it
+    // has none): a node that is down may hold some the others lack, and one may be taken meanwhile.
+    const kept: KeptSnapshots = { nodes: holders };
     const { succeeded } = await this.store.txn({
       compare: [{ key: volumeKey(name), target: 'modRevision', op: '=', value: kv.modRevision }],
       success: [
         { type: 'delete', key: volumeKey(name) },
         { type: 'delete', key: volumeLeaseKey(name) },
         { type: 'delete', key: attachClaimKey(name) },
-        ...(kept ? [{ type: 'put' as const, key: keptSnapshotsKey(name), value: JSON.stringify(kept) }] : []),
-        ...holders.map((node) => ({ type: 'put' as const, key: leftoverKey(node, name), value: JSON.stringify({ reason: 'its volume was deleted' }) })),
+        { type: 'put', key: keptSnapshotsKey(name), value: JSON.stringify(kept) },
+        ...holders.map((node) => ({ type: 'put' as const, key: leftoverKey(node, name), value: JSON.stringify({ reason: 'its volume was deleted' } satisfies Leftover) })),
       ],
     });
     if (!succeeded) throw failedPrecondition(`volume ${name} changed while it was being deleted (a failover?): try again`);
@@ -367,20 +370,6 @@ export class ClusterVolumes implements ReplicatedVolumes {
       });
     }
     this.logger.info({ volume: name }, 'replicated volume deleted');
-  }
-
-  /**
-   * Who keeps the snapshots of a volume being deleted: the copies' nodes that hold some, and those
-   * that do not answer if any holds some (every copy holds the volume's snapshots, but for a
-   * replacement made since) or none answers. None, if every node answers that it holds none. Each
-   * node leaves the key once it holds no snapshot of the volume (dropLeftoverNow, pruneKept).
-   */
-  private async keptAfterDelete(name: string, holders: string[]): Promise<KeptSnapshots | undefined> {
-    const answers = await this.snapshotsOn(holders, name);
-    const holding = holders.filter((node) => (answers.get(node)?.length ?? 0) > 0);
-    const silent = holders.filter((node) => !answers.has(node));
-    const nodes = holding.length > 0 || answers.size === 0 ? [...holding, ...silent] : [];
-    return nodes.length > 0 ? { nodes } : undefined;
   }
 
   /**
@@ -437,6 +426,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * record names, and no call would ever reach these again.
    */
   private async dropLeftoverNow(name: string): Promise<void> {
+    const leftover = await this.store.get(leftoverKey(this.self, name));
     const kv = await this.store.get(volumeKey(name));
     const record = kv && (JSON.parse(kv.value) as VolumeRecord);
     const named = record !== undefined && record.replicas.some((r) => r.node === this.self);
@@ -444,14 +434,16 @@ export class ClusterVolumes implements ReplicatedVolumes {
       await this.deleteCopy(name);
       this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
     }
-    if (record && !named) {
+    // Replaced, whatever became of the volume since (deleted, or this node named again by a later replacement).
+    const replaced = leftover ? ((JSON.parse(leftover.value) as Leftover).replaced ?? (record !== undefined && !named)) : false;
+    if (replaced) {
       for (const snapshot of this.copySnapshots(name)) {
         await this.engine.deleteSnapshot(name, snapshot.name);
         this.logger.info({ volume: name, snapshot: snapshot.name }, 'deleted the snapshot of a replaced copy');
       }
     }
     if (!record) await this.leaveKeptIfNone(name);
-    await this.store.delete(leftoverKey(this.self, name));
+    if (leftover) await this.store.delete(leftoverKey(this.self, name));
   }
 
   /** Takes this node out of a deleted volume's kept-snapshots key once it holds nothing of that name. */
@@ -476,14 +468,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * volume deleted and made again at once), never deletes the copy a create is making here.
    */
   private serially<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const run = (this.copyTurns.get(name) ?? Promise.resolve()).then(fn);
-    const turn = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.copyTurns.set(name, turn);
-    void turn.then(() => this.copyTurns.get(name) === turn && this.copyTurns.delete(name));
-    return run;
+    return this.copyTurns.run(name, fn);
   }
 
   /** This node's part of a delete; checkOnly: refuses if a client has the copy open, and changes nothing. */
@@ -550,7 +535,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const primary = this.controller.record(volume)?.primary;
     if (this.engine.hasVolume(volume)) return this.engine.listSnapshots(volume);
     if (primary !== undefined) return this.onNode(primary, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume)));
-    const { nodes, kept } = await this.snapshotNodes(volume);
+    // Without the store (an etcd outage), what this node holds.
+    const { nodes, kept } = await this.snapshotNodes(volume).catch(() => ({ nodes: [this.self], kept: undefined }));
     if (!kept) return this.engine.listSnapshots(volume);
     const answers = await this.keptOn(volume, kept);
     if (answers.size === 0) throw new WeftError('UNAVAILABLE', `the snapshots of deleted volume ${volume} are kept on ${nodes.join(', ')}, and none of them is up`);
@@ -559,7 +545,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
     return [...byName.values()];
   }
 
-  /** Deleted from every copy (or every node that keeps a deleted volume's); a node that is down keeps its own (logged). */
+  /**
+   * Deleted from every copy; a copy on a node that is down keeps it (logged). A deleted volume's:
+   * from every node that keeps them, and one that is down deletes it when it is back (written down
+   * in the kept-snapshots key), so that it is gone as soon as it is gone where it could be asked.
+   */
   async deleteSnapshot(volume: string, name: string): Promise<void> {
     const { nodes, kept } = await this.snapshotNodes(volume);
     if (!kept && !this.isReplicated(volume)) return this.engine.deleteSnapshot(volume, name);
@@ -568,12 +558,20 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const outcomes = await Promise.allSettled(nodes.map((node) => this.controlCopyOn(node, volume, operation, epoch)));
     const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[nodes[i], o.reason as Error] as const] : []));
     const unanswered = failed.filter(([, err]) => !isNotFound(err));
-    // Deleted nowhere: not found if every node said so, else what kept it.
-    if (failed.length === outcomes.length) throw (unanswered[0] ?? failed[0])[1];
-    for (const [node, err] of unanswered) this.logger.warn({ volume, snapshot: name, node, err }, 'a node keeps a deleted snapshot');
-    if (!kept) return;
-    // A node that did not answer deletes it when it starts (tidyKept), or the next listing does.
-    if (unanswered.length > 0) await markKeptDeleted(this.store, volume, name);
+    if (!kept) {
+      // Deleted nowhere: not found if every node said so, else what kept it.
+      if (failed.length === outcomes.length) throw (unanswered[0] ?? failed[0])[1];
+      for (const [node, err] of unanswered) this.logger.warn({ volume, snapshot: name, node, err }, 'a copy keeps a deleted snapshot');
+      return;
+    }
+    const refused = unanswered.find(([, err]) => !isUnavailable(err));
+    if (refused) throw refused[1]; // in use on a node, say: tried again, it is not found where it went
+    const down = unanswered.map(([node]) => node);
+    if (failed.length === outcomes.length && down.length === 0 && !kept.deleted?.includes(name)) throw failed[0][1];
+    if (down.length > 0) {
+      await markKeptDeleted(this.store, volume, name);
+      this.logger.warn({ volume, snapshot: name, nodes: down }, 'a deleted snapshot of a deleted volume stays on nodes that are down until they start');
+    }
     const now = await keptSnapshots(this.store, volume);
     if (now) await this.keptOn(volume, now);
   }
@@ -587,11 +585,15 @@ export class ClusterVolumes implements ReplicatedVolumes {
       const volume = kv.key.slice(keptSnapshotsPrefix.length);
       const kept = parseKept(kv);
       if (!kept.nodes.includes(this.self)) continue;
-      for (const snapshot of this.copySnapshots(volume).filter((s) => kept.deleted?.includes(s.name))) {
-        await this.engine.deleteSnapshot(volume, snapshot.name);
-        this.logger.info({ volume, snapshot: snapshot.name }, 'deleted a snapshot of a deleted volume that was deleted while this node was away');
+      try {
+        for (const snapshot of this.copySnapshots(volume).filter((s) => kept.deleted?.includes(s.name))) {
+          await this.engine.deleteSnapshot(volume, snapshot.name);
+          this.logger.info({ volume, snapshot: snapshot.name }, 'deleted a snapshot of a deleted volume that was deleted while this node was away');
+        }
+        await this.leaveKeptIfNone(volume);
+      } catch (err) {
+        this.logger.warn({ volume, err }, 'could not tidy the snapshots this node keeps of a deleted volume; the next listing tries again');
       }
-      await this.leaveKeptIfNone(volume);
     }
   }
 
@@ -769,6 +771,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
 function isNotFound(err: Error): boolean {
   return (err instanceof WeftError && err.kind === 'NOT_FOUND') || (err instanceof WeftApiError && err.code === status.NOT_FOUND);
+}
+
+/** The node could not be asked (down, or not answering). */
+function isUnavailable(err: Error): boolean {
+  return (err instanceof WeftError && err.kind === 'UNAVAILABLE') || (err instanceof WeftApiError && (err.code === status.UNAVAILABLE || err.code === status.DEADLINE_EXCEEDED));
 }
 
 /** A node that is down cannot have the copy open; any other refusal stands. */

@@ -164,6 +164,7 @@ export interface SnapshotRequest {
 
 export interface ClaimVolumeRequest {
   volume: string;
+  keepTrying?: boolean;
 }
 
 export interface ListSnapshotsRequest {

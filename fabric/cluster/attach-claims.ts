@@ -6,9 +6,14 @@
 // Kubernetes' "Multi-Attach" is). The claim is a key on the node's cluster lease: a node that is
 // down (dead, or cut from the store for a lease) holds none, and its volumes can be attached
 // elsewhere. A node that gets a new lease claims again what it holds.
+//
+// Claims and releases of one volume run one at a time, so that a claim carried to a new lease
+// cannot put back a claim released meanwhile. A claim whose outcome is not known (the store did not
+// answer) may have been put: unless the volume is wanted after all, it is taken away again.
 
 import { failedPrecondition, WeftError } from '../errors';
 import type { Logger } from '../logger';
+import { KeyedTurns } from '../keyed-turns';
 import type { ClusterStore } from './cluster-store';
 
 export const attachClaimKey = (volume: string) => `attach-claims/${volume}`;
@@ -19,65 +24,157 @@ interface AttachClaim {
 
 /** How often a claim is tried again when the key changed under it. */
 const CLAIM_ATTEMPTS = 5;
+/** After a claim or release the store did not answer: when it is tried again. */
+const RETRY_MS = 2000;
 
 export class AttachClaims {
   private lease: string | null = null;
-  /** The volumes this node holds claims on (to claim again on a new lease). */
-  private readonly held = new Set<string>();
+  /** The volumes this node wants claimed: attached here (claimed again on each new lease). */
+  private readonly wanted = new Set<string>();
+  /** Claims and releases, one at a time per volume. */
+  private readonly turns = new KeyedTurns();
+  private readonly retries = new Set<NodeJS.Timeout>();
+  private readonly mine: string;
 
   constructor(
     private readonly store: ClusterStore,
     private readonly node: string,
+    /** Whether the volume is one of the cluster still: only those are claimed again. */
+    private readonly inCluster: (volume: string) => boolean,
     private readonly logger: Logger,
-  ) {}
-
-  /** The node's cluster lease now (Membership.onLease); a new one carries the claims held. */
-  setLease(leaseId: string | null): void {
-    this.lease = leaseId;
-    if (leaseId === null) return;
-    for (const volume of this.held) {
-      this.claim(volume).catch((err: unknown) => this.logger.error({ volume, err }, 'could not claim again, on a new cluster lease, a volume attached on this node'));
-    }
+  ) {
+    this.mine = JSON.stringify({ node } satisfies AttachClaim);
   }
 
-  /** Claims the volume for this node (again, if it holds it); refused while another node holds it. */
-  async claim(volume: string): Promise<void> {
+  /** The node's cluster lease now (Membership.onLease); a new one carries the claims wanted. */
+  setLease(leaseId: string | null): void {
+    this.lease = leaseId;
+    if (leaseId !== null) for (const volume of this.wanted) this.keep(volume);
+  }
+
+  /** Whether this node wants the volume claimed (it claimed it, and has not released it). */
+  wants(volume: string): boolean {
+    return this.wanted.has(volume);
+  }
+
+  /**
+   * Claims the volume for this node (again, if it holds it); refused while another node holds it.
+   * keepTrying: the volume is attached here already (found after a restart), so a claim the store
+   * does not answer is tried again until it does.
+   */
+  claim(volume: string, keepTrying = false): Promise<void> {
+    return this.serially(volume, async () => {
+      try {
+        await this.put(volume);
+        this.wanted.add(volume);
+      } catch (err) {
+        if (isRefusal(err)) {
+          this.wanted.delete(volume);
+        } else if (keepTrying) {
+          this.wanted.add(volume);
+          this.later(volume);
+        } else {
+          // It may have been put all the same: not wanted, it must not stay.
+          this.later(volume);
+        }
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * Gives the claim up, if this node holds it. With no lease, this node holds none (its claims
+   * lapsed with the lease); a release the store does not answer fails, and is tried again.
+   */
+  release(volume: string): Promise<void> {
+    return this.serially(volume, async () => {
+      this.wanted.delete(volume);
+      try {
+        await this.drop(volume);
+      } catch (err) {
+        this.later(volume);
+        throw err;
+      }
+    });
+  }
+
+  /** Stops the retries (weftd is stopping). */
+  close(): void {
+    for (const timer of this.retries) clearTimeout(timer);
+    this.retries.clear();
+  }
+
+  /** Puts the claim (again) on this lease, as it should be: wanted, and still a volume of the cluster; else drops it. */
+  private keep(volume: string): void {
+    void this.serially(volume, async () => {
+      if (!this.wanted.has(volume) || !this.inCluster(volume)) {
+        this.wanted.delete(volume);
+        await this.drop(volume);
+        return;
+      }
+      await this.put(volume);
+    }).catch((err: unknown) => {
+      if (isRefusal(err)) {
+        this.wanted.delete(volume);
+        this.logger.error({ volume, err }, 'a volume attached on this node was claimed by another node while this node was away: stop the workload using it here');
+        return;
+      }
+      this.logger.warn({ volume, err }, 'could not keep the claim on a volume attached here; trying again');
+      this.later(volume);
+    });
+  }
+
+  private later(volume: string): void {
+    const timer = setTimeout(() => {
+      this.retries.delete(timer);
+      if (this.lease !== null) this.keep(volume);
+    }, RETRY_MS);
+    timer.unref();
+    this.retries.add(timer);
+  }
+
+  private async put(volume: string): Promise<void> {
     const key = attachClaimKey(volume);
-    const mine = JSON.stringify({ node: this.node } satisfies AttachClaim);
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
       const lease = this.lease;
       if (lease === null) throw new WeftError('UNAVAILABLE', `node ${this.node} is not up in the cluster (its lease lapsed): volume ${volume} cannot be claimed now; try again`);
       const kv = await this.store.get(key);
-      if (kv && kv.value !== mine) {
+      if (kv && kv.value !== this.mine) {
         const holder = (JSON.parse(kv.value) as AttachClaim).node;
-        this.held.delete(volume);
         throw failedPrecondition(
           `volume ${volume} is attached on node ${holder}: a volume is attached on one node at a time; ` +
             `it is released once that node has detached it (or is down)`,
         );
       }
       // Put again, on this lease, unless it changed since read: a claim on an old lease would lapse with it.
-      const { succeeded } = await this.store.txn({
-        compare: [kv ? { key, target: 'modRevision', op: '=', value: kv.modRevision } : { key, target: 'createRevision', op: '=', value: 0 }],
-        success: [{ type: 'put', key, value: mine, lease }],
-      });
-      if (succeeded) {
-        this.held.add(volume);
-        return;
-      }
+      const { succeeded } = await this.store
+        .txn({
+          compare: [kv ? { key, target: 'modRevision', op: '=', value: kv.modRevision } : { key, target: 'createRevision', op: '=', value: 0 }],
+          success: [{ type: 'put', key, value: this.mine, lease }],
+        })
+        .catch((err: unknown) => {
+          // The lease ended under the claim: this node is not up, which is no "not found" of the volume.
+          if (err instanceof WeftError && err.kind === 'NOT_FOUND') throw new WeftError('UNAVAILABLE', `node ${this.node} lost its cluster lease while claiming volume ${volume}; try again`);
+          throw err;
+        });
+      if (succeeded) return;
     }
     throw new WeftError('UNAVAILABLE', `the claim on volume ${volume} changed ${CLAIM_ATTEMPTS} times while node ${this.node} claimed it; try again`);
   }
 
-  /**
-   * Gives the claim up, if this node holds it. One it does not hold asks nothing of the store (a
-   * volume of this node alone, while the store is out of reach): a claim of this node that this
-   * process did not make was made on the lease of an earlier run, which lapses with it.
-   */
-  async release(volume: string): Promise<void> {
-    if (!this.held.has(volume)) return;
+  /** Deletes this node's claim, if the key holds it (not another node's); nothing to do without a lease. */
+  private async drop(volume: string): Promise<void> {
+    if (this.lease === null) return;
     const key = attachClaimKey(volume);
-    await this.store.txn({ compare: [{ key, target: 'value', op: '=', value: JSON.stringify({ node: this.node } satisfies AttachClaim) }], success: [{ type: 'delete', key }] });
-    this.held.delete(volume);
+    await this.store.txn({ compare: [{ key, target: 'value', op: '=', value: this.mine }], success: [{ type: 'delete', key }] });
   }
+
+  private serially(volume: string, fn: () => Promise<void>): Promise<void> {
+    return this.turns.run(volume, fn);
+  }
+}
+
+/** Another node holds the claim: a definite answer, not a failure to ask. */
+function isRefusal(err: unknown): boolean {
+  return err instanceof WeftError && err.kind === 'FAILED_PRECONDITION';
 }

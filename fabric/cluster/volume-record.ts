@@ -79,6 +79,13 @@ export const volumeKey = (name: string) => `volumes/${name}`;
  */
 export const leftoverKey = (node: string, volume: string) => `${leftoverPrefix(node)}${volume}`;
 export const leftoverPrefix = (node: string) => `leftovers/${node}/`;
+
+/** A leftover key's value. */
+export interface Leftover {
+  reason: string;
+  /** The copy was replaced (not deleted with its volume): its snapshots go with it. */
+  replaced?: boolean;
+}
 export const volumeLeaseKey = (name: string) => `volume-leases/${name}`;
 
 /** The lease key's value, always spelt the same way, so that a transaction can compare it as a string. */
@@ -168,7 +175,7 @@ export function changeTxn(record: VolumeRecord, readRevision: number, change: Re
     success: [
       { type: 'put', key: volumeKey(record.name), value: JSON.stringify(applyChange(record, change)) },
       // The copy the new one replaces leaves the record now: its node deletes it.
-      ...(replaced ? [{ type: 'put' as const, key: leftoverKey(replaced, record.name), value: JSON.stringify({ reason: `replaced by the copy on ${change.node}` }) }] : []),
+      ...(replaced ? [{ type: 'put' as const, key: leftoverKey(replaced, record.name), value: JSON.stringify({ reason: `replaced by the copy on ${change.node}`, replaced: true } satisfies Leftover) }] : []),
     ],
   };
 }

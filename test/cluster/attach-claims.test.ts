@@ -1,9 +1,11 @@
 // Claims on volumes of the cluster for attachments (attach-claims.ts): one node at a time, on the
-// node's cluster lease, carried to a new lease. Two nodes' claims over one real embedded store.
+// node's cluster lease, carried to a new lease, never put back once released, and not left behind
+// by a claim whose answer was lost. Nodes' claims over one real embedded store.
 
 import { AttachClaims, attachClaimKey } from '../../fabric/cluster/attach-claims';
 import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
-import type { StoreLease } from '../../fabric/cluster/cluster-store';
+import type { ClusterStore, StoreLease, Txn } from '../../fabric/cluster/cluster-store';
+import { WeftError } from '../../fabric/errors';
 import { createLogger } from '../../fabric/logger';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir } from '../helpers/weftd';
@@ -17,17 +19,23 @@ let lease1: StoreLease;
 
 beforeAll(async () => {
   store = await EmbeddedStore.open(makeTempDir('weft-claims-'), silent);
-  n1 = new AttachClaims(store, 'n1', silent);
-  n2 = new AttachClaims(store, 'n2', silent);
+  n1 = new AttachClaims(store, 'n1', inCluster, silent);
+  n2 = new AttachClaims(store, 'n2', inCluster, silent);
   lease1 = await store.grantLease(3);
   n1.setLease(lease1.id);
   n2.setLease((await store.grantLease(3)).id);
 });
 
 afterAll(async () => {
+  n1?.close();
+  n2?.close();
   await store?.close();
   await cleanupAll();
 });
+
+/** The volumes of the cluster (a name the test drops is deleted). */
+const cluster = new Set(['v', 'w', 'x', 'y', 'z', 'lost', 'kept']);
+const inCluster = (volume: string) => cluster.has(volume);
 
 const holder = async (volume: string) => (await store.get(attachClaimKey(volume)))?.value;
 
@@ -60,7 +68,72 @@ test('a claim lives on the lease given with the latest setLease: a new lease car
 });
 
 test('a node without a lease (cut from the store) claims nothing', async () => {
-  const alone = new AttachClaims(store, 'n3', silent);
+  const alone = new AttachClaims(store, 'n3', inCluster, silent);
   await expect(alone.claim('x')).rejects.toThrow('node n3 is not up in the cluster (its lease lapsed): volume x cannot be claimed now; try again');
   expect(await holder('x')).toBeUndefined();
+});
+
+test('a claim on a lease that ended is UNAVAILABLE (the node is not up), not NOT_FOUND', async () => {
+  // n1's lease was revoked above.
+  await expect(n1.claim('y')).rejects.toMatchObject({ kind: 'UNAVAILABLE', message: 'node n1 lost its cluster lease while claiming volume y; try again' });
+  n1.setLease((await store.grantLease(3)).id);
+});
+
+test('a release while the claim is being carried to a new lease: the claim is not put back', async () => {
+  await n1.claim('y');
+  const lease = await store.grantLease(3);
+  n1.setLease(lease.id); // carries y to the new lease, in the background
+  await n1.release('y');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  expect(await holder('y')).toBeUndefined();
+  expect(n1.wants('y')).toBe(false);
+  await n2.claim('y');
+  await n2.release('y');
+});
+
+test('a volume deleted from the cluster is not claimed again on a new lease', async () => {
+  await n1.claim('z');
+  await store.delete(attachClaimKey('z')); // as the volume's delete does
+  cluster.delete('z');
+  n1.setLease((await store.grantLease(3)).id);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  expect(await holder('z')).toBeUndefined();
+  expect(n1.wants('z')).toBe(false);
+});
+
+/** The store, but the answer to the next transaction is lost after it was applied. */
+function losingNextAnswer(real: ClusterStore): ClusterStore & { loseNext: () => void } {
+  let lose = false;
+  return Object.assign(Object.create(real) as ClusterStore, {
+    loseNext: () => (lose = true),
+    txn: async (txn: Txn) => {
+      const result = await real.txn(txn);
+      if (!lose) return result;
+      lose = false;
+      throw new WeftError('UNAVAILABLE', 'the store did not answer in time');
+    },
+  });
+}
+
+test('a claim whose answer was lost: taken away again, unless the volume is attached here (keepTrying), when it stays', async () => {
+  const flaky = losingNextAnswer(store);
+  const n4 = new AttachClaims(flaky, 'n4', inCluster, silent);
+  n4.setLease((await store.grantLease(5)).id);
+  try {
+    flaky.loseNext();
+    await expect(n4.claim('lost')).rejects.toThrow('the store did not answer in time');
+    expect(await holder('lost')).toBe('{"node":"n4"}'); // it was put
+    await waitFor(async () => (await holder('lost')) === undefined, 5000, 50);
+    expect(n4.wants('lost')).toBe(false);
+
+    flaky.loseNext();
+    await expect(n4.claim('kept', true)).rejects.toThrow('the store did not answer in time');
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // past the retry
+    expect(await holder('kept')).toBe('{"node":"n4"}');
+    expect(n4.wants('kept')).toBe(true);
+    await n4.release('kept');
+    expect(await holder('kept')).toBeUndefined();
+  } finally {
+    n4.close();
+  }
 });

@@ -1,8 +1,9 @@
 // A replica whose node stays down past --replica-timeout is replaced on another node, which gets a
 // full copy while the volume stays online; the replaced copy leaves the record once the new one is
 // in sync, and its node deletes it when it is back, with its snapshots (the volume's are asked of
-// the copies its record names). So does a node that was down while the volume was deleted; the
-// snapshots stay on the node that holds them. Three weftd processes on a real etcd.
+// the copies its record names), even if the volume was deleted meanwhile. So does a node that was
+// down while the volume was deleted; the snapshots stay on the node that holds them. Three weftd
+// processes on a real etcd.
 
 import type { PoolInfo, VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
@@ -54,10 +55,6 @@ test('a replica down past --replica-timeout is replaced on another node, with a 
   await qemuIo(newCopy.nbdUri(`v~epoch=${epoch}`), ['read -P 0x42 0 4M', 'read -P 0x44 8M 1M', 'read -P 0x43 20M 64k', 'read -P 0 24M 8M'], true);
   await qemuIo(newCopy.nbdUri('v'), ['read -P 0x44 8M 1M'], true);
 
-  // The replaced copy's node, back: it deletes the copy the volume no longer names, and its snapshot.
-  const replaced = nodes.find((n) => n.nodeId === other)!;
-  await replaced.start();
-  await waitFor(async () => (await poolUsedBytes(replaced)) === 0, 30_000, 250);
   // A volume deleted while one of its copies' node is down: that node deletes its copy once back.
   await newCopy.kill9();
   // Retried as a user would: until the dead node's lease has lapsed it counts as up but cannot be asked, and the record may change meanwhile.
@@ -69,8 +66,14 @@ test('a replica down past --replica-timeout is replaced on another node, with a 
   await newCopy.start();
   await waitFor(async () => (await poolUsedBytes(newCopy)) === 0, 30_000, 250);
   expect((await newCopy.weft(['volume', 'show', 'v'])).code).not.toBe(0);
+  // The replaced copy's node, back after all that: it deletes the copy, and its snapshot, although the
+  // volume is gone now (its snapshots are those of the copies it named when it was deleted).
+  const replaced = nodes.find((n) => n.nodeId === other)!;
+  await replaced.start();
+  await waitFor(async () => (await poolUsedBytes(replaced)) === 0, 30_000, 250);
   // n1's copy had the snapshot (the replacement, made after it, not): it stays there, listed anywhere.
-  for (const node of nodes) expect((await weftJson<{ name: string }[]>(node, ['snapshot', 'list', 'v'])).map((s) => s.name)).toEqual(['s1']);
+  for (const node of nodes.filter((n) => n !== replaced)) expect((await weftJson<{ name: string }[]>(node, ['snapshot', 'list', 'v'])).map((s) => s.name)).toEqual(['s1']);
+  expect((await weftJson<{ name: string }[]>(replaced, ['snapshot', 'list', 'v'])).map((s) => s.name)).toEqual(['s1']);
 });
 
 /** What the node's pools hold, in all. */

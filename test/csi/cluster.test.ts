@@ -193,7 +193,7 @@ test('a snapshot outlives its volume: after DeleteVolume it is listed, restored 
   expect((await controller.weft(['volume', 'delete', source.volume_id])).code).toBe(0);
 });
 
-test('a volume is staged on one node at a time: another node is refused, naming the first, until it is unstaged there', async () => {
+test('a volume is staged on one node at a time: another node is refused, naming the first (across its restart), until it is unstaged there', async () => {
   const { volume_id: id } = await createVolume('one-at-a-time', { replicas: '2' }, ['node-a']);
   const stage = (node: string) => ({ volume_id: id, staging_target_path: path.join(root, `staging-${node}`, id), volume_capability: EXT4_WRITER });
   await nodeCsi.call('NodeStageVolume', stage('a'));
@@ -201,6 +201,11 @@ test('a volume is staged on one node at a time: another node is refused, naming 
   const refused = await nodeBCsi.failure('NodeStageVolume', stage('b'));
   expect({ code: refused.code, details: refused.details }).toEqual({ code: 9, details: expect.stringContaining(`volume ${id} is attached on node node-a: a volume is attached on one node at a time`) });
   expect(await nbdConnections(nodeB, id)).toBe(before);
+  // node-a's weftd restarted (its lease, and the claim on it, end with the old process): the attachment
+  // it keeps is claimed again on the new lease.
+  await nodeA.restart();
+  await waitFor(async () => nodeA.logs().includes('kept the attachment of an earlier run'), 10_000, 100);
+  expect((await nodeBCsi.failure('NodeStageVolume', stage('b'))).details).toContain(`volume ${id} is attached on node node-a`);
   // Staged again where it is: the same claim.
   await nodeCsi.call('NodeStageVolume', stage('a'));
   await nodeCsi.call('NodeUnstageVolume', { volume_id: id, staging_target_path: stage('a').staging_target_path });
