@@ -1,10 +1,13 @@
 // PromQL fragments the three dashboards share: label filters bound to the template variables, and the
-// joins that give an I/O series its volume's class or its workload (namespace, pod).
+// joins that give an I/O series its volume's class or its workload (a pod: namespace, pod; a Nomad
+// allocation: nomad_job, alloc).
 
 /** The label matchers of each template variable, for the families that carry that label. */
 export const NODE = 'instance=~"$node"';
 export const CLASS = 'class=~"$class"';
-export const WORKLOAD = 'namespace=~"$namespace", pod=~"$workload"';
+export const WORKLOAD = 'orchestrator="kubernetes", namespace=~"$namespace", pod=~"$workload"';
+// nomad_job: Prometheus renames a target's own `job` label exported_job (its scrape job wins).
+export const ALLOCATION = 'orchestrator="nomad", nomad_job=~"$job"';
 
 /** A counter's per-second rate over Grafana's rate interval. */
 export function rate(selector: string): string {
@@ -26,7 +29,11 @@ export const VOLUME_CLASS = `clamp(max by (volume, class) (weft_volume_capacity_
 export const VOLUME_WORKLOAD =
   `clamp(max by (volume, class, namespace, pod) (weft_volume_info{${CLASS}, ${WORKLOAD}}), 1, 1)`;
 
-/** A way to group I/O series: by volume (with its class), or by workload (with the class). */
+/** The same for the volumes of the selected Nomad jobs' allocations (nomad_job, alloc). */
+export const VOLUME_ALLOCATION =
+  `clamp(max by (volume, class, nomad_job, alloc) (weft_volume_info{${CLASS}, ${ALLOCATION}}), 1, 1)`;
+
+/** A way to group I/O series: by volume (with its class), or by workload (with the class): pod or Nomad allocation. */
 export interface Grouping {
   /** labels the results carry, `class` among them */
   labels: string;
@@ -35,6 +42,7 @@ export interface Grouping {
 }
 export const BY_VOLUME: Grouping = { labels: 'volume, class', join: VOLUME_CLASS };
 export const BY_WORKLOAD: Grouping = { labels: 'namespace, pod, class', join: VOLUME_WORKLOAD };
+export const BY_ALLOCATION: Grouping = { labels: 'nomad_job, alloc, class', join: VOLUME_ALLOCATION };
 
 /** `sum by (labels)` of an I/O expression joined to the grouping's labels. */
 export function sumBy(grouping: Grouping, expr: string, extraLabels = ''): string {

@@ -1,5 +1,5 @@
-// The template variables: the Prometheus to read (datasource), then node, class, namespace, workload
-// and volume, each listing the values its family shows over the dashboard's range.
+// The template variables: the Prometheus to read (datasource), then node, class, namespace, workload,
+// Nomad job and volume, each listing the values its family shows over the dashboard's range.
 import { DatasourceVariableBuilder, QueryVariableBuilder, VariableRefresh, VariableSort } from '@grafana/grafana-foundation-sdk/dashboard';
 import { DATASOURCE } from './panels';
 
@@ -26,10 +26,12 @@ function labelValues(name: string, title: string, series: string, label: string,
 export const nodeVariable = () => labelValues('node', 'Node', 'weft_nbd_connections', 'instance');
 export const classVariable = () => labelValues('class', 'Class', 'weft_pool_capacity_bytes{instance=~"$node"}', 'class');
 export const namespaceVariable = () =>
-  labelValues('namespace', 'Namespace', 'weft_volume_info{class=~"$class"}', 'namespace');
+  labelValues('namespace', 'Namespace', 'weft_volume_info{class=~"$class", orchestrator="kubernetes"}', 'namespace');
 /** A workload is a pod (Kubernetes), from weft_volume_info. */
 export const workloadVariable = () =>
-  labelValues('workload', 'Workload', 'weft_volume_info{class=~"$class", namespace=~"$namespace"}', 'pod');
+  labelValues('workload', 'Workload', 'weft_volume_info{class=~"$class", orchestrator="kubernetes", namespace=~"$namespace"}', 'pod');
+/** The Nomad jobs whose allocations use volumes, from weft_volume_info. */
+export const jobVariable = () => labelValues('job', 'Nomad job', 'weft_volume_info{class=~"$class", orchestrator="nomad"}', 'nomad_job');
 /** One volume: the volume detail dashboard shows a single one. */
 export const volumeVariable = () =>
   labelValues('volume', 'Volume', 'weft_volume_capacity_bytes{instance=~"$node", class=~"$class"}', 'volume', false);

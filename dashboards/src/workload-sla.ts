@@ -2,8 +2,8 @@
 // objectives: p99 latency as a share of the objective, availability and the error budget left.
 import { Dashboard, DashboardBuilder, RowBuilder } from '@grafana/grafana-foundation-sdk/dashboard';
 import { graph, query, tableOf, thresholds, weftDashboard } from './panels';
-import { BY_VOLUME, BY_WORKLOAD, CLASS, errorBudgetLeft, errorRatio, Grouping, latencyQuantile, perObjective } from './promql';
-import { classVariable, datasourceVariable, namespaceVariable, nodeVariable, workloadVariable } from './variables';
+import { BY_ALLOCATION, BY_VOLUME, BY_WORKLOAD, CLASS, errorBudgetLeft, errorRatio, Grouping, latencyQuantile, perObjective } from './promql';
+import { classVariable, datasourceVariable, jobVariable, namespaceVariable, nodeVariable, workloadVariable } from './variables';
 
 const READ_P99 = 'weft_sla_objective_read_latency_p99_seconds';
 const WRITE_P99 = 'weft_sla_objective_write_latency_p99_seconds';
@@ -39,8 +39,8 @@ function slaPanels(builder: DashboardBuilder, who: string, grouping: Grouping, l
 export function workloadSla(): Dashboard {
   const objectives = (family: string) => `max by (class) (${family}{${CLASS}})`;
   const builder = weftDashboard('Workload SLA',
-    'Each volume, and each workload, against the objectives of its class. The per-workload row joins on weft_volume_info{volume, class, namespace, pod, ...}, which weftd exports for the volumes the CSI driver attached for a pod; the per-volume row covers every volume.',
-    { from: 'now-24h', refresh: '1m' }, [datasourceVariable(), nodeVariable(), classVariable(), namespaceVariable(), workloadVariable()])
+    'Each volume, and each workload, against the objectives of its class. The per-workload rows join on weft_volume_info{volume, class, orchestrator, namespace, pod, nomad_job, alloc, ...}, which weftd exports for the volumes the CSI driver attached for a pod or a Nomad allocation; the per-volume row covers every volume.',
+    { from: 'now-24h', refresh: '1m' }, [datasourceVariable(), nodeVariable(), classVariable(), namespaceVariable(), workloadVariable(), jobVariable()])
 
     .withRow(new RowBuilder('Objectives'))
     .withPanel(tableOf('Class objectives', 'What each class promises (weftd\'s config, classes.*.objectives). A class missing here promises nothing: nothing below is measured against it.', [
@@ -51,5 +51,7 @@ export function workloadSla(): Dashboard {
     .withRow(new RowBuilder('Per volume'));
   slaPanels(builder, 'Volumes', BY_VOLUME, '{{volume}} ({{class}})');
   builder.withRow(new RowBuilder('Per workload (pods)'));
-  return slaPanels(builder, 'Workloads', BY_WORKLOAD, '{{namespace}}/{{pod}} ({{class}})').build();
+  slaPanels(builder, 'Workloads', BY_WORKLOAD, '{{namespace}}/{{pod}} ({{class}})');
+  builder.withRow(new RowBuilder('Per workload (Nomad allocations)'));
+  return slaPanels(builder, 'Allocations', BY_ALLOCATION, '{{nomad_job}}/{{alloc}} ({{class}})').build();
 }

@@ -47,7 +47,7 @@ export function workloadFamilies(telemetry: NodeTelemetry): ScrapedFamily[] {
   const workloadLabels = (w: WorkloadReport): Labels => ({ volume: w.volume, orchestrator: w.orchestrator, namespace: w.namespace, pod: w.pod, alloc: w.alloc, task: w.task });
   return [
     simple('weft_volume_info', 'The workloads of each volume attached on this node (value 1), to join on by volume.', 'gauge', () =>
-      telemetry.workloads().map((w) => ({ labels: { ...workloadLabels(w), class: w.class, node: telemetry.nodeId, pvc: w.pvc, job: w.job }, value: 1 })),
+      telemetry.workloads().map((w) => ({ labels: { ...workloadLabels(w), class: w.class, node: telemetry.nodeId, pvc: w.pvc, job: w.job, nomad_job: w.job }, value: 1 })),
     ),
     ...ioFamilies(
       'weft_workload',

@@ -46,6 +46,11 @@ const FAST_NODE_CALL_DEADLINE_MS = 5000;
 const MAX_CHECKSUM_RANGE_BYTES = 256 * 1024 * 1024;
 /** How long a copy's delete waits for the replication connections to it to close. */
 const DRAIN_MS = 5000;
+/**
+ * How long a create waits for this node's view of the store (its watch) to show the new record:
+ * until then this node does not serve the volume, and a client it answered would find no export.
+ */
+const SEEN_WAIT_MS = 5000;
 /** How often a create left without an answer asks the store again (lost-create.ts). */
 const LOST_CREATE_RETRY_MS = 2000;
 
@@ -322,6 +327,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       throw err;
     }
     this.logger.info({ volume: record.name, replicas: nodes, class: record.class, source: record.sourceSnapshot }, 'replicated volume created');
+    for (const deadline = Date.now() + SEEN_WAIT_MS; !this.isReplicated(record.name) && Date.now() < deadline; ) await sleep(10);
     return this.info(record.name, record);
   }
 

@@ -60,7 +60,7 @@ async function attachmentList(volume: string): Promise<{ text: string; json: Att
 
 /** The labels every weft_volume_info series of this node's default-class volumes has. */
 const info = (volume: string, labels: Record<string, string>) => ({
-  volume, class: 'default', node: weftd().nodeId, orchestrator: '', namespace: '', pvc: '', pod: '', alloc: '', job: '', task: '', ...labels,
+  volume, class: 'default', node: weftd().nodeId, orchestrator: '', namespace: '', pvc: '', pod: '', alloc: '', job: '', nomad_job: '', task: '', ...labels,
 });
 
 async function createVolume(name: string, parameters: Record<string, string>): Promise<Record<string, string>> {
@@ -127,7 +127,7 @@ describe('Nomad: the job of the allocation', () => {
     await nomad.close();
     await publish(volume, targetFor(LATE_ALLOC), context);
 
-    const nomadInfo = (alloc: string, job: string) => info(volume, { orchestrator: 'nomad', alloc, job });
+    const nomadInfo = (alloc: string, job: string) => info(volume, { orchestrator: 'nomad', alloc, job, nomad_job: job });
     const series = await volumeInfo(volume);
     expect(series).toHaveLength(3);
     expect(series).toEqual(expect.arrayContaining([nomadInfo(ALLOC, 'web'), nomadInfo(UNKNOWN_ALLOC, ''), nomadInfo(LATE_ALLOC, '')]));

@@ -22,10 +22,10 @@ describe('dashboards as code', () => {
     expect(problems(dashboard)).toEqual([]);
   });
 
-  test('every dashboard offers the datasource, node and class variables; the SLA one namespace and workload too', () => {
+  test('every dashboard offers the datasource, node and class variables; the SLA one namespace, workload and Nomad job too', () => {
     const variables = (file: string) => JSON.parse(rendered.get(file)!).templating.list.map((v: { name: string }) => v.name);
     for (const file of rendered.keys()) expect(variables(file)).toEqual(expect.arrayContaining(['datasource', 'node', 'class']));
-    expect(variables('workload-sla.json')).toEqual(expect.arrayContaining(['namespace', 'workload']));
+    expect(variables('workload-sla.json')).toEqual(expect.arrayContaining(['namespace', 'workload', 'job']));
     expect(variables('volume-detail.json')).toContain('volume');
   });
 });

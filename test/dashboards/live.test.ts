@@ -1,7 +1,7 @@
 // Every dashboard query through a real Prometheus scraping two real weftd nodes (etcd, a replicated
-// volume under I/O through NBD, attached for a pod, a local volume with a block that fails its
-// checksum): each parses, returns series, and the series carry the labels its legend names. Only a
-// panel about what is not happening (a resync) may stay empty.
+// volume under I/O through NBD, attached for a pod, a local volume attached for a Nomad allocation, a
+// local volume with a block that fails its checksum): each parses, returns series, and the series
+// carry the labels its legend names. Only a panel about what is not happening (a resync) may stay empty.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,6 +42,11 @@ describe('dashboard queries on a real Prometheus', () => {
     await api.recordAttachment({
       volume: 'rep', nodeId: primary.weftd.nodeId, devicePath: '/dev/loop-rep', method: 'nbdfuse-loop', stagingPath: '/staging/rep',
       workloads: [{ orchestrator: 'kubernetes', podName: 'web-0', podNamespace: 'shop', podUid: 'uid-web-0' }],
+    });
+    await weftJson(primary.weftd, ['volume', 'create', 'cache', '--size', '16MiB']);
+    await api.recordAttachment({
+      volume: 'cache', nodeId: primary.weftd.nodeId, devicePath: '/dev/loop-cache', method: 'nbdfuse-loop', stagingPath: '/staging/cache',
+      workloads: [{ orchestrator: 'nomad', allocationId: '5b3f0c1e-7a2d-4c8e-9f10-2b6d4e8a1c3f', jobId: 'web', taskGroup: 'cache' }],
     }).finally(() => api.close());
     await weftJson(primary.weftd, ['volume', 'create', 'plain', '--size', '16MiB']);
     await qemuIo(primary.weftd.nbdUri('plain'), ['write -P 0x3c 0 4k', 'flush']);
@@ -52,6 +57,7 @@ describe('dashboard queries on a real Prometheus', () => {
     // I/O spread over several scrapes, so that rates and increases have two samples or more.
     for (let round = 0; round < 6; round++) {
       await qemuIo(primary.weftd.nbdUri('rep'), ['write -P 0x5a 0 1M', 'read -P 0x5a 0 1M', 'flush']);
+      await qemuIo(primary.weftd.nbdUri('cache'), ['write -P 0x6b 0 256k', 'read -P 0x6b 0 256k', 'flush']);
       await expect(qemuIo(primary.weftd.nbdUri('plain'), ['read 0 4k'], true)).rejects.toThrow();
       expect((await primary.weftd.weft(['volume', 'show', 'nonexistent'])).code).toBe(1); // an API call not OK
       await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -61,7 +67,7 @@ describe('dashboard queries on a real Prometheus', () => {
     // What Grafana puts in place of the variables: "All" for node and class, the rep volume.
     variables = {
       __rate_interval: '5s', __range: '1m', node: `(${instances.join('|')})`, class: '(ssd)',
-      volume: 'rep', namespace: '.*', workload: '.*',
+      volume: 'rep', namespace: '.*', workload: '.*', job: '.*',
     };
   }, 180_000);
 
@@ -94,7 +100,13 @@ describe('dashboard queries on a real Prometheus', () => {
     expect(readP99.every((one) => one.metric.class === 'ssd' && Number(one.value[1]) > 0)).toBe(true);
   });
 
-  test('the variables list this cluster: both nodes, class ssd, the pod\'s namespace and the pod, the volumes', async () => {
+  test('the per-allocation SLA table: the Nomad allocation of cache, by job and allocation, its budget whole', async () => {
+    const table = (JSON.parse(renderDashboards().get('workload-sla.json')!).panels as Panel[]).find((p) => p.title === 'Allocations against objectives')!;
+    const budget = await prometheus.query(interpolate(table.targets![3].expr));
+    expect(budget.map((one) => [one.metric.nomad_job, one.metric.alloc, one.metric.class, Number(one.value[1])])).toEqual([['web', '5b3f0c1e-7a2d-4c8e-9f10-2b6d4e8a1c3f', 'ssd', 1]]);
+  });
+
+  test('the variables list this cluster: both nodes, class ssd, the pod\'s namespace and the pod, the Nomad job, the volumes', async () => {
     const list = JSON.parse(renderDashboards().get('workload-sla.json')!).templating.list.concat(
       JSON.parse(renderDashboards().get('volume-detail.json')!).templating.list.filter((v: { name: string }) => v.name === 'volume'));
     const values: Record<string, string[]> = {};
@@ -108,7 +120,8 @@ describe('dashboard queries on a real Prometheus', () => {
       class: ['ssd'],
       namespace: ['shop'],
       workload: ['web-0'],
-      volume: ['plain', 'rep'],
+      job: ['web'],
+      volume: ['cache', 'plain', 'rep'],
     });
   });
 });

@@ -134,7 +134,7 @@ describe('a weftd cluster scraped under I/O', () => {
       await qemuIo(primary.nbdUri('rep'), ['write -P 0x11 4M 8k', 'flush']);
       const families = await scrape(primary);
       const workload = { volume: 'rep', orchestrator: 'kubernetes', namespace: 'shop', pod: 'web-0', alloc: '', task: '' };
-      expect(valueOf(families, 'weft_volume_info', { ...workload, class: 'ssd', node: primary.nodeId, pvc: 'data-web-0', job: '' })).toBe(1);
+      expect(valueOf(families, 'weft_volume_info', { ...workload, class: 'ssd', node: primary.nodeId, pvc: 'data-web-0', job: '', nomad_job: '' })).toBe(1);
       const writes = valueOf(families, 'weft_volume_operations_total', { volume: 'rep', operation: 'write' });
       expect(writes).toBeGreaterThanOrEqual(2);
       expect(valueOf(families, 'weft_workload_operations_total', { ...workload, operation: 'write' })).toBe(writes);
@@ -166,7 +166,7 @@ describe('a weftd cluster scraped under I/O', () => {
       expect(valueOf(families, 'weft_volume_bytes_total', { volume: 'rep', direction: 'write' })).toBe(3 * 4096);
       const workload = { volume: 'rep', orchestrator: 'kubernetes', namespace: 'shop', pod: 'api-0', alloc: '', task: '' };
       expect(valueOf(families, 'weft_workload_operations_total', { ...workload, operation: 'write' })).toBe(3);
-      expect(valueOf(families, 'weft_volume_info', { ...workload, class: 'ssd', node: 'n3', pvc: '', job: '' })).toBe(1);
+      expect(valueOf(families, 'weft_volume_info', { ...workload, class: 'ssd', node: 'n3', pvc: '', job: '', nomad_job: '' })).toBe(1);
       expect(await writesOn(primary)).toBe(primaryBefore);
     } finally {
       api.close();
