@@ -148,7 +148,10 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     membership.onLease((leaseId) => claims.setLease(leaseId));
     const leftovers = await dropLeftovers(store, config.nodeId, (volume) => (clusterVolumes as ClusterVolumes).dropLeftover(volume), logger.child({ component: 'volumes' }));
     running.add('leftovers', () => leftovers.close());
-    void clusterVolumes.tidyKept().catch((err: unknown) => logger.warn({ err }, 'could not tidy the snapshots this node keeps of deleted volumes'));
+    // At start, and on each new lease: a node cut from the store for a while may have missed deletes.
+    membership.onLease((leaseId) => {
+      if (leaseId !== null) void clusterVolumes?.tidyKept().catch((err: unknown) => logger.warn({ err }, 'could not tidy the snapshots this node keeps of deleted volumes'));
+    });
 
     const telemetry = nodeTelemetry({ nodeId: config.nodeId, classes: config.classes, engine, volumeMetrics, nbd, api, apiCalls, controller, store });
     running.add('telemetry', async () => telemetry.stop());

@@ -1,6 +1,7 @@
 // weftd, the node daemon and the composition root: parses its configuration, starts the node with
 // the adapters asked for (the metrics exporter, the CSI driver, the zone from a Kubernetes node label, Consul), and stops it on
-// SIGTERM or SIGINT. Exit codes: 0 stopped cleanly, 1 failed to start or stop, 2 bad flags or config.
+// SIGTERM or SIGINT (before it is ready: dies of it, saying so). Exit codes: 0 stopped cleanly, 1
+// failed to start or stop, 2 bad flags or config.
 
 import { performance } from 'node:perf_hooks';
 import { ConfigError, parseConfig, type WeftdConfig } from './config';
@@ -88,10 +89,13 @@ async function main(): Promise<void> {
     process.exit(code);
   }
   // A signal before the node serves ends the start where it is, as a crash would (every step of
-  // a start is safe to cut short), but says so: not the silent death of a default handler.
+  // a start is safe to cut short), but says so, then dies of the signal as its default handler
+  // would (a service manager counts that as stopped, not failed).
   const duringStartup = (signal: NodeJS.Signals) => {
     logger.warn({ signal }, 'signal during startup: exiting before the node serves');
-    fail(`stopped by ${signal} before it was ready`, 1);
+    process.stderr.write(`weftd: stopped by ${signal} before it was ready\n`);
+    process.off(signal, duringStartup);
+    process.kill(process.pid, signal);
   };
   process.on('SIGTERM', duringStartup);
   process.on('SIGINT', duringStartup);

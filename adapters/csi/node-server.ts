@@ -397,6 +397,8 @@ export class NodeServer {
       await this.client.claimVolume(state.volume, true).catch((err: unknown) => {
         if (err instanceof WeftApiError && err.code === status.FAILED_PRECONDITION) {
           this.logger.error({ err, volume: state.volume }, 'an attachment kept from an earlier run is claimed by another node now: stop the workload using it here');
+        } else if (err instanceof WeftApiError && err.code === status.NOT_FOUND) {
+          this.logger.warn({ err, volume: state.volume }, 'an attachment kept from an earlier run is of a volume that no longer exists');
         } else {
           this.logger.warn({ err, volume: state.volume }, 'could not claim an attachment kept from an earlier run yet; weftd keeps trying');
         }

@@ -30,8 +30,11 @@ export const namespaceVariable = () =>
 /** A workload is a pod (Kubernetes), from weft_volume_info. */
 export const workloadVariable = () =>
   labelValues('workload', 'Workload', 'weft_volume_info{class=~"$class", orchestrator="kubernetes", namespace=~"$namespace"}', 'pod');
-/** The Nomad jobs whose allocations use volumes, from weft_volume_info. */
-export const jobVariable = () => labelValues('job', 'Nomad job', 'weft_volume_info{class=~"$class", orchestrator="nomad"}', 'nomad_job');
+/**
+ * The Nomad jobs whose allocations use volumes, from weft_volume_info. "All" matches any job, the
+ * empty one too: an allocation's job is known only with weftd --nomad-addr.
+ */
+export const jobVariable = () => labelValues('job', 'Nomad job', 'weft_volume_info{class=~"$class", orchestrator="nomad"}', 'nomad_job').allValue('.*');
 /** One volume: the volume detail dashboard shows a single one. */
 export const volumeVariable = () =>
   labelValues('volume', 'Volume', 'weft_volume_capacity_bytes{instance=~"$node", class=~"$class"}', 'volume', false);

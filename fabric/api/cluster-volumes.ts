@@ -227,15 +227,19 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * A volume of one node alone by the name (made there without the cluster, or a copy a create cut
    * short left) would be served on that node in place of the cluster's: refused, naming the node.
    * A copy its node is told to drop (a leftover key) does not count, nor a volume of the cluster in
-   * that node's view (one cut from the store may still show one deleted); a node that is down is not asked.
+   * that node's view (one cut from the store may still show one deleted); a node that is down is not
+   * asked, and one that is up but does not answer refuses the create (it may have one).
    */
   private async checkNoNodeVolume(name: string): Promise<void> {
     const up = this.controller.candidates().filter((n) => n.up && n.pools.length > 0);
     const found = await Promise.all(
       up.map(async ({ id }) => {
-        const has = await this.onNode(id, (client) => client.getVolume(name), () => Promise.resolve(this.info(name))).then(
+        const has = await this.onNode(id, (client) => client.getVolume(name), () => Promise.resolve(this.info(name)), true).then(
           (info) => info.replication === undefined,
-          () => false,
+          (err: Error) => {
+            if (isNotFound(err)) return false;
+            throw new WeftError('UNAVAILABLE', `node ${id} did not say whether it has a volume of its own named ${name} (${err.message}): try again`);
+          },
         );
         return has && !(await this.store.get(leftoverKey(id, name))) ? [id] : [];
       }),

@@ -33,7 +33,9 @@ export class AttachClaims {
   private readonly wanted = new Set<string>();
   /** Claims and releases, one at a time per volume. */
   private readonly turns = new KeyedTurns();
-  private readonly retries = new Set<NodeJS.Timeout>();
+  /** Per volume, the retry armed (one at a time). */
+  private readonly retries = new Map<string, NodeJS.Timeout>();
+  private closed = false;
   private readonly mine: string;
 
   constructor(
@@ -65,7 +67,7 @@ export class AttachClaims {
   claim(volume: string, keepTrying = false): Promise<void> {
     return this.serially(volume, async () => {
       try {
-        await this.put(volume);
+        await this.putOnCurrentLease(volume);
         this.wanted.add(volume);
       } catch (err) {
         if (isRefusal(err)) {
@@ -100,40 +102,56 @@ export class AttachClaims {
 
   /** Stops the retries (weftd is stopping). */
   close(): void {
-    for (const timer of this.retries) clearTimeout(timer);
+    this.closed = true;
+    for (const timer of this.retries.values()) clearTimeout(timer);
     this.retries.clear();
   }
 
   /** Puts the claim (again) on this lease, as it should be: wanted, and still a volume of the cluster; else drops it. */
   private keep(volume: string): void {
+    if (this.closed) return;
     void this.serially(volume, async () => {
       if (!this.wanted.has(volume) || !this.inCluster(volume)) {
         this.wanted.delete(volume);
         await this.drop(volume);
         return;
       }
-      await this.put(volume);
+      await this.putOnCurrentLease(volume);
     }).catch((err: unknown) => {
       if (isRefusal(err)) {
         this.wanted.delete(volume);
         this.logger.error({ volume, err }, 'a volume attached on this node was claimed by another node while this node was away: stop the workload using it here');
         return;
       }
-      this.logger.warn({ volume, err }, 'could not keep the claim on a volume attached here; trying again');
+      const what = this.wanted.has(volume) ? 'keep the claim on a volume attached here' : 'give up the claim on a volume no longer attached here';
+      this.logger.warn({ volume, err }, `could not ${what}; trying again`);
       this.later(volume);
     });
   }
 
+  /** Tries keep() again after a while: once per volume at a time, while this node has a lease. */
   private later(volume: string): void {
+    if (this.closed || this.retries.has(volume)) return;
     const timer = setTimeout(() => {
-      this.retries.delete(timer);
+      this.retries.delete(volume);
       if (this.lease !== null) this.keep(volume);
     }, RETRY_MS);
     timer.unref();
-    this.retries.add(timer);
+    this.retries.set(volume, timer);
   }
 
-  private async put(volume: string): Promise<void> {
+  /**
+   * Puts the claim, then again while the lease it went on is no longer the node's: a put whose
+   * answer came late (the store slow as the lease lapsed) may be on a lease that ended meanwhile,
+   * after setLease carried the claims it knew of to the new one.
+   */
+  private async putOnCurrentLease(volume: string): Promise<void> {
+    let used = await this.put(volume);
+    while (this.lease !== null && this.lease !== used) used = await this.put(volume);
+  }
+
+  /** Puts the claim on the node's lease now; resolves with that lease. */
+  private async put(volume: string): Promise<string> {
     const key = attachClaimKey(volume);
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
       const lease = this.lease;
@@ -157,7 +175,7 @@ export class AttachClaims {
           if (err instanceof WeftError && err.kind === 'NOT_FOUND') throw new WeftError('UNAVAILABLE', `node ${this.node} lost its cluster lease while claiming volume ${volume}; try again`);
           throw err;
         });
-      if (succeeded) return;
+      if (succeeded) return lease;
     }
     throw new WeftError('UNAVAILABLE', `the claim on volume ${volume} changed ${CLAIM_ATTEMPTS} times while node ${this.node} claimed it; try again`);
   }
