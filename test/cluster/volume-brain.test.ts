@@ -250,7 +250,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['7', 'the new copy in sync: the old one is dropped, and left for its node to delete', primary(record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } }), ['b']), [{ type: 'resync-finished', replica: 'd' }], [
     { txn: 'in-sync:d@10', delayMs: undefined, puts: [
       { ...record(), replicas: ['a', 'c', 'd'].map((node) => ({ node, state: 'in-sync' })) },
-      { type: 'put', key: 'leftovers/b/vol', value: JSON.stringify({ reason: 'replaced by the copy on d' }) },
+      { type: 'put', key: 'leftovers/b/vol', value: JSON.stringify({ reason: 'replaced by the copy on d', replaced: true }) },
     ] },
   ]],
   ['7', 'back up within the grace period: resynced, not replaced', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10'), [{ type: 'nodes', nodes: nodes() }, T0 + TIMEOUT / 2]], [
