@@ -581,15 +581,15 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (failed.length === outcomes.length && down.length === 0 && !kept.deleted?.includes(name)) throw failed[0][1];
     if (down.length > 0) {
       await markKeptDeleted(this.store, volume, name);
-      this.logger.warn({ volume, snapshot: name, nodes: down }, 'a deleted snapshot of a deleted volume stays on nodes that are down until they start');
+      this.logger.warn({ volume, snapshot: name, nodes: down }, 'a deleted snapshot of a deleted volume stays on nodes that are down until they are back');
     }
     const now = await keptSnapshots(this.store, volume);
     if (now) await this.keptOn(volume, now);
   }
 
   /**
-   * At start: of each deleted volume whose snapshots this node keeps, deletes those deleted while
-   * it was away, and leaves the key if none is left.
+   * At start and on each new lease: of each deleted volume whose snapshots this node keeps, deletes
+   * those deleted while it was away, and leaves the key if none is left.
    */
   async tidyKept(): Promise<void> {
     for (const kv of await this.store.list(keptSnapshotsPrefix)) {
