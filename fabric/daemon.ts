@@ -14,6 +14,7 @@ import { listNodes, Membership, type NodeRecord } from './cluster/membership';
 import { openClusterStore } from './cluster/open-store';
 import { dropLeftovers } from './cluster/leftovers';
 import { AttachClaims } from './cluster/attach-claims';
+import { forgetNode } from './cluster/forget-node';
 import { VolumeController } from './cluster/volume-controller';
 import type { WeftdConfig } from './config';
 import type { Logger } from './logger';
@@ -137,7 +138,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     const apiCalls = new ApiCallStats();
     const claims = new AttachClaims(store, config.nodeId, (volume) => clusterVolumes?.isReplicated(volume) ?? false, logger.child({ component: 'attach-claims' }));
     running.add('attach claims', async () => claims.close());
-    const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store) }, clusterVolumes, claims, calls: apiCalls, classes: config.classes, volumeStats: volumeMetrics, logger: logger.child({ component: 'api' }) });
+    const api = new ApiServer({ engine, node, cluster: { listNodes: () => listNodes(store), forgetNode: (id) => forgetNode(store, id) }, clusterVolumes, claims, calls: apiCalls, classes: config.classes, volumeStats: volumeMetrics, logger: logger.child({ component: 'api' }) });
     const apiPort = await listen('api', config.listen, config.apiPort, () => api.listen(config.listen, config.apiPort));
     running.add('api', () => api.close());
 

@@ -127,6 +127,10 @@ export class WeftClient {
   }
 
   /** Every node of the cluster, up or down; a node without a zone has zone "". */
+  async forgetNode(nodeId: string): Promise<void> {
+    await this.unary('NodeService', 'ForgetNode', { nodeId });
+  }
+
   async listNodes(): Promise<ClusterNode[]> {
     return (await this.unary<{ nodes: ClusterNode[] }>('NodeService', 'ListNodes', {})).nodes;
   }

@@ -1,10 +1,12 @@
 // `weft node info`: what the node answering is (id, version, addresses, ports, data dir,
 // on-disk format) and how long it has been up. `weft node list`: every node of the cluster.
+// `weft node forget NODE`: a node that will not come back, taken out of the cluster.
 
 import type { Command } from 'commander';
 import type { NodeStatus } from '../api/node-info';
 import type { ClusterNode } from '../cluster/membership';
 import { formatSize } from '../units';
+import { nameArg } from './args';
 import { action, type CommandContext, type Outcome } from './context';
 import { details, formatDuration, formatTime, table, type Column } from './output';
 
@@ -12,6 +14,16 @@ export function nodeCommands(program: Command): void {
   const node = program.command('node').description('inspect the nodes of the cluster');
   node.command('info').description("show the node's id, version, ports, data dir and uptime").action(action(nodeInfo));
   node.command('list').description("list the cluster's nodes: state, zone, address, pools and capacity").action(action(listNodes));
+  node
+    .command('forget')
+    .argument('<node>', 'the id of a node that is down for good')
+    .description('take a node that will not come back out of the cluster (refused while it is up or holds a copy of a volume)')
+    .action(action(forgetNode));
+}
+
+async function forgetNode(context: CommandContext, [node]: [string]): Promise<Outcome> {
+  await context.client.forgetNode(nameArg('node', node));
+  return { json: { node, forgotten: true }, text: `forgot node "${node}"` };
 }
 
 async function listNodes(context: CommandContext): Promise<Outcome> {

@@ -15,8 +15,8 @@ export const NODE_LEASE_SECONDS = 3;
 const REFRESH_MS = 10_000;
 /** After losing its lease, a node tries to come back this often. */
 const REJOIN_MS = 1_000;
-const NODES = 'nodes/';
-const ALIVE = 'alive/';
+export const NODES = 'nodes/';
+export const ALIVE = 'alive/';
 
 export interface PoolSummary {
   class: string;

@@ -11,6 +11,7 @@ import type { NodeInfo } from '../../fabric/api/node-info';
 import type { ClusterView } from '../../fabric/api/node-service';
 import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
 import { listNodes } from '../../fabric/cluster/membership';
+import { forgetNode } from '../../fabric/cluster/forget-node';
 import { FORMAT_VERSION, LocalEngine } from '../../fabric/volume/local-engine';
 import { openExport } from '../helpers/open-devices';
 
@@ -41,7 +42,7 @@ export async function startApiFixture(): Promise<ApiFixture> {
     startedAt: new Date(),
   };
   const store = await EmbeddedStore.open(dataDir, logger);
-  const cluster = { listNodes: () => listNodes(store) };
+  const cluster = { listNodes: () => listNodes(store), forgetNode: (id: string) => forgetNode(store, id) };
   const server = new ApiServer({ engine, node, cluster, logger, shutdownGraceMs: 1000 });
   const port = await server.listen('127.0.0.1', 0);
   const stop = async () => {

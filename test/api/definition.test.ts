@@ -23,7 +23,9 @@ describe('serviceDefinition', () => {
     ['VolumeService', ['CreateVolume', 'ListVolumes', 'GetVolume', 'ResizeVolume', 'DeleteVolume', 'VerifyVolume', 'RevertVolume', 'VolumeStats']],
     ['SnapshotService', ['CreateSnapshot', 'ListSnapshots', 'DeleteSnapshot']],
     ['PoolService', ['ListClasses', 'ListPools']],
-    ['NodeService', ['GetNodeInfo', 'ListNodes']],
+    ['NodeService', ['GetNodeInfo', 'ListNodes', 'ForgetNode']],
+    ['AttachmentService', ['ClaimVolume', 'ReleaseVolume', 'RecordAttachment', 'RemoveAttachment', 'ListAttachments']],
+    ['ReplicaService', ['CreateCopy', 'DeleteCopy', 'ControlCopy', 'TrackAbsence', 'GetActivity', 'TrackActivity', 'BlockChecksums', 'CopySnapshots']],
   ] as const)('%s has %j', (service, methods) => {
     const definition = serviceDefinition(service);
     expect(Object.keys(definition).sort()).toEqual([...methods].sort());

@@ -57,7 +57,7 @@ beforeAll(async () => {
     },
   });
   const node = { nodeId: 'n1', version: 'test', listenAddress: '127.0.0.1', nbdPort: 0, metricsPort: 0, dataDir: dir, formatVersion: 0, startedAt: new Date() };
-  server = new ApiServer({ engine, node, cluster: { listNodes: async () => [] }, volumeStats: metrics, logger, shutdownGraceMs: 1000 });
+  server = new ApiServer({ engine, node, cluster: { listNodes: async () => [], forgetNode: () => Promise.reject(new Error('no cluster here')) }, volumeStats: metrics, logger, shutdownGraceMs: 1000 });
   client = new WeftClient(`127.0.0.1:${await server.listen('127.0.0.1', 0)}`);
   await engine.createVolume({ name: 'busy', sizeBytes: 8 * MiB });
   await engine.createVolume({ name: 'idle', sizeBytes: 8 * MiB });

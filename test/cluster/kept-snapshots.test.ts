@@ -2,7 +2,8 @@
 // snapshots are listed, cloned and deleted through any node, also one that never held a copy: the
 // store names the nodes that keep them (kept-snapshots.ts). The name stays taken until the last of
 // them is deleted. A snapshot deleted while a node that keeps it is down is deleted by that node
-// when it starts. Three real weftd on a real etcd.
+// when it starts; a node that will not come back is forgotten (weft node forget) and keeps nothing
+// taken. Three real weftd on a real etcd.
 
 import { ChaosCluster, type ChaosNode } from '../chaos/cluster';
 import { EtcdStore } from '../../fabric/cluster/etcd-store';
@@ -106,6 +107,7 @@ test('deleted while a node that keeps them is down: that node deletes them when 
   expect(down.weftd.logs()).toContain('deleted a snapshot of a deleted volume that was deleted while this node was away');
   await weftJson<VolumeInfo>(outsider.weftd, ['volume', 'create', 'w', '--size', '16MiB', '--replicas', '2']);
   expect(await weftJson<SnapshotInfo[]>(outsider.weftd, ['snapshot', 'list', 'w'])).toEqual([]);
+  expect((await outsider.weftd.weft(['volume', 'delete', 'w'])).code).toBe(0);
 });
 
 test('a volume deleted without snapshots leaves no key: its name is free at once', async () => {
@@ -113,4 +115,32 @@ test('a volume deleted without snapshots leaves no key: its name is free at once
   expect((await cluster.nodes[2].weftd.weft(['volume', 'delete', 'x'])).code).toBe(0);
   expect(await keptSnapshots(store, 'x')).toBeUndefined();
   await weftJson<VolumeInfo>(cluster.nodes[2].weftd, ['volume', 'create', 'x', '--size', '16MiB', '--replicas', '3']);
+  expect((await cluster.nodes[2].weftd.weft(['volume', 'delete', 'x'])).code).toBe(0);
+});
+
+// Last: it leaves a node down for good.
+test('a node that will not come back, forgotten, no longer keeps a deleted volume\'s name taken', async () => {
+  const shown = await cluster.createOnN1('f', 16 * MiB, 2);
+  const gone = cluster.node(shown.replication!.replicas.find((r) => r.node !== 'n1')!.node);
+  const outsider = cluster.nodes.find((n) => n.id !== 'n1' && n !== gone)!;
+  expect((await outsider.weftd.weft(['snapshot', 'create', 'f', 's1'])).code).toBe(0);
+  await cluster.kill9(gone);
+  await waitFor(async () => (await outsider.api.listNodes()).find((n) => n.id === gone.id)?.state === 'down', 15_000, 200);
+
+  const up = await outsider.weftd.weft(['node', 'forget', 'n1']);
+  expect(up.stderr).toMatch(/node n1 is up: stop it \(and let its lease lapse\) before forgetting it/);
+  const holding = await outsider.weftd.weft(['node', 'forget', gone.id]);
+  expect(holding.stderr).toMatch(new RegExp(`volume f still has a copy on node ${gone.id}: wait until it is replaced`));
+
+  expect((await outsider.weftd.weft(['volume', 'delete', 'f'])).code).toBe(0);
+  expect((await outsider.weftd.weft(['snapshot', 'delete', 'f@s1'])).code).toBe(0);
+  expect(await keptSnapshots(store, 'f')).toEqual({ nodes: [gone.id], deleted: ['s1'] });
+  expect((await outsider.weftd.weft(['volume', 'create', 'f', '--size', '16MiB', '--replicas', '2'])).stderr).toMatch(/kept on/);
+
+  const forgotten = await outsider.weftd.weft(['node', 'forget', gone.id]);
+  expect([forgotten.code, forgotten.stdout.trim()]).toEqual([0, `forgot node "${gone.id}"`]);
+  expect(await keptSnapshots(store, 'f')).toBeUndefined();
+  expect((await store.list(`leftovers/${gone.id}/`)).length).toBe(0);
+  expect((await outsider.api.listNodes()).map((n) => n.id)).not.toContain(gone.id);
+  await weftJson<VolumeInfo>(outsider.weftd, ['volume', 'create', 'f', '--size', '16MiB', '--replicas', '2']);
 });

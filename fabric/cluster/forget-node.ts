@@ -1,0 +1,30 @@
+// `weft node forget NODE`: a node that will not come back (its machine is gone) is taken out of the
+// cluster store, so that nothing waits for it: its registration, the copies it was told to drop,
+// and its place among the nodes that keep a deleted volume's snapshots (which freed that volume's
+// name once the others hold none). Refused while it is up, or while a volume's record still names a
+// copy on it (those are replaced after --replica-timeout, or go with their volume).
+
+import { failedPrecondition } from '../errors';
+import type { ClusterStore } from './cluster-store';
+import { keptSnapshotsPrefix, leaveKeptSnapshots, parseKept } from './kept-snapshots';
+import { ALIVE, NODES } from './membership';
+import { leftoverPrefix, type VolumeRecord } from './volume-record';
+
+const VOLUMES = 'volumes/';
+
+export async function forgetNode(store: ClusterStore, node: string): Promise<void> {
+  if (!(await store.get(NODES + node))) throw failedPrecondition(`node ${node} is not registered in the cluster`);
+  if (await store.get(ALIVE + node)) throw failedPrecondition(`node ${node} is up: stop it (and let its lease lapse) before forgetting it`);
+  const named = (await store.list(VOLUMES)).map((kv) => JSON.parse(kv.value) as VolumeRecord).filter((r) => r.replicas.some((c) => c.node === node));
+  if (named.length > 0) {
+    const [volumes, have] = named.length === 1 ? ['volume', 'has'] : ['volumes', 'have'];
+    throw failedPrecondition(
+      `${volumes} ${named.map((r) => r.name).join(', ')} still ${have} a copy on node ${node}: wait until it is replaced (--replica-timeout), or delete ${named.length === 1 ? 'it' : 'them'}`,
+    );
+  }
+  for (const kv of await store.list(keptSnapshotsPrefix)) {
+    if (parseKept(kv).nodes.includes(node)) await leaveKeptSnapshots(store, kv.key.slice(keptSnapshotsPrefix.length), [node]);
+  }
+  await store.deletePrefix(leftoverPrefix(node));
+  await store.delete(NODES + node);
+}
