@@ -9,6 +9,7 @@
 import { NbdClient } from '../../fabric/nbd/client';
 import { allInSync, ChaosCluster } from '../chaos/cluster';
 import type { VolumeInfo } from '../../fabric/volume/types';
+import { waitFor } from '../helpers/wait-for';
 import { cleanupAll } from '../helpers/weftd';
 
 jest.setTimeout(180_000);
@@ -111,6 +112,9 @@ test("a forwarder's older connection to the primary runs no request once a newer
   const serving = await c.waitForVolume('gen', (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served');
   const primaryPort = c.node(serving.replication!.primary).weftd.nbdPort;
   const connect = (exportName: string) => NbdClient.connect({ host: '127.0.0.1', port: primaryPort, exportName });
+  // The record names the primary a moment before it serves (it raises the copies' epochs first).
+  const serves = () => connect('gen~primary').then((client) => (client.close(), true), () => false);
+  await waitFor(serves, 10_000, 50);
   const older = await connect('gen~primary~from=ab12.1');
   const newer = await connect('gen~primary~from=ab12.2');
   const other = await connect('gen~primary~from=cd34.1');
