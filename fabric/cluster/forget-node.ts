@@ -8,9 +8,7 @@ import { failedPrecondition } from '../errors';
 import type { ClusterStore } from './cluster-store';
 import { keptSnapshotsPrefix, leaveKeptSnapshots, parseKept } from './kept-snapshots';
 import { ALIVE, NODES } from './membership';
-import { leftoverPrefix, type VolumeRecord } from './volume-record';
-
-const VOLUMES = 'volumes/';
+import { leftoverPrefix, VOLUMES, type VolumeRecord } from './volume-record';
 
 export async function forgetNode(store: ClusterStore, node: string): Promise<void> {
   if (!(await store.get(NODES + node))) throw failedPrecondition(`node ${node} is not registered in the cluster`);

@@ -25,10 +25,9 @@ import type { ClusterStore, KeyValue, StoreWatch, WatchEvent } from './cluster-s
 import { listNodes, type ClusterNode } from './membership';
 import type { NodeCandidate } from './placement';
 import { DEFAULT_BRAIN_CONFIG, type BrainConfig } from './volume-brain-state';
-import { volumeKey, volumeLeaseKey, type PrimaryLease, type VolumeRecord } from './volume-record';
+import { volumeKey, volumeLeaseKey, VOLUMES, type PrimaryLease, type VolumeRecord } from './volume-record';
 import { VolumeRunner } from './volume-runner';
 
-const VOLUMES = 'volumes/';
 const LEASES = 'volume-leases/';
 /** After a watch ended on its own (history compacted), the controller reads everything again after this. */
 const REWATCH_MS = 1000;

@@ -72,7 +72,9 @@ export type RecordChange =
   /** The primary (node) begins a revert to snapshot, or (no snapshot) has ended one. */
   | { kind: 'reverting'; node: string; snapshot?: string };
 
-export const volumeKey = (name: string) => `volumes/${name}`;
+/** Where every volume's record is, under volumeKey. */
+export const VOLUMES = 'volumes/';
+export const volumeKey = (name: string) => `${VOLUMES}${name}`;
 /**
  * A copy a volume no longer names, left on `node`: the volume was deleted while the node was down,
  * or a replacement took the copy's place. The node deletes the copy, then the key (leftovers.ts).
@@ -86,6 +88,7 @@ export interface Leftover {
   /** The copy was replaced (not deleted with its volume): its snapshots go with it. */
   replaced?: boolean;
 }
+
 export const volumeLeaseKey = (name: string) => `volume-leases/${name}`;
 
 /** The lease key's value, always spelt the same way, so that a transaction can compare it as a string. */
