@@ -123,6 +123,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       provider: new EngineExports(engine, {
         primaryExport: (volume, afterEpoch, createId) => controller.primaryExport(volume, afterEpoch, createId),
         remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
+        attachedNode: (volume) => controller.attachedNode(volume),
       }),
       logger: logger.child({ component: 'nbd' }),
       maxConnectionInFlightBytes: config.maxConnectionInflightBytes,

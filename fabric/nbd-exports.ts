@@ -5,11 +5,15 @@
 // and VOL~primary, a replicated volume's service on its primary, which other nodes forward to
 // (VOL~primary-after=N: only if it serves at an epoch above N; then ~create=ID: only if the volume
 // it serves is the one made by the create ID, not another made since under the name; then ~from=F.G:
-// the forwarder F's connection of generation G, fenced by newer ones: replication/forwarder-fence.ts).
+// the forwarder F's connection of generation G, fenced by newer ones: replication/forwarder-fence.ts;
+// then ~by=NODE: the forwarder's node, whose changes are refused while the volume's attach claim
+// names another: replication/claim-fence.ts).
 // The engine sees volume and snapshot names only. The NBD server sees only this ExportProvider.
 
 import { invalidArgument, WeftError } from './errors';
+import { isValidName } from './volume/names';
 import type { ExportProvider, NbdExport, OpenPurpose } from './nbd/export-provider';
+import { ClaimFencedDevice } from './replication/claim-fence';
 import { ForwarderFence, type ForwarderConnection } from './replication/forwarder-fence';
 import type { BlockDevice } from './volume/block-device';
 import { GrowableDevice } from './volume/growable-device';
@@ -33,6 +37,9 @@ const CREATE_MARK = '~create=';
 /** Appended to the primary's export name by a forwarder: which one, and the generation of the connection. */
 const FROM_MARK = '~from=';
 
+/** Appended last to the primary's export name by a forwarder: the node it runs on. */
+const BY_MARK = '~by=';
+
 /** Which primary a forwarder asks for (see primaryExportName). */
 export interface PrimaryRequest {
   /** Only a primary serving at an epoch above this. */
@@ -41,14 +48,17 @@ export interface PrimaryRequest {
   createId?: string;
   /** For this connection of a forwarder. */
   from?: ForwarderConnection;
+  /** For a forwarder on this node (with from). */
+  by?: string;
 }
 
 /** The primary's service of a volume, for what the request names. */
 export function primaryExportName(volume: string, request: PrimaryRequest = {}): string {
-  const { afterEpoch, createId, from } = request;
+  const { afterEpoch, createId, from, by } = request;
   let name = afterEpoch === undefined ? `${volume}${PRIMARY_SUFFIX}` : `${volume}${PRIMARY_AFTER_MARK}${afterEpoch}`;
   if (createId !== undefined) name += `${CREATE_MARK}${createId}`;
-  return from ? `${name}${FROM_MARK}${from.forwarder}.${from.generation}` : name;
+  if (from) name += `${FROM_MARK}${from.forwarder}.${from.generation}`;
+  return by !== undefined ? `${name}${BY_MARK}${by}` : name;
 }
 
 /** What the cluster serves of replicated volumes (cluster/volume-controller.ts). */
@@ -60,6 +70,8 @@ export interface ClusterExports {
   primaryExport(volume: string, afterEpoch?: number, createId?: string): BlockDevice | undefined;
   /** A replicated volume this node holds no copy of, forwarded to its primary. */
   remoteExport(volume: string): (BlockDevice & { close(): void }) | undefined;
+  /** The node the volume's attach claim names now (cluster/attach-claims.ts), if any. */
+  attachedNode(volume: string): string | undefined;
 }
 
 /** The export a primary at epoch opens to replicate a volume to a node. */
@@ -113,9 +125,11 @@ export class EngineExports implements ExportProvider {
   }
 
   /** Undefined (refused) also for a forwarder's connection older than one it has opened since. */
-  private openPrimary(volume: string, { afterEpoch, createId, from }: PrimaryRequest): NbdExport | undefined {
-    const device = this.cluster?.primaryExport(volume, afterEpoch, createId);
-    if (!device) return undefined;
+  private openPrimary(volume: string, { afterEpoch, createId, from, by }: PrimaryRequest): NbdExport | undefined {
+    const cluster = this.cluster;
+    const primary = cluster?.primaryExport(volume, afterEpoch, createId);
+    if (!cluster || !primary) return undefined;
+    const device = by === undefined ? primary : new ClaimFencedDevice(primary, volume, by, () => cluster.attachedNode(volume));
     return from ? this.forwarders.admit(volume, from, device) : { device, close: () => undefined };
   }
 
@@ -149,23 +163,32 @@ export function parseExportName(name: string): VolumeRef {
   return at < 0 ? { volume: name } : { volume: name.slice(0, at), snapshot: name.slice(at + 1) };
 }
 
-/** VOL~primary or VOL~primary-after=N, then optionally ~create=ID, then ~from=F.G; undefined for any other name. */
+/** VOL~primary or VOL~primary-after=N, then optionally ~create=ID, then ~from=F.G, then ~by=NODE; undefined for any other name. */
 function parsePrimaryName(name: string): ({ volume: string } & PrimaryRequest) | undefined {
+  const byAt = name.indexOf(BY_MARK);
+  const by = byAt < 0 ? undefined : parseBy(name, name.slice(byAt + BY_MARK.length));
   const fromAt = name.indexOf(FROM_MARK);
-  let rest = fromAt < 0 ? name : name.slice(0, fromAt);
-  const from = fromAt < 0 ? undefined : parseFrom(name, name.slice(fromAt + FROM_MARK.length));
+  let rest = fromAt < 0 ? name.slice(0, byAt < 0 ? name.length : byAt) : name.slice(0, fromAt);
+  const from = fromAt < 0 ? undefined : parseFrom(name, name.slice(fromAt + FROM_MARK.length, byAt < 0 ? name.length : byAt));
   const createAt = rest.indexOf(CREATE_MARK);
   const createId = createAt < 0 ? undefined : parseCreateId(name, rest.slice(createAt + CREATE_MARK.length));
   if (createAt >= 0) rest = rest.slice(0, createAt);
-  if (rest.endsWith(PRIMARY_SUFFIX)) return { volume: rest.slice(0, -PRIMARY_SUFFIX.length), createId, from };
+  if (by !== undefined && (!from || byAt < fromAt)) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: ${BY_MARK} follows ${FROM_MARK}F.G`);
+  if (rest.endsWith(PRIMARY_SUFFIX)) return { volume: rest.slice(0, -PRIMARY_SUFFIX.length), createId, from, by };
   if (rest.includes(PRIMARY_AFTER_MARK)) {
     const { volume, epoch } = parseMarkedName(rest, PRIMARY_AFTER_MARK, 'primary');
-    return { volume, afterEpoch: epoch, createId, from };
+    return { volume, afterEpoch: epoch, createId, from, by };
   }
   if (from || createId !== undefined) {
     throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: ${CREATE_MARK} and ${FROM_MARK} follow VOLUME${PRIMARY_SUFFIX} or VOLUME${PRIMARY_AFTER_MARK}N`);
   }
   return undefined;
+}
+
+/** A node's name. */
+function parseBy(name: string, text: string): string {
+  if (!isValidName(text)) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: expected ${BY_MARK}NODE, NODE a node's name`);
+  return text;
 }
 
 /** A createId as creates make them (a UUID): 1-64 hex digits and dashes. */

@@ -194,7 +194,8 @@ export function volumeDetails(volume: VolumeInfo): string {
     ? `
 
 Replicas (primary ${replication.primary}, epoch ${replication.epoch}):
-${table(REPLICA_COLUMNS, replication.replicas.map((r): [ReplicaInfo, string] => [r, replication.primary]))}`
+${table(REPLICA_COLUMNS, replication.replicas.map((r): [ReplicaInfo, string] => [r, replication.primary]))}
+Attached on: ${replication.attachedNode || '-'}`
     : '';
   return `${fields(volume)}
 

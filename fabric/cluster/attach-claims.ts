@@ -16,10 +16,16 @@ import type { Logger } from '../logger';
 import { KeyedTurns } from '../keyed-turns';
 import type { ClusterStore } from './cluster-store';
 
-export const attachClaimKey = (volume: string) => `attach-claims/${volume}`;
+export const ATTACH_CLAIMS = 'attach-claims/';
+export const attachClaimKey = (volume: string) => `${ATTACH_CLAIMS}${volume}`;
 
 interface AttachClaim {
   node: string;
+}
+
+/** The node a claim's value names. */
+export function claimHolder(value: string): string {
+  return (JSON.parse(value) as AttachClaim).node;
 }
 
 /** How often a claim is tried again when the key changed under it. */
@@ -158,7 +164,7 @@ export class AttachClaims {
       if (lease === null) throw new WeftError('UNAVAILABLE', `node ${this.node} is not up in the cluster (its lease lapsed): volume ${volume} cannot be claimed now; try again`);
       const kv = await this.store.get(key);
       if (kv && kv.value !== this.mine) {
-        const holder = (JSON.parse(kv.value) as AttachClaim).node;
+        const holder = claimHolder(kv.value);
         throw failedPrecondition(
           `volume ${volume} is attached on node ${holder}: a volume is attached on one node at a time; ` +
             `it is released once that node has detached it (or is down)`,

@@ -22,6 +22,7 @@ import { failedPrecondition } from '../errors';
 import type { BlockDevice, VolumeLayer } from '../volume/block-device';
 import type { EpochFence } from '../volume/epoch-fence';
 import type { ClusterStore, KeyValue, StoreWatch, WatchEvent } from './cluster-store';
+import { ATTACH_CLAIMS, claimHolder } from './attach-claims';
 import { listNodes, type ClusterNode } from './membership';
 import type { NodeCandidate } from './placement';
 import { DEFAULT_BRAIN_CONFIG, type BrainConfig } from './volume-brain-state';
@@ -115,6 +116,8 @@ export class VolumeController {
   private started = false;
   /** The revision of the last lease event heard, per volume. */
   private readonly leaseEvents = new Map<string, number>();
+  /** Per volume, the node its attach claim names (attach-claims.ts). */
+  private claims = new Map<string, string>();
 
   private constructor(private readonly options: ControllerOptions) {
     this.config = { ...DEFAULT_BRAIN_CONFIG, ...options.brain };
@@ -174,6 +177,7 @@ export class VolumeController {
       store.watch(LEASES, replay, (e) => this.onLeaseEvent(e)),
       store.watch('alive/', replay, () => this.refreshNodes()),
       store.watch('nodes/', replay, () => this.refreshNodes()),
+      store.watch(ATTACH_CLAIMS, replay, (e) => this.onClaimEvent(e)),
     ]);
     const started = watched.flatMap((w) => (w.status === 'fulfilled' ? [w.value] : []));
     const failed = watched.find((w) => w.status === 'rejected');
@@ -270,6 +274,11 @@ export class VolumeController {
    * by that create: a forwarder whose view of the store is stale (its node is cut from etcd) may ask
    * for a volume deleted since, whose name this node now serves another under.
    */
+  /** The node the volume's attach claim names, as this node last read the store. */
+  attachedNode(volume: string): string | undefined {
+    return this.claims.get(volume);
+  }
+
   primaryExport(volume: string, afterEpoch?: number, createId?: string): BlockDevice | undefined {
     if (createId !== undefined && this.records.get(volume)?.createId !== createId) return undefined;
     return this.runners.get(volume)?.primaryDevice(afterEpoch);
@@ -294,8 +303,9 @@ export class VolumeController {
   private async readAll(): Promise<number> {
     const store = this.store;
     const revision = await store.revision();
-    const [records, leases, nodes] = await Promise.all([store.list(VOLUMES), store.list(LEASES), listNodes(store)]);
+    const [records, leases, nodes, claims] = await Promise.all([store.list(VOLUMES), store.list(LEASES), listNodes(store), store.list(ATTACH_CLAIMS)]);
     this.applyNodes(nodes);
+    this.claims = new Map(claims.map((kv) => [kv.key.slice(ATTACH_CLAIMS.length), claimHolder(kv.value)]));
     for (const kv of records) this.onRecord(kv.key.slice(VOLUMES.length), kv);
     for (const kv of leases) this.onLeaseEvent({ type: 'put', key: kv.key, value: kv.value, modRevision: kv.modRevision });
     // A volume whose record is gone while this node was away: nothing is known of it but its copy.
@@ -317,6 +327,12 @@ export class VolumeController {
         void this.start(this.store).catch((e: unknown) => this.rewatch(e as Error));
       }, REWATCH_MS).unref(),
     );
+  }
+
+  private onClaimEvent(event: WatchEvent): void {
+    const volume = event.key.slice(ATTACH_CLAIMS.length);
+    if (event.type === 'delete') this.claims.delete(volume);
+    else this.claims.set(volume, claimHolder(event.value as string));
   }
 
   private onRecordEvent(event: WatchEvent): void {
@@ -521,7 +537,7 @@ export class VolumeController {
     const target = await connectNbdRoute({
       host: node.address,
       port: node.nbdPort,
-      exportName: primaryExportName(name, { afterEpoch, createId: record.createId, from }),
+      exportName: primaryExportName(name, { afterEpoch, createId: record.createId, from, by: this.options.self }),
       timeoutMs: FORWARD_REQUEST_TIMEOUT_MS,
       connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS,
     });

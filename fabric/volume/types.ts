@@ -38,6 +38,8 @@ export interface ReplicationInfo {
   /** The volume's epoch in the cluster, raised by every failover. */
   epoch: number;
   replicas: ReplicaInfo[];
+  /** The node the volume is attached on (its CSI node service claimed it), as the answering node last read the store; '' for none. */
+  attachedNode: string;
 }
 
 export interface ReplicaInfo {
