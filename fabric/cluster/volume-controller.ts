@@ -15,7 +15,7 @@ import { PeerActivity } from '../replication/peer-activity';
 import type { DirtyMap } from '../replication/dirty-map';
 import type { ForwarderConnection } from '../replication/forwarder-fence';
 import { ForwardingDevice, VolumeGoneError, type RouteTarget } from '../replication/forwarding-device';
-import { connectNbdRoute } from '../replication/nbd-route-target';
+import { connectNbdRouteFirstKnown } from '../replication/nbd-route-target';
 import type { ReplicaStatus, ReplicatedDevice } from '../replication/replicated-device';
 import { ReplicationLayer, type CopyOperation } from '../replication/replication-layer';
 import { failedPrecondition } from '../errors';
@@ -534,13 +534,13 @@ export class VolumeController {
   /** A new connection of the forwarder (the next generation), to the volume of record's create only. */
   private async connectPrimary(name: string, node: ClusterNode, connections: ForwarderConnection, record: VolumeRecord, afterEpoch?: number): Promise<RouteTarget> {
     const from = { forwarder: connections.forwarder, generation: ++connections.generation };
-    const target = await connectNbdRoute({
-      host: node.address,
-      port: node.nbdPort,
-      exportName: primaryExportName(name, { afterEpoch, createId: record.createId, from, by: this.options.self }),
-      timeoutMs: FORWARD_REQUEST_TIMEOUT_MS,
-      connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS,
-    });
+    const request = { afterEpoch, createId: record.createId, from };
+    // A primary of an older version knows no ~by= (and fences by claims not at all): the name without it.
+    const names = [primaryExportName(name, { ...request, by: this.options.self }), primaryExportName(name, request)];
+    const target = await connectNbdRouteFirstKnown(
+      { host: node.address, port: node.nbdPort, timeoutMs: FORWARD_REQUEST_TIMEOUT_MS, connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS },
+      names,
+    );
     this.targetNodes.set(target, node.id);
     return target;
   }

@@ -1,0 +1,64 @@
+// A forwarder names its node in the primary's export name (~by=NODE, for the claim fence). A primary
+// of an older version refuses that name as malformed; the forwarder then opens the name without it,
+// and only on that refusal. A real NBD server whose export names follow the older rule.
+
+import path from 'node:path';
+import pino from 'pino';
+import { invalidArgument } from '../../fabric/errors';
+import { NbdServer } from '../../fabric/nbd/server';
+import { primaryExportName } from '../../fabric/nbd-exports';
+import { connectNbdRouteFirstKnown } from '../../fabric/replication/nbd-route-target';
+import { FileBlockDevice } from '../helpers/file-block-device';
+import { cleanupAll, makeTempDir } from '../helpers/weftd';
+
+const SIZE = 1024 * 1024;
+const from = { forwarder: 'ab12', generation: 1 };
+const newest = primaryExportName('vol', { from, by: 'n2' });
+const older = primaryExportName('vol', { from });
+
+let device: FileBlockDevice;
+let server: NbdServer;
+let port: number;
+const opened: string[] = [];
+
+beforeAll(async () => {
+  device = await FileBlockDevice.create(path.join(makeTempDir('weft-route-'), 'vol'), SIZE);
+  server = new NbdServer({
+    logger: pino({ level: 'silent' }),
+    provider: {
+      names: () => ['vol'],
+      open: (name) => {
+        // As a node of the older version: it knows ~from=, not ~by=.
+        if (name.includes('~by=')) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}`);
+        if (name !== older) return undefined;
+        opened.push(name);
+        return { device, close: () => undefined };
+      },
+    },
+  });
+  port = await server.listen('127.0.0.1', 0);
+});
+
+afterAll(async () => {
+  await server?.close();
+  await cleanupAll();
+});
+
+test('a primary that refuses the newest name as malformed is opened with the older one, and serves', async () => {
+  expect(newest).toBe('vol~primary~from=ab12.1~by=n2');
+  const target = await connectNbdRouteFirstKnown({ host: '127.0.0.1', port }, [newest, older]);
+  try {
+    await target.write(0, Buffer.alloc(4096, 0x5a), true);
+    expect((await target.read(0, 4096)).equals(Buffer.alloc(4096, 0x5a))).toBe(true);
+  } finally {
+    target.close();
+  }
+  expect(opened).toEqual([older]);
+});
+
+test('any other refusal is the answer: no older name is tried', async () => {
+  const unknown = primaryExportName('other', { from });
+  await expect(connectNbdRouteFirstKnown({ host: '127.0.0.1', port }, [unknown, older])).rejects.toThrow(/no export named/);
+  await expect(connectNbdRouteFirstKnown({ host: '127.0.0.1', port }, [newest])).rejects.toThrow(/malformed primary export name/);
+  expect(opened).toEqual([older]);
+});
