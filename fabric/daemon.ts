@@ -124,6 +124,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
         primaryExport: (volume, afterEpoch, createId) => controller.primaryExport(volume, afterEpoch, createId),
         remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
         attachedNode: (volume) => controller.attachedNode(volume),
+        attachedNodeNow: (volume) => controller.attachedNodeNow(volume),
       }),
       logger: logger.child({ component: 'nbd' }),
       maxConnectionInFlightBytes: config.maxConnectionInflightBytes,

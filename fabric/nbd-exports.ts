@@ -55,6 +55,7 @@ export interface PrimaryRequest {
 /** The primary's service of a volume, for what the request names. */
 export function primaryExportName(volume: string, request: PrimaryRequest = {}): string {
   const { afterEpoch, createId, from, by } = request;
+  if (by !== undefined && !from) throw new Error(`a primary export name names the forwarder's node only after its connection (${FROM_MARK}F.G)`);
   let name = afterEpoch === undefined ? `${volume}${PRIMARY_SUFFIX}` : `${volume}${PRIMARY_AFTER_MARK}${afterEpoch}`;
   if (createId !== undefined) name += `${CREATE_MARK}${createId}`;
   if (from) name += `${FROM_MARK}${from.forwarder}.${from.generation}`;
@@ -70,8 +71,9 @@ export interface ClusterExports {
   primaryExport(volume: string, afterEpoch?: number, createId?: string): BlockDevice | undefined;
   /** A replicated volume this node holds no copy of, forwarded to its primary. */
   remoteExport(volume: string): (BlockDevice & { close(): void }) | undefined;
-  /** The node the volume's attach claim names now (cluster/attach-claims.ts), if any. */
+  /** The node the volume's attach claim names (cluster/attach-claims.ts), if any: as last read, and read now. */
   attachedNode(volume: string): string | undefined;
+  attachedNodeNow(volume: string): Promise<string | undefined>;
 }
 
 /** The export a primary at epoch opens to replicate a volume to a node. */
@@ -129,7 +131,8 @@ export class EngineExports implements ExportProvider {
     const cluster = this.cluster;
     const primary = cluster?.primaryExport(volume, afterEpoch, createId);
     if (!cluster || !primary) return undefined;
-    const device = by === undefined ? primary : new ClaimFencedDevice(primary, volume, by, () => cluster.attachedNode(volume));
+    const claims = { holder: () => cluster.attachedNode(volume), holderNow: () => cluster.attachedNodeNow(volume) };
+    const device = by === undefined ? primary : new ClaimFencedDevice(primary, volume, by, claims);
     return from ? this.forwarders.admit(volume, from, device) : { device, close: () => undefined };
   }
 
@@ -173,7 +176,7 @@ function parsePrimaryName(name: string): ({ volume: string } & PrimaryRequest) |
   const createAt = rest.indexOf(CREATE_MARK);
   const createId = createAt < 0 ? undefined : parseCreateId(name, rest.slice(createAt + CREATE_MARK.length));
   if (createAt >= 0) rest = rest.slice(0, createAt);
-  if (by !== undefined && (!from || byAt < fromAt)) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: ${BY_MARK} follows ${FROM_MARK}F.G`);
+  if (by !== undefined && !from) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: ${BY_MARK} follows ${FROM_MARK}F.G`);
   if (rest.endsWith(PRIMARY_SUFFIX)) return { volume: rest.slice(0, -PRIMARY_SUFFIX.length), createId, from, by };
   if (rest.includes(PRIMARY_AFTER_MARK)) {
     const { volume, epoch } = parseMarkedName(rest, PRIMARY_AFTER_MARK, 'primary');

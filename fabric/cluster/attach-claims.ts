@@ -13,6 +13,7 @@
 
 import { failedPrecondition, WeftError } from '../errors';
 import type { Logger } from '../logger';
+import { isValidName } from '../volume/names';
 import { KeyedTurns } from '../keyed-turns';
 import type { ClusterStore } from './cluster-store';
 
@@ -23,9 +24,14 @@ interface AttachClaim {
   node: string;
 }
 
-/** The node a claim's value names. */
-export function claimHolder(value: string): string {
-  return (JSON.parse(value) as AttachClaim).node;
+/** The node a claim's value names; undefined for a value no weftd writes. */
+export function claimHolder(value: string): string | undefined {
+  try {
+    const node = (JSON.parse(value) as Partial<AttachClaim> | null)?.node;
+    return isValidName(node) ? node : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** How often a claim is tried again when the key changed under it. */
@@ -164,7 +170,7 @@ export class AttachClaims {
       if (lease === null) throw new WeftError('UNAVAILABLE', `node ${this.node} is not up in the cluster (its lease lapsed): volume ${volume} cannot be claimed now; try again`);
       const kv = await this.store.get(key);
       if (kv && kv.value !== this.mine) {
-        const holder = claimHolder(kv.value);
+        const holder = claimHolder(kv.value) ?? 'unknown';
         throw failedPrecondition(
           `volume ${volume} is attached on node ${holder}: a volume is attached on one node at a time; ` +
             `it is released once that node has detached it (or is down)`,

@@ -22,7 +22,7 @@ import { failedPrecondition } from '../errors';
 import type { BlockDevice, VolumeLayer } from '../volume/block-device';
 import type { EpochFence } from '../volume/epoch-fence';
 import type { ClusterStore, KeyValue, StoreWatch, WatchEvent } from './cluster-store';
-import { ATTACH_CLAIMS, claimHolder } from './attach-claims';
+import { ATTACH_CLAIMS, attachClaimKey, claimHolder } from './attach-claims';
 import { listNodes, type ClusterNode } from './membership';
 import type { NodeCandidate } from './placement';
 import { DEFAULT_BRAIN_CONFIG, type BrainConfig } from './volume-brain-state';
@@ -169,7 +169,7 @@ export class VolumeController {
   async start(store: ClusterStore): Promise<void> {
     this.storeOrUndefined = store;
     const generation = this.generation;
-    const revision = await this.readAll();
+    const revision = await this.readAll(generation);
     this.started = true;
     const replay = { fromRevision: revision + 1, onError: (err: Error) => this.rewatch(err) };
     const watched = await Promise.allSettled([
@@ -177,7 +177,8 @@ export class VolumeController {
       store.watch(LEASES, replay, (e) => this.onLeaseEvent(e)),
       store.watch('alive/', replay, () => this.refreshNodes()),
       store.watch('nodes/', replay, () => this.refreshNodes()),
-      store.watch(ATTACH_CLAIMS, replay, (e) => this.onClaimEvent(e)),
+      // A start abandoned for a newer one (rewatch) may still hear older events: not its to apply.
+      store.watch(ATTACH_CLAIMS, replay, (e) => generation === this.generation && this.onClaimEvent(e)),
     ]);
     const started = watched.flatMap((w) => (w.status === 'fulfilled' ? [w.value] : []));
     const failed = watched.find((w) => w.status === 'rejected');
@@ -268,17 +269,23 @@ export class VolumeController {
     return this.layers.get(volume)?.local;
   }
 
+  /** The node the volume's attach claim names, as this node last read the store. */
+  attachedNode(volume: string): string | undefined {
+    return this.claims.get(volume);
+  }
+
+  /** The node the volume's attach claim names, read from the store now (undefined: none). */
+  async attachedNodeNow(volume: string): Promise<string | undefined> {
+    const kv = await this.store.get(attachClaimKey(volume));
+    return kv && claimHolder(kv.value);
+  }
+
   /**
    * The device behind VOL~primary: the primary's replication, only while this node serves the volume
    * (at an epoch above afterEpoch, if given). With createId, only if the volume it serves was made
    * by that create: a forwarder whose view of the store is stale (its node is cut from etcd) may ask
    * for a volume deleted since, whose name this node now serves another under.
    */
-  /** The node the volume's attach claim names, as this node last read the store. */
-  attachedNode(volume: string): string | undefined {
-    return this.claims.get(volume);
-  }
-
   primaryExport(volume: string, afterEpoch?: number, createId?: string): BlockDevice | undefined {
     if (createId !== undefined && this.records.get(volume)?.createId !== createId) return undefined;
     return this.runners.get(volume)?.primaryDevice(afterEpoch);
@@ -300,12 +307,12 @@ export class VolumeController {
 
   // ---- the store ----
 
-  private async readAll(): Promise<number> {
+  private async readAll(generation: number): Promise<number> {
     const store = this.store;
     const revision = await store.revision();
     const [records, leases, nodes, claims] = await Promise.all([store.list(VOLUMES), store.list(LEASES), listNodes(store), store.list(ATTACH_CLAIMS)]);
     this.applyNodes(nodes);
-    this.claims = new Map(claims.map((kv) => [kv.key.slice(ATTACH_CLAIMS.length), claimHolder(kv.value)]));
+    if (generation === this.generation) this.claims = new Map(claims.flatMap((kv) => this.claimOf(kv.key, kv.value)));
     for (const kv of records) this.onRecord(kv.key.slice(VOLUMES.length), kv);
     for (const kv of leases) this.onLeaseEvent({ type: 'put', key: kv.key, value: kv.value, modRevision: kv.modRevision });
     // A volume whose record is gone while this node was away: nothing is known of it but its copy.
@@ -331,8 +338,15 @@ export class VolumeController {
 
   private onClaimEvent(event: WatchEvent): void {
     const volume = event.key.slice(ATTACH_CLAIMS.length);
-    if (event.type === 'delete') this.claims.delete(volume);
-    else this.claims.set(volume, claimHolder(event.value as string));
+    this.claims.delete(volume);
+    for (const [, node] of event.type === 'put' ? this.claimOf(event.key, event.value as string) : []) this.claims.set(volume, node);
+  }
+
+  /** The claim a key holds, as [volume, node]; none (logged) for a value no weftd writes. */
+  private claimOf(key: string, value: string): [string, string][] {
+    const node = claimHolder(value);
+    if (node === undefined) this.options.logger.warn({ key, value }, 'an attach claim that names no node; ignored');
+    return node === undefined ? [] : [[key.slice(ATTACH_CLAIMS.length), node]];
   }
 
   private onRecordEvent(event: WatchEvent): void {

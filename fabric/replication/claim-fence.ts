@@ -12,39 +12,58 @@ import type { Pieces } from '../pieces';
 import type { BlockDevice, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughDevice } from '../volume/pass-through-device';
 
+/** Where the fence learns who holds the claim (undefined: no claim). */
+export interface ClaimView {
+  /** As this node last read the store: asked for every change. */
+  holder(): string | undefined;
+  /** Read from the store now: asked before a change is refused (the view may lag a claim just moved). */
+  holderNow(): Promise<string | undefined>;
+}
+
 export class ClaimFencedDevice extends PassThroughDevice {
-  /**
-   * node: the forwarder's node; holder: the node the volume's claim names now, as this node's view
-   * of the store has it (undefined: no claim).
-   */
+  /** node: the forwarder's node. */
   constructor(
     below: BlockDevice,
     private readonly volume: string,
     private readonly node: string,
-    private readonly holder: () => string | undefined,
+    private readonly claims: ClaimView,
   ) {
     super(below);
   }
 
   override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    return this.refusal() ?? super.write(offsetBytes, data, fua);
+    if (this.mayChange(this.claims.holder())) return super.write(offsetBytes, data, fua);
+    return this.confirmed().then(() => super.write(offsetBytes, data, fua));
   }
 
   override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    return this.refusal() ?? super.trim(offsetBytes, lengthBytes, fua);
+    if (this.mayChange(this.claims.holder())) return super.trim(offsetBytes, lengthBytes, fua);
+    return this.confirmed().then(() => super.trim(offsetBytes, lengthBytes, fua));
   }
 
   override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    return this.refusal() ?? super.writeZeroes(offsetBytes, lengthBytes, options);
+    if (this.mayChange(this.claims.holder())) return super.writeZeroes(offsetBytes, lengthBytes, options);
+    return this.confirmed().then(() => super.writeZeroes(offsetBytes, lengthBytes, options));
+  }
+
+  private mayChange(holder: string | undefined): boolean {
+    return holder === undefined || holder === this.node;
   }
 
   /**
-   * EIO, which the forwarder hands to its client as it is (not EPERM or ESHUTDOWN, which it would
-   * take for a primary that moved, and retry): to the client's filesystem, its disk failed.
+   * Resolves if the store says the forwarder's node may change the volume after all (the claim moved
+   * to it, and this node has not heard yet). Else rejects with EIO, which the forwarder hands to its
+   * client as it is (not EPERM or ESHUTDOWN, which it would take for a primary that moved, and
+   * retry): to the client's filesystem, its disk failed. A store that does not answer gives
+   * ESHUTDOWN: the forwarder tries again, and fails the request with EIO after its retries.
    */
-  private refusal(): Promise<never> | undefined {
-    const holder = this.holder();
-    if (holder === undefined || holder === this.node) return undefined;
-    return Promise.reject(new IoError('EIO', `volume ${this.volume} is attached on node ${holder}: changes forwarded by node ${this.node} are refused`));
+  private async confirmed(): Promise<void> {
+    let holder: string | undefined;
+    try {
+      holder = await this.claims.holderNow();
+    } catch (err) {
+      throw new IoError('ESHUTDOWN', `volume ${this.volume}: whether node ${this.node} may change it is not known now (the cluster store: ${(err as Error).message})`);
+    }
+    if (!this.mayChange(holder)) throw new IoError('EIO', `volume ${this.volume} is attached on node ${holder}: changes forwarded by node ${this.node} are refused`);
   }
 }

@@ -2,7 +2,7 @@
 // node's cluster lease, carried to a new lease, never put back once released, and not left behind
 // by a claim whose answer was lost. Nodes' claims over one real embedded store.
 
-import { AttachClaims, attachClaimKey } from '../../fabric/cluster/attach-claims';
+import { AttachClaims, attachClaimKey, claimHolder } from '../../fabric/cluster/attach-claims';
 import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
 import type { ClusterStore, StoreLease, Txn } from '../../fabric/cluster/cluster-store';
 import { WeftError } from '../../fabric/errors';
@@ -136,4 +136,9 @@ test('a claim whose answer was lost: taken away again, unless the volume is atta
   } finally {
     n4.close();
   }
+});
+
+test("a claim value no weftd writes names no node (the primary's fence and the controller skip it)", () => {
+  expect(claimHolder('{"node":"n1"}')).toBe('n1');
+  for (const value of ['', 'n1', 'null', '{}', '{"node":7}', '{"node":"a/b"}', '[1]']) expect(claimHolder(value)).toBeUndefined();
 });

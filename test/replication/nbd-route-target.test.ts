@@ -28,8 +28,9 @@ beforeAll(async () => {
     provider: {
       names: () => ['vol'],
       open: (name) => {
-        // As a node of the older version: it knows ~from=, not ~by=.
-        if (name.includes('~by=')) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}`);
+        // As a node of the older version parses it: after ~from=, F.G and nothing more.
+        const from = name.slice(name.indexOf('~from=') + '~from='.length);
+        if (!/^[0-9a-f]{1,32}\.(0|[1-9][0-9]{0,14})$/.test(from)) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}`);
         if (name !== older) return undefined;
         opened.push(name);
         return { device, close: () => undefined };
@@ -41,6 +42,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.close();
+  await device?.close();
   await cleanupAll();
 });
 
