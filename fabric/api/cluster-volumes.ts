@@ -359,7 +359,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (!kv) throw new WeftError('NOT_FOUND', `volume ${name} is not in the cluster`);
     const record = JSON.parse(kv.value) as VolumeRecord;
     const holders = record.replicas.map((r) => r.node);
-    for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDown);
+    for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDownOrNoCopy);
     // Every copy's node, which leaves the key once it holds no snapshot of the volume (at once if it
     // has none): a node that is down may hold some the others lack, and one may be taken meanwhile.
     const kept: KeptSnapshots = { nodes: holders };
@@ -789,9 +789,12 @@ function isUnavailable(err: Error): boolean {
   return (err instanceof WeftError && err.kind === 'UNAVAILABLE') || (err instanceof WeftApiError && (err.code === status.UNAVAILABLE || err.code === status.DEADLINE_EXCEEDED));
 }
 
-/** A node that is down cannot have the copy open; any other refusal stands. */
-function skipDown(err: unknown): void {
-  if (err instanceof WeftError && err.kind === 'UNAVAILABLE') return;
+/**
+ * A node that is down cannot have the copy open, nor can one that holds none (a replacement named in
+ * the record before its copy was made, which failed); any other refusal stands.
+ */
+function skipDownOrNoCopy(err: unknown): void {
+  if ((err instanceof WeftError && err.kind === 'UNAVAILABLE') || (err instanceof Error && isNotFound(err))) return;
   throw err;
 }
 

@@ -5,7 +5,7 @@
 
 import { ChaosCluster } from '../chaos/cluster';
 import { EtcdStore } from '../../fabric/cluster/etcd-store';
-import { leftoverKey } from '../../fabric/cluster/volume-record';
+import { leftoverKey, volumeKey, type VolumeRecord } from '../../fabric/cluster/volume-record';
 import type { StoreWatch } from '../../fabric/cluster/cluster-store';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { qemuIo, weftJson } from '../helpers/replicas';
@@ -65,4 +65,24 @@ test("a delete's drop of a copy takes it only while its leftover key is there: a
   await n2.api.dropLeftover('w');
   expect((await weftJson<VolumeInfo[]>(n2.weftd, ['volume', 'list'])).map((v) => v.name)).not.toContain('w');
   expect(await store!.get(leftoverKey('n2', 'w'))).toBeUndefined();
+});
+
+test('a record that names a node without a copy (a replacement whose copy was never made): the delete goes through, and removes every copy', async () => {
+  const c = cluster!;
+  for (const n of c.nodes) if (!n.up) await c.restart(n); // the first test killed one
+  const holders = (await c.createOnN1('x', 16 * MiB, 2)).replication!.replicas.map((r) => r.node);
+  const spare = c.nodes.find((n) => !holders.includes(n.id))!;
+  // As the primary writes a replacement into the record before asking its node for the copy.
+  const kv = await store!.get(volumeKey('x'));
+  const record = JSON.parse(kv!.value) as VolumeRecord;
+  record.replicas.push({ ...record.replicas[record.replicas.length - 1], node: spare.id, state: 'failed' });
+  await store!.put(volumeKey('x'), JSON.stringify(record));
+
+  const deleted = await c.nodes[0].weftd.weft(['volume', 'delete', 'x']);
+  expect(deleted.stderr).toBe('');
+  expect(deleted.code).toBe(0);
+  expect(await store!.get(volumeKey('x'))).toBeUndefined();
+  // Each copy's node drops its copy.
+  const copies = async () => (await Promise.all(holders.map((id) => weftJson<VolumeInfo[]>(c.node(id).weftd, ['volume', 'list'])))).flat().filter((v) => v.name === 'x');
+  await waitFor(async () => (await copies()).length === 0, 10_000, 200);
 });
