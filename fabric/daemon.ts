@@ -121,6 +121,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
 
     const nbd = new NbdServer({
       provider: new EngineExports(engine, {
+        self: config.nodeId,
         primaryExport: (volume, afterEpoch, createId) => controller.primaryExport(volume, afterEpoch, createId),
         remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
         attachedNode: (volume) => controller.attachedNode(volume),

@@ -64,6 +64,8 @@ export function primaryExportName(volume: string, request: PrimaryRequest = {}):
 
 /** What the cluster serves of replicated volumes (cluster/volume-controller.ts). */
 export interface ClusterExports {
+  /** This node's id. */
+  readonly self: string;
   /**
    * The primary's service of the volume, while this node is its primary (at an epoch above
    * afterEpoch, and of the volume made by the create createId, if given).
@@ -118,7 +120,10 @@ export class EngineExports implements ExportProvider {
     if (growable && ref.snapshot !== undefined) return undefined; // snapshots do not grow
     const device = this.openDevice(ref, `${peer.address}:${peer.port}`);
     if (!device) return undefined;
-    const served: BlockDevice = growable ? new GrowableDevice(device) : device;
+    const window: BlockDevice = growable ? new GrowableDevice(device) : device;
+    // This node's own clients, fenced as the primary fences the ones other nodes forward: a claim of
+    // another node stops them, also where this node serves the volume itself (its primary).
+    const served = this.cluster && ref.snapshot === undefined ? this.claimFenced(window, ref.volume, this.cluster.self) : window;
     return {
       device: served,
       close: () => device.close(),
@@ -128,12 +133,16 @@ export class EngineExports implements ExportProvider {
 
   /** Undefined (refused) also for a forwarder's connection older than one it has opened since. */
   private openPrimary(volume: string, { afterEpoch, createId, from, by }: PrimaryRequest): NbdExport | undefined {
-    const cluster = this.cluster;
-    const primary = cluster?.primaryExport(volume, afterEpoch, createId);
-    if (!cluster || !primary) return undefined;
-    const claims = { holder: () => cluster.attachedNode(volume), holderNow: () => cluster.attachedNodeNow(volume) };
-    const device = by === undefined ? primary : new ClaimFencedDevice(primary, volume, by, claims);
+    const primary = this.cluster?.primaryExport(volume, afterEpoch, createId);
+    if (!primary) return undefined;
+    const device = by === undefined ? primary : this.claimFenced(primary, volume, by);
     return from ? this.forwarders.admit(volume, from, device) : { device, close: () => undefined };
+  }
+
+  /** The device, its changes refused while the volume's attach claim names another node than `node`. */
+  private claimFenced(device: BlockDevice, volume: string, node: string): BlockDevice {
+    const cluster = this.cluster as ClusterExports;
+    return new ClaimFencedDevice(device, volume, node, { holder: () => cluster.attachedNode(volume), holderNow: () => cluster.attachedNodeNow(volume) });
   }
 
   /** Only a connection to be served raises the epoch: NBD_OPT_INFO is a question. */

@@ -1,15 +1,18 @@
-// A forwarding node's connection to a volume's primary, fenced by the volume's attach claim (the
-// primary's side; cluster/attach-claims.ts). A node cut from etcd holds no claim once its lease
-// lapses, so another node may stage the volume, while the pods of the cut node may still run and
-// write through it: it still reaches the primary, only not the store. Two kernels writing one
-// filesystem corrupt it. So the primary refuses the changes of a forwarder whose node is not the
-// one the claim names, while a claim names another. Reads and flushes go on (they change nothing);
-// with no claim at all, every node may write (a node's own attachments without the CSI driver, and
-// a node whose lease lapsed with no one staging the volume since).
+// A volume's changes fenced by its attach claim (cluster/attach-claims.ts). A node cut from etcd
+// holds no claim once its lease lapses, so another node may stage the volume, while the pods of the
+// cut node may still run and write through it: it still reaches the primary, only not the store.
+// A node restarted while its filesystem stayed mounted (the mount outlives weftd) may find the
+// volume claimed elsewhere meanwhile. Two kernels writing one filesystem corrupt it. So, while a
+// claim names another node:
+// - the primary refuses the changes a forwarding node sends it (its view is the store's: the
+//   forwarder's may be stale);
+// - every node refuses its own clients' changes (where it is the primary itself, nothing else would).
+// Reads and flushes go on (they change nothing). With no claim at all, every node may write (an
+// attachment without the CSI driver, and a node whose lease lapsed with no one staging since).
 
 import { IoError } from '../errors';
 import type { Pieces } from '../pieces';
-import type { BlockDevice, WriteZeroesOptions } from '../volume/block-device';
+import type { BlockDevice, RequestOwner, WriteZeroesOptions } from '../volume/block-device';
 import { PassThroughDevice } from '../volume/pass-through-device';
 
 /** Where the fence learns who holds the claim (undefined: no claim). */
@@ -31,19 +34,19 @@ export class ClaimFencedDevice extends PassThroughDevice {
     super(below);
   }
 
-  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
-    if (this.mayChange(this.claims.holder())) return super.write(offsetBytes, data, fua);
-    return this.confirmed().then(() => super.write(offsetBytes, data, fua));
+  override write(offsetBytes: number, data: Buffer | Pieces, fua: boolean, owner?: RequestOwner): Promise<void> {
+    if (this.mayChange(this.claims.holder())) return super.write(offsetBytes, data, fua, owner);
+    return this.confirmed().then(() => super.write(offsetBytes, data, fua, owner));
   }
 
-  override trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    if (this.mayChange(this.claims.holder())) return super.trim(offsetBytes, lengthBytes, fua);
-    return this.confirmed().then(() => super.trim(offsetBytes, lengthBytes, fua));
+  override trim(offsetBytes: number, lengthBytes: number, fua: boolean, owner?: RequestOwner): Promise<void> {
+    if (this.mayChange(this.claims.holder())) return super.trim(offsetBytes, lengthBytes, fua, owner);
+    return this.confirmed().then(() => super.trim(offsetBytes, lengthBytes, fua, owner));
   }
 
-  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions): Promise<void> {
-    if (this.mayChange(this.claims.holder())) return super.writeZeroes(offsetBytes, lengthBytes, options);
-    return this.confirmed().then(() => super.writeZeroes(offsetBytes, lengthBytes, options));
+  override writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteZeroesOptions, owner?: RequestOwner): Promise<void> {
+    if (this.mayChange(this.claims.holder())) return super.writeZeroes(offsetBytes, lengthBytes, options, owner);
+    return this.confirmed().then(() => super.writeZeroes(offsetBytes, lengthBytes, options, owner));
   }
 
   private mayChange(holder: string | undefined): boolean {
@@ -64,6 +67,6 @@ export class ClaimFencedDevice extends PassThroughDevice {
     } catch (err) {
       throw new IoError('ESHUTDOWN', `volume ${this.volume}: whether node ${this.node} may change it is not known now (the cluster store: ${(err as Error).message})`);
     }
-    if (!this.mayChange(holder)) throw new IoError('EIO', `volume ${this.volume} is attached on node ${holder}: changes forwarded by node ${this.node} are refused`);
+    if (!this.mayChange(holder)) throw new IoError('EIO', `volume ${this.volume} is attached on node ${holder}: changes through node ${this.node} are refused`);
   }
 }

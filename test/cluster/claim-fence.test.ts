@@ -24,10 +24,10 @@ afterAll(async () => {
 });
 
 /** Waits until node shows the volume attached on `attached` ('' for none). */
-async function attachedAs(c: ChaosCluster, node: ChaosNode, attached: string): Promise<void> {
+async function attachedAs(c: ChaosCluster, node: ChaosNode, attached: string, volume = VOLUME): Promise<void> {
   let seen: string | undefined;
-  await waitFor(async () => (seen = (await c.show(node, VOLUME))?.replication?.attachedNode) === attached, 20_000, 50).catch(() => {
-    throw new Error(`node ${node.id} shows volume ${VOLUME} attached on ${JSON.stringify(seen)}, not ${JSON.stringify(attached)}`);
+  await waitFor(async () => (seen = (await c.show(node, volume))?.replication?.attachedNode) === attached, 20_000, 50).catch(() => {
+    throw new Error(`node ${node.id} shows volume ${volume} attached on ${JSON.stringify(seen)}, not ${JSON.stringify(attached)}`);
   });
 }
 
@@ -69,7 +69,7 @@ test('a node cut from etcd, whose claim another node took, has its writes refuse
     expect((await client.read(3 * BLOCK, BLOCK)).equals(whileCut)).toBe(true);
     await client.flush();
     // Refused by the primary's fence, not lost on the way: its log names the claim.
-    expect(p.weftd.logs()).toContain(`volume ${VOLUME} is attached on node ${other.id}: changes forwarded by node ${cut.id} are refused`);
+    expect(p.weftd.logs()).toContain(`volume ${VOLUME} is attached on node ${other.id}: changes through node ${cut.id} are refused`);
 
     // The node that holds the claim writes, through its own forwarder.
     const owner = await NbdClient.connect({ host: '127.0.0.1', port: other.weftd.nbdPort, exportName: VOLUME });
@@ -105,5 +105,36 @@ test('a node cut from etcd, whose claim another node took, has its writes refuse
   (await connect(`${VOLUME}~primary~from=ab12.1~by=${other.id}`)).close();
   for (const malformed of [`~primary~from=ab12.2~by=n!`, `~primary~by=${other.id}`, `~primary~by=${other.id}~from=ab12.3`, `~primary~from=ab12.4~by=`]) {
     await expect(connect(`${VOLUME}${malformed}`)).rejects.toMatchObject({ replyType: REP_ERR_INVALID });
+  }
+});
+
+test("a node's own clients are fenced too: where it serves the volume itself (its only copy), another node's claim stops their writes", async () => {
+  cluster ??= await ChaosCluster.start(3);
+  const c = cluster;
+  const [a, b] = c.nodes;
+  await a.api.createVolume({ name: 'single', sizeBytes: 16 * MiB, replicas: 1, locality: a.id });
+  await c.waitForVolume('single', (v) => allInSync(v) && v.replication!.primary === a.id, 30_000, 'served on a');
+  // A client on the primary's own node (as a filesystem left mounted across a restart of its weftd).
+  const local = await NbdClient.connect({ host: '127.0.0.1', port: a.weftd.nbdPort, exportName: 'single' });
+  try {
+    const first = Buffer.alloc(BLOCK, 0x11);
+    await local.write(0, first, true);
+    await b.api.claimVolume('single');
+    await attachedAs(c, a, b.id, 'single');
+    await expect(local.write(0, Buffer.alloc(BLOCK, 0x22), true)).rejects.toThrow(/EIO|error 5/);
+    expect((await local.read(0, BLOCK)).equals(first)).toBe(true);
+    expect(a.weftd.logs()).toContain(`volume single is attached on node ${b.id}: changes through node ${a.id} are refused`);
+    // The claim's holder writes, through its forwarder to this primary.
+    const owner = await NbdClient.connect({ host: '127.0.0.1', port: b.weftd.nbdPort, exportName: 'single' });
+    try {
+      await owner.write(0, Buffer.alloc(BLOCK, 0x33), true);
+    } finally {
+      owner.close();
+    }
+    await b.api.releaseVolume('single');
+    await attachedAs(c, a, '', 'single');
+    await local.write(BLOCK, Buffer.alloc(BLOCK, 0x44), true);
+  } finally {
+    local.close();
   }
 });

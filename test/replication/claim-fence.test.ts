@@ -55,7 +55,7 @@ test('a claim seen on another node, moved since to the forwarder\'s: read again,
 
 test('a claim on another node: refused with EIO, and nothing changes; reads and flushes go on', async () => {
   const device = new ClaimFencedDevice(file, 'vol', 'a', view('b', 'b'));
-  await expect(device.write(0, Buffer.alloc(BLOCK, 0x33), true)).rejects.toMatchObject({ errno: 'EIO', message: 'volume vol is attached on node b: changes forwarded by node a are refused' });
+  await expect(device.write(0, Buffer.alloc(BLOCK, 0x33), true)).rejects.toMatchObject({ errno: 'EIO', message: 'volume vol is attached on node b: changes through node a are refused' });
   await expect(device.writeZeroes(0, BLOCK, { fua: true, noHole: true, fastZero: false })).rejects.toMatchObject({ errno: 'EIO' });
   await expect(device.trim(0, BLOCK, true)).rejects.toMatchObject({ errno: 'EIO' });
   expect((await device.read(0, BLOCK)).equals(Buffer.alloc(BLOCK, 0x22))).toBe(true);
