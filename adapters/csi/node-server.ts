@@ -12,7 +12,7 @@ import { allocationIdFromTargetPath } from '../nomad/alloc-id';
 import type { Attacher, Attachment } from './attach/attacher';
 import type { FilesystemStats } from './attach/mount';
 import { checkRange } from './capacity';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, outOfRange } from './errors';
+import { aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, outOfRange } from './errors';
 import { InFlight } from './in-flight';
 import type * as csi from './messages';
 import { volumeRef } from './names';
@@ -111,7 +111,12 @@ export class NodeServer {
         if (conflict) throw alreadyExists(`volume ${volume} is already staged ${conflict}`);
         if (await this.stageHealthy(current)) {
           // Its claim held (again, if this node's lease lapsed meanwhile); refused if another node took it.
-          await this.client.claimVolume(volume);
+          await this.client.claimVolume(volume).catch((err: unknown) => {
+            // Still mounted here (its writes fenced): not a final error, which would have the CO
+            // take the device for unmounted and never unstage it.
+            if (err instanceof WeftApiError && err.code === status.FAILED_PRECONDITION) throw aborted(`${err.message}; it stays staged on this node, its writes refused, until it is unstaged`);
+            throw err;
+          });
           return {};
         }
       }

@@ -212,6 +212,20 @@ test('a volume is staged on one node at a time: another node is refused, naming 
   await nodeBCsi.call('NodeStageVolume', stage('b'));
   expect((await nodeCsi.failure('NodeStageVolume', stage('a'))).details).toContain(`volume ${id} is attached on node node-b`);
   await nodeBCsi.call('NodeUnstageVolume', { volume_id: id, staging_target_path: stage('b').staging_target_path });
+
+  // node-a's weftd stopped while staged (its claim ends with its lease), node-b staged it meanwhile:
+  // staged again on node-a, which still has it mounted, it is ABORTED (not final: a final error
+  // would have the CO take it for unmounted and never unstage it there).
+  await nodeCsi.call('NodeStageVolume', stage('a'));
+  await nodeA.stop();
+  await waitFor(() => nodeBCsi.call('NodeStageVolume', stage('b')).then(() => true, () => false), 15_000, 200);
+  await nodeA.start();
+  const again = await nodeCsi.failure('NodeStageVolume', stage('a'));
+  expect({ code: again.code, details: again.details }).toEqual({ code: 10, details: expect.stringContaining(`volume ${id} is attached on node node-b`) });
+  expect(again.details).toContain('it stays staged on this node, its writes refused, until it is unstaged');
+  // node-b first: node-a's unmount writes, which its relay retries for 30 s while they are refused.
+  await nodeBCsi.call('NodeUnstageVolume', { volume_id: id, staging_target_path: stage('b').staging_target_path });
+  await nodeCsi.call('NodeUnstageVolume', { volume_id: id, staging_target_path: stage('a').staging_target_path });
   await deleteVolume(id);
 });
 
