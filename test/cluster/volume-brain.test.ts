@@ -326,6 +326,7 @@ describe('on a real store', () => {
       blockChecksums: notUsed,
       trackAbsence: notUsed,
       controlCopy: notUsed,
+      hasSnapshot: () => false,
       config,
       logger,
     } satisfies RunnerContext;
