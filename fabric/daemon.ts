@@ -90,7 +90,6 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       },
       localFence: (volume) => engine.fence(volume),
       hasCopy: (volume) => engine.hasVolume(volume),
-      hasSnapshot: (volume, name) => engine.listSnapshots(volume).some((s) => s.name === name),
       // Only a serving primary controls copies, and it serves only once the API (and clusterVolumes) exists.
       controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch),
       createCopy: (node, volume, sizeBytes, poolClass) => (clusterVolumes as ClusterVolumes).createCopyOn(node, volume, sizeBytes, poolClass),

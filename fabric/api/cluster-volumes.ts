@@ -610,11 +610,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** Runs a control operation on node's copy: here directly, elsewhere through its API. */
   controlCopyOn(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void> {
-    return this.onNode(node, (client) => client.controlCopy(volume, operation, epoch), () => this.controlCopy(volume, operation, epoch)).catch((err: unknown) => {
-      // As the node's own engine says it, for the volume's brain (which knows no API errors).
-      if (err instanceof WeftApiError && err.code === status.ALREADY_EXISTS) throw alreadyExists(err.message);
-      throw err;
-    });
+    return this.onNode(node, (client) => client.controlCopy(volume, operation, epoch), () => this.controlCopy(volume, operation, epoch));
   }
 
   /** This node's part of a control operation, from the primary at epoch: refused if a newer primary raised this copy's epoch. */

@@ -61,8 +61,6 @@ export interface ControllerOptions {
   localFence(volume: string): EpochFence;
   /** Whether this node holds a copy of the volume. */
   hasCopy(volume: string): boolean;
-  /** Whether this node's copy of the volume has a snapshot of the name. */
-  hasSnapshot(volume: string, name: string): boolean;
   /** Applies a control operation to another node's copy (through its control API). */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
   /** Has another node make its copy of a volume (a replacement). */
@@ -397,7 +395,6 @@ export class VolumeController {
         return n && { host: n.address, nbdPort: n.nbdPort };
       },
       controlCopy: this.options.controlCopy,
-      hasSnapshot: this.options.hasSnapshot,
       createCopy: this.options.createCopy,
       absenceLog: (volume) => this.logs.get(volume),
       activityLog: (volume) => this.activityLog(volume),

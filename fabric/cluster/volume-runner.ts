@@ -6,7 +6,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withDeadline } from '../deadline';
-import { alreadyExists, failedPrecondition, WeftError } from '../errors';
+import { failedPrecondition, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
 import type { ActivityLog } from '../replication/activity-log';
@@ -75,10 +75,8 @@ export interface RunnerContext {
   blockChecksums(node: string, volume: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array>;
   /** Has node's copy log what copy `absent` misses (absence), or stop (null); refused if its epoch is above the given one. */
   trackAbsence(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
-  /** Applies a control operation to node's copy, which refuses it if its epoch is above the given one (ALREADY_EXISTS as a WeftError). */
+  /** Applies a control operation to node's copy, which refuses it if its epoch is above the given one. */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
-  /** Whether this node's copy of the volume has a snapshot of the name. */
-  hasSnapshot(volume: string, name: string): boolean;
   config: BrainConfig;
   logger: Logger;
 }
@@ -233,14 +231,12 @@ export class VolumeRunner implements InSyncSet {
 
   /** The operation on the other copies, then this one; undone (a snapshot) or recorded (a revert) if it fails part way. */
   private async applyEverywhere(serving: Serving, others: string[], local: VolumeLayer, operation: CopyOperation): Promise<void> {
-    // Asked here first (this copy comes last): a copy that has the name then holds a stale snapshot.
-    if (operation.type === 'snapshot' && this.context.hasSnapshot(this.name, operation.name)) throw alreadyExists(`snapshot ${this.name}@${operation.name} already exists`);
     const done: string[] = [];
     let failedOn: string | undefined;
     try {
       for (const node of others) {
         failedOn = node;
-        await this.controlCopy(node, operation, serving.epoch);
+        await this.context.controlCopy(node, this.name, operation, serving.epoch);
         done.push(node);
       }
       failedOn = undefined;
@@ -252,22 +248,6 @@ export class VolumeRunner implements InSyncSet {
       }
       if (operation.type === 'revert') await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
       throw err;
-    }
-  }
-
-  /**
-   * The operation on node's copy. A snapshot of a name that copy has and this one (the primary's)
-   * lacks is stale: left by a snapshot cut short by its primary's death, or deleted while that copy
-   * was away. It is deleted there, and the snapshot taken anew.
-   */
-  private async controlCopy(node: string, operation: CopyOperation, epoch: number): Promise<void> {
-    try {
-      await this.context.controlCopy(node, this.name, operation, epoch);
-    } catch (err) {
-      if (operation.type !== 'snapshot' || !(err instanceof WeftError && err.kind === 'ALREADY_EXISTS')) throw err;
-      this.context.logger.warn({ volume: this.name, snapshot: operation.name, node }, 'a copy held a stale snapshot of the name, which this copy lacks: replaced');
-      await this.context.controlCopy(node, this.name, { type: 'delete-snapshot', name: operation.name }, epoch);
-      await this.context.controlCopy(node, this.name, operation, epoch);
     }
   }
 

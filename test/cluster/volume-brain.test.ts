@@ -326,7 +326,6 @@ describe('on a real store', () => {
       blockChecksums: notUsed,
       trackAbsence: notUsed,
       controlCopy: notUsed,
-      hasSnapshot: () => false,
       config,
       logger,
     } satisfies RunnerContext;
