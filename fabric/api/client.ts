@@ -126,11 +126,12 @@ export class WeftClient {
     return this.unary('NodeService', 'GetNodeInfo', {});
   }
 
-  /** Every node of the cluster, up or down; a node without a zone has zone "". */
+  /** Takes a node that is down for good out of the cluster (refused while it is up or holds a copy). */
   async forgetNode(nodeId: string): Promise<void> {
     await this.unary('NodeService', 'ForgetNode', { nodeId });
   }
 
+  /** Every node of the cluster, up or down; a node without a zone has zone "". */
   async listNodes(): Promise<ClusterNode[]> {
     return (await this.unary<{ nodes: ClusterNode[] }>('NodeService', 'ListNodes', {})).nodes;
   }

@@ -24,7 +24,7 @@ export interface ClaimView {
 }
 
 export class ClaimFencedDevice extends PassThroughDevice {
-  /** node: the forwarder's node. */
+  /** node: the node the changes come through (a forwarder's, on the primary; this one, for its own clients). */
   constructor(
     below: BlockDevice,
     private readonly volume: string,
@@ -54,11 +54,11 @@ export class ClaimFencedDevice extends PassThroughDevice {
   }
 
   /**
-   * Resolves if the store says the forwarder's node may change the volume after all (the claim moved
-   * to it, and this node has not heard yet). Else rejects with EIO, which the forwarder hands to its
-   * client as it is (not EPERM or ESHUTDOWN, which it would take for a primary that moved, and
-   * retry): to the client's filesystem, its disk failed. A store that does not answer gives
-   * ESHUTDOWN: the forwarder tries again, and fails the request with EIO after its retries.
+   * Resolves if the store says that node may change the volume after all (the claim moved to it, and
+   * this node has not heard yet). Else rejects with EIO, which a forwarder hands to its client as it
+   * is (not EPERM or ESHUTDOWN, which it would take for a primary that moved, and retry): to the
+   * client's filesystem, its disk failed. A store that does not answer gives ESHUTDOWN: a forwarder
+   * tries again, and fails the request with EIO after its retries.
    */
   private async confirmed(): Promise<void> {
     let holder: string | undefined;
