@@ -92,6 +92,23 @@ export class ChaosCluster {
     return views[0] as VolumeInfo;
   }
 
+  /**
+   * Waits until every informed node lists every running node as up: a node healed from a cut of
+   * etcd registers again under a new lease a moment after the heal, and is down until it has.
+   */
+  async waitForNodesUp(timeoutMs: number): Promise<void> {
+    const running = this.nodes.filter((n) => n.up).map((n) => n.id);
+    const listsAllUp = async (via: ChaosNode): Promise<boolean> => {
+      const listed = await via.api.listNodes().catch(() => []);
+      return running.every((id) => listed.some((n) => n.id === id && n.state === 'up'));
+    };
+    try {
+      await waitFor(async () => (await Promise.all(this.informed().map(listsAllUp))).every(Boolean), timeoutMs, 200);
+    } catch {
+      throw new Error(`nodes ${running.join(', ')}: not all up within ${timeoutMs} ms`);
+    }
+  }
+
   /** Creates volume `name` with its primary on n1 and waits until every copy is in sync. */
   async createOnN1(name: string, sizeBytes: number, replicas: number): Promise<VolumeInfo> {
     await this.nodes[0].api.createVolume({ name, sizeBytes, replicas, locality: 'n1' });

@@ -112,6 +112,7 @@ test("a node's own clients are fenced too: where it serves the volume itself (it
   cluster ??= await ChaosCluster.start(3);
   const c = cluster;
   const [a, b] = c.nodes;
+  await c.waitForNodesUp(30_000); // a node healed above registers again a moment after its heal
   await a.api.createVolume({ name: 'single', sizeBytes: 16 * MiB, replicas: 1, locality: a.id });
   await c.waitForVolume('single', (v) => allInSync(v) && v.replication!.primary === a.id, 30_000, 'served on a');
   // A client on the primary's own node (as a filesystem left mounted across a restart of its weftd).

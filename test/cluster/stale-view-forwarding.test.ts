@@ -233,7 +233,9 @@ test('a client of a third node has its write in flight on a primary that hangs s
  * holds no copy of it (it forwards).
  */
 async function twoCopiesServed(c: ChaosCluster, name: string): Promise<{ before: NonNullable<VolumeInfo['replication']>; forwarder: ChaosCluster['nodes'][number] }> {
-  // A node healed by a test before may still refuse store calls for a moment (its etcd client's circuit breaker).
+  // A node healed by a test before may still refuse store calls for a moment (its etcd client's
+  // circuit breaker), and be down until it has registered again.
+  await c.waitForNodesUp(30_000);
   await untilAnswered(() => c.nodes[0].api.createVolume({ name, sizeBytes: 16 * MiB, replicas: 2, locality: c.nodes[0].id }));
   const before = (await c.waitForVolume(name, (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
   return { before, forwarder: c.nodes.find((n) => !before.replicas.some((r) => r.node === n.id))! };
