@@ -7,6 +7,7 @@ export type ErrorKind =
   | 'INVALID_ARGUMENT'
   | 'RESOURCE_EXHAUSTED'
   | 'FAILED_PRECONDITION'
+  | 'ABORTED'
   | 'UNAVAILABLE'
   | 'INTERNAL';
 

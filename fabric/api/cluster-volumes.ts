@@ -1,9 +1,11 @@
 // Replicated volumes as the control API makes and drops them. Any node may be asked: it places
 // the copies (placement.ts), has every chosen node make its own (ReplicaService.CreateCopy), and
 // only then records the volume in the cluster store, by a transaction that succeeds only if no
-// record of that name exists. Whatever fails on the way undoes the copies made, so a refused
-// create leaves nothing behind. A clone is made the same way, on nodes that hold the snapshot, each
-// copy cloned from the node's own copy of it. A delete removes the record first (every node then
+// record of that name exists. The create is written down first (create-intent.ts): whatever fails
+// on the way gives it up and its copies with it, so a refused create leaves nothing behind, and one
+// cut short by its node's death is given up by the next create of the name or when that node is
+// back. A clone is made the same way, on nodes that hold the snapshot, each copy cloned from the
+// node's own copy of it. A delete removes the record first (every node then
 // stops serving the volume), then the copies; the volume's snapshots stay on their nodes, which a
 // kept-snapshots key names (kept-snapshots.ts).
 
@@ -13,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterStore } from '../cluster/cluster-store';
 import { attachClaimKey } from '../cluster/attach-claims';
 import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
+import { beginCreate, createUnderWay, giveUpAbandonedCreates, giveUpCreate, markCopy, recordedIntent, underWay, unmarkCopy, type HeldIntent } from '../cluster/create-intent';
 import { keptSnapshots, keptSnapshotsKey, keptSnapshotsPrefix, leaveKeptSnapshots, markKeptDeleted, parseKept, type KeptSnapshots } from '../cluster/kept-snapshots';
 import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
@@ -156,10 +159,12 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   async create(request: ReplicatedCreate): Promise<VolumeInfo> {
     await this.checkNameFree(request.name);
-    await this.controller.readNodes();
-    await this.checkNoNodeVolume(request.name);
-    const placement = place(this.controller.candidates(), request);
-    return this.record({ name: request.name, sizeBytes: request.sizeBytes, class: placement.class }, placement.nodes);
+    return this.underIntent(request.name, async (intent) => {
+      await this.controller.readNodes();
+      await this.checkNoNodeVolume(request.name);
+      const placement = place(this.controller.candidates(), request);
+      return this.record({ name: request.name, sizeBytes: request.sizeBytes, class: placement.class }, placement.nodes, intent);
+    });
   }
 
   /**
@@ -183,18 +188,23 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (request.locality !== undefined && !holders.has(request.locality)) {
       throw failedPrecondition(`locality: node ${request.locality} does not hold snapshot ${volume}@${snapshot} (${nodes.join(', ')} do)`);
     }
-    await this.controller.readNodes();
-    await this.checkNoNodeVolume(request.name);
-    const sizeBytes = request.sizeBytes ?? taken.sizeBytes;
-    const candidates = this.controller.candidates().filter((n) => holders.has(n.id));
-    const placement = place(candidates, { sizeBytes, replicas: request.replicas, class: request.class ?? taken.class, locality: request.locality });
-    return this.record({ name: request.name, sizeBytes, class: placement.class, sourceSnapshot: `${volume}@${snapshot}` }, placement.nodes, request.source);
+    return this.underIntent(request.name, async (intent) => {
+      await this.controller.readNodes();
+      await this.checkNoNodeVolume(request.name);
+      const sizeBytes = request.sizeBytes ?? taken.sizeBytes;
+      const candidates = this.controller.candidates().filter((n) => holders.has(n.id));
+      const placement = place(candidates, { sizeBytes, replicas: request.replicas, class: request.class ?? taken.class, locality: request.locality });
+      return this.record({ name: request.name, sizeBytes, class: placement.class, sourceSnapshot: `${volume}@${snapshot}` }, placement.nodes, intent, request.source);
+    });
   }
 
   /** A volume of the cluster answers to its name on every node: one of this node's alone by that name would hide it here, or be deleted in its place. */
   async createHere(request: CreateVolumeRequest): Promise<VolumeInfo> {
     await this.checkNameFree(request.name);
-    return this.engine.createVolume(request);
+    return this.serially(request.name, async () => {
+      await this.freeHere(request.name);
+      return this.engine.createVolume(request);
+    });
   }
 
   /** Refused, naming the nodes that hold it, for a snapshot of a replicated volume that this node holds no copy of. */
@@ -208,7 +218,21 @@ export class ClusterVolumes implements ReplicatedVolumes {
           `on ${nodes.join(' or ')} (ask that node, or name it with --locality)`,
       );
     }
-    return this.engine.cloneVolume(request);
+    return this.serially(request.name, async () => {
+      await this.freeHere(request.name);
+      return this.engine.cloneVolume(request);
+    });
+  }
+
+  /**
+   * Before a volume of this node's own is made (in its turn, serially): refused while a create of
+   * the name is under way in the cluster, which may make a copy here; a copy left here under the
+   * name goes first, or its leftover key would have the new volume deleted.
+   */
+  private async freeHere(name: string): Promise<void> {
+    const creating = await createUnderWay(this.store, name);
+    if (creating) throw underWay(name, creating);
+    if (await this.store.get(leftoverKey(this.self, name))) await this.dropLeftoverNow(name);
   }
 
   /** Refused while the cluster has a volume of the name, or a deleted one's snapshots that keep it (kept-snapshots.ts). */
@@ -309,44 +333,81 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /**
-   * Has each node make its copy (a clone of its own copy of source, if given), then records the
-   * volume, the first node its primary, if no record of that name exists; undoes the copies if
-   * anything fails.
+   * Runs a create of name once it is written down (create-intent.ts); gives it up if it fails, its
+   * copies with it. One whose record the store may or may not have (its answer lost) is settled
+   * once the store tells: its copies stay until then (`weft volume show` too).
    */
-  private async record(volume: Pick<VolumeRecord, 'name' | 'sizeBytes' | 'class' | 'sourceSnapshot'>, nodes: string[], source?: SnapshotRef): Promise<VolumeInfo> {
-    const createId = randomUUID();
-    const record: VolumeRecord = { ...volume, replicas: nodes.map((node) => ({ node, state: 'in-sync' })), primary: nodes[0], epoch: 0, createId };
-    const made: string[] = [];
+  private async underIntent(name: string, create: (intent: HeldIntent) => Promise<VolumeInfo>): Promise<VolumeInfo> {
+    const intent = await beginCreate(this.store, name, randomUUID(), this.self, (node, copies) =>
+      this.logger.warn({ volume: name, node, copies }, 'gave up a create of the name cut short on another node; its copies are deleted by their nodes'),
+    );
     try {
-      for (const node of nodes) {
-        await this.createCopyOn(node, record.name, record.sizeBytes, record.class, source, createId);
-        made.push(node);
-      }
-      const mine = (stored: string) => (JSON.parse(stored) as VolumeRecord).createId === createId;
-      const created = await createKey(this.store, volumeKey(record.name), JSON.stringify(record), mine);
-      if (!created) throw alreadyExists(`volume ${record.name} was created in the cluster meanwhile`);
+      return await create(intent);
     } catch (err) {
-      // The record may exist: its copies stay, until the store tells (`weft volume show` too).
-      if (err instanceof CreateOutcomeUnknownError) this.settleLater(record, made, err);
-      else await this.undo(record.name, made);
+      if (err instanceof CreateOutcomeUnknownError) this.settleLater(intent, err);
+      else await this.giveUp(intent);
       throw err;
+    }
+  }
+
+  /**
+   * Has each node make its copy (a clone of its own copy of source, if given), then records the
+   * volume, the first node its primary, if no record of that name exists and the create is not
+   * given up.
+   */
+  private async record(volume: Pick<VolumeRecord, 'name' | 'sizeBytes' | 'class' | 'sourceSnapshot'>, nodes: string[], intent: HeldIntent, source?: SnapshotRef): Promise<VolumeInfo> {
+    const { createId } = intent;
+    const record: VolumeRecord = { ...volume, replicas: nodes.map((node) => ({ node, state: 'in-sync' })), primary: nodes[0], epoch: 0, createId };
+    for (const node of nodes) await this.createCopyOn(node, record.name, record.sizeBytes, record.class, source, createId);
+    const mine = (stored: string) => (JSON.parse(stored) as VolumeRecord).createId === createId;
+    const created = await createKey(this.store, volumeKey(record.name), JSON.stringify(record), mine, { also: recordedIntent(intent, nodes) });
+    if (!created) {
+      if (await this.store.get(volumeKey(record.name))) throw alreadyExists(`volume ${record.name} was created in the cluster meanwhile`);
+      throw new WeftError('ABORTED', `the create of volume ${record.name} was given up (this node was out of the cluster store's reach for a while): try again`);
     }
     this.logger.info({ volume: record.name, replicas: nodes, class: record.class, source: record.sourceSnapshot }, 'replicated volume created');
     for (const deadline = Date.now() + SEEN_WAIT_MS; !this.isReplicated(record.name) && Date.now() < deadline; ) await sleep(10);
     return this.info(record.name, record);
   }
 
-  /** A create left without an answer is settled once the store answers: made after all, or its copies left to their nodes to delete. */
-  private settleLater(record: VolumeRecord, made: string[], err: CreateOutcomeUnknownError): void {
-    const volume = record.name;
-    this.logger.error({ volume, replicas: made, err }, 'create of a replicated volume: outcome unknown; its copies are kept until the store tells');
-    settleLostCreate(this.store, record, made, LOST_CREATE_RETRY_MS, this.stopping.signal).then(
+  /**
+   * Gives the failed create up, and has the nodes of its copies delete them at once, as each would
+   * on seeing its leftover key; settled later if the store does not answer.
+   */
+  private async giveUp(intent: HeldIntent): Promise<void> {
+    const volume = intent.name;
+    let nodes: string[] | undefined;
+    try {
+      nodes = await giveUpCreate(this.store, intent);
+    } catch (err) {
+      this.settleLater(intent, err as Error);
+      return;
+    }
+    for (const node of nodes ?? []) {
+      await this.onNode(node, (client) => client.dropLeftover(volume), () => this.dropLeftover(volume)).catch((err: unknown) => {
+        this.logger.warn({ volume, node, err }, 'a copy of a refused create stays on its node until the node deletes it');
+      });
+    }
+  }
+
+  /** A create the store did not answer for is settled once it answers: made after all, or given up, its copies left to their nodes to delete. */
+  private settleLater(intent: HeldIntent, err: Error): void {
+    const volume = intent.name;
+    this.logger.error({ volume, err }, 'create of a replicated volume: the store did not answer; its copies are kept until it does');
+    settleLostCreate(this.store, intent, LOST_CREATE_RETRY_MS, this.stopping.signal).then(
       (outcome) => {
-        if (outcome === 'created') this.logger.info({ volume, replicas: made }, 'create of a replicated volume left without an answer: the store has its record, the volume is made');
-        else this.logger.warn({ volume, replicas: made }, 'create of a replicated volume left without an answer: the store has no record of it; its copies are left to their nodes to delete');
+        if (outcome === 'created') this.logger.info({ volume }, 'create of a replicated volume left without an answer: the store has its record, the volume is made');
+        else this.logger.warn({ volume }, 'create of a replicated volume left without an answer: the store has no record of it; its copies are left to their nodes to delete');
       },
-      (error: unknown) => this.logger.warn({ volume, replicas: made, err: error }, 'create of a replicated volume left without an answer: not settled before weftd stopped; its copies stay'),
+      (error: unknown) => this.logger.warn({ volume, err: error }, 'create of a replicated volume left without an answer: not settled before weftd stopped; its copies stay'),
     );
+  }
+
+  /** Gives up the creates whose node is gone (died, or lost the store, midway): at each start, and each new lease. */
+  async giveUpAbandonedCreates(): Promise<void> {
+    for (const { name, node, copies } of await giveUpAbandonedCreates(this.store)) {
+      this.logger.warn({ volume: name, node, copies }, 'gave up a create cut short on its node; its copies are deleted by their nodes');
+    }
   }
 
   /**
@@ -402,7 +463,18 @@ export class ClusterVolumes implements ReplicatedVolumes {
     // A copy of a volume already recorded is a replacement, which its record names (never a clone,
     // nor a create's: another create of the name won, and the copy here is its own).
     if (record && (source || createId !== undefined || !record.replicas.some((r) => r.node === this.self))) throw alreadyExists(`volume ${name} already exists in the cluster`);
-    const info = await this.makeCopy(name, sizeBytes, poolClass, source, record !== undefined);
+    if (createId !== undefined) {
+      // Refused before the mark: a create given up must never have a volume of this node's own deleted.
+      if (this.engine.hasVolume(name)) throw alreadyExists(`volume ${name} already exists on node ${this.self}`);
+      await markCopy(this.store, name, createId, this.self);
+    }
+    let info: VolumeInfo;
+    try {
+      info = await this.makeCopy(name, sizeBytes, poolClass, source, record !== undefined);
+    } catch (err) {
+      if (createId !== undefined) await unmarkCopy(this.store, name, createId, this.self).catch(() => undefined);
+      throw err;
+    }
     await this.controller.adopt(name, sizeBytes);
     return info;
   }
@@ -769,14 +841,6 @@ export class ClusterVolumes implements ReplicatedVolumes {
   close(): void {
     this.stopping.abort(new Error('weftd is stopping'));
     this.fastClients.close();
-  }
-
-  private async undo(name: string, nodes: string[]): Promise<void> {
-    for (const node of nodes) {
-      await this.onNode(node, (client) => client.deleteCopy(name), () => this.deleteCopy(name)).catch((err: unknown) =>
-        this.logger.error({ volume: name, node, err }, 'could not undo a copy of a refused create'),
-      );
-    }
   }
 }
 

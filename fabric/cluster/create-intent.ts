@@ -1,0 +1,157 @@
+// A replicated volume's create is written down in the store before its first copy is made, so that
+// one cut short (its node killed or cut from the store midway, or an undo that could not reach a
+// node) never leaves copies that hold the name on their nodes for good, and that a node never
+// mistakes a volume of its own for such a copy.
+//
+// - The intent (`creates/NAME`) names the create and the node that runs it, with that node's alive
+//   key as it was then (membership.ts): while that key lives on unchanged, the create is under way,
+//   and another create of the name is refused as such.
+// - Each node marks its copy (`create-copies/NAME/NODE`) before it makes it, in a transaction that
+//   holds only while the intent is this create's.
+// - The record goes in one transaction with the intent and the marks, and only while the intent is
+//   this create's.
+// - A create that fails, or whose node is gone, is given up: in one transaction, its intent goes
+//   and each marked copy becomes a leftover (leftovers.ts), which its node deletes. Its own node
+//   gives it up when it fails; another create of the name, or any node when it joins the cluster,
+//   gives up one whose node is gone. A create given up can no longer record its volume, nor have a
+//   copy marked.
+
+import { WeftError } from '../errors';
+import type { ClusterStore, KeyValue, Txn } from './cluster-store';
+import { ALIVE } from './membership';
+import { leftoverKey, type Leftover } from './volume-record';
+
+export const CREATE_INTENTS = 'creates/';
+const intentKey = (name: string) => `${CREATE_INTENTS}${name}`;
+const markPrefix = (name: string) => `create-copies/${name}/`;
+const markKey = (name: string, node: string) => `${markPrefix(name)}${node}`;
+
+/** The intent's value. */
+interface CreateIntent {
+  createId: string;
+  node: string;
+  /** The createRevision of the node's alive key when it began: a new one is another life of the node. */
+  aliveRevision: number;
+}
+
+/** A create under way on this node: its name, id, and its intent's value as written (compared as a string). */
+export interface HeldIntent {
+  name: string;
+  createId: string;
+  value: string;
+}
+
+/** How many times a begin looks again when other nodes change the intent under it. */
+const BEGIN_ATTEMPTS = 5;
+
+/**
+ * Writes down a create of name by node self. One under way elsewhere: ABORTED. One whose node is
+ * gone is given up first (its copies left to their nodes; onGivenUp is told). UNAVAILABLE while self is not in the
+ * cluster (no alive key: its lease lapsed).
+ */
+export async function beginCreate(store: ClusterStore, name: string, createId: string, self: string, onGivenUp: (node: string, copies: string[]) => void): Promise<HeldIntent> {
+  const alive = await store.get(ALIVE + self);
+  if (!alive) throw new WeftError('UNAVAILABLE', `node ${self} is not in the cluster right now (its lease lapsed): try again, or ask another node`);
+  const value = JSON.stringify({ createId, node: self, aliveRevision: alive.createRevision } satisfies CreateIntent);
+  for (let attempt = 0; attempt < BEGIN_ATTEMPTS; attempt++) {
+    const { succeeded } = await store.txn({ compare: [{ key: intentKey(name), target: 'createRevision', op: '=', value: 0 }], success: [{ type: 'put', key: intentKey(name), value }] });
+    if (succeeded) return { name, createId, value };
+    const stored = await store.get(intentKey(name));
+    if (!stored) continue;
+    const other = JSON.parse(stored.value) as CreateIntent;
+    if (await isUnderWay(store, other)) throw underWay(name, other.node);
+    const copies = await giveUpIntent(store, name, stored);
+    if (copies) onGivenUp(other.node, copies);
+  }
+  throw new WeftError('ABORTED', `volume ${name}: other creates of the name kept changing it: try again`);
+}
+
+/** This node's copy for the create: marked, while the intent is this create's; else refused. */
+export async function markCopy(store: ClusterStore, name: string, createId: string, node: string): Promise<void> {
+  const stored = await store.get(intentKey(name));
+  if (!stored || (JSON.parse(stored.value) as CreateIntent).createId !== createId) throw givenUp(name);
+  // The intent is written again so that a give-up that listed the marks before this one tries again.
+  const { succeeded } = await store.txn({
+    compare: [{ key: intentKey(name), target: 'value', op: '=', value: stored.value }],
+    success: [
+      { type: 'put', key: markKey(name, node), value: createId },
+      { type: 'put', key: intentKey(name), value: stored.value },
+    ],
+  });
+  if (!succeeded) throw givenUp(name);
+}
+
+/** Takes the mark off this node's copy for the create, which it could not make after all. */
+export async function unmarkCopy(store: ClusterStore, name: string, createId: string, node: string): Promise<void> {
+  await store.txn({ compare: [{ key: markKey(name, node), target: 'value', op: '=', value: createId }], success: [{ type: 'delete', key: markKey(name, node) }] });
+}
+
+/** What the record's transaction also holds to and does: the intent is still this create's; it and the copies' marks go. */
+export function recordedIntent(intent: HeldIntent, nodes: readonly string[]): Pick<Txn, 'compare' | 'success'> {
+  return {
+    compare: [{ key: intentKey(intent.name), target: 'value', op: '=', value: intent.value }],
+    success: [{ type: 'delete', key: intentKey(intent.name) }, ...nodes.map((node) => ({ type: 'delete' as const, key: markKey(intent.name, node) }))],
+  };
+}
+
+/**
+ * Gives up the create if the intent is still its own: the nodes whose copies are now leftovers;
+ * undefined if the intent is another's or gone (a node that found this one's node gone gave it up).
+ */
+export async function giveUpCreate(store: ClusterStore, intent: HeldIntent): Promise<string[] | undefined> {
+  for (;;) {
+    const stored = await store.get(intentKey(intent.name));
+    if (stored?.value !== intent.value) return undefined;
+    const nodes = await giveUpIntent(store, intent.name, stored);
+    if (nodes) return nodes;
+  }
+}
+
+/** Gives up every create whose node is gone (died, restarted, or was cut from the store for a while): the creates given up. */
+export async function giveUpAbandonedCreates(store: ClusterStore): Promise<{ name: string; node: string; copies: string[] }[]> {
+  const given: { name: string; node: string; copies: string[] }[] = [];
+  for (const stored of await store.list(CREATE_INTENTS)) {
+    const intent = JSON.parse(stored.value) as CreateIntent;
+    if (await isUnderWay(store, intent)) continue;
+    const name = stored.key.slice(CREATE_INTENTS.length);
+    const copies = await giveUpIntent(store, name, stored);
+    if (copies) given.push({ name, node: intent.node, copies });
+  }
+  return given;
+}
+
+/** Whether a create of name is written down (a volume of a node's own by that name waits until it ends). */
+export async function createUnderWay(store: ClusterStore, name: string): Promise<string | undefined> {
+  const stored = await store.get(intentKey(name));
+  return stored && (JSON.parse(stored.value) as CreateIntent).node;
+}
+
+export const underWay = (name: string, node: string) => new WeftError('ABORTED', `a create of volume ${name} is under way on node ${node}: try again once it has ended`);
+
+const givenUp = (name: string) => new WeftError('ABORTED', `the create of volume ${name} was given up (its node was out of the cluster store's reach for a while): try again`);
+
+async function isUnderWay(store: ClusterStore, intent: CreateIntent): Promise<boolean> {
+  const alive = await store.get(ALIVE + intent.node);
+  return alive?.createRevision === intent.aliveRevision;
+}
+
+/**
+ * The intent (as stored) goes, and each copy marked for it becomes a leftover, in one transaction
+ * that holds only if nothing changed the intent since it was read (a mark made meanwhile): the
+ * nodes with leftovers, or undefined if it did not hold.
+ */
+async function giveUpIntent(store: ClusterStore, name: string, stored: KeyValue): Promise<string[] | undefined> {
+  const { createId } = JSON.parse(stored.value) as CreateIntent;
+  const marks = (await store.list(markPrefix(name))).filter((kv) => kv.value === createId);
+  const nodes = marks.map((kv) => kv.key.slice(markPrefix(name).length));
+  const leftover = JSON.stringify({ reason: 'its create was cut short' } satisfies Leftover);
+  const { succeeded } = await store.txn({
+    compare: [{ key: intentKey(name), target: 'modRevision', op: '=', value: stored.modRevision }],
+    success: [
+      { type: 'delete', key: intentKey(name) },
+      ...marks.map((kv) => ({ type: 'delete' as const, key: kv.key })),
+      ...nodes.map((node) => ({ type: 'put' as const, key: leftoverKey(node, name), value: leftover })),
+    ],
+  });
+  return succeeded ? nodes : undefined;
+}
