@@ -6,6 +6,7 @@ import * as path from 'path';
 import { randomUUID } from 'crypto';
 import { failedPrecondition, invalidArgument } from '../errors';
 import { BLOCK_BYTES } from './block-size';
+import { fsyncDir, fsyncSync } from './file-io';
 
 export const MEMBER_FORMAT = 1;
 const MAGIC = 'WEFT-POOL-MEMBER';
@@ -142,6 +143,8 @@ function createBackingFile(file: string, sizeBytes: number, poolClass: string, u
   } finally {
     fs.closeSync(fd);
   }
+  // The catalog names the member next: after a power cut, its file must still be in the directory.
+  fsyncDir(path.dirname(file));
 }
 
 /** The data blocks of a member of sizeBytes; refuses one too small to be worth a member. */
@@ -157,7 +160,7 @@ function writeSuperblock(fd: number, poolClass: string, sizeBytes: number, uuid:
   const buf = Buffer.alloc(BLOCK_BYTES);
   buf.write(JSON.stringify(superblock));
   fs.writeSync(fd, buf, 0, buf.length, 0);
-  fs.fsyncSync(fd);
+  fsyncSync(fd);
   return superblock;
 }
 

@@ -94,6 +94,9 @@ interface PlacedMember extends OpenMember {
   writes: InlineIo;
 }
 
+/** For a promise whose end is waited for, not its outcome. */
+const ignoreOutcome = (): void => undefined;
+
 export class Pool {
   readonly allocator: BlockAllocator;
   private readonly members: PlacedMember[] = [];
@@ -164,15 +167,25 @@ export class Pool {
   async sync(): Promise<void> {
     this.checkMembersInPlace();
     await settleAll(this.members.map((m) => (m.dirty ? this.syncMember(m) : (m.syncing ?? RESOLVED))));
+    // A member's sync that failed while this one waited for it (or ran on another member) lost writes this one covers.
+    if (this.lost) throw this.lost;
   }
 
+  /**
+   * One fdatasync at a time per member, each after the one before it has ended: Linux reports a
+   * writeback error to one of the calls that check for it, so a second call running beside a failed
+   * one would succeed without the pages the first lost, and a FLUSH be acknowledged for them.
+   */
   private syncMember(m: PlacedMember): Promise<void> {
     m.dirty = false;
-    const run = fdatasync(m.fd).catch((err: Error) => {
-      // After a failed fdatasync the kernel may have dropped the unwritten pages and marked them
-      // clean, so a later one would succeed without them: fail-stop until a restart, whose
-      // recovery checks every write not known durable against its checksum.
-      throw this.markLost(m, `could not be synced (${err.message})`, 'Restart weftd once the disk works');
+    const run = (m.syncing ?? RESOLVED).then(ignoreOutcome, ignoreOutcome).then(() => {
+      if (this.lost) throw this.lost;
+      return fdatasync(m.fd).catch((err: Error) => {
+        // After a failed fdatasync the kernel may have dropped the unwritten pages and marked them
+        // clean, so a later one would succeed without them: fail-stop until a restart, whose
+        // recovery checks every write not known durable against its checksum.
+        throw this.markLost(m, `could not be synced (${err.message})`, 'Restart weftd once the disk works');
+      });
     });
     m.syncing = run;
     const done = () => {

@@ -239,8 +239,16 @@ export class NodeStore implements ReplicaHost {
       const map = this.metadata.maps.get(change.layer);
       if (!map || map.value(change.block) !== change.value || map.crc(change.block) !== change.crc) continue;
       if (change.value < FIRST_PHYSICAL) continue;
-      await poolOf.get(change.layer)!.read(change.value - FIRST_PHYSICAL, buf);
-      if (crc32c(buf) !== change.crc) {
+      const landed = await poolOf.get(change.layer)!.read(change.value - FIRST_PHYSICAL, buf).then(
+        () => crc32c(buf) === change.crc,
+        (err: Error) => {
+          // A bad sector, often the very write the crash cut short: as if it had not landed, which an
+          // unsynced write may not have. Refusing to start would take every volume of the node down.
+          this.logger.warn({ err, layer: change.layer, block: change.block }, 'recovery: a block written since the last sync cannot be read; rolled back to what it held before');
+          return false;
+        },
+      );
+      if (!landed) {
         map.set(change.block, change.previousValue, change.previousCrc);
         rolledBack++;
       }

@@ -8,6 +8,7 @@ import * as path from 'path';
 import pino from 'pino';
 import { IoError } from '../../fabric/errors';
 import { BLOCK_BYTES } from '../../fabric/store/block-size';
+import { setFileOps, type FileOps } from '../../fabric/store/file-io';
 import { Pool } from '../../fabric/store/pool';
 import {
   checkInitializable,
@@ -21,6 +22,7 @@ import {
 import { FaultyFileOps, isPoolFile } from '../helpers/faulty-fs';
 import { FileOpsRecorder } from '../helpers/file-ops-recorder';
 import { Prng } from '../helpers/prng';
+import { waitFor } from '../helpers/wait-for';
 
 /** Data blocks of the two members: unequal, and large enough for writes past 128 KiB on each side. */
 const BLOCKS = [40, 72];
@@ -156,6 +158,33 @@ describe('sync', () => {
 });
 
 describe('fail-stop', () => {
+  test('a sync that overlaps a failed one fails too: Linux reports a writeback error to one fdatasync only', async () => {
+    await pool!.sync();
+    await pool!.write(BLOCKS[0] + 1, blocksData(1, 2)); // member 1 only
+    const held: ((err: NodeJS.ErrnoException | null) => void)[] = [];
+    const below = setFileOps({} as FileOps);
+    setFileOps({ ...below, fdatasync: (_fd, done) => held.push(done) });
+    let drain: NodeJS.Timeout | undefined;
+    try {
+      const first = pool!.sync().catch((err: unknown) => err);
+      await waitFor(async () => held.length === 1, 2000, 5);
+      await pool!.write(BLOCKS[0] + 2, blocksData(1, 3)); // the member is dirty again: the next sync has its own fdatasync
+      const second = pool!.sync().catch((err: unknown) => err);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      // As the kernel does: the first call to check gets the error, any other one (overlapping it, or
+      // later) gets none.
+      held.shift()!(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+      drain = setInterval(() => held.splice(0).forEach((done) => done(null)), 5);
+      const [firstError, secondError] = await Promise.all([first, second]);
+      expect(firstError).toMatchObject({ errno: 'EIO', message: expect.stringMatching(/could not be synced/) });
+      expect(secondError).toBe(firstError);
+    } finally {
+      clearInterval(drain);
+      setFileOps(below);
+    }
+  });
+
+
   async function expectLost(problem: RegExp): Promise<void> {
     const error = await pool!.sync().catch((err: unknown) => err);
     expect(error).toBeInstanceOf(IoError);
@@ -244,6 +273,19 @@ describe('pool members', () => {
     const member = initializeMember(locateMember(file, 'default', undefined), empty);
     fs.closeSync(member.fd);
     expect(member.superblock.blocks).toBe(32);
+  });
+
+  test('a new member file is synced, then its directory: after a power cut the catalog never names a file that is gone', () => {
+    const memberDir = path.join(dir, 'new-member');
+    fs.mkdirSync(memberDir);
+    const recorder = FileOpsRecorder.install();
+    try {
+      const member = initializeMember(locateMember(memberDir, 'default', DATA_OFFSET_BYTES + 32 * BLOCK_BYTES), undefined);
+      fs.closeSync(member.fd);
+      expect(recorder.since(0, 'fsync', () => true).map((e) => e.file)).toEqual([member.path, memberDir]);
+    } finally {
+      recorder.uninstall();
+    }
   });
 
   test('a member too small, or a size given for a file, is refused', () => {

@@ -9,6 +9,7 @@ import * as path from 'path';
 import pino from 'pino';
 import { NbdServer } from '../../fabric/nbd/server';
 import { EngineExports, GROWABLE_SUFFIX } from '../../fabric/nbd-exports';
+import { setFileOps, type FileOps } from '../../fabric/store/file-io';
 import { DATA_OFFSET_BYTES, memberFileInDirectory } from '../../fabric/store/pool-member';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import type { OpenDevice } from '../../fabric/volume/types';
@@ -192,6 +193,44 @@ test('recovery rolls back every unsynced write whose data did not land, the olde
   // The startup log counts the blocks checked and, apart, those rolled back: the three held writes.
   const opened = lines.map((line) => JSON.parse(line) as { msg: string; checked?: number; rolledBack?: number }).find((l) => l.msg === 'storage engine open');
   expect(opened).toMatchObject({ checked: (3 * BIG + BLOCK) / BLOCK, rolledBack: (3 * BIG) / BLOCK });
+});
+
+test('recovery takes an unsynced write whose block cannot be read (a bad sector) as not landed: the node starts, the block reads as before it', async () => {
+  const device = await volumeV();
+  await device.write(0, Buffer.alloc(BIG, OLD), false);
+  await device.flush();
+  await device.write(BLOCK, Buffer.alloc(BLOCK, NEW), false); // not flushed
+  const copy = crashCopy();
+
+  // Every read of the copy's pool file fails while it opens, as the checks of recovery read it.
+  const copyPool = memberFileInDirectory(path.join(copy, 'pool'), 'default');
+  const isCopyPool = (fd: number) => fs.readlinkSync(`/proc/self/fd/${fd}`) === copyPool;
+  const eio = () => Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+  const below = setFileOps({} as FileOps);
+  setFileOps({
+    ...below,
+    read: (fd, buf, offset, length, position, done) => (isCopyPool(fd) ? done(eio(), 0) : below.read(fd, buf, offset, length, position, done)),
+    readSync: (fd, buf, offset, length, position) => {
+      if (isCopyPool(fd)) throw eio();
+      return below.readSync(fd, buf, offset, length, position);
+    },
+  });
+  const lines: string[] = [];
+  let engine: LocalEngine;
+  try {
+    engine = await openEngine(copy, undefined, pino({ level: 'info' }, { write: (line: string) => lines.push(line) }));
+  } finally {
+    setFileOps(below);
+  }
+  const logged = lines.map((line) => JSON.parse(line) as { msg: string; rolledBack?: number });
+  expect(logged.find((l) => l.msg === 'storage engine open')).toMatchObject({ rolledBack: 1 });
+  expect(logged.some((l) => /cannot be read; rolled back/.test(l.msg))).toBe(true);
+  const reopened = openExport(engine, 'v');
+  try {
+    expect(mismatches(await reopened.read(0, 2 * BLOCK), [[0, 2 * BLOCK, OLD]])).toEqual([]);
+  } finally {
+    reopened.close();
+  }
 });
 
 describe('a FLUSH fdatasyncs the pool file after the write it follows completed', () => {
