@@ -510,8 +510,15 @@ function stageConflict(current: VolumeState, wanted: VolumeState): string | unde
   return undefined;
 }
 
+/**
+ * The stage's mount options. xfs gets nouuid: a clone or a restored snapshot is a copy of its
+ * source block for block, filesystem UUID included, and xfs refuses to mount a second filesystem
+ * with a UUID already mounted ("duplicate UUID"), so a clone staged beside its source would fail.
+ */
 function mountOptions(state: VolumeState): string[] {
-  return state.accessMode === 'SINGLE_NODE_READER_ONLY' ? [...state.mountFlags, 'ro'] : state.mountFlags;
+  const options = state.accessMode === 'SINGLE_NODE_READER_ONLY' ? [...state.mountFlags, 'ro'] : [...state.mountFlags];
+  if (filesystemOf(state) === 'xfs' && !options.includes('nouuid')) options.push('nouuid');
+  return options;
 }
 
 function filesystemOf(state: VolumeState): FsType {

@@ -90,6 +90,24 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('DeleteVolume', { volume_id: source });
   });
 
+  test('xfs: a volume restored from a snapshot is staged on the node where its source is mounted (same filesystem UUID)', async () => {
+    const source = await createVolume('e2e-xfs-source', 512 * MiB, XFS_WRITER); // mkfs.xfs wants at least 300 MB
+    const sourceTarget = await stageAndPublish(source, XFS_WRITER);
+    const files = writeFiles(sourceTarget);
+    const { snapshot } = await csi.call('CreateSnapshot', { source_volume_id: source, name: 'e2e-xfs-snap' });
+    const restored = await createVolume('e2e-xfs-restored', 512 * MiB, XFS_WRITER, { snapshot: { snapshot_id: snapshot.snapshot_id } });
+    const restoredTarget = await stageAndPublish(restored, XFS_WRITER);
+    expectFiles(restoredTarget, files);
+    fs.writeFileSync(path.join(restoredTarget, 'only-in-restored'), 'x');
+    expect(fs.existsSync(path.join(sourceTarget, 'only-in-restored'))).toBe(false);
+
+    await unpublishAndUnstage(restored);
+    await unpublishAndUnstage(source);
+    await csi.call('DeleteVolume', { volume_id: restored });
+    await csi.call('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id });
+    await csi.call('DeleteVolume', { volume_id: source });
+  });
+
   test('online expansion while published (xfs): ControllerExpandVolume, NodeExpandVolume; df grows, files stay', async () => {
     const volume = await createVolume('e2e-online', 512 * MiB, XFS_WRITER); // mkfs.xfs wants at least 300 MB
     const target = await stageAndPublish(volume, XFS_WRITER);

@@ -9,6 +9,8 @@ import { WeftError } from '../../../fabric/errors';
 
 const POLL_MS = 25;
 const LOG_TAIL_BYTES = 2000;
+/** How long a daemon that did not get ready has to exit on SIGTERM before SIGKILL. */
+const UNREADY_STOP_GRACE_MS = 1000;
 
 /** Which process a pid must be to count as ours: pids are reused, so check more than the number. */
 export interface HelperIdentity {
@@ -37,8 +39,10 @@ export async function startDaemon(spec: DaemonSpec): Promise<number> {
   fs.rmSync(spec.pidFile, { force: true });
   const log = fs.openSync(spec.logFile, 'w');
   let failure: string | undefined;
+  let group: number | undefined;
   try {
     const child = spawn(spec.name, spec.args, { cwd: spec.cwd, detached: true, stdio: ['ignore', log, log] });
+    group = child.pid; // detached: the leader of a process group of its own
     child.once('error', (error) => (failure = error.message));
     child.once('exit', (code, signal) => {
       if (code !== 0) failure = `exited with ${code ?? signal}`;
@@ -48,13 +52,32 @@ export async function startDaemon(spec: DaemonSpec): Promise<number> {
     fs.closeSync(log);
   }
   const deadline = Date.now() + spec.readyTimeoutMs;
-  while (Date.now() < deadline) {
+  while (Date.now() < deadline && failure === undefined) {
     const pid = await readPidFile(spec.pidFile);
     if (pid !== undefined) return pid;
-    if (failure !== undefined) throw await daemonFailed(spec, failure);
     await sleep(POLL_MS);
   }
-  throw await daemonFailed(spec, `did not write ${spec.pidFile} within ${spec.readyTimeoutMs} ms`);
+  await stopUnready(group, spec);
+  throw await daemonFailed(spec, failure ?? `did not write ${spec.pidFile} within ${spec.readyTimeoutMs} ms`);
+}
+
+/**
+ * Stops a daemon that did not get ready (slow, or failed), with what it started: left running, it
+ * would hold its connection, and could still mount over a retry's attempt or write the pid file
+ * that the retry reads. Its process group, and the daemon itself if it wrote its pid file after all
+ * (one that forks may leave the group).
+ */
+async function stopUnready(group: number | undefined, spec: DaemonSpec): Promise<void> {
+  if (group !== undefined) {
+    try {
+      process.kill(-group, 'SIGKILL');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+    }
+  }
+  const pid = await readPidFile(spec.pidFile);
+  if (pid !== undefined) await stopHelper(pid, spec, UNREADY_STOP_GRACE_MS);
+  fs.rmSync(spec.pidFile, { force: true });
 }
 
 async function daemonFailed(spec: DaemonSpec, how: string): Promise<WeftError> {
