@@ -245,7 +245,11 @@ export class NodeServer {
       if (existing && existing.readOnly !== publication.readOnly) {
         throw alreadyExists(`volume ${volume} is already published at ${targetPath} ${existing.readOnly ? 'read-only' : 'read-write'}`);
       }
-      if (existing && (await this.tools.isMountPoint(targetPath))) return {};
+      // Published already: checked (and finished, if weftd died before its read-only remount).
+      if (existing && (await this.tools.isMountPoint(targetPath))) {
+        await this.tools.bindMount(publishedSource(state), targetPath, publication.readOnly);
+        return {};
+      }
       if (!existing && mode === 'SINGLE_NODE_SINGLE_WRITER' && state.publications.length > 0) {
         throw failedPrecondition(`volume ${volume} is SINGLE_NODE_SINGLE_WRITER and already published at ${state.publications[0].targetPath}`);
       }
@@ -266,8 +270,7 @@ export class NodeServer {
     state.publications = [...state.publications.filter((p) => p.targetPath !== publication.targetPath), publication];
     this.state.put(state);
     try {
-      const source = state.access === 'mount' ? state.stagingPath : state.attachment!.devicePath;
-      await this.tools.bindMount(source, publication.targetPath, publication.readOnly);
+      await this.tools.bindMount(publishedSource(state), publication.targetPath, publication.readOnly);
     } catch (error) {
       state.publications = state.publications.filter((p) => p !== publication);
       this.state.put(state);
@@ -499,6 +502,11 @@ function stagedState(volume: string, stagingPath: string, capability: csi.Volume
     phase: 'attaching',
     publications: [],
   };
+}
+
+/** What a publication bind-mounts: the staged filesystem, or the device for block access. */
+function publishedSource(state: VolumeState): string {
+  return state.access === 'mount' ? state.stagingPath : state.attachment!.devicePath;
 }
 
 /** How an existing stage differs from the one asked for, or undefined when it is the same. */

@@ -244,6 +244,12 @@ describe('nbdfuse + loop attach (real weftd, nbdfuse, loop devices, ext4 and xfs
     await bindMount(target, readOnly, true);
     await bindMount(target, readOnly, true); // again: a no-op
     await expect(bindMount(target, readOnly, false)).rejects.toThrow(/already mounted read-only/);
+    // A read-only bind cut short before its remount (weftd died) is made read-only by the next call.
+    const cutShort = path.join(root, 'binds', 'cut-short');
+    await bindMount(target, cutShort, false);
+    await bindMount(target, cutShort, true);
+    expect(() => fs.writeFileSync(path.join(cutShort, 'new'), 'x')).toThrow(/EROFS/);
+    await unmount(cutShort);
     expect(fs.existsSync(path.join(readOnly, 'file-0.bin'))).toBe(true);
     expect(() => fs.writeFileSync(path.join(readOnly, 'new'), 'x')).toThrow(/EROFS/);
 

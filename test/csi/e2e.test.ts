@@ -1,6 +1,7 @@
 // End to end through the CSI socket only, against a real weftd: ext4 volumes staged, published and
 // written, a snapshot restored into a new volume, expansion, a block volume; nothing left behind.
 
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -194,6 +195,22 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     fs.readSync(readFd, readBack, 0, MiB, 8 * MiB);
     fs.closeSync(readFd);
     expect(readBack.equals(data)).toBe(true);
+    await unpublishAndUnstage(volume);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
+  test('a read-only publication cut short before its read-only remount is made read-only when kubelet asks again', async () => {
+    const volume = await createVolume('e2e-ro', 64 * MiB, EXT4_WRITER);
+    const { staging, target } = pathsFor(volume);
+    await csi.call('NodeStageVolume', { volume_id: volume, staging_target_path: staging, volume_capability: EXT4_WRITER });
+    const publish = { volume_id: volume, staging_target_path: staging, target_path: target, volume_capability: EXT4_WRITER, readonly: true };
+    await csi.call('NodePublishVolume', publish);
+    expect(() => fs.writeFileSync(path.join(target, 'x'), 'x')).toThrow(/EROFS/);
+    // As weftd killed between the bind and its remount leaves it: the publication recorded, the bind writable.
+    expect(spawnSync('mount', ['-o', 'remount,bind,rw', target]).status).toBe(0);
+    fs.writeFileSync(path.join(target, 'x'), 'x');
+    await csi.call('NodePublishVolume', publish);
+    expect(() => fs.writeFileSync(path.join(target, 'y'), 'y')).toThrow(/EROFS/);
     await unpublishAndUnstage(volume);
     await csi.call('DeleteVolume', { volume_id: volume });
   });

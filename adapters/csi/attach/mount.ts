@@ -74,11 +74,18 @@ export async function mountDevice(device: string, target: string, fsType: FsType
 /**
  * Bind-mounts source (a directory, or a device file for block access) at target, which is created as
  * a directory or an empty file to match. A bind mount ignores "ro", so read-only needs a remount.
+ * Already mounted: read-only as asked, or made so (a publication cut short between its bind and
+ * its remount is finished); a read-only mount where read-write is asked is refused.
  */
 export async function bindMount(source: string, target: string, readOnly: boolean): Promise<void> {
   await createTargetLike(source, target);
-  if (await isMountPoint(target)) return checkReadOnly(target, readOnly);
-  await runTool('mount', ['--bind', source, target]);
+  if (await isMountPoint(target)) {
+    const isReadOnly = await isReadOnlyMount(target);
+    if (isReadOnly === readOnly) return;
+    if (isReadOnly) throw failedPrecondition(`${target} is already mounted read-only, not read-write`);
+  } else {
+    await runTool('mount', ['--bind', source, target]);
+  }
   if (!readOnly) return;
   try {
     await runTool('mount', ['-o', 'remount,bind,ro', target]);
@@ -97,12 +104,9 @@ async function createTargetLike(source: string, target: string): Promise<void> {
   await (await open(target, 'a')).close();
 }
 
-async function checkReadOnly(target: string, readOnly: boolean): Promise<void> {
+async function isReadOnlyMount(target: string): Promise<boolean> {
   const options = (await findmnt(['--mountpoint', target, '--output', 'OPTIONS'])) ?? '';
-  const isReadOnly = options.split(',').includes('ro');
-  if (isReadOnly !== readOnly) {
-    throw failedPrecondition(`${target} is already mounted ${isReadOnly ? 'read-only' : 'read-write'}, not ${readOnly ? 'read-only' : 'read-write'}`);
-  }
+  return options.split(',').includes('ro');
 }
 
 /**
