@@ -132,7 +132,8 @@ export class NodeServer {
   /**
    * Attaches, then (mount access) formats if blank, mounts, and grows the filesystem to the device:
    * a volume restored or cloned into a larger size, or expanded while not staged, gets its space
-   * here, as the spec wants before NodePublishVolume. Undoes it all if a step fails.
+   * here, as the spec wants before NodePublishVolume. A read-only stage changes nothing on the
+   * volume: no format, no growth. Undoes it all if a step fails.
    */
   private async stageVolume(state: VolumeState, sizeBytes: number): Promise<void> {
     this.state.put(state);
@@ -141,7 +142,7 @@ export class NodeServer {
       state.attachment = await this.attacher.attach(request, this.state.workDir(state.volume));
       this.state.put(state);
       if (state.access === 'mount') {
-        await this.tools.formatIfBlank(state.attachment.devicePath, filesystemOf(state));
+        if (!isReaderOnly(state)) await this.tools.formatIfBlank(state.attachment.devicePath, filesystemOf(state));
         await this.mountStaged(state);
       }
     } catch (error) {
@@ -184,9 +185,10 @@ export class NodeServer {
   private async mountStaged(state: VolumeState): Promise<void> {
     const { devicePath } = state.attachment!;
     const fsType = filesystemOf(state);
-    if (fsType === 'ext4') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);
+    const grows = !isReaderOnly(state);
+    if (grows && fsType === 'ext4') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);
     await this.tools.mountDevice(devicePath, state.stagingPath, fsType, mountOptions(state));
-    if (fsType === 'xfs') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);
+    if (grows && fsType === 'xfs') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);
   }
 
   /** Undoes whatever part of a stage (and its publications) exists; ends with no state file. */
@@ -361,7 +363,8 @@ export class NodeServer {
       if ((await this.tools.deviceSizeBytes(state.attachment.devicePath)) < info.sizeBytes) {
         if (!(await this.attacher.growOnline(state.attachment, info.sizeBytes))) await this.reconnect(state, info.sizeBytes);
       }
-      if (state.access === 'mount') await this.tools.growFilesystem(state.attachment.devicePath, state.stagingPath, filesystemOf(state));
+      // Staged read-only: the device grows, its filesystem when it is next staged read-write.
+      if (state.access === 'mount' && !isReaderOnly(state)) await this.tools.growFilesystem(state.attachment.devicePath, state.stagingPath, filesystemOf(state));
       this.logger.info({ volume, sizeBytes: info.sizeBytes }, 'volume expanded on the node');
       return { capacity_bytes: info.sizeBytes };
     });
@@ -504,6 +507,10 @@ function stagedState(volume: string, stagingPath: string, capability: csi.Volume
   };
 }
 
+function isReaderOnly(state: VolumeState): boolean {
+  return state.accessMode === 'SINGLE_NODE_READER_ONLY';
+}
+
 /** What a publication bind-mounts: the staged filesystem, or the device for block access. */
 function publishedSource(state: VolumeState): string {
   return state.access === 'mount' ? state.stagingPath : state.attachment!.devicePath;
@@ -524,7 +531,7 @@ function stageConflict(current: VolumeState, wanted: VolumeState): string | unde
  * with a UUID already mounted ("duplicate UUID"), so a clone staged beside its source would fail.
  */
 function mountOptions(state: VolumeState): string[] {
-  const options = state.accessMode === 'SINGLE_NODE_READER_ONLY' ? [...state.mountFlags, 'ro'] : [...state.mountFlags];
+  const options = isReaderOnly(state) ? [...state.mountFlags, 'ro'] : [...state.mountFlags];
   if (filesystemOf(state) === 'xfs' && !options.includes('nouuid')) options.push('nouuid');
   return options;
 }

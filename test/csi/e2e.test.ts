@@ -199,6 +199,23 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
+  test('a read-only stage changes nothing on the volume: an xfs expanded while not staged is mounted as it is, not grown (which failed: EROFS)', async () => {
+    const volume = await createVolume('e2e-reader', 512 * MiB, XFS_WRITER); // mkfs.xfs wants at least 300 MB
+    const files = writeFiles(await stageAndPublish(volume, XFS_WRITER));
+    await unpublishAndUnstage(volume);
+    await csi.call('ControllerExpandVolume', { volume_id: volume, capacity_range: { required_bytes: GiB } });
+    const reader = { mount: { fs_type: 'xfs', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_READER_ONLY' } };
+    const target = await stageAndPublish(volume, reader);
+    expectFiles(target, files);
+    expect(() => fs.writeFileSync(path.join(target, 'x'), 'x')).toThrow(/EROFS/);
+    expect((await usedBytes(volume, target)).total).toBeLessThan(512 * MiB);
+    await unpublishAndUnstage(volume);
+    // Staged read-write again, it grows.
+    expect((await usedBytes(volume, await stageAndPublish(volume, XFS_WRITER))).total).toBeGreaterThan(900 * MiB);
+    await unpublishAndUnstage(volume);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
   test('a read-only publication cut short before its read-only remount is made read-only when kubelet asks again', async () => {
     const volume = await createVolume('e2e-ro', 64 * MiB, EXT4_WRITER);
     const { staging, target } = pathsFor(volume);
