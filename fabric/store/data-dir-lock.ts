@@ -4,9 +4,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { failedPrecondition } from '../errors';
-import { loadNativeModule } from '../native';
-
-const native = loadNativeModule<{ tryLockExclusive(fd: number): boolean }>('weft_flock');
+import { tryLockExclusive } from './file-calls';
 
 /** The descriptor of each data dir's LOCK that this process holds. */
 const held = new Map<string, number>();
@@ -18,7 +16,7 @@ const held = new Map<string, number>();
 export function takeLock(dataDir: string): void {
   const fd = fs.openSync(path.join(dataDir, 'LOCK'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
   try {
-    if (!native.tryLockExclusive(fd)) {
+    if (!tryLockExclusive(fd)) {
       const pid = fs.readFileSync(fd, 'utf8').trim();
       throw failedPrecondition(`data dir ${dataDir} is in use by another weftd${pid ? ` (pid ${pid})` : ''}`);
     }
