@@ -106,8 +106,10 @@ export class KernelNbdAttacher implements Attacher, WorkDirSteps {
       await assertNotMounted(device);
       await runTool('nbd-client', ['-d', device]);
     }
-    await stopRelayDaemon(workDir);
+    // At once: the device is free for another volume now, and a teardown tried again (the relay's
+    // stop failed) must not disconnect that one.
     await rm(deviceFile, { force: true });
+    await stopRelayDaemon(workDir);
   }
 }
 
