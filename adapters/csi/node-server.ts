@@ -36,6 +36,9 @@ export interface HostTools {
   growFilesystem(device: string, mountPath: string, fsType: FsType): Promise<void>;
   filesystemStats(path: string): Promise<FilesystemStats>;
   deviceSizeBytes(device: string): Promise<number>;
+  attachReadOnlyLoop(device: string): Promise<string>;
+  loopsBackedBy(file: string): Promise<string[]>;
+  detachLoop(device: string): Promise<void>;
 }
 
 export interface NodeServerOptions {
@@ -195,7 +198,7 @@ export class NodeServer {
   private async teardown(state: VolumeState): Promise<void> {
     state.phase = 'unstaging';
     this.state.put(state);
-    for (const publication of state.publications) await this.releaseTarget(publication.targetPath);
+    for (const publication of state.publications) await this.release(state, publication);
     state.publications = [];
     await this.tools.unmount(state.stagingPath);
     if (state.attachment) await this.attacher.detach(state.attachment);
@@ -249,7 +252,7 @@ export class NodeServer {
       }
       // Published already: checked (and finished, if weftd died before its read-only remount).
       if (existing && (await this.tools.isMountPoint(targetPath))) {
-        await this.tools.bindMount(publishedSource(state), targetPath, publication.readOnly);
+        await this.tools.bindMount(existing.readOnlyDevice ?? publishedSource(state), targetPath, publication.readOnly);
         return {};
       }
       if (!existing && mode === 'SINGLE_NODE_SINGLE_WRITER' && state.publications.length > 0) {
@@ -267,16 +270,23 @@ export class NodeServer {
     return { ...workload, ...(await lookup(workload.allocationId)) };
   }
 
-  /** Records the publication, then bind-mounts the staged filesystem or the device at the target. */
+  /**
+   * Records the publication, then bind-mounts the staged filesystem or the device at the target; a
+   * read-only block publication, a read-only loop device over it (recorded before it is mounted).
+   */
   private async bind(state: VolumeState, publication: Publication): Promise<void> {
     state.publications = [...state.publications.filter((p) => p.targetPath !== publication.targetPath), publication];
     this.state.put(state);
     try {
-      await this.tools.bindMount(publishedSource(state), publication.targetPath, publication.readOnly);
+      if (state.access === 'block' && publication.readOnly) {
+        publication.readOnlyDevice = await this.tools.attachReadOnlyLoop(publishedSource(state));
+        this.state.put(state);
+      }
+      await this.tools.bindMount(publication.readOnlyDevice ?? publishedSource(state), publication.targetPath, publication.readOnly);
     } catch (error) {
       state.publications = state.publications.filter((p) => p !== publication);
       this.state.put(state);
-      await this.releaseTarget(publication.targetPath);
+      await this.release(state, publication);
       throw error;
     }
     this.logger.info({ volume: state.volume, targetPath: publication.targetPath, readOnly: publication.readOnly, workload: publication.workload }, 'volume published');
@@ -291,14 +301,26 @@ export class NodeServer {
       if (!state) await this.requireVolume(volume);
       // Only a path this plugin published (recorded before it is mounted) is unmounted and removed:
       // any other path, another volume's publication or a file the caller named, is not ours.
-      if (!state?.publications.some((p) => p.targetPath === targetPath)) return {};
-      await this.releaseTarget(targetPath);
+      const publication = state?.publications.find((p) => p.targetPath === targetPath);
+      if (!state || !publication) return {};
+      await this.release(state, publication);
       state.publications = state.publications.filter((p) => p.targetPath !== targetPath);
       this.state.put(state);
       this.logger.info({ volume, targetPath }, 'volume unpublished');
       await this.report(state);
       return {};
     });
+  }
+
+  /**
+   * Undoes a publication: its target, then its read-only device if it has one and that is still a
+   * loop over the staged device (detached already, its number may be another volume's now).
+   */
+  private async release(state: VolumeState, publication: Publication): Promise<void> {
+    await this.releaseTarget(publication.targetPath);
+    const { readOnlyDevice } = publication;
+    const staged = state.attachment?.devicePath;
+    if (readOnlyDevice && staged && (await this.tools.loopsBackedBy(staged)).includes(readOnlyDevice)) await this.tools.detachLoop(readOnlyDevice);
   }
 
   /** Unmounts the target if mounted, then removes the directory or file made for it. */
@@ -415,6 +437,7 @@ export class NodeServer {
         }
       });
       const mounted = await Promise.all(state.publications.map((p) => this.tools.isMountPoint(p.targetPath)));
+      for (const gone of state.publications.filter((_, i) => !mounted[i])) await this.release(state, gone);
       state.publications = state.publications.filter((_, i) => mounted[i]);
       this.state.put(state);
       this.logger.info({ volume: state.volume, device: state.attachment?.devicePath, publications: state.publications.length }, 'kept the attachment of an earlier run');

@@ -14,6 +14,11 @@ export interface Publication {
   targetPath: string;
   readOnly: boolean;
   workload: Workload;
+  /**
+   * A read-only publication of block access: the read-only loop device over the staged device that
+   * it shows (a bind mount's "ro" does not stop writes through a device node).
+   */
+  readOnlyDevice?: string;
 }
 
 /** attaching: the stage has begun (it may hold an attachment); unstaging: its undoing has begun. */

@@ -14,6 +14,7 @@ import type { WeftdHandle } from '../helpers/weftd';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
+const BLOCK_SIZE = 4096;
 const EXT4_WRITER = { mount: { fs_type: 'ext4', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 const XFS_WRITER = { mount: { fs_type: 'xfs', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 const BLOCK_WRITER = { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
@@ -195,6 +196,41 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     fs.readSync(readFd, readBack, 0, MiB, 8 * MiB);
     fs.closeSync(readFd);
     expect(readBack.equals(data)).toBe(true);
+    await unpublishAndUnstage(volume);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
+  test('a read-only block publication cannot be written through, whatever opens it; it goes with its unpublish', async () => {
+    const volume = await createVolume('e2e-block-ro', 64 * MiB, BLOCK_WRITER);
+    const data = randomBytes(MiB);
+    const writable = await stageAndPublish(volume, BLOCK_WRITER);
+    const fd = fs.openSync(writable, 'r+');
+    fs.writeSync(fd, data, 0, data.length, 4 * MiB);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    const { staging } = pathsFor(volume);
+    const readOnly = path.join(root, 'pods', 'reader', 'dev');
+    await csi.call('NodePublishVolume', { volume_id: volume, staging_target_path: staging, target_path: readOnly, volume_capability: BLOCK_WRITER, readonly: true });
+    expect(fs.statSync(readOnly).isBlockDevice()).toBe(true);
+    const reader = fs.openSync(readOnly, 'r+'); // a read-only block device opens for writing, and refuses the write
+    try {
+      expect(() => fs.writeSync(reader, data, 0, BLOCK_SIZE, 0)).toThrow(/EPERM|EROFS/);
+    } finally {
+      fs.closeSync(reader);
+    }
+    const readBack = Buffer.alloc(MiB);
+    const readFd = fs.openSync(readOnly, 'r');
+    fs.readSync(readFd, readBack, 0, MiB, 4 * MiB);
+    fs.closeSync(readFd);
+    expect(readBack.equals(data)).toBe(true);
+    const writer = fs.openSync(writable, 'r+'); // the other publication stays writable
+    fs.writeSync(writer, data, 0, BLOCK_SIZE, 0);
+    fs.closeSync(writer);
+    const loops = () => JSON.parse(spawnSync('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], { encoding: 'utf8' }).stdout || '{}') as { loopdevices?: { 'back-file': string | null }[] };
+    const overLoops = () => (loops().loopdevices ?? []).filter((l) => l['back-file']?.startsWith('/dev/loop')).length;
+    expect(overLoops()).toBe(1);
+    await csi.call('NodeUnpublishVolume', { volume_id: volume, target_path: readOnly });
+    expect(overLoops()).toBe(0);
     await unpublishAndUnstage(volume);
     await csi.call('DeleteVolume', { volume_id: volume });
   });

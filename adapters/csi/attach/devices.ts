@@ -20,6 +20,11 @@ export async function attachLoop(file: string, sizeBytes: number): Promise<strin
   return (await runTool('losetup', ['--find', '--show', '--direct-io=on', '--sizelimit', String(sizeBytes), file])).trim();
 }
 
+/** A read-only loop device over a block device: writes through it fail (EROFS/EPERM), whatever opens it. */
+export async function attachReadOnlyLoop(device: string): Promise<string> {
+  return (await runTool('losetup', ['--find', '--show', '--read-only', device])).trim();
+}
+
 /** Sets how much of its file a bound loop device shows; allowed while it is mounted (online growth). */
 export async function setLoopSizeLimit(device: string, sizeBytes: number): Promise<void> {
   loadNativeModule<NativeLoop>('weft_loop').setLoopSizeLimit(device, sizeBytes);
