@@ -199,6 +199,9 @@ export class NodeServer {
     state.phase = 'unstaging';
     this.state.put(state);
     for (const publication of state.publications) await this.release(state, publication);
+    // Also a read-only device made for a publication that weftd died before recording: any loop
+    // device over the staged one is such a device.
+    if (state.access === 'block' && state.attachment) for (const loop of await this.tools.loopsBackedBy(state.attachment.devicePath)) await this.tools.detachLoop(loop);
     state.publications = [];
     await this.tools.unmount(state.stagingPath);
     if (state.attachment) await this.attacher.detach(state.attachment);
@@ -284,9 +287,14 @@ export class NodeServer {
       }
       await this.tools.bindMount(publication.readOnlyDevice ?? publishedSource(state), publication.targetPath, publication.readOnly);
     } catch (error) {
-      state.publications = state.publications.filter((p) => p !== publication);
-      this.state.put(state);
-      await this.release(state, publication);
+      // Kept on record if it cannot be undone, for the next unpublish or unstage to finish.
+      try {
+        await this.release(state, publication);
+        state.publications = state.publications.filter((p) => p !== publication);
+        this.state.put(state);
+      } catch (undoError) {
+        this.logger.error({ err: undoError, volume: state.volume, targetPath: publication.targetPath }, 'could not undo a failed publish');
+      }
       throw error;
     }
     this.logger.info({ volume: state.volume, targetPath: publication.targetPath, readOnly: publication.readOnly, workload: publication.workload }, 'volume published');

@@ -11,7 +11,7 @@ import type { ClassInfo } from './pool-service';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
 import { serviceDefinition, type ServiceName } from './definition';
-import { checksumsFromWire, verifyReportFromWire, volumeFromWire, type Activity, type BlockChecksums, type ControlCopyRequest, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo, type VolumeStatsResponse } from './messages';
+import { checksumsFromWire, verifyReportFromWire, volumeFromWire, type Activity, type BlockChecksums, type ControlCopyRequest, type CopyCreate, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo, type VolumeStatsResponse } from './messages';
 import type { NodeStatus } from './node-info';
 
 export interface CreateVolumeOptions {
@@ -137,8 +137,8 @@ export class WeftClient {
   }
 
   /** Node to node: makes this node's copy of a replicated volume being created (a clone of its own copy of source, if given). */
-  async createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, createId?: string): Promise<VolumeInfo> {
-    return volumeFromWire(await this.unary('ReplicaService', 'CreateCopy', { name, sizeBytes, class: poolClass, sourceSnapshot: source, createId }));
+  async createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate): Promise<VolumeInfo> {
+    return volumeFromWire(await this.unary('ReplicaService', 'CreateCopy', { name, sizeBytes, class: poolClass, sourceSnapshot: source, createId: create?.id, marked: create?.marked }));
   }
 
   /** Node to node: drops this node's copy (checkOnly: only checks that no client has it open). */

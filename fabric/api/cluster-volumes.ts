@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterStore } from '../cluster/cluster-store';
 import { attachClaimKey } from '../cluster/attach-claims';
 import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
-import { beginCreate, createUnderWay, giveUpAbandonedCreates, giveUpCreate, markCopy, recordedIntent, underWay, unmarkCopy, type HeldIntent } from '../cluster/create-intent';
+import { BeginOutcomeUnknownError, beginCreate, createUnderWay, giveUpAbandonedCreates, giveUpCreate, markCopy, recordedIntent, underWay, unmarkCopy, type CreatingNode, type HeldIntent } from '../cluster/create-intent';
 import { keptSnapshots, keptSnapshotsKey, keptSnapshotsPrefix, leaveKeptSnapshots, markKeptDeleted, parseKept, type KeptSnapshots } from '../cluster/kept-snapshots';
 import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
@@ -35,7 +35,7 @@ import { verifyReplicas } from '../replication/replica-verify';
 import { applyTo } from '../cluster/volume-runner';
 import { WeftApiError, WeftClient } from './client';
 import { NodeClients, withClient } from './node-clients';
-import type { SnapshotRef } from './messages';
+import type { CopyCreate, SnapshotRef } from './messages';
 
 /**
  * A call to another node's API that has not been answered within this fails: a node that accepts
@@ -87,7 +87,7 @@ export interface ReplicatedVolumes {
   /** A clone of one copy, on this node, not recorded in the cluster; refused as createHere. */
   cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo>;
   delete(name: string): Promise<void>;
-  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, createId?: string): Promise<VolumeInfo>;
+  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate): Promise<VolumeInfo>;
   deleteCopy(name: string, checkOnly?: boolean): Promise<void>;
   dropLeftover(name: string): Promise<void>;
   list(): VolumeInfo[];
@@ -144,6 +144,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   private readonly stopping = new AbortController();
   /** Copy creates and leftover drops here, one at a time per volume name (serially). */
   private readonly copyTurns = new KeyedTurns();
+  /** The ids of the creates this process runs (between their begin and their end). */
+  private readonly running = new Set<string>();
 
   constructor(
     private readonly engine: LocalEngine,
@@ -159,11 +161,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   async create(request: ReplicatedCreate): Promise<VolumeInfo> {
     await this.checkNameFree(request.name);
-    return this.underIntent(request.name, async (intent) => {
+    return this.underIntent(request.name, async (intent, made) => {
       await this.controller.readNodes();
       await this.checkNoNodeVolume(request.name);
       const placement = place(this.controller.candidates(), request);
-      return this.record({ name: request.name, sizeBytes: request.sizeBytes, class: placement.class }, placement.nodes, intent);
+      return this.record({ name: request.name, sizeBytes: request.sizeBytes, class: placement.class }, placement.nodes, intent, made);
     });
   }
 
@@ -188,13 +190,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (request.locality !== undefined && !holders.has(request.locality)) {
       throw failedPrecondition(`locality: node ${request.locality} does not hold snapshot ${volume}@${snapshot} (${nodes.join(', ')} do)`);
     }
-    return this.underIntent(request.name, async (intent) => {
+    return this.underIntent(request.name, async (intent, made) => {
       await this.controller.readNodes();
       await this.checkNoNodeVolume(request.name);
       const sizeBytes = request.sizeBytes ?? taken.sizeBytes;
       const candidates = this.controller.candidates().filter((n) => holders.has(n.id));
       const placement = place(candidates, { sizeBytes, replicas: request.replicas, class: request.class ?? taken.class, locality: request.locality });
-      return this.record({ name: request.name, sizeBytes, class: placement.class, sourceSnapshot: `${volume}@${snapshot}` }, placement.nodes, intent, request.source);
+      return this.record({ name: request.name, sizeBytes, class: placement.class, sourceSnapshot: `${volume}@${snapshot}` }, placement.nodes, intent, made, request.source);
     });
   }
 
@@ -230,7 +232,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * name goes first, or its leftover key would have the new volume deleted.
    */
   private async freeHere(name: string): Promise<void> {
-    const creating = await createUnderWay(this.store, name);
+    const creating = await createUnderWay(this.store, name, this.creator());
     if (creating) throw underWay(name, creating);
     if (await this.store.get(leftoverKey(this.self, name))) await this.dropLeftoverNow(name);
   }
@@ -337,17 +339,37 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * copies with it. One whose record the store may or may not have (its answer lost) is settled
    * once the store tells: its copies stay until then (`weft volume show` too).
    */
-  private async underIntent(name: string, create: (intent: HeldIntent) => Promise<VolumeInfo>): Promise<VolumeInfo> {
-    const intent = await beginCreate(this.store, name, randomUUID(), this.self, (node, copies) =>
-      this.logger.warn({ volume: name, node, copies }, 'gave up a create of the name cut short on another node; its copies are deleted by their nodes'),
-    );
+  private async underIntent(name: string, create: (intent: HeldIntent, made: string[]) => Promise<VolumeInfo>): Promise<VolumeInfo> {
+    const createId = randomUUID();
+    this.running.add(createId);
     try {
-      return await create(intent);
-    } catch (err) {
-      if (err instanceof CreateOutcomeUnknownError) this.settleLater(intent, err);
-      else await this.giveUp(intent);
-      throw err;
+      let intent: HeldIntent;
+      try {
+        intent = await beginCreate(this.store, name, createId, this.creator());
+      } catch (err) {
+        if (err instanceof BeginOutcomeUnknownError) this.settleLater(err.intent, [], err);
+        throw err;
+      }
+      const made: string[] = [];
+      try {
+        return await create(intent, made);
+      } catch (err) {
+        if (err instanceof CreateOutcomeUnknownError) this.settleLater(intent, made, err);
+        else await this.giveUp(intent, made);
+        throw err;
+      }
+    } finally {
+      this.running.delete(createId);
     }
+  }
+
+  /** This node, as the intent functions see it (create-intent.ts). */
+  private creator(): CreatingNode {
+    return {
+      id: this.self,
+      runs: (createId) => this.running.has(createId),
+      onGivenUp: (volume, node, copies) => this.logger.warn({ volume, node, copies }, 'gave up a create cut short (its node died, lost the store, or restarted); its copies are deleted by their nodes'),
+    };
   }
 
   /**
@@ -355,10 +377,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * volume, the first node its primary, if no record of that name exists and the create is not
    * given up.
    */
-  private async record(volume: Pick<VolumeRecord, 'name' | 'sizeBytes' | 'class' | 'sourceSnapshot'>, nodes: string[], intent: HeldIntent, source?: SnapshotRef): Promise<VolumeInfo> {
+  private async record(volume: Pick<VolumeRecord, 'name' | 'sizeBytes' | 'class' | 'sourceSnapshot'>, nodes: string[], intent: HeldIntent, made: string[], source?: SnapshotRef): Promise<VolumeInfo> {
     const { createId } = intent;
     const record: VolumeRecord = { ...volume, replicas: nodes.map((node) => ({ node, state: 'in-sync' })), primary: nodes[0], epoch: 0, createId };
-    for (const node of nodes) await this.createCopyOn(node, record.name, record.sizeBytes, record.class, source, createId);
+    for (const node of nodes) {
+      await this.createCopyOn(node, record.name, record.sizeBytes, record.class, source, { id: createId, marked: true });
+      made.push(node);
+    }
     const mine = (stored: string) => (JSON.parse(stored) as VolumeRecord).createId === createId;
     const created = await createKey(this.store, volumeKey(record.name), JSON.stringify(record), mine, { also: recordedIntent(intent, nodes) });
     if (!created) {
@@ -374,13 +399,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * Gives the failed create up, and has the nodes of its copies delete them at once, as each would
    * on seeing its leftover key; settled later if the store does not answer.
    */
-  private async giveUp(intent: HeldIntent): Promise<void> {
+  private async giveUp(intent: HeldIntent, made: readonly string[]): Promise<void> {
     const volume = intent.name;
     let nodes: string[] | undefined;
     try {
-      nodes = await giveUpCreate(this.store, intent);
+      nodes = await giveUpCreate(this.store, intent, made);
     } catch (err) {
-      this.settleLater(intent, err as Error);
+      this.settleLater(intent, made, err as Error);
       return;
     }
     for (const node of nodes ?? []) {
@@ -391,10 +416,10 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /** A create the store did not answer for is settled once it answers: made after all, or given up, its copies left to their nodes to delete. */
-  private settleLater(intent: HeldIntent, err: Error): void {
+  private settleLater(intent: HeldIntent, made: readonly string[], err: Error): void {
     const volume = intent.name;
     this.logger.error({ volume, err }, 'create of a replicated volume: the store did not answer; its copies are kept until it does');
-    settleLostCreate(this.store, intent, LOST_CREATE_RETRY_MS, this.stopping.signal).then(
+    settleLostCreate(this.store, intent, made, LOST_CREATE_RETRY_MS, this.stopping.signal).then(
       (outcome) => {
         if (outcome === 'created') this.logger.info({ volume }, 'create of a replicated volume left without an answer: the store has its record, the volume is made');
         else this.logger.warn({ volume }, 'create of a replicated volume left without an answer: the store has no record of it; its copies are left to their nodes to delete');
@@ -403,11 +428,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
     );
   }
 
-  /** Gives up the creates whose node is gone (died, or lost the store, midway): at each start, and each new lease. */
-  async giveUpAbandonedCreates(): Promise<void> {
-    for (const { name, node, copies } of await giveUpAbandonedCreates(this.store)) {
-      this.logger.warn({ volume: name, node, copies }, 'gave up a create cut short on its node; its copies are deleted by their nodes');
-    }
+  /** Gives up the creates cut short (their node died, lost the store, or restarted midway): at each start, and each new lease. */
+  giveUpAbandonedCreates(): Promise<void> {
+    return giveUpAbandonedCreates(this.store, this.creator());
   }
 
   /**
@@ -445,14 +468,14 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /**
-   * This node's part of a create (or a clone, of its own copy of source; createId: the create's) or
-   * of a replacement (no createId): its copy, served only through the primary from now on.
+   * This node's part of a create (or a clone, of its own copy of source; create: which) or of a
+   * replacement (no create): its copy, served only through the primary from now on.
    */
-  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, createId?: string): Promise<VolumeInfo> {
-    return this.serially(name, () => this.createCopyNow(name, sizeBytes, poolClass, source, createId));
+  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate): Promise<VolumeInfo> {
+    return this.serially(name, () => this.createCopyNow(name, sizeBytes, poolClass, source, create));
   }
 
-  private async createCopyNow(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, createId?: string): Promise<VolumeInfo> {
+  private async createCopyNow(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate): Promise<VolumeInfo> {
     // A leftover of an earlier life of the volume not dropped yet (its key seen late, or not yet at
     // all: this node just started) goes first, and its key with it, unless the record names this
     // node (a replacement reuses it): a copy made here now is not a leftover.
@@ -462,17 +485,15 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const record = kv && (JSON.parse(kv.value) as VolumeRecord);
     // A copy of a volume already recorded is a replacement, which its record names (never a clone,
     // nor a create's: another create of the name won, and the copy here is its own).
-    if (record && (source || createId !== undefined || !record.replicas.some((r) => r.node === this.self))) throw alreadyExists(`volume ${name} already exists in the cluster`);
-    if (createId !== undefined) {
-      // Refused before the mark: a create given up must never have a volume of this node's own deleted.
-      if (this.engine.hasVolume(name)) throw alreadyExists(`volume ${name} already exists on node ${this.self}`);
-      await markCopy(this.store, name, createId, this.self);
-    }
+    if (record && (source || create !== undefined || !record.replicas.some((r) => r.node === this.self))) throw alreadyExists(`volume ${name} already exists in the cluster`);
+    // Refused before the mark: a create given up must never have a volume of this node's own deleted.
+    if (create !== undefined && this.engine.hasVolume(name)) throw alreadyExists(`volume ${name} already exists on node ${this.self}`);
+    if (create?.marked) await markCopy(this.store, name, create.id, this.self);
     let info: VolumeInfo;
     try {
       info = await this.makeCopy(name, sizeBytes, poolClass, source, record !== undefined);
     } catch (err) {
-      if (createId !== undefined) await unmarkCopy(this.store, name, createId, this.self).catch(() => undefined);
+      if (create?.marked) await unmarkCopy(this.store, name, create.id, this.self).catch(() => undefined);
       throw err;
     }
     await this.controller.adopt(name, sizeBytes);
@@ -487,8 +508,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /** createCopy on node: here directly, elsewhere through its API. */
-  async createCopyOn(node: string, name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, createId?: string): Promise<void> {
-    await this.onNode(node, (client) => client.createCopy(name, sizeBytes, poolClass, source, createId), () => this.createCopy(name, sizeBytes, poolClass, source, createId));
+  async createCopyOn(node: string, name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate): Promise<void> {
+    await this.onNode(node, (client) => client.createCopy(name, sizeBytes, poolClass, source, create), () => this.createCopy(name, sizeBytes, poolClass, source, create));
   }
 
   /**

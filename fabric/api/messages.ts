@@ -20,12 +20,19 @@ export interface CreateVolumeRequest {
   locality: string;
 }
 
+/** Which create a copy is made for: its id (its record's), and whether the node marks it under the create's intent (create-intent.ts). */
+export interface CopyCreate {
+  id: string;
+  marked: boolean;
+}
+
 export interface CreateCopyRequest {
   name: string;
   sizeBytes: number;
   class: string;
   sourceSnapshot: SnapshotRef | null;
   createId: string;
+  marked: boolean;
 }
 
 export interface ControlCopyRequest {

@@ -102,7 +102,7 @@ export function replicaService(cluster: ReplicatedVolumes, rpc: RpcContext): Unt
           checkSize('size_bytes', request.sizeBytes),
           checkName('class', request.class),
           request.sourceSnapshot ? checkSource(request.sourceSnapshot) : undefined,
-          request.createId || undefined,
+          request.createId ? { id: request.createId, marked: request.marked } : undefined,
         ),
       ),
     ),

@@ -12,13 +12,17 @@
 //   this create's.
 // - A create that fails, or whose node is gone, is given up: in one transaction, its intent goes
 //   and each marked copy becomes a leftover (leftovers.ts), which its node deletes. Its own node
-//   gives it up when it fails; another create of the name, or any node when it joins the cluster,
-//   gives up one whose node is gone. A create given up can no longer record its volume, nor have a
+//   gives it up when it fails (with the copies it knows were made, marked or not: a node of an
+//   older version marks nothing); another create of the name, a create of a volume of a node's own
+//   of that name, or any node when it joins the cluster, gives up one whose node is gone, or that
+//   its own node no longer runs. A create given up can no longer record its volume, nor have a
 //   copy marked.
+// - Copies are marked only when the create asks for it (CreateCopyRequest.marked): a create run by a
+//   node of an older version writes no intent, and its copies are made unmarked, as they were.
 
 import { WeftError } from '../errors';
-import type { ClusterStore, KeyValue, Txn } from './cluster-store';
-import { ALIVE } from './membership';
+import { StoreUnavailableError, type ClusterStore, type KeyValue, type Txn } from './cluster-store';
+import { ALIVE, NODES } from './membership';
 import { leftoverKey, type Leftover } from './volume-record';
 
 export const CREATE_INTENTS = 'creates/';
@@ -41,27 +45,66 @@ export interface HeldIntent {
   value: string;
 }
 
-/** How many times a begin looks again when other nodes change the intent under it. */
-const BEGIN_ATTEMPTS = 5;
+/** How many times a look at the intent starts again when other nodes change it meanwhile. */
+const LOOK_ATTEMPTS = 5;
+
+/** What a node tells the intent functions about itself. */
+export interface CreatingNode {
+  id: string;
+  /** Whether this process runs the create (by its id) now. */
+  runs(createId: string): boolean;
+  /** Told of a create of another life, or another node, given up on the way (the nodes of its copies). */
+  onGivenUp(name: string, node: string, copies: string[]): void;
+}
+
+/** The store's answer to a begin was lost: the intent may be there, and is for the caller to settle (lost-create.ts). */
+export class BeginOutcomeUnknownError extends StoreUnavailableError {
+  constructor(readonly intent: HeldIntent, cause: Error) {
+    super(`the cluster store did not answer whether the create of ${intent.name} was written down (${cause.message}): try again`);
+    this.name = 'BeginOutcomeUnknownError';
+  }
+}
 
 /**
- * Writes down a create of name by node self. One under way elsewhere: ABORTED. One whose node is
- * gone is given up first (its copies left to their nodes; onGivenUp is told). UNAVAILABLE while self is not in the
- * cluster (no alive key: its lease lapsed).
+ * Writes down a create of name by this node. One under way (on a node that is up, and on this
+ * node: in this process): ABORTED. One that is not is given up first (its copies left to their
+ * nodes). UNAVAILABLE while this node is not in the cluster (no alive key: its lease lapsed);
+ * BeginOutcomeUnknownError if the store's answer to the write was lost.
  */
-export async function beginCreate(store: ClusterStore, name: string, createId: string, self: string, onGivenUp: (node: string, copies: string[]) => void): Promise<HeldIntent> {
-  const alive = await store.get(ALIVE + self);
-  if (!alive) throw new WeftError('UNAVAILABLE', `node ${self} is not in the cluster right now (its lease lapsed): try again, or ask another node`);
-  const value = JSON.stringify({ createId, node: self, aliveRevision: alive.createRevision } satisfies CreateIntent);
-  for (let attempt = 0; attempt < BEGIN_ATTEMPTS; attempt++) {
-    const { succeeded } = await store.txn({ compare: [{ key: intentKey(name), target: 'createRevision', op: '=', value: 0 }], success: [{ type: 'put', key: intentKey(name), value }] });
-    if (succeeded) return { name, createId, value };
+export async function beginCreate(store: ClusterStore, name: string, createId: string, self: CreatingNode): Promise<HeldIntent> {
+  const alive = await store.get(ALIVE + self.id);
+  if (!alive) throw new WeftError('UNAVAILABLE', `node ${self.id} is not in the cluster right now (its lease lapsed): try again, or ask another node`);
+  const intent = { name, createId, value: JSON.stringify({ createId, node: self.id, aliveRevision: alive.createRevision } satisfies CreateIntent) };
+  for (let attempt = 0; attempt < LOOK_ATTEMPTS; attempt++) {
+    const running = await createUnderWay(store, name, self);
+    if (running) throw underWay(name, running);
+    let succeeded: boolean;
+    try {
+      ({ succeeded } = await store.txn({ compare: [{ key: intentKey(name), target: 'createRevision', op: '=', value: 0 }], success: [{ type: 'put', key: intentKey(name), value: intent.value }] }));
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) throw new BeginOutcomeUnknownError(intent, err);
+      throw err;
+    }
+    if (succeeded) return intent;
+  }
+  throw new WeftError('ABORTED', `volume ${name}: other creates of the name kept changing it: try again`);
+}
+
+/**
+ * The node of a create of name under way, if one is: on a node that is up (its alive key the one
+ * it began with), and on this node, run by this process. One that is not is given up on the way.
+ */
+export async function createUnderWay(store: ClusterStore, name: string, self: CreatingNode): Promise<string | undefined> {
+  for (let attempt = 0; attempt < LOOK_ATTEMPTS; attempt++) {
     const stored = await store.get(intentKey(name));
-    if (!stored) continue;
+    if (!stored) return undefined;
     const other = JSON.parse(stored.value) as CreateIntent;
-    if (await isUnderWay(store, other)) throw underWay(name, other.node);
-    const copies = await giveUpIntent(store, name, stored);
-    if (copies) onGivenUp(other.node, copies);
+    if (await isUnderWay(store, other, self)) return other.node;
+    const copies = await giveUpIntent(store, name, stored, []);
+    if (copies) {
+      self.onGivenUp(name, other.node, copies);
+      return undefined;
+    }
   }
   throw new WeftError('ABORTED', `volume ${name}: other creates of the name kept changing it: try again`);
 }
@@ -95,55 +138,45 @@ export function recordedIntent(intent: HeldIntent, nodes: readonly string[]): Pi
 }
 
 /**
- * Gives up the create if the intent is still its own: the nodes whose copies are now leftovers;
- * undefined if the intent is another's or gone (a node that found this one's node gone gave it up).
+ * Gives up the create if the intent is still its own: the nodes whose copies are now leftovers
+ * (those marked, and made: the nodes that answered its copy's create); undefined if the intent is
+ * another's or gone (a node that found the create abandoned gave it up).
  */
-export async function giveUpCreate(store: ClusterStore, intent: HeldIntent): Promise<string[] | undefined> {
+export async function giveUpCreate(store: ClusterStore, intent: HeldIntent, made: readonly string[]): Promise<string[] | undefined> {
   for (;;) {
     const stored = await store.get(intentKey(intent.name));
     if (stored?.value !== intent.value) return undefined;
-    const nodes = await giveUpIntent(store, intent.name, stored);
+    const nodes = await giveUpIntent(store, intent.name, stored, made);
     if (nodes) return nodes;
   }
 }
 
-/** Gives up every create whose node is gone (died, restarted, or was cut from the store for a while): the creates given up. */
-export async function giveUpAbandonedCreates(store: ClusterStore): Promise<{ name: string; node: string; copies: string[] }[]> {
-  const given: { name: string; node: string; copies: string[] }[] = [];
-  for (const stored of await store.list(CREATE_INTENTS)) {
-    const intent = JSON.parse(stored.value) as CreateIntent;
-    if (await isUnderWay(store, intent)) continue;
-    const name = stored.key.slice(CREATE_INTENTS.length);
-    const copies = await giveUpIntent(store, name, stored);
-    if (copies) given.push({ name, node: intent.node, copies });
-  }
-  return given;
-}
-
-/** Whether a create of name is written down (a volume of a node's own by that name waits until it ends). */
-export async function createUnderWay(store: ClusterStore, name: string): Promise<string | undefined> {
-  const stored = await store.get(intentKey(name));
-  return stored && (JSON.parse(stored.value) as CreateIntent).node;
+/** Gives up every create that is not under way (createUnderWay): at a node's start and each new lease. */
+export async function giveUpAbandonedCreates(store: ClusterStore, self: CreatingNode): Promise<void> {
+  for (const stored of await store.list(CREATE_INTENTS)) await createUnderWay(store, stored.key.slice(CREATE_INTENTS.length), self);
 }
 
 export const underWay = (name: string, node: string) => new WeftError('ABORTED', `a create of volume ${name} is under way on node ${node}: try again once it has ended`);
 
 const givenUp = (name: string) => new WeftError('ABORTED', `the create of volume ${name} was given up (its node was out of the cluster store's reach for a while): try again`);
 
-async function isUnderWay(store: ClusterStore, intent: CreateIntent): Promise<boolean> {
+async function isUnderWay(store: ClusterStore, intent: CreateIntent, self: CreatingNode): Promise<boolean> {
+  if (intent.node === self.id && !self.runs(intent.createId)) return false;
   const alive = await store.get(ALIVE + intent.node);
   return alive?.createRevision === intent.aliveRevision;
 }
 
 /**
- * The intent (as stored) goes, and each copy marked for it becomes a leftover, in one transaction
- * that holds only if nothing changed the intent since it was read (a mark made meanwhile): the
- * nodes with leftovers, or undefined if it did not hold.
+ * The intent (as stored) goes, and each copy marked for it (or made: `made`) becomes a leftover, in
+ * one transaction that holds only if nothing changed the intent since it was read (a mark made
+ * meanwhile): the nodes with leftovers, or undefined if it did not hold. A node no longer in the
+ * cluster (forgotten) gets none: nothing would ever delete the key.
  */
-async function giveUpIntent(store: ClusterStore, name: string, stored: KeyValue): Promise<string[] | undefined> {
+async function giveUpIntent(store: ClusterStore, name: string, stored: KeyValue, made: readonly string[]): Promise<string[] | undefined> {
   const { createId } = JSON.parse(stored.value) as CreateIntent;
   const marks = (await store.list(markPrefix(name))).filter((kv) => kv.value === createId);
-  const nodes = marks.map((kv) => kv.key.slice(markPrefix(name).length));
+  const registered = new Set((await store.list(NODES)).map((kv) => kv.key.slice(NODES.length)));
+  const nodes = [...new Set([...marks.map((kv) => kv.key.slice(markPrefix(name).length)), ...made])].filter((node) => registered.has(node));
   const leftover = JSON.stringify({ reason: 'its create was cut short' } satisfies Leftover);
   const { succeeded } = await store.txn({
     compare: [{ key: intentKey(name), target: 'modRevision', op: '=', value: stored.modRevision }],

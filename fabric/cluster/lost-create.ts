@@ -1,8 +1,8 @@
 // A replicated volume's create whose record put got no answer (create-key.ts: the outcome is
 // unknown), or that failed while the store did not answer, leaves copies on their nodes that a
 // record may or may not name. So the node that ran the create settles it in the background, once
-// the store answers again (create-intent.ts): given up if its intent is still its own (its copies
-// left to their nodes to delete), else made if the record is its own.
+// the store answers again (create-intent.ts): given up if its intent is still its own (its copies,
+// marked or known made, left to their nodes to delete), else made if the record is its own.
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StoreUnavailableError, type ClusterStore } from './cluster-store';
@@ -18,11 +18,11 @@ export type LostCreateOutcome = 'created' | 'not-created';
  * id, whatever else changed since. The record is never put from here. Rejects when signal aborts
  * (the daemon stops), and with the store's errors other than StoreUnavailableError.
  */
-export async function settleLostCreate(store: ClusterStore, intent: HeldIntent, retryMs: number, signal: AbortSignal): Promise<LostCreateOutcome> {
+export async function settleLostCreate(store: ClusterStore, intent: HeldIntent, made: readonly string[], retryMs: number, signal: AbortSignal): Promise<LostCreateOutcome> {
   for (;;) {
     signal.throwIfAborted();
     try {
-      if (await giveUpCreate(store, intent)) return 'not-created';
+      if (await giveUpCreate(store, intent, made)) return 'not-created';
       const stored = await store.get(volumeKey(intent.name));
       return stored && (JSON.parse(stored.value) as VolumeRecord).createId === intent.createId ? 'created' : 'not-created';
     } catch (err) {

@@ -103,3 +103,15 @@ test('a create whose node is killed midway and never asked again: the node gives
   await n1.api.createVolume({ name: 'again', sizeBytes: 16 * MiB, replicas: 3, locality: n1.id });
   await c.waitForVolume('again', allInSync, 30_000, 'in sync');
 });
+
+test('a copy asked for by a create of an earlier version (it writes no intent, and asks for no mark) is made as before; a marked one without its intent is refused', async () => {
+  const n2 = cluster!.node('n2');
+  await n2.api.createCopy('older', 16 * MiB, 'ssd', undefined, { id: 'an-older-create', marked: false });
+  expect(await store!.list('create-copies/')).toEqual([]);
+  await expect(n2.api.createCopy('newer', 16 * MiB, 'ssd', undefined, { id: 'a-create-given-up', marked: true })).rejects.toMatchObject({
+    code: status.ABORTED,
+    message: expect.stringContaining('was given up'),
+  });
+  expect((await n2.api.listVolumes()).map((v) => v.name)).not.toContain('newer');
+  await n2.api.deleteCopy('older');
+});

@@ -205,7 +205,7 @@ describe('replicated volumes on etcd', () => {
     await qemuIo(nodes[0].nbdUri('won'), ['write -P 0x3c 0 64k', 'flush']);
     const api = new WeftClient(`127.0.0.1:${byId('n2').apiPort}`);
     try {
-      await expect(api.createCopy('won', 16 * MiB, 'ssd', undefined, 'the-losing-create')).rejects.toMatchObject({ code: status.ALREADY_EXISTS });
+      await expect(api.createCopy('won', 16 * MiB, 'ssd', undefined, { id: 'the-losing-create', marked: true })).rejects.toMatchObject({ code: status.ALREADY_EXISTS });
     } finally {
       api.close();
     }

@@ -226,12 +226,17 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     const writer = fs.openSync(writable, 'r+'); // the other publication stays writable
     fs.writeSync(writer, data, 0, BLOCK_SIZE, 0);
     fs.closeSync(writer);
-    const loops = () => JSON.parse(spawnSync('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], { encoding: 'utf8' }).stdout || '{}') as { loopdevices?: { 'back-file': string | null }[] };
+    const loops = () => JSON.parse(spawnSync('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], { encoding: 'utf8' }).stdout || '{}') as { loopdevices?: { name: string; 'back-file': string | null }[] };
     const overLoops = () => (loops().loopdevices ?? []).filter((l) => l['back-file']?.startsWith('/dev/loop')).length;
     expect(overLoops()).toBe(1);
     await csi.call('NodeUnpublishVolume', { volume_id: volume, target_path: readOnly });
     expect(overLoops()).toBe(0);
+    // One made for a publication that weftd died before recording goes with the unstage.
+    const staged = (loops().loopdevices ?? []).find((l) => l['back-file']?.endsWith('/nbd'))!;
+    expect(spawnSync('losetup', ['--find', '--show', '--read-only', staged.name]).status).toBe(0);
+    expect(overLoops()).toBe(1);
     await unpublishAndUnstage(volume);
+    expect(overLoops()).toBe(0);
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
