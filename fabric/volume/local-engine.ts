@@ -5,7 +5,7 @@
 
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { alreadyExists, failedPrecondition, invalidArgument, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, WeftError } from '../errors';
 import type { SnapshotRecord, VolumeRecord } from './catalog';
 import { CatalogView } from './catalog-view';
 import type { EpochFence } from './epoch-fence';
@@ -47,6 +47,12 @@ export class LocalEngine implements VolumeEngine {
   private readonly registry: VolumeRegistry;
   private controlChain: Promise<unknown> = Promise.resolve();
   private txn: ControlTxn | undefined;
+  /**
+   * Volumes and snapshots (`VOLUME@SNAPSHOT`) being deleted: checked unused, their commit under way.
+   * None opens: a handle opened now would outlive its volume's object, and its writes land on the
+   * blocks the delete freed (by then another volume's).
+   */
+  private readonly deleting = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private checkpointing: Promise<void> | undefined;
   private checkpointRetryAt = 0;
@@ -186,6 +192,7 @@ export class LocalEngine implements VolumeEngine {
     return this.control(() => this.registry.sharing(this.view.findVolume(name).head), async (txn) => {
       const record = this.view.findVolume(name);
       this.checkUnused(name, 'disconnect them first');
+      this.refuseOpensUntilDone(name);
       // Its snapshots stay (as in Kubernetes, a snapshot outlives its volume): they are layers of
       // their own, and dropping the head frees only the blocks written since the last one.
       txn.catalog.remove('volume', record);
@@ -268,6 +275,7 @@ export class LocalEngine implements VolumeEngine {
       if (open && open.connections > 0) {
         throw failedPrecondition(`snapshot ${volume}@${name} is being read by ${open.connections} NBD connection(s)`);
       }
+      this.refuseOpensUntilDone(`${volume}@${name}`);
       txn.catalog.remove('snapshot', snapshot);
       txn.catalog.change('layer', layerById(this.catalog, snapshot.layer)).hidden = true;
       txn.collectLayer(snapshot.layer);
@@ -311,6 +319,7 @@ export class LocalEngine implements VolumeEngine {
 
   openVolume(name: string, opener: Opener = {}): OpenDevice {
     this.checkOpen();
+    this.checkNotDeleting(name);
     const { volume, record } = this.registry.entry(name);
     const current = record.epoch ?? 0;
     if (opener.epoch !== undefined && opener.epoch < current) {
@@ -321,6 +330,7 @@ export class LocalEngine implements VolumeEngine {
 
   openSnapshot(volume: string, snapshot: string, opener: Opener = {}): OpenDevice {
     this.checkOpen();
+    this.checkNotDeleting(`${volume}@${snapshot}`);
     return this.registry.snapshotEntry(volume, snapshot).volume.open(opener);
   }
 
@@ -377,11 +387,21 @@ export class LocalEngine implements VolumeEngine {
       } finally {
         this.txn = undefined;
         this.registry.refresh();
+        this.deleting.clear(); // control operations run one at a time: this one's
         for (const v of paused) v.replica.quiesce.resume();
       }
     });
     this.controlChain = run.catch(() => undefined);
     return run;
+  }
+
+  /** Refuses opens of what is being deleted (`deleting`) until the running control operation has ended, its registry refreshed. */
+  private refuseOpensUntilDone(key: string): void {
+    this.deleting.add(key);
+  }
+
+  private checkNotDeleting(key: string): void {
+    if (this.deleting.has(key)) throw notFound(`${key.includes('@') ? 'snapshot' : 'volume'} ${key} is being deleted`);
   }
 
   private checkOpen(): void {

@@ -247,6 +247,26 @@ test('recovery takes an unsynced write whose block cannot be read (a bad sector)
   }
 });
 
+test('no client opens a volume or a snapshot while its delete commits: its handle would outlive it, and its writes land on blocks freed for others', async () => {
+  const engine = await openEngine(root);
+  await engine.createVolume({ name: 'v', sizeBytes: MiB });
+  await engine.createSnapshot('v', 's');
+  for (const [what, remove, open] of [
+    ['snapshot v@s', () => engine.deleteSnapshot('v', 's'), () => engine.openSnapshot('v', 's')],
+    ['volume v', () => engine.deleteVolume('v'), () => engine.openVolume('v')],
+  ] as const) {
+    recorder = FileOpsRecorder.install();
+    const syncs = recorder.hold(journalSyncs);
+    const removing = track(remove());
+    await syncs.whenHeld(); // the delete's record is written; its sync (the commit) waits
+    expect(open).toThrow(`${what} is being deleted`);
+    recorder.uninstall();
+    recorder = undefined;
+    await removing;
+    expect(open).toThrow(/does not exist/);
+  }
+});
+
 describe('a FLUSH fdatasyncs the pool file after the write it follows completed', () => {
   test.each(WRITE_SIZES)('a %s write', async (_name, bytes) => {
     const device = await volumeV();
