@@ -80,13 +80,23 @@ export class ConnectionInFlight {
     if (!this.closed) this.node.waitForRoom(this.onRoom);
   }
 
-  /** The connection is gone: whatever it still holds goes back to the node, and later removes are ignored. */
-  close(): void {
+  /**
+   * The connection is gone, and later removes are ignored: what its replies held goes back to the
+   * node now, what its running device calls hold (runningBytes: their payloads, their reads' data)
+   * as each ends (endedAfterClose). Else a client that resets and connects again, over and over,
+   * would take more than the node's cap from calls still running.
+   */
+  close(runningBytes: number): void {
     if (this.closed) return;
     this.closed = true;
     this.node.cancelWait(this.onRoom);
-    this.node.give(this.bytes);
+    this.node.give(this.bytes - runningBytes);
     this.requests = 0;
     this.bytes = 0;
+  }
+
+  /** A device call that was running when the connection closed has ended: its bytes go back to the node. */
+  endedAfterClose(bytes: number): void {
+    this.node.give(bytes);
   }
 }

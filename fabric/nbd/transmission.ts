@@ -47,6 +47,8 @@ export class Transmission implements RequestSink {
   private readonly warnings: WarningLimiter;
   /** Device calls not yet finished. */
   private running = 0;
+  /** What the running device calls' requests hold (NbdRequest.heldBytes). */
+  private runningBytes = 0;
   /** The unparsed rest of a chunk, kept while reading is paused for backpressure. */
   private stalled?: Buffer;
   /** No more requests are read: DISC, end of input, a protocol violation or server shutdown. */
@@ -181,6 +183,7 @@ export class Transmission implements RequestSink {
   private dispatch(req: NbdRequest): void {
     this.running++;
     req.heldBytes = heldBytes(req);
+    this.runningBytes += req.heldBytes;
     this.inFlight.add(req.heldBytes);
     let pending: Promise<unknown>;
     try {
@@ -226,6 +229,8 @@ export class Transmission implements RequestSink {
       this.socket.destroy();
     }
     this.running--;
+    this.runningBytes -= req.heldBytes;
+    if (this.socketClosed) this.inFlight.endedAfterClose(req.heldBytes);
     if (this.running > 0) return;
     if (this.socketClosed) this.release();
     else if (this.stopping) this.finish();
@@ -292,7 +297,7 @@ export class Transmission implements RequestSink {
     this.socketClosed = true;
     this.stopping = true;
     this.stalled = undefined;
-    this.inFlight.close();
+    this.inFlight.close(this.runningBytes);
     this.warnings.close();
     if (this.running === 0) this.release();
     else this.abandonExport();

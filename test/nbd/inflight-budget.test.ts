@@ -62,10 +62,23 @@ describe('ConnectionInFlight', () => {
     other.inFlight.add(2 * MiB);
     closing.inFlight.waitForRoom();
     other.inFlight.waitForRoom();
-    closing.inFlight.close();
+    closing.inFlight.close(0);
     expect(node.bytes).toBe(2 * MiB);
     expect([closing.woken(), other.woken()]).toEqual([0, 1]);
     closing.inFlight.remove(3 * MiB);
     expect(node.bytes).toBe(2 * MiB);
+  });
+
+  test('closing keeps what running device calls hold until each ends: a client that resets and comes back cannot pass the cap', () => {
+    const node = new NodeInFlightBudget(4 * MiB);
+    const closing = connection(node);
+    closing.inFlight.add(1 * MiB); // replied, its reply still in the socket's buffer
+    closing.inFlight.add(2 * MiB); // its device call still running
+    closing.inFlight.close(2 * MiB);
+    expect(node.bytes).toBe(2 * MiB);
+    closing.inFlight.remove(1 * MiB); // the reply's callback after the close: ignored
+    expect(node.bytes).toBe(2 * MiB);
+    closing.inFlight.endedAfterClose(2 * MiB);
+    expect(node.bytes).toBe(0);
   });
 });

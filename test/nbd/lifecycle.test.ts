@@ -195,6 +195,20 @@ describe('NBD connection lifecycle', () => {
     expect(inFlightAtClose).toEqual([0]);
   });
 
+  test("a client that vanishes with requests in flight: their bytes count against the node's cap until the device calls end", async () => {
+    const client = await open();
+    layer.delayMs = 500;
+    client.socket.write(Buffer.concat([0, 1].map((i) => encodeRequest({ type: CMD.WRITE, handle: BigInt(i), offset: i * 65536, length: 65536, payload: Buffer.alloc(65536, 7) }))));
+    await waitFor(() => layer.inFlight === 2);
+    expect(fixture.server.inFlightBytes()).toBeGreaterThanOrEqual(2 * 65536);
+    client.socket.resetAndDestroy(); // the server's socket closes at once (ECONNRESET)
+    await new Promise((resolve) => setTimeout(resolve, 100)); // the writes still run
+    expect(layer.inFlight).toBe(2);
+    expect(fixture.server.inFlightBytes()).toBeGreaterThanOrEqual(2 * 65536);
+    await fixture.exportsClosed();
+    expect(fixture.server.inFlightBytes()).toBe(0);
+  });
+
   test('DISC with slow requests in flight: all are answered first', async () => {
     const client = await open();
     layer.delayMs = 100;
