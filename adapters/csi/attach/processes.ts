@@ -57,8 +57,9 @@ export async function startDaemon(spec: DaemonSpec): Promise<number> {
     if (pid !== undefined) return pid;
     await sleep(POLL_MS);
   }
+  const how = failure ?? `did not write ${spec.pidFile} within ${spec.readyTimeoutMs} ms`; // before the kill's own exit
   await stopUnready(group, spec);
-  throw await daemonFailed(spec, failure ?? `did not write ${spec.pidFile} within ${spec.readyTimeoutMs} ms`);
+  throw await daemonFailed(spec, how);
 }
 
 /**
