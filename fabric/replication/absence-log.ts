@@ -31,6 +31,9 @@ interface LogFile {
 export class AbsenceLog {
   private readonly absences = new Map<string, Absence>();
   private readonly saver = new SerialSave(() => this.write());
+  /** Marks made (each one that grew a map counts), and how many of them a successful save holds. */
+  private marked = 0;
+  private savedMarks = 0;
 
   private constructor(readonly file: string) {}
 
@@ -84,17 +87,24 @@ export class AbsenceLog {
     return this.save();
   }
 
-  /** A change of the range reached this copy: marked for every absent copy; a promise when that has to reach the disk first. */
+  /**
+   * A change of the range reached this copy: marked for every absent copy; a promise when that has
+   * to reach the disk first. Also when the range was marked already but that mark is not on disk
+   * yet (its save still runs, or failed): a change acknowledged before would be lost with a crash.
+   */
   record(offsetBytes: number, lengthBytes: number): Promise<void> | undefined {
     if (this.absences.size === 0) return undefined;
-    let grew = false;
     for (const entry of this.absences.values()) {
       if (entry.full) continue;
       const before = entry.map.blocks;
       entry.map.mark(offsetBytes, lengthBytes);
-      grew ||= entry.map.blocks !== before;
+      if (entry.map.blocks !== before) this.marked++;
     }
-    return grew ? this.save() : undefined;
+    if (this.savedMarks === this.marked) return undefined;
+    const upTo = this.marked;
+    return this.save().then(() => {
+      this.savedMarks = Math.max(this.savedMarks, upTo);
+    });
   }
 
   /** The volume's copy here is gone. */

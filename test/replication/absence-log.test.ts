@@ -77,6 +77,25 @@ describe('on its own', () => {
     fs.rmSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(path.dirname(file), 'a file where the log directory should be');
     await expect(log.record(0, BLOCK)).rejects.toThrow();
+    // The same block again: marked already, but not on disk, so it waits for a save again (and fails).
+    await expect(log.record(0, BLOCK)).rejects.toThrow();
+    fs.rmSync(path.dirname(file));
+    await log.record(0, BLOCK); // the disk works again: saved now
+    expect(runsOf(AbsenceLog.load(file, silent).absence('n2')?.map)).toEqual([[0, BLOCK]]);
+    expect(log.record(0, BLOCK)).toBeUndefined();
+  });
+
+  test('a change to a range whose mark is still being saved waits for that save: a crash before it would lose the mark', async () => {
+    const log = AbsenceLog.load(file, silent);
+    await log.track('n2', { full: false, map: new DirtyMap() });
+    let firstSaved = false;
+    const first = log.record(0, BLOCK)!.then(() => (firstSaved = true));
+    const second = log.record(0, BLOCK); // the same block, before the first mark is on disk
+    expect(second).toBeDefined();
+    await second;
+    expect(firstSaved).toBe(true);
+    expect(runsOf(AbsenceLog.load(file, silent).absence('n2')?.map)).toEqual([[0, BLOCK]]);
+    await first;
   });
 });
 
