@@ -38,6 +38,16 @@ export class DirtyMap {
     this.change(offsetBytes, lengthBytes, false);
   }
 
+  /** Clears every block from offsetBytes on (past a volume's end: activity extents are 4 MiB, volumes end on any block). */
+  clearFrom(offsetBytes: number): void {
+    const first = Math.ceil(offsetBytes / BLOCK_BYTES);
+    for (const index of [...this.chunks.keys()]) {
+      const from = Math.max(first, index * CHUNK_BLOCKS);
+      const end = (index + 1) * CHUNK_BLOCKS;
+      if (from < end) this.change(from * BLOCK_BYTES, (end - from) * BLOCK_BYTES, false);
+    }
+  }
+
   /** Marks every block that is dirty in other. */
   merge(other: DirtyMap): void {
     for (const run of other.runs()) this.mark(run.offsetBytes, run.lengthBytes);

@@ -606,6 +606,9 @@ export class ReplicatedDevice extends PassThroughLayer {
       // been flushed long ago, and a copy in sync may be promoted after a power cut.
       do {
         while (remote.dirty.blocks > 0) {
+          // Nothing to copy past the end: the regions of activity logs are whole 4 MiB extents.
+          remote.dirty.clearFrom(this.sizeBytes);
+          if (remote.dirty.blocks === 0) break;
           const runs = [...remote.dirty.runs(RESYNC_RUN_BYTES)];
           for (let i = 0; i < runs.length; i += RESYNC_DEPTH) await this.pacer.step(() => this.copyRuns(remote, connection, runs.slice(i, i + RESYNC_DEPTH)));
         }

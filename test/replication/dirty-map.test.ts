@@ -41,3 +41,13 @@ test('runs come in volume order, cut at maxBytes; merge adds another map', () =>
     [3 * CHUNK_BYTES + 8 * KiB, 4 * KiB],
   ]);
 });
+
+test('clearFrom clears every block from an offset on, in every chunk, and keeps those before it', () => {
+  const map = new DirtyMap();
+  map.mark(0, 8 * 1024 * 1024); // two whole 4 MiB extents, several chunks
+  map.mark(1024 * 1024 * 1024, 4096); // far past
+  map.clearFrom(6 * 1024 * 1024 + 8192);
+  expect([...map.runs()].map((r) => [r.offsetBytes, r.lengthBytes])).toEqual([[0, 6 * 1024 * 1024 + 8192]]);
+  map.clearFrom(0);
+  expect(map.blocks).toBe(0);
+});
