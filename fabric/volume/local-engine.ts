@@ -49,8 +49,9 @@ export class LocalEngine implements VolumeEngine {
   private txn: ControlTxn | undefined;
   /**
    * Volumes and snapshots (`VOLUME@SNAPSHOT`) being deleted: checked unused, their commit under way.
-   * None opens: a handle opened now would outlive its volume's object, and its writes land on the
-   * blocks the delete freed (by then another volume's).
+   * None opens until the control operation has ended and the registry is refreshed (cleared there):
+   * a handle opened now would outlive its volume's object, and its writes land on the blocks the
+   * delete freed (by then another volume's).
    */
   private readonly deleting = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
@@ -192,7 +193,7 @@ export class LocalEngine implements VolumeEngine {
     return this.control(() => this.registry.sharing(this.view.findVolume(name).head), async (txn) => {
       const record = this.view.findVolume(name);
       this.checkUnused(name, 'disconnect them first');
-      this.refuseOpensUntilDone(name);
+      this.deleting.add(name);
       // Its snapshots stay (as in Kubernetes, a snapshot outlives its volume): they are layers of
       // their own, and dropping the head frees only the blocks written since the last one.
       txn.catalog.remove('volume', record);
@@ -275,7 +276,7 @@ export class LocalEngine implements VolumeEngine {
       if (open && open.connections > 0) {
         throw failedPrecondition(`snapshot ${volume}@${name} is being read by ${open.connections} NBD connection(s)`);
       }
-      this.refuseOpensUntilDone(`${volume}@${name}`);
+      this.deleting.add(`${volume}@${name}`);
       txn.catalog.remove('snapshot', snapshot);
       txn.catalog.change('layer', layerById(this.catalog, snapshot.layer)).hidden = true;
       txn.collectLayer(snapshot.layer);
@@ -393,11 +394,6 @@ export class LocalEngine implements VolumeEngine {
     });
     this.controlChain = run.catch(() => undefined);
     return run;
-  }
-
-  /** Refuses opens of what is being deleted (`deleting`) until the running control operation has ended, its registry refreshed. */
-  private refuseOpensUntilDone(key: string): void {
-    this.deleting.add(key);
   }
 
   private checkNotDeleting(key: string): void {
