@@ -6,8 +6,8 @@
       "cflags": ["-O3"]
     },
     {
-      "target_name": "weft_file_calls",
-      "sources": ["fabric/store/native/file-calls.c"],
+      "target_name": "weft_flock",
+      "sources": ["fabric/store/native/flock.c"],
       "cflags": ["-O2"]
     },
     {

@@ -14,7 +14,6 @@ REQUIRED=(
   fuse3:fusermount3
   e2fsprogs:mkfs.ext4
   xfsprogs:mkfs.xfs
-  util-linux-extra:fincore
   etcd-server:etcd
   etcd-client:etcdctl
   prometheus:prometheus

@@ -4,7 +4,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { failedPrecondition } from '../errors';
-import { tryLockExclusive } from './file-calls';
+import { loadNativeModule } from '../native';
+
+const native = loadNativeModule<{ tryLockExclusive(fd: number): boolean }>('weft_flock');
 
 /** The descriptor of each data dir's LOCK that this process holds. */
 const held = new Map<string, number>();
@@ -16,7 +18,7 @@ const held = new Map<string, number>();
 export function takeLock(dataDir: string): void {
   const fd = fs.openSync(path.join(dataDir, 'LOCK'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
   try {
-    if (!tryLockExclusive(fd)) {
+    if (!native.tryLockExclusive(fd)) {
       const pid = fs.readFileSync(fd, 'utf8').trim();
       throw failedPrecondition(`data dir ${dataDir} is in use by another weftd${pid ? ` (pid ${pid})` : ''}`);
     }

@@ -8,7 +8,6 @@ import { BLOCK_BYTES } from './block-size';
 import { BlockAllocator } from './allocator';
 import { slicePieces, totalBytes, type Pieces } from '../pieces';
 import { fdatasync, preadAll, preadAllSync, pwritevChunked, pwritevChunkedSync, RESOLVED, settleAll } from './file-io';
-import { dropCachedPages } from './file-calls';
 import { DATA_OFFSET_BYTES, MAX_POOL_BLOCKS, OpenMember } from './pool-member';
 
 /**
@@ -134,17 +133,6 @@ export class Pool {
       start = i;
     }
     return writes.length === 1 ? writes[0] : settleAll(writes);
-  }
-
-  /**
-   * Drops the clean cached pages of every member (dirty ones are written back first, and stay), so
-   * that reads after it see what the disks hold. Recovery does this first: after a failed
-   * fdatasync the kernel may keep the pages it could not write, marked clean, and they would pass
-   * their checksums though the disk lacks them. Whole files: a range inside a large folio (which
-   * ext4 caches files in) would drop nothing.
-   */
-  dropCache(): void {
-    for (const m of this.members) dropCachedPages(m.fd, 0, 0);
   }
 
   /** Reads count blocks starting at physical block start into buf (count * 4096 bytes). */

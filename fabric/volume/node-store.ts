@@ -234,7 +234,6 @@ export class NodeStore implements ReplicaHost {
     const buf = Buffer.allocUnsafe(BLOCK_BYTES);
     const poolOf = new Map(this.catalog.layers.map((l) => [l.id, this.pool(l.pool)]));
     let rolledBack = 0;
-    if (unsynced.length > 0) this.dropCachedPages();
     for (let i = unsynced.length - 1; i >= 0; i--) {
       const change = unsynced[i];
       const map = this.metadata.maps.get(change.layer);
@@ -266,17 +265,6 @@ export class NodeStore implements ReplicaHost {
     await this.syncPools();
     await this.checkpoint();
     return rolledBack;
-  }
-
-  /** So that recovery checks what the disks hold (Pool.dropCache); if the kernel refuses, it checks what it can read. */
-  private dropCachedPages(): void {
-    for (const pool of this.pools.values()) {
-      try {
-        pool.dropCache();
-      } catch (err) {
-        this.logger.warn({ err, pool: pool.poolClass }, 'recovery: could not drop the cached pages of the pool; checking the blocks as they read');
-      }
-    }
   }
 
   private releaseFiles(): void {
