@@ -793,7 +793,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     const release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, true);
     try {
       if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
-      const data = await this.below.read(offsetBytes, lengthBytes);
+      const data = await this.below.read(offsetBytes, lengthBytes).catch((err: unknown) => this.readForResync(remote, offsetBytes, lengthBytes, err));
       await connection.write(offsetBytes, data, false);
       // Cleared once there (no write to the range can come between, under the lock), so that
       // copied + behind, the resync's size, stays put meanwhile.
@@ -803,6 +803,32 @@ export class ReplicatedDevice extends PassThroughLayer {
     } finally {
       release();
     }
+  }
+
+  /**
+   * What a resync's copy sends when the local copy failed to read it (err). The fault is this
+   * copy's, not the one being resynced: failing would drop that one, try it again, and after
+   * --replica-timeout replace it, over and over. A range that fails its checksum is read from an
+   * in-sync peer and rewritten here (the caller holds the copy lock on it, as a client read's repair
+   * does); a failing disk hands the volume over to the peers, whose resync then brings the copy back.
+   */
+  private async readForResync(remote: Remote, offsetBytes: number, lengthBytes: number, err: unknown): Promise<Buffer> {
+    const range = `${offsetBytes}+${lengthBytes}`;
+    const ownFault = err instanceof ChecksumError || (copyFault(err) && this.onLocalFailure !== undefined);
+    for (const peer of ownFault ? this.remotes : []) {
+      if (peer.state !== 'in-sync' || !peer.connection) continue;
+      const data = await peer.connection.read(offsetBytes, lengthBytes).catch(() => undefined);
+      if (!data) continue;
+      if (err instanceof ChecksumError) {
+        await this.below.write(offsetBytes, data, true);
+        return data;
+      }
+      await this.handOver(err); // only a peer that answers makes it this copy's fault (readFromPeer)
+      break;
+    }
+    const what = err instanceof ChecksumError ? 'fails its checksum' : 'could not be read';
+    const cause = `this node's own copy ${what} at ${range}, so replica ${remote.replica.id} was not resynced: ${(err as Error).message}`;
+    throw err instanceof ChecksumError ? new ChecksumError(`${cause}; no in-sync copy could give the data (a client write of the range repairs it)`) : new IoError(err instanceof IoError ? err.errno : 'EIO', cause);
   }
 
   /** Remotes that receive writes: in sync, or resyncing (all of them, usually: no copy then). */
