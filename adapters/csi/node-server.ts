@@ -39,6 +39,7 @@ export interface HostTools {
   attachReadOnlyLoop(device: string): Promise<string>;
   loopsBackedBy(file: string): Promise<string[]>;
   detachLoop(device: string): Promise<void>;
+  refreshLoopCapacity(device: string): Promise<void>;
 }
 
 export interface NodeServerOptions {
@@ -395,9 +396,19 @@ export class NodeServer {
       }
       // Staged read-only: the device grows, its filesystem when it is next staged read-write.
       if (state.access === 'mount' && !isReaderOnly(state)) await this.tools.growFilesystem(state.attachment.devicePath, state.stagingPath, filesystemOf(state));
+      if (state.access === 'block') await this.growReadOnlyDevices(state);
       this.logger.info({ volume, sizeBytes: info.sizeBytes }, 'volume expanded on the node');
       return { capacity_bytes: info.sizeBytes };
     });
+  }
+
+  /** A read-only block publication's own loop device keeps its size until told: it takes the staged device's again. */
+  private async growReadOnlyDevices(state: VolumeState): Promise<void> {
+    const staged = state.attachment!.devicePath;
+    const readOnly = state.publications.flatMap((p) => (p.readOnlyDevice ? [p.readOnlyDevice] : []));
+    if (readOnly.length === 0) return;
+    const overStaged = await this.tools.loopsBackedBy(staged);
+    for (const device of readOnly) if (overStaged.includes(device)) await this.tools.refreshLoopCapacity(device);
   }
 
   /** Reattaches a staged, unpublished volume (its device then has the volume's current size). */

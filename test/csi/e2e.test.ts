@@ -200,6 +200,31 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
+  test('a block volume grows online while writes to it are still in the page cache; they stay', async () => {
+    // The kernel writes a loop device's dirty pages back before it changes its size, through
+    // nbdfuse to weftd itself: weftd hung for good (D state) when it did that on its event loop.
+    const volume = await createVolume('e2e-block-grow', 64 * MiB, BLOCK_WRITER);
+    const device = await stageAndPublish(volume, BLOCK_WRITER);
+    const data = randomBytes(4 * MiB);
+    const fd = fs.openSync(device, 'r+');
+    fs.writeSync(fd, data, 0, data.length, 60 * MiB); // no fsync: dirty pages of the device
+    fs.closeSync(fd);
+    await csi.call('ControllerExpandVolume', { volume_id: volume, capacity_range: { required_bytes: 128 * MiB } });
+    const grown = await csi.call('NodeExpandVolume', { volume_id: volume, volume_path: device, capacity_range: { required_bytes: 128 * MiB } });
+    expect(grown.capacity_bytes).toBe(128 * MiB);
+    expect(Number(spawnSync('blockdev', ['--getsize64', device], { encoding: 'utf8' }).stdout)).toBe(128 * MiB);
+    await unpublishAndUnstage(volume);
+
+    const again = await stageAndPublish(volume, BLOCK_WRITER);
+    const readBack = Buffer.alloc(data.length);
+    const readFd = fs.openSync(again, 'r');
+    fs.readSync(readFd, readBack, 0, readBack.length, 60 * MiB);
+    fs.closeSync(readFd);
+    expect(readBack.equals(data)).toBe(true);
+    await unpublishAndUnstage(volume);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
   test('a read-only block publication cannot be written through, whatever opens it; it goes with its unpublish', async () => {
     const volume = await createVolume('e2e-block-ro', 64 * MiB, BLOCK_WRITER);
     const data = randomBytes(MiB);
@@ -226,6 +251,11 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     const writer = fs.openSync(writable, 'r+'); // the other publication stays writable
     fs.writeSync(writer, data, 0, BLOCK_SIZE, 0);
     fs.closeSync(writer);
+    // Grown online, the read-only publication shows the new size too (its loop device is its own).
+    await csi.call('ControllerExpandVolume', { volume_id: volume, capacity_range: { required_bytes: 128 * MiB } });
+    await csi.call('NodeExpandVolume', { volume_id: volume, volume_path: writable, capacity_range: { required_bytes: 128 * MiB } });
+    const sizeOf = (device: string) => Number(spawnSync('blockdev', ['--getsize64', device], { encoding: 'utf8' }).stdout);
+    expect([sizeOf(writable), sizeOf(readOnly)]).toEqual([128 * MiB, 128 * MiB]);
     const loops = () => JSON.parse(spawnSync('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], { encoding: 'utf8' }).stdout || '{}') as { loopdevices?: { name: string; 'back-file': string | null }[] };
     const overLoops = () => (loops().loopdevices ?? []).filter((l) => l['back-file']?.startsWith('/dev/loop')).length;
     expect(overLoops()).toBe(1);

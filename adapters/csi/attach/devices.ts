@@ -1,12 +1,8 @@
 // Block devices on this node: loop devices over a file (set up with direct I/O and a size limit,
 // found again by their backing file, grown, detached) and the size of any block device.
 
-import { loadNativeModule } from '../../../fabric/native';
+import path from 'node:path';
 import { runTool } from './exec';
-
-interface NativeLoop {
-  setLoopSizeLimit(device: string, bytes: number): void;
-}
 
 interface LosetupList {
   loopdevices?: { name: string; 'back-file': string | null }[];
@@ -25,9 +21,14 @@ export async function attachReadOnlyLoop(device: string): Promise<string> {
   return (await runTool('losetup', ['--find', '--show', '--read-only', device])).trim();
 }
 
+/** Has a loop device without a size limit take its backing device's size again (after it grew). */
+export async function refreshLoopCapacity(device: string): Promise<void> {
+  await runTool('losetup', ['--set-capacity', device]);
+}
+
 /** Sets how much of its file a bound loop device shows; allowed while it is mounted (online growth). */
 export async function setLoopSizeLimit(device: string, sizeBytes: number): Promise<void> {
-  loadNativeModule<NativeLoop>('weft_loop').setLoopSizeLimit(device, sizeBytes);
+  await runTool(process.execPath, [path.join(__dirname, 'set-loop-size.js'), device, String(sizeBytes)]); // off the event loop: see there
 }
 
 /** The loop devices whose backing file is this path (normally one, or none). */
