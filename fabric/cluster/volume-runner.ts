@@ -6,7 +6,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withDeadline } from '../deadline';
-import { failedPrecondition, WeftError } from '../errors';
+import { failedPrecondition, IoError, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
 import type { ActivityLog } from '../replication/activity-log';
@@ -88,7 +88,7 @@ interface Waiter {
   reject(error: Error): void;
 }
 
-export class VolumeRunner implements InSyncSet {
+export class VolumeRunner {
   private state: BrainState;
   private serving: Serving | undefined;
   private waiters: Waiter[] = [];
@@ -123,7 +123,8 @@ export class VolumeRunner implements InSyncSet {
   primaryDevice(afterEpoch = -1): PrimaryHandle | undefined {
     const serving = this.serving;
     if (serving && serving.epoch <= afterEpoch) return undefined;
-    return serving && new PrimaryHandle(serving.device, () => this.serving === serving, () => this.dispatch({ type: 'fenced' }));
+    // A refusal met by a request of an earlier serving (still finishing) says nothing of this one's.
+    return serving && new PrimaryHandle(serving.device, () => this.serving === serving, () => this.serving === serving && this.dispatch({ type: 'fenced' }));
   }
 
   /** The replication this node serves the volume with, while it is the primary. */
@@ -147,18 +148,32 @@ export class VolumeRunner implements InSyncSet {
 
   // ---- InSyncSet, for the ReplicatedDevice this node serves with ----
 
-  members(): readonly string[] {
-    return this.state.record ? inSyncNodes(this.state.record).filter((n) => n !== this.context.self) : [];
+  /**
+   * The in-sync set of the device that serves at epoch. A device outlives its serving by a little
+   * (closed, it may still be ending a resync or a write): its calls then change nothing and fail, or
+   * a resync of an earlier serving could put a copy in sync that the current one is still copying
+   * to, and writes it missed would be acknowledged without it.
+   */
+  private inSyncSetAt(epoch: number): InSyncSet {
+    const ended = () => Promise.reject(new IoError('ESHUTDOWN', `volume ${this.name}: this node no longer serves it at epoch ${epoch}`));
+    return {
+      members: () => (this.state.record ? inSyncNodes(this.state.record).filter((n) => n !== this.context.self) : []),
+      remove: (replicaId, reason) => {
+        if (!this.servesAt(epoch)) return ended();
+        this.dispatch({ type: 'replica-failed', replica: replicaId, reason });
+        return this.waitFor('out', replicaId, (state) => state !== 'in-sync' && state !== 'resyncing');
+      },
+      add: (replicaId) => {
+        if (!this.servesAt(epoch)) return ended();
+        this.dispatch({ type: 'resync-finished', replica: replicaId });
+        return this.waitFor('in-sync', replicaId, (state) => state === 'in-sync');
+      },
+    };
   }
 
-  remove(replicaId: string, reason: string): Promise<void> {
-    this.dispatch({ type: 'replica-failed', replica: replicaId, reason });
-    return this.waitFor('out', replicaId, (state) => state !== 'in-sync' && state !== 'resyncing');
-  }
-
-  add(replicaId: string): Promise<void> {
-    this.dispatch({ type: 'resync-finished', replica: replicaId });
-    return this.waitFor('in-sync', replicaId, (state) => state === 'in-sync');
+  /** The brain serves at epoch (the device may still be opening). */
+  private servesAt(epoch: number): boolean {
+    return !this.closed && this.state.role === 'serving' && this.state.claimedEpoch === epoch;
   }
 
   // ---- control operations, on the primary ----
@@ -419,11 +434,11 @@ export class VolumeRunner implements InSyncSet {
     };
     // Fenced at its epoch like the copies: once a newer primary has raised this copy's epoch, a
     // write of this one that still comes (its view of the store lags) does not land here either.
-    const device = await ReplicatedDevice.open(this.context.localFence(this.name).guard(local, epoch), remotes, this, {
+    const device = await ReplicatedDevice.open(this.context.localFence(this.name).guard(local, epoch), remotes, this.inSyncSetAt(epoch), {
       absences: log && { log, notices },
       activity: activity && { log: activity, epoch, notices: activityNotices, strays: peerActivity?.regions(), checksums },
       formerPrimaries: record.replicas.filter((r) => r.wasPrimary && r.state !== 'in-sync' && r.lastEpoch === epoch - 1).map((r) => r.node),
-      onLocalFailure: (reason) => this.handOver(reason),
+      onLocalFailure: (reason) => (this.servesAt(epoch) ? this.handOver(reason) : Promise.resolve()),
       growCopy: (node, sizeBytes) => {
         this.context.logger.warn({ volume: this.name, node, sizeBytes }, 'growing a copy that a resize cut short left smaller than this one');
         return this.context.controlCopy(node, this.name, { type: 'resize', sizeBytes }, epoch);

@@ -10,9 +10,14 @@ import { step } from '../../fabric/cluster/volume-brain';
 import { DEFAULT_BRAIN_CONFIG, initialBrainState, type BrainAction, type BrainEvent, type BrainState } from '../../fabric/cluster/volume-brain-state';
 import { VolumeRunner, type RunnerContext } from '../../fabric/cluster/volume-runner';
 import { inSyncNodes, leaseValue, volumeKey, volumeLeaseKey, type ReplicaRecord, type VolumeRecord } from '../../fabric/cluster/volume-record';
+import type { InSyncSet } from '../../fabric/replication/in-sync-set';
+import { EpochFence } from '../../fabric/volume/epoch-fence';
 import { freshEmbeddedStore, withCalls } from '../helpers/embedded-store';
+import { cleanupAll, makeTempDir } from '../helpers/weftd';
+import { openPrimaryVolume } from '../replication/primary-volume';
 
 const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
 const T0 = 1_000_000;
 const TIMEOUT = DEFAULT_BRAIN_CONFIG.replicaTimeoutMs;
 const RETRY = DEFAULT_BRAIN_CONFIG.resyncRetryMs;
@@ -305,7 +310,13 @@ describe('on a real store', () => {
   });
 
   /** A runner of volume "vol" on node a, on the store as txnOf wraps its transactions; a's own copy raises or fails as told. */
-  function runnerOn(txnOf: (txn: Txn) => Promise<TxnResult>, raiseLocalEpoch: () => Promise<void>, logger = pino({ level: 'silent' }), config = DEFAULT_BRAIN_CONFIG): VolumeRunner {
+  function runnerOn(
+    txnOf: (txn: Txn) => Promise<TxnResult>,
+    raiseLocalEpoch: RunnerContext['raiseLocalEpoch'],
+    logger = pino({ level: 'silent' }),
+    config = DEFAULT_BRAIN_CONFIG,
+    copy: Partial<Pick<RunnerContext, 'localCopy' | 'localFence'>> = {},
+  ): VolumeRunner {
     const wrapped = withCalls(store, { txn: txnOf });
     const notUsed = () => Promise.reject(new Error('not used by this test'));
     const context = {
@@ -328,6 +339,7 @@ describe('on a real store', () => {
       controlCopy: notUsed,
       config,
       logger,
+      ...copy,
     } satisfies RunnerContext;
     return new VolumeRunner('vol', context);
   }
@@ -406,6 +418,38 @@ describe('on a real store', () => {
       expect(lines.filter((l) => l.includes('could not serve as primary'))).toHaveLength(1);
     } finally {
       runner.close();
+    }
+  });
+
+  test('the runner: once it serves again at a newer epoch, the in-sync set of its earlier serving changes nothing', async () => {
+    // A device outlives its serving by a little (closed, still ending a resync or a write). Its
+    // in-sync set used to be the runner itself, so a resync of the earlier serving could put a copy
+    // in sync that the current one was still copying to. Here the earlier set's calls are refused.
+    const { engine, local } = await openPrimaryVolume(makeTempDir('weft-runner-'), 'vol', 8 * MiB);
+    let localEpoch = 3;
+    const fence = new EpochFence('vol', () => localEpoch);
+    const raise = async (_volume: string, epoch: number) => void (localEpoch = epoch);
+    const runner = runnerOn((txn) => store.txn(txn), raise, undefined, undefined, { localCopy: () => local, localFence: () => fence });
+    const at = (epoch: number) => (runner as unknown as { inSyncSetAt(epoch: number): InSyncSet }).inSyncSetAt(epoch);
+    const stored = async () => JSON.parse((await store.get(volumeKey('vol')))!.value) as VolumeRecord;
+    try {
+      await takeOver(runner, record({}, { replicas: [{ node: 'a', state: 'in-sync' }], sizeBytes: 8 * MiB }));
+      await until(async () => runner.replication() !== undefined);
+      const earlier = at(4);
+      // Its lease gone (as after a lapse), it stops; it takes the volume again at epoch 5.
+      await store.delete(volumeLeaseKey('vol'));
+      runner.dispatch({ type: 'primary-lease', lease: null, modRevision: await store.revision() });
+      await until(async () => (await stored()).epoch === 5 && runner.replication() !== undefined);
+      expect(runner.replication()).toBeDefined();
+
+      await expect(earlier.remove('a', 'a write of the earlier serving failed')).rejects.toThrow(/no longer serves it at epoch 4/);
+      await expect(earlier.add('a')).rejects.toThrow(/no longer serves it at epoch 4/);
+      expect(await stored()).toMatchObject({ primary: 'a', epoch: 5, replicas: [{ node: 'a', state: 'in-sync' }] });
+      expect(runner.replication()).toBeDefined();
+    } finally {
+      runner.close();
+      await engine.close();
+      await cleanupAll();
     }
   });
 });
