@@ -650,7 +650,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /**
-   * Deleted from every copy; a copy on a node that is down keeps it (logged). A deleted volume's:
+   * Deleted from every copy; a copy on a node that is down keeps it (logged), one that refuses (the
+   * snapshot in use there) fails the call, which a retry finishes. A deleted volume's:
    * from every node that keeps them, and one that is down deletes it when it is back (written down
    * in the kept-snapshots key), so that it is gone as soon as it is gone where it could be asked.
    */
@@ -662,14 +663,16 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const outcomes = await Promise.allSettled(nodes.map((node) => this.controlCopyOn(node, volume, operation, epoch)));
     const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[nodes[i], o.reason as Error] as const] : []));
     const unanswered = failed.filter(([, err]) => !isNotFound(err));
+    // In use on a node, say: refused, so that it is tried again (it is not found where it went).
+    const refused = unanswered.find(([, err]) => !isUnavailable(err));
     if (!kept) {
       // Deleted nowhere: not found if every node said so, else what kept it.
       if (failed.length === outcomes.length) throw (unanswered[0] ?? failed[0])[1];
-      for (const [node, err] of unanswered) this.logger.warn({ volume, snapshot: name, node, err }, 'a copy keeps a deleted snapshot');
+      if (refused) throw refused[1];
+      for (const [node, err] of unanswered) this.logger.warn({ volume, snapshot: name, node, err }, 'a copy on a node that is down keeps a deleted snapshot');
       return;
     }
-    const refused = unanswered.find(([, err]) => !isUnavailable(err));
-    if (refused) throw refused[1]; // in use on a node, say: tried again, it is not found where it went
+    if (refused) throw refused[1];
     const down = unanswered.map(([node]) => node);
     if (failed.length === outcomes.length && down.length === 0 && !kept.deleted?.includes(name)) throw failed[0][1];
     if (down.length > 0) {

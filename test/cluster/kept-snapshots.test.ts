@@ -6,6 +6,7 @@
 // taken. Three real weftd on a real etcd.
 
 import { ChaosCluster, type ChaosNode } from '../chaos/cluster';
+import { NbdClient } from '../../fabric/nbd/client';
 import { EtcdStore } from '../../fabric/cluster/etcd-store';
 import { keptSnapshots } from '../../fabric/cluster/kept-snapshots';
 import type { SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
@@ -143,4 +144,26 @@ test('a node that will not come back, forgotten, no longer keeps a deleted volum
   expect((await store.list(`leftovers/${gone.id}/`)).length).toBe(0);
   expect((await outsider.api.listNodes()).map((n) => n.id)).not.toContain(gone.id);
   await weftJson<VolumeInfo>(outsider.weftd, ['volume', 'create', 'f', '--size', '16MiB', '--replicas', '2']);
+});
+
+test('a snapshot of a live volume that one copy cannot delete (a reader has it open there): refused, and a retry once it is let go deletes it on every copy', async () => {
+  const shown = await cluster.createOnN1('u', 16 * MiB, 2); // a node of the cluster is forgotten by now
+  const n1 = cluster.node('n1');
+  expect((await n1.weftd.weft(['snapshot', 'create', 'u', 's1'])).code).toBe(0);
+  const reading = cluster.node(shown.replication!.replicas.find((r) => r.node !== 'n1')!.node);
+  const reader = await NbdClient.connect({ host: '127.0.0.1', port: reading.weftd.nbdPort, exportName: 'u@s1' });
+  let refused;
+  try {
+    refused = await n1.weftd.weft(['snapshot', 'delete', 'u@s1']);
+  } finally {
+    reader.close();
+  }
+  expect(refused.code).not.toBe(0);
+  expect(refused.stderr).toMatch(/u@s1/);
+  // Until it is done, what is listed is what the copies hold: the retry finishes it.
+  await waitFor(async () => (await n1.weftd.weft(['snapshot', 'delete', 'u@s1'])).code === 0, 10_000, 200);
+  for (const holder of [n1, reading]) expect(await holder.api.copySnapshots('u')).toEqual([]);
+  expect((await n1.weftd.weft(['snapshot', 'create', 'u', 's1'])).code).toBe(0); // the name is free on every copy
+  expect((await n1.weftd.weft(['volume', 'delete', 'u'])).code).toBe(0);
+  expect((await n1.weftd.weft(['snapshot', 'delete', 'u@s1'])).code).toBe(0);
 });
