@@ -133,8 +133,9 @@ export function applyChange(record: VolumeRecord, change: RecordChange): VolumeR
     const { reverting: _ended, ...rest } = record;
     return change.snapshot ? { ...record, reverting: change.snapshot } : rest;
   }
+  const dropped = change.kind === 'in-sync' ? replacedBy(record, change.node) : [];
   const replicas = record.replicas.flatMap((r): ReplicaRecord[] => {
-    if (change.kind === 'in-sync' && r.node === replacedBy(record, change.node)) return [];
+    if (dropped.includes(r.node)) return [];
     if (r.node !== change.node) return [r];
     switch (change.kind) {
       case 'out':
@@ -144,15 +145,22 @@ export function applyChange(record: VolumeRecord, change: RecordChange): VolumeR
       case 'in-sync':
         return [{ node: r.node, state: 'in-sync' }];
       case 'replace':
-        return [{ node: r.node, state: 'failed' }];
+        // A replacement replaced in turn still names what it replaced: its own replacement takes both places.
+        return [{ node: r.node, state: 'failed', ...(r.replaces ? { replaces: r.replaces } : {}) }];
     }
   });
   if (change.kind === 'replace') replicas.push({ node: change.by, state: 'resyncing', lastEpoch: 0, replaces: change.node });
   return { ...record, replicas };
 }
 
-function replacedBy(record: VolumeRecord, node: string): string | undefined {
-  return record.replicas.find((r) => r.node === node)?.replaces;
+/** The copies that node's copy replaces: the one it names, and the ones that one replaced in turn. */
+function replacedBy(record: VolumeRecord, node: string): string[] {
+  const chain: string[] = [];
+  for (let at = record.replicas.find((r) => r.node === node)?.replaces; at !== undefined && !chain.includes(at); ) {
+    chain.push(at);
+    at = record.replicas.find((r) => r.node === at)?.replaces;
+  }
+  return chain;
 }
 
 /** Take the primary lease if nobody holds it, and the record if it is still the one read: exactly one racer wins. */
@@ -172,13 +180,13 @@ export function promotionTxn(record: VolumeRecord, readRevision: number, node: s
 
 /** A change by the primary: only while it holds the lease at its epoch, and on the record it read. */
 export function changeTxn(record: VolumeRecord, readRevision: number, change: RecordChange): Txn {
-  const replaced = change.kind === 'in-sync' ? replacedBy(record, change.node) : undefined;
+  const replaced = change.kind === 'in-sync' ? replacedBy(record, change.node) : [];
   return {
     compare: [holdsLease(record.name, { node: record.primary, epoch: record.epoch }), { key: volumeKey(record.name), target: 'modRevision', op: '=', value: readRevision }],
     success: [
       { type: 'put', key: volumeKey(record.name), value: JSON.stringify(applyChange(record, change)) },
-      // The copy the new one replaces leaves the record now: its node deletes it.
-      ...(replaced ? [{ type: 'put' as const, key: leftoverKey(replaced, record.name), value: JSON.stringify({ reason: `replaced by the copy on ${change.node}`, replaced: true } satisfies Leftover) }] : []),
+      // The copies the new one replaces leave the record now: their nodes delete them.
+      ...replaced.map((node) => ({ type: 'put' as const, key: leftoverKey(node, record.name), value: JSON.stringify({ reason: `replaced by the copy on ${change.node}`, replaced: true } satisfies Leftover) })),
     ],
   };
 }

@@ -215,7 +215,7 @@ export class ForwardingDevice implements VolumeLayer {
 
   /** Runs call on the current target until it gets an answer from a primary (see the top of this file). */
   private async forward<T>(call: (target: RouteTarget) => Promise<T>, owner: RequestOwner | undefined): Promise<T> {
-    const giveUpAt = Date.now() + this.retryForMs;
+    const giveUpAt = performance.now() + this.retryForMs; // a step of the wall clock must not end or stretch it
     let backoffMs = FIRST_BACKOFF_MS;
     for (;;) {
       if (this.closed) throw this.closedError();
@@ -230,7 +230,7 @@ export class ForwardingDevice implements VolumeLayer {
         if (owner?.abandoned) throw this.abandonedError(); // not a failure of the target: it is kept
         if (!isRetryable(err)) throw err;
         if (target) this.drop(target, err);
-        const leftMs = giveUpAt - Date.now();
+        const leftMs = giveUpAt - performance.now();
         if (leftMs <= 0) {
           this.options.logger?.error({ volume: this.options.volume, err: (err as Error).message }, 'no primary answered in time; failing the request');
           throw new IoError('EIO', `volume ${this.options.volume}: no primary answered within ${this.retryForMs} ms; last error: ${(err as Error).message}`);

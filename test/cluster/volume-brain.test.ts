@@ -258,6 +258,16 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
       { type: 'put', key: 'leftovers/b/vol', value: JSON.stringify({ reason: 'replaced by the copy on d', replaced: true }) },
     ] },
   ]],
+  ['7', 'a replacement replaced in turn: its record still names the copy it replaced', primary(record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } }), ['b', 'd']), [{ type: 'replace', replica: 'd' }], [
+    { txn: 'replace:d@10', delayMs: undefined, puts: [record({ b: { state: 'failed' }, d: { state: 'failed', replaces: 'b' }, e: { state: 'resyncing', lastEpoch: 0, replaces: 'd' } })] },
+  ]],
+  ['7', '... its replacement in sync: both copies it stands for are dropped, each left for its node to delete', primary(record({ b: { state: 'failed' }, d: { state: 'failed', replaces: 'b' }, e: { state: 'resyncing', lastEpoch: 0, replaces: 'd' } }), ['b', 'd']), [{ type: 'resync-finished', replica: 'e' }], [
+    { txn: 'in-sync:e@10', delayMs: undefined, puts: [
+      { ...record(), replicas: ['a', 'c', 'e'].map((node) => ({ node, state: 'in-sync' })) },
+      { type: 'put', key: 'leftovers/d/vol', value: JSON.stringify({ reason: 'replaced by the copy on e', replaced: true }) },
+      { type: 'put', key: 'leftovers/b/vol', value: JSON.stringify({ reason: 'replaced by the copy on e', replaced: true }) },
+    ] },
+  ]],
   ['7', 'back up within the grace period: resynced, not replaced', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10'), [{ type: 'nodes', nodes: nodes() }, T0 + TIMEOUT / 2]], [
     { txn: 'resync:b@11', delayMs: undefined, puts: expect.anything() },
   ]],
