@@ -24,7 +24,7 @@ import { leftoverKey, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecor
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
-import { BLOCK_BYTES } from '../store/block-size';
+import { BLOCK_BYTES, wholeBlocks } from '../store/block-size';
 import { validateName } from '../volume/names';
 import { KeyedTurns } from '../keyed-turns';
 import type { CloneVolumeRequest, CreateVolumeRequest, ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
@@ -165,7 +165,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
       await this.controller.readNodes();
       await this.checkNoNodeVolume(request.name);
       const placement = place(this.controller.candidates(), request);
-      return this.record({ name: request.name, sizeBytes: request.sizeBytes, class: placement.class }, placement.nodes, intent, made);
+      // The record says the size every copy has: whole blocks.
+      return this.record({ name: request.name, sizeBytes: wholeBlocks(request.sizeBytes), class: placement.class }, placement.nodes, intent, made);
     });
   }
 
@@ -193,7 +194,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     return this.underIntent(request.name, async (intent, made) => {
       await this.controller.readNodes();
       await this.checkNoNodeVolume(request.name);
-      const sizeBytes = request.sizeBytes ?? taken.sizeBytes;
+      const sizeBytes = wholeBlocks(request.sizeBytes ?? taken.sizeBytes);
       const candidates = this.controller.candidates().filter((n) => holders.has(n.id));
       const placement = place(candidates, { sizeBytes, replicas: request.replicas, class: request.class ?? taken.class, locality: request.locality });
       return this.record({ name: request.name, sizeBytes, class: placement.class, sourceSnapshot: `${volume}@${snapshot}` }, placement.nodes, intent, made, request.source);

@@ -19,6 +19,7 @@ import type { InSyncSet } from '../replication/in-sync-set';
 import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
 import { equalizeRegions } from '../replication/replica-verify';
 import type { VolumeLayer } from '../volume/block-device';
+import { wholeBlocks } from '../store/block-size';
 import type { EpochFence } from '../volume/epoch-fence';
 import type { ClusterStore, Txn, TxnOp } from './cluster-store';
 import { step } from './volume-brain';
@@ -238,7 +239,7 @@ export class VolumeRunner {
       }
     }
     if (operation.type === 'resize') {
-      const sizeBytes = operation.sizeBytes;
+      const sizeBytes = wholeBlocks(operation.sizeBytes); // as the copies grew
       this.dispatch({ type: 'resized', sizeBytes });
       await this.waitFor('resize', this.context.self, () => (this.state.record as VolumeRecord).sizeBytes >= sizeBytes);
     }

@@ -2,6 +2,7 @@
 // pass before a control operation changes anything, and the info the API shows.
 
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, resourceExhausted } from '../errors';
+import { wholeBlocks } from '../store/block-size';
 import type { Catalog, SnapshotRecord, VolumeRecord } from './catalog';
 import { layerById } from './control-txn';
 import { defaultClass } from './default-class';
@@ -62,7 +63,7 @@ export class CatalogView {
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
       throw invalidArgument(`size must be a positive number of bytes, got ${sizeBytes}`);
     }
-    const rounded = Math.ceil(sizeBytes / BLOCK_BYTES) * BLOCK_BYTES;
+    const rounded = wholeBlocks(sizeBytes);
     if (rounded > MAX_VOLUME_BYTES) throw invalidArgument(`size ${sizeBytes} is larger than a volume can be (16 TiB)`);
     return rounded;
   }

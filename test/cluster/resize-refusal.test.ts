@@ -38,3 +38,15 @@ test("a resize beyond one copy's pool is refused, naming it, and grows no copy",
   expect((await n2.weft(['volume', 'resize', 'v', '--size', '96MiB'])).code).toBe(0);
   for (const node of nodes) expect((await weftJson<VolumeInfo>(node, ['volume', 'show', 'v'])).sizeBytes).toBe(96 * MiB);
 });
+
+test('sizes that are not whole 4 KiB blocks are rounded up in the record as on the copies: every node says the same size', async () => {
+  const etcd = await startEtcd(1);
+  const [n1, n2] = (await startNodes(etcd, ['n1', 'n2'], 128 * MiB)).map((n) => n.weftd);
+  const sizes = async () => Promise.all([n1, n2].map(async (node) => (await weftJson<VolumeInfo>(node, ['volume', 'show', 'w'])).sizeBytes));
+  // One copy, on n1: n2 serves it from the record (and forwards).
+  await weftJson<VolumeInfo>(n1, ['volume', 'create', 'w', '--size', '10000000', '--replicas', '1', '--locality', 'n1']);
+  expect(await sizes()).toEqual([10_002_432, 10_002_432]);
+  expect((await n2.weft(['volume', 'resize', 'w', '--size', '20000000'])).code).toBe(0);
+  expect(await sizes()).toEqual([20_000_768, 20_000_768]);
+  expect((await qemuIo(n2.nbdUri('w'), ['length'], true)).trim()).toBe((await qemuIo(await copyUri(n1, 'w'), ['length'], true)).trim());
+});
