@@ -497,12 +497,14 @@ export class VolumeRunner {
     const device = serving.device;
     const started = Date.now();
     try {
-      if (!device.status().some((r) => r.id === replica)) {
-        // A replacement: its node makes an empty copy first.
-        const record = this.state.record as VolumeRecord;
+      const record = this.state.record as VolumeRecord;
+      const known = device.status().some((r) => r.id === replica);
+      // A replacement: its node makes an empty copy first (or keeps the one it has). Also when this
+      // serving knows the copy already (from the record): an earlier one may have stopped before its node made it.
+      if (!known || record.replicas.some((r) => r.node === replica && r.replaces !== undefined)) {
         await this.context.createCopy(replica, this.name, record.sizeBytes, record.class);
-        device.addRemote({ id: replica, connect: () => this.connectReplica(replica, serving.epoch, REPLICA_TIMEOUT_MS) });
       }
+      if (!known) device.addRemote({ id: replica, connect: () => this.connectReplica(replica, serving.epoch, REPLICA_TIMEOUT_MS) });
       const { resyncKind, extra } = await this.formerPrimaryActivity(replica, kind);
       if (extra) await this.equalizeInStep(device, replica, extra);
       this.context.logger.info({ volume: this.name, replica, kind: resyncKind, formerPrimaryBytes: extra?.bytes }, 'resyncing a replica');
