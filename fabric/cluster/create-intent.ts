@@ -156,6 +156,13 @@ export async function giveUpAbandonedCreates(store: ClusterStore, self: Creating
   for (const stored of await store.list(CREATE_INTENTS)) await createUnderWay(store, stored.key.slice(CREATE_INTENTS.length), self);
 }
 
+/** Gives up every create that node began: it is being forgotten (down, and will not come back). */
+export async function giveUpCreatesOf(store: ClusterStore, node: string): Promise<void> {
+  for (const stored of await store.list(CREATE_INTENTS)) {
+    if ((JSON.parse(stored.value) as CreateIntent).node === node) await giveUpIntent(store, stored.key.slice(CREATE_INTENTS.length), stored, []);
+  }
+}
+
 export const underWay = (name: string, node: string) => new WeftError('ABORTED', `a create of volume ${name} is under way on node ${node}: try again once it has ended`);
 
 const givenUp = (name: string) => new WeftError('ABORTED', `the create of volume ${name} was given up (its node was out of the cluster store's reach for a while): try again`);

@@ -1,11 +1,13 @@
 // `weft node forget NODE`: a node that will not come back (its machine is gone) is taken out of the
 // cluster store, so that nothing waits for it: its registration, the copies it was told to drop,
-// and its place among the nodes that keep a deleted volume's snapshots (which freed that volume's
-// name once the others hold none). Refused while it is up, or while a volume's record still names a
-// copy on it (those are replaced after --replica-timeout, or go with their volume).
+// its place among the nodes that keep a deleted volume's snapshots (which freed that volume's name
+// once the others hold none), and the creates it began (their copies elsewhere are deleted).
+// Refused while it is up, or while a volume's record still names a copy on it (those are replaced
+// after --replica-timeout, or go with their volume).
 
 import { failedPrecondition } from '../errors';
 import type { ClusterStore } from './cluster-store';
+import { giveUpCreatesOf } from './create-intent';
 import { keptSnapshotsPrefix, leaveKeptSnapshots, parseKept } from './kept-snapshots';
 import { ALIVE, NODES } from './membership';
 import { leftoverPrefix, VOLUMES, type VolumeRecord } from './volume-record';
@@ -23,6 +25,8 @@ export async function forgetNode(store: ClusterStore, node: string): Promise<voi
   for (const kv of await store.list(keptSnapshotsPrefix)) {
     if (parseKept(kv).nodes.includes(node)) await leaveKeptSnapshots(store, kv.key.slice(keptSnapshotsPrefix.length), [node]);
   }
+  // Its creates cut short: their copies on the other nodes become leftovers (none for it: the next line).
+  await giveUpCreatesOf(store, node);
   await store.deletePrefix(leftoverPrefix(node));
   await store.delete(NODES + node);
 }

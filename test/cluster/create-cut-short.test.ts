@@ -115,3 +115,18 @@ test('a copy asked for by a create of an earlier version (it writes no intent, a
   expect((await n2.api.listVolumes()).map((v) => v.name)).not.toContain('newer');
   await n2.api.deleteCopy('older');
 });
+
+test('a create whose node is killed midway and then forgotten (it will not come back): its copies on the other nodes go, and the name is free', async () => {
+  const c = cluster!;
+  const [n1, n2, n3] = c.nodes;
+  await c.waitForNodesUp(30_000);
+  await n2.api.deleteVolume('again'); // a volume with a copy on n1 would keep it from being forgotten
+  await cutShort(c, 'gone');
+  await waitFor(async () => (await store!.get('alive/n1')) === undefined, 30_000, 200);
+  const forgot = await n2.weftd.weft(['node', 'forget', n1.id]);
+  expect(forgot.stderr).toBe('');
+  expect(forgot.code).toBe(0);
+  await leftNothing(c, 'gone', [n2, n3]);
+  await n2.api.createVolume({ name: 'gone', sizeBytes: 16 * MiB, replicas: 2 });
+  await c.waitForVolume('gone', allInSync, 30_000, 'in sync');
+});
