@@ -593,8 +593,14 @@ export class ClusterVolumes implements ReplicatedVolumes {
     return this.info(name);
   }
 
-  /** Reverts every copy, through the primary. */
+  /**
+   * Reverts every copy, through the primary. Refused while the volume is attached (its attach claim):
+   * a node that holds no copy forwards its clients to the primary, where no copy node sees them as
+   * clients of its own.
+   */
   async revert(name: string, snapshot: string): Promise<VolumeInfo> {
+    const attached = await this.controller.attachedNodeNow(name);
+    if (attached) throw failedPrecondition(`volume ${name} is attached on node ${attached} (staged there): unstage it before reverting`);
     await this.onPrimary(name, (client) => client.revertVolume(name, snapshot), () => this.engine.revertVolume(name, snapshot));
     return this.info(name);
   }

@@ -3,7 +3,8 @@
 // store names the nodes that keep them (kept-snapshots.ts). The name stays taken until the last of
 // them is deleted. A snapshot deleted while a node that keeps it is down is deleted by that node
 // when it starts; a node that will not come back is forgotten (weft node forget) and keeps nothing
-// taken. Three real weftd on a real etcd.
+// taken. Also the refusals of snapshot delete and revert while a live volume is in use. Three real
+// weftd on a real etcd.
 
 import { ChaosCluster, type ChaosNode } from '../chaos/cluster';
 import { NbdClient } from '../../fabric/nbd/client';
@@ -119,6 +120,50 @@ test('a volume deleted without snapshots leaves no key: its name is free at once
   expect((await cluster.nodes[2].weftd.weft(['volume', 'delete', 'x'])).code).toBe(0);
 });
 
+test('a snapshot of a live volume that one copy cannot delete (a reader has it open there): refused, and a retry once it is let go deletes it on every copy', async () => {
+  const shown = await cluster.createOnN1('u', 16 * MiB, 2);
+  const n1 = cluster.node('n1');
+  expect((await n1.weftd.weft(['snapshot', 'create', 'u', 's1'])).code).toBe(0);
+  const reading = cluster.node(shown.replication!.replicas.find((r) => r.node !== 'n1')!.node);
+  const reader = await NbdClient.connect({ host: '127.0.0.1', port: reading.weftd.nbdPort, exportName: 'u@s1' });
+  let refused;
+  try {
+    refused = await n1.weftd.weft(['snapshot', 'delete', 'u@s1']);
+  } finally {
+    reader.close();
+  }
+  expect(refused.code).not.toBe(0);
+  expect(refused.stderr).toMatch(/u@s1/);
+  // Until it is done, what is listed is what the copies hold: the retry finishes it.
+  await waitFor(async () => (await n1.weftd.weft(['snapshot', 'delete', 'u@s1'])).code === 0, 10_000, 200);
+  for (const holder of [n1, reading]) expect(await holder.api.copySnapshots('u')).toEqual([]);
+  expect((await n1.weftd.weft(['snapshot', 'create', 'u', 's1'])).code).toBe(0); // the name is free on every copy
+  expect((await n1.weftd.weft(['volume', 'delete', 'u'])).code).toBe(0);
+  expect((await n1.weftd.weft(['snapshot', 'delete', 'u@s1'])).code).toBe(0);
+});
+
+test('a revert is refused while the volume is attached on a node (its attach claim), also one that holds no copy; released, it goes through', async () => {
+  const shown = await cluster.createOnN1('r', 16 * MiB, 1); // one copy, on n1: other nodes forward to it
+  expect(shown.replication!.replicas.map((x) => x.node)).toEqual(['n1']);
+  const n1 = cluster.node('n1');
+  const elsewhere = cluster.nodes.find((n) => n.id !== 'n1')!;
+  await qemuIo(elsewhere.weftd.nbdUri('r'), ['write -P 0x11 0 1M', 'flush']);
+  expect((await n1.weftd.weft(['snapshot', 'create', 'r', 'before'])).code).toBe(0);
+  await qemuIo(elsewhere.weftd.nbdUri('r'), ['write -P 0x22 0 1M', 'flush']);
+
+  await elsewhere.api.claimVolume('r');
+  const refused = await n1.weftd.weft(['volume', 'revert', 'r@before']);
+  expect(refused.code).not.toBe(0);
+  expect(refused.stderr).toContain(`volume r is attached on node ${elsewhere.id}`);
+  await qemuIo(elsewhere.weftd.nbdUri('r'), ['read -P 0x22 0 1M'], true); // nothing changed
+
+  await elsewhere.api.releaseVolume('r');
+  await waitFor(async () => (await n1.weftd.weft(['volume', 'revert', 'r@before'])).code === 0, 10_000, 200);
+  await qemuIo(elsewhere.weftd.nbdUri('r'), ['read -P 0x11 0 1M'], true);
+  expect((await n1.weftd.weft(['volume', 'delete', 'r'])).code).toBe(0);
+  expect((await n1.weftd.weft(['snapshot', 'delete', 'r@before'])).code).toBe(0);
+});
+
 // Last: it leaves a node down for good.
 test('a node that will not come back, forgotten, no longer keeps a deleted volume\'s name taken', async () => {
   const shown = await cluster.createOnN1('f', 16 * MiB, 2);
@@ -144,26 +189,4 @@ test('a node that will not come back, forgotten, no longer keeps a deleted volum
   expect((await store.list(`leftovers/${gone.id}/`)).length).toBe(0);
   expect((await outsider.api.listNodes()).map((n) => n.id)).not.toContain(gone.id);
   await weftJson<VolumeInfo>(outsider.weftd, ['volume', 'create', 'f', '--size', '16MiB', '--replicas', '2']);
-});
-
-test('a snapshot of a live volume that one copy cannot delete (a reader has it open there): refused, and a retry once it is let go deletes it on every copy', async () => {
-  const shown = await cluster.createOnN1('u', 16 * MiB, 2); // a node of the cluster is forgotten by now
-  const n1 = cluster.node('n1');
-  expect((await n1.weftd.weft(['snapshot', 'create', 'u', 's1'])).code).toBe(0);
-  const reading = cluster.node(shown.replication!.replicas.find((r) => r.node !== 'n1')!.node);
-  const reader = await NbdClient.connect({ host: '127.0.0.1', port: reading.weftd.nbdPort, exportName: 'u@s1' });
-  let refused;
-  try {
-    refused = await n1.weftd.weft(['snapshot', 'delete', 'u@s1']);
-  } finally {
-    reader.close();
-  }
-  expect(refused.code).not.toBe(0);
-  expect(refused.stderr).toMatch(/u@s1/);
-  // Until it is done, what is listed is what the copies hold: the retry finishes it.
-  await waitFor(async () => (await n1.weftd.weft(['snapshot', 'delete', 'u@s1'])).code === 0, 10_000, 200);
-  for (const holder of [n1, reading]) expect(await holder.api.copySnapshots('u')).toEqual([]);
-  expect((await n1.weftd.weft(['snapshot', 'create', 'u', 's1'])).code).toBe(0); // the name is free on every copy
-  expect((await n1.weftd.weft(['volume', 'delete', 'u'])).code).toBe(0);
-  expect((await n1.weftd.weft(['snapshot', 'delete', 'u@s1'])).code).toBe(0);
 });
