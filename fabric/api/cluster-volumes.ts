@@ -599,7 +599,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * clients of its own.
    */
   async revert(name: string, snapshot: string): Promise<VolumeInfo> {
-    const attached = await this.controller.attachedNodeNow(name);
+    const attached = this.isReplicated(name) ? await this.controller.attachedNodeNow(name) : undefined;
     if (attached) throw failedPrecondition(`volume ${name} is attached on node ${attached} (staged there): unstage it before reverting`);
     await this.onPrimary(name, (client) => client.revertVolume(name, snapshot), () => this.engine.revertVolume(name, snapshot));
     return this.info(name);
@@ -670,16 +670,17 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const outcomes = await Promise.allSettled(nodes.map((node) => this.controlCopyOn(node, volume, operation, epoch)));
     const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[nodes[i], o.reason as Error] as const] : []));
     const unanswered = failed.filter(([, err]) => !isNotFound(err));
-    // In use on a node, say: refused, so that it is tried again (it is not found where it went).
-    const refused = unanswered.find(([, err]) => !isUnavailable(err));
+    // Deleted nowhere: not found if every node said so, else what kept it.
+    if (!kept && failed.length === outcomes.length) throw (unanswered[0] ?? failed[0])[1];
+    // In use on a node, say: refused, so that it is tried again (it is not found where it went). A
+    // node that is down, or whose copy is out for good (failed, being replaced), holds nothing up.
+    const gone = new Set(this.controller.record(volume)?.replicas.filter((r) => r.state === 'failed').map((r) => r.node));
+    const refused = unanswered.find(([node, err]) => !isUnavailable(err) && !gone.has(node));
+    if (refused) throw refused[1];
     if (!kept) {
-      // Deleted nowhere: not found if every node said so, else what kept it.
-      if (failed.length === outcomes.length) throw (unanswered[0] ?? failed[0])[1];
-      if (refused) throw refused[1];
-      for (const [node, err] of unanswered) this.logger.warn({ volume, snapshot: name, node, err }, 'a copy on a node that is down keeps a deleted snapshot');
+      for (const [node, err] of unanswered) this.logger.warn({ volume, snapshot: name, node, err }, 'a copy that is down or failed keeps a deleted snapshot');
       return;
     }
-    if (refused) throw refused[1];
     const down = unanswered.map(([node]) => node);
     if (failed.length === outcomes.length && down.length === 0 && !kept.deleted?.includes(name)) throw failed[0][1];
     if (down.length > 0) {

@@ -81,8 +81,11 @@ export type BrainEvent =
   | { type: 'fenced' }
   /** The outcome of serve: it could not (its copy failed while the copies were made equal, or its log could not be saved). */
   | { type: 'serve-failed'; epoch: number; reason: string }
-  /** The replication layer: a replica missed a write (it asks for its removal before acknowledging). */
-  | { type: 'replica-failed'; replica: string; reason: string }
+  /**
+   * The replication layer: a replica missed a write (it asks for its removal before acknowledging),
+   * or its resync failed; notItsFault: because of this node's own copy (it is not replaced for it).
+   */
+  | { type: 'replica-failed'; replica: string; reason: string; notItsFault?: boolean }
   /** The replication layer: the primary's own copy failed a request that an in-sync replica took or could serve (its disk failed or is full). */
   | { type: 'local-failed'; reason: string }
   /** A revert reached the replica, or failed on it half done: it may differ anywhere from the primary's copy. */

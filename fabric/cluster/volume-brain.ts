@@ -96,7 +96,7 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       queue(s, { kind: 'out', node: event.replica, reason: event.reason });
       if (replicaState === 'resyncing') {
         s.resyncRetryAtMs[event.replica] = s.nowMs + config.resyncRetryMs;
-        s.resyncFailingSinceMs[event.replica] ??= s.nowMs;
+        if (!event.notItsFault) s.resyncFailingSinceMs[event.replica] ??= s.nowMs;
       }
       break;
     }

@@ -13,7 +13,7 @@ import type { ActivityLog } from '../replication/activity-log';
 import type { PeerActivity } from '../replication/peer-activity';
 import { DirtyMap } from '../replication/dirty-map';
 import { PrimaryHandle } from '../replication/primary-handle';
-import { ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-device';
+import { LocalCopyFault, ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-device';
 import type { CopyOperation } from '../replication/replication-layer';
 import type { InSyncSet } from '../replication/in-sync-set';
 import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
@@ -514,7 +514,7 @@ export class VolumeRunner {
       // The record still says resyncing, and the device does not tell the in-sync set about a copy
       // that was not a member yet: without this the copy stays resyncing for good, never retried.
       // Unless this node has stopped serving since: a resync of a later serving may be under way.
-      if (this.serving === serving) this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}` });
+      if (this.serving === serving) this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}`, notItsFault: err instanceof LocalCopyFault });
       throw err;
     }
   }

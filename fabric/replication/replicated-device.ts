@@ -706,14 +706,20 @@ export class ReplicatedDevice extends PassThroughLayer {
    */
   private async readFromPeer(offsetBytes: number, lengthBytes: number, err: unknown): Promise<Buffer> {
     if (!copyFault(err) || !this.onLocalFailure) throw err;
+    const data = await this.fromInSyncPeer(offsetBytes, lengthBytes);
+    if (!data) throw err;
+    await this.handOver(err);
+    return data;
+  }
+
+  /** The range as the first in-sync peer that answers has it; undefined if none does. */
+  private async fromInSyncPeer(offsetBytes: number, lengthBytes: number): Promise<Buffer | undefined> {
     for (const peer of this.remotes) {
       if (peer.state !== 'in-sync' || !peer.connection) continue;
       const data = await peer.connection.read(offsetBytes, lengthBytes).catch(() => undefined);
-      if (!data) continue;
-      await this.handOver(err);
-      return data;
+      if (data) return data;
     }
-    throw err;
+    return undefined;
   }
 
   /**
@@ -722,14 +728,11 @@ export class ReplicatedDevice extends PassThroughLayer {
    * between the read there and the write here. Fails with the checksum error if no peer has it.
    */
   private repair(offsetBytes: number, lengthBytes: number, cause: ChecksumError): Promise<Buffer> {
-    return this.exclusively(offsetBytes, lengthBytes, async (local, peers) => {
-      for (const peer of peers) {
-        const data = await peer.connection.read(offsetBytes, lengthBytes).catch(() => undefined);
-        if (!data) continue;
-        await local.write(offsetBytes, data, true);
-        return data;
-      }
-      throw cause;
+    return this.exclusively(offsetBytes, lengthBytes, async (local) => {
+      const data = await this.fromInSyncPeer(offsetBytes, lengthBytes);
+      if (!data) throw cause;
+      await local.write(offsetBytes, data, true);
+      return data;
     });
   }
 
@@ -807,28 +810,24 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /**
    * What a resync's copy sends when the local copy failed to read it (err). The fault is this
-   * copy's, not the one being resynced: failing would drop that one, try it again, and after
-   * --replica-timeout replace it, over and over. A range that fails its checksum is read from an
-   * in-sync peer and rewritten here (the caller holds the copy lock on it, as a client read's repair
-   * does); a failing disk hands the volume over to the peers, whose resync then brings the copy back.
+   * copy's, not the one being resynced: failing as the copy's would have it dropped, tried again,
+   * and after --replica-timeout replaced, over and over. A range that fails its checksum is read
+   * from an in-sync peer and rewritten here (the caller holds the copy lock on it, as a client read's
+   * repair does). Else the resync fails with a LocalCopyFault, and a failing disk hands the volume
+   * over to the peers (not awaited: the lock is held), whose resync then brings the copy back.
    */
   private async readForResync(remote: Remote, offsetBytes: number, lengthBytes: number, err: unknown): Promise<Buffer> {
     const range = `${offsetBytes}+${lengthBytes}`;
-    const ownFault = err instanceof ChecksumError || (copyFault(err) && this.onLocalFailure !== undefined);
-    for (const peer of ownFault ? this.remotes : []) {
-      if (peer.state !== 'in-sync' || !peer.connection) continue;
-      const data = await peer.connection.read(offsetBytes, lengthBytes).catch(() => undefined);
-      if (!data) continue;
-      if (err instanceof ChecksumError) {
-        await this.below.write(offsetBytes, data, true);
-        return data;
-      }
-      await this.handOver(err); // only a peer that answers makes it this copy's fault (readFromPeer)
-      break;
+    const checksum = err instanceof ChecksumError;
+    const data = checksum || (copyFault(err) && this.onLocalFailure) ? await this.fromInSyncPeer(offsetBytes, lengthBytes) : undefined;
+    if (data && checksum) {
+      await this.below.write(offsetBytes, data, true);
+      return data;
     }
-    const what = err instanceof ChecksumError ? 'fails its checksum' : 'could not be read';
-    const cause = `this node's own copy ${what} at ${range}, so replica ${remote.replica.id} was not resynced: ${(err as Error).message}`;
-    throw err instanceof ChecksumError ? new ChecksumError(`${cause}; no in-sync copy could give the data (a client write of the range repairs it)`) : new IoError(err instanceof IoError ? err.errno : 'EIO', cause);
+    if (data) void this.handOver(err); // only a peer that answers makes it this copy's fault (readFromPeer)
+    const what = checksum ? 'fails its checksum' : 'could not be read';
+    const unrepaired = checksum ? '; no in-sync copy could give the data (a client write of the range repairs it)' : '';
+    throw new LocalCopyFault(err instanceof IoError ? err.errno : 'EIO', `this node's own copy ${what} at ${range}, so replica ${remote.replica.id} was not resynced: ${(err as Error).message}${unrepaired}`);
   }
 
   /** Remotes that receive writes: in sync, or resyncing (all of them, usually: no copy then). */
@@ -1049,6 +1048,11 @@ class OwnCopyFailure extends Error {
 /** A failure of the local copy that is its own (its disk): not a fence (EPERM), a shutdown or a refused request. */
 function copyFault(err: unknown): boolean {
   return !(err instanceof IoError) || !['EPERM', 'ESHUTDOWN', 'EINVAL'].includes(err.errno);
+}
+
+/** A resync failed because of this node's own copy (its disk, or a block no peer could give), not the copy it resynced. */
+export class LocalCopyFault extends IoError {
+  override name = 'LocalCopyFault';
 }
 
 /** The replica refused the write because its epoch is newer than ours (epoch-fence.ts). */

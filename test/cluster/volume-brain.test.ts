@@ -222,6 +222,11 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['7', 'resyncs failing past the grace period, the node up (its disk failing or full): a new copy elsewhere', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [failed('b'), committed('out:b@10'), [{ type: 'tick' }, T0 + TIMEOUT]], [
     { txn: 'replace:b@11', delayMs: undefined, puts: [record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } })] },
   ]],
+  ['7', "resyncs failing past the grace period for the primary's own copy (a block no peer could give): retried, never replaced", primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [
+    { type: 'replica-failed', replica: 'b', reason: "resync failed: this node's own copy fails its checksum", notItsFault: true }, committed('out:b@10'), [{ type: 'tick' }, T0 + TIMEOUT],
+  ], [
+    { txn: 'resync:b@11', delayMs: undefined, puts: [record({ b: { state: 'resyncing', lastEpoch: 3 } })] },
+  ]],
   ['7', '... with no node to put a new copy on: degraded, and why, and its resyncs go on (its disk may recover)', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } }), ['d', 'e']), [failed('b'), committed('out:b@10'), [{ type: 'tick' }, T0 + TIMEOUT]], [
     { type: 'report', health: 'degraded', reason: expect.stringMatching(/cannot replace the copy on b \(its resyncs have failed for over 600 s\)/) },
     { txn: 'resync:b@11', delayMs: undefined, puts: [record({ b: { state: 'resyncing', lastEpoch: 3 } })] },

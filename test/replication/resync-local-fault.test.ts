@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { ChecksumError, IoError } from '../../fabric/errors';
 import { DirtyMap } from '../../fabric/replication/dirty-map';
-import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
+import { LocalCopyFault, ReplicatedDevice } from '../../fabric/replication/replicated-device';
 import type { LocalEngine } from '../../fabric/volume/local-engine';
 import type { LocalReplica } from '../../fabric/volume/local-replica';
 import { corruptOnDisk } from '../api/api-fixture';
@@ -105,7 +105,9 @@ test('with no in-sync peer to give the block, the resync fails saying so, and go
   const block = (await local.read(AT, 4096)) as Buffer;
   corruptOnDisk(engine!, block);
 
-  await expect(device!.resync(away.id)).rejects.toThrow(/own copy fails its checksum at .*no in-sync copy could give the data/);
+  const failed = await device!.resync(away.id).catch((err: unknown) => err);
+  expect(failed).toBeInstanceOf(LocalCopyFault); // not the copy's fault: it is not replaced for it
+  expect((failed as Error).message).toMatch(/own copy fails its checksum at .*no in-sync copy could give the data/);
   expect(device!.status()[0]).toMatchObject({ state: 'out' });
 
   const rewritten = randomBytes(4096);
@@ -125,7 +127,7 @@ test('a primary whose disk fails the resync reads hands the volume over to the i
   reads.failing = true;
 
   const failed = await device!.resync(away.id).catch((err: unknown) => err);
-  expect(failed).toBeInstanceOf(IoError);
+  expect(failed).toBeInstanceOf(LocalCopyFault);
   expect((failed as IoError).message).toMatch(/own copy could not be read at .* so replica r2 was not resynced/);
   expect(handedOver).toEqual([expect.stringMatching(/its own copy failed a request the others could serve/)]);
 });

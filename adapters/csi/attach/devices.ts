@@ -4,6 +4,9 @@
 import path from 'node:path';
 import { runTool } from './exec';
 
+/** How long a size change may take: the kernel first writes the device's dirty pages back. */
+const LOOP_SIZE_TIMEOUT_MS = 10 * 60_000;
+
 interface LosetupList {
   loopdevices?: { name: string; 'back-file': string | null }[];
 }
@@ -28,7 +31,9 @@ export async function refreshLoopCapacity(device: string): Promise<void> {
 
 /** Sets how much of its file a bound loop device shows; allowed while it is mounted (online growth). */
 export async function setLoopSizeLimit(device: string, sizeBytes: number): Promise<void> {
-  await runTool(process.execPath, [path.join(__dirname, 'set-loop-size.js'), device, String(sizeBytes)]); // off the event loop: see there
+  // Off the event loop (see there), and given the time a large write-back takes: killed, it would be
+  // reported failed though the size was set.
+  await runTool(process.execPath, [path.join(__dirname, 'set-loop-size.js'), device, String(sizeBytes)], { timeoutMs: LOOP_SIZE_TIMEOUT_MS });
 }
 
 /** The loop devices whose backing file is this path (normally one, or none). */
