@@ -736,9 +736,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (own > epoch) throw failedPrecondition(`the copy of ${name} on ${this.self} is at epoch ${own}: a primary at epoch ${epoch} is no longer the primary`);
   }
 
-  /** trackAbsence on node: here directly, elsewhere through its API. */
+  /**
+   * trackAbsence on node: here directly, elsewhere through its API. A call on a write's path (the
+   * write that took a copy out waits for it): a node that does not answer within the short deadline
+   * is dropped as failing, where 30 s would fail the forwarded clients' writes meanwhile.
+   */
   trackAbsenceOn(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void> {
-    return this.onNode(node, (client) => client.trackAbsence(volume, epoch, absent, absence), () => this.trackAbsence(volume, epoch, absent, absence));
+    return this.onNode(node, (client) => client.trackAbsence(volume, epoch, absent, absence), () => this.trackAbsence(volume, epoch, absent, absence), true);
   }
 
   /** This node's copy logs what copy `absent` misses (or stops, absence null), at the primary's word (epoch-checked as controlCopy). */
