@@ -228,6 +228,30 @@ test('a client of a third node has its write in flight on a primary that hangs s
   }
 });
 
+test("a forwarded write that takes a copy out, while another copy's node does not answer its control API, is acknowledged, not failed", async () => {
+  // Before the write is acknowledged, the copies in sync are told of the absence. That call had the
+  // 30 s deadline of control calls, past the forwarder's give-up (15 s a connection, 30 s in all):
+  // the write failed with EIO, where the same write on the primary only waited.
+  cluster ??= await ChaosCluster.start(3);
+  const c = cluster;
+  const [, n2, n3] = c.nodes;
+  await c.waitForNodesUp(30_000);
+  await untilAnswered(() => c.createOnN1('absent', 16 * MiB, 3));
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: n2.weftd.nbdPort, exportName: 'absent', timeoutMs: CLIENT_TIMEOUT_MS });
+  try {
+    await client.write(0, Buffer.alloc(4096, 0x11), false);
+    n3.peerLinks[0].cut(); // n3's copy stops answering the primary: the next write takes it out
+    n2.peerLinks[1].cut(); // and n2's control API, where the primary tells n2's log of n3's absence
+    await client.write(0, Buffer.alloc(4096, 0x22), false); // EIO before, after 30 s
+    expect((await client.read(0, 4096)).equals(Buffer.alloc(4096, 0x22))).toBe(true);
+  } finally {
+    client.close();
+    n3.peerLinks[0].heal();
+    n2.peerLinks[1].heal();
+  }
+  await c.waitForVolume('absent', allInSync, 60_000, 'in sync'); // both copies taken out come back
+});
+
 /**
  * A 16 MiB volume with two copies, its primary on the first node, once served; and the node that
  * holds no copy of it (it forwards).
