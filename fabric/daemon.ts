@@ -123,6 +123,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       provider: new EngineExports(engine, {
         self: config.nodeId,
         primaryExport: (volume, afterEpoch, createId) => controller.primaryExport(volume, afterEpoch, createId),
+        retired: (volume) => controller.retired(volume),
         remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
         attachedNode: (volume) => controller.attachedNode(volume),
         attachedNodeNow: (volume) => controller.attachedNodeNow(volume),

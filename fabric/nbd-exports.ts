@@ -71,6 +71,8 @@ export interface ClusterExports {
    * afterEpoch, and of the volume made by the create createId, if given).
    */
   primaryExport(volume: string, afterEpoch?: number, createId?: string): BlockDevice | undefined;
+  /** This node's copy of a volume deleted from the cluster, not dropped yet: opened as if it did not exist. */
+  retired(volume: string): boolean;
   /** A replicated volume this node holds no copy of, forwarded to its primary. */
   remoteExport(volume: string): (BlockDevice & { close(): void }) | undefined;
   /** The node the volume's attach claim names (cluster/attach-claims.ts), if any: as last read, and read now. */
@@ -159,6 +161,8 @@ export class EngineExports implements ExportProvider {
   }
 
   private openDevice(ref: VolumeRef, peer: string): OpenDevice | undefined {
+    // A deleted volume's copy: a new client pinning it would keep it from being dropped.
+    if (ref.snapshot === undefined && this.cluster?.retired(ref.volume)) return undefined;
     try {
       if (ref.snapshot === undefined) return this.engine.openVolume(ref.volume, { peer });
       return this.engine.openSnapshot(ref.volume, ref.snapshot, { peer });

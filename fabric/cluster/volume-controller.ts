@@ -26,7 +26,7 @@ import { ATTACH_CLAIMS, attachClaimKey, claimHolder } from './attach-claims';
 import { listNodes, type ClusterNode } from './membership';
 import type { NodeCandidate } from './placement';
 import { DEFAULT_BRAIN_CONFIG, type BrainConfig } from './volume-brain-state';
-import { volumeKey, volumeLeaseKey, VOLUMES, type PrimaryLease, type VolumeRecord } from './volume-record';
+import { leftoverPrefix, volumeKey, volumeLeaseKey, VOLUMES, type PrimaryLease, type VolumeRecord } from './volume-record';
 import { VolumeRunner } from './volume-runner';
 
 const LEASES = 'volume-leases/';
@@ -269,6 +269,11 @@ export class VolumeController {
     return this.layers.get(volume)?.local;
   }
 
+  /** This node's copy of a volume deleted from the cluster, not dropped yet: not to be opened. */
+  retired(volume: string): boolean {
+    return this.layers.get(volume)?.retired === true;
+  }
+
   /** The node the volume's attach claim names, as this node last read the store. */
   attachedNode(volume: string): string | undefined {
     return this.claims.get(volume);
@@ -310,13 +315,20 @@ export class VolumeController {
   private async readAll(generation: number): Promise<number> {
     const store = this.store;
     const revision = await store.revision();
-    const [records, leases, nodes, claims] = await Promise.all([store.list(VOLUMES), store.list(LEASES), listNodes(store), store.list(ATTACH_CLAIMS)]);
+    const leftoversHere = leftoverPrefix(this.options.self);
+    const [records, leases, nodes, claims, leftovers] = await Promise.all([store.list(VOLUMES), store.list(LEASES), listNodes(store), store.list(ATTACH_CLAIMS), store.list(leftoversHere)]);
     this.applyNodes(nodes);
     if (generation === this.generation) this.claims = new Map(claims.flatMap((kv) => this.claimOf(kv.key, kv.value)));
     for (const kv of records) this.onRecord(kv.key.slice(VOLUMES.length), kv);
     for (const kv of leases) this.onLeaseEvent({ type: 'put', key: kv.key, value: kv.value, modRevision: kv.modRevision });
     // A volume whose record is gone while this node was away: nothing is known of it but its copy.
     for (const name of [...this.records.keys()]) if (!records.some((kv) => kv.key === volumeKey(name))) this.onRecord(name, undefined);
+    // A copy of a volume deleted while this node was down: nothing of it is served (its data is no
+    // volume's any more) until leftovers.ts drops it. Without a record, its layer would pass through.
+    for (const kv of leftovers) {
+      const name = kv.key.slice(leftoversHere.length);
+      if (!this.records.has(name)) this.layers.get(name)?.retire();
+    }
     // Absent as of the lists, which were read at `revision` or later.
     for (const runner of this.runners.values()) if (!leases.some((kv) => kv.key === volumeLeaseKey(runner.name))) runner.dispatch({ type: 'primary-lease', lease: null, modRevision: revision });
     return revision;

@@ -44,6 +44,11 @@ export class ReplicationLayer extends PassThroughLayer {
     this.control = control;
   }
 
+  /** Retired (below), and not handed a router since (a volume of the name made again). */
+  get retired(): boolean {
+    return this.router instanceof RetiredDevice;
+  }
+
   /** The volume was deleted from the cluster: its copy here serves nothing more, its router is closed. */
   retire(): void {
     const old = this.router;

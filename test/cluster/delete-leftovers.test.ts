@@ -8,6 +8,7 @@ import { EtcdStore } from '../../fabric/cluster/etcd-store';
 import { leftoverKey, volumeKey, type VolumeRecord } from '../../fabric/cluster/volume-record';
 import type { StoreWatch } from '../../fabric/cluster/cluster-store';
 import type { VolumeInfo } from '../../fabric/volume/types';
+import { NbdClient } from '../../fabric/nbd/client';
 import { qemuIo, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll } from '../helpers/weftd';
@@ -84,5 +85,45 @@ test('a record that names a node without a copy (a replacement whose copy was ne
   expect(await store!.get(volumeKey('x'))).toBeUndefined();
   // Each copy's node drops its copy.
   const copies = async () => (await Promise.all(holders.map((id) => weftJson<VolumeInfo[]>(c.node(id).weftd, ['volume', 'list'])))).flat().filter((v) => v.name === 'x');
+  await waitFor(async () => (await copies()).length === 0, 10_000, 200);
+});
+
+test('a copy deleted while its node was down is never served as a volume of its own when that node starts again', async () => {
+  const c = cluster!;
+  for (const n of c.nodes) if (!n.up) await c.restart(n);
+  const holders = (await c.createOnN1('y', 16 * MiB, 2)).replication!.replicas.map((r) => c.node(r.node));
+  const away = holders.find((h) => h.id !== 'n1')!;
+  await qemuIo(c.nodes[0].weftd.nbdUri('y'), ['write -P 0x22 0 64k', 'flush']);
+  await c.kill9(away);
+  // Refused while the cluster still counts the node up (its lease runs out first).
+  await waitFor(async () => (await c.nodes[0].weftd.weft(['volume', 'delete', 'y'])).code === 0, 15_000, 500);
+  expect(await store!.get(leftoverKey(away.id, 'y'))).toBeDefined();
+
+  // A client on that node connects as soon as its NBD port does, before the node has dropped the copy.
+  const starting = c.restart(away);
+  let started = false;
+  void starting.finally(() => (started = true));
+  const seen: string[] = [];
+  while (!started || seen.length === 0) {
+    try {
+      const client = await NbdClient.connect({ host: '127.0.0.1', port: away.weftd.nbdPort, exportName: 'y', timeoutMs: 2000 });
+      try {
+        seen.push((await client.read(0, 4096)).toString('hex', 0, 4));
+      } catch (err) {
+        seen.push(`read refused: ${(err as Error).message}`);
+      } finally {
+        client.close();
+      }
+    } catch (err) {
+      const message = (err as Error).message;
+      if (!/ECONNREFUSED/.test(message)) seen.push(`open refused: ${message}`);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    if (started && seen.length > 0) break;
+  }
+  await starting;
+  expect(seen.filter((s) => s.startsWith('22'))).toEqual([]);
+  // And the copy goes: no client pinned it.
+  const copies = async () => (await weftJson<VolumeInfo[]>(away.weftd, ['volume', 'list'])).filter((v) => v.name === 'y');
   await waitFor(async () => (await copies()).length === 0, 10_000, 200);
 });
