@@ -14,9 +14,15 @@ export interface BrainConfig {
   resyncRetryMs: number;
   /** How long a node taking over waits for its own copy to take the new epoch (a durable write) before it lets the next member go first. */
   ownRaiseLimitMs: number;
+  /**
+   * How much longer a node that has just got its lease back (the store was out of reach) waits
+   * before it takes over a volume of another primary: that primary may have lost its lease to the
+   * same outage, and puts its primary lease back as soon as it has a new one (relet).
+   */
+  rejoinGraceMs: number;
 }
 
-export const DEFAULT_BRAIN_CONFIG: BrainConfig = { promotionStepMs: 300, replicaTimeoutMs: 10 * 60_000, resyncRetryMs: 2_000, ownRaiseLimitMs: 10_000 };
+export const DEFAULT_BRAIN_CONFIG: BrainConfig = { promotionStepMs: 300, replicaTimeoutMs: 10 * 60_000, resyncRetryMs: 2_000, ownRaiseLimitMs: 10_000, rejoinGraceMs: 2_000 };
 
 /** follower, or primary on its way: CAS sent (promoting), epochs being raised, unreachable replicas being taken out (fencing), serving. */
 export type Role = 'follower' | 'promoting' | 'raising' | 'fencing' | 'serving';
@@ -26,6 +32,16 @@ export interface BrainState {
   self: string;
   /** My node's lease id while it lives: keys put on it vanish with my node. */
   nodeLease?: string;
+  /** Whether my node has lost a lease (the store was out of reach), and when it got one again. */
+  lostNodeLease?: boolean;
+  rejoinedAtMs?: number;
+  /** The node lease my primary lease key was put on (by my promotion, or a relet since). */
+  leaseOn?: string;
+  /** The id of my relet in flight (my primary lease key put, or put back, on my node's lease), and that node lease. */
+  reletId?: string;
+  reletOn?: string;
+  /** What the last relet was tried on (node lease, lease and record revisions): one try per view. */
+  reletTriedOn?: string;
   record?: VolumeRecord;
   /** The store revision of `record`; 0 before the first. */
   recordRevision: number;

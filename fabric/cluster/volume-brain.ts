@@ -20,11 +20,13 @@
 // epoch E, before it serves. Stopping the old primary (on seeing a higher epoch, or on losing its
 // node's lease) ends its service sooner; safety does not rest on it, so an etcd outage stops only
 // failover and set changes, never I/O on a healthy volume. For the same reason a primary whose node
-// lost its lease (its store is out of reach) serves on.
+// lost its lease (its store is out of reach) serves on, and once its node has a lease again it puts
+// its primary lease on it (relet): back, if the key lapsed with the old one, only while the record
+// it read still names it at its epoch (a promotion of another changes the record).
 
 import { place } from './placement';
 import { DEFAULT_BRAIN_CONFIG, type BrainAction, type BrainConfig, type BrainEvent, type BrainState, type Decision } from './volume-brain-state';
-import { applyChange, changeTxn, inSyncNodes, promoted, promotionTxn, releaseTxn, resyncKind, type PrimaryLease, type RecordChange, type VolumeRecord } from './volume-record';
+import { applyChange, changeTxn, inSyncNodes, promoted, promotionTxn, releaseTxn, reletTxn, resyncKind, type PrimaryLease, type RecordChange, type VolumeRecord } from './volume-record';
 
 /** What this node does for the volume after `event`, which happened at nowMs. The same event twice asks for nothing more. */
 export function step(state: BrainState, event: BrainEvent, nowMs: number, config: BrainConfig = DEFAULT_BRAIN_CONFIG): Decision {
@@ -45,7 +47,8 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       if (event.modRevision < s.leaseRevision) break; // older than what was seen (a read, then the watch's replay)
       s.lease = event.lease;
       s.leaseRevision = event.modRevision;
-      if (holding(s) && !isMine(s, event.lease)) stop(s, actions, `lost the primary lease of epoch ${s.claimedEpoch}`, false);
+      // Another's: a newer primary. Gone: it lapsed with my node's lease (the store was out of reach), or was deleted; relet (settle).
+      if (holding(s) && event.lease !== null && !isMine(s, event.lease)) stop(s, actions, `lost the primary lease of epoch ${s.claimedEpoch} to ${event.lease.node} at epoch ${event.lease.epoch}`, false);
       if (s.role === 'promoting' && event.lease && !isMine(s, event.lease)) follow(s);
       if (event.lease) s.reported = undefined;
       break;
@@ -57,6 +60,8 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
         follow(s);
         s.triedAtRevision = undefined;
       }
+      if (event.leaseId !== null && s.nodeLease === undefined && s.lostNodeLease) s.rejoinedAtMs = s.nowMs;
+      if (event.leaseId === null && s.nodeLease !== undefined) s.lostNodeLease = true;
       s.nodeLease = event.leaseId ?? undefined;
       break;
     case 'fenced':
@@ -141,11 +146,27 @@ function onTxnResult(s: BrainState, actions: BrainAction[], event: Extract<Brain
     if (!event.committed) return;
     s.record = promoted(s.record as VolumeRecord, s.self);
     s.recordRevision = event.revision as number;
+    s.leaseOn = s.nodeLease; // the runner drops a promotion whose node lease ended before it committed
     startRaising(s, actions);
+    return;
+  }
+  if (event.id === s.reletId) {
+    s.reletId = undefined;
+    // Refused: the key is there (mine, put by a try whose answer was lost, or another's), or the
+    // record changed; the watches bring which, and the next view is tried (or another's lease stops me).
+    if (event.committed && holding(s)) {
+      s.lease = { node: s.self, epoch: s.claimedEpoch as number };
+      s.leaseRevision = Math.max(s.leaseRevision, event.revision as number);
+      s.leaseOn = s.reletOn;
+    }
     return;
   }
   const change = s.changes[0];
   if (event.id !== s.sentId) return;
+  if (!event.committed && holding(s) && s.lease === null) {
+    s.sentId = undefined; // refused for want of the key: sent again once it is relet
+    return;
+  }
   if (!event.committed) {
     stop(s, actions, `the store refused "${change.kind} ${change.node}": this node may no longer hold the primary lease`, true);
     return;
@@ -175,11 +196,31 @@ function settle(s: BrainState, actions: BrainAction[], config: BrainConfig): voi
     actions.push({ type: 'serve', epoch: s.claimedEpoch as number });
   }
   if (s.role === 'serving') tendReplicas(s, actions, config);
+  if (holding(s)) relet(s, actions);
   const change = s.changes[0];
-  if (change && s.sentId === undefined && (s.role === 'fencing' || s.role === 'serving')) {
+  // A change is conditioned on my lease key: without it (it lapsed), it waits for the relet.
+  if (change && s.sentId === undefined && (s.role === 'fencing' || s.role === 'serving') && isMine(s, s.lease ?? null)) {
     s.sentId = `${change.kind}:${change.node}@${s.recordRevision}`;
     actions.push({ type: 'txn', id: s.sentId, txn: changeTxn(s.record as VolumeRecord, s.recordRevision, change), change });
   }
+}
+
+/**
+ * My primary lease key onto my node's current lease: moved while it is still there on an ended one,
+ * or put back once it lapsed with it, on the record I read (which names me at my epoch: holding).
+ * One try per view; a refusal waits for the next view (the key's, the record's, or a new node lease).
+ */
+function relet(s: BrainState, actions: BrainAction[]): void {
+  const lease = s.lease;
+  const moved = lease !== null && lease !== undefined && isMine(s, lease) && s.leaseOn !== undefined && s.leaseOn !== s.nodeLease;
+  if (!s.nodeLease || s.reletId !== undefined || (lease !== null && !moved)) return;
+  const triedOn = `${s.nodeLease}@${s.leaseRevision}/${s.recordRevision}`;
+  if (s.reletTriedOn === triedOn) return;
+  s.reletTriedOn = triedOn;
+  s.reletId = `relet:${triedOn}`;
+  s.reletOn = s.nodeLease;
+  const mine = { node: s.self, epoch: s.claimedEpoch as number };
+  actions.push({ type: 'txn', id: s.reletId, txn: reletTxn(s.record as VolumeRecord, s.recordRevision, mine, lease === null ? 'lapsed' : 'held', s.nodeLease), nodeLease: s.nodeLease });
 }
 
 /**
@@ -206,7 +247,9 @@ function maybePromote(s: BrainState, actions: BrainAction[], config: BrainConfig
   s.triedAtRevision = s.recordRevision;
   const txn = promotionTxn(record, s.recordRevision, s.self, s.nodeLease);
   const failedLately = s.serveFailedAtMs !== undefined && s.nowMs - s.serveFailedAtMs < config.resyncRetryMs;
-  const delayMs = rank * config.promotionStepMs + (failedLately ? config.resyncRetryMs : 0);
+  // The primary may have lost its lease to the same outage as mine: it relets first if it lives.
+  const rejoinedLately = record.primary !== s.self && s.rejoinedAtMs !== undefined && s.nowMs - s.rejoinedAtMs < config.rejoinGraceMs;
+  const delayMs = rank * config.promotionStepMs + (failedLately ? config.resyncRetryMs : 0) + (rejoinedLately ? config.rejoinGraceMs : 0);
   actions.push({ type: 'txn', id: promotionId(s.claimedEpoch), txn, delayMs, nodeLease: s.nodeLease });
 }
 
@@ -296,6 +339,8 @@ function stop(s: BrainState, actions: BrainAction[], reason: string, release: bo
 function follow(s: BrainState): void {
   s.role = 'follower';
   s.claimedEpoch = undefined;
+  s.leaseOn = undefined;
+  s.reletId = undefined;
   s.changes = [];
   s.sentId = undefined;
   s.wakeAtMs = undefined;

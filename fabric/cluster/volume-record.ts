@@ -191,6 +191,18 @@ export function changeTxn(record: VolumeRecord, readRevision: number, change: Re
   };
 }
 
+/**
+ * The primary's lease key onto its node's lease nodeLease: moved from an ended one while still there
+ * (held), or put back once it lapsed; either only on the record it read, which names it at its epoch.
+ */
+export function reletTxn(record: VolumeRecord, readRevision: number, lease: PrimaryLease, key: 'held' | 'lapsed', nodeLease: string): Txn {
+  const keyAsSeen: Compare = key === 'held' ? holdsLease(record.name, lease) : { key: volumeLeaseKey(record.name), target: 'createRevision', op: '=', value: 0 };
+  return {
+    compare: [keyAsSeen, { key: volumeKey(record.name), target: 'modRevision', op: '=', value: readRevision }],
+    success: [{ type: 'put', key: volumeLeaseKey(record.name), value: leaseValue(lease), lease: nodeLease }],
+  };
+}
+
 /** Gives the lease up, if it is still this one, so that another in-sync replica may take over without waiting for it to lapse. */
 export function releaseTxn(name: string, lease: PrimaryLease): Txn {
   return { compare: [holdsLease(name, lease)], success: [{ type: 'delete', key: volumeLeaseKey(name) }] };

@@ -365,6 +365,7 @@ export class VolumeRunner {
         // whether it is there, else the primary would step down for nothing.
         const revision = !result.succeeded && retry && action.change ? await this.committedRevision(action.txn) : undefined;
         const committed = result.succeeded || revision !== undefined;
+        if (action.id.startsWith('relet:')) this.context.logger.info({ volume: this.name, nodeLease: action.nodeLease, committed }, 'primary lease put on the node lease it has since the store was out of reach');
         this.dispatch({ type: 'txn-result', id: action.id, committed, revision: revision ?? result.revision });
         return;
       } catch (err) {
@@ -385,9 +386,10 @@ export class VolumeRunner {
     return kv?.value === put.value ? kv.modRevision : undefined;
   }
 
-  /** Whether the brain still waits for this transaction: a change it sent, or its promotion on the node lease it still has. */
+  /** Whether the brain still waits for this transaction: a change it sent, or its promotion or relet on the node lease it still has. */
   private awaits(action: Extract<BrainAction, { type: 'txn' }>): boolean {
     const s = this.state;
+    if (action.id === s.reletId) return action.nodeLease === s.nodeLease;
     if (action.nodeLease !== undefined) return s.role === 'promoting' && action.id === `promote@${s.claimedEpoch}` && action.nodeLease === s.nodeLease;
     return s.sentId === action.id;
   }

@@ -6,6 +6,8 @@
 
 import { status } from '@grpc/grpc-js';
 import { WeftClient } from '../../fabric/api/client';
+import { EtcdStore } from '../../fabric/cluster/etcd-store';
+import { leaseValue, volumeLeaseKey } from '../../fabric/cluster/volume-record';
 import { NbdClient } from '../../fabric/nbd/client';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd';
@@ -122,6 +124,30 @@ describe('replicated volumes on etcd', () => {
     after = after as VolumeInfo;
     await primary.start();
     await settled(via, 'r1', after.replication!.epoch - 1);
+  });
+
+  test('etcd down longer than the nodes\' leases: the primary serves on, and keeps the volume at its epoch once etcd is back (no failover)', async () => {
+    const before = await settled(nodes[0], 'r1');
+    const via = nodes.find((n) => n.nodeId !== before.replication!.primary) as WeftdHandle;
+    await etcd.kill9(0);
+    const downAt = Date.now();
+    const dir = makeTempDir('weft-fio-');
+    // Past the 3 s node lease: every node has lost its lease, and its primary leases with it.
+    while (Date.now() - downAt < 6_000) expect((await fioVerify(via.nbdUri('r1'), dir)).error).toBe(0);
+    await etcd.restart(0);
+    // The leases etcd kept lapse (3 s), the nodes come back; I/O runs on meanwhile.
+    const backAt = Date.now();
+    while (Date.now() - backAt < 8_000) expect((await fioVerify(via.nbdUri('r1'), dir)).error).toBe(0);
+    const after = await settled(nodes[0], 'r1');
+    expect([after.replication!.primary, after.replication!.epoch]).toEqual([before.replication!.primary, before.replication!.epoch]);
+    // Its primary lease is back, on the node's new lease.
+    const store = await EtcdStore.open(etcd.endpoints);
+    try {
+      const lease = await store.get(volumeLeaseKey('r1'));
+      expect(lease?.value).toBe(leaseValue({ node: before.replication!.primary, epoch: before.replication!.epoch }));
+    } finally {
+      await store.close();
+    }
   });
 
   test('etcd down for 30 s: I/O on a healthy volume runs on; a primary killed meanwhile fails over once etcd is back, losing nothing', async () => {

@@ -42,7 +42,7 @@ function follower(self: string, rec: VolumeRecord, down: string[] = []): BrainSt
 
 /** The record's primary, serving at the record's epoch, which it took in this life; it has seen the members since T0. */
 function primary(rec: VolumeRecord, down: string[] = []): BrainState {
-  const state: BrainState = { ...follower(rec.primary, rec), role: 'serving', claimedEpoch: rec.epoch };
+  const state: BrainState = { ...follower(rec.primary, rec), role: 'serving', claimedEpoch: rec.epoch, leaseOn: `L-${rec.primary}` };
   return step(state, { type: 'nodes', nodes: nodes(...down) }, T0).state;
 }
 
@@ -139,8 +139,8 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['3', 'its node lease renewed (the old one ended) while its promotion was on its way: promotes again, on the new lease', follower('b', record(), ['a']), [leaseGone, { type: 'node-lease', leaseId: 'L-b2' }], [
     { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b2' }, promotedByB] },
   ]],
-  ['3', 'its node lease lost while its promotion was on its way: gives it up, and promotes again once it has one', follower('b', record(), ['a']), [leaseGone, { type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-b2' }], [
-    { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b2' }, promotedByB] },
+  ['3', 'its node lease lost while its promotion was on its way: gives it up, and promotes again once it has one (after the grace a rejoined node gives the primary)', follower('b', record(), ['a']), [leaseGone, { type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-b2' }], [
+    { txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.rejoinGraceMs, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b2' }, promotedByB] },
   ]],
   ['5', 'its promotion refused, another won: follows', follower('c', record(), ['a']), [leaseGone, refused('promote@4'), { type: 'record', record: promotedByB, modRevision: 11 }], []],
   ['3', 'a higher epoch in the record: the old primary stops', primary(record()), [{ type: 'record', record: promotedByB, modRevision: 11 }], [
@@ -171,8 +171,38 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ]],
   ['3', 'a resize is recorded by the primary only', follower('b', record(), ['a']), [{ type: 'resized', sizeBytes: 20 * GiB }], []],
   ['6', 'fenced while a follower: nothing to stop', follower('b', record(), ['a']), [{ type: 'fenced' }], []],
-  ['3', 'its primary lease gone: stops, and may take over afresh like any member (its lease, if lapsed, makes that fail)', primary(record()), [leaseGone], [
-    { type: 'stop-serving', reason: 'lost the primary lease of epoch 3' },
+  ['6', "another node's primary lease: stops", primary(record()), [{ type: 'primary-lease', lease: { node: 'b', epoch: 4 }, modRevision: 11 }], [
+    { type: 'stop-serving', reason: 'lost the primary lease of epoch 3 to b at epoch 4' },
+  ]],
+  ['6', 'its primary lease gone (lapsed with its node lease in an etcd outage): serves on, and puts it back on its node lease, on the record it read', primary(record()), [leaseGone], [
+    { txn: 'relet:L-a@10/10', delayMs: undefined, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a' }] },
+  ]],
+  ['6', '... without a node lease, it waits for the new one', primary(record()), [{ type: 'node-lease', leaseId: null }, leaseGone, { type: 'node-lease', leaseId: 'L-a2' }], [
+    { txn: 'relet:L-a2@10/10', delayMs: undefined, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a2' }] },
+  ]],
+  ['6', '... refused, then the lease of the node promoted meanwhile: stops', primary(record()), [leaseGone, refused('relet:L-a@10/10'), { type: 'primary-lease', lease: { node: 'b', epoch: 4 }, modRevision: 12 }], [
+    { type: 'stop-serving', reason: 'lost the primary lease of epoch 3 to b at epoch 4' },
+  ]],
+  ['6', '... refused on a record it had not seen yet: tried again on the new one', primary(record()), [leaseGone, refused('relet:L-a@10/10'), { type: 'record', record: record({}, { sizeBytes: 20 * GiB }), modRevision: 11 }], [
+    expect.objectContaining({ txn: 'relet:L-a@10/11' }),
+  ]],
+  ['4', '... a member failed meanwhile: its removal waits for the key (no write is acknowledged without it), then goes', primary(record()), [leaseGone, failed('b'), committed('relet:L-a@10/10', 11)], [
+    { txn: 'out:b@10', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3 } })] },
+  ]],
+  ['4', '... a removal refused for want of the key does not stop it: sent again once the key is back', primary(record()), [failed('b'), leaseGone, refused('out:b@10'), committed('relet:L-a@10/10', 11)], [
+    { txn: 'out:b@10', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3 } })] },
+  ]],
+  ['6', 'its node lease renewed while its primary lease key still stands on the old one: the key is moved onto the new one', primary(record()), [{ type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-a2' }], [
+    {
+      txn: 'relet:L-a2@10/10',
+      delayMs: undefined,
+      puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a2' }],
+    },
+  ]],
+  ['5', 'a node that has just got its lease back after an outage gives the primary time to put its lease back before it takes over', follower('b', record(), ['a']), [{ type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-b2' }, leaseGone], [
+    { txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.rejoinGraceMs, puts: expect.anything() },
+  ]],
+  ['5', '... not past that grace', follower('b', record(), ['a']), [{ type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-b2' }, [leaseGone, T0 + DEFAULT_BRAIN_CONFIG.rejoinGraceMs]], [
     { txn: 'promote@4', delayMs: 0, puts: expect.anything() },
   ]],
   ['4', 'a member failed: taken out by a transaction conditioned on the lease, the epoch and the record read', primary(record()), [failed('b')], [
@@ -451,7 +481,8 @@ describe('on a real store', () => {
       await takeOver(runner, record({}, { replicas: [{ node: 'a', state: 'in-sync' }], sizeBytes: 8 * MiB }));
       await until(async () => runner.replication() !== undefined);
       const earlier = at(4);
-      // Its lease gone (as after a lapse), it stops; it takes the volume again at epoch 5.
+      // Fenced, it stops; once its lease is gone, it takes the volume again at epoch 5.
+      runner.dispatch({ type: 'fenced' });
       await store.delete(volumeLeaseKey('vol'));
       runner.dispatch({ type: 'primary-lease', lease: null, modRevision: await store.revision() });
       await until(async () => (await stored()).epoch === 5 && runner.replication() !== undefined);
