@@ -47,6 +47,8 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       if (event.modRevision < s.leaseRevision) break; // older than what was seen (a read, then the watch's replay)
       s.lease = event.lease;
       s.leaseRevision = event.modRevision;
+      // Held again (a promotion, or a primary's relet after an outage): once it is gone, a member may try again on the same record.
+      if (event.lease !== null) s.triedAtRevision = undefined;
       // Another's: a newer primary. Gone: it lapsed with my node's lease (the store was out of reach), or was deleted; relet (settle).
       if (holding(s) && event.lease !== null && !isMine(s, event.lease)) stop(s, actions, `lost the primary lease of epoch ${s.claimedEpoch} to ${event.lease.node} at epoch ${event.lease.epoch}`, false);
       if (s.role === 'promoting' && event.lease && !isMine(s, event.lease)) follow(s);
@@ -60,6 +62,8 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
         follow(s);
         s.triedAtRevision = undefined;
       }
+      // A relet on a node lease that has ended: the runner stops sending it; the next goes on the new one.
+      if (s.reletOn !== (event.leaseId ?? undefined)) s.reletId = undefined;
       if (event.leaseId !== null && s.nodeLease === undefined && s.lostNodeLease) s.rejoinedAtMs = s.nowMs;
       if (event.leaseId === null && s.nodeLease !== undefined) s.lostNodeLease = true;
       s.nodeLease = event.leaseId ?? undefined;
@@ -146,7 +150,6 @@ function onTxnResult(s: BrainState, actions: BrainAction[], event: Extract<Brain
     if (!event.committed) return;
     s.record = promoted(s.record as VolumeRecord, s.self);
     s.recordRevision = event.revision as number;
-    s.leaseOn = s.nodeLease; // the runner drops a promotion whose node lease ended before it committed
     startRaising(s, actions);
     return;
   }
@@ -154,9 +157,10 @@ function onTxnResult(s: BrainState, actions: BrainAction[], event: Extract<Brain
     s.reletId = undefined;
     // Refused: the key is there (mine, put by a try whose answer was lost, or another's), or the
     // record changed; the watches bring which, and the next view is tried (or another's lease stops me).
-    if (event.committed && holding(s)) {
+    // Unless the watch has told of the key since (it may have lapsed again).
+    if (event.committed && holding(s) && (event.revision as number) > s.leaseRevision) {
       s.lease = { node: s.self, epoch: s.claimedEpoch as number };
-      s.leaseRevision = Math.max(s.leaseRevision, event.revision as number);
+      s.leaseRevision = event.revision as number;
       s.leaseOn = s.reletOn;
     }
     return;
@@ -316,6 +320,7 @@ function replacing(s: BrainState, node: string): boolean {
 function startRaising(s: BrainState, actions: BrainAction[]): void {
   const record = s.record as VolumeRecord;
   s.role = 'raising';
+  s.leaseOn = s.nodeLease; // the promotion's: a new node lease while it was on its way made this node give it up
   // The promotion put the lease in the same transaction as the record, unless a newer view of the lease came first.
   if (s.leaseRevision <= s.recordRevision) {
     s.lease = { node: s.self, epoch: record.epoch };

@@ -325,7 +325,8 @@ export class VolumeController {
     for (const name of [...this.records.keys()]) if (!records.some((kv) => kv.key === volumeKey(name))) this.onRecord(name, undefined);
     // A copy of a volume deleted while this node was down: nothing of it is served (its data is no
     // volume's any more) until leftovers.ts drops it. Without a record, its layer would pass through.
-    for (const kv of leftovers) {
+    // Only at the first reading: later, a create of the name may have made a new copy since the list was read.
+    for (const kv of this.started ? [] : leftovers) {
       const name = kv.key.slice(leftoversHere.length);
       if (!this.records.has(name)) this.layers.get(name)?.retire();
     }

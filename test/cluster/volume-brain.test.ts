@@ -180,6 +180,9 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['6', '... without a node lease, it waits for the new one', primary(record()), [{ type: 'node-lease', leaseId: null }, leaseGone, { type: 'node-lease', leaseId: 'L-a2' }], [
     { txn: 'relet:L-a2@10/10', delayMs: undefined, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a2' }] },
   ]],
+  ['6', '... its node lease lost again before the store answered: sent again on the next one', primary(record()), [leaseGone, { type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-a2' }], [
+    expect.objectContaining({ txn: 'relet:L-a2@10/10' }),
+  ]],
   ['6', '... refused, then the lease of the node promoted meanwhile: stops', primary(record()), [leaseGone, refused('relet:L-a@10/10'), { type: 'primary-lease', lease: { node: 'b', epoch: 4 }, modRevision: 12 }], [
     { type: 'stop-serving', reason: 'lost the primary lease of epoch 3 to b at epoch 4' },
   ]],
@@ -199,6 +202,11 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
       puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a2' }],
     },
   ]],
+  ['5', 'its promotion given up as the primary put its lease back: once that lease is gone (its node died), it tries again on the same record', follower('b', record(), ['a']), [
+    leaseGone,
+    { type: 'primary-lease', lease: { node: 'a', epoch: 3 }, modRevision: 11 },
+    { type: 'primary-lease', lease: null, modRevision: 12 },
+  ], [{ txn: 'promote@4', delayMs: 0, puts: expect.anything() }]],
   ['5', 'a node that has just got its lease back after an outage gives the primary time to put its lease back before it takes over', follower('b', record(), ['a']), [{ type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-b2' }, leaseGone], [
     { txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.rejoinGraceMs, puts: expect.anything() },
   ]],
