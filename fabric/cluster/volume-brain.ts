@@ -17,8 +17,8 @@
 // refuses every write of epoch E, so the old primary can acknowledge no more writes, whether or not it
 // still reaches the store or the other replicas. A write it acknowledged before is on the new
 // primary's copy, which is the copy served. Replicas it could not raise are taken out, as out since
-// epoch E, before it serves. Stopping the old primary (on seeing a higher epoch, or on losing its
-// node's lease) ends its service sooner; safety does not rest on it, so an etcd outage stops only
+// epoch E, before it serves. Stopping the old primary (on seeing a higher epoch, or another node's
+// primary lease) ends its service sooner; safety does not rest on it, so an etcd outage stops only
 // failover and set changes, never I/O on a healthy volume. For the same reason a primary whose node
 // lost its lease (its store is out of reach) serves on, and once its node has a lease again it puts
 // its primary lease on it (relet): back, if the key lapsed with the old one, only while the record
@@ -156,8 +156,8 @@ function onTxnResult(s: BrainState, actions: BrainAction[], event: Extract<Brain
   if (event.id === s.reletId) {
     s.reletId = undefined;
     // Refused: the key is there (mine, put by a try whose answer was lost, or another's), or the
-    // record changed; the watches bring which, and the next view is tried (or another's lease stops me).
-    // Unless the watch has told of the key since (it may have lapsed again).
+    // record changed; the watches bring which, and the next view is tried (or another's lease stops
+    // me). Committed: the key is mine, unless the watch has told of it since (it may have lapsed again).
     if (event.committed && holding(s) && (event.revision as number) > s.leaseRevision) {
       s.lease = { node: s.self, epoch: s.claimedEpoch as number };
       s.leaseRevision = event.revision as number;

@@ -365,7 +365,10 @@ export class VolumeRunner {
         // whether it is there, else the primary would step down for nothing.
         const revision = !result.succeeded && retry && action.change ? await this.committedRevision(action.txn) : undefined;
         const committed = result.succeeded || revision !== undefined;
-        if (action.id.startsWith('relet:')) this.context.logger.info({ volume: this.name, nodeLease: action.nodeLease, committed }, 'primary lease put on the node lease it has since the store was out of reach');
+        if (action.id.startsWith('relet:')) {
+          const what = committed ? 'primary lease put on the node lease it has since the store was out of reach' : 'primary lease not put back: the store has changed since this node read it';
+          this.context.logger.info({ volume: this.name, nodeLease: action.nodeLease }, what);
+        }
         this.dispatch({ type: 'txn-result', id: action.id, committed, revision: revision ?? result.revision });
         return;
       } catch (err) {

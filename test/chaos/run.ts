@@ -1,8 +1,9 @@
 // The seeded chaos run (issue 9, the history checker): three weftd on a real etcd serve a volume with
 // 3 replicas while clients write stamped blocks with FUA (writers.ts) and a seeded loop injects
 // faults: kill -9 of the primary (a failover), kill -9 of a replica, the primary cut from etcd (a
-// failover too), the primary cut from one replica, a replica cut from etcd (cluster.ts has the
-// proxies). After each fault, and again once every copy is back in sync, the writers pause and every
+// failover too), the primary cut from one replica, a replica cut from etcd, every node cut from
+// etcd (an outage past the node leases: the primary puts its lease back, or a member takes over)
+// (cluster.ts has the proxies). After each fault, and again once every copy is back in sync, the writers pause and every
 // block written so far is read back through a node that reaches etcd and checked (history.ts): zero
 // lost. A failure names its seed; the same seed replays the same schedule (not the same timings).
 // The weftd logs of a failure, and (from this script) of a failover slower than 5 s, are saved.
@@ -28,13 +29,13 @@ const READ_CHUNK_BYTES = 256 * 1024;
 /** Issue 9's target from kill -9 of the primary to the first write acknowledged by the new one. */
 const FAILOVER_TARGET_MS = 5000;
 
-type Fault = 'kill-primary' | 'kill-replica' | 'cut-primary-etcd' | 'cut-primary-replica' | 'cut-replica-etcd';
+type Fault = 'kill-primary' | 'kill-replica' | 'cut-primary-etcd' | 'cut-primary-replica' | 'cut-replica-etcd' | 'etcd-outage';
 
 export interface ChaosOptions {
   seed: number;
   /** kill -9 of the primary, this many times. */
   failovers: number;
-  /** Each kind of partition, this many times. */
+  /** Each kind of partition (and the etcd outage), this many times. */
   partitions: number;
   /** kill -9 of a replica that is not the primary, this many times. */
   replicaKills: number;
@@ -74,10 +75,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     ...repeat<Fault>('cut-primary-etcd', options.partitions),
     ...repeat<Fault>('cut-primary-replica', options.partitions),
     ...repeat<Fault>('cut-replica-etcd', options.partitions),
+    ...repeat<Fault>('etcd-outage', options.partitions),
   ]);
   const result: ChaosResult = {
     seed: options.seed, failovers: 0, checks: 0, ackedWrites: 0, failedWrites: 0, failoverMs: [],
-    faults: { 'kill-primary': 0, 'kill-replica': 0, 'cut-primary-etcd': 0, 'cut-primary-replica': 0, 'cut-replica-etcd': 0 },
+    faults: { 'kill-primary': 0, 'kill-replica': 0, 'cut-primary-etcd': 0, 'cut-primary-replica': 0, 'cut-replica-etcd': 0, 'etcd-outage': 0 },
   };
   const history = new History();
   const cluster = await ChaosCluster.start();
@@ -87,7 +89,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
   const check = async (when: string) => {
     await writers.pause();
     try {
-      const via = prng.pick(cluster.informed());
+      // In an etcd outage no node is informed: any node that runs serves.
+      const via = prng.pick(cluster.informed().length > 0 ? cluster.informed() : cluster.nodes.filter((n) => n.up));
       const violation = await readBack(via, blocks, history);
       result.checks++;
       result.ackedWrites = history.acked;
@@ -158,6 +161,17 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           await sleep(prng.int(4000, 6000)); // beyond its node lease (3 s)
           await check(`with ${replica.id} (replica) cut from etcd`);
           replica.etcdLink.heal();
+          break;
+        }
+        case 'etcd-outage': {
+          // Every node cut from etcd beyond its node lease: etcd lets every lease lapse. The primary
+          // serves on, and puts its lease back once it has a new one (a member may take over first).
+          for (const node of cluster.nodes) node.etcdLink.cut();
+          await sleep(prng.int(4000, 6000));
+          await check('with every node cut from etcd');
+          for (const node of cluster.nodes) node.etcdLink.heal();
+          const after = (await inSync()).replication!;
+          log(`  after the outage: ${after.primary} primary at epoch ${after.epoch} (${after.epoch === before.epoch ? 'kept' : 'taken over'})`);
           break;
         }
       }
@@ -239,7 +253,7 @@ async function main(argv: string[]): Promise<number> {
       const r = await runChaos({ seed, failovers, partitions, replicaKills, keepSlowFailoverLogs: true });
       console.log(summary(r));
       totals.failovers += r.failovers;
-      totals.partitions += r.faults['cut-primary-etcd'] + r.faults['cut-primary-replica'] + r.faults['cut-replica-etcd'];
+      totals.partitions += r.faults['cut-primary-etcd'] + r.faults['cut-primary-replica'] + r.faults['cut-replica-etcd'] + r.faults['etcd-outage'];
       totals.acked += r.ackedWrites;
     } catch (err) {
       console.error(`FAILED seed ${seed} (replay: npm run chaos -- --seeds 1 --seed ${seed} --failovers ${failovers} --partitions ${partitions} --replica-kills ${replicaKills}):\n${(err as Error).message}`);
