@@ -91,7 +91,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       localFence: (volume) => engine.fence(volume),
       hasCopy: (volume) => engine.hasVolume(volume),
       // Only a serving primary controls copies, and it serves only once the API (and clusterVolumes) exists.
-      controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch),
+      controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch, true),
       createCopy: (node, volume, sizeBytes, poolClass) => (clusterVolumes as ClusterVolumes).createCopyOn(node, volume, sizeBytes, poolClass),
       trackAbsence: (node, volume, epoch, absent, absence) => (clusterVolumes as ClusterVolumes).trackAbsenceOn(node, volume, epoch, absent, absence),
       activityOf: (node, volume) => (clusterVolumes as ClusterVolumes).activityOn(node, volume),

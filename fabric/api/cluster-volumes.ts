@@ -712,9 +712,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
     }
   }
 
-  /** Runs a control operation on node's copy: here directly, elsewhere through its API. */
-  controlCopyOn(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void> {
-    return this.onNode(node, (client) => client.controlCopy(volume, operation, epoch), () => this.controlCopy(volume, operation, epoch));
+  /**
+   * Runs a control operation on node's copy: here directly, elsewhere through its API. `held`: the
+   * volume's writes wait for it (the primary's own control operations), so it gets the short
+   * deadline of the calls on a write's path: a forwarder gives up on a write after 15 s.
+   */
+  controlCopyOn(node: string, volume: string, operation: CopyOperation, epoch: number, held = false): Promise<void> {
+    return this.onNode(node, (client) => client.controlCopy(volume, operation, epoch), () => this.controlCopy(volume, operation, epoch), held);
   }
 
   /** This node's part of a control operation, from the primary at epoch: refused if a newer primary raised this copy's epoch. */

@@ -76,7 +76,10 @@ export interface RunnerContext {
   blockChecksums(node: string, volume: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array>;
   /** Has node's copy log what copy `absent` misses (absence), or stop (null); refused if its epoch is above the given one. */
   trackAbsence(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
-  /** Applies a control operation to node's copy, which refuses it if its epoch is above the given one. */
+  /**
+   * Applies a control operation to node's copy, which refuses it if its epoch is above the given
+   * one. The volume's writes are held meanwhile: a node that does not answer within seconds fails it.
+   */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
   config: BrainConfig;
   logger: Logger;
@@ -209,6 +212,10 @@ export class VolumeRunner {
       throw failedPrecondition(`volume ${this.name}: a ${operation.type} needs every copy in sync; ${lagging.map((r) => `${r.node} is ${r.state}`).join(', ')}`);
     }
     const others = record.replicas.map((r) => r.node).filter((n) => n !== this.context.self);
+    // Every copy written back first, clients still writing: what each writes back once the writes
+    // are held (its control operation syncs its pools) is then only what came since. The node
+    // calls made while they are held have a 5 s deadline (controlCopy).
+    await serving.device.flush();
     let marked = false;
     try {
       await serving.device.paused(async () => {

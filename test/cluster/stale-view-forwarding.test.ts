@@ -252,6 +252,44 @@ test("a forwarded write that takes a copy out, while another copy's node does no
   await c.waitForVolume('absent', allInSync, 60_000, 'in sync'); // both copies taken out come back
 });
 
+test("a snapshot while the other copy's node does not answer its control API fails within seconds; a forwarded write held by it is acknowledged, not failed", async () => {
+  // A control operation holds the volume's writes while it asks each copy's node; that call had the
+  // 30 s deadline of control calls: the write waited 30 s, its forwarder sending it again after 15 s
+  // (and failing it with EIO at 30 s). Now the snapshot fails after 5 s, and the write goes on (the
+  // copy that did not answer is taken out by the write's notice of activity, 5 s more).
+  cluster ??= await ChaosCluster.start(3);
+  const c = cluster;
+  const { before, forwarder } = await twoCopiesServed(c, 'snapped');
+  const primary = c.node(before.primary);
+  const other = c.node(before.replicas.find((r) => r.node !== primary.id)!.node);
+  // Below the forwarder's request timeout (15 s): the write must not wait until it sends it again.
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: 'snapped', timeoutMs: 14_000 });
+  try {
+    await client.write(0, Buffer.alloc(4096, 0x11), true);
+    other.peerLinks[1].cut(); // its control API; its copy still takes the primary's writes
+    const startedAt = Date.now();
+    const snapshot = primary.api.createSnapshot('snapped', 's1').then(
+      () => 'made',
+      (err: Error) => err.message,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the snapshot holds the writes now
+    await client.write(4096, Buffer.alloc(4096, 0x22), true);
+    const writeMs = Date.now() - startedAt;
+    const outcome = await snapshot;
+    console.log(`snapshot with ${other.id}'s API cut: ${outcome} after ${Date.now() - startedAt} ms; the forwarded write acknowledged after ${writeMs} ms`);
+    expect(outcome).toMatch(new RegExp(`node ${other.id}`));
+    expect((await client.read(0, 8192)).equals(Buffer.concat([Buffer.alloc(4096, 0x11), Buffer.alloc(4096, 0x22)]))).toBe(true);
+  } finally {
+    client.close();
+    other.peerLinks[1].heal();
+  }
+  // Healed (the write's activity notice, which n2 did not answer either, took its copy out), the
+  // snapshot is made, on both copies.
+  await c.waitForVolume('snapped', allInSync, 60_000, 'in sync');
+  await untilAnswered(() => primary.api.createSnapshot('snapped', 's1'));
+  for (const node of [primary, other]) expect((await node.api.listSnapshots('snapped')).map((s) => s.name)).toEqual(['s1']);
+});
+
 /**
  * A 16 MiB volume with two copies, its primary on the first node, once served; and the node that
  * holds no copy of it (it forwards).
