@@ -119,15 +119,16 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     await controller.start(store);
     running.add('volume controller', () => controller.close());
 
+    const exports = new EngineExports(engine, {
+      self: config.nodeId,
+      primaryExport: (volume, afterEpoch, createId) => controller.primaryExport(volume, afterEpoch, createId),
+      retired: (volume) => controller.retired(volume),
+      remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
+      attachedNode: (volume) => controller.attachedNode(volume),
+      attachedNodeNow: (volume) => controller.attachedNodeNow(volume),
+    });
     const nbd = new NbdServer({
-      provider: new EngineExports(engine, {
-        self: config.nodeId,
-        primaryExport: (volume, afterEpoch, createId) => controller.primaryExport(volume, afterEpoch, createId),
-        retired: (volume) => controller.retired(volume),
-        remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
-        attachedNode: (volume) => controller.attachedNode(volume),
-        attachedNodeNow: (volume) => controller.attachedNodeNow(volume),
-      }),
+      provider: exports,
       logger: logger.child({ component: 'nbd' }),
       maxConnectionInFlightBytes: config.maxConnectionInflightBytes,
       maxInFlightBytes: config.maxInflightBytes,
@@ -137,7 +138,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
 
     // metricsPort: set once the exporter plugin listens.
     const node = { nodeId: config.nodeId, version: weftVersion(), listenAddress: config.listen, nbdPort, metricsPort: 0, dataDir: config.dataDir, formatVersion: FORMAT_VERSION, startedAt, zone: config.zone };
-    clusterVolumes = new ClusterVolumes(engine, controller, store, config.nodeId, logger.child({ component: 'volumes' }));
+    clusterVolumes = new ClusterVolumes(engine, controller, store, config.nodeId, logger.child({ component: 'volumes' }), (volume) => exports.forwardedFrom(volume));
     running.add('node clients', async () => clusterVolumes?.close());
     const apiCalls = new ApiCallStats();
     const claims = new AttachClaims(store, config.nodeId, (volume) => clusterVolumes?.isReplicated(volume) ?? false, logger.child({ component: 'attach-claims' }));

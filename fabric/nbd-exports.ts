@@ -138,7 +138,12 @@ export class EngineExports implements ExportProvider {
     const primary = this.cluster?.primaryExport(volume, afterEpoch, createId);
     if (!primary) return undefined;
     const device = by === undefined ? primary : this.claimFenced(primary, volume, by);
-    return from ? this.forwarders.admit(volume, from, device) : { device, close: () => undefined };
+    return from ? this.forwarders.admit(volume, from, device, by) : { device, close: () => undefined };
+  }
+
+  /** The nodes ("node N") whose clients of the volume this node serves as its primary, forwarded (a connection open now). */
+  forwardedFrom(volume: string): string[] {
+    return this.forwarders.connected(volume);
   }
 
   /** The device, its changes refused while the volume's attach claim names another node than `node`. */

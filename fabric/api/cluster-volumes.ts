@@ -153,6 +153,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
     private readonly store: ClusterStore,
     private readonly self: string,
     private readonly logger: Logger,
+    /** The nodes ("node N") whose clients of a volume this node serves as its primary (forwarded to it). */
+    private readonly forwardedFrom: (volume: string) => string[] = () => [],
   ) {}
 
   isReplicated(name: string): boolean {
@@ -596,7 +598,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /**
    * Reverts every copy, through the primary. Refused while the volume is attached (its attach claim):
    * a node that holds no copy forwards its clients to the primary, where no copy node sees them as
-   * clients of its own.
+   * clients of its own (the primary refuses it too while such a client has a connection open).
    */
   async revert(name: string, snapshot: string): Promise<VolumeInfo> {
     const attached = this.isReplicated(name) ? await this.controller.attachedNodeNow(name) : undefined;
@@ -793,6 +795,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** What refuses the revert of a copy: a client that has it open, a snapshot it lacks, or one of another size (the record's size only grows). */
   private checkRevert(name: string, snapshot: string): void {
     this.refuseClients(name, 'disconnect them before reverting');
+    // Clients of nodes without a copy, which forward to this one, its primary: no copy's node sees them.
+    const forwarders = this.forwardedFrom(name);
+    if (forwarders.length > 0) throw failedPrecondition(`volume ${name} is in use by clients on ${forwarders.join(', ')}, forwarded to its primary ${this.self}: disconnect them before reverting`);
     const taken = this.engine.listSnapshots(name).find((s) => s.name === snapshot);
     if (!taken) throw notFound(`snapshot ${name}@${snapshot} is not on node ${this.self}`);
     const { sizeBytes } = this.engine.getVolume(name);

@@ -21,21 +21,23 @@ export interface ForwarderConnection {
   generation: number;
 }
 
-/** What the primary knows of one forwarder of one volume: its newest connection. */
+/** What the primary knows of one forwarder of one volume: its newest connection, and the node it runs on if it said. */
 interface Forwarder {
   newest: number;
+  by?: string;
 }
 
 export class ForwarderFence {
   private readonly forwarders = new Map<string, Forwarder>();
 
-  /** The device the connection sees, or undefined if a newer one of its forwarder has opened already. */
-  admit(volume: string, connection: ForwarderConnection, device: BlockDevice): { device: BlockDevice; close(): void } | undefined {
+  /** The device the connection sees, or undefined if a newer one of its forwarder has opened already. by: the forwarder's node. */
+  admit(volume: string, connection: ForwarderConnection, device: BlockDevice, by?: string): { device: BlockDevice; close(): void } | undefined {
     const key = `${volume}/${connection.forwarder}`;
     const known = this.forwarders.get(key);
     if (known && known.newest >= connection.generation) return undefined;
-    const forwarder = known ?? { newest: connection.generation };
+    const forwarder: Forwarder = known ?? { newest: connection.generation };
     forwarder.newest = connection.generation;
+    forwarder.by = by;
     this.forwarders.set(key, forwarder);
     // Asked once per request: a field, no lookup.
     const current = () => forwarder.newest === connection.generation;
@@ -48,6 +50,12 @@ export class ForwarderFence {
         this.forwarders.delete(key);
       },
     };
+  }
+
+  /** The nodes whose forwarders have a connection to the volume open, each once ("node N", or "a node" for one that did not say). */
+  connected(volume: string): string[] {
+    const nodes = [...this.forwarders].filter(([key]) => key.startsWith(`${volume}/`)).map(([, f]) => (f.by === undefined ? 'a node' : `node ${f.by}`));
+    return [...new Set(nodes)];
   }
 }
 

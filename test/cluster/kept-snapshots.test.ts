@@ -142,7 +142,7 @@ test('a snapshot of a live volume that one copy cannot delete (a reader has it o
   expect((await n1.weftd.weft(['snapshot', 'delete', 'u@s1'])).code).toBe(0);
 });
 
-test('a revert is refused while the volume is attached on a node (its attach claim), also one that holds no copy; released, it goes through', async () => {
+test('a revert is refused while the volume is attached on a node (its attach claim), also one that holds no copy, or a plain NBD client there has it open; released, it goes through', async () => {
   const shown = await cluster.createOnN1('r', 16 * MiB, 1); // one copy, on n1: other nodes forward to it
   expect(shown.replication!.replicas.map((x) => x.node)).toEqual(['n1']);
   const n1 = cluster.node('n1');
@@ -158,6 +158,16 @@ test('a revert is refused while the volume is attached on a node (its attach cla
   await qemuIo(elsewhere.weftd.nbdUri('r'), ['read -P 0x22 0 1M'], true); // nothing changed
 
   await elsewhere.api.releaseVolume('r');
+  // Nor while a plain NBD client (no claim) on that node has it open: its node forwards it to n1.
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: elsewhere.weftd.nbdPort, exportName: 'r' });
+  try {
+    await client.write(0, Buffer.alloc(4096, 0x22), true);
+    const inUse = await n1.weftd.weft(['volume', 'revert', 'r@before']);
+    expect(inUse.code).not.toBe(0);
+    expect(inUse.stderr).toContain(`volume r is in use by clients on node ${elsewhere.id}, forwarded to its primary n1`);
+  } finally {
+    client.close();
+  }
   await waitFor(async () => (await n1.weftd.weft(['volume', 'revert', 'r@before'])).code === 0, 10_000, 200);
   await qemuIo(elsewhere.weftd.nbdUri('r'), ['read -P 0x11 0 1M'], true);
   expect((await n1.weftd.weft(['volume', 'delete', 'r'])).code).toBe(0);
