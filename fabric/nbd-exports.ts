@@ -141,7 +141,7 @@ export class EngineExports implements ExportProvider {
     return from ? this.forwarders.admit(volume, from, device, by) : { device, close: () => undefined };
   }
 
-  /** The nodes ("node N") whose clients of the volume this node serves as its primary, forwarded (a connection open now). */
+  /** The nodes that forward to this node, the volume's primary, with a connection open now. */
   forwardedFrom(volume: string): string[] {
     return this.forwarders.connected(volume);
   }

@@ -21,7 +21,7 @@ import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
 import { leftoverKey, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecord } from '../cluster/volume-record';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, invalidArgument, NoAnswerError, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { BLOCK_BYTES, wholeBlocks } from '../store/block-size';
@@ -153,7 +153,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     private readonly store: ClusterStore,
     private readonly self: string,
     private readonly logger: Logger,
-    /** The nodes ("node N") whose clients of a volume this node serves as its primary (forwarded to it). */
+    /** The nodes that forward a volume's clients to this node, its primary, with a connection open now. */
     private readonly forwardedFrom: (volume: string) => string[] = () => [],
   ) {}
 
@@ -720,7 +720,10 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * deadline of the calls on a write's path: a forwarder gives up on a write after 15 s.
    */
   controlCopyOn(node: string, volume: string, operation: CopyOperation, epoch: number, held = false): Promise<void> {
-    return this.onNode(node, (client) => client.controlCopy(volume, operation, epoch), () => this.controlCopy(volume, operation, epoch), held);
+    return this.onNode(node, (client) => client.controlCopy(volume, operation, epoch), () => this.controlCopy(volume, operation, epoch), held).catch((err: Error) => {
+      // Unanswered, it may still be carried out there: the primary undoes a snapshot there too.
+      throw err instanceof WeftApiError && err.code === status.DEADLINE_EXCEEDED ? new NoAnswerError(err.message) : err;
+    });
   }
 
   /** This node's part of a control operation, from the primary at epoch: refused if a newer primary raised this copy's epoch. */
@@ -795,9 +798,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** What refuses the revert of a copy: a client that has it open, a snapshot it lacks, or one of another size (the record's size only grows). */
   private checkRevert(name: string, snapshot: string): void {
     this.refuseClients(name, 'disconnect them before reverting');
-    // Clients of nodes without a copy, which forward to this one, its primary: no copy's node sees them.
-    const forwarders = this.forwardedFrom(name);
-    if (forwarders.length > 0) throw failedPrecondition(`volume ${name} is in use by clients on ${forwarders.join(', ')}, forwarded to its primary ${this.self}: disconnect them before reverting`);
+    // Clients of nodes without a copy, which forward to this one, its primary: no copy's node sees
+    // them. (A copy's node keeps its connection open after its clients left; they count there.)
+    const copies = this.controller.record(name)?.replicas.map((r) => r.node) ?? [];
+    const forwarders = this.forwardedFrom(name).filter((node) => !copies.includes(node));
+    if (forwarders.length > 0) throw failedPrecondition(`volume ${name} is in use by clients on ${forwarders.map((n) => `node ${n}`).join(', ')}, forwarded to its primary ${this.self}: disconnect them before reverting`);
     const taken = this.engine.listSnapshots(name).find((s) => s.name === snapshot);
     if (!taken) throw notFound(`snapshot ${name}@${snapshot} is not on node ${this.self}`);
     const { sizeBytes } = this.engine.getVolume(name);

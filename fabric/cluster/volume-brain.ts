@@ -158,7 +158,7 @@ function onTxnResult(s: BrainState, actions: BrainAction[], event: Extract<Brain
     // Refused: the key is there (mine, put by a try whose answer was lost, or another's), or the
     // record changed; the watches bring which, and the next view is tried (or another's lease stops
     // me). Committed: the key is mine, unless the watch has told of it since (it may have lapsed again).
-    if (event.committed && holding(s) && (event.revision as number) > s.leaseRevision) {
+    if (event.committed && holding(s) && (event.revision as number) >= s.leaseRevision) {
       s.lease = { node: s.self, epoch: s.claimedEpoch as number };
       s.leaseRevision = event.revision as number;
       s.leaseOn = s.reletOn;

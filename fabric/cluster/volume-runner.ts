@@ -6,7 +6,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withDeadline } from '../deadline';
-import { failedPrecondition, IoError, WeftError } from '../errors';
+import { failedPrecondition, IoError, NoAnswerError, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
 import type { ActivityLog } from '../replication/activity-log';
@@ -78,7 +78,8 @@ export interface RunnerContext {
   trackAbsence(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
   /**
    * Applies a control operation to node's copy, which refuses it if its epoch is above the given
-   * one. The volume's writes are held meanwhile: a node that does not answer within seconds fails it.
+   * one. The volume's writes wait meanwhile (held by a control operation, or the primary not serving
+   * yet): a node that does not answer within seconds fails it.
    */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
   config: BrainConfig;
@@ -217,6 +218,7 @@ export class VolumeRunner {
     // calls made while they are held have a 5 s deadline (controlCopy).
     await serving.device.flush();
     let marked = false;
+    const undo: string[] = []; // the copies a snapshot that failed part way may be on
     try {
       await serving.device.paused(async () => {
         // A change in flight when the pause began may have failed on a copy since: it lacks that one.
@@ -235,10 +237,14 @@ export class VolumeRunner {
           await this.markReverting(operation.snapshot);
           marked = true;
         }
-        await this.applyEverywhere(serving, others, local, operation);
+        await this.applyEverywhere(serving, others, local, operation, undo);
       });
     } finally {
-      // After the pause: clients need not wait for it. Left set, it costs full copies at the next promotion.
+      // After the pause, both: clients need not wait for them (a node that did not answer may not now).
+      if (operation.type === 'snapshot') {
+        for (const node of undo) await this.context.controlCopy(node, this.name, { type: 'delete-snapshot', name: operation.name }, serving.epoch).catch(() => undefined);
+      }
+      // Left set, it costs full copies at the next promotion.
       if (marked) {
         await this.markReverting(undefined).catch((err: unknown) =>
           this.context.logger.warn({ volume: this.name, err }, 'the record still says a revert is under way: a copy promoted before that is cleared gives the others a full copy'),
@@ -252,8 +258,11 @@ export class VolumeRunner {
     }
   }
 
-  /** The operation on the other copies, then this one; undone (a snapshot) or recorded (a revert) if it fails part way. */
-  private async applyEverywhere(serving: Serving, others: string[], local: VolumeLayer, operation: CopyOperation): Promise<void> {
+  /**
+   * The operation on the other copies, then this one. A revert that fails part way is recorded; a
+   * snapshot's copies to delete again are put in undo (the caller deletes them once writes go on).
+   */
+  private async applyEverywhere(serving: Serving, others: string[], local: VolumeLayer, operation: CopyOperation, undo: string[]): Promise<void> {
     const done: string[] = [];
     let failedOn: string | undefined;
     try {
@@ -266,8 +275,9 @@ export class VolumeRunner {
       await applyTo(local, operation);
     } catch (err) {
       if (operation.type === 'snapshot') {
-        const undo: CopyOperation = { type: 'delete-snapshot', name: operation.name };
-        for (const node of done) await this.context.controlCopy(node, this.name, undo, serving.epoch).catch(() => undefined);
+        // Also where no answer came in time: that node may have taken it all the same. (Not where it
+        // was refused: a snapshot of that name there, say, is not this one's to delete.)
+        undo.push(...done, ...(failedOn !== undefined && err instanceof NoAnswerError ? [failedOn] : []));
       }
       if (operation.type === 'revert') await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
       throw err;

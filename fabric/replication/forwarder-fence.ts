@@ -52,9 +52,9 @@ export class ForwarderFence {
     };
   }
 
-  /** The nodes whose forwarders have a connection to the volume open, each once ("node N", or "a node" for one that did not say). */
+  /** The nodes whose forwarders have a connection to the volume open (as they named themselves), each once. */
   connected(volume: string): string[] {
-    const nodes = [...this.forwarders].filter(([key]) => key.startsWith(`${volume}/`)).map(([, f]) => (f.by === undefined ? 'a node' : `node ${f.by}`));
+    const nodes = [...this.forwarders].filter(([key]) => key.startsWith(`${volume}/`)).flatMap(([, f]) => (f.by === undefined ? [] : [f.by]));
     return [...new Set(nodes)];
   }
 }

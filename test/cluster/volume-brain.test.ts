@@ -183,6 +183,13 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['6', '... its node lease lost again before the store answered: sent again on the next one', primary(record()), [leaseGone, { type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-a2' }], [
     expect.objectContaining({ txn: 'relet:L-a2@10/10' }),
   ]],
+  ['6', '... its own put seen by the watch before the answer: nothing more to do', primary(record()), [
+    { type: 'node-lease', leaseId: null },
+    leaseGone,
+    { type: 'node-lease', leaseId: 'L-a2' },
+    { type: 'primary-lease', lease: { node: 'a', epoch: 3 }, modRevision: 11 },
+    committed('relet:L-a2@10/10', 11),
+  ], []],
   ['6', '... refused, then the lease of the node promoted meanwhile: stops', primary(record()), [leaseGone, refused('relet:L-a@10/10'), { type: 'primary-lease', lease: { node: 'b', epoch: 4 }, modRevision: 12 }], [
     { type: 'stop-serving', reason: 'lost the primary lease of epoch 3 to b at epoch 4' },
   ]],
