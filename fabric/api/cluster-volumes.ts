@@ -800,8 +800,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
     this.refuseClients(name, 'disconnect them before reverting');
     // Clients of nodes without a copy, which forward to this one, its primary: no copy's node sees
     // them. (A copy's node keeps its connection open after its clients left; they count there.)
-    const copies = this.controller.record(name)?.replicas.map((r) => r.node) ?? [];
-    const forwarders = this.forwardedFrom(name).filter((node) => !copies.includes(node));
+    const record = this.controller.record(name);
+    const copies = record?.replicas.map((r) => r.node) ?? [];
+    const forwarders = record?.primary === this.self ? this.forwardedFrom(name).filter((node) => !copies.includes(node)) : [];
     if (forwarders.length > 0) throw failedPrecondition(`volume ${name} is in use by clients on ${forwarders.map((n) => `node ${n}`).join(', ')}, forwarded to its primary ${this.self}: disconnect them before reverting`);
     const taken = this.engine.listSnapshots(name).find((s) => s.name === snapshot);
     if (!taken) throw notFound(`snapshot ${name}@${snapshot} is not on node ${this.self}`);
