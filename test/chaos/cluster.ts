@@ -34,20 +34,30 @@ export class ChaosCluster {
     const etcd = await startEtcd(1);
     const [etcdHost, etcdPort] = etcd.endpoints[0].split(':');
     const nodes: ChaosNode[] = [];
-    for (let i = 1; i <= size; i++) {
-      const id = `n${i}`;
-      const advertise = `127.0.0.${100 + i}`;
-      // Fixed ports, so that a restarted node is behind the same proxies.
-      const nbdPort = await freePort();
-      const apiPort = await freePort();
-      const etcdLink = await TcpProxy.start({ host: '127.0.0.1', port: 0 }, { host: etcdHost, port: Number(etcdPort) });
-      const peerLinks = await Promise.all([nbdPort, apiPort].map((port) => TcpProxy.start({ host: advertise, port }, { host: '127.0.0.1', port })));
-      const weftd = await startWeftd({
-        pools: [`ssd:${makeTempDir(`weft-chaos-pool-${id}-`)}:${256 * MiB}`],
-        extraArgs: ['--store', `etcd://127.0.0.1:${etcdLink.port}`, '--node-id', id, '--advertise', advertise, '--nbd-port', String(nbdPort), '--api-port', String(apiPort)],
-      });
-      if (weftd.nbdPort !== nbdPort) throw new Error(`weftd ${id} listens on NBD port ${weftd.nbdPort}, not ${nbdPort}`);
-      nodes.push({ id, weftd, api: new WeftClient(`127.0.0.1:${apiPort}`), etcdLink, peerLinks, up: true });
+    const links: TcpProxy[] = [];
+    try {
+      for (let i = 1; i <= size; i++) {
+        const id = `n${i}`;
+        const advertise = `127.0.0.${100 + i}`;
+        // Fixed ports, so that a restarted node is behind the same proxies.
+        const nbdPort = await freePort();
+        const apiPort = await freePort();
+        const etcdLink = await TcpProxy.start({ host: '127.0.0.1', port: 0 }, { host: etcdHost, port: Number(etcdPort) });
+        links.push(etcdLink);
+        const peerLinks = await Promise.all([nbdPort, apiPort].map((port) => TcpProxy.start({ host: advertise, port }, { host: '127.0.0.1', port })));
+        links.push(...peerLinks);
+        const weftd = await startWeftd({
+          pools: [`ssd:${makeTempDir(`weft-chaos-pool-${id}-`)}:${256 * MiB}`],
+          extraArgs: ['--store', `etcd://127.0.0.1:${etcdLink.port}`, '--node-id', id, '--advertise', advertise, '--nbd-port', String(nbdPort), '--api-port', String(apiPort)],
+        });
+        if (weftd.nbdPort !== nbdPort) throw new Error(`weftd ${id} listens on NBD port ${weftd.nbdPort}, not ${nbdPort}`);
+        nodes.push({ id, weftd, api: new WeftClient(`127.0.0.1:${apiPort}`), etcdLink, peerLinks, up: true });
+      }
+    } catch (err) {
+      // Nothing left listening (a proxy kept jest from exiting); the processes go with cleanupAll().
+      for (const node of nodes) node.api.close();
+      await Promise.all(links.map((link) => link.close()));
+      throw err;
     }
     return new ChaosCluster(etcd, nodes);
   }
