@@ -92,6 +92,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       hasCopy: (volume) => engine.hasVolume(volume),
       // Only a serving primary controls copies, and it serves only once the API (and clusterVolumes) exists.
       controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch, true),
+      copySnapshotNames: (node, volume) => (clusterVolumes as ClusterVolumes).copySnapshotNamesOn(node, volume),
       createCopy: (node, volume, sizeBytes, poolClass) => (clusterVolumes as ClusterVolumes).createCopyOn(node, volume, sizeBytes, poolClass),
       trackAbsence: (node, volume, epoch, absent, absence) => (clusterVolumes as ClusterVolumes).trackAbsenceOn(node, volume, epoch, absent, absence),
       activityOf: (node, volume) => (clusterVolumes as ClusterVolumes).activityOn(node, volume),
@@ -123,6 +124,8 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       self: config.nodeId,
       primaryExport: (volume, afterEpoch, createId) => controller.primaryExport(volume, afterEpoch, createId),
       retired: (volume) => controller.retired(volume),
+      volumeNames: () => controller.recordNames(),
+      snapshotting: (volume) => controller.record(volume)?.snapshotting,
       remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
       attachedNode: (volume) => controller.attachedNode(volume),
       attachedNodeNow: (volume) => controller.attachedNodeNow(volume),

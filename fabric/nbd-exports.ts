@@ -73,6 +73,10 @@ export interface ClusterExports {
   primaryExport(volume: string, afterEpoch?: number, createId?: string): BlockDevice | undefined;
   /** This node's copy of a volume deleted from the cluster, not dropped yet: opened as if it did not exist. */
   retired(volume: string): boolean;
+  /** The names of the cluster's volumes, as this node last read them. */
+  volumeNames(): string[];
+  /** The snapshot the volume's record marks as being taken (cluster/volume-record.ts): not served. */
+  snapshotting(volume: string): string | undefined;
   /** A replicated volume this node holds no copy of, forwarded to its primary. */
   remoteExport(volume: string): (BlockDevice & { close(): void }) | undefined;
   /** The node the volume's attach claim names (cluster/attach-claims.ts), if any: as last read, and read now. */
@@ -103,9 +107,17 @@ export class EngineExports implements ExportProvider {
 
   constructor(private readonly engine: VolumeEngine, private readonly cluster?: ClusterExports) {}
 
-  /** What NBD_OPT_LIST shows: volumes and snapshots; the growable views are not listed. */
+  /**
+   * What NBD_OPT_LIST shows: volumes and snapshots, and the cluster's volumes this node holds no
+   * copy of (served here too); not a retired copy, a snapshot being taken, nor the growable views.
+   */
   names(): string[] {
-    return exportNames(this.engine);
+    const cluster = this.cluster;
+    if (!cluster) return exportNames(this.engine);
+    const volumes = cluster.volumeNames();
+    const unlisted = new Set(volumes.flatMap((volume) => [cluster.snapshotting(volume)].flatMap((snapshot) => (snapshot === undefined ? [] : [exportName({ volume, snapshot })]))));
+    const own = exportNames(this.engine).filter((name) => !cluster.retired(name) && !unlisted.has(name));
+    return [...new Set([...own, ...volumes])];
   }
 
   /**
@@ -166,8 +178,10 @@ export class EngineExports implements ExportProvider {
   }
 
   private openDevice(ref: VolumeRef, peer: string): OpenDevice | undefined {
-    // A deleted volume's copy: a new client pinning it would keep it from being dropped.
+    // A deleted volume's copy: a new client pinning it would keep it from being dropped. A snapshot
+    // being taken (or cut short): not one yet, and a client would keep it from being deleted.
     if (ref.snapshot === undefined && this.cluster?.retired(ref.volume)) return undefined;
+    if (ref.snapshot !== undefined && this.cluster?.snapshotting(ref.volume) === ref.snapshot) return undefined;
     try {
       if (ref.snapshot === undefined) return this.engine.openVolume(ref.volume, { peer });
       return this.engine.openSnapshot(ref.volume, ref.snapshot, { peer });

@@ -215,7 +215,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** Refused, naming the nodes that hold it, for a snapshot of a replicated volume that this node holds no copy of. */
   async cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo> {
     await this.checkNameFree(request.name);
-    const here = this.copySnapshots(request.volume).some((s) => s.name === request.snapshot);
+    const here = this.taken(this.copySnapshots(request.volume)).some((s) => s.name === request.snapshot);
     const nodes = here ? [] : [...(await this.snapshotHolders(request.volume, request.snapshot)).keys()];
     if (nodes.length > 0) {
       throw failedPrecondition(
@@ -263,6 +263,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const up = this.controller.candidates().filter((n) => n.up && n.pools.length > 0);
     const found = await Promise.all(
       up.map(async ({ id }) => {
+        // The key is read before the node is asked as well as after: a node that drops its leftover
+        // between the two deletes the copy, then the key, and would be taken for one that holds a
+        // volume of its own.
+        const leftover = async () => (await this.store.get(leftoverKey(id, name))) !== undefined;
+        if (await leftover()) return [];
         const has = await this.onNode(id, (client) => client.getVolume(name), () => Promise.resolve(this.info(name)), true).then(
           (info) => info.replication === undefined,
           (err: Error) => {
@@ -270,7 +275,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
             throw new WeftError('UNAVAILABLE', `node ${id} did not say whether it has a volume of its own named ${name} (${err.message}): try again`);
           },
         );
-        return has && !(await this.store.get(leftoverKey(id, name))) ? [id] : [];
+        return has && !(await leftover()) ? [id] : [];
       }),
     );
     const nodes = found.flat();
@@ -330,11 +335,17 @@ export class ClusterVolumes implements ReplicatedVolumes {
   private async snapshotHolders(volume: string, snapshot: string): Promise<Map<string, SnapshotInfo>> {
     const { nodes, kept } = await this.snapshotNodes(volume);
     const answers = kept ? await this.keptOn(volume, kept) : await this.snapshotsOn(nodes, volume);
-    return new Map([...answers].flatMap(([node, listed]) => listed.filter((s) => s.name === snapshot).map((s) => [node, s] as const)));
+    return new Map([...answers].flatMap(([node, listed]) => this.taken(listed).filter((s) => s.name === snapshot).map((s) => [node, s] as const)));
   }
 
   copySnapshots(name: string): SnapshotInfo[] {
     return this.engine.listSnapshots().filter((s) => s.volume === name);
+  }
+
+  /** The names of the snapshots node's copy holds (unlisted ones too), with the short deadline of a primary's calls. */
+  async copySnapshotNamesOn(node: string, volume: string): Promise<string[]> {
+    const snapshots = await this.onNode(node, (client) => client.copySnapshots(volume), () => Promise.resolve(this.copySnapshots(volume)), true);
+    return snapshots.map((s) => s.name);
   }
 
   /**
@@ -449,7 +460,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
     for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDownOrNoCopy);
     // Every copy's node, which leaves the key once it holds no snapshot of the volume (at once if it
     // has none): a node that is down may hold some the others lack, and one may be taken meanwhile.
-    const kept: KeptSnapshots = { nodes: holders };
+    // A snapshot the record marks as being taken was never acknowledged: deleted wherever it is found.
+    const kept: KeptSnapshots = { nodes: holders, ...(record.snapshotting !== undefined ? { deleted: [record.snapshotting] } : {}) };
     const { succeeded } = await this.store.txn({
       compare: [{ key: volumeKey(name), target: 'modRevision', op: '=', value: kv.modRevision }],
       success: [
@@ -641,12 +653,17 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const kept = (await this.store.list(keptSnapshotsPrefix).catch(() => [])).map((kv) => kv.key.slice(keptSnapshotsPrefix.length));
     const elsewhere = [...this.controller.recordNames().filter((name) => !this.engine.hasVolume(name)), ...kept];
     const theirs = await Promise.all(elsewhere.map((name) => this.snapshotsOf(name).catch(() => [])));
-    return [...this.engine.listSnapshots().filter((s) => !kept.includes(s.volume)), ...theirs.flat()];
+    return [...this.taken(this.engine.listSnapshots()).filter((s) => !kept.includes(s.volume)), ...theirs.flat()];
+  }
+
+  /** Without the snapshot its volume's record marks as being taken: it is not one yet, and may be deleted (VolumeRecord.snapshotting). */
+  private taken(snapshots: SnapshotInfo[]): SnapshotInfo[] {
+    return snapshots.filter((s) => this.controller.record(s.volume)?.snapshotting !== s.name);
   }
 
   private async snapshotsOf(volume: string): Promise<SnapshotInfo[]> {
     const primary = this.controller.record(volume)?.primary;
-    if (this.engine.hasVolume(volume)) return this.engine.listSnapshots(volume);
+    if (this.engine.hasVolume(volume)) return this.taken(this.engine.listSnapshots(volume));
     if (primary !== undefined) return this.onNode(primary, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume)));
     // Without the store (an etcd outage), what this node holds.
     const { nodes, kept } = await this.snapshotNodes(volume).catch(() => ({ nodes: [this.self], kept: undefined }));
@@ -668,8 +685,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const { nodes, kept } = await this.snapshotNodes(volume);
     if (!kept && !this.isReplicated(volume)) return this.engine.deleteSnapshot(volume, name);
     const operation: CopyOperation = { type: 'delete-snapshot', name };
-    const epoch = this.controller.record(volume)?.epoch ?? 0;
-    const outcomes = await Promise.allSettled(nodes.map((node) => this.controlCopyOn(node, volume, operation, epoch)));
+    const outcomes = await Promise.allSettled(nodes.map((node) => this.controlCopyOn(node, volume, operation, 0)));
     const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[nodes[i], o.reason as Error] as const] : []));
     const unanswered = failed.filter(([, err]) => !isNotFound(err));
     // Deleted nowhere: not found if every node said so, else what kept it.
@@ -721,14 +737,21 @@ export class ClusterVolumes implements ReplicatedVolumes {
    */
   controlCopyOn(node: string, volume: string, operation: CopyOperation, epoch: number, held = false): Promise<void> {
     return this.onNode(node, (client) => client.controlCopy(volume, operation, epoch), () => this.controlCopy(volume, operation, epoch), held).catch((err: Error) => {
-      // Unanswered, it may still be carried out there: the primary undoes a snapshot there too.
-      throw err instanceof WeftApiError && err.code === status.DEADLINE_EXCEEDED ? new NoAnswerError(err.message) : err;
+      // Unanswered, it may still be carried out there: the primary undoes a snapshot there too. Not
+      // found there, as here (the volume runner tells a snapshot already gone by it).
+      if (err instanceof WeftApiError && err.code === status.DEADLINE_EXCEEDED) throw new NoAnswerError(err.message);
+      throw err instanceof WeftApiError && err.code === status.NOT_FOUND ? new WeftError('NOT_FOUND', err.message) : err;
     });
   }
 
   /** This node's part of a control operation, from the primary at epoch: refused if a newer primary raised this copy's epoch. */
   async controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void> {
-    if (operation.type === 'delete-snapshot') return this.engine.deleteSnapshot(name, operation.name);
+    // From a primary (an epoch given; a user's delete gives none): one that has lost the volume must
+    // not delete a snapshot its successor took (its undo of one that failed).
+    if (operation.type === 'delete-snapshot') {
+      if (epoch > 0 && this.engine.hasVolume(name)) this.checkEpoch(name, epoch);
+      return this.engine.deleteSnapshot(name, operation.name);
+    }
     const copy = this.controller.localCopy(name);
     if (!copy) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
     this.checkEpoch(name, epoch);

@@ -3,7 +3,7 @@
 
 import type { NodeCandidate } from './placement';
 import type { Txn } from './cluster-store';
-import type { PrimaryLease, RecordChange, VolumeRecord } from './volume-record';
+import type { OperationMark, PrimaryLease, RecordChange, VolumeRecord } from './volume-record';
 
 export interface BrainConfig {
   /** How long a candidate waits per better-ranked candidate before it tries to take over. */
@@ -112,8 +112,8 @@ export type BrainEvent =
   | { type: 'replace'; replica: string }
   /** The primary grew every copy: the record is to say so. */
   | { type: 'resized'; sizeBytes: number }
-  /** The primary begins a revert to snapshot, or (none) has ended one: the record is to say so first. */
-  | { type: 'reverting'; snapshot?: string };
+  /** The primary begins a revert to snapshot or the taking of one, or (none) has ended it: the record is to say so first. */
+  | { type: OperationMark; snapshot?: string };
 
 export type BrainAction =
   /**

@@ -127,7 +127,8 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       if (s.role === 'serving' && (s.record as VolumeRecord).sizeBytes < event.sizeBytes) queue(s, { kind: 'resize', node: s.self, sizeBytes: event.sizeBytes });
       break;
     case 'reverting':
-      if (s.role === 'serving' && (s.record as VolumeRecord).reverting !== event.snapshot) queue(s, { kind: 'reverting', node: s.self, snapshot: event.snapshot });
+    case 'snapshotting':
+      if (s.role === 'serving' && (s.record as VolumeRecord)[event.type] !== event.snapshot) queue(s, { kind: event.type, node: s.self, snapshot: event.snapshot });
       break;
   }
   settle(s, actions, config);

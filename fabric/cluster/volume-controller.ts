@@ -63,6 +63,8 @@ export interface ControllerOptions {
   hasCopy(volume: string): boolean;
   /** Applies a control operation to another node's copy (through its control API). */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
+  /** The names of the snapshots node's copy holds (this node's too). */
+  copySnapshotNames(node: string, volume: string): Promise<string[]>;
   /** Has another node make its copy of a volume (a replacement). */
   createCopy(node: string, volume: string, sizeBytes: number, poolClass: string): Promise<void>;
   /** Has node's copy log what copy `absent` misses (absence), or stop (null) (through its API). */
@@ -408,6 +410,7 @@ export class VolumeController {
         return n && { host: n.address, nbdPort: n.nbdPort };
       },
       controlCopy: this.options.controlCopy,
+      copySnapshotNames: this.options.copySnapshotNames,
       createCopy: this.options.createCopy,
       absenceLog: (volume) => this.logs.get(volume),
       activityLog: (volume) => this.activityLog(volume),

@@ -49,7 +49,17 @@ export interface VolumeRecord {
    * promoted before it is cleared owes every other copy a full copy (promoted()).
    */
   reverting?: string;
+  /**
+   * A snapshot of this name is being taken: some copies may hold it and others not. It is neither
+   * listed nor served meanwhile; a snapshot is acknowledged only once this is cleared. Left set (its
+   * primary stopped part way), whoever serves next, or the next control operation, keeps it if every
+   * copy holds it and else deletes it (volume-runner.ts: dropCutShortSnapshot).
+   */
+  snapshotting?: string;
 }
+
+/** The record's marks of a control operation under way, named by the snapshot it is of. */
+export type OperationMark = 'reverting' | 'snapshotting';
 
 /** Stored at volumeLeaseKey(name), on the primary node's lease: it vanishes when that node's lease lapses. */
 export interface PrimaryLease {
@@ -69,8 +79,8 @@ export type RecordChange =
   | { kind: 'replace'; node: string; by: string }
   /** Every copy was grown (by the primary, node) to sizeBytes. */
   | { kind: 'resize'; node: string; sizeBytes: number }
-  /** The primary (node) begins a revert to snapshot, or (no snapshot) has ended one. */
-  | { kind: 'reverting'; node: string; snapshot?: string };
+  /** The primary (node) begins a revert to snapshot or the taking of one, or (no snapshot) has ended it. */
+  | { [K in OperationMark]: { kind: K; node: string; snapshot?: string } }[OperationMark];
 
 /** Where every volume's record is, under volumeKey. */
 export const VOLUMES = 'volumes/';
@@ -129,9 +139,9 @@ export function promoted(record: VolumeRecord, node: string): VolumeRecord {
 
 export function applyChange(record: VolumeRecord, change: RecordChange): VolumeRecord {
   if (change.kind === 'resize') return { ...record, sizeBytes: change.sizeBytes };
-  if (change.kind === 'reverting') {
-    const { reverting: _ended, ...rest } = record;
-    return change.snapshot ? { ...record, reverting: change.snapshot } : rest;
+  if (change.kind === 'reverting' || change.kind === 'snapshotting') {
+    const { [change.kind]: _ended, ...rest } = record;
+    return change.snapshot ? { ...record, [change.kind]: change.snapshot } : rest;
   }
   const dropped = change.kind === 'in-sync' ? replacedBy(record, change.node) : [];
   const replicas = record.replicas.flatMap((r): ReplicaRecord[] => {

@@ -6,7 +6,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withDeadline } from '../deadline';
-import { failedPrecondition, IoError, NoAnswerError, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, IoError, NoAnswerError, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
 import type { ActivityLog } from '../replication/activity-log';
@@ -24,7 +24,7 @@ import type { EpochFence } from '../volume/epoch-fence';
 import type { ClusterStore, Txn, TxnOp } from './cluster-store';
 import { step } from './volume-brain';
 import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
-import { inSyncNodes, volumeKey, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
+import { inSyncNodes, volumeKey, type OperationMark, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
 
 /** How long raising a replica's epoch may take before it counts as unreachable. */
 const RAISE_TIMEOUT_MS = 2000;
@@ -36,8 +36,8 @@ const REPLICA_TIMEOUT_MS = 5000;
 const SERVE_WAIT_MS = 10_000;
 /** How long a request the local copy failed waits for the volume to be handed over. */
 const HAND_OVER_WAIT_MS = 10_000;
-/** A revert waits this long for the store to record that it is under way (nothing is reverted before). */
-const REVERT_MARK_MS = 10_000;
+/** A revert or snapshot waits this long for the store to record that it is under way (nothing is done before); a snapshot or resize, that it has ended. */
+const MARK_MS = 10_000;
 
 /** The replication this node runs as the volume's primary, at epoch. */
 interface Serving {
@@ -82,6 +82,8 @@ export interface RunnerContext {
    * yet): a node that does not answer within seconds fails it.
    */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
+  /** The names of the snapshots node's copy holds (this node's included). */
+  copySnapshotNames(node: string, volume: string): Promise<string[]>;
   config: BrainConfig;
   logger: Logger;
 }
@@ -99,8 +101,10 @@ export class VolumeRunner {
   private waiters: Waiter[] = [];
   private wakeTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  /** markReverting calls so far: a late clear of a revert that gave up must not clear a later one's mark. */
-  private revertMarks = 0;
+  /** markOperation calls so far, per mark: a late clear of an operation that gave up must not clear a later one's mark. */
+  private readonly marks: Record<OperationMark, number> = { reverting: 0, snapshotting: 0 };
+  /** The control operation running, or the last one: the next waits for it. */
+  private controlTurn: Promise<unknown> = Promise.resolve();
 
   constructor(readonly name: string, private readonly context: RunnerContext) {
     this.state = initialBrainState(context.self);
@@ -198,12 +202,27 @@ export class VolumeRunner {
   /**
    * A snapshot, resize or revert of every copy at one point of the write stream: with every copy in
    * sync, changes paused, the other copies first (each checks this primary's epoch), then this one.
-   * A snapshot that fails on the way is deleted again from the copies that made it. A resize ends
-   * once the record has the new size. A revert or a resize cannot be undone, so every copy (this one
-   * too) is asked first whether it would take it; only a failure of the operation itself after that
-   * (a disk error, a client attaching in the meantime) could leave copies changed and others not.
+   * One at a time. A revert or a resize cannot be undone, so every copy (this one too) is asked
+   * first whether it would take it; only a failure of the operation itself after that (a disk
+   * error, a client attaching in the meantime) could leave copies changed and others not.
+   *
+   * A snapshot is marked in the record while it is taken (VolumeRecord.snapshotting), and
+   * acknowledged only once the mark is cleared: one that fails on the way is deleted again from the
+   * copies that may have made it, and one cut short (this node died, or lost the volume) is settled
+   * by whoever serves next, or by the next control operation (dropCutShortSnapshot).
    */
-  async control(operation: CopyOperation): Promise<void> {
+  control(operation: CopyOperation): Promise<void> {
+    return this.inTurn(() => this.controlInTurn(operation));
+  }
+
+  /** Runs fn once the control operations before it have ended. */
+  private inTurn<T>(fn: () => Promise<T>): Promise<T> {
+    const turn = this.controlTurn.then(fn);
+    this.controlTurn = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async controlInTurn(operation: CopyOperation): Promise<void> {
     const serving = this.serving;
     const record = this.state.record;
     const local = this.context.localCopy(this.name);
@@ -212,14 +231,23 @@ export class VolumeRunner {
     if (lagging.length > 0) {
       throw failedPrecondition(`volume ${this.name}: a ${operation.type} needs every copy in sync; ${lagging.map((r) => `${r.node} is ${r.state}`).join(', ')}`);
     }
+    // A retry of a snapshot that was cut short once it had reached every copy: made.
+    const cutShort = record.snapshotting !== undefined ? await this.settleCutShort(serving, record.snapshotting, operation) : undefined;
+    if (cutShort === 'kept' && operation.type === 'snapshot' && operation.name === record.snapshotting) return;
     const others = record.replicas.map((r) => r.node).filter((n) => n !== this.context.self);
-    // Every copy written back first, clients still writing: what each writes back once the writes
-    // are held (its control operation syncs its pools) is then only what came since. The node
-    // calls made while they are held have a 5 s deadline (controlCopy).
-    await serving.device.flush();
-    let marked = false;
+    let marked: OperationMark | undefined;
+    let done = false;
     const undo: string[] = []; // the copies a snapshot that failed part way may be on
     try {
+      if (operation.type === 'snapshot') {
+        await this.checkSnapshotFree(record, operation.name);
+        await this.markOperation('snapshotting', operation.name);
+        marked = 'snapshotting';
+      }
+      // Every copy written back first, clients still writing: what each writes back once the writes
+      // are held (its control operation syncs its pools) is then only what came since. The node
+      // calls made while they are held have a 5 s deadline (controlCopy).
+      await serving.device.flush();
       await serving.device.paused(async () => {
         // A change in flight when the pause began may have failed on a copy since: it lacks that one.
         const fellOut = others.filter((node) => serving.device.status().find((r) => r.id === node)?.state !== 'in-sync');
@@ -234,28 +262,115 @@ export class VolumeRunner {
         // that a revert is under way until it has ended, and whoever is promoted meanwhile owes every
         // other copy a full copy (volume-record.ts: promoted).
         if (operation.type === 'revert') {
-          await this.markReverting(operation.snapshot);
-          marked = true;
+          await this.markOperation('reverting', operation.snapshot);
+          marked = 'reverting';
         }
         await this.applyEverywhere(serving, others, local, operation, undo);
       });
+      done = true;
     } finally {
-      // After the pause, both: clients need not wait for them (a node that did not answer may not now).
-      if (operation.type === 'snapshot') {
-        for (const node of undo) await this.context.controlCopy(node, this.name, { type: 'delete-snapshot', name: operation.name }, serving.epoch).catch(() => undefined);
+      // After the pause: clients need not wait for these (a node that did not answer may not now).
+      if (operation.type === 'snapshot' && !done) {
+        const kept = await this.deleteSnapshotFrom(serving, undo, operation.name);
+        // Left marked, it is deleted from every copy later.
+        if (kept.length > 0) marked = undefined;
       }
-      // Left set, it costs full copies at the next promotion.
-      if (marked) {
-        await this.markReverting(undefined).catch((err: unknown) =>
-          this.context.logger.warn({ volume: this.name, err }, 'the record still says a revert is under way: a copy promoted before that is cleared gives the others a full copy'),
+      if (marked && !(done && operation.type === 'snapshot')) {
+        // Left set, a revert mark costs full copies at the next promotion; a snapshot mark, a deletion later.
+        await this.markOperation(marked, undefined).catch((err: unknown) =>
+          this.context.logger.warn({ volume: this.name, mark: marked, err }, 'the record still marks an operation that has ended: whoever serves next sees to it'),
         );
       }
     }
+    if (operation.type === 'snapshot') await this.endSnapshot(operation.name);
     if (operation.type === 'resize') {
       const sizeBytes = wholeBlocks(operation.sizeBytes); // as the copies grew
       this.dispatch({ type: 'resized', sizeBytes });
-      await this.waitFor('resize', this.context.self, () => (this.state.record as VolumeRecord).sizeBytes >= sizeBytes);
+      // Bounded: the next control operations wait for this one. Not recorded, the record follows at
+      // the next serving (serve: a copy bigger than the record).
+      const recorded = this.waitFor('resize', this.context.self, () => (this.state.record as VolumeRecord).sizeBytes >= sizeBytes);
+      await withDeadline(recorded, MARK_MS, () => new WeftError('UNAVAILABLE', `volume ${this.name}: every copy grew to ${sizeBytes} bytes, but the cluster store did not record it within ${MARK_MS / 1000} s`));
     }
+  }
+
+  /**
+   * Refused if a copy already holds a snapshot of the name (the mark must never name one: the
+   * snapshot it marks is deleted if this node stops). A copy made after a snapshot (a replacement)
+   * lacks it, so every copy is asked, not only this one.
+   */
+  private async checkSnapshotFree(record: VolumeRecord, snapshot: string): Promise<void> {
+    const copies = record.replicas.filter((r) => r.state !== 'failed').map((r) => r.node);
+    const held = await Promise.all(copies.map((node) => this.context.copySnapshotNames(node, this.name)));
+    const holders = copies.filter((_, i) => held[i].includes(snapshot));
+    if (holders.length > 0) throw alreadyExists(`snapshot ${this.name}@${snapshot} already exists (on ${holders.join(', ')})`);
+  }
+
+  /**
+   * A snapshot taken on every copy is acknowledged once its mark is cleared. If the store does not
+   * say in time that it is, the snapshot is not acknowledged, and not deleted either (the clear may
+   * have committed, and other nodes list it): held by every copy, it stays, listed once the mark is
+   * cleared (settleCutShort).
+   */
+  private async endSnapshot(snapshot: string): Promise<void> {
+    try {
+      await this.markOperation('snapshotting', undefined);
+    } catch (err) {
+      throw new WeftError('UNAVAILABLE', `volume ${this.name}: snapshot ${snapshot} was taken on every copy, but the cluster store did not record its end (${(err as Error).message}): it is listed once it does`);
+    }
+  }
+
+  /**
+   * Before a control operation, a snapshot the record still marks (its primary stopped part way, or
+   * its end was not recorded) is settled. Required before a snapshot (the mark has room for one) and
+   * a revert to it; any other operation goes on if it cannot be settled now.
+   */
+  private async settleCutShort(serving: Serving, snapshot: string, operation: CopyOperation): Promise<'kept' | 'deleted' | undefined> {
+    try {
+      return await this.dropCutShortSnapshot(serving, snapshot);
+    } catch (err) {
+      if (operation.type === 'snapshot' || (operation.type === 'revert' && operation.snapshot === snapshot)) throw err;
+      this.context.logger.warn({ volume: this.name, snapshot, err }, 'a snapshot cut short is settled at a later control operation');
+      return undefined;
+    }
+  }
+
+  /**
+   * A snapshot that the record marks as being taken when no control operation runs here was cut
+   * short (its primary stopped part way, or lost the volume), and never acknowledged: held by every
+   * copy, it is a snapshot like any other (one point of the write stream on each) and stays; held by
+   * some, it is deleted from those (a failed copy's too, as far as it can be asked). Then the mark
+   * is cleared. Refused, the mark left, while a copy cannot be asked or refuses the delete (a
+   * client reads it there).
+   */
+  private async dropCutShortSnapshot(serving: Serving, snapshot: string): Promise<'kept' | 'deleted'> {
+    const replicas = this.state.record?.replicas ?? [];
+    const copies = replicas.filter((r) => r.state !== 'failed').map((r) => r.node);
+    const asked = await Promise.allSettled(copies.map((node) => this.context.copySnapshotNames(node, this.name)));
+    const unasked = copies.filter((_, i) => asked[i].status === 'rejected');
+    if (unasked.length > 0) throw new WeftError('UNAVAILABLE', `volume ${this.name}: snapshot ${snapshot}, cut short, is settled once ${unasked.join(', ')} can be asked: try again`);
+    const holders = copies.filter((_, i) => (asked[i] as PromiseFulfilledResult<string[]>).value.includes(snapshot));
+    const everyCopy = holders.length === copies.length;
+    if (!everyCopy) {
+      const failed = replicas.filter((r) => r.state === 'failed').map((r) => r.node);
+      const kept = await this.deleteSnapshotFrom(serving, [...holders, ...failed], snapshot);
+      const refused = kept.filter((node) => holders.includes(node));
+      if (refused.length > 0) throw new WeftError('UNAVAILABLE', `volume ${this.name}: snapshot ${snapshot}, cut short, could not be deleted from ${refused.join(', ')} yet: try again`);
+    }
+    await this.markOperation('snapshotting', undefined);
+    const what = everyCopy ? 'a snapshot cut short had been taken on every copy: kept' : 'deleted a snapshot cut short (its primary stopped as it was taken) from the copies that held it';
+    this.context.logger.warn({ volume: this.name, snapshot, copies, holders }, what);
+    return everyCopy ? 'kept' : 'deleted';
+  }
+
+  /** Deletes the snapshot from the nodes' copies: the nodes that may still hold it (those that did not answer, or refused). */
+  private async deleteSnapshotFrom(serving: Serving, nodes: readonly string[], snapshot: string): Promise<string[]> {
+    const outcomes = await Promise.allSettled(nodes.map((node) => this.context.controlCopy(node, this.name, { type: 'delete-snapshot', name: snapshot }, serving.epoch)));
+    const kept = nodes.filter((node, i) => {
+      const outcome = outcomes[i];
+      return outcome.status === 'rejected' && !(outcome.reason instanceof WeftError && outcome.reason.kind === 'NOT_FOUND');
+    });
+    if (kept.length > 0) this.context.logger.warn({ volume: this.name, snapshot, nodes: kept }, 'a snapshot that was not acknowledged could not be deleted from every copy yet');
+    return kept;
   }
 
   /**
@@ -285,21 +400,20 @@ export class VolumeRunner {
   }
 
   /**
-   * Has the record say that a revert to snapshot is under way (none: that it has ended); resolves
-   * once committed, fails if the store has not committed it within REVERT_MARK_MS (it may still).
+   * Has the record mark an operation on snapshot as under way (none: that it has ended); resolves
+   * once committed, fails if the store has not committed it within MARK_MS (it may still).
    */
-  private async markReverting(snapshot: string | undefined): Promise<void> {
-    const mark = ++this.revertMarks;
-    this.dispatch({ type: 'reverting', snapshot });
-    const committed = this.waitFor('reverting', this.context.self, () => (this.state.record as VolumeRecord).reverting === snapshot);
+  private async markOperation(kind: OperationMark, snapshot: string | undefined): Promise<void> {
+    const mark = ++this.marks[kind];
+    this.dispatch({ type: kind, snapshot });
+    const committed = this.waitFor(kind, this.context.self, () => (this.state.record as VolumeRecord)[kind] === snapshot);
     try {
-      await withDeadline(committed, REVERT_MARK_MS, () => new WeftError('UNAVAILABLE', `volume ${this.name}: the cluster store did not record the revert within ${REVERT_MARK_MS / 1000} s`));
+      await withDeadline(committed, MARK_MS, () => new WeftError('UNAVAILABLE', `volume ${this.name}: the cluster store did not record the ${kind} mark within ${MARK_MS / 1000} s`));
     } catch (err) {
-      // The revert did not start; a mark the store commits after all would be left set, and cost
-      // every other copy a full copy at the next promotion: it is cleared once it is there, unless
-      // a revert asked for since has marked it again (that one clears its own).
-      const clear = () => (snapshot !== undefined && !this.closed && this.revertMarks === mark ? this.markReverting(undefined) : undefined);
-      committed.then(clear, () => undefined).catch((late: unknown) => this.context.logger.warn({ volume: this.name, err: late }, 'a revert mark the store recorded late could not be cleared'));
+      // The operation did not start (or end); a mark the store commits after all would be left set:
+      // it is cleared once it is there, unless a later operation has marked it since (that one clears its own).
+      const clear = () => (snapshot !== undefined && !this.closed && this.marks[kind] === mark ? this.markOperation(kind, undefined) : undefined);
+      committed.then(clear, () => undefined).catch((late: unknown) => this.context.logger.warn({ volume: this.name, mark: kind, err: late }, 'a mark the store recorded late could not be cleared'));
       throw err;
     }
   }
@@ -480,6 +594,14 @@ export class VolumeRunner {
     // them unequal (settled), telling the copies of those away.
     const replicas = record.replicas.map((r) => `${r.node}:${r.state}`);
     this.context.logger.info({ volume: this.name, epoch, replicas, openMs: Date.now() - started, settled: device.settled }, 'serving as primary');
+    // A snapshot the last primary was taking when it stopped; else deleted by the next control operation.
+    const serving = this.serving;
+    const cutShort = record.snapshotting;
+    if (cutShort !== undefined) {
+      this.inTurn(async () => {
+        if (this.serving === serving && this.state.record?.snapshotting === cutShort) await this.dropCutShortSnapshot(serving, cutShort);
+      }).catch((err: unknown) => this.context.logger.warn({ volume: this.name, snapshot: cutShort, err }, 'a snapshot cut short is deleted at the next control operation'));
+    }
   }
 
   /**

@@ -4,6 +4,7 @@
 // higher epoch, through the same addresses; the old primary, restarted, is copied back in sync;
 // placement refusals create nothing; a delete removes every copy.
 
+import { execFileSync } from 'node:child_process';
 import { status } from '@grpc/grpc-js';
 import { WeftClient } from '../../fabric/api/client';
 import { EtcdStore } from '../../fabric/cluster/etcd-store';
@@ -294,7 +295,9 @@ describe('replicated volumes on etcd', () => {
   test('a client attached through a node without a copy: its requests fail once the volume is deleted, and never reach one made again under the name', async () => {
     await weftJson<VolumeInfo>(nodes[0], ['volume', 'create', 'r3', '--size', '16MiB', '--replicas', '1', '--locality', 'n1']);
     await settled(nodes[0], 'r3');
-    // n2 holds no copy of r3: it forwards this client's requests to n1.
+    // n2 holds no copy of r3: it lists it all the same (NBD_OPT_LIST), and forwards this client's requests to n1.
+    const listed = JSON.parse(execFileSync('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${byId('n2').nbdPort}`], { encoding: 'utf8' })) as { exports: { 'export-name': string; 'export-size': number }[] };
+    expect(listed.exports.find((e) => e['export-name'] === 'r3')).toMatchObject({ 'export-size': 16 * MiB });
     const client = await NbdClient.connect({ host: '127.0.0.1', port: byId('n2').nbdPort, exportName: 'r3' });
     try {
       await client.write(0, Buffer.alloc(4096, 0x71), true);

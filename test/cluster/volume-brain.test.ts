@@ -159,6 +159,23 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['3', '... and ends: the mark goes', primary(record({}, { reverting: 's1' })), [{ type: 'reverting' }], [
     { txn: 'reverting:a@10', delayMs: undefined, puts: [record()] },
   ]],
+  ['3', 'a snapshot begins: the primary has the record mark it first, conditioned on its lease', primary(record()), [{ type: 'snapshotting', snapshot: 's1' }], [
+    { txn: 'snapshotting:a@10', delayMs: undefined, puts: [record({}, { snapshotting: 's1' })] },
+  ]],
+  ['3', '... and ends: the mark goes', primary(record({}, { snapshotting: 's1' })), [{ type: 'snapshotting' }], [
+    { txn: 'snapshotting:a@10', delayMs: undefined, puts: [record()] },
+  ]],
+  ['3', 'a snapshot is marked by the primary only', follower('b', record(), ['a']), [{ type: 'snapshotting', snapshot: 's1' }], []],
+  ['2', 'promoted while a snapshot was being taken: the mark stays (the new primary deletes the snapshot from every copy), no copy is out for it', follower('b', record({}, { snapshotting: 's1' }), ['a']), [leaseGone], [
+    {
+      txn: 'promote@4',
+      delayMs: 0,
+      puts: [
+        { type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' },
+        { ...record({ a: { state: 'out', lastEpoch: 3, diverged: true, wasPrimary: true } }, { snapshotting: 's1' }), primary: 'b', epoch: 4 },
+      ],
+    },
+  ]],
   ['2', 'promoted while a revert was under way: every other copy is out as diverged (a full copy: the old primary too, whose activity log does not cover a revert)', follower('b', record({ c: { state: 'resyncing', lastEpoch: 2 } }, { reverting: 's1' }), ['a']), [leaseGone], [
     {
       txn: 'promote@4',
@@ -397,6 +414,7 @@ describe('on a real store', () => {
       blockChecksums: notUsed,
       trackAbsence: notUsed,
       controlCopy: notUsed,
+      copySnapshotNames: notUsed,
       config,
       logger,
       ...copy,

@@ -1,0 +1,150 @@
+// A snapshot of a replicated volume is taken on the other copies first, then the primary's. A
+// primary that dies part way leaves it on some copies and not others, never acknowledged. It used
+// to stay there: listed by the nodes that held it (a CSI CreateSnapshot retried on such a node
+// reported it as made), and every later snapshot of the name failed on them ("already exists").
+// The record now marks a snapshot while it is taken; while marked it is neither listed nor served,
+// and once every copy can be asked it is kept if every copy holds it, else deleted. Three weftd on
+// a real etcd.
+
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { allInSync, ChaosCluster, type ChaosNode } from '../chaos/cluster';
+import { EtcdStore } from '../../fabric/cluster/etcd-store';
+import type { VolumeRecord } from '../../fabric/cluster/volume-record';
+import { NbdClient } from '../../fabric/nbd/client';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll } from '../helpers/weftd';
+
+jest.setTimeout(180_000);
+
+const execFileAsync = promisify(execFile);
+
+const MiB = 1024 * 1024;
+
+let cluster: ChaosCluster | undefined;
+let store: EtcdStore | undefined;
+
+afterAll(async () => {
+  await store?.close();
+  await cluster?.close();
+  await cleanupAll();
+});
+
+const record = async (volume: string) => JSON.parse((await store!.get(`volumes/${volume}`))!.value) as VolumeRecord;
+const held = async (node: ChaosNode, volume: string) => (await node.api.copySnapshots(volume)).map((s) => s.name);
+const listed = async (node: ChaosNode, volume: string) => (await node.api.listSnapshots(volume)).map((s) => s.name);
+/** The export names node lists (NBD_OPT_LIST). */
+const nbdList = async (node: ChaosNode) => {
+  const { stdout } = await execFileAsync('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${node.weftd.nbdPort}`]);
+  return (JSON.parse(stdout) as { exports: { 'export-name': string }[] }).exports.map((e) => e['export-name']);
+};
+/** Whether node serves the export over NBD. */
+const served = (node: ChaosNode, exportName: string) =>
+  NbdClient.connect({ host: '127.0.0.1', port: node.weftd.nbdPort, exportName }).then(
+    (client) => (client.close(), true),
+    () => false,
+  );
+
+/**
+ * n1, the primary, takes snapshot `name` of volume, and is killed with -9 once the first other copy
+ * holds it: the second copy's API is cut as soon as the record marks the snapshot, so that n1 waits
+ * there (5 s). Checks, while n1 waits, that the snapshot is neither listed nor served where it is.
+ * False if n1 made it all the same (the cut came too late): the caller tries again.
+ */
+async function cutShort(c: ChaosCluster, volume: string, name: string, first: ChaosNode, second: ChaosNode): Promise<boolean> {
+  const watch = await store!.watch(`volumes/${volume}`, {}, (event) => {
+    if (event.type === 'put' && (JSON.parse(event.value ?? '{}') as VolumeRecord).snapshotting === name) second.peerLinks[1].cut();
+  });
+  try {
+    const outcome = c.nodes[0].api.createSnapshot(volume, name).then(
+      () => 'made',
+      (err: Error) => err.message,
+    );
+    await waitFor(async () => (await held(first, volume)).includes(name) || (await Promise.race([outcome, Promise.resolve('')])) !== '', 10_000, 5);
+    if ((await Promise.race([outcome, Promise.resolve('')])) === 'made') return false;
+    // Not a snapshot yet, while the record marks it: the copy that holds it neither lists nor serves it.
+    expect((await record(volume)).snapshotting).toBe(name);
+    expect(await listed(first, volume)).not.toContain(name);
+    expect((await first.api.listSnapshots()).map((s) => s.name)).not.toContain(name);
+    expect(await served(first, `${volume}@${name}`)).toBe(false);
+    expect(await nbdList(first)).not.toContain(`${volume}@${name}`);
+    await c.kill9(c.nodes[0]);
+    expect(await outcome).not.toBe('made');
+    return true;
+  } finally {
+    await watch.close();
+    second.peerLinks[1].heal();
+  }
+}
+
+test('a snapshot cut short by the death of its primary is listed nowhere, deleted from the copies that hold it once every copy can be asked, and can be taken again', async () => {
+  cluster = await ChaosCluster.start(3);
+  store = await EtcdStore.open(cluster.etcd.endpoints);
+  const c = cluster;
+  const shown = await c.createOnN1('snap', 16 * MiB, 3);
+  const [n1] = c.nodes;
+  const [first, second] = shown.replication!.replicas.map((r) => c.node(r.node)).filter((n) => n !== n1);
+  const made: string[] = []; // the attempts n1 finished before it was killed: snapshots like any other
+  let name = 's1';
+  while (!(await cutShort(c, 'snap', name, first, second))) {
+    made.push(name);
+    expect(made.length).toBeLessThan(3);
+    name = `s${made.length + 1}`;
+  }
+
+  // The new primary cannot ask n1 (down) whether it holds it: the mark stays, and a snapshot waits for n1.
+  const after = await c.waitForVolume('snap', (v) => v.replication?.primary !== n1.id, 30_000, 'failed over');
+  const primary = c.node(after.replication!.primary);
+  expect((await record('snap')).snapshotting).toBe(name);
+  await expect(primary.api.createSnapshot('snap', name)).rejects.toThrow(/needs every copy in sync; n1 is/);
+  expect(await listed(primary, 'snap')).not.toContain(name);
+
+  // n1 back in sync: the snapshot is on some copies only, so it goes, and the name is taken anew on every copy.
+  await c.restart(n1);
+  await c.waitForVolume('snap', allInSync, 60_000, 'in sync');
+  await primary.api.createSnapshot('snap', name);
+  expect((await record('snap')).snapshotting).toBeUndefined();
+  for (const node of c.nodes) expect(await held(node, 'snap')).toEqual([...made, name]);
+  for (const node of c.nodes) expect(await listed(node, 'snap')).toEqual([...made, name]);
+  expect(await served(first, `snap@${name}`)).toBe(true);
+  expect(await nbdList(first)).toContain(`snap@${name}`);
+  expect(primary.weftd.logs()).toMatch(new RegExp(`"snapshot":"${name}"[^\\n]*"msg":"deleted a snapshot cut short`));
+});
+
+test('a marked snapshot that every copy holds is kept: a retry of it is answered as made, and it is listed once the mark is cleared', async () => {
+  const c = cluster!;
+  await c.waitForNodesUp(30_000);
+  const shown = await c.createOnN1('whole', 16 * MiB, 3);
+  const [n1] = c.nodes;
+  await n1.api.createSnapshot('whole', 'w1');
+  // As a primary that took it on every copy, then died before its end was recorded, would leave it.
+  const kv = (await store!.get('volumes/whole'))!;
+  const { succeeded } = await store!.txn({
+    compare: [{ key: 'volumes/whole', target: 'modRevision', op: '=', value: kv.modRevision }],
+    success: [{ type: 'put', key: 'volumes/whole', value: JSON.stringify({ ...(JSON.parse(kv.value) as VolumeRecord), snapshotting: 'w1' }) }],
+  });
+  expect(succeeded).toBe(true);
+  await waitFor(async () => (await listed(n1, 'whole')).length === 0, 5000, 50);
+  for (const node of shown.replication!.replicas.map((r) => c.node(r.node))) expect(await held(node, 'whole')).toEqual(['w1']);
+
+  await n1.api.createSnapshot('whole', 'w1'); // as a CSI CreateSnapshot retried, say
+  expect((await record('whole')).snapshotting).toBeUndefined();
+  for (const node of c.nodes) expect(await listed(node, 'whole')).toEqual(['w1']);
+  await n1.api.createSnapshot('whole', 'w2');
+  for (const node of c.nodes) expect(await listed(node, 'whole')).toEqual(['w1', 'w2']);
+  expect(n1.weftd.logs()).toMatch(/"snapshot":"w1"[^\n]*"msg":"a snapshot cut short had been taken on every copy: kept"/);
+});
+
+test('a snapshot of a name a copy already holds is refused before the record marks it (the mark could have it deleted)', async () => {
+  const c = cluster!;
+  const shown = await c.createOnN1('refused', 16 * MiB, 3);
+  const [n1] = c.nodes;
+  const [first, second] = shown.replication!.replicas.map((r) => c.node(r.node)).filter((n) => n !== n1);
+  // A snapshot of that name on the second copy alone (as the others lack one that a replacement copy holds).
+  await second.api.controlCopy('refused', { type: 'snapshot', name: 'taken' }, shown.replication!.epoch);
+  const before = (await store!.get('volumes/refused'))!.modRevision;
+  await expect(n1.api.createSnapshot('refused', 'taken')).rejects.toThrow(`snapshot refused@taken already exists (on ${second.id})`);
+  expect((await store!.get('volumes/refused'))!.modRevision).toBe(before);
+  expect(await held(first, 'refused')).toEqual([]);
+  expect(await held(second, 'refused')).toEqual(['taken']);
+});
