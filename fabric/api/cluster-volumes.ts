@@ -21,7 +21,7 @@ import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
 import { leftoverKey, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecord } from '../cluster/volume-record';
-import { alreadyExists, failedPrecondition, invalidArgument, NoAnswerError, notFound, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { BLOCK_BYTES, wholeBlocks } from '../store/block-size';
@@ -620,8 +620,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /** A snapshot of every copy at one point of the write stream, taken by the primary. */
-  createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
-    return this.onPrimary(volume, (client) => client.createSnapshot(volume, name), () => this.engine.createSnapshot(volume, name));
+  async createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
+    const made = await this.onPrimary(volume, (client) => client.createSnapshot(volume, name), () => this.engine.createSnapshot(volume, name));
+    // Listed here as soon as it is made: this node's view of the record no longer marks it.
+    for (const deadline = Date.now() + SEEN_WAIT_MS; this.controller.record(volume)?.snapshotting === name && Date.now() < deadline; ) await sleep(10);
+    return made;
   }
 
   /** Compares the copies and repairs them, on the primary (replica-verify.ts). */
@@ -682,6 +685,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * in the kept-snapshots key), so that it is gone as soon as it is gone where it could be asked.
    */
   async deleteSnapshot(volume: string, name: string): Promise<void> {
+    // Its copies may be taking it now: settled by its primary (kept or deleted) before it can go.
+    if (this.controller.record(volume)?.snapshotting === name) throw failedPrecondition(`snapshot ${volume}@${name} is being taken, or was cut short and is not settled yet: try again`);
     const { nodes, kept } = await this.snapshotNodes(volume);
     if (!kept && !this.isReplicated(volume)) return this.engine.deleteSnapshot(volume, name);
     const operation: CopyOperation = { type: 'delete-snapshot', name };
@@ -737,9 +742,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
    */
   controlCopyOn(node: string, volume: string, operation: CopyOperation, epoch: number, held = false): Promise<void> {
     return this.onNode(node, (client) => client.controlCopy(volume, operation, epoch), () => this.controlCopy(volume, operation, epoch), held).catch((err: Error) => {
-      // Unanswered, it may still be carried out there: the primary undoes a snapshot there too. Not
-      // found there, as here (the volume runner tells a snapshot already gone by it).
-      if (err instanceof WeftApiError && err.code === status.DEADLINE_EXCEEDED) throw new NoAnswerError(err.message);
+      // Not found there, as here (the volume runner tells a snapshot already gone by it).
       throw err instanceof WeftApiError && err.code === status.NOT_FOUND ? new WeftError('NOT_FOUND', err.message) : err;
     });
   }

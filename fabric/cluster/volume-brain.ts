@@ -127,9 +127,13 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       if (s.role === 'serving' && (s.record as VolumeRecord).sizeBytes < event.sizeBytes) queue(s, { kind: 'resize', node: s.self, sizeBytes: event.sizeBytes });
       break;
     case 'reverting':
-    case 'snapshotting':
-      if (s.role === 'serving' && (s.record as VolumeRecord)[event.type] !== event.snapshot) queue(s, { kind: event.type, node: s.self, snapshot: event.snapshot });
+    case 'snapshotting': {
+      // As the record will be once the changes queued are made.
+      const queued = s.changes.filter((c) => c.kind === event.type && c.node === s.self).pop() as { snapshot?: string } | undefined;
+      const will = queued ? queued.snapshot : (s.record as VolumeRecord)[event.type];
+      if (s.role === 'serving' && will !== event.snapshot) queue(s, { kind: event.type, node: s.self, snapshot: event.snapshot });
       break;
+    }
   }
   settle(s, actions, config);
   return { state: s, actions };
@@ -352,8 +356,20 @@ function follow(s: BrainState): void {
   s.wakeAtMs = undefined;
 }
 
+/**
+ * A change of a copy's state is queued once (the record holds a state, not a history). A change that
+ * carries a value (a size, a mark) takes the place of one of its kind still waiting to be sent
+ * (a resize, the larger size), or waits behind one sent: dropping it would leave its waiter waiting.
+ */
 function queue(s: BrainState, change: RecordChange): void {
-  if (!s.changes.some((c) => c.kind === change.kind && c.node === change.node)) s.changes.push(change);
+  const same = (c: RecordChange) => c.kind === change.kind && c.node === change.node;
+  let last = -1;
+  s.changes.forEach((c, i) => (last = same(c) ? i : last));
+  if (last < 0) s.changes.push(change);
+  else if (change.kind !== 'resize' && change.kind !== 'reverting' && change.kind !== 'snapshotting') return;
+  else if (last === 0 && s.sentId !== undefined) s.changes.push(change);
+  else if (change.kind === 'resize') s.changes[last] = { ...change, sizeBytes: Math.max(change.sizeBytes, (s.changes[last] as typeof change).sizeBytes) };
+  else s.changes[last] = change;
 }
 
 function report(s: BrainState, actions: BrainAction[], health: 'unavailable' | 'degraded', reason: string): void {

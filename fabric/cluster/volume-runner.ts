@@ -6,7 +6,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withDeadline } from '../deadline';
-import { alreadyExists, failedPrecondition, IoError, NoAnswerError, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, IoError, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
 import type { ActivityLog } from '../replication/activity-log';
@@ -38,6 +38,8 @@ const SERVE_WAIT_MS = 10_000;
 const HAND_OVER_WAIT_MS = 10_000;
 /** A revert or snapshot waits this long for the store to record that it is under way (nothing is done before); a snapshot or resize, that it has ended. */
 const MARK_MS = 10_000;
+/** A snapshot cut short that could not be settled is tried again no sooner than this. */
+const SETTLE_RETRY_MS = 5000;
 
 /** The replication this node runs as the volume's primary, at epoch. */
 interface Serving {
@@ -105,6 +107,9 @@ export class VolumeRunner {
   private readonly marks: Record<OperationMark, number> = { reverting: 0, snapshotting: 0 };
   /** The control operation running, or the last one: the next waits for it. */
   private controlTurn: Promise<unknown> = Promise.resolve();
+  /** settleIfDue: one is under way; none before this time (ms since the epoch). */
+  private settling = false;
+  private settleAfter = 0;
 
   constructor(readonly name: string, private readonly context: RunnerContext) {
     this.state = initialBrainState(context.self);
@@ -123,6 +128,29 @@ export class VolumeRunner {
       this.execute(action).catch((err: unknown) => this.context.logger.error({ volume: this.name, action: action.type, err }, 'volume action failed'));
     }
     this.settleWaiters();
+    this.settleIfDue();
+  }
+
+  /**
+   * Serving, with the record marking a snapshot that no operation here is taking (its last primary
+   * stopped part way), and every copy back: settles it now, not at the next control operation, which
+   * an idle volume may never get. Tried again at a later event, SETTLE_RETRY_MS on, if it fails.
+   */
+  private settleIfDue(): void {
+    const serving = this.serving;
+    const snapshot = this.state.record?.snapshotting;
+    if (!serving || snapshot === undefined || this.settling || Date.now() < this.settleAfter) return;
+    if (this.state.record!.replicas.some((r) => r.state !== 'in-sync' && r.state !== 'failed')) return;
+    this.settling = true;
+    this.inTurn(async () => {
+      // A control operation taking it (it marked it) settles it itself.
+      if (this.serving === serving && this.state.record?.snapshotting === snapshot) await this.dropCutShortSnapshot(serving, snapshot);
+    })
+      .catch((err: unknown) => {
+        this.settleAfter = Date.now() + SETTLE_RETRY_MS;
+        this.context.logger.warn({ volume: this.name, snapshot, err }, 'a snapshot cut short is settled later');
+      })
+      .finally(() => (this.settling = false));
   }
 
   /**
@@ -209,7 +237,8 @@ export class VolumeRunner {
    * A snapshot is marked in the record while it is taken (VolumeRecord.snapshotting), and
    * acknowledged only once the mark is cleared: one that fails on the way is deleted again from the
    * copies that may have made it, and one cut short (this node died, or lost the volume) is settled
-   * by whoever serves next, or by the next control operation (dropCutShortSnapshot).
+   * by whoever serves next once every copy is back, or by the next control operation
+   * (dropCutShortSnapshot).
    */
   control(operation: CopyOperation): Promise<void> {
     return this.inTurn(() => this.controlInTurn(operation));
@@ -231,13 +260,10 @@ export class VolumeRunner {
     if (lagging.length > 0) {
       throw failedPrecondition(`volume ${this.name}: a ${operation.type} needs every copy in sync; ${lagging.map((r) => `${r.node} is ${r.state}`).join(', ')}`);
     }
-    // A retry of a snapshot that was cut short once it had reached every copy: made.
-    const cutShort = record.snapshotting !== undefined ? await this.settleCutShort(serving, record.snapshotting, operation) : undefined;
-    if (cutShort === 'kept' && operation.type === 'snapshot' && operation.name === record.snapshotting) return;
+    if (record.snapshotting !== undefined) await this.settleCutShort(serving, record.snapshotting, operation);
     const others = record.replicas.map((r) => r.node).filter((n) => n !== this.context.self);
     let marked: OperationMark | undefined;
     let done = false;
-    const undo: string[] = []; // the copies a snapshot that failed part way may be on
     try {
       if (operation.type === 'snapshot') {
         await this.checkSnapshotFree(record, operation.name);
@@ -265,14 +291,16 @@ export class VolumeRunner {
           await this.markOperation('reverting', operation.snapshot);
           marked = 'reverting';
         }
-        await this.applyEverywhere(serving, others, local, operation, undo);
+        await this.applyEverywhere(serving, others, local, operation);
       });
       done = true;
     } finally {
       // After the pause: clients need not wait for these (a node that did not answer may not now).
-      if (operation.type === 'snapshot' && !done) {
-        const kept = await this.deleteSnapshotFrom(serving, undo, operation.name);
-        // Left marked, it is deleted from every copy later.
+      // Deleted again from every copy, this one too: any may have taken it (one that failed after it
+      // did, or gave no answer), and none held one of its name before (checkSnapshotFree). Where it
+      // cannot be deleted now, it stays marked, to be settled later.
+      if (operation.type === 'snapshot' && !done && marked) {
+        const kept = await this.deleteSnapshotFrom(serving, this.everyCopy(), operation.name);
         if (kept.length > 0) marked = undefined;
       }
       if (marked && !(done && operation.type === 'snapshot')) {
@@ -289,7 +317,7 @@ export class VolumeRunner {
       // Bounded: the next control operations wait for this one. Not recorded, the record follows at
       // the next serving (serve: a copy bigger than the record).
       const recorded = this.waitFor('resize', this.context.self, () => (this.state.record as VolumeRecord).sizeBytes >= sizeBytes);
-      await withDeadline(recorded, MARK_MS, () => new WeftError('UNAVAILABLE', `volume ${this.name}: every copy grew to ${sizeBytes} bytes, but the cluster store did not record it within ${MARK_MS / 1000} s`));
+      await withDeadline(recorded, MARK_MS, () => new WeftError('UNAVAILABLE', `volume ${this.name}: every copy grew to ${sizeBytes} bytes, but the cluster store did not record it within ${MARK_MS / 1000} s: try again`));
     }
   }
 
@@ -324,13 +352,12 @@ export class VolumeRunner {
    * its end was not recorded) is settled. Required before a snapshot (the mark has room for one) and
    * a revert to it; any other operation goes on if it cannot be settled now.
    */
-  private async settleCutShort(serving: Serving, snapshot: string, operation: CopyOperation): Promise<'kept' | 'deleted' | undefined> {
+  private async settleCutShort(serving: Serving, snapshot: string, operation: CopyOperation): Promise<void> {
     try {
-      return await this.dropCutShortSnapshot(serving, snapshot);
+      await this.dropCutShortSnapshot(serving, snapshot);
     } catch (err) {
       if (operation.type === 'snapshot' || (operation.type === 'revert' && operation.snapshot === snapshot)) throw err;
-      this.context.logger.warn({ volume: this.name, snapshot, err }, 'a snapshot cut short is settled at a later control operation');
-      return undefined;
+      this.context.logger.warn({ volume: this.name, snapshot, err }, 'a snapshot cut short is settled later');
     }
   }
 
@@ -342,9 +369,9 @@ export class VolumeRunner {
    * is cleared. Refused, the mark left, while a copy cannot be asked or refuses the delete (a
    * client reads it there).
    */
-  private async dropCutShortSnapshot(serving: Serving, snapshot: string): Promise<'kept' | 'deleted'> {
+  private async dropCutShortSnapshot(serving: Serving, snapshot: string): Promise<void> {
     const replicas = this.state.record?.replicas ?? [];
-    const copies = replicas.filter((r) => r.state !== 'failed').map((r) => r.node);
+    const copies = this.everyCopy();
     const asked = await Promise.allSettled(copies.map((node) => this.context.copySnapshotNames(node, this.name)));
     const unasked = copies.filter((_, i) => asked[i].status === 'rejected');
     if (unasked.length > 0) throw new WeftError('UNAVAILABLE', `volume ${this.name}: snapshot ${snapshot}, cut short, is settled once ${unasked.join(', ')} can be asked: try again`);
@@ -356,10 +383,13 @@ export class VolumeRunner {
       const refused = kept.filter((node) => holders.includes(node));
       if (refused.length > 0) throw new WeftError('UNAVAILABLE', `volume ${this.name}: snapshot ${snapshot}, cut short, could not be deleted from ${refused.join(', ')} yet: try again`);
     }
+    // Not another primary's mark, set since this one was read (this node stopped serving meanwhile).
+    if (this.serving !== serving || this.state.record?.snapshotting !== snapshot) {
+      throw new WeftError('UNAVAILABLE', `volume ${this.name}: stopped serving, or the record changed, while settling snapshot ${snapshot}`);
+    }
     await this.markOperation('snapshotting', undefined);
     const what = everyCopy ? 'a snapshot cut short had been taken on every copy: kept' : 'deleted a snapshot cut short (its primary stopped as it was taken) from the copies that held it';
     this.context.logger.warn({ volume: this.name, snapshot, copies, holders }, what);
-    return everyCopy ? 'kept' : 'deleted';
   }
 
   /** Deletes the snapshot from the nodes' copies: the nodes that may still hold it (those that did not answer, or refused). */
@@ -374,10 +404,10 @@ export class VolumeRunner {
   }
 
   /**
-   * The operation on the other copies, then this one. A revert that fails part way is recorded; a
-   * snapshot's copies to delete again are put in undo (the caller deletes them once writes go on).
+   * The operation on the other copies, then this one (unless a newer primary has raised its epoch
+   * meanwhile). A revert that fails part way is recorded.
    */
-  private async applyEverywhere(serving: Serving, others: string[], local: VolumeLayer, operation: CopyOperation, undo: string[]): Promise<void> {
+  private async applyEverywhere(serving: Serving, others: string[], local: VolumeLayer, operation: CopyOperation): Promise<void> {
     const done: string[] = [];
     let failedOn: string | undefined;
     try {
@@ -387,16 +417,18 @@ export class VolumeRunner {
         done.push(node);
       }
       failedOn = undefined;
+      const own = this.context.localFence(this.name).epoch();
+      if (own > serving.epoch) throw failedPrecondition(`volume ${this.name}: this copy is at epoch ${own}, so this node (at ${serving.epoch}) is no longer its primary`);
       await applyTo(local, operation);
     } catch (err) {
-      if (operation.type === 'snapshot') {
-        // Also where no answer came in time: that node may have taken it all the same. (Not where it
-        // was refused: a snapshot of that name there, say, is not this one's to delete.)
-        undo.push(...done, ...(failedOn !== undefined && err instanceof NoAnswerError ? [failedOn] : []));
-      }
       if (operation.type === 'revert') await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
       throw err;
     }
+  }
+
+  /** The nodes of the copies that are not failed (being replaced), this one included. */
+  private everyCopy(): string[] {
+    return (this.state.record?.replicas ?? []).filter((r) => r.state !== 'failed').map((r) => r.node);
   }
 
   /**
@@ -594,14 +626,7 @@ export class VolumeRunner {
     // them unequal (settled), telling the copies of those away.
     const replicas = record.replicas.map((r) => `${r.node}:${r.state}`);
     this.context.logger.info({ volume: this.name, epoch, replicas, openMs: Date.now() - started, settled: device.settled }, 'serving as primary');
-    // A snapshot the last primary was taking when it stopped; else deleted by the next control operation.
-    const serving = this.serving;
-    const cutShort = record.snapshotting;
-    if (cutShort !== undefined) {
-      this.inTurn(async () => {
-        if (this.serving === serving && this.state.record?.snapshotting === cutShort) await this.dropCutShortSnapshot(serving, cutShort);
-      }).catch((err: unknown) => this.context.logger.warn({ volume: this.name, snapshot: cutShort, err }, 'a snapshot cut short is deleted at the next control operation'));
-    }
+    this.settleIfDue();
   }
 
   /**

@@ -20,5 +20,7 @@ test('no acknowledged write is lost across failovers and partitions', async () =
   // The kills of the primary and the primary cut from etcd each moved the volume to another primary.
   expect(result.failovers).toBe(3);
   expect(result.checks).toBe(12);
+  expect(result.snapshots.checks).toBe(6);
+  expect(result.snapshots.made).toBeGreaterThan(6);
   expect(result.ackedWrites).toBeGreaterThan(1000);
 });

@@ -3,10 +3,12 @@
 // faults: kill -9 of the primary (a failover), kill -9 of a replica, the primary cut from etcd (a
 // failover too), the primary cut from one replica, a replica cut from etcd, every node cut from
 // etcd (an outage past the node leases: the primary puts its lease back, or a member takes over)
-// (cluster.ts has the proxies). After each fault, and again once every copy is back in sync, the writers pause and every
-// block written so far is read back through a node that reaches etcd and checked (history.ts): zero
-// lost. A failure names its seed; the same seed replays the same schedule (not the same timings).
-// The weftd logs of a failure, and (from this script) of a failover slower than 5 s, are saved.
+// (cluster.ts has the proxies). After each fault, and again once every copy is back in sync, the
+// writers pause and every block written so far is read back through a node that reaches etcd and
+// checked (history.ts): zero lost. Snapshots are taken meanwhile, and once in sync the copies must
+// agree on them (snapshotter.ts). A failure names its seed; the same seed replays the same schedule
+// (not the same timings). The weftd logs of a failure, and (from this script) of a failover slower
+// than 5 s, are saved.
 //
 //   npm run chaos -- [--seeds N] [--seed S] [--failovers K] [--partitions P] [--replica-kills R]
 
@@ -19,6 +21,7 @@ import { waitFor } from '../helpers/wait-for';
 import { cleanupAll } from '../helpers/weftd';
 import { allInSync, ChaosCluster, type ChaosNode } from './cluster';
 import { BLOCK_BYTES, History, type Violation } from './history';
+import { Snapshotter } from './snapshotter';
 import { Writers } from './writers';
 
 const MiB = 1024 * 1024;
@@ -60,6 +63,8 @@ export interface ChaosResult {
   failedWrites: number;
   /** From each failover's fault to the first write acknowledged after it. */
   failoverMs: number[];
+  /** Snapshots taken meanwhile (snapshotter.ts): acknowledged, failed (cut short or refused), and checks that the copies agree. */
+  snapshots: { made: number; failed: number; checks: number };
   violation?: Violation & { when: string };
 }
 
@@ -78,12 +83,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     ...repeat<Fault>('etcd-outage', options.partitions),
   ]);
   const result: ChaosResult = {
-    seed: options.seed, failovers: 0, checks: 0, ackedWrites: 0, failedWrites: 0, failoverMs: [],
+    seed: options.seed, failovers: 0, checks: 0, ackedWrites: 0, failedWrites: 0, failoverMs: [], snapshots: { made: 0, failed: 0, checks: 0 },
     faults: { 'kill-primary': 0, 'kill-replica': 0, 'cut-primary-etcd': 0, 'cut-primary-replica': 0, 'cut-replica-etcd': 0, 'etcd-outage': 0 },
   };
   const history = new History();
   const cluster = await ChaosCluster.start();
   const writers = new Writers(cluster, history, { clients: options.clients ?? 3, blocks, depth: options.depth ?? 4, volume: VOLUME, seed: options.seed });
+  const snapshots = new Snapshotter(cluster, VOLUME, options.seed);
 
   /** Pauses the writers and reads every written block back through an informed node. */
   const check = async (when: string) => {
@@ -104,6 +110,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     }
   };
   const inSync = () => cluster.waitForVolume(VOLUME, allInSync, RESYNC_TIMEOUT_MS, 'in sync');
+  /** With every copy in sync: the copies agree on the snapshots (snapshotter.ts). */
+  const checkSnapshots = async (when: string) => {
+    await snapshots.pause();
+    try {
+      const primary = cluster.node((await inSync()).replication!.primary);
+      const violation = await snapshots.check(primary);
+      result.snapshots = { made: snapshots.made, failed: snapshots.failed, checks: result.snapshots.checks + 1 };
+      if (violation) throw new Error(`snapshots ${when}: ${violation}`);
+    } finally {
+      snapshots.resume();
+    }
+  };
   /** Waits for a primary other than `old` at a higher epoch, and for a write acknowledged after `since`. */
   const failedOver = async (old: string, epoch: number, since: number) => {
     const after = await cluster.waitForVolume(VOLUME, (v) => v.replication!.epoch > epoch && v.replication!.primary !== old, FAILOVER_TIMEOUT_MS, `failed over from ${old}`);
@@ -119,6 +137,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     await cluster.nodes[0].api.createVolume({ name: VOLUME, sizeBytes: 64 * MiB, replicas: 3 });
     await inSync();
     writers.start();
+    snapshots.start();
     for (const [i, fault] of schedule.entries()) {
       await sleep(prng.int(500, 2000)); // writes flow before each fault
       const before = (await inSync()).replication!;
@@ -178,6 +197,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       result.faults[fault]++;
       await inSync();
       await check(`after ${fault}, back in sync`);
+      await checkSnapshots(`after ${fault}, back in sync`);
       log(`  back in sync and checked after ${Date.now() - stepStarted} ms (${history.acked} writes acknowledged so far)`);
     }
   } catch (err) {
@@ -185,7 +205,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     saveLogs(cluster, options.seed, log);
     throw err;
   } finally {
-    await writers.stop();
+    await Promise.all([writers.stop(), snapshots.stop()]);
     await cluster.close();
   }
   return result;
@@ -230,6 +250,7 @@ export function summary(r: ChaosResult): string {
   return (
     `seed ${r.seed}: ${r.failovers} failovers (fault to first acknowledged write: median ${median} ms, max ${sorted[sorted.length - 1] ?? 0} ms); ` +
     `faults: ${faults}; ${r.checks} read-back checks; ${r.ackedWrites} acknowledged writes checked (${r.failedWrites} failed, allowed either way); ` +
+    `snapshots: ${r.snapshots.made} made, ${r.snapshots.failed} failed or cut short, the copies agreed at ${r.snapshots.checks} checks; ` +
     `lost ${r.violation ? 1 : 0}`
   );
 }

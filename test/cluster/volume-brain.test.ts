@@ -165,6 +165,22 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['3', '... and ends: the mark goes', primary(record({}, { snapshotting: 's1' })), [{ type: 'snapshotting' }], [
     { txn: 'snapshotting:a@10', delayMs: undefined, puts: [record()] },
   ]],
+  ['3', 'a second mark waits behind one sent, and takes the place of one queued: none is dropped (its waiter would wait for good); once the first is in, the last asked is sent', primary(record()), [
+    { type: 'snapshotting', snapshot: 's1' },
+    { type: 'snapshotting' },
+    { type: 'snapshotting', snapshot: 's2' },
+    committed('snapshotting:a@10', 11),
+  ], [
+    { txn: 'snapshotting:a@11', delayMs: undefined, puts: [record({}, { snapshotting: 's2' })] },
+  ]],
+  ['3', 'a resize asked while another is on its way follows it, at the largest size asked, once the first is in', primary(record()), [
+    { type: 'resized', sizeBytes: 20 * GiB },
+    { type: 'resized', sizeBytes: 30 * GiB },
+    { type: 'resized', sizeBytes: 25 * GiB },
+    committed('resize:a@10', 11),
+  ], [
+    { txn: 'resize:a@11', delayMs: undefined, puts: [record({}, { sizeBytes: 30 * GiB })] },
+  ]],
   ['3', 'a snapshot is marked by the primary only', follower('b', record(), ['a']), [{ type: 'snapshotting', snapshot: 's1' }], []],
   ['2', 'promoted while a snapshot was being taken: the mark stays (the new primary deletes the snapshot from every copy), no copy is out for it', follower('b', record({}, { snapshotting: 's1' }), ['a']), [leaseGone], [
     {
