@@ -883,7 +883,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
         resyncTotalBytes: status?.resyncTotalBytes ?? 0,
       };
     });
-    const replication = { primary: record.primary, epoch: record.epoch, replicas, attachedNode: this.controller.attachedNode(name) ?? '' };
+    const replication = { primary: record.primary, epoch: record.epoch, replicas, attachedNode: this.controller.attachedNode(name) ?? '', snapshotting: record.snapshotting ?? '' };
     if (this.engine.hasVolume(name)) return { ...this.engine.getVolume(name), replication };
     return { name, class: record.class, sizeBytes: record.sizeBytes, sourceSnapshot: record.sourceSnapshot, allocatedBytes: 0, snapshotCount: 0, connections: 0, checksumErrors: 0, epoch: record.epoch, createdAt: '', layers: [], replication };
   }

@@ -195,7 +195,7 @@ export function volumeDetails(volume: VolumeInfo): string {
 
 Replicas (primary ${replication.primary}, epoch ${replication.epoch}):
 ${table(REPLICA_COLUMNS, replication.replicas.map((r): [ReplicaInfo, string] => [r, replication.primary]))}
-Attached on: ${replication.attachedNode || '-'}`
+Attached on: ${replication.attachedNode || '-'}${replication.snapshotting ? `\nSnapshot not settled: ${replication.snapshotting} (being taken, or cut short: kept if every copy holds it, else deleted)` : ''}`
     : '';
   return `${fields(volume)}
 

@@ -40,6 +40,8 @@ export interface ReplicationInfo {
   replicas: ReplicaInfo[];
   /** The node the volume is attached on (its CSI node service claimed it), as the answering node last read the store; '' for none. */
   attachedNode: string;
+  /** A snapshot being taken, or cut short and not settled yet (cluster/volume-record.ts); '' for none. */
+  snapshotting: string;
 }
 
 export interface ReplicaInfo {

@@ -103,6 +103,7 @@ test('a snapshot cut short by the death of its primary is neither listed nor ser
   expect((await record('snap')).snapshotting).toBe(name);
   expect(await held(first, 'snap')).toContain(name);
   expect(await listed(primary, 'snap')).not.toContain(name);
+  expect((await primary.weftd.weft(['volume', 'show', 'snap'])).stdout).toContain(`\nSnapshot not settled: ${name} (being taken, or cut short`);
   await expect(primary.api.deleteSnapshot('snap', name)).rejects.toThrow(`snapshot snap@${name} is being taken, or was cut short and is not settled yet`);
 
   // Every copy back in sync: on some copies only, it goes from them, with no operation asked for.
@@ -110,6 +111,7 @@ test('a snapshot cut short by the death of its primary is neither listed nor ser
   await c.waitForVolume('snap', allInSync, 60_000, 'in sync');
   await waitFor(async () => (await record('snap')).snapshotting === undefined, 15_000, 100);
   for (const node of c.nodes) expect(await held(node, 'snap')).toEqual(made);
+  await waitFor(async () => (await primary.api.getVolume('snap')).replication?.snapshotting === '', 5000, 50);
   await waitFor(async () => new RegExp(`"snapshot":"${name}"[^\\n]*"msg":"deleted a snapshot cut short`).test(primary.weftd.logs()), 5000, 50);
 
   // The name is free again: taken on every copy, listed and served everywhere.
