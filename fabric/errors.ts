@@ -19,6 +19,14 @@ export class WeftError extends Error {
   }
 }
 
+/** A call to another node that got no answer in time: it may have been carried out there all the same. */
+export class NoAnswerError extends WeftError {
+  constructor(message: string) {
+    super('UNAVAILABLE', message);
+    this.name = 'NoAnswerError';
+  }
+}
+
 export const notFound = (message: string) => new WeftError('NOT_FOUND', message);
 export const alreadyExists = (message: string) => new WeftError('ALREADY_EXISTS', message);
 export const invalidArgument = (message: string) => new WeftError('INVALID_ARGUMENT', message);

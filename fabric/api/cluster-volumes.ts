@@ -21,7 +21,7 @@ import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
 import { leftoverKey, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecord } from '../cluster/volume-record';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, invalidArgument, NoAnswerError, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { BLOCK_BYTES, wholeBlocks } from '../store/block-size';
@@ -742,7 +742,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
    */
   controlCopyOn(node: string, volume: string, operation: CopyOperation, epoch: number, held = false): Promise<void> {
     return this.onNode(node, (client) => client.controlCopy(volume, operation, epoch), () => this.controlCopy(volume, operation, epoch), held).catch((err: Error) => {
-      // Not found there, as here (the volume runner tells a snapshot already gone by it).
+      // Unanswered, it may still be carried out there. Not found there, as here (the volume runner
+      // tells a snapshot already gone by it).
+      if (err instanceof WeftApiError && err.code === status.DEADLINE_EXCEEDED) throw new NoAnswerError(err.message);
       throw err instanceof WeftApiError && err.code === status.NOT_FOUND ? new WeftError('NOT_FOUND', err.message) : err;
     });
   }

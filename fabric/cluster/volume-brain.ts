@@ -123,9 +123,12 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
     case 'replace':
       if (s.role === 'serving') replace(s, actions, event.replica, 'an operator asked');
       break;
-    case 'resized':
-      if (s.role === 'serving' && (s.record as VolumeRecord).sizeBytes < event.sizeBytes) queue(s, { kind: 'resize', node: s.self, sizeBytes: event.sizeBytes });
+    case 'resized': {
+      // Against the size the record will have once the resizes queued are made: it never shrinks.
+      const will = Math.max((s.record as VolumeRecord).sizeBytes, ...s.changes.map((c) => (c.kind === 'resize' ? c.sizeBytes : 0)));
+      if (s.role === 'serving' && will < event.sizeBytes) queue(s, { kind: 'resize', node: s.self, sizeBytes: event.sizeBytes });
       break;
+    }
     case 'reverting':
     case 'snapshotting': {
       // As the record will be once the changes queued are made.

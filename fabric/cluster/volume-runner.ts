@@ -6,7 +6,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withDeadline } from '../deadline';
-import { alreadyExists, failedPrecondition, IoError, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, IoError, NoAnswerError, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { Absence, AbsenceLog } from '../replication/absence-log';
 import type { ActivityLog } from '../replication/activity-log';
@@ -40,6 +40,10 @@ const HAND_OVER_WAIT_MS = 10_000;
 const MARK_MS = 10_000;
 /** A snapshot cut short that could not be settled is tried again no sooner than this. */
 const SETTLE_RETRY_MS = 5000;
+/** ... doubling at each failure, up to this. */
+const SETTLE_RETRY_MAX_MS = 60_000;
+/** A control operation not started within this (the ones before it ran long) is refused. */
+const CONTROL_START_MS = 20_000;
 
 /** The replication this node runs as the volume's primary, at epoch. */
 interface Serving {
@@ -110,6 +114,7 @@ export class VolumeRunner {
   /** settleIfDue: one is under way; none before this time (ms since the epoch). */
   private settling = false;
   private settleAfter = 0;
+  private settleBackoffMs = 0;
 
   constructor(readonly name: string, private readonly context: RunnerContext) {
     this.state = initialBrainState(context.self);
@@ -134,7 +139,8 @@ export class VolumeRunner {
   /**
    * Serving, with the record marking a snapshot that no operation here is taking (its last primary
    * stopped part way), and every copy back: settles it now, not at the next control operation, which
-   * an idle volume may never get. Tried again at a later event, SETTLE_RETRY_MS on, if it fails.
+   * an idle volume may never get. Tried again at a later event if it fails, SETTLE_RETRY_MS on,
+   * then twice as long each time (up to SETTLE_RETRY_MAX_MS).
    */
   private settleIfDue(): void {
     const serving = this.serving;
@@ -145,9 +151,11 @@ export class VolumeRunner {
     this.inTurn(async () => {
       // A control operation taking it (it marked it) settles it itself.
       if (this.serving === serving && this.state.record?.snapshotting === snapshot) await this.dropCutShortSnapshot(serving, snapshot);
+      this.settleBackoffMs = 0;
     })
       .catch((err: unknown) => {
-        this.settleAfter = Date.now() + SETTLE_RETRY_MS;
+        this.settleBackoffMs = Math.min(SETTLE_RETRY_MAX_MS, this.settleBackoffMs * 2 || SETTLE_RETRY_MS);
+        this.settleAfter = Date.now() + this.settleBackoffMs;
         this.context.logger.warn({ volume: this.name, snapshot, err }, 'a snapshot cut short is settled later');
       })
       .finally(() => (this.settling = false));
@@ -241,7 +249,16 @@ export class VolumeRunner {
    * (dropCutShortSnapshot).
    */
   control(operation: CopyOperation): Promise<void> {
-    return this.inTurn(() => this.controlInTurn(operation));
+    const queuedAt = Date.now();
+    return this.inTurn(() => {
+      // Its caller has given up by now (a forwarded call, after 30 s): a revert run this late would
+      // throw away what was written since it was asked for.
+      const waitedMs = Date.now() - queuedAt;
+      if (waitedMs > CONTROL_START_MS) {
+        return Promise.reject(new WeftError('UNAVAILABLE', `volume ${this.name}: the ${operation.type} waited ${Math.round(waitedMs / 1000)} s for the volume's control operations before it, and was not run: try again`));
+      }
+      return this.controlInTurn(operation);
+    });
   }
 
   /** Runs fn once the control operations before it have ended. */
@@ -260,15 +277,19 @@ export class VolumeRunner {
     if (lagging.length > 0) {
       throw failedPrecondition(`volume ${this.name}: a ${operation.type} needs every copy in sync; ${lagging.map((r) => `${r.node} is ${r.state}`).join(', ')}`);
     }
-    if (record.snapshotting !== undefined) await this.settleCutShort(serving, record.snapshotting, operation);
+    // A snapshot needs the mark, and a revert to the snapshot marked needs to know whether it stays;
+    // any other operation leaves it to settleIfDue.
+    const marked = record.snapshotting;
+    if (marked !== undefined && (operation.type === 'snapshot' || (operation.type === 'revert' && operation.snapshot === marked))) await this.dropCutShortSnapshot(serving, marked);
     const others = record.replicas.map((r) => r.node).filter((n) => n !== this.context.self);
-    let marked: OperationMark | undefined;
+    let markedHere: OperationMark | undefined;
     let done = false;
+    const unanswered: { node?: string } = {}; // the copy whose call got no answer in time, if one did
     try {
       if (operation.type === 'snapshot') {
         await this.checkSnapshotFree(record, operation.name);
         await this.markOperation('snapshotting', operation.name);
-        marked = 'snapshotting';
+        markedHere = 'snapshotting';
       }
       // Every copy written back first, clients still writing: what each writes back once the writes
       // are held (its control operation syncs its pools) is then only what came since. The node
@@ -289,24 +310,29 @@ export class VolumeRunner {
         // other copy a full copy (volume-record.ts: promoted).
         if (operation.type === 'revert') {
           await this.markOperation('reverting', operation.snapshot);
-          marked = 'reverting';
+          markedHere = 'reverting';
         }
-        await this.applyEverywhere(serving, others, local, operation);
+        await this.applyEverywhere(serving, others, local, operation, unanswered);
       });
       done = true;
     } finally {
       // After the pause: clients need not wait for these (a node that did not answer may not now).
       // Deleted again from every copy, this one too: any may have taken it (one that failed after it
       // did, or gave no answer), and none held one of its name before (checkSnapshotFree). Where it
-      // cannot be deleted now, it stays marked, to be settled later.
-      if (operation.type === 'snapshot' && !done && marked) {
+      // cannot be deleted now, or a copy gave no answer (it may still take it after the delete), it
+      // stays marked, to be settled (asked again) SETTLE_RETRY_MS on at the soonest.
+      if (operation.type === 'snapshot' && !done && markedHere) {
         const kept = await this.deleteSnapshotFrom(serving, this.everyCopy(), operation.name);
-        if (kept.length > 0) marked = undefined;
+        if (kept.length > 0 || unanswered.node !== undefined) {
+          markedHere = undefined;
+          this.settleAfter = Date.now() + SETTLE_RETRY_MS;
+        }
       }
-      if (marked && !(done && operation.type === 'snapshot')) {
+      const mark = markedHere;
+      if (mark && !(done && operation.type === 'snapshot')) {
         // Left set, a revert mark costs full copies at the next promotion; a snapshot mark, a deletion later.
-        await this.markOperation(marked, undefined).catch((err: unknown) =>
-          this.context.logger.warn({ volume: this.name, mark: marked, err }, 'the record still marks an operation that has ended: whoever serves next sees to it'),
+        await this.markOperation(mark, undefined).catch((err: unknown) =>
+          this.context.logger.warn({ volume: this.name, mark, err }, 'the record still marks an operation that has ended: whoever serves next sees to it'),
         );
       }
     }
@@ -344,20 +370,6 @@ export class VolumeRunner {
       await this.markOperation('snapshotting', undefined);
     } catch (err) {
       throw new WeftError('UNAVAILABLE', `volume ${this.name}: snapshot ${snapshot} was taken on every copy, but the cluster store did not record its end (${(err as Error).message}): it is listed once it does`);
-    }
-  }
-
-  /**
-   * Before a control operation, a snapshot the record still marks (its primary stopped part way, or
-   * its end was not recorded) is settled. Required before a snapshot (the mark has room for one) and
-   * a revert to it; any other operation goes on if it cannot be settled now.
-   */
-  private async settleCutShort(serving: Serving, snapshot: string, operation: CopyOperation): Promise<void> {
-    try {
-      await this.dropCutShortSnapshot(serving, snapshot);
-    } catch (err) {
-      if (operation.type === 'snapshot' || (operation.type === 'revert' && operation.snapshot === snapshot)) throw err;
-      this.context.logger.warn({ volume: this.name, snapshot, err }, 'a snapshot cut short is settled later');
     }
   }
 
@@ -407,7 +419,7 @@ export class VolumeRunner {
    * The operation on the other copies, then this one (unless a newer primary has raised its epoch
    * meanwhile). A revert that fails part way is recorded.
    */
-  private async applyEverywhere(serving: Serving, others: string[], local: VolumeLayer, operation: CopyOperation): Promise<void> {
+  private async applyEverywhere(serving: Serving, others: string[], local: VolumeLayer, operation: CopyOperation, unanswered: { node?: string }): Promise<void> {
     const done: string[] = [];
     let failedOn: string | undefined;
     try {
@@ -421,6 +433,7 @@ export class VolumeRunner {
       if (own > serving.epoch) throw failedPrecondition(`volume ${this.name}: this copy is at epoch ${own}, so this node (at ${serving.epoch}) is no longer its primary`);
       await applyTo(local, operation);
     } catch (err) {
+      if (failedOn !== undefined && err instanceof NoAnswerError) unanswered.node = failedOn;
       if (operation.type === 'revert') await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
       throw err;
     }

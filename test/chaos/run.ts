@@ -207,6 +207,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
   } finally {
     await Promise.all([writers.stop(), snapshots.stop()]);
     await cluster.close();
+    for (const [why, n] of snapshots.failures) log(`  snapshots failed ${n}x: ${why}`);
   }
   return result;
 }

@@ -21,9 +21,10 @@ export class Snapshotter {
   private taken = 0;
   /** Acknowledged and not deleted since, oldest first. */
   private readonly acked: string[] = [];
-  /** Snapshots acknowledged, and attempts that failed (cut short, or refused). */
+  /** Snapshots acknowledged, and attempts that failed (cut short, or refused), with why (numbers and names left out). */
   made = 0;
   failed = 0;
+  readonly failures = new Map<string, number>();
 
   constructor(private readonly cluster: ChaosCluster, private readonly volume: string, seed: number) {
     this.prng = new Prng(seed * 1000 + 999);
@@ -54,18 +55,20 @@ export class Snapshotter {
    * found, if any; the older acknowledged snapshots are deleted after.
    */
   async check(primary: ChaosNode): Promise<string | undefined> {
-    const name = `k${++this.taken}`;
     const deadline = Date.now() + SETTLE_TIMEOUT_MS;
+    // A new name at each try: one that failed may have been taken all the same (kept, unacknowledged).
     for (;;) {
+      const name = `k${++this.taken}`;
       try {
         await primary.api.createSnapshot(this.volume, name);
+        this.acknowledge(name);
         break;
       } catch (err) {
-        if (Date.now() > deadline) return `the check's snapshot ${name} through the primary ${primary.id} failed for ${SETTLE_TIMEOUT_MS} ms: ${(err as Error).message}`;
+        this.fail(err as Error);
+        if (Date.now() > deadline) return `the check's snapshots through the primary ${primary.id} failed for ${SETTLE_TIMEOUT_MS} ms, the last one (${name}): ${(err as Error).message}`;
         await sleep(500);
       }
     }
-    this.acknowledge(name);
     const held = await Promise.all(this.cluster.nodes.map(async (node) => [node.id, (await node.api.copySnapshots(this.volume)).map((s) => s.name).sort()] as const));
     const [first, ...rest] = held;
     const differs = rest.find(([, names]) => names.join() !== first[1].join());
@@ -82,6 +85,12 @@ export class Snapshotter {
     return undefined;
   }
 
+  private fail(err: Error): void {
+    this.failed++;
+    const why = err.message.replace(/\b[ck]\d+\b/g, 'NAME').replace(/\d+(\.\d+)?/g, 'N');
+    this.failures.set(why, (this.failures.get(why) ?? 0) + 1);
+  }
+
   private acknowledge(name: string): void {
     this.acked.push(name);
     this.made++;
@@ -95,7 +104,7 @@ export class Snapshotter {
       const name = `c${++this.taken}`;
       const attempt = this.prng.pick(nodes).api.createSnapshot(this.volume, name).then(
         () => this.acknowledge(name),
-        () => this.failed++,
+        (err: Error) => this.fail(err),
       );
       this.attempt = attempt;
       await attempt;

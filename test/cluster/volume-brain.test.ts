@@ -181,6 +181,11 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ], [
     { txn: 'resize:a@11', delayMs: undefined, puts: [record({}, { sizeBytes: 30 * GiB })] },
   ]],
+  ['3', 'a resize smaller than one on its way is not recorded after it (the record never shrinks)', primary(record()), [
+    { type: 'resized', sizeBytes: 30 * GiB },
+    { type: 'resized', sizeBytes: 20 * GiB },
+    committed('resize:a@10', 11),
+  ], []],
   ['3', 'a snapshot is marked by the primary only', follower('b', record(), ['a']), [{ type: 'snapshotting', snapshot: 's1' }], []],
   ['2', 'promoted while a snapshot was being taken: the mark stays (the new primary deletes the snapshot from every copy), no copy is out for it', follower('b', record({}, { snapshotting: 's1' }), ['a']), [leaseGone], [
     {
