@@ -126,6 +126,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       retired: (volume) => controller.retired(volume),
       volumeNames: () => controller.recordNames(),
       snapshotting: (volume) => controller.record(volume)?.snapshotting,
+      snapshottingNow: (volume) => controller.snapshottingNow(volume),
       remoteExport: (volume) => countedForwarder(controller.remoteExport(volume), volume, volumeMetrics),
       attachedNode: (volume) => controller.attachedNode(volume),
       attachedNodeNow: (volume) => controller.attachedNodeNow(volume),

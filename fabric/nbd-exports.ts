@@ -75,8 +75,10 @@ export interface ClusterExports {
   retired(volume: string): boolean;
   /** The names of the cluster's volumes, as this node last read them. */
   volumeNames(): string[];
-  /** The snapshot the volume's record marks as being taken (cluster/volume-record.ts): not served. */
+  /** The snapshot the volume's record marks as being taken (cluster/volume-record.ts): not listed, as last read. */
   snapshotting(volume: string): string | undefined;
+  /** The same, read from the store now if the last read has one: not served. */
+  snapshottingNow(volume: string): Promise<string | undefined>;
   /** A replicated volume this node holds no copy of, forwarded to its primary. */
   remoteExport(volume: string): (BlockDevice & { close(): void }) | undefined;
   /** The node the volume's attach claim names (cluster/attach-claims.ts), if any: as last read, and read now. */
@@ -132,6 +134,8 @@ export class EngineExports implements ExportProvider {
     const growable = name.endsWith(GROWABLE_SUFFIX);
     const ref = parseExportName(growable ? name.slice(0, -GROWABLE_SUFFIX.length) : name);
     if (growable && ref.snapshot !== undefined) return undefined; // snapshots do not grow
+    // A snapshot being taken (or cut short): not one yet, and a client would keep it from being deleted.
+    if (ref.snapshot !== undefined && (await this.cluster?.snapshottingNow(ref.volume)) === ref.snapshot) return undefined;
     const device = this.openDevice(ref, `${peer.address}:${peer.port}`);
     if (!device) return undefined;
     const window: BlockDevice = growable ? new GrowableDevice(device) : device;
@@ -178,10 +182,8 @@ export class EngineExports implements ExportProvider {
   }
 
   private openDevice(ref: VolumeRef, peer: string): OpenDevice | undefined {
-    // A deleted volume's copy: a new client pinning it would keep it from being dropped. A snapshot
-    // being taken (or cut short): not one yet, and a client would keep it from being deleted.
+    // A deleted volume's copy: a new client pinning it would keep it from being dropped.
     if (ref.snapshot === undefined && this.cluster?.retired(ref.volume)) return undefined;
-    if (ref.snapshot !== undefined && this.cluster?.snapshotting(ref.volume) === ref.snapshot) return undefined;
     try {
       if (ref.snapshot === undefined) return this.engine.openVolume(ref.volume, { peer });
       return this.engine.openSnapshot(ref.volume, ref.snapshot, { peer });

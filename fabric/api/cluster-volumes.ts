@@ -215,7 +215,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** Refused, naming the nodes that hold it, for a snapshot of a replicated volume that this node holds no copy of. */
   async cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo> {
     await this.checkNameFree(request.name);
-    const here = this.taken(this.copySnapshots(request.volume)).some((s) => s.name === request.snapshot);
+    const here = (await this.taken(this.copySnapshots(request.volume))).some((s) => s.name === request.snapshot);
     const nodes = here ? [] : [...(await this.snapshotHolders(request.volume, request.snapshot)).keys()];
     if (nodes.length > 0) {
       throw failedPrecondition(
@@ -335,7 +335,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   private async snapshotHolders(volume: string, snapshot: string): Promise<Map<string, SnapshotInfo>> {
     const { nodes, kept } = await this.snapshotNodes(volume);
     const answers = kept ? await this.keptOn(volume, kept) : await this.snapshotsOn(nodes, volume);
-    return new Map([...answers].flatMap(([node, listed]) => this.taken(listed).filter((s) => s.name === snapshot).map((s) => [node, s] as const)));
+    const marked = await this.controller.snapshottingNow(volume);
+    return new Map([...answers].flatMap(([node, listed]) => listed.filter((s) => s.name === snapshot && s.name !== marked).map((s) => [node, s] as const)));
   }
 
   copySnapshots(name: string): SnapshotInfo[] {
@@ -656,17 +657,19 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const kept = (await this.store.list(keptSnapshotsPrefix).catch(() => [])).map((kv) => kv.key.slice(keptSnapshotsPrefix.length));
     const elsewhere = [...this.controller.recordNames().filter((name) => !this.engine.hasVolume(name)), ...kept];
     const theirs = await Promise.all(elsewhere.map((name) => this.snapshotsOf(name).catch(() => [])));
-    return [...this.taken(this.engine.listSnapshots()).filter((s) => !kept.includes(s.volume)), ...theirs.flat()];
+    return [...(await this.taken(this.engine.listSnapshots())).filter((s) => !kept.includes(s.volume)), ...theirs.flat()];
   }
 
   /** Without the snapshot its volume's record marks as being taken: it is not one yet, and may be deleted (VolumeRecord.snapshotting). */
-  private taken(snapshots: SnapshotInfo[]): SnapshotInfo[] {
-    return snapshots.filter((s) => this.controller.record(s.volume)?.snapshotting !== s.name);
+  private async taken(snapshots: SnapshotInfo[]): Promise<SnapshotInfo[]> {
+    const volumes = [...new Set(snapshots.map((s) => s.volume))];
+    const marks = new Map(await Promise.all(volumes.map(async (volume) => [volume, await this.controller.snapshottingNow(volume)] as const)));
+    return snapshots.filter((s) => marks.get(s.volume) !== s.name);
   }
 
   private async snapshotsOf(volume: string): Promise<SnapshotInfo[]> {
     const primary = this.controller.record(volume)?.primary;
-    if (this.engine.hasVolume(volume)) return this.taken(this.engine.listSnapshots(volume));
+    if (this.engine.hasVolume(volume)) return await this.taken(this.engine.listSnapshots(volume));
     if (primary !== undefined) return this.onNode(primary, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume)));
     // Without the store (an etcd outage), what this node holds.
     const { nodes, kept } = await this.snapshotNodes(volume).catch(() => ({ nodes: [this.self], kept: undefined }));
@@ -686,7 +689,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
    */
   async deleteSnapshot(volume: string, name: string): Promise<void> {
     // Its copies may be taking it now: settled by its primary (kept or deleted) before it can go.
-    if (this.controller.record(volume)?.snapshotting === name) throw failedPrecondition(`snapshot ${volume}@${name} is being taken, or was cut short and is not settled yet: try again`);
+    if ((await this.controller.snapshottingNow(volume)) === name) throw failedPrecondition(`snapshot ${volume}@${name} is being taken, or was cut short and is not settled yet: try again`);
     const { nodes, kept } = await this.snapshotNodes(volume);
     if (!kept && !this.isReplicated(volume)) return this.engine.deleteSnapshot(volume, name);
     const operation: CopyOperation = { type: 'delete-snapshot', name };

@@ -276,6 +276,20 @@ export class VolumeController {
     return this.layers.get(volume)?.retired === true;
   }
 
+  /**
+   * The snapshot the volume's record marks as not settled (VolumeRecord.snapshotting): read from the
+   * store now when this node's view has one (its watch may not have brought the clear yet, a moment
+   * after the snapshot was acknowledged); the view's, if the store cannot be read.
+   */
+  async snapshottingNow(volume: string): Promise<string | undefined> {
+    const seen = this.records.get(volume)?.snapshotting;
+    if (seen === undefined) return undefined;
+    return this.store.get(volumeKey(volume)).then(
+      (kv) => kv && (JSON.parse(kv.value) as VolumeRecord).snapshotting,
+      () => seen,
+    );
+  }
+
   /** The node the volume's attach claim names, as this node last read the store. */
   attachedNode(volume: string): string | undefined {
     return this.claims.get(volume);
