@@ -6,23 +6,15 @@
 
 import { status } from '@grpc/grpc-js';
 import { allInSync, ChaosCluster, type ChaosNode } from '../chaos/cluster';
-import { EtcdStore } from '../../fabric/cluster/etcd-store';
 import { WeftApiError } from '../../fabric/api/client';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll } from '../helpers/weftd';
+import { SharedCluster } from '../helpers/shared-cluster';
 
 jest.setTimeout(150_000);
 
 const MiB = 1024 * 1024;
 
-let cluster: ChaosCluster | undefined;
-let store: EtcdStore | undefined;
-
-afterAll(async () => {
-  await store?.close();
-  await cluster?.close();
-  await cleanupAll();
-});
+const shared = new SharedCluster();
 
 /**
  * n1 creates name with 3 replicas, its own copy first, and is killed with -9 as the second node
@@ -33,7 +25,7 @@ async function cutShort(c: ChaosCluster, name: string): Promise<void> {
   const [n1] = c.nodes;
   let marks = 0;
   let killed: Promise<void> | undefined;
-  const watch = await store!.watch(`create-copies/${name}/`, {}, (event) => {
+  const watch = await shared.store.watch(`create-copies/${name}/`, {}, (event) => {
     if (event.type === 'put' && ++marks === 2) killed = c.kill9(n1);
   });
   try {
@@ -48,14 +40,13 @@ async function cutShort(c: ChaosCluster, name: string): Promise<void> {
 /** Nothing of the create left in the store, and no node lists a volume of the name. */
 async function leftNothing(c: ChaosCluster, name: string, via: ChaosNode[]): Promise<void> {
   const held = async () => (await Promise.all(via.map((n) => n.api.listVolumes()))).flat().filter((v) => v.name === name).length;
-  const keys = async () => (await Promise.all(['creates/', 'create-copies/', 'leftovers/'].map((prefix) => store!.list(prefix)))).flat().length;
+  const keys = async () => (await Promise.all(['creates/', 'create-copies/', 'leftovers/'].map((prefix) => shared.store.list(prefix)))).flat().length;
   await waitFor(async () => (await held()) === 0 && (await keys()) === 0, 30_000, 200);
 }
 
 test('a create whose node is killed midway: the next create of the name gives it up, and is made', async () => {
-  cluster = await ChaosCluster.start(3);
-  store = await EtcdStore.open(cluster.etcd.endpoints);
-  const c = cluster;
+  await shared.start();
+  const c = shared.cluster;
   const [n1, n2, n3] = c.nodes;
   await cutShort(c, 'cut');
   // The second node's copy, made for a create that no longer runs, shows there as a volume of its own.
@@ -85,16 +76,16 @@ test('a create whose node is killed midway: the next create of the name gives it
 
   // n1's copy (it was down) goes when it is back: nothing of the first create is left anywhere.
   await c.restart(n1);
-  await waitFor(async () => (await store!.list('leftovers/')).length === 0, 30_000, 200);
-  expect(await store.list('creates/')).toEqual([]);
-  expect(await store.list('create-copies/')).toEqual([]);
+  await waitFor(async () => (await shared.store.list('leftovers/')).length === 0, 30_000, 200);
+  expect(await shared.store.list('creates/')).toEqual([]);
+  expect(await shared.store.list('create-copies/')).toEqual([]);
   expect((await n1.api.getVolume('cut')).replication?.replicas.map((r) => r.node).sort()).toEqual([n2.id, n3.id]);
   await n3.api.deleteVolume('cut');
   await leftNothing(c, 'cut', c.nodes);
 });
 
 test('a create whose node is killed midway and never asked again: the node gives it up when it is back, and the name is free', async () => {
-  const c = cluster!;
+  const c = shared.cluster;
   const [n1] = c.nodes;
   await c.waitForNodesUp(30_000);
   await cutShort(c, 'again');
@@ -105,9 +96,9 @@ test('a create whose node is killed midway and never asked again: the node gives
 });
 
 test('a copy asked for by a create of an earlier version (it writes no intent, and asks for no mark) is made as before; a marked one without its intent is refused', async () => {
-  const n2 = cluster!.node('n2');
+  const n2 = shared.cluster.node('n2');
   await n2.api.createCopy('older', 16 * MiB, 'ssd', undefined, { id: 'an-older-create', marked: false });
-  expect(await store!.list('create-copies/')).toEqual([]);
+  expect(await shared.store.list('create-copies/')).toEqual([]);
   await expect(n2.api.createCopy('newer', 16 * MiB, 'ssd', undefined, { id: 'a-create-given-up', marked: true })).rejects.toMatchObject({
     code: status.ABORTED,
     message: expect.stringContaining('was given up'),
@@ -117,12 +108,12 @@ test('a copy asked for by a create of an earlier version (it writes no intent, a
 });
 
 test('a create whose node is killed midway and then forgotten (it will not come back): its copies on the other nodes go, and the name is free', async () => {
-  const c = cluster!;
+  const c = shared.cluster;
   const [n1, n2, n3] = c.nodes;
   await c.waitForNodesUp(30_000);
   await n2.api.deleteVolume('again'); // a volume with a copy on n1 would keep it from being forgotten
   await cutShort(c, 'gone');
-  await waitFor(async () => (await store!.get('alive/n1')) === undefined, 30_000, 200);
+  await waitFor(async () => (await shared.store.get('alive/n1')) === undefined, 30_000, 200);
   const forgot = await n2.weftd.weft(['node', 'forget', n1.id]);
   expect(forgot.stderr).toBe('');
   expect(forgot.code).toBe(0);

@@ -9,11 +9,10 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { allInSync, ChaosCluster, type ChaosNode } from '../chaos/cluster';
-import { EtcdStore } from '../../fabric/cluster/etcd-store';
 import type { VolumeRecord } from '../../fabric/cluster/volume-record';
 import { NbdClient } from '../../fabric/nbd/client';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll } from '../helpers/weftd';
+import { SharedCluster } from '../helpers/shared-cluster';
 
 jest.setTimeout(180_000);
 
@@ -21,16 +20,9 @@ const execFileAsync = promisify(execFile);
 
 const MiB = 1024 * 1024;
 
-let cluster: ChaosCluster | undefined;
-let store: EtcdStore | undefined;
+const shared = new SharedCluster();
 
-afterAll(async () => {
-  await store?.close();
-  await cluster?.close();
-  await cleanupAll();
-});
-
-const record = async (volume: string) => JSON.parse((await store!.get(`volumes/${volume}`))!.value) as VolumeRecord;
+const record = async (volume: string) => JSON.parse((await shared.store.get(`volumes/${volume}`))!.value) as VolumeRecord;
 const held = async (node: ChaosNode, volume: string) => (await node.api.copySnapshots(volume)).map((s) => s.name);
 const listed = async (node: ChaosNode, volume: string) => (await node.api.listSnapshots(volume)).map((s) => s.name);
 /** The export names node lists (NBD_OPT_LIST). */
@@ -55,7 +47,7 @@ async function cutShort(c: ChaosCluster, volume: string, name: string): Promise<
   const shown = await c.waitForVolume(volume, allInSync, 60_000, 'in sync');
   const primary = c.node(shown.replication!.primary);
   const [first, second] = shown.replication!.replicas.map((r) => c.node(r.node)).filter((n) => n !== primary);
-  const watch = await store!.watch(`volumes/${volume}`, {}, (event) => {
+  const watch = await shared.store.watch(`volumes/${volume}`, {}, (event) => {
     if (event.type === 'put' && (JSON.parse(event.value ?? '{}') as VolumeRecord).snapshotting === name) second.peerLinks[1].cut();
   });
   try {
@@ -76,9 +68,8 @@ async function cutShort(c: ChaosCluster, volume: string, name: string): Promise<
 }
 
 test('a snapshot cut short by the death of its primary is neither listed nor served, deleted from the copies that hold it once every copy is back, and can be taken again', async () => {
-  cluster = await ChaosCluster.start(3);
-  store = await EtcdStore.open(cluster.etcd.endpoints);
-  const c = cluster;
+  await shared.start();
+  const c = shared.cluster;
   await c.createOnN1('snap', 16 * MiB, 3);
   const made: string[] = []; // attempts the primary finished before it was killed: snapshots like any other
   let name = 's1';
@@ -125,14 +116,14 @@ test('a snapshot cut short by the death of its primary is neither listed nor ser
 });
 
 test('a marked snapshot that every copy holds is kept, and listed once the mark is cleared, with no operation asked for', async () => {
-  const c = cluster!;
+  const c = shared.cluster;
   await c.waitForNodesUp(30_000);
   const shown = await c.createOnN1('whole', 16 * MiB, 3);
   const [n1] = c.nodes;
   await n1.api.createSnapshot('whole', 'w1');
   // As a primary that took it on every copy, then died before its end was recorded, would leave it.
-  const kv = (await store!.get('volumes/whole'))!;
-  const { succeeded } = await store!.txn({
+  const kv = (await shared.store.get('volumes/whole'))!;
+  const { succeeded } = await shared.store.txn({
     compare: [{ key: 'volumes/whole', target: 'modRevision', op: '=', value: kv.modRevision }],
     success: [{ type: 'put', key: 'volumes/whole', value: JSON.stringify({ ...(JSON.parse(kv.value) as VolumeRecord), snapshotting: 'w1' }) }],
   });
@@ -147,15 +138,15 @@ test('a marked snapshot that every copy holds is kept, and listed once the mark 
 });
 
 test('a snapshot of a name a copy already holds is refused before the record marks it (the mark could have it deleted)', async () => {
-  const c = cluster!;
+  const c = shared.cluster;
   const shown = await c.createOnN1('refused', 16 * MiB, 3);
   const [n1] = c.nodes;
   const [first, second] = shown.replication!.replicas.map((r) => c.node(r.node)).filter((n) => n !== n1);
   // A snapshot of that name on the second copy alone (as the others lack one that a replacement copy holds).
   await second.api.controlCopy('refused', { type: 'snapshot', name: 'taken' }, shown.replication!.epoch);
-  const before = (await store!.get('volumes/refused'))!.modRevision;
+  const before = (await shared.store.get('volumes/refused'))!.modRevision;
   await expect(n1.api.createSnapshot('refused', 'taken')).rejects.toThrow(`snapshot refused@taken already exists (on ${second.id})`);
-  expect((await store!.get('volumes/refused'))!.modRevision).toBe(before);
+  expect((await shared.store.get('volumes/refused'))!.modRevision).toBe(before);
   expect(await held(first, 'refused')).toEqual([]);
   expect(await held(second, 'refused')).toEqual(['taken']);
 });
