@@ -623,7 +623,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** A snapshot of every copy at one point of the write stream, taken by the primary. */
   async createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
     const made = await this.onPrimary(volume, (client) => client.createSnapshot(volume, name), () => this.engine.createSnapshot(volume, name));
-    // Listed here as soon as it is made: this node's view of the record no longer marks it.
+    // Made: this node's view of the record no longer marks it (what `weft volume show` and NBD_OPT_LIST read).
     for (const deadline = Date.now() + SEEN_WAIT_MS; this.controller.record(volume)?.snapshotting === name && Date.now() < deadline; ) await sleep(10);
     return made;
   }

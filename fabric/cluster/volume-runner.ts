@@ -349,7 +349,7 @@ export class VolumeRunner {
 
   /**
    * Refused if a copy already holds a snapshot of the name (the mark must never name one: the
-   * snapshot it marks is deleted if this node stops). A copy made after a snapshot (a replacement)
+   * snapshot it marks may be deleted if this node stops). A copy made after a snapshot (a replacement)
    * lacks it, so every copy is asked, not only this one.
    */
   private async checkSnapshotFree(record: VolumeRecord, snapshot: string): Promise<void> {
