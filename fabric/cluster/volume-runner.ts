@@ -363,7 +363,7 @@ export class VolumeRunner {
    * A snapshot taken on every copy is acknowledged once its mark is cleared. If the store does not
    * say in time that it is, the snapshot is not acknowledged, and not deleted either (the clear may
    * have committed, and other nodes list it): held by every copy, it stays, listed once the mark is
-   * cleared (settleCutShort).
+   * cleared (settleIfDue, or the next snapshot).
    */
   private async endSnapshot(snapshot: string): Promise<void> {
     try {
