@@ -284,10 +284,10 @@ export class VolumeRunner {
     const others = record.replicas.map((r) => r.node).filter((n) => n !== this.context.self);
     let markedHere: OperationMark | undefined;
     let done = false;
-    const unanswered: { node?: string } = {}; // the copy whose call got no answer in time, if one did
+    let failure: unknown;
     try {
       if (operation.type === 'snapshot') {
-        await this.checkSnapshotFree(record, operation.name);
+        await this.checkSnapshotFree(operation.name);
         await this.markOperation('snapshotting', operation.name);
         markedHere = 'snapshotting';
       }
@@ -312,9 +312,12 @@ export class VolumeRunner {
           await this.markOperation('reverting', operation.snapshot);
           markedHere = 'reverting';
         }
-        await this.applyEverywhere(serving, others, local, operation, unanswered);
+        await this.applyEverywhere(serving, others, local, operation);
       });
       done = true;
+    } catch (err) {
+      failure = err;
+      throw err;
     } finally {
       // After the pause: clients need not wait for these (a node that did not answer may not now).
       // Deleted again from every copy, this one too: any may have taken it (one that failed after it
@@ -323,7 +326,7 @@ export class VolumeRunner {
       // stays marked, to be settled (asked again) SETTLE_RETRY_MS on at the soonest.
       if (operation.type === 'snapshot' && !done && markedHere) {
         const kept = await this.deleteSnapshotFrom(serving, this.everyCopy(), operation.name);
-        if (kept.length > 0 || unanswered.node !== undefined) {
+        if (kept.length > 0 || failure instanceof NoAnswerError) {
           markedHere = undefined;
           this.settleAfter = Date.now() + SETTLE_RETRY_MS;
         }
@@ -352,8 +355,8 @@ export class VolumeRunner {
    * snapshot it marks may be deleted if this node stops). A copy made after a snapshot (a replacement)
    * lacks it, so every copy is asked, not only this one.
    */
-  private async checkSnapshotFree(record: VolumeRecord, snapshot: string): Promise<void> {
-    const copies = record.replicas.filter((r) => r.state !== 'failed').map((r) => r.node);
+  private async checkSnapshotFree(snapshot: string): Promise<void> {
+    const copies = this.everyCopy();
     const held = await Promise.all(copies.map((node) => this.context.copySnapshotNames(node, this.name)));
     const holders = copies.filter((_, i) => held[i].includes(snapshot));
     if (holders.length > 0) throw alreadyExists(`snapshot ${this.name}@${snapshot} already exists (on ${holders.join(', ')})`);
@@ -419,7 +422,7 @@ export class VolumeRunner {
    * The operation on the other copies, then this one (unless a newer primary has raised its epoch
    * meanwhile). A revert that fails part way is recorded.
    */
-  private async applyEverywhere(serving: Serving, others: string[], local: VolumeLayer, operation: CopyOperation, unanswered: { node?: string }): Promise<void> {
+  private async applyEverywhere(serving: Serving, others: string[], local: VolumeLayer, operation: CopyOperation): Promise<void> {
     const done: string[] = [];
     let failedOn: string | undefined;
     try {
@@ -433,7 +436,6 @@ export class VolumeRunner {
       if (own > serving.epoch) throw failedPrecondition(`volume ${this.name}: this copy is at epoch ${own}, so this node (at ${serving.epoch}) is no longer its primary`);
       await applyTo(local, operation);
     } catch (err) {
-      if (failedOn !== undefined && err instanceof NoAnswerError) unanswered.node = failedOn;
       if (operation.type === 'revert') await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
       throw err;
     }
