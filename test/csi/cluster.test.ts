@@ -254,12 +254,20 @@ test('GetCapacity for volumes of several copies: the least room among the nodes 
   const data = path.join(makeTempDir('weft-fill-'), 'data');
   fs.writeFileSync(data, Buffer.alloc(32 * MiB, 0x5a));
   expect((await run('nbdcopy', [data, nodeB.nbdUri('fill-b')])).code).toBe(0);
-  await waitFor(async () => Math.min(...(await free())) < Math.max(...(await free())));
-  const [a, b] = await free();
-  expect(await capacity(2)).toBe(Math.min(a, b));
-  expect(await capacity(2, at('node-a'))).toBe(Math.min(a, b)); // the other copy goes to node-b
-  expect(await capacity(1)).toBe(Math.max(a, b));
-  expect(await capacity(3)).toBe(0); // two nodes with pools
-  expect(await capacity(2, at('weft-controller'))).toBe(0);
+  // The nodes report their pools every 10 s, each on its own clock (an earlier test's deletes may
+  // still be on their way): wait for node-b's report of the fill, then read the capacities between
+  // two reports that agree.
+  await waitFor(async () => Math.max(...(await free())) - Math.min(...(await free())) >= 32 * MiB, 20_000, 200);
+  let seen: { rooms: number[]; capacities: number[] } | undefined;
+  await waitFor(async () => {
+    const rooms = await free();
+    const capacities = [await capacity(2), await capacity(2, at('node-a')), await capacity(1), await capacity(3), await capacity(2, at('weft-controller'))];
+    seen = { rooms, capacities };
+    return JSON.stringify(await free()) === JSON.stringify(rooms);
+  }, 30_000, 200);
+  const [a, b] = seen!.rooms;
+  // Two copies: the smaller room (with node-a asked for, the other copy goes to node-b); one copy:
+  // the larger; three: none (two nodes with pools); none on the controller, which has no pool.
+  expect(seen!.capacities).toEqual([Math.min(a, b), Math.min(a, b), Math.max(a, b), 0, 0]);
   expect((await nodeB.weft(['volume', 'delete', 'fill-b'])).code).toBe(0);
 });
