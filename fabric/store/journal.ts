@@ -197,6 +197,32 @@ export class Journal {
     return this.unsyncedLength + this.openLength;
   }
 
+  /**
+   * Seals every record appended since mark (an appendMark) into one frame, if none of them has
+   * reached the file yet: written later, they reach it whole or not at all (a frame that a power cut
+   * tears fails its checksum), never the first without the last. Returns whether it could (false
+   * once some of them may be in the file). For a record and the one that cancels it.
+   */
+  sealTogetherFrom(mark: number): boolean {
+    if (this.reached > mark || mark < this.durable) return false;
+    const from = mark - this.durable;
+    const payloads: Buffer[] = [];
+    for (let at = from; at < this.unsyncedLength; ) {
+      const length = this.unsynced.readUInt32LE(at + 4);
+      payloads.push(this.unsynced.subarray(at + FRAME_HEADER_BYTES, at + FRAME_HEADER_BYTES + length));
+      at += FRAME_HEADER_BYTES + length;
+    }
+    payloads.push(this.open.subarray(0, this.openLength));
+    const joined = Buffer.concat(payloads);
+    this.unsyncedLength = from;
+    this.written = Math.min(this.written, from);
+    this.open = ensureRoom(this.open, 0, joined.length);
+    joined.copy(this.open, 0);
+    this.openLength = joined.length;
+    this.sealOpen();
+    return true;
+  }
+
   /** Reserves n bytes for the next record and returns the buffer and position to fill in. */
   reserve(n: number): { buf: Buffer; pos: number } {
     this.open = ensureRoom(this.open, this.openLength, n);

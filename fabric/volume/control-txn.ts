@@ -62,8 +62,8 @@ export class ControlTxn {
   /** Journals the operation and makes it and every completed write durable. */
   async commit(): Promise<void> {
     // A merged entry is not checked against its data at recovery: the data must be durable before
-    // the record that moves it. A head's recent writes may not be (a snapshot's are: its creation
-    // synced them).
+    // the record that moves it or frees what it shadows. A head's recent writes may not be (a
+    // snapshot's are: its creation synced them).
     if (this.movedHeadEntries) await this.store.flushAll();
     this.mark = this.store.metadata.appendMark();
     const seq = this.store.metadata.recordControl(this.catalog.changes(), this.maps);
@@ -79,10 +79,11 @@ export class ControlTxn {
 
   /**
    * Undoes the operation in memory, and in the journal if its record was appended: the cancel
-   * record is written out (to the page cache at least, if the journal can take it) before the caller
-   * hears of the failure, so that a crash after the answer does not bring the operation back.
-   * Resolves false if that could not be done: its record may be in the journal file without the
-   * cancel (any record written later follows the cancel, which is kept in memory, in order).
+   * record is made durable before the caller hears of the failure, so that a crash, or a power cut,
+   * after the answer does not bring the operation back (a client's FLUSH meanwhile may have made
+   * the operation's record durable). Resolves false if that could not be done: its record may be in
+   * the journal file without the cancel (any record written later follows the cancel, which is kept
+   * in memory, in order).
    */
   async rollback(): Promise<boolean> {
     const { metadata } = this.store;
@@ -95,14 +96,16 @@ export class ControlTxn {
     const live = new Set(this.store.catalog.layers.map((l) => l.id));
     for (const id of metadata.maps.keys()) if (!live.has(id)) metadata.maps.delete(id);
     if (this.seq !== undefined) {
-      // Written in order after the record it cancels, before anything appended later; if this
-      // write-out fails too, the next one retries both.
+      // In order after the record it cancels, before anything appended later; if this sync fails
+      // too, the next one retries both. A record that never reached the file is sealed into one
+      // frame with its cancel: it cannot come back, not even by a power cut during a later write.
       metadata.recordCancel(this.seq);
-      const cancelWritten = await metadata.writeOut().then(
+      const together = metadata.sealTogetherFrom(this.mark);
+      const cancelDurable = await metadata.sync().then(
         () => true,
         () => false,
       );
-      return cancelWritten || !metadata.reachedFile(this.mark);
+      return cancelDurable || together;
     }
     return true;
   }
@@ -141,6 +144,9 @@ export class ControlTxn {
   private mergeInto(layer: LayerRecord, child: LayerRecord): void {
     const map = this.store.metadata.mapOf(layer.id);
     const childMap = this.store.metadata.mapOf(child.id);
+    // A head's entry that shadows one freed here may be a write whose data is not durable yet:
+    // rolled back at recovery, it would fall through to an older layer, the freed entry gone.
+    if (this.store.catalog.volumes.some((v) => v.head === child.id)) this.movedHeadEntries = true;
     map.forEach((block, value, crc) => {
       if (childMap.value(block) === 0) {
         this.maps.push({ layer: child.id, block, value, crc, previousValue: 0, previousCrc: childMap.crc(block) });

@@ -32,6 +32,8 @@ export interface ReplicaHost {
   /** Marks journal sequence seq as belonging to a write whose data is still in flight. */
   writeStarted(seq: number): void;
   writeFinished(seq: number): void;
+  /** The map changed with no data written (a trim): a background sync makes it durable in time. */
+  mapChanged(): void;
   /** Makes every completed write durable (and lets deferred frees become free space). */
   flush(): Promise<void>;
   checksumError(volume: string, offsetBytes: number): void;
@@ -357,6 +359,7 @@ export class LocalReplica implements VolumeLayer {
         const seq = metadata.recordMap(headLayer, block, value, 0);
         const old = head.set(block, value, 0);
         if (old >= FIRST_PHYSICAL) pool.allocator.freeAfterSync(old - FIRST_PHYSICAL, seq);
+        this.host.mapChanged();
       }
     } finally {
       this.end(release);

@@ -153,6 +153,11 @@ export class Metadata {
     return this.journal.appendMark;
   }
 
+  /** Seals the records appended since mark into one journal frame, if none has reached the file (Journal.sealTogetherFrom). */
+  sealTogetherFrom(mark: number): boolean {
+    return this.journal.sealTogetherFrom(mark);
+  }
+
   /** Whether a record appended after mark may have reached the journal file (and so a restart). */
   reachedFile(mark: number): boolean {
     return this.journal.writtenBytes > mark;

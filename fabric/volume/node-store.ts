@@ -115,6 +115,11 @@ export class NodeStore implements ReplicaHost {
 
   writeFinished(seq: number): void {
     this.inflightWrites.end(seq);
+    this.dirty = true; // a flush that began while it was in flight did not cover it
+  }
+
+  mapChanged(): void {
+    this.dirty = true;
   }
 
   checksumError(volume: string, offsetBytes: number): void {

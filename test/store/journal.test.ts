@@ -147,6 +147,30 @@ describe('records stay in memory until a sync made them durable', () => {
     expect(texts(Journal.read(file).frames)).toEqual(['first', 'second']);
   });
 
+  test('records that never reached the file are sealed into one frame on request: a later write tears them all or none', async () => {
+    journal = Journal.create(file);
+    const f = injectFaults(['write']);
+    append(journal, 'before');
+    await journal.writeOut();
+    const mark = journal.appendMark;
+    append(journal, 'record');
+    f.failNext('ENOSPC');
+    await expect(journal.writeOut()).rejects.toMatchObject({ code: 'ENOSPC' }); // a frame in memory
+    append(journal, 'cancel');
+    expect(journal.sealTogetherFrom(mark)).toBe(true);
+    await journal.writeOut();
+    expect(texts(Journal.read(file).frames)).toEqual(['before', 'recordcancel']);
+    // Torn by a power cut in its last byte: neither record is read back.
+    damageByte(frameBytes('before') + frameBytes('recordcancel') - 1);
+    expect(texts(Journal.read(file).frames)).toEqual(['before']);
+    // Once part of them reached the file, they cannot be: the file may keep that part.
+    const next = journal.appendMark;
+    append(journal, 'late');
+    await journal.writeOut();
+    append(journal, 'later');
+    expect(journal.sealTogetherFrom(next)).toBe(false);
+  });
+
   test('while the disk is full nothing syncs; once it has room, one sync makes every record durable', async () => {
     journal = Journal.create(file);
     const f = injectFaults(['write', 'sync']);

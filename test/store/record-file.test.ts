@@ -6,10 +6,11 @@ import path from 'node:path';
 import { RECORD_SLOT_BYTES, RecordFile } from '../../fabric/store/record-file';
 import { FaultyFileOps } from '../helpers/faulty-fs';
 import { Prng } from '../helpers/prng';
-import { makeTempDir } from '../helpers/weftd';
+import { cleanupAll, makeTempDir } from '../helpers/weftd';
 
 let file: string;
 beforeEach(() => (file = path.join(makeTempDir('weft-record-'), 'sub', 'vol.record')));
+afterAll(cleanupAll);
 
 const valueOf = (f: string) => RecordFile.open(f).value;
 

@@ -389,6 +389,21 @@ describe('persistence', () => {
     expect(unsynced.length).toBe(unsyncedAfter);
   });
 
+  test('a trim without FLUSH is synced in the background too, and the space it frees returns to the pool', async () => {
+    engine = await LocalEngine.open({ dataDir: path.join(dir, 'data'), pools: [{ class: 'default', path: dir, sizeBytes: 64 * MiB }], logger, syncIntervalMs: 1000 });
+    await engine.createVolume({ name: 'v1', sizeBytes: MiB });
+    const device = openExport(engine, 'v1');
+    await device.write(0, Buffer.alloc(64 * 1024, 1), true);
+    const written = usedBytes(engine);
+    await device.trim(0, 64 * 1024, false);
+    device.close();
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // the interval, and the background task's own period
+    expect(usedBytes(engine)).toBe(written - 64 * 1024);
+    const { metadata, unsynced } = Metadata.open(path.join(dir, 'data', 'meta'));
+    metadata.close();
+    expect(unsynced.length).toBe(0);
+  });
+
   test('a flush still syncing the journal when the engine closes completes, and its write persists', async () => {
     const e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: MiB });
@@ -477,15 +492,6 @@ describe('persistence', () => {
 });
 
 describe('a request that waits at the volume gate while a control operation moves the end', () => {
-  beforeEach(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-gate-'));
-  });
-  afterEach(async () => {
-    await engine?.close();
-    engine = undefined;
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-
   test('a write queued during a revert that shrinks the volume is refused, and nothing lands past the new end', async () => {
     const e = (await openEngine()) as LocalEngine;
     await e.createVolume({ name: 'v', sizeBytes: 8 * MiB });
