@@ -86,9 +86,13 @@ export interface ClusterExports {
   attachedNodeNow(volume: string): Promise<string | undefined>;
 }
 
-/** The export a primary at epoch opens to replicate a volume to a node. */
-export function replicationExportName(volume: string, epoch: number): string {
-  return `${volume}${EPOCH_MARK}${epoch}`;
+/**
+ * The export a primary at epoch opens to replicate a volume to a node; from: which primary (random,
+ * for its life) and the generation of the connection, fenced by newer ones as a forwarder's are.
+ */
+export function replicationExportName(volume: string, epoch: number, from?: ForwarderConnection): string {
+  const name = `${volume}${EPOCH_MARK}${epoch}`;
+  return from ? `${name}${FROM_MARK}${from.forwarder}.${from.generation}` : name;
 }
 
 /** The export name of a volume or snapshot; also the `volume` label of its metrics. */
@@ -106,6 +110,12 @@ export function exportNames(engine: VolumeEngine): string[] {
 
 export class EngineExports implements ExportProvider {
   private readonly forwarders = new ForwarderFence();
+  /**
+   * A primary's connections to this node's copies, fenced by generation for the same reason: a
+   * request the primary gave up on (a timeout) may wait unread in this node's socket buffer (this
+   * node was stopped, or slow) and run after the primary's next connection copied newer data.
+   */
+  private readonly primaries = new ForwarderFence();
 
   constructor(private readonly engine: VolumeEngine, private readonly cluster?: ClusterExports) {}
 
@@ -170,11 +180,24 @@ export class EngineExports implements ExportProvider {
 
   /** Only a connection to be served raises the epoch: NBD_OPT_INFO is a question. */
   private async openReplication(name: string, peer: string, purpose: OpenPurpose): Promise<NbdExport | undefined> {
-    const { volume, epoch } = parseMarkedName(name, EPOCH_MARK, 'replication');
+    const fromAt = name.indexOf(FROM_MARK);
+    const from = fromAt < 0 ? undefined : parseFrom(name, name.slice(fromAt + FROM_MARK.length));
+    const { volume, epoch } = parseMarkedName(fromAt < 0 ? name : name.slice(0, fromAt), EPOCH_MARK, 'replication');
     try {
       if (purpose === 'serve' && epoch > this.engine.getVolume(volume).epoch) await this.engine.raiseEpoch(volume, epoch);
       const device = this.engine.openVolume(volume, { peer, epoch, purpose: `replication at epoch ${epoch}` });
-      return { device, close: () => device.close() };
+      if (!from || purpose !== 'serve') return { device, close: () => device.close() };
+      const admitted = this.primaries.admit(volume, from, device);
+      if (!admitted) device.close();
+      return (
+        admitted && {
+          device: admitted.device,
+          close: () => {
+            admitted.close();
+            device.close();
+          },
+        }
+      );
     } catch (error) {
       if (error instanceof WeftError && error.kind === 'NOT_FOUND') return undefined;
       throw error;
@@ -237,7 +260,7 @@ function parseCreateId(name: string, text: string): string {
 /** F.G: F 1-32 hex digits, G a non-negative integer. */
 function parseFrom(name: string, text: string): ForwarderConnection {
   const match = /^([0-9a-f]{1,32})\.(0|[1-9][0-9]{0,14})$/.exec(text);
-  if (!match) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}: expected ${FROM_MARK}F.G, F hex digits, G a non-negative integer`);
+  if (!match) throw invalidArgument(`malformed export name ${JSON.stringify(name)}: expected ${FROM_MARK}F.G, F hex digits, G a non-negative integer`);
   return { forwarder: match[1], generation: Number(match[2]) };
 }
 

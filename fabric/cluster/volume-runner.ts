@@ -4,6 +4,7 @@
 // when told to. It is also that device's in-sync set: a removal or a return resolves once the
 // brain's transaction for it committed, and fails if the brain stopped serving first.
 
+import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withDeadline } from '../deadline';
 import { alreadyExists, failedPrecondition, IoError, NoAnswerError, WeftError } from '../errors';
@@ -96,7 +97,8 @@ export interface RunnerContext {
 
 /** Someone waiting for a record change to commit: done() says when the record the store committed shows it. */
 interface Waiter {
-  done(state: BrainState): boolean;
+  /** 'done', the reason it cannot be, or undefined while it may yet be. */
+  verdict(state: BrainState): string | undefined;
   resolve(): void;
   reject(error: Error): void;
 }
@@ -115,6 +117,12 @@ export class VolumeRunner {
   private settling = false;
   private settleAfter = 0;
   private settleBackoffMs = 0;
+  /**
+   * This runner's connections to the copies, as the copies' nodes fence them: each newer one stops
+   * the older ones (nbd-exports.ts), as a new connection follows one this end gave up on.
+   */
+  private readonly replicationFrom = randomBytes(8).toString('hex');
+  private replicationGeneration = 0;
 
   constructor(readonly name: string, private readonly context: RunnerContext) {
     this.state = initialBrainState(context.self);
@@ -134,6 +142,18 @@ export class VolumeRunner {
     }
     this.settleWaiters();
     this.settleIfDue();
+    this.dropUnnamedCopies();
+  }
+
+  /** Serving: the copies the record no longer names (replaced) leave the device. */
+  private dropUnnamedCopies(): void {
+    const record = this.state.record;
+    const device = this.serving?.device;
+    if (!record || !device) return;
+    for (const { id } of device.status()) {
+      if (record.replicas.some((r) => r.node === id)) continue;
+      device.removeRemote(id).catch((err: unknown) => this.context.logger.warn({ volume: this.name, replica: id, err }, 'could not forget a replaced copy in the absence logs'));
+    }
   }
 
   /**
@@ -211,7 +231,9 @@ export class VolumeRunner {
       add: (replicaId) => {
         if (!this.servesAt(epoch)) return ended();
         this.dispatch({ type: 'resync-finished', replica: replicaId });
-        return this.waitFor('in-sync', replicaId, (state) => state === 'in-sync');
+        // A copy taken out or being replaced meanwhile (failed, or gone from the record): the brain
+        // does not bring it back, and the resync fails instead of waiting for good.
+        return this.waitFor('in-sync', replicaId, (state) => state === 'in-sync', (state) => state !== 'resyncing');
       },
     };
   }
@@ -478,14 +500,24 @@ export class VolumeRunner {
     this.context.logger.error({ volume: this.name, copies, err }, 'a revert failed part way: the copies it reached are out until a full copy');
   }
 
-  /** Resolves once no change of this kind for node is pending and the committed record satisfies done; fails if this node stops serving first. */
-  private waitFor(kind: RecordChange['kind'], node: string, done: (replicaState: ReplicaState | undefined) => boolean): Promise<void> {
+  /**
+   * Resolves once no change of this kind for node is pending and the committed record satisfies
+   * done; fails if this node stops serving first, or if, with no such change pending, the record
+   * satisfies refused.
+   */
+  private waitFor(
+    kind: RecordChange['kind'],
+    node: string,
+    done: (replicaState: ReplicaState | undefined) => boolean,
+    refused: (replicaState: ReplicaState | undefined) => boolean = () => false,
+  ): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.waiters.push({
-        done: (s) => !s.changes.some((c) => c.kind === kind && c.node === node) && done(s.record?.replicas.find((r) => r.node === node)?.state),
-        resolve,
-        reject,
-      });
+      const verdict = (s: BrainState) => {
+        if (s.changes.some((c) => c.kind === kind && c.node === node)) return undefined;
+        const state = s.record?.replicas.find((r) => r.node === node)?.state;
+        return done(state) ? 'done' : refused(state) ? `the record has copy ${node} ${state ?? 'gone'}` : undefined;
+      };
+      this.waiters.push({ verdict, resolve, reject });
       this.settleWaiters();
     });
   }
@@ -493,10 +525,11 @@ export class VolumeRunner {
   private settleWaiters(): void {
     const holding = !this.closed && ['raising', 'fencing', 'serving'].includes(this.state.role);
     this.waiters = this.waiters.filter((w) => {
-      const done = w.done(this.state);
-      if (done) w.resolve();
+      const verdict = w.verdict(this.state);
+      if (verdict === 'done') w.resolve();
+      else if (verdict !== undefined) w.reject(new Error(`volume ${this.name}: ${verdict}`));
       else if (!holding) w.reject(new Error(`volume ${this.name}: this node no longer serves it, so its record cannot change`));
-      return !done && holding;
+      return verdict === undefined && holding;
     });
   }
 
@@ -731,7 +764,8 @@ export class VolumeRunner {
   private connectReplica(node: string, epoch: number, timeoutMs: number) {
     const address = this.context.nodeAddress(node);
     if (!address) return Promise.reject(new Error(`node ${node} is not registered in the cluster`));
-    return nbdReplica({ id: node, host: address.host, port: address.nbdPort, volume: this.name, epoch, timeoutMs }).connect();
+    const from = { forwarder: this.replicationFrom, generation: ++this.replicationGeneration };
+    return nbdReplica({ id: node, host: address.host, port: address.nbdPort, volume: this.name, epoch, timeoutMs, from }).connect();
   }
 }
 

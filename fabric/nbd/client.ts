@@ -309,7 +309,10 @@ export class NbdClient implements ReplySink {
   private fail(err: Error, destroy = true): void {
     clearInterval(this.sweep);
     this.failure ??= err;
-    if (destroy) this.socket.destroy();
+    // A reset, not a close: the kernel would otherwise go on sending what is still queued, and a
+    // request this end has given up on (failed to its caller) could reach the server long after,
+    // over data written since.
+    if (destroy && !this.socket.destroyed) this.socket.resetAndDestroy();
     const pending = this.slots.filter((request): request is Pending => request !== undefined);
     this.slots = [];
     this.freeSlots = [];

@@ -4,6 +4,7 @@
 
 import { NbdClient } from '../nbd/client';
 import { replicationExportName } from '../nbd-exports';
+import type { ForwarderConnection } from './forwarder-fence';
 import type { Pieces } from '../pieces';
 
 /** The calls replication makes on a replica (NbdClient has them). */
@@ -33,6 +34,8 @@ export interface NbdReplicaAddress {
   epoch: number;
   /** A request to the replica not answered within this fails it (default: NbdClient's). */
   timeoutMs?: number;
+  /** Which primary, and the generation of this connection: the replica refuses an older one's requests once it has opened. */
+  from?: ForwarderConnection;
 }
 
 /** A replica reached over NBD at VOL~epoch=N. */
@@ -43,7 +46,7 @@ export function nbdReplica(address: NbdReplicaAddress): RemoteReplica {
       NbdClient.connect({
         host: address.host,
         port: address.port,
-        exportName: replicationExportName(address.volume, address.epoch),
+        exportName: replicationExportName(address.volume, address.epoch, address.from),
         timeoutMs: address.timeoutMs,
       }),
   };

@@ -60,7 +60,14 @@ export async function verifyReplicas(
 ): Promise<ReplicasVerified> {
   const sizeBytes = device.sizeBytes;
   const windows = Array.from({ length: Math.ceil(sizeBytes / WINDOW_BYTES) }, (_, i) => i * WINDOW_BYTES);
-  return (await verifyWindows(device, self, windows, onProgress)).verified;
+  // A copy dropped part way (a read or a repair failed there) may still differ from the window it
+  // failed in on: it leaves the in-sync set owing those, so that its resync copies them.
+  const owing = new Owing(device, 'it failed during a verify, before its blocks were all compared and repaired');
+  try {
+    return (await verifyWindows(device, self, windows, onProgress, (node, fromBytes) => owing.owe(node, rangeOf(fromBytes, sizeBytes - fromBytes)))).verified;
+  } finally {
+    await owing.settled();
+  }
 }
 
 /**
@@ -73,14 +80,8 @@ export async function verifyReplicas(
  */
 export async function equalizeRegions(device: ReplicatedDevice, self: string, regions: DirtyMap): Promise<ReplicasVerified> {
   const inStep = device.status().filter((r) => r.state === 'in-sync').map((r) => r.id);
-  const reason = 'it could not be made equal to the primary where a former primary had writes in flight';
-  const owed = new Map<string, Promise<void>>();
-  const owe = (node: string) => {
-    if (owed.has(node)) return;
-    const owing = device.owes(node, regions, reason);
-    owing.catch(() => undefined); // awaited below, once the verify has ended: not an unhandled rejection meanwhile
-    owed.set(node, owing);
-  };
+  const owing = new Owing(device, 'it could not be made equal to the primary where a former primary had writes in flight');
+  const owe = (node: string) => owing.owe(node, regions);
   try {
     const unequal = new DirtyMap();
     for (const node of inStep) unequal.merge((await device.unequalBlocks(node, regions)).unequal);
@@ -93,21 +94,48 @@ export async function equalizeRegions(device: ReplicatedDevice, self: string, re
     for (const node of inStep) if (!complete.includes(node)) owe(node);
     return verified;
   } finally {
-    await Promise.all(owed.values());
+    await owing.settled();
   }
+}
+
+/** Takes copies out of the in-sync set owing regions, each once; settled() rejects if one could not be taken out. */
+class Owing {
+  private readonly owed = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly device: ReplicatedDevice,
+    private readonly reason: string,
+  ) {}
+
+  owe(node: string, regions: DirtyMap): void {
+    if (this.owed.has(node)) return;
+    const owing = this.device.owes(node, regions, this.reason);
+    owing.catch(() => undefined); // awaited by settled(), once the verify has ended: not an unhandled rejection meanwhile
+    this.owed.set(node, owing);
+  }
+
+  async settled(): Promise<void> {
+    await Promise.all(this.owed.values());
+  }
+}
+
+function rangeOf(offsetBytes: number, lengthBytes: number): DirtyMap {
+  const map = new DirtyMap();
+  map.mark(offsetBytes, lengthBytes);
+  return map;
 }
 
 /**
  * Verifies the windows starting at `windows` (ascending, WINDOW_BYTES apart or more). complete: the
  * copies verified over every window; onDropped hears of each copy in sync at the start as soon as it
- * is not (it failed, or went out).
+ * is not (it failed, or went out), with the start of the window it was dropped in.
  */
 async function verifyWindows(
   device: ReplicatedDevice,
   self: string,
   windows: number[],
   onProgress?: (doneBlocks: number, totalBlocks: number) => void,
-  onDropped?: (node: string) => void,
+  onDropped?: (node: string, fromBytes: number) => void,
 ): Promise<{ verified: ReplicasVerified; complete: string[] }> {
   const sizeBytes = device.sizeBytes;
   const totalBlocks = windows.reduce((sum, at) => sum + Math.ceil(Math.min(WINDOW_BYTES, sizeBytes - at) / BLOCK_BYTES), 0);
@@ -118,13 +146,15 @@ async function verifyWindows(
     if (replica.state === 'in-sync') results.set(replica.id, emptyResult(replica.id));
     else skipped.set(replica.id, `it is ${replica.state}: a resync brings it in sync, not a verify`);
   }
+  let windowAt = 0;
   const drop = (node: string, why: string) => {
     if (skipped.has(node)) return;
     skipped.set(node, why);
-    onDropped?.(node);
+    onDropped?.(node, windowAt);
   };
   const badBlockOffsets: number[] = [];
   for (const at of windows) {
+    windowAt = at;
     const lengthBytes = Math.min(WINDOW_BYTES, sizeBytes - at);
     await device.exclusively(at, lengthBytes, async (local, peers) => {
       const compared = [...results.keys()].filter((node) => node !== self && !skipped.has(node));

@@ -462,6 +462,18 @@ export class ReplicatedDevice extends PassThroughLayer {
     this.remotes = [...this.remotes, remote];
   }
 
+  /**
+   * A copy its record no longer names (replaced, its replacement in sync): no longer written to,
+   * tracked while away, nor told of to the other copies.
+   */
+  async removeRemote(replicaId: string): Promise<void> {
+    const remote = this.remotes.find((r) => r.replica.id === replicaId);
+    if (!remote) return;
+    if (remote.state !== 'out') this.markOut(remote); // a resync of it under way then fails
+    this.remotes = this.remotes.filter((r) => r !== remote);
+    await this.forgetAbsence(remote);
+  }
+
   status(): ReplicaStatus[] {
     return this.remotes.map((r) => ({
       id: r.replica.id,
@@ -723,16 +735,40 @@ export class ReplicatedDevice extends PassThroughLayer {
   }
 
   /**
-   * Reads the range from the first in-sync peer that answers and writes it here (FUA), with changes
-   * of the range held off meanwhile (as a resync's copy does), so that a client write cannot land
-   * between the read there and the write here. Fails with the checksum error if no peer has it.
+   * Serves the range's blocks that fail their checksum here from an in-sync peer and rewrites them
+   * here (FUA), block by block: each copy may have a damaged block of its own in the range. Changes
+   * of the range are held off meanwhile (as a resync's copy does), so that a client write cannot land
+   * between the read there and the write here. Whole blocks: a write of part of one would read the
+   * damaged block first, and fail on it again. Fails with the checksum error if no peer has a block.
    */
   private repair(offsetBytes: number, lengthBytes: number, cause: ChecksumError): Promise<Buffer> {
-    return this.exclusively(offsetBytes, lengthBytes, async (local) => {
-      const data = await this.fromInSyncPeer(offsetBytes, lengthBytes);
-      if (!data) throw cause;
-      await local.write(offsetBytes, data, true);
-      return data;
+    const first = offsetBytes - (offsetBytes % BLOCK_BYTES);
+    const end = Math.min(this.sizeBytes, Math.ceil((offsetBytes + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES);
+    return this.exclusively(first, end - first, async (local) => {
+      const data = Buffer.alloc(end - first);
+      let rewrites = true;
+      for (let at = first; at < end; at += BLOCK_BYTES) {
+        const length = Math.min(BLOCK_BYTES, end - at);
+        const here = await local.read(at, length).catch((err: unknown) => {
+          if (err instanceof ChecksumError) return undefined;
+          throw err;
+        });
+        const block = here ?? (await this.fromInSyncPeer(at, length));
+        if (!block) throw cause;
+        block.copy(data, at - first);
+        if (here || !rewrites) continue;
+        try {
+          await local.write(at, block, true);
+        } catch (err) {
+          // The peer's block answers the read all the same. A copy that cannot take it (its disk
+          // fails, its pool is full) hands the volume over, as after a failed write; not waited
+          // for here, with the range held.
+          if (!copyFault(err)) throw err;
+          rewrites = false;
+          void this.handOver(err);
+        }
+      }
+      return data.subarray(offsetBytes - first, offsetBytes - first + lengthBytes);
     });
   }
 

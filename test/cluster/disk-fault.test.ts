@@ -14,7 +14,7 @@
 // replace it on. weftd processes on a real etcd.
 
 import fs from 'node:fs';
-import type { VolumeInfo } from '../../fabric/volume/types';
+import type { VerifyReport, VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
 import { copyUri, qemuIo, settled, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
@@ -146,6 +146,24 @@ test('a replica\'s disk fails every write: taken out, the client sees no error; 
   expect(shown).toBe('n1:in-sync,n2:in-sync');
   await qemuIo(await copyUri(n1, 'v'), expected, true);
   await qemuIo(await copyUri(n2, 'v'), expected, true);
+});
+
+test('a verify whose repair of a replica fails on its disk takes the replica out owing the rest; the disk back, its resync repairs it', async () => {
+  const { disk, n1, n2 } = await onFailingDisk('n2');
+  await qemuIo(n2.nbdUri('v'), ['write -P 0x66 1M 4k', 'flush']);
+  // n1's copy differs at 1M (written below the primary's routing), so the verify rewrites it there.
+  await qemuIo(await copyUri(n1, 'v'), ['write -P 0x77 1M 4k', 'flush']);
+  disk.fail(true);
+  const verified = await weftJson<VerifyReport>(n2, ['volume', 'verify', 'v']);
+  expect(verified.skippedReplicas).toEqual([{ node: 'n1', reason: expect.stringContaining('it failed during the verify') }]);
+  // Not left in sync with what the verify could not repair.
+  expect(copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']))).toMatch(/^n1:(out|resyncing),n2:in-sync$/);
+
+  disk.fail(false);
+  let shown = '';
+  await waitFor(async () => (shown = copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']))) === 'n1:in-sync,n2:in-sync', 60_000, 250).catch(() => undefined);
+  expect(shown).toBe('n1:in-sync,n2:in-sync');
+  await qemuIo(await copyUri(n1, 'v'), ['read -P 0x66 1M 4k'], true);
 });
 
 /** As onFailingDisk, with n1's metadata (its data dir) on the disk that fails instead of its pool; fn runs, then n1 and the disk are stopped. */

@@ -54,6 +54,13 @@ test('a replica down past --replica-timeout is replaced on another node, with a 
   // The new copy itself (below the routing), and the volume through the spare's node.
   await qemuIo(newCopy.nbdUri(`v~epoch=${epoch}`), ['read -P 0x42 0 4M', 'read -P 0x44 8M 1M', 'read -P 0x43 20M 64k', 'read -P 0 24M 8M'], true);
   await qemuIo(newCopy.nbdUri('v'), ['read -P 0x44 8M 1M'], true);
+  // The replaced copy is gone from the primary's reports too: not a copy forever behind, which
+  // an alert would fire on.
+  await qemuIo(nodes[0].nbdUri('v'), ['write -P 0x45 12M 1M', 'flush']);
+  const metrics = await (await fetch(`http://127.0.0.1:${nodes[0].metricsPort}/metrics`)).text();
+  const replicaSeries = metrics.split('\n').filter((line) => line.startsWith('weft_replica_') && line.includes('volume="v"'));
+  expect(replicaSeries.some((line) => line.includes(`replica="${spare}"`))).toBe(true);
+  expect(replicaSeries.filter((line) => line.includes(`replica="${other}"`))).toEqual([]);
 
   // A volume deleted while one of its copies' node is down: that node deletes its copy once back.
   await newCopy.kill9();

@@ -9,6 +9,7 @@
 import { NbdClient } from '../../fabric/nbd/client';
 import { allInSync, ChaosCluster } from '../chaos/cluster';
 import type { VolumeInfo } from '../../fabric/volume/types';
+import { copyBytes } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll } from '../helpers/weftd';
 
@@ -129,6 +130,37 @@ test("a forwarder's older connection to the primary runs no request once a newer
   } finally {
     for (const client of [older, newer, other]) client.close();
   }
+});
+
+test("a primary's older replication connection to a copy runs no request once a newer one has opened: a write it gave up on cannot land after what it copied since", async () => {
+  cluster ??= await ChaosCluster.start(3);
+  const c = cluster;
+  await c.nodes[0].api.createVolume({ name: 'rgen', sizeBytes: 16 * MiB, replicas: 2 });
+  const served = (await c.waitForVolume('rgen', (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
+  const copy = c.node(served.replicas.map((r) => r.node).find((n) => n !== served.primary) as string);
+  const connect = (exportName: string) => NbdClient.connect({ host: '127.0.0.1', port: copy.weftd.nbdPort, exportName });
+  const older = await connect(`rgen~epoch=${served.epoch}~from=ab12.1`);
+  const newer = await connect(`rgen~epoch=${served.epoch}~from=ab12.2`);
+  const other = await connect(`rgen~epoch=${served.epoch}~from=cd34.1`);
+  try {
+    await expect(older.write(0, Buffer.alloc(4096, 0x22), true)).rejects.toMatchObject({ errno: 'ESHUTDOWN' });
+    await newer.write(4096, Buffer.alloc(4096, 0x33), true);
+    await other.write(8192, Buffer.alloc(4096, 0x44), true); // another primary's generations are its own
+    expect((await newer.read(0, 12288)).equals(Buffer.concat([Buffer.alloc(4096), Buffer.alloc(4096, 0x33), Buffer.alloc(4096, 0x44)]))).toBe(true);
+    await expect(connect(`rgen~epoch=${served.epoch}~from=ab12.1`)).rejects.toThrow(/refused export/);
+    await expect(connect(`rgen~epoch=${served.epoch}~from=AB!.1`)).rejects.toThrow(/refused export/);
+  } finally {
+    for (const client of [older, newer, other]) client.close();
+  }
+  // The primary's own connection, of another primary's generations, still replicates.
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: c.node(served.primary).weftd.nbdPort, exportName: 'rgen' });
+  try {
+    await client.write(16384, Buffer.alloc(4096, 0x55), true);
+  } finally {
+    client.close();
+  }
+  expect((await copyBytes(copy.weftd, 'rgen', served.epoch, 16384, 4096)).equals(Buffer.alloc(4096, 0x55))).toBe(true);
+  expect(allInSync(await c.nodes[0].api.getVolume('rgen'))).toBe(true);
 });
 
 test('a client of a third node, cut from etcd with the old primary, has its writes served by the new primary once the old one is fenced', async () => {
