@@ -2,7 +2,8 @@
 // replica's node, opened at the primary's epoch, so that the replica fences the primary once a
 // newer one has reached it.
 
-import { NbdClient } from '../nbd/client';
+import { ExportRefusedError, NbdClient } from '../nbd/client';
+import * as P from '../nbd/protocol';
 import { replicationExportName } from '../nbd-exports';
 import type { ForwarderConnection } from './forwarder-fence';
 import type { Pieces } from '../pieces';
@@ -38,16 +39,23 @@ export interface NbdReplicaAddress {
   from?: ForwarderConnection;
 }
 
-/** A replica reached over NBD at VOL~epoch=N. */
+/** A replica reached over NBD at VOL~epoch=N~from=F.G (VOL~epoch=N on a node of an older version). */
 export function nbdReplica(address: NbdReplicaAddress): RemoteReplica {
+  const connect = (from?: ForwarderConnection) =>
+    NbdClient.connect({
+      host: address.host,
+      port: address.port,
+      exportName: replicationExportName(address.volume, address.epoch, from),
+      timeoutMs: address.timeoutMs,
+    });
   return {
     id: address.id,
     connect: () =>
-      NbdClient.connect({
-        host: address.host,
-        port: address.port,
-        exportName: replicationExportName(address.volume, address.epoch, address.from),
-        timeoutMs: address.timeoutMs,
+      connect(address.from).catch((err: unknown) => {
+        // A node of an older version (a rolling upgrade) takes the name for malformed: replicated
+        // to as before, without the fence it lacks.
+        if (address.from && err instanceof ExportRefusedError && err.replyType === P.REP_ERR_INVALID) return connect();
+        throw err;
       }),
   };
 }

@@ -45,6 +45,9 @@ interface Content {
   bad: Set<number>;
 }
 
+/** Why a copy left the verify: it went out of sync meanwhile, or failed a read or a repair of the verify's own. */
+type DropReason = 'out' | 'failed';
+
 /** One rewrite of a copy's blocks. */
 interface Repair {
   offsetBytes: number;
@@ -60,14 +63,14 @@ export async function verifyReplicas(
 ): Promise<ReplicasVerified> {
   const sizeBytes = device.sizeBytes;
   const windows = Array.from({ length: Math.ceil(sizeBytes / WINDOW_BYTES) }, (_, i) => i * WINDOW_BYTES);
-  // A copy dropped part way (a read or a repair failed there) may still differ from the window it
-  // failed in on: it leaves the in-sync set owing those, so that its resync copies them.
-  const owing = new Owing(device, 'it failed during a verify, before its blocks were all compared and repaired');
-  try {
-    return (await verifyWindows(device, self, windows, onProgress, (node, fromBytes) => owing.owe(node, rangeOf(fromBytes, sizeBytes - fromBytes)))).verified;
-  } finally {
-    await owing.settled();
-  }
+  // A copy that fails part way (a read or a repair there) may still differ in the window it failed
+  // in, where the verify may have found blocks to repair: it leaves the in-sync set owing the
+  // window, so that its resync copies it. (One that went out meanwhile owes what it missed already.)
+  const owing = new Owing(device, 'it failed during a verify, before the blocks it had to repair were rewritten');
+  const failed = (node: string, windowBytes: number, why: DropReason) => {
+    if (why === 'failed') owing.owe(node, rangeOf(windowBytes, Math.min(WINDOW_BYTES, sizeBytes - windowBytes)));
+  };
+  return owing.around(async () => (await verifyWindows(device, self, windows, onProgress, failed)).verified);
 }
 
 /**
@@ -82,7 +85,7 @@ export async function equalizeRegions(device: ReplicatedDevice, self: string, re
   const inStep = device.status().filter((r) => r.state === 'in-sync').map((r) => r.id);
   const owing = new Owing(device, 'it could not be made equal to the primary where a former primary had writes in flight');
   const owe = (node: string) => owing.owe(node, regions);
-  try {
+  return owing.around(async () => {
     const unequal = new DirtyMap();
     for (const node of inStep) unequal.merge((await device.unequalBlocks(node, regions)).unequal);
     const windows = new Set<number>();
@@ -93,12 +96,10 @@ export async function equalizeRegions(device: ReplicatedDevice, self: string, re
     const { verified, complete } = await verifyWindows(device, self, [...windows].sort((a, b) => a - b), undefined, owe);
     for (const node of inStep) if (!complete.includes(node)) owe(node);
     return verified;
-  } finally {
-    await owing.settled();
-  }
+  });
 }
 
-/** Takes copies out of the in-sync set owing regions, each once; settled() rejects if one could not be taken out. */
+/** Takes copies out of the in-sync set owing regions, each once; around() rejects if one could not be taken out. */
 class Owing {
   private readonly owed = new Map<string, Promise<void>>();
 
@@ -114,8 +115,17 @@ class Owing {
     this.owed.set(node, owing);
   }
 
-  async settled(): Promise<void> {
+  /** Runs fn, then waits for every copy it owed to be taken out; fn's own failure wins over theirs. */
+  async around<T>(fn: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await fn();
+    } catch (err) {
+      await Promise.allSettled(this.owed.values());
+      throw err;
+    }
     await Promise.all(this.owed.values());
+    return result;
   }
 }
 
@@ -128,14 +138,14 @@ function rangeOf(offsetBytes: number, lengthBytes: number): DirtyMap {
 /**
  * Verifies the windows starting at `windows` (ascending, WINDOW_BYTES apart or more). complete: the
  * copies verified over every window; onDropped hears of each copy in sync at the start as soon as it
- * is not (it failed, or went out), with the start of the window it was dropped in.
+ * is not (it failed, or went out), with the start of the window it was dropped in and why.
  */
 async function verifyWindows(
   device: ReplicatedDevice,
   self: string,
   windows: number[],
   onProgress?: (doneBlocks: number, totalBlocks: number) => void,
-  onDropped?: (node: string, fromBytes: number) => void,
+  onDropped?: (node: string, windowBytes: number, why: DropReason) => void,
 ): Promise<{ verified: ReplicasVerified; complete: string[] }> {
   const sizeBytes = device.sizeBytes;
   const totalBlocks = windows.reduce((sum, at) => sum + Math.ceil(Math.min(WINDOW_BYTES, sizeBytes - at) / BLOCK_BYTES), 0);
@@ -147,10 +157,10 @@ async function verifyWindows(
     else skipped.set(replica.id, `it is ${replica.state}: a resync brings it in sync, not a verify`);
   }
   let windowAt = 0;
-  const drop = (node: string, why: string) => {
+  const drop = (node: string, reason: DropReason, why: string) => {
     if (skipped.has(node)) return;
     skipped.set(node, why);
-    onDropped?.(node, windowAt);
+    onDropped?.(node, windowAt, reason);
   };
   const badBlockOffsets: number[] = [];
   for (const at of windows) {
@@ -158,7 +168,7 @@ async function verifyWindows(
     const lengthBytes = Math.min(WINDOW_BYTES, sizeBytes - at);
     await device.exclusively(at, lengthBytes, async (local, peers) => {
       const compared = [...results.keys()].filter((node) => node !== self && !skipped.has(node));
-      for (const node of compared) if (!peers.some((p) => p.id === node)) drop(node, 'it went out of sync during the verify');
+      for (const node of compared) if (!peers.some((p) => p.id === node)) drop(node, 'out', 'it went out of sync during the verify');
       const copies = [localCopy(local, results.get(self) as ReplicaVerifyResult)];
       for (const peer of peers) if (compared.includes(peer.id)) copies.push(remoteCopy(peer, results.get(peer.id) as ReplicaVerifyResult));
       badBlockOffsets.push(...(await verifyWindow(copies, at, lengthBytes, drop)));
@@ -182,10 +192,10 @@ async function verifyWindows(
  * (the primary's, unless its block fails its checksum). Resolves with the offsets of the blocks no
  * copy reads good.
  */
-async function verifyWindow(copies: Copy[], offsetBytes: number, lengthBytes: number, drop: (node: string, why: string) => void): Promise<number[]> {
+async function verifyWindow(copies: Copy[], offsetBytes: number, lengthBytes: number, drop: (node: string, reason: DropReason, why: string) => void): Promise<number[]> {
   const failed = (copy: Copy) => (err: unknown) => {
     if (!copy.remote || isFenced(err)) throw err;
-    drop(copy.result.node, `it failed during the verify: ${(err as Error).message}`);
+    drop(copy.result.node, 'failed', `it failed during the verify: ${(err as Error).message}`);
     return undefined;
   };
   const read = await Promise.all(copies.map((copy) => readCopy(copy, offsetBytes, lengthBytes).catch(failed(copy))));

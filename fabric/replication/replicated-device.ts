@@ -736,40 +736,50 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /**
    * Serves the range's blocks that fail their checksum here from an in-sync peer and rewrites them
-   * here (FUA), block by block: each copy may have a damaged block of its own in the range. Changes
-   * of the range are held off meanwhile (as a resync's copy does), so that a client write cannot land
+   * here, block by block: each copy may have a damaged block of its own in the range. Changes of
+   * the range are held off meanwhile (as a resync's copy does), so that a client write cannot land
    * between the read there and the write here. Whole blocks: a write of part of one would read the
    * damaged block first, and fail on it again. Fails with the checksum error if no peer has a block.
+   * A block this copy's disk fails to read is served from a peer too, and the volume handed over
+   * (readFromPeer); so it is if the rewrite fails (a full pool): the read is answered all the same.
    */
   private repair(offsetBytes: number, lengthBytes: number, cause: ChecksumError): Promise<Buffer> {
     const first = offsetBytes - (offsetBytes % BLOCK_BYTES);
     const end = Math.min(this.sizeBytes, Math.ceil((offsetBytes + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES);
     return this.exclusively(first, end - first, async (local) => {
       const data = Buffer.alloc(end - first);
-      let rewrites = true;
+      const rewrites: { at: number; block: Buffer }[] = [];
+      let diskFault: unknown;
       for (let at = first; at < end; at += BLOCK_BYTES) {
         const length = Math.min(BLOCK_BYTES, end - at);
         const here = await local.read(at, length).catch((err: unknown) => {
           if (err instanceof ChecksumError) return undefined;
-          throw err;
+          if (!copyFault(err) || !this.onLocalFailure) throw err;
+          diskFault ??= err;
+          return undefined;
         });
         const block = here ?? (await this.fromInSyncPeer(at, length));
-        if (!block) throw cause;
+        if (!block) throw diskFault ?? cause;
         block.copy(data, at - first);
-        if (here || !rewrites) continue;
-        try {
-          await local.write(at, block, true);
-        } catch (err) {
-          // The peer's block answers the read all the same. A copy that cannot take it (its disk
-          // fails, its pool is full) hands the volume over, as after a failed write; not waited
-          // for here, with the range held.
-          if (!copyFault(err)) throw err;
-          rewrites = false;
-          void this.handOver(err);
-        }
+        if (!here) rewrites.push({ at, block });
       }
+      diskFault ??= await this.rewrite(local, rewrites);
+      // Not waited for here, with the range held.
+      if (diskFault !== undefined) void this.handOver(diskFault);
       return data.subarray(offsetBytes - first, offsetBytes - first + lengthBytes);
     });
+  }
+
+  /** Writes the blocks here and makes them durable (one flush); resolves with the copy's fault if that failed. */
+  private async rewrite(local: VolumeLayer, blocks: { at: number; block: Buffer }[]): Promise<unknown> {
+    try {
+      for (const { at, block } of blocks) await local.write(at, block, false);
+      await local.flush();
+      return undefined;
+    } catch (err) {
+      if (!copyFault(err)) throw err;
+      return err;
+    }
   }
 
   /**

@@ -100,7 +100,12 @@ export class ControlTxn {
       // too, the next one retries both. A record that never reached the file is sealed into one
       // frame with its cancel: it cannot come back, not even by a power cut during a later write.
       metadata.recordCancel(this.seq);
-      const together = metadata.sealTogetherFrom(this.mark);
+      let together = false;
+      try {
+        together = metadata.sealTogetherFrom(this.mark);
+      } catch {
+        // Too much waits for a sync that keeps failing to seal more: then it may come back.
+      }
       const cancelDurable = await metadata.sync().then(
         () => true,
         () => false,

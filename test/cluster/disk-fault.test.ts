@@ -148,7 +148,7 @@ test('a replica\'s disk fails every write: taken out, the client sees no error; 
   await qemuIo(await copyUri(n2, 'v'), expected, true);
 });
 
-test('a verify whose repair of a replica fails on its disk takes the replica out owing the rest; the disk back, its resync repairs it', async () => {
+test('a verify whose repair of a replica fails on its disk takes the replica out owing that window; the disk back, its resync repairs it', async () => {
   const { disk, n1, n2 } = await onFailingDisk('n2');
   await qemuIo(n2.nbdUri('v'), ['write -P 0x66 1M 4k', 'flush']);
   // n1's copy differs at 1M (written below the primary's routing), so the verify rewrites it there.

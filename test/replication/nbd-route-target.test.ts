@@ -2,47 +2,33 @@
 // of an older version refuses that name as malformed; the forwarder then opens the name without it,
 // and only on that refusal. A real NBD server whose export names follow the older rule.
 
-import path from 'node:path';
-import pino from 'pino';
 import { invalidArgument } from '../../fabric/errors';
-import { NbdServer } from '../../fabric/nbd/server';
 import { primaryExportName } from '../../fabric/nbd-exports';
 import { connectNbdRouteFirstKnown } from '../../fabric/replication/nbd-route-target';
-import { FileBlockDevice } from '../helpers/file-block-device';
-import { cleanupAll, makeTempDir } from '../helpers/weftd';
+import { startOlderVersionNode, type OlderVersionNode } from '../helpers/older-version-node';
+import { cleanupAll } from '../helpers/weftd';
 
 const SIZE = 1024 * 1024;
 const from = { forwarder: 'ab12', generation: 1 };
 const newest = primaryExportName('vol', { from, by: 'n2' });
 const older = primaryExportName('vol', { from });
 
-let device: FileBlockDevice;
-let server: NbdServer;
+let node: OlderVersionNode;
 let port: number;
-const opened: string[] = [];
+let opened: string[];
 
 beforeAll(async () => {
-  device = await FileBlockDevice.create(path.join(makeTempDir('weft-route-'), 'vol'), SIZE);
-  server = new NbdServer({
-    logger: pino({ level: 'silent' }),
-    provider: {
-      names: () => ['vol'],
-      open: (name) => {
-        // As a node of the older version parses it: after ~from=, F.G and nothing more.
-        const from = name.slice(name.indexOf('~from=') + '~from='.length);
-        if (!/^[0-9a-f]{1,32}\.(0|[1-9][0-9]{0,14})$/.test(from)) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}`);
-        if (name !== older) return undefined;
-        opened.push(name);
-        return { device, close: () => undefined };
-      },
-    },
+  node = await startOlderVersionNode(SIZE, (name) => {
+    // As a node of the older version parses it: after ~from=, F.G and nothing more.
+    const from = name.slice(name.indexOf('~from=') + '~from='.length);
+    if (!/^[0-9a-f]{1,32}\.(0|[1-9][0-9]{0,14})$/.test(from)) throw invalidArgument(`malformed primary export name ${JSON.stringify(name)}`);
+    return name === older;
   });
-  port = await server.listen('127.0.0.1', 0);
+  ({ port, opened } = node);
 });
 
 afterAll(async () => {
-  await server?.close();
-  await device?.close();
+  await node?.close();
   await cleanupAll();
 });
 
