@@ -176,6 +176,8 @@ class Remote {
   trackedAfter = Number.POSITIVE_INFINITY;
   /** Its absence, being told to the copies' logs. */
   logging: Promise<void> | undefined;
+  /** Its record no longer names it (removeRemote): its absence is no longer logged. */
+  removed = false;
   /** When (performance.now()) the last change it took was sent: its part of the read lease. */
   vouchedFrom = Number.NEGATIVE_INFINITY;
 
@@ -471,6 +473,8 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (!remote) return;
     if (remote.state !== 'out') this.markOut(remote); // a resync of it under way then fails
     this.remotes = this.remotes.filter((r) => r !== remote);
+    remote.removed = true;
+    await remote.logging?.catch(() => undefined); // forgotten after, not before, the last it is logged
     await this.forgetAbsence(remote);
   }
 
@@ -1020,7 +1024,7 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /** Resolves once the copies in step have logged the remote's misses up to miss (or logged them themselves). */
   private async logged(remote: Remote, miss: number): Promise<void> {
-    if (!this.absences) return;
+    if (!this.absences || remote.removed) return;
     while (remote.loggedMisses < miss) {
       remote.logging ??= this.logAbsence(remote).finally(() => (remote.logging = undefined));
       await remote.logging;
