@@ -1,8 +1,9 @@
 // The node's NBD exports, and the only place that knows their names: every volume as VOL, every
 // snapshot as VOL@SNAP, plus VOL~growable, the volume in a window of fixed size for attachments
 // that must see it grow without reconnecting (see volume/growable-device.ts), and VOL~epoch=N, the
-// volume for a primary that replicates to this node at epoch N (fenced: volume/epoch-fence.ts),
-// and VOL~primary, a replicated volume's service on its primary, which other nodes forward to
+// volume for a primary that replicates to this node at epoch N (fenced: volume/epoch-fence.ts;
+// then ~from=F.G: that primary's connection of generation G, fenced by its newer ones as a
+// forwarder's are), and VOL~primary, a replicated volume's service on its primary, which other nodes forward to
 // (VOL~primary-after=N: only if it serves at an epoch above N; then ~create=ID: only if the volume
 // it serves is the one made by the create ID, not another made since under the name; then ~from=F.G:
 // the forwarder F's connection of generation G, fenced by newer ones: replication/forwarder-fence.ts;

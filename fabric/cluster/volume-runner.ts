@@ -95,7 +95,7 @@ export interface RunnerContext {
   logger: Logger;
 }
 
-/** Someone waiting for a record change to commit: done() says when the record the store committed shows it. */
+/** Someone waiting for a record change to commit: verdict() says when the record the store committed shows it, or that it never will. */
 interface Waiter {
   /** 'done', the reason it cannot be, or undefined while it may yet be. */
   verdict(state: BrainState): string | undefined;
