@@ -111,7 +111,7 @@ class Owing {
   owe(node: string, regions: DirtyMap): void {
     if (this.owed.has(node)) return;
     const owing = this.device.owes(node, regions, this.reason);
-    owing.catch(() => undefined); // awaited by settled(), once the verify has ended: not an unhandled rejection meanwhile
+    owing.catch(() => undefined); // awaited by around(), once the verify has ended: not an unhandled rejection meanwhile
     this.owed.set(node, owing);
   }
 
