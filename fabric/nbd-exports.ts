@@ -189,16 +189,15 @@ export class EngineExports implements ExportProvider {
       const device = this.engine.openVolume(volume, { peer, epoch, purpose: `replication at epoch ${epoch}` });
       if (!from || purpose !== 'serve') return { device, close: () => device.close() };
       const admitted = this.primaries.admit(volume, from, device);
-      if (!admitted) device.close();
-      return (
-        admitted && {
-          device: admitted.device,
-          close: () => {
-            admitted.close();
-            device.close();
-          },
-        }
-      );
+      if (!admitted) {
+        device.close();
+        return undefined;
+      }
+      const close = () => {
+        admitted.close();
+        device.close();
+      };
+      return { device: admitted.device, close };
     } catch (error) {
       if (error instanceof WeftError && error.kind === 'NOT_FOUND') return undefined;
       throw error;

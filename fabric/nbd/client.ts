@@ -128,6 +128,22 @@ export class NbdClient implements ReplySink {
     for (const chunk of early) this.receive(chunk);
   }
 
+  /**
+   * Connects to the first of the export's names, newest form first, that the server does not refuse
+   * as malformed (NBD_REP_ERR_INVALID): a node of an older version refuses a name with a mark it does
+   * not know. Any other refusal is the answer.
+   */
+  static async connectFirstKnown(options: Omit<NbdClientOptions, 'exportName'>, exportNames: readonly string[]): Promise<NbdClient> {
+    for (let i = 0; ; i++) {
+      try {
+        return await NbdClient.connect({ ...options, exportName: exportNames[i] });
+      } catch (err) {
+        const malformed = err instanceof ExportRefusedError && err.replyType === P.REP_ERR_INVALID;
+        if (!malformed || i === exportNames.length - 1) throw err;
+      }
+    }
+  }
+
   /** Connects and opens the export; rejects with ExportRefusedError if the server refuses it. */
   static async connect(options: NbdClientOptions): Promise<NbdClient> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;

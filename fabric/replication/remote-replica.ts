@@ -2,8 +2,7 @@
 // replica's node, opened at the primary's epoch, so that the replica fences the primary once a
 // newer one has reached it.
 
-import { ExportRefusedError, NbdClient } from '../nbd/client';
-import * as P from '../nbd/protocol';
+import { NbdClient } from '../nbd/client';
 import { replicationExportName } from '../nbd-exports';
 import type { ForwarderConnection } from './forwarder-fence';
 import type { Pieces } from '../pieces';
@@ -39,23 +38,12 @@ export interface NbdReplicaAddress {
   from?: ForwarderConnection;
 }
 
-/** A replica reached over NBD at VOL~epoch=N~from=F.G (VOL~epoch=N on a node of an older version). */
+/** A replica reached over NBD at VOL~epoch=N~from=F.G, or VOL~epoch=N on a node of an older version (a rolling upgrade: without the fence it lacks). */
 export function nbdReplica(address: NbdReplicaAddress): RemoteReplica {
-  const connect = (from?: ForwarderConnection) =>
-    NbdClient.connect({
-      host: address.host,
-      port: address.port,
-      exportName: replicationExportName(address.volume, address.epoch, from),
-      timeoutMs: address.timeoutMs,
-    });
+  const { volume, epoch, from } = address;
+  const names = [replicationExportName(volume, epoch, from), ...(from ? [replicationExportName(volume, epoch)] : [])];
   return {
     id: address.id,
-    connect: () =>
-      connect(address.from).catch((err: unknown) => {
-        // A node of an older version (a rolling upgrade) takes the name for malformed: replicated
-        // to as before, without the fence it lacks.
-        if (address.from && err instanceof ExportRefusedError && err.replyType === P.REP_ERR_INVALID) return connect();
-        throw err;
-      }),
+    connect: () => NbdClient.connectFirstKnown({ host: address.host, port: address.port, timeoutMs: address.timeoutMs }, names),
   };
 }

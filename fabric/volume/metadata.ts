@@ -148,7 +148,7 @@ export class Metadata {
     return ++this.seq;
   }
 
-  /** A position before the next record appended; see reachedFile(). */
+  /** A position before the next record appended; see sealTogetherFrom(). */
   appendMark(): number {
     return this.journal.appendMark;
   }
@@ -158,10 +158,6 @@ export class Metadata {
     return this.journal.sealTogetherFrom(mark);
   }
 
-  /** Whether a record appended after mark may have reached the journal file (and so a restart). */
-  reachedFile(mark: number): boolean {
-    return this.journal.writtenBytes > mark;
-  }
 
   /** Appends a record that undoes the control record seq (its operation failed). */
   recordCancel(seq: number): void {
