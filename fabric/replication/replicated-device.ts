@@ -630,7 +630,6 @@ export class ReplicatedDevice extends PassThroughLayer {
         }
         await connection.flush();
       } while (remote.dirty.blocks > 0);
-      await this.forgetAbsence(remote);
       // A change that failed there meanwhile was acknowledged without it (it was no member yet).
       stillResyncing(remote);
       remote.member = true; // from the moment it is asked for: a failure from now on removes it again
@@ -638,6 +637,12 @@ export class ReplicatedDevice extends PassThroughLayer {
       stillResyncing(remote);
       remote.state = 'in-sync';
       remote.dirty = new DirtyMap();
+      // Forgotten once it is back in the set, not before: an add that fails, or a crash before it,
+      // leaves its absence logged, and the next resync (by this primary or the next) is a delta,
+      // not a full copy. A stale entry (a crash after the add, a forget that failed) only makes a
+      // later resync copy more; an entry lost to a failure of the copy while the forget is on its
+      // way (its new absence told first) costs a full copy.
+      await this.forgetAbsence(remote).catch(() => undefined);
     } catch (err) {
       if ((remote.state as ReplicaState) === 'resyncing') await this.drop(remote, `resync failed: ${(err as Error).message}`);
       throw err;

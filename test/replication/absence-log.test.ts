@@ -102,7 +102,8 @@ describe('on its own', () => {
 describe('under the primary replication', () => {
   const VOLUME_BYTES = 64 * MiB;
 
-  test('a primary restarted while a replica is away knows what it lacks, and so does the copy in step; the resync copies only that', async () => {
+  /** A primary over two real replica nodes, its absence log in a file, r1 killed and 200 random blocks written while it is away. */
+  async function primaryWithR1Away() {
     const dir = makeTempDir('weft-primary-');
     const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
     const nodes = await Promise.all(['r1', 'r2'].map((id) => ReplicaNode.start(id, 'vol', VOLUME_BYTES)));
@@ -125,8 +126,12 @@ describe('under the primary replication', () => {
       const log = AbsenceLog.load(logFile, silent);
       return ReplicatedDevice.open(new AbsenceTrackingLayer(local, log), nodes.map((n) => n.remote(1)), inSync, { absences: { log, notices } });
     };
+    const cleanup = async () => {
+      for (const node of nodes) node.closeClients();
+      await engine.close();
+    };
     try {
-      let device = await openPrimary();
+      const device = await openPrimary();
       await device.write(0, randomBytes(8 * MiB), false);
       await device.flush();
       await nodes[0].node.kill9();
@@ -137,10 +142,21 @@ describe('under the primary replication', () => {
         away.add(block);
         await device.write(block * BLOCK, randomBytes(BLOCK), i % 10 === 0);
       }
-      const awayBytes = away.size * BLOCK;
+      const r2LogFile = path.join(nodes[1].node.dataDir, 'replication', 'vol.json');
+      return { local, nodes, inSync, logFile, r2LogFile, openPrimary, device, awayBytes: away.size * BLOCK, cleanup };
+    } catch (err) {
+      await cleanup();
+      throw err;
+    }
+  }
 
+  test('a primary restarted while a replica is away knows what it lacks, and so does the copy in step; the resync copies only that', async () => {
+    const away = await primaryWithR1Away();
+    const { local, nodes, inSync, logFile, r2LogFile, openPrimary, awayBytes, cleanup } = away;
+    let device = away.device;
+    try {
       // The copy in step logged every block r1 missed, on its own disk.
-      const r2Log = AbsenceLog.load(path.join(nodes[1].node.dataDir, 'replication', 'vol.json'), silent);
+      const r2Log = AbsenceLog.load(r2LogFile, silent);
       expect(r2Log.absence('r1')).toMatchObject({ full: false });
       expect(r2Log.absence('r1')?.map.bytes).toBe(awayBytes);
 
@@ -155,13 +171,40 @@ describe('under the primary replication', () => {
       expect(inSync.members()).toContain('r1');
       // Back in step: no copy logs for it any more.
       expect(AbsenceLog.load(logFile, silent).tracked()).toEqual([]);
-      expect(AbsenceLog.load(path.join(nodes[1].node.dataDir, 'replication', 'vol.json'), silent).tracked()).toEqual([]);
+      expect(AbsenceLog.load(r2LogFile, silent).tracked()).toEqual([]);
       const expected = await readInPieces((o, l) => local.read(o, l), VOLUME_BYTES);
       for (const node of nodes) expect((await node.readAll(1, VOLUME_BYTES)).equals(expected)).toBe(true);
       device.close();
     } finally {
-      for (const node of nodes) node.closeClients();
-      await engine.close();
+      await cleanup();
+    }
+  });
+
+  test('a resync whose return to the in-sync set is refused leaves the absence logged: after a restart of the primary, the next resync is still a delta', async () => {
+    const away = await primaryWithR1Away();
+    const { nodes, inSync, logFile, r2LogFile, openPrimary, awayBytes, cleanup } = away;
+    let device = away.device;
+    try {
+      await nodes[0].node.start();
+      // The store refuses the add (a primary that lost its lease), as a crash just before it would leave things.
+      inSync.refuse = new Error('the primary lost its lease');
+      await expect(device.resync('r1')).rejects.toThrow(/lost its lease/);
+      expect(inSync.members()).toEqual(['r2']);
+      expect(AbsenceLog.load(logFile, silent).absence('r1')).toMatchObject({ full: false });
+      expect(AbsenceLog.load(r2LogFile, silent).absence('r1')).toMatchObject({ full: false });
+
+      device.close();
+      inSync.refuse = undefined;
+      device = await openPrimary();
+      expect(device.status().find((r) => r.id === 'r1')).toMatchObject({ state: 'out', needsFullCopy: false });
+      const copied = await device.resync('r1');
+      expect(copied).toBe(awayBytes);
+      expect(inSync.members()).toContain('r1');
+      expect(AbsenceLog.load(logFile, silent).tracked()).toEqual([]);
+      expect(AbsenceLog.load(r2LogFile, silent).tracked()).toEqual([]);
+      device.close();
+    } finally {
+      await cleanup();
     }
   });
 });
