@@ -1052,11 +1052,15 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (remote.trackedAfter === Number.POSITIVE_INFINITY) remote.trackedAfter = this.sent;
   }
 
-  /** Tells a remote about to come back what each other remote away lacks, so that it logs for them from its first change on. */
+  /**
+   * Tells a remote about to come back what each other remote away lacks, so that it logs for them
+   * from its first change on: those out, and those being resynced (not in the set yet: should this
+   * primary die before they are, the one promoted owes them what their logs say).
+   */
   private async tellAbsences(to: Remote): Promise<void> {
     if (!this.absences) return;
     for (const r of this.remotes) {
-      if (r !== to && r.state === 'out') await this.absences.notices.track(to.replica.id, r.replica.id, { full: r.needsFull, map: r.dirty.clone() });
+      if (r !== to && r.state !== 'in-sync') await this.absences.notices.track(to.replica.id, r.replica.id, { full: r.needsFull, map: mayLack(r) });
     }
   }
 
@@ -1075,11 +1079,21 @@ export class ReplicatedDevice extends PassThroughLayer {
     remote.trackedAfter = Number.POSITIVE_INFINITY;
     remote.connection?.close();
     remote.connection = undefined;
-    remote.dirty.merge(remote.unflushed);
-    for (const map of remote.flushing) remote.dirty.merge(map);
+    remote.dirty = mayLack(remote);
     remote.unflushed = new DirtyMap();
     remote.flushing.clear();
   }
+}
+
+/**
+ * What the remote lacks, and what it took but may lose (not flushed there): a resyncing copy's
+ * copied blocks, say, which the copy coming back with it may never be sent again.
+ */
+function mayLack(remote: Remote): DirtyMap {
+  const map = remote.dirty.clone();
+  map.merge(remote.unflushed);
+  for (const flushing of remote.flushing) map.merge(flushing);
+  return map;
 }
 
 /** Throws unless the remote is still being resynced (a change that failed there took it out). */

@@ -1,7 +1,7 @@
 // An in-sync set held in memory: the test double of the cluster store's (which commits changes in
 // etcd, conditioned on the primary's lease and epoch). It logs what it commits, can refuse changes
-// as a store does once the primary has lost its lease, and can hold a removal until the test lets
-// it commit.
+// as a store does once the primary has lost its lease, and can hold a removal or an add until the
+// test lets it commit.
 
 import type { InSyncSet } from '../../fabric/replication/in-sync-set';
 
@@ -15,6 +15,10 @@ export class MemoryInSyncSet implements InSyncSet {
   hold: Promise<void> | undefined;
   /** Removals asked for, committed or not. */
   removeCalls = 0;
+  /** While set, an add waits for it before it commits. */
+  holdAdds: Promise<void> | undefined;
+  /** Adds asked for, committed or not. */
+  addCalls = 0;
 
   constructor(ids: string[]) {
     this.ids = new Set(ids);
@@ -33,6 +37,8 @@ export class MemoryInSyncSet implements InSyncSet {
   }
 
   async add(replicaId: string): Promise<void> {
+    this.addCalls++;
+    await this.holdAdds;
     if (this.refuse) throw this.refuse;
     this.ids.add(replicaId);
     this.log.push(`add ${replicaId}`);

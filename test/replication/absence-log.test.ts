@@ -15,6 +15,7 @@ import { ReplicatedDevice, type AbsenceNotices } from '../../fabric/replication/
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
 import { Prng } from '../helpers/prng';
 import { readInPieces, ReplicaNode } from '../helpers/replica-node';
+import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir } from '../helpers/weftd';
 import { openPrimaryVolume } from './primary-volume';
 
@@ -102,8 +103,12 @@ describe('on its own', () => {
 describe('under the primary replication', () => {
   const VOLUME_BYTES = 64 * MiB;
 
-  /** A primary over two real replica nodes, its absence log in a file, r1 killed and 200 random blocks written while it is away. */
-  async function primaryWithR1Away() {
+  /**
+   * A primary over two real replica nodes r1 and r2, its absence log in a file; each copy of away
+   * killed in turn, and 200 random blocks written after each kill. awayBytes: what the first one
+   * missed.
+   */
+  async function primaryWith(away: string[] = ['r1']) {
     const dir = makeTempDir('weft-primary-');
     const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
     const nodes = await Promise.all(['r1', 'r2'].map((id) => ReplicaNode.start(id, 'vol', VOLUME_BYTES)));
@@ -134,16 +139,18 @@ describe('under the primary replication', () => {
       const device = await openPrimary();
       await device.write(0, randomBytes(8 * MiB), false);
       await device.flush();
-      await nodes[0].node.kill9();
       const prng = new Prng(23);
-      const away = new Set<number>();
-      for (let i = 0; i < 200; i++) {
-        const block = prng.int(0, VOLUME_BYTES / BLOCK - 1);
-        away.add(block);
-        await device.write(block * BLOCK, randomBytes(BLOCK), i % 10 === 0);
+      const missed = new Set<number>();
+      for (const id of away) {
+        await (nodes.find((n) => n.id === id) as ReplicaNode).node.kill9();
+        for (let i = 0; i < 200; i++) {
+          const block = prng.int(0, VOLUME_BYTES / BLOCK - 1);
+          missed.add(block);
+          await device.write(block * BLOCK, randomBytes(BLOCK), i % 10 === 0);
+        }
       }
       const r2LogFile = path.join(nodes[1].node.dataDir, 'replication', 'vol.json');
-      return { local, nodes, inSync, logFile, r2LogFile, openPrimary, device, awayBytes: away.size * BLOCK, cleanup };
+      return { local, nodes, inSync, logFile, r2LogFile, openPrimary, device, awayBytes: missed.size * BLOCK, cleanup };
     } catch (err) {
       await cleanup();
       throw err;
@@ -151,7 +158,7 @@ describe('under the primary replication', () => {
   }
 
   test('a primary restarted while a replica is away knows what it lacks, and so does the copy in step; the resync copies only that', async () => {
-    const away = await primaryWithR1Away();
+    const away = await primaryWith();
     const { local, nodes, inSync, logFile, r2LogFile, openPrimary, awayBytes, cleanup } = away;
     let device = away.device;
     try {
@@ -181,7 +188,7 @@ describe('under the primary replication', () => {
   });
 
   test('a resync whose return to the in-sync set is refused leaves the absence logged: after a restart of the primary, the next resync is still a delta', async () => {
-    const away = await primaryWithR1Away();
+    const away = await primaryWith();
     const { nodes, inSync, logFile, r2LogFile, openPrimary, awayBytes, cleanup } = away;
     let device = away.device;
     try {
@@ -201,6 +208,28 @@ describe('under the primary replication', () => {
       expect(copied).toBe(awayBytes);
       expect(inSync.members()).toContain('r1');
       expect(AbsenceLog.load(logFile, silent).tracked()).toEqual([]);
+      expect(AbsenceLog.load(r2LogFile, silent).tracked()).toEqual([]);
+      device.close();
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('a copy that comes back while another is being resynced is told of that one too: if the primary dies then, whichever is promoted resyncs the other with a delta', async () => {
+    const { nodes, inSync, r2LogFile, device, cleanup } = await primaryWith(['r2', 'r1']); // r2 leaves while r1 is in step: r2 is told of no absence
+    try {
+      await Promise.all(nodes.map((n) => n.node.start()));
+      let release!: () => void;
+      inSync.holdAdds = new Promise((resolve) => (release = resolve));
+      const r1Back = device.resync('r1');
+      await waitFor(() => inSync.addCalls === 1); // r1 copied, resyncing, not yet back in the set
+      const r2Back = device.resync('r2');
+      await waitFor(() => inSync.addCalls === 2);
+      // r2 logs what r1 misses from now on: promoted now, it would owe r1 only that.
+      expect(AbsenceLog.load(r2LogFile, silent).absence('r1')).toMatchObject({ full: false });
+      release();
+      await Promise.all([r1Back, r2Back]);
+      expect([...inSync.members()].sort()).toEqual(['r1', 'r2']);
       expect(AbsenceLog.load(r2LogFile, silent).tracked()).toEqual([]);
       device.close();
     } finally {
