@@ -141,7 +141,7 @@ export class EngineExports implements ExportProvider {
   async open(name: string, peer: { address: string; port: number }, purpose: OpenPurpose): Promise<NbdExport | undefined> {
     if (name.includes(EPOCH_MARK)) return this.openReplication(name, `${peer.address}:${peer.port}`, purpose);
     const primary = parsePrimaryName(name);
-    if (primary) return this.openPrimary(primary.volume, primary);
+    if (primary) return this.openPrimary(primary.volume, primary, purpose);
     const growable = name.endsWith(GROWABLE_SUFFIX);
     const ref = parseExportName(growable ? name.slice(0, -GROWABLE_SUFFIX.length) : name);
     if (growable && ref.snapshot !== undefined) return undefined; // snapshots do not grow
@@ -160,12 +160,16 @@ export class EngineExports implements ExportProvider {
     };
   }
 
-  /** Undefined (refused) also for a forwarder's connection older than one it has opened since. */
-  private openPrimary(volume: string, { afterEpoch, createId, from, by }: PrimaryRequest): NbdExport | undefined {
+  /**
+   * Undefined (refused) also for a forwarder's connection older than one it has opened since. Only a
+   * connection to be served is admitted: NBD_OPT_INFO is a question, and an admitted generation
+   * would fence the forwarder's live connection.
+   */
+  private openPrimary(volume: string, { afterEpoch, createId, from, by }: PrimaryRequest, purpose: OpenPurpose): NbdExport | undefined {
     const primary = this.cluster?.primaryExport(volume, afterEpoch, createId);
     if (!primary) return undefined;
     const device = by === undefined ? primary : this.claimFenced(primary, volume, by);
-    return from ? this.forwarders.admit(volume, from, device, by) : { device, close: () => undefined };
+    return from && purpose === 'serve' ? this.forwarders.admit(volume, from, device, by) : { device, close: () => undefined };
   }
 
   /** The nodes that forward to this node, the volume's primary, with a connection open now. */

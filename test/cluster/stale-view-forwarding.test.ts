@@ -9,6 +9,7 @@
 import { NbdClient } from '../../fabric/nbd/client';
 import { allInSync, ChaosCluster } from '../chaos/cluster';
 import type { VolumeInfo } from '../../fabric/volume/types';
+import { infoRequest, OPT, RawNbdClient, REP } from '../helpers/nbd-raw-client';
 import { copyBytes } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll } from '../helpers/weftd';
@@ -124,6 +125,17 @@ test("a forwarder's older connection to the primary runs no request once a newer
     await newer.write(4096, Buffer.alloc(4096, 0x33), true);
     await other.write(8192, Buffer.alloc(4096, 0x44), true); // another forwarder's generations are its own
     expect((await newer.read(0, 12288)).equals(Buffer.concat([Buffer.alloc(4096), Buffer.alloc(4096, 0x33), Buffer.alloc(4096, 0x44)]))).toBe(true);
+    // A question about a newer generation (NBD_OPT_INFO) fences nothing.
+    const asker = await RawNbdClient.connect(primaryPort);
+    try {
+      await asker.readGreeting();
+      asker.sendClientFlags(3);
+      const replies = await asker.optionExchange(OPT.INFO, infoRequest('gen~primary~from=ab12.3', []));
+      expect(replies[replies.length - 1].type).toBe(REP.ACK);
+    } finally {
+      asker.socket.destroy();
+    }
+    await newer.write(12288, Buffer.alloc(4096, 0x35), true);
     // An older generation than one opened is refused, as is a malformed one.
     await expect(connect('gen~primary~from=ab12.1')).rejects.toThrow(/refused export/);
     await expect(connect('gen~primary~from=AB!.1')).rejects.toThrow(/refused export/);
