@@ -27,9 +27,14 @@ const SLOW_TOOL_TIMEOUT_MS = 300_000;
 
 /** Formats device with fsType if it holds nothing; never formats over anything. */
 export async function formatIfBlank(device: string, fsType: FsType): Promise<void> {
-  const signature = await probeSignature(device);
+  let signature = await probeSignature(device);
   if (signature === undefined) {
     await assertReadable(device);
+    // blkid's "nothing" may have been a read that failed then (weftd or the primary away for longer
+    // than the attachment waits): asked again now that the device reads.
+    signature = await probeSignature(device);
+  }
+  if (signature === undefined) {
     await runTool(`mkfs.${fsType}`, fsType === 'ext4' ? ['-q', '-F', device] : ['-q', device], { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
     return;
   }
