@@ -166,9 +166,10 @@ export class NodeServer {
     return this.inFlight.run(volume, async () => {
       const current = this.state.get(volume);
       if (!current) {
-        // A teardown whose release failed (the store out of reach) ended here; gives it up now.
+        // Nothing staged here: done, as the spec asks, also for a volume deleted since (a reboot
+        // tore its stage down, and kubelet's cleanup comes after the delete). A teardown whose
+        // release failed (the store out of reach) ended here: the claim is given up now.
         await this.client.releaseVolume(volume);
-        await this.requireVolume(volume);
         return {};
       }
       if (current.stagingPath !== stagingPath) return {};
@@ -307,7 +308,6 @@ export class NodeServer {
     const targetPath = requirePath('target_path', request.target_path);
     return this.inFlight.run(volume, async () => {
       const state = this.state.get(volume);
-      if (!state) await this.requireVolume(volume);
       // Only a path this plugin published (recorded before it is mounted) is unmounted and removed:
       // any other path, another volume's publication or a file the caller named, is not ours.
       const publication = state?.publications.find((p) => p.targetPath === targetPath);

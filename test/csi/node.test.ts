@@ -74,8 +74,8 @@ describe('NodeUnstageVolume', () => {
     expect(await csi.code('NodeUnstageVolume', { volume_id: 'idle' })).toBe('INVALID_ARGUMENT');
   });
 
-  it('is NOT_FOUND for an unknown volume, OK for a volume that is not staged', async () => {
-    expect(await csi.code('NodeUnstageVolume', { volume_id: 'no-such-volume', staging_target_path: staging() })).toBe('NOT_FOUND');
+  it('is OK for a volume that is not staged, also one that does not exist (deleted since a reboot tore its stage down)', async () => {
+    expect(await csi.code('NodeUnstageVolume', { volume_id: 'no-such-volume', staging_target_path: staging() })).toBe('OK');
     expect(await csi.code('NodeUnstageVolume', { volume_id: 'idle', staging_target_path: staging() })).toBe('OK');
   });
 });
@@ -109,8 +109,8 @@ describe('NodeUnpublishVolume', () => {
     expect(await csi.code('NodeUnpublishVolume', { volume_id: 'idle' })).toBe('INVALID_ARGUMENT');
   });
 
-  it('is NOT_FOUND for an unknown volume, OK for a volume that is not published', async () => {
-    expect(await csi.code('NodeUnpublishVolume', { volume_id: 'no-such-volume', target_path: target() })).toBe('NOT_FOUND');
+  it('is OK for a volume that is not published, also one that does not exist (deleted since a reboot tore its publication down)', async () => {
+    expect(await csi.code('NodeUnpublishVolume', { volume_id: 'no-such-volume', target_path: target() })).toBe('OK');
     expect(await csi.code('NodeUnpublishVolume', { volume_id: 'idle', target_path: target() })).toBe('OK');
   });
 
