@@ -168,8 +168,9 @@ export class EngineExports implements ExportProvider {
   private openPrimary(volume: string, { afterEpoch, createId, from, by }: PrimaryRequest, purpose: OpenPurpose): NbdExport | undefined {
     const primary = this.cluster?.primaryExport(volume, afterEpoch, createId);
     if (!primary) return undefined;
-    const device = by === undefined ? primary : this.claimFenced(primary, volume, by);
-    return from && purpose === 'serve' ? this.forwarders.admit(volume, from, device, by) : { device, close: () => undefined };
+    const claimFenced = (device: BlockDevice) => (by === undefined ? device : this.claimFenced(device, volume, by));
+    if (from && purpose === 'serve') return this.forwarders.admit(volume, from, primary, by, claimFenced);
+    return { device: claimFenced(primary), close: () => undefined };
   }
 
   /** The nodes that forward to this node, the volume's primary, with a connection open now. */

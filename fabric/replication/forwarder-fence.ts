@@ -30,8 +30,19 @@ interface Forwarder {
 export class ForwarderFence {
   private readonly forwarders = new Map<string, Forwarder>();
 
-  /** The device the connection sees, or undefined if a newer one of its forwarder has opened already. by: the forwarder's node. */
-  admit(volume: string, connection: ForwarderConnection, device: BlockDevice, by?: string): { device: BlockDevice; close(): void } | undefined {
+  /**
+   * The device the connection sees, or undefined if a newer one of its forwarder has opened already.
+   * by: the forwarder's node. outer: fences checked before the generation (the attach claim's, which
+   * may wait for a read of the store): the generation is checked last, at once before the device, so
+   * that a change held meanwhile does not begin once a newer connection has opened.
+   */
+  admit(
+    volume: string,
+    connection: ForwarderConnection,
+    device: BlockDevice,
+    by?: string,
+    outer: (fenced: BlockDevice) => BlockDevice = (fenced) => fenced,
+  ): { device: BlockDevice; close(): void } | undefined {
     const key = `${volume}/${connection.forwarder}`;
     const known = this.forwarders.get(key);
     if (known && known.newest >= connection.generation) return undefined;
@@ -42,7 +53,7 @@ export class ForwarderFence {
     // Asked once per request: a field, no lookup.
     const current = () => forwarder.newest === connection.generation;
     return {
-      device: new GenerationFencedDevice(device, current, `volume ${volume}: a newer connection of this forwarder has opened`),
+      device: outer(new GenerationFencedDevice(device, current, `volume ${volume}: a newer connection of this forwarder has opened`)),
       // The newest one's end forgets the forwarder; the older ones stay refused (no generation is -1).
       close: () => {
         if (!current()) return;

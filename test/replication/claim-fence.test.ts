@@ -5,6 +5,8 @@
 
 import path from 'node:path';
 import { ClaimFencedDevice, type ClaimView } from '../../fabric/replication/claim-fence';
+import { ForwarderFence } from '../../fabric/replication/forwarder-fence';
+import type { BlockDevice } from '../../fabric/volume/block-device';
 import { FileBlockDevice } from '../helpers/file-block-device';
 import { cleanupAll, makeTempDir } from '../helpers/weftd';
 
@@ -66,4 +68,20 @@ test('a store that does not answer: ESHUTDOWN (the forwarder tries again), and n
   const device = new ClaimFencedDevice(file, 'vol', 'a', view('b', new Error('etcd is down')));
   await expect(device.write(0, Buffer.alloc(BLOCK, 0x44), true)).rejects.toMatchObject({ errno: 'ESHUTDOWN', message: expect.stringContaining('etcd is down') });
   expect((await file.read(0, BLOCK)).equals(Buffer.alloc(BLOCK, 0x22))).toBe(true);
+});
+
+test("a forwarded change held by a read of the claim does not begin once a newer connection of its forwarder has opened: it cannot land after the change sent again", async () => {
+  const fence = new ForwarderFence();
+  let answer!: (holder: string) => void;
+  const slowStore: ClaimView = { holder: () => 'c', holderNow: () => new Promise((resolve) => (answer = resolve)) };
+  const claimFenced = (claims: ClaimView) => (device: BlockDevice) => new ClaimFencedDevice(device, 'vol', 'b', claims);
+  const older = fence.admit('vol', { forwarder: 'ab', generation: 1 }, file, 'b', claimFenced(slowStore));
+  const held = older!.device.write(0, Buffer.alloc(BLOCK, 0x55), true);
+  // The forwarder gave up on it, sent it again on a newer connection, and the client wrote the block again since.
+  const newer = fence.admit('vol', { forwarder: 'ab', generation: 2 }, file, 'b', claimFenced(view('b', 'b')));
+  await newer!.device.write(0, Buffer.alloc(BLOCK, 0x55), true);
+  await newer!.device.write(0, Buffer.alloc(BLOCK, 0x66), true);
+  answer('b');
+  await expect(held).rejects.toMatchObject({ errno: 'ESHUTDOWN' });
+  expect((await file.read(0, BLOCK)).equals(Buffer.alloc(BLOCK, 0x66))).toBe(true);
 });
