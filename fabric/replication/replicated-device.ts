@@ -17,6 +17,7 @@
 // not keep it up, a flush to those copies renews it; a copy that cannot take one leaves the in-sync
 // set first. So a primary that lost its place and cannot learn it serves no stale read.
 
+import { withDeadline } from '../deadline';
 import { ChecksumError, IoError } from '../errors';
 import { InFlightWindow } from '../in-flight-window';
 import { totalBytes, type Pieces } from '../pieces';
@@ -690,10 +691,14 @@ export class ReplicatedDevice extends PassThroughLayer {
    */
   private async holdReadLease(): Promise<void> {
     const deadline = performance.now() + READ_LEASE_WAIT_MS;
+    const late = () => new IoError('EIO', `not served: the copies did not renew the primary's read lease within ${READ_LEASE_WAIT_MS} ms`);
     while (!this.leaseHeld()) {
-      if (performance.now() > deadline) throw new IoError('EIO', `not served: the copies did not renew the primary's read lease within ${READ_LEASE_WAIT_MS} ms`);
+      const left = deadline - performance.now();
+      if (left <= 0) throw late();
       this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
-      await this.renewing;
+      // A renewal may wait long (a copy's removal while the store is out of reach): the read fails at
+      // its deadline all the same, and the renewal goes on.
+      await withDeadline(this.renewing, left, late);
     }
   }
 

@@ -179,6 +179,22 @@ it('serves no read on a renewal of its read lease that took longer than the leas
   }
 });
 
+it('fails a read with EIO within 10 s when its lease renewal waits on a removal the store does not commit', async () => {
+  await device.write(0, Buffer.alloc(BLOCK, 0x11), false);
+  await sleep(READ_LEASE_MS);
+  let commit!: () => void;
+  inSync.hold = new Promise((resolve) => (commit = resolve)); // the store out of reach
+  process.kill(nodes[1].node.pid as number, 'SIGSTOP'); // r2's flush times out: the renewal removes it, and waits
+  try {
+    // Before, the read waited as long as the removal did: for ever here (the test's 30 s).
+    await expect(device.read(0, BLOCK)).rejects.toMatchObject({ errno: 'EIO', message: expect.stringContaining('read lease within 10000 ms') });
+    expect(inSync.removeCalls).toBe(1);
+  } finally {
+    process.kill(nodes[1].node.pid as number, 'SIGCONT');
+    commit();
+  }
+}, 30_000);
+
 it('keeps a copy added back while a flush that began before was in flight: the flush does not take it out again', async () => {
   await nodes[1].node.kill9();
   await device.write(0, Buffer.alloc(BLOCK, 0x33), false); // r2 is out
