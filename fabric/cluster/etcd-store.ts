@@ -124,10 +124,14 @@ export class EtcdStore implements ClusterStore {
     this.watchers.add(watcher);
     watcher.on('put', (kv) => onEvent({ type: 'put', key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
     watcher.on('delete', (kv) => onEvent({ type: 'delete', key: kv.key.toString(), modRevision: Number(kv.mod_revision) }));
-    const close = async () => {
-      this.watchers.delete(watcher);
-      await watcher.cancel();
-    };
+    // Once, and within the deadline: etcd3's cancel waits for an answer that never comes for a watch
+    // etcd has cancelled itself (compaction), or one it is re-creating after a reconnection.
+    let closing: Promise<void> | undefined;
+    const close = () =>
+      (closing ??= (async () => {
+        this.watchers.delete(watcher);
+        await this.deadline(watcher.cancel(), 'closing a watch').catch(() => undefined);
+      })());
     try {
       await this.deadline(new Promise((resolve, reject) => watcher.once('connected', resolve).once('error', reject)), 'starting a watch');
     } catch (error) {
@@ -177,7 +181,9 @@ export class EtcdStore implements ClusterStore {
 
   /** etcd's own errors (compacted, too many operations, ...) pass as they are; failures to reach it say so. */
   private unavailable(error: Error): Error {
-    if (/etcdserver:|mvcc:/.test(error.message) && !/no leader|timed out/.test(error.message)) return error;
+    // A leader change or a stopping member: the request may have committed or not, as when etcd
+    // does not answer at all (the caller settles which).
+    if (/etcdserver:|mvcc:/.test(error.message) && !/no leader|timed out|leader changed|server stopped|request cancelled/.test(error.message)) return error;
     return new StoreUnavailableError(`etcd at ${this.endpoints.join(',')} did not answer: ${error.message}`);
   }
 

@@ -357,7 +357,10 @@ export class VolumeController {
     this.rewatching = true;
     this.generation++;
     this.options.logger.warn({ err }, 'a cluster watch ended; reading the volumes again');
-    void Promise.allSettled(this.watches.map((w) => w.close())).then(() =>
+    // Taken out first: a start that fails leads here again, and must not close these a second time.
+    const ended = this.watches;
+    this.watches = [];
+    void Promise.allSettled(ended.map((w) => w.close())).then(() =>
       setTimeout(() => {
         this.rewatching = false;
         void this.start(this.store).catch((e: unknown) => this.rewatch(e as Error));

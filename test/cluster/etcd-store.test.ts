@@ -47,6 +47,24 @@ describe('on one etcd member', () => {
     }
   });
 
+  // A watch's owner closes it when it ends (to read again and watch anew): a close that waited for
+  // an answer etcd never gives (a frozen member here; a watch etcd cancelled itself) stopped the
+  // volume controller from ever watching again.
+  it('closing a watch takes at most its deadline though etcd does not answer; closing it twice is one close', async () => {
+    const frozen = await startEtcd(1);
+    const store = await EtcdStore.open(frozen.endpoints, 2000);
+    try {
+      const watch = await store.watch('frozen/', {}, () => undefined);
+      frozen.signal(0, 'SIGSTOP');
+      const first = watch.close();
+      expect(watch.close()).toBe(first);
+      await first;
+    } finally {
+      frozen.signal(0, 'SIGCONT');
+      await store.close();
+    }
+  });
+
   it('the copies left on a node are followed on after the watch breaks: the list is read again', async () => {
     const [host, port] = etcd.endpoints[0].split(':');
     const proxy = await TcpProxy.start({ host: '127.0.0.1', port: 0 }, { host, port: Number(port) });

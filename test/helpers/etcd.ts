@@ -41,6 +41,11 @@ export class EtcdCluster {
     if (child) await killAndWait(child, 'SIGKILL');
   }
 
+  /** SIGSTOP (frozen: connections stay open, nothing answers) or SIGCONT one member. */
+  signal(index: number, signal: 'SIGSTOP' | 'SIGCONT'): void {
+    this.members[index].child?.kill(signal);
+  }
+
   /** Starts a member again on its data dir; resolves once it reports healthy. */
   async restart(index: number): Promise<void> {
     this.launch(this.members[index]);
