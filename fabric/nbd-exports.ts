@@ -152,7 +152,7 @@ export class EngineExports implements ExportProvider {
     const window: BlockDevice = growable ? new GrowableDevice(device) : device;
     // This node's own clients, fenced as the primary fences the ones other nodes forward: a claim of
     // another node stops them, also where this node serves the volume itself (its primary).
-    const served = this.cluster && ref.snapshot === undefined ? this.claimFenced(window, ref.volume, this.cluster.self) : window;
+    const served = this.cluster && ref.snapshot === undefined ? this.claimFenced(window, ref.volume, this.cluster.self, false) : window;
     return {
       device: served,
       close: () => device.close(),
@@ -179,9 +179,9 @@ export class EngineExports implements ExportProvider {
   }
 
   /** The device, its changes refused while the volume's attach claim names another node than `node`. */
-  private claimFenced(device: BlockDevice, volume: string, node: string): BlockDevice {
+  private claimFenced(device: BlockDevice, volume: string, node: string, forwarded = true): BlockDevice {
     const cluster = this.cluster as ClusterExports;
-    return new ClaimFencedDevice(device, volume, node, { holder: () => cluster.attachedNode(volume), holderNow: () => cluster.attachedNodeNow(volume) });
+    return new ClaimFencedDevice(device, volume, node, { holder: () => cluster.attachedNode(volume), holderNow: () => cluster.attachedNodeNow(volume) }, forwarded);
   }
 
   /** Only a connection to be served raises the epoch: NBD_OPT_INFO is a question. */

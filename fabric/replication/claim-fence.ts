@@ -24,12 +24,17 @@ export interface ClaimView {
 }
 
 export class ClaimFencedDevice extends PassThroughDevice {
-  /** node: the node the changes come through (a forwarder's, on the primary; this one, for its own clients). */
+  /**
+   * node: the node the changes come through (a forwarder's, on the primary; this one, for its own
+   * clients). forwarded: the changes come from a forwarder (which tries again what a store that
+   * does not answer leaves unknown), not from this node's own clients.
+   */
   constructor(
     below: BlockDevice,
     private readonly volume: string,
     private readonly node: string,
     private readonly claims: ClaimView,
+    private readonly forwarded = true,
   ) {
     super(below);
   }
@@ -57,15 +62,16 @@ export class ClaimFencedDevice extends PassThroughDevice {
    * Resolves if the store says that node may change the volume after all (the claim moved to it, and
    * this node has not heard yet). Else rejects with EIO, which a forwarder hands to its client as it
    * is (not EPERM or ESHUTDOWN, which it would take for a primary that moved, and retry): to the
-   * client's filesystem, its disk failed. A store that does not answer gives ESHUTDOWN: a forwarder
-   * tries again, and fails the request with EIO after its retries.
+   * client's filesystem, its disk failed. A store that does not answer gives ESHUTDOWN to a
+   * forwarder, which tries again and fails the request with EIO after its retries; EIO to this
+   * node's own clients (ESHUTDOWN would tell them the server is going away: they would not come back).
    */
   private async confirmed(): Promise<void> {
     let holder: string | undefined;
     try {
       holder = await this.claims.holderNow();
     } catch (err) {
-      throw new IoError('ESHUTDOWN', `volume ${this.volume}: whether node ${this.node} may change it is not known now (the cluster store: ${(err as Error).message})`);
+      throw new IoError(this.forwarded ? 'ESHUTDOWN' : 'EIO', `volume ${this.volume}: whether node ${this.node} may change it is not known now (the cluster store: ${(err as Error).message})`);
     }
     if (!this.mayChange(holder)) throw new IoError('EIO', `volume ${this.volume} is attached on node ${holder}: changes through node ${this.node} are refused`);
   }

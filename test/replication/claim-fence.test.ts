@@ -64,9 +64,11 @@ test('a claim on another node: refused with EIO, and nothing changes; reads and 
   await device.flush();
 });
 
-test('a store that does not answer: ESHUTDOWN (the forwarder tries again), and nothing changes', async () => {
-  const device = new ClaimFencedDevice(file, 'vol', 'a', view('b', new Error('etcd is down')));
-  await expect(device.write(0, Buffer.alloc(BLOCK, 0x44), true)).rejects.toMatchObject({ errno: 'ESHUTDOWN', message: expect.stringContaining('etcd is down') });
+test('a store that does not answer: ESHUTDOWN to a forwarder (it tries again), EIO to the node\'s own clients, and nothing changes', async () => {
+  const forwarded = new ClaimFencedDevice(file, 'vol', 'a', view('b', new Error('etcd is down')));
+  await expect(forwarded.write(0, Buffer.alloc(BLOCK, 0x44), true)).rejects.toMatchObject({ errno: 'ESHUTDOWN', message: expect.stringContaining('etcd is down') });
+  const local = new ClaimFencedDevice(file, 'vol', 'a', view('b', new Error('etcd is down')), false);
+  await expect(local.write(0, Buffer.alloc(BLOCK, 0x44), true)).rejects.toMatchObject({ errno: 'EIO', message: expect.stringContaining('etcd is down') });
   expect((await file.read(0, BLOCK)).equals(Buffer.alloc(BLOCK, 0x22))).toBe(true);
 });
 
