@@ -24,11 +24,13 @@ export const aborted = (message: string) => new CsiError(status.ABORTED, message
 
 /**
  * Where the spec names another code than Weft's for the same condition. ControllerExpandVolume:
- * a size the pool cannot hold is an unsupported capacity_range. Probe: weftd out of reach means
- * the plugin is not healthy.
+ * a size the pool cannot hold is an unsupported capacity_range; FAILED_PRECONDITION means "in use,
+ * and only offline expansion" there (external-resizer then waits for the pods to go), while Weft's
+ * are for a while (a copy out of sync, a failover under way): UNAVAILABLE, tried again. Probe:
+ * weftd out of reach means the plugin is not healthy.
  */
 const CODE_BY_RPC: Record<string, Partial<Record<status, status>>> = {
-  ControllerExpandVolume: { [status.RESOURCE_EXHAUSTED]: status.OUT_OF_RANGE },
+  ControllerExpandVolume: { [status.RESOURCE_EXHAUSTED]: status.OUT_OF_RANGE, [status.FAILED_PRECONDITION]: status.UNAVAILABLE },
   Probe: { [status.UNAVAILABLE]: status.FAILED_PRECONDITION },
 };
 

@@ -59,6 +59,10 @@ describe('csiStatusOf', () => {
     const full = new WeftApiError(status.RESOURCE_EXHAUSTED, 'does not fit');
     expect(csiStatusOf(full, 'CreateVolume').code).toBe(status.RESOURCE_EXHAUSTED);
     expect(csiStatusOf(full, 'ControllerExpandVolume').code).toBe(status.OUT_OF_RANGE);
+    // The spec's FAILED_PRECONDITION for an expand is "in use, offline only": external-resizer would wait for the pods to go.
+    const notNow = new WeftApiError(status.FAILED_PRECONDITION, 'resizing volume v needs every copy in sync');
+    expect(csiStatusOf(notNow, 'ControllerExpandVolume').code).toBe(status.UNAVAILABLE);
+    expect(csiStatusOf(notNow, 'CreateSnapshot').code).toBe(status.FAILED_PRECONDITION);
     const down = new WeftApiError(status.UNAVAILABLE, 'cannot reach weftd');
     expect(csiStatusOf(down, 'CreateVolume').code).toBe(status.UNAVAILABLE);
     expect(csiStatusOf(down, 'Probe')).toEqual({ code: status.FAILED_PRECONDITION, details: 'cannot reach weftd' });
