@@ -47,7 +47,7 @@ export class EmbeddedStore implements ClusterStore {
     const store = EmbeddedStore.replay(records, file);
     const handle = await fs.promises.open(file, 'r+');
     if (validBytes < data.length) {
-      logger.warn({ file, offset: validBytes, bytes: data.length - validBytes }, 'cluster store: dropped the torn tail of a crash (it held nothing acknowledged)');
+      logger.warn({ file, offset: validBytes, bytes: data.length - validBytes }, 'cluster store: dropped the torn tail of a crash (its last write, never synced whole: nothing in it was acknowledged)');
       await handle.truncate(validBytes);
       await handle.sync();
     }

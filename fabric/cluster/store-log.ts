@@ -1,6 +1,8 @@
-// The embedded store's file: JSON records, each framed with its length and checksums, appended and
+// The embedded store's file: JSON records framed with their length and checksums, appended and
 // synced in groups (a change is acknowledged once synced), and rewritten as one snapshot record
-// when it has grown (new file, sync, rename, sync the directory).
+// when it has grown (new file, sync, rename, sync the directory). A group of several records is one
+// frame (a JSON array of them): a crash can tear a group anywhere (its pages may reach the disk in
+// any order), and a frame torn anywhere fails its checksum whole, with no whole frame after it.
 
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -31,35 +33,55 @@ export interface ParsedLog {
 }
 
 /**
- * Reads every record. A bad record is the tail a crash tore off when nothing but zeroes follows it
- * (or its header is whole and it runs past the end): it and the rest are left out. A bad record
- * followed by data means the file was damaged: that is an error, never silently dropped.
+ * Reads every record. A bad frame is the tail a crash tore off when no whole frame follows it (or its
+ * header is whole and it runs past the end): groups are written one at a time, each synced before
+ * the next, so only the last can be torn. It and the rest are left out. A bad frame followed by a
+ * whole one means the file was damaged: that is an error, never silently dropped.
  */
 export function parseLog(data: Buffer, file: string): ParsedLog {
   const records: unknown[] = [];
   let offset = 0;
   while (offset < data.length) {
-    if (data.length - offset < HEADER_BYTES) break;
-    const length = data.readUInt32LE(offset);
-    const headerOk = zlib.crc32(data.subarray(offset, offset + 4)) === data.readUInt32LE(offset + 4);
-    const end = offset + HEADER_BYTES + length;
-    if (headerOk && end > data.length) break;
-    const payload = headerOk ? data.subarray(offset + HEADER_BYTES, end) : undefined;
-    if (!payload || zlib.crc32(payload) !== data.readUInt32LE(offset + 8)) {
-      if (zeroes(data.subarray(headerOk ? end : offset + HEADER_BYTES))) break;
+    const end = frameEnd(data, offset);
+    if (end === undefined) {
+      if (!wholeFrameFrom(data, offset + 1)) break;
       throw damaged(file, `the record at byte ${offset} fails its checksum and more data follows it`);
     }
+    if (end > data.length) break;
+    let parsed: unknown;
     try {
-      records.push(JSON.parse(payload.toString()));
+      parsed = JSON.parse(data.subarray(offset + HEADER_BYTES, end).toString());
     } catch {
       throw damaged(file, `the record at byte ${offset} passes its checksum but is not JSON`);
     }
+    if (Array.isArray(parsed)) records.push(...(parsed as unknown[]));
+    else records.push(parsed);
     offset = end;
   }
   return { records, validBytes: offset };
 }
 
-const zeroes = (bytes: Buffer) => bytes.every((byte) => byte === 0);
+/**
+ * Where the frame at offset ends if it is whole (past the data's end: its header is whole and the
+ * rest was cut off); undefined if it fails a checksum (or is too short for a header).
+ */
+function frameEnd(data: Buffer, offset: number): number | undefined {
+  if (data.length - offset < HEADER_BYTES) return undefined;
+  const length = data.readUInt32LE(offset);
+  if (zlib.crc32(data.subarray(offset, offset + 4)) !== data.readUInt32LE(offset + 4)) return undefined;
+  const end = offset + HEADER_BYTES + length;
+  if (end > data.length) return end;
+  return zlib.crc32(data.subarray(offset + HEADER_BYTES, end)) === data.readUInt32LE(offset + 8) ? end : undefined;
+}
+
+/** Whether a whole frame (not an empty one: no record is) starts anywhere from `from` on. */
+function wholeFrameFrom(data: Buffer, from: number): boolean {
+  for (let at = from; at + HEADER_BYTES < data.length; at++) {
+    const end = frameEnd(data, at);
+    if (end !== undefined && end <= data.length && end > at + HEADER_BYTES) return true;
+  }
+  return false;
+}
 
 export function damaged(file: string, what: string): Error {
   return failedPrecondition(
@@ -96,7 +118,7 @@ interface Waiter {
 
 /** Appends to the file; a failed write or sync fails the log for good (memory and file may differ). */
 export class StoreLog {
-  private pending: Buffer[] = [];
+  private pending: unknown[] = [];
   private waiters: Waiter[] = [];
   private writing = false;
   private last: Promise<void> = Promise.resolve();
@@ -116,7 +138,7 @@ export class StoreLog {
   /** Resolves once the record is durable. Records are written in the order of the calls. */
   append(record: unknown): Promise<void> {
     this.check();
-    this.pending.push(encodeFrame(record));
+    this.pending.push(record);
     this.last = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
     if (!this.writing) void this.writeOut();
     return this.last;
@@ -141,7 +163,8 @@ export class StoreLog {
   private async writeOut(): Promise<void> {
     this.writing = true;
     while (this.pending.length > 0) {
-      const data = Buffer.concat(this.pending.splice(0));
+      const group = this.pending.splice(0);
+      const data = encodeFrame(group.length === 1 ? group[0] : group);
       const waiters = this.waiters.splice(0);
       try {
         for (let done = 0; done < data.length; ) {

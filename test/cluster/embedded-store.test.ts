@@ -43,6 +43,15 @@ async function contents(dir: string): Promise<Record<string, string>> {
   return Object.fromEntries(entries.map((entry) => [entry.key, entry.value]));
 }
 
+const HEADER = 12;
+
+/** The end of the frame that holds byte `inside`: frames are walked from the file's start by their lengths. */
+function frameEndAt(data: Buffer, inside: number): number {
+  let offset = 0;
+  while (offset + HEADER + data.readUInt32LE(offset) <= inside) offset += HEADER + data.readUInt32LE(offset);
+  return offset + HEADER + data.readUInt32LE(offset);
+}
+
 describe('embedded cluster store file', () => {
   it('keeps every acknowledged change across kill -9, while its file is rewritten as it grows', async () => {
     const dir = makeTempDir('weft-store-');
@@ -78,6 +87,31 @@ describe('embedded cluster store file', () => {
     await store.close();
     fs.appendFileSync(file, Buffer.alloc(4096)); // a tail of zeroes, as a file grown by a crash may have
     expect(await contents(dir)).toEqual({ a: '1', b: '2', c: 'after' });
+  });
+
+  it('drops a last write torn in its middle (a page lost, later ones on disk): the changes synced together are one frame, and none of them was acknowledged', async () => {
+    const dir = makeTempDir('weft-store-');
+    const store = await EmbeddedStore.open(dir, silent);
+    await store.put('a', '1');
+    // c is written at once; d and e, asked for meanwhile, are written and synced together after it.
+    await Promise.all(['c', 'd', 'e'].map((key) => store.put(key, key.repeat(4096))));
+    await store.close();
+    expect(Object.keys(await contents(dir))).toEqual(['a', 'c', 'd', 'e']);
+
+    const file = path.join(dir, STORE_FILE);
+    const data = fs.readFileSync(file);
+    const cEnd = frameEndAt(data, data.indexOf('"key":"c"'));
+    const firstPage = (Math.floor((cEnd + HEADER) / 4096) + 1) * 4096; // the first whole page of d and e's write
+    expect(firstPage + 4096).toBeLessThan(data.length); // a later page of it reached the disk
+    data.fill(0, firstPage, firstPage + 4096);
+    fs.writeFileSync(file, data);
+
+    const { logger, lines } = recordingLogger();
+    const reopened = await EmbeddedStore.open(dir, logger);
+    expect(lines.join('')).toMatch(/torn tail/);
+    expect(fs.statSync(file).size).toBe(cEnd);
+    await reopened.close();
+    expect(Object.keys(await contents(dir))).toEqual(['a', 'c']);
   });
 
   it('refuses a file damaged before its end, and leaves it as it is', async () => {
