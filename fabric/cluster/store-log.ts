@@ -33,16 +33,19 @@ export interface ParsedLog {
 }
 
 /**
- * Reads every record. A bad frame is the tail a crash tore off when no whole frame follows it (or its
- * header is whole and it runs past the end): groups are written one at a time, each synced before
- * the next, so only the last can be torn. It and the rest are left out. A bad frame followed by a
- * whole one means the file was damaged: that is an error, never silently dropped.
+ * Reads every record. A bad frame after the first (a snapshot) is the tail a crash tore off when no
+ * whole frame follows it (or its header is whole and it runs past the end): groups are written one
+ * at a time, each synced before the next, so only the last can be torn. It and the rest are left
+ * out. A bad frame followed by a whole one, or a bad snapshot, means the file was damaged: that is
+ * an error, never silently dropped.
  */
 export function parseLog(data: Buffer, file: string): ParsedLog {
   const records: unknown[] = [];
   let offset = 0;
   while (offset < data.length) {
     const end = frameEnd(data, offset);
+    // The first is the snapshot a rewrite wrote whole (file, sync, rename): never a torn tail.
+    if (offset === 0 && (end === undefined || end > data.length)) throw damaged(file, 'its first record (a snapshot, written whole) fails its checksum');
     if (end === undefined) {
       if (!wholeFrameFrom(data, offset + 1)) break;
       throw damaged(file, `the record at byte ${offset} fails its checksum and more data follows it`);

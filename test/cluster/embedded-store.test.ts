@@ -114,6 +114,18 @@ describe('embedded cluster store file', () => {
     expect(Object.keys(await contents(dir))).toEqual(['a', 'c']);
   });
 
+  it('refuses a file whose snapshot (its first record, written whole) is damaged, though nothing follows it', async () => {
+    const dir = await storeWith({ a: '1' });
+    const file = path.join(dir, STORE_FILE);
+    const data = fs.readFileSync(file);
+    const snapshotEnd = HEADER + data.readUInt32LE(0);
+    const damagedSnapshot = Buffer.from(data.subarray(0, snapshotEnd));
+    damagedSnapshot[HEADER + 2] ^= 0x20;
+    fs.writeFileSync(file, damagedSnapshot);
+    await expect(EmbeddedStore.open(dir, silent)).rejects.toThrow(/is damaged: its first record \(a snapshot, written whole\) fails its checksum/);
+    expect(fs.readFileSync(file).equals(damagedSnapshot)).toBe(true);
+  });
+
   it('refuses a file damaged before its end, and leaves it as it is', async () => {
     const dir = await storeWith({ a: '1', b: '2', c: '3' });
     const file = path.join(dir, STORE_FILE);
