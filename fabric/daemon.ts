@@ -93,7 +93,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       // Only a serving primary controls copies, and it serves only once the API (and clusterVolumes) exists.
       controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch, true),
       copySnapshotNames: (node, volume) => (clusterVolumes as ClusterVolumes).copySnapshotNamesOn(node, volume),
-      createCopy: (node, volume, sizeBytes, poolClass) => (clusterVolumes as ClusterVolumes).createCopyOn(node, volume, sizeBytes, poolClass),
+      createCopy: (node, volume, sizeBytes, poolClass) => (clusterVolumes as ClusterVolumes).createReplacementOn(node, volume, sizeBytes, poolClass),
       trackAbsence: (node, volume, epoch, absent, absence) => (clusterVolumes as ClusterVolumes).trackAbsenceOn(node, volume, epoch, absent, absence),
       activityOf: (node, volume) => (clusterVolumes as ClusterVolumes).activityOn(node, volume),
       trackActivity: (node, volume, epoch, revision, extents) => (clusterVolumes as ClusterVolumes).trackActivityOn(node, volume, epoch, revision, extents),

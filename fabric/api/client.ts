@@ -137,8 +137,8 @@ export class WeftClient {
   }
 
   /** Node to node: makes this node's copy of a replicated volume being created (a clone of its own copy of source, if given). */
-  async createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate): Promise<VolumeInfo> {
-    return volumeFromWire(await this.unary('ReplicaService', 'CreateCopy', { name, sizeBytes, class: poolClass, sourceSnapshot: source, createId: create?.id, marked: create?.marked }));
+  async createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate, replacement = false): Promise<VolumeInfo> {
+    return volumeFromWire(await this.unary('ReplicaService', 'CreateCopy', { name, sizeBytes, class: poolClass, sourceSnapshot: source, createId: create?.id, marked: create?.marked, replacement }));
   }
 
   /** Node to node: drops this node's copy (checkOnly: only checks that no client has it open). */

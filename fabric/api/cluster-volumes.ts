@@ -87,7 +87,7 @@ export interface ReplicatedVolumes {
   /** A clone of one copy, on this node, not recorded in the cluster; refused as createHere. */
   cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo>;
   delete(name: string): Promise<void>;
-  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate): Promise<VolumeInfo>;
+  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate, replacement?: boolean): Promise<VolumeInfo>;
   deleteCopy(name: string, checkOnly?: boolean): Promise<void>;
   dropLeftover(name: string): Promise<void>;
   list(): VolumeInfo[];
@@ -485,13 +485,14 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /**
    * This node's part of a create (or a clone, of its own copy of source; create: which) or of a
-   * replacement (no create): its copy, served only through the primary from now on.
+   * replacement (no create; replacement: said so, by nodes of this version): its copy, served only
+   * through the primary from now on.
    */
-  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate): Promise<VolumeInfo> {
-    return this.serially(name, () => this.createCopyNow(name, sizeBytes, poolClass, source, create));
+  createCopy(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate, replacement = false): Promise<VolumeInfo> {
+    return this.serially(name, () => this.createCopyNow(name, sizeBytes, poolClass, source, create, replacement));
   }
 
-  private async createCopyNow(name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate): Promise<VolumeInfo> {
+  private async createCopyNow(name: string, sizeBytes: number, poolClass: string, source: SnapshotRef | undefined, create: CopyCreate | undefined, replacement: boolean): Promise<VolumeInfo> {
     // A leftover of an earlier life of the volume not dropped yet (its key seen late, or not yet at
     // all: this node just started) goes first, and its key with it, unless the record names this
     // node (a replacement reuses it): a copy made here now is not a leftover.
@@ -502,6 +503,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
     // A copy of a volume already recorded is a replacement, which its record names (never a clone,
     // nor a create's: another create of the name won, and the copy here is its own).
     if (record && (source || create !== undefined || !record.replicas.some((r) => r.node === this.self))) throw alreadyExists(`volume ${name} already exists in the cluster`);
+    // A replacement asked for by a primary whose volume has been deleted since: a copy made now would
+    // be nobody's, and would keep the name from being created again.
+    if (replacement && !record) throw notFound(`volume ${name} is no longer in the cluster: no copy of it is made here`);
     // Refused before the mark: a create given up must never have a volume of this node's own deleted.
     if (create !== undefined && this.engine.hasVolume(name)) throw alreadyExists(`volume ${name} already exists on node ${this.self}`);
     if (create?.marked) await markCopy(this.store, name, create.id, this.self);
@@ -526,6 +530,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** createCopy on node: here directly, elsewhere through its API. */
   async createCopyOn(node: string, name: string, sizeBytes: number, poolClass: string, source?: SnapshotRef, create?: CopyCreate): Promise<void> {
     await this.onNode(node, (client) => client.createCopy(name, sizeBytes, poolClass, source, create), () => this.createCopy(name, sizeBytes, poolClass, source, create));
+  }
+
+  /** A replacement's copy on node, for the primary to resync (refused there once the volume is deleted). */
+  async createReplacementOn(node: string, name: string, sizeBytes: number, poolClass: string): Promise<void> {
+    await this.onNode(node, (client) => client.createCopy(name, sizeBytes, poolClass, undefined, undefined, true), () => this.createCopy(name, sizeBytes, poolClass, undefined, undefined, true));
   }
 
   /**

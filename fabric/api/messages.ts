@@ -33,6 +33,7 @@ export interface CreateCopyRequest {
   sourceSnapshot: SnapshotRef | null;
   createId: string;
   marked: boolean;
+  replacement: boolean;
 }
 
 export interface ControlCopyRequest {

@@ -103,6 +103,7 @@ export function replicaService(cluster: ReplicatedVolumes, rpc: RpcContext): Unt
           checkName('class', request.class),
           request.sourceSnapshot ? checkSource(request.sourceSnapshot) : undefined,
           request.createId ? { id: request.createId, marked: request.marked } : undefined,
+          request.replacement,
         ),
       ),
     ),

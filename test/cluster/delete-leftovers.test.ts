@@ -68,6 +68,12 @@ test("a delete's drop of a copy takes it only while its leftover key is there: a
   expect(await store!.get(leftoverKey('n2', 'w'))).toBeUndefined();
 });
 
+test('a replacement asked for after its volume was deleted (the primary resyncing it had not heard yet) makes no copy: nothing would ever delete it', async () => {
+  const n2 = cluster!.node('n2');
+  await expect(n2.api.createCopy('gone', 16 * MiB, 'ssd', undefined, undefined, true)).rejects.toThrow(/volume gone is no longer in the cluster/);
+  expect((await weftJson<VolumeInfo[]>(n2.weftd, ['volume', 'list'])).map((v) => v.name)).not.toContain('gone');
+});
+
 test('a record that names a node without a copy (a replacement whose copy was never made): the delete goes through, and removes every copy', async () => {
   const c = cluster!;
   for (const n of c.nodes) if (!n.up) await c.restart(n); // the first test killed one
