@@ -144,6 +144,22 @@ test('replicas "1" preferred on another node: the copy is there, and the node se
   await deleteVolume(volume.volume_id);
 });
 
+test('the node named first cannot hold the volume (the controller, no pool): placed on a node with room, unless locality asks for that node', async () => {
+  // With Immediate binding, Kubernetes names the same node first at every retry.
+  const volume = await createVolume('elsewhere', { replicas: '1' }, ['weft-controller', 'node-a']);
+  expect((await copies(volume.volume_id)).nodes).toEqual([expect.stringMatching(/^node-[ab]$/)]);
+  await deleteVolume(volume.volume_id);
+  const refused = await controllerCsi.failure('CreateVolume', {
+    name: 'there-or-nowhere',
+    capacity_range: { required_bytes: 64 * MiB },
+    volume_capabilities: [EXT4_WRITER],
+    parameters: { replicas: '1', locality: 'true' },
+    accessibility_requirements: { requisite: [at('node-a'), at('node-b')], preferred: [at('weft-controller')] },
+  });
+  expect(refused.code).toBe(8); // RESOURCE_EXHAUSTED: the CO schedules the workload again
+  expect((await controller.weft(['volume', 'show', 'there-or-nowhere'])).code).not.toBe(0);
+});
+
 test('replicas "2": a copy on each node with a pool, the primary where preferred; used on node-a; deleted everywhere', async () => {
   const volume = await createVolume('two', { replicas: '2' }, ['node-b']);
   expect(await copies(volume.volume_id)).toEqual({ primary: 'node-b', nodes: ['node-a', 'node-b'] });
