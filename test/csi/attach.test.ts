@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import type { Attachment } from '../../adapters/csi/attach/attacher';
-import { chooseAttacher } from '../../adapters/csi/attach/choose';
+import { chooseAttacher, EachByItsMethod } from '../../adapters/csi/attach/choose';
 import { deviceSizeBytes } from '../../adapters/csi/attach/devices';
 import {
   bindMount, filesystemStats, formatIfBlank, growFilesystem, isMountPoint, mountDevice, unmount, type FsType,
@@ -268,6 +268,20 @@ describe('nbdfuse + loop attach (real weftd, nbdfuse, loop devices, ext4 and xfs
       expect(await isMountPoint(mountPoint)).toBe(false);
     }
     await attacher.detach(attachment);
+  });
+
+  test('an attachment made by the other method (an earlier run picked it) is checked, grown and detached by its own: not taken for broken and torn down', async () => {
+    await createVolume('other-method', '64MiB');
+    const attachment = await attachAndMount('other-method', 'ext4');
+    // This run picked kernel NBD (the nbd module loaded since); the attachment is nbdfuse's.
+    const now = new EachByItsMethod('kernel-nbd');
+    expect(await now.isHealthy(attachment)).toBe(true);
+    expect((await weftd.weft(['volume', 'resize', 'other-method', '--size', '96MiB'])).code).toBe(0);
+    expect(await now.growOnline(attachment, 96 * MiB)).toBe(true);
+    await unmount(dirsFor('other-method').target);
+    await now.detach(attachment);
+    expectNoLeftovers(root);
+    expect(await settledConnections(weftd, 'other-method')).toBe(0);
   });
 
   test('chooseAttacher picks nbdfuse-loop on this machine (no nbd module) and logs why', async () => {
