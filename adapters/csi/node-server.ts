@@ -33,6 +33,7 @@ export interface HostTools {
   bindMount(source: string, target: string, readOnly: boolean): Promise<void>;
   unmount(target: string): Promise<void>;
   isMountPoint(path: string): Promise<boolean>;
+  isReadOnlyMount(path: string): Promise<boolean>;
   growFilesystem(device: string, mountPath: string, fsType: FsType): Promise<void>;
   filesystemStats(path: string): Promise<FilesystemStats>;
   deviceSizeBytes(device: string): Promise<number>;
@@ -348,7 +349,11 @@ export class NodeServer {
     const volumePath = requireVolumePath('volume_path', request.volume_path);
     const state = this.stateAt(volume, volumePath);
     const condition = await this.condition(state, volumePath);
-    if (condition.abnormal) return { usage: [], volume_condition: condition };
+    if (condition.abnormal) {
+      // kubelet drops an answer without usage, and its condition with it: the volume's size, at least.
+      const info = await this.requireVolume(volume).catch(() => undefined);
+      return { usage: [{ total: info?.sizeBytes ?? 0, available: 0, used: 0, unit: 'BYTES' }], volume_condition: condition };
+    }
     if (state.access === 'block') {
       const info = await this.requireVolume(volume);
       return { usage: [{ total: info.sizeBytes, available: 0, used: 0, unit: 'BYTES' }], volume_condition: condition };
@@ -366,6 +371,12 @@ export class NodeServer {
     if (problem) return { abnormal: true, message: problem };
     if (state.access === 'mount' && !(await this.tools.isMountPoint(volumePath))) {
       return { abnormal: true, message: `${volumePath} is no longer mounted` };
+    }
+    // ext4 and xfs go read-only by themselves after I/O errors (the volume out of reach for longer
+    // than the attachment waits): the pods' writes fail until it is checked and mounted again.
+    const writable = !isReaderOnly(state) && (volumePath === state.stagingPath || state.publications.some((p) => p.targetPath === volumePath && !p.readOnly));
+    if (state.access === 'mount' && writable && (await this.tools.isReadOnlyMount(volumePath))) {
+      return { abnormal: true, message: `the filesystem at ${volumePath} is read-only, not as published (it went read-only after I/O errors?): unstage and stage the volume again (ext4 is checked then)` };
     }
     return { abnormal: false, message: `attached at ${state.attachment!.devicePath} (${state.attachment!.method})` };
   }

@@ -10,7 +10,7 @@ import { freePort } from '../helpers/free-port';
 import type { CsiClient } from '../helpers/csi-client';
 import { cleanUpAfterTests, startCsiWeftd, type CsiWeftd } from '../helpers/csi-weftd';
 import { settledConnections } from '../helpers/mounts';
-import type { WeftdHandle } from '../helpers/weftd';
+import { run, type WeftdHandle } from '../helpers/weftd';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -169,6 +169,25 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     expectFiles(target, before);
     expectFiles(path.join(target, 'after-restart'), afterRestart);
     expectFiles(path.join(target, 'after-crash'), afterCrash);
+    await unpublishAndUnstage(volume);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
+  test('a filesystem gone read-only (as after I/O errors) is an abnormal condition, with the usage kubelet needs to hear it', async () => {
+    const volume = await createVolume('e2e-ro', 64 * MiB, EXT4_WRITER);
+    const target = await stageAndPublish(volume, EXT4_WRITER);
+    const stats = () => csi.call('NodeGetVolumeStats', { volume_id: volume, volume_path: target });
+    expect((await stats()).volume_condition).toMatchObject({ abnormal: false });
+    const { staging } = pathsFor(volume);
+    expect((await run('mount', ['-o', 'remount,ro', staging])).code).toBe(0); // the filesystem itself: every mount of it
+    try {
+      const { usage, volume_condition } = await stats();
+      expect(volume_condition).toMatchObject({ abnormal: true, message: expect.stringMatching(/is read-only, not as published/) });
+      expect(usage.map((u) => [u.unit, Number(u.total)])).toEqual([['BYTES', 64 * MiB]]);
+    } finally {
+      await run('mount', ['-o', 'remount,rw', staging]);
+    }
+    expect((await stats()).volume_condition).toMatchObject({ abnormal: false });
     await unpublishAndUnstage(volume);
     await csi.call('DeleteVolume', { volume_id: volume });
   });

@@ -109,7 +109,8 @@ async function createTargetLike(source: string, target: string): Promise<void> {
   await (await open(target, 'a')).close();
 }
 
-async function isReadOnlyMount(target: string): Promise<boolean> {
+/** Whether the mount at target is read-only (asked so, or remounted so by its filesystem after errors). */
+export async function isReadOnlyMount(target: string): Promise<boolean> {
   const options = (await findmnt(['--mountpoint', target, '--output', 'OPTIONS'])) ?? '';
   return options.split(',').includes('ro');
 }
