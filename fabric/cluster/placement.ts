@@ -44,7 +44,7 @@ export function defaultClass(nodes: readonly NodeCandidate[]): string {
 
 /**
  * Picks request.replicas distinct nodes that are up and have a pool of the class big enough for
- * the volume. Spreads them over zones where nodes are labelled (a zone gets a second replica only
+ * the volume, and not full. Spreads them over zones where nodes are labelled (a zone gets a second replica only
  * once every zone has one), and prefers, within that, the node with the most free room. With a
  * locality, that node is the primary and must qualify itself. Throws, choosing nothing, when the
  * request cannot be met; the message says what is missing.
@@ -52,9 +52,11 @@ export function defaultClass(nodes: readonly NodeCandidate[]): string {
 export function place(nodes: readonly NodeCandidate[], request: PlacementRequest): Placement {
   if (!Number.isInteger(request.replicas) || request.replicas < 1) throw invalidArgument(`replicas must be a whole number of at least 1, not ${request.replicas}`);
   const poolClass = request.class ?? defaultClass(nodes);
+  // Thin: a volume may be larger than the room left, but not than the pool; a full pool takes none
+  // (its first writes would fail with ENOSPC).
   const room = (node: NodeCandidate) => {
     const pool = node.pools.find((p) => p.class === poolClass);
-    return pool && pool.capacityBytes >= request.sizeBytes ? pool.capacityBytes - pool.usedBytes : undefined;
+    return pool && pool.capacityBytes >= request.sizeBytes && pool.usedBytes < pool.capacityBytes ? pool.capacityBytes - pool.usedBytes : undefined;
   };
   const eligible = nodes.filter((n) => n.up && room(n) !== undefined);
   const chosen: NodeCandidate[] = [];
@@ -90,5 +92,6 @@ function whyNot(node: NodeCandidate, poolClass: string, sizeBytes: number): stri
   if (!node.up) return 'is down';
   const pool = node.pools.find((p) => p.class === poolClass);
   if (!pool) return `has no pool of class ${poolClass}`;
-  return `has a pool of class ${poolClass} of ${pool.capacityBytes} bytes, smaller than the volume`;
+  if (pool.capacityBytes < sizeBytes) return `has a pool of class ${poolClass} of ${pool.capacityBytes} bytes, smaller than the volume`;
+  return `has a pool of class ${poolClass} that is full (${pool.usedBytes} of ${pool.capacityBytes} bytes used)`;
 }

@@ -28,7 +28,7 @@ describe('placement picks', () => {
     ['more replicas than zones: the zones are shared evenly', [node('a1', { zone: 'a' }), node('a2', { zone: 'a' }), node('b1', { zone: 'b' })], request(3), ['a1', 'b1', 'a2']],
     ['locality: that node is the primary, even with less room', [node('a'), node('b', { used: 60 }), node('c')], request(2, { locality: 'b' }), ['b', 'a']],
     ['locality and zones: the others avoid the primary zone', [node('a1', { zone: 'a' }), node('a2', { zone: 'a' }), node('b1', { zone: 'b', used: 90 })], request(2, { locality: 'a1' }), ['a1', 'b1']],
-    ['nodes that are down, or without the class, or too small are passed over', [node('a', { up: false }), node('b', { class: 'hdd' }), node('c', { capacity: 5 }), node('d', { used: 99 })], request(1), ['d']],
+    ['nodes that are down, or without the class, or too small, or full are passed over', [node('a', { up: false }), node('b', { class: 'hdd' }), node('c', { capacity: 5 }), node('e', { used: 100 }), node('d', { used: 99 })], request(1), ['d']],
     ['a named class', [node('a', { class: 'hdd' }), node('b', { class: 'ssd' })], request(1, { class: 'ssd' }), ['b']],
     ['no class named, one class in the cluster: that one', [node('a', { class: 'ssd' })], request(1), ['a']],
   ])('%s', (_name, nodes, req, expected) => {
@@ -46,6 +46,7 @@ describe('placement refuses', () => {
     ['more replicas than qualifying nodes', [node('a'), node('b', { up: false })], request(2), 'RESOURCE_EXHAUSTED', /2 replicas need 2 nodes .* class default .*; 1 qualify \(b is down\)/],
     ['no node with the class', [node('a', { class: 'hdd' })], request(1, { class: 'ssd' }), 'RESOURCE_EXHAUSTED', /0 qualify \(a has no pool of class ssd\)/],
     ['a volume bigger than every pool', [node('a', { capacity: 5 })], request(1), 'RESOURCE_EXHAUSTED', /a has a pool of class default of 5368709120 bytes, smaller than the volume/],
+    ['a full pool (thin volumes may be larger than the room left, not than nothing)', [node('a', { used: 100 })], request(1), 'RESOURCE_EXHAUSTED', /a has a pool of class default that is full \(107374182400 of 107374182400 bytes used\)/],
     ['an unknown locality node', [node('a')], request(1, { locality: 'zz' }), 'INVALID_ARGUMENT', /locality: no node "zz" in the cluster \(nodes: a\)/],
     ['a locality node that is down', [node('a', { up: false }), node('b')], request(1, { locality: 'a' }), 'RESOURCE_EXHAUSTED', /locality: node a is down/],
     ['several classes, none named default, and no class asked', [node('a', { class: 'hdd' }), node('b', { class: 'ssd' })], request(1), 'INVALID_ARGUMENT', /several classes \(hdd, ssd\)/],
