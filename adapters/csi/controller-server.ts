@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
-import type { WeftClient } from '../../fabric/api/client';
+import { WeftApiError, type WeftClient } from '../../fabric/api/client';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { checkRange, fitsRange, sizeInRange } from './capacity';
 import { clusterCapacity } from './cluster-capacity';
@@ -261,8 +261,16 @@ export class ControllerServer {
       if (existing && existing.volume !== volume) {
         throw alreadyExists(`snapshot name "${request.name}" is taken by a snapshot of volume ${existing.volume}`);
       }
-      const info = existing ?? (await this.client.createSnapshot(volume, name));
-      if (!existing) this.logger.info({ volume, snapshot: name }, 'CSI snapshot created');
+      if (existing) return { snapshot: csiSnapshot(existing) };
+      const info = await this.client.createSnapshot(volume, name).catch(async (err: unknown) => {
+        // A retry whose snapshot the listing above missed (its volume's primary did not answer it):
+        // the volume's own list says whether it is this request's.
+        if (!(err instanceof WeftApiError && err.code === status.ALREADY_EXISTS)) throw err;
+        const made = (await this.client.listSnapshots(volume)).find((s) => s.name === name);
+        if (!made) throw err;
+        return made;
+      });
+      this.logger.info({ volume, snapshot: name }, 'CSI snapshot created');
       return { snapshot: csiSnapshot(info) };
     });
   }
