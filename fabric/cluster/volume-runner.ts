@@ -567,7 +567,12 @@ export class VolumeRunner {
    * did commit is refused, never applied twice).
    */
   private async runTxn(action: Extract<BrainAction, { type: 'txn' }>): Promise<void> {
-    if (action.delayMs) await sleep(action.delayMs);
+    if (action.delayMs) {
+      await sleep(action.delayMs);
+      // A promotion the brain gave up meanwhile (its node lease ended, and it tries again on the new
+      // one under the same id): sent now, its commit would pass for the new one's, on the old lease.
+      if (!this.awaits(action)) return;
+    }
     for (let retry = false; ; retry = true) {
       if (this.closed) return;
       try {
