@@ -98,7 +98,13 @@ export class Connection {
   private afterHandshake(negotiated: Negotiated | undefined): void {
     this.leaveHandshake();
     if (!negotiated) {
-      this.closeWithoutExport(() => this.socket.destroySoon());
+      // The last replies are written first; a client that does not read them is not waited for past
+      // the drain deadline (the handshake's has been cleared).
+      this.closeWithoutExport(() => {
+        const deadline = setTimeout(() => this.socket.destroy(), this.options.drainTimeoutMs).unref();
+        this.socket.once('close', () => clearTimeout(deadline));
+        this.socket.destroySoon();
+      });
       return;
     }
     this.transmission = new Transmission({

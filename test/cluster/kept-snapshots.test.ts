@@ -175,6 +175,28 @@ test('a revert is refused while the volume is attached on a node (its attach cla
   expect((await n1.weftd.weft(['snapshot', 'delete', 'r@before'])).code).toBe(0);
 });
 
+test("a volume deleted while a client of a node without a copy has it open: that node's connection to the primary goes, and a volume made again under the name is not held up by it", async () => {
+  await cluster.createOnN1('g', 16 * MiB, 1);
+  const n1 = cluster.node('n1');
+  const elsewhere = cluster.node('n2'); // no copy: it forwards to n1
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: elsewhere.weftd.nbdPort, exportName: 'g' });
+  try {
+    await client.write(0, Buffer.alloc(4096, 0x33), true);
+    expect((await n1.weftd.weft(['volume', 'delete', 'g'])).code).toBe(0);
+    await cluster.createOnN1('g', 16 * MiB, 1);
+    expect((await n1.weftd.weft(['snapshot', 'create', 'g', 's'])).code).toBe(0);
+    // Before, n1 still counted the old client's node among the new volume's users.
+    const reverted = await n1.weftd.weft(['volume', 'revert', 'g@s']);
+    expect(reverted.stderr).toBe('');
+    expect(reverted.code).toBe(0);
+    await expect(client.write(0, Buffer.alloc(4096, 0x44), true)).rejects.toMatchObject({ errno: 'ESHUTDOWN' });
+  } finally {
+    client.close();
+  }
+  expect((await n1.weftd.weft(['volume', 'delete', 'g'])).code).toBe(0);
+  expect((await n1.weftd.weft(['snapshot', 'delete', 'g@s'])).code).toBe(0);
+});
+
 // Last: it leaves a node down for good.
 test('a node that will not come back, forgotten, no longer keeps a deleted volume\'s name taken', async () => {
   const shown = await cluster.createOnN1('f', 16 * MiB, 2);
