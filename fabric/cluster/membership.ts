@@ -133,7 +133,10 @@ export class Membership {
       if (succeeded) return;
       if (Date.now() >= deadline) {
         const holder = await this.store.get(ALIVE + this.nodeId);
-        const since = holder ? ` (a process started at ${(JSON.parse(holder.value) as Alive).startedAt})` : '';
+        const held = holder ? (JSON.parse(holder.value) as Alive) : undefined;
+        // After a lease this process lost (etcd kept it a while longer): its own key, not another's.
+        if (held?.instance === this.instance) throw failedPrecondition(`node id ${this.nodeId} is still up in the cluster on this process's previous lease, which etcd has not let lapse yet`);
+        const since = held ? ` (a process started at ${held.startedAt})` : '';
         throw failedPrecondition(`node id ${this.nodeId} is already up in the cluster${since}: is another weftd running with the same --node-id?`);
       }
       await sleep(250);

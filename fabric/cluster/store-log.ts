@@ -207,7 +207,8 @@ export class StoreLog {
 
   private fail(error: Error, waiters: Waiter[]): void {
     const reason = (error as NodeJS.ErrnoException).code ?? error.message;
-    this.failure = new StoreUnavailableError(`cluster store file ${this.file}: a write failed (${reason}); restart weftd to read it again`);
+    const first = reason === 'ENOSPC' ? 'free space on its file system, then ' : '';
+    this.failure = new StoreUnavailableError(`cluster store file ${this.file}: a write failed (${reason}); ${first}restart weftd to read it again`);
     for (const waiter of [...waiters, ...this.waiters.splice(0)]) waiter.reject(this.failure);
     this.pending = [];
   }
