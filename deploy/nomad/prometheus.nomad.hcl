@@ -2,7 +2,7 @@
 # weftd registers when started with --consul-addr: add
 #   "--consul-addr", "${attr.unique.network.ip-address}:8500",
 # to weft-node.nomad.hcl's args where a Consul agent runs on each client) and loads Weft's rules,
-# which this job expects in the host volume "weft-prometheus-rules" (copy exporters/prometheus/rules/*.yml there).
+# which this job expects in the host volume "weft-prometheus-rules" (copy exporters/prometheus/rules/recording.yml and alerts.yml there; not the *.test.yml files, promtool's unit tests).
 job "weft-prometheus" {
   datacenters = ["*"]
   type        = "service"
@@ -59,7 +59,8 @@ job "weft-prometheus" {
             scrape_interval: 15s
             evaluation_interval: 15s
           rule_files:
-            - /etc/prometheus/weft/*.yml
+            - /etc/prometheus/weft/recording.yml
+            - /etc/prometheus/weft/alerts.yml
           scrape_configs:
             - job_name: weft
               metrics_path: /metrics

@@ -36,6 +36,15 @@ job "weft-node" {
           target   = "/var/lib/weft"
           readonly = false
         }
+
+        # The host's devices, live: a privileged container's /dev is a copy taken at its start, and
+        # attaching makes loop (and nbd) devices later.
+        mount {
+          type     = "bind"
+          source   = "/dev"
+          target   = "/dev"
+          readonly = false
+        }
       }
 
       # --store: the etcd members that etcd.nomad.hcl registers (Nomad's service discovery); run that

@@ -11,9 +11,11 @@ const unit = fs.readFileSync(path.join(DEPLOY_DIR, 'systemd', 'weftd.service'), 
 const setting = (key: string) => new RegExp(`^${key}=(.*)$`, 'm').exec(unit)?.[1];
 
 describe('weftd.service', () => {
-  it('runs weftd from where the package installs it, with flags weftd accepts', () => {
+  it('runs the weftd command the package installs (found on systemd\'s search path, wherever npm put it), with flags weftd accepts', () => {
     const [binary, ...args] = (setting('ExecStart') ?? '').split(/\s+/);
-    expect(binary).toBe(dockerfileFacts().weftdPath);
+    expect(binary).toBe(path.basename(dockerfileFacts().weftdPath));
+    const packageJson = JSON.parse(fs.readFileSync(path.join(DEPLOY_DIR, '..', 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    expect(Object.keys(packageJson.bin)).toContain(binary);
     expect(args.pop()).toBe('$WEFTD_ARGS');
     const config = parseWeftdArgs(args);
     expect(config.csi?.endpoint).toBe(flagValue(args, '--csi-endpoint'));

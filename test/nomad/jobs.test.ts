@@ -105,7 +105,10 @@ describe('the node plugin job', () => {
     // The client's own agent tells the job of each allocation (weft_volume_info's job label).
     expect(parseWeftdArgs(args).csi?.nomadAddr).toBe(`http://${NODE_VALUES['attr.unique.network.ip-address']}:4646`);
     expect(job.task.identity).toEqual([{ env: true }]);
-    expect(one(job.config.mount)).toMatchObject({ type: 'bind', source: '/var/lib/weft', target: parseWeftdArgs(args).dataDir });
+    const mounts = job.config.mount as Body[];
+    expect(mounts).toContainEqual(expect.objectContaining({ type: 'bind', source: '/var/lib/weft', target: parseWeftdArgs(args).dataDir }));
+    // The host's /dev, live: attaching makes loop devices after the container started.
+    expect(mounts).toContainEqual(expect.objectContaining({ type: 'bind', source: '/dev', target: '/dev' }));
   });
 
   it('publishes where weftd finds the allocation id in the target path', async () => {
@@ -216,6 +219,17 @@ describe('the example job', () => {
   });
 });
 
+/**
+ * A Prometheus config loads Weft's rule files, copied to /etc/prometheus/weft: each one it names is
+ * in exporters/prometheus/rules and is a rule file, not one of promtool's unit tests beside them
+ * (which Prometheus refuses as rules: it would not start).
+ */
+function expectShippedRules(ruleFiles: string[]): void {
+  const shipped = path.join(DEPLOY_DIR, '..', 'exporters', 'prometheus', 'rules');
+  expect(ruleFiles.map((file) => path.dirname(file))).toEqual(ruleFiles.map(() => '/etc/prometheus/weft'));
+  expect(ruleFiles.map((file) => path.basename(file)).sort()).toEqual(fs.readdirSync(shipped).filter((file) => file.endsWith('.yml') && !file.endsWith('.test.yml')).sort());
+}
+
 describe('the Prometheus job', () => {
   it('scrapes the weft-metrics service through Consul, as deploy/prometheus/consul-sd.yml does, with a config promtool accepts', async () => {
     const job = one((await hcl('prometheus.nomad.hcl')).job, 'weft-prometheus');
@@ -231,7 +245,7 @@ describe('the Prometheus job', () => {
     expect(scrape.consul_sd_configs).toEqual([{ server: '10.0.0.1:8500', services: ['weft-metrics'] }]);
     expect(scrape.relabel_configs).toEqual((shipped.scrape_configs[0].relabel_configs as unknown[]).filter((r) => (r as { target_label?: string }).target_label !== 'consul_dc'));
     // The rules it loads are in the host volume it mounts where rule_files looks.
-    expect(config.rule_files).toEqual(['/etc/prometheus/weft/*.yml']);
+    expectShippedRules(config.rule_files as string[]);
     expect(one(task.volume_mount)).toMatchObject({ volume: 'rules', destination: '/etc/prometheus/weft' });
     expect(await promtoolCheckConfig(config)).toEqual({ code: 0, out: expect.stringContaining('SUCCESS') });
   });
@@ -239,6 +253,8 @@ describe('the Prometheus job', () => {
   it('deploy/prometheus/static.yml, for hosts without Consul, passes promtool and names each node', async () => {
     const config = YAML.parse(fs.readFileSync(path.join(DEPLOY_DIR, 'prometheus', 'static.yml'), 'utf8')) as PrometheusConfig;
     expect(await promtoolCheckConfig(config)).toEqual({ code: 0, out: expect.stringContaining('SUCCESS') });
+    expectShippedRules(config.rule_files as string[]);
+    expectShippedRules((YAML.parse(fs.readFileSync(path.join(DEPLOY_DIR, 'prometheus', 'consul-sd.yml'), 'utf8')) as PrometheusConfig).rule_files as string[]);
     const [scrape] = config.scrape_configs;
     expect(scrape.job_name).toMatch(/^weft/); // what WeftdDown's up{job=~"weft.*"} matches
     for (const group of scrape.static_configs as { labels: { node: string } }[]) expect(group.labels.node).toMatch(/^n\d$/);
