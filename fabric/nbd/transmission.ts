@@ -58,6 +58,10 @@ export class Transmission implements RequestSink {
   private socketClosed = false;
   /** Cuts a connection whose client does not read its last replies (finish). */
   private drainDeadline?: NodeJS.Timeout;
+  /** Cuts a connection whose client stopped in the middle of a request (checkMidRequest). */
+  private midRequestCheck?: NodeJS.Timeout;
+  /** When the last bytes came in (performance.now()). */
+  private lastInputAt = 0;
   private released = false;
   /** The export was told that the client is gone with requests in flight (NbdExport.abandon). */
   private abandoned = false;
@@ -86,13 +90,18 @@ export class Transmission implements RequestSink {
 
   /** Takes over the socket; `early` holds bytes that arrived with the end of the handshake. */
   start(early: Buffer[]): void {
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.socket.on('data', (chunk: Buffer) => {
+      this.lastInputAt = performance.now();
+      this.onData(chunk);
+    });
     this.socket.on('end', () => this.onInputEnd());
     this.socket.on('close', () => this.onClose());
     if (this.socket.destroyed) {
       this.onClose();
       return;
     }
+    this.lastInputAt = performance.now();
+    this.midRequestCheck = setInterval(() => this.checkMidRequest(), Math.max(100, this.options.drainTimeoutMs / 4)).unref();
     if (early.length > 0) this.onData(Buffer.concat(early));
     if (this.socket.readableEnded) this.onInputEnd(); // the client half-closed during the handshake
     else if (!this.stalled && !this.stopping) this.socket.resume(); // the handshake may have paused it
@@ -145,6 +154,18 @@ export class Transmission implements RequestSink {
       }
       at = this.parser.feed(chunk, at);
     }
+  }
+
+  /**
+   * A client that stops in the middle of a request (a WRITE's payload cut short: it hung, or the
+   * network went) would hold what it sent of it for good; it is cut once it has sent nothing for the
+   * drain deadline. Not while this side holds its input back (backpressure).
+   */
+  private checkMidRequest(): void {
+    if (this.stopping || this.stalled || !this.parser.midRequest()) return;
+    if (performance.now() - this.lastInputAt < this.options.drainTimeoutMs) return;
+    this.log.warn(`NBD: the client sent nothing for ${this.options.drainTimeoutMs} ms in the middle of a request; disconnecting`);
+    this.socket.destroy();
   }
 
   private resumeIfPossible(): void {
@@ -294,6 +315,7 @@ export class Transmission implements RequestSink {
 
   private onClose(): void {
     clearTimeout(this.drainDeadline);
+    clearInterval(this.midRequestCheck);
     this.socketClosed = true;
     this.stopping = true;
     this.stalled = undefined;

@@ -358,6 +358,21 @@ describe('NbdServer.close', () => {
     }
   });
 
+  test('a client that stops in the middle of a WRITE (its payload cut short) is cut once it has sent nothing for drainTimeoutMs: what it sent is not held for good', async () => {
+    const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 32 * MiB }], { drainTimeoutMs: 300 });
+    const { client } = await RawNbdClient.open(fixture.port, 'big');
+    try {
+      client.sendRequest({ type: CMD.WRITE, handle: 1n, offset: 0, length: MiB, payload: Buffer.alloc(MiB - 1000, 0x11) }); // 1000 bytes short
+      expect(await client.closedWithin(5000)).toBe(true);
+      expect(fixture.warnings().map((w) => w.msg)).toEqual([expect.stringMatching(/sent nothing for 300 ms in the middle of a request/)]);
+      await waitFor(() => fixture.server.connectionCount() === 0);
+      expect(fixture.exports.closes).toBe(fixture.exports.opens);
+    } finally {
+      client.destroy();
+      await fixture.stop();
+    }
+  });
+
   test('rejects a maximum request size it cannot serve', () => {
     const options = { provider: { names: () => [], open: () => undefined }, logger: pino({ level: 'silent' }) };
     expect(() => new NbdServer({ ...options, maxRequestBytes: 100 })).toThrow(RangeError);
