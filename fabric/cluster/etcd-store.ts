@@ -122,15 +122,20 @@ export class EtcdStore implements ClusterStore {
     if (from) builder.startRevision(String(from));
     const watcher = builder.watcher();
     this.watchers.add(watcher);
-    watcher.on('put', (kv) => onEvent({ type: 'put', key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
-    watcher.on('delete', (kv) => onEvent({ type: 'delete', key: kv.key.toString(), modRevision: Number(kv.mod_revision) }));
+    // Nothing is heard of a watch once it is closed: its owner reads afresh and watches anew, and a
+    // close that could not reach etcd leaves the old one to come back with the stream.
+    let open = true;
+    watcher.on('put', (kv) => open && onEvent({ type: 'put', key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
+    watcher.on('delete', (kv) => open && onEvent({ type: 'delete', key: kv.key.toString(), modRevision: Number(kv.mod_revision) }));
     // Once, and within the deadline: etcd3's cancel waits for an answer that never comes for a watch
-    // etcd has cancelled itself (compaction), or one it is re-creating after a reconnection.
+    // etcd has cancelled itself (compaction), or one it is re-creating after a reconnection. One
+    // whose cancel did not settle is cancelled again when the store closes.
     let closing: Promise<void> | undefined;
     const close = () =>
       (closing ??= (async () => {
-        this.watchers.delete(watcher);
-        await this.deadline(watcher.cancel(), 'closing a watch').catch(() => undefined);
+        open = false;
+        const cancelled = await this.deadline(watcher.cancel(), 'closing a watch').then(() => true, () => false);
+        if (cancelled) this.watchers.delete(watcher);
       })());
     try {
       await this.deadline(new Promise((resolve, reject) => watcher.once('connected', resolve).once('error', reject)), 'starting a watch');
@@ -138,12 +143,12 @@ export class EtcdStore implements ClusterStore {
       await close();
       throw this.unavailable(error as Error);
     }
-    watcher.on('error', (error) => options.onError?.(error));
+    watcher.on('error', (error) => open && options.onError?.(error));
     // On reconnecting, etcd3 moves a watch's resume point to the revision etcd confirms it at, before
     // etcd has replayed what changed meanwhile: a stream that broke again in between would skip those
     // changes without a word. So a watch that disconnects ends here, and its owner reads afresh.
     watcher.once('disconnected', (error: Error | undefined) =>
-      options.onError?.(this.unavailable(new Error(`the watch of ${prefix} was disconnected${error ? `: ${error.message}` : ''}`))),
+      open && options.onError?.(this.unavailable(new Error(`the watch of ${prefix} was disconnected${error ? `: ${error.message}` : ''}`))),
     );
     return { close };
   }

@@ -17,7 +17,11 @@ const HEADER_BYTES = 12;
 const MIN_COMPACT_BYTES = 1024 * 1024;
 
 export function encodeFrame(record: unknown): Buffer {
-  const payload = Buffer.from(JSON.stringify(record));
+  return frameOf(JSON.stringify(record));
+}
+
+function frameOf(json: string): Buffer {
+  const payload = Buffer.from(json);
   const frame = Buffer.alloc(HEADER_BYTES + payload.length);
   frame.writeUInt32LE(payload.length, 0);
   frame.writeUInt32LE(zlib.crc32(frame.subarray(0, 4)), 4);
@@ -57,7 +61,7 @@ export function parseLog(data: Buffer, file: string): ParsedLog {
     } catch {
       throw damaged(file, `the record at byte ${offset} passes its checksum but is not JSON`);
     }
-    if (Array.isArray(parsed)) records.push(...(parsed as unknown[]));
+    if (Array.isArray(parsed)) for (const record of parsed as unknown[]) records.push(record);
     else records.push(parsed);
     offset = end;
   }
@@ -80,6 +84,7 @@ function frameEnd(data: Buffer, offset: number): number | undefined {
 /** Whether a whole frame (not an empty one: no record is) starts anywhere from `from` on. */
 function wholeFrameFrom(data: Buffer, from: number): boolean {
   for (let at = from; at + HEADER_BYTES < data.length; at++) {
+    if (data.readUInt32LE(at) > data.length - at - HEADER_BYTES) continue; // no room for such a frame: no checksum to compute
     const end = frameEnd(data, at);
     if (end !== undefined && end <= data.length && end > at + HEADER_BYTES) return true;
   }
@@ -121,7 +126,10 @@ interface Waiter {
 
 /** Appends to the file; a failed write or sync fails the log for good (memory and file may differ). */
 export class StoreLog {
-  private pending: unknown[] = [];
+  /** Records appended and not yet written, as JSON (as they were when appended). */
+  private pending: string[] = [];
+  /** A group of several records (an array frame) was written since the file was last rewritten. */
+  private grouped = false;
   private waiters: Waiter[] = [];
   private writing = false;
   private last: Promise<void> = Promise.resolve();
@@ -141,7 +149,7 @@ export class StoreLog {
   /** Resolves once the record is durable. Records are written in the order of the calls. */
   append(record: unknown): Promise<void> {
     this.check();
-    this.pending.push(record);
+    this.pending.push(JSON.stringify(record));
     this.last = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
     if (!this.writing) void this.writeOut();
     return this.last;
@@ -158,8 +166,13 @@ export class StoreLog {
     if (this.failure) throw this.failure;
   }
 
+  /**
+   * Once what was appended is written; a file holding groups is rewritten as one snapshot first, so
+   * that weft versions before groups (they read one record per frame) start on a file closed cleanly.
+   */
   async close(): Promise<void> {
     await this.last.catch(() => undefined);
+    if (this.grouped && !this.failure && !this.writing) await this.compact();
     await this.handle.close();
   }
 
@@ -167,7 +180,8 @@ export class StoreLog {
     this.writing = true;
     while (this.pending.length > 0) {
       const group = this.pending.splice(0);
-      const data = encodeFrame(group.length === 1 ? group[0] : group);
+      const data = frameOf(group.length === 1 ? group[0] : `[${group.join(',')}]`);
+      if (group.length > 1) this.grouped = true;
       const waiters = this.waiters.splice(0);
       try {
         for (let done = 0; done < data.length; ) {
@@ -201,6 +215,7 @@ export class StoreLog {
       return false;
     }
     this.compactAtBytes = Math.max(MIN_COMPACT_BYTES, 4 * this.sizeBytes);
+    this.grouped = false;
     for (const waiter of covered) waiter.resolve();
     return true;
   }

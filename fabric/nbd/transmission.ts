@@ -176,6 +176,7 @@ export class Transmission implements RequestSink {
     }
     const rest = this.stalled;
     this.stalled = undefined;
+    this.lastInputAt = performance.now(); // held back meanwhile: the client's silence counts from now
     this.onData(rest);
     if (this.stalled || this.stopping) return;
     if (this.inputEnded) this.onInputEnd();

@@ -95,11 +95,11 @@ describe('embedded cluster store file', () => {
     await store.put('a', '1');
     // c is written at once; d and e, asked for meanwhile, are written and synced together after it.
     await Promise.all(['c', 'd', 'e'].map((key) => store.put(key, key.repeat(4096))));
+    const file = path.join(dir, STORE_FILE);
+    const data = fs.readFileSync(file); // as a crash leaves it (a clean close rewrites the file as one snapshot)
     await store.close();
     expect(Object.keys(await contents(dir))).toEqual(['a', 'c', 'd', 'e']);
 
-    const file = path.join(dir, STORE_FILE);
-    const data = fs.readFileSync(file);
     const cEnd = frameEndAt(data, data.indexOf('"key":"c"'));
     const firstPage = (Math.floor((cEnd + HEADER) / 4096) + 1) * 4096; // the first whole page of d and e's write
     expect(firstPage + 4096).toBeLessThan(data.length); // a later page of it reached the disk
@@ -112,6 +112,17 @@ describe('embedded cluster store file', () => {
     expect(fs.statSync(file).size).toBe(cEnd);
     await reopened.close();
     expect(Object.keys(await contents(dir))).toEqual(['a', 'c']);
+  });
+
+  it('a clean close leaves a file of one record per frame (a snapshot), as weft versions before groups read', async () => {
+    const dir = makeTempDir('weft-store-');
+    const store = await EmbeddedStore.open(dir, silent);
+    await Promise.all(['a', 'b', 'c'].map((key) => store.put(key, key)));
+    await store.close();
+    const data = fs.readFileSync(path.join(dir, STORE_FILE));
+    expect(HEADER + data.readUInt32LE(0)).toBe(data.length);
+    expect(JSON.parse(data.subarray(HEADER).toString())).toMatchObject({ snapshot: { format: 1 } });
+    expect(await contents(dir)).toEqual({ a: 'a', b: 'b', c: 'c' });
   });
 
   it('refuses a file whose snapshot (its first record, written whole) is damaged, though nothing follows it', async () => {
