@@ -586,9 +586,10 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (!remote) throw new Error(`no replica ${replicaId}`);
     if (remote.state !== 'out') throw new Error(`replica ${replicaId} is ${remote.state}, not out`);
     let connection: ReplicaConnection;
+    let told: Remote[] = [];
     try {
       await this.removed(remote, 'it is being resynced'); // out of the set before it comes back
-      await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
+      told = await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
       connection = await this.connect(remote);
     } catch (err) {
       if (extra) remote.dirty.merge(extra); // for the next try, which may have no extra
@@ -606,6 +607,9 @@ export class ReplicatedDevice extends PassThroughLayer {
       connection.close();
       throw err;
     });
+    // One it was told of that came back in step before this one was a target: its forget did not
+    // reach this one, which would log for it for good.
+    for (const other of told) if (other.state === 'in-sync') void this.absences?.notices.forget(remote.replica.id, other.replica.id).catch(() => undefined);
     try {
       // Changes sent before it was a target mark its dirty map as they end; they end first.
       await this.inFlightEnded();
@@ -1060,13 +1064,18 @@ export class ReplicatedDevice extends PassThroughLayer {
   /**
    * Tells a remote about to come back what each other remote away lacks, so that it logs for them
    * from its first change on: those out, and those being resynced (not in the set yet: should this
-   * primary die before they are, the one promoted owes them what their logs say).
+   * primary die before they are, the one promoted owes them what their logs say). Resolves with
+   * those told.
    */
-  private async tellAbsences(to: Remote): Promise<void> {
-    if (!this.absences) return;
+  private async tellAbsences(to: Remote): Promise<Remote[]> {
+    if (!this.absences) return [];
+    const told: Remote[] = [];
     for (const r of this.remotes) {
-      if (r !== to && r.state !== 'in-sync') await this.absences.notices.track(to.replica.id, r.replica.id, { full: r.needsFull, map: mayLack(r) });
+      if (r === to || r.state === 'in-sync') continue;
+      await this.absences.notices.track(to.replica.id, r.replica.id, { full: r.needsFull, map: mayLack(r) });
+      told.push(r);
     }
+    return told;
   }
 
   /** The remote is back in step: the copies stop logging for it. One that cannot be told keeps a stale entry, which only makes a later resync copy more. */

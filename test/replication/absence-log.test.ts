@@ -150,7 +150,7 @@ describe('under the primary replication', () => {
         }
       }
       const r2LogFile = path.join(nodes[1].node.dataDir, 'replication', 'vol.json');
-      return { local, nodes, inSync, logFile, r2LogFile, openPrimary, device, awayBytes: missed.size * BLOCK, cleanup };
+      return { local, nodes, inSync, logFile, r2LogFile, openPrimary, device, notices, awayBytes: missed.size * BLOCK, cleanup };
     } catch (err) {
       await cleanup();
       throw err;
@@ -231,6 +231,40 @@ describe('under the primary replication', () => {
       await Promise.all([r1Back, r2Back]);
       expect([...inSync.members()].sort()).toEqual(['r1', 'r2']);
       expect(AbsenceLog.load(r2LogFile, silent).tracked()).toEqual([]);
+      device.close();
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('a copy told of another being resynced, which comes back in step before this one is a target, stops logging for it', async () => {
+    const { nodes, inSync, r2LogFile, device, notices, cleanup } = await primaryWith(['r2', 'r1']);
+    try {
+      await Promise.all(nodes.map((n) => n.node.start()));
+      let release!: () => void;
+      inSync.holdAdds = new Promise((resolve) => (release = resolve));
+      const r1Back = device.resync('r1');
+      await waitFor(() => inSync.addCalls === 1); // r1 copied, resyncing
+      // r2 is told of r1, and held there, before it is a target.
+      let told!: () => void;
+      let goOn!: () => void;
+      const toldOfR1 = new Promise<void>((resolve) => (told = resolve));
+      const held = new Promise<void>((resolve) => (goOn = resolve));
+      const track = notices.track;
+      notices.track = async (to, absent, absence) => {
+        await track(to, absent, absence);
+        if (to !== 'r2' || absent !== 'r1') return;
+        told();
+        await held;
+      };
+      const r2Back = device.resync('r2');
+      await toldOfR1;
+      expect(AbsenceLog.load(r2LogFile, silent).absence('r1')).toMatchObject({ full: false });
+      release(); // r1 back in step: its forget goes to the targets, not yet r2
+      await r1Back;
+      goOn();
+      await r2Back;
+      await waitFor(() => AbsenceLog.load(r2LogFile, silent).absence('r1') === undefined, 5_000, 50);
       device.close();
     } finally {
       await cleanup();
