@@ -133,8 +133,12 @@ export class ControllerServer {
     const request = { name, sizeBytes, class: parameters.class, replicas: parameters.replicas };
     const first = this.client.createVolume({ ...request, locality });
     if (locality === undefined || parameters.locality) return first;
-    const refused = await unlessWeftd(status.RESOURCE_EXHAUSTED, first);
-    if (refused) return refused;
+    const placed = await first.catch((err: unknown) => {
+      // Only placement's refusal of that node (its message begins "locality: node"), not a volume too big for every node.
+      if (err instanceof WeftApiError && err.code === status.RESOURCE_EXHAUSTED && err.message.includes('locality: node')) return undefined;
+      throw err;
+    });
+    if (placed) return placed;
     this.logger.warn({ volume: name, node: locality }, 'the node the topology names first cannot hold the volume: placed where there is room (it is attached through any node)');
     return this.client.createVolume(request);
   }

@@ -157,7 +157,7 @@ export class NodeServer {
     }
     state.phase = 'staged';
     this.state.put(state);
-    this.logger.info({ volume: state.volume, device: state.attachment?.devicePath, method: this.attacher.method, stagingPath: state.stagingPath, access: state.access }, 'volume staged');
+    this.logger.info({ volume: state.volume, device: state.attachment?.devicePath, method: state.attachment?.method, stagingPath: state.stagingPath, access: state.access }, 'volume staged');
     await this.report(state);
   }
 
@@ -426,7 +426,7 @@ export class NodeServer {
   private async reconnect(state: VolumeState, sizeBytes: number): Promise<void> {
     if (state.publications.length > 0) {
       throw failedPrecondition(
-        `volume ${state.volume} is published at ${state.publications.map((p) => p.targetPath).join(', ')}: its ${this.attacher.method} device ` +
+        `volume ${state.volume} is published at ${state.publications.map((p) => p.targetPath).join(', ')}: its ${state.attachment?.method ?? this.attacher.method} device ` +
           'learns the new size only when it reconnects, which needs every mount of it gone; the filesystem grows when the volume is next staged',
       );
     }

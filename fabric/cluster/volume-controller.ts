@@ -394,7 +394,7 @@ export class VolumeController {
       if (!this.records.delete(name)) return;
       // Their connections to the old primary go (it would count this node among the volume's users,
       // should a volume of the name be made there again); their next request finds it gone.
-      for (const forwarder of this.forwarders.get(name) ?? []) forwarder.primaryMoved();
+      for (const forwarder of this.forwarders.get(name) ?? []) forwarder.primaryMoved(undefined, 'the volume was deleted');
       this.forget(name);
       this.options.logger.info({ volume: name }, 'replicated volume deleted');
       return;

@@ -206,11 +206,11 @@ export class ForwardingDevice implements VolumeLayer {
    * hangs (alive, not answering) is left as soon as another is promoted, not once its requests time
    * out; one that still serves is found again by the new route.
    */
-  primaryMoved(stillRight?: (target: RouteTarget) => boolean): void {
+  primaryMoved(stillRight?: (target: RouteTarget) => boolean, why = 'the store names another primary'): void {
     this.moves++;
     this.stillRight = stillRight;
     const target = this.target;
-    if (target && !stillRight?.(target)) this.drop(target, new Error('the store names another primary'));
+    if (target && !stillRight?.(target)) this.drop(target, new Error(why));
   }
 
   /** Runs call on the current target until it gets an answer from a primary (see the top of this file). */
