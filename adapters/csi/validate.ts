@@ -32,7 +32,13 @@ export function requireName(field: string, value: string | undefined | null): st
 export function requirePath(field: string, value: string | undefined | null): string {
   const given = requireString(field, value);
   if (!path.isAbsolute(given)) throw invalidArgument(`${field} "${given}" must be an absolute path`);
-  return path.normalize(given);
+  return normalPath(given);
+}
+
+/** One spelling per path: /a//b/ and /a/b are the same staging path (path.normalize keeps a trailing slash). */
+function normalPath(absolute: string): string {
+  const normal = path.normalize(absolute);
+  return normal.length > 1 && normal.endsWith('/') ? normal.slice(0, -1) : normal;
 }
 
 /**
@@ -42,7 +48,7 @@ export function requirePath(field: string, value: string | undefined | null): st
  */
 export function requireVolumePath(field: string, value: string | undefined | null): string {
   const given = requireString(field, value);
-  return path.isAbsolute(given) ? path.normalize(given) : given;
+  return path.isAbsolute(given) ? normalPath(given) : given;
 }
 
 /** A capability with an access type and an access mode; whether Weft supports it is another matter. */

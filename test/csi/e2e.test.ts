@@ -192,6 +192,18 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
+  test('paths spelled with a trailing slash or a double one name the same stage and publication: unpublish and unstage undo them', async () => {
+    const volume = await createVolume('e2e-slash', 64 * MiB, EXT4_WRITER);
+    const target = await stageAndPublish(volume, EXT4_WRITER);
+    const { staging } = pathsFor(volume);
+    await csi.call('NodeUnpublishVolume', { volume_id: volume, target_path: `${target}/` });
+    expect(fs.existsSync(target)).toBe(false);
+    await csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging.replace('/staging/', '/staging//') + '/' });
+    expect((await run('findmnt', ['--mountpoint', staging])).code).not.toBe(0);
+    expect(await settledConnections(weftd, volume)).toBe(0);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
   test('block access: the device is published as a file; what is written through it is there after a new stage', async () => {
     const volume = await createVolume('e2e-block', 64 * MiB, BLOCK_WRITER);
     const data = randomBytes(MiB);
