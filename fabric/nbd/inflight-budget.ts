@@ -1,12 +1,21 @@
 // Bytes of NBD requests held in memory, per connection and across the node: a request holds its
 // bytes from when it is accepted until its reply has left the socket's buffer. Over a cap, reading waits.
 
-/** The node's share: every connection takes from it; a connection over it waits for room. */
+/**
+ * The node's share: every connection takes from it; a connection over it waits for room. A
+ * connection holding nothing may still take one request past the limit (it cannot wait for bytes it
+ * does not hold), while the node is within one request of overdraft: so that a node whose budget is
+ * held by clients that read nothing still serves the others, one request at a time, and that many
+ * connections that hold nothing cannot each take a request more than it can hold.
+ */
 export class NodeInFlightBudget {
   private usedBytes = 0;
   private readonly waiting = new Set<() => void>();
 
-  constructor(readonly limitBytes: number) {}
+  constructor(
+    readonly limitBytes: number,
+    readonly overdraftBytes = 0,
+  ) {}
 
   get bytes(): number {
     return this.usedBytes;
@@ -16,14 +25,19 @@ export class NodeInFlightBudget {
     return this.usedBytes >= this.limitBytes;
   }
 
+  /** Past the overdraft too: not even a connection holding nothing takes a request. */
+  overdrawn(): boolean {
+    return this.usedBytes >= this.limitBytes + this.overdraftBytes;
+  }
+
   take(bytes: number): void {
     this.usedBytes += bytes;
   }
 
-  /** Gives bytes back; once below the limit, wakes every connection waiting for room (in order). */
+  /** Gives bytes back; once within the overdraft, wakes every connection waiting for room (in order: each checks whether it may go on). */
   give(bytes: number): void {
     this.usedBytes -= bytes;
-    if (this.full() || this.waiting.size === 0) return;
+    if (this.overdrawn() || this.waiting.size === 0) return;
     const woken = [...this.waiting];
     this.waiting.clear();
     for (const wake of woken) wake();
@@ -55,11 +69,18 @@ export class ConnectionInFlight {
 
   /**
    * True while the connection should read no more requests. A connection with nothing in flight may
-   * always read one, even when the node is at its cap: it cannot wait for bytes it does not hold.
+   * read one while the node is within its overdraft (NodeInFlightBudget).
    */
   full(): boolean {
-    if (this.requests === 0) return false;
+    if (this.requests === 0 && this.bytes === 0) return this.node.overdrawn();
     return this.requests >= this.maxRequests || this.bytes >= this.maxBytes || this.node.full();
+  }
+
+  /** A WRITE's payload on its way (not a request in flight yet): its bytes count from now. */
+  reserve(bytes: number): void {
+    if (this.closed) return;
+    this.bytes += bytes;
+    this.node.take(bytes);
   }
 
   add(bytes: number): void {

@@ -10,7 +10,7 @@ export class NbdRequest {
    * nothing overwrites them); undefined when the payload was longer than the server accepts.
    */
   payload?: Buffer[];
-  /** Memory the request holds until its reply has left the socket (set when it is accepted). */
+  /** Memory the request holds until its reply has left the socket (a WRITE's from its first payload byte on, others' from when accepted). */
   heldBytes = 0;
 
   constructor(
@@ -26,6 +26,8 @@ export class NbdRequest {
 }
 
 export interface RequestSink {
+  /** A WRITE whose payload is held is on its way: its bytes count from now. */
+  payloadStarts(req: NbdRequest): void;
   request(req: NbdRequest): void;
   badMagic(magic: number): void;
 }
@@ -72,7 +74,10 @@ export class RequestParser {
       this.sink.request(req);
       return;
     }
-    if (req.lengthBytes <= this.maxPayloadBytes) req.payload = [];
+    if (req.lengthBytes <= this.maxPayloadBytes) {
+      req.payload = [];
+      this.sink.payloadStarts(req);
+    }
     this.pending = req;
     this.payloadLeft = req.lengthBytes;
   }

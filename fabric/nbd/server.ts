@@ -23,7 +23,8 @@ export interface NbdServerOptions {
   maxRequestBytes?: number;
   /**
    * Bytes of requests and replies held per connection, and across all connections, before a
-   * connection stops reading (each may go over by the one request it is reading).
+   * connection stops reading (each may go over by the one request it is reading; the node by one
+   * request more, which a connection holding nothing may take: NodeInFlightBudget).
    */
   maxConnectionInFlightBytes?: number;
   maxInFlightBytes?: number;
@@ -50,7 +51,7 @@ export class NbdServer {
       throw new RangeError(`maxRequestBytes must be an integer from ${MIN_MAX_REQUEST_BYTES} to ${MAX_MAX_REQUEST_BYTES}`);
     }
     this.maxConnectionInFlightBytes = positive('maxConnectionInFlightBytes', options.maxConnectionInFlightBytes ?? DEFAULT_MAX_CONNECTION_INFLIGHT_BYTES);
-    this.budget = new NodeInFlightBudget(positive('maxInFlightBytes', options.maxInFlightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES));
+    this.budget = new NodeInFlightBudget(positive('maxInFlightBytes', options.maxInFlightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES), this.maxRequestBytes);
     this.handshakeTimeoutMs = positive('handshakeTimeoutMs', options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
     this.drainTimeoutMs = positive('drainTimeoutMs', options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
     // Half-open: a client may shut down its sending side and still expect its replies.

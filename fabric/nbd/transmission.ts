@@ -116,6 +116,11 @@ export class Transmission implements RequestSink {
     if (this.running === 0) this.finish();
   }
 
+  payloadStarts(req: NbdRequest): void {
+    req.heldBytes = req.lengthBytes;
+    this.inFlight.reserve(req.lengthBytes);
+  }
+
   request(req: NbdRequest): void {
     if (req.type === P.CMD_DISC) {
       this.log.debug('NBD: client sent DISC');
@@ -146,7 +151,8 @@ export class Transmission implements RequestSink {
   private consume(chunk: Buffer): void {
     let at = 0;
     while (at < chunk.length && !this.stopping) {
-      if (this.inFlight.full()) {
+      // Between requests only: a WRITE's payload, counted from its start, is read to its end.
+      if (!this.parser.midRequest() && this.inFlight.full()) {
         this.stalled = chunk.subarray(at);
         this.socket.pause();
         this.inFlight.waitForRoom();
@@ -204,9 +210,10 @@ export class Transmission implements RequestSink {
 
   private dispatch(req: NbdRequest): void {
     this.running++;
+    const reserved = req.heldBytes; // a WRITE's payload, counted as it began to arrive (payloadStarts)
     req.heldBytes = heldBytes(req);
     this.runningBytes += req.heldBytes;
-    this.inFlight.add(req.heldBytes);
+    this.inFlight.add(req.heldBytes - reserved);
     let pending: Promise<unknown>;
     try {
       pending = this.execute(req);

@@ -26,16 +26,35 @@ describe('ConnectionInFlight', () => {
     expect(inFlight.full()).toBe(true);
   });
 
-  test('a connection holding anything waits while the node is at its cap; one holding nothing may always read', () => {
-    const node = new NodeInFlightBudget(4 * MiB);
+  test('a connection holding anything waits while the node is at its cap; one holding nothing may read within the overdraft (one request), not past it', () => {
+    const node = new NodeInFlightBudget(4 * MiB, 2 * MiB);
     const busy = connection(node, 64 * MiB);
     const idle = connection(node, 64 * MiB);
+    const third = connection(node, 64 * MiB);
     busy.inFlight.add(5 * MiB);
     expect(node.full()).toBe(true);
     expect(busy.inFlight.full()).toBe(true);
     expect(idle.inFlight.full()).toBe(false);
     idle.inFlight.add(MiB);
     expect(idle.inFlight.full()).toBe(true);
+    // The overdraft is taken: a third connection holding nothing waits too, so that many of them
+    // cannot each hold a request more than the node can.
+    expect(third.inFlight.full()).toBe(true);
+    third.inFlight.waitForRoom();
+    idle.inFlight.remove(MiB); // within the overdraft again: woken, and it may read
+    expect(third.woken()).toBe(1);
+    expect(third.inFlight.full()).toBe(false);
+  });
+
+  test('a WRITE payload on its way counts against the connection and the node before it is a request', () => {
+    const node = new NodeInFlightBudget(4 * MiB, MiB);
+    const writer = connection(node, 64 * MiB);
+    writer.inFlight.reserve(5 * MiB);
+    expect(node.bytes).toBe(5 * MiB);
+    expect(connection(node, 64 * MiB).inFlight.full()).toBe(true); // past the overdraft
+    writer.inFlight.add(0); // the request, once whole
+    writer.inFlight.remove(5 * MiB); // its reply has left
+    expect(node.bytes).toBe(0);
   });
 
   test('connections waiting for room are woken once the node is below its cap, not before', () => {

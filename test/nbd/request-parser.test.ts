@@ -10,6 +10,7 @@ function parse(stream: Buffer, cuts: number[], maxPayloadBytes = 1 << 20): NbdRe
   const requests: NbdRequest[] = [];
   const parser = new RequestParser(
     {
+      payloadStarts: (req) => expect(req.payload).toEqual([]), // before any of its bytes
       request: (req) => requests.push(req),
       badMagic: (magic) => {
         throw new Error(`bad magic ${magic}`);
