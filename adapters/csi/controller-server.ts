@@ -92,8 +92,9 @@ export class ControllerServer {
    * the primary goes on the node the topology names first (requestedNode), whether or not the
    * parameters ask for locality: the CO names first where it wants the volume (Kubernetes, with
    * WaitForFirstConsumer: the pod's node), and the spec asks the SP to follow the preferred order.
-   * When that node cannot take the volume, placement chooses (createPlaced); with locality, weftd's
-   * RESOURCE_EXHAUSTED reaches the CO, which schedules again. With no node named (a Nomad volume without topology_request), placement chooses.
+   * When that node cannot take the volume, placement chooses another (preferredNode); with the
+   * locality parameter, weftd's RESOURCE_EXHAUSTED reaches the CO, which schedules again. With no
+   * node named (a Nomad volume without topology_request), placement chooses.
    * Otherwise the volume is made here, so the requirements must include this node.
    */
   private locality(requirement: csi.TopologyRequirement | null, parameters: VolumeParameters, home: Home): string | undefined {
@@ -117,30 +118,16 @@ export class ControllerServer {
     let info: VolumeInfo;
     if (source?.kind === 'snapshot') info = await this.restoreSnapshot(volume, range, parameters, source.ref);
     else if (source?.kind === 'volume') info = await this.cloneVolume(volume, range, parameters, source.volume);
-    else info = await this.createPlaced(volume, sizeInRange(range), parameters, locality);
+    else {
+      // The node named first is a must with the locality parameter; else a wish placement follows if
+      // it can: a volume of the cluster is attached through any node, and with Immediate binding the
+      // CO names the same node first at every retry, so a refusal would leave the claim pending.
+      const primary = parameters.locality ? { locality } : { preferredNode: locality };
+      info = await this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range), class: parameters.class, replicas: parameters.replicas, ...primary });
+    }
     const replicas = info.replication?.replicas.map((r) => r.node);
     this.logger.info({ volume, sizeBytes: info.sizeBytes, class: info.class, source: info.sourceSnapshot, replicas }, 'CSI volume created');
     return info;
-  }
-
-  /**
-   * A new volume with its primary on the node asked for. When that node cannot take it (no pool of
-   * the class, no room, down), placement chooses another, unless the parameters ask for locality:
-   * a volume of the cluster is attached through any node, and with Immediate binding the CO names
-   * the same node first at every retry, so refusing would leave the claim pending for good.
-   */
-  private async createPlaced(name: string, sizeBytes: number, parameters: VolumeParameters, locality: string | undefined): Promise<VolumeInfo> {
-    const request = { name, sizeBytes, class: parameters.class, replicas: parameters.replicas };
-    const first = this.client.createVolume({ ...request, locality });
-    if (locality === undefined || parameters.locality) return first;
-    const placed = await first.catch((err: unknown) => {
-      // Only placement's refusal of that node (its message begins "locality: node"), not a volume too big for every node.
-      if (err instanceof WeftApiError && err.code === status.RESOURCE_EXHAUSTED && err.message.includes('locality: node')) return undefined;
-      throw err;
-    });
-    if (placed) return placed;
-    this.logger.warn({ volume: name, node: locality }, 'the node the topology names first cannot hold the volume: placed where there is room (it is attached through any node)');
-    return this.client.createVolume(request);
   }
 
   /**

@@ -26,6 +26,8 @@ export interface CreateVolumeOptions {
   replicas?: number;
   /** The node to hold the primary copy. */
   locality?: string;
+  /** The node to hold the primary copy if it can; else placement chooses (no refusal). */
+  preferredNode?: string;
 }
 
 export type VerifyProgressListener = (doneBlocks: number, totalBlocks: number) => void;

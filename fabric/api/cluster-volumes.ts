@@ -63,6 +63,7 @@ export interface ReplicatedCreate {
   class?: string;
   replicas: number;
   locality?: string;
+  preferredNode?: string;
 }
 
 export interface ReplicatedClone {

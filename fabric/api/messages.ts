@@ -18,6 +18,7 @@ export interface CreateVolumeRequest {
   sourceSnapshot: SnapshotRef | null;
   replicas: number;
   locality: string;
+  preferredNode: string;
 }
 
 /** Which create a copy is made for: its id (its record's), and whether the node marks it under the create's intent (create-intent.ts). */

@@ -49,7 +49,8 @@ function createVolume(engine: VolumeEngine, cluster: ReplicatedVolumes, request:
   const poolClass = checkOptionalName('class', request.class);
   const replicas = replicaCount(request.replicas);
   const locality = checkOptionalName('locality', request.locality);
-  const placed = replicas > 1 || locality !== undefined || engine.listPools().length === 0;
+  const preferredNode = checkOptionalName('preferred_node', request.preferredNode);
+  const placed = replicas > 1 || locality !== undefined || preferredNode !== undefined || engine.listPools().length === 0;
   if (request.sourceSnapshot) {
     const source = checkSource(request.sourceSnapshot);
     const sizeBytes = checkOptionalSize('size_bytes', request.sizeBytes);
@@ -57,7 +58,7 @@ function createVolume(engine: VolumeEngine, cluster: ReplicatedVolumes, request:
     return cluster.cloneHere({ name, ...source, sizeBytes, class: poolClass });
   }
   const sizeBytes = checkSize('size_bytes', request.sizeBytes);
-  return placed ? cluster.create({ name, sizeBytes, class: poolClass, replicas, locality }) : cluster.createHere({ name, sizeBytes, class: poolClass });
+  return placed ? cluster.create({ name, sizeBytes, class: poolClass, replicas, locality, preferredNode }) : cluster.createHere({ name, sizeBytes, class: poolClass });
 }
 
 /** A replicated volume's copies are compared (and repaired) by its primary; a snapshot, or a volume of this node's alone, is scrubbed here. */

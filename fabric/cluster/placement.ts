@@ -26,6 +26,8 @@ export interface PlacementRequest {
   class?: string;
   /** The node where the workload runs: it gets the primary. */
   locality?: string;
+  /** A node to get the primary if it qualifies; else placement chooses (no refusal, unlike locality). */
+  preferredNode?: string;
 }
 
 export interface Placement {
@@ -44,10 +46,11 @@ export function defaultClass(nodes: readonly NodeCandidate[]): string {
 
 /**
  * Picks request.replicas distinct nodes that are up and have a pool of the class big enough for
- * the volume, and not full. Spreads them over zones where nodes are labelled (a zone gets a second replica only
- * once every zone has one), and prefers, within that, the node with the most free room. With a
- * locality, that node is the primary and must qualify itself. Throws, choosing nothing, when the
- * request cannot be met; the message says what is missing.
+ * the volume, and not full. Spreads them over zones where nodes are labelled (a zone gets a second
+ * replica only once every zone has one), and prefers, within that, the node with the most free room.
+ * With a locality, that node is the primary and must qualify itself; a preferred node is the primary
+ * if it qualifies. Throws, choosing nothing, when the request cannot be met; the message says what
+ * is missing.
  */
 export function place(nodes: readonly NodeCandidate[], request: PlacementRequest): Placement {
   if (!Number.isInteger(request.replicas) || request.replicas < 1) throw invalidArgument(`replicas must be a whole number of at least 1, not ${request.replicas}`);
@@ -65,6 +68,9 @@ export function place(nodes: readonly NodeCandidate[], request: PlacementRequest
     if (!local) throw invalidArgument(`locality: no node "${request.locality}" in the cluster (nodes: ${nodes.map((n) => n.id).join(', ') || 'none'})`);
     if (!eligible.includes(local)) throw resourceExhausted(`locality: node ${local.id} ${whyNot(local, poolClass, request.sizeBytes)}`);
     chosen.push(local);
+  } else {
+    const preferred = eligible.find((n) => n.id === request.preferredNode);
+    if (preferred) chosen.push(preferred);
   }
   if (eligible.length < request.replicas) {
     const others = nodes.filter((n) => !eligible.includes(n)).map((n) => `${n.id} ${whyNot(n, poolClass, request.sizeBytes)}`);

@@ -30,6 +30,9 @@ describe('placement picks', () => {
     ['locality and zones: the others avoid the primary zone', [node('a1', { zone: 'a' }), node('a2', { zone: 'a' }), node('b1', { zone: 'b', used: 90 })], request(2, { locality: 'a1' }), ['a1', 'b1']],
     ['nodes that are down, or without the class, or too small, or full are passed over', [node('a', { up: false }), node('b', { class: 'hdd' }), node('c', { capacity: 5 }), node('e', { used: 100 }), node('d', { used: 99 })], request(1), ['d']],
     ['a named class', [node('a', { class: 'hdd' }), node('b', { class: 'ssd' })], request(1, { class: 'ssd' }), ['b']],
+    ['a preferred node that qualifies is the primary, even with less room', [node('a'), node('b', { used: 60 }), node('c')], request(2, { preferredNode: 'b' }), ['b', 'a']],
+    ['a preferred node that does not qualify (down) is passed over, not a refusal', [node('a', { up: false }), node('b', { used: 100 }), node('c')], request(1, { preferredNode: 'a' }), ['c']],
+    ['an unknown preferred node: placement chooses', [node('a'), node('b', { used: 10 })], request(1, { preferredNode: 'zz' }), ['a']],
     ['no class named, one class in the cluster: that one', [node('a', { class: 'ssd' })], request(1), ['a']],
   ])('%s', (_name, nodes, req, expected) => {
     expect(place(nodes, req).nodes).toEqual(expected);
