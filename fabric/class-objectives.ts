@@ -1,6 +1,8 @@
 // Service classes as weftd's config file declares them: each class's objectives (the promise an
 // operator makes for its volumes), e.g. classes: {ssd: {objectives: {readLatencyP99: 2ms, availability: 99.9%}}}.
 
+import { LATENCY_BUCKETS } from './latency';
+
 /** A service class name: also the class of pools (weftd --pool CLASS:PATH). */
 export const CLASS_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 
@@ -19,7 +21,11 @@ export interface ServiceClass {
 
 /** Powers of ten: the decimal text is scaled in its exponent, so 2ms reads exactly 0.002. */
 const DURATION_EXPONENT: Record<string, number> = { us: -6, µs: -6, ms: -3, s: 0 };
-const MAX_LATENCY_SECONDS = 3600;
+/**
+ * The largest latency bucket's bound: an objective above it could not be measured (every operation
+ * would count as within it), so it is refused rather than promised and never checked.
+ */
+const MAX_LATENCY_SECONDS = LATENCY_BUCKETS[LATENCY_BUCKETS.length - 1];
 
 /** What each objective key of the config file means, and how its value is read. */
 const OBJECTIVES: Record<string, { field: keyof ClassObjectives; parse: (value: unknown) => number }> = {
@@ -67,12 +73,12 @@ function mapping(value: unknown, where: string, expected: string): Record<string
   return value as Record<string, unknown>;
 }
 
-/** "2ms", "500us", "1.5s": above 0, at most an hour. */
+/** "2ms", "500us", "1.5s": above 0, at most the largest latency bucket (10s). */
 function duration(value: unknown): number {
   const match = typeof value === 'string' ? /^(\d+(?:\.\d+)?)(us|µs|ms|s)$/.exec(value.trim()) : null;
   if (!match) throw new Error('expected a duration with its unit, e.g. 2ms, 500us, 1.5s');
   const seconds = Number(`${match[1]}e${DURATION_EXPONENT[match[2]]}`);
-  if (seconds <= 0 || seconds > MAX_LATENCY_SECONDS) throw new Error('expected a duration above 0 and at most 1 hour');
+  if (seconds <= 0 || seconds > MAX_LATENCY_SECONDS) throw new Error(`expected a duration above 0 and at most ${MAX_LATENCY_SECONDS}s (the largest latency bucket: a slower operation is counted in none)`);
   return seconds;
 }
 

@@ -22,47 +22,60 @@ export function rate(selector: string): string {
 export const VOLUME_CLASS = `clamp(max by (volume, class) (weft_volume_capacity_bytes{${CLASS}}), 1, 1)`;
 
 /**
- * 1 per (volume, class, namespace, pod) for the volumes the selected workloads use, from the info
- * metric weft_volume_info (one series per workload of each attachment, on the node attached). A
- * volume used by two pods at once matches twice, and Prometheus refuses the join (many-to-many).
+ * 1 per (volume, class, namespace, pod) for the volumes the selected pods use, from the info metric
+ * weft_volume_info (one series per workload of each attachment, on the node attached): one series
+ * per (volume, namespace, pod) however many pods share the volume, to join a weft_workload_ series on.
  */
 export const VOLUME_WORKLOAD =
   `clamp(max by (volume, class, namespace, pod) (weft_volume_info{${CLASS}, ${WORKLOAD}}), 1, 1)`;
 
-/** The same for the volumes of the selected Nomad jobs' allocations (nomad_job, alloc). */
+/** The same for the volumes of the selected Nomad jobs' allocations: one per (volume, alloc), with its job. */
 export const VOLUME_ALLOCATION =
   `clamp(max by (volume, class, nomad_job, alloc) (weft_volume_info{${CLASS}, ${ALLOCATION}}), 1, 1)`;
 
-/** A way to group I/O series: by volume (with its class), or by workload (with the class): pod or Nomad allocation. */
+/**
+ * A way to group I/O series: by volume (with its class), or by workload (with the class): pod or
+ * Nomad allocation. A workload's I/O is its attachment's on its node (weft_workload_*), not the whole
+ * volume's: two pods that share a volume on different nodes each get their own.
+ */
 export interface Grouping {
+  /** the I/O families read: weft_volume (per volume, every node) or weft_workload (per attachment's workload) */
+  family: 'weft_volume' | 'weft_workload';
   /** labels the results carry, `class` among them */
   labels: string;
-  /** the 1-valued series joined on `volume` that brings those labels */
+  /** the labels the join matches on: one series of `join` per value of them */
+  on: string;
+  /** the 1-valued series that brings the labels `on` does not match */
   join: string;
 }
-export const BY_VOLUME: Grouping = { labels: 'volume, class', join: VOLUME_CLASS };
-export const BY_WORKLOAD: Grouping = { labels: 'namespace, pod, class', join: VOLUME_WORKLOAD };
-export const BY_ALLOCATION: Grouping = { labels: 'nomad_job, alloc, class', join: VOLUME_ALLOCATION };
+export const BY_VOLUME: Grouping = { family: 'weft_volume', labels: 'volume, class', on: 'volume', join: VOLUME_CLASS };
+export const BY_WORKLOAD: Grouping = { family: 'weft_workload', labels: 'namespace, pod, class', on: 'volume, namespace, pod', join: VOLUME_WORKLOAD };
+export const BY_ALLOCATION: Grouping = { family: 'weft_workload', labels: 'nomad_job, alloc, class', on: 'volume, alloc', join: VOLUME_ALLOCATION };
 
-/** `sum by (labels)` of an I/O expression joined to the grouping's labels. */
+/** `sum by (labels)` of an I/O expression (over the grouping's family) joined to the grouping's labels. */
 export function sumBy(grouping: Grouping, expr: string, extraLabels = ''): string {
   const labels = extraLabels ? `${extraLabels}, ${grouping.labels}` : grouping.labels;
-  return `sum by (${labels}) (${expr} * on (volume) group_left (${labelsBut(grouping, 'volume')}) ${grouping.join})`;
-}
-
-function labelsBut(grouping: Grouping, omitted: string): string {
-  return grouping.labels.split(', ').filter((label) => label !== omitted).join(', ');
+  const brought = grouping.labels.split(', ').filter((label) => !grouping.on.split(', ').includes(label)).join(', ');
+  return `sum by (${labels}) (${expr} * on (${grouping.on}) group_left (${brought}) ${grouping.join})`;
 }
 
 /** The q-quantile of an operation's latency per group, from the histogram's buckets. */
 export function latencyQuantile(q: number, grouping: Grouping, operation: string): string {
-  const buckets = rate(`weft_volume_operation_seconds_bucket{${NODE}, operation="${operation}"}`);
+  const buckets = rate(`${grouping.family}_operation_seconds_bucket{${NODE}, operation="${operation}"}`);
   return `histogram_quantile(${q}, ${sumBy(grouping, buckets, 'le')})`;
 }
 
-/** An objective gauge (per class) matched to each group of `expr`, which carries `class`. */
+/**
+ * A class's objective from an objective gauge: the strictest where nodes' configs disagree (the lowest
+ * latency, the highest availability), as the recording rules take it.
+ */
+export function strictestObjective(family: string, filter = ''): string {
+  return `${/availability/.test(family) ? 'max' : 'min'} by (class) (${family}${filter ? `{${filter}}` : ''})`;
+}
+
+/** A latency objective gauge (per class) matched to each group of `expr`, which carries `class`. */
 export function perObjective(expr: string, objective: string): string {
-  return `${expr} / on (class) group_left () max by (class) (${objective})`;
+  return `${expr} / on (class) group_left () ${strictestObjective(objective)}`;
 }
 
 /**
@@ -71,8 +84,8 @@ export function perObjective(expr: string, objective: string): string {
  */
 export function errorRatio(grouping: Grouping): string {
   const over = (family: string) => sumBy(grouping, `increase(${family}{${NODE}}[$__range])`);
-  const operations = over('weft_volume_operations_total');
-  return `(${over('weft_volume_errors_total')} or 0 * ${operations}) / ${operations}`;
+  const operations = over(`${grouping.family}_operations_total`);
+  return `(${over(`${grouping.family}_errors_total`)} or 0 * ${operations}) / ${operations}`;
 }
 
 /**
@@ -80,6 +93,6 @@ export function errorRatio(grouping: Grouping): string {
  * availability objective allows, below 0 when the objective is broken.
  */
 export function errorBudgetLeft(grouping: Grouping): string {
-  const allowed = '(1 - max by (class) (weft_sla_objective_availability_ratio))';
+  const allowed = `(1 - ${strictestObjective('weft_sla_objective_availability_ratio')})`;
   return `1 - (${errorRatio(grouping)}) / on (class) group_left () ${allowed}`;
 }

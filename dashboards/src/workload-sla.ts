@@ -2,7 +2,7 @@
 // objectives: p99 latency as a share of the objective, availability and the error budget left.
 import { Dashboard, DashboardBuilder, RowBuilder } from '@grafana/grafana-foundation-sdk/dashboard';
 import { graph, query, tableOf, thresholds, weftDashboard } from './panels';
-import { BY_ALLOCATION, BY_VOLUME, BY_WORKLOAD, CLASS, errorBudgetLeft, errorRatio, Grouping, latencyQuantile, perObjective } from './promql';
+import { BY_ALLOCATION, BY_VOLUME, BY_WORKLOAD, CLASS, errorBudgetLeft, errorRatio, Grouping, latencyQuantile, perObjective, strictestObjective } from './promql';
 import { classVariable, datasourceVariable, jobVariable, namespaceVariable, nodeVariable, workloadVariable } from './variables';
 
 const READ_P99 = 'weft_sla_objective_read_latency_p99_seconds';
@@ -37,13 +37,13 @@ function slaPanels(builder: DashboardBuilder, who: string, grouping: Grouping, l
 }
 
 export function workloadSla(): Dashboard {
-  const objectives = (family: string) => `max by (class) (${family}{${CLASS}})`;
+  const objectives = (family: string) => strictestObjective(family, CLASS);
   const builder = weftDashboard('Workload SLA',
-    'Each volume, and each workload, against the objectives of its class. The per-workload rows join on weft_volume_info{volume, class, orchestrator, namespace, pod, nomad_job, alloc, ...}, which weftd exports for the volumes the CSI driver attached for a pod or a Nomad allocation; the per-volume row covers every volume.',
+    'Each volume, and each workload, against the objectives of its class. The per-workload rows count the attachment of each workload (weft_workload_*: the I/O of a pod or allocation on its node), joined on weft_volume_info{volume, class, orchestrator, namespace, pod, nomad_job, alloc, ...}, which weftd exports for the volumes the CSI driver attached for a pod or a Nomad allocation; the per-volume row covers every volume.',
     { from: 'now-24h', refresh: '1m' }, [datasourceVariable(), nodeVariable(), classVariable(), namespaceVariable(), workloadVariable(), jobVariable()])
 
     .withRow(new RowBuilder('Objectives'))
-    .withPanel(tableOf('Class objectives', 'What each class promises (weftd\'s config, classes.*.objectives). A class missing here promises nothing: nothing below is measured against it.', [
+    .withPanel(tableOf('Class objectives', 'What each class promises (weftd\'s config, classes.*.objectives). Where the nodes\' configs disagree, the strictest (the lowest latency, the highest availability), as the alerts take it. A class missing here promises nothing: nothing below is measured against it.', [
       ['Read p99', objectives(READ_P99)],
       ['Write p99', objectives(WRITE_P99)],
       ['Availability', objectives(AVAILABILITY)],

@@ -58,19 +58,22 @@ job "weft-prometheus" {
           global:
             scrape_interval: 15s
             evaluation_interval: 15s
+          alerting:
+            alertmanagers:
+              - consul_sd_configs:
+                  - server: {{ env "attr.unique.network.ip-address" }}:8500
+                    services: [alertmanager]
           rule_files:
             - /etc/prometheus/weft/recording.yml
             - /etc/prometheus/weft/alerts.yml
           scrape_configs:
             - job_name: weft
               metrics_path: /metrics
+              honor_labels: true
               consul_sd_configs:
                 - server: {{ env "attr.unique.network.ip-address" }}:8500
                   services: [weft-metrics]
               relabel_configs:
-                - source_labels: [__meta_consul_health]
-                  regex: passing
-                  action: keep
                 - source_labels: [__meta_consul_service_metadata_node_id]
                   target_label: node
                 - source_labels: [__meta_consul_service_metadata_zone]

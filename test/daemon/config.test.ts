@@ -217,6 +217,7 @@ describe('--config', () => {
     ['classes: {ssd: {objectives: {readLatencyP99: 2}}}\n', /invalid readLatencyP99 2 for class ssd in classes in .*: expected a duration with its unit, e.g. 2ms/],
     ['classes: {ssd: {objectives: {writeLatencyP99: 2 ms}}}\n', /invalid writeLatencyP99 "2 ms" for class ssd .*: expected a duration/],
     ['classes: {ssd: {objectives: {readLatencyP99: 0ms}}}\n', /invalid readLatencyP99 "0ms" .*: expected a duration above 0/],
+    ['classes: {hdd: {objectives: {writeLatencyP99: 20s}}}\n', /invalid writeLatencyP99 "20s" for class hdd .*: expected a duration above 0 and at most 10s \(the largest latency bucket/],
     ['classes: {ssd: {objectives: {availability: 100%}}}\n', /invalid availability "100%" for class ssd .*: expected a percentage above 0% and below 100%/],
     ['classes: {ssd: {objectives: {availability: 0.999}}}\n', /invalid availability 0.999 .*: expected a percentage, e.g. 99.9%/],
     ['classes: {ssd: {objectives: {latency: 2ms}}}\n', /unknown objective "latency" for class ssd .*: expected one of readLatencyP99, writeLatencyP99, availability/],

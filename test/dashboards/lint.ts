@@ -1,7 +1,7 @@
 // Checks a generated Grafana dashboard: every panel titled and reading from the `datasource`
 // variable, every PromQL expression (panels and variables) naming only metrics weftd serves.
 
-/** The families weftd exports (README, Metrics), `up` from the scrape, and the planned info metric. */
+/** The families weftd exports (README, Metrics) and `up` from the scrape. */
 const FAMILIES = [
   'weft_volume_operations_total', 'weft_volume_errors_total', 'weft_volume_bytes_total', 'weft_volume_in_flight_requests',
   'weft_volume_capacity_bytes', 'weft_volume_allocated_bytes', 'weft_volume_checksum_errors_total', 'weft_volume_epoch',
@@ -9,11 +9,10 @@ const FAMILIES = [
   'weft_sla_objective_read_latency_p99_seconds', 'weft_sla_objective_write_latency_p99_seconds', 'weft_sla_objective_availability_ratio',
   'weft_nbd_connections', 'weft_api_requests_total', 'weft_journal_bytes',
   'weft_replica_state', 'weft_replica_behind_bytes', 'weft_replica_resync_size_bytes', 'weft_replica_resync_copied_bytes_total',
-  'weft_replica_resync_progress_ratio', 'up',
-  // not exported yet: the per-workload panels join on it (issue 10)
-  'weft_volume_info',
+  'weft_replica_resync_progress_ratio', 'up', 'weft_volume_info',
+  'weft_workload_operations_total', 'weft_workload_errors_total', 'weft_workload_bytes_total', 'weft_workload_in_flight_requests',
 ];
-const HISTOGRAMS = ['weft_volume_operation_seconds', 'weft_api_request_seconds', 'weft_journal_checkpoint_seconds'];
+const HISTOGRAMS = ['weft_volume_operation_seconds', 'weft_workload_operation_seconds', 'weft_api_request_seconds', 'weft_journal_checkpoint_seconds'];
 const SUMMARIES = ['weft_event_loop_delay_seconds'];
 export const KNOWN_METRICS = new Set([
   ...FAMILIES,

@@ -41,7 +41,11 @@ describe('dashboard queries on a real Prometheus', () => {
     const api = new WeftClient(`127.0.0.1:${primary.weftd.apiPort}`);
     await api.recordAttachment({
       volume: 'rep', nodeId: primary.weftd.nodeId, devicePath: '/dev/loop-rep', method: 'nbdfuse-loop', stagingPath: '/staging/rep',
-      workloads: [{ orchestrator: 'kubernetes', podName: 'web-0', podNamespace: 'shop', podUid: 'uid-web-0' }],
+      // Two pods on the node share the volume (ReadWriteOnce allows it): neither breaks the other's rows.
+      workloads: [
+        { orchestrator: 'kubernetes', podName: 'web-0', podNamespace: 'shop', podUid: 'uid-web-0' },
+        { orchestrator: 'kubernetes', podName: 'web-1', podNamespace: 'shop', podUid: 'uid-web-1' },
+      ],
     });
     await weftJson(primary.weftd, ['volume', 'create', 'cache', '--size', '16MiB']);
     await api.recordAttachment({
@@ -100,6 +104,13 @@ describe('dashboard queries on a real Prometheus', () => {
     expect(readP99.every((one) => one.metric.class === 'ssd' && Number(one.value[1]) > 0)).toBe(true);
   });
 
+  test('the per-pod SLA table: both pods that share rep, each with its budget whole', async () => {
+    const table = (JSON.parse(renderDashboards().get('workload-sla.json')!).panels as Panel[]).find((p) => p.title === 'Workloads against objectives')!;
+    const budget = await prometheus.query(interpolate(table.targets![3].expr));
+    const rows = budget.map((one) => [one.metric.namespace, one.metric.pod, one.metric.class, Number(one.value[1])]);
+    expect(rows.sort()).toEqual([['shop', 'web-0', 'ssd', 1], ['shop', 'web-1', 'ssd', 1]]);
+  });
+
   test('the per-allocation SLA table: the Nomad allocation of cache, by job and allocation, its budget whole', async () => {
     const table = (JSON.parse(renderDashboards().get('workload-sla.json')!).panels as Panel[]).find((p) => p.title === 'Allocations against objectives')!;
     const budget = await prometheus.query(interpolate(table.targets![3].expr));
@@ -119,7 +130,7 @@ describe('dashboard queries on a real Prometheus', () => {
       node: variables.node.slice(1, -1).split('|').sort(),
       class: ['ssd'],
       namespace: ['shop'],
-      workload: ['web-0'],
+      workload: ['web-0', 'web-1'],
       job: ['web'],
       volume: ['cache', 'plain', 'rep'],
     });

@@ -49,7 +49,7 @@ export const MONITORING_MODELS: ModelTable = {
     required: ['selector', 'endpoints'],
   },
   V1ServiceMonitorEndpoint: {
-    attributes: [stringField('port'), stringField('path'), stringField('interval'), stringField('scheme'), { name: 'relabelings', type: 'Array<V1RelabelConfig>', format: '' }],
+    attributes: [stringField('port'), stringField('path'), stringField('interval'), stringField('scheme'), { name: 'honorLabels', type: 'boolean', format: '' }, { name: 'relabelings', type: 'Array<V1RelabelConfig>', format: '' }],
     required: ['port'],
   },
   V1RelabelConfig: {

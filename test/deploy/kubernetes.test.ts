@@ -269,9 +269,11 @@ describe('monitoring', () => {
     const serviceSpec = service.spec as { selector: Record<string, string>; ports: { name: string; port: number; targetPort: string }[] };
     for (const [key, value] of Object.entries(serviceSpec.selector)) expect(template.labels[key]).toBe(value);
     expect(serviceSpec.ports).toEqual([{ name: 'metrics', port: metricsPort, targetPort: 'metrics' }]);
-    const monitor = find(objects, 'ServiceMonitor', 'weft-node').spec as { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string }[] };
+    const monitor = find(objects, 'ServiceMonitor', 'weft-node').spec as { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string; honorLabels?: boolean }[] };
     for (const [key, value] of Object.entries(monitor.selector.matchLabels)) expect(service.metadata.labels?.[key]).toBe(value);
-    expect(monitor.endpoints.map((e) => [e.port, e.path])).toEqual([['metrics', '/metrics']]);
+    // honorLabels: the operator's own namespace and pod labels (the weftd pod's) would otherwise
+    // rename the workload's on weft_volume_info and weft_workload_* to exported_namespace, exported_pod.
+    expect(monitor.endpoints.map((e) => [e.port, e.path, e.honorLabels])).toEqual([['metrics', '/metrics', true]]);
     // Without the operator: Prometheus' pod discovery reads the same port from the annotations.
     expect(template.annotations).toEqual({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(metricsPort), 'prometheus.io/path': '/metrics' });
   });

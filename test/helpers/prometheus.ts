@@ -44,7 +44,8 @@ export async function startPrometheus(targets: string[], options: PrometheusOpti
   const config = path.join(dir, 'prometheus.yml');
   fs.writeFileSync(config, [
     'global: {scrape_interval: 1s, evaluation_interval: 1s}',
-    `scrape_configs: [{job_name: ${options.job ?? 'weft'}, static_configs: [{targets: ${JSON.stringify(targets)}}]}]`,
+    // honor_labels as the shipped configs (deploy/prometheus) have it.
+    `scrape_configs: [{job_name: ${options.job ?? 'weft'}, honor_labels: true, static_configs: [{targets: ${JSON.stringify(targets)}}]}]`,
     `rule_files: ${JSON.stringify(options.ruleFiles ?? [])}`,
     ...(options.alertmanager ? [`alerting: {alertmanagers: [{static_configs: [{targets: ['${options.alertmanager}']}]}]}`] : []),
     '',

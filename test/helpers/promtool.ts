@@ -19,7 +19,12 @@ export async function promtoolCheckConfig(config: PrometheusConfig): Promise<{ c
   const scrapeConfigs = config.scrape_configs.map((job) =>
     job.consul_sd_configs ? { ...job, consul_sd_configs: undefined, static_configs: [{ targets: ['127.0.0.1:10811'] }] } : job,
   );
-  fs.writeFileSync(path.join(dir, 'prometheus.yml'), YAML.stringify({ ...config, rule_files: [], scrape_configs: scrapeConfigs }));
+  const alerting = config.alerting as { alertmanagers: Record<string, unknown>[] } | undefined;
+  const alertmanagers = alerting?.alertmanagers.map((am) =>
+    am.consul_sd_configs ? { ...am, consul_sd_configs: undefined, static_configs: [{ targets: ['127.0.0.1:9093'] }] } : am,
+  );
+  const checked = { ...config, rule_files: [], scrape_configs: scrapeConfigs, ...(alerting ? { alerting: { ...alerting, alertmanagers } } : {}) };
+  fs.writeFileSync(path.join(dir, 'prometheus.yml'), YAML.stringify(checked));
   return new Promise((resolve) =>
     execFile('promtool', ['check', 'config', 'prometheus.yml'], { cwd: dir }, (error, stdout, stderr) => resolve({ code: error ? 1 : 0, out: stdout + stderr })),
   );

@@ -4,7 +4,7 @@
 // files and the example job agree with each other and with what the driver accepts; the Prometheus
 // job and the static scrape config pass promtool.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse } from '@cdktf/hcl2json';
@@ -230,6 +230,19 @@ function expectShippedRules(ruleFiles: string[]): void {
   expect(ruleFiles.map((file) => path.basename(file)).sort()).toEqual(fs.readdirSync(shipped).filter((file) => file.endsWith('.yml') && !file.endsWith('.test.yml')).sort());
 }
 
+/**
+ * What every shipped Prometheus config does for WeftdDown and the workload labels: a weftd whose
+ * Consul check fails stays a target (so up == 0, not no target at all), the labels weftd puts on
+ * weft_volume_info (a workload's namespace, pod, job) are kept rather than renamed exported_*, and
+ * alerts go to an Alertmanager.
+ */
+function expectAlertingScrape(config: PrometheusConfig): void {
+  const [scrape] = config.scrape_configs;
+  expect(scrape.honor_labels).toBe(true);
+  expect(JSON.stringify(scrape.relabel_configs ?? [])).not.toContain('__meta_consul_health');
+  expect((config.alerting as { alertmanagers: unknown[] } | undefined)?.alertmanagers).toHaveLength(1);
+}
+
 describe('the Prometheus job', () => {
   it('scrapes the weft-metrics service through Consul, as deploy/prometheus/consul-sd.yml does, with a config promtool accepts', async () => {
     const job = one((await hcl('prometheus.nomad.hcl')).job, 'weft-prometheus');
@@ -239,13 +252,16 @@ describe('the Prometheus job', () => {
     expect(one(task.config).args).toContain('--config.file=/local/prometheus.yml');
     expect(template.destination).toBe('local/prometheus.yml');
     // Nomad fills in the client's address: the template is YAML once it has.
-    const config = YAML.parse((template.data as string).replace('{{ env "attr.unique.network.ip-address" }}', '10.0.0.1')) as PrometheusConfig;
+    const config = YAML.parse((template.data as string).replaceAll('{{ env "attr.unique.network.ip-address" }}', '10.0.0.1')) as PrometheusConfig;
     const shipped = YAML.parse(fs.readFileSync(path.join(DEPLOY_DIR, 'prometheus', 'consul-sd.yml'), 'utf8')) as PrometheusConfig;
     const [scrape] = config.scrape_configs;
     expect(scrape.consul_sd_configs).toEqual([{ server: '10.0.0.1:8500', services: ['weft-metrics'] }]);
     expect(scrape.relabel_configs).toEqual((shipped.scrape_configs[0].relabel_configs as unknown[]).filter((r) => (r as { target_label?: string }).target_label !== 'consul_dc'));
     // The rules it loads are in the host volume it mounts where rule_files looks.
     expectShippedRules(config.rule_files as string[]);
+    expectAlertingScrape(config);
+    expectAlertingScrape(shipped);
+    expect((config.alerting as { alertmanagers: { consul_sd_configs: unknown }[] }).alertmanagers[0].consul_sd_configs).toEqual([{ server: '10.0.0.1:8500', services: ['alertmanager'] }]);
     expect(one(task.volume_mount)).toMatchObject({ volume: 'rules', destination: '/etc/prometheus/weft' });
     expect(await promtoolCheckConfig(config)).toEqual({ code: 0, out: expect.stringContaining('SUCCESS') });
   });
@@ -257,6 +273,17 @@ describe('the Prometheus job', () => {
     expectShippedRules((YAML.parse(fs.readFileSync(path.join(DEPLOY_DIR, 'prometheus', 'consul-sd.yml'), 'utf8')) as PrometheusConfig).rule_files as string[]);
     const [scrape] = config.scrape_configs;
     expect(scrape.job_name).toMatch(/^weft/); // what WeftdDown's up{job=~"weft.*"} matches
+    expectAlertingScrape(config);
     for (const group of scrape.static_configs as { labels: { node: string } }[]) expect(group.labels.node).toMatch(/^n\d$/);
+  });
+
+  it('deploy/prometheus/alertmanager.yml, where the shipped configs send alerts, passes amtool check-config', async () => {
+    const file = path.join(DEPLOY_DIR, 'prometheus', 'alertmanager.yml');
+    const result = await new Promise<{ code: number; out: string }>((resolve) =>
+      execFile('amtool', ['check-config', file], (error, stdout, stderr) => resolve({ code: error ? 1 : 0, out: stdout + stderr })),
+    );
+    expect(result).toEqual({ code: 0, out: expect.stringContaining('SUCCESS') });
+    // Pages grouped per volume: one notification per volume and alert, not one per series.
+    expect((YAML.parse(fs.readFileSync(file, 'utf8')) as { route: { group_by: string[] } }).route.group_by).toEqual(['alertname', 'volume']);
   });
 });

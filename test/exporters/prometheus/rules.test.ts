@@ -69,12 +69,24 @@ it('promtool test rules passes: each alert fires and stays quiet', async () => {
   expect(result.code).toBe(0);
 });
 
-it("the table of bucket bounds the latency SLO reads is the exporter's buckets, as it writes their le", () => {
+/**
+ * How Prometheus 3 writes an le value whatever the exposition said (its formatOpenMetricsFloat: Go's
+ * shortest 'g' format, ".0" added to a whole number): 1 is "1.0", 0.00005 is "5e-05".
+ */
+function prometheus3Le(bound: number): string {
+  const exponent = Math.floor(Math.log10(bound));
+  if (exponent < -4 || exponent >= 21) return bound.toExponential().replace(/e([+-])(\d)$/, 'e$10$2');
+  return Number.isInteger(bound) ? `${bound}.0` : String(bound);
+}
+
+it("the table of bucket bounds the latency SLO reads is the exporter's buckets, each le as weftd writes it and as Prometheus 3 stores it", () => {
   const rule = yamlFile<RuleFile>('recording.yml')
     .groups.flatMap((group) => group.rules)
     .find((r) => r.record === 'weft:latency_bucket_bound_seconds:const');
-  const entries = [...(rule?.expr ?? '').matchAll(/vector\(([^)]+)\), "le", "([^"]+)"/g)].map((m) => [m[1], m[2]]);
-  expect(entries).toEqual([...LATENCY_BUCKETS.map((bound) => [String(bound), String(bound)]), ['+Inf', '+Inf']]);
+  const entries = [...(rule?.expr ?? '').matchAll(/vector\(([^)]+)\), "le", "([^"]+)"/g)].map((m) => [m[1] === '+Inf' ? Infinity : Number(m[1]), m[2]]);
+  const spellings = (bound: number) => [...new Set([String(bound), prometheus3Le(bound)])].map((le) => [bound, le]);
+  expect(prometheus3Le(0.00005)).toBe('5e-05');
+  expect(entries).toEqual([...LATENCY_BUCKETS.flatMap(spellings), [Infinity, '+Inf']]);
 });
 
 it('the unit tests evaluate every rule group, recording rules before the alerts that read them', () => {
