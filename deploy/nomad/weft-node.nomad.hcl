@@ -37,14 +37,9 @@ job "weft-node" {
           readonly = false
         }
 
-        # The host's devices, live: a privileged container's /dev is a copy taken at its start, and
-        # attaching makes loop (and nbd) devices later.
-        mount {
-          type     = "bind"
-          source   = "/dev"
-          target   = "/dev"
-          readonly = false
-        }
+        # No mount of /dev here: Nomad bind-mounts the host's /dev into every CSI plugin task itself
+        # (live, so the loop and nbd devices attaching makes later are seen), and Docker refuses a
+        # second mount at the same point ("Duplicate mount point: /dev").
       }
 
       # --store: the etcd members that etcd.nomad.hcl registers (Nomad's service discovery); run that

@@ -29,4 +29,8 @@ describe('weftd.service', () => {
     expect(setting('KillSignal')).toBe('SIGTERM');
     expect(setting('RestartPreventExitStatus')).toBe(String(new ConfigError('x').exitCode));
   });
+
+  it('stops or restarts weftd alone, not the attach helpers in its cgroup (the mounts on them outlive weftd)', () => {
+    expect(setting('KillMode')).toBe('process');
+  });
 });
