@@ -45,3 +45,14 @@ export function returnBuffer(buf: Buffer): void {
   list.push(buf);
   freeBytes += buf.length;
 }
+
+const ZEROES = Buffer.alloc(64 * 1024);
+
+/** Whether every byte of data is 0 (a copy writes such a range as zeroes, keeping its copy thin). */
+export function isAllZero(data: Buffer): boolean {
+  for (let at = 0; at < data.length; at += ZEROES.length) {
+    const part = data.subarray(at, at + ZEROES.length);
+    if (!part.equals(ZEROES.subarray(0, part.length))) return false;
+  }
+  return true;
+}

@@ -7,6 +7,7 @@
 // Replicas cannot tell over NBD what they have allocated (the client speaks simple replies only),
 // so every block of the volume is read from every copy; the primary's holes are compared too.
 
+import { isAllZero } from '../buffers';
 import { ChecksumError, IoError } from '../errors';
 import { BLOCK_BYTES } from '../store/block-size';
 import type { VolumeLayer } from '../volume/block-device';
@@ -266,7 +267,7 @@ function localCopy(local: VolumeLayer, result: ReplicaVerifyResult): Copy {
     result,
     remote: false,
     read: (offsetBytes, lengthBytes) => local.read(offsetBytes, lengthBytes),
-    write: (offsetBytes, data) => (isZero(data) ? local.writeZeroes(offsetBytes, data.length, { fua: true, noHole: false }) : local.write(offsetBytes, data, true)),
+    write: (offsetBytes, data) => (isAllZero(data) ? local.writeZeroes(offsetBytes, data.length, { fua: true, noHole: false }) : local.write(offsetBytes, data, true)),
     isBadRead: (err) => err instanceof ChecksumError,
   };
 }
@@ -277,7 +278,7 @@ function remoteCopy(peer: InSyncPeer, result: ReplicaVerifyResult): Copy {
     result,
     remote: true,
     read: (offsetBytes, lengthBytes) => connection.read(offsetBytes, lengthBytes),
-    write: (offsetBytes, data) => (isZero(data) ? connection.writeZeroes(offsetBytes, data.length, true, false) : connection.write(offsetBytes, data, true)),
+    write: (offsetBytes, data) => (isAllZero(data) ? connection.writeZeroes(offsetBytes, data.length, true, false) : connection.write(offsetBytes, data, true)),
     // The replica answered EIO (its checksum failed), as opposed to the connection failing.
     isBadRead: (err) => err instanceof IoError && err.errno === 'EIO' && !(err instanceof NbdConnectionError),
   };
@@ -285,10 +286,4 @@ function remoteCopy(peer: InSyncPeer, result: ReplicaVerifyResult): Copy {
 
 function emptyResult(node: string): ReplicaVerifyResult {
   return { node, comparedBlocks: 0, checksumRepairedBlocks: 0, mismatchRepairedBlocks: 0 };
-}
-
-/** Zeroes are written as a hole: a repair keeps the copy thin where the primary is. */
-function isZero(data: Buffer): boolean {
-  for (let i = 0; i < data.length; i++) if (data[i] !== 0) return false;
-  return true;
 }

@@ -17,6 +17,7 @@
 // not keep it up, a flush to those copies renews it; a copy that cannot take one leaves the in-sync
 // set first. So a primary that lost its place and cannot learn it serves no stale read.
 
+import { isAllZero } from '../buffers';
 import { withDeadline } from '../deadline';
 import { ChecksumError, IoError } from '../errors';
 import { InFlightWindow } from '../in-flight-window';
@@ -155,6 +156,23 @@ class Remote {
   unflushed = new DirtyMap();
   /** The unflushed maps of the flushes in flight to it. */
   readonly flushing = new Set<DirtyMap>();
+  /**
+   * Takes what it has unflushed as the flush about to be sent covers it: call settled() once that
+   * flush succeeded (a failed one leaves the map among what it may lack).
+   */
+  flushStarts(): DirtyMap {
+    const taken = this.unflushed;
+    this.unflushed = new DirtyMap();
+    this.flushing.add(taken);
+    return taken;
+  }
+
+  /** A flush through the connection; what it covers is no longer unflushed once it succeeded. */
+  async flushThrough(connection: ReplicaConnection): Promise<void> {
+    const taken = this.flushStarts();
+    await connection.flush();
+    this.flushing.delete(taken);
+  }
   /** Blocks it lacks, while out or resyncing. */
   dirty = new DirtyMap();
   /**
@@ -552,12 +570,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     const seq = ++this.sent;
     const flushing = this.activity?.flushStarted();
     const targets = this.targets();
-    const covered = targets.map((r) => {
-      const taken = r.unflushed;
-      r.unflushed = new DirtyMap();
-      r.flushing.add(taken);
-      return taken;
-    });
+    const covered = targets.map((r) => r.flushStarts());
     const sentAt = performance.now();
     const outcomes = await Promise.allSettled([this.below.flush(), ...targets.map((r) => (r.connection as ReplicaConnection).flush())]);
     for (let i = 0; i < targets.length; i++) {
@@ -565,7 +578,11 @@ export class ReplicatedDevice extends PassThroughLayer {
       targets[i].flushing.delete(covered[i]);
       targets[i].vouchedFrom = Math.max(targets[i].vouchedFrom, sentAt);
     }
-    if (flushing && outcomes.every((o) => o.status === 'fulfilled')) this.activity?.flushed(flushing);
+    // Extents leave the activity log only when every copy that could be promoted took the flush: a
+    // member out of the targets (its removal not yet committed) may lack their writes (its node
+    // restarted) and still be promoted, and the log is what makes the copies equal then.
+    const everyMember = this.remotes.every((r) => !r.member || targets.includes(r));
+    if (flushing && everyMember && outcomes.every((o) => o.status === 'fulfilled')) this.activity?.flushed(flushing);
     await this.settle(targets, outcomes, 0, 0, seq);
   }
 
@@ -619,7 +636,7 @@ export class ReplicatedDevice extends PassThroughLayer {
         for (let at = 0; at < this.sizeBytes; ) at = await this.pacer.step(() => this.scan(remote, connection, at));
         // Its dirty map says all it lacks once the zeroes are durable (they are not in it: marking
         // them unflushed would make a delta resync copy every hole if it failed now).
-        await connection.flush();
+        await remote.flushThrough(connection);
         remote.needsFull = false;
       }
       // Writes that began before it was resyncing mark its dirty map when they end: loop until clean.
@@ -633,7 +650,9 @@ export class ReplicatedDevice extends PassThroughLayer {
           const runs = [...remote.dirty.runs(RESYNC_RUN_BYTES)];
           for (let i = 0; i < runs.length; i += RESYNC_DEPTH) await this.pacer.step(() => this.copyRuns(remote, connection, runs.slice(i, i + RESYNC_DEPTH)));
         }
-        await connection.flush();
+        // What it was sent is no longer unflushed once durable: else the next time it is out, its
+        // delta would be all this resync copied.
+        await remote.flushThrough(connection);
       } while (remote.dirty.blocks > 0);
       // A change that failed there meanwhile was acknowledged without it (it was no member yet).
       stillResyncing(remote);
@@ -719,7 +738,7 @@ export class ReplicatedDevice extends PassThroughLayer {
         const connection = remote.state === 'out' ? undefined : remote.connection;
         if (!connection) return this.removed(remote, 'it is out');
         try {
-          await connection.flush();
+          await remote.flushThrough(connection);
           remote.vouchedFrom = Math.max(remote.vouchedFrom, sentAt);
         } catch (err) {
           if (isFenced(err)) throw err;
@@ -861,7 +880,10 @@ export class ReplicatedDevice extends PassThroughLayer {
     try {
       if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
       const data = await this.below.read(offsetBytes, lengthBytes).catch((err: unknown) => this.readForResync(remote, offsetBytes, lengthBytes, err));
-      await connection.write(offsetBytes, data, false);
+      // A range that reads as zeroes (trimmed or zeroed while the copy was away) is sent as zeroes:
+      // the copy stays thin there, and no data crosses the network for it.
+      if (isAllZero(data)) await connection.writeZeroes(offsetBytes, lengthBytes, false, false);
+      else await connection.write(offsetBytes, data, false);
       // Cleared once there (no write to the range can come between, under the lock), so that
       // copied + behind, the resync's size, stays put meanwhile.
       remote.dirty.clear(offsetBytes, lengthBytes);

@@ -284,6 +284,43 @@ test('with the copies\' block checksums, the logged extents are compared and onl
   }
 });
 
+test('a flush that a member out of the targets did not take (its removal not committed) leaves the extents in the log', async () => {
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', 64 * MiB);
+  const [r1, r2] = await Promise.all([ReplicaNode.start('r1', 'vol', 64 * MiB), ReplicaNode.start('r2', 'vol', 64 * MiB)]);
+  const inSync = new MemoryInSyncSet(['r1', 'r2']);
+  // The two flushes the client's flush reaches (the primary's copy and r1), each signalling its end.
+  const ended: Promise<void>[] = [];
+  const signalling = <T extends { flush(): Promise<void> }>(target: T): T => {
+    const flush = target.flush.bind(target);
+    let done!: () => void;
+    ended.push(new Promise<void>((resolve) => (done = resolve)));
+    target.flush = () => flush().then(done);
+    return target;
+  };
+  const log = ActivityLog.load(path.join(dir, 'vol.activity'));
+  const r1Remote = { id: 'r1', connect: async () => signalling(await r1.connect(1)) };
+  const device = await ReplicatedDevice.open(signalling(local), [r1Remote, r2.remote(1)], inSync, { activity: { log, epoch: 1 } });
+  try {
+    await device.write(0, randomBytes(4096), false); // extent 0, on every copy, flushed nowhere
+    await r2.node.kill9();
+    inSync.hold = new Promise<void>(() => undefined); // the store does not commit r2's removal
+    void device.write(8 * MiB, randomBytes(4096), false).catch(() => undefined); // fails on r2: its removal begins
+    await waitFor(() => inSync.removeCalls === 1, 10_000, 10);
+    void device.flush().catch(() => undefined); // reaches the primary's copy and r1, not r2
+    await Promise.all(ended);
+    await new Promise((resolve) => setImmediate(resolve));
+    // r2 is still in the in-sync set, so it may be promoted, and it may lack extent 0's write: the log
+    // keeps it, so that whoever is promoted makes the copies equal there.
+    expect(runsOf(log)).toEqual([[0, 4], [8, 4]]);
+  } finally {
+    device.close();
+    r1.closeClients();
+    r2.closeClients();
+    await engine.close();
+  }
+});
+
 test('writes that are never flushed do not grow the log past its cap: the primary flushes every copy itself', async () => {
   const CAP = 16; // weftd's is 1024 (4 GiB)
   const extents = 4 * CAP;

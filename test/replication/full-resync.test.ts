@@ -63,27 +63,33 @@ async function expectIdentical(): Promise<void> {
   expect((await node.readAll(1, VOLUME_BYTES)).equals(expected)).toBe(true);
 }
 
-/**
- * r1 as the primary reaches it, except that the first time a connection is asked for `call`, hook
- * runs first (to read the status at that moment, or to kill the replica's node).
- */
-function hooked(call: 'write' | 'writeZeroes', hook: () => unknown): RemoteReplica {
-  let fired = false;
+/** r1 as the primary reaches it, each of its connections' `call` calling before(args) first. */
+function spied(call: 'write' | 'writeZeroes', before: (args: unknown[]) => unknown): RemoteReplica {
   return {
     id: node.id,
     connect: async () => {
       const client = await node.connect(1, 2000);
       const original = client[call].bind(client) as (...args: unknown[]) => Promise<void>;
       client[call] = async (...args: unknown[]) => {
-        if (!fired) {
-          fired = true;
-          await hook();
-        }
+        await before(args);
         return original(...args);
       };
       return client;
     },
   };
+}
+
+/**
+ * r1 as the primary reaches it, except that the first time a connection is asked for `call`, hook
+ * runs first (to read the status at that moment, or to kill the replica's node).
+ */
+function hooked(call: 'write' | 'writeZeroes', hook: () => unknown): RemoteReplica {
+  let fired = false;
+  return spied(call, () => {
+    if (fired) return;
+    fired = true;
+    return hook();
+  });
 }
 
 it('copies in full to a replica outside the in-sync set only what is allocated, and zeroes its stale data', async () => {
@@ -117,6 +123,38 @@ it('replaces the dirty map of an out replica with everything allocated when aske
   await node.node.start();
   expect(await device.resync('r1', 'full')).toBe(3 * MiB);
   await expectIdentical();
+});
+
+it('a copy resynced, then away again with no flush between, is behind by what it missed since, not by what its resync copied', async () => {
+  await open();
+  await writeMiBs([0, 10 * MiB, 30 * MiB, 63 * MiB]);
+  expect(await device.resync('r1', 'full')).toBe(4 * MiB);
+  // No client flush since the resync: its own last flush made what it copied durable there.
+  await node.node.kill9();
+  await device.write(20 * MiB, randomBytes(BLOCK), false);
+  expect(r1()).toMatchObject({ state: 'out', behindBytes: BLOCK });
+  await node.node.start();
+  expect(await device.resync('r1')).toBe(BLOCK);
+  await expectIdentical();
+});
+
+it('a delta resync sends a range trimmed while the copy was away as zeroes, not as data', async () => {
+  inSync = new MemoryInSyncSet(['r1']);
+  let dataBytes = 0;
+  await open(spied('write', (args) => (dataBytes += (args[1] as Buffer).length)));
+  await writeMiBs([0, MiB, 2 * MiB, 3 * MiB]);
+  await device.flush();
+  await node.node.kill9();
+  await device.trim(0, 4 * MiB, false);
+  expect(r1()).toMatchObject({ state: 'out', behindBytes: 4 * MiB });
+  await node.node.start();
+  dataBytes = 0;
+  expect(await device.resync('r1')).toBe(4 * MiB);
+  expect(dataBytes).toBe(0);
+  // On the copy, the range reads as zeroes and is a hole again: it holds only the fixture's stale
+  // blocks (this copy counted as in sync from the start, so nothing zeroed them).
+  expect((await node.readAll(1, 4 * MiB)).equals(Buffer.alloc(4 * MiB))).toBe(true);
+  expect((await node.show()).allocatedBytes).toBe(STALE_BYTES);
 });
 
 it('ends byte for byte equal when a client writes, trims and zeroes all through a full resync', async () => {
