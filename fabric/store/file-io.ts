@@ -2,7 +2,7 @@
 // allocation less per call than fs.promises' FileHandle, which matters on the I/O path.
 
 import * as fs from 'fs';
-import { slicePieces, totalBytes, type Pieces } from '../pieces';
+import { piecesOf, slicePieces, totalBytes, type Pieces } from '../pieces';
 
 /**
  * The calls through which every pool and metadata file is written, grown and synced, and pool files
@@ -188,12 +188,11 @@ export async function fsyncDirAsync(dir: string): Promise<void> {
  * Writes a whole file durably: temp file, fsync, rename over the target, fsync the directory. A
  * failure before the rename removes the temp file (on a full disk, its space is wanted back).
  */
-export function writeFileAtomic(file: string, data: Buffer | string, dir: string): void {
+export function writeFileAtomic(file: string, data: Buffer | Pieces | string, dir: string): void {
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, 'w');
   try {
-    const buf = typeof data === 'string' ? Buffer.from(data) : data;
-    pwriteAllSync(fd, buf, 0);
+    pwritevAllSync(fd, typeof data === 'string' ? [Buffer.from(data)] : piecesOf(data), 0);
     ops.fsyncSync(fd);
   } catch (err) {
     fs.closeSync(fd);
@@ -206,11 +205,11 @@ export function writeFileAtomic(file: string, data: Buffer | string, dir: string
 }
 
 /** writeFileAtomic without blocking the event loop, for a large file (a checkpoint). */
-export async function writeFileAtomicAsync(file: string, data: Buffer, dir: string): Promise<void> {
+export async function writeFileAtomicAsync(file: string, data: Buffer | Pieces, dir: string): Promise<void> {
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, 'w');
   try {
-    await pwritevAll(fd, [data], 0);
+    await pwritevAll(fd, piecesOf(data), 0);
     await fdatasync(fd);
   } catch (err) {
     fs.closeSync(fd);

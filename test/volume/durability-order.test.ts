@@ -233,19 +233,20 @@ test('recovery takes an unsynced write whose block cannot be read (a bad sector)
   }
 });
 
-test('no client opens a volume or a snapshot while its delete commits: its handle would outlive it, and its writes land on blocks freed for others', async () => {
+test('no client opens a volume or a snapshot, and no verify reads it, while its delete commits: its handle would outlive it, and its reads and writes land on blocks freed for others', async () => {
   const engine = await openEngine(root);
   await engine.createVolume({ name: 'v', sizeBytes: MiB });
   await engine.createSnapshot('v', 's');
-  for (const [what, remove, open] of [
-    ['snapshot v@s', () => engine.deleteSnapshot('v', 's'), () => engine.openSnapshot('v', 's')],
-    ['volume v', () => engine.deleteVolume('v'), () => engine.openVolume('v')],
+  for (const [what, remove, open, verify] of [
+    ['snapshot v@s', () => engine.deleteSnapshot('v', 's'), () => engine.openSnapshot('v', 's'), () => engine.verifyVolume('v', undefined, 's')],
+    ['volume v', () => engine.deleteVolume('v'), () => engine.openVolume('v'), () => engine.verifyVolume('v')],
   ] as const) {
     recorder = FileOpsRecorder.install();
     const syncs = recorder.hold(journalSyncs);
     const removing = track(remove());
     await syncs.whenHeld(); // the delete's record is written; its sync (the commit) waits
     expect(open).toThrow(`${what} is being deleted`);
+    await expect(verify()).rejects.toThrow(`${what} is being deleted`);
     recorder.uninstall();
     recorder = undefined;
     await removing;
