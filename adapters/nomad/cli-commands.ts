@@ -104,7 +104,7 @@ async function createVolume(context: CommandContext, [name]: [string], options: 
   if (await nomadVolume(nomad, id)) throw operationFailed(`Nomad already has a volume "${id}"; nothing was created`);
   const created = await context.client.createVolume(request);
   try {
-    await nomad.registerCsiVolume(registrationFor(created, spec));
+    await nomad.registerCsiVolume(registrationFor(created, spec, await heldOn(context, created)));
   } catch (error) {
     // Leave nothing behind: the volume was made only to be registered.
     await context.client.deleteVolume(created.name);
@@ -123,7 +123,7 @@ async function registerVolume(context: CommandContext, [name]: [string], options
     throw operationFailed(`Nomad's volume "${id}" is ${existing.PluginID} volume "${existing.ExternalID}", not Weft volume "${weft.name}"`);
   }
   if (existing) return { ...registeredOutcome(weft, existing, 'volume'), text: `volume "${weft.name}" is already registered in Nomad as "${id}"` };
-  await nomad.registerCsiVolume(registrationFor(weft, spec));
+  await nomad.registerCsiVolume(registrationFor(weft, spec, await heldOn(context, weft)));
   return registeredOutcome(weft, await nomad.readCsiVolume(id), 'registered volume');
 }
 
@@ -179,3 +179,8 @@ const LIST_COLUMNS: Column<ListRow>[] = [
   { header: 'SCHEDULABLE', value: (row) => (row.nomad.Schedulable ? 'yes' : 'no') },
   { header: 'CLAIMED AS', value: (row) => (row.nomad.AccessMode ? `${row.nomad.AccessMode}/${row.nomad.AttachmentMode}` : '-') },
 ];
+
+/** The node a volume outside the cluster is on: the weftd the command talks to (it made or found it there). */
+async function heldOn(context: CommandContext, volume: VolumeInfo): Promise<string | undefined> {
+  return volume.replication === undefined ? (await context.client.getNodeInfo()).nodeId : undefined;
+}

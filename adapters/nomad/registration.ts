@@ -2,6 +2,7 @@
 // `register` send, with the weft plugin and the CSI volume id as the external id.
 
 import type { VolumeInfo } from '../../fabric/volume/types';
+import { NODE_KEY } from '../csi/topology';
 import type { AccessMode, AttachmentMode, CsiVolumeSpec } from './types';
 
 /** The csi_plugin id of the jobs in deploy/nomad. */
@@ -16,8 +17,13 @@ export interface RegistrationOptions {
   fsType?: string;
 }
 
-/** The register request for an existing Weft volume. Its CSI volume id is its name (adapters/csi/names.ts). */
-export function registrationFor(volume: VolumeInfo, options: RegistrationOptions): CsiVolumeSpec {
+/**
+ * The register request for an existing Weft volume. Its CSI volume id is its name (adapters/csi/names.ts).
+ * heldOn: the node a volume outside the cluster (no replication) is on, the only node that can attach
+ * it: its topology then requires that node (as the CSI driver reports for it), so that Nomad places
+ * the jobs that claim it there. A volume of the cluster is attached through any node: no topology.
+ */
+export function registrationFor(volume: VolumeInfo, options: RegistrationOptions, heldOn?: string): CsiVolumeSpec {
   const id = options.id ?? volume.name;
   const fileSystem = options.attachmentMode === 'file-system';
   return {
@@ -27,5 +33,6 @@ export function registrationFor(volume: VolumeInfo, options: RegistrationOptions
     PluginID: NOMAD_PLUGIN_ID,
     RequestedCapabilities: [{ AccessMode: options.accessMode, AttachmentMode: options.attachmentMode }],
     ...(fileSystem && options.fsType ? { MountOptions: { FsType: options.fsType } } : {}),
+    ...(volume.replication === undefined && heldOn !== undefined ? { RequestedTopologies: { Required: [{ Segments: { [NODE_KEY]: heldOn } }] } } : {}),
   };
 }

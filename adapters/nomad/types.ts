@@ -20,6 +20,11 @@ export interface CsiMountOptions {
 }
 
 /** What register and create send, one per volume, in {"Volumes": [...]}. */
+/** A place as CSI topology segments (Weft's: topology.weft.io/node, topology.weft.io/zone). */
+export interface CsiTopology {
+  Segments: Record<string, string>;
+}
+
 export interface CsiVolumeSpec {
   ID: string;
   Name: string;
@@ -33,6 +38,8 @@ export interface CsiVolumeSpec {
   MountOptions?: CsiMountOptions;
   /** Passed to CreateVolume (create). */
   Parameters?: Record<string, string>;
+  /** Where the volume can be used: on register, Nomad takes Required as the volume's Topologies, which its scheduler checks against each client's plugin. */
+  RequestedTopologies?: { Required?: CsiTopology[]; Preferred?: CsiTopology[] };
   /** Passed to the node as volume_context (register). */
   Context?: Record<string, string>;
   SnapshotID?: string;
@@ -57,7 +64,7 @@ interface CsiVolumeStatus extends PluginHealth {
   Namespace: string;
   Name: string;
   ExternalID: string;
-  Topologies: ({ Segments: Record<string, string> } | null)[] | null;
+  Topologies: (CsiTopology | null)[] | null;
   /** The mode of its current claims; "" while it has none. */
   AccessMode: AccessMode | '';
   AttachmentMode: AttachmentMode | '';

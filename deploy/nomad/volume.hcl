@@ -24,8 +24,18 @@ mount_options {
   mount_flags = ["noatime"]
 }
 
-# CreateVolume's parameters: the service class, the number of copies, and whether the first copy
-# goes to the node of the first allocation that claims the volume.
+# Where its first copy (the primary) goes: Nomad creates the volume before any allocation claims it,
+# so no consumer's node is known then. Name a client here to put the primary there (locality
+# "true" below: the create fails if that node cannot hold it, rather than place it elsewhere);
+# without it, placement chooses. Any client attaches the volume either way (its node forwards).
+# topology_request {
+#   required {
+#     topology { segments { "topology.weft.io/node" = "client-1" } }
+#   }
+# }
+
+# CreateVolume's parameters: the service class, the number of copies, and whether the primary must
+# be on the node the topology request names.
 parameters {
   class    = "default"
   replicas = "1"

@@ -171,7 +171,8 @@ export class FakeNomad {
       Name: spec.Name,
       // The plugin's CreateVolume returns the volume id; Weft's is the (Weft-valid) name.
       ExternalID: create ? spec.Name : spec.ExternalID ?? '',
-      Topologies: [],
+      // As Nomad's register: a new volume's topologies are the ones its request requires.
+      Topologies: spec.RequestedTopologies?.Required ?? [],
       AccessMode: '',
       AttachmentMode: '',
       RequestedCapabilities: spec.RequestedCapabilities ?? null,

@@ -43,6 +43,8 @@ describe('weft nomad volume create', () => {
       ExternalID: 'web-data',
       PluginID: 'weft',
       RequestedCapabilities: [{ AccessMode: 'single-node-writer', AttachmentMode: 'file-system' }],
+      // A volume outside the cluster is on this weftd's node only: Nomad places its claimants there.
+      Topologies: [{ Segments: { 'topology.weft.io/node': weftd.nodeId } }],
     });
     expect(nomad.requests.find((request) => request.method === 'PUT')).toMatchObject({
       token: TOKEN,
