@@ -66,6 +66,14 @@ describe('every manifest', () => {
     expect(problems).toEqual([]);
   });
 
+  it('kubectl apply -f deploy/kubernetes/ (its top level) needs no Prometheus Operator: its kinds are under monitoring/', () => {
+    const topLevel = files.filter(({ file }) => !file.includes('/'));
+    const operatorKinds = topLevel.flatMap(({ file, objects: documents }) => documents.filter((object) => object.apiVersion.startsWith('monitoring.coreos.com/')).map((object) => `${file} ${object.kind}`));
+    expect(operatorKinds).toEqual([]);
+    const monitoring = files.filter(({ file }) => file.startsWith('monitoring/')).flatMap(({ objects: documents }) => documents.map((object) => object.kind));
+    expect(monitoring.sort()).toEqual(['PrometheusRule', 'Service', 'ServiceMonitor']);
+  });
+
   it('puts Weft objects in the weft-system namespace, which it creates', () => {
     find(objects, 'Namespace', NAMESPACE);
     const weftObjects = objects.filter((object) => object.metadata.labels?.['app.kubernetes.io/name'] === 'weft');
@@ -79,7 +87,7 @@ describe('every manifest', () => {
 describe('driver objects', () => {
   it('CSIDriver names the driver, needs no attach step and asks for pod info', () => {
     const driver = find(objects, 'CSIDriver', CSI_DRIVER_NAME);
-    expect(driver.spec).toEqual({ attachRequired: false, podInfoOnMount: true, volumeLifecycleModes: ['Persistent'], fsGroupPolicy: 'File' });
+    expect(driver.spec).toEqual({ attachRequired: false, podInfoOnMount: true, volumeLifecycleModes: ['Persistent'], fsGroupPolicy: 'File', storageCapacity: true });
   });
 
   it('has a StorageClass per service class, for this driver, with parameters CreateVolume accepts', () => {
@@ -199,6 +207,13 @@ describe('the controller Deployment', () => {
     expect(args).toEqual(expect.arrayContaining(['--feature-gates=Topology=true', '--extra-create-metadata']));
   });
 
+  it('publishes capacity per node for the scheduler (the CSIDriver has storageCapacity), owned by the Deployment', () => {
+    const provisioner = container(pod, 'csi-provisioner');
+    expect(provisioner.args).toEqual(expect.arrayContaining(['--enable-capacity', '--capacity-ownerref-level=2']));
+    const fields = Object.fromEntries((provisioner.env ?? []).map((variable) => [variable.name, variable.valueFrom?.fieldRef?.fieldPath]));
+    expect(fields).toEqual({ NAMESPACE: 'metadata.namespace', POD_NAME: 'metadata.name' });
+  });
+
   it('restarts weftd when the CSI Probe fails', () => checkLiveness(pod));
 });
 
@@ -231,6 +246,12 @@ const SIDECAR_PERMISSIONS: Record<string, Permission[]> = {
   ],
 };
 const LEADER_ELECTION: Permission = ['coordination.k8s.io', 'leases', ['get', 'watch', 'list', 'delete', 'update', 'create']];
+/** What csi-provisioner --enable-capacity needs in its namespace (upstream's rbac.yaml, its Role). */
+const CAPACITY: Permission[] = [
+  ['storage.k8s.io', 'csistoragecapacities', ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete']],
+  ['', 'pods', ['get']],
+  ['apps', 'replicasets', ['get']],
+];
 
 interface Rule {
   apiGroups?: string[];
@@ -297,6 +318,9 @@ describe('RBAC', () => {
         if (!allows(clusterRules, permission)) missing.push(`${sidecar.name}: ${permission[2].join(',')} ${permission[1]}`);
       }
       if ((sidecar.args ?? []).includes('--leader-election') && !allows(namespaceRules, LEADER_ELECTION)) missing.push(`${sidecar.name}: leases`);
+      if ((sidecar.args ?? []).includes('--enable-capacity')) {
+        for (const permission of CAPACITY) if (!allows(namespaceRules, permission)) missing.push(`${sidecar.name}: ${permission[2].join(',')} ${permission[1]}`);
+      }
     }
     expect(missing).toEqual([]);
     expect(pod.containers.filter((sidecar) => SIDECAR_PERMISSIONS[sidecar.name]).length).toBe(3);
