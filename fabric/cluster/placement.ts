@@ -28,6 +28,8 @@ export interface PlacementRequest {
   locality?: string;
   /** A node to get the primary if it qualifies; else placement chooses (no refusal, unlike locality). */
   preferredNode?: string;
+  /** The zones of the volume's copies that stay (a replacement's): spread over as the new ones are. */
+  zonesTaken?: readonly (string | undefined)[];
 }
 
 export interface Placement {
@@ -81,17 +83,17 @@ export function place(nodes: readonly NodeCandidate[], request: PlacementRequest
   }
   while (chosen.length < request.replicas) {
     const zonesUsed = new Map<string, number>();
-    for (const n of chosen) zonesUsed.set(zoneOf(n), (zonesUsed.get(zoneOf(n)) ?? 0) + 1);
+    for (const zone of [...(request.zonesTaken ?? []), ...chosen.map((n) => n.zone)]) zonesUsed.set(zoneOf(zone), (zonesUsed.get(zoneOf(zone)) ?? 0) + 1);
     const rest = eligible.filter((n) => !chosen.includes(n));
-    rest.sort((a, b) => (zonesUsed.get(zoneOf(a)) ?? 0) - (zonesUsed.get(zoneOf(b)) ?? 0) || room(b)! - room(a)! || a.id.localeCompare(b.id));
+    rest.sort((a, b) => (zonesUsed.get(zoneOf(a.zone)) ?? 0) - (zonesUsed.get(zoneOf(b.zone)) ?? 0) || room(b)! - room(a)! || a.id.localeCompare(b.id));
     chosen.push(rest[0]);
   }
   return { class: poolClass, nodes: chosen.map((n) => n.id) };
 }
 
 /** Nodes without a zone label count as one zone of their own kind. */
-function zoneOf(node: NodeCandidate): string {
-  return node.zone === undefined ? '' : `zone:${node.zone}`;
+function zoneOf(zone: string | undefined): string {
+  return zone === undefined ? '' : `zone:${zone}`;
 }
 
 function whyNot(node: NodeCandidate, poolClass: string, sizeBytes: number): string {

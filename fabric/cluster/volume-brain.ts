@@ -303,17 +303,24 @@ function tendReplicas(s: BrainState, actions: BrainAction[], config: BrainConfig
 function handOver(s: BrainState, actions: BrainAction[], reason: string): void {
   if (s.role !== 'serving') return;
   const record = s.record as VolumeRecord;
-  if (inSyncNodes(record).some((n) => n !== s.self)) queue(s, { kind: 'out', node: s.self, reason, diverged: true });
-  else report(s, actions, 'degraded', `volume ${record.name}: ${reason}; no other copy is in sync to take over`);
+  // A member whose node is down could not take over: the volume would have no primary until it came back.
+  if (inSyncNodes(record).some((n) => n !== s.self && isUp(s, n))) queue(s, { kind: 'out', node: s.self, reason, diverged: true });
+  else report(s, actions, 'degraded', `volume ${record.name}: ${reason}; no other copy is in sync and up to take over`);
 }
 
 function replace(s: BrainState, actions: BrainAction[], node: string, why: string): void {
   const record = s.record as VolumeRecord;
   const replica = record.replicas.find((r) => r.node === node);
   if (!replica || node === s.self || replica.state === 'failed' || replacing(s, node)) return;
-  const holders = new Set(record.replicas.map((r) => r.node));
+  // Replacements queued and not yet in the record hold a copy too (two copies down together are
+  // replaced on two nodes); those that stay, theirs included, count for the zones.
+  const queued = s.changes.flatMap((c) => (c.kind === 'replace' ? [c] : []));
+  const holders = new Set([...record.replicas.map((r) => r.node), ...queued.map((c) => c.by)]);
+  const leaving = new Set([node, ...queued.map((c) => c.node)]);
+  const staying = [...record.replicas.filter((r) => r.state !== 'failed' && !leaving.has(r.node)).map((r) => r.node), ...queued.map((c) => c.by)];
+  const zonesTaken = staying.map((id) => s.nodes.find((n) => n.id === id)?.zone);
   try {
-    const [by] = place(s.nodes.filter((n) => !holders.has(n.id)), { sizeBytes: record.sizeBytes, replicas: 1, class: record.class }).nodes;
+    const [by] = place(s.nodes.filter((n) => !holders.has(n.id)), { sizeBytes: record.sizeBytes, replicas: 1, class: record.class, zonesTaken }).nodes;
     queue(s, { kind: 'replace', node, by });
   } catch (err) {
     report(s, actions, 'degraded', `volume ${record.name}: cannot replace the copy on ${node} (${why}): ${(err as Error).message}`);

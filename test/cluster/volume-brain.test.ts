@@ -330,12 +330,27 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ]],
   ['1', '... and, out, it does not take over again', follower('a', record({ a: { state: 'out', lastEpoch: 3, diverged: true } })), [leaseGone], []],
   ['4', 'its own copy failed with no other member in the set: serves on (the change fails), degraded, and why', primary(record({ b: { state: 'out', lastEpoch: 3 }, c: { state: 'out', lastEpoch: 3 } })), [localFailed], [
-    { type: 'report', health: 'degraded', reason: 'volume vol: its own copy failed a request the others could serve: pool ssd is full; no other copy is in sync to take over' },
+    { type: 'report', health: 'degraded', reason: 'volume vol: its own copy failed a request the others could serve: pool ssd is full; no other copy is in sync and up to take over' },
+  ]],
+  ['4', "... nor with the other member's node down (it could not take over: the volume would have no primary)", primary(record({ c: { state: 'out', lastEpoch: 3 } }), ['b']), [localFailed], [
+    { type: 'report', health: 'degraded', reason: 'volume vol: its own copy failed a request the others could serve: pool ssd is full; no other copy is in sync and up to take over' },
   ]],
   ['4', 'a follower leaves it be', follower('b', record()), [localFailed], []],
   ['7', 'a replica node goes down: a wake for the end of the grace period', primary(record()), [{ type: 'nodes', nodes: nodes('b') }], [{ type: 'wake', atMs: T0 + TIMEOUT }]],
   ['7', 'down past the grace period: a new copy on a node placement picks among those holding none', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [{ type: 'tick' }, T0 + TIMEOUT]], [
     { txn: 'replace:b@10', delayMs: undefined, puts: [record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } })] },
+  ]],
+  ['7', 'two copies down past the grace period: each replaced, on a node of its own', primary(record(), ['b', 'c']), [[{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@10')], [
+    { type: 'resync', replica: 'd', kind: 'full' },
+    { txn: 'replace:c@11', delayMs: undefined, puts: [record({ b: { state: 'failed' }, c: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' }, e: { state: 'resyncing', lastEpoch: 0, replaces: 'c' } })] },
+  ]],
+  ['7', 'a replacement goes to a zone without a copy, before a roomier node in a zone with one', primary(
+    record({}, { replicas: [{ node: 'a', state: 'in-sync' }, { node: 'b', state: 'in-sync' }] })), [
+    [{ type: 'nodes', nodes: nodes('b').map((n) => ({ ...n, zone: { a: 'z1', b: 'z2', c: 'z3', d: 'z1', e: 'z2' }[n.id], up: n.id !== 'b' && n.id !== 'c' })) }, T0],
+    [{ type: 'tick' }, T0 + TIMEOUT],
+  ], [
+    // d (zone z1, beside a) has more room than e (zone z2, where b was): e.
+    { txn: 'replace:b@10', delayMs: undefined, puts: [{ ...record(), replicas: [{ node: 'a', state: 'in-sync' }, { node: 'b', state: 'failed' }, { node: 'e', state: 'resyncing', lastEpoch: 0, replaces: 'b' }] }] },
   ]],
   ['7', '... committed: a full copy to it', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@10')], [
     { type: 'resync', replica: 'd', kind: 'full' },
