@@ -28,8 +28,12 @@ export interface ServiceRegistration {
   check: { name: string; tcp?: string; http?: string; interval: string; timeout: string; deregistercriticalserviceafter: string };
 }
 
-/** The check timings: Consul drops a service whose check stays critical for a minute (a node that died without deregistering). */
-const CHECK_TIMING = { interval: '10s', timeout: '5s', deregistercriticalserviceafter: '1m' };
+/**
+ * The check timings. Consul drops a service whose check stays critical for 30 minutes (a node that
+ * died without deregistering): until then Prometheus keeps scraping it as a target that is down, so
+ * WeftdDown (up == 0 for 2 minutes) fires; dropped sooner, the target would vanish before it did.
+ */
+const CHECK_TIMING = { interval: '10s', timeout: '5s', deregistercriticalserviceafter: '30m' };
 
 const KINDS: readonly ServiceKind[] = ['nbd', 'api', 'metrics'];
 

@@ -55,7 +55,7 @@ it('registers NBD, API and metrics with checks on the ports weftd bound, and der
     expect(service(`${name}-${NODE}`)).toMatchObject({
       ID: `${name}-${NODE}`, Name: name, Address: '127.0.0.1', Port: port,
       Tags: [`node=${NODE}`, 'zone=z1'], Meta: { node_id: NODE, zone: 'z1', version: expect.stringMatching(/^\d+\.\d+\.\d+/) },
-      Check: { Interval: '10s', DeregisterCriticalServiceAfter: '1m' },
+      Check: { Interval: '10s', DeregisterCriticalServiceAfter: '30m' },
     });
   }
   expect(service(ids[0]).Check?.TCP).toBe(`127.0.0.1:${weftd.nbdPort}`);

@@ -284,7 +284,8 @@ describe('the Prometheus job', () => {
       execFile('amtool', ['check-config', file], (error, stdout, stderr) => resolve({ code: error ? 1 : 0, out: stdout + stderr })),
     );
     expect(result).toEqual({ code: 0, out: expect.stringContaining('SUCCESS') });
-    // Pages grouped per volume: one notification per volume and alert, not one per series.
-    expect((YAML.parse(fs.readFileSync(file, 'utf8')) as { route: { group_by: string[] } }).route.group_by).toEqual(['alertname', 'volume']);
+    // Pages grouped per volume: one notification per alert, volume and operation (the latency
+    // alerts are per read or write), not one per series.
+    expect((YAML.parse(fs.readFileSync(file, 'utf8')) as { route: { group_by: string[] } }).route.group_by).toEqual(['alertname', 'volume', 'operation']);
   });
 });
