@@ -24,10 +24,12 @@ export function nodeSegments(place: Place): StringMap {
  * Where a volume can be attached, as CreateVolume reports it. Every node serves a volume of the
  * cluster (forwarding to its primary), so such a volume reports none: the CSI spec lets a CO then
  * use it from any node. Listing the zones would say no more where every node is labelled, and
- * would wrongly shut out a node that is not. A volume that only this node holds is reachable here.
+ * would wrongly shut out a node that is not. A volume that only this node holds is reachable here:
+ * the node's segments as NodeGetInfo reports them, all of them (zone too), since Nomad before 1.8
+ * matches a volume's topology to a node's only when they are equal.
  */
 export function volumeTopology(place: Place, ofCluster: boolean): Topology[] {
-  return ofCluster ? [] : [{ segments: { [NODE_KEY]: place.nodeId } }];
+  return ofCluster ? [] : [{ segments: nodeSegments(place) }];
 }
 
 /**

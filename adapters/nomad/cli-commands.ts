@@ -3,6 +3,7 @@
 // A command group that bin/weft plugs into the fabric's CLI (fabric does not depend on adapters).
 
 import { Option, type Command } from 'commander';
+import type { Place } from '../csi/topology';
 import { FS_TYPES } from '../csi/validate';
 import { isNotFound, NomadClient } from './client';
 import { NOMAD_PLUGIN_ID, registrationFor, type RegistrationOptions } from './registration';
@@ -181,6 +182,8 @@ const LIST_COLUMNS: Column<ListRow>[] = [
 ];
 
 /** The node a volume outside the cluster is on: the weftd the command talks to (it made or found it there). */
-async function heldOn(context: CommandContext, volume: VolumeInfo): Promise<string | undefined> {
-  return volume.replication === undefined ? (await context.client.getNodeInfo()).nodeId : undefined;
+async function heldOn(context: CommandContext, volume: VolumeInfo): Promise<Place | undefined> {
+  if (volume.replication !== undefined) return undefined;
+  const { nodeId, zone } = await context.client.getNodeInfo();
+  return { nodeId, zone };
 }

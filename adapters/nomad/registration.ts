@@ -2,7 +2,7 @@
 // `register` send, with the weft plugin and the CSI volume id as the external id.
 
 import type { VolumeInfo } from '../../fabric/volume/types';
-import { NODE_KEY } from '../csi/topology';
+import { nodeSegments, type Place } from '../csi/topology';
 import type { AccessMode, AttachmentMode, CsiVolumeSpec } from './types';
 
 /** The csi_plugin id of the jobs in deploy/nomad. */
@@ -20,10 +20,11 @@ export interface RegistrationOptions {
 /**
  * The register request for an existing Weft volume. Its CSI volume id is its name (adapters/csi/names.ts).
  * heldOn: the node a volume outside the cluster (no replication) is on, the only node that can attach
- * it: its topology then requires that node (as the CSI driver reports for it), so that Nomad places
- * the jobs that claim it there. A volume of the cluster is attached through any node: no topology.
+ * it: its topology then requires that node's segments, all of them as the node plugin reports them
+ * (Nomad before 1.8 matches only equal ones), so that Nomad places the jobs that claim it there. A
+ * volume of the cluster is attached through any node: no topology.
  */
-export function registrationFor(volume: VolumeInfo, options: RegistrationOptions, heldOn?: string): CsiVolumeSpec {
+export function registrationFor(volume: VolumeInfo, options: RegistrationOptions, heldOn?: Place): CsiVolumeSpec {
   const id = options.id ?? volume.name;
   const fileSystem = options.attachmentMode === 'file-system';
   return {
@@ -33,6 +34,6 @@ export function registrationFor(volume: VolumeInfo, options: RegistrationOptions
     PluginID: NOMAD_PLUGIN_ID,
     RequestedCapabilities: [{ AccessMode: options.accessMode, AttachmentMode: options.attachmentMode }],
     ...(fileSystem && options.fsType ? { MountOptions: { FsType: options.fsType } } : {}),
-    ...(volume.replication === undefined && heldOn !== undefined ? { RequestedTopologies: { Required: [{ Segments: { [NODE_KEY]: heldOn } }] } } : {}),
+    ...(volume.replication === undefined && heldOn !== undefined ? { RequestedTopologies: { Required: [{ Segments: nodeSegments(heldOn) }] } } : {}),
   };
 }

@@ -175,7 +175,7 @@ describe('CreateVolume', () => {
 
     it('makes the volume when a requisite topology includes this node', async () => {
       const volume = await createVolume('topo-ok', { accessibility_requirements: { requisite: [elsewhere, here], preferred: [here] } });
-      expect(volume.accessible_topology).toEqual([{ segments: { [NODE_KEY]: 'node-a' } }]);
+      expect(volume.accessible_topology).toEqual([here]); // the node's segments, zone too, as NodeGetInfo reports them
       expect((await createVolume('topo-zone', { accessibility_requirements: { requisite: [{ segments: { [ZONE_KEY]: 'zone-a' } }] } })).volume_id).toBe('topo-zone');
     });
 
@@ -192,7 +192,7 @@ describe('CreateVolume', () => {
     it('with locality, makes the volume where the workload runs (the first preferred topology) when that is this node', async () => {
       const requirement = { requisite: [elsewhere, here], preferred: [here, elsewhere] };
       const volume = await createVolume('local', { parameters: { locality: 'true' }, accessibility_requirements: requirement });
-      expect(volume.accessible_topology).toEqual([{ segments: { [NODE_KEY]: 'node-a' } }]);
+      expect(volume.accessible_topology).toEqual([here]); // the node's segments, zone too, as NodeGetInfo reports them
     });
 
     it('with locality, refuses a workload on another node (RESOURCE_EXHAUSTED, so the CO schedules again), and makes nothing', async () => {

@@ -95,10 +95,11 @@ describe('topology', () => {
   const place = { nodeId: 'n1', zone: 'z1' };
   const topo = (segments: Record<string, string>) => ({ segments });
 
-  it('reports the node and its zone for the node; only the node for a volume it alone holds, nothing (everywhere) for a volume of the cluster', () => {
+  it('reports the node and its zone for the node and for a volume it alone holds, nothing (everywhere) for a volume of the cluster', () => {
     expect(nodeSegments(place)).toEqual({ 'topology.weft.io/node': 'n1', 'topology.weft.io/zone': 'z1' });
     expect(nodeSegments({ nodeId: 'n1' })).toEqual({ 'topology.weft.io/node': 'n1' });
-    expect(volumeTopology(place, false)).toEqual([topo({ 'topology.weft.io/node': 'n1' })]);
+    expect(volumeTopology(place, false)).toEqual([topo({ 'topology.weft.io/node': 'n1', 'topology.weft.io/zone': 'z1' })]);
+    expect(volumeTopology({ nodeId: 'n1' }, false)).toEqual([topo({ 'topology.weft.io/node': 'n1' })]);
     expect(volumeTopology(place, true)).toEqual([]);
   });
 
