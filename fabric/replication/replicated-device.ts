@@ -881,8 +881,8 @@ export class ReplicatedDevice extends PassThroughLayer {
       if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
       const data = await this.below.read(offsetBytes, lengthBytes).catch((err: unknown) => this.readForResync(remote, offsetBytes, lengthBytes, err));
       // A range that reads as zeroes (trimmed or zeroed while the copy was away) is sent as zeroes:
-      // the copy stays thin there, and no data crosses the network for it.
-      if (isAllZero(data)) await connection.writeZeroes(offsetBytes, lengthBytes, false, false);
+      // no data crosses the network for it.
+      if (isAllZero(data)) await this.sendZeroes(connection, offsetBytes, lengthBytes);
       else await connection.write(offsetBytes, data, false);
       // Cleared once there (no write to the range can come between, under the lock), so that
       // copied + behind, the resync's size, stays put meanwhile.
@@ -892,6 +892,21 @@ export class ReplicatedDevice extends PassThroughLayer {
     } finally {
       release();
     }
+  }
+
+  /**
+   * A range that reads as zeroes here, written as zeroes there the way this copy holds it: holes
+   * where it has holes (the copy stays thin), allocated zeroes where it has them (space a client
+   * reserved with WRITE_ZEROES and NO_HOLE, or by writing zeroes, stays reserved).
+   */
+  private async sendZeroes(connection: ReplicaConnection, offsetBytes: number, lengthBytes: number): Promise<void> {
+    const zeroes: Promise<void>[] = [];
+    let at = offsetBytes;
+    for (const extent of await this.below.blockStatus(offsetBytes, lengthBytes)) {
+      zeroes.push(connection.writeZeroes(at, extent.lengthBytes, false, !extent.hole));
+      at += extent.lengthBytes;
+    }
+    await Promise.all(zeroes);
   }
 
   /**

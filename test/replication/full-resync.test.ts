@@ -138,7 +138,7 @@ it('a copy resynced, then away again with no flush between, is behind by what it
   await expectIdentical();
 });
 
-it('a delta resync sends a range trimmed while the copy was away as zeroes, not as data', async () => {
+it('a delta resync sends ranges trimmed or zeroed while the copy was away as zeroes, not as data: holes stay holes, reserved zeroes stay reserved', async () => {
   inSync = new MemoryInSyncSet(['r1']);
   let dataBytes = 0;
   await open(spied('write', (args) => (dataBytes += (args[1] as Buffer).length)));
@@ -146,15 +146,17 @@ it('a delta resync sends a range trimmed while the copy was away as zeroes, not 
   await device.flush();
   await node.node.kill9();
   await device.trim(0, 4 * MiB, false);
-  expect(r1()).toMatchObject({ state: 'out', behindBytes: 4 * MiB });
+  await device.writeZeroes(8 * MiB, MiB, { fua: false, noHole: true }); // space reserved, reading as zeroes
+  expect(r1()).toMatchObject({ state: 'out', behindBytes: 5 * MiB });
   await node.node.start();
   dataBytes = 0;
-  expect(await device.resync('r1')).toBe(4 * MiB);
+  expect(await device.resync('r1')).toBe(5 * MiB);
   expect(dataBytes).toBe(0);
-  // On the copy, the range reads as zeroes and is a hole again: it holds only the fixture's stale
-  // blocks (this copy counted as in sync from the start, so nothing zeroed them).
-  expect((await node.readAll(1, 4 * MiB)).equals(Buffer.alloc(4 * MiB))).toBe(true);
-  expect((await node.show()).allocatedBytes).toBe(STALE_BYTES);
+  // On the copy, both ranges read as zeroes; the trimmed one is a hole again, the reserved one is
+  // allocated, beside the fixture's stale blocks (this copy counted as in sync from the start, so
+  // nothing zeroed them).
+  expect((await node.readAll(1, 9 * MiB)).equals(Buffer.alloc(9 * MiB))).toBe(true);
+  expect((await node.show()).allocatedBytes).toBe(STALE_BYTES + MiB);
 });
 
 it('ends byte for byte equal when a client writes, trims and zeroes all through a full resync', async () => {
