@@ -184,7 +184,7 @@ export function readCheckpoint(file: string, windowBytes = SEGMENT_BYTES): Check
       pos += 8;
       const map = new BlockMap();
       while (count > 0) {
-        const batch = Math.min(count, Math.floor(windowBytes / 12));
+        const batch = Math.min(count, Math.max(1, Math.floor(windowBytes / 12)));
         const entries = reader.bytes(pos, batch * 12);
         for (let at = 0; at < entries.length; at += 12) map.set(entries.readUInt32LE(at), entries.readUInt32LE(at + 4), entries.readUInt32LE(at + 8));
         pos += entries.length;
