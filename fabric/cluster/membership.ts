@@ -113,6 +113,11 @@ export class Membership {
       void lease.revoke().catch(() => undefined);
       throw err;
     }
+    if (this.left) {
+      // Left while this registration was under way (a rejoin during shutdown): not kept.
+      await lease.revoke().catch(() => undefined);
+      return;
+    }
     this.lease = lease;
     for (const listener of this.leaseListeners) listener(lease.id);
     lease.onLost((error) => void this.rejoin(error));

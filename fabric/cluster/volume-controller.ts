@@ -363,6 +363,7 @@ export class VolumeController {
     void Promise.allSettled(ended.map((w) => w.close())).then(() =>
       setTimeout(() => {
         this.rewatching = false;
+        if (this.closed) return; // closed meanwhile: a start now would make runners no one closes
         void this.start(this.store).catch((e: unknown) => this.rewatch(e as Error));
       }, REWATCH_MS).unref(),
     );
@@ -383,6 +384,10 @@ export class VolumeController {
 
   private onRecordEvent(event: WatchEvent): void {
     const name = event.key.slice(VOLUMES.length);
+    // After a (re)start the watch replays from the revision read before the lists: an event older
+    // than the record listed is not applied over it (a replayed delete would forget the copy of a
+    // volume made again since, its logs with it).
+    if (event.modRevision <= (this.revisions.get(name) ?? 0)) return;
     if (event.type === 'delete') this.onRecord(name, undefined);
     else this.onRecord(name, { key: event.key, value: event.value as string, modRevision: event.modRevision, createRevision: 0, version: 0 });
   }
