@@ -784,27 +784,33 @@ export class ReplicatedDevice extends PassThroughLayer {
     const first = offsetBytes - (offsetBytes % BLOCK_BYTES);
     const end = Math.min(this.sizeBytes, Math.ceil((offsetBytes + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES);
     return this.exclusively(first, end - first, async (local) => {
-      const data = Buffer.alloc(end - first);
-      const rewrites: { at: number; block: Buffer }[] = [];
-      let diskFault: unknown;
-      for (let at = first; at < end; at += BLOCK_BYTES) {
-        const length = Math.min(BLOCK_BYTES, end - at);
-        const here = await local.read(at, length).catch((err: unknown) => {
-          if (err instanceof ChecksumError) return undefined;
-          if (!copyFault(err) || !this.onLocalFailure) throw err;
-          diskFault ??= err;
-          return undefined;
-        });
-        const block = here ?? (await this.fromInSyncPeer(at, length));
-        if (!block) throw diskFault ?? cause;
-        block.copy(data, at - first);
-        if (!here) rewrites.push({ at, block });
-      }
-      diskFault ??= await this.rewrite(local, rewrites);
-      // Not waited for here, with the range held.
-      if (diskFault !== undefined) void this.handOver(diskFault);
+      const data = await this.repairHeld(local, first, end, cause);
       return data.subarray(offsetBytes - first, offsetBytes - first + lengthBytes);
     });
+  }
+
+  /** repair()'s work on the whole blocks [first, end), with changes of them held off by the caller. */
+  private async repairHeld(local: VolumeLayer, first: number, end: number, cause: ChecksumError): Promise<Buffer> {
+    const data = Buffer.alloc(end - first);
+    const rewrites: { at: number; block: Buffer }[] = [];
+    let diskFault: unknown;
+    for (let at = first; at < end; at += BLOCK_BYTES) {
+      const length = Math.min(BLOCK_BYTES, end - at);
+      const here = await local.read(at, length).catch((err: unknown) => {
+        if (err instanceof ChecksumError) return undefined;
+        if (!copyFault(err) || !this.onLocalFailure) throw err;
+        diskFault ??= err;
+        return undefined;
+      });
+      const block = here ?? (await this.fromInSyncPeer(at, length));
+      if (!block) throw diskFault ?? cause;
+      block.copy(data, at - first);
+      if (!here) rewrites.push({ at, block });
+    }
+    diskFault ??= await this.rewrite(local, rewrites);
+    // Not waited for here, with the range held.
+    if (diskFault !== undefined) void this.handOver(diskFault);
+    return data;
   }
 
   /** Writes the blocks here and makes them durable (one flush); resolves with the copy's fault if that failed. */
@@ -920,11 +926,13 @@ export class ReplicatedDevice extends PassThroughLayer {
   private async readForResync(remote: Remote, offsetBytes: number, lengthBytes: number, err: unknown): Promise<Buffer> {
     const range = `${offsetBytes}+${lengthBytes}`;
     const checksum = err instanceof ChecksumError;
-    const data = checksum || (copyFault(err) && this.onLocalFailure) ? await this.fromInSyncPeer(offsetBytes, lengthBytes) : undefined;
-    if (data && checksum) {
-      await this.below.write(offsetBytes, data, true);
-      return data;
+    // Block by block, as a client read's repair: a peer may have a damaged block of its own in the run.
+    if (checksum) {
+      const end = Math.min(this.sizeBytes, offsetBytes + lengthBytes);
+      const repaired = await this.repairHeld(this.below, offsetBytes, end, err).catch(() => undefined);
+      if (repaired) return repaired;
     }
+    const data = !checksum && copyFault(err) && this.onLocalFailure ? await this.fromInSyncPeer(offsetBytes, lengthBytes) : undefined;
     if (data) void this.handOver(err); // only a peer that answers makes it this copy's fault (readFromPeer)
     const what = checksum ? 'fails its checksum' : 'could not be read';
     const unrepaired = checksum ? '; no in-sync copy could give the data (a client write of the range repairs it)' : '';

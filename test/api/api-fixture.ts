@@ -66,7 +66,11 @@ export async function writeBlock(engine: LocalEngine, volume: string, offsetByte
 
 /** Flips one byte of the first copy of `pattern` in the pool's backing file, under the engine. */
 export function corruptOnDisk(engine: LocalEngine, pattern: Buffer): void {
-  const file = engine.listPools()[0].members[0].path;
+  corruptInFile(engine.listPools()[0].members[0].path, pattern);
+}
+
+/** Flips one byte of the first copy of `pattern` in file (a pool's backing file, however large). */
+export function corruptInFile(file: string, pattern: Buffer): void {
   const fd = fs.openSync(file, 'r+');
   try {
     const at = findInFile(fd, pattern);

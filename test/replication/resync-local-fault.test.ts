@@ -6,13 +6,14 @@
 // tried again, and replaced after --replica-timeout, over and over.
 
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ChecksumError, IoError } from '../../fabric/errors';
 import { DirtyMap } from '../../fabric/replication/dirty-map';
 import { LocalCopyFault, ReplicatedDevice } from '../../fabric/replication/replicated-device';
 import type { LocalEngine } from '../../fabric/volume/local-engine';
 import type { LocalReplica } from '../../fabric/volume/local-replica';
-import { corruptOnDisk } from '../api/api-fixture';
+import { corruptInFile, corruptOnDisk } from '../api/api-fixture';
 import { FileOpsLayer } from '../helpers/file-ops-layer';
 import { isPoolFile } from '../helpers/faulty-fs';
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
@@ -77,6 +78,13 @@ async function inSyncVolume(replicas: number, onLocalFailure?: (reason: string) 
   return block;
 }
 
+/** The pool file of a replica node's weftd (its default pool, under its data dir). */
+function poolFileOf(node: ReplicaNode): string {
+  const files = (fs.readdirSync(node.node.dataDir, { recursive: true }) as string[]).filter((file) => /weft-pool-.*\.img$/.test(file));
+  expect(files).toHaveLength(1);
+  return path.join(node.node.dataDir, files[0]);
+}
+
 /** Takes the last replica out, owing the 4 MiB extent around AT (as its activity log would name it). */
 async function lastReplicaOwesTheBlock(): Promise<ReplicaNode> {
   const away = nodes[nodes.length - 1];
@@ -97,6 +105,21 @@ test('a block failing its checksum on the primary is taken from an in-sync peer,
   expect(device!.status().map((r) => r.state)).toEqual(['in-sync', 'in-sync']);
   expect((await away.readAll(1, 4 * MiB)).subarray(AT, AT + 4096).equals(block)).toBe(true);
   expect((await local.read(AT, 4096)).equals(block)).toBe(true); // rewritten here too
+});
+
+test('a run with a damaged block here and another on the in-sync peer is repaired block by block, and the resync goes through', async () => {
+  const block = await inSyncVolume(2);
+  const other = randomBytes(4096);
+  await device!.write(AT + 8192, other, true); // in the same 1 MiB run as AT
+  const away = await lastReplicaOwesTheBlock();
+  corruptOnDisk(engine!, block); // here: the block at AT
+  corruptInFile(poolFileOf(nodes[0]), other); // on r1, the in-sync peer: the block two further on
+
+  expect(await device!.resync(away.id)).toBe(4 * MiB);
+  expect(device!.status().map((r) => r.state)).toEqual(['in-sync', 'in-sync']);
+  const copied = (await away.readAll(1, 4 * MiB)).subarray(AT, AT + 12288);
+  expect([copied.subarray(0, 4096).equals(block), copied.subarray(8192).equals(other)]).toEqual([true, true]);
+  expect((await local.read(AT, 4096)).equals(block)).toBe(true); // rewritten here
 });
 
 test('with no in-sync peer to give the block, the resync fails saying so, and goes through once a client rewrote it', async () => {
