@@ -318,7 +318,7 @@ function replace(s: BrainState, actions: BrainAction[], node: string, why: strin
   const holders = new Set([...record.replicas.map((r) => r.node), ...queued.map((c) => c.by)]);
   const leaving = new Set([node, ...queued.map((c) => c.node)]);
   const staying = [...record.replicas.filter((r) => r.state !== 'failed' && !leaving.has(r.node)).map((r) => r.node), ...queued.map((c) => c.by)];
-  const zonesTaken = staying.map((id) => s.nodes.find((n) => n.id === id)?.zone);
+  const zonesTaken = staying.flatMap((id) => s.nodes.filter((n) => n.id === id).map((n) => n.zone));
   try {
     const [by] = place(s.nodes.filter((n) => !holders.has(n.id)), { sizeBytes: record.sizeBytes, replicas: 1, class: record.class, zonesTaken }).nodes;
     queue(s, { kind: 'replace', node, by });

@@ -96,6 +96,8 @@ export class VolumeController {
   private readonly targetNodes = new WeakMap<RouteTarget, string>();
   /** The store revision of each record. */
   private readonly revisions = new Map<string, number>();
+  /** The revision each record went at, as far as known: a replayed event older than that is not applied. */
+  private readonly deletedAt = new Map<string, number>();
   private readonly runners = new Map<string, VolumeRunner>();
   private readonly layers = new Map<string, ReplicationLayer>();
   private readonly logs = new Map<string, AbsenceLog>();
@@ -338,7 +340,11 @@ export class VolumeController {
     for (const kv of records) this.onRecord(kv.key.slice(VOLUMES.length), kv);
     for (const kv of leases) this.onLeaseEvent({ type: 'put', key: kv.key, value: kv.value, modRevision: kv.modRevision });
     // A volume whose record is gone while this node was away: nothing is known of it but its copy.
-    for (const name of [...this.records.keys()]) if (!records.some((kv) => kv.key === volumeKey(name))) this.onRecord(name, undefined);
+    for (const name of [...this.records.keys()]) {
+      if (records.some((kv) => kv.key === volumeKey(name))) continue;
+      this.deletedAt.set(name, revision); // at `revision` or later: the lists were read after it
+      this.onRecord(name, undefined);
+    }
     // A copy of a volume deleted while this node was down: nothing of it is served (its data is no
     // volume's any more) until leftovers.ts drops it. Without a record, its layer would pass through.
     // Only at the first reading: later, a create of the name may have made a new copy since the list was read.
@@ -387,7 +393,9 @@ export class VolumeController {
     // After a (re)start the watch replays from the revision read before the lists: an event older
     // than the record listed is not applied over it (a replayed delete would forget the copy of a
     // volume made again since, its logs with it).
-    if (event.modRevision <= (this.revisions.get(name) ?? 0)) return;
+    if (event.modRevision <= Math.max(this.revisions.get(name) ?? 0, this.deletedAt.get(name) ?? 0)) return;
+    this.deletedAt.delete(name);
+    if (event.type === 'delete') this.deletedAt.set(name, event.modRevision);
     if (event.type === 'delete') this.onRecord(name, undefined);
     else this.onRecord(name, { key: event.key, value: event.value as string, modRevision: event.modRevision, createRevision: 0, version: 0 });
   }
@@ -424,6 +432,7 @@ export class VolumeController {
   }
 
   private startRunner(name: string): void {
+    if (this.closed) return; // a start under way when the controller closed: no runner outlives it
     const runner = new VolumeRunner(name, {
       self: this.options.self,
       store: this.store,

@@ -907,10 +907,18 @@ export class ReplicatedDevice extends PassThroughLayer {
    */
   private async sendZeroes(connection: ReplicaConnection, offsetBytes: number, lengthBytes: number): Promise<void> {
     const zeroes: Promise<void>[] = [];
-    let at = offsetBytes;
-    for (const extent of await this.below.blockStatus(offsetBytes, lengthBytes)) {
-      zeroes.push(connection.writeZeroes(at, extent.lengthBytes, false, !extent.hole));
-      at += extent.lengthBytes;
+    const end = offsetBytes + lengthBytes;
+    // Asked again from where the answer stopped: block status may describe less than was asked.
+    for (let at = offsetBytes; at < end; ) {
+      const from = at;
+      for (const extent of await this.below.blockStatus(at, end - at)) {
+        zeroes.push(connection.writeZeroes(at, extent.lengthBytes, false, !extent.hole));
+        at += extent.lengthBytes;
+      }
+      if (at === from) {
+        await Promise.allSettled(zeroes);
+        throw new IoError('EIO', `block status of ${at}+${end - at} described nothing`);
+      }
     }
     await Promise.all(zeroes);
   }
@@ -929,7 +937,10 @@ export class ReplicatedDevice extends PassThroughLayer {
     // Block by block, as a client read's repair: a peer may have a damaged block of its own in the run.
     if (checksum) {
       const end = Math.min(this.sizeBytes, offsetBytes + lengthBytes);
-      const repaired = await this.repairHeld(this.below, offsetBytes, end, err).catch(() => undefined);
+      const repaired = await this.repairHeld(this.below, offsetBytes, end, err).catch((failure: unknown) => {
+        if (failure !== err && !copyFault(failure)) throw failure; // fenced, shut down: not this copy's fault
+        return undefined;
+      });
       if (repaired) return repaired;
     }
     const data = !checksum && copyFault(err) && this.onLocalFailure ? await this.fromInSyncPeer(offsetBytes, lengthBytes) : undefined;

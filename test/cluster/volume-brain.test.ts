@@ -352,6 +352,14 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     // d (zone z1, beside a) has more room than e (zone z2, where b was): e.
     { txn: 'replace:b@10', delayMs: undefined, puts: [{ ...record(), replicas: [{ node: 'a', state: 'in-sync' }, { node: 'b', state: 'failed' }, { node: 'e', state: 'resyncing', lastEpoch: 0, replaces: 'b' }] }] },
   ]],
+  ['7', 'two copies down together in a zoned cluster: each replacement to a zone without a copy, on nodes of their own', primary(record()), [
+    // a, b, c in zones z1, z2, z3; spares d (z2, roomiest) and e (z3). b and c go: d takes z2, e z3.
+    [{ type: 'nodes', nodes: nodes('b', 'c').map((n) => ({ ...n, zone: { a: 'z1', b: 'z2', c: 'z3', d: 'z2', e: 'z3' }[n.id] })) }, T0],
+    [{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@10'),
+  ], [
+    { type: 'resync', replica: 'd', kind: 'full' },
+    { txn: 'replace:c@11', delayMs: undefined, puts: [record({ b: { state: 'failed' }, c: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' }, e: { state: 'resyncing', lastEpoch: 0, replaces: 'c' } })] },
+  ]],
   ['7', '... committed: a full copy to it', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@10')], [
     { type: 'resync', replica: 'd', kind: 'full' },
   ]],

@@ -53,6 +53,13 @@ describe('weft nomad volume create', () => {
     expect((await weftd.weft(['volume', 'show', 'web-data'])).stdout).toMatch(/Size:\s+64 MiB/);
   });
 
+  it('registers a volume of a zoned node with both its topology keys (Nomad before 1.8 matches only equal topologies)', async () => {
+    const zoned = await startWeftd({ extraArgs: ['--zone', 'z9'] });
+    const result = await zoned.weft(['nomad', 'volume', 'create', 'zoned', '--size', '16MiB', '--nomad-addr', nomad.address], { env: env(), timeoutMs: 60_000 });
+    expect(result.stderr).toBe('');
+    expect(nomad.volume('zoned')?.Topologies).toEqual([{ Segments: { 'topology.weft.io/node': zoned.nodeId, 'topology.weft.io/zone': 'z9' } }]);
+  });
+
   it('clones a snapshot into a new volume and registers that', async () => {
     await weftd.weft(['volume', 'create', 'base', '--size', '32MiB']);
     await weftd.weft(['snapshot', 'create', 'base', 'v1']);
