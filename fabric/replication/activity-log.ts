@@ -72,7 +72,7 @@ export class ActivityLog {
    * lost gets a full copy). hotExtents: how many hot extents stay after flushes (HOT_EXTENTS).
    */
   static load(file: string, hotExtents = HOT_EXTENTS): ActivityLog {
-    const { record, value } = RecordFile.open(file);
+    const { record, value } = RecordFile.open(file, hasExtents);
     const saved = value as Partial<LogFile> | undefined;
     if (!saved || !Number.isSafeInteger(saved.epoch) || !areExtents(saved.extents)) return new ActivityLog(record, 0, hotExtents);
     const log = new ActivityLog(record, saved.epoch as number, hotExtents);
@@ -231,6 +231,9 @@ export function extentRegions(extents: Iterable<number>): DirtyMap {
 }
 
 /** Whether a value read from a file is a list of extents. */
+/** Whether a record's value has extents: what the JSON files of earlier versions of these logs held. */
+export const hasExtents = (value: unknown): boolean => typeof value === 'object' && value !== null && areExtents((value as { extents?: unknown }).extents);
+
 export function areExtents(value: unknown): value is number[] {
   return Array.isArray(value) && value.every((e) => Number.isSafeInteger(e) && e >= 0);
 }

@@ -7,7 +7,7 @@
 // (epoch, revision), changes nothing.
 
 import { RecordFile } from '../store/record-file';
-import { areExtents, extentRegions } from './activity-log';
+import { areExtents, extentRegions, hasExtents } from './activity-log';
 import type { DirtyMap } from './dirty-map';
 import { SerialSave } from './serial-save';
 
@@ -34,7 +34,7 @@ export class PeerActivity {
 
   /** The record in file; a missing or damaged one is empty at epoch 0. */
   static load(file: string): PeerActivity {
-    const { record, value } = RecordFile.open(file);
+    const { record, value } = RecordFile.open(file, hasExtents);
     const saved = value as Partial<PeerActivityFile> | undefined;
     const valid = saved && [saved.epoch, saved.revision].every(Number.isSafeInteger) && areExtents(saved.extents);
     if (!valid) return new PeerActivity(record, { epoch: 0, revision: 0, extents: [] });

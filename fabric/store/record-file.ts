@@ -33,18 +33,21 @@ export class RecordFile {
     readonly file: string,
     private sequence: number,
     private fresh: boolean,
+    private readonly isLegacy: (value: unknown) => boolean,
   ) {}
 
   /**
    * The record file at file and the value it holds: undefined if it has none (missing, both slots
    * damaged, or unreadable). Without the file, a JSON file of the same name with ".json" appended
-   * is read instead: the whole-file format of earlier versions, removed at the first save.
+   * is read instead: the whole-file format of earlier versions, removed at the first save. Only one
+   * whose value isLegacy accepts: the name may be another file's (volume "X.activity"'s absence log
+   * is "X.activity.json", the old name of volume X's activity log).
    */
-  static open(file: string): { record: RecordFile; value: unknown } {
+  static open(file: string, isLegacy: (value: unknown) => boolean): { record: RecordFile; value: unknown } {
     const newest = readNewestSlot(file);
-    if (newest) return { record: new RecordFile(file, newest.sequence, false), value: parseJson(newest.payload) };
-    const legacy = fs.existsSync(file) ? undefined : readLegacy(file);
-    return { record: new RecordFile(file, 0, true), value: legacy };
+    if (newest) return { record: new RecordFile(file, newest.sequence, false, isLegacy), value: parseJson(newest.payload) };
+    const legacy = fs.existsSync(file) ? undefined : readLegacy(file, isLegacy);
+    return { record: new RecordFile(file, 0, true, isLegacy), value: legacy };
   }
 
   /**
@@ -83,7 +86,7 @@ export class RecordFile {
     }
     if (this.fresh) {
       await fsyncDirAsync(path.dirname(this.file)); // its name, if it is new
-      fs.rmSync(`${this.file}.json`, { force: true });
+      this.removeLegacy();
       this.fresh = false;
     }
     this.sequence = sequence;
@@ -92,7 +95,11 @@ export class RecordFile {
   /** Removes the file (and an earlier version's). */
   remove(): void {
     fs.rmSync(this.file, { force: true });
-    fs.rmSync(`${this.file}.json`, { force: true });
+    this.removeLegacy();
+  }
+
+  private removeLegacy(): void {
+    if (readLegacy(this.file, this.isLegacy) !== undefined) fs.rmSync(`${this.file}.json`, { force: true });
   }
 }
 
@@ -133,9 +140,10 @@ function parseJson(payload: Buffer): unknown {
   }
 }
 
-function readLegacy(file: string): unknown {
+function readLegacy(file: string, isLegacy: (value: unknown) => boolean): unknown {
   try {
-    return JSON.parse(fs.readFileSync(`${file}.json`, 'utf8'));
+    const value: unknown = JSON.parse(fs.readFileSync(`${file}.json`, 'utf8'));
+    return isLegacy(value) ? value : undefined;
   } catch {
     return undefined;
   }

@@ -134,6 +134,15 @@ describe('on its own', () => {
     expect(PeerActivity.load(peerFile).epoch).toBe(0);
   });
 
+  test("volume X's log keeps its hands off the absence log of a volume named X.activity (its file is X.activity.json, the old name of X's log)", async () => {
+    const absences = '{"absences":{"n2":{"full":false,"map":""}}}';
+    fs.writeFileSync(`${file}.json`, absences);
+    const log = ActivityLog.load(file);
+    expect([log.epoch, runsOf(log)]).toEqual([0, []]);
+    await log.enter(0, 4096); // the first save, which removes an earlier version's file
+    expect(fs.readFileSync(`${file}.json`, 'utf8')).toBe(absences);
+  });
+
   test('a damaged file reads as no log (epoch 0): a former primary then gets a full copy', async () => {
     const log = ActivityLog.load(file);
     await log.reset(3);
