@@ -55,9 +55,6 @@ export interface NodeServerOptions {
   jobOfAllocation?: (allocationId: string) => Promise<Pick<Workload, 'jobId' | 'taskGroup'> | undefined>;
 }
 
-/** Each attachment holds a loop device (or an nbd device) and a helper process. */
-export const MAX_VOLUMES_PER_NODE = 128;
-
 const CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION'].map((type) => ({ rpc: { type } }));
 
 export class NodeServer {
@@ -68,6 +65,8 @@ export class NodeServer {
   private readonly tools: HostTools;
   private readonly state: NodeStateStore;
   private readonly logger: Logger;
+  /** The attach method's bound on this node's attachments, read once at start (NodeGetInfo). */
+  private maxVolumes = 0;
 
   private constructor(private readonly options: NodeServerOptions) {
     ({ client: this.client, attacher: this.attacher, tools: this.tools, state: this.state, logger: this.logger } = options);
@@ -77,6 +76,7 @@ export class NodeServer {
   /** A node service that has reconciled what earlier runs left on this node. */
   static async open(options: NodeServerOptions): Promise<NodeServer> {
     const server = new NodeServer(options);
+    server.maxVolumes = await options.attacher.maxAttachments();
     await server.reconcile();
     return server;
   }
@@ -93,7 +93,7 @@ export class NodeServer {
         NodeGetCapabilities: () => ({ capabilities: CAPABILITIES }),
         NodeGetInfo: () => ({
           node_id: this.place.nodeId,
-          max_volumes_per_node: MAX_VOLUMES_PER_NODE,
+          max_volumes_per_node: this.maxVolumes,
           accessible_topology: { segments: nodeSegments(this.place) },
         }),
       },

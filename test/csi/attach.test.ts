@@ -284,6 +284,17 @@ describe('nbdfuse + loop attach (real weftd, nbdfuse, loop devices, ext4 and xfs
     expect(await settledConnections(weftd, 'other-method')).toBe(0);
   });
 
+  test("a node reports as many attachments as its method can hold: kernel NBD one per device the nbd module made (nbds_max), loop devices up to weftd's bound", async () => {
+    // A directory laid out as /sys/block: the nbd module's devices among others.
+    const sysBlock = makeTempDir('weft-sys-block-');
+    const devices = (names: string[]) => names.forEach((name) => fs.mkdirSync(path.join(sysBlock, name)));
+    devices(['vda', 'loop0', 'loop1', 'nbd-not-a-device', ...Array.from({ length: 16 }, (_, i) => `nbd${i}`)]);
+    expect(await new EachByItsMethod('kernel-nbd', sysBlock).maxAttachments()).toBe(16);
+    expect(await new EachByItsMethod('nbdfuse-loop', sysBlock).maxAttachments()).toBe(128);
+    devices(Array.from({ length: 200 }, (_, i) => `nbd${16 + i}`));
+    expect(await new EachByItsMethod('kernel-nbd', sysBlock).maxAttachments()).toBe(128);
+  });
+
   test('chooseAttacher picks nbdfuse-loop on this machine (no nbd module) and logs why', async () => {
     const lines: string[] = [];
     const sink = new Writable({

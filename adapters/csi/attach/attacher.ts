@@ -48,7 +48,12 @@ export interface Attacher {
    * then only reattach() shows it.
    */
   growOnline(attachment: Attachment, sizeBytes: number): Promise<boolean>;
+  /** How many volumes this node can hold attached with this method at most (NodeGetInfo's max_volumes_per_node). */
+  maxAttachments(): Promise<number>;
 }
+
+/** The most attachments a node takes whatever the method: each holds a device and a helper process. */
+export const MAX_ATTACHMENTS = 128;
 
 /** Whether an attach method can work on this node, and why or why not (for the log). */
 export interface MethodSupport {

@@ -25,9 +25,15 @@ export async function chooseAttacher(logger: Logger): Promise<Attacher> {
 
 /** Attaches with one method; everything else an attachment asks goes to the method that made it. */
 export class EachByItsMethod implements Attacher {
-  private readonly methods: Record<AttachMethod, Attacher> = { 'kernel-nbd': new KernelNbdAttacher(), 'nbdfuse-loop': new NbdFuseLoopAttacher() };
+  private readonly methods: Record<AttachMethod, Attacher>;
 
-  constructor(readonly method: AttachMethod) {}
+  /** sysBlock: where the kernel lists block devices (a test's own directory in tests). */
+  constructor(
+    readonly method: AttachMethod,
+    sysBlock?: string,
+  ) {
+    this.methods = { 'kernel-nbd': new KernelNbdAttacher(sysBlock), 'nbdfuse-loop': new NbdFuseLoopAttacher() };
+  }
 
   attach(request: AttachRequest, workDir: string): Promise<Attachment> {
     return this.methods[this.method].attach(request, workDir);
@@ -52,6 +58,11 @@ export class EachByItsMethod implements Attacher {
 
   growOnline(attachment: Attachment, sizeBytes: number): Promise<boolean> {
     return this.of(attachment).growOnline(attachment, sizeBytes);
+  }
+
+  /** New attachments use the method picked: its bound is the node's. */
+  maxAttachments(): Promise<number> {
+    return this.methods[this.method].maxAttachments();
   }
 
   private of(attachment: Attachment): Attacher {

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { WeftError } from '../../../fabric/errors';
-import { workDirOf, type AttachRequest, type Attacher, type Attachment, type MethodSupport } from './attacher';
+import { MAX_ATTACHMENTS, workDirOf, type AttachRequest, type Attacher, type Attachment, type MethodSupport } from './attacher';
 import { commandExists, missingCommands, probeTool, runTool } from './exec';
 import { assertNotMounted } from './mount';
 import { isHelperAlive } from './processes';
@@ -44,18 +44,27 @@ export function nbdClientConnectArgs(connect: NbdClientConnect): string[] {
 }
 
 /** Usable when nbd-client and nbdkit are installed and the nbd module is loaded or loads. */
-export async function kernelNbdSupport(): Promise<MethodSupport> {
+export async function kernelNbdSupport(sysBlock = '/sys/block'): Promise<MethodSupport> {
   const missing = await missingCommands(['nbd-client', 'nbdkit']);
   if (missing.length) return { usable: false, reason: `not installed: ${missing.join(', ')}` };
-  if (fs.existsSync('/sys/module/nbd')) return { usable: true, reason: 'the nbd module is loaded and nbd-client is installed' };
-  if (!(await commandExists('modprobe'))) return { usable: false, reason: 'no nbd module (/sys/module/nbd) and no modprobe to load it' };
-  const modprobe = await probeTool('modprobe', ['nbd']);
-  if (modprobe.exitCode === 0) return { usable: true, reason: 'modprobe nbd loaded the nbd module; nbd-client is installed' };
-  return { usable: false, reason: `no nbd module: modprobe nbd: ${modprobe.stderr.trim() || `exit ${modprobe.exitCode}`}` };
+  let loaded = 'the nbd module is loaded';
+  if (!fs.existsSync('/sys/module/nbd')) {
+    if (!(await commandExists('modprobe'))) return { usable: false, reason: 'no nbd module (/sys/module/nbd) and no modprobe to load it' };
+    const modprobe = await probeTool('modprobe', ['nbd']);
+    if (modprobe.exitCode !== 0) return { usable: false, reason: `no nbd module: modprobe nbd: ${modprobe.stderr.trim() || `exit ${modprobe.exitCode}`}` };
+    loaded = 'modprobe nbd loaded the nbd module';
+  }
+  // Loaded with nbds_max=0 it has no device to connect: every attach would fail.
+  const devices = (await nbdDeviceNames(sysBlock)).length;
+  if (devices === 0) return { usable: false, reason: `${loaded} with no devices (nbds_max=0)` };
+  return { usable: true, reason: `${loaded} with ${devices} devices, and nbd-client is installed` };
 }
 
 export class KernelNbdAttacher implements Attacher, WorkDirSteps {
   readonly method = 'kernel-nbd' as const;
+
+  /** sysBlock: where the kernel lists block devices (a test's own directory in tests). */
+  constructor(private readonly sysBlock = '/sys/block') {}
   /** Attaches pick a free device, so they run one at a time. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -83,6 +92,14 @@ export class KernelNbdAttacher implements Attacher, WorkDirSteps {
     return false;
   }
 
+  /**
+   * One nbd device per attachment, and the module makes nbds_max of them when it loads (16 unless
+   * set): a scheduler told more would place volumes here that cannot attach.
+   */
+  async maxAttachments(): Promise<number> {
+    return Math.min(MAX_ATTACHMENTS, (await nbdDeviceNames(this.sysBlock)).length);
+  }
+
   async isHealthy(attachment: Attachment): Promise<boolean> {
     const workDir = workDirOf(attachment);
     const relay = await isHelperAlive(Number(attachment.details.relayPid), relayDaemonIdentity(workDir));
@@ -91,7 +108,7 @@ export class KernelNbdAttacher implements Attacher, WorkDirSteps {
 
   async connect({ volume, nbdUri }: AttachRequest, workDir: string): Promise<Attachment> {
     const relayPid = await startRelayDaemon(workDir, nbdUri, READY_TIMEOUT_MS);
-    const device = await freeNbdDevice();
+    const device = await freeNbdDevice(this.sysBlock);
     await writeFile(path.join(workDir, DEVICE_FILE), device);
     const args = nbdClientConnectArgs({ socket: RELAY_SOCKET, device, exportName: volume, blockSizeBytes: BLOCK_SIZE_BYTES, timeoutS: REQUEST_TIMEOUT_S });
     await runTool('nbd-client', args, { cwd: workDir });
@@ -118,9 +135,14 @@ async function isConnected(device: string): Promise<boolean> {
   return (await probeTool('nbd-client', ['-c', device])).exitCode === 0;
 }
 
-async function freeNbdDevice(): Promise<string> {
-  const names = (await readdir('/sys/block')).filter((name) => /^nbd\d+$/.test(name));
-  names.sort((a, b) => Number(a.slice(3)) - Number(b.slice(3)));
+/** The nbd module's devices (nbd0 .. nbd{nbds_max - 1}), in order. */
+async function nbdDeviceNames(sysBlock: string): Promise<string[]> {
+  const names = (await readdir(sysBlock)).filter((name) => /^nbd\d+$/.test(name));
+  return names.sort((a, b) => Number(a.slice(3)) - Number(b.slice(3)));
+}
+
+async function freeNbdDevice(sysBlock: string): Promise<string> {
+  const names = await nbdDeviceNames(sysBlock);
   for (const name of names) {
     if (!(await isConnected(`/dev/${name}`))) return `/dev/${name}`;
   }

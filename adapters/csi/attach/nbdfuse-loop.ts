@@ -16,7 +16,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WeftError } from '../../../fabric/errors';
 import { GROWABLE_SUFFIX } from '../../../fabric/nbd-exports';
-import { workDirOf, type AttachRequest, type Attacher, type Attachment, type MethodSupport } from './attacher';
+import { MAX_ATTACHMENTS, workDirOf, type AttachRequest, type Attacher, type Attachment, type MethodSupport } from './attacher';
 import { attachLoop, detachLoop, loopsBackedBy, setLoopSizeLimit } from './devices';
 import { missingCommands } from './exec';
 import { assertNotMounted, isMountPoint, unmount } from './mount';
@@ -96,6 +96,11 @@ export class NbdFuseLoopAttacher implements Attacher, WorkDirSteps {
   async growOnline(attachment: Attachment, sizeBytes: number): Promise<boolean> {
     await setLoopSizeLimit(attachment.devicePath, sizeBytes);
     return true;
+  }
+
+  /** Loop devices are made as they are needed (loop-control), so only weftd's own bound applies. */
+  async maxAttachments(): Promise<number> {
+    return MAX_ATTACHMENTS;
   }
 
   /** nbdfuse and its relay run, nbdfuse's mount is there, and the loop device still reads its file. */
