@@ -4,6 +4,7 @@
 import { mkdir, open, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isAllZero } from '../../../fabric/buffers';
 import { failedPrecondition } from '../../../fabric/errors';
 import { deviceSizeBytes } from './devices';
 import { probeTool, runTool, ToolError } from './exec';
@@ -25,14 +26,21 @@ const PROBE_BYTES = 1024 * 1024;
 /** mkfs, fsck and resize of a large filesystem take a while. */
 const SLOW_TOOL_TIMEOUT_MS = 300_000;
 
-/** Formats device with fsType if it holds nothing; never formats over anything. */
+/**
+ * Formats device with fsType if it holds nothing; never formats over anything. Blank means: blkid
+ * finds no signature, and the start of the device (where ext4, xfs and partition tables keep
+ * theirs) reads as zeroes here. blkid's "nothing" is also its answer to a read that failed just then
+ * (weftd or the primary away for longer than the attachment waits), however often it is asked.
+ */
 export async function formatIfBlank(device: string, fsType: FsType): Promise<void> {
   let signature = await probeSignature(device);
-  if (signature === undefined) {
-    await assertReadable(device);
-    // blkid's "nothing" may have been a read that failed then (weftd or the primary away for longer
-    // than the attachment waits): asked again now that the device reads.
-    signature = await probeSignature(device);
+  if (signature === undefined && !(await startIsZero(device))) {
+    signature = await probeSignature(device); // it reads now: its first "nothing" may have been a failed read
+    if (signature === undefined) {
+      throw failedPrecondition(
+        `${device} is not blank (its first MiB holds data) but blkid finds no filesystem or partition table on it: refusing to format it (its data would be lost); zero its first MiB to have it formatted`,
+      );
+    }
   }
   if (signature === undefined) {
     await runTool(`mkfs.${fsType}`, fsType === 'ext4' ? ['-q', '-F', device] : ['-q', device], { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
@@ -53,15 +61,13 @@ async function probeSignature(device: string): Promise<Record<string, string> | 
   return Object.fromEntries(pairs.map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
 }
 
-/**
- * blkid also finds "nothing" where it could not read: read the start of the device (where ext4 and
- * xfs keep their superblocks) ourselves before trusting that, so that an I/O error never leads to
- * formatting over data.
- */
-async function assertReadable(device: string): Promise<void> {
+/** Whether the device's first MiB (less on a smaller device) reads, and as zeroes only; a read that fails throws. */
+async function startIsZero(device: string): Promise<boolean> {
   const file = await open(device, 'r');
   try {
-    await file.read(Buffer.alloc(PROBE_BYTES), 0, PROBE_BYTES, 0);
+    const buf = Buffer.alloc(PROBE_BYTES);
+    const { bytesRead } = await file.read(buf, 0, PROBE_BYTES, 0);
+    return isAllZero(buf.subarray(0, bytesRead));
   } finally {
     await file.close();
   }
