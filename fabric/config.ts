@@ -267,7 +267,8 @@ function validate(pick: Picker): WeftdConfig {
     pools: pools(pick('pool'), dataDir),
     logLevel: logLevel(pick('logLevel')),
     syncIntervalMs: seconds(pick('syncInterval'), DEFAULTS.syncInterval) * 1000,
-    replicaTimeoutMs: seconds(pick('replicaTimeout'), DEFAULTS.replicaTimeout) * 1000,
+    // 0 would replace a copy on every node restart, or after one failed resync.
+    replicaTimeoutMs: seconds(pick('replicaTimeout'), DEFAULTS.replicaTimeout, 1) * 1000,
     ...zoneSource(pick('zone'), pick('zoneFromNodeLabel')),
     advertise: advertise(pick('advertise'), listen),
     csi: csi(pick('csiEndpoint'), pick('csiRole'), pick('nomadAddr')),
@@ -363,11 +364,11 @@ function logLevel(setting: Setting): LogLevel {
   return known;
 }
 
-/** A whole number of seconds, 0 to one day. */
-function seconds(setting: Setting, fallback: string): number {
+/** A whole number of seconds, least (default 0) to one day. */
+function seconds(setting: Setting, fallback: string, least = 0): number {
   const value = text(setting, fallback);
   const number = Number(value);
-  if (!/^\d+$/.test(value) || number > 86400) throw invalid(setting, setting.value, 'expected a whole number of seconds from 0 to 86400');
+  if (!/^\d+$/.test(value) || number < least || number > 86400) throw invalid(setting, setting.value, `expected a whole number of seconds from ${least} to 86400`);
   return number;
 }
 

@@ -3,6 +3,7 @@
 // "weft: <reason>" line and an exit code.
 
 import { Command, CommanderError, Option, type HelpContext } from 'commander';
+import { refuseRepeatedOptions } from './once-options';
 import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE, usageError } from './errors';
 import { nodeCommands } from './node-commands';
 import { attachmentCommands } from './attachment-commands';
@@ -55,6 +56,7 @@ export function buildProgram(plugins: readonly CommandGroup[] = []): Command {
   attachmentCommands(program);
   nodeCommands(program);
   for (const addGroup of plugins) addGroup(program);
+  refuseRepeatedOptions(program);
   return program;
 }
 

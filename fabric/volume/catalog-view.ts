@@ -64,7 +64,7 @@ export class CatalogView {
       throw invalidArgument(`size must be a positive number of bytes, got ${sizeBytes}`);
     }
     const rounded = wholeBlocks(sizeBytes);
-    if (rounded > MAX_VOLUME_BYTES) throw invalidArgument(`size ${sizeBytes} is larger than a volume can be (16 TiB)`);
+    if (rounded > MAX_VOLUME_BYTES) throw invalidArgument(`size ${sizeBytes} is larger than a volume can be: at most ${MAX_VOLUME_BYTES} bytes (16 TiB less 64 KiB)`);
     return rounded;
   }
 

@@ -378,7 +378,7 @@ export class LocalEngine implements VolumeEngine {
       // The commit syncs the pools with the volumes paused. Writing back what is dirty first, while
       // I/O flows, leaves it only what was written since: a pause of milliseconds, not the write-back
       // of every write since the last sync. (A failure here has changed nothing.)
-      if (commits && paused.length > 0) await this.store.syncPools();
+      if (commits && paused.length > 0) await this.store.syncPools().catch((err: unknown) => Promise.reject(controlFailure(err, true)));
       await Promise.all(paused.map((v) => v.replica.quiesce.pause()));
       const txn = new ControlTxn(this.store);
       this.txn = txn;

@@ -52,6 +52,10 @@ describe('usage errors exit 2 with one line', () => {
     [['snapshot', 'delete', 'data@'], /^weft: snapshot is required$/],
     [['--output', 'yaml', 'volume', 'list'], /^weft: option '--output <format>' argument 'yaml' is invalid/],
     [['--endpoint', 'localhost', 'volume', 'list'], /^weft: --endpoint "localhost" is invalid: use HOST:PORT/],
+    // An option given twice is refused, not taken at its last value (a 1 TiB volume here).
+    [['volume', 'create', 'data', '--size', '1GiB', '--size', '1TiB'], /^weft: option '--size <size>' argument '1TiB' is invalid\. --size was given already \(1GiB\): give it once$/],
+    [['--output', 'json', '--output', 'table', 'volume', 'list'], /--output was given already \(json\)/],
+    [['volume', 'stats', '--interval', '1s', '--interval', '2s'], /--interval was given already \(1s\)/],
   ])('weft %j', async (args, message) => {
     const run = await runWeft(args as string[]);
     expect(run.code).toBe(2);

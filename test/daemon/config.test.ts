@@ -139,6 +139,7 @@ describe('flags', () => {
     [['--log-level', 'loud'], /--log-level "loud".*info/],
     [['--sync-interval', '1.5'], /--sync-interval "1.5".*whole number of seconds/],
     [['--sync-interval', '-1'], /--sync-interval "-1"/],
+    [['--replica-timeout', '0'], /--replica-timeout "0".*whole number of seconds from 1 to 86400/],
     [['--max-inflight-bytes', 'lots'], /--max-inflight-bytes "lots".*invalid size "lots"/],
     [['--max-connection-inflight-bytes', '0'], /--max-connection-inflight-bytes "0".*above 0/],
     [['--node-id', 'no spaces'], /--node-id "no spaces"/],

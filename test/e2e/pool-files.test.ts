@@ -48,6 +48,13 @@ test.each([
   expect(written.stdout + written.stderr).toMatch(/write failed: Input\/output error/);
   expect(node.logs()).toContain(`pool default: member ${poolFile} was`);
   expect(node.logs()).toMatch(/while weftd ran; its volumes refuse writes and flushes from now on/);
+  // A control operation is refused as the disk's failure (UNAVAILABLE, exit 1), not as weftd's own
+  // (INTERNAL), and makes nothing.
+  const snapshot = await node.weft(['snapshot', 'create', 'v1', 's1']);
+  expect(snapshot.code).toBe(1);
+  expect(snapshot.stderr).toMatch(/could not be made durable: pool default: member .* while weftd ran.*nothing changed/);
+  expect(node.logs()).not.toMatch(/"msg":"request failed"/);
+  expect((await node.weft(['snapshot', 'list', 'v1'])).stdout).not.toContain('s1');
   await node.kill9();
 });
 

@@ -89,6 +89,11 @@ describe('volumes', () => {
     await expect(e.createVolume({ name: 'big', sizeBytes: 1024 * MiB })).rejects.toMatchObject({ kind: 'RESOURCE_EXHAUSTED' });
     await expect(e.createVolume({ name: 'bad@name', sizeBytes: MiB })).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT' });
     await expect(e.createVolume({ name: 'zero', sizeBytes: 0 })).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT' });
+    // 16 TiB itself is past the limit: the message gives the limit in bytes, not as "16 TiB".
+    await expect(e.createVolume({ name: 'huge', sizeBytes: 16 * 1024 ** 4 })).rejects.toMatchObject({
+      kind: 'INVALID_ARGUMENT',
+      message: 'size 17592186044416 is larger than a volume can be: at most 17592185978880 bytes (16 TiB less 64 KiB)',
+    });
     await expect(e.createVolume({ name: 'x', sizeBytes: MiB, class: 'ssd' })).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT' });
     await expect(e.resizeVolume('v1', 4096)).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT' });
     await expect(e.resizeVolume('nope', MiB)).rejects.toMatchObject({ kind: 'NOT_FOUND' });
