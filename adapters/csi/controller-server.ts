@@ -116,8 +116,8 @@ export class ControllerServer {
 
   private async provision(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, source: Source | undefined, locality: string | undefined): Promise<VolumeInfo> {
     let info: VolumeInfo;
-    if (source?.kind === 'snapshot') info = await this.restoreSnapshot(volume, range, parameters, source.ref);
-    else if (source?.kind === 'volume') info = await this.cloneVolume(volume, range, parameters, source.volume);
+    if (source?.kind === 'snapshot') info = await this.restoreSnapshot(volume, range, parameters, source.ref, locality);
+    else if (source?.kind === 'volume') info = await this.cloneVolume(volume, range, parameters, source.volume, locality);
     else {
       // The node named first is a must with the locality parameter; else a wish placement follows if
       // it can: a volume of the cluster is attached through any node, and with Immediate binding the
@@ -134,13 +134,14 @@ export class ControllerServer {
    * The restored volume's new writes go to the pool of the class its parameters name (none: the
    * snapshot's); what it does not rewrite is read from the snapshot's pool, so a StorageClass of
    * another class restores at once, without a copy. Its copies (the parameters' replicas) go on
-   * nodes that hold the snapshot: the primary is not placed by the topology.
+   * nodes that hold the snapshot: its primary goes on the node the topology names first (preferred)
+   * if that is one of them, else on one of them (the locality parameter is not a must here).
    */
-  private async restoreSnapshot(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, ref: SnapshotRef): Promise<VolumeInfo> {
+  private async restoreSnapshot(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, ref: SnapshotRef, preferredNode: string | undefined): Promise<VolumeInfo> {
     const snapshots = await unlessNotFound(this.client.listSnapshots(ref.volume));
     const snapshot = snapshots?.find((s) => s.name === ref.snapshot);
     if (!snapshot) throw notFound(`snapshot ${ref.volume}@${ref.snapshot} does not exist`);
-    return this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range, snapshot.sizeBytes), class: parameters.class, replicas: parameters.replicas, sourceSnapshot: ref });
+    return this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range, snapshot.sizeBytes), class: parameters.class, replicas: parameters.replicas, sourceSnapshot: ref, preferredNode });
   }
 
   /**
@@ -150,16 +151,16 @@ export class ControllerServer {
    * source and clone are independent: either can be deleted at any time, and the source is left
    * without snapshots. A hidden snapshot left by a crash between the steps is deleted when the CO
    * retries the CreateVolume (reuse), or when the source volume is deleted (deleteVolume). As for a
-   * restore, the clone may be in another class than its source.
+   * restore, the clone may be in another class than its source, and its primary is placed as a restore's.
    */
-  private async cloneVolume(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, sourceVolume: string): Promise<VolumeInfo> {
+  private async cloneVolume(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, sourceVolume: string, preferredNode: string | undefined): Promise<VolumeInfo> {
     const source = await this.client.getVolume(sourceVolume);
     const sizeBytes = sizeInRange(range, source.sizeBytes);
     const snapshot = cloneSnapshotName(volume);
     // One left by an interrupted attempt at this same clone serves as well as a new one.
     await unlessWeftd(status.ALREADY_EXISTS, this.client.createSnapshot(sourceVolume, snapshot));
     try {
-      return await this.client.createVolume({ name: volume, sizeBytes, class: parameters.class, replicas: parameters.replicas, sourceSnapshot: { volume: sourceVolume, snapshot } });
+      return await this.client.createVolume({ name: volume, sizeBytes, class: parameters.class, replicas: parameters.replicas, sourceSnapshot: { volume: sourceVolume, snapshot }, preferredNode });
     } finally {
       await unlessNotFound(this.client.deleteSnapshot(sourceVolume, snapshot));
     }

@@ -75,6 +75,8 @@ export interface ReplicatedClone {
   class?: string;
   replicas: number;
   locality?: string;
+  /** The primary goes there if that node holds the snapshot and has room; else placement picks. */
+  preferredNode?: string;
 }
 
 /** What the control API asks of the cluster's replicated volumes. */
@@ -199,7 +201,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       await this.checkNoNodeVolume(request.name);
       const sizeBytes = wholeBlocks(request.sizeBytes ?? taken.sizeBytes);
       const candidates = this.controller.candidates().filter((n) => holders.has(n.id));
-      const placement = place(candidates, { sizeBytes, replicas: request.replicas, class: request.class ?? taken.class, locality: request.locality });
+      const placement = place(candidates, { sizeBytes, replicas: request.replicas, class: request.class ?? taken.class, locality: request.locality, preferredNode: request.preferredNode });
       return this.record({ name: request.name, sizeBytes, class: placement.class, sourceSnapshot: `${volume}@${snapshot}` }, placement.nodes, intent, made, request.source);
     });
   }

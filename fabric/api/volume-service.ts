@@ -50,15 +50,17 @@ function createVolume(engine: VolumeEngine, cluster: ReplicatedVolumes, request:
   const replicas = replicaCount(request.replicas);
   const locality = checkOptionalName('locality', request.locality);
   const preferredNode = checkOptionalName('preferred_node', request.preferredNode);
-  const placed = replicas > 1 || locality !== undefined || preferredNode !== undefined || engine.listPools().length === 0;
+  // A preferred node places a new volume through the cluster, not a clone (of a snapshot perhaps of this node's alone).
+  const placed = replicas > 1 || locality !== undefined || engine.listPools().length === 0;
   if (request.sourceSnapshot) {
     const source = checkSource(request.sourceSnapshot);
     const sizeBytes = checkOptionalSize('size_bytes', request.sizeBytes);
-    if (placed) return cluster.clone({ name, source, sizeBytes, class: poolClass, replicas, locality });
+    if (placed) return cluster.clone({ name, source, sizeBytes, class: poolClass, replicas, locality, preferredNode });
     return cluster.cloneHere({ name, ...source, sizeBytes, class: poolClass });
   }
   const sizeBytes = checkSize('size_bytes', request.sizeBytes);
-  return placed ? cluster.create({ name, sizeBytes, class: poolClass, replicas, locality, preferredNode }) : cluster.createHere({ name, sizeBytes, class: poolClass });
+  if (placed || preferredNode !== undefined) return cluster.create({ name, sizeBytes, class: poolClass, replicas, locality, preferredNode });
+  return cluster.createHere({ name, sizeBytes, class: poolClass });
 }
 
 /** A replicated volume's copies are compared (and repaired) by its primary; a snapshot, or a volume of this node's alone, is scrubbed here. */
