@@ -4,6 +4,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Logger } from 'pino';
+import { WeftError } from '../errors';
 import { writeFileAtomic } from '../store/file-io';
 
 /**
@@ -49,7 +50,7 @@ export interface AttachmentFilter {
 const FILE_NAME = 'attachments.json';
 
 export class AttachmentStore {
-  private readonly records = new Map<string, AttachmentRecord>();
+  private records = new Map<string, AttachmentRecord>();
   private readonly file: string;
 
   /** Loads DATA_DIR/attachments.json. A damaged file is logged and replaced at the next change. */
@@ -62,20 +63,35 @@ export class AttachmentStore {
   record(record: Omit<AttachmentRecord, 'attachedAt'>): AttachmentRecord {
     const attachedAt = this.records.get(key(record))?.attachedAt ?? new Date().toISOString();
     const stored = { ...record, attachedAt };
-    this.records.set(key(record), stored);
-    this.save();
+    this.change((records) => records.set(key(record), stored));
     return stored;
   }
 
   remove(volume: string, nodeId: string): void {
-    if (this.records.delete(key({ volume, nodeId }))) this.save();
+    if (this.records.has(key({ volume, nodeId }))) this.change((records) => records.delete(key({ volume, nodeId })));
   }
 
-  /** Forgets every attachment of a volume (it was deleted). */
+  /**
+   * Forgets every attachment of a volume (it was deleted). Forgotten here even if the file cannot be
+   * written now: the next change that can writes it without them.
+   */
   removeVolume(volume: string): void {
     const gone = this.list({ volume });
+    if (gone.length === 0) return;
     for (const record of gone) this.records.delete(key(record));
-    if (gone.length > 0) this.save();
+    try {
+      this.save(this.records);
+    } catch (err) {
+      this.logger.error({ err, volume }, 'the attachment records of a deleted volume could not be removed from the file yet');
+    }
+  }
+
+  /** Applies edit to a copy of the records, saves the copy and only then keeps it: a save that fails changes nothing. */
+  private change(edit: (records: Map<string, AttachmentRecord>) => unknown): void {
+    const next = new Map(this.records);
+    edit(next);
+    this.save(next);
+    this.records = next;
   }
 
   list(filter: AttachmentFilter = {}): AttachmentRecord[] {
@@ -102,8 +118,15 @@ export class AttachmentStore {
     return [];
   }
 
-  private save(): void {
-    writeFileAtomic(this.file, JSON.stringify(this.list(), null, 2) + '\n', this.dataDir);
+  /** Writes records to the file; a disk that is full or failing is the caller's error to see, not weftd's own. */
+  private save(records: Map<string, AttachmentRecord>): void {
+    const list = [...records.values()].sort((a, b) => key(a).localeCompare(key(b)));
+    try {
+      writeFileAtomic(this.file, JSON.stringify(list, null, 2) + '\n', this.dataDir);
+    } catch (err) {
+      const why = `the attachment records could not be written to ${this.file}: ${(err as Error).message}; nothing changed`;
+      throw new WeftError((err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'RESOURCE_EXHAUSTED' : 'UNAVAILABLE', why);
+    }
   }
 }
 
