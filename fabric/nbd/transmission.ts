@@ -62,6 +62,11 @@ export class Transmission implements RequestSink {
   private midRequestCheck?: NodeJS.Timeout;
   /** When the last bytes came in (performance.now()). */
   private lastInputAt = 0;
+  /** Replies that have left the socket's buffer, and that count at the last check (checkUnreadReplies). */
+  private repliesLeft = 0;
+  private repliesLeftAtCheck = 0;
+  /** Since when replies wait in the socket's buffer with none leaving (the client reads nothing). */
+  private unreadSince: number | undefined;
   private released = false;
   /** The export was told that the client is gone with requests in flight (NbdExport.abandon). */
   private abandoned = false;
@@ -101,7 +106,10 @@ export class Transmission implements RequestSink {
       return;
     }
     this.lastInputAt = performance.now();
-    this.midRequestCheck = setInterval(() => this.checkMidRequest(), Math.max(100, this.options.drainTimeoutMs / 4)).unref();
+    this.midRequestCheck = setInterval(() => {
+      this.checkMidRequest();
+      this.checkUnreadReplies();
+    }, Math.max(100, this.options.drainTimeoutMs / 4)).unref();
     if (early.length > 0) this.onData(Buffer.concat(early));
     if (this.socket.readableEnded) this.onInputEnd(); // the client half-closed during the handshake
     else if (!this.stalled && !this.stopping) this.socket.resume(); // the handshake may have paused it
@@ -174,6 +182,29 @@ export class Transmission implements RequestSink {
     this.socket.destroy();
   }
 
+  /**
+   * A client that reads none of its replies (a paused VM, a hostile one) holds the bytes of those
+   * waiting in the socket's buffer. While the node's budget is full, other connections wait for them
+   * (and once it is past its overdraft, even a connection that holds nothing does): it is cut once no
+   * reply has left for the drain deadline. With room in the budget it harms no one and is left alone.
+   */
+  private checkUnreadReplies(): void {
+    if (this.stopping) return; // finish() has its own deadline
+    const now = performance.now();
+    if (this.socket.writableLength === 0 || this.repliesLeft !== this.repliesLeftAtCheck) {
+      this.repliesLeftAtCheck = this.repliesLeft;
+      this.unreadSince = this.socket.writableLength === 0 ? undefined : now;
+      return;
+    }
+    this.unreadSince ??= now;
+    if (!this.options.budget.full() || now - this.unreadSince < this.options.drainTimeoutMs) return;
+    this.log.warn(
+      { pendingBytes: this.socket.writableLength },
+      `NBD: the client read none of its replies for ${this.options.drainTimeoutMs} ms while the node's in-flight budget is full; disconnecting`,
+    );
+    this.socket.destroy();
+  }
+
   private resumeIfPossible(): void {
     if (this.stopping || !this.stalled) return;
     if (this.inFlight.full()) {
@@ -199,6 +230,7 @@ export class Transmission implements RequestSink {
 
   /** The reply has left the socket's buffer (or the client is gone): the request holds nothing more. */
   private replied(req: NbdRequest): void {
+    this.repliesLeft++;
     this.inFlight.remove(req.heldBytes);
     this.resumeIfPossible();
   }

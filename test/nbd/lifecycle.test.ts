@@ -315,6 +315,60 @@ describe('NBD connection lifecycle', () => {
   });
 });
 
+describe('clients that read none of their replies', () => {
+  test("are cut once the node's budget is full and no reply has left for drainTimeoutMs; a client that reads is served", async () => {
+    const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 64 * MiB }], { drainTimeoutMs: 300, maxInFlightBytes: 16 * MiB, maxConnectionInFlightBytes: 16 * MiB });
+    const holders: RawNbdClient[] = [];
+    try {
+      // Two clients hold the node's budget with replies they do not read (as stopped VMs), and a third,
+      // holding nothing, takes one READ as large as the overdraft: past it, not even a connection that
+      // holds nothing takes a request.
+      for (const reads of [12, 12, 0]) {
+        const { client } = await RawNbdClient.open(fixture.port, 'big');
+        holders.push(client);
+        client.socket.pause();
+        for (let i = 0; i < reads; i++) client.sendRequest({ type: CMD.READ, handle: BigInt(i), offset: i * 4 * MiB, length: 4 * MiB });
+        if (reads === 0) client.sendRequest({ type: CMD.READ, handle: 99n, offset: 0, length: 32 * MiB });
+        await waitFor(() => fixture.server.inFlightBytes() > 0);
+      }
+      const { client: reader } = await RawNbdClient.open(fixture.port, 'big');
+      try {
+        const served = reader.readData(0, 4 * KiB).then((data) => data.length);
+        expect(await Promise.race([served, new Promise((resolve) => setTimeout(() => resolve('not served within 5 s'), 5000))])).toBe(4 * KiB);
+      } finally {
+        reader.destroy();
+      }
+      // Cut: those whose replies still wait in weftd (one whose replies all fit in the kernel's socket
+      // buffers holds nothing more, and may stay).
+      const cut = () => fixture.warnings().filter((w) => w.msg === "NBD: the client read none of its replies for 300 ms while the node's in-flight budget is full; disconnecting").length;
+      expect(cut()).toBeGreaterThan(0);
+      await waitFor(() => fixture.server.connectionCount() === holders.length - cut()); // the reader has gone too
+    } finally {
+      for (const holder of holders) holder.destroy();
+      await fixture.stop();
+    }
+  });
+
+  test('are left alone while the budget has room: they harm no one, and get every reply once they read', async () => {
+    const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 64 * MiB }], { drainTimeoutMs: 300 });
+    const { client } = await RawNbdClient.open(fixture.port, 'big');
+    try {
+      client.socket.pause();
+      for (let i = 0; i < 8; i++) client.sendRequest({ type: CMD.READ, handle: BigInt(i), offset: i * 4 * MiB, length: 4 * MiB });
+      await new Promise((resolve) => setTimeout(resolve, 1500)); // five drain deadlines
+      client.socket.resume();
+      for (let i = 0; i < 8; i++) {
+        expect((await client.readSimpleReply()).error).toBe(0);
+        await client.read(4 * MiB);
+      }
+      expect(fixture.warnings()).toEqual([]);
+    } finally {
+      client.destroy();
+      await fixture.stop();
+    }
+  });
+});
+
 describe('NbdServer.close', () => {
   test('answers requests in flight, closes every connection and stops listening', async () => {
     let layer: TestLayer | undefined;
