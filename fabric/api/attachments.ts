@@ -67,14 +67,15 @@ export class AttachmentStore {
     return stored;
   }
 
+  /**
+   * Forgets an attachment (the device is detached already). Forgotten here even if the file cannot be
+   * written now, which fails the call: the next change that can writes the file without it.
+   */
   remove(volume: string, nodeId: string): void {
-    if (this.records.has(key({ volume, nodeId }))) this.change((records) => records.delete(key({ volume, nodeId })));
+    if (this.records.delete(key({ volume, nodeId }))) this.save(this.records);
   }
 
-  /**
-   * Forgets every attachment of a volume (it was deleted). Forgotten here even if the file cannot be
-   * written now: the next change that can writes it without them.
-   */
+  /** Forgets every attachment of a volume (it was deleted); a file that cannot be written now is logged, as for remove(). */
   removeVolume(volume: string): void {
     const gone = this.list({ volume });
     if (gone.length === 0) return;
@@ -124,7 +125,7 @@ export class AttachmentStore {
     try {
       writeFileAtomic(this.file, JSON.stringify(list, null, 2) + '\n', this.dataDir);
     } catch (err) {
-      const why = `the attachment records could not be written to ${this.file}: ${(err as Error).message}; nothing changed`;
+      const why = `the attachment records could not be written to ${this.file}: ${(err as Error).message}`;
       throw new WeftError((err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'RESOURCE_EXHAUSTED' : 'UNAVAILABLE', why);
     }
   }

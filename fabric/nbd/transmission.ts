@@ -62,10 +62,10 @@ export class Transmission implements RequestSink {
   private midRequestCheck?: NodeJS.Timeout;
   /** When the last bytes came in (performance.now()). */
   private lastInputAt = 0;
-  /** Replies that have left the socket's buffer, and that count at the last check (checkUnreadReplies). */
+  /** Replies that have left the socket's buffer (checkUnreadReplies), and what had left at its last check. */
   private repliesLeft = 0;
-  private repliesLeftAtCheck = 0;
-  /** Since when replies wait in the socket's buffer with none leaving (the client reads nothing). */
+  private leftAtCheck = '';
+  /** Since when replies wait in the socket's buffer, none of their bytes leaving, while the node's budget is full. */
   private unreadSince: number | undefined;
   private released = false;
   /** The export was told that the client is gone with requests in flight (NbdExport.abandon). */
@@ -185,22 +185,26 @@ export class Transmission implements RequestSink {
   /**
    * A client that reads none of its replies (a paused VM, a hostile one) holds the bytes of those
    * waiting in the socket's buffer. While the node's budget is full, other connections wait for them
-   * (and once it is past its overdraft, even a connection that holds nothing does): it is cut once no
-   * reply has left for the drain deadline. With room in the budget it harms no one and is left alone.
+   * (and once it is past its overdraft, even a connection that holds nothing does): it is cut once
+   * nothing of its replies has left for the drain deadline, the budget full all that time. With room
+   * in the budget it harms no one and is left alone.
    */
   private checkUnreadReplies(): void {
     if (this.stopping) return; // finish() has its own deadline
-    const now = performance.now();
-    if (this.socket.writableLength === 0 || this.repliesLeft !== this.repliesLeftAtCheck) {
-      this.repliesLeftAtCheck = this.repliesLeft;
-      this.unreadSince = this.socket.writableLength === 0 ? undefined : now;
+    // What has left: whole replies, and the bytes handed to the kernel (a large reply leaves in parts).
+    const left = `${this.repliesLeft}/${this.socket.bytesWritten - this.socket.writableLength}`;
+    const moved = left !== this.leftAtCheck;
+    this.leftAtCheck = left;
+    if (moved || this.socket.writableLength === 0 || !this.options.budget.full()) {
+      this.unreadSince = undefined;
       return;
     }
+    const now = performance.now();
     this.unreadSince ??= now;
-    if (!this.options.budget.full() || now - this.unreadSince < this.options.drainTimeoutMs) return;
+    if (now - this.unreadSince < this.options.drainTimeoutMs) return;
     this.log.warn(
       { pendingBytes: this.socket.writableLength },
-      `NBD: the client read none of its replies for ${this.options.drainTimeoutMs} ms while the node's in-flight budget is full; disconnecting`,
+      `NBD: nothing of the client's replies has left for ${this.options.drainTimeoutMs} ms while the node's in-flight budget is full (it reads nothing); disconnecting`,
     );
     this.socket.destroy();
   }

@@ -19,17 +19,29 @@ function blockFile(dataDir: string): () => void {
   return () => fs.rmSync(file, { recursive: true });
 }
 
-test('a record or removal that cannot be saved fails as UNAVAILABLE and changes nothing, in memory or after a restart', () => {
+test('a record that cannot be saved fails as UNAVAILABLE and changes nothing, in memory or after a restart', () => {
   const dataDir = makeTempDir('weft-attachments-');
   const store = new AttachmentStore(dataDir, pino({ level: 'silent' }));
   store.record(attachment('a'));
   const unblock = blockFile(dataDir);
-  expect(() => store.record(attachment('b'))).toThrow(expect.objectContaining({ kind: 'UNAVAILABLE', message: expect.stringMatching(/attachment records could not be written to .*; nothing changed/) }));
-  expect(() => store.remove('a', 'n1')).toThrow(expect.objectContaining({ kind: 'UNAVAILABLE' }));
+  expect(() => store.record(attachment('b'))).toThrow(expect.objectContaining({ kind: 'UNAVAILABLE', message: expect.stringMatching(/attachment records could not be written to /) }));
   expect(store.list().map((r) => r.volume)).toEqual(['a']);
   unblock();
   store.record(attachment('c'));
   expect(new AttachmentStore(dataDir, pino({ level: 'silent' })).list().map((r) => r.volume)).toEqual(['a', 'c']);
+});
+
+test('a removal that cannot be saved fails as UNAVAILABLE, and the attachment (its device detached already) is forgotten here all the same', () => {
+  const dataDir = makeTempDir('weft-attachments-');
+  const store = new AttachmentStore(dataDir, pino({ level: 'silent' }));
+  store.record(attachment('a'));
+  store.record(attachment('b'));
+  const unblock = blockFile(dataDir);
+  expect(() => store.remove('a', 'n1')).toThrow(expect.objectContaining({ kind: 'UNAVAILABLE' }));
+  expect(store.list().map((r) => r.volume)).toEqual(['b']);
+  unblock();
+  store.record(attachment('c'));
+  expect(new AttachmentStore(dataDir, pino({ level: 'silent' })).list().map((r) => r.volume)).toEqual(['b', 'c']);
 });
 
 test("a deleted volume's records are forgotten even when the file cannot be written then; the next change writes it without them", () => {

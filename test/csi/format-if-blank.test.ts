@@ -90,3 +90,13 @@ test('a blank device is formatted', async () => {
   expect(await formatWithBlkidFailing(dir, device, 0)).toEqual({ code: 0, stderr: '', failed: 0 });
   expect(await uuidOf(device)).toMatch(/^[0-9a-f-]{36}$/);
 });
+
+test('a device that reads as empty (size 0, not attached as it should be) is refused, not formatted', async () => {
+  const dir = makeTempDir('weft-format-');
+  const device = path.join(dir, 'device');
+  fs.writeFileSync(device, Buffer.alloc(0));
+  const formatted = await formatWithBlkidFailing(dir, device, 0);
+  expect(formatted.code).toBe(1);
+  expect(formatted.stderr).toMatch(/reads as empty \(size 0\).*refusing to format it/);
+  expect(fs.statSync(device).size).toBe(0);
+});

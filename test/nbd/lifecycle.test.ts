@@ -317,17 +317,18 @@ describe('NBD connection lifecycle', () => {
 
 describe('clients that read none of their replies', () => {
   test("are cut once the node's budget is full and no reply has left for drainTimeoutMs; a client that reads is served", async () => {
-    const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 64 * MiB }], { drainTimeoutMs: 300, maxInFlightBytes: 16 * MiB, maxConnectionInFlightBytes: 16 * MiB });
+    const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 64 * MiB }], { drainTimeoutMs: 300, maxInFlightBytes: 16 * MiB, maxConnectionInFlightBytes: 32 * MiB });
     const holders: RawNbdClient[] = [];
     try {
       // Two clients hold the node's budget with replies they do not read (as stopped VMs), and a third,
       // holding nothing, takes one READ as large as the overdraft: past it, not even a connection that
       // holds nothing takes a request.
-      for (const reads of [12, 12, 0]) {
+      // Replies of 16 MiB: more than the kernel's socket buffers take, so that they wait in weftd.
+      for (const reads of [3, 3, 0]) {
         const { client } = await RawNbdClient.open(fixture.port, 'big');
         holders.push(client);
         client.socket.pause();
-        for (let i = 0; i < reads; i++) client.sendRequest({ type: CMD.READ, handle: BigInt(i), offset: i * 4 * MiB, length: 4 * MiB });
+        for (let i = 0; i < reads; i++) client.sendRequest({ type: CMD.READ, handle: BigInt(i), offset: i * 16 * MiB, length: 16 * MiB });
         if (reads === 0) client.sendRequest({ type: CMD.READ, handle: 99n, offset: 0, length: 32 * MiB });
         await waitFor(() => fixture.server.inFlightBytes() > 0);
       }
@@ -340,7 +341,7 @@ describe('clients that read none of their replies', () => {
       }
       // Cut: those whose replies still wait in weftd (one whose replies all fit in the kernel's socket
       // buffers holds nothing more, and may stay).
-      const cut = () => fixture.warnings().filter((w) => w.msg === "NBD: the client read none of its replies for 300 ms while the node's in-flight budget is full; disconnecting").length;
+      const cut = () => fixture.warnings().filter((w) => w.msg === "NBD: nothing of the client's replies has left for 300 ms while the node's in-flight budget is full (it reads nothing); disconnecting").length;
       expect(cut()).toBeGreaterThan(0);
       await waitFor(() => fixture.server.connectionCount() === holders.length - cut()); // the reader has gone too
     } finally {

@@ -61,13 +61,19 @@ async function probeSignature(device: string): Promise<Record<string, string> | 
   return Object.fromEntries(pairs.map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
 }
 
-/** Whether the device's first MiB (less on a smaller device) reads, and as zeroes only; a read that fails throws. */
+/**
+ * Whether the device's first MiB (all of a smaller device) reads as zeroes. Read to the end of that
+ * span or of the device: a read that stops short (a failing device) must not make zeroes of what it
+ * did not read. A read that fails throws; a device that reads nothing at all (size 0) is refused.
+ */
 async function startIsZero(device: string): Promise<boolean> {
   const file = await open(device, 'r');
   try {
     const buf = Buffer.alloc(PROBE_BYTES);
-    const { bytesRead } = await file.read(buf, 0, PROBE_BYTES, 0);
-    return isAllZero(buf.subarray(0, bytesRead));
+    let read = 0;
+    for (let got = -1; read < PROBE_BYTES && got !== 0; read += got) got = (await file.read(buf, read, PROBE_BYTES - read, read)).bytesRead;
+    if (read === 0) throw failedPrecondition(`${device} reads as empty (size 0): it is not attached as it should be; refusing to format it`);
+    return isAllZero(buf.subarray(0, read));
   } finally {
     await file.close();
   }
