@@ -75,7 +75,7 @@ export class AttachmentStore {
     if (this.records.delete(key({ volume, nodeId }))) this.save(this.records);
   }
 
-  /** Forgets every attachment of a volume (it was deleted); a file that cannot be written now is logged, as for remove(). */
+  /** Forgets every attachment of a volume (it was deleted); a file that cannot be written now is only logged: the delete itself is done. */
   removeVolume(volume: string): void {
     const gone = this.list({ volume });
     if (gone.length === 0) return;

@@ -4,10 +4,10 @@
 
 import { InvalidArgumentError, type Command } from 'commander';
 
-/** Every option of command and of its subcommands that takes a value, except the repeatable ones (long names), refuses to be given twice. */
-export function refuseRepeatedOptions(command: Command, repeatable: readonly string[] = []): void {
+/** Every option of command and of its subcommands that takes one value refuses to be given twice (weft has no repeatable option). */
+export function refuseRepeatedOptions(command: Command): void {
   for (const option of command.options) {
-    if (!(option.required || option.optional) || option.variadic || repeatable.includes(option.long ?? '')) continue;
+    if (!(option.required || option.optional) || option.variadic) continue;
     const parse = option.parseArg;
     let given: string | undefined;
     option.argParser((value: string, previous: unknown) => {
@@ -16,5 +16,5 @@ export function refuseRepeatedOptions(command: Command, repeatable: readonly str
       return parse ? parse(value, previous) : value;
     });
   }
-  for (const subcommand of command.commands) refuseRepeatedOptions(subcommand, repeatable);
+  for (const subcommand of command.commands) refuseRepeatedOptions(subcommand);
 }
