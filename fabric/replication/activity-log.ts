@@ -230,10 +230,10 @@ export function extentRegions(extents: Iterable<number>): DirtyMap {
   return map;
 }
 
-/** Whether a value read from a file is a list of extents. */
 /** Whether a record's value has extents: what the JSON files of earlier versions of these logs held. */
 export const hasExtents = (value: unknown): boolean => typeof value === 'object' && value !== null && areExtents((value as { extents?: unknown }).extents);
 
+/** Whether a value read from a file is a list of extents. */
 export function areExtents(value: unknown): value is number[] {
   return Array.isArray(value) && value.every((e) => Number.isSafeInteger(e) && e >= 0);
 }

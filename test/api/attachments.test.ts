@@ -12,47 +12,37 @@ afterAll(cleanupAll);
 
 const attachment = (volume: string) => ({ volume, nodeId: 'n1', devicePath: '/dev/loop3', method: 'nbdfuse-loop', stagingPath: `/staging/${volume}`, workloads: [] });
 
-function blockFile(dataDir: string): () => void {
+/**
+ * A store holding the attachments of `volumes`; `change` runs on it while its file cannot be written
+ * (a non-empty directory where the file goes). Resolves with the volumes it then lists, and those a
+ * new store reads from the file after one more record ("later") once the file can be written again.
+ */
+function whileUnwritable(volumes: string[], change: (store: AttachmentStore) => void): { listed: string[]; afterRestart: string[] } {
+  const dataDir = makeTempDir('weft-attachments-');
+  const store = new AttachmentStore(dataDir, pino({ level: 'silent' }));
+  for (const volume of volumes) store.record(attachment(volume));
   const file = path.join(dataDir, 'attachments.json');
   fs.rmSync(file, { force: true });
   fs.mkdirSync(path.join(file, 'in-the-way'), { recursive: true });
-  return () => fs.rmSync(file, { recursive: true });
+  change(store);
+  const listed = store.list().map((r) => r.volume);
+  fs.rmSync(file, { recursive: true });
+  store.record(attachment('later'));
+  return { listed, afterRestart: new AttachmentStore(dataDir, pino({ level: 'silent' })).list().map((r) => r.volume) };
 }
 
 test('a record that cannot be saved fails as UNAVAILABLE and changes nothing, in memory or after a restart', () => {
-  const dataDir = makeTempDir('weft-attachments-');
-  const store = new AttachmentStore(dataDir, pino({ level: 'silent' }));
-  store.record(attachment('a'));
-  const unblock = blockFile(dataDir);
-  expect(() => store.record(attachment('b'))).toThrow(expect.objectContaining({ kind: 'UNAVAILABLE', message: expect.stringMatching(/attachment records could not be written to /) }));
-  expect(store.list().map((r) => r.volume)).toEqual(['a']);
-  unblock();
-  store.record(attachment('c'));
-  expect(new AttachmentStore(dataDir, pino({ level: 'silent' })).list().map((r) => r.volume)).toEqual(['a', 'c']);
+  const refused = (store: AttachmentStore) =>
+    expect(() => store.record(attachment('b'))).toThrow(expect.objectContaining({ kind: 'UNAVAILABLE', message: expect.stringMatching(/attachment records could not be written to /) }));
+  expect(whileUnwritable(['a'], refused)).toEqual({ listed: ['a'], afterRestart: ['a', 'later'] });
 });
 
 test('a removal that cannot be saved fails as UNAVAILABLE, and the attachment (its device detached already) is forgotten here all the same', () => {
-  const dataDir = makeTempDir('weft-attachments-');
-  const store = new AttachmentStore(dataDir, pino({ level: 'silent' }));
-  store.record(attachment('a'));
-  store.record(attachment('b'));
-  const unblock = blockFile(dataDir);
-  expect(() => store.remove('a', 'n1')).toThrow(expect.objectContaining({ kind: 'UNAVAILABLE' }));
-  expect(store.list().map((r) => r.volume)).toEqual(['b']);
-  unblock();
-  store.record(attachment('c'));
-  expect(new AttachmentStore(dataDir, pino({ level: 'silent' })).list().map((r) => r.volume)).toEqual(['b', 'c']);
+  const refused = (store: AttachmentStore) => expect(() => store.remove('a', 'n1')).toThrow(expect.objectContaining({ kind: 'UNAVAILABLE' }));
+  expect(whileUnwritable(['a', 'b'], refused)).toEqual({ listed: ['b'], afterRestart: ['b', 'later'] });
 });
 
 test("a deleted volume's records are forgotten even when the file cannot be written then; the next change writes it without them", () => {
-  const dataDir = makeTempDir('weft-attachments-');
-  const store = new AttachmentStore(dataDir, pino({ level: 'silent' }));
-  store.record(attachment('gone'));
-  store.record(attachment('kept'));
-  const unblock = blockFile(dataDir);
-  store.removeVolume('gone'); // the volume is deleted already: no error for the caller
-  expect(store.list().map((r) => r.volume)).toEqual(['kept']);
-  unblock();
-  store.record(attachment('new'));
-  expect(new AttachmentStore(dataDir, pino({ level: 'silent' })).list().map((r) => r.volume)).toEqual(['kept', 'new']);
+  // The volume is deleted already: no error for the caller.
+  expect(whileUnwritable(['gone', 'kept'], (store) => store.removeVolume('gone'))).toEqual({ listed: ['kept'], afterRestart: ['kept', 'later'] });
 });
