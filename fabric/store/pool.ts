@@ -218,8 +218,8 @@ export class Pool {
     this.lost ??= new IoError(
       'EIO',
       `pool ${this.poolClass}: member ${m.path} ${problem}; its volumes refuse writes and flushes from now on, ` +
-        `as what they wrote might be lost at the next start, and so do flushes of the node's other pools (one journal ` +
-        `makes them durable together). ${remedy}`,
+        `as what they wrote might be lost at the next start (the node's other pools go on, but its control operations ` +
+        `fail until then). ${remedy}`,
     );
     this.logger.error({ pool: this.poolClass, member: m.path }, this.lost.message);
     return this.lost;

@@ -12,6 +12,8 @@ const REC_CONTROL = 5;
 const REC_SYNC = 7;
 const REC_CANCEL = 8;
 const REC_BASE = 9;
+/** A SYNC that leaves out the pools named (they failed their sync): a type, a sequence number, a JSON list. */
+const REC_SYNC_EXCEPT = 10;
 const MAP_RECORD_BYTES = 17;
 const RUN_HEADER_BYTES = 17;
 const MAP_CHANGE_BYTES = 16;
@@ -33,7 +35,8 @@ export interface MapChange {
 export type JournalRecord =
   | { type: 'map'; seq: number; layer: number; block: number; value: number; crc: number }
   | { type: 'run'; seq: number; layer: number; firstBlock: number; firstValue: number; crcs: number[] }
-  | { type: 'sync'; upTo: number }
+  /** exceptPools: pools whose changes up to upTo are not known durable (they failed their sync). */
+  | { type: 'sync'; upTo: number; exceptPools?: string[] }
   | { type: 'control'; seq: number; changes: CatalogChange[]; maps: MapChange[] }
   | { type: 'cancel'; seq: number }
   /** The first record of every journal: seq is the number of the record before the journal's first. */
@@ -80,9 +83,15 @@ export function appendControl(journal: Journal, changes: CatalogChange[], maps: 
   }
 }
 
-/** Appends a SYNC record: the data behind every change up to upTo is durable. */
-export function appendSync(journal: Journal, upTo: number): void {
-  appendSeqRecord(journal, REC_SYNC, upTo);
+/** Appends a SYNC record: the data behind every change up to upTo is durable, except in exceptPools. */
+export function appendSync(journal: Journal, upTo: number, exceptPools: readonly string[] = []): void {
+  if (exceptPools.length === 0) return appendSeqRecord(journal, REC_SYNC, upTo);
+  const json = Buffer.from(JSON.stringify(exceptPools));
+  const { buf, pos } = journal.reserve(SEQ_RECORD_BYTES + 4 + json.length);
+  buf[pos] = REC_SYNC_EXCEPT;
+  writeSeq(buf, pos + 1, upTo);
+  buf.writeUInt32LE(json.length, pos + SEQ_RECORD_BYTES);
+  json.copy(buf, pos + SEQ_RECORD_BYTES + 4);
 }
 
 /** Appends a CANCEL record: the control record seq is not to be replayed. */
@@ -126,6 +135,11 @@ export function decodeRecords(frames: Buffer[]): JournalRecord[] {
         if (type === REC_BASE) seq = value;
         records.push(type === REC_SYNC ? { type: 'sync', upTo: value } : { type: type === REC_CANCEL ? 'cancel' : 'base', seq: value });
         pos += SEQ_RECORD_BYTES;
+      } else if (type === REC_SYNC_EXCEPT) {
+        const length = frame.readUInt32LE(pos + SEQ_RECORD_BYTES);
+        const at = pos + SEQ_RECORD_BYTES + 4;
+        records.push({ type: 'sync', upTo: readSeq(frame, pos + 1), exceptPools: JSON.parse(frame.subarray(at, at + length).toString()) as string[] });
+        pos = at + length;
       } else if (type === REC_CONTROL) {
         const length = frame.readUInt32LE(pos + 1);
         const changes = JSON.parse(frame.subarray(pos + 5, pos + 5 + length).toString()) as CatalogChange[];

@@ -34,8 +34,11 @@ export interface ReplicaHost {
   writeFinished(seq: number): void;
   /** The map changed with no data written (a trim): a background sync makes it durable in time. */
   mapChanged(): void;
-  /** Makes every completed write durable (and lets deferred frees become free space). */
-  flush(): Promise<void>;
+  /**
+   * Makes every completed write durable (and lets deferred frees become free space); fails if
+   * poolClass's writes could not be (another pool's failure does not fail it).
+   */
+  flush(poolClass: string): Promise<void>;
   checksumError(volume: string, offsetBytes: number): void;
 }
 
@@ -113,11 +116,11 @@ export class LocalReplica implements VolumeLayer {
     } finally {
       this.end(release);
     }
-    if (fua) await this.host.flush();
+    if (fua) await this.host.flush(this.chain.head.pool.poolClass);
   }
 
   flush(): Promise<void> {
-    return this.host.flush();
+    return this.host.flush(this.chain.head.pool.poolClass);
   }
 
   trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
@@ -310,7 +313,7 @@ export class LocalReplica implements VolumeLayer {
     const runs = allocator.allocate(fresh);
     if (runs) return fillTargets(targets, runs);
     if (allocator.pendingCount === 0) return false;
-    return this.host.flush().then(() => {
+    return this.host.flush(this.chain.head.pool.poolClass).then(() => {
       const freed = allocator.allocate(fresh);
       return freed !== undefined && fillTargets(targets, freed);
     });
@@ -343,7 +346,7 @@ export class LocalReplica implements VolumeLayer {
         else await this.unmapBlocks(first, chunkEnd);
       }
     }
-    if (fua) await this.host.flush();
+    if (fua) await this.host.flush(this.chain.head.pool.poolClass);
   }
 
   /** Drops the head's blocks in [first, end); hides the parents' data with ZERO entries. */

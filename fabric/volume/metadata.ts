@@ -164,9 +164,9 @@ export class Metadata {
     appendCancel(this.journal, seq);
   }
 
-  /** Appends a record saying that the data behind every change up to upTo is durable. */
-  recordSync(upTo: number): void {
-    appendSync(this.journal, upTo);
+  /** Appends a record saying that the data behind every change up to upTo is durable, except in exceptPools. */
+  recordSync(upTo: number, exceptPools?: readonly string[]): void {
+    appendSync(this.journal, upTo, exceptPools);
   }
 
   /** Writes buffered records to the journal file (survives a crash of the process, not of the machine). */
@@ -310,7 +310,9 @@ export class Metadata {
       } else if (r.type === 'run') {
         for (let i = 0; i < r.crcs.length; i++) this.replayChange(unsynced, r.seq, r.layer, r.firstBlock + i, r.firstValue + i, r.crcs[i]);
       } else if (r.type === 'sync') {
-        unsynced = unsynced.filter((c) => c.seq > r.upTo);
+        const upTo = r.upTo;
+        const left = r.exceptPools ? this.layersIn(r.exceptPools) : undefined;
+        unsynced = unsynced.filter((c) => c.seq > upTo || left?.has(c.layer));
       } else if (r.type === 'control' && !cancelled.has(r.seq)) {
         applyChanges(this.catalog, r.changes);
         // Merged entries point at data that was durable before the operation began.
@@ -321,6 +323,11 @@ export class Metadata {
     const live = new Set(this.catalog.layers.map((l) => l.id));
     for (const id of this.maps.keys()) if (!live.has(id)) this.maps.delete(id);
     return unsynced.filter((c) => live.has(c.layer));
+  }
+
+  /** The ids of the catalog's layers in the pools named. */
+  private layersIn(pools: readonly string[]): Set<number> {
+    return new Set(this.catalog.layers.filter((l) => pools.includes(l.pool)).map((l) => l.id));
   }
 
   private replayChange(unsynced: UnsyncedChange[], seq: number, layer: number, block: number, value: number, crc: number): void {

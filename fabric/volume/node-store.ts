@@ -52,13 +52,21 @@ export interface NodeStoreOptions {
   checkpointJournalBytes?: number;
 }
 
+/** The pools whose completed writes a flush could not make durable, with why. */
+type FailedPools = ReadonlyMap<string, unknown>;
+
+/** Throws why poolClass (or, without it, any pool) failed its sync. */
+function requireDurable(failed: FailedPools, poolClass?: string): void {
+  for (const [failedClass, err] of failed) if (poolClass === undefined || failedClass === poolClass) throw err;
+}
+
 export class NodeStore implements ReplicaHost {
   readonly pools = new Map<string, Pool>();
   closed = false;
   /** Writes in flight, by the sequence number of their first journal record. */
   private readonly inflightWrites = new InFlightWindow();
-  private flushRunning: Promise<void> | undefined;
-  private flushQueued: Promise<void> | undefined;
+  private flushRunning: Promise<FailedPools> | undefined;
+  private flushQueued: Promise<FailedPools> | undefined;
   private syncLane: Promise<unknown> = Promise.resolve();
   private dirty = false;
   private lastSyncAt = Date.now();
@@ -126,19 +134,27 @@ export class NodeStore implements ReplicaHost {
     this.logger.error({ volume, offsetBytes }, 'checksum mismatch: block data does not match its checksum');
   }
 
-  /** Group commit: callers that arrive while a flush runs share the next one. */
-  flush(): Promise<void> {
+  /**
+   * Group commit: callers that arrive while a flush runs share the next one. With poolClass, only
+   * that pool's completed writes must be durable: a failed pool fails the flushes of its own
+   * volumes, not those of the node's other pools. Without it, every pool's.
+   */
+  flush(poolClass?: string): Promise<void> {
+    return this.sharedFlush().then((failed) => requireDurable(failed, poolClass));
+  }
+
+  private sharedFlush(): Promise<FailedPools> {
     if (this.closed) return Promise.reject(new IoError('ESHUTDOWN', 'weftd is shutting down'));
     if (this.flushQueued) return this.flushQueued;
     if (this.flushRunning) {
       // Queued behind the running flush whether that one succeeds or fails.
       this.flushQueued = this.flushRunning.catch(() => undefined).then(() => {
         this.flushQueued = undefined;
-        return this.flush();
+        return this.sharedFlush();
       });
       return this.flushQueued;
     }
-    const run = this.flushAll().finally(() => {
+    const run = this.inSyncLane(() => this.flushNow()).finally(() => {
       this.flushRunning = undefined;
     });
     this.flushRunning = run;
@@ -148,11 +164,11 @@ export class NodeStore implements ReplicaHost {
   // ---- for the engine ----
 
   /**
-   * Makes durable every write completed so far: data first, then a SYNC record naming the last
-   * journal entry whose data is known written (writes still in flight are not covered).
+   * Makes durable every write completed so far, in every pool: data first, then a SYNC record
+   * naming the last journal entry whose data is known written (writes still in flight are not covered).
    */
   flushAll(): Promise<void> {
-    return this.inSyncLane(() => this.flushNow());
+    return this.inSyncLane(() => this.flushNow()).then((failed) => requireDurable(failed));
   }
 
   /** A background sync is due: writes completed, no FLUSH since, and the interval passed. */
@@ -169,9 +185,9 @@ export class NodeStore implements ReplicaHost {
     await settleAll([...this.pools.values()].map((p) => p.sync()));
   }
 
-  /** Frees recorded at sequence numbers up to upTo become free space (their records are durable). */
-  releaseUpTo(upTo: number): void {
-    for (const pool of this.pools.values()) pool.allocator.releaseUpTo(upTo);
+  /** Frees recorded at sequence numbers up to upTo become free space (their records are durable), except in the pools named. */
+  releaseUpTo(upTo: number, except?: FailedPools): void {
+    for (const [poolClass, pool] of this.pools) if (!except?.has(poolClass)) pool.allocator.releaseUpTo(upTo);
   }
 
   /** Writes a checkpoint at once, blocking; only with I/O stopped and everything flushed (close, recovery). */
@@ -205,22 +221,42 @@ export class NodeStore implements ReplicaHost {
     return run;
   }
 
-  private async flushNow(): Promise<void> {
+  /**
+   * The pools that fail their sync are left out of the SYNC record (recovery keeps checking their
+   * writes since the last full one) and their frees stay pending; the others' writes are durable
+   * all the same. Fails if every pool failed, or the journal did.
+   */
+  private async flushNow(): Promise<FailedPools> {
     let upTo = this.metadata.lastSeq;
     const oldestWrite = this.inflightWrites.lowest;
     if (oldestWrite !== undefined && oldestWrite - 1 < upTo) upTo = oldestWrite - 1;
     this.dirty = false;
     this.lastSyncAt = Date.now();
+    let failed: FailedPools;
     try {
-      await this.syncPools();
-      this.metadata.recordSync(upTo);
+      failed = await this.syncEachPool();
+      if (failed.size > 0 && failed.size === this.pools.size) throw failed.values().next().value;
+      this.metadata.recordSync(upTo, [...failed.keys()]);
       await this.metadata.sync();
     } catch (err) {
       this.dirty = true;
       throw err;
     }
-    this.syncedSeq = Math.max(this.syncedSeq, upTo);
-    this.releaseUpTo(upTo);
+    if (failed.size > 0) this.dirty = true;
+    else this.syncedSeq = Math.max(this.syncedSeq, upTo);
+    this.releaseUpTo(upTo, failed);
+    return failed;
+  }
+
+  /** Syncs every pool, each on its own: the ones that failed, with why. */
+  private async syncEachPool(): Promise<FailedPools> {
+    const pools = [...this.pools.values()];
+    const outcomes = await Promise.allSettled(pools.map((p) => p.sync()));
+    const failed = new Map<string, unknown>();
+    outcomes.forEach((outcome, i) => {
+      if (outcome.status === 'rejected') failed.set(pools[i].poolClass, outcome.reason);
+    });
+    return failed;
   }
 
   /** Frees waiting for records a SYNC has made durable already (frees registered after that flush). */

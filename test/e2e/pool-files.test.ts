@@ -87,3 +87,50 @@ test('a deleted pool file is refused at start by name, and not created again', a
   expect(refused.stderr).toMatch(/but it does not exist/);
   expect(fs.readdirSync(poolDir)).toEqual([]);
 });
+
+/** Overwrites every 4 KiB block of file that holds only byte `from` with byte `to`; how many. */
+function overwriteBlocksOf(file: string, from: number, to: number): number {
+  const data = fs.readFileSync(file);
+  const block = 4096;
+  const wanted = Buffer.alloc(block, from);
+  let count = 0;
+  for (let at = 0; at + block <= data.length; at += block) {
+    if (data.subarray(at, at + block).equals(wanted)) {
+      data.fill(to, at, at + block);
+      count++;
+    }
+  }
+  fs.writeFileSync(file, data);
+  return count;
+}
+
+test('a lost pool fails its own volumes\' flushes, not the other pool\'s; its unsynced writes are still checked at the next start', async () => {
+  const [dirA, dirB] = [makeTempDir('weft-pool-a-'), makeTempDir('weft-pool-b-')];
+  // No background sync: only the FLUSHes below make writes durable.
+  const node = await startWeftd({ pools: [`a:${dirA}:64MiB`, `b:${dirB}:64MiB`], extraArgs: ['--sync-interval', '0'] });
+  for (const [name, poolClass] of [['va', 'a'], ['vb', 'b']]) {
+    expect(await node.weft(['volume', 'create', name, '--size', '16MiB', '--class', poolClass])).toMatchObject({ code: 0 });
+  }
+  expect(await qemuIo(node.nbdUri('va'), 'write -P 0x11 0 64k', 'flush')).toMatchObject({ code: 0 });
+  const fileA = path.join(dirA, 'weft-pool-a.img');
+  const kept = path.join(dirA, 'kept.img');
+  fs.linkSync(fileA, kept); // the same file, out of weftd's sight: weftd takes it for deleted
+  fs.rmSync(fileA);
+
+  // weftd finds out at the flush: the write was acknowledged, not made durable.
+  const own = await qemuIo(node.nbdUri('va'), 'write -P 0x22 64k 64k', 'flush');
+  expect(own.code).not.toBe(0);
+  expect(own.stdout).toMatch(/^wrote 65536\/65536 bytes at offset 65536$/m);
+  expect(node.logs()).toContain(`pool a: member ${fileA} was`);
+  expect(await qemuIo(node.nbdUri('vb'), 'write -P 0x33 0 64k', 'flush')).toMatchObject({ code: 0 });
+  await node.kill9();
+
+  // va's unsynced write did not reach the disk: a SYNC record must not have vouched for it.
+  expect(overwriteBlocksOf(kept, 0x22, 0x44)).toBe(16);
+  fs.renameSync(kept, fileA);
+  await node.start();
+  expect(node.logs()).toMatch(/"rolledBack":16\b/);
+  expect(await qemuIo(node.nbdUri('va'), 'read -P 0x11 0 64k', 'read -P 0 64k 64k')).toMatchObject({ code: 0 });
+  expect(await qemuIo(node.nbdUri('vb'), 'read -P 0x33 0 64k')).toMatchObject({ code: 0 });
+  await node.stop();
+});
