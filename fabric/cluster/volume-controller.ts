@@ -16,6 +16,7 @@ import type { DirtyMap } from '../replication/dirty-map';
 import type { ForwarderConnection } from '../replication/forwarder-fence';
 import { ForwardingDevice, VolumeGoneError, type RouteTarget } from '../replication/forwarding-device';
 import { connectNbdRouteFirstKnown } from '../replication/nbd-route-target';
+import { COPY_DURABLE_TIMEOUT_MS } from '../replication/remote-replica';
 import type { ReplicaStatus, ReplicatedDevice } from '../replication/replicated-device';
 import { ReplicationLayer, type CopyOperation } from '../replication/replication-layer';
 import { failedPrecondition } from '../errors';
@@ -50,6 +51,8 @@ const CONTROL_WAIT_MS = 10_000;
  * soon as the store names another (ForwardingDevice.primaryMoved).
  */
 const FORWARD_REQUEST_TIMEOUT_MS = 15_000;
+/** A forwarded FLUSH or FUA request may take as long as the primary's copies may, plus the above, while the primary answers otherwise. */
+const FORWARD_DURABLE_TIMEOUT_MS = COPY_DURABLE_TIMEOUT_MS + FORWARD_REQUEST_TIMEOUT_MS;
 /** A forwarder's handshake with a primary: a node that does not answer is given up on, and others asked. */
 const FORWARD_CONNECT_TIMEOUT_MS = 5000;
 
@@ -602,7 +605,7 @@ export class VolumeController {
     // A primary of an older version knows no ~by= (and fences by claims not at all): the name without it.
     const names = [primaryExportName(name, { ...request, by: this.options.self }), primaryExportName(name, request)];
     const target = await connectNbdRouteFirstKnown(
-      { host: node.address, port: node.nbdPort, timeoutMs: FORWARD_REQUEST_TIMEOUT_MS, connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS },
+      { host: node.address, port: node.nbdPort, timeoutMs: FORWARD_REQUEST_TIMEOUT_MS, durableTimeoutMs: FORWARD_DURABLE_TIMEOUT_MS, connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS },
       names,
     );
     this.targetNodes.set(target, node.id);

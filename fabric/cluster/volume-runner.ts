@@ -17,7 +17,7 @@ import { PrimaryHandle } from '../replication/primary-handle';
 import { LocalCopyFault, ReplicatedDevice, type ReplicaStatus } from '../replication/replicated-device';
 import type { CopyOperation } from '../replication/replication-layer';
 import type { InSyncSet } from '../replication/in-sync-set';
-import { nbdReplica, type RemoteReplica } from '../replication/remote-replica';
+import { COPY_DURABLE_TIMEOUT_MS, nbdReplica, type RemoteReplica } from '../replication/remote-replica';
 import { equalizeRegions } from '../replication/replica-verify';
 import type { VolumeLayer } from '../volume/block-device';
 import { wholeBlocks } from '../store/block-size';
@@ -770,7 +770,7 @@ export class VolumeRunner {
     const address = this.context.nodeAddress(node);
     if (!address) return Promise.reject(new Error(`node ${node} is not registered in the cluster`));
     const from = { forwarder: this.replicationFrom, generation: ++this.replicationGeneration };
-    return nbdReplica({ id: node, host: address.host, port: address.nbdPort, volume: this.name, epoch, timeoutMs, from }).connect();
+    return nbdReplica({ id: node, host: address.host, port: address.nbdPort, volume: this.name, epoch, timeoutMs, durableTimeoutMs: COPY_DURABLE_TIMEOUT_MS, from }).connect();
   }
 }
 

@@ -21,6 +21,14 @@ export interface NbdClientOptions {
   connectTimeoutMs?: number;
   /** The largest read this client will make (bounds what it buffers). */
   maxReadBytes?: number;
+  /**
+   * A FLUSH, or a request with FUA, may take this long (default timeoutMs) while the server shows
+   * it is alive: a slow disk (an HDD with gigabytes to write back) makes only those wait. Alive is
+   * a reply of any kind within timeoutMs; with nothing else answered meanwhile, the client asks for
+   * one with a probe (a READ of the first block) that must be answered within half of timeoutMs,
+   * so that a server cut off is still given up on within timeoutMs.
+   */
+  durableTimeoutMs?: number;
 }
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
@@ -36,6 +44,8 @@ const SPARE_SLABS = 2;
 const CLOSE_LINGER_MS = 5000;
 /** What the handshake may hold unread (its replies are small). */
 const HANDSHAKE_READ_LIMIT_BYTES = 1024 * 1024;
+/** The probe's READ (see NbdClientOptions.durableTimeoutMs). */
+const PROBE_BYTES = 4096;
 
 interface Pending {
   /** Counts the connection's requests; its low 32 bits are the low half of the handle. */
@@ -44,6 +54,8 @@ interface Pending {
   lengthBytes: number;
   /** performance.now() (a clock no step of the wall clock moves) by which it must be answered. */
   deadline: number;
+  /** A FLUSH or FUA request (0 for others): by when it must be answered while the server is alive. */
+  durableDeadline: number;
   resolve(data: Buffer | undefined): void;
   reject(err: Error): void;
 }
@@ -87,6 +99,11 @@ export class NbdClient implements ReplySink {
   private serial = 0;
   private failure: Error | undefined;
   private readonly sweep: NodeJS.Timeout;
+  /** When the server last sent anything (performance.now()). */
+  private heardAt = performance.now();
+  private probing = false;
+  /** The serial of the last probe sent. */
+  private probeSerial = 0;
   /**
    * This tick's requests and small payloads are laid one after another in a slab and leave as one
    * buffer when the tick ends (or before a large payload): a socket write costs more than copying a
@@ -116,6 +133,7 @@ export class NbdClient implements ReplySink {
     early: Buffer[],
     private readonly label: string,
     private readonly timeoutMs: number,
+    private readonly durableTimeoutMs: number,
     private readonly maxReadBytes: number,
     readonly sizeBytes: number,
     readonly transmissionFlags: number,
@@ -165,7 +183,7 @@ export class NbdClient implements ReplySink {
       socket.off('close', onClose);
       socket.resume(); // in case the reader paused it
       const maxReadBytes = options.maxReadBytes ?? DEFAULT_MAX_READ_BYTES;
-      return new NbdClient(socket, reader.takeRest(), label, timeoutMs, maxReadBytes, sizeBytes, flags);
+      return new NbdClient(socket, reader.takeRest(), label, timeoutMs, options.durableTimeoutMs ?? timeoutMs, maxReadBytes, sizeBytes, flags);
     } catch (err) {
       socket.destroy();
       throw err;
@@ -222,7 +240,7 @@ export class NbdClient implements ReplySink {
     return this.failure;
   }
 
-  private request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Buffer | Pieces): Promise<Buffer | undefined> {
+  private request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Buffer | Pieces, timeoutMs = this.timeoutMs): Promise<Buffer | undefined> {
     if (this.failure) return Promise.reject(this.failure);
     // A server that did not offer FUA gets a FLUSH semantics from us instead: refuse rather than lie.
     if ((flags & P.CMD_FLAG_FUA) !== 0 && !this.canFua) return Promise.reject(new IoError('ENOTSUP', `${this.label}: the server does not accept FUA`));
@@ -243,8 +261,11 @@ export class NbdClient implements ReplySink {
       if (Buffer.isBuffer(payload)) this.socket.write(payload);
       else for (const piece of payload) this.socket.write(piece);
     }
+    const now = performance.now();
+    const durable = type === P.CMD_FLUSH || (flags & P.CMD_FLAG_FUA) !== 0;
+    const durableDeadline = durable && this.durableTimeoutMs > this.timeoutMs ? now + this.durableTimeoutMs : 0;
     return new Promise((resolve, reject) => {
-      this.slots[slot] = { serial, type, lengthBytes, deadline: performance.now() + this.timeoutMs, resolve, reject };
+      this.slots[slot] = { serial, type, lengthBytes, deadline: now + timeoutMs, durableDeadline, resolve, reject };
     });
   }
 
@@ -301,6 +322,7 @@ export class NbdClient implements ReplySink {
 
   private receive(chunk: Buffer): void {
     if (this.failure) return;
+    this.heardAt = performance.now();
     try {
       this.parser.feed(chunk);
     } catch (err) {
@@ -316,9 +338,35 @@ export class NbdClient implements ReplySink {
 
   private checkDeadlines(): void {
     const now = performance.now();
-    if (this.slots.some((request) => request !== undefined && now > request.deadline)) {
-      this.fail(new NbdConnectionError(`${this.label}: no reply within ${this.timeoutMs} ms`));
+    const alive = now - this.heardAt <= this.timeoutMs;
+    let waitingOnDisk = false;
+    for (const request of this.slots) {
+      if (request === undefined) continue;
+      // Past half its time: the server is asked to show it is alive if it has been silent as long.
+      if (request.durableDeadline > 0 && now > request.deadline - this.timeoutMs / 2) waitingOnDisk = true;
+      if (now <= request.deadline || (alive && now <= request.durableDeadline)) continue;
+      this.fail(new NbdConnectionError(`${this.label}: ${this.lateness(request, now)}`));
+      return;
     }
+    if (waitingOnDisk && !this.probing && now - this.heardAt > this.timeoutMs / 2) this.probe();
+  }
+
+  private lateness(request: Pending, now: number): string {
+    if (request.serial === this.probeSerial) return `no reply to a probe within ${this.timeoutMs / 2} ms while a FLUSH or FUA request waited`;
+    if (request.durableDeadline === 0) return `no reply within ${this.timeoutMs} ms`;
+    if (now > request.durableDeadline) return `no reply to a FLUSH or FUA request within ${this.durableTimeoutMs} ms`;
+    return `nothing heard for ${this.timeoutMs} ms while a FLUSH or FUA request waited`;
+  }
+
+  /** A request whose answer shows the server alive while a FLUSH or FUA request waits on its disk. */
+  private probe(): void {
+    if (this.sizeBytes === 0) return;
+    this.probing = true;
+    const done = () => {
+      this.probing = false;
+    };
+    this.request(P.CMD_READ, 0, 0, Math.min(PROBE_BYTES, this.sizeBytes), undefined, this.timeoutMs / 2).then(done, done);
+    this.probeSerial = this.serial;
   }
 
   /** Ends the connection for good (at once, unless it is closing cleanly): every pending and later request fails with err. */

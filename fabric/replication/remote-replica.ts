@@ -34,9 +34,18 @@ export interface NbdReplicaAddress {
   epoch: number;
   /** A request to the replica not answered within this fails it (default: NbdClient's). */
   timeoutMs?: number;
+  /** A FLUSH or FUA request may take this long while the replica is alive (NbdClientOptions.durableTimeoutMs). */
+  durableTimeoutMs?: number;
   /** Which primary, and the generation of this connection: the replica refuses an older one's requests once it has opened. */
   from?: ForwarderConnection;
 }
+
+/**
+ * How long a copy's node may take to make writes durable (a FLUSH, a FUA write) while it answers
+ * otherwise: an HDD pool with gigabytes to write back takes tens of seconds, and a copy cut off at
+ * the usual request timeout would be dropped and resynced over and over under such a load.
+ */
+export const COPY_DURABLE_TIMEOUT_MS = 60_000;
 
 /** A replica reached over NBD at VOL~epoch=N~from=F.G, or VOL~epoch=N on a node of an older version (a rolling upgrade: without the fence it lacks). */
 export function nbdReplica(address: NbdReplicaAddress): RemoteReplica {
@@ -44,6 +53,6 @@ export function nbdReplica(address: NbdReplicaAddress): RemoteReplica {
   const names = [replicationExportName(volume, epoch, from), ...(from ? [replicationExportName(volume, epoch)] : [])];
   return {
     id: address.id,
-    connect: () => NbdClient.connectFirstKnown({ host: address.host, port: address.port, timeoutMs: address.timeoutMs }, names),
+    connect: () => NbdClient.connectFirstKnown({ host: address.host, port: address.port, timeoutMs: address.timeoutMs, durableTimeoutMs: address.durableTimeoutMs }, names),
   };
 }
