@@ -124,6 +124,15 @@ export class NodeServer {
           });
           return {};
         }
+        // Its publications are pods' mounts: torn down here, a container restarted later would
+        // write into an empty directory on this node's own disk instead of the volume.
+        if (current.publications.length > 0) {
+          const problem = (await this.attachmentProblem(current)) ?? `its staging path ${current.stagingPath} is no longer mounted`;
+          throw failedPrecondition(
+            `volume ${volume} is staged on this node and published at ${current.publications.map((p) => p.targetPath).join(', ')}, but ${problem}: ` +
+              'it is staged again only once those are unpublished (their pods stopped)',
+          );
+        }
       }
       // Broken, or left half done by a crash: undo it, then stage from the start.
       if (current) await this.teardown(current);

@@ -10,6 +10,7 @@ import { freePort } from '../helpers/free-port';
 import type { CsiClient } from '../helpers/csi-client';
 import { cleanUpAfterTests, startCsiWeftd, type CsiWeftd } from '../helpers/csi-weftd';
 import { settledConnections } from '../helpers/mounts';
+import { waitFor } from '../helpers/wait-for';
 import { run, type WeftdHandle } from '../helpers/weftd';
 
 const MiB = 1024 * 1024;
@@ -330,6 +331,54 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     fs.writeFileSync(path.join(target, 'x'), 'x');
     await csi.call('NodePublishVolume', publish);
     expect(() => fs.writeFileSync(path.join(target, 'y'), 'y')).toThrow(/EROFS/);
+    await unpublishAndUnstage(volume);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
+  test('a mount a process still uses is not unmounted: unpublish and unstage fail and detach nothing; once it is free they succeed, and its writes are on the volume', async () => {
+    const volume = await createVolume('e2e-busy', 64 * MiB, EXT4_WRITER);
+    const target = await stageAndPublish(volume, EXT4_WRITER);
+    const { staging } = pathsFor(volume);
+    const busy = /is still in use and was not unmounted .*stop what uses it, then try again/;
+
+    const inTarget = fs.openSync(path.join(target, 'through-target'), 'w');
+    fs.writeSync(inTarget, 'a'.repeat(BLOCK_SIZE));
+    expect(await csi.failure('NodeUnpublishVolume', { volume_id: volume, target_path: target })).toMatchObject({ code: 9, details: expect.stringMatching(busy) });
+    fs.writeSync(inTarget, 'b'.repeat(BLOCK_SIZE)); // the mount is still the volume's
+    fs.closeSync(inTarget);
+    await csi.call('NodeUnpublishVolume', { volume_id: volume, target_path: target });
+
+    // Opened through the staging path, which pods never see: only the stage is busy.
+    const inStaging = fs.openSync(path.join(staging, 'through-staging'), 'w');
+    fs.writeSync(inStaging, 'c'.repeat(BLOCK_SIZE)); // in the page cache only: a lazy unmount and a detach would lose it
+    expect(await csi.failure('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging })).toMatchObject({ code: 9, details: expect.stringMatching(busy) });
+    expect(fs.existsSync(path.join(weftd.dataDir, 'csi', 'attach', volume))).toBe(true); // still attached
+    fs.writeSync(inStaging, 'd'.repeat(BLOCK_SIZE));
+    fs.closeSync(inStaging);
+    await csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging });
+
+    const again = await stageAndPublish(volume, EXT4_WRITER);
+    expect(fs.readFileSync(path.join(again, 'through-target'), 'utf8')).toBe('a'.repeat(BLOCK_SIZE) + 'b'.repeat(BLOCK_SIZE));
+    expect(fs.readFileSync(path.join(again, 'through-staging'), 'utf8')).toBe('c'.repeat(BLOCK_SIZE) + 'd'.repeat(BLOCK_SIZE));
+    await unpublishAndUnstage(volume);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
+  test('staged again while published, with its attachment broken, it is refused and its publication left in place', async () => {
+    const volume = await createVolume('e2e-broken', 64 * MiB, EXT4_WRITER);
+    const target = await stageAndPublish(volume, EXT4_WRITER);
+    const { staging } = pathsFor(volume);
+    process.kill(Number(fs.readFileSync(path.join(weftd.dataDir, 'csi', 'attach', volume, 'nbdfuse.pid'), 'utf8')), 'SIGKILL');
+    const stage = { volume_id: volume, staging_target_path: staging, volume_capability: EXT4_WRITER };
+    await waitFor(async () => (await csi.call('NodeGetVolumeStats', { volume_id: volume, volume_path: target })).volume_condition?.abnormal === true);
+
+    const refused = await csi.failure('NodeStageVolume', stage);
+    expect(refused).toMatchObject({ code: 9, details: expect.stringMatching(/published at .*attachment of volume .* is broken.*staged again only once those are unpublished/) });
+    expect(spawnSync('findmnt', ['--mountpoint', target]).status).toBe(0); // the pod's mount is still there
+    await csi.call('NodeUnpublishVolume', { volume_id: volume, target_path: target });
+    await csi.call('NodeStageVolume', stage); // torn down and staged from the start
+    await csi.call('NodePublishVolume', { ...stage, target_path: target });
+    fs.writeFileSync(path.join(target, 'after'), 'x');
     await unpublishAndUnstage(volume);
     await csi.call('DeleteVolume', { volume_id: volume });
   });

@@ -129,15 +129,33 @@ export async function isReadOnlyMount(target: string): Promise<boolean> {
 
 /**
  * Unmounts target until nothing is mounted there (mounts may be stacked); nothing to do is fine. A
- * busy mount is retried for a while, and only then detached lazily.
+ * busy mount is retried for a while, then refused with FAILED_PRECONDITION (the caller retries):
+ * never detached lazily, which would let a process still writing there lose its writes once the
+ * device below is gone, while the caller is told that all went well.
  */
 export async function unmount(target: string): Promise<void> {
+  let refusal = '';
   for (let attempt = 0; attempt < UNMOUNT_ATTEMPTS; attempt++) {
     if (!(await isMountPoint(target))) return;
     const result = await probeTool('umount', [target]);
-    if (result.exitCode !== 0) await sleep(UNMOUNT_RETRY_MS);
+    if (result.exitCode === 0) continue;
+    refusal = result.stderr.trim();
+    await sleep(UNMOUNT_RETRY_MS);
   }
-  while (await isMountPoint(target)) await runTool('umount', ['--lazy', target]);
+  if (!(await isMountPoint(target))) return;
+  throw failedPrecondition(`${target} is still in use and was not unmounted (${refusal || 'umount failed'}): stop what uses it, then try again`);
+}
+
+/**
+ * unmount(), but a mount still busy after the retries is detached lazily: only for a mount whose
+ * writes reach weftd as they are made (nbdfuse's), so that none are held below it to be lost.
+ */
+export async function unmountEvenIfBusy(target: string): Promise<void> {
+  try {
+    await unmount(target);
+  } catch {
+    while (await isMountPoint(target)) await runTool('umount', ['--lazy', target]);
+  }
 }
 
 export async function isMountPoint(target: string): Promise<boolean> {

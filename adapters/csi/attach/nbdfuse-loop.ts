@@ -19,7 +19,7 @@ import { GROWABLE_SUFFIX } from '../../../fabric/nbd-exports';
 import { MAX_ATTACHMENTS, workDirOf, type AttachRequest, type Attacher, type Attachment, type MethodSupport } from './attacher';
 import { attachLoop, detachLoop, loopsBackedBy, setLoopSizeLimit } from './devices';
 import { missingCommands } from './exec';
-import { assertNotMounted, isMountPoint, unmount } from './mount';
+import { assertNotMounted, isMountPoint, unmountEvenIfBusy } from './mount';
 import { childrenNamed, isHelperAlive, readPidFile, startDaemon, stopHelper, waitForHelperExit, type HelperIdentity } from './processes';
 import { relaySubprocessArgs } from './relay';
 import { attachInWorkDir, clearWorkDir, removeRecord, type WorkDirSteps } from './work-dir';
@@ -156,7 +156,7 @@ export class NbdFuseLoopAttacher implements Attacher, WorkDirSteps {
       await assertNotMounted(device);
       await detachLoop(device);
     }
-    await unmount(fuseDir);
+    await unmountEvenIfBusy(fuseDir); // nbdfuse writes through: it holds no writes to lose
     await this.stopNbdfuse(workDir, pidFile);
     await rmdir(fuseDir).catch(unlessMissing);
     for (const file of [pidFile, logFile]) await rm(file, { force: true });
