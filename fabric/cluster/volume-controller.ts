@@ -27,7 +27,7 @@ import { ATTACH_CLAIMS, attachClaimKey, claimHolder } from './attach-claims';
 import { listNodes, type ClusterNode } from './membership';
 import type { NodeCandidate } from './placement';
 import { DEFAULT_BRAIN_CONFIG, type BrainConfig } from './volume-brain-state';
-import { leftoverPrefix, volumeKey, volumeLeaseKey, VOLUMES, type PrimaryLease, type VolumeRecord } from './volume-record';
+import { leftoverPrefix, parsePrimaryLease, parseVolumeRecord, volumeKey, volumeLeaseKey, VOLUMES, type VolumeRecord } from './volume-record';
 import { VolumeRunner } from './volume-runner';
 
 const LEASES = 'volume-leases/';
@@ -415,7 +415,8 @@ export class VolumeController {
       this.options.logger.info({ volume: name }, 'replicated volume deleted');
       return;
     }
-    const record = JSON.parse(kv.value) as VolumeRecord;
+    const record = parseVolumeRecord(kv.value);
+    if (!record) return this.malformed('volume record', kv.key, kv.modRevision);
     const previous = this.records.get(name);
     const known = previous !== undefined;
     this.records.set(name, record);
@@ -477,7 +478,9 @@ export class VolumeController {
         const kv = await this.store.get(volumeLeaseKey(runner.name));
         if (this.leaseEvents.get(runner.name) !== heardBefore) return;
         // An absent key has no revision: 0 (the runner is new, and the watch brings what comes after).
-        runner.dispatch({ type: 'primary-lease', lease: kv ? (JSON.parse(kv.value) as PrimaryLease) : null, modRevision: kv?.modRevision ?? 0 });
+        const lease = kv ? parsePrimaryLease(kv.value) : null;
+        if (lease === undefined) return this.malformed('primary lease', volumeLeaseKey(runner.name), kv?.modRevision ?? 0);
+        runner.dispatch({ type: 'primary-lease', lease, modRevision: kv?.modRevision ?? 0 });
         return;
       } catch (err) {
         if (this.leaseEvents.get(runner.name) !== heardBefore) return;
@@ -489,10 +492,15 @@ export class VolumeController {
 
   private onLeaseEvent(event: WatchEvent): void {
     const name = event.key.slice(LEASES.length);
+    const lease = event.type === 'put' ? parsePrimaryLease(event.value as string) : null;
+    if (lease === undefined) return this.malformed('primary lease', event.key, event.modRevision);
     this.leaseEvents.set(name, event.modRevision);
-    const runner = this.runners.get(name);
-    const lease = event.type === 'put' ? (JSON.parse(event.value as string) as PrimaryLease) : null;
-    runner?.dispatch({ type: 'primary-lease', lease, modRevision: event.modRevision });
+    this.runners.get(name)?.dispatch({ type: 'primary-lease', lease, modRevision: event.modRevision });
+  }
+
+  /** A value in the store that is not what its key should hold: left as it is, and what was known before kept. */
+  private malformed(what: string, key: string, modRevision: number): void {
+    this.options.logger.error({ key, modRevision }, `the cluster store holds a malformed ${what}: ignored (delete or correct the key)`);
   }
 
   /** Membership changed: read the nodes again (one read at a time, and one more if it changed meanwhile). */

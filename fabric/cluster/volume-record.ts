@@ -68,6 +68,34 @@ export interface PrimaryLease {
 }
 
 
+/**
+ * The volume record a stored value holds, or undefined if it holds none (a hand edit, a bug of
+ * another version): never a throw, since every node watches every record, and one bad value would
+ * otherwise stop them all, and again at each start.
+ */
+export function parseVolumeRecord(value: string): VolumeRecord | undefined {
+  const record = parseObject(value);
+  const valid =
+    typeof record?.name === 'string' && typeof record.primary === 'string' && Number.isSafeInteger(record.epoch) && Number.isSafeInteger(record.sizeBytes) &&
+    Array.isArray(record.replicas) && record.replicas.every((r: unknown) => typeof (r as Partial<ReplicaRecord> | null)?.node === 'string');
+  return valid ? (record as unknown as VolumeRecord) : undefined;
+}
+
+/** The primary lease a stored value holds, or undefined if it holds none (as parseVolumeRecord). */
+export function parsePrimaryLease(value: string): PrimaryLease | undefined {
+  const lease = parseObject(value);
+  return typeof lease?.node === 'string' && Number.isSafeInteger(lease.epoch) ? (lease as unknown as PrimaryLease) : undefined;
+}
+
+function parseObject(value: string): Record<string, unknown> | undefined {
+  try {
+    const parsed: unknown = JSON.parse(value);
+    return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A change of the replica set that the primary commits, one transaction at a time. */
 export type RecordChange =
   /** Out of the in-sync set (it failed). lastEpoch, when given, overrides the epoch it is out since. */
