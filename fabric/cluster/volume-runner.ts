@@ -25,7 +25,7 @@ import type { EpochFence } from '../volume/epoch-fence';
 import type { ClusterStore, Txn, TxnOp } from './cluster-store';
 import { step } from './volume-brain';
 import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
-import { inSyncNodes, volumeKey, type OperationMark, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
+import { inSyncNodes, parsePrimaryLease, volumeKey, volumeLeaseKey, type OperationMark, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
 
 /** How long raising a replica's epoch may take before it counts as unreachable. */
 const RAISE_TIMEOUT_MS = 2000;
@@ -581,6 +581,7 @@ export class VolumeRunner {
         // whether it is there, else the primary would step down for nothing.
         const revision = !result.succeeded && retry && action.change ? await this.committedRevision(action.txn) : undefined;
         const committed = result.succeeded || revision !== undefined;
+        if (!committed && action.change) await this.tellLeaseNow();
         if (action.id.startsWith('relet:')) {
           const what = committed ? 'primary lease put on the node lease it has since the store was out of reach' : 'primary lease not put back: the store has changed since this node read it';
           this.context.logger.info({ volume: this.name, nodeLease: action.nodeLease }, what);
@@ -594,6 +595,25 @@ export class VolumeRunner {
         if (!action.id.startsWith('release@') && !this.awaits(action)) return;
         await sleep(TXN_RETRY_MS);
       }
+    }
+  }
+
+  /**
+   * After a change the store refused (it is conditioned on the primary lease key): the key as the
+   * store holds it now, told to the brain before the refusal, which it judges by it. After an
+   * outage longer than the node lease the key has lapsed, and the refusal may come before the
+   * watch tells of that: the brain would take it for the lease lost to another, and stop serving,
+   * where it relets the key. Untold if the store cannot be read (the watch tells in time).
+   */
+  private async tellLeaseNow(): Promise<void> {
+    try {
+      const asOf = await this.context.store.revision();
+      const kv = await this.context.store.get(volumeLeaseKey(this.name));
+      const lease = kv ? parsePrimaryLease(kv.value) : null;
+      // An absent key has no revision of its own: absent as of the revision read before it.
+      if (lease !== undefined) this.dispatch({ type: 'primary-lease', lease, modRevision: kv?.modRevision ?? asOf });
+    } catch (err) {
+      this.context.logger.warn({ volume: this.name, err }, 'could not read the primary lease after a refused change');
     }
   }
 
