@@ -11,6 +11,9 @@ import {
   type ClusterStore, type Compare, type KeyValue, type StoreWatch, type Txn, type TxnOp, type TxnResult, type WatchEvent, type WatchOptions,
 } from './cluster-store';
 
+/** A connection to etcd is pinged this often while it carries calls, and given up on if a ping is not answered within the next. */
+const KEEPALIVE_MS = 10_000;
+const KEEPALIVE_TIMEOUT_MS = 5000;
 const ROOT = 'weft/';
 const DEFAULT_TIMEOUT_MS = 5000;
 
@@ -55,7 +58,16 @@ export class EtcdStore implements ClusterStore {
         // etcd3 takes a backoff's first step, and steps from it (next()) on each reconnection.
         watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: RECONNECT_MAX_MS }).next(),
       },
-      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': RECONNECT_MAX_MS },
+      grpcOptions: {
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': RECONNECT_MAX_MS,
+        // A member that went silent (powered off, frozen, cut off by the network) gives no error:
+        // without pings a watch on it would wait for its events for good, and this node would
+        // never hear of a lease lapsing there. Pinged while calls or streams are open, no more
+        // often than etcd allows (--grpc-keepalive-min-time, 5 s).
+        'grpc.keepalive_time_ms': KEEPALIVE_MS,
+        'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
+      },
     });
     const store = new EtcdStore(client, endpoints, timeoutMs);
     try {

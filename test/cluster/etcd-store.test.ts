@@ -47,6 +47,26 @@ describe('on one etcd member', () => {
     }
   });
 
+  // A member that goes silent (powered off, frozen, cut off) gives no error of its own: the
+  // connection's pings find it out, and the watch ends, rather than wait for its events for good.
+  it('a watch whose connection goes silent tells its owner within the pings\' timeout', async () => {
+    const [host, port] = etcd.endpoints[0].split(':');
+    const proxy = await TcpProxy.start({ host: '127.0.0.1', port: 0 }, { host, port: Number(port) });
+    const store = await EtcdStore.open([`127.0.0.1:${proxy.port}`]);
+    try {
+      const errors: Error[] = [];
+      const watch = await store.watch('silent/', { onError: (err) => errors.push(err) }, () => undefined);
+      proxy.cut(); // nothing crosses from now on, and nothing is reset
+      await waitFor(() => errors.length > 0, 30_000, 200);
+      expect(errors[0].message).toMatch(/the watch of silent\/ was disconnected/);
+      await watch.close();
+    } finally {
+      proxy.heal();
+      await store.close();
+      await proxy.close();
+    }
+  });
+
   // A watch's owner closes it when it ends (to read again and watch anew): a close that waited for
   // an answer etcd never gives (a frozen member here; a watch etcd cancelled itself) stopped the
   // volume controller from ever watching again.
