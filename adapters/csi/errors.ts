@@ -21,6 +21,7 @@ export const failedPrecondition = (message: string) => new CsiError(status.FAILE
 export const resourceExhausted = (message: string) => new CsiError(status.RESOURCE_EXHAUSTED, message);
 export const outOfRange = (message: string) => new CsiError(status.OUT_OF_RANGE, message);
 export const aborted = (message: string) => new CsiError(status.ABORTED, message);
+export const unavailable = (message: string) => new CsiError(status.UNAVAILABLE, message);
 
 /**
  * Where the spec names another code than Weft's for the same condition. ControllerExpandVolume:

@@ -12,7 +12,7 @@ import { allocationIdFromTargetPath } from '../nomad/alloc-id';
 import type { Attacher, Attachment } from './attach/attacher';
 import type { FilesystemStats } from './attach/mount';
 import { checkRange } from './capacity';
-import { aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, outOfRange } from './errors';
+import { aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, unavailable } from './errors';
 import { InFlight } from './in-flight';
 import type * as csi from './messages';
 import { volumeRef } from './names';
@@ -183,6 +183,8 @@ export class NodeServer {
         return {};
       }
       if (current.stagingPath !== stagingPath) return {};
+      // A publication whose target is no mount point is none (a publish that failed, and whose undoing failed too).
+      await this.forgetUnmountedPublications(current);
       if (current.publications.length > 0) {
         throw failedPrecondition(`volume ${volume} is still published at ${current.publications.map((p) => p.targetPath).join(', ')}; NodeUnpublishVolume first`);
       }
@@ -342,6 +344,15 @@ export class NodeServer {
     if (readOnlyDevice && staged && (await this.tools.loopsBackedBy(staged)).includes(readOnlyDevice)) await this.tools.detachLoop(readOnlyDevice);
   }
 
+  /** Releases (and forgets) the recorded publications whose target is not mounted. */
+  private async forgetUnmountedPublications(state: VolumeState): Promise<void> {
+    const mounted = await Promise.all(state.publications.map((p) => this.tools.isMountPoint(p.targetPath)));
+    if (mounted.every(Boolean)) return;
+    for (const gone of state.publications.filter((_, i) => !mounted[i])) await this.release(state, gone);
+    state.publications = state.publications.filter((_, i) => mounted[i]);
+    this.state.put(state);
+  }
+
   /** Unmounts the target if mounted, then removes the directory or file made for it. */
   private async releaseTarget(targetPath: string): Promise<void> {
     await this.tools.unmount(targetPath);
@@ -408,8 +419,10 @@ export class NodeServer {
     return this.inFlight.run(volume, async () => {
       const state = this.stateAt(volume, volumePath);
       const info = await this.requireVolume(volume);
+      // Not final (OUT_OF_RANGE would be): the resize may have been made through another node, whose
+      // record this node has yet to hear of.
       if (range.required_bytes > info.sizeBytes) {
-        throw outOfRange(`volume ${volume} is ${info.sizeBytes} bytes, less than the ${range.required_bytes} asked for; ControllerExpandVolume first`);
+        throw unavailable(`volume ${volume} is ${info.sizeBytes} bytes as this node knows it, less than the ${range.required_bytes} asked for; ControllerExpandVolume first, or try again once this node has heard of it`);
       }
       if ((await this.tools.deviceSizeBytes(state.attachment.devicePath)) < info.sizeBytes) {
         if (!(await this.attacher.growOnline(state.attachment, info.sizeBytes))) await this.reconnect(state, info.sizeBytes);
@@ -475,10 +488,7 @@ export class NodeServer {
           this.logger.warn({ err, volume: state.volume }, 'could not claim an attachment kept from an earlier run yet; weftd keeps trying');
         }
       });
-      const mounted = await Promise.all(state.publications.map((p) => this.tools.isMountPoint(p.targetPath)));
-      for (const gone of state.publications.filter((_, i) => !mounted[i])) await this.release(state, gone);
-      state.publications = state.publications.filter((_, i) => mounted[i]);
-      this.state.put(state);
+      await this.forgetUnmountedPublications(state);
       this.logger.info({ volume: state.volume, device: state.attachment?.devicePath, publications: state.publications.length }, 'kept the attachment of an earlier run');
       await this.report(state);
       return;

@@ -117,6 +117,9 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     const files = writeFiles(target);
     const before = await usedBytes(volume, target);
 
+    // Asked of the node before the controller: not final, the CO tries again.
+    const early = await csi.failure('NodeExpandVolume', { volume_id: volume, volume_path: target, capacity_range: { required_bytes: GiB } });
+    expect(early).toMatchObject({ code: 14, details: expect.stringMatching(/ControllerExpandVolume first, or try again/) });
     const expanded = await csi.call('ControllerExpandVolume', { volume_id: volume, capacity_range: { required_bytes: GiB } });
     expect(expanded).toMatchObject({ capacity_bytes: GiB, node_expansion_required: true });
     const grown = await csi.call('NodeExpandVolume', { volume_id: volume, volume_path: target, capacity_range: { required_bytes: GiB } });
@@ -361,6 +364,17 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     expect(fs.readFileSync(path.join(again, 'through-target'), 'utf8')).toBe('a'.repeat(BLOCK_SIZE) + 'b'.repeat(BLOCK_SIZE));
     expect(fs.readFileSync(path.join(again, 'through-staging'), 'utf8')).toBe('c'.repeat(BLOCK_SIZE) + 'd'.repeat(BLOCK_SIZE));
     await unpublishAndUnstage(volume);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
+  test('a publication on record whose target is not mounted (a publish that failed and could not be undone) does not hold up the unstage', async () => {
+    const volume = await createVolume('e2e-leftover', 64 * MiB, EXT4_WRITER);
+    const target = await stageAndPublish(volume, EXT4_WRITER);
+    expect(spawnSync('umount', [target]).status).toBe(0);
+    const { staging } = pathsFor(volume);
+    await csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging });
+    expect(fs.existsSync(target)).toBe(false);
+    expect(fs.existsSync(path.join(weftd.dataDir, 'csi', 'attach', volume))).toBe(false);
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
