@@ -115,6 +115,11 @@ export class Pool {
     this.allocator = new BlockAllocator(Math.min(firstBlock, MAX_POOL_BLOCKS));
   }
 
+  /** Why the pool refuses writes and flushes until weftd restarts, if it does. */
+  get lostError(): IoError | undefined {
+    return this.lost;
+  }
+
   get totalBlocks(): number {
     return this.allocator.totalBlocks;
   }
@@ -219,7 +224,7 @@ export class Pool {
       'EIO',
       `pool ${this.poolClass}: member ${m.path} ${problem}; its volumes refuse writes and flushes from now on, ` +
         `as what they wrote might be lost at the next start (the node's other pools go on, but its control operations ` +
-        `fail until then). ${remedy}`,
+        `fail until weftd restarts). ${remedy}`,
     );
     this.logger.error({ pool: this.poolClass, member: m.path }, this.lost.message);
     return this.lost;

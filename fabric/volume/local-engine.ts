@@ -57,6 +57,8 @@ export class LocalEngine implements VolumeEngine {
   private timer: NodeJS.Timeout | undefined;
   private checkpointing: Promise<void> | undefined;
   private checkpointRetryAt = 0;
+  /** Checkpoints held while a pool is lost (said once). */
+  private checkpointsHeld = false;
   private closing: Promise<void> | undefined;
   private readonly view: CatalogView;
 
@@ -408,7 +410,14 @@ export class LocalEngine implements VolumeEngine {
 
   private background(): void {
     if (this.store.closed) return;
-    if (this.store.checkpointDue && !this.checkpointing && Date.now() >= this.checkpointRetryAt) {
+    // A checkpoint vouches for every pool: with one lost it would fail at its end, every time,
+    // each try leaving a journal behind. The journal grows until weftd restarts.
+    const lost = this.store.lostPools;
+    if (lost.length > 0 && this.store.checkpointDue && !this.checkpointsHeld) {
+      this.checkpointsHeld = true;
+      this.logger.error({ pools: lost }, 'checkpoints are held until weftd restarts, as a pool is lost: the journal grows meanwhile');
+    }
+    if (this.store.checkpointDue && lost.length === 0 && !this.checkpointing && Date.now() >= this.checkpointRetryAt) {
       this.checkpointing = this.checkpointLive()
         .catch((err) => {
           this.checkpointRetryAt = Date.now() + CHECKPOINT_RETRY_MS;
@@ -416,7 +425,7 @@ export class LocalEngine implements VolumeEngine {
         })
         .finally(() => (this.checkpointing = undefined));
     } else if (!this.txn && this.store.syncDue) {
-      this.store.flush().catch((err) => this.logger.error({ err }, 'background sync failed'));
+      this.store.flush().catch((err) => this.store.isLostPoolError(err) || this.logger.error({ err }, 'background sync failed'));
     }
   }
 

@@ -171,6 +171,16 @@ export class NodeStore implements ReplicaHost {
     return this.inSyncLane(() => this.flushNow()).then((failed) => requireDurable(failed));
   }
 
+  /** The pools that refuse writes and flushes until weftd restarts (Pool.lostError). */
+  get lostPools(): string[] {
+    return [...this.pools.values()].filter((p) => p.lostError).map((p) => p.poolClass);
+  }
+
+  /** Whether err is a lost pool's own error, reported (logged) once already when the pool was lost. */
+  isLostPoolError(err: unknown): boolean {
+    return [...this.pools.values()].some((p) => p.lostError === err);
+  }
+
   /** A background sync is due: writes completed, no FLUSH since, and the interval passed. */
   get syncDue(): boolean {
     return this.dirty && this.syncIntervalMs > 0 && Date.now() - this.lastSyncAt >= this.syncIntervalMs;

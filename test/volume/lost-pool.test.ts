@@ -1,0 +1,52 @@
+// An engine with two pools, one of which is lost while it runs (its member file deleted): the other
+// pool's volumes write and flush on, and the journal, which no checkpoint may fold while a pool
+// is lost, grows without a checkpoint being tried and failed over and over (each try used to leave
+// a journal file and its descriptor behind).
+
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import pino from 'pino';
+import { LocalEngine } from '../../fabric/volume/local-engine';
+
+const MiB = 1024 * 1024;
+
+test('with a pool lost, checkpoints are held (said once), and the other pool\'s writes and flushes go on', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-lost-pool-'));
+  const lines: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+  const [dirA, dirB] = ['a', 'b'].map((name) => fs.mkdirSync(path.join(dir, name), { recursive: true }) as string);
+  const engine = await LocalEngine.open({
+    dataDir: path.join(dir, 'data'),
+    pools: [{ class: 'a', path: dirA, sizeBytes: 64 * MiB }, { class: 'b', path: dirB, sizeBytes: 256 * MiB }],
+    logger,
+    checkpointJournalBytes: 16 * 1024,
+  });
+  try {
+    await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
+    await engine.createVolume({ name: 'vb', sizeBytes: 128 * MiB, class: 'b' });
+    const [va, vb] = [engine.openVolume('va'), engine.openVolume('vb')];
+    await va.write(0, Buffer.alloc(64 * 1024, 1), false);
+    fs.rmSync(path.join(dirA, 'weft-pool-a.img'));
+    await expect(va.flush()).rejects.toThrow(/pool a: member .* while weftd ran/);
+
+    const journals = () => fs.readdirSync(path.join(dir, 'data', 'meta')).filter((f) => f.startsWith('journal-'));
+    const before = journals();
+    // Each 1 MiB of new blocks journals a run of 256 checksums: well past the 16 KiB that makes a checkpoint due.
+    for (let i = 0; i < 64; i++) await vb.write(i * MiB, Buffer.alloc(MiB, i + 1), false);
+    await vb.flush();
+    await new Promise((resolve) => setTimeout(resolve, 3500)); // three turns of the engine's background work
+    await vb.flush();
+
+    expect(journals()).toEqual(before);
+    const log = lines.join('');
+    expect(log.match(/checkpoints are held until weftd restarts/g)).toHaveLength(1);
+    expect(log).not.toMatch(/checkpoint failed|background sync failed/);
+    expect((await vb.read(63 * MiB, 4096)).equals(Buffer.alloc(4096, 64))).toBe(true);
+    va.close();
+    vb.close();
+  } finally {
+    await engine.close().catch(() => undefined);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
