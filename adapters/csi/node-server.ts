@@ -126,6 +126,7 @@ export class NodeServer {
         }
         // Its publications are pods' mounts: torn down here, a container restarted later would
         // write into an empty directory on this node's own disk instead of the volume.
+        await this.forgetUnmountedPublications(current);
         if (current.publications.length > 0) {
           const problem = (await this.attachmentProblem(current)) ?? `its staging path ${current.stagingPath} is no longer mounted`;
           throw failedPrecondition(
@@ -188,6 +189,8 @@ export class NodeServer {
       if (current.publications.length > 0) {
         throw failedPrecondition(`volume ${volume} is still published at ${current.publications.map((p) => p.targetPath).join(', ')}; NodeUnpublishVolume first`);
       }
+      // First, while it is on record as staged: a mount still in use is refused, and stays staged.
+      await this.tools.unmount(current.stagingPath);
       await this.teardown(current);
       this.logger.info({ volume, stagingPath }, 'volume unstaged');
       return {};
@@ -452,9 +455,10 @@ export class NodeServer {
           'learns the new size only when it reconnects, which needs every mount of it gone; the filesystem grows when the volume is next staged',
       );
     }
+    // First, while it is on record as staged: a mount still in use is refused, and stays staged.
+    await this.tools.unmount(state.stagingPath);
     state.phase = 'attaching';
     this.state.put(state);
-    await this.tools.unmount(state.stagingPath);
     state.attachment = await this.attacher.reattach({ ...state.attachment!, nbdUri: this.nbdUri(state.volume) }, sizeBytes);
     this.state.put(state);
     if (state.access === 'mount') await this.mountStaged(state);
@@ -492,6 +496,15 @@ export class NodeServer {
       this.logger.info({ volume: state.volume, device: state.attachment?.devicePath, publications: state.publications.length }, 'kept the attachment of an earlier run');
       await this.report(state);
       return;
+    }
+    if (state.phase === 'staged') {
+      // As NodeStageVolume would: pods' mounts are not torn down under them.
+      await this.forgetUnmountedPublications(state);
+      if (state.publications.length > 0) {
+        this.logger.error({ volume: state.volume, publications: state.publications.map((p) => p.targetPath) }, 'the attachment of an earlier run is broken and still published: left until it is unpublished (its pods stopped)');
+        await this.report(state);
+        return;
+      }
     }
     this.logger.warn({ volume: state.volume, phase: state.phase }, 'attachment of an earlier run is broken or unfinished: unmounting and detaching it');
     await this.teardown(state);

@@ -355,7 +355,8 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     const inStaging = fs.openSync(path.join(staging, 'through-staging'), 'w');
     fs.writeSync(inStaging, 'c'.repeat(BLOCK_SIZE)); // in the page cache only: a lazy unmount and a detach would lose it
     expect(await csi.failure('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging })).toMatchObject({ code: 9, details: expect.stringMatching(busy) });
-    expect(fs.existsSync(path.join(weftd.dataDir, 'csi', 'attach', volume))).toBe(true); // still attached
+    expect(fs.existsSync(path.join(weftd.dataDir, 'csi', 'attach', volume))).toBe(true); // still attached...
+    await csi.call('NodeGetVolumeStats', { volume_id: volume, volume_path: staging }); // ...and staged, on record too
     fs.writeSync(inStaging, 'd'.repeat(BLOCK_SIZE));
     fs.closeSync(inStaging);
     await csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging });
@@ -378,7 +379,7 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
-  test('staged again while published, with its attachment broken, it is refused and its publication left in place', async () => {
+  test('staged again while published, with its attachment broken, it is refused and its publication left in place, also by a restart of weftd', async () => {
     const volume = await createVolume('e2e-broken', 64 * MiB, EXT4_WRITER);
     const target = await stageAndPublish(volume, EXT4_WRITER);
     const { staging } = pathsFor(volume);
@@ -389,6 +390,11 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     const refused = await csi.failure('NodeStageVolume', stage);
     expect(refused).toMatchObject({ code: 9, details: expect.stringMatching(/published at .*attachment of volume .* is broken.*staged again only once those are unpublished/) });
     expect(spawnSync('findmnt', ['--mountpoint', target]).status).toBe(0); // the pod's mount is still there
+    // Nor does a restart of weftd tear it down.
+    await weftd.restart();
+    expect(weftd.logs()).toMatch(/the attachment of an earlier run is broken and still published/);
+    expect(spawnSync('findmnt', ['--mountpoint', target]).status).toBe(0);
+    expect(await csi.failure('NodeStageVolume', stage)).toMatchObject({ code: 9 });
     await csi.call('NodeUnpublishVolume', { volume_id: volume, target_path: target });
     await csi.call('NodeStageVolume', stage); // torn down and staged from the start
     await csi.call('NodePublishVolume', { ...stage, target_path: target });

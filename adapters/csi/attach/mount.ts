@@ -107,7 +107,7 @@ export async function bindMount(source: string, target: string, readOnly: boolea
   try {
     await runTool('mount', ['-o', 'remount,bind,ro', target]);
   } catch (error) {
-    await unmount(target); // never leave a writable mount where a read-only one was asked for
+    await unmountEvenIfBusy(target); // never leave a writable mount where a read-only one was asked for (the filesystem stays mounted below)
     throw error;
   }
 }
