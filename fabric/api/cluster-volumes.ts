@@ -20,7 +20,7 @@ import { keptSnapshots, keptSnapshotsKey, keptSnapshotsPrefix, leaveKeptSnapshot
 import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
-import { leftoverKey, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecord } from '../cluster/volume-record';
+import { leftoverKey, malformedRecord, parseVolumeRecord, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecord } from '../cluster/volume-record';
 import { alreadyExists, failedPrecondition, invalidArgument, NoAnswerError, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
@@ -402,7 +402,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       await this.createCopyOn(node, record.name, record.sizeBytes, record.class, source, { id: createId, marked: true });
       made.push(node);
     }
-    const mine = (stored: string) => (JSON.parse(stored) as VolumeRecord).createId === createId;
+    const mine = (stored: string) => parseVolumeRecord(stored)?.createId === createId;
     const created = await createKey(this.store, volumeKey(record.name), JSON.stringify(record), mine, { also: recordedIntent(intent, nodes) });
     if (!created) {
       if (await this.store.get(volumeKey(record.name))) throw alreadyExists(`volume ${record.name} was created in the cluster meanwhile`);
@@ -459,7 +459,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   async delete(name: string): Promise<void> {
     const kv = await this.store.get(volumeKey(name));
     if (!kv) throw new WeftError('NOT_FOUND', `volume ${name} is not in the cluster`);
-    const record = JSON.parse(kv.value) as VolumeRecord;
+    const record = parseVolumeRecord(kv.value);
+    if (!record) throw malformedRecord(name);
     const holders = record.replicas.map((r) => r.node);
     for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDownOrNoCopy);
     // Every copy's node, which leaves the key once it holds no snapshot of the volume (at once if it
@@ -502,7 +503,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (await this.store.get(leftoverKey(this.self, name))) await this.dropLeftoverNow(name);
     // As the store has it now: a replacement is asked for as soon as its record names it.
     const kv = await this.store.get(volumeKey(name));
-    const record = kv && (JSON.parse(kv.value) as VolumeRecord);
+    const record = kv && parseVolumeRecord(kv.value);
+    if (kv && !record) throw malformedRecord(name);
     // A copy of a volume already recorded is a replacement, which its record names (never a clone,
     // nor a create's: another create of the name won, and the copy here is its own).
     if (record && (source || create !== undefined || !record.replicas.some((r) => r.node === this.self))) throw alreadyExists(`volume ${name} already exists in the cluster`);
@@ -560,7 +562,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
   private async dropLeftoverNow(name: string): Promise<void> {
     const leftover = await this.store.get(leftoverKey(this.self, name));
     const kv = await this.store.get(volumeKey(name));
-    const record = kv && (JSON.parse(kv.value) as VolumeRecord);
+    const record = kv && parseVolumeRecord(kv.value);
+    // Which copies it names cannot be told: none is deleted on its word.
+    if (kv && !record) throw malformedRecord(name);
     const named = record !== undefined && record.replicas.some((r) => r.node === this.self);
     if (!named && this.engine.hasVolume(name)) {
       await this.deleteCopy(name);

@@ -10,12 +10,12 @@ import type { ClusterStore } from './cluster-store';
 import { giveUpCreatesOf } from './create-intent';
 import { keptSnapshotsPrefix, leaveKeptSnapshots, parseKept } from './kept-snapshots';
 import { ALIVE, NODES } from './membership';
-import { leftoverPrefix, VOLUMES, type VolumeRecord } from './volume-record';
+import { leftoverPrefix, parseVolumeRecord, VOLUMES } from './volume-record';
 
 export async function forgetNode(store: ClusterStore, node: string): Promise<void> {
   if (!(await store.get(NODES + node))) throw failedPrecondition(`node ${node} is not registered in the cluster`);
   if (await store.get(ALIVE + node)) throw failedPrecondition(`node ${node} is up: stop it (and let its lease lapse) before forgetting it`);
-  const named = (await store.list(VOLUMES)).map((kv) => JSON.parse(kv.value) as VolumeRecord).filter((r) => r.replicas.some((c) => c.node === node));
+  const named = (await store.list(VOLUMES)).flatMap((kv) => parseVolumeRecord(kv.value) ?? []).filter((r) => r.replicas.some((c) => c.node === node));
   if (named.length > 0) {
     const [volumes, have] = named.length === 1 ? ['volume', 'has'] : ['volumes', 'have'];
     throw failedPrecondition(

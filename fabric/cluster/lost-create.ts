@@ -7,7 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StoreUnavailableError, type ClusterStore } from './cluster-store';
 import { giveUpCreate, type HeldIntent } from './create-intent';
-import { volumeKey, type VolumeRecord } from './volume-record';
+import { parseVolumeRecord, volumeKey } from './volume-record';
 
 export type LostCreateOutcome = 'created' | 'not-created';
 
@@ -24,7 +24,7 @@ export async function settleLostCreate(store: ClusterStore, intent: HeldIntent, 
     try {
       if (await giveUpCreate(store, intent, made)) return 'not-created';
       const stored = await store.get(volumeKey(intent.name));
-      return stored && (JSON.parse(stored.value) as VolumeRecord).createId === intent.createId ? 'created' : 'not-created';
+      return stored && parseVolumeRecord(stored.value)?.createId === intent.createId ? 'created' : 'not-created';
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
     }

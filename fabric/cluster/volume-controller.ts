@@ -179,13 +179,16 @@ export class VolumeController {
     const revision = await this.readAll(generation);
     this.started = true;
     const replay = { fromRevision: revision + 1, onError: (err: Error) => this.rewatch(err) };
+    // A start abandoned for a newer one (rewatch) may still hear events until its watches close: not
+    // its to apply. The newer start's lists and its watches' replay bring them in order; applied
+    // too, an older start's delete could come before a newer list holding the record, and be undone.
+    const current = () => generation === this.generation;
     const watched = await Promise.allSettled([
-      store.watch(VOLUMES, replay, (e) => this.onRecordEvent(e)),
-      store.watch(LEASES, replay, (e) => this.onLeaseEvent(e)),
+      store.watch(VOLUMES, replay, (e) => current() && this.onRecordEvent(e)),
+      store.watch(LEASES, replay, (e) => current() && this.onLeaseEvent(e)),
       store.watch('alive/', replay, () => this.refreshNodes()),
       store.watch('nodes/', replay, () => this.refreshNodes()),
-      // A start abandoned for a newer one (rewatch) may still hear older events: not its to apply.
-      store.watch(ATTACH_CLAIMS, replay, (e) => generation === this.generation && this.onClaimEvent(e)),
+      store.watch(ATTACH_CLAIMS, replay, (e) => current() && this.onClaimEvent(e)),
     ]);
     const started = watched.flatMap((w) => (w.status === 'fulfilled' ? [w.value] : []));
     const failed = watched.find((w) => w.status === 'rejected');
@@ -290,7 +293,7 @@ export class VolumeController {
     const seen = this.records.get(volume)?.snapshotting;
     if (seen === undefined) return undefined;
     return this.store.get(volumeKey(volume)).then(
-      (kv) => kv && (JSON.parse(kv.value) as VolumeRecord).snapshotting,
+      (kv) => kv && parseVolumeRecord(kv.value)?.snapshotting,
       () => seen,
     );
   }

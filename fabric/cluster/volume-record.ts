@@ -1,6 +1,7 @@
 // A replicated volume as the cluster store holds it (JSON), its primary lease, and the changes a
 // volume's brain makes to them, as pure functions and store transactions written as data.
 
+import { WeftError } from '../errors';
 import type { Compare, Txn } from './cluster-store';
 
 export type ReplicaState = 'in-sync' | 'resyncing' | 'out' | 'failed';
@@ -85,6 +86,11 @@ export function parseVolumeRecord(value: string): VolumeRecord | undefined {
 export function parsePrimaryLease(value: string): PrimaryLease | undefined {
   const lease = parseObject(value);
   return typeof lease?.node === 'string' && Number.isSafeInteger(lease.epoch) ? (lease as unknown as PrimaryLease) : undefined;
+}
+
+/** Refuses an operation on a volume whose record is malformed (parseVolumeRecord): nothing is changed. */
+export function malformedRecord(name: string): WeftError {
+  return new WeftError('FAILED_PRECONDITION', `the cluster store holds a malformed record for volume ${name} (key weft/${volumeKey(name)}): correct or delete it; nothing changed`);
 }
 
 function parseObject(value: string): Record<string, unknown> | undefined {
