@@ -95,6 +95,8 @@ export abstract class StoreLease {
 
 export interface ClusterStore {
   get(key: string): Promise<KeyValue | undefined>;
+  /** get(), with the store's revision the answer is of: an absent key is absent as of it. */
+  read(key: string): Promise<{ kv: KeyValue | undefined; revision: number }>;
   /** Every key that starts with prefix, sorted by key. */
   list(prefix: string): Promise<KeyValue[]>;
   /** Resolves with the revision of the change, once it is durable. */

@@ -58,9 +58,14 @@ export class EmbeddedStore implements ClusterStore {
   }
 
   async get(key: string): Promise<KeyValue | undefined> {
+    return (await this.read(key)).kv;
+  }
+
+  async read(key: string): Promise<{ kv: KeyValue | undefined; revision: number }> {
     const found = this.state.get(key);
+    const revision = this.state.revision;
     await this.synced();
-    return found && { ...found };
+    return { kv: found && { ...found }, revision };
   }
 
   async list(prefix: string): Promise<KeyValue[]> {

@@ -11,7 +11,7 @@ import {
   type ClusterStore, type Compare, type KeyValue, type StoreWatch, type Txn, type TxnOp, type TxnResult, type WatchEvent, type WatchOptions,
 } from './cluster-store';
 
-/** A connection to etcd is pinged this often while it carries calls, and given up on if a ping is not answered within the next. */
+/** A connection to etcd is pinged this often while it carries calls or streams, and given up on when a ping is not answered within KEEPALIVE_TIMEOUT_MS. */
 const KEEPALIVE_MS = 10_000;
 const KEEPALIVE_TIMEOUT_MS = 5000;
 const ROOT = 'weft/';
@@ -80,8 +80,12 @@ export class EtcdStore implements ClusterStore {
   }
 
   async get(key: string): Promise<KeyValue | undefined> {
-    const { kvs } = await this.call(() => this.kv.get(key).exec());
-    return kvs.length === 0 ? undefined : keyValue(kvs[0], key);
+    return (await this.read(key)).kv;
+  }
+
+  async read(key: string): Promise<{ kv: KeyValue | undefined; revision: number }> {
+    const { kvs, header } = await this.call(() => this.kv.get(key).exec());
+    return { kv: kvs.length === 0 ? undefined : keyValue(kvs[0], key), revision: Number(header.revision) };
   }
 
   async list(prefix: string): Promise<KeyValue[]> {

@@ -607,11 +607,10 @@ export class VolumeRunner {
    */
   private async tellLeaseNow(): Promise<void> {
     try {
-      const asOf = await this.context.store.revision();
-      const kv = await this.context.store.get(volumeLeaseKey(this.name));
+      const { kv, revision } = await this.context.store.read(volumeLeaseKey(this.name));
       const lease = kv ? parsePrimaryLease(kv.value) : null;
-      // An absent key has no revision of its own: absent as of the revision read before it.
-      if (lease !== undefined) this.dispatch({ type: 'primary-lease', lease, modRevision: kv?.modRevision ?? asOf });
+      // An absent key has no revision of its own: absent as of the store's revision it was read at.
+      if (lease !== undefined) this.dispatch({ type: 'primary-lease', lease, modRevision: kv?.modRevision ?? revision });
     } catch (err) {
       this.context.logger.warn({ volume: this.name, err }, 'could not read the primary lease after a refused change');
     }

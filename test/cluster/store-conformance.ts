@@ -63,6 +63,14 @@ export function describeClusterStore(name: string, open: () => Promise<ClusterSt
       expect(await store.revision()).toBeGreaterThan(put);
     });
 
+    it('reads a key with the revision its answer is of, an absent key too', async () => {
+      const put = await store.put(key('a'), '1');
+      await store.put(key('b'), '2');
+      const deleted = await store.delete(key('b')).then(() => store.revision());
+      expect(await store.read(key('a'))).toEqual({ kv: expect.objectContaining({ value: '1', modRevision: put }), revision: deleted });
+      expect(await store.read(key('b'))).toEqual({ kv: undefined, revision: deleted });
+    });
+
     it('applies a transaction only when every compare holds, at one revision', async () => {
       const created = await store.put(key('epoch'), '1');
       const won = await store.txn({
