@@ -4,24 +4,17 @@
 // write at its epoch: it does not step down. Two weftd on a real etcd, each reaching it through a
 // proxy the test cuts; the copy killed with -9.
 
-import { ChaosCluster } from '../chaos/cluster';
 import { qemuIo } from '../helpers/replicas';
-import { cleanupAll, run } from '../helpers/weftd';
+import { ownCluster } from '../helpers/shared-cluster';
+import { run } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
-const MiB = 1024 * 1024;
-let cluster: ChaosCluster | undefined;
-
-afterAll(async () => {
-  await cluster?.close();
-  await cleanupAll();
-});
+const startCluster = ownCluster();
 
 test('a copy lost while etcd is out of reach: once etcd is back, the primary takes it out and serves on at its epoch', async () => {
-  cluster = await ChaosCluster.start(2);
+  const cluster = await startCluster(2, 'v');
   const [n1, n2] = cluster.nodes;
-  await cluster.createOnN1('v', 16 * MiB, 2);
   await qemuIo(n1.weftd.nbdUri('v'), ['write -P 0x11 0 64k', 'flush']); // served, and replicated
 
   for (const node of cluster.nodes) node.etcdLink.cut();

@@ -5,26 +5,20 @@
 // etcd; the write held off the copy by a proxy that stops forwarding its NBD port (its API stays
 // reachable, so nothing but the check stops the snapshot there).
 
-import { ChaosCluster } from '../chaos/cluster';
 import { copyBytes, qemuIo, settled, weftJson } from '../helpers/replicas';
+import { ownCluster } from '../helpers/shared-cluster';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll, run } from '../helpers/weftd';
+import { run } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
 const MiB = 1024 * 1024;
 
-let cluster: ChaosCluster | undefined;
-
-afterAll(async () => {
-  await cluster?.close();
-  await cleanupAll();
-});
+const startCluster = ownCluster();
 
 test('a snapshot asked while a write on its way takes a copy out is refused, and made on no copy', async () => {
-  cluster = await ChaosCluster.start(2);
+  const cluster = await startCluster(2, 'v');
   const [n1, n2] = cluster.nodes;
-  await cluster.createOnN1('v', 16 * MiB, 2);
   await qemuIo(n1.weftd.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
 
   n2.peerLinks[0].cut(); // n1's write waits for n2 (its replica timeout, 5 s), then takes it out

@@ -25,10 +25,15 @@ describe('on one etcd member', () => {
 
   // etcd3 resumes a reconnected watch past the changes etcd has yet to replay: a watch that
   // disconnects must be reported, so that its owner reads again, rather than go on with a gap.
-  it('a watch whose connection breaks tells its owner (onError), so that it reads afresh', async () => {
+  /** A store that reaches the member through a proxy the test can cut. */
+  async function throughProxy(): Promise<{ proxy: TcpProxy; store: EtcdStore }> {
     const [host, port] = etcd.endpoints[0].split(':');
     const proxy = await TcpProxy.start({ host: '127.0.0.1', port: 0 }, { host, port: Number(port) });
-    const store = await EtcdStore.open([`127.0.0.1:${proxy.port}`]);
+    return { proxy, store: await EtcdStore.open([`127.0.0.1:${proxy.port}`]) };
+  }
+
+  it('a watch whose connection breaks tells its owner (onError), so that it reads afresh', async () => {
+    const { proxy, store } = await throughProxy();
     try {
       const events: WatchEvent[] = [];
       const errors: Error[] = [];
@@ -50,9 +55,7 @@ describe('on one etcd member', () => {
   // A member that goes silent (powered off, frozen, cut off) gives no error of its own: the
   // connection's pings find it out, and the watch ends, rather than wait for its events for good.
   it('a watch whose connection goes silent tells its owner within the pings\' timeout', async () => {
-    const [host, port] = etcd.endpoints[0].split(':');
-    const proxy = await TcpProxy.start({ host: '127.0.0.1', port: 0 }, { host, port: Number(port) });
-    const store = await EtcdStore.open([`127.0.0.1:${proxy.port}`]);
+    const { proxy, store } = await throughProxy();
     try {
       const errors: Error[] = [];
       const watch = await store.watch('silent/', { onError: (err) => errors.push(err) }, () => undefined);

@@ -2,44 +2,37 @@
 // edit with etcdctl, a bug of another version) must not stop the nodes that read it, neither while
 // they run nor at their next start. Two weftd on a real etcd; the bad values put with a client of it.
 
-import { ChaosCluster } from '../chaos/cluster';
 import { EtcdStore } from '../../fabric/cluster/etcd-store';
 import { qemuIo } from '../helpers/replicas';
+import { ownCluster } from '../helpers/shared-cluster';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
-const MiB = 1024 * 1024;
-let cluster: ChaosCluster | undefined;
-let store: EtcdStore | undefined;
-
-afterAll(async () => {
-  await store?.close();
-  await cluster?.close();
-  await cleanupAll();
-});
+const startCluster = ownCluster();
 
 test('malformed volume records and primary leases are logged and ignored: the nodes keep serving, and start again', async () => {
-  cluster = await ChaosCluster.start(2);
+  const cluster = await startCluster(2, 'v');
   const [n1, n2] = cluster.nodes;
-  await cluster.createOnN1('v', 16 * MiB, 2);
-  store = await EtcdStore.open(cluster.etcd.endpoints);
+  const store = await EtcdStore.open(cluster.etcd.endpoints);
+  try {
+    await store.put('volumes/bad', '{}');
+    await store.put('volumes/worse', 'not json');
+    await store.put('volume-leases/bad', '[1, 2]');
+    await store.put('volume-leases/v-garbage', 'null');
+    for (const node of [n1, n2]) {
+      await waitFor(async () => (node.weftd.logs().match(/holds a malformed/g) ?? []).length >= 4, 10_000, 100);
+      expect(node.weftd.logs()).toContain('"key":"volumes/worse"');
+    }
+    await qemuIo(n2.weftd.nbdUri('v'), ['write -P 0x3c 0 1M', 'flush']); // forwarded to n1, replicated to n2
+    await qemuIo(n1.weftd.nbdUri('v'), ['read -P 0x3c 0 1M'], true);
 
-  await store.put('volumes/bad', '{}');
-  await store.put('volumes/worse', 'not json');
-  await store.put('volume-leases/bad', '[1, 2]');
-  await store.put('volume-leases/v-garbage', 'null');
-  for (const node of [n1, n2]) {
-    await waitFor(async () => (node.weftd.logs().match(/holds a malformed/g) ?? []).length >= 4, 10_000, 100);
-    expect(node.weftd.logs()).toContain('"key":"volumes/worse"');
+    // At a start they are read with the rest, and ignored again.
+    await n2.weftd.restart();
+    await cluster.waitForVolume('v', (v) => v.replication?.replicas.every((r) => r.state === 'in-sync') === true, 30_000, 'in sync again');
+    await qemuIo(n2.weftd.nbdUri('v'), ['read -P 0x3c 0 1M'], true);
+    for (const key of ['volumes/bad', 'volumes/worse', 'volume-leases/bad', 'volume-leases/v-garbage']) await store.delete(key);
+  } finally {
+    await store.close();
   }
-  await qemuIo(n2.weftd.nbdUri('v'), ['write -P 0x3c 0 1M', 'flush']); // forwarded to n1, replicated to n2
-  await qemuIo(n1.weftd.nbdUri('v'), ['read -P 0x3c 0 1M'], true);
-
-  // At a start they are read with the rest, and ignored again.
-  await n2.weftd.restart();
-  await cluster.waitForVolume('v', (v) => v.replication?.replicas.every((r) => r.state === 'in-sync') === true, 30_000, 'in sync again');
-  await qemuIo(n2.weftd.nbdUri('v'), ['read -P 0x3c 0 1M'], true);
-  for (const key of ['volumes/bad', 'volumes/worse', 'volume-leases/bad', 'volume-leases/v-garbage']) await store.delete(key);
 });

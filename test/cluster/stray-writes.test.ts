@@ -6,27 +6,21 @@
 // equal in those extents before it serves. Three weftd on a real etcd, the write held off one copy
 // by a proxy that stops forwarding (the chaos cluster's), the primary killed with -9, never restarted.
 
-import { ChaosCluster } from '../chaos/cluster';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { copyBytes, qemuIo } from '../helpers/replicas';
+import { ownCluster } from '../helpers/shared-cluster';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll, run, type WeftdHandle } from '../helpers/weftd';
+import { run, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
 
 const MiB = 1024 * 1024;
 
-let cluster: ChaosCluster | undefined;
-
-afterAll(async () => {
-  await cluster?.close();
-  await cleanupAll();
-});
+const startCluster = ownCluster();
 
 test('a primary killed with a write that reached one copy only: the new primary makes the copies in step equal before it serves', async () => {
-  cluster = await ChaosCluster.start(3);
+  const cluster = await startCluster(3, 'v');
   const [n1, n2, n3] = cluster.nodes;
-  await cluster.createOnN1('v', 16 * MiB, 3);
   await qemuIo(n1.weftd.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
 
   // n1's writes to n3's copy stop on the way (its NBD port's proxy forwards nothing); the rest of
