@@ -114,7 +114,7 @@ describe('node state at start', () => {
     if (root) await forceCleanup(root);
   });
 
-  it('keeps a working attachment across a restart, and unmounts and detaches a broken one', async () => {
+  it('keeps a working attachment across a restart; tears a broken one down, unless it is still published', async () => {
     root = makeTempDir('weft-csi-reconcile-');
     const socketPath = path.join(root, 'csi.sock');
     const nbdPort = String(await freePort()); // the relay under each device finds a restarted weftd here
@@ -122,28 +122,35 @@ describe('node state at start', () => {
     const staging = (volume: string) => path.join(root!, 'staging', volume);
     const target = (volume: string) => path.join(root!, 'pods', volume, 'dev');
     await withClient(socketPath, async (csi) => {
-      for (const volume of ['kept', 'broken']) {
+      for (const volume of ['kept', 'broken', 'unused']) {
         await csi.call('CreateVolume', { name: volume, volume_capabilities: [BLOCK_WRITER], capacity_range: { required_bytes: 4 << 20 } });
         fs.mkdirSync(staging(volume), { recursive: true });
         fs.mkdirSync(path.dirname(target(volume)), { recursive: true });
         await csi.call('NodeStageVolume', { volume_id: volume, staging_target_path: staging(volume), volume_capability: BLOCK_WRITER });
-        await csi.call('NodePublishVolume', { volume_id: volume, staging_target_path: staging(volume), target_path: target(volume), volume_capability: BLOCK_WRITER });
+        if (volume !== 'unused') await csi.call('NodePublishVolume', { volume_id: volume, staging_target_path: staging(volume), target_path: target(volume), volume_capability: BLOCK_WRITER });
       }
     });
-    const brokenState = JSON.parse(fs.readFileSync(path.join(weftd.dataDir, 'csi', 'broken.json'), 'utf8')) as { attachment: { details: Record<string, string> } };
-    process.kill(Number(brokenState.attachment.details.nbdfusePid), 'SIGKILL');
+    for (const volume of ['broken', 'unused']) {
+      const state = JSON.parse(fs.readFileSync(path.join(weftd.dataDir, 'csi', `${volume}.json`), 'utf8')) as { attachment: { details: Record<string, string> } };
+      process.kill(Number(state.attachment.details.nbdfusePid), 'SIGKILL');
+    }
 
     await weftd.restart();
     expect(weftd.logs()).toMatch(/"volume":"kept".*kept the attachment of an earlier run/);
-    expect(weftd.logs()).toMatch(/"volume":"broken","phase":"staged".*broken or unfinished/);
-    expect(fs.existsSync(path.join(weftd.dataDir, 'csi', 'broken.json'))).toBe(false);
-    expect(leftoversUnder(root).mounts.map((m) => m.target)).not.toContain(target('broken'));
+    // Staged only: undone. Published: a pod's mount, left for the CO to unpublish.
+    expect(weftd.logs()).toMatch(/"volume":"unused","phase":"staged".*broken or unfinished/);
+    expect(fs.existsSync(path.join(weftd.dataDir, 'csi', 'unused.json'))).toBe(false);
+    expect(weftd.logs()).toMatch(/"volume":"broken".*the attachment of an earlier run is broken and still published/);
+    expect(leftoversUnder(root).mounts.map((m) => m.target)).toContain(target('broken'));
     await withClient(socketPath, async (csi) => {
       const stats = await csi.call('NodeGetVolumeStats', { volume_id: 'kept', volume_path: target('kept') });
       expect(stats.volume_condition).toEqual({ abnormal: false, message: expect.stringMatching(/^attached at \/dev\/loop\d+/) });
-      expect(await csi.code('NodeGetVolumeStats', { volume_id: 'broken', volume_path: target('broken') })).toBe('NOT_FOUND');
-      await csi.call('NodeUnpublishVolume', { volume_id: 'kept', target_path: target('kept') });
-      await csi.call('NodeUnstageVolume', { volume_id: 'kept', staging_target_path: staging('kept') });
+      const broken = await csi.call('NodeGetVolumeStats', { volume_id: 'broken', volume_path: target('broken') });
+      expect(broken.volume_condition).toMatchObject({ abnormal: true });
+      for (const volume of ['kept', 'broken']) {
+        await csi.call('NodeUnpublishVolume', { volume_id: volume, target_path: target(volume) });
+        await csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging(volume) });
+      }
     });
     await weftd.stop();
     expectNoLeftovers(root);
