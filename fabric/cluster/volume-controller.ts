@@ -27,7 +27,7 @@ import { ATTACH_CLAIMS, attachClaimKey, claimHolder } from './attach-claims';
 import { listNodes, type ClusterNode } from './membership';
 import type { NodeCandidate } from './placement';
 import { DEFAULT_BRAIN_CONFIG, type BrainConfig } from './volume-brain-state';
-import { leftoverPrefix, parsePrimaryLease, parseVolumeRecord, volumeKey, volumeLeaseKey, VOLUMES, type VolumeRecord } from './volume-record';
+import { leaseAsRead, leftoverPrefix, parsePrimaryLease, parseVolumeRecord, volumeKey, volumeLeaseKey, VOLUMES, type VolumeRecord } from './volume-record';
 import { VolumeRunner } from './volume-runner';
 
 const LEASES = 'volume-leases/';
@@ -478,12 +478,11 @@ export class VolumeController {
     const heardBefore = this.leaseEvents.get(runner.name);
     while (!this.closed && this.runners.get(runner.name) === runner) {
       try {
-        const kv = await this.store.get(volumeLeaseKey(runner.name));
+        const { kv, revision } = await this.store.read(volumeLeaseKey(runner.name));
         if (this.leaseEvents.get(runner.name) !== heardBefore) return;
-        // An absent key has no revision: 0 (the runner is new, and the watch brings what comes after).
-        const lease = kv ? parsePrimaryLease(kv.value) : null;
-        if (lease === undefined) return this.malformed('primary lease', volumeLeaseKey(runner.name), kv?.modRevision ?? 0);
-        runner.dispatch({ type: 'primary-lease', lease, modRevision: kv?.modRevision ?? 0 });
+        const event = leaseAsRead(kv, revision);
+        if (!event) return this.malformed('primary lease', volumeLeaseKey(runner.name), kv?.modRevision ?? 0);
+        runner.dispatch(event);
         return;
       } catch (err) {
         if (this.leaseEvents.get(runner.name) !== heardBefore) return;

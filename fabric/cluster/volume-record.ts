@@ -2,7 +2,7 @@
 // volume's brain makes to them, as pure functions and store transactions written as data.
 
 import { WeftError } from '../errors';
-import type { Compare, Txn } from './cluster-store';
+import type { Compare, KeyValue, Txn } from './cluster-store';
 
 export type ReplicaState = 'in-sync' | 'resyncing' | 'out' | 'failed';
 
@@ -86,6 +86,16 @@ export function parseVolumeRecord(value: string): VolumeRecord | undefined {
 export function parsePrimaryLease(value: string): PrimaryLease | undefined {
   const lease = parseObject(value);
   return typeof lease?.node === 'string' && Number.isSafeInteger(lease.epoch) ? (lease as unknown as PrimaryLease) : undefined;
+}
+
+/**
+ * A volume's primary lease key as read at the store's revision, as its brain hears of it: the lease,
+ * or null when the key is absent (as of that revision: it has none of its own); undefined if its
+ * value is malformed.
+ */
+export function leaseAsRead(kv: KeyValue | undefined, revision: number): { type: 'primary-lease'; lease: PrimaryLease | null; modRevision: number } | undefined {
+  const lease = kv ? parsePrimaryLease(kv.value) : null;
+  return lease === undefined ? undefined : { type: 'primary-lease', lease, modRevision: kv?.modRevision ?? revision };
 }
 
 /** Refuses an operation on a volume whose record is malformed (parseVolumeRecord): nothing is changed. */

@@ -25,7 +25,7 @@ import type { EpochFence } from '../volume/epoch-fence';
 import type { ClusterStore, Txn, TxnOp } from './cluster-store';
 import { step } from './volume-brain';
 import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
-import { inSyncNodes, parsePrimaryLease, volumeKey, volumeLeaseKey, type OperationMark, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
+import { inSyncNodes, leaseAsRead, volumeKey, volumeLeaseKey, type OperationMark, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
 
 /** How long raising a replica's epoch may take before it counts as unreachable. */
 const RAISE_TIMEOUT_MS = 2000;
@@ -608,9 +608,8 @@ export class VolumeRunner {
   private async tellLeaseNow(): Promise<void> {
     try {
       const { kv, revision } = await this.context.store.read(volumeLeaseKey(this.name));
-      const lease = kv ? parsePrimaryLease(kv.value) : null;
-      // An absent key has no revision of its own: absent as of the store's revision it was read at.
-      if (lease !== undefined) this.dispatch({ type: 'primary-lease', lease, modRevision: kv?.modRevision ?? revision });
+      const event = leaseAsRead(kv, revision);
+      if (event) this.dispatch(event);
     } catch (err) {
       this.context.logger.warn({ volume: this.name, err }, 'could not read the primary lease after a refused change');
     }

@@ -84,8 +84,8 @@ export function appendControl(journal: Journal, changes: CatalogChange[], maps: 
 }
 
 /** Appends a SYNC record: the data behind every change up to upTo is durable, except in exceptPools. */
-export function appendSync(journal: Journal, upTo: number, exceptPools: readonly string[] = []): void {
-  if (exceptPools.length === 0) return appendSeqRecord(journal, REC_SYNC, upTo);
+export function appendSync(journal: Journal, upTo: number, exceptPools?: readonly string[]): void {
+  if (!exceptPools?.length) return appendSeqRecord(journal, REC_SYNC, upTo);
   const json = Buffer.from(JSON.stringify(exceptPools));
   const { buf, pos } = journal.reserve(SEQ_RECORD_BYTES + 4 + json.length);
   buf[pos] = REC_SYNC_EXCEPT;

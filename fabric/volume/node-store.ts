@@ -10,7 +10,6 @@ import { IoError } from '../errors';
 import { InFlightWindow } from '../in-flight-window';
 import { crc32c } from '../store/checksum';
 import { releaseLock, takeLock } from '../store/data-dir-lock';
-import { settleAll } from '../store/file-io';
 import type { Pool } from '../store/pool';
 import { FIRST_PHYSICAL } from './block-map';
 import type { Catalog } from './catalog';
@@ -192,7 +191,7 @@ export class NodeStore implements ReplicaHost {
 
   /** Makes every pool's completed writes durable. */
   async syncPools(): Promise<void> {
-    await settleAll([...this.pools.values()].map((p) => p.sync()));
+    requireDurable(await this.syncEachPool());
   }
 
   /** Frees recorded at sequence numbers up to upTo become free space (their records are durable), except in the pools named. */
@@ -246,7 +245,7 @@ export class NodeStore implements ReplicaHost {
     try {
       failed = await this.syncEachPool();
       if (failed.size > 0 && failed.size === this.pools.size) throw failed.values().next().value;
-      this.metadata.recordSync(upTo, [...failed.keys()]);
+      this.metadata.recordSync(upTo, failed.size > 0 ? [...failed.keys()] : undefined);
       await this.metadata.sync();
     } catch (err) {
       this.dirty = true;
