@@ -80,7 +80,7 @@ export interface ClusterExports {
   snapshotting(volume: string): string | undefined;
   /** The same, read from the store now if the last read has one: not served. */
   snapshottingNow(volume: string): Promise<string | undefined>;
-  /** A replicated volume this node holds no copy of, forwarded to its primary. */
+  /** A replicated volume this node holds no copy of (or only one being dropped), forwarded to its primary. */
   remoteExport(volume: string): (BlockDevice & { close(): void }) | undefined;
   /** The node the volume's attach claim names (cluster/attach-claims.ts), if any: as last read, and read now. */
   attachedNode(volume: string): string | undefined;
@@ -210,8 +210,9 @@ export class EngineExports implements ExportProvider {
   }
 
   private openDevice(ref: VolumeRef, peer: string): OpenDevice | undefined {
-    // A deleted volume's copy: a new client pinning it would keep it from being dropped.
-    if (ref.snapshot === undefined && this.cluster?.retired(ref.volume)) return undefined;
+    // A copy being dropped (its volume deleted, or the copy replaced elsewhere): a new client pinning
+    // it would keep it from being dropped. A volume that lives on is forwarded to its primary meanwhile.
+    if (ref.snapshot === undefined && this.cluster?.retired(ref.volume)) return this.cluster.remoteExport(ref.volume);
     try {
       if (ref.snapshot === undefined) return this.engine.openVolume(ref.volume, { peer });
       return this.engine.openSnapshot(ref.volume, ref.snapshot, { peer });

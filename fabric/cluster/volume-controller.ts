@@ -320,10 +320,13 @@ export class VolumeController {
     return this.runners.get(volume)?.primaryDevice(afterEpoch);
   }
 
-  /** A forwarder for a replicated volume this node holds no copy of (attach is local on every node). */
+  /**
+   * A forwarder for a replicated volume this node holds no copy of, or only a retired one that is
+   * being dropped (replaced elsewhere): attach is local on every node.
+   */
   remoteExport(volume: string): ForwardingDevice | undefined {
     const record = this.records.get(volume);
-    return record && !this.options.hasCopy(volume) ? this.forwarder(volume, record.sizeBytes) : undefined;
+    return record && (!this.options.hasCopy(volume) || this.retired(volume)) ? this.forwarder(volume, record.sizeBytes) : undefined;
   }
 
   async close(): Promise<void> {

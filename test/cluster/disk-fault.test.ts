@@ -15,6 +15,7 @@
 
 import fs from 'node:fs';
 import type { VerifyReport, VolumeInfo } from '../../fabric/volume/types';
+import { NbdClient } from '../../fabric/nbd/client';
 import { startEtcd } from '../helpers/etcd';
 import { copyUri, qemuIo, settled, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
@@ -104,10 +105,31 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
   await qemuIo(n1.nbdUri('v'), ['write -P 0x44 28M 1M', 'flush', 'read -P 0x44 28M 1M']);
 
   // n1's copy cannot be resynced (no room): once --replica-timeout has run, it is replaced on n3.
+  // Held open below the routing (as by a primary's connection that does not close), n1's copy is
+  // not deleted until n1 starts again; n1 serves the volume meanwhile, forwarded to the primary
+  // (which failed, "no export named", until the restart).
+  const held = await NbdClient.connect({ host: '127.0.0.1', port: n1.nbdPort, exportName: new URL(await copyUri(n1, 'v')).pathname.slice(1) });
+  const unserved: string[] = [];
   let shown = '';
-  await waitFor(async () => (shown = copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']))) === `${n2.nodeId}:in-sync,${n3.nodeId}:in-sync`, 60_000, 250).catch(() => undefined);
+  await waitFor(
+    async () => {
+      const served = await run('nbdinfo', ['--size', n1.nbdUri('v')]);
+      if (served.code !== 0) unserved.push(served.stderr.trim());
+      shown = copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']));
+      return shown === `${n2.nodeId}:in-sync,${n3.nodeId}:in-sync` && /could not delete a copy its volume no longer names/.test(n1.logs());
+    },
+    60_000,
+    100,
+  ).catch(() => undefined);
   expect(shown).toBe(`${n2.nodeId}:in-sync,${n3.nodeId}:in-sync`);
-  await qemuIo(await copyUri(n3, 'v'), [...expected.slice(0, 2), 'read -P 0x44 28M 1M'], true);
+  expect(n1.logs()).toMatch(/could not delete a copy its volume no longer names/);
+  await qemuIo(n1.nbdUri('v'), ['write -P 0x55 29M 1M', 'flush', 'read -P 0x44 28M 1M', 'read -P 0x55 29M 1M']);
+  expect(unserved).toEqual([]);
+  held.close();
+  await n1.restart();
+  await waitFor(async () => /deleted a copy its volume no longer names/.test(n1.logs()), 30_000, 200);
+  await qemuIo(n1.nbdUri('v'), ['read -P 0x44 28M 1M', 'read -P 0x55 29M 1M'], true);
+  await qemuIo(await copyUri(n3, 'v'), [...expected.slice(0, 2), 'read -P 0x44 28M 1M', 'read -P 0x55 29M 1M'], true);
 });
 
 test('the primary\'s disk fails every write: the replica serves without a client error; the disk back, the old copy is in sync again', async () => {

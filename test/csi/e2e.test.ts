@@ -291,13 +291,15 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('NodeExpandVolume', { volume_id: volume, volume_path: writable, capacity_range: { required_bytes: 128 * MiB } });
     const sizeOf = (device: string) => Number(spawnSync('blockdev', ['--getsize64', device], { encoding: 'utf8' }).stdout);
     expect([sizeOf(writable), sizeOf(readOnly)]).toEqual([128 * MiB, 128 * MiB]);
-    const loops = () => JSON.parse(spawnSync('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], { encoding: 'utf8' }).stdout || '{}') as { loopdevices?: { name: string; 'back-file': string | null }[] };
-    const overLoops = () => (loops().loopdevices ?? []).filter((l) => l['back-file']?.startsWith('/dev/loop')).length;
+    // This weftd's loop devices only (over its nbdfuse files, and over those): other test files run alongside.
+    const loops = () => (JSON.parse(spawnSync('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], { encoding: 'utf8' }).stdout || '{}') as { loopdevices?: { name: string; 'back-file': string | null }[] }).loopdevices ?? [];
+    const stagedLoops = () => loops().filter((l) => l['back-file']?.startsWith(started!.weftdDir));
+    const overLoops = () => loops().filter((l) => stagedLoops().some((staged) => staged.name === l['back-file'])).length;
     expect(overLoops()).toBe(1);
     await csi.call('NodeUnpublishVolume', { volume_id: volume, target_path: readOnly });
     expect(overLoops()).toBe(0);
     // One made for a publication that weftd died before recording goes with the unstage.
-    const staged = (loops().loopdevices ?? []).find((l) => l['back-file']?.endsWith('/nbd'))!;
+    const staged = stagedLoops().find((l) => l['back-file']?.endsWith('/nbd'))!;
     expect(spawnSync('losetup', ['--find', '--show', '--read-only', staged.name]).status).toBe(0);
     expect(overLoops()).toBe(1);
     await unpublishAndUnstage(volume);
