@@ -1,7 +1,7 @@
 // Copies a volume no longer names, left on this node: the volume was deleted while the node was
 // down, or a replacement took the copy's place (leftoverKey in the store, written by whoever saw
 // it happen). Once the node is up, it deletes each such copy, then its key. A copy a client still
-// has open stays, with its key, until the next start.
+// has open stays, with its key, and is tried again later (the key may go meanwhile: then it stays).
 
 import type { Logger } from '../logger';
 import type { ClusterStore, StoreWatch } from './cluster-store';
@@ -10,15 +10,28 @@ import { leftoverPrefix } from './volume-record';
 /** After its watch ended (etcd out of reach, its history compacted): when the keys are read again. */
 const FOLLOW_AGAIN_MS = 1000;
 
+/** A drop that failed is tried again after this, then after twice as long each time, up to DROP_AGAIN_MAX_MS. */
+const DROP_AGAIN_MS = 5000;
+const DROP_AGAIN_MAX_MS = 5 * 60_000;
+
 /**
  * Drops the copies the store lists as left on node now, and those it lists from now on; if its watch
  * ends, reads the list again and follows on. The first reading's failure is the caller's.
  */
 export async function dropLeftovers(store: ClusterStore, node: string, drop: (volume: string) => Promise<void>, logger: Logger): Promise<StoreWatch> {
   const prefix = leftoverPrefix(node);
-  const dropOne = (volume: string) =>
-    void drop(volume).catch((err: unknown) => logger.warn({ volume, err }, 'could not delete a copy its volume no longer names; trying again at the next start'));
   let closed = false;
+  const dropsAgain = new Set<NodeJS.Timeout>();
+  const dropOne = (volume: string, againMs = DROP_AGAIN_MS): void =>
+    void drop(volume).catch((err: unknown) => {
+      if (closed) return;
+      logger.warn({ volume, err, againMs }, 'could not delete a copy its volume no longer names; trying again later');
+      const timer = setTimeout(() => {
+        dropsAgain.delete(timer);
+        dropOne(volume, Math.min(2 * againMs, DROP_AGAIN_MAX_MS));
+      }, againMs);
+      dropsAgain.add(timer);
+    });
   let current: StoreWatch | undefined;
   let retry: NodeJS.Timeout | undefined;
   const again = () => {
@@ -50,6 +63,7 @@ export async function dropLeftovers(store: ClusterStore, node: string, drop: (vo
     close: async () => {
       closed = true;
       clearTimeout(retry);
+      for (const timer of dropsAgain) clearTimeout(timer);
       await current?.close();
     },
   };

@@ -254,6 +254,10 @@ export class VolumeController {
    * served only through its primary, so that nothing is written to it directly.
    */
   async adopt(volume: string, sizeBytes: number): Promise<void> {
+    // A retired copy reused by a replacement (its drop had not happened yet): forget() let go of its
+    // absence log, which its layer still writes to; the primary tells it of absences again.
+    const local = this.layers.get(volume)?.local;
+    if (local instanceof AbsenceTrackingLayer && !this.logs.has(volume)) this.logs.set(volume, local.log);
     await this.logs.get(volume)?.clear(); // a new copy: what an earlier life of it logged is of no use
     this.layers.get(volume)?.replicate(this.forwarder(volume, sizeBytes), this.controlOf(volume));
     // A replacement's copy, made after its record named this node: it runs the volume's brain now.
@@ -431,7 +435,10 @@ export class VolumeController {
       for (const forwarder of this.forwarders.get(name) ?? []) forwarder.primaryMoved(atNewPrimary);
     }
     this.revisions.set(name, kv.modRevision);
-    if (!known) this.layers.get(name)?.replicate(this.forwarder(name, record.sizeBytes), this.controlOf(name));
+    // Not to a retired copy (being dropped): it is an older volume's, and its clients must not reach
+    // this one, nor new clients its data (they are forwarded: remoteExport). A reuse adopts it.
+    const layer = this.layers.get(name);
+    if (!known && !layer?.retired) layer?.replicate(this.forwarder(name, record.sizeBytes), this.controlOf(name));
     const holds = record.replicas.some((r) => r.node === this.options.self) && this.options.hasCopy(name);
     if (holds && !runner) this.startRunner(name);
     if (!holds && runner) {

@@ -95,6 +95,9 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
   expect(after.replication?.epoch).toBe(2);
   const n1Copy = after.replication?.replicas.find((r) => r.node === 'n1');
   expect(n1Copy?.state).not.toBe('in-sync');
+  // n1's copy, held open below the routing (as by a primary's connection that does not close) from
+  // before it can be replaced (at the epoch of the primary that serves now): see below.
+  const held = await NbdClient.connect({ host: '127.0.0.1', port: n1.nbdPort, exportName: `v~epoch=${after.replication?.epoch}` });
 
   // Every acknowledged write, through both nodes, and on n2's own copy below the routing.
   const expected = ['read -P 0x11 0 4M', 'read -P 0x33 4M 24M', 'read -P 0 28M 20M'];
@@ -105,10 +108,8 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
   await qemuIo(n1.nbdUri('v'), ['write -P 0x44 28M 1M', 'flush', 'read -P 0x44 28M 1M']);
 
   // n1's copy cannot be resynced (no room): once --replica-timeout has run, it is replaced on n3.
-  // Held open below the routing (as by a primary's connection that does not close), n1's copy is
-  // not deleted until n1 starts again; n1 serves the volume meanwhile, forwarded to the primary
-  // (which failed, "no export named", until the restart).
-  const held = await NbdClient.connect({ host: '127.0.0.1', port: n1.nbdPort, exportName: new URL(await copyUri(n1, 'v')).pathname.slice(1) });
+  // Held open, n1's copy is not deleted, and is tried again later (it was left until n1's next
+  // start); n1 serves the volume meanwhile, forwarded to the primary (which failed: "no export named").
   const unserved: string[] = [];
   let shown = '';
   await waitFor(
@@ -125,12 +126,22 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
   expect(n1.logs()).toMatch(/could not delete a copy its volume no longer names/);
   await qemuIo(n1.nbdUri('v'), ['write -P 0x55 29M 1M', 'flush', 'read -P 0x44 28M 1M', 'read -P 0x55 29M 1M']);
   expect(unserved).toEqual([]);
-  held.close();
-  await n1.restart();
-  await waitFor(async () => /deleted a copy its volume no longer names/.test(n1.logs()), 30_000, 200);
-  await qemuIo(n1.nbdUri('v'), ['read -P 0x44 28M 1M', 'read -P 0x55 29M 1M'], true);
   await qemuIo(await copyUri(n3, 'v'), [...expected.slice(0, 2), 'read -P 0x44 28M 1M', 'read -P 0x55 29M 1M'], true);
-});
+
+  // Deleted and made again, smaller, while n1 still holds the old copy: n1 serves the new volume,
+  // forwarded, not the old copy's stack (which the new record made serve again: 48 MiB).
+  await weftJson(n2, ['volume', 'delete', 'v']);
+  await weftJson<VolumeInfo>(n2, ['volume', 'create', 'v', '--size', '16MiB', '--replicas', '2']);
+  await settled(n2, 'v');
+  await qemuIo(n2.nbdUri('v'), ['write -P 0x77 0 1M', 'flush']);
+  expect((await run('nbdinfo', ['--size', n1.nbdUri('v')])).stdout.trim()).toBe(String(16 * MiB));
+  await qemuIo(n1.nbdUri('v'), ['read -P 0x77 0 1M', 'read -P 0 1M 15M'], true);
+
+  // Let go of, the old copy is deleted at the next try (5 s after the first, then twice as long each time), and n1 serves on.
+  held.close();
+  await waitFor(async () => /deleted a copy its volume no longer names/.test(n1.logs()), 90_000, 200);
+  await qemuIo(n1.nbdUri('v'), ['read -P 0x77 0 1M'], true);
+}, 240_000);
 
 test('the primary\'s disk fails every write: the replica serves without a client error; the disk back, the old copy is in sync again', async () => {
   const { disk, n1, n2 } = await onFailingDisk();
