@@ -52,7 +52,7 @@ const CONTROL_WAIT_MS = 10_000;
  */
 const FORWARD_REQUEST_TIMEOUT_MS = 15_000;
 /** A forwarded FLUSH or FUA request may take as long as the primary's copies may, plus the above, while the primary answers otherwise. */
-const FORWARD_DURABLE_TIMEOUT_MS = COPY_DURABLE_TIMEOUT_MS + FORWARD_REQUEST_TIMEOUT_MS;
+export const FORWARD_DURABLE_TIMEOUT_MS = COPY_DURABLE_TIMEOUT_MS + FORWARD_REQUEST_TIMEOUT_MS;
 /** A forwarder's handshake with a primary: a node that does not answer is given up on, and others asked. */
 const FORWARD_CONNECT_TIMEOUT_MS = 5000;
 

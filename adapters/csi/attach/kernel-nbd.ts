@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { FORWARD_DURABLE_TIMEOUT_MS } from '../../../fabric/cluster/volume-controller';
 import { WeftError } from '../../../fabric/errors';
 import { MAX_ATTACHMENTS, workDirOf, type AttachRequest, type Attacher, type Attachment, type MethodSupport } from './attacher';
 import { commandExists, missingCommands, probeTool, runTool } from './exec';
@@ -20,8 +21,12 @@ import { attachInWorkDir, clearWorkDir, removeRecord, type WorkDirSteps } from '
 /** Written before nbd-client runs, so that a crash right after it still leaves the device findable. */
 const DEVICE_FILE = 'nbd-device';
 const BLOCK_SIZE_BYTES = 4096;
-/** The kernel fails a request after this long; longer than the relay waits for weftd to come back. */
-const REQUEST_TIMEOUT_S = 2 * RECONNECT_WINDOW_S;
+/**
+ * The kernel fails a request after this long (the filesystem then sees EIO): longer than weftd may
+ * take for a FLUSH or FUA write forwarded to a primary whose copies' disks are slow, plus the time
+ * the relay waits for weftd to come back (it was 60 s, below the first alone).
+ */
+const REQUEST_TIMEOUT_S = Math.ceil(FORWARD_DURABLE_TIMEOUT_MS / 1000) + 2 * RECONNECT_WINDOW_S;
 const READY_TIMEOUT_MS = 15_000;
 
 export interface NbdClientConnect {
