@@ -72,7 +72,11 @@ async function writeThroughFailingCopy(n1: WeftdHandle, n2: WeftdHandle, fail: (
   return expected;
 }
 
-test('the primary\'s pool full: the volume moves to the replica with room, the client sees no error, nothing acknowledged is lost; the full copy is replaced elsewhere', async () => {
+/**
+ * n1's pool fills up under volume v (48 MiB, 2 copies, its primary on n1): the copy with room (n2,
+ * on a node named n2 or n3) serves it at epoch 2, n1's copy is out and held open, and n3 is the spare.
+ */
+async function primaryPoolFull(): Promise<{ n1: WeftdHandle; n2: WeftdHandle; n3: WeftdHandle; held: NbdClient }> {
   const etcd = await startEtcd(1);
   const n1 = await startNode(etcd.storeSpec, 'n1', 64 * MiB);
   const others = [await startNode(etcd.storeSpec, 'n2', 256 * MiB), await startNode(etcd.storeSpec, 'n3', 256 * MiB)];
@@ -96,8 +100,13 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
   const n1Copy = after.replication?.replicas.find((r) => r.node === 'n1');
   expect(n1Copy?.state).not.toBe('in-sync');
   // n1's copy, held open below the routing (as by a primary's connection that does not close) from
-  // before it can be replaced (at the epoch of the primary that serves now): see below.
+  // before it can be replaced (at the epoch of the primary that serves now): it is not deleted then.
   const held = await NbdClient.connect({ host: '127.0.0.1', port: n1.nbdPort, exportName: `v~epoch=${after.replication?.epoch}` });
+  return { n1, n2, n3, held };
+}
+
+test('the primary\'s pool full: the volume moves to the replica with room, the client sees no error, nothing acknowledged is lost; the full copy is replaced elsewhere', async () => {
+  const { n1, n2, n3, held } = await primaryPoolFull();
 
   // Every acknowledged write, through both nodes, and on n2's own copy below the routing.
   const expected = ['read -P 0x11 0 4M', 'read -P 0x33 4M 24M', 'read -P 0 28M 20M'];
@@ -142,6 +151,21 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
   await waitFor(async () => /deleted a copy its volume no longer names/.test(n1.logs()), 90_000, 200);
   await qemuIo(n1.nbdUri('v'), ['read -P 0x77 0 1M'], true);
 }, 240_000);
+
+test('a replaced copy not deleted yet (held open) is reused by the next replacement on its node, resynced in full', async () => {
+  const { n1, n2, n3, held } = await primaryPoolFull();
+  await waitFor(async () => copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v'])) === `${n2.nodeId}:in-sync,${n3.nodeId}:in-sync` && /could not delete a copy/.test(n1.logs()), 60_000, 200);
+  // Room on n1 again, and n3 gone past --replica-timeout: n1, where the old copy still is, is the
+  // only node left for the replacement. Its copy lost its absence log when it was replaced, and
+  // stayed resyncing: the primary could not tell it what the other copies missed.
+  await weftJson(n1, ['volume', 'delete', 'filler']);
+  await n3.kill9();
+  let shown = '';
+  await waitFor(async () => (shown = copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']))) === `n1:in-sync,${n2.nodeId}:in-sync`, 60_000, 250).catch(() => undefined);
+  expect(shown).toBe(`n1:in-sync,${n2.nodeId}:in-sync`);
+  held.close();
+  await qemuIo(await copyUri(n1, 'v'), ['read -P 0x11 0 4M', 'read -P 0x33 4M 24M', 'read -P 0 28M 20M'], true);
+});
 
 test('the primary\'s disk fails every write: the replica serves without a client error; the disk back, the old copy is in sync again', async () => {
   const { disk, n1, n2 } = await onFailingDisk();
