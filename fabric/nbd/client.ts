@@ -25,8 +25,10 @@ export interface NbdClientOptions {
    * A FLUSH, or a request with FUA, may take this long (default timeoutMs) while the server shows
    * it is alive: a slow disk (an HDD with gigabytes to write back) makes only those wait. Alive is
    * a reply of any kind within timeoutMs; with nothing else answered meanwhile, the client asks for
-   * one with a probe (a READ of the first block) that must be answered within half of timeoutMs,
-   * so that a server cut off is still given up on within timeoutMs.
+   * one with a probe that must be answered within half of timeoutMs, so that a server cut off is
+   * still given up on within timeoutMs. The probe is a READ of length 0, which weftd answers without
+   * its device: a read of data could wait behind the same slow disk (a primary's read lease flushes
+   * its copies). An older weftd answers it with EINVAL, which shows it alive as well.
    */
   durableTimeoutMs?: number;
 }
@@ -44,8 +46,6 @@ const SPARE_SLABS = 2;
 const CLOSE_LINGER_MS = 5000;
 /** What the handshake may hold unread (its replies are small). */
 const HANDSHAKE_READ_LIMIT_BYTES = 1024 * 1024;
-/** The probe's READ (see NbdClientOptions.durableTimeoutMs). */
-const PROBE_BYTES = 4096;
 
 interface Pending {
   /** Counts the connection's requests; its low 32 bits are the low half of the handle. */
@@ -360,12 +360,11 @@ export class NbdClient implements ReplySink {
 
   /** A request whose answer shows the server alive while a FLUSH or FUA request waits on its disk. */
   private probe(): void {
-    if (this.sizeBytes === 0) return;
     this.probing = true;
     const done = () => {
       this.probing = false;
     };
-    this.request(P.CMD_READ, 0, 0, Math.min(PROBE_BYTES, this.sizeBytes), undefined, this.timeoutMs / 2).then(done, done);
+    this.request(P.CMD_READ, 0, 0, 0, undefined, this.timeoutMs / 2).then(done, done);
     this.probeSerial = this.serial;
   }
 

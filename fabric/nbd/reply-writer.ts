@@ -51,6 +51,11 @@ export class ReplyWriter {
     this.send(req, header, data);
   }
 
+  /** A final NBD_REPLY_TYPE_NONE chunk: a READ of length 0 (no content chunk may describe zero bytes). */
+  none(req: NbdRequest): void {
+    this.send(req, structuredHeader(req, P.REPLY_TYPE_NONE, 0, 0));
+  }
+
   /** A final NBD_REPLY_TYPE_ERROR chunk carrying a message for the user. */
   error(req: NbdRequest, error: number, message: string): void {
     const text = Buffer.from(message.slice(0, 1024), 'utf8');

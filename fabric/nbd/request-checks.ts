@@ -67,7 +67,9 @@ export function checkRequest(req: NbdRequest, limits: RequestLimits): Rejection 
   if (req.type === P.CMD_BLOCK_STATUS && !limits.blockStatus) {
     return reject(P.NBD_EINVAL, 'BLOCK_STATUS without a negotiated metadata context');
   }
-  if (req.lengthBytes === 0) return reject(P.NBD_EINVAL, `${name} of length 0`);
+  // A READ of length 0 reads nothing (transmission.ts answers it without the device): weftd's own
+  // client asks so whether a server is alive while a FLUSH waits on a slow disk (nbd/client.ts).
+  if (req.lengthBytes === 0 && req.type !== P.CMD_READ) return reject(P.NBD_EINVAL, `${name} of length 0`);
   const tooLong = checkMaximum(req, limits.maxRequestBytes);
   if (tooLong) return tooLong;
   if (req.offsetBytes + req.lengthBytes > limits.sizeBytes) {

@@ -21,6 +21,9 @@ import { WarningLimiter } from './warning-limiter';
  */
 const MAX_IN_FLIGHT = 256;
 
+/** What a READ of length 0 reads. */
+const NOTHING = Buffer.alloc(0);
+
 export interface TransmissionOptions {
   socket: net.Socket;
   negotiated: Negotiated;
@@ -266,7 +269,7 @@ export class Transmission implements RequestSink {
     const fua = (req.flags & P.CMD_FLAG_FUA) !== 0;
     switch (req.type) {
       case P.CMD_READ:
-        return this.device.read(req.offsetBytes, req.lengthBytes);
+        return req.lengthBytes === 0 ? Promise.resolve(NOTHING) : this.device.read(req.offsetBytes, req.lengthBytes);
       case P.CMD_WRITE:
         return this.device.write(req.offsetBytes, req.payload as Buffer[], fua);
       case P.CMD_FLUSH:
@@ -310,6 +313,9 @@ export class Transmission implements RequestSink {
   private replyRead(req: NbdRequest, data: unknown): void {
     if (!Buffer.isBuffer(data) || data.length !== req.lengthBytes) {
       this.failed(req, new Error(`device returned ${Buffer.isBuffer(data) ? data.length : typeof data} for a read of ${req.lengthBytes} bytes`));
+    } else if (data.length === 0) {
+      if (this.limits.structuredReplies) this.writer.none(req);
+      else this.writer.simple(req, 0);
     } else if (this.limits.structuredReplies) {
       this.writer.offsetData(req, data);
     } else {

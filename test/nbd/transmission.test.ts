@@ -146,8 +146,14 @@ describe('NBD transmission (raw socket)', () => {
       expect((await client.readData(DISK_BYTES - 512, 512)).every((b) => b === 0x78)).toBe(true);
     });
 
+    test('READ of length 0 is answered at once, with no data', async () => {
+      const client = await open();
+      expect(await simpleError(client, { type: CMD.READ, offset: 4096, length: 0 })).toBe(0);
+      // No data followed that reply: the next one is where it should be.
+      expect((await client.readData(0, 512)).equals(await fixture.device('disk').read(0, 512))).toBe(true);
+    });
+
     test.each([
-      ['READ', CMD.READ],
       ['WRITE', CMD.WRITE],
       ['TRIM', CMD.TRIM],
       ['WRITE_ZEROES', CMD.WRITE_ZEROES],
@@ -249,6 +255,13 @@ describe('NBD transmission (raw socket)', () => {
       expect(Number(chunk.payload.readBigUInt64BE(0))).toBe(1000);
       const expected = await fixture.device('disk').read(1000, 3000);
       expect(chunk.payload.subarray(8).equals(expected)).toBe(true);
+    });
+
+    test('READ of length 0 is one NONE chunk with DONE', async () => {
+      const client = await open('disk', { structured: true });
+      client.sendRequest({ type: CMD.READ, handle: 6n, offset: 4096, length: 0 });
+      const chunk = await client.readStructuredChunk();
+      expect([chunk.flags, chunk.type, chunk.handle, chunk.payload.length]).toEqual([1, REPLY_TYPE.NONE, 6n, 0]);
     });
 
     test('READ with DF is one chunk; over the maximum with DF it is EOVERFLOW, without DF EINVAL', async () => {
