@@ -567,7 +567,10 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (kv && !record) throw malformedRecord(name);
     const named = record !== undefined && record.replicas.some((r) => r.node === this.self);
     if (!named && this.engine.hasVolume(name)) {
-      await this.deleteCopy(name);
+      await this.deleteCopy(name).catch(async (err: unknown) => {
+        if (isInUse(err)) await this.emptyCopy(name);
+        throw err;
+      });
       this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
     }
     // Replaced, whatever became of the volume since (deleted, or this node named again by a later replacement).
@@ -580,6 +583,24 @@ export class ClusterVolumes implements ReplicatedVolumes {
     }
     if (!record) await this.leaveKeptIfNone(name);
     if (leftover) await this.store.delete(leftoverKey(this.self, name));
+  }
+
+  /**
+   * Frees the blocks of a copy its volume no longer names that cannot be deleted yet: a client of
+   * this node still has it open (its I/O goes to the primary, through the stack on top of it), or a
+   * replication connection that has not closed. Its data is nobody's (were the copy named again, it
+   * would get a full copy), and its pool may be the one that filled up and made it be replaced.
+   */
+  private async emptyCopy(name: string): Promise<void> {
+    const { epoch, sizeBytes, allocatedBytes } = this.engine.getVolume(name);
+    if (allocatedBytes === 0) return;
+    const copy = this.engine.openVolume(name, { epoch, purpose: 'emptying a copy its volume no longer names' });
+    try {
+      await copy.trim(0, sizeBytes, true);
+    } finally {
+      copy.close();
+    }
+    this.logger.info({ volume: name, freedBytes: allocatedBytes }, 'emptied a copy its volume no longer names, in use here until its clients go');
   }
 
   /** Takes this node out of a deleted volume's kept-snapshots key once it holds nothing of that name. */
@@ -944,6 +965,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
 function isNotFound(err: Error): boolean {
   return (err instanceof WeftError && err.kind === 'NOT_FOUND') || (err instanceof WeftApiError && err.code === status.NOT_FOUND);
+}
+
+/** Refused because something has the volume open (a client, a connection, a verify). */
+function isInUse(err: unknown): boolean {
+  return err instanceof WeftError && err.kind === 'FAILED_PRECONDITION';
 }
 
 /** The node could not be asked (down, or not answering). */

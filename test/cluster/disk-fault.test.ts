@@ -14,7 +14,7 @@
 // replace it on. weftd processes on a real etcd.
 
 import fs from 'node:fs';
-import type { VerifyReport, VolumeInfo } from '../../fabric/volume/types';
+import type { PoolInfo, VerifyReport, VolumeInfo } from '../../fabric/volume/types';
 import { NbdClient } from '../../fabric/nbd/client';
 import { startEtcd } from '../helpers/etcd';
 import { copyUri, qemuIo, settled, weftJson } from '../helpers/replicas';
@@ -133,6 +133,9 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
   ).catch(() => undefined);
   expect(shown).toBe(`${n2.nodeId}:in-sync,${n3.nodeId}:in-sync`);
   expect(n1.logs()).toMatch(/could not delete a copy its volume no longer names/);
+  // Its blocks are freed meanwhile: what n1's full pool holds is the filler's (it held v's 28 MiB too).
+  const filler = await weftJson<VolumeInfo>(n1, ['volume', 'show', 'filler']);
+  await waitFor(async () => (await weftJson<PoolInfo[]>(n1, ['pool', 'list']))[0].usedBytes <= filler.allocatedBytes + MiB, 30_000, 200);
   await qemuIo(n1.nbdUri('v'), ['write -P 0x55 29M 1M', 'flush', 'read -P 0x44 28M 1M', 'read -P 0x55 29M 1M']);
   expect(unserved).toEqual([]);
   await qemuIo(await copyUri(n3, 'v'), [...expected.slice(0, 2), 'read -P 0x44 28M 1M', 'read -P 0x55 29M 1M'], true);
