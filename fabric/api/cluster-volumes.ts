@@ -600,7 +600,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     } finally {
       copy.close();
     }
-    this.logger.info({ volume: name, freedBytes: allocatedBytes }, 'emptied a copy its volume no longer names, in use here until its clients go');
+    this.logger.info({ volume: name, allocatedBytes }, 'emptied a copy its volume no longer names, in use here until its clients go');
   }
 
   /** Takes this node out of a deleted volume's kept-snapshots key once it holds nothing of that name. */

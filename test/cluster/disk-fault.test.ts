@@ -158,9 +158,9 @@ test('the primary\'s pool full: the volume moves to the replica with room, the c
 test('a replaced copy not deleted yet (held open) is reused by the next replacement on its node, resynced in full', async () => {
   const { n1, n2, n3, held } = await primaryPoolFull();
   await waitFor(async () => copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v'])) === `${n2.nodeId}:in-sync,${n3.nodeId}:in-sync` && /could not delete a copy/.test(n1.logs()), 60_000, 200);
-  // Room on n1 again, and n3 gone past --replica-timeout: n1, where the old copy still is, is the
-  // only node left for the replacement. Its copy lost its absence log when it was replaced, and
-  // stayed resyncing: the primary could not tell it what the other copies missed.
+  // Room on n1 again, and n3 gone past --replica-timeout: n1, where the old copy still is (its
+  // blocks freed), is the only node left for the replacement. The copy is reused, with the absence
+  // log that forget() had let go of, and gets a full copy: every block reads as the primary's.
   await weftJson(n1, ['volume', 'delete', 'filler']);
   await n3.kill9();
   let shown = '';
