@@ -21,17 +21,19 @@ const DROP_AGAIN_MAX_MS = 5 * 60_000;
 export async function dropLeftovers(store: ClusterStore, node: string, drop: (volume: string) => Promise<void>, logger: Logger): Promise<StoreWatch> {
   const prefix = leftoverPrefix(node);
   let closed = false;
-  const dropsAgain = new Set<NodeJS.Timeout>();
-  const dropOne = (volume: string, againMs = DROP_AGAIN_MS): void =>
+  // One try waiting per copy: a try for any reason (its key listed again, as after the watch ended)
+  // takes the place of the one waiting.
+  const dropsAgain = new Map<string, NodeJS.Timeout>();
+  const dropOne = (volume: string, againMs = DROP_AGAIN_MS): void => {
+    clearTimeout(dropsAgain.get(volume));
+    dropsAgain.delete(volume);
     void drop(volume).catch((err: unknown) => {
       if (closed) return;
       logger.warn({ volume, err, againMs }, 'could not delete a copy its volume no longer names; trying again later');
-      const timer = setTimeout(() => {
-        dropsAgain.delete(timer);
-        dropOne(volume, Math.min(2 * againMs, DROP_AGAIN_MAX_MS));
-      }, againMs);
-      dropsAgain.add(timer);
+      clearTimeout(dropsAgain.get(volume));
+      dropsAgain.set(volume, setTimeout(() => dropOne(volume, Math.min(2 * againMs, DROP_AGAIN_MAX_MS)), againMs));
     });
+  };
   let current: StoreWatch | undefined;
   let retry: NodeJS.Timeout | undefined;
   const again = () => {
@@ -63,7 +65,7 @@ export async function dropLeftovers(store: ClusterStore, node: string, drop: (vo
     close: async () => {
       closed = true;
       clearTimeout(retry);
-      for (const timer of dropsAgain) clearTimeout(timer);
+      for (const timer of dropsAgain.values()) clearTimeout(timer);
       await current?.close();
     },
   };

@@ -254,10 +254,10 @@ export class VolumeController {
    * served only through its primary, so that nothing is written to it directly.
    */
   async adopt(volume: string, sizeBytes: number): Promise<void> {
-    // A retired copy reused by a replacement (its drop had not happened yet): forget() let go of its
-    // absence log, which its layer still writes to; the primary tells it of absences again.
+    // The copy's absence log is its layer's: also for a retired copy reused by a replacement (its
+    // drop had not happened yet), whose log forget() let go of; the primary tells it of absences again.
     const local = this.layers.get(volume)?.local;
-    if (local instanceof AbsenceTrackingLayer && !this.logs.has(volume)) this.logs.set(volume, local.log);
+    if (local instanceof AbsenceTrackingLayer) this.logs.set(volume, local.log);
     await this.logs.get(volume)?.clear(); // a new copy: what an earlier life of it logged is of no use
     this.layers.get(volume)?.replicate(this.forwarder(volume, sizeBytes), this.controlOf(volume));
     // A replacement's copy, made after its record named this node: it runs the volume's brain now.
