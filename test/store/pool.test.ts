@@ -241,6 +241,63 @@ describe('fail-stop', () => {
   });
 });
 
+describe('small writes of one turn', () => {
+  /** Writes of one block each, all asked for in one turn (as the requests of one socket read are), settled. */
+  function writeInOneTurn(blocks: number[], seed: number): Promise<PromiseSettledResult<void>[]> {
+    return Promise.allSettled(blocks.map((block, i) => pool!.write(block, [Buffer.alloc(BLOCK_BYTES, seed + i)])));
+  }
+
+  test('blocks next to each other in the file go out in one call per 16 KiB; the others each in their own', async () => {
+    const recorder = FileOpsRecorder.install();
+    try {
+      const blocks = [0, 1, 2, 3, 4, 5, 20, 30, 31];
+      const outcomes = await writeInOneTurn(blocks, 1);
+      expect(outcomes.map((o) => o.status)).toEqual(blocks.map(() => 'fulfilled'));
+      const calls = recorder.since(0, 'write', () => true).map((e) => [(e.position! - DATA_OFFSET_BYTES) / BLOCK_BYTES, e.bytes! / BLOCK_BYTES]);
+      expect(calls).toEqual([
+        [0, 4],
+        [4, 2],
+        [20, 1],
+        [30, 2],
+      ]);
+      blocks.forEach((block, i) => expect(memberBytes(members[0], block, 1).every((b) => b === 1 + i)).toBe(true));
+    } finally {
+      recorder.uninstall();
+    }
+  });
+
+  test('a call that fails fails the writes it carried, and only those', async () => {
+    faults = new FaultyFileOps(new Prng(1)).install();
+    faults.affects = (f) => f === members[0].path;
+    faults.failNext('EIO');
+    const outcomes = await writeInOneTurn([8, 9, 10, 11, 16, 25], 7);
+    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected', 'fulfilled', 'fulfilled']);
+    expect((outcomes[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'EIO' });
+    expect(memberBytes(members[0], 16, 1).every((b) => b === 7 + 4)).toBe(true);
+    expect(memberBytes(members[0], 25, 1).every((b) => b === 7 + 5)).toBe(true);
+    // The pool goes on: the failed blocks can be written again.
+    expect((await writeInOneTurn([8, 9, 10, 11], 40)).map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
+    expect(memberBytes(members[0], 11, 1).every((b) => b === 43)).toBe(true);
+  });
+
+  test('a gathered write is made durable by the next sync, also when a sync was asked for before it went out', async () => {
+    await pool!.sync();
+    const recorder = FileOpsRecorder.install();
+    try {
+      const written = writeInOneTurn([BLOCKS[0] + 3], 9);
+      const synced = pool!.sync(); // the member is clean: this sync has nothing to do
+      await written;
+      await synced;
+      await pool!.sync();
+      const writtenAt = recorder.find(0, 'write', members[1].path);
+      expect(writtenAt).toBeGreaterThanOrEqual(0);
+      expect(recorder.find(writtenAt, 'fdatasync', members[1].path, 'start')).toBeGreaterThan(writtenAt);
+    } finally {
+      recorder.uninstall();
+    }
+  });
+});
+
 describe('pool members', () => {
   test('a member is reopened with the superblock it was created with', () => {
     const reopened = readMember(members[1].path, 'default');
