@@ -926,7 +926,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
       };
     });
     const replication = { primary: record.primary, epoch: record.epoch, replicas, attachedNode: this.controller.attachedNode(name) ?? '', snapshotting: record.snapshotting ?? '' };
-    if (this.engine.hasVolume(name)) return { ...this.engine.getVolume(name), replication };
+    // The size its stack serves (ReplicationLayer): also where this copy lags behind the record.
+    if (this.engine.hasVolume(name)) {
+      const copy = this.engine.getVolume(name);
+      return { ...copy, sizeBytes: Math.max(copy.sizeBytes, record.sizeBytes), replication };
+    }
     return { name, class: record.class, sizeBytes: record.sizeBytes, sourceSnapshot: record.sourceSnapshot, allocatedBytes: 0, snapshotCount: 0, connections: 0, checksumErrors: 0, epoch: record.epoch, createdAt: '', layers: [], replication };
   }
 

@@ -28,6 +28,17 @@ export class ReplicationLayer extends PassThroughLayer {
     super(below);
   }
 
+  /**
+   * A replicated volume is as large as the larger of its record (the router's size) and this copy:
+   * its data calls go to the primary, whatever this copy holds. This copy may lag behind a resize:
+   * it was out while the volume grew (it is grown before its resync), or it is no longer one of the
+   * volume's copies and is kept only by this node's clients (a replaced copy, not deleted while in
+   * use). A resize grows the copies before the record, so in step the copy's size is the answer.
+   */
+  override get sizeBytes(): number {
+    return this.router ? Math.max(this.below.sizeBytes, this.router.sizeBytes) : this.below.sizeBytes;
+  }
+
   /** The local copy, for the replication this node runs while it is the primary. */
   get local(): VolumeLayer {
     return this.below;

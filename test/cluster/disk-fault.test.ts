@@ -170,6 +170,29 @@ test('a replaced copy not deleted yet (held open) is reused by the next replacem
   await qemuIo(await copyUri(n1, 'v'), ['read -P 0x11 0 4M', 'read -P 0x33 4M 24M', 'read -P 0 28M 20M'], true);
 });
 
+test("a replaced copy kept by a client of its node (a pod's attachment) follows a resize: that client and the node see the new size and the primary's data past the old end", async () => {
+  const { n1, n2, n3, held } = await primaryPoolFull();
+  held.close(); // only the client on top of the stack keeps n1's copy here
+  // As a pod's nbdfuse attachment is: through the window that lets an attached volume grow.
+  const pod = await NbdClient.connect({ host: '127.0.0.1', port: n1.nbdPort, exportName: 'v~growable' });
+  try {
+    expect((await pod.read(4 * MiB, 4096)).every((b) => b === 0x33)).toBe(true);
+    // n1's copy is replaced on n3; in use, it is not deleted.
+    await waitFor(async () => copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v'])) === `${n2.nodeId}:in-sync,${n3.nodeId}:in-sync` && /could not delete a copy/.test(n1.logs()), 60_000, 200);
+    await weftJson<VolumeInfo>(n2, ['volume', 'resize', 'v', '--size', '64MiB']);
+    await qemuIo(n2.nbdUri('v'), ['write -P 0x66 56M 1M', 'flush']);
+    // n1 answers with the volume's size (NodeExpandVolume grows the pod's device to it), not its old copy's (48 MiB).
+    await waitFor(async () => (await weftJson<VolumeInfo>(n1, ['volume', 'show', 'v'])).sizeBytes === 64 * MiB, 10_000, 100);
+    // Past the old end, the pod reads what the primary holds, not zeroes.
+    expect((await pod.read(56 * MiB, 4096)).every((b) => b === 0x66)).toBe(true);
+    await pod.write(60 * MiB, Buffer.alloc(4096, 0x67), true);
+    await qemuIo(n2.nbdUri('v'), ['read -P 0x67 60M 4k', 'read -P 0x33 4M 24M'], true);
+    expect((await run('nbdinfo', ['--size', n1.nbdUri('v')])).stdout.trim()).toBe(String(64 * MiB));
+  } finally {
+    pod.close();
+  }
+});
+
 test('the primary\'s disk fails every write: the replica serves without a client error; the disk back, the old copy is in sync again', async () => {
   const { disk, n1, n2 } = await onFailingDisk();
   const expected = await writeThroughFailingCopy(n1, n2, () => disk.fail(true));
