@@ -85,6 +85,19 @@ function inline<T>(io: InlineIo, call: (fd: number, data: T, position: number) =
   }
 }
 
+/** A small write: inline while the member answers from the page cache, else on the thread pool. */
+function writeAt(member: PlacedMember, pieces: Pieces, position: number): Promise<void> {
+  if (!member.writes.runsInline()) return onThreadPool(member, pieces, position);
+  const done = inline(member.writes, pwritevChunkedSync, member.fd, pieces, position);
+  member.dirty = true;
+  return done;
+}
+
+/** A write on libuv's thread pool. The member is dirty once it is done: a sync that ran while it was in flight did not cover it. */
+function onThreadPool(member: PlacedMember, pieces: Pieces, position: number): Promise<void> {
+  return pwritevChunked(member.fd, pieces, position).finally(() => (member.dirty = true));
+}
+
 interface PlacedMember extends OpenMember {
   firstBlock: number;
   dirty: boolean;
@@ -166,20 +179,16 @@ export class Pool {
     if (this.lost) return Promise.reject(this.lost);
     return this.eachSegment(start, totalBytes(pieces), (m, position, fromBytes, toBytes) => {
       const part = slicePieces(pieces, fromBytes, toBytes);
-      if (toBytes - fromBytes > SYNC_IO_MAX_BYTES || !m.writes.runsInline()) {
-        // Dirty once it is done: a sync that ran while it was in flight did not cover it.
-        return pwritevChunked(m.fd, part, position).finally(() => (m.dirty = true));
-      }
-      return this.gather(m, position, part);
+      return toBytes - fromBytes > SYNC_IO_MAX_BYTES ? onThreadPool(m, part, position) : this.gather(m, position, part);
     });
   }
 
   /**
-   * An inline write, done at the end of the turn together with the others of the turn: the requests
+   * A small write, done at the end of the turn together with the others of the turn: the requests
    * that arrive in one socket read reach the pool in one go, and blocks allocated one after another
    * are next to each other in the file, so that writes that follow one another there go out in one
-   * call (in WRITE_CHUNK_BYTES spans). A system call costs more here than copying 4 KiB (a quarter
-   * of a copy's CPU per 4 KiB write was its own pwrite; test/bench/README.md).
+   * call (in WRITE_CHUNK_BYTES spans). A system call costs more here than copying 4 KiB (a third of
+   * a copy's CPU per 4 KiB write was its pool writes; test/bench/README.md).
    */
   private gather(member: PlacedMember, position: number, pieces: Pieces): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -188,30 +197,39 @@ export class Pool {
     });
   }
 
+  /** Writes the turn's gathered writes: those that follow one another in a member's file (up to SYNC_IO_MAX_BYTES) in one call. */
   private readonly writeGathered = (): void => {
     const writes = this.gathered;
     this.gathered = [];
     for (let first = 0, end = 1; first < writes.length; first = end++) {
       const { member, position } = writes[first];
-      while (end < writes.length && writes[end].member === member && writes[end].position === writes[end - 1].position + writes[end - 1].bytes) end++;
-      const pieces = end - first === 1 ? writes[first].pieces : writes.slice(first, end).flatMap((w) => w.pieces);
-      const startMs = performance.now();
-      let failure: unknown;
-      try {
-        pwritevChunkedSync(member.fd, pieces, position);
-      } catch (err) {
-        failure = err;
+      let bytes = writes[first].bytes;
+      while (end < writes.length && writes[end].member === member && writes[end].position === position + bytes && bytes + writes[end].bytes <= SYNC_IO_MAX_BYTES) {
+        bytes += writes[end++].bytes;
       }
-      member.writes.took(performance.now() - startMs);
-      // Dirty once written: a sync that began after the write was asked for, before it ran, did not cover it.
-      member.dirty = true;
-      // A failed call fails the writes it carried: some of their blocks may have been written, none of them is known to be.
-      for (let i = first; i < end; i++) {
-        if (failure === undefined) writes[i].resolve();
-        else writes[i].reject(failure);
-      }
+      this.writeRun(member, end - first === 1 ? [writes[first]] : writes.slice(first, end));
     }
   };
+
+  /**
+   * One call for a run of gathered writes. Where it runs is asked per call, each inline one timed
+   * before the next is asked, so that a slow member's probe is one call, not a turn's worth.
+   */
+  private writeRun(member: PlacedMember, run: GatheredWrite[]): void {
+    const pieces = run.length === 1 ? run[0].pieces : run.flatMap((w) => w.pieces);
+    writeAt(member, pieces, run[0].position).then(
+      () => {
+        for (const w of run) w.resolve();
+      },
+      (err: unknown) => {
+        if (run.length === 1) return run[0].reject(err);
+        // The call may have written some of the run before it failed: each write is tried again
+        // alone, so that one that reaches the file is not failed for another's error (after a
+        // failed in-place write, the old checksum would be journalled over its new data).
+        for (const w of run) writeAt(member, w.pieces, w.position).then(w.resolve, w.reject);
+      },
+    );
+  }
 
   /**
    * Makes every completed write durable; fails while a member's file is not the one weftd opened.

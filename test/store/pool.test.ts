@@ -20,6 +20,8 @@ import {
   type OpenMember,
 } from '../../fabric/store/pool-member';
 import { FaultyFileOps, isPoolFile } from '../helpers/faulty-fs';
+import { FileOpsLayer } from '../helpers/file-ops-layer';
+import { totalBytes, type Pieces } from '../../fabric/pieces';
 import { FileOpsRecorder } from '../helpers/file-ops-recorder';
 import { Prng } from '../helpers/prng';
 import { waitFor } from '../helpers/wait-for';
@@ -269,15 +271,23 @@ describe('small writes of one turn', () => {
   test('a call that fails fails the writes it carried, and only those', async () => {
     faults = new FaultyFileOps(new Prng(1)).install();
     faults.affects = (f) => f === members[0].path;
-    faults.failNext('EIO');
-    const outcomes = await writeInOneTurn([8, 9, 10, 11, 16, 25], 7);
-    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected', 'fulfilled', 'fulfilled']);
+    faults.failNext('EIO'); // the first call: block 25's, alone
+    const outcomes = await writeInOneTurn([25, 8, 9, 10, 11], 7);
+    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
     expect((outcomes[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'EIO' });
-    expect(memberBytes(members[0], 16, 1).every((b) => b === 7 + 4)).toBe(true);
-    expect(memberBytes(members[0], 25, 1).every((b) => b === 7 + 5)).toBe(true);
-    // The pool goes on: the failed blocks can be written again.
-    expect((await writeInOneTurn([8, 9, 10, 11], 40)).map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
-    expect(memberBytes(members[0], 11, 1).every((b) => b === 43)).toBe(true);
+    [8, 9, 10, 11].forEach((block, i) => expect(memberBytes(members[0], block, 1).every((b) => b === 8 + i)).toBe(true));
+    // The pool goes on: the failed block can be written again.
+    expect((await writeInOneTurn([25], 40)).map((o) => o.status)).toEqual(['fulfilled']);
+    expect(memberBytes(members[0], 25, 1).every((b) => b === 40)).toBe(true);
+  });
+
+  test('a call that fails part way fails only the writes that did not reach the file: the others are written again alone', async () => {
+    // Blocks 40-44 are one run, two calls (16 KiB spans); the call that covers block 44 fails, every time.
+    const badPosition = DATA_OFFSET_BYTES + (44 - BLOCKS[0]) * BLOCK_BYTES;
+    const badSpot = new FailWritesAt(members[1].path, badPosition).install();
+    const outcomes = await writeInOneTurn([40, 41, 42, 43, 44], 3).finally(() => badSpot.uninstall());
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'rejected']);
+    [40, 41, 42, 43].forEach((block, i) => expect(memberBytes(members[1], block - BLOCKS[0], 1).every((b) => b === 3 + i)).toBe(true));
   });
 
   test('a gathered write is made durable by the next sync, also when a sync was asked for before it went out', async () => {
@@ -366,3 +376,17 @@ test('a pool larger than its block maps can address (made before that was refuse
     big.close();
   }
 });
+
+/** Fails every write of one file that covers position (EIO), as a bad spot on its disk would. */
+class FailWritesAt extends FileOpsLayer {
+  constructor(private readonly file: string, private readonly position: number) {
+    super();
+  }
+
+  override writevSync(fd: number, pieces: Pieces, position: number): number {
+    if (fs.readlinkSync(`/proc/self/fd/${fd}`) === this.file && position <= this.position && this.position < position + totalBytes(pieces)) {
+      throw Object.assign(new Error('EIO: i/o error (injected)'), { code: 'EIO' });
+    }
+    return super.writevSync(fd, pieces, position);
+  }
+}

@@ -141,4 +141,30 @@ describe('a pool member on a slow device', () => {
     expect((await writeBlocks([5, 6, 1700]))[0]).toBe('inline');
     expect((await readBackEach())[0]).toBe('inline');
   });
+
+  test('the small writes of one turn on a member that is still slow: only the probe runs inline, the others on the thread pool', async () => {
+    // A pool of its own: its member's first stay on the thread pool is 1 s.
+    const ownDir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-slow-member-'));
+    const own = openPools([{ class: 'default', path: ownDir, sizeBytes: 8 * 1024 * 1024 }], emptyCatalog(), new MembersMade(path.join(ownDir, 'members-made')), pino({ level: 'silent' })).pools.get('default')!;
+    try {
+      device.latencyMs = 3;
+      for (const block of [10, 20, 30, 40]) await own.write(block, [randomBytes(B)]); // slow: the member leaves the event loop
+      await new Promise((resolve) => setTimeout(resolve, 1100)); // past its first stay on the thread pool: the next call probes
+      // Apart from each other in the file: gathered in one turn, not merged into one call.
+      const blocks = [50, 60, 70, 80, 90, 110, 120, 130];
+      const data = blocks.map(() => randomBytes(B));
+      const [inline, threadPool] = [device.inlineCalls, device.threadPoolCalls];
+      await Promise.all(blocks.map((block, i) => own.write(block, [data[i]])));
+      expect([device.inlineCalls - inline, device.threadPoolCalls - threadPool]).toEqual([1, blocks.length - 1]);
+      device.latencyMs = 0;
+      for (const [i, block] of blocks.entries()) {
+        const back = Buffer.alloc(B);
+        await own.read(block, back);
+        expect(back.equals(data[i])).toBe(true);
+      }
+    } finally {
+      own.close();
+      fs.rmSync(ownDir, { recursive: true, force: true });
+    }
+  });
 });
