@@ -124,6 +124,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       self: config.nodeId,
       primaryExport: (volume, afterEpoch, createId) => controller.primaryExport(volume, afterEpoch, createId),
       retired: (volume) => controller.retired(volume),
+      replaced: (volume) => controller.replaced(volume),
       volumeNames: () => controller.recordNames(),
       snapshotting: (volume) => controller.record(volume)?.snapshotting,
       snapshottingNow: (volume) => controller.snapshottingNow(volume),

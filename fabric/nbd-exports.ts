@@ -74,6 +74,11 @@ export interface ClusterExports {
   primaryExport(volume: string, afterEpoch?: number, createId?: string): BlockDevice | undefined;
   /** This node's copy of a volume deleted from the cluster, not dropped yet: opened as if it did not exist. */
   retired(volume: string): boolean;
+  /**
+   * This node's copy of a volume that no longer names this node, not dropped yet: its snapshots are
+   * not served (the volume's are on its copies' nodes; one deleted there stays here until the drop).
+   */
+  replaced(volume: string): boolean;
   /** The names of the cluster's volumes, as this node last read them. */
   volumeNames(): string[];
   /** The snapshot the volume's record marks as being taken (cluster/volume-record.ts): not listed, as last read. */
@@ -122,14 +127,18 @@ export class EngineExports implements ExportProvider {
 
   /**
    * What NBD_OPT_LIST shows: volumes and snapshots, and the cluster's volumes this node holds no
-   * copy of (served here too); not a retired copy, a snapshot being taken, nor the growable views.
+   * copy of (served here too); not a retired copy, a replaced copy's snapshots, a snapshot being
+   * taken, nor the growable views.
    */
   names(): string[] {
     const cluster = this.cluster;
     if (!cluster) return exportNames(this.engine);
     const volumes = cluster.volumeNames();
     const unlisted = new Set(volumes.flatMap((volume) => [cluster.snapshotting(volume)].flatMap((snapshot) => (snapshot === undefined ? [] : [exportName({ volume, snapshot })]))));
-    const own = exportNames(this.engine).filter((name) => !cluster.retired(name) && !unlisted.has(name));
+    const own = exportNames(this.engine).filter((name) => {
+      const ref = parseExportName(name);
+      return !cluster.retired(name) && !unlisted.has(name) && !(ref.snapshot !== undefined && cluster.replaced(ref.volume));
+    });
     return [...new Set([...own, ...volumes])];
   }
 
@@ -147,6 +156,7 @@ export class EngineExports implements ExportProvider {
     if (growable && ref.snapshot !== undefined) return undefined; // snapshots do not grow
     // A snapshot being taken (or cut short): not one yet, and a client would keep it from being deleted.
     if (ref.snapshot !== undefined && (await this.cluster?.snapshottingNow(ref.volume)) === ref.snapshot) return undefined;
+    if (ref.snapshot !== undefined && this.cluster?.replaced(ref.volume)) return undefined;
     const device = this.openDevice(ref, `${peer.address}:${peer.port}`);
     if (!device) return undefined;
     const window: BlockDevice = growable ? new GrowableDevice(device) : device;

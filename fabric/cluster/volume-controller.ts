@@ -289,6 +289,15 @@ export class VolumeController {
   }
 
   /**
+   * This node's copy of a volume whose record no longer names this node (replaced elsewhere), not
+   * dropped yet: kept while this node's clients use it, its I/O going to the primary.
+   */
+  replaced(volume: string): boolean {
+    const record = this.records.get(volume);
+    return record !== undefined && this.options.hasCopy(volume) && !record.replicas.some((r) => r.node === this.options.self);
+  }
+
+  /**
    * The snapshot the volume's record marks as not settled (VolumeRecord.snapshotting): read from the
    * store now when this node's view has one (its watch may not have brought the clear yet, a moment
    * after the snapshot was acknowledged); the view's, if the store cannot be read.

@@ -76,7 +76,7 @@ async function writeThroughFailingCopy(n1: WeftdHandle, n2: WeftdHandle, fail: (
  * n1's pool fills up under volume v (48 MiB, 2 copies, its primary on n1): the copy with room (n2,
  * on a node named n2 or n3) serves it at epoch 2, n1's copy is out and held open, and n3 is the spare.
  */
-async function primaryPoolFull(): Promise<{ n1: WeftdHandle; n2: WeftdHandle; n3: WeftdHandle; held: NbdClient }> {
+async function primaryPoolFull(snapshot?: string): Promise<{ n1: WeftdHandle; n2: WeftdHandle; n3: WeftdHandle; held: NbdClient }> {
   const etcd = await startEtcd(1);
   const n1 = await startNode(etcd.storeSpec, 'n1', 64 * MiB);
   const others = [await startNode(etcd.storeSpec, 'n2', 256 * MiB), await startNode(etcd.storeSpec, 'n3', 256 * MiB)];
@@ -86,6 +86,7 @@ async function primaryPoolFull(): Promise<{ n1: WeftdHandle; n2: WeftdHandle; n3
   const n2 = others.find((n) => created.replication?.replicas.some((r) => r.node === n.nodeId)) as WeftdHandle; // the replica
   const n3 = others.find((n) => n !== n2) as WeftdHandle; // the spare
   await qemuIo(n1.nbdUri('v'), ['write -P 0x11 0 4M', 'flush']);
+  if (snapshot) await weftJson(n1, ['snapshot', 'create', 'v', snapshot]);
 
   // A volume of n1 alone takes most of what is left in its pool.
   await weftJson<VolumeInfo>(n1, ['volume', 'create', 'filler', '--size', '56MiB']);
@@ -170,8 +171,8 @@ test('a replaced copy not deleted yet (held open) is reused by the next replacem
   await qemuIo(await copyUri(n1, 'v'), ['read -P 0x11 0 4M', 'read -P 0x33 4M 24M', 'read -P 0 28M 20M'], true);
 });
 
-test("a replaced copy kept by a client of its node (a pod's attachment) follows a resize: that client and the node see the new size and the primary's data past the old end", async () => {
-  const { n1, n2, n3, held } = await primaryPoolFull();
+test("a replaced copy kept by a client of its node (a pod's attachment) follows a resize: that client and the node see the new size and the primary's data past the old end; its own snapshot is not served", async () => {
+  const { n1, n2, n3, held } = await primaryPoolFull('s0');
   held.close(); // only the client on top of the stack keeps n1's copy here
   // As a pod's nbdfuse attachment is: through the window that lets an attached volume grow.
   const pod = await NbdClient.connect({ host: '127.0.0.1', port: n1.nbdPort, exportName: 'v~growable' });
@@ -179,6 +180,12 @@ test("a replaced copy kept by a client of its node (a pod's attachment) follows 
     expect((await pod.read(4 * MiB, 4096)).every((b) => b === 0x33)).toBe(true);
     // n1's copy is replaced on n3; in use, it is not deleted.
     await waitFor(async () => copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v'])) === `${n2.nodeId}:in-sync,${n3.nodeId}:in-sync` && /could not delete a copy/.test(n1.logs()), 60_000, 200);
+    // The old copy's snapshot is not served on n1 (the volume's is on n2, and a delete there would not reach n1's).
+    await qemuIo(n2.nbdUri('v@s0'), ['read -P 0x11 0 4M'], true);
+    const stale = await run('nbdinfo', ['--size', n1.nbdUri('v@s0')]);
+    expect(stale.code).not.toBe(0);
+    expect((await run('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${n1.nbdPort}`])).stdout).not.toContain('v@s0');
+    expect((await weftJson<{ name: string }[]>(n1, ['snapshot', 'list', 'v'])).map((snap) => snap.name)).toEqual(['s0']);
     await weftJson<VolumeInfo>(n2, ['volume', 'resize', 'v', '--size', '64MiB']);
     await qemuIo(n2.nbdUri('v'), ['write -P 0x66 56M 1M', 'flush']);
     // n1 answers with the volume's size (NodeExpandVolume grows the pod's device to it), not its old copy's (48 MiB).
