@@ -110,7 +110,7 @@ interface PlacedMember extends OpenMember {
 /** For a promise whose end is waited for, not its outcome. */
 const ignoreOutcome = (): void => undefined;
 
-/** A small write waiting, with the others of its turn, to be written inline (Pool.gather). */
+/** A small write waiting to be written with the others of its turn, at its end (Pool.gather). */
 interface GatheredWrite {
   member: PlacedMember;
   position: number;
