@@ -474,7 +474,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
         { type: 'delete', key: volumeLeaseKey(name) },
         { type: 'delete', key: attachClaimKey(name) },
         { type: 'put', key: keptSnapshotsKey(name), value: JSON.stringify(kept) },
-        ...holders.map((node) => ({ type: 'put' as const, key: leftoverKey(node, name), value: JSON.stringify({ reason: 'its volume was deleted' } satisfies Leftover) })),
+        ...holders.map((node) => ({ type: 'put' as const, key: leftoverKey(node, name), value: JSON.stringify({ reason: 'its volume was deleted', createId: record.createId } satisfies Leftover) })),
       ],
     });
     if (!succeeded) throw failedPrecondition(`volume ${name} changed while it was being deleted (a failover?): try again`);
@@ -565,7 +565,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const record = kv && parseVolumeRecord(kv.value);
     // Which copies it names cannot be told: none is deleted on its word.
     if (kv && !record) throw malformedRecord(name);
-    const named = record !== undefined && record.replicas.some((r) => r.node === this.self);
+    const left = leftover && (JSON.parse(leftover.value) as Leftover);
+    // The copy of an earlier volume of the name (deleted, and made again since) is never reused for
+    // this one, even where this one's record names this node (a replacement placed here): it would
+    // bring that volume's size (a promotion writes a larger copy's size into the record) and its
+    // epoch (a copy refuses a primary's connection at an epoch below its own).
+    const ownVolume = record !== undefined && (!left || left.createId === undefined || left.createId === record.createId);
+    const named = ownVolume && record.replicas.some((r) => r.node === this.self);
     if (!named && this.engine.hasVolume(name)) {
       await this.deleteCopy(name).catch(async (err: unknown) => {
         if (isInUse(err)) await this.emptyCopy(name);
@@ -574,7 +580,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
     }
     // Replaced, whatever became of the volume since (deleted, or this node named again by a later replacement).
-    const replaced = leftover ? ((JSON.parse(leftover.value) as Leftover).replaced ?? (record !== undefined && !named)) : false;
+    const replaced = left ? (left.replaced ?? (record !== undefined && !named)) : false;
     if (replaced) {
       for (const snapshot of this.copySnapshots(name)) {
         await this.engine.deleteSnapshot(name, snapshot.name);

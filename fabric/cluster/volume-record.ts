@@ -141,6 +141,11 @@ export interface Leftover {
   reason: string;
   /** The copy was replaced (not deleted with its volume): its snapshots go with it. */
   replaced?: boolean;
+  /**
+   * The create of the volume whose copy it is (VolumeRecord.createId): a volume made again under the
+   * name since, whose record may name this node (a replacement placed here), does not own the copy.
+   */
+  createId?: string;
 }
 
 export const volumeLeaseKey = (name: string) => `volume-leases/${name}`;
@@ -240,7 +245,7 @@ export function changeTxn(record: VolumeRecord, readRevision: number, change: Re
     success: [
       { type: 'put', key: volumeKey(record.name), value: JSON.stringify(applyChange(record, change)) },
       // The copies the new one replaces leave the record now: their nodes delete them.
-      ...replaced.map((node) => ({ type: 'put' as const, key: leftoverKey(node, record.name), value: JSON.stringify({ reason: `replaced by the copy on ${change.node}`, replaced: true } satisfies Leftover) })),
+      ...replaced.map((node) => ({ type: 'put' as const, key: leftoverKey(node, record.name), value: JSON.stringify({ reason: `replaced by the copy on ${change.node}`, replaced: true, createId: record.createId } satisfies Leftover) })),
     ],
   };
 }

@@ -171,6 +171,31 @@ test('a replaced copy not deleted yet (held open) is reused by the next replacem
   await qemuIo(await copyUri(n1, 'v'), ['read -P 0x11 0 4M', 'read -P 0x33 4M 24M', 'read -P 0 28M 20M'], true);
 });
 
+test('a held copy of a deleted volume is not reused for a new volume of the name: its replacement there waits for the drop, and gets a copy of its own', async () => {
+  const { n1, n2, n3, held } = await primaryPoolFull();
+  await waitFor(async () => copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v'])) === `${n2.nodeId}:in-sync,${n3.nodeId}:in-sync` && /could not delete a copy/.test(n1.logs()), 60_000, 200);
+  // Deleted, and made again smaller under the name, on n2 and n3 (n1's pool is full), while n1 still
+  // holds the old volume's copy (48 MiB, at epoch 2).
+  await weftJson(n2, ['volume', 'delete', 'v']);
+  await weftJson<VolumeInfo>(n2, ['volume', 'create', 'v', '--size', '16MiB', '--replicas', '2', '--locality', n2.nodeId]);
+  expect(copies(await settled(n2, 'v'))).toBe(`${n2.nodeId}:in-sync,${n3.nodeId}:in-sync`);
+  await qemuIo(n2.nbdUri('v'), ['write -P 0x77 0 1M', 'flush']);
+  // Room on n1, and n3 gone: n1 is the only node for the new volume's replacement. Reused, the old
+  // copy would refuse the new primary (its epoch, 1, is below the copy's) and stay out.
+  await weftJson(n1, ['volume', 'delete', 'filler']);
+  const logged = n2.logs().length;
+  await n3.kill9();
+  // The primary's first try of the replacement on n1 fails while the old copy is held there.
+  await waitFor(async () => n2.logs().slice(logged).includes('volume action failed'), 60_000, 200);
+  held.close();
+  let shown = '';
+  await waitFor(async () => (shown = copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v']))) === `n1:in-sync,${n2.nodeId}:in-sync`, 90_000, 250).catch(() => undefined);
+  expect(shown).toBe(`n1:in-sync,${n2.nodeId}:in-sync`);
+  expect((await qemuIo(await copyUri(n1, 'v'), ['length'], true)).trim()).toBe('16 MiB');
+  await qemuIo(await copyUri(n1, 'v'), ['read -P 0x77 0 1M', 'read -P 0 1M 15M'], true);
+  expect((await weftJson<VolumeInfo>(n1, ['volume', 'show', 'v'])).sizeBytes).toBe(16 * MiB);
+}, 240_000);
+
 test("a replaced copy kept by a client of its node (a pod's attachment) follows a resize: that client and the node see the new size and the primary's data past the old end; its own snapshot is not served", async () => {
   const { n1, n2, n3, held } = await primaryPoolFull('s0');
   held.close(); // only the client on top of the stack keeps n1's copy here
