@@ -184,7 +184,9 @@ async function giveUpIntent(store: ClusterStore, name: string, stored: KeyValue,
   const marks = (await store.list(markPrefix(name))).filter((kv) => kv.value === createId);
   const registered = new Set((await store.list(NODES)).map((kv) => kv.key.slice(NODES.length)));
   const nodes = [...new Set([...marks.map((kv) => kv.key.slice(markPrefix(name).length)), ...made])].filter((node) => registered.has(node));
-  const leftover = JSON.stringify({ reason: 'its create was cut short' } satisfies Leftover);
+  // Its create's id: no record ever has it (a create given up never records its volume), so these
+  // copies are never taken for a later volume's of the name (cluster-volumes.ts, dropLeftoverNow).
+  const leftover = JSON.stringify({ reason: 'its create was cut short', createId } satisfies Leftover);
   const { succeeded } = await store.txn({
     compare: [{ key: intentKey(name), target: 'modRevision', op: '=', value: stored.modRevision }],
     success: [
