@@ -85,17 +85,44 @@ function inline<T>(io: InlineIo, call: (fd: number, data: T, position: number) =
   }
 }
 
-/** A small write: inline while the member answers from the page cache, else on the thread pool. */
+/**
+ * A write on the event-loop thread, timed for the member's InlineIo: the error if it failed. The
+ * member is dirty after it either way (a failed write may have written part of its data).
+ */
+function writeInline(member: PlacedMember, pieces: Pieces, position: number): unknown {
+  const startMs = performance.now();
+  try {
+    pwritevChunkedSync(member.fd, pieces, position);
+    return undefined;
+  } catch (err) {
+    return err;
+  } finally {
+    member.writes.took(performance.now() - startMs);
+    member.dirty = true;
+  }
+}
+
+/** A small write on its own: inline while the member answers from the page cache, else on the thread pool. */
 function writeAt(member: PlacedMember, pieces: Pieces, position: number): Promise<void> {
   if (!member.writes.runsInline()) return onThreadPool(member, pieces, position);
-  const done = inline(member.writes, pwritevChunkedSync, member.fd, pieces, position);
-  member.dirty = true;
-  return done;
+  const failure = writeInline(member, pieces, position);
+  return failure === undefined ? RESOLVED : Promise.reject(failure);
 }
 
 /** A write on libuv's thread pool. The member is dirty once it is done: a sync that ran while it was in flight did not cover it. */
 function onThreadPool(member: PlacedMember, pieces: Pieces, position: number): Promise<void> {
   return pwritevChunked(member.fd, pieces, position).finally(() => (member.dirty = true));
+}
+
+/**
+ * Settles a run of gathered writes written in one call. A call that failed may have written some of
+ * the run: each write is then tried again alone, so that one that reaches the file is not failed for
+ * another's error (after a failed in-place write, the old checksum would be journalled over its new data).
+ */
+function settleRun(member: PlacedMember, run: readonly GatheredWrite[], first: number, end: number, failure: unknown): void {
+  if (failure === undefined) for (let i = first; i < end; i++) run[i].resolve();
+  else if (end - first === 1) run[first].reject(failure);
+  else for (let i = first; i < end; i++) writeAt(member, run[i].pieces, run[i].position).then(run[i].resolve, run[i].reject);
 }
 
 interface PlacedMember extends OpenMember {
@@ -197,7 +224,11 @@ export class Pool {
     });
   }
 
-  /** Writes the turn's gathered writes: those that follow one another in a member's file (up to SYNC_IO_MAX_BYTES) in one call. */
+  /**
+   * Writes the turn's gathered writes: those that follow one another in a member's file (up to
+   * SYNC_IO_MAX_BYTES) in one call. Where a call runs is asked per call, each inline one timed
+   * before the next is asked, so that a slow member's probe is one call, not a turn's worth.
+   */
   private readonly writeGathered = (): void => {
     const writes = this.gathered;
     this.gathered = [];
@@ -207,29 +238,18 @@ export class Pool {
       while (end < writes.length && writes[end].member === member && writes[end].position === position + bytes && bytes + writes[end].bytes <= SYNC_IO_MAX_BYTES) {
         bytes += writes[end++].bytes;
       }
-      this.writeRun(member, end - first === 1 ? [writes[first]] : writes.slice(first, end));
+      const pieces = end - first === 1 ? writes[first].pieces : writes.slice(first, end).flatMap((w) => w.pieces);
+      if (member.writes.runsInline()) {
+        settleRun(member, writes, first, end, writeInline(member, pieces, position));
+      } else {
+        const [from, to] = [first, end];
+        onThreadPool(member, pieces, position).then(
+          () => settleRun(member, writes, from, to, undefined),
+          (err: unknown) => settleRun(member, writes, from, to, err),
+        );
+      }
     }
   };
-
-  /**
-   * One call for a run of gathered writes. Where it runs is asked per call, each inline one timed
-   * before the next is asked, so that a slow member's probe is one call, not a turn's worth.
-   */
-  private writeRun(member: PlacedMember, run: GatheredWrite[]): void {
-    const pieces = run.length === 1 ? run[0].pieces : run.flatMap((w) => w.pieces);
-    writeAt(member, pieces, run[0].position).then(
-      () => {
-        for (const w of run) w.resolve();
-      },
-      (err: unknown) => {
-        if (run.length === 1) return run[0].reject(err);
-        // The call may have written some of the run before it failed: each write is tried again
-        // alone, so that one that reaches the file is not failed for another's error (after a
-        // failed in-place write, the old checksum would be journalled over its new data).
-        for (const w of run) writeAt(member, w.pieces, w.position).then(w.resolve, w.reject);
-      },
-    );
-  }
 
   /**
    * Makes every completed write durable; fails while a member's file is not the one weftd opened.
