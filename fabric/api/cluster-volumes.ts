@@ -572,20 +572,22 @@ export class ClusterVolumes implements ReplicatedVolumes {
     // epoch (a copy refuses a primary's connection at an epoch below its own).
     const ownVolume = record !== undefined && (!left || left.createId === undefined || left.createId === record.createId);
     const named = ownVolume && record.replicas.some((r) => r.node === this.self);
-    if (!named && this.engine.hasVolume(name)) {
-      await this.deleteCopy(name).catch(async (err: unknown) => {
-        if (isInUse(err)) await this.emptyCopy(name);
-        throw err;
-      });
-      this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
-    }
-    // Replaced, whatever became of the volume since (deleted, or this node named again by a later replacement).
+    // Replaced, whatever became of the volume since (deleted, or this node named again by a later
+    // replacement). Its snapshots go first: a copy still in use is only emptied below, and its
+    // snapshots would hold their blocks meanwhile, in a pool that may be the one that filled up.
     const replaced = left ? (left.replaced ?? (record !== undefined && !named)) : false;
     if (replaced) {
       for (const snapshot of this.copySnapshots(name)) {
         await this.engine.deleteSnapshot(name, snapshot.name);
         this.logger.info({ volume: name, snapshot: snapshot.name }, 'deleted the snapshot of a replaced copy');
       }
+    }
+    if (!named && this.engine.hasVolume(name)) {
+      await this.deleteCopy(name).catch(async (err: unknown) => {
+        if (isInUse(err)) await this.emptyCopy(name);
+        throw err;
+      });
+      this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
     }
     if (!record) await this.leaveKeptIfNone(name);
     if (leftover) await this.store.delete(leftoverKey(this.self, name));
@@ -698,9 +700,18 @@ export class ClusterVolumes implements ReplicatedVolumes {
     // Every snapshot: this node's, and those of the cluster's volumes it holds no copy of. Without
     // the store (an etcd outage), the deleted volumes' are this node's own.
     const kept = (await this.store.list(keptSnapshotsPrefix).catch(() => [])).map((kv) => kv.key.slice(keptSnapshotsPrefix.length));
-    const elsewhere = [...this.controller.recordNames().filter((name) => !this.engine.hasVolume(name)), ...kept];
+    const elsewhere = [...this.controller.recordNames().filter((name) => !this.holdsNamedCopy(name)), ...kept];
     const theirs = await Promise.all(elsewhere.map((name) => this.snapshotsOf(name).catch(() => [])));
-    return [...(await this.taken(this.engine.listSnapshots())).filter((s) => !kept.includes(s.volume)), ...theirs.flat()];
+    const own = this.engine.listSnapshots().filter((s) => !kept.includes(s.volume) && !this.controller.replaced(s.volume));
+    return [...(await this.taken(own)), ...theirs.flat()];
+  }
+
+  /**
+   * Whether this node holds a copy that its volume's record names: a replaced one, kept until its
+   * clients here let go of it, is not the volume's any more (nor are its snapshots, until the drop deletes them).
+   */
+  private holdsNamedCopy(volume: string): boolean {
+    return this.engine.hasVolume(volume) && !this.controller.replaced(volume);
   }
 
   /** Without the snapshot its volume's record marks as being taken: it is not one yet, and may be deleted (VolumeRecord.snapshotting). */
@@ -712,7 +723,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   private async snapshotsOf(volume: string): Promise<SnapshotInfo[]> {
     const primary = this.controller.record(volume)?.primary;
-    if (this.engine.hasVolume(volume)) return await this.taken(this.engine.listSnapshots(volume));
+    if (this.holdsNamedCopy(volume)) return await this.taken(this.engine.listSnapshots(volume));
     if (primary !== undefined) return this.onNode(primary, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume)));
     // Without the store (an etcd outage), what this node holds.
     const { nodes, kept } = await this.snapshotNodes(volume).catch(() => ({ nodes: [this.self], kept: undefined }));

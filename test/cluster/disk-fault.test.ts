@@ -196,7 +196,7 @@ test('a held copy of a deleted volume is not reused for a new volume of the name
   expect((await weftJson<VolumeInfo>(n1, ['volume', 'show', 'v'])).sizeBytes).toBe(16 * MiB);
 }, 240_000);
 
-test("a replaced copy kept by a client of its node (a pod's attachment) follows a resize: that client and the node see the new size and the primary's data past the old end; its own snapshot is not served", async () => {
+test("a replaced copy kept by a client of its node (a pod's attachment) follows a resize: that client and the node see the new size and the primary's data past the old end; its own snapshot is neither served nor kept, and n1 lists the volume's", async () => {
   const { n1, n2, n3, held } = await primaryPoolFull('s0');
   held.close(); // only the client on top of the stack keeps n1's copy here
   // As a pod's nbdfuse attachment is: through the window that lets an attached volume grow.
@@ -210,7 +210,16 @@ test("a replaced copy kept by a client of its node (a pod's attachment) follows 
     const stale = await run('nbdinfo', ['--size', n1.nbdUri('v@s0')]);
     expect(stale.code).not.toBe(0);
     expect((await run('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${n1.nbdPort}`])).stdout).not.toContain('v@s0');
+    // Nor does it hold blocks in n1's full pool: emptied, and its snapshot deleted, while the pod keeps it.
+    const filler = await weftJson<VolumeInfo>(n1, ['volume', 'show', 'filler']);
+    await waitFor(async () => (await weftJson<PoolInfo[]>(n1, ['pool', 'list']))[0].usedBytes <= filler.allocatedBytes + MiB, 30_000, 200);
+    expect(n1.logs()).toMatch(/deleted the snapshot of a replaced copy/);
+    // n1 lists the volume's snapshots (its primary's), not what its old copy held.
     expect((await weftJson<{ name: string }[]>(n1, ['snapshot', 'list', 'v'])).map((snap) => snap.name)).toEqual(['s0']);
+    await weftJson(n2, ['snapshot', 'create', 'v', 's1']);
+    expect((await n2.weft(['snapshot', 'delete', 'v@s0'])).code).toBe(0);
+    expect((await weftJson<{ name: string }[]>(n1, ['snapshot', 'list', 'v'])).map((snap) => snap.name)).toEqual(['s1']);
+    expect((await weftJson<{ volume: string; name: string }[]>(n1, ['snapshot', 'list'])).filter((snap) => snap.volume === 'v').map((snap) => snap.name)).toEqual(['s1']);
     await weftJson<VolumeInfo>(n2, ['volume', 'resize', 'v', '--size', '64MiB']);
     await qemuIo(n2.nbdUri('v'), ['write -P 0x66 56M 1M', 'flush']);
     // n1 answers with the volume's size (NodeExpandVolume grows the pod's device to it), not its old copy's (48 MiB).
