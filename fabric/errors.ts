@@ -33,6 +33,13 @@ export const invalidArgument = (message: string) => new WeftError('INVALID_ARGUM
 export const resourceExhausted = (message: string) => new WeftError('RESOURCE_EXHAUSTED', message);
 export const failedPrecondition = (message: string) => new WeftError('FAILED_PRECONDITION', message);
 
+/** FAILED_PRECONDITION because something has the volume open (a client, a connection, a verify): a caller may wait for it to let go. */
+export class InUseError extends WeftError {
+  constructor(message: string) {
+    super('FAILED_PRECONDITION', message);
+  }
+}
+
 export type IoErrno = 'EPERM' | 'EIO' | 'ENOMEM' | 'EINVAL' | 'ENOSPC' | 'EOVERFLOW' | 'ENOTSUP' | 'ESHUTDOWN';
 
 /** A data-plane error: the errno an NBD client will see, plus a message for the log. */

@@ -21,7 +21,7 @@ import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
 import { leftoverKey, malformedRecord, parseVolumeRecord, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecord } from '../cluster/volume-record';
-import { alreadyExists, failedPrecondition, invalidArgument, NoAnswerError, notFound, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, InUseError, invalidArgument, NoAnswerError, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { BLOCK_BYTES, wholeBlocks } from '../store/block-size';
@@ -902,7 +902,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const inUse = this.engine.openHandles(name).filter((h) => h.epoch === undefined);
     if (inUse.length === 0) return;
     const who = inUse.map((h) => (h.peer ? `NBD client ${h.peer}` : (h.purpose ?? 'a handle')));
-    throw failedPrecondition(`volume ${name} is in use on node ${this.self} by ${who.join(', ')}: ${advice}`);
+    throw new InUseError(`volume ${name} is in use on node ${this.self} by ${who.join(', ')}: ${advice}`);
   }
 
   /** activity on node: here directly, elsewhere through its API. */
@@ -990,7 +990,7 @@ function isNotFound(err: Error): boolean {
 
 /** Refused because something has the volume open (a client, a connection, a verify). */
 function isInUse(err: unknown): boolean {
-  return err instanceof WeftError && err.kind === 'FAILED_PRECONDITION';
+  return err instanceof InUseError;
 }
 
 /** The node could not be asked (down, or not answering). */

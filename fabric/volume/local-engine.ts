@@ -5,7 +5,7 @@
 
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, InUseError, invalidArgument, notFound, WeftError } from '../errors';
 import type { SnapshotRecord, VolumeRecord } from './catalog';
 import { CatalogView } from './catalog-view';
 import type { EpochFence } from './epoch-fence';
@@ -464,7 +464,7 @@ export class LocalEngine implements VolumeEngine {
     const who = handles.map((h) => `${h.peer ? `NBD client ${h.peer}` : (h.purpose ?? 'a handle')}${h.attachment ? ` (${h.attachment})` : ''} since ${h.openedAt}`);
     // A verify is no connection to close: it runs to its end, even once its caller has gone.
     const verifying = handles.some((h) => h.purpose === 'verify') ? '; a verify ends by itself: try again once it has' : '';
-    throw failedPrecondition(`volume ${name} is in use by ${handles.length} connection(s): ${who.join(', ')}; ${advice}${verifying}`);
+    throw new InUseError(`volume ${name} is in use by ${handles.length} connection(s): ${who.join(', ')}; ${advice}${verifying}`);
   }
 }
 
