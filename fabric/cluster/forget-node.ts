@@ -13,8 +13,9 @@ import { ALIVE, NODES } from './membership';
 import { leftoverPrefix, parseVolumeRecord, VOLUMES } from './volume-record';
 
 export async function forgetNode(store: ClusterStore, node: string): Promise<void> {
-  if (!(await store.get(NODES + node))) throw failedPrecondition(`node ${node} is not registered in the cluster`);
-  if (await store.get(ALIVE + node)) throw failedPrecondition(`node ${node} is up: stop it (and let its lease lapse) before forgetting it`);
+  const registered = await store.get(NODES + node);
+  if (!registered) throw failedPrecondition(`node ${node} is not registered in the cluster`);
+  await refuseIfUp(store, node);
   const named = (await store.list(VOLUMES)).flatMap((kv) => parseVolumeRecord(kv.value) ?? []).filter((r) => r.replicas.some((c) => c.node === node));
   if (named.length > 0) {
     const [volumes, have] = named.length === 1 ? ['volume', 'has'] : ['volumes', 'have'];
@@ -26,7 +27,21 @@ export async function forgetNode(store: ClusterStore, node: string): Promise<voi
     if (parseKept(kv).nodes.includes(node)) await leaveKeptSnapshots(store, kv.key.slice(keptSnapshotsPrefix.length), [node]);
   }
   // Its creates cut short: their copies on the other nodes become leftovers (none for it: the next line).
+  await refuseIfUp(store, node); // a create it runs now, back up, would find its intent gone
   await giveUpCreatesOf(store, node);
   await store.deletePrefix(leftoverPrefix(node));
-  await store.delete(NODES + node);
+  // Its registration goes only if it is still down and has not registered again since (a start
+  // writes both keys at once): a node that came back meanwhile stays in the cluster.
+  const forgotten = await store.txn({
+    compare: [
+      { key: ALIVE + node, target: 'createRevision', op: '=', value: 0 },
+      { key: NODES + node, target: 'modRevision', op: '=', value: registered.modRevision },
+    ],
+    success: [{ type: 'delete', key: NODES + node }],
+  });
+  if (!forgotten.succeeded) throw failedPrecondition(`node ${node} came up while it was being forgotten: it stays registered; stop it before forgetting it`);
+}
+
+async function refuseIfUp(store: ClusterStore, node: string): Promise<void> {
+  if (await store.get(ALIVE + node)) throw failedPrecondition(`node ${node} is up: stop it (and let its lease lapse) before forgetting it`);
 }

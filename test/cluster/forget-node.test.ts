@@ -1,0 +1,97 @@
+// `weft node forget` (forget-node.ts) on a real embedded store: a node that is down is forgotten
+// with what it was told to drop; one that is up, or comes up while it is being forgotten, stays
+// registered. The node's start is the transaction membership.ts makes (alive key and registration
+// at once), run from inside the forget, between its steps.
+
+import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
+import type { ClusterStore } from '../../fabric/cluster/cluster-store';
+import { forgetNode } from '../../fabric/cluster/forget-node';
+import { ALIVE, NODES } from '../../fabric/cluster/membership';
+import { leftoverPrefix } from '../../fabric/cluster/volume-record';
+import { WeftError } from '../../fabric/errors';
+import { createLogger } from '../../fabric/logger';
+import { cleanupAll, makeTempDir } from '../helpers/weftd';
+
+const silent = createLogger('silent', 'test');
+
+let store: EmbeddedStore;
+
+beforeEach(async () => {
+  store = await EmbeddedStore.open(makeTempDir('weft-forget-'), silent);
+  await store.put(NODES + 'n1', JSON.stringify({ id: 'n1' }));
+  await store.put(leftoverPrefix('n1') + 'v', JSON.stringify({}));
+});
+
+afterEach(async () => {
+  await store.close();
+});
+
+afterAll(cleanupAll);
+
+/** n1 starts: its alive key on a lease and its registration, in one transaction, as membership.ts writes them. */
+async function comeUp(): Promise<void> {
+  const lease = await store.grantLease(30);
+  const { succeeded } = await store.txn({
+    compare: [{ key: ALIVE + 'n1', target: 'createRevision', op: '=', value: 0 }],
+    success: [
+      { type: 'put', key: ALIVE + 'n1', value: '{}', lease: lease.id },
+      { type: 'put', key: NODES + 'n1', value: JSON.stringify({ id: 'n1', again: true }) },
+    ],
+  });
+  expect(succeeded).toBe(true);
+}
+
+/** The store, with n1 coming up just before the forget's method `step` runs. */
+function upBefore(step: 'deletePrefix' | 'list'): ClusterStore {
+  let done = false;
+  return new Proxy(store, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop) as unknown;
+      if (typeof value !== 'function') return value;
+      const bound = (value as (...args: unknown[]) => unknown).bind(target);
+      if (prop !== step) return bound;
+      return async (...args: unknown[]) => {
+        if (!done) {
+          done = true;
+          await comeUp();
+        }
+        return bound(...args);
+      };
+    },
+  });
+}
+
+async function refusal(forgetting: Promise<void>): Promise<WeftError> {
+  const err = await forgetting.then(() => undefined, (e: unknown) => e);
+  expect(err).toBeInstanceOf(WeftError);
+  return err as WeftError;
+}
+
+test('a node that is down is forgotten: its registration and the copies it was told to drop', async () => {
+  await forgetNode(store, 'n1');
+  expect(await store.get(NODES + 'n1')).toBeUndefined();
+  expect(await store.list(leftoverPrefix('n1'))).toEqual([]);
+});
+
+test('a node that is up is refused, and nothing of it changes', async () => {
+  await comeUp();
+  const err = await refusal(forgetNode(store, 'n1'));
+  expect(err.kind).toBe('FAILED_PRECONDITION');
+  expect(err.message).toMatch(/node n1 is up/);
+  expect(await store.get(NODES + 'n1')).toBeDefined();
+  expect(await store.list(leftoverPrefix('n1'))).toHaveLength(1);
+});
+
+test('a node that comes up while it is being forgotten stays registered, with the registration it wrote', async () => {
+  const err = await refusal(forgetNode(upBefore('deletePrefix'), 'n1'));
+  expect(err.kind).toBe('FAILED_PRECONDITION');
+  expect(err.message).toMatch(/came up while it was being forgotten/);
+  expect(JSON.parse((await store.get(NODES + 'n1'))?.value ?? 'null')).toEqual({ id: 'n1', again: true });
+});
+
+test('a node that comes up before its creates are given up is refused before they are', async () => {
+  const err = await refusal(forgetNode(upBefore('list'), 'n1'));
+  expect(err.message).toMatch(/node n1 is up/);
+  expect(await store.list(leftoverPrefix('n1'))).toHaveLength(1);
+  expect(await store.get(NODES + 'n1')).toBeDefined();
+});
