@@ -32,6 +32,8 @@ export const alreadyExists = (message: string) => new WeftError('ALREADY_EXISTS'
 export const invalidArgument = (message: string) => new WeftError('INVALID_ARGUMENT', message);
 export const resourceExhausted = (message: string) => new WeftError('RESOURCE_EXHAUSTED', message);
 export const failedPrecondition = (message: string) => new WeftError('FAILED_PRECONDITION', message);
+/** Work given up because its caller went away (a call cancelled). */
+export const cancelled = (message: string) => new WeftError('ABORTED', message);
 
 /** FAILED_PRECONDITION because something has the volume open (a client, a connection, a verify): a caller may wait for it to let go. */
 export class InUseError extends WeftError {

@@ -73,9 +73,12 @@ export class WeftClient {
   }
 
   /** Resolves with the final report; onProgress hears about every step before it. */
-  verifyVolume(name: string, onProgress?: VerifyProgressListener): Promise<VerifyReport> {
+  /** Runs a verify on the node; aborting `stop` cancels the call, which stops the verify there. */
+  verifyVolume(name: string, onProgress?: VerifyProgressListener, stop?: AbortSignal): Promise<VerifyReport> {
     const { path, requestSerialize, responseDeserialize } = serviceDefinition('VolumeService').VerifyVolume;
     const stream = this.client.makeServerStreamRequest(path, requestSerialize, responseDeserialize, { name });
+    if (stop?.aborted) stream.cancel();
+    else stop?.addEventListener('abort', () => stream.cancel(), { once: true });
     return new Promise((resolve, reject) => {
       let report: VerifyReport | undefined;
       stream.on('data', (message: VerifyVolumeEvent) => {

@@ -107,7 +107,7 @@ export interface ReplicatedVolumes {
   trackActivity(name: string, epoch: number, revision: number, extents: readonly number[]): Promise<void>;
   blockChecksums(name: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array>;
   activity(name: string): Promise<{ epoch: number; map: DirtyMap }>;
-  verify(name: string, onProgress: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport>;
+  verify(name: string, onProgress: (doneBlocks: number, totalBlocks: number) => void, stop?: AbortSignal): Promise<VerifyReport>;
 }
 
 /** A node served without a cluster (API tests): its own volumes only. */
@@ -674,16 +674,16 @@ export class ClusterVolumes implements ReplicatedVolumes {
   }
 
   /** Compares the copies and repairs them, on the primary (replica-verify.ts). */
-  async verify(name: string, onProgress: (doneBlocks: number, totalBlocks: number) => void): Promise<VerifyReport> {
+  async verify(name: string, onProgress: (doneBlocks: number, totalBlocks: number) => void, stop?: AbortSignal): Promise<VerifyReport> {
     const primary = this.controller.record(name)?.primary;
     if (primary !== undefined && primary !== this.self) {
-      return this.onNode(primary, (client) => client.verifyVolume(name, onProgress), () => Promise.reject(new Error('unreachable')));
+      return this.onNode(primary, (client) => client.verifyVolume(name, onProgress, stop), () => Promise.reject(new Error('unreachable')));
     }
     const device = await this.controller.replication(name);
     // Held like a connection, so that the volume is not deleted under the verify.
     const handle = this.engine.openVolume(name, { purpose: 'verify' });
     try {
-      const verified = await verifyReplicas(device, this.self, onProgress);
+      const verified = await verifyReplicas(device, this.self, onProgress, stop);
       this.logger.info({ volume: name, replicas: verified.replicas, skipped: verified.skippedReplicas, badBlocks: verified.badBlockOffsets.length }, 'replicated volume verified');
       return { volume: name, ...verified };
     } finally {

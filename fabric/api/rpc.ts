@@ -23,19 +23,26 @@ export function unary<Request, Response>(
 
 /**
  * The handler sends messages with send(); the stream ends when its promise settles. Messages
- * for a caller that has gone away (cancelled) are dropped; the handler itself runs to its end.
+ * for a caller that has gone away (cancelled) are dropped, and `gone` is aborted then, for a
+ * handler whose work is for that caller alone to stop.
  */
 export function serverStream<Request, Response>(
   rpc: RpcContext,
-  handle: (request: Request, send: (message: Response) => void) => Promise<void>,
+  handle: (request: Request, send: (message: Response) => void, gone: AbortSignal) => Promise<void>,
 ): handleServerStreamingCall<Request, Response> {
-  return (call) =>
+  return (call) => {
+    const gone = new AbortController();
+    call.on('cancelled', () => gone.abort());
     settle(
       rpc,
       call.getPath(),
-      () => handle(call.request, (message) => call.cancelled || call.write(message)),
-      (failure) => (failure ? call.emit('error', failure) : call.end()),
+      () => handle(call.request, (message) => call.cancelled || call.write(message), gone.signal),
+      (failure) => {
+        if (failure && gone.signal.aborted) rpc.logger.info({ method: call.getPath(), details: failure.details }, 'call stopped: its caller went away');
+        return failure ? call.emit('error', failure) : call.end();
+      },
     );
+  };
 }
 
 /** Runs a handler, counts the call with its code and latency, then answers (failures as status.ts maps them). */

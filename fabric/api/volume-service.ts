@@ -29,8 +29,8 @@ export function volumeService(engine: VolumeEngine, attachments: AttachmentStore
       attachments.removeVolume(name);
       return {};
     }),
-    VerifyVolume: serverStream(rpc, (request: wire.NameRequest, send: (m: wire.VerifyVolumeResponse) => void) =>
-      verifyVolume(engine, cluster, request, send),
+    VerifyVolume: serverStream(rpc, (request: wire.NameRequest, send: (m: wire.VerifyVolumeResponse) => void, gone: AbortSignal) =>
+      verifyVolume(engine, cluster, request, send, gone),
     ),
     RevertVolume: unary(rpc, async (request: wire.RevertVolumeRequest) =>
       volumeToWire(await cluster.revert(checkName('name', request.name), checkName('snapshot', request.snapshot))),
@@ -63,22 +63,27 @@ function createVolume(engine: VolumeEngine, cluster: ReplicatedVolumes, request:
   return cluster.createHere({ name, sizeBytes, class: poolClass });
 }
 
-/** A replicated volume's copies are compared (and repaired) by its primary; a snapshot, or a volume of this node's alone, is scrubbed here. */
+/**
+ * A replicated volume's copies are compared (and repaired) by its primary; a snapshot, or a volume of
+ * this node's alone, is scrubbed here. A caller that goes away stops it (a verify holds its volume
+ * open, which refuses a delete or a revert until it ends).
+ */
 async function verifyVolume(
   engine: VolumeEngine,
   cluster: ReplicatedVolumes,
   request: wire.NameRequest,
   send: (message: wire.VerifyVolumeResponse) => void,
+  gone: AbortSignal,
 ): Promise<void> {
   const name = checkExportName('name', request.name);
   // The API names a snapshot VOL@SNAP, as NBD does; the engine takes the two names apart.
   const at = name.indexOf('@');
   const progress = percentSteps((p) => send({ progress: p }));
   if (at < 0 && cluster.isReplicated(name)) {
-    send({ report: await cluster.verify(name, progress) });
+    send({ report: await cluster.verify(name, progress, gone) });
     return;
   }
-  const report = at < 0 ? await engine.verifyVolume(name, progress) : await engine.verifyVolume(name.slice(0, at), progress, name.slice(at + 1));
+  const report = at < 0 ? await engine.verifyVolume(name, progress, undefined, gone) : await engine.verifyVolume(name.slice(0, at), progress, name.slice(at + 1), gone);
   send({ report: { volume: name, checkedBlocks: report.checkedBlocks, badBlockOffsets: report.badBlockOffsets } });
 }
 

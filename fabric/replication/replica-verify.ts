@@ -8,7 +8,7 @@
 // so every block of the volume is read from every copy; the primary's holes are compared too.
 
 import { isAllZero } from '../buffers';
-import { ChecksumError, IoError } from '../errors';
+import { cancelled, ChecksumError, IoError } from '../errors';
 import { BLOCK_BYTES } from '../store/block-size';
 import type { VolumeLayer } from '../volume/block-device';
 import type { ReplicaVerifyResult, SkippedReplica } from '../volume/types';
@@ -56,11 +56,12 @@ interface Repair {
   kind: 'checksum' | 'mismatch';
 }
 
-/** Compares and repairs every block of the volume on the primary (self) and its in-sync copies; onProgress hears after every window. */
+/** Compares and repairs every block of the volume on the primary (self) and its in-sync copies; onProgress hears after every window; stop, once aborted, ends it (ABORTED) before the next window. */
 export async function verifyReplicas(
   device: ReplicatedDevice,
   self: string,
   onProgress?: (doneBlocks: number, totalBlocks: number) => void,
+  stop?: AbortSignal,
 ): Promise<ReplicasVerified> {
   const sizeBytes = device.sizeBytes;
   const windows = Array.from({ length: Math.ceil(sizeBytes / WINDOW_BYTES) }, (_, i) => i * WINDOW_BYTES);
@@ -71,7 +72,7 @@ export async function verifyReplicas(
   const failed = (node: string, windowBytes: number, why: DropReason) => {
     if (why === 'failed') owing.owe(node, rangeOf(windowBytes, Math.min(WINDOW_BYTES, sizeBytes - windowBytes)));
   };
-  return owing.around(async () => (await verifyWindows(device, self, windows, onProgress, failed)).verified);
+  return owing.around(async () => (await verifyWindows(device, self, windows, onProgress, failed, stop)).verified);
 }
 
 /**
@@ -147,6 +148,7 @@ async function verifyWindows(
   windows: number[],
   onProgress?: (doneBlocks: number, totalBlocks: number) => void,
   onDropped?: (node: string, windowBytes: number, why: DropReason) => void,
+  stop?: AbortSignal,
 ): Promise<{ verified: ReplicasVerified; complete: string[] }> {
   const sizeBytes = device.sizeBytes;
   const totalBlocks = windows.reduce((sum, at) => sum + Math.ceil(Math.min(WINDOW_BYTES, sizeBytes - at) / BLOCK_BYTES), 0);
@@ -165,6 +167,8 @@ async function verifyWindows(
   };
   const badBlockOffsets: number[] = [];
   for (const at of windows) {
+    // Stopped between windows: what was repaired stays repaired, the rest was not compared (nothing owed).
+    if (stop?.aborted) throw cancelled(`the verify was cancelled by its caller after ${doneBlocks} of ${totalBlocks} blocks (what it repaired meanwhile stays repaired)`);
     windowAt = at;
     const lengthBytes = Math.min(WINDOW_BYTES, sizeBytes - at);
     await device.exclusively(at, lengthBytes, async (local, peers) => {

@@ -211,11 +211,11 @@ export class LocalEngine implements VolumeEngine {
   }
 
   /** Scrubs a volume, or the chain of one of its snapshots. */
-  async verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void, snapshot?: string): Promise<VerifyReport> {
+  async verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void, snapshot?: string, stop?: AbortSignal): Promise<VerifyReport> {
     // As a client's open: a verify begun while the delete commits would read blocks freed for others.
     this.checkNotDeleting(snapshot === undefined ? name : `${name}@${snapshot}`);
     const volume = snapshot === undefined ? this.registry.entry(name).volume : this.registry.snapshotEntry(name, snapshot).volume;
-    const { checkedBlocks, badBlockOffsets } = await volume.verify(onProgress);
+    const { checkedBlocks, badBlockOffsets } = await volume.verify(onProgress, stop);
     this.logger.info({ volume: name, snapshot, checkedBlocks, badBlocks: badBlockOffsets.length }, 'volume verified');
     return { volume: name, snapshot, checkedBlocks, badBlockOffsets };
   }

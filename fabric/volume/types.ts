@@ -166,8 +166,8 @@ export interface VolumeEngine {
   resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
   /** Refused with FAILED_PRECONDITION while connected; its snapshots stay until they are deleted. */
   deleteVolume(name: string): Promise<void>;
-  /** Reads every allocated block of the volume (or of its snapshot) and checks it against its checksum. */
-  verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void, snapshot?: string): Promise<VerifyReport>;
+  /** Reads every allocated block of the volume (or of its snapshot) and checks it against its checksum; stops with ABORTED once `stop` is aborted. */
+  verifyVolume(name: string, onProgress?: (doneBlocks: number, totalBlocks: number) => void, snapshot?: string, stop?: AbortSignal): Promise<VerifyReport>;
   /** Discards everything written since the snapshot. Refused while the volume is connected. */
   revertVolume(name: string, snapshot: string): Promise<VolumeInfo>;
 

@@ -144,6 +144,33 @@ describe('VolumeService', () => {
     await client.deleteVolume('checked');
   });
 
+  it('stops a verify whose caller cancels it, and lets go of the volume at once', async () => {
+    await client.createVolume({ name: 'long', sizeBytes: 4 * MiB });
+    await writeBlock(fixture.engine, 'long', 0, Buffer.alloc(4096, 0x33));
+    // The node's verify, as a long one is: it has sent its first percent when the caller cancels, and
+    // goes on (the real verify) only once the call's cancel has reached it.
+    const verify = fixture.engine.verifyVolume.bind(fixture.engine);
+    const served = jest.spyOn(fixture.engine, 'verifyVolume').mockImplementation(async (name, onProgress, snapshot, stop) => {
+      onProgress?.(1, 100);
+      if (stop) await new Promise((resolve) => stop.addEventListener('abort', resolve));
+      return verify(name, onProgress, snapshot, stop);
+    });
+    try {
+      const stop = new AbortController();
+      const cancelled = await failure(client.verifyVolume('long', () => stop.abort(), stop.signal));
+      expect(cancelled.code).toBe(grpc.status.CANCELLED);
+      const outcome = await (served.mock.results[0].value as Promise<unknown>).then(
+        () => 'ran to its end',
+        (err: unknown) => (err as Error).message,
+      );
+      expect(outcome).toBe('the verify was cancelled by its caller after 0 of 1024 blocks');
+      expect(fixture.engine.getVolume('long').connections).toBe(0);
+      await client.deleteVolume('long');
+    } finally {
+      served.mockRestore();
+    }
+  });
+
   it.each<[string, () => Promise<unknown>, string]>([
     ['create without a name', () => client.createVolume({ name: '', sizeBytes: MiB }), 'name is required'],
     ['create with a bad name', () => client.createVolume({ name: 'a/b', sizeBytes: MiB }), 'name "a/b"'],

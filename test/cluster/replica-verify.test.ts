@@ -1,10 +1,12 @@
 // `weft volume verify` of a replicated volume compares the copies on the primary and repairs them:
 // a block damaged on a copy's disk gets the content of the other copy, blocks that differ on a
 // replica (written to its copy behind the primary's back) are made equal to the primary's, a block
-// no copy reads good fails the command, client writes go on meanwhile, and a copy that is out is
-// skipped. The repairs are on the replica's disk: after
+// no copy reads good fails the command, client writes go on meanwhile, a caller that goes away stops
+// it, and a copy that is out is skipped. The repairs are on the replica's disk: after
 // a failover it serves the original data. Two weftd processes on a real etcd, the real CLI.
 
+import * as grpc from '@grpc/grpc-js';
+import { WeftClient, type WeftApiError } from '../../fabric/api/client';
 import type { VerifyReport, VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd } from '../helpers/etcd';
 import { damageBlock, fioVerify, ok, qemuIo, startNodes, weftJson, type ClusterNodeHandle } from '../helpers/replicas';
@@ -99,6 +101,27 @@ describe('verify of a replicated volume', () => {
     expect(job.error).toBe(0);
     expect(job.read.io_bytes).toBe(24 * MiB);
     console.log(`${runs} verifies of the copies ran while fio wrote and read back 24 MiB`);
+  });
+
+  test("a verify whose caller goes away stops on the primary, between windows, and lets go of the volume", async () => {
+    await qemuIo(n1.weftd.nbdUri('v'), ['write -P 0x47 32M 32M', 'flush']);
+    const client = new WeftClient(`127.0.0.1:${n2.weftd.apiPort}`);
+    try {
+      // Asked of the replica's node, which asks the primary: the cancel goes the same way.
+      const stop = new AbortController();
+      const ended = await client.verifyVolume('v', () => stop.abort(), stop.signal).then(
+        () => 'ran to its end',
+        (err: WeftApiError) => err.code,
+      );
+      expect(ended).toBe(grpc.status.CANCELLED);
+    } finally {
+      client.close();
+    }
+    await waitFor(async () => /call stopped: its caller went away/.test(n1.weftd.logs()), 10_000, 50);
+    expect(n1.weftd.logs()).toMatch(/the verify was cancelled by its caller after \d+ of 16384 blocks/);
+    // Nothing holds it now: the next verify runs, and finds the copies equal.
+    const again = await weftJson<VerifyReport>(n2.weftd, ['volume', 'verify', 'v']);
+    expect(again.replicas!.map((r) => [r.node, r.comparedBlocks, r.checksumRepairedBlocks, r.mismatchRepairedBlocks])).toEqual([['n1', BLOCKS, 0, 0], ['n2', BLOCKS, 0, 0]]);
   });
 
   test('the repairs are on the replica: after a failover it serves the original data, and the copy that is out is skipped', async () => {
