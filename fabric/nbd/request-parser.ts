@@ -56,6 +56,11 @@ export class RequestParser {
     return this.pending !== undefined || this.header.partial;
   }
 
+  /** True while a WRITE's payload is being received (its header was read whole). */
+  inPayload(): boolean {
+    return this.pending !== undefined;
+  }
+
   private parseHeader(buf: Buffer, at: number): void {
     const magic = buf.readUInt32BE(at);
     if (magic !== P.REQUEST_MAGIC) {

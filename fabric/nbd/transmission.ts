@@ -162,8 +162,10 @@ export class Transmission implements RequestSink {
   private consume(chunk: Buffer): void {
     let at = 0;
     while (at < chunk.length && !this.stopping) {
-      // Between requests only: a WRITE's payload, counted from its start, is read to its end.
-      if (!this.parser.midRequest() && this.inFlight.full()) {
+      // Not in a WRITE's payload, which is counted from its start and read to its end; in a header
+      // too (it holds at most 27 bytes): else one read while there was room, and its last byte once
+      // there is none, would make any number of clients each hold a whole payload beyond the cap.
+      if (!this.parser.inPayload() && this.inFlight.full()) {
         this.stalled = chunk.subarray(at);
         this.socket.pause();
         this.inFlight.waitForRoom();

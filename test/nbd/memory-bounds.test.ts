@@ -81,18 +81,26 @@ describe('weftd memory under clients that do not read', () => {
     );
   });
 
-  test('many clients each sending one large WRITE and stopping short of its end hold no more than the node cap and one request', async () => {
+  // Split: each header's first 27 bytes arrive while the node has room, the last one once it has none.
+  test.each([
+    ['whole', false],
+    ['split before its last byte', true],
+  ])('many clients each sending one large WRITE (header %s) and stopping short of its end hold no more than the node cap and one request', async (_, split) => {
     expect(await node.weft(['volume', 'create', 'cut', '--size', '64MiB'])).toMatchObject({ code: 0 });
     const pid = node.pid as number;
     const before = rssBytes(pid);
     // 16 MiB each, 1 byte short: alone, each is one request; together, 256 MiB if none were counted.
     const writers = await Promise.all(Array.from({ length: 16 }, () => RawNbdClient.open(node.nbdPort, 'cut')));
-    for (const { client } of writers) {
+    const requests = writers.map(() => encodeRequest({ type: CMD.WRITE, handle: 1n, offset: 0, length: 16 * MiB, payload: Buffer.alloc(16 * MiB - 1, 0x77) }));
+    const headerPart = split ? 27 : 0;
+    for (const [i, { client }] of writers.entries()) {
       clients.push(client);
-      client.socket.write(encodeRequest({ type: CMD.WRITE, handle: 1n, offset: 0, length: 16 * MiB, payload: Buffer.alloc(16 * MiB - 1, 0x77) }));
+      if (split) client.socket.write(requests[i].subarray(0, headerPart));
     }
+    if (split) await new Promise((resolve) => setTimeout(resolve, 500)); // every partial header has been read
+    for (const [i, { client }] of writers.entries()) client.socket.write(requests[i].subarray(headerPart));
     const peak = await peakDuring(() => rssBytes(pid), 100, new Promise((resolve) => setTimeout(resolve, 3000)));
-    console.log(`16 WRITEs cut 1 byte short: weftd RSS ${Math.round(before / MiB)} MiB before, peak ${Math.round(peak / MiB)} MiB`);
+    console.log(`16 WRITEs cut 1 byte short (header ${split ? 'split' : 'whole'}): weftd RSS ${Math.round(before / MiB)} MiB before, peak ${Math.round(peak / MiB)} MiB`);
     expect(peak - before).toBeLessThan(120 * MiB);
   });
 });
