@@ -289,6 +289,9 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (failed) throw (failed as PromiseRejectedResult).reason;
     if (options.activity) await this.settleActivity(options.activity, options.formerPrimaries ?? []);
     await this.startLogging();
+    // Only now, the regions it named are in the copies in step and in the absence log's entries
+    // of those out (on disk): a crash or a failed save before leaves it as it was, for the next open.
+    if (options.activity) await options.activity.log.reset(options.activity.epoch);
   }
 
   /** A connection to a remote, its copy grown first if it is smaller than this one (growCopy). */
@@ -310,26 +313,23 @@ export class ReplicatedDevice extends PassThroughLayer {
    * just before, and stopped without a flush everywhere), they are made equal to this copy, which
    * serves them from now on: the blocks that differ are copied to each copy in step, and the
    * regions are marked dirty for those out. The same for strays, where a former primary that may
-   * never come back had writes in flight. A log of an older epoch than the last is compared with
-   * the copies in step too: this node may have claimed the epoch between and stopped before it
-   * served (comparing costs little). The copies out get only the last epoch's: another primary
-   * served since, and resynced or took out the copies it did not have in step. Then the log starts
-   * afresh at this epoch.
+   * never come back had writes in flight. A log of an older epoch than the last counts too: this
+   * node may have claimed the epoch between and stopped before it served (or before it could save
+   * what the copies out owe). The copies out owe the regions whatever happened since: this copy,
+   * about to serve, may hold there what they lack, and copying more to them is always safe. The
+   * log starts afresh at this epoch once the copies out have them in the absence log (opened()).
    */
   private async settleActivity(activity: NonNullable<ReplicationOptions['activity']>, formerPrimaries: readonly string[]): Promise<void> {
-    const { log, epoch, strays } = activity;
+    const { log, strays } = activity;
     const own = log.regions();
     const regions = own.clone();
     if (strays) regions.merge(strays);
-    const last = log.epoch === epoch - 1;
-    const forOut = last ? regions : (strays ?? new DirtyMap());
     if (regions.blocks > 0) {
       await Promise.all(
         this.remotes.map(async (remote) => {
           if (remote.state === 'out') {
             // The former primary that sent the strays gets them through its own log (resync's extra).
-            if (!formerPrimaries.includes(remote.replica.id)) remote.dirty.merge(forOut);
-            else if (last) remote.dirty.merge(own);
+            remote.dirty.merge(formerPrimaries.includes(remote.replica.id) ? own : regions);
             return;
           }
           try {
@@ -343,7 +343,6 @@ export class ReplicatedDevice extends PassThroughLayer {
         }),
       );
     }
-    await log.reset(epoch);
   }
 
   /** Makes a remote in step equal to the local copy in regions (the blocks that differ), and flushes it. */
@@ -436,13 +435,16 @@ export class ReplicatedDevice extends PassThroughLayer {
   }
 
   /**
-   * Before the first change: the local log keeps only the remotes that are out, and the copies in
-   * step are told what those lack. One that cannot be told now is told by the first change it misses.
+   * Before the first change: the local log keeps only the remotes that are out, with what they lack
+   * on disk (else the open fails: what the activity log gave them would be lost with its reset),
+   * and the copies in step are told. One that cannot be told now is told by the first change it misses.
    */
   private async startLogging(): Promise<void> {
     if (!this.absences) return;
+    const { log } = this.absences;
     const out = this.remotes.filter((r) => r.state === 'out');
-    for (const id of this.absences.log.tracked()) if (!out.some((r) => r.replica.id === id)) await this.absences.log.forget(id).catch(() => undefined);
+    for (const id of log.tracked()) if (!out.some((r) => r.replica.id === id)) await log.forget(id).catch(() => undefined);
+    await Promise.all(out.map((r) => log.track(r.replica.id, { full: r.needsFull, map: r.dirty.clone() })));
     await Promise.allSettled(out.map((r) => this.logAbsence(r)));
   }
 

@@ -9,10 +9,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import pino from 'pino';
 import { WeftClient } from '../../fabric/api/client';
+import { AbsenceLog, AbsenceTrackingLayer } from '../../fabric/replication/absence-log';
 import { ActivityLog } from '../../fabric/replication/activity-log';
+import { DirtyMap } from '../../fabric/replication/dirty-map';
 import { PeerActivity } from '../../fabric/replication/peer-activity';
-import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
+import type { RemoteReplica } from '../../fabric/replication/remote-replica';
+import { ReplicatedDevice, type AbsenceNotices } from '../../fabric/replication/replicated-device';
 import { FileOpsLayer } from '../helpers/file-ops-layer';
 import { waitFor } from '../helpers/wait-for';
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
@@ -26,6 +30,8 @@ const EXTENT = 4 * MiB;
 afterAll(cleanupAll);
 
 const runsOf = (log: ActivityLog) => [...log.regions().runs()].map((r) => [r.offsetBytes / MiB, r.lengthBytes / MiB]);
+const byteRunsOf = (map: DirtyMap | undefined) => [...(map?.runs() ?? [])].map((r) => [r.offsetBytes, r.lengthBytes]);
+const silent = pino({ level: 'silent' });
 
 describe('on its own', () => {
   let file: string;
@@ -191,6 +197,52 @@ test('a primary restarted with extents in its log copies them to the copies in s
     expect((await replica.readAll(3, 9 * MiB)).subarray(8 * MiB + 4096, 8 * MiB + 4096 + lostAgain.length).equals(lostAgain)).toBe(true);
     const after = ActivityLog.load(log.file);
     expect([after.epoch, runsOf(after)]).toEqual([3, []]);
+    device.close();
+  } finally {
+    replica.closeClients();
+    await engine.close();
+  }
+});
+
+test("what the log names reaches the absence log of the copies out before the log starts afresh: a save that fails fails the open and leaves the log; a later open owes it to them", async () => {
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', 64 * MiB);
+  const replica = await ReplicaNode.start('r1', 'vol', 64 * MiB);
+  const away: RemoteReplica = { id: 'r2', connect: () => Promise.reject(new Error('r2 is down')) };
+  const absenceFile = path.join(dir, 'absences.json');
+  const logFile = path.join(dir, 'vol.activity');
+  // r1's own absence log is not what this test looks at: told nothing.
+  const notices: AbsenceNotices = { track: () => Promise.resolve(), forget: () => Promise.resolve() };
+  const open = (epoch: number) => {
+    const absences = AbsenceLog.load(absenceFile, silent);
+    return ReplicatedDevice.open(new AbsenceTrackingLayer(local, absences), [replica.remote(epoch), away], new MemoryInSyncSet(['r1']), {
+      absences: { log: absences, notices },
+      activity: { log: ActivityLog.load(logFile), epoch },
+    });
+  };
+  try {
+    // r2 is away, known to lack nothing yet; a write in flight at a crash (the primary of epoch 1's)
+    // reached this copy only, in an extent its activity log names, and not r2's absence entry.
+    await AbsenceLog.load(absenceFile, silent).track('r2', { full: false, map: new DirtyMap() });
+    await local.write(8 * MiB, randomBytes(64 * 1024), true);
+    const log = ActivityLog.load(logFile);
+    await log.reset(1);
+    await log.enter(8 * MiB, 64 * 1024);
+
+    // Promoted again at epoch 2, its absence log cannot be saved (its disk fails): it does not
+    // serve, and its activity log still names the extent (a crash there would leave the same).
+    fs.mkdirSync(`${absenceFile}.tmp`);
+    await expect(open(2)).rejects.toThrow(/EISDIR/);
+    const kept = ActivityLog.load(logFile);
+    expect([kept.epoch, runsOf(kept)]).toEqual([1, [[8, 4]]]);
+    fs.rmdirSync(`${absenceFile}.tmp`);
+
+    // At epoch 3 (2 was claimed, never served): r2 owes the extent, on disk, and the log starts afresh.
+    const device = await open(3);
+    expect(device.status().find((r) => r.id === 'r2')).toMatchObject({ state: 'out', behindBytes: EXTENT });
+    expect(byteRunsOf(AbsenceLog.load(absenceFile, silent).absence('r2')?.map)).toEqual([[8 * MiB, EXTENT]]);
+    const fresh = ActivityLog.load(logFile);
+    expect([fresh.epoch, runsOf(fresh)]).toEqual([3, []]);
     device.close();
   } finally {
     replica.closeClients();
