@@ -193,6 +193,12 @@ class Remote {
   loggedMisses = 0;
   /** The in-step copies log the changes sent after this one (by sequence) themselves; Infinity until they have been told. */
   trackedAfter = Number.POSITIVE_INFINITY;
+  /**
+   * The last change sent (by sequence) when it last went out. One sent up to it and ending later
+   * reached its connection of then, which is gone: what it took there (a crash of its node may have
+   * lost it) does not count for it, should it be resyncing by then; such a change marks it dirty.
+   */
+  outAfter = 0;
   /** Its absence, being told to the copies' logs. */
   logging: Promise<void> | undefined;
   /** Its record no longer names it (removeRemote): its absence is no longer logged. */
@@ -996,9 +1002,9 @@ export class ReplicatedDevice extends PassThroughLayer {
       const sentAt = targets.length > 0 ? performance.now() : 0;
       const sent = targets.map((r) => remote(r.connection as ReplicaConnection));
       const outcomes = await Promise.allSettled([sent.length > 0 ? afterThisTick(local) : local(), ...sent]);
-      for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled') tookChange(targets[i], sentAt, offsetBytes, lengthBytes);
+      for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'fulfilled' && seq > targets[i].outAfter) tookChange(targets[i], sentAt, offsetBytes, lengthBytes);
       // The usual case has nothing to settle: no call, one async step less per write.
-      if (outcomes[0].status === 'rejected' || !this.allGotIt(targets, outcomes)) await this.settle(targets, outcomes, offsetBytes, lengthBytes, seq);
+      if (outcomes[0].status === 'rejected' || !this.allGotIt(targets, outcomes, seq)) await this.settle(targets, outcomes, offsetBytes, lengthBytes, seq);
     } finally {
       activity?.leave(offsetBytes, lengthBytes);
       release?.();
@@ -1015,7 +1021,7 @@ export class ReplicatedDevice extends PassThroughLayer {
    * not be committed or logged.
    */
   private async settle(targets: Remote[], outcomes: PromiseSettledResult<void>[], offsetBytes: number, lengthBytes: number, seq: number): Promise<void> {
-    if (this.allGotIt(targets, outcomes)) {
+    if (this.allGotIt(targets, outcomes, seq)) {
       if (outcomes[0].status === 'rejected') await this.localFailed(this.tookIt(targets, outcomes), outcomes[0].reason);
       return;
     }
@@ -1029,7 +1035,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     const logs: Promise<void>[] = [];
     for (const remote of this.remotes) {
       if (failures.has(remote)) this.markOut(remote);
-      if (remote.state !== 'out' && targets.includes(remote)) continue;
+      if (remote.state !== 'out' && targets.includes(remote) && seq > remote.outAfter) continue;
       remote.dirty.mark(offsetBytes, lengthBytes);
       const miss = ++remote.misses;
       if (seq <= remote.trackedAfter) logs.push(this.logged(remote, miss));
@@ -1065,10 +1071,10 @@ export class ReplicatedDevice extends PassThroughLayer {
     return targets.some((r, i) => r.state === 'in-sync' && outcomes[i + 1].status === 'fulfilled');
   }
 
-  /** The usual case, with nothing to record: every remote was a target, got the change, and still is. */
-  private allGotIt(targets: Remote[], outcomes: PromiseSettledResult<void>[]): boolean {
+  /** The usual case, with nothing to record: every remote was a target, got the change (seq), and still is, on the same connection. */
+  private allGotIt(targets: Remote[], outcomes: PromiseSettledResult<void>[], seq: number): boolean {
     if (targets.length !== this.remotes.length) return false;
-    for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'rejected' || targets[i].state === 'out') return false;
+    for (let i = 0; i < targets.length; i++) if (outcomes[i + 1].status === 'rejected' || targets[i].state === 'out' || seq <= targets[i].outAfter) return false;
     return true;
   }
 
@@ -1148,6 +1154,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   /** No more writes go to the remote; what it may lack (its unflushed writes too) becomes its dirty map. */
   private markOut(remote: Remote): void {
     remote.state = 'out';
+    remote.outAfter = this.sent;
     remote.trackedAfter = Number.POSITIVE_INFINITY;
     remote.connection?.close();
     remote.connection = undefined;

@@ -9,7 +9,10 @@ import { DirtyMap } from '../../fabric/replication/dirty-map';
 import { equalizeRegions } from '../../fabric/replication/replica-verify';
 import type { RemoteReplica } from '../../fabric/replication/remote-replica';
 import { ReplicatedDevice } from '../../fabric/replication/replicated-device';
+import type { VolumeLayer } from '../../fabric/volume/block-device';
 import { READ_LEASE_MS } from '../../fabric/volume/epoch-fence';
+import { PassThroughLayer } from '../../fabric/volume/pass-through-device';
+import type { Pieces } from '../../fabric/pieces';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import type { LocalReplica } from '../../fabric/volume/local-replica';
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
@@ -325,6 +328,65 @@ it('a returning copy counts as in sync only once what its resync copied is durab
   expect(inSync.log).toEqual(['remove r1', 'flush r1', 'add r1']);
   expect((await nodes[0].readAll(1, MiB)).equals(Buffer.alloc(MiB, 0x5e))).toBe(true);
 });
+
+it('a write a copy took on the connection it had before it went out, ending once it is being resynced, is copied by that resync', async () => {
+  const AT = 16 * MiB;
+  // r1's first connection acknowledges the write at AT without sending it on: r1 took it into its
+  // page cache, and its power cut lost it. The primary's own disk holds that write up meanwhile.
+  let connections = 0;
+  let tookIt!: () => void;
+  const taken = new Promise<void>((resolve) => (tookIt = resolve));
+  const lostOnce: RemoteReplica = {
+    id: 'r1',
+    connect: async () => {
+      const c = await nodes[0].connect(1);
+      const lossy = ++connections === 1;
+      return {
+        sizeBytes: c.sizeBytes,
+        read: (offsetBytes, lengthBytes) => c.read(offsetBytes, lengthBytes),
+        write: (offsetBytes, data, fua) => (lossy && offsetBytes === AT ? Promise.resolve(tookIt()) : c.write(offsetBytes, data, fua)),
+        flush: () => c.flush(),
+        trim: (offsetBytes, lengthBytes, fua) => c.trim(offsetBytes, lengthBytes, fua),
+        writeZeroes: (offsetBytes, lengthBytes, fua, noHole) => c.writeZeroes(offsetBytes, lengthBytes, fua, noHole),
+        close: () => c.close(),
+      };
+    },
+  };
+  const slowDisk = new HeldWriteAt(local, AT);
+  device.close();
+  device = await ReplicatedDevice.open(slowDisk, [lostOnce, nodes[1].remote(1)], inSync);
+  const write = device.write(AT, Buffer.alloc(BLOCK, 0x77), false);
+  await taken;
+  // r1 goes down; the next write takes it out of the set and is acknowledged.
+  await nodes[0].node.kill9();
+  await device.write(0, Buffer.alloc(BLOCK, 0x11), true);
+  expect(inSync.members()).toEqual(['r2']);
+  // Back, r1 is being resynced (a target again) when the write it took before ends.
+  await nodes[0].node.start();
+  const resync = device.resync('r1');
+  await waitFor(() => device.status().find((r) => r.id === 'r1')?.state === 'resyncing');
+  slowDisk.release();
+  await write;
+  await resync;
+  expect([...inSync.members()].sort()).toEqual(['r1', 'r2']);
+  // In the set, it must hold every acknowledged write: a failover to it would serve it.
+  expect((await nodes[0].readAll(1, AT + BLOCK)).subarray(AT).equals(Buffer.alloc(BLOCK, 0x77))).toBe(true);
+});
+
+/** The layer below, with its write at one offset held until release(). */
+class HeldWriteAt extends PassThroughLayer {
+  release!: () => void;
+  private readonly gate = new Promise<void>((resolve) => (this.release = resolve));
+
+  constructor(below: VolumeLayer, private readonly at: number) {
+    super(below);
+  }
+
+  override async write(offsetBytes: number, data: Buffer | Pieces, fua: boolean): Promise<void> {
+    if (offsetBytes === this.at) await this.gate;
+    return super.write(offsetBytes, data, fua);
+  }
+}
 
 it("the primary's own copy refuses its writes, as the copies do, once a newer primary raised its epoch", async () => {
   // The primary's device writes to its copy through the volume's fence, at its epoch (volume-runner.ts).
