@@ -10,7 +10,7 @@ import type { ClassObjectives } from '../class-objectives';
 import type { ClassInfo } from './pool-service';
 import type { PoolInfo, SnapshotInfo, VerifyReport, VolumeInfo } from '../volume/types';
 import type { AttachmentFilter, AttachmentRecord } from './attachments';
-import { serviceDefinition, type ServiceName } from './definition';
+import { MAX_ABSENCE_MAP_BYTES, MAX_MESSAGE_BYTES, serviceDefinition, type ServiceName } from './definition';
 import { checksumsFromWire, verifyReportFromWire, volumeFromWire, type Activity, type BlockChecksums, type ControlCopyRequest, type CopyCreate, type SnapshotRef, type VerifyVolumeEvent, type VolumeInfo as WireVolumeInfo, type VolumeStatsResponse } from './messages';
 import type { NodeStatus } from './node-info';
 
@@ -48,7 +48,7 @@ export class WeftClient {
   /** endpoint: "HOST:PORT" ("[::1]:PORT" for IPv6). Connects lazily, on the first call. */
   /** unaryDeadlineMs: each unary call fails with DEADLINE_EXCEEDED after this long (streams have none); default: none. */
   constructor(readonly endpoint: string, private readonly unaryDeadlineMs?: number) {
-    this.client = new grpc.Client(endpoint, grpc.credentials.createInsecure());
+    this.client = new grpc.Client(endpoint, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES });
   }
 
   async createVolume(options: CreateVolumeOptions): Promise<VolumeInfo> {
@@ -163,7 +163,8 @@ export class WeftClient {
 
   /** Node to node: the primary (at epoch) has this node's copy log what copy `absent` misses (absence), or stop (null). */
   async trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void> {
-    const lacks = absence ? { full: absence.full, map: absence.map.encode() } : { forget: true };
+    const map = absence && !absence.full ? absence.map.encode() : Buffer.alloc(0);
+    const lacks = !absence ? { forget: true } : map.length > MAX_ABSENCE_MAP_BYTES ? { full: true, map: Buffer.alloc(0) } : { full: absence.full, map };
     await this.unary('ReplicaService', 'TrackAbsence', { name, epoch, absent, ...lacks });
   }
 

@@ -23,6 +23,16 @@ function packageDefinition(): protoLoader.PackageDefinition {
   return cached;
 }
 
+/**
+ * The largest message a node takes (gRPC's default is 4 MiB): an absence map of writes spread over
+ * a large volume is larger (4 KiB per 128 MiB with a block to copy), and one refused would drop the
+ * copy it was told to (replicated-device.ts).
+ */
+export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/** An absence map larger than this is told as the need of a full copy (thin): more to copy, never less. */
+export const MAX_ABSENCE_MAP_BYTES = MAX_MESSAGE_BYTES / 2;
+
 export function serviceDefinition(name: ServiceName): ServiceDefinition {
   return packageDefinition()[`weft.v1.${name}`] as ServiceDefinition;
 }

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { VolumeEngine } from '../volume/types';
 import { attachmentService, type VolumeClaims } from './attachment-service';
 import { AttachmentStore } from './attachments';
-import { serviceDefinition } from './definition';
+import { MAX_MESSAGE_BYTES, serviceDefinition } from './definition';
 import type { NodeInfo } from './node-info';
 import { nodeService, type ClusterView } from './node-service';
 import { poolService } from './pool-service';
@@ -40,7 +40,7 @@ export interface ApiServerOptions {
 export class ApiServer {
   /** The attachments the CSI node services recorded here (read by telemetry). */
   readonly attachments: AttachmentStore;
-  private readonly server = new grpc.Server();
+  private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES });
   private readonly logger: Logger;
   private readonly shutdownGraceMs: number;
   private port = 0;
