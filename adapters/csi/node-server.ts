@@ -35,6 +35,7 @@ export interface HostTools {
   isMountPoint(path: string): Promise<boolean>;
   isReadOnlyMount(path: string): Promise<boolean>;
   growFilesystem(device: string, mountPath: string, fsType: FsType): Promise<void>;
+  checkFilesystem(device: string, fsType: FsType): Promise<void>;
   filesystemStats(path: string): Promise<FilesystemStats>;
   deviceSizeBytes(device: string): Promise<number>;
   attachReadOnlyLoop(device: string): Promise<string>;
@@ -198,14 +199,15 @@ export class NodeServer {
   }
 
   /**
-   * Mounts the attached device at the staging path, its filesystem grown to the device's size:
-   * ext4 before the mount (growing it mounted needs CAP_SYS_RESOURCE, which a container may lack),
-   * xfs after (it grows only while mounted).
+   * Mounts the attached device at the staging path, its filesystem checked if it is not clean
+   * (writable stages) and grown to the device's size: ext4 before the mount (growing it mounted
+   * needs CAP_SYS_RESOURCE, which a container may lack), xfs after (it grows only while mounted).
    */
   private async mountStaged(state: VolumeState): Promise<void> {
     const { devicePath } = state.attachment!;
     const fsType = filesystemOf(state);
     const grows = !isReaderOnly(state);
+    if (grows) await this.tools.checkFilesystem(devicePath, fsType);
     if (grows && fsType === 'ext4') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);
     await this.tools.mountDevice(devicePath, state.stagingPath, fsType, mountOptions(state));
     if (grows && fsType === 'xfs') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);

@@ -196,6 +196,29 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
+  test('an ext4 marked with errors (as after I/O errors) is checked and fixed when it is staged again, as the abnormal condition advises', async () => {
+    const volume = await createVolume('e2e-fsck', 64 * MiB, EXT4_WRITER);
+    const target = await stageAndPublish(volume, EXT4_WRITER);
+    const files = writeFiles(target);
+    await unpublishAndUnstage(volume);
+    // Its superblock marked "with errors", as the kernel marks it: debugfs on a copy, written back.
+    const image = path.join(root, 'e2e-fsck.img');
+    const superblock = async () => {
+      expect((await run('nbdcopy', [weftd.nbdUri(volume), image])).code).toBe(0);
+      return (await run('dumpe2fs', ['-h', image])).stdout;
+    };
+    await superblock();
+    expect((await run('debugfs', ['-w', '-R', 'ssv state 3', image])).code).toBe(0);
+    expect((await run('nbdcopy', [image, weftd.nbdUri(volume)])).code).toBe(0);
+    expect(await superblock()).toMatch(/^Filesystem state:\s+clean with errors$/m);
+
+    expectFiles(await stageAndPublish(volume, EXT4_WRITER), files);
+    await unpublishAndUnstage(volume);
+    expect(await superblock()).toMatch(/^Filesystem state:\s+clean$/m);
+    fs.rmSync(image);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
   test('paths spelled with a trailing slash or a double one name the same stage and publication: unpublish and unstage undo them', async () => {
     const volume = await createVolume('e2e-slash', 64 * MiB, EXT4_WRITER);
     const target = await stageAndPublish(volume, EXT4_WRITER);
