@@ -9,7 +9,6 @@ import type { VolumeInfo } from '../../fabric/volume/types';
 import { checkRange, fitsRange, sizeInRange } from './capacity';
 import { clusterCapacity } from './cluster-capacity';
 import { alreadyExists, invalidArgument, notFound, unlessNotFound, unlessWeftd } from './errors';
-import { InFlight } from './in-flight';
 import type * as csi from './messages';
 import { contentSource, csiSnapshot, csiVolume, sourceKey, volumeCondition } from './objects';
 import { page } from './paging';
@@ -20,6 +19,7 @@ import { checkLocality, checkRequirement, includes, requestedNode, type Place } 
 import { firstUnsupported, requireCapabilities, requireCapability, requireName, requireString, unsupportedReason } from './validate';
 import { claimContext } from './workload';
 import { defaultClass } from '../../fabric/volume/default-class';
+import { KeyedTurns } from '../../fabric/keyed-turns';
 
 const CAPABILITIES = [
   'CREATE_DELETE_VOLUME',
@@ -42,7 +42,8 @@ interface Home extends Place {
 type Source = { kind: 'snapshot'; ref: SnapshotRef } | { kind: 'volume'; volume: string };
 
 export class ControllerServer {
-  private readonly inFlight = new InFlight();
+  /** One operation at a time per volume or snapshot name; a second call waits for the first (node-server.ts says why). */
+  private readonly inFlight = new KeyedTurns();
   private homeOnce?: Promise<Home>;
 
   constructor(private readonly client: WeftClient, private readonly logger: Logger) {}

@@ -8,12 +8,12 @@ import { WeftApiError, type WeftClient } from '../../fabric/api/client';
 import type { NodeStatus } from '../../fabric/api/node-info';
 import { reachableAddress } from '../../fabric/api/node-info';
 import type { VolumeInfo } from '../../fabric/volume/types';
+import { KeyedTurns } from '../../fabric/keyed-turns';
 import { allocationIdFromTargetPath } from '../nomad/alloc-id';
 import type { Attacher, Attachment } from './attach/attacher';
 import type { FilesystemStats } from './attach/mount';
 import { checkRange } from './capacity';
 import { aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, unavailable } from './errors';
-import { InFlight } from './in-flight';
 import type * as csi from './messages';
 import { volumeRef } from './names';
 import type { NodeStateStore, Publication, VolumeState } from './node-state';
@@ -59,7 +59,15 @@ export interface NodeServerOptions {
 const CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION'].map((type) => ({ rpc: { type } }));
 
 export class NodeServer {
-  private readonly inFlight = new InFlight();
+  /**
+   * One operation at a time per volume. A CO that lost track (after a restart, or a call of its own
+   * that timed out) may send a second call while the first runs: it waits for the first, then runs
+   * (and finds done what the first did, if it asks the same). The spec also allows ABORTED, but
+   * Nomad takes that as final (it retries only timeouts, UNAVAILABLE and RESOURCE_EXHAUSTED): a stage
+   * that outlived Nomad's 2-minute timeout would fail the allocation, and the unstage of its cleanup
+   * too, leaving the volume staged with no one to unstage it.
+   */
+  private readonly inFlight = new KeyedTurns();
   private readonly place: Place;
   private readonly client: WeftClient;
   private readonly attacher: Attacher;

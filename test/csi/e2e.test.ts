@@ -9,7 +9,7 @@ import { expectFiles, subdir, writeFiles } from '../helpers/attach-data';
 import { freePort } from '../helpers/free-port';
 import type { CsiClient } from '../helpers/csi-client';
 import { cleanUpAfterTests, startCsiWeftd, type CsiWeftd } from '../helpers/csi-weftd';
-import { settledConnections } from '../helpers/mounts';
+import { nbdConnections, settledConnections } from '../helpers/mounts';
 import { waitFor } from '../helpers/wait-for';
 import { run, type WeftdHandle } from '../helpers/weftd';
 
@@ -216,6 +216,22 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await unpublishAndUnstage(volume);
     expect(await superblock()).toMatch(/^Filesystem state:\s+clean$/m);
     fs.rmSync(image);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
+  test('a call for a volume while another runs (a CO whose call timed out asks again) waits for it, then runs: a second stage succeeds, an unstage unstages', async () => {
+    const volume = await createVolume('e2e-twice', 64 * MiB, EXT4_WRITER);
+    const { staging } = pathsFor(volume);
+    const stage = () => csi.call('NodeStageVolume', { volume_id: volume, staging_target_path: staging, volume_capability: EXT4_WRITER });
+    // Both arrive while the first attaches and formats (seconds): ABORTED, as before, is final for Nomad.
+    const twice = await Promise.allSettled([stage(), stage()]);
+    expect(twice.map((outcome) => outcome.status)).toEqual(['fulfilled', 'fulfilled']);
+    expect(await nbdConnections(weftd, volume)).toBe(1); // one attachment
+    // Nomad's cleanup after a stage it gave up on: the unstage comes last, and the volume ends unstaged.
+    const undone = await Promise.allSettled([stage(), csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging })]);
+    expect(undone.map((outcome) => outcome.status)).toEqual(['fulfilled', 'fulfilled']);
+    expect((await run('findmnt', ['--mountpoint', staging])).code).not.toBe(0);
+    expect(await settledConnections(weftd, volume)).toBe(0);
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
