@@ -1,11 +1,17 @@
 // Turns a device's extents into base:allocation descriptors for one BLOCK_STATUS reply: clipped
 // to the request, merged where the state repeats, at most one when the client sets REQ_ONE.
 
-import type { Extent } from '../volume/block-device';
+import { STATUS_MAX_EXTENTS, type Extent } from '../volume/block-device';
 import * as P from './protocol';
 
 /** Keeps replies small; the client asks again from where the reply stopped. */
-const MAX_DESCRIPTORS = 16384;
+const MAX_DESCRIPTORS = STATUS_MAX_EXTENTS;
+
+/**
+ * What a BLOCK_STATUS may hold until its reply has left, counted in the in-flight budget: the
+ * device's extents (JS objects, about 64 bytes each), then the reply (8 bytes per descriptor).
+ */
+export const BLOCK_STATUS_HELD_BYTES = MAX_DESCRIPTORS * 64;
 
 /** Returns (length, flags) pairs covering at least one byte and at most `requestedBytes`. */
 export function allocationDescriptors(extents: Extent[], requestedBytes: number, reqOne: boolean): number[] {

@@ -6,7 +6,7 @@ import type pino from 'pino';
 import type { BlockDevice, Extent } from '../volume/block-device';
 import type { Negotiated } from './handshake';
 import { BASE_ALLOCATION_ID } from './handshake';
-import { allocationDescriptors } from './block-status';
+import { allocationDescriptors, BLOCK_STATUS_HELD_BYTES } from './block-status';
 import { nbdErrorOf } from './errno';
 import { ConnectionInFlight, type NodeInFlightBudget } from './inflight-budget';
 import { ReplyWriter } from './reply-writer';
@@ -400,8 +400,9 @@ export class Transmission implements RequestSink {
   }
 }
 
-/** Bytes a request holds while in flight: its payload or the data its reply will carry. */
+/** Bytes a request holds while in flight: its payload or the data its reply will carry; a BLOCK_STATUS, its extents and reply at most. */
 function heldBytes(req: NbdRequest): number {
+  if (req.type === P.CMD_BLOCK_STATUS) return BLOCK_STATUS_HELD_BYTES;
   return req.type === P.CMD_READ || req.type === P.CMD_WRITE ? req.lengthBytes : 0;
 }
 

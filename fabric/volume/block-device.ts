@@ -4,6 +4,12 @@
 
 import type { Pieces } from '../pieces';
 
+/**
+ * The most extents a device answers one blockStatus with (it may answer for part of the range): one
+ * NBD reply carries no more descriptors, and each is a JS object held until the reply is written.
+ */
+export const STATUS_MAX_EXTENTS = 16384;
+
 /** A run of bytes with one allocation state, as NBD's base:allocation context reports it. */
 export interface Extent {
   lengthBytes: number;

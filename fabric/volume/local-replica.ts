@@ -8,7 +8,7 @@ import { ChecksumError, IoError } from '../errors';
 import { copyPieces, piecesOf, totalBytes, type Pieces } from '../pieces';
 import type { BlockRun } from '../store/allocator';
 import { crc32c, crc32cBlocks, crc32cPieces } from '../store/checksum';
-import type { Extent, VolumeLayer, WriteZeroesOptions } from './block-device';
+import { STATUS_MAX_EXTENTS, type Extent, type VolumeLayer, type WriteZeroesOptions } from './block-device';
 import { ABSENT, FIRST_PHYSICAL, ZERO } from './block-map';
 import type { Chain } from './chain';
 import type { Metadata } from './metadata';
@@ -143,6 +143,7 @@ export class LocalReplica implements VolumeLayer {
       const runEnd = Math.min(endBytes, (block + 1) * B);
       const last = extents[extents.length - 1];
       if (last && last.hole === !data) last.lengthBytes += runEnd - pos;
+      else if (extents.length === STATUS_MAX_EXTENTS) break;
       else extents.push({ lengthBytes: runEnd - pos, hole: !data, zero: !data });
       pos = runEnd;
     }

@@ -81,6 +81,35 @@ describe('weftd memory under clients that do not read', () => {
     );
   });
 
+  test('clients asking BLOCK_STATUS of a fragmented volume without reading the replies stay under the caps', async () => {
+    expect(await node.weft(['volume', 'create', 'frag', '--size', '256MiB'])).toMatchObject({ code: 0 });
+    // Every other block written: one extent per block, 65536 of them.
+    const filled = await run('fio', ['--name=frag', '--ioengine=nbd', `--uri=${node.nbdUri('frag')}`, '--rw=write:4k', '--bs=4k', '--iodepth=32', '--size=256M'], { timeoutMs: 120_000 });
+    expect(filled.code).toBe(0);
+    const pid = node.pid as number;
+    const before = rssBytes(pid);
+    const askers = await Promise.all(Array.from({ length: 8 }, () => RawNbdClient.open(node.nbdPort, 'frag', { structured: true, metaContexts: ['base:allocation'] })));
+    for (const { client } of askers) {
+      clients.push(client);
+      client.socket.pause();
+      const requests = Array.from({ length: 256 }, (_, i) => encodeRequest({ type: CMD.BLOCK_STATUS, handle: BigInt(i), offset: 0, length: 256 * MiB }));
+      client.socket.write(Buffer.concat(requests));
+    }
+    const peak = await peakDuring(() => rssBytes(pid), 100, new Promise((resolve) => setTimeout(resolve, 3000)));
+    console.log(`8 clients holding 256 BLOCK_STATUS replies each: weftd RSS ${Math.round(before / MiB)} MiB before, peak ${Math.round(peak / MiB)} MiB`);
+    // Measured: 240-250 MiB more at the peak, whatever the cap on extents (2048 or 16384), which is
+    // unexplained (the JS heap in use after it is 20-140 MB); 760 MiB before each request's extents
+    // were capped and counted in the in-flight budget, and more with more clients.
+    expect(peak - before).toBeLessThan(400 * MiB);
+    // A client that reads its replies still gets the whole map, reply after reply: every written block.
+    const map = await run('nbdinfo', ['--map', '--json', node.nbdUri('frag')], { timeoutMs: 60_000 });
+    const extents = JSON.parse(map.stdout) as { offset: number; length: number; type: number }[];
+    expect(extents.filter((e) => (e.type & 1) === 0).map((e) => e.length)).toEqual(Array(32768).fill(4096));
+    // Still served: another client reads what it wrote.
+    const served = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5b 4k 4k', '-c', 'read -P 0x5b 4k 4k', node.nbdUri('frag')], { timeoutMs: 30_000 });
+    expect(served).toMatchObject({ code: 0 });
+  });
+
   // Split: each header's first 27 bytes arrive while the node has room, the last one once it has none.
   test.each([
     ['whole', false],
