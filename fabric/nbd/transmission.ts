@@ -352,11 +352,21 @@ export class Transmission implements RequestSink {
     this.stop();
   }
 
-  /** Every reply has been handed to the socket: flush them and close. */
+  /**
+   * Every reply has been handed to the socket: flush them and close. With input the client sent
+   * unread (after a wrong magic, a DISC, or at shutdown), closing the socket would answer with a
+   * reset, which may drop replies the client has not read yet: the replies leave with a FIN, and what
+   * still comes is read and dropped (stopping) until the client closes its end too.
+   */
   private finish(): void {
     this.writer.flush();
     if (this.socket.destroyed) return;
-    this.socket.destroySoon();
+    if (this.socket.readableEnded) this.socket.destroySoon();
+    else {
+      this.socket.end();
+      this.socket.once('end', () => this.socket.destroySoon());
+      this.socket.resume();
+    }
     // A client that reads nothing more (a paused VM, a hostile one) would otherwise hold the connection,
     // its export and its memory for ever, and a shutdown of weftd would wait for it.
     this.drainDeadline ??= setTimeout(() => {

@@ -296,6 +296,18 @@ describe('NBD connection lifecycle', () => {
     expect(seen.size).toBe(count);
   });
 
+  test('a connection closed for a wrong magic with more input unread still delivers every reply before it: no reset', async () => {
+    const client = await open('disk');
+    client.socket.pause(); // slow to read: the reply cannot all leave before the connection is done
+    const read = encodeRequest({ type: CMD.READ, handle: 7n, offset: 0, length: 8 * MiB });
+    client.socket.write(Buffer.concat([read, Buffer.alloc(28, 0xff), Buffer.alloc(256 * KiB, 0xee)]));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    client.socket.resume();
+    expect(await client.readSimpleReply()).toMatchObject({ error: 0, handle: 7n });
+    expect((await client.read(8 * MiB)).length).toBe(8 * MiB);
+    expect(await client.closedWithin(2000)).toBe(true);
+  });
+
   test('a misbehaving connection does not disturb concurrent ones', async () => {
     const workers = await Promise.all([0, 1, 2, 3].map(() => open('disk')));
     const rogue = await open('disk');
