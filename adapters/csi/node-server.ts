@@ -276,6 +276,9 @@ export class NodeServer {
       const state = this.state.get(volume);
       if (state?.phase !== 'staged' || state.stagingPath !== stagingPath) throw failedPrecondition(`volume ${volume} is not staged at ${stagingPath}; NodeStageVolume first`);
       if (state.access !== accessOf(capability)) throw failedPrecondition(`volume ${volume} is staged for ${state.access} access, not ${accessOf(capability)}`);
+      // Staged for reading only, it is published for reading only, whatever mode the publish names
+      // (its mount is read-only already; a block device would not be).
+      if (isReaderOnly(state)) publication.readOnly = true;
       const existing = state.publications.find((p) => p.targetPath === targetPath);
       if (existing && existing.readOnly !== publication.readOnly) {
         throw alreadyExists(`volume ${volume} is already published at ${targetPath} ${existing.readOnly ? 'read-only' : 'read-write'}`);

@@ -346,6 +346,22 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
+  test('a block volume staged for reading only is published read-only, even by a publish that names a writer mode', async () => {
+    const volume = await createVolume('e2e-block-reader', 64 * MiB, BLOCK_WRITER);
+    const reader = { block: {}, access_mode: { mode: 'SINGLE_NODE_READER_ONLY' } };
+    const { staging, target } = pathsFor(volume);
+    await csi.call('NodeStageVolume', { volume_id: volume, staging_target_path: staging, volume_capability: reader });
+    await csi.call('NodePublishVolume', { volume_id: volume, staging_target_path: staging, target_path: target, volume_capability: BLOCK_WRITER });
+    const fd = fs.openSync(target, 'r+');
+    try {
+      expect(() => fs.writeSync(fd, Buffer.alloc(BLOCK_SIZE, 0x42), 0, BLOCK_SIZE, 0)).toThrow(/EPERM|EROFS/);
+    } finally {
+      fs.closeSync(fd);
+    }
+    await unpublishAndUnstage(volume);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
   test('a read-only stage changes nothing on the volume: an xfs expanded while not staged is mounted as it is, not grown (which failed: EROFS)', async () => {
     const volume = await createVolume('e2e-reader', 512 * MiB, XFS_WRITER); // mkfs.xfs wants at least 300 MB
     const files = writeFiles(await stageAndPublish(volume, XFS_WRITER));
