@@ -1025,17 +1025,22 @@ export class ReplicatedDevice extends PassThroughLayer {
       if (outcomes[0].status === 'rejected') await this.localFailed(this.tookIt(targets, outcomes), outcomes[0].reason);
       return;
     }
+    // Failures of its connection of now: one sent on a connection it had before it went out failed
+    // with that connection's close, and takes out no resync under way since (the change is marked
+    // dirty for it below, as a change it missed).
     const failures = new Map<Remote, unknown>();
     targets.forEach((r, i) => {
       const outcome = outcomes[i + 1];
-      if (outcome.status === 'rejected') failures.set(r, outcome.reason);
+      if (outcome.status !== 'rejected') return;
+      if (isFenced(outcome.reason)) throw outcome.reason; // a newer primary exists
+      if (seq > r.outAfter) failures.set(r, outcome.reason);
     });
-    for (const reason of failures.values()) if (isFenced(reason)) throw reason; // a newer primary exists
     const removals: Promise<void>[] = [];
     const logs: Promise<void>[] = [];
     for (const remote of this.remotes) {
       if (failures.has(remote)) this.markOut(remote);
-      if (remote.state !== 'out' && targets.includes(remote) && seq > remote.outAfter) continue;
+      // A target still: it took the change, or lacks nothing of it (a flush on its old connection).
+      if (remote.state !== 'out' && targets.includes(remote) && (seq > remote.outAfter || lengthBytes === 0)) continue;
       remote.dirty.mark(offsetBytes, lengthBytes);
       const miss = ++remote.misses;
       if (seq <= remote.trackedAfter) logs.push(this.logged(remote, miss));

@@ -329,26 +329,40 @@ it('a returning copy counts as in sync only once what its resync copied is durab
   expect((await nodes[0].readAll(1, MiB)).equals(Buffer.alloc(MiB, 0x5e))).toBe(true);
 });
 
-it('a write a copy took on the connection it had before it went out, ending once it is being resynced, is copied by that resync', async () => {
+// r1's first connection either acknowledges the write at AT without sending it on (r1 took it into
+// its page cache, and its power cut lost it), or never answers it (it fails when the connection is
+// closed). The primary's own disk holds that write up meanwhile, until r1 is being resynced.
+it.each([
+  ['took', 'is copied by that resync'],
+  ['failed', 'neither fails that resync nor is lost to it'],
+])('a write a copy %s on the connection it had before it went out, ending once it is being resynced, %s', async (outcome) => {
   const AT = 16 * MiB;
-  // r1's first connection acknowledges the write at AT without sending it on: r1 took it into its
-  // page cache, and its power cut lost it. The primary's own disk holds that write up meanwhile.
   let connections = 0;
-  let tookIt!: () => void;
-  const taken = new Promise<void>((resolve) => (tookIt = resolve));
+  let sent!: () => void;
+  const reached = new Promise<void>((resolve) => (sent = resolve));
   const lostOnce: RemoteReplica = {
     id: 'r1',
     connect: async () => {
       const c = await nodes[0].connect(1);
       const lossy = ++connections === 1;
+      let closed!: (err: Error) => void;
+      const whenClosed = new Promise<never>((_, reject) => (closed = reject));
+      whenClosed.catch(() => undefined);
+      const lose = (): Promise<void> => {
+        sent();
+        return outcome === 'took' ? Promise.resolve() : whenClosed;
+      };
       return {
         sizeBytes: c.sizeBytes,
         read: (offsetBytes, lengthBytes) => c.read(offsetBytes, lengthBytes),
-        write: (offsetBytes, data, fua) => (lossy && offsetBytes === AT ? Promise.resolve(tookIt()) : c.write(offsetBytes, data, fua)),
+        write: (offsetBytes, data, fua) => (lossy && offsetBytes === AT ? lose() : c.write(offsetBytes, data, fua)),
         flush: () => c.flush(),
         trim: (offsetBytes, lengthBytes, fua) => c.trim(offsetBytes, lengthBytes, fua),
         writeZeroes: (offsetBytes, lengthBytes, fua, noHole) => c.writeZeroes(offsetBytes, lengthBytes, fua, noHole),
-        close: () => c.close(),
+        close: () => {
+          closed(new IoError('ESHUTDOWN', 'connection closed by this client'));
+          c.close();
+        },
       };
     },
   };
@@ -356,12 +370,12 @@ it('a write a copy took on the connection it had before it went out, ending once
   device.close();
   device = await ReplicatedDevice.open(slowDisk, [lostOnce, nodes[1].remote(1)], inSync);
   const write = device.write(AT, Buffer.alloc(BLOCK, 0x77), false);
-  await taken;
+  await reached;
   // r1 goes down; the next write takes it out of the set and is acknowledged.
   await nodes[0].node.kill9();
   await device.write(0, Buffer.alloc(BLOCK, 0x11), true);
   expect(inSync.members()).toEqual(['r2']);
-  // Back, r1 is being resynced (a target again) when the write it took before ends.
+  // Back, r1 is being resynced (a target again) when the write sent to it before ends.
   await nodes[0].node.start();
   const resync = device.resync('r1');
   await waitFor(() => device.status().find((r) => r.id === 'r1')?.state === 'resyncing');
