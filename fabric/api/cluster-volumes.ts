@@ -575,11 +575,18 @@ export class ClusterVolumes implements ReplicatedVolumes {
     // Replaced, whatever became of the volume since (deleted, or this node named again by a later
     // replacement). Its snapshots go first: a copy still in use is only emptied below, and its
     // snapshots would hold their blocks meanwhile, in a pool that may be the one that filled up.
+    // One that cannot go now (a client reads it) is tried again with the drop, once the copy is
+    // dealt with: the drop fails meanwhile, and the copy is still emptied.
     const replaced = left ? (left.replaced ?? (record !== undefined && !named)) : false;
+    let kept: unknown;
     if (replaced) {
       for (const snapshot of this.copySnapshots(name)) {
-        await this.engine.deleteSnapshot(name, snapshot.name);
-        this.logger.info({ volume: name, snapshot: snapshot.name }, 'deleted the snapshot of a replaced copy');
+        try {
+          await this.engine.deleteSnapshot(name, snapshot.name);
+          this.logger.info({ volume: name, snapshot: snapshot.name }, 'deleted the snapshot of a replaced copy');
+        } catch (err) {
+          kept ??= err;
+        }
       }
     }
     if (!named && this.engine.hasVolume(name)) {
@@ -589,6 +596,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       });
       this.logger.info({ volume: name }, 'deleted a copy its volume no longer names');
     }
+    if (kept !== undefined) throw kept;
     if (!record) await this.leaveKeptIfNone(name);
     if (leftover) await this.store.delete(leftoverKey(this.self, name));
   }

@@ -234,6 +234,25 @@ test("a replaced copy kept by a client of its node (a pod's attachment) follows 
   }
 });
 
+test("a replaced copy whose snapshot a client still reads is emptied all the same; the snapshot goes once the client lets go, then the copy", async () => {
+  const { n1, n2, n3, held } = await primaryPoolFull('s0');
+  const reader = await NbdClient.connect({ host: '127.0.0.1', port: n1.nbdPort, exportName: 'v@s0' });
+  const filler = await weftJson<VolumeInfo>(n1, ['volume', 'show', 'filler']);
+  const used = async () => (await weftJson<PoolInfo[]>(n1, ['pool', 'list']))[0].usedBytes;
+  try {
+    await waitFor(async () => copies(await weftJson<VolumeInfo>(n2, ['volume', 'show', 'v'])) === `${n2.nodeId}:in-sync,${n3.nodeId}:in-sync` && /could not delete a copy/.test(n1.logs()), 60_000, 200);
+    // Emptied: n1's pool holds the filler's blocks and the snapshot's (4 MiB), not the copy's 24 MiB more.
+    await waitFor(async () => (await used()) <= filler.allocatedBytes + 5 * MiB, 30_000, 200);
+    expect((await reader.read(0, 4096)).every((b) => b === 0x11)).toBe(true);
+    expect(n1.logs()).not.toMatch(/deleted the snapshot of a replaced copy/);
+  } finally {
+    reader.close();
+  }
+  held.close();
+  await waitFor(async () => /deleted the snapshot of a replaced copy/.test(n1.logs()) && /deleted a copy its volume no longer names/.test(n1.logs()), 90_000, 200);
+  await waitFor(async () => (await used()) <= filler.allocatedBytes + MiB, 30_000, 200);
+});
+
 test('the primary\'s disk fails every write: the replica serves without a client error; the disk back, the old copy is in sync again', async () => {
   const { disk, n1, n2 } = await onFailingDisk();
   const expected = await writeThroughFailingCopy(n1, n2, () => disk.fail(true));
