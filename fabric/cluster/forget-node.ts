@@ -26,18 +26,19 @@ export async function forgetNode(store: ClusterStore, node: string): Promise<voi
   for (const kv of await store.list(keptSnapshotsPrefix)) {
     if (parseKept(kv).nodes.includes(node)) await leaveKeptSnapshots(store, kv.key.slice(keptSnapshotsPrefix.length), [node]);
   }
-  // Its creates cut short: their copies on the other nodes become leftovers (none for it: the next line).
+  // Its creates cut short: their copies on the other nodes become leftovers (none for it: below).
   await refuseIfUp(store, node); // a create it runs now, back up, would find its intent gone
   await giveUpCreatesOf(store, node);
-  await store.deletePrefix(leftoverPrefix(node));
-  // Its registration goes only if it is still down and has not registered again since (a start
-  // writes both keys at once): a node that came back meanwhile stays in the cluster.
+  // Its registration and the copies it was told to drop go only if it is still down and has not
+  // registered again since (a start writes both keys at once): a node that came back meanwhile
+  // stays in the cluster, with its copies to drop.
+  const leftovers = await store.list(leftoverPrefix(node));
   const forgotten = await store.txn({
     compare: [
       { key: ALIVE + node, target: 'createRevision', op: '=', value: 0 },
       { key: NODES + node, target: 'modRevision', op: '=', value: registered.modRevision },
     ],
-    success: [{ type: 'delete', key: NODES + node }],
+    success: [{ type: 'delete', key: NODES + node }, ...leftovers.map((kv) => ({ type: 'delete' as const, key: kv.key }))],
   });
   if (!forgotten.succeeded) throw failedPrecondition(`node ${node} came up while it was being forgotten: it stays registered; stop it before forgetting it`);
 }

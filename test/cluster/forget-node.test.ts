@@ -42,7 +42,7 @@ async function comeUp(): Promise<void> {
 }
 
 /** The store, with n1 coming up just before the forget's method `step` runs. */
-function upBefore(step: 'deletePrefix' | 'list'): ClusterStore {
+function upBefore(step: 'txn' | 'list'): ClusterStore {
   let done = false;
   return new Proxy(store, {
     get(target, prop) {
@@ -82,11 +82,12 @@ test('a node that is up is refused, and nothing of it changes', async () => {
   expect(await store.list(leftoverPrefix('n1'))).toHaveLength(1);
 });
 
-test('a node that comes up while it is being forgotten stays registered, with the registration it wrote', async () => {
-  const err = await refusal(forgetNode(upBefore('deletePrefix'), 'n1'));
+test('a node that comes up while it is being forgotten stays registered, with the registration it wrote and the copies it was told to drop', async () => {
+  const err = await refusal(forgetNode(upBefore('txn'), 'n1'));
   expect(err.kind).toBe('FAILED_PRECONDITION');
   expect(err.message).toMatch(/came up while it was being forgotten/);
   expect(JSON.parse((await store.get(NODES + 'n1'))?.value ?? 'null')).toEqual({ id: 'n1', again: true });
+  expect(await store.list(leftoverPrefix('n1'))).toHaveLength(1);
 });
 
 test('a node that comes up before its creates are given up is refused before they are', async () => {
