@@ -35,7 +35,8 @@ export interface HostTools {
   isMountPoint(path: string): Promise<boolean>;
   isReadOnlyMount(path: string): Promise<boolean>;
   growFilesystem(device: string, mountPath: string, fsType: FsType): Promise<void>;
-  checkFilesystem(device: string, fsType: FsType): Promise<void>;
+  /** Resolves with why the check could not run to its end, if it could not (the mount goes on). */
+  checkFilesystem(device: string, fsType: FsType): Promise<string | undefined>;
   filesystemStats(path: string): Promise<FilesystemStats>;
   deviceSizeBytes(device: string): Promise<number>;
   attachReadOnlyLoop(device: string): Promise<string>;
@@ -215,7 +216,8 @@ export class NodeServer {
     const { devicePath } = state.attachment!;
     const fsType = filesystemOf(state);
     const grows = !isReaderOnly(state);
-    if (grows) await this.tools.checkFilesystem(devicePath, fsType);
+    const unchecked = grows ? await this.tools.checkFilesystem(devicePath, fsType) : undefined;
+    if (unchecked) this.logger.warn({ volume: state.volume, device: devicePath }, `mounting a filesystem not checked: ${unchecked}`);
     if (grows && fsType === 'ext4') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);
     await this.tools.mountDevice(devicePath, state.stagingPath, fsType, mountOptions(state));
     if (grows && fsType === 'xfs') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);

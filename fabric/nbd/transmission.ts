@@ -39,6 +39,9 @@ export interface TransmissionOptions {
   onEnded(): void;
 }
 
+/** How long a connection done with its replies reads what its client still sends before it closes (finish()). */
+const CLOSE_LINGER_MS = 500;
+
 export class Transmission implements RequestSink {
   private readonly socket: net.Socket;
   private readonly device: BlockDevice;
@@ -356,7 +359,8 @@ export class Transmission implements RequestSink {
    * Every reply has been handed to the socket: flush them and close. With input the client sent
    * unread (after a wrong magic, a DISC, or at shutdown), closing the socket would answer with a
    * reset, which may drop replies the client has not read yet: the replies leave with a FIN, and what
-   * still comes is read and dropped (stopping) until the client closes its end too.
+   * still comes is read and dropped (stopping) until the client closes its end too, or for
+   * CLOSE_LINGER_MS once the kernel has every reply (it sends them on after the close).
    */
   private finish(): void {
     this.writer.flush();
@@ -365,6 +369,7 @@ export class Transmission implements RequestSink {
     else {
       this.socket.end();
       this.socket.once('end', () => this.socket.destroySoon());
+      this.socket.once('finish', () => setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref());
       this.socket.resume();
     }
     // A client that reads nothing more (a paused VM, a hostile one) would otherwise hold the connection,

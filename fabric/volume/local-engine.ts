@@ -462,8 +462,8 @@ export class LocalEngine implements VolumeEngine {
     const handles = this.openHandles(name).filter(counts);
     if (handles.length === 0) return;
     const who = handles.map((h) => `${h.peer ? `NBD client ${h.peer}` : (h.purpose ?? 'a handle')}${h.attachment ? ` (${h.attachment})` : ''} since ${h.openedAt}`);
-    // A verify is no connection to close: it runs to its end, even once its caller has gone.
-    const verifying = handles.some((h) => h.purpose === 'verify') ? '; a verify ends by itself: try again once it has' : '';
+    // A verify is no connection to close: it runs to its end, or until its caller goes away.
+    const verifying = handles.some((h) => h.purpose === 'verify') ? '; a verify ends when it is done or its caller stops it (Ctrl-C): try again then' : '';
     throw new InUseError(`volume ${name} is in use by ${handles.length} connection(s): ${who.join(', ')}; ${advice}${verifying}`);
   }
 }

@@ -25,6 +25,8 @@ const UNMOUNT_RETRY_MS = 200;
 const PROBE_BYTES = 1024 * 1024;
 /** mkfs, fsck and resize of a large filesystem take a while. */
 const SLOW_TOOL_TIMEOUT_MS = 300_000;
+/** e2fsck -p of a large damaged filesystem read over the network may take long: cut short, it would start over at every retry of the stage. */
+const FSCK_TIMEOUT_MS = 3_600_000;
 
 /**
  * Formats device with fsType if it holds nothing; never formats over anything. Blank means: blkid
@@ -199,7 +201,7 @@ export async function growFilesystem(device: string, mountPath: string, fsType: 
   } else if (mounted) {
     await growMountedExt4(device);
   } else if ((await ext4SizeBytes(device)) < (await deviceSizeBytes(device))) {
-    await checkExt4(device, true); // resize2fs insists on a fresh check before an offline resize
+    await checkExt4(device); // resize2fs insists on a fresh check before an offline resize
     await runTool('resize2fs', [device], { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
   }
 }
@@ -219,24 +221,27 @@ async function growMountedExt4(device: string): Promise<void> {
 /**
  * Before a writable mount, as Kubernetes' mount-utils does: ext4 is checked if it is not clean
  * (marked with errors, as after the I/O errors of a volume out of reach) and fixed where that is
- * safe (e2fsck -p); mounted as it was, its damage would grow with every write. xfs has no such
- * check: its log is replayed at mount, and xfs_repair is for an administrator.
+ * safe (e2fsck -p); mounted as it was, its damage would grow with every write. Only errors it may
+ * not fix unattended (exit 4) fail; a check that cannot run to its end (exit 8 and above, or past an
+ * hour) is answered with why, and the mount goes on, as with mount-utils. xfs has no such check: its
+ * log is replayed at mount, and xfs_repair is for an administrator.
  */
-export async function checkFilesystem(device: string, fsType: FsType): Promise<void> {
-  if (fsType === 'ext4') await checkExt4(device, false);
-}
-
-/**
- * e2fsck -p (-f: even if it is marked clean). Exit 0 (clean), 1 (fixed) or 2 (fixed, a reboot asked
- * of a mounted root) is fine. Errors it may not fix unattended fail with what to do.
- */
-async function checkExt4(device: string, force: boolean): Promise<void> {
-  const args = [...(force ? ['-f'] : []), '-p', device];
-  const result = await probeTool('e2fsck', args, { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
+export async function checkFilesystem(device: string, fsType: FsType): Promise<string | undefined> {
+  if (fsType !== 'ext4') return undefined;
+  const args = ['-p', device];
+  const result = await probeTool('e2fsck', args, { timeoutMs: FSCK_TIMEOUT_MS });
   if (result.exitCode === 4) {
     throw failedPrecondition(`ext4 on ${device} has errors that e2fsck -p may not fix unattended: repair it by hand (e2fsck ${device}) before it is mounted: ${result.stdout.trim()}`);
   }
-  if (result.exitCode === null || result.exitCode > 2) throw new ToolError('e2fsck', args, result);
+  if (result.exitCode !== null && result.exitCode <= 2) return undefined;
+  return `e2fsck ${args.join(' ')} did not finish its check (${result.exitCode === null ? 'stopped' : `exit ${result.exitCode}`}): ${result.stderr.trim()}`;
+}
+
+/** e2fsck -f -p: exit 0 (clean) or 1 (fixed) is fine; anything else is not. */
+async function checkExt4(device: string): Promise<void> {
+  const args = ['-f', '-p', device];
+  const result = await probeTool('e2fsck', args, { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
+  if (result.exitCode !== 0 && result.exitCode !== 1) throw new ToolError('e2fsck', args, result);
 }
 
 async function ext4SizeBytes(device: string): Promise<number> {
