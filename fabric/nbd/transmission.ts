@@ -357,15 +357,16 @@ export class Transmission implements RequestSink {
 
   /**
    * Every reply has been handed to the socket: flush them and close. With input the client sent
-   * unread (after a wrong magic, a DISC, or at shutdown), closing the socket would answer with a
-   * reset, which may drop replies the client has not read yet: the replies leave with a FIN, and what
-   * still comes is read and dropped (stopping) until the client closes its end too, or for
-   * CLOSE_LINGER_MS once the kernel has every reply (it sends them on after the close).
+   * unread (after a wrong magic, or at shutdown), closing the socket would answer with a reset,
+   * which may drop replies the client has not read yet: the replies leave with a FIN, and what still
+   * comes is read and dropped (stopping) until the client closes its end too, or for CLOSE_LINGER_MS
+   * once the kernel has every reply (it sends them on after the close). After a DISC, a client sends
+   * nothing more: closed at once, as its tools expect the export to be let go of.
    */
   private finish(): void {
     this.writer.flush();
     if (this.socket.destroyed) return;
-    if (this.socket.readableEnded) this.socket.destroySoon();
+    if (this.socket.readableEnded || this.disconnecting) this.socket.destroySoon();
     else {
       this.socket.end();
       this.socket.once('end', () => this.socket.destroySoon());
