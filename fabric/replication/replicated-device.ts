@@ -450,8 +450,12 @@ export class ReplicatedDevice extends PassThroughLayer {
     const { log } = this.absences;
     const out = this.remotes.filter((r) => r.state === 'out');
     for (const id of log.tracked()) if (!out.some((r) => r.replica.id === id)) await log.forget(id).catch(() => undefined);
-    await Promise.all(out.map((r) => log.track(r.replica.id, { full: r.needsFull, map: r.dirty.clone() })));
-    await Promise.allSettled(out.map((r) => this.logAbsence(r)));
+    // Both started in this turn, so that the log's saves are shared (one file write covers them all).
+    const [saved] = await Promise.allSettled([
+      Promise.all(out.map((r) => log.track(r.replica.id, { full: r.needsFull, map: r.dirty.clone() }))),
+      Promise.allSettled(out.map((r) => this.logAbsence(r))),
+    ]);
+    if (saved.status === 'rejected') throw saved.reason;
   }
 
   /**
