@@ -2,8 +2,9 @@
 // transactions, leases and watches, under the key prefix "weft/". Every call has a deadline.
 
 import { performance } from 'node:perf_hooks';
-import { circuitBreaker, ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
-import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type ICompare, type IKeyValue, type IRequestOp, type Lease, type Namespace, type Watcher } from 'etcd3';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { circuitBreaker, ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, handleWhen, noop, retry } from 'cockatiel';
+import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type ICompare, type IKeyValue, type IRequestOp, type Namespace, type Watcher } from 'etcd3';
 import { withDeadline } from '../deadline';
 import { invalidArgument } from '../errors';
 import {
@@ -37,10 +38,23 @@ const RETRY_PAUSE_MS = 200;
  */
 const RECONNECT_MAX_MS = 1000;
 
+const GRPC_OPTIONS = {
+  'grpc.initial_reconnect_backoff_ms': 100,
+  'grpc.max_reconnect_backoff_ms': RECONNECT_MAX_MS,
+  // A member that went silent (powered off, frozen, cut off by the network) gives no error:
+  // without pings a watch on it would wait for its events for good, and this node would
+  // never hear of a lease lapsing there. Pinged while calls or streams are open, no more
+  // often than etcd allows (--grpc-keepalive-min-time, 5 s).
+  'grpc.keepalive_time_ms': KEEPALIVE_MS,
+  'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
+};
+
 export class EtcdStore implements ClusterStore {
   private readonly kv: Namespace;
   private readonly leases = new Set<EtcdLease>();
   private readonly watchers = new Set<Watcher>();
+  /** One client per member, for lease keepalives (see EtcdLease); made with the first lease. */
+  private members?: Etcd3[];
 
   private constructor(private readonly client: Etcd3, private readonly endpoints: string[], private readonly timeoutMs: number) {
     this.kv = client.namespace(ROOT);
@@ -50,7 +64,7 @@ export class EtcdStore implements ClusterStore {
   static async open(endpoints: string[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<EtcdStore> {
     const client = new Etcd3({
       hosts: endpoints.map((endpoint) => `http://${endpoint}`),
-      // Streams (watches, lease keepalives) live on; single calls get a deadline.
+      // Streams (watches) live on; single calls get a deadline.
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeoutMs }),
       faultHandling: {
         global: retry(handleWhen(notApplied), { maxAttempts: 2 * endpoints.length, backoff: new ConstantBackoff(RETRY_PAUSE_MS) }),
@@ -58,16 +72,7 @@ export class EtcdStore implements ClusterStore {
         // etcd3 takes a backoff's first step, and steps from it (next()) on each reconnection.
         watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: RECONNECT_MAX_MS }).next(),
       },
-      grpcOptions: {
-        'grpc.initial_reconnect_backoff_ms': 100,
-        'grpc.max_reconnect_backoff_ms': RECONNECT_MAX_MS,
-        // A member that went silent (powered off, frozen, cut off by the network) gives no error:
-        // without pings a watch on it would wait for its events for good, and this node would
-        // never hear of a lease lapsing there. Pinged while calls or streams are open, no more
-        // often than etcd allows (--grpc-keepalive-min-time, 5 s).
-        'grpc.keepalive_time_ms': KEEPALIVE_MS,
-        'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
-      },
+      grpcOptions: GRPC_OPTIONS,
     });
     const store = new EtcdStore(client, endpoints, timeoutMs);
     try {
@@ -124,9 +129,9 @@ export class EtcdStore implements ClusterStore {
   async grantLease(ttlSeconds: number): Promise<StoreLease> {
     if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) throw invalidArgument(`a lease's TTL is a whole number of seconds, at least 1 (got ${ttlSeconds})`);
     const askedAtMs = performance.now();
-    const lease = this.client.lease(ttlSeconds);
-    const id = await this.call(() => lease.grant());
-    const granted = new EtcdLease(id, ttlSeconds, lease, askedAtMs, () => this.leases.delete(granted));
+    const { ID: id } = await this.call(() => this.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
+    const revoke = () => this.client.leaseClient.leaseRevoke({ ID: id }).then(() => undefined);
+    const granted = new EtcdLease(id, ttlSeconds, this.memberClients(), revoke, askedAtMs, () => this.leases.delete(granted));
     this.leases.add(granted);
     return granted;
   }
@@ -176,9 +181,24 @@ export class EtcdStore implements ClusterStore {
 
   async close(): Promise<void> {
     for (const lease of this.leases) lease.release();
+    for (const member of this.members ?? []) member.close();
     // Cancelled first: a watch left open retries forever on a closed client.
     await Promise.all([...this.watchers].map((watcher) => this.deadline(watcher.cancel(), 'closing a watch').catch(() => undefined)));
     this.client.close();
+  }
+
+  /** Clients bound to one member each, whose every call (streams too) ends within the store's deadline: no retries, no host shut out. */
+  private memberClients(): Etcd3[] {
+    this.members ??= this.endpoints.map(
+      (endpoint) =>
+        new Etcd3({
+          hosts: `http://${endpoint}`,
+          defaultCallOptions: () => ({ deadline: Date.now() + this.timeoutMs }),
+          faultHandling: { global: noop, host: () => noop },
+          grpcOptions: GRPC_OPTIONS,
+        }),
+    );
+    return this.members;
   }
 
   /** etcd answers a read at a compacted revision with an error, and a watch from it by cancelling it. */
@@ -246,44 +266,95 @@ function requestOp(op: TxnOp): IRequestOp {
 }
 
 /**
- * etcd3 keeps the lease alive (every third of its TTL). The holder is told it lost it when etcd
- * says so, or as soon as no keepalive has been confirmed for a TTL: etcd may have expired it then,
- * and a holder that went on would act on a lease that another node may already hold.
+ * Sends one keepalive for lease id through client (one member); resolves with the TTL etcd renewed
+ * it to, 0 if etcd no longer has the lease. The client's call options bound the wait.
+ */
+async function keepaliveOnce(client: Etcd3, id: string): Promise<number> {
+  const stream = await client.leaseClient.leaseKeepAlive();
+  return new Promise((resolve, reject) => {
+    stream.on('data', (response: { TTL: string }) => {
+      stream.end();
+      resolve(Number(response.TTL));
+    });
+    stream.on('error', reject);
+    stream.on('end', () => reject(new Error('the keepalive stream ended without an answer')));
+    stream.write({ ID: id });
+  });
+}
+
+/**
+ * A lease kept alive every third of its TTL, as etcd's own Go client does, by this process rather
+ * than etcd3's Lease: that sends every keepalive over one stream to one member, and a member that
+ * stalls (a long fsync, a paused VM) answers nothing and passes nothing on to the leader, so the
+ * lease lapsed for real within a TTL and healthy volumes failed over. Here a keepalive goes to the
+ * member that answered last, and to every other member too if it is not answered within a third of
+ * the interval (or fails). The holder is told it lost the lease when etcd says it has none, or as
+ * soon as no keepalive has been confirmed for a TTL: etcd may have expired it then, and a holder
+ * that went on would act on a lease that another node may already hold.
  */
 class EtcdLease extends StoreLease {
   private aliveUntilMs: number;
-  private timer?: NodeJS.Timeout;
+  private expiryTimer?: NodeJS.Timeout;
+  private readonly ticker: NodeJS.Timeout;
+  /** Index in members of the member that answered last: keepalives go there first. */
+  private preferred = 0;
+  private stopped = false;
 
-  constructor(id: string, ttlSeconds: number, private readonly lease: Lease, askedAtMs: number, private readonly forget: () => void) {
+  constructor(
+    id: string,
+    ttlSeconds: number,
+    private readonly members: Etcd3[],
+    private readonly revokeLease: () => Promise<void>,
+    askedAtMs: number,
+    private readonly forget: () => void,
+  ) {
     super(id, ttlSeconds);
     this.aliveUntilMs = askedAtMs + ttlSeconds * 1000;
-    // Keepalives are answered in order: each answer extends the lease from when its request left.
-    const sentAtMs: number[] = [];
-    lease.on('keepaliveEstablished', () => (sentAtMs.length = 0));
-    lease.on('keepaliveFired', () => sentAtMs.push(performance.now()));
-    lease.on('keepaliveSucceeded', () => {
-      const sent = sentAtMs.shift();
-      if (sent !== undefined) this.aliveUntilMs = Math.max(this.aliveUntilMs, sent + ttlSeconds * 1000);
-    });
-    lease.on('lost', (error) => this.lose(error));
+    const intervalMs = (ttlSeconds * 1000) / 3;
+    this.ticker = setInterval(() => void this.keepalive(intervalMs / 3), intervalMs).unref();
     this.check();
   }
 
   /** Stops keeping the lease alive; it expires at its TTL. */
   release(): void {
-    clearTimeout(this.timer);
-    this.lease.release();
+    this.stopped = true;
+    clearInterval(this.ticker);
+    clearTimeout(this.expiryTimer);
     this.forget();
   }
 
   protected async revokeNow(): Promise<void> {
-    clearTimeout(this.timer);
-    this.forget();
+    this.release();
     try {
-      await this.lease.revoke();
+      await this.revokeLease();
     } catch (error) {
+      if (error instanceof EtcdLeaseInvalidError) return; // gone already
       throw new StoreUnavailableError(`revoking lease ${this.id}: ${(error as Error).message}`);
     }
+  }
+
+  private async keepalive(hedgeAfterMs: number): Promise<void> {
+    const sentAtMs = performance.now();
+    const through = (index: number) =>
+      keepaliveOnce(this.members[index], this.id).then(
+        (ttl) => {
+          this.confirmed(sentAtMs, ttl);
+          if (ttl > 0) this.preferred = index;
+          return true;
+        },
+        () => false,
+      );
+    const first = this.preferred;
+    const answered = await Promise.race([through(first), sleep(hedgeAfterMs, false, { ref: false })]);
+    if (answered || this.stopped) return;
+    for (let index = 0; index < this.members.length; index++) if (index !== first) void through(index);
+  }
+
+  /** A keepalive sent at sentAtMs was answered: etcd renewed the lease from no earlier than then. */
+  private confirmed(sentAtMs: number, ttl: number): void {
+    if (this.stopped) return;
+    if (ttl <= 0) this.lose(leaseNotFound(this.id));
+    else this.aliveUntilMs = Math.max(this.aliveUntilMs, sentAtMs + this.ttlSeconds * 1000);
   }
 
   private check(): void {
@@ -292,7 +363,7 @@ class EtcdLease extends StoreLease {
       this.lose(new StoreUnavailableError(`lease ${this.id}: etcd confirmed no keepalive for ${this.ttlSeconds} s (its TTL); it may have expired`));
       return;
     }
-    this.timer = setTimeout(() => this.check(), leftMs).unref();
+    this.expiryTimer = setTimeout(() => this.check(), leftMs).unref();
   }
 
   private lose(error: Error): void {

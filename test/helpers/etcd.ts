@@ -46,6 +46,19 @@ export class EtcdCluster {
     this.members[index].child?.kill(signal);
   }
 
+  /** The index of the member that is the leader now (etcd's maintenance status, through its JSON gateway). */
+  async leaderIndex(): Promise<number> {
+    const statuses = await Promise.all(
+      this.members.map(async (member) => {
+        const response = await fetch(`http://127.0.0.1:${member.clientPort}/v3/maintenance/status`, { method: 'POST', body: '{}', signal: AbortSignal.timeout(2000) });
+        return (await response.json()) as { header: { member_id: string }; leader: string };
+      }),
+    );
+    const index = statuses.findIndex((status) => status.header.member_id === status.leader);
+    if (index < 0) throw new Error('no etcd member says it is the leader');
+    return index;
+  }
+
   /** Starts a member again on its data dir; resolves once it reports healthy. */
   async restart(index: number): Promise<void> {
     this.launch(this.members[index]);
