@@ -143,7 +143,7 @@ describe('on a 3-member etcd', () => {
   // A member that stalls (a long fsync, a paused VM; SIGSTOP here) answers nothing and passes
   // nothing on to the leader. Keepalives sent only through it let the lease lapse for real within a
   // TTL, and healthy volumes failed over; now they go through the other members too. (A stalled
-  // leader is not tried: etcd before 3.4.28 and 3.5.11, Debian's 3.4.23 among them, revokes every
+  // leader is not tried: etcd before 3.4.31 and 3.5.13, Debian's 3.4.23 among them, revokes every
   // lease when it wakes, whatever its clients did: etcd issue 15247.)
   it('keeps a lease through the stall of a follower for longer than the TTL', async () => {
     const leader = await cluster.leaderIndex();
