@@ -179,6 +179,11 @@ export class EtcdStore implements ClusterStore {
     return Number(header.revision);
   }
 
+  /** The version of etcd, as the member that answers tells it ("3.5.17"). */
+  async version(): Promise<string> {
+    return (await this.call(() => this.client.maintenance.status())).version;
+  }
+
   async close(): Promise<void> {
     for (const lease of this.leases) lease.release();
     for (const member of this.members ?? []) member.close();
@@ -231,6 +236,17 @@ export class EtcdStore implements ClusterStore {
   private deadline<T>(promise: Promise<T>, what: string): Promise<T> {
     return withDeadline(promise, this.timeoutMs, () => new Error(`${what} took more than ${this.timeoutMs} ms`));
   }
+}
+
+/**
+ * Whether etcd of this version revokes every lease when a leader that stalled (a slow disk, a paused
+ * VM) for longer than a lease wakes, whatever the holders did: etcd issue 15247, fixed in 3.4.31 and
+ * 3.5.13. Nodes then show down, and the volumes whose primaries they hold fail over.
+ */
+export function revokesLeasesAfterLeaderStall(version: string): boolean {
+  const [major, minor, patch] = version.split('.').map(Number);
+  if (major !== 3 || Number.isNaN(patch)) return false; // unknown: not warned of
+  return minor < 4 || (minor === 4 && patch < 31) || (minor === 5 && patch < 13);
 }
 
 function keyValue(kv: IKeyValue, key: string): KeyValue {

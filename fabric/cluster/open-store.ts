@@ -32,6 +32,15 @@ export async function openClusterStore(spec: StoreSpec, dataDir: string, logger:
     const { EmbeddedStore } = await import('./embedded-store');
     return EmbeddedStore.open(dataDir, logger);
   }
-  const { EtcdStore } = await import('./etcd-store');
-  return EtcdStore.open(spec.endpoints);
+  const { EtcdStore, revokesLeasesAfterLeaderStall } = await import('./etcd-store');
+  const store = await EtcdStore.open(spec.endpoints);
+  const version = await store.version().catch(() => undefined);
+  if (version !== undefined && revokesLeasesAfterLeaderStall(version)) {
+    logger.warn(
+      { etcdVersion: version },
+      `etcd ${version} revokes every lease when a leader that stalled for longer than a lease (3 s) wakes (etcd issue 15247): ` +
+        'nodes then show down and their primaries fail over. Upgrade etcd to 3.4.31, 3.5.13 or later',
+    );
+  }
+  return store;
 }

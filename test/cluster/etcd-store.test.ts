@@ -3,7 +3,7 @@
 
 import pino from 'pino';
 import { StoreUnavailableError, type WatchEvent } from '../../fabric/cluster/cluster-store';
-import { EtcdStore } from '../../fabric/cluster/etcd-store';
+import { EtcdStore, revokesLeasesAfterLeaderStall } from '../../fabric/cluster/etcd-store';
 import { dropLeftovers } from '../../fabric/cluster/leftovers';
 import { leftoverKey } from '../../fabric/cluster/volume-record';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd';
@@ -111,9 +111,20 @@ describe('on one etcd member', () => {
     }
   });
 
-  it('weftd --store etcd://... starts on it', async () => {
+  it('weftd --store etcd://... starts on it, and warns of an etcd that revokes leases after a leader stall', async () => {
     const weftd = await startWeftd({ extraArgs: ['--store', etcd.storeSpec] });
     expect(await weftd.stop()).toBe(0);
+    // The tests' etcd is Debian 12's 3.4.23.
+    const store = await EtcdStore.open(etcd.endpoints);
+    const version = await store.version();
+    await store.close();
+    expect(weftd.logs().includes(`etcd ${version} revokes every lease`)).toBe(revokesLeasesAfterLeaderStall(version));
+  });
+
+  it.each([
+    ['3.4.23', true], ['3.4.30', true], ['3.4.31', false], ['3.5.12', true], ['3.5.13', false], ['3.5.17', false], ['3.6.0', false], ['3.3.27', true], ['unknown', false],
+  ])('etcd %s revokes leases after a leader stall: %s', (version, revokes) => {
+    expect(revokesLeasesAfterLeaderStall(version)).toBe(revokes);
   });
 });
 
