@@ -24,6 +24,7 @@
 // its primary lease on it (relet): back, if the key lapsed with the old one, only while the record
 // it read still names it at its epoch (a promotion of another changes the record).
 
+import { createHash } from 'node:crypto';
 import { place } from './placement';
 import { DEFAULT_BRAIN_CONFIG, type BrainAction, type BrainConfig, type BrainEvent, type BrainState, type Decision } from './volume-brain-state';
 import { applyChange, changeTxn, inSyncNodes, promoted, promotionTxn, releaseTxn, reletTxn, resyncKind, type PrimaryLease, type RecordChange, type VolumeRecord } from './volume-record';
@@ -236,7 +237,11 @@ function relet(s: BrainState, actions: BrainAction[]): void {
 }
 
 /**
- * Rule: only a member of the in-sync set, the better ranked (record order, among those up) first.
+ * Rule: only a member of the in-sync set, the better ranked (among those up) first. The rank is by a
+ * hash of the volume's name and the node's (rendezvous hashing): every node ranks alike, and the
+ * volumes of a node that dies spread evenly over the others, rather than all go to the next node in
+ * their records (placement's order, the same for most volumes), which then served them all and took
+ * longer to raise them.
  * A new volume (never served, epoch 0) starts on the primary placement chose while that node is up:
  * the workload may have asked for it (locality).
  */
@@ -244,7 +249,7 @@ function maybePromote(s: BrainState, actions: BrainAction[], config: BrainConfig
   const record = s.record;
   if (s.lease !== null || !record || !s.nodeLease || s.triedAtRevision === s.recordRevision) return;
   if (record.epoch === 0 && record.primary !== s.self && isUp(s, record.primary)) return;
-  const candidates = inSyncNodes(record).filter((node) => node === s.self || isUp(s, node));
+  const candidates = promotionRank(record.name, inSyncNodes(record)).filter((node) => node === s.self || isUp(s, node));
   const rank = candidates.indexOf(s.self);
   if (rank < 0) {
     if (candidates.length === 0) {
@@ -263,6 +268,12 @@ function maybePromote(s: BrainState, actions: BrainAction[], config: BrainConfig
   const rejoinedLately = record.primary !== s.self && s.rejoinedAtMs !== undefined && s.nowMs - s.rejoinedAtMs < config.rejoinGraceMs;
   const delayMs = rank * config.promotionStepMs + (failedLately ? config.resyncRetryMs : 0) + (rejoinedLately ? config.rejoinGraceMs : 0);
   actions.push({ type: 'txn', id: promotionId(s.claimedEpoch), txn, delayMs, nodeLease: s.nodeLease });
+}
+
+/** nodes, in the order they may take volume over (see maybePromote). */
+export function promotionRank(volume: string, nodes: readonly string[]): string[] {
+  const weight = (node: string) => createHash('sha256').update(`${volume}\0${node}`).digest().readUInt32BE(0);
+  return nodes.map((node) => ({ node, weight: weight(node) })).sort((x, y) => x.weight - y.weight || x.node.localeCompare(y.node)).map((x) => x.node);
 }
 
 /** The primary's care of the other copies: resync those back up, replace those down too long. */

@@ -6,7 +6,7 @@ import pino from 'pino';
 import { StoreUnavailableError, type Txn, type TxnResult } from '../../fabric/cluster/cluster-store';
 import type { EmbeddedStore } from '../../fabric/cluster/embedded-store';
 import type { NodeCandidate } from '../../fabric/cluster/placement';
-import { step } from '../../fabric/cluster/volume-brain';
+import { promotionRank, step } from '../../fabric/cluster/volume-brain';
 import { DEFAULT_BRAIN_CONFIG, initialBrainState, type BrainAction, type BrainEvent, type BrainState } from '../../fabric/cluster/volume-brain-state';
 import { VolumeRunner, type RunnerContext } from '../../fabric/cluster/volume-runner';
 import { inSyncNodes, leaseValue, volumeKey, volumeLeaseKey, type ReplicaRecord, type VolumeRecord } from '../../fabric/cluster/volume-record';
@@ -22,11 +22,11 @@ const T0 = 1_000_000;
 const TIMEOUT = DEFAULT_BRAIN_CONFIG.replicaTimeoutMs;
 const RETRY = DEFAULT_BRAIN_CONFIG.resyncRetryMs;
 
-/** Volume "vol" at epoch 3, primary a; replicas a, b, c in sync unless `states` says otherwise. */
+/** Volume "pvc" at epoch 3, primary a; replicas a, b, c in sync unless `states` says otherwise. Its promotion rank is a, b, c (checked below). */
 function record(states: Record<string, Partial<ReplicaRecord>> = {}, more: Partial<VolumeRecord> = {}): VolumeRecord {
   const nodes = ['a', 'b', 'c', ...Object.keys(states).filter((n) => !'abc'.includes(n))];
   const replicas = nodes.map((node): ReplicaRecord => ({ node, state: 'in-sync', ...states[node] }));
-  return { name: 'vol', sizeBytes: 10 * GiB, class: 'default', primary: 'a', epoch: 3, replicas, ...more };
+  return { name: 'pvc', sizeBytes: 10 * GiB, class: 'default', primary: 'a', epoch: 3, replicas, ...more };
 }
 
 /** Nodes a to e, up except those named down. */
@@ -76,7 +76,7 @@ const promotedByC = { ...record({ a: { state: 'out', lastEpoch: 3, diverged: tru
 
 describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['1, 2, 5', 'the first in-sync replica that is up takes over at once, bumping the epoch and taking the old primary out', follower('b', record(), ['a']), [leaseGone], [
-    { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' }, promotedByB] },
+    { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: 'volume-leases/pvc', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' }, promotedByB] },
   ]],
   ['3', 'a new volume starts on the primary placement chose, even when another replica hears of it first', follower('a', record({}, { epoch: 0, primary: 'c' })), [leaseGone], []],
   ['3', 'a new volume whose chosen primary is down starts on the first in-sync replica that is up', follower('a', record({}, { epoch: 0, primary: 'c' }), ['c']), [leaseGone], [
@@ -124,23 +124,23 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ]],
   ['2', 'its own copy could not be raised: stops and gives the lease back', follower('b', record(), ['a']), [leaseGone, committed('promote@4'), { type: 'epochs-raised', epoch: 4, unreachable: ['b'] }], [
     { type: 'stop-serving', reason: 'could not raise the epoch of its own copy to 4' },
-    { txn: 'release@4', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },
+    { txn: 'release@4', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/pvc' }] },
   ]],
   ['2', '... and waits a resync retry before it tries again (its disk may be failing), so that another member goes first', follower('b', record(), ['a']), [leaseGone, committed('promote@4'), { type: 'epochs-raised', epoch: 4, unreachable: ['b'] }, { type: 'record', record: promotedByB, modRevision: 11 }, { ...leaseGone, modRevision: 12 }], [
     { txn: 'promote@5', delayMs: DEFAULT_BRAIN_CONFIG.resyncRetryMs, puts: expect.anything() },
   ]],
   ['2', 'it could not serve (its copy failed while it made the copies equal): stops and gives the lease back', primary(record()), [{ type: 'serve-failed', epoch: 3, reason: 'EIO' }], [
     { type: 'stop-serving', reason: 'could not serve epoch 3: EIO' },
-    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },
+    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/pvc' }] },
   ]],
   ['5', '... and waits a resync retry before it tries again, so that another member goes first', primary(record()), [{ type: 'serve-failed', epoch: 3, reason: 'EIO' }, leaseGone], [
     { txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.resyncRetryMs, puts: expect.anything() },
   ]],
   ['3', 'its node lease renewed (the old one ended) while its promotion was on its way: promotes again, on the new lease', follower('b', record(), ['a']), [leaseGone, { type: 'node-lease', leaseId: 'L-b2' }], [
-    { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b2' }, promotedByB] },
+    { txn: 'promote@4', delayMs: 0, puts: [{ type: 'put', key: 'volume-leases/pvc', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b2' }, promotedByB] },
   ]],
   ['3', 'its node lease lost while its promotion was on its way: gives it up, and promotes again once it has one (after the grace a rejoined node gives the primary)', follower('b', record(), ['a']), [leaseGone, { type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-b2' }], [
-    { txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.rejoinGraceMs, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b2' }, promotedByB] },
+    { txn: 'promote@4', delayMs: DEFAULT_BRAIN_CONFIG.rejoinGraceMs, puts: [{ type: 'put', key: 'volume-leases/pvc', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b2' }, promotedByB] },
   ]],
   ['5', 'its promotion refused, another won: follows', follower('c', record(), ['a']), [leaseGone, refused('promote@4'), { type: 'record', record: promotedByB, modRevision: 11 }], []],
   ['3', 'a higher epoch in the record: the old primary stops', primary(record()), [{ type: 'record', record: promotedByB, modRevision: 11 }], [
@@ -192,7 +192,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
       txn: 'promote@4',
       delayMs: 0,
       puts: [
-        { type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' },
+        { type: 'put', key: 'volume-leases/pvc', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' },
         { ...record({ a: { state: 'out', lastEpoch: 3, diverged: true, wasPrimary: true } }, { snapshotting: 's1' }), primary: 'b', epoch: 4 },
       ],
     },
@@ -202,7 +202,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
       txn: 'promote@4',
       delayMs: 0,
       puts: [
-        { type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' },
+        { type: 'put', key: 'volume-leases/pvc', value: leaseValue({ node: 'b', epoch: 4 }), lease: 'L-b' },
         { ...record({ a: { state: 'out', lastEpoch: 3, diverged: true }, c: { state: 'out', lastEpoch: 2, diverged: true } }), primary: 'b', epoch: 4 },
       ],
     },
@@ -213,10 +213,10 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { type: 'stop-serving', reason: 'lost the primary lease of epoch 3 to b at epoch 4' },
   ]],
   ['6', 'its primary lease gone (lapsed with its node lease in an etcd outage): serves on, and puts it back on its node lease, on the record it read', primary(record()), [leaseGone], [
-    { txn: 'relet:L-a@10/10', delayMs: undefined, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a' }] },
+    { txn: 'relet:L-a@10/10', delayMs: undefined, puts: [{ type: 'put', key: 'volume-leases/pvc', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a' }] },
   ]],
   ['6', '... without a node lease, it waits for the new one', primary(record()), [{ type: 'node-lease', leaseId: null }, leaseGone, { type: 'node-lease', leaseId: 'L-a2' }], [
-    { txn: 'relet:L-a2@10/10', delayMs: undefined, puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a2' }] },
+    { txn: 'relet:L-a2@10/10', delayMs: undefined, puts: [{ type: 'put', key: 'volume-leases/pvc', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a2' }] },
   ]],
   ['6', '... its node lease lost again before the store answered: sent again on the next one', primary(record()), [leaseGone, { type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-a2' }], [
     expect.objectContaining({ txn: 'relet:L-a2@10/10' }),
@@ -244,7 +244,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     {
       txn: 'relet:L-a2@10/10',
       delayMs: undefined,
-      puts: [{ type: 'put', key: 'volume-leases/vol', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a2' }],
+      puts: [{ type: 'put', key: 'volume-leases/pvc', value: leaseValue({ node: 'a', epoch: 3 }), lease: 'L-a2' }],
     },
   ]],
   ['5', 'its promotion given up as the primary put its lease back: once that lease is gone (its node died), it tries again on the same record', follower('b', record(), ['a']), [
@@ -263,7 +263,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ]],
   ['4', 'the removal refused: stops (the write is never acknowledged) and gives the lease back', primary(record()), [failed('b'), refused('out:b@10')], [
     { type: 'stop-serving', reason: expect.stringMatching(/refused "out b": this node may no longer hold the primary lease/) },
-    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },
+    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/pvc' }] },
   ]],
   ['4', 'the removal committed, the replica\'s node down: nothing more until it is back', primary(record(), ['b']), [failed('b'), committed('out:b@10')], []],
   ['6', 'the removal committed, the replica\'s node up: a resync at once', primary(record()), [failed('b'), committed('out:b@10')], [
@@ -326,14 +326,14 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ]],
   ['4', '... committed: stops and gives the lease back, so that a member takes over at once', primary(record()), [localFailed, committed('out:a@10')], [
     { type: 'stop-serving', reason: 'handed over: its own copy failed a request the others could serve: pool ssd is full' },
-    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/vol' }] },
+    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/pvc' }] },
   ]],
   ['1', '... and, out, it does not take over again', follower('a', record({ a: { state: 'out', lastEpoch: 3, diverged: true } })), [leaseGone], []],
   ['4', 'its own copy failed with no other member in the set: serves on (the change fails), degraded, and why', primary(record({ b: { state: 'out', lastEpoch: 3 }, c: { state: 'out', lastEpoch: 3 } })), [localFailed], [
-    { type: 'report', health: 'degraded', reason: 'volume vol: its own copy failed a request the others could serve: pool ssd is full; no other copy is in sync and up to take over' },
+    { type: 'report', health: 'degraded', reason: 'volume pvc: its own copy failed a request the others could serve: pool ssd is full; no other copy is in sync and up to take over' },
   ]],
   ['4', "... nor with the other member's node down (it could not take over: the volume would have no primary)", primary(record({ c: { state: 'out', lastEpoch: 3 } }), ['b']), [localFailed], [
-    { type: 'report', health: 'degraded', reason: 'volume vol: its own copy failed a request the others could serve: pool ssd is full; no other copy is in sync and up to take over' },
+    { type: 'report', health: 'degraded', reason: 'volume pvc: its own copy failed a request the others could serve: pool ssd is full; no other copy is in sync and up to take over' },
   ]],
   ['4', 'a follower leaves it be', follower('b', record()), [localFailed], []],
   ['7', 'a replica node goes down: a wake for the end of the grace period', primary(record()), [{ type: 'nodes', nodes: nodes('b') }], [{ type: 'wake', atMs: T0 + TIMEOUT }]],
@@ -366,7 +366,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['7', 'the new copy in sync: the old one is dropped, and left for its node to delete', primary(record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } }), ['b']), [{ type: 'resync-finished', replica: 'd' }], [
     { txn: 'in-sync:d@10', delayMs: undefined, puts: [
       { ...record(), replicas: ['a', 'c', 'd'].map((node) => ({ node, state: 'in-sync' })) },
-      { type: 'put', key: 'leftovers/b/vol', value: JSON.stringify({ reason: 'replaced by the copy on d', replaced: true }) },
+      { type: 'put', key: 'leftovers/b/pvc', value: JSON.stringify({ reason: 'replaced by the copy on d', replaced: true }) },
     ] },
   ]],
   ['7', 'a replacement replaced in turn: its record still names the copy it replaced', primary(record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } }), ['b', 'd']), [{ type: 'replace', replica: 'd' }], [
@@ -375,8 +375,8 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['7', '... its replacement in sync: both copies it stands for are dropped, each left for its node to delete', primary(record({ b: { state: 'failed' }, d: { state: 'failed', replaces: 'b' }, e: { state: 'resyncing', lastEpoch: 0, replaces: 'd' } }), ['b', 'd']), [{ type: 'resync-finished', replica: 'e' }], [
     { txn: 'in-sync:e@10', delayMs: undefined, puts: [
       { ...record(), replicas: ['a', 'c', 'e'].map((node) => ({ node, state: 'in-sync' })) },
-      { type: 'put', key: 'leftovers/d/vol', value: JSON.stringify({ reason: 'replaced by the copy on e', replaced: true }) },
-      { type: 'put', key: 'leftovers/b/vol', value: JSON.stringify({ reason: 'replaced by the copy on e', replaced: true }) },
+      { type: 'put', key: 'leftovers/d/pvc', value: JSON.stringify({ reason: 'replaced by the copy on e', replaced: true }) },
+      { type: 'put', key: 'leftovers/b/pvc', value: JSON.stringify({ reason: 'replaced by the copy on e', replaced: true }) },
     ] },
   ]],
   ['7', 'back up within the grace period: resynced, not replaced', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10'), [{ type: 'nodes', nodes: nodes() }, T0 + TIMEOUT / 2]], [
@@ -394,13 +394,36 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   test('the same event again asks for nothing', () => expect(step(state, ...last).actions).toEqual([]));
 });
 
+describe('rule 5: who takes over', () => {
+  test('the rank the table above assumes for "pvc": a, b, c', () => {
+    expect(promotionRank('pvc', ['c', 'a', 'b'])).toEqual(['a', 'b', 'c']);
+  });
+
+  // All used to go to the next node in their records (the same for most volumes), which then
+  // raised and served every one of them.
+  test('the volumes of a node that dies spread over the others, and exactly one of them goes first for each', () => {
+    const first = { b: 0, c: 0 };
+    for (let n = 0; n < 60; n++) {
+      const rec = record({}, { name: `v${n}` });
+      const delays = (['b', 'c'] as const).map((self) => {
+        const [action] = run(follower(self, rec, ['a']), [leaseGone]).actions;
+        return action.type === 'txn' ? action.delayMs : undefined;
+      });
+      expect([...delays].sort()).toEqual([0, DEFAULT_BRAIN_CONFIG.promotionStepMs]);
+      first[delays[0] === 0 ? 'b' : 'c']++;
+    }
+    expect(first.b).toBeGreaterThanOrEqual(20);
+    expect(first.c).toBeGreaterThanOrEqual(20);
+  });
+});
+
 describe('on a real store', () => {
   const current = freshEmbeddedStore();
   let store: EmbeddedStore;
   beforeEach(() => (store = current()));
 
   test('rule 5: in-sync replicas racing to take over: the CAS picks exactly one winner; the loser follows the new record', async () => {
-    const readRevision = await store.put(volumeKey('vol'), JSON.stringify(record()));
+    const readRevision = await store.put(volumeKey('pvc'), JSON.stringify(record()));
     const leases = { b: await store.grantLease(10), c: await store.grantLease(10) };
     const brains = (['b', 'c'] as const).map((self) => {
       const state: BrainState = { ...follower(self, record(), ['a']), nodeLease: leases[self].id, recordRevision: readRevision, leaseRevision: readRevision };
@@ -413,10 +436,10 @@ describe('on a real store', () => {
     const results: BrainEvent[] = [];
     for (const t of txns) results.push({ type: 'txn-result', id: t.id, committed: (await store.txn(t.txn)).succeeded, revision: await store.revision() });
     expect(results.map((r) => (r as BrainEvent & { type: 'txn-result' }).committed)).toEqual([true, false]);
-    const stored = await store.get(volumeKey('vol'));
+    const stored = await store.get(volumeKey('pvc'));
     const promotedRecord = JSON.parse(stored!.value) as VolumeRecord;
     expect([promotedRecord.primary, promotedRecord.epoch]).toEqual(['b', 4]);
-    const lease = await store.get(volumeLeaseKey('vol'));
+    const lease = await store.get(volumeLeaseKey('pvc'));
     expect([lease?.value, lease?.lease]).toEqual([leaseValue({ node: 'b', epoch: 4 }), leases.b.id]);
 
     const recordEvent: BrainEvent = { type: 'record', record: promotedRecord, modRevision: stored!.modRevision };
@@ -427,10 +450,10 @@ describe('on a real store', () => {
 
     // The winner's node lease lapses (its node died): the primary lease goes with it.
     await leases.b.revoke();
-    expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined();
+    expect(await store.get(volumeLeaseKey('pvc'))).toBeUndefined();
   });
 
-  /** A runner of volume "vol" on node a, on the store as txnOf wraps its transactions; a's own copy raises or fails as told. */
+  /** A runner of volume "pvc" on node a, on the store as txnOf wraps its transactions; a's own copy raises or fails as told. */
   function runnerOn(
     txnOf: (txn: Txn) => Promise<TxnResult>,
     raiseLocalEpoch: RunnerContext['raiseLocalEpoch'],
@@ -463,12 +486,12 @@ describe('on a real store', () => {
       logger,
       ...copy,
     } satisfies RunnerContext;
-    return new VolumeRunner('vol', context);
+    return new VolumeRunner('pvc', context);
   }
 
   /** Puts rec in the store and has runner (on a's new node lease) see it with no primary lease: it takes over. */
   async function takeOver(runner: VolumeRunner, rec: VolumeRecord): Promise<void> {
-    const revision = await store.put(volumeKey('vol'), JSON.stringify(rec));
+    const revision = await store.put(volumeKey('pvc'), JSON.stringify(rec));
     runner.dispatch({ type: 'nodes', nodes: nodes() });
     runner.dispatch({ type: 'node-lease', leaseId: (await store.grantLease(30)).id });
     runner.dispatch({ type: 'record', record: rec, modRevision: revision });
@@ -481,17 +504,17 @@ describe('on a real store', () => {
 
   test('the runner: a release of the primary lease that the store did not take is sent again: while the node lives, no other copy could take over', async () => {
     let releasesMissed = 0;
-    const isRelease = (txn: Txn) => txn.success.some((op) => op.type === 'delete' && op.key === volumeLeaseKey('vol'));
+    const isRelease = (txn: Txn) => txn.success.some((op) => op.type === 'delete' && op.key === volumeLeaseKey('pvc'));
     const runner = runnerOn(
       (txn) => (isRelease(txn) && releasesMissed++ === 0 ? Promise.reject(new StoreUnavailableError('etcd did not answer')) : store.txn(txn)),
       () => Promise.reject(new Error('EIO: its disk failed')), // its own copy cannot take the new epoch: it gives the lease back
     );
     try {
       await takeOver(runner, record({}, { replicas: [{ node: 'a', state: 'in-sync' }] }));
-      await until(async () => releasesMissed > 0 && (await store.get(volumeLeaseKey('vol'))) === undefined);
+      await until(async () => releasesMissed > 0 && (await store.get(volumeLeaseKey('pvc'))) === undefined);
       expect(releasesMissed).toBe(2); // missed once, then taken
-      expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined();
-      expect(JSON.parse((await store.get(volumeKey('vol')))!.value)).toMatchObject({ primary: 'a', epoch: 4 });
+      expect(await store.get(volumeLeaseKey('pvc'))).toBeUndefined();
+      expect(JSON.parse((await store.get(volumeKey('pvc')))!.value)).toMatchObject({ primary: 'a', epoch: 4 });
     } finally {
       runner.close();
     }
@@ -507,9 +530,9 @@ describe('on a real store', () => {
     );
     try {
       await takeOver(runner, record({}, { replicas: [{ node: 'a', state: 'in-sync' }, { node: 'b', state: 'in-sync' }] }));
-      await until(async () => JSON.parse((await store.get(volumeKey('vol')))!.value).epoch === 4 && (await store.get(volumeLeaseKey('vol'))) === undefined);
-      expect(JSON.parse((await store.get(volumeKey('vol')))!.value)).toMatchObject({ primary: 'a', epoch: 4 });
-      expect(await store.get(volumeLeaseKey('vol'))).toBeUndefined(); // b may take it now
+      await until(async () => JSON.parse((await store.get(volumeKey('pvc')))!.value).epoch === 4 && (await store.get(volumeLeaseKey('pvc'))) === undefined);
+      expect(JSON.parse((await store.get(volumeKey('pvc')))!.value)).toMatchObject({ primary: 'a', epoch: 4 });
+      expect(await store.get(volumeLeaseKey('pvc'))).toBeUndefined(); // b may take it now
       expect(lines.some((l) => l.includes('its own copy did not take epoch 4 within 300 ms'))).toBe(true);
     } finally {
       runner.close();
@@ -519,7 +542,7 @@ describe('on a real store', () => {
   test('the runner: a change the store committed but whose answer was lost counts as committed: the primary goes on', async () => {
     const lines: string[] = [];
     let answersLost = 0;
-    const isChange = (txn: Txn) => txn.success.length === 1 && txn.success[0].type === 'put' && txn.success[0].key === volumeKey('vol');
+    const isChange = (txn: Txn) => txn.success.length === 1 && txn.success[0].type === 'put' && txn.success[0].key === volumeKey('pvc');
     const runner = runnerOn(
       async (txn) => {
         const result = await store.txn(txn);
@@ -535,7 +558,7 @@ describe('on a real store', () => {
       await takeOver(runner, record());
       await until(async () => lines.some((l) => l.includes('could not serve as primary') || l.includes('refused')));
       expect(answersLost).toBeGreaterThan(0);
-      const stored = JSON.parse((await store.get(volumeKey('vol')))!.value) as VolumeRecord;
+      const stored = JSON.parse((await store.get(volumeKey('pvc')))!.value) as VolumeRecord;
       expect([stored.epoch, inSyncNodes(stored)]).toEqual([4, ['a']]);
       expect(lines.filter((l) => l.includes('could not serve as primary'))).toHaveLength(1);
     } finally {
@@ -547,20 +570,20 @@ describe('on a real store', () => {
     // A device outlives its serving by a little (closed, still ending a resync or a write). Its
     // in-sync set used to be the runner itself, so a resync of the earlier serving could put a copy
     // in sync that the current one was still copying to. Here the earlier set's calls are refused.
-    const { engine, local } = await openPrimaryVolume(makeTempDir('weft-runner-'), 'vol', 8 * MiB);
+    const { engine, local } = await openPrimaryVolume(makeTempDir('weft-runner-'), 'pvc', 8 * MiB);
     let localEpoch = 3;
-    const fence = new EpochFence('vol', () => localEpoch);
+    const fence = new EpochFence('pvc', () => localEpoch);
     const raise = async (_volume: string, epoch: number) => void (localEpoch = epoch);
     const runner = runnerOn((txn) => store.txn(txn), raise, undefined, undefined, { localCopy: () => local, localFence: () => fence });
     const at = (epoch: number) => (runner as unknown as { inSyncSetAt(epoch: number): InSyncSet }).inSyncSetAt(epoch);
-    const stored = async () => JSON.parse((await store.get(volumeKey('vol')))!.value) as VolumeRecord;
+    const stored = async () => JSON.parse((await store.get(volumeKey('pvc')))!.value) as VolumeRecord;
     try {
       await takeOver(runner, record({}, { replicas: [{ node: 'a', state: 'in-sync' }], sizeBytes: 8 * MiB }));
       await until(async () => runner.replication() !== undefined);
       const earlier = at(4);
       // Fenced, it stops; once its lease is gone, it takes the volume again at epoch 5.
       runner.dispatch({ type: 'fenced' });
-      await store.delete(volumeLeaseKey('vol'));
+      await store.delete(volumeLeaseKey('pvc'));
       runner.dispatch({ type: 'primary-lease', lease: null, modRevision: await store.revision() });
       await until(async () => (await stored()).epoch === 5 && runner.replication() !== undefined);
       expect(runner.replication()).toBeDefined();
