@@ -41,13 +41,29 @@ export class EmbeddedStore implements ClusterStore {
   static async open(dir: string, logger: Logger): Promise<EmbeddedStore> {
     const file = path.join(dir, STORE_FILE);
     await fs.promises.rm(`${file}.tmp`, { force: true }); // a rewrite that did not finish: the file is whole
-    if (!fs.existsSync(file)) await writeSnapshotFile(file, snapshotRecord(new KvState()));
+    // Made only where there is no such file: not where it cannot be seen (a symlink to a file system
+    // not mounted yet, an I/O error), which would start the node on an empty store for good.
+    const missing = await fs.promises.lstat(file).then(
+      () => false,
+      (error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return true;
+        throw error;
+      },
+    );
+    if (missing) await writeSnapshotFile(file, snapshotRecord(new KvState()));
     const data = await fs.promises.readFile(file);
     const { records, validBytes } = parseLog(data, file);
     const store = EmbeddedStore.replay(records, file);
     const handle = await fs.promises.open(file, 'r+');
     if (validBytes < data.length) {
-      logger.warn({ file, offset: validBytes, bytes: data.length - validBytes }, 'cluster store: dropped the torn tail of a crash (its last write, never synced whole: nothing in it was acknowledged)');
+      // Kept aside: a tail that is not whole is a crash's last write, or damage to the last writes.
+      const kept = `${file}.dropped-tail`;
+      await fs.promises.writeFile(kept, data.subarray(validBytes));
+      logger.warn(
+        { file, offset: validBytes, bytes: data.length - validBytes, kept },
+        'cluster store: dropped the torn tail of the file, the last write of a crash, never synced whole (nothing in it was acknowledged); ' +
+          'if weftd did not crash, the end of the file was damaged and changes may be lost: the bytes are kept in the file named `kept`',
+      );
       await handle.truncate(validBytes);
       await handle.sync();
     }

@@ -98,16 +98,34 @@ export function damaged(file: string, what: string): Error {
   );
 }
 
-/** Writes a file that holds only this record, atomically: it replaces the old file whole or not at all. */
+/** Writes all of data at position. A write may take only part of it (a file system filling up) without an error. */
+async function writeAll(handle: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < data.length; ) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
+    if (bytesWritten === 0) throw Object.assign(new Error('a write took no bytes: no space left'), { code: 'ENOSPC' });
+    done += bytesWritten;
+  }
+}
+
+/**
+ * Writes a file that holds only this record, atomically: it replaces the old file whole or not at
+ * all. Every byte is written before the rename: a snapshot cut short by a full file system replaced
+ * the store with a file no start could read.
+ */
 export async function writeSnapshotFile(file: string, record: unknown): Promise<number> {
   const frame = encodeFrame(record);
   const temp = `${file}.tmp`;
   const handle = await fs.promises.open(temp, 'w');
   try {
-    await handle.write(frame, 0, frame.length, 0);
-    await handle.sync();
-  } finally {
-    await handle.close();
+    try {
+      await writeAll(handle, frame, 0);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  } catch (error) {
+    await fs.promises.rm(temp, { force: true }); // it holds space that a full file system needs back
+    throw error;
   }
   await fs.promises.rename(temp, file);
   const dir = await fs.promises.open(path.dirname(file), 'r');
@@ -133,6 +151,8 @@ export class StoreLog {
   private waiters: Waiter[] = [];
   private writing = false;
   private last: Promise<void> = Promise.resolve();
+  /** The run of writeOut under way: a rewrite may go on after the last append was acknowledged. */
+  private run: Promise<void> = Promise.resolve();
   private failure?: Error;
   private compactAtBytes: number;
 
@@ -151,7 +171,7 @@ export class StoreLog {
     this.check();
     this.pending.push(JSON.stringify(record));
     this.last = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
-    if (!this.writing) void this.writeOut();
+    if (!this.writing) this.run = this.writeOut();
     return this.last;
   }
 
@@ -172,7 +192,8 @@ export class StoreLog {
    */
   async close(): Promise<void> {
     await this.last.catch(() => undefined);
-    if (this.grouped && !this.failure && !this.writing) await this.compact();
+    await this.run;
+    if (this.grouped && !this.failure) await this.compact();
     await this.handle.close();
   }
 
@@ -184,9 +205,7 @@ export class StoreLog {
       if (group.length > 1) this.grouped = true;
       const waiters = this.waiters.splice(0);
       try {
-        for (let done = 0; done < data.length; ) {
-          done += (await this.handle.write(data, done, data.length - done, this.sizeBytes + done)).bytesWritten;
-        }
+        await writeAll(this.handle, data, this.sizeBytes);
         this.sizeBytes += data.length;
         await this.handle.datasync();
       } catch (error) {

@@ -3,16 +3,17 @@
 // leases of a dead process, and keep its file small.
 
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 import { StoreCompactedError } from '../../fabric/cluster/cluster-store';
 import { EmbeddedStore, STORE_FILE } from '../../fabric/cluster/embedded-store';
-import { encodeFrame } from '../../fabric/cluster/store-log';
+import { encodeFrame, parseLog, writeSnapshotFile } from '../../fabric/cluster/store-log';
 import { createLogger, type Logger } from '../../fabric/logger';
 import { storeWriterValue } from '../helpers/store-writer-child';
 import { waitFor } from '../helpers/wait-for';
-import { cleanupAll, makeTempDir, track } from '../helpers/weftd';
+import { cleanupAll, makeTempDir, run, track } from '../helpers/weftd';
 import { describeClusterStore } from './store-conformance';
 
 const silent = createLogger('silent', 'test');
@@ -83,10 +84,45 @@ describe('embedded cluster store file', () => {
     const store = await EmbeddedStore.open(dir, logger);
     expect(lines.join('')).toMatch(/torn tail/);
     expect(fs.statSync(file).size).toBe(whole);
+    // Kept aside, should it have been damage rather than a crash.
+    expect(fs.readFileSync(`${file}.dropped-tail`)).toEqual(torn.subarray(0, torn.length - 3));
     await store.put('c', 'after');
     await store.close();
     fs.appendFileSync(file, Buffer.alloc(4096)); // a tail of zeroes, as a file grown by a crash may have
     expect(await contents(dir)).toEqual({ a: '1', b: '2', c: 'after' });
+  });
+
+  // A store file that cannot be seen is not one to make afresh: the node would start on an empty
+  // store for good, its volume records and claims gone, once the file came back.
+  it('refuses to start where its file is a link to nothing (a file system not mounted yet), and makes none', async () => {
+    const dir = makeTempDir('weft-store-');
+    const file = path.join(dir, STORE_FILE);
+    fs.symlinkSync(path.join(dir, 'not-mounted', STORE_FILE), file);
+    await expect(EmbeddedStore.open(dir, silent)).rejects.toThrow(/ENOENT/);
+    expect(fs.lstatSync(file).isSymbolicLink()).toBe(true);
+  });
+
+  it('a close just after the write that sets off a rewrite waits for the rewrite, and leaves no handle of the file open', async () => {
+    const dir = makeTempDir('weft-store-');
+    const file = path.join(dir, STORE_FILE);
+    const store = await EmbeddedStore.open(dir, silent);
+    const value = 'x'.repeat(4096);
+    // Up to the last put before the file reaches the 1 MiB it is rewritten at; that put sets it off.
+    for (let n = 0; fs.statSync(file).size + 2 * 4096 < 1024 * 1024; n++) await store.put(`k${n % 10}`, value);
+    const last = 'y'.repeat(16 * 1024);
+    await store.put('last', last);
+    await store.close();
+    await new Promise((resolve) => setTimeout(resolve, 500)); // a rewrite close did not wait for would end meanwhile
+    const open = fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === file;
+      } catch {
+        return false; // closed meanwhile
+      }
+    });
+    expect(open).toEqual([]);
+    expect(fs.statSync(file).size).toBeLessThan(64 * 1024); // rewritten as one snapshot
+    expect((await contents(dir)).last).toBe(last);
   });
 
   it('drops a last write torn in its middle (a page lost, later ones on disk): the changes synced together are one frame, and none of them was acknowledged', async () => {
@@ -204,5 +240,30 @@ describe('embedded cluster store file', () => {
     expect(events).toEqual(['k/new']);
     await watch.close();
     await reopened.close();
+  });
+});
+
+// A write may take only part of what it is given when the file system fills up, without an error:
+// a rewrite of the store cut short that way replaced the store with a file no start could read.
+describe('on a file system that fills up', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = makeTempDir('weft-store-full-');
+    const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'weft-test-full', dir]);
+    if (mounted.code !== 0) throw new Error(`mount tmpfs: ${mounted.stderr}`);
+  });
+  afterAll(async () => {
+    await run('umount', [dir]);
+  });
+
+  it('a rewrite that does not fit fails with ENOSPC, and leaves the file as it was, with no partial copy taking room', async () => {
+    const file = path.join(dir, STORE_FILE);
+    await writeSnapshotFile(file, { revision: 1, keys: 'small' });
+    const before = fs.readFileSync(file);
+    const big = { revision: 2, keys: crypto.randomBytes(200 * 1024).toString('base64') };
+    await expect(writeSnapshotFile(file, big)).rejects.toThrow(/ENOSPC/);
+    expect(fs.readFileSync(file)).toEqual(before);
+    expect(parseLog(fs.readFileSync(file), file).records).toEqual([{ revision: 1, keys: 'small' }]);
+    expect(fs.readdirSync(dir)).toEqual([STORE_FILE]);
   });
 });
