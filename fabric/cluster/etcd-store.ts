@@ -4,7 +4,10 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { circuitBreaker, ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, handleWhen, noop, retry } from 'cockatiel';
-import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type ICompare, type IKeyValue, type IRequestOp, type Namespace, type Watcher } from 'etcd3';
+import {
+  Etcd3, EtcdLeaseInvalidError, isRecoverableError,
+  type ICompare, type IDuplexStream, type IKeyValue, type ILeaseKeepAliveRequest, type ILeaseKeepAliveResponse, type IRequestOp, type Namespace, type Watcher,
+} from 'etcd3';
 import { withDeadline } from '../deadline';
 import { invalidArgument } from '../errors';
 import {
@@ -131,7 +134,7 @@ export class EtcdStore implements ClusterStore {
     const askedAtMs = performance.now();
     const { ID: id } = await this.call(() => this.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
     const revoke = () => this.client.leaseClient.leaseRevoke({ ID: id }).then(() => undefined);
-    const granted = new EtcdLease(id, ttlSeconds, this.memberClients(), revoke, askedAtMs, () => this.leases.delete(granted));
+    const granted = new EtcdLease(id, ttlSeconds, this.memberClients(), revoke, askedAtMs, (lease) => this.leases.delete(lease));
     this.leases.add(granted);
     return granted;
   }
@@ -281,14 +284,10 @@ function requestOp(op: TxnOp): IRequestOp {
   return { request_put: { key: etcdKey(op.key), value: Buffer.from(op.value), ...(op.lease === undefined ? {} : { lease: op.lease }) } };
 }
 
-/**
- * Sends one keepalive for lease id through client (one member); resolves with the TTL etcd renewed
- * it to, 0 if etcd no longer has the lease. The client's call options bound the wait.
- */
-async function keepaliveOnce(client: Etcd3, id: string): Promise<number> {
-  const stream = await client.leaseClient.leaseKeepAlive();
+/** Sends one keepalive for lease id on stream; resolves with the TTL etcd renewed it to, 0 if etcd no longer has the lease. */
+function answerOf(stream: IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>, id: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    stream.on('data', (response: { TTL: string }) => {
+    stream.on('data', (response: ILeaseKeepAliveResponse) => {
       stream.end();
       resolve(Number(response.TTL));
     });
@@ -303,17 +302,21 @@ async function keepaliveOnce(client: Etcd3, id: string): Promise<number> {
  * than etcd3's Lease: that sends every keepalive over one stream to one member, and a member that
  * stalls (a long fsync, a paused VM) answers nothing and passes nothing on to the leader, so the
  * lease lapsed for real within a TTL and healthy volumes failed over. Here a keepalive goes to the
- * member that answered last, and to every other member too if it is not answered within a third of
- * the interval (or fails). The holder is told it lost the lease when etcd says it has none, or as
- * soon as no keepalive has been confirmed for a TTL: etcd may have expired it then, and a holder
- * that went on would act on a lease that another node may already hold.
+ * member that answered the latest keepalive first, and to every other member too if it is not
+ * answered within a third of the interval (or fails). The holder is told it lost the lease when etcd
+ * says it has none, or as soon as no keepalive has been confirmed for a TTL: etcd may have expired it
+ * then, and a holder that went on would act on a lease that another node may already hold.
  */
 class EtcdLease extends StoreLease {
   private aliveUntilMs: number;
   private expiryTimer?: NodeJS.Timeout;
   private readonly ticker: NodeJS.Timeout;
-  /** Index in members of the member that answered last: keepalives go there first. */
+  /** Index in members of the member that answered the latest keepalive first: keepalives go there first. */
   private preferred = 0;
+  private preferredTick = 0;
+  private ticks = 0;
+  /** Keepalive calls under way: a lease given up cancels them, as one still on its way would renew it. */
+  private readonly calls = new Set<{ cancel(): void }>();
   private stopped = false;
 
   constructor(
@@ -322,12 +325,14 @@ class EtcdLease extends StoreLease {
     private readonly members: Etcd3[],
     private readonly revokeLease: () => Promise<void>,
     askedAtMs: number,
-    private readonly forget: () => void,
+    private readonly forget: (lease: EtcdLease) => void,
   ) {
     super(id, ttlSeconds);
     this.aliveUntilMs = askedAtMs + ttlSeconds * 1000;
     const intervalMs = (ttlSeconds * 1000) / 3;
     this.ticker = setInterval(() => void this.keepalive(intervalMs / 3), intervalMs).unref();
+    // At once, too: a grant that took long leaves less than a TTL before the first confirmation.
+    void this.keepalive(intervalMs / 3);
     this.check();
   }
 
@@ -336,7 +341,9 @@ class EtcdLease extends StoreLease {
     this.stopped = true;
     clearInterval(this.ticker);
     clearTimeout(this.expiryTimer);
-    this.forget();
+    for (const call of this.calls) call.cancel();
+    this.calls.clear();
+    this.forget(this);
   }
 
   protected async revokeNow(): Promise<void> {
@@ -351,11 +358,12 @@ class EtcdLease extends StoreLease {
 
   private async keepalive(hedgeAfterMs: number): Promise<void> {
     const sentAtMs = performance.now();
+    const tick = ++this.ticks;
     const through = (index: number) =>
-      keepaliveOnce(this.members[index], this.id).then(
+      this.keepaliveThrough(index).then(
         (ttl) => {
           this.confirmed(sentAtMs, ttl);
-          if (ttl > 0) this.preferred = index;
+          if (ttl > 0 && tick > this.preferredTick) [this.preferred, this.preferredTick] = [index, tick];
           return true;
         },
         () => false,
@@ -364,6 +372,21 @@ class EtcdLease extends StoreLease {
     const answered = await Promise.race([through(first), sleep(hedgeAfterMs, false, { ref: false })]);
     if (answered || this.stopped) return;
     for (let index = 0; index < this.members.length; index++) if (index !== first) void through(index);
+  }
+
+  /** One keepalive through one member; its client's call options bound the wait. */
+  private async keepaliveThrough(index: number): Promise<number> {
+    const stream = await this.members[index].leaseClient.leaseKeepAlive();
+    if (this.stopped) {
+      stream.cancel();
+      throw new Error(`lease ${this.id} was given up`);
+    }
+    this.calls.add(stream);
+    try {
+      return await answerOf(stream, this.id);
+    } finally {
+      this.calls.delete(stream);
+    }
   }
 
   /** A keepalive sent at sentAtMs was answered: etcd renewed the lease from no earlier than then. */
