@@ -108,10 +108,8 @@ export function exportName(ref: VolumeRef): string {
 
 /** Every export name that exists, for NBD_OPT_LIST and for dropping the series of deleted ones. */
 export function exportNames(engine: VolumeEngine): string[] {
-  return [
-    ...engine.listVolumes().map((v) => v.name),
-    ...engine.listSnapshots().map((s) => exportName({ volume: s.volume, snapshot: s.name })),
-  ];
+  const { volumes, snapshots } = engine.listNames();
+  return [...volumes, ...snapshots.map(exportName)];
 }
 
 export class EngineExports implements ExportProvider {

@@ -11,7 +11,7 @@ import { exportName } from './nbd-exports';
 import type { NbdServer } from './nbd/server';
 import type { NodeTelemetry, ReadinessCheck, WorkloadReport } from './telemetry';
 import type { LocalEngine } from './volume/local-engine';
-import type { VolumeMetrics } from './volume/metrics-device';
+import type { VolumeMetrics, VolumeStats } from './volume/metrics-device';
 
 /** The cluster store answers within this, or the node is not ready. */
 const STORE_CHECK_TIMEOUT_MS = 2000;
@@ -33,13 +33,16 @@ export interface TelemetryParts {
 export function nodeTelemetry(parts: TelemetryParts): NodeTelemetry & { stop(): void } {
   const { engine, controller } = parts;
   const eventLoop = new EventLoopDelay();
+  // A scrape asks every family in one turn, and several ask for the same lists.
+  const volumeIo = oncePerTurn(() => parts.volumeMetrics?.current() ?? []);
+  const volumes = oncePerTurn(() => engine.listVolumes());
   return {
     nodeId: parts.nodeId,
-    volumeIo: () => (parts.volumeMetrics?.current() ?? []).map(([volume, stats]) => ({ volume, stats })),
-    volumes: () => engine.listVolumes().map((v) => ({ name: v.name, class: v.class, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes })),
-    workloads: () => workloadsOf(parts),
+    volumeIo: () => volumeIo().map(([volume, stats]) => ({ volume, stats })),
+    volumes: () => volumes().map((v) => ({ name: v.name, class: v.class, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes })),
+    workloads: () => workloadsOf(parts, new Map(volumeIo())),
     checksumErrors: () => [
-      ...engine.listVolumes().map((v) => ({ volume: v.name, errors: v.checksumErrors })),
+      ...volumes().map((v) => ({ volume: v.name, errors: v.checksumErrors })),
       ...engine.listSnapshots().map((s) => ({ volume: exportName({ volume: s.volume, snapshot: s.name }), errors: s.checksumErrors })),
     ],
     pools: () => engine.listPools(),
@@ -64,6 +67,21 @@ export function nodeTelemetry(parts: TelemetryParts): NodeTelemetry & { stop(): 
   };
 }
 
+/**
+ * fn, computed once per turn of the event loop: a Prometheus scrape collects every family in one
+ * turn, and listing every volume of a node for each of them blocked the loop (and its I/O) 14 times.
+ */
+function oncePerTurn<T>(fn: () => T): () => T {
+  let cached: { value: T } | undefined;
+  return () => {
+    if (!cached) {
+      cached = { value: fn() };
+      setImmediate(() => (cached = undefined));
+    }
+    return cached.value;
+  };
+}
+
 async function storeCheck(store: ClusterStore): Promise<ReadinessCheck> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -80,8 +98,7 @@ async function storeCheck(store: ClusterStore): Promise<ReadinessCheck> {
 }
 
 /** One report per workload of each attachment on this node, with the attached volume's I/O here. */
-function workloadsOf(parts: TelemetryParts): WorkloadReport[] {
-  const io = new Map(parts.volumeMetrics?.current() ?? []);
+function workloadsOf(parts: TelemetryParts, io: Map<string, VolumeStats>): WorkloadReport[] {
   const classOf = (volume: string) => (parts.engine.hasVolume(volume) ? parts.engine.getVolume(volume).class : (parts.controller.record(volume)?.class ?? ''));
   return parts.api.attachments.list({ nodeId: parts.nodeId }).flatMap((attachment) =>
     attachment.workloads.map((w) => ({

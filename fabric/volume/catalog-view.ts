@@ -3,7 +3,7 @@
 
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, resourceExhausted } from '../errors';
 import { wholeBlocks } from '../store/block-size';
-import type { Catalog, SnapshotRecord, VolumeRecord } from './catalog';
+import type { Catalog, LayerRecord, SnapshotRecord, VolumeRecord } from './catalog';
 import { layerById } from './control-txn';
 import { defaultClass } from './default-class';
 import type { NodeStore } from './node-store';
@@ -14,6 +14,12 @@ import type { Volume } from './volume';
 export interface VolumeObjects {
   volume(name: string): Volume | undefined;
   snapshot(volume: string, name: string): Volume | undefined;
+}
+
+export interface CatalogIndex {
+  layers: Map<number, LayerRecord>;
+  snapshotOfLayer: Map<number, SnapshotRecord>;
+  snapshotCounts: Map<string, number>;
 }
 
 export class CatalogView {
@@ -76,7 +82,8 @@ export class CatalogView {
     }
   }
 
-  volumeInfo(record: VolumeRecord): VolumeInfo {
+  /** index: build one for many volumes (listVolumes): a lookup per layer would search the whole catalog. */
+  volumeInfo(record: VolumeRecord, index = this.index()): VolumeInfo {
     // A volume made by the running control operation gets its object when the operation ends.
     const volume = this.objects.volume(record.name);
     return {
@@ -85,20 +92,20 @@ export class CatalogView {
       sizeBytes: record.sizeBytes,
       allocatedBytes: this.store.metadata.mapOf(record.head).physicalBlocks * BLOCK_BYTES,
       sourceSnapshot: record.sourceSnapshot,
-      snapshotCount: this.catalog.snapshots.filter((s) => s.volume === record.name).length,
+      snapshotCount: index.snapshotCounts.get(record.name) ?? 0,
       connections: volume?.connections ?? 0,
       checksumErrors: volume?.replica.checksumErrors ?? 0,
       epoch: record.epoch ?? 0,
       createdAt: record.createdAt,
-      layers: this.layersOf(record.head),
+      layers: this.layersOf(record.head, index),
     };
   }
 
-  layersOf(head: number): LayerInfo[] {
+  layersOf(head: number, index = this.index()): LayerInfo[] {
     const layers: LayerInfo[] = [];
     for (let id: number | null = head; id !== null; ) {
-      const layer = layerById(this.catalog, id);
-      const snapshot = this.catalog.snapshots.find((s) => s.layer === id);
+      const layer = this.layerOf(id, index);
+      const snapshot = index.snapshotOfLayer.get(id);
       layers.push({
         ...(snapshot && { snapshot: { volume: snapshot.volume, name: snapshot.name } }),
         ...(layer.hidden && { deleted: true }),
@@ -110,14 +117,30 @@ export class CatalogView {
     return layers;
   }
 
-  snapshotInfo(snapshot: SnapshotRecord): SnapshotInfo {
+  /** Throws as layerById does when the catalog lacks it. */
+  private layerOf(id: number, index: CatalogIndex): LayerRecord {
+    return index.layers.get(id) ?? layerById(this.catalog, id);
+  }
+
+  /** The catalog's layers by id, snapshots by layer, and snapshot counts by volume, as of now. */
+  index(): CatalogIndex {
+    const snapshotCounts = new Map<string, number>();
+    const snapshotOfLayer = new Map<number, SnapshotRecord>();
+    for (const s of this.catalog.snapshots) {
+      snapshotCounts.set(s.volume, (snapshotCounts.get(s.volume) ?? 0) + 1);
+      if (!snapshotOfLayer.has(s.layer)) snapshotOfLayer.set(s.layer, s);
+    }
+    return { layers: new Map(this.catalog.layers.map((l) => [l.id, l])), snapshotOfLayer, snapshotCounts };
+  }
+
+  snapshotInfo(snapshot: SnapshotRecord, index = this.index()): SnapshotInfo {
     return {
       volume: snapshot.volume,
       name: snapshot.name,
       sizeBytes: snapshot.sizeBytes,
       exclusiveBytes: this.store.metadata.mapOf(snapshot.layer).physicalBlocks * BLOCK_BYTES,
       createdAt: snapshot.createdAt,
-      class: layerById(this.catalog, snapshot.layer).pool,
+      class: this.layerOf(snapshot.layer, index).pool,
       checksumErrors: this.objects.snapshot(snapshot.volume, snapshot.name)?.replica.checksumErrors ?? 0,
     };
   }

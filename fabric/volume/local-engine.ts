@@ -143,7 +143,12 @@ export class LocalEngine implements VolumeEngine {
   }
 
   listVolumes(): VolumeInfo[] {
-    return this.catalog.volumes.map((v) => this.view.volumeInfo(v));
+    const index = this.view.index();
+    return this.catalog.volumes.map((v) => this.view.volumeInfo(v, index));
+  }
+
+  listNames(): { volumes: string[]; snapshots: { volume: string; snapshot: string }[] } {
+    return { volumes: this.catalog.volumes.map((v) => v.name), snapshots: this.catalog.snapshots.map((s) => ({ volume: s.volume, snapshot: s.name })) };
   }
 
   hasVolume(name: string): boolean {
@@ -270,7 +275,8 @@ export class LocalEngine implements VolumeEngine {
   listSnapshots(volume?: string): SnapshotInfo[] {
     const snapshots = this.catalog.snapshots.filter((s) => volume === undefined || s.volume === volume);
     if (volume !== undefined && snapshots.length === 0) this.view.findVolume(volume);
-    return snapshots.map((s) => this.view.snapshotInfo(s));
+    const index = this.view.index();
+    return snapshots.map((s) => this.view.snapshotInfo(s, index));
   }
 
   deleteSnapshot(volume: string, name: string): Promise<void> {

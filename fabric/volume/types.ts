@@ -161,6 +161,8 @@ export interface VolumeEngine {
   createVolume(request: CreateVolumeRequest): Promise<VolumeInfo>;
   cloneVolume(request: CloneVolumeRequest): Promise<VolumeInfo>;
   listVolumes(): VolumeInfo[];
+  /** The names of every volume and snapshot, without the work of describing each (listVolumes, listSnapshots). */
+  listNames(): { volumes: string[]; snapshots: { volume: string; snapshot: string }[] };
   getVolume(name: string): VolumeInfo;
   /** Grow only; shrinking is refused with INVALID_ARGUMENT. */
   resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
