@@ -3,6 +3,7 @@
 // are no parameters of Weft's (the claim's name and namespace among them go into the new volume's
 // context: workload.ts, claimContext()); anything else is an INVALID_ARGUMENT naming the key.
 
+import { MAX_REPLICAS } from '../../fabric/api/validate';
 import { invalidArgument } from './errors';
 import type { StringMap } from './messages';
 import { isWeftName } from './names';
@@ -43,7 +44,7 @@ function serviceClass(value: string | undefined): string | undefined {
 function replicas(value: string | undefined): number {
   if (value === undefined || value === '') return 1;
   const count = Number(value);
-  if (!/^\d+$/.test(value) || count < 1 || !Number.isSafeInteger(count)) throw invalidArgument(`parameter replicas "${value}" must be a whole number of copies, at least 1`);
+  if (!/^\d+$/.test(value) || count < 1 || count > MAX_REPLICAS) throw invalidArgument(`parameter replicas "${value}" must be a whole number of copies, from 1 to ${MAX_REPLICAS}`);
   return count;
 }
 

@@ -52,6 +52,8 @@ const FILE_NAME = 'attachments.json';
 export class AttachmentStore {
   private records = new Map<string, AttachmentRecord>();
   private readonly file: string;
+  /** A removal failed to reach the file: the file holds records that are gone. */
+  private unsaved = false;
 
   /** Loads DATA_DIR/attachments.json. A damaged file is logged and replaced at the next change. */
   constructor(private readonly dataDir: string, private readonly logger: Logger) {
@@ -69,10 +71,11 @@ export class AttachmentStore {
 
   /**
    * Forgets an attachment (the device is detached already). Forgotten here even if the file cannot be
-   * written now, which fails the call: the next change that can writes the file without it.
+   * written now, which fails the call: the call again, or the next change that can, writes the file
+   * without it (a retry found nothing to forget and answered OK, the file still holding it).
    */
   remove(volume: string, nodeId: string): void {
-    if (this.records.delete(key({ volume, nodeId }))) this.save(this.records);
+    if (this.records.delete(key({ volume, nodeId })) || this.unsaved) this.save(this.records);
   }
 
   /** Forgets every attachment of a volume (it was deleted); a file that cannot be written now is only logged: the delete itself is done. */
@@ -111,7 +114,7 @@ export class AttachmentStore {
     }
     try {
       const records = JSON.parse(text) as unknown;
-      if (Array.isArray(records)) return records as AttachmentRecord[];
+      if (Array.isArray(records) && records.every(isRecord)) return records;
     } catch {
       // Reported below, like any other damage.
     }
@@ -124,11 +127,19 @@ export class AttachmentStore {
     const list = [...records.values()].sort((a, b) => key(a).localeCompare(key(b)));
     try {
       writeFileAtomic(this.file, JSON.stringify(list, null, 2) + '\n', this.dataDir);
+      this.unsaved = false;
     } catch (err) {
+      if (records === this.records) this.unsaved = true;
       const why = `the attachment records could not be written to ${this.file}: ${(err as Error).message}`;
       throw new WeftError((err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'RESOURCE_EXHAUSTED' : 'UNAVAILABLE', why);
     }
   }
+}
+
+/** Enough of a record to be kept by its key; weftd starts without a file that holds anything else. */
+function isRecord(value: unknown): value is AttachmentRecord {
+  const record = value as Partial<AttachmentRecord> | null;
+  return typeof record === 'object' && record !== null && typeof record.volume === 'string' && typeof record.nodeId === 'string' && Array.isArray(record.workloads);
 }
 
 function key(record: { volume: string; nodeId: string }): string {

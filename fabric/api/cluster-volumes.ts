@@ -26,6 +26,7 @@ import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { BLOCK_BYTES, wholeBlocks } from '../store/block-size';
 import { validateName } from '../volume/names';
+import { MAX_REPLICAS } from './validate';
 import { KeyedTurns } from '../keyed-turns';
 import type { CloneVolumeRequest, CreateVolumeRequest, ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
 import type { Absence } from '../replication/absence-log';
@@ -1017,6 +1018,6 @@ function skipDownOrNoCopy(err: unknown): void {
 
 /** The CreateVolume request's replica count: 0 (unset) and 1 mean one copy, on this node. */
 export function replicaCount(value: number): number {
-  if (!Number.isInteger(value) || value < 0) throw invalidArgument(`replicas must be a whole number of at least 1, not ${value}`);
+  if (!Number.isInteger(value) || value < 0 || value > MAX_REPLICAS) throw invalidArgument(`replicas must be a whole number from 1 to ${MAX_REPLICAS}, not ${value}`);
   return Math.max(1, value);
 }

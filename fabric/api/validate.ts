@@ -4,6 +4,9 @@
 import { invalidArgument } from '../errors';
 import { isValidName, NAME_RULE } from '../volume/names';
 
+/** The most copies a volume may ask for (the wire's field is 32 bits: a larger number would wrap round to a small one). */
+export const MAX_REPLICAS = 999;
+
 /** Volume, snapshot, class and node names. */
 export function checkName(field: string, value: string | undefined | null): string {
   if (!value) throw invalidArgument(`${field} is required`);

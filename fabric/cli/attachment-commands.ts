@@ -3,6 +3,7 @@
 
 import type { Command } from 'commander';
 import type { AttachmentRecord, AttachmentWorkload } from '../api/attachments';
+import { nameArg } from './args';
 import { action, type CommandContext, type Outcome } from './context';
 import { formatTime, table, type Column } from './output';
 
@@ -16,7 +17,7 @@ export function attachmentCommands(program: Command): void {
 }
 
 async function listAttachments(context: CommandContext, [volume]: [string | undefined]): Promise<Outcome> {
-  const attachments = await context.client.listAttachments(volume ? { volume } : {});
+  const attachments = await context.client.listAttachments(volume === undefined ? {} : { volume: nameArg('volume', volume) });
   return { json: attachments, text: attachments.length ? table(ATTACHMENT_COLUMNS, attachments) : 'no attachments' };
 }
 

@@ -4,6 +4,7 @@
 
 import type { Command } from 'commander';
 import type { CreateVolumeOptions } from '../api/client';
+import { MAX_REPLICAS } from '../api/validate';
 import { formatSize } from '../units';
 import type { LayerInfo, ReplicaInfo, ReplicaVerifyResult, VerifyReport, VolumeInfo } from '../volume/types';
 import { exportArg, nameArg, sizeArg, snapshotArg } from './args';
@@ -143,7 +144,7 @@ async function revertVolume(context: CommandContext, [target]: [string]): Promis
 }
 
 function replicasArg(text: string): number {
-  if (!/^[1-9][0-9]{0,2}$/.test(text)) throw usageError(`--replicas "${text}" must be a whole number of copies, at least 1`);
+  if (!/^[1-9][0-9]*$/.test(text) || Number(text) > MAX_REPLICAS) throw usageError(`--replicas "${text}" must be a whole number of copies, from 1 to ${MAX_REPLICAS}`);
   return Number(text);
 }
 

@@ -46,3 +46,26 @@ test("a deleted volume's records are forgotten even when the file cannot be writ
   // The volume is deleted already: no error for the caller.
   expect(whileUnwritable(['gone', 'kept'], (store) => store.removeVolume('gone'))).toEqual({ listed: ['kept'], afterRestart: ['kept', 'later'] });
 });
+
+test('a removal asked again once the file can be written writes it, though the attachment is forgotten already', () => {
+  const dataDir = makeTempDir('weft-attachments-');
+  const store = new AttachmentStore(dataDir, pino({ level: 'silent' }));
+  store.record(attachment('a'));
+  const file = path.join(dataDir, 'attachments.json');
+  fs.rmSync(file, { force: true });
+  fs.mkdirSync(path.join(file, 'in-the-way'), { recursive: true });
+  expect(() => store.remove('a', 'n1')).toThrow(expect.objectContaining({ kind: 'UNAVAILABLE' }));
+  fs.rmSync(file, { recursive: true });
+  fs.writeFileSync(file, JSON.stringify([{ ...attachment('a'), attachedAt: new Date().toISOString() }])); // what the file held before
+  store.remove('a', 'n1'); // the CSI node service's retry: it answered OK and wrote nothing
+  expect(new AttachmentStore(dataDir, pino({ level: 'silent' })).list()).toEqual([]);
+});
+
+test('a file whose records are not records (hand-edited, damaged) is logged, and weftd starts without them', () => {
+  const dataDir = makeTempDir('weft-attachments-');
+  fs.writeFileSync(path.join(dataDir, 'attachments.json'), JSON.stringify([null, { volume: 'a' }]));
+  const lines: string[] = [];
+  const store = new AttachmentStore(dataDir, pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) }));
+  expect(store.list()).toEqual([]);
+  expect(lines.join('')).toMatch(/attachment records are damaged/);
+});

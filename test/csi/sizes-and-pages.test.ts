@@ -134,6 +134,7 @@ describe('parameters', () => {
   it('reads class, replicas and locality, and ignores the keys Kubernetes adds', () => {
     expect(parseParameters({})).toEqual({ class: undefined, replicas: 1, locality: false });
     expect(parseParameters({ replicas: '3' }).replicas).toBe(3);
+    expect(parseParameters({ replicas: '999' }).replicas).toBe(999);
     expect(parseParameters({ class: 'ssd', replicas: '1', locality: 'true', 'csi.storage.k8s.io/pvc/name': 'data' })).toEqual({
       class: 'ssd',
       replicas: 1,
@@ -148,6 +149,9 @@ describe('parameters', () => {
     [{ replicas: 'two' }, /replicas "two"/],
     [{ replicas: '1.5' }, /replicas "1.5"/],
     [{ replicas: '99999999999999999999' }, /replicas "99999999999999999999"/],
+    // The API's field is 32 bits: this one arrived as 1, and a volume of one copy was made.
+    [{ replicas: '4294967297' }, /replicas "4294967297" must be a whole number of copies, from 1 to 999/],
+    [{ replicas: '1000' }, /replicas "1000"/],
     [{ locality: 'yes' }, /locality "yes"/],
   ])('refuses %j', (parameters, message) => {
     expect(() => parseParameters(parameters)).toThrow(message);
