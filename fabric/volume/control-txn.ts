@@ -21,6 +21,8 @@ export class ControlTxn {
   private mark = 0;
   /** A merge moved a volume head's entries, whose writes may not be durable yet. */
   private movedHeadEntries = false;
+  /** Hidden layers left unmerged: moving the entries of the smaller map would not fit in one record. */
+  readonly mergesLeft: { layer: number; entries: number }[] = [];
 
   constructor(private readonly store: NodeStore) {
     this.catalog = new CatalogEdit(store.catalog);
@@ -56,7 +58,12 @@ export class ControlTxn {
     const children = this.store.catalog.layers.filter((l) => l.parent === id);
     if (children.length === 0) this.dropLayer(id);
     // Merged entries keep pointing into the layer's pool: only a child in the same pool can take them.
-    else if (children.length === 1 && children[0].pool === layer.pool) this.merge(layer, children[0]);
+    else if (children.length === 1 && children[0].pool === layer.pool) {
+      const entries = Math.min(this.store.metadata.mapOf(layer.id).size, this.store.metadata.mapOf(children[0].id).size);
+      // Too many for one record: the layer stays, as with several children, until its child goes.
+      if (entries > this.store.maxMergeEntries) this.mergesLeft.push({ layer: id, entries });
+      else this.merge(layer, children[0]);
+    }
   }
 
   /** Journals the operation and makes it and every completed write durable. */

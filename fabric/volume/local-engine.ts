@@ -292,6 +292,13 @@ export class LocalEngine implements VolumeEngine {
       txn.collectLayer(snapshot.layer);
       await txn.commit();
       this.logger.info({ volume, snapshot: name }, 'snapshot deleted');
+      for (const { entries } of txn.mergesLeft) {
+        this.logger.warn(
+          { volume, snapshot: name, entries, max: this.store.maxMergeEntries },
+          'the deleted snapshot stays as a hidden layer, its blocks used, until the volume is deleted or reverted: ' +
+            'merging it with the volume would move more block entries than one metadata record holds',
+        );
+      }
     });
   }
 

@@ -49,7 +49,16 @@ export interface NodeStoreOptions {
   acceptMetadataLoss?: boolean;
   /** A checkpoint starts once the journal is this large (default 64 MiB; tests make it small). */
   checkpointJournalBytes?: number;
+  /** The most block entries one merge of a deleted snapshot's layer may move (default MAX_MERGE_ENTRIES; tests make it small). */
+  maxMergeEntries?: number;
 }
+
+/**
+ * Every entry a merge moves goes into one journal record (16 bytes each), which must fit in the
+ * journal's 256 MiB of unsynced bytes: past that, the node's every write and flush failed until a
+ * restart, and the delete again after it. 4 Mi entries is 64 MiB of record, 16 GiB of 4 KiB blocks.
+ */
+export const MAX_MERGE_ENTRIES = 4 * 1024 * 1024;
 
 /** The pools whose completed writes a flush could not make durable, with why. */
 type FailedPools = ReadonlyMap<string, unknown>;
@@ -78,6 +87,7 @@ export class NodeStore implements ReplicaHost {
     private readonly logger: Logger,
     readonly syncIntervalMs: number,
     private readonly checkpointJournalBytes: number,
+    readonly maxMergeEntries: number,
   ) {}
 
   /** Takes the data dir's lock, reads its metadata, opens its pools and recovers from a crash. */
@@ -90,7 +100,7 @@ export class NodeStore implements ReplicaHost {
       prepareDataDir(dataDir);
       const opened = Metadata.open(path.join(dataDir, 'meta'), options.acceptMetadataLoss);
       const syncIntervalMs = options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
-      store = new NodeStore(dataDir, opened.metadata, options.logger, syncIntervalMs, options.checkpointJournalBytes ?? CHECKPOINT_JOURNAL_BYTES);
+      store = new NodeStore(dataDir, opened.metadata, options.logger, syncIntervalMs, options.checkpointJournalBytes ?? CHECKPOINT_JOURNAL_BYTES, options.maxMergeEntries ?? MAX_MERGE_ENTRIES);
       const pools = openPools(options.pools, store.catalog, new MembersMade(path.join(dataDir, MEMBERS_MADE_FILE)), options.logger);
       for (const [poolClass, pool] of pools.pools) store.pools.set(poolClass, pool);
       store.catalog.pools = pools.records;

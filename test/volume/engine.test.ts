@@ -217,6 +217,31 @@ describe('snapshots and clones', () => {
     expect(data.subarray(256 * 1024).every((b) => b === 0xaa)).toBe(true);
   });
 
+  // Every entry a merge moves goes into one journal record, which must fit in the journal: a
+  // snapshot of a large volume, much of it rewritten since, made every write of the node fail.
+  test('a snapshot whose merge would not fit in one metadata record stays as a hidden layer: deleted all the same, the volume intact and writable, its blocks freed with the volume', async () => {
+    const lines: string[] = [];
+    const warnings = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    const e = (engine = await LocalEngine.open({ dataDir: path.join(dir, 'data'), pools: [{ class: 'default', path: dir, sizeBytes: 64 * MiB }], logger: warnings, maxMergeEntries: 100 }));
+    await e.createVolume({ name: 'v1', sizeBytes: 4 * MiB });
+    await writeFill(e, 'v1', 0, MiB, 0xaa);
+    await e.createSnapshot('v1', 's1');
+    await writeFill(e, 'v1', 0, 512 * 1024, 0xbb); // 128 blocks rewritten: more than 100 to move
+    await e.deleteSnapshot('v1', 's1');
+    expect(e.listSnapshots('v1')).toEqual([]);
+    expect(lines.join('')).toMatch(/the deleted snapshot stays as a hidden layer/);
+    expect(usedBytes(e)).toBe(MiB + 512 * 1024); // the rewritten half is not freed yet
+    await writeFill(e, 'v1', MiB, 4096, 0xcc);
+
+    const reopened = await reopen();
+    const data = await readAll(reopened, 'v1', 0, MiB + 4096);
+    expect(data.subarray(0, 512 * 1024).every((b) => b === 0xbb)).toBe(true);
+    expect(data.subarray(512 * 1024, MiB).every((b) => b === 0xaa)).toBe(true);
+    expect(data.subarray(MiB).every((b) => b === 0xcc)).toBe(true);
+    await reopened.deleteVolume('v1');
+    expect(usedBytes(reopened)).toBe(0);
+  });
+
   test('revert returns a volume to a snapshot', async () => {
     const e = await openEngine();
     await e.createVolume({ name: 'v1', sizeBytes: 4 * MiB });
