@@ -293,6 +293,10 @@ export class NodeServer {
       if (!existing && mode === 'SINGLE_NODE_SINGLE_WRITER' && state.publications.length > 0) {
         throw failedPrecondition(`volume ${volume} is SINGLE_NODE_SINGLE_WRITER and already published at ${state.publications[0].targetPath}`);
       }
+      // A broken stage is refused, not bound: its pod would get I/O errors, or, from a staging path
+      // no longer mounted, write into a directory on the node's own disk.
+      const problem = (await this.attachmentProblem(state)) ?? (state.access === 'mount' && !(await this.tools.isMountPoint(state.stagingPath)) ? `${state.stagingPath} is no longer mounted` : undefined);
+      if (problem) throw failedPrecondition(`volume ${volume} is not published at ${targetPath}: its stage is broken (${problem}); unstage and stage it again`);
       await this.bind(state, publication);
       return {};
     });
@@ -622,6 +626,9 @@ function stageConflict(current: VolumeState, wanted: VolumeState): string | unde
   if (current.access !== wanted.access) return `for ${current.access} access`;
   if (current.fsType !== wanted.fsType) return `with ${current.fsType}`;
   if (current.accessMode !== wanted.accessMode) return `as ${current.accessMode}`;
+  // Its mount keeps the options it was made with: others asked for (ro, noexec) would not apply.
+  const flags = (state: VolumeState) => [...(state.mountFlags ?? [])].sort().join(',');
+  if (flags(current) !== flags(wanted)) return `with mount flags [${flags(current)}]`;
   return undefined;
 }
 

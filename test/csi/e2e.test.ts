@@ -436,6 +436,41 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
+  test('a stage asked again with other mount flags is refused (ALREADY_EXISTS): its mount would keep the old ones', async () => {
+    const volume = await createVolume('e2e-flags', 64 * MiB, EXT4_WRITER);
+    const { staging } = pathsFor(volume);
+    const stage = { volume_id: volume, staging_target_path: staging, volume_capability: EXT4_WRITER };
+    await csi.call('NodeStageVolume', stage);
+    const noexec = { ...EXT4_WRITER, mount: { ...EXT4_WRITER.mount, mount_flags: ['noexec'] } };
+    expect(await csi.failure('NodeStageVolume', { ...stage, volume_capability: noexec })).toMatchObject({ code: 6, details: expect.stringMatching(/already staged with mount flags \[\]/) });
+    await csi.call('NodeStageVolume', stage); // the same again: done already
+    await csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging });
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
+  test('a publish onto a broken stage is refused, with why: its pod would get I/O errors, or write into the node\'s own disk', async () => {
+    const volume = await createVolume('e2e-unmounted', 64 * MiB, EXT4_WRITER);
+    const { staging, target } = pathsFor(volume);
+    const stage = { volume_id: volume, staging_target_path: staging, volume_capability: EXT4_WRITER };
+    await csi.call('NodeStageVolume', stage);
+    expect(spawnSync('umount', [staging]).status).toBe(0); // behind weftd's back
+    expect(await csi.failure('NodePublishVolume', { ...stage, target_path: target })).toMatchObject({
+      code: 9,
+      details: expect.stringMatching(/its stage is broken \(.* is no longer mounted\); unstage and stage it again/),
+    });
+    expect(spawnSync('findmnt', ['--mountpoint', target]).status).not.toBe(0);
+    await csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging });
+
+    await csi.call('NodeStageVolume', stage);
+    const nbdfuse = Number(fs.readFileSync(path.join(weftd.dataDir, 'csi', 'attach', volume, 'nbdfuse.pid'), 'utf8'));
+    process.kill(nbdfuse, 'SIGKILL');
+    await waitFor(() => (fs.existsSync(`/proc/${nbdfuse}/cmdline`) ? fs.readFileSync(`/proc/${nbdfuse}/cmdline`).length === 0 : true)); // dead, if not reaped yet
+    expect(await csi.failure('NodePublishVolume', { ...stage, target_path: target })).toMatchObject({ code: 9, details: expect.stringMatching(/attachment of volume .* is broken/) });
+    expect(spawnSync('findmnt', ['--mountpoint', target]).status).not.toBe(0);
+    await csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging });
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
   test('staged again while published, with its attachment broken, it is refused and its publication left in place, also by a restart of weftd', async () => {
     const volume = await createVolume('e2e-broken', 64 * MiB, EXT4_WRITER);
     const target = await stageAndPublish(volume, EXT4_WRITER);

@@ -25,7 +25,10 @@ const UNMOUNT_RETRY_MS = 200;
 const PROBE_BYTES = 1024 * 1024;
 /** mkfs, fsck and resize of a large filesystem take a while. */
 const SLOW_TOOL_TIMEOUT_MS = 300_000;
-/** e2fsck -p of a large damaged filesystem read over the network may take long: cut short, it would start over at every retry of the stage. */
+/**
+ * e2fsck of a large filesystem read over the network, and an offline resize2fs of it, may take long:
+ * cut short, they would start over at every retry of the stage, and the volume never be staged.
+ */
 const FSCK_TIMEOUT_MS = 3_600_000;
 
 /**
@@ -202,7 +205,7 @@ export async function growFilesystem(device: string, mountPath: string, fsType: 
     await growMountedExt4(device);
   } else if ((await ext4SizeBytes(device)) < (await deviceSizeBytes(device))) {
     await checkExt4(device); // resize2fs insists on a fresh check before an offline resize
-    await runTool('resize2fs', [device], { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
+    await runTool('resize2fs', [device], { timeoutMs: FSCK_TIMEOUT_MS });
   }
 }
 
@@ -240,7 +243,7 @@ export async function checkFilesystem(device: string, fsType: FsType): Promise<s
 /** e2fsck -f -p: exit 0 (clean) or 1 (fixed) is fine; anything else is not. */
 async function checkExt4(device: string): Promise<void> {
   const args = ['-f', '-p', device];
-  const result = await probeTool('e2fsck', args, { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
+  const result = await probeTool('e2fsck', args, { timeoutMs: FSCK_TIMEOUT_MS });
   if (result.exitCode !== 0 && result.exitCode !== 1) throw new ToolError('e2fsck', args, result);
 }
 
