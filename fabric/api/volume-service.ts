@@ -4,7 +4,7 @@
 
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { VolumeEngine, VolumeInfo } from '../volume/types';
-import { invalidArgument } from '../errors';
+import { failedPrecondition, invalidArgument } from '../errors';
 import { DirtyMap } from '../replication/dirty-map';
 import type { CopyOperation } from '../replication/replication-layer';
 import type { AttachmentStore } from './attachments';
@@ -82,6 +82,13 @@ async function verifyVolume(
   if (at < 0 && cluster.isReplicated(name)) {
     send({ report: await cluster.verify(name, progress, gone) });
     return;
+  }
+  // A replicated volume's snapshot is on its copies' nodes: elsewhere it is not "absent" (NOT_FOUND
+  // tells a script it does not exist).
+  const volume = name.slice(0, at);
+  if (at >= 0 && cluster.isReplicated(volume) && !engine.listNames().volumes.includes(volume)) {
+    const copies = cluster.info(volume).replication?.replicas.map((r) => r.node) ?? [];
+    throw failedPrecondition(`snapshot ${name} is on the nodes of the volume's copies (${copies.join(', ')}), not on this one: verify it through one of them`);
   }
   const report = at < 0 ? await engine.verifyVolume(name, progress, undefined, gone) : await engine.verifyVolume(name.slice(0, at), progress, name.slice(at + 1), gone);
   send({ report: { volume: name, checkedBlocks: report.checkedBlocks, badBlockOffsets: report.badBlockOffsets } });

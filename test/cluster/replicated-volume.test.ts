@@ -12,7 +12,7 @@ import { leaseValue, volumeLeaseKey } from '../../fabric/cluster/volume-record';
 import { NbdClient } from '../../fabric/nbd/client';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd';
-import { copyUri, fioVerify, qemuIo, settled, weftJson } from '../helpers/replicas';
+import { copyUri, fioVerify, ok, qemuIo, settled, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
@@ -223,6 +223,16 @@ describe('replicated volumes on etcd', () => {
     const shown = await settled(nodes[0], 'r2');
     expect(shown.replication!.primary).toBe('n3');
     expect(shown.replication!.replicas[0].node).toBe('n3');
+  });
+
+  test('a snapshot verified through a node without a copy is refused, naming the nodes of the copies (it was NOT_FOUND: "does not exist")', async () => {
+    const holders = (await settled(nodes[0], 'r2')).replication!.replicas.map((r) => r.node);
+    const without = nodes.find((n) => !holders.includes(n.nodeId!))!;
+    await ok(without.weft(['snapshot', 'create', 'r2', 'checked']));
+    const refused = await without.weft(['volume', 'verify', 'r2@checked']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(`snapshot r2@checked is on the nodes of the volume's copies (${holders.join(', ')}), not on this one`);
+    await ok(byId(holders[0]).weft(['volume', 'verify', 'r2@checked']));
   });
 
   // Two creates of one name: the one that lost the race to the record must not take over (and then,
