@@ -57,8 +57,11 @@ export class EmbeddedStore implements ClusterStore {
     const handle = await fs.promises.open(file, 'r+');
     if (validBytes < data.length) {
       // Kept aside: a tail that is not whole is a crash's last write, or damage to the last writes.
-      const kept = `${file}.dropped-tail`;
-      await fs.promises.writeFile(kept, data.subarray(validBytes));
+      // Not needed to start: a full disk (as after the crash it may have caused) keeps none.
+      const kept = await fs.promises.writeFile(`${file}.dropped-tail`, data.subarray(validBytes)).then(
+        () => `${file}.dropped-tail`,
+        (err: Error) => `none (${err.message})`,
+      );
       logger.warn(
         { file, offset: validBytes, bytes: data.length - validBytes, kept },
         'cluster store: dropped the torn tail of the file, the last write of a crash, never synced whole (nothing in it was acknowledged); ' +
