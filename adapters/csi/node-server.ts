@@ -242,8 +242,14 @@ export class NodeServer {
   }
 
   private async stageHealthy(state: VolumeState): Promise<boolean> {
-    if (await this.attachmentProblem(state)) return false;
-    return state.access === 'block' || this.tools.isMountPoint(state.stagingPath);
+    return (await this.stageProblem(state)) === undefined;
+  }
+
+  /** What is wrong with the stage (its attachment, or its mount), or undefined when it works. */
+  private async stageProblem(state: VolumeState): Promise<string | undefined> {
+    const problem = await this.attachmentProblem(state);
+    if (problem || state.access === 'block') return problem;
+    return (await this.tools.isMountPoint(state.stagingPath)) ? undefined : `${state.stagingPath} is no longer mounted`;
   }
 
   /** What is wrong with the volume's attachment, or undefined when it works. */
@@ -295,7 +301,7 @@ export class NodeServer {
       }
       // A broken stage is refused, not bound: its pod would get I/O errors, or, from a staging path
       // no longer mounted, write into a directory on the node's own disk.
-      const problem = (await this.attachmentProblem(state)) ?? (state.access === 'mount' && !(await this.tools.isMountPoint(state.stagingPath)) ? `${state.stagingPath} is no longer mounted` : undefined);
+      const problem = await this.stageProblem(state);
       if (problem) throw failedPrecondition(`volume ${volume} is not published at ${targetPath}: its stage is broken (${problem}); unstage and stage it again`);
       await this.bind(state, publication);
       return {};

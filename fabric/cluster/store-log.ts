@@ -9,6 +9,7 @@ import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { failedPrecondition } from '../errors';
+import { pwritevAll, writeFileAtomicAsync } from '../store/file-io';
 import { StoreUnavailableError } from './cluster-store';
 
 /** u32 payload length, u32 CRC-32 of that length, u32 CRC-32 of the payload. */
@@ -98,42 +99,14 @@ export function damaged(file: string, what: string): Error {
   );
 }
 
-/** Writes all of data at position. A write may take only part of it (a file system filling up) without an error. */
-async function writeAll(handle: FileHandle, data: Buffer, position: number): Promise<void> {
-  for (let done = 0; done < data.length; ) {
-    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
-    if (bytesWritten === 0) throw Object.assign(new Error('a write took no bytes: no space left'), { code: 'ENOSPC' });
-    done += bytesWritten;
-  }
-}
-
 /**
  * Writes a file that holds only this record, atomically: it replaces the old file whole or not at
- * all. Every byte is written before the rename: a snapshot cut short by a full file system replaced
- * the store with a file no start could read.
+ * all. Every byte is written before the rename (a write may take part of its data on a file system
+ * filling up): a rewrite cut short replaced the store with a file no start could read.
  */
 export async function writeSnapshotFile(file: string, record: unknown): Promise<number> {
   const frame = encodeFrame(record);
-  const temp = `${file}.tmp`;
-  const handle = await fs.promises.open(temp, 'w');
-  try {
-    try {
-      await writeAll(handle, frame, 0);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  } catch (error) {
-    await fs.promises.rm(temp, { force: true }); // it holds space that a full file system needs back
-    throw error;
-  }
-  await fs.promises.rename(temp, file);
-  const dir = await fs.promises.open(path.dirname(file), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
+  await writeFileAtomicAsync(file, frame, path.dirname(file));
   return frame.length;
 }
 
@@ -205,7 +178,7 @@ export class StoreLog {
       if (group.length > 1) this.grouped = true;
       const waiters = this.waiters.splice(0);
       try {
-        await writeAll(this.handle, data, this.sizeBytes);
+        await pwritevAll(this.handle.fd, [data], this.sizeBytes);
         this.sizeBytes += data.length;
         await this.handle.datasync();
       } catch (error) {
