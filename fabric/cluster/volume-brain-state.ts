@@ -71,6 +71,10 @@ export interface BrainState {
   changes: RecordChange[];
   /** The id of the first change's transaction, once sent. */
   sentId?: string;
+  /** The view (record and primary lease revisions) that transaction was built on. */
+  sentOn?: string;
+  /** How often the first change has been sent: each send's id is its own (a refusal answers one send). */
+  sends?: number;
   wakeAtMs?: number;
   /** The last report made, so that it is not repeated. */
   reported?: string;

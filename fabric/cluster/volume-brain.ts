@@ -176,8 +176,11 @@ function onTxnResult(s: BrainState, actions: BrainAction[], event: Extract<Brain
   }
   const change = s.changes[0];
   if (event.id !== s.sentId) return;
-  if (!event.committed && holding(s) && s.lease === null) {
-    s.sentId = undefined; // refused for want of the key: sent again once it is relet
+  // Refused for want of the key: sent again once it is relet. Refused on a view older than mine: the
+  // store may have judged it before the key was relet (its retries outlast an outage), so sent again
+  // on my view. Only a refusal on the view I hold says that I may have lost the lease.
+  if (!event.committed && holding(s) && (s.lease === null || s.sentOn !== viewOf(s))) {
+    s.sentId = undefined;
     return;
   }
   if (!event.committed) {
@@ -192,6 +195,7 @@ function onTxnResult(s: BrainState, actions: BrainAction[], event: Extract<Brain
   }
   s.changes.shift();
   s.sentId = undefined;
+  s.sends = 0;
   if (change.kind === 'out' && change.node === s.self) {
     stop(s, actions, `handed over: ${change.reason}`, true);
     return;
@@ -213,7 +217,9 @@ function settle(s: BrainState, actions: BrainAction[], config: BrainConfig): voi
   const change = s.changes[0];
   // A change is conditioned on my lease key: without it (it lapsed), it waits for the relet.
   if (change && s.sentId === undefined && (s.role === 'fencing' || s.role === 'serving') && isMine(s, s.lease ?? null)) {
-    s.sentId = `${change.kind}:${change.node}@${s.recordRevision}`;
+    s.sends = (s.sends ?? 0) + 1;
+    s.sentId = `${change.kind}:${change.node}@${s.recordRevision}${s.sends > 1 ? `#${s.sends}` : ''}`;
+    s.sentOn = viewOf(s);
     actions.push({ type: 'txn', id: s.sentId, txn: changeTxn(s.record as VolumeRecord, s.recordRevision, change), change });
   }
 }
@@ -374,6 +380,7 @@ function follow(s: BrainState): void {
   s.reletId = undefined;
   s.changes = [];
   s.sentId = undefined;
+  s.sends = 0;
   s.wakeAtMs = undefined;
 }
 
@@ -407,6 +414,8 @@ function holding(s: BrainState): boolean {
 function isMine(s: BrainState, lease: PrimaryLease | null): boolean {
   return lease !== null && lease.node === s.self && lease.epoch === s.claimedEpoch;
 }
+
+const viewOf = (s: BrainState) => `${s.recordRevision}/${s.leaseRevision}`;
 
 function isUp(s: BrainState, node: string): boolean {
   return s.nodes.some((n) => n.id === node && n.up);

@@ -238,7 +238,14 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { txn: 'out:b@10', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3 } })] },
   ]],
   ['4', '... a removal refused for want of the key does not stop it: sent again once the key is back', primary(record()), [failed('b'), leaseGone, refused('out:b@10'), committed('relet:L-a@10/10', 11)], [
-    { txn: 'out:b@10', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3 } })] },
+    { txn: 'out:b@10#2', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3 } })] },
+  ]],
+  ['4', '... a removal judged before the key was relet, its refusal heard after: sent again, it does not stop', primary(record()), [failed('b'), leaseGone, committed('relet:L-a@10/10', 11), refused('out:b@10')], [
+    { txn: 'out:b@10#2', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3 } })] },
+  ]],
+  ['4', '... and that send refused too, on the view it holds: stops', primary(record()), [failed('b'), leaseGone, committed('relet:L-a@10/10', 11), refused('out:b@10'), refused('out:b@10#2')], [
+    { type: 'stop-serving', reason: expect.stringMatching(/refused "out b": this node may no longer hold the primary lease/) },
+    { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/pvc' }] },
   ]],
   ['6', 'its node lease renewed while its primary lease key still stands on the old one: the key is moved onto the new one', primary(record()), [{ type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-a2' }], [
     {
