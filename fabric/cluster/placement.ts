@@ -57,6 +57,10 @@ export function defaultClass(nodes: readonly NodeCandidate[]): string {
 export function place(nodes: readonly NodeCandidate[], request: PlacementRequest): Placement {
   if (!Number.isInteger(request.replicas) || request.replicas < 1) throw invalidArgument(`replicas must be a whole number of at least 1, not ${request.replicas}`);
   const poolClass = request.class ?? defaultClass(nodes);
+  // A class that no node has, up or down, is a mistake in the request (a typo), not a want of room,
+  // which a CO would retry for ever. A cluster with no pool yet (its nodes still joining) lacks room.
+  const classes = new Set(nodes.flatMap((n) => n.pools.map((p) => p.class)));
+  if (classes.size > 0 && !classes.has(poolClass)) throw invalidArgument(`no node of the cluster has a pool of class "${poolClass}" (classes: ${[...classes].sort().join(', ')})`);
   // Thin: a volume may be larger than the room left, but not than the pool; a full pool takes none
   // (its first writes would fail with ENOSPC).
   const room = (node: NodeCandidate) => {

@@ -47,7 +47,9 @@ describe('placement picks', () => {
 describe('placement refuses', () => {
   test.each<[string, NodeCandidate[], PlacementRequest, string, RegExp]>([
     ['more replicas than qualifying nodes', [node('a'), node('b', { up: false })], request(2), 'RESOURCE_EXHAUSTED', /2 replicas need 2 nodes .* class default .*; 1 qualify \(b is down\)/],
-    ['no node with the class', [node('a', { class: 'hdd' })], request(1, { class: 'ssd' }), 'RESOURCE_EXHAUSTED', /0 qualify \(a has no pool of class ssd\)/],
+    ['no node with the class, up or down (a typo): not a want of room', [node('a', { class: 'hdd' }), node('b', { class: 'nvme', up: false })], request(1, { class: 'ssd' }), 'INVALID_ARGUMENT', /no node of the cluster has a pool of class "ssd" \(classes: hdd, nvme\)/],
+    ['the only nodes with the class are down: a want of room', [node('a', { class: 'hdd' }), node('b', { class: 'ssd', up: false })], request(1, { class: 'ssd' }), 'RESOURCE_EXHAUSTED', /0 qualify \(a has no pool of class ssd; b is down\)/],
+    ['no node has joined yet', [], request(1), 'RESOURCE_EXHAUSTED', /0 qualify/],
     ['a volume bigger than every pool', [node('a', { capacity: 5 })], request(1), 'RESOURCE_EXHAUSTED', /a has a pool of class default of 5368709120 bytes, smaller than the volume/],
     ['a full pool (thin volumes may be larger than the room left, not than nothing)', [node('a', { used: 100 })], request(1), 'RESOURCE_EXHAUSTED', /a has a pool of class default that is full \(107374182400 of 107374182400 bytes used\)/],
     ['an unknown locality node', [node('a')], request(1, { locality: 'zz' }), 'INVALID_ARGUMENT', /locality: no node "zz" in the cluster \(nodes: a\)/],

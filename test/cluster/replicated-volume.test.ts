@@ -209,7 +209,7 @@ describe('replicated volumes on etcd', () => {
     const tooBig = await nodes[0].weft(['volume', 'create', 'bad', '--size', '1GiB', '--replicas', '2']);
     expect(tooBig.stderr).toMatch(/smaller than the volume/);
     const noClass = await nodes[0].weft(['volume', 'create', 'bad', '--size', '16MiB', '--replicas', '2', '--class', 'hdd']);
-    expect(noClass.stderr).toMatch(/no pool of class hdd/);
+    expect(noClass.stderr).toMatch(/no node of the cluster has a pool of class "hdd" \(classes: ssd\)/);
     const unknownNode = await nodes[0].weft(['volume', 'create', 'bad', '--size', '16MiB', '--replicas', '2', '--locality', 'n9']);
     expect(unknownNode.stderr).toMatch(/locality: no node "n9"/);
     for (const node of nodes) {
