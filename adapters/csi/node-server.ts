@@ -482,9 +482,14 @@ export class NodeServer {
     }
     // First, while it is on record as staged: a mount still in use is refused, and stays staged.
     await this.tools.unmount(state.stagingPath);
+    // Its device is detached first: until the new one is up, none is on record. A reattach that
+    // fails must not leave the old device's path for a later teardown, which would detach the loop
+    // devices over it, perhaps another volume's by then (the kernel reuses the numbers).
+    const previous = state.attachment!;
     state.phase = 'attaching';
+    state.attachment = undefined;
     this.state.put(state);
-    state.attachment = await this.attacher.reattach({ ...state.attachment!, nbdUri: this.nbdUri(state.volume) }, sizeBytes);
+    state.attachment = await this.attacher.reattach({ ...previous, nbdUri: this.nbdUri(state.volume) }, sizeBytes);
     this.state.put(state);
     if (state.access === 'mount') await this.mountStaged(state);
     state.phase = 'staged';
