@@ -35,7 +35,7 @@ export function volumeService(engine: VolumeEngine, attachments: AttachmentStore
     RevertVolume: unary(rpc, async (request: wire.RevertVolumeRequest) =>
       volumeToWire(await cluster.revert(checkName('name', request.name), checkName('snapshot', request.snapshot))),
     ),
-    VolumeStats: unary(rpc, (request: wire.VolumeStatsRequest) => volumeStats(stats, engine, cluster, request.name)),
+    VolumeStats: unary(rpc, (request: wire.VolumeStatsRequest) => volumeStats(stats, cluster, request.name)),
   };
 }
 

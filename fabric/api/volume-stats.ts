@@ -5,7 +5,6 @@ import { performance } from 'node:perf_hooks';
 import { failedPrecondition, notFound } from '../errors';
 import { LATENCY_BUCKETS } from '../latency';
 import { OPERATIONS, OperationStats, type VolumeStats } from '../volume/metrics-device';
-import type { VolumeEngine } from '../volume/types';
 import type { ReplicatedVolumes } from './cluster-volumes';
 import type { OperationCounters, VolumeCounters, VolumeStatsResponse } from './messages';
 import { checkExportName } from './validate';
@@ -24,7 +23,7 @@ export const NO_STATS: VolumeStatsSource = {
   },
 };
 
-export function volumeStats(source: VolumeStatsSource, engine: VolumeEngine, cluster: ReplicatedVolumes, name: string): VolumeStatsResponse {
+export async function volumeStats(source: VolumeStatsSource, cluster: ReplicatedVolumes, name: string): Promise<VolumeStatsResponse> {
   // Zeros would read as a volume with no I/O.
   if (source === NO_STATS) throw failedPrecondition('this node counts no I/O: its weftd runs with --metrics-port off');
   const names = source.volumeNames();
@@ -35,21 +34,24 @@ export function volumeStats(source: VolumeStatsSource, engine: VolumeEngine, clu
   } else {
     const wanted = checkExportName('name', name);
     // A known volume without counters here (a replicated volume with no copy on this node) reads as zeros.
-    if (!counted.has(wanted)) checkExists(engine, cluster, wanted);
+    if (!counted.has(wanted)) await checkExists(cluster, wanted);
     volumes = [countersOf(wanted, counted.has(wanted) ? source.forVolume(wanted) : undefined)];
   }
   return { monotonicSeconds: performance.now() / 1000, latencyBucketBounds: [...LATENCY_BUCKETS], volumes };
 }
 
-/** Throws NOT_FOUND unless the volume, or VOL@SNAP, exists (a replicated volume: anywhere in the cluster). */
-function checkExists(engine: VolumeEngine, cluster: ReplicatedVolumes, name: string): void {
+/**
+ * Throws NOT_FOUND unless the volume, or VOL@SNAP, exists; a replicated volume's, anywhere in the
+ * cluster (a node without a copy serves its snapshots too, through the primary).
+ */
+async function checkExists(cluster: ReplicatedVolumes, name: string): Promise<void> {
   const at = name.indexOf('@');
   if (at < 0) {
     cluster.info(name);
     return;
   }
   const [volume, snapshot] = [name.slice(0, at), name.slice(at + 1)];
-  if (!engine.listSnapshots(volume).some((s) => s.name === snapshot)) throw notFound(`snapshot ${name} does not exist`);
+  if (!(await cluster.listSnapshots(volume)).some((s) => s.name === snapshot)) throw notFound(`snapshot ${name} does not exist`);
 }
 
 function countersOf(volume: string, stats: VolumeStats | undefined): VolumeCounters {

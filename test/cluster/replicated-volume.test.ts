@@ -225,7 +225,7 @@ describe('replicated volumes on etcd', () => {
     expect(shown.replication!.replicas[0].node).toBe('n3');
   });
 
-  test('a snapshot verified through a node without a copy is refused, naming the nodes of the copies (it was NOT_FOUND: "does not exist")', async () => {
+  test('a snapshot verified through a node without a copy is refused, naming the nodes of the copies (it was NOT_FOUND: "does not exist"); its stats there are zeros', async () => {
     const holders = (await settled(nodes[0], 'r2')).replication!.replicas.map((r) => r.node);
     const without = nodes.find((n) => !holders.includes(n.nodeId!))!;
     await ok(without.weft(['snapshot', 'create', 'r2', 'checked']));
@@ -233,6 +233,11 @@ describe('replicated volumes on etcd', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(`snapshot r2@checked is on the nodes of the volume's copies (${holders.join(', ')}), not on this one`);
     await ok(byId(holders[0]).weft(['volume', 'verify', 'r2@checked']));
+    // Its I/O counters there are zeros, not NOT_FOUND ("does not exist").
+    const stats = await without.weft(['volume', 'stats', 'r2@checked', '--interval', '100ms', '--output', 'json']);
+    expect([stats.code, stats.stderr]).toEqual([0, '']);
+    expect(JSON.parse(stats.stdout)).toMatchObject({ volume: 'r2@checked' });
+    expect((await without.weft(['volume', 'stats', 'r2@nothing', '--interval', '100ms'])).stderr).toMatch(/snapshot r2@nothing does not exist/);
   });
 
   // Two creates of one name: the one that lost the race to the record must not take over (and then,
