@@ -64,8 +64,14 @@ export class Metadata {
   private generation: number;
   /** Sequence number of the last record appended. */
   private seq: number;
-  /** Journals before the current one that no checkpoint on disk is known to cover, oldest first. */
+  /**
+   * Journals before the current one that no checkpoint on disk is known to cover, oldest first,
+   * while they may still need a sync; closed once synced (each holds 2 MiB of buffers and a file
+   * descriptor, and a checkpoint failing every 30 s on a full disk would pile them up).
+   */
   private older: Journal[] = [];
+  /** Bytes of the older journals closed since the last checkpoint on disk. */
+  private olderClosedBytes = 0;
   /** The next generation's journal, made ahead by prepareCheckpoint(). */
   private prepared: Journal | undefined;
   private preparing: Promise<void> | undefined;
@@ -108,7 +114,7 @@ export class Metadata {
 
   /** Bytes in the journals a start would replay (what a checkpoint would drop). */
   get journalBytes(): number {
-    let bytes = this.journal.sizeBytes;
+    let bytes = this.journal.sizeBytes + this.olderClosedBytes;
     for (const journal of this.older) bytes += journal.sizeBytes;
     return bytes;
   }
@@ -231,8 +237,7 @@ export class Metadata {
   }
 
   close(): void {
-    for (const journal of this.older) journal.close();
-    this.older = [];
+    this.closeOlder();
     this.journalFile?.close();
     this.journalFile = undefined;
     this.prepared?.close();
@@ -264,6 +269,7 @@ export class Metadata {
   private async finish(state: CheckpointState, makeDataDurable: () => Promise<void>): Promise<void> {
     try {
       await syncInOrder(this.older);
+      this.closeOlder(); // durable, and no append goes to them: their files are all that is needed now
       await makeDataDurable();
       await writeCheckpointSliced(this.dir, state);
     } finally {
@@ -280,9 +286,17 @@ export class Metadata {
    * kept and the journals from its generation on.
    */
   private dropOlder(generation: number): string[] {
-    for (const journal of this.older) journal.close();
-    this.older = [];
+    this.closeOlder();
+    this.olderClosedBytes = 0;
     return this.journalFiles((g) => g < generation);
+  }
+
+  private closeOlder(): void {
+    for (const journal of this.older) {
+      this.olderClosedBytes += journal.sizeBytes;
+      journal.close();
+    }
+    this.older = [];
   }
 
   /** Removes the journal files above the current generation: left by a start that did not read them. */

@@ -164,6 +164,30 @@ describe('a checkpoint that fails', () => {
     expect(blocksOf(reopen().metadata)).toEqual(range(0, 50));
   });
 
+  test('over and over (a full disk): only the current journal stays open, the older ones still count, and all are replayed', async () => {
+    const m = await fresh();
+    const target = (fd: string) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return ''; // the descriptor readdir itself used
+      }
+    };
+    const openJournals = () => fs.readdirSync('/proc/self/fd').filter((fd) => /\/journal-\d+$/.test(target(fd))).length;
+    for (let attempt = 0; attempt < 6; attempt++) {
+      const cut = m.startCheckpoint();
+      await flushed(m, attempt * 5, 5);
+      await expect(cut.finish(() => Promise.reject(new Error('ENOSPC: no space left on device')))).rejects.toThrow('ENOSPC');
+    }
+    expect(journals()).toHaveLength(7);
+    expect(openJournals()).toBe(1); // each kept open held 2 MiB of buffers too
+    const framed = (name: string) => Journal.read(path.join(meta, name)).frames.reduce((sum, f) => sum + 20 + f.length, 0);
+    expect(m.journalBytes).toBe(journals().reduce((sum, name) => sum + framed(name), 0)); // what makes the next checkpoint due
+    m.close();
+    metadata = undefined;
+    expect(blocksOf(reopen().metadata)).toEqual(range(0, 30));
+  });
+
   test('twice, then a power cut: the checkpoint and all three journals are replayed in order', async () => {
     const m = await fresh();
     layer = new PowerCutFileOps(log).install();
