@@ -68,6 +68,8 @@ export class Transmission implements RequestSink {
   private midRequestCheck?: NodeJS.Timeout;
   /** When the last bytes came in (performance.now()). */
   private lastInputAt = 0;
+  /** When the WRITE payload being read began. */
+  private payloadStartedAt = 0;
   /** Replies that have left the socket's buffer (checkUnreadReplies), and what had left at its last check. */
   private repliesLeft = 0;
   private leftAtCheck = '';
@@ -133,6 +135,7 @@ export class Transmission implements RequestSink {
   payloadStarts(req: NbdRequest): void {
     req.heldBytes = req.lengthBytes;
     this.inFlight.reserve(req.lengthBytes);
+    this.payloadStartedAt = performance.now();
   }
 
   request(req: NbdRequest): void {
@@ -185,9 +188,20 @@ export class Transmission implements RequestSink {
    */
   private checkMidRequest(): void {
     if (this.stopping || this.stalled || !this.parser.midRequest()) return;
-    if (performance.now() - this.lastInputAt < this.options.drainTimeoutMs) return;
-    this.log.warn(`NBD: the client sent nothing for ${this.options.drainTimeoutMs} ms in the middle of a request; disconnecting`);
-    this.socket.destroy();
+    const now = performance.now();
+    if (now - this.lastInputAt >= this.options.drainTimeoutMs) {
+      this.log.warn(`NBD: the client sent nothing for ${this.options.drainTimeoutMs} ms in the middle of a request; disconnecting`);
+      this.socket.destroy();
+      return;
+    }
+    // One that sends a byte now and then holds its whole payload's room all the same: a few such
+    // clients would fill the node's budget and stall every other connection. While the budget is
+    // full, a payload still coming after the drain deadline (a whole one takes well under a second
+    // on any network a block device is used over) is cut.
+    if (this.parser.inPayload() && this.options.budget.full() && now - this.payloadStartedAt >= this.options.drainTimeoutMs) {
+      this.log.warn(`NBD: a WRITE's payload still coming after ${this.options.drainTimeoutMs} ms while the node's in-flight budget is full; disconnecting`);
+      this.socket.destroy();
+    }
   }
 
   /**

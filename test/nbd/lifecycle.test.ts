@@ -362,6 +362,35 @@ describe('clients that read none of their replies', () => {
     }
   });
 
+  test("that send a WRITE's payload a byte at a time are cut once the node's budget is full past drainTimeoutMs; the others are served", async () => {
+    const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 64 * MiB }], { drainTimeoutMs: 300, maxInFlightBytes: 16 * MiB });
+    const tricklers: RawNbdClient[] = [];
+    const drip = setInterval(() => tricklers.forEach((t) => t.socket.destroyed || t.socket.write(Buffer.alloc(1, 0x5a))), 100);
+    try {
+      // Each holds a 16 MiB payload's room while never going silent for the drain deadline: three
+      // take the node's budget and its overdraft (32 MiB, the largest request).
+      for (let i = 0; i < 3; i++) {
+        const { client } = await RawNbdClient.open(fixture.port, 'big');
+        tricklers.push(client);
+        client.socket.write(encodeRequest({ type: CMD.WRITE, handle: BigInt(i), offset: i * 16 * MiB, length: 16 * MiB }));
+        await waitFor(() => fixture.server.inFlightBytes() >= (i + 1) * 16 * MiB);
+      }
+      const { client: reader } = await RawNbdClient.open(fixture.port, 'big');
+      try {
+        const served = reader.readData(0, 4 * KiB).then((data) => data.length);
+        expect(await Promise.race([served, new Promise((resolve) => setTimeout(() => resolve('not served within 5 s'), 5000))])).toBe(4 * KiB);
+      } finally {
+        reader.destroy();
+      }
+      const cut = fixture.warnings().filter((w) => /a WRITE's payload still coming after 300 ms while the node's in-flight budget is full/.test(w.msg));
+      expect(cut.length).toBeGreaterThan(0);
+    } finally {
+      clearInterval(drip);
+      for (const trickler of tricklers) trickler.destroy();
+      await fixture.stop();
+    }
+  });
+
   test('are left alone while the budget has room: they harm no one, and get every reply once they read', async () => {
     const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 64 * MiB }], { drainTimeoutMs: 300 });
     const { client } = await RawNbdClient.open(fixture.port, 'big');
