@@ -331,7 +331,10 @@ export class ReplicatedDevice extends PassThroughLayer {
     const regions = own.clone();
     if (strays) regions.merge(strays);
     if (regions.blocks > 0) {
-      await Promise.all(
+      // All settled before a failure is thrown: open() then closes the connections, and a copy whose
+      // equalizing was cut short by that close would be taken out of the in-sync set, though only
+      // this copy failed.
+      const outcomes = await Promise.allSettled(
         this.remotes.map(async (remote) => {
           if (remote.state === 'out') {
             // The former primary that sent the strays gets them through its own log (resync's extra).
@@ -348,6 +351,8 @@ export class ReplicatedDevice extends PassThroughLayer {
           }
         }),
       );
+      const failed = outcomes.find((outcome) => outcome.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
     }
   }
 

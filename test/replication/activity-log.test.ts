@@ -273,16 +273,47 @@ test('a primary whose own copy fails a read while it makes the copies equal does
   }
 });
 
+test('... also when one copy is being made equal as the read for another fails: both stay in the in-sync set', async () => {
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', 64 * MiB);
+  const replicas = [await ReplicaNode.start('r1', 'vol', 64 * MiB), await ReplicaNode.start('r2', 'vol', 64 * MiB)];
+  const disk = new FailingReads().install();
+  try {
+    await local.write(8 * MiB, randomBytes(64 * 1024), true);
+    const log = ActivityLog.load(path.join(dir, 'vol.activity'));
+    await log.reset(2);
+    await log.enter(8 * MiB, 64 * 1024);
+    disk.failAfter = 1; // the first copy's read of the extent succeeds (its write goes out), the second's fails
+    const inSync = new MemoryInSyncSet(['r1', 'r2']);
+    await expect(ReplicatedDevice.open(local, replicas.map((r) => r.remote(3)), inSync, { activity: { log, epoch: 3 } })).rejects.toMatchObject({ code: 'EIO' });
+    expect(disk.reads).toBeGreaterThan(1);
+    expect([inSync.members(), inSync.removeCalls]).toEqual([['r1', 'r2'], 0]);
+  } finally {
+    disk.uninstall();
+    for (const replica of replicas) replica.closeClients();
+    await engine.close();
+  }
+});
+
 /** The engine's reads of its files fail with EIO while failing is set (a disk that cannot read). */
 class FailingReads extends FileOpsLayer {
   failing = false;
+  /** Once set: that many more reads succeed, then every one fails. */
+  failAfter?: number;
+  reads = 0;
+
+  private count(): void {
+    if (this.failAfter !== undefined && this.reads++ >= this.failAfter) this.failing = true;
+  }
 
   override read(fd: number, buf: Buffer, offset: number, length: number, position: number, done: (err: NodeJS.ErrnoException | null, read: number) => void): void {
+    this.count();
     if (!this.failing) return this.below.read(fd, buf, offset, length, position, done);
     process.nextTick(() => done(readError(), 0));
   }
 
   override readSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
+    this.count();
     if (this.failing) throw readError();
     return this.below.readSync(fd, buf, offset, length, position);
   }
