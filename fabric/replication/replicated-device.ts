@@ -900,13 +900,18 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   private async copy(remote: Remote, connection: ReplicaConnection, offsetBytes: number, lengthBytes: number): Promise<void> {
     const release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, true);
+    const failed = () => new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
     try {
-      if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
+      if (remote.state !== 'resyncing') throw failed();
+      const { dirty } = remote;
       const data = await this.below.read(offsetBytes, lengthBytes).catch((err: unknown) => this.readForResync(remote, offsetBytes, lengthBytes, err));
       // A range that reads as zeroes (trimmed or zeroed while the copy was away) is sent as zeroes:
       // no data crosses the network for it.
       if (isAllZero(data)) await this.sendZeroes(connection, offsetBytes, lengthBytes);
       else await connection.write(offsetBytes, data, false);
+      // Out meanwhile (another request to it failed), its maps are new ones, which must keep the
+      // range: it took the range but may lose it, as nothing flushed it there.
+      if (remote.dirty !== dirty) throw failed();
       // Cleared once there (no write to the range can come between, under the lock), so that
       // copied + behind, the resync's size, stays put meanwhile.
       remote.dirty.clear(offsetBytes, lengthBytes);
