@@ -218,6 +218,7 @@ export class ReplicatedDevice extends PassThroughLayer {
   private readonly copyLock = new RangeLock();
   /** Resyncs and repairs running: while there are any, changes take the copy lock (shared). */
   private resyncs = 0;
+  private closed = false;
   /** Changes and flushes in flight, by number: a resync waits for those sent before the replica was a target again. */
   private readonly inFlight = new InFlightWindow();
   private tracks = 0;
@@ -619,6 +620,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     const remote = this.remotes.find((r) => r.replica.id === replicaId);
     if (!remote) throw new Error(`no replica ${replicaId}`);
     if (remote.state !== 'out') throw new Error(`replica ${replicaId} is ${remote.state}, not out`);
+    if (this.closed) throw new IoError('ESHUTDOWN', `the replication of this volume has closed: replica ${replicaId} is not resynced`);
     let connection: ReplicaConnection;
     let told: Remote[] = [];
     try {
@@ -865,7 +867,17 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /** Closes the connections to the remotes. */
   close(): void {
+    this.closed = true;
     for (const remote of this.remotes) remote.connection?.close();
+  }
+
+  /**
+   * A resync stops at its next step once the device is closed (it would connect again, and copy on),
+   * or once its copy is out (its dirty map then a new one, which must keep what was not flushed there).
+   */
+  private checkResyncing(remote: Remote, dirty = remote.dirty): void {
+    if (this.closed) throw new IoError('ESHUTDOWN', `the replication of this volume has closed: the resync of replica ${remote.replica.id} stops`);
+    if (remote.state !== 'resyncing' || remote.dirty !== dirty) throw new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
   }
 
   /**
@@ -876,7 +888,7 @@ export class ReplicatedDevice extends PassThroughLayer {
     const end = Math.min(this.sizeBytes, offsetBytes + SCAN_WINDOW_BYTES);
     const release = await this.copyLock.acquire(offsetBytes, end, true);
     try {
-      if (remote.state !== 'resyncing') throw new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
+      this.checkResyncing(remote);
       const zeroes: Promise<void>[] = [];
       let at = offsetBytes;
       for (const extent of await this.below.blockStatus(offsetBytes, end - offsetBytes)) {
@@ -900,9 +912,8 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   private async copy(remote: Remote, connection: ReplicaConnection, offsetBytes: number, lengthBytes: number): Promise<void> {
     const release = await this.copyLock.acquire(offsetBytes, offsetBytes + lengthBytes, true);
-    const failed = () => new IoError('EIO', `replica ${remote.replica.id} failed during its resync`);
     try {
-      if (remote.state !== 'resyncing') throw failed();
+      this.checkResyncing(remote);
       const { dirty } = remote;
       const data = await this.below.read(offsetBytes, lengthBytes).catch((err: unknown) => this.readForResync(remote, offsetBytes, lengthBytes, err));
       // A range that reads as zeroes (trimmed or zeroed while the copy was away) is sent as zeroes:
@@ -911,7 +922,7 @@ export class ReplicatedDevice extends PassThroughLayer {
       else await connection.write(offsetBytes, data, false);
       // Out meanwhile (another request to it failed), its maps are new ones, which must keep the
       // range: it took the range but may lose it, as nothing flushed it there.
-      if (remote.dirty !== dirty) throw failed();
+      this.checkResyncing(remote, dirty);
       // Cleared once there (no write to the range can come between, under the lock), so that
       // copied + behind, the resync's size, stays put meanwhile.
       remote.dirty.clear(offsetBytes, lengthBytes);

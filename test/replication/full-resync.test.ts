@@ -213,3 +213,13 @@ it('keeps needing a full copy when the replica dies while its stale data is bein
   expect(r1()).toMatchObject({ state: 'in-sync', needsFullCopy: false });
   await expectIdentical();
 });
+
+it('a resync under way when the device closes stops: it does not connect again, copy on, or put the copy in sync', async () => {
+  await open();
+  await writeMiBs([0, 20 * MiB, 21 * MiB, 50 * MiB]);
+  const resync = device.resync('r1', 'full');
+  device.close(); // as when the node stops serving the volume: before the resync has connected
+  await expect(resync).rejects.toThrow(/closed/);
+  expect(inSync.log).toEqual([]);
+  expect(r1()).toMatchObject({ state: 'out', needsFullCopy: true, resyncCopiedBytes: 0 });
+});
