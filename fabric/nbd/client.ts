@@ -417,13 +417,14 @@ function copyPieces(payload: Buffer | Pieces, out: Buffer, at: number): void {
 /** Fixed newstyle handshake, then NBD_OPT_GO; returns the export's size and transmission flags. */
 async function handshake(socket: net.Socket, reader: ByteReader, exportName: string): Promise<{ sizeBytes: number; flags: number }> {
   const greeting = await reader.read(18);
-  if (greeting.readUInt32BE(0) !== P.NBDMAGIC_HI || greeting.readUInt32BE(4) !== P.NBDMAGIC_LO || greeting.readUInt32BE(8) !== P.IHAVEOPT_HI) {
-    throw new Error('not an NBD newstyle server');
-  }
-  if ((greeting.readUInt16BE(16) & P.FLAG_FIXED_NEWSTYLE) === 0) throw new Error('the NBD server does not speak fixed newstyle');
+  const magic = [P.NBDMAGIC_HI, P.NBDMAGIC_LO, P.IHAVEOPT_HI, P.IHAVEOPT_LO];
+  if (magic.some((word, i) => greeting.readUInt32BE(i * 4) !== word)) throw new Error('not an NBD newstyle server');
+  const serverFlags = greeting.readUInt16BE(16);
+  if ((serverFlags & P.FLAG_FIXED_NEWSTYLE) === 0) throw new Error('the NBD server does not speak fixed newstyle');
   const name = Buffer.from(exportName, 'utf8');
   const option = Buffer.alloc(4 + P.OPTION_HEADER_BYTES + 4 + name.length + 2);
-  option.writeUInt32BE(P.FLAG_C_FIXED_NEWSTYLE | P.FLAG_C_NO_ZEROES, 0);
+  // NO_ZEROES only if the server offers it: the spec has a server drop a client that sets flags it did not.
+  option.writeUInt32BE(P.FLAG_C_FIXED_NEWSTYLE | (serverFlags & P.FLAG_NO_ZEROES ? P.FLAG_C_NO_ZEROES : 0), 0);
   option.writeUInt32BE(P.IHAVEOPT_HI, 4);
   option.writeUInt32BE(P.IHAVEOPT_LO, 8);
   option.writeUInt32BE(P.OPT_GO, 12);

@@ -109,7 +109,8 @@ it('matches each reply to its request when a slow one stays in flight while thou
 });
 
 /**
- * A server that does the handshake by the book (a 1 MiB export), then hands each request's header
+ * A server that does the handshake by the book (a 1 MiB export; it offers no NO_ZEROES, and ends a
+ * connection whose client sets it anyway), then hands each request's header
  * to onRequest with the socket: for replies a real server would never send.
  */
 async function scriptedServer(onRequest: (socket: net.Socket, header: Buffer) => void): Promise<{ port: number; server: net.Server }> {
@@ -129,6 +130,8 @@ async function scriptedServer(onRequest: (socket: net.Socket, header: Buffer) =>
       buffered = Buffer.concat([buffered, chunk]);
       for (;;) {
         if (phase === 'flags' && buffered.length >= 4) {
+          // As the spec has it: a client flag the server did not offer (here NO_ZEROES) ends the connection.
+          if ((buffered.readUInt32BE(0) & ~P.FLAG_C_FIXED_NEWSTYLE) !== 0) return void socket.destroy();
           buffered = buffered.subarray(4);
           phase = 'option';
         } else if (phase === 'option' && buffered.length >= 16 && buffered.length >= 16 + buffered.readUInt32BE(12)) {
