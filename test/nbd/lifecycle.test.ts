@@ -327,6 +327,17 @@ describe('NBD connection lifecycle', () => {
   });
 });
 
+/** Another client, holding nothing, gets a 4 KiB read of export "big" answered within 5 s. */
+async function expectReadServed(fixture: NbdFixture): Promise<void> {
+  const { client: reader } = await RawNbdClient.open(fixture.port, 'big');
+  try {
+    const served = reader.readData(0, 4 * KiB).then((data) => data.length);
+    expect(await Promise.race([served, new Promise((resolve) => setTimeout(() => resolve('not served within 5 s'), 5000))])).toBe(4 * KiB);
+  } finally {
+    reader.destroy();
+  }
+}
+
 describe('clients that read none of their replies', () => {
   test("are cut once the node's budget is full and no reply has left for drainTimeoutMs; a client that reads is served", async () => {
     const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 64 * MiB }], { drainTimeoutMs: 300, maxInFlightBytes: 16 * MiB, maxConnectionInFlightBytes: 32 * MiB });
@@ -344,13 +355,7 @@ describe('clients that read none of their replies', () => {
         if (reads === 0) client.sendRequest({ type: CMD.READ, handle: 99n, offset: 0, length: 32 * MiB });
         await waitFor(() => fixture.server.inFlightBytes() > 0);
       }
-      const { client: reader } = await RawNbdClient.open(fixture.port, 'big');
-      try {
-        const served = reader.readData(0, 4 * KiB).then((data) => data.length);
-        expect(await Promise.race([served, new Promise((resolve) => setTimeout(() => resolve('not served within 5 s'), 5000))])).toBe(4 * KiB);
-      } finally {
-        reader.destroy();
-      }
+      await expectReadServed(fixture);
       // Cut: those whose replies still wait in weftd (one whose replies all fit in the kernel's socket
       // buffers holds nothing more, and may stay).
       const cut = () => fixture.warnings().filter((w) => w.msg === "NBD: nothing of the client's replies has left for 300 ms while the node's in-flight budget is full (it reads nothing); disconnecting").length;
@@ -375,13 +380,7 @@ describe('clients that read none of their replies', () => {
         client.socket.write(encodeRequest({ type: CMD.WRITE, handle: BigInt(i), offset: i * 16 * MiB, length: 16 * MiB }));
         await waitFor(() => fixture.server.inFlightBytes() >= (i + 1) * 16 * MiB);
       }
-      const { client: reader } = await RawNbdClient.open(fixture.port, 'big');
-      try {
-        const served = reader.readData(0, 4 * KiB).then((data) => data.length);
-        expect(await Promise.race([served, new Promise((resolve) => setTimeout(() => resolve('not served within 5 s'), 5000))])).toBe(4 * KiB);
-      } finally {
-        reader.destroy();
-      }
+      await expectReadServed(fixture);
       const cut = fixture.warnings().filter((w) => /a WRITE's payload still coming after 300 ms while the node's in-flight budget is full/.test(w.msg));
       expect(cut.length).toBeGreaterThan(0);
     } finally {
