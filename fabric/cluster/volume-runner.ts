@@ -5,6 +5,7 @@
 // brain's transaction for it committed, and fails if the brain stopped serving first.
 
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withDeadline } from '../deadline';
 import { alreadyExists, failedPrecondition, IoError, NoAnswerError, WeftError } from '../errors';
@@ -135,7 +136,7 @@ export class VolumeRunner {
   /** The brain's decisions after event, carried out; waiters settled. */
   dispatch(event: BrainEvent): void {
     if (this.closed) return;
-    const { state, actions } = step(this.state, event, Date.now(), this.context.config);
+    const { state, actions } = step(this.state, event, brainClockMs(), this.context.config);
     this.state = state;
     for (const action of actions) {
       this.execute(action).catch((err: unknown) => this.context.logger.error({ volume: this.name, action: action.type, err }, 'volume action failed'));
@@ -553,7 +554,7 @@ export class VolumeRunner {
         return this.resync(action.replica, action.kind);
       case 'wake':
         clearTimeout(this.wakeTimer);
-        this.wakeTimer = setTimeout(() => this.dispatch({ type: 'tick' }), Math.max(0, action.atMs - Date.now())).unref();
+        this.wakeTimer = setTimeout(() => this.dispatch({ type: 'tick' }), Math.max(0, action.atMs - brainClockMs())).unref();
         return;
       case 'report':
         this.context.logger.warn({ volume: this.name, health: action.health }, action.reason);
@@ -804,4 +805,12 @@ export function applyTo(copy: VolumeLayer, operation: CopyOperation): Promise<vo
     case 'delete-snapshot':
       throw new Error('a snapshot is deleted through the engine, not the stack');
   }
+}
+
+/**
+ * The brain's clock: monotonic, so that a step of the wall clock (NTP correcting a bad clock at boot)
+ * neither has a copy down for seconds replaced at once (--replica-timeout) nor delays its timers.
+ */
+function brainClockMs(): number {
+  return performance.timeOrigin + performance.now();
 }
