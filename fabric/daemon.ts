@@ -179,7 +179,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
 
     return { nbdPort, apiPort, metricsPort: node.metricsPort, stop: () => running.stopAll() };
   } catch (error) {
-    await running.stopAll();
+    await running.stopAll().catch(() => undefined); // logged: the start's own error is the one to tell
     throw error;
   }
 }
@@ -235,15 +235,19 @@ class RunningParts {
     return this.stopping;
   }
 
+  /** Every part stopped, even after one failed; rejects then, naming them (weftd exits 1: not a clean stop). */
   private async stopInReverse(): Promise<void> {
+    const failed: string[] = [];
     for (const part of [...this.parts].reverse()) {
       try {
         await part.stop();
         this.logger.debug({ part: part.name }, 'stopped');
       } catch (error) {
         this.logger.error({ part: part.name, err: error }, 'failed to stop cleanly');
+        failed.push(`${part.name}: ${(error as Error).message}`);
       }
     }
+    if (failed.length > 0) throw new Error(`parts that did not stop cleanly: ${failed.join('; ')}`);
   }
 }
 

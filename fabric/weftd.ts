@@ -3,6 +3,7 @@
 // SIGTERM or SIGINT (before it is ready: dies of it, saying so). Exit codes: 0 stopped cleanly, 1
 // failed to start or stop, 2 bad flags or config.
 
+import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { ConfigError, parseConfig, type WeftdConfig } from './config';
 import type { DaemonPlugin, NodeHandle } from './daemon';
@@ -90,12 +91,14 @@ async function main(): Promise<void> {
   }
   // A signal before the node serves ends the start where it is, as a crash would (every step of
   // a start is safe to cut short), but says so, then dies of the signal as its default handler
-  // would (a service manager counts that as stopped, not failed).
+  // would (a service manager counts that as stopped, not failed). As PID 1 of a container's PID
+  // namespace, the kernel drops a signal it sends itself without a handler: it exits 128 + signal.
   const duringStartup = (signal: NodeJS.Signals) => {
     logger.warn({ signal }, 'signal during startup: exiting before the node serves');
     process.stderr.write(`weftd: stopped by ${signal} before it was ready\n`);
     process.off(signal, duringStartup);
     process.kill(process.pid, signal);
+    setTimeout(() => process.exit(128 + os.constants.signals[signal]), 0);
   };
   process.on('SIGTERM', duringStartup);
   process.on('SIGINT', duringStartup);

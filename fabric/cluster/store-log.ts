@@ -162,12 +162,14 @@ export class StoreLog {
   /**
    * Once what was appended is written; a file holding groups is rewritten as one snapshot first, so
    * that weft versions before groups (they read one record per frame) start on a file closed cleanly.
+   * Rejects, once the file is closed, if a write failed (that rewrite too): not a clean close.
    */
   async close(): Promise<void> {
     await this.last.catch(() => undefined);
     await this.run;
     if (this.grouped && !this.failure) await this.compact();
     await this.handle.close();
+    this.check();
   }
 
   private async writeOut(): Promise<void> {

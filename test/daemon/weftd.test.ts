@@ -87,7 +87,12 @@ describe('a running weftd', () => {
   });
 });
 
-it('a SIGTERM during startup (its store not answering) ends it, saying so, by the signal', async () => {
+// As PID 1 of its own PID namespace (a container without an init), a process cannot kill itself with
+// a signal it has no handler for: it then exits with 128 + the signal's number.
+it.each([
+  ['by the signal', [] as string[], [null, 'SIGTERM']],
+  ['with 143 as PID 1 of its own PID namespace (a container)', ['unshare', '--pid', '--fork', '--kill-child'], [143, null]],
+])('a SIGTERM during startup (its store not answering) ends it, saying so, %s', async (_how, wrapper, exit) => {
   // An "etcd" that accepts connections and never answers: the start waits on it.
   const sockets: net.Socket[] = [];
   const silent = net.createServer((socket) => sockets.push(socket.on('error', () => undefined)));
@@ -95,19 +100,39 @@ it('a SIGTERM during startup (its store not answering) ends it, saying so, by th
   const port = (silent.address() as net.AddressInfo).port;
   try {
     const dataDir = path.join(makeTempDir(), 'data');
-    const child = spawn(WEFTD_BIN, ['--data-dir', dataDir, ...FREE_PORTS, '--store', `etcd://127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [command, ...args] = [...wrapper, WEFTD_BIN, '--data-dir', dataDir, ...FREE_PORTS, '--store', `etcd://127.0.0.1:${port}`];
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once('exit', (code, signal) => resolve([code, signal])));
     await waitFor(async () => sockets.length > 0, 10_000, 20);
-    child.kill('SIGTERM');
-    expect(await exited).toEqual([null, 'SIGTERM']);
+    const weftdPid = wrapper.length === 0 ? child.pid! : Number((await run('pgrep', ['-P', String(child.pid)])).stdout.trim());
+    process.kill(weftdPid, 'SIGTERM');
+    expect(await exited).toEqual(exit);
     expect(output).toContain('"msg":"signal during startup: exiting before the node serves"');
     expect(output).toContain('weftd: stopped by SIGTERM before it was ready');
   } finally {
     for (const socket of sockets) socket.destroy();
     silent.close();
+  }
+});
+
+it('a stop whose last checkpoint fails (its data dir full) exits 1, not 0: it was not a clean stop', async () => {
+  const dataDir = makeTempDir('weft-full-data-');
+  const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'weft-test-full', dataDir]);
+  if (mounted.code !== 0) throw new Error(`mount tmpfs: ${mounted.stderr}`);
+  try {
+    const node = await startWeftd({ dataDir, pools: [`default:${makeTempDir('weft-pool-')}:256MiB`] });
+    await createVolume(node, 'filled', '64MiB');
+    expect(await qemuIo(node.nbdUri('filled'), 'write -P 0x3c 0 16M', 'flush')).toMatchObject({ code: 0 });
+    await run('dd', ['if=/dev/zero', `of=${path.join(dataDir, 'filler')}`, 'bs=64k']); // until ENOSPC
+    expect(await node.stop()).toBe(1);
+    expect(node.logs()).toMatch(/"msg":"failed to stop cleanly"/);
+    expect(node.logs()).toMatch(/"msg":"stop failed"/);
+    expect(node.logs()).not.toMatch(/"msg":"weftd stopped"/);
+  } finally {
+    await run('umount', ['-l', dataDir]);
   }
 });
 
