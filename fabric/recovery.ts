@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Logger } from 'pino';
 import type { WeftdConfig } from './config';
+import { releaseLock, takeLock } from './store/data-dir-lock';
 import { LocalEngine } from './volume/local-engine';
 import { reportLoss } from './volume/metadata-recovery';
 
@@ -16,6 +17,27 @@ export async function recoverDataDir(config: WeftdConfig, acceptLoss: boolean, l
     print(`${config.dataDir} has no FORMAT file: it is not a Weft data dir, or not one that weftd ever finished creating. Nothing to recover.`);
     return 1;
   }
+  // A running weftd's metadata changes under the report (a checkpoint, say): refused, as a start is.
+  takeLock(config.dataDir);
+  let copy: string;
+  try {
+    const outcome = report(metaDir, acceptLoss, print);
+    if (outcome !== 'accept') return outcome;
+    copy = `${metaDir}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+    fs.cpSync(metaDir, copy, { recursive: true, preserveTimestamps: true });
+  } finally {
+    releaseLock(config.dataDir); // the engine takes it again
+  }
+  const engine = await LocalEngine.open({ dataDir: config.dataDir, pools: config.pools, logger, acceptMetadataLoss: true });
+  const volumes = engine.listVolumes().length;
+  const snapshots = engine.listSnapshots().length;
+  await engine.close();
+  print(`Recovered: ${volumes} volume(s) and ${snapshots} snapshot(s) remain. The damaged metadata is kept in ${copy}. Start weftd as usual.`);
+  return 0;
+}
+
+/** Prints what is wrong and what would be lost; an exit code, or 'accept' to go on with --accept-loss. */
+function report(metaDir: string, acceptLoss: boolean, print: (line: string) => void): number | 'accept' {
   const { problem, lost } = reportLoss(metaDir);
   if (!problem) {
     print(`The metadata in ${metaDir} is intact: nothing to recover. If weftd refuses to start, its message says why (a pool member, say).`);
@@ -28,12 +50,5 @@ export async function recoverDataDir(config: WeftdConfig, acceptLoss: boolean, l
     print('Nothing was changed. To start without it, run weftd --recover --accept-loss with the same flags; the damaged metadata is kept as a copy.');
     return 1;
   }
-  const copy = `${metaDir}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-  fs.cpSync(metaDir, copy, { recursive: true, preserveTimestamps: true });
-  const engine = await LocalEngine.open({ dataDir: config.dataDir, pools: config.pools, logger, acceptMetadataLoss: true });
-  const volumes = engine.listVolumes().length;
-  const snapshots = engine.listSnapshots().length;
-  await engine.close();
-  print(`Recovered: ${volumes} volume(s) and ${snapshots} snapshot(s) remain. The damaged metadata is kept in ${copy}. Start weftd as usual.`);
-  return 0;
+  return 'accept';
 }

@@ -95,3 +95,16 @@ test('--recover on an intact data dir says so and changes nothing; --accept-loss
   expect(bad.stderr).toContain('--accept-loss goes with --recover');
 }, 30_000);
 
+
+test('--recover on the data dir of a running weftd is refused (its metadata changes under the report), and changes nothing', async () => {
+  const dataDir = path.join(makeTempDir('weft-recover-'), 'data');
+  const node = await startWeftd({ dataDir });
+  const before = snapshotFiles(dataDir);
+  for (const flags of [['--recover'], ['--recover', '--accept-loss']]) {
+    const refused = await run(WEFTD_BIN, weftdArgs(dataDir, ...flags));
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/data dir .* is in use by another weftd \(pid \d+\)/);
+  }
+  expect(snapshotFiles(dataDir)).toEqual(before);
+  expect(await node.stop()).toBe(0);
+}, 30_000);
