@@ -44,7 +44,15 @@ export function openPools(specs: PoolSpec[], catalog: Catalog, made: MembersMade
   const candidates: Candidate[] = [];
   const opened: OpenMember[] = [];
   try {
-    for (const spec of specs) candidates.push(inspect(spec, catalog, made, candidates));
+    for (const spec of specs) {
+      const candidate = inspect(spec, catalog, made, candidates);
+      candidates.push(candidate);
+      const madeBytes = candidate.member?.sizeBytes;
+      if (spec.sizeBytes !== undefined && madeBytes !== undefined && madeBytes !== spec.sizeBytes) {
+        // A size sizes the backing file a directory gets; a pool does not grow or shrink by it.
+        logger.warn({ pool: spec.class, file: candidate.location.file, sizeBytes: madeBytes, askedBytes: spec.sizeBytes }, 'the pool\'s backing file exists: it keeps the size it was made with, not the one --pool gives');
+      }
+    }
     checkRecordedMembers(candidates, catalog);
     checkAddressable(candidates, catalog);
     for (const { location, member } of candidates) {

@@ -136,6 +136,21 @@ it('a stop whose last checkpoint fails (its data dir full) exits 1, not 0: it wa
   }
 });
 
+it('a --pool size other than the one its existing backing file was made with is said to be ignored; the same one says nothing', async () => {
+  const dataDir = path.join(makeTempDir(), 'data');
+  const poolDir = makeTempDir('weft-pool-');
+  const capacity = async (node: WeftdHandle) => (JSON.parse((await node.weft(['--output', 'json', 'pool', 'list'])).stdout) as { capacityBytes: number }[])[0].capacityBytes;
+  const sizes: number[] = [];
+  for (const size of ['64MiB', '64MiB', '128MiB']) {
+    const node = await startWeftd({ dataDir, pools: [`default:${poolDir}:${size}`] });
+    sizes.push(await capacity(node));
+    expect(await node.stop()).toBe(0);
+    const warned = node.logs().includes('"msg":"the pool\'s backing file exists: it keeps the size it was made with, not the one --pool gives"');
+    expect([size, warned]).toEqual([size, size === '128MiB']);
+  }
+  expect(new Set(sizes).size).toBe(1);
+});
+
 describe('bad flags and config keys', () => {
   it.each([
     [['--nbd-port', '70000'], /--nbd-port "70000"/],
