@@ -217,7 +217,8 @@ function readConfigFile(file: string): FileSettings {
   }
   let document: unknown;
   try {
-    document = YAML.parse(text);
+    // Every value as its text, as on the command line: "nodeId: 007" is node 007, not 7, and "zone: 1.10" not 1.1.
+    document = YAML.parse(text, { schema: 'failsafe' });
   } catch (error) {
     throw new ConfigError(`--config "${file}" is not valid YAML: ${(error as Error).message.split('\n')[0]}`);
   }
@@ -283,11 +284,10 @@ function validate(pick: Picker): WeftdConfig {
 const invalid = ({ name, origin }: Setting, value: unknown, expected: string) =>
   new ConfigError(`invalid ${name} ${JSON.stringify(value)}${origin}: ${expected}`);
 
-/** A setting that must be a non-empty string (YAML numbers are taken as their text). */
+/** A setting that must be a non-empty string (the config file's values are all read as text). */
 function text(setting: Setting, fallback: string): string {
   const { value } = setting;
   if (value === undefined) return fallback;
-  if (typeof value === 'number') return String(value);
   if (typeof value !== 'string' || value.trim() === '') throw invalid(setting, value, 'expected a non-empty string');
   return value;
 }

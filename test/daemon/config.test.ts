@@ -190,6 +190,10 @@ describe('--config', () => {
     expect(parseConfig(['--config', file, '--pool', 'hdd:/mnt/h']).pools).toEqual([{ class: 'hdd', path: '/mnt/h' }]);
   });
 
+  it('reads every value as the text it is, as a flag would be: node 007 in zone 1.10, not node 7 in zone 1.1', () => {
+    expect(parseConfig(['--config', configFile('nodeId: 007\nzone: 1.10\n')])).toMatchObject({ nodeId: '007', zone: '1.10' });
+  });
+
   it('accepts an empty file', () => {
     expect(parseConfig(['--config', configFile('')]).nbdPort).toBe(10809);
   });
@@ -197,10 +201,10 @@ describe('--config', () => {
   it.each([
     ['dataDir: /a\nflavour: vanilla\n', /unknown key "flavour" in .*weftd\.yaml/],
     ['dataDir: /a\ndata-dir: /b\n', /"data-dir" in .* second time/],
-    ['nbdPort: 99999\n', /invalid nbdPort 99999 in .*weftd\.yaml: expected a port/],
-    ['max-inflight-bytes: -1\n', /invalid max-inflight-bytes -1 in .*weftd\.yaml/],
+    ['nbdPort: 99999\n', /invalid nbdPort "99999" in .*weftd\.yaml: expected a port/],
+    ['max-inflight-bytes: -1\n', /invalid max-inflight-bytes "-1" in .*weftd\.yaml/],
     ['metrics-port: http\n', /invalid metrics-port "http" in .*weftd\.yaml/],
-    ['pool: 42\n', /invalid pool 42 in .*: expected a list/],
+    ['pool: 42\n', /invalid pool "42" in .*: expected CLASS:PATH\[:SIZE\]/],
     ['pool: [ssd]\n', /invalid pool "ssd" in /],
     ['store: etcd\n', /invalid store "etcd" in .*weftd\.yaml: expected "embedded" or etcd/],
     ['listen: [a, b]\n', /invalid listen \["a","b"\] in/],
@@ -215,12 +219,12 @@ describe('--config', () => {
 
   it.each([
     ['classes: [ssd]\n', /invalid classes in .*weftd\.yaml: expected a mapping of class names/],
-    ['classes: {ssd: {objectives: {readLatencyP99: 2}}}\n', /invalid readLatencyP99 2 for class ssd in classes in .*: expected a duration with its unit, e.g. 2ms/],
+    ['classes: {ssd: {objectives: {readLatencyP99: 2}}}\n', /invalid readLatencyP99 "2" for class ssd in classes in .*: expected a duration with its unit, e.g. 2ms/],
     ['classes: {ssd: {objectives: {writeLatencyP99: 2 ms}}}\n', /invalid writeLatencyP99 "2 ms" for class ssd .*: expected a duration/],
     ['classes: {ssd: {objectives: {readLatencyP99: 0ms}}}\n', /invalid readLatencyP99 "0ms" .*: expected a duration above 0/],
     ['classes: {hdd: {objectives: {writeLatencyP99: 20s}}}\n', /invalid writeLatencyP99 "20s" for class hdd .*: expected a duration above 0 and at most 10s \(the largest latency bucket/],
     ['classes: {ssd: {objectives: {availability: 100%}}}\n', /invalid availability "100%" for class ssd .*: expected a percentage above 0% and below 100%/],
-    ['classes: {ssd: {objectives: {availability: 0.999}}}\n', /invalid availability 0.999 .*: expected a percentage, e.g. 99.9%/],
+    ['classes: {ssd: {objectives: {availability: 0.999}}}\n', /invalid availability "0.999" .*: expected a percentage, e.g. 99.9%/],
     ['classes: {ssd: {objectives: {latency: 2ms}}}\n', /unknown objective "latency" for class ssd .*: expected one of readLatencyP99, writeLatencyP99, availability/],
     ['classes: {ssd: {qos: {}}}\n', /unknown key "qos" for class ssd .*: expected objectives/],
     ['classes: {"s s d": {objectives: {}}}\n', /invalid class name "s s d" in classes in/],
