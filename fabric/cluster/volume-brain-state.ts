@@ -42,6 +42,8 @@ export interface BrainState {
   reletOn?: string;
   /** What the last relet was tried on (node lease, lease and record revisions): one try per view. */
   reletTriedOn?: string;
+  /** The lease revision of the last stale key of this node's that it asked the store to delete: once per key. */
+  staleReleasedAt?: number;
   record?: VolumeRecord;
   /** The store revision of `record`; 0 before the first. */
   recordRevision: number;

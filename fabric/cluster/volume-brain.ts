@@ -207,7 +207,10 @@ function onTxnResult(s: BrainState, actions: BrainAction[], event: Extract<Brain
 
 /** The decisions that follow from the whole view, whatever the event was. */
 function settle(s: BrainState, actions: BrainAction[], config: BrainConfig): void {
-  if (s.role === 'follower') maybePromote(s, actions, config);
+  if (s.role === 'follower') {
+    releaseStale(s, actions);
+    maybePromote(s, actions, config);
+  }
   if (s.role === 'fencing' && s.changes.length === 0) {
     s.role = 'serving';
     actions.push({ type: 'serve', epoch: s.claimedEpoch as number });
@@ -222,6 +225,18 @@ function settle(s: BrainState, actions: BrainAction[], config: BrainConfig): voi
     s.sentOn = viewOf(s);
     actions.push({ type: 'txn', id: s.sentId, txn: changeTxn(s.record as VolumeRecord, s.recordRevision, change), change });
   }
+}
+
+/**
+ * A key naming this node while it does not serve: of an earlier life (it restarted), or put back by
+ * a relet that committed after this node stopped (its answer then ignored). Left, it would stand on
+ * this node's live lease for good, and no member would ever take over: deleted, if still that one.
+ */
+function releaseStale(s: BrainState, actions: BrainAction[]): void {
+  const lease = s.lease;
+  if (!lease || lease.node !== s.self || !s.record || s.staleReleasedAt === s.leaseRevision) return;
+  s.staleReleasedAt = s.leaseRevision;
+  actions.push({ type: 'txn', id: `release@${lease.epoch}`, txn: releaseTxn(s.record.name, lease) });
 }
 
 /**
@@ -369,7 +384,10 @@ function stop(s: BrainState, actions: BrainAction[], reason: string, release: bo
   if (s.role === 'follower') return;
   actions.push({ type: 'stop-serving', reason });
   const lease = { node: s.self, epoch: s.claimedEpoch as number };
-  if (release && isMine(s, s.lease ?? null)) actions.push({ type: 'txn', id: `release@${lease.epoch}`, txn: releaseTxn((s.record as VolumeRecord).name, lease) });
+  if (release && isMine(s, s.lease ?? null)) {
+    actions.push({ type: 'txn', id: `release@${lease.epoch}`, txn: releaseTxn((s.record as VolumeRecord).name, lease) });
+    s.staleReleasedAt = s.leaseRevision; // asked already
+  }
   follow(s);
 }
 

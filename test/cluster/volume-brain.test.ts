@@ -247,6 +247,15 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { type: 'stop-serving', reason: expect.stringMatching(/refused "out b": this node may no longer hold the primary lease/) },
     { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/pvc' }] },
   ]],
+  ['6', 'stopped while a relet was on its way, which then commits: the key it put back is deleted, or no member could ever take over', primary(record()), [
+    leaseGone,
+    { type: 'serve-failed', epoch: 3, reason: 'EIO' },
+    committed('relet:L-a@10/10', 11),
+    { type: 'primary-lease', lease: { node: 'a', epoch: 3 }, modRevision: 11 },
+  ], [{ txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/pvc' }] }]],
+  ['6', 'a key of its own at an epoch it does not serve (of an earlier life, say): deleted, if still that one, rather than left to lapse', follower('a', { ...record(), primary: 'b', epoch: 4 }), [
+    { type: 'primary-lease', lease: { node: 'a', epoch: 3 }, modRevision: 11 },
+  ], [{ txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/pvc' }] }]],
   ['6', 'its node lease renewed while its primary lease key still stands on the old one: the key is moved onto the new one', primary(record()), [{ type: 'node-lease', leaseId: null }, { type: 'node-lease', leaseId: 'L-a2' }], [
     {
       txn: 'relet:L-a2@10/10',
