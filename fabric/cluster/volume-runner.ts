@@ -604,15 +604,20 @@ export class VolumeRunner {
    * store holds it now, told to the brain before the refusal, which it judges by it. After an
    * outage longer than the node lease the key has lapsed, and the refusal may come before the
    * watch tells of that: the brain would take it for the lease lost to another, and stop serving,
-   * where it relets the key. Untold if the store cannot be read (the watch tells in time).
+   * where it relets the key. Read again until the store answers (it just did): the refusal judged on
+   * the view from before would stop it just the same (an election after an outage fails reads a while).
    */
   private async tellLeaseNow(): Promise<void> {
-    try {
-      const { kv, revision } = await this.context.store.read(volumeLeaseKey(this.name));
-      const event = leaseAsRead(kv, revision);
-      if (event) this.dispatch(event);
-    } catch (err) {
-      this.context.logger.warn({ volume: this.name, err }, 'could not read the primary lease after a refused change');
+    while (!this.closed) {
+      try {
+        const { kv, revision } = await this.context.store.read(volumeLeaseKey(this.name));
+        const event = leaseAsRead(kv, revision);
+        if (event) this.dispatch(event);
+        return;
+      } catch (err) {
+        this.context.logger.warn({ volume: this.name, err }, 'could not read the primary lease after a refused change; trying again');
+        await sleep(TXN_RETRY_MS);
+      }
     }
   }
 

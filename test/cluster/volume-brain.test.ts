@@ -3,7 +3,7 @@
 // promotion race runs its transactions on a real (embedded) cluster store.
 
 import pino from 'pino';
-import { StoreUnavailableError, type Txn, type TxnResult } from '../../fabric/cluster/cluster-store';
+import { StoreUnavailableError, type ClusterStore, type Txn, type TxnResult } from '../../fabric/cluster/cluster-store';
 import type { EmbeddedStore } from '../../fabric/cluster/embedded-store';
 import type { NodeCandidate } from '../../fabric/cluster/placement';
 import { promotionRank, step } from '../../fabric/cluster/volume-brain';
@@ -476,8 +476,9 @@ describe('on a real store', () => {
     logger = pino({ level: 'silent' }),
     config = DEFAULT_BRAIN_CONFIG,
     copy: Partial<Pick<RunnerContext, 'localCopy' | 'localFence'>> = {},
+    readOf: ClusterStore['read'] = (key) => store.read(key),
   ): VolumeRunner {
-    const wrapped = withCalls(store, { txn: txnOf });
+    const wrapped = withCalls(store, { txn: txnOf, read: readOf });
     const notUsed = () => Promise.reject(new Error('not used by this test'));
     const context = {
       self: 'a',
@@ -550,6 +551,41 @@ describe('on a real store', () => {
       expect(JSON.parse((await store.get(volumeKey('pvc')))!.value)).toMatchObject({ primary: 'a', epoch: 4 });
       expect(await store.get(volumeLeaseKey('pvc'))).toBeUndefined(); // b may take it now
       expect(lines.some((l) => l.includes('its own copy did not take epoch 4 within 300 ms'))).toBe(true);
+    } finally {
+      runner.close();
+    }
+  });
+
+  test('the runner: a change refused as the primary lease key was rewritten (a relet), the read of the key failing once: read again and sent again, the primary goes on', async () => {
+    const lines: string[] = [];
+    let refused = 0;
+    let readsFailed = 0;
+    const isChange = (txn: Txn) => txn.success.length === 1 && txn.success[0].type === 'put' && txn.success[0].key === volumeKey('pvc');
+    const runner = runnerOn(
+      async (txn) => {
+        if (!isChange(txn) || refused++ > 0) return store.txn(txn);
+        // Judged before the primary put its key back after an outage: the key rewritten since, the change refused.
+        const key = (await store.get(volumeLeaseKey('pvc')))!;
+        return { succeeded: false, revision: await store.put(volumeLeaseKey('pvc'), key.value) };
+      },
+      () => Promise.resolve(),
+      pino({ level: 'info' }, { write: (line: string) => void lines.push(line) }),
+      DEFAULT_BRAIN_CONFIG,
+      {},
+      async (key) => {
+        if (key === volumeLeaseKey('pvc') && readsFailed++ === 0) throw new StoreUnavailableError('etcdserver: leader changed');
+        return store.read(key);
+      },
+    );
+    try {
+      // b and c cannot be raised: they are taken out (a change each), then it serves (and, with no
+      // copy of its own in this test, fails to: that is past the point checked here).
+      await takeOver(runner, record());
+      await until(async () => lines.some((l) => l.includes('could not serve as primary') || l.includes('the store refused')));
+      expect([refused > 1, readsFailed > 1]).toEqual([true, true]);
+      expect(lines.filter((l) => l.includes('the store refused'))).toEqual([]);
+      const stored = JSON.parse((await store.get(volumeKey('pvc')))!.value) as VolumeRecord;
+      expect([stored.epoch, inSyncNodes(stored)]).toEqual([4, ['a']]);
     } finally {
       runner.close();
     }
