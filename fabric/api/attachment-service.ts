@@ -22,13 +22,13 @@ export function attachmentService(store: AttachmentStore, volumes: ReplicatedVol
     ClaimVolume: unary(rpc, async (request: wire.ClaimVolumeRequest) => {
       const volume = checkName('volume', request.volume);
       volumes.info(volume);
-      if (claims && volumes.isReplicated(volume)) await claims.claim(volume, request.keepTrying ?? false);
+      if (claims && volumes.claimed(volume)) await claims.claim(volume, request.keepTrying ?? false);
       return {};
     }),
     // A volume of this node alone, never claimed, asks nothing of the store (which may be out of reach).
     ReleaseVolume: unary(rpc, async (request: wire.ClaimVolumeRequest) => {
       const volume = checkName('volume', request.volume);
-      if (claims && (claims.wants(volume) || volumes.isReplicated(volume))) await claims.release(volume);
+      if (claims && (claims.wants(volume) || volumes.claimed(volume))) await claims.release(volume);
       return {};
     }),
     RecordAttachment: unary(rpc, (request: wire.AttachmentRequest) => {

@@ -83,6 +83,11 @@ export interface ReplicatedClone {
 /** What the control API asks of the cluster's replicated volumes. */
 export interface ReplicatedVolumes {
   isReplicated(name: string): boolean;
+  /**
+   * Whether attachments of the volume take an attach claim: a volume of the cluster, also one whose
+   * record this node has not heard of yet while a create has made its copy here (its view lags).
+   */
+  claimed(name: string): boolean;
   create(request: ReplicatedCreate): Promise<VolumeInfo>;
   /** A clone placed through the cluster, its copies on nodes that hold the snapshot. */
   clone(request: ReplicatedClone): Promise<VolumeInfo>;
@@ -116,6 +121,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
   const refuse = () => Promise.reject(failedPrecondition('this node serves without a cluster: replicated volumes are not available'));
   return {
     isReplicated: () => false,
+    claimed: () => false,
     create: refuse,
     clone: refuse,
     createHere: (request) => engine.createVolume(request),
@@ -163,6 +169,10 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   isReplicated(name: string): boolean {
     return this.controller.record(name) !== undefined;
+  }
+
+  claimed(name: string): boolean {
+    return this.isReplicated(name) || this.controller.replicating(name);
   }
 
   async create(request: ReplicatedCreate): Promise<VolumeInfo> {

@@ -283,6 +283,11 @@ export class VolumeController {
     return this.layers.get(volume)?.local;
   }
 
+  /** This node's copy serves a volume of the cluster through its primary, record heard of or not (a create adopted it). */
+  replicating(volume: string): boolean {
+    return this.layers.get(volume)?.replicating === true;
+  }
+
   /** This node's copy of a volume deleted from the cluster, not dropped yet: not to be opened. */
   retired(volume: string): boolean {
     return this.layers.get(volume)?.retired === true;

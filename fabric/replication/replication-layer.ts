@@ -55,6 +55,11 @@ export class ReplicationLayer extends PassThroughLayer {
     this.control = control;
   }
 
+  /** Its data calls go to the volume's primary (a copy of a volume of the cluster, not retired). */
+  get replicating(): boolean {
+    return this.router !== undefined && !this.retired;
+  }
+
   /** Retired (below), and not handed a router since (a volume of the name made again). */
   get retired(): boolean {
     return this.router instanceof RetiredDevice;
