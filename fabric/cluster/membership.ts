@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition } from '../errors';
 import type { Logger } from '../logger';
-import type { ClusterStore, StoreLease } from './cluster-store';
+import type { ClusterStore, KeyValue, StoreLease } from './cluster-store';
 
 /** A node is shown down about this long after it died (the store then notices that the lease lapsed: 5.5-6 s measured on etcd with 5 s). Its primary leases lapse with it, so this bounds the failover time. */
 export const NODE_LEASE_SECONDS = 3;
@@ -51,14 +51,37 @@ export interface ClusterNode extends NodeRecord {
   state: 'up' | 'down';
 }
 
-/** Every registered node, with whether its lease is alive, sorted by id. */
-export async function listNodes(store: ClusterStore): Promise<ClusterNode[]> {
+/**
+ * Every registered node, with whether its lease is alive, sorted by id. A registration that is none
+ * (a hand edit, a bug of another version) is left out, and told to onMalformed: one would otherwise
+ * stop every node's view of the cluster, and with it every failover.
+ */
+export async function listNodes(store: ClusterStore, onMalformed: (kv: KeyValue) => void = () => undefined): Promise<ClusterNode[]> {
   const [records, alive] = await Promise.all([store.list(NODES), store.list(ALIVE)]);
   const up = new Set(alive.map((kv) => kv.key.slice(ALIVE.length)));
-  return records.map((kv) => {
-    const record = JSON.parse(kv.value) as NodeRecord;
-    return { ...record, state: up.has(record.id) ? 'up' : 'down' };
+  return records.flatMap((kv) => {
+    const record = parseNodeRecord(kv);
+    if (!record) {
+      onMalformed(kv);
+      return [];
+    }
+    return [{ ...record, state: up.has(record.id) ? 'up' : 'down' }];
   });
+}
+
+function parseNodeRecord(kv: KeyValue): NodeRecord | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(kv.value);
+  } catch {
+    return undefined;
+  }
+  const record = value as Partial<NodeRecord> | null;
+  const isPool = (p: Partial<PoolSummary> | null) => p !== null && typeof p === 'object' && typeof p.class === 'string' && typeof p.capacityBytes === 'number' && typeof p.usedBytes === 'number';
+  const valid =
+    record !== null && typeof record === 'object' && record.id === kv.key.slice(NODES.length) && typeof record.address === 'string' &&
+    typeof record.nbdPort === 'number' && typeof record.apiPort === 'number' && Array.isArray(record.pools) && record.pools.every(isPool);
+  return valid ? (record as NodeRecord) : undefined;
 }
 
 export class Membership {

@@ -246,7 +246,7 @@ export class VolumeController {
 
   /** Reads the nodes now (a create places against the freshest view). */
   async readNodes(): Promise<void> {
-    this.applyNodes(await listNodes(this.store));
+    this.applyNodes(await listNodes(this.store, this.malformedNode));
   }
 
   /**
@@ -361,7 +361,7 @@ export class VolumeController {
     const store = this.store;
     const revision = await store.revision();
     const leftoversHere = leftoverPrefix(this.options.self);
-    const [records, leases, nodes, claims, leftovers] = await Promise.all([store.list(VOLUMES), store.list(LEASES), listNodes(store), store.list(ATTACH_CLAIMS), store.list(leftoversHere)]);
+    const [records, leases, nodes, claims, leftovers] = await Promise.all([store.list(VOLUMES), store.list(LEASES), listNodes(store, this.malformedNode), store.list(ATTACH_CLAIMS), store.list(leftoversHere)]);
     this.applyNodes(nodes);
     if (generation === this.generation) this.claims = new Map(claims.flatMap((kv) => this.claimOf(kv.key, kv.value)));
     for (const kv of records) this.onRecord(kv.key.slice(VOLUMES.length), kv);
@@ -523,6 +523,8 @@ export class VolumeController {
     this.leaseEvents.set(name, event.modRevision);
     this.runners.get(name)?.dispatch({ type: 'primary-lease', lease, modRevision: event.modRevision });
   }
+
+  private readonly malformedNode = (kv: KeyValue) => this.malformed('node registration', kv.key, kv.modRevision);
 
   /** A value in the store that is not what its key should hold: left as it is, and what was known before kept. */
   private malformed(what: string, key: string, modRevision: number): void {

@@ -1,4 +1,4 @@
-// Every node watches every volume record and primary lease: a value there that is none (a hand
+// Every node watches every volume record, primary lease and node registration: a value there that is none (a hand
 // edit with etcdctl, a bug of another version) must not stop the nodes that read it, neither while
 // they run nor at their next start. Two weftd on a real etcd; the bad values put with a client of it.
 
@@ -11,7 +11,7 @@ jest.setTimeout(120_000);
 
 const startCluster = ownCluster();
 
-test('malformed volume records and primary leases are logged and ignored: the nodes keep serving, and start again', async () => {
+test('malformed volume records, primary leases and node registrations are logged and ignored: the nodes keep serving, and start again', async () => {
   const cluster = await startCluster(2, 'v');
   const [n1, n2] = cluster.nodes;
   const store = await EtcdStore.open(cluster.etcd.endpoints);
@@ -20,10 +20,15 @@ test('malformed volume records and primary leases are logged and ignored: the no
     await store.put('volumes/worse', 'not json');
     await store.put('volume-leases/bad', '[1, 2]');
     await store.put('volume-leases/v-garbage', 'null');
+    await store.put('nodes/n9', 'not json');
+    await store.put('nodes/n8', JSON.stringify({ id: 'n7', address: '127.0.0.1', nbdPort: 1, apiPort: 2, pools: [] })); // another's id
     for (const node of [n1, n2]) {
-      await waitFor(async () => (node.weftd.logs().match(/holds a malformed/g) ?? []).length >= 4, 10_000, 100);
+      await waitFor(async () => (node.weftd.logs().match(/holds a malformed/g) ?? []).length >= 6, 10_000, 100);
       expect(node.weftd.logs()).toContain('"key":"volumes/worse"');
+      expect(node.weftd.logs()).toContain('"key":"nodes/n9"');
+      expect(node.weftd.logs()).toContain('"key":"nodes/n8"');
     }
+    expect((await n1.weftd.weft(['node', 'list'])).code).toBe(0);
     await qemuIo(n2.weftd.nbdUri('v'), ['write -P 0x3c 0 1M', 'flush']); // forwarded to n1, replicated to n2
     await qemuIo(n1.weftd.nbdUri('v'), ['read -P 0x3c 0 1M'], true);
 
@@ -31,7 +36,7 @@ test('malformed volume records and primary leases are logged and ignored: the no
     await n2.weftd.restart();
     await cluster.waitForVolume('v', (v) => v.replication?.replicas.every((r) => r.state === 'in-sync') === true, 30_000, 'in sync again');
     await qemuIo(n2.weftd.nbdUri('v'), ['read -P 0x3c 0 1M'], true);
-    for (const key of ['volumes/bad', 'volumes/worse', 'volume-leases/bad', 'volume-leases/v-garbage']) await store.delete(key);
+    for (const key of ['volumes/bad', 'volumes/worse', 'volume-leases/bad', 'volume-leases/v-garbage', 'nodes/n9', 'nodes/n8']) await store.delete(key);
   } finally {
     await store.close();
   }
