@@ -4,11 +4,11 @@
 import type { Logger } from 'pino';
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
-import { WeftApiError, type WeftClient } from '../../fabric/api/client';
+import { WeftApiError, WeftClient } from '../../fabric/api/client';
 import type { VolumeInfo } from '../../fabric/volume/types';
 import { checkRange, fitsRange, sizeInRange } from './capacity';
 import { clusterCapacity } from './cluster-capacity';
-import { alreadyExists, invalidArgument, notFound, unlessNotFound, unlessWeftd } from './errors';
+import { alreadyExists, invalidArgument, notFound, unavailable, unlessNotFound, unlessWeftd } from './errors';
 import type * as csi from './messages';
 import { contentSource, csiSnapshot, csiVolume, sourceKey, volumeCondition } from './objects';
 import { page } from './paging';
@@ -40,6 +40,9 @@ interface Home extends Place {
 
 /** Where a new volume's data comes from, as the request names it. */
 type Source = { kind: 'snapshot'; ref: SnapshotRef } | { kind: 'volume'; volume: string };
+
+/** A call to another node's weftd (a volume it holds alone): bounded, as the node may be gone. */
+const NODE_CALL_DEADLINE_MS = 10_000;
 
 export class ControllerServer {
   /** One operation at a time per volume or snapshot name; a second call waits for the first (node-server.ts says why). */
@@ -171,21 +174,62 @@ export class ControllerServer {
     const volume = requireString('volume_id', request.volume_id);
     if (!isWeftName(volume)) return {};
     return this.inFlight.run(`volume ${volume}`, async () => {
-      if (!(await unlessNotFound(this.client.getVolume(volume)))) return {};
-      // A volume of the cluster that this node holds no copy of has no snapshots here.
-      const snapshots = (await unlessNotFound(this.client.listSnapshots(volume))) ?? [];
-      for (const hidden of snapshots.filter((s) => isCloneSnapshot(s.name))) await unlessNotFound(this.client.deleteSnapshot(volume, hidden.name));
-      await unlessNotFound(this.client.deleteVolume(volume));
-      this.logger.info({ volume }, 'CSI volume deleted');
+      const found = await this.locate(volume);
+      if (!found) return {};
+      const { client } = found;
+      try {
+        // A volume of the cluster that this node holds no copy of has no snapshots here.
+        const snapshots = (await unlessNotFound(client.listSnapshots(volume))) ?? [];
+        for (const hidden of snapshots.filter((s) => isCloneSnapshot(s.name))) await unlessNotFound(client.deleteSnapshot(volume, hidden.name));
+        await unlessNotFound(client.deleteVolume(volume));
+      } finally {
+        found.close();
+      }
+      this.logger.info({ volume, node: found.place.nodeId }, 'CSI volume deleted');
       return {};
     });
+  }
+
+  /**
+   * The volume, and the weftd that holds it: this node's for a volume of the cluster or one of its own;
+   * else the node, among those up, that holds it alone (a volume made on a node without replicas,
+   * `weft volume create` on it, then registered with Nomad, whose controller is another weftd).
+   * Undefined if no node has it; UNAVAILABLE if a node that might have it did not answer.
+   */
+  private async locate(volume: string): Promise<{ client: WeftClient; info: VolumeInfo; place: Place; close(): void } | undefined> {
+    const home = await this.home();
+    const here = await unlessNotFound(this.client.getVolume(volume));
+    if (here) return { client: this.client, info: here, place: home, close: () => undefined };
+    const others = (await this.client.listNodes().catch(() => [])).filter((n) => n.id !== home.nodeId);
+    const silent: string[] = [];
+    for (const node of others) {
+      const client = new WeftClient(`${node.address}:${node.apiPort}`, NODE_CALL_DEADLINE_MS);
+      try {
+        const info = await unlessNotFound(client.getVolume(volume));
+        if (info) return { client, info, place: { nodeId: node.id, zone: node.zone }, close: () => client.close() };
+      } catch (error) {
+        silent.push(`${node.id} (${(error as Error).message})`);
+      }
+      client.close();
+    }
+    if (silent.length > 0) throw unavailable(`volume ${volume} is not on this node, nor on the nodes that answered; these did not: ${silent.join(', ')}`);
+    return undefined;
+  }
+
+  /** As locate(), NOT_FOUND if no node has it. */
+  private async located(volume: string): Promise<{ client: WeftClient; info: VolumeInfo; place: Place; close(): void }> {
+    const found = await this.locate(volume);
+    if (!found) throw notFound(`volume ${volume} does not exist`);
+    return found;
   }
 
   private async validateVolumeCapabilities(request: csi.ValidateVolumeCapabilitiesRequest): Promise<object> {
     const volume = volumeRef(requireString('volume_id', request.volume_id));
     const capabilities = requireCapabilities('volume_capabilities', request.volume_capabilities);
     const parameters = parseParameters(request.parameters);
-    const info = await this.client.getVolume(volume);
+    const found = await this.located(volume);
+    found.close();
+    const info = found.info;
     const why = firstUnsupported(capabilities) ?? contextMismatch(info, request.volume_context, parameters);
     if (why) return { message: why };
     return { confirmed: { volume_context: request.volume_context, volume_capabilities: capabilities, parameters: request.parameters } };
@@ -198,8 +242,9 @@ export class ControllerServer {
   }
 
   private async getVolume(request: csi.VolumeIdRequest): Promise<object> {
-    const info = await this.client.getVolume(volumeRef(requireString('volume_id', request.volume_id)));
-    return { volume: csiVolume(info, await this.home()), status: volumeStatus(info) };
+    const found = await this.located(volumeRef(requireString('volume_id', request.volume_id)));
+    found.close();
+    return { volume: csiVolume(found.info, found.place), status: volumeStatus(found.info) };
   }
 
   /**
@@ -233,9 +278,15 @@ export class ControllerServer {
     const unsupported = capability && unsupportedReason(capability);
     if (unsupported) throw invalidArgument(`volume_capability: ${unsupported}`);
     return this.inFlight.run(`volume ${volume}`, async () => {
-      const current = await this.client.getVolume(volume);
+      const found = await this.located(volume);
+      const current = found.info;
       const sizeBytes = sizeInRange(range, current.sizeBytes);
-      const info = sizeBytes > current.sizeBytes ? await this.client.resizeVolume(volume, sizeBytes) : current;
+      let info = current;
+      try {
+        if (sizeBytes > current.sizeBytes) info = await found.client.resizeVolume(volume, sizeBytes);
+      } finally {
+        found.close();
+      }
       if (info !== current) this.logger.info({ volume, sizeBytes }, 'CSI volume expanded');
       // Always: an attached device (block or under a filesystem) learns the new size only on the node.
       return { capacity_bytes: info.sizeBytes, node_expansion_required: true };

@@ -288,3 +288,16 @@ test('GetCapacity for volumes of several copies: the least room among the nodes 
   expect(seen!.capacities).toEqual([Math.min(a, b), Math.min(a, b), Math.max(a, b), 0, 0]);
   expect((await nodeB.weft(['volume', 'delete', 'fill-b'])).code).toBe(0);
 });
+
+test('a volume one node holds alone (made there without replicas, as `weft nomad volume create` does) is found by the controller: validated, shown with that node\'s topology, expanded and deleted there', async () => {
+  await weftJson<VolumeInfo>(nodeB, ['volume', 'create', 'alone', '--size', '32MiB']);
+  // Nomad's registration asks the controller to validate it (the plugin has a controller service).
+  const validated = await controllerCsi.call('ValidateVolumeCapabilities', { volume_id: 'alone', volume_capabilities: [EXT4_WRITER] });
+  expect(validated.confirmed).toBeTruthy();
+  const { volume } = await controllerCsi.call('ControllerGetVolume', { volume_id: 'alone' });
+  expect(volume.accessible_topology).toEqual([at('node-b')]);
+  const expanded = await controllerCsi.call('ControllerExpandVolume', { volume_id: 'alone', capacity_range: { required_bytes: 48 * MiB } });
+  expect(Number(expanded.capacity_bytes)).toBe(48 * MiB);
+  expect((await weftJson<VolumeInfo>(nodeB, ['volume', 'show', 'alone'])).sizeBytes).toBe(48 * MiB);
+  await deleteVolume('alone'); // it used to answer OK and leave the volume on node-b
+});
