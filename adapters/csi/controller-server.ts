@@ -371,7 +371,8 @@ function incompatibility(existing: VolumeInfo, range: csi.CapacityRange, paramet
     return `its size, ${existing.sizeBytes} bytes, is outside capacity_range [${range.required_bytes}, ${range.limit_bytes || 'no limit'}]`;
   }
   if (parameters.class && parameters.class !== existing.class) return `it is in class ${existing.class}, not ${parameters.class}`;
-  const copies = existing.replication?.replicas.length ?? 1;
+  // A failed copy being replaced stays in the record until its replacement is in sync: not one more copy.
+  const copies = existing.replication?.replicas.filter((r) => r.state !== 'failed').length ?? 1;
   if (copies !== parameters.replicas) return `it has ${copies} replica(s), not ${parameters.replicas}`;
   const had = sourceKey(contentSource(existing.sourceSnapshot));
   const wanted = sourceKey(requestedContentSource(source));

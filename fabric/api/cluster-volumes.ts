@@ -669,7 +669,10 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** Grows every copy, through the primary. */
   async resize(name: string, sizeBytes: number): Promise<VolumeInfo> {
     await this.onPrimary(name, (client) => client.resizeVolume(name, sizeBytes), () => this.engine.resizeVolume(name, sizeBytes));
-    return this.info(name);
+    // This node's view of the record may not have the new size yet (a node without a copy, the CSI
+    // controller's): the primary has it, and a CO that heard the old size would grow the filesystem to it.
+    const info = this.info(name);
+    return { ...info, sizeBytes: Math.max(info.sizeBytes, sizeBytes) };
   }
 
   /**
