@@ -1,6 +1,8 @@
 // GetCapacity for volumes the cluster places: each copy on a node of its own, the primary on a node
 // within the topology asked about (the others anywhere: attach is local on every node).
 
+import { MAX_VOLUME_BYTES } from '../../fabric/volume/types';
+
 /** One node's pool of the class asked about. */
 export interface NodeRoom {
   nodeId: string;
@@ -23,12 +25,14 @@ export interface ClusterCapacity {
 export function clusterCapacity(rooms: readonly NodeRoom[], replicas: number, mayBePrimary: (room: NodeRoom) => boolean): ClusterCapacity {
   // The (replicas - 1)th largest of the other nodes' values: what the least of the other copies gets.
   const nth = (values: number[]) => (replicas === 1 ? Number.POSITIVE_INFINITY : values.sort((a, b) => b - a)[replicas - 2]);
+  // A full pool takes no copy (placement's rule: its first writes would fail), whatever its size.
+  const usable = rooms.filter((r) => r.freeBytes > 0);
   let best: ClusterCapacity = { availableBytes: 0, maximumVolumeBytes: 0 };
-  for (const primary of rooms.filter(mayBePrimary)) {
-    const others = rooms.filter((r) => r !== primary);
+  for (const primary of usable.filter(mayBePrimary)) {
+    const others = usable.filter((r) => r !== primary);
     if (others.length < replicas - 1) continue;
     const availableBytes = Math.min(primary.freeBytes, nth(others.map((r) => r.freeBytes)));
-    const maximumVolumeBytes = Math.min(primary.capacityBytes, nth(others.map((r) => r.capacityBytes)));
+    const maximumVolumeBytes = Math.min(primary.capacityBytes, nth(others.map((r) => r.capacityBytes)), MAX_VOLUME_BYTES);
     best = { availableBytes: Math.max(best.availableBytes, availableBytes), maximumVolumeBytes: Math.max(best.maximumVolumeBytes, maximumVolumeBytes) };
   }
   return best;
