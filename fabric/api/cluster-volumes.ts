@@ -772,8 +772,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const outcomes = await Promise.allSettled(nodes.map((node) => this.controlCopyOn(node, volume, operation, 0)));
     const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[nodes[i], o.reason as Error] as const] : []));
     const unanswered = failed.filter(([, err]) => !isNotFound(err));
-    // Deleted nowhere: not found if every node said so, else what kept it.
-    if (!kept && failed.length === outcomes.length) throw (unanswered[0] ?? failed[0])[1];
+    // Deleted nowhere: what kept it (in use, say); else not found if a node said so and the others
+    // are down (a retry of a delete that went through while one was: the spec wants OK for it);
+    // else the nodes' silence.
+    if (!kept && failed.length === outcomes.length) {
+      const first = (matches: (err: Error) => boolean) => failed.find(([, err]) => matches(err))?.[1];
+      throw first((err) => !isNotFound(err) && !isUnavailable(err)) ?? first(isNotFound) ?? failed[0][1];
+    }
     // In use on a node, say: refused, so that it is tried again (it is not found where it went). A
     // node that is down, or whose copy is out for good (failed, being replaced), holds nothing up.
     const gone = new Set(this.controller.record(volume)?.replicas.filter((r) => r.state === 'failed').map((r) => r.node));
