@@ -38,6 +38,20 @@ interface CreateIntent {
   aliveRevision: number;
 }
 
+/**
+ * The intent a stored value holds; for a value no weftd writes (a hand edit), one of no node and no
+ * create: never under way, so it is given up (deleted, its name free), and no copy is its.
+ */
+function intentOf(value: string): CreateIntent {
+  try {
+    const intent = JSON.parse(value) as Partial<CreateIntent> | null;
+    if (typeof intent?.createId === 'string' && typeof intent.node === 'string' && typeof intent.aliveRevision === 'number') return intent as CreateIntent;
+  } catch {
+    // as below
+  }
+  return { createId: '', node: '', aliveRevision: -1 };
+}
+
 /** A create under way on this node: its name, id, and its intent's value as written (compared as a string). */
 export interface HeldIntent {
   name: string;
@@ -98,7 +112,7 @@ export async function createUnderWay(store: ClusterStore, name: string, self: Cr
   for (let attempt = 0; attempt < LOOK_ATTEMPTS; attempt++) {
     const stored = await store.get(intentKey(name));
     if (!stored) return undefined;
-    const other = JSON.parse(stored.value) as CreateIntent;
+    const other = intentOf(stored.value);
     if (await isUnderWay(store, other, self)) return other.node;
     const copies = await giveUpIntent(store, name, stored, []);
     if (copies) {
@@ -112,7 +126,7 @@ export async function createUnderWay(store: ClusterStore, name: string, self: Cr
 /** This node's copy for the create: marked, while the intent is this create's; else refused. */
 export async function markCopy(store: ClusterStore, name: string, createId: string, node: string): Promise<void> {
   const stored = await store.get(intentKey(name));
-  if (!stored || (JSON.parse(stored.value) as CreateIntent).createId !== createId) throw givenUp(name);
+  if (!stored || intentOf(stored.value).createId !== createId) throw givenUp(name);
   // The intent is written again so that a give-up that listed the marks before this one tries again.
   const { succeeded } = await store.txn({
     compare: [{ key: intentKey(name), target: 'value', op: '=', value: stored.value }],
@@ -159,7 +173,7 @@ export async function giveUpAbandonedCreates(store: ClusterStore, self: Creating
 /** Gives up every create that node began: it is being forgotten (down, and will not come back). */
 export async function giveUpCreatesOf(store: ClusterStore, node: string): Promise<void> {
   for (const stored of await store.list(CREATE_INTENTS)) {
-    if ((JSON.parse(stored.value) as CreateIntent).node === node) await giveUpIntent(store, stored.key.slice(CREATE_INTENTS.length), stored, []);
+    if (intentOf(stored.value).node === node) await giveUpIntent(store, stored.key.slice(CREATE_INTENTS.length), stored, []);
   }
 }
 
@@ -180,7 +194,7 @@ async function isUnderWay(store: ClusterStore, intent: CreateIntent, self: Creat
  * cluster (forgotten) gets none: nothing would ever delete the key.
  */
 async function giveUpIntent(store: ClusterStore, name: string, stored: KeyValue, made: readonly string[]): Promise<string[] | undefined> {
-  const { createId } = JSON.parse(stored.value) as CreateIntent;
+  const { createId } = intentOf(stored.value);
   const marks = (await store.list(markPrefix(name))).filter((kv) => kv.value === createId);
   const registered = new Set((await store.list(NODES)).map((kv) => kv.key.slice(NODES.length)));
   const nodes = [...new Set([...marks.map((kv) => kv.key.slice(markPrefix(name).length)), ...made])].filter((node) => registered.has(node));
