@@ -153,7 +153,8 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     running.add('api', () => api.close());
 
     // Once its services answer: other nodes may use what it registers at once.
-    const membership = await Membership.join(store, () => nodeRecord(config, engine, node.version, nbdPort, apiPort), logger.child({ component: 'membership' }));
+    const ownVolumes = () => clusterVolumes?.ownVolumeNames() ?? [];
+    const membership = await Membership.join(store, () => nodeRecord(config, engine, node.version, nbdPort, apiPort, ownVolumes()), logger.child({ component: 'membership' }));
     running.add('membership', () => membership.leave());
     membership.onLease((leaseId) => controller.setNodeLease(leaseId));
     membership.onLease((leaseId) => claims.setLease(leaseId));
@@ -185,7 +186,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
 }
 
 /** What this node registers in the cluster store (refreshed as its pools fill). */
-function nodeRecord(config: WeftdConfig, engine: LocalEngine, version: string, nbdPort: number, apiPort: number): Omit<NodeRecord, 'updatedAt'> {
+function nodeRecord(config: WeftdConfig, engine: LocalEngine, version: string, nbdPort: number, apiPort: number, ownVolumes: string[]): Omit<NodeRecord, 'updatedAt'> {
   return {
     id: config.nodeId,
     address: config.advertise,
@@ -195,6 +196,7 @@ function nodeRecord(config: WeftdConfig, engine: LocalEngine, version: string, n
     version,
     pools: engine.listPools().map((p) => ({ class: p.class, capacityBytes: p.capacityBytes, usedBytes: p.usedBytes, provisionedBytes: p.provisionedBytes })),
     volumes: engine.listVolumes().length,
+    ownVolumes,
   };
 }
 

@@ -171,6 +171,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
     return this.controller.record(name) !== undefined;
   }
 
+  /** The volumes this node holds alone: no record names them, and they are no copy of one (retired, or adopted by a create). */
+  ownVolumeNames(): string[] {
+    return this.engine.listNames().volumes.filter((name) => !this.isReplicated(name) && !this.controller.replicating(name) && !this.controller.retired(name));
+  }
+
   claimed(name: string): boolean {
     return this.isReplicated(name) || this.controller.replicating(name);
   }
@@ -274,6 +279,12 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * asked, and one that is up but does not answer refuses the create (it may have one).
    */
   private async checkNoNodeVolume(name: string): Promise<void> {
+    // A node that is down is not asked: its registration says which volumes it held alone. One of
+    // them would be taken over by the volume of the cluster once the node is back.
+    const down = this.controller.candidates().filter((n) => !n.up && this.controller.node(n.id)?.ownVolumes?.includes(name));
+    for (const { id } of down) {
+      if (!(await this.store.get(leftoverKey(id, name)))) throw alreadyExists(`volume ${name} exists on node ${id} as a volume of that node alone (as it registered; it is down): delete it there once it is up, or choose another name`);
+    }
     const up = this.controller.candidates().filter((n) => n.up && n.pools.length > 0);
     const found = await Promise.all(
       up.map(async ({ id }) => {

@@ -37,6 +37,12 @@ export interface NodeRecord {
   pools: PoolSummary[];
   /** How many volumes the node holds a copy of. */
   volumes: number;
+  /**
+   * The volumes it holds alone (not copies of the cluster's), as of updatedAt: while it is down, a
+   * volume of the cluster is not made under one of their names (it would take that volume over when
+   * the node is back). Absent from nodes of earlier versions.
+   */
+  ownVolumes?: string[];
   /** ISO 8601: when the registration was last written. */
   updatedAt: string;
 }

@@ -275,7 +275,18 @@ describe('replicated volumes on etcd', () => {
       expect(refused.stderr).toMatch(/volume mine exists on node n3 as a volume of that node alone: delete it there, or choose another name/);
     }
     for (const node of nodes) expect((await weftJson<VolumeInfo[]>(node, ['volume', 'list'])).filter((v) => v.name === 'mine').length).toBe(node === byId('n3') ? 1 : 0);
-    expect((await byId('n3').weft(['volume', 'delete', 'mine'])).code).toBe(0);
+    // n3 down: it cannot be asked, its registration (written at its start) names the volume.
+    const n3 = byId('n3');
+    await n3.restart();
+    await n3.kill9();
+    const state = async (id: string) => (await weftJson<{ id: string; state: string }[]>(nodes[0], ['node', 'list'])).find((n) => n.id === id)?.state;
+    await waitFor(async () => (await state('n3')) === 'down', 15_000, 200);
+    const whileDown = await nodes[0].weft(['volume', 'create', 'mine', '--size', '16MiB', '--replicas', '2']);
+    expect(whileDown.code).not.toBe(0);
+    expect(whileDown.stderr).toMatch(/volume mine exists on node n3 as a volume of that node alone \(as it registered; it is down\)/);
+    await n3.start();
+    expect((await weftJson<VolumeInfo>(n3, ['volume', 'show', 'mine'])).replication).toBeUndefined(); // still its own
+    expect((await n3.weft(['volume', 'delete', 'mine'])).code).toBe(0);
   });
 
   test('the whole cluster killed with -9 and restarted keeps the volume and its data', async () => {
