@@ -20,7 +20,7 @@ import { keptSnapshots, keptSnapshotsKey, keptSnapshotsPrefix, leaveKeptSnapshot
 import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
-import { leftoverKey, malformedRecord, parseVolumeRecord, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecord } from '../cluster/volume-record';
+import { leftoverKey, malformedRecord, parseLeftover, parseVolumeRecord, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecord } from '../cluster/volume-record';
 import { alreadyExists, failedPrecondition, InUseError, invalidArgument, NoAnswerError, notFound, WeftError } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
@@ -587,7 +587,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const record = kv && parseVolumeRecord(kv.value);
     // Which copies it names cannot be told: none is deleted on its word.
     if (kv && !record) throw malformedRecord(name);
-    const left = leftover && (JSON.parse(leftover.value) as Leftover);
+    const left = leftover && parseLeftover(leftover.value);
     // The copy of an earlier volume of the name (deleted, and made again since) is never reused for
     // this one, even where this one's record names this node (a replacement placed here): it would
     // bring that volume's size (a promotion writes a larger copy's size into the record) and its

@@ -148,6 +148,13 @@ export interface Leftover {
   createId?: string;
 }
 
+/** A leftover key's value; one that is none (a hand edit) says no more than a key of an early version: no reason, no create. */
+export function parseLeftover(value: string): Leftover {
+  const parsed = parseObject(value);
+  const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  return { reason: text(parsed?.reason) ?? 'unknown', replaced: parsed?.replaced === true || undefined, createId: text(parsed?.createId) };
+}
+
 export const volumeLeaseKey = (name: string) => `volume-leases/${name}`;
 
 /** The lease key's value, always spelt the same way, so that a transaction can compare it as a string. */

@@ -1,4 +1,4 @@
-// Every node watches every volume record, primary lease and node registration, and reads creates' intents: a value there that is none (a hand
+// Every node watches every volume record, primary lease and node registration, and reads creates' intents and its leftover keys: a value there that is none (a hand
 // edit with etcdctl, a bug of another version) must not stop the nodes that read it, neither while
 // they run nor at their next start. Two weftd on a real etcd; the bad values put with a client of it.
 
@@ -11,7 +11,7 @@ jest.setTimeout(120_000);
 
 const startCluster = ownCluster();
 
-test('malformed volume records, primary leases, node registrations and create intents are logged and ignored: the nodes keep serving, and start again', async () => {
+test('malformed volume records, primary leases, node registrations, create intents and leftover keys are logged and ignored: the nodes keep serving, and start again', async () => {
   const cluster = await startCluster(2, 'v');
   const [n1, n2] = cluster.nodes;
   const store = await EtcdStore.open(cluster.etcd.endpoints);
@@ -33,6 +33,9 @@ test('malformed volume records, primary leases, node registrations and create in
     await store.put('creates/w', 'not json');
     expect(await n1.weftd.weft(['volume', 'create', 'w', '--size', '16MiB', '--replicas', '2'])).toMatchObject({ code: 0 });
     expect(await store.get('creates/w')).toBeUndefined();
+    // A leftover key that is none: the node drops it (it holds no copy of that name) all the same.
+    await store.put('leftovers/n1/gone', 'not json');
+    await waitFor(async () => (await store.get('leftovers/n1/gone')) === undefined, 10_000, 100);
     await qemuIo(n2.weftd.nbdUri('v'), ['write -P 0x3c 0 1M', 'flush']); // forwarded to n1, replicated to n2
     await qemuIo(n1.weftd.nbdUri('v'), ['read -P 0x3c 0 1M'], true);
 
