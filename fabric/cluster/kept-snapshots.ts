@@ -28,11 +28,20 @@ const CHANGE_ATTEMPTS = 10;
 /** Where the snapshots of a deleted replicated volume of this name may be; undefined: nowhere recorded. */
 export async function keptSnapshots(store: ClusterStore, volume: string): Promise<KeptSnapshots | undefined> {
   const kv = await store.get(keptSnapshotsKey(volume));
-  return kv && parseKept(kv);
+  const kept = kv && parseKept(kv);
+  return kept && kept.nodes.length > 0 ? kept : undefined; // a key with no node is deleted as it empties: none is recorded
 }
 
+/** A key's value; one that is none (a hand edit) names no node, and holds nothing up (tidying, forgetting a node). */
 export function parseKept(kv: KeyValue): KeptSnapshots {
-  return JSON.parse(kv.value) as KeptSnapshots;
+  let parsed: Partial<KeptSnapshots> | null = null;
+  try {
+    parsed = JSON.parse(kv.value) as Partial<KeptSnapshots> | null;
+  } catch {
+    // as a key that names no node
+  }
+  const names = (list: unknown) => (Array.isArray(list) ? list.filter((n): n is string => typeof n === 'string') : []);
+  return { nodes: names(parsed?.nodes), ...(Array.isArray(parsed?.deleted) ? { deleted: names(parsed.deleted) } : {}) };
 }
 
 /** Takes nodes out of the volume's kept-snapshots key (deleting the key when none is left). */
