@@ -12,7 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ClusterStore } from '../cluster/cluster-store';
+import type { ClusterStore, KeyValue } from '../cluster/cluster-store';
 import { attachClaimKey } from '../cluster/attach-claims';
 import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
 import { BeginOutcomeUnknownError, beginCreate, createUnderWay, giveUpAbandonedCreates, giveUpCreate, markCopy, recordedIntent, underWay, unmarkCopy, type CreatingNode, type HeldIntent } from '../cluster/create-intent';
@@ -50,6 +50,8 @@ const FAST_NODE_CALL_DEADLINE_MS = 5000;
 const MAX_CHECKSUM_RANGE_BYTES = 256 * 1024 * 1024;
 /** How long a copy's delete waits for the replication connections to it to close. */
 const DRAIN_MS = 5000;
+/** How often a delete is tried again on a record that changed under it (the same volume's). */
+const DELETE_ATTEMPTS = 5;
 /**
  * How long a create waits for this node's view of the store (its watch) to show the new record:
  * until then this node does not serve the volume, and a client it answered would find no export.
@@ -479,10 +481,22 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * node dies on the way) is deleted by its own node once it sees its key.
    */
   async delete(name: string): Promise<void> {
-    const kv = await this.store.get(volumeKey(name));
-    if (!kv) throw new WeftError('NOT_FOUND', `volume ${name} is not in the cluster`);
-    const record = parseVolumeRecord(kv.value);
-    if (!record) throw malformedRecord(name);
+    // The record of a volume just made changes a moment later (its first promotion, its copies'
+    // states): the delete is tried again on the new one, of the same volume.
+    const first = await this.store.get(volumeKey(name));
+    for (let attempt = 1; ; attempt++) {
+      const kv = attempt === 1 ? first : await this.store.get(volumeKey(name));
+      if (!kv) throw new WeftError('NOT_FOUND', `volume ${name} is not in the cluster`);
+      const record = parseVolumeRecord(kv.value);
+      if (!record) throw malformedRecord(name);
+      const sameVolume = first !== undefined && parseVolumeRecord(first.value)?.createId === record.createId;
+      if (!sameVolume || attempt > DELETE_ATTEMPTS) throw failedPrecondition(`volume ${name} changed while it was being deleted (a failover?): try again`);
+      if (await this.deleteRecorded(name, kv, record)) return;
+    }
+  }
+
+  /** delete() on the record as read (kv): false if the record changed meanwhile, and nothing was done. */
+  private async deleteRecorded(name: string, kv: KeyValue, record: VolumeRecord): Promise<boolean> {
     const holders = record.replicas.map((r) => r.node);
     for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDownOrNoCopy);
     // Every copy's node, which leaves the key once it holds no snapshot of the volume (at once if it
@@ -499,7 +513,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
         ...holders.map((node) => ({ type: 'put' as const, key: leftoverKey(node, name), value: JSON.stringify({ reason: 'its volume was deleted', createId: record.createId } satisfies Leftover) })),
       ],
     });
-    if (!succeeded) throw failedPrecondition(`volume ${name} changed while it was being deleted (a failover?): try again`);
+    if (!succeeded) return false;
     // As each copy's node would on seeing its key: a copy of the name made since (a create took the key) stays.
     for (const node of holders) {
       await this.onNode(node, (client) => client.dropLeftover(name), () => this.dropLeftover(name)).catch((err: unknown) => {
@@ -507,6 +521,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       });
     }
     this.logger.info({ volume: name }, 'replicated volume deleted');
+    return true;
   }
 
   /**
