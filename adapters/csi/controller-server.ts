@@ -194,13 +194,15 @@ export class ControllerServer {
    * The volume, and the weftd that holds it: this node's for a volume of the cluster or one of its own;
    * else the node, among those up, that holds it alone (a volume made on a node without replicas,
    * `weft volume create` on it, then registered with Nomad, whose controller is another weftd).
-   * Undefined if no node has it; UNAVAILABLE if a node that might have it did not answer.
+   * Undefined if no node has it; UNAVAILABLE if a node that is up did not answer.
    */
   private async locate(volume: string): Promise<{ client: WeftClient; info: VolumeInfo; place: Place; close(): void } | undefined> {
     const home = await this.home();
     const here = await unlessNotFound(this.client.getVolume(volume));
     if (here) return { client: this.client, info: here, place: home, close: () => undefined };
-    const others = (await this.client.listNodes().catch(() => [])).filter((n) => n.id !== home.nodeId);
+    // Only those up: one that is down would make every DeleteVolume of a volume gone UNAVAILABLE
+    // until it is back (a volume it holds alone is then left to it).
+    const others = (await this.client.listNodes().catch(() => [])).filter((n) => n.id !== home.nodeId && n.state === 'up');
     const silent: string[] = [];
     for (const node of others) {
       const client = new WeftClient(`${node.address}:${node.apiPort}`, NODE_CALL_DEADLINE_MS);
