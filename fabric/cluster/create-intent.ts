@@ -23,7 +23,7 @@
 import { WeftError } from '../errors';
 import { StoreUnavailableError, type ClusterStore, type KeyValue, type Txn } from './cluster-store';
 import { ALIVE, NODES } from './membership';
-import { leftoverKey, type Leftover } from './volume-record';
+import { leftoverKey, parseObject, type Leftover } from './volume-record';
 
 export const CREATE_INTENTS = 'creates/';
 const intentKey = (name: string) => `${CREATE_INTENTS}${name}`;
@@ -43,12 +43,8 @@ interface CreateIntent {
  * create: never under way, so it is given up (deleted, its name free), and no copy is its.
  */
 function intentOf(value: string): CreateIntent {
-  try {
-    const intent = JSON.parse(value) as Partial<CreateIntent> | null;
-    if (typeof intent?.createId === 'string' && typeof intent.node === 'string' && typeof intent.aliveRevision === 'number') return intent as CreateIntent;
-  } catch {
-    // as below
-  }
+  const intent = parseObject(value);
+  if (typeof intent?.createId === 'string' && typeof intent.node === 'string' && typeof intent.aliveRevision === 'number') return intent as unknown as CreateIntent;
   return { createId: '', node: '', aliveRevision: -1 };
 }
 

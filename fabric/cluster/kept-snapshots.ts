@@ -11,6 +11,7 @@
 // down is written down as deleted, and that node deletes it when it starts (or a listing does).
 
 import type { ClusterStore, KeyValue } from './cluster-store';
+import { parseObject } from './volume-record';
 
 export interface KeptSnapshots {
   /** The nodes that may still hold snapshots of the deleted volume. */
@@ -34,12 +35,7 @@ export async function keptSnapshots(store: ClusterStore, volume: string): Promis
 
 /** A key's value; one that is none (a hand edit) names no node, and holds nothing up (tidying, forgetting a node). */
 export function parseKept(kv: KeyValue): KeptSnapshots {
-  let parsed: Partial<KeptSnapshots> | null = null;
-  try {
-    parsed = JSON.parse(kv.value) as Partial<KeptSnapshots> | null;
-  } catch {
-    // as a key that names no node
-  }
+  const parsed = parseObject(kv.value);
   const names = (list: unknown) => (Array.isArray(list) ? list.filter((n): n is string => typeof n === 'string') : []);
   return { nodes: names(parsed?.nodes), ...(Array.isArray(parsed?.deleted) ? { deleted: names(parsed.deleted) } : {}) };
 }

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition } from '../errors';
 import type { Logger } from '../logger';
 import type { ClusterStore, KeyValue, StoreLease } from './cluster-store';
+import { parseObject } from './volume-record';
 
 /** A node is shown down about this long after it died (the store then notices that the lease lapsed: 5.5-6 s measured on etcd with 5 s). Its primary leases lapse with it, so this bounds the failover time. */
 export const NODE_LEASE_SECONDS = 3;
@@ -76,16 +77,10 @@ export async function listNodes(store: ClusterStore, onMalformed: (kv: KeyValue)
 }
 
 function parseNodeRecord(kv: KeyValue): NodeRecord | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(kv.value);
-  } catch {
-    return undefined;
-  }
-  const record = value as Partial<NodeRecord> | null;
+  const record = parseObject(kv.value) as Partial<NodeRecord> | undefined;
   const isPool = (p: Partial<PoolSummary> | null) => p !== null && typeof p === 'object' && typeof p.class === 'string' && typeof p.capacityBytes === 'number' && typeof p.usedBytes === 'number';
   const valid =
-    record !== null && typeof record === 'object' && record.id === kv.key.slice(NODES.length) && typeof record.address === 'string' &&
+    record !== undefined && record.id === kv.key.slice(NODES.length) && typeof record.address === 'string' &&
     typeof record.nbdPort === 'number' && typeof record.apiPort === 'number' && Array.isArray(record.pools) && record.pools.every(isPool);
   return valid ? (record as NodeRecord) : undefined;
 }

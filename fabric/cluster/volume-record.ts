@@ -103,7 +103,8 @@ export function malformedRecord(name: string): WeftError {
   return new WeftError('FAILED_PRECONDITION', `the cluster store holds a malformed record for volume ${name} (key weft/${volumeKey(name)}): correct or delete it; nothing changed`);
 }
 
-function parseObject(value: string): Record<string, unknown> | undefined {
+/** A JSON object, or undefined for any other value (a key's value that no weftd writes). */
+export function parseObject(value: string): Record<string, unknown> | undefined {
   try {
     const parsed: unknown = JSON.parse(value);
     return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
