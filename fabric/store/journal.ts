@@ -74,6 +74,7 @@ export class Journal {
   private fileBytes: number;
   private scheduled: Promise<void> | undefined;
   private syncs: Promise<void> = Promise.resolve();
+  private closed = false;
 
   private constructor(private readonly fd: number, private readonly file: string, fileBytes: number) {
     this.fileBytes = fileBytes;
@@ -241,6 +242,7 @@ export class Journal {
     if (!this.scheduled) {
       this.scheduled = Promise.resolve().then(() => {
         this.scheduled = undefined;
+        if (this.closed) return;
         this.sealOpen();
         this.writeUnsynced();
       });
@@ -256,7 +258,11 @@ export class Journal {
   }
 
   private async syncOnce(): Promise<void> {
+    // A sync queued behind the one after which its owner closed the journal: that sync covered
+    // everything (no append follows a close), and the descriptor may be another file's by now.
+    if (this.closed) return this.closedCheck();
     await this.writeOut();
+    if (this.closed) return this.closedCheck();
     const end = this.written;
     try {
       await fdatasync(this.fd);
@@ -272,7 +278,13 @@ export class Journal {
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     fs.closeSync(this.fd);
+  }
+
+  private closedCheck(): void {
+    if (this.pendingBytes > 0) throw new Error(`metadata journal ${this.file} was closed with ${this.pendingBytes} bytes not durable`);
   }
 
   /** Moves the open records into a frame at the end of the unsynced bytes. */

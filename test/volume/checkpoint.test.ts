@@ -188,6 +188,23 @@ describe('a checkpoint that fails', () => {
     expect(blocksOf(reopen().metadata)).toEqual(range(0, 30));
   });
 
+  test('a FLUSH that comes while the checkpoint syncs the old journal succeeds, though the old journal is closed after that sync', async () => {
+    const m = await fresh();
+    for (let attempt = 0; attempt < 2; attempt++) {
+      for (let b = attempt * 10; b < attempt * 10 + 10; b++) write(m, b); // not yet durable: the cut moves them to the old journal
+      const cut = m.startCheckpoint();
+      const finishing = cut.finish(() => Promise.reject(new Error('ENOSPC: no space left on device')));
+      write(m, 100 + attempt);
+      m.recordSync(m.lastSeq);
+      const flush = m.sync(); // queued behind the checkpoint's sync of the old journal
+      await expect(finishing).rejects.toThrow('ENOSPC');
+      await expect(flush).resolves.toBeUndefined();
+    }
+    m.close();
+    metadata = undefined;
+    expect(blocksOf(reopen().metadata)).toEqual([...range(0, 20), 100, 101]);
+  });
+
   test('twice, then a power cut: the checkpoint and all three journals are replayed in order', async () => {
     const m = await fresh();
     layer = new PowerCutFileOps(log).install();
