@@ -23,9 +23,17 @@ const FRAME_HEADER_BYTES = 20;
 export const JOURNAL_CHUNK_BYTES = 1024 * 1024;
 /**
  * Records not yet durable are kept in memory; past this many bytes (syncs keep failing) a write-out
- * fails instead of holding more.
+ * fails instead of holding more, and so does an append once as many more wait to be sealed.
  */
 const MAX_UNSYNCED_BYTES = 256 * 1024 * 1024;
+
+/** Too many bytes wait for a sync: an append is refused, and a write-out writes only what was sealed. */
+export class JournalFullError extends Error {
+  constructor(file: string, waitingBytes: number) {
+    super(`metadata journal ${file}: ${waitingBytes} bytes wait for a sync that keeps failing`);
+    this.name = 'JournalFullError';
+  }
+}
 
 /** Where and why a journal file could not be read to its end. */
 export interface JournalDamage {
@@ -76,7 +84,7 @@ export class Journal {
   private syncs: Promise<void> = Promise.resolve();
   private closed = false;
 
-  private constructor(private readonly fd: number, private readonly file: string, fileBytes: number) {
+  private constructor(private readonly fd: number, private readonly file: string, fileBytes: number, private readonly maxUnsyncedBytes: number) {
     this.fileBytes = fileBytes;
   }
 
@@ -84,7 +92,7 @@ export class Journal {
    * Creates (or replaces) a journal file: one chunk of zeroes, made durable under a temporary name
    * and renamed into place, so that a crash never leaves a journal file of another size.
    */
-  static create(file: string): Journal {
+  static create(file: string, maxUnsyncedBytes = MAX_UNSYNCED_BYTES): Journal {
     const tmp = `${file}.tmp`;
     const fd = fs.openSync(tmp, 'w');
     try {
@@ -97,7 +105,7 @@ export class Journal {
       fs.rmSync(tmp, { force: true });
       throw err;
     }
-    return new Journal(fd, file, JOURNAL_CHUNK_BYTES);
+    return new Journal(fd, file, JOURNAL_CHUNK_BYTES, maxUnsyncedBytes);
   }
 
   /** create() without blocking the event loop on its syncs. */
@@ -114,7 +122,7 @@ export class Journal {
       await fs.promises.rm(tmp, { force: true });
       throw err;
     }
-    return new Journal(fd, file, JOURNAL_CHUNK_BYTES);
+    return new Journal(fd, file, JOURNAL_CHUNK_BYTES, MAX_UNSYNCED_BYTES);
   }
 
   /**
@@ -226,6 +234,7 @@ export class Journal {
 
   /** Reserves n bytes for the next record and returns the buffer and position to fill in. */
   reserve(n: number): { buf: Buffer; pos: number } {
+    if (FRAME_HEADER_BYTES + this.openLength + n > this.maxUnsyncedBytes) throw new JournalFullError(this.file, this.unsyncedLength + this.openLength);
     this.open = ensureRoom(this.open, this.openLength, n);
     const pos = this.openLength;
     this.openLength += n;
@@ -243,8 +252,15 @@ export class Journal {
       this.scheduled = Promise.resolve().then(() => {
         this.scheduled = undefined;
         if (this.closed) return;
-        this.sealOpen();
+        // Full, what was sealed is written still: a sync then makes room (syncOnce).
+        let full: unknown;
+        try {
+          this.sealOpen();
+        } catch (err) {
+          full = err;
+        }
         this.writeUnsynced();
+        if (full) throw full;
       });
     }
     return this.scheduled;
@@ -261,7 +277,11 @@ export class Journal {
     // A sync queued behind the one after which its owner closed the journal: that sync covered
     // everything (no append follows a close), and the descriptor may be another file's by now.
     if (this.closed) return this.closedCheck();
-    await this.writeOut();
+    let full: JournalFullError | undefined;
+    await this.writeOut().catch((err: unknown) => {
+      if (!(err instanceof JournalFullError)) throw err;
+      full = err;
+    });
     if (this.closed) return this.closedCheck();
     const end = this.written;
     try {
@@ -275,6 +295,11 @@ export class Journal {
     this.unsyncedLength -= end;
     this.written -= end;
     this.durable += end;
+    // Room made: the records that waited to be sealed go now, in a sync of their own.
+    if (full) {
+      if (end === 0) throw full;
+      return this.syncOnce();
+    }
   }
 
   close(): void {
@@ -291,9 +316,7 @@ export class Journal {
   private sealOpen(): void {
     if (this.openLength === 0) return;
     const length = this.openLength;
-    if (this.unsyncedLength + FRAME_HEADER_BYTES + length > MAX_UNSYNCED_BYTES) {
-      throw new Error(`metadata journal ${this.file}: ${this.unsyncedLength} bytes wait for a sync that keeps failing`);
-    }
+    if (this.unsyncedLength + FRAME_HEADER_BYTES + length > this.maxUnsyncedBytes) throw new JournalFullError(this.file, this.unsyncedLength + length);
     this.unsynced = ensureRoom(this.unsynced, this.unsyncedLength, FRAME_HEADER_BYTES + length);
     const at = this.unsyncedLength;
     const frame = this.unsynced;
