@@ -192,12 +192,16 @@ export class Metadata {
 
   /**
    * Creates the next generation's journal ahead of startCheckpoint(), so that the cut does not wait
-   * for its syncs. Optional: startCheckpoint() creates it itself otherwise.
+   * for its syncs. Optional: startCheckpoint() creates it itself otherwise. Fails, making none, while
+   * the older journals of a checkpoint that failed cannot be made durable (a full disk): else each
+   * try would add one more, each with its buffers and a descriptor.
    */
   prepareCheckpoint(): Promise<void> {
     if (this.prepared) return Promise.resolve();
     this.preparing ??= (async () => {
       try {
+        await syncInOrder(this.older);
+        this.closeOlder();
         this.removeLaterJournals();
         this.prepared = await Journal.createAsync(journalPath(this.dir, this.generation + 1));
       } finally {

@@ -188,6 +188,29 @@ describe('a checkpoint that fails', () => {
     expect(blocksOf(reopen().metadata)).toEqual(range(0, 30));
   });
 
+  test('over and over at the old journal (its disk full): no next journal is made while it cannot be made durable, and all is replayed once there is room', async () => {
+    const m = await fresh();
+    const old = journals()[0];
+    for (let b = 0; b < 5; b++) write(m, b); // in the page cache, not durable: the cut leaves them to the old journal
+    await m.writeOut();
+    const faults = new FaultyFileOps(new Prng(9)).install();
+    layer = faults;
+    faults.affects = (file) => file.endsWith(`/${old}`); // a new journal is sparse: made even on a full disk
+    faults.diskFull = true;
+    const attempt = async () => {
+      await m.prepareCheckpoint();
+      await m.startCheckpoint().finish(async () => undefined);
+    };
+    for (let i = 0; i < 5; i++) await expect(attempt()).rejects.toThrow('ENOSPC');
+    expect(journals()).toHaveLength(2); // one more each time, with 2 MiB of buffers and a descriptor, before
+    faults.heal();
+    await attempt();
+    expect(journals()).toHaveLength(1);
+    m.close();
+    metadata = undefined;
+    expect(blocksOf(reopen().metadata)).toEqual(range(0, 5));
+  });
+
   test('a FLUSH that comes while the checkpoint syncs the old journal succeeds, though the old journal is closed after that sync', async () => {
     const m = await fresh();
     for (let attempt = 0; attempt < 2; attempt++) {
