@@ -361,11 +361,17 @@ export class LocalEngine implements VolumeEngine {
   private async closeOnce(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.checkpointing;
-    const final = this.control(() => this.registry.all(), async () => {
-      this.store.closed = true; // I/O waiting at a volume's gate fails once it opens
-      await this.store.flushAll();
-      await this.store.checkpoint();
-    });
+    // Not a committing control: its write-back before the pause would fail with a pool lost, and the
+    // files would then be closed under the I/O still in flight. flushAll syncs, once it is drained.
+    const final = this.control(
+      () => this.registry.all(),
+      async () => {
+        this.store.closed = true; // I/O waiting at a volume's gate fails once it opens
+        await this.store.flushAll();
+        await this.store.checkpoint();
+      },
+      false,
+    );
     const failure = await final.then(() => undefined, (err: unknown) => err);
     await this.store.close(failure);
     if (failure !== undefined) {

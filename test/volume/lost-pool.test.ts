@@ -50,3 +50,29 @@ test('with a pool lost, checkpoints are held (said once), and the other pool\'s 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('shutting down with a pool lost drains the I/O in flight first: a write on the other pool ends whole, or refused, never on closed files', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-lost-pool-'));
+  const [dirA, dirB] = ['a', 'b'].map((name) => fs.mkdirSync(path.join(dir, name), { recursive: true }) as string);
+  const engine = await LocalEngine.open({
+    dataDir: path.join(dir, 'data'),
+    pools: [{ class: 'a', path: dirA, sizeBytes: 64 * MiB }, { class: 'b', path: dirB, sizeBytes: 256 * MiB }],
+    logger: pino({ level: 'silent' }),
+  });
+  try {
+    await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
+    await engine.createVolume({ name: 'vb', sizeBytes: 128 * MiB, class: 'b' });
+    const [va, vb] = [engine.openVolume('va'), engine.openVolume('vb')];
+    await va.write(0, Buffer.alloc(64 * 1024, 1), false);
+    fs.rmSync(path.join(dirA, 'weft-pool-a.img'));
+    await expect(va.flush()).rejects.toThrow(/pool a: member .* while weftd ran/);
+    const writes = Array.from({ length: 8 }, (_, i) => vb.write(i * 8 * MiB, Buffer.alloc(8 * MiB, i + 1), false).then(() => 'done', (err: Error) => err.message));
+    await expect(engine.close()).rejects.toThrow(/pool a/);
+    for (const outcome of await Promise.all(writes)) expect(outcome).toMatch(/^done$|shutting down|ESHUTDOWN/);
+    va.close();
+    vb.close();
+  } finally {
+    await engine.close().catch(() => undefined);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
