@@ -70,7 +70,8 @@ describe('dashboard queries on a real Prometheus', () => {
     await waitFor(scraped, 15_000, 200);
     // What Grafana puts in place of the variables: "All" for node and class, the rep volume.
     variables = {
-      __rate_interval: '5s', __range: '1m', node: `(${instances.join('|')})`, class: '(ssd)',
+      // Rates over all the rounds of I/O, however long the tests before these queries took.
+      __rate_interval: '1m', __range: '1m', node: `(${instances.join('|')})`, class: '(ssd)',
       volume: 'rep', namespace: '.*', workload: '.*', job: '.*',
     };
   }, 180_000);
