@@ -33,6 +33,7 @@ export interface HostTools {
   bindMount(source: string, target: string, readOnly: boolean): Promise<void>;
   unmount(target: string): Promise<void>;
   isMountPoint(path: string): Promise<boolean>;
+  mountSource(target: string): Promise<string | undefined>;
   isReadOnlyMount(path: string): Promise<boolean>;
   growFilesystem(device: string, mountPath: string, fsType: FsType): Promise<void>;
   /** Resolves with why the check could not run to its end, if it could not (the mount goes on). */
@@ -57,7 +58,8 @@ export interface NodeServerOptions {
   jobOfAllocation?: (allocationId: string) => Promise<Pick<Workload, 'jobId' | 'taskGroup'> | undefined>;
 }
 
-const CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION'].map((type) => ({ rpc: { type } }));
+// SINGLE_NODE_MULTI_WRITER: the CO may ask for SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod) and SINGLE_NODE_MULTI_WRITER.
+const CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'].map((type) => ({ rpc: { type } }));
 
 export class NodeServer {
   /**
@@ -147,6 +149,10 @@ export class NodeServer {
       }
       // Broken, or left half done by a crash: undo it, then stage from the start.
       if (current) await this.teardown(current);
+      // Another volume's stage at a path reused (or anything else mounted there) is not for this one
+      // to mount over, nor, when the mount is then refused, to take down in the undoing.
+      const mounted = await this.tools.mountSource(stagingPath);
+      if (mounted !== undefined) throw failedPrecondition(`staging path ${stagingPath} is already a mount of ${mounted}, which is not volume ${volume}'s stage: unstage what is mounted there first`);
       // Attached on one node at a time: refused while another node has it.
       await this.client.claimVolume(volume);
       await this.stageVolume(wanted, info.sizeBytes);
@@ -200,7 +206,7 @@ export class NodeServer {
         throw failedPrecondition(`volume ${volume} is still published at ${current.publications.map((p) => p.targetPath).join(', ')}; NodeUnpublishVolume first`);
       }
       // First, while it is on record as staged: a mount still in use is refused, and stays staged.
-      await this.tools.unmount(current.stagingPath);
+      await this.unmountStage(current);
       await this.teardown(current);
       this.logger.info({ volume, stagingPath }, 'volume unstaged');
       return {};
@@ -232,13 +238,27 @@ export class NodeServer {
     // device over the staged one is such a device.
     if (state.access === 'block' && state.attachment) for (const loop of await this.tools.loopsBackedBy(state.attachment.devicePath)) await this.tools.detachLoop(loop);
     state.publications = [];
-    await this.tools.unmount(state.stagingPath);
+    await this.unmountStage(state);
     if (state.attachment) await this.attacher.detach(state.attachment);
     else await this.attacher.clear(this.state.workDir(state.volume));
     if (!this.state.removeWorkDir(state.volume)) this.logger.warn({ volume: state.volume, workDir: this.state.workDir(state.volume) }, 'work dir not empty after detach: left in place');
     this.state.remove(state.volume);
     await this.report(state);
     await this.client.releaseVolume(state.volume);
+  }
+
+  /**
+   * Unmounts the staging path if the volume's device is what is mounted there: a mount of something
+   * else there (another volume staged at the path since) is not this stage's.
+   */
+  private async unmountStage(state: VolumeState): Promise<void> {
+    const mounted = await this.tools.mountSource(state.stagingPath);
+    if (mounted === undefined) return;
+    if (mounted !== state.attachment?.devicePath) {
+      this.logger.warn({ volume: state.volume, stagingPath: state.stagingPath, mounted, device: state.attachment?.devicePath }, 'the staging path is a mount of something else: left mounted');
+      return;
+    }
+    await this.tools.unmount(state.stagingPath);
   }
 
   private async stageHealthy(state: VolumeState): Promise<boolean> {
@@ -296,6 +316,9 @@ export class NodeServer {
         await this.tools.bindMount(existing.readOnlyDevice ?? publishedSource(state), targetPath, publication.readOnly);
         return {};
       }
+      // Another volume's publication there (a target path reused), or anything else mounted: not
+      // this one's to bind over, nor, when the bind is refused, to unmount in the undoing.
+      if (!existing && (await this.tools.isMountPoint(targetPath))) throw failedPrecondition(`${targetPath} is already a mount of something else, not a publication of volume ${volume}`);
       if (!existing && mode === 'SINGLE_NODE_SINGLE_WRITER' && state.publications.length > 0) {
         throw failedPrecondition(`volume ${volume} is SINGLE_NODE_SINGLE_WRITER and already published at ${state.publications[0].targetPath}`);
       }

@@ -448,6 +448,33 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
+  test("a staging path or target path that another volume's mount holds is refused, and that mount stays", async () => {
+    const [a, b] = [await createVolume('e2e-path-a', 64 * MiB, EXT4_WRITER), await createVolume('e2e-path-b', 64 * MiB, EXT4_WRITER)];
+    const { staging } = pathsFor(a);
+    const target = await stageAndPublish(a, EXT4_WRITER);
+    const files = writeFiles(target);
+    const source = () => spawnSync('findmnt', ['--noheadings', '--output', 'SOURCE', '--mountpoint', staging], { encoding: 'utf8' }).stdout.trim();
+    const aDevice = source();
+    expect(aDevice).toMatch(/^\/dev\//);
+    // b asked at a's paths (a CO's bug, or a path reused): refused, nothing of a's touched.
+    expect(await csi.failure('NodeStageVolume', { volume_id: b, staging_target_path: staging, volume_capability: EXT4_WRITER })).toMatchObject({
+      code: 9,
+      details: expect.stringMatching(/already a mount of .*not volume .*e2e-path-b.*stage/),
+    });
+    expect(source()).toBe(aDevice);
+    const bPaths = pathsFor(b);
+    await csi.call('NodeStageVolume', { volume_id: b, staging_target_path: bPaths.staging, volume_capability: EXT4_WRITER });
+    expect(await csi.failure('NodePublishVolume', { volume_id: b, staging_target_path: bPaths.staging, target_path: target, volume_capability: EXT4_WRITER })).toMatchObject({
+      code: 9,
+      details: expect.stringMatching(/already a mount of something else/),
+    });
+    expectFiles(target, files);
+    await csi.call('NodeUnstageVolume', { volume_id: b, staging_target_path: bPaths.staging });
+    expectFiles(target, files);
+    await unpublishAndUnstage(a);
+    for (const volume of [a, b]) await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
   test('a publish onto a broken stage is refused, with why: its pod would get I/O errors, or write into the node\'s own disk', async () => {
     const volume = await createVolume('e2e-unmounted', 64 * MiB, EXT4_WRITER);
     const { staging, target } = pathsFor(volume);

@@ -97,11 +97,15 @@ export async function mountDevice(device: string, target: string, fsType: FsType
  * Bind-mounts source (a directory, or a device file for block access) at target, which is created as
  * a directory or an empty file to match. A bind mount ignores "ro", so read-only needs a remount.
  * Already mounted: read-only as asked, or made so (a publication cut short between its bind and
- * its remount is finished); a read-only mount where read-write is asked is refused.
+ * its remount is finished); a read-only mount where read-write is asked is refused, and so is a mount
+ * of anything but source.
  */
 export async function bindMount(source: string, target: string, readOnly: boolean): Promise<void> {
   await createTargetLike(source, target);
   if (await isMountPoint(target)) {
+    // A bind mount's target is its source's very file: anything else there is another mount.
+    const [was, is] = await Promise.all([stat(source), stat(target)]);
+    if (was.dev !== is.dev || was.ino !== is.ino) throw failedPrecondition(`${target} is already a mount of something else than ${source}`);
     const isReadOnly = await isReadOnlyMount(target);
     if (isReadOnly === readOnly) return;
     if (isReadOnly) throw failedPrecondition(`${target} is already mounted read-only, not read-write`);
