@@ -1,13 +1,14 @@
 // The nbdfuse + loop attach method and the filesystem helpers against a real weftd: ext4 and xfs on
 // attached volumes, data across detach and attach, growth, health, restarts; nothing left behind.
 
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import type { Attachment } from '../../adapters/csi/attach/attacher';
 import { chooseAttacher, EachByItsMethod } from '../../adapters/csi/attach/choose';
-import { deviceSizeBytes } from '../../adapters/csi/attach/devices';
+import { deviceSizeBytes, diskSequence, loopsBackedBy } from '../../adapters/csi/attach/devices';
 import {
   bindMount, filesystemStats, formatIfBlank, growFilesystem, isMountPoint, mountDevice, unmount, type FsType,
 } from '../../adapters/csi/attach/mount';
@@ -175,6 +176,26 @@ describe('nbdfuse + loop attach (real weftd, nbdfuse, loop devices, ext4 and xfs
     await attacher.detach(attachment);
     expectNoLeftovers(root);
     expect(await settledConnections(weftd, 'sick')).toBe(0);
+  });
+
+  test('detach finds its loop device once the FUSE mount is gone from view (as when a container restarts), and leaves none', async () => {
+    await createVolume('unseen', '64MiB');
+    const attachment = await attach('unseen');
+    const sequence = attachment.details.loopSequence;
+    expect(sequence).toMatch(/^\d+$/);
+    const stillSetUp = async () => (await diskSequence(attachment.devicePath)) === sequence && spawnSync('losetup', [attachment.devicePath]).status === 0;
+    process.kill(Number(attachment.details.nbdfusePid), 'SIGKILL');
+    await waitFor(async () => !(await attacher.isHealthy(attachment)));
+    expect(spawnSync('umount', ['--lazy', attachment.details.fuseDir]).status).toBe(0); // the mount gone, the loop device on
+    expect(await loopsBackedBy(attachment.details.backingFile)).toEqual([]); // the kernel shows its file elsewhere now
+    expect(await stillSetUp()).toBe(true);
+    try {
+      await attacher.detach(attachment);
+      expect(await stillSetUp()).toBe(false);
+    } finally {
+      if (await stillSetUp()) spawnSync('losetup', ['--detach', attachment.devicePath]);
+    }
+    expectNoLeftovers(root);
   });
 
   test('a mounted attachment survives weftd restarts (SIGTERM, then kill -9): the relay reconnects', async () => {

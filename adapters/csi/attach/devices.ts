@@ -1,6 +1,7 @@
 // Block devices on this node: loop devices over a file (set up with direct I/O and a size limit,
-// found again by their backing file, grown, detached) and the size of any block device.
+// found again by their backing file or disk sequence number, grown, detached) and the size of any block device.
 
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runTool } from './exec';
 
@@ -41,6 +42,14 @@ export async function loopsBackedBy(file: string): Promise<string[]> {
   const output = await runTool('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE']);
   const list = (output.trim() ? JSON.parse(output) : {}) as LosetupList;
   return (list.loopdevices ?? []).filter((loop) => loop['back-file'] === file).map((loop) => loop.name);
+}
+
+/**
+ * The kernel's disk sequence number of a block device (Linux 5.15 on), undefined where it has none:
+ * a loop device gets a new one each time it is set up, so it tells this use of it from a later one.
+ */
+export async function diskSequence(device: string): Promise<string | undefined> {
+  return (await readFile(`/sys/block/${path.basename(device)}/diskseq`, 'utf8').catch(() => undefined))?.trim();
 }
 
 export async function detachLoop(device: string): Promise<void> {

@@ -17,12 +17,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { WeftError } from '../../../fabric/errors';
 import { GROWABLE_SUFFIX } from '../../../fabric/nbd-exports';
 import { MAX_ATTACHMENTS, workDirOf, type AttachRequest, type Attacher, type Attachment, type MethodSupport } from './attacher';
-import { attachLoop, detachLoop, loopsBackedBy, setLoopSizeLimit } from './devices';
+import { attachLoop, detachLoop, diskSequence, loopsBackedBy, setLoopSizeLimit } from './devices';
 import { missingCommands } from './exec';
 import { assertNotMounted, isMountPoint, unmountEvenIfBusy } from './mount';
 import { childrenNamed, isHelperAlive, readPidFile, startDaemon, stopHelper, waitForHelperExit, type HelperIdentity } from './processes';
 import { relaySubprocessArgs } from './relay';
-import { attachInWorkDir, clearWorkDir, removeRecord, type WorkDirSteps } from './work-dir';
+import { attachInWorkDir, clearWorkDir, readRecord, removeRecord, type WorkDirSteps } from './work-dir';
 
 const FUSE_DIR = 'fuse';
 const NBDFUSE_PID_FILE = 'nbdfuse.pid';
@@ -130,12 +130,13 @@ export class NbdFuseLoopAttacher implements Attacher, WorkDirSteps {
     });
     await this.waitForFile(backingFile);
     const devicePath = await attachLoop(backingFile, sizeBytes);
+    const loopSequence = await diskSequence(devicePath);
     return {
       volume,
       method: this.method,
       devicePath,
       nbdUri,
-      details: { workDir, fuseDir, backingFile, nbdfusePid: String(nbdfusePid) },
+      details: { workDir, fuseDir, backingFile, nbdfusePid: String(nbdfusePid), ...(loopSequence ? { loopSequence } : {}) },
     };
   }
 
@@ -151,8 +152,15 @@ export class NbdFuseLoopAttacher implements Attacher, WorkDirSteps {
   /** Undoes connect() in reverse, each step only if its part exists: loop, FUSE mount, nbdfuse (and relay). */
   async teardown(workDir: string): Promise<void> {
     const { fuseDir, backingFile, pidFile, logFile } = layout(workDir);
+    // Its loop device found by its file's path; or, once that path is gone (the FUSE mount ended
+    // with a container's restart: the kernel shows the file as "/nbd" then), as the device recorded,
+    // if it is still set up as it was then (the same disk sequence number).
+    const recorded = await readRecord(workDir);
+    const sequence = recorded?.details.loopSequence;
+    const stillOurs = recorded && sequence !== undefined && (await diskSequence(recorded.devicePath)) === sequence;
+    const loops = [...new Set([...(await loopsBackedBy(backingFile)), ...(stillOurs ? [recorded.devicePath] : [])])];
     await removeRecord(workDir);
-    for (const device of await loopsBackedBy(backingFile)) {
+    for (const device of loops) {
       await assertNotMounted(device);
       await detachLoop(device);
     }
