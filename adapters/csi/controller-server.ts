@@ -31,6 +31,7 @@ const CAPABILITIES = [
   'EXPAND_VOLUME',
   'GET_VOLUME',
   'VOLUME_CONDITION',
+  'SINGLE_NODE_MULTI_WRITER', // the single-node modes SINGLE_NODE_SINGLE_WRITER and SINGLE_NODE_MULTI_WRITER are taken
 ].map((type) => ({ rpc: { type } }));
 
 /** The controller's own node, and whether its weftd holds volumes (it has pools) or only places them. */

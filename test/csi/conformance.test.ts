@@ -77,7 +77,7 @@ describe('ControllerGetCapabilities', () => {
   it('lists what the controller does', async () => {
     const { capabilities } = await csi.call('ControllerGetCapabilities');
     expect(capabilities.map((c) => c.rpc.type).sort()).toEqual(
-      ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'GET_VOLUME', 'VOLUME_CONDITION'].sort(),
+      ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'GET_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'].sort(),
     );
   });
 

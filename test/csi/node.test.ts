@@ -39,7 +39,7 @@ describe('NodeGetInfo and NodeGetCapabilities', () => {
 
   it('offers stage/unstage, volume stats, expansion and volume conditions', async () => {
     const { capabilities } = await csi.call('NodeGetCapabilities');
-    expect(capabilities.map((c) => c.rpc.type).sort()).toEqual(['EXPAND_VOLUME', 'GET_VOLUME_STATS', 'STAGE_UNSTAGE_VOLUME', 'VOLUME_CONDITION']);
+    expect(capabilities.map((c) => c.rpc.type).sort()).toEqual(['EXPAND_VOLUME', 'GET_VOLUME_STATS', 'SINGLE_NODE_MULTI_WRITER', 'STAGE_UNSTAGE_VOLUME', 'VOLUME_CONDITION']);
   });
 });
 
