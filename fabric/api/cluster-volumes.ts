@@ -16,6 +16,7 @@ import type { ClusterStore, KeyValue } from '../cluster/cluster-store';
 import { attachClaimKey } from '../cluster/attach-claims';
 import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
 import { BeginOutcomeUnknownError, beginCreate, createUnderWay, giveUpAbandonedCreates, giveUpCreate, markCopy, recordedIntent, underWay, unmarkCopy, type CreatingNode, type HeldIntent } from '../cluster/create-intent';
+import { addMissedDeletes, clearMissedDeletes, deleteEach, everyMissed, missedDeletesKey, missedDeletesPrefix, parseMissed } from '../cluster/missed-deletes';
 import { keptSnapshots, keptSnapshotsKey, keptSnapshotsPrefix, leaveKeptSnapshots, markKeptDeleted, parseKept, type KeptSnapshots } from '../cluster/kept-snapshots';
 import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
@@ -501,12 +502,19 @@ export class ClusterVolumes implements ReplicatedVolumes {
     for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDownOrNoCopy);
     // Every copy's node, which leaves the key once it holds no snapshot of the volume (at once if it
     // has none): a node that is down may hold some the others lack, and one may be taken meanwhile.
-    // A snapshot the record marks as being taken was never acknowledged: deleted wherever it is found.
-    const kept: KeptSnapshots = { nodes: holders, ...(record.snapshotting !== undefined ? { deleted: [record.snapshotting] } : {}) };
+    // A snapshot the record marks as being taken was never acknowledged, and those deleted while a
+    // copy was away were: deleted wherever they are found.
+    const missed = await this.store.get(missedDeletesKey(name));
+    const deleted = [...new Set([...(record.snapshotting !== undefined ? [record.snapshotting] : []), ...everyMissed(missed ? parseMissed(missed.value) : {})])];
+    const kept: KeptSnapshots = { nodes: holders, ...(deleted.length > 0 ? { deleted } : {}) };
     const { succeeded } = await this.store.txn({
-      compare: [{ key: volumeKey(name), target: 'modRevision', op: '=', value: kv.modRevision }],
+      compare: [
+        { key: volumeKey(name), target: 'modRevision', op: '=', value: kv.modRevision },
+        { key: missedDeletesKey(name), target: 'modRevision', op: '=', value: missed?.modRevision ?? 0 },
+      ],
       success: [
         { type: 'delete', key: volumeKey(name) },
+        { type: 'delete', key: missedDeletesKey(name) },
         { type: 'delete', key: volumeLeaseKey(name) },
         { type: 'delete', key: attachClaimKey(name) },
         { type: 'put', key: keptSnapshotsKey(name), value: JSON.stringify(kept) },
@@ -798,12 +806,12 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const outcomes = await Promise.allSettled(nodes.map((node) => this.controlCopyOn(node, volume, operation, 0)));
     const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[nodes[i], o.reason as Error] as const] : []));
     const unanswered = failed.filter(([, err]) => !isNotFound(err));
-    // Deleted nowhere: what kept it (in use, say); else not found if a node said so and the others
-    // are down (a retry of a delete that went through while one was: the spec wants OK for it);
-    // else the nodes' silence.
-    if (!kept && failed.length === outcomes.length) {
-      const first = (matches: (err: Error) => boolean) => failed.find(([, err]) => matches(err))?.[1];
-      throw first((err) => !isNotFound(err) && !isUnavailable(err)) ?? first(isNotFound) ?? failed[0][1];
+    const first = (matches: (err: Error) => boolean) => failed.find(([, err]) => matches(err))?.[1];
+    // Deleted nowhere, and kept somewhere (in use, say): refused.
+    const deletedNowhere = failed.length === outcomes.length;
+    if (!kept && deletedNowhere) {
+      const refusal = first((err) => !isNotFound(err) && !isUnavailable(err));
+      if (refusal) throw refusal;
     }
     // In use on a node, say: refused, so that it is tried again (it is not found where it went). A
     // node that is down, or whose copy is out for good (failed, being replaced), holds nothing up.
@@ -811,7 +819,16 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const refused = unanswered.find(([node, err]) => !isUnavailable(err) && !gone.has(node));
     if (refused) throw refused[1];
     if (!kept) {
-      for (const [node, err] of unanswered) this.logger.warn({ volume, snapshot: name, node, err }, 'a copy that is down or failed keeps a deleted snapshot');
+      // A copy that did not answer deletes it once it can (missed-deletes.ts), if any copy answered:
+      // a retry too (found nowhere that answered, it may be on the copies that did not).
+      const missed = unanswered.map(([node]) => node).filter((node) => !gone.has(node));
+      if (missed.length > 0 && unanswered.length < outcomes.length) {
+        await addMissedDeletes(this.store, volume, name, missed);
+        this.logger.warn({ volume, snapshot: name, nodes: missed }, 'a deleted snapshot stays on copies that did not answer until their nodes can delete it');
+      }
+      // Else not found if a node said so and the others are down (a retry of a delete that went
+      // through while one was: the spec wants OK for it); else the nodes' silence.
+      if (deletedNowhere) throw first(isNotFound) ?? failed[0][1];
       return;
     }
     const down = unanswered.map(([node]) => node);
@@ -831,7 +848,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
   async tidyKept(): Promise<void> {
     for (const kv of await this.store.list(keptSnapshotsPrefix)) {
       const volume = kv.key.slice(keptSnapshotsPrefix.length);
-      const kept = parseKept(kv);
+      const kept = parseKept(kv.value);
       if (!kept.nodes.includes(this.self)) continue;
       try {
         for (const snapshot of this.copySnapshots(volume).filter((s) => kept.deleted?.includes(s.name))) {
@@ -841,6 +858,25 @@ export class ClusterVolumes implements ReplicatedVolumes {
         await this.leaveKeptIfNone(volume);
       } catch (err) {
         this.logger.warn({ volume, err }, 'could not tidy the snapshots this node keeps of a deleted volume; the next listing tries again');
+      }
+    }
+  }
+
+  /**
+   * At start and on each new lease: deletes from this node's copies the snapshots deleted while it
+   * was down or cut off (missed-deletes.ts). One still in use here stays, for the next time.
+   */
+  async tidyMissedDeletes(): Promise<void> {
+    for (const kv of await this.store.list(missedDeletesPrefix)) {
+      const volume = kv.key.slice(missedDeletesPrefix.length);
+      const names = parseMissed(kv.value)[this.self];
+      if (!names) continue;
+      try {
+        await deleteEach(names, (snapshot) => this.engine.deleteSnapshot(volume, snapshot));
+        await clearMissedDeletes(this.store, volume, this.self, names);
+        this.logger.info({ volume, snapshots: names }, 'deleted from this copy the snapshots deleted while this node was away');
+      } catch (err) {
+        this.logger.warn({ volume, snapshots: names, err }, 'could not delete from this copy the snapshots deleted while this node was away; tried again at the next start or lease');
       }
     }
   }

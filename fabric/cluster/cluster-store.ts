@@ -143,3 +143,22 @@ export function checkTxnOps(ops: readonly TxnOp[]): void {
     keys.add(op.key);
   }
 }
+
+/**
+ * Changes one key by compare-and-swap, tried again when it changed under the change (at most
+ * attempts times). change gets its value (undefined: absent) and answers the new value, null to
+ * delete the key, or undefined for nothing to do.
+ */
+export async function changeKey(store: ClusterStore, key: string, change: (value: string | undefined) => string | null | undefined, attempts = 10): Promise<void> {
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    const kv = await store.get(key);
+    const next = change(kv?.value);
+    if (next === undefined) return;
+    const { succeeded } = await store.txn({
+      compare: [{ key, target: 'modRevision', op: '=', value: kv?.modRevision ?? 0 }],
+      success: [next === null ? { type: 'delete', key } : { type: 'put', key, value: next }],
+    });
+    if (succeeded) return;
+  }
+  throw new Error(`${key} changed ${attempts} times while it was being changed`);
+}

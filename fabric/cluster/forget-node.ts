@@ -1,7 +1,8 @@
 // `weft node forget NODE`: a node that will not come back (its machine is gone) is taken out of the
 // cluster store, so that nothing waits for it: its registration, the copies it was told to drop,
 // its place among the nodes that keep a deleted volume's snapshots (which freed that volume's name
-// once the others hold none), and the creates it began (their copies elsewhere are deleted).
+// once the others hold none), the snapshot deletes its copies missed, and the creates it began
+// (their copies elsewhere are deleted).
 // Refused while it is up, or while a volume's record still names a copy on it (those are replaced
 // after --replica-timeout, or go with their volume).
 
@@ -10,6 +11,7 @@ import type { ClusterStore } from './cluster-store';
 import { giveUpCreatesOf } from './create-intent';
 import { keptSnapshotsPrefix, leaveKeptSnapshots, parseKept } from './kept-snapshots';
 import { ALIVE, NODES } from './membership';
+import { clearMissedDeletes, missedDeletesPrefix, parseMissed } from './missed-deletes';
 import { leftoverPrefix, parseVolumeRecord, VOLUMES } from './volume-record';
 
 export async function forgetNode(store: ClusterStore, node: string): Promise<void> {
@@ -24,7 +26,11 @@ export async function forgetNode(store: ClusterStore, node: string): Promise<voi
     );
   }
   for (const kv of await store.list(keptSnapshotsPrefix)) {
-    if (parseKept(kv).nodes.includes(node)) await leaveKeptSnapshots(store, kv.key.slice(keptSnapshotsPrefix.length), [node]);
+    if (parseKept(kv.value).nodes.includes(node)) await leaveKeptSnapshots(store, kv.key.slice(keptSnapshotsPrefix.length), [node]);
+  }
+  for (const kv of await store.list(missedDeletesPrefix)) {
+    const missed = parseMissed(kv.value)[node];
+    if (missed) await clearMissedDeletes(store, kv.key.slice(missedDeletesPrefix.length), node, missed);
   }
   // Its creates cut short: their copies on the other nodes become leftovers (none for it: below).
   await refuseIfUp(store, node); // a create it runs now, back up, would find its intent gone

@@ -10,7 +10,7 @@
 // and so no snapshot of the name is made again: a snapshot deleted while a node that keeps it was
 // down is written down as deleted, and that node deletes it when it starts (or a listing does).
 
-import type { ClusterStore, KeyValue } from './cluster-store';
+import { changeKey, type ClusterStore } from './cluster-store';
 import { parseObject } from './volume-record';
 
 export interface KeptSnapshots {
@@ -23,19 +23,16 @@ export interface KeptSnapshots {
 export const keptSnapshotsPrefix = 'kept-snapshots/';
 export const keptSnapshotsKey = (volume: string) => `${keptSnapshotsPrefix}${volume}`;
 
-/** How often a change of the key is tried again when it changed under it. */
-const CHANGE_ATTEMPTS = 10;
-
 /** Where the snapshots of a deleted replicated volume of this name may be; undefined: nowhere recorded. */
 export async function keptSnapshots(store: ClusterStore, volume: string): Promise<KeptSnapshots | undefined> {
   const kv = await store.get(keptSnapshotsKey(volume));
-  const kept = kv && parseKept(kv);
+  const kept = kv && parseKept(kv.value);
   return kept && kept.nodes.length > 0 ? kept : undefined; // a key with no node is deleted as it empties: none is recorded
 }
 
 /** A key's value; one that is none (a hand edit) names no node, and holds nothing up (tidying, forgetting a node). */
-export function parseKept(kv: KeyValue): KeptSnapshots {
-  const parsed = parseObject(kv.value);
+export function parseKept(value: string): KeptSnapshots {
+  const parsed = parseObject(value);
   const names = (list: unknown) => (Array.isArray(list) ? list.filter((n): n is string => typeof n === 'string') : []);
   return { nodes: names(parsed?.nodes), ...(Array.isArray(parsed?.deleted) ? { deleted: names(parsed.deleted) } : {}) };
 }
@@ -54,17 +51,9 @@ export function markKeptDeleted(store: ClusterStore, volume: string, snapshot: s
 }
 
 /** Applies change to the key by compare-and-swap; change answers undefined for "nothing to do". */
-async function changeKept(store: ClusterStore, volume: string, change: (kept: KeptSnapshots) => KeptSnapshots | undefined): Promise<void> {
-  const key = keptSnapshotsKey(volume);
-  for (let attempt = 0; attempt < CHANGE_ATTEMPTS; attempt++) {
-    const kv = await store.get(key);
-    const next = kv && change(parseKept(kv));
-    if (!kv || !next) return;
-    const { succeeded } = await store.txn({
-      compare: [{ key, target: 'modRevision', op: '=', value: kv.modRevision }],
-      success: [next.nodes.length > 0 ? { type: 'put', key, value: JSON.stringify(next) } : { type: 'delete', key }],
-    });
-    if (succeeded) return;
-  }
-  throw new Error(`the kept snapshots of ${volume} changed ${CHANGE_ATTEMPTS} times while they were being updated`);
+function changeKept(store: ClusterStore, volume: string, change: (kept: KeptSnapshots) => KeptSnapshots | undefined): Promise<void> {
+  return changeKey(store, keptSnapshotsKey(volume), (value) => {
+    const next = value === undefined ? undefined : change(parseKept(value));
+    return next && (next.nodes.length > 0 ? JSON.stringify(next) : null);
+  });
 }

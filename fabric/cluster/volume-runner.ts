@@ -24,6 +24,7 @@ import type { VolumeLayer } from '../volume/block-device';
 import { wholeBlocks } from '../store/block-size';
 import type { EpochFence } from '../volume/epoch-fence';
 import type { ClusterStore, Txn, TxnOp } from './cluster-store';
+import { clearMissedDeletes, deleteEach, missedDeletes } from './missed-deletes';
 import { step } from './volume-brain';
 import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
 import { inSyncNodes, leaseAsRead, volumeKey, volumeLeaseKey, type OperationMark, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
@@ -310,7 +311,7 @@ export class VolumeRunner {
     let failure: unknown;
     try {
       if (operation.type === 'snapshot') {
-        await this.checkSnapshotFree(operation.name);
+        await this.checkSnapshotFree(serving, operation.name);
         await this.markOperation('snapshotting', operation.name);
         markedHere = 'snapshotting';
       }
@@ -378,10 +379,15 @@ export class VolumeRunner {
    * snapshot it marks may be deleted if this node stops). A copy made after a snapshot (a replacement)
    * lacks it, so every copy is asked, not only this one.
    */
-  private async checkSnapshotFree(snapshot: string): Promise<void> {
+  private async checkSnapshotFree(serving: Serving, snapshot: string): Promise<void> {
     const copies = this.everyCopy();
     const held = await Promise.all(copies.map((node) => this.context.copySnapshotNames(node, this.name)));
-    const holders = copies.filter((_, i) => held[i].includes(snapshot));
+    // One of the name deleted while a copy was away (its node cut off, not down) goes first: its node
+    // would delete the new one when it gets to it.
+    const missed = await missedDeletes(this.context.store, this.name);
+    const late = copies.filter((node) => missed[node]?.includes(snapshot));
+    for (const node of late) await this.deleteMissedSnapshots(serving, node, [snapshot]);
+    const holders = copies.filter((node, i) => held[i].includes(snapshot) && !late.includes(node));
     if (holders.length > 0) throw alreadyExists(`snapshot ${this.name}@${snapshot} already exists (on ${holders.join(', ')})`);
   }
 
@@ -704,6 +710,12 @@ export class VolumeRunner {
     const replicas = record.replicas.map((r) => `${r.node}:${r.state}`);
     this.context.logger.info({ volume: this.name, epoch, replicas, openMs: Date.now() - started, settled: device.settled }, 'serving as primary');
     this.settleIfDue();
+    // This copy may have been cut off from a snapshot's delete, and not from its primary: it lists
+    // its snapshots now. In turn, as a snapshot's own check of its name does it.
+    const serving = this.serving;
+    void this.inTurn(async () => {
+      if (this.serving === serving) await this.deleteMissedSnapshots(serving, this.context.self);
+    }).catch((err: unknown) => this.context.logger.warn({ volume: this.name, err }, 'could not delete from this copy the snapshots deleted while it was cut off; tried again at the next serving'));
   }
 
   /**
@@ -751,6 +763,7 @@ export class VolumeRunner {
         await this.context.createCopy(replica, this.name, record.sizeBytes, record.class);
       }
       if (!known) device.addRemote({ id: replica, connect: () => this.connectReplica(replica, serving.epoch, REPLICA_TIMEOUT_MS) });
+      await this.deleteMissedSnapshots(serving, replica);
       const { resyncKind, extra } = await this.formerPrimaryActivity(replica, kind);
       if (extra) await this.equalizeInStep(device, replica, extra);
       this.context.logger.info({ volume: this.name, replica, kind: resyncKind, formerPrimaryBytes: extra?.bytes }, 'resyncing a replica');
@@ -763,6 +776,20 @@ export class VolumeRunner {
       if (this.serving === serving) this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}`, notItsFault: err instanceof LocalCopyFault });
       throw err;
     }
+  }
+
+  /**
+   * Before a copy comes back: the snapshots deleted while it was away go from it too
+   * (missed-deletes.ts), and the list forgets the nodes that hold no copy any more.
+   */
+  private async deleteMissedSnapshots(serving: Serving, replica: string, only?: string[]): Promise<void> {
+    const missed = await missedDeletes(this.context.store, this.name);
+    const copies = (this.state.record?.replicas ?? []).map((r) => r.node);
+    const names = (missed[replica] ?? []).filter((name) => only === undefined || only.includes(name));
+    if (names.length === 0 && Object.keys(missed).every((node) => copies.includes(node))) return;
+    await deleteEach(names, (snapshot) => this.context.controlCopy(replica, this.name, { type: 'delete-snapshot', name: snapshot }, serving.epoch));
+    await clearMissedDeletes(this.context.store, this.name, replica, names, copies);
+    if (names.length > 0) this.context.logger.info({ volume: this.name, replica, snapshots: names }, 'deleted from a returning copy the snapshots deleted while it was away');
   }
 
   /**

@@ -11,7 +11,7 @@ jest.setTimeout(120_000);
 
 const startCluster = ownCluster();
 
-test('malformed volume records, primary leases, node registrations, create intents, leftover and kept-snapshots keys are logged and ignored: the nodes keep serving, and start again', async () => {
+test('malformed volume records, primary leases, node registrations, create intents, leftover, kept-snapshots and missed-snapshot-deletes keys are logged and ignored: the nodes keep serving, and start again', async () => {
   const cluster = await startCluster(2, 'v');
   const [n1, n2] = cluster.nodes;
   const store = await EtcdStore.open(cluster.etcd.endpoints);
@@ -39,14 +39,17 @@ test('malformed volume records, primary leases, node registrations, create inten
     await qemuIo(n2.weftd.nbdUri('v'), ['write -P 0x3c 0 1M', 'flush']); // forwarded to n1, replicated to n2
     await qemuIo(n1.weftd.nbdUri('v'), ['read -P 0x3c 0 1M'], true);
 
-    // At a start they are read with the rest, and ignored again; so is a kept-snapshots key that is none.
+    // At a start they are read with the rest, and ignored again; so are a kept-snapshots key and a
+    // missed-snapshot-deletes key that are none.
     await store.put('kept-snapshots/k', 'not json');
+    await store.put('missed-snapshot-deletes/v', 'not json');
     await n2.weftd.restart();
     await cluster.waitForVolume('v', (v) => v.replication?.replicas.every((r) => r.state === 'in-sync') === true, 30_000, 'in sync again');
     await qemuIo(n2.weftd.nbdUri('v'), ['read -P 0x3c 0 1M'], true);
-    expect(n2.weftd.logs()).not.toMatch(/could not tidy the snapshots this node keeps/);
+    expect(n2.weftd.logs()).not.toMatch(/could not tidy the snapshots this node keeps|snapshot deletes this node missed|snapshots deleted while this node was away/);
+    expect(await n1.weftd.weft(['snapshot', 'create', 'v', 's'])).toMatchObject({ code: 0 });
     expect(await n1.weftd.weft(['volume', 'create', 'k', '--size', '16MiB', '--replicas', '2'])).toMatchObject({ code: 0 });
-    for (const key of ['kept-snapshots/k', 'volumes/bad', 'volumes/worse', 'volume-leases/bad', 'volume-leases/v-garbage', 'nodes/n9', 'nodes/n8']) await store.delete(key);
+    for (const key of ['kept-snapshots/k', 'missed-snapshot-deletes/v', 'volumes/bad', 'volumes/worse', 'volume-leases/bad', 'volume-leases/v-garbage', 'nodes/n9', 'nodes/n8']) await store.delete(key);
   } finally {
     await store.close();
   }

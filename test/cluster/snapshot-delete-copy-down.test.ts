@@ -1,7 +1,10 @@
 // A snapshot of a replicated volume deleted while a node with a copy is down: the delete goes through
-// (that copy keeps it, logged), and a retry of it (a CO whose answer was lost) is NOT_FOUND, which the
+// (that copy keeps it for now), and a retry of it (a CO whose answer was lost) is NOT_FOUND, which the
 // CSI controller answers with OK, as the spec wants; before, it was UNAVAILABLE until the node was back.
+// Once the node is back, its copy loses the snapshot too before it is in sync again: before, a
+// failover to it brought the deleted snapshot back, and its name could not be taken again.
 
+import { allInSync } from '../chaos/cluster';
 import { weftJson } from '../helpers/replicas';
 import { ownCluster } from '../helpers/shared-cluster';
 
@@ -9,8 +12,10 @@ jest.setTimeout(120_000);
 
 const startCluster = ownCluster();
 
+let cluster: Awaited<ReturnType<typeof startCluster>>;
+
 test('a snapshot deleted while a copy is down: deleted, and deleting it again is NOT_FOUND, not UNAVAILABLE', async () => {
-  const cluster = await startCluster(2, 'v');
+  cluster = await startCluster(2, 'v');
   const [n1, n2] = cluster.nodes;
   expect((await n1.weftd.weft(['snapshot', 'create', 'v', 's'])).code).toBe(0);
   await cluster.kill9(n2);
@@ -20,4 +25,17 @@ test('a snapshot deleted while a copy is down: deleted, and deleting it again is
   expect(again.stderr).toMatch(/does not exist|not found/i);
   expect(again.stderr).not.toMatch(/UNAVAILABLE|cannot reach/i);
   expect(await weftJson<unknown[]>(n1.weftd, ['snapshot', 'list', 'v'])).toEqual([]);
+});
+
+test('the node back, its copy has lost it too: a failover to it does not bring it back, and the name can be taken again', async () => {
+  const [n1, n2] = cluster.nodes;
+  await cluster.restart(n2);
+  await cluster.waitForVolume('v', allInSync, 60_000, 'in sync');
+  await cluster.kill9(n1);
+  await cluster.waitForVolume('v', (v) => v.replication?.primary === 'n2', 30_000, 'served by n2');
+  expect(await weftJson<unknown[]>(n2.weftd, ['snapshot', 'list', 'v'])).toEqual([]);
+  await cluster.restart(n1);
+  await cluster.waitForVolume('v', allInSync, 60_000, 'in sync');
+  expect(await n2.weftd.weft(['snapshot', 'create', 'v', 's'])).toMatchObject({ code: 0 });
+  expect((await weftJson<{ name: string }[]>(n1.weftd, ['snapshot', 'list', 'v'])).map((s) => s.name)).toEqual(['s']);
 });

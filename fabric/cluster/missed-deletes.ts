@@ -1,0 +1,76 @@
+// A snapshot of a replicated volume deleted while a node with a copy was down (or cut off) stays on
+// that copy. Left so, it came back once that copy was the primary's, and its name could not be
+// taken again (a copy held it). So the delete writes down, per node, the snapshots its copy missed;
+// the node deletes them from its copy when it starts or gets a new lease, and a primary does before
+// it resyncs the copy. A name still written down for a copy is not taken again meanwhile: that
+// node would delete the new snapshot. Once the volume is deleted, its kept-snapshots key carries on.
+
+import { WeftError } from '../errors';
+import { changeKey, type ClusterStore } from './cluster-store';
+import { parseObject } from './volume-record';
+
+/** Node name to the snapshots its copy of the volume missed the delete of. */
+export type MissedDeletes = Record<string, string[]>;
+
+export const missedDeletesPrefix = 'missed-snapshot-deletes/';
+export const missedDeletesKey = (volume: string) => `${missedDeletesPrefix}${volume}`;
+
+/** A key's value; a malformed one (a hand edit) names nothing. */
+export function parseMissed(value: string): MissedDeletes {
+  const parsed = parseObject(value) ?? {};
+  const missed: MissedDeletes = {};
+  for (const [node, names] of Object.entries(parsed)) {
+    if (Array.isArray(names)) missed[node] = names.filter((n): n is string => typeof n === 'string');
+  }
+  return missed;
+}
+
+export async function missedDeletes(store: ClusterStore, volume: string): Promise<MissedDeletes> {
+  const kv = await store.get(missedDeletesKey(volume));
+  return kv ? parseMissed(kv.value) : {};
+}
+
+/** Every snapshot some copy missed the delete of, once each. */
+export const everyMissed = (missed: MissedDeletes): string[] => [...new Set(Object.values(missed).flat())];
+
+/** Writes down that the copies on nodes missed the delete of snapshot. */
+export function addMissedDeletes(store: ClusterStore, volume: string, snapshot: string, nodes: readonly string[]): Promise<void> {
+  return changeMissed(store, volume, (missed) => {
+    const adding = nodes.filter((node) => !missed[node]?.includes(snapshot));
+    if (adding.length === 0) return undefined;
+    for (const node of adding) missed[node] = [...(missed[node] ?? []), snapshot];
+    return missed;
+  });
+}
+
+/** Takes snapshots off node's list (they are gone from its copy), and nodes that are not the volume's copies any more (keeping: given). */
+export function clearMissedDeletes(store: ClusterStore, volume: string, node: string, snapshots: readonly string[], keeping?: readonly string[]): Promise<void> {
+  return changeMissed(store, volume, (missed) => {
+    let changed = false;
+    for (const [n, names] of Object.entries(missed)) {
+      const left = n === node ? names.filter((s) => !snapshots.includes(s)) : names;
+      if (left.length === names.length && (keeping === undefined || keeping.includes(n))) continue;
+      changed = true;
+      if (left.length > 0 && (keeping === undefined || keeping.includes(n))) missed[n] = left;
+      else delete missed[n];
+    }
+    return changed ? missed : undefined;
+  });
+}
+
+/** Deletes each snapshot with del, in turn; one already gone is no failure. */
+export async function deleteEach(snapshots: readonly string[], del: (snapshot: string) => Promise<void>): Promise<void> {
+  for (const snapshot of snapshots) {
+    await del(snapshot).catch((err: unknown) => {
+      if (!(err instanceof WeftError && err.kind === 'NOT_FOUND')) throw err;
+    });
+  }
+}
+
+/** Applies change by compare-and-swap; it answers undefined for "nothing to do". An empty list deletes the key. */
+function changeMissed(store: ClusterStore, volume: string, change: (missed: MissedDeletes) => MissedDeletes | undefined): Promise<void> {
+  return changeKey(store, missedDeletesKey(volume), (value) => {
+    const next = change(value === undefined ? {} : parseMissed(value));
+    return next && (Object.keys(next).length > 0 ? JSON.stringify(next) : null);
+  });
+}
