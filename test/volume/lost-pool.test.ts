@@ -11,25 +11,33 @@ import { LocalEngine } from '../../fabric/volume/local-engine';
 
 const MiB = 1024 * 1024;
 
-test('with a pool lost, checkpoints are held (said once), and the other pool\'s writes and flushes go on', async () => {
+/**
+ * An engine in a new dir with volume va in pool a and vb in pool b, pool a lost (its member file
+ * deleted) after a write to va. The caller closes the engine and removes dir.
+ */
+async function withPoolLost(options: Partial<Parameters<typeof LocalEngine.open>[0]>) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-lost-pool-'));
-  const lines: string[] = [];
-  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
   const [dirA, dirB] = ['a', 'b'].map((name) => fs.mkdirSync(path.join(dir, name), { recursive: true }) as string);
   const engine = await LocalEngine.open({
     dataDir: path.join(dir, 'data'),
     pools: [{ class: 'a', path: dirA, sizeBytes: 64 * MiB }, { class: 'b', path: dirB, sizeBytes: 256 * MiB }],
-    logger,
-    checkpointJournalBytes: 16 * 1024,
+    logger: pino({ level: 'silent' }),
+    ...options,
   });
-  try {
-    await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
-    await engine.createVolume({ name: 'vb', sizeBytes: 128 * MiB, class: 'b' });
-    const [va, vb] = [engine.openVolume('va'), engine.openVolume('vb')];
-    await va.write(0, Buffer.alloc(64 * 1024, 1), false);
-    fs.rmSync(path.join(dirA, 'weft-pool-a.img'));
-    await expect(va.flush()).rejects.toThrow(/pool a: member .* while weftd ran/);
+  await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
+  await engine.createVolume({ name: 'vb', sizeBytes: 128 * MiB, class: 'b' });
+  const [va, vb] = [engine.openVolume('va'), engine.openVolume('vb')];
+  await va.write(0, Buffer.alloc(64 * 1024, 1), false);
+  fs.rmSync(path.join(dirA, 'weft-pool-a.img'));
+  await expect(va.flush()).rejects.toThrow(/pool a: member .* while weftd ran/);
+  return { dir, engine, va, vb };
+}
 
+test('with a pool lost, checkpoints are held (said once), and the other pool\'s writes and flushes go on', async () => {
+  const lines: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+  const { dir, engine, va, vb } = await withPoolLost({ logger, checkpointJournalBytes: 16 * 1024 });
+  try {
     const journals = () => fs.readdirSync(path.join(dir, 'data', 'meta')).filter((f) => f.startsWith('journal-'));
     const before = journals();
     // Each 1 MiB of new blocks journals a run of 256 checksums: well past the 16 KiB that makes a checkpoint due.
@@ -52,20 +60,8 @@ test('with a pool lost, checkpoints are held (said once), and the other pool\'s 
 });
 
 test('shutting down with a pool lost drains the I/O in flight first: a write on the other pool ends whole, or refused, never on closed files', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-lost-pool-'));
-  const [dirA, dirB] = ['a', 'b'].map((name) => fs.mkdirSync(path.join(dir, name), { recursive: true }) as string);
-  const engine = await LocalEngine.open({
-    dataDir: path.join(dir, 'data'),
-    pools: [{ class: 'a', path: dirA, sizeBytes: 64 * MiB }, { class: 'b', path: dirB, sizeBytes: 256 * MiB }],
-    logger: pino({ level: 'silent' }),
-  });
+  const { dir, engine, va, vb } = await withPoolLost({});
   try {
-    await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
-    await engine.createVolume({ name: 'vb', sizeBytes: 128 * MiB, class: 'b' });
-    const [va, vb] = [engine.openVolume('va'), engine.openVolume('vb')];
-    await va.write(0, Buffer.alloc(64 * 1024, 1), false);
-    fs.rmSync(path.join(dirA, 'weft-pool-a.img'));
-    await expect(va.flush()).rejects.toThrow(/pool a: member .* while weftd ran/);
     const writes = Array.from({ length: 8 }, (_, i) => vb.write(i * 8 * MiB, Buffer.alloc(8 * MiB, i + 1), false).then(() => 'done', (err: Error) => err.message));
     await expect(engine.close()).rejects.toThrow(/pool a/);
     for (const outcome of await Promise.all(writes)) expect(outcome).toMatch(/^done$|shutting down|ESHUTDOWN/);
