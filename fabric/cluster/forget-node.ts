@@ -6,12 +6,12 @@
 // Refused while it is up, or while a volume's record still names a copy on it (those are replaced
 // after --replica-timeout, or go with their volume).
 
-import { failedPrecondition } from '../errors';
-import type { ClusterStore } from './cluster-store';
+import { failedPrecondition, WeftError } from '../errors';
+import type { ClusterStore, KeyValue, TxnOp } from './cluster-store';
 import { giveUpCreatesOf } from './create-intent';
-import { keptSnapshotsPrefix, leaveKeptSnapshots, parseKept } from './kept-snapshots';
+import { keptSnapshotsPrefix, keptWithout, parseKept, storedKept } from './kept-snapshots';
 import { ALIVE, NODES } from './membership';
-import { clearMissedDeletes, missedDeletesPrefix, parseMissed } from './missed-deletes';
+import { missedDeletesPrefix, missedWithout, parseMissed, storedMissed } from './missed-deletes';
 import { leftoverPrefix, parseVolumeRecord, VOLUMES } from './volume-record';
 
 export async function forgetNode(store: ClusterStore, node: string): Promise<void> {
@@ -25,28 +25,40 @@ export async function forgetNode(store: ClusterStore, node: string): Promise<voi
       `${volumes} ${named.map((r) => r.name).join(', ')} still ${have} a copy on node ${node}: wait until it is replaced (--replica-timeout), or delete ${named.length === 1 ? 'it' : 'them'}`,
     );
   }
-  for (const kv of await store.list(keptSnapshotsPrefix)) {
-    if (parseKept(kv.value).nodes.includes(node)) await leaveKeptSnapshots(store, kv.key.slice(keptSnapshotsPrefix.length), [node]);
-  }
-  for (const kv of await store.list(missedDeletesPrefix)) {
-    const missed = parseMissed(kv.value)[node];
-    if (missed) await clearMissedDeletes(store, kv.key.slice(missedDeletesPrefix.length), node, missed);
-  }
   // Its creates cut short: their copies on the other nodes become leftovers (none for it: below).
   await refuseIfUp(store, node); // a create it runs now, back up, would find its intent gone
   await giveUpCreatesOf(store, node);
-  // Its registration and the copies it was told to drop go only if it is still down and has not
+  // Its registration, the copies it was told to drop, its place among the nodes that keep a deleted
+  // volume's snapshots and the snapshot deletes it missed go only if it is still down and has not
   // registered again since (a start writes both keys at once): a node that came back meanwhile
-  // stays in the cluster, with its copies to drop.
+  // stays in the cluster with all of them, as it still holds those copies and snapshots.
   const leftovers = await store.list(leftoverPrefix(node));
+  const released = [
+    ...(await store.list(keptSnapshotsPrefix)).map((kv) => [kv, maybe(keptWithout(parseKept(kv.value), [node]), storedKept)] as const),
+    ...(await store.list(missedDeletesPrefix)).map((kv) => [kv, maybe(missedWithout(parseMissed(kv.value), node), storedMissed)] as const),
+  ].filter((change): change is readonly [KeyValue, string | null] => change[1] !== undefined);
   const forgotten = await store.txn({
     compare: [
       { key: ALIVE + node, target: 'createRevision', op: '=', value: 0 },
       { key: NODES + node, target: 'modRevision', op: '=', value: registered.modRevision },
+      ...released.map(([kv]) => ({ key: kv.key, target: 'modRevision' as const, op: '=' as const, value: kv.modRevision })),
     ],
-    success: [{ type: 'delete', key: NODES + node }, ...leftovers.map((kv) => ({ type: 'delete' as const, key: kv.key }))],
+    success: [
+      { type: 'delete', key: NODES + node },
+      ...leftovers.map((kv) => ({ type: 'delete' as const, key: kv.key })),
+      ...released.map(([kv, value]): TxnOp => (value === null ? { type: 'delete', key: kv.key } : { type: 'put', key: kv.key, value })),
+    ],
   });
-  if (!forgotten.succeeded) throw failedPrecondition(`node ${node} came up while it was being forgotten: it stays registered; stop it before forgetting it`);
+  if (forgotten.succeeded) return;
+  if ((await store.get(ALIVE + node)) || (await store.get(NODES + node))?.modRevision !== registered.modRevision) {
+    throw failedPrecondition(`node ${node} came up while it was being forgotten: it stays registered; stop it before forgetting it`);
+  }
+  throw new WeftError('ABORTED', `the snapshots of deleted volumes changed while node ${node} was being forgotten: nothing was changed; try again`);
+}
+
+/** f of value, unless it is undefined. */
+function maybe<T, U>(value: T | undefined, f: (value: T) => U): U | undefined {
+  return value === undefined ? undefined : f(value);
 }
 
 async function refuseIfUp(store: ClusterStore, node: string): Promise<void> {

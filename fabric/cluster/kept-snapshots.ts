@@ -39,11 +39,17 @@ export function parseKept(value: string): KeptSnapshots {
 
 /** Takes nodes out of the volume's kept-snapshots key (deleting the key when none is left). */
 export function leaveKeptSnapshots(store: ClusterStore, volume: string, leaving: readonly string[]): Promise<void> {
-  return changeKept(store, volume, (kept) => {
-    if (!kept.nodes.some((n) => leaving.includes(n))) return undefined;
-    return { ...kept, nodes: kept.nodes.filter((n) => !leaving.includes(n)) };
-  });
+  return changeKept(store, volume, (kept) => keptWithout(kept, leaving));
 }
+
+/** What kept becomes once the nodes leave it; undefined if none of them is in it. */
+export function keptWithout(kept: KeptSnapshots, leaving: readonly string[]): KeptSnapshots | undefined {
+  if (!kept.nodes.some((n) => leaving.includes(n))) return undefined;
+  return { ...kept, nodes: kept.nodes.filter((n) => !leaving.includes(n)) };
+}
+
+/** A kept-snapshots value as stored: null for none (no node left: the key goes). */
+export const storedKept = (kept: KeptSnapshots): string | null => (kept.nodes.length > 0 ? JSON.stringify(kept) : null);
 
 /** Writes down that a snapshot of the deleted volume was deleted, for the nodes that did not answer. */
 export function markKeptDeleted(store: ClusterStore, volume: string, snapshot: string): Promise<void> {
@@ -54,6 +60,6 @@ export function markKeptDeleted(store: ClusterStore, volume: string, snapshot: s
 function changeKept(store: ClusterStore, volume: string, change: (kept: KeptSnapshots) => KeptSnapshots | undefined): Promise<void> {
   return changeKey(store, keptSnapshotsKey(volume), (value) => {
     const next = value === undefined ? undefined : change(parseKept(value));
-    return next && (next.nodes.length > 0 ? JSON.stringify(next) : null);
+    return next && storedKept(next);
   });
 }

@@ -58,6 +58,16 @@ export function clearMissedDeletes(store: ClusterStore, volume: string, node: st
   });
 }
 
+/** What missed becomes once node is out of it; undefined if it is not in it. */
+export function missedWithout(missed: MissedDeletes, node: string): MissedDeletes | undefined {
+  if (!(node in missed)) return undefined;
+  const { [node]: _gone, ...rest } = missed;
+  return rest;
+}
+
+/** A value as stored: null for none (the key goes). */
+export const storedMissed = (missed: MissedDeletes): string | null => (Object.keys(missed).length > 0 ? JSON.stringify(missed) : null);
+
 /** Deletes each snapshot with del, in turn; one already gone is no failure. */
 export async function deleteEach(snapshots: readonly string[], del: (snapshot: string) => Promise<void>): Promise<void> {
   for (const snapshot of snapshots) {
@@ -71,6 +81,6 @@ export async function deleteEach(snapshots: readonly string[], del: (snapshot: s
 function changeMissed(store: ClusterStore, volume: string, change: (missed: MissedDeletes) => MissedDeletes | undefined): Promise<void> {
   return changeKey(store, missedDeletesKey(volume), (value) => {
     const next = change(value === undefined ? {} : parseMissed(value));
-    return next && (Object.keys(next).length > 0 ? JSON.stringify(next) : null);
+    return next && storedMissed(next);
   });
 }

@@ -20,7 +20,14 @@ beforeEach(async () => {
   store = await EmbeddedStore.open(makeTempDir('weft-forget-'), silent);
   await store.put(NODES + 'n1', JSON.stringify({ id: 'n1' }));
   await store.put(leftoverPrefix('n1') + 'v', JSON.stringify({}));
+  await store.put(KEPT, JSON.stringify({ nodes: ['n1', 'n2'] }));
+  await store.put(MISSED, JSON.stringify({ n1: ['s1'], n2: ['s2'] }));
 });
+
+/** n1 keeps the snapshots of deleted volume gone, with n2; the copies of w on n1 and n2 missed a snapshot delete each. */
+const KEPT = 'kept-snapshots/gone';
+const MISSED = 'missed-snapshot-deletes/w';
+const valueOf = async (key: string) => JSON.parse((await store.get(key))?.value ?? 'null') as unknown;
 
 afterEach(async () => {
   await store.close();
@@ -67,10 +74,12 @@ async function refusal(forgetting: Promise<void>): Promise<WeftError> {
   return err as WeftError;
 }
 
-test('a node that is down is forgotten: its registration and the copies it was told to drop', async () => {
+test('a node that is down is forgotten: its registration, the copies it was told to drop, its snapshots kept and the deletes it missed', async () => {
   await forgetNode(store, 'n1');
   expect(await store.get(NODES + 'n1')).toBeUndefined();
   expect(await store.list(leftoverPrefix('n1'))).toEqual([]);
+  expect(await valueOf(KEPT)).toEqual({ nodes: ['n2'] });
+  expect(await valueOf(MISSED)).toEqual({ n2: ['s2'] });
 });
 
 test('a node that is up is refused, and nothing of it changes', async () => {
@@ -88,6 +97,9 @@ test('a node that comes up while it is being forgotten stays registered, with th
   expect(err.message).toMatch(/came up while it was being forgotten/);
   expect(JSON.parse((await store.get(NODES + 'n1'))?.value ?? 'null')).toEqual({ id: 'n1', again: true });
   expect(await store.list(leftoverPrefix('n1'))).toHaveLength(1);
+  // It still holds those snapshots: it keeps its place among those that keep them, and what it missed.
+  expect(await valueOf(KEPT)).toEqual({ nodes: ['n1', 'n2'] });
+  expect(await valueOf(MISSED)).toEqual({ n1: ['s1'], n2: ['s2'] });
 });
 
 test('a node that comes up before its creates are given up is refused before they are', async () => {
