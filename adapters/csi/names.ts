@@ -2,13 +2,12 @@
 // "VOLUME@SNAPSHOT", and a CO's name becomes a Weft name by a pure function (no state to keep).
 
 import { createHash } from 'crypto';
-import { isValidName } from '../../fabric/volume/names';
+import { CSI_CLONE_SNAPSHOT, isValidName } from '../../fabric/volume/names';
 import { notFound } from './errors';
 
 const HASHED_SUFFIX = /\.h[0-9a-f]{16}$/;
 const PREFIX_CHARS = 44;
 const CLONE_PREFIX = 'csi-clone.';
-const CLONE_SNAPSHOT = /^csi-clone\.[0-9a-f]{16}$/;
 
 export function isWeftName(value: string): boolean {
   return isValidName(value);
@@ -59,7 +58,7 @@ export function cloneSnapshotName(target: string): string {
 }
 
 export function isCloneSnapshot(snapshot: string): boolean {
-  return CLONE_SNAPSHOT.test(snapshot);
+  return CSI_CLONE_SNAPSHOT.test(snapshot);
 }
 
 function hash(text: string): string {

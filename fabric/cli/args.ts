@@ -4,10 +4,18 @@
 import { checkName, checkSize } from '../api/validate';
 import type { SnapshotRef } from '../api/messages';
 import { parseSize } from '../units';
+import { CSI_CLONE_SNAPSHOT } from '../volume/names';
 import { asUsage, usageError } from './errors';
 
 export function nameArg(field: string, text: string): string {
   return asUsage(() => checkName(field, text));
+}
+
+/** A new snapshot's name: also not one of the CSI driver's hidden clone snapshots, which it deletes with their volume. */
+export function newSnapshotArg(text: string): string {
+  const name = nameArg('snapshot', text);
+  if (CSI_CLONE_SNAPSHOT.test(name)) throw usageError(`snapshot name "${name}" has the form the CSI driver gives its hidden clone snapshots (csi-clone. and 16 hex digits), which it deletes with their volume: choose another`);
+  return name;
 }
 
 /** "10G", "512MiB", "1TiB" -> bytes; zero and garbage are usage errors. */

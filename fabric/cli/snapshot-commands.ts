@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import { formatSize } from '../units';
 import type { SnapshotInfo } from '../volume/types';
-import { nameArg, snapshotArg } from './args';
+import { nameArg, newSnapshotArg, snapshotArg } from './args';
 import { action, type CommandContext, type Outcome } from './context';
 import { formatTime, table, type Column } from './output';
 
@@ -32,7 +32,7 @@ export function snapshotCommands(program: Command): void {
 }
 
 async function createSnapshot(context: CommandContext, [volume, name]: [string, string]): Promise<Outcome> {
-  const created = await context.client.createSnapshot(nameArg('volume', volume), nameArg('snapshot', name));
+  const created = await context.client.createSnapshot(nameArg('volume', volume), newSnapshotArg(name));
   return { json: created, text: `created snapshot "${created.volume}@${created.name}" (${formatSize(created.sizeBytes)})` };
 }
 

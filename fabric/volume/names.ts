@@ -18,3 +18,9 @@ export function isValidName(value: unknown): value is string {
 export function validateName(what: 'volume' | 'snapshot', name: string): void {
   if (!isValidName(name)) throw invalidArgument(`invalid ${what} name ${JSON.stringify(name)}: ${NAME_RULE}`);
 }
+
+/**
+ * The names the CSI driver gives the hidden snapshots it clones volumes from ("csi-clone." and 16
+ * hex digits), which it deletes with the source volume: not for a user's snapshot.
+ */
+export const CSI_CLONE_SNAPSHOT = /^csi-clone\.[0-9a-f]{16}$/;

@@ -49,6 +49,7 @@ describe('usage errors exit 2 with one line', () => {
     [['volume', 'resize', 'data'], /^weft: required option '--size <size>' not specified$/],
     [['volume', 'revert', 'data'], /^weft: "data" does not name a snapshot/],
     [['snapshot', 'create', 'data'], /^weft: missing required argument 'snap'/],
+    [['snapshot', 'create', 'data', 'csi-clone.0123456789abcdef'], /^weft: snapshot name "csi-clone\.0123456789abcdef" has the form the CSI driver gives its hidden clone snapshots/],
     [['snapshot', 'delete', 'data@'], /^weft: snapshot is required$/],
     [['--output', 'yaml', 'volume', 'list'], /^weft: option '--output <format>' argument 'yaml' is invalid/],
     [['--endpoint', 'localhost', 'volume', 'list'], /^weft: --endpoint "localhost" is invalid: use HOST:PORT/],
