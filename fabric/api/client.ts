@@ -220,9 +220,12 @@ export class WeftClient {
     const { path, requestSerialize, responseDeserialize } = serviceDefinition(service)[method];
     return new Promise((resolve, reject) => {
       const options = this.unaryDeadlineMs === undefined ? {} : { deadline: Date.now() + this.unaryDeadlineMs };
-      this.client.makeUnaryRequest(path, requestSerialize, responseDeserialize, request, options, (error, response) =>
-        error ? reject(this.toError(error)) : resolve(response as Response),
-      );
+      this.client.makeUnaryRequest(path, requestSerialize, responseDeserialize, request, options, (error, response) => {
+        if (!error) resolve(response as Response);
+        else if (error.code === grpc.status.DEADLINE_EXCEEDED && this.unaryDeadlineMs !== undefined) {
+          reject(new WeftApiError(error.code, `weftd at ${this.endpoint} did not answer within ${this.unaryDeadlineMs / 1000} s`));
+        } else reject(this.toError(error));
+      });
     });
   }
 

@@ -51,3 +51,11 @@ export function endpointArg(text: string): string {
   }
   return text;
 }
+
+/** --timeout: "30s", "5m", "1h", "1.5" (seconds) -> milliseconds, from 1 s to a day. */
+export function timeoutArg(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  const ms = match ? Number(match[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? 's']! : NaN;
+  if (!(ms >= 1000 && ms <= 86_400_000)) throw usageError(`--timeout "${text}" is invalid: use a duration such as 30s, 5m or 1h, from 1s to 24h`);
+  return ms;
+}

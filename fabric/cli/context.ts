@@ -4,7 +4,7 @@
 
 import type { Command } from 'commander';
 import { WeftClient } from '../api/client';
-import { endpointArg } from './args';
+import { endpointArg, timeoutArg } from './args';
 import { operationFailed } from './errors';
 import { json, type OutputFormat } from './output';
 import type { TerminalStream } from './progress';
@@ -12,6 +12,7 @@ import type { TerminalStream } from './progress';
 export interface GlobalOptions {
   endpoint: string;
   output: OutputFormat;
+  timeout: string;
 }
 
 export interface CommandContext {
@@ -47,7 +48,7 @@ export function action<Args extends (string | undefined)[], Options>(handler: Ha
   return async (...commanderArgs: unknown[]): Promise<void> => {
     const command = commanderArgs[commanderArgs.length - 1] as Command;
     const globals = command.optsWithGlobals<GlobalOptions>();
-    const client = new WeftClient(endpointArg(globals.endpoint));
+    const client = new WeftClient(endpointArg(globals.endpoint), timeoutArg(globals.timeout));
     try {
       const context = { client, output: globals.output, stdout: process.stdout, stderr: process.stderr };
       const outcome = await handler(context, command.processedArgs as Args, command.opts<Options & object>());

@@ -13,6 +13,8 @@ import { snapshotCommands } from './snapshot-commands';
 import { volumeCommands } from './volume-commands';
 
 export const DEFAULT_ENDPOINT = '127.0.0.1:10810';
+/** Long enough for any control operation weftd runs (they have deadlines of their own, of seconds). */
+export const DEFAULT_TIMEOUT = '5m';
 
 const EXAMPLES = `
 Examples:
@@ -46,6 +48,9 @@ export function buildProgram(plugins: readonly CommandGroup[] = []): Command {
       new Option('--endpoint <host:port>', "weftd's control API").env('WEFT_ENDPOINT').default(DEFAULT_ENDPOINT),
     )
     .addOption(new Option('--output <format>', 'table for people, json for scripts').choices(['table', 'json']).default('table'))
+    .addOption(
+      new Option('--timeout <duration>', 'how long a call may wait for weftd to answer (a stuck or unreachable node): 30s, 5m, 1h').env('WEFT_TIMEOUT').default(DEFAULT_TIMEOUT),
+    )
     .addHelpText('after', EXAMPLES)
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(`weft: ${oneLine(text.replace(/^error: /, ''))}\n`) });

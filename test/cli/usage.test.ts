@@ -1,6 +1,7 @@
 // Tests of the `weft` process where no weftd is needed: help on every command, usage errors
 // (exit 2) and an unreachable endpoint (exit 1), each failure as one "weft: <reason>" line.
 
+import * as net from 'node:net';
 import { freePort } from '../helpers/free-port';
 import { errorLines, runWeft } from './run-weft';
 
@@ -13,7 +14,7 @@ describe('weft --help', () => {
   it('describes the global options and every group', async () => {
     const run = await runWeft(['--help']);
     expect(run).toMatchObject({ code: 0, stderr: '' });
-    for (const text of ['--endpoint <host:port>', 'WEFT_ENDPOINT', '--output <format>', 'volume', 'snapshot', 'pool', 'node']) {
+    for (const text of ['--endpoint <host:port>', 'WEFT_ENDPOINT', '--timeout <duration>', 'WEFT_TIMEOUT', '--output <format>', 'volume', 'snapshot', 'pool', 'node']) {
       expect(run.stdout).toContain(text);
     }
   });
@@ -53,6 +54,7 @@ describe('usage errors exit 2 with one line', () => {
     [['snapshot', 'delete', 'data@'], /^weft: snapshot is required$/],
     [['--output', 'yaml', 'volume', 'list'], /^weft: option '--output <format>' argument 'yaml' is invalid/],
     [['--endpoint', 'localhost', 'volume', 'list'], /^weft: --endpoint "localhost" is invalid: use HOST:PORT/],
+    [['--timeout', '0', 'volume', 'list'], /^weft: --timeout "0" is invalid: use a duration such as 30s, 5m or 1h/],
     // An option given twice is refused, not taken at its last value (a 1 TiB volume here).
     [['volume', 'create', 'data', '--size', '1GiB', '--size', '1TiB'], /^weft: option '--size <size>' argument '1TiB' is invalid\. --size was given already \(1GiB\): give it once$/],
     [['--output', 'json', '--output', 'table', 'volume', 'list'], /--output was given already \(json\)/],
@@ -77,5 +79,22 @@ describe('an endpoint where no weftd listens', () => {
     const endpoint = `127.0.0.1:${await freePort()}`;
     const run = await runWeft(['pool', 'list'], { env: { WEFT_ENDPOINT: endpoint } });
     expect(run).toMatchObject({ code: 1, stderr: `weft: cannot reach weftd at ${endpoint} (connection refused)\n` });
+  });
+});
+
+describe('a weftd that takes the connection and never answers (stuck, or its host gone)', () => {
+  it.each([[['--timeout', '1s']], [[]]])('weft %j volume list gives up after --timeout (WEFT_TIMEOUT), exit 1', async (flags) => {
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((socket) => void sockets.add(socket)); // accepts, says nothing
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const endpoint = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    try {
+      const run = await runWeft(['--endpoint', endpoint, ...flags, 'volume', 'list'], { env: { WEFT_TIMEOUT: '1.5' } });
+      const seconds = flags.length > 0 ? 1 : 1.5;
+      expect(run).toMatchObject({ code: 1, stdout: '', stderr: `weft: weftd at ${endpoint} did not answer within ${seconds} s\n` });
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    }
   });
 });
