@@ -96,6 +96,8 @@ export interface ReplicatedVolumes {
   clone(request: ReplicatedClone): Promise<VolumeInfo>;
   /** A volume of this node alone, not recorded in the cluster; refused while the cluster has one of its name. */
   createHere(request: CreateVolumeRequest): Promise<VolumeInfo>;
+  /** A volume of this node alone; refused for a copy that a create under way made here. */
+  deleteHere(name: string): Promise<void>;
   /** A clone of one copy, on this node, not recorded in the cluster; refused as createHere. */
   cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo>;
   delete(name: string): Promise<void>;
@@ -128,6 +130,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     create: refuse,
     clone: refuse,
     createHere: (request) => engine.createVolume(request),
+    deleteHere: (name) => engine.deleteVolume(name),
     cloneHere: (request) => engine.cloneVolume(request),
     delete: refuse,
     createCopy: refuse,
@@ -231,6 +234,22 @@ export class ClusterVolumes implements ReplicatedVolumes {
     return this.serially(request.name, async () => {
       await this.freeHere(request.name);
       return this.engine.createVolume(request);
+    });
+  }
+
+  /**
+   * A volume of this node alone, deleted. Refused for this node's copy of a volume of the cluster
+   * whose record this node has not heard of yet (a create under way adopted it, or its record was
+   * just written): deleted, the volume would be recorded with a copy gone.
+   */
+  deleteHere(name: string): Promise<void> {
+    return this.serially(name, async () => {
+      if (this.controller.replicating(name)) {
+        const creating = await createUnderWay(this.store, name, this.creator());
+        if (creating) throw underWay(name, creating);
+        if (await this.store.get(volumeKey(name))) throw failedPrecondition(`volume ${name} was just made in the cluster, and this node has not seen it yet: try again`);
+      }
+      await this.engine.deleteVolume(name);
     });
   }
 
@@ -706,7 +725,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     // This node's view of the record may not have the new size yet (a node without a copy, the CSI
     // controller's): the primary has it, and a CO that heard the old size would grow the filesystem to it.
     const info = this.info(name);
-    return { ...info, sizeBytes: Math.max(info.sizeBytes, sizeBytes) };
+    return { ...info, sizeBytes: Math.max(info.sizeBytes, wholeBlocks(sizeBytes)) }; // as the copies grew
   }
 
   /**

@@ -25,7 +25,7 @@ export function volumeService(engine: VolumeEngine, attachments: AttachmentStore
     ),
     DeleteVolume: unary(rpc, async (request: wire.NameRequest) => {
       const name = checkName('name', request.name);
-      await (cluster.isReplicated(name) ? cluster.delete(name) : engine.deleteVolume(name));
+      await (cluster.isReplicated(name) ? cluster.delete(name) : cluster.deleteHere(name));
       attachments.removeVolume(name);
       return {};
     }),

@@ -107,6 +107,21 @@ test('a copy asked for by a create of an earlier version (it writes no intent, a
   await n2.api.deleteCopy('older');
 });
 
+test("a copy that a create under way made is not deleted as the node's own volume: refused, the copy kept", async () => {
+  const n2 = shared.cluster.node('n2');
+  // A create by n1 under way (its intent written, as beginCreate does), which has made its copy on n2.
+  const alive = await shared.store.get('alive/n1');
+  await shared.store.put('creates/busy', JSON.stringify({ createId: 'a-create-under-way', node: 'n1', aliveRevision: alive!.createRevision }));
+  await n2.api.createCopy('busy', 16 * MiB, 'ssd', undefined, { id: 'a-create-under-way', marked: true });
+  const deleted = await n2.weftd.weft(['volume', 'delete', 'busy']);
+  expect(deleted.code).toBe(1);
+  expect(deleted.stderr).toMatch(/a create of volume busy is under way on node n1/);
+  expect((await n2.api.listVolumes()).map((v) => v.name)).toContain('busy');
+  await shared.store.delete('creates/busy');
+  await shared.store.deletePrefix('create-copies/busy/');
+  await n2.api.deleteCopy('busy');
+});
+
 test('a create whose node is killed midway and then forgotten (it will not come back): its copies on the other nodes go, and the name is free', async () => {
   const c = shared.cluster;
   const [n1, n2, n3] = c.nodes;
