@@ -15,11 +15,16 @@ export function rate(selector: string): string {
 }
 
 /**
- * 1 per (volume, class) for the volumes of the selected classes. Multiplying an I/O series by it
+ * 1 per volume of the selected classes, with its class. Multiplying an I/O series by it
  * (`on(volume) group_left(class)`) keeps only those volumes and adds their class: the I/O families
- * have no class label, the capacity gauge has it on every node that holds the volume.
+ * have no class label, the capacity gauge has it on every node that holds the volume. One class per
+ * name: volumes of one node alone are named per node, and two of other classes under one name made
+ * the join fail (many-to-many) for every volume; one is kept, as the recording rules do.
  */
-export const VOLUME_CLASS = `clamp(max by (volume, class) (weft_volume_capacity_bytes{${CLASS}}), 1, 1)`;
+export const VOLUME_CLASS = `topk by (volume) (1, group by (volume, class) (weft_volume_capacity_bytes{${CLASS}}))`;
+
+/** Error kinds a client causes (a write to a snapshot, a read past the end): not the volume's failure, as in the recording rules. */
+export const SERVED_ERRORS = 'kind!~"einval|eperm|eoverflow|enotsup"';
 
 /**
  * 1 per (volume, class, namespace, pod) for the volumes the selected pods use, from the info metric
@@ -79,13 +84,13 @@ export function perObjective(expr: string, objective: string): string {
 }
 
 /**
- * The share of operations that failed over the dashboard's range, per group. A group without a
- * single error has no errors series: it counts 0, not nothing.
+ * The share of operations that failed over the dashboard's range, per group, by the volume's fault
+ * (SERVED_ERRORS). A group without a single error has no errors series: it counts 0, not nothing.
  */
 export function errorRatio(grouping: Grouping): string {
-  const over = (family: string) => sumBy(grouping, `increase(${family}{${NODE}}[$__range])`);
-  const operations = over(`${grouping.family}_operations_total`);
-  return `(${over(`${grouping.family}_errors_total`)} or 0 * ${operations}) / ${operations}`;
+  const over = (family: string) => sumBy(grouping, `increase(${family}[$__range])`);
+  const operations = over(`${grouping.family}_operations_total{${NODE}}`);
+  return `(${over(`${grouping.family}_errors_total{${NODE}, ${SERVED_ERRORS}}`)} or 0 * ${operations}) / ${operations}`;
 }
 
 /**

@@ -8,8 +8,8 @@ import { NODE, rate } from './promql';
 import { classVariable, datasourceVariable, nodeVariable, volumeVariable } from './variables';
 
 const VOLUME = `${NODE}, volume="$volume"`;
-/** The objective of the volume's class (any node holding the volume knows its class). */
-const objective = (family: string) => `max(${family} and on (class) weft_volume_capacity_bytes{volume="$volume"})`;
+/** The objective of the volume's class (any node holding the volume knows its class): the strictest where nodes' configs disagree, as the rules take it. */
+const objective = (family: string) => `min(${family} and on (class) weft_volume_capacity_bytes{volume="$volume"})`;
 
 function percentiles(operation: 'read' | 'write') {
   const buckets = rate(`weft_volume_operation_seconds_bucket{${VOLUME}, operation="${operation}"}`);
