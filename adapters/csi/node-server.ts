@@ -316,9 +316,12 @@ export class NodeServer {
         await this.tools.bindMount(existing.readOnlyDevice ?? publishedSource(state), targetPath, publication.readOnly);
         return {};
       }
+      // On record but not mounted (a publish cut short whose undoing failed too): its read-only loop
+      // device, if it made one, goes before the bind makes another.
+      if (existing) await this.release(state, existing);
       // Another volume's publication there (a target path reused), or anything else mounted: not
       // this one's to bind over, nor, when the bind is refused, to unmount in the undoing.
-      if (!existing && (await this.tools.isMountPoint(targetPath))) throw failedPrecondition(`${targetPath} is already a mount of something else, not a publication of volume ${volume}`);
+      if (await this.tools.isMountPoint(targetPath)) throw failedPrecondition(`${targetPath} is already a mount of something else, not a publication of volume ${volume}`);
       if (!existing && mode === 'SINGLE_NODE_SINGLE_WRITER' && state.publications.length > 0) {
         throw failedPrecondition(`volume ${volume} is SINGLE_NODE_SINGLE_WRITER and already published at ${state.publications[0].targetPath}`);
       }
