@@ -107,11 +107,22 @@ async function createVolume(context: CommandContext, [name]: [string], options: 
   try {
     await nomad.registerCsiVolume(registrationFor(created, spec, await heldOn(context, created)));
   } catch (error) {
-    // Leave nothing behind: the volume was made only to be registered.
-    await context.client.deleteVolume(created.name);
-    throw operationFailed(`${(error as Error).message} (the new Weft volume "${created.name}" was deleted again)`);
+    // Leave nothing behind: the volume was made only to be registered. Or say what is left.
+    const undone = await context.client.deleteVolume(created.name).then(
+      () => 'was deleted again',
+      (undoError: Error) => `is left, as its delete failed too (${undoError.message}): weft volume delete ${created.name}`,
+    );
+    throw operationFailed(`${(error as Error).message} (the new Weft volume "${created.name}" ${undone})`);
   }
-  return registeredOutcome(created, await nomad.readCsiVolume(id), 'created volume');
+  return registeredOutcome(created, await readBack(nomad, id), 'created volume');
+}
+
+/**
+ * Nomad's record of a volume just registered; if Nomad does not answer now, what was registered
+ * stands (the command succeeded: a retry would find the volume there), and the state is unknown.
+ */
+async function readBack(nomad: NomadClient, id: string): Promise<CsiVolume | undefined> {
+  return nomad.readCsiVolume(id).catch(() => undefined);
 }
 
 async function registerVolume(context: CommandContext, [name]: [string], options: CapabilityOptions): Promise<Outcome> {
@@ -125,7 +136,7 @@ async function registerVolume(context: CommandContext, [name]: [string], options
   }
   if (existing) return { ...registeredOutcome(weft, existing, 'volume'), text: `volume "${weft.name}" is already registered in Nomad as "${id}"` };
   await nomad.registerCsiVolume(registrationFor(weft, spec, await heldOn(context, weft)));
-  return registeredOutcome(weft, await nomad.readCsiVolume(id), 'registered volume');
+  return registeredOutcome(weft, await readBack(nomad, id), 'registered volume');
 }
 
 async function listVolumes(context: CommandContext, _args: [], options: NomadOptions): Promise<Outcome> {
@@ -153,12 +164,11 @@ async function nomadVolume(nomad: NomadClient, id: string): Promise<CsiVolume | 
   }
 }
 
-function registeredOutcome(weft: VolumeInfo, nomad: CsiVolume, verb: string): Outcome {
-  const state = nomad.Schedulable ? 'schedulable' : 'not schedulable: is the weft plugin running?';
-  return {
-    json: { weft, nomad },
-    text: `${verb} "${weft.name}" (${formatSize(weft.sizeBytes)} in class ${weft.class}); in Nomad as "${nomad.ID}" of plugin ${nomad.PluginID}, ${state}`,
-  };
+function registeredOutcome(weft: VolumeInfo, nomad: CsiVolume | undefined, verb: string): Outcome {
+  const inNomad = nomad
+    ? `in Nomad as "${nomad.ID}" of plugin ${nomad.PluginID}, ${nomad.Schedulable ? 'schedulable' : 'not schedulable: is the weft plugin running?'}`
+    : 'registered in Nomad, which did not answer when asked for its state (nomad volume status)';
+  return { json: { weft, nomad: nomad ?? null }, text: `${verb} "${weft.name}" (${formatSize(weft.sizeBytes)} in class ${weft.class}); ${inNomad}` };
 }
 
 function pluginLine(plugin: CsiPluginStub | undefined): string {
