@@ -22,12 +22,13 @@ const FRAME_HEADER_BYTES = 20;
 /** The file grows in steps of this many bytes. */
 export const JOURNAL_CHUNK_BYTES = 1024 * 1024;
 /**
- * Records not yet durable are kept in memory; past this many bytes (syncs keep failing) a write-out
- * fails instead of holding more, and so does an append once as many more wait to be sealed.
+ * Records not yet durable are kept in memory; past this many bytes sealed (syncs keep failing) a
+ * write-out fails instead of sealing more. Appends are never refused: a caller appends a record and
+ * the one that undoes it, and must not be stopped between the two.
  */
 const MAX_UNSYNCED_BYTES = 256 * 1024 * 1024;
 
-/** Too many bytes wait for a sync: an append is refused, and a write-out writes only what was sealed. */
+/** Too many bytes wait for a sync: a write-out writes only what was sealed. */
 export class JournalFullError extends Error {
   constructor(file: string, waitingBytes: number) {
     super(`metadata journal ${file}: ${waitingBytes} bytes wait for a sync that keeps failing`);
@@ -234,7 +235,6 @@ export class Journal {
 
   /** Reserves n bytes for the next record and returns the buffer and position to fill in. */
   reserve(n: number): { buf: Buffer; pos: number } {
-    if (FRAME_HEADER_BYTES + this.openLength + n > this.maxUnsyncedBytes) throw new JournalFullError(this.file, this.unsyncedLength + this.openLength);
     this.open = ensureRoom(this.open, this.openLength, n);
     const pos = this.openLength;
     this.openLength += n;
@@ -316,7 +316,8 @@ export class Journal {
   private sealOpen(): void {
     if (this.openLength === 0) return;
     const length = this.openLength;
-    if (this.unsyncedLength + FRAME_HEADER_BYTES + length > this.maxUnsyncedBytes) throw new JournalFullError(this.file, this.unsyncedLength + length);
+    // Past the limit, what is open waits for a sync to drain what is sealed; then it is sealed whole.
+    if (this.unsyncedLength > 0 && this.unsyncedLength + FRAME_HEADER_BYTES + length > this.maxUnsyncedBytes) throw new JournalFullError(this.file, this.unsyncedLength + length);
     this.unsynced = ensureRoom(this.unsynced, this.unsyncedLength, FRAME_HEADER_BYTES + length);
     const at = this.unsyncedLength;
     const frame = this.unsynced;
