@@ -160,13 +160,11 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
     membership.onLease((leaseId) => claims.setLease(leaseId));
     const leftovers = await dropLeftovers(store, config.nodeId, (volume) => (clusterVolumes as ClusterVolumes).dropLeftover(volume), logger.child({ component: 'volumes' }));
     running.add('leftovers', () => leftovers.close());
-    // At start, and on each new lease: a node cut from the store for a while may have missed deletes
-    // (of volumes, and of its copies' snapshots), and a create this node ran in its last life (or
-    // another node's, cut short) may be left half made.
+    // At start, and on each new lease: a node cut from the store for a while may have missed deletes,
+    // and a create this node ran in its last life (or another node's, cut short) may be left half made.
     membership.onLease((leaseId) => {
       if (leaseId === null) return;
       void clusterVolumes?.tidyKept().catch((err: unknown) => logger.warn({ err }, 'could not tidy the snapshots this node keeps of deleted volumes'));
-      void clusterVolumes?.tidyMissedDeletes().catch((err: unknown) => logger.warn({ err }, 'could not look for snapshot deletes this node missed'));
       void clusterVolumes?.giveUpAbandonedCreates().catch((err: unknown) => logger.warn({ err }, 'could not look for creates cut short'));
     });
 

@@ -16,7 +16,7 @@ import type { ClusterStore, KeyValue } from '../cluster/cluster-store';
 import { attachClaimKey } from '../cluster/attach-claims';
 import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
 import { BeginOutcomeUnknownError, beginCreate, createUnderWay, giveUpAbandonedCreates, giveUpCreate, markCopy, recordedIntent, underWay, unmarkCopy, type CreatingNode, type HeldIntent } from '../cluster/create-intent';
-import { addMissedDeletes, clearMissedDeletes, deleteEach, everyMissed, missedDeletesKey, missedDeletesPrefix, parseMissed } from '../cluster/missed-deletes';
+import { addMissedDeletes, everyMissed, missedDeletesKey, missedDeletesPrefix, parseMissed } from '../cluster/missed-deletes';
 import { keptSnapshots, keptSnapshotsKey, keptSnapshotsPrefix, leaveKeptSnapshots, markKeptDeleted, parseKept, type KeptSnapshots } from '../cluster/kept-snapshots';
 import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
@@ -247,7 +247,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
       if (this.controller.replicating(name)) {
         const creating = await createUnderWay(this.store, name, this.creator());
         if (creating) throw underWay(name, creating);
-        if (await this.store.get(volumeKey(name))) throw failedPrecondition(`volume ${name} was just made in the cluster, and this node has not seen it yet: try again`);
+        if (await this.store.get(volumeKey(name))) throw new WeftError('ABORTED', `volume ${name} was just made in the cluster, and this node has not seen it yet: try again`);
       }
       await this.engine.deleteVolume(name);
     });
@@ -778,7 +778,19 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const elsewhere = [...this.controller.recordNames().filter((name) => !this.holdsNamedCopy(name)), ...kept];
     const theirs = await Promise.all(elsewhere.map((name) => this.snapshotsOf(name).catch(() => [])));
     const own = this.engine.listSnapshots().filter((s) => !kept.includes(s.volume) && !this.controller.replaced(s.volume));
-    return [...(await this.taken(own)), ...theirs.flat()];
+    return [...(await this.notMissed(await this.taken(own))), ...theirs.flat()];
+  }
+
+  /**
+   * Leaves out the snapshots deleted while this node's copy was away, which it still holds until its
+   * primary deletes them (missed-deletes.ts). All of them, if the store cannot be read (an outage).
+   */
+  private async notMissed(snapshots: SnapshotInfo[]): Promise<SnapshotInfo[]> {
+    const volumes = new Set(snapshots.map((s) => s.volume).filter((volume) => this.isReplicated(volume)));
+    if (volumes.size === 0) return snapshots;
+    const missed = await this.store.list(missedDeletesPrefix).catch(() => []);
+    const gone = new Set(missed.flatMap((kv) => (parseMissed(kv.value)[this.self] ?? []).map((name) => `${kv.key.slice(missedDeletesPrefix.length)}@${name}`)));
+    return snapshots.filter((s) => !gone.has(`${s.volume}@${s.name}`));
   }
 
   /**
@@ -798,7 +810,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   private async snapshotsOf(volume: string): Promise<SnapshotInfo[]> {
     const primary = this.controller.record(volume)?.primary;
-    if (this.holdsNamedCopy(volume)) return await this.taken(this.engine.listSnapshots(volume));
+    if (this.holdsNamedCopy(volume)) return this.notMissed(await this.taken(this.engine.listSnapshots(volume)));
     if (primary !== undefined) return this.onNode(primary, (client) => client.listSnapshots(volume), () => Promise.resolve(this.engine.listSnapshots(volume)));
     // Without the store (an etcd outage), what this node holds.
     const { nodes, kept } = await this.snapshotNodes(volume).catch(() => ({ nodes: [this.self], kept: undefined }));
@@ -877,25 +889,6 @@ export class ClusterVolumes implements ReplicatedVolumes {
         await this.leaveKeptIfNone(volume);
       } catch (err) {
         this.logger.warn({ volume, err }, 'could not tidy the snapshots this node keeps of a deleted volume; the next listing tries again');
-      }
-    }
-  }
-
-  /**
-   * At start and on each new lease: deletes from this node's copies the snapshots deleted while it
-   * was down or cut off (missed-deletes.ts). One still in use here stays, for the next time.
-   */
-  async tidyMissedDeletes(): Promise<void> {
-    for (const kv of await this.store.list(missedDeletesPrefix)) {
-      const volume = kv.key.slice(missedDeletesPrefix.length);
-      const names = parseMissed(kv.value)[this.self];
-      if (!names) continue;
-      try {
-        await deleteEach(names, (snapshot) => this.engine.deleteSnapshot(volume, snapshot));
-        await clearMissedDeletes(this.store, volume, this.self, names);
-        this.logger.info({ volume, snapshots: names }, 'deleted from this copy the snapshots deleted while this node was away');
-      } catch (err) {
-        this.logger.warn({ volume, snapshots: names, err }, 'could not delete from this copy the snapshots deleted while this node was away; tried again at the next start or lease');
       }
     }
   }

@@ -1,9 +1,11 @@
 // A snapshot of a replicated volume deleted while a node with a copy was down (or cut off) stays on
 // that copy. Left so, it came back once that copy was the primary's, and its name could not be
-// taken again (a copy held it). So the delete writes down, per node, the snapshots its copy missed;
-// the node deletes them from its copy when it starts or gets a new lease, and a primary does before
-// it resyncs the copy. A name still written down for a copy is not taken again meanwhile: that
-// node would delete the new snapshot. Once the volume is deleted, its kept-snapshots key carries on.
+// taken again (a copy held it). So the delete writes down, per node, the snapshots its copy missed,
+// and the volume's primary deletes them, always in its own turn or while the copy is out (so that
+// no snapshot of the name is taken meanwhile, which the delete would hit): before it resyncs the
+// copy, as it begins to serve (its own copy), and before it takes a snapshot of the name. Until
+// then, listings through that copy's node leave them out. Once the volume is deleted, its
+// kept-snapshots key carries on.
 
 import { WeftError } from '../errors';
 import { changeKey, type ClusterStore } from './cluster-store';

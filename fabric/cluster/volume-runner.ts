@@ -382,11 +382,13 @@ export class VolumeRunner {
   private async checkSnapshotFree(serving: Serving, snapshot: string): Promise<void> {
     const copies = this.everyCopy();
     const held = await Promise.all(copies.map((node) => this.context.copySnapshotNames(node, this.name)));
-    // One of the name deleted while a copy was away (its node cut off, not down) goes first: its node
-    // would delete the new one when it gets to it.
+    // One of the name deleted while a copy was away (its node cut off, not down) goes first: it
+    // would be deleted later in the new one's place. The word of copies gone (failed, replaced) goes
+    // with them: it must not outlive the name's reuse (a deleted volume's kept snapshots take it on).
     const missed = await missedDeletes(this.context.store, this.name);
     const late = copies.filter((node) => missed[node]?.includes(snapshot));
     for (const node of late) await this.deleteMissedSnapshots(serving, node, [snapshot]);
+    if (Object.keys(missed).some((node) => !copies.includes(node))) await clearMissedDeletes(this.context.store, this.name, this.context.self, [], copies);
     const holders = copies.filter((node, i) => held[i].includes(snapshot) && !late.includes(node));
     if (holders.length > 0) throw alreadyExists(`snapshot ${this.name}@${snapshot} already exists (on ${holders.join(', ')})`);
   }
@@ -710,12 +712,13 @@ export class VolumeRunner {
     const replicas = record.replicas.map((r) => `${r.node}:${r.state}`);
     this.context.logger.info({ volume: this.name, epoch, replicas, openMs: Date.now() - started, settled: device.settled }, 'serving as primary');
     this.settleIfDue();
-    // This copy may have been cut off from a snapshot's delete, and not from its primary: it lists
-    // its snapshots now. In turn, as a snapshot's own check of its name does it.
+    // This copy may have missed a snapshot's delete (its node down, or cut off from the deleting
+    // one) and still be in sync: the snapshot goes now (listings leave it out meanwhile). In turn,
+    // as a snapshot's own check of its name does it.
     const serving = this.serving;
     void this.inTurn(async () => {
       if (this.serving === serving) await this.deleteMissedSnapshots(serving, this.context.self);
-    }).catch((err: unknown) => this.context.logger.warn({ volume: this.name, err }, 'could not delete from this copy the snapshots deleted while it was cut off; tried again at the next serving'));
+    }).catch((err: unknown) => this.context.logger.warn({ volume: this.name, err }, 'could not delete from this copy the snapshots deleted while it was away; tried again at the next serving'));
   }
 
   /**
@@ -763,7 +766,11 @@ export class VolumeRunner {
         await this.context.createCopy(replica, this.name, record.sizeBytes, record.class);
       }
       if (!known) device.addRemote({ id: replica, connect: () => this.connectReplica(replica, serving.epoch, REPLICA_TIMEOUT_MS) });
-      await this.deleteMissedSnapshots(serving, replica);
+      // Best effort: one in use there, or the store out of reach, must not fail the resync (a
+      // failing one gets the copy replaced); the next serving or snapshot of the name sees to it.
+      await this.deleteMissedSnapshots(serving, replica).catch((err: unknown) =>
+        this.context.logger.warn({ volume: this.name, replica, err }, 'could not delete from a returning copy the snapshots deleted while it was away; tried again later'),
+      );
       const { resyncKind, extra } = await this.formerPrimaryActivity(replica, kind);
       if (extra) await this.equalizeInStep(device, replica, extra);
       this.context.logger.info({ volume: this.name, replica, kind: resyncKind, formerPrimaryBytes: extra?.bytes }, 'resyncing a replica');
@@ -780,11 +787,11 @@ export class VolumeRunner {
 
   /**
    * Before a copy comes back: the snapshots deleted while it was away go from it too
-   * (missed-deletes.ts), and the list forgets the nodes that hold no copy any more.
+   * (missed-deletes.ts), and the list forgets the nodes that hold no copy any more (or a failed one).
    */
   private async deleteMissedSnapshots(serving: Serving, replica: string, only?: string[]): Promise<void> {
     const missed = await missedDeletes(this.context.store, this.name);
-    const copies = (this.state.record?.replicas ?? []).map((r) => r.node);
+    const copies = this.everyCopy();
     const names = (missed[replica] ?? []).filter((name) => only === undefined || only.includes(name));
     if (names.length === 0 && Object.keys(missed).every((node) => copies.includes(node))) return;
     await deleteEach(names, (snapshot) => this.context.controlCopy(replica, this.name, { type: 'delete-snapshot', name: snapshot }, serving.epoch));
