@@ -7,7 +7,7 @@
 // after --replica-timeout, or go with their volume).
 
 import { failedPrecondition, WeftError } from '../errors';
-import type { ClusterStore, KeyValue, TxnOp } from './cluster-store';
+import type { ClusterStore, KeyValue, Txn, TxnOp } from './cluster-store';
 import { giveUpCreatesOf } from './create-intent';
 import { keptSnapshotsPrefix, keptWithout, parseKept, storedKept } from './kept-snapshots';
 import { ALIVE, NODES } from './membership';
@@ -28,32 +28,43 @@ export async function forgetNode(store: ClusterStore, node: string): Promise<voi
   // Its creates cut short: their copies on the other nodes become leftovers (none for it: below).
   await refuseIfUp(store, node); // a create it runs now, back up, would find its intent gone
   await giveUpCreatesOf(store, node);
-  // Its registration, the copies it was told to drop, its place among the nodes that keep a deleted
-  // volume's snapshots and the snapshot deletes it missed go only if it is still down and has not
-  // registered again since (a start writes both keys at once): a node that came back meanwhile
-  // stays in the cluster with all of them, as it still holds those copies and snapshots.
-  const leftovers = await store.list(leftoverPrefix(node));
+  // Its place among the nodes that keep a deleted volume's snapshots, the snapshot deletes it missed,
+  // then its registration and the copies it was told to drop go, each only if it is still down and
+  // has not registered again since (a start writes both keys at once): a node that comes back
+  // meanwhile stays in the cluster, as it still holds those copies and snapshots. In transactions of
+  // a few keys each: etcd refuses one of more than 128 operations.
+  const stillDown = [
+    { key: ALIVE + node, target: 'createRevision' as const, op: '=' as const, value: 0 },
+    { key: NODES + node, target: 'modRevision' as const, op: '=' as const, value: registered.modRevision },
+  ];
   const released = [
     ...(await store.list(keptSnapshotsPrefix)).map((kv) => [kv, maybe(keptWithout(parseKept(kv.value), [node]), storedKept)] as const),
     ...(await store.list(missedDeletesPrefix)).map((kv) => [kv, maybe(missedWithout(parseMissed(kv.value), node), storedMissed)] as const),
   ].filter((change): change is readonly [KeyValue, string | null] => change[1] !== undefined);
-  const forgotten = await store.txn({
-    compare: [
-      { key: ALIVE + node, target: 'createRevision', op: '=', value: 0 },
-      { key: NODES + node, target: 'modRevision', op: '=', value: registered.modRevision },
-      ...released.map(([kv]) => ({ key: kv.key, target: 'modRevision' as const, op: '=' as const, value: kv.modRevision })),
-    ],
-    success: [
-      { type: 'delete', key: NODES + node },
-      ...leftovers.map((kv) => ({ type: 'delete' as const, key: kv.key })),
-      ...released.map(([kv, value]): TxnOp => (value === null ? { type: 'delete', key: kv.key } : { type: 'put', key: kv.key, value })),
-    ],
+  for (let at = 0; at < released.length; at += KEYS_PER_TXN) {
+    const batch = released.slice(at, at + KEYS_PER_TXN);
+    await forgetIf(store, node, registered.modRevision, {
+      compare: [...stillDown, ...batch.map(([kv]) => ({ key: kv.key, target: 'modRevision' as const, op: '=' as const, value: kv.modRevision }))],
+      success: batch.map(([kv, value]): TxnOp => (value === null ? { type: 'delete', key: kv.key } : { type: 'put', key: kv.key, value })),
+    });
+  }
+  const leftovers = await store.list(leftoverPrefix(node));
+  await forgetIf(store, node, registered.modRevision, {
+    compare: stillDown,
+    success: [{ type: 'delete', key: NODES + node }, ...leftovers.map((kv) => ({ type: 'delete' as const, key: kv.key }))],
   });
-  if (forgotten.succeeded) return;
-  if ((await store.get(ALIVE + node)) || (await store.get(NODES + node))?.modRevision !== registered.modRevision) {
+}
+
+/** Keys changed in one transaction of a forget (each with its compare). */
+const KEYS_PER_TXN = 50;
+
+/** Runs txn; refused, says why: the node came up, or the keys changed under it. */
+async function forgetIf(store: ClusterStore, node: string, registeredRevision: number, txn: Txn): Promise<void> {
+  if ((await store.txn(txn)).succeeded) return;
+  if ((await store.get(ALIVE + node)) || (await store.get(NODES + node))?.modRevision !== registeredRevision) {
     throw failedPrecondition(`node ${node} came up while it was being forgotten: it stays registered; stop it before forgetting it`);
   }
-  throw new WeftError('ABORTED', `the snapshots of deleted volumes changed while node ${node} was being forgotten: nothing was changed; try again`);
+  throw new WeftError('ABORTED', `the snapshots of deleted volumes changed while node ${node} was being forgotten: try again`);
 }
 
 /** f of value, unless it is undefined. */
