@@ -219,11 +219,12 @@ export class WeftClient {
   private unary<Response>(service: ServiceName, method: string, request: object): Promise<Response> {
     const { path, requestSerialize, responseDeserialize } = serviceDefinition(service)[method];
     return new Promise((resolve, reject) => {
-      const options = this.unaryDeadlineMs === undefined ? {} : { deadline: Date.now() + this.unaryDeadlineMs };
-      this.client.makeUnaryRequest(path, requestSerialize, responseDeserialize, request, options, (error, response) => {
+      const deadline = this.unaryDeadlineMs === undefined ? undefined : Date.now() + this.unaryDeadlineMs;
+      this.client.makeUnaryRequest(path, requestSerialize, responseDeserialize, request, deadline === undefined ? {} : { deadline }, (error, response) => {
         if (!error) resolve(response as Response);
-        else if (error.code === grpc.status.DEADLINE_EXCEEDED && this.unaryDeadlineMs !== undefined) {
-          reject(new WeftApiError(error.code, `weftd at ${this.endpoint} did not answer within ${this.unaryDeadlineMs / 1000} s`));
+        // Its own deadline, not another node's that this one passes on (a forwarded call's).
+        else if (error.code === grpc.status.DEADLINE_EXCEEDED && deadline !== undefined && Date.now() >= deadline) {
+          reject(new WeftApiError(error.code, `weftd at ${this.endpoint} did not answer within ${this.unaryDeadlineMs! / 1000} s`));
         } else reject(this.toError(error));
       });
     });

@@ -159,11 +159,11 @@ export class NbdFuseLoopAttacher implements Attacher, WorkDirSteps {
     const sequence = recorded?.details.loopSequence;
     const stillOurs = recorded && sequence !== undefined && (await diskSequence(recorded.devicePath)) === sequence;
     const loops = [...new Set([...(await loopsBackedBy(backingFile)), ...(stillOurs ? [recorded.devicePath] : [])])];
-    await removeRecord(workDir);
     for (const device of loops) {
       await assertNotMounted(device);
       await detachLoop(device);
     }
+    await removeRecord(workDir); // only now: it alone still finds the loop device of a FUSE mount gone from view
     await unmountEvenIfBusy(fuseDir); // nbdfuse writes through: it holds no writes to lose
     await this.stopNbdfuse(workDir, pidFile);
     await rmdir(fuseDir).catch(unlessMissing);
