@@ -29,7 +29,7 @@
 // have reconnected, here or on another node, sent its writes again and written the same range anew
 // since; a copy of its old write re-issued then would land over the newer one. So a request whose
 // owner (the client's handle, block-device.ts: RequestOwner) has been abandoned is not sent again:
-// it fails with ESHUTDOWN, which no one reads. A request gives up retryForMs after it arrived.
+// it fails with ESHUTDOWN, which no one reads. A request gives up retryForMs after its first failure.
 
 import { failedPrecondition, IoError } from '../errors';
 import type { Logger } from '../logger';
@@ -215,7 +215,10 @@ export class ForwardingDevice implements VolumeLayer {
 
   /** Runs call on the current target until it gets an answer from a primary (see the top of this file). */
   private async forward<T>(call: (target: RouteTarget) => Promise<T>, owner: RequestOwner | undefined): Promise<T> {
-    const giveUpAt = performance.now() + this.retryForMs; // a step of the wall clock must not end or stretch it
+    // From the first failure, not from the request's arrival: a FLUSH may wait longer than the window
+    // on a primary that answers slowly, and must still be retried once that primary goes away. On
+    // the monotonic clock: a step of the wall clock must not end or stretch it.
+    let giveUpAt: number | undefined;
     let backoffMs = FIRST_BACKOFF_MS;
     for (;;) {
       if (this.closed) throw this.closedError();
@@ -230,6 +233,7 @@ export class ForwardingDevice implements VolumeLayer {
         if (owner?.abandoned) throw this.abandonedError(); // not a failure of the target: it is kept
         if (!isRetryable(err)) throw err;
         if (target) this.drop(target, err);
+        giveUpAt ??= performance.now() + this.retryForMs;
         const leftMs = giveUpAt - performance.now();
         if (leftMs <= 0) {
           this.options.logger?.error({ volume: this.options.volume, err: (err as Error).message }, 'no primary answered in time; failing the request');

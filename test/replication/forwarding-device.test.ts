@@ -404,6 +404,26 @@ it('fails with EIO naming the volume and the last error once no primary has answ
   expect(calls).toBeGreaterThan(1); // it kept asking
 });
 
+it('a FLUSH that waited longer than retryForMs on a primary that then went away is retried, not failed: the window counts from the failure', async () => {
+  let calls = 0;
+  const device = forwarder(async () => {
+    calls++;
+    const target = await connectNbdRoute({ host: '127.0.0.1', port: (calls === 1 ? a : b).node.nbdPort, exportName: 'vol', timeoutMs: 2000 });
+    if (calls > 1) return target;
+    // A primary slow to flush (a busy disk), whose node then dies: its connection goes.
+    const slowThenGone: RouteTarget = Object.assign(Object.create(target) as RouteTarget, {
+      flush: async () => {
+        await sleep(700);
+        target.close();
+        return target.flush();
+      },
+    });
+    return slowThenGone;
+  }, 500);
+  await expect(device.flush()).resolves.toBeUndefined();
+  expect(calls).toBe(2);
+});
+
 /** The blocks (of those given) that do not hold what pattern() wrote there. */
 async function blocksNotHolding(client: NbdClient, indices: number[]): Promise<number[]> {
   const wrong: number[] = [];
