@@ -833,6 +833,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if ((await this.controller.snapshottingNow(volume)) === name) throw failedPrecondition(`snapshot ${volume}@${name} is being taken, or was cut short and is not settled yet: try again`);
     const { nodes, kept } = await this.snapshotNodes(volume);
     if (!kept && !this.isReplicated(volume)) return this.engine.deleteSnapshot(volume, name);
+    // As it is before the delete: a snapshot of the name taken from now on changes it (recordMissed).
+    const record = kept ? undefined : await this.store.get(volumeKey(volume));
     const operation: CopyOperation = { type: 'delete-snapshot', name };
     const outcomes = await Promise.allSettled(nodes.map((node) => this.controlCopyOn(node, volume, operation, 0)));
     const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[nodes[i], o.reason as Error] as const] : []));
@@ -850,12 +852,13 @@ export class ClusterVolumes implements ReplicatedVolumes {
     const refused = unanswered.find(([node, err]) => !isUnavailable(err) && !gone.has(node));
     if (refused) throw refused[1];
     if (!kept) {
-      // A copy that did not answer deletes it once it can (missed-deletes.ts), if any copy answered:
-      // a retry too (found nowhere that answered, it may be on the copies that did not).
-      const missed = unanswered.map(([node]) => node).filter((node) => !gone.has(node));
-      if (missed.length > 0 && unanswered.length < outcomes.length) {
-        await addMissedDeletes(this.store, volume, name, missed);
-        this.logger.warn({ volume, snapshot: name, nodes: missed }, 'a deleted snapshot stays on copies that did not answer until their nodes can delete it');
+      // A copy that did not answer (a failed one too: it is listed until replaced) is rid of it once
+      // it can (missed-deletes.ts), if any copy answered: a retry too (found nowhere that answered,
+      // it may be on the copies that did not).
+      const missed = unanswered.map(([node]) => node);
+      if (missed.length > 0 && unanswered.length < outcomes.length && record) {
+        await this.recordMissed(volume, name, missed, nodes.filter((node) => !missed.includes(node)), record);
+        this.logger.warn({ volume, snapshot: name, nodes: missed }, 'a deleted snapshot stays on copies that did not answer until their primary deletes it');
       }
       // Else not found if a node said so and the others are down (a retry of a delete that went
       // through while one was: the spec wants OK for it); else the nodes' silence.
@@ -870,6 +873,25 @@ export class ClusterVolumes implements ReplicatedVolumes {
     }
     const now = await keptSnapshots(this.store, volume);
     if (now) await this.keptOn(volume, now);
+  }
+
+  /**
+   * Writes down that the copies on `missed` did not get a snapshot's delete, while the volume's
+   * record is as read before the delete. Changed since: written only if no copy that got the delete
+   * holds a snapshot of the name now (one taken since must not be deleted in the old one's place).
+   * Gone (the volume deleted meanwhile): written in its kept-snapshots key instead.
+   */
+  private async recordMissed(volume: string, snapshot: string, missed: string[], answered: string[], record: KeyValue): Promise<void> {
+    let read = record;
+    for (let attempt = 0; attempt < DELETE_ATTEMPTS; attempt++) {
+      if (await addMissedDeletes(this.store, volume, snapshot, missed, read)) return;
+      const now = await this.store.get(volumeKey(volume));
+      if (now?.createRevision !== record.createRevision) return markKeptDeleted(this.store, volume, snapshot);
+      const held = await Promise.all(answered.map((node) => this.copySnapshotNamesOn(node, volume).catch(() => [] as string[])));
+      if (held.some((names) => names.includes(snapshot))) return;
+      read = now;
+    }
+    throw new WeftError('ABORTED', `volume ${volume} changed while snapshot ${snapshot} was being deleted: try again`);
   }
 
   /**

@@ -8,7 +8,7 @@
 // kept-snapshots key carries on.
 
 import { WeftError } from '../errors';
-import { changeKey, type ClusterStore } from './cluster-store';
+import { changeKey, type ClusterStore, type KeyValue } from './cluster-store';
 import { parseObject } from './volume-record';
 
 /** Node name to the snapshots its copy of the volume missed the delete of. */
@@ -35,15 +35,34 @@ export async function missedDeletes(store: ClusterStore, volume: string): Promis
 /** Every snapshot some copy missed the delete of, once each. */
 export const everyMissed = (missed: MissedDeletes): string[] => [...new Set(Object.values(missed).flat())];
 
-/** Writes down that the copies on nodes missed the delete of snapshot. */
-export function addMissedDeletes(store: ClusterStore, volume: string, snapshot: string, nodes: readonly string[]): Promise<void> {
-  return changeMissed(store, volume, (missed) => {
+/**
+ * Writes down that the copies on nodes missed the delete of snapshot, only while the volume's record
+ * is still `record` (as read before the delete): false, writing nothing, once it has changed (a
+ * snapshot taken since marks it, and the new one must not be deleted in the old one's place).
+ */
+export async function addMissedDeletes(store: ClusterStore, volume: string, snapshot: string, nodes: readonly string[], record: KeyValue): Promise<boolean> {
+  const key = missedDeletesKey(volume);
+  for (let attempt = 0; attempt < CHANGE_ATTEMPTS; attempt++) {
+    const kv = await store.get(key);
+    const missed = kv ? parseMissed(kv.value) : {};
     const adding = nodes.filter((node) => !missed[node]?.includes(snapshot));
-    if (adding.length === 0) return undefined;
+    if (adding.length === 0) return true;
     for (const node of adding) missed[node] = [...(missed[node] ?? []), snapshot];
-    return missed;
-  });
+    const { succeeded } = await store.txn({
+      compare: [
+        { key, target: 'modRevision', op: '=', value: kv?.modRevision ?? 0 },
+        { key: record.key, target: 'modRevision', op: '=', value: record.modRevision },
+      ],
+      success: [{ type: 'put', key, value: JSON.stringify(missed) }],
+    });
+    if (succeeded) return true;
+    if ((await store.get(record.key))?.modRevision !== record.modRevision) return false;
+  }
+  throw new WeftError('ABORTED', `the snapshot deletes missed by copies of ${volume} changed ${CHANGE_ATTEMPTS} times while they were being written down: try again`);
 }
+
+/** How often a write of the key is tried again when it changed under it. */
+const CHANGE_ATTEMPTS = 10;
 
 /** Takes snapshots off node's list (they are gone from its copy), and nodes that are not the volume's copies any more (keeping: given). */
 export function clearMissedDeletes(store: ClusterStore, volume: string, node: string, snapshots: readonly string[], keeping?: readonly string[]): Promise<void> {

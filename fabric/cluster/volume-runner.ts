@@ -383,12 +383,13 @@ export class VolumeRunner {
     const copies = this.everyCopy();
     const held = await Promise.all(copies.map((node) => this.context.copySnapshotNames(node, this.name)));
     // One of the name deleted while a copy was away (its node cut off, not down) goes first: it
-    // would be deleted later in the new one's place. The word of copies gone (failed, replaced) goes
-    // with them: it must not outlive the name's reuse (a deleted volume's kept snapshots take it on).
+    // would be deleted later in the new one's place. The word of copies gone (replaced) goes with
+    // them: it must not outlive the name's reuse (a deleted volume's kept snapshots take it on).
     const missed = await missedDeletes(this.context.store, this.name);
     const late = copies.filter((node) => missed[node]?.includes(snapshot));
     for (const node of late) await this.deleteMissedSnapshots(serving, node, [snapshot]);
-    if (Object.keys(missed).some((node) => !copies.includes(node))) await clearMissedDeletes(this.context.store, this.name, this.context.self, [], copies);
+    const recorded = (this.state.record?.replicas ?? []).map((r) => r.node);
+    if (Object.keys(missed).some((node) => !recorded.includes(node))) await clearMissedDeletes(this.context.store, this.name, this.context.self, [], recorded);
     const holders = copies.filter((node, i) => held[i].includes(snapshot) && !late.includes(node));
     if (holders.length > 0) throw alreadyExists(`snapshot ${this.name}@${snapshot} already exists (on ${holders.join(', ')})`);
   }
@@ -787,11 +788,12 @@ export class VolumeRunner {
 
   /**
    * Before a copy comes back: the snapshots deleted while it was away go from it too
-   * (missed-deletes.ts), and the list forgets the nodes that hold no copy any more (or a failed one).
+   * (missed-deletes.ts), and the list forgets the nodes that the record no longer names.
    */
   private async deleteMissedSnapshots(serving: Serving, replica: string, only?: string[]): Promise<void> {
     const missed = await missedDeletes(this.context.store, this.name);
-    const copies = this.everyCopy();
+    // A failed copy keeps its word until it is replaced: its node still lists the snapshot until then.
+    const copies = (this.state.record?.replicas ?? []).map((r) => r.node);
     const names = (missed[replica] ?? []).filter((name) => only === undefined || only.includes(name));
     if (names.length === 0 && Object.keys(missed).every((node) => copies.includes(node))) return;
     await deleteEach(names, (snapshot) => this.context.controlCopy(replica, this.name, { type: 'delete-snapshot', name: snapshot }, serving.epoch));
