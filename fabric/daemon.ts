@@ -216,9 +216,10 @@ export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeM
  * export is: its requests name it as their owner, so that a client's hard disconnect stops their
  * re-issue as it does there; closing it closes the forwarder, which is this connection's own.
  */
-function countedForwarder(forwarder: ForwardingDevice | undefined, volume: string, metrics: VolumeMetrics | undefined): OpenDevice | undefined {
-  if (!forwarder) return undefined;
-  return new DeviceHandle(metrics ? new MetricsDevice(forwarder, metrics.forVolume(volume)) : forwarder, () => forwarder.close());
+function countedForwarder(shared: { forwarder: ForwardingDevice; release: () => void } | undefined, volume: string, metrics: VolumeMetrics | undefined): OpenDevice | undefined {
+  if (!shared) return undefined;
+  const { forwarder, release } = shared;
+  return new DeviceHandle(metrics ? new MetricsDevice(forwarder, metrics.forVolume(volume)) : forwarder, release);
 }
 
 /** What has been started, stopped in reverse order, once. */

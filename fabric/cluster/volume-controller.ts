@@ -95,6 +95,8 @@ export class VolumeController {
   private readonly records = new Map<string, VolumeRecord>();
   /** The forwarders of each volume, told when its record names another primary or epoch. */
   private readonly forwarders = new Map<string, Set<ForwardingDevice>>();
+  /** The forwarder each volume's clients here share, for a volume this node holds no copy of (remoteExport). */
+  private readonly remoteForwarders = new Map<string, { forwarder: ForwardingDevice; createId: string | undefined; users: number }>();
   /** The node each route target route() found reaches (this node for its own primary device). */
   private readonly targetNodes = new WeakMap<RouteTarget, string>();
   /** The store revision of each record. */
@@ -339,12 +341,33 @@ export class VolumeController {
   }
 
   /**
-   * A forwarder for a replicated volume this node holds no copy of, or only a retired one that is
-   * being dropped (replaced elsewhere): attach is local on every node.
+   * The forwarder for a replicated volume this node holds no copy of, or only a retired one that is
+   * being dropped (replaced elsewhere): attach is local on every node. One for all the volume's
+   * clients here, as a copy's layer has: their requests reach the primary down one ordered stream.
+   * With one each (each fenced apart at the primary), a write of a client gone could still be read
+   * there after a newer one of the client that took its place, and land over it. release() once
+   * per call; the last closes it.
    */
-  remoteExport(volume: string): ForwardingDevice | undefined {
+  remoteExport(volume: string): { forwarder: ForwardingDevice; release: () => void } | undefined {
     const record = this.records.get(volume);
-    return record && (!this.options.hasCopy(volume) || this.retired(volume)) ? this.forwarder(volume, record.sizeBytes) : undefined;
+    if (!record || (this.options.hasCopy(volume) && !this.retired(volume))) return undefined;
+    let shared = this.remoteForwarders.get(volume);
+    // One made for an earlier volume of the name goes on for its clients alone (it refuses the new one).
+    if (!shared || shared.createId !== record.createId) {
+      shared = { forwarder: this.forwarder(volume, record.sizeBytes), createId: record.createId, users: 0 };
+      this.remoteForwarders.set(volume, shared);
+    }
+    const entry = shared;
+    entry.users++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      if (--entry.users > 0) return;
+      entry.forwarder.close();
+      if (this.remoteForwarders.get(volume) === entry) this.remoteForwarders.delete(volume);
+    };
+    return { forwarder: entry.forwarder, release };
   }
 
   async close(): Promise<void> {
