@@ -10,6 +10,7 @@ import { freePort } from '../helpers/free-port';
 import type { CsiClient } from '../helpers/csi-client';
 import { cleanUpAfterTests, startCsiWeftd, type CsiWeftd } from '../helpers/csi-weftd';
 import { nbdConnections, settledConnections } from '../helpers/mounts';
+import { liveCommandLine } from '../helpers/processes';
 import { waitFor } from '../helpers/wait-for';
 import { run, type WeftdHandle } from '../helpers/weftd';
 
@@ -491,7 +492,7 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('NodeStageVolume', stage);
     const nbdfuse = Number(fs.readFileSync(path.join(weftd.dataDir, 'csi', 'attach', volume, 'nbdfuse.pid'), 'utf8'));
     process.kill(nbdfuse, 'SIGKILL');
-    await waitFor(() => (fs.existsSync(`/proc/${nbdfuse}/cmdline`) ? fs.readFileSync(`/proc/${nbdfuse}/cmdline`).length === 0 : true)); // dead, if not reaped yet
+    await waitFor(() => liveCommandLine(nbdfuse) === undefined); // dead, reaped or not
     expect(await csi.failure('NodePublishVolume', { ...stage, target_path: target })).toMatchObject({ code: 9, details: expect.stringMatching(/attachment of volume .* is broken/) });
     expect(spawnSync('findmnt', ['--mountpoint', target]).status).not.toBe(0);
     await csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging });

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDaemon } from '../../adapters/csi/attach/processes';
+import { liveCommandLine } from '../helpers/processes';
 import { makeTempDir } from '../helpers/weftd';
 
 /** The pids of live processes with arg on their command line. */
@@ -14,14 +15,7 @@ function processesWith(arg: string): number[] {
   return fs
     .readdirSync('/proc')
     .filter((entry) => /^\d+$/.test(entry))
-    .filter((pid) => {
-      try {
-        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-        return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z' && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(arg);
-      } catch {
-        return false; // gone meanwhile
-      }
-    })
+    .filter((pid) => liveCommandLine(Number(pid))?.includes(arg))
     .map(Number);
 }
 
@@ -39,7 +33,7 @@ test('a helper that does not get ready in time is stopped, with the process it s
   const child = Number(fs.readFileSync(started, 'utf8'));
   await sleep(100); // the kernel reaps them
   expect(processesWith(slow.marker)).toEqual([]);
-  expect(fs.existsSync(`/proc/${child}/cmdline`) && fs.readFileSync(`/proc/${child}/cmdline`, 'utf8').startsWith('sleep')).toBe(false);
+  expect(liveCommandLine(child)?.[0]).not.toBe('sleep');
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -50,7 +44,7 @@ test('a helper that fails before it is ready leaves nothing it started running; 
   await expect(startDaemon(failing)).rejects.toThrow(/exited with 3: cannot connect/);
   const child = Number(fs.readFileSync(started, 'utf8'));
   await sleep(100);
-  expect(fs.existsSync(`/proc/${child}/cmdline`) && fs.readFileSync(`/proc/${child}/cmdline`, 'utf8').startsWith('sleep')).toBe(false);
+  expect(liveCommandLine(child)?.[0]).not.toBe('sleep');
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
