@@ -147,18 +147,27 @@ export function checkTxnOps(ops: readonly TxnOp[]): void {
 /**
  * Changes one key by compare-and-swap, tried again when it changed under the change (at most
  * attempts times). change gets its value (undefined: absent) and answers the new value, null to
- * delete the key, or undefined for nothing to do.
+ * delete the key, or undefined for nothing to do. With unchanged, the change is made only while
+ * those keys are still at the revisions given: false, changing nothing, once one has moved.
  */
-export async function changeKey(store: ClusterStore, key: string, change: (value: string | undefined) => string | null | undefined, attempts = 10): Promise<void> {
+export async function changeKey(
+  store: ClusterStore,
+  key: string,
+  change: (value: string | undefined) => string | null | undefined,
+  options: { unchanged?: readonly KeyValue[]; attempts?: number } = {},
+): Promise<boolean> {
+  const { unchanged = [], attempts = 10 } = options;
+  const atRevision = (k: string, modRevision: number): Compare => ({ key: k, target: 'modRevision', op: '=', value: modRevision });
   for (let attempt = 0; attempt < attempts; attempt++) {
     const kv = await store.get(key);
     const next = change(kv?.value);
-    if (next === undefined) return;
+    if (next === undefined) return true;
     const { succeeded } = await store.txn({
-      compare: [{ key, target: 'modRevision', op: '=', value: kv?.modRevision ?? 0 }],
+      compare: [atRevision(key, kv?.modRevision ?? 0), ...unchanged.map((guard) => atRevision(guard.key, guard.modRevision))],
       success: [next === null ? { type: 'delete', key } : { type: 'put', key, value: next }],
     });
-    if (succeeded) return;
+    if (succeeded) return true;
+    for (const guard of unchanged) if ((await store.get(guard.key))?.modRevision !== guard.modRevision) return false;
   }
-  throw new Error(`${key} changed ${attempts} times while it was being changed`);
+  throw new WeftError('ABORTED', `${key} changed ${attempts} times while it was being changed: try again`);
 }

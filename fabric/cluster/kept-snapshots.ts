@@ -57,8 +57,8 @@ export function markKeptDeleted(store: ClusterStore, volume: string, snapshot: s
 }
 
 /** Applies change to the key by compare-and-swap; change answers undefined for "nothing to do". */
-function changeKept(store: ClusterStore, volume: string, change: (kept: KeptSnapshots) => KeptSnapshots | undefined): Promise<void> {
-  return changeKey(store, keptSnapshotsKey(volume), (value) => {
+async function changeKept(store: ClusterStore, volume: string, change: (kept: KeptSnapshots) => KeptSnapshots | undefined): Promise<void> {
+  await changeKey(store, keptSnapshotsKey(volume), (value) => {
     const next = value === undefined ? undefined : change(parseKept(value));
     return next && storedKept(next);
   });

@@ -40,33 +40,18 @@ export const everyMissed = (missed: MissedDeletes): string[] => [...new Set(Obje
  * is still `record` (as read before the delete): false, writing nothing, once it has changed (a
  * snapshot taken since marks it, and the new one must not be deleted in the old one's place).
  */
-export async function addMissedDeletes(store: ClusterStore, volume: string, snapshot: string, nodes: readonly string[], record: KeyValue): Promise<boolean> {
-  const key = missedDeletesKey(volume);
-  for (let attempt = 0; attempt < CHANGE_ATTEMPTS; attempt++) {
-    const kv = await store.get(key);
-    const missed = kv ? parseMissed(kv.value) : {};
-    const adding = nodes.filter((node) => !missed[node]?.includes(snapshot));
-    if (adding.length === 0) return true;
-    for (const node of adding) missed[node] = [...(missed[node] ?? []), snapshot];
-    const { succeeded } = await store.txn({
-      compare: [
-        { key, target: 'modRevision', op: '=', value: kv?.modRevision ?? 0 },
-        { key: record.key, target: 'modRevision', op: '=', value: record.modRevision },
-      ],
-      success: [{ type: 'put', key, value: JSON.stringify(missed) }],
-    });
-    if (succeeded) return true;
-    if ((await store.get(record.key))?.modRevision !== record.modRevision) return false;
-  }
-  throw new WeftError('ABORTED', `the snapshot deletes missed by copies of ${volume} changed ${CHANGE_ATTEMPTS} times while they were being written down: try again`);
+export function addMissedDeletes(store: ClusterStore, volume: string, snapshot: string, nodes: readonly string[], record: KeyValue): Promise<boolean> {
+  const adding = (missed: MissedDeletes) => {
+    const missing = nodes.filter((node) => !missed[node]?.includes(snapshot));
+    for (const node of missing) missed[node] = [...(missed[node] ?? []), snapshot];
+    return missing.length > 0 ? missed : undefined;
+  };
+  return changeMissed(store, volume, adding, [record]);
 }
 
-/** How often a write of the key is tried again when it changed under it. */
-const CHANGE_ATTEMPTS = 10;
-
 /** Takes snapshots off node's list (they are gone from its copy), and nodes that are not the volume's copies any more (keeping: given). */
-export function clearMissedDeletes(store: ClusterStore, volume: string, node: string, snapshots: readonly string[], keeping?: readonly string[]): Promise<void> {
-  return changeMissed(store, volume, (missed) => {
+export async function clearMissedDeletes(store: ClusterStore, volume: string, node: string, snapshots: readonly string[], keeping?: readonly string[]): Promise<void> {
+  await changeMissed(store, volume, (missed) => {
     let changed = false;
     for (const [n, names] of Object.entries(missed)) {
       const left = n === node ? names.filter((s) => !snapshots.includes(s)) : names;
@@ -98,10 +83,14 @@ export async function deleteEach(snapshots: readonly string[], del: (snapshot: s
   }
 }
 
-/** Applies change by compare-and-swap; it answers undefined for "nothing to do". An empty list deletes the key. */
-function changeMissed(store: ClusterStore, volume: string, change: (missed: MissedDeletes) => MissedDeletes | undefined): Promise<void> {
-  return changeKey(store, missedDeletesKey(volume), (value) => {
+/**
+ * Applies change by compare-and-swap; it answers undefined for "nothing to do". An empty list
+ * deletes the key. False, changing nothing, once a key of unchanged has moved from its revision.
+ */
+function changeMissed(store: ClusterStore, volume: string, change: (missed: MissedDeletes) => MissedDeletes | undefined, unchanged: readonly KeyValue[] = []): Promise<boolean> {
+  const stored = (value: string | undefined) => {
     const next = change(value === undefined ? {} : parseMissed(value));
     return next && storedMissed(next);
-  });
+  };
+  return changeKey(store, missedDeletesKey(volume), stored, { unchanged });
 }
