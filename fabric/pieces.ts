@@ -34,3 +34,19 @@ export function copyPieces(pieces: Pieces, target: Buffer, targetStart: number):
   let at = targetStart;
   for (const piece of pieces) at += piece.copy(target, at);
 }
+
+/**
+ * Below this, a piece that follows another short one is joined to it. Node gives every socket read
+ * a buffer of its own, which costs a few hundred bytes beyond its data: a client that sends a byte
+ * per segment would otherwise have weftd hold hundreds of times the bytes it counts, and run out of
+ * memory. Joined so, no two short pieces lie side by side (at least half of them are this long), and
+ * each join copies under twice this.
+ */
+export const SHORT_PIECE_BYTES = 1024;
+
+/** Adds piece at the end of pieces, joining it to the last if both are short. */
+export function appendPiece(pieces: Buffer[], piece: Buffer): void {
+  const last = pieces.length - 1;
+  if (last >= 0 && piece.length < SHORT_PIECE_BYTES && pieces[last].length < SHORT_PIECE_BYTES) pieces[last] = Buffer.concat([pieces[last], piece]);
+  else pieces.push(piece);
+}

@@ -1,6 +1,8 @@
 // Sequential reads of exact byte counts from a socket's chunks, for the handshake phase, where
 // one await per message is fine; it holds a bounded amount. The transmission phase parses without it.
 
+import { appendPiece } from '../pieces';
+
 export class ConnectionEnded extends Error {
   constructor(reason: string) {
     super(reason);
@@ -30,7 +32,7 @@ export class ByteReader {
 
   /** A chunk from the source; the source is paused once the unread bytes reach the limit. */
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
+    appendPiece(this.chunks, chunk);
     this.buffered += chunk.length;
     this.settle();
     if (!this.paused && this.buffered >= this.limitBytes) {

@@ -1,6 +1,8 @@
 // Splits the transmission byte stream into requests: headers are read in place (or in one reused
-// buffer); a WRITE's payload is kept as views of the chunks it arrived in, never copied.
+// buffer); a WRITE's payload is kept as views of the chunks it arrived in, copied only where short
+// pieces follow one another (appendPiece).
 
+import { appendPiece } from '../pieces';
 import { HeaderGatherer } from './header-gatherer';
 import * as P from './protocol';
 
@@ -90,7 +92,7 @@ export class RequestParser {
   private feedPayload(chunk: Buffer, at: number): number {
     const req = this.pending as NbdRequest;
     const n = Math.min(this.payloadLeft, chunk.length - at);
-    req.payload?.push(chunk.subarray(at, at + n));
+    if (req.payload) appendPiece(req.payload, chunk.subarray(at, at + n));
     this.payloadLeft -= n;
     if (this.payloadLeft === 0) {
       this.pending = undefined;
