@@ -104,11 +104,27 @@ export function readMember(file: string, poolClass: string): ReadMember {
     if (superblock && superblock.class !== poolClass) {
       throw failedPrecondition(`${file} belongs to pool class "${superblock.class}", not "${poolClass}"`);
     }
-    return { path: file, fd, superblock, emptyHead: !superblock && !head.some((b) => b !== 0), sizeBytes: sizeOf(file, fd) };
+    const sizeBytes = sizeOf(file, fd);
+    if (superblock) checkHoldsBlocks(file, poolClass, superblock, sizeBytes);
+    return { path: file, fd, superblock, emptyHead: !superblock && !head.some((b) => b !== 0), sizeBytes };
   } catch (err) {
     fs.closeSync(fd);
     throw err;
   }
+}
+
+/**
+ * A member shorter than its superblock's blocks (a file cut short, a disk replaced by a smaller copy)
+ * would read zeroes as data past its end, and a count damaged in the superblock would shift every
+ * later member's blocks: both refused while nothing has been read or written.
+ */
+function checkHoldsBlocks(file: string, poolClass: string, superblock: MemberSuperblock, sizeBytes: number): void {
+  const { blocks } = superblock;
+  if (Number.isSafeInteger(blocks) && blocks >= MIN_BLOCKS && DATA_OFFSET_BYTES + blocks * BLOCK_BYTES <= sizeBytes) return;
+  throw failedPrecondition(
+    `pool ${poolClass}: ${file} is ${sizeBytes} bytes, but its superblock names ${JSON.stringify(blocks)} blocks of ${BLOCK_BYTES} bytes after its first MiB: ` +
+      'it was cut short, or its superblock is damaged. weftd has written nothing to it. Give the right file or disk with --pool, or restore this one from a backup',
+  );
 }
 
 /**

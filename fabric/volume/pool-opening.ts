@@ -211,6 +211,12 @@ function checkRecorded(member: ReadMember, recorded: RecordedMember): void {
         'at this path: another file or disk took its place. weftd has written nothing to it. Give the right one with --pool',
     );
   }
+  if (member.superblock.blocks !== recorded.blocks) {
+    throw failedPrecondition(
+      `pool ${poolClass}: ${member.path} (pool member ${uuid}) names ${member.superblock.blocks} blocks in its superblock, but the data dir records ` +
+        `${recorded.blocks}: its superblock was changed or damaged. weftd has written nothing to it. Restore it from a backup`,
+    );
+  }
 }
 
 function missingMember(file: string, recorded: RecordedMember): Error {

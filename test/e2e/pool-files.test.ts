@@ -58,19 +58,37 @@ test.each([
   await node.kill9();
 });
 
-test('a pool file whose superblock was zeroed is refused at start by name, and stays as it was', async () => {
+/** The member's superblock (JSON in its first 4 KiB) with change applied. */
+function rewriteSuperblock(file: string, change: (superblock: { blocks: number }) => void): void {
+  const fd = fs.openSync(file, 'r+');
+  const head = Buffer.alloc(4096);
+  fs.readSync(fd, head, 0, head.length, 0);
+  const superblock = JSON.parse(head.subarray(0, head.indexOf(0)).toString()) as { blocks: number };
+  change(superblock);
+  const rewritten = Buffer.alloc(4096);
+  rewritten.write(JSON.stringify(superblock));
+  fs.writeSync(fd, rewritten, 0, rewritten.length, 0);
+  fs.closeSync(fd);
+}
+
+test.each([
+  ['whose superblock was zeroed', /its first MiB holds only zeroes/, (file: string) => fs.writeFileSync(file, Buffer.alloc(4096), { flag: 'r+' })],
+  // Read past its end, its blocks would be zeroes taken for data; the recovery of unsynced writes would roll them back.
+  ['cut short', /is 33554432 bytes, but its superblock names 16128 blocks .*: it was cut short, or its superblock is damaged/, (file: string) => fs.truncateSync(file, 32 * 1024 * 1024)],
+  // Every later member's blocks would be read from the wrong place, and new ones written over live data.
+  ['whose superblock names fewer blocks', /names 16000 blocks in its superblock, but the data dir records 16128: its superblock was changed or damaged/, (file: string) => rewriteSuperblock(file, (superblock) => (superblock.blocks = 16000))],
+])('a pool file %s is refused at start by name, and stays as it was', async (_what, why, damage) => {
   const { node, poolDir, poolFile } = await weftdWithVolume();
   expect(await qemuIo(node.nbdUri('v1'), 'write -P 0x11 0 64k', 'flush')).toMatchObject({ code: 0 });
   expect(await node.stop()).toBe(0);
-  const fd = fs.openSync(poolFile, 'r+');
-  fs.writeSync(fd, Buffer.alloc(4096), 0, 4096, 0);
-  fs.closeSync(fd);
+  damage(poolFile);
   const before = { sha256: sha256(poolFile), stat: fs.statSync(poolFile) };
 
   const refused = await run(WEFTD_BIN, ['--data-dir', node.dataDir, '--pool', `default:${poolDir}:64MiB`, ...FREE_PORTS], { timeoutMs: 15_000 });
   expect(refused.code).toBe(1);
-  expect(refused.stderr).toContain(`${poolFile} is pool member`);
-  expect(refused.stderr).toMatch(/its first MiB holds only zeroes/);
+  expect(refused.stderr).toContain(poolFile);
+  expect(refused.stderr).toMatch(why);
+  expect(refused.stderr).toMatch(/weftd has written nothing to it/);
   expect(sha256(poolFile)).toBe(before.sha256);
   const after = fs.statSync(poolFile);
   expect([after.size, after.mtimeMs]).toEqual([before.stat.size, before.stat.mtimeMs]);
