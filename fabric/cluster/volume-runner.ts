@@ -159,26 +159,36 @@ export class VolumeRunner {
   }
 
   /**
-   * Serving, with the record marking a snapshot that no operation here is taking (its last primary
-   * stopped part way), and every copy back: settles it now, not at the next control operation, which
-   * an idle volume may never get. Tried again at a later event if it fails, SETTLE_RETRY_MS on,
-   * then twice as long each time (up to SETTLE_RETRY_MAX_MS).
+   * Serving, with what a control operation left cut short (its last primary stopped part way), and
+   * every copy back: settles it now, not at the next control operation, which an idle volume may
+   * never get. A snapshot the record marks is dropped (dropCutShortSnapshot). A resize that grew some
+   * copies and not this one is finished: left so, a later resize to a size between was refused by
+   * the copies grown, every revert to an earlier snapshot too, and the volume grew unasked once one of
+   * them served. Tried again at a later event if it fails, SETTLE_RETRY_MS on, then twice as long
+   * each time (up to SETTLE_RETRY_MAX_MS).
    */
   private settleIfDue(): void {
     const serving = this.serving;
     const snapshot = this.state.record?.snapshotting;
-    if (!serving || snapshot === undefined || this.settling || Date.now() < this.settleAfter) return;
+    const resizeCutShort = (s: Serving) => s.device.largestCopyBytes > s.device.sizeBytes;
+    if (!serving || (snapshot === undefined && !resizeCutShort(serving)) || this.settling || Date.now() < this.settleAfter) return;
     if (this.state.record!.replicas.some((r) => r.state !== 'in-sync' && r.state !== 'failed')) return;
     this.settling = true;
     this.inTurn(async () => {
+      if (this.serving !== serving) return;
       // A control operation taking it (it marked it) settles it itself.
-      if (this.serving === serving && this.state.record?.snapshotting === snapshot) await this.dropCutShortSnapshot(serving, snapshot);
+      if (snapshot !== undefined && this.state.record?.snapshotting === snapshot) await this.dropCutShortSnapshot(serving, snapshot);
+      if (resizeCutShort(serving)) {
+        const sizeBytes = serving.device.largestCopyBytes;
+        this.context.logger.warn({ volume: this.name, sizeBytes, ownBytes: serving.device.sizeBytes }, 'finishing a resize cut short: a copy was grown, this one not');
+        await this.controlInTurn({ type: 'resize', sizeBytes });
+      }
       this.settleBackoffMs = 0;
     })
       .catch((err: unknown) => {
         this.settleBackoffMs = Math.min(SETTLE_RETRY_MAX_MS, this.settleBackoffMs * 2 || SETTLE_RETRY_MS);
         this.settleAfter = Date.now() + this.settleBackoffMs;
-        this.context.logger.warn({ volume: this.name, snapshot, err }, 'a snapshot cut short is settled later');
+        this.context.logger.warn({ volume: this.name, snapshot, err }, 'an operation cut short is settled later');
       })
       .finally(() => (this.settling = false));
   }

@@ -237,6 +237,8 @@ export class ReplicatedDevice extends PassThroughLayer {
   private telling: Promise<void> | undefined;
   private readonly onLocalFailure: ReplicationOptions['onLocalFailure'];
   private readonly growCopy: ReplicationOptions['growCopy'];
+  /** The largest size a copy connected at: above this copy's, a resize whose primary died part way grew that one and not this (settled by the runner). */
+  private largestConnectedBytes = 0;
   /** What open() found unequal and copied, where a former primary may have left the copies unequal. */
   readonly settled: SettledActivity = { comparedBytes: 0, copiedBytes: 0, uncomparedBytes: 0 };
   private readonly checksums: CopyChecksums | undefined;
@@ -301,9 +303,15 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (options.activity) await options.activity.log.reset(options.activity.epoch);
   }
 
+  /** The size of the largest copy, as they connected: larger than this one's after a resize cut short. */
+  get largestCopyBytes(): number {
+    return Math.max(this.sizeBytes, this.largestConnectedBytes);
+  }
+
   /** A connection to a remote, its copy grown first if it is smaller than this one (growCopy). */
   private async connect(remote: Remote): Promise<ReplicaConnection> {
     const connection = await remote.replica.connect();
+    this.largestConnectedBytes = Math.max(this.largestConnectedBytes, connection.sizeBytes);
     if (connection.sizeBytes >= this.sizeBytes) return connection;
     try {
       if (!this.growCopy) throw new Error('nothing here grows copies');
