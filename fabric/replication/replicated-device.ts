@@ -738,10 +738,13 @@ export class ReplicatedDevice extends PassThroughLayer {
    * Resolves once the read lease is held, renewed as often as it takes: a renewal counts from when
    * it was sent, so one that took longer than the lease (a copy's slow disk) leaves it run out, and
    * a read that joined it would otherwise be served on a lease a newer primary may have outlived.
+   * Past READ_LEASE_WAIT_MS the read fails with ESHUTDOWN, not EIO: this node may no longer be the
+   * primary (a promotion under way elsewhere), and its forwarders ask where the primary is and
+   * send the read again, as for a write, within their retry window; EIO would be final for them.
    */
   private async holdReadLease(): Promise<void> {
     const deadline = performance.now() + READ_LEASE_WAIT_MS;
-    const late = () => new IoError('EIO', `not served: the copies did not renew the primary's read lease within ${READ_LEASE_WAIT_MS} ms`);
+    const late = () => new IoError('ESHUTDOWN', `not served: the copies did not renew the primary's read lease within ${READ_LEASE_WAIT_MS} ms`);
     while (!this.leaseHeld()) {
       const left = deadline - performance.now();
       if (left <= 0) throw late();
