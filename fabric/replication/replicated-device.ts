@@ -427,8 +427,17 @@ export class ReplicatedDevice extends PassThroughLayer {
     }
   }
 
-  /** Tells every target the whole log; a target that cannot be told is dropped (it is failing). */
+  /**
+   * Tells every target the whole log; a target that cannot be told is dropped (it is failing). A
+   * member out of the targets is removed first: not told, it could still be promoted (should this
+   * node die before its removal commits) without the extents told now in its record of the log,
+   * while the others hold there a write it lacks (sent, never acknowledged), and serve on unequal.
+   */
   private async tellRound(log: ActivityLog): Promise<void> {
+    const leaving = this.remotes.filter((r) => r.member && r.state === 'out');
+    await Promise.all(leaving.map((r) => this.removed(r, 'it is out'))).catch((err: unknown) => {
+      throw new IoError('EIO', `not acknowledged: a replica out could not be removed from the in-sync set: ${(err as Error).message}`);
+    });
     const notices = this.activityNotices as ActivityNotices;
     const revision = log.revision;
     const extents = log.list();

@@ -473,3 +473,51 @@ test('with notices, a copy has recorded a write\'s extent before the write reach
     await engine.close();
   }
 });
+
+// A member out (its write failed) and not yet removed may still be promoted, and what it recorded of
+// the log lacks what is told after it went out. A write to a new extent sent to the others
+// meanwhile (never acknowledged: it waits for that removal) would stay on them and not on it, should
+// this primary die before the removal commits and it be promoted: copies in the in-sync set unequal
+// where none looks. So such a write waits for the removal before it is told or sent anywhere.
+test('a write to a new extent is sent nowhere while a member out of the targets is not yet removed; once it is, the write goes on', async () => {
+  const VOLUME_BYTES = 64 * MiB;
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
+  const [r1, r2] = await Promise.all([ReplicaNode.start('r1', 'vol', VOLUME_BYTES), ReplicaNode.start('r2', 'vol', VOLUME_BYTES)]);
+  try {
+    const log = ActivityLog.load(path.join(dir, 'vol.activity'));
+    const told: string[] = [];
+    const notices = {
+      async track(to: string, _revision: number, extents: readonly number[]) {
+        told.push(`${to} [${[...extents].sort((a, b) => a - b).join(',')}]`);
+      },
+    };
+    const inSync = new MemoryInSyncSet(['r1', 'r2']);
+    const device = await ReplicatedDevice.open(local, [r1.remote(1), r2.remote(1)], inSync, { activity: { log, epoch: 1, notices } });
+    await device.write(0, Buffer.alloc(4096, 0x11), false);
+    await r2.node.kill9();
+    let commit!: () => void;
+    inSync.hold = new Promise((resolve) => (commit = resolve)); // the store has yet to commit r2's removal
+    const missed = device.write(4096, Buffer.alloc(4096, 0x22), false); // fails on r2: its removal begins
+    await waitFor(() => inSync.removeCalls === 1, 10_000, 10);
+    told.length = 0;
+    let acknowledged = false;
+    const written = device.write(9 * EXTENT, Buffer.alloc(4096, 0x33), false).then(() => (acknowledged = true));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(told).toEqual([]);
+    expect((await r1.readAll(1, 10 * EXTENT))[9 * EXTENT]).toBe(0);
+    expect((await local.read(9 * EXTENT, 4096))[0]).toBe(0);
+    expect(acknowledged).toBe(false);
+
+    commit();
+    await Promise.all([missed, written]);
+    expect(inSync.log).toEqual(['remove r2']);
+    expect(told).toEqual(['r1 [0,9]']);
+    expect((await r1.readAll(1, 10 * EXTENT))[9 * EXTENT]).toBe(0x33);
+    device.close();
+  } finally {
+    r1.closeClients();
+    r2.closeClients();
+    await engine.close();
+  }
+});
