@@ -411,8 +411,10 @@ function queue(s: BrainState, change: RecordChange): void {
   const same = (c: RecordChange) => c.kind === change.kind && c.node === change.node;
   let last = -1;
   s.changes.forEach((c, i) => (last = same(c) ? i : last));
+  // A pending 'out' without diverged takes it on: dropped, the copy would come back by a delta resync.
+  const newer = change.kind === 'resize' || change.kind === 'reverting' || change.kind === 'snapshotting' || (change.kind === 'out' && change.diverged === true && last >= 0 && !(s.changes[last] as typeof change).diverged);
   if (last < 0) s.changes.push(change);
-  else if (change.kind !== 'resize' && change.kind !== 'reverting' && change.kind !== 'snapshotting') return;
+  else if (!newer) return;
   else if (last === 0 && s.sentId !== undefined) s.changes.push(change);
   else if (change.kind === 'resize') s.changes[last] = { ...change, sizeBytes: Math.max(change.sizeBytes, (s.changes[last] as typeof change).sizeBytes) };
   else s.changes[last] = change;

@@ -483,14 +483,15 @@ export class ReplicatedDevice extends PassThroughLayer {
 
   /**
    * A copy that may differ anywhere from the local one (a revert reached it, or failed on it half
-   * done): out from now on, and owed a full copy. Resolves once it is out of the in-sync set.
+   * done): out from now on, and owed a full copy, in the copies' absence logs too (whoever is
+   * promoted next owes it the same). Resolves once both are done.
    */
   async diverged(replicaId: string, reason: string): Promise<void> {
     const remote = this.remotes.find((r) => r.replica.id === replicaId);
     if (!remote) return;
     if (remote.state !== 'out') this.markOut(remote);
     remote.needsFull = true;
-    await this.removed(remote, reason);
+    await Promise.all([this.removed(remote, reason), this.logged(remote, ++remote.misses)]);
   }
 
   /**

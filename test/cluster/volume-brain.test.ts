@@ -296,6 +296,12 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['3', '... even when it was out already (a delta would miss what the revert changed)', primary(record({ b: { state: 'out', lastEpoch: 3 } }), ['b']), [diverged('b')], [
     { txn: 'out:b@10', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3, diverged: true } })] },
   ]],
+  ['3', '... even when its plain out (a failure) waits behind another change: it goes out as diverged', primary(record()), [failed('c'), failed('b'), diverged('b'), committed('out:c@10')], [
+    { txn: 'out:b@11', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3, diverged: true }, c: { state: 'out', lastEpoch: 3 } })] },
+  ]],
+  ['3', '... or is on its way to the store: diverged follows it', primary(record()), [failed('b'), diverged('b'), committed('out:b@10')], [
+    { txn: 'out:b@11', delayMs: undefined, puts: [record({ b: { state: 'out', lastEpoch: 3, diverged: true } })] },
+  ]],
   ['3', '... and a full resync when it is back', primary(record({ b: { state: 'out', lastEpoch: 3 } }), ['b']), [diverged('b'), committed('out:b@10'), { type: 'nodes', nodes: nodes() }, committed('resync:b@11', 12)], [
     { type: 'resync', replica: 'b', kind: 'full' },
   ]],
