@@ -959,7 +959,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
    * is dropped as failing, where 30 s would fail the forwarded clients' writes meanwhile.
    */
   trackAbsenceOn(node: string, volume: string, epoch: number, absent: string, absence: Absence | null): Promise<void> {
-    return this.onNode(node, (client) => client.trackAbsence(volume, epoch, absent, absence), () => this.trackAbsence(volume, epoch, absent, absence), true);
+    return this.onNode(node, (client) => client.trackAbsence(volume, epoch, absent, absence), () => this.trackAbsence(volume, epoch, absent, absence), 'write-path');
   }
 
   /** This node's copy logs what copy `absent` misses (or stops, absence null), at the primary's word (epoch-checked as controlCopy). */
@@ -972,7 +972,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** trackActivity on node: here directly, elsewhere through its API. */
   trackActivityOn(node: string, volume: string, epoch: number, revision: number, extents: readonly number[]): Promise<void> {
-    return this.onNode(node, (client) => client.trackActivity(volume, epoch, revision, extents), () => this.trackActivity(volume, epoch, revision, extents), true);
+    return this.onNode(node, (client) => client.trackActivity(volume, epoch, revision, extents), () => this.trackActivity(volume, epoch, revision, extents), 'write-path');
   }
 
   /** This node's copy records the primary's activity log (epoch-checked as controlCopy). */
@@ -985,7 +985,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** blockChecksums on node: here directly, elsewhere through its API. */
   blockChecksumsOn(node: string, volume: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array> {
-    return this.onNode(node, (client) => client.blockChecksums(volume, epoch, offsetBytes, lengthBytes), () => this.blockChecksums(volume, epoch, offsetBytes, lengthBytes), true);
+    return this.onNode(node, (client) => client.blockChecksums(volume, epoch, offsetBytes, lengthBytes), () => this.blockChecksums(volume, epoch, offsetBytes, lengthBytes), 'write-path');
   }
 
   /**
@@ -1082,15 +1082,17 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /**
    * Runs a call on node: here directly, elsewhere through its control API. fast: the node's address
    * as last seen (the store read only for a node not seen up), a short deadline and a client kept
-   * open, for a call on a write's path.
+   * open. 'write-path', for a call a write waits for (a copy's notices): fast, and a node the store
+   * lists down is tried all the same at its address as last seen. Its lease lapsed says it lost the
+   * store, not its copy, which may take every write still: the call's failure decides.
    */
-  private async onNode<T>(node: string, remote: (client: WeftClient) => Promise<T>, local: () => Promise<T>, fast = false): Promise<T> {
+  private async onNode<T>(node: string, remote: (client: WeftClient) => Promise<T>, local: () => Promise<T>, fast: boolean | 'write-path' = false): Promise<T> {
     if (node === this.self) return local();
     // Its address as it is now (it may have restarted on other ports); as last seen while the store is out of reach.
     const known = fast ? this.controller.node(node) : undefined;
     if (known?.state !== 'up') await this.controller.readNodes().catch(() => undefined);
     const target = this.controller.node(node);
-    if (!target || target.state !== 'up') throw new WeftError('UNAVAILABLE', `node ${node} is down`);
+    if (!target || (target.state !== 'up' && fast !== 'write-path')) throw new WeftError('UNAVAILABLE', `node ${node} is down`);
     const endpoint = `${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`;
     try {
       return await (fast ? this.fastClients.call(node, endpoint, remote) : withClient(new WeftClient(endpoint, NODE_CALL_DEADLINE_MS), remote));

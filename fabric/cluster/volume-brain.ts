@@ -316,7 +316,9 @@ function tendReplicas(s: BrainState, actions: BrainAction[], config: BrainConfig
     if (retryMs <= s.nowMs) queue(s, { kind: 'resync', node: r.node });
     else wakeAt(retryMs);
   }
-  for (const r of others.filter((o) => !isUp(s, o.node) && !replacing(s, o.node))) {
+  // A copy still in sync takes every write (or leaves the set at the first it misses): its node's
+  // contact with the store is no measure of it. The runner checks such copies (checkCopiesOfDownNodes).
+  for (const r of others.filter((o) => !isUp(s, o.node) && o.state !== 'in-sync' && !replacing(s, o.node))) {
     const sinceMs = (s.downSinceMs[r.node] ??= s.nowMs); // a node missing from membership counts as down from now
     if (sinceMs + config.replicaTimeoutMs <= s.nowMs) replace(s, actions, r.node, `node ${r.node} is down past the grace period`);
     else wakeAt(sinceMs + config.replicaTimeoutMs);

@@ -41,6 +41,8 @@ const SERVE_WAIT_MS = 10_000;
 const HAND_OVER_WAIT_MS = 10_000;
 /** A revert or snapshot waits this long for the store to record that it is under way (nothing is done before); a snapshot or resize, that it has ended. */
 const MARK_MS = 10_000;
+/** How often the copies are flushed through while one in sync is on a node the store counts down (checkCopiesOfDownNodes). */
+const COPY_CHECK_MS = 5000;
 /** A snapshot cut short that could not be settled is tried again no sooner than this. */
 const SETTLE_RETRY_MS = 5000;
 /** ... doubling at each failure, up to this. */
@@ -118,6 +120,9 @@ export class VolumeRunner {
   /** settleIfDue: one is under way; none before this time (ms since the epoch). */
   private settling = false;
   private settleAfter = 0;
+  /** checkCopiesOfDownNodes: one is under way; when the last began (ms since the epoch). */
+  private checkingCopies = false;
+  private copiesCheckedAt = 0;
   private settleBackoffMs = 0;
   /**
    * This runner's connections to the copies, as the copies' nodes fence them: each newer one stops
@@ -145,6 +150,28 @@ export class VolumeRunner {
     this.settleWaiters();
     this.settleIfDue();
     this.dropUnnamedCopies();
+    this.checkCopiesOfDownNodes();
+  }
+
+  /**
+   * Serving, with an in-sync copy on a node the store counts down: a flush through every copy, at
+   * most every COPY_CHECK_MS. A copy that takes it stays (its node only lost the store: replacing it
+   * would cost a full copy, with a copy fewer in sync meanwhile); one that does not goes out, and is
+   * replaced once its node has been down past --replica-timeout. An idle volume would otherwise
+   * never find a dead node's copy out, and could lose its last promotable copy with its primary.
+   */
+  private checkCopiesOfDownNodes(): void {
+    const device = this.serving?.device;
+    const record = this.state.record;
+    if (!device || !record || this.checkingCopies || Date.now() < this.copiesCheckedAt + COPY_CHECK_MS) return;
+    const up = (node: string) => this.state.nodes.some((n) => n.id === node && n.up);
+    if (!record.replicas.some((r) => r.state === 'in-sync' && r.node !== this.context.self && !up(r.node))) return;
+    this.checkingCopies = true;
+    this.copiesCheckedAt = Date.now();
+    device
+      .checkCopies()
+      .catch((err: unknown) => this.context.logger.warn({ volume: this.name, err }, 'could not check the copies on nodes the store counts down'))
+      .finally(() => (this.checkingCopies = false));
   }
 
   /** Serving: the copies the record no longer names (replaced) leave the device. */

@@ -765,6 +765,12 @@ export class ReplicatedDevice extends PassThroughLayer {
     }
   }
 
+  /** A flush to every member now, as a renewal of the read lease sends: one that cannot take it leaves the in-sync set. */
+  async checkCopies(): Promise<void> {
+    this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
+    await this.renewing;
+  }
+
   /**
    * A flush to every member; one that cannot take it (or has no connection) leaves the in-sync set
    * first, so that it cannot be promoted. Fails if a copy refuses as fenced (a newer primary

@@ -29,8 +29,8 @@ export interface ChaosNode {
 export class ChaosCluster {
   private constructor(readonly etcd: EtcdCluster, readonly nodes: ChaosNode[]) {}
 
-  /** Starts etcd and `size` weftd (ids n1, n2...), node i advertising 127.0.0.(100+i). */
-  static async start(size = 3): Promise<ChaosCluster> {
+  /** Starts etcd and `size` weftd (ids n1, n2...), node i advertising 127.0.0.(100+i), each with extraArgs besides. */
+  static async start(size = 3, extraArgs: string[] = []): Promise<ChaosCluster> {
     const etcd = await startEtcd(1);
     const [etcdHost, etcdPort] = etcd.endpoints[0].split(':');
     const nodes: ChaosNode[] = [];
@@ -48,7 +48,7 @@ export class ChaosCluster {
         links.push(...peerLinks);
         const weftd = await startWeftd({
           pools: [`ssd:${makeTempDir(`weft-chaos-pool-${id}-`)}:${256 * MiB}`],
-          extraArgs: ['--store', `etcd://127.0.0.1:${etcdLink.port}`, '--node-id', id, '--advertise', advertise, '--nbd-port', String(nbdPort), '--api-port', String(apiPort)],
+          extraArgs: ['--store', `etcd://127.0.0.1:${etcdLink.port}`, '--node-id', id, '--advertise', advertise, '--nbd-port', String(nbdPort), '--api-port', String(apiPort), ...extraArgs],
         });
         if (weftd.nbdPort !== nbdPort) throw new Error(`weftd ${id} listens on NBD port ${weftd.nbdPort}, not ${nbdPort}`);
         nodes.push({ id, weftd, api: new WeftClient(`127.0.0.1:${apiPort}`), etcdLink, peerLinks, up: true });

@@ -281,7 +281,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { type: 'stop-serving', reason: expect.stringMatching(/refused "out b": this node may no longer hold the primary lease/) },
     { txn: 'release@3', delayMs: undefined, puts: [{ type: 'delete', key: 'volume-leases/pvc' }] },
   ]],
-  ['4', 'the removal committed, the replica\'s node down: nothing more until it is back', primary(record(), ['b']), [failed('b'), committed('out:b@10')], []],
+  ['4', 'the removal committed, the replica\'s node down: nothing more until it is back, or down past the grace period', primary(record(), ['b']), [failed('b'), committed('out:b@10')], [{ type: 'wake', atMs: T0 + TIMEOUT }]],
   ['6', 'the removal committed, the replica\'s node up: a resync at once', primary(record()), [failed('b'), committed('out:b@10')], [
     { txn: 'resync:b@11', delayMs: undefined, puts: [record({ b: { state: 'resyncing', lastEpoch: 3 } })] },
   ]],
@@ -358,31 +358,35 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { type: 'report', health: 'degraded', reason: 'volume pvc: its own copy failed a request the others could serve: pool ssd is full; no other copy is in sync and up to take over' },
   ]],
   ['4', 'a follower leaves it be', follower('b', record()), [localFailed], []],
-  ['7', 'a replica node goes down: a wake for the end of the grace period', primary(record()), [{ type: 'nodes', nodes: nodes('b') }], [{ type: 'wake', atMs: T0 + TIMEOUT }]],
-  ['7', 'down past the grace period: a new copy on a node placement picks among those holding none', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [{ type: 'tick' }, T0 + TIMEOUT]], [
-    { txn: 'replace:b@10', delayMs: undefined, puts: [record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } })] },
+  ['7', 'a replica node goes down, its copy out: a wake for the end of the grace period', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10')], [{ type: 'wake', atMs: T0 + TIMEOUT }]],
+  // It takes every write, or leaves the set at the first it misses: its node lost the store only (the runner checks it).
+  ['7', 'a copy still in sync on a node down past the grace period: not replaced', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [{ type: 'tick' }, T0 + TIMEOUT]], []],
+  ['7', 'down past the grace period: a new copy on a node placement picks among those holding none', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10'), [{ type: 'tick' }, T0 + TIMEOUT]], [
+    { txn: 'replace:b@11', delayMs: undefined, puts: [record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } })] },
   ]],
-  ['7', 'two copies down past the grace period: each replaced, on a node of its own', primary(record(), ['b', 'c']), [[{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@10')], [
+  ['7', 'two copies down past the grace period: each replaced, on a node of its own', primary(record(), ['b', 'c']), [failed('b'), failed('c'), committed('out:b@10'), committed('out:c@11', 12), [{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@12', 13)], [
     { type: 'resync', replica: 'd', kind: 'full' },
-    { txn: 'replace:c@11', delayMs: undefined, puts: [record({ b: { state: 'failed' }, c: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' }, e: { state: 'resyncing', lastEpoch: 0, replaces: 'c' } })] },
+    { txn: 'replace:c@13', delayMs: undefined, puts: [record({ b: { state: 'failed' }, c: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' }, e: { state: 'resyncing', lastEpoch: 0, replaces: 'c' } })] },
   ]],
   ['7', 'a replacement goes to a zone without a copy, before a roomier node in a zone with one', primary(
     record({}, { replicas: [{ node: 'a', state: 'in-sync' }, { node: 'b', state: 'in-sync' }] })), [
     [{ type: 'nodes', nodes: nodes('b').map((n) => ({ ...n, zone: { a: 'z1', b: 'z2', c: 'z3', d: 'z1', e: 'z2' }[n.id], up: n.id !== 'b' && n.id !== 'c' })) }, T0],
+    failed('b'), committed('out:b@10'),
     [{ type: 'tick' }, T0 + TIMEOUT],
   ], [
     // d (zone z1, beside a) has more room than e (zone z2, where b was): e.
-    { txn: 'replace:b@10', delayMs: undefined, puts: [{ ...record(), replicas: [{ node: 'a', state: 'in-sync' }, { node: 'b', state: 'failed' }, { node: 'e', state: 'resyncing', lastEpoch: 0, replaces: 'b' }] }] },
+    { txn: 'replace:b@11', delayMs: undefined, puts: [{ ...record(), replicas: [{ node: 'a', state: 'in-sync' }, { node: 'b', state: 'failed' }, { node: 'e', state: 'resyncing', lastEpoch: 0, replaces: 'b' }] }] },
   ]],
   ['7', 'two copies down together in a zoned cluster: each replacement to a zone without a copy, on nodes of their own', primary(record()), [
     // a, b, c in zones z1, z2, z3; spares d (z2, roomiest) and e (z3). b and c go: d takes z2, e z3.
     [{ type: 'nodes', nodes: nodes('b', 'c').map((n) => ({ ...n, zone: { a: 'z1', b: 'z2', c: 'z3', d: 'z2', e: 'z3' }[n.id] })) }, T0],
-    [{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@10'),
+    failed('b'), failed('c'), committed('out:b@10'), committed('out:c@11', 12),
+    [{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@12', 13),
   ], [
     { type: 'resync', replica: 'd', kind: 'full' },
-    { txn: 'replace:c@11', delayMs: undefined, puts: [record({ b: { state: 'failed' }, c: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' }, e: { state: 'resyncing', lastEpoch: 0, replaces: 'c' } })] },
+    { txn: 'replace:c@13', delayMs: undefined, puts: [record({ b: { state: 'failed' }, c: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' }, e: { state: 'resyncing', lastEpoch: 0, replaces: 'c' } })] },
   ]],
-  ['7', '... committed: a full copy to it', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@10')], [
+  ['7', '... committed: a full copy to it', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10'), [{ type: 'tick' }, T0 + TIMEOUT], committed('replace:b@11', 12)], [
     { type: 'resync', replica: 'd', kind: 'full' },
   ]],
   ['7', 'the new copy in sync: the old one is dropped, and left for its node to delete', primary(record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } }), ['b']), [{ type: 'resync-finished', replica: 'd' }], [
@@ -404,7 +408,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['7', 'back up within the grace period: resynced, not replaced', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10'), [{ type: 'nodes', nodes: nodes() }, T0 + TIMEOUT / 2]], [
     { txn: 'resync:b@11', delayMs: undefined, puts: expect.anything() },
   ]],
-  ['7', 'no node to place a new copy on: degraded, and why', primary(record(), ['b', 'd', 'e']), [[{ type: 'tick' }, T0 + TIMEOUT]], [
+  ['7', 'no node to place a new copy on: degraded, and why', primary(record(), ['b', 'd', 'e']), [failed('b'), committed('out:b@10'), [{ type: 'tick' }, T0 + TIMEOUT]], [
     { type: 'report', health: 'degraded', reason: expect.stringMatching(/cannot replace the copy on b .*: 1 replicas need 1 nodes .*; 0 qualify \(d is down; e is down\)/) },
   ]],
   ['7', 'an operator asks for a replacement', primary(record()), [{ type: 'replace', replica: 'c' }], [{ txn: 'replace:c@10', delayMs: undefined, puts: expect.anything() }]],
