@@ -2,6 +2,7 @@
 // transactions, leases and watches, under the key prefix "weft/". Every call has a deadline.
 
 import { performance } from 'node:perf_hooks';
+import type { Metadata } from '@grpc/grpc-js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { circuitBreaker, ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, handleWhen, noop, retry } from 'cockatiel';
 import {
@@ -77,6 +78,7 @@ export class EtcdStore implements ClusterStore {
       },
       grpcOptions: GRPC_OPTIONS,
     });
+    requireLeader(client);
     const store = new EtcdStore(client, endpoints, timeoutMs);
     try {
       await store.revision();
@@ -197,14 +199,15 @@ export class EtcdStore implements ClusterStore {
 
   /** Clients bound to one member each, whose every call (streams too) ends within the store's deadline: no retries, no host shut out. */
   private memberClients(): Etcd3[] {
-    this.members ??= this.endpoints.map(
-      (endpoint) =>
+    this.members ??= this.endpoints.map((endpoint) =>
+      requireLeader(
         new Etcd3({
           hosts: `http://${endpoint}`,
           defaultCallOptions: () => ({ deadline: Date.now() + this.timeoutMs }),
           faultHandling: { global: noop, host: () => noop },
           grpcOptions: GRPC_OPTIONS,
         }),
+      ),
     );
     return this.members;
   }
@@ -409,4 +412,26 @@ class EtcdLease extends StoreLease {
     this.release();
     this.lost(error);
   }
+}
+
+/**
+ * Has etcd serve the client's calls only on a member that has a leader (gRPC metadata
+ * "hasleader: true", as etcd's Go client sends with WithRequireLeader). Without it, a member cut off
+ * from the others answers its clients on: a watch through it goes silent without ending (the node
+ * misses a primary's death: no failover while it lasts), and single calls wait out their deadline.
+ * With it, etcd refuses new calls there at once and ends the watches after a few election timeouts,
+ * and the store's owners read again and watch anew through another member. etcd3 has no option for
+ * it: the metadata every call takes is extended where etcd3 makes it (its connection pool's
+ * authenticator, etcd3 1.1).
+ */
+function requireLeader(client: Etcd3): Etcd3 {
+  const authenticator = (client as unknown as { pool?: { authenticator?: { getMetadata?: () => Promise<Metadata> } } }).pool?.authenticator;
+  const getMetadata = authenticator?.getMetadata?.bind(authenticator);
+  if (!authenticator || !getMetadata) throw new Error('etcd3 has changed: its connection pool has no authenticator to carry "hasleader" (see requireLeader)');
+  authenticator.getMetadata = async () => {
+    const metadata = (await getMetadata()).clone();
+    metadata.set('hasleader', 'true');
+    return metadata;
+  };
+  return client;
 }

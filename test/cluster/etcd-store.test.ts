@@ -182,6 +182,27 @@ describe('on a 3-member etcd', () => {
     }
   });
 
+  // A member cut off from the others (here: the others stopped) still answers its clients, but
+  // hears of no change: a watch there went silent, never ended, and a node watching through it
+  // missed a primary's death (no failover) for as long as that lasted. The store asks etcd to
+  // require a leader: such a watch ends, and its owner reads again and watches anew elsewhere.
+  it('a watch through a member that has lost its leader ends, with an error, instead of going silent', async () => {
+    const alone = 2;
+    const store = await EtcdStore.open([cluster.endpoints[alone]], 3000);
+    try {
+      let ended: Error | undefined;
+      const watch = await store.watch('volumes/', { onError: (error) => (ended = error) }, () => undefined);
+      for (const member of [0, 1]) cluster.signal(member, 'SIGSTOP');
+      await waitFor(() => ended !== undefined, 20_000, 100);
+      expect(ended?.message).toMatch(/leader|watch/);
+      await watch.close();
+    } finally {
+      for (const member of [0, 1]) cluster.signal(member, 'SIGCONT');
+      await cluster.healthy();
+      await store.close();
+    }
+  });
+
   it('works on with one member killed; with two, a lease is lost and a put fails, both within bounds', async () => {
     const store = await EtcdStore.open(cluster.endpoints, 3000);
     try {
