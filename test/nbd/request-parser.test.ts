@@ -29,6 +29,11 @@ function parse(stream: Buffer, cuts: number[], maxPayloadBytes = 1 << 20): NbdRe
   return requests;
 }
 
+/** The bytes of memory the buffers behind pieces take, each counted once. */
+function memoryHeld(pieces: Buffer[]): number {
+  return [...new Set(pieces.map((piece) => piece.buffer))].reduce((sum, buffer) => sum + buffer.byteLength, 0);
+}
+
 describe('RequestParser', () => {
   const first = randomBytes(3 * 4096 + 100);
   const second = randomBytes(4096);
@@ -73,6 +78,7 @@ describe('RequestParser', () => {
     const [dripped] = parse(write, [28, ...byteAtATime]);
     expect(Buffer.concat(dripped.payload!).equals(payload)).toBe(true);
     expect(dripped.payload!.length).toBeLessThanOrEqual(64 * 2);
+    expect(memoryHeld(dripped.payload!)).toBeLessThanOrEqual(2 * payload.length + 2048); // not Node's 8 KiB pool slabs, one per piece
 
     const mixed = [28];
     for (let at = 28; at < write.length - 5000; ) mixed.push((at += 3), (at += 5000)); // 3 bytes, then 5000
@@ -90,6 +96,7 @@ describe('ByteReader', () => {
     const held = reader.takeRest();
     expect(Buffer.concat(held).equals(input)).toBe(true);
     expect(held.length).toBeLessThanOrEqual(16 * 2);
+    expect(memoryHeld(held)).toBeLessThanOrEqual(2 * input.length + 2048);
   });
 
   test('reads across pieces joined and not come out exact', async () => {
