@@ -1090,7 +1090,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (node === this.self) return local();
     // Its address as it is now (it may have restarted on other ports); as last seen while the store is out of reach.
     const known = fast ? this.controller.node(node) : undefined;
-    if (known?.state !== 'up') await this.controller.readNodes().catch(() => undefined);
+    // A write's notice goes to a node listed down without asking the store first: its address as
+    // last seen is the one to try, and a store out of reach would hold up every such write.
+    if (known?.state !== 'up' && !(fast === 'write-path' && known)) await this.controller.readNodes().catch(() => undefined);
     const target = this.controller.node(node);
     if (!target || (target.state !== 'up' && fast !== 'write-path')) throw new WeftError('UNAVAILABLE', `node ${node} is down`);
     const endpoint = `${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`;
