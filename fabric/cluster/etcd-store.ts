@@ -199,15 +199,16 @@ export class EtcdStore implements ClusterStore {
 
   /** Clients bound to one member each, whose every call (streams too) ends within the store's deadline: no retries, no host shut out. */
   private memberClients(): Etcd3[] {
-    this.members ??= this.endpoints.map((endpoint) =>
-      requireLeader(
+    // Not requireLeader: a keepalive refused at once during an election (by every member alike)
+    // would lose the node lease over a second's campaign; one that waits is carried to the new leader.
+    this.members ??= this.endpoints.map(
+      (endpoint) =>
         new Etcd3({
           hosts: `http://${endpoint}`,
           defaultCallOptions: () => ({ deadline: Date.now() + this.timeoutMs }),
           faultHandling: { global: noop, host: () => noop },
           grpcOptions: GRPC_OPTIONS,
         }),
-      ),
     );
     return this.members;
   }
@@ -415,16 +416,16 @@ class EtcdLease extends StoreLease {
 }
 
 /**
- * Has etcd serve the client's calls only on a member that has a leader (gRPC metadata
- * "hasleader: true", as etcd's Go client sends with WithRequireLeader). Without it, a member cut off
- * from the others answers its clients on: a watch through it goes silent without ending (the node
- * misses a primary's death: no failover while it lasts), and single calls wait out their deadline.
- * With it, etcd refuses new calls there at once and ends the watches after a few election timeouts,
- * and the store's owners read again and watch anew through another member. etcd3 has no option for
- * it: the metadata every call takes is extended where etcd3 makes it (its connection pool's
- * authenticator, etcd3 1.1).
+ * Has etcd serve the store's calls (the keepalives aside: memberClients) only on a member that has a
+ * leader (gRPC metadata "hasleader: true", as etcd's Go client sends with WithRequireLeader).
+ * Without it, a member cut off from the others answers its clients on: a watch through it goes
+ * silent without ending (the node misses a primary's death: no failover while it lasts), and single
+ * calls wait out their deadline. With it, etcd refuses new calls there at once and ends the watches
+ * after a few election timeouts, and the store's owners read again and watch anew through another
+ * member. etcd3 has no option for it: the metadata every call takes is extended where etcd3 makes
+ * it (its connection pool's authenticator, etcd3 1.1).
  */
-function requireLeader(client: Etcd3): Etcd3 {
+function requireLeader(client: Etcd3): void {
   const authenticator = (client as unknown as { pool?: { authenticator?: { getMetadata?: () => Promise<Metadata> } } }).pool?.authenticator;
   const getMetadata = authenticator?.getMetadata?.bind(authenticator);
   if (!authenticator || !getMetadata) throw new Error('etcd3 has changed: its connection pool has no authenticator to carry "hasleader" (see requireLeader)');
@@ -433,5 +434,4 @@ function requireLeader(client: Etcd3): Etcd3 {
     metadata.set('hasleader', 'true');
     return metadata;
   };
-  return client;
 }
