@@ -198,14 +198,17 @@ export class VolumeRunner {
     const serving = this.serving;
     const snapshot = this.state.record?.snapshotting;
     const resizeCutShort = (s: Serving) => s.device.largestCopyBytes > s.device.sizeBytes;
-    if (!serving || (snapshot === undefined && !resizeCutShort(serving)) || this.settling || Date.now() < this.settleAfter) return;
-    if (this.state.record!.replicas.some((r) => r.state !== 'in-sync' && r.state !== 'failed')) return;
+    const replicas = this.state.record?.replicas ?? [];
+    // A resize needs every copy in sync (controlInTurn), a failed one being replaced too.
+    const resizeDue = serving !== undefined && replicas.every((r) => r.state === 'in-sync') && resizeCutShort(serving);
+    if (!serving || (snapshot === undefined && !resizeDue) || this.settling || Date.now() < this.settleAfter) return;
+    if (replicas.some((r) => r.state !== 'in-sync' && r.state !== 'failed')) return;
     this.settling = true;
     this.inTurn(async () => {
       if (this.serving !== serving) return;
       // A control operation taking it (it marked it) settles it itself.
       if (snapshot !== undefined && this.state.record?.snapshotting === snapshot) await this.dropCutShortSnapshot(serving, snapshot);
-      if (resizeCutShort(serving)) {
+      if (resizeDue && resizeCutShort(serving)) {
         const sizeBytes = serving.device.largestCopyBytes;
         this.context.logger.warn({ volume: this.name, sizeBytes, ownBytes: serving.device.sizeBytes }, 'finishing a resize cut short: a copy was grown, this one not');
         await this.controlInTurn({ type: 'resize', sizeBytes });

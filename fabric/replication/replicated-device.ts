@@ -237,8 +237,6 @@ export class ReplicatedDevice extends PassThroughLayer {
   private telling: Promise<void> | undefined;
   private readonly onLocalFailure: ReplicationOptions['onLocalFailure'];
   private readonly growCopy: ReplicationOptions['growCopy'];
-  /** The largest size a copy connected at: above this copy's, a resize whose primary died part way grew that one and not this (settled by the runner). */
-  private largestConnectedBytes = 0;
   /** What open() found unequal and copied, where a former primary may have left the copies unequal. */
   readonly settled: SettledActivity = { comparedBytes: 0, copiedBytes: 0, uncomparedBytes: 0 };
   private readonly checksums: CopyChecksums | undefined;
@@ -303,15 +301,19 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (options.activity) await options.activity.log.reset(options.activity.epoch);
   }
 
-  /** The size of the largest copy, as they connected: larger than this one's after a resize cut short. */
+  /**
+   * The size of the largest copy connected now, as it connected: larger than this one's when a
+   * resize whose primary died part way grew that one and not this (the runner settles it).
+   */
   get largestCopyBytes(): number {
-    return Math.max(this.sizeBytes, this.largestConnectedBytes);
+    let largest = this.sizeBytes;
+    for (const remote of this.remotes) if (remote.connection && remote.connection.sizeBytes > largest) largest = remote.connection.sizeBytes;
+    return largest;
   }
 
   /** A connection to a remote, its copy grown first if it is smaller than this one (growCopy). */
   private async connect(remote: Remote): Promise<ReplicaConnection> {
     const connection = await remote.replica.connect();
-    this.largestConnectedBytes = Math.max(this.largestConnectedBytes, connection.sizeBytes);
     if (connection.sizeBytes >= this.sizeBytes) return connection;
     try {
       if (!this.growCopy) throw new Error('nothing here grows copies');
