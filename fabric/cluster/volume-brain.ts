@@ -104,6 +104,9 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       const replicaState = stateOf(s, event.replica);
       if (s.role !== 'serving' || (replicaState !== 'in-sync' && replicaState !== 'resyncing')) break;
       queue(s, { kind: 'out', node: event.replica, reason: event.reason });
+      // Its grace period counts its time out of sync: kept in sync while its node was listed down
+      // (it had lost only the store), it starts now, not when the node went down.
+      if (replicaState === 'in-sync' && s.downSinceMs[event.replica] !== undefined) s.downSinceMs[event.replica] = s.nowMs;
       if (replicaState === 'resyncing') {
         s.resyncRetryAtMs[event.replica] = s.nowMs + config.resyncRetryMs;
         if (!event.notItsFault) s.resyncFailingSinceMs[event.replica] ??= s.nowMs;

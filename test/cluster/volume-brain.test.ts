@@ -361,6 +361,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
   ['7', 'a replica node goes down, its copy out: a wake for the end of the grace period', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10')], [{ type: 'wake', atMs: T0 + TIMEOUT }]],
   // It takes every write, or leaves the set at the first it misses: its node lost the store only (the runner checks it).
   ['7', 'a copy still in sync on a node down past the grace period: not replaced', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [{ type: 'tick' }, T0 + TIMEOUT]], []],
+  ['7', 'a copy kept in sync on a node listed down, out later: its grace period counts from then', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, [failed('b'), T0 + TIMEOUT], [committed('out:b@10'), T0 + TIMEOUT]], [{ type: 'wake', atMs: T0 + 2 * TIMEOUT }]],
   ['7', 'down past the grace period: a new copy on a node placement picks among those holding none', primary(record()), [{ type: 'nodes', nodes: nodes('b') }, failed('b'), committed('out:b@10'), [{ type: 'tick' }, T0 + TIMEOUT]], [
     { txn: 'replace:b@11', delayMs: undefined, puts: [record({ b: { state: 'failed' }, d: { state: 'resyncing', lastEpoch: 0, replaces: 'b' } })] },
   ]],
