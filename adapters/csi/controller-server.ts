@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import { WeftApiError, WeftClient } from '../../fabric/api/client';
-import type { VolumeInfo } from '../../fabric/volume/types';
+import type { SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
 import { checkRange, fitsRange, sizeInRange } from './capacity';
 import { clusterCapacity } from './cluster-capacity';
 import { alreadyExists, invalidArgument, notFound, unavailable, unlessNotFound, unlessWeftd } from './errors';
@@ -309,24 +309,40 @@ export class ControllerServer {
         throw alreadyExists(`snapshot name "${request.name}" is taken by a snapshot of volume ${existing.volume}`);
       }
       if (existing) return { snapshot: csiSnapshot(existing) };
-      const info = await this.client.createSnapshot(volume, name).catch(async (err: unknown) => {
-        // A retry whose snapshot the listing above missed (its volume's primary did not answer it):
-        // the volume's own list says whether it is this request's.
-        if (!(err instanceof WeftApiError && err.code === status.ALREADY_EXISTS)) throw err;
-        const made = (await this.client.listSnapshots(volume)).find((s) => s.name === name);
-        if (!made) throw err;
-        return made;
-      });
-      this.logger.info({ volume, snapshot: name }, 'CSI snapshot created');
-      return { snapshot: csiSnapshot(info) };
+      // Where the volume is: the weftd of a volume another node holds alone, too (locate).
+      const found = await this.located(volume);
+      try {
+        const info = await found.client.createSnapshot(volume, name).catch(async (err: unknown) => {
+          // A retry whose snapshot the listing above missed (its volume's primary did not answer it,
+          // or another node holds the volume alone): the volume's own list says whether it is this request's.
+          if (!(err instanceof WeftApiError && err.code === status.ALREADY_EXISTS)) throw err;
+          const made = (await found.client.listSnapshots(volume)).find((s) => s.name === name);
+          if (!made) throw err;
+          return made;
+        });
+        this.logger.info({ volume, snapshot: name, node: found.place.nodeId }, 'CSI snapshot created');
+        return { snapshot: csiSnapshot(info) };
+      } finally {
+        found.close();
+      }
     });
   }
 
+  /**
+   * On the weftd that holds the volume (locate): asked of this one only, the snapshot of a volume
+   * another node holds alone was answered OK and left there. A volume gone leaves its snapshots to
+   * the cluster (kept snapshots), which this weftd deletes.
+   */
   private async deleteSnapshot(request: csi.DeleteSnapshotRequest): Promise<object> {
     const ref = parseSnapshotId(requireString('snapshot_id', request.snapshot_id));
     if (!ref) return {};
     return this.inFlight.run(`snapshot ${ref.snapshot}`, async () => {
-      await unlessNotFound(this.client.deleteSnapshot(ref.volume, ref.snapshot));
+      const found = await this.locate(ref.volume);
+      try {
+        await unlessNotFound((found?.client ?? this.client).deleteSnapshot(ref.volume, ref.snapshot));
+      } finally {
+        found?.close();
+      }
       return {};
     });
   }
@@ -336,10 +352,20 @@ export class ControllerServer {
     const byId = request.snapshot_id ? parseSnapshotId(request.snapshot_id) : undefined;
     const volume = byId?.volume ?? request.source_volume_id;
     const unmatchable = (request.snapshot_id && !byId) || (volume && !isWeftName(volume)) || (byId && request.source_volume_id && request.source_volume_id !== byId.volume);
-    const found = unmatchable ? [] : ((await unlessNotFound(this.client.listSnapshots(volume || undefined))) ?? []);
-    const visible = found.filter((s) => !isCloneSnapshot(s.name) && (!byId || s.name === byId.snapshot)).map(csiSnapshot);
+    const listed = unmatchable ? [] : ((await this.snapshotsOf(volume || undefined)) ?? []);
+    const visible = listed.filter((s) => !isCloneSnapshot(s.name) && (!byId || s.name === byId.snapshot)).map(csiSnapshot);
     const { entries, next_token } = page(visible, (s) => s.snapshot_id, request);
     return { entries: entries.map((snapshot) => ({ snapshot })), next_token };
+  }
+
+  /** The snapshots of volume, asked of the weftd that holds it (locate); every one this weftd lists without a volume. */
+  private async snapshotsOf(volume: string | undefined): Promise<SnapshotInfo[] | undefined> {
+    const found = volume === undefined ? undefined : await this.locate(volume);
+    try {
+      return await unlessNotFound((found?.client ?? this.client).listSnapshots(volume));
+    } finally {
+      found?.close();
+    }
   }
 
   /** This node's place and whether it has pools, asked of weftd once (neither changes while weftd runs). */

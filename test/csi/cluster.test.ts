@@ -299,5 +299,16 @@ test('a volume one node holds alone (made there without replicas, as `weft nomad
   const expanded = await controllerCsi.call('ControllerExpandVolume', { volume_id: 'alone', capacity_range: { required_bytes: 48 * MiB } });
   expect(Number(expanded.capacity_bytes)).toBe(48 * MiB);
   expect((await weftJson<VolumeInfo>(nodeB, ['volume', 'show', 'alone'])).sizeBytes).toBe(48 * MiB);
+  // Its snapshots are made, listed and deleted on node-b: asked of the controller's own weftd, a
+  // CreateSnapshot was NOT_FOUND and a DeleteSnapshot answered OK and left the snapshot there.
+  const { snapshot } = await controllerCsi.call('CreateSnapshot', { source_volume_id: 'alone', name: 'alone-snap' });
+  expect(snapshot).toMatchObject({ source_volume_id: 'alone', ready_to_use: true });
+  expect((await controllerCsi.call('CreateSnapshot', { source_volume_id: 'alone', name: 'alone-snap' })).snapshot.snapshot_id).toBe(snapshot.snapshot_id); // a retry
+  const snapshotsOnB = async () => (await weftJson<{ name: string }[]>(nodeB, ['snapshot', 'list', 'alone'])).map((s) => s.name);
+  expect(await snapshotsOnB()).toEqual(['alone-snap']);
+  const listed = await controllerCsi.call('ListSnapshots', { source_volume_id: 'alone' });
+  expect(listed.entries.map((e: { snapshot: { snapshot_id: string } }) => e.snapshot.snapshot_id)).toEqual([snapshot.snapshot_id]);
+  await controllerCsi.call('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id });
+  expect(await snapshotsOnB()).toEqual([]);
   await deleteVolume('alone'); // it used to answer OK and leave the volume on node-b
 });
