@@ -107,6 +107,13 @@ async function createVolume(context: CommandContext, [name]: [string], options: 
   try {
     await nomad.registerCsiVolume(registrationFor(created, spec, await heldOn(context, created)));
   } catch (error) {
+    // Nomad may have committed a registration whose answer failed (a 5xx, a timeout): asked first,
+    // so that a volume Nomad schedules is not deleted under it.
+    const registered = await nomadVolume(nomad, id).then((volume) => volume ?? null, () => undefined);
+    if (registered && registered.ExternalID === created.name && registered.PluginID === NOMAD_PLUGIN_ID) return registeredOutcome(created, registered, 'created volume');
+    if (registered === undefined) {
+      throw operationFailed(`${(error as Error).message} (Nomad did not say whether it registered it: the new Weft volume "${created.name}" is kept; if nomad volume status ${id} does not show it, weft volume delete ${created.name})`);
+    }
     // Leave nothing behind: the volume was made only to be registered. Or say what is left.
     const undone = await context.client.deleteVolume(created.name).then(
       () => 'was deleted again',

@@ -37,6 +37,11 @@ export class FakeNomad {
   /** By id (allocation ids are unique across namespaces). */
   readonly allocations = new Map<string, Allocation>();
   address = '';
+  /**
+   * A fault: the next registration is stored, then answered with this error (HTTP 500), as when
+   * Nomad's answer is lost after its servers committed it (a leader change, a forwarding timeout).
+   */
+  registerFailsAfterCommit: string | undefined;
   private readonly plugins = new Map<string, CsiPluginStub>();
   private readonly server = http.createServer((request, response) => void this.serve(request, response));
   private index = 100;
@@ -148,6 +153,9 @@ export class FakeNomad {
       if (problem) return fail(500, problem);
     }
     const stored = volumes.map((spec) => this.store(spec, create));
+    const lostAnswer = this.registerFailsAfterCommit;
+    this.registerFailsAfterCommit = undefined;
+    if (lostAnswer) return fail(500, lostAnswer);
     return create ? ok({ Volumes: stored, Warnings: '', Index: this.index, LastContact: 0, KnownLeader: true, NextToken: '' }) : ok();
   }
 

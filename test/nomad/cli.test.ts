@@ -88,6 +88,18 @@ describe('weft nomad volume create', () => {
   });
 });
 
+describe('weft nomad volume create, when Nomad\'s answer to the registration fails', () => {
+  it('keeps the volume Nomad registered all the same (it was deleted under Nomad), and says so', async () => {
+    nomad.registerFailsAfterCommit = 'rpc error: timed out while forwarding to the leader';
+    const result = await weftNomad(['create', 'late-answer', '--size', '16MiB']);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/created volume "late-answer" .*in Nomad as "late-answer" of plugin weft/);
+    expect(nomad.volume('late-answer')).toMatchObject({ ExternalID: 'late-answer', PluginID: 'weft' });
+    expect((await weftd.weft(['volume', 'show', 'late-answer'])).code).toBe(0);
+  });
+});
+
 describe('weft nomad volume register', () => {
   it('registers an existing Weft volume with the capability asked for, once', async () => {
     await weftd.weft(['volume', 'create', 'raw', '--size', '32MiB']);
