@@ -214,7 +214,8 @@ export function stackFor(replica: LocalReplica, ref: VolumeRef, metrics: VolumeM
  * stack has: its clients' I/O is counted on the node they attach to, as everywhere. (The primary
  * does not count what nodes forward to it, so nothing is counted twice.) A handle, as a copy's
  * export is: its requests name it as their owner, so that a client's hard disconnect stops their
- * re-issue as it does there; closing it closes the forwarder, which is this connection's own.
+ * re-issue as it does there; closing it releases the forwarder the volume's clients here share
+ * (VolumeController.remoteExport: the last release closes it).
  */
 function countedForwarder(shared: { forwarder: ForwardingDevice; release: () => void } | undefined, volume: string, metrics: VolumeMetrics | undefined): OpenDevice | undefined {
   if (!shared) return undefined;
