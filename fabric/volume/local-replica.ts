@@ -291,7 +291,8 @@ export class LocalReplica implements VolumeLayer {
       else await metadata.writeOut();
       await pool.writeBlocks(targets, blocks);
     } catch (err) {
-      this.undoIntents(first, count, targets);
+      const landed = inPlace ? await this.landedInPlace(first, targets, crcs) : undefined;
+      this.undoIntents(first, count, targets, landed);
       this.host.writeFinished(firstSeq);
       if (err instanceof IoError) throw err;
       // A full disk (pool or metadata) is ENOSPC to the client, which may retry once there is room.
@@ -320,11 +321,38 @@ export class LocalReplica implements VolumeLayer {
     });
   }
 
-  /** After a failed write: journal the old entries again and give back blocks it allocated. */
-  private undoIntents(first: number, count: number, targets: number[]): void {
+  /**
+   * After a failed write in place: the new checksum of each of its blocks whose new data landed. A
+   * disk may fail a write part way, and a block whose new data landed would fail its old checksum
+   * on every read. A block that cannot be read, or holds neither version, keeps the old checksum
+   * and reads as damaged, which it is.
+   */
+  private async landedInPlace(first: number, targets: number[], crcs: Uint32Array): Promise<(number | undefined)[]> {
+    const { map: head, pool } = this.chain.head;
+    const block = Buffer.allocUnsafe(B);
+    const landed: (number | undefined)[] = [];
+    for (let i = 0; i < targets.length; i++) {
+      if (head.value(first + i) !== targets[i] + FIRST_PHYSICAL) continue;
+      try {
+        await pool.read(targets[i], block);
+        if (crc32c(block) === crcs[i]) landed[i] = crcs[i];
+      } catch {
+        // Unreadable: it keeps its old checksum.
+      }
+    }
+    return landed;
+  }
+
+  /**
+   * After a failed write: journal the entries as they now stand (the old ones, but the new checksum
+   * for a block written in place whose new data landed) and give back blocks it allocated.
+   */
+  private undoIntents(first: number, count: number, targets: number[], landed: (number | undefined)[] = []): void {
     const { map: head, pool, id: headLayer } = this.chain.head;
     for (let i = 0; i < count; i++) {
       const value = head.value(first + i);
+      const landedCrc = landed[i];
+      if (landedCrc !== undefined) head.set(first + i, value, landedCrc);
       this.host.metadata.recordMap(headLayer, first + i, value, head.crc(first + i));
       if (value !== targets[i] + FIRST_PHYSICAL) pool.allocator.freeAfterSync(targets[i], this.host.metadata.lastSeq);
     }
