@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterStore, KeyValue } from '../cluster/cluster-store';
-import { attachClaimKey } from '../cluster/attach-claims';
+import { attachClaimKey, claimHolder } from '../cluster/attach-claims';
 import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
 import { BeginOutcomeUnknownError, beginCreate, createUnderWay, giveUpAbandonedCreates, giveUpCreate, markCopy, recordedIntent, underWay, unmarkCopy, type CreatingNode, type HeldIntent } from '../cluster/create-intent';
 import { addMissedDeletes, everyMissed, missedDeletesKey, missedDeletesPrefix, parseMissed } from '../cluster/missed-deletes';
@@ -517,6 +517,10 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** delete() on the record as read (kv): false if the record changed meanwhile, and nothing was done. */
   private async deleteRecorded(name: string, kv: KeyValue, record: VolumeRecord): Promise<boolean> {
+    // Staged on a node (its attach claim): its clients may be on a node without a copy, which no
+    // copy's node sees. The claim must stay absent until the record is gone (compared below).
+    const claim = await this.store.get(attachClaimKey(name));
+    if (claim) throw failedPrecondition(`volume ${name} is attached on node ${claimHolder(claim.value) ?? '(unknown)'} (staged there): unstage it before deleting`);
     const holders = record.replicas.map((r) => r.node);
     for (const node of holders) await this.onNode(node, (client) => client.deleteCopy(name, true), () => this.deleteCopy(name, true)).catch(skipDownOrNoCopy);
     // Every copy's node, which leaves the key once it holds no snapshot of the volume (at once if it
@@ -530,12 +534,12 @@ export class ClusterVolumes implements ReplicatedVolumes {
       compare: [
         { key: volumeKey(name), target: 'modRevision', op: '=', value: kv.modRevision },
         { key: missedDeletesKey(name), target: 'modRevision', op: '=', value: missed?.modRevision ?? 0 },
+        { key: attachClaimKey(name), target: 'modRevision', op: '=', value: 0 },
       ],
       success: [
         { type: 'delete', key: volumeKey(name) },
         { type: 'delete', key: missedDeletesKey(name) },
         { type: 'delete', key: volumeLeaseKey(name) },
-        { type: 'delete', key: attachClaimKey(name) },
         { type: 'put', key: keptSnapshotsKey(name), value: JSON.stringify(kept) },
         ...holders.map((node) => ({ type: 'put' as const, key: leftoverKey(node, name), value: JSON.stringify({ reason: 'its volume was deleted', createId: record.createId } satisfies Leftover) })),
       ],
@@ -711,7 +715,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** This node's part of a delete; checkOnly: refuses if a client has the copy open, and changes nothing. */
   async deleteCopy(name: string, checkOnly = false): Promise<void> {
     this.refuseClients(name, 'disconnect them first');
-    if (checkOnly) return;
+    if (checkOnly) return this.refuseForwardedClients(name, 'disconnect them first');
     this.controller.forget(name);
     // The primary's replication connections close once it stops serving (it saw the record go).
     const deadline = Date.now() + DRAIN_MS;
@@ -1006,18 +1010,24 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** What refuses the revert of a copy: a client that has it open, a snapshot it lacks, or one of another size (the record's size only grows). */
   private checkRevert(name: string, snapshot: string): void {
     this.refuseClients(name, 'disconnect them before reverting');
-    // Clients of nodes without a copy, which forward to this one, its primary: no copy's node sees
-    // them. (A copy's node keeps its connection open after its clients left; they count there.)
-    const record = this.controller.record(name);
-    const copies = record?.replicas.map((r) => r.node) ?? [];
-    const forwarders = record?.primary === this.self ? this.forwardedFrom(name).filter((node) => !copies.includes(node)) : [];
-    if (forwarders.length > 0) throw failedPrecondition(`volume ${name} is in use by clients on ${forwarders.map((n) => `node ${n}`).join(', ')}, forwarded to its primary ${this.self}: disconnect them before reverting`);
+    this.refuseForwardedClients(name, 'disconnect them before reverting');
     const taken = this.engine.listSnapshots(name).find((s) => s.name === snapshot);
     if (!taken) throw notFound(`snapshot ${name}@${snapshot} is not on node ${this.self}`);
     const { sizeBytes } = this.engine.getVolume(name);
     if (taken.sizeBytes !== sizeBytes) {
       throw failedPrecondition(`volume ${name} was grown to ${sizeBytes} bytes after snapshot ${snapshot} (${taken.sizeBytes} bytes): a replicated volume does not shrink; clone the snapshot instead`);
     }
+  }
+
+  /**
+   * On the primary: refuses if clients of nodes without a copy forward to it (no copy's node sees
+   * them). A copy's node keeps its connection open after its clients left; they count there.
+   */
+  private refuseForwardedClients(name: string, advice: string): void {
+    const record = this.controller.record(name);
+    const copies = record?.replicas.map((r) => r.node) ?? [];
+    const forwarders = record?.primary === this.self ? this.forwardedFrom(name).filter((node) => !copies.includes(node)) : [];
+    if (forwarders.length > 0) throw failedPrecondition(`volume ${name} is in use by clients on ${forwarders.map((n) => `node ${n}`).join(', ')}, forwarded to its primary ${this.self}: ${advice}`);
   }
 
   /** Refuses if a client (anything but a primary's replication, which opens at an epoch) has the copy open on this node. */

@@ -228,6 +228,10 @@ test('a volume is staged on one node at a time: another node is refused, naming 
   await nodeCsi.call('NodeUnstageVolume', { volume_id: id, staging_target_path: stage('a').staging_target_path });
   await nodeBCsi.call('NodeStageVolume', stage('b'));
   expect((await nodeCsi.failure('NodeStageVolume', stage('a'))).details).toContain(`volume ${id} is attached on node node-b`);
+  // Nor is it deleted while staged (a PV released before its node has unstaged it): the CO tries again.
+  const inUse = await controllerCsi.failure('DeleteVolume', { volume_id: id });
+  expect({ code: inUse.code, details: inUse.details }).toEqual({ code: 9, details: expect.stringContaining(`volume ${id} is attached on node node-b (staged there): unstage it before deleting`) });
+  expect((await controllerCsi.call('ControllerGetVolume', { volume_id: id })).volume.volume_id).toBe(id);
   await nodeBCsi.call('NodeUnstageVolume', { volume_id: id, staging_target_path: stage('b').staging_target_path });
 
   // node-a's weftd stopped while staged (its claim ends with its lease), node-b staged it meanwhile:

@@ -47,6 +47,11 @@ export class TcpProxy {
     for (const link of this.links) this.silence(link);
   }
 
+  /** Resets every connection open now (both ends see it close); while cut, new ones are held until heal(). */
+  reset(): void {
+    for (const link of [...this.links]) this.drop(link);
+  }
+
   /** Resets the connections that lived through the cut; new ones flow again. */
   heal(): void {
     this.cutNow = false;
