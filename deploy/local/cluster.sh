@@ -130,6 +130,7 @@ start_etcd() {
   launch etcd etcd --name weft-etcd --data-dir "$DIR/etcd" \
     --listen-client-urls "$client" --advertise-client-urls "$client" \
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" --initial-cluster "weft-etcd=$peer" \
+    --auto-compaction-mode periodic --auto-compaction-retention 1h \
     --logger zap --log-level warn
 }
 

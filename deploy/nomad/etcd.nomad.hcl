@@ -72,6 +72,11 @@ job "weft-etcd" {
           "--initial-cluster", "10.0.0.1=http://10.0.0.1:2380,10.0.0.2=http://10.0.0.2:2380,10.0.0.3=http://10.0.0.3:2380",
           "--initial-cluster-state", "new",
           "--initial-cluster-token", "weft-etcd",
+          # Every node rewrites its record every 10 s: without compaction the history grows until the
+          # backend reaches its quota and etcd refuses every write (failover, create, snapshot).
+          "--auto-compaction-mode", "periodic",
+          "--auto-compaction-retention", "1h",
+          "--quota-backend-bytes", "1073741824",
         ]
       }
 

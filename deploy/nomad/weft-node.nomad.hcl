@@ -8,6 +8,9 @@ job "weft-node" {
   group "node" {
     task "weftd" {
       driver = "docker"
+      # weftd's stop drains its clients and flushes its pools; Nomad's default of 5 s cuts that short
+      # with a SIGKILL, as after a crash. A client's max_kill_timeout (default 30s) caps it.
+      kill_timeout = "30s"
 
       config {
         image        = "ghcr.io/weft-storage/weft:0.1.0"

@@ -98,7 +98,7 @@ export const ENUMS: Record<string, readonly string[]> = {
 /** The API group of each kind the manifests use ("" is core): model names carry only version and kind. */
 export const KIND_GROUPS: Record<string, string> = {
   Namespace: '', ServiceAccount: '', Service: '', Pod: '', PersistentVolumeClaim: '',
-  DaemonSet: 'apps', Deployment: 'apps', StatefulSet: 'apps',
+  DaemonSet: 'apps', Deployment: 'apps', StatefulSet: 'apps', PodDisruptionBudget: 'policy',
   ClusterRole: 'rbac.authorization.k8s.io', ClusterRoleBinding: 'rbac.authorization.k8s.io',
   Role: 'rbac.authorization.k8s.io', RoleBinding: 'rbac.authorization.k8s.io',
   CSIDriver: 'storage.k8s.io', StorageClass: 'storage.k8s.io',

@@ -147,6 +147,27 @@ function checkLiveness(pod: PodSpec): void {
   expect(container(pod, 'liveness-probe').image).toBe(SIDECAR_IMAGES.livenessProbe);
 }
 
+describe('the etcd StatefulSet', () => {
+  const etcdArgs = () => expandedArgs(container(podSpec(find(objects, 'StatefulSet', 'weft-etcd')), 'etcd'));
+
+  it('compacts its history, and its quota leaves room in its claim (else etcd refuses every write once full)', () => {
+    const args = etcdArgs();
+    expect(flagValue(args, '--auto-compaction-mode')).toBe('periodic');
+    expect(flagValue(args, '--auto-compaction-retention')).toMatch(/^\d+[hm]$/);
+    const claim = (find(objects, 'StatefulSet', 'weft-etcd').spec as { volumeClaimTemplates: { spec: { resources: { requests: { storage: string } } } }[] }).volumeClaimTemplates[0];
+    const quota = Number(flagValue(args, '--quota-backend-bytes'));
+    expect(quota).toBeGreaterThan(0);
+    expect(quota).toBeLessThanOrEqual(parseQuantity(claim.spec.resources.requests.storage) / 2);
+  });
+
+  it('has a PodDisruptionBudget that lets a drain evict one member at a time', () => {
+    const budget = find(objects, 'PodDisruptionBudget', 'weft-etcd').spec as { maxUnavailable: number; selector: { matchLabels: Record<string, string> } };
+    expect(budget.maxUnavailable).toBe(1);
+    const labels = (find(objects, 'StatefulSet', 'weft-etcd').spec as { template: { metadata: { labels: Record<string, string> } } }).template.metadata.labels;
+    expect(labels).toMatchObject(budget.selector.matchLabels);
+  });
+});
+
 describe('the node DaemonSet', () => {
   let pod: PodSpec;
   beforeAll(() => (pod = podSpec(find(objects, 'DaemonSet', 'weft-node'))));

@@ -55,6 +55,8 @@ async function pluginTask(file: string, jobName: string): Promise<PluginTask> {
 }
 
 const IP_ADDRESS = 'attr.unique.network.ip-address';
+/** Time for weftd's stop (Nomad's default of 5 s SIGKILLs it midway): the most a client allows by default (max_kill_timeout). */
+const GRACEFUL_STOP = '30s';
 /** The example addresses of the clients that run etcd.nomad.hcl's members. */
 const ETCD_HOSTS = ['10.0.0.1', '10.0.0.2', '10.0.0.3'];
 /** Values Nomad interpolates into task config (node attributes, template env), for parsing the args as weftd would. */
@@ -99,6 +101,7 @@ describe('the node plugin job', () => {
   it('runs weftd on every client as the weft node plugin, privileged, on the host network', async () => {
     const job = await pluginTask('weft-node.nomad.hcl', 'weft-node');
     expect(job.type).toBe('system');
+    expect(job.task.kill_timeout).toBe(GRACEFUL_STOP);
     const args = checkPlugin(job, 'node');
     expect(job.config).toMatchObject({ privileged: true, network_mode: 'host' });
     expect(parseWeftdArgs(args).listen).toBe(NODE_VALUES['attr.unique.network.ip-address']);
@@ -123,6 +126,7 @@ describe('the controller plugin job', () => {
   it('runs weftd as the weft controller plugin, as a service', async () => {
     const job = await pluginTask('weft-controller.nomad.hcl', 'weft-controller');
     expect(job.type).toBe('service');
+    expect(job.task.kill_timeout).toBe(GRACEFUL_STOP);
     checkPlugin(job, 'controller');
   });
 });
@@ -149,6 +153,13 @@ describe('the etcd job', () => {
       expect(initialCluster(args)).toContainEqual([flagValue(args, '--name'), flagValue(args, '--initial-advertise-peer-urls')]);
     }
     expect(initialCluster((await etcdMember(ETCD_HOSTS[0])).args).map(([name]) => name)).toEqual(ETCD_HOSTS);
+  });
+
+  it('compacts its history and sets its quota (else etcd refuses every write once full); real etcd takes the flags below', async () => {
+    const { args } = await etcdMember(ETCD_HOSTS[0]);
+    expect(flagValue(args, '--auto-compaction-mode')).toBe('periodic');
+    expect(flagValue(args, '--auto-compaction-retention')).toMatch(/^\d+[hm]$/);
+    expect(Number(flagValue(args, '--quota-backend-bytes'))).toBeGreaterThan(0);
   });
 
   it('keeps each member\'s data in a host volume and registers its client URL as the service the plugin jobs read', async () => {
