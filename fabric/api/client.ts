@@ -224,7 +224,9 @@ export class WeftClient {
         if (!error) resolve(response as Response);
         // Its own deadline, not another node's that this one passes on (a forwarded call's).
         else if (error.code === grpc.status.DEADLINE_EXCEEDED && deadline !== undefined && Date.now() >= deadline) {
-          reject(new WeftApiError(error.code, `weftd at ${this.endpoint} did not answer within ${this.unaryDeadlineMs! / 1000} s`));
+          // The call goes on there all the same: a change asked for may yet be made.
+          const mayChange = READ_ONLY_CALL.test(method) ? '' : `; ${method} may still be done there: check before trying it again`;
+          reject(new WeftApiError(error.code, `weftd at ${this.endpoint} did not answer within ${this.unaryDeadlineMs! / 1000} s${mayChange}`));
         } else reject(this.toError(error));
       });
     });
@@ -236,6 +238,9 @@ export class WeftClient {
     return new WeftApiError(error.code, message);
   }
 }
+
+/** Calls that change nothing. */
+const READ_ONLY_CALL = /^(Get|List|VolumeStats$|BlockChecksums$|CopySnapshots$)/;
 
 /** ControlCopyRequest's fields for one operation (copyOperation in volume-service.ts reads them back). */
 function controlCopyFields(operation: CopyOperation): Partial<ControlCopyRequest> {

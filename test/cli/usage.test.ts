@@ -83,18 +83,33 @@ describe('an endpoint where no weftd listens', () => {
 });
 
 describe('a weftd that takes the connection and never answers (stuck, or its host gone)', () => {
-  it.each([[['--timeout', '1s']], [[]]])('weft %j volume list gives up after --timeout (WEFT_TIMEOUT), exit 1', async (flags) => {
+  /** Runs fn with the endpoint of a server that accepts connections and says nothing. */
+  async function withSilentServer(fn: (endpoint: string) => Promise<void>): Promise<void> {
     const sockets = new Set<net.Socket>();
-    const server = net.createServer((socket) => void sockets.add(socket)); // accepts, says nothing
+    const server = net.createServer((socket) => void sockets.add(socket));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const endpoint = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
     try {
-      const run = await runWeft(['--endpoint', endpoint, ...flags, 'volume', 'list'], { env: { WEFT_TIMEOUT: '1.5' } });
-      const seconds = flags.length > 0 ? 1 : 1.5;
-      expect(run).toMatchObject({ code: 1, stdout: '', stderr: `weft: weftd at ${endpoint} did not answer within ${seconds} s\n` });
+      await fn(`127.0.0.1:${(server.address() as net.AddressInfo).port}`);
     } finally {
       for (const socket of sockets) socket.destroy();
       server.close();
     }
-  });
+  }
+
+  it.each([[['--timeout', '1s']], [[]]])('weft %j volume list gives up after --timeout (WEFT_TIMEOUT), exit 1', (flags) =>
+    withSilentServer(async (endpoint) => {
+      const run = await runWeft(['--endpoint', endpoint, ...flags, 'volume', 'list'], { env: { WEFT_TIMEOUT: '1.5' } });
+      const seconds = flags.length > 0 ? 1 : 1.5;
+      expect(run).toMatchObject({ code: 1, stdout: '', stderr: `weft: weftd at ${endpoint} did not answer within ${seconds} s\n` });
+    }));
+
+  it('weft volume create, given up, says the change may still be made', () =>
+    withSilentServer(async (endpoint) => {
+      const run = await runWeft(['--endpoint', endpoint, '--timeout', '1s', 'volume', 'create', 'v', '--size', '1MiB']);
+      expect(run).toMatchObject({
+        code: 1,
+        stdout: '',
+        stderr: `weft: weftd at ${endpoint} did not answer within 1 s; CreateVolume may still be done there: check before trying it again\n`,
+      });
+    }));
 });
