@@ -21,6 +21,7 @@ export interface Container {
   env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
   ports?: { name?: string; containerPort: number }[];
   livenessProbe?: { httpGet?: { path: string; port: number | string } };
+  startupProbe?: { httpGet?: { path: string; port: number | string }; periodSeconds?: number; failureThreshold?: number };
   securityContext?: { privileged?: boolean };
   volumeMounts?: { name: string; mountPath: string; mountPropagation?: string; readOnly?: boolean }[];
 }

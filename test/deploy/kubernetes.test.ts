@@ -142,6 +142,10 @@ function checkLiveness(pod: PodSpec): void {
   const weftd = container(pod, 'weftd');
   const probe = weftd.livenessProbe?.httpGet;
   expect(probe?.path).toBe('/healthz');
+  // Not while weftd starts (journal replay, joining etcd): the startup probe, on the same endpoint, allows minutes.
+  const startup = weftd.startupProbe;
+  expect(startup?.httpGet).toEqual(weftd.livenessProbe?.httpGet);
+  expect((startup?.periodSeconds ?? 10) * (startup?.failureThreshold ?? 3)).toBeGreaterThanOrEqual(300);
   const port = typeof probe?.port === 'number' ? probe.port : weftd.ports?.find((candidate) => candidate.name === probe?.port)?.containerPort;
   expect(flagValue(container(pod, 'liveness-probe').args ?? [], '--health-port')).toBe(String(port));
   expect(container(pod, 'liveness-probe').image).toBe(SIDECAR_IMAGES.livenessProbe);
