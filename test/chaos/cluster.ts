@@ -127,6 +127,25 @@ export class ChaosCluster {
     return shown;
   }
 
+  /**
+   * Deletes the volume through its primary while the other nodes' connections to the primary are
+   * reset (new ones held until the delete is done): a node that forwards a client to it, which the
+   * primary refuses the delete for, has no connection to it at that moment.
+   */
+  async deleteUnseenByForwarders(primary: ChaosNode, volume: string): Promise<void> {
+    for (const link of primary.peerLinks) {
+      link.cut();
+      link.reset();
+    }
+    try {
+      // Again while the primary has not yet seen the connection close, or its store client does not answer.
+      const deleted = () => primary.api.deleteVolume(volume).then(() => true, (err: Error) => (/forwarded to its primary|did not answer/.test(err.message) ? false : Promise.reject(err)));
+      await waitFor(deleted, 30_000, 200);
+    } finally {
+      for (const link of primary.peerLinks) link.heal();
+    }
+  }
+
   async kill9(node: ChaosNode): Promise<void> {
     node.up = false;
     await node.weftd.kill9();

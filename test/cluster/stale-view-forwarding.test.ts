@@ -220,11 +220,10 @@ test('a node cut from etcd never forwards an attachment of a deleted volume to a
     forwarder.etcdLink.cut();
     // Deleted and made again, primary on the same node: the forwarder's stale record still names it.
     // Its connection to the primary is cut first: a primary that sees it refuses the delete.
-    await deleteUnseen(primary, name);
+    await c.deleteUnseenByForwarders(primary, name);
     await untilAnswered(() => primary.api.createVolume({ name, sizeBytes: 16 * MiB, replicas: 2, locality: primary.id }));
     const made = await c.waitForVolume(name, (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'made again and served');
     expect(made.replication!.primary).toBe(primary.id);
-    for (const link of primary.peerLinks) link.heal();
 
     await expect(client.write(4096, Buffer.alloc(4096, 0x22), true)).rejects.toThrow();
     const reader = await NbdClient.connect({ host: '127.0.0.1', port: primary.weftd.nbdPort, exportName: name });
@@ -242,7 +241,6 @@ test('a node cut from etcd never forwards an attachment of a deleted volume to a
   } finally {
     client.close();
     forwarder.etcdLink.heal();
-    for (const link of primary.peerLinks) link.heal();
   }
 });
 
@@ -255,14 +253,13 @@ test('a client of a node without a copy whose connection to the primary was cut 
   const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: name, timeoutMs: CLIENT_TIMEOUT_MS });
   try {
     await client.write(0, Buffer.alloc(4096, 0x11), true);
-    await deleteUnseen(primary, name);
+    await c.deleteUnseenByForwarders(primary, name);
     // The forwarder sees the record go: ESHUTDOWN, not its 30 s of retries for a primary it cannot reach.
     const startedAt = Date.now();
     await expect(client.write(4096, Buffer.alloc(4096, 0x22), true)).rejects.toThrow(/error 108|ESHUTDOWN/);
     expect(Date.now() - startedAt).toBeLessThan(10_000);
   } finally {
     client.close();
-    for (const link of primary.peerLinks) link.heal();
   }
 });
 
@@ -368,27 +365,6 @@ async function twoCopiesServed(c: ChaosCluster, name: string): Promise<{ before:
   await untilAnswered(() => c.nodes[0].api.createVolume({ name, sizeBytes: 16 * MiB, replicas: 2, locality: c.nodes[0].id }));
   const before = (await c.waitForVolume(name, (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
   return { before, forwarder: c.nodes.find((n) => !before.replicas.some((r) => r.node === n.id))! };
-}
-
-/**
- * Deletes the volume through its primary once the primary's links from other nodes are cut and reset
- * (left cut): a forwarder's connection to it is gone, and a primary that still saw one would refuse.
- */
-async function deleteUnseen(primary: ChaosCluster['nodes'][number], name: string): Promise<void> {
-  for (const link of primary.peerLinks) {
-    link.cut();
-    link.reset();
-  }
-  // The primary may take a moment to see the forwarder's connection close.
-  await waitFor(
-    () =>
-      untilAnswered(() => primary.api.deleteVolume(name)).then(
-        () => true,
-        (err: Error) => (/forwarded to its primary/.test(err.message) ? false : Promise.reject(err)),
-      ),
-    10_000,
-    100,
-  );
 }
 
 /** call, again while it fails because the node's store client does not answer (for up to 30 s). */
