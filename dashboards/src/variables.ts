@@ -22,8 +22,12 @@ function labelValues(name: string, title: string, series: string, label: string,
     .includeAll(multi);
 }
 
-/** weftd nodes: the scrape's instance label of every target that serves weft_ families. */
-export const nodeVariable = () => labelValues('node', 'Node', 'weft_nbd_connections', 'instance');
+/**
+ * weftd nodes: the instance label of every weft scrape target (the jobs WeftNodeDown watches), up or
+ * down. From a weft_ family, a node down for longer than the range would drop out of the list, and
+ * "Nodes down" would count it no more.
+ */
+export const nodeVariable = () => labelValues('node', 'Node', 'up{job=~"weft.*"}', 'instance');
 export const classVariable = () => labelValues('class', 'Class', 'weft_pool_capacity_bytes{instance=~"$node"}', 'class');
 export const namespaceVariable = () =>
   labelValues('namespace', 'Namespace', 'weft_volume_info{class=~"$class", orchestrator="kubernetes"}', 'namespace');

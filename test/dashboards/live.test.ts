@@ -8,6 +8,7 @@ import path from 'node:path';
 import { renderDashboards } from '../../dashboards/src/generate';
 import { WeftClient } from '../../fabric/api/client';
 import { startEtcd } from '../helpers/etcd';
+import { freePort } from '../helpers/free-port';
 import { startPrometheus, type PrometheusHandle, type PromSeries } from '../helpers/prometheus';
 import { damageBlock, qemuIo, settled, startNodes, weftJson } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
@@ -28,6 +29,7 @@ const EMPTY_HERE: Record<string, string> = {
 describe('dashboard queries on a real Prometheus', () => {
   let prometheus: PrometheusHandle;
   let variables: Record<string, string>;
+  let down: string;
 
   beforeAll(async () => {
     const etcd = await startEtcd(1);
@@ -56,7 +58,9 @@ describe('dashboard queries on a real Prometheus', () => {
     await qemuIo(primary.weftd.nbdUri('plain'), ['write -P 0x3c 0 4k', 'flush']);
     damageBlock(primary.poolDir, Buffer.alloc(4096, 0x3c));
 
-    const instances = nodes.map((node) => `127.0.0.1:${node.weftd.metricsPort}`);
+    // And a node down since before any range (nothing listens at its address).
+    down = `127.0.0.1:${await freePort()}`;
+    const instances = [...nodes.map((node) => `127.0.0.1:${node.weftd.metricsPort}`), down];
     prometheus = await startPrometheus(instances);
     // I/O spread over several scrapes, so that rates and increases have two samples or more.
     for (let round = 0; round < 6; round++) {
@@ -118,7 +122,13 @@ describe('dashboard queries on a real Prometheus', () => {
     expect(budget.map((one) => [one.metric.nomad_job, one.metric.alloc, one.metric.class, Number(one.value[1])])).toEqual([['web', '5b3f0c1e-7a2d-4c8e-9f10-2b6d4e8a1c3f', 'ssd', 1]]);
   });
 
-  test('the variables list this cluster: both nodes, class ssd, the pod\'s namespace and the pod, the Nomad job, the volumes', async () => {
+  test('"Nodes down" counts the node that has been down all along', async () => {
+    const panel = (JSON.parse(renderDashboards().get('cluster-overview.json')!).panels as Panel[]).find((p) => p.title === 'Nodes down')!;
+    const [count] = await prometheus.query(interpolate(panel.targets![0].expr));
+    expect(Number(count.value[1])).toBe(1);
+  });
+
+  test('the variables list this cluster: every node (the one down too), class ssd, the pod\'s namespace and the pod, the Nomad job, the volumes', async () => {
     const list = JSON.parse(renderDashboards().get('workload-sla.json')!).templating.list.concat(
       JSON.parse(renderDashboards().get('volume-detail.json')!).templating.list.filter((v: { name: string }) => v.name === 'volume'));
     const values: Record<string, string[]> = {};
@@ -135,5 +145,6 @@ describe('dashboard queries on a real Prometheus', () => {
       job: ['web'],
       volume: ['cache', 'plain', 'rep'],
     });
+    expect(values.node).toContain(down);
   });
 });
