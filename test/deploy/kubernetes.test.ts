@@ -205,6 +205,10 @@ describe('the node DaemonSet', () => {
 
   it('restarts weftd when the CSI Probe fails', () => checkLiveness(pod));
 
+  it('is updated node by node by hand (OnDelete): a rolling update would end the attachments of every node in turn', () => {
+    expect((find(objects, 'DaemonSet', 'weft-node').spec as { updateStrategy?: { type?: string } }).updateStrategy?.type).toBe('OnDelete');
+  });
+
   it('takes each node\'s zone from its well-known zone label, reading the Node named by spec.nodeName', () => {
     const weftd = container(pod, 'weftd');
     const config = parseWeftdArgs(expandedArgs(weftd));
