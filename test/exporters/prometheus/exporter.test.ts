@@ -150,6 +150,24 @@ describe('a weftd cluster scraped under I/O', () => {
     }
   });
 
+  it('gives two publications that name no workload (two Mesos tasks) one series, not the same series twice', async () => {
+    const api = new WeftClient(`127.0.0.1:${primary.apiPort}`);
+    try {
+      await api.recordAttachment({
+        volume: 'rep', nodeId: primary.nodeId, devicePath: '/dev/loop7', method: 'nbdfuse-loop', stagingPath: '/staging/rep',
+        workloads: [{ orchestrator: 'unknown', targetPath: '/mesos/a/target' }, { orchestrator: 'unknown', targetPath: '/mesos/b/target' }],
+      });
+      const exposition = await (await fetch(`http://127.0.0.1:${primary.metricsPort}/metrics`)).text();
+      const info = exposition.split('\n').filter((line) => line.startsWith('weft_volume_info{') && line.includes('orchestrator="unknown"'));
+      expect(info).toHaveLength(1);
+      const writes = exposition.split('\n').filter((line) => line.startsWith('weft_workload_operations_total{') && line.includes('orchestrator="unknown"') && line.includes('operation="write"'));
+      expect(writes).toHaveLength(1);
+    } finally {
+      await api.removeAttachment('rep', primary.nodeId).catch(() => undefined);
+      api.close();
+    }
+  });
+
   it('counts the I/O of a pod attached through a node without a copy there, and not again on the primary it forwards to', async () => {
     const forwarder = await startWeftd({ pools: ['none'], extraArgs: ['--store', etcd.storeSpec, '--node-id', 'n3', '--advertise', '127.0.0.1'] });
     const api = new WeftClient(`127.0.0.1:${forwarder.apiPort}`);
