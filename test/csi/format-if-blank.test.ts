@@ -100,3 +100,25 @@ test('a device that reads as empty (size 0, not attached as it should be) is ref
   expect(formatted.stderr).toMatch(/reads as empty \(size 0\).*refusing to format it/);
   expect(fs.statSync(device).size).toBe(0);
 });
+
+test("a blank device is formatted while every thread of weftd's pool is busy (its reads of a volume attached on the node would wait for weftd itself)", async () => {
+  const dir = makeTempDir('weft-format-');
+  const device = path.join(dir, 'device');
+  fs.writeFileSync(device, Buffer.alloc(0));
+  fs.truncateSync(device, 64 * MiB);
+  // Each open of a FIFO without a writer holds one of the pool's 2 threads until the process ends.
+  const fifos = [0, 1].map((i) => path.join(dir, `fifo-${i}`));
+  for (const fifo of fifos) expect((await run('mkfifo', [fifo])).code).toBe(0);
+  // The process ends once the pool's threads are let go (a writer opens each FIFO): Node joins them at exit.
+  const script = [
+    `const fs = require('node:fs');`,
+    `const fifos = ${JSON.stringify(fifos)};`,
+    `for (const fifo of fifos) fs.promises.open(fifo, 'r');`,
+    `const end = (code) => { for (const fifo of fifos) fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)); process.exitCode = code; };`,
+    `const timer = setTimeout(() => { console.error('formatIfBlank did not finish within 20 s'); end(2); }, 20000);`,
+    `require(${JSON.stringify(MOUNT_MODULE)}).formatIfBlank(${JSON.stringify(device)}, 'ext4').then(() => { clearTimeout(timer); end(0); }, (err) => { clearTimeout(timer); console.error(err.message); end(1); });`,
+  ].join('\n');
+  const result = await run(process.execPath, ['-e', script], { env: { ...process.env, UV_THREADPOOL_SIZE: '2' } });
+  expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(await uuidOf(device)).toMatch(/^[0-9a-f-]{36}$/);
+});

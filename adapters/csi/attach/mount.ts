@@ -4,7 +4,6 @@
 import { mkdir, open, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isAllZero } from '../../../fabric/buffers';
 import { failedPrecondition } from '../../../fabric/errors';
 import { deviceSizeBytes } from './devices';
 import { probeTool, runTool, ToolError } from './exec';
@@ -22,7 +21,6 @@ export interface FilesystemStats {
 
 const UNMOUNT_ATTEMPTS = 10;
 const UNMOUNT_RETRY_MS = 200;
-const PROBE_BYTES = 1024 * 1024;
 /** mkfs, fsck and resize of a large filesystem take a while. */
 const SLOW_TOOL_TIMEOUT_MS = 300_000;
 /**
@@ -67,21 +65,14 @@ async function probeSignature(device: string): Promise<Record<string, string> | 
 }
 
 /**
- * Whether the device's first MiB (all of a smaller device) reads as zeroes. Read to the end of that
- * span or of the device: a read that stops short (a failing device) must not make zeroes of what it
- * did not read. A read that fails throws; a device that reads nothing at all (size 0) is refused.
+ * Whether the device's first MiB (all of a smaller device) reads as zeroes, read in a process of its
+ * own (start-is-zero.ts says why). A read that fails throws; a device that reads nothing at all
+ * (size 0) is refused.
  */
 async function startIsZero(device: string): Promise<boolean> {
-  const file = await open(device, 'r');
-  try {
-    const buf = Buffer.alloc(PROBE_BYTES);
-    let read = 0;
-    for (let got = -1; read < PROBE_BYTES && got !== 0; read += got) got = (await file.read(buf, read, PROBE_BYTES - read, read)).bytesRead;
-    if (read === 0) throw failedPrecondition(`${device} reads as empty (size 0): it is not attached as it should be; refusing to format it`);
-    return isAllZero(buf.subarray(0, read));
-  } finally {
-    await file.close();
-  }
+  const result = await probeTool(process.execPath, [path.join(__dirname, 'start-is-zero.js'), device]);
+  if (result.exitCode !== 0) throw failedPrecondition(`cannot read the start of ${device}: ${result.stderr.trim() || 'the read did not finish'}`);
+  return result.stdout.trim() === 'zero';
 }
 
 /** Mounts device at target (created if missing); a no-op if device is already mounted there. */
