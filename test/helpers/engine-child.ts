@@ -19,6 +19,8 @@ export interface Faults {
   code: 'ENOSPC' | 'EIO';
   calls: ('write' | 'sync')[];
   files: 'metadata' | 'pool';
+  /** Only the next write of more than one block fails (EIO), after landing its first block. */
+  tornOnce?: boolean;
 }
 
 export type EngineCommand =
@@ -46,7 +48,8 @@ async function main(): Promise<void> {
     if (!faults) return;
     faulty.affects = faults.files === 'pool' ? isPoolFile : isMetadataFile;
     faulty.calls = new Set(faults.calls);
-    if (faults.code === 'ENOSPC') faulty.diskFull = true;
+    if (faults.tornOnce) faulty.tearNext = 1;
+    else if (faults.code === 'ENOSPC') faulty.diskFull = true;
     else faulty.failureRate = 1;
   };
   const engine = await LocalEngine.open({ ...JSON.parse(process.argv[2]), logger: pino({ level: 'silent' }) });

@@ -1,10 +1,10 @@
 // A fault-injecting file layer for tests: writes and syncs of chosen files (the metadata files,
 // optionally the pool files) fail with EIO at random or on demand, or with ENOSPC while the "disk is
 // full", which can be switched off again, like a full disk that gets space back. A failed call does
-// nothing: the file is left as it was.
+// nothing (the file is left as it was), except a torn write (tearNext), which lands its first block.
 
 import * as fs from 'fs';
-import type { Pieces } from '../../fabric/pieces';
+import { slicePieces, totalBytes, type Pieces } from '../../fabric/pieces';
 import { FileOpsLayer } from './file-ops-layer';
 import type { Prng } from './prng';
 
@@ -15,6 +15,9 @@ const ERRNO: Record<FaultCode, number> = { EIO: -5, ENOSPC: -28 };
 export const isMetadataFile = (file: string): boolean => file.includes('/meta/');
 /** A pool member's backing file. */
 export const isPoolFile = (file: string): boolean => /\/weft-pool-[^/]*\.img$/.test(file);
+
+/** What lands of a torn write: its first block. */
+const TORN_BYTES = 4096;
 
 type FaultySyscall = 'write' | 'writev' | 'fdatasync' | 'fsync' | 'ftruncate';
 
@@ -32,6 +35,11 @@ export class FaultyFileOps extends FileOpsLayer {
    * disk that fills up in the middle of a write, and one at or past it fails with ENOSPC (writeSync).
    */
   roomEndsAt = Infinity;
+  /**
+   * The next this many writes of an affected file longer than one 4 KiB block land their first block
+   * only, then fail with EIO: a disk that fails part way through a write.
+   */
+  tearNext = 0;
   /** Failures injected so far. */
   injected = 0;
   private readonly planned: FaultCode[] = [];
@@ -47,7 +55,7 @@ export class FaultyFileOps extends FileOpsLayer {
 
   /** Whether any fault may still be injected. */
   get active(): boolean {
-    return this.diskFull || this.failureRate > 0 || this.planned.length > 0;
+    return this.diskFull || this.failureRate > 0 || this.planned.length > 0 || this.tearNext > 0;
   }
 
   /** Ends every fault: the disk is healthy again. */
@@ -55,6 +63,7 @@ export class FaultyFileOps extends FileOpsLayer {
     this.diskFull = false;
     this.failureRate = 0;
     this.planned.length = 0;
+    this.tearNext = 0;
   }
 
   override writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
@@ -65,11 +74,21 @@ export class FaultyFileOps extends FileOpsLayer {
   }
 
   override writevSync(fd: number, pieces: Pieces, position: number): number {
+    if (this.tears(fd, pieces)) {
+      this.below.writevSync(fd, slicePieces(pieces, 0, TORN_BYTES), position);
+      throw this.injectedError('EIO', 'writev', fs.readlinkSync(`/proc/self/fd/${fd}`));
+    }
     this.throwIfFaulty(fd, 'writev');
     return this.below.writevSync(fd, pieces, position);
   }
 
   override writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void {
+    if (this.tears(fd, pieces)) {
+      this.below.writevSync(fd, slicePieces(pieces, 0, TORN_BYTES), position);
+      const torn = this.injectedError('EIO', 'writev', fs.readlinkSync(`/proc/self/fd/${fd}`));
+      setImmediate(() => done(torn, 0));
+      return;
+    }
     const fault = this.fault(fd, 'writev');
     if (fault) setImmediate(() => done(fault, 0));
     else this.below.writev(fd, pieces, position, done);
@@ -89,6 +108,13 @@ export class FaultyFileOps extends FileOpsLayer {
   override ftruncateSync(fd: number, length: number): void {
     this.throwIfFaulty(fd, 'ftruncate');
     this.below.ftruncateSync(fd, length);
+  }
+
+  /** Whether this write is to be torn (tearNext); counts it. */
+  private tears(fd: number, pieces: Pieces): boolean {
+    if (this.tearNext === 0 || totalBytes(pieces) <= TORN_BYTES || !this.affects(fs.readlinkSync(`/proc/self/fd/${fd}`))) return false;
+    this.tearNext--;
+    return true;
   }
 
   private throwIfFaulty(fd: number, syscall: FaultySyscall): void {

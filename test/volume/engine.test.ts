@@ -13,9 +13,8 @@ import { Metadata } from '../../fabric/volume/metadata';
 import type { VolumeEngine } from '../../fabric/volume/types';
 import { DATA_OFFSET_BYTES } from '../../fabric/store/pool-member';
 import { openExport } from '../helpers/open-devices';
-import { FileOpsLayer } from '../helpers/file-ops-layer';
-import { isPoolFile } from '../helpers/faulty-fs';
-import { slicePieces, totalBytes, type Pieces } from '../../fabric/pieces';
+import { FaultyFileOps, isPoolFile } from '../helpers/faulty-fs';
+import { Prng } from '../helpers/prng';
 
 const MiB = 1024 * 1024;
 const logger = pino({ level: 'silent' });
@@ -405,39 +404,11 @@ describe('checksums', () => {
   });
 });
 
-/**
- * A disk that fails a write of more than one block of a pool file part way: the first block lands,
- * then EIO, as a failing disk may do.
- */
-class TornPoolWrite extends FileOpsLayer {
-  armed = false;
-
-  override writevSync(fd: number, pieces: Pieces, position: number): number {
-    if (this.tears(fd, pieces)) {
-      this.below.writevSync(fd, slicePieces(pieces, 0, 4096), position);
-      throw Object.assign(new Error('EIO: i/o error (injected after the first block)'), { code: 'EIO' });
-    }
-    return this.below.writevSync(fd, pieces, position);
-  }
-
-  override writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void {
-    if (!this.tears(fd, pieces)) return this.below.writev(fd, pieces, position, done);
-    this.below.writevSync(fd, slicePieces(pieces, 0, 4096), position);
-    setImmediate(() => done(Object.assign(new Error('EIO: i/o error (injected after the first block)'), { code: 'EIO' }), 0));
-  }
-
-  private tears(fd: number, pieces: Pieces): boolean {
-    if (!this.armed || totalBytes(pieces) < 2 * 4096 || !isPoolFile(fs.readlinkSync(`/proc/self/fd/${fd}`))) return false;
-    this.armed = false;
-    return true;
-  }
-}
-
 describe('a write in place (the pool full) that the disk fails part way', () => {
-  let torn: TornPoolWrite | undefined;
+  let faults: FaultyFileOps | undefined;
   afterEach(() => {
-    torn?.uninstall();
-    torn = undefined;
+    faults?.uninstall();
+    faults = undefined;
   });
 
   test('each block reads back what the disk holds, old or new, with no checksum error, also after a restart', async () => {
@@ -445,11 +416,12 @@ describe('a write in place (the pool full) that the disk fails part way', () => 
     const capacity = e.listPools()[0].capacityBytes;
     await e.createVolume({ name: 'v', sizeBytes: capacity });
     await writeFill(e, 'v', 0, capacity, 0xaa); // every block of the pool in use: a rewrite goes in place
-    torn = new TornPoolWrite().install();
-    torn.armed = true;
+    faults = new FaultyFileOps(new Prng(1)).install();
+    faults.affects = isPoolFile;
+    faults.tearNext = 1; // its first block lands, then EIO
     const device = openExport(e, 'v');
     await expect(device.write(0, Buffer.alloc(2 * 4096, 0xbb), false)).rejects.toMatchObject({ errno: 'EIO' });
-    expect(torn.armed).toBe(false); // the write did go in place, and was torn
+    expect(faults.injected).toBe(1); // the write did go in place, and was torn
     const expected = Buffer.concat([Buffer.alloc(4096, 0xbb), Buffer.alloc(4096, 0xaa)]);
     expect((await device.read(0, 2 * 4096)).equals(expected)).toBe(true);
     await device.flush();

@@ -90,6 +90,23 @@ function fingerprint(): string[] {
 
 const ENOSPC_ON_META_WRITES: Faults = { code: 'ENOSPC', calls: ['write'], files: 'metadata' };
 
+describe('a failing pool disk', () => {
+  test('a write the disk failed part way reads, after kill -9, as it read before: its undo is made durable before the client hears of the failure', async () => {
+    const e = start();
+    await e.ok({ op: 'createVolume', name: 'v', sizeBytes: 4 * MiB });
+    await e.ok({ op: 'write', volume: 'v', offset: 0, length: 64 * 1024, byte: 0xaa });
+    await e.ok({ op: 'flush' });
+    await e.ok({ op: 'faults', faults: { code: 'EIO', calls: ['write'], files: 'pool', tornOnce: true } });
+    // To new blocks (copy-on-write): its journal records reach the file first, then its first block lands, then EIO.
+    const failed = await e.send({ op: 'write', volume: 'v', offset: 0, length: 64 * 1024, byte: 0xbb });
+    expect({ ok: failed.ok, kind: failed.kind }).toEqual({ ok: false, kind: 'EIO' });
+    await crash();
+
+    const after = await reopen();
+    expect(await reads(after, 'v', 0, 64 * 1024, 0xaa)).toBe(true);
+  });
+});
+
 describe('a failing metadata disk', () => {
   test('a trim whose journal write failed is written, in order, by the next FLUSH: its blocks are reused only then, and it survives kill -9', async () => {
     // A pool of 12 MiB: volume b's 12 MiB can only be written by reusing the blocks a's trim freed.
