@@ -97,19 +97,10 @@ async function storeCheck(store: ClusterStore): Promise<ReadinessCheck> {
   }
 }
 
-/**
- * One report per workload of each attachment on this node, with the attached volume's I/O here. Two
- * publications that tell the same (two Mesos tasks: neither is named) make one report: the same
- * labels twice would be one series twice in the scrape, which Prometheus rejects.
- */
+/** One report per workload of each attachment on this node, with the attached volume's I/O here. */
 function workloadsOf(parts: TelemetryParts, io: Map<string, VolumeStats>): WorkloadReport[] {
   const classOf = (volume: string) => (parts.engine.hasVolume(volume) ? parts.engine.getVolume(volume).class : (parts.controller.record(volume)?.class ?? ''));
-  const seen = new Set<string>();
-  const firstTime = ({ stats: _, ...labels }: WorkloadReport) => {
-    const key = JSON.stringify(labels);
-    return !seen.has(key) && Boolean(seen.add(key));
-  };
-  const reports = parts.api.attachments.list({ nodeId: parts.nodeId }).flatMap((attachment) =>
+  return parts.api.attachments.list({ nodeId: parts.nodeId }).flatMap((attachment) =>
     attachment.workloads.map((w) => ({
       volume: attachment.volume,
       class: classOf(attachment.volume),
@@ -123,5 +114,4 @@ function workloadsOf(parts: TelemetryParts, io: Map<string, VolumeStats>): Workl
       stats: io.get(attachment.volume),
     })),
   );
-  return reports.filter(firstTime);
 }

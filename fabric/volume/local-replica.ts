@@ -286,18 +286,21 @@ export class LocalReplica implements VolumeLayer {
       start = i;
     }
     this.host.writeStarted(firstSeq);
+    let dataMayHaveLanded = false;
     try {
       if (inPlace) await metadata.sync();
       else await metadata.writeOut();
+      dataMayHaveLanded = pool.lostError === undefined; // a lost pool writes nothing
       await pool.writeBlocks(targets, blocks);
     } catch (err) {
       const landed = inPlace ? await this.landedInPlace(first, targets, crcs) : undefined;
       this.undoIntents(first, count, targets, landed);
       this.host.writeFinished(firstSeq);
-      // Made durable before the client hears of the failure: its records are in the journal file,
-      // and part of its data may have landed, which a crash would bring back by checksum (another
-      // client's FLUSH may make those records durable), unlike what reads return from now on.
-      await metadata.sync().catch(() => undefined);
+      // The undo is made durable, if the journal can be synced, before the client hears of the
+      // failure: the write's records are in the journal file, and part of its data may have landed,
+      // which a crash would bring back by checksum (another client's FLUSH may have made those
+      // records durable), unlike what reads return from now on.
+      if (dataMayHaveLanded) await metadata.sync().catch(() => undefined);
       if (err instanceof IoError) throw err;
       // A full disk (pool or metadata) is ENOSPC to the client, which may retry once there is room.
       throw new IoError((err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'ENOSPC' : 'EIO', `volume ${this.name}: write failed: ${(err as Error).message}`);
