@@ -45,16 +45,30 @@ export function ioFamilies<S extends IoSeries>(prefix: string, series: () => S[]
  */
 export function workloadFamilies(telemetry: NodeTelemetry): ScrapedFamily[] {
   const workloadLabels = (w: WorkloadReport): Labels => ({ volume: w.volume, orchestrator: w.orchestrator, namespace: w.namespace, pod: w.pod, alloc: w.alloc, task: w.task });
+  const infoLabels = (w: WorkloadReport): Labels => ({ ...workloadLabels(w), class: w.class, node: telemetry.nodeId, pvc: w.pvc, job: w.job, nomad_job: w.job });
   return [
     simple('weft_volume_info', 'The workloads of each volume attached on this node (value 1), to join on by volume.', 'gauge', () =>
-      telemetry.workloads().map((w) => ({ labels: { ...workloadLabels(w), class: w.class, node: telemetry.nodeId, pvc: w.pvc, job: w.job, nomad_job: w.job }, value: 1 })),
+      distinctBy(telemetry.workloads(), infoLabels).map((w) => ({ labels: infoLabels(w), value: 1 })),
     ),
     ...ioFamilies(
       'weft_workload',
-      () => telemetry.workloads().flatMap((w) => (w.stats ? [{ volume: w.volume, stats: w.stats, workload: w }] : [])),
+      () => distinctBy(telemetry.workloads(), workloadLabels).flatMap((w) => (w.stats ? [{ volume: w.volume, stats: w.stats, workload: w }] : [])),
       (io) => workloadLabels(io.workload),
     ),
   ];
+}
+
+/**
+ * The first of the workloads with the same labels: two publications that tell the same (two Mesos
+ * tasks, neither named) would give one series twice in the scrape, which Prometheus rejects. They
+ * share the attachment's counts all the same.
+ */
+function distinctBy(workloads: WorkloadReport[], labels: (w: WorkloadReport) => Labels): WorkloadReport[] {
+  const seen = new Set<string>();
+  return workloads.filter((w) => {
+    const key = JSON.stringify(labels(w));
+    return !seen.has(key) && Boolean(seen.add(key));
+  });
 }
 
 export function volumeFamilies(telemetry: NodeTelemetry): ScrapedFamily[] {
