@@ -138,8 +138,14 @@ export class ChaosCluster {
       link.reset();
     }
     try {
-      // Again while the primary has not yet seen the connection close, or its store client does not answer.
-      const deleted = () => primary.api.deleteVolume(volume).then(() => true, (err: Error) => (/forwarded to its primary|did not answer/.test(err.message) ? false : Promise.reject(err)));
+      // Again while the primary has not yet seen the connection close, or its store client does not
+      // answer (a call it did not answer may have deleted it: then it is gone).
+      let tries = 0;
+      const deleted = () =>
+        primary.api.deleteVolume(volume).then(
+          () => true,
+          (err: Error) => (/forwarded to its primary|did not answer/.test(err.message) ? false : tries > 0 && /is not in the cluster/.test(err.message) ? true : Promise.reject(err)),
+        ).finally(() => tries++);
       await waitFor(deleted, 30_000, 200);
     } finally {
       for (const link of primary.peerLinks) link.heal();

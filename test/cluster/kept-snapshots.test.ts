@@ -176,7 +176,7 @@ test('a revert is refused while the volume is attached on a node (its attach cla
   expect((await n1.weftd.weft(['snapshot', 'delete', 'r@before'])).code).toBe(0);
 });
 
-test("a volume deleted while a client of a node without a copy has it open: that node's connection to the primary goes, and a volume made again under the name is not held up by it", async () => {
+test("a volume deleted while a client of a node without a copy has it open (its connection to the primary cut just then): a volume made again under the name is not held up by that node, whose client gets ESHUTDOWN", async () => {
   await cluster.createOnN1('g', 16 * MiB, 1);
   const n1 = cluster.node('n1');
   const elsewhere = cluster.node('n2'); // no copy: it forwards to n1

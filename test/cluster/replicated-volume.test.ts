@@ -338,6 +338,7 @@ describe('replicated volumes on etcd', () => {
     let deleted = await nodes[0].weft(['volume', 'delete', 'r3']);
     await waitFor(async () => deleted.code === 0 || ((deleted = await nodes[0].weft(['volume', 'delete', 'r3'])).code === 0), 10_000, 200);
     expect(deleted.stderr).toBe('');
-    for (const node of nodes) expect((await weftJson<VolumeInfo[]>(node, ['volume', 'list'])).map((v) => v.name)).not.toContain('r3');
+    // Each node lists from its view of the store, which follows a moment later.
+    for (const node of nodes) await waitFor(async () => !(await weftJson<VolumeInfo[]>(node, ['volume', 'list'])).some((v) => v.name === 'r3'), 10_000, 100);
   });
 });

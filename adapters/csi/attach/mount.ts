@@ -4,7 +4,7 @@
 import { mkdir, open, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { failedPrecondition } from '../../../fabric/errors';
+import { failedPrecondition, WeftError } from '../../../fabric/errors';
 import { deviceSizeBytes } from './devices';
 import { probeTool, runTool, ToolError } from './exec';
 
@@ -70,8 +70,10 @@ async function probeSignature(device: string): Promise<Record<string, string> | 
  * (size 0) is refused.
  */
 async function startIsZero(device: string): Promise<boolean> {
-  const result = await probeTool(process.execPath, [path.join(__dirname, 'start-is-zero.js'), device]);
-  if (result.exitCode !== 0) throw failedPrecondition(`cannot read the start of ${device}: ${result.stderr.trim() || 'the read did not finish'}`);
+  const result = await probeTool(process.execPath, [path.join(__dirname, 'start-is-zero.js'), device], { timeoutMs: SLOW_TOOL_TIMEOUT_MS });
+  // Not answered in time (the volume's primary away): the CO tries the stage again.
+  if (result.exitCode === null) throw new WeftError('UNAVAILABLE', `the start of ${device} could not be read within ${SLOW_TOOL_TIMEOUT_MS / 1000} s`);
+  if (result.exitCode !== 0) throw failedPrecondition(`cannot read the start of ${device}: ${result.stderr.trim()}`);
   return result.stdout.trim() === 'zero';
 }
 
