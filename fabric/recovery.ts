@@ -7,6 +7,7 @@ import * as path from 'path';
 import type { Logger } from 'pino';
 import type { WeftdConfig } from './config';
 import { releaseLock, takeLock } from './store/data-dir-lock';
+import { fsyncDir } from './store/file-io';
 import { LocalEngine } from './volume/local-engine';
 import { reportLoss } from './volume/metadata-recovery';
 
@@ -25,6 +26,9 @@ export async function recoverDataDir(config: WeftdConfig, acceptLoss: boolean, l
     if (outcome !== 'accept') return outcome;
     copy = `${metaDir}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
     fs.cpSync(metaDir, copy, { recursive: true, preserveTimestamps: true });
+    // Durable before the start below writes new metadata and drops the old journals.
+    syncTree(copy);
+    fsyncDir(path.dirname(copy));
   } finally {
     releaseLock(config.dataDir); // the engine takes it again
   }
@@ -34,6 +38,24 @@ export async function recoverDataDir(config: WeftdConfig, acceptLoss: boolean, l
   await engine.close();
   print(`Recovered: ${volumes} volume(s) and ${snapshots} snapshot(s) remain. The damaged metadata is kept in ${copy}. Start weftd as usual.`);
   return 0;
+}
+
+/** fsyncs every file and directory under dir, dir too. */
+function syncTree(dir: string): void {
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const file = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      syncTree(file);
+      continue;
+    }
+    const fd = fs.openSync(file, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  fsyncDir(dir);
 }
 
 /** Prints what is wrong and what would be lost; an exit code, or 'accept' to go on with --accept-loss. */
