@@ -208,15 +208,10 @@ test('a client of a third node, cut from etcd with the old primary, has its writ
 });
 
 test('a node cut from etcd never forwards an attachment of a deleted volume to another volume made since under its name', async () => {
-  cluster ??= await ChaosCluster.start(3);
-  const c = cluster;
   const name = 'again';
-  const { before, forwarder } = await twoCopiesServed(c, name);
-  const primary = c.node(before.primary);
   // Short: the forwarder keeps looking for the old volume until its client is gone (a hard disconnect).
-  const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: name, timeoutMs: 8000 });
+  const { c, primary, forwarder, client } = await clientOfThirdNode(name, 8000);
   try {
-    await client.write(0, Buffer.alloc(4096, 0x11), true);
     forwarder.etcdLink.cut();
     // Deleted and made again, primary on the same node: the forwarder's stale record still names it.
     // Its connection to the primary is cut first: a primary that sees it refuses the delete.
@@ -245,14 +240,9 @@ test('a node cut from etcd never forwards an attachment of a deleted volume to a
 });
 
 test('a client of a node without a copy whose connection to the primary was cut when the volume was deleted: its next request fails at once', async () => {
-  cluster ??= await ChaosCluster.start(3);
-  const c = cluster;
   const name = 'gone';
-  const { before, forwarder } = await twoCopiesServed(c, name);
-  const primary = c.node(before.primary);
-  const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: name, timeoutMs: CLIENT_TIMEOUT_MS });
+  const { c, primary, client } = await clientOfThirdNode(name, CLIENT_TIMEOUT_MS);
   try {
-    await client.write(0, Buffer.alloc(4096, 0x11), true);
     await c.deleteUnseenByForwarders(primary, name);
     // The forwarder sees the record go: ESHUTDOWN, not its 30 s of retries for a primary it cannot reach.
     const startedAt = Date.now();
@@ -365,6 +355,16 @@ async function twoCopiesServed(c: ChaosCluster, name: string): Promise<{ before:
   await untilAnswered(() => c.nodes[0].api.createVolume({ name, sizeBytes: 16 * MiB, replicas: 2, locality: c.nodes[0].id }));
   const before = (await c.waitForVolume(name, (v) => allInSync(v) && v.replication!.epoch > 0, 30_000, 'served')).replication!;
   return { before, forwarder: c.nodes.find((n) => !before.replicas.some((r) => r.node === n.id))! };
+}
+
+/** A volume of two copies (twoCopiesServed), and a client of it on the third node, its first write acknowledged there. */
+async function clientOfThirdNode(name: string, timeoutMs: number) {
+  cluster ??= await ChaosCluster.start(3);
+  const c = cluster;
+  const { before, forwarder } = await twoCopiesServed(c, name);
+  const client = await NbdClient.connect({ host: '127.0.0.1', port: forwarder.weftd.nbdPort, exportName: name, timeoutMs });
+  await client.write(0, Buffer.alloc(4096, 0x11), true);
+  return { c, primary: c.node(before.primary), forwarder, client };
 }
 
 /** call, again while it fails because the node's store client does not answer (for up to 30 s). */
