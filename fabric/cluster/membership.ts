@@ -152,6 +152,16 @@ export class Membership {
   private async claimAlive(lease: StoreLease, deadline: number): Promise<void> {
     const alive: Alive = { instance: this.instance, startedAt: this.startedAt };
     for (;;) {
+      const clash = await this.addressClash();
+      if (clash) {
+        if (Date.now() < deadline) {
+          await sleep(250); // perhaps a node that was here before, its lease not lapsed yet
+          continue;
+        }
+        throw failedPrecondition(
+          `node ${clash.node} is up at ${clash.endpoint}, an address this node would advertise: the other nodes would reach that node in this one's place (a primary its own copy as a replica). Give every node an address of its own that the others reach it at (--advertise)`,
+        );
+      }
       const { succeeded } = await this.store.txn({
         compare: [{ key: ALIVE + this.nodeId, target: 'createRevision', op: '=', value: 0 }],
         success: [
@@ -170,6 +180,17 @@ export class Membership {
       }
       await sleep(250);
     }
+  }
+
+  /** Another node that is up and advertises this node's NBD or API address (host:port), if any. */
+  private async addressClash(): Promise<{ node: string; endpoint: string } | undefined> {
+    const endpoints = (n: Pick<NodeRecord, 'address' | 'nbdPort' | 'apiPort'>) => [`${n.address}:${n.nbdPort}`, `${n.address}:${n.apiPort}`];
+    const own = new Set(endpoints(this.describe()));
+    for (const node of await listNodes(this.store)) {
+      const shared = node.id !== this.nodeId && node.state === 'up' ? endpoints(node).find((e) => own.has(e)) : undefined;
+      if (shared) return { node: node.id, endpoint: shared };
+    }
+    return undefined;
   }
 
   /** The lease lapsed (the store was out of reach for too long): other nodes see this one down. */

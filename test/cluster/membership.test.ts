@@ -83,6 +83,20 @@ describe('membership on etcd', () => {
     expect((await nodeList(nodes[0])).find((n) => n.id === 'n3')).toMatchObject({ state: 'up', zone: 'c' });
   });
 
+  test('a weftd advertising the address (host and port) of a node that is up is refused: the others would reach that node in its place', async () => {
+    // It listens elsewhere (127.0.0.2, the same ports), and advertises n1's 127.0.0.1.
+    const n1 = nodes[0];
+    const error = await startWeftd({
+      pools: [`ssd:${makeTempDir('weft-pool-n4-')}:${64 * MiB}`],
+      extraArgs: ['--store', etcd.storeSpec, '--node-id', 'n4', '--listen', '127.0.0.2', '--advertise', '127.0.0.1', '--nbd-port', String(n1.nbdPort), '--api-port', String(n1.apiPort)],
+    }).then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    expect(error?.message).toMatch(new RegExp(`node n1 is up at 127\\.0\\.0\\.1:${n1.nbdPort}, an address this node would advertise.*--advertise`));
+    expect((await nodeList(n1)).map((n) => n.id)).not.toContain('n4');
+  });
+
   test('a node stopped cleanly shows down at once', async () => {
     await nodes[2].stop();
     expect((await nodeList(nodes[0])).find((n) => n.id === 'n3')?.state).toBe('down');
