@@ -15,6 +15,8 @@ import { MESOS_SCHEMA } from './mesos-schema';
 import { checkValue } from './schema';
 import { parseWeftdArgs } from './weftd-args';
 
+const MiB = 1024 * 1024;
+
 const readJson = <T>(file: string): T => JSON.parse(fs.readFileSync(path.join(DEPLOY_DIR, 'mesos', file), 'utf8')) as T;
 
 function problems(value: unknown, type: string): string[] {
@@ -89,6 +91,14 @@ describe('the resource provider', () => {
       expect(config.csi).toEqual({ endpoint, role: 'both' });
       expect(config.dataDir).toBe('/var/lib/weft');
       expect(config.nodeId).toBe(os.hostname());
+    });
+
+    it('fits weftd in the memory Mesos limits it to: its NBD in-flight budget and its initial heap take at most half', () => {
+      const config = parseWeftdArgs(weftdArgv({ [CSI_ENDPOINT_ENV]: `unix://${dir}/csi.sock` }));
+      const heapMiB = Number(/--initial-heap-size=(\d+)/.exec(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'bin', 'weftd'), 'utf8').split('\n')[0])?.[1]);
+      const memMiB = container.resources?.find((resource) => resource.name === 'mem')?.scalar?.value ?? 0;
+      expect(heapMiB).toBeGreaterThan(0);
+      expect(config.maxInflightBytes / MiB + heapMiB).toBeLessThanOrEqual(memMiB / 2);
     });
 
     it('makes weftd refuse to start when Mesos gives no endpoint, rather than serve elsewhere', () => {
