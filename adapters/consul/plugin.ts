@@ -1,7 +1,10 @@
 // Consul service registration as a weftd plugin, loaded with --consul-addr: registers the node's
 // services (services.ts) with the Consul agent, and deregisters them when weftd stops cleanly. An agent
-// that cannot be reached does not stop weftd: it logs a warning and tries again in the background.
+// that cannot be reached, or refuses (an ACL token without service:write), does not stop weftd: it
+// logs a warning and tries again in the background. The ACL token comes from Consul's own variables,
+// CONSUL_HTTP_TOKEN_FILE (read at start) or CONSUL_HTTP_TOKEN, the file first as in Consul's CLI.
 
+import fs from 'node:fs';
 import Consul from 'consul';
 import type { HostPort } from '../../fabric/config';
 import type { DaemonPlugin, PluginContext, StartedPlugin } from '../../fabric/daemon';
@@ -19,11 +22,37 @@ export function consulPlugin(agent: HostPort): DaemonPlugin {
 }
 
 function startRegistration(agent: HostPort, { config, logger, ports, version }: PluginContext): StartedPlugin {
-  const options = { host: agent.host.includes(':') ? `[${agent.host}]` : agent.host, port: agent.port, timeout: REQUEST_TIMEOUT_MS };
+  const token = aclToken(process.env);
+  const options = {
+    host: agent.host.includes(':') ? `[${agent.host}]` : agent.host,
+    port: agent.port,
+    timeout: REQUEST_TIMEOUT_MS,
+    ...(token === undefined ? {} : { defaults: { token } }),
+  };
   const services = weftServices({ nodeId: config.nodeId, version, zone: config.zone, address: config.advertise, ports });
-  const registration = new Registration(new Consul(options), services, logger.child({ agent: `${agent.host}:${agent.port}` }));
+  const registration = new Registration(new Consul(options), services, logger.child({ agent: `${agent.host}:${agent.port}` }), token !== undefined);
   registration.start();
   return { stop: () => registration.stop() };
+}
+
+/**
+ * The ACL token from CONSUL_HTTP_TOKEN_FILE, else CONSUL_HTTP_TOKEN; none when neither is set. A token
+ * file that cannot be read, or holds nothing, stops the start: the registrations would be refused.
+ */
+export function aclToken(env: NodeJS.ProcessEnv): string | undefined {
+  const file = env.CONSUL_HTTP_TOKEN_FILE;
+  if (file) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new Error(`cannot read the Consul token file CONSUL_HTTP_TOKEN_FILE=${file}: ${(error as Error).message}`);
+    }
+    const token = text.trim();
+    if (token === '') throw new Error(`the Consul token file CONSUL_HTTP_TOKEN_FILE=${file} is empty`);
+    return token;
+  }
+  return env.CONSUL_HTTP_TOKEN || undefined;
 }
 
 /** Registers every service, retrying until all are; on stop, deregisters those that were. */
@@ -33,24 +62,38 @@ class Registration {
   private timer?: NodeJS.Timeout;
   private stopped = false;
 
-  constructor(private readonly consul: Consul, private readonly services: ServiceRegistration[], private readonly logger: Logger) {}
+  constructor(
+    private readonly consul: Consul,
+    private readonly services: ServiceRegistration[],
+    private readonly logger: Logger,
+    private readonly hasToken: boolean,
+  ) {}
 
   start(): void {
     this.attempt = this.registerAll(FIRST_RETRY_MS);
   }
 
+  /** At most two agent calls' time (REQUEST_TIMEOUT_MS each): the registration under way, then every deregistration at once. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.attempt; // a registration under way ends before its service is deregistered
-    for (const id of this.registered) {
+    await Promise.all([...this.registered].map(async (id) => {
       try {
         await this.consul.agent.service.deregister(id);
         this.logger.info({ service: id }, 'deregistered from Consul');
       } catch (error) {
-        this.logger.warn({ service: id, err: error }, 'could not deregister from Consul: the agent drops it once its check has been critical for 1m');
+        this.logger.warn({ service: id, err: error }, 'could not deregister from Consul: the agent drops it once its check has been critical for 30m');
       }
-    }
+    }));
+  }
+
+  /** What an operator should do about a refusal for lack of permission (403, Consul's ACLs). */
+  private refusalHint(error: unknown): string {
+    if ((error as { statusCode?: unknown }).statusCode !== 403) return '';
+    return this.hasToken
+      ? ' (403: the ACL token of CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE lacks service:write on the weft-* services, or is unknown to Consul)'
+      : ' (403: the agent enforces ACLs; set CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE to a token with service:write on the weft-* services)';
   }
 
   private async registerAll(retryMs: number): Promise<void> {
@@ -64,7 +107,7 @@ class Registration {
       }
     } catch (error) {
       if (this.stopped) return;
-      this.logger.warn({ err: error, retryInMs: retryMs }, 'cannot register with the Consul agent; weftd serves on and tries again');
+      this.logger.warn({ err: error, retryInMs: retryMs }, `cannot register with the Consul agent${this.refusalHint(error)}; weftd serves on and tries again`);
       this.timer = setTimeout(() => (this.attempt = this.registerAll(Math.min(retryMs * 2, LAST_RETRY_MS))), retryMs);
       this.timer.unref();
     }

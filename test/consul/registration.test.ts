@@ -21,14 +21,20 @@ afterEach(async () => {
   await Promise.all(agents.splice(0).map((agent) => agent.close()));
 });
 
-async function startAgent(port?: number): Promise<FakeConsulAgent> {
-  const agent = await FakeConsulAgent.start(port);
+async function startAgent(port?: number, aclToken?: string): Promise<FakeConsulAgent> {
+  const agent = await FakeConsulAgent.start(port, aclToken);
   agents.push(agent);
   return agent;
 }
 
 const NODE = 'consul-node-1';
-const weftdWith = (consulAddr: string) => startWeftd({ extraArgs: ['--node-id', NODE, '--zone', 'z1', '--consul-addr', consulAddr] });
+const weftdWith = (consulAddr: string, env?: NodeJS.ProcessEnv) =>
+  startWeftd({ extraArgs: ['--node-id', NODE, '--zone', 'z1', '--consul-addr', consulAddr], ...(env ? { env: { ...withoutConsulToken(process.env), ...env } } : {}) });
+
+function withoutConsulToken(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { CONSUL_HTTP_TOKEN: _token, CONSUL_HTTP_TOKEN_FILE: _file, ...rest } = env;
+  return rest;
+}
 const ids = ['weft-nbd', 'weft-api', 'weft-metrics'].map((name) => `${name}-${NODE}`);
 
 function tcpConnects(target: string): Promise<boolean> {
@@ -87,6 +93,77 @@ it('starts while the agent is down, warns, and registers once the agent comes up
   expect(agent.services.get(ids[2])?.Port).toBe(weftd.metricsPort);
   expect(await weftd.stop()).toBe(0);
   expect(agent.services.size).toBe(0);
+});
+
+describe('an agent that enforces ACLs', () => {
+  const TOKEN = 'b1gs3cr3t-7c1e-4a52-9d1e-acl';
+
+  it('registers and deregisters with the token of CONSUL_HTTP_TOKEN', async () => {
+    const agent = await startAgent(undefined, TOKEN);
+    const weftd = await weftdWith(agent.address, { CONSUL_HTTP_TOKEN: TOKEN });
+    await waitFor(() => agent.services.size === 3, 10_000, 50);
+    expect(await weftd.stop()).toBe(0);
+    expect(agent.services.size).toBe(0);
+    expect(agent.log.filter((line) => line.endsWith(' 403'))).toEqual([]);
+  });
+
+  it('reads the token from CONSUL_HTTP_TOKEN_FILE, which comes before CONSUL_HTTP_TOKEN', async () => {
+    const agent = await startAgent(undefined, TOKEN);
+    const file = path.join(makeTempDir(), 'consul-token');
+    fs.writeFileSync(file, `${TOKEN}\n`);
+    const weftd = await weftdWith(agent.address, { CONSUL_HTTP_TOKEN_FILE: file, CONSUL_HTTP_TOKEN: 'not-the-token' });
+    await waitFor(() => agent.services.size === 3, 10_000, 50);
+    expect(await weftd.stop()).toBe(0);
+    expect(agent.services.size).toBe(0);
+  });
+
+  it('without a token: refused with 403, says what to set, serves on and registers nothing', async () => {
+    const agent = await startAgent(undefined, TOKEN);
+    const weftd = await weftdWith(agent.address, {});
+    await waitFor(() => /403: the agent enforces ACLs; set CONSUL_HTTP_TOKEN/.test(weftd.logs()), 10_000, 50);
+    expect(agent.services.size).toBe(0);
+    expect(JSON.parse((await weftd.weft(['node', 'info', '--output', 'json'])).stdout)).toMatchObject({ nodeId: NODE });
+    expect(await weftd.stop()).toBe(0);
+  });
+
+  it('with a token the agent does not know: says the token is refused', async () => {
+    const agent = await startAgent(undefined, TOKEN);
+    const weftd = await weftdWith(agent.address, { CONSUL_HTTP_TOKEN: 'stale-token' });
+    await waitFor(() => /403: the ACL token of CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE lacks service:write/.test(weftd.logs()), 10_000, 50);
+    expect(agent.services.size).toBe(0);
+    expect(await weftd.stop()).toBe(0);
+  });
+
+  it.each([
+    ['a missing file', (dir: string) => path.join(dir, 'absent'), /cannot read the Consul token file CONSUL_HTTP_TOKEN_FILE=.*absent: ENOENT/],
+    ['an empty file', (dir: string) => {
+      const file = path.join(dir, 'empty');
+      fs.writeFileSync(file, '\n');
+      return file;
+    }, /the Consul token file CONSUL_HTTP_TOKEN_FILE=.*empty is empty/],
+  ])('refuses to start with %s in CONSUL_HTTP_TOKEN_FILE', async (_case, makeFile, message) => {
+    const agent = await startAgent(undefined, TOKEN);
+    const dir = makeTempDir();
+    const result = await run(WEFTD_BIN, ['--data-dir', path.join(dir, 'data'), '--nbd-port', '0', '--api-port', '0', '--metrics-port', '0', '--listen', '127.0.0.1', '--consul-addr', agent.address], {
+      env: { ...withoutConsulToken(process.env), CONSUL_HTTP_TOKEN_FILE: makeFile(dir) },
+      timeoutMs: 30_000,
+    });
+    expect(result.code).not.toBe(0);
+    expect(result.signal).toBeNull();
+    expect(result.stderr).toMatch(message);
+    expect(agent.log).toEqual([]);
+  });
+});
+
+it('deregisters every service at once at stop: an agent that hangs delays the stop by one call, not three', async () => {
+  const agent = await startAgent();
+  const weftd = await weftdWith(agent.address);
+  await waitFor(() => agent.services.size === 3, 10_000, 50);
+  agent.hangDeregistrations = true;
+  const stopped = weftd.stop();
+  await waitFor(() => agent.hungDeregistrations === 3, 4_000, 20); // within one call's timeout (5 s)
+  expect(await stopped).toBe(0);
+  expect(weftd.logs()).toMatch(/could not deregister from Consul: the agent drops it once its check has been critical for 30m/);
 });
 
 it('registers no weft-metrics service with --metrics-port off', async () => {

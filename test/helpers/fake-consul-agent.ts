@@ -1,6 +1,9 @@
 // FakeConsulAgent stands in for a Consul agent (none runs here): the service endpoints of its HTTP
 // API, with Consul's paths, field names and status codes, on 127.0.0.1. A registration with an
-// unknown or mistyped field is refused with 400, as Consul refuses a body it cannot decode.
+// unknown or mistyped field is refused with 400, as Consul refuses a body it cannot decode. Started
+// with an ACL token, it acts as an agent whose ACLs deny by default: a request without that token in
+// X-Consul-Token is refused with 403, Consul's "Permission denied" or, for a token it does not
+// know, "ACL not found".
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -85,10 +88,15 @@ export class FakeConsulAgent {
   /** Every request, "METHOD PATH STATUS", in order. */
   readonly log: string[] = [];
   private readonly server = http.createServer((request, response) => void this.serve(request, response));
+  /** Set: deregistrations are not answered (an agent that hangs), and counted here. */
+  hangDeregistrations = false;
+  hungDeregistrations = 0;
 
-  /** Listens on 127.0.0.1:port (0: a free one). */
-  static async start(port = 0): Promise<FakeConsulAgent> {
-    const agent = new FakeConsulAgent();
+  private constructor(private readonly aclToken: string | undefined) {}
+
+  /** Listens on 127.0.0.1:port (0: a free one); with aclToken, only requests carrying it are allowed. */
+  static async start(port = 0, aclToken?: string): Promise<FakeConsulAgent> {
+    const agent = new FakeConsulAgent(aclToken);
     await new Promise<void>((resolve, reject) => agent.server.once('error', reject).listen(port, '127.0.0.1', resolve));
     return agent;
   }
@@ -110,7 +118,14 @@ export class FakeConsulAgent {
     const chunks: Buffer[] = [];
     for await (const chunk of request) chunks.push(chunk as Buffer);
     const url = new URL(request.url ?? '/', 'http://agent');
-    const { status, body } = this.answer(request.method ?? '', url.pathname, Buffer.concat(chunks).toString());
+    if (this.hangDeregistrations && url.pathname.startsWith('/v1/agent/service/deregister/')) {
+      this.hungDeregistrations += 1;
+      return; // closed by close()
+    }
+    const token = request.headers['x-consul-token'];
+    const { status, body } = this.aclToken !== undefined && token !== this.aclToken
+      ? { status: 403, body: token === undefined ? `Permission denied: anonymous token lacks permission 'service:write'. The anonymous token is used implicitly when a request does not specify a token.` : 'ACL not found' }
+      : this.answer(request.method ?? '', url.pathname, Buffer.concat(chunks).toString());
     this.log.push(`${request.method} ${url.pathname} ${status}`);
     response.writeHead(status, { 'Content-Type': typeof body === 'string' ? 'text/plain; charset=utf-8' : 'application/json' });
     response.end(typeof body === 'string' ? body : JSON.stringify(body));
