@@ -42,8 +42,13 @@ export function attachmentService(store: AttachmentStore, volumes: ReplicatedVol
       store.remove(checkName('volume', request.volume), checkName('node_id', request.nodeId));
       return {};
     }),
-    ListAttachments: unary(rpc, (request: wire.ListAttachmentsRequest) => ({
-      attachments: store.list({ volume: checkOptionalName('volume', request.volume), nodeId: checkOptionalName('node_id', request.nodeId) }),
-    })),
+    // Asked about one volume that has no attachment here: NOT_FOUND if no such volume exists (a typo),
+    // rather than an empty list that reads as "not attached".
+    ListAttachments: unary(rpc, (request: wire.ListAttachmentsRequest) => {
+      const volume = checkOptionalName('volume', request.volume);
+      const attachments = store.list({ volume, nodeId: checkOptionalName('node_id', request.nodeId) });
+      if (volume !== undefined && attachments.length === 0) volumes.info(volume);
+      return { attachments };
+    }),
   };
 }

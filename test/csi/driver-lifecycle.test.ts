@@ -255,10 +255,17 @@ describe('AttachmentService', () => {
 
   it('refuses unknown volumes and missing fields; removing is idempotent', async () => {
     expect((await failure(client.recordAttachment({ ...attachment, volume: 'ghost' }))).code).toBe(status.NOT_FOUND);
+    // A typo is not "not attached": listing a volume that does not exist fails.
+    expect((await failure(client.listAttachments({ volume: 'ghost' }))).code).toBe(status.NOT_FOUND);
+    const typo = await weftd.weft(['attachment', 'list', 'ghost']);
+    expect({ code: typo.code, stderr: typo.stderr.trim() }).toEqual({ code: 1, stderr: 'weft: volume ghost does not exist' });
     const noNode = await failure(client.recordAttachment({ ...attachment, nodeId: '' }));
     expect({ code: noNode.code, message: noNode.message }).toEqual({ code: status.INVALID_ARGUMENT, message: 'node_id is required' });
     await client.removeAttachment('attached', 'node-x');
     await client.removeAttachment('attached', 'node-x');
     expect(await client.listAttachments()).toEqual([]);
+    // An existing volume without attachments lists none.
+    expect(await client.listAttachments({ volume: 'attached' })).toEqual([]);
+    expect((await weftd.weft(['attachment', 'list', 'attached'])).stdout.trim()).toBe('no attachments');
   });
 });
