@@ -155,11 +155,15 @@ export class AttachClaims {
   /**
    * Puts the claim, then again while the lease it went on is no longer the node's: a put whose
    * answer came late (the store slow as the lease lapsed) may be on a lease that ended meanwhile,
-   * after setLease carried the claims it knew of to the new one.
+   * after setLease carried the claims it knew of to the new one. With no lease by then, the claim
+   * lapses with the lease it went on, and another node may take the volume: none is held (UNAVAILABLE).
    */
   private async putOnCurrentLease(volume: string): Promise<void> {
     let used = await this.put(volume);
-    while (this.lease !== null && this.lease !== used) used = await this.put(volume);
+    while (this.lease !== used) {
+      if (this.lease === null) throw new WeftError('UNAVAILABLE', `node ${this.node} lost its cluster lease while claiming volume ${volume}; try again`);
+      used = await this.put(volume);
+    }
   }
 
   /** Puts the claim on the node's lease now; resolves with that lease. */

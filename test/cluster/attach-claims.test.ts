@@ -138,6 +138,26 @@ test('a claim whose answer was lost: taken away again, unless the volume is atta
   }
 });
 
+test('a claim whose lease was lost before its answer came is not held: UNAVAILABLE, and not wanted', async () => {
+  let n5: AttachClaims | undefined;
+  // Membership finds the lease lost while the claim's transaction is answered.
+  const losingLease = Object.assign(Object.create(store) as ClusterStore, {
+    txn: async (txn: Txn) => {
+      const result = await store.txn(txn);
+      n5?.setLease(null);
+      return result;
+    },
+  });
+  n5 = new AttachClaims(losingLease, 'n5', inCluster, silent);
+  n5.setLease((await store.grantLease(5)).id);
+  try {
+    await expect(n5.claim('lost')).rejects.toMatchObject({ kind: 'UNAVAILABLE', message: 'node n5 lost its cluster lease while claiming volume lost; try again' });
+    expect(n5.wants('lost')).toBe(false);
+  } finally {
+    n5.close();
+  }
+});
+
 test("a claim value no weftd writes names no node (the primary's fence and the controller skip it)", () => {
   expect(claimHolder('{"node":"n1"}')).toBe('n1');
   for (const value of ['', 'n1', 'null', '{}', '{"node":7}', '{"node":"a/b"}', '[1]']) expect(claimHolder(value)).toBeUndefined();
