@@ -141,6 +141,12 @@ const SCAN_WINDOW_BYTES = 64 * 1024 * 1024;
  */
 const ACTIVITY_LOG_CAP_EXTENTS = 1024;
 /**
+ * Rounds in which a copy about to be a target is told the activity log while changes go on; the
+ * next is told with changes held (tellNewTarget). Writes streaming into new extents, or flushes
+ * letting extents leave, change the log faster than a round (a call and an fdatasync there) ends.
+ */
+const TELL_ROUNDS_UNHELD = 3;
+/**
  * The read lease as this primary counts it, from when it sent the change a copy took: shorter than
  * the copy's (READ_LEASE_MS from when it took it), for clocks that run at other rates.
  */
@@ -452,14 +458,25 @@ export class ReplicatedDevice extends PassThroughLayer {
   /**
    * Tells a remote about to be a target the whole log, again until the log stays as told, and makes
    * it a target (become) in the same step as that last look: an extent added between the two would
-   * reach it with a write, told only to the targets before it.
+   * reach it with a write, told only to the targets before it. After TELL_ROUNDS_UNHELD rounds that
+   * the log outran, the last is told with changes held (no write or flush inside, none let in), so
+   * that it stays as told: else a resync under a steady stream of writes would never begin.
    */
   private async tellNewTarget(remote: Remote, become: () => void): Promise<void> {
     const log = this.activity;
-    if (log && this.activityNotices) {
-      for (let told = -1; told !== log.revision; ) {
+    const notices = this.activityNotices;
+    if (log && notices) {
+      const tell = () => notices.track(remote.replica.id, log.revision, log.list());
+      for (let round = 0, told = -1; told !== log.revision; round++) {
+        if (round === TELL_ROUNDS_UNHELD) {
+          await this.gate.during(async () => {
+            await tell();
+            become();
+          });
+          return;
+        }
         told = log.revision;
-        await this.activityNotices.track(remote.replica.id, told, log.list());
+        await tell();
       }
     }
     become();

@@ -521,3 +521,42 @@ test('a write to a new extent is sent nowhere while a member out of the targets 
     await engine.close();
   }
 });
+
+// A copy about to be a target is told the log again until the log stays as told. Writes streaming
+// into new extents change it during every telling (a call and an fdatasync on the copy): the resync
+// never began, and the volume stayed with one copy fewer for as long as the writes went on.
+test('a copy that returns while writes keep adding extents is told a bounded number of times, then resynced', async () => {
+  const VOLUME_BYTES = 1024 * MiB; // 256 extents: room for a new one at every telling
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
+  const replica = await ReplicaNode.start('r1', 'vol', VOLUME_BYTES);
+  try {
+    const log = ActivityLog.load(path.join(dir, 'vol.activity'));
+    let device: ReplicatedDevice | undefined;
+    let tellings = 0;
+    const streamed: Promise<void>[] = [];
+    const notices = {
+      async track() {
+        // Each telling before it is a target takes a while, and a write to a new extent comes meanwhile.
+        if ((device as ReplicatedDevice).status()[0].state !== 'out') return;
+        tellings += 1;
+        if (tellings < 200) streamed.push((device as ReplicatedDevice).write(tellings * EXTENT, Buffer.alloc(4096, tellings % 251), false));
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      },
+    };
+    device = await ReplicatedDevice.open(local, [replica.remote(1)], new MemoryInSyncSet([]), { activity: { log, epoch: 1, notices } });
+    await device.write(0, Buffer.alloc(4096, 0xee), false);
+    await device.resync('r1', 'full');
+    expect(tellings).toBeLessThanOrEqual(4);
+    await Promise.all(streamed);
+    expect(device.status()[0]).toMatchObject({ state: 'in-sync', behindBytes: 0 });
+    // Every write, those that came while it was told included, is on the copy.
+    const copy = await replica.readAll(1, 5 * EXTENT);
+    for (let extent = 1; extent < 5; extent++) expect(copy[extent * EXTENT]).toBe(extent <= tellings ? extent % 251 : 0);
+    expect(copy[0]).toBe(0xee);
+    device.close();
+  } finally {
+    replica.closeClients();
+    await engine.close();
+  }
+});
