@@ -213,10 +213,17 @@ export class ActivityLog {
 
   private async write(): Promise<void> {
     const extents = [...this.logged.keys()];
-    this.writing = new Set(extents);
+    const writing = new Set(extents);
+    this.writing = writing;
     try {
       await this.recordFile.save({ epoch: this.epochValue, extents } satisfies LogFile);
-      this.saved = this.writing;
+      this.saved = writing;
+    } catch (err) {
+      // The write may have landed and only its sync failed: the file reads as either record now
+      // (after a restart too). Only what both name is surely on disk; an extent that only the old one
+      // named must be saved again before a write to it is sent.
+      this.saved = new Set([...this.saved].filter((extent) => writing.has(extent)));
+      throw err;
     } finally {
       this.writing = undefined;
     }

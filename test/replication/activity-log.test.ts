@@ -17,7 +17,9 @@ import { DirtyMap } from '../../fabric/replication/dirty-map';
 import { PeerActivity } from '../../fabric/replication/peer-activity';
 import type { RemoteReplica } from '../../fabric/replication/remote-replica';
 import { ReplicatedDevice, type AbsenceNotices } from '../../fabric/replication/replicated-device';
+import { FaultyFileOps } from '../helpers/faulty-fs';
 import { FileOpsLayer } from '../helpers/file-ops-layer';
+import { Prng } from '../helpers/prng';
 import { waitFor } from '../helpers/wait-for';
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
 import { ReplicaNode } from '../helpers/replica-node';
@@ -67,6 +69,28 @@ describe('on its own', () => {
     expect(log.enter(0, 1)).toBeUndefined();
     await log.enter(5 * EXTENT, 1);
     expect(runsOf(ActivityLog.load(file))).toEqual([[0, 4], [20, 4]]);
+  });
+
+  test('after a save whose sync failed (the file may hold either record), a write to an extent only the older one named is saved again before it is sent', async () => {
+    const log = ActivityLog.load(file, 0);
+    await log.reset(3);
+    await log.enter(0, 4096);
+    await log.enter(EXTENT, 4096);
+    log.leave(0, 4096);
+    log.leave(EXTENT, 4096);
+    const faults = new FaultyFileOps(new Prng(7)).install();
+    faults.affects = (f) => f === file;
+    faults.calls = new Set(['sync']);
+    try {
+      faults.failNext('EIO');
+      log.flushed(log.flushStarted()); // both leave; the save of the empty log is written, its sync fails
+      await waitFor(() => faults.injected === 1, 5000, 5);
+      expect(runsOf(ActivityLog.load(file))).toEqual([]); // what a restart reads now
+      await log.enter(0, 4096); // extent 0 again
+    } finally {
+      faults.uninstall();
+    }
+    expect(runsOf(ActivityLog.load(file))).toEqual([[0, 4]]);
   });
 
   test('an extent written again soon after it left is hot: flushes keep it, so that a write and flush loop waits for no save', async () => {
