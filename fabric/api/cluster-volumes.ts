@@ -948,13 +948,17 @@ export class ClusterVolumes implements ReplicatedVolumes {
     // A resize checks the size itself as it runs: asked first, only that.
     if (operation.type === 'resize' && operation.checkOnly) this.engine.checkResize(name, operation.sizeBytes);
     if ((operation.type === 'revert' || operation.type === 'resize') && operation.checkOnly) return;
-    await applyTo(copy, operation);
+    await this.engine.fence(name).controlAt(epoch, () => applyTo(copy, operation), (own) => this.staleEpoch(name, own, epoch));
   }
 
   /** Refuses a primary's request at epoch once this node's copy has a newer one. */
   private checkEpoch(name: string, epoch: number): void {
     const own = this.engine.getVolume(name).epoch;
-    if (own > epoch) throw failedPrecondition(`the copy of ${name} on ${this.self} is at epoch ${own}: a primary at epoch ${epoch} is no longer the primary`);
+    if (own > epoch) throw this.staleEpoch(name, own, epoch);
+  }
+
+  private staleEpoch(name: string, own: number, epoch: number): WeftError {
+    return failedPrecondition(`the copy of ${name} on ${this.self} is at epoch ${own}: a primary at epoch ${epoch} is no longer the primary`);
   }
 
   /**

@@ -504,9 +504,8 @@ export class VolumeRunner {
         done.push(node);
       }
       failedOn = undefined;
-      const own = this.context.localFence(this.name).epoch();
-      if (own > serving.epoch) throw failedPrecondition(`volume ${this.name}: this copy is at epoch ${own}, so this node (at ${serving.epoch}) is no longer its primary`);
-      await applyTo(local, operation);
+      const stale = (own: number) => failedPrecondition(`volume ${this.name}: this copy is at epoch ${own}, so this node (at ${serving.epoch}) is no longer its primary`);
+      await this.context.localFence(this.name).controlAt(serving.epoch, () => applyTo(local, operation), stale);
     } catch (err) {
       if (operation.type === 'revert') await this.revertFailed(serving.device, [...done, ...(failedOn ? [failedOn] : [])], err as Error);
       throw err;

@@ -47,6 +47,24 @@ export class EpochFence {
     });
   }
 
+  /**
+   * Runs a control operation (a snapshot, a resize, a revert) that a primary at epoch applies to this
+   * copy as a fenced write runs: refused (stale) once the volume's epoch is past epoch, and a raise
+   * waits for it to end. Checked apart from the gate, a raise under way could commit between the
+   * check and the operation, which would then change a copy that a newer primary already serves.
+   */
+  async controlAt<T>(epoch: number, operation: () => Promise<T>, stale: (current: number) => Error): Promise<T> {
+    const gate = this.gate.enter();
+    if (gate) await gate;
+    try {
+      const current = this.epoch();
+      if (current > epoch) throw stale(current);
+      return await operation();
+    } finally {
+      this.gate.leave();
+    }
+  }
+
   /** A change at the current epoch was taken: its sender may read for READ_LEASE_MS more. */
   vouch(): void {
     this.vouchedUntil = performance.now() + READ_LEASE_MS;

@@ -51,3 +51,31 @@ it('acknowledges the writes of an older connection sent before the raise, refuse
   reader.close();
   old.close();
 });
+
+// A primary's control operation on a copy (snapshot, resize, revert: ClusterVolumes.controlCopy, and
+// the primary's own copy in VolumeRunner.applyEverywhere) runs under the fence, as its writes do:
+// checked apart from it, an operation whose check passed just before a newer primary's raise would
+// run after the raise, on a copy the newer primary serves (a late revert wiping what it resyncs).
+it("a control operation of an older primary is refused once a raise under way commits, and a raise waits for one under way", async () => {
+  const fence = engine.fence('vol');
+  const stale = (current: number) => new Error(`fenced: the copy is at epoch ${current}`);
+  fence.vouch(); // a change was just taken: the raise holds the gate for its read lease (500 ms)
+  const raise = engine.raiseEpoch('vol', 1);
+  await expect(fence.controlAt(0, () => engine.createSnapshot('vol', 'late'), stale)).rejects.toThrow('fenced: the copy is at epoch 1');
+  await raise;
+  expect(engine.listSnapshots('vol')).toEqual([]);
+
+  let finish!: () => void;
+  const running = fence.controlAt(1, () => new Promise<void>((resolve) => (finish = resolve)), stale);
+  let raised = false;
+  const next = engine.raiseEpoch('vol', 2).then(() => (raised = true));
+  await new Promise((resolve) => setTimeout(resolve, 700)); // past any read lease
+  expect(raised).toBe(false);
+  finish();
+  await running;
+  await next;
+  expect(engine.getVolume('vol').epoch).toBe(2);
+  await expect(fence.controlAt(1, () => engine.createSnapshot('vol', 'later'), stale)).rejects.toThrow('fenced: the copy is at epoch 2');
+  await fence.controlAt(2, () => engine.createSnapshot('vol', 'current'), stale);
+  expect(engine.listSnapshots('vol').map((s) => s.name)).toEqual(['current']);
+});
