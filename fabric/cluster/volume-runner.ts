@@ -428,6 +428,13 @@ export class VolumeRunner {
     const missed = await missedDeletes(this.context.store, this.name);
     const late = copies.filter((node) => missed[node]?.includes(snapshot));
     for (const node of late) await this.deleteMissedSnapshots(serving, node, [snapshot]);
+    // The others go too, as far as they can: a copy that missed a delete and stayed in sync (cut
+    // off from the deleting node only) would hold them, unlisted, until it was the primary or resynced.
+    for (const node of copies.filter((n) => missed[n]?.some((name) => name !== snapshot))) {
+      await this.deleteMissedSnapshots(serving, node).catch((err: unknown) =>
+        this.context.logger.warn({ volume: this.name, replica: node, err }, 'could not delete from a copy the snapshots deleted while it was away; the next snapshot tries again'),
+      );
+    }
     const recorded = (this.state.record?.replicas ?? []).map((r) => r.node);
     if (Object.keys(missed).some((node) => !recorded.includes(node))) await clearMissedDeletes(this.context.store, this.name, this.context.self, [], recorded);
     const holders = copies.filter((node, i) => held[i].includes(snapshot) && !late.includes(node));

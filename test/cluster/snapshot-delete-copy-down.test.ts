@@ -39,3 +39,26 @@ test('the node back, its copy has lost it too: a failover to it does not bring i
   expect(await n2.weftd.weft(['snapshot', 'create', 'v', 's'])).toMatchObject({ code: 0 });
   expect((await weftJson<{ name: string }[]>(n1.weftd, ['snapshot', 'list', 'v'])).map((s) => s.name)).toEqual(['s']);
 });
+
+// A copy whose node the deleting node could not reach (its API cut off), while the primary's
+// replication to it went on: it stays in sync, and used to hold the snapshot (listed nowhere, its
+// space kept) until it was the primary or resynced. The next snapshot of any name deletes it there.
+test('a copy in sync that missed a delete loses the snapshot at the next snapshot', async () => {
+  const record = await cluster.waitForVolume('v', allInSync, 60_000, 'in sync');
+  const primary = cluster.node(record.replication!.primary);
+  const copy = cluster.nodes.find((n) => n !== primary)!;
+  const held = async (node: typeof copy) => (await node.api.copySnapshots('v')).map((s) => s.name).sort();
+  expect(await primary.weftd.weft(['snapshot', 'create', 'v', 'm'])).toMatchObject({ code: 0 });
+  const api = copy.peerLinks[1];
+  api.cut();
+  try {
+    expect(await primary.weftd.weft(['snapshot', 'delete', 'v@m'])).toMatchObject({ code: 0 });
+  } finally {
+    api.heal();
+  }
+  expect(await held(copy)).toContain('m'); // it missed the delete ...
+  expect((await cluster.show(primary, 'v'))?.replication?.replicas.map((r) => r.state)).toEqual(['in-sync', 'in-sync']); // ... and is in sync
+  expect(await primary.weftd.weft(['snapshot', 'create', 'v', 'n'])).toMatchObject({ code: 0 });
+  expect(await held(copy)).toEqual(['n', 's']);
+  expect(await held(primary)).toEqual(['n', 's']);
+});
