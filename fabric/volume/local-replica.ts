@@ -7,6 +7,7 @@ import { takeBuffer } from '../buffers';
 import { ChecksumError, IoError } from '../errors';
 import { copyPieces, piecesOf, totalBytes, type Pieces } from '../pieces';
 import type { BlockRun } from '../store/allocator';
+import type { Pool } from '../store/pool';
 import { crc32c, crc32cBlocks, crc32cPieces } from '../store/checksum';
 import { STATUS_MAX_EXTENTS, type Extent, type VolumeLayer, type WriteZeroesOptions } from './block-device';
 import { ABSENT, FIRST_PHYSICAL, ZERO } from './block-map';
@@ -152,7 +153,8 @@ export class LocalReplica implements VolumeLayer {
 
   /**
    * Reads every mapped block in [first, end) and returns the offsets of those whose data does not
-   * match its checksum. Used by `weft volume verify`.
+   * match its checksum, or that the disk fails to read (EIO): each is reported, and the scrub goes
+   * on. Used by `weft volume verify`.
    */
   async scrub(first: number, end: number): Promise<number[]> {
     const release = await this.begin(first, end, false);
@@ -163,8 +165,7 @@ export class LocalReplica implements VolumeLayer {
         const layer = this.chain.layerOf(block);
         const value = layer ? layer.map.value(block) : ABSENT;
         if (!layer || value < FIRST_PHYSICAL) continue;
-        await layer.pool.read(value - FIRST_PHYSICAL, one);
-        if (crc32c(one) !== layer.map.crc(block)) {
+        if (!(await readsBack(layer.pool, value - FIRST_PHYSICAL, one)) || crc32c(one) !== layer.map.crc(block)) {
           bad.push(block * B);
           this.checksumFailed(block * B);
         }
@@ -483,4 +484,15 @@ function fillTargets(targets: number[], runs: readonly BlockRun[]): true {
     left--;
   }
   return true;
+}
+
+/** Reads a block for a scrub: false if the disk fails to read it (EIO, a bad sector); other errors are thrown. */
+async function readsBack(pool: Pool, start: number, buf: Buffer): Promise<boolean> {
+  try {
+    await pool.read(start, buf);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EIO' || (err instanceof IoError && err.errno === 'EIO')) return false;
+    throw err;
+  }
 }

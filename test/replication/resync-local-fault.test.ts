@@ -14,8 +14,7 @@ import { LocalCopyFault, ReplicatedDevice } from '../../fabric/replication/repli
 import type { LocalEngine } from '../../fabric/volume/local-engine';
 import type { LocalReplica } from '../../fabric/volume/local-replica';
 import { corruptInFile, corruptOnDisk } from '../api/api-fixture';
-import { FileOpsLayer } from '../helpers/file-ops-layer';
-import { isPoolFile } from '../helpers/faulty-fs';
+import { FailingPoolReads } from '../helpers/failing-reads';
 import { MemoryInSyncSet } from '../helpers/memory-in-sync-set';
 import { ReplicaNode } from '../helpers/replica-node';
 import { cleanupAll, makeTempDir } from '../helpers/weftd';
@@ -25,30 +24,11 @@ const MiB = 1024 * 1024;
 const VOLUME_BYTES = 8 * MiB;
 const AT = 3 * MiB; // where the block the tests damage lies
 
-/** Reads of pool files fail with EIO while `failing` is set. */
-class FailingReads extends FileOpsLayer {
-  failing = false;
-
-  override readSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
-    if (this.hits(fd)) throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
-    return this.below.readSync(fd, buf, offset, length, position);
-  }
-
-  override read(fd: number, buf: Buffer, offset: number, length: number, position: number, done: (err: NodeJS.ErrnoException | null, read: number) => void): void {
-    if (this.hits(fd)) setImmediate(() => done(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' }), 0));
-    else this.below.read(fd, buf, offset, length, position, done);
-  }
-
-  private hits(fd: number): boolean {
-    return this.failing && isPoolFile(fs.readlinkSync(`/proc/self/fd/${fd}`));
-  }
-}
-
 let engine: LocalEngine | undefined;
 let local: LocalReplica;
 let nodes: ReplicaNode[] = [];
 let device: ReplicatedDevice | undefined;
-let reads: FailingReads | undefined;
+let reads: FailingPoolReads | undefined;
 
 afterEach(async () => {
   reads?.uninstall();
@@ -146,7 +126,7 @@ test('a primary whose disk fails the resync reads hands the volume over to the i
     handedOver.push(reason);
   });
   const away = await lastReplicaOwesTheBlock();
-  reads = new FailingReads().install();
+  reads = new FailingPoolReads().install();
   reads.failing = true;
 
   const failed = await device!.resync(away.id).catch((err: unknown) => err);

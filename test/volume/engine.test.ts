@@ -13,6 +13,7 @@ import { Metadata } from '../../fabric/volume/metadata';
 import type { VolumeEngine } from '../../fabric/volume/types';
 import { DATA_OFFSET_BYTES } from '../../fabric/store/pool-member';
 import { openExport } from '../helpers/open-devices';
+import { FailingPoolReads } from '../helpers/failing-reads';
 import { FaultyFileOps, isPoolFile } from '../helpers/faulty-fs';
 import { Prng } from '../helpers/prng';
 
@@ -401,6 +402,29 @@ describe('checksums', () => {
     expect(e2.getVolume('v1').checksumErrors).toBe(1);
     const report = await e2.verifyVolume('v1');
     expect(report).toEqual({ volume: 'v1', checkedBlocks: 1, badBlockOffsets: [8192] });
+  });
+});
+
+describe('verify on a disk that cannot read some blocks', () => {
+  let reads: FailingPoolReads | undefined;
+  afterEach(() => {
+    reads?.uninstall();
+    reads = undefined;
+  });
+
+  test('lists each unreadable block as bad and checks the rest', async () => {
+    const e = await openEngine();
+    await e.createVolume({ name: 'v1', sizeBytes: MiB });
+    const device = openExport(e, 'v1');
+    for (const block of [0, 1, 2, 3]) await device.write(block * 4096, Buffer.alloc(4096, `weft-block-${block}-`), true);
+    device.close();
+    const image = fs.readFileSync(path.join(dir, 'weft-pool-default.img'));
+    const bad = [1, 3].map((block) => image.indexOf(`weft-block-${block}-`, DATA_OFFSET_BYTES));
+    expect(bad.every((at) => at > 0 && (at - DATA_OFFSET_BYTES) % 4096 === 0)).toBe(true);
+    reads = new FailingPoolReads().install();
+    reads.badRanges = bad.map((at) => [at, at + 4096]);
+    expect(await e.verifyVolume('v1')).toEqual({ volume: 'v1', checkedBlocks: 4, badBlockOffsets: [4096, 3 * 4096] });
+    expect(reads.failed).toBe(2);
   });
 });
 
