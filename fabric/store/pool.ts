@@ -348,6 +348,10 @@ export class Pool {
 function misplaced(member: OpenMember): string | undefined {
   const open = fs.fstatSync(member.fd);
   if (open.nlink === 0) return 'was deleted';
+  // Cut short (truncate, a restore of a shorter copy): reads past its end give zeroes, writes there
+  // make the file again, and what was cut off is gone, written or not.
+  const holds = DATA_OFFSET_BYTES + member.superblock.blocks * BLOCK_BYTES;
+  if (open.isFile() && open.size < holds) return `was cut short to ${open.size} bytes (it holds ${holds})`;
   let now: fs.Stats;
   try {
     now = fs.statSync(member.path);

@@ -210,6 +210,11 @@ describe('fail-stop', () => {
     await expectLost(/disk0\/weft-pool-default\.img was replaced by another file/);
   });
 
+  test('a member file cut short while open', async () => {
+    fs.truncateSync(members[1].path, 1024 * 1024 + 4096);
+    await expectLost(/disk1\/weft-pool-default\.img was cut short to 1052672 bytes \(it holds \d+\)/);
+  });
+
   test('a member file moved away while open', async () => {
     fs.renameSync(members[1].path, path.join(dir, 'moved.img'));
     await expectLost(/was moved or deleted \(ENOENT\)/);
