@@ -51,7 +51,7 @@ export function volumeCommands(program: Command): void {
   volume
     .command('verify')
     .description(
-      'read every allocated block of a volume or snapshot and check its checksum; exits 1 and lists the offsets of bad blocks. ' +
+      'read every allocated block of a volume or snapshot and check its checksum; exits 1 and lists the offsets of bad blocks (failing their checksum, or unreadable). ' +
         "A replicated volume's copies in sync are compared and repaired instead (exit 1 only for a block no copy reads good)",
     )
     .argument('<name>', 'the volume, or VOL@SNAP for a snapshot')
