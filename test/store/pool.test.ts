@@ -382,6 +382,23 @@ test('a pool larger than its block maps can address (made before that was refuse
   }
 });
 
+test("a member file that can grow past its file system's free space is said at start, with the remedy; one within it is not", () => {
+  const lines: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+  const fsStat = fs.statfsSync(dir);
+  const free = fsStat.bavail * fsStat.bsize;
+  const overcommitted = newMember(path.join(dir, 'over'), Math.ceil((free + 1024 ** 3) / BLOCK_BYTES));
+  const small = newMember(path.join(dir, 'small'), 16);
+  for (const [member, warned] of [[overcommitted, true], [small, false]] as const) {
+    lines.length = 0;
+    const opened = new Pool('default', [member], logger);
+    opened.close();
+    const said = /over\/weft-pool-default\.img can still grow by [\d.]+ [KMGT]iB, but its file system has [\d.]+ [KMGT]?i?B free: writes will fail with ENOSPC before the pool is full.*give the member a smaller size or a disk of its own/;
+    expect(said.test(lines.join(''))).toBe(warned);
+    expect(lines.some((line) => line.includes('can still grow by'))).toBe(warned);
+  }
+});
+
 /** Fails every write of one file that covers position (EIO), as a bad spot on its disk would. */
 class FailWritesAt extends FileOpsLayer {
   constructor(private readonly file: string, private readonly position: number) {
