@@ -3,7 +3,8 @@
 // taken again (a copy held it). So the delete writes down, per node, the snapshots its copy missed,
 // and the volume's primary deletes them, always in its own turn or while the copy is out (so that
 // no snapshot of the name is taken meanwhile, which the delete would hit): before it resyncs the
-// copy, as it begins to serve (its own copy), and before it takes a snapshot of the name. Until
+// copy, as it begins to serve (its own copy), and before it takes a snapshot (of the name first; the
+// others as far as the copies let it: a copy in sync that missed a delete would keep them). Until
 // then, listings through that copy's node leave them out. Once the volume is deleted, its
 // kept-snapshots key carries on.
 

@@ -5,6 +5,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { randomUUID } from 'crypto';
 import { failedPrecondition, invalidArgument } from '../errors';
+import type { Logger } from '../logger';
+import { formatSize } from '../units';
 import { BLOCK_BYTES } from './block-size';
 import { fsyncDir, fsyncSync } from './file-io';
 
@@ -211,5 +213,39 @@ function statOrUndefined(p: string): fs.Stats | undefined {
     return fs.statSync(p);
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Member files are sparse: they take room from their file system as blocks are first written.
+ * Those that together can grow by more than their file system has free fail writes with ENOSPC
+ * before their pools are full, and, on the file system of the data dir, the metadata's writes with
+ * them (nothing can then be changed, deletes included). Said at start, with the remedy.
+ */
+export function warnIfOvercommitted(members: readonly OpenMember[], logger: Logger): void {
+  const byFileSystem = new Map<number, { growth: number; files: string[] }>();
+  for (const member of members) {
+    const stat = fs.fstatSync(member.fd);
+    if (!stat.isFile()) continue;
+    const group = byFileSystem.get(stat.dev) ?? { growth: 0, files: [] };
+    group.growth += Math.max(0, stat.size - stat.blocks * 512);
+    group.files.push(member.path);
+    byFileSystem.set(stat.dev, group);
+  }
+  for (const { growth, files } of byFileSystem.values()) {
+    let free: number;
+    try {
+      const fsStat = fs.statfsSync(files[0]);
+      free = fsStat.bavail * fsStat.bsize;
+    } catch {
+      continue; // only a warning
+    }
+    if (growth <= free) continue;
+    logger.warn(
+      { members: files, canGrowBytes: growth, freeBytes: free },
+      `pool member files ${files.join(', ')} can still grow by ${formatSize(growth)} in all, but their file system has ${formatSize(free)} free: ` +
+        'writes will fail with ENOSPC before the pools are full (and, if the data dir is on that file system, so will every change of metadata). ' +
+        'Free space there, or give the members smaller sizes or disks of their own',
+    );
   }
 }

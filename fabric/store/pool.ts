@@ -7,7 +7,6 @@ import { IoError } from '../errors';
 import { BLOCK_BYTES } from './block-size';
 import { BlockAllocator } from './allocator';
 import { slicePieces, totalBytes, type Pieces } from '../pieces';
-import { formatSize } from '../units';
 import { fdatasync, preadAll, preadAllSync, pwritevChunked, pwritevChunkedSync, RESOLVED, settleAll } from './file-io';
 import { DATA_OFFSET_BYTES, MAX_POOL_BLOCKS, OpenMember } from './pool-member';
 
@@ -165,7 +164,6 @@ export class Pool {
       firstBlock += m.superblock.blocks;
     }
     if (firstBlock > MAX_POOL_BLOCKS) logger.warn({ pool: poolClass, blocks: firstBlock, usable: MAX_POOL_BLOCKS }, 'the pool is larger than its block maps can address: the blocks past 16 TiB stay unused');
-    for (const m of members) warnIfOvercommitted(m, poolClass, logger);
     this.allocator = new BlockAllocator(Math.min(firstBlock, MAX_POOL_BLOCKS));
   }
 
@@ -344,27 +342,6 @@ export class Pool {
     for (let i = members.length - 1; i >= 0; i--) if (block >= members[i].firstBlock) return members[i];
     throw new Error(`physical block ${block} outside pool ${this.poolClass}`);
   }
-}
-
-/**
- * A member file is sparse: it takes room from its file system as blocks are first written. One that
- * can grow by more than the file system has free fails writes with ENOSPC before the pool is full,
- * and, on the file system of the data dir, the metadata's writes with them (nothing can then be
- * changed, deletes included). Said at start, with the remedy.
- */
-function warnIfOvercommitted(member: OpenMember, poolClass: string, logger: Logger): void {
-  const stat = fs.fstatSync(member.fd);
-  if (!stat.isFile()) return;
-  const growth = stat.size - stat.blocks * 512;
-  const fsStat = fs.statfsSync(member.path);
-  const free = fsStat.bavail * fsStat.bsize;
-  if (growth <= free) return;
-  logger.warn(
-    { pool: poolClass, member: member.path, canGrowBytes: growth, freeBytes: free },
-    `pool ${poolClass}: member ${member.path} can still grow by ${formatSize(growth)}, but its file system has ${formatSize(free)} free: ` +
-      'writes will fail with ENOSPC before the pool is full (and, if the data dir is on that file system, so will every change of metadata). ' +
-      'Free space there, or give the member a smaller size or a disk of its own',
-  );
 }
 
 /** What happened to a member's file since it was opened, if anything. */

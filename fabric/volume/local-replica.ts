@@ -41,6 +41,8 @@ export interface ReplicaHost {
    */
   flush(poolClass: string): Promise<void>;
   checksumError(volume: string, offsetBytes: number): void;
+  /** A scrub could not read the block at offsetBytes: the disk failed the read (EIO). */
+  readFailed(volume: string, offsetBytes: number, err: Error): void;
 }
 
 /** The node's side of a volume's control operations: the engine's catalog transactions. */
@@ -165,7 +167,11 @@ export class LocalReplica implements VolumeLayer {
         const layer = this.chain.layerOf(block);
         const value = layer ? layer.map.value(block) : ABSENT;
         if (!layer || value < FIRST_PHYSICAL) continue;
-        if (!(await readsBack(layer.pool, value - FIRST_PHYSICAL, one)) || crc32c(one) !== layer.map.crc(block)) {
+        const unreadable = await readError(layer.pool, value - FIRST_PHYSICAL, one);
+        if (unreadable) {
+          bad.push(block * B);
+          this.host.readFailed(this.name, block * B, unreadable);
+        } else if (crc32c(one) !== layer.map.crc(block)) {
           bad.push(block * B);
           this.checksumFailed(block * B);
         }
@@ -486,13 +492,13 @@ function fillTargets(targets: number[], runs: readonly BlockRun[]): true {
   return true;
 }
 
-/** Reads a block for a scrub: false if the disk fails to read it (EIO, a bad sector); other errors are thrown. */
-async function readsBack(pool: Pool, start: number, buf: Buffer): Promise<boolean> {
+/** Reads a block for a scrub: the error if the disk fails to read it (EIO, a bad sector); other errors are thrown. */
+async function readError(pool: Pool, start: number, buf: Buffer): Promise<Error | undefined> {
   try {
     await pool.read(start, buf);
-    return true;
+    return undefined;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EIO' || (err instanceof IoError && err.errno === 'EIO')) return false;
+    if ((err as NodeJS.ErrnoException).code === 'EIO' || (err instanceof IoError && err.errno === 'EIO')) return err as Error;
     throw err;
   }
 }

@@ -143,6 +143,10 @@ export class NodeStore implements ReplicaHost {
     this.logger.error({ volume, offsetBytes }, 'checksum mismatch: block data does not match its checksum');
   }
 
+  readFailed(volume: string, offsetBytes: number, err: Error): void {
+    this.logger.error({ volume, offsetBytes, err }, 'a block could not be read: the disk failed the read');
+  }
+
   /**
    * Group commit: callers that arrive while a flush runs share the next one. With poolClass, only
    * that pool's completed writes must be durable: a failed pool fails the flushes of its own

@@ -18,6 +18,7 @@ import {
   type MemberLocation,
   type OpenMember,
   type ReadMember,
+  warnIfOvercommitted,
 } from '../store/pool-member';
 import type { Catalog, PoolMemberRecord, PoolRecord } from './catalog';
 import type { PoolSpec } from './node-store';
@@ -76,6 +77,7 @@ export function openPools(specs: PoolSpec[], catalog: Catalog, made: MembersMade
     const ordered = recorded.map((r) => members.find((m) => m.superblock.uuid === r.uuid)!);
     pools.set(poolClass, new Pool(poolClass, [...ordered, ...members.filter((m) => !ordered.includes(m))], logger));
   }
+  warnIfOvercommitted(opened, logger);
   const records = [...pools.values()].map((pool) => ({ class: pool.poolClass, members: pool.memberList() }));
   return { pools, records };
 }

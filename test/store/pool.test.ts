@@ -17,6 +17,7 @@ import {
   locateMember,
   MAX_POOL_BLOCKS,
   readMember,
+  warnIfOvercommitted,
   type OpenMember,
 } from '../../fabric/store/pool-member';
 import { FaultyFileOps, isPoolFile } from '../helpers/faulty-fs';
@@ -382,20 +383,24 @@ test('a pool larger than its block maps can address (made before that was refuse
   }
 });
 
-test("a member file that can grow past its file system's free space is said at start, with the remedy; one within it is not", () => {
+test("member files on one file system that together can grow past its free space are said at start, with the remedy; those within it are not", () => {
   const lines: string[] = [];
   const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
   const fsStat = fs.statfsSync(dir);
   const free = fsStat.bavail * fsStat.bsize;
-  const overcommitted = newMember(path.join(dir, 'over'), Math.ceil((free + 1024 ** 3) / BLOCK_BYTES));
+  // Each within the free space, the two together past it.
+  const halves = [0, 1].map((i) => newMember(path.join(dir, `half${i}`), Math.ceil((free / 2 + 1024 ** 3) / BLOCK_BYTES)));
   const small = newMember(path.join(dir, 'small'), 16);
-  for (const [member, warned] of [[overcommitted, true], [small, false]] as const) {
-    lines.length = 0;
-    const opened = new Pool('default', [member], logger);
-    opened.close();
-    const said = /over\/weft-pool-default\.img can still grow by [\d.]+ [KMGT]iB, but its file system has [\d.]+ [KMGT]?i?B free: writes will fail with ENOSPC before the pool is full.*give the member a smaller size or a disk of its own/;
-    expect(said.test(lines.join(''))).toBe(warned);
-    expect(lines.some((line) => line.includes('can still grow by'))).toBe(warned);
+  try {
+    for (const [group, warned] of [[halves, true], [[halves[0]], false], [[small], false]] as const) {
+      lines.length = 0;
+      warnIfOvercommitted(group, logger);
+      const said = /half0\/weft-pool-default\.img, .*half1\/weft-pool-default\.img can still grow by [\d.]+ [KMGT]iB in all, but their file system has [\d.]+ [KMGT]?i?B free: writes will fail with ENOSPC before the pools are full.*give the members smaller sizes or disks of their own/;
+      expect(said.test(lines.join(''))).toBe(warned);
+      expect(lines.some((line) => line.includes('can still grow by'))).toBe(warned);
+    }
+  } finally {
+    for (const member of [...halves, small]) fs.closeSync(member.fd);
   }
 });
 

@@ -425,6 +425,7 @@ describe('verify on a disk that cannot read some blocks', () => {
     reads.badRanges = bad.map((at) => [at, at + 4096]);
     expect(await e.verifyVolume('v1')).toEqual({ volume: 'v1', checkedBlocks: 4, badBlockOffsets: [4096, 3 * 4096] });
     expect(reads.failed).toBe(2);
+    expect(e.getVolume('v1').checksumErrors).toBe(0); // unreadable, not damaged
   });
 });
 
