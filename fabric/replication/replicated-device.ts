@@ -147,6 +147,12 @@ const ACTIVITY_LOG_CAP_EXTENTS = 1024;
  */
 const TELL_ROUNDS_UNHELD = 3;
 /**
+ * How long that last telling waits for the changes in flight to end, new ones held meanwhile: one
+ * that waits long (on the store, to take a copy out) would hold every write behind it. Past this,
+ * the resync fails and is tried again.
+ */
+const HELD_DRAIN_MS = 1000;
+/**
  * The read lease as this primary counts it, from when it sent the change a copy took: shorter than
  * the copy's (READ_LEASE_MS from when it took it), for clocks that run at other rates.
  */
@@ -469,7 +475,7 @@ export class ReplicatedDevice extends PassThroughLayer {
       const tell = () => notices.track(remote.replica.id, log.revision, log.list());
       for (let round = 0, told = -1; told !== log.revision; round++) {
         if (round === TELL_ROUNDS_UNHELD) {
-          await this.gate.during(async () => {
+          await this.heldBriefly(remote.replica.id, async () => {
             await tell();
             become();
           });
@@ -480,6 +486,17 @@ export class ReplicatedDevice extends PassThroughLayer {
       }
     }
     become();
+  }
+
+  /** Runs operation with no change in flight and none let in, if those in flight end within HELD_DRAIN_MS; else fails. */
+  private async heldBriefly(replicaId: string, operation: () => Promise<void>): Promise<void> {
+    const drained = this.gate.pause();
+    try {
+      await withDeadline(drained, HELD_DRAIN_MS, () => new LocalCopyFault('EIO', `replica ${replicaId}: the writes in flight did not end within ${HELD_DRAIN_MS} ms to tell it the activity log; its resync is tried again`));
+      await operation();
+    } finally {
+      this.gate.resume();
+    }
   }
 
   /**
@@ -1274,7 +1291,10 @@ function copyFault(err: unknown): boolean {
   return !(err instanceof IoError) || !['EPERM', 'ESHUTDOWN', 'EINVAL'].includes(err.errno);
 }
 
-/** A resync failed because of this node's own copy (its disk, or a block no peer could give), not the copy it resynced. */
+/**
+ * A resync failed because of this node's own copy (its disk, a block no peer could give, its writes in
+ * flight that did not end), not the copy it resynced.
+ */
 export class LocalCopyFault extends IoError {
   override name = 'LocalCopyFault';
 }

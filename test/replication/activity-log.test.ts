@@ -13,11 +13,12 @@ import pino from 'pino';
 import { WeftClient } from '../../fabric/api/client';
 import { AbsenceLog, AbsenceTrackingLayer } from '../../fabric/replication/absence-log';
 import { ActivityLog } from '../../fabric/replication/activity-log';
+import type { Pieces } from '../../fabric/pieces';
 import { DirtyMap } from '../../fabric/replication/dirty-map';
 import { PeerActivity } from '../../fabric/replication/peer-activity';
 import type { RemoteReplica } from '../../fabric/replication/remote-replica';
 import { ReplicatedDevice, type AbsenceNotices } from '../../fabric/replication/replicated-device';
-import { FaultyFileOps } from '../helpers/faulty-fs';
+import { FaultyFileOps, isPoolFile } from '../helpers/faulty-fs';
 import { FileOpsLayer } from '../helpers/file-ops-layer';
 import { Prng } from '../helpers/prng';
 import { waitFor } from '../helpers/wait-for';
@@ -580,6 +581,76 @@ test('a copy that returns while writes keep adding extents is told a bounded num
     expect(copy[0]).toBe(0xee);
     device.close();
   } finally {
+    replica.closeClients();
+    await engine.close();
+  }
+});
+
+/** Async writes of pool files (those past 128 KiB) are held, unanswered, while `holding` is set. */
+class HeldPoolWrites extends FileOpsLayer {
+  holding = false;
+  private readonly held: (() => void)[] = [];
+
+  override writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void {
+    if (!this.holding || !isPoolFile(fs.readlinkSync(`/proc/self/fd/${fd}`))) return this.below.writev(fd, pieces, position, done);
+    this.held.push(() => this.below.writev(fd, pieces, position, done));
+  }
+
+  get heldCount(): number {
+    return this.held.length;
+  }
+
+  release(): void {
+    this.holding = false;
+    for (const write of this.held.splice(0)) write();
+  }
+}
+
+// The last telling holds new changes until those in flight end. One that does not end soon (a write
+// waiting on a slow disk, or on the store to take a copy out) would hold every write behind it: the
+// telling gives up after a second instead, the resync fails (not the copy's fault) and is tried again.
+test("a copy's last telling does not hold writes behind one in flight that does not end: the resync fails, and succeeds once it has ended", async () => {
+  const VOLUME_BYTES = 1024 * MiB;
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
+  const replica = await ReplicaNode.start('r1', 'vol', VOLUME_BYTES);
+  const writes = new HeldPoolWrites().install();
+  try {
+    const log = ActivityLog.load(path.join(dir, 'vol.activity'));
+    let device: ReplicatedDevice | undefined;
+    let tellings = 0;
+    let stuck: Promise<void> | undefined;
+    const streamed: Promise<void>[] = [];
+    const notices = {
+      async track() {
+        const d = device as ReplicatedDevice;
+        if (d.status()[0].state !== 'out') return;
+        tellings += 1;
+        if (tellings <= 3) streamed.push(d.write(tellings * EXTENT, Buffer.alloc(4096, tellings), false));
+        if (tellings === 3) {
+          writes.holding = true;
+          stuck = d.write(100 * EXTENT, Buffer.alloc(MiB, 0x5c), false); // reaches the pool on the thread pool: held
+          await waitFor(() => writes.heldCount > 0, 5000, 5);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      },
+    };
+    device = await ReplicatedDevice.open(local, [replica.remote(1)], new MemoryInSyncSet([]), { activity: { log, epoch: 1, notices } });
+    await expect(device.resync('r1', 'full')).rejects.toMatchObject({ name: 'LocalCopyFault', message: expect.stringMatching(/the writes in flight did not end within 1000 ms/) });
+    expect(device.status()[0].state).toBe('out');
+    // Writes go on meanwhile, the held one aside.
+    await device.write(200 * EXTENT, Buffer.alloc(4096, 0x77), false);
+    writes.release();
+    await Promise.all([stuck, ...streamed]);
+    expect(await device.resync('r1', 'full')).toBeGreaterThan(0);
+    expect(device.status()[0]).toMatchObject({ state: 'in-sync', behindBytes: 0 });
+    const copy = await replica.readAll(1, 201 * EXTENT);
+    expect(copy[100 * EXTENT]).toBe(0x5c);
+    expect(copy[200 * EXTENT]).toBe(0x77);
+    device.close();
+  } finally {
+    writes.release();
+    writes.uninstall();
     replica.closeClients();
     await engine.close();
   }
