@@ -938,8 +938,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
     // From a primary (an epoch given; a user's delete gives none): one that has lost the volume must
     // not delete a snapshot its successor took (its undo of one that failed).
     if (operation.type === 'delete-snapshot') {
-      if (epoch > 0 && this.engine.hasVolume(name)) this.checkEpoch(name, epoch);
-      return this.engine.deleteSnapshot(name, operation.name);
+      const del = () => this.engine.deleteSnapshot(name, operation.name);
+      if (epoch > 0 && this.engine.hasVolume(name)) return this.engine.fence(name).controlAt(epoch, del, (own) => this.staleEpoch(name, own, epoch));
+      return del();
     }
     const copy = this.controller.localCopy(name);
     if (!copy) throw new WeftError('NOT_FOUND', `node ${this.self} holds no copy of volume ${name}`);
