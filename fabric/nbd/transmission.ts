@@ -232,7 +232,9 @@ export class Transmission implements RequestSink {
   }
 
   private resumeIfPossible(): void {
-    if (this.stopping || !this.stalled) return;
+    // Cut (destroyed): what it sent and was held back never runs. The replies its requests let go
+    // of on the way out (their write callbacks come before 'close') would otherwise resume it.
+    if (this.stopping || !this.stalled || this.socket.destroyed) return;
     if (this.inFlight.full()) {
       this.inFlight.waitForRoom(); // woken when the node had room, but another connection took it first
       return;

@@ -367,6 +367,32 @@ describe('clients that read none of their replies', () => {
     }
   });
 
+  // The requests it sent after those the budget let in are held back unread. Once it is cut, they
+  // must not run: the replies of its cut requests, let go, made room, and the held-back ones ran.
+  test('the requests a cut client sent after those the budget let in never run', async () => {
+    const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 64 * MiB }], { drainTimeoutMs: 300, maxInFlightBytes: 16 * MiB, maxConnectionInFlightBytes: 32 * MiB });
+    const { client } = await RawNbdClient.open(fixture.port, 'big');
+    try {
+      client.socket.pause();
+      // One socket write: the READ takes the budget, and the WRITEs behind it are held back.
+      const reads = [encodeRequest({ type: CMD.READ, handle: 0n, offset: 0, length: 16 * MiB })];
+      const writes = [0, 1, 2, 3].map((i) => encodeRequest({ type: CMD.WRITE, handle: BigInt(10 + i), offset: 60 * MiB + i * 4 * KiB, length: 4 * KiB, payload: Buffer.alloc(4 * KiB, 0xab) }));
+      client.socket.write(Buffer.concat([...reads, ...writes]));
+      await waitFor(() => fixture.warnings().some((w) => /nothing of the client's replies has left/.test(w.msg)), 10_000, 20);
+      await waitFor(() => fixture.server.connectionCount() === 0, 10_000, 20);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const { client: reader } = await RawNbdClient.open(fixture.port, 'big');
+      try {
+        expect((await reader.readData(60 * MiB, 16 * KiB)).equals(Buffer.alloc(16 * KiB))).toBe(true);
+      } finally {
+        reader.destroy();
+      }
+    } finally {
+      client.destroy();
+      await fixture.stop();
+    }
+  });
+
   test("that send a WRITE's payload a byte at a time are cut once the node's budget is full past drainTimeoutMs; the others are served", async () => {
     const fixture = await NbdFixture.start([{ name: 'big', sizeBytes: 64 * MiB }], { drainTimeoutMs: 300, maxInFlightBytes: 16 * MiB });
     const tricklers: RawNbdClient[] = [];
