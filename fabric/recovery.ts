@@ -7,7 +7,7 @@ import * as path from 'path';
 import type { Logger } from 'pino';
 import type { WeftdConfig } from './config';
 import { releaseLock, takeLock } from './store/data-dir-lock';
-import { fsyncDir } from './store/file-io';
+import { fsyncDir, fsyncSync } from './store/file-io';
 import { LocalEngine } from './volume/local-engine';
 import { reportLoss } from './volume/metadata-recovery';
 
@@ -50,7 +50,7 @@ function syncTree(dir: string): void {
     }
     const fd = fs.openSync(file, 'r');
     try {
-      fs.fsyncSync(fd);
+      fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
     }
