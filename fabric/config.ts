@@ -63,6 +63,8 @@ export interface WeftdConfig {
   /** NBD requests and replies held in memory: per connection, and across the node (backpressure beyond). */
   maxConnectionInflightBytes: number;
   maxInflightBytes: number;
+  /** NBD connections the node keeps open at once (clients, forwarders and replication); more are refused. */
+  nbdMaxConnections: number;
   /** The service classes the config file declares, with their objectives; sorted by name. */
   classes: ServiceClass[];
   /** The Consul agent weftd registers its services with (adapters/consul); absent: none. */
@@ -106,6 +108,7 @@ interface RawSettings {
   store?: unknown;
   maxConnectionInflightBytes?: unknown;
   maxInflightBytes?: unknown;
+  nbdMaxConnections?: unknown;
   consulAddr?: unknown;
   /** Only in the config file. */
   classes?: unknown;
@@ -114,7 +117,7 @@ type SettingKey = keyof RawSettings;
 
 const SETTING_KEYS: readonly SettingKey[] = [
   'dataDir', 'nodeId', 'listen', 'nbdPort', 'apiPort', 'metricsPort', 'pool', 'logLevel', 'syncInterval', 'replicaTimeout', 'zone', 'zoneFromNodeLabel', 'advertise', 'csiEndpoint', 'csiRole', 'nomadAddr', 'store',
-  'maxConnectionInflightBytes', 'maxInflightBytes', 'consulAddr', 'classes',
+  'maxConnectionInflightBytes', 'maxInflightBytes', 'nbdMaxConnections', 'consulAddr', 'classes',
 ];
 
 const DEFAULTS = {
@@ -130,6 +133,7 @@ const DEFAULTS = {
   store: 'embedded',
   maxConnectionInflightBytes: '64MiB',
   maxInflightBytes: '1GiB',
+  nbdMaxConnections: '16384',
 };
 
 const kebab = (key: string) => key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
@@ -174,6 +178,7 @@ function buildCommand(): Command {
     .option('--store <spec>', `cluster store: embedded (in the data dir, one node) or etcd://HOST:PORT[,HOST:PORT...] (default: ${DEFAULTS.store})`)
     .option('--max-connection-inflight-bytes <size>', `NBD requests and replies one connection may hold before it waits (default: ${DEFAULTS.maxConnectionInflightBytes})`)
     .option('--max-inflight-bytes <size>', `the same across all NBD connections of the node (default: ${DEFAULTS.maxInflightBytes})`)
+    .option('--nbd-max-connections <n>', `NBD connections open at once (clients, other nodes' forwarding and replication); more are refused and logged (default: ${DEFAULTS.nbdMaxConnections})`)
     .option('--consul-addr <host:port>', 'register the NBD, API and metrics endpoints as services with this Consul agent, e.g. 127.0.0.1:8500 (default: off)')
     .option('--recover', 'do not start: tell what is wrong with the data dir\'s metadata and what starting without it would lose; changes nothing')
     .option('--accept-loss', 'with --recover: then start over without what cannot be read, keeping a copy of the damaged metadata')
@@ -276,6 +281,7 @@ function validate(pick: Picker): WeftdConfig {
     store: store(pick('store')),
     maxConnectionInflightBytes: bytes(pick('maxConnectionInflightBytes'), DEFAULTS.maxConnectionInflightBytes),
     maxInflightBytes: bytes(pick('maxInflightBytes'), DEFAULTS.maxInflightBytes),
+    nbdMaxConnections: count(pick('nbdMaxConnections'), DEFAULTS.nbdMaxConnections),
     consulAddr: consulAddr(pick('consulAddr')),
     classes: classes(pick('classes')),
   };
@@ -369,6 +375,14 @@ function seconds(setting: Setting, fallback: string, least = 0): number {
   const value = text(setting, fallback);
   const number = Number(value);
   if (!/^\d+$/.test(value) || number < least || number > 86400) throw invalid(setting, setting.value, `expected a whole number of seconds from ${least} to 86400`);
+  return number;
+}
+
+/** A whole number from 1 to a million. */
+function count(setting: Setting, fallback: string): number {
+  const value = text(setting, fallback);
+  const number = Number(value);
+  if (!/^\d+$/.test(value) || number < 1 || number > 1_000_000) throw invalid(setting, setting.value, 'expected a whole number from 1 to 1000000');
   return number;
 }
 

@@ -137,6 +137,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       logger: logger.child({ component: 'nbd' }),
       maxConnectionInFlightBytes: config.maxConnectionInflightBytes,
       maxInFlightBytes: config.maxInflightBytes,
+      maxConnections: config.nbdMaxConnections,
     });
     const nbdPort = await listen('nbd', config.listen, config.nbdPort, () => nbd.listen(config.listen, config.nbdPort));
     running.add('nbd', () => nbd.close());

@@ -48,6 +48,7 @@ export function nodeTelemetry(parts: TelemetryParts): NodeTelemetry & { stop(): 
     pools: () => engine.listPools(),
     classes: () => parts.classes,
     nbdConnections: () => parts.nbd.connectionCount(),
+    nbdRefusedConnections: () => parts.nbd.refusedConnections(),
     apiCalls: () => parts.apiCalls.all(),
     journal: () => ({ bytes: engine.metadata.journalBytes, checkpoints: engine.checkpoints }),
     eventLoopDelay: () => eventLoop.read(),

@@ -102,6 +102,8 @@ export interface NodeTelemetry {
   /** The classes weftd's config declares, with their objectives. */
   classes(): ServiceClass[];
   nbdConnections(): number;
+  /** NBD connections refused since the start (the node had --nbd-max-connections open). */
+  nbdRefusedConnections(): number;
   apiCalls(): ApiCallCounts[];
   journal(): JournalReport;
   /** Quantiles since the previous call: one reader (the exporter) should call it. */

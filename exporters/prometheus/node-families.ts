@@ -37,6 +37,7 @@ function objectiveFamilies(telemetry: NodeTelemetry): ScrapedFamily[] {
 function serviceFamilies(telemetry: NodeTelemetry): ScrapedFamily[] {
   return [
     simple('weft_nbd_connections', 'Open NBD connections to this node (clients and replication).', 'gauge', () => [{ labels: {}, value: telemetry.nbdConnections() }]),
+    simple('weft_nbd_connections_refused_total', 'NBD connections refused because the node had --nbd-max-connections open.', 'counter', () => [{ labels: {}, value: telemetry.nbdRefusedConnections() }]),
     simple('weft_api_requests_total', 'Control API calls answered, by method and gRPC status code.', 'counter', () =>
       telemetry.apiCalls().map((call) => ({ labels: { method: call.method, code: call.code }, value: call.latency.count })),
     ),

@@ -15,6 +15,9 @@ export const DEFAULT_MAX_CONNECTION_INFLIGHT_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_INFLIGHT_BYTES = 1024 * 1024 * 1024;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
+export const DEFAULT_MAX_CONNECTIONS = 16_384;
+/** Refused connections are logged at most this often (a flood would flood the log too). */
+const REFUSED_LOG_INTERVAL_MS = 60_000;
 
 export interface NbdServerOptions {
   provider: ExportProvider;
@@ -28,6 +31,12 @@ export interface NbdServerOptions {
    */
   maxConnectionInFlightBytes?: number;
   maxInFlightBytes?: number;
+  /**
+   * Connections open at once (in handshake, serving, or draining); more are closed at once, counted
+   * and logged. A bound on what a flood of connections can take: memory, and file descriptors the
+   * node's own files need.
+   */
+  maxConnections?: number;
   /** A client must finish the handshake this long after connecting. */
   handshakeTimeoutMs?: number;
   /** Once a connection is ending (DISC, end of input, shutdown), how long its last replies may take to leave before it is cut. */
@@ -43,6 +52,9 @@ export class NbdServer {
   private readonly drainTimeoutMs: number;
   private readonly budget: NodeInFlightBudget;
   private closing?: Promise<void>;
+  private refused = 0;
+  private refusedUnlogged = 0;
+  private refusedLogTimer?: NodeJS.Timeout;
 
   constructor(private readonly options: NbdServerOptions) {
     this.maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
@@ -56,6 +68,9 @@ export class NbdServer {
     this.drainTimeoutMs = positive('drainTimeoutMs', options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
     // Half-open: a client may shut down its sending side and still expect its replies.
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
+    // Node closes a connection over the limit before accept() sees it, and tells of it here.
+    this.server.maxConnections = positive('maxConnections', options.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
+    this.server.on('drop', (from) => this.onRefused(from));
   }
 
   /** Resolves with the port actually bound (useful with port 0). */
@@ -78,6 +93,11 @@ export class NbdServer {
 
   connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** Connections refused since the start, the node having maxConnections open. */
+  refusedConnections(): number {
+    return this.refused;
   }
 
   /** Bytes of requests and replies held by all connections now (see maxInFlightBytes). */
@@ -104,7 +124,24 @@ export class NbdServer {
     connection.start();
   }
 
+  private onRefused(from: net.DropArgument | undefined): void {
+    this.refused++;
+    if (this.refusedLogTimer) {
+      this.refusedUnlogged++;
+      return;
+    }
+    const limit = this.server.maxConnections;
+    this.options.logger.warn({ from: from?.remoteAddress, open: this.connections.size, maxConnections: limit }, `NBD: a connection was refused: the node has ${limit} open (--nbd-max-connections)`);
+    this.refusedLogTimer = setTimeout(() => {
+      this.refusedLogTimer = undefined;
+      if (this.refusedUnlogged === 0) return;
+      this.options.logger.warn({ refused: this.refusedUnlogged, maxConnections: limit }, `NBD: ${this.refusedUnlogged} more connections were refused in the last minute (--nbd-max-connections)`);
+      this.refusedUnlogged = 0;
+    }, REFUSED_LOG_INTERVAL_MS).unref();
+  }
+
   private async shutdown(): Promise<void> {
+    clearTimeout(this.refusedLogTimer);
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const connections = [...this.connections];
     for (const connection of connections) connection.shutdown();

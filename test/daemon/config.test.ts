@@ -69,6 +69,7 @@ describe('defaults', () => {
       store: { kind: 'embedded' },
       maxConnectionInflightBytes: 64 * 1024 ** 2,
       maxInflightBytes: 1024 ** 3,
+      nbdMaxConnections: 16_384,
       classes: [],
     });
   });
@@ -81,7 +82,7 @@ describe('flags', () => {
       '--nbd-port', '0', '--api-port', '20810', '--metrics-port=20811',
       '--pool', 'ssd:/mnt/nvme0:100GiB', '--pool', 'hdd:rel/disk', '--log-level', 'debug', '--sync-interval', '0',
       '--max-connection-inflight-bytes', '8MiB', '--max-inflight-bytes', '256M', '--store', 'etcd://10.0.0.1:2379,etcd-2.local:2379,[::1]:2379',
-      '--advertise', 'node-1.example', '--zone', 'eu-1a', '--replica-timeout', '30',
+      '--advertise', 'node-1.example', '--zone', 'eu-1a', '--replica-timeout', '30', '--nbd-max-connections', '500',
     ]);
     expect(config).toEqual({
       dataDir: '/srv/weft',
@@ -102,6 +103,7 @@ describe('flags', () => {
       store: { kind: 'etcd', endpoints: ['10.0.0.1:2379', 'etcd-2.local:2379', '[::1]:2379'] },
       maxConnectionInflightBytes: 8 * 1024 ** 2,
       maxInflightBytes: 256 * 1024 ** 2,
+      nbdMaxConnections: 500,
       classes: [],
     });
   });
@@ -142,6 +144,9 @@ describe('flags', () => {
     [['--replica-timeout', '0'], /--replica-timeout "0".*whole number of seconds from 1 to 86400/],
     [['--max-inflight-bytes', 'lots'], /--max-inflight-bytes "lots".*invalid size "lots"/],
     [['--max-connection-inflight-bytes', '0'], /--max-connection-inflight-bytes "0".*above 0/],
+    [['--nbd-max-connections', '0'], /--nbd-max-connections "0".*whole number from 1 to 1000000/],
+    [['--nbd-max-connections', 'many'], /--nbd-max-connections "many"/],
+    [['--nbd-max-connections', '2000000'], /--nbd-max-connections "2000000"/],
     [['--node-id', 'no spaces'], /--node-id "no spaces"/],
     [['--listen', 'not an address'], /--listen "not an address"/],
     [['--store', 'zookeeper://a:1'], /--store "zookeeper:\/\/a:1".*expected "embedded" or etcd:\/\/HOST:PORT/],

@@ -36,6 +36,7 @@ const FAMILIES: [string, string, string[]][] = [
   ['weft_sla_objective_write_latency_p99_seconds', 'gauge', ['class']],
   ['weft_sla_objective_availability_ratio', 'gauge', ['class']],
   ['weft_nbd_connections', 'gauge', []],
+  ['weft_nbd_connections_refused_total', 'counter', []],
   ['weft_api_requests_total', 'counter', ['code', 'method']],
   ['weft_api_request_seconds', 'histogram', ['code', 'le', 'method']],
   ['weft_journal_bytes', 'gauge', []],
