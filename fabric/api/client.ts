@@ -46,7 +46,7 @@ export class WeftClient {
   private readonly client: grpc.Client;
 
   /** endpoint: "HOST:PORT" ("[::1]:PORT" for IPv6). Connects lazily, on the first call. */
-  /** unaryDeadlineMs: each unary call fails with DEADLINE_EXCEEDED after this long (streams have none); default: none. */
+  /** unaryDeadlineMs: each unary call fails with DEADLINE_EXCEEDED after this long, a verify after this long without progress; default: none. */
   constructor(readonly endpoint: string, private readonly unaryDeadlineMs?: number) {
     this.client = new grpc.Client(endpoint, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES });
   }
@@ -74,6 +74,12 @@ export class WeftClient {
 
   /** Resolves with the final report; onProgress hears about every step before it. */
   /** Runs a verify on the node; aborting `stop` cancels the call, which stops the verify there. */
+  /**
+   * Streams the verify's progress to onProgress, and resolves with its report. With a deadline
+   * (unaryDeadlineMs), the verify fails with DEADLINE_EXCEEDED, and is cancelled there, once weftd
+   * sends nothing for that long: a verify that moves sends progress at least every half second
+   * (volume-service.ts), so silence is a stuck or unreachable node, however long the whole takes.
+   */
   verifyVolume(name: string, onProgress?: VerifyProgressListener, stop?: AbortSignal): Promise<VerifyReport> {
     const { path, requestSerialize, responseDeserialize } = serviceDefinition('VolumeService').VerifyVolume;
     const stream = this.client.makeServerStreamRequest(path, requestSerialize, responseDeserialize, { name });
@@ -81,14 +87,31 @@ export class WeftClient {
     else stop?.addEventListener('abort', () => stream.cancel(), { once: true });
     return new Promise((resolve, reject) => {
       let report: VerifyReport | undefined;
+      let stalled: NodeJS.Timeout | undefined;
+      const silentMs = this.unaryDeadlineMs;
+      const watch = () => {
+        if (silentMs === undefined) return;
+        clearTimeout(stalled);
+        stalled = setTimeout(() => {
+          reject(new WeftApiError(grpc.status.DEADLINE_EXCEEDED, `weftd at ${this.endpoint} sent no progress of the verify of ${name} for ${silentMs / 1000} s: it was cancelled`));
+          stream.cancel();
+        }, silentMs);
+      };
+      watch();
       stream.on('data', (message: VerifyVolumeEvent) => {
+        watch();
         if (message.event === 'report') report = verifyReportFromWire(message.report);
         else onProgress?.(message.progress.doneBlocks, message.progress.totalBlocks);
       });
-      stream.on('error', (error: grpc.ServiceError) => reject(this.toError(error)));
-      stream.on('end', () =>
-        report ? resolve(report) : reject(new WeftApiError(grpc.status.INTERNAL, 'verify ended without a report')),
-      );
+      stream.on('error', (error: grpc.ServiceError) => {
+        clearTimeout(stalled);
+        reject(this.toError(error));
+      });
+      stream.on('end', () => {
+        clearTimeout(stalled);
+        if (report) resolve(report);
+        else reject(new WeftApiError(grpc.status.INTERNAL, 'verify ended without a report'));
+      });
     });
   }
 

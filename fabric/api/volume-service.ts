@@ -1,5 +1,6 @@
 // VolumeService: validates each request, then makes one call to the engine. Verify streams
-// progress (at most one message per percent) and ends with the report. A deleted volume's
+// progress (a message per percent, and one at least every half second while it moves: the caller
+// takes silence for a stuck node) and ends with the report. A deleted volume's
 // attachment records go with it. VolumeStats reads the metrics layer's counters.
 
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
@@ -94,15 +95,25 @@ async function verifyVolume(
   send({ report: { volume: name, checkedBlocks: report.checkedBlocks, badBlockOffsets: report.badBlockOffsets } });
 }
 
-/** Passes progress on only when the whole percentage changes, so a big volume sends ~100 messages. */
+/** The longest a verify that moves goes without a progress message (WeftClient.verifyVolume's stall deadline is at least 1 s). */
+export const PROGRESS_HEARTBEAT_MS = 500;
+
+/**
+ * Passes progress on when the whole percentage changes (a volume of any size sends ~100 such
+ * messages), and also when PROGRESS_HEARTBEAT_MS have gone by since the last one: a percent of a
+ * big volume can take minutes, and the caller must tell a verify that moves from a stuck one.
+ */
 export function percentSteps(
   send: (progress: wire.VerifyProgress) => void,
+  now: () => number = Date.now,
 ): (doneBlocks: number, totalBlocks: number) => void {
   let lastPercent = -1;
+  let lastSentAt = 0;
   return (doneBlocks, totalBlocks) => {
     const percent = totalBlocks === 0 ? 100 : Math.floor((doneBlocks * 100) / totalBlocks);
-    if (percent === lastPercent) return;
+    if (percent === lastPercent && now() - lastSentAt < PROGRESS_HEARTBEAT_MS) return;
     lastPercent = percent;
+    lastSentAt = now();
     send({ doneBlocks, totalBlocks });
   };
 }

@@ -49,7 +49,7 @@ export function buildProgram(plugins: readonly CommandGroup[] = []): Command {
     )
     .addOption(new Option('--output <format>', 'table for people, json for scripts').choices(['table', 'json']).default('table'))
     .addOption(
-      new Option('--timeout <duration>', 'how long a call may wait for weftd to answer (a stuck or unreachable node): 30s, 5m, 1h').env('WEFT_TIMEOUT').default(DEFAULT_TIMEOUT),
+      new Option('--timeout <duration>', 'how long a call may wait for weftd to answer (a stuck or unreachable node), a verify how long it may go without progress: 30s, 5m, 1h').env('WEFT_TIMEOUT').default(DEFAULT_TIMEOUT),
     )
     .addHelpText('after', EXAMPLES)
     .exitOverride()

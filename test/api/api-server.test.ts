@@ -8,6 +8,7 @@ import * as net from 'net';
 import * as path from 'path';
 import pino from 'pino';
 import { ApiServer } from '../../fabric/api/server';
+import { waitFor } from '../helpers/wait-for';
 import { corruptOnDisk, POOL_BYTES, startApiFixture, writeBlock, type ApiFixture } from './api-fixture';
 import { openExport } from '../helpers/open-devices';
 
@@ -169,6 +170,43 @@ describe('VolumeService', () => {
     } finally {
       served.mockRestore();
     }
+  });
+
+  it('gives up on a verify that sends no progress within the deadline, and cancels it there; one that moves slowly runs to its end', async () => {
+    await client.createVolume({ name: 'slow', sizeBytes: 4 * MiB });
+    await writeBlock(fixture.engine, 'slow', 0, Buffer.alloc(4096, 0x44));
+    const patient = new WeftClient(fixture.endpoint, 1000);
+    const verify = fixture.engine.verifyVolume.bind(fixture.engine);
+    // Stuck: the first step, then nothing until the call goes away.
+    const stuck = jest.spyOn(fixture.engine, 'verifyVolume').mockImplementation(async (name, onProgress, snapshot, stop) => {
+      onProgress?.(0, 1024);
+      if (stop) await new Promise((resolve) => stop.addEventListener('abort', resolve));
+      return verify(name, onProgress, snapshot, stop);
+    });
+    try {
+      const stalled = await failure(patient.verifyVolume('slow'));
+      expect(stalled.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+      expect(stalled.message).toMatch(/sent no progress of the verify of slow for 1 s: it was cancelled/);
+      await expect(stuck.mock.results[0].value).rejects.toThrow(/the verify was cancelled by its caller/);
+      await waitFor(() => fixture.engine.getVolume('slow').connections === 0, 2000, 20);
+    } finally {
+      stuck.mockRestore();
+    }
+    // Slow: 2.5 s within its first percent (no new percent to tell), moving all the while.
+    const slow = jest.spyOn(fixture.engine, 'verifyVolume').mockImplementation(async (name, onProgress, snapshot, stop) => {
+      for (let step = 0; step < 25; step++) {
+        onProgress?.(step, 100_000);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return verify(name, onProgress, snapshot, stop);
+    });
+    try {
+      expect(await patient.verifyVolume('slow')).toMatchObject({ volume: 'slow', checkedBlocks: 1, badBlockOffsets: [] });
+    } finally {
+      slow.mockRestore();
+      patient.close();
+    }
+    await client.deleteVolume('slow');
   });
 
   it.each<[string, () => Promise<unknown>, string]>([

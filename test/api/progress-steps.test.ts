@@ -1,6 +1,7 @@
-// Unit tests of how VerifyVolume thins the engine's per-block progress to one message per percent.
+// Unit tests of how VerifyVolume thins the engine's per-block progress to one message per percent,
+// with one at least every PROGRESS_HEARTBEAT_MS while the verify moves.
 
-import { percentSteps } from '../../fabric/api/volume-service';
+import { PROGRESS_HEARTBEAT_MS, percentSteps } from '../../fabric/api/volume-service';
 
 describe('percentSteps', () => {
   it('passes on one step per whole percent, including the first and the last', () => {
@@ -18,5 +19,17 @@ describe('percentSteps', () => {
     const onProgress = percentSteps(({ doneBlocks, totalBlocks }) => sent.push([doneBlocks, totalBlocks]));
     onProgress(0, 0);
     expect(sent).toEqual([[0, 0]]);
+  });
+
+  it('also passes on a step once PROGRESS_HEARTBEAT_MS went by without one, though the percent is the same', () => {
+    let clock = 1_000_000;
+    const sent: number[] = [];
+    const onProgress = percentSteps(({ doneBlocks }) => sent.push(doneBlocks), () => clock);
+    onProgress(0, 1_000_000);
+    for (let done = 1; done <= 100; done++) {
+      clock += PROGRESS_HEARTBEAT_MS / 4;
+      onProgress(done, 1_000_000); // all within the first percent
+    }
+    expect(sent).toEqual([0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72, 76, 80, 84, 88, 92, 96, 100]);
   });
 });
