@@ -64,8 +64,18 @@ export function inspectMetadata(dir: string): MetadataState {
     if (!fs.existsSync(file)) {
       if (generation === checkpoint.generation) {
         state.problem = new MetadataDamaged(file, `the journal named by the checkpoint (generation ${generation}) is missing`);
+        return state;
       }
-      return state;
+      // Journals are made one after another, and only those a checkpoint covers are dropped: one
+      // missing before a later one was lost (a file deleted, a partial restore). The later ones are
+      // read as after an incomplete journal: damage if one was synced, else a torn tail. Taken for
+      // the end, they would be deleted at the next checkpoint with what they acknowledged.
+      const next = nextJournalGeneration(dir, generation);
+      if (next === undefined) return state;
+      endedEarly ??= `${file} is missing`;
+      state.tornTail ??= { file, offset: 0, bytes: 0 };
+      generation = next - 1;
+      continue;
     }
     const contents = Journal.read(file);
     const records = decodeRecords(contents.frames);
@@ -97,4 +107,13 @@ export function inspectMetadata(dir: string): MetadataState {
       endedEarly = `${file} ends torn at offset ${contents.tornTail.offset}`;
     }
   }
+}
+
+/** The lowest generation above `after` that has a journal file in dir, if any. */
+function nextJournalGeneration(dir: string, after: number): number | undefined {
+  const generations = fs.readdirSync(dir).flatMap((name) => {
+    const match = /^journal-(\d+)$/.exec(name);
+    return match && Number(match[1]) > after ? [Number(match[1])] : [];
+  });
+  return generations.length > 0 ? Math.min(...generations) : undefined;
 }

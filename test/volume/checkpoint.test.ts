@@ -306,6 +306,50 @@ describe('journals after an incomplete one', () => {
     expect(journals()).toHaveLength(1);
   });
 
+  test('a journal missing between two is damage when a later one was synced: refused, nothing deleted', async () => {
+    const m = await fresh();
+    for (let b = 0; b < 5; b++) await flushed(m, b, 1);
+    const first = m.startCheckpoint();
+    await flushed(m, 10, 1);
+    await expect(first.finish(() => Promise.reject(new Error('pool sync failed')))).rejects.toThrow();
+    const second = m.startCheckpoint();
+    await flushed(m, 11, 1);
+    await flushed(m, 12, 1); // the second sync's frame proves the first durable
+    await expect(second.finish(() => Promise.reject(new Error('pool sync failed')))).rejects.toThrow();
+    m.close();
+    metadata = undefined;
+    const [, middle, last] = journals().map((n) => path.join(meta, n));
+    fs.rmSync(middle);
+    const before = journals();
+    const state = inspectMetadata(meta);
+    expect(state.problem).toBeInstanceOf(MetadataDamaged);
+    expect(state.problem!.file).toBe(last);
+    expect(state.problem!.message).toMatch(/synced, but the journal before it is incomplete \(.*journal-\d+ is missing\)/);
+    expect(() => Metadata.open(meta)).toThrow(/synced, but the journal before it is incomplete/);
+    expect(journals()).toEqual(before);
+  });
+
+  // As a crash part way through a start's removal of journals left out before leaves them (nothing
+  // in them was acknowledged, or that start would have been refused).
+  test('a journal missing before one never synced leaves that one out with the torn tail', async () => {
+    const m = await fresh();
+    for (let b = 0; b < 5; b++) await flushed(m, b, 1);
+    const first = m.startCheckpoint();
+    await flushed(m, 10, 1);
+    await expect(first.finish(() => Promise.reject(new Error('pool sync failed')))).rejects.toThrow();
+    const second = m.startCheckpoint();
+    write(m, 20);
+    await m.writeOut();
+    await expect(second.finish(() => Promise.reject(new Error('pool sync failed')))).rejects.toThrow();
+    m.close();
+    metadata = undefined;
+    const [, middle, last] = journals().map((n) => path.join(meta, n));
+    fs.rmSync(middle);
+    const { metadata: after, tornTail } = reopen();
+    expect(tornTail).toMatchObject({ file: middle, laterJournals: [last] });
+    expect(blocksOf(after)).toEqual(range(0, 5));
+  });
+
   test('one that was synced is damage: refused, and --recover names what would be lost', async () => {
     const [older, newer] = await twoJournals(2);
     tearLastFrame(older);
