@@ -290,7 +290,8 @@ export class NodeServer {
     const volume = volumeRef(requireString('volume_id', request.volume_id));
     const targetPath = requirePath('target_path', request.target_path);
     const capability = supported(requireCapability('volume_capability', request.volume_capability));
-    if (!request.staging_target_path) throw failedPrecondition('staging_target_path is required: this plugin stages volumes (NodeStageVolume) before publishing them');
+    // A required field when STAGE_UNSTAGE_VOLUME is advertised: its absence is a bad request (the spec's "missing required field").
+    if (!request.staging_target_path) throw invalidArgument('staging_target_path is required: this plugin stages volumes (NodeStageVolume) before publishing them');
     const stagingPath = requirePath('staging_target_path', request.staging_target_path);
     const mode = capability.access_mode?.mode;
     // Asked before the volume's turn (inFlight): a slow Nomad holds up only this call.
@@ -322,6 +323,9 @@ export class NodeServer {
       // Another volume's publication there (a target path reused), or anything else mounted: not
       // this one's to bind over, nor, when the bind is refused, to unmount in the undoing.
       if (await this.tools.isMountPoint(targetPath)) throw failedPrecondition(`${targetPath} is already a mount of something else, not a publication of volume ${volume}`);
+      // Publications on record but no longer mounted (one cut short whose undoing failed, which no
+      // unpublish will come for) are not writers: forgotten first, they would refuse this one forever.
+      if (!existing && mode === 'SINGLE_NODE_SINGLE_WRITER') await this.forgetUnmountedPublications(state);
       if (!existing && mode === 'SINGLE_NODE_SINGLE_WRITER' && state.publications.length > 0) {
         throw failedPrecondition(`volume ${volume} is SINGLE_NODE_SINGLE_WRITER and already published at ${state.publications[0].targetPath}`);
       }
@@ -500,6 +504,7 @@ export class NodeServer {
 
   /** Reattaches a staged, unpublished volume (its device then has the volume's current size). */
   private async reconnect(state: VolumeState, sizeBytes: number): Promise<void> {
+    await this.forgetUnmountedPublications(state);
     if (state.publications.length > 0) {
       throw failedPrecondition(
         `volume ${state.volume} is published at ${state.publications.map((p) => p.targetPath).join(', ')}: its ${state.attachment?.method ?? this.attacher.method} device ` +

@@ -437,6 +437,29 @@ describe('end to end through CSI (real weftd, nbdfuse + loop, ext4)', () => {
     await csi.call('DeleteVolume', { volume_id: volume });
   });
 
+  test('a SINGLE_NODE_SINGLE_WRITER publication on record but not mounted does not refuse the next pod its publish', async () => {
+    const single = { ...EXT4_WRITER, access_mode: { mode: 'SINGLE_NODE_SINGLE_WRITER' } };
+    const volume = await createVolume('e2e-single', 64 * MiB, single);
+    const first = await stageAndPublish(volume, single);
+    const files = writeFiles(first);
+    // What a publish cut short whose undoing failed leaves: on record, not mounted; no unpublish comes for it.
+    expect(spawnSync('umount', [first]).status).toBe(0);
+    const { staging } = pathsFor(volume);
+    const second = path.join(root, 'pods', `${volume}-next`, 'mount');
+    await csi.call('NodePublishVolume', { volume_id: volume, staging_target_path: staging, target_path: second, volume_capability: single });
+    expectFiles(second, files);
+    // While one is mounted, a second writer is still refused.
+    const third = path.join(root, 'pods', `${volume}-third`, 'mount');
+    expect(await csi.failure('NodePublishVolume', { volume_id: volume, staging_target_path: staging, target_path: third, volume_capability: single })).toMatchObject({
+      code: 9,
+      details: expect.stringMatching(/SINGLE_NODE_SINGLE_WRITER and already published at .*-next\/mount/),
+    });
+    await csi.call('NodeUnpublishVolume', { volume_id: volume, target_path: second });
+    await csi.call('NodeUnstageVolume', { volume_id: volume, staging_target_path: staging });
+    expect(fs.existsSync(first)).toBe(false);
+    await csi.call('DeleteVolume', { volume_id: volume });
+  });
+
   test('a stage asked again with other mount flags is refused (ALREADY_EXISTS): its mount would keep the old ones', async () => {
     const volume = await createVolume('e2e-flags', 64 * MiB, EXT4_WRITER);
     const { staging } = pathsFor(volume);

@@ -87,14 +87,14 @@ describe('NodePublishVolume', () => {
     ['volume_id', { volume_id: '' }],
     ['target_path', { target_path: '' }],
     ['volume_capability', { volume_capability: null }],
+    ['staging_target_path (required: the plugin stages)', { staging_target_path: '' }],
   ])('is INVALID_ARGUMENT without %s', async (_, overrides) => {
     expect(await csi.code('NodePublishVolume', { ...request(), ...overrides })).toBe('INVALID_ARGUMENT');
   });
 
-  it('is FAILED_PRECONDITION without a staging path, or for a volume that is not staged there', async () => {
+  it('is FAILED_PRECONDITION for a volume that is not staged there', async () => {
     const unstaged = await csi.failure('NodePublishVolume', request());
     expect({ code: unstaged.code, details: unstaged.details }).toEqual({ code: 9, details: expect.stringMatching(/not staged at .*; NodeStageVolume first/) });
-    expect(await csi.code('NodePublishVolume', { ...request(), staging_target_path: '' })).toBe('FAILED_PRECONDITION');
     expect(await csi.code('NodePublishVolume', { ...request(), volume_capability: BLOCK_WRITER })).toBe('FAILED_PRECONDITION');
   });
 
