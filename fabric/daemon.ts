@@ -92,6 +92,7 @@ export async function startNode(config: WeftdConfig, logger: Logger, plugins: re
       hasCopy: (volume) => engine.hasVolume(volume),
       // Only a serving primary controls copies, and it serves only once the API (and clusterVolumes) exists.
       controlCopy: (node, volume, operation, epoch) => (clusterVolumes as ClusterVolumes).controlCopyOn(node, volume, operation, epoch, true),
+      settleCopyControls: (node, volume, ids) => (clusterVolumes as ClusterVolumes).settleCopyControlsOn(node, volume, ids),
       copySnapshotNames: (node, volume) => (clusterVolumes as ClusterVolumes).copySnapshotNamesOn(node, volume),
       createCopy: (node, volume, sizeBytes, poolClass) => (clusterVolumes as ClusterVolumes).createReplacementOn(node, volume, sizeBytes, poolClass),
       trackAbsence: (node, volume, epoch, absent, absence) => (clusterVolumes as ClusterVolumes).trackAbsenceOn(node, volume, epoch, absent, absence),

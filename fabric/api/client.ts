@@ -181,7 +181,12 @@ export class WeftClient {
 
   /** Node to node: the primary (at epoch) applies a control operation to this node's copy. */
   async controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void> {
-    await this.unary('ReplicaService', 'ControlCopy', { name, epoch, ...controlCopyFields(operation) });
+    await this.unary('ReplicaService', 'ControlCopy', { name, epoch, operationId: operation.id ?? '', ...controlCopyFields(operation) });
+  }
+
+  /** Node to node: the primary settles on this node's copy the control operations it got no answer to (control-ledger.ts). */
+  async settleCopyControls(name: string, ids: string[]): Promise<void> {
+    await this.unary('ReplicaService', 'ControlCopy', { name, settle: ids });
   }
 
   /** Node to node: the primary (at epoch) has this node's copy log what copy `absent` misses (absence), or stop (null). */

@@ -16,7 +16,7 @@ import type { ClusterStore, KeyValue } from '../cluster/cluster-store';
 import { attachClaimKey, claimHolder } from '../cluster/attach-claims';
 import { createKey, CreateOutcomeUnknownError } from '../cluster/create-key';
 import { BeginOutcomeUnknownError, beginCreate, createUnderWay, giveUpAbandonedCreates, giveUpCreate, markCopy, recordedIntent, underWay, unmarkCopy, type CreatingNode, type HeldIntent } from '../cluster/create-intent';
-import { addMissedDeletes, everyMissed, missedDeletesKey, missedDeletesPrefix, parseMissed } from '../cluster/missed-deletes';
+import { addMissedDeletes, everyMissed, missedDeletes, missedDeletesKey, missedDeletesPrefix, parseMissed } from '../cluster/missed-deletes';
 import { keptSnapshots, keptSnapshotsKey, keptSnapshotsPrefix, leaveKeptSnapshots, markKeptDeleted, parseKept, type KeptSnapshots } from '../cluster/kept-snapshots';
 import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
@@ -34,6 +34,7 @@ import type { Absence } from '../replication/absence-log';
 import type { DirtyMap } from '../replication/dirty-map';
 import type { CopyOperation } from '../replication/replication-layer';
 import { verifyReplicas } from '../replication/replica-verify';
+import { ControlLedger } from '../replication/control-ledger';
 import { applyTo } from '../cluster/volume-runner';
 import { WeftApiError, WeftClient } from './client';
 import { NodeClients, withClient } from './node-clients';
@@ -114,6 +115,8 @@ export interface ReplicatedVolumes {
   /** This node's own snapshots of the volume: its copy's, or those a deleted volume left here. */
   copySnapshots(name: string): SnapshotInfo[];
   controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void>;
+  /** Waits for, or refuses from now on, the control operations a primary got no answer to (control-ledger.ts). */
+  settleCopyControls(name: string, ids: string[]): Promise<void>;
   trackAbsence(name: string, epoch: number, absent: string, absence: Absence | null): Promise<void>;
   trackActivity(name: string, epoch: number, revision: number, extents: readonly number[]): Promise<void>;
   blockChecksums(name: string, epoch: number, offsetBytes: number, lengthBytes: number): Promise<Uint32Array>;
@@ -137,6 +140,7 @@ export function localVolumesOnly(engine: VolumeEngine): ReplicatedVolumes {
     deleteCopy: refuse,
     dropLeftover: refuse,
     controlCopy: refuse,
+    settleCopyControls: refuse,
     trackAbsence: refuse,
     trackActivity: refuse,
     blockChecksums: refuse,
@@ -160,6 +164,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   private readonly stopping = new AbortController();
   /** Copy creates and leftover drops here, one at a time per volume name (serially). */
   private readonly copyTurns = new KeyedTurns();
+  /** The control operations of primaries on this node's copies, by id (control-ledger.ts). */
+  private readonly controls = new ControlLedger();
   /** The ids of the creates this process runs (between their begin and their end). */
   private readonly running = new Set<string>();
 
@@ -378,12 +384,17 @@ export class ClusterVolumes implements ReplicatedVolumes {
     return new Map(answers.flat());
   }
 
-  /** The nodes that are up and hold the snapshot, with what each says of it (snapshotNodes). */
+  /**
+   * The nodes that are up and hold the snapshot, with what each says of it (snapshotNodes). Not a
+   * copy that missed its delete (missed-deletes.ts): it is deleted there, late, as listings show.
+   */
   private async snapshotHolders(volume: string, snapshot: string): Promise<Map<string, SnapshotInfo>> {
     const { nodes, kept } = await this.snapshotNodes(volume);
     const answers = kept ? await this.keptOn(volume, kept) : await this.snapshotsOn(nodes, volume);
     const marked = await this.controller.snapshottingNow(volume);
-    return new Map([...answers].flatMap(([node, listed]) => listed.filter((s) => s.name === snapshot && s.name !== marked).map((s) => [node, s] as const)));
+    const missed = kept ? {} : await missedDeletes(this.store, volume);
+    const holds = (node: string, s: SnapshotInfo) => s.name === snapshot && s.name !== marked && !missed[node]?.includes(snapshot);
+    return new Map([...answers].flatMap(([node, listed]) => listed.filter((s) => holds(node, s)).map((s) => [node, s] as const)));
   }
 
   copySnapshots(name: string): SnapshotInfo[] {
@@ -933,8 +944,24 @@ export class ClusterVolumes implements ReplicatedVolumes {
     });
   }
 
-  /** This node's part of a control operation, from the primary at epoch: refused if a newer primary raised this copy's epoch. */
-  async controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void> {
+  /** Runs on node's copy settleCopyControls (here directly, elsewhere through its API), with the deadline of controlCopyOn's held calls. */
+  settleCopyControlsOn(node: string, volume: string, ids: string[]): Promise<void> {
+    return this.onNode(node, (client) => client.settleCopyControls(volume, ids), () => this.settleCopyControls(volume, ids), true);
+  }
+
+  settleCopyControls(_name: string, ids: string[]): Promise<void> {
+    return this.controls.settle(ids);
+  }
+
+  /**
+   * This node's part of a control operation, from the primary at epoch: refused if a newer primary
+   * raised this copy's epoch, or if the primary, getting no answer, has settled it already (its id).
+   */
+  controlCopy(name: string, operation: CopyOperation, epoch: number): Promise<void> {
+    return this.controls.run(operation.id, () => this.controlCopyNow(name, operation, epoch));
+  }
+
+  private async controlCopyNow(name: string, operation: CopyOperation, epoch: number): Promise<void> {
     // From a primary (an epoch given; a user's delete gives none): one that has lost the volume must
     // not delete a snapshot its successor took (its undo of one that failed).
     if (operation.type === 'delete-snapshot') {

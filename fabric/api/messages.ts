@@ -45,6 +45,8 @@ export interface ControlCopyRequest {
   deleteSnapshot: string;
   revertTo: string;
   checkOnly: boolean;
+  operationId: string;
+  settle: string[];
 }
 
 export interface TrackAbsenceRequest {

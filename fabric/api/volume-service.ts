@@ -157,7 +157,9 @@ export function replicaService(cluster: ReplicatedVolumes, rpc: RpcContext): Unt
     }),
     CopySnapshots: unary(rpc, (request: wire.NameRequest) => ({ snapshots: cluster.copySnapshots(checkName('name', request.name)) })),
     ControlCopy: unary(rpc, async (request: wire.ControlCopyRequest) => {
-      await cluster.controlCopy(checkName('name', request.name), copyOperation(request), request.epoch);
+      const name = checkName('name', request.name);
+      if (request.settle.length > 0) await cluster.settleCopyControls(name, request.settle);
+      else await cluster.controlCopy(name, copyOperation(request), request.epoch);
       return {};
     }),
   };
@@ -176,8 +178,9 @@ function checkSource(source: wire.SnapshotRef): wire.SnapshotRef {
 }
 
 function copyOperation(request: wire.ControlCopyRequest): CopyOperation {
-  if (request.snapshot) return { type: 'snapshot', name: checkName('snapshot', request.snapshot) };
-  if (request.deleteSnapshot) return { type: 'delete-snapshot', name: checkName('delete_snapshot', request.deleteSnapshot) };
-  if (request.revertTo) return { type: 'revert', snapshot: checkName('revert_to', request.revertTo), checkOnly: request.checkOnly };
-  return { type: 'resize', sizeBytes: checkSize('size_bytes', request.sizeBytes), checkOnly: request.checkOnly };
+  const id = request.operationId || undefined;
+  if (request.snapshot) return { type: 'snapshot', name: checkName('snapshot', request.snapshot), id };
+  if (request.deleteSnapshot) return { type: 'delete-snapshot', name: checkName('delete_snapshot', request.deleteSnapshot), id };
+  if (request.revertTo) return { type: 'revert', snapshot: checkName('revert_to', request.revertTo), checkOnly: request.checkOnly, id };
+  return { type: 'resize', sizeBytes: checkSize('size_bytes', request.sizeBytes), checkOnly: request.checkOnly, id };
 }

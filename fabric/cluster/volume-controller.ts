@@ -66,6 +66,8 @@ export interface ControllerOptions {
   hasCopy(volume: string): boolean;
   /** Applies a control operation to another node's copy (through its control API). */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
+  /** Settles on another node's copy the control operations sent it that got no answer (control-ledger.ts). */
+  settleCopyControls(node: string, volume: string, ids: string[]): Promise<void>;
   /** The names of the snapshots node's copy holds (this node's too). */
   copySnapshotNames(node: string, volume: string): Promise<string[]>;
   /** Has another node make its copy of a volume (a replacement). */
@@ -498,6 +500,7 @@ export class VolumeController {
         return n && { host: n.address, nbdPort: n.nbdPort };
       },
       controlCopy: this.options.controlCopy,
+      settleCopyControls: this.options.settleCopyControls,
       copySnapshotNames: this.options.copySnapshotNames,
       createCopy: this.options.createCopy,
       absenceLog: (volume) => this.logs.get(volume),

@@ -25,6 +25,7 @@ import { wholeBlocks } from '../store/block-size';
 import type { EpochFence } from '../volume/epoch-fence';
 import type { ClusterStore, Txn, TxnOp } from './cluster-store';
 import { clearMissedDeletes, deleteEach, missedDeletes } from './missed-deletes';
+import { CopyControls } from '../replication/control-ledger';
 import { step } from './volume-brain';
 import { initialBrainState, type BrainAction, type BrainConfig, type BrainEvent, type BrainState } from './volume-brain-state';
 import { inSyncNodes, leaseAsRead, volumeKey, volumeLeaseKey, type OperationMark, type RecordChange, type ReplicaState, type VolumeRecord } from './volume-record';
@@ -93,6 +94,8 @@ export interface RunnerContext {
    * yet): a node that does not answer within seconds fails it.
    */
   controlCopy(node: string, volume: string, operation: CopyOperation, epoch: number): Promise<void>;
+  /** Settles on node's copy the control operations sent it that got no answer (control-ledger.ts). */
+  settleCopyControls(node: string, volume: string, ids: string[]): Promise<void>;
   /** The names of the snapshots node's copy holds (this node's included). */
   copySnapshotNames(node: string, volume: string): Promise<string[]>;
   config: BrainConfig;
@@ -130,6 +133,12 @@ export class VolumeRunner {
    */
   private readonly replicationFrom = randomBytes(8).toString('hex');
   private replicationGeneration = 0;
+  /** The control operations sent to the copies; those that got no answer are settled before the copy is sent anything else. */
+  private readonly controls = new CopyControls(
+    this.replicationFrom,
+    (node, operation, epoch) => this.context.controlCopy(node, this.name, operation, epoch),
+    (node, ids) => this.context.settleCopyControls(node, this.name, ids),
+  );
 
   constructor(readonly name: string, private readonly context: RunnerContext) {
     this.state = initialBrainState(context.self);
@@ -367,7 +376,7 @@ export class VolumeRunner {
         }
         // Neither can be undone part way (a copy grown stays grown): every copy is asked first whether it would take it.
         if (operation.type === 'revert' || operation.type === 'resize') {
-          for (const node of [...others, this.context.self]) await this.context.controlCopy(node, this.name, { ...operation, checkOnly: true }, serving.epoch);
+          for (const node of [...others, this.context.self]) await this.controls.apply(node, { ...operation, checkOnly: true }, serving.epoch);
         }
         // Should this node die part way, some copies would be reverted and others not: the record says
         // that a revert is under way until it has ended, and whoever is promoted meanwhile owes every
@@ -488,7 +497,7 @@ export class VolumeRunner {
 
   /** Deletes the snapshot from the nodes' copies: the nodes that may still hold it (those that did not answer, or refused). */
   private async deleteSnapshotFrom(serving: Serving, nodes: readonly string[], snapshot: string): Promise<string[]> {
-    const outcomes = await Promise.allSettled(nodes.map((node) => this.context.controlCopy(node, this.name, { type: 'delete-snapshot', name: snapshot }, serving.epoch)));
+    const outcomes = await Promise.allSettled(nodes.map((node) => this.controls.apply(node, { type: 'delete-snapshot', name: snapshot }, serving.epoch)));
     const kept = nodes.filter((node, i) => {
       const outcome = outcomes[i];
       return outcome.status === 'rejected' && !(outcome.reason instanceof WeftError && outcome.reason.kind === 'NOT_FOUND');
@@ -507,7 +516,7 @@ export class VolumeRunner {
     try {
       for (const node of others) {
         failedOn = node;
-        await this.context.controlCopy(node, this.name, operation, serving.epoch);
+        await this.controls.apply(node, operation, serving.epoch);
         done.push(node);
       }
       failedOn = undefined;
@@ -742,7 +751,7 @@ export class VolumeRunner {
       onLocalFailure: (reason) => (this.servesAt(epoch) ? this.handOver(reason) : Promise.resolve()),
       growCopy: (node, sizeBytes) => {
         this.context.logger.warn({ volume: this.name, node, sizeBytes }, 'growing a copy that a resize cut short left smaller than this one');
-        return this.context.controlCopy(node, this.name, { type: 'resize', sizeBytes }, epoch);
+        return this.controls.apply(node, { type: 'resize', sizeBytes }, epoch);
       },
     });
     if (this.state.role !== 'serving' || this.state.claimedEpoch !== epoch || this.closed) {
@@ -805,6 +814,8 @@ export class VolumeRunner {
     const device = serving.device;
     const started = Date.now();
     try {
+      // A control operation sent to it that got no answer must not change it once copying has begun.
+      await this.controls.settled(replica);
       const record = this.state.record as VolumeRecord;
       const known = device.status().some((r) => r.id === replica);
       // A replacement: its node makes an empty copy first (or keeps the one it has). Also when this
@@ -842,7 +853,7 @@ export class VolumeRunner {
     const copies = (this.state.record?.replicas ?? []).map((r) => r.node);
     const names = (missed[replica] ?? []).filter((name) => only === undefined || only.includes(name));
     if (names.length === 0 && Object.keys(missed).every((node) => copies.includes(node))) return;
-    await deleteEach(names, (snapshot) => this.context.controlCopy(replica, this.name, { type: 'delete-snapshot', name: snapshot }, serving.epoch));
+    await deleteEach(names, (snapshot) => this.controls.apply(replica, { type: 'delete-snapshot', name: snapshot }, serving.epoch));
     await clearMissedDeletes(this.context.store, this.name, replica, names, copies);
     if (names.length > 0) this.context.logger.info({ volume: this.name, replica, snapshots: names }, 'deleted from a returning copy the snapshots deleted while it was away');
   }

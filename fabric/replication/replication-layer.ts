@@ -11,11 +11,15 @@ import type { BlockDevice, Extent, RequestOwner, VolumeLayer, WriteZeroesOptions
 import { PassThroughDevice, PassThroughLayer } from '../volume/pass-through-device';
 
 /** A control operation applied to every copy of a replicated volume; a revert or resize checkOnly changes nothing, it only refuses as the operation would. */
-export type CopyOperation =
+export type CopyOperation = (
   | { type: 'snapshot'; name: string }
   | { type: 'resize'; sizeBytes: number; checkOnly?: boolean }
   | { type: 'delete-snapshot'; name: string }
-  | { type: 'revert'; snapshot: string; checkOnly?: boolean };
+  | { type: 'revert'; snapshot: string; checkOnly?: boolean }
+) & {
+  /** Set by a primary on what it sends a copy, so that it can settle the operation there if it gets no answer (control-ledger.ts). */
+  id?: string;
+};
 
 /** Where a replicated volume's data calls go (a ForwardingDevice); closed when the layer drops it. */
 export type Router = BlockDevice & { close(): void };

@@ -43,6 +43,7 @@ test('the node back, its copy has lost it too: a failover to it does not bring i
 // A copy whose node the deleting node could not reach (its API cut off), while the primary's
 // replication to it went on: it stays in sync, and used to hold the snapshot (listed nowhere, its
 // space kept) until it was the primary or resynced. The next snapshot of any name deletes it there.
+// Meanwhile it cannot be cloned (it was, from that copy).
 test('a copy in sync that missed a delete loses the snapshot at the next snapshot', async () => {
   const record = await cluster.waitForVolume('v', allInSync, 60_000, 'in sync');
   const primary = cluster.node(record.replication!.primary);
@@ -58,6 +59,10 @@ test('a copy in sync that missed a delete loses the snapshot at the next snapsho
   }
   expect(await held(copy)).toContain('m'); // it missed the delete ...
   expect((await cluster.show(primary, 'v'))?.replication?.replicas.map((r) => r.state)).toEqual(['in-sync', 'in-sync']); // ... and is in sync
+  // Deleted, it cannot be cloned, though that copy holds it still.
+  const clone = await primary.weftd.weft(['volume', 'create', 'c', '--from-snapshot', 'v@m', '--replicas', '1']);
+  expect(clone.code).toBe(1);
+  expect(clone.stderr).toMatch(/snapshot v@m does not exist/);
   expect(await primary.weftd.weft(['snapshot', 'create', 'v', 'n'])).toMatchObject({ code: 0 });
   expect(await held(copy)).toEqual(['n', 's']);
   expect(await held(primary)).toEqual(['n', 's']);

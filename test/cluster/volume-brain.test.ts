@@ -509,6 +509,7 @@ describe('on a real store', () => {
       blockChecksums: notUsed,
       trackAbsence: notUsed,
       controlCopy: notUsed,
+      settleCopyControls: notUsed,
       copySnapshotNames: notUsed,
       config,
       logger,
