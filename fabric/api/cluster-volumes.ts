@@ -946,7 +946,11 @@ export class ClusterVolumes implements ReplicatedVolumes {
 
   /** Runs on node's copy settleCopyControls (here directly, elsewhere through its API), with the deadline of controlCopyOn's held calls. */
   settleCopyControlsOn(node: string, volume: string, ids: string[]): Promise<void> {
-    return this.onNode(node, (client) => client.settleCopyControls(volume, ids), () => this.settleCopyControls(volume, ids), true);
+    return this.onNode(node, (client) => client.settleCopyControls(volume, ids), () => this.settleCopyControls(volume, ids), true).catch((err: unknown) => {
+      // A node of an earlier version reads a settle as a resize to no size: it cannot settle, as before there was settling.
+      if (!(err instanceof WeftApiError && err.code === status.INVALID_ARGUMENT)) throw err;
+      this.logger.warn({ node, volume, ids }, 'a copy of an earlier version cannot settle the control operations it gave no answer to: going on without');
+    });
   }
 
   settleCopyControls(_name: string, ids: string[]): Promise<void> {
