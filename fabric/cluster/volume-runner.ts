@@ -369,6 +369,7 @@ export class VolumeRunner {
       // calls made while they are held have a 5 s deadline (controlCopy).
       await serving.device.flush();
       await serving.device.paused(async () => {
+        this.checkStillServing(serving, operation);
         // A change in flight when the pause began may have failed on a copy since: it lacks that one.
         const fellOut = others.filter((node) => serving.device.status().find((r) => r.id === node)?.state !== 'in-sync');
         if (fellOut.length > 0) {
@@ -515,11 +516,13 @@ export class VolumeRunner {
     let failedOn: string | undefined;
     try {
       for (const node of others) {
+        this.checkStillServing(serving, operation);
         failedOn = node;
         await this.controls.apply(node, operation, serving.epoch);
         done.push(node);
       }
       failedOn = undefined;
+      this.checkStillServing(serving, operation);
       const stale = (own: number) => failedPrecondition(`volume ${this.name}: this copy is at epoch ${own}, so this node (at ${serving.epoch}) is no longer its primary`);
       await this.context.localFence(this.name).controlAt(serving.epoch, () => applyTo(local, operation), stale);
     } catch (err) {
@@ -785,12 +788,26 @@ export class VolumeRunner {
    */
   private async handOver(reason: string): Promise<void> {
     const self = this.context.self;
-    const handingOver = () => this.state.changes.some((c) => c.kind === 'out' && c.node === self);
-    const already = handingOver();
+    const already = this.handingOver();
     this.dispatch({ type: 'local-failed', reason });
-    if (!handingOver()) return;
+    if (!this.handingOver()) return;
     if (!already) this.context.logger.error({ volume: this.name, reason }, 'the local copy failed: handing the volume over to an in-sync replica');
     await Promise.race([this.waitFor('out', self, (state) => state === 'out'), sleep(HAND_OVER_WAIT_MS, undefined, { ref: false })]);
+  }
+
+  /** Its own copy failed a request: it is taking itself out, for another member to serve. */
+  private handingOver(): boolean {
+    return this.state.changes.some((c) => c.kind === 'out' && c.node === this.context.self);
+  }
+
+  /**
+   * Refuses to go on with a control operation once this node no longer serves as it did when the
+   * operation began, or is handing the volume over: its own copy lacks a write the others took, so
+   * the operation would not be the same point of the write stream on every copy.
+   */
+  private checkStillServing(serving: Serving, operation: CopyOperation): void {
+    if (this.serving === serving && !this.handingOver()) return;
+    throw new WeftError('UNAVAILABLE', `volume ${this.name}: node ${this.context.self} stopped serving it, or is handing it over, as the ${operation.type} was made: try again`);
   }
 
   private stopServing(reason: string): void {
