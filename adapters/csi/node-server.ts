@@ -44,6 +44,8 @@ export interface HostTools {
   loopsBackedBy(file: string): Promise<string[]>;
   detachLoop(device: string): Promise<void>;
   refreshLoopCapacity(device: string): Promise<void>;
+  /** The pids of the processes that have the device open. */
+  processesUsing(device: string): Promise<number[]>;
 }
 
 export interface NodeServerOptions {
@@ -148,7 +150,11 @@ export class NodeServer {
         }
       }
       // Broken, or left half done by a crash: undo it, then stage from the start.
-      if (current) await this.teardown(current);
+      if (current) {
+        const users = await this.unfinishedStageUsers(current);
+        if (users.length > 0) throw unavailable(`volume ${volume}: a stage left unfinished by an earlier run is still in use by process ${users.join(', ')} (a filesystem tool, such as e2fsck or resize2fs): try again once it has ended`);
+        await this.teardown(current);
+      }
       // Another volume's stage at a path reused (or anything else mounted there) is not for this one
       // to mount over, nor, when the mount is then refused, to take down in the undoing.
       const mounted = await this.tools.mountSource(stagingPath);
@@ -205,6 +211,8 @@ export class NodeServer {
       if (current.publications.length > 0) {
         throw failedPrecondition(`volume ${volume} is still published at ${current.publications.map((p) => p.targetPath).join(', ')}; NodeUnpublishVolume first`);
       }
+      const users = await this.unfinishedStageUsers(current);
+      if (users.length > 0) throw unavailable(`volume ${volume}: its unfinished stage is still in use by process ${users.join(', ')} (a filesystem tool, such as e2fsck or resize2fs): try again once it has ended`);
       // First, while it is on record as staged: a mount still in use is refused, and stays staged.
       await this.unmountStage(current);
       await this.teardown(current);
@@ -227,6 +235,17 @@ export class NodeServer {
     if (grows && fsType === 'ext4') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);
     await this.tools.mountDevice(devicePath, state.stagingPath, fsType, mountOptions(state));
     if (grows && fsType === 'xfs') await this.tools.growFilesystem(devicePath, state.stagingPath, fsType);
+  }
+
+  /**
+   * The processes that still use the device of a stage left unfinished (not staged): mkfs, e2fsck or
+   * resize2fs started by a run of weftd that died (its tools are not in its process group's reach:
+   * they outlive a restart). Detaching the device under them would cut an offline resize short,
+   * which ext4 does not survive whole; they are let finish.
+   */
+  private async unfinishedStageUsers(state: VolumeState): Promise<number[]> {
+    if (state.phase === 'staged' || !state.attachment) return [];
+    return this.tools.processesUsing(state.attachment.devicePath);
   }
 
   /** Undoes whatever part of a stage (and its publications) exists; ends with no state file. */
@@ -566,6 +585,11 @@ export class NodeServer {
         await this.report(state);
         return;
       }
+    }
+    const users = await this.unfinishedStageUsers(state);
+    if (users.length > 0) {
+      this.logger.error({ volume: state.volume, phase: state.phase, device: state.attachment?.devicePath, pids: users }, 'the unfinished stage of an earlier run is still in use (a filesystem tool that outlived it?): left as it is until the next stage or unstage finds it unused');
+      return;
     }
     this.logger.warn({ volume: state.volume, phase: state.phase }, 'attachment of an earlier run is broken or unfinished: unmounting and detaching it');
     await this.teardown(state);

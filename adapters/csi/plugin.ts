@@ -9,7 +9,7 @@ import type { CsiRole, CsiSettings } from '../../fabric/config';
 import type { DaemonPlugin, PluginContext } from '../../fabric/daemon';
 import { allocationJobLookup } from '../nomad/allocation-job';
 import { chooseAttacher } from './attach/choose';
-import { attachReadOnlyLoop, detachLoop, deviceSizeBytes, loopsBackedBy, refreshLoopCapacity } from './attach/devices';
+import { attachReadOnlyLoop, detachLoop, deviceSizeBytes, loopsBackedBy, processesUsing, refreshLoopCapacity } from './attach/devices';
 import * as mount from './attach/mount';
 import { ControllerServer } from './controller-server';
 import { CsiServer } from './csi-server';
@@ -60,5 +60,5 @@ async function openNodeServer(client: WeftClient, node: NodeStatus, settings: Cs
   const attacher = await chooseAttacher(logger);
   const state = new NodeStateStore(nodeStateDir(node.dataDir));
   const jobOfAllocation = settings.nomadAddr ? allocationJobLookup({ address: settings.nomadAddr }, logger) : undefined;
-  return NodeServer.open({ client, attacher, tools: { ...mount, deviceSizeBytes, attachReadOnlyLoop, loopsBackedBy, detachLoop, refreshLoopCapacity }, state, node, logger, jobOfAllocation });
+  return NodeServer.open({ client, attacher, tools: { ...mount, deviceSizeBytes, attachReadOnlyLoop, loopsBackedBy, detachLoop, refreshLoopCapacity, processesUsing }, state, node, logger, jobOfAllocation });
 }

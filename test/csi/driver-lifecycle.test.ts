@@ -9,7 +9,7 @@ import { WeftApiError, WeftClient } from '../../fabric/api/client';
 import { BLOCK_WRITER, CsiClient, MOUNT_WRITER } from '../helpers/csi-client';
 import { expectNoLeftovers, forceCleanup, leftoversUnder } from '../helpers/mounts';
 import { freePort } from '../helpers/free-port';
-import { cleanupAll, makeTempDir, startWeftd, type WeftdHandle } from '../helpers/weftd';
+import { cleanupAll, makeTempDir, startWeftd, track, type WeftdHandle } from '../helpers/weftd';
 
 afterAll(cleanupAll);
 
@@ -198,6 +198,41 @@ describe('node state at start', () => {
       expect(await csi.code('DeleteVolume', { volume_id: 'midway' })).toBe('OK');
     });
     await weftd.stop();
+  });
+
+  it('leaves a stage that a tool of the crashed run still uses (an e2fsck or resize2fs outliving weftd), and undoes it once the tool has ended', async () => {
+    root = makeTempDir('weft-csi-busy-');
+    const socketPath = path.join(root, 'csi.sock');
+    const nbdPort = String(await freePort()); // the relay under the device finds the restarted weftd here
+    const weftd = await startWeftd({ dataDir: path.join(root, 'data'), pools: [`default:${root}:256MiB`], extraArgs: ['--csi-endpoint', `unix://${socketPath}`, '--nbd-port', nbdPort] });
+    const stagingPath = path.join(root, 'staging', 'busy');
+    const stage = { volume_id: 'busy', staging_target_path: stagingPath, volume_capability: BLOCK_WRITER };
+    await withClient(socketPath, async (csi) => {
+      await csi.call('CreateVolume', { name: 'busy', volume_capabilities: [BLOCK_WRITER], capacity_range: { required_bytes: 4 << 20 } });
+      await csi.call('NodeStageVolume', stage);
+    });
+    const stateFile = path.join(weftd.dataDir, 'csi', 'busy.json');
+    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as { attachment: { devicePath: string } };
+    // A tool the stage ran, still reading the device when weftd is killed: the stage is unfinished.
+    const tool = track(spawn('bash', ['-c', `exec 3<${state.attachment.devicePath}; exec sleep 120`], { stdio: 'ignore' }));
+    await weftd.kill9();
+    fs.writeFileSync(stateFile, JSON.stringify({ ...state, phase: 'attaching' }));
+
+    await weftd.start();
+    expect(weftd.logs()).toMatch(new RegExp(`"volume":"busy".*"pids":\\[${tool.pid}\\].*still in use`));
+    expect(fs.existsSync(stateFile)).toBe(true);
+    expect(leftoversUnder(root).loops).toHaveLength(1); // the device stays under the tool
+    await withClient(socketPath, async (csi) => {
+      expect(await csi.failure('NodeStageVolume', stage)).toMatchObject({ code: status.UNAVAILABLE, details: expect.stringMatching(new RegExp(`still in use by process ${tool.pid}`)) });
+      expect(await csi.code('NodeUnstageVolume', { volume_id: 'busy', staging_target_path: stagingPath })).toBe('UNAVAILABLE');
+      tool.kill('SIGKILL');
+      await new Promise((resolve) => tool.once('exit', resolve));
+      await csi.call('NodeStageVolume', stage); // undone, then staged from the start
+      await csi.call('NodeUnstageVolume', { volume_id: 'busy', staging_target_path: stagingPath });
+      expect(await csi.code('DeleteVolume', { volume_id: 'busy' })).toBe('OK');
+    });
+    await weftd.stop();
+    expectNoLeftovers(root);
   });
 });
 

@@ -1,7 +1,7 @@
 // Block devices on this node: loop devices over a file (set up with direct I/O and a size limit,
 // found again by their backing file or disk sequence number, grown, detached) and the size of any block device.
 
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { runTool } from './exec';
 
@@ -58,4 +58,31 @@ export async function detachLoop(device: string): Promise<void> {
 
 export async function deviceSizeBytes(device: string): Promise<number> {
   return Number((await runTool('blockdev', ['--getsize64', device])).trim());
+}
+
+/** What may hold an attachment's own device open for good (nbd-client keeps /dev/nbdX open): no user of it. */
+const ATTACH_HELPERS = new Set(['nbd-client', 'nbdkit', 'nbdfuse']);
+
+/**
+ * The processes that have the block device open (by its device number, whatever path they opened
+ * it by), found in /proc, but for the attachment's own helpers: none if the device is gone.
+ * Processes that vanish meanwhile are skipped.
+ */
+export async function processesUsing(device: string): Promise<number[]> {
+  const target = await stat(device).catch(() => undefined);
+  if (!target?.isBlockDevice()) return [];
+  const pids = (await readdir('/proc')).filter((name) => /^\d+$/.test(name)).map(Number);
+  const users = await Promise.all(
+    pids.map(async (pid) => {
+      const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+      for (const fd of fds) {
+        const opened = await stat(`/proc/${pid}/fd/${fd}`).catch(() => undefined);
+        if (!opened?.isBlockDevice() || opened.rdev !== target.rdev) continue;
+        const name = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
+        return ATTACH_HELPERS.has(name) ? [] : [pid];
+      }
+      return [];
+    }),
+  );
+  return users.flat();
 }
