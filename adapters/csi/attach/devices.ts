@@ -1,7 +1,7 @@
 // Block devices on this node: loop devices over a file (set up with direct I/O and a size limit,
 // found again by their backing file or disk sequence number, grown, detached) and the size of any block device.
 
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, readlink, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { runTool } from './exec';
 
@@ -64,25 +64,22 @@ export async function deviceSizeBytes(device: string): Promise<number> {
 const ATTACH_HELPERS = new Set(['nbd-client', 'nbdkit', 'nbdfuse']);
 
 /**
- * The processes that have the block device open (by its device number, whatever path they opened
- * it by), found in /proc, but for the attachment's own helpers: none if the device is gone.
- * Processes that vanish meanwhile are skipped.
+ * The processes that have the block device open by its path, found in /proc, but for the
+ * attachment's own helpers: none if the device is gone. Each open file is read as the link's text
+ * (readlink), never stat'ed: a stat follows the link into the file's filesystem, and a hung NFS or
+ * FUSE mount would hold it, and with it a thread of the pool the data path writes through. One
+ * process at a time, for the same reason. Processes that vanish meanwhile are skipped.
  */
 export async function processesUsing(device: string): Promise<number[]> {
-  const target = await stat(device).catch(() => undefined);
-  if (!target?.isBlockDevice()) return [];
-  const pids = (await readdir('/proc')).filter((name) => /^\d+$/.test(name)).map(Number);
-  const users = await Promise.all(
-    pids.map(async (pid) => {
-      const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
-      for (const fd of fds) {
-        const opened = await stat(`/proc/${pid}/fd/${fd}`).catch(() => undefined);
-        if (!opened?.isBlockDevice() || opened.rdev !== target.rdev) continue;
-        const name = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
-        return ATTACH_HELPERS.has(name) ? [] : [pid];
-      }
-      return [];
-    }),
-  );
-  return users.flat();
+  const target = await realpath(device).catch(() => undefined);
+  if (target === undefined) return [];
+  const users: number[] = [];
+  for (const pid of (await readdir('/proc')).filter((name) => /^\d+$/.test(name)).map(Number)) {
+    const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    const opened = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')));
+    if (!opened.includes(target) && !opened.includes(device)) continue;
+    const name = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
+    if (!ATTACH_HELPERS.has(name)) users.push(pid);
+  }
+  return users;
 }
