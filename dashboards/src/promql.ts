@@ -17,11 +17,13 @@ export function rate(selector: string): string {
 /**
  * 1 per volume of the selected classes, with its class. Multiplying an I/O series by it
  * (`on(volume) group_left(class)`) keeps only those volumes and adds their class: the I/O families
- * have no class label, the capacity gauge has it on every node that holds the volume. One class per
+ * have no class label, the capacity gauge has it on every node that holds the volume, and
+ * weft_volume_info on every node it is attached on (a volume whose copies' nodes cannot be scraped
+ * stays, with its I/O on the node it is attached on). One class per
  * name: volumes of one node alone are named per node, and two of other classes under one name made
  * the join fail (many-to-many) for every volume; one is kept, as the recording rules do.
  */
-export const VOLUME_CLASS = `topk by (volume) (1, group by (volume, class) (weft_volume_capacity_bytes{${CLASS}}))`;
+export const VOLUME_CLASS = `topk by (volume) (1, group by (volume, class) (weft_volume_capacity_bytes{${CLASS}} or weft_volume_info{${CLASS}}))`;
 
 /** Error kinds a client causes (a write to a snapshot, a read past the end): not the volume's failure, as in the recording rules. */
 export const SERVED_ERRORS = 'kind!~"einval|eperm|eoverflow|enotsup"';
