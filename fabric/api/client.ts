@@ -75,12 +75,14 @@ export class WeftClient {
   /** Resolves with the final report; onProgress hears about every step before it. */
   /** Runs a verify on the node; aborting `stop` cancels the call, which stops the verify there. */
   /**
-   * Streams the verify's progress to onProgress, and resolves with its report. With a deadline
-   * (unaryDeadlineMs), the verify fails with DEADLINE_EXCEEDED, and is cancelled there, once weftd
-   * sends nothing for that long: a verify that moves sends progress at least every half second
-   * (volume-service.ts), so silence is a stuck or unreachable node, however long the whole takes.
+   * Streams the verify's progress to onProgress, and resolves with its report. With stallMs (by
+   * default the unary deadline; null: none), the verify fails with DEADLINE_EXCEEDED, and is
+   * cancelled there, once weftd sends nothing for that long: a verify that moves sends progress at
+   * least every half second (volume-service.ts), so silence is a stuck or unreachable node, however
+   * long the whole takes. Not with a weftd of an earlier version (its progress says no heartbeat),
+   * which may be silent for as long as a percent of the volume takes.
    */
-  verifyVolume(name: string, onProgress?: VerifyProgressListener, stop?: AbortSignal): Promise<VerifyReport> {
+  verifyVolume(name: string, onProgress?: VerifyProgressListener, stop?: AbortSignal, stallMs: number | null = this.unaryDeadlineMs ?? null): Promise<VerifyReport> {
     const { path, requestSerialize, responseDeserialize } = serviceDefinition('VolumeService').VerifyVolume;
     const stream = this.client.makeServerStreamRequest(path, requestSerialize, responseDeserialize, { name });
     if (stop?.aborted) stream.cancel();
@@ -88,17 +90,18 @@ export class WeftClient {
     return new Promise((resolve, reject) => {
       let report: VerifyReport | undefined;
       let stalled: NodeJS.Timeout | undefined;
-      const silentMs = this.unaryDeadlineMs;
+      let silentMs = stallMs;
       const watch = () => {
-        if (silentMs === undefined) return;
         clearTimeout(stalled);
+        if (silentMs === null) return;
         stalled = setTimeout(() => {
-          reject(new WeftApiError(grpc.status.DEADLINE_EXCEEDED, `weftd at ${this.endpoint} sent no progress of the verify of ${name} for ${silentMs / 1000} s: it was cancelled`));
+          reject(new WeftApiError(grpc.status.DEADLINE_EXCEEDED, `weftd at ${this.endpoint} sent no progress of the verify of ${name} for ${(silentMs as number) / 1000} s: it was cancelled`));
           stream.cancel();
         }, silentMs);
       };
       watch();
       stream.on('data', (message: VerifyVolumeEvent) => {
+        if (message.event === 'progress' && !message.progress.heartbeatMs) silentMs = null;
         watch();
         if (message.event === 'report') report = verifyReportFromWire(message.report);
         else onProgress?.(message.progress.doneBlocks, message.progress.totalBlocks);

@@ -22,7 +22,7 @@ import { settleLostCreate } from '../cluster/lost-create';
 import { place } from '../cluster/placement';
 import type { VolumeController } from '../cluster/volume-controller';
 import { leftoverKey, malformedRecord, parseLeftover, parseVolumeRecord, volumeKey, volumeLeaseKey, type Leftover, type VolumeRecord } from '../cluster/volume-record';
-import { alreadyExists, failedPrecondition, InUseError, invalidArgument, NoAnswerError, notFound, WeftError } from '../errors';
+import { alreadyExists, failedPrecondition, InUseError, invalidArgument, NoAnswerError, notFound, WeftError, type ErrorKind } from '../errors';
 import type { Logger } from '../logger';
 import type { LocalEngine } from '../volume/local-engine';
 import { BLOCK_BYTES, wholeBlocks } from '../store/block-size';
@@ -262,7 +262,10 @@ export class ClusterVolumes implements ReplicatedVolumes {
   /** Refused, naming the nodes that hold it, for a snapshot of a replicated volume that this node holds no copy of. */
   async cloneHere(request: CloneVolumeRequest): Promise<VolumeInfo> {
     await this.checkNameFree(request.name);
-    const here = (await this.taken(this.copySnapshots(request.volume))).some((s) => s.name === request.snapshot);
+    const own = await this.taken(this.copySnapshots(request.volume));
+    const here = (await this.notMissed(own)).some((s) => s.name === request.snapshot);
+    // Still here only because this copy missed its delete (missed-deletes.ts): deleted, as listings show.
+    if (!here && own.some((s) => s.name === request.snapshot)) throw notFound(`snapshot ${request.volume}@${request.snapshot} does not exist`);
     const nodes = here ? [] : [...(await this.snapshotHolders(request.volume, request.snapshot)).keys()];
     if (nodes.length > 0) {
       throw failedPrecondition(
@@ -767,7 +770,8 @@ export class ClusterVolumes implements ReplicatedVolumes {
   async verify(name: string, onProgress: (doneBlocks: number, totalBlocks: number) => void, stop?: AbortSignal): Promise<VerifyReport> {
     const primary = this.controller.record(name)?.primary;
     if (primary !== undefined && primary !== this.self) {
-      return this.onNode(primary, (client) => client.verifyVolume(name, onProgress, stop), () => Promise.reject(new Error('unreachable')));
+      // No deadline of its own: the primary's progress passes through, and the caller's deadline covers the whole way.
+      return this.onNode(primary, (client) => client.verifyVolume(name, onProgress, stop, null), () => Promise.reject(new Error('unreachable')));
     }
     const device = await this.controller.replication(name);
     // Held like a connection, so that the volume is not deleted under the verify.
@@ -940,7 +944,9 @@ export class ClusterVolumes implements ReplicatedVolumes {
       // Unanswered, it may still be carried out there. Not found there, as here (the volume runner
       // tells a snapshot already gone by it).
       if (err instanceof WeftApiError && err.code === status.DEADLINE_EXCEEDED) throw new NoAnswerError(err.message);
-      throw err instanceof WeftApiError && err.code === status.NOT_FOUND ? new WeftError('NOT_FOUND', err.message) : err;
+      // The copy's own refusals, as a local call gives them (the runner tells an answer from a call lost on the way).
+      const refusal = err instanceof WeftApiError ? COPY_REFUSALS.get(err.code) : undefined;
+      throw refusal ? new WeftError(refusal, err.message) : err;
     });
   }
 
@@ -1156,6 +1162,15 @@ export class ClusterVolumes implements ReplicatedVolumes {
     this.fastClients.close();
   }
 }
+
+/** The statuses a copy refuses a control operation with, as the kinds of a local refusal. */
+const COPY_REFUSALS = new Map<status, ErrorKind>([
+  [status.NOT_FOUND, 'NOT_FOUND'],
+  [status.ALREADY_EXISTS, 'ALREADY_EXISTS'],
+  [status.INVALID_ARGUMENT, 'INVALID_ARGUMENT'],
+  [status.RESOURCE_EXHAUSTED, 'RESOURCE_EXHAUSTED'],
+  [status.FAILED_PRECONDITION, 'FAILED_PRECONDITION'],
+]);
 
 function isNotFound(err: Error): boolean {
   return (err instanceof WeftError && err.kind === 'NOT_FOUND') || (err instanceof WeftApiError && err.code === status.NOT_FOUND);

@@ -146,6 +146,7 @@ export interface RevertVolumeRequest {
 export interface VerifyProgress {
   doneBlocks: number;
   totalBlocks: number;
+  heartbeatMs?: number;
 }
 
 /** The server sets one field of the oneof. */

@@ -114,7 +114,7 @@ export function percentSteps(
     if (percent === lastPercent && now() - lastSentAt < PROGRESS_HEARTBEAT_MS) return;
     lastPercent = percent;
     lastSentAt = now();
-    send({ doneBlocks, totalBlocks });
+    send({ doneBlocks, totalBlocks, heartbeatMs: PROGRESS_HEARTBEAT_MS });
   };
 }
 

@@ -355,6 +355,8 @@ export class VolumeRunner {
     const marked = record.snapshotting;
     if (marked !== undefined && (operation.type === 'snapshot' || (operation.type === 'revert' && operation.snapshot === marked))) await this.dropCutShortSnapshot(serving, marked);
     const others = record.replicas.map((r) => r.node).filter((n) => n !== this.context.self);
+    // What was sent the copies without an answer is settled before the writes are held, not while.
+    await Promise.all(others.map((node) => this.controls.settled(node)));
     let markedHere: OperationMark | undefined;
     let done = false;
     let failure: unknown;
@@ -801,13 +803,14 @@ export class VolumeRunner {
   }
 
   /**
-   * Refuses to go on with a control operation once this node no longer serves as it did when the
-   * operation began, or is handing the volume over: its own copy lacks a write the others took, so
-   * the operation would not be the same point of the write stream on every copy.
+   * Refuses to go on with a snapshot once this node no longer serves as it did when the snapshot
+   * began, or is handing the volume over: its own copy lacks a write the others took, so the
+   * snapshot would not be the same point of the write stream on every copy. (A resize or a revert
+   * makes the copies it reaches equal whatever they held: one stopped part way costs more.)
    */
   private checkStillServing(serving: Serving, operation: CopyOperation): void {
-    if (this.serving === serving && !this.handingOver()) return;
-    throw new WeftError('UNAVAILABLE', `volume ${this.name}: node ${this.context.self} stopped serving it, or is handing it over, as the ${operation.type} was made: try again`);
+    if (operation.type !== 'snapshot' || (this.serving === serving && !this.handingOver())) return;
+    throw new WeftError('UNAVAILABLE', `volume ${this.name}: node ${this.context.self} stopped serving it, or is handing it over, as the snapshot was taken: try again`);
   }
 
   private stopServing(reason: string): void {

@@ -13,7 +13,8 @@
 // not yet arrived are refused when they come. Everything the primary does to the copy from then on
 // comes after them, or without them.
 
-import { WeftError } from '../errors';
+import { NoAnswerError, WeftError, type ErrorKind } from '../errors';
+import { KeyedTurns } from '../keyed-turns';
 import type { CopyOperation } from './replication-layer';
 
 /** How long an id settled before its operation arrived is remembered (a call lost on the way never comes). */
@@ -51,11 +52,20 @@ export class ControlLedger {
   }
 }
 
+/** Refusals a copy gives itself: the operation ended there (never ran, or ran to its end), and will not run later. */
+const ANSWERS = new Set<ErrorKind>(['NOT_FOUND', 'ALREADY_EXISTS', 'INVALID_ARGUMENT', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION']);
+
+function answered(err: unknown): boolean {
+  return err instanceof WeftError && !(err instanceof NoAnswerError) && ANSWERS.has(err.kind);
+}
+
 /** The primary's side: sends a volume's control operations to its copies, settling first those that got no answer. */
 export class CopyControls {
   private sent = 0;
   /** Per copy's node, the ids of operations sent there that got no answer (or failed on the way). */
   private readonly unanswered = new Map<string, Set<string>>();
+  /** Per copy's node, a settle and the send it clears the way for, one pair at a time. */
+  private readonly turns = new KeyedTurns();
 
   constructor(
     /** Unique to this primary's life (the ids must not repeat across primaries, nor across restarts). */
@@ -66,25 +76,33 @@ export class CopyControls {
 
   /**
    * The operation on node's copy, once what was sent there before without an answer is settled. A
-   * check that changes nothing gets no id. Any failure leaves its id to settle: a call that failed
-   * on the way may still have reached the copy.
+   * check that changes nothing gets no id. A failure other than the copy's own refusal leaves its id
+   * to settle: a call that failed on the way may still have reached the copy.
    */
-  async apply(node: string, operation: CopyOperation, epoch: number): Promise<void> {
-    await this.settled(node);
-    if ('checkOnly' in operation && operation.checkOnly) return this.send(node, operation, epoch);
-    const id = `${this.idPrefix}.${++this.sent}`;
-    try {
-      await this.send(node, { ...operation, id }, epoch);
-    } catch (err) {
-      let ids = this.unanswered.get(node);
-      if (!ids) this.unanswered.set(node, (ids = new Set()));
-      ids.add(id);
-      throw err;
-    }
+  apply(node: string, operation: CopyOperation, epoch: number): Promise<void> {
+    return this.turns.run(node, async () => {
+      await this.settledNow(node);
+      if ('checkOnly' in operation && operation.checkOnly) return this.send(node, operation, epoch);
+      const id = `${this.idPrefix}.${++this.sent}`;
+      try {
+        await this.send(node, { ...operation, id }, epoch);
+      } catch (err) {
+        if (!answered(err)) {
+          let ids = this.unanswered.get(node);
+          if (!ids) this.unanswered.set(node, (ids = new Set()));
+          ids.add(id);
+        }
+        throw err;
+      }
+    });
   }
 
   /** Resolves once nothing sent to node without an answer can still change its copy; rejects if node cannot say so now. */
-  async settled(node: string): Promise<void> {
+  settled(node: string): Promise<void> {
+    return this.turns.run(node, () => this.settledNow(node));
+  }
+
+  private async settledNow(node: string): Promise<void> {
     const ids = this.unanswered.get(node);
     if (!ids || ids.size === 0) return;
     const settling = [...ids];

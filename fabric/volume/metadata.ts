@@ -303,9 +303,15 @@ export class Metadata {
     this.older = [];
   }
 
-  /** Removes the journal files above the current generation: left by a start that did not read them. */
+  /**
+   * Removes the journal files above the current generation: left by a start that did not read them.
+   * The newest first: a crash part way leaves no gap in the journals, which a start takes for damage
+   * when a journal after it was synced (metadata-state.ts).
+   */
   private removeLaterJournals(): void {
-    for (const file of this.journalFiles((g) => g > this.generation)) fs.rmSync(file, { force: true });
+    const generation = (file: string) => Number(/journal-(\d+)/.exec(path.basename(file))?.[1]);
+    const later = this.journalFiles((g) => g > this.generation).sort((a, b) => generation(b) - generation(a));
+    for (const file of later) fs.rmSync(file, { force: true });
   }
 
   /** The journal files (and temporary ones) of the generations that match. */

@@ -3,7 +3,7 @@
 // over a simulated link whose deliveries the test holds back and lets go at will: the operation
 // arrives before the settle (it is waited for), after it (it is refused), or never.
 
-import { WeftError } from '../../fabric/errors';
+import { failedPrecondition, NoAnswerError, WeftError } from '../../fabric/errors';
 import { ControlLedger, CopyControls } from '../../fabric/replication/control-ledger';
 import type { CopyOperation } from '../../fabric/replication/replication-layer';
 import { withDeadline } from '../../fabric/deadline';
@@ -118,4 +118,22 @@ test('operations without an id run as before, and a settled id is refused only o
   await ledger.settle(['x.1']);
   await expect(ledger.run('x.1', async () => 'ran')).rejects.toThrow(/came after its primary had given up on it/);
   await expect(ledger.run('x.1', async () => 'ran')).resolves.toBe('ran');
+});
+
+test("a copy's own refusal leaves nothing to settle; a call lost on the way does", async () => {
+  const settles: string[][] = [];
+  let answer: Error | undefined = failedPrecondition('the copy has a client');
+  const controls = new CopyControls(
+    'p1',
+    async () => {
+      if (answer) throw answer;
+    },
+    async (_node, ids) => void settles.push(ids),
+  );
+  await expect(controls.apply('n2', { type: 'revert', snapshot: 's' }, 5)).rejects.toThrow('the copy has a client');
+  answer = new NoAnswerError('no answer within 5 s');
+  await expect(controls.apply('n2', { type: 'revert', snapshot: 's' }, 5)).rejects.toThrow('no answer');
+  answer = undefined;
+  await controls.apply('n2', { type: 'snapshot', name: 't' }, 5);
+  expect(settles).toEqual([['p1.2']]);
 });
