@@ -306,20 +306,31 @@ describe('journals after an incomplete one', () => {
     expect(journals()).toHaveLength(1);
   });
 
-  test('a journal missing between two is damage when a later one was synced: refused, nothing deleted', async () => {
+  /**
+   * Three journals (two checkpoints failed): g holds blocks 0-4 flushed, g+1 block 10 flushed, and
+   * g+2 what `newest` puts there; then g+1 is removed. Returns the paths of g+1 and g+2.
+   */
+  async function middleJournalMissing(newest: (m: Metadata) => Promise<void>): Promise<[string, string]> {
     const m = await fresh();
     for (let b = 0; b < 5; b++) await flushed(m, b, 1);
     const first = m.startCheckpoint();
     await flushed(m, 10, 1);
     await expect(first.finish(() => Promise.reject(new Error('pool sync failed')))).rejects.toThrow();
     const second = m.startCheckpoint();
-    await flushed(m, 11, 1);
-    await flushed(m, 12, 1); // the second sync's frame proves the first durable
+    await newest(m);
     await expect(second.finish(() => Promise.reject(new Error('pool sync failed')))).rejects.toThrow();
     m.close();
     metadata = undefined;
     const [, middle, last] = journals().map((n) => path.join(meta, n));
     fs.rmSync(middle);
+    return [middle, last];
+  }
+
+  test('a journal missing between two is damage when a later one was synced: refused, nothing deleted', async () => {
+    const [, last] = await middleJournalMissing(async (m) => {
+      await flushed(m, 11, 1);
+      await flushed(m, 12, 1); // the second sync's frame proves the first durable
+    });
     const before = journals();
     const state = inspectMetadata(meta);
     expect(state.problem).toBeInstanceOf(MetadataDamaged);
@@ -329,22 +340,14 @@ describe('journals after an incomplete one', () => {
     expect(journals()).toEqual(before);
   });
 
-  // As a crash part way through a start's removal of journals left out before leaves them (nothing
-  // in them was acknowledged, or that start would have been refused).
+  // As a crash part way through a start's removal of journals left out before left them in an
+  // earlier version, which removed them oldest first (nothing in them was acknowledged, or that
+  // start would have been refused).
   test('a journal missing before one never synced leaves that one out with the torn tail', async () => {
-    const m = await fresh();
-    for (let b = 0; b < 5; b++) await flushed(m, b, 1);
-    const first = m.startCheckpoint();
-    await flushed(m, 10, 1);
-    await expect(first.finish(() => Promise.reject(new Error('pool sync failed')))).rejects.toThrow();
-    const second = m.startCheckpoint();
-    write(m, 20);
-    await m.writeOut();
-    await expect(second.finish(() => Promise.reject(new Error('pool sync failed')))).rejects.toThrow();
-    m.close();
-    metadata = undefined;
-    const [, middle, last] = journals().map((n) => path.join(meta, n));
-    fs.rmSync(middle);
+    const [middle, last] = await middleJournalMissing(async (m) => {
+      write(m, 20);
+      await m.writeOut();
+    });
     const { metadata: after, tornTail } = reopen();
     expect(tornTail).toMatchObject({ file: middle, laterJournals: [last] });
     expect(blocksOf(after)).toEqual(range(0, 5));
