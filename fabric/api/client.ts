@@ -72,10 +72,9 @@ export class WeftClient {
     await this.unary('VolumeService', 'DeleteVolume', { name });
   }
 
-  /** Resolves with the final report; onProgress hears about every step before it. */
-  /** Runs a verify on the node; aborting `stop` cancels the call, which stops the verify there. */
   /**
-   * Streams the verify's progress to onProgress, and resolves with its report. With stallMs (by
+   * Runs a verify on the node: streams its progress to onProgress, and resolves with its report.
+   * Aborting `stop` cancels the call, which stops the verify there. With stallMs (by
    * default the unary deadline; null: none), the verify fails with DEADLINE_EXCEEDED, and is
    * cancelled there, once weftd sends nothing for that long: a verify that moves sends progress at
    * least every half second (volume-service.ts), so silence is a stuck or unreachable node, however
