@@ -1,6 +1,6 @@
 // weftd, the node daemon and the composition root: parses its configuration, starts the node with
 // the adapters asked for (the metrics exporter, the CSI driver, the zone from a Kubernetes node label, Consul), and stops it on
-// SIGTERM or SIGINT (before it is ready: dies of it, saying so). Exit codes: 0 stopped cleanly, 1
+// SIGTERM or SIGINT (before it is ready: dies of it, saying so); SIGHUP is ignored. Exit codes: 0 stopped cleanly, 1
 // failed to start or stop, 2 bad flags or config.
 
 import os from 'node:os';
@@ -102,6 +102,9 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', duringStartup);
   process.on('SIGINT', duringStartup);
+  // Node's default for SIGHUP (a terminal closed, logrotate's "reload") is to die at once, with no
+  // clean stop, and systemd counts that death as clean (no restart): weftd reloads nothing.
+  process.on('SIGHUP', () => logger.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: weftd reloads nothing (SIGTERM stops it)'));
   let node: NodeHandle;
   try {
     // Loaded only now: a bad flag is reported without loading the engine and gRPC (nor prom-client, in plugins()).

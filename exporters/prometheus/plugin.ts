@@ -11,7 +11,7 @@ export function prometheusPlugin(port: number): DaemonPlugin {
 }
 
 async function startExporter(port: number, { config, logger, telemetry }: PluginContext): Promise<StartedPlugin> {
-  const server = new MetricsServer(telemetryRegistry(telemetry), telemetry);
+  const server = new MetricsServer(telemetryRegistry(telemetry), telemetry, logger);
   const metricsPort = await listen('metrics', config.listen, port, () => server.listen(config.listen, port));
   logger.debug({ port: metricsPort }, 'serving /metrics, /healthz and /readyz');
   return { metricsPort, stop: () => server.close() };

@@ -5,6 +5,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import type { Registry } from 'prom-client';
+import type { Logger } from '../../fabric/logger';
 import type { NodeTelemetry } from '../../fabric/telemetry';
 
 const TEXT = { 'content-type': 'text/plain; charset=utf-8' };
@@ -12,9 +13,11 @@ const TEXT = { 'content-type': 'text/plain; charset=utf-8' };
 export class MetricsServer {
   private readonly server: http.Server;
 
-  constructor(registry: Registry, telemetry: NodeTelemetry) {
+  constructor(registry: Registry, telemetry: NodeTelemetry, private readonly logger: Logger) {
     this.server = http.createServer((request, response) => {
-      const pathname = new URL(request.url ?? '/', 'http://weftd').pathname;
+      // The path before any query, as sent: new URL() throws on targets such as "//" (an empty
+      // host), and a throw here, outside any handler, would end weftd.
+      const pathname = (request.url ?? '/').split('?')[0];
       if (request.method !== 'GET') return void response.writeHead(405, { ...TEXT, allow: 'GET' }).end('only GET is served\n');
       const answer = ROUTES[pathname];
       if (!answer) return void response.writeHead(404, TEXT).end('not found: weftd serves GET /metrics, /healthz and /readyz\n');
@@ -31,6 +34,8 @@ export class MetricsServer {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
         this.server.off('error', reject);
+        // Without a listener, an error once listening (an accept failing for want of file descriptors) would end weftd.
+        this.server.on('error', (err) => this.logger.warn({ err }, 'metrics: server error'));
         resolve((this.server.address() as net.AddressInfo).port);
       });
     });

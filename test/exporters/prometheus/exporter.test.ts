@@ -5,6 +5,7 @@
 // an attached volume's I/O labelled with its workload, and weft_volume_info.
 
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { WeftClient } from '../../../fabric/api/client';
 import { startEtcd, type EtcdCluster } from '../../helpers/etcd';
@@ -235,6 +236,35 @@ describe('a weftd cluster scraped under I/O', () => {
     expect(answer[1]).toMatch(/^engine: ok\nstore: not ready: the cluster store is unreachable: .+\napi: ok\n$/);
     expect((await get('healthz')).status).toBe(200);
   }, 30_000);
+});
+
+describe('a weftd under requests and signals it does not expect', () => {
+  /** The status line weftd's metrics port answers a raw request with. */
+  function statusLine(port: number, request: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.end(request));
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+      socket.on('close', () => resolve(answer.split('\r\n')[0]));
+      socket.on('error', reject);
+    });
+  }
+
+  it('answers request targets that are no URL path (//, a bad absolute URL) with 404, and serves on', async () => {
+    const node = await startWeftd();
+    expect(await statusLine(node.metricsPort, 'GET // HTTP/1.1\r\nHost: weftd\r\nConnection: close\r\n\r\n')).toBe('HTTP/1.1 404 Not Found');
+    expect(await statusLine(node.metricsPort, 'GET http://a:b/ HTTP/1.1\r\nHost: weftd\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 (400|404) /);
+    expect((await fetch(`http://127.0.0.1:${node.metricsPort}/healthz`)).status).toBe(200);
+    expect((await node.weft(['node', 'info'])).code).toBe(0);
+  });
+
+  it('ignores SIGHUP, saying so, and serves on', async () => {
+    const node = await startWeftd();
+    process.kill(node.pid!, 'SIGHUP');
+    await waitFor(() => /SIGHUP ignored/.test(node.logs()), 5000, 50);
+    expect((await fetch(`http://127.0.0.1:${node.metricsPort}/healthz`)).status).toBe(200);
+    expect((await node.weft(['volume', 'create', 'after-hup', '--size', '16MiB'])).code).toBe(0);
+  });
 });
 
 describe('weftd --metrics-port off', () => {
