@@ -35,7 +35,9 @@ export async function volumeStats(context: CommandContext, [name]: [string | und
     do {
       if (!(await pause(intervalMs, interrupted.signal))) break;
       const after = await context.client.volumeStats(volume);
-      view(ratesBetween(before, after), new Date());
+      // Its clock went back: weftd restarted between the samples, and its counters with it. Nothing to
+      // show for that interval (the rates would be negative, or span two processes); the next starts here.
+      if (after.monotonicSeconds > before.monotonicSeconds) view(ratesBetween(before, after), new Date());
       before = after;
     } while (options.watch && !interrupted.signal.aborted);
   } finally {

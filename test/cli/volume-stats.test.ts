@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import type { VolumeRates } from '../../fabric/cli/volume-rates';
 import { cleanupAll, killAndWait, makeTempDir, run, track, WEFT_JS, startWeftd, type RunResult, type WeftdHandle } from '../helpers/weftd';
+import { freePort } from '../helpers/free-port';
 import { waitFor } from '../helpers/wait-for';
 
 const FIO_IOPS = 200;
@@ -141,4 +142,29 @@ describe('refusals', () => {
     const result = await weftd.weft(['volume', 'stats', ...args]);
     expect(result).toMatchObject({ code, stdout: '', stderr: `${message}\n` });
   });
+});
+
+describe('across a restart of weftd', () => {
+  it('shows nothing for the interval the restart falls in, never negative rates, and goes on', async () => {
+    const apiPort = await freePort();
+    const node = await startWeftd({ extraArgs: ['--api-port', String(apiPort)] });
+    expectOk(await node.weft(['volume', 'create', 'v', '--size', '16MiB']));
+    const writes = (count: number) => run('qemu-io', ['-f', 'raw', ...Array.from({ length: count }, (_, i) => ['-c', `write ${i * 4096} 4k`]).flat(), node.nbdUri('v')]);
+    expect((await writes(40)).code).toBe(0); // counted by the first process, more than the second will have
+    const child = track(spawn(process.execPath, [WEFT_JS, '--endpoint', `127.0.0.1:${apiPort}`, '--output', 'json', 'volume', 'stats', 'v', '--watch', '--interval', '3s']));
+    let stdout = '';
+    child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const samples = () => stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Sample);
+    try {
+      await waitFor(() => samples().length >= 1, 20_000, 50);
+      await node.restart(); // within the next interval: the next sample comes from the new process
+      expect((await writes(5)).code).toBe(0);
+      await waitFor(() => samples().length >= 3, 20_000, 50);
+      for (const sample of samples()) {
+        for (const value of [sample.readIops, sample.writeIops, sample.readBytesPerSecond, sample.writeBytesPerSecond]) expect(value).toBeGreaterThanOrEqual(0);
+      }
+    } finally {
+      await killAndWait(child, 'SIGKILL');
+    }
+  }, 60_000);
 });
