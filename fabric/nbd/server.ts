@@ -6,6 +6,7 @@ import type pino from 'pino';
 import type { ExportProvider } from './export-provider';
 import { Connection } from './connection';
 import { NodeInFlightBudget } from './inflight-budget';
+import { WarningLimiter } from './warning-limiter';
 
 export const DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 const MIN_MAX_REQUEST_BYTES = 4096;
@@ -16,8 +17,6 @@ export const DEFAULT_MAX_INFLIGHT_BYTES = 1024 * 1024 * 1024;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_CONNECTIONS = 16_384;
-/** Refused connections are logged at most this often (a flood would flood the log too). */
-const REFUSED_LOG_INTERVAL_MS = 60_000;
 
 export interface NbdServerOptions {
   provider: ExportProvider;
@@ -53,8 +52,8 @@ export class NbdServer {
   private readonly budget: NodeInFlightBudget;
   private closing?: Promise<void>;
   private refused = 0;
-  private refusedUnlogged = 0;
-  private refusedLogTimer?: NodeJS.Timeout;
+  /** A flood of refused connections would flood the log too. */
+  private readonly refusedWarnings: WarningLimiter;
 
   constructor(private readonly options: NbdServerOptions) {
     this.maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
@@ -71,6 +70,7 @@ export class NbdServer {
     // Node closes a connection over the limit before accept() sees it, and tells of it here.
     this.server.maxConnections = positive('maxConnections', options.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
     this.server.on('drop', (from) => this.onRefused(from));
+    this.refusedWarnings = new WarningLimiter(options.logger, 'refused connections (--nbd-max-connections)');
   }
 
   /** Resolves with the port actually bound (useful with port 0). */
@@ -126,22 +126,12 @@ export class NbdServer {
 
   private onRefused(from: net.DropArgument | undefined): void {
     this.refused++;
-    if (this.refusedLogTimer) {
-      this.refusedUnlogged++;
-      return;
-    }
     const limit = this.server.maxConnections;
-    this.options.logger.warn({ from: from?.remoteAddress, open: this.connections.size, maxConnections: limit }, `NBD: a connection was refused: the node has ${limit} open (--nbd-max-connections)`);
-    this.refusedLogTimer = setTimeout(() => {
-      this.refusedLogTimer = undefined;
-      if (this.refusedUnlogged === 0) return;
-      this.options.logger.warn({ refused: this.refusedUnlogged, maxConnections: limit }, `NBD: ${this.refusedUnlogged} more connections were refused in the last minute (--nbd-max-connections)`);
-      this.refusedUnlogged = 0;
-    }, REFUSED_LOG_INTERVAL_MS).unref();
+    this.refusedWarnings.warn({ from: from?.remoteAddress, open: this.connections.size, maxConnections: limit }, `NBD: a connection was refused: the node has ${limit} open (--nbd-max-connections)`);
   }
 
   private async shutdown(): Promise<void> {
-    clearTimeout(this.refusedLogTimer);
+    this.refusedWarnings.close();
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const connections = [...this.connections];
     for (const connection of connections) connection.shutdown();

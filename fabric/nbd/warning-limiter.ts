@@ -1,5 +1,6 @@
-// Keeps one connection's warnings (bad input, failing device) from flooding the log: the first few of each
-// interval are logged in full, the rest only counted, in one summary line per interval.
+// Keeps warnings that may come in floods (one connection's bad input or failing device, the server's
+// refused connections) from flooding the log: the first few of each interval are logged in full,
+// the rest only counted, in one summary line per interval.
 
 import type pino from 'pino';
 
@@ -13,13 +14,17 @@ export class WarningLimiter {
   private readonly endInterval = (): void => {
     this.timer = undefined;
     if (this.suppressed > 0) {
-      this.log.warn({ suppressed: this.suppressed }, `NBD: ${this.suppressed} more warnings about this client's requests were not logged`);
+      this.log.warn({ suppressed: this.suppressed }, `NBD: ${this.suppressed} more warnings about ${this.about} were not logged`);
     }
     this.logged = 0;
     this.suppressed = 0;
   };
 
-  constructor(private readonly log: pino.Logger) {}
+  /** about: what the warnings are about, for the summary line. */
+  constructor(
+    private readonly log: pino.Logger,
+    private readonly about = "this client's requests",
+  ) {}
 
   warn(fields: object, message: string): void {
     if (this.logged < LOGGED_PER_INTERVAL) {
