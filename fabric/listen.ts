@@ -3,8 +3,9 @@
 
 import net from 'node:net';
 
-function formatAddress(host: string, port: number): string {
-  return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+/** "HOST:PORT", an IPv6 address in brackets (as gRPC and URLs want it). */
+export function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** Runs a server's listen, turning its failure into a message that names the server and the port. */
@@ -17,7 +18,7 @@ export async function listen(what: string, host: string, port: number, start: ()
 }
 
 async function listenError(what: string, host: string, port: number, error: NodeJS.ErrnoException): Promise<Error> {
-  const address = formatAddress(host, port);
+  const address = hostPort(host, port);
   // Not every server reports EADDRINUSE (gRPC does not), so ask the port itself.
   if (error.code === 'EADDRINUSE' || (port !== 0 && (await portInUse(host, port)))) {
     return new Error(`${what} port ${address} is already in use`);

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import { WeftApiError, WeftClient } from '../../fabric/api/client';
+import { hostPort } from '../../fabric/listen';
 import type { SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
 import { checkRange, fitsRange, sizeInRange } from './capacity';
 import { clusterCapacity } from './cluster-capacity';
@@ -195,18 +196,25 @@ export class ControllerServer {
    * The volume, and the weftd that holds it: this node's for a volume of the cluster or one of its own;
    * else the node, among those up, that holds it alone (a volume made on a node without replicas,
    * `weft volume create` on it, then registered with Nomad, whose controller is another weftd).
-   * Undefined if no node has it; UNAVAILABLE if a node that is up did not answer.
+   * Undefined if no node has it; UNAVAILABLE if a node that is up did not answer, if one that is
+   * down registered it as its own, or if the nodes cannot be listed (the store out of reach): a
+   * DeleteVolume answered OK then would leave the volume there for good.
    */
   private async locate(volume: string): Promise<{ client: WeftClient; info: VolumeInfo; place: Place; close(): void } | undefined> {
     const home = await this.home();
     const here = await unlessNotFound(this.client.getVolume(volume));
     if (here) return { client: this.client, info: here, place: home, close: () => undefined };
-    // Only those up: one that is down would make every DeleteVolume of a volume gone UNAVAILABLE
-    // until it is back (a volume it holds alone is then left to it).
-    const others = (await this.client.listNodes().catch(() => [])).filter((n) => n.id !== home.nodeId && n.state === 'up');
+    const nodes = await this.client.listNodes().catch((err: Error) => {
+      throw unavailable(`volume ${volume} is not on this node, and the cluster's nodes cannot be listed: ${err.message}`);
+    });
+    // A node that is down is asked nothing (every DeleteVolume of a volume gone would wait for it):
+    // its registration names the volumes it holds alone.
+    const down = nodes.filter((n) => n.state !== 'up' && n.ownVolumes?.includes(volume)).map((n) => n.id);
+    if (down.length > 0) throw unavailable(`volume ${volume} is held by node ${down.join(', ')}, which is down: try again once it is up`);
+    const others = nodes.filter((n) => n.id !== home.nodeId && n.state === 'up');
     const silent: string[] = [];
     for (const node of others) {
-      const client = new WeftClient(`${node.address}:${node.apiPort}`, NODE_CALL_DEADLINE_MS);
+      const client = new WeftClient(hostPort(node.address, node.apiPort), NODE_CALL_DEADLINE_MS);
       try {
         const info = await unlessNotFound(client.getVolume(volume));
         if (info) return { client, info, place: { nodeId: node.id, zone: node.zone }, close: () => client.close() };

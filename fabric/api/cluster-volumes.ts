@@ -29,6 +29,7 @@ import { BLOCK_BYTES, wholeBlocks } from '../store/block-size';
 import { validateName } from '../volume/names';
 import { MAX_REPLICAS } from './validate';
 import { KeyedTurns } from '../keyed-turns';
+import { hostPort } from '../listen';
 import type { CloneVolumeRequest, CreateVolumeRequest, ReplicaInfo, SnapshotInfo, VerifyReport, VolumeEngine, VolumeInfo } from '../volume/types';
 import type { Absence } from '../replication/absence-log';
 import type { DirtyMap } from '../replication/dirty-map';
@@ -1147,7 +1148,7 @@ export class ClusterVolumes implements ReplicatedVolumes {
     if (known?.state !== 'up' && !(fast === 'write-path' && known)) await this.controller.readNodes().catch(() => undefined);
     const target = this.controller.node(node);
     if (!target || (target.state !== 'up' && fast !== 'write-path')) throw new WeftError('UNAVAILABLE', `node ${node} is down`);
-    const endpoint = `${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.apiPort}`;
+    const endpoint = hostPort(target.address, target.apiPort);
     try {
       return await (fast ? this.fastClients.call(node, endpoint, remote) : withClient(new WeftClient(endpoint, NODE_CALL_DEADLINE_MS), remote));
     } catch (err) {

@@ -1,6 +1,8 @@
 // What the daemon tells the API about its node, and what NodeService.GetNodeInfo answers with:
 // that, plus the API's own port and the node's uptime.
 
+import { hostPort } from '../listen';
+
 export interface NodeInfo {
   nodeId: string;
   /** weftd's version. */
@@ -29,7 +31,7 @@ export interface NodeStatus extends Omit<NodeInfo, 'startedAt'> {
 /** "HOST:PORT" to connect to a server listening on host: a wildcard means this host's loopback. */
 export function reachableAddress(host: string, port: number): string {
   const reachable = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
-  return reachable.includes(':') ? `[${reachable}]:${port}` : `${reachable}:${port}`;
+  return hostPort(reachable, port);
 }
 
 export function nodeStatus(node: NodeInfo, apiPort: number, now: Date = new Date()): NodeStatus {

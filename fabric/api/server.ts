@@ -8,6 +8,7 @@ import { attachmentService, type VolumeClaims } from './attachment-service';
 import { AttachmentStore } from './attachments';
 import { MAX_MESSAGE_BYTES, serviceDefinition } from './definition';
 import type { NodeInfo } from './node-info';
+import { hostPort } from '../listen';
 import { nodeService, type ClusterView } from './node-service';
 import { poolService } from './pool-service';
 import { snapshotService } from './snapshot-service';
@@ -69,7 +70,7 @@ export class ApiServer {
 
   /** Binds and serves; resolves with the bound port (pass 0 for any free one). */
   listen(host: string, port: number): Promise<number> {
-    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const address = hostPort(host, port);
     return new Promise((resolve, reject) => {
       this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, boundPort) => {
         if (error) return reject(error);

@@ -91,6 +91,8 @@ export class Membership {
   private readonly startedAt = new Date().toISOString();
   private refreshTimer: NodeJS.Timeout | undefined;
   private left = false;
+  /** The own volumes of the registration last written (JSON). */
+  private registeredOwn: string | undefined;
   private readonly leaseListeners: ((leaseId: string | null) => void)[] = [];
 
   private constructor(
@@ -118,8 +120,13 @@ export class Membership {
     listener(this.lease?.id ?? null);
   }
 
-  /** Marks the node down at once (revokes its lease) and stops refreshing; the registration stays. */
+  /**
+   * Marks the node down at once (revokes its lease) and stops refreshing; the registration stays,
+   * naming its own volumes as they are now: while it is down, nothing else tells where they are (the
+   * CSI controller's DeleteVolume of one waits for the node).
+   */
   async leave(): Promise<void> {
+    if (JSON.stringify(this.describe().ownVolumes) !== this.registeredOwn) await this.refresh();
     this.left = true;
     clearInterval(this.refreshTimer);
     await this.lease?.revoke();
@@ -162,14 +169,18 @@ export class Membership {
           `node ${clash.node} is up at ${clash.endpoint}, an address this node would advertise: the other nodes would reach that node in this one's place (a primary its own copy as a replica). Give every node an address of its own that the others reach it at (--advertise)`,
         );
       }
+      const record = this.record();
       const { succeeded } = await this.store.txn({
         compare: [{ key: ALIVE + this.nodeId, target: 'createRevision', op: '=', value: 0 }],
         success: [
           { type: 'put', key: ALIVE + this.nodeId, value: JSON.stringify(alive), lease: lease.id },
-          { type: 'put', key: NODES + this.nodeId, value: this.record() },
+          { type: 'put', key: NODES + this.nodeId, value: JSON.stringify(record) },
         ],
       });
-      if (succeeded) return;
+      if (succeeded) {
+        this.registeredOwn = JSON.stringify(record.ownVolumes);
+        return;
+      }
       if (Date.now() >= deadline) {
         const holder = await this.store.get(ALIVE + this.nodeId);
         const held = holder ? (JSON.parse(holder.value) as Alive) : undefined;
@@ -212,14 +223,15 @@ export class Membership {
   private async refresh(): Promise<void> {
     if (this.left || !this.lease) return;
     try {
-      await this.store.put(NODES + this.nodeId, this.record());
+      const record = this.record();
+      await this.store.put(NODES + this.nodeId, JSON.stringify(record));
+      this.registeredOwn = JSON.stringify(record.ownVolumes);
     } catch (err) {
       this.logger.warn({ err }, 'could not refresh the node registration');
     }
   }
 
-  private record(): string {
-    const record: NodeRecord = { ...this.describe(), updatedAt: new Date().toISOString() };
-    return JSON.stringify(record);
+  private record(): NodeRecord {
+    return { ...this.describe(), updatedAt: new Date().toISOString() };
   }
 }

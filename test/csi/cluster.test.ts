@@ -316,3 +316,20 @@ test('a volume one node holds alone (made there without replicas, as `weft nomad
   expect(await snapshotsOnB()).toEqual([]);
   await deleteVolume('alone'); // it used to answer OK and leave the volume on node-b
 });
+
+test('DeleteVolume of a volume that a node that is down holds alone is UNAVAILABLE, and deletes it once that node is back', async () => {
+  await weftJson<VolumeInfo>(nodeB, ['volume', 'create', 'alone-down', '--size', '32MiB']);
+  await nodeB.stop(); // a clean stop: node-b is down at once, its registration naming its own volumes
+  try {
+    const listed = await weftJson<ClusterNode[]>(nodeA, ['node', 'list']);
+    expect(listed.find((n) => n.id === 'node-b')).toMatchObject({ state: 'down', ownVolumes: ['alone-down'] });
+    // It answered OK, and the volume stayed on node-b for good once the CO had forgotten it.
+    expect(await controllerCsi.code('DeleteVolume', { volume_id: 'alone-down' })).toBe('UNAVAILABLE');
+    expect(await controllerCsi.code('ControllerGetVolume', { volume_id: 'alone-down' })).toBe('UNAVAILABLE');
+    // A volume that no node holds is still gone at once.
+    expect(await controllerCsi.code('DeleteVolume', { volume_id: 'never-made' })).toBe('OK');
+  } finally {
+    await nodeB.start();
+  }
+  await deleteVolume('alone-down');
+});
