@@ -1,7 +1,7 @@
 // Weft's volumes and snapshots as CSI objects: Volume (with its content source, topology and
 // context), Snapshot, VolumeCondition and Timestamp.
 
-import type { SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
+import type { ReplicaInfo, SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
 import type { Snapshot, StringMap, Timestamp, Volume, VolumeCondition, VolumeContentSource } from './messages';
 import { isCloneSnapshot, parseSnapshotId, snapshotId } from './names';
 import { volumeTopology, type Place } from './topology';
@@ -31,12 +31,27 @@ export function sourceKey(source: VolumeContentSource | null): string {
   return '';
 }
 
+/**
+ * Abnormal while a block failed its checksum on this node, or a copy of a replicated volume is not in
+ * sync (it serves on, with fewer copies than asked for): what Kubernetes' health monitor reports on
+ * the claim. The controller's weftd holds no copy, so there only the copies count.
+ */
 export function volumeCondition(info: VolumeInfo): VolumeCondition {
-  if (info.checksumErrors === 0) return { abnormal: false, message: 'healthy' };
-  return {
-    abnormal: true,
-    message: `${info.checksumErrors} block(s) failed their checksum since weftd started; run "weft volume verify ${info.name}"`,
-  };
+  const problems: string[] = [];
+  const lagging = info.replication?.replicas.filter((r) => r.state !== 'in-sync') ?? [];
+  if (lagging.length > 0) {
+    const copies = info.replication!.replicas.length;
+    problems.push(`${copies - lagging.length} of its ${copies} copies are in sync (${lagging.map(copyState).join(', ')}): "weft volume show ${info.name}" tells more`);
+  }
+  if (info.checksumErrors > 0) problems.push(`${info.checksumErrors} block(s) failed their checksum since weftd started; run "weft volume verify ${info.name}"`);
+  return problems.length === 0 ? { abnormal: false, message: 'healthy' } : { abnormal: true, message: problems.join('; ') };
+}
+
+/** "node-b resyncing, 40% done", "node-c out": a copy that is not in sync. */
+function copyState(replica: ReplicaInfo): string {
+  if (replica.state !== 'resyncing' || !replica.live || replica.resyncTotalBytes === 0) return `${replica.node} ${replica.state}`;
+  const done = Math.floor((100 * (replica.resyncTotalBytes - replica.behindBytes)) / replica.resyncTotalBytes);
+  return `${replica.node} resyncing, ${done}% done`;
 }
 
 export function csiSnapshot(info: SnapshotInfo): Snapshot {

@@ -13,6 +13,7 @@ import { CsiClient } from '../helpers/csi-client';
 import { startEtcd } from '../helpers/etcd';
 import { freePort } from '../helpers/free-port';
 import { failOnLeftoversAfterEach, forceCleanup, nbdConnections } from '../helpers/mounts';
+import { qemuIo } from '../helpers/replicas';
 import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, makeTempDir, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
@@ -332,4 +333,24 @@ test('DeleteVolume of a volume that a node that is down holds alone is UNAVAILAB
     await nodeB.start();
   }
   await deleteVolume('alone-down');
+});
+
+test('a replicated volume with a copy out of sync is an abnormal condition through the controller (which holds no copy), healthy again once resynced', async () => {
+  const volume = await createVolume('condition', { replicas: '2' }, ['node-a']);
+  const condition = async () => (await controllerCsi.call('ControllerGetVolume', { volume_id: volume.volume_id })).status!.volume_condition!;
+  expect(await condition()).toEqual({ abnormal: false, message: 'healthy' });
+  await nodeB.stop();
+  try {
+    // A write the copy on node-b misses takes it out of the in-sync set.
+    await qemuIo(`nbd://127.0.0.1:${nodeA.nbdPort}/${volume.volume_id}`, ['write -P 7 0 64k', 'flush']);
+    await waitFor(async () => (await condition()).abnormal === true, 10_000, 200);
+    expect((await condition()).message).toMatch(/^1 of its 2 copies are in sync \(node-b (out|failed)\)/);
+    const listed = await controllerCsi.call('ListVolumes', {});
+    const entry = listed.entries.find((e) => e.volume!.volume_id === volume.volume_id);
+    expect(entry?.status?.volume_condition?.abnormal).toBe(true);
+  } finally {
+    await nodeB.start();
+  }
+  await waitFor(async () => (await condition()).abnormal === false, 30_000, 250);
+  await deleteVolume(volume.volume_id);
 });
