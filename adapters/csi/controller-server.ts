@@ -82,14 +82,31 @@ export class ControllerServer {
     const range = checkRange('capacity_range', request.capacity_range);
     const source = requestedSource(request.volume_content_source);
     const home = await this.home();
-    const locality = this.locality(request.accessibility_requirements, parameters, home);
     const volume = weftName(name);
     return this.inFlight.run(`volume ${volume}`, async () => {
-      const existing = await unlessNotFound(this.client.getVolume(volume));
-      const info = existing ? await this.reuse(existing, name, range, parameters, source) : await this.provision(volume, range, parameters, source, locality);
-      // The claim (Kubernetes' --extra-create-metadata) reaches the node service through the context.
-      return { volume: csiVolume(info, home, claimContext(request.parameters)) };
+      const at = await this.madeThrough(source, home);
+      try {
+        const locality = at.place === home ? this.locality(request.accessibility_requirements, parameters, home) : fromNodeAlone(request.accessibility_requirements, parameters, at.place, source!);
+        const existing = await unlessNotFound(at.client.getVolume(volume));
+        const info = existing ? await this.reuse(at.client, existing, name, range, parameters, source) : await this.provision(at.client, volume, range, parameters, source, locality);
+        // The claim (Kubernetes' --extra-create-metadata) reaches the node service through the context.
+        return { volume: csiVolume(info, at.place, claimContext(request.parameters)) };
+      } finally {
+        at.close();
+      }
     });
+  }
+
+  /**
+   * The weftd a new volume is made through: this node's, unless it is made from a volume (a restore
+   * of its snapshot, or a clone) that another node holds alone, which that node clones from its own
+   * copy. A source found nowhere (a snapshot kept after its volume was deleted) is this node's to find.
+   */
+  private async madeThrough(source: Source | undefined, home: Home): Promise<{ client: WeftClient; place: Place; close(): void }> {
+    const here = { client: this.client, place: home, close: () => undefined };
+    if (!source) return here;
+    const found = await this.locate(source.kind === 'snapshot' ? source.ref.volume : source.volume);
+    return found && found.client !== this.client ? found : here;
   }
 
   /**
@@ -113,17 +130,17 @@ export class ControllerServer {
   }
 
   /** An existing volume answers a repeated CreateVolume if it matches; else ALREADY_EXISTS. */
-  private async reuse(existing: VolumeInfo, name: string, range: csi.CapacityRange, parameters: VolumeParameters, source: Source | undefined): Promise<VolumeInfo> {
+  private async reuse(client: WeftClient, existing: VolumeInfo, name: string, range: csi.CapacityRange, parameters: VolumeParameters, source: Source | undefined): Promise<VolumeInfo> {
     const why = incompatibility(existing, range, parameters, source);
     if (why) throw alreadyExists(`volume ${existing.name} (for name "${name}") already exists, but ${why}`);
-    if (source?.kind === 'volume') await unlessNotFound(this.client.deleteSnapshot(source.volume, cloneSnapshotName(existing.name)));
+    if (source?.kind === 'volume') await unlessNotFound(client.deleteSnapshot(source.volume, cloneSnapshotName(existing.name)));
     return existing;
   }
 
-  private async provision(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, source: Source | undefined, locality: string | undefined): Promise<VolumeInfo> {
+  private async provision(client: WeftClient, volume: string, range: csi.CapacityRange, parameters: VolumeParameters, source: Source | undefined, locality: string | undefined): Promise<VolumeInfo> {
     let info: VolumeInfo;
-    if (source?.kind === 'snapshot') info = await this.restoreSnapshot(volume, range, parameters, source.ref, locality);
-    else if (source?.kind === 'volume') info = await this.cloneVolume(volume, range, parameters, source.volume, locality);
+    if (source?.kind === 'snapshot') info = await restoreSnapshot(client, volume, range, parameters, source.ref, locality);
+    else if (source?.kind === 'volume') info = await cloneVolume(client, volume, range, parameters, source.volume, locality);
     else {
       // The node named first is a must with the locality parameter; else a wish placement follows if
       // it can: a volume of the cluster is attached through any node, and with Immediate binding the
@@ -134,42 +151,6 @@ export class ControllerServer {
     const replicas = info.replication?.replicas.map((r) => r.node);
     this.logger.info({ volume, sizeBytes: info.sizeBytes, class: info.class, source: info.sourceSnapshot, replicas }, 'CSI volume created');
     return info;
-  }
-
-  /**
-   * The restored volume's new writes go to the pool of the class its parameters name (none: the
-   * snapshot's); what it does not rewrite is read from the snapshot's pool, so a StorageClass of
-   * another class restores at once, without a copy. Its copies (the parameters' replicas) go on
-   * nodes that hold the snapshot: its primary goes on the node the topology names first (preferred)
-   * if that is one of them, else on one of them (the locality parameter is not a must here).
-   */
-  private async restoreSnapshot(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, ref: SnapshotRef, preferredNode: string | undefined): Promise<VolumeInfo> {
-    const snapshots = await unlessNotFound(this.client.listSnapshots(ref.volume));
-    const snapshot = snapshots?.find((s) => s.name === ref.snapshot);
-    if (!snapshot) throw notFound(`snapshot ${ref.volume}@${ref.snapshot} does not exist`);
-    return this.client.createVolume({ name: volume, sizeBytes: sizeInRange(range, snapshot.sizeBytes), class: parameters.class, replicas: parameters.replicas, sourceSnapshot: ref, preferredNode });
-  }
-
-  /**
-   * weftd clones snapshots only, so this snapshots the source under a hidden name (names.ts),
-   * clones that snapshot and deletes it again. The clone keeps the blocks it shares with the
-   * source (the engine frees a deleted snapshot's blocks only once nothing reads through them), so
-   * source and clone are independent: either can be deleted at any time, and the source is left
-   * without snapshots. A hidden snapshot left by a crash between the steps is deleted when the CO
-   * retries the CreateVolume (reuse), or when the source volume is deleted (deleteVolume). As for a
-   * restore, the clone may be in another class than its source, and its primary is placed as a restore's.
-   */
-  private async cloneVolume(volume: string, range: csi.CapacityRange, parameters: VolumeParameters, sourceVolume: string, preferredNode: string | undefined): Promise<VolumeInfo> {
-    const source = await this.client.getVolume(sourceVolume);
-    const sizeBytes = sizeInRange(range, source.sizeBytes);
-    const snapshot = cloneSnapshotName(volume);
-    // One left by an interrupted attempt at this same clone serves as well as a new one.
-    await unlessWeftd(status.ALREADY_EXISTS, this.client.createSnapshot(sourceVolume, snapshot));
-    try {
-      return await this.client.createVolume({ name: volume, sizeBytes, class: parameters.class, replicas: parameters.replicas, sourceSnapshot: { volume: sourceVolume, snapshot }, preferredNode });
-    } finally {
-      await unlessNotFound(this.client.deleteSnapshot(sourceVolume, snapshot));
-    }
   }
 
   private async deleteVolume(request: csi.VolumeIdRequest): Promise<object> {
@@ -423,6 +404,21 @@ function requestedContentSource(source: Source | undefined): csi.VolumeContentSo
   return null;
 }
 
+/**
+ * A volume made from one that a node holds alone (not a volume of the cluster) is that node's alone
+ * too, a clone of its own copy: one copy, on that node, which a requisite topology must include (as
+ * for a volume made on the controller's node), and with the locality parameter, where the workload
+ * runs. Undefined: no node to prefer.
+ */
+function fromNodeAlone(requirement: csi.TopologyRequirement | null, parameters: VolumeParameters, place: Place, source: Source): undefined {
+  const from = source.kind === 'snapshot' ? `snapshot ${source.ref.volume}@${source.ref.snapshot}` : `volume ${source.volume}`;
+  const where = `on node ${place.nodeId}, which holds ${from} alone (not as a volume of the cluster), with one copy`;
+  if (parameters.replicas > 1) throw invalidArgument(`a volume from ${from} is made ${where}: replicas "${parameters.replicas}" cannot be made from it`);
+  checkRequirement(requirement, place, 'node');
+  if (parameters.locality) checkLocality(requirement, place, `a volume from ${from} is made ${where}`);
+  return undefined;
+}
+
 /** Why the volume does not match the context or parameters a CO validates against, if it does not. */
 function contextMismatch(info: VolumeInfo, context: csi.StringMap, parameters: VolumeParameters): string | undefined {
   const wanted = parameters.class ?? context.class;
@@ -433,3 +429,38 @@ function volumeStatus(info: VolumeInfo): object {
   return { published_node_ids: [], volume_condition: volumeCondition(info) };
 }
 
+/**
+ * The restored volume's new writes go to the pool of the class its parameters name (none: the
+ * snapshot's); what it does not rewrite is read from the snapshot's pool, so a StorageClass of
+ * another class restores at once, without a copy. Its copies (the parameters' replicas) go on
+ * nodes that hold the snapshot: its primary goes on the node the topology names first (preferred)
+ * if that is one of them, else on one of them (the locality parameter is not a must here).
+ */
+async function restoreSnapshot(client: WeftClient, volume: string, range: csi.CapacityRange, parameters: VolumeParameters, ref: SnapshotRef, preferredNode: string | undefined): Promise<VolumeInfo> {
+  const snapshots = await unlessNotFound(client.listSnapshots(ref.volume));
+  const snapshot = snapshots?.find((s) => s.name === ref.snapshot);
+  if (!snapshot) throw notFound(`snapshot ${ref.volume}@${ref.snapshot} does not exist`);
+  return client.createVolume({ name: volume, sizeBytes: sizeInRange(range, snapshot.sizeBytes), class: parameters.class, replicas: parameters.replicas, sourceSnapshot: ref, preferredNode });
+}
+
+/**
+ * weftd clones snapshots only, so this snapshots the source under a hidden name (names.ts),
+ * clones that snapshot and deletes it again. The clone keeps the blocks it shares with the
+ * source (the engine frees a deleted snapshot's blocks only once nothing reads through them), so
+ * source and clone are independent: either can be deleted at any time, and the source is left
+ * without snapshots. A hidden snapshot left by a crash between the steps is deleted when the CO
+ * retries the CreateVolume (reuse), or when the source volume is deleted (deleteVolume). As for a
+ * restore, the clone may be in another class than its source, and its primary is placed as a restore's.
+ */
+async function cloneVolume(client: WeftClient, volume: string, range: csi.CapacityRange, parameters: VolumeParameters, sourceVolume: string, preferredNode: string | undefined): Promise<VolumeInfo> {
+  const source = await client.getVolume(sourceVolume);
+  const sizeBytes = sizeInRange(range, source.sizeBytes);
+  const snapshot = cloneSnapshotName(volume);
+  // One left by an interrupted attempt at this same clone serves as well as a new one.
+  await unlessWeftd(status.ALREADY_EXISTS, client.createSnapshot(sourceVolume, snapshot));
+  try {
+    return await client.createVolume({ name: volume, sizeBytes, class: parameters.class, replicas: parameters.replicas, sourceSnapshot: { volume: sourceVolume, snapshot }, preferredNode });
+  } finally {
+    await unlessNotFound(client.deleteSnapshot(sourceVolume, snapshot));
+  }
+}

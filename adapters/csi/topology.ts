@@ -53,11 +53,11 @@ export function includes(topology: Topology, place: Place): boolean {
  * Preferred topologies are a wish, never a reason to fail (the spec lets the SP choose freely when
  * no requisite is given). RESOURCE_EXHAUSTED as the spec says, so that the CO tries elsewhere.
  */
-export function checkRequirement(requirement: TopologyRequirement | null, place: Place): void {
+export function checkRequirement(requirement: TopologyRequirement | null, place: Place, why = "this controller's node"): void {
   const requisite = requirement?.requisite ?? [];
   if (requisite.length === 0 || requisite.some((topology) => includes(topology, place))) return;
   const wanted = requisite.map((topology) => JSON.stringify(topology.segments)).join(', ');
-  throw resourceExhausted(`a single-copy volume is made on this controller's node ${place.nodeId} (${JSON.stringify(nodeSegments(place))}), which no requisite topology includes: ${wanted}`);
+  throw resourceExhausted(`a single-copy volume is made on ${why} ${place.nodeId} (${JSON.stringify(nodeSegments(place))}), which no requisite topology includes: ${wanted}`);
 }
 
 /**
@@ -66,11 +66,8 @@ export function checkRequirement(requirement: TopologyRequirement | null, place:
  * elsewhere, so another node is refused rather than silently ignored: RESOURCE_EXHAUSTED, as the
  * spec says for a topology the plugin cannot provision in, so that the CO schedules the workload again.
  */
-export function checkLocality(requirement: TopologyRequirement | null, place: Place): void {
+export function checkLocality(requirement: TopologyRequirement | null, place: Place, why = `this controller makes single-copy volumes on its own node ${place.nodeId} (give its weftd --pool none to place them across the cluster)`): void {
   const workloadAt = requirement?.preferred?.[0];
   if (!workloadAt || includes(workloadAt, place)) return;
-  throw resourceExhausted(
-    `parameter locality "true" asks for the first replica where the workload runs, ${JSON.stringify(workloadAt.segments)}; ` +
-      `this controller makes single-copy volumes on its own node ${place.nodeId} (give its weftd --pool none to place them across the cluster)`,
-  );
+  throw resourceExhausted(`parameter locality "true" asks for the first replica where the workload runs, ${JSON.stringify(workloadAt.segments)}; ${why}`);
 }

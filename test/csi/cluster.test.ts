@@ -115,6 +115,10 @@ async function useOnNodeA(volumeId: string): Promise<void> {
   await onNodeA(volumeId, (target) => expectFiles(target, files));
 }
 
+async function snapshotNames(via: WeftdHandle, volume: string): Promise<string[]> {
+  return (await weftJson<{ name: string }[]>(via, ['snapshot', 'list', volume])).map((s) => s.name);
+}
+
 /** DeleteVolume through the controller: no node knows the volume any more. */
 async function deleteVolume(volumeId: string): Promise<void> {
   await controllerCsi.call('DeleteVolume', { volume_id: volumeId });
@@ -309,13 +313,36 @@ test('a volume one node holds alone (made there without replicas, as `weft nomad
   const { snapshot } = await controllerCsi.call('CreateSnapshot', { source_volume_id: 'alone', name: 'alone-snap' });
   expect(snapshot).toMatchObject({ source_volume_id: 'alone', ready_to_use: true });
   expect((await controllerCsi.call('CreateSnapshot', { source_volume_id: 'alone', name: 'alone-snap' })).snapshot.snapshot_id).toBe(snapshot.snapshot_id); // a retry
-  const snapshotsOnB = async () => (await weftJson<{ name: string }[]>(nodeB, ['snapshot', 'list', 'alone'])).map((s) => s.name);
-  expect(await snapshotsOnB()).toEqual(['alone-snap']);
+  expect(await snapshotNames(nodeB, 'alone')).toEqual(['alone-snap']);
   const listed = await controllerCsi.call('ListSnapshots', { source_volume_id: 'alone' });
   expect(listed.entries.map((e: { snapshot: { snapshot_id: string } }) => e.snapshot.snapshot_id)).toEqual([snapshot.snapshot_id]);
   await controllerCsi.call('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id });
-  expect(await snapshotsOnB()).toEqual([]);
+  expect(await snapshotNames(nodeB, 'alone')).toEqual([]);
   await deleteVolume('alone'); // it used to answer OK and leave the volume on node-b
+});
+
+test('a volume one node holds alone is restored from its snapshot and cloned through the controller, on that node, with its data', async () => {
+  await weftJson<VolumeInfo>(nodeB, ['volume', 'create', 'alone-src', '--size', '32MiB']);
+  await qemuIo(`nbd://127.0.0.1:${nodeB.nbdPort}/alone-src`, ['write -P 0x5a 0 1M']);
+  const { snapshot } = await controllerCsi.call('CreateSnapshot', { source_volume_id: 'alone-src', name: 'alone-src-snap' });
+  await qemuIo(`nbd://127.0.0.1:${nodeB.nbdPort}/alone-src`, ['write -P 0x6b 0 1M']); // after the snapshot
+  // Asked of the controller's weftd, a restore was NOT_FOUND: the snapshot is on node-b alone.
+  const made = async (name: string, source: object, parameters: Record<string, string> = {}) =>
+    (await controllerCsi.call('CreateVolume', { name, capacity_range: { required_bytes: 32 * MiB }, volume_capabilities: [EXT4_WRITER], parameters, volume_content_source: source })).volume!;
+  const restored = await made('alone-restored', { snapshot: { snapshot_id: snapshot!.snapshot_id } });
+  const cloned = await made('alone-cloned', { volume: { volume_id: 'alone-src' } });
+  for (const [volume, pattern] of [[restored, '0x5a'], [cloned, '0x6b']] as const) {
+    expect(volume.accessible_topology).toEqual([at('node-b')]);
+    expect((await weftJson<VolumeInfo>(nodeB, ['volume', 'show', volume.volume_id])).replication).toBeUndefined();
+    await qemuIo(`nbd://127.0.0.1:${nodeB.nbdPort}/${volume.volume_id}`, [`read -P ${pattern} 0 1M`], true);
+  }
+  // A retry answers with the same volume; more copies cannot be made from a volume of one node.
+  expect((await made('alone-restored', { snapshot: { snapshot_id: snapshot!.snapshot_id } })).volume_id).toBe(restored.volume_id);
+  expect(await controllerCsi.code('CreateVolume', { name: 'alone-two', capacity_range: { required_bytes: 32 * MiB }, volume_capabilities: [EXT4_WRITER], parameters: { replicas: '2' }, volume_content_source: { volume: { volume_id: 'alone-src' } } })).toBe('INVALID_ARGUMENT');
+  expect(await snapshotNames(nodeB, 'alone-src')).toEqual(['alone-src-snap']); // the clone's own snapshot is gone
+  for (const volume of [restored.volume_id, cloned.volume_id]) await deleteVolume(volume);
+  await controllerCsi.call('DeleteSnapshot', { snapshot_id: snapshot!.snapshot_id });
+  await deleteVolume('alone-src');
 });
 
 test('DeleteVolume of a volume that a node that is down holds alone is UNAVAILABLE, and deletes it once that node is back', async () => {
