@@ -56,7 +56,10 @@ export interface BrainState {
   downSinceMs: Record<string, number>;
   /** When a replica whose resync failed may be resynced again. */
   resyncRetryAtMs: Record<string, number>;
-  /** Since when each replica's resyncs have failed, its node up (a failing or full disk there), until one ends. */
+  /**
+   * Since when each replica's resyncs have failed, its node up (a failing or full disk there): until
+   * one ends well, or one runs a whole replica timeout before it fails (a blip in a long copy).
+   */
   resyncFailingSinceMs: Record<string, number>;
   nowMs: number;
   role: Role;
@@ -107,7 +110,8 @@ export type BrainEvent =
    * The replication layer: a replica missed a write (it asks for its removal before acknowledging),
    * or its resync failed; notItsFault: because of this node's own copy (it is not replaced for it).
    */
-  | { type: 'replica-failed'; replica: string; reason: string; notItsFault?: boolean }
+  /** ranMs: for a resync, how long it had run when it failed. */
+  | { type: 'replica-failed'; replica: string; reason: string; notItsFault?: boolean; ranMs?: number }
   /** The replication layer: the primary's own copy failed a request that an in-sync replica took or could serve (its disk failed or is full). */
   | { type: 'local-failed'; reason: string }
   /** A revert reached the replica, or failed on it half done: it may differ anywhere from the primary's copy. */

@@ -109,7 +109,8 @@ export function step(state: BrainState, event: BrainEvent, nowMs: number, config
       if (replicaState === 'in-sync' && s.downSinceMs[event.replica] !== undefined) s.downSinceMs[event.replica] = s.nowMs;
       if (replicaState === 'resyncing') {
         s.resyncRetryAtMs[event.replica] = s.nowMs + config.resyncRetryMs;
-        if (!event.notItsFault) s.resyncFailingSinceMs[event.replica] ??= s.nowMs;
+        const failingSinceMs = (event.ranMs ?? 0) >= config.replicaTimeoutMs ? undefined : s.resyncFailingSinceMs[event.replica];
+        if (!event.notItsFault) s.resyncFailingSinceMs[event.replica] = failingSinceMs ?? s.nowMs;
       }
       break;
     }
@@ -398,6 +399,8 @@ function stop(s: BrainState, actions: BrainAction[], reason: string, release: bo
 
 function follow(s: BrainState): void {
   s.role = 'follower';
+  // Another primary resyncs the copies, or this one again later: its own failures then, not these.
+  s.resyncFailingSinceMs = {};
   s.claimedEpoch = undefined;
   s.leaseOn = undefined;
   s.reletId = undefined;

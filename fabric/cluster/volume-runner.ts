@@ -828,7 +828,7 @@ export class VolumeRunner {
     if (!this.serving) await this.untilServing(SERVE_WAIT_MS);
     const serving = this.serving;
     if (!serving) {
-      this.dispatch({ type: 'replica-failed', replica, reason: 'this node was not serving the volume yet; the resync is tried again' });
+      this.dispatch({ type: 'replica-failed', replica, reason: 'this node was not serving the volume yet; the resync is tried again', notItsFault: true });
       return;
     }
     const device = serving.device;
@@ -858,7 +858,7 @@ export class VolumeRunner {
       // The record still says resyncing, and the device does not tell the in-sync set about a copy
       // that was not a member yet: without this the copy stays resyncing for good, never retried.
       // Unless this node has stopped serving since: a resync of a later serving may be under way.
-      if (this.serving === serving) this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}`, notItsFault: err instanceof LocalCopyFault });
+      if (this.serving === serving) this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}`, notItsFault: err instanceof LocalCopyFault, ranMs: Date.now() - started });
       throw err;
     }
   }
