@@ -48,11 +48,14 @@ export async function forgetNode(store: ClusterStore, node: string): Promise<voi
       success: batch.map(([kv, value]): TxnOp => (value === null ? { type: 'delete', key: kv.key } : { type: 'put', key: kv.key, value })),
     });
   }
+  // The copies it was told to drop (one per volume it held: a node of many copies has hundreds),
+  // then its registration, last: a forget cut short leaves it registered, and can be run again.
   const leftovers = await store.list(leftoverPrefix(node));
-  await forgetIf(store, node, registered.modRevision, {
-    compare: stillDown,
-    success: [{ type: 'delete', key: NODES + node }, ...leftovers.map((kv) => ({ type: 'delete' as const, key: kv.key }))],
-  });
+  for (let at = 0; at < leftovers.length; at += KEYS_PER_TXN) {
+    const batch = leftovers.slice(at, at + KEYS_PER_TXN);
+    await forgetIf(store, node, registered.modRevision, { compare: stillDown, success: batch.map((kv): TxnOp => ({ type: 'delete', key: kv.key })) });
+  }
+  await forgetIf(store, node, registered.modRevision, { compare: stillDown, success: [{ type: 'delete', key: NODES + node }] });
 }
 
 /** Keys changed in one transaction of a forget (each with its compare). */

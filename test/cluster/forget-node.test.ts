@@ -4,12 +4,14 @@
 // at once), run from inside the forget, between its steps.
 
 import { EmbeddedStore } from '../../fabric/cluster/embedded-store';
+import { EtcdStore } from '../../fabric/cluster/etcd-store';
 import type { ClusterStore } from '../../fabric/cluster/cluster-store';
 import { forgetNode } from '../../fabric/cluster/forget-node';
 import { ALIVE, NODES } from '../../fabric/cluster/membership';
 import { leftoverPrefix } from '../../fabric/cluster/volume-record';
 import { WeftError } from '../../fabric/errors';
 import { createLogger } from '../../fabric/logger';
+import { startEtcd } from '../helpers/etcd';
 import { cleanupAll, makeTempDir } from '../helpers/weftd';
 
 const silent = createLogger('silent', 'test');
@@ -80,6 +82,20 @@ test('a node that is down is forgotten: its registration, the copies it was told
   expect(await store.list(leftoverPrefix('n1'))).toEqual([]);
   expect(await valueOf(KEPT)).toEqual({ nodes: ['n2'] });
   expect(await valueOf(MISSED)).toEqual({ n2: ['s2'] });
+});
+
+test('a node that was told to drop hundreds of copies is forgotten on a real etcd, which refuses a transaction of more than 128 operations', async () => {
+  const etcd = await startEtcd(1);
+  const remote = await EtcdStore.open(etcd.endpoints);
+  try {
+    await remote.put(NODES + 'n1', JSON.stringify({ id: 'n1' }));
+    for (let i = 0; i < 300; i++) await remote.put(`${leftoverPrefix('n1')}v${i}`, JSON.stringify({}));
+    await forgetNode(remote, 'n1');
+    expect(await remote.get(NODES + 'n1')).toBeUndefined();
+    expect(await remote.list(leftoverPrefix('n1'))).toEqual([]);
+  } finally {
+    await remote.close(); // etcd goes with cleanupAll
+  }
 });
 
 test('a node that is up is refused, and nothing of it changes', async () => {
