@@ -321,11 +321,15 @@ export class LocalEngine implements VolumeEngine {
   async raiseEpoch(name: string, epoch: number): Promise<VolumeInfo> {
     if (!Number.isSafeInteger(epoch) || epoch < 0) throw invalidArgument(`epoch ${epoch} is not a non-negative integer`);
     const volume = this.registry.entry(name).volume;
+    const goesBack = (current: number) => failedPrecondition(`volume ${name} is at epoch ${current}; its epoch cannot go back to ${epoch}`);
+    // Refused before the fence closes too: a stale raise must not hold the volume's writes first.
+    const before = this.view.findVolume(name).epoch ?? 0;
+    if (epoch < before) throw goesBack(before);
     await volume.fence.raising(() =>
       this.control([volume], async (txn) => {
         const record = this.view.findVolume(name);
         const current = record.epoch ?? 0;
-        if (epoch < current) throw failedPrecondition(`volume ${name} is at epoch ${current}; its epoch cannot go back to ${epoch}`);
+        if (epoch < current) throw goesBack(current);
         if (epoch === current) return;
         txn.catalog.change('volume', record).epoch = epoch;
         await txn.commit();

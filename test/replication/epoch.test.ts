@@ -29,6 +29,16 @@ it('refuses to lower the epoch, and keeps it', async () => {
   await expect(engine.raiseEpoch('vol', -1)).rejects.toThrow(/not a non-negative integer/);
 });
 
+it('a stale raise is refused before it closes the gate of fenced writes (it held them for the read lease, then a pool sync)', async () => {
+  await engine.raiseEpoch('vol', 3);
+  const fence = engine.fence('vol');
+  fence.vouch(); // a change was just taken: a raise that closes the gate holds it for 500 ms
+  const raise = engine.raiseEpoch('vol', 2);
+  expect(fence.gate.paused).toBe(false);
+  await expect(raise).rejects.toThrow('volume vol is at epoch 3; its epoch cannot go back to 2');
+  expect(engine.getVolume('vol').epoch).toBe(3);
+});
+
 it('acknowledges the writes of an older connection sent before the raise, refuses those after, and lands none it refused', async () => {
   const old = engine.openVolume('vol', { epoch: 0 });
   const events: string[] = [];
