@@ -140,7 +140,7 @@ export class ControllerServer {
   private async provision(client: WeftClient, volume: string, range: csi.CapacityRange, parameters: VolumeParameters, source: Source | undefined, locality: string | undefined): Promise<VolumeInfo> {
     let info: VolumeInfo;
     if (source?.kind === 'snapshot') info = await restoreSnapshot(client, volume, range, parameters, source.ref, locality);
-    else if (source?.kind === 'volume') info = await cloneVolume(client, volume, range, parameters, source.volume, locality);
+    else if (source?.kind === 'volume') info = await cloneVolume(client, volume, range, parameters, source.volume, locality, this.logger);
     else {
       // The node named first is a must with the locality parameter; else a wish placement follows if
       // it can: a volume of the cluster is attached through any node, and with Immediate binding the
@@ -452,7 +452,7 @@ async function restoreSnapshot(client: WeftClient, volume: string, range: csi.Ca
  * retries the CreateVolume (reuse), or when the source volume is deleted (deleteVolume). As for a
  * restore, the clone may be in another class than its source, and its primary is placed as a restore's.
  */
-async function cloneVolume(client: WeftClient, volume: string, range: csi.CapacityRange, parameters: VolumeParameters, sourceVolume: string, preferredNode: string | undefined): Promise<VolumeInfo> {
+async function cloneVolume(client: WeftClient, volume: string, range: csi.CapacityRange, parameters: VolumeParameters, sourceVolume: string, preferredNode: string | undefined, logger: Logger): Promise<VolumeInfo> {
   const source = await client.getVolume(sourceVolume);
   const sizeBytes = sizeInRange(range, source.sizeBytes);
   const snapshot = cloneSnapshotName(volume);
@@ -461,6 +461,10 @@ async function cloneVolume(client: WeftClient, volume: string, range: csi.Capaci
   try {
     return await client.createVolume({ name: volume, sizeBytes, class: parameters.class, replicas: parameters.replicas, sourceSnapshot: { volume: sourceVolume, snapshot }, preferredNode });
   } finally {
-    await unlessNotFound(client.deleteSnapshot(sourceVolume, snapshot));
+    // Its failure must not take the place of the clone's outcome: a retry (reuse), or the source's
+    // delete, deletes the snapshot left.
+    await unlessNotFound(client.deleteSnapshot(sourceVolume, snapshot)).catch((err: unknown) =>
+      logger.warn({ err, volume: sourceVolume, snapshot }, 'could not delete the snapshot a clone was made from; it goes with a retry of the CreateVolume, or with its volume'),
+    );
   }
 }
