@@ -16,6 +16,12 @@ const REQUEST_TIMEOUT_MS = 5_000;
 /** Waits between attempts while the agent cannot be reached: doubling from the first to the last. */
 const FIRST_RETRY_MS = 1_000;
 const LAST_RETRY_MS = 30_000;
+/**
+ * How often, once every service is registered, it checks that the agent still has them: an agent
+ * restarted without its data (a -dev agent, a container on ephemeral storage), or an operator's
+ * deregister, drops them, and Prometheus' Consul discovery with them, with no alert.
+ */
+const RECHECK_MS = 10_000;
 
 export function consulPlugin(agent: HostPort): DaemonPlugin {
   return { name: 'consul', start: async (context) => startRegistration(agent, context) };
@@ -55,9 +61,11 @@ export function aclToken(env: NodeJS.ProcessEnv): string | undefined {
   return env.CONSUL_HTTP_TOKEN || undefined;
 }
 
-/** Registers every service, retrying until all are; on stop, deregisters those that were. */
+/** Registers every service, retrying until all are, and again any the agent loses; on stop, deregisters them. */
 class Registration {
   private readonly registered = new Set<string>();
+  /** Every service it asked the agent to register: one whose answer timed out may be registered all the same. */
+  private readonly asked = new Set<string>();
   private attempt: Promise<void> = Promise.resolve();
   private timer?: NodeJS.Timeout;
   private stopped = false;
@@ -78,11 +86,12 @@ class Registration {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.attempt; // a registration under way ends before its service is deregistered
-    await Promise.all([...this.registered].map(async (id) => {
+    await Promise.all([...this.asked].map(async (id) => {
       try {
         await this.consul.agent.service.deregister(id);
         this.logger.info({ service: id }, 'deregistered from Consul');
       } catch (error) {
+        if (!this.registered.has(id) && (error as { statusCode?: unknown }).statusCode === 404) return; // it never got there
         this.logger.warn({ service: id, err: error }, 'could not deregister from Consul: the agent drops it once its check has been critical for 30m');
       }
     }));
@@ -101,6 +110,7 @@ class Registration {
       for (const service of this.services) {
         if (this.stopped) return;
         if (this.registered.has(service.id)) continue;
+        this.asked.add(service.id);
         await this.consul.agent.service.register(service);
         this.registered.add(service.id);
         this.logger.info({ service: service.id, port: service.port }, 'registered with Consul');
@@ -108,8 +118,27 @@ class Registration {
     } catch (error) {
       if (this.stopped) return;
       this.logger.warn({ err: error, retryInMs: retryMs }, `cannot register with the Consul agent${this.refusalHint(error)}; weftd serves on and tries again`);
-      this.timer = setTimeout(() => (this.attempt = this.registerAll(Math.min(retryMs * 2, LAST_RETRY_MS))), retryMs);
-      this.timer.unref();
+      this.later(() => this.registerAll(Math.min(retryMs * 2, LAST_RETRY_MS)), retryMs);
+      return;
     }
+    if (!this.stopped) this.later(() => this.recheck(), RECHECK_MS);
+  }
+
+  /** Registers again the services the agent no longer lists; an agent out of reach is asked again later. */
+  private async recheck(): Promise<void> {
+    try {
+      const listed = (await this.consul.agent.service.list()) as Record<string, unknown>;
+      const lost = [...this.registered].filter((id) => !(id in listed));
+      if (lost.length > 0) this.logger.warn({ services: lost }, 'the Consul agent no longer lists these services (restarted without its data, or deregistered by hand): registering them again');
+      for (const id of lost) this.registered.delete(id);
+    } catch (error) {
+      this.logger.debug({ err: error }, 'could not list the services of the Consul agent; asked again later');
+    }
+    await this.registerAll(FIRST_RETRY_MS);
+  }
+
+  private later(attempt: () => Promise<void>, ms: number): void {
+    this.timer = setTimeout(() => (this.attempt = attempt()), ms);
+    this.timer.unref();
   }
 }

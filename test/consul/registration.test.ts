@@ -84,6 +84,21 @@ it('registers NBD, API and metrics with checks on the ports weftd bound, and der
   expect(agent.log.filter((line) => line.startsWith('PUT /v1/agent/service/register'))).toEqual(Array(3).fill('PUT /v1/agent/service/register 200'));
 });
 
+it('registers again once the agent has lost its services (restarted without its data), and deregisters them on SIGTERM', async () => {
+  const agent = await startAgent();
+  const weftd = await weftdWith(agent.address);
+  await waitFor(() => agent.services.size === 3, 10_000, 50);
+  const port = agent.port;
+  await agent.close();
+  agents.splice(agents.indexOf(agent), 1);
+  const restarted = await startAgent(port); // the same address, nothing registered
+  await waitFor(() => restarted.services.size === 3, 20_000, 100);
+  expect([...restarted.services.keys()].sort()).toEqual([...ids].sort());
+  expect(weftd.logs()).toMatch(/no longer lists these services/);
+  expect(await weftd.stop()).toBe(0);
+  expect(restarted.services.size).toBe(0);
+});
+
 it('starts while the agent is down, warns, and registers once the agent comes up', async () => {
   const port = await freePort();
   const weftd = await weftdWith(`127.0.0.1:${port}`);
