@@ -31,6 +31,7 @@ export const SIDECAR_IMAGES = {
   provisioner: 'registry.k8s.io/sig-storage/csi-provisioner:v4.0.1',
   snapshotter: 'registry.k8s.io/sig-storage/csi-snapshotter:v7.0.2',
   resizer: 'registry.k8s.io/sig-storage/csi-resizer:v1.10.1',
+  healthMonitor: 'registry.k8s.io/sig-storage/csi-external-health-monitor-controller:v0.11.0',
   registrar: 'registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.10.1',
   livenessProbe: 'registry.k8s.io/sig-storage/livenessprobe:v2.12.0',
 } as const;

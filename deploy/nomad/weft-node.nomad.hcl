@@ -70,7 +70,10 @@ job "weft-node" {
         # Staging and publish targets: <this>/staging/... and <this>/per-alloc/<alloc id>/...;
         # weftd reads the allocation id from the latter for per-allocation metrics.
         stage_publish_base_dir = "/local/csi"
-        health_timeout         = "60s"
+        # Nomad kills a plugin not healthy within this. After a crash weftd replays its journals and
+        # rejoins the cluster before its socket answers, which may take minutes on a busy node (the
+        # Kubernetes DaemonSet allows 10 minutes too); killed part way, it would start over.
+        health_timeout = "10m"
       }
 
       resources {

@@ -225,8 +225,9 @@ describe('the controller Deployment', () => {
 
   it('runs weftd as the controller plugin, with the sidecars on its socket', () => {
     checkWeftd(pod, 'controller');
-    checkSidecarSockets(pod, ['csi-provisioner', 'csi-snapshotter', 'csi-resizer', 'liveness-probe']);
+    checkSidecarSockets(pod, ['csi-provisioner', 'csi-snapshotter', 'csi-resizer', 'csi-external-health-monitor-controller', 'liveness-probe']);
     expect(container(pod, 'csi-provisioner').image).toBe(SIDECAR_IMAGES.provisioner);
+    expect(container(pod, 'csi-external-health-monitor-controller').image).toBe(SIDECAR_IMAGES.healthMonitor);
     expect(container(pod, 'csi-snapshotter').image).toBe(SIDECAR_IMAGES.snapshotter);
     expect(container(pod, 'csi-resizer').image).toBe(SIDECAR_IMAGES.resizer);
   });
@@ -248,7 +249,7 @@ describe('the controller Deployment', () => {
 
 type Permission = [apiGroup: string, resource: string, verbs: string[]];
 
-/** What each sidecar's deploy/kubernetes/rbac.yaml upstream grants (external-provisioner v4, -snapshotter v7, -resizer v1.10). */
+/** What each sidecar's deploy/kubernetes/rbac.yaml upstream grants (external-provisioner v4, -snapshotter v7, -resizer v1.10, -health-monitor v0.11). */
 const SIDECAR_PERMISSIONS: Record<string, Permission[]> = {
   'csi-provisioner': [
     ['', 'persistentvolumes', ['get', 'list', 'watch', 'create', 'patch', 'delete']],
@@ -272,6 +273,13 @@ const SIDECAR_PERMISSIONS: Record<string, Permission[]> = {
     ['', 'pods', ['get', 'list', 'watch']],
     ['', 'persistentvolumeclaims/status', ['patch']],
     ['', 'events', ['list', 'watch', 'create', 'update', 'patch']],
+  ],
+  'csi-external-health-monitor-controller': [
+    ['', 'persistentvolumes', ['get', 'list', 'watch']],
+    ['', 'persistentvolumeclaims', ['get', 'list', 'watch']],
+    ['', 'pods', ['get', 'list', 'watch']],
+    ['', 'nodes', ['get', 'list', 'watch']],
+    ['', 'events', ['get', 'list', 'watch', 'create', 'patch']],
   ],
 };
 const LEADER_ELECTION: Permission = ['coordination.k8s.io', 'leases', ['get', 'watch', 'list', 'delete', 'update', 'create']];
@@ -352,7 +360,7 @@ describe('RBAC', () => {
       }
     }
     expect(missing).toEqual([]);
-    expect(pod.containers.filter((sidecar) => SIDECAR_PERMISSIONS[sidecar.name]).length).toBe(3);
+    expect(pod.containers.filter((sidecar) => SIDECAR_PERMISSIONS[sidecar.name]).length).toBe(4);
   });
 
   it('runs the node plugin under its own service account, with its token, allowed to read nodes (for the zone label)', () => {
