@@ -24,17 +24,18 @@ export const NO_STATS: VolumeStatsSource = {
 };
 
 export async function volumeStats(source: VolumeStatsSource, cluster: ReplicatedVolumes, name: string): Promise<VolumeStatsResponse> {
-  // Zeros would read as a volume with no I/O.
-  if (source === NO_STATS) throw failedPrecondition('this node counts no I/O: its weftd runs with --metrics-port off');
+  // A bad or unknown name is told as such first, whether or not this node counts I/O.
+  const wanted = name ? checkExportName('name', name) : undefined;
   const names = source.volumeNames();
   const counted = new Set(names);
+  if (wanted !== undefined && !counted.has(wanted)) await checkExists(cluster, wanted);
+  // Zeros would read as a volume with no I/O.
+  if (source === NO_STATS) throw failedPrecondition('this node counts no I/O: its weftd runs with --metrics-port off');
   let volumes: VolumeCounters[];
-  if (!name) {
+  if (wanted === undefined) {
     volumes = names.map((volume) => countersOf(volume, source.forVolume(volume)));
   } else {
-    const wanted = checkExportName('name', name);
     // A known volume without counters here (a replicated volume with no copy on this node) reads as zeros.
-    if (!counted.has(wanted)) await checkExists(cluster, wanted);
     volumes = [countersOf(wanted, counted.has(wanted) ? source.forVolume(wanted) : undefined)];
   }
   return { monotonicSeconds: performance.now() / 1000, latencyBucketBounds: [...LATENCY_BUCKETS], volumes };

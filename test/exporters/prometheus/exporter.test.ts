@@ -278,5 +278,9 @@ describe('weftd --metrics-port off', () => {
     const stats = await node.weft(['volume', 'stats', 'v']);
     expect(stats.code).not.toBe(0);
     expect(stats.stderr).toMatch(/this node counts no I\/O: its weftd runs with --metrics-port off/);
+    // A volume that does not exist is told as such all the same (it was "counts no I/O").
+    const unknown = await node.weft(['volume', 'stats', 'nope']);
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toMatch(/volume nope does not exist/);
   });
 });
