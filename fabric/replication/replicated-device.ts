@@ -448,10 +448,13 @@ export class ReplicatedDevice extends PassThroughLayer {
    * while the others hold there a write it lacks (sent, never acknowledged), and serve on unequal.
    */
   private async tellRound(log: ActivityLog): Promise<void> {
-    const leaving = this.remotes.filter((r) => r.member && r.state === 'out');
-    await Promise.all(leaving.map((r) => this.removed(r, 'it is out'))).catch((err: unknown) => {
-      throw new IoError('EIO', `not acknowledged: a replica out could not be removed from the in-sync set: ${(err as Error).message}`);
-    });
+    // Again until none is left: another may go out (a write failing on it) while these are removed,
+    // and the targets are taken right after the last look, with no wait between.
+    for (let leaving = this.leavingMembers(); leaving.length > 0; leaving = this.leavingMembers()) {
+      await Promise.all(leaving.map((r) => this.removed(r, 'it is out'))).catch((err: unknown) => {
+        throw new IoError('EIO', `not acknowledged: a replica out could not be removed from the in-sync set: ${(err as Error).message}`);
+      });
+    }
     const notices = this.activityNotices as ActivityNotices;
     const revision = log.revision;
     const extents = log.list();
@@ -459,6 +462,11 @@ export class ReplicatedDevice extends PassThroughLayer {
       notices.track(target.replica.id, revision, extents).catch((err: unknown) => this.drop(target, `it could not record the activity log: ${(err as Error).message}`));
     await Promise.all(this.targets().map(tell));
     this.toldRevision = Math.max(this.toldRevision, revision);
+  }
+
+  /** Members of the in-sync set that are out: each is removed before a round tells the targets. */
+  private leavingMembers(): Remote[] {
+    return this.remotes.filter((r) => r.member && r.state === 'out');
   }
 
   /**

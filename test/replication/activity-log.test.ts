@@ -547,6 +547,57 @@ test('a write to a new extent is sent nowhere while a member out of the targets 
   }
 });
 
+// The same for a member that goes out while the round waits for another's removal: not told either,
+// it too must be out of the in-sync set before the write is told or sent anywhere.
+test('... also a member that goes out while that removal is under way', async () => {
+  const VOLUME_BYTES = 64 * MiB;
+  const dir = makeTempDir('weft-primary-');
+  const { engine, local } = await openPrimaryVolume(dir, 'vol', VOLUME_BYTES);
+  const [r1, r2, r3] = await Promise.all(['r1', 'r2', 'r3'].map((id) => ReplicaNode.start(id, 'vol', VOLUME_BYTES)));
+  try {
+    const log = ActivityLog.load(path.join(dir, 'vol.activity'));
+    const told: string[] = [];
+    const notices = {
+      async track(to: string, _revision: number, extents: readonly number[]) {
+        told.push(`${to} [${[...extents].sort((a, b) => a - b).join(',')}]`);
+      },
+    };
+    const inSync = new MemoryInSyncSet(['r1', 'r2', 'r3']);
+    const device = await ReplicatedDevice.open(local, [r1.remote(1), r2.remote(1), r3.remote(1)], inSync, { activity: { log, epoch: 1, notices } });
+    await device.write(0, Buffer.alloc(4096, 0x11), false);
+    await r2.node.kill9();
+    let commitR2!: () => void;
+    inSync.hold = new Promise((resolve) => (commitR2 = resolve)); // r2's removal waits for this
+    const missedByR2 = device.write(4096, Buffer.alloc(4096, 0x22), false);
+    await waitFor(() => inSync.removeCalls === 1, 10_000, 10);
+    told.length = 0;
+    let acknowledged = false;
+    const written = device.write(9 * EXTENT, Buffer.alloc(4096, 0x33), false).then(() => (acknowledged = true));
+    // While the round waits for r2's removal, r3 goes out (a write to a told extent fails on it).
+    await r3.node.kill9();
+    let commitR3!: () => void;
+    inSync.hold = new Promise((resolve) => (commitR3 = resolve)); // r3's removal waits for this
+    const missedByR3 = device.write(8192, Buffer.alloc(4096, 0x44), false);
+    await waitFor(() => inSync.removeCalls === 2, 10_000, 10);
+    commitR2();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(inSync.log).toEqual(['remove r2']);
+    expect(told).toEqual([]); // it was told to r1 alone, and the write sent to r1, with r3 still a member
+    expect((await r1.readAll(1, 10 * EXTENT))[9 * EXTENT]).toBe(0);
+    expect(acknowledged).toBe(false);
+
+    commitR3();
+    await Promise.all([missedByR2, missedByR3, written]);
+    expect(inSync.log).toEqual(['remove r2', 'remove r3']);
+    expect(told).toEqual(['r1 [0,9]']);
+    expect((await r1.readAll(1, 10 * EXTENT))[9 * EXTENT]).toBe(0x33);
+    device.close();
+  } finally {
+    for (const r of [r1, r2, r3]) r.closeClients();
+    await engine.close();
+  }
+});
+
 // A copy about to be a target is told the log again until the log stays as told. Writes streaming
 // into new extents change it during every telling (a call and an fdatasync on the copy): the resync
 // never began, and the volume stayed with one copy fewer for as long as the writes went on.
