@@ -31,7 +31,7 @@ function packageDefinition(): protoLoader.PackageDefinition {
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 /** An absence map larger than this is told as the need of a full copy (thin): more to copy, never less. */
-export const MAX_ABSENCE_MAP_BYTES = MAX_MESSAGE_BYTES / 2;
+export { MAX_ABSENCE_MAP_BYTES } from '../replication/absence-log';
 
 export function serviceDefinition(name: ServiceName): ServiceDefinition {
   return packageDefinition()[`weft.v1.${name}`] as ServiceDefinition;

@@ -24,6 +24,13 @@ export interface Absence {
   map: DirtyMap;
 }
 
+/**
+ * An entry whose map would encode larger than this needs a full copy (thin) instead: more to copy,
+ * never less. The primary tells no larger map (a node takes messages of 64 MiB), every save rewrites
+ * the whole log, and one much larger would not fit in a string at all (writes spread over ~12 TiB).
+ */
+export const MAX_ABSENCE_MAP_BYTES = 32 * 1024 * 1024;
+
 interface LogFile {
   absences: Record<string, { full: boolean; map: string }>; // map: DirtyMap.encode(), base64
 }
@@ -35,11 +42,11 @@ export class AbsenceLog {
   private marked = 0;
   private savedMarks = 0;
 
-  private constructor(readonly file: string) {}
+  private constructor(readonly file: string, private readonly maxMapBytes: number) {}
 
   /** The log in file; a missing file is an empty log, and so is a damaged one (logged): the absent copies then get full copies. */
-  static load(file: string, logger: Logger): AbsenceLog {
-    const log = new AbsenceLog(file);
+  static load(file: string, logger: Logger, maxMapBytes = MAX_ABSENCE_MAP_BYTES): AbsenceLog {
+    const log = new AbsenceLog(file, maxMapBytes);
     try {
       const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as LogFile;
       for (const [id, entry] of Object.entries(saved.absences)) {
@@ -69,8 +76,9 @@ export class AbsenceLog {
     if (entry) {
       entry.full ||= absence.full;
       entry.map.merge(absence.map);
+      this.capped(entry);
     } else {
-      this.absences.set(id, { full: absence.full, map: absence.map.clone() });
+      this.absences.set(id, this.capped({ full: absence.full, map: absence.map.clone() }));
     }
     return this.save();
   }
@@ -98,7 +106,8 @@ export class AbsenceLog {
       if (entry.full) continue;
       const before = entry.map.blocks;
       entry.map.mark(offsetBytes, lengthBytes);
-      if (entry.map.blocks !== before) this.marked++;
+      const grew = entry.map.blocks !== before;
+      if (this.capped(entry).full || grew) this.marked++;
     }
     if (this.savedMarks === this.marked) return undefined;
     const upTo = this.marked;
@@ -112,6 +121,15 @@ export class AbsenceLog {
     this.absences.clear();
     await this.saver.idle();
     await fs.promises.rm(this.file, { force: true });
+  }
+
+  /** The entry, made one of a full copy if its map has grown past the cap. */
+  private capped(entry: Absence): Absence {
+    if (!entry.full && entry.map.encodedBytesAtMost > this.maxMapBytes) {
+      entry.full = true;
+      entry.map = new DirtyMap();
+    }
+    return entry;
   }
 
   private save(): Promise<void> {

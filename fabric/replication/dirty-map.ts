@@ -28,6 +28,11 @@ export class DirtyMap {
     return this.count * BLOCK_BYTES;
   }
 
+  /** The most encode() gives for it: chunks made are kept after they are cleared, and encode() skips those. */
+  get encodedBytesAtMost(): number {
+    return this.chunks.size * ENCODED_CHUNK_BYTES;
+  }
+
   /** Marks every block the byte range touches. */
   mark(offsetBytes: number, lengthBytes: number): void {
     this.change(offsetBytes, lengthBytes, true);

@@ -684,10 +684,9 @@ export class ReplicatedDevice extends PassThroughLayer {
     if (remote.state !== 'out') throw new Error(`replica ${replicaId} is ${remote.state}, not out`);
     if (this.closed) throw new IoError('ESHUTDOWN', `the replication of this volume has closed: replica ${replicaId} is not resynced`);
     let connection: ReplicaConnection;
-    let told: Remote[] = [];
     try {
       await this.removed(remote, 'it is being resynced'); // out of the set before it comes back
-      told = await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
+      await this.tellAbsences(remote); // before it is sent a change: it logs, from then on, what the others away miss
       connection = await this.connect(remote);
     } catch (err) {
       if (extra) remote.dirty.merge(extra); // for the next try, which may have no extra
@@ -705,9 +704,11 @@ export class ReplicatedDevice extends PassThroughLayer {
       connection.close();
       throw err;
     });
-    // One it was told of that came back in step before this one was a target: its forget did not
-    // reach this one, which would log for it for good.
-    for (const other of told) if (other.state === 'in-sync') void this.absences?.notices.forget(remote.replica.id, other.replica.id).catch(() => undefined);
+    // Each copy in step is forgotten there: one it was told of that came back before this one was a
+    // target, or one that came back while this one was out (told to log for it before it went), was
+    // forgotten only by the targets then, and this one would log for it for good, every new block a
+    // save of its whole log. (A forget that crosses a later notice costs a full copy, never a block.)
+    for (const other of this.remotes) if (other !== remote && other.state === 'in-sync') void this.absences?.notices.forget(remote.replica.id, other.replica.id).catch(() => undefined);
     try {
       // Changes sent before it was a target mark its dirty map as they end; they end first.
       await this.inFlightEnded();
@@ -1229,18 +1230,14 @@ export class ReplicatedDevice extends PassThroughLayer {
   /**
    * Tells a remote about to come back what each other remote away lacks, so that it logs for them
    * from its first change on: those out, and those being resynced (not in the set yet: should this
-   * primary die before they are, the one promoted owes them what their logs say). Resolves with
-   * those told.
+   * primary die before they are, the one promoted owes them what their logs say).
    */
-  private async tellAbsences(to: Remote): Promise<Remote[]> {
-    if (!this.absences) return [];
-    const told: Remote[] = [];
+  private async tellAbsences(to: Remote): Promise<void> {
+    if (!this.absences) return;
     for (const r of this.remotes) {
       if (r === to || r.state === 'in-sync') continue;
       await this.absences.notices.track(to.replica.id, r.replica.id, { full: r.needsFull, map: mayLack(r) });
-      told.push(r);
     }
-    return told;
   }
 
   /** The remote is back in step: the copies stop logging for it. One that cannot be told keeps a stale entry, which only makes a later resync copy more. */

@@ -63,6 +63,22 @@ describe('on its own', () => {
     expect(fs.existsSync(file)).toBe(false);
   });
 
+  test('an entry whose map grows past the cap becomes one of a full copy, on disk too', async () => {
+    const file = path.join(makeTempDir('weft-absences-'), 'vol.json');
+    const CHUNK_SPAN = 128 * MiB; // one chunk of the map: 4 KiB of bits, 4100 bytes encoded
+    const log = AbsenceLog.load(file, silent, 2 * 4100);
+    await log.track('n2', { full: false, map: new DirtyMap() });
+    await log.record(0, BLOCK);
+    await log.record(CHUNK_SPAN, BLOCK);
+    expect(log.absence('n2')).toMatchObject({ full: false });
+    expect(log.absence('n2')?.map.blocks).toBe(2);
+    await log.record(2 * CHUNK_SPAN, BLOCK); // a third chunk
+    expect(log.absence('n2')).toMatchObject({ full: true });
+    expect(log.absence('n2')?.map.blocks).toBe(0);
+    expect(log.record(3 * CHUNK_SPAN, BLOCK)).toBeUndefined(); // nothing more to save for it
+    expect(AbsenceLog.load(file, silent).absence('n2')).toMatchObject({ full: true });
+  });
+
   test('a damaged file reads as an empty log (the copies away then get full copies), and says so', () => {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, '{"absences": {"n2": {"full": false, "map": "AAAA"}}}'); // 3 bytes of map: not whole chunks
@@ -231,6 +247,23 @@ describe('under the primary replication', () => {
       await Promise.all([r1Back, r2Back]);
       expect([...inSync.members()].sort()).toEqual(['r1', 'r2']);
       expect(AbsenceLog.load(r2LogFile, silent).tracked()).toEqual([]);
+      device.close();
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('a copy that was told of another before it went away itself, which came back meanwhile, stops logging for it once it is back', async () => {
+    const { nodes, inSync, r2LogFile, device, cleanup } = await primaryWith(['r1', 'r2']); // r2 told of r1, then away too
+    try {
+      expect(AbsenceLog.load(r2LogFile, silent).absence('r1')).toMatchObject({ full: false });
+      await Promise.all(nodes.map((n) => n.node.start()));
+      await device.resync('r1'); // its forget goes to the targets: r2 is not one
+      expect(AbsenceLog.load(r2LogFile, silent).tracked()).toEqual(['r1']);
+      await device.resync('r2');
+      expect([...inSync.members()].sort()).toEqual(['r1', 'r2']);
+      // It logged for r1 for good: every write to a new block a save of its whole log.
+      await waitFor(() => AbsenceLog.load(r2LogFile, silent).tracked().length === 0, 5_000, 50);
       device.close();
     } finally {
       await cleanup();
