@@ -91,6 +91,13 @@ async function verifyVolume(
     const copies = cluster.info(volume).replication?.replicas.map((r) => r.node) ?? [];
     throw failedPrecondition(`snapshot ${name} is on the nodes of the volume's copies (${copies.join(', ')}), not on this one: verify it through one of them`);
   }
+  // Not here, and held elsewhere: by the older copies (this one made after it), or kept by other
+  // nodes after its volume was deleted.
+  const snapshot = name.slice(at + 1);
+  if (at >= 0 && !cluster.copySnapshots(volume).some((s) => s.name === snapshot)) {
+    const listed = await cluster.listSnapshots(volume).catch(() => []);
+    if (listed.some((s) => s.name === snapshot)) throw failedPrecondition(`snapshot ${name} is not on this node: verify it through a node that holds it`);
+  }
   const report = at < 0 ? await engine.verifyVolume(name, progress, undefined, gone) : await engine.verifyVolume(name.slice(0, at), progress, name.slice(at + 1), gone);
   send({ report: { volume: name, checkedBlocks: report.checkedBlocks, badBlockOffsets: report.badBlockOffsets } });
 }

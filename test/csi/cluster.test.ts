@@ -201,6 +201,10 @@ test('a snapshot outlives its volume: after DeleteVolume it is listed, restored 
 
   const listed = await controllerCsi.call('ListSnapshots', { snapshot_id: snapshot.snapshot_id });
   expect(listed.entries.map((e: { snapshot: object }) => e.snapshot)).toEqual([expect.objectContaining({ snapshot_id: snapshot.snapshot_id, source_volume_id: source.volume_id, ready_to_use: true })]);
+  // Verified where it is kept; asked of a node that keeps none, it is not "absent" (NOT_FOUND).
+  expect((await nodeA.weft(['volume', 'verify', `${source.volume_id}@kept-snap`])).code).toBe(0);
+  const elsewhere = await controller.weft(['volume', 'verify', `${source.volume_id}@kept-snap`]);
+  expect(elsewhere.stderr).toMatch(/is not on this node: verify it through a node that holds it/);
   const restored = await createVolume('kept-restored', { replicas: '2' }, ['node-a'], { snapshot: { snapshot_id: snapshot.snapshot_id } });
   await onNodeA(restored.volume_id, (target) => expectFiles(target, files));
   await deleteVolume(restored.volume_id);
