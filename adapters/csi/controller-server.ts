@@ -104,9 +104,16 @@ export class ControllerServer {
    */
   private async madeThrough(source: Source | undefined, home: Home): Promise<{ client: WeftClient; place: Place; close(): void }> {
     const here = { client: this.client, place: home, close: () => undefined };
-    if (!source) return here;
+    if (!source || (await this.hasHere(source))) return here;
     const found = await this.locate(source.kind === 'snapshot' ? source.ref.volume : source.volume);
     return found && found.client !== this.client ? found : here;
+  }
+
+  /** Whether this node's weftd knows the source (the cluster's volumes and snapshots, kept ones too): no other node need be asked. */
+  private async hasHere(source: Source): Promise<boolean> {
+    if (source.kind === 'volume') return (await unlessNotFound(this.client.getVolume(source.volume))) !== undefined;
+    const snapshots = await unlessNotFound(this.client.listSnapshots(source.ref.volume));
+    return snapshots?.some((s) => s.name === source.ref.snapshot) ?? false;
   }
 
   /**
@@ -133,7 +140,7 @@ export class ControllerServer {
   private async reuse(client: WeftClient, existing: VolumeInfo, name: string, range: csi.CapacityRange, parameters: VolumeParameters, source: Source | undefined): Promise<VolumeInfo> {
     const why = incompatibility(existing, range, parameters, source);
     if (why) throw alreadyExists(`volume ${existing.name} (for name "${name}") already exists, but ${why}`);
-    if (source?.kind === 'volume') await unlessNotFound(client.deleteSnapshot(source.volume, cloneSnapshotName(existing.name)));
+    if (source?.kind === 'volume') await dropCloneSnapshot(client, source.volume, cloneSnapshotName(existing.name), this.logger);
     return existing;
   }
 
@@ -461,10 +468,17 @@ async function cloneVolume(client: WeftClient, volume: string, range: csi.Capaci
   try {
     return await client.createVolume({ name: volume, sizeBytes, class: parameters.class, replicas: parameters.replicas, sourceSnapshot: { volume: sourceVolume, snapshot }, preferredNode });
   } finally {
-    // Its failure must not take the place of the clone's outcome: a retry (reuse), or the source's
-    // delete, deletes the snapshot left.
-    await unlessNotFound(client.deleteSnapshot(sourceVolume, snapshot)).catch((err: unknown) =>
-      logger.warn({ err, volume: sourceVolume, snapshot }, 'could not delete the snapshot a clone was made from; it goes with a retry of the CreateVolume, or with its volume'),
-    );
+    await dropCloneSnapshot(client, sourceVolume, snapshot, logger);
   }
+}
+
+/**
+ * Deletes the hidden snapshot a clone was made from. Its failure must not take the place of the
+ * clone's outcome: the snapshot left goes with the next CreateVolume of that clone, or with its
+ * volume (logged).
+ */
+async function dropCloneSnapshot(client: WeftClient, volume: string, snapshot: string, logger: Logger): Promise<void> {
+  await unlessNotFound(client.deleteSnapshot(volume, snapshot)).catch((err: unknown) =>
+    logger.warn({ err, volume, snapshot }, 'could not delete the hidden snapshot a clone was made from: it stays (holding the blocks it shares) until a CreateVolume of that clone runs again, or its volume is deleted'),
+  );
 }

@@ -1,7 +1,7 @@
 // Weft's volumes and snapshots as CSI objects: Volume (with its content source, topology and
 // context), Snapshot, VolumeCondition and Timestamp.
 
-import type { ReplicaInfo, SnapshotInfo, VolumeInfo } from '../../fabric/volume/types';
+import { resyncDone, type ReplicaInfo, type SnapshotInfo, type VolumeInfo } from '../../fabric/volume/types';
 import type { Snapshot, StringMap, Timestamp, Volume, VolumeCondition, VolumeContentSource } from './messages';
 import { isCloneSnapshot, parseSnapshotId, snapshotId } from './names';
 import { volumeTopology, type Place } from './topology';
@@ -38,20 +38,18 @@ export function sourceKey(source: VolumeContentSource | null): string {
  */
 export function volumeCondition(info: VolumeInfo): VolumeCondition {
   const problems: string[] = [];
-  const lagging = info.replication?.replicas.filter((r) => r.state !== 'in-sync') ?? [];
-  if (lagging.length > 0) {
-    const copies = info.replication!.replicas.length;
-    problems.push(`${copies - lagging.length} of its ${copies} copies are in sync (${lagging.map(copyState).join(', ')}): "weft volume show ${info.name}" tells more`);
-  }
+  const replicas = info.replication?.replicas ?? [];
+  const lagging = replicas.filter((r) => r.state !== 'in-sync');
+  // Not "n of m": a failed copy and its replacement are both listed while the replacement resyncs.
+  if (lagging.length > 0) problems.push(`copies not in sync: ${lagging.map(copyState).join(', ')} (${replicas.length - lagging.length} in sync): "weft volume show ${info.name}" tells more`);
   if (info.checksumErrors > 0) problems.push(`${info.checksumErrors} block(s) failed their checksum since weftd started; run "weft volume verify ${info.name}"`);
   return problems.length === 0 ? { abnormal: false, message: 'healthy' } : { abnormal: true, message: problems.join('; ') };
 }
 
-/** "node-b resyncing, 40% done", "node-c out": a copy that is not in sync. */
+/** "node-b resyncing 40%", "node-c out": a copy that is not in sync. */
 function copyState(replica: ReplicaInfo): string {
-  if (replica.state !== 'resyncing' || !replica.live || replica.resyncTotalBytes === 0) return `${replica.node} ${replica.state}`;
-  const done = Math.floor((100 * (replica.resyncTotalBytes - replica.behindBytes)) / replica.resyncTotalBytes);
-  return `${replica.node} resyncing, ${done}% done`;
+  const done = resyncDone(replica);
+  return done ? `${replica.node} resyncing ${done.percent}%` : `${replica.node} ${replica.state}`;
 }
 
 export function csiSnapshot(info: SnapshotInfo): Snapshot {

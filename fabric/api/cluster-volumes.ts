@@ -1173,7 +1173,7 @@ const COPY_REFUSALS = new Map<status, ErrorKind>([
   [status.FAILED_PRECONDITION, 'FAILED_PRECONDITION'],
 ]);
 
-function isNotFound(err: Error): boolean {
+export function isNotFound(err: Error): boolean {
   return (err instanceof WeftError && err.kind === 'NOT_FOUND') || (err instanceof WeftApiError && err.code === status.NOT_FOUND);
 }
 

@@ -5,6 +5,7 @@ import * as path from 'path';
 import type * as protoLoader from '@grpc/proto-loader';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import { findAbove, loadProto } from '../source-files';
+import { MAX_ABSENCE_MAP_BYTES } from '../replication/absence-log';
 
 const PROTO_RELATIVE_PATH = path.join('fabric', 'api', 'proto', 'weft', 'v1', 'weft.proto');
 
@@ -23,15 +24,15 @@ function packageDefinition(): protoLoader.PackageDefinition {
   return cached;
 }
 
+/** An absence map larger than this is told as the need of a full copy (thin): more to copy, never less. */
+export { MAX_ABSENCE_MAP_BYTES };
+
 /**
  * The largest message a node takes (gRPC's default is 4 MiB): an absence map of writes spread over
  * a large volume is larger (4 KiB per 128 MiB with a block to copy), and one refused would drop the
- * copy it was told to (replicated-device.ts).
+ * copy it was told to (replicated-device.ts). Twice the largest map, for the rest of the message.
  */
-export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
-
-/** An absence map larger than this is told as the need of a full copy (thin): more to copy, never less. */
-export { MAX_ABSENCE_MAP_BYTES } from '../replication/absence-log';
+export const MAX_MESSAGE_BYTES = 2 * MAX_ABSENCE_MAP_BYTES;
 
 export function serviceDefinition(name: ServiceName): ServiceDefinition {
   return packageDefinition()[`weft.v1.${name}`] as ServiceDefinition;

@@ -9,7 +9,7 @@ import { failedPrecondition, invalidArgument } from '../errors';
 import { DirtyMap } from '../replication/dirty-map';
 import type { CopyOperation } from '../replication/replication-layer';
 import type { AttachmentStore } from './attachments';
-import { replicaCount, type ReplicatedVolumes } from './cluster-volumes';
+import { isNotFound, replicaCount, type ReplicatedVolumes } from './cluster-volumes';
 import { checksumsToWire, volumeToWire } from './messages';
 import type * as wire from './messages';
 import { serverStream, unary, type RpcContext } from './rpc';
@@ -95,7 +95,11 @@ async function verifyVolume(
   // nodes after its volume was deleted.
   const snapshot = name.slice(at + 1);
   if (at >= 0 && !cluster.copySnapshots(volume).some((s) => s.name === snapshot)) {
-    const listed = await cluster.listSnapshots(volume).catch(() => []);
+    // Unknown if the listing fails (the store or the primary out of reach): that, not NOT_FOUND.
+    const listed = await cluster.listSnapshots(volume).catch((err: Error) => {
+      if (isNotFound(err)) return [];
+      throw err;
+    });
     if (listed.some((s) => s.name === snapshot)) throw failedPrecondition(`snapshot ${name} is not on this node: verify it through a node that holds it`);
   }
   const report = at < 0 ? await engine.verifyVolume(name, progress, undefined, gone) : await engine.verifyVolume(name.slice(0, at), progress, name.slice(at + 1), gone);

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import type { CreateVolumeOptions } from '../api/client';
 import { MAX_REPLICAS } from '../api/validate';
 import { formatSize } from '../units';
-import type { LayerInfo, ReplicaInfo, ReplicaVerifyResult, VerifyReport, VolumeInfo } from '../volume/types';
+import { resyncDone, type LayerInfo, type ReplicaInfo, type ReplicaVerifyResult, type VerifyReport, type VolumeInfo } from '../volume/types';
 import { exportArg, nameArg, sizeArg, snapshotArg } from './args';
 import { action, type CommandContext, type Outcome } from './context';
 import { usageError } from './errors';
@@ -182,9 +182,8 @@ const LAYER_COLUMNS: Column<[LayerInfo, number]>[] = [
 
 /** "resyncing 42% (10 MiB of 24 MiB)" while the primary copies to it. */
 function replicaState(r: ReplicaInfo): string {
-  if (r.state !== 'resyncing' || !r.live || r.resyncTotalBytes === 0) return r.state;
-  const done = r.resyncTotalBytes - r.behindBytes;
-  return `resyncing ${Math.floor((done * 100) / r.resyncTotalBytes)}% (${formatSize(done)} of ${formatSize(r.resyncTotalBytes)})`;
+  const done = resyncDone(r);
+  return done ? `resyncing ${done.percent}% (${formatSize(done.doneBytes)} of ${formatSize(r.resyncTotalBytes)})` : r.state;
 }
 
 /** The volume's fields, then its layers: which pool holds what the volume reads. */

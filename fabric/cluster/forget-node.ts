@@ -48,24 +48,33 @@ export async function forgetNode(store: ClusterStore, node: string): Promise<voi
       success: batch.map(([kv, value]): TxnOp => (value === null ? { type: 'delete', key: kv.key } : { type: 'put', key: kv.key, value })),
     });
   }
-  // The copies it was told to drop (one per volume it held: a node of many copies has hundreds),
-  // then its registration, last: a forget cut short leaves it registered, and can be run again.
+  // Its registration with the copies it was told to drop, in one transaction while they fit in one.
+  // A node of many copies has hundreds: those go in batches first, its registration last. If it
+  // comes up part way, the copies whose keys went are left on it; the refusal names them.
   const leftovers = await store.list(leftoverPrefix(node));
-  for (let at = 0; at < leftovers.length; at += KEYS_PER_TXN) {
-    const batch = leftovers.slice(at, at + KEYS_PER_TXN);
-    await forgetIf(store, node, registered.modRevision, { compare: stillDown, success: batch.map((kv): TxnOp => ({ type: 'delete', key: kv.key })) });
+  const deletes = (kvs: KeyValue[]) => kvs.map((kv): TxnOp => ({ type: 'delete', key: kv.key }));
+  const batched = leftovers.length < KEYS_PER_TXN ? [] : leftovers;
+  for (let at = 0; at < batched.length; at += KEYS_PER_TXN) {
+    await forgetIf(store, node, registered.modRevision, { compare: stillDown, success: deletes(batched.slice(at, at + KEYS_PER_TXN)) }, copiesOf(batched.slice(0, at)));
   }
-  await forgetIf(store, node, registered.modRevision, { compare: stillDown, success: [{ type: 'delete', key: NODES + node }] });
+  const last = batched.length > 0 ? [] : leftovers;
+  await forgetIf(store, node, registered.modRevision, { compare: stillDown, success: [{ type: 'delete', key: NODES + node }, ...deletes(last)] }, copiesOf(batched));
+}
+
+/** The volumes whose copies the leftover keys name. */
+function copiesOf(leftovers: KeyValue[]): string[] {
+  return leftovers.map((kv) => kv.key.slice(kv.key.lastIndexOf('/') + 1));
 }
 
 /** Keys changed in one transaction of a forget (each with its compare). */
 const KEYS_PER_TXN = 50;
 
-/** Runs txn; refused, says why: the node came up, or the keys changed under it. */
-async function forgetIf(store: ClusterStore, node: string, registeredRevision: number, txn: Txn): Promise<void> {
+/** Runs txn; refused, says why: the node came up (after the leftover keys of `undropped` went), or the keys changed under it. */
+async function forgetIf(store: ClusterStore, node: string, registeredRevision: number, txn: Txn, undropped: string[] = []): Promise<void> {
   if ((await store.txn(txn)).succeeded) return;
   if ((await store.get(ALIVE + node)) || (await store.get(NODES + node))?.modRevision !== registeredRevision) {
-    throw failedPrecondition(`node ${node} came up while it was being forgotten: it stays registered; stop it before forgetting it`);
+    const left = undropped.length > 0 ? `; it no longer drops its copies of ${undropped.join(', ')} by itself: delete them there (weft volume delete)` : '';
+    throw failedPrecondition(`node ${node} came up while it was being forgotten: it stays registered; stop it before forgetting it${left}`);
   }
   throw new WeftError('ABORTED', `the snapshots of deleted volumes changed while node ${node} was being forgotten: try again`);
 }

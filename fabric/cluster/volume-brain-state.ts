@@ -58,7 +58,8 @@ export interface BrainState {
   resyncRetryAtMs: Record<string, number>;
   /**
    * Since when each replica's resyncs have failed, its node up (a failing or full disk there): until
-   * one ends well, or one runs a whole replica timeout before it fails (a blip in a long copy).
+   * one ends well, or one runs a whole replica timeout before its connection is lost (a blip in a
+   * long copy).
    */
   resyncFailingSinceMs: Record<string, number>;
   nowMs: number;
@@ -110,7 +111,10 @@ export type BrainEvent =
    * The replication layer: a replica missed a write (it asks for its removal before acknowledging),
    * or its resync failed; notItsFault: because of this node's own copy (it is not replaced for it).
    */
-  /** ranMs: for a resync, how long it had run when it failed. */
+  /**
+   * ranMs: for a resync that lost its connection (a blip), how long it had run; none for one the copy
+   * failed itself (its disk full or failing), which fails the same way however often it is tried.
+   */
   | { type: 'replica-failed'; replica: string; reason: string; notItsFault?: boolean; ranMs?: number }
   /** The replication layer: the primary's own copy failed a request that an in-sync replica took or could serve (its disk failed or is full). */
   | { type: 'local-failed'; reason: string }

@@ -20,6 +20,7 @@ import type { CopyOperation } from '../replication/replication-layer';
 import type { InSyncSet } from '../replication/in-sync-set';
 import { COPY_DURABLE_TIMEOUT_MS, nbdReplica, type RemoteReplica } from '../replication/remote-replica';
 import { equalizeRegions } from '../replication/replica-verify';
+import { NbdConnectionError } from '../nbd/client';
 import type { VolumeLayer } from '../volume/block-device';
 import { wholeBlocks } from '../store/block-size';
 import type { EpochFence } from '../volume/epoch-fence';
@@ -858,7 +859,7 @@ export class VolumeRunner {
       // The record still says resyncing, and the device does not tell the in-sync set about a copy
       // that was not a member yet: without this the copy stays resyncing for good, never retried.
       // Unless this node has stopped serving since: a resync of a later serving may be under way.
-      if (this.serving === serving) this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}`, notItsFault: err instanceof LocalCopyFault, ranMs: Date.now() - started });
+      if (this.serving === serving) this.dispatch({ type: 'replica-failed', replica, reason: `resync failed: ${(err as Error).message}`, notItsFault: err instanceof LocalCopyFault, ranMs: err instanceof NbdConnectionError ? Date.now() - started : undefined });
       throw err;
     }
   }

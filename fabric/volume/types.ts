@@ -59,6 +59,13 @@ export interface ReplicaInfo {
   resyncTotalBytes: number;
 }
 
+/** How far the copy's resync has come, in bytes done; undefined when none is under way, or its figures are not the primary's. */
+export function resyncDone(replica: ReplicaInfo): { doneBytes: number; percent: number } | undefined {
+  if (replica.state !== 'resyncing' || !replica.live || replica.resyncTotalBytes === 0) return undefined;
+  const doneBytes = replica.resyncTotalBytes - replica.behindBytes;
+  return { doneBytes, percent: Math.floor((doneBytes * 100) / replica.resyncTotalBytes) };
+}
+
 export interface LayerInfo {
   /** The snapshot this layer is; none for the head, and for a deleted snapshot still needed by others. */
   snapshot?: { volume: string; name: string };

@@ -336,7 +336,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { type: 'report', health: 'degraded', reason: expect.stringMatching(/cannot replace the copy on b \(its resyncs have failed for over 600 s\)/) },
     { txn: 'resync:b@11', delayMs: undefined, puts: [record({ b: { state: 'resyncing', lastEpoch: 3 } })] },
   ]],
-  ['7', 'a resync that ran a whole grace period before it failed (a blip in a long copy) starts the clock afresh: retried, not replaced', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [
+  ['7', 'a resync that ran a whole grace period before it lost its connection (a blip in a long copy) starts the clock afresh: retried, not replaced', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [
     failed('b'), committed('out:b@10'),
     [{ type: 'tick' }, T0 + RETRY], committed('resync:b@11', 12),
     [{ type: 'replica-failed', replica: 'b', reason: 'resync failed: connection reset', ranMs: TIMEOUT }, T0 + RETRY + TIMEOUT], committed('out:b@12', 13),
@@ -345,7 +345,7 @@ describe.each<[string, string, BrainState, Timed[], unknown[]]>([
     { type: 'wake', atMs: T0 + RETRY + 2 * TIMEOUT },
     { txn: 'resync:b@13', delayMs: undefined, puts: [record({ b: { state: 'resyncing', lastEpoch: 3 } })] },
   ]],
-  ['7', '... one that failed sooner keeps the clock: replaced at the deadline', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [
+  ['7', '... one that lost it sooner keeps the clock (so does one the copy failed itself, which carries no ranMs): replaced at the deadline', primary(record({ b: { state: 'resyncing', lastEpoch: 3 } })), [
     failed('b'), committed('out:b@10'),
     [{ type: 'tick' }, T0 + RETRY], committed('resync:b@11', 12),
     [{ type: 'replica-failed', replica: 'b', reason: 'resync failed: connection reset', ranMs: TIMEOUT - RETRY - 1 }, T0 + TIMEOUT - 1], committed('out:b@12', 13),

@@ -375,7 +375,7 @@ test('a replicated volume with a copy out of sync is an abnormal condition throu
     // A write the copy on node-b misses takes it out of the in-sync set.
     await qemuIo(`nbd://127.0.0.1:${nodeA.nbdPort}/${volume.volume_id}`, ['write -P 7 0 64k', 'flush']);
     await waitFor(async () => (await condition()).abnormal === true, 10_000, 200);
-    expect((await condition()).message).toMatch(/^1 of its 2 copies are in sync \(node-b (out|failed)\)/);
+    expect((await condition()).message).toMatch(/^copies not in sync: node-b (out|failed) \(1 in sync\)/);
     const listed = await controllerCsi.call('ListVolumes', {});
     const entry = listed.entries.find((e) => e.volume!.volume_id === volume.volume_id);
     expect(entry?.status?.volume_condition?.abnormal).toBe(true);

@@ -228,6 +228,8 @@ describe('the controller Deployment', () => {
     checkSidecarSockets(pod, ['csi-provisioner', 'csi-snapshotter', 'csi-resizer', 'csi-external-health-monitor-controller', 'liveness-probe']);
     expect(container(pod, 'csi-provisioner').image).toBe(SIDECAR_IMAGES.provisioner);
     expect(container(pod, 'csi-external-health-monitor-controller').image).toBe(SIDECAR_IMAGES.healthMonitor);
+    // The controller lists volumes (LIST_VOLUMES): the monitor polls ListVolumes at this interval.
+    expect(container(pod, 'csi-external-health-monitor-controller').args).toContain('--list-volumes-interval=1m');
     expect(container(pod, 'csi-snapshotter').image).toBe(SIDECAR_IMAGES.snapshotter);
     expect(container(pod, 'csi-resizer').image).toBe(SIDECAR_IMAGES.resizer);
   });

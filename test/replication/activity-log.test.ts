@@ -582,7 +582,7 @@ test('... also a member that goes out while that removal is under way', async ()
     commitR2();
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(inSync.log).toEqual(['remove r2']);
-    expect(told).toEqual([]); // it was told to r1 alone, and the write sent to r1, with r3 still a member
+    expect(told).toEqual([]); // not told to r1 alone (nor the write sent to it) while r3 is still a member
     expect((await r1.readAll(1, 10 * EXTENT))[9 * EXTENT]).toBe(0);
     expect(acknowledged).toBe(false);
 
