@@ -499,6 +499,17 @@ test('with notices, a copy has recorded a write\'s extent before the write reach
   }
 });
 
+/** Activity notices that only record what each copy was told: "r1 [0,9]". */
+function recordingNotices() {
+  const told: string[] = [];
+  const notices = {
+    async track(to: string, _revision: number, extents: readonly number[]) {
+      told.push(`${to} [${[...extents].sort((a, b) => a - b).join(',')}]`);
+    },
+  };
+  return { told, notices };
+}
+
 // A member out (its write failed) and not yet removed may still be promoted, and what it recorded of
 // the log lacks what is told after it went out. A write to a new extent sent to the others
 // meanwhile (never acknowledged: it waits for that removal) would stay on them and not on it, should
@@ -511,12 +522,7 @@ test('a write to a new extent is sent nowhere while a member out of the targets 
   const [r1, r2] = await Promise.all([ReplicaNode.start('r1', 'vol', VOLUME_BYTES), ReplicaNode.start('r2', 'vol', VOLUME_BYTES)]);
   try {
     const log = ActivityLog.load(path.join(dir, 'vol.activity'));
-    const told: string[] = [];
-    const notices = {
-      async track(to: string, _revision: number, extents: readonly number[]) {
-        told.push(`${to} [${[...extents].sort((a, b) => a - b).join(',')}]`);
-      },
-    };
+    const { told, notices } = recordingNotices();
     const inSync = new MemoryInSyncSet(['r1', 'r2']);
     const device = await ReplicatedDevice.open(local, [r1.remote(1), r2.remote(1)], inSync, { activity: { log, epoch: 1, notices } });
     await device.write(0, Buffer.alloc(4096, 0x11), false);
@@ -556,12 +562,7 @@ test('... also a member that goes out while that removal is under way', async ()
   const [r1, r2, r3] = await Promise.all(['r1', 'r2', 'r3'].map((id) => ReplicaNode.start(id, 'vol', VOLUME_BYTES)));
   try {
     const log = ActivityLog.load(path.join(dir, 'vol.activity'));
-    const told: string[] = [];
-    const notices = {
-      async track(to: string, _revision: number, extents: readonly number[]) {
-        told.push(`${to} [${[...extents].sort((a, b) => a - b).join(',')}]`);
-      },
-    };
+    const { told, notices } = recordingNotices();
     const inSync = new MemoryInSyncSet(['r1', 'r2', 'r3']);
     const device = await ReplicatedDevice.open(local, [r1.remote(1), r2.remote(1), r3.remote(1)], inSync, { activity: { log, epoch: 1, notices } });
     await device.write(0, Buffer.alloc(4096, 0x11), false);
