@@ -118,6 +118,8 @@ function checkWeftd(pod: PodSpec, role: string): Container {
   const weftd = container(pod, 'weftd');
   expect(weftd.image).toBe(IMAGE);
   expect(IMAGE).toBe(dockerfileFacts().tag);
+  // PID 1 reaps the kernel-NBD relays, which leave weftd's children when they go to the background.
+  expect(dockerfileFacts().init).toBe('/usr/bin/tini');
   const args = expandedArgs(weftd);
   expect(parseWeftdArgs(args).dataDir).toBe(DATA_DIR);
   expect(flagValue(args, '--csi-endpoint')).toBe(CONTAINER_CSI_ENDPOINT);
