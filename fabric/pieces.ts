@@ -52,12 +52,20 @@ export const SHORT_PIECE_BYTES = 1024;
  */
 const joinBuffers = new WeakMap<ArrayBufferLike, number>();
 
+/**
+ * A piece that is a view of a buffer more than this many times its size is copied out of it: kept as
+ * a view, it would hold the whole buffer (a socket read of up to 64 KiB, the rest of it other
+ * requests' bytes, answered and gone) while counting its own few bytes. A 4 KiB write in a 64 KiB
+ * read stays a view.
+ */
+const MAX_HELD_RATIO = 32;
+
 /** Adds piece at the end of pieces, joining it to the last if both are short. */
 export function appendPiece(pieces: Buffer[], piece: Buffer): void {
   const at = pieces.length - 1;
   const last = pieces[at];
   if (at < 0 || piece.length >= SHORT_PIECE_BYTES || last.length >= SHORT_PIECE_BYTES) {
-    pieces.push(piece);
+    pieces.push(piece.buffer.byteLength > MAX_HELD_RATIO * piece.length ? ownCopy(piece) : piece);
     return;
   }
   const end = last.byteOffset + last.length;
@@ -72,4 +80,12 @@ export function appendPiece(pieces: Buffer[], piece: Buffer): void {
   piece.copy(joined, last.length);
   joinBuffers.set(joined.buffer, last.length + piece.length);
   pieces[at] = joined.subarray(0, last.length + piece.length);
+}
+
+/** The piece's bytes in a buffer of its own; a short one in a join buffer, which later short pieces may join. */
+function ownCopy(piece: Buffer): Buffer {
+  const own = Buffer.allocUnsafeSlow(piece.length < SHORT_PIECE_BYTES ? 2 * SHORT_PIECE_BYTES : piece.length);
+  piece.copy(own, 0);
+  if (piece.length < SHORT_PIECE_BYTES) joinBuffers.set(own.buffer, piece.length);
+  return own.subarray(0, piece.length);
 }

@@ -86,6 +86,22 @@ describe('RequestParser', () => {
     expect(Buffer.concat(alternating.payload!).equals(payload)).toBe(true);
     expect(alternating.payload!.length).toBeLessThanOrEqual(2 * mixed.length);
   });
+
+  // A payload kept as a view of its socket read holds the whole read: a client padding each short
+  // WRITE with zero-length READs (answered at once) held 64 KiB per WRITE while a few bytes counted.
+  test('a short payload is copied out of a long read; a 4 KiB one in a 64 KiB read stays a view of it', () => {
+    const padding = Array.from({ length: 2000 }, () => encodeRequest({ type: CMD.READ, offset: 0, length: 0 }));
+    const small = randomBytes(100);
+    const [write] = parse(Buffer.concat([encodeRequest({ type: CMD.WRITE, offset: 0, length: small.length, payload: small }), ...padding]), []);
+    expect(Buffer.concat(write.payload!).equals(small)).toBe(true);
+    expect(memoryHeld(write.payload!)).toBeLessThanOrEqual(2048);
+
+    const block = randomBytes(4096);
+    const writes = Array.from({ length: 15 }, (_, i) => encodeRequest({ type: CMD.WRITE, offset: i * 4096, length: 4096, payload: block }));
+    const [first] = parse(Buffer.concat(writes), []);
+    expect(Buffer.concat(first.payload!).equals(block)).toBe(true);
+    expect(memoryHeld(first.payload!)).toBe(15 * (28 + 4096)); // no copy on the path of every 4 KiB write
+  });
 });
 
 describe('ByteReader', () => {
