@@ -65,7 +65,7 @@ export function appendPiece(pieces: Buffer[], piece: Buffer): void {
   const at = pieces.length - 1;
   const last = pieces[at];
   if (at < 0 || piece.length >= SHORT_PIECE_BYTES || last.length >= SHORT_PIECE_BYTES) {
-    pieces.push(piece.buffer.byteLength > MAX_HELD_RATIO * piece.length ? ownCopy(piece) : piece);
+    pieces.push(piece.buffer.byteLength > MAX_HELD_RATIO * piece.length ? ownCopy([piece]) : piece);
     return;
   }
   const end = last.byteOffset + last.length;
@@ -75,17 +75,14 @@ export function appendPiece(pieces: Buffer[], piece: Buffer): void {
     pieces[at] = Buffer.from(last.buffer, last.byteOffset, last.length + piece.length);
     return;
   }
-  const joined = Buffer.allocUnsafeSlow(2 * SHORT_PIECE_BYTES);
-  last.copy(joined, 0);
-  piece.copy(joined, last.length);
-  joinBuffers.set(joined.buffer, last.length + piece.length);
-  pieces[at] = joined.subarray(0, last.length + piece.length);
+  pieces[at] = ownCopy([last, piece]);
 }
 
-/** The piece's bytes in a buffer of its own; a short one in a join buffer, which later short pieces may join. */
-function ownCopy(piece: Buffer): Buffer {
-  const own = Buffer.allocUnsafeSlow(piece.length < SHORT_PIECE_BYTES ? 2 * SHORT_PIECE_BYTES : piece.length);
-  piece.copy(own, 0);
-  if (piece.length < SHORT_PIECE_BYTES) joinBuffers.set(own.buffer, piece.length);
-  return own.subarray(0, piece.length);
+/** The parts' bytes in a buffer of their own: when they are short, with room after them for the next short piece. */
+function ownCopy(parts: Pieces): Buffer {
+  const bytes = totalBytes(parts);
+  const own = Buffer.allocUnsafeSlow(Math.max(bytes, 2 * SHORT_PIECE_BYTES));
+  copyPieces(parts, own, 0);
+  joinBuffers.set(own.buffer, bytes);
+  return own.subarray(0, bytes);
 }
