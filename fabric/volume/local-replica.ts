@@ -30,9 +30,9 @@ export interface ReplicaHost {
   readonly metadata: Metadata;
   /** Set once the node shuts down: I/O then fails with ESHUTDOWN. */
   readonly closed: boolean;
-  /** Marks journal sequence seq as belonging to a write whose data is still in flight. */
-  writeStarted(seq: number): void;
-  writeFinished(seq: number): void;
+  /** Marks journal sequence seq as belonging to a write whose data is still in flight, to poolClass. */
+  writeStarted(seq: number, poolClass: string): void;
+  writeFinished(seq: number, poolClass: string): void;
   /** The map changed with no data written (a trim): a background sync makes it durable in time. */
   mapChanged(): void;
   /**
@@ -292,7 +292,7 @@ export class LocalReplica implements VolumeLayer {
       if (start === 0) firstSeq = lastSeq;
       start = i;
     }
-    this.host.writeStarted(firstSeq);
+    this.host.writeStarted(firstSeq, pool.poolClass);
     let dataMayHaveLanded = false;
     try {
       if (inPlace) await metadata.sync();
@@ -302,7 +302,7 @@ export class LocalReplica implements VolumeLayer {
     } catch (err) {
       const landed = inPlace ? await this.landedInPlace(first, targets, crcs) : undefined;
       this.undoIntents(first, count, targets, landed);
-      this.host.writeFinished(firstSeq);
+      this.host.writeFinished(firstSeq, pool.poolClass);
       // The undo is made durable, if the journal can be synced, before the client hears of the
       // failure: the write's records are in the journal file, and part of its data may have landed,
       // which a crash would bring back by checksum (another client's FLUSH may have made those
@@ -317,7 +317,7 @@ export class LocalReplica implements VolumeLayer {
       // Reusable once the last record of this write is durable (each block's own one is no later).
       if (old >= FIRST_PHYSICAL && old !== targets[i] + FIRST_PHYSICAL) pool.allocator.freeAfterSync(old - FIRST_PHYSICAL, lastSeq);
     }
-    this.host.writeFinished(firstSeq);
+    this.host.writeFinished(firstSeq, pool.poolClass);
   }
 
   /**

@@ -60,21 +60,44 @@ export interface NodeStoreOptions {
  */
 export const MAX_MERGE_ENTRIES = 4 * 1024 * 1024;
 
-/** The pools whose completed writes a flush could not make durable, with why. */
-type FailedPools = ReadonlyMap<string, unknown>;
+/**
+ * How long a flush waits for a pool's sync once another pool's has ended. A pool still syncing then
+ * (a hung disk, or a slow one with much to write back) is left out of the flush's SYNC record, like
+ * a failed one, so that the node's other pools need not wait for it: their FLUSHes end, and the
+ * writes they vouch for count as durable. The left-out pool's own callers wait on for its sync.
+ */
+export const SLOW_POOL_SYNC_MS = 500;
 
-/** Throws why poolClass (or, without it, any pool) failed its sync. */
-function requireDurable(failed: FailedPools, poolClass?: string): void {
+/** What one flush made of each pool: the ones that failed their sync, with why, and the ones still syncing (slow). */
+interface PoolSyncs {
+  failed: ReadonlyMap<string, unknown>;
+  /** Each slow pool's sync, which its callers wait for: it still makes their writes durable. */
+  slow: ReadonlyMap<string, Promise<void>>;
+}
+
+/** Throws why poolClass (or, without it, any pool) failed its sync; waits for those of them still syncing. */
+async function requireDurable({ failed, slow }: PoolSyncs, poolClass?: string): Promise<void> {
   for (const [failedClass, err] of failed) if (poolClass === undefined || failedClass === poolClass) throw err;
+  for (const [slowClass, sync] of slow) if (poolClass === undefined || slowClass === poolClass) await sync;
+}
+
+/** The pools a SYNC record leaves out: those not known synced. */
+function leftOut({ failed, slow }: PoolSyncs): Set<string> {
+  return new Set([...failed.keys(), ...slow.keys()]);
 }
 
 export class NodeStore implements ReplicaHost {
   readonly pools = new Map<string, Pool>();
   closed = false;
-  /** Writes in flight, by the sequence number of their first journal record. */
-  private readonly inflightWrites = new InFlightWindow();
-  private flushRunning: Promise<FailedPools> | undefined;
-  private flushQueued: Promise<FailedPools> | undefined;
+  /**
+   * Each pool's writes in flight, by the sequence number of their first journal record: a write that
+   * hangs on one pool's disk holds back the SYNC records of that pool only.
+   */
+  private readonly inflightWrites = new Map<string, InFlightWindow>();
+  /** Pools left out of a flush, with that sync, while it runs: later flushes do not wait for them at all. */
+  private readonly slowSyncs = new Map<string, Promise<void>>();
+  private flushRunning: Promise<PoolSyncs> | undefined;
+  private flushQueued: Promise<PoolSyncs> | undefined;
   private syncLane: Promise<unknown> = Promise.resolve();
   private dirty = false;
   private lastSyncAt = Date.now();
@@ -102,7 +125,10 @@ export class NodeStore implements ReplicaHost {
       const syncIntervalMs = options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
       store = new NodeStore(dataDir, opened.metadata, options.logger, syncIntervalMs, options.checkpointJournalBytes ?? CHECKPOINT_JOURNAL_BYTES, options.maxMergeEntries ?? MAX_MERGE_ENTRIES);
       const pools = openPools(options.pools, store.catalog, new MembersMade(path.join(dataDir, MEMBERS_MADE_FILE)), options.logger);
-      for (const [poolClass, pool] of pools.pools) store.pools.set(poolClass, pool);
+      for (const [poolClass, pool] of pools.pools) {
+        store.pools.set(poolClass, pool);
+        store.inflightWrites.set(poolClass, new InFlightWindow());
+      }
       store.catalog.pools = pools.records;
       const rolledBack = await store.recover(opened);
       return { store, rolledBack, checked: opened.unsynced.length };
@@ -125,13 +151,13 @@ export class NodeStore implements ReplicaHost {
 
   // ---- ReplicaHost ----
 
-  writeStarted(seq: number): void {
-    this.inflightWrites.start(seq);
+  writeStarted(seq: number, poolClass: string): void {
+    this.inflightWrites.get(poolClass)?.start(seq);
     this.dirty = true;
   }
 
-  writeFinished(seq: number): void {
-    this.inflightWrites.end(seq);
+  writeFinished(seq: number, poolClass: string): void {
+    this.inflightWrites.get(poolClass)?.end(seq);
     this.dirty = true; // a flush that began while it was in flight did not cover it
   }
 
@@ -153,10 +179,10 @@ export class NodeStore implements ReplicaHost {
    * volumes, not those of the node's other pools. Without it, every pool's.
    */
   flush(poolClass?: string): Promise<void> {
-    return this.sharedFlush().then((failed) => requireDurable(failed, poolClass));
+    return this.sharedFlush().then((syncs) => requireDurable(syncs, poolClass));
   }
 
-  private sharedFlush(): Promise<FailedPools> {
+  private sharedFlush(): Promise<PoolSyncs> {
     if (this.closed) return Promise.reject(new IoError('ESHUTDOWN', 'weftd is shutting down'));
     if (this.flushQueued) return this.flushQueued;
     if (this.flushRunning) {
@@ -181,7 +207,7 @@ export class NodeStore implements ReplicaHost {
    * naming the last journal entry whose data is known written (writes still in flight are not covered).
    */
   flushAll(): Promise<void> {
-    return this.inSyncLane(() => this.flushNow()).then((failed) => requireDurable(failed));
+    return this.inSyncLane(() => this.flushNow()).then((syncs) => requireDurable(syncs));
   }
 
   /** The pools that refuse writes and flushes until weftd restarts (Pool.lostError). */
@@ -205,11 +231,11 @@ export class NodeStore implements ReplicaHost {
 
   /** Makes every pool's completed writes durable. */
   async syncPools(): Promise<void> {
-    requireDurable(await this.syncEachPool());
+    await requireDurable(await this.syncEachPool());
   }
 
   /** Frees recorded at sequence numbers up to upTo become free space (their records are durable), except in the pools named. */
-  releaseUpTo(upTo: number, except?: FailedPools): void {
+  releaseUpTo(upTo: number, except?: ReadonlySet<string>): void {
     for (const [poolClass, pool] of this.pools) if (!except?.has(poolClass)) pool.allocator.releaseUpTo(upTo);
   }
 
@@ -245,41 +271,108 @@ export class NodeStore implements ReplicaHost {
   }
 
   /**
-   * The pools that fail their sync are left out of the SYNC record (recovery keeps checking their
-   * writes since the last full one) and their frees stay pending; the others' writes are durable
-   * all the same. Fails if every pool failed, or the journal did.
+   * The pools that fail their sync, or are slow to (SLOW_POOL_SYNC_MS), are left out of the SYNC
+   * record (recovery keeps checking their writes since the last full one) and their frees stay
+   * pending; the others' writes are durable all the same. A slow pool whose sync then ends gets a
+   * SYNC record of its own (vouchLate). Fails if every pool failed, or the journal did.
    */
-  private async flushNow(): Promise<FailedPools> {
-    let upTo = this.metadata.lastSeq;
-    const oldestWrite = this.inflightWrites.lowest;
-    if (oldestWrite !== undefined && oldestWrite - 1 < upTo) upTo = oldestWrite - 1;
+  private async flushNow(): Promise<PoolSyncs> {
+    const lastSeq = this.metadata.lastSeq;
+    // Per pool, the last record its sync vouches for: none of a write of its still in flight.
+    const upToByPool = new Map<string, number>();
+    for (const [poolClass, writes] of this.inflightWrites) {
+      const oldestWrite = writes.lowest;
+      upToByPool.set(poolClass, oldestWrite !== undefined && oldestWrite - 1 < lastSeq ? oldestWrite - 1 : lastSeq);
+    }
     this.dirty = false;
     this.lastSyncAt = Date.now();
-    let failed: FailedPools;
+    let syncs: PoolSyncs;
+    let out: Set<string>;
+    let upTo = lastSeq;
     try {
-      failed = await this.syncEachPool();
-      if (failed.size > 0 && failed.size === this.pools.size) throw failed.values().next().value;
-      this.metadata.recordSync(upTo, failed.size > 0 ? [...failed.keys()] : undefined);
+      syncs = await this.syncEachPool(SLOW_POOL_SYNC_MS);
+      if (syncs.failed.size > 0 && syncs.failed.size === this.pools.size) throw syncs.failed.values().next().value;
+      out = leftOut(syncs);
+      for (const [poolClass, poolUpTo] of upToByPool) if (!out.has(poolClass)) upTo = Math.min(upTo, poolUpTo);
+      this.metadata.recordSync(upTo, out.size > 0 ? [...out] : undefined);
       await this.metadata.sync();
     } catch (err) {
       this.dirty = true;
       throw err;
     }
-    if (failed.size > 0) this.dirty = true;
+    if (out.size > 0) this.dirty = true;
     else this.syncedSeq = Math.max(this.syncedSeq, upTo);
-    this.releaseUpTo(upTo, failed);
-    return failed;
+    this.releaseUpTo(upTo, out);
+    for (const [poolClass, sync] of syncs.slow) {
+      this.slowSyncs.set(poolClass, sync);
+      const ended = () => {
+        if (this.slowSyncs.get(poolClass) === sync) this.slowSyncs.delete(poolClass);
+      };
+      sync.then(
+        () => {
+          ended();
+          void this.vouchLate(poolClass, upToByPool.get(poolClass) ?? lastSeq);
+        },
+        ended, // its callers hear why; the pool is lost (Pool.markLost)
+      );
+    }
+    return syncs;
   }
 
-  /** Syncs every pool, each on its own: the ones that failed, with why. */
-  private async syncEachPool(): Promise<FailedPools> {
-    const pools = [...this.pools.values()];
-    const outcomes = await Promise.allSettled(pools.map((p) => p.sync()));
-    const failed = new Map<string, unknown>();
-    outcomes.forEach((outcome, i) => {
-      if (outcome.status === 'rejected') failed.set(pools[i].poolClass, outcome.reason);
+  /**
+   * A slow pool's sync ended after its flush's SYNC record had left it out: a SYNC record for it
+   * alone, so that its frees up to upTo become free space (a pool slower than SLOW_POOL_SYNC_MS at
+   * every flush would otherwise never free a block) and recovery need not check those writes.
+   */
+  private vouchLate(poolClass: string, upTo: number): Promise<void> {
+    return this.inSyncLane(async () => {
+      if (this.closed) return;
+      const others = [...this.pools.keys()].filter((c) => c !== poolClass);
+      this.metadata.recordSync(upTo, others.length > 0 ? others : undefined);
+      await this.metadata.sync();
+      this.pools.get(poolClass)?.allocator.releaseUpTo(upTo);
+    }).catch((err: unknown) => {
+      this.dirty = true; // a later flush covers it
+      this.logger.warn({ err, pool: poolClass }, 'could not record that a slow pool\'s sync ended');
     });
-    return failed;
+  }
+
+  /**
+   * Syncs every pool, each on its own: the ones that failed, with why. With patienceMs, once some
+   * pool's sync has ended well, a pool still syncing is not waited for past patienceMs, nor at all
+   * if an earlier flush found it slow and that sync still runs: it is returned as slow, with its sync.
+   */
+  private async syncEachPool(patienceMs = Number.POSITIVE_INFINITY): Promise<PoolSyncs> {
+    const failed = new Map<string, unknown>();
+    const running = new Map<string, Promise<void>>();
+    let synced = 0;
+    let changed = () => undefined as void;
+    for (const pool of this.pools.values()) {
+      const sync = pool.sync();
+      running.set(pool.poolClass, sync);
+      sync
+        .then(
+          () => void synced++,
+          (err: unknown) => void failed.set(pool.poolClass, err),
+        )
+        .finally(() => {
+          running.delete(pool.poolClass);
+          changed();
+        });
+    }
+    const patientUntil = performance.now() + patienceMs;
+    while (running.size > 0) {
+      const patienceLeft = patientUntil - performance.now();
+      const stillSlow = [...running.keys()].every((poolClass) => this.slowSyncs.has(poolClass));
+      if (synced > 0 && (patienceLeft <= 0 || (stillSlow && patienceMs !== Number.POSITIVE_INFINITY))) break;
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        changed = resolve;
+        if (patienceLeft > 0 && patienceLeft !== Number.POSITIVE_INFINITY) timer = setTimeout(resolve, patienceLeft);
+      });
+      clearTimeout(timer);
+    }
+    return { failed: new Map(failed), slow: new Map(running) };
   }
 
   /** Frees waiting for records a SYNC has made durable already (frees registered after that flush). */

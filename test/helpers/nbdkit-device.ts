@@ -1,8 +1,9 @@
 // Disks that misbehave, for tests and benches: a sparse file served by nbdkit through one of its
 // filters, exposed by nbdfuse as a regular file that weftd takes as a pool member. A slow disk (the
-// delay filter: every read and write takes latencyMs more), and a failing one (the error filter:
+// delay filter: every read and write takes latencyMs more), a failing one (the error filter:
 // every read and write fails with EIO while a trigger file exists), also with an ext4 filesystem on
-// it through a loop device. Writes through FUSE reach nbdkit each time; reads may be served from the
+// it through a loop device, and a stalling one (the sh plugin: flushes hang while a trigger file
+// exists). Writes through FUSE reach nbdkit each time; reads may be served from the
 // page cache.
 
 import fs from 'node:fs';
@@ -21,7 +22,48 @@ export interface NbdkitDevice {
 
 /** Makes DIR/slow.img of sizeBytes and mounts it slowed down under DIR/slow-mount. */
 export function startSlowDevice(dir: string, sizeBytes: number, latencyMs: number): Promise<NbdkitDevice> {
-  return mountThroughNbdkit(dir, 'slow', sizeBytes, ['--filter=delay', `rdelay=${latencyMs}ms`, `wdelay=${latencyMs}ms`]);
+  return mountThroughNbdkit(dir, 'slow', sizeBytes, (image) => ['--filter=delay', 'file', image, `rdelay=${latencyMs}ms`, `wdelay=${latencyMs}ms`]);
+}
+
+export interface StallingDevice extends NbdkitDevice {
+  /** From now on a flush (fdatasync) that reaches the disk waits, for as long as stall(false) is not called. */
+  stall(stalling: boolean): void;
+}
+
+/**
+ * Makes DIR/stalling.img of sizeBytes and mounts it under DIR/stalling-mount: a disk whose cache
+ * flushes hang while stalled, as a disk that stopped answering does to fdatasync while the page
+ * cache still takes writes. Reads and writes go on (each a few milliseconds: nbdkit's sh plugin).
+ */
+export async function startStallingDevice(dir: string, sizeBytes: number): Promise<StallingDevice> {
+  const trigger = path.join(dir, 'stalling.trigger');
+  const script = path.join(dir, 'stalling.sh');
+  const device = await mountThroughNbdkit(dir, 'stalling', sizeBytes, (image) => {
+    fs.writeFileSync(
+      script,
+      [
+        '#!/bin/sh',
+        'case "$1" in',
+        `  get_size) stat -c %s '${image}' ;;`,
+        '  can_write|can_flush) exit 0 ;;',
+        `  pread) exec dd if='${image}' skip="$4" count="$3" iflag=skip_bytes,count_bytes status=none ;;`,
+        `  pwrite) exec dd of='${image}' seek="$4" oflag=seek_bytes conv=notrunc status=none ;;`,
+        `  flush) while [ -e '${trigger}' ]; do sleep 0.05; done ;;`,
+        '  *) exit 2 ;;',
+        'esac',
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    return ['sh', script];
+  });
+  return {
+    ...device,
+    stall(stalling) {
+      if (stalling) fs.writeFileSync(trigger, '');
+      else fs.rmSync(trigger, { force: true });
+    },
+  };
 }
 
 export interface FailingDevice extends NbdkitDevice {
@@ -33,7 +75,7 @@ export interface FailingDevice extends NbdkitDevice {
 export async function startFailingDevice(dir: string, sizeBytes: number): Promise<FailingDevice> {
   const trigger = path.join(dir, 'failing.trigger');
   const errors = ['pread', 'pwrite'].flatMap((call) => [`error-${call}=EIO`, `error-${call}-rate=100%`, `error-${call}-file=${trigger}`]);
-  const device = await mountThroughNbdkit(dir, 'failing', sizeBytes, ['--filter=error', ...errors]);
+  const device = await mountThroughNbdkit(dir, 'failing', sizeBytes, (image) => ['--filter=error', 'file', image, ...errors]);
   return {
     ...device,
     fail(failing) {
@@ -83,14 +125,15 @@ export async function startFailingFilesystem(dir: string, sizeBytes: number): Pr
   return { dir: path.join(mount, 'data'), fail: disk.fail, unmount };
 }
 
-async function mountThroughNbdkit(dir: string, name: string, sizeBytes: number, filter: string[]): Promise<NbdkitDevice> {
+/** Serves DIR/NAME.img through `nbdkit --exit-with-parent PLUGIN-ARGS` (pluginArgs(image)), mounted by nbdfuse. */
+async function mountThroughNbdkit(dir: string, name: string, sizeBytes: number, pluginArgs: (image: string) => string[]): Promise<NbdkitDevice> {
   const image = path.join(dir, `${name}.img`);
   fs.writeFileSync(image, '');
   fs.truncateSync(image, sizeBytes);
   const mount = path.join(dir, `${name}-mount`);
   fs.mkdirSync(mount);
   const pidFile = path.join(dir, `${name}-nbdfuse.pid`);
-  const nbdkit = ['nbdkit', '--exit-with-parent', filter[0], 'file', image, ...filter.slice(1)];
+  const nbdkit = ['nbdkit', '--exit-with-parent', ...pluginArgs(image)];
   let exited: RunResult | undefined;
   void run('nbdfuse', ['-P', pidFile, path.join(mount, 'nbd'), '[', ...nbdkit, ']']).then((result) => (exited = result));
   for (let waitedMs = 0; !fs.existsSync(pidFile) || fs.statSync(pidFile).size === 0; waitedMs += 50) {

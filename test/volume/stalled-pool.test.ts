@@ -1,0 +1,155 @@
+// A pool whose disk stops answering its cache flushes (fdatasync hangs; the page cache still takes
+// writes): the node's other pools go on. Their FLUSH and FUA writes end, the SYNC records that
+// vouch for them leave the stalled pool out, and a kill -9 meanwhile loses none of what they
+// acknowledged. The stalled pool's own FLUSH waits until its disk answers, and once it has, its
+// frees become free space without a full flush.
+
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import pino from 'pino';
+import { LocalEngine } from '../../fabric/volume/local-engine';
+import { startStallingDevice, type StallingDevice } from '../helpers/nbdkit-device';
+import { waitFor } from '../helpers/wait-for';
+import { cleanupAll, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
+
+jest.setTimeout(120_000);
+
+const MiB = 1024 * 1024;
+const KiB = 1024;
+/** Long enough for a FLUSH that does not wait for the stalled disk, even on a loaded machine; it is no timing claim. */
+const ENDS_WITHIN_MS = 20_000;
+
+let dirs: { dir: string; device: StallingDevice }[] = [];
+
+afterEach(async () => {
+  for (const { device } of dirs) device.stall(false);
+  await cleanupAll(); // weftd first: it holds the device's file open
+  for (const { dir, device } of dirs) {
+    await device.unmount();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  dirs = [];
+});
+
+/** A new dir (removed after the test) holding a stalling disk. */
+async function dirWithStallingDevice(): Promise<{ dir: string; device: StallingDevice }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-stalled-pool-'));
+  const device = await startStallingDevice(dir, 64 * MiB);
+  dirs.push({ dir, device });
+  return { dir, device };
+}
+
+/** promise's outcome, or a rejection naming what did not end within ms. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not end within ${ms} ms`)), ms)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** Whether promise has settled by the time the event loop has turned once more. */
+async function settled(promise: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  promise.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  await new Promise((resolve) => setImmediate(resolve));
+  return done;
+}
+
+test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHes only; once it answers, its frees become free space", async () => {
+  const { dir, device } = await dirWithStallingDevice();
+  fs.mkdirSync(path.join(dir, 'a'));
+  const engine = await LocalEngine.open({
+    dataDir: path.join(dir, 'data'),
+    pools: [
+      { class: 'a', path: path.join(dir, 'a'), sizeBytes: 64 * MiB },
+      { class: 's', path: device.file },
+    ],
+    logger: pino({ level: 'silent' }),
+    syncIntervalMs: 0,
+  });
+  try {
+    await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
+    await engine.createVolume({ name: 'vs', sizeBytes: 16 * MiB, class: 's' });
+    const [va, vs] = [engine.openVolume('va'), engine.openVolume('vs')];
+    const usedInS = () => engine.listPools().find((p) => p.class === 's')!.usedBytes;
+    await vs.write(0, Buffer.alloc(4 * KiB, 1), false);
+    await vs.flush();
+    const usedBefore = usedInS();
+
+    device.stall(true);
+    // Each overwrite takes a new block; the old one is free once a SYNC record covering pool s is durable.
+    for (let i = 2; i < 6; i++) await vs.write(0, Buffer.alloc(4 * KiB, i), false);
+    const stalledFlush = vs.flush();
+    for (let i = 0; i < 4; i++) {
+      await va.write(i * MiB, Buffer.alloc(MiB, 0x10 + i), false);
+      await within(va.flush(), ENDS_WITHIN_MS, `FLUSH of a volume in pool a, round ${i}`);
+    }
+    await within(va.write(4 * MiB, Buffer.alloc(64 * KiB, 0x20), true), ENDS_WITHIN_MS, 'a FUA write to a volume in pool a');
+    expect(await settled(stalledFlush)).toBe(false);
+    expect(usedInS()).toBe(usedBefore + 4 * 4 * KiB); // the four old blocks are not free yet
+
+    device.stall(false);
+    await within(stalledFlush, ENDS_WITHIN_MS, 'the FLUSH of the stalled pool, once its disk answers');
+    // No other flush runs: the stalled pool's own SYNC record, once its sync ended, frees them.
+    await waitFor(() => usedInS() === usedBefore, 10_000, 50);
+    expect((await vs.read(0, 4 * KiB)).equals(Buffer.alloc(4 * KiB, 5))).toBe(true);
+    expect((await va.read(3 * MiB, MiB)).equals(Buffer.alloc(MiB, 0x13))).toBe(true);
+    va.close();
+    vs.close();
+  } finally {
+    device.stall(false);
+    await engine.close();
+  }
+});
+
+function qemuIo(node: WeftdHandle, exportName: string, ...commands: string[]) {
+  return run('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), node.nbdUri(exportName)], { timeoutMs: 60_000 });
+}
+
+test('kill -9 while a pool is stalled: what the other pool acknowledged survives; so does what the stalled pool acknowledged once its disk answered', async () => {
+  const { dir, device } = await dirWithStallingDevice();
+  const dataDir = path.join(dir, 'data');
+  const node = await startWeftd({ dataDir, pools: [`a:${dir}:64MiB`, `s:${device.file}`] });
+  for (const [name, poolClass] of [['va', 'a'], ['vs', 's']]) expect((await node.weft(['volume', 'create', name, '--size', '16MiB', '--class', poolClass])).stderr).toBe('');
+  expect((await qemuIo(node, 'vs', 'write -P 0x01 0 64k', 'flush')).code).toBe(0);
+
+  device.stall(true);
+  let stalledDone = false;
+  const stalled = qemuIo(node, 'vs', 'write -P 0x02 64k 64k', 'flush').finally(() => (stalledDone = true));
+  await new Promise((resolve) => setTimeout(resolve, 1000)); // its FLUSH waits on the disk
+  const other = await qemuIo(node, 'va', 'write -P 0x11 0 1M', 'flush', 'write -f -P 0x12 1M 64k');
+  expect(other.stderr).toBe('');
+  expect(other.code).toBe(0);
+  expect(stalledDone).toBe(false);
+
+  // A thread of weftd's is in an fdatasync on the stalled disk, which the kill waits for (as for a
+  // hung disk's): weftd runs no more code from the kill on, and is gone once the disk answers.
+  const killed = node.kill9();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  device.stall(false);
+  await killed;
+  await stalled;
+  await node.start();
+  const readBack = await qemuIo(node, 'va', 'read -P 0x11 0 1M', 'read -P 0x12 1M 64k');
+  expect(readBack.stdout).not.toMatch(/Pattern verification failed/);
+  expect(readBack.code).toBe(0);
+  // The stalled pool's write was never acknowledged as durable: either contents, never an error.
+  const stalledRead = await qemuIo(node, 'vs', 'read -P 0x01 0 64k', 'read -v 64k 16');
+  expect(stalledRead.stdout).not.toMatch(/Pattern verification failed/);
+  expect(stalledRead.stdout).toMatch(/^00010000:  (00|02) /m);
+
+  // Stalled again, then answering: a FLUSH that waited for the disk survives a kill -9 after it.
+  device.stall(true);
+  const waited = qemuIo(node, 'vs', 'write -P 0x03 128k 64k', 'flush');
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  device.stall(false);
+  expect((await waited).code).toBe(0);
+  await node.kill9();
+  await node.start();
+  const after = await qemuIo(node, 'vs', 'read -P 0x03 128k 64k', 'read -P 0x01 0 64k');
+  expect(after.stdout).not.toMatch(/Pattern verification failed/);
+  expect(after.code).toBe(0);
+});
