@@ -21,6 +21,13 @@ export class ControlTxn {
   private mark = 0;
   /** A merge moved a volume head's entries, whose writes may not be durable yet. */
   private movedHeadEntries = false;
+  /**
+   * The pools whose completed writes its commit must find durable: those of a layer it builds on
+   * (a snapshot's frozen head, a clone's or revert's snapshot) and of head entries it merges. The
+   * others' syncs are not waited for, so that a pool that is lost, or whose disk hangs, stops the
+   * control operations of its own volumes only (a create makes an empty layer: it needs none).
+   */
+  private readonly pools = new Set<string>();
   /** Hidden layers left unmerged: moving the entries of the smaller map would not fit in one record. */
   readonly mergesLeft: { layer: number; entries: number }[] = [];
 
@@ -31,6 +38,7 @@ export class ControlTxn {
   newLayer(poolClass: string, parent: number | null): LayerRecord {
     const layer: LayerRecord = { id: this.store.catalog.nextLayerId++, pool: poolClass, parent };
     this.catalog.add('layer', layer);
+    if (parent !== null) this.pools.add(layerById(this.store.catalog, parent).pool);
     this.store.metadata.mapOf(layer.id);
     return layer;
   }
@@ -66,16 +74,16 @@ export class ControlTxn {
     }
   }
 
-  /** Journals the operation and makes it and every completed write durable. */
+  /** Journals the operation and makes it, and every completed write in the pools it touches, durable. */
   async commit(): Promise<void> {
     // A merged entry is not checked against its data at recovery: the data must be durable before
     // the record that moves it or frees what it shadows. A head's recent writes may not be (a
-    // snapshot's are: its creation synced them).
-    if (this.movedHeadEntries) await this.store.flushAll();
+    // snapshot's are: its creation synced them, as it makes a layer in their pool).
+    if (this.movedHeadEntries) await this.store.flushPools(this.pools);
     this.mark = this.store.metadata.appendMark();
     const seq = this.store.metadata.recordControl(this.catalog.changes(), this.maps);
     this.seq = seq;
-    await this.store.flushAll();
+    await this.store.flushPools(this.pools);
     // Registered only once the commit has succeeded: a client's FLUSH running meanwhile could make the
     // record durable and release them, and should this commit's own flush then fail, the rollback
     // would bring back layers whose blocks were already free. Released at once if a SYNC covers the
@@ -136,7 +144,7 @@ export class ControlTxn {
   /** The hidden layer takes its child's entries and its place (references to the child move to it). */
   private absorbChild(layer: LayerRecord, child: LayerRecord): void {
     const map = this.store.metadata.mapOf(layer.id);
-    if (this.store.catalog.volumes.some((v) => v.head === child.id)) this.movedHeadEntries = true;
+    if (this.store.catalog.volumes.some((v) => v.head === child.id)) this.movedHead(child);
     this.store.metadata.mapOf(child.id).forEach((block, value, crc) => {
       const old = map.value(block);
       if (old >= FIRST_PHYSICAL) this.frees.push({ pool: layer.pool, block: old - FIRST_PHYSICAL });
@@ -158,7 +166,7 @@ export class ControlTxn {
     const childMap = this.store.metadata.mapOf(child.id);
     // A head's entry that shadows one freed here may be a write whose data is not durable yet:
     // rolled back at recovery, it would fall through to an older layer, the freed entry gone.
-    if (this.store.catalog.volumes.some((v) => v.head === child.id)) this.movedHeadEntries = true;
+    if (this.store.catalog.volumes.some((v) => v.head === child.id)) this.movedHead(child);
     map.forEach((block, value, crc) => {
       if (childMap.value(block) === 0) {
         this.maps.push({ layer: child.id, block, value, crc, previousValue: 0, previousCrc: childMap.crc(block) });
@@ -169,6 +177,11 @@ export class ControlTxn {
     });
     this.catalog.change('layer', child).parent = layer.parent;
     this.removeLayer(layer);
+  }
+
+  private movedHead(head: LayerRecord): void {
+    this.movedHeadEntries = true;
+    this.pools.add(head.pool);
   }
 
   private removeLayer(layer: LayerRecord): void {

@@ -397,13 +397,33 @@ export class LocalEngine implements VolumeEngine {
    * behind (ControlTxn). `commits` false: the operation syncs nothing while they are paused.
    */
   private control<T>(affected: Volume[] | (() => Volume[]), operation: (txn: ControlTxn) => Promise<T>, commits = true): Promise<T> {
+    const volumes = () => (typeof affected === 'function' ? affected() : affected);
+    // The commit syncs the pools with the volumes paused. Writing back what is dirty first, while
+    // I/O flows, leaves it only what was written since: a pause of milliseconds, not the write-back
+    // of every write since the last sync. It runs before the operation takes its turn: a pool whose
+    // disk hangs holds up the operations of its own volumes, not those queued behind them.
+    if (!commits) return this.inTurn(volumes, operation);
+    return this.writeBack(volumes).then(() => this.inTurn(volumes, operation));
+  }
+
+  /** Syncs the pools of the volumes (their heads'); a failure has changed nothing. */
+  private async writeBack(volumes: () => Volume[]): Promise<void> {
+    this.checkOpen();
+    let named: Volume[];
+    try {
+      named = volumes();
+    } catch {
+      return; // a volume that is not there: the operation itself says so
+    }
+    if (named.length === 0) return;
+    await this.store.syncPools(new Set(named.map((v) => v.replica.chain.head.pool.poolClass))).catch((err: unknown) => Promise.reject(controlFailure(err, true)));
+  }
+
+  /** Runs the operation once those before it have ended, with the volumes' I/O paused. */
+  private inTurn<T>(volumes: () => Volume[], operation: (txn: ControlTxn) => Promise<T>): Promise<T> {
     const run = this.controlChain.then(async () => {
       this.checkOpen();
-      const paused = typeof affected === 'function' ? affected() : affected;
-      // The commit syncs the pools with the volumes paused. Writing back what is dirty first, while
-      // I/O flows, leaves it only what was written since: a pause of milliseconds, not the write-back
-      // of every write since the last sync. (A failure here has changed nothing.)
-      if (commits && paused.length > 0) await this.store.syncPools().catch((err: unknown) => Promise.reject(controlFailure(err, true)));
+      const paused = volumes();
       await Promise.all(paused.map((v) => v.replica.quiesce.pause()));
       const txn = new ControlTxn(this.store);
       this.txn = txn;

@@ -203,11 +203,20 @@ export class NodeStore implements ReplicaHost {
   // ---- for the engine ----
 
   /**
-   * Makes durable every write completed so far, in every pool: data first, then a SYNC record
-   * naming the last journal entry whose data is known written (writes still in flight are not covered).
+   * Makes durable every write completed so far: data first, then a SYNC record naming the last
+   * journal entry whose data is known written (writes still in flight are not covered), and every
+   * record appended before the call. Fails if one of pools failed its sync (or the journal did);
+   * waits for the syncs of those of them that are slow, not for the others'.
    */
+  flushPools(pools: ReadonlySet<string>): Promise<void> {
+    return this.inSyncLane(() => this.flushNow()).then(async (syncs) => {
+      for (const poolClass of pools) await requireDurable(syncs, poolClass);
+    });
+  }
+
+  /** flushPools of every pool. */
   flushAll(): Promise<void> {
-    return this.inSyncLane(() => this.flushNow()).then((syncs) => requireDurable(syncs));
+    return this.flushPools(new Set(this.pools.keys()));
   }
 
   /** The pools that refuse writes and flushes until weftd restarts (Pool.lostError). */
@@ -229,9 +238,9 @@ export class NodeStore implements ReplicaHost {
     return this.metadata.journalBytes > this.checkpointJournalBytes;
   }
 
-  /** Makes every pool's completed writes durable. */
-  async syncPools(): Promise<void> {
-    await requireDurable(await this.syncEachPool());
+  /** Makes the completed writes of every pool, or of those named, durable. */
+  async syncPools(only?: ReadonlySet<string>): Promise<void> {
+    await requireDurable(await this.syncEachPool(Number.POSITIVE_INFINITY, only));
   }
 
   /** Frees recorded at sequence numbers up to upTo become free space (their records are durable), except in the pools named. */
@@ -338,16 +347,17 @@ export class NodeStore implements ReplicaHost {
   }
 
   /**
-   * Syncs every pool, each on its own: the ones that failed, with why. With patienceMs, once some
+   * Syncs every pool (or those in only), each on its own: the ones that failed, with why. With patienceMs, once some
    * pool's sync has ended well, a pool still syncing is not waited for past patienceMs, nor at all
    * if an earlier flush found it slow and that sync still runs: it is returned as slow, with its sync.
    */
-  private async syncEachPool(patienceMs = Number.POSITIVE_INFINITY): Promise<PoolSyncs> {
+  private async syncEachPool(patienceMs = Number.POSITIVE_INFINITY, only?: ReadonlySet<string>): Promise<PoolSyncs> {
     const failed = new Map<string, unknown>();
     const running = new Map<string, Promise<void>>();
     let synced = 0;
     let changed = () => undefined as void;
     for (const pool of this.pools.values()) {
+      if (only && !only.has(pool.poolClass)) continue;
       const sync = pool.sync();
       running.set(pool.poolClass, sync);
       sync

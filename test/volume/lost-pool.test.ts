@@ -1,7 +1,7 @@
 // An engine with two pools, one of which is lost while it runs (its member file deleted): the other
 // pool's volumes write and flush on, and the journal, which no checkpoint may fold while a pool
 // is lost, grows without a checkpoint being tried and failed over and over (each try used to leave
-// a journal file and its descriptor behind).
+// a journal file and its descriptor behind). Control operations on the other pool's volumes go on too.
 
 import * as fs from 'fs';
 import * as os from 'os';
@@ -65,6 +65,28 @@ test('shutting down with a pool lost drains the I/O in flight first: a write on 
     const writes = Array.from({ length: 8 }, (_, i) => vb.write(i * 8 * MiB, Buffer.alloc(8 * MiB, i + 1), false).then(() => 'done', (err: Error) => err.message));
     await expect(engine.close()).rejects.toThrow(/pool a/);
     for (const outcome of await Promise.all(writes)) expect(outcome).toMatch(/^done$|shutting down|ESHUTDOWN/);
+    va.close();
+    vb.close();
+  } finally {
+    await engine.close().catch(() => undefined);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("with a pool lost, the other pool's control operations go on; a snapshot of the lost pool's volume is refused, changing nothing", async () => {
+  const { dir, engine, va, vb } = await withPoolLost({});
+  try {
+    await engine.createVolume({ name: 'vc', sizeBytes: 16 * MiB, class: 'b' });
+    await vb.write(0, Buffer.alloc(64 * 1024, 7), false);
+    await engine.createSnapshot('vb', 'kept');
+    await engine.cloneVolume({ volume: 'vb', snapshot: 'kept', name: 'vclone' });
+    await engine.deleteVolume('vc');
+    await expect(engine.createSnapshot('va', 'refused')).rejects.toThrow(/pool a: member .* while weftd ran/);
+    expect(engine.listSnapshots().map((s) => `${s.volume}@${s.name}`)).toEqual(['vb@kept']);
+    expect(engine.listVolumes().map((v) => v.name).sort()).toEqual(['va', 'vb', 'vclone']);
+    const clone = engine.openVolume('vclone');
+    expect((await clone.read(0, 64 * 1024)).equals(Buffer.alloc(64 * 1024, 7))).toBe(true);
+    clone.close();
     va.close();
     vb.close();
   } finally {
