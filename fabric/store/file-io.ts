@@ -77,9 +77,12 @@ function inChunks<T>(pieces: Pieces, position: number, write: (part: Pieces, at:
   return done;
 }
 
-/** pwritevAll in WRITE_CHUNK_BYTES spans of the file, all under way at once. */
-export function pwritevChunked(fd: number, pieces: Pieces, position: number): Promise<void> {
-  const writes = inChunks(pieces, position, (part, at) => pwritevAll(fd, part, at));
+/**
+ * pwritevAll in WRITE_CHUNK_BYTES spans of the file, all under way at once; each started through
+ * start, if given (which may hold it back).
+ */
+export function pwritevChunked(fd: number, pieces: Pieces, position: number, start?: (call: () => Promise<void>) => Promise<void>): Promise<void> {
+  const writes = inChunks(pieces, position, (part, at) => (start ? start(() => pwritevAll(fd, part, at)) : pwritevAll(fd, part, at)));
   return writes.length === 1 ? writes[0] : settleAll(writes);
 }
 

@@ -31,6 +31,16 @@ const SLOW_CALL_MS = 1;
  */
 const SLOW_CALLS_TO_LEAVE = 3;
 const FAST_CALL_CREDIT = 1 / 16;
+/**
+ * A member whose fdatasync has run this long, or whose calls on the thread pool have made no
+ * progress for this long, is stalled: its disk has stopped answering, or nearly. None of its I/O
+ * then runs on the event-loop thread, where a call into a hung disk would stop every volume of the
+ * node, and at most STALLED_MAX_CALLS of its calls hold a thread of the pool, the rest waiting their
+ * turn: a hung disk must not take every thread from the node's other pools and its journal.
+ */
+const STALLED_MS = 1000;
+const STALLED_MAX_CALLS = 2;
+
 /** How long they stay on the thread pool before a probe; doubles each time the member is still slow. */
 const THREAD_POOL_FIRST_MS = 1000;
 const THREAD_POOL_LONGEST_MS = 16_000;
@@ -102,16 +112,44 @@ function writeInline(member: PlacedMember, pieces: Pieces, position: number): un
   }
 }
 
+/** Whether the member's next small read (io: its reads) or write (its writes) runs inline. */
+function runsInline(member: PlacedMember, io: InlineIo): boolean {
+  return !stalled(member) && io.runsInline();
+}
+
+function stalled(member: PlacedMember): boolean {
+  if (member.syncSince === 0 && member.threadCalls === 0) return false; // the usual case: no clock read
+  const now = performance.now();
+  return (member.syncSince > 0 && now - member.syncSince > STALLED_MS) || (member.threadCalls > 0 && now - member.progressAt > STALLED_MS);
+}
+
+/** Runs call, one of the member's calls on libuv's thread pool, once its turn comes (STALLED_MAX_CALLS). */
+function onThreads<T>(member: PlacedMember, call: () => Promise<T>): Promise<T> {
+  if (member.threadCalls >= STALLED_MAX_CALLS && stalled(member)) {
+    return new Promise<void>((resolve) => member.waitingCalls.push(resolve)).then(() => onThreads(member, call));
+  }
+  if (member.threadCalls === 0) member.progressAt = performance.now();
+  member.threadCalls++;
+  const ended = () => {
+    member.threadCalls--;
+    member.progressAt = performance.now();
+    member.waitingCalls.shift()?.();
+  };
+  const run = call();
+  run.then(ended, ended);
+  return run;
+}
+
 /** A small write on its own: inline while the member answers from the page cache, else on the thread pool. */
 function writeAt(member: PlacedMember, pieces: Pieces, position: number): Promise<void> {
-  if (!member.writes.runsInline()) return onThreadPool(member, pieces, position);
+  if (!runsInline(member, member.writes)) return onThreadPool(member, pieces, position);
   const failure = writeInline(member, pieces, position);
   return failure === undefined ? RESOLVED : Promise.reject(failure);
 }
 
 /** A write on libuv's thread pool. The member is dirty once it is done: a sync that ran while it was in flight did not cover it. */
 function onThreadPool(member: PlacedMember, pieces: Pieces, position: number): Promise<void> {
-  return pwritevChunked(member.fd, pieces, position).finally(() => (member.dirty = true));
+  return pwritevChunked(member.fd, pieces, position, (call) => onThreads(member, call)).finally(() => (member.dirty = true));
 }
 
 /**
@@ -130,6 +168,12 @@ interface PlacedMember extends OpenMember {
   dirty: boolean;
   /** The member's latest fdatasync, while it runs. */
   syncing?: Promise<void>;
+  /** performance.now() when the fdatasync running began; 0 while none runs. */
+  syncSince: number;
+  /** Its calls running on the thread pool, when one of them last ended (or the first began), and those waiting their turn (onThreads). */
+  threadCalls: number;
+  progressAt: number;
+  waitingCalls: (() => void)[];
   reads: InlineIo;
   writes: InlineIo;
 }
@@ -160,7 +204,7 @@ export class Pool {
     for (const m of members) {
       // Dirty from the start: after a crash, a member may hold writes of the previous process that
       // reached only the page cache, and recovery keeps them (their checksums match).
-      this.members.push({ ...m, firstBlock, dirty: true, reads: new InlineIo(), writes: new InlineIo() });
+      this.members.push({ ...m, firstBlock, dirty: true, reads: new InlineIo(), writes: new InlineIo(), syncSince: 0, threadCalls: 0, progressAt: 0, waitingCalls: [] });
       firstBlock += m.superblock.blocks;
     }
     if (firstBlock > MAX_POOL_BLOCKS) logger.warn({ pool: poolClass, blocks: firstBlock, usable: MAX_POOL_BLOCKS }, 'the pool is larger than its block maps can address: the blocks past 16 TiB stay unused');
@@ -196,7 +240,7 @@ export class Pool {
   read(start: number, buf: Buffer): Promise<void> {
     return this.eachSegment(start, buf.length, (m, position, fromBytes, toBytes) => {
       const part = toBytes - fromBytes === buf.length ? buf : buf.subarray(fromBytes, toBytes);
-      if (part.length > SYNC_IO_MAX_BYTES || !m.reads.runsInline()) return preadAll(m.fd, part, position);
+      if (part.length > SYNC_IO_MAX_BYTES || !runsInline(m, m.reads)) return onThreads(m, () => preadAll(m.fd, part, position));
       return inline(m.reads, preadAllSync, m.fd, part, position);
     });
   }
@@ -239,7 +283,7 @@ export class Pool {
         bytes += writes[end++].bytes;
       }
       const pieces = end - first === 1 ? writes[first].pieces : writes.slice(first, end).flatMap((w) => w.pieces);
-      if (member.writes.runsInline()) {
+      if (runsInline(member, member.writes)) {
         settleRun(member, writes, first, end, writeInline(member, pieces, position));
       } else {
         const [from, to] = [first, end];
@@ -273,7 +317,8 @@ export class Pool {
     m.dirty = false;
     const run = (m.syncing ?? RESOLVED).then(ignoreOutcome, ignoreOutcome).then(() => {
       if (this.lost) throw this.lost;
-      return fdatasync(m.fd).catch((err: Error) => {
+      m.syncSince = performance.now();
+      return fdatasync(m.fd).finally(() => (m.syncSince = 0)).catch((err: Error) => {
         // After a failed fdatasync the kernel may have dropped the unwritten pages and marked them
         // clean, so a later one would succeed without them: fail-stop until a restart, whose
         // recovery checks every write not known durable against its checksum.

@@ -28,15 +28,20 @@ export function startSlowDevice(dir: string, sizeBytes: number, latencyMs: numbe
 export interface StallingDevice extends NbdkitDevice {
   /** From now on a flush (fdatasync) that reaches the disk waits, for as long as stall(false) is not called. */
   stall(stalling: boolean): void;
+  /** The same for every read and write that reaches the disk: a disk that stopped answering. */
+  stallIo(stalling: boolean): void;
 }
 
 /**
  * Makes DIR/stalling.img of sizeBytes and mounts it under DIR/stalling-mount: a disk whose cache
  * flushes hang while stalled, as a disk that stopped answering does to fdatasync while the page
- * cache still takes writes. Reads and writes go on (each a few milliseconds: nbdkit's sh plugin).
+ * cache still takes writes; reads and writes go on (each a few milliseconds: nbdkit's sh plugin),
+ * unless they are stalled too.
  */
 export async function startStallingDevice(dir: string, sizeBytes: number): Promise<StallingDevice> {
   const trigger = path.join(dir, 'stalling.trigger');
+  const ioTrigger = path.join(dir, 'stalling-io.trigger');
+  const waitWhile = (file: string) => `while [ -e '${file}' ]; do sleep 0.05; done`;
   const script = path.join(dir, 'stalling.sh');
   const device = await mountThroughNbdkit(dir, 'stalling', sizeBytes, (image) => {
     fs.writeFileSync(
@@ -46,9 +51,9 @@ export async function startStallingDevice(dir: string, sizeBytes: number): Promi
         'case "$1" in',
         `  get_size) stat -c %s '${image}' ;;`,
         '  can_write|can_flush) exit 0 ;;',
-        `  pread) exec dd if='${image}' skip="$4" count="$3" iflag=skip_bytes,count_bytes status=none ;;`,
-        `  pwrite) exec dd of='${image}' seek="$4" oflag=seek_bytes conv=notrunc status=none ;;`,
-        `  flush) while [ -e '${trigger}' ]; do sleep 0.05; done ;;`,
+        `  pread) ${waitWhile(ioTrigger)}; exec dd if='${image}' skip="$4" count="$3" iflag=skip_bytes,count_bytes status=none ;;`,
+        `  pwrite) ${waitWhile(ioTrigger)}; exec dd of='${image}' seek="$4" oflag=seek_bytes conv=notrunc status=none ;;`,
+        `  flush) ${waitWhile(trigger)} ;;`,
         '  *) exit 2 ;;',
         'esac',
         '',
@@ -62,6 +67,10 @@ export async function startStallingDevice(dir: string, sizeBytes: number): Promi
     stall(stalling) {
       if (stalling) fs.writeFileSync(trigger, '');
       else fs.rmSync(trigger, { force: true });
+    },
+    stallIo(stalling) {
+      if (stalling) fs.writeFileSync(ioTrigger, '');
+      else fs.rmSync(ioTrigger, { force: true });
     },
   };
 }

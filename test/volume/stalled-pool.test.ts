@@ -1,8 +1,8 @@
 // A pool whose disk stops answering its cache flushes (fdatasync hangs; the page cache still takes
-// writes): the node's other pools go on. Their FLUSH and FUA writes end, the SYNC records that
-// vouch for them leave the stalled pool out, and a kill -9 meanwhile loses none of what they
-// acknowledged. The stalled pool's own FLUSH waits until its disk answers, and once it has, its
-// frees become free space without a full flush.
+// writes): the node's other pools go on. Their FLUSH and FUA writes and their control operations
+// end, the SYNC records that vouch for them leave the stalled pool out, and a kill -9 meanwhile
+// loses none of what they acknowledged. The stalled pool's own FLUSH and snapshots wait until its
+// disk answers, and once it has, its frees become free space without a full flush.
 
 import * as fs from 'fs';
 import * as os from 'os';
@@ -23,7 +23,10 @@ const ENDS_WITHIN_MS = 20_000;
 let dirs: { dir: string; device: StallingDevice }[] = [];
 
 afterEach(async () => {
-  for (const { device } of dirs) device.stall(false);
+  for (const { device } of dirs) {
+    device.stallIo(false);
+    device.stall(false);
+  }
   await cleanupAll(); // weftd first: it holds the device's file open
   for (const { dir, device } of dirs) {
     await device.unmount();
@@ -58,7 +61,7 @@ async function settled(promise: Promise<unknown>): Promise<boolean> {
   return done;
 }
 
-test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHes only; once it answers, its frees become free space", async () => {
+test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHes and snapshots only; once it answers, its frees become free space", async () => {
   const { dir, device } = await dirWithStallingDevice();
   fs.mkdirSync(path.join(dir, 'a'));
   const engine = await LocalEngine.open({
@@ -88,11 +91,26 @@ test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHe
       await within(va.flush(), ENDS_WITHIN_MS, `FLUSH of a volume in pool a, round ${i}`);
     }
     await within(va.write(4 * MiB, Buffer.alloc(64 * KiB, 0x20), true), ENDS_WITHIN_MS, 'a FUA write to a volume in pool a');
+    // A snapshot of vs waits for its pool (its data must be durable); operations on pool a's volumes
+    // do not wait for it, nor does a create in pool s (an empty layer needs no data durable).
+    const stalledSnapshot = engine.createSnapshot('vs', 'before');
+    const others = (async () => {
+      await engine.createVolume({ name: 'vc', sizeBytes: 4 * MiB, class: 'a' });
+      await engine.createSnapshot('va', 'kept');
+      await engine.cloneVolume({ volume: 'va', snapshot: 'kept', name: 'vclone' });
+      await engine.deleteVolume('vc');
+      await engine.createVolume({ name: 'vd', sizeBytes: 4 * MiB, class: 's' });
+    })();
+    await within(others, ENDS_WITHIN_MS, 'control operations on pool a, and a create in pool s');
     expect(await settled(stalledFlush)).toBe(false);
+    expect(await settled(stalledSnapshot)).toBe(false);
     expect(usedInS()).toBe(usedBefore + 4 * 4 * KiB); // the four old blocks are not free yet
 
     device.stall(false);
     await within(stalledFlush, ENDS_WITHIN_MS, 'the FLUSH of the stalled pool, once its disk answers');
+    await within(stalledSnapshot, ENDS_WITHIN_MS, 'the snapshot of the stalled pool\'s volume, once its disk answers');
+    expect(engine.listSnapshots().map((snap) => `${snap.volume}@${snap.name}`).sort()).toEqual(['va@kept', 'vs@before']);
+    expect(engine.listVolumes().map((v) => v.name).sort()).toEqual(['va', 'vclone', 'vd', 'vs']);
     // No other flush runs: the stalled pool's own SYNC record, once its sync ended, frees them.
     await waitFor(() => usedInS() === usedBefore, 10_000, 50);
     expect((await vs.read(0, 4 * KiB)).equals(Buffer.alloc(4 * KiB, 5))).toBe(true);
@@ -100,6 +118,52 @@ test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHe
     va.close();
     vs.close();
   } finally {
+    device.stall(false);
+    await engine.close();
+  }
+});
+
+test('a disk that stops answering reads and writes too: at most two of its calls wait on threads, none on the event loop; the other pool goes on', async () => {
+  const { dir, device } = await dirWithStallingDevice();
+  fs.mkdirSync(path.join(dir, 'a'));
+  // This process's thread pool has libuv's default 4 threads: a stalled disk holding them all
+  // would hold up pool a's fdatasyncs and the journal's.
+  const engine = await LocalEngine.open({
+    dataDir: path.join(dir, 'data'),
+    pools: [
+      { class: 'a', path: path.join(dir, 'a'), sizeBytes: 64 * MiB },
+      { class: 's', path: device.file },
+    ],
+    logger: pino({ level: 'silent' }),
+    syncIntervalMs: 0,
+  });
+  try {
+    await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
+    await engine.createVolume({ name: 'vs', sizeBytes: 16 * MiB, class: 's' });
+    const [va, vs] = [engine.openVolume('va'), engine.openVolume('vs')];
+    await vs.write(0, Buffer.alloc(4 * KiB, 1), false); // not flushed: the member has a sync to do
+
+    device.stall(true);
+    device.stallIo(true);
+    const stalledFlush = vs.flush();
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // its fdatasync has hung a while: stalled
+    const stalledWrites = Array.from({ length: 12 }, (_, i) => vs.write((i + 1) * 64 * KiB, Buffer.alloc(4 * KiB, 0x40 + i), false));
+    for (let i = 0; i < 3; i++) {
+      await va.write(i * MiB, Buffer.alloc(MiB, 0x10 + i), false);
+      await within(va.flush(), ENDS_WITHIN_MS, `FLUSH of a volume in pool a, round ${i}`);
+    }
+    expect(await settled(Promise.race(stalledWrites))).toBe(false);
+    expect(await settled(stalledFlush)).toBe(false);
+
+    device.stallIo(false);
+    device.stall(false);
+    await within(Promise.all([stalledFlush, ...stalledWrites]), ENDS_WITHIN_MS, 'the stalled pool\'s writes and FLUSH, once its disk answers');
+    await vs.flush();
+    for (let i = 0; i < 12; i++) expect((await vs.read((i + 1) * 64 * KiB, 4 * KiB)).equals(Buffer.alloc(4 * KiB, 0x40 + i))).toBe(true);
+    va.close();
+    vs.close();
+  } finally {
+    device.stallIo(false);
     device.stall(false);
     await engine.close();
   }
