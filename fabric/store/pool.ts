@@ -32,13 +32,17 @@ const SLOW_CALL_MS = 1;
 const SLOW_CALLS_TO_LEAVE = 3;
 const FAST_CALL_CREDIT = 1 / 16;
 /**
- * A member whose fdatasync has run this long, or whose calls on the thread pool have made no
- * progress for this long, is stalled: its disk has stopped answering, or nearly. None of its I/O
- * then runs on the event-loop thread, where a call into a hung disk would stop every volume of the
- * node, and at most STALLED_MAX_CALLS of its calls hold a thread of the pool, the rest waiting their
- * turn: a hung disk must not take every thread from the node's other pools and its journal.
+ * A member whose fdatasync has run STALLED_SYNC_MS, or whose calls on the thread pool have made no
+ * progress for STALLED_CALLS_MS (a large write queued behind others on a busy disk may take
+ * seconds), is stalled: its disk has stopped answering, or nearly (or is writing back much). None
+ * of its I/O then runs on the event-loop thread, where a call into a hung disk would stop every
+ * volume of the node, and at most STALLED_MAX_CALLS of its calls hold a thread of libuv's pool, the
+ * rest waiting their turn: a hung disk must not take every thread from the node's other pools and
+ * its journal. (Not at other times: a cap makes each thread wait for the event loop to hand it the
+ * next call, and cost a third of 1 MiB write throughput here.)
  */
-const STALLED_MS = 1000;
+const STALLED_SYNC_MS = 1000;
+const STALLED_CALLS_MS = 5000;
 const STALLED_MAX_CALLS = 2;
 
 /** How long they stay on the thread pool before a probe; doubles each time the member is still slow. */
@@ -120,7 +124,7 @@ function runsInline(member: PlacedMember, io: InlineIo): boolean {
 function stalled(member: PlacedMember): boolean {
   if (member.syncSince === 0 && member.threadCalls === 0) return false; // the usual case: no clock read
   const now = performance.now();
-  return (member.syncSince > 0 && now - member.syncSince > STALLED_MS) || (member.threadCalls > 0 && now - member.progressAt > STALLED_MS);
+  return (member.syncSince > 0 && now - member.syncSince > STALLED_SYNC_MS) || (member.threadCalls > 0 && now - member.progressAt > STALLED_CALLS_MS);
 }
 
 /** Runs call, one of the member's calls on libuv's thread pool, once its turn comes (STALLED_MAX_CALLS). */
@@ -166,8 +170,10 @@ function settleRun(member: PlacedMember, run: readonly GatheredWrite[], first: n
 interface PlacedMember extends OpenMember {
   firstBlock: number;
   dirty: boolean;
-  /** The member's latest fdatasync, while it runs. */
+  /** The member's latest fdatasync, while it runs or waits for the one before it. */
   syncing?: Promise<void>;
+  /** That one, while it waits (syncMember). */
+  queuedSync?: Promise<void>;
   /** performance.now() when the fdatasync running began; 0 while none runs. */
   syncSince: number;
   /** Its calls running on the thread pool, when one of them last ended (or the first began), and those waiting their turn (onThreads). */
@@ -315,7 +321,11 @@ export class Pool {
    */
   private syncMember(m: PlacedMember): Promise<void> {
     m.dirty = false;
-    const run = (m.syncing ?? RESOLVED).then(ignoreOutcome, ignoreOutcome).then(() => {
+    // One not started yet covers every write completed before it starts: join it. Else, behind a
+    // disk slow to sync, every flush would queue one more fdatasync, one after another.
+    if (m.queuedSync) return m.queuedSync;
+    const run: Promise<void> = (m.syncing ?? RESOLVED).then(ignoreOutcome, ignoreOutcome).then(() => {
+      if (m.queuedSync === run) m.queuedSync = undefined;
       if (this.lost) throw this.lost;
       m.syncSince = performance.now();
       return fdatasync(m.fd).finally(() => (m.syncSince = 0)).catch((err: Error) => {
@@ -326,6 +336,7 @@ export class Pool {
       });
     });
     m.syncing = run;
+    m.queuedSync = run;
     const done = () => {
       if (m.syncing === run) m.syncing = undefined;
     };

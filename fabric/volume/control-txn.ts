@@ -8,6 +8,9 @@ import { Catalog, CatalogEdit, LayerRecord } from './catalog';
 import type { MapChange } from './journal-records';
 import type { NodeStore } from './node-store';
 
+/** A pool whose syncs have been slow this long, without a break, has a disk that may have stopped answering. */
+const STALLED_POOL_MS = 5000;
+
 export class ControlTxn {
   readonly catalog: CatalogEdit;
   /** Map entries it set (merges), with the entries they replaced. */
@@ -22,10 +25,11 @@ export class ControlTxn {
   /** A merge moved a volume head's entries, whose writes may not be durable yet. */
   private movedHeadEntries = false;
   /**
-   * The pools whose completed writes its commit must find durable: those of a layer it builds on
-   * (a snapshot's frozen head, a clone's or revert's snapshot) and of head entries it merges. The
-   * others' syncs are not waited for, so that a pool that is lost, or whose disk hangs, stops the
-   * control operations of its own volumes only (a create makes an empty layer: it needs none).
+   * The pools whose completed writes its commit must find durable: that of a volume head it
+   * freezes (a snapshot), and of head entries it merges. A snapshot's layer was made durable when
+   * it was taken (a clone or revert builds on it without a sync). The others' syncs are not waited
+   * for, so that a pool that is lost, or whose disk hangs, stops the control operations that need
+   * its data only (a create makes an empty layer: it needs none).
    */
   private readonly pools = new Set<string>();
   /** Hidden layers left unmerged: moving the entries of the smaller map would not fit in one record. */
@@ -38,7 +42,7 @@ export class ControlTxn {
   newLayer(poolClass: string, parent: number | null): LayerRecord {
     const layer: LayerRecord = { id: this.store.catalog.nextLayerId++, pool: poolClass, parent };
     this.catalog.add('layer', layer);
-    if (parent !== null) this.pools.add(layerById(this.store.catalog, parent).pool);
+    if (parent !== null && this.store.catalog.volumes.some((v) => v.head === parent)) this.pools.add(layerById(this.store.catalog, parent).pool);
     this.store.metadata.mapOf(layer.id);
     return layer;
   }
@@ -76,6 +80,10 @@ export class ControlTxn {
 
   /** Journals the operation and makes it, and every completed write in the pools it touches, durable. */
   async commit(): Promise<void> {
+    // This runs within the control operations' turn: waiting for a pool whose disk has stopped
+    // answering would hold them all (a slow one is waited for).
+    const stalled = [...this.pools].filter((p) => this.store.slowForMs(p) > STALLED_POOL_MS);
+    if (stalled.length > 0) throw new WeftError('UNAVAILABLE', `pool ${stalled.join(', ')}: its disk has not finished a sync for ${STALLED_POOL_MS / 1000} s (it may have stopped answering); nothing changed, try again later`);
     // A merged entry is not checked against its data at recovery: the data must be durable before
     // the record that moves it or frees what it shadows. A head's recent writes may not be (a
     // snapshot's are: its creation synced them, as it makes a layer in their pool).

@@ -406,7 +406,10 @@ export class LocalEngine implements VolumeEngine {
     return this.writeBack(volumes).then(() => this.inTurn(volumes, operation));
   }
 
-  /** Syncs the pools of the volumes (their heads'); a failure has changed nothing. */
+  /**
+   * Syncs the pools of the volumes (their heads'), best effort: a failure is the commit's to find,
+   * if it needs the pool (a delete of a lost pool's volume does not).
+   */
   private async writeBack(volumes: () => Volume[]): Promise<void> {
     this.checkOpen();
     let named: Volume[];
@@ -416,7 +419,7 @@ export class LocalEngine implements VolumeEngine {
       return; // a volume that is not there: the operation itself says so
     }
     if (named.length === 0) return;
-    await this.store.syncPools(new Set(named.map((v) => v.replica.chain.head.pool.poolClass))).catch((err: unknown) => Promise.reject(controlFailure(err, true)));
+    await this.store.syncPools(new Set(named.map((v) => v.replica.chain.head.pool.poolClass))).catch(() => undefined);
   }
 
   /** Runs the operation once those before it have ended, with the volumes' I/O paused. */
@@ -460,7 +463,10 @@ export class LocalEngine implements VolumeEngine {
       this.checkpointsHeld = true;
       this.logger.error({ pools: lost }, 'checkpoints are held until weftd restarts, as a pool is lost: the journal grows meanwhile');
     }
-    if (this.store.checkpointDue && lost.length === 0 && !this.checkpointing && Date.now() >= this.checkpointRetryAt) {
+    // Nor while a pool's disk is not answering: the cut pauses every volume until its writes in
+    // flight end, and a hung disk's never would.
+    const held = lost.length > 0 || this.store.slowPools.length > 0;
+    if (this.store.checkpointDue && !held && !this.checkpointing && Date.now() >= this.checkpointRetryAt) {
       this.checkpointing = this.checkpointLive()
         .catch((err) => {
           this.checkpointRetryAt = Date.now() + CHECKPOINT_RETRY_MS;

@@ -60,6 +60,9 @@ export interface NodeStoreOptions {
  */
 export const MAX_MERGE_ENTRIES = 4 * 1024 * 1024;
 
+/** A settled promise, to start a field with. */
+const RESOLVED_VOID: Promise<void> = Promise.resolve();
+
 /**
  * How long a flush waits for a pool's sync once another pool's has ended. A pool still syncing then
  * (a hung disk, or a slow one with much to write back) is left out of the flush's SYNC record, like
@@ -94,8 +97,13 @@ export class NodeStore implements ReplicaHost {
    * hangs on one pool's disk holds back the SYNC records of that pool only.
    */
   private readonly inflightWrites = new Map<string, InFlightWindow>();
-  /** Pools left out of a flush, with that sync, while it runs: later flushes do not wait for them at all. */
-  private readonly slowSyncs = new Map<string, Promise<void>>();
+  /**
+   * Pools left out of a flush, with their latest such sync, while it runs: later flushes do not
+   * wait for them at all. With when the first of a run of such syncs began (its flush's start).
+   */
+  private readonly slowSyncs = new Map<string, { sync: Promise<void>; sinceMs: number }>();
+  /** Per pool, the SYNC record of its own that waits for its turn (vouchLate), with the highest upTo asked for. */
+  private readonly pendingVouches = new Map<string, { upTo: number; done: Promise<void> }>();
   private flushRunning: Promise<PoolSyncs> | undefined;
   private flushQueued: Promise<PoolSyncs> | undefined;
   private syncLane: Promise<unknown> = Promise.resolve();
@@ -287,6 +295,7 @@ export class NodeStore implements ReplicaHost {
    */
   private async flushNow(): Promise<PoolSyncs> {
     const lastSeq = this.metadata.lastSeq;
+    const startedMs = performance.now();
     // Per pool, the last record its sync vouches for: none of a write of its still in flight.
     const upToByPool = new Map<string, number>();
     for (const [poolClass, writes] of this.inflightWrites) {
@@ -312,73 +321,115 @@ export class NodeStore implements ReplicaHost {
     if (out.size > 0) this.dirty = true;
     else this.syncedSeq = Math.max(this.syncedSeq, upTo);
     this.releaseUpTo(upTo, out);
-    for (const [poolClass, sync] of syncs.slow) {
-      this.slowSyncs.set(poolClass, sync);
-      const ended = () => {
-        if (this.slowSyncs.get(poolClass) === sync) this.slowSyncs.delete(poolClass);
-      };
-      sync.then(
-        () => {
-          ended();
-          void this.vouchLate(poolClass, upToByPool.get(poolClass) ?? lastSeq);
-        },
-        ended, // its callers hear why; the pool is lost (Pool.markLost)
-      );
-    }
-    return syncs;
+    const slow = new Map<string, Promise<void>>();
+    for (const [poolClass, sync] of syncs.slow) slow.set(poolClass, this.slowSync(poolClass, sync, upToByPool.get(poolClass) ?? lastSeq, startedMs));
+    return { failed: syncs.failed, slow };
+  }
+
+  /**
+   * Notes a slow pool's sync, which vouches for its writes up to upTo; resolves once it has ended
+   * and a SYNC record saying so is durable, so that its caller finds the frees it released (an
+   * allocation that waited for a flush to free room). Rejects with the sync's error.
+   */
+  private slowSync(poolClass: string, sync: Promise<void>, upTo: number, startedMs: number): Promise<void> {
+    const entry = { sync, sinceMs: this.slowSyncs.get(poolClass)?.sinceMs ?? startedMs };
+    this.slowSyncs.set(poolClass, entry);
+    const ended = () => {
+      if (this.slowSyncs.get(poolClass) === entry) this.slowSyncs.delete(poolClass);
+    };
+    const vouched = sync.then(
+      () => {
+        ended();
+        return this.vouchLate(poolClass, upTo);
+      },
+      (err: unknown) => {
+        ended(); // the pool is lost (Pool.markLost): its callers hear why
+        throw err;
+      },
+    );
+    vouched.catch(() => undefined); // a flush whose callers are all of other pools awaits it nowhere
+    return vouched;
+  }
+
+  /** The pools whose sync a flush left out and still runs (a hung or slow disk). */
+  get slowPools(): string[] {
+    return [...this.slowSyncs.keys()];
+  }
+
+  /** How long poolClass's syncs have been slow without a break, in ms; 0 if they are not. */
+  slowForMs(poolClass: string): number {
+    const slow = this.slowSyncs.get(poolClass);
+    return slow ? performance.now() - slow.sinceMs : 0;
   }
 
   /**
    * A slow pool's sync ended after its flush's SYNC record had left it out: a SYNC record for it
    * alone, so that its frees up to upTo become free space (a pool slower than SLOW_POOL_SYNC_MS at
-   * every flush would otherwise never free a block) and recovery need not check those writes.
+   * every flush would otherwise never free a block) and recovery need not check those writes. The
+   * syncs that end before the record takes its turn share it, at the highest upTo. Never rejects:
+   * the writes are durable either way.
    */
   private vouchLate(poolClass: string, upTo: number): Promise<void> {
-    return this.inSyncLane(async () => {
+    const pending = this.pendingVouches.get(poolClass);
+    if (pending) {
+      pending.upTo = Math.max(pending.upTo, upTo);
+      return pending.done;
+    }
+    const vouch = { upTo, done: RESOLVED_VOID };
+    vouch.done = this.inSyncLane(async () => {
+      this.pendingVouches.delete(poolClass); // a sync ending from now on needs a record of its own
       if (this.closed) return;
       const others = [...this.pools.keys()].filter((c) => c !== poolClass);
-      this.metadata.recordSync(upTo, others.length > 0 ? others : undefined);
+      this.metadata.recordSync(vouch.upTo, others.length > 0 ? others : undefined);
       await this.metadata.sync();
-      this.pools.get(poolClass)?.allocator.releaseUpTo(upTo);
+      this.pools.get(poolClass)?.allocator.releaseUpTo(vouch.upTo);
     }).catch((err: unknown) => {
       this.dirty = true; // a later flush covers it
       this.logger.warn({ err, pool: poolClass }, 'could not record that a slow pool\'s sync ended');
     });
+    this.pendingVouches.set(poolClass, vouch);
+    return vouch.done;
   }
 
   /**
-   * Syncs every pool (or those in only), each on its own: the ones that failed, with why. With patienceMs, once some
-   * pool's sync has ended well, a pool still syncing is not waited for past patienceMs, nor at all
-   * if an earlier flush found it slow and that sync still runs: it is returned as slow, with its sync.
+   * Syncs every pool (or those in only), each on its own: the ones that failed, with why. With
+   * patienceMs, a pool still syncing patienceMs after another pool's sync ended well is not waited
+   * for, nor at all if an earlier flush found it slow and that sync still runs: it is returned as
+   * slow, with its sync.
    */
   private async syncEachPool(patienceMs = Number.POSITIVE_INFINITY, only?: ReadonlySet<string>): Promise<PoolSyncs> {
     const failed = new Map<string, unknown>();
     const running = new Map<string, Promise<void>>();
-    let synced = 0;
+    let firstSyncedAt: number | undefined;
     let changed = () => undefined as void;
     for (const pool of this.pools.values()) {
       if (only && !only.has(pool.poolClass)) continue;
       const sync = pool.sync();
       running.set(pool.poolClass, sync);
-      sync
-        .then(
-          () => void synced++,
-          (err: unknown) => void failed.set(pool.poolClass, err),
-        )
-        .finally(() => {
+      sync.then(
+        () => {
           running.delete(pool.poolClass);
+          firstSyncedAt ??= performance.now();
           changed();
-        });
+        },
+        (err: unknown) => {
+          running.delete(pool.poolClass);
+          failed.set(pool.poolClass, err);
+          changed();
+        },
+      );
     }
-    const patientUntil = performance.now() + patienceMs;
     while (running.size > 0) {
-      const patienceLeft = patientUntil - performance.now();
-      const stillSlow = [...running.keys()].every((poolClass) => this.slowSyncs.has(poolClass));
-      if (synced > 0 && (patienceLeft <= 0 || (stillSlow && patienceMs !== Number.POSITIVE_INFINITY))) break;
+      let patienceLeft = Number.POSITIVE_INFINITY;
+      if (firstSyncedAt !== undefined && patienceMs !== Number.POSITIVE_INFINITY) {
+        const stillSlow = [...running.keys()].every((poolClass) => this.slowSyncs.has(poolClass));
+        patienceLeft = stillSlow ? 0 : firstSyncedAt + patienceMs - performance.now();
+        if (patienceLeft <= 0) break;
+      }
       let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
         changed = resolve;
-        if (patienceLeft > 0 && patienceLeft !== Number.POSITIVE_INFINITY) timer = setTimeout(resolve, patienceLeft);
+        if (patienceLeft !== Number.POSITIVE_INFINITY) timer = setTimeout(resolve, patienceLeft);
       });
       clearTimeout(timer);
     }

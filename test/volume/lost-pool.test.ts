@@ -87,7 +87,10 @@ test("with a pool lost, the other pool's control operations go on; a snapshot of
     const clone = engine.openVolume('vclone');
     expect((await clone.read(0, 64 * 1024)).equals(Buffer.alloc(64 * 1024, 7))).toBe(true);
     clone.close();
+    // Deleting a volume of the lost pool needs none of its data.
     va.close();
+    await engine.deleteVolume('va');
+    expect(engine.listVolumes().map((v) => v.name).sort()).toEqual(['vb', 'vclone']);
     vb.close();
   } finally {
     await engine.close().catch(() => undefined);

@@ -10,7 +10,6 @@ import * as path from 'path';
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import { startStallingDevice, type StallingDevice } from '../helpers/nbdkit-device';
-import { waitFor } from '../helpers/wait-for';
 import { cleanupAll, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
 jest.setTimeout(120_000);
@@ -61,7 +60,11 @@ async function settled(promise: Promise<unknown>): Promise<boolean> {
   return done;
 }
 
-test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHes and snapshots only; once it answers, its frees become free space", async () => {
+/**
+ * An engine (in this process) with pool a in a directory and pool s on a stalling disk, volume va
+ * in a and vs in s, opened; background syncs only when asked.
+ */
+async function engineWithStallingPool(options: { checkpointJournalBytes?: number } = {}) {
   const { dir, device } = await dirWithStallingDevice();
   fs.mkdirSync(path.join(dir, 'a'));
   const engine = await LocalEngine.open({
@@ -72,12 +75,19 @@ test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHe
     ],
     logger: pino({ level: 'silent' }),
     syncIntervalMs: 0,
+    ...options,
   });
+  await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
+  await engine.createVolume({ name: 'vs', sizeBytes: 16 * MiB, class: 's' });
+  return { device, engine, va: engine.openVolume('va'), vs: engine.openVolume('vs') };
+}
+
+test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHes and snapshots only; once it answers, its frees become free space", async () => {
+  const { device, engine, va, vs } = await engineWithStallingPool();
   try {
-    await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
-    await engine.createVolume({ name: 'vs', sizeBytes: 16 * MiB, class: 's' });
-    const [va, vs] = [engine.openVolume('va'), engine.openVolume('vs')];
     const usedInS = () => engine.listPools().find((p) => p.class === 's')!.usedBytes;
+    await vs.write(0, Buffer.alloc(4 * KiB, 1), false);
+    await engine.createSnapshot('vs', 'early');
     await vs.write(0, Buffer.alloc(4 * KiB, 1), false);
     await vs.flush();
     const usedBefore = usedInS();
@@ -86,6 +96,7 @@ test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHe
     // Each overwrite takes a new block; the old one is free once a SYNC record covering pool s is durable.
     for (let i = 2; i < 6; i++) await vs.write(0, Buffer.alloc(4 * KiB, i), false);
     const stalledFlush = vs.flush();
+    const usedWhenFlushed = stalledFlush.then(usedInS); // at once, before anything else frees them
     for (let i = 0; i < 4; i++) {
       await va.write(i * MiB, Buffer.alloc(MiB, 0x10 + i), false);
       await within(va.flush(), ENDS_WITHIN_MS, `FLUSH of a volume in pool a, round ${i}`);
@@ -100,8 +111,10 @@ test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHe
       await engine.cloneVolume({ volume: 'va', snapshot: 'kept', name: 'vclone' });
       await engine.deleteVolume('vc');
       await engine.createVolume({ name: 'vd', sizeBytes: 4 * MiB, class: 's' });
+      // A snapshot's data was made durable when it was taken: a clone of it needs no sync.
+      await engine.cloneVolume({ volume: 'vs', snapshot: 'early', name: 'vsclone', class: 'a' });
     })();
-    await within(others, ENDS_WITHIN_MS, 'control operations on pool a, and a create in pool s');
+    await within(others, ENDS_WITHIN_MS, 'control operations on pool a, a create in pool s and a clone of its snapshot');
     expect(await settled(stalledFlush)).toBe(false);
     expect(await settled(stalledSnapshot)).toBe(false);
     expect(usedInS()).toBe(usedBefore + 4 * 4 * KiB); // the four old blocks are not free yet
@@ -109,10 +122,11 @@ test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHe
     device.stall(false);
     await within(stalledFlush, ENDS_WITHIN_MS, 'the FLUSH of the stalled pool, once its disk answers');
     await within(stalledSnapshot, ENDS_WITHIN_MS, 'the snapshot of the stalled pool\'s volume, once its disk answers');
-    expect(engine.listSnapshots().map((snap) => `${snap.volume}@${snap.name}`).sort()).toEqual(['va@kept', 'vs@before']);
-    expect(engine.listVolumes().map((v) => v.name).sort()).toEqual(['va', 'vclone', 'vd', 'vs']);
-    // No other flush runs: the stalled pool's own SYNC record, once its sync ended, frees them.
-    await waitFor(() => usedInS() === usedBefore, 10_000, 50);
+    expect(engine.listSnapshots().map((snap) => `${snap.volume}@${snap.name}`).sort()).toEqual(['va@kept', 'vs@before', 'vs@early']);
+    expect(engine.listVolumes().map((v) => v.name).sort()).toEqual(['va', 'vclone', 'vd', 'vs', 'vsclone']);
+    // The stalled pool's own SYNC record, once its sync ended, freed them before its FLUSH ended (a
+    // write that waits for a flush to find room must find it).
+    expect(await usedWhenFlushed).toBe(usedBefore);
     expect((await vs.read(0, 4 * KiB)).equals(Buffer.alloc(4 * KiB, 5))).toBe(true);
     expect((await va.read(3 * MiB, MiB)).equals(Buffer.alloc(MiB, 0x13))).toBe(true);
     va.close();
@@ -124,23 +138,11 @@ test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHe
 });
 
 test('a disk that stops answering reads and writes too: at most two of its calls wait on threads, none on the event loop; the other pool goes on', async () => {
-  const { dir, device } = await dirWithStallingDevice();
-  fs.mkdirSync(path.join(dir, 'a'));
   // This process's thread pool has libuv's default 4 threads: a stalled disk holding them all
-  // would hold up pool a's fdatasyncs and the journal's.
-  const engine = await LocalEngine.open({
-    dataDir: path.join(dir, 'data'),
-    pools: [
-      { class: 'a', path: path.join(dir, 'a'), sizeBytes: 64 * MiB },
-      { class: 's', path: device.file },
-    ],
-    logger: pino({ level: 'silent' }),
-    syncIntervalMs: 0,
-  });
+  // would hold up pool a's fdatasyncs and the journal's. A checkpoint is soon due: its cut pauses
+  // every volume until its writes in flight end, which the stalled disk's would not.
+  const { device, engine, va, vs } = await engineWithStallingPool({ checkpointJournalBytes: 2 * KiB });
   try {
-    await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
-    await engine.createVolume({ name: 'vs', sizeBytes: 16 * MiB, class: 's' });
-    const [va, vs] = [engine.openVolume('va'), engine.openVolume('vs')];
     await vs.write(0, Buffer.alloc(4 * KiB, 1), false); // not flushed: the member has a sync to do
 
     device.stall(true);
@@ -148,9 +150,12 @@ test('a disk that stops answering reads and writes too: at most two of its calls
     const stalledFlush = vs.flush();
     await new Promise((resolve) => setTimeout(resolve, 1500)); // its fdatasync has hung a while: stalled
     const stalledWrites = Array.from({ length: 12 }, (_, i) => vs.write((i + 1) * 64 * KiB, Buffer.alloc(4 * KiB, 0x40 + i), false));
-    for (let i = 0; i < 3; i++) {
+    // Each MiB of new blocks journals 256 checksums, past the 2 KiB that makes a checkpoint due; the
+    // engine's background work looks once a second.
+    for (let i = 0; i < 6; i++) {
       await va.write(i * MiB, Buffer.alloc(MiB, 0x10 + i), false);
       await within(va.flush(), ENDS_WITHIN_MS, `FLUSH of a volume in pool a, round ${i}`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
     }
     expect(await settled(Promise.race(stalledWrites))).toBe(false);
     expect(await settled(stalledFlush)).toBe(false);
