@@ -202,6 +202,7 @@ export class Pool {
   private readonly members: PlacedMember[] = [];
   /** Set once a member's file is found deleted or replaced; every later write and sync fails with it. */
   private lost: IoError | undefined;
+  private closed = false;
   /** Small writes of this turn, written at its end (gather). */
   private gathered: GatheredWrite[] = [];
 
@@ -327,6 +328,9 @@ export class Pool {
     const run: Promise<void> = (m.syncing ?? RESOLVED).then(ignoreOutcome, ignoreOutcome).then(() => {
       if (m.queuedSync === run) m.queuedSync = undefined;
       if (this.lost) throw this.lost;
+      // Queued behind a sync that close did not wait for (a slow pool's): its descriptor is closed,
+      // and its number may be another file's by now.
+      if (this.closed) throw new IoError('ESHUTDOWN', `pool ${this.poolClass} is closed`);
       m.syncSince = performance.now();
       return fdatasync(m.fd).finally(() => (m.syncSince = 0)).catch((err: Error) => {
         // After a failed fdatasync the kernel may have dropped the unwritten pages and marked them
@@ -345,6 +349,7 @@ export class Pool {
   }
 
   close(): void {
+    this.closed = true;
     for (const m of this.members) fs.closeSync(m.fd);
     this.members.length = 0;
   }
@@ -357,6 +362,8 @@ export class Pool {
   private checkMembersInPlace(): void {
     if (this.lost) throw this.lost;
     for (const m of this.members) {
+      // Its stat could wait on the hung disk, on the event loop; its next sync after the stall checks it.
+      if (stalled(m)) continue;
       const problem = misplaced(m);
       if (problem) throw this.markLost(m, `${problem} while weftd ran`, 'Stop weftd and restore the file');
     }
@@ -367,8 +374,8 @@ export class Pool {
     this.lost ??= new IoError(
       'EIO',
       `pool ${this.poolClass}: member ${m.path} ${problem}; its volumes refuse writes and flushes from now on, ` +
-        `as what they wrote might be lost at the next start (the node's other pools go on, but its control operations ` +
-        `fail until weftd restarts). ${remedy}`,
+        `as what they wrote might be lost at the next start (the node's other pools go on, and so do control operations ` +
+        `that need none of its data). ${remedy}`,
     );
     this.logger.error({ pool: this.poolClass, member: m.path }, this.lost.message);
     return this.lost;

@@ -60,6 +60,9 @@ export interface NodeStoreOptions {
  */
 export const MAX_MERGE_ENTRIES = 4 * 1024 * 1024;
 
+/** How many times SLOW_POOL_SYNC_MS a flush waits for pools' syncs when none has ended well. */
+const ALONE_PATIENCE = 4;
+
 /** A settled promise, to start a field with. */
 const RESOLVED_VOID: Promise<void> = Promise.resolve();
 
@@ -393,9 +396,9 @@ export class NodeStore implements ReplicaHost {
 
   /**
    * Syncs every pool (or those in only), each on its own: the ones that failed, with why. With
-   * patienceMs, a pool still syncing patienceMs after another pool's sync ended well is not waited
-   * for, nor at all if an earlier flush found it slow and that sync still runs: it is returned as
-   * slow, with its sync.
+   * patienceMs, a pool still syncing patienceMs after another pool's sync ended well (or
+   * ALONE_PATIENCE times that after the start, if none has) is not waited for, nor at all if an
+   * earlier flush found it slow and that sync still runs: it is returned as slow, with its sync.
    */
   private async syncEachPool(patienceMs = Number.POSITIVE_INFINITY, only?: ReadonlySet<string>): Promise<PoolSyncs> {
     const failed = new Map<string, unknown>();
@@ -419,11 +422,16 @@ export class NodeStore implements ReplicaHost {
         },
       );
     }
+    const startedMs = performance.now();
     while (running.size > 0) {
       let patienceLeft = Number.POSITIVE_INFINITY;
-      if (firstSyncedAt !== undefined && patienceMs !== Number.POSITIVE_INFINITY) {
+      if (patienceMs !== Number.POSITIVE_INFINITY) {
+        // With no other pool's sync ended well (a node of one pool, or its others lost), the
+        // callers of pools that are done, if any, and those who need no pool (a create's commit)
+        // are let go a while later all the same.
+        const patientUntil = firstSyncedAt !== undefined ? firstSyncedAt + patienceMs : startedMs + ALONE_PATIENCE * patienceMs;
         const stillSlow = [...running.keys()].every((poolClass) => this.slowSyncs.has(poolClass));
-        patienceLeft = stillSlow ? 0 : firstSyncedAt + patienceMs - performance.now();
+        patienceLeft = stillSlow ? 0 : patientUntil - performance.now();
         if (patienceLeft <= 0) break;
       }
       let timer: NodeJS.Timeout | undefined;

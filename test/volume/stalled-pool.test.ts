@@ -174,6 +174,27 @@ test('a disk that stops answering reads and writes too: at most two of its calls
   }
 });
 
+test("a node whose only pool's disk stops answering flushes still creates volumes (an empty layer needs no sync)", async () => {
+  const { dir, device } = await dirWithStallingDevice();
+  const engine = await LocalEngine.open({ dataDir: path.join(dir, 'data'), pools: [{ class: 's', path: device.file }], logger: pino({ level: 'silent' }), syncIntervalMs: 0 });
+  try {
+    await engine.createVolume({ name: 'vs', sizeBytes: 16 * MiB });
+    const vs = engine.openVolume('vs');
+    await vs.write(0, Buffer.alloc(4 * KiB, 1), false);
+    device.stall(true);
+    const stalledFlush = vs.flush();
+    await within(engine.createVolume({ name: 'other', sizeBytes: 4 * MiB }), ENDS_WITHIN_MS, 'a create beside a stalled FLUSH');
+    expect(await settled(stalledFlush)).toBe(false);
+    device.stall(false);
+    await within(stalledFlush, ENDS_WITHIN_MS, 'the FLUSH, once the disk answers');
+    expect(engine.listVolumes().map((v) => v.name).sort()).toEqual(['other', 'vs']);
+    vs.close();
+  } finally {
+    device.stall(false);
+    await engine.close();
+  }
+});
+
 function qemuIo(node: WeftdHandle, exportName: string, ...commands: string[]) {
   return run('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), node.nbdUri(exportName)], { timeoutMs: 60_000 });
 }
