@@ -42,7 +42,7 @@ export class ControlTxn {
   newLayer(poolClass: string, parent: number | null): LayerRecord {
     const layer: LayerRecord = { id: this.store.catalog.nextLayerId++, pool: poolClass, parent };
     this.catalog.add('layer', layer);
-    if (parent !== null && this.store.catalog.volumes.some((v) => v.head === parent)) this.pools.add(layerById(this.store.catalog, parent).pool);
+    if (parent !== null && this.isHead(parent)) this.pools.add(layerById(this.store.catalog, parent).pool);
     this.store.metadata.mapOf(layer.id);
     return layer;
   }
@@ -152,7 +152,7 @@ export class ControlTxn {
   /** The hidden layer takes its child's entries and its place (references to the child move to it). */
   private absorbChild(layer: LayerRecord, child: LayerRecord): void {
     const map = this.store.metadata.mapOf(layer.id);
-    if (this.store.catalog.volumes.some((v) => v.head === child.id)) this.movedHead(child);
+    if (this.isHead(child.id)) this.movedHead(child);
     this.store.metadata.mapOf(child.id).forEach((block, value, crc) => {
       const old = map.value(block);
       if (old >= FIRST_PHYSICAL) this.frees.push({ pool: layer.pool, block: old - FIRST_PHYSICAL });
@@ -174,7 +174,7 @@ export class ControlTxn {
     const childMap = this.store.metadata.mapOf(child.id);
     // A head's entry that shadows one freed here may be a write whose data is not durable yet:
     // rolled back at recovery, it would fall through to an older layer, the freed entry gone.
-    if (this.store.catalog.volumes.some((v) => v.head === child.id)) this.movedHead(child);
+    if (this.isHead(child.id)) this.movedHead(child);
     map.forEach((block, value, crc) => {
       if (childMap.value(block) === 0) {
         this.maps.push({ layer: child.id, block, value, crc, previousValue: 0, previousCrc: childMap.crc(block) });
@@ -185,6 +185,10 @@ export class ControlTxn {
     });
     this.catalog.change('layer', child).parent = layer.parent;
     this.removeLayer(layer);
+  }
+
+  private isHead(layerId: number): boolean {
+    return this.store.catalog.volumes.some((v) => v.head === layerId);
   }
 
   private movedHead(head: LayerRecord): void {

@@ -10,6 +10,7 @@ import { IoError } from '../errors';
 import { InFlightWindow } from '../in-flight-window';
 import { crc32c } from '../store/checksum';
 import { releaseLock, takeLock } from '../store/data-dir-lock';
+import { RESOLVED } from '../store/file-io';
 import type { Pool } from '../store/pool';
 import { FIRST_PHYSICAL } from './block-map';
 import type { Catalog } from './catalog';
@@ -63,9 +64,6 @@ export const MAX_MERGE_ENTRIES = 4 * 1024 * 1024;
 /** How many times SLOW_POOL_SYNC_MS a flush waits for pools' syncs when none has ended well. */
 const ALONE_PATIENCE = 4;
 
-/** A settled promise, to start a field with. */
-const RESOLVED_VOID: Promise<void> = Promise.resolve();
-
 /**
  * How long a flush waits for a pool's sync once another pool's has ended. A pool still syncing then
  * (a hung disk, or a slow one with much to write back) is left out of the flush's SYNC record, like
@@ -81,10 +79,15 @@ interface PoolSyncs {
   slow: ReadonlyMap<string, Promise<void>>;
 }
 
-/** Throws why poolClass (or, without it, any pool) failed its sync; waits for those of them still syncing. */
-async function requireDurable({ failed, slow }: PoolSyncs, poolClass?: string): Promise<void> {
+/**
+ * Throws why poolClass (or, without it, any pool) failed its sync; with those of them still
+ * syncing, a promise of their syncs (no promise made for a flush with no slow pool: most of them).
+ */
+function requireDurable({ failed, slow }: PoolSyncs, poolClass?: string): Promise<void> | undefined {
   for (const [failedClass, err] of failed) if (poolClass === undefined || failedClass === poolClass) throw err;
-  for (const [slowClass, sync] of slow) if (poolClass === undefined || slowClass === poolClass) await sync;
+  if (slow.size === 0) return undefined;
+  if (poolClass !== undefined) return slow.get(poolClass);
+  return Promise.all(slow.values()).then(() => undefined);
 }
 
 /** The pools a SYNC record leaves out: those not known synced. */
@@ -378,7 +381,7 @@ export class NodeStore implements ReplicaHost {
       pending.upTo = Math.max(pending.upTo, upTo);
       return pending.done;
     }
-    const vouch = { upTo, done: RESOLVED_VOID };
+    const vouch = { upTo, done: RESOLVED };
     vouch.done = this.inSyncLane(async () => {
       this.pendingVouches.delete(poolClass); // a sync ending from now on needs a record of its own
       if (this.closed) return;
