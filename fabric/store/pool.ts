@@ -223,6 +223,11 @@ export class Pool {
     return this.lost;
   }
 
+  /** Whether a member's disk has stopped answering, or nearly (STALLED_SYNC_MS, STALLED_CALLS_MS). */
+  get stalled(): boolean {
+    return this.members.some(stalled);
+  }
+
   get totalBlocks(): number {
     return this.allocator.totalBlocks;
   }

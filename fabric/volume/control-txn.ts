@@ -2,6 +2,8 @@
 // merged. It commits whole (one CONTROL journal record, made durable) or, if it fails, is undone in
 // memory, and its record, if appended, is cancelled in the journal; controlFailure says which to the caller.
 
+import { performance } from 'node:perf_hooks';
+import { withDeadline } from '../deadline';
 import { IoError, resourceExhausted, WeftError } from '../errors';
 import { FIRST_PHYSICAL, type BlockMap } from './block-map';
 import { Catalog, CatalogEdit, LayerRecord } from './catalog';
@@ -10,6 +12,11 @@ import type { NodeStore } from './node-store';
 
 /** A pool whose syncs have been slow this long, without a break, has a disk that may have stopped answering. */
 const STALLED_POOL_MS = 5000;
+
+/** Why a commit gave up on pools' syncs (controlFailure adds whether it was undone). */
+function stalledPools(pools: string[]): IoError {
+  return new IoError('EIO', `pool ${pools.join(', ')}: its disk has not finished a sync within ${STALLED_POOL_MS / 1000} s (it may have stopped answering; try again later)`);
+}
 
 export class ControlTxn {
   readonly catalog: CatalogEdit;
@@ -80,18 +87,22 @@ export class ControlTxn {
 
   /** Journals the operation and makes it, and every completed write in the pools it touches, durable. */
   async commit(): Promise<void> {
-    // This runs within the control operations' turn: waiting for a pool whose disk has stopped
-    // answering would hold them all (a slow one is waited for).
+    // This runs within the control operations' turn: waiting long for a pool whose disk has stopped
+    // answering would hold them all. One known stalled is refused at once; one that turns slow now
+    // is waited for, up to STALLED_POOL_MS in all.
     const stalled = [...this.pools].filter((p) => this.store.slowForMs(p) > STALLED_POOL_MS);
-    if (stalled.length > 0) throw new WeftError('UNAVAILABLE', `pool ${stalled.join(', ')}: its disk has not finished a sync for ${STALLED_POOL_MS / 1000} s (it may have stopped answering); nothing changed, try again later`);
+    if (stalled.length > 0) throw stalledPools(stalled);
+    const deadline = performance.now() + STALLED_POOL_MS;
+    const durable = () => withDeadline(this.store.flushPools(this.pools), Math.max(0, deadline - performance.now()), () => stalledPools([...this.pools]));
     // A merged entry is not checked against its data at recovery: the data must be durable before
     // the record that moves it or frees what it shadows. A head's recent writes may not be (a
     // snapshot's are: its creation synced them, as it makes a layer in their pool).
-    if (this.movedHeadEntries) await this.store.flushPools(this.pools);
+    if (this.movedHeadEntries) await durable();
     this.mark = this.store.metadata.appendMark();
     const seq = this.store.metadata.recordControl(this.catalog.changes(), this.maps);
     this.seq = seq;
-    await this.store.flushPools(this.pools);
+    // Given up on in time, the record is cancelled (rollback), even if it has reached the journal.
+    await durable();
     // Registered only once the commit has succeeded: a client's FLUSH running meanwhile could make the
     // record durable and release them, and should this commit's own flush then fail, the rollback
     // would bring back layers whose blocks were already free. Released at once if a SYNC covers the

@@ -15,6 +15,7 @@ import type { Metadata } from './metadata';
 import { validateName } from './names';
 import { NodeStore, type NodeStoreOptions } from './node-store';
 import { LatencyCounts } from '../latency';
+import { withDeadline } from '../deadline';
 import {
   BLOCK_BYTES,
   CloneVolumeRequest,
@@ -35,6 +36,14 @@ export { DEFAULT_SYNC_INTERVAL_MS, type PoolSpec } from './node-store';
 const BACKGROUND_INTERVAL_MS = 1000;
 /** After a failed checkpoint (a full metadata disk, say), the next try waits this long. */
 const CHECKPOINT_RETRY_MS = 30_000;
+/**
+ * How long a control operation waits for the I/O in flight of the volumes it pauses (a checkpoint's
+ * cut: every volume's) before it gives up: one on a disk that stopped answering would never end,
+ * and the operation would hold up every later one, and every paused volume's I/O, meanwhile.
+ */
+const DRAIN_LIMIT_MS = 5000;
+/** How long a control operation's write-back, before its turn, waits for a pool's sync at most. */
+const WRITE_BACK_LIMIT_MS = 10_000;
 
 export interface EngineOptions extends NodeStoreOptions {
   /** Builds each volume's layers above its local replica (the daemon adds metrics); default none. */
@@ -365,16 +374,16 @@ export class LocalEngine implements VolumeEngine {
   private async closeOnce(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.checkpointing;
-    // Not a committing control: its write-back before the pause would fail with a pool lost, and the
-    // files would then be closed under the I/O still in flight. flushAll syncs, once it is drained.
-    const final = this.control(
+    // Not a committing control: its write-back before the pause would fail with a pool lost. flushAll
+    // syncs, once the I/O is drained, however long that takes: the files are closed next, and a call
+    // still in flight could then reach another file opened under the same descriptor number.
+    const final = this.inTurn(
       () => this.registry.all(),
       async () => {
         this.store.closed = true; // I/O waiting at a volume's gate fails once it opens
         await this.store.flushAll();
         await this.store.checkpoint();
       },
-      false,
     );
     const failure = await final.then(() => undefined, (err: unknown) => err);
     await this.store.close(failure);
@@ -402,13 +411,14 @@ export class LocalEngine implements VolumeEngine {
     // I/O flows, leaves it only what was written since: a pause of milliseconds, not the write-back
     // of every write since the last sync. It runs before the operation takes its turn: a pool whose
     // disk hangs holds up the operations of its own volumes, not those queued behind them.
-    if (!commits) return this.inTurn(volumes, operation);
-    return this.writeBack(volumes).then(() => this.inTurn(volumes, operation));
+    if (!commits) return this.inTurn(volumes, operation, DRAIN_LIMIT_MS);
+    return this.writeBack(volumes).then(() => this.inTurn(volumes, operation, DRAIN_LIMIT_MS));
   }
 
   /**
-   * Syncs the pools of the volumes (their heads'), best effort: a failure is the commit's to find,
-   * if it needs the pool (a delete of a lost pool's volume does not).
+   * Syncs the pools of the volumes (their heads'), best effort and for WRITE_BACK_LIMIT_MS at most:
+   * a failure, or a disk that does not answer, is the commit's to find, if it needs the pool (a
+   * delete of a lost pool's volume does not).
    */
   private async writeBack(volumes: () => Volume[]): Promise<void> {
     this.checkOpen();
@@ -419,15 +429,20 @@ export class LocalEngine implements VolumeEngine {
       return; // a volume that is not there: the operation itself says so
     }
     if (named.length === 0) return;
-    await this.store.syncPools(new Set(named.map((v) => v.replica.chain.head.pool.poolClass))).catch(() => undefined);
+    const synced = this.store.syncPools(new Set(named.map((v) => v.replica.chain.head.pool.poolClass)));
+    await withDeadline(synced, WRITE_BACK_LIMIT_MS, () => new Error('write-back is late')).catch(() => undefined);
   }
 
-  /** Runs the operation once those before it have ended, with the volumes' I/O paused. */
-  private inTurn<T>(volumes: () => Volume[], operation: (txn: ControlTxn) => Promise<T>): Promise<T> {
+  /**
+   * Runs the operation once those before it have ended, with the volumes' I/O paused. If their I/O
+   * in flight has not ended within drainLimitMs (a disk that stopped answering), it fails, nothing
+   * done, rather than hold up every control operation queued behind it.
+   */
+  private inTurn<T>(volumes: () => Volume[], operation: (txn: ControlTxn) => Promise<T>, drainLimitMs?: number): Promise<T> {
     const run = this.controlChain.then(async () => {
       this.checkOpen();
       const paused = volumes();
-      await Promise.all(paused.map((v) => v.replica.quiesce.pause()));
+      await pauseDrained(paused, drainLimitMs);
       const txn = new ControlTxn(this.store);
       this.txn = txn;
       try {
@@ -464,8 +479,8 @@ export class LocalEngine implements VolumeEngine {
       this.logger.error({ pools: lost }, 'checkpoints are held until weftd restarts, as a pool is lost: the journal grows meanwhile');
     }
     // Nor while a pool's disk is not answering: the cut pauses every volume until its writes in
-    // flight end, and a hung disk's never would.
-    const held = lost.length > 0 || this.store.slowPools.length > 0;
+    // flight end (DRAIN_LIMIT_MS at most), and a hung disk's never would.
+    const held = lost.length > 0 || this.store.slowPools.length > 0 || this.store.stalledPools.length > 0;
     if (this.store.checkpointDue && !held && !this.checkpointing && Date.now() >= this.checkpointRetryAt) {
       this.checkpointing = this.checkpointLive()
         .catch((err) => {
@@ -514,6 +529,25 @@ export class LocalEngine implements VolumeEngine {
     // A verify is no connection to close: it runs to its end, or until its caller goes away.
     const verifying = handles.some((h) => h.purpose === 'verify') ? '; a verify ends when it is done or its caller stops it (Ctrl-C): try again then' : '';
     throw new InUseError(`volume ${name} is in use by ${handles.length} connection(s): ${who.join(', ')}; ${advice}${verifying}`);
+  }
+}
+
+/**
+ * Pauses the volumes' I/O and waits until what is in flight has ended; if that takes longer than
+ * limitMs (none: no limit), resumes them and fails, naming the volumes still busy.
+ */
+async function pauseDrained(volumes: Volume[], limitMs?: number): Promise<void> {
+  const drained = Promise.all(volumes.map((v) => v.replica.quiesce.pause()));
+  if (limitMs === undefined) return void (await drained);
+  const late = () => {
+    const busy = volumes.filter((v) => v.replica.quiesce.busy).map((v) => (v.ref.snapshot === undefined ? v.ref.volume : `${v.ref.volume}@${v.ref.snapshot}`));
+    return new WeftError('UNAVAILABLE', `volume ${busy.join(', ')}: I/O in flight has not ended within ${limitMs / 1000} s (its pool's disk may have stopped answering); nothing changed, try again later`);
+  };
+  try {
+    await withDeadline(drained, limitMs, late);
+  } catch (err) {
+    for (const v of volumes) v.replica.quiesce.resume();
+    throw err;
   }
 }
 

@@ -362,6 +362,11 @@ export class NodeStore implements ReplicaHost {
     return [...this.slowSyncs.keys()];
   }
 
+  /** The pools with a member whose disk has stopped answering, or nearly (Pool.stalled). */
+  get stalledPools(): string[] {
+    return [...this.pools.values()].filter((p) => p.stalled).map((p) => p.poolClass);
+  }
+
   /** How long poolClass's syncs have been slow without a break, in ms; 0 if they are not. */
   slowForMs(poolClass: string): number {
     const slow = this.slowSyncs.get(poolClass);

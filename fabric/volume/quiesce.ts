@@ -13,6 +13,11 @@ export class Quiesce {
     return this.pauses > 0;
   }
 
+  /** Whether I/O is inside (one that has not left yet: on a disk that stopped answering, it may never). */
+  get busy(): boolean {
+    return this.active > 0;
+  }
+
   /** Undefined when I/O may go ahead at once (the common case, no promise made), else a promise to wait on. */
   enter(): Promise<void> | undefined {
     if (this.gate) return this.gate.then(() => this.enter());

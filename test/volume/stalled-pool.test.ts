@@ -1,8 +1,10 @@
 // A pool whose disk stops answering its cache flushes (fdatasync hangs; the page cache still takes
 // writes): the node's other pools go on. Their FLUSH and FUA writes and their control operations
 // end, the SYNC records that vouch for them leave the stalled pool out, and a kill -9 meanwhile
-// loses none of what they acknowledged. The stalled pool's own FLUSH and snapshots wait until its
-// disk answers, and once it has, its frees become free space without a full flush.
+// loses none of what they acknowledged. The stalled pool's own FLUSH waits until its disk answers,
+// and once it has, its frees become free space without a full flush. Its snapshots wait a while,
+// then are refused, nothing changed: they do not hold the node's control operations for as long as
+// the disk hangs.
 
 import * as fs from 'fs';
 import * as os from 'os';
@@ -18,6 +20,11 @@ const MiB = 1024 * 1024;
 const KiB = 1024;
 /** Long enough for a FLUSH that does not wait for the stalled disk, even on a loaded machine; it is no timing claim. */
 const ENDS_WITHIN_MS = 20_000;
+/**
+ * Long enough for a control operation that gives up on a stalled disk: its write-back waits 10 s at
+ * most, then its turn 5 s for the I/O in flight and 5 s for its commit's syncs; it is no timing claim.
+ */
+const REFUSED_WITHIN_MS = 45_000;
 
 let dirs: { dir: string; device: StallingDevice }[] = [];
 
@@ -64,7 +71,7 @@ async function settled(promise: Promise<unknown>): Promise<boolean> {
  * An engine (in this process) with pool a in a directory and pool s on a stalling disk, volume va
  * in a and vs in s, opened; background syncs only when asked.
  */
-async function engineWithStallingPool(options: { checkpointJournalBytes?: number } = {}) {
+async function engineWithStallingPool(options: { checkpointJournalBytes?: number; logger?: pino.Logger } = {}) {
   const { dir, device } = await dirWithStallingDevice();
   fs.mkdirSync(path.join(dir, 'a'));
   const engine = await LocalEngine.open({
@@ -73,9 +80,9 @@ async function engineWithStallingPool(options: { checkpointJournalBytes?: number
       { class: 'a', path: path.join(dir, 'a'), sizeBytes: 64 * MiB },
       { class: 's', path: device.file },
     ],
-    logger: pino({ level: 'silent' }),
+    logger: options.logger ?? pino({ level: 'silent' }),
     syncIntervalMs: 0,
-    ...options,
+    checkpointJournalBytes: options.checkpointJournalBytes,
   });
   await engine.createVolume({ name: 'va', sizeBytes: 16 * MiB, class: 'a' });
   await engine.createVolume({ name: 'vs', sizeBytes: 16 * MiB, class: 's' });
@@ -102,8 +109,9 @@ test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHe
       await within(va.flush(), ENDS_WITHIN_MS, `FLUSH of a volume in pool a, round ${i}`);
     }
     await within(va.write(4 * MiB, Buffer.alloc(64 * KiB, 0x20), true), ENDS_WITHIN_MS, 'a FUA write to a volume in pool a');
-    // A snapshot of vs waits for its pool (its data must be durable); operations on pool a's volumes
-    // do not wait for it, nor does a create in pool s (an empty layer needs no data durable).
+    // A snapshot of vs waits for its pool (its data must be durable), for a while, then is refused;
+    // operations on pool a's volumes do not wait for it, nor does a create in pool s (an empty layer
+    // needs no data durable).
     const stalledSnapshot = engine.createSnapshot('vs', 'before');
     const others = (async () => {
       await engine.createVolume({ name: 'vc', sizeBytes: 4 * MiB, class: 'a' });
@@ -115,13 +123,16 @@ test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHe
       await engine.cloneVolume({ volume: 'vs', snapshot: 'early', name: 'vsclone', class: 'a' });
     })();
     await within(others, ENDS_WITHIN_MS, 'control operations on pool a, a create in pool s and a clone of its snapshot');
+    await expect(within(stalledSnapshot, REFUSED_WITHIN_MS, "the snapshot of the stalled pool's volume")).rejects.toThrow(
+      /^could not be made durable: pool s: its disk has not finished a sync within 5 s \(it may have stopped answering; try again later\); the operation was undone, nothing changed$/,
+    );
+    expect(engine.listSnapshots().some((snap) => snap.name === 'before')).toBe(false);
     expect(await settled(stalledFlush)).toBe(false);
-    expect(await settled(stalledSnapshot)).toBe(false);
     expect(usedInS()).toBe(usedBefore + 4 * 4 * KiB); // the four old blocks are not free yet
 
     device.stall(false);
     await within(stalledFlush, ENDS_WITHIN_MS, 'the FLUSH of the stalled pool, once its disk answers');
-    await within(stalledSnapshot, ENDS_WITHIN_MS, 'the snapshot of the stalled pool\'s volume, once its disk answers');
+    await within(engine.createSnapshot('vs', 'before'), ENDS_WITHIN_MS, "the snapshot of the stalled pool's volume, once its disk answers");
     expect(engine.listSnapshots().map((snap) => `${snap.volume}@${snap.name}`).sort()).toEqual(['va@kept', 'vs@before', 'vs@early']);
     expect(engine.listVolumes().map((v) => v.name).sort()).toEqual(['va', 'vclone', 'vd', 'vs', 'vsclone']);
     // The stalled pool's own SYNC record, once its sync ended, freed them before its FLUSH ended (a
@@ -174,7 +185,7 @@ test('a disk that stops answering reads and writes too: at most two of its calls
   }
 });
 
-test("a node whose only pool's disk stops answering flushes still creates volumes (an empty layer needs no sync)", async () => {
+test("a node whose only pool's disk stops answering flushes still creates volumes (an empty layer needs no sync), and refuses a snapshot in time", async () => {
   const { dir, device } = await dirWithStallingDevice();
   const engine = await LocalEngine.open({ dataDir: path.join(dir, 'data'), pools: [{ class: 's', path: device.file }], logger: pino({ level: 'silent' }), syncIntervalMs: 0 });
   try {
@@ -182,6 +193,12 @@ test("a node whose only pool's disk stops answering flushes still creates volume
     const vs = engine.openVolume('vs');
     await vs.write(0, Buffer.alloc(4 * KiB, 1), false);
     device.stall(true);
+    // A snapshot needs its data durable: its write-back, then its commit, wait a while for the disk
+    // (no FLUSH has found it slow yet), then it gives up.
+    await expect(within(engine.createSnapshot('vs', 'late'), REFUSED_WITHIN_MS, 'a snapshot of the stalled pool')).rejects.toThrow(
+      /^could not be made durable: pool s: its disk has not finished a sync within 5 s \(it may have stopped answering; try again later\); the operation was undone, nothing changed$/,
+    );
+    expect(engine.listSnapshots()).toEqual([]);
     const stalledFlush = vs.flush();
     await within(engine.createVolume({ name: 'other', sizeBytes: 4 * MiB }), ENDS_WITHIN_MS, 'a create beside a stalled FLUSH');
     expect(await settled(stalledFlush)).toBe(false);
@@ -190,6 +207,48 @@ test("a node whose only pool's disk stops answering flushes still creates volume
     expect(engine.listVolumes().map((v) => v.name).sort()).toEqual(['other', 'vs']);
     vs.close();
   } finally {
+    device.stall(false);
+    await engine.close();
+  }
+});
+
+test("a volume's write that hangs on its disk: a snapshot of it gives up on it rather than wait for ever, and holds up the other volumes' control operations for a while only", async () => {
+  const { device, engine, va, vs } = await engineWithStallingPool();
+  try {
+    await vs.write(0, Buffer.alloc(4 * KiB, 1), false); // not flushed: the member has a sync to do
+    device.stall(true);
+    device.stallIo(true);
+    const stalledFlush = vs.flush();
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // its fdatasync has hung a while: stalled
+    const hung = vs.write(64 * KiB, Buffer.alloc(4 * KiB, 0x33), false);
+    // A snapshot of vs gives up on its write in flight; one of va meanwhile waits for its turn, then is taken.
+    const stalledSnapshot = engine.createSnapshot('vs', 'hung');
+    const other = engine.createSnapshot('va', 'kept');
+    await expect(within(stalledSnapshot, REFUSED_WITHIN_MS, 'a snapshot of the volume whose write hangs')).rejects.toThrow(
+      "volume vs: I/O in flight has not ended within 5 s (its pool's disk may have stopped answering); nothing changed, try again later",
+    );
+    await within(other, ENDS_WITHIN_MS, 'a snapshot of a volume in the other pool');
+    await within(
+      (async () => {
+        await va.write(0, Buffer.alloc(MiB, 0x10), false);
+        await va.flush();
+      })(),
+      ENDS_WITHIN_MS,
+      'a write and FLUSH of a volume in the other pool',
+    );
+    expect(engine.listSnapshots().map((snap) => `${snap.volume}@${snap.name}`)).toEqual(['va@kept']);
+    expect(await settled(hung)).toBe(false);
+
+    device.stallIo(false);
+    device.stall(false);
+    await within(Promise.all([hung, stalledFlush]), ENDS_WITHIN_MS, 'the hung write and FLUSH, once the disk answers');
+    await within(engine.createSnapshot('vs', 'hung'), ENDS_WITHIN_MS, 'a snapshot of vs, once its disk answers');
+    expect((await vs.read(64 * KiB, 4 * KiB)).equals(Buffer.alloc(4 * KiB, 0x33))).toBe(true);
+    expect((await va.read(0, MiB)).equals(Buffer.alloc(MiB, 0x10))).toBe(true);
+    va.close();
+    vs.close();
+  } finally {
+    device.stallIo(false);
     device.stall(false);
     await engine.close();
   }
