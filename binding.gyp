@@ -11,6 +11,11 @@
       "cflags": ["-O2"]
     },
     {
+      "target_name": "weft_io",
+      "sources": ["fabric/store/native/write-spans.c"],
+      "cflags": ["-O2"]
+    },
+    {
       "target_name": "weft_loop",
       "sources": ["adapters/csi/attach/native/loop-size.c"],
       "cflags": ["-O2"]

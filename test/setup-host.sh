@@ -18,6 +18,7 @@ REQUIRED=(
   etcd-client:etcdctl
   prometheus:prometheus
   prometheus-alertmanager:prometheus-alertmanager
+  strace:strace
 )
 
 missing=()

@@ -2,6 +2,7 @@
 // allocation less per call than fs.promises' FileHandle, which matters on the I/O path.
 
 import * as fs from 'fs';
+import { loadNativeModule } from '../native';
 import { piecesOf, slicePieces, totalBytes, type Pieces } from '../pieces';
 
 /**
@@ -15,6 +16,8 @@ export interface FileOps {
   writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   writevSync(fd: number, pieces: Pieces, position: number): number;
   writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void;
+  /** Writes all of the pieces from position, split at every multiple of spanBytes in the file, in one call on the thread pool. */
+  writevSpans(fd: number, pieces: Pieces, position: number, spanBytes: number, done: (err: NodeJS.ErrnoException | null) => void): void;
   fdatasync(fd: number, done: (err: NodeJS.ErrnoException | null) => void): void;
   fsyncSync(fd: number): void;
   ftruncateSync(fd: number, length: number): void;
@@ -26,12 +29,22 @@ const nodeFileOps: FileOps = {
   writeSync: (fd, buf, offset, length, position) => fs.writeSync(fd, buf, offset, length, position),
   writevSync: (fd, pieces, position) => fs.writevSync(fd, pieces, position),
   writev: (fd, pieces, position, done) => fs.writev(fd, pieces, position, done),
+  writevSpans: (fd, pieces, position, spanBytes, done) => nativeIo().writevSpans(fd, pieces, position, spanBytes, done),
   fdatasync: (fd, done) => fs.fdatasync(fd, done),
   fsyncSync: (fd) => fs.fsyncSync(fd),
   ftruncateSync: (fd, length) => fs.ftruncateSync(fd, length),
 };
 
 let ops: FileOps = nodeFileOps;
+
+/** build/Release/weft_io.node (fabric/store/native/write-spans.c). */
+type NativeIo = Pick<FileOps, 'writevSpans'>;
+let native: NativeIo | undefined;
+/** Loaded on first use: the CLI, which writes no pool, runs without it. */
+function nativeIo(): NativeIo {
+  native ??= loadNativeModule<NativeIo>('weft_io');
+  return native;
+}
 
 /** Replaces the file calls (tests only); returns the ones in use before. */
 export function setFileOps(next: FileOps): FileOps {
@@ -42,10 +55,15 @@ export function setFileOps(next: FileOps): FileOps {
 
 /** Writes the pieces one after another from position, with pwritev (retrying short writes). */
 export function pwritevAll(fd: number, pieces: Pieces, position: number): Promise<void> {
+  return pwritevAllThrough(ops, fd, pieces, position);
+}
+
+/** pwritevAll through the writev of the file calls given. */
+function pwritevAllThrough(through: Pick<FileOps, 'writev'>, fd: number, pieces: Pieces, position: number): Promise<void> {
   const total = totalBytes(pieces);
   return new Promise((resolve, reject) => {
     const step = (done: number, rest: Pieces) => {
-      ops.writev(fd, rest, position + done, (err, written) => {
+      through.writev(fd, rest, position + done, (err, written) => {
         if (err) return reject(err);
         if (done + written < total) return step(done + written, slicePieces(pieces, done + written, total));
         resolve();
@@ -65,12 +83,12 @@ export function pwritevAll(fd: number, pieces: Pieces, position: number): Promis
  */
 export const WRITE_CHUNK_BYTES = 16 * 1024;
 
-/** Calls write(part, at) for the pieces at position, split at every multiple of WRITE_CHUNK_BYTES in the file. */
-function inChunks<T>(pieces: Pieces, position: number, write: (part: Pieces, at: number) => T): T[] {
+/** Calls write(part, at) for the pieces at position, split at every multiple of spanBytes in the file. */
+function inSpans<T>(pieces: Pieces, position: number, spanBytes: number, write: (part: Pieces, at: number) => T): T[] {
   const total = totalBytes(pieces);
   const done: T[] = [];
   for (let from = 0; from < total; ) {
-    const to = Math.min(total, (Math.floor((position + from) / WRITE_CHUNK_BYTES) + 1) * WRITE_CHUNK_BYTES - position);
+    const to = Math.min(total, (Math.floor((position + from) / spanBytes) + 1) * spanBytes - position);
     done.push(write(from === 0 && to === total ? pieces : slicePieces(pieces, from, to), position + from));
     from = to;
   }
@@ -78,19 +96,27 @@ function inChunks<T>(pieces: Pieces, position: number, write: (part: Pieces, at:
 }
 
 /**
- * pwritevAll in WRITE_CHUNK_BYTES spans of the file, all under way at once; each started through
- * start, if given (which may hold it back).
+ * pwritevAll in WRITE_CHUNK_BYTES spans of the file, one after another in a single call on libuv's
+ * thread pool (FileOps.writevSpans): a large write holds one thread, not one per span. A failed
+ * write may have written part of the data.
  */
-export function pwritevChunked(fd: number, pieces: Pieces, position: number, start?: (call: () => Promise<void>) => Promise<void>): Promise<void> {
-  const writes = inChunks(pieces, position, (part, at) => (start ? start(() => pwritevAll(fd, part, at)) : pwritevAll(fd, part, at)));
-  return writes.length === 1 ? writes[0] : settleAll(writes);
+export function pwritevChunked(fd: number, pieces: Pieces, position: number): Promise<void> {
+  return new Promise((resolve, reject) => ops.writevSpans(fd, pieces, position, WRITE_CHUNK_BYTES, (err) => (err ? reject(err) : resolve())));
+}
+
+/**
+ * FileOps.writevSpans through the writev of the file calls given, one span after another (each
+ * retried to its end): for a layer of them that sees, and may change, every write (tests).
+ */
+export async function writevSpansThrough(through: Pick<FileOps, 'writev'>, fd: number, pieces: Pieces, position: number, spanBytes: number): Promise<void> {
+  for (const { part, at } of inSpans(pieces, position, spanBytes, (part, at) => ({ part, at }))) await pwritevAllThrough(through, fd, part, at);
 }
 
 /** pwritevAllSync in WRITE_CHUNK_BYTES spans of the file. */
 export function pwritevChunkedSync(fd: number, pieces: Pieces, position: number): void {
   const withinOne = position % WRITE_CHUNK_BYTES + totalBytes(pieces) <= WRITE_CHUNK_BYTES;
   if (withinOne) pwritevAllSync(fd, pieces, position); // a 4 KiB write, the usual one: no closure, no array
-  else inChunks(pieces, position, (part, at) => pwritevAllSync(fd, part, at));
+  else inSpans(pieces, position, WRITE_CHUNK_BYTES, (part, at) => pwritevAllSync(fd, part, at));
 }
 
 /** Fills buf from position; bytes past the end of the file read as zeroes. */

@@ -32,15 +32,19 @@ const SLOW_CALL_MS = 1;
 const SLOW_CALLS_TO_LEAVE = 3;
 const FAST_CALL_CREDIT = 1 / 16;
 /**
+ * At most MEMBER_MAX_CALLS of a member's calls hold a thread of libuv's pool (weftd runs 8), the
+ * rest waiting their turn: a disk that stops answering holds up to that many calls before anyone can
+ * tell, and must not take every thread from the node's other pools and its journal. Each call is a
+ * whole read or write (a write's spans go in one call, pwritevChunked), so the cap costs large
+ * writes little.
+ *
  * A member whose fdatasync has run STALLED_SYNC_MS, or whose calls on the thread pool have made no
  * progress for STALLED_CALLS_MS (a large write queued behind others on a busy disk may take
  * seconds), is stalled: its disk has stopped answering, or nearly (or is writing back much). None
  * of its I/O then runs on the event-loop thread, where a call into a hung disk would stop every
- * volume of the node, and at most STALLED_MAX_CALLS of its calls hold a thread of libuv's pool, the
- * rest waiting their turn: a hung disk must not take every thread from the node's other pools and
- * its journal. (Not at other times: a cap makes each thread wait for the event loop to hand it the
- * next call, and cost a third of 1 MiB write throughput here.)
+ * volume of the node, and at most STALLED_MAX_CALLS of its calls start from then on.
  */
+const MEMBER_MAX_CALLS = 4;
 const STALLED_SYNC_MS = 1000;
 const STALLED_CALLS_MS = 5000;
 const STALLED_MAX_CALLS = 2;
@@ -127,9 +131,9 @@ function stalled(member: PlacedMember): boolean {
   return (member.syncSince > 0 && now - member.syncSince > STALLED_SYNC_MS) || (member.threadCalls > 0 && now - member.progressAt > STALLED_CALLS_MS);
 }
 
-/** Runs call, one of the member's calls on libuv's thread pool, once its turn comes (STALLED_MAX_CALLS). */
+/** Runs call, one of the member's calls on libuv's thread pool, once its turn comes (MEMBER_MAX_CALLS, STALLED_MAX_CALLS). */
 function onThreads<T>(member: PlacedMember, call: () => Promise<T>): Promise<T> {
-  if (member.threadCalls >= STALLED_MAX_CALLS && stalled(member)) {
+  if (member.threadCalls >= MEMBER_MAX_CALLS || (member.threadCalls >= STALLED_MAX_CALLS && stalled(member))) {
     return new Promise<void>((resolve) => member.waitingCalls.push(resolve)).then(() => onThreads(member, call));
   }
   if (member.threadCalls === 0) member.progressAt = performance.now();
@@ -153,7 +157,7 @@ function writeAt(member: PlacedMember, pieces: Pieces, position: number): Promis
 
 /** A write on libuv's thread pool. The member is dirty once it is done: a sync that ran while it was in flight did not cover it. */
 function onThreadPool(member: PlacedMember, pieces: Pieces, position: number): Promise<void> {
-  return pwritevChunked(member.fd, pieces, position, (call) => onThreads(member, call)).finally(() => (member.dirty = true));
+  return onThreads(member, () => pwritevChunked(member.fd, pieces, position)).finally(() => (member.dirty = true));
 }
 
 /**

@@ -1,7 +1,7 @@
 // A pass-through layer over the engine's file calls (fabric/store/file-io.ts), like an nbdkit
 // filter: a test layer extends it, overrides only the calls it changes, and is put in with install().
 
-import { setFileOps, type FileOps } from '../../fabric/store/file-io';
+import { setFileOps, writevSpansThrough, type FileOps } from '../../fabric/store/file-io';
 import type { Pieces } from '../../fabric/pieces';
 
 export class FileOpsLayer implements FileOps {
@@ -37,6 +37,14 @@ export class FileOpsLayer implements FileOps {
 
   writev(fd: number, pieces: Pieces, position: number, done: (err: NodeJS.ErrnoException | null, written: number) => void): void {
     this.below.writev(fd, pieces, position, done);
+  }
+
+  /**
+   * Through this layer's own writev, one span after another (weftd's native call does them all on
+   * one thread): a layer that changes writes sees each span as weftd's writes it.
+   */
+  writevSpans(fd: number, pieces: Pieces, position: number, spanBytes: number, done: (err: NodeJS.ErrnoException | null) => void): void {
+    writevSpansThrough(this, fd, pieces, position, spanBytes).then(() => done(null), done);
   }
 
   fdatasync(fd: number, done: (err: NodeJS.ErrnoException | null) => void): void {

@@ -3,7 +3,7 @@
 // 128 KiB, an fdatasync) until the test releases them, to stop the engine at an exact moment.
 
 import * as fs from 'fs';
-import { setFileOps, type FileOps } from '../../fabric/store/file-io';
+import { setFileOps, writevSpansThrough, type FileOps } from '../../fabric/store/file-io';
 import { totalBytes, type Pieces } from '../../fabric/pieces';
 
 export type FileCall = 'write' | 'fdatasync' | 'fsync' | 'ftruncate';
@@ -130,6 +130,9 @@ export class FileOpsRecorder {
           position,
           totalBytes(pieces),
         ),
+      writevSpans(fd, pieces, position, spanBytes, callback) {
+        writevSpansThrough(this, fd, pieces, position, spanBytes).then(() => callback(null), callback); // each span recorded
+      },
       fdatasync: (fd, callback) =>
         asyncCall('fdatasync', fd, (done) =>
           this.below.fdatasync(fd, (err) => {

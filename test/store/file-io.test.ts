@@ -2,6 +2,7 @@
 // leave no temporary file behind when a write or a sync fails, short writes retried to the end,
 // reads past the end of a file, and settleAll.
 
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -146,6 +147,57 @@ describe('pool data is written in spans of the file that each lie within one WRI
     for (const w of spans) expect(Math.floor(w.position / WRITE_CHUNK_BYTES)).toBe(Math.floor((w.position + w.bytes - 1) / WRITE_CHUNK_BYTES));
     expect(spans.reduce((sum, w) => sum + w.bytes, 0)).toBe(data.length);
     expect(spans).toHaveLength(7);
+  });
+});
+
+describe("pwritevChunked without a layer: weftd's native call, every span in one call on the thread pool", () => {
+  test('it writes every piece in order, spans of the file at most WRITE_CHUNK_BYTES within one block each, as strace sees them', async () => {
+    // 100 pieces of random sizes, some empty, more than one pwritev takes in a span, from an odd position.
+    const prng = new Prng(39);
+    const pieces: Buffer[] = Array.from({ length: 100 }, (_, i) => Buffer.from(Array.from({ length: i % 17 === 0 ? 0 : prng.int(1, 3000) }, () => prng.int(0, 255))));
+    const data = Buffer.concat(pieces);
+    const position = 12 * 1024 + 5;
+    const script = `
+      const fs = require('fs');
+      const { pwritevChunked } = require(${JSON.stringify(require.resolve('../../fabric/store/file-io'))});
+      const pieces = ${JSON.stringify(pieces.map((p) => p.toString('base64')))}.map((p) => Buffer.from(p, 'base64'));
+      const fd = fs.openSync(${JSON.stringify(file)}, 'w+');
+      pwritevChunked(fd, pieces, ${position}).then(() => fs.closeSync(fd));`;
+    const scriptFile = path.join(dir, 'write.js');
+    fs.writeFileSync(scriptFile, script);
+    const trace = path.join(dir, 'trace');
+    const traced = spawnSync('strace', ['-f', '-e', 'trace=pwritev', '-o', trace, process.execPath, scriptFile], { encoding: 'utf8' });
+    expect(traced.error).toBeUndefined();
+    expect(traced.stderr).toBe('');
+    expect(traced.status).toBe(0);
+    expect(fs.readFileSync(file).subarray(position).equals(data)).toBe(true);
+    const calls = [...fs.readFileSync(trace, 'utf8').matchAll(/pwritev\(\d+, .*, (\d+)\) = (\d+)$/gm)].map((m) => ({ position: Number(m[1]), bytes: Number(m[2]) }));
+    expect(calls.reduce((sum, c) => sum + c.bytes, 0)).toBe(data.length);
+    let next = position;
+    for (const c of calls) {
+      expect(c.position).toBe(next);
+      expect(Math.floor(c.position / WRITE_CHUNK_BYTES)).toBe(Math.floor((c.position + c.bytes - 1) / WRITE_CHUNK_BYTES));
+      next += c.bytes;
+    }
+    expect(calls.length).toBeGreaterThanOrEqual(Math.ceil((position % WRITE_CHUNK_BYTES + data.length) / WRITE_CHUNK_BYTES));
+  });
+
+  test("a failed write rejects with the system's error code: a full device (ENOSPC), a descriptor not open for writing (EBADF)", async () => {
+    const full = fs.openSync('/dev/full', 'w');
+    try {
+      await expect(pwritevChunked(full, [Buffer.alloc(40 * 1024, 1)], 0)).rejects.toMatchObject({ code: 'ENOSPC', syscall: 'pwritev', message: 'ENOSPC: no space left on device, pwritev' });
+    } finally {
+      fs.closeSync(full);
+    }
+    fs.writeFileSync(file, 'old');
+    const readOnly = fs.openSync(file, 'r');
+    try {
+      await expect(pwritevChunked(readOnly, [Buffer.alloc(4096, 1)], 0)).rejects.toMatchObject({ code: 'EBADF' });
+    } finally {
+      fs.closeSync(readOnly);
+    }
+    expect(fs.readFileSync(file, 'utf8')).toBe('old');
+    await expect(pwritevChunked(-1, 'not pieces' as unknown as Pieces, 0)).rejects.toThrow(/^writevSpans\(.*\): bad arguments$/);
   });
 });
 

@@ -254,6 +254,50 @@ test("a volume's write that hangs on its disk: a snapshot of it gives up on it r
   }
 });
 
+test("a large write that hangs on its disk, before anything can tell: it holds one thread, and a checkpoint's cut gives up on it rather than pause every volume for ever", async () => {
+  const logged: { msg: string; err?: { message: string } }[] = [];
+  const logger = pino({ level: 'error' }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+  // A checkpoint is soon due: its cut pauses every volume until their I/O in flight has ended.
+  const { device, engine, va, vs } = await engineWithStallingPool({ checkpointJournalBytes: 2 * KiB, logger });
+  try {
+    device.stallIo(true);
+    // Past the size written inline: on libuv's threads (this process has 4), where it hangs.
+    const hung = vs.write(0, Buffer.alloc(MiB, 0x33), false);
+    // Each MiB of new blocks journals 256 checksums, past the 2 KiB that makes a checkpoint due; the
+    // engine's background work looks once a second, and the cut then waits for vs's write.
+    await within(va.write(0, Buffer.alloc(MiB, 0x10), false), ENDS_WITHIN_MS, 'a 1 MiB write to a volume in the other pool');
+    const checkpointFailed = () => logged.find((l) => l.msg === 'checkpoint failed');
+    await within(
+      (async () => {
+        while (!checkpointFailed()) await new Promise((resolve) => setTimeout(resolve, 100));
+      })(),
+      ENDS_WITHIN_MS,
+      "the checkpoint's cut giving up on the hung write",
+    );
+    expect(checkpointFailed()!.err!.message).toBe("volume vs: I/O in flight has not ended within 5 s (its pool's disk may have stopped answering); nothing changed, try again later");
+    // va's I/O, held at its gate by the cut, goes on.
+    await within(
+      (async () => {
+        await va.write(MiB, Buffer.alloc(MiB, 0x11), false);
+        await va.flush();
+      })(),
+      ENDS_WITHIN_MS,
+      'a write and FLUSH of a volume in the other pool',
+    );
+    expect(await settled(hung)).toBe(false);
+
+    device.stallIo(false);
+    await within(hung, ENDS_WITHIN_MS, 'the hung write, once its disk answers');
+    expect((await vs.read(0, MiB)).equals(Buffer.alloc(MiB, 0x33))).toBe(true);
+    expect((await va.read(0, 2 * MiB)).equals(Buffer.concat([Buffer.alloc(MiB, 0x10), Buffer.alloc(MiB, 0x11)]))).toBe(true);
+    va.close();
+    vs.close();
+  } finally {
+    device.stallIo(false);
+    await engine.close();
+  }
+});
+
 function qemuIo(node: WeftdHandle, exportName: string, ...commands: string[]) {
   return run('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), node.nbdUri(exportName)], { timeoutMs: 60_000 });
 }

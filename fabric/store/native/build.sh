@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds the native modules of binding.gyp (build/Release/weft_native.node: checksums;
-# weft_flock.node: the data dir's lock; weft_loop.node: loop device sizes) against the headers of
-# the Node that runs it, so nothing is downloaded. Skips the build when every module is newer than every source.
+# weft_flock.node: the data dir's lock; weft_io.node: pool writes in spans; weft_loop.node: loop
+# device sizes) against the headers of the Node that runs it, so nothing is downloaded. Skips the build when every module is newer than every source.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 up_to_date() {
   local module source
-  for module in build/Release/weft_native.node build/Release/weft_flock.node build/Release/weft_loop.node; do
+  for module in build/Release/weft_native.node build/Release/weft_flock.node build/Release/weft_io.node build/Release/weft_loop.node; do
     [ -f "$module" ] || return 1
     for source in binding.gyp fabric/store/native/*.c adapters/csi/attach/native/*.c; do
       [ "$module" -nt "$source" ] || return 1
