@@ -84,7 +84,7 @@ function pwritevAllThrough(through: Pick<FileOps, 'writev'>, fd: number, pieces:
 export const WRITE_CHUNK_BYTES = 16 * 1024;
 
 /** Calls write(part, at) for the pieces at position, split at every multiple of spanBytes in the file. */
-function inSpans<T>(pieces: Pieces, position: number, spanBytes: number, write: (part: Pieces, at: number) => T): T[] {
+export function inSpans<T>(pieces: Pieces, position: number, spanBytes: number, write: (part: Pieces, at: number) => T): T[] {
   const total = totalBytes(pieces);
   const done: T[] = [];
   for (let from = 0; from < total; ) {

@@ -7,7 +7,7 @@ import { IoError } from '../errors';
 import { BLOCK_BYTES } from './block-size';
 import { BlockAllocator } from './allocator';
 import { slicePieces, totalBytes, type Pieces } from '../pieces';
-import { fdatasync, preadAll, preadAllSync, pwritevChunked, pwritevChunkedSync, RESOLVED, settleAll } from './file-io';
+import { fdatasync, inSpans, preadAll, preadAllSync, pwritevChunked, pwritevChunkedSync, RESOLVED, settleAll } from './file-io';
 import { DATA_OFFSET_BYTES, MAX_POOL_BLOCKS, OpenMember } from './pool-member';
 
 /**
@@ -34,9 +34,9 @@ const FAST_CALL_CREDIT = 1 / 16;
 /**
  * At most MEMBER_MAX_CALLS of a member's calls hold a thread of libuv's pool (weftd runs 8), the
  * rest waiting their turn: a disk that stops answering holds up to that many calls before anyone can
- * tell, and must not take every thread from the node's other pools and its journal. Each call is a
- * whole read or write (a write's spans go in one call, pwritevChunked), so the cap costs large
- * writes little.
+ * tell, and must not take every thread from the node's other pools and its journal. A call is a
+ * whole read, or up to a MiB of a write (its 16 KiB spans in one call, pwritevChunked), so the cap
+ * costs large writes little.
  *
  * A member whose fdatasync has run STALLED_SYNC_MS, or whose calls on the thread pool have made no
  * progress for STALLED_CALLS_MS (a large write queued behind others on a busy disk may take
@@ -45,6 +45,8 @@ const FAST_CALL_CREDIT = 1 / 16;
  * volume of the node, and at most STALLED_MAX_CALLS of its calls start from then on.
  */
 const MEMBER_MAX_CALLS = 4;
+/** The most one of a member's write calls covers (onThreadPool). */
+const THREAD_CALL_MAX_BYTES = 1024 * 1024;
 const STALLED_SYNC_MS = 1000;
 const STALLED_CALLS_MS = 5000;
 const STALLED_MAX_CALLS = 2;
@@ -131,19 +133,32 @@ function stalled(member: PlacedMember): boolean {
   return (member.syncSince > 0 && now - member.syncSince > STALLED_SYNC_MS) || (member.threadCalls > 0 && now - member.progressAt > STALLED_CALLS_MS);
 }
 
-/** Runs call, one of the member's calls on libuv's thread pool, once its turn comes (MEMBER_MAX_CALLS, STALLED_MAX_CALLS). */
+/** Runs call, one of the member's calls on libuv's thread pool, once its turn comes (MEMBER_MAX_CALLS, STALLED_MAX_CALLS), in order of arrival. */
 function onThreads<T>(member: PlacedMember, call: () => Promise<T>): Promise<T> {
-  if (member.threadCalls >= MEMBER_MAX_CALLS || (member.threadCalls >= STALLED_MAX_CALLS && stalled(member))) {
-    return new Promise<void>((resolve) => member.waitingCalls.push(resolve)).then(() => onThreads(member, call));
+  if (member.waitingCalls.length === 0 && !atCap(member)) {
+    member.threadCalls++;
+    return runOnThreads(member, call);
   }
-  if (member.threadCalls === 0) member.progressAt = performance.now();
-  member.threadCalls++;
+  return new Promise<T>((resolve, reject) => member.waitingCalls.push(() => runOnThreads(member, call).then(resolve, reject)));
+}
+
+function atCap(member: PlacedMember): boolean {
+  return member.threadCalls >= MEMBER_MAX_CALLS || (member.threadCalls >= STALLED_MAX_CALLS && stalled(member));
+}
+
+/** Runs a call already counted in threadCalls; when it ends, hands the free places to the calls waiting. */
+function runOnThreads<T>(member: PlacedMember, call: () => Promise<T>): Promise<T> {
+  if (member.threadCalls === 1) member.progressAt = performance.now();
   const ended = () => {
     member.threadCalls--;
     member.progressAt = performance.now();
-    member.waitingCalls.shift()?.();
+    while (member.waitingCalls.length > 0 && !atCap(member)) {
+      member.threadCalls++;
+      member.waitingCalls.shift()!();
+    }
   };
-  const run = call();
+  // A call that waited past the pool's close would reach whatever file has its descriptor number by now.
+  const run = member.closed ? Promise.reject(new IoError('ESHUTDOWN', `pool member ${member.path} is closed`)) : call();
   run.then(ended, ended);
   return run;
 }
@@ -155,9 +170,18 @@ function writeAt(member: PlacedMember, pieces: Pieces, position: number): Promis
   return failure === undefined ? RESOLVED : Promise.reject(failure);
 }
 
-/** A write on libuv's thread pool. The member is dirty once it is done: a sync that ran while it was in flight did not cover it. */
+/**
+ * A write on libuv's thread pool, in calls of up to THREAD_CALL_MAX_BYTES: one whose call has
+ * not ended for STALLED_CALLS_MS marks its member stalled, which a 32 MiB write to a slow disk
+ * should not. The member is dirty once it is done: a sync that ran while it was in flight did not cover it.
+ */
 function onThreadPool(member: PlacedMember, pieces: Pieces, position: number): Promise<void> {
-  return onThreads(member, () => pwritevChunked(member.fd, pieces, position)).finally(() => (member.dirty = true));
+  const total = totalBytes(pieces);
+  const written =
+    total <= THREAD_CALL_MAX_BYTES
+      ? onThreads(member, () => pwritevChunked(member.fd, pieces, position))
+      : settleAll(inSpans(pieces, position, THREAD_CALL_MAX_BYTES, (part, at) => onThreads(member, () => pwritevChunked(member.fd, part, at))));
+  return written.finally(() => (member.dirty = true));
 }
 
 /**
@@ -183,7 +207,10 @@ interface PlacedMember extends OpenMember {
   /** Its calls running on the thread pool, when one of them last ended (or the first began), and those waiting their turn (onThreads). */
   threadCalls: number;
   progressAt: number;
+  /** Each starts its call, counted in threadCalls already. */
   waitingCalls: (() => void)[];
+  /** Set by Pool.close: its descriptor is closed. */
+  closed?: boolean;
   reads: InlineIo;
   writes: InlineIo;
 }
@@ -359,7 +386,10 @@ export class Pool {
 
   close(): void {
     this.closed = true;
-    for (const m of this.members) fs.closeSync(m.fd);
+    for (const m of this.members) {
+      m.closed = true;
+      fs.closeSync(m.fd);
+    }
     this.members.length = 0;
   }
 

@@ -18,6 +18,11 @@ function stalledPools(pools: string[]): IoError {
   return new IoError('EIO', `pool ${pools.join(', ')}: its disk has not finished a sync within ${STALLED_POOL_MS / 1000} s (it may have stopped answering; try again later)`);
 }
 
+/** Why a commit is refused before it has tried anything. */
+function knownStalled(pools: string[]): WeftError {
+  return new WeftError('UNAVAILABLE', `pool ${pools.join(', ')}: its disk has not finished a sync for over ${STALLED_POOL_MS / 1000} s (it may have stopped answering); nothing changed, try again later`);
+}
+
 export class ControlTxn {
   readonly catalog: CatalogEdit;
   /** Map entries it set (merges), with the entries they replaced. */
@@ -90,10 +95,19 @@ export class ControlTxn {
     // This runs within the control operations' turn: waiting long for a pool whose disk has stopped
     // answering would hold them all. One known stalled is refused at once; one that turns slow now
     // is waited for, up to STALLED_POOL_MS in all.
-    const stalled = [...this.pools].filter((p) => this.store.slowForMs(p) > STALLED_POOL_MS);
-    if (stalled.length > 0) throw stalledPools(stalled);
+    const pools = [...this.pools];
+    const stalled = pools.filter((p) => this.store.slowForMs(p) > STALLED_POOL_MS);
+    if (stalled.length > 0) throw knownStalled(stalled);
     const deadline = performance.now() + STALLED_POOL_MS;
-    const durable = () => withDeadline(this.store.flushPools(this.pools), Math.max(0, deadline - performance.now()), () => stalledPools([...this.pools]));
+    // Only a pool's sync is given up on: a commit that needs none waits for the journal as any flush.
+    const late = () => {
+      const slow = pools.filter((p) => this.store.slowForMs(p) > 0);
+      return stalledPools(slow.length > 0 ? slow : pools);
+    };
+    const durable = () => {
+      const flushed = this.store.flushPools(this.pools);
+      return pools.length === 0 ? flushed : withDeadline(flushed, Math.max(0, deadline - performance.now()), late);
+    };
     // A merged entry is not checked against its data at recovery: the data must be durable before
     // the record that moves it or frees what it shadows. A head's recent writes may not be (a
     // snapshot's are: its creation synced them, as it makes a layer in their pool).

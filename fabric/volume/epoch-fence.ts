@@ -11,7 +11,7 @@
 // that it was replaced (cut off from the cluster store).
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { IoError } from '../errors';
+import { IoError, WeftError } from '../errors';
 import type { Pieces } from '../pieces';
 import type { VolumeLayer, WriteZeroesOptions } from './block-device';
 import { PassThroughLayer } from './pass-through-device';
@@ -23,6 +23,9 @@ import { Quiesce } from './quiesce';
  * still (from before it sent the change, less a margin for clocks that run at other rates).
  */
 export const READ_LEASE_MS = 500;
+
+/** How long a raise waits for the fenced writes in flight to end. */
+const RAISE_DRAIN_LIMIT_MS = 5000;
 
 export class EpochFence {
   /** Fenced writes pass this gate; a raise closes it while it commits. */
@@ -37,14 +40,19 @@ export class EpochFence {
    * Runs a raise of the epoch (commit) with every fenced write drained and new ones held back, once
    * the read lease of the last change taken has ended.
    */
-  raising<T>(commit: () => Promise<T>): Promise<T> {
-    return this.gate.during(async () => {
+  async raising<T>(commit: () => Promise<T>): Promise<T> {
+    // A fenced write hung on a disk that stopped answering would hold the raise, and the volume's
+    // writes behind the closed gate, for as long as it hangs: the raise gives up instead.
+    await this.gate.pauseWithin(RAISE_DRAIN_LIMIT_MS, () => new WeftError('UNAVAILABLE', `volume ${this.volume}: writes in flight have not ended within ${RAISE_DRAIN_LIMIT_MS / 1000} s (its pool's disk may have stopped answering); the epoch is not raised, try again later`));
+    try {
       // performance.now() counts from this process's start: a copy restarted just after it vouched
       // has forgotten it, so nothing is raised in its first READ_LEASE_MS either.
       const wait = Math.max(this.vouchedUntil, READ_LEASE_MS) - performance.now();
       if (wait > 0) await sleep(wait);
-      return commit();
-    });
+      return await commit();
+    } finally {
+      this.gate.resume();
+    }
   }
 
   /**

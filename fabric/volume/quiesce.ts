@@ -2,6 +2,8 @@
 // waits until the I/O inside has left; resume() opens it again. Pauses nest (a control operation
 // on the volume and a node-wide checkpoint may overlap): the gate opens when the last one resumes.
 
+import { withDeadline } from '../deadline';
+
 export class Quiesce {
   private active = 0;
   private pauses = 0;
@@ -38,6 +40,19 @@ export class Quiesce {
   async pause(): Promise<void> {
     if (this.pauses++ === 0) this.gate = new Promise((resolve) => (this.openGate = resolve));
     if (this.active > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
+  }
+
+  /**
+   * pause(), but if the I/O inside has not left within limitMs (a disk that stopped answering), the
+   * gate opens again (this pause undone) and it rejects with late().
+   */
+  async pauseWithin(limitMs: number, late: () => Error): Promise<void> {
+    try {
+      await withDeadline(this.pause(), limitMs, late);
+    } catch (err) {
+      this.resume();
+      throw err;
+    }
   }
 
   /** Runs operation with the gate closed and the I/O inside drained, then opens it again. */

@@ -10,6 +10,7 @@
 #include <node_api.h>
 #include <uv.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -81,6 +82,14 @@ static void write_spans(napi_env env, void *data) {
   }
 }
 
+static void free_job(napi_env env, write_job *job) {
+  if (!job) return;
+  if (job->pieces_ref) napi_delete_reference(env, job->pieces_ref);
+  if (job->done_ref) napi_delete_reference(env, job->done_ref);
+  free(job->iov);
+  free(job);
+}
+
 static void call_done(napi_env env, napi_status status, void *data) {
   write_job *job = data;
   napi_value done, global, argv[1];
@@ -100,21 +109,23 @@ static void call_done(napi_env env, napi_status status, void *data) {
     napi_create_string_utf8(env, "pwritev", NAPI_AUTO_LENGTH, &syscall);
     napi_set_named_property(env, argv[0], "syscall", syscall);
   }
-  napi_delete_reference(env, job->pieces_ref);
-  napi_delete_reference(env, job->done_ref);
   napi_delete_async_work(env, job->work);
-  free(job->iov);
-  free(job);
+  free_job(env, job);
   napi_call_function(env, global, done, 1, argv, NULL);
 }
 
 static napi_value fail(napi_env env, write_job *job, const char *message) {
-  if (job) {
-    free(job->iov);
-    free(job);
-  }
+  free_job(env, job);
   napi_throw_type_error(env, NULL, message);
   return NULL;
+}
+
+/* A file position or span length: a non-negative safe integer (NaN or Infinity would become 0). */
+static bool get_offset(napi_env env, napi_value value, int64_t *out) {
+  double number;
+  if (napi_get_value_double(env, value, &number) != napi_ok || !(number >= 0 && number <= 9007199254740991.0) || number != (double)(int64_t)number) return false;
+  *out = (int64_t)number;
+  return true;
 }
 
 static napi_value writev_spans(napi_env env, napi_callback_info info) {
@@ -127,14 +138,17 @@ static napi_value writev_spans(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 5) return fail(env, NULL, usage);
   write_job *job = calloc(1, sizeof *job);
   if (!job) return fail(env, NULL, "writevSpans: out of memory");
-  if (napi_get_value_int32(env, argv[0], &job->fd) != napi_ok || napi_get_value_int64(env, argv[2], &job->position) != napi_ok ||
-      napi_get_value_int64(env, argv[3], &job->span_bytes) != napi_ok || job->position < 0 || job->span_bytes <= 0 ||
+  if (napi_get_value_int32(env, argv[0], &job->fd) != napi_ok || !get_offset(env, argv[2], &job->position) ||
+      !get_offset(env, argv[3], &job->span_bytes) || job->span_bytes == 0 ||
       napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[1], &count) != napi_ok ||
       napi_typeof(env, argv[4], &done_type) != napi_ok || done_type != napi_function)
     return fail(env, job, usage);
   job->count = count;
   job->iov = calloc(count ? count : 1, sizeof *job->iov);
   if (!job->iov) return fail(env, job, "writevSpans: out of memory");
+  /* The buffers are kept by an array of our own: the caller's may change before the write ends. */
+  napi_value kept;
+  if (napi_create_array_with_length(env, count, &kept) != napi_ok) return fail(env, job, "writevSpans: cannot keep the pieces");
   for (uint32_t i = 0; i < count; i++) {
     napi_value piece, buffer;
     napi_typedarray_type type;
@@ -142,24 +156,21 @@ static napi_value writev_spans(napi_env env, napi_callback_info info) {
     void *bytes;
     bool is_typedarray;
     if (napi_get_element(env, argv[1], i, &piece) != napi_ok || napi_is_typedarray(env, piece, &is_typedarray) != napi_ok || !is_typedarray ||
-        napi_get_typedarray_info(env, piece, &type, &length, &bytes, &buffer, &byte_offset) != napi_ok || type != napi_uint8_array)
+        napi_get_typedarray_info(env, piece, &type, &length, &bytes, &buffer, &byte_offset) != napi_ok || type != napi_uint8_array ||
+        napi_set_element(env, kept, i, piece) != napi_ok)
       return fail(env, job, usage);
     job->iov[i].iov_base = bytes;
     job->iov[i].iov_len = length;
   }
-  /* The buffers are kept by an array of our own: the caller's may change before the write ends. */
-  napi_value name, kept;
-  napi_create_array_with_length(env, count, &kept);
-  for (uint32_t i = 0; i < count; i++) {
-    napi_value piece;
-    napi_get_element(env, argv[1], i, &piece);
-    napi_set_element(env, kept, i, piece);
+  napi_value name;
+  if (napi_create_string_utf8(env, "weft.writevSpans", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_reference(env, kept, 1, &job->pieces_ref) != napi_ok || napi_create_reference(env, argv[4], 1, &job->done_ref) != napi_ok ||
+      napi_create_async_work(env, NULL, name, write_spans, call_done, job, &job->work) != napi_ok)
+    return fail(env, job, "writevSpans: cannot start the write");
+  if (napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_delete_async_work(env, job->work);
+    return fail(env, job, "writevSpans: cannot queue the write");
   }
-  napi_create_string_utf8(env, "weft.writevSpans", NAPI_AUTO_LENGTH, &name);
-  napi_create_reference(env, kept, 1, &job->pieces_ref);
-  napi_create_reference(env, argv[4], 1, &job->done_ref);
-  napi_create_async_work(env, NULL, name, write_spans, call_done, job, &job->work);
-  napi_queue_async_work(env, job->work);
   return NULL;
 }
 
