@@ -11,6 +11,7 @@ import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
+import type { OpenDevice } from '../../fabric/volume/types';
 import { startStallingDevice, type StallingDevice } from '../helpers/nbdkit-device';
 import { cleanupAll, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
@@ -89,6 +90,20 @@ async function engineWithStallingPool(options: { checkpointJournalBytes?: number
   return { device, engine, va: engine.openVolume('va'), vs: engine.openVolume('vs') };
 }
 
+/**
+ * Stops the disk's flushes, reads and writes, with a write of vs not yet flushed, and FLUSHes vs:
+ * once its fdatasync has hung a while, the member is stalled. Returns that FLUSH (in an object, so
+ * that awaiting this does not wait for it).
+ */
+async function stallMember(device: StallingDevice, vs: OpenDevice): Promise<{ stalledFlush: Promise<void> }> {
+  await vs.write(0, Buffer.alloc(4 * KiB, 1), false); // not flushed: the member has a sync to do
+  device.stall(true);
+  device.stallIo(true);
+  const stalledFlush = vs.flush();
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  return { stalledFlush };
+}
+
 test("a pool whose disk stops answering flushes holds up its own volumes' FLUSHes and snapshots only; once it answers, its frees become free space", async () => {
   const { device, engine, va, vs } = await engineWithStallingPool();
   try {
@@ -154,12 +169,7 @@ test('a disk that stops answering reads and writes too: at most two of its calls
   // every volume until its writes in flight end, which the stalled disk's would not.
   const { device, engine, va, vs } = await engineWithStallingPool({ checkpointJournalBytes: 2 * KiB });
   try {
-    await vs.write(0, Buffer.alloc(4 * KiB, 1), false); // not flushed: the member has a sync to do
-
-    device.stall(true);
-    device.stallIo(true);
-    const stalledFlush = vs.flush();
-    await new Promise((resolve) => setTimeout(resolve, 1500)); // its fdatasync has hung a while: stalled
+    const { stalledFlush } = await stallMember(device, vs);
     const stalledWrites = Array.from({ length: 12 }, (_, i) => vs.write((i + 1) * 64 * KiB, Buffer.alloc(4 * KiB, 0x40 + i), false));
     // Each MiB of new blocks journals 256 checksums, past the 2 KiB that makes a checkpoint due; the
     // engine's background work looks once a second.
@@ -217,11 +227,7 @@ test("a volume's write that hangs on its disk: a snapshot of it and a raise of i
   // A primary's replication connection writes through the volume's fence, which a raise closes.
   const fenced = engine.openVolume('vs', { epoch: 0 });
   try {
-    await vs.write(0, Buffer.alloc(4 * KiB, 1), false); // not flushed: the member has a sync to do
-    device.stall(true);
-    device.stallIo(true);
-    const stalledFlush = vs.flush();
-    await new Promise((resolve) => setTimeout(resolve, 1500)); // its fdatasync has hung a while: stalled
+    const { stalledFlush } = await stallMember(device, vs);
     const hung = fenced.write(64 * KiB, Buffer.alloc(4 * KiB, 0x33), false);
     const stalledSnapshot = engine.createSnapshot('vs', 'hung');
     // Its write-back gives up after 10 s; then it has its turn, waiting for vs's write in flight.
