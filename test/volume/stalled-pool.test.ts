@@ -318,6 +318,28 @@ function qemuIo(node: WeftdHandle, exportName: string, ...commands: string[]) {
   return run('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), node.nbdUri(exportName)], { timeoutMs: 60_000 });
 }
 
+test("a burst of large writes to a disk that stops answering holds four of weftd's eight threads: the other pool's writes and FLUSHes go on", async () => {
+  const { dir, device } = await dirWithStallingDevice();
+  const node = await startWeftd({ pools: [`a:${dir}:64MiB`, `s:${device.file}`] });
+  for (const [name, poolClass] of [['va', 'a'], ['vs', 's']]) expect((await node.weft(['volume', 'create', name, '--size', '16MiB', '--class', poolClass])).stderr).toBe('');
+
+  device.stallIo(true);
+  // Eight 1 MiB writes at once: before the cap, their 16 KiB pieces took every thread in an instant.
+  const burst = qemuIo(node, 'vs', ...Array.from({ length: 8 }, (_, i) => `aio_write -P 0x4${i} ${i}M 1M`), 'aio_flush');
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const other = await within(qemuIo(node, 'va', 'write -P 0x11 0 1M', 'flush', 'write -f -P 0x12 1M 64k'), ENDS_WITHIN_MS, "the other pool's writes and FLUSH");
+  expect(other.stderr).toBe('');
+  expect(other.code).toBe(0);
+
+  device.stallIo(false);
+  const burstDone = await burst;
+  expect(burstDone.stderr).toBe('');
+  expect(burstDone.code).toBe(0);
+  const readBack = await qemuIo(node, 'vs', ...Array.from({ length: 8 }, (_, i) => `read -P 0x4${i} ${i}M 1M`));
+  expect(readBack.stdout).not.toMatch(/Pattern verification failed/);
+  expect(readBack.code).toBe(0);
+});
+
 test('kill -9 while a pool is stalled: what the other pool acknowledged survives; so does what the stalled pool acknowledged once its disk answered', async () => {
   const { dir, device } = await dirWithStallingDevice();
   const dataDir = path.join(dir, 'data');
