@@ -6,6 +6,7 @@ import type { ServiceClass } from './class-objectives';
 import type { EventLoopDelayReport } from './event-loop-delay';
 import type { LatencyCounts } from './latency';
 import type { VolumeStats } from './volume/metrics-device';
+import type { PoolState } from './volume/types';
 
 export type { ApiCallCounts, EventLoopDelayReport, LatencyCounts, ServiceClass, VolumeStats };
 export { ERROR_KINDS, OPERATIONS } from './volume/metrics-device';
@@ -61,6 +62,7 @@ export interface PoolReport {
   capacityBytes: number;
   usedBytes: number;
   provisionedBytes: number;
+  state: PoolState;
 }
 
 export interface JournalReport {

@@ -30,6 +30,10 @@ export function clusterOverview(): Dashboard {
         .max(1)
         .thresholds(thresholds([0.8, 'orange'], [0.9, 'red'])),
     )
+    .withPanel(
+      figure('Pools not answering', 'Pools stalled (a disk under them has not finished a sync for over a second, or its I/O made no progress for 5 s) or lost (refusing writes until weftd restarts). Their volumes\' FLUSHes wait or fail; the node\'s other pools go on. Check that disk; weft pool list shows the state.', 'none',
+        `count(weft_pool_state{${NODE}, ${CLASS}, state=~"stalled|lost"} == 1) or vector(0)`).thresholds(thresholds([1, 'red'])),
+    )
     .withPanel(graph('Pool bytes', 'Capacity, used and provisioned bytes per class. Provisioned above capacity is thin overcommit: fine while used stays well below capacity.', 'bytes',
       query(pool('weft_pool_capacity_bytes'), '{{class}} capacity'),
       query(pool('weft_pool_used_bytes'), '{{class}} used'),

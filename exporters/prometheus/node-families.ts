@@ -2,6 +2,7 @@
 // the metadata journal and the event loop.
 
 import type { NodeTelemetry, PoolReport, ServiceClass } from '../../fabric/telemetry';
+import { POOL_STATES } from '../../fabric/volume/types';
 import { latencyHistogram, ScrapedFamily, simple, type Sample } from './family';
 
 export function nodeFamilies(telemetry: NodeTelemetry): ScrapedFamily[] {
@@ -15,6 +16,9 @@ function poolFamilies(telemetry: NodeTelemetry): ScrapedFamily[] {
     perClass('weft_pool_capacity_bytes', 'Bytes of storage in the pools of each service class.', (pool) => pool.capacityBytes),
     perClass('weft_pool_used_bytes', 'Bytes of pool storage holding data, per service class.', (pool) => pool.usedBytes),
     perClass('weft_pool_provisioned_bytes', 'Sum of the sizes of the volumes in each service class (thin: may exceed capacity).', (pool) => pool.provisionedBytes),
+    simple('weft_pool_state', "Whether each class's pool answers: 1 for the state it is in (ok, slow, stalled, lost), 0 for the others.", 'gauge', () =>
+      telemetry.pools().flatMap((pool) => POOL_STATES.map((state) => ({ labels: { class: pool.class, state }, value: pool.state === state ? 1 : 0 }))),
+    ),
   ];
 }
 

@@ -1,5 +1,5 @@
-// `weft pool list`: each pool's service class, capacity, use, thin-provisioned total and the
-// devices or files it is made of.
+// `weft pool list`: each pool's service class, whether its disks answer, capacity, use,
+// thin-provisioned total and the devices or files it is made of.
 
 import type { Command } from 'commander';
 import { formatSize } from '../units';
@@ -21,6 +21,7 @@ const percent = (part: number, whole: number) => (whole > 0 ? `${Math.round((par
 
 export const POOL_COLUMNS: Column<PoolInfo>[] = [
   { header: 'CLASS', value: (p) => p.class },
+  { header: 'STATE', value: (p) => p.state },
   { header: 'CAPACITY', value: (p) => formatSize(p.capacityBytes), alignRight: true },
   { header: 'USED', value: (p) => formatSize(p.usedBytes), alignRight: true },
   { header: 'USED%', value: (p) => percent(p.usedBytes, p.capacityBytes), alignRight: true },

@@ -323,6 +323,7 @@ export class LocalEngine implements VolumeEngine {
         usedBytes: pool.allocator.usedBlocks * BLOCK_BYTES,
         provisionedBytes,
         members: p.members.map((m) => ({ path: m.path, sizeBytes: m.blocks * BLOCK_BYTES })),
+        state: pool.lostError ? 'lost' : pool.stalled ? 'stalled' : this.store.slowForMs(p.class) > 0 ? 'slow' : 'ok',
       };
     });
   }

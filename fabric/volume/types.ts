@@ -96,6 +96,15 @@ export interface PoolMemberInfo {
   sizeBytes: number;
 }
 
+/**
+ * Whether a pool's disks answer: `ok`; `slow`, a sync that a flush left out still runs (the
+ * node's other pools do not wait for it); `stalled`, a member's fdatasync has run for 1 s or its
+ * other calls have made no progress for 5 s (its disk may have stopped answering); `lost`, a sync
+ * failed or a member file went away, and its volumes refuse writes and flushes until weftd restarts.
+ */
+export type PoolState = 'ok' | 'slow' | 'stalled' | 'lost';
+export const POOL_STATES: readonly PoolState[] = ['ok', 'slow', 'stalled', 'lost'];
+
 export interface PoolInfo {
   class: string;
   capacityBytes: number;
@@ -103,6 +112,7 @@ export interface PoolInfo {
   /** Sum of the sizes of the volumes in this pool (thin provisioning may exceed capacity). */
   provisionedBytes: number;
   members: PoolMemberInfo[];
+  state: PoolState;
 }
 
 export interface VerifyReport {

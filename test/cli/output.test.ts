@@ -102,8 +102,11 @@ describe('views', () => {
     expect(table(SNAPSHOT_COLUMNS, [snapshot])).toBe(
       'VOLUME  SNAPSHOT   SIZE  EXCLUSIVE  CLASS  CREATED\ndata    s1        1 GiB        0 B  ssd    2026-11-22 02:41:57Z',
     );
-    const pool = { class: 'hdd', capacityBytes: 4 * 2 ** 40, usedBytes: 2 ** 40, provisionedBytes: 8 * 2 ** 40, members: [{ path: '/dev/sdb', sizeBytes: 4 * 2 ** 40 }] };
-    expect(table(POOL_COLUMNS, [pool]).split('\n')[1]).toBe('hdd       4 TiB  1 TiB    25%        8 TiB  /dev/sdb');
+    const pool = { class: 'hdd', capacityBytes: 4 * 2 ** 40, usedBytes: 2 ** 40, provisionedBytes: 8 * 2 ** 40, members: [{ path: '/dev/sdb', sizeBytes: 4 * 2 ** 40 }], state: 'stalled' as const };
+    expect(table(POOL_COLUMNS, [pool]).split('\n')).toEqual([
+      'CLASS  STATE    CAPACITY   USED  USED%  PROVISIONED  MEMBERS',
+      'hdd    stalled     4 TiB  1 TiB    25%        8 TiB  /dev/sdb',
+    ]);
   });
 
   it('lists attachments with the same readable times as the other tables', () => {

@@ -216,10 +216,11 @@ describe('weft volume verify VOL@SNAP', () => {
 describe('weft pool and node', () => {
   it('lists the pool', async () => {
     const lines = (await ok('pool', 'list')).trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^CLASS\s+CAPACITY\s+USED\s+USED%\s+PROVISIONED\s+MEMBERS$/);
-    expect(lines[1]).toMatch(new RegExp(`^default\\s+\\d+(\\.\\d+)? [KMG]iB\\s+.*${fixture.dataDir}`));
+    expect(lines[0]).toMatch(/^CLASS\s+STATE\s+CAPACITY\s+USED\s+USED%\s+PROVISIONED\s+MEMBERS$/);
+    expect(lines[1]).toMatch(new RegExp(`^default\\s+ok\\s+\\d+(\\.\\d+)? [KMG]iB\\s+.*${fixture.dataDir}`));
     const [pool] = await okJson<PoolInfo[]>('pool', 'list');
     expect(pool.class).toBe('default');
+    expect(pool.state).toBe('ok');
     expect(typeof pool.capacityBytes).toBe('number');
   });
 

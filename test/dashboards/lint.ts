@@ -5,7 +5,7 @@
 const FAMILIES = [
   'weft_volume_operations_total', 'weft_volume_errors_total', 'weft_volume_bytes_total', 'weft_volume_in_flight_requests',
   'weft_volume_capacity_bytes', 'weft_volume_allocated_bytes', 'weft_volume_checksum_errors_total', 'weft_volume_epoch',
-  'weft_pool_capacity_bytes', 'weft_pool_used_bytes', 'weft_pool_provisioned_bytes',
+  'weft_pool_capacity_bytes', 'weft_pool_used_bytes', 'weft_pool_provisioned_bytes', 'weft_pool_state',
   'weft_sla_objective_read_latency_p99_seconds', 'weft_sla_objective_write_latency_p99_seconds', 'weft_sla_objective_availability_ratio',
   'weft_nbd_connections', 'weft_api_requests_total', 'weft_journal_bytes',
   'weft_replica_state', 'weft_replica_behind_bytes', 'weft_replica_resync_size_bytes', 'weft_replica_resync_copied_bytes_total',

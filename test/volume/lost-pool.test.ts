@@ -51,6 +51,7 @@ test('with a pool lost, checkpoints are held (said once), and the other pool\'s 
     expect(log.match(/checkpoints are held until weftd restarts/g)).toHaveLength(1);
     expect(log).not.toMatch(/checkpoint failed|background sync failed/);
     expect((await vb.read(63 * MiB, 4096)).equals(Buffer.alloc(4096, 64))).toBe(true);
+    expect(engine.listPools().map((p) => `${p.class}:${p.state}`)).toEqual(['a:lost', 'b:ok']);
     va.close();
     vb.close();
   } finally {

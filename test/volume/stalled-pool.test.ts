@@ -11,7 +11,7 @@ import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
 import { LocalEngine } from '../../fabric/volume/local-engine';
-import type { OpenDevice } from '../../fabric/volume/types';
+import type { OpenDevice, PoolInfo } from '../../fabric/volume/types';
 import { startStallingDevice, type StallingDevice } from '../helpers/nbdkit-device';
 import { cleanupAll, run, startWeftd, type WeftdHandle } from '../helpers/weftd';
 
@@ -318,7 +318,7 @@ function qemuIo(node: WeftdHandle, exportName: string, ...commands: string[]) {
   return run('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), node.nbdUri(exportName)], { timeoutMs: 60_000 });
 }
 
-test("a burst of large writes to a disk that stops answering holds four of weftd's eight threads: the other pool's writes and FLUSHes go on", async () => {
+test("a burst of large writes to a disk that stops answering holds four of weftd's eight threads: the other pool's writes and FLUSHes go on; the pool shows stalled, then ok", async () => {
   const { dir, device } = await dirWithStallingDevice();
   const node = await startWeftd({ pools: [`a:${dir}:64MiB`, `s:${device.file}`] });
   for (const [name, poolClass] of [['va', 'a'], ['vs', 's']]) expect((await node.weft(['volume', 'create', name, '--size', '16MiB', '--class', poolClass])).stderr).toBe('');
@@ -330,11 +330,26 @@ test("a burst of large writes to a disk that stops answering holds four of weftd
   const other = await within(qemuIo(node, 'va', 'write -P 0x11 0 1M', 'flush', 'write -f -P 0x12 1M 64k'), ENDS_WITHIN_MS, "the other pool's writes and FLUSH");
   expect(other.stderr).toBe('');
   expect(other.code).toBe(0);
+  // No progress for 5 s: the pool is stalled, as `weft pool list` and the metrics say.
+  const states = async () => (JSON.parse((await node.weft(['--output', 'json', 'pool', 'list'])).stdout) as PoolInfo[]).map((p) => `${p.class}:${p.state}`).sort();
+  await within(
+    (async () => {
+      while (!(await states()).includes('s:stalled')) await new Promise((resolve) => setTimeout(resolve, 250));
+    })(),
+    ENDS_WITHIN_MS,
+    'pool s shown stalled',
+  );
+  expect(await states()).toEqual(['a:ok', 's:stalled']);
+  const metrics = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
+  expect(metrics).toMatch(/^weft_pool_state\{class="s",state="stalled"\} 1$/m);
+  expect(metrics).toMatch(/^weft_pool_state\{class="s",state="ok"\} 0$/m);
+  expect(metrics).toMatch(/^weft_pool_state\{class="a",state="ok"\} 1$/m);
 
   device.stallIo(false);
   const burstDone = await burst;
   expect(burstDone.stderr).toBe('');
   expect(burstDone.code).toBe(0);
+  expect(await states()).toEqual(['a:ok', 's:ok']);
   const readBack = await qemuIo(node, 'vs', ...Array.from({ length: 8 }, (_, i) => `read -P 0x4${i} ${i}M 1M`));
   expect(readBack.stdout).not.toMatch(/Pattern verification failed/);
   expect(readBack.code).toBe(0);

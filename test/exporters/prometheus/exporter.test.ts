@@ -33,6 +33,7 @@ const FAMILIES: [string, string, string[]][] = [
   ['weft_pool_capacity_bytes', 'gauge', ['class']],
   ['weft_pool_used_bytes', 'gauge', ['class']],
   ['weft_pool_provisioned_bytes', 'gauge', ['class']],
+  ['weft_pool_state', 'gauge', ['class', 'state']],
   ['weft_sla_objective_read_latency_p99_seconds', 'gauge', ['class']],
   ['weft_sla_objective_write_latency_p99_seconds', 'gauge', ['class']],
   ['weft_sla_objective_availability_ratio', 'gauge', ['class']],

@@ -60,7 +60,7 @@ it('the rules directory holds the rule files and unit tests this test runs', () 
 it('promtool check rules passes on the recording and alerting rules', async () => {
   const result = await promtool(['check', 'rules', ...RULE_FILES], RULES_DIR);
   expect(result).toEqual({ code: 0, output: expect.stringContaining('SUCCESS: 27 rules found') });
-  expect(result.output).toContain('SUCCESS: 11 rules found');
+  expect(result.output).toContain('SUCCESS: 12 rules found');
 });
 
 it('promtool test rules passes: each alert fires and stays quiet', async () => {
@@ -100,7 +100,7 @@ it('every alert has unit tests that see it fire and see it quiet', () => {
   const tests = TEST_FILES.map((file) => fs.readFileSync(path.join(RULES_DIR, file), 'utf8')).join('\n');
   const names = alertNames();
   expect(names.sort()).toEqual([
-    'WeftChecksumErrors', 'WeftNbdConnectionsRefused', 'WeftPoolNearlyFull', 'WeftVolumeAvailabilityBudgetBurn', 'WeftVolumeDegraded', 'WeftVolumeFailingOver',
+    'WeftChecksumErrors', 'WeftNbdConnectionsRefused', 'WeftPoolNearlyFull', 'WeftPoolNotAnswering', 'WeftVolumeAvailabilityBudgetBurn', 'WeftVolumeDegraded', 'WeftVolumeFailingOver',
     'WeftVolumeLatencyBudgetBurn', 'WeftVolumeUnreplicated', 'WeftdDown',
   ]);
   for (const name of names) {
@@ -108,7 +108,7 @@ it('every alert has unit tests that see it fire and see it quiet', () => {
     expect({ name, firing: firing.test(tests) }).toEqual({ name, firing: true });
   }
   // The burn-rate alerts stay quiet for the volumes within budget, the others in an empty exp_alerts.
-  for (const name of ['WeftChecksumErrors', 'WeftNbdConnectionsRefused', 'WeftPoolNearlyFull', 'WeftVolumeDegraded', 'WeftVolumeFailingOver', 'WeftVolumeUnreplicated', 'WeftdDown']) {
+  for (const name of ['WeftChecksumErrors', 'WeftNbdConnectionsRefused', 'WeftPoolNearlyFull', 'WeftPoolNotAnswering', 'WeftVolumeDegraded', 'WeftVolumeFailingOver', 'WeftVolumeUnreplicated', 'WeftdDown']) {
     expect({ name, quiet: tests.includes(`alertname: ${name}\n        exp_alerts: []`) }).toEqual({ name, quiet: true });
   }
 });
