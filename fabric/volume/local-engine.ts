@@ -541,7 +541,8 @@ async function pauseDrained(volumes: Volume[], limitMs?: number): Promise<void> 
   const drained = Promise.all(volumes.map((v) => v.replica.quiesce.pause()));
   if (limitMs === undefined) return void (await drained);
   const late = () => {
-    const busy = volumes.filter((v) => v.replica.quiesce.busy).map((v) => (v.ref.snapshot === undefined ? v.ref.volume : `${v.ref.volume}@${v.ref.snapshot}`));
+    const named = volumes.filter((v) => v.replica.quiesce.busy);
+    const busy = (named.length > 0 ? named : volumes).map((v) => (v.ref.snapshot === undefined ? v.ref.volume : `${v.ref.volume}@${v.ref.snapshot}`));
     return new WeftError('UNAVAILABLE', `volume ${busy.join(', ')}: I/O in flight has not ended within ${limitMs / 1000} s (its pool's disk may have stopped answering); nothing changed, try again later`);
   };
   try {

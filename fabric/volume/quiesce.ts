@@ -68,6 +68,8 @@ export class Quiesce {
   resume(): void {
     if (this.pauses === 0) throw new Error('quiesce: resume() without pause()');
     if (--this.pauses > 0) return;
+    // Left by pauses that gave up waiting (pauseWithin): no pause waits for the drain any more.
+    this.drained = [];
     const open = this.openGate;
     this.gate = undefined;
     this.openGate = undefined;
