@@ -15,7 +15,7 @@ import { IoError, WeftError } from '../errors';
 import type { Pieces } from '../pieces';
 import type { VolumeLayer, WriteZeroesOptions } from './block-device';
 import { PassThroughLayer } from './pass-through-device';
-import { Quiesce } from './quiesce';
+import { DRAIN_LIMIT_MS, Quiesce } from './quiesce';
 
 /**
  * How long a copy's answer to a change vouches that no newer primary is raised there. Short, as a
@@ -23,9 +23,6 @@ import { Quiesce } from './quiesce';
  * still (from before it sent the change, less a margin for clocks that run at other rates).
  */
 export const READ_LEASE_MS = 500;
-
-/** How long a raise waits for the fenced writes in flight to end. */
-const RAISE_DRAIN_LIMIT_MS = 5000;
 
 export class EpochFence {
   /** Fenced writes pass this gate; a raise closes it while it commits. */
@@ -43,7 +40,7 @@ export class EpochFence {
   async raising<T>(commit: () => Promise<T>): Promise<T> {
     // A fenced write hung on a disk that stopped answering would hold the raise, and the volume's
     // writes behind the closed gate, for as long as it hangs: the raise gives up instead.
-    await this.gate.pauseWithin(RAISE_DRAIN_LIMIT_MS, () => new WeftError('UNAVAILABLE', `volume ${this.volume}: writes in flight have not ended within ${RAISE_DRAIN_LIMIT_MS / 1000} s (its pool's disk may have stopped answering); the epoch is not raised, try again later`));
+    await this.gate.pauseWithin(DRAIN_LIMIT_MS, () => new WeftError('UNAVAILABLE', `volume ${this.volume}: writes in flight have not ended within ${DRAIN_LIMIT_MS / 1000} s (its pool's disk may have stopped answering); the epoch is not raised, try again later`));
     try {
       // performance.now() counts from this process's start: a copy restarted just after it vouched
       // has forgotten it, so nothing is raised in its first READ_LEASE_MS either.

@@ -13,6 +13,7 @@ import { controlFailure, ControlTxn, layerById } from './control-txn';
 import { VolumeRegistry } from './volume-registry';
 import type { Metadata } from './metadata';
 import { validateName } from './names';
+import { DRAIN_LIMIT_MS } from './quiesce';
 import { NodeStore, type NodeStoreOptions } from './node-store';
 import { LatencyCounts } from '../latency';
 import { withDeadline } from '../deadline';
@@ -36,12 +37,6 @@ export { DEFAULT_SYNC_INTERVAL_MS, type PoolSpec } from './node-store';
 const BACKGROUND_INTERVAL_MS = 1000;
 /** After a failed checkpoint (a full metadata disk, say), the next try waits this long. */
 const CHECKPOINT_RETRY_MS = 30_000;
-/**
- * How long a control operation waits for the I/O in flight of the volumes it pauses (a checkpoint's
- * cut: every volume's) before it gives up: one on a disk that stopped answering would never end,
- * and the operation would hold up every later one, and every paused volume's I/O, meanwhile.
- */
-const DRAIN_LIMIT_MS = 5000;
 /** How long a control operation's write-back, before its turn, waits for a pool's sync at most. */
 const WRITE_BACK_LIMIT_MS = 10_000;
 

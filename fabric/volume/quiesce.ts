@@ -4,6 +4,14 @@
 
 import { withDeadline } from '../deadline';
 
+/**
+ * How long a control operation waits for the I/O inside the gates it closes (a checkpoint's cut:
+ * every volume's; an epoch raise: the fenced writes) before it gives up: I/O on a disk that stopped
+ * answering would never leave, and the operation would hold up every later one, and the paused
+ * volumes' I/O, meanwhile.
+ */
+export const DRAIN_LIMIT_MS = 5000;
+
 export class Quiesce {
   private active = 0;
   private pauses = 0;

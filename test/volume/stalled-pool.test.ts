@@ -10,6 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
+import { withDeadline } from '../../fabric/deadline';
 import { LocalEngine } from '../../fabric/volume/local-engine';
 import type { OpenDevice, PoolInfo } from '../../fabric/volume/types';
 import { startStallingDevice, type StallingDevice } from '../helpers/nbdkit-device';
@@ -52,9 +53,7 @@ async function dirWithStallingDevice(): Promise<{ dir: string; device: StallingD
 
 /** promise's outcome, or a rejection naming what did not end within ms. */
 function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_resolve, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not end within ${ms} ms`)), ms)));
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+  return withDeadline(promise, ms, () => new Error(`${what} did not end within ${ms} ms`));
 }
 
 /** Whether promise has settled by the time the event loop has turned once more. */
